@@ -1,0 +1,129 @@
+"""HTTP/1.1 pieces shared by the echo server, the admin server and the proxy.
+
+Parsing is httptools (llhttp); this module adds what llhttp leaves to its user: limits on
+header size and count and on body size, RFC 9110 hop-by-hop header handling, and the
+reason phrases and canned responses a server needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from http import HTTPStatus
+
+from meshsim.errors import MeshsimError
+
+# RFC 9110 section 7.6.1: fields that apply to one connection only. A proxy removes them,
+# and any field named in Connection, before forwarding. Proxy-Connection and Keep-Alive are
+# the common non-standard spellings that section tells intermediaries to drop as well.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
+
+Headers = list[tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds that keep one bad client from hurting the others."""
+
+    max_header_bytes: int = 16 * 1024
+    """Request line plus all header lines (llhttp itself has no such bound)."""
+    max_headers: int = 100
+    max_body_bytes: int = 8 * 1024 * 1024
+    idle_timeout_s: float = 60.0
+    """A keep-alive connection with no request in progress is closed after this long."""
+    header_timeout_s: float = 10.0
+    """A request's head must arrive within this long of its first byte (slowloris)."""
+    body_timeout_s: float = 30.0
+    """Between two pieces of a request body."""
+
+
+def reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode("latin-1")
+    except ValueError:
+        return b"Unknown"
+
+
+def status_line(status: int, version: bytes = b"1.1") -> bytes:
+    return b"HTTP/" + version + b" " + str(status).encode() + b" " + reason(status) + b"\r\n"
+
+
+def simple_response(
+    status: int,
+    body: bytes = b"",
+    *,
+    content_type: bytes = b"text/plain; charset=utf-8",
+    keep_alive: bool = True,
+    extra: Iterable[tuple[bytes, bytes]] = (),
+) -> bytes:
+    """A complete HTTP/1.1 response with a Content-Length body."""
+    parts = [status_line(status)]
+    parts.append(b"content-type: " + content_type + b"\r\n")
+    parts.append(b"content-length: " + str(len(body)).encode() + b"\r\n")
+    for name, value in extra:
+        parts.append(name + b": " + value + b"\r\n")
+    if not keep_alive:
+        parts.append(b"connection: close\r\n")
+    parts.append(b"\r\n")
+    parts.append(body)
+    return b"".join(parts)
+
+
+def connection_tokens(headers: Headers) -> set[bytes]:
+    """Lower-cased tokens of every Connection field (they name more hop-by-hop fields)."""
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    return tokens
+
+
+def end_to_end(headers: Headers) -> Headers:
+    """``headers`` without hop-by-hop fields (RFC 9110 section 7.6.1)."""
+    drop = HOP_BY_HOP | connection_tokens(headers)
+    return [(n, v) for n, v in headers if n.lower() not in drop]
+
+
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ns|us|µs|ms|s|m|h)?\s*$")
+_UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration_s(text: str) -> float:
+    """A Go-style duration (``10ms``, ``1.5s``, ``250us``) in seconds; a bare number is seconds."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise MeshsimError(f"bad duration {text!r}: expected a number and a unit, e.g. 10ms or 1.5s")
+    return float(match.group(1)) * _UNIT_S[match.group(2) or "s"]
+
+
+def parse_hostport(text: str, *, what: str = "address") -> tuple[str, int]:
+    """``HOST:PORT`` (or ``[v6]:PORT``) into a pair, with a clear error otherwise."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit() or not (0 <= int(port_text) <= 65535):
+        raise MeshsimError(f"bad {what} {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+    host = host.strip("[]") or "127.0.0.1"
+    return host, int(port_text)
+
+
+def install_fast_loop() -> str:
+    """Use uvloop when it is installed; say which loop runs (results record it)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"

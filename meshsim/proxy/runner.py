@@ -1,0 +1,41 @@
+"""Running a server coroutine from the command line: fast loop, clean stop on Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from meshsim.proxy.httpcore import install_fast_loop
+
+T = TypeVar("T")
+
+
+def run(main: Callable[[], Awaitable[T]]) -> T:
+    """Run ``main()`` on uvloop when available."""
+    install_fast_loop()
+
+    async def wrapper() -> T:
+        return await main()
+
+    return asyncio.run(wrapper())
+
+
+async def wait_for_stop_signal() -> None:
+    """Return on SIGINT or SIGTERM (servers then drain and close)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - not main thread
+            pass
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.remove_signal_handler(sig)
+            except (NotImplementedError, RuntimeError):  # pragma: no cover
+                pass
