@@ -106,7 +106,7 @@ def parse_duration_s(text: str) -> float:
     """A Go-style duration (``10ms``, ``1.5s``, ``250us``) in seconds; a bare number is seconds."""
     match = _DURATION.match(text)
     if match is None:
-        raise MeshsimError(f"bad duration {text!r}: expected a number and a unit, e.g. 10ms or 1.5s")
+        raise MeshsimError(f"bad duration {text!r}: expected a number and a unit, e.g. 10ms, 1.5s")
     return float(match.group(1)) * _UNIT_S[match.group(2) or "s"]
 
 
