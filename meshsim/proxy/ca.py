@@ -1,0 +1,223 @@
+"""A small certificate authority for workload mTLS, on the ``cryptography`` package.
+
+Workload certificates are ECDSA P-256, carry exactly one SPIFFE URI SAN
+(``spiffe://<trust-domain>/ns/<ns>/sa/<sa>``) and live for an hour by default, as Istio's
+and Linkerd's do (24 h there; shorter here so rotation is exercised). The CA's own
+certificate names the trust domain in a URI SAN too (``spiffe://<trust-domain>``).
+
+Files: a CA directory holds ``ca.pem`` and ``ca-key.pem``; a workload TLS directory holds
+``cert.pem``, ``key.pem`` and ``ca.pem`` (what :mod:`meshsim.proxy.tls` loads).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from meshsim.errors import MeshsimError
+
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
+_SEGMENT = re.compile(r"^[A-Za-z0-9._-]{1,253}$")
+# Issued certificates start a little in the past so that small clock skew between
+# processes does not make a fresh certificate "not yet valid".
+_BACKDATE = dt.timedelta(minutes=1)
+
+
+def spiffe_id(trust_domain: str, namespace: str, service_account: str) -> str:
+    if not _NAME.match(trust_domain):
+        raise MeshsimError(f"bad trust domain {trust_domain!r}: expected e.g. cluster.local")
+    for what, value in (("namespace", namespace), ("service account", service_account)):
+        if not _SEGMENT.match(value):
+            raise MeshsimError(f"bad {what} {value!r}: letters, digits, '.', '_' and '-' only")
+    return f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
+
+
+def trust_domain_of(spiffe: str) -> str | None:
+    """The trust domain of a SPIFFE id, or None when ``spiffe`` is not one."""
+    if not spiffe.startswith("spiffe://"):
+        return None
+    domain = spiffe[len("spiffe://") :].split("/", 1)[0]
+    return domain or None
+
+
+@dataclass(frozen=True)
+class WorkloadCert:
+    spiffe_id: str
+    cert_pem: bytes
+    key_pem: bytes
+    ca_pem: bytes
+    not_after: dt.datetime
+
+    def write(self, directory: str | os.PathLike[str]) -> Path:
+        """Write cert.pem, key.pem and ca.pem; the key file is private (0600).
+
+        Each file is replaced atomically, so a proxy reloading at the same moment reads
+        either the old or the new file, never half of one.
+        """
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        _atomic_write(out / "key.pem", self.key_pem, private=True)
+        _atomic_write(out / "cert.pem", self.cert_pem)
+        _atomic_write(out / "ca.pem", self.ca_pem)
+        return out
+
+
+def _atomic_write(path: Path, data: bytes, *, private: bool = False) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+class CertificateAuthority:
+    """A self-signed root that signs workload certificates for one trust domain."""
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> None:
+        self.key = key
+        self.cert = cert
+        uris = _uris(cert)
+        domain = trust_domain_of(uris[0]) if uris else None
+        if domain is None:
+            raise MeshsimError("the CA certificate names no trust domain (spiffe:// URI SAN)")
+        self.trust_domain = domain
+
+    @classmethod
+    def create(cls, trust_domain: str, lifetime_days: float = 365.0) -> CertificateAuthority:
+        spiffe_id(trust_domain, "x", "x")  # validates the trust domain
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "meshsim"),
+                x509.NameAttribute(NameOID.COMMON_NAME, f"meshsim root CA {trust_domain}"),
+            ]
+        )
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - _BACKDATE)
+            .not_valid_after(now + dt.timedelta(days=lifetime_days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                critical=True,
+            )
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.UniformResourceIdentifier(f"spiffe://{trust_domain}")]
+                ),
+                critical=False,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+            .sign(key, hashes.SHA256())
+        )
+        return cls(key, cert)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> CertificateAuthority:
+        base = Path(directory)
+        try:
+            cert = x509.load_pem_x509_certificate((base / "ca.pem").read_bytes())
+            key = serialization.load_pem_private_key((base / "ca-key.pem").read_bytes(), None)
+        except FileNotFoundError as exc:
+            raise MeshsimError(
+                f"no CA in {base}: missing {Path(exc.filename).name} (run `meshsim ca init` first)"
+            ) from None
+        except ValueError as exc:
+            raise MeshsimError(f"bad CA files in {base}: {exc}") from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise MeshsimError(f"bad CA key in {base}: expected an ECDSA key")
+        return cls(key, cert)
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        key_pem = self.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        _atomic_write(out / "ca-key.pem", key_pem, private=True)
+        _atomic_write(out / "ca.pem", self.ca_pem)
+        return out
+
+    @property
+    def ca_pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def issue(
+        self,
+        namespace: str,
+        service_account: str,
+        lifetime_s: float = 3600.0,
+        *,
+        trust_domain: str | None = None,
+    ) -> WorkloadCert:
+        """A fresh key and certificate for ``ns/sa``; ``trust_domain`` overrides (for tests
+        of refusal: a certificate signed by this CA but naming a foreign domain)."""
+        if lifetime_s <= 0:
+            raise MeshsimError(f"certificate lifetime must be > 0 s, not {lifetime_s}")
+        ident = spiffe_id(trust_domain or self.trust_domain, namespace, service_account)
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.UTC)
+        not_after = now + dt.timedelta(seconds=lifetime_s)
+        cert = (
+            x509.CertificateBuilder()
+            # SPIFFE X.509-SVIDs carry the identity in the URI SAN; the subject is informative.
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "meshsim")]))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - _BACKDATE)
+            .not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(True, False, True, False, True, False, False, False, False),
+                critical=True,
+            )
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
+                critical=False,
+            )
+            .add_extension(
+                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(ident)]),
+                critical=True,  # SPIFFE: critical when the subject is empty of identity
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), False
+            )
+            .sign(self.key, hashes.SHA256())
+        )
+        return WorkloadCert(
+            spiffe_id=ident,
+            cert_pem=cert.public_bytes(serialization.Encoding.PEM),
+            key_pem=key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+            ca_pem=self.ca_pem,
+            not_after=not_after,
+        )
+
+
+def _uris(cert: x509.Certificate) -> list[str]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [str(u) for u in san.get_values_for_type(x509.UniformResourceIdentifier)]

@@ -1,0 +1,160 @@
+"""TLS 1.3 contexts for proxy-to-proxy mTLS, peer SPIFFE ids, and certificate rotation.
+
+Rotation reloads the certificate chain *into the existing* ``SSLContext``: OpenSSL copies
+the context's certificate into each new connection at handshake time, so new handshakes
+use the new certificate while established connections carry on untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import ssl
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from meshsim.errors import MeshsimError
+from meshsim.proxy.ca import CertificateAuthority, trust_domain_of
+
+FILES = ("cert.pem", "key.pem", "ca.pem")
+
+
+def _check_dir(tls_dir: Path) -> None:
+    missing = [name for name in FILES if not (tls_dir / name).is_file()]
+    if missing:
+        raise MeshsimError(
+            f"TLS directory {tls_dir} lacks {', '.join(missing)} "
+            "(create them with `meshsim ca issue --out DIR`)"
+        )
+
+
+def _context(purpose: ssl.Purpose, tls_dir: Path) -> ssl.SSLContext:
+    _check_dir(tls_dir)
+    ctx = ssl.SSLContext(
+        ssl.PROTOCOL_TLS_SERVER if purpose is ssl.Purpose.CLIENT_AUTH else ssl.PROTOCOL_TLS_CLIENT
+    )
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.verify_mode = ssl.CERT_REQUIRED  # both ways: the server requires client certificates
+    # Peers are named by SPIFFE id, not DNS name; the id is checked after the handshake.
+    ctx.check_hostname = False
+    try:
+        ctx.load_verify_locations(cafile=str(tls_dir / "ca.pem"))
+        ctx.load_cert_chain(str(tls_dir / "cert.pem"), str(tls_dir / "key.pem"))
+    except (ssl.SSLError, OSError) as exc:
+        raise MeshsimError(f"cannot load TLS files from {tls_dir}: {exc}") from None
+    return ctx
+
+
+def server_context(tls_dir: str | Path) -> ssl.SSLContext:
+    return _context(ssl.Purpose.CLIENT_AUTH, Path(tls_dir))
+
+
+def client_context(tls_dir: str | Path) -> ssl.SSLContext:
+    return _context(ssl.Purpose.SERVER_AUTH, Path(tls_dir))
+
+
+def peer_spiffe_id(ssl_object: Any) -> str | None:
+    """The peer certificate's SPIFFE URI SAN (verified by the handshake), if any."""
+    if ssl_object is None:
+        return None
+    cert = ssl_object.getpeercert()
+    if not cert:
+        return None
+    for kind, value in cert.get("subjectAltName", ()):
+        if kind == "URI" and str(value).startswith("spiffe://"):
+            return str(value)
+    return None
+
+
+def peer_allowed(spiffe: str | None, trust_domain: str) -> bool:
+    return spiffe is not None and trust_domain_of(spiffe) == trust_domain
+
+
+def cert_not_after(tls_dir: str | Path) -> dt.datetime:
+    cert = x509.load_pem_x509_certificate((Path(tls_dir) / "cert.pem").read_bytes())
+    return cert.not_valid_after_utc
+
+
+def trust_domain_from_dir(tls_dir: str | Path) -> str:
+    """The trust domain named by the CA certificate in ``tls_dir``."""
+    ca_cert = x509.load_pem_x509_certificate((Path(tls_dir) / "ca.pem").read_bytes())
+    try:
+        san = ca_cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    except x509.ExtensionNotFound:
+        uris = []
+    domain = trust_domain_of(str(uris[0])) if uris else None
+    if domain is None:
+        raise MeshsimError(f"{tls_dir}/ca.pem names no trust domain (spiffe:// URI SAN)")
+    return domain
+
+
+class Rotator:
+    """Keeps the contexts' certificate fresh.
+
+    With a CA at hand (the lab), it issues a new certificate when two thirds of the
+    current one's life has passed; without one it reloads the files when they change
+    (another process, e.g. ``meshsim ca issue`` from cron, renews them).
+    """
+
+    def __init__(
+        self,
+        tls_dir: str | Path,
+        contexts: list[ssl.SSLContext],
+        *,
+        ca: CertificateAuthority | None = None,
+        identity: tuple[str, str] | None = None,
+        lifetime_s: float = 3600.0,
+    ) -> None:
+        self.tls_dir = Path(tls_dir)
+        self.contexts = contexts
+        self.ca = ca
+        self.identity = identity
+        self.lifetime_s = lifetime_s
+        self.rotations = 0
+        self._mtime = self._stamp()
+        self._task: asyncio.Task[None] | None = None
+
+    def _stamp(self) -> float:
+        return max((self.tls_dir / name).stat().st_mtime_ns for name in FILES) / 1e9
+
+    def reload(self) -> None:
+        """Load the current files into every context (new handshakes only)."""
+        for ctx in self.contexts:
+            ctx.load_cert_chain(str(self.tls_dir / "cert.pem"), str(self.tls_dir / "key.pem"))
+        self._mtime = self._stamp()
+        self.rotations += 1
+
+    def rotate_now(self) -> None:
+        if self.ca is None or self.identity is None:
+            raise MeshsimError("rotation needs a CA and an identity (ns, sa)")
+        self.ca.issue(*self.identity, self.lifetime_s).write(self.tls_dir)
+        self.reload()
+
+    def due_in_s(self) -> float:
+        left = (cert_not_after(self.tls_dir) - dt.datetime.now(dt.UTC)).total_seconds()
+        return max(0.0, left - self.lifetime_s / 3.0)
+
+    async def _loop(self, poll_s: float) -> None:
+        while True:
+            await asyncio.sleep(poll_s)
+            try:
+                if self.ca is not None and self.identity is not None and self.due_in_s() <= 0:
+                    self.rotate_now()
+                elif self._stamp() != self._mtime:
+                    self.reload()
+            except (OSError, ssl.SSLError, ValueError):
+                # A half-written renewal from another process: try again next poll.
+                continue
+
+    def start(self, poll_s: float = 1.0) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(poll_s))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
