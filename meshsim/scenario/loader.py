@@ -1,0 +1,295 @@
+"""Loading scenario files, with errors that name the file, line, field and expectation.
+
+PyYAML gives the document twice: as a node tree with line marks (``yaml.compose``)
+and as plain data. pydantic validates the data; each of its errors carries a path
+into the data, which :func:`_locate` follows through the node tree to a line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from meshsim.errors import Problem, ScenarioError
+from meshsim.scenario.model import Scenario
+from meshsim.scenario.references import Loc, check_references, closest
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys, which PyYAML would silently overwrite."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"duplicate key {key!r} (first given on line {seen[key] + 1})",
+                key_node.start_mark,
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def parse_yaml(text: str, path: str | None) -> tuple[Any, yaml.Node | None]:
+    """The document's data and its node tree, or a :class:`ScenarioError` with a line."""
+    try:
+        node = yaml.compose(text, Loader=_StrictLoader)
+        data = yaml.load(text, Loader=_StrictLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        column = mark.column + 1 if mark is not None else None
+        what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        raise ScenarioError(
+            [Problem("", f"not valid YAML: {what}", line=line, column=column)], path
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ScenarioError([Problem("", f"not valid YAML: {exc}")], path) from None
+    return data, node
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario file; raises :class:`ScenarioError` on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioError([Problem("", "no such file")], str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError([Problem("", f"cannot be read: {exc}")], str(path)) from None
+    return loads(text, str(path))
+
+
+def loads(text: str, path: str | None = None) -> Scenario:
+    """Validate a scenario given as YAML text."""
+    data, node = parse_yaml(text, path)
+    return from_dict(data, path=path, node=node)
+
+
+def from_dict(data: Any, *, path: str | None = None, node: yaml.Node | None = None) -> Scenario:
+    """Validate a scenario given as plain data (as notebooks build it)."""
+    if not isinstance(data, dict):
+        got = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise ScenarioError(
+            [Problem("", f"expected a mapping of scenario keys (meshsim: 1, name, ...), got {got}")],
+            path,
+        )
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as exc:
+        problems = [_problem_from_pydantic(err, data, node) for err in exc.errors()]
+        raise ScenarioError(_unique(problems), path) from None
+    problems = [_problem(loc, msg, data, node) for loc, msg in check_references(scenario)]
+    if problems:
+        raise ScenarioError(problems, path)
+    return scenario
+
+
+def scenario_sha256(scenario: Scenario) -> str:
+    """A hash of the validated scenario (not of its file's bytes or comments)."""
+    canonical = yaml.safe_dump(scenario.model_dump(mode="json", by_alias=True), sort_keys=True)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+# --------------------------------------------------------------------------- error locations
+
+
+def _unique(problems: list[Problem]) -> list[Problem]:
+    out: list[Problem] = []
+    for p in problems:
+        if p not in out:
+            out.append(p)
+    return sorted(out, key=lambda p: (p.line or 0, p.field))
+
+
+def _walk(loc: Loc, data: Any, node: yaml.Node | None) -> tuple[list[str | int], yaml.Node | None]:
+    """Follow ``loc`` through the data; keep the elements that are real keys or indices.
+
+    pydantic inserts names of union members into locations (``events.0.kill.count``);
+    those match nothing in the document and are dropped.
+    """
+    kept: list[str | int] = []
+    current: Any = data
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(current, dict) and part in current:
+            current = current[part]
+            node = _child(node, part)
+            kept.append(part)
+        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+            current = current[part]
+            node = node.value[part] if isinstance(node, yaml.SequenceNode) else None
+            kept.append(part)
+        elif last and isinstance(part, str) and isinstance(current, dict):
+            kept.append(part)  # a missing key: point at its parent mapping
+    return kept, node
+
+
+def _child(node: yaml.Node | None, key: Any) -> yaml.Node | None:
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    for key_node, value_node in node.value:
+        if key_node.value == str(key) or _scalar(key_node) == key:
+            return value_node
+    return None
+
+
+def _key_node(node: yaml.Node | None, key: Any) -> yaml.Node | None:
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    for key_node, _ in node.value:
+        if key_node.value == str(key):
+            return key_node
+    return None
+
+
+def _scalar(node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        try:
+            return yaml.safe_load(node.value) if node.tag != "tag:yaml.org,2002:str" else node.value
+        except yaml.YAMLError:
+            return node.value
+    return None
+
+
+def _field_path(parts: list[str | int]) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _problem(loc: Loc, message: str, data: Any, node: yaml.Node | None) -> Problem:
+    parts, target = _walk(loc, data, node)
+    line = target.start_mark.line + 1 if target is not None else None
+    return Problem(_field_path(parts), message, line=line)
+
+
+def _problem_from_pydantic(err: Any, data: Any, node: yaml.Node | None) -> Problem:
+    loc: Loc = tuple(err["loc"])
+    kind: str = err["type"]
+    parts, target = _walk(loc, data, node)
+    field = _field_path(parts)
+    if kind in ("extra_forbidden", "missing"):
+        # Point at the key (unknown) or at the mapping that lacks it (missing).
+        parent_parts, parent = _walk(tuple(parts[:-1]), data, node)
+        key = parts[-1] if parts else loc[-1]
+        allowed = _allowed_keys(loc[:-1])
+        if kind == "extra_forbidden":
+            key_node = _key_node(parent, key)
+            line = key_node.start_mark.line + 1 if key_node is not None else None
+            hint = closest(str(key), allowed)
+            listed = f" (expected one of: {', '.join(allowed)})" if allowed and not hint else ""
+            return Problem(field, f"unknown key '{key}'{hint}{listed}", line=line)
+        line = parent.start_mark.line + 1 if parent is not None else None
+        return Problem(field, f"required key '{key}' is missing", line=line)
+    line = target.start_mark.line + 1 if target is not None else None
+    return Problem(field, _explain(err), line=line)
+
+
+def _explain(err: Any) -> str:
+    kind: str = err["type"]
+    msg: str = err["msg"]
+    value = err.get("input")
+    shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
+    if kind == "value_error":
+        return msg.removeprefix("Value error, ")
+    if kind == "assertion_error":
+        return msg.removeprefix("Assertion failed, ")
+    if kind == "literal_error":
+        expected = str(err.get("ctx", {}).get("expected", ""))
+        options = [o.strip().strip("'") for o in expected.replace(" or ", ", ").split(",")]
+        return f"expected one of {expected} (got {shown}){closest(str(value), options)}"
+    if kind == "union_tag_invalid":
+        ctx = err.get("ctx", {})
+        tags = str(ctx.get("expected_tags", ""))
+        tag = str(ctx.get("tag", ""))
+        options = [o.strip().strip("'") for o in tags.split(",")]
+        return f"expected {ctx.get('discriminator', 'a tag')} to be one of {tags} (got '{tag}')" + (
+            closest(tag, options)
+        )
+    if kind == "union_tag_not_found":
+        return f"needs {err.get('ctx', {}).get('discriminator', 'a tag')}"
+    expectations = {
+        "int_type": "a whole number",
+        "float_type": "a number",
+        "bool_type": "true or false",
+        "string_type": "a string",
+        "list_type": "a list",
+        "dict_type": "a mapping",
+        "model_type": "a mapping",
+        "model_attributes_type": "a mapping",
+    }
+    if kind in expectations:
+        return f"expected {expectations[kind]}, got {shown} ({type(value).__name__})"
+    return f"{msg[0].lower()}{msg[1:]} (got {shown})"
+
+
+# --------------------------------------------------------------------------- allowed keys
+
+
+def _allowed_keys(loc: Loc) -> list[str]:
+    """The keys that the model at ``loc`` accepts, for 'did you mean' hints."""
+    current: Any = Scenario
+    for part in loc:
+        current = _step(current, part)
+        if current is None:
+            return []
+    model = _as_model(current)
+    if model is None:
+        return []
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _as_model(tp: Any) -> type[BaseModel] | None:
+    for candidate in _members(tp):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _members(tp: Any) -> list[Any]:
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _members(typing.get_args(tp)[0])
+    if origin in (typing.Union, types.UnionType):
+        out: list[Any] = []
+        for arg in typing.get_args(tp):
+            out.extend(_members(arg))
+        return out
+    return [tp]
+
+
+def _step(tp: Any, part: str | int) -> Any:
+    for member in _members(tp):
+        origin = typing.get_origin(member)
+        if isinstance(part, int) and origin is list:
+            return typing.get_args(member)[0]
+        if isinstance(part, str) and origin is dict:
+            return typing.get_args(member)[1]
+        if isinstance(part, str) and isinstance(member, type) and issubclass(member, BaseModel):
+            for name, info in member.model_fields.items():
+                if part in (name, info.alias):
+                    return info.annotation
+    # A union member named by its tag (events.0.kill...): pick the member with that tag.
+    for member in _members(tp):
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            action = member.model_fields.get("action")
+            if action is not None and part in typing.get_args(action.annotation):
+                return member
+    return None
+
+

@@ -1,0 +1,172 @@
+"""Checks that span the whole scenario: names that must exist, cycles, timing.
+
+Each check yields a problem with the location of the offending value as a tuple
+path (``("services", 2, "calls", 0, "service")``), which the loader turns into a
+file line. Names that do not exist come with the closest valid name.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator, Sequence
+
+from meshsim.scenario.model import Scenario
+
+Loc = tuple[str | int, ...]
+
+
+def closest(name: str, candidates: Sequence[str]) -> str:
+    """A ", did you mean 'x'?" suffix naming the closest candidate, or nothing."""
+    match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean '{match[0]}'?" if match else ""
+
+
+def _unknown(kind: str, name: str, known: Sequence[str]) -> str:
+    listed = ", ".join(sorted(known)) or "none"
+    return f"no {kind} named '{name}'{closest(name, known)} (known: {listed})"
+
+
+def event_targets(scenario: Scenario) -> list[str]:
+    """Valid event targets: every service, and every ``<service>-<version>``."""
+    targets: list[str] = []
+    for svc in scenario.services:
+        targets.append(svc.name)
+        if svc.versions is not None:
+            targets.extend(f"{svc.name}-{v.name}" for v in svc.versions)
+    return targets
+
+
+def check_references(scenario: Scenario) -> Iterator[tuple[Loc, str]]:
+    """Every cross-reference problem in ``scenario``, as (location, message)."""
+    services = {s.name: s for s in scenario.services}
+    names = list(services)
+
+    for kind, items in (("service", scenario.services), ("workload", scenario.workloads)):
+        seen: set[str] = set()
+        for i, item in enumerate(items):
+            if item.name in seen:
+                yield (f"{kind}s", i, "name"), f"{kind} name '{item.name}' is used twice"
+            seen.add(item.name)
+
+    for i, svc in enumerate(scenario.services):
+        for j, call in enumerate(svc.calls):
+            if call.service not in services:
+                yield ("services", i, "calls", j, "service"), _unknown("service", call.service, names)
+        for k, version in enumerate(svc.versions or []):
+            for j, call in enumerate(version.calls or []):
+                if call.service not in services:
+                    loc: Loc = ("services", i, "versions", k, "calls", j, "service")
+                    yield loc, _unknown("service", call.service, names)
+
+    for i, wl in enumerate(scenario.workloads):
+        if wl.target not in services:
+            yield ("workloads", i, "target"), _unknown("service", wl.target, names)
+
+    for i, rule in enumerate(scenario.traffic):
+        svc = services.get(rule.service)
+        if svc is None:
+            yield ("traffic", i, "service"), _unknown("service", rule.service, names)
+            continue
+        subsets = [v.name for v in svc.subsets()]
+        for subset in rule.split or {}:
+            if svc.versions is None:
+                yield ("traffic", i, "split", subset), (
+                    f"service '{svc.name}' has no versions to split between"
+                )
+            elif subset not in subsets:
+                yield ("traffic", i, "split", subset), _unknown(
+                    f"version of '{svc.name}'", subset, subsets
+                )
+        if rule.mirror is not None:
+            mirrored = services.get(rule.mirror.service)
+            if mirrored is None:
+                yield ("traffic", i, "mirror", "service"), _unknown(
+                    "service", rule.mirror.service, names
+                )
+            elif rule.mirror.subset is not None:
+                subs = [v.name for v in mirrored.subsets()]
+                if rule.mirror.subset not in subs:
+                    yield ("traffic", i, "mirror", "subset"), _unknown(
+                        f"version of '{mirrored.name}'", rule.mirror.subset, subs
+                    )
+
+    targets = event_targets(scenario)
+    for i, event in enumerate(scenario.events):
+        if event.target not in targets:
+            yield ("events", i, "target"), _unknown("service or version", event.target, targets)
+        if event.at_s >= scenario.duration_s:
+            yield ("events", i, "at_s"), (
+                f"at {event.at_s} s the event falls after the run ends "
+                f"(duration_s is {scenario.duration_s})"
+            )
+
+    workloads = [w.name for w in scenario.workloads]
+    for i, slo in enumerate(scenario.slo):
+        if slo.service is not None and slo.service not in services:
+            yield ("slo", i, "service"), _unknown("service", slo.service, names)
+        if slo.workload is not None and slo.workload not in workloads:
+            yield ("slo", i, "workload"), _unknown("workload", slo.workload, workloads)
+        if slo.mesh is not None and slo.mesh not in scenario.meshes:
+            yield ("slo", i, "mesh"), _unknown("mesh in 'meshes'", slo.mesh, scenario.meshes)
+
+    if scenario.warmup_s >= scenario.duration_s:
+        yield ("warmup_s",), (
+            f"the warm-up ({scenario.warmup_s} s) must be shorter than the run "
+            f"(duration_s {scenario.duration_s} s)"
+        )
+    if len(set(scenario.meshes)) != len(scenario.meshes):
+        yield ("meshes",), "each mesh may appear once"
+
+    cycle = find_call_cycle(scenario)
+    if cycle is not None:
+        first = names.index(cycle[0])
+        yield ("services", first, "calls"), (
+            "calls form a cycle, which would never finish: " + " -> ".join(cycle)
+        )
+
+
+def call_edges(scenario: Scenario) -> list[tuple[str, str]]:
+    """Every caller -> callee edge, over all versions, in declaration order."""
+    edges: list[tuple[str, str]] = []
+    for svc in scenario.services:
+        call_lists = [svc.calls] + [v.calls for v in svc.versions or [] if v.calls is not None]
+        for calls in call_lists:
+            for call in calls:
+                if (svc.name, call.service) not in edges:
+                    edges.append((svc.name, call.service))
+    return edges
+
+
+def find_call_cycle(scenario: Scenario) -> list[str] | None:
+    """A cycle in the call graph as a closed path of names, or None.
+
+    Plain depth-first search: the scenario package must not need networkx
+    (DESIGN principle 6), which ``meshsim check`` uses only to draw the graph.
+    """
+    graph: dict[str, list[str]] = {s.name: [] for s in scenario.services}
+    for caller, callee in call_edges(scenario):
+        if callee in graph:
+            graph[caller].append(callee)
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in graph[node]:
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt) :], nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for name in graph:
+        if name not in state:
+            found = visit(name)
+            if found:
+                return found
+    return None

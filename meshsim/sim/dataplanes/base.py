@@ -1,0 +1,52 @@
+"""The seam between the application model and a mesh's data plane."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+import simpy
+
+if TYPE_CHECKING:
+    from meshsim.scenario.model import Call
+    from meshsim.sim.app import Client, Pod, Request, ServiceRuntime
+    from meshsim.sim.engine import Simulation
+
+
+class DataPlane(ABC):
+    """Base class: how a call travels from a caller to a service and back."""
+
+    name = "base"
+
+    def __init__(self, sim: Simulation) -> None:
+        self.sim = sim
+        self.env = sim.env
+        self.warnings: list[str] = []
+
+    def install(self) -> None:
+        """Create the mesh's proxies for the pods and nodes that exist at start."""
+
+    def on_pod_started(self, pod: Pod) -> None:
+        """A pod was created after the start (scale-up, replacement)."""
+
+    @abstractmethod
+    def call(
+        self, src: Pod | Client, service: ServiceRuntime, req: Request, call: Call | None
+    ) -> Generator[simpy.Event, Any, int]:
+        """Carry one call from ``src`` to ``service``; return the status ``src`` sees."""
+
+    def cpu_counters(self) -> dict[str, float]:
+        """CPU seconds executed so far by each proxy, by proxy name."""
+        return {}
+
+    def proxy_summary(self) -> dict[str, Any]:
+        """The ``proxies`` block of the results contract."""
+        return {
+            "count": 0,
+            "cpu_vcpu_total": 0.0,
+            "cpu_vcpu_per_1000rps": 0.0,
+            "memory_mb_per_proxy": 0.0,
+            "memory_mb_total": 0.0,
+            "handshakes": 0,
+        }

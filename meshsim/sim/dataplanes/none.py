@@ -1,0 +1,49 @@
+"""The `none` baseline: pods talk directly, balanced by kube-proxy.
+
+kube-proxy's iptables mode picks an endpoint at random per connection; apps here
+are modelled as opening a connection per call (or as keep-alive clients whose
+connections are spread as evenly), so the endpoint is drawn per call.
+Traffic rules (splits, retries, breakers) are mesh features and do not apply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+import simpy
+
+from meshsim.sim.app import CONNECT_FAILURE, Client, Pod, Request, ServiceRuntime
+from meshsim.sim.dataplanes.base import DataPlane
+from meshsim.sim.sampling import Uniforms
+
+if TYPE_CHECKING:
+    from meshsim.scenario.model import Call
+    from meshsim.sim.engine import Simulation
+
+
+class NoMesh(DataPlane):
+    name = "none"
+
+    def __init__(self, sim: Simulation) -> None:
+        super().__init__(sim)
+        self._pick = Uniforms(sim.streams("balancers"))
+        self._delay = sim.network.delay
+        if sim.scenario.traffic:
+            self.warnings.append(
+                "mesh 'none' applies no traffic rules (splits, retries, timeouts, breakers): "
+                "kube-proxy spreads calls over all ready pods of a service"
+            )
+
+    def call(
+        self, src: Pod | Client, service: ServiceRuntime, req: Request, call: Call | None
+    ) -> Generator[simpy.Event, Any, int]:
+        endpoints = service.endpoints
+        if not endpoints:
+            return CONNECT_FAILURE
+        pod = endpoints[int(self._pick() * len(endpoints))]
+        nbytes = call.request_bytes if call is not None else req.request_bytes
+        yield self.env.timeout(self._delay(src.node, pod.node, nbytes))
+        status: int = yield from self.sim.serve(pod, req)
+        yield self.env.timeout(self._delay(pod.node, src.node, pod.response_bytes))
+        return status

@@ -1,0 +1,235 @@
+"""The simulation of one scenario, for one mesh and one seed.
+
+``Simulation`` builds the cluster (nodes, pods placed by spread), the services and
+their versions, the mesh's data plane, the workloads and the timeline, then runs
+simpy until the end of the measurement window and drains what is still in flight.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Generator
+from typing import Any
+
+import numpy as np
+import simpy
+
+from meshsim.rng import Streams
+from meshsim.scenario.model import Call, Scenario
+from meshsim.sim.app import (
+    RESET,
+    Client,
+    Pod,
+    Request,
+    ServiceRuntime,
+    VersionRuntime,
+    call_groups,
+    is_success,
+)
+from meshsim.sim.cluster import NetworkModel, Node, place
+from meshsim.sim.dataplanes import data_plane_for
+from meshsim.sim.recorder import Recorder
+from meshsim.sim.sampling import Sampler, Uniforms, make_sampler
+from meshsim.sim.timeline import Timeline
+from meshsim.sim.workload import WorkloadDriver
+
+ProgressCallback = Callable[[float], None]
+"""Called with the simulated time (seconds) as the run advances."""
+
+DRAIN_LIMIT_S = 30.0
+"""How long after the window the run may go on to finish requests still in flight."""
+
+
+class Simulation:
+    """One run: a scenario, a mesh and a seed sequence."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        mesh: str,
+        seed: int | np.random.SeedSequence,
+        *,
+        keep_records: bool = False,
+    ) -> None:
+        self.scenario = scenario
+        self.mesh = mesh
+        self.env = simpy.Environment()
+        self.streams = Streams(seed)
+        self.warmup_s = scenario.warmup_s
+        self.end_s = scenario.duration_s
+        self.network = NetworkModel(scenario.cluster.network)
+        self.recorder = Recorder(self.warmup_s, self.end_s, keep_records)
+        self.nodes = [
+            Node(self.env, i, scenario.cluster.cores_per_node) for i in range(scenario.cluster.nodes)
+        ]
+        self._coin = Uniforms(self.streams("calls"))
+        self._faults = Uniforms(self.streams("faults"))
+        self._request_ids = 0
+        self.services: dict[str, ServiceRuntime] = {}
+        self._build_services()
+        self.data_plane = data_plane_for(mesh, self)
+        self.data_plane.install()
+        self.workloads = [
+            WorkloadDriver(self, w, self.services[w.target]) for w in scenario.workloads
+        ]
+        self.timeline = Timeline(self)
+        self.snapshots: dict[str, dict[str, float]] = {}
+
+    # ----------------------------------------------------------------- building
+
+    def _build_services(self) -> None:
+        for svc in self.scenario.services:
+            versions: dict[str, VersionRuntime] = {}
+            for version in svc.subsets():
+                calls = version.calls if version.calls is not None else svc.calls
+                versions[version.name] = VersionRuntime(version.name, version, call_groups(calls))
+            self.services[svc.name] = ServiceRuntime(svc.name, svc, versions)
+        # Place pods service by service, version by version, replica by replica: the
+        # order of the file decides placement, so placement is deterministic.
+        for runtime in self.services.values():
+            for version in runtime.versions.values():
+                for _ in range(version.spec.replicas):
+                    self._new_pod(runtime, version)
+            runtime.refresh_endpoints()
+
+    def _cpu_sampler(self, runtime: ServiceRuntime, version: VersionRuntime) -> Sampler:
+        dist = version.spec.cpu_ms or runtime.spec.cpu_ms
+        # One stream per version: adding a service never shifts another's draws.
+        rng = self.streams(f"service_times/{runtime.name}/{version.name}")
+        return make_sampler(dist, rng, 1e-3)
+
+    def _new_pod(self, runtime: ServiceRuntime, version: VersionRuntime) -> Pod:
+        node = place(self.nodes)
+        if version.sampler is None:
+            version.sampler = self._cpu_sampler(runtime, version)
+        pod = Pod(self.env, runtime, version, len(version.pods), node, version.sampler)
+        version.pods.append(pod)
+        node.pods.append(pod)
+        return pod
+
+    # ----------------------------------------------------------------- cluster changes
+
+    def start_pod(self, version: VersionRuntime) -> Pod:
+        runtime = next(s for s in self.services.values() if version in s.versions.values())
+        pod = self._new_pod(runtime, version)
+        runtime.refresh_endpoints()
+        self.data_plane.on_pod_started(pod)
+        return pod
+
+    def kill(self, pod: Pod) -> None:
+        """The pod dies at once; requests it holds fail with a reset."""
+        pod.alive = False
+        pod.ready = False
+        pod.service.refresh_endpoints()
+
+    def retire(self, pod: Pod) -> None:
+        """The pod stops receiving new requests and finishes those it holds."""
+        pod.ready = False
+        pod.service.refresh_endpoints()
+
+    # ----------------------------------------------------------------- requests
+
+    def next_request_id(self) -> int:
+        self._request_ids += 1
+        return self._request_ids
+
+    def call(
+        self, src: Pod | Client, service: ServiceRuntime, req: Request, call: Call | None
+    ) -> Generator[simpy.Event, Any, int]:
+        """A call through the mesh, recorded on its edge as the caller sees it."""
+        started = self.env.now if call is not None else req.sent_at
+        status: int = yield from self.data_plane.call(src, service, req, call)
+        caller = src.service.name if isinstance(src, Pod) else src.name
+        self.recorder.edge(caller, service.name, req.id, req.workload, started, self.env.now, status)
+        return status
+
+    def serve(self, pod: Pod, req: Request) -> Generator[simpy.Event, Any, int]:
+        """The application's handling of one request on ``pod``.
+
+        It waits for a worker slot (FIFO), runs its CPU on the node's cores, answers
+        with an injected error if the timeline says so, otherwise makes its calls,
+        and holds the slot until it answers. A pod killed meanwhile answers nothing:
+        the caller sees a reset when the pod's current step ends.
+        """
+        env = self.env
+        arrived = env.now
+        slots = pod.slots
+        slot = slots.request()
+        yield slot
+        began = env.now
+        status = RESET
+        if pod.alive:
+            yield from pod.node.execute(pod.cpu_time() * pod.slow_factor, pod)
+            if not pod.alive:
+                status = RESET
+            elif pod.error_rate and self._faults() < pod.error_rate:
+                status = pod.error_status
+            else:
+                status = yield from self._make_calls(pod, req)
+                if not pod.alive:
+                    status = RESET
+        slots.release(slot)
+        pod.slot_busy_s += env.now - began
+        self.recorder.service(pod.service.name, req.id, req.workload, arrived, env.now, status)
+        return status
+
+    def _make_calls(self, pod: Pod, req: Request) -> Generator[simpy.Event, Any, int]:
+        status = 200
+        services = self.services
+        coin = self._coin
+        for group in pod.call_plan:
+            if len(group) == 1:
+                call = group[0]
+                if call.probability < 1.0 and coin() >= call.probability:
+                    continue
+                result = yield from self.call(pod, services[call.service], req, call)
+                if call.required and not is_success(result):
+                    return 500
+                continue
+            made = [c for c in group if c.probability >= 1.0 or coin() < c.probability]
+            procs = [self.env.process(self.call(pod, services[c.service], req, c)) for c in made]
+            if procs:
+                yield self.env.all_of(procs)
+            for call, proc in zip(made, procs, strict=True):
+                if call.required and not is_success(proc.value):
+                    return 500
+        return status
+
+    # ----------------------------------------------------------------- running
+
+    def _snapshot(self, name: str) -> Generator[simpy.Event, Any, None]:
+        yield self.env.timeout(self.warmup_s if name == "warmup" else self.end_s)
+        snap: dict[str, float] = {}
+        for node in self.nodes:
+            snap[f"node/{node.name}"] = node.busy_s
+        for svc in self.services.values():
+            for pod in svc.pods:
+                snap[f"pod/{pod.name}/cpu"] = pod.cpu_s
+                snap[f"pod/{pod.name}/slots"] = pod.slot_busy_s
+        for key, value in self.data_plane.cpu_counters().items():
+            snap[f"proxy/{key}"] = value
+        self.snapshots[name] = snap
+
+    def in_flight(self) -> int:
+        return sum(w.in_flight for w in self.workloads)
+
+    def run(self, progress: ProgressCallback | None = None) -> None:
+        """Run the window, then drain in-flight requests for up to ``DRAIN_LIMIT_S``."""
+        for w in self.workloads:
+            w.start()
+        self.timeline.start()
+        self.env.process(self._snapshot("warmup"))
+        self.env.process(self._snapshot("end"))
+        step = max(self.end_s / 200.0, 0.05)
+        t = 0.0
+        while t < self.end_s:
+            t = min(t + step, self.end_s)
+            self.env.run(until=t)
+            if progress is not None:
+                progress(t)
+        # Let the end snapshot (scheduled at end_s) fire before draining.
+        self.env.run(until=self.end_s + 1e-9)
+        limit = self.end_s + DRAIN_LIMIT_S
+        while self.in_flight() > 0 and self.env.now < limit and self.env.peek() < math.inf:
+            self.env.run(until=min(self.env.now + 0.5, limit))
+

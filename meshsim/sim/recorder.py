@@ -1,0 +1,135 @@
+"""The Recorder: streams every completed request into histograms and counters.
+
+Statistics count requests *sent* in the measurement window [warm-up, end); the run
+drains after ``end`` so that slow requests sent late still count (dropping them
+would bias the tail low). Per-second series cover the whole run, warm-up included,
+for timelines around events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from meshsim.results.histogram import LogHistogram
+from meshsim.sim.app import is_success
+
+
+@dataclass
+class Series:
+    """Per-second counts over the whole run (index = second of the send time)."""
+
+    requests: list[int] = field(default_factory=list)
+    errors: list[int] = field(default_factory=list)
+    latency_sum_s: list[float] = field(default_factory=list)
+    latency_max_s: list[float] = field(default_factory=list)
+
+    def add(self, second: int, latency_s: float, ok: bool) -> None:
+        if second >= len(self.requests):
+            grow = second + 1 - len(self.requests)
+            self.requests.extend([0] * grow)
+            self.errors.extend([0] * grow)
+            self.latency_sum_s.extend([0.0] * grow)
+            self.latency_max_s.extend([0.0] * grow)
+        self.requests[second] += 1
+        if not ok:
+            self.errors[second] += 1
+        self.latency_sum_s[second] += latency_s
+        if latency_s > self.latency_max_s[second]:
+            self.latency_max_s[second] = latency_s
+
+
+@dataclass
+class Stats:
+    """Golden signals of one subject (a workload, a service or an edge)."""
+
+    histogram: LogHistogram = field(default_factory=LogHistogram)
+    requests: int = 0
+    errors: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+    series: Series = field(default_factory=Series)
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One attempt at one hop, kept only when per-request records are asked for."""
+
+    request_id: int
+    workload: str
+    kind: str
+    """'workload' (client view), 'service' (server view) or 'edge' (caller view)."""
+    subject: str
+    started_at: float
+    finished_at: float
+    status: int
+
+
+class Recorder:
+    """Receives completed requests from the data planes and the application model."""
+
+    def __init__(self, warmup_s: float, end_s: float, keep_records: bool = False) -> None:
+        self.warmup_s = warmup_s
+        self.end_s = end_s
+        self.workloads: dict[str, Stats] = {}
+        self.services: dict[str, Stats] = {}
+        self.edges: dict[tuple[str, str], Stats] = {}
+        self.records: list[RequestRecord] | None = [] if keep_records else None
+
+    def _add(self, stats: Stats, started_at: float, finished_at: float, status: int) -> None:
+        latency = finished_at - started_at
+        ok = 100 <= status < 500
+        stats.series.add(int(started_at), latency, ok)
+        if self.warmup_s <= started_at < self.end_s:
+            stats.histogram.record(latency)
+            stats.requests += 1
+            if not ok:
+                stats.errors += 1
+            stats.statuses[status] = stats.statuses.get(status, 0) + 1
+
+    def workload(
+        self, name: str, rid: int, started_at: float, finished_at: float, status: int
+    ) -> None:
+        stats = self.workloads.get(name)
+        if stats is None:
+            stats = self.workloads[name] = Stats()
+        self._add(stats, started_at, finished_at, status)
+        if self.records is not None:
+            self.records.append(
+                RequestRecord(rid, name, "workload", name, started_at, finished_at, status)
+            )
+
+    def service(
+        self, name: str, rid: int, workload: str, started_at: float, finished_at: float, status: int
+    ) -> None:
+        stats = self.services.get(name)
+        if stats is None:
+            stats = self.services[name] = Stats()
+        self._add(stats, started_at, finished_at, status)
+        if self.records is not None:
+            self.records.append(
+                RequestRecord(rid, workload, "service", name, started_at, finished_at, status)
+            )
+
+    def edge(
+        self,
+        caller: str,
+        callee: str,
+        rid: int,
+        workload: str,
+        started_at: float,
+        finished_at: float,
+        status: int,
+    ) -> None:
+        key = (caller, callee)
+        stats = self.edges.get(key)
+        if stats is None:
+            stats = self.edges[key] = Stats()
+        self._add(stats, started_at, finished_at, status)
+        if self.records is not None:
+            self.records.append(
+                RequestRecord(
+                    rid, workload, "edge", f"{caller}->{callee}", started_at, finished_at, status
+                )
+            )
+
+
+__all__ = ["Recorder", "RequestRecord", "Series", "Stats", "is_success"]
