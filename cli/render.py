@@ -1,0 +1,94 @@
+"""Rich tables of a run's summary, side by side per mesh."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if value < 1 else f"{value:.2f}" if value < 100 else f"{value:.0f}"
+
+
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.3f}"
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}" if value < 0.9999 else f"{value:.4%}"
+
+
+def workloads_table(summary: dict[str, Any]) -> Table:
+    table = Table(title="Workloads, measured at the client (ms)", title_justify="left")
+    for col in ("mesh", "workload", "rps", "success", "p50", "p90", "p99", "p99.9", "mean"):
+        table.add_column(col, justify="left" if col in ("mesh", "workload") else "right")
+    added = summary.get("added_latency_ms", {})
+    has_added = bool(added)
+    if has_added:
+        for col in ("+p50", "+p90", "+p99"):
+            table.add_column(col, justify="right", style="magenta")
+    for mesh, run in summary["runs"].items():
+        for name, sig in run["workloads"].items():
+            lat = sig["latency_ms"]
+            rps = f"{sig['achieved_rps']:.1f}"
+            row = [mesh, name, rps, _rate(sig["success_rate"]),
+                   _ms(lat["p50"]), _ms(lat["p90"]), _ms(lat["p99"]), _ms(lat["p999"]),
+                   _ms(lat["mean"])]  # fmt: skip
+            if has_added:
+                extra = added.get(mesh, {}).get(name, {})
+                row += [_signed(extra.get("p50")), _signed(extra.get("p90")),
+                        _signed(extra.get("p99"))]  # fmt: skip
+            table.add_row(*row)
+    return table
+
+
+def services_table(summary: dict[str, Any]) -> Table:
+    table = Table(title="Services, measured at the server (ms)", title_justify="left")
+    for col in ("mesh", "service", "requests", "rps", "success", "p50", "p99", "app vCPU"):
+        table.add_column(col, justify="left" if col in ("mesh", "service") else "right")
+    for mesh, run in summary["runs"].items():
+        for name, sig in run["services"].items():
+            lat = sig["latency_ms"]
+            table.add_row(
+                mesh, name, str(sig["requests"]), f"{sig['rps']:.1f}",
+                _rate(sig["success_rate"]), _ms(lat["p50"]), _ms(lat["p99"]),
+                f"{run['app_cpu_vcpu'].get(name, 0.0):.3f}",
+            )  # fmt: skip
+    return table
+
+
+def resources_table(summary: dict[str, Any]) -> Table:
+    table = Table(title="Mesh resources", title_justify="left")
+    for col in ("mesh", "proxies", "proxy vCPU", "vCPU/1000rps", "MB/proxy", "MB total",
+                "handshakes", "max node util"):  # fmt: skip
+        table.add_column(col, justify="left" if col == "mesh" else "right")
+    for mesh, run in summary["runs"].items():
+        p = run["proxies"]
+        util = max((n["utilisation"] for n in run["nodes"].values()), default=0.0)
+        table.add_row(
+            mesh, str(p.get("count", 0)), f"{p.get('cpu_vcpu_total', 0.0):.3f}",
+            f"{p.get('cpu_vcpu_per_1000rps', 0.0):.3f}", f"{p.get('memory_mb_per_proxy', 0.0):.1f}",
+            f"{p.get('memory_mb_total', 0.0):.0f}", str(p.get("handshakes", 0)), f"{util:.0%}",
+        )  # fmt: skip
+    return table
+
+
+def warnings_text(summary: dict[str, Any]) -> RenderableType:
+    lines: list[Text] = []
+    for mesh, run in summary["runs"].items():
+        for w in run["warnings"]:
+            lines.append(Text.assemble(("warning", "bold yellow"), f" [{mesh}]: {w}"))
+    return Group(*lines)
+
+
+def summary_renderable(summary: dict[str, Any]) -> RenderableType:
+    parts: list[RenderableType] = [workloads_table(summary), services_table(summary)]
+    if any(run["proxies"].get("count") for run in summary["runs"].values()):
+        parts.append(resources_table(summary))
+    parts.append(warnings_text(summary))
+    return Group(*parts)

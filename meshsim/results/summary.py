@@ -1,0 +1,125 @@
+"""``summary.json``: the results contract, version 1 (DESIGN.md).
+
+Fields are added freely; the contract's names are never renamed. Everything here
+is a function of the scenario and seed, so the same inputs give the same bytes.
+"""
+
+from __future__ import annotations
+
+from statistics import fmean
+from typing import Any
+
+from meshsim.results.run import SATURATION, MeshResult, RunResult
+
+SCHEMA_VERSION = 1
+
+
+def mesh_summary(result: MeshResult) -> dict[str, Any]:
+    reps = result.replications
+    out: dict[str, Any] = {
+        "replications": len(reps),
+        "services": {n: result.signals("services", n) for n in result.names("services")},
+        "workloads": {},
+        "edges": {n: result.signals("edges", n) for n in result.names("edges")},
+    }
+    for name in result.names("workloads"):
+        signals = result.signals("workloads", name)
+        requested = [r.requested_rps.get(name) for r in reps]
+        req = requested[0] if requested and requested[0] is not None else None
+        signals["requested_rps"] = req
+        signals["achieved_rps"] = signals["rps"]
+        out["workloads"][name] = signals
+    out["proxies"] = _mean_blocks([r.proxies for r in reps])
+    out["control_plane"] = _mean_blocks([r.control_plane for r in reps])
+    nodes = {n: fmean(r.node_utilisation[n] for r in reps) for n in reps[0].node_utilisation}
+    out["nodes"] = {n: {"utilisation": u} for n, u in nodes.items()}
+    out["app_cpu_vcpu"] = {
+        s: fmean(r.app_cpu_vcpu[s] for r in reps) for s in reps[0].app_cpu_vcpu
+    }
+    warnings: list[str] = []
+    for rep in reps:
+        for w in rep.warnings:
+            if w not in warnings:
+                warnings.append(w)
+    saturated = False
+    for node, util in nodes.items():
+        if util >= SATURATION:
+            saturated = True
+            warnings.append(f"{node} is saturated: its cores are {util:.0%} busy")
+    worker = {p: fmean(r.worker_utilisation.get(p, 0.0) for r in reps) for p in _pods(reps)}
+    busy = sorted(p for p, u in worker.items() if u >= SATURATION)
+    if busy:
+        saturated = True
+        shown = ", ".join(busy[:5]) + (f" and {len(busy) - 5} more" if len(busy) > 5 else "")
+        warnings.append(f"app workers saturated (>= {SATURATION:.0%} busy): {shown}")
+    for name, signals in out["workloads"].items():
+        req = signals["requested_rps"]
+        if req and signals["achieved_rps"] < 0.98 * req:
+            warnings.append(
+                f"workload {name}: achieved {signals['achieved_rps']:.1f} rps of the "
+                f"{req:.1f} requested; latency is that of a system that cannot keep up"
+            )
+    if saturated:
+        warnings.append(
+            "saturated: latencies grow with the run's length and are not steady-state values"
+        )
+    out["saturated"] = saturated
+    out["warnings"] = warnings
+    out["timeline"] = [{"at_s": t, "event": what} for t, what in reps[0].timeline]
+    return out
+
+
+def _pods(reps: list[Any]) -> list[str]:
+    names: list[str] = []
+    for rep in reps:
+        names.extend(p for p in rep.worker_utilisation if p not in names)
+    return names
+
+
+def _mean_blocks(blocks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Field-wise mean of numeric fields over replications (others from the first)."""
+    if not blocks:
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in blocks[0].items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            out[key] = value
+        else:
+            mean = fmean(float(b.get(key, 0.0)) for b in blocks)
+            out[key] = round(mean) if isinstance(value, int) else mean
+    return out
+
+
+def build_summary(result: RunResult) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA_VERSION,
+        "meshsim_version": result.meshsim_version,
+        "scenario": result.scenario_name,
+        "scenario_sha256": result.scenario_sha256,
+        "seed": result.seed,
+        "runs": {mesh: mesh_summary(mr) for mesh, mr in result.meshes.items()},
+        "added_latency_ms": added_latency(result),
+    }
+
+
+def added_latency(result: RunResult) -> dict[str, Any]:
+    """Per mesh and workload, latency added over the `none` run at each percentile."""
+    base = result.meshes.get("none")
+    if base is None:
+        return {}
+    out: dict[str, Any] = {}
+    for mesh, mr in result.meshes.items():
+        if mesh == "none":
+            continue
+        per_workload: dict[str, Any] = {}
+        for name in mr.names("workloads"):
+            mine = mr.merged("workloads", name)
+            theirs = base.merged("workloads", name)
+            if not mine.count or not theirs.count:
+                continue
+            per_workload[name] = {
+                key: (mine.quantile(q) - theirs.quantile(q)) * 1e3
+                for key, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
+            }
+        out[mesh] = per_workload
+    return out
