@@ -1,0 +1,276 @@
+"""The downstream side: one client connection, parsed with httptools, under :class:`Limits`.
+
+Requests on a connection are served one at a time and in order (pipelined ones queue). A
+malformed request gets a 400 and closes *its* connection only; an over-long head a 431; an
+over-large body a 413; a client too slow to send its head (slowloris) a 408.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import TYPE_CHECKING, cast
+
+import httptools
+
+from meshsim.proxy.body import Body
+from meshsim.proxy.forward import Request, Route, forward
+from meshsim.proxy.httpcore import Headers, Limits, simple_response
+from meshsim.proxy.tls import peer_allowed, peer_spiffe_id
+
+if TYPE_CHECKING:
+    from meshsim.proxy.server import ListenerState
+
+_MAX_QUEUED = 16
+
+
+class DownstreamProtocol(asyncio.Protocol):
+    def __init__(self, state: ListenerState) -> None:
+        self.state = state
+        self.route: Route = state.route
+        self.limits: Limits = state.limits
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.client_ip = "-"
+        self.peer_id: str | None = None
+        self._url = b""
+        self._headers: Headers = []
+        self._head_bytes = 0
+        self._parsing: Request | None = None
+        self._queue: deque[Request] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._closing = False
+        self._read_paused = False
+        self._write_paused = False
+        self._cpu_s = 0.0
+
+    @property
+    def draining(self) -> bool:
+        return self.state.draining
+
+    @property
+    def busy(self) -> bool:
+        return self._task is not None or self._parsing is not None
+
+    # -- asyncio ---------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.client_ip = str(peer[0]) if peer else "-"
+        metrics, name = self.route.metrics, self.route.name
+        metrics.connections.labels(name, "downstream").inc()
+        metrics.active.labels(name, "downstream").inc()
+        self.state.connections.add(self)
+        if self.state.trust_domain is not None:
+            self.peer_id = peer_spiffe_id(transport.get_extra_info("ssl_object"))
+            if not peer_allowed(self.peer_id, self.state.trust_domain):
+                metrics.handshakes.labels(name, "downstream", "refused").inc()
+                metrics.refused.labels(name, "trust_domain").inc()
+                self._closing = True
+                self.transport.abort()
+                return
+            metrics.handshakes.labels(name, "downstream", "ok").inc()
+        self._arm(self.limits.idle_timeout_s)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.route.metrics.active.labels(self.route.name, "downstream").dec()
+        self.state.connections.discard(self)
+        self._closing = True
+        self._disarm()
+        self.transport = None
+        if self._task is not None:
+            self._task.cancel()  # the client left: stop working for it
+        self.state.maybe_drained()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        t0 = time.thread_time()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(501, b"protocol upgrade is not supported\n")
+        except httptools.HttpParserError:
+            self._fail(400, b"malformed request\n")
+        spent = time.thread_time() - t0
+        target = self._parsing or (self._queue[-1] if self._queue else None)
+        if target is not None:
+            target.cpu_s += spent
+        else:
+            self._cpu_s += spent
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+
+    # -- httptools -------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._head_bytes = 0
+        self._arm(self.limits.header_timeout_s)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._count(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+        self._count(len(name) + len(value) + 4)
+        if len(self._headers) > self.limits.max_headers:
+            self._fail(431, b"too many header fields\n")
+
+    def on_headers_complete(self) -> None:
+        if self._closing:
+            return
+        parser = self.parser
+        chunked = False
+        length: int | None = None
+        for name, value in self._headers:
+            low = name.lower()
+            if low == b"transfer-encoding" and b"chunked" in value.lower():
+                chunked = True
+            elif low == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    self._fail(400, b"bad content-length\n")
+                    return
+        if length is not None and length > self.limits.max_body_bytes:
+            self._fail(413, b"request body too large\n")
+            return
+        body = Body(
+            chunked=chunked, expected=length, pause=self._pause_reading,
+            resume=self._resume_reading,
+        )
+        req = Request(
+            parser.get_method(), self._url, parser.get_http_version().encode(), self._headers,
+            parser.should_keep_alive(), body,
+        )
+        req.cpu_s += self._cpu_s
+        self._cpu_s = 0.0
+        self._parsing = req
+        if body.eof:
+            self._disarm()
+        else:
+            self._arm(self.limits.body_timeout_s)
+        self._queue.append(req)
+        if self._task is None:
+            self._next()
+        elif len(self._queue) >= _MAX_QUEUED:
+            self._pause_reading()
+
+    def on_body(self, piece: bytes) -> None:
+        req = self._parsing
+        if req is None or self._closing:
+            return
+        if req.body.total + len(piece) > self.limits.max_body_bytes:
+            self._fail(413, b"request body too large\n")
+            return
+        req.body.feed(piece)
+        self._arm(self.limits.body_timeout_s)
+
+    def on_message_complete(self) -> None:
+        req = self._parsing
+        self._parsing = None
+        self._head_bytes = 0
+        if req is not None:
+            req.body.finish()
+        if self._task is None and not self._queue:
+            self._arm(self.limits.idle_timeout_s)
+        else:
+            self._disarm()
+
+    # -- serving ---------------------------------------------------------------------
+    def _next(self) -> None:
+        req = self._queue.popleft()
+        if len(self._queue) < _MAX_QUEUED // 2:
+            self._resume_reading()
+        self._task = self.loop.create_task(self._serve(req))
+
+    async def _serve(self, req: Request) -> None:
+        self.state.in_flight += 1
+        try:
+            keep_alive = await forward(self, req)
+        except asyncio.CancelledError:
+            keep_alive = False
+        finally:
+            self.state.in_flight -= 1
+        self._task = None
+        if not keep_alive or self.draining:
+            self.close()
+            self.state.maybe_drained()
+            return
+        if self._queue:
+            self._next()
+        elif self._parsing is None:
+            self._arm(self.limits.idle_timeout_s)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        self._closing = True
+        self._disarm()
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self._closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def close_if_idle(self) -> None:
+        """For graceful shutdown: close now unless a request is in progress."""
+        if not self.busy and not self._queue:
+            self.close()
+
+    # -- internals -------------------------------------------------------------------
+    def _count(self, n: int) -> None:
+        self._head_bytes += n
+        if self._head_bytes > self.limits.max_header_bytes:
+            self._fail(431, b"request header fields too large\n")
+
+    def _fail(self, status: int, text: bytes) -> None:
+        if self._closing or self.transport is None:
+            return
+        self.route.metrics.requests.labels(self.route.name, str(status)).inc()
+        self.route.metrics.refused.labels(self.route.name, f"http_{status}").inc()
+        if self._task is None:
+            self.transport.write(simple_response(status, text, keep_alive=False))
+        self.close()
+
+    def _pause_reading(self) -> None:
+        if not self._read_paused and self.transport is not None:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._read_paused and self.transport is not None:
+            self._read_paused = False
+            self.transport.resume_reading()
+
+    def _arm(self, delay_s: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_later(delay_s, self._timeout)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _timeout(self) -> None:
+        self._timer = None
+        if self._closing or self.transport is None:
+            return
+        if self._parsing is not None or self._head_bytes:
+            self._fail(408, b"request timed out\n")
+        elif self._task is None:
+            self.close()  # idle keep-alive connection

@@ -1,0 +1,450 @@
+"""Forwarding one request: policy decisions, tries against upstream hosts, the response.
+
+:func:`forward` is the coroutine of one exchange. It asks the route's :class:`RoutePolicy`
+(fault injection, host choice, breaker admission, retry and back-off), forwards the request
+with RFC 9110 hop-by-hop handling, ``x-forwarded-for`` and ``x-request-id``, and streams the
+response back. The response head is held until the first body byte (or the end) arrives, so
+an upstream that dies right after its head still gets a clean 502 rather than a truncation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from meshsim.proxy.body import Body
+from meshsim.proxy.httpcore import Headers, end_to_end, simple_response, status_line
+from meshsim.proxy.metrics import ProxyMetrics
+from meshsim.proxy.seam import Attempt, PassThrough, RoutePolicy
+from meshsim.proxy.upstream import HostPool, UpstreamConn
+
+if TYPE_CHECKING:
+    from meshsim.proxy.downstream import DownstreamProtocol
+
+_NO_BODY_STATUS = frozenset({204, 304})
+_ids = itertools.count(1)
+_ID_PREFIX = os.urandom(6).hex()
+
+
+def new_request_id() -> bytes:
+    # Unique per process start and cheap (uuid4 costs a syscall-sized 2 us per request).
+    return f"{_ID_PREFIX}-{next(_ids):012x}".encode()
+
+
+@dataclass
+class Route:
+    """Everything a listener's exchanges share."""
+
+    name: str
+    pools: list[HostPool]
+    metrics: ProxyMetrics
+    policy: RoutePolicy = field(default_factory=PassThrough)
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng())
+    access_log: Callable[[str], None] | None = None
+    allowed_principals: frozenset[str] | None = None
+    """SPIFFE ids allowed to call (inbound mTLS listeners); None allows the trust domain."""
+    require_peer: bool = False
+
+
+class Request:
+    __slots__ = ("body", "cpu_s", "headers", "keep_alive", "method", "started", "url", "version")
+
+    def __init__(
+        self,
+        method: bytes,
+        url: bytes,
+        version: bytes,
+        headers: Headers,
+        keep_alive: bool,
+        body: Body,
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.version = version
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.body = body
+        self.started = time.perf_counter()
+        self.cpu_s = 0.0
+
+
+class Sink:
+    """Receives one try's response events from an :class:`UpstreamConn`."""
+
+    __slots__ = (
+        "chunked_down",
+        "done_wait",
+        "down",
+        "forwarding",
+        "head",
+        "head_sent",
+        "head_wait",
+        "keep_alive",
+        "lost",
+        "pending",
+        "pending_headers",
+        "sent_bytes",
+        "status",
+    )
+
+    def __init__(self, down: DownstreamProtocol) -> None:
+        loop = asyncio.get_running_loop()
+        self.down = down
+        self.head_wait: asyncio.Future[None] = loop.create_future()
+        self.done_wait: asyncio.Future[None] = loop.create_future()
+        self.status = 0
+        self.keep_alive = False
+        self.head = b""
+        self.pending: list[bytes] = []
+        self.pending_headers: Headers = []
+        self.forwarding = False
+        self.head_sent = False
+        self.chunked_down = False
+        self.lost = False
+        self.sent_bytes = 0
+
+    def on_head(self, status: int, headers: Headers, keep_alive: bool) -> None:
+        self.status = status
+        self.keep_alive = keep_alive
+        self.pending_headers = headers
+        if not self.head_wait.done():
+            self.head_wait.set_result(None)
+
+    def on_body(self, chunk: bytes) -> None:
+        if not self.forwarding:
+            self.pending.append(chunk)  # held until the coroutine decides (retry or not)
+            return
+        self._send_head()
+        self._send(chunk)
+
+    def on_done(self) -> None:
+        if self.forwarding:
+            self._send_head()
+            if self.chunked_down:
+                self.down.write(b"0\r\n\r\n")
+        if not self.head_wait.done():
+            self.head_wait.set_result(None)
+        if not self.done_wait.done():
+            self.done_wait.set_result(None)
+
+    def on_lost(self) -> None:
+        self.lost = True
+        for fut in (self.head_wait, self.done_wait):
+            if not fut.done():
+                fut.set_result(None)
+
+    # -- forwarding --------------------------------------------------------------------
+    def start_forwarding(self, head: bytes, chunked: bool, done: bool) -> None:
+        self.head = head
+        self.chunked_down = chunked
+        self.forwarding = True
+        if self.pending or done:
+            self._send_head()
+            for chunk in self.pending:
+                self._send(chunk)
+            self.pending = []
+            if done and self.chunked_down:
+                self.down.write(b"0\r\n\r\n")
+
+    def _send_head(self) -> None:
+        if not self.head_sent:
+            self.head_sent = True
+            self.down.write(self.head)
+
+    def _send(self, chunk: bytes) -> None:
+        self.sent_bytes += len(chunk)
+        if self.chunked_down:
+            self.down.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        else:
+            self.down.write(chunk)
+
+
+def upstream_head(req: Request, client_ip: str, request_id: bytes) -> bytes:
+    parts = [req.method + b" " + req.url + b" HTTP/1.1\r\n"]
+    xff = b""
+    has_id = False
+    for name, value in end_to_end(req.headers):
+        low = name.lower()
+        if low == b"x-forwarded-for":
+            xff = value if not xff else xff + b", " + value
+            continue
+        if low == b"x-request-id":
+            has_id = True
+        if low == b"content-length" and req.body.chunked:
+            continue  # RFC 9112 6.3: Transfer-Encoding overrides Content-Length
+        parts.append(name + b": " + value + b"\r\n")
+    client = client_ip.encode()
+    parts.append(b"x-forwarded-for: " + (xff + b", " + client if xff else client) + b"\r\n")
+    if not has_id:
+        parts.append(b"x-request-id: " + request_id + b"\r\n")
+    if req.body.chunked:
+        parts.append(b"transfer-encoding: chunked\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def downstream_head(
+    status: int, headers: Headers, req: Request, keep_alive: bool
+) -> tuple[bytes, bool]:
+    """The response head for the client, and whether its body must be chunked."""
+    parts = [status_line(status)]
+    has_length = False
+    for name, value in end_to_end(headers):
+        if name.lower() == b"content-length":
+            has_length = True
+        parts.append(name + b": " + value + b"\r\n")
+    bodyless = req.method == b"HEAD" or status in _NO_BODY_STATUS or status < 200
+    chunked = not has_length and not bodyless and req.version == b"1.1"
+    if chunked:
+        parts.append(b"transfer-encoding: chunked\r\n")
+    if not has_length and not bodyless and not chunked:
+        keep_alive = False  # HTTP/1.0 client: the body ends when the connection does
+    if not keep_alive:
+        parts.append(b"connection: close\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts), chunked
+
+
+class LocalReply(Exception):  # noqa: N818 - control flow, not an error
+    def __init__(self, status: int, text: str, flag: str, extra: Headers | None = None) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
+        self.flag = flag
+        self.extra = extra or []
+
+
+async def forward(down: DownstreamProtocol, req: Request) -> bool:
+    """Serve ``req``; True when the downstream connection may carry another request."""
+    route = down.route
+    policy = route.policy
+    metrics = route.metrics
+    cpu_mark = time.thread_time()
+    status = 0
+    tries = 0
+    host_used: int | None = None
+    flag = "-"
+    request_id = next((v for n, v in req.headers if n.lower() == b"x-request-id"), None)
+    request_id = request_id or new_request_id()
+    keep_alive = req.keep_alive and not down.draining
+    sink: Sink | None = None
+    try:
+        now = time.monotonic()
+        if route.allowed_principals is not None and down.peer_id not in route.allowed_principals:
+            metrics.refused.labels(route.name, "authz").inc()
+            raise LocalReply(403, "RBAC: access denied", "RBAC")
+        fault = policy.fault(now, route.rng)
+        if fault.delay_s > 0:
+            req.cpu_s += time.thread_time() - cpu_mark
+            await asyncio.sleep(fault.delay_s)
+            cpu_mark = time.thread_time()
+        if fault.abort_status is not None:
+            raise LocalReply(fault.abort_status, "fault filter abort", "FI")
+        head = upstream_head(req, down.client_ip, request_id)
+        head_only = req.method == b"HEAD"
+        deadline = None if policy.timeout_s is None else time.monotonic() + policy.timeout_s
+        while True:
+            now = time.monotonic()
+            host = policy.pick(len(route.pools), now, route.rng)
+            if host is None:
+                raise LocalReply(503, "no healthy upstream", "UH")
+            if not policy.admit(host, now):
+                metrics.overflows.labels(route.name).inc()
+                raise LocalReply(503, "upstream overflow", "UO", [(b"x-envoy-overloaded", b"true")])
+            host_used = host
+            tries += 1
+            pool = route.pools[host]
+            t_try = time.monotonic()
+            sink = Sink(down)
+            conn: UpstreamConn | None = None
+            failure: str | None = None
+            try:
+                req.cpu_s += time.thread_time() - cpu_mark
+                conn = await pool.acquire()
+                cpu_mark = time.thread_time()
+                conn_cpu0 = conn.cpu_s
+                failure = await _send_and_wait_head(
+                    conn, sink, req, head, head_only, policy, deadline
+                )
+                cpu_mark = time.thread_time()
+            except ConnectionError:
+                cpu_mark = time.thread_time()
+                failure = "connect_failure"
+            finally:
+                policy.release(host, time.monotonic())
+            attempt = Attempt(
+                host, None if failure else sink.status, failure, time.monotonic() - t_try
+            )
+            ejected = policy.record(attempt, time.monotonic())
+            if ejected:
+                metrics.ejections.labels(route.name).inc(len(ejected))
+            if failure == "route_timeout":
+                if conn is not None:
+                    conn.close()
+                raise LocalReply(504, "upstream request timeout", "UT")
+            backoff = None
+            if req.body.replayable and (deadline is None or time.monotonic() < deadline):
+                backoff = policy.retry_after_s(attempt, tries, time.monotonic(), route.rng)
+            if backoff is not None:
+                metrics.retries.labels(route.name).inc()
+                if conn is not None:
+                    if failure is None and not sink.lost:
+                        # Read and drop the refused answer so that the connection stays usable.
+                        req.cpu_s += time.thread_time() - cpu_mark
+                        await sink.done_wait
+                        cpu_mark = time.thread_time()
+                        req.cpu_s += conn.cpu_s - conn_cpu0
+                        pool.release(conn, sink.keep_alive and not sink.lost)
+                    else:
+                        conn.close()
+                if backoff > 0:
+                    req.cpu_s += time.thread_time() - cpu_mark
+                    await asyncio.sleep(backoff)
+                    cpu_mark = time.thread_time()
+                continue
+            if failure is not None or conn is None:
+                if conn is not None:
+                    conn.close()
+                if failure == "per_try_timeout":
+                    raise LocalReply(504, "upstream request timeout", "UT")
+                flag = "UF" if failure == "connect_failure" else "UC"
+                raise LocalReply(
+                    503 if failure == "connect_failure" else 502,
+                    "upstream connect error or disconnect/reset before headers",
+                    flag,
+                )
+            # Forward this response.
+            status = sink.status
+            done = sink.done_wait.done()
+            if done and sink.lost:
+                conn.close()
+                raise LocalReply(502, "upstream reset before response body", "UC")
+            head_bytes, chunked = downstream_head(status, sink.pending_headers, req, keep_alive)
+            if b"connection: close" in head_bytes[-40:]:
+                keep_alive = False
+            sink.start_forwarding(head_bytes, chunked, done and not sink.lost)
+            req.cpu_s += time.thread_time() - cpu_mark
+            await sink.done_wait
+            cpu_mark = time.thread_time()
+            req.cpu_s += conn.cpu_s - conn_cpu0
+            if sink.lost:
+                conn.close()
+                if not sink.head_sent:
+                    raise LocalReply(502, "upstream reset before response body", "UC")
+                # Part of the body went out: all we can do is cut the client off too.
+                flag = "UPE"
+                keep_alive = False
+                down.abort()
+            else:
+                pool.release(conn, sink.keep_alive and not req.body.pieces)
+            if not req.body.eof:
+                keep_alive = False  # the client is still sending a body nobody will read
+            break
+    except LocalReply as reply:
+        status = reply.status
+        flag = reply.flag
+        if sink is None or not sink.head_sent:
+            if not req.body.eof:
+                keep_alive = False
+            down.write(
+                simple_response(
+                    status, reply.text.encode() + b"\n", keep_alive=keep_alive, extra=reply.extra
+                )
+            )
+        else:
+            keep_alive = False
+            down.abort()
+    req.cpu_s += time.thread_time() - cpu_mark
+    _account(down, req, status, tries, host_used, flag, request_id)
+    return keep_alive
+
+
+async def _send_and_wait_head(
+    conn: UpstreamConn,
+    sink: Sink,
+    req: Request,
+    head: bytes,
+    head_only: bool,
+    policy: RoutePolicy,
+    deadline: float | None,
+) -> str | None:
+    """Send the request and wait for the response head; a failure name, or None."""
+    body = req.body
+    if body.empty:
+        conn.start(sink, head, head_only)
+    elif body.eof and body.retained is not None:
+        conn.start(sink, head + body.replay(), head_only)
+    else:
+        conn.start(sink, head, head_only)
+        while (piece := await body.next_piece()) is not None:
+            conn.write(body.frame(piece))
+            if sink.head_wait.done():
+                break  # the upstream answered early (e.g. 413): stop sending
+        else:
+            if body.chunked:
+                conn.write(b"0\r\n\r\n")
+    timeout = policy.per_try_timeout_s
+    kind = "per_try_timeout"
+    if deadline is not None:
+        left = deadline - time.monotonic()
+        if timeout is None or left < timeout:
+            timeout, kind = max(left, 0.0), "route_timeout"
+    if not sink.head_wait.done():
+        try:
+            await asyncio.wait_for(asyncio.shield(sink.head_wait), timeout)
+        except TimeoutError:
+            conn.sink = None
+            conn.close()
+            return kind
+    if sink.lost and not sink.status:
+        return "reset"
+    return None
+
+
+def _account(
+    down: DownstreamProtocol,
+    req: Request,
+    status: int,
+    tries: int,
+    host: int | None,
+    flag: str,
+    request_id: bytes,
+) -> None:
+    route = down.route
+    elapsed = time.perf_counter() - req.started
+    metrics = route.metrics
+    metrics.requests.labels(route.name, str(status)).inc()
+    metrics.latency.labels(route.name).observe(elapsed)
+    metrics.cpu.labels(route.name).observe(req.cpu_s)
+    if route.access_log is not None:
+        route.access_log(
+            json.dumps(
+                {
+                    "ts": time.time(),
+                    "listener": route.name,
+                    "method": req.method.decode("latin-1"),
+                    "path": req.url.decode("latin-1"),
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "tries": tries,
+                    "upstream": None
+                    if host is None
+                    else f"{route.pools[host].host}:{route.pools[host].port}",
+                    "flags": flag,
+                    "request_id": request_id.decode("latin-1"),
+                    "client": down.client_ip,
+                    "peer": down.peer_id,
+                    "request_bytes": req.body.total,
+                    "cpu_us": round(req.cpu_s * 1e6, 1),
+                },
+                separators=(",", ":"),
+            )
+        )

@@ -1,0 +1,210 @@
+"""Upstream connections and per-host keep-alive pools.
+
+An :class:`UpstreamConn` parses responses with httptools and hands every event to the
+:class:`ResponseSink` of the exchange that owns it, in the callback: bodies go straight from
+the upstream socket to the downstream one without a task switch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Callable
+from typing import Protocol, cast
+
+import httptools
+
+from meshsim.proxy.httpcore import Headers
+from meshsim.proxy.metrics import ProxyMetrics
+from meshsim.proxy.tls import peer_allowed, peer_spiffe_id
+
+IDLE_TIMEOUT_S = 30.0  # shorter than common server keep-alive timeouts, to avoid races
+CONNECT_TIMEOUT_S = 2.0
+
+
+class ResponseSink(Protocol):
+    def on_head(self, status: int, headers: Headers, keep_alive: bool) -> None: ...
+    def on_body(self, chunk: bytes) -> None: ...
+    def on_done(self) -> None: ...
+    def on_lost(self) -> None: ...
+
+
+class UpstreamConn(asyncio.Protocol):
+    def __init__(self, pool: HostPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.sink: ResponseSink | None = None
+        self.headers: Headers = []
+        self.reused = False
+        self.complete = True  # no response in progress
+        self.head_only = False  # response to HEAD: no body follows the head
+        self.cpu_s = 0.0
+        self.idle_since = 0.0
+
+    # -- asyncio ---------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.pool.metrics.active.labels(self.pool.listener, "upstream").inc()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is not None:
+            self.pool.metrics.active.labels(self.pool.listener, "upstream").dec()
+        self.transport = None
+        self.pool.forget(self)
+        sink, self.sink = self.sink, None
+        if sink is not None and not self.complete:
+            sink.on_lost()
+
+    def data_received(self, data: bytes) -> None:
+        t0 = time.thread_time()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.close()
+        self.cpu_s += time.thread_time() - t0
+
+    def pause_writing(self) -> None:  # the upstream is slow to read our request body
+        pass
+
+    # -- httptools -------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.headers = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        sink = self.sink
+        if sink is None:
+            self.close()  # an unsolicited response: the connection is unusable
+            return
+        keep_alive = self.parser.should_keep_alive()
+        sink.on_head(self.parser.get_status_code(), self.headers, keep_alive)
+        if self.head_only:
+            # llhttp cannot be told that this answers HEAD; it would wait for a body.
+            self.complete = True
+            self.sink = None
+            sink.on_done()
+            self.close()
+
+    def on_body(self, body: bytes) -> None:
+        if self.sink is not None:
+            self.sink.on_body(body)
+
+    def on_message_complete(self) -> None:
+        sink, self.sink = self.sink, None
+        self.complete = True
+        if not self.parser.should_keep_alive():
+            self.close()
+        if sink is not None:
+            sink.on_done()
+
+    # -- for the exchange ------------------------------------------------------------
+    def start(self, sink: ResponseSink, head: bytes, head_only: bool) -> None:
+        self.sink = sink
+        self.complete = False
+        self.head_only = head_only
+        assert self.transport is not None
+        self.transport.write(head)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    @property
+    def usable(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing() and self.complete
+
+
+class HostPool:
+    """Keep-alive connections to one upstream host (most recently used first)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        listener: str,
+        metrics: ProxyMetrics,
+        ssl_context: ssl.SSLContext | None = None,
+        trust_domain: str | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.listener = listener
+        self.metrics = metrics
+        self.ssl_context = ssl_context
+        self.trust_domain = trust_domain
+        self.idle: list[UpstreamConn] = []
+        self.open: set[UpstreamConn] = set()
+
+    async def acquire(self) -> UpstreamConn:
+        """A reused idle connection when there is one, else a new one.
+
+        Raises ConnectionError (connect failure, or a peer outside the trust domain).
+        """
+        now = time.monotonic()
+        while self.idle:
+            conn = self.idle.pop()
+            if conn.usable and now - conn.idle_since < IDLE_TIMEOUT_S:
+                conn.reused = True
+                return conn
+            conn.close()
+        return await self._connect()
+
+    async def _connect(self) -> UpstreamConn:
+        loop = asyncio.get_running_loop()
+        factory: Callable[[], UpstreamConn] = lambda: UpstreamConn(self)  # noqa: E731
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(
+                    factory,
+                    self.host,
+                    self.port,
+                    ssl=self.ssl_context,
+                    server_hostname=self.host if self.ssl_context else None,
+                ),
+                CONNECT_TIMEOUT_S,
+            )
+        except ssl.SSLError as exc:
+            self.metrics.handshakes.labels(self.listener, "upstream", "failed").inc()
+            raise ConnectionError(f"TLS handshake with {self.host}:{self.port} failed") from exc
+        except (OSError, TimeoutError) as exc:
+            raise ConnectionError(f"cannot connect to {self.host}:{self.port}") from exc
+        self.metrics.connections.labels(self.listener, "upstream").inc()
+        if self.ssl_context is not None:
+            assert conn.transport is not None
+            peer = peer_spiffe_id(conn.transport.get_extra_info("ssl_object"))
+            if self.trust_domain is None or not peer_allowed(peer, self.trust_domain):
+                self.metrics.handshakes.labels(self.listener, "upstream", "refused").inc()
+                conn.close()
+                raise ConnectionError(
+                    f"upstream {self.host}:{self.port} presented {peer!r}, "
+                    f"outside trust domain {self.trust_domain!r}"
+                )
+            self.metrics.handshakes.labels(self.listener, "upstream", "ok").inc()
+        self.open.add(conn)
+        return conn
+
+    def release(self, conn: UpstreamConn, reusable: bool) -> None:
+        if reusable and conn.usable:
+            conn.idle_since = time.monotonic()
+            self.idle.append(conn)
+        else:
+            conn.close()
+
+    def forget(self, conn: UpstreamConn) -> None:
+        self.open.discard(conn)
+        if conn in self.idle:
+            self.idle.remove(conn)
+
+    def close(self) -> None:
+        for conn in list(self.open):
+            conn.close()
+        self.idle.clear()
