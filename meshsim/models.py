@@ -496,7 +496,13 @@ class _Lines:
 
 
 def _index(node: yaml.Node, path: tuple[str, ...], lines: _Lines,
-           problems: list[Problem]) -> None:
+           problems: list[Problem], seen_nodes: set[int] | None = None) -> None:
+    # An alias reuses its anchor's node, so a self-referencing alias would recurse forever:
+    # index each node once (its first path is where it was written).
+    seen_nodes = set() if seen_nodes is None else seen_nodes
+    if id(node) in seen_nodes:
+        return
+    seen_nodes.add(id(node))
     lines.value.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
@@ -508,10 +514,10 @@ def _index(node: yaml.Node, path: tuple[str, ...], lines: _Lines,
                                         message="duplicate key; each key may appear once"))
             seen.add(name)
             lines.key.setdefault(child, k.start_mark.line + 1)
-            _index(v, child, lines, problems)
+            _index(v, child, lines, problems, seen_nodes)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _index(item, (*path, str(i)), lines, problems)
+            _index(item, (*path, str(i)), lines, problems, seen_nodes)
 
 
 def _dotted(path: tuple[str | int, ...]) -> str:

@@ -1,0 +1,352 @@
+"""Tests of the cost-model files and their loader (meshsim.models).
+
+The anchor tests are accounting identities of the shipped files, not predictions: each file is
+built so that its per-request components add up to the published total at the published
+configuration, and these tests keep it that way when someone edits a component.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from meshsim.errors import ModelError
+from meshsim.models import (
+    KINDS,
+    PARAMETER_SPECS,
+    ProxyCostModel,
+    default_model,
+    load_model,
+    model_names,
+    models_dir,
+    parse_model,
+    required_parameters,
+)
+
+SHIPPED = ("istio-sidecar", "linkerd-proxy", "ztunnel", "waypoint")
+
+# Published figures (reference/published-figures.md), written here independently of the files so
+# that a file cannot change its own target: (vCPU per 1000 rps, MB per proxy).
+PUBLISHED = {
+    "istio-sidecar": (0.20, 60.0),  # Istio 1.24 docs, section 1b
+    "waypoint": (0.25, 60.0),  # Istio 1.24 docs, section 1b
+    "ztunnel": (0.06, 12.0),  # Istio 1.24 docs, section 1b
+    "linkerd-proxy": (0.5, 14.5),  # Shopify 2019 (derived, 5c); Buoyant 2020 14-15 MB (5d)
+}
+
+
+def _text(name: str) -> str:
+    return (models_dir() / f"{name}.yaml").read_text(encoding="utf-8")
+
+
+def _line_of(text: str, pattern: str) -> int:
+    for i, line in enumerate(text.splitlines(), start=1):
+        if re.search(pattern, line):
+            return i
+    raise AssertionError(f"{pattern!r} not in text")
+
+
+def _errors(text: str) -> ModelError:
+    with pytest.raises(ModelError) as info:
+        parse_model(text, path="m.yaml")
+    return info.value
+
+
+# --------------------------------------------------------------------------- shipped files
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_model_loads(name: str) -> None:
+    m = load_model(name)
+    assert isinstance(m, ProxyCostModel)
+    assert set(m.parameters) == set(required_parameters(m.kind))
+    assert all(p.source.strip() for p in m.parameters.values())
+    assert m.describes.strip()
+    assert set(SHIPPED) <= set(model_names())
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_anchor_cpu_is_an_accounting_identity(name: str) -> None:
+    m = load_model(name)
+    vcpu, _ = PUBLISHED[name]
+    a = m.anchor
+    assert a is not None
+    assert a.vcpu_per_1000rps == pytest.approx(vcpu)
+    got = m.vcpu_per_1000rps(a.request_bytes, a.response_bytes, mtls=a.mtls)
+    assert got == pytest.approx(vcpu, rel=0.01)
+    # at the anchor's own rate, sum of phases x rate = vCPU
+    per_request = sum(m.request_cpu_us(a.request_bytes, a.response_bytes, mtls=a.mtls))
+    assert per_request * a.rps / 1e6 == pytest.approx(vcpu * a.rps / 1000, rel=0.01)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_anchor_memory_is_an_accounting_identity(name: str) -> None:
+    m = load_model(name)
+    _, mb = PUBLISHED[name]
+    a = m.anchor
+    assert a is not None
+    got = m.memory_mb(a.connections, a.clusters, a.endpoints, tls_connections=a.tls_connections)
+    assert got == pytest.approx(mb, rel=0.01)
+
+
+def test_sidecar_anchor_arithmetic_matches_readme() -> None:
+    m = load_model("istio-sidecar")
+    req, resp, after = m.request_cpu_us(1024, 1024, mtls=True)
+    assert after == pytest.approx(m.value("telemetry_us"))
+    assert req + resp + after == pytest.approx(200.0, abs=0.01)
+    # telemetry is off the critical path; parsing is the largest component
+    assert m.value("http_parse_request_us") + m.value("http_parse_response_us") > after
+
+
+def test_ztunnel_is_l4_only() -> None:
+    z = default_model("ztunnel")
+    assert z.layer == "L4"
+    assert z.value("http_parse_request_us") == 0.0
+    _, _, after = z.request_cpu_us(1024, 1024, mtls=True, rbac=True)
+    assert after == 0.0
+    with pytest.raises(ValueError, match="waypoint"):
+        z.request_cpu_us(1024, 1024, mtls=True, l7_filters=1)
+    assert z.connection_open_cpu_us(rbac=True) > z.connection_open_cpu_us()
+
+
+def test_features_add_cost_in_the_right_phase() -> None:
+    m = default_model("envoy-sidecar")
+    base = m.request_cpu_us(1024, 1024, mtls=True)
+    rbac = m.request_cpu_us(1024, 1024, mtls=True, rbac=True)
+    assert rbac[0] - base[0] == pytest.approx(m.value("rbac_us"))
+    assert rbac[1:] == base[1:]
+    wasm = m.request_cpu_us(1024, 1024, mtls=True, wasm_filters=2)
+    assert sum(wasm) - sum(base) == pytest.approx(2 * m.value("wasm_filter_us"))
+    plain = m.request_cpu_us(1024, 1024, mtls=False)
+    assert sum(base) - sum(plain) == pytest.approx(2 * m.value("tls_record_cpu_us_per_kib"))
+    bigger = m.request_cpu_us(10 * 1024, 1024, mtls=True)
+    assert bigger[0] > base[0]
+    assert bigger[1] == base[1]
+    with pytest.raises(ValueError, match="Wasm"):
+        default_model("linkerd-proxy").request_cpu_us(1, 1, mtls=True, wasm_filters=1)
+
+
+def test_handshake_costs() -> None:
+    istio = default_model("envoy-sidecar")
+    linkerd = default_model("linkerd-proxy")
+    assert istio.handshake_cpu_us("server") == pytest.approx(64.65 + 261.81 + 2 * 16.85)
+    assert linkerd.handshake_cpu_us("client") == pytest.approx(64.65 + 19.71 + 3 * 59.90)
+    # RSA signing makes Istio's default handshake dearer than Linkerd's ECDSA one (8.3)
+    assert istio.handshake_cpu_us("server") > linkerd.handshake_cpu_us("server")
+    assert istio.handshake_cpu_us("server", resumed=True) < istio.handshake_cpu_us("server")
+    # one-way TLS: the client does not sign, the server does not verify
+    assert istio.handshake_cpu_us("client", mutual=False) < istio.handshake_cpu_us("client")
+    with pytest.raises(ValueError):
+        istio.handshake_cpu_us("peer")  # type: ignore[arg-type]
+
+
+def test_memory_grows_with_configuration() -> None:
+    m = default_model("envoy-sidecar")
+    scoped = m.memory_mb(8, 10, 20, tls_connections=4)
+    unscoped = m.memory_mb(8, 500, 1500, tls_connections=4)
+    assert unscoped - scoped == pytest.approx(
+        (490 * m.value("cluster_kb") + 1480 * m.value("endpoint_kb")) / 1024
+    )
+    with pytest.raises(ValueError):
+        m.memory_mb(1, tls_connections=2)
+
+
+def test_default_model_per_kind() -> None:
+    for kind in KINDS:
+        assert default_model(kind).kind == kind
+    with pytest.raises(ValueError):
+        default_model("nginx")  # type: ignore[arg-type]
+
+
+def test_load_by_name_and_by_path(tmp_path: Path) -> None:
+    by_name = load_model("ztunnel")
+    by_path = load_model(models_dir() / "ztunnel.yaml")
+    assert by_name.parameters == by_path.parameters
+    copy = tmp_path / "my-ztunnel.yaml"
+    copy.write_text(_text("ztunnel"), encoding="utf-8")
+    assert load_model(str(copy)).path == str(copy)
+    with pytest.raises(ModelError, match="did you mean 'ztunnel'"):
+        load_model("ztunel")
+    with pytest.raises(ModelError, match="cannot read"):
+        load_model(tmp_path / "absent.yaml")
+
+
+# --------------------------------------------------------------------------- rejected files
+
+
+def test_missing_source_names_line_and_field() -> None:
+    text = _text("istio-sidecar")
+    bad = re.sub(r"(  routing_us:\n(?:    .*\n)*?)    source: .*\n", r"\1", text, count=1)
+    assert bad != text
+    err = _errors(bad)
+    [p] = err.problems
+    assert p.field == "parameters.routing_us.source"
+    assert p.line == _line_of(bad, r"^  routing_us:")
+    assert "source" in p.message
+    assert "m.yaml:" in str(err)
+
+
+def test_empty_source_is_rejected() -> None:
+    text = _text("ztunnel")
+    bad = text.replace("source: ztunnel DEFAULT_WORKER_THREADS", 'source: "  "\n    x: ztunnel', 1)
+    err = _errors(bad)
+    fields = {p.field for p in err.problems}
+    assert "parameters.worker_threads.source" in fields
+
+
+def test_unknown_key_suggests_closest_name() -> None:
+    text = _text("istio-sidecar").replace("  routing_us:", "  routeing_us:", 1)
+    err = _errors(text)
+    by_field = {p.field: p for p in err.problems}
+    unknown = by_field["parameters.routeing_us"]
+    assert "did you mean 'routing_us'" in unknown.message
+    assert unknown.line == _line_of(text, r"^  routeing_us:")
+    assert "parameters.routing_us" in by_field  # and the real one is reported missing
+    assert "missing" in by_field["parameters.routing_us"].message
+
+
+def test_parameter_of_another_kind_is_rejected() -> None:
+    text = _text("ztunnel").replace(
+        "parameters:\n",
+        "parameters:\n  routing_us: {value: 1.0, unit: us, source: test}\n", 1)
+    err = _errors(text)
+    [p] = err.problems
+    assert p.field == "parameters.routing_us"
+    assert "ztunnel" in p.message
+    assert p.line == _line_of(text, r"^  routing_us:")
+
+
+def test_wrong_type_names_line_and_field() -> None:
+    text = _text("istio-sidecar")
+    bad = text.replace("  telemetry_us:\n    value: 46.433", '  telemetry_us:\n    value: "fast"')
+    err = _errors(bad)
+    [p] = err.problems
+    assert p.field == "parameters.telemetry_us.value"
+    assert p.line == _line_of(bad, r'value: "fast"')
+    assert "number" in p.message
+
+
+def test_negative_value_names_line_and_field() -> None:
+    text = _text("linkerd-proxy")
+    bad = text.replace("  rbac_us:\n    value: 5.0", "  rbac_us:\n    value: -5.0")
+    err = _errors(bad)
+    [p] = err.problems
+    assert p.field == "parameters.rbac_us.value"
+    assert p.line == _line_of(bad, r"value: -5.0")
+    assert ">= 0" in p.message
+
+
+def test_wrong_unit_and_fractional_count() -> None:
+    text = _text("waypoint")
+    bad = text.replace("  routing_us:\n    value: 15.478\n    unit: us",
+                       "  routing_us:\n    value: 15.478\n    unit: ms")
+    bad = bad.replace("  worker_threads:\n    value: 2", "  worker_threads:\n    value: 1.5")
+    fields = {p.field: p for p in _errors(bad).problems}
+    assert "expected unit 'us'" in fields["parameters.routing_us.unit"].message
+    assert "whole number" in fields["parameters.worker_threads.value"].message
+
+
+def test_top_level_problems() -> None:
+    err = _errors("kind: envoy-sidcar\ndescribes: x\nparameters: {}\nextra: 1\n")
+    fields = {p.field: p for p in err.problems}
+    assert "did you mean 'envoy-sidecar'" in fields["kind"].message
+    assert fields["kind"].line == 1
+    assert fields["extra"].line == 4
+    assert "missing" in _errors("kind: ztunnel\n").problems[0].message
+    dup = _errors(_text("ztunnel") + "kind: ztunnel\n")
+    assert any("duplicate" in p.message for p in dup.problems)
+
+
+def test_invalid_yaml_gives_line() -> None:
+    err = _errors("kind: ztunnel\nparameters: [\n  a: b\n")
+    assert err.problems[0].line is not None
+    assert "YAML" in err.problems[0].message
+
+
+def test_every_spec_has_unit_and_meaning() -> None:
+    for spec in PARAMETER_SPECS.values():
+        assert spec.unit
+        assert spec.meaning
+        assert spec.kinds
+
+
+# --------------------------------------------------------------------------- fuzzing
+
+_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.text(max_size=12), inner, max_size=3),
+    ),
+    max_leaves=8,
+)
+
+
+def _only_model_error(text: str) -> None:
+    """Parsing either succeeds or raises a ModelError with problems; nothing else escapes."""
+    problems: list[object] = []
+    try:
+        parse_model(text, path="fuzz.yaml")
+    except ModelError as exc:
+        problems = list(exc.problems)
+        str(exc)  # renders without raising
+        assert problems
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(max_size=200))
+def test_fuzz_arbitrary_text(text: str) -> None:
+    _only_model_error(text)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=st.sampled_from(SHIPPED),
+    param=st.sampled_from(sorted(PARAMETER_SPECS)),
+    field=st.sampled_from(["value", "unit", "source", "note", "extra"]),
+    replacement=_VALUES,
+    drop=st.booleans(),
+)
+def test_fuzz_mutated_shipped_files(
+    name: str, param: str, field: str, replacement: object, drop: bool
+) -> None:
+    data = yaml.safe_load(_text(name))
+    entry = data["parameters"].setdefault(param, {})
+    if drop:
+        entry.pop(field, None)
+    else:
+        entry[field] = replacement
+    _only_model_error(yaml.safe_dump(data))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "&a [*a]",
+        "&a {k: *a}",
+        "kind: ztunnel\nparameters: &p {worker_threads: *p}\n",
+        "? [a]\n: b\n",
+        "kind: ztunnel\ndescribes: x\nparameters:\n  socket_io_us: {value: 1" + "0" * 400 + "}\n",
+        "kind: ztunnel\ndescribes: x\nparameters:\n  socket_io_us: {value: .nan}\n",
+        "!!python/object:os.system {}",
+        "\t",
+    ],
+)
+def test_hostile_yaml_gives_model_error(text: str) -> None:
+    _only_model_error(text)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(SHIPPED), cut=st.integers(min_value=0, max_value=10_000))
+def test_fuzz_truncated_files(name: str, cut: int) -> None:
+    text = _text(name)
+    _only_model_error(text[: cut % (len(text) + 1)])
