@@ -7,10 +7,11 @@ import networkx as nx
 from rich.console import Console
 from rich.tree import Tree
 
-from meshsim.cli.common import scenario_argument, user_errors
 from meshsim.scenario import load_scenario
 from meshsim.scenario.model import Scenario
 from meshsim.scenario.references import call_edges
+
+from .common import scenario_argument, user_errors
 
 
 def call_graph(scenario: Scenario) -> nx.DiGraph:
@@ -26,8 +27,10 @@ def call_graph(scenario: Scenario) -> nx.DiGraph:
 
 
 def _tree(graph: nx.DiGraph, scenario: Scenario) -> Tree:
-    root = Tree(f"[bold]{scenario.name}[/] ({len(scenario.services)} services, "
-                f"{sum(s.total_replicas for s in scenario.services)} pods)")
+    root = Tree(
+        f"[bold]{scenario.name}[/] ({len(scenario.services)} services, "
+        f"{sum(s.total_replicas for s in scenario.services)} pods)"
+    )
 
     def label(name: str) -> str:
         svc = next((s for s in scenario.services if s.name == name), None)
@@ -48,8 +51,13 @@ def _tree(graph: nx.DiGraph, scenario: Scenario) -> Tree:
 
     for wl in scenario.workloads:
         rate = (
-            f"{wl.rate_rps:g} rps {wl.arrival}" if wl.rate_rps else
-            (f"{wl.clients} closed-loop clients" if wl.clients else f"{len(wl.phases or [])} phases")
+            f"{wl.rate_rps:g} rps {wl.arrival}"
+            if wl.rate_rps
+            else (
+                f"{wl.clients} closed-loop clients"
+                if wl.clients
+                else f"{len(wl.phases or [])} phases"
+            )
         )
         branch = root.add(f"[green]{wl.name}[/] ({rate})")
         grow(branch, wl.name, (wl.name,))
@@ -57,7 +65,7 @@ def _tree(graph: nx.DiGraph, scenario: Scenario) -> Tree:
 
 
 @click.command()
-@scenario_argument()
+@scenario_argument
 @user_errors
 def check(scenario_path: str) -> None:
     """Validate SCENARIO.yaml and print its call graph; runs nothing."""

@@ -37,7 +37,9 @@ def err_console() -> Console:
     return Console(stderr=True, soft_wrap=True)
 
 
-def scenario_argument() -> Callable[[F], F]:
-    return click.argument(
+def scenario_argument(func: F) -> F:
+    """The SCENARIO.yaml argument, passed as ``scenario_path``."""
+    decorated: F = click.argument(
         "scenario_path", metavar="SCENARIO.yaml", type=click.Path(dir_okay=False, path_type=str)
-    )
+    )(func)
+    return decorated

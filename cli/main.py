@@ -7,6 +7,7 @@ pay for importing pandas, matplotlib or asyncio machinery they do not use.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from typing import Any
 
@@ -23,7 +24,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "load": ("meshsim.cli.load:load", "Open-loop load generator with corrected latency."),
     "proxy": ("meshsim.cli.proxy:proxy", "Run the real sidecar proxy."),
     "ca": ("meshsim.cli.ca:ca", "A small certificate authority for workload mTLS."),
-    "lab": ("meshsim.cli.lab:lab", "Start a scenario's services as echo upstreams behind sidecars."),
+    "lab": (
+        "meshsim.cli.lab:lab",
+        "Start a scenario's services as echo upstreams behind sidecars.",
+    ),
 }
 
 

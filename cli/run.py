@@ -12,14 +12,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from meshsim.api import run_scenario, with_overrides
-from meshsim.cli.common import EXIT_SLO_BREACH, err_console, scenario_argument, user_errors
-from meshsim.cli.render import summary_renderable
 from meshsim.errors import MeshsimError
 from meshsim.results.slo import check_slos
 from meshsim.results.store import save_run
 from meshsim.results.summary import build_summary
 from meshsim.scenario import load_scenario
 from meshsim.scenario.model import MESH_NAMES
+
+from .common import EXIT_SLO_BREACH, err_console, scenario_argument, user_errors
+from .render import summary_renderable
 
 
 def _meshes(value: tuple[str, ...]) -> list[str] | None:
@@ -30,20 +31,31 @@ def _meshes(value: tuple[str, ...]) -> list[str] | None:
         for name in item.split(","):
             name = name.strip()
             if name not in MESH_NAMES:
-                raise MeshsimError(f"--mesh: unknown mesh '{name}' (known: {', '.join(MESH_NAMES)})")
+                raise MeshsimError(
+                    f"--mesh: unknown mesh '{name}' (known: {', '.join(MESH_NAMES)})"
+                )
             if name not in meshes:
                 meshes.append(name)
     return meshes
 
 
 @click.command()
-@scenario_argument()
-@click.option("--mesh", "mesh", multiple=True, help="Mesh(es) to run, overriding the scenario's "
-              "'meshes' (repeat or comma-separate).")
+@scenario_argument
+@click.option(
+    "--mesh",
+    "mesh",
+    multiple=True,
+    help="Mesh(es) to run, overriding the scenario's 'meshes' (repeat or comma-separate).",
+)
 @click.option("--seed", type=int, default=None, help="Override the scenario's seed.")
 @click.option("--duration-s", type=float, default=None, help="Override the simulated duration.")
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Run directory (default: runs/<scenario>-<time>).")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Run directory (default: runs/<scenario>-<time>).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json to standard output.")
 @click.option("--records", is_flag=True, help="Keep per-request records (records.parquet).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")

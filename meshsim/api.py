@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 
 from meshsim import __version__
 from meshsim.errors import MeshsimError
-from meshsim.rng import replication_seeds
 from meshsim.results.run import MeshResult, Replication, RunResult
+from meshsim.rng import replication_seeds
 from meshsim.scenario.loader import scenario_sha256
 from meshsim.scenario.model import MESH_NAMES, Scenario
 from meshsim.sim.engine import Simulation

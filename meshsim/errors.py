@@ -31,7 +31,9 @@ class Problem:
             where += f":{self.line}"
             if self.column is not None:
                 where += f":{self.column}"
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        return (
+            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        )
 
 
 @dataclass
@@ -49,7 +51,11 @@ class InputError(MeshsimError):
     def __str__(self) -> str:
         head = f"invalid {self.kind}" + (f" {self.path}" if self.path else "")
         lines = [p.render(self.path) for p in self.problems]
-        return head + f" ({len(lines)} problem{'s' if len(lines) != 1 else ''}):\n  " + "\n  ".join(lines)
+        return (
+            head
+            + f" ({len(lines)} problem{'s' if len(lines) != 1 else ''}):\n  "
+            + "\n  ".join(lines)
+        )
 
 
 class ScenarioError(InputError):

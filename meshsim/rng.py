@@ -22,7 +22,9 @@ class Streams:
     """A family of independent ``numpy.random.Generator`` streams for one run."""
 
     def __init__(self, seed: int | np.random.SeedSequence) -> None:
-        self.root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+        self.root = (
+            seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+        )
         self._streams: dict[str, np.random.Generator] = {}
 
     def __call__(self, name: str) -> np.random.Generator:

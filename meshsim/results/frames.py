@@ -32,7 +32,9 @@ def signals_frame(result: RunResult) -> pd.DataFrame:
                         "subject": name,
                         "requests": s.requests,
                         "errors": s.errors,
-                        "success_rate": (s.requests - s.errors) / s.requests if s.requests else None,
+                        "success_rate": (s.requests - s.errors) / s.requests
+                        if s.requests
+                        else None,
                         "rps": s.requests / rep.window_s,
                         "mean_ms": h.mean * 1e3,
                     }
@@ -68,7 +70,9 @@ def series_frame(result: RunResult) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame()
     out = pd.concat(frames, ignore_index=True)
-    out["mean_latency_ms"] = (out["latency_sum_s"] / out["requests"].where(out["requests"] > 0)) * 1e3
+    out["mean_latency_ms"] = (
+        out["latency_sum_s"] / out["requests"].where(out["requests"] > 0)
+    ) * 1e3
     out["success_rate"] = 1.0 - out["errors"] / out["requests"].where(out["requests"] > 0)
     return out
 

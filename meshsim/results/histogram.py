@@ -102,7 +102,7 @@ class LogHistogram:
         i = int(np.searchsorted(cumulative, rank))
         mid = LOW_S * GROWTH ** (i + 0.5)
         # Clamp to what was seen: a single value must come back as itself within 1 %.
-        return min(max(mid, self._min), self._max)
+        return float(min(max(mid, self._min), self._max))
 
     def quantiles(self, qs: list[float]) -> list[float]:
         return [self.quantile(q) for q in qs]

@@ -19,7 +19,10 @@ class Breach:
     def __str__(self) -> str:
         shown = "no data" if self.measured is None else f"{self.measured:.4g}"
         sense = ">=" if self.objective == "success_rate" else "<="
-        return f"{self.mesh}: {self.subject} {self.objective} = {shown} (objective {sense} {self.limit:g})"
+        return (
+            f"{self.mesh}: {self.subject} {self.objective} = {shown} "
+            f"(objective {sense} {self.limit:g})"
+        )
 
 
 def check_slos(slos: list[Slo], summary: dict[str, Any]) -> list[Breach]:

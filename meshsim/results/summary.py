@@ -33,9 +33,7 @@ def mesh_summary(result: MeshResult) -> dict[str, Any]:
     out["control_plane"] = _mean_blocks([r.control_plane for r in reps])
     nodes = {n: fmean(r.node_utilisation[n] for r in reps) for n in reps[0].node_utilisation}
     out["nodes"] = {n: {"utilisation": u} for n, u in nodes.items()}
-    out["app_cpu_vcpu"] = {
-        s: fmean(r.app_cpu_vcpu[s] for r in reps) for s in reps[0].app_cpu_vcpu
-    }
+    out["app_cpu_vcpu"] = {s: fmean(r.app_cpu_vcpu[s] for r in reps) for s in reps[0].app_cpu_vcpu}
     warnings: list[str] = []
     for rep in reps:
         for w in rep.warnings:

@@ -84,7 +84,11 @@ def from_dict(data: Any, *, path: str | None = None, node: yaml.Node | None = No
     if not isinstance(data, dict):
         got = "an empty file" if data is None else f"a {type(data).__name__}"
         raise ScenarioError(
-            [Problem("", f"expected a mapping of scenario keys (meshsim: 1, name, ...), got {got}")],
+            [
+                Problem(
+                    "", f"expected a mapping of scenario keys (meshsim: 1, name, ...), got {got}"
+                )
+            ],
             path,
         )
     try:
@@ -143,7 +147,8 @@ def _child(node: yaml.Node | None, key: Any) -> yaml.Node | None:
         return None
     for key_node, value_node in node.value:
         if key_node.value == str(key) or _scalar(key_node) == key:
-            return value_node
+            found: yaml.Node = value_node
+            return found
     return None
 
 
@@ -152,7 +157,8 @@ def _key_node(node: yaml.Node | None, key: Any) -> yaml.Node | None:
         return None
     for key_node, _ in node.value:
         if key_node.value == str(key):
-            return key_node
+            found: yaml.Node = key_node
+            return found
     return None
 
 
@@ -185,7 +191,7 @@ def _problem_from_pydantic(err: Any, data: Any, node: yaml.Node | None) -> Probl
     field = _field_path(parts)
     if kind in ("extra_forbidden", "missing"):
         # Point at the key (unknown) or at the mapping that lacks it (missing).
-        parent_parts, parent = _walk(tuple(parts[:-1]), data, node)
+        _parent_parts, parent = _walk(tuple(parts[:-1]), data, node)
         key = parts[-1] if parts else loc[-1]
         allowed = _allowed_keys(loc[:-1])
         if kind == "extra_forbidden":
@@ -291,5 +297,3 @@ def _step(tp: Any, part: str | int) -> Any:
             if action is not None and part in typing.get_args(action.annotation):
                 return member
     return None
-
-

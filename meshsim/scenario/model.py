@@ -107,7 +107,7 @@ class Cluster(Spec):
         4, description="Cores per node; apps and proxies on a node share them."
     )
     memory_gb_per_node: PositiveFloat = Field(16.0, description="Memory per node (GB).")
-    network: Network = Field(default_factory=Network)  # type: ignore[arg-type]
+    network: Network = Field(default_factory=Network)
 
 
 # --------------------------------------------------------------------------- services
@@ -392,9 +392,7 @@ class ScaleEvent(_Event):
     replicas: Annotated[int, Field(ge=0)]
 
 
-Event = Annotated[
-    KillEvent | SlowEvent | ErrorsEvent | ScaleEvent, Field(discriminator="action")
-]
+Event = Annotated[KillEvent | SlowEvent | ErrorsEvent | ScaleEvent, Field(discriminator="action")]
 
 
 # --------------------------------------------------------------------------- SLOs
@@ -460,10 +458,10 @@ class AmbientOptions(Spec):
 
 
 class MeshOptions(Spec):
-    istio: IstioOptions = Field(default_factory=IstioOptions)  # type: ignore[arg-type]
-    linkerd: LinkerdOptions = Field(default_factory=LinkerdOptions)  # type: ignore[arg-type]
+    istio: IstioOptions = Field(default_factory=IstioOptions)
+    linkerd: LinkerdOptions = Field(default_factory=LinkerdOptions)
     istio_ambient: AmbientOptions = Field(
-        default_factory=AmbientOptions,  # type: ignore[arg-type]
+        default_factory=AmbientOptions,
         alias="istio-ambient",
     )
 
@@ -484,15 +482,16 @@ class Scenario(Spec):
     warmup_s: NonNegativeFloat = Field(5.0, description="Excluded from statistics.")
     replications: Annotated[int, Field(ge=1)] = 1
     meshes: list[Literal["none", "istio", "linkerd", "istio-ambient"]] = Field(
-        default_factory=lambda: ["none"], min_length=1
+        default_factory=lambda: ["none"],  # type: ignore[arg-type]
+        min_length=1,
     )
-    cluster: Cluster = Field(default_factory=Cluster)  # type: ignore[arg-type]
+    cluster: Cluster = Field(default_factory=Cluster)
     services: list[Service] = Field(min_length=1)
     workloads: list[Workload] = Field(min_length=1)
     traffic: list[TrafficRule] = Field(default_factory=list)
     events: list[Event] = Field(default_factory=list)
     slo: list[Slo] = Field(default_factory=list)
-    mesh_options: MeshOptions = Field(default_factory=MeshOptions)  # type: ignore[arg-type]
+    mesh_options: MeshOptions = Field(default_factory=MeshOptions)
 
     def service(self, name: str) -> Service:
         for svc in self.services:

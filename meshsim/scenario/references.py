@@ -41,17 +41,24 @@ def check_references(scenario: Scenario) -> Iterator[tuple[Loc, str]]:
     services = {s.name: s for s in scenario.services}
     names = list(services)
 
-    for kind, items in (("service", scenario.services), ("workload", scenario.workloads)):
+    named: tuple[tuple[str, list[str]], ...] = (
+        ("service", [s.name for s in scenario.services]),
+        ("workload", [w.name for w in scenario.workloads]),
+    )
+    for kind, item_names in named:
         seen: set[str] = set()
-        for i, item in enumerate(items):
-            if item.name in seen:
-                yield (f"{kind}s", i, "name"), f"{kind} name '{item.name}' is used twice"
-            seen.add(item.name)
+        for i, name in enumerate(item_names):
+            if name in seen:
+                yield (f"{kind}s", i, "name"), f"{kind} name '{name}' is used twice"
+            seen.add(name)
 
     for i, svc in enumerate(scenario.services):
         for j, call in enumerate(svc.calls):
             if call.service not in services:
-                yield ("services", i, "calls", j, "service"), _unknown("service", call.service, names)
+                yield (
+                    ("services", i, "calls", j, "service"),
+                    _unknown("service", call.service, names),
+                )
         for k, version in enumerate(svc.versions or []):
             for j, call in enumerate(version.calls or []):
                 if call.service not in services:
@@ -63,31 +70,36 @@ def check_references(scenario: Scenario) -> Iterator[tuple[Loc, str]]:
             yield ("workloads", i, "target"), _unknown("service", wl.target, names)
 
     for i, rule in enumerate(scenario.traffic):
-        svc = services.get(rule.service)
-        if svc is None:
+        ruled = services.get(rule.service)
+        if ruled is None:
             yield ("traffic", i, "service"), _unknown("service", rule.service, names)
             continue
+        svc = ruled
         subsets = [v.name for v in svc.subsets()]
         for subset in rule.split or {}:
             if svc.versions is None:
-                yield ("traffic", i, "split", subset), (
-                    f"service '{svc.name}' has no versions to split between"
+                yield (
+                    ("traffic", i, "split", subset),
+                    (f"service '{svc.name}' has no versions to split between"),
                 )
             elif subset not in subsets:
-                yield ("traffic", i, "split", subset), _unknown(
-                    f"version of '{svc.name}'", subset, subsets
+                yield (
+                    ("traffic", i, "split", subset),
+                    _unknown(f"version of '{svc.name}'", subset, subsets),
                 )
         if rule.mirror is not None:
             mirrored = services.get(rule.mirror.service)
             if mirrored is None:
-                yield ("traffic", i, "mirror", "service"), _unknown(
-                    "service", rule.mirror.service, names
+                yield (
+                    ("traffic", i, "mirror", "service"),
+                    _unknown("service", rule.mirror.service, names),
                 )
             elif rule.mirror.subset is not None:
                 subs = [v.name for v in mirrored.subsets()]
                 if rule.mirror.subset not in subs:
-                    yield ("traffic", i, "mirror", "subset"), _unknown(
-                        f"version of '{mirrored.name}'", rule.mirror.subset, subs
+                    yield (
+                        ("traffic", i, "mirror", "subset"),
+                        _unknown(f"version of '{mirrored.name}'", rule.mirror.subset, subs),
                     )
 
     targets = event_targets(scenario)
@@ -95,9 +107,12 @@ def check_references(scenario: Scenario) -> Iterator[tuple[Loc, str]]:
         if event.target not in targets:
             yield ("events", i, "target"), _unknown("service or version", event.target, targets)
         if event.at_s >= scenario.duration_s:
-            yield ("events", i, "at_s"), (
-                f"at {event.at_s} s the event falls after the run ends "
-                f"(duration_s is {scenario.duration_s})"
+            yield (
+                ("events", i, "at_s"),
+                (
+                    f"at {event.at_s} s the event falls after the run ends "
+                    f"(duration_s is {scenario.duration_s})"
+                ),
             )
 
     workloads = [w.name for w in scenario.workloads]
@@ -110,9 +125,12 @@ def check_references(scenario: Scenario) -> Iterator[tuple[Loc, str]]:
             yield ("slo", i, "mesh"), _unknown("mesh in 'meshes'", slo.mesh, scenario.meshes)
 
     if scenario.warmup_s >= scenario.duration_s:
-        yield ("warmup_s",), (
-            f"the warm-up ({scenario.warmup_s} s) must be shorter than the run "
-            f"(duration_s {scenario.duration_s} s)"
+        yield (
+            ("warmup_s",),
+            (
+                f"the warm-up ({scenario.warmup_s} s) must be shorter than the run "
+                f"(duration_s {scenario.duration_s} s)"
+            ),
         )
     if len(set(scenario.meshes)) != len(scenario.meshes):
         yield ("meshes",), "each mesh may appear once"
@@ -120,8 +138,9 @@ def check_references(scenario: Scenario) -> Iterator[tuple[Loc, str]]:
     cycle = find_call_cycle(scenario)
     if cycle is not None:
         first = names.index(cycle[0])
-        yield ("services", first, "calls"), (
-            "calls form a cycle, which would never finish: " + " -> ".join(cycle)
+        yield (
+            ("services", first, "calls"),
+            ("calls form a cycle, which would never finish: " + " -> ".join(cycle)),
         )
 
 

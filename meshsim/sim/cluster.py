@@ -61,7 +61,9 @@ class NetworkModel:
     def __init__(self, spec: Network) -> None:
         self.same_node_s = spec.same_node_us * 1e-6
         self.cross_node_s = spec.cross_node_us * 1e-6
-        self.client_s = (spec.client_us if spec.client_us is not None else spec.cross_node_us) * 1e-6
+        self.client_s = (
+            spec.client_us if spec.client_us is not None else spec.cross_node_us
+        ) * 1e-6
         self.seconds_per_byte = 8.0 / (spec.bandwidth_gbps * 1e9)
 
     def delay(self, src: Node | None, dst: Node | None, nbytes: int) -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Generator
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import simpy
@@ -60,7 +60,8 @@ class Simulation:
         self.network = NetworkModel(scenario.cluster.network)
         self.recorder = Recorder(self.warmup_s, self.end_s, keep_records)
         self.nodes = [
-            Node(self.env, i, scenario.cluster.cores_per_node) for i in range(scenario.cluster.nodes)
+            Node(self.env, i, scenario.cluster.cores_per_node)
+            for i in range(scenario.cluster.nodes)
         ]
         self._coin = Uniforms(self.streams("calls"))
         self._faults = Uniforms(self.streams("faults"))
@@ -87,9 +88,9 @@ class Simulation:
         # Place pods service by service, version by version, replica by replica: the
         # order of the file decides placement, so placement is deterministic.
         for runtime in self.services.values():
-            for version in runtime.versions.values():
-                for _ in range(version.spec.replicas):
-                    self._new_pod(runtime, version)
+            for subset in runtime.versions.values():
+                for _ in range(subset.spec.replicas):
+                    self._new_pod(runtime, subset)
             runtime.refresh_endpoints()
 
     def _cpu_sampler(self, runtime: ServiceRuntime, version: VersionRuntime) -> Sampler:
@@ -140,7 +141,9 @@ class Simulation:
         started = self.env.now if call is not None else req.sent_at
         status: int = yield from self.data_plane.call(src, service, req, call)
         caller = src.service.name if isinstance(src, Pod) else src.name
-        self.recorder.edge(caller, service.name, req.id, req.workload, started, self.env.now, status)
+        self.recorder.edge(
+            caller, service.name, req.id, req.workload, started, self.env.now, status
+        )
         return status
 
     def serve(self, pod: Pod, req: Request) -> Generator[simpy.Event, Any, int]:
@@ -191,7 +194,7 @@ class Simulation:
             if procs:
                 yield self.env.all_of(procs)
             for call, proc in zip(made, procs, strict=True):
-                if call.required and not is_success(proc.value):
+                if call.required and not is_success(cast(int, proc.value)):
                     return 500
         return status
 
@@ -232,4 +235,3 @@ class Simulation:
         limit = self.end_s + DRAIN_LIMIT_S
         while self.in_flight() > 0 and self.env.now < limit and self.env.peek() < math.inf:
             self.env.run(until=min(self.env.now + 0.5, limit))
-

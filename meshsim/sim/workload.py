@@ -6,6 +6,7 @@ connections are all busy, the wait counts (no coordinated omission).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
@@ -130,5 +131,5 @@ class WorkloadDriver:
             return None
         lo, hi = self.sim.warmup_s, self.sim.end_s
         points = sorted({lo, hi, *[p.at_s for p in spec.phases or [] if lo < p.at_s < hi]})
-        total = sum(spec.rate_at(a) * (b - a) for a, b in zip(points, points[1:], strict=False))
+        total = sum(spec.rate_at(a) * (b - a) for a, b in itertools.pairwise(points))
         return total / (hi - lo)

@@ -24,10 +24,10 @@ class DataPlane(ABC):
         self.env = sim.env
         self.warnings: list[str] = []
 
-    def install(self) -> None:
+    def install(self) -> None:  # noqa: B027 - optional hook; `none` has no proxies
         """Create the mesh's proxies for the pods and nodes that exist at start."""
 
-    def on_pod_started(self, pod: Pod) -> None:
+    def on_pod_started(self, pod: Pod) -> None:  # noqa: B027 - optional hook
         """A pod was created after the start (scale-up, replacement)."""
 
     @abstractmethod
