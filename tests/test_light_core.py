@@ -1,0 +1,54 @@
+"""The light core (DESIGN principle 6): the simulator and the policies import simpy and
+numpy, nothing heavier. Checked in a fresh interpreter, since this test process has
+long since imported everything."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+HEAVY = ("pandas", "matplotlib", "click", "rich")
+
+PROBE = """
+import importlib, json, pkgutil, sys
+names = []
+for package in {packages!r}:
+    module = importlib.import_module(package)
+    names.append(package)
+    for info in pkgutil.walk_packages(module.__path__, package + "."):
+        importlib.import_module(info.name)
+        names.append(info.name)
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in {heavy!r})
+print(json.dumps({{"imported": names, "heavy": heavy}}))
+"""
+
+
+def probe(*packages: str) -> dict[str, list[str]]:
+    code = PROBE.format(packages=list(packages), heavy=list(HEAVY))
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    result: dict[str, list[str]] = json.loads(out.stdout)
+    return result
+
+
+def test_sim_and_policy_do_not_import_heavy_libraries() -> None:
+    """Every module under meshsim.sim and meshsim.policy, imported: no pandas,
+    matplotlib, click or rich in sys.modules."""
+    result = probe("meshsim.sim", "meshsim.policy")
+    assert "meshsim.sim.engine" in result["imported"]  # the probe really walked the package
+    assert "meshsim.sim.dataplanes.none" in result["imported"]
+    assert result["heavy"] == []
+
+
+def test_running_a_scenario_through_the_api_stays_light() -> None:
+    """The library's front door (scenario, api, results package) does not load pandas or
+    the CLI stack either; pandas loads only when a DataFrame is asked for."""
+    code = (
+        "import sys\n"
+        "import meshsim.scenario, meshsim.api, meshsim.results\n"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
