@@ -46,6 +46,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self._read_paused = False
         self._write_paused = False
         self._cpu_s = 0.0
+        self._responded = False
 
     @property
     def draining(self) -> bool:
@@ -191,6 +192,7 @@ class DownstreamProtocol(asyncio.Protocol):
         req = self._queue.popleft()
         if len(self._queue) < _MAX_QUEUED // 2:
             self._resume_reading()
+        self._responded = False
         self._task = self.loop.create_task(self._serve(req))
 
     async def _serve(self, req: Request) -> None:
@@ -212,6 +214,7 @@ class DownstreamProtocol(asyncio.Protocol):
             self._arm(self.limits.idle_timeout_s)
 
     def write(self, data: bytes) -> None:
+        self._responded = True
         if self.transport is not None:
             self.transport.write(data)
 
@@ -242,8 +245,11 @@ class DownstreamProtocol(asyncio.Protocol):
             return
         self.route.metrics.requests.labels(self.route.name, str(status)).inc()
         self.route.metrics.refused.labels(self.route.name, f"http_{status}").inc()
-        if self._task is None:
+        if not self._responded:
             self.transport.write(simple_response(status, text, keep_alive=False))
+            self._responded = True
+        if self._task is not None:
+            self._task.cancel()  # its request is broken: stop forwarding it
         self.close()
 
     def _pause_reading(self) -> None:

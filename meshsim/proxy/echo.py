@@ -37,12 +37,23 @@ class EchoState:
     in_service: int = 0
     waiting: deque[tuple[EchoProtocol, Request]] = field(default_factory=deque)
     served: int = 0
+    connections: set[EchoProtocol] = field(default_factory=set)
+
+    def close_connections(self) -> None:
+        """Close every open connection (``Server.close`` leaves accepted ones open)."""
+        for proto in list(self.connections):
+            if proto.transport is not None:
+                proto.transport.close()
 
 
 class EchoProtocol(HttpServerProtocol):
     def __init__(self, state: EchoState, limits: Limits) -> None:
         super().__init__(limits)
         self.state = state
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.state.connections.add(self)
 
     def handle(self, req: Request) -> None:
         state = self.state
@@ -84,6 +95,7 @@ class EchoProtocol(HttpServerProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        self.state.connections.discard(self)
         # Requests of a closed connection no longer need a slot.
         waiting = self.state.waiting
         if any(p is self for p, _ in waiting):
@@ -111,6 +123,13 @@ async def start_echo(
     except OSError as exc:
         raise MeshsimError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return server, state
+
+
+async def stop_echo(server: asyncio.Server, state: EchoState) -> None:
+    server.close()
+    state.close_connections()
+    await server.wait_closed()
+    await asyncio.sleep(0)  # let connection_lost callbacks run before the loop ends
 
 
 def bound_port(server: asyncio.Server) -> int:

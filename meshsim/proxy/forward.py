@@ -236,6 +236,7 @@ async def forward(down: DownstreamProtocol, req: Request) -> bool:
     request_id = request_id or new_request_id()
     keep_alive = req.keep_alive and not down.draining
     sink: Sink | None = None
+    conn: UpstreamConn | None = None
     try:
         now = time.monotonic()
         if route.allowed_principals is not None and down.peer_id not in route.allowed_principals:
@@ -327,6 +328,7 @@ async def forward(down: DownstreamProtocol, req: Request) -> bool:
             if done and sink.lost:
                 conn.close()
                 raise LocalReply(502, "upstream reset before response body", "UC")
+            keep_alive = keep_alive and not down.draining  # a drain may have begun meanwhile
             head_bytes, chunked = downstream_head(status, sink.pending_headers, req, keep_alive)
             if b"connection: close" in head_bytes[-40:]:
                 keep_alive = False
@@ -348,6 +350,12 @@ async def forward(down: DownstreamProtocol, req: Request) -> bool:
             if not req.body.eof:
                 keep_alive = False  # the client is still sending a body nobody will read
             break
+    except asyncio.CancelledError:
+        # The client left or its request broke a limit: the upstream exchange is abandoned
+        # half-way, so its connection cannot be reused.
+        if conn is not None:
+            conn.close()
+        raise
     except LocalReply as reply:
         status = reply.status
         flag = reply.flag

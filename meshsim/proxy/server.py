@@ -180,6 +180,9 @@ class Proxy:
             await self.rotator.stop()
         if self.admin_server is not None:
             self.admin_server.close()
+        for server in self.servers.values():
+            await server.wait_closed()
+        await asyncio.sleep(0)  # let connection_lost callbacks run before the loop ends
 
 
 def _log_sink(target: str | None) -> Callable[[str], None] | None:

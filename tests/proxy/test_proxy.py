@@ -1,0 +1,240 @@
+"""The proxy on loopback: routing, keep-alive, bodies, headers, hardening, metrics, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from meshsim.proxy.httpcore import Limits
+
+from .helpers import Client, arun, get_once, read_response
+from .lab import echo_and_proxy, proxy_for, read_head, scripted
+
+pytestmark = pytest.mark.integration
+
+
+def test_routes_and_keeps_the_connection_alive() -> None:
+    async def main() -> None:
+        async with echo_and_proxy() as (proxy, port):
+            client = await Client.open(port)
+            for size in (0, 10, 100_000):
+                r = await client.get(f"/?size={size}")
+                assert (r.status, len(r.body), r.complete) == (200, size, True)
+            await client.close()
+            assert proxy.metrics.connections.labels("test", "downstream")._value.get() == 1
+            assert proxy.metrics.connections.labels("test", "upstream")._value.get() == 1
+
+    arun(main)
+
+
+def test_chunked_request_and_response_bodies() -> None:
+    async def chunky(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await read_head(reader)
+        assert b"transfer-encoding: chunked" in head.lower()
+        body = b""
+        while True:
+            size = int((await reader.readline()).strip(), 16)
+            if size == 0:
+                await reader.readline()
+                break
+            body += await reader.readexactly(size)
+            await reader.readline()
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for piece in (body, b"-and-more"):
+            writer.write(b"%x\r\n%b\r\n" % (len(piece), piece))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    async def main() -> None:
+        server, up = await scripted(chunky)
+        async with proxy_for([up]) as proxy:
+            client = await Client.open(proxy.port("test"))
+            r = await client.raw(
+                b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+            )
+            assert (r.status, r.body) == (200, b"hello world-and-more")
+            assert r.header(b"transfer-encoding") == b"chunked"
+            await client.close()
+        server.close()
+
+    arun(main)
+
+
+def test_hop_by_hop_headers_xff_and_request_id() -> None:
+    seen: list[bytes] = []
+
+    async def reflect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await read_head(reader)
+        seen.append(head)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=5\r\n"
+                     b"Connection: keep-alive, X-Up-Secret\r\nX-Up-Secret: 1\r\n\r\nok")
+        await writer.drain()
+
+    async def main() -> None:
+        server, up = await scripted(reflect)
+        async with proxy_for([up]) as proxy:
+            client = await Client.open(proxy.port("test"))
+            r = await client.get("/", "Connection: X-Secret\r\nX-Secret: s\r\nTE: trailers\r\n"
+                                      "X-Forwarded-For: 10.0.0.1\r\nUpgrade: h2c\r\n")
+            await client.close()
+            assert r.status == 200 and r.body == b"ok"
+            names = {n.lower() for n, _ in r.headers}
+            assert not names & {b"keep-alive", b"x-up-secret"}
+            head = seen[0].lower()
+            for hop in (b"x-secret", b"\r\nte:", b"upgrade:", b"connection:"):
+                assert hop not in head
+            assert b"x-forwarded-for: 10.0.0.1, 127.0.0.1\r\n" in head
+            assert b"x-request-id: " in head
+        server.close()
+
+    arun(main)
+
+
+def test_malformed_request_gets_400_and_others_are_undisturbed() -> None:
+    async def main() -> None:
+        async with echo_and_proxy() as (_, port):
+            good = await Client.open(port)
+            bad = await Client.open(port)
+            assert (await good.get("/")).status == 200
+            r = await bad.raw(b"GET / HTTP/1.1\r\nBad Header Without Colon\r\n\r\n")
+            assert r.status == 400 and not r.keep_alive
+            assert (await good.get("/?size=3")).body == b"xxx"
+            await good.close()
+            await bad.close()
+
+    arun(main)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 5000 + b"\r\n\r\n", 431),
+        (b"GET / HTTP/1.1\r\n" + b"X-H: 1\r\n" * 30 + b"\r\n", 431),
+        (b"POST / HTTP/1.1\r\nContent-Length: 5000\r\n\r\n", 413),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1000\r\n" + b"a" * 4096, 413),
+    ],
+)
+def test_limits(request_bytes: bytes, status: int) -> None:
+    limits = Limits(max_header_bytes=4096, max_headers=20, max_body_bytes=2048)
+
+    async def main() -> None:
+        async with echo_and_proxy(limits=limits) as (_, port):
+            client = await Client.open(port)
+            r = await client.raw(request_bytes)
+            assert r.status == status
+            await client.close()
+            assert (await get_once(port)).status == 200  # the proxy lives on
+
+    arun(main)
+
+
+def test_slowloris_times_out_and_idle_connections_close() -> None:
+    limits = Limits(header_timeout_s=0.3, idle_timeout_s=0.3)
+
+    async def main() -> None:
+        async with echo_and_proxy(limits=limits) as (_, port):
+            slow = await Client.open(port)
+            slow.writer.write(b"GET / HTTP/1.1\r\nHost: t\r\n")
+            for _ in range(10):  # one header line every 0.1 s: never finishes the head
+                await asyncio.sleep(0.1)
+                if slow.reader.at_eof() or len(slow.reader._buffer):
+                    break  # the proxy answered
+                try:
+                    slow.writer.write(b"X-Drip: 1\r\n")
+                    await slow.writer.drain()
+                except ConnectionError:
+                    break
+            r = await read_response(slow.reader)
+            assert r.status == 408
+            idle = await Client.open(port)
+            assert await asyncio.wait_for(idle.reader.read(), 5) == b""  # closed by the proxy
+            await slow.close()
+            await idle.close()
+
+    arun(main)
+
+
+def test_upstream_dying_mid_response_gives_502_and_the_proxy_lives_on() -> None:
+    calls = 0
+
+    async def dying(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal calls
+        calls += 1
+        await read_head(reader)
+        if calls == 1:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+        elif calls == 2:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+        else:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        server, up = await scripted(dying)
+        async with proxy_for([up]) as proxy:
+            port = proxy.port("test")
+            assert (await get_once(port)).status == 502  # died after its head
+            r = await get_once(port)  # died after part of the body: the client is cut off
+            assert r.status == 200 and not r.complete
+            r = await get_once(port)
+            assert (r.status, r.body) == (200, b"ok")
+        server.close()
+
+    arun(main)
+
+
+def test_connect_failure_gives_503() -> None:
+    async def main() -> None:
+        async with proxy_for([1]) as proxy:
+            assert (await get_once(proxy.port("test"))).status == 503
+
+    arun(main)
+
+
+def test_metrics_ready_live_and_access_log() -> None:
+    log: list[str] = []
+
+    async def main() -> None:
+        async with echo_and_proxy(log=log) as (proxy, port):
+            assert (await get_once(port, "/?status=503")).status == 503
+            assert (await get_once(port, "/")).status == 200
+            admin = proxy.admin_port
+            assert admin is not None
+            text = (await get_once(admin, "/metrics")).body.decode()
+            assert 'meshsim_proxy_requests_total{listener="test",status="503"} 1.0' in text
+            assert "meshsim_proxy_request_duration_seconds_bucket" in text
+            assert 'meshsim_proxy_request_cpu_seconds_count{listener="test"} 2.0' in text
+            assert "process_cpu_seconds_total" in text
+            assert (await get_once(admin, "/ready")).status == 200
+            assert (await get_once(admin, "/live")).status == 200
+        entries = [json.loads(line) for line in log]
+        assert [e["status"] for e in entries] == [503, 200]
+        assert entries[0]["path"] == "/?status=503" and entries[0]["cpu_us"] > 0
+
+    arun(main)
+
+
+def test_graceful_shutdown_drains_in_flight_requests() -> None:
+    async def main() -> None:
+        async with echo_and_proxy() as (proxy, port):
+            client = await Client.open(port)
+            pending = asyncio.ensure_future(client.get("/?delay=300ms"))
+            await asyncio.sleep(0.1)
+            idle = await Client.open(port)
+            await asyncio.sleep(0.05)
+            stopping = asyncio.ensure_future(proxy.stop(5))
+            await asyncio.sleep(0.05)
+            assert (await get_once(proxy.admin_port or 0, "/ready")).status == 503
+            r = await pending
+            assert r.status == 200 and r.complete and not r.keep_alive
+            await stopping
+            assert await asyncio.wait_for(idle.reader.read(), 5) == b""
+            await client.close()
+            await idle.close()
+
+    arun(main)
