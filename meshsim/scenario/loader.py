@@ -45,6 +45,7 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _c
 
 def parse_yaml(text: str, path: str | None) -> tuple[Any, yaml.Node | None]:
     """The document's data and its node tree, or a :class:`ScenarioError` with a line."""
+    node: yaml.Node | None = None
     try:
         node = yaml.compose(text, Loader=_StrictLoader)
         data = yaml.load(text, Loader=_StrictLoader)
@@ -53,12 +54,40 @@ def parse_yaml(text: str, path: str | None) -> tuple[Any, yaml.Node | None]:
         line = mark.line + 1 if mark is not None else None
         column = mark.column + 1 if mark is not None else None
         what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        # A duplicate key is found after composing: name its field path too.
+        field = _path_to_key(node, mark) if mark is not None else None
         raise ScenarioError(
-            [Problem("", f"not valid YAML: {what}", line=line, column=column)], path
+            [Problem(field or "", f"not valid YAML: {what}", line=line, column=column)], path
         ) from None
     except yaml.YAMLError as exc:
         raise ScenarioError([Problem("", f"not valid YAML: {exc}")], path) from None
     return data, node
+
+
+def _path_to_key(node: yaml.Node | None, mark: Any) -> str | None:
+    """The field path of the mapping key that starts at ``mark`` in ``node``, if any."""
+
+    def search(current: yaml.Node, parts: list[str | int]) -> list[str | int] | None:
+        if isinstance(current, yaml.MappingNode):
+            for key_node, value_node in current.value:
+                here = [*parts, str(key_node.value)]
+                start = key_node.start_mark
+                if (start.line, start.column) == (mark.line, mark.column):
+                    return here
+                found = search(value_node, here)
+                if found is not None:
+                    return found
+        elif isinstance(current, yaml.SequenceNode):
+            for i, item in enumerate(current.value):
+                found = search(item, [*parts, i])
+                if found is not None:
+                    return found
+        return None
+
+    if node is None:
+        return None
+    parts = search(node, [])
+    return _field_path(parts) if parts else None
 
 
 def load_scenario(path: str | Path) -> Scenario:
