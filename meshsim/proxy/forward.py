@@ -237,6 +237,7 @@ async def forward(down: DownstreamProtocol, req: Request) -> bool:
     keep_alive = req.keep_alive and not down.draining
     sink: Sink | None = None
     conn: UpstreamConn | None = None
+    retry = policy.retry_state()
     try:
         now = time.monotonic()
         if route.allowed_principals is not None and down.peer_id not in route.allowed_principals:
@@ -265,7 +266,7 @@ async def forward(down: DownstreamProtocol, req: Request) -> bool:
             pool = route.pools[host]
             t_try = time.monotonic()
             sink = Sink(down)
-            conn: UpstreamConn | None = None
+            conn = None
             failure: str | None = None
             try:
                 req.cpu_s += time.thread_time() - cpu_mark
@@ -293,7 +294,7 @@ async def forward(down: DownstreamProtocol, req: Request) -> bool:
                 raise LocalReply(504, "upstream request timeout", "UT")
             backoff = None
             if req.body.replayable and (deadline is None or time.monotonic() < deadline):
-                backoff = policy.retry_after_s(attempt, tries, time.monotonic(), route.rng)
+                backoff = retry.decide(attempt, time.monotonic(), route.rng)
             if backoff is not None:
                 metrics.retries.labels(route.name).inc()
                 if conn is not None:
@@ -370,6 +371,8 @@ async def forward(down: DownstreamProtocol, req: Request) -> bool:
         else:
             keep_alive = False
             down.abort()
+    finally:
+        retry.close()
     req.cpu_s += time.thread_time() - cpu_mark
     _account(down, req, status, tries, host_used, flag, request_id)
     return keep_alive

@@ -1,14 +1,179 @@
-"""Route policies built from a scenario ``traffic`` entry, using :mod:`meshsim.policy`.
+"""Route policies built from a scenario ``traffic`` entry, driving :mod:`meshsim.policy`.
 
-(Seam only for now: until the shared policy core lands, every route passes through.)
+This module only translates: the scenario's Istio-flavoured keys into the shared policy
+objects, and the proxy's :class:`Attempt` into their :class:`Outcome`. Every decision
+(retry or not, back-off, which host, eject or not, overflow or not, inject a fault or not)
+is made by :mod:`meshsim.policy`, the same code the simulator runs (DESIGN principle 1).
+
+Keys read (others are ignored here)::
+
+    timeout_ms, retries: {attempts, per_try_timeout_ms, retry_on, backoff_base_ms},
+    circuit_breaker: {max_connections, max_pending_requests, max_requests, max_retries},
+    outlier_detection: {consecutive_5xx, interval_s, base_ejection_s, max_ejection_percent},
+    load_balancer: round_robin | least_request | random | peak_ewma,
+    fault: {delay: {percent, fixed_ms}, abort: {percent, status}}
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from meshsim.proxy.seam import PassThrough, RoutePolicy
+import numpy as np
+
+from meshsim.errors import MeshsimError
+from meshsim.policy import (
+    CircuitBreaker,
+    FaultAbort,
+    FaultDelay,
+    FaultInjection,
+    LeastRequest,
+    LoadBalancer,
+    Outcome,
+    OutlierConfig,
+    OutlierDetector,
+    PeakEwma,
+    RandomBalancer,
+    Resource,
+    RetryPolicy,
+    RetryState,
+    RoundRobin,
+    Thresholds,
+)
+from meshsim.proxy.seam import NO_FAULT, Attempt, Fault, PassThrough, RetryTracker, RoutePolicy
+
+_BALANCERS: dict[str, type[LoadBalancer]] = {
+    "round_robin": RoundRobin,
+    "least_request": LeastRequest,
+    "random": RandomBalancer,
+    "peak_ewma": PeakEwma,
+}
 
 
-def policy_for(traffic: dict[str, Any]) -> RoutePolicy:
-    return PassThrough()
+def outcome_of(attempt: Attempt) -> Outcome:
+    if attempt.status is not None:
+        return Outcome.response(attempt.status)
+    if attempt.failure == "connect_failure":
+        return Outcome.connect_failure()
+    if attempt.failure == "per_try_timeout":
+        return Outcome.per_try_timeout()
+    return Outcome.reset()
+
+
+class _Retries:
+    def __init__(self, state: RetryState) -> None:
+        self.state = state
+
+    def decide(self, attempt: Attempt, now: float, rng: np.random.Generator) -> float | None:
+        self.state.on_attempt(attempt.host)
+        decision = self.state.decide(outcome_of(attempt), now, rng)
+        return decision.delay_s if decision.retry else None
+
+    def close(self) -> None:
+        self.state.close()
+
+
+class MeshPolicy:
+    """One route's policies, for ``hosts`` upstream hosts numbered 0..hosts-1."""
+
+    def __init__(self, traffic: dict[str, Any], hosts: int) -> None:
+        self.hosts = list(range(hosts))
+        ms = traffic.get("timeout_ms")
+        self.timeout_s: float | None = None if ms is None else float(ms) / 1000.0
+        retries = traffic.get("retries")
+        self.retry_policy: RetryPolicy | None = None
+        self.per_try_timeout_s: float | None = None
+        if retries:
+            per_try = retries.get("per_try_timeout_ms")
+            self.per_try_timeout_s = None if per_try is None else float(per_try) / 1000.0
+            base = retries.get("backoff_base_ms")
+            self.retry_policy = RetryPolicy.istio(
+                retries.get("attempts"),
+                retry_on=retries.get("retry_on"),
+                per_try_timeout_s=self.per_try_timeout_s,
+                backoff_base_s=None if base is None else float(base) / 1000.0,
+            )
+        cb = traffic.get("circuit_breaker") or {}
+        defaults = Thresholds()
+        self.breaker = CircuitBreaker(
+            Thresholds(
+                max_connections=int(cb.get("max_connections", defaults.max_connections)),
+                max_pending_requests=int(
+                    cb.get("max_pending_requests", defaults.max_pending_requests)
+                ),
+                max_requests=int(cb.get("max_requests", defaults.max_requests)),
+                max_retries=int(cb.get("max_retries", defaults.max_retries)),
+            )
+        )
+        od = traffic.get("outlier_detection")
+        self.outlier: OutlierDetector | None = None
+        if od:
+            config = OutlierConfig.istio(
+                consecutive_5xx_errors=int(od.get("consecutive_5xx", 5)),
+                interval_s=float(od.get("interval_s", 10.0)),
+                base_ejection_time_s=float(od.get("base_ejection_s", 30.0)),
+                max_ejection_percent=float(od.get("max_ejection_percent", 10.0)),
+            )
+            self.outlier = OutlierDetector(config, self.hosts)
+        name = str(traffic.get("load_balancer", "least_request"))
+        if name not in _BALANCERS:
+            raise MeshsimError(
+                f"traffic.load_balancer: expected one of {sorted(_BALANCERS)}, not {name!r}"
+            )
+        self.balancer = _BALANCERS[name]()
+        fault = traffic.get("fault") or {}
+        delay, abort = fault.get("delay"), fault.get("abort")
+        self.fault_injection: FaultInjection | None = None
+        if delay or abort:
+            self.fault_injection = FaultInjection(
+                delay=FaultDelay(
+                    float(delay.get("fixed_ms", 0)) / 1000.0, float(delay.get("percent", 100))
+                )
+                if delay
+                else None,
+                abort=FaultAbort(int(abort.get("status", 503)), float(abort.get("percent", 100)))
+                if abort
+                else None,
+            )
+        self._started: dict[int, float] = {}
+        self._rng = np.random.default_rng(0)
+
+    def fault(self, now: float, rng: np.random.Generator) -> Fault:
+        if self.fault_injection is None:
+            return NO_FAULT
+        decision = self.fault_injection.decide(rng)
+        return Fault(decision.delay_s, decision.abort_status)
+
+    def pick(self, hosts: int, now: float, rng: np.random.Generator) -> int | None:
+        candidates: list[Any] = self.hosts
+        if self.outlier is not None:
+            self.outlier.poll(now, rng)
+            candidates = self.outlier.eligible(self.hosts)
+        host = self.balancer.pick(candidates, now, rng)
+        return None if host is None else int(host)  # type: ignore[call-overload]
+
+    def admit(self, host: int, now: float) -> bool:
+        if not self.breaker.try_acquire(Resource.REQUESTS):
+            return False
+        self.balancer.on_start(host, now)
+        self._started[host] = now
+        return True
+
+    def release(self, host: int, now: float) -> None:
+        self.breaker.release(Resource.REQUESTS)
+        self.balancer.on_complete(host, now - self._started.get(host, now), now)
+
+    def record(self, attempt: Attempt, now: float) -> list[int]:
+        if self.outlier is None:
+            return []
+        # The detector draws only for ejection-time jitter.
+        ejected = self.outlier.record(attempt.host, outcome_of(attempt), now, self._rng)
+        return [attempt.host] if ejected else []
+
+    def retry_state(self) -> RetryTracker:
+        return _Retries(RetryState(self.retry_policy, self.breaker))
+
+
+def policy_for(traffic: dict[str, Any], hosts: int = 1) -> RoutePolicy:
+    if not traffic:
+        return PassThrough()
+    return MeshPolicy(traffic, hosts)

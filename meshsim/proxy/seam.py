@@ -35,6 +35,24 @@ class Fault:
 NO_FAULT = Fault()
 
 
+class RetryTracker(Protocol):
+    """The retry state of one request."""
+
+    def decide(self, attempt: Attempt, now: float, rng: np.random.Generator) -> float | None:
+        """Back-off before another try, or None to give up."""
+
+    def close(self) -> None:
+        """The request is over: release any held retry resource."""
+
+
+class NoRetry:
+    def decide(self, attempt: Attempt, now: float, rng: np.random.Generator) -> float | None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
 class RoutePolicy(Protocol):
     """Every decision the proxy delegates, for one route (one upstream service)."""
 
@@ -55,10 +73,8 @@ class RoutePolicy(Protocol):
     def record(self, attempt: Attempt, now: float) -> list[int]:
         """Feed outlier detection / failure accrual; returns hosts newly ejected."""
 
-    def retry_after_s(
-        self, attempt: Attempt, tries: int, now: float, rng: np.random.Generator
-    ) -> float | None:
-        """Back-off before another try, or None to give up (``tries`` made so far)."""
+    def retry_state(self) -> RetryTracker:
+        """Fresh retry state for one request."""
 
 
 class PassThrough:
@@ -87,7 +103,5 @@ class PassThrough:
     def record(self, attempt: Attempt, now: float) -> list[int]:
         return []
 
-    def retry_after_s(
-        self, attempt: Attempt, tries: int, now: float, rng: np.random.Generator
-    ) -> float | None:
-        return None
+    def retry_state(self) -> RetryTracker:
+        return NoRetry()

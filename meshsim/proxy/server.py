@@ -61,7 +61,9 @@ class Proxy:
     ) -> None:
         self.config = config
         self.metrics = ProxyMetrics()
-        self.policy_factory = policy_factory or (lambda lc: policy_for(lc.traffic))
+        self.policy_factory = policy_factory or (
+            lambda lc: policy_for(lc.traffic, len(lc.upstreams))
+        )
         self.access_log = access_log if access_log is not None else _log_sink(config.access_log)
         self.states: dict[str, ListenerState] = {}
         self.servers: dict[str, asyncio.Server] = {}

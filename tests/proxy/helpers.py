@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -64,10 +65,8 @@ async def read_response(reader: asyncio.StreamReader, timeout: float = 10.0) -> 
         except httptools.HttpParserError:
             break
     if not r.resp.status:
-        try:
+        with contextlib.suppress(httptools.HttpParserError):
             r.resp.status = r.parser.get_status_code()
-        except httptools.HttpParserError:
-            pass
     return r.resp
 
 
@@ -95,10 +94,8 @@ class Client:
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
             await self.writer.wait_closed()
-        except (ConnectionError, ssl.SSLError):
-            pass
 
 
 async def get_once(port: int, path: str = "/", **kw: Any) -> Response:
@@ -146,6 +143,7 @@ class ServerThread:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        assert self._loop is not None and self._stop is not None
+        assert self._loop is not None
+        assert self._stop is not None
         self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)

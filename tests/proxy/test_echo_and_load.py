@@ -26,7 +26,8 @@ def test_echo_knobs_over_a_socket() -> None:
         r = await client.raw(b"POST /?delay=5ms HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello")
         assert (r.status, r.body) == (200, b"hello")
         r = await client.get("/?delay=banana")
-        assert r.status == 400 and b"bad duration" in r.body
+        assert r.status == 400
+        assert b"bad duration" in r.body
         await client.close()
         server.close()
 
@@ -40,10 +41,12 @@ def test_echo_concurrency_limit_queues_requests() -> None:
         clients = [await Client.open(port) for _ in range(3)]
         tasks = [asyncio.ensure_future(c.get("/?delay=50ms")) for c in clients]
         await asyncio.sleep(0.02)
-        assert state.in_service == 1 and len(state.waiting) == 2
+        assert state.in_service == 1
+        assert len(state.waiting) == 2
         responses = await asyncio.gather(*tasks)
         assert [r.status for r in responses] == [200, 200, 200]
-        assert state.in_service == 0 and state.served == 3
+        assert state.in_service == 0
+        assert state.served == 3
         for c in clients:
             await c.close()
         server.close()
@@ -60,7 +63,8 @@ def test_loadgen_sends_the_scheduled_count_and_writes_fortio_json() -> None:
         assert result.scheduled == 200
         assert result.ret_codes[200] == 200
         doc = to_fortio(result)
-        assert doc["RequestedQPS"] == "200" and isinstance(doc["ActualDuration"], int)
+        assert doc["RequestedQPS"] == "200"
+        assert isinstance(doc["ActualDuration"], int)
         hist = doc["DurationHistogram"]
         assert hist["Count"] == 200
         assert hist["Data"][-1]["Percent"] == pytest.approx(100.0)
@@ -105,12 +109,15 @@ def _load_cli():  # type: ignore[no-untyped-def]
 def test_load_cli_errors_are_clean() -> None:
     runner = CliRunner()
     result = runner.invoke(_load_cli(), ["ftp://nowhere", "--rps", "10"])
-    assert result.exit_code == 2 and "bad URL" in result.output
+    assert result.exit_code == 2
+    assert "bad URL" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     result = runner.invoke(_load_cli(), ["http://127.0.0.1:1/", "--rps", "10", "--duration-s", "1"])
-    assert result.exit_code == 2 and "cannot connect" in result.output
+    assert result.exit_code == 2
+    assert "cannot connect" in result.output
     result = runner.invoke(_load_cli(), ["http://127.0.0.1:1/", "--rps", "-3"])
-    assert result.exit_code == 2 and "--rps" in result.output
+    assert result.exit_code == 2
+    assert "--rps" in result.output
 
 
 def test_load_cli_writes_json(tmp_path: Path) -> None:
@@ -128,5 +135,6 @@ def test_load_cli_writes_json(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "corrected" in result.output
     doc = json.loads(out.read_text())
-    assert doc["RunType"] == "HTTP" and doc["Poisson"] is True
+    assert doc["RunType"] == "HTTP"
+    assert doc["Poisson"] is True
     assert doc["DurationHistogram"]["Count"] == doc["RetCodes"]["200"]

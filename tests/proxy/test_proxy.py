@@ -81,7 +81,8 @@ def test_hop_by_hop_headers_xff_and_request_id() -> None:
             r = await client.get("/", "Connection: X-Secret\r\nX-Secret: s\r\nTE: trailers\r\n"
                                       "X-Forwarded-For: 10.0.0.1\r\nUpgrade: h2c\r\n")
             await client.close()
-            assert r.status == 200 and r.body == b"ok"
+            assert r.status == 200
+            assert r.body == b"ok"
             names = {n.lower() for n, _ in r.headers}
             assert not names & {b"keep-alive", b"x-up-secret"}
             head = seen[0].lower()
@@ -101,7 +102,8 @@ def test_malformed_request_gets_400_and_others_are_undisturbed() -> None:
             bad = await Client.open(port)
             assert (await good.get("/")).status == 200
             r = await bad.raw(b"GET / HTTP/1.1\r\nBad Header Without Colon\r\n\r\n")
-            assert r.status == 400 and not r.keep_alive
+            assert r.status == 400
+            assert not r.keep_alive
             assert (await good.get("/?size=3")).body == b"xxx"
             await good.close()
             await bad.close()
@@ -180,7 +182,8 @@ def test_upstream_dying_mid_response_gives_502_and_the_proxy_lives_on() -> None:
             port = proxy.port("test")
             assert (await get_once(port)).status == 502  # died after its head
             r = await get_once(port)  # died after part of the body: the client is cut off
-            assert r.status == 200 and not r.complete
+            assert r.status == 200
+            assert not r.complete
             r = await get_once(port)
             assert (r.status, r.body) == (200, b"ok")
         server.close()
@@ -214,7 +217,8 @@ def test_metrics_ready_live_and_access_log() -> None:
             assert (await get_once(admin, "/live")).status == 200
         entries = [json.loads(line) for line in log]
         assert [e["status"] for e in entries] == [503, 200]
-        assert entries[0]["path"] == "/?status=503" and entries[0]["cpu_us"] > 0
+        assert entries[0]["path"] == "/?status=503"
+        assert entries[0]["cpu_us"] > 0
 
     arun(main)
 
@@ -231,7 +235,9 @@ def test_graceful_shutdown_drains_in_flight_requests() -> None:
             await asyncio.sleep(0.05)
             assert (await get_once(proxy.admin_port or 0, "/ready")).status == 503
             r = await pending
-            assert r.status == 200 and r.complete and not r.keep_alive
+            assert r.status == 200
+            assert r.complete
+            assert not r.keep_alive
             await stopping
             assert await asyncio.wait_for(idle.reader.read(), 5) == b""
             await client.close()
