@@ -432,6 +432,11 @@ class IstioOptions(Spec):
     )
     telemetry: bool = Field(True, description="Telemetry v2 stats filter.")
     wasm_filters: Annotated[int, Field(ge=0)] = 0
+    h2_upgrade: bool = Field(
+        False,
+        description="Upgrade HTTP/1.1 to HTTP/2 between sidecars (Istio's default is "
+        "DO_NOT_UPGRADE; http2/grpc services use HTTP/2 regardless).",
+    )
     model: str | None = Field(None, description="Cost-model file (default models/istio-sidecar).")
 
 
@@ -463,6 +468,18 @@ class MeshOptions(Spec):
     istio_ambient: AmbientOptions = Field(
         default_factory=AmbientOptions,
         alias="istio-ambient",
+    )
+
+    keep_alive: bool = Field(
+        True,
+        description="Proxies (and apps) keep connections open and reuse them; false opens a "
+        "new connection, with its (m)TLS handshake, for every request, in every mesh.",
+    )
+    meshed_clients: bool = Field(
+        False,
+        description="Workload clients run in meshed pods (a sidecar, or their node's ztunnel), "
+        "like the load generator of Istio's benchmark; otherwise they enter the mesh at the "
+        "target's proxy.",
     )
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)

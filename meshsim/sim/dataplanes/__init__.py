@@ -14,11 +14,16 @@ from typing import TYPE_CHECKING
 from meshsim.errors import MeshsimError
 from meshsim.sim.dataplanes.base import DataPlane
 from meshsim.sim.dataplanes.none import NoMesh
+from meshsim.sim.dataplanes.sidecar import IstioSidecars, LinkerdSidecars
 
 if TYPE_CHECKING:
     from meshsim.sim.engine import Simulation
 
-DATA_PLANES: dict[str, Callable[[Simulation], DataPlane]] = {"none": NoMesh}
+DATA_PLANES: dict[str, Callable[[Simulation], DataPlane]] = {
+    "none": NoMesh,
+    "istio": IstioSidecars,
+    "linkerd": LinkerdSidecars,
+}
 """Constructors by mesh name; later data planes register here."""
 
 
@@ -27,7 +32,9 @@ def data_plane_for(mesh: str, sim: Simulation) -> DataPlane:
         factory = DATA_PLANES[mesh]
     except KeyError:
         known = ", ".join(sorted(DATA_PLANES))
-        raise MeshsimError(f"mesh '{mesh}' has no data-plane model yet (available: {known})") from None
+        raise MeshsimError(
+            f"mesh '{mesh}' has no data-plane model yet (available: {known})"
+        ) from None
     return factory(sim)
 
 

@@ -1,0 +1,197 @@
+"""Connections between proxies: pools per upstream, HTTP/1.1 versus HTTP/2, and mTLS set-up.
+
+- HTTP/1.1 carries one request at a time per connection: a pool keeps idle connections per
+  key (Envoy: per worker per upstream host, mesh-semantics §8.1 and §10.1) and opens another
+  when all are busy. HTTP/2 (Linkerd between proxies, Istio for http2/grpc services or with
+  ``h2_upgrade``, HBONE tunnels) multiplexes: one connection per key carries any number of
+  concurrent streams (up to ``max_streams``, then another connection is opened).
+- Opening a connection costs one TCP round trip, then, with TLS, a TLS 1.3 full handshake
+  (one more round trip) whose CPU is charged on both sides from each side's cost model
+  (key exchange, CertificateVerify signature, peer certificate and chain verification), each
+  on the worker that owns the connection at that side. A client that completed a full
+  handshake with a peer keeps a session ticket and later connections to it resume
+  (PSK + ECDHE, ``tls_resumption_cpu_us``); whether the meshes resume is UNVERIFIED
+  (mesh-semantics §8.3), so the report counts resumed handshakes separately.
+- With keep-alive off, every request opens its own connection and closes it afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Hashable
+from typing import Any
+
+import simpy
+
+from meshsim.sim.dataplanes.proxy import Proxy, Worker
+
+
+class Conn:
+    """One connection: who holds each end, the worker it is pinned to at each end, its TLS."""
+
+    __slots__ = ("client", "client_worker", "key", "ready", "server", "server_worker",
+                 "streams", "tls")
+
+    def __init__(
+        self,
+        client: Proxy | None,
+        client_worker: Worker | None,
+        server: Proxy,
+        server_worker: Worker,
+        tls: bool,
+        key: Hashable,
+    ) -> None:
+        self.client = client
+        self.client_worker = client_worker
+        self.server = server
+        self.server_worker = server_worker
+        self.tls = tls
+        self.key = key
+        self.streams = 0
+        """Requests (HTTP/2 streams) in flight on it."""
+        self.ready: simpy.Event | None = None
+        """Set while the connection is being opened; requests multiplexed on it wait for it."""
+
+
+class HandshakeCounter:
+    """Handshakes of one mesh, full and resumed."""
+
+    __slots__ = ("connections_opened", "full", "resumed")
+
+    def __init__(self) -> None:
+        self.full = 0
+        self.resumed = 0
+        self.connections_opened = 0
+
+    @property
+    def total(self) -> int:
+        return self.full + self.resumed
+
+
+def connect(
+    env: simpy.Environment,
+    counter: HandshakeCounter,
+    conn: Conn,
+    one_way_s: float,
+    *,
+    resumption: bool = True,
+) -> Generator[simpy.Event, Any, None]:
+    """Open ``conn``: the TCP handshake, then the TLS 1.3 handshake if ``conn.tls``.
+
+    SYN, SYN-ACK, then the ACK travels with the ClientHello: three one-way delays before the
+    server computes its flight (ServerHello .. Finished, signing and verifying), one more
+    before the client verifies and sends Finished with its first request (TLS 1.3, 1-RTT).
+    """
+    counter.connections_opened += 1
+    client, server = conn.client, conn.server
+    if client is not None:
+        client.opened(conn.tls)
+    server.opened(conn.tls)
+    if not conn.tls:
+        yield env.timeout(2.0 * one_way_s)
+        return
+    resumed = resumption and client is not None and server.name in client.sessions
+    if resumed:
+        counter.resumed += 1
+    else:
+        counter.full += 1
+    server.handshakes += 1
+    yield env.timeout(3.0 * one_way_s)
+    yield from server.work(conn.server_worker, server.handshake_s("server", resumed))
+    yield env.timeout(one_way_s)
+    if client is not None and conn.client_worker is not None:
+        client.handshakes += 1
+        yield from client.work(conn.client_worker, client.handshake_s("client", resumed))
+        client.sessions.add(server.name)
+
+
+def close(conn: Conn) -> None:
+    if conn.client is not None:
+        conn.client.closed(conn.tls)
+    conn.server.closed(conn.tls)
+
+
+class Pools:
+    """Upstream connection pools of a whole data plane, by key.
+
+    A key names one pool: for an Envoy sidecar ``(proxy, worker, upstream pod)``; for a
+    Linkerd proxy ``(proxy, upstream pod)``; for a ztunnel ``(ztunnel, peer, identities)``.
+    """
+
+    __slots__ = ("_h2", "_idle", "counter", "env", "keep_alive", "max_streams", "resumption")
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        *,
+        keep_alive: bool,
+        max_streams: int = 2**31 - 1,
+        resumption: bool = True,
+    ) -> None:
+        self.env = env
+        self.keep_alive = keep_alive
+        self.max_streams = max_streams
+        self.resumption = resumption
+        self.counter = HandshakeCounter()
+        self._idle: dict[Hashable, list[Conn]] = {}
+        self._h2: dict[Hashable, list[Conn]] = {}
+
+    def acquire(
+        self,
+        key: Hashable,
+        client: Proxy | None,
+        client_worker: Worker | None,
+        server: Proxy,
+        tls: bool,
+        h2: bool,
+        one_way_s: float,
+    ) -> Generator[simpy.Event, Any, Conn]:
+        """A connection for one request: an idle or multiplexable one, else a new one."""
+        if self.keep_alive:
+            if h2:
+                conns = self._h2.get(key)
+                if conns is None:
+                    conns = self._h2[key] = []
+                for conn in conns:
+                    if conn.streams < self.max_streams:
+                        conn.streams += 1
+                        if conn.ready is not None:
+                            yield conn.ready
+                        return conn
+            else:
+                idle = self._idle.get(key)
+                if idle:
+                    conn = idle.pop()
+                    conn.streams = 1
+                    return conn
+        conn = Conn(client, client_worker, server, server.accept(), tls, key)
+        conn.streams = 1
+        if h2 and self.keep_alive:
+            conn.ready = ready = self.env.event()
+            self._h2[key].append(conn)
+            yield from connect(self.env, self.counter, conn, one_way_s,
+                               resumption=self.resumption)
+            conn.ready = None
+            ready.succeed()
+        else:
+            yield from connect(self.env, self.counter, conn, one_way_s,
+                               resumption=self.resumption)
+        return conn
+
+    def release(self, conn: Conn, h2: bool) -> None:
+        """The request on ``conn`` is done: keep the connection for reuse, or close it."""
+        conn.streams -= 1
+        if not self.keep_alive:
+            close(conn)
+        elif not h2:
+            idle = self._idle.get(conn.key)
+            if idle is None:
+                idle = self._idle[conn.key] = []
+            idle.append(conn)
+
+    def drop(self, predicate: Any) -> None:
+        """Close idle connections whose key matches ``predicate`` (an upstream that died)."""
+        for table in (self._idle, self._h2):
+            for key in [k for k in table if predicate(k)]:
+                for conn in table.pop(key):
+                    if conn.streams <= 0:
+                        close(conn)

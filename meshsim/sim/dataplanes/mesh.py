@@ -1,0 +1,172 @@
+"""What every proxied data plane shares: its proxies, app-side connections, results.
+
+- App-side connections: an app (or a workload's client) keeps connections to its local
+  proxy per destination service, one request at a time each (HTTP/1.1). A new one is
+  accepted on a worker by :meth:`Proxy.accept` and keeps it: with Envoy, few connections
+  leave workers idle (mesh-semantics §10.1). With keep-alive off they are closed after
+  each request.
+- Clients outside the mesh (the default) enter at the first proxy of the destination;
+  with ``mesh_options.meshed_clients`` a workload's clients run in a meshed pod, like the
+  load generator of Istio's benchmark, on the node with the fewest pods.
+- Results: :meth:`cpu_counters` gives each proxy's CPU seconds (the engine snapshots them
+  and :mod:`meshsim.results.run` turns them into vCPU); :meth:`proxy_summary` gives the
+  count, memory from the cost model (base + connections + configuration in view) and the
+  handshakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from statistics import fmean
+from typing import TYPE_CHECKING, Any
+
+import simpy
+
+from meshsim.models import ProxyCostModel, default_model, load_model
+from meshsim.sim.app import Client, Pod
+from meshsim.sim.dataplanes.base import DataPlane
+from meshsim.sim.dataplanes.connections import Pools
+from meshsim.sim.dataplanes.proxy import Proxy, Worker
+from meshsim.sim.sampling import Uniforms
+
+if TYPE_CHECKING:
+    from meshsim.models import Kind
+    from meshsim.sim.app import ServiceRuntime
+    from meshsim.sim.cluster import Node
+    from meshsim.sim.engine import Simulation
+
+
+def cost_model(path: str | None, kind: Kind) -> ProxyCostModel:
+    """The model file a scenario names for a mesh, else the shipped one for ``kind``."""
+    model = load_model(path) if path else default_model(kind)
+    if model.kind != kind:
+        from meshsim.errors import MeshsimError
+
+        raise MeshsimError(f"model file {path} describes a {model.kind}, not a {kind}")
+    return model
+
+
+class ProxiedDataPlane(DataPlane):
+    """Base of the sidecar and ambient data planes."""
+
+    def __init__(self, sim: Simulation) -> None:
+        super().__init__(sim)
+        options = sim.scenario.mesh_options
+        self.keep_alive = options.keep_alive
+        self.meshed_clients = options.meshed_clients
+        self.net = sim.network
+        self.proxies: list[Proxy] = []
+        self.pools = Pools(self.env, keep_alive=self.keep_alive)
+        self._uniform = Uniforms(sim.streams("balancers"))
+        self._accept = Uniforms(sim.streams("dataplane/accept"))
+        self._app_idle: dict[tuple[str, str], list[Worker]] = {}
+
+    # ----------------------------------------------------------------- placement
+
+    def client_node(self) -> Node:
+        """The node of a meshed client's pod: fewest pods, then lowest index (not recorded
+        in the node's pods, so it never shifts the placement of the scenario's pods)."""
+        nodes = self.sim.nodes
+        return min(nodes, key=lambda n: (len(n.pods), n.index))
+
+    def pick_any(self, service: ServiceRuntime) -> Pod | None:
+        """kube-proxy's choice for traffic from outside the mesh: uniform per call."""
+        endpoints = service.endpoints
+        if not endpoints:
+            return None
+        return endpoints[int(self._uniform() * len(endpoints))]
+
+    # ----------------------------------------------------------------- app connections
+
+    def app_conn(self, proxy: Proxy, service: str) -> Worker:
+        """An app-side connection to ``proxy`` for calls to ``service``: its worker."""
+        idle = self._app_idle.get((proxy.name, service))
+        if idle:
+            return idle.pop()
+        proxy.opened(False)
+        return proxy.accept()
+
+    def app_conn_done(self, proxy: Proxy, service: str, worker: Worker) -> None:
+        if not self.keep_alive:
+            proxy.closed(False)
+            return
+        key = (proxy.name, service)
+        idle = self._app_idle.get(key)
+        if idle is None:
+            idle = self._app_idle[key] = []
+        idle.append(worker)
+
+    # ----------------------------------------------------------------- results
+
+    def config_in_view(self, proxy: Proxy) -> tuple[int, int]:
+        """(clusters, endpoints) that ``proxy`` holds in its configuration."""
+        return (0, 0)
+
+    def live_proxies(self) -> list[Proxy]:
+        return [p for p in self.proxies if p.pod is None or p.pod.alive]
+
+    def cpu_counters(self) -> dict[str, float]:
+        return {p.name: p.cpu_s for p in self.proxies}
+
+    def proxy_summary(self) -> dict[str, Any]:
+        proxies = self.live_proxies()
+        memory = [p.memory_mb(*self.config_in_view(p)) for p in proxies]
+        by_kind: dict[str, dict[str, Any]] = {}
+        for p, mb in zip(proxies, memory, strict=True):
+            entry = by_kind.setdefault(p.kind, {"count": 0, "memory_mb_total": 0.0,
+                                                "cpu_s_total": 0.0})
+            entry["count"] += 1
+            entry["memory_mb_total"] += mb
+            entry["cpu_s_total"] += p.cpu_s
+        for entry in by_kind.values():
+            entry["memory_mb_per_proxy"] = entry["memory_mb_total"] / entry["count"]
+        workers = [w for p in proxies for w in p.workers]
+        counter = self.pools.counter
+        return {
+            "count": len(proxies),
+            "memory_mb_per_proxy": fmean(memory) if memory else 0.0,
+            "memory_mb_total": sum(memory),
+            "handshakes": counter.total,
+            "handshakes_full": counter.full,
+            "handshakes_resumed": counter.resumed,
+            "connections_opened": counter.connections_opened,
+            "connections_open": sum(p.connections for p in proxies),
+            "worker_requests_max_share": _max_share(workers),
+            "by_kind": by_kind,
+        }
+
+
+def _max_share(workers: list[Worker]) -> float:
+    """The busiest worker's share of its proxy's request bursts (1/n is even), overall."""
+    total = sum(w.requests for w in workers)
+    return max((w.requests for w in workers), default=0) / total if total else 0.0
+
+
+def network_node(src: Pod | Client, meshed: bool) -> Node | None:
+    """Where ``src``'s traffic leaves from, for network delays (None: outside the cluster).
+
+    A meshed client keeps the network delay of an outside client (``client_us``) so that
+    its added latency against the `none` baseline is the proxies' alone.
+    """
+    del meshed
+    return src.node if isinstance(src, Pod) else None
+
+
+def run_inbound(
+    env: simpy.Environment,
+    sim: Simulation,
+    server: Proxy,
+    worker: Worker,
+    pod: Pod,
+    req: Any,
+    costs: tuple[float, float, float],
+) -> Generator[simpy.Event, Any, int]:
+    """The server-side proxy and the app: request path, the app, response path (+ after)."""
+    yield from server.work(worker, costs[0])
+    worker.requests += 1
+    hop = server.hop_s
+    yield env.timeout(hop)
+    status: int = yield from sim.serve(pod, req)
+    yield env.timeout(hop)
+    yield from server.work_then_linger(worker, costs[1], costs[2])
+    return status

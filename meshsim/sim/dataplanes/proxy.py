@@ -1,0 +1,215 @@
+"""A proxy process: worker threads that run on its node's cores, its CPU and its memory state.
+
+Every proxy (an Envoy sidecar or waypoint, a linkerd2-proxy, a ztunnel) is a set of worker
+threads, each a simpy resource, whose CPU bursts *also* take one of the hosting node's cores
+(:class:`~meshsim.sim.cluster.Node`), so proxies compete with the apps on that node
+(mesh-semantics §10).
+
+- Envoy pins each downstream connection to one worker for life (no work stealing): a
+  connection carries the :class:`Worker` it was accepted on, drawn at random (the kernel's
+  ``accept()`` balancing), and every request on it queues for that worker alone.
+- A work-stealing runtime (tokio: linkerd2-proxy with more than one core, ztunnel) is one
+  resource of capacity ``n``: any idle thread takes the next task.
+
+Per-request CPU comes from the cost model in three parts (:meth:`ProxyCostModel.request_cpu_us`):
+request path, response path, and work after the response (telemetry). The last runs on the
+same worker and core right after the response path, *without* holding up the response: the
+caller continues at once while the worker stays busy, so it delays the next request on that
+worker, as istio.io describes (published-figures §1a). It is done with a timeout callback,
+not a process, to keep the per-request cost of the simulator low.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from functools import partial
+from typing import TYPE_CHECKING, Any, Literal
+
+import simpy
+
+from meshsim.sim.sampling import Uniforms
+
+if TYPE_CHECKING:
+    from meshsim.models import ProxyCostModel
+    from meshsim.sim.cluster import Node
+
+Costs = tuple[float, float, float]
+"""CPU seconds of one proxied request: (request path, response path, after the response)."""
+
+
+class Worker:
+    """A worker thread (capacity 1), or a work-stealing pool of threads (capacity n)."""
+
+    __slots__ = ("busy_s", "index", "requests", "res")
+
+    def __init__(self, env: simpy.Environment, index: int, threads: int) -> None:
+        self.index = index
+        self.res = simpy.Resource(env, capacity=threads)
+        self.busy_s = 0.0
+        """CPU seconds this worker (or pool) has executed."""
+        self.requests = 0
+        """Request-path bursts run on it (one per proxied request)."""
+
+
+class Proxy:
+    """One proxy: its workers, CPU account, connections held and configuration in view."""
+
+    __slots__ = (
+        "_costs",
+        "_pick",
+        "after_factor",
+        "connections",
+        "cpu_s",
+        "env",
+        "handshakes",
+        "hop_s",
+        "kind",
+        "model",
+        "name",
+        "net_node",
+        "node",
+        "pod",
+        "sessions",
+        "stealing",
+        "tls_connections",
+        "wasm_filters",
+        "workers",
+    )
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        name: str,
+        kind: str,
+        model: ProxyCostModel,
+        node: Node,
+        threads: int,
+        *,
+        stealing: bool,
+        pick: Uniforms,
+        pod: Any = None,
+        telemetry: bool = True,
+        wasm_filters: int = 0,
+    ) -> None:
+        self.env = env
+        self.name = name
+        self.kind = kind
+        """'sidecar', 'ztunnel' or 'waypoint'."""
+        self.model = model
+        self.node = node
+        self.net_node: Node | None = node
+        """Where its traffic leaves from, for network delays (None: a client outside)."""
+        self.pod = pod
+        self.stealing = stealing
+        if stealing or threads == 1:
+            self.workers = [Worker(env, 0, threads)]
+        else:
+            self.workers = [Worker(env, i, 1) for i in range(threads)]
+        self._pick = pick
+        self.cpu_s = 0.0
+        """CPU seconds executed by this proxy (read by the engine's snapshots)."""
+        self.hop_s = model.hop_latency_us * 1e-6
+        self.connections = 0
+        """Open connections (downstream, upstream, tunnels), for memory."""
+        self.tls_connections = 0
+        self.handshakes = 0
+        """TLS handshakes this proxy took part in (either side)."""
+        self.sessions: set[str] = set()
+        """Peers this proxy holds a TLS session ticket for (client side of resumption)."""
+        self.after_factor = 1.0 if telemetry else 0.0
+        self.wasm_filters = wasm_filters
+        self._costs: dict[tuple[int, int, bool], Costs] = {}
+
+    # ----------------------------------------------------------------- workers
+
+    def accept(self) -> Worker:
+        """The worker a new downstream connection is bound to (random: kernel balancing)."""
+        workers = self.workers
+        if len(workers) == 1:
+            return workers[0]
+        return workers[int(self._pick() * len(workers))]
+
+    def costs(self, request_bytes: int, response_bytes: int, mtls: bool) -> Costs:
+        """CPU seconds for one request through this proxy (cached per size and TLS)."""
+        key = (request_bytes, response_bytes, mtls)
+        c = self._costs.get(key)
+        if c is None:
+            req, resp, after = self.model.request_cpu_us(
+                request_bytes, response_bytes, mtls=mtls, wasm_filters=self.wasm_filters
+            )
+            c = self._costs[key] = (req * 1e-6, resp * 1e-6, after * 1e-6 * self.after_factor)
+        return c
+
+    def work(self, worker: Worker, cpu_s: float) -> Generator[simpy.Event, Any, None]:
+        """Run ``cpu_s`` on ``worker``: wait for the thread, then for a core of the node."""
+        wreq = worker.res.request()
+        yield wreq
+        cores = self.node.cores
+        creq = cores.request()
+        yield creq
+        yield self.env.timeout(cpu_s)
+        cores.release(creq)
+        worker.res.release(wreq)
+        self._account(worker, cpu_s)
+
+    def work_then_linger(
+        self, worker: Worker, cpu_s: float, after_s: float
+    ) -> Generator[simpy.Event, Any, None]:
+        """Run ``cpu_s`` (the response path), return, and keep the worker busy ``after_s``."""
+        wreq = worker.res.request()
+        yield wreq
+        cores = self.node.cores
+        creq = cores.request()
+        yield creq
+        yield self.env.timeout(cpu_s)
+        self._account(worker, cpu_s)
+        if after_s > 0.0:
+            linger = self.env.timeout(after_s)
+            assert linger.callbacks is not None
+            linger.callbacks.append(partial(self._end_linger, worker, wreq, creq, after_s))
+        else:
+            cores.release(creq)
+            worker.res.release(wreq)
+
+    def _end_linger(
+        self,
+        worker: Worker,
+        wreq: simpy.Event,
+        creq: simpy.Event,
+        after_s: float,
+        _event: simpy.Event,
+    ) -> None:
+        self.node.cores.release(creq)  # type: ignore[arg-type]
+        worker.res.release(wreq)  # type: ignore[arg-type]
+        self._account(worker, after_s)
+
+    def _account(self, worker: Worker, cpu_s: float) -> None:
+        self.node.busy_s += cpu_s
+        self.cpu_s += cpu_s
+        worker.busy_s += cpu_s
+
+    # ----------------------------------------------------------------- connections
+
+    def opened(self, tls: bool) -> None:
+        self.connections += 1
+        if tls:
+            self.tls_connections += 1
+
+    def closed(self, tls: bool) -> None:
+        self.connections -= 1
+        if tls:
+            self.tls_connections -= 1
+
+    def handshake_s(self, role: Literal["client", "server"], resumed: bool) -> float:
+        """CPU seconds of this proxy's side of a TLS 1.3 mutual handshake."""
+        return self.model.handshake_cpu_us(role, resumed) * 1e-6
+
+    # ----------------------------------------------------------------- memory
+
+    def memory_mb(self, clusters: int, endpoints: int) -> float:
+        return self.model.memory_mb(
+            max(self.connections, 0),
+            clusters,
+            endpoints,
+            tls_connections=max(min(self.tls_connections, self.connections), 0),
+        )

@@ -1,0 +1,242 @@
+"""Sidecar data planes: Istio (Envoy) and Linkerd (linkerd2-proxy), one proxy per pod.
+
+A call from a meshed pod goes: app -> its sidecar (outbound: request path on the worker of
+the app's connection, endpoint pick, connection from the pool) -> network -> the
+destination's sidecar (inbound, on the worker the connection is pinned to) -> app, and back
+the same way, each proxy adding its ``hop_latency_us`` per direction and its response-path
+CPU, then its after-response telemetry, which holds the worker without delaying the reply.
+
+The two meshes differ only in what the mechanisms are given (mesh-semantics §8, §10):
+
+=================  =====================================  ==================================
+                   Istio sidecar (Envoy)                  Linkerd (linkerd2-proxy)
+=================  =====================================  ==================================
+workers            2, each connection pinned to one       1 by default; more = tokio's
+                   worker (no work stealing)              work-stealing pool
+balancer           LEAST_REQUEST (P2C)                    P2C over Peak-EWMA
+between proxies    HTTP/1.1 pools per worker per host     HTTP/2, one multiplexed
+                   (h2UpgradePolicy DO_NOT_UPGRADE);      connection per endpoint
+                   HTTP/2 for http2/grpc services
+mTLS               STRICT/PERMISSIVE: mTLS between        always on between meshed pods
+                   sidecars (auto mTLS); DISABLE: none
+configuration      the whole mesh, unless                 only the services it calls
+                   ``sidecar_scoping``                    (resolved on demand)
+=================  =====================================  ==================================
+
+PERMISSIVE costs the same as STRICT here: sidecars still talk mTLS to each other; the
+difference (plaintext accepted from outside) is not a cost. Traffic from clients outside
+the mesh reaches the destination's sidecar in plaintext.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Hashable
+from typing import TYPE_CHECKING, Any
+
+import simpy
+
+from meshsim.sim.app import CONNECT_FAILURE, Client, Pod
+from meshsim.sim.dataplanes.mesh import ProxiedDataPlane, cost_model, run_inbound
+from meshsim.sim.dataplanes.proxy import Worker
+from meshsim.sim.dataplanes.routing import L7Proxy, Routes
+
+if TYPE_CHECKING:
+    from meshsim.models import ProxyCostModel
+    from meshsim.scenario.model import Call
+    from meshsim.sim.app import Request, ServiceRuntime
+    from meshsim.sim.dataplanes.proxy import Proxy
+    from meshsim.sim.engine import Simulation
+
+
+class SidecarDataPlane(ProxiedDataPlane):
+    """A proxy beside every pod (and every meshed client); subclasses set the knobs."""
+
+    model: ProxyCostModel
+    threads: int = 1
+    stealing: bool = False
+    mtls: bool = True
+    upgrade_h2: bool = False
+    per_worker_pools: bool = False
+    scoped: bool = True
+    """True: a proxy holds only the services it calls; False: the whole mesh."""
+    telemetry: bool = True
+    wasm_filters: int = 0
+
+    def __init__(self, sim: Simulation, default_balancer: str) -> None:
+        super().__init__(sim)
+        self.routes = Routes(sim.scenario, default_balancer)
+        self._lb_rng = sim.streams("balancers/sidecar")
+        self.sidecars: dict[Pod, L7Proxy] = {}
+        self.client_sidecars: dict[str, L7Proxy] = {}
+        self._attempt_fn = self._attempt
+
+    # ----------------------------------------------------------------- proxies
+
+    def _new_proxy(self, name: str, node: Any, pod: Pod | None) -> L7Proxy:
+        proxy = L7Proxy(
+            self.env, name, "sidecar", self.model, node, self.threads,
+            stealing=self.stealing, pick=self._accept, pod=pod,
+            telemetry=self.telemetry, wasm_filters=self.wasm_filters,
+            routes=self.routes, rng=self._lb_rng,
+        )
+        self.proxies.append(proxy)
+        return proxy
+
+    def install(self) -> None:
+        for svc in self.sim.services.values():
+            for pod in svc.pods:
+                self.on_pod_started(pod)
+
+    def on_pod_started(self, pod: Pod) -> None:
+        self.sidecars[pod] = self._new_proxy(f"{pod.name}/sidecar", pod.node, pod)
+
+    def _outbound_proxy(self, src: Pod | Client) -> L7Proxy | None:
+        if isinstance(src, Pod):
+            return self.sidecars[src]
+        if not self.meshed_clients:
+            return None
+        proxy = self.client_sidecars.get(src.name)
+        if proxy is None:
+            proxy = self._new_proxy(f"client/{src.name}/sidecar", self.client_node(), None)
+            proxy.net_node = None
+            self.client_sidecars[src.name] = proxy
+        return proxy
+
+    def h2(self, service: ServiceRuntime) -> bool:
+        return self.upgrade_h2 or service.spec.protocol != "http1"
+
+    def pool_key(self, proxy: Proxy, worker: Worker, pod: Pod) -> Hashable:
+        if self.per_worker_pools:
+            return (proxy.name, worker.index, pod.name)
+        return (proxy.name, pod.name)
+
+    # ----------------------------------------------------------------- a call
+
+    def call(
+        self, src: Pod | Client, service: ServiceRuntime, req: Request, call: Call | None
+    ) -> Generator[simpy.Event, Any, int]:
+        nbytes = call.request_bytes if call is not None else req.request_bytes
+        proxy = self._outbound_proxy(src)
+        if proxy is None:
+            status: int = yield from self._from_outside(src, service, req, nbytes)
+            return status
+        name = service.name
+        worker = self.app_conn(proxy, name)
+        yield from proxy.work(worker, proxy.costs(nbytes, 0, self.mtls)[0])
+        worker.requests += 1
+        status = yield from proxy.outbound(self._attempt_fn, service, req, worker, nbytes)
+        self.app_conn_done(proxy, name, worker)
+        return status
+
+    def _attempt(
+        self, proxy: L7Proxy, worker: Worker, pod: Pod, req: Request, nbytes: int
+    ) -> Generator[simpy.Event, Any, int]:
+        """One try from ``proxy`` to ``pod`` through the pod's sidecar, and the reply."""
+        env = self.env
+        server = self.sidecars[pod]
+        tls = self.mtls
+        h2 = self.h2(pod.service)
+        delay = self.net.delay
+        src_node = proxy.net_node
+        conn = yield from self.pools.acquire(
+            self.pool_key(proxy, worker, pod), proxy, worker, server, tls, h2,
+            delay(src_node, pod.node, 0),
+        )
+        yield env.timeout(proxy.hop_s + delay(src_node, pod.node, nbytes))
+        resp_bytes = pod.response_bytes
+        status: int = yield from run_inbound(
+            env, self.sim, server, conn.server_worker, pod, req,
+            server.costs(nbytes, resp_bytes, tls),
+        )
+        yield env.timeout(delay(pod.node, src_node, resp_bytes) + proxy.hop_s)
+        costs = proxy.costs(nbytes, resp_bytes, tls)
+        yield from proxy.work_then_linger(worker, costs[1], costs[2])
+        self.pools.release(conn, h2)
+        return status
+
+    def _from_outside(
+        self, src: Pod | Client, service: ServiceRuntime, req: Request, nbytes: int
+    ) -> Generator[simpy.Event, Any, int]:
+        """A client outside the mesh: plaintext straight to the chosen pod's sidecar."""
+        pod = self.pick_any(service)
+        if pod is None:
+            return CONNECT_FAILURE
+        env = self.env
+        server = self.sidecars[pod]
+        delay = self.net.delay
+        conn = yield from self.pools.acquire(
+            ("outside", src.name if isinstance(src, Client) else "", pod.name),
+            None, None, server, False, False, delay(None, pod.node, 0),
+        )
+        yield env.timeout(delay(None, pod.node, nbytes))
+        status: int = yield from run_inbound(
+            env, self.sim, server, conn.server_worker, pod, req,
+            server.costs(nbytes, pod.response_bytes, False),
+        )
+        yield env.timeout(delay(pod.node, None, pod.response_bytes))
+        self.pools.release(conn, False)
+        return status
+
+    # ----------------------------------------------------------------- configuration
+
+    def config_in_view(self, proxy: Proxy) -> tuple[int, int]:
+        services = self.sim.services
+        if not self.scoped:
+            clusters = sum(_clusters(s, self.routes) for s in services.values())
+            endpoints = sum(len(s.endpoints) for s in services.values())
+            return clusters, endpoints
+        if proxy.pod is not None:
+            own = proxy.pod.service
+            called = {c.service for group in proxy.pod.call_plan for c in group}
+            inbound = 1
+        else:
+            own = None
+            called = {w.target for w in self.sim.scenario.workloads
+                      if proxy.name == f"client/{w.name}/sidecar"}
+            inbound = 0
+        clusters = inbound + sum(_clusters(services[s], self.routes) for s in called)
+        endpoints = sum(len(services[s].endpoints) for s in called)
+        if own is not None:
+            endpoints += 1
+        return clusters, endpoints
+
+
+def _clusters(service: ServiceRuntime, routes: Routes) -> int:
+    """Envoy clusters for a service: one, plus one per subset when a split names subsets."""
+    return 1 + (len(service.versions) if service.name in routes.split_of else 0)
+
+
+class IstioSidecars(SidecarDataPlane):
+    """Istio with Envoy sidecars (mesh_options.istio)."""
+
+    name = "istio"
+
+    def __init__(self, sim: Simulation) -> None:
+        opts = sim.scenario.mesh_options.istio
+        self.model = cost_model(opts.model, "envoy-sidecar")
+        self.threads = opts.workers
+        self.stealing = False
+        self.mtls = opts.mtls != "DISABLE"
+        self.upgrade_h2 = opts.h2_upgrade
+        self.per_worker_pools = True
+        self.scoped = opts.sidecar_scoping
+        self.telemetry = opts.telemetry
+        self.wasm_filters = opts.wasm_filters
+        super().__init__(sim, "least_request")
+
+
+class LinkerdSidecars(SidecarDataPlane):
+    """Linkerd with linkerd2-proxy sidecars (mesh_options.linkerd)."""
+
+    name = "linkerd"
+
+    def __init__(self, sim: Simulation) -> None:
+        opts = sim.scenario.mesh_options.linkerd
+        self.model = cost_model(opts.model, "linkerd-proxy")
+        self.threads = opts.workers
+        self.stealing = True
+        self.mtls = True
+        self.upgrade_h2 = opts.protocol_upgrade
+        self.per_worker_pools = False
+        self.scoped = True
+        super().__init__(sim, "peak_ewma")
