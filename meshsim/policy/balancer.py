@@ -22,7 +22,7 @@ import heapq
 import math
 from collections.abc import Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -33,7 +33,12 @@ __all__ = [
     "PeakEwma",
     "RandomBalancer",
     "RoundRobin",
+    "Weights",
 ]
+
+Weights = Mapping[Any, float]
+"""Endpoint -> load-balancing weight (keys typed ``Any``: ``Mapping`` is invariant in its key,
+so a ``dict[str, float]`` must be accepted for endpoints of any hashable type)."""
 
 HashKey = str | bytes | int
 """A request property hashed by ring hash and Maglev (header value, cookie, source IP)."""
@@ -49,7 +54,7 @@ class LoadBalancer(Protocol):
         now: float,
         rng: np.random.Generator,
         *,
-        weights: Mapping[Hashable, float] | None = None,
+        weights: Weights | None = None,
         hash_key: HashKey | None = None,
         previous_hosts: Collection[Hashable] = (),
         reselect_attempts: int = 0,
@@ -79,7 +84,7 @@ class _Balancer:
         now: float,
         rng: np.random.Generator,
         *,
-        weights: Mapping[Hashable, float] | None = None,
+        weights: Weights | None = None,
         hash_key: HashKey | None = None,
         previous_hosts: Collection[Hashable] = (),
         reselect_attempts: int = 0,
@@ -99,7 +104,7 @@ class _Balancer:
         endpoints: Sequence[Hashable],
         now: float,
         rng: np.random.Generator,
-        weights: Mapping[Hashable, float] | None,
+        weights: Weights | None,
         hash_key: HashKey | None,
         attempt: int,
     ) -> Hashable:
@@ -115,9 +120,7 @@ class _Balancer:
         self.active[endpoint] = count - 1
 
 
-def _weights_of(
-    endpoints: Sequence[Hashable], weights: Mapping[Hashable, float] | None
-) -> tuple[float, ...] | None:
+def _weights_of(endpoints: Sequence[Hashable], weights: Weights | None) -> tuple[float, ...] | None:
     """The endpoints' weights, or ``None`` when they are all equal (the unweighted path)."""
     if weights is None:
         return None
@@ -169,7 +172,7 @@ class RoundRobin(_Balancer):
         endpoints: Sequence[Hashable],
         now: float,
         rng: np.random.Generator,
-        weights: Mapping[Hashable, float] | None,
+        weights: Weights | None,
         hash_key: HashKey | None,
         attempt: int,
     ) -> Hashable:
@@ -212,7 +215,7 @@ class LeastRequest(_Balancer):
         endpoints: Sequence[Hashable],
         now: float,
         rng: np.random.Generator,
-        weights: Mapping[Hashable, float] | None,
+        weights: Weights | None,
         hash_key: HashKey | None,
         attempt: int,
     ) -> Hashable:
@@ -248,7 +251,7 @@ class RandomBalancer(_Balancer):
         endpoints: Sequence[Hashable],
         now: float,
         rng: np.random.Generator,
-        weights: Mapping[Hashable, float] | None,
+        weights: Weights | None,
         hash_key: HashKey | None,
         attempt: int,
     ) -> Hashable:
@@ -316,7 +319,7 @@ class PeakEwma(_Balancer):
         endpoints: Sequence[Hashable],
         now: float,
         rng: np.random.Generator,
-        weights: Mapping[Hashable, float] | None,
+        weights: Weights | None,
         hash_key: HashKey | None,
         attempt: int,
     ) -> Hashable:

@@ -16,11 +16,11 @@ from __future__ import annotations
 import bisect
 import hashlib
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 
-from meshsim.policy.balancer import HashKey, _Balancer
+from meshsim.policy.balancer import HashKey, Weights, _Balancer
 
 __all__ = ["Maglev", "RingHash", "hash64"]
 
@@ -41,9 +41,7 @@ def _request_hash(hash_key: HashKey | None, rng: np.random.Generator) -> int:
     return hash64(hash_key)
 
 
-def _normalized(
-    endpoints: Sequence[Hashable], weights: Mapping[Hashable, float] | None
-) -> list[float]:
+def _normalized(endpoints: Sequence[Hashable], weights: Weights | None) -> list[float]:
     raw = [float(weights.get(e, 1.0)) if weights else 1.0 for e in endpoints]
     if any(w <= 0 for w in raw):
         raise ValueError("load-balancing weights must be > 0")
@@ -96,7 +94,7 @@ class RingHash(_Balancer):
         endpoints: Sequence[Hashable],
         now: float,
         rng: np.random.Generator,
-        weights: Mapping[Hashable, float] | None,
+        weights: Weights | None,
         hash_key: HashKey | None,
         attempt: int,
     ) -> Hashable:
@@ -163,7 +161,7 @@ class Maglev(_Balancer):
         endpoints: Sequence[Hashable],
         now: float,
         rng: np.random.Generator,
-        weights: Mapping[Hashable, float] | None,
+        weights: Weights | None,
         hash_key: HashKey | None,
         attempt: int,
     ) -> Hashable:

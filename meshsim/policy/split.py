@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -51,7 +51,7 @@ class WeightedSplit:
     fail-fast) weight 0 for that pick: pass ``available``.
     """
 
-    weights: Mapping[Hashable, int]
+    weights: Mapping[Any, int]
 
     def __post_init__(self) -> None:
         if not self.weights:
@@ -71,7 +71,7 @@ class WeightedSplit:
         self, rng: np.random.Generator, available: Sequence[Hashable] | None = None
     ) -> Hashable | None:
         """Pick a backend; ``None`` if no available backend has weight."""
-        items = list(self.weights.items())
+        items: list[tuple[Hashable, int]] = list(self.weights.items())
         if available is not None:
             allowed = set(available)
             items = [(b, w) for b, w in items if b in allowed]

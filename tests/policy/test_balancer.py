@@ -231,7 +231,7 @@ def test_property_peak_ewma_prefers_the_faster_endpoint(
     picks: Counter[str] = Counter()
     end = t + 1.0
     while t < end:
-        e = lb.pick(["slow", "fast"], t, g)
+        e = str(lb.pick(["slow", "fast"], t, g))
         lb.on_start(e, t)
         t += lat[e]
         lb.on_complete(e, lat[e], t)
