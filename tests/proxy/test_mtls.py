@@ -135,14 +135,17 @@ def test_ca_cli(tmp_path: Path) -> None:
             "300",
         ],
     )
-    assert result.exit_code == 0 and "spiffe://lab.local/ns/shop/sa/cart" in result.output
+    assert result.exit_code == 0
+    assert "spiffe://lab.local/ns/shop/sa/cart" in result.output
     assert (tmp_path / "w" / "key.pem").stat().st_mode & 0o077 == 0
     result = runner.invoke(
         ca,
         ["issue", "--ca-dir", str(tmp_path / "nowhere"), "--sa", "x", "--out", str(tmp_path / "z")],
     )
-    assert result.exit_code == 2 and "no CA" in result.output
+    assert result.exit_code == 2
+    assert "no CA" in result.output
     result = runner.invoke(
         ca, ["init", "--dir", str(tmp_path / "ca2"), "--trust-domain", "BAD DOMAIN"]
     )
-    assert result.exit_code == 2 and "trust domain" in result.output
+    assert result.exit_code == 2
+    assert "trust domain" in result.output
