@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from meshsim.errors import MeshsimError
+from meshsim.sim.dataplanes.ambient import AmbientDataPlane
 from meshsim.sim.dataplanes.base import DataPlane
 from meshsim.sim.dataplanes.none import NoMesh
 from meshsim.sim.dataplanes.sidecar import IstioSidecars, LinkerdSidecars
@@ -23,6 +24,7 @@ DATA_PLANES: dict[str, Callable[[Simulation], DataPlane]] = {
     "none": NoMesh,
     "istio": IstioSidecars,
     "linkerd": LinkerdSidecars,
+    "istio-ambient": AmbientDataPlane,
 }
 """Constructors by mesh name; later data planes register here."""
 
@@ -38,4 +40,12 @@ def data_plane_for(mesh: str, sim: Simulation) -> DataPlane:
     return factory(sim)
 
 
-__all__ = ["DATA_PLANES", "DataPlane", "NoMesh", "data_plane_for"]
+__all__ = [
+    "DATA_PLANES",
+    "AmbientDataPlane",
+    "DataPlane",
+    "IstioSidecars",
+    "LinkerdSidecars",
+    "NoMesh",
+    "data_plane_for",
+]

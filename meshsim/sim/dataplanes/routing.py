@@ -16,7 +16,7 @@ wrap the attempt; today it makes exactly one attempt.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Hashable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import simpy
@@ -45,12 +45,11 @@ BALANCERS: dict[str, Callable[[], LoadBalancer]] = {
 """Balancers by scenario name; ring_hash and maglev fall back to the mesh default for now."""
 
 
-class Attempt(Protocol):
-    """What a data plane does for one try of one request to one chosen endpoint."""
-
-    def __call__(
-        self, proxy: L7Proxy, worker: Worker, pod: Pod, req: Request, nbytes: int
-    ) -> Generator[simpy.Event, Any, int]: ...
+Attempt = Callable[
+    ["L7Proxy", Worker, "Pod", "Request", int], Generator[simpy.Event, Any, int]
+]
+"""What a data plane does for one try of one request to one chosen endpoint:
+``attempt(proxy, worker, pod, request, request_bytes) -> status``."""
 
 
 class Routes:

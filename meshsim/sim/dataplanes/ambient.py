@@ -1,0 +1,266 @@
+"""Istio ambient: a ztunnel per node (L4) and optional waypoints (Envoy, L7) per service.
+
+Paths (mesh-semantics §11):
+
+- without a waypoint: app -> source node's ztunnel -> HBONE (HTTP/2 CONNECT over mTLS) ->
+  destination node's ztunnel -> app. ztunnel does not parse HTTP: its per-request cost is the
+  L4 model (socket I/O, HBONE framing, copy and record encryption), so no L7 cost is paid.
+  It balances per *connection*: an app connection to a service is bound, when opened, to one
+  endpoint drawn at random (equal capacities), and each app connection is one HBONE stream
+  (``hbone_stream_open_us`` at both ends). One tunnel per pair of ztunnels carries up to 100
+  streams (``POOL_MAX_STREAMS_PER_CONNECTION``), more tunnels when needed.
+- with a waypoint (services in ``mesh_options.istio-ambient.waypoints``): app -> source
+  ztunnel -> HBONE -> the service's waypoint (all streams of a tunnel on one Envoy worker;
+  L7 routing, least-request per request, telemetry after the response) -> HBONE ->
+  destination ztunnel -> app.
+
+ztunnel runs a tokio multi-thread runtime (2 workers, work stealing); a waypoint is an Envoy
+(2 pinned workers). Both run on node cores: ztunnels on their node, each waypoint on the node
+with the fewest pods. Same-node traffic also crosses the ztunnel (both roles are charged).
+Clients outside the mesh reach the destination ztunnel (or the waypoint) in plaintext.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+import simpy
+
+from meshsim.sim.app import CONNECT_FAILURE, Client, Pod
+from meshsim.sim.dataplanes.connections import Conn, Pools
+from meshsim.sim.dataplanes.mesh import ProxiedDataPlane, cost_model, run_inbound
+from meshsim.sim.dataplanes.proxy import Proxy, Worker
+from meshsim.sim.dataplanes.routing import L7Proxy, Routes
+
+if TYPE_CHECKING:
+    from meshsim.scenario.model import Call
+    from meshsim.sim.app import Request, ServiceRuntime
+    from meshsim.sim.cluster import Node
+    from meshsim.sim.engine import Simulation
+
+HBONE_MAX_STREAMS = 100
+"""ztunnel ``POOL_MAX_STREAMS_PER_CONNECTION`` (mesh-semantics §11)."""
+
+
+class AppStream:
+    """An app connection carried by ztunnel: its destination and its HBONE stream."""
+
+    __slots__ = ("dest", "src_worker", "tunnel")
+
+    def __init__(self, dest: Pod | None, tunnel: Conn | None, src_worker: Worker | None) -> None:
+        self.dest = dest
+        """The endpoint it was bound to (None: it goes to the service's waypoint)."""
+        self.tunnel = tunnel
+        self.src_worker = src_worker
+
+
+class AmbientDataPlane(ProxiedDataPlane):
+    """Istio ambient mode (mesh_options.istio-ambient)."""
+
+    name = "istio-ambient"
+
+    def __init__(self, sim: Simulation) -> None:
+        super().__init__(sim)
+        opts = sim.scenario.mesh_options.istio_ambient
+        self.zt_model = cost_model(opts.ztunnel_model, "ztunnel")
+        self.wp_model = cost_model(opts.waypoint_model, "waypoint")
+        self.zt_threads = opts.ztunnel_workers
+        self.wp_threads = opts.waypoint_workers
+        if opts.waypoints == "all":
+            self.waypoint_for = set(sim.services)
+        elif opts.waypoints == "none":
+            self.waypoint_for = set()
+        else:
+            self.waypoint_for = set(opts.waypoints)
+        self.tunnels = Pools(self.env, keep_alive=self.keep_alive, max_streams=HBONE_MAX_STREAMS)
+        self.pools = self.tunnels
+        self.routes = Routes(sim.scenario, "least_request")
+        self._lb_rng = sim.streams("balancers/waypoint")
+        self.ztunnels: dict[Node, Proxy] = {}
+        self.waypoints: dict[str, L7Proxy] = {}
+        self._streams: dict[tuple[str, str], list[AppStream]] = {}
+        self._attempt_fn = self._attempt
+
+    # ----------------------------------------------------------------- proxies
+
+    def install(self) -> None:
+        for node in self.sim.nodes:
+            zt = Proxy(self.env, f"{node.name}/ztunnel", "ztunnel", self.zt_model, node,
+                       self.zt_threads, stealing=True, pick=self._accept)
+            self.ztunnels[node] = zt
+            self.proxies.append(zt)
+        for name in sorted(self.waypoint_for):
+            node = self.client_node()
+            wp = L7Proxy(self.env, f"{name}/waypoint", "waypoint", self.wp_model, node,
+                         self.wp_threads, stealing=False, pick=self._accept,
+                         routes=self.routes, rng=self._lb_rng)
+            self.waypoints[name] = wp
+            self.proxies.append(wp)
+
+    def _source_ztunnel(self, src: Pod | Client) -> Proxy | None:
+        if isinstance(src, Pod):
+            return self.ztunnels[src.node]
+        if self.meshed_clients:
+            return self.ztunnels[self.client_node()]
+        return None
+
+    # ----------------------------------------------------------------- app connections
+
+    def _stream(
+        self, zs: Proxy, src_key: str, service: ServiceRuntime, net_node: Node | None
+    ) -> Generator[simpy.Event, Any, AppStream | None]:
+        """An app connection from ``src_key`` to ``service``: reused, or opened (L4 pick)."""
+        key = (src_key, service.name)
+        idle = self._streams.get(key)
+        while idle:
+            stream = idle.pop()
+            if stream.dest is None or (stream.dest.alive and stream.dest.ready):
+                return stream
+            self._close_stream(zs, stream)
+        wp = self.waypoints.get(service.name)
+        dest: Pod | None = None
+        if wp is None:
+            dest = self.pick_any(service)  # ztunnel: random per connection, equal capacity
+            if dest is None:
+                return None
+            peer: Proxy = self.ztunnels[dest.node]
+            peer_node: Node = dest.node
+        else:
+            peer, peer_node = wp, wp.node
+        worker = zs.accept()
+        one_way = self.net.delay(net_node, peer_node, 0)
+        tunnel = yield from self.tunnels.acquire(
+            (zs.name, peer.name), zs, worker, peer, True, True, one_way
+        )
+        zs.opened(False)
+        peer.opened(False)
+        if wp is None:
+            # The CONNECT stream: a HEADERS exchange, CPU at both ztunnels.
+            open_s = self.zt_model.connection_open_cpu_us() * 1e-6
+            yield from zs.work(worker, open_s)
+            yield self.env.timeout(2.0 * one_way)
+            yield from peer.work(tunnel.server_worker, open_s)
+        return AppStream(dest, tunnel, worker)
+
+    def _done(self, zs: Proxy, src_key: str, service: str, stream: AppStream) -> None:
+        if not self.keep_alive:
+            self._close_stream(zs, stream)
+            return
+        key = (src_key, service)
+        idle = self._streams.get(key)
+        if idle is None:
+            idle = self._streams[key] = []
+        idle.append(stream)
+
+    def _close_stream(self, zs: Proxy, stream: AppStream) -> None:
+        zs.closed(False)
+        if stream.tunnel is not None:
+            stream.tunnel.server.closed(False)
+            self.tunnels.release(stream.tunnel, True)
+
+    # ----------------------------------------------------------------- a call
+
+    def call(
+        self, src: Pod | Client, service: ServiceRuntime, req: Request, call: Call | None
+    ) -> Generator[simpy.Event, Any, int]:
+        env = self.env
+        nbytes = call.request_bytes if call is not None else req.request_bytes
+        zs = self._source_ztunnel(src)
+        wp = self.waypoints.get(service.name)
+        delay = self.net.delay
+        if zs is None:
+            status: int = yield from self._from_outside(service, req, nbytes, wp)
+            return status
+        src_node = src.node if isinstance(src, Pod) else None
+        src_key = src.name
+        stream = yield from self._stream(zs, src_key, service, src_node)
+        if stream is None or stream.tunnel is None or stream.src_worker is None:
+            return CONNECT_FAILURE
+        sw = stream.src_worker
+        tunnel = stream.tunnel
+        if wp is not None:
+            zs_req = zs.costs(nbytes, 0, True)[0]
+            yield from zs.work(sw, zs_req)
+            sw.requests += 1
+            yield env.timeout(zs.hop_s + delay(src_node, wp.node, nbytes))
+            ww = tunnel.server_worker
+            yield from wp.work(ww, wp.costs(nbytes, 0, True)[0])
+            ww.requests += 1
+            status = yield from wp.outbound(self._attempt_fn, service, req, ww, nbytes)
+            resp = service.spec.response_bytes
+            yield env.timeout(delay(wp.node, src_node, resp) + zs.hop_s)
+            yield from zs.work(sw, zs.costs(nbytes, resp, True)[1])
+            self._done(zs, src_key, service.name, stream)
+            return status
+        pod = stream.dest
+        assert pod is not None
+        zd = tunnel.server
+        resp = pod.response_bytes
+        costs = zs.costs(nbytes, resp, True)
+        yield from zs.work(sw, costs[0])
+        sw.requests += 1
+        yield env.timeout(zs.hop_s + delay(src_node, pod.node, nbytes))
+        status = yield from run_inbound(
+            env, self.sim, zd, tunnel.server_worker, pod, req, zd.costs(nbytes, resp, True)
+        )
+        yield env.timeout(delay(pod.node, src_node, resp) + zs.hop_s)
+        yield from zs.work_then_linger(sw, costs[1], costs[2])
+        self._done(zs, src_key, service.name, stream)
+        return status
+
+    def _attempt(
+        self, wp: L7Proxy, worker: Worker, pod: Pod, req: Request, nbytes: int
+    ) -> Generator[simpy.Event, Any, int]:
+        """One try from a waypoint to ``pod`` through the pod's node ztunnel."""
+        env = self.env
+        zd = self.ztunnels[pod.node]
+        delay = self.net.delay
+        tunnel = yield from self.tunnels.acquire(
+            (wp.name, worker.index, zd.name), wp, worker, zd, True, True,
+            delay(wp.node, pod.node, 0),
+        )
+        yield env.timeout(wp.hop_s + delay(wp.node, pod.node, nbytes))
+        resp = pod.response_bytes
+        status: int = yield from run_inbound(
+            env, self.sim, zd, tunnel.server_worker, pod, req, zd.costs(nbytes, resp, True)
+        )
+        yield env.timeout(delay(pod.node, wp.node, resp) + wp.hop_s)
+        costs = wp.costs(nbytes, resp, True)
+        yield from wp.work_then_linger(worker, costs[1], costs[2])
+        self.tunnels.release(tunnel, True)
+        return status
+
+    def _from_outside(
+        self, service: ServiceRuntime, req: Request, nbytes: int, wp: L7Proxy | None
+    ) -> Generator[simpy.Event, Any, int]:
+        env = self.env
+        delay = self.net.delay
+        if wp is not None:
+            worker = wp.accept()
+            yield env.timeout(delay(None, wp.node, nbytes))
+            yield from wp.work(worker, wp.costs(nbytes, 0, False)[0])
+            worker.requests += 1
+            status: int = yield from wp.outbound(self._attempt_fn, service, req, worker, nbytes)
+            yield env.timeout(delay(wp.node, None, service.spec.response_bytes))
+            return status
+        pod = self.pick_any(service)
+        if pod is None:
+            return CONNECT_FAILURE
+        zd = self.ztunnels[pod.node]
+        yield env.timeout(delay(None, pod.node, nbytes))
+        status = yield from run_inbound(
+            env, self.sim, zd, zd.workers[0], pod, req, zd.costs(nbytes, pod.response_bytes, False)
+        )
+        yield env.timeout(delay(pod.node, None, pod.response_bytes))
+        return status
+
+    # ----------------------------------------------------------------- configuration
+
+    def config_in_view(self, proxy: Proxy) -> tuple[int, int]:
+        services = self.sim.services
+        if proxy.kind == "ztunnel":
+            return len(services), sum(len(s.endpoints) for s in services.values())
+        name = proxy.name.removesuffix("/waypoint")
+        svc = services[name]
+        return 1 + (len(svc.versions) if name in self.routes.split_of else 0), len(svc.endpoints)
