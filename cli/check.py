@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 import networkx as nx
 from rich.console import Console
+from rich.markup import escape
 from rich.tree import Tree
 
 from meshsim.scenario import load_scenario
@@ -37,7 +38,7 @@ def _tree(graph: nx.DiGraph, scenario: Scenario) -> Tree:
         if svc is None:
             return name
         versions = (
-            " [" + ", ".join(f"{v.name}x{v.replicas}" for v in svc.versions) + "]"
+            escape(" [" + ", ".join(f"{v.name}x{v.replicas}" for v in svc.versions) + "]")
             if svc.versions
             else f" x{svc.total_replicas}"
         )
