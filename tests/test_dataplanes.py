@@ -1,0 +1,209 @@
+"""The data planes (issue 4): accounting against the model files, and the mechanisms.
+
+Deterministic cases assert exact outcomes; the others state their tolerance next to the
+assertion.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from meshsim.api import run_scenario
+from meshsim.models import default_model
+from meshsim.results.summary import build_summary
+from meshsim.scenario import from_dict
+from meshsim.sim.dataplanes.ambient import AmbientDataPlane
+from meshsim.sim.dataplanes.sidecar import SidecarDataPlane
+from meshsim.sim.engine import Simulation
+
+KIB = 1024
+
+
+def scenario(**over: Any) -> dict[str, Any]:
+    """One client (a workload) and one server pod, Istio-benchmark shaped by default."""
+    doc: dict[str, Any] = {
+        "meshsim": 1,
+        "name": "dp",
+        "seed": 3,
+        "duration_s": 6.0,
+        "warmup_s": 1.0,
+        "meshes": ["none", "istio", "linkerd", "istio-ambient"],
+        "cluster": {"nodes": 2, "cores_per_node": 8},
+        "services": [{"name": "server", "replicas": 1, "response_bytes": KIB,
+                      "cpu_ms": {"dist": "constant", "mean": 0.05}}],
+        "workloads": [{"name": "load", "target": "server", "arrival": "poisson",
+                       "rate_rps": 1000.0, "request_bytes": KIB, "connections": 16}],
+        "mesh_options": {"meshed_clients": True},
+    }
+    doc.update(over)
+    return doc
+
+
+def summary(doc: dict[str, Any]) -> dict[str, Any]:
+    return build_summary(run_scenario(from_dict(doc)))
+
+
+def simulate(doc: dict[str, Any], mesh: str) -> Simulation:
+    sim = Simulation(from_dict(doc), mesh, doc["seed"])
+    sim.run()
+    return sim
+
+
+# --------------------------------------------------------------------------- accounting
+
+
+def test_istio_benchmark_shape_reproduces_the_model_anchor() -> None:
+    """1 KiB, 1000 rps, 16 connections, 2 workers, mTLS: the model's inputs come back out."""
+    model = default_model("envoy-sidecar")
+    assert model.anchor is not None
+    out = summary(scenario(meshes=["istio"]))["runs"]["istio"]["proxies"]
+    assert out["count"] == 2  # the client's sidecar and the server's
+    per_proxy = out["cpu_vcpu_per_1000rps"] / out["count"]
+    # Tolerance 10% (the issue's): Poisson arrivals make the measured rate differ from the
+    # requested one by ~1/sqrt(5000) ~ 1.4%; handshakes add ~16 x 360 us over the run.
+    assert per_proxy == pytest.approx(model.anchor.vcpu_per_1000rps, rel=0.10)
+    assert out["memory_mb_per_proxy"] == pytest.approx(model.anchor.memory_mb, rel=0.10)
+    assert out["handshakes"] >= 1
+
+
+# --------------------------------------------------------------------------- mechanisms
+
+
+def closed(clients: int, **over: Any) -> dict[str, Any]:
+    return scenario(
+        workloads=[{"name": "load", "target": "server", "arrival": "closed",
+                    "clients": clients, "request_bytes": KIB, "connections": clients}],
+        duration_s=3.0, warmup_s=0.5, **over,
+    )
+
+
+def client_sidecar_shares(sim: Simulation) -> list[int]:
+    dp = sim.data_plane
+    assert isinstance(dp, SidecarDataPlane)
+    return [w.requests for w in dp.client_sidecars["load"].workers]
+
+
+def test_one_connection_pins_all_work_to_one_envoy_worker() -> None:
+    shares = client_sidecar_shares(simulate(closed(1), "istio"))
+    assert len(shares) == 2
+    assert sorted(shares)[0] == 0  # exact: the other worker never runs a request
+    assert sum(shares) > 1000
+
+
+def test_many_connections_spread_over_envoy_workers() -> None:
+    shares = client_sidecar_shares(simulate(closed(64), "istio"))
+    # 64 connections accepted on a random worker each: the busier worker's share is
+    # binomial(64, 1/2)/64 -> within 0.5 +- 0.2 with probability > 0.999.
+    assert max(shares) / sum(shares) < 0.7
+    assert min(shares) > 0
+
+
+def test_linkerd_h2_opens_fewer_connections_than_envoy_h1() -> None:
+    out = summary(closed(32, meshes=["istio", "linkerd"]))["runs"]
+    istio, linkerd = out["istio"]["proxies"], out["linkerd"]["proxies"]
+    # One multiplexed HTTP/2 connection from the client's proxy to the one server pod.
+    assert linkerd["connections_opened"] == 1
+    assert linkerd["handshakes"] == 1
+    # HTTP/1.1: a connection per concurrent request, per worker pool (32 in flight).
+    assert istio["connections_opened"] >= 16
+    assert istio["handshakes"] > linkerd["handshakes"]
+
+
+@pytest.mark.parametrize("mesh", ["istio", "linkerd"])
+def test_keep_alive_off_makes_one_handshake_per_request(mesh: str) -> None:
+    doc = scenario(meshes=[mesh], duration_s=2.0, warmup_s=0.5)
+    doc["mesh_options"] = {"meshed_clients": True, "keep_alive": False}
+    sim = simulate(doc, mesh)
+    sent = sim.workloads[0].sent
+    assert sent > 1000
+    assert sim.data_plane.proxy_summary()["handshakes"] == sent  # exact
+
+
+def test_ambient_without_waypoint_adds_no_l7_cost() -> None:
+    sim = simulate(scenario(meshes=["istio-ambient"]), "istio-ambient")
+    dp = sim.data_plane
+    assert isinstance(dp, AmbientDataPlane)
+    assert not dp.waypoints
+    assert {p.kind for p in dp.proxies} == {"ztunnel"}
+    zt = default_model("ztunnel")
+    assert zt.value("http_parse_request_us") == 0.0
+    # CPU per request is two ztunnel passes of the L4 model, plus per-connection set-up
+    # amortised over ~6000 requests (tolerance 2%).
+    per_request_us = 1e6 * sum(p.cpu_s for p in dp.proxies) / sim.workloads[0].completed
+    l4 = 2 * sum(zt.request_cpu_us(KIB, KIB, mtls=True))
+    assert per_request_us == pytest.approx(l4, rel=0.02)
+
+
+def test_ambient_waypoint_takes_the_l7_hop() -> None:
+    doc = scenario(meshes=["istio-ambient"])
+    doc["mesh_options"] = {"meshed_clients": True, "istio-ambient": {"waypoints": ["server"]}}
+    sim = simulate(doc, "istio-ambient")
+    dp = sim.data_plane
+    assert isinstance(dp, AmbientDataPlane)
+    wp = dp.waypoints["server"]
+    wp_model = default_model("waypoint")
+    per_request_us = 1e6 * wp.cpu_s / sim.workloads[0].completed
+    assert per_request_us == pytest.approx(sum(wp_model.request_cpu_us(KIB, KIB, mtls=True)),
+                                           rel=0.02)
+
+
+def test_sidecar_scoping_shrinks_envoy_memory_in_a_500_service_mesh() -> None:
+    services = [{"name": f"svc-{i}", "replicas": 1} for i in range(500)]
+    services[0] = {"name": "svc-0", "replicas": 1, "calls": [{"service": "svc-1"}]}
+    base = scenario(meshes=["istio"], services=services, duration_s=1.0, warmup_s=0.2,
+                    cluster={"nodes": 4, "cores_per_node": 8},
+                    workloads=[{"name": "load", "target": "svc-0", "rate_rps": 50.0}])
+    base["mesh_options"] = {}
+    unscoped = summary(base)["runs"]["istio"]["proxies"]
+    base["mesh_options"] = {"istio": {"sidecar_scoping": True}}
+    scoped = summary(base)["runs"]["istio"]["proxies"]
+    model = default_model("envoy-sidecar")
+    assert unscoped["count"] == scoped["count"] == 500
+    # Exact: an idle sidecar holds 500 clusters and 500 endpoints unscoped...
+    idle = model.memory_mb(0, 500, 500)
+    assert unscoped["memory_mb_per_proxy"] >= idle
+    assert unscoped["memory_mb_per_proxy"] < idle + 0.01
+    # ... and one cluster (its inbound) and its own endpoint when scoped.
+    assert scoped["memory_mb_per_proxy"] < model.memory_mb(0, 2, 3) + 0.01
+    assert unscoped["memory_mb_total"] - scoped["memory_mb_total"] > 500 * 19.0
+
+
+# --------------------------------------------------------------------------- saturation
+
+
+def per_request_cpu_s(mesh: str, app_s: float) -> float:
+    """App plus proxy CPU per request from outside the mesh, from the model files."""
+    kind = {"istio": "envoy-sidecar", "linkerd": "linkerd-proxy",
+            "istio-ambient": "ztunnel"}[mesh]
+    proxy = sum(default_model(kind).request_cpu_us(KIB, KIB, mtls=False)) * 1e-6  # type: ignore[arg-type]
+    return app_s + proxy
+
+
+@pytest.mark.parametrize("mesh", ["istio", "linkerd", "istio-ambient"])
+def test_saturation_at_the_load_the_proxy_cost_predicts(mesh: str) -> None:
+    app_s = 0.0001
+    capacity = 1.0 / per_request_cpu_s(mesh, app_s)  # one core
+    results = {}
+    for fraction in (0.5, 0.85, 1.15):
+        doc = scenario(
+            meshes=[mesh], duration_s=4.0, warmup_s=1.0,
+            cluster={"nodes": 1, "cores_per_node": 1},
+            services=[{"name": "server", "replicas": 1, "response_bytes": KIB,
+                       "concurrency": 1000, "cpu_ms": {"dist": "constant", "mean": 0.1}}],
+            workloads=[{"name": "load", "target": "server", "arrival": "poisson",
+                        "rate_rps": fraction * capacity, "request_bytes": KIB}],
+        )
+        doc["mesh_options"] = {}
+        run = summary(doc)["runs"][mesh]
+        results[fraction] = run
+    util = {f: r["nodes"]["node-0"]["utilisation"] for f, r in results.items()}
+    # Utilisation = offered load x predicted CPU per request (tolerance 5%: Poisson counts).
+    assert util[0.5] == pytest.approx(0.5, rel=0.05)
+    assert util[0.85] == pytest.approx(0.85, rel=0.05)
+    assert not results[0.5]["saturated"]
+    assert not results[0.85]["saturated"]
+    assert results[1.15]["saturated"]
+    p99 = {f: r["workloads"]["load"]["latency_ms"]["p99"] for f, r in results.items()}
+    assert p99[0.5] < p99[0.85] < p99[1.15]
