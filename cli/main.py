@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "meshsim.cli.lab:lab",
         "Start a scenario's services as echo upstreams behind sidecars.",
     ),
+    "sweep": ("meshsim.cli.sweep:sweep", "Run a parameter sweep locally or on Dask (resumable)."),
+    "bench": ("meshsim.cli.bench:bench", "Compare model outputs with a baseline (CI gate)."),
 }
 
 
