@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "meshsim.cli.lab:lab",
         "Start a scenario's services as echo upstreams behind sidecars.",
     ),
+    "report": ("meshsim.cli.report:report", "Compare saved runs in an HTML and Markdown report."),
+    "compare": ("meshsim.cli.compare:compare", "Run a scenario for several meshes and report."),
     "sweep": ("meshsim.cli.sweep:sweep", "Run a parameter sweep locally or on Dask (resumable)."),
     "bench": ("meshsim.cli.bench:bench", "Compare model outputs with a baseline (CI gate)."),
 }

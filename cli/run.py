@@ -6,6 +6,7 @@ import json
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -17,7 +18,7 @@ from meshsim.results.slo import check_slos
 from meshsim.results.store import save_run
 from meshsim.results.summary import build_summary
 from meshsim.scenario import load_scenario
-from meshsim.scenario.model import MESH_NAMES
+from meshsim.scenario.model import MESH_NAMES, Scenario
 
 from .common import EXIT_SLO_BREACH, err_console, scenario_argument, user_errors
 from .render import summary_renderable
@@ -37,6 +38,38 @@ def _meshes(value: tuple[str, ...]) -> list[str] | None:
             if name not in meshes:
                 meshes.append(name)
     return meshes
+
+
+def simulate_and_save(
+    scenario: Scenario,
+    meshes: list[str],
+    out_dir: Path,
+    *,
+    console: Console,
+    quiet: bool = False,
+    records: bool = False,
+) -> dict[str, Any]:
+    """Run ``scenario`` for ``meshes`` with a progress bar, save the run directory
+    and return its summary (shared by ``meshsim run`` and ``meshsim compare``)."""
+    total = scenario.duration_s * scenario.replications * len(meshes)
+    done: dict[tuple[str, int], float] = {}
+
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[state]}"),
+        TimeElapsedColumn(), console=console, transient=True, disable=quiet,
+    ) as bar:  # fmt: skip
+        task = bar.add_task(scenario.name, total=total, state="")
+
+        def progress(mesh_name: str, index: int, t: float) -> None:
+            done[(mesh_name, index)] = t
+            state = f"{mesh_name} rep {index + 1}/{scenario.replications}  t={t:.0f}s"
+            bar.update(task, completed=sum(done.values()), state=state)
+
+        result = run_scenario(scenario, meshes=meshes, progress=progress, keep_records=records)
+
+    summary = build_summary(result)
+    save_run(result, summary, scenario.to_dict(), out_dir, argv=sys.argv)
+    return summary
 
 
 @click.command()
@@ -77,26 +110,11 @@ def run(
     scenario = with_overrides(load_scenario(scenario_path), duration_s=duration_s, seed=seed)
     meshes = _meshes(mesh) or list(scenario.meshes)
     console = err_console() if as_json else Console()
-    total = scenario.duration_s * scenario.replications * len(meshes)
-    done: dict[tuple[str, int], float] = {}
-
-    with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[state]}"),
-        TimeElapsedColumn(), console=console, transient=True, disable=quiet,
-    ) as bar:  # fmt: skip
-        task = bar.add_task(scenario.name, total=total, state="")
-
-        def progress(mesh_name: str, index: int, t: float) -> None:
-            done[(mesh_name, index)] = t
-            state = f"{mesh_name} rep {index + 1}/{scenario.replications}  t={t:.0f}s"
-            bar.update(task, completed=sum(done.values()), state=state)
-
-        result = run_scenario(scenario, meshes=meshes, progress=progress, keep_records=records)
-
-    summary = build_summary(result)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = out if out is not None else Path("runs") / f"{scenario.name}-{stamp}"
-    save_run(result, summary, scenario.to_dict(), out_dir, argv=sys.argv)
+    summary = simulate_and_save(
+        scenario, meshes, out_dir, console=console, quiet=quiet, records=records
+    )
     breaches = check_slos(scenario.slo, summary)
     summary_with_slo = {**summary, "slo_breaches": [str(b) for b in breaches]}
     if as_json:

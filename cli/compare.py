@@ -1,0 +1,58 @@
+"""``meshsim compare``: run a scenario for several meshes, then report on them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from meshsim.api import with_overrides
+from meshsim.report.cost import Prices
+from meshsim.scenario import load_scenario
+
+from .common import scenario_argument, user_errors
+from .report import price_options, write_report
+from .run import _meshes, simulate_and_save
+
+
+@click.command()
+@scenario_argument
+@click.option(
+    "--meshes",
+    "meshes",
+    default=None,
+    help="Comma-separated meshes (default: the scenario's), e.g. none,istio,linkerd.",
+)
+@click.option("--duration-s", type=float, default=None, help="Override the simulated duration.")
+@click.option("--seed", type=int, default=None, help="Override the scenario's seed.")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Directory for the run (DIR/run) and the report (DIR/report.html, DIR/report.md).",
+)
+@price_options[0]
+@price_options[1]
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@user_errors
+def compare(
+    scenario_path: str,
+    meshes: str | None,
+    duration_s: float | None,
+    seed: int | None,
+    out: Path,
+    core_hour_usd: float | None,
+    gb_hour_usd: float | None,
+    quiet: bool,
+) -> None:
+    """Simulate SCENARIO.yaml under each mesh and write a comparison report into --out."""
+    prices = Prices(core_hour_usd, gb_hour_usd)  # checked before the (long) runs
+    scenario = with_overrides(load_scenario(scenario_path), duration_s=duration_s, seed=seed)
+    chosen = _meshes((meshes,) if meshes else ()) or list(scenario.meshes)
+    console = Console()
+    run_dir = out / "run"
+    simulate_and_save(scenario, chosen, run_dir, console=console, quiet=quiet)
+    console.print(f"results saved in [bold]{run_dir}[/]", highlight=False)
+    write_report([run_dir], out / "report.html", prices, console)

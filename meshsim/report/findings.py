@@ -1,0 +1,236 @@
+"""Short findings written from the numbers of ``summary["runs"]``.
+
+Rules, so a reader can check every sentence:
+
+* Latency: a mesh is *ahead* of another at a percentile when its value is lower and,
+  with replications >= 2, the two 95 % confidence intervals do not overlap (a
+  conservative test). Overlapping intervals are reported as *within the noise*.
+  With one replication there is no interval: the difference is stated with that
+  caveat, and differences under the histogram's 1 % resolution are always noise.
+* Success rate: two rates differ when the gap exceeds 1.96 standard errors of a
+  difference of binomial proportions (requests over all replications).
+* Proxy resources carry no interval in the summary (they are means over
+  replications); they are compared as ratios.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+RESOLUTION = 0.01
+"""Relative resolution of latency histograms (DESIGN: two significant digits)."""
+PERCENTILES = ("p50", "p99")
+
+
+@dataclass(frozen=True)
+class Finding:
+    topic: str
+    """latency, added-latency, success, resources, saturation."""
+    text: str
+    noise: bool = False
+    """True when the finding says a difference is within the noise."""
+
+
+def fmt_ms(value: float) -> str:
+    """Milliseconds with three significant digits (at least two decimals below 1 ms)."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g} ms"
+    digits = max(0, 2 - math.floor(math.log10(abs(value))))
+    return f"{value:.{digits}f} ms"
+
+
+def _ci(sig: dict[str, Any], p: str) -> tuple[float, float] | None:
+    ci = (sig.get("latency_ci95_ms") or {}).get(p)
+    if not ci or any(v is None for v in ci):
+        return None
+    return float(ci[0]), float(ci[1])
+
+
+def _ci_text(ci: tuple[float, float] | None) -> str:
+    return "" if ci is None else f" [95 % CI {ci[0]:.3g}-{ci[1]:.3g}]"
+
+
+def compare_latency(
+    mesh_a: str, sig_a: dict[str, Any], mesh_b: str, sig_b: dict[str, Any], p: str, workload: str
+) -> Finding | None:
+    """One sentence comparing two meshes' latency at percentile ``p`` for a workload."""
+    a, b = sig_a["latency_ms"].get(p), sig_b["latency_ms"].get(p)
+    if a is None or b is None:
+        return None
+    if a > b:
+        mesh_a, sig_a, mesh_b, sig_b, a, b = mesh_b, sig_b, mesh_a, sig_a, b, a
+    ci_a, ci_b = _ci(sig_a, p), _ci(sig_b, p)
+    where = f"{p} latency of {workload}"
+    values = f"{fmt_ms(a)}{_ci_text(ci_a)} against {fmt_ms(b)}{_ci_text(ci_b)}"
+    relative = (b - a) / b if b else 0.0
+    if relative < RESOLUTION:
+        return Finding(
+            "latency",
+            f"{mesh_a} and {mesh_b} are within the noise on {where}: {values} "
+            f"(under the histograms' 1 % resolution).",
+            noise=True,
+        )
+    if ci_a is not None and ci_b is not None:
+        if ci_a[1] >= ci_b[0]:
+            return Finding(
+                "latency",
+                f"{mesh_a} and {mesh_b} are within the noise on {where}: {values} "
+                f"(the 95 % confidence intervals overlap).",
+                noise=True,
+            )
+        caveat = ""
+    else:
+        caveat = " (one replication, so no confidence interval: rerun with replications >= 2)"
+    return Finding(
+        "latency",
+        f"{mesh_a} is ahead of {mesh_b} on {where}: {values}, "
+        f"{fmt_ms(b - a)} ({relative:.0%}) lower{caveat}.",
+    )
+
+
+def added_latency(
+    mesh: str, sig: dict[str, Any], base: dict[str, Any], p: str, workload: str
+) -> Finding | None:
+    """How much latency ``mesh`` adds over the `none` baseline, with the noise test."""
+    a, b = sig["latency_ms"].get(p), base["latency_ms"].get(p)
+    if a is None or b is None:
+        return None
+    ci_a, ci_b = _ci(sig, p), _ci(base, p)
+    added = a - b
+    rel = added / b if b else 0.0
+    values = f"{fmt_ms(a)}{_ci_text(ci_a)} against {fmt_ms(b)}{_ci_text(ci_b)} without a mesh"
+    overlap = ci_a is not None and ci_b is not None and ci_a[0] <= ci_b[1] and ci_b[0] <= ci_a[1]
+    if abs(rel) < RESOLUTION or overlap:
+        return Finding(
+            "added-latency",
+            f"{mesh} adds no latency beyond the noise at {p} for {workload}: {values}.",
+            noise=True,
+        )
+    verb = "adds" if added > 0 else "removes"
+    caveat = "" if ci_a is not None and ci_b is not None else " (one replication, no interval)"
+    return Finding(
+        "added-latency",
+        f"{mesh} {verb} {fmt_ms(abs(added))} ({abs(rel):.0%}) at {p} for {workload}: "
+        f"{values}{caveat}.",
+    )
+
+
+def compare_success(
+    mesh_a: str, sig_a: dict[str, Any], mesh_b: str, sig_b: dict[str, Any], workload: str,
+    replications: int = 1,
+) -> Finding | None:  # fmt: skip
+    """Compare success rates with a two-proportion z test at 95 %."""
+    pa, pb = sig_a.get("success_rate"), sig_b.get("success_rate")
+    if pa is None or pb is None:
+        return None
+    na = max(1, int(sig_a.get("requests", 0)) * replications)
+    nb = max(1, int(sig_b.get("requests", 0)) * replications)
+    if pa < pb:
+        mesh_a, mesh_b, pa, pb, na, nb = mesh_b, mesh_a, pb, pa, nb, na
+    se = math.sqrt(pa * (1 - pa) / na + pb * (1 - pb) / nb)
+    gap = pa - pb
+    values = f"{pa:.2%} against {pb:.2%}"
+    if gap == 0 or gap <= 1.96 * se:
+        return Finding(
+            "success",
+            f"{mesh_a} and {mesh_b} have the same success rate for {workload} within the "
+            f"noise: {values}.",
+            noise=True,
+        )
+    return Finding(
+        "success",
+        f"{mesh_a} succeeds more often than {mesh_b} for {workload}: {values} "
+        f"({gap * 100:.2f} points, beyond 1.96 standard errors).",
+    )
+
+
+def compare_resources(runs: dict[str, dict[str, Any]]) -> list[Finding]:
+    """Proxy CPU per 1000 rps and total memory: the leanest mesh against each other."""
+    out: list[Finding] = []
+    meshed = {m: r["proxies"] for m, r in runs.items() if (r.get("proxies") or {}).get("count")}
+    for key, what, unit in (
+        ("cpu_vcpu_per_1000rps", "proxy CPU per 1000 rps", "vCPU"),
+        ("memory_mb_total", "proxy memory in total", "MB"),
+    ):
+        values = {m: float(p.get(key, 0.0)) for m, p in meshed.items()}
+        if len(values) < 2:
+            continue
+        lean = min(values, key=lambda m: values[m])
+        for mesh, value in values.items():
+            if mesh == lean:
+                continue
+            low = values[lean]
+            ratio = f"{value / low:.1f}x" if low > 0 else "more than"
+            out.append(
+                Finding(
+                    "resources",
+                    f"{lean} needs less {what} than {mesh}: {low:.3g} {unit} against "
+                    f"{value:.3g} {unit} ({mesh} uses {ratio} as much).",
+                )
+            )
+    return out
+
+
+def findings(runs: dict[str, dict[str, Any]]) -> list[Finding]:
+    """All findings for one load level: ``runs`` is ``summary["runs"]``."""
+    out: list[Finding] = []
+    for mesh, run in runs.items():
+        if run.get("saturated"):
+            out.append(
+                Finding(
+                    "saturation",
+                    f"{mesh} saturated the cluster or its apps: its latencies are not "
+                    "steady-state values and are not compared as such.",
+                )
+            )
+    meshes = list(runs)
+    base = runs.get("none")
+    workloads = list(dict.fromkeys(w for r in runs.values() for w in r.get("workloads", {})))
+    reps = min(int(r.get("replications", 1)) for r in runs.values()) if runs else 1
+    for workload in workloads:
+        for p in PERCENTILES:
+            if base is not None and workload in base["workloads"]:
+                for mesh in meshes:
+                    if mesh != "none" and workload in runs[mesh]["workloads"]:
+                        f = added_latency(
+                            mesh, runs[mesh]["workloads"][workload], base["workloads"][workload],
+                            p, workload,
+                        )  # fmt: skip
+                        if f is not None:
+                            out.append(f)
+            meshed = [m for m in meshes if m != "none" and workload in runs[m]["workloads"]]
+            if len(meshed) >= 2:
+                out.extend(_leader_findings(runs, meshed, workload, p))
+        present = [m for m in meshes if workload in runs[m]["workloads"]]
+        for i, a in enumerate(present):
+            for b in present[i + 1 :]:
+                f = compare_success(
+                    a, runs[a]["workloads"][workload], b, runs[b]["workloads"][workload],
+                    workload, reps,
+                )  # fmt: skip
+                if f is not None and not f.noise:
+                    out.append(f)
+    out.extend(compare_resources(runs))
+    return out
+
+
+def _leader_findings(
+    runs: dict[str, dict[str, Any]], meshes: list[str], workload: str, p: str
+) -> list[Finding]:
+    def value(m: str) -> float:
+        v = runs[m]["workloads"][workload]["latency_ms"].get(p)
+        return math.inf if v is None else float(v)
+
+    leader = min(meshes, key=value)
+    out = []
+    for mesh in meshes:
+        if mesh != leader:
+            f = compare_latency(
+                leader, runs[leader]["workloads"][workload], mesh,
+                runs[mesh]["workloads"][workload], p, workload,
+            )  # fmt: skip
+            if f is not None:
+                out.append(f)
+    return out

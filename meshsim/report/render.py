@@ -1,0 +1,362 @@
+"""One self-contained HTML report (figures as inline SVG) and its Markdown twin.
+
+Both come from the same context, built here, through the Jinja2 templates
+``reports/templates/report.html.j2`` and ``report.md.j2``. The Markdown file links
+its figures as SVG files written beside it (``<stem>-<figure>.svg``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib as mpl
+
+from meshsim.errors import MeshsimError
+from meshsim.report import figures as fg
+from meshsim.report.comparison import Comparison, event_windows
+from meshsim.report.cost import HOURS_PER_MONTH, Prices, cost_frame
+from meshsim.report.findings import findings
+from meshsim.results.store import LoadedRun, write_atomic
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.axes import Axes
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "reports" / "templates"
+"""Templates of the source tree (reports/templates), found from this package."""
+
+
+RESOURCE_COLUMNS = [
+    "mesh", "proxies", "cpu_vcpu_total", "cpu_vcpu_per_1000rps", "memory_mb_per_proxy",
+    "memory_mb_total", "app_vcpu",
+]  # fmt: skip
+
+
+@dataclass
+class Figure:
+    id: str
+    title: str
+    svg: str
+    file: str = ""
+
+
+@dataclass
+class Table:
+    caption: str
+    columns: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    intro: str = ""
+    figures: list[Figure] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    items: list[str] = field(default_factory=list)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        return f"{value:.{digits}g}" if abs(value) < 10**digits else f"{value:,.0f}"
+    return str(value)
+
+
+def _table(frame: pd.DataFrame, caption: str, formats: dict[str, str] | None = None) -> Table:
+    formats = formats or {}
+    rows = []
+    for record in frame.to_dict("records"):
+        row = []
+        for col in frame.columns:
+            v = record[col]
+            fmt = formats.get(str(col))
+            if fmt and isinstance(v, int | float) and not (isinstance(v, float) and math.isnan(v)):
+                row.append(format(v, fmt))
+            else:
+                row.append(_fmt(v))
+        rows.append(row)
+    return Table(caption, [str(c) for c in frame.columns], rows)
+
+
+def _figure(fig_id: str, title: str, ax: Axes) -> Figure:
+    return Figure(fig_id, title, fg.to_svg(ax, id_prefix=f"{fig_id}-"))
+
+
+def build_sections(comp: Comparison, prices: Prices) -> list[Section]:
+    """Every section of the report, in order, with figures drawn."""
+    sections: list[Section] = []
+    runs = comp.runs_summary()
+    reps = comp.replications()
+    scenario = comp.scenario
+    warmup = float(scenario.get("warmup_s", 0.0))
+    duration = float(scenario.get("duration_s", 0.0))
+
+    found = findings(runs)
+    intro = (
+        f"Generated from the numbers below; {reps} replication{'s' if reps != 1 else ''} per "
+        "mesh. A difference is called real only when the 95 % confidence intervals do not "
+        "overlap; otherwise it is reported as within the noise."
+    )
+    if reps < 2:
+        intro += " With one replication there are no intervals: treat differences as tentative."
+    sections.append(
+        Section("findings", "Findings", intro, items=[f.text for f in found] or ["No findings."])
+    )
+
+    lat = comp.latency_frame()
+    s = Section(
+        "latency",
+        "Latency per mesh and workload",
+        "Measured at the client from the intended send time, after the warm-up "
+        f"({warmup:g} s). Percentiles are within 1 % (log-bucketed histograms).",
+    )
+    s.figures.append(
+        _figure("latency-percentiles", "Latency percentiles", fg.plot_latency_percentiles(lat))
+    )
+    wide = lat.pivot_table(
+        index=["mesh", "workload"], columns="percentile", values="latency_ms", sort=False
+    ).reset_index()
+    s.tables.append(_table(wide, "Client latency (ms)"))
+    sections.append(s)
+
+    added = comp.added_latency_frame()
+    s = Section("added-latency", "Added latency against the no-mesh baseline")
+    if "none" not in comp.meshes:
+        s.notes.append("No run of mesh 'none' is included, so there is no baseline.")
+    elif added.empty:
+        s.notes.append("Only the 'none' baseline ran: there is no mesh to compare with it.")
+    else:
+        s.intro = "Latency of each mesh minus the latency of mesh 'none' at the same percentile."
+        s.figures.append(_figure("added-latency", "Added latency", fg.plot_added_latency(added)))
+        wide = added.pivot_table(
+            index=["mesh", "workload"], columns="percentile", values="added_ms", sort=False
+        ).reset_index()
+        s.tables.append(_table(wide, "Added latency (ms)"))
+    sections.append(s)
+
+    load = comp.load_frame()
+    s = Section("latency-vs-load", "Latency versus load")
+    levels = sorted({round(lv.offered_rps, 6) for lv in comp.levels})
+    s.intro = (
+        f"{len(levels)} load level{'s' if len(levels) != 1 else ''} from the runs given "
+        f"({', '.join(f'{v:g}' for v in levels)} rps offered)"
+        + (", plus one point per workload phase." if "mean (phase)" in set(load["metric"]) else ".")
+    )
+    if len(set(load["offered_rps"])) < 2:
+        s.notes.append(
+            "One load level only: give run directories of this scenario at several "
+            "rates (a load series) or use workload phases to draw a curve."
+        )
+    s.figures.append(
+        _figure("latency-vs-load", "Latency versus load", fg.plot_latency_vs_load(load))
+    )
+    sections.append(s)
+
+    res = comp.resources_frame()
+    s = Section(
+        "resources",
+        "Proxy CPU and memory",
+        "All proxies of the mesh (sidecars, ztunnels, waypoints). CPU per 1000 rps is the "
+        "total proxy CPU divided by the offered load in thousands of requests per second.",
+    )
+    for metric, fig_id, title in (
+        ("cpu_vcpu_per_1000rps", "proxy-cpu-per-1000rps", "Proxy vCPU per 1000 rps"),
+        ("cpu_vcpu_total", "proxy-cpu-total", "Proxy vCPU in total"),
+        ("memory_mb_total", "proxy-memory-total", "Proxy memory in total"),
+        ("memory_mb_per_proxy", "proxy-memory-per-proxy", "Memory per proxy"),
+    ):
+        s.figures.append(_figure(fig_id, title, fg.plot_proxy_resources(res, metric=metric)))
+    s.tables.append(
+        _table(
+            res[RESOURCE_COLUMNS],
+            "Mesh resources (vCPU, MB)",
+        )
+    )
+    if not res["proxies"].any():
+        s.notes.append("No mesh in this report runs proxies (only the 'none' baseline).")
+    sections.append(s)
+
+    s = Section(
+        "handshakes",
+        "mTLS handshakes",
+        "TLS handshakes performed by the mesh's proxies in the measured window "
+        "(connection churn and certificate rotation drive this).",
+    )
+    s.figures.append(
+        _figure("handshakes", "Handshakes", fg.plot_proxy_resources(res, metric="handshakes"))
+    )
+    s.tables.append(_table(res[["mesh", "handshakes"]], "Handshakes"))
+    sections.append(s)
+
+    timeline = comp.timeline_frame()
+    events = comp.events()
+    s = Section(
+        "resilience",
+        "Resilience timeline",
+        "Per-second success rate and mean latency of all workloads, by send time, "
+        "with the scenario's events marked (dashed lines); the grey band is the warm-up.",
+    )
+    s.figures.append(
+        _figure(
+            "timeline-success", "Success rate over time",
+            fg.plot_timeline(timeline, column="success_rate", events=events, warmup_s=warmup),
+        )
+    )  # fmt: skip
+    s.figures.append(
+        _figure(
+            "timeline-latency", "Mean latency over time",
+            fg.plot_timeline(timeline, column="mean_latency_ms", events=events, warmup_s=warmup),
+        )
+    )  # fmt: skip
+    windows = event_windows(timeline, events, warmup_s=warmup, end_s=duration)
+    if not windows.empty:
+        s.tables.append(
+            _table(
+                windows.rename(columns={"mean_latency_ms": "mean latency (ms)"}),
+                "Around each event (window: from the event to the next one)",
+                {"success_rate": ".3%"},
+            )
+        )
+    if not events:
+        s.notes.append("The scenario has no events: the timeline shows steady state only.")
+    sections.append(s)
+
+    conv = comp.convergence_frame()
+    cp_res = res[["mesh", "control_plane_vcpu", "control_plane_memory_mb"]]
+    s = Section("control-plane", "Control-plane convergence")
+    if conv.empty:
+        s.notes.append(
+            "No mesh in these runs reports control-plane convergence (control planes are not "
+            "modelled yet, or only the 'none' baseline ran)."
+        )
+    else:
+        s.intro = "Time from a configuration change to the last proxy applying it."
+        s.figures.append(_figure("convergence", "Convergence", fg.plot_convergence(conv)))
+        s.tables.append(_table(conv, "Convergence (s)"))
+    if cp_res[["control_plane_vcpu", "control_plane_memory_mb"]].to_numpy().any():
+        s.tables.append(_table(cp_res, "Control-plane resources (vCPU, MB)"))
+    sections.append(s)
+
+    costs = cost_frame(res, prices)
+    s = Section(
+        "cost",
+        "Cost estimate",
+        f"Monthly ({HOURS_PER_MONTH:g} h) cost of the mesh's own cores and memory (proxies "
+        "and control plane) at the simulated load; the application's resources are the "
+        "same under every mesh and are left out.",
+    )
+    if prices.given:
+        s.notes.append(
+            f"Prices given: {_price(prices.core_hour_usd)} per core-hour, "
+            f"{_price(prices.gb_hour_usd)} per GB-hour."
+        )
+    else:
+        s.notes.append(
+            "No prices given: pass --core-hour-usd and --gb-hour-usd for a cost in USD; "
+            "resource-hours are shown."
+        )
+        costs = costs.drop(columns=["usd_per_month", "usd_per_month_per_1000rps"])
+    s.tables.append(
+        _table(costs, "Mesh cost per month", {"usd_per_month": ",.2f",
+                                              "usd_per_month_per_1000rps": ",.2f"})
+    )  # fmt: skip
+    sections.append(s)
+
+    s = Section("warnings", "Warnings")
+    for mesh, run in runs.items():
+        s.items.extend(f"[{mesh}] {w}" for w in run.get("warnings", []))
+    if not s.items:
+        s.items.append("None.")
+    sections.append(s)
+    return sections
+
+
+def _price(value: float | None) -> str:
+    return "not given (0)" if value is None else f"${value:g}"
+
+
+def provenance(comp: Comparison) -> list[dict[str, str]]:
+    rows = []
+    for level in comp.levels:
+        for run in level.runs:
+            rows.append(_run_row(run, level.offered_rps))
+    return rows
+
+
+def _run_row(run: LoadedRun, offered: float) -> dict[str, str]:
+    env = run.meta.get("environment") or {}
+    return {
+        "path": str(run.path),
+        "meshes": ", ".join(run.meshes),
+        "offered_rps": f"{offered:g}",
+        "scenario_sha256": run.scenario_sha256[:16],
+        "seed": str(run.summary.get("seed")),
+        "meshsim": str(run.summary.get("meshsim_version")),
+        "created": str(run.meta.get("created_utc", "-")),
+        "python": str(env.get("python", "-")),
+    }
+
+
+def render_report(
+    comp: Comparison,
+    out_html: Path,
+    *,
+    prices: Prices | None = None,
+    template_dir: Path | None = None,
+) -> tuple[Path, Path]:
+    """Write ``out_html`` and its Markdown twin (same stem, ``.md``) with SVGs beside it."""
+    import jinja2
+
+    mpl.use("Agg")
+    prices = prices or Prices()
+    folder = template_dir or TEMPLATE_DIR
+    if not (folder / "report.html.j2").is_file():
+        raise MeshsimError(
+            f"report templates not found in {folder} (expected report.html.j2 and report.md.j2)"
+        )
+    sections = build_sections(comp, prices)
+    stem = out_html.stem
+    md_path = out_html.with_suffix(".md")
+    for section in sections:
+        for fig in section.figures:
+            fig.file = f"{stem}-{fig.id}.svg"
+    scenario = comp.scenario
+    context = {
+        "title": f"meshsim report: {comp.scenario_name}",
+        "scenario": comp.scenario_name,
+        "description": scenario.get("description", ""),
+        "meshes": comp.meshes,
+        "replications": comp.replications(),
+        "duration_s": scenario.get("duration_s"),
+        "warmup_s": scenario.get("warmup_s", 0),
+        "sha256": comp.primary.sha256,
+        "version": comp.primary.runs[0].summary.get("meshsim_version"),
+        "sections": sections,
+        "runs": provenance(comp),
+    }
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(folder)),
+        autoescape=jinja2.select_autoescape(["html.j2"]),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["md_cell"] = lambda v: str(v).replace("|", "\\|").replace("\n", " ")
+    html = env.get_template("report.html.j2").render(**context)
+    markdown = env.get_template("report.md.j2").render(**context)
+    write_atomic(out_html, html.encode("utf-8"))
+    write_atomic(md_path, markdown.encode("utf-8"))
+    for section in sections:
+        for fig in section.figures:
+            write_atomic(out_html.parent / fig.file, fig.svg.encode("utf-8"))
+    return out_html, md_path
