@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import simpy
 
 from meshsim.models import ProxyCostModel, default_model, load_model
-from meshsim.sim.app import Client, Pod
+from meshsim.sim.app import Pod
 from meshsim.sim.dataplanes.base import DataPlane
 from meshsim.sim.dataplanes.connections import Pools
 from meshsim.sim.dataplanes.proxy import Proxy, Worker
@@ -140,16 +140,6 @@ def _max_share(workers: list[Worker]) -> float:
     """The busiest worker's share of its proxy's request bursts (1/n is even), overall."""
     total = sum(w.requests for w in workers)
     return max((w.requests for w in workers), default=0) / total if total else 0.0
-
-
-def network_node(src: Pod | Client, meshed: bool) -> Node | None:
-    """Where ``src``'s traffic leaves from, for network delays (None: outside the cluster).
-
-    A meshed client keeps the network delay of an outside client (``client_us``) so that
-    its added latency against the `none` baseline is the proxies' alone.
-    """
-    del meshed
-    return src.node if isinstance(src, Pod) else None
 
 
 def run_inbound(
