@@ -32,7 +32,7 @@ Probability = Annotated[float, Field(ge=0, le=1)]
 class Spec(BaseModel):
     """Base of every scenario block: unknown keys and wrong types are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- distributions
@@ -482,7 +482,9 @@ class MeshOptions(Spec):
         "target's proxy.",
     )
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, populate_by_name=True, allow_inf_nan=False
+    )
 
 
 # --------------------------------------------------------------------------- the scenario
