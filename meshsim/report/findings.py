@@ -162,6 +162,16 @@ def compare_resources(runs: dict[str, dict[str, Any]]) -> list[Finding]:
             if mesh == lean:
                 continue
             low = values[lean]
+            if value <= low * (1 + RESOLUTION):
+                out.append(
+                    Finding(
+                        "resources",
+                        f"{lean} and {mesh} need the same {what}: {low:.3g} {unit} against "
+                        f"{value:.3g} {unit}.",
+                        noise=True,
+                    )
+                )
+                continue
             ratio = f"{value / low:.1f}x" if low > 0 else "more than"
             out.append(
                 Finding(
