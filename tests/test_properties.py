@@ -253,14 +253,15 @@ ALL_PATHS = paths(VALID_DATA)
 
 def assert_clean(text: str) -> ScenarioError | None:
     """Load ``text``: either a Scenario or a ScenarioError whose every line renders."""
+    error: ScenarioError | None = None
     try:
         loads(text, "fuzz.yaml")
     except ScenarioError as exc:
-        rendered = str(exc)
-        assert rendered.startswith("invalid scenario fuzz.yaml (")
-        assert exc.problems
-        return exc
-    return None
+        error = exc
+    if error is not None:
+        assert str(error).startswith("invalid scenario fuzz.yaml (")
+        assert error.problems
+    return error
 
 
 @settings(deadline=None, max_examples=150)
