@@ -68,6 +68,9 @@ class Replication:
     node_utilisation: dict[str, float]
     app_cpu_vcpu: dict[str, float]
     worker_utilisation: dict[str, float]
+    """App worker-slot utilisation per pod."""
+    proxy_worker_utilisation: dict[str, float]
+    """Utilisation per proxy worker thread (or work-stealing pool)."""
     proxies: dict[str, Any]
     control_plane: dict[str, Any]
     in_flight_at_end: int
@@ -94,6 +97,13 @@ class Replication:
                 worker_util[pod.name] = delta(f"pod/{pod.name}/slots") / (
                     svc.spec.concurrency * window
                 )
+        # The data plane may add warnings while summarising, so summarise first.
+        proxies = sim.data_plane.proxy_summary()
+        proxies.update(_proxy_cpu(sim, delta, window))
+        proxy_worker_util = {
+            key: delta(f"worker/{key}") / (threads * window)
+            for key, (_busy, threads) in sim.data_plane.worker_counters().items()
+        }
         warnings = list(sim.data_plane.warnings)
         in_flight = sim.in_flight()
         if in_flight:
@@ -101,8 +111,6 @@ class Replication:
                 f"{in_flight} requests were still in flight {sim.env.now - sim.end_s:.0f} s "
                 "after the window ended; they are not in the latency statistics"
             )
-        proxies = sim.data_plane.proxy_summary()
-        proxies.update(_proxy_cpu(sim, delta, window))
         return cls(
             mesh=sim.mesh,
             index=index,
@@ -115,6 +123,7 @@ class Replication:
             node_utilisation=node_util,
             app_cpu_vcpu=app_cpu,
             worker_utilisation=worker_util,
+            proxy_worker_utilisation=proxy_worker_util,
             proxies=proxies,
             control_plane={"cpu_vcpu": 0.0, "memory_mb": 0.0, "convergence_s": None},
             in_flight_at_end=in_flight,

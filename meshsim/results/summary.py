@@ -50,6 +50,17 @@ def mesh_summary(result: MeshResult) -> dict[str, Any]:
         saturated = True
         shown = ", ".join(busy[:5]) + (f" and {len(busy) - 5} more" if len(busy) > 5 else "")
         warnings.append(f"app workers saturated (>= {SATURATION:.0%} busy): {shown}")
+    proxy_util = {
+        w: fmean(r.proxy_worker_utilisation.get(w, 0.0) for r in reps)
+        for w in reps[0].proxy_worker_utilisation
+    }
+    hot = sorted(w for w, u in proxy_util.items() if u >= SATURATION)
+    if hot:
+        saturated = True
+        shown = ", ".join(hot[:5]) + (f" and {len(hot) - 5} more" if len(hot) > 5 else "")
+        warnings.append(f"proxy workers saturated (>= {SATURATION:.0%} busy): {shown}")
+    if proxy_util:
+        out["proxies"]["max_worker_utilisation"] = max(proxy_util.values())
     for name, signals in out["workloads"].items():
         req = signals["requested_rps"]
         if req and signals["achieved_rps"] < 0.98 * req:

@@ -211,6 +211,8 @@ class Simulation:
                 snap[f"pod/{pod.name}/slots"] = pod.slot_busy_s
         for key, value in self.data_plane.cpu_counters().items():
             snap[f"proxy/{key}"] = value
+        for key, (busy, _threads) in self.data_plane.worker_counters().items():
+            snap[f"worker/{key}"] = busy
         self.snapshots[name] = snap
 
     def in_flight(self) -> int:

@@ -40,6 +40,10 @@ class DataPlane(ABC):
         """CPU seconds executed so far by each proxy, by proxy name."""
         return {}
 
+    def worker_counters(self) -> dict[str, tuple[float, int]]:
+        """Per proxy worker (or work-stealing pool): CPU seconds so far and its threads."""
+        return {}
+
     def proxy_summary(self) -> dict[str, Any]:
         """The ``proxies`` block of the results contract."""
         return {

@@ -108,6 +108,13 @@ class ProxiedDataPlane(DataPlane):
     def cpu_counters(self) -> dict[str, float]:
         return {p.name: p.cpu_s for p in self.proxies}
 
+    def worker_counters(self) -> dict[str, tuple[float, int]]:
+        return {
+            f"{p.name}/worker-{w.index}": (w.busy_s, w.res.capacity)
+            for p in self.proxies
+            for w in p.workers
+        }
+
     def proxy_summary(self) -> dict[str, Any]:
         proxies = self.live_proxies()
         memory = [p.memory_mb(*self.config_in_view(p)) for p in proxies]
