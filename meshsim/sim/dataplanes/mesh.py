@@ -110,7 +110,7 @@ class ProxiedDataPlane(DataPlane):
 
     def worker_counters(self) -> dict[str, tuple[float, int]]:
         return {
-            f"{p.name}/worker-{w.index}": (w.busy_s, w.res.capacity)
+            f"{p.name}/worker-{w.index}": (w.busy_s, int(w.res.capacity))
             for p in self.proxies
             for w in p.workers
         }
