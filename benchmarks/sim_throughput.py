@@ -5,6 +5,7 @@ Goal (issue 2): meshsim reaches at least half of the bare loop's rate on a
 other, so the ratio is robust to the machine's speed.
 
     python benchmarks/sim_throughput.py [--update-baseline]
+    meshsim bench benchmarks/suites/model-outputs.yaml --only sim-speed   (as a gate)
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ DURATION = 60.0
 HOPS = 3
 
 
-def chain_scenario() -> Any:
+def chain_scenario(duration_s: float = DURATION) -> Any:
     services = [
         {
             "name": f"s{i}",
@@ -42,7 +43,7 @@ def chain_scenario() -> Any:
     ]
     return from_dict(
         {
-            "meshsim": 1, "name": "chain", "duration_s": DURATION, "warmup_s": 1.0,
+            "meshsim": 1, "name": "chain", "duration_s": duration_s, "warmup_s": 1.0,
             "cluster": {"nodes": 3, "cores_per_node": 4},
             "services": services,
             "workloads": [{"name": "load", "target": "s0", "rate_rps": RATE}],
@@ -50,7 +51,7 @@ def chain_scenario() -> Any:
     )  # fmt: skip
 
 
-def bare_simpy() -> int:
+def bare_simpy(duration_s: float = DURATION) -> int:
     """The same hops written directly in simpy: network, worker slot, core, CPU, network."""
     env = simpy.Environment()
     rng = np.random.default_rng(1)
@@ -78,7 +79,7 @@ def bare_simpy() -> int:
         done[0] += 1
 
     def arrivals() -> Generator[simpy.Event, Any, None]:
-        while env.now < DURATION:
+        while env.now < duration_s:
             yield env.timeout(rng.exponential(1.0 / RATE))
             env.process(request())
 
@@ -87,29 +88,33 @@ def bare_simpy() -> int:
     return done[0]
 
 
-def main() -> None:
+def measure(duration_s: float = DURATION) -> dict[str, float]:
+    """Both rates, measured one after the other in this process, and their ratio.
+
+    ``meshsim bench`` calls this once per replication (benchmarks/suites/model-outputs.yaml).
+    """
     t0 = time.perf_counter()
-    bare_requests = bare_simpy()
+    bare_requests = bare_simpy(duration_s)
     bare_rate = bare_requests / (time.perf_counter() - t0)
 
-    scenario = chain_scenario()
+    scenario = chain_scenario(duration_s)
     t0 = time.perf_counter()
     result = run_scenario(scenario, meshes=["none"])
     elapsed = time.perf_counter() - t0
     rep = result.meshes["none"].replications[0]
-    sim_requests = sum(rep.sent.values())
-    sim_rate = sim_requests / elapsed
-    ratio = sim_rate / bare_rate
+    sim_rate = sum(rep.sent.values()) / elapsed
+    return {
+        "bare_simpy_requests_per_s": bare_rate,
+        "meshsim_requests_per_s": sim_rate,
+        "meshsim_over_bare_ratio": sim_rate / bare_rate,
+    }
+
+
+def main() -> None:
+    figures = measure()
+    ratio = figures["meshsim_over_bare_ratio"]
     print(f"3-service chain, {RATE:g} rps for {DURATION:g} simulated s")
-    compare(
-        "sim_throughput",
-        {
-            "bare_simpy_requests_per_s": bare_rate,
-            "meshsim_requests_per_s": sim_rate,
-            "meshsim_over_bare_ratio": ratio,
-        },
-        update=wants_update(),
-    )
+    compare("sim_throughput", figures, update=wants_update())
     verdict = "meets" if ratio >= 0.5 else "MISSES"
     print(f"  goal: ratio >= 0.5 -> {verdict}")
 
