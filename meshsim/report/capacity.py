@@ -1,0 +1,235 @@
+"""Capacity planning helpers for the notebooks: measure, tabulate, size, price.
+
+The notebooks hold no model logic; they call these functions. Everything here is
+plain data in, DataFrame out, so each piece is tested on its own.
+
+Sizing rule (:func:`nodes_for_slo`): CPU is assumed to grow linearly with load, so
+cores per request/s measured at the highest load that still met the latency SLO
+(unsaturated) are scaled to the target load, and nodes are added until no node is
+busier than ``max_utilisation``. Keeping utilisation at or below the measured
+cluster's keeps queueing, and so the tail, comparable; the measured p99 is a check,
+not a promise at other scales.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from meshsim.api import run_scenario
+from meshsim.report.comparison import offered_rps
+from meshsim.report.cost import Prices, monthly_cost
+from meshsim.results.store import load_run
+from meshsim.results.summary import build_summary
+from meshsim.scenario import from_dict
+from meshsim.scenario.model import Scenario
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+POINT_COLUMNS = [
+    "mesh", "services", "replicas", "pods", "rate_rps", "proxies", "proxy_vcpu",
+    "proxy_vcpu_per_1000rps", "proxy_memory_mb", "app_vcpu", "cluster_cores", "p99_ms",
+    "success_rate", "saturated",
+]  # fmt: skip
+
+
+def fanout_scenario(
+    services: int,
+    rate_rps: float,
+    *,
+    replicas: int = 1,
+    duration_s: float = 10.0,
+    warmup_s: float = 2.0,
+    seed: int = 1,
+    nodes: int = 3,
+    cores_per_node: int = 4,
+    cpu_ms: float = 1.0,
+) -> Scenario:
+    """A synthetic mesh: a ``frontend`` calling ``services - 1`` leaf services in turn.
+
+    Every service has ``replicas`` pods and lognormal app CPU of mean ``cpu_ms``.
+    """
+    if services < 1:
+        raise ValueError("services must be at least 1")
+    leaves = [f"svc-{i}" for i in range(1, services)]
+    cpu = {"dist": "lognormal", "mean": cpu_ms, "cv": 0.5}
+    data: dict[str, Any] = {
+        "meshsim": 1,
+        "name": f"fanout-{services}",
+        "seed": seed,
+        "duration_s": duration_s,
+        "warmup_s": warmup_s,
+        "replications": 1,
+        "cluster": {"nodes": nodes, "cores_per_node": cores_per_node},
+        "services": [
+            {
+                "name": "frontend",
+                "replicas": replicas,
+                "cpu_ms": cpu,
+                **({"calls": [{"service": s} for s in leaves]} if leaves else {}),
+            },
+            *({"name": s, "replicas": replicas, "cpu_ms": cpu} for s in leaves),
+        ],
+        "workloads": [
+            {"name": "users", "target": "frontend", "arrival": "poisson", "rate_rps": rate_rps}
+        ],
+    }
+    return from_dict(data)
+
+
+def point(mesh: str, summary_run: dict[str, Any], scenario: dict[str, Any]) -> dict[str, Any]:
+    """One row of :data:`POINT_COLUMNS` from a mesh's summary and its scenario (plain data)."""
+    services = scenario.get("services", [])
+    pods = sum(_pods(s) for s in services)
+    replicas = max((_pods(s) for s in services), default=0)
+    p = summary_run.get("proxies", {})
+    workloads = summary_run.get("workloads", {})
+    p99 = max(
+        (w["latency_ms"]["p99"] for w in workloads.values() if w["latency_ms"]["p99"] is not None),
+        default=math.nan,
+    )
+    rates = [w.get("success_rate") for w in workloads.values()]
+    cluster = scenario.get("cluster", {})
+    return {
+        "mesh": mesh,
+        "services": len(services),
+        "replicas": replicas,
+        "pods": pods,
+        "rate_rps": offered_rps(summary_run),
+        "proxies": int(p.get("count", 0)),
+        "proxy_vcpu": float(p.get("cpu_vcpu_total", 0.0)),
+        "proxy_vcpu_per_1000rps": float(p.get("cpu_vcpu_per_1000rps", 0.0)),
+        "proxy_memory_mb": float(p.get("memory_mb_total", 0.0)),
+        "app_vcpu": float(sum(summary_run.get("app_cpu_vcpu", {}).values())),
+        "cluster_cores": int(cluster.get("nodes", 0)) * int(cluster.get("cores_per_node", 0)),
+        "p99_ms": float(p99),
+        "success_rate": min((r for r in rates if r is not None), default=math.nan),
+        "saturated": bool(summary_run.get("saturated", False)),
+    }
+
+
+def _pods(service: dict[str, Any]) -> int:
+    versions = service.get("versions")
+    if versions:
+        return sum(int(v.get("replicas", 1)) for v in versions)
+    return int(service.get("replicas", 1))
+
+
+def measure(scenarios: Iterable[Scenario], meshes: Sequence[str]) -> pd.DataFrame:
+    """Simulate each scenario for ``meshes``; one row per scenario and mesh."""
+    rows: list[dict[str, Any]] = []
+    for scenario in scenarios:
+        summary = build_summary(run_scenario(scenario, meshes=list(meshes)))
+        data = scenario.model_dump(mode="json", by_alias=True)
+        rows.extend(point(mesh, run, data) for mesh, run in summary["runs"].items())
+    return pd.DataFrame(rows, columns=POINT_COLUMNS)
+
+
+def capacity_grid(
+    meshes: Sequence[str],
+    rates_rps: Sequence[float],
+    service_counts: Sequence[int],
+    *,
+    replicas: Sequence[int] = (1,),
+    **scenario_options: Any,
+) -> pd.DataFrame:
+    """:func:`measure` over every (services, replicas, rate) of a fan-out scenario."""
+    scenarios = (
+        fanout_scenario(n, rate, replicas=r, **scenario_options)
+        for n in service_counts
+        for r in replicas
+        for rate in rates_rps
+    )
+    return measure(scenarios, meshes)
+
+
+def load_runs(directories: Iterable[str | Path]) -> pd.DataFrame:
+    """The same rows as :func:`measure`, from saved run directories (e.g. a sweep's)."""
+    rows: list[dict[str, Any]] = []
+    for directory in directories:
+        run = load_run(directory)
+        scenario = from_dict(run.scenario).model_dump(mode="json", by_alias=True)
+        rows.extend(point(mesh, r, scenario) for mesh, r in run.summary["runs"].items())
+    return pd.DataFrame(rows, columns=POINT_COLUMNS)
+
+
+def nodes_for_slo(
+    points: pd.DataFrame,
+    *,
+    target_rps: float,
+    p99_ms: float,
+    cores_per_node: int,
+    max_utilisation: float = 0.7,
+) -> pd.DataFrame:
+    """Nodes each mesh needs to serve ``target_rps`` within the p99 SLO (see module doc).
+
+    ``points``: rows of :data:`POINT_COLUMNS`. Grouped by mesh and service count; a
+    group whose every point misses the SLO (or saturated) gets ``nodes`` = NaN.
+    """
+    if not 0 < max_utilisation <= 1:
+        raise ValueError("max_utilisation must be in (0, 1]")
+    rows = []
+    for (mesh, services), group in points.groupby(["mesh", "services"], sort=False):
+        ok = group[(group["p99_ms"] <= p99_ms) & ~group["saturated"] & (group["rate_rps"] > 0)]
+        if ok.empty:
+            rows.append((mesh, services, math.nan, math.nan, math.nan, False, math.nan))
+            continue
+        best = ok.sort_values("rate_rps", kind="stable").iloc[-1]
+        cores_per_krps = (best["app_vcpu"] + best["proxy_vcpu"]) / (best["rate_rps"] / 1000.0)
+        proxy_per_krps = best["proxy_vcpu"] / (best["rate_rps"] / 1000.0)
+        cores = cores_per_krps * target_rps / 1000.0
+        nodes = max(1, math.ceil(cores / (cores_per_node * max_utilisation)))
+        rows.append(
+            (mesh, services, float(best["rate_rps"]), cores_per_krps, proxy_per_krps, True, nodes)
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "mesh", "services", "measured_rps", "cores_per_1000rps", "proxy_cores_per_1000rps",
+            "slo_met", "nodes",
+        ],
+    )  # fmt: skip
+
+
+def monthly_costs(points: pd.DataFrame, prices: Prices) -> pd.DataFrame:
+    """Per row: the mesh's proxy core-hours, GB-hours and USD per month."""
+    out = points[["mesh", "services", "replicas", "rate_rps"]].copy()
+    costs = [
+        monthly_cost(float(c), float(m), prices)
+        for c, m in zip(points["proxy_vcpu"], points["proxy_memory_mb"], strict=True)
+    ]
+    out["core_hours_per_month"] = [c[0] for c in costs]
+    out["gb_hours_per_month"] = [c[1] for c in costs]
+    out["usd_per_month"] = [c[2] for c in costs]
+    return out
+
+
+def plot_metric_vs(
+    points: pd.DataFrame, *, x: str, y: str, ax: Axes | None = None, title: str = ""
+) -> Axes:
+    """Lines of ``y`` against ``x`` per mesh (pure, like :mod:`meshsim.report.figures`)."""
+    from meshsim.report.figures import colour, new_axes
+
+    ax = ax if ax is not None else new_axes()
+    meshes = list(dict.fromkeys(points["mesh"]))
+    for mesh, group in points.groupby("mesh", sort=False):
+        g = group.groupby(x)[y].mean().sort_index()
+        ax.plot(g.index, g.to_numpy(), marker="o", label=str(mesh), color=colour(str(mesh), meshes))
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.set_title(title or f"{y} against {x}")
+    ax.legend(frameon=False)
+    return ax
+
+
+def available_meshes() -> list[str]:
+    """Meshes that have a data-plane model in this build, in the contract's order."""
+    from meshsim.scenario.model import MESH_NAMES
+    from meshsim.sim.dataplanes import DATA_PLANES
+
+    return [m for m in MESH_NAMES if m in DATA_PLANES]

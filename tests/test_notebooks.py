@@ -1,0 +1,57 @@
+"""The notebooks run headless, top to bottom, with small parameters (nbclient)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+SMALL = {
+    "capacity-planning.ipynb": (
+        "RATES_RPS = [40, 80]\nSERVICE_COUNTS = [2, 3]\nDURATION_S = 3.0\nWARMUP_S = 1.0\n"
+        "TARGET_RPS = 1000.0\n"
+    ),
+    "control-plane-scaling.ipynb": (
+        "SERVICES = 3\nREPLICAS = [1, 2]\nRATE_RPS = 40.0\nDURATION_S = 3.0\nWARMUP_S = 1.0\n"
+    ),
+}
+
+
+def shrink(nb: nbformat.NotebookNode, overrides: str) -> None:
+    """Insert an override cell after the cell tagged `parameters` (as papermill does)."""
+    index = next(
+        i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])
+    )
+    nb.cells.insert(index + 1, nbformat.v4.new_code_cell(overrides))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_notebook_runs(name: str, tmp_path: Path) -> None:
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    shrink(nb, SMALL[name])
+    client = nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert errors == []
+    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert images, "the notebook's figures were displayed"
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_notebook_is_thin(name: str) -> None:
+    """Cells import the library and call it: no function or class definitions."""
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "def " not in code
+    assert "class " not in code
+    assert "from meshsim.report import capacity" in code
+    tagged = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1
