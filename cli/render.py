@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -20,37 +21,52 @@ def _signed(value: float | None) -> str:
 
 
 def _rate(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2%}" if value < 0.9999 else f"{value:.4%}"
+    if value is None:
+        return "-"
+    return "100%" if value >= 1.0 else f"{value:.2%}" if value < 0.9999 else f"{value:.3%}"
+
+
+def _table(title: str, columns: list[str], left: int = 2) -> Table:
+    # SIMPLE_HEAD keeps the tables readable in an 80-column terminal.
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for i, col in enumerate(columns):
+        table.add_column(
+            col, justify="left" if i < left else "right", no_wrap=True, min_width=len(col)
+        )
+    return table
 
 
 def workloads_table(summary: dict[str, Any]) -> Table:
-    table = Table(title="Workloads, measured at the client (ms)", title_justify="left")
-    for col in ("mesh", "workload", "rps", "success", "p50", "p90", "p99", "p99.9", "mean"):
-        table.add_column(col, justify="left" if col in ("mesh", "workload") else "right")
-    added = summary.get("added_latency_ms", {})
-    has_added = bool(added)
-    if has_added:
-        for col in ("+p50", "+p90", "+p99"):
-            table.add_column(col, justify="right", style="magenta")
+    table = _table(
+        "Workloads, measured at the client (ms)",
+        ["mesh", "workload", "rps", "success", "p50", "p90", "p99", "p99.9", "mean"],
+    )
     for mesh, run in summary["runs"].items():
         for name, sig in run["workloads"].items():
             lat = sig["latency_ms"]
-            rps = f"{sig['achieved_rps']:.1f}"
-            row = [mesh, name, rps, _rate(sig["success_rate"]),
-                   _ms(lat["p50"]), _ms(lat["p90"]), _ms(lat["p99"]), _ms(lat["p999"]),
-                   _ms(lat["mean"])]  # fmt: skip
-            if has_added:
-                extra = added.get(mesh, {}).get(name, {})
-                row += [_signed(extra.get("p50")), _signed(extra.get("p90")),
-                        _signed(extra.get("p99"))]  # fmt: skip
-            table.add_row(*row)
+            table.add_row(
+                mesh, name, f"{sig['achieved_rps']:.1f}", _rate(sig["success_rate"]),
+                _ms(lat["p50"]), _ms(lat["p90"]), _ms(lat["p99"]), _ms(lat["p999"]),
+                _ms(lat["mean"]),
+            )  # fmt: skip
+    return table
+
+
+def added_table(summary: dict[str, Any]) -> Table:
+    table = _table("Latency added over the `none` baseline (ms)", ["mesh", "workload", "p50",
+                   "p90", "p99"])  # fmt: skip
+    for mesh, per_workload in summary.get("added_latency_ms", {}).items():
+        for name, added in per_workload.items():
+            table.add_row(mesh, name, _signed(added.get("p50")), _signed(added.get("p90")),
+                          _signed(added.get("p99")))  # fmt: skip
     return table
 
 
 def services_table(summary: dict[str, Any]) -> Table:
-    table = Table(title="Services, measured at the server (ms)", title_justify="left")
-    for col in ("mesh", "service", "requests", "rps", "success", "p50", "p99", "app vCPU"):
-        table.add_column(col, justify="left" if col in ("mesh", "service") else "right")
+    table = _table(
+        "Services, measured at the server (ms)",
+        ["mesh", "service", "attempts", "rps", "success", "p50", "p99", "app vCPU"],
+    )
     for mesh, run in summary["runs"].items():
         for name, sig in run["services"].items():
             lat = sig["latency_ms"]
@@ -63,10 +79,11 @@ def services_table(summary: dict[str, Any]) -> Table:
 
 
 def resources_table(summary: dict[str, Any]) -> Table:
-    table = Table(title="Mesh resources", title_justify="left")
-    for col in ("mesh", "proxies", "proxy vCPU", "vCPU/1000rps", "MB/proxy", "MB total",
-                "handshakes", "max node util"):  # fmt: skip
-        table.add_column(col, justify="left" if col == "mesh" else "right")
+    table = _table(
+        "Mesh resources (/krps: vCPU per 1000 rps; node: busiest node's utilisation)",
+        ["mesh", "proxies", "vCPU", "/krps", "MB/proxy", "MB", "TLS hs", "node"],
+        left=1,
+    )
     for mesh, run in summary["runs"].items():
         p = run["proxies"]
         util = max((n["utilisation"] for n in run["nodes"].values()), default=0.0)
@@ -87,7 +104,10 @@ def warnings_text(summary: dict[str, Any]) -> RenderableType:
 
 
 def summary_renderable(summary: dict[str, Any]) -> RenderableType:
-    parts: list[RenderableType] = [workloads_table(summary), services_table(summary)]
+    parts: list[RenderableType] = [workloads_table(summary)]
+    if summary.get("added_latency_ms"):
+        parts.append(added_table(summary))
+    parts.append(services_table(summary))
     if any(run["proxies"].get("count") for run in summary["runs"].values()):
         parts.append(resources_table(summary))
     parts.append(warnings_text(summary))
