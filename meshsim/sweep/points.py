@@ -13,6 +13,7 @@ reordered or resumed and every point keeps its id, its seed and its numbers:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import json
@@ -26,7 +27,7 @@ import numpy as np
 from meshsim.errors import Problem, ScenarioError
 from meshsim.scenario import from_dict
 from meshsim.sweep.documents import SweepError
-from meshsim.sweep.keypath import KeyPathError, with_values
+from meshsim.sweep.keypath import KeyPathError, parse_path, set_path
 from meshsim.sweep.spec import Choice, Integers, LogUniform, RandomAxis, Sweep, blamed_keys
 
 SAMPLE = "sample"
@@ -112,13 +113,15 @@ def plan(sweep: Sweep) -> list[Point]:
         values["replications"] = sweep.spec.replications
         seed = point_seed(sweep.spec.seed, params)
         values["seed"] = seed
+        data = copy.deepcopy(sweep.base)
         try:
-            data = with_values(sweep.base, values)
-            scenario = from_dict(data)
+            for axis, value in values.items():
+                set_path(data, parse_path(axis), value)
         except KeyPathError as exc:
-            axis = str(exc).split(":")[0]
             problems.append(_axis_problem(sweep, axis, params, str(exc)))
             continue
+        try:
+            scenario = from_dict(data)
         except ScenarioError as exc:
             for p in exc.problems:
                 for axis in blamed_keys(p.field, [k for k in params if k != SAMPLE]):

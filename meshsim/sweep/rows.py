@@ -72,8 +72,7 @@ def schema(types: dict[str, str]) -> pa.Schema:
     fields.append(pa.field("seed", pa.int64()))
     fields += [pa.field(c, _SIGNAL_TYPES.get(c, pa.float64())) for c in SIGNAL_COLUMNS]
     fields += [
-        pa.field(f"proxies.{f}", pa.int64() if f == "count" else pa.float64())
-        for f in PROXY_FIELDS
+        pa.field(f"proxies.{f}", pa.int64() if f == "count" else pa.float64()) for f in PROXY_FIELDS
     ]
     fields.append(pa.field("saturated", pa.bool_()))
     return pa.schema(fields)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from meshsim.errors import Problem, ScenarioError
 from meshsim.scenario import load_scenario
@@ -83,7 +83,24 @@ class Choice(_Spec):
     choice: list[Any] = Field(min_length=1, description="One of these values, equally likely.")
 
 
-RandomAxis = Uniform | LogUniform | Integers | Choice
+def _axis_kind(value: Any) -> str | None:
+    if isinstance(value, dict) and len(value) == 1:
+        return str(next(iter(value)))
+    return None if isinstance(value, dict) else type(value).__name__.lower()
+
+
+RandomAxis = Annotated[
+    Annotated[Uniform, Tag("uniform")]
+    | Annotated[LogUniform, Tag("loguniform")]
+    | Annotated[Integers, Tag("integers")]
+    | Annotated[Choice, Tag("choice")],
+    Discriminator(
+        _axis_kind,
+        custom_error_type="random_axis",
+        custom_error_message="expected one of {uniform: [low, high]}, {loguniform: [low, high]}, "
+        "{integers: [low, high]} or {choice: [values...]}",
+    ),
+]
 
 
 class RandomAxes(_Spec):
