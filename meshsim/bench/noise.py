@@ -86,7 +86,7 @@ def welch(base: Sample, current: Sample) -> tuple[float, float]:
         return (math.inf if diff > 0 else 0.0), 0.0
     terms = [e**4 / (s.n - 1) for s, e in ((base, se0), (current, se1)) if s.n >= 2 and e]
     dof = se**4 / sum(terms) if terms else 1.0
-    return diff / se, t95(max(1, math.floor(dof)))
+    return diff / se, t95(max(1, math.floor(dof + 1e-9)))
 
 
 def compare(base: Sample, current: Sample, *, better: Better, tolerance_pct: float) -> Verdict:

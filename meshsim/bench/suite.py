@@ -43,7 +43,7 @@ from meshsim.bench.noise import Better
 from meshsim.errors import Problem, ScenarioError
 from meshsim.scenario import Scenario, from_dict, load_scenario
 from meshsim.sweep.documents import SuiteError, key_line, line_of, read_document, validate
-from meshsim.sweep.keypath import KeyPathError, parse_path, with_values
+from meshsim.sweep.keypath import KeyPathError, editable, parse_path, with_values
 
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$", max_length=63)]
 _HIGHER = ("success_rate", "rps", "achieved_rps", "ratio")
@@ -218,7 +218,7 @@ def _scenario_case(
     try:
         for key in entry.overrides:
             parse_path(key)
-        scenario = from_dict(with_values(base.to_dict(), values))
+        scenario = from_dict(with_values(editable(base), values))
     except KeyPathError as exc:
         line = line_of(data, node, (*where, "overrides"))
         problems.append(Problem(f"{field}.overrides", str(exc), line))

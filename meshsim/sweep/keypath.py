@@ -108,3 +108,11 @@ def with_values(data: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     for path, value in values.items():
         set_path(out, parse_path(path), value)
     return out
+
+
+def editable(scenario: Any) -> dict[str, Any]:
+    """A scenario as plain data with every key present (defaults included), so that a
+    path such as ``services[0].cpu_ms.mean`` finds the key even when it holds its
+    default (``Scenario.to_dict`` leaves those out)."""
+    data: dict[str, Any] = scenario.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return data

@@ -152,7 +152,7 @@ class Sweep:
 def load_sweep(path: str | Path) -> Sweep:
     """Read and validate a sweep file and its base scenario; raises :class:`SweepError`."""
     from meshsim.scenario import from_dict
-    from meshsim.sweep.keypath import with_values
+    from meshsim.sweep.keypath import editable, with_values
 
     path = Path(path)
     data, node = read_document(path, SweepError)
@@ -199,7 +199,7 @@ def load_sweep(path: str | Path) -> Sweep:
             str(path),
         ) from None
     try:
-        data_with_overrides = with_values(base.to_dict(), spec.overrides)
+        data_with_overrides = with_values(editable(base), spec.overrides)
         from_dict(data_with_overrides)
     except KeyPathError as exc:
         raise SweepError([Problem("overrides", str(exc))], str(path)) from None
