@@ -1,15 +1,25 @@
 """Benchmark: the meshsim proxy against HAProxy, same echo upstream, same load, one run.
 
     .venv/bin/python benchmarks/proxy_vs_haproxy.py [--connections 16] [--duration-s 5]
-        [--rate 1000]
+        [--rate 1000] [--trials 5] [--pin]
 
-Each target (direct to the echo server, through HAProxy, through the meshsim proxy) gets
-(1) a closed-loop throughput run (as fast as answers come back) and (2) an open-loop run at
-``--rate`` for latency, measured from the intended send time. "Added" latency is the
-target's minus the direct path's. HAProxy runs single-threaded (``nbthread 1``), like the
-meshsim proxy; it is started only when the ``haproxy`` binary is present. The goal from
-issue 5: meshsim >= 0.5 x HAProxy's throughput at 16 connections, added p50 <= 2 x HAProxy's.
-Figures only; nothing here asserts on wall-clock time.
+Three targets share one echo server (``meshsim echo``, a separate process) and one load
+generator (:mod:`meshsim.proxy.loadgen`, in this process): the echo server directly, HAProxy
+in front of it, the meshsim proxy in front of it. Each trial visits every target, in an
+order rotated from trial to trial (so slow drifts of a shared machine hit all alike), and
+gives each a warm-up, then (1) a closed-loop throughput run (as fast as answers come back)
+and (2) an open-loop run at ``--rate`` Poisson for latency, measured from the intended send
+time. "Added" latency is the target's minus the direct path's in the same trial. The proxy
+processes' CPU time (from /proc) per request answered in the throughput run is printed too:
+it is what a proxy costs, whatever else shares the machine.
+
+HAProxy runs single-threaded (``nbthread 1``), like the meshsim proxy; it is started only
+when the ``haproxy`` binary is present. ``--pin`` gives the proxy under test the last CPU to
+itself and the echo server and load generator the others (os.sched_setaffinity); without
+it, the scheduler places everything (the setting of issue 5's figures). Medians over the
+trials are printed with their min-max spread. The goal from issue 5: meshsim >= 0.5 x
+HAProxy's throughput at 16 connections, added p50 <= 2 x HAProxy's. Figures only; nothing
+here asserts on wall-clock time.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import argparse
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -72,6 +83,8 @@ backend be
     server echo 127.0.0.1:{echo}
 """
 
+TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -91,18 +104,43 @@ def wait_port(port: int, timeout_s: float = 10.0) -> None:
     raise RuntimeError(f"nothing listening on port {port}")
 
 
-def measure(port: int, connections: int, duration_s: float, rate: float) -> dict[str, float]:
+def cpu_s(pid: int | None) -> float:
+    """User plus system CPU time of a process, from /proc (0 when there is no process)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * TICK_S
+
+
+def measure(
+    port: int, pid: int | None, connections: int, duration_s: float, rate: float
+) -> dict[str, float]:
     url = f"http://127.0.0.1:{port}/?size=64"
     run_load(LoadSpec(url, 0, connections, 1.0))  # warm-up: connections, pools, caches
+    cpu0 = cpu_s(pid)
     thr = run_load(LoadSpec(url, 0, connections, duration_s))
+    cpu1 = cpu_s(pid)
     lat = run_load(LoadSpec(url, rate, connections, duration_s, poisson=True, seed=1))
     ok = lat.ret_codes.get(200, 0) == lat.completed and thr.ret_codes.get(200, 0) == thr.completed
     return {
         "rps": thr.actual_rps,
+        "cpu_us": (cpu1 - cpu0) / max(thr.completed, 1) * 1e6,
         "p50_ms": lat.corrected.get_value_at_percentile(50) / 1000,
         "p99_ms": lat.corrected.get_value_at_percentile(99) / 1000,
         "ok": float(ok),
     }
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    if cpus and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(pid, cpus)
+
+
+def spread(values: list[float], fmt: str) -> str:
+    med = statistics.median(values)
+    if len(values) == 1:
+        return format(med, fmt)
+    return f"{format(med, fmt)} [{format(min(values), fmt)}-{format(max(values), fmt)}]"
 
 
 def main() -> None:
@@ -110,56 +148,105 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--duration-s", type=float, default=5.0)
     ap.add_argument("--rate", type=float, default=1000.0, help="open-loop rate for latency")
+    ap.add_argument("--trials", type=int, default=5)
+    ap.add_argument("--pin", action="store_true", help="give the proxy under test its own CPU")
     args = ap.parse_args()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    ncpu = os.cpu_count() or 1
+    proxy_cpus = {ncpu - 1} if args.pin and ncpu > 1 else set()
+    rest_cpus = set(range(ncpu)) - proxy_cpus if proxy_cpus else set()
     procs: list[subprocess.Popen[bytes]] = []
-    results: dict[str, dict[str, float]] = {}
+    trials: dict[str, list[dict[str, float]]] = {}
     try:
+        pin(0, rest_cpus)  # the load generator (this process)
         echo_port = free_port()
-        procs.append(subprocess.Popen([sys.executable, "-c", ECHO, str(echo_port)], env=env))
+        echo = subprocess.Popen([sys.executable, "-c", ECHO, str(echo_port)], env=env)
+        procs.append(echo)
+        pin(echo.pid, rest_cpus)
         wait_port(echo_port)
-        results["direct"] = measure(echo_port, args.connections, args.duration_s, args.rate)
+        targets: dict[str, tuple[int, int | None]] = {"direct": (echo_port, None)}
 
         haproxy = shutil.which("haproxy")
         if haproxy:
             hport = free_port()
             cfg = Path(tempfile.mkdtemp()) / "haproxy.cfg"
             cfg.write_text(HAPROXY_CFG.format(port=hport, echo=echo_port))
-            procs.append(subprocess.Popen([haproxy, "-f", str(cfg)]))
+            hap = subprocess.Popen([haproxy, "-f", str(cfg)])
+            procs.append(hap)
+            pin(hap.pid, proxy_cpus)
             wait_port(hport)
-            results["haproxy"] = measure(hport, args.connections, args.duration_s, args.rate)
+            targets["haproxy"] = (hport, hap.pid)
         else:
             print("haproxy not found: skipping it (apt-get install haproxy)")
 
         mport = free_port()
-        procs.append(subprocess.Popen(
-            [sys.executable, "-c", PROXY, str(mport), str(echo_port)], env=env
-        ))
+        mesh = subprocess.Popen([sys.executable, "-c", PROXY, str(mport), str(echo_port)], env=env)
+        procs.append(mesh)
+        pin(mesh.pid, proxy_cpus)
         wait_port(mport)
-        results["meshsim"] = measure(mport, args.connections, args.duration_s, args.rate)
+        targets["meshsim"] = (mport, mesh.pid)
+
+        names = list(targets)
+        for trial in range(args.trials):
+            order = names[trial % len(names) :] + names[: trial % len(names)]
+            for name in order:
+                port, pid = targets[name]
+                r = measure(port, pid, args.connections, args.duration_s, args.rate)
+                trials.setdefault(name, []).append(r)
+                print(
+                    f"trial {trial + 1} {name:<8} {r['rps']:>8.0f} rps  "
+                    f"{r['cpu_us']:>6.1f} us CPU/req  p50 {r['p50_ms']:.3f} ms",
+                    flush=True,
+                )
     finally:
         for proc in procs:
             proc.terminate()
         for proc in procs:
             proc.wait(10)
 
-    base = results["direct"]
-    print(f"\n{args.connections} connections, {args.duration_s:g}s runs, latency at "
-          f"{args.rate:g} rps Poisson (corrected), {os.cpu_count()} CPUs, loopback")
-    print(f"{'target':<10}{'rps':>10}{'p50 ms':>10}{'p99 ms':>10}"
-          f"{'added p50':>11}{'added p99':>11}{'all 200':>9}")
-    for name, r in results.items():
-        added50 = r["p50_ms"] - base["p50_ms"]
-        added99 = r["p99_ms"] - base["p99_ms"]
-        print(f"{name:<10}{r['rps']:>10.0f}{r['p50_ms']:>10.3f}{r['p99_ms']:>10.3f}"
-              f"{added50:>11.3f}{added99:>11.3f}{'yes' if r['ok'] else 'NO':>9}")
-    if "haproxy" in results:
-        h, m = results["haproxy"], results["meshsim"]
-        ha50 = h["p50_ms"] - base["p50_ms"]
-        me50 = m["p50_ms"] - base["p50_ms"]
-        print(f"\nmeshsim / haproxy throughput: {m['rps'] / h['rps']:.2f} (goal >= 0.5)")
-        if ha50 > 0:
-            print(f"meshsim / haproxy added p50: {me50 / ha50:.2f} (goal <= 2)")
+    n = args.trials
+    base = trials["direct"]
+    added = {
+        name: [r["p50_ms"] - b["p50_ms"] for r, b in zip(rs, base, strict=True)]
+        for name, rs in trials.items()
+    }
+    added99 = {
+        name: [r["p99_ms"] - b["p99_ms"] for r, b in zip(rs, base, strict=True)]
+        for name, rs in trials.items()
+    }
+    print(
+        f"\n{args.connections} connections, {args.duration_s:g}s runs, {n} trials, latency at "
+        f"{args.rate:g} rps Poisson (corrected), {ncpu} CPUs, loopback"
+        + (f", proxy pinned to CPU {sorted(proxy_cpus)}" if proxy_cpus else ", unpinned")
+    )
+    print("median [min-max] over trials")
+    print(
+        f"{'target':<9}{'rps':>24}{'CPU us/req':>22}{'p50 ms':>24}"
+        f"{'added p50 ms':>26}{'added p99 ms':>24}{'all 200':>8}"
+    )
+    for name, rs in trials.items():
+        cpu = spread([r["cpu_us"] for r in rs], ".1f") if name != "direct" else "-"
+        print(
+            f"{name:<9}{spread([r['rps'] for r in rs], '.0f'):>24}{cpu:>22}"
+            f"{spread([r['p50_ms'] for r in rs], '.3f'):>24}"
+            f"{spread(added[name], '.3f'):>26}{spread(added99[name], '.3f'):>24}"
+            f"{'yes' if all(r['ok'] for r in rs) else 'NO':>8}"
+        )
+    if "haproxy" in trials:
+        ratio = [
+            m["rps"] / h["rps"] for m, h in zip(trials["meshsim"], trials["haproxy"], strict=True)
+        ]
+        print(
+            f"\nmeshsim / haproxy throughput: {spread(ratio, '.2f')} (goal >= 0.5), "
+            f"ratio of medians {statistics.median(r['rps'] for r in trials['meshsim']) / statistics.median(r['rps'] for r in trials['haproxy']):.2f}"  # noqa: E501
+        )
+        ha50 = statistics.median(added["haproxy"])
+        me50 = statistics.median(added["meshsim"])
+        if ha50 > 0.005:
+            print(
+                f"meshsim / haproxy added p50: {me50 / ha50:.2f} (goal <= 2): "
+                f"{me50:.3f} ms vs {ha50:.3f} ms"
+            )
         else:
             print(f"haproxy added p50 {ha50:.3f} ms is within noise; meshsim adds {me50:.3f} ms")
 

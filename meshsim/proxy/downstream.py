@@ -3,6 +3,12 @@
 Requests on a connection are served one at a time and in order (pipelined ones queue). A
 malformed request gets a 400 and closes *its* connection only; an over-long head a 431; an
 over-large body a 413; a client too slow to send its head (slowloris) a 408.
+
+Most requests are served without a task: :func:`~meshsim.proxy.forward.try_fast` runs the
+exchange in the socket callbacks when the route's policy needs no timers or retries and the
+request has no body (see :mod:`meshsim.proxy.forward`). Timers are lazy: each connection
+keeps one deadline and one timer handle, re-armed only when a deadline comes earlier than
+the pending timer, so a keep-alive request costs no timer allocation.
 """
 
 from __future__ import annotations
@@ -10,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 import httptools
 
 from meshsim.proxy.body import Body
-from meshsim.proxy.forward import Request, Route, forward
+from meshsim.proxy.forward import Request, Route, forward, try_fast
 from meshsim.proxy.httpcore import Headers, Limits, simple_response
 from meshsim.proxy.tls import peer_allowed, peer_spiffe_id
 
@@ -23,6 +29,12 @@ if TYPE_CHECKING:
     from meshsim.proxy.server import ListenerState
 
 _MAX_QUEUED = 16
+
+
+class Exchange(Protocol):
+    """The request being served: a task (general path) or a callback exchange (fast path)."""
+
+    def cancel(self) -> object: ...
 
 
 class DownstreamProtocol(asyncio.Protocol):
@@ -37,14 +49,19 @@ class DownstreamProtocol(asyncio.Protocol):
         self.peer_id: str | None = None
         self._url = b""
         self._headers: Headers = []
+        self._chunked = False
+        self._length: bytes | None = None
         self._head_bytes = 0
         self._parsing: Request | None = None
         self._queue: deque[Request] = deque()
-        self._task: asyncio.Task[None] | None = None
+        self.active: Exchange | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._deadline = 0.0  # 0: no deadline
         self._closing = False
         self._read_paused = False
         self._write_paused = False
+        self._sampling = False
         self._cpu_s = 0.0
         self._responded = False
 
@@ -54,16 +71,17 @@ class DownstreamProtocol(asyncio.Protocol):
 
     @property
     def busy(self) -> bool:
-        return self._task is not None or self._parsing is not None
+        return self.active is not None or self._parsing is not None
 
     # -- asyncio ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.client_ip = str(peer[0]) if peer else "-"
-        metrics, name = self.route.metrics, self.route.name
+        route = self.route
+        metrics, name = route.metrics, route.name
         metrics.connections.labels(name, "downstream").inc()
-        metrics.active.labels(name, "downstream").inc()
+        route.active_down.inc()
         self.state.connections.add(self)
         if self.state.trust_domain is not None:
             self.peer_id = peer_spiffe_id(transport.get_extra_info("ssl_object"))
@@ -77,31 +95,43 @@ class DownstreamProtocol(asyncio.Protocol):
         self._arm(self.limits.idle_timeout_s)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.route.metrics.active.labels(self.route.name, "downstream").dec()
+        self.route.active_down.dec()
         self.state.connections.discard(self)
         self._closing = True
         self._disarm()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.transport = None
-        if self._task is not None:
-            self._task.cancel()  # the client left: stop working for it
+        if self.active is not None:
+            self.active.cancel()  # the client left: stop working for it
         self.state.maybe_drained()
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
+        if not self.route.sample_cpu():
+            self._sampling = False
+            self._feed(data)
+            return
+        # A sampled read: its parse time goes to the request(s) it completes.
+        self._sampling = True
         t0 = time.thread_time()
+        self._feed(data)
+        spent = time.thread_time() - t0
+        target = self._parsing or (self._queue[-1] if self._queue else None)
+        if target is not None and target.sampled:
+            target.cpu_s += spent
+        else:
+            self._cpu_s += spent
+
+    def _feed(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(501, b"protocol upgrade is not supported\n")
         except httptools.HttpParserError:
             self._fail(400, b"malformed request\n")
-        spent = time.thread_time() - t0
-        target = self._parsing or (self._queue[-1] if self._queue else None)
-        if target is not None:
-            target.cpu_s += spent
-        else:
-            self._cpu_s += spent
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -113,6 +143,8 @@ class DownstreamProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = []
+        self._chunked = False
+        self._length = None
         self._head_bytes = 0
         self._arm(self.limits.header_timeout_s)
 
@@ -121,47 +153,53 @@ class DownstreamProtocol(asyncio.Protocol):
         self._count(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
-        self._count(len(name) + len(value) + 4)
-        if len(self._headers) > self.limits.max_headers:
+        headers = self._headers
+        headers.append((name, value))
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > self.limits.max_header_bytes:
+            self._fail(431, b"request header fields too large\n")
+        elif len(headers) > self.limits.max_headers:
             self._fail(431, b"too many header fields\n")
+        # Only two names matter for framing; their lengths (14, 17) filter cheaply.
+        n = len(name)
+        if n == 14 and name.lower() == b"content-length":
+            self._length = value
+        elif n == 17 and name.lower() == b"transfer-encoding" and b"chunked" in value.lower():
+            self._chunked = True
 
     def on_headers_complete(self) -> None:
         if self._closing:
             return
         parser = self.parser
-        chunked = False
         length: int | None = None
-        for name, value in self._headers:
-            low = name.lower()
-            if low == b"transfer-encoding" and b"chunked" in value.lower():
-                chunked = True
-            elif low == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    self._fail(400, b"bad content-length\n")
-                    return
-        if length is not None and length > self.limits.max_body_bytes:
-            self._fail(413, b"request body too large\n")
-            return
+        if self._length is not None:
+            try:
+                length = int(self._length)
+            except ValueError:
+                self._fail(400, b"bad content-length\n")
+                return
+            if length > self.limits.max_body_bytes:
+                self._fail(413, b"request body too large\n")
+                return
         body = Body(
-            chunked=chunked, expected=length, pause=self._pause_reading,
+            chunked=self._chunked, expected=length, pause=self._pause_reading,
             resume=self._resume_reading,
         )
         req = Request(
             parser.get_method(), self._url, parser.get_http_version().encode(), self._headers,
             parser.should_keep_alive(), body,
         )
-        req.cpu_s += self._cpu_s
-        self._cpu_s = 0.0
+        if self._sampling:
+            req.sampled = True
+            req.cpu_s = self._cpu_s
+            self._cpu_s = 0.0
         self._parsing = req
         if body.eof:
             self._disarm()
         else:
             self._arm(self.limits.body_timeout_s)
         self._queue.append(req)
-        if self._task is None:
+        if self.active is None:
             self._next()
         elif len(self._queue) >= _MAX_QUEUED:
             self._pause_reading()
@@ -182,7 +220,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self._head_bytes = 0
         if req is not None:
             req.body.finish()
-        if self._task is None and not self._queue:
+        if self.active is None and not self._queue:
             self._arm(self.limits.idle_timeout_s)
         else:
             self._disarm()
@@ -193,17 +231,22 @@ class DownstreamProtocol(asyncio.Protocol):
         if len(self._queue) < _MAX_QUEUED // 2:
             self._resume_reading()
         self._responded = False
-        self._task = self.loop.create_task(self._serve(req))
+        self.state.in_flight += 1
+        if try_fast(self, req):
+            return  # answered, or running in callbacks (it set self.active)
+        self.active = self.loop.create_task(self._serve(req))
 
     async def _serve(self, req: Request) -> None:
-        self.state.in_flight += 1
         try:
             keep_alive = await forward(self, req)
         except asyncio.CancelledError:
             keep_alive = False
-        finally:
-            self.state.in_flight -= 1
-        self._task = None
+        self.finish(keep_alive)
+
+    def finish(self, keep_alive: bool) -> None:
+        """The current request is answered: close, or go on with the next one."""
+        self.state.in_flight -= 1
+        self.active = None
         if not keep_alive or self.draining:
             self.close()
             self.state.maybe_drained()
@@ -243,13 +286,13 @@ class DownstreamProtocol(asyncio.Protocol):
     def _fail(self, status: int, text: bytes) -> None:
         if self._closing or self.transport is None:
             return
-        self.route.metrics.requests.labels(self.route.name, str(status)).inc()
+        self.route.count_status(status)
         self.route.metrics.refused.labels(self.route.name, f"http_{status}").inc()
         if not self._responded:
             self.transport.write(simple_response(status, text, keep_alive=False))
             self._responded = True
-        if self._task is not None:
-            self._task.cancel()  # its request is broken: stop forwarding it
+        if self.active is not None:
+            self.active.cancel()  # its request is broken: stop forwarding it
         self.close()
 
     def _pause_reading(self) -> None:
@@ -263,20 +306,27 @@ class DownstreamProtocol(asyncio.Protocol):
             self.transport.resume_reading()
 
     def _arm(self, delay_s: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self.loop.call_later(delay_s, self._timeout)
+        at = self.loop.time() + delay_s
+        self._deadline = at
+        if self._timer is None or self._timer_at > at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_at(at, self._timeout)
+            self._timer_at = at
 
     def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline = 0.0  # the pending timer, if any, will find nothing to do
 
     def _timeout(self) -> None:
         self._timer = None
-        if self._closing or self.transport is None:
+        if self._closing or self.transport is None or not self._deadline:
             return
+        if self.loop.time() < self._deadline:  # the deadline moved later meanwhile
+            self._timer = self.loop.call_at(self._deadline, self._timeout)
+            self._timer_at = self._deadline
+            return
+        self._deadline = 0.0
         if self._parsing is not None or self._head_bytes:
             self._fail(408, b"request timed out\n")
-        elif self._task is None:
+        elif self.active is None:
             self.close()  # idle keep-alive connection

@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from meshsim.proxy.body import Body
-from meshsim.proxy.httpcore import Headers, end_to_end, simple_response, status_line
+from meshsim.proxy.httpcore import (
+    HOP_BY_HOP,
+    Headers,
+    end_to_end,
+    simple_response,
+    status_line,
+)
 from meshsim.proxy.metrics import ProxyMetrics
 from meshsim.proxy.seam import Attempt, PassThrough, RoutePolicy
 from meshsim.proxy.upstream import HostPool, UpstreamConn
@@ -52,10 +58,43 @@ class Route:
     allowed_principals: frozenset[str] | None = None
     """SPIFFE ids allowed to call (inbound mTLS listeners); None allows the trust domain."""
     require_peer: bool = False
+    cpu_sample_every: int = 1
+    """Measure the CPU time of one request in this many (1: all, 0: none)."""
+
+    def __post_init__(self) -> None:
+        # Prometheus label lookups cost a lock and a dict probe each: resolve them once.
+        m, name = self.metrics, self.name
+        self.stats = m.route(name)
+        self.latency = self.stats.latency
+        self.cpu = self.stats.cpu
+        self._by_status = self.stats.status
+        self.active_down = m.active.labels(name, "downstream")
+        self.retries = m.retries.labels(name)
+        self.overflows = m.overflows.labels(name)
+        self.ejections = m.ejections.labels(name)
+        self._cpu_countdown = 1
+        self.fast = bool(getattr(self.policy, "simple", False))
+        """The policy needs no timers, faults or retries: bodyless requests skip the task."""
+
+    def count_status(self, status: int) -> None:
+        by_status = self._by_status
+        by_status[status] = by_status.get(status, 0) + 1
+
+    def sample_cpu(self) -> bool:
+        """Whether to measure the CPU time of the next piece of work (a counter, so unbiased)."""
+        if not self.cpu_sample_every:
+            return False
+        self._cpu_countdown -= 1
+        if self._cpu_countdown:
+            return False
+        self._cpu_countdown = self.cpu_sample_every
+        return True
 
 
 class Request:
-    __slots__ = ("body", "cpu_s", "headers", "keep_alive", "method", "started", "url", "version")
+    __slots__ = (
+        "body", "cpu_s", "headers", "keep_alive", "method", "sampled", "started", "url", "version",
+    )
 
     def __init__(
         self,
@@ -74,10 +113,16 @@ class Request:
         self.body = body
         self.started = time.perf_counter()
         self.cpu_s = 0.0
+        self.sampled = False
+        """Whether this request's CPU time is measured (see Route.cpu_sample_every)."""
 
 
 class Sink:
-    """Receives one try's response events from an :class:`UpstreamConn`."""
+    """Receives one try's response events from an :class:`UpstreamConn` (general path).
+
+    Output is gathered during one upstream read and written once at its end (``flush``):
+    a head and a small body leave in one ``write`` call.
+    """
 
     __slots__ = (
         "chunked_down",
@@ -89,6 +134,7 @@ class Sink:
         "head_wait",
         "keep_alive",
         "lost",
+        "out",
         "pending",
         "pending_headers",
         "sent_bytes",
@@ -104,6 +150,7 @@ class Sink:
         self.keep_alive = False
         self.head = b""
         self.pending: list[bytes] = []
+        self.out: list[bytes] = []
         self.pending_headers: Headers = []
         self.forwarding = False
         self.head_sent = False
@@ -129,7 +176,8 @@ class Sink:
         if self.forwarding:
             self._send_head()
             if self.chunked_down:
-                self.down.write(b"0\r\n\r\n")
+                self.out.append(b"0\r\n\r\n")
+            self.flush()
         if not self.head_wait.done():
             self.head_wait.set_result(None)
         if not self.done_wait.done():
@@ -140,6 +188,12 @@ class Sink:
         for fut in (self.head_wait, self.done_wait):
             if not fut.done():
                 fut.set_result(None)
+
+    def flush(self) -> None:
+        out = self.out
+        if out:
+            self.down.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
 
     # -- forwarding --------------------------------------------------------------------
     def start_forwarding(self, head: bytes, chunked: bool, done: bool) -> None:
@@ -152,26 +206,45 @@ class Sink:
                 self._send(chunk)
             self.pending = []
             if done and self.chunked_down:
-                self.down.write(b"0\r\n\r\n")
+                self.out.append(b"0\r\n\r\n")
+            self.flush()
 
     def _send_head(self) -> None:
         if not self.head_sent:
             self.head_sent = True
-            self.down.write(self.head)
+            self.out.append(self.head)
 
     def _send(self, chunk: bytes) -> None:
         self.sent_bytes += len(chunk)
         if self.chunked_down:
-            self.down.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            self.out.append(b"%x\r\n%b\r\n" % (len(chunk), chunk))
         else:
-            self.down.write(chunk)
+            self.out.append(chunk)
+
+
+def _end_to_end(headers: Headers) -> Headers:
+    """:func:`end_to_end`, without a copy when no field is hop-by-hop (the common case)."""
+    for name, _ in headers:
+        if name.lower() in HOP_BY_HOP:
+            return end_to_end(headers)
+    return headers
+
+
+_STATUS_LINES: dict[int, bytes] = {}
+
+
+def _status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = _STATUS_LINES[status] = status_line(status)
+    return line
 
 
 def upstream_head(req: Request, client_ip: str, request_id: bytes) -> bytes:
-    parts = [req.method + b" " + req.url + b" HTTP/1.1\r\n"]
+    parts = [req.method, b" ", req.url, b" HTTP/1.1\r\n"]
     xff = b""
     has_id = False
-    for name, value in end_to_end(req.headers):
+    for name, value in _end_to_end(req.headers):
         low = name.lower()
         if low == b"x-forwarded-for":
             xff = value if not xff else xff + b", " + value
@@ -180,7 +253,7 @@ def upstream_head(req: Request, client_ip: str, request_id: bytes) -> bytes:
             has_id = True
         if low == b"content-length" and req.body.chunked:
             continue  # RFC 9112 6.3: Transfer-Encoding overrides Content-Length
-        parts.append(name + b": " + value + b"\r\n")
+        parts += (name, b": ", value, b"\r\n")
     client = client_ip.encode()
     parts.append(b"x-forwarded-for: " + (xff + b", " + client if xff else client) + b"\r\n")
     if not has_id:
@@ -193,14 +266,15 @@ def upstream_head(req: Request, client_ip: str, request_id: bytes) -> bytes:
 
 def downstream_head(
     status: int, headers: Headers, req: Request, keep_alive: bool
-) -> tuple[bytes, bool]:
-    """The response head for the client, and whether its body must be chunked."""
-    parts = [status_line(status)]
+) -> tuple[bytes, bool, bool]:
+    """The response head for the client, whether its body must be chunked, and whether the
+    client connection stays open after it."""
+    parts = [_status_line(status)]
     has_length = False
-    for name, value in end_to_end(headers):
-        if name.lower() == b"content-length":
+    for name, value in _end_to_end(headers):
+        if len(name) == 14 and name.lower() == b"content-length":
             has_length = True
-        parts.append(name + b": " + value + b"\r\n")
+        parts += (name, b": ", value, b"\r\n")
     bodyless = req.method == b"HEAD" or status in _NO_BODY_STATUS or status < 200
     chunked = not has_length and not bodyless and req.version == b"1.1"
     if chunked:
@@ -210,7 +284,7 @@ def downstream_head(
     if not keep_alive:
         parts.append(b"connection: close\r\n")
     parts.append(b"\r\n")
-    return b"".join(parts), chunked
+    return b"".join(parts), chunked, keep_alive
 
 
 class LocalReply(Exception):  # noqa: N818 - control flow, not an error
@@ -222,12 +296,231 @@ class LocalReply(Exception):  # noqa: N818 - control flow, not an error
         self.extra = extra or []
 
 
+class FastExchange:
+    """One bodyless request served in socket callbacks, without a task (the fast path).
+
+    For routes whose policy is ``simple`` (no fault injection, retries or timeouts): the same
+    steps as :func:`forward` with its single try, in the same order. Pick a host, admit it,
+    send on a pooled connection (a new one is connected by a short-lived task), hold the
+    response head until the first body byte or the end (so that an upstream dying right
+    after its head still gets a clean 502), stream the rest, account.
+    """
+
+    __slots__ = (
+        "cancelled", "chunked", "conn", "conn_cpu0", "connecting", "down", "head", "head_sent",
+        "host", "keep_alive", "out", "released", "req", "request_id", "status", "t_try",
+        "tries", "up_head", "up_keep_alive",
+    )
+
+    def __init__(self, down: DownstreamProtocol, req: Request, host: int | None) -> None:
+        self.down = down
+        self.req = req
+        self.host = host
+        self.request_id = b""
+        self.up_head = b""
+        self.conn: UpstreamConn | None = None
+        self.conn_cpu0 = 0.0
+        self.connecting: asyncio.Future[UpstreamConn] | None = None
+        self.released = True
+        self.cancelled = False
+        self.status = 0
+        self.head = b""
+        self.head_sent = False
+        self.chunked = False
+        self.keep_alive = False
+        self.up_keep_alive = False
+        self.out: list[bytes] = []
+        self.t_try = 0.0
+        self.tries = 0
+
+    # -- the try -----------------------------------------------------------------------
+    def start(self, host: int, now: float) -> None:
+        self.released = False
+        self.t_try = now
+        self.tries = 1
+        req = self.req
+        self.request_id = _request_id(req)
+        self.up_head = upstream_head(req, self.down.client_ip, self.request_id)
+        pool = self.down.route.pools[host]
+        conn = pool.take_idle()
+        if conn is None:
+            self.connecting = fut = asyncio.ensure_future(pool.acquire())
+            fut.add_done_callback(self._connected)
+            return
+        self._send(conn)
+
+    def _connected(self, fut: asyncio.Future[UpstreamConn]) -> None:
+        self.connecting = None
+        if fut.cancelled():
+            return
+        if fut.exception() is not None:
+            if not self.cancelled:
+                self._failed("connect_failure")
+            return
+        conn = fut.result()
+        if self.cancelled:
+            conn.close()
+            return
+        self._send(conn)
+
+    def _send(self, conn: UpstreamConn) -> None:
+        self.conn = conn
+        self.conn_cpu0 = conn.cpu_s
+        conn.start(self, self.up_head, self.req.method == b"HEAD", self.req.sampled)
+
+    def _release(self) -> float:
+        now = time.monotonic()
+        if not self.released and self.host is not None:
+            self.released = True
+            self.down.route.policy.release(self.host, now)
+        return now
+
+    def _record(self, status: int | None, failure: str | None, now: float) -> None:
+        assert self.host is not None
+        route = self.down.route
+        ejected = route.policy.record(Attempt(self.host, status, failure, now - self.t_try), now)
+        if ejected:
+            route.ejections.inc(len(ejected))
+
+    # -- ResponseSink --------------------------------------------------------------------
+    def on_head(self, status: int, headers: Headers, keep_alive: bool) -> None:
+        self.status = status
+        self.up_keep_alive = keep_alive
+        self._record(status, None, self._release())
+        down, req = self.down, self.req
+        self.head, self.chunked, self.keep_alive = downstream_head(
+            status, headers, req, req.keep_alive and not down.draining
+        )
+
+    def on_body(self, chunk: bytes) -> None:
+        out = self.out
+        if not self.head_sent:
+            self.head_sent = True
+            out.append(self.head)
+        out.append(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.chunked else chunk)
+
+    def flush(self) -> None:
+        out = self.out
+        if out:
+            self.down.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+
+    def on_done(self) -> None:
+        if not self.head_sent:
+            self.head_sent = True
+            self.out.append(self.head)
+        if self.chunked:
+            self.out.append(b"0\r\n\r\n")
+        self.flush()
+        conn = self.conn
+        assert conn is not None
+        conn.pool.release(conn, self.up_keep_alive)
+        if self.req.sampled and conn.sampling:
+            # We are called from an upstream read that is not yet in conn.cpu_s.
+            self.req.cpu_s += time.thread_time() - conn.read_t0
+        self._complete(self.status, "-", self.keep_alive)
+
+    def on_lost(self) -> None:
+        if self.status == 0:
+            now = self._release()
+            self._record(None, "reset", now)
+            self._failed(None)
+        elif not self.head_sent:
+            self._local(502, "upstream reset before response body", "UC")
+        else:
+            # Part of the body went out: all we can do is cut the client off too.
+            self.down.abort()
+            self._complete(self.status, "UPE", False)
+
+    # -- endings -----------------------------------------------------------------------
+    def cancel(self) -> None:
+        """The client left or broke a limit: abandon the exchange half-way."""
+        if self.cancelled:
+            return
+        self.cancelled = True
+        self._release()
+        if self.connecting is not None:
+            self.connecting.cancel()
+        if self.conn is not None:
+            self.conn.sink = None
+            self.conn.close()
+        self.down.finish(False)
+
+    def _failed(self, failure: str | None) -> None:
+        if failure == "connect_failure":
+            self._record(None, failure, self._release())
+            self._local(503, "upstream connect error or disconnect/reset before headers", "UF")
+        else:
+            self._local(502, "upstream connect error or disconnect/reset before headers", "UC")
+
+    def local(self, status: int, text: str, flag: str, extra: Headers | None = None) -> None:
+        self._local(status, text, flag, extra)
+
+    def _local(self, status: int, text: str, flag: str, extra: Headers | None = None) -> None:
+        req = self.req
+        keep_alive = req.keep_alive and not self.down.draining
+        self.down.write(
+            simple_response(status, text.encode() + b"\n", keep_alive=keep_alive, extra=extra or ())
+        )
+        self._complete(status, flag, keep_alive)
+
+    def _complete(self, status: int, flag: str, keep_alive: bool) -> None:
+        if self.cancelled:
+            return
+        self.cancelled = True  # done: a late cancel() is a no-op
+        req = self.req
+        conn = self.conn
+        if req.sampled and conn is not None:
+            req.cpu_s += conn.cpu_s - self.conn_cpu0
+        if not self.request_id:
+            self.request_id = _request_id(req)
+        _account(self.down, req, status, self.tries, self.host, flag, self.request_id)
+        self.down.finish(keep_alive)
+
+
+def _request_id(req: Request) -> bytes:
+    for name, value in req.headers:
+        if len(name) == 12 and name.lower() == b"x-request-id":
+            return value
+    return new_request_id()
+
+
+def try_fast(down: DownstreamProtocol, req: Request) -> bool:
+    """Serve ``req`` on the fast path when it qualifies; False to use :func:`forward`."""
+    route = down.route
+    if not route.fast or not req.body.empty:
+        return False
+    if route.allowed_principals is not None and down.peer_id not in route.allowed_principals:
+        return False  # the general path answers 403
+    t0 = time.thread_time() if req.sampled else 0.0
+    policy = route.policy
+    now = time.monotonic()
+    host = policy.pick(len(route.pools), now, route.rng)
+    exchange = FastExchange(down, req, host)
+    down.active = exchange
+    if host is None:
+        exchange.local(503, "no healthy upstream", "UH")
+    elif not policy.admit(host, now):
+        route.overflows.inc()
+        exchange.local(503, "upstream overflow", "UO", [(b"x-envoy-overloaded", b"true")])
+    else:
+        exchange.start(host, now)
+    if req.sampled:
+        req.cpu_s += time.thread_time() - t0
+    return True
+
+
+def _no_clock() -> float:
+    return 0.0
+
+
 async def forward(down: DownstreamProtocol, req: Request) -> bool:
     """Serve ``req``; True when the downstream connection may carry another request."""
     route = down.route
     policy = route.policy
     metrics = route.metrics
-    cpu_mark = time.thread_time()
+    clock = time.thread_time if req.sampled else _no_clock
+    cpu_mark = clock()
     status = 0
     tries = 0
     host_used: int | None = None
@@ -245,9 +538,9 @@ async def forward(down: DownstreamProtocol, req: Request) -> bool:
             raise LocalReply(403, "RBAC: access denied", "RBAC")
         fault = policy.fault(now, route.rng)
         if fault.delay_s > 0:
-            req.cpu_s += time.thread_time() - cpu_mark
+            req.cpu_s += clock() - cpu_mark
             await asyncio.sleep(fault.delay_s)
-            cpu_mark = time.thread_time()
+            cpu_mark = clock()
         if fault.abort_status is not None:
             raise LocalReply(fault.abort_status, "fault filter abort", "FI")
         head = upstream_head(req, down.client_ip, request_id)
@@ -259,7 +552,7 @@ async def forward(down: DownstreamProtocol, req: Request) -> bool:
             if host is None:
                 raise LocalReply(503, "no healthy upstream", "UH")
             if not policy.admit(host, now):
-                metrics.overflows.labels(route.name).inc()
+                route.overflows.inc()
                 raise LocalReply(503, "upstream overflow", "UO", [(b"x-envoy-overloaded", b"true")])
             host_used = host
             tries += 1
@@ -269,16 +562,16 @@ async def forward(down: DownstreamProtocol, req: Request) -> bool:
             conn = None
             failure: str | None = None
             try:
-                req.cpu_s += time.thread_time() - cpu_mark
+                req.cpu_s += clock() - cpu_mark
                 conn = await pool.acquire()
-                cpu_mark = time.thread_time()
+                cpu_mark = clock()
                 conn_cpu0 = conn.cpu_s
                 failure = await _send_and_wait_head(
                     conn, sink, req, head, head_only, policy, deadline
                 )
-                cpu_mark = time.thread_time()
+                cpu_mark = clock()
             except ConnectionError:
-                cpu_mark = time.thread_time()
+                cpu_mark = clock()
                 failure = "connect_failure"
             finally:
                 policy.release(host, time.monotonic())
@@ -287,7 +580,7 @@ async def forward(down: DownstreamProtocol, req: Request) -> bool:
             )
             ejected = policy.record(attempt, time.monotonic())
             if ejected:
-                metrics.ejections.labels(route.name).inc(len(ejected))
+                route.ejections.inc(len(ejected))
             if failure == "route_timeout":
                 if conn is not None:
                     conn.close()
@@ -296,21 +589,21 @@ async def forward(down: DownstreamProtocol, req: Request) -> bool:
             if req.body.replayable and (deadline is None or time.monotonic() < deadline):
                 backoff = retry.decide(attempt, time.monotonic(), route.rng)
             if backoff is not None:
-                metrics.retries.labels(route.name).inc()
+                route.retries.inc()
                 if conn is not None:
                     if failure is None and not sink.lost:
                         # Read and drop the refused answer so that the connection stays usable.
-                        req.cpu_s += time.thread_time() - cpu_mark
+                        req.cpu_s += clock() - cpu_mark
                         await sink.done_wait
-                        cpu_mark = time.thread_time()
+                        cpu_mark = clock()
                         req.cpu_s += conn.cpu_s - conn_cpu0
                         pool.release(conn, sink.keep_alive and not sink.lost)
                     else:
                         conn.close()
                 if backoff > 0:
-                    req.cpu_s += time.thread_time() - cpu_mark
+                    req.cpu_s += clock() - cpu_mark
                     await asyncio.sleep(backoff)
-                    cpu_mark = time.thread_time()
+                    cpu_mark = clock()
                 continue
             if failure is not None or conn is None:
                 if conn is not None:
@@ -330,13 +623,13 @@ async def forward(down: DownstreamProtocol, req: Request) -> bool:
                 conn.close()
                 raise LocalReply(502, "upstream reset before response body", "UC")
             keep_alive = keep_alive and not down.draining  # a drain may have begun meanwhile
-            head_bytes, chunked = downstream_head(status, sink.pending_headers, req, keep_alive)
-            if b"connection: close" in head_bytes[-40:]:
-                keep_alive = False
+            head_bytes, chunked, keep_alive = downstream_head(
+                status, sink.pending_headers, req, keep_alive
+            )
             sink.start_forwarding(head_bytes, chunked, done and not sink.lost)
-            req.cpu_s += time.thread_time() - cpu_mark
+            req.cpu_s += clock() - cpu_mark
             await sink.done_wait
-            cpu_mark = time.thread_time()
+            cpu_mark = clock()
             req.cpu_s += conn.cpu_s - conn_cpu0
             if sink.lost:
                 conn.close()
@@ -373,7 +666,7 @@ async def forward(down: DownstreamProtocol, req: Request) -> bool:
             down.abort()
     finally:
         retry.close()
-    req.cpu_s += time.thread_time() - cpu_mark
+    req.cpu_s += clock() - cpu_mark
     _account(down, req, status, tries, host_used, flag, request_id)
     return keep_alive
 
@@ -390,11 +683,11 @@ async def _send_and_wait_head(
     """Send the request and wait for the response head; a failure name, or None."""
     body = req.body
     if body.empty:
-        conn.start(sink, head, head_only)
+        conn.start(sink, head, head_only, req.sampled)
     elif body.eof and body.retained is not None:
-        conn.start(sink, head + body.replay(), head_only)
+        conn.start(sink, head + body.replay(), head_only, req.sampled)
     else:
-        conn.start(sink, head, head_only)
+        conn.start(sink, head, head_only, req.sampled)
         while (piece := await body.next_piece()) is not None:
             conn.write(body.frame(piece))
             if sink.head_wait.done():
@@ -431,10 +724,10 @@ def _account(
 ) -> None:
     route = down.route
     elapsed = time.perf_counter() - req.started
-    metrics = route.metrics
-    metrics.requests.labels(route.name, str(status)).inc()
-    metrics.latency.labels(route.name).observe(elapsed)
-    metrics.cpu.labels(route.name).observe(req.cpu_s)
+    route.count_status(status)
+    route.latency.observe(elapsed)
+    if req.sampled:
+        route.cpu.observe(req.cpu_s)
     if route.access_log is not None:
         route.access_log(
             json.dumps(
@@ -454,7 +747,7 @@ def _account(
                     "client": down.client_ip,
                     "peer": down.peer_id,
                     "request_bytes": req.body.total,
-                    "cpu_us": round(req.cpu_s * 1e6, 1),
+                    "cpu_us": round(req.cpu_s * 1e6, 1) if req.sampled else None,
                 },
                 separators=(",", ":"),
             )

@@ -137,6 +137,16 @@ class MeshPolicy:
         self._started: dict[int, float] = {}
         self._rng = np.random.default_rng(0)
 
+    @property
+    def simple(self) -> bool:
+        """No timers, faults or retries: the proxy may serve requests without a task."""
+        return (
+            self.retry_policy is None
+            and self.timeout_s is None
+            and self.per_try_timeout_s is None
+            and self.fault_injection is None
+        )
+
     def fault(self, now: float, rng: np.random.Generator) -> Fault:
         if self.fault_injection is None:
             return NO_FAULT

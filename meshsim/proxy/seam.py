@@ -9,14 +9,13 @@ no faults, no retries, no limits, hosts taken in turn.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
 
-@dataclass(frozen=True)
-class Attempt:
-    """What one try against one host produced, in the proxy's words."""
+class Attempt(NamedTuple):
+    """What one try against one host produced, in the proxy's words (a tuple: cheap)."""
 
     host: int
     status: int | None
@@ -82,6 +81,8 @@ class PassThrough:
 
     timeout_s: float | None = None
     per_try_timeout_s: float | None = None
+    simple = True
+    """No timers, faults or retries: the proxy may serve requests without a task."""
 
     def __init__(self) -> None:
         self._next = 0

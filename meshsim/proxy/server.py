@@ -135,6 +135,7 @@ class Proxy:
             rng=np.random.Generator(np.random.PCG64(seed)),
             access_log=self.access_log,
             allowed_principals=lc.allowed_principals,
+            cpu_sample_every=cfg.cpu_sample_every,
         )
         state = ListenerState(route, cfg.limits, trust_domain if down_ctx else None)
         self.states[lc.name] = state

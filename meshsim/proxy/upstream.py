@@ -28,6 +28,8 @@ class ResponseSink(Protocol):
     def on_body(self, chunk: bytes) -> None: ...
     def on_done(self) -> None: ...
     def on_lost(self) -> None: ...
+    def flush(self) -> None:
+        """End of one socket read: write out what its events produced."""
 
 
 class UpstreamConn(asyncio.Protocol):
@@ -41,16 +43,19 @@ class UpstreamConn(asyncio.Protocol):
         self.complete = True  # no response in progress
         self.head_only = False  # response to HEAD: no body follows the head
         self.cpu_s = 0.0
+        self.sampling = False
+        """Measure CPU time in the callbacks (the exchange's request is sampled)."""
+        self.read_t0 = 0.0
         self.idle_since = 0.0
 
     # -- asyncio ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        self.pool.metrics.active.labels(self.pool.listener, "upstream").inc()
+        self.pool.active.inc()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.transport is not None:
-            self.pool.metrics.active.labels(self.pool.listener, "upstream").dec()
+            self.pool.active.dec()
         self.transport = None
         self.pool.forget(self)
         sink, self.sink = self.sink, None
@@ -58,12 +63,21 @@ class UpstreamConn(asyncio.Protocol):
             sink.on_lost()
 
     def data_received(self, data: bytes) -> None:
-        t0 = time.thread_time()
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            self.close()
-        self.cpu_s += time.thread_time() - t0
+        sink = self.sink
+        if not self.sampling:
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserError:
+                self.close()
+        else:
+            t0 = self.read_t0 = time.thread_time()
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserError:
+                self.close()
+            self.cpu_s += time.thread_time() - t0
+        if sink is not None:
+            sink.flush()
 
     def pause_writing(self) -> None:  # the upstream is slow to read our request body
         pass
@@ -102,10 +116,13 @@ class UpstreamConn(asyncio.Protocol):
             sink.on_done()
 
     # -- for the exchange ------------------------------------------------------------
-    def start(self, sink: ResponseSink, head: bytes, head_only: bool) -> None:
+    def start(
+        self, sink: ResponseSink, head: bytes, head_only: bool, sampling: bool = False
+    ) -> None:
         self.sink = sink
         self.complete = False
         self.head_only = head_only
+        self.sampling = sampling
         assert self.transport is not None
         self.transport.write(head)
 
@@ -143,12 +160,19 @@ class HostPool:
         self.trust_domain = trust_domain
         self.idle: list[UpstreamConn] = []
         self.open: set[UpstreamConn] = set()
+        self.active = metrics.active.labels(listener, "upstream")
 
     async def acquire(self) -> UpstreamConn:
         """A reused idle connection when there is one, else a new one.
 
         Raises ConnectionError (connect failure, or a peer outside the trust domain).
         """
+        return self.take_idle() or await self._connect()
+
+    def take_idle(self) -> UpstreamConn | None:
+        """The most recently used idle connection still fit for use, or None."""
+        if not self.idle:
+            return None
         now = time.monotonic()
         while self.idle:
             conn = self.idle.pop()
@@ -156,7 +180,7 @@ class HostPool:
                 conn.reused = True
                 return conn
             conn.close()
-        return await self._connect()
+        return None
 
     async def _connect(self) -> UpstreamConn:
         loop = asyncio.get_running_loop()

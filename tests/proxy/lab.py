@@ -55,7 +55,7 @@ async def proxy_for(
     )
     cfg = ProxyConfig(
         listeners=(listener,), admin=("127.0.0.1", 0), limits=limits or Limits(),
-        tls_dir=tls_dir, access_log=None, drain_s=drain_s, seed=1,
+        tls_dir=tls_dir, access_log=None, drain_s=drain_s, seed=1, cpu_sample_every=1,
     )
     proxy = Proxy(
         cfg,
