@@ -7,11 +7,11 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from meshsim.api import with_overrides
+from meshsim.api import events_cut_by, with_overrides
 from meshsim.report.cost import Prices
 from meshsim.scenario import load_scenario
 
-from .common import scenario_argument, user_errors
+from .common import err_console, scenario_argument, user_errors
 from .report import price_options, write_report
 from .run import _meshes, simulate_and_save
 
@@ -49,7 +49,10 @@ def compare(
 ) -> None:
     """Simulate SCENARIO.yaml under each mesh and write a comparison report into --out."""
     prices = Prices(core_hour_usd, gb_hour_usd)  # checked before the (long) runs
-    scenario = with_overrides(load_scenario(scenario_path), duration_s=duration_s, seed=seed)
+    loaded = load_scenario(scenario_path)
+    for cut in events_cut_by(loaded, duration_s):
+        err_console().print(f"note: --duration-s {duration_s:g} ends the run before: {cut}")
+    scenario = with_overrides(loaded, duration_s=duration_s, seed=seed)
     chosen = _meshes((meshes,) if meshes else ()) or list(scenario.meshes)
     console = Console()
     run_dir = out / "run"

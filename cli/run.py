@@ -12,7 +12,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from meshsim.api import run_scenario, with_overrides
+from meshsim.api import events_cut_by, run_scenario, with_overrides
 from meshsim.errors import MeshsimError
 from meshsim.results.slo import check_slos
 from meshsim.results.store import save_run
@@ -107,7 +107,10 @@ def run(
 
     Exit status: 0 when done, 1 when an SLO of the scenario is breached, 2 for bad input.
     """
-    scenario = with_overrides(load_scenario(scenario_path), duration_s=duration_s, seed=seed)
+    loaded = load_scenario(scenario_path)
+    for cut in events_cut_by(loaded, duration_s):
+        err_console().print(f"note: --duration-s {duration_s:g} ends the run before: {cut}")
+    scenario = with_overrides(loaded, duration_s=duration_s, seed=seed)
     meshes = _meshes(mesh) or list(scenario.meshes)
     console = err_console() if as_json else Console()
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -31,16 +31,25 @@ def with_overrides(
                 f"--duration-s {duration_s:g} must be longer than the scenario's warm-up "
                 f"(warmup_s: {scenario.warmup_s:g})"
             )
-        if any(e.at_s >= duration_s for e in scenario.events):
-            raise MeshsimError(
-                f"--duration-s {duration_s:g} ends the run before some of its events"
-            )
+        # A shorter run keeps the events that fall inside it (see `events_cut_by`).
+        update["events"] = [e for e in scenario.events if e.at_s < duration_s]
         update["duration_s"] = duration_s
     if seed is not None:
         if seed < 0:
             raise MeshsimError("--seed must be 0 or more")
         update["seed"] = seed
     return scenario.model_copy(update=update) if update else scenario
+
+
+def events_cut_by(scenario: Scenario, duration_s: float | None) -> list[str]:
+    """The scenario's events that a run of ``duration_s`` would not reach, described."""
+    if duration_s is None:
+        return []
+    return [
+        f"{e.action} {e.target} at {e.at_s:g} s"
+        for e in scenario.events
+        if e.at_s >= duration_s
+    ]
 
 
 def run_scenario(
