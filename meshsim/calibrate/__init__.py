@@ -1,0 +1,10 @@
+"""Measurements -> fitted cost models; validation of the simulator's predictions.
+
+- :mod:`.lab`: the loopback lab (load generator, client sidecar, server sidecar, echo) and its
+  measurements; :mod:`.node` runs one pinned component.
+- :mod:`.fit`: distributions and linear costs with bootstrap CIs (numpy only).
+- :mod:`.calibration`: lab measurements -> a model file (+ its fit record).
+- :mod:`.fortio_import`: fortio JSON runs from a real cluster -> a per-hop model.
+- :mod:`.validate`: the simulator on the lab topology versus the held-out measurements.
+- :mod:`.report`: ``reports/validation/`` (what ``make validate`` runs).
+"""

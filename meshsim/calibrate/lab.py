@@ -1,0 +1,429 @@
+"""The calibration lab on loopback: load generator -> client sidecar -> server sidecar -> echo.
+
+Every component but the load generator is a subprocess (:mod:`meshsim.calibrate.node`) pinned
+to one core with ``os.sched_setaffinity``; the load generator runs in this process, pinned too.
+With two cores the placement is::
+
+    core 0: load generator (this process) + client sidecar   (the "client node")
+    core 1: server sidecar + echo upstream                    (the "server node")
+
+so that each sidecar shares its core with one lighter component, and the lab maps onto a
+two-node, one-core-per-node simulated cluster (see :mod:`meshsim.calibrate.validate`). The
+placement actually obtained is recorded in :attr:`Lab.placement`.
+
+Per point the lab records the load generator's corrected latencies (from the intended send
+time), the achieved rate, each sidecar's per-request CPU samples (``cpu_us`` of its access log:
+thread CPU inside the request's callbacks) and each process's total CPU per request (from
+``/proc/PID/stat``: callbacks *plus* event-loop and kernel work). Points without proxies
+(load generator -> echo) give the baseline, so the proxies' added latency is known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from meshsim.errors import MeshsimError
+from meshsim.proxy.loadgen import LoadSpec, run_load
+
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+PAGE_KIB = (os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096) / 1024.0
+MAX_SAMPLES = 4000  # per-request CPU samples kept per sidecar and point
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    """A proxy configuration of the grid."""
+
+    mtls: bool = False
+    keep_alive: bool = True
+    filters: int = 0
+
+    @property
+    def name(self) -> str:
+        return (f"{'mtls' if self.mtls else 'plain'}-{'ka' if self.keep_alive else 'noka'}"
+                f"-f{self.filters}")
+
+
+@dataclass(frozen=True)
+class Point:
+    """One measurement: a configuration, a payload, a load (rps 0 = closed loop, saturation)."""
+
+    config: LabConfig
+    payload: int
+    rps: float
+    connections: int
+    proxied: bool = True
+    duration_s: float = 3.0
+    role: str = "fit"
+    """``fit`` (used by the fit) or ``held_out`` (used only to validate predictions)."""
+
+
+@dataclass
+class Measured:
+    point: Point
+    achieved_rps: float
+    latency_ms: dict[str, float]
+    requests: int
+    errors: int
+    warnings: list[str]
+    client_cpu_us: list[float] = field(default_factory=list)
+    server_cpu_us: list[float] = field(default_factory=list)
+    process_cpu_us_per_request: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["point"]["config"]["name"] = self.point.config.name
+        return d
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> Measured:
+        p = dict(d["point"])
+        cfg = dict(p.pop("config"))
+        cfg.pop("name", None)
+        point = Point(config=LabConfig(**cfg), **p)
+        rest = {k: v for k, v in d.items() if k != "point"}
+        return Measured(point=point, **rest)
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_rss_kib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return float(line.split()[1])
+    raise MeshsimError(f"no VmRSS for process {pid}")
+
+
+class _Node:
+    """A pinned subprocess running one lab component."""
+
+    def __init__(self, name: str, args: list[str], cpu: int | None, log: Path | None) -> None:
+        self.name = name
+        self.cpu = cpu
+        self.log = log
+        cmd = [sys.executable, "-m", "meshsim.calibrate.node", *args]
+        if cpu is not None:
+            cmd += ["--cpu", str(cpu)]
+        if log is not None:
+            cmd += ["--access-log", str(log)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("READY "):
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            self.proc.kill()
+            raise MeshsimError(f"lab component {name} failed to start: {line}{err[-2000:]}")
+        self.port = int(line.split()[1])
+        self._offset = 0
+
+    def new_cpu_samples(self) -> list[float]:
+        """``cpu_us`` of the access-log lines written since the last call."""
+        if self.log is None or not self.log.exists():
+            return []
+        with self.log.open("rb") as fh:
+            fh.seek(self._offset)
+            data = fh.read()
+        cut = data.rfind(b"\n") + 1
+        self._offset += cut
+        out: list[float] = []
+        for line in data[:cut].splitlines():
+            with contextlib.suppress(ValueError):
+                value = json.loads(line).get("cpu_us")
+                if isinstance(value, int | float):  # the proxy logs null when it has none
+                    out.append(float(value))
+        return out
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _cores() -> list[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return []
+
+
+class Lab:
+    """The running lab for one configuration; :meth:`reconfigure` restarts the sidecars."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        cores = _cores()
+        self.core_client = cores[0] if cores else None
+        self.core_server = cores[1] if len(cores) > 1 else self.core_client
+        self._saved_affinity = set(cores)
+        self.placement = {
+            "load_generator": self.core_client,
+            "client_sidecar": self.core_client,
+            "server_sidecar": self.core_server,
+            "echo": self.core_server,
+            "available_cores": cores,
+        }
+        self.tls_dir = workdir / "tls"
+        self._issue_certs()
+        self.echo = _Node("echo", ["echo"], self.core_server, None)
+        self.client: _Node | None = None
+        self.server: _Node | None = None
+        self.config: LabConfig | None = None
+
+    def _issue_certs(self) -> None:
+        from meshsim.proxy.ca import CertificateAuthority
+
+        ca = CertificateAuthority.create("cluster.local")
+        ca.issue("default", "calibrate").write(self.tls_dir)
+
+    def reconfigure(self, cfg: LabConfig) -> None:
+        if cfg == self.config:
+            return
+        self._stop_sidecars()
+        pool = [] if cfg.keep_alive else ["--no-pool"]
+        filt = ["--filters", str(cfg.filters)]
+        tls_srv = ["--tls", "server", "--tls-dir", str(self.tls_dir)] if cfg.mtls else []
+        tls_cli = ["--tls", "client", "--tls-dir", str(self.tls_dir)] if cfg.mtls else []
+        self.server = _Node(
+            "server-sidecar",
+            ["proxy", "--name", "inbound", "--upstream", f"127.0.0.1:{self.echo.port}",
+             *tls_srv, *filt, *pool],
+            self.core_server, self.workdir / f"server-{cfg.name}.log",
+        )
+        self.client = _Node(
+            "client-sidecar",
+            ["proxy", "--name", "outbound", "--upstream", f"127.0.0.1:{self.server.port}",
+             *tls_cli, *filt, *pool],
+            self.core_client, self.workdir / f"client-{cfg.name}.log",
+        )
+        self.config = cfg
+
+    def _stop_sidecars(self) -> None:
+        for node in (self.client, self.server):
+            if node is not None:
+                node.stop()
+        self.client = self.server = None
+
+    def close(self) -> None:
+        self._stop_sidecars()
+        self.echo.stop()
+
+    @contextlib.contextmanager
+    def _pinned(self) -> Iterator[None]:
+        if self.core_client is not None and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {self.core_client})
+        try:
+            yield
+        finally:
+            if self._saved_affinity and hasattr(os, "sched_setaffinity"):
+                os.sched_setaffinity(0, self._saved_affinity)
+
+    def measure(self, point: Point, seed: int = 1) -> Measured:
+        self.reconfigure(point.config)
+        assert self.client is not None
+        assert self.server is not None
+        port = self.client.port if point.proxied else self.echo.port
+        headers: tuple[tuple[str, str], ...] = ()
+        if not point.config.keep_alive:
+            headers = (("connection", "close"),)
+        body = b"x" * point.payload
+        spec = LoadSpec(
+            url=f"http://127.0.0.1:{port}/echo", rps=point.rps,
+            connections=point.connections, duration_s=point.duration_s,
+            poisson=point.rps > 0, seed=seed, method="POST", body=body, headers=headers,
+            drain_s=2.0,
+        )
+        nodes = {"client_sidecar": self.client, "server_sidecar": self.server,
+                 "echo": self.echo}
+        # Discard samples of earlier points and warm the path up (connections, caches).
+        with self._pinned():
+            run_load(LoadSpec(url=spec.url, rps=0, connections=point.connections,
+                              duration_s=0.2, method="POST", body=body, headers=headers))
+            self.client.new_cpu_samples()
+            self.server.new_cpu_samples()
+            before = {k: proc_cpu_s(n.proc.pid) for k, n in nodes.items()}
+            lg0 = time.process_time()
+            result = run_load(spec)
+            lg = time.process_time() - lg0
+            after = {k: proc_cpu_s(n.proc.pid) for k, n in nodes.items()}
+        time.sleep(0.05)  # let the access logs flush their last lines
+        n = max(result.completed, 1)
+        per_req = {k: (after[k] - before[k]) * 1e6 / n for k in nodes}
+        per_req["load_generator"] = lg * 1e6 / n
+        if not point.proxied:
+            per_req.pop("client_sidecar")
+            per_req.pop("server_sidecar")
+        h = result.corrected
+        lat = {f"p{q:g}": h.get_value_at_percentile(q) / 1000.0 for q in (50, 90, 99)}
+        lat["mean"] = h.get_mean_value() / 1000.0
+        rng = np.random.default_rng(seed)
+
+        def sample(xs: list[float]) -> list[float]:
+            if len(xs) <= MAX_SAMPLES:
+                return xs
+            idx = rng.choice(len(xs), MAX_SAMPLES, replace=False)
+            return [xs[i] for i in sorted(idx)]
+
+        client = self.client.new_cpu_samples() if point.proxied else []
+        server = self.server.new_cpu_samples() if point.proxied else []
+        return Measured(
+            point=point, achieved_rps=result.actual_rps, latency_ms=lat,
+            requests=result.completed, errors=result.errors, warnings=list(result.warnings),
+            client_cpu_us=sample(client), server_cpu_us=sample(server),
+            process_cpu_us_per_request=per_req,
+        )
+
+    # ------------------------------------------------------------------ per-connection costs
+
+    def connection_memory(self, counts: tuple[int, ...] = (0, 100, 200, 300)) -> dict[str, Any]:
+        """RSS of a sidecar against idle connections held open to it, plain and mTLS.
+
+        Plain: connections to the client sidecar of a plain configuration. mTLS: connections
+        with full handshakes to the server sidecar of an mTLS configuration.
+        """
+        out: dict[str, Any] = {}
+        for tls in (False, True):
+            self.reconfigure(LabConfig(mtls=tls))
+            node = self.server if tls else self.client
+            assert node is not None
+            ctx = None
+            if tls:
+                from meshsim.proxy.tls import client_context
+
+                ctx = client_context(self.tls_dir)
+            rows: list[tuple[int, float]] = []
+            with self._pinned():
+                for k in counts:
+                    rows.append((k, _rss_with_connections(node, k, ctx)))
+            out["tls" if tls else "plain"] = rows
+        return out
+
+    def handshakes(self, n: int = 200) -> dict[str, list[float]]:
+        """CPU microseconds per side of full mTLS handshakes with the proxy's own contexts.
+
+        Driven in memory (``ssl.MemoryBIO``), so only the TLS work is timed; each side's
+        ``thread_time`` is summed over its handshake steps.
+        """
+        from meshsim.proxy.tls import client_context, server_context
+
+        cctx, sctx = client_context(self.tls_dir), server_context(self.tls_dir)
+        client_us: list[float] = []
+        server_us: list[float] = []
+        with self._pinned():
+            for _ in range(n):
+                c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+                cli = cctx.wrap_bio(c_in, c_out, server_hostname="127.0.0.1")
+                srv = sctx.wrap_bio(s_in, s_out, server_side=True)
+                tc = ts = 0.0
+                done_c = done_s = False
+                for _step in range(10):
+                    if not done_c:
+                        t0 = time.thread_time()
+                        try:
+                            cli.do_handshake()
+                            done_c = True
+                        except ssl.SSLWantReadError:
+                            pass
+                        tc += time.thread_time() - t0
+                    s_in.write(c_out.read())
+                    if not done_s:
+                        t0 = time.thread_time()
+                        try:
+                            srv.do_handshake()
+                            done_s = True
+                        except ssl.SSLWantReadError:
+                            pass
+                        ts += time.thread_time() - t0
+                    c_in.write(s_out.read())
+                    if done_c and done_s:
+                        break
+                if not (done_c and done_s):
+                    raise MeshsimError("in-memory TLS handshake did not complete")
+                client_us.append(tc * 1e6)
+                server_us.append(ts * 1e6)
+        return {"client": client_us, "server": server_us}
+
+
+def _rss_with_connections(node: _Node, k: int, ctx: ssl.SSLContext | None) -> float:
+    async def hold() -> float:
+        loop = asyncio.get_running_loop()
+        transports = []
+        for _ in range(k):
+            tr, _p = await loop.create_connection(
+                asyncio.Protocol, "127.0.0.1", node.port, ssl=ctx,
+                server_hostname="127.0.0.1" if ctx else None,
+            )
+            transports.append(tr)
+        await asyncio.sleep(0.3)
+        rss = proc_rss_kib(node.proc.pid)
+        for tr in transports:
+            tr.close()
+        await asyncio.sleep(0.2)
+        return rss
+
+    return asyncio.run(hold())
+
+
+def grid(quick: bool) -> list[Point]:
+    """The measurement grid. Loads are fractions of an estimated capacity, set by the caller.
+
+    Returned with placeholder rates (fractions of capacity in ``rps``); see :func:`scale`.
+    """
+    base = LabConfig()
+    fracs_fit = (0.1, 0.35)
+    fracs_held = (0.2, 0.5, 0.7) if quick else (0.2, 0.5, 0.65, 0.8, 0.9)
+    payloads = (256, 4096) if quick else (128, 1024, 8192, 32768)
+    dur = 1.5 if quick else 5.0
+    conns = 8
+    pts: list[Point] = []
+    for pay in payloads:
+        for f in fracs_fit:
+            pts.append(Point(base, pay, f, conns, True, dur, "fit"))
+            pts.append(Point(base, pay, f, conns, False, dur, "fit"))
+    main_pay = payloads[0] if quick else 1024
+    for f in fracs_held:
+        pts.append(Point(base, main_pay, f, conns, True, dur, "held_out"))
+    pts.append(Point(base, main_pay, 0.0, conns, True, dur, "held_out"))  # saturation
+    configs = [LabConfig(mtls=True), LabConfig(filters=4)]
+    if not quick:
+        configs.append(LabConfig(keep_alive=False))
+        configs.append(LabConfig(mtls=True, keep_alive=False))
+    for cfg in configs:
+        for pay in (payloads if cfg.keep_alive else (main_pay,)):
+            pts.append(Point(cfg, pay, 0.1, conns, True, dur, "fit"))
+        if not quick:
+            pts.append(Point(cfg, main_pay, 0.5, conns, True, dur, "held_out"))
+    return pts
+
+
+def scale(points: list[Point], capacity_rps: float) -> list[Point]:
+    """Turn the grid's capacity fractions into rates (0 stays 0: closed loop)."""
+    from dataclasses import replace
+
+    return [replace(p, rps=round(p.rps * capacity_rps, 1)) for p in points]
+
+
+def workdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="meshsim-lab-"))

@@ -1,0 +1,199 @@
+"""Predicted versus measured: the simulator on the lab topology, at the held-out points.
+
+The lab topology as a scenario (:func:`lab_scenario`): a two-node cluster with one core per
+node, like the lab's two pinned cores: node 0 runs the echo pod (single-threaded: concurrency 1)
+and its sidecar, node 1 the client's sidecar (``meshed_clients``), as in the lab where core 1
+runs the server sidecar and the echo and core 0 the client sidecar (and the load generator,
+which the simulator does not model). The mesh is ``istio`` with ``workers: 1`` (the asyncio
+proxy is one thread; with one worker the Istio data plane has no connection pinning to get
+wrong), ``h2_upgrade`` off (the proxy speaks HTTP/1.1 between sidecars), ``mtls`` STRICT or
+DISABLE as measured, and the calibrated model file. One-way network delays are the baseline's
+(load generator -> echo, less the echo's CPU, halved).
+
+Errors are ``(predicted - measured) / measured`` in percent. The goals apply to held-out
+points below 80% measured proxy utilisation (p50, p99) and to the saturation point
+(throughput).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from meshsim.calibrate.calibration import load_fit
+from meshsim.models import load_model
+
+UTIL_LIMIT = 0.8
+
+
+@dataclass
+class Comparison:
+    point: dict[str, Any]
+    measured: dict[str, float]
+    predicted: dict[str, float]
+    error_pct: dict[str, float]
+    utilisation: float
+    saturation: bool
+    checked: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"config": self.point["config"], "payload_bytes": self.point["payload_bytes"],
+                "rps": self.point["rps"], "saturation": self.saturation,
+                "measured_proxy_utilisation": round(self.utilisation, 3),
+                "measured": self.measured, "predicted": self.predicted,
+                "error_pct": self.error_pct, "checked": self.checked}
+
+
+def lab_scenario(model_path: Path, fit: dict[str, Any], point: dict[str, Any],
+                 *, duration_s: float = 4.0, seed: int = 1) -> dict[str, Any]:
+    lab = fit["lab"]
+    net = float(lab["network_one_way_us"])
+    payload = int(point["payload_bytes"])
+    conns = int(point["connections"])
+    if point["rps"] > 0:
+        workload: dict[str, Any] = {"name": "load", "target": "echo", "arrival": "poisson",
+                                    "rate_rps": float(point["rps"]), "request_bytes": payload,
+                                    "connections": conns}
+    else:
+        workload = {"name": "load", "target": "echo", "arrival": "closed", "clients": conns,
+                    "request_bytes": payload, "connections": conns}
+    return {
+        "meshsim": 1, "name": "calibration-lab", "seed": seed,
+        "duration_s": duration_s, "warmup_s": 0.5, "meshes": ["istio"],
+        "cluster": {"nodes": 2, "cores_per_node": 1,
+                    "network": {"same_node_us": net, "cross_node_us": net, "client_us": net}},
+        "services": [{"name": "echo", "replicas": 1, "concurrency": 1,
+                      "cpu_ms": {"dist": "constant", "mean": float(lab["echo_cpu_us"]) / 1000.0},
+                      "response_bytes": payload}],
+        "workloads": [workload],
+        "mesh_options": {
+            "meshed_clients": True, "keep_alive": bool(point["keep_alive"]),
+            "istio": {"workers": 1, "mtls": "STRICT" if point["mtls"] else "DISABLE",
+                      "h2_upgrade": False, "telemetry": True, "model": str(model_path)},
+        },
+    }
+
+
+def predict(model_path: Path, fit: dict[str, Any], point: dict[str, Any],
+            *, duration_s: float = 4.0) -> dict[str, float]:
+    from meshsim.api import run_scenario
+    from meshsim.results.summary import build_summary
+    from meshsim.scenario import from_dict
+
+    doc = lab_scenario(model_path, fit, point, duration_s=duration_s)
+    out = build_summary(run_scenario(from_dict(doc)))["runs"]["istio"]
+    w = out["workloads"]["load"]
+    lat = w["latency_ms"]
+    return {"p50": lat["p50"], "p90": lat["p90"], "p99": lat["p99"], "rps": w["rps"],
+            "saturated": bool(out.get("saturated", False))}
+
+
+def _err(pred: float, meas: float) -> float:
+    return round(100.0 * (pred - meas) / meas, 2) if meas else float("nan")
+
+
+def validate_model(model_path: Path, *, duration_s: float = 4.0) -> list[Comparison]:
+    load_model(model_path)  # checks the file (raises ModelError with line and field)
+    fit = load_fit(model_path)
+    rows = fit["points"]
+    out: list[Comparison] = []
+    for i in fit["held_out"]:
+        p = rows[i]
+        if p["filters"]:
+            continue  # the Istio data plane has no native-filter knob (only wasm_filters)
+        pred = predict(model_path, fit, p, duration_s=duration_s)
+        lat = p["latency_ms"]
+        meas = {"p50": lat["p50"], "p90": lat["p90"], "p99": lat["p99"],
+                "rps": p["achieved_rps"]}
+        cpu = p["process_cpu_us_per_request"]
+        util = p["achieved_rps"] * max(cpu.get("client_sidecar", 0.0),
+                                       cpu.get("server_sidecar", 0.0)) / 1e6
+        sat = p["rps"] == 0
+        errs = {k: _err(pred[k], meas[k]) for k in ("p50", "p90", "p99", "rps")}
+        checked = ["rps"] if sat else (["p50", "p99"] if util < UTIL_LIMIT else [])
+        out.append(Comparison(p, meas, {k: round(float(v), 4) for k, v in pred.items()},
+                              errs, util, sat, checked))
+    return out
+
+
+def failures(rows: list[Comparison], max_p50: float, max_p99: float,
+             max_rps: float) -> list[str]:
+    limits = {"p50": max_p50, "p99": max_p99, "rps": max_rps}
+    bad = []
+    for r in rows:
+        for k in r.checked:
+            e = r.error_pct[k]
+            if not abs(e) <= limits[k]:
+                bad.append(f"{r.point['config']} {r.point['payload_bytes']}B "
+                           f"{'saturation' if r.saturation else r.point['rps']}: {k} error "
+                           f"{e:+.1f}% exceeds {limits[k]:g}%")
+    return bad
+
+
+def table(rows: list[Comparison]) -> str:
+    head = (f"{'config':<12} {'bytes':>6} {'load':>9} {'util':>5}  "
+            f"{'p50 meas/pred ms':>18} {'err%':>7}  {'p90 err%':>8}  "
+            f"{'p99 meas/pred ms':>18} {'err%':>7}  {'rps meas/pred':>15} {'err%':>7}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        m, p, e = r.measured, r.predicted, r.error_pct
+        load = "sat" if r.saturation else f"{r.point['rps']:g}"
+
+        def mark(k: str, e: dict[str, float] = e, r: Comparison = r) -> str:
+            return f"{e[k]:+7.1f}" + ("*" if k in r.checked else " ")
+
+        lines.append(
+            f"{r.point['config']:<12} {r.point['payload_bytes']:>6} {load:>9} "
+            f"{r.utilisation:>5.2f}  {m['p50']:>8.3f}/{p['p50']:<9.3f} {mark('p50')} "
+            f"{e['p90']:+8.1f}  {m['p99']:>8.3f}/{p['p99']:<9.3f} {mark('p99')} "
+            f"{m['rps']:>7.0f}/{p['rps']:<7.0f} {mark('rps')}")
+    lines.append("* = checked against a goal (p50/p99 below 80% proxy utilisation; "
+                 "throughput at saturation)")
+    return "\n".join(lines)
+
+
+def figures(rows: list[Comparison], out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    for ax, key in zip(axes, ("p50", "p90", "p99"), strict=True):
+        for cfg in sorted({r.point["config"] for r in rows}):
+            sel = sorted((r for r in rows if r.point["config"] == cfg),
+                         key=lambda r: r.measured["rps"])
+            xs = [r.measured["rps"] for r in sel]
+            ax.plot(xs, [r.measured[key] for r in sel], "o", label=f"{cfg} measured")
+            ax.plot(xs, [r.predicted[key] for r in sel], "x--", label=f"{cfg} predicted")
+        ax.set_xlabel("throughput (rps)")
+        ax.set_ylabel(f"{key} latency (ms)")
+        ax.set_title(f"{key}: predicted vs measured (held out)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    p = out_dir / "latency_vs_load.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    paths.append(p)
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for key, marker in (("p50", "o"), ("p90", "s"), ("p99", "^")):
+        ax.loglog([r.measured[key] for r in rows], [r.predicted[key] for r in rows], marker,
+                  label=key)
+    lo = min(min(r.measured["p50"], r.predicted["p50"]) for r in rows) * 0.8
+    hi = max(max(r.measured["p99"], r.predicted["p99"]) for r in rows) * 1.2
+    ax.plot([lo, hi], [lo, hi], "k-", lw=0.8, label="y = x")
+    ax.set_xlabel("measured (ms)")
+    ax.set_ylabel("predicted (ms)")
+    ax.set_title("held-out latency percentiles")
+    ax.legend()
+    fig.tight_layout()
+    p = out_dir / "predicted_vs_measured.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    paths.append(p)
+    return paths
