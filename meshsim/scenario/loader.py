@@ -87,7 +87,7 @@ def _path_to_key(node: yaml.Node | None, mark: Any) -> str | None:
     if node is None:
         return None
     parts = search(node, [])
-    return _field_path(parts) if parts else None
+    return field_path(parts) if parts else None
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -148,7 +148,7 @@ def _unique(problems: list[Problem]) -> list[Problem]:
     return sorted(out, key=lambda p: (p.line or 0, p.field))
 
 
-def _walk(loc: Loc, data: Any, node: yaml.Node | None) -> tuple[list[str | int], yaml.Node | None]:
+def locate(loc: Loc, data: Any, node: yaml.Node | None) -> tuple[list[str | int], yaml.Node | None]:
     """Follow ``loc`` through the data; keep the elements that are real keys or indices.
 
     pydantic inserts names of union members into locations (``events.0.kill.count``);
@@ -181,7 +181,7 @@ def _child(node: yaml.Node | None, key: Any) -> yaml.Node | None:
     return None
 
 
-def _key_node(node: yaml.Node | None, key: Any) -> yaml.Node | None:
+def find_key_node(node: yaml.Node | None, key: Any) -> yaml.Node | None:
     if not isinstance(node, yaml.MappingNode):
         return None
     for key_node, _ in node.value:
@@ -200,7 +200,7 @@ def _scalar(node: yaml.Node) -> Any:
     return None
 
 
-def _field_path(parts: list[str | int]) -> str:
+def field_path(parts: list[str | int]) -> str:
     out = ""
     for part in parts:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -208,34 +208,34 @@ def _field_path(parts: list[str | int]) -> str:
 
 
 def _problem(loc: Loc, message: str, data: Any, node: yaml.Node | None) -> Problem:
-    parts, target = _walk(loc, data, node)
+    parts, target = locate(loc, data, node)
     line = target.start_mark.line + 1 if target is not None else None
-    return Problem(_field_path(parts), message, line=line)
+    return Problem(field_path(parts), message, line=line)
 
 
 def _problem_from_pydantic(err: Any, data: Any, node: yaml.Node | None) -> Problem:
     loc: Loc = tuple(err["loc"])
     kind: str = err["type"]
-    parts, target = _walk(loc, data, node)
-    field = _field_path(parts)
+    parts, target = locate(loc, data, node)
+    field = field_path(parts)
     if kind in ("extra_forbidden", "missing"):
         # Point at the key (unknown) or at the mapping that lacks it (missing).
-        _parent_parts, parent = _walk(tuple(parts[:-1]), data, node)
+        _parent_parts, parent = locate(tuple(parts[:-1]), data, node)
         key = parts[-1] if parts else loc[-1]
         allowed = _allowed_keys(loc[:-1])
         if kind == "extra_forbidden":
-            key_node = _key_node(parent, key)
-            line = key_node.start_mark.line + 1 if key_node is not None else None
+            found_key = find_key_node(parent, key)
+            line = found_key.start_mark.line + 1 if found_key is not None else None
             hint = closest(str(key), allowed)
             listed = f" (expected one of: {', '.join(allowed)})" if allowed and not hint else ""
             return Problem(field, f"unknown key '{key}'{hint}{listed}", line=line)
         line = parent.start_mark.line + 1 if parent is not None else None
         return Problem(field, f"required key '{key}' is missing", line=line)
     line = target.start_mark.line + 1 if target is not None else None
-    return Problem(field, _explain(err), line=line)
+    return Problem(field, explain_error(err), line=line)
 
 
-def _explain(err: Any) -> str:
+def explain_error(err: Any) -> str:
     kind: str = err["type"]
     msg: str = err["msg"]
     value = err.get("input")

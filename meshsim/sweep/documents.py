@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from meshsim.errors import InputError, Problem, ScenarioError
-from meshsim.scenario.loader import _explain, _field_path, _key_node, _walk, parse_yaml
+from meshsim.scenario.loader import explain_error, field_path, find_key_node, locate, parse_yaml
 from meshsim.scenario.references import closest
 
 M = TypeVar("M", bound=BaseModel)
@@ -69,22 +69,22 @@ def validate(
 
 def line_of(data: Any, node: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None:
     """1-based line of the value at ``loc``, when the node tree has it."""
-    _, target = _walk(loc, data, node)
+    _, target = locate(loc, data, node)
     return target.start_mark.line + 1 if target is not None else None
 
 
 def key_line(data: Any, node: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None:
     """1-based line of the mapping key at ``loc`` (its last element)."""
-    _, parent = _walk(loc[:-1], data, node)
-    key = _key_node(parent, loc[-1])
+    _, parent = locate(loc[:-1], data, node)
+    key = find_key_node(parent, loc[-1])
     return key.start_mark.line + 1 if key is not None else None
 
 
 def _problem(model: type[BaseModel], err: Any, data: Any, node: yaml.Node | None) -> Problem:
     loc = tuple(err["loc"])
     kind: str = err["type"]
-    parts, target = _walk(loc, data, node)
-    field = _field_path(parts)
+    parts, target = locate(loc, data, node)
+    field = field_path(parts)
     if kind == "extra_forbidden":
         key = parts[-1] if parts else loc[-1]
         line = key_line(data, node, tuple(parts)) if parts else None
@@ -93,11 +93,11 @@ def _problem(model: type[BaseModel], err: Any, data: Any, node: yaml.Node | None
         listed = f" (expected one of: {', '.join(allowed)})" if allowed and not hint else ""
         return Problem(field, f"unknown key '{key}'{hint}{listed}", line=line)
     if kind == "missing":
-        _, parent = _walk(tuple(parts[:-1]), data, node)
+        _, parent = locate(tuple(parts[:-1]), data, node)
         line = parent.start_mark.line + 1 if parent is not None else None
         return Problem(field, f"required key '{loc[-1]}' is missing", line=line)
     line = target.start_mark.line + 1 if target is not None else None
-    return Problem(field, _explain(err), line=line)
+    return Problem(field, explain_error(err), line=line)
 
 
 def _allowed(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
