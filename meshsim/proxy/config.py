@@ -43,6 +43,8 @@ class ListenerConfig:
     tls: str = "none"
     allowed_principals: frozenset[str] | None = None
     traffic: dict[str, Any] = field(default_factory=dict)
+    subsets: tuple[str, ...] | None = None
+    """The version (subset) of each upstream, in order, for ``traffic.split``."""
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,8 @@ class EchoState:
     waiting: deque[tuple[EchoProtocol, Request]] = field(default_factory=deque)
     served: int = 0
     connections: set[EchoProtocol] = field(default_factory=set)
+    default_query: str = ""
+    """Knobs applied to every request; the request's own query overrides them key by key."""
 
     def close_connections(self) -> None:
         """Close every open connection (``Server.close`` leaves accepted ones open)."""
@@ -66,7 +68,11 @@ class EchoProtocol(HttpServerProtocol):
     def _serve(self, req: Request) -> None:
         try:
             url = httptools.parse_url(req.url)
-            knobs = parse_query(url.query.decode("latin-1") if url.query else "")
+            query = url.query.decode("latin-1") if url.query else ""
+            default = self.state.default_query
+            if default:
+                query = f"{default}&{query}" if query else default
+            knobs = parse_query(query)
         except (httptools.HttpParserInvalidURLError, MeshsimError, UnicodeDecodeError) as exc:
             text = str(exc) if isinstance(exc, MeshsimError) else "bad url"
             self._finish(simple_response(400, text.encode() + b"\n"), req.keep_alive)
@@ -109,11 +115,18 @@ async def start_echo(
     concurrency: int | None = None,
     seed: int | None = None,
     limits: Limits | None = None,
+    default_query: str = "",
 ) -> tuple[asyncio.Server, EchoState]:
-    """Start an echo server on the running loop; ``port=0`` picks a free port."""
+    """Start an echo server on the running loop; ``port=0`` picks a free port.
+
+    ``default_query`` holds knobs for every request (``delay=exp:2ms&size=400``); a
+    request's own knobs override them.
+    """
     if concurrency is not None and concurrency < 1:
         raise MeshsimError(f"concurrency must be at least 1 (not {concurrency})")
-    state = EchoState(np.random.default_rng(seed), concurrency)
+    if default_query:
+        parse_query(default_query)  # a bad default is the caller's error, reported now
+    state = EchoState(np.random.default_rng(seed), concurrency, default_query=default_query)
     lim = limits or Limits()
     loop = asyncio.get_running_loop()
     try:

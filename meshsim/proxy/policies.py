@@ -49,6 +49,9 @@ _BALANCERS: dict[str, type[LoadBalancer]] = {
 }
 
 
+SUPPORTED_BALANCERS = frozenset(_BALANCERS)
+
+
 def outcome_of(attempt: Attempt) -> Outcome:
     if attempt.status is not None:
         return Outcome.response(attempt.status)
