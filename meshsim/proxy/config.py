@@ -16,7 +16,8 @@ A file looks like::
         allowed_principals: [spiffe://cluster.local/ns/default/sa/frontend]
       - name: outbound                 # the local app -> another service's sidecar
         listen: 127.0.0.1:15001
-        upstreams: [127.0.0.1:15106]
+        upstreams: [127.0.0.1:15106, 127.0.0.1:15107]
+        subsets: [v1, v2]              # the version of each upstream, for traffic.split
         tls: client
         traffic: {retries: {attempts: 2}, circuit_breaker: {max_requests: 100}}
 
@@ -106,6 +107,11 @@ def listener_from_dict(raw: Any, index: int, path: str | None = None) -> Listene
     traffic = raw.get("traffic") or {}
     if not isinstance(traffic, dict):
         raise MeshsimError(f"{_where(path, key + '.traffic')}: expected a mapping")
+    subsets = raw.get("subsets")
+    if subsets is not None and (not isinstance(subsets, list) or len(subsets) != len(ups)):
+        raise MeshsimError(
+            f"{_where(path, key + '.subsets')}: expected a list with the version of each upstream"
+        )
     return ListenerConfig(
         name=str(raw.get("name", f"listener{index}")),
         listen=listen,
@@ -113,6 +119,7 @@ def listener_from_dict(raw: Any, index: int, path: str | None = None) -> Listene
         tls=tls,
         allowed_principals=None if principals is None else frozenset(map(str, principals)),
         traffic=traffic,
+        subsets=None if subsets is None else tuple(map(str, subsets)),
     )
 
 

@@ -30,7 +30,7 @@ from meshsim.proxy.httpcore import (
 )
 from meshsim.proxy.metrics import ProxyMetrics
 from meshsim.proxy.seam import Attempt, PassThrough, RoutePolicy
-from meshsim.proxy.upstream import HostPool, UpstreamConn
+from meshsim.proxy.upstream import HostPool, PoolOverflow, UpstreamConn
 
 if TYPE_CHECKING:
     from meshsim.proxy.downstream import DownstreamProtocol
@@ -353,8 +353,16 @@ class FastExchange:
         self.connecting = None
         if fut.cancelled():
             return
-        if fut.exception() is not None:
-            if not self.cancelled:
+        exc = fut.exception()
+        if exc is not None:
+            if self.cancelled:
+                return
+            if isinstance(exc, PoolOverflow):
+                self._release()
+                self.down.route.overflows.inc()
+                self.tries = 0
+                self._local(503, "upstream overflow", "UO", [(b"x-envoy-overloaded", b"true")])
+            else:
                 self._failed("connect_failure")
             return
         conn = fut.result()
@@ -573,6 +581,11 @@ async def forward(down: DownstreamProtocol, req: Request) -> bool:
             except ConnectionError:
                 cpu_mark = clock()
                 failure = "connect_failure"
+            except PoolOverflow:
+                route.overflows.inc()
+                raise LocalReply(
+                    503, "upstream overflow", "UO", [(b"x-envoy-overloaded", b"true")]
+                ) from None
             finally:
                 policy.release(host, time.monotonic())
             attempt = Attempt(

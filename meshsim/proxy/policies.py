@@ -11,7 +11,14 @@ Keys read (others are ignored here)::
     circuit_breaker: {max_connections, max_pending_requests, max_requests, max_retries},
     outlier_detection: {consecutive_5xx, interval_s, base_ejection_s, max_ejection_percent},
     load_balancer: round_robin | least_request | random | peak_ewma,
-    fault: {delay: {percent, fixed_ms}, abort: {percent, status}}
+    fault: {delay: {percent, fixed_ms}, abort: {percent, status}},
+    split: {<subset>: weight, ...}        (needs the listener's ``subsets``, one per upstream),
+    failure_accrual: {mode: consecutive | unified, max_failures, backoff_min_s,
+                      backoff_max_s, backoff_jitter}   (Linkerd's per-endpoint breaker)
+
+``circuit_breaker.max_connections`` bounds the route's upstream connections and
+``max_pending_requests`` the requests waiting for one (see :class:`ConnectionLimits`);
+past either, the proxy answers 503 (``UO``, ``x-envoy-overloaded``) as Envoy does.
 """
 
 from __future__ import annotations
@@ -23,10 +30,12 @@ import numpy as np
 from meshsim.errors import MeshsimError
 from meshsim.policy import (
     CircuitBreaker,
+    FailureAccrual,
     FaultAbort,
     FaultDelay,
     FaultInjection,
     LeastRequest,
+    LinkerdBackOff,
     LoadBalancer,
     Outcome,
     OutlierConfig,
@@ -38,6 +47,7 @@ from meshsim.policy import (
     RetryState,
     RoundRobin,
     Thresholds,
+    WeightedSplit,
 )
 from meshsim.proxy.seam import NO_FAULT, Attempt, Fault, PassThrough, RetryTracker, RoutePolicy
 
@@ -75,10 +85,31 @@ class _Retries:
         self.state.close()
 
 
+class ConnectionLimits:
+    """A route's ``max_connections`` and ``max_pending_requests``, on its shared breaker."""
+
+    def __init__(self, breaker: CircuitBreaker) -> None:
+        self.breaker = breaker
+
+    def try_connection(self) -> bool:
+        return self.breaker.try_acquire(Resource.CONNECTIONS)
+
+    def release_connection(self) -> None:
+        self.breaker.release(Resource.CONNECTIONS)
+
+    def try_pending(self) -> bool:
+        return self.breaker.try_acquire(Resource.PENDING_REQUESTS)
+
+    def release_pending(self) -> None:
+        self.breaker.release(Resource.PENDING_REQUESTS)
+
+
 class MeshPolicy:
     """One route's policies, for ``hosts`` upstream hosts numbered 0..hosts-1."""
 
-    def __init__(self, traffic: dict[str, Any], hosts: int) -> None:
+    def __init__(
+        self, traffic: dict[str, Any], hosts: int, subsets: tuple[str, ...] | None = None
+    ) -> None:
         self.hosts = list(range(hosts))
         ms = traffic.get("timeout_ms")
         self.timeout_s: float | None = None if ms is None else float(ms) / 1000.0
@@ -137,8 +168,40 @@ class MeshPolicy:
                 if abort
                 else None,
             )
+        self.connection_limits = ConnectionLimits(self.breaker)
+        self.split: WeightedSplit | None = None
+        self.subset_hosts: dict[str, list[int]] = {}
+        split = traffic.get("split")
+        if split:
+            self._set_split(split, subsets)
+        self.accrual: FailureAccrual | None = None
+        fa = traffic.get("failure_accrual")
+        if fa:
+            self.accrual = _accrual(fa)
         self._started: dict[int, float] = {}
         self._rng = np.random.default_rng(0)
+
+    def _set_split(self, split: Any, subsets: tuple[str, ...] | None) -> None:
+        if not isinstance(split, dict):
+            raise MeshsimError("traffic.split: expected a mapping of subset to weight")
+        if subsets is None or len(subsets) != len(self.hosts):
+            raise MeshsimError(
+                "traffic.split needs the listener's subsets: the version of each upstream"
+            )
+        for host, subset in enumerate(subsets):
+            self.subset_hosts.setdefault(subset, []).append(host)
+        unknown = sorted(set(split) - set(self.subset_hosts))
+        if unknown:
+            raise MeshsimError(
+                f"traffic.split names subsets {unknown} that no upstream belongs to "
+                f"(subsets: {sorted(self.subset_hosts)})"
+            )
+        # Envoy's weights are integers; scenario weights may be fractions of 100.
+        weights = {str(k): round(float(v) * 1000) for k, v in split.items()}
+        try:
+            self.split = WeightedSplit(weights)
+        except ValueError as exc:
+            raise MeshsimError(f"traffic.split: {exc}") from None
 
     @property
     def simple(self) -> bool:
@@ -158,15 +221,26 @@ class MeshPolicy:
 
     def pick(self, hosts: int, now: float, rng: np.random.Generator) -> int | None:
         candidates: list[Any] = self.hosts
+        if self.split is not None:
+            subset = self.split.choose(rng)
+            if subset is None:
+                return None
+            candidates = self.subset_hosts[str(subset)]
         if self.outlier is not None:
             self.outlier.poll(now, rng)
-            candidates = self.outlier.eligible(self.hosts)
+            candidates = self.outlier.eligible(candidates)
+        if self.accrual is not None:
+            candidates = self.accrual.ready(candidates, now)
+            if not candidates:
+                return None
         host = self.balancer.pick(candidates, now, rng)
         return None if host is None else int(host)  # type: ignore[call-overload]
 
     def admit(self, host: int, now: float) -> bool:
         if not self.breaker.try_acquire(Resource.REQUESTS):
             return False
+        if self.accrual is not None:
+            self.accrual.on_dispatch(host, now)
         self.balancer.on_start(host, now)
         self._started[host] = now
         return True
@@ -176,17 +250,43 @@ class MeshPolicy:
         self.balancer.on_complete(host, now - self._started.get(host, now), now)
 
     def record(self, attempt: Attempt, now: float) -> list[int]:
-        if self.outlier is None:
-            return []
-        # The detector draws only for ejection-time jitter.
-        ejected = self.outlier.record(attempt.host, outcome_of(attempt), now, self._rng)
+        ejected = False
+        outcome = outcome_of(attempt)
+        if self.outlier is not None:
+            # The detector draws only for ejection-time jitter.
+            ejected = bool(self.outlier.record(attempt.host, outcome, now, self._rng))
+        if self.accrual is not None:
+            breaker = self.accrual.breaker(attempt.host)
+            trips = breaker.trips
+            breaker.record(outcome, now, self._rng)
+            ejected = ejected or breaker.trips > trips
         return [attempt.host] if ejected else []
 
     def retry_state(self) -> RetryTracker:
         return _Retries(RetryState(self.retry_policy, self.breaker))
 
 
-def policy_for(traffic: dict[str, Any], hosts: int = 1) -> RoutePolicy:
+def _accrual(raw: Any) -> FailureAccrual:
+    if not isinstance(raw, dict):
+        raise MeshsimError("traffic.failure_accrual: expected a mapping")
+    default = LinkerdBackOff.accrual_default()
+    try:
+        return FailureAccrual(
+            mode=str(raw.get("mode", "consecutive")),
+            max_failures=int(raw.get("max_failures", 7)),
+            backoff=LinkerdBackOff(
+                float(raw.get("backoff_min_s", default.min_s)),
+                float(raw.get("backoff_max_s", default.max_s)),
+                float(raw.get("backoff_jitter", default.jitter)),
+            ),
+        )
+    except (TypeError, ValueError) as exc:
+        raise MeshsimError(f"traffic.failure_accrual: {exc}") from None
+
+
+def policy_for(
+    traffic: dict[str, Any], hosts: int = 1, subsets: tuple[str, ...] | None = None
+) -> RoutePolicy:
     if not traffic:
         return PassThrough()
-    return MeshPolicy(traffic, hosts)
+    return MeshPolicy(traffic, hosts, subsets)

@@ -28,7 +28,7 @@ from meshsim.proxy.metrics import ProxyMetrics
 from meshsim.proxy.policies import policy_for
 from meshsim.proxy.seam import RoutePolicy
 from meshsim.proxy.tls import Rotator, client_context, server_context, trust_domain_from_dir
-from meshsim.proxy.upstream import HostPool
+from meshsim.proxy.upstream import ConnectionLimits, HostPool
 
 
 class ListenerState:
@@ -62,7 +62,7 @@ class Proxy:
         self.config = config
         self.metrics = ProxyMetrics()
         self.policy_factory = policy_factory or (
-            lambda lc: policy_for(lc.traffic, len(lc.upstreams))
+            lambda lc: policy_for(lc.traffic, len(lc.upstreams), lc.subsets)
         )
         self.access_log = access_log if access_log is not None else _log_sink(config.access_log)
         self.states: dict[str, ListenerState] = {}
@@ -116,6 +116,8 @@ class Proxy:
         up_ctx = client_context(cfg.tls_dir) if lc.tls == "client" and cfg.tls_dir else None
         down_ctx = server_context(cfg.tls_dir) if lc.tls == "server" and cfg.tls_dir else None
         self._contexts.extend(c for c in (up_ctx, down_ctx) if c is not None)
+        policy = self.policy_factory(lc)
+        limits: ConnectionLimits | None = getattr(policy, "connection_limits", None)
         pools = [
             HostPool(
                 host,
@@ -124,14 +126,17 @@ class Proxy:
                 metrics=self.metrics,
                 ssl_context=up_ctx,
                 trust_domain=trust_domain,
+                limits=limits,
             )
             for host, port in lc.upstreams
         ]
+        for pool in pools:
+            pool.siblings = pools
         route = Route(
             name=lc.name,
             pools=pools,
             metrics=self.metrics,
-            policy=self.policy_factory(lc),
+            policy=policy,
             rng=np.random.Generator(np.random.PCG64(seed)),
             access_log=self.access_log,
             allowed_principals=lc.allowed_principals,

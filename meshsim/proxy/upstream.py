@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol, cast
 
@@ -32,6 +33,19 @@ class ResponseSink(Protocol):
         """End of one socket read: write out what its events produced."""
 
 
+class ConnectionLimits(Protocol):
+    """A route's bounds on upstream connections and on requests waiting for one."""
+
+    def try_connection(self) -> bool: ...
+    def release_connection(self) -> None: ...
+    def try_pending(self) -> bool: ...
+    def release_pending(self) -> None: ...
+
+
+class PoolOverflow(Exception):  # noqa: N818 - Envoy's word
+    """max_connections reached and max_pending_requests too: the request is refused."""
+
+
 class UpstreamConn(asyncio.Protocol):
     def __init__(self, pool: HostPool) -> None:
         self.pool = pool
@@ -47,6 +61,8 @@ class UpstreamConn(asyncio.Protocol):
         """Measure CPU time in the callbacks (the exchange's request is sampled)."""
         self.read_t0 = 0.0
         self.idle_since = 0.0
+        self.counted = False
+        """Holds one unit of the route's max_connections."""
 
     # -- asyncio ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -151,6 +167,7 @@ class HostPool:
         metrics: ProxyMetrics,
         ssl_context: ssl.SSLContext | None = None,
         trust_domain: str | None = None,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -161,13 +178,69 @@ class HostPool:
         self.idle: list[UpstreamConn] = []
         self.open: set[UpstreamConn] = set()
         self.active = metrics.active.labels(listener, "upstream")
+        self.limits = limits
+        self.siblings: list[HostPool] = [self]
+        """The pools of the same route (they share ``limits``)."""
+        self.waiters: deque[asyncio.Future[UpstreamConn | None]] = deque()
+        """Requests pending for a connection (max_connections reached)."""
 
     async def acquire(self) -> UpstreamConn:
         """A reused idle connection when there is one, else a new one.
 
         Raises ConnectionError (connect failure, or a peer outside the trust domain).
         """
-        return self.take_idle() or await self._connect()
+        limits = self.limits
+        while True:
+            conn = self.take_idle()
+            if conn is not None:
+                return conn
+            if limits is None:
+                return await self._connect()
+            if limits.try_connection():
+                try:
+                    conn = await self._connect()
+                except BaseException:
+                    limits.release_connection()
+                    self._slot_freed()
+                    raise
+                conn.counted = True
+                return conn
+            if not limits.try_pending():
+                raise PoolOverflow(f"{self.host}:{self.port}: too many pending requests")
+            waiter: asyncio.Future[UpstreamConn | None] = (
+                asyncio.get_running_loop().create_future()
+            )
+            self.waiters.append(waiter)
+            try:
+                got = await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    handed = waiter.result()
+                    if handed is not None:
+                        self.release(handed, True)  # pass it on to the next waiter
+                raise
+            finally:
+                limits.release_pending()
+                if waiter in self.waiters:
+                    self.waiters.remove(waiter)
+            if got is not None:
+                got.reused = True
+                return got
+            # A connection slot came free: loop to take it (or an idle connection).
+
+    def _wake(self, conn: UpstreamConn | None) -> bool:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return True
+        return False
+
+    def _slot_freed(self) -> None:
+        """One of the route's connections closed: a pending request may open one."""
+        for pool in self.siblings:
+            if pool._wake(None):
+                return
 
     def take_idle(self) -> UpstreamConn | None:
         """The most recently used idle connection still fit for use, or None."""
@@ -218,6 +291,8 @@ class HostPool:
 
     def release(self, conn: UpstreamConn, reusable: bool) -> None:
         if reusable and conn.usable:
+            if self.waiters and self._wake(conn):
+                return  # straight to a pending request
             conn.idle_since = time.monotonic()
             self.idle.append(conn)
         else:
@@ -225,6 +300,10 @@ class HostPool:
 
     def forget(self, conn: UpstreamConn) -> None:
         self.open.discard(conn)
+        if conn.counted and self.limits is not None:
+            conn.counted = False
+            self.limits.release_connection()
+            self._slot_freed()
         if conn in self.idle:
             self.idle.remove(conn)
 

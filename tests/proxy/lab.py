@@ -48,10 +48,11 @@ async def proxy_for(
     log: list[str] | None = None,
     allowed: frozenset[str] | None = None,
     drain_s: float = 5.0,
+    subsets: tuple[str, ...] | None = None,
 ) -> AsyncIterator[Proxy]:
     listener = ListenerConfig(
         "test", ("127.0.0.1", 0), tuple(("127.0.0.1", p) for p in upstream_ports), tls=tls,
-        allowed_principals=allowed, traffic=traffic or {},
+        allowed_principals=allowed, traffic=traffic or {}, subsets=subsets,
     )
     cfg = ProxyConfig(
         listeners=(listener,), admin=("127.0.0.1", 0), limits=limits or Limits(),

@@ -97,3 +97,116 @@ def test_fault_injection_abort() -> None:
         assert state.served == 0
 
     arun(main)
+
+
+def test_failure_accrual_shuts_a_failing_endpoint() -> None:
+    traffic = {
+        "failure_accrual": {"max_failures": 3, "backoff_min_s": 60, "backoff_max_s": 60},
+        "load_balancer": "round_robin",
+    }
+
+    async def main() -> None:
+        bad_srv, bad = await start_echo(seed=1, default_query="status=503")
+        good_srv, good = await start_echo(seed=2)
+        async with proxy_for([bound_port(bad_srv), bound_port(good_srv)],
+                             traffic=traffic) as proxy:
+            port = proxy.port("test")
+            statuses = [(await get_once(port)).status for _ in range(12)]
+            ejections = proxy.metrics.ejections.labels("test")._value.get()
+        await stop_echo(bad_srv, bad)
+        await stop_echo(good_srv, good)
+        # Three 503s in a row shut the bad endpoint for 60 s; the rest go to the good one.
+        assert ejections == 1
+        assert bad.served == 3
+        assert good.served == 9
+        assert statuses.count(503) == 3
+
+    arun(main)
+
+
+def test_traffic_split_by_subset() -> None:
+    async def run(split: dict[str, float], n: int) -> tuple[int, int]:
+        v1_srv, v1 = await start_echo(seed=1)
+        v2_srv, v2 = await start_echo(seed=2)
+        async with proxy_for([bound_port(v1_srv), bound_port(v2_srv)],
+                             traffic={"split": split}, subsets=("v1", "v2")) as proxy:
+            port = proxy.port("test")
+            client = await Client.open(port)
+            for _ in range(n):
+                assert (await client.get("/")).status == 200
+            await client.close()
+        await stop_echo(v1_srv, v1)
+        await stop_echo(v2_srv, v2)
+        return v1.served, v2.served
+
+    async def main() -> None:
+        assert await run({"v1": 0, "v2": 100}, 20) == (0, 20)
+        v1, v2 = await run({"v1": 90, "v2": 10}, 200)
+        assert v1 + v2 == 200
+        assert 150 <= v1 <= 195  # 90 % of 200 = 180, sd 4.2
+
+    arun(main)
+
+
+def test_split_without_subsets_is_a_clear_error() -> None:
+    from meshsim.errors import MeshsimError
+    from meshsim.proxy.policies import policy_for
+
+    with pytest.raises(MeshsimError, match="subsets"):
+        policy_for({"split": {"v1": 1}}, 2)
+    with pytest.raises(MeshsimError, match="v3"):
+        policy_for({"split": {"v3": 1}}, 2, ("v1", "v2"))
+
+
+def test_max_connections_and_max_pending_requests() -> None:
+    traffic = {"circuit_breaker": {"max_connections": 1, "max_pending_requests": 1}}
+
+    async def main() -> None:
+        server, state = await start_echo(seed=1)
+        async with proxy_for([bound_port(server)], traffic=traffic) as proxy:
+            port = proxy.port("test")
+            clients = [await Client.open(port) for _ in range(3)]
+            first = asyncio.ensure_future(clients[0].get("/?delay=300ms"))
+            await asyncio.sleep(0.1)
+            # One connection, in use: the next request waits (pending), the one after that
+            # overflows.
+            pending = asyncio.ensure_future(clients[1].get("/"))
+            await asyncio.sleep(0.05)
+            r = await clients[2].get("/")
+            assert r.status == 503
+            assert r.header(b"x-envoy-overloaded") == b"true"
+            assert (await first).status == 200
+            assert (await pending).status == 200  # served on the connection set free
+            assert proxy.metrics.connections.labels("test", "upstream")._value.get() == 1
+            assert proxy.metrics.overflows.labels("test")._value.get() == 1
+            for c in clients:
+                await c.close()
+        await stop_echo(server, state)
+        assert state.served == 2
+
+    arun(main)
+
+
+def test_max_connections_slot_freed_by_a_closed_connection() -> None:
+    traffic = {"circuit_breaker": {"max_connections": 1, "max_pending_requests": 4}}
+
+    async def main() -> None:
+        server, state = await start_echo(seed=1)
+        async with proxy_for([bound_port(server)], traffic=traffic) as proxy:
+            port = proxy.port("test")
+            a, b = await Client.open(port), await Client.open(port)
+            # Client a leaves mid-request: the proxy abandons (closes) its one upstream
+            # connection, which frees the slot for the request pending behind it.
+            slow = asyncio.ensure_future(a.get("/?delay=300ms"))
+            await asyncio.sleep(0.1)
+            waiting = asyncio.ensure_future(b.get("/"))
+            await asyncio.sleep(0.05)
+            slow.cancel()
+            await a.close()  # the proxy closes its upstream connection: the slot frees
+            r = await asyncio.wait_for(waiting, 5)
+            assert r.status == 200
+            assert proxy.metrics.connections.labels("test", "upstream")._value.get() == 2
+            await b.close()
+        await stop_echo(server, state)
+
+    arun(main)
