@@ -95,6 +95,33 @@ def resources_table(summary: dict[str, Any]) -> Table:
     return table
 
 
+RESILIENCE_COLUMNS = ("retries", "timeouts", "per_try_timeouts", "overflows", "ejections",
+                      "failfasts", "fault_aborts", "fault_delays", "mirrored",
+                      "budget_exhausted")  # fmt: skip
+
+
+def resilience_table(summary: dict[str, Any]) -> Table | None:
+    """Retries, timeouts, breaker overflows, ejections, ... per mesh and service (non-zero)."""
+    rows: list[list[str]] = []
+    for mesh, run in summary["runs"].items():
+        for name, r in run.get("resilience", {}).items():
+            if not any(r.get(c) for c in RESILIENCE_COLUMNS):
+                continue
+            amp = r.get("amplification")
+            rows.append([mesh, name, str(r.get("requests", 0)), str(r.get("attempts", 0)),
+                         "-" if amp is None else f"{amp:.2f}",
+                         *(str(r.get(c, 0)) for c in RESILIENCE_COLUMNS)])  # fmt: skip
+    if not rows:
+        return None
+    table = Table(title="Resilience, at the callers' proxies", title_justify="left")
+    for col in ("mesh", "service", "requests", "attempts", "x", *RESILIENCE_COLUMNS):
+        table.add_column(col.replace("_", " "),
+                         justify="left" if col in ("mesh", "service") else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
 def warnings_text(summary: dict[str, Any]) -> RenderableType:
     lines: list[Text] = []
     for mesh, run in summary["runs"].items():
@@ -110,5 +137,8 @@ def summary_renderable(summary: dict[str, Any]) -> RenderableType:
     parts.append(services_table(summary))
     if any(run["proxies"].get("count") for run in summary["runs"].values()):
         parts.append(resources_table(summary))
+    resilience = resilience_table(summary)
+    if resilience is not None:
+        parts.append(resilience)
     parts.append(warnings_text(summary))
     return Group(*parts)

@@ -77,6 +77,9 @@ class Replication:
     timeline: list[tuple[float, str]]
     warnings: list[str]
     records: list[RequestRecord] | None = None
+    resilience: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per destination service: retries, timeouts, overflows, ejections, fail-fasts, ...
+    (:mod:`meshsim.sim.dataplanes.resilience`), counted inside the measurement window."""
 
     @classmethod
     def of(cls, sim: Simulation, index: int) -> Replication:
@@ -130,7 +133,13 @@ class Replication:
             timeline=list(sim.timeline.log),
             warnings=warnings,
             records=rec.records,
+            resilience=_resilience(sim),
         )
+
+
+def _resilience(sim: Simulation) -> dict[str, dict[str, Any]]:
+    chain = getattr(sim.data_plane, "resilience", None)
+    return chain.summary() if chain is not None else {}
 
 
 def _proxy_cpu(sim: Simulation, delta: Any, window: float) -> dict[str, float]:

@@ -74,6 +74,7 @@ def mesh_summary(result: MeshResult) -> dict[str, Any]:
         warnings.append(
             "saturated: latencies grow with the run's length and are not steady-state values"
         )
+    out["resilience"] = resilience_summary(reps)
     out["saturated"] = saturated
     out["warnings"] = warnings
     out["timeline"] = [{"at_s": t, "event": what} for t, what in reps[0].timeline]
@@ -89,6 +90,27 @@ def _fell_behind(expected: float, achieved: float) -> bool:
     """
     shortfall = expected - achieved
     return shortfall > max(0.02 * expected, 3.0 * math.sqrt(expected))
+
+
+def resilience_summary(reps: list[Any]) -> dict[str, dict[str, Any]]:
+    """Per service: resilience counters, the mean over replications (rounded), and the
+    retry amplification (attempts per request through the mesh's client proxies)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in sorted({s for r in reps for s in getattr(r, "resilience", {})}):
+        blocks = [r.resilience.get(name, {}) for r in reps]
+        keys = [k for k in blocks[0] if k != "by_endpoint"] if blocks[0] else []
+        entry: dict[str, Any] = {
+            k: round(fmean(float(b.get(k, 0)) for b in blocks)) for k in keys
+        }
+        endpoints = sorted({e for b in blocks for e in b.get("by_endpoint", {})})
+        entry["by_endpoint"] = {
+            e: round(fmean(float(b.get("by_endpoint", {}).get(e, 0)) for b in blocks))
+            for e in endpoints
+        }
+        requests = entry.get("requests", 0)
+        entry["amplification"] = entry.get("attempts", 0) / requests if requests else None
+        out[name] = entry
+    return out
 
 
 def _pods(reps: list[Any]) -> list[str]:

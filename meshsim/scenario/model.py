@@ -449,7 +449,24 @@ class LinkerdOptions(Spec):
     retry_ratio: Annotated[float, Field(ge=0)] = 0.2
     min_retries_per_second: Annotated[float, Field(ge=0)] = 10.0
     retry_ttl_s: PositiveFloat = 10.0
+    failure_accrual: Literal["consecutive", "unified"] | None = Field(
+        None,
+        description="balancer.linkerd.io/failure-accrual on every service (default: none; a "
+        "traffic rule's outlier_detection also turns on consecutive accrual for its service).",
+    )
+    unsupported: Literal["error", "emulate"] = Field(
+        "error",
+        description="Traffic rules Linkerd cannot express (fault injection, mirroring): "
+        "'error' refuses the run; 'emulate' applies them in the client proxy as Istio would, "
+        "and says so in the run's warnings.",
+    )
     model: str | None = Field(None, description="Cost-model file (default models/linkerd-proxy).")
+    destination_cores: Annotated[int, Field(ge=1)] = Field(
+        1, description="Cores of the destination controller (one replica)."
+    )
+    control_plane_model: str | None = Field(
+        None, description="Cost-model file (default models/linkerd-control-plane)."
+    )
 
 
 class AmbientOptions(Spec):

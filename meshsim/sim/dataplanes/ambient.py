@@ -31,6 +31,7 @@ from meshsim.sim.app import CONNECT_FAILURE, Client, Pod
 from meshsim.sim.dataplanes.connections import Conn, Pools
 from meshsim.sim.dataplanes.mesh import ProxiedDataPlane, cost_model, run_inbound
 from meshsim.sim.dataplanes.proxy import Proxy, Worker
+from meshsim.sim.dataplanes.resilience import Resilience
 from meshsim.sim.dataplanes.routing import L7Proxy, Routes
 
 if TYPE_CHECKING:
@@ -77,6 +78,10 @@ class AmbientDataPlane(ProxiedDataPlane):
         self.pools = self.tunnels
         self.routes = Routes(sim.scenario, "least_request")
         self._lb_rng = sim.streams("balancers/waypoint")
+        self.resilience = Resilience(
+            sim, self.name, self.warnings, h2=lambda s: s.spec.protocol != "http1", mtls=True,
+            l7_services=self.waypoint_for,
+        )
         self.ztunnels: dict[Node, Proxy] = {}
         self.waypoints: dict[str, L7Proxy] = {}
         self._streams: dict[tuple[str, str], list[AppStream]] = {}
@@ -94,7 +99,7 @@ class AmbientDataPlane(ProxiedDataPlane):
             node = self.client_node()
             wp = L7Proxy(self.env, f"{name}/waypoint", "waypoint", self.wp_model, node,
                          self.wp_threads, stealing=False, pick=self._accept,
-                         routes=self.routes, rng=self._lb_rng)
+                         routes=self.routes, rng=self._lb_rng, resilience=self.resilience)
             self.waypoints[name] = wp
             self.proxies.append(wp)
 
@@ -187,7 +192,7 @@ class AmbientDataPlane(ProxiedDataPlane):
             ww = tunnel.server_worker
             yield from wp.work(ww, wp.costs(nbytes, 0, True)[0])
             ww.requests += 1
-            status = yield from wp.outbound(self._attempt_fn, service, req, ww, nbytes)
+            status = yield from wp.outbound(self._attempt_fn, service, req, ww, nbytes, call)
             resp = service.spec.response_bytes
             yield env.timeout(delay(wp.node, src_node, resp) + zs.hop_s)
             yield from zs.work(sw, zs.costs(nbytes, resp, True)[1])

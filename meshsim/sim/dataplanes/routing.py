@@ -16,7 +16,7 @@ wrap the attempt; today it makes exactly one attempt.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Hashable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import simpy
@@ -31,10 +31,12 @@ from meshsim.policy import (
 )
 from meshsim.sim.app import CONNECT_FAILURE
 from meshsim.sim.dataplanes.proxy import Proxy, Worker
+from meshsim.sim.dataplanes.resilience import outbound as resilient_outbound
 
 if TYPE_CHECKING:
-    from meshsim.scenario.model import Scenario
+    from meshsim.scenario.model import Call, Scenario
     from meshsim.sim.app import Pod, Request, ServiceRuntime
+    from meshsim.sim.dataplanes.resilience import ClusterState, Resilience
 
 BALANCERS: dict[str, Callable[[], LoadBalancer]] = {
     "least_request": LeastRequest,
@@ -70,29 +72,66 @@ class Routes:
         return BALANCERS[self.balancer_of.get(service, self.default)]()
 
 
+class EndpointView(Protocol):
+    """A proxy's view of endpoints, kept by the control plane (meshsim.sim.controlplane)."""
+
+    def lookup(self, service: ServiceRuntime) -> tuple[int, list[Pod]]: ...
+
+
 class L7Proxy(Proxy):
     """A proxy that routes HTTP: picks a version and an endpoint for every request."""
 
-    __slots__ = ("_balancers", "_subsets", "rng", "routes")
+    __slots__ = (
+        "_balancers", "_clusters", "_groups", "_subsets", "endpoint_view", "resilience", "rng",
+        "routes",
+    )
 
-    def __init__(self, *args: Any, routes: Routes, rng: np.random.Generator, **kw: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        routes: Routes,
+        rng: np.random.Generator,
+        resilience: Resilience | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(*args, **kw)
         self.routes = routes
         self.rng = rng
+        self.resilience = resilience
+        """The mesh's outbound policy chain (mapping, counters); ``None``: one plain try."""
         self._balancers: dict[str, LoadBalancer] = {}
         self._subsets: dict[str, tuple[int, dict[str, list[Pod]]]] = {}
+        self._clusters: dict[tuple[str, str | None], ClusterState] = {}
+        """Per destination cluster (service, subset): balancer, breakers, health."""
+        self._groups: dict[str, tuple[tuple[int, int, int], dict[str, list[Pod]]]] = {}
+        self.endpoint_view: EndpointView | None = None
+        """Set by the control plane: endpoints as of this proxy's last update."""
+
+    def view(self, service: ServiceRuntime) -> list[Pod]:
+        """All endpoints of ``service`` as this proxy sees them (before any split).
+
+        The resilience chain reads endpoints through this method only; a control plane
+        that gives proxies a (stale) view of their own replaces it here. A dead pod in the
+        view refuses connections (a connect failure).
+        """
+        view = self.endpoint_view
+        if view is None:
+            return service.endpoints
+        return view.lookup(service)[1]
 
     def endpoints(self, service: ServiceRuntime) -> list[Pod]:
         """The ready endpoints this request may go to (after the traffic split, if any)."""
         split = self.routes.split_of.get(service.name)
         if split is None:
-            return service.endpoints
+            return self.view(service)
         cached = self._subsets.get(service.name)
-        if cached is None or cached[0] != service.generation:
+        seen = self.view(service)
+        key = hash((id(seen), len(seen), service.generation))
+        if cached is None or cached[0] != key:
             by_version: dict[str, list[Pod]] = {name: [] for name in service.versions}
-            for pod in service.endpoints:
+            for pod in seen:
                 by_version[pod.version.name].append(pod)
-            cached = self._subsets[service.name] = (service.generation, by_version)
+            cached = self._subsets[service.name] = (key, by_version)
         by_version = cached[1]
         available = [v for v, pods in by_version.items() if pods]
         version = split.choose(self.rng, available)
@@ -111,15 +150,22 @@ class L7Proxy(Proxy):
         req: Request,
         worker: Worker,
         nbytes: int,
+        call: Call | None = None,
     ) -> Generator[simpy.Event, Any, int]:
-        """THE HOOK for the outbound policy chain; today: one attempt, no timeout or retry.
+        """THE HOOK for the outbound policy chain.
 
-        Route timeouts, retries (Envoy's or Linkerd's with budgets), circuit breakers,
-        outlier detection and fault injection from :mod:`meshsim.policy` go here, around
-        ``attempt``: re-pick an endpoint per try (``previous_hosts``), wait the back-off,
-        and give up on the deadline. Everything below ``attempt`` (connections, CPU, the
-        peer proxy, the app) is policy-free.
+        With the mesh's :class:`~meshsim.sim.dataplanes.resilience.Resilience`, the chain
+        of :func:`meshsim.sim.dataplanes.resilience.outbound` runs: route match, fault
+        injection, mirroring, split, healthy-endpoint pick, circuit breakers, per-try and
+        route timeouts, retries with back-off and budgets. Without one: a single plain
+        try. Everything below ``attempt`` (connections, CPU, the peer proxy, the app) is
+        policy-free.
         """
+        if self.resilience is not None:
+            result: int = yield from resilient_outbound(
+                self, attempt, service, req, worker, nbytes, call
+            )
+            return result
         endpoints = self.endpoints(service)
         lb = self.balancer(service.name)
         env = self.env

@@ -38,6 +38,7 @@ import simpy
 from meshsim.sim.app import CONNECT_FAILURE, Client, Pod
 from meshsim.sim.dataplanes.mesh import ProxiedDataPlane, cost_model, run_inbound
 from meshsim.sim.dataplanes.proxy import Worker
+from meshsim.sim.dataplanes.resilience import Resilience
 from meshsim.sim.dataplanes.routing import L7Proxy, Routes
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ class SidecarDataPlane(ProxiedDataPlane):
         super().__init__(sim)
         self.routes = Routes(sim.scenario, default_balancer)
         self._lb_rng = sim.streams("balancers/sidecar")
+        self.resilience = Resilience(sim, self.name, self.warnings, h2=self.h2, mtls=self.mtls)
         self.sidecars: dict[Pod, L7Proxy] = {}
         self.client_sidecars: dict[str, L7Proxy] = {}
         self._attempt_fn = self._attempt
@@ -77,7 +79,7 @@ class SidecarDataPlane(ProxiedDataPlane):
             self.env, name, "sidecar", self.model, node, self.threads,
             stealing=self.stealing, pick=self._accept, pod=pod,
             telemetry=self.telemetry, wasm_filters=self.wasm_filters,
-            routes=self.routes, rng=self._lb_rng,
+            routes=self.routes, rng=self._lb_rng, resilience=self.resilience,
         )
         self.proxies.append(proxy)
         return proxy
@@ -124,7 +126,7 @@ class SidecarDataPlane(ProxiedDataPlane):
         worker = self.app_conn(proxy, name)
         yield from proxy.work(worker, proxy.costs(nbytes, 0, self.mtls)[0])
         worker.requests += 1
-        status = yield from proxy.outbound(self._attempt_fn, service, req, worker, nbytes)
+        status = yield from proxy.outbound(self._attempt_fn, service, req, worker, nbytes, call)
         self.app_conn_done(proxy, name, worker)
         return status
 
