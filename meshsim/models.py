@@ -35,14 +35,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from meshsim.errors import ModelError, Problem
 
 __all__ = [
+    "CONTROL_PLANE_KINDS",
     "DEFAULT_MODEL_NAMES",
     "KINDS",
     "PARAMETER_SPECS",
+    "PROXY_KINDS",
     "Anchor",
+    "ControlPlaneKind",
     "Kind",
     "Parameter",
     "ParameterSpec",
     "ProxyCostModel",
+    "ProxyKind",
     "default_model",
     "load_model",
     "model_names",
@@ -51,8 +55,16 @@ __all__ = [
     "required_parameters",
 ]
 
-Kind = Literal["envoy-sidecar", "linkerd-proxy", "ztunnel", "waypoint"]
-KINDS: Final[tuple[Kind, ...]] = ("envoy-sidecar", "linkerd-proxy", "ztunnel", "waypoint")
+ProxyKind = Literal["envoy-sidecar", "linkerd-proxy", "ztunnel", "waypoint"]
+ControlPlaneKind = Literal["istiod", "linkerd-control-plane"]
+Kind = Literal[
+    "envoy-sidecar", "linkerd-proxy", "ztunnel", "waypoint", "istiod", "linkerd-control-plane"
+]
+PROXY_KINDS: Final[tuple[ProxyKind, ...]] = (
+    "envoy-sidecar", "linkerd-proxy", "ztunnel", "waypoint"
+)
+CONTROL_PLANE_KINDS: Final[tuple[ControlPlaneKind, ...]] = ("istiod", "linkerd-control-plane")
+KINDS: Final[tuple[Kind, ...]] = (*PROXY_KINDS, *CONTROL_PLANE_KINDS)
 
 #: The shipped model file (``models/<name>.yaml``) that :func:`default_model` returns per kind.
 DEFAULT_MODEL_NAMES: Final[Mapping[Kind, str]] = MappingProxyType(
@@ -61,6 +73,8 @@ DEFAULT_MODEL_NAMES: Final[Mapping[Kind, str]] = MappingProxyType(
         "linkerd-proxy": "linkerd-proxy",
         "ztunnel": "ztunnel",
         "waypoint": "waypoint",
+        "istiod": "istiod",
+        "linkerd-control-plane": "linkerd-control-plane",
     }
 )
 
@@ -83,11 +97,14 @@ class ParameterSpec:
     minimum: float = 0.0
 
 
-_ALL: Final = frozenset(KINDS)
+_ALL: Final = frozenset(PROXY_KINDS)  # every proxy kind (not the control planes)
 _L7: Final = frozenset({"envoy-sidecar", "linkerd-proxy", "waypoint"})
 _ENVOY: Final = frozenset({"envoy-sidecar", "waypoint"})
 _HBONE: Final = frozenset({"ztunnel", "waypoint"})
 _ZTUNNEL: Final = frozenset({"ztunnel"})
+_ISTIOD: Final = frozenset({"istiod"})
+_LINKERD_CP: Final = frozenset({"linkerd-control-plane"})
+_CP: Final = frozenset(CONTROL_PLANE_KINDS)
 
 
 def _spec(
@@ -148,11 +165,69 @@ _SPECS: Final[tuple[ParameterSpec, ...]] = (
           _ALL),
     # Memory.
     _spec("base_memory_mb", "MB", "resident memory with no connections and no configuration "
-          "items counted below", _ALL),
+          "items counted below", _ALL | _CP),
     _spec("connection_kb", "KB", "memory per open connection (or tunnelled stream)", _ALL),
     _spec("tls_connection_kb", "KB", "extra memory per connection that carries TLS", _ALL),
     _spec("cluster_kb", "KB", "memory per cluster/service held in configuration", _ALL),
     _spec("endpoint_kb", "KB", "memory per endpoint/workload held in configuration", _ALL),
+    # Control planes (kinds istiod and linkerd-control-plane): see models/istiod.yaml and
+    # models/linkerd-control-plane.yaml; the simulator's use is in meshsim/sim/controlplane/.
+    _spec("kube_event_delay_ms", "ms", "from a pod change in the API server to the control "
+          "plane's informer callback (EndpointSlice controller + watch)", _CP),
+    _spec("send_latency_ms", "ms", "non-CPU time from sending an update to the proxy having "
+          "applied it (network, proxy-side apply)", _CP),
+    _spec("csr_sign_us", "us", "CPU to verify a CSR and sign one workload certificate", _CP),
+    _spec("cert_lifetime_s", "s", "lifetime of a workload certificate", _CP, minimum=1.0),
+    _spec("cert_renew_fraction", "ratio", "fraction of the lifetime after which the proxy "
+          "asks for a new certificate", _CP),
+    _spec("csr_retry_s", "s", "wait before a proxy retries a CSR that got no answer", _CP,
+          minimum=0.001),
+    _spec("debounce_after_ms", "ms", "PILOT_DEBOUNCE_AFTER: quiet period before a push",
+          _ISTIOD),
+    _spec("debounce_max_ms", "ms", "PILOT_DEBOUNCE_MAX: longest a push may be delayed",
+          _ISTIOD),
+    _spec("push_throttle_base", "count", "PILOT_PUSH_THROTTLE auto: the 15 of "
+          "min(15 + 5 x cores, 100)", _ISTIOD, integer=True),
+    _spec("push_throttle_per_core", "count", "PILOT_PUSH_THROTTLE auto: the 5 of "
+          "min(15 + 5 x cores, 100)", _ISTIOD, integer=True),
+    _spec("push_throttle_max", "count", "PILOT_PUSH_THROTTLE auto: the 100 of "
+          "min(15 + 5 x cores, 100)", _ISTIOD, integer=True, minimum=1),
+    _spec("push_context_base_us", "us", "building a PushContext, fixed part", _ISTIOD),
+    _spec("push_context_service_us", "us", "building a full PushContext, per service in "
+          "the registry (endpoint-only pushes skip it)", _ISTIOD),
+    _spec("full_push_base_us", "us", "per proxy, fixed CPU of a full (CDS/LDS/RDS/EDS) push",
+          _ISTIOD),
+    _spec("full_push_cluster_us", "us", "per proxy, CPU of a full push per cluster (service) "
+          "in the proxy's view", _ISTIOD),
+    _spec("eds_push_base_us", "us", "per proxy, fixed CPU of an endpoint-only (EDS) push",
+          _ISTIOD),
+    _spec("push_endpoint_us", "us", "per proxy, CPU per endpoint pushed (full: every "
+          "endpoint in view; EDS: endpoints of the changed clusters)", _ISTIOD),
+    _spec("connected_proxy_cpu_us_per_s", "us/s", "CPU per connected proxy per second when "
+          "nothing changes (xDS stream upkeep, keepalives, status)", _ISTIOD),
+    _spec("proxy_cluster_kb", "KB", "istiod memory per connected proxy per cluster in its "
+          "view (watched resources, generated config)", _ISTIOD),
+    _spec("proxy_endpoint_kb", "KB", "istiod memory per connected proxy per endpoint in its "
+          "view", _ISTIOD),
+    _spec("service_kb", "KB", "control-plane memory per service in the registry", _CP),
+    _spec("registry_endpoint_kb", "KB", "control-plane memory per endpoint in the registry",
+          _CP),
+    _spec("stream_queue_capacity", "count", "updates a destination stream may hold unsent; "
+          "one more resets the stream", _LINKERD_CP, integer=True, minimum=1),
+    _spec("update_cpu_us", "us", "destination controller CPU per update sent on one stream",
+          _LINKERD_CP),
+    _spec("update_endpoint_us", "us", "destination controller CPU per endpoint added or "
+          "removed in one update on one stream", _LINKERD_CP),
+    _spec("snapshot_endpoint_us", "us", "destination controller CPU per endpoint sent when a "
+          "stream (re)subscribes", _LINKERD_CP),
+    _spec("reresolve_delay_ms", "ms", "after a stream reset, until the proxy re-resolves",
+          _LINKERD_CP),
+    _spec("watch_cpu_us_per_s", "us/s", "destination controller CPU per open watch per "
+          "second when nothing changes", _LINKERD_CP),
+    _spec("watch_kb", "KB", "destination controller memory per open watch (stream, "
+          "translator, queue)", _LINKERD_CP),
+    _spec("proxy_kb", "KB", "control-plane memory per connected proxy (istiod: xDS "
+          "connection and proxy state; Linkerd: identity, policy and inbound watches)", _CP),
 )
 
 #: Every known parameter, by name.
@@ -224,7 +299,6 @@ class ProxyCostModel:
     path: str | None
     parameters: Mapping[str, Parameter] = field(repr=False)
     anchor: Anchor | None = field(default=None, repr=False)
-
     # -- raw values (read from ``parameters`` so they cannot drift apart)
 
     def value(self, name: str) -> float:

@@ -128,7 +128,7 @@ class Replication:
             worker_utilisation=worker_util,
             proxy_worker_utilisation=proxy_worker_util,
             proxies=proxies,
-            control_plane={"cpu_vcpu": 0.0, "memory_mb": 0.0, "convergence_s": None},
+            control_plane=_control_plane(sim),
             in_flight_at_end=in_flight,
             timeline=list(sim.timeline.log),
             warnings=warnings,
@@ -140,6 +140,19 @@ class Replication:
 def _resilience(sim: Simulation) -> dict[str, dict[str, Any]]:
     chain = getattr(sim.data_plane, "resilience", None)
     return chain.summary() if chain is not None else {}
+
+
+def _control_plane(sim: Simulation) -> dict[str, Any]:
+    """The ``control_plane`` block: cpu_vcpu, memory_mb, convergence_s {p50, p90, p99}, and
+    the requests stale endpoints, missing certificates and authorization cost."""
+    block = sim.control_plane.summary(sim.warmup_s, sim.end_s)
+    # Tries the resilience chain refused itself because the pod was gone (a stale view).
+    chain = getattr(sim.data_plane, "resilience", None)
+    if chain is not None:
+        block["stale_endpoint_attempts"] += sum(
+            int(c.get("connect_failures", 0)) for c in chain.summary().values()
+        )
+    return block
 
 
 def _proxy_cpu(sim: Simulation, delta: Any, window: float) -> dict[str, float]:

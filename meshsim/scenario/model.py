@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from meshsim.scenario.security import Security
+
 MESH_NAMES: tuple[str, ...] = ("none", "istio", "linkerd", "istio-ambient")
 """Meshes a scenario may ask for; each maps to a data plane in :mod:`meshsim.sim`."""
 
@@ -360,10 +362,19 @@ class _Event(Spec):
 
 
 class KillEvent(_Event):
-    """Replicas die at once; requests they hold fail, as after SIGKILL."""
+    """Replicas die at once; requests they hold fail, as after SIGKILL.
+
+    With ``graceful: true`` the kill is announced: the pods leave the endpoints at once
+    (Terminating), keep serving for ``prestop_s`` (a preStop delay) while the control plane
+    tells the proxies, and only then die.
+    """
 
     action: Literal["kill"]
     count: Annotated[int, Field(ge=1)] = 1
+    graceful: bool = Field(False, description="Announce the kill (pod deletion with preStop).")
+    prestop_s: NonNegativeFloat = Field(
+        5.0, description="graceful only: how long a terminating pod keeps serving."
+    )
 
 
 class SlowEvent(_Event):
@@ -390,9 +401,80 @@ class ScaleEvent(_Event):
 
     action: Literal["scale"]
     replicas: Annotated[int, Field(ge=0)]
+    prestop_s: NonNegativeFloat | None = Field(
+        None,
+        description="Scale-down: removed pods leave the endpoints at once and die after this "
+        "long; default: they finish what they hold and never die (the run is too short).",
+    )
 
 
-Event = Annotated[KillEvent | SlowEvent | ErrorsEvent | ScaleEvent, Field(discriminator="action")]
+class RolloutEvent(_Event):
+    """A Deployment rolling update: ``max_surge`` new pods at a time; once they are ready, as
+    many old ones are deleted (gracefully, with ``prestop_s``, unless ``graceful`` is false)."""
+
+    action: Literal["rollout"]
+    max_surge: Annotated[int, Field(ge=1)] = 1
+    graceful: bool = True
+    prestop_s: NonNegativeFloat = 5.0
+
+
+class ChurnEvent(_Event):
+    """Pods replaced at a steady rate (one at a time, chosen at random, in the same version):
+    the old pod is deleted (gracefully unless ``graceful`` is false) and a new one started.
+    ``target: '*'`` draws from every service."""
+
+    action: Literal["churn"]
+    pods_per_minute: PositiveFloat
+    duration_s: PositiveFloat | None = Field(None, description="Default: until the end.")
+    graceful: bool = False
+    prestop_s: NonNegativeFloat = 5.0
+
+
+class ConfigEvent(_Event):
+    """A configuration change (a VirtualService, DestinationRule, ...) about ``target``, or
+    about the whole mesh with ``target: '*'``: istiod makes a full push to the proxies that
+    depend on it; Linkerd's policy controller streams one update to each watcher."""
+
+    action: Literal["config"]
+    count: Annotated[int, Field(ge=1)] = Field(1, description="Changes, spaced by interval_s.")
+    interval_s: NonNegativeFloat = 0.0
+
+
+class ControlPlaneDownEvent(_Event):
+    """The control plane (istiod with its CA; Linkerd's destination and identity) stops: no
+    pushes, no certificates. Proxies keep the configuration and certificates they have."""
+
+    action: Literal["control-plane-down"]
+    target: str = Field("control-plane", description="Always 'control-plane'.")
+    duration_s: PositiveFloat | None = Field(None, description="Default: until the end.")
+
+
+class ControlPlaneSlowEvent(_Event):
+    """The control plane's CPU work takes ``factor`` times as long for ``duration_s``."""
+
+    action: Literal["control-plane-slow"]
+    target: str = Field("control-plane", description="Always 'control-plane'.")
+    factor: Annotated[float, Field(ge=1)]
+    duration_s: PositiveFloat | None = None
+
+
+Event = Annotated[
+    KillEvent
+    | SlowEvent
+    | ErrorsEvent
+    | ScaleEvent
+    | RolloutEvent
+    | ChurnEvent
+    | ConfigEvent
+    | ControlPlaneDownEvent
+    | ControlPlaneSlowEvent,
+    Field(discriminator="action"),
+]
+
+CONTROL_PLANE_TARGET = "control-plane"
+"""The target of control-plane events."""
+ANY_SERVICE = "*"
+"""The target of churn and config events that concern every service."""
 
 
 # --------------------------------------------------------------------------- SLOs
@@ -438,6 +520,16 @@ class IstioOptions(Spec):
         "DO_NOT_UPGRADE; http2/grpc services use HTTP/2 regardless).",
     )
     model: str | None = Field(None, description="Cost-model file (default models/istio-sidecar).")
+    istiod_replicas: Annotated[int, Field(ge=1)] = Field(
+        1, description="istiod replicas; they share the proxies (each connects to one)."
+    )
+    istiod_cores: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="Cores per istiod replica (GOMAXPROCS); default cores_per_node."
+    )
+    istiod_model: str | None = Field(None, description="Cost-model file (default models/istiod).")
+    eds_debounce: bool = Field(
+        True, description="PILOT_ENABLE_EDS_DEBOUNCE: endpoint-only changes are debounced too."
+    )
 
 
 class LinkerdOptions(Spec):
@@ -504,6 +596,16 @@ class MeshOptions(Spec):
     )
 
 
+class ControlPlaneOptions(Spec):
+    """How the control plane is connected to the data plane."""
+
+    enabled: bool = Field(
+        True,
+        description="false: proxies read the cluster's endpoints at once and pods need no "
+        "certificate (the data-plane-only model of earlier versions).",
+    )
+
+
 # --------------------------------------------------------------------------- the scenario
 
 
@@ -528,6 +630,11 @@ class Scenario(Spec):
     events: list[Event] = Field(default_factory=list)
     slo: list[Slo] = Field(default_factory=list)
     mesh_options: MeshOptions = Field(default_factory=MeshOptions)
+    security: Security = Field(
+        default_factory=Security,
+        description="Workload certificates and authorization policies, per mesh.",
+    )
+    control_plane: ControlPlaneOptions = Field(default_factory=lambda: ControlPlaneOptions())
 
     def service(self, name: str) -> Service:
         for svc in self.services:

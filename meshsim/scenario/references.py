@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterator, Sequence
 
-from meshsim.scenario.model import Scenario
+from meshsim.scenario.model import ANY_SERVICE, CONTROL_PLANE_TARGET, Scenario
 
 Loc = tuple[str | int, ...]
 
@@ -104,7 +104,12 @@ def check_references(scenario: Scenario) -> Iterator[tuple[Loc, str]]:
 
     targets = event_targets(scenario)
     for i, event in enumerate(scenario.events):
-        if event.target not in targets:
+        if event.action in ("control-plane-down", "control-plane-slow"):
+            if event.target != CONTROL_PLANE_TARGET:
+                yield ("events", i, "target"), f"expected '{CONTROL_PLANE_TARGET}'"
+        elif event.target == ANY_SERVICE and event.action in ("churn", "config"):
+            pass
+        elif event.target not in targets:
             yield ("events", i, "target"), _unknown("service or version", event.target, targets)
         if event.at_s >= scenario.duration_s:
             yield (

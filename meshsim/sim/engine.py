@@ -27,6 +27,7 @@ from meshsim.sim.app import (
     is_success,
 )
 from meshsim.sim.cluster import NetworkModel, Node, place
+from meshsim.sim.controlplane import control_plane_for
 from meshsim.sim.dataplanes import data_plane_for
 from meshsim.sim.recorder import Recorder
 from meshsim.sim.sampling import Sampler, Uniforms, make_sampler
@@ -70,6 +71,9 @@ class Simulation:
         self._build_services()
         self.data_plane = data_plane_for(mesh, self)
         self.data_plane.install()
+        self.control_plane = control_plane_for(self)
+        for proxy in getattr(self.data_plane, "proxies", []):
+            self.control_plane.attach(proxy)
         self.workloads = [
             WorkloadDriver(self, w, self.services[w.target]) for w in scenario.workloads
         ]
@@ -111,22 +115,49 @@ class Simulation:
     # ----------------------------------------------------------------- cluster changes
 
     def start_pod(self, version: VersionRuntime) -> Pod:
+        """A new pod; with a mesh it is ready once its proxy has a certificate and config."""
         runtime = next(s for s in self.services.values() if version in s.versions.values())
         pod = self._new_pod(runtime, version)
-        runtime.refresh_endpoints()
         self.data_plane.on_pod_started(pod)
+        cp = self.control_plane
+        cp.attach_pod(pod)
+        if cp.on_pod_started(pod):
+            runtime.refresh_endpoints()
+            cp.on_endpoints(runtime)
         return pod
+
+    def mark_ready(self, pod: Pod) -> None:
+        """A started pod passes its readiness check: it joins the endpoints."""
+        if pod.alive and not pod.ready:
+            pod.ready = True
+            pod.service.refresh_endpoints()
+            self.control_plane.on_endpoints(pod.service)
 
     def kill(self, pod: Pod) -> None:
         """The pod dies at once; requests it holds fail with a reset."""
+        was_ready = pod.ready
         pod.alive = False
         pod.ready = False
         pod.service.refresh_endpoints()
+        if was_ready:
+            self.control_plane.on_endpoints(pod.service)
+        self.control_plane.on_pod_died(pod)
 
     def retire(self, pod: Pod) -> None:
         """The pod stops receiving new requests and finishes those it holds."""
+        was_ready = pod.ready
         pod.ready = False
         pod.service.refresh_endpoints()
+        if was_ready:
+            self.control_plane.on_endpoints(pod.service)
+
+    def terminate(self, pod: Pod, prestop_s: float) -> None:
+        """A graceful deletion: out of the endpoints now, serving until ``prestop_s``, then
+        killed (what it still holds then is reset, as after the grace period)."""
+        self.retire(pod)
+        ev = self.env.timeout(prestop_s)
+        assert ev.callbacks is not None
+        ev.callbacks.append(lambda _e: self.kill(pod) if pod.alive else None)
 
     # ----------------------------------------------------------------- requests
 

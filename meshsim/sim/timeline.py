@@ -1,4 +1,5 @@
-"""The scenario's timeline of failures and changes: kill, slow, errors, scale.
+"""The scenario's timeline of failures and changes: kill, slow, errors, scale, rollout,
+churn, config changes and control-plane outages.
 
 Targets name a service (``ratings``) or one version (``reviews-v2``). Replicas are
 chosen in creation order, so that the same scenario hits the same pods every run.
@@ -11,13 +12,30 @@ from typing import TYPE_CHECKING, Any
 
 import simpy
 
-from meshsim.scenario.model import ErrorsEvent, KillEvent, ScaleEvent, SlowEvent
+from meshsim.scenario.model import (
+    ANY_SERVICE,
+    ChurnEvent,
+    ConfigEvent,
+    ControlPlaneDownEvent,
+    ControlPlaneSlowEvent,
+    ErrorsEvent,
+    KillEvent,
+    RolloutEvent,
+    ScaleEvent,
+    SlowEvent,
+)
 
 if TYPE_CHECKING:
     from meshsim.sim.app import Pod, VersionRuntime
     from meshsim.sim.engine import Simulation
 
-AnyEvent = KillEvent | SlowEvent | ErrorsEvent | ScaleEvent
+AnyEvent = (
+    KillEvent | SlowEvent | ErrorsEvent | ScaleEvent | RolloutEvent | ChurnEvent | ConfigEvent
+    | ControlPlaneDownEvent | ControlPlaneSlowEvent
+)
+
+READY_POLL_S = 0.05
+"""How often a rollout checks whether its new pods are ready."""
 
 
 class Timeline:
@@ -47,12 +65,28 @@ class Timeline:
     def _at(self, event: AnyEvent) -> Generator[simpy.Event, Any, None]:
         yield self.env.timeout(event.at_s)
         if isinstance(event, KillEvent):
-            victims = self._live_pods(event.target)[: event.count]
+            victims = [p for p in self._live_pods(event.target) if p.ready][: event.count]
             for pod in victims:
-                self.sim.kill(pod)
-            self._note(f"kill {len(victims)} of {event.target}")
+                if event.graceful:
+                    self.sim.terminate(pod, event.prestop_s)
+                else:
+                    self.sim.kill(pod)
+            how = f"gracefully ({event.prestop_s:g} s preStop) " if event.graceful else ""
+            self._note(f"kill {len(victims)} of {event.target} {how}".rstrip())
         elif isinstance(event, ScaleEvent):
             self._scale(event)
+        elif isinstance(event, RolloutEvent):
+            yield from self._rollout(event)
+        elif isinstance(event, ChurnEvent):
+            yield from self._churn(event)
+        elif isinstance(event, ConfigEvent):
+            for i in range(event.count):
+                if i:
+                    yield self.env.timeout(event.interval_s)
+                self.sim.control_plane.on_config(event.target)
+            self._note(f"config change x{event.count} on {event.target}")
+        elif isinstance(event, ControlPlaneDownEvent | ControlPlaneSlowEvent):
+            yield from self._control_plane(event)
         else:
             pods = self._live_pods(event.target)
             pods = pods[: event.count] if event.count is not None else pods
@@ -85,8 +119,74 @@ class Timeline:
                 # Scale-down removes the newest pods first, as a ReplicaSet does by default
                 # for pods of equal standing; they finish what they hold (graceful).
                 for pod in reversed(live[event.replicas :]):
-                    self.sim.retire(pod)
+                    if event.prestop_s is None:
+                        self.sim.retire(pod)
+                    else:
+                        self.sim.terminate(pod, event.prestop_s)
         self._note(f"scale {event.target} to {event.replicas}")
+
+    def _remove(self, pod: Pod, graceful: bool, prestop_s: float) -> None:
+        if graceful:
+            self.sim.terminate(pod, prestop_s)
+        else:
+            self.sim.kill(pod)
+
+    def _rollout(self, event: RolloutEvent) -> Generator[simpy.Event, Any, None]:
+        """Replace every pod of the target, ``max_surge`` at a time (maxUnavailable 0)."""
+        self._note(f"rollout of {event.target} starts")
+        for version in self._versions(event.target):
+            old = [p for p in version.pods if p.alive and p.ready]
+            while old:
+                batch, old = old[: event.max_surge], old[event.max_surge :]
+                new = [self.sim.start_pod(version) for _ in batch]
+                while not all(p.ready or not p.alive for p in new):
+                    yield self.env.timeout(READY_POLL_S)
+                for pod in batch:
+                    if pod.alive:
+                        self._remove(pod, event.graceful, event.prestop_s)
+        self._note(f"rollout of {event.target} done")
+
+    def _churn(self, event: ChurnEvent) -> Generator[simpy.Event, Any, None]:
+        """Replace one random pod every 60 / pods_per_minute seconds."""
+        rng = self.sim.streams("events/churn")
+        versions = (
+            [v for s in self.sim.services.values() for v in s.versions.values()]
+            if event.target == ANY_SERVICE
+            else self._versions(event.target)
+        )
+        gap = 60.0 / event.pods_per_minute
+        end = self.sim.end_s if event.duration_s is None else event.at_s + event.duration_s
+        replaced = 0
+        while self.env.now + gap <= end:
+            yield self.env.timeout(gap)
+            version = versions[int(rng.integers(len(versions)))]
+            live = [p for p in version.pods if p.alive and p.ready]
+            if not live:
+                continue
+            victim = live[int(rng.integers(len(live)))]
+            self._remove(victim, event.graceful, event.prestop_s)
+            self.sim.start_pod(version)
+            replaced += 1
+        self._note(f"churn on {event.target}: {replaced} pods replaced")
+
+    def _control_plane(
+        self, event: ControlPlaneDownEvent | ControlPlaneSlowEvent
+    ) -> Generator[simpy.Event, Any, None]:
+        cp = self.sim.control_plane
+        if isinstance(event, ControlPlaneDownEvent):
+            cp.set_down(True)
+            self._note("control plane down")
+        else:
+            cp.set_slow(event.factor)
+            self._note(f"control plane slow x{event.factor:g}")
+        if event.duration_s is not None:
+            yield self.env.timeout(event.duration_s)
+            if isinstance(event, ControlPlaneDownEvent):
+                cp.set_down(False)
+                self._note("control plane back")
+            else:
+                cp.set_slow(1.0)
+                self._note("control plane at normal speed")
 
     def _note(self, what: str) -> None:
         self.log.append((self.env.now, what))

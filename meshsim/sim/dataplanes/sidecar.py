@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import simpy
 
+from meshsim.policy.authz import DENIED_STATUS
 from meshsim.sim.app import CONNECT_FAILURE, Client, Pod
 from meshsim.sim.dataplanes.mesh import ProxiedDataPlane, cost_model, run_inbound
 from meshsim.sim.dataplanes.proxy import Worker
@@ -140,11 +141,23 @@ class SidecarDataPlane(ProxiedDataPlane):
         h2 = self.h2(pod.service)
         delay = self.net.delay
         src_node = proxy.net_node
+        cp = self.sim.control_plane
+        refused = cp.gate(proxy.pod, pod, tls)  # a dead pod, or no valid certificate
+        if refused is not None:
+            yield env.timeout(2.0 * (proxy.hop_s + delay(src_node, pod.node, 0)))
+            return refused
         conn = yield from self.pools.acquire(
             self.pool_key(proxy, worker, pod), proxy, worker, server, tls, h2,
             delay(src_node, pod.node, 0),
         )
         yield env.timeout(proxy.hop_s + delay(src_node, pod.node, nbytes))
+        check = cp.authorize(proxy.pod or Client(proxy.name.split("/")[1]), pod, req)
+        if check is not None:
+            yield from server.work(conn.server_worker, check[1])
+            if not check[0].allowed:
+                yield env.timeout(delay(pod.node, src_node, 0) + proxy.hop_s)
+                self.pools.release(conn, h2)
+                return DENIED_STATUS
         resp_bytes = pod.response_bytes
         status: int = yield from run_inbound(
             env, self.sim, server, conn.server_worker, pod, req,
@@ -171,6 +184,13 @@ class SidecarDataPlane(ProxiedDataPlane):
             None, None, server, False, False, delay(None, pod.node, 0),
         )
         yield env.timeout(delay(None, pod.node, nbytes))
+        check = self.sim.control_plane.authorize(None, pod, req)
+        if check is not None:
+            yield from server.work(conn.server_worker, check[1])
+            if not check[0].allowed:
+                yield env.timeout(delay(pod.node, None, 0))
+                self.pools.release(conn, False)
+                return DENIED_STATUS
         status: int = yield from run_inbound(
             env, self.sim, server, conn.server_worker, pod, req,
             server.costs(nbytes, pod.response_bytes, False),

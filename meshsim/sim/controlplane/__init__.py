@@ -1,0 +1,31 @@
+"""Control planes: how changes in the cluster reach each proxy, certificates, authorization.
+
+One control plane per mesh (:func:`control_plane_for`): istiod for Istio's sidecars,
+Linkerd's destination and identity controllers for Linkerd, and kube-proxy semantics for
+`none`, ambient (not modelled yet) and any scenario with ``control_plane.enabled: false``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from meshsim.sim.controlplane.base import ControlPlane, KubeOnly
+
+if TYPE_CHECKING:
+    from meshsim.sim.engine import Simulation
+
+__all__ = ["ControlPlane", "KubeOnly", "control_plane_for"]
+
+
+def control_plane_for(sim: Simulation) -> ControlPlane:
+    if not sim.scenario.control_plane.enabled:
+        return KubeOnly(sim)
+    if sim.mesh == "istio":
+        from meshsim.sim.controlplane.istiod import Istiod
+
+        return Istiod(sim)
+    if sim.mesh == "linkerd":
+        from meshsim.sim.controlplane.linkerd import LinkerdControlPlane
+
+        return LinkerdControlPlane(sim)
+    return KubeOnly(sim)

@@ -1,0 +1,96 @@
+"""Workload identity: the certificate authority and each pod's certificate.
+
+istiod's CA and Linkerd's identity controller sign a workload certificate when a pod's
+proxy starts (a CSR), and again when the proxy renews it: Istio at about 50% of a 24 h
+lifetime, Linkerd at 70% (mesh-semantics §8). Signing costs CPU (``csr_sign_us``) and waits
+in a FIFO on the CA's cores. While the control plane is down a CSR gets no answer and the
+proxy retries every ``csr_retry_s``. A pod without a valid certificate cannot take part in
+mTLS: a new pod does not become ready, and a pod whose certificate expired refuses (and
+cannot make) mTLS connections.
+
+Pods that exist when the run starts hold fresh certificates (issued at time 0, no CA work).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from meshsim.sim.controlplane.fifo import FifoServers
+
+if TYPE_CHECKING:
+    import simpy
+
+    from meshsim.sim.app import Pod
+
+
+class CertificateAuthority:
+    def __init__(
+        self,
+        env: simpy.Environment,
+        *,
+        cores: int,
+        sign_s: float,
+        lifetime_s: float,
+        renew_fraction: float,
+        retry_s: float,
+        horizon_s: float,
+        is_down: Callable[[], bool],
+        slow: Callable[[], float],
+        account: Callable[[float, float], None],
+    ) -> None:
+        self.env = env
+        self.queue = FifoServers(cores)
+        self.sign_s = sign_s
+        self.lifetime_s = lifetime_s
+        self.renew_fraction = renew_fraction
+        self.retry_s = retry_s
+        self.horizon_s = horizon_s
+        """No renewal is scheduled beyond this time (the end of the run)."""
+        self._is_down = is_down
+        self._slow = slow
+        self._account = account
+        self.expiry: dict[Pod, float] = {}
+        self.issued = 0
+        self.failed_requests = 0
+
+    def has_valid(self, pod: Pod) -> bool:
+        exp = self.expiry.get(pod)
+        return exp is not None and self.env.now < exp
+
+    def install(self, pod: Pod) -> None:
+        """A pod present at the start: a fresh certificate, renewed in time."""
+        self.expiry[pod] = self.lifetime_s
+        self._schedule_renewal(pod, 0.0)
+
+    def request(self, pod: Pod, then: Callable[[Pod], None] | None = None) -> None:
+        """The pod's proxy sends a CSR now; ``then(pod)`` runs once it holds the certificate."""
+        if not pod.alive:
+            return
+        now = self.env.now
+        if self._is_down():
+            self.failed_requests += 1
+            self._later(self.retry_s, lambda: self.request(pod, then))
+            return
+        cpu = self.sign_s * self._slow()
+        _start, end = self.queue.assign(now, cpu)
+        self._account(now, cpu)
+        self._later(end - now, lambda: self._issued(pod, then))
+
+    def _issued(self, pod: Pod, then: Callable[[Pod], None] | None) -> None:
+        now = self.env.now
+        self.issued += 1
+        self.expiry[pod] = now + self.lifetime_s
+        self._schedule_renewal(pod, now)
+        if then is not None:
+            then(pod)
+
+    def _schedule_renewal(self, pod: Pod, issued_at: float) -> None:
+        at = issued_at + self.renew_fraction * self.lifetime_s
+        if at < self.horizon_s:
+            self._later(at - self.env.now, lambda: self.request(pod))
+
+    def _later(self, delay: float, fn: Callable[[], None]) -> None:
+        ev = self.env.timeout(max(delay, 0.0))
+        assert ev.callbacks is not None
+        ev.callbacks.append(lambda _e: fn())
