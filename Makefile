@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # CI runs a bounded, rotating sample of the slow statistical and soak tests.
 SLOW_SAMPLE ?= 3
 
-.PHONY: install run test lint typecheck bench clean
+.PHONY: install run test lint typecheck bench validate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check meshsim cli tests benchmarks
 	$(BIN)/mypy
+
+# Calibrate the cost model against the in-process proxy on this machine, then
+# compare predictions with held-out measurements (reports/validation/).
+validate: $(STAMP)
+	$(BIN)/python -m meshsim.calibrate.report --calibrate --out reports/validation
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
