@@ -1,0 +1,320 @@
+"""Issue 3: the mesh mapping and the outbound policy chain, in deterministic cases.
+
+Constant service times and constant arrivals make these exact: each assertion states the
+exact outcome (or, where the random draw of a policy matters, its tolerance).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from meshsim.api import run_scenario
+from meshsim.errors import MeshsimError
+from meshsim.policy import RetryOn
+from meshsim.results.summary import build_summary
+from meshsim.scenario import from_dict
+from meshsim.sim.dataplanes.mapping import map_traffic
+from meshsim.sim.dataplanes.routing import L7Proxy
+from meshsim.sim.engine import Simulation
+
+
+def doc(
+    traffic: list[dict[str, Any]] | None = None,
+    *,
+    meshes: list[str] | None = None,
+    backend: dict[str, Any] | None = None,
+    events: list[dict[str, Any]] | None = None,
+    rate: float = 100.0,
+    duration: float = 10.0,
+    options: dict[str, Any] | None = None,
+    extra_services: list[dict[str, Any]] | None = None,
+    call: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """frontend (2 replicas, meshed) -> backend; users send to frontend at a constant rate."""
+    services = [
+        {"name": "frontend", "replicas": 2, "cpu_ms": 0.1, "concurrency": 4096,
+         "calls": [{"service": "backend", **(call or {})}]},
+        {"name": "backend", "cpu_ms": 1.0, "concurrency": 64,
+         **({} if "versions" in (backend or {}) else {"replicas": 2}), **(backend or {})},
+        *(extra_services or []),
+    ]  # fmt: skip
+    return {
+        "meshsim": 1, "name": "res", "seed": 4, "duration_s": duration, "warmup_s": 1.0,
+        "meshes": meshes or ["istio"],
+        "cluster": {"nodes": 3, "cores_per_node": 8},
+        "services": services,
+        "workloads": [{"name": "users", "target": "frontend", "arrival": "constant",
+                       "rate_rps": rate}],
+        "traffic": traffic or [],
+        "events": events or [],
+        "mesh_options": options or {},
+    }  # fmt: skip
+
+
+def summary(d: dict[str, Any]) -> dict[str, Any]:
+    return build_summary(run_scenario(from_dict(d)))
+
+
+# --------------------------------------------------------------------------- mapping
+
+
+def test_istio_defaults_apply_where_the_scenario_is_silent() -> None:
+    """§1.3 / §12.1: 2 retries on connect-failure, refused-stream, unavailable, cancelled,
+    no HTTP status; previous_hosts with 5 re-picks; no route timeout; no breaker; no
+    outlier detection; LEAST_REQUEST."""
+    m = map_traffic(from_dict(doc()), "istio")
+    route = m.policy("backend").routes[0]
+    assert route.envoy_retry is not None
+    assert route.envoy_retry.num_retries == 2
+    assert route.envoy_retry.retry_on == {RetryOn.CONNECT_FAILURE, RetryOn.REFUSED_STREAM,
+                                          RetryOn.UNAVAILABLE, RetryOn.CANCELLED,
+                                          RetryOn.RETRIABLE_STATUS_CODES}  # fmt: skip
+    assert route.envoy_retry.retriable_status_codes == frozenset()
+    assert route.envoy_retry.previous_hosts
+    assert route.envoy_retry.host_selection_retry_max_attempts == 5
+    assert route.timeout_s is None and route.fault is None and route.mirror is None
+    cluster = m.policy("backend").cluster
+    assert cluster.balancer == "least_request"
+    assert cluster.thresholds is None and cluster.outlier is None
+    assert m.notes == []
+
+
+def test_istio_maps_destination_rule_with_its_defaults() -> None:
+    """§2.2: unset connectionPool fields are 2^32-1; §3.1: outlierDetection defaults."""
+    d = doc([{"service": "backend", "circuit_breaker": {"max_pending_requests": 7},
+              "outlier_detection": {"consecutive_5xx": 3}, "retries": {"attempts": 0}}])  # fmt: skip
+    policy = map_traffic(from_dict(d), "istio").policy("backend")
+    th = policy.cluster.thresholds
+    assert th is not None
+    assert (th.max_connections, th.max_pending_requests, th.max_requests, th.max_retries) == (
+        2**32 - 1, 7, 2**32 - 1, 2**32 - 1)  # fmt: skip
+    od = policy.cluster.outlier
+    assert od is not None
+    assert (od.consecutive_5xx, od.interval_s, od.base_ejection_time_s) == (3, 10.0, 30.0)
+    assert (od.max_ejection_percent, od.healthy_panic_threshold) == (10.0, 0.0)
+    assert od.enforcing_success_rate == 0.0
+    assert policy.routes[0].envoy_retry is None  # attempts: 0 disables retries
+
+
+def test_linkerd_mapping_defaults_and_notes() -> None:
+    """§12.3: no retries unless configured; peak-EWMA; fail-fast; unmappable intent noted."""
+    d = doc([{"service": "backend", "load_balancer": "round_robin",
+              "circuit_breaker": {"max_connections": 4},
+              "retries": {"attempts": 3, "retry_on": ["5xx", "connect-failure"],
+                          "per_try_timeout_ms": 100}}])  # fmt: skip
+    m = map_traffic(from_dict(d), "linkerd")
+    assert m.default.routes[0].retries is False
+    policy = m.policy("backend")
+    assert policy.cluster.balancer == "peak_ewma" and policy.cluster.failfast
+    retry = policy.routes[0].linkerd_retry
+    assert retry is not None
+    assert (retry.limit, retry.http_statuses, retry.timeout_s) == (3, ((500, 599),), 0.1)
+    text = " ".join(m.notes)
+    assert "round_robin not mapped" in text
+    assert "circuit_breaker not mapped" in text
+    assert "connect-failure not mapped" in text
+
+
+def test_linkerd_budget_mode_maps_to_service_profile_retries() -> None:
+    d = doc([{"service": "backend", "retries": {"attempts": 2, "retry_on": ["5xx"]}}],
+            options={"linkerd": {"retry_budget": True}})  # fmt: skip
+    m = map_traffic(from_dict(d), "linkerd")
+    route = m.policy("backend").routes[0]
+    assert route.profile_retry and route.linkerd_retry is None
+    assert m.budget == (0.2, 10, 10.0)
+    assert any("retry budget" in n for n in m.notes)
+
+
+def test_istio_has_no_peak_ewma() -> None:
+    d = doc([{"service": "backend", "load_balancer": "peak_ewma"}])
+    m = map_traffic(from_dict(d), "istio")
+    assert m.policy("backend").cluster.balancer == "least_request"
+    assert any("peak_ewma is not an Istio algorithm" in n for n in m.notes)
+
+
+def test_ambient_applies_rules_only_behind_a_waypoint() -> None:
+    d = doc([{"service": "backend", "timeout_ms": 100}], meshes=["istio-ambient"])
+    m = map_traffic(from_dict(d), "istio-ambient", l7_services=set())
+    assert "backend" not in m.services
+    assert any("no waypoint" in n for n in m.notes)
+    m = map_traffic(from_dict(d), "istio-ambient", l7_services={"backend"})
+    assert m.policy("backend").routes[0].timeout_s == 0.1
+    s = summary(d)
+    assert any("no waypoint" in w for w in s["runs"]["istio-ambient"]["warnings"])
+
+
+def test_linkerd_fault_injection_is_an_error_unless_emulated() -> None:
+    """§7.2, §12.3: Linkerd has no fault injection or mirroring: never a silent no-op."""
+    fault = [{"service": "backend", "fault": {"abort": {"percent": 50, "status": 503}}}]
+    with pytest.raises(MeshsimError, match="Linkerd has no fault injection"):
+        Simulation(from_dict(doc(fault, meshes=["linkerd"])), "linkerd", 1)
+    mirror = [{"service": "backend", "mirror": {"service": "frontend"}}]
+    with pytest.raises(MeshsimError, match="Linkerd has no mirroring"):
+        Simulation(from_dict(doc(mirror, meshes=["linkerd"])), "linkerd", 1)
+    d = doc(fault, meshes=["linkerd"], options={"linkerd": {"unsupported": "emulate"}})
+    run = summary(d)["runs"]["linkerd"]
+    assert any(w.startswith("traffic mapping (linkerd): EMULATED") for w in run["warnings"])
+    assert run["resilience"]["backend"]["fault_aborts"] > 0
+
+
+# --------------------------------------------------------------------------- the chain
+
+
+def test_route_timeout_answers_504_while_the_upstream_attempt_is_still_accounted() -> None:
+    """A 50 ms backend under a 20 ms route timeout: every call is a 504 at 20 ms, and the
+    backend still receives (and serves) every request. Exact."""
+    d = doc([{"service": "backend", "timeout_ms": 20}], backend={"cpu_ms": 50.0}, rate=20)
+    run = summary(d)["runs"]["istio"]
+    res = run["resilience"]["backend"]
+    edge = run["edges"]["frontend->backend"]
+    assert res["timeouts"] == res["requests"] == edge["requests"] > 0
+    assert edge["statuses"] == {"504": edge["requests"]}
+    # The server counts by arrival time, the edge by send time: one request straddles the
+    # start of the window.
+    served = run["services"]["backend"]
+    assert abs(served["requests"] - edge["requests"]) <= 1
+    assert served["statuses"] == {"200": served["requests"]}
+    assert 20.0 <= edge["latency_ms"]["p50"] <= 21.0  # histogram bucket resolution
+
+
+def test_per_try_timeouts_are_retried_under_5xx_and_every_try_reaches_the_backend() -> None:
+    """Per-try 20 ms, 2 retries on 5xx, a 50 ms backend: 3 tries per request, all time out
+    (§1.1: per-try timeouts retried under 5xx); the backend receives 3 per request. Exact."""
+    d = doc([{"service": "backend",
+              "retries": {"attempts": 2, "per_try_timeout_ms": 20, "retry_on": ["5xx"]}}],
+            backend={"cpu_ms": 50.0}, rate=10)  # fmt: skip
+    run = summary(d)["runs"]["istio"]
+    res = run["resilience"]["backend"]
+    n = res["requests"]
+    assert (res["attempts"], res["retries"], res["per_try_timeouts"]) == (3 * n, 2 * n, 3 * n)
+    assert res["retries_exhausted"] == n
+    assert run["edges"]["frontend->backend"]["statuses"] == {"504": n}
+    served = run["services"]["backend"]["requests"]
+    assert abs(served - 3 * n) <= 3  # tries of requests sent around the window's edges
+
+
+def test_fault_abort_is_local_and_never_retried() -> None:
+    """§7.2: a 100 % abort never reaches the upstream, even with retries on 5xx. Exact."""
+    d = doc([{"service": "backend", "fault": {"abort": {"percent": 100, "status": 503}},
+              "retries": {"attempts": 2, "retry_on": ["5xx"]}}])  # fmt: skip
+    run = summary(d)["runs"]["istio"]
+    res = run["resilience"]["backend"]
+    assert res["fault_aborts"] == res["requests"] > 0
+    assert res["attempts"] == res["retries"] == 0
+    assert "backend" not in run["services"] or run["services"]["backend"]["requests"] == 0
+
+
+def test_fault_delay_delays_exactly_the_sampled_share() -> None:
+    d = doc([{"service": "backend", "fault": {"delay": {"percent": 100, "fixed_ms": 30}}}])
+    run = summary(d)["runs"]["istio"]
+    assert run["resilience"]["backend"]["fault_delays"] == run["resilience"]["backend"]["requests"]
+    assert run["edges"]["frontend->backend"]["latency_ms"]["p50"] >= 30.0
+
+
+def test_header_match_routes_to_its_subset() -> None:
+    """A header match sends every call carrying it to v2, whatever the catch-all split."""
+    backend = {"versions": [{"name": "v1", "replicas": 2}, {"name": "v2", "replicas": 1}]}
+    traffic = [
+        {"service": "backend", "split": {"v1": 100}},
+        {"service": "backend", "match": {"headers": {"x-canary": "1"}}, "split": {"v2": 100}},
+    ]
+    for mesh in ("istio", "linkerd"):
+        hit = summary(doc(traffic, meshes=[mesh], backend=backend,
+                          call={"headers": {"x-canary": "1"}}))["runs"][mesh]  # fmt: skip
+        assert set(hit["resilience"]["backend"]["by_endpoint"]) == {"backend-v2-0"}
+        miss = summary(doc(traffic, meshes=[mesh], backend=backend))["runs"][mesh]
+        assert set(miss["resilience"]["backend"]["by_endpoint"]) == {"backend-v1-0",
+                                                                    "backend-v1-1"}  # fmt: skip
+
+
+def test_mirroring_sends_a_shadow_copy_whose_answer_is_dropped() -> None:
+    shadow = [{"name": "shadow", "replicas": 1, "cpu_ms": 1.0,
+               "response_bytes": 1024}]  # fmt: skip
+    d = doc([{"service": "backend", "mirror": {"service": "shadow"}}], extra_services=shadow)
+    run = summary(d)["runs"]["istio"]
+    assert run["resilience"]["shadow"]["mirrored"] == run["resilience"]["backend"]["requests"]
+    assert abs(run["services"]["shadow"]["requests"] - run["services"]["backend"]["requests"]) <= 2
+    assert "frontend->shadow" not in run["edges"]  # the caller never sees the shadow
+
+
+def test_circuit_breaker_overflow_is_a_local_503_never_retried() -> None:
+    """max_connections 1 and max_pending_requests 1 per calling sidecar, a 30 ms backend at
+    100 rps: most calls overflow with 503 (UO) and none is retried, although Istio's default
+    retries are on; the backend never has more than 2 x (1 + 1) requests from the two
+    sidecars in flight."""
+    d = doc([{"service": "backend", "circuit_breaker": {"max_connections": 1,
+                                                        "max_pending_requests": 1}}],
+            backend={"cpu_ms": 30.0})  # fmt: skip
+    run = summary(d)["runs"]["istio"]
+    res = run["resilience"]["backend"]
+    assert res["overflows"] > res["requests"] / 4
+    assert res["retries"] == 0
+    assert res["attempts"] + res["overflows"] == res["requests"]
+    assert run["edges"]["frontend->backend"]["statuses"]["503"] == res["overflows"]
+    # At most one request per sidecar at the backend at a time: it never queues.
+    assert run["services"]["backend"]["latency_ms"]["p99"] < 31.0
+
+
+def _stale_view(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Proxies keep killed pods in their view (a control plane that has not caught up)."""
+    monkeypatch.setattr(
+        L7Proxy, "view", lambda self, s: [p for v in s.versions.values() for p in v.pods]
+    )
+
+
+def test_istio_default_retries_a_connect_failure_to_a_killed_pod(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """§1.3: Istio retries connect failures by default (previous_hosts moves the retry to
+    the live pod); Linkerd does not retry by default, so its callers see them."""
+    _stale_view(monkeypatch)
+    events = [{"at_s": 2.0, "action": "kill", "target": "backend", "count": 1}]
+    istio = summary(doc(events=events))["runs"]["istio"]
+    res = istio["resilience"]["backend"]
+    assert res["connect_failures"] > 50
+    assert res["retries"] == res["connect_failures"]
+    assert "1" not in istio["edges"]["frontend->backend"]["statuses"]
+    linkerd = summary(doc(events=events, meshes=["linkerd"]))["runs"]["linkerd"]
+    assert linkerd["resilience"]["backend"]["retries"] == 0
+    assert linkerd["edges"]["frontend->backend"]["statuses"].get("1", 0) > 0
+
+
+def test_istio_default_does_not_retry_a_503() -> None:
+    """§1.3: since 1.24 no HTTP status is retried by default. Exact: no retries at all."""
+    events = [{"at_s": 0.0, "action": "errors", "target": "backend", "rate": 0.5,
+               "status": 503}]  # fmt: skip
+    run = summary(doc(events=events))["runs"]["istio"]
+    res = run["resilience"]["backend"]
+    assert res["retries"] == 0 and res["attempts"] == res["requests"]
+    assert run["edges"]["frontend->backend"]["statuses"]["503"] > 0
+
+
+def test_linkerd_fails_fast_after_3_s_without_ready_endpoints() -> None:
+    """§5.1: with every backend pod gone, requests wait 3 s, then fail fast with 503; later
+    ones fail at once while the gate is shut."""
+    events = [{"at_s": 2.0, "action": "kill", "target": "backend", "count": 2}]
+    run = summary(doc(events=events, meshes=["linkerd"], rate=20))["runs"]["linkerd"]
+    res = run["resilience"]["backend"]
+    edge = run["edges"]["frontend->backend"]
+    assert res["failfasts"] > 0
+    assert edge["statuses"]["503"] == res["failfasts"]
+    assert 3000.0 <= edge["latency_ms"]["p999"] <= 3100.0
+
+
+def test_outlier_detection_ejects_the_failing_replica() -> None:
+    """One of 4 backend pods fails every request: after 5 consecutive 5xx each calling
+    sidecar ejects it (max_ejection_percent 50 allows one of 4)."""
+    events = [{"at_s": 2.0, "action": "errors", "target": "backend", "count": 1, "rate": 1.0}]
+    d = doc([{"service": "backend", "outlier_detection": {"consecutive_5xx": 5,
+                                                          "max_ejection_percent": 50}}],
+            backend={"replicas": 4}, events=events)  # fmt: skip
+    run = summary(d)["runs"]["istio"]
+    res = run["resilience"]["backend"]
+    assert res["ejections"] == 2  # one per calling sidecar, ejected for 30 s > the run
+    # Before the errors: a quarter of 100 rps for a second; then 5 errors per sidecar.
+    assert res["by_endpoint"]["backend-v1-0"] <= 25 * 1.5 + 2 * 5
+    # Istio's default 10 %: (0 + 1) / 4 > 10 %, nothing is ever ejected (§3.2).
+    d["traffic"][0]["outlier_detection"].pop("max_ejection_percent")
+    assert summary(d)["runs"]["istio"]["resilience"]["backend"]["ejections"] == 0
