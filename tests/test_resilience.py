@@ -74,17 +74,21 @@ def test_istio_defaults_apply_where_the_scenario_is_silent() -> None:
     assert route.envoy_retry.retriable_status_codes == frozenset()
     assert route.envoy_retry.previous_hosts
     assert route.envoy_retry.host_selection_retry_max_attempts == 5
-    assert route.timeout_s is None and route.fault is None and route.mirror is None
+    assert route.timeout_s is None
+    assert route.fault is None
+    assert route.mirror is None
     cluster = m.policy("backend").cluster
     assert cluster.balancer == "least_request"
-    assert cluster.thresholds is None and cluster.outlier is None
+    assert cluster.thresholds is None
+    assert cluster.outlier is None
     assert m.notes == []
 
 
 def test_istio_maps_destination_rule_with_its_defaults() -> None:
     """§2.2: unset connectionPool fields are 2^32-1; §3.1: outlierDetection defaults."""
-    d = doc([{"service": "backend", "circuit_breaker": {"max_pending_requests": 7},
-              "outlier_detection": {"consecutive_5xx": 3}, "retries": {"attempts": 0}}])  # fmt: skip
+    rule = {"service": "backend", "circuit_breaker": {"max_pending_requests": 7},
+            "outlier_detection": {"consecutive_5xx": 3}, "retries": {"attempts": 0}}  # fmt: skip
+    d = doc([rule])
     policy = map_traffic(from_dict(d), "istio").policy("backend")
     th = policy.cluster.thresholds
     assert th is not None
@@ -107,7 +111,8 @@ def test_linkerd_mapping_defaults_and_notes() -> None:
     m = map_traffic(from_dict(d), "linkerd")
     assert m.default.routes[0].retries is False
     policy = m.policy("backend")
-    assert policy.cluster.balancer == "peak_ewma" and policy.cluster.failfast
+    assert policy.cluster.balancer == "peak_ewma"
+    assert policy.cluster.failfast
     retry = policy.routes[0].linkerd_retry
     assert retry is not None
     assert (retry.limit, retry.http_statuses, retry.timeout_s) == (3, ((500, 599),), 0.1)
@@ -122,7 +127,8 @@ def test_linkerd_budget_mode_maps_to_service_profile_retries() -> None:
             options={"linkerd": {"retry_budget": True}})  # fmt: skip
     m = map_traffic(from_dict(d), "linkerd")
     route = m.policy("backend").routes[0]
-    assert route.profile_retry and route.linkerd_retry is None
+    assert route.profile_retry
+    assert route.linkerd_retry is None
     assert m.budget == (0.2, 10, 10.0)
     assert any("retry budget" in n for n in m.notes)
 
@@ -287,7 +293,8 @@ def test_istio_default_does_not_retry_a_503() -> None:
                "status": 503}]  # fmt: skip
     run = summary(doc(events=events))["runs"]["istio"]
     res = run["resilience"]["backend"]
-    assert res["retries"] == 0 and res["attempts"] == res["requests"]
+    assert res["retries"] == 0
+    assert res["attempts"] == res["requests"]
     assert run["edges"]["frontend->backend"]["statuses"]["503"] > 0
 
 

@@ -50,8 +50,9 @@ def test_two_retries_on_5xx_amplify_by_one_plus_p_plus_p_squared(mesh: str) -> N
     and retry.linkerd.io/http: 5xx.)"""
     p = 0.3
     retries = {"attempts": 2, "retry_on": ["5xx"]}
-    s = build_summary(run_scenario(from_dict(chain(p, [{"service": "backend",
-                                                        "retries": retries}], [mesh]))))
+    s = build_summary(
+        run_scenario(from_dict(chain(p, [{"service": "backend", "retries": retries}], [mesh])))
+    )
     run = s["runs"][mesh]
     ratio = run["services"]["backend"]["requests"] / run["services"]["frontend"]["requests"]
     expected = 1 + p + p * p
