@@ -85,7 +85,7 @@ def _series_error_share(result: RunResult, mesh: str, lo: int, hi: int) -> float
     subject = result.meshes[mesh].replications[0].workloads["users"]
     errors = sum(subject.series["errors"][lo:hi])
     requests = sum(subject.series["requests"][lo:hi])
-    return errors / requests
+    return float(errors) / float(requests)
 
 
 def test_retry_storm_collapses_without_a_budget_and_recovers_with_linkerds() -> None:
