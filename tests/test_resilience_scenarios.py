@@ -113,7 +113,7 @@ def test_slow_replica_gets_far_less_under_peak_ewma() -> None:
 
     def share(mesh: str, service: str) -> float:
         by = s["runs"][mesh]["resilience"][service]["by_endpoint"]
-        return float(by[f"{service}-v1-0"]) / sum(by.values())
+        return float(by[f"{service}-v1-0"]) / float(sum(by.values()))
 
     assert share("linkerd", "backend-ewma") < 0.05
     by_rr = s["runs"]["istio"]["resilience"]["backend-rr"]["by_endpoint"]
