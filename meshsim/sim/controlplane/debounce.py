@@ -37,6 +37,10 @@ class PushRequest:
         self.events += 1
 
 
+EPS = 1e-9
+"""Timers are sums of floats: a check within a nanosecond of its boundary counts as on it."""
+
+
 class Debouncer:
     def __init__(self, after_s: float, max_s: float) -> None:
         self.after = after_s
@@ -74,7 +78,7 @@ class Debouncer:
             return None
         quiet = now - self.last
         # A tiny tolerance: float sums of the timer must not miss the boundary.
-        if now - self.start >= self.max - 1e-12 or quiet >= self.after - 1e-12:
+        if now - self.start >= self.max - EPS or quiet >= self.after - EPS:
             self.pending = None
             self.free = False
             self.timer_at = None
