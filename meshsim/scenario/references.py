@@ -171,26 +171,28 @@ def find_call_cycle(scenario: Scenario) -> list[str] | None:
     for caller, callee in call_edges(scenario):
         if callee in graph:
             graph[caller].append(callee)
+    # Iterative depth-first search: a call chain of thousands of services must not
+    # exhaust Python's recursion limit.
     state: dict[str, int] = {}  # 1 = on the stack, 2 = done
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        stack.append(node)
-        for nxt in graph[node]:
-            if state.get(nxt) == 1:
-                return [*stack[stack.index(nxt) :], nxt]
-            if nxt not in state:
-                found = visit(nxt)
-                if found:
-                    return found
-        stack.pop()
-        state[node] = 2
-        return None
-
-    for name in graph:
-        if name not in state:
-            found = visit(name)
-            if found:
-                return found
+    for root in graph:
+        if root in state:
+            continue
+        stack: list[tuple[str, int]] = [(root, 0)]
+        path: list[str] = [root]
+        state[root] = 1
+        while stack:
+            node, i = stack[-1]
+            if i < len(graph[node]):
+                stack[-1] = (node, i + 1)
+                nxt = graph[node][i]
+                if state.get(nxt) == 1:
+                    return [*path[path.index(nxt) :], nxt]
+                if nxt not in state:
+                    state[nxt] = 1
+                    stack.append((nxt, 0))
+                    path.append(nxt)
+            else:
+                stack.pop()
+                path.pop()
+                state[node] = 2
     return None
