@@ -95,30 +95,35 @@ def resources_table(summary: dict[str, Any]) -> Table:
     return table
 
 
-RESILIENCE_COLUMNS = ("retries", "timeouts", "per_try_timeouts", "overflows", "ejections",
-                      "failfasts", "fault_aborts", "fault_delays", "mirrored",
-                      "budget_exhausted")  # fmt: skip
+RESILIENCE_COLUMNS = {
+    "retries": "retries", "timeouts": "timeouts", "per_try_timeouts": "try t/o",
+    "overflows": "overflows", "ejections": "ejected", "failfasts": "failfasts",
+    "budget_exhausted": "no budget", "fault_aborts": "aborts", "fault_delays": "delays",
+    "mirrored": "mirrored",
+}  # fmt: skip
 
 
 def resilience_table(summary: dict[str, Any]) -> Table | None:
-    """Retries, timeouts, breaker overflows, ejections, ... per mesh and service (non-zero)."""
-    rows: list[list[str]] = []
+    """Retries, timeouts, breaker overflows, ejections, ... per mesh and service; only the
+    rows and columns with something to show."""
+    rows: list[tuple[str, str, dict[str, Any]]] = []
     for mesh, run in summary["runs"].items():
         for name, r in run.get("resilience", {}).items():
-            if not any(r.get(c) for c in RESILIENCE_COLUMNS):
-                continue
-            amp = r.get("amplification")
-            rows.append([mesh, name, str(r.get("requests", 0)), str(r.get("attempts", 0)),
-                         "-" if amp is None else f"{amp:.2f}",
-                         *(str(r.get(c, 0)) for c in RESILIENCE_COLUMNS)])  # fmt: skip
+            if any(r.get(c) for c in RESILIENCE_COLUMNS):
+                rows.append((mesh, name, r))
     if not rows:
         return None
+    columns = [c for c in RESILIENCE_COLUMNS if any(r.get(c) for _, _, r in rows)]
     table = Table(title="Resilience, at the callers' proxies", title_justify="left")
-    for col in ("mesh", "service", "requests", "attempts", "x", *RESILIENCE_COLUMNS):
-        table.add_column(col.replace("_", " "),
-                         justify="left" if col in ("mesh", "service") else "right")
-    for row in rows:
-        table.add_row(*row)
+    for col in ("mesh", "service", "requests", "attempts", "x"):
+        table.add_column(col, justify="left" if col in ("mesh", "service") else "right")
+    for col in columns:
+        table.add_column(RESILIENCE_COLUMNS[col], justify="right")
+    for mesh, name, r in rows:
+        amp = r.get("amplification")
+        table.add_row(mesh, name, str(r.get("requests", 0)), str(r.get("attempts", 0)),
+                      "-" if amp is None else f"{amp:.2f}",
+                      *(str(r.get(c, 0)) for c in columns))  # fmt: skip
     return table
 
 
