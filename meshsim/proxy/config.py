@@ -86,12 +86,18 @@ def _limits(raw: Any, path: str | None) -> Limits:
     return Limits(**raw)
 
 
+def _what(path: str | None, key: str, field_name: str) -> str:
+    if path is not None and path.startswith("--"):  # given on the command line
+        return "--upstream" if field_name == "upstreams" else path
+    return f"{path}: {key}.{field_name}" if path else f"{key}.{field_name}"
+
+
 def listener_from_dict(raw: Any, index: int, path: str | None = None) -> ListenerConfig:
     key = f"listeners[{index}]"
     if not isinstance(raw, dict):
         raise MeshsimError(f"{_where(path, key)}: expected a mapping")
     try:
-        listen = parse_hostport(str(raw["listen"]), what=f"{key}.listen")
+        listen = parse_hostport(str(raw["listen"]), what=_what(path, key, "listen"))
         ups = raw["upstreams"]
     except KeyError as exc:
         raise MeshsimError(f"{_where(path, key)}: missing {exc.args[0]!r}") from None
@@ -115,7 +121,9 @@ def listener_from_dict(raw: Any, index: int, path: str | None = None) -> Listene
     return ListenerConfig(
         name=str(raw.get("name", f"listener{index}")),
         listen=listen,
-        upstreams=tuple(parse_hostport(str(u), what=f"{key}.upstreams") for u in ups),
+        upstreams=tuple(
+            parse_hostport(str(u), what=_what(path, key, "upstreams")) for u in ups
+        ),
         tls=tls,
         allowed_principals=None if principals is None else frozenset(map(str, principals)),
         traffic=traffic,

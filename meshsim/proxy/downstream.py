@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from meshsim.proxy.server import ListenerState
 
 _MAX_QUEUED = 16
+_LINGER_S = 2.0
 
 
 class Exchange(Protocol):
@@ -293,7 +294,27 @@ class DownstreamProtocol(asyncio.Protocol):
             self._responded = True
         if self.active is not None:
             self.active.cancel()  # its request is broken: stop forwarding it
-        self.close()
+        self._linger_close()
+
+    def _linger_close(self) -> None:
+        """Close after an error answer without resetting the connection.
+
+        Closing a socket with unread input makes the kernel send RST, and a client that is
+        still sending (a slowloris drip, the rest of an over-large body) may then lose our
+        answer before reading it. So: send FIN after the answer, keep reading (and
+        discarding) input for up to ``_LINGER_S``, then close (lingering close, as nginx).
+        """
+        self._closing = True
+        self._disarm()
+        transport = self.transport
+        if transport is None:
+            return
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self._resume_reading()
+        self.loop.call_later(_LINGER_S, self.close)
 
     def _pause_reading(self) -> None:
         if not self._read_paused and self.transport is not None:

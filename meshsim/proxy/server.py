@@ -101,6 +101,8 @@ class Proxy:
         if self._contexts and cfg.tls_dir is not None:
             self.rotator = Rotator(cfg.tls_dir, self._contexts)
             self.rotator.start()
+        if isinstance(self.access_log, AccessLog):
+            self.access_log.start(loop)
         self.ready = True
 
     async def _start_listener(
@@ -186,6 +188,8 @@ class Proxy:
                 pool.close()
         if self.rotator is not None:
             await self.rotator.stop()
+        if isinstance(self.access_log, AccessLog):
+            self.access_log.close()
         if self.admin_server is not None:
             self.admin_server.close()
         for server in self.servers.values():
@@ -193,13 +197,57 @@ class Proxy:
         await asyncio.sleep(0)  # let connection_lost callbacks run before the loop ends
 
 
+class AccessLog:
+    """Buffered JSON-lines access log: one ``write`` per batch, not per request.
+
+    Lines are gathered in memory and written when ``max_lines`` have accumulated, every
+    ``interval_s`` (a timer on the proxy's loop) and when the proxy stops, so a crash loses
+    at most the last second's lines.
+    """
+
+    def __init__(self, stream: TextIO, *, owned: bool, max_lines: int = 256) -> None:
+        self.stream = stream
+        self.owned = owned
+        self.max_lines = max_lines
+        self.lines: list[str] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __call__(self, line: str) -> None:
+        lines = self.lines
+        lines.append(line)
+        if len(lines) >= self.max_lines:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.lines:
+            self.lines.append("")
+            self.stream.write("\n".join(self.lines))
+            self.lines.clear()
+            self.stream.flush()
+
+    def start(self, loop: asyncio.AbstractEventLoop, interval_s: float = 1.0) -> None:
+        def tick() -> None:
+            self.flush()
+            self._timer = loop.call_later(interval_s, tick)
+
+        self._timer = loop.call_later(interval_s, tick)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.flush()
+        if self.owned:
+            self.stream.close()
+
+
 def _log_sink(target: str | None) -> Callable[[str], None] | None:
     if target is None or target in ("off", "none"):
         return None
-    # Kept open for the life of the process: one line per request, line-buffered.
-    stream: TextIO = sys.stdout if target == "-" else Path(target).open("a", buffering=1)  # noqa: SIM115
-
-    def write(line: str) -> None:
-        stream.write(line + "\n")
-
-    return write
+    if target == "-":
+        return AccessLog(sys.stdout, owned=False)
+    try:
+        stream = Path(target).open("a", encoding="utf-8")  # noqa: SIM115 - closed in stop()
+    except OSError as exc:
+        raise MeshsimError(f"cannot open access log {target}: {exc.strerror or exc}") from None
+    return AccessLog(stream, owned=True)

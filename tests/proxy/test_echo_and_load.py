@@ -4,6 +4,7 @@ import asyncio
 import json
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -99,12 +100,13 @@ def test_loadgen_rejects_bad_input() -> None:
         arun(lambda: measure(LoadSpec("http://127.0.0.1:1/", rps=1, connections=0)))
 
 
-def _load_cli():  # type: ignore[no-untyped-def]
+def _load_cli() -> click.Command:
     try:
         from meshsim.cli.load import load
     except ModuleNotFoundError:  # the project is not installed in editable mode
         from cli.load import load
-    return load
+    command: click.Command = load
+    return command
 
 
 def test_load_cli_errors_are_clean() -> None:

@@ -66,8 +66,8 @@ def test_corrected_latency_matches_mm1() -> None:
                         seed=LOAD_SEED)
         result = await measure(spec)
         server.close()
-        qs = {q: result.corrected.get_value_at_percentile(q) / 1e6 for q in (50, 90)}
-        mean = result.corrected.get_mean_value() / 1e6
+        qs = {float(q): float(result.corrected.get_value_at_percentile(q)) / 1e6 for q in (50, 90)}
+        mean = float(result.corrected.get_mean_value()) / 1e6
         return lindley_sojourns(result.completed, overshoot), qs, mean, result.completed
 
     path, measured, mean, n = arun(main, timeout=60)

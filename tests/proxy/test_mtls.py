@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -35,13 +36,13 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return dirs
 
 
-def _mtls(pki: dict[str, Path], client: str, **kw: object) -> int:
+def _mtls(pki: dict[str, Path], client: str, **kw: Any) -> int:
     async def main() -> int:
         server, state = await start_echo(seed=1)
         try:
             async with proxy_for(
                 [bound_port(server)], tls="server", tls_dir=pki["server"], **kw
-            ) as proxy:  # type: ignore[arg-type]
+            ) as proxy:
                 ctx = client_context(pki[client]) if client else _no_cert_context(pki)
                 try:
                     c = await Client.open(proxy.port("test"), ctx)
@@ -113,7 +114,7 @@ def test_ca_cli(tmp_path: Path) -> None:
     try:
         from meshsim.cli.ca import ca
     except ModuleNotFoundError:
-        from cli.ca import ca  # type: ignore[no-redef]
+        from cli.ca import ca
     runner = CliRunner()
     result = runner.invoke(
         ca, ["init", "--dir", str(tmp_path / "ca"), "--trust-domain", "lab.local"]

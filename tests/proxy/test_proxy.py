@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 
@@ -143,7 +144,7 @@ def test_slowloris_times_out_and_idle_connections_close() -> None:
             slow.writer.write(b"GET / HTTP/1.1\r\nHost: t\r\n")
             for _ in range(10):  # one header line every 0.1 s: never finishes the head
                 await asyncio.sleep(0.1)
-                if slow.reader.at_eof() or len(slow.reader._buffer):
+                if slow.reader.at_eof() or len(slow.reader._buffer):  # type: ignore[attr-defined]
                     break  # the proxy answered
                 try:
                     slow.writer.write(b"X-Drip: 1\r\n")
@@ -244,3 +245,33 @@ def test_graceful_shutdown_drains_in_flight_requests() -> None:
             await idle.close()
 
     arun(main)
+
+
+def test_access_log_is_buffered_and_flushed(tmp_path: Path) -> None:
+    from meshsim.proxy.config import ListenerConfig, ProxyConfig
+    from meshsim.proxy.echo import bound_port, start_echo, stop_echo
+    from meshsim.proxy.server import AccessLog, Proxy
+
+    path = tmp_path / "access.jsonl"
+
+    async def main() -> None:
+        server, state = await start_echo(seed=1)
+        listener = ListenerConfig("t", ("127.0.0.1", 0), (("127.0.0.1", bound_port(server)),))
+        proxy = Proxy(ProxyConfig(listeners=(listener,), access_log=str(path)))
+        assert isinstance(proxy.access_log, AccessLog)
+        proxy.access_log.max_lines = 4
+        await proxy.start()
+        client = await Client.open(proxy.port("t"))
+        for _ in range(3):
+            assert (await client.get("/")).status == 200
+        assert path.read_text() == ""  # held in memory: no write per request
+        assert (await client.get("/")).status == 200
+        assert len(path.read_text().splitlines()) == 4  # a full batch, in one write
+        assert (await client.get("/?status=503")).status == 503
+        await client.close()
+        await proxy.stop(1)
+        await stop_echo(server, state)
+
+    arun(main)
+    entries = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [e["status"] for e in entries] == [200, 200, 200, 200, 503]  # the rest at stop
