@@ -348,7 +348,7 @@ def write_model(doc: dict[str, Any], path: Path) -> None:
     """Write the model YAML (the loader's format, unchanged) and its fit record beside it.
 
     The fit record (machine, software, distribution, CIs, residuals, held-out points) is kept
-    in ``NAME.fit.json`` rather than in the YAML because ``meshsim/models.py`` rejects unknown
+    in ``NAME.fit.json`` rather than in the YAML because ``meshsim.models`` rejects unknown
     top-level keys and is being extended by another engineer; see the report.
     """
     path.parent.mkdir(parents=True, exist_ok=True)

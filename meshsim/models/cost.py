@@ -1,0 +1,234 @@
+"""The accessor the simulator uses: parameters turned into CPU, latency and memory."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from meshsim.models.parameters import KB_PER_MB, KIB, PARAMETER_SPECS, Kind
+
+# --------------------------------------------------------------------------- file schema
+
+
+class Parameter(BaseModel):
+    """One parameter as written in a model file."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
+
+    value: float
+    unit: str
+    source: str
+    note: str | None = None
+
+
+class Anchor(BaseModel):
+    """The configuration at which a file claims to reproduce published totals.
+
+    Optional in a file; when present the test-suite checks the identity
+    ``sum(request_cpu_us) * rps = vcpu_per_1000rps`` and the memory sum.
+    """
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
+
+    source: str
+    rps: float = Field(gt=0)
+    request_bytes: int = Field(ge=0)
+    response_bytes: int = Field(ge=0)
+    mtls: bool
+    connections: int = Field(ge=0)
+    tls_connections: int = Field(ge=0)
+    clusters: int = Field(ge=0)
+    endpoints: int = Field(ge=0)
+    vcpu_per_1000rps: float = Field(gt=0)
+    memory_mb: float = Field(gt=0)
+    note: str | None = None
+
+
+# --------------------------------------------------------------------------- the accessor
+
+
+@dataclass(frozen=True)
+class ProxyCostModel:
+    """A checked cost model, in explicit units: microseconds of CPU, KiB and MiB.
+
+    Parameters a kind does not have (HTTP parsing for an L4 ztunnel, HBONE for a sidecar) are 0.0
+    here because the mechanism does not exist in that proxy; the file may not define them.
+    """
+
+    kind: Kind
+    describes: str
+    measured_on: str | None
+    path: str | None
+    parameters: Mapping[str, Parameter] = field(repr=False)
+    anchor: Anchor | None = field(default=None, repr=False)
+    # -- raw values (read from ``parameters`` so they cannot drift apart)
+
+    def value(self, name: str) -> float:
+        """The value of a parameter; 0.0 for one that this kind of proxy does not have."""
+        if name not in PARAMETER_SPECS:
+            raise KeyError(f"unknown cost-model parameter {name!r}")
+        p = self.parameters.get(name)
+        return 0.0 if p is None else p.value
+
+    def source(self, name: str) -> str:
+        """Where a parameter's value came from (a citation or a measurement)."""
+        p = self.parameters.get(name)
+        if p is None:
+            raise KeyError(f"{self.kind} model has no parameter {name!r}")
+        return p.source
+
+    @property
+    def layer(self) -> Literal["L4", "L7"]:
+        return "L4" if self.kind == "ztunnel" else "L7"
+
+    @property
+    def worker_threads(self) -> int:
+        return int(self.value("worker_threads"))
+
+    @property
+    def hop_latency_us(self) -> float:
+        """Non-CPU latency added per direction (once to the request, once to the response)."""
+        return self.value("hop_latency_us")
+
+    # -- CPU per request
+
+    def request_cpu_us(
+        self,
+        request_bytes: int,
+        response_bytes: int,
+        *,
+        mtls: bool,
+        l7_filters: int = 0,
+        wasm_filters: int = 0,
+        rbac: bool = False,
+    ) -> tuple[float, float, float]:
+        """CPU for one proxied request: (request path, response path, after the response).
+
+        The first two are on the request's critical path; the third (telemetry) runs on the same
+        worker after the response has been written, so it delays the next request on that worker
+        but not this one. Handshakes are not included (see :meth:`handshake_cpu_us`).
+
+        ``l7_filters`` counts native filters beyond the default chain and ``wasm_filters`` Wasm
+        filters; each is charged half on each path. ``rbac`` means authorization policies apply
+        to this request (for ztunnel they are evaluated per connection instead, see
+        :meth:`connection_open_cpu_us`).
+        """
+        if request_bytes < 0 or response_bytes < 0:
+            raise ValueError("request_bytes and response_bytes must be >= 0")
+        if l7_filters < 0 or wasm_filters < 0:
+            raise ValueError("l7_filters and wasm_filters must be >= 0")
+        if self.layer == "L4" and (l7_filters or wasm_filters):
+            raise ValueError(f"{self.kind} is an L4 proxy: L7 and Wasm filters need a waypoint")
+        if wasm_filters and "wasm_filter_us" not in self.parameters:
+            raise ValueError(f"{self.kind} does not run Wasm filters")
+        v = self.value
+        per_kib = v("payload_cpu_us_per_kib")
+        if mtls:
+            per_kib += v("tls_legs") * v("tls_record_cpu_us_per_kib")
+        # Work that is symmetric per exchange (socket I/O, HBONE framing, extra filters) is split
+        # evenly: each direction does one read, one write and one frame.
+        shared = (
+            v("socket_io_us")
+            + v("hbone_frame_us")
+            + l7_filters * v("l7_filter_us")
+            + wasm_filters * v("wasm_filter_us")
+        ) / 2.0
+        policy = v("rbac_us") if (rbac and self.layer == "L7") else 0.0
+        req = shared + v("http_parse_request_us") + v("routing_us") + policy
+        req += per_kib * request_bytes / KIB
+        resp = shared + v("http_parse_response_us") + per_kib * response_bytes / KIB
+        after = v("telemetry_us")
+        return (req, resp, after)
+
+    def vcpu_per_1000rps(
+        self, request_bytes: int, response_bytes: int, *, mtls: bool, **options: Any
+    ) -> float:
+        """Steady-state vCPU at 1000 rps with pooled connections (handshakes amortised to ~0).
+
+        1000 requests/s x total microseconds per request / 1e6 microseconds per CPU-second.
+        """
+        total = sum(self.request_cpu_us(request_bytes, response_bytes, mtls=mtls, **options))
+        return 1000.0 * total / 1e6
+
+    # -- CPU per connection
+
+    def handshake_cpu_us(
+        self,
+        role: Literal["client", "server"],
+        resumed: bool = False,
+        *,
+        mutual: bool = True,
+    ) -> float:
+        """CPU on one side of a TLS 1.3 handshake.
+
+        Full handshake: key exchange + overhead, plus signing CertificateVerify if this side
+        presents a certificate, plus verifying the peer's chain and CertificateVerify if the peer
+        presents one. In mutual TLS (the meshes' case) both sides do both. A resumed handshake
+        (PSK with ECDHE) costs ``tls_resumption_cpu_us`` on either side.
+        """
+        if role not in ("client", "server"):
+            raise ValueError(f"role must be 'client' or 'server', not {role!r}")
+        v = self.value
+        if resumed:
+            return v("tls_resumption_cpu_us")
+        total = v("tls_key_exchange_cpu_us") + v("tls_handshake_overhead_cpu_us")
+        signs = mutual or role == "server"  # a server always authenticates itself
+        verifies = mutual or role == "client"  # a client always checks the server
+        if signs:
+            total += v("tls_sign_cpu_us")
+        if verifies:
+            total += v("tls_cert_verify_cpu_us")
+            total += v("tls_chain_verifications") * v("tls_chain_verify_cpu_us")
+        return total
+
+    def connection_open_cpu_us(self, *, rbac: bool = False) -> float:
+        """Non-TLS CPU to open one proxied connection.
+
+        ztunnel opens an HBONE CONNECT stream and, when policies exist, evaluates L4
+        authorization. The L7 proxies' per-connection work beyond the TLS handshake is not
+        separately modelled (no source), so it is 0.0 for them.
+        """
+        if self.kind != "ztunnel":
+            return 0.0
+        cost = self.value("hbone_stream_open_us")
+        if rbac:
+            cost += self.value("l4_rbac_us")
+        return cost
+
+    # -- memory
+
+    def memory_mb(
+        self,
+        connections: int,
+        clusters: int = 0,
+        endpoints: int = 0,
+        *,
+        tls_connections: int = 0,
+    ) -> float:
+        """Resident memory in MiB for a proxy holding this state.
+
+        ``connections`` counts every open connection (downstream, upstream, HBONE tunnels and
+        tunnelled streams); ``tls_connections`` how many of them carry TLS; ``clusters`` and
+        ``endpoints`` the configuration items in view (all of the mesh for an unscoped Envoy).
+        """
+        for name, n in (
+            ("connections", connections),
+            ("clusters", clusters),
+            ("endpoints", endpoints),
+            ("tls_connections", tls_connections),
+        ):
+            if n < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if tls_connections > connections:
+            raise ValueError("tls_connections cannot exceed connections")
+        v = self.value
+        kb = (
+            connections * v("connection_kb")
+            + tls_connections * v("tls_connection_kb")
+            + clusters * v("cluster_kb")
+            + endpoints * v("endpoint_kb")
+        )
+        return v("base_memory_mb") + kb / KB_PER_MB

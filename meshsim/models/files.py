@@ -1,0 +1,412 @@
+"""Locating, reading and checking model files (errors name file, line and field)."""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final
+
+import yaml
+from pydantic import ValidationError
+
+from meshsim.errors import ModelError, Problem
+from meshsim.models.cost import Anchor, Parameter, ProxyCostModel
+from meshsim.models.parameters import (
+    DEFAULT_MODEL_NAMES,
+    KINDS,
+    PARAMETER_SPECS,
+    Kind,
+    ParameterSpec,
+    required_parameters,
+)
+
+TOP_LEVEL_KEYS: Final = ("kind", "describes", "measured_on", "anchor", "parameters")
+REQUIRED_TOP_LEVEL_KEYS: Final = ("kind", "describes", "parameters")
+
+# --------------------------------------------------------------------------- locating files
+
+
+def models_dir() -> Path:
+    """The project's ``models/`` folder: ``$MESHSIM_MODELS_DIR`` or ``<repo>/models``."""
+    env = os.environ.get("MESHSIM_MODELS_DIR")
+    if env:
+        return Path(env)
+    # meshsim/models/files.py -> <repo>/models: the files ship beside the package.
+    return Path(__file__).resolve().parents[2] / "models"
+
+
+def model_names() -> list[str]:
+    """Names accepted by :func:`load_model` (the ``models/*.yaml`` stems)."""
+    d = models_dir()
+    return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
+
+
+def _resolve(path_or_name: str | os.PathLike[str]) -> Path:
+    text = os.fspath(path_or_name)
+    looks_like_path = (
+        isinstance(path_or_name, Path)
+        or os.sep in text
+        or "/" in text
+        or text.endswith((".yaml", ".yml"))
+    )
+    if looks_like_path:
+        return Path(text)
+    candidate = models_dir() / f"{text}.yaml"
+    if not candidate.is_file():
+        names = model_names()
+        hint = _suggest(text, names)
+        raise ModelError(
+            [
+                Problem(
+                    field="",
+                    message=f"no model named {text!r} in {models_dir()}; "
+                    f"available: {', '.join(names) or 'none'}{hint}",
+                )
+            ],
+            path=text,
+        )
+    return candidate
+
+
+def load_model(path_or_name: str | os.PathLike[str]) -> ProxyCostModel:
+    """Load and check a model: a bare name means ``models/<name>.yaml``, else a file path."""
+    path = _resolve(path_or_name)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelError(
+            [Problem(field="", message=f"cannot read model file: {exc}")], path=str(path)
+        ) from None
+    return parse_model(text, path=str(path))
+
+
+@cache
+def _cached(path: str, mtime_ns: int) -> ProxyCostModel:
+    del mtime_ns  # part of the cache key only: an edited file is read again
+    return load_model(Path(path))
+
+
+def default_model(kind: Kind) -> ProxyCostModel:
+    """The shipped model for a kind of proxy (see :data:`DEFAULT_MODEL_NAMES`)."""
+    if kind not in DEFAULT_MODEL_NAMES:
+        raise ValueError(f"unknown proxy kind {kind!r}; expected one of {', '.join(KINDS)}")
+    path = models_dir() / f"{DEFAULT_MODEL_NAMES[kind]}.yaml"
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        mtime = -1
+    model = _cached(str(path), mtime)
+    if model.kind != kind:
+        raise ModelError(
+            [
+                Problem(
+                    field="kind",
+                    message=f"expected {kind!r} for the default {kind} model, found {model.kind!r}",
+                    line=None,
+                )
+            ],
+            path=str(path),
+        )
+    return model
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _suggest(word: str, choices: list[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+@dataclass
+class _Lines:
+    """1-based lines of keys and values, by path, from PyYAML's node marks."""
+
+    key: dict[tuple[str, ...], int] = field(default_factory=dict)
+    value: dict[tuple[str, ...], int] = field(default_factory=dict)
+
+    def of(self, path: tuple[str, ...], *, value: bool = False) -> int | None:
+        # Walk up to the nearest known ancestor so every problem gets some line.
+        while path:
+            table = self.value if value else self.key
+            if path in table:
+                return table[path]
+            if path in self.key:
+                return self.key[path]
+            path = path[:-1]
+        return self.value.get((), None)
+
+
+def _index(
+    node: yaml.Node,
+    path: tuple[str, ...],
+    lines: _Lines,
+    problems: list[Problem],
+    seen_nodes: set[int] | None = None,
+) -> None:
+    # An alias reuses its anchor's node, so a self-referencing alias would recurse forever:
+    # index each node once (its first path is where it was written).
+    seen_nodes = set() if seen_nodes is None else seen_nodes
+    if id(node) in seen_nodes:
+        return
+    seen_nodes.add(id(node))
+    lines.value.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for k, v in node.value:
+            name = str(k.value)
+            child = (*path, name)
+            if name in seen:
+                problems.append(
+                    Problem(
+                        field=".".join(child),
+                        line=k.start_mark.line + 1,
+                        message="duplicate key; each key may appear once",
+                    )
+                )
+            seen.add(name)
+            lines.key.setdefault(child, k.start_mark.line + 1)
+            _index(v, child, lines, problems, seen_nodes)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _index(item, (*path, str(i)), lines, problems, seen_nodes)
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def _type_name(x: object) -> str:
+    if x is None:
+        return "nothing (null)"
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }.get(type(x), type(x).__name__)
+
+
+def parse_model(text: str, *, path: str | None = None) -> ProxyCostModel:
+    """Check the text of a model file and return the model, or raise :class:`ModelError`.
+
+    Every problem found is reported at once, each with its line and dotted field path.
+    """
+    problems: list[Problem] = []
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise ModelError(
+            [Problem(field="", message=f"not valid YAML: {reason}", line=line)], path=path
+        ) from None
+    except (ValueError, OverflowError, RecursionError) as exc:
+        # PyYAML's constructors can raise plain Python errors on odd scalars (e.g. huge ints).
+        raise ModelError([Problem(field="", message=f"not valid YAML: {exc}")], path=path) from None
+
+    lines = _Lines()
+    if root is not None:
+        _index(root, (), lines, problems)
+    if not isinstance(data, dict):
+        raise ModelError(
+            [
+                Problem(
+                    field="",
+                    line=lines.of((), value=True),
+                    message=f"expected a mapping with keys {', '.join(REQUIRED_TOP_LEVEL_KEYS)}, "
+                    f"found {_type_name(data)}",
+                )
+            ],
+            path=path,
+        )
+
+    def add(fpath: tuple[str, ...], message: str, *, value: bool = False) -> None:
+        problems.append(
+            Problem(field=_dotted(fpath), message=message, line=lines.of(fpath, value=value))
+        )
+
+    for key in data:
+        if str(key) not in TOP_LEVEL_KEYS:
+            add(
+                (str(key),),
+                f"unknown key; expected one of {', '.join(TOP_LEVEL_KEYS)}"
+                f"{_suggest(str(key), TOP_LEVEL_KEYS)}",
+            )
+    problems.extend(
+        Problem(
+            field=key,
+            line=1,
+            message=f"missing; every model file needs {', '.join(REQUIRED_TOP_LEVEL_KEYS)}",
+        )
+        for key in REQUIRED_TOP_LEVEL_KEYS
+        if key not in data
+    )
+
+    kind = data.get("kind")
+    if "kind" in data and kind not in KINDS:
+        add(
+            ("kind",),
+            f"expected one of {', '.join(KINDS)}, found {kind!r}{_suggest(str(kind), KINDS)}",
+            value=True,
+        )
+    for key in ("describes", "measured_on"):
+        if key in data and (not isinstance(data[key], str) or not data[key].strip()):
+            add(
+                (key,),
+                f"expected a non-empty string (product, version and setup), found "
+                f"{_type_name(data[key])}",
+                value=True,
+            )
+
+    anchor: Anchor | None = None
+    if "anchor" in data:
+        if not isinstance(data["anchor"], dict):
+            add(("anchor",), f"expected a mapping, found {_type_name(data['anchor'])}", value=True)
+        else:
+            anchor = _validate(Anchor, data["anchor"], ("anchor",), add)
+            if anchor is not None and anchor.tls_connections > anchor.connections:
+                add(("anchor", "tls_connections"), "cannot exceed anchor.connections", value=True)
+                anchor = None
+
+    params: dict[str, Parameter] = {}
+    raw_params = data.get("parameters")
+    if "parameters" in data and not isinstance(raw_params, dict):
+        add(
+            ("parameters",),
+            f"expected a mapping of parameter names to "
+            f"{{value, unit, source}}, found {_type_name(raw_params)}",
+            value=True,
+        )
+    elif isinstance(raw_params, dict):
+        expected = required_parameters(kind) if kind in KINDS else tuple(PARAMETER_SPECS)
+        for name, entry in raw_params.items():
+            ppath = ("parameters", str(name))
+            if str(name) not in expected:
+                where = f"for kind {kind!r}" if kind in KINDS else "at all"
+                known = str(name) in PARAMETER_SPECS
+                msg = (
+                    f"not a parameter of a {kind} model"
+                    if known and kind in KINDS
+                    else f"unknown parameter {where}"
+                )
+                add(ppath, msg + _suggest(str(name), expected))
+                continue
+            param = _check_parameter(PARAMETER_SPECS[str(name)], entry, ppath, add)
+            if param is not None:
+                params[str(name)] = param
+        if kind in KINDS:
+            for name in expected:
+                if name not in raw_params:
+                    spec = PARAMETER_SPECS[name]
+                    add(
+                        ("parameters", name),
+                        f"missing; a {kind} model needs {name} ({spec.meaning}, in {spec.unit})",
+                    )
+
+    if problems:
+        problems.sort(key=lambda p: (p.line if p.line is not None else 0, p.field))
+        raise ModelError(problems, path=path)
+    assert kind in KINDS  # narrowed by the checks above
+    return ProxyCostModel(
+        kind=kind,
+        describes=data["describes"],
+        measured_on=data.get("measured_on"),
+        path=path,
+        parameters=MappingProxyType(params),
+        anchor=anchor,
+    )
+
+
+def _validate(
+    model: type[Any],
+    raw: dict[Any, Any],
+    base: tuple[str, ...],
+    add: Any,
+    skip: frozenset[str] = frozenset(),
+) -> Any:
+    """Validate with pydantic, turning each error into a Problem at the right line.
+
+    ``skip`` names fields already reported by a clearer custom check.
+    """
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(str(p) for p in err["loc"])
+            if loc and loc[0] in skip:
+                continue
+            fpath = (*base, *loc)
+            if err["type"] == "missing":
+                add(fpath, "missing")
+            elif err["type"] == "extra_forbidden":
+                fields = list(model.model_fields)
+                add(
+                    fpath,
+                    f"unknown key; expected one of {', '.join(fields)}"
+                    f"{_suggest(loc[-1] if loc else '', fields)}",
+                )
+            else:
+                got = err.get("input")
+                add(fpath, f"{err['msg']}, found {_type_name(got)} {got!r}"[:300], value=True)
+        return None
+
+
+def _check_parameter(
+    spec: ParameterSpec, entry: object, ppath: tuple[str, ...], add: Any
+) -> Parameter | None:
+    if not isinstance(entry, dict):
+        add(
+            ppath,
+            f"expected a mapping {{value, unit, source, note?}}, found {_type_name(entry)}",
+            value=True,
+        )
+        return None
+    ok = True
+    # Source first: principle 2 is the reason these files exist.
+    src = entry.get("source")
+    if "source" not in entry or not isinstance(src, str) or not src.strip():
+        add(
+            (*ppath, "source"),
+            "every parameter needs a non-empty source (a citation from "
+            "reference/published-figures.md or a measurement)",
+            value="source" in entry,
+        )
+        ok = False
+    param = _validate(
+        Parameter, entry, ppath, add, skip=frozenset() if ok else frozenset({"source"})
+    )
+    if param is None or not ok:
+        return None
+    if param.unit != spec.unit:
+        add(
+            (*ppath, "unit"),
+            f"expected unit {spec.unit!r} for {spec.name}, found {param.unit!r}",
+            value=True,
+        )
+        ok = False
+    value = param.value
+    if not math.isfinite(value) or value < spec.minimum:
+        add(
+            (*ppath, "value"),
+            f"expected a number >= {spec.minimum:g} ({spec.unit}), found {value!r}",
+            value=True,
+        )
+        ok = False
+    if spec.integer and value != int(value):
+        add(
+            (*ppath, "value"),
+            f"expected a whole number of {spec.unit}, found {value!r}",
+            value=True,
+        )
+        ok = False
+    return param if ok else None

@@ -1,0 +1,369 @@
+"""Parameter specifications of cost-model files: names, units, meanings, kinds."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Final, Literal
+
+ProxyKind = Literal["envoy-sidecar", "linkerd-proxy", "ztunnel", "waypoint"]
+ControlPlaneKind = Literal["istiod", "linkerd-control-plane"]
+Kind = Literal[
+    "envoy-sidecar", "linkerd-proxy", "ztunnel", "waypoint", "istiod", "linkerd-control-plane"
+]
+PROXY_KINDS: Final[tuple[ProxyKind, ...]] = (
+    "envoy-sidecar",
+    "linkerd-proxy",
+    "ztunnel",
+    "waypoint",
+)
+CONTROL_PLANE_KINDS: Final[tuple[ControlPlaneKind, ...]] = ("istiod", "linkerd-control-plane")
+KINDS: Final[tuple[Kind, ...]] = (*PROXY_KINDS, *CONTROL_PLANE_KINDS)
+
+#: The shipped model file (``models/<name>.yaml``) that :func:`default_model` returns per kind.
+DEFAULT_MODEL_NAMES: Final[Mapping[Kind, str]] = MappingProxyType(
+    {
+        "envoy-sidecar": "istio-sidecar",
+        "linkerd-proxy": "linkerd-proxy",
+        "ztunnel": "ztunnel",
+        "waypoint": "waypoint",
+        "istiod": "istiod",
+        "linkerd-control-plane": "linkerd-control-plane",
+    }
+)
+
+KIB: Final = 1024.0  # bytes per KiB; payload costs are per KiB
+KB_PER_MB: Final = 1024.0  # memory parameters use KiB and MiB throughout (see models/README.md)
+
+
+# --------------------------------------------------------------------------- parameter specs
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """What one parameter means, its unit, and which kinds of proxy must have it."""
+
+    name: str
+    unit: str
+    meaning: str
+    kinds: frozenset[Kind]
+    integer: bool = False
+    minimum: float = 0.0
+
+
+_ALL: Final = frozenset(PROXY_KINDS)  # every proxy kind (not the control planes)
+_L7: Final = frozenset({"envoy-sidecar", "linkerd-proxy", "waypoint"})
+_ENVOY: Final = frozenset({"envoy-sidecar", "waypoint"})
+_HBONE: Final = frozenset({"ztunnel", "waypoint"})
+_ZTUNNEL: Final = frozenset({"ztunnel"})
+_ISTIOD: Final = frozenset({"istiod"})
+_LINKERD_CP: Final = frozenset({"linkerd-control-plane"})
+_CP: Final = frozenset(CONTROL_PLANE_KINDS)
+
+
+def _spec(
+    name: str,
+    unit: str,
+    meaning: str,
+    kinds: frozenset[Any],
+    *,
+    integer: bool = False,
+    minimum: float = 0.0,
+) -> ParameterSpec:
+    return ParameterSpec(name, unit, meaning, frozenset(kinds), integer, minimum)
+
+
+_SPECS: Final[tuple[ParameterSpec, ...]] = (
+    # Threads: connections (Envoy) or tasks (tokio) are served by this many workers.
+    _spec(
+        "worker_threads", "count", "worker threads serving requests", _ALL, integer=True, minimum=1
+    ),
+    # Per-request CPU, by phase and component (microseconds of CPU time).
+    _spec(
+        "socket_io_us",
+        "us",
+        "kernel socket I/O per request/response exchange: reads, writes, "
+        "epoll wake-ups; half charged on the request path, half on the response path",
+        _ALL,
+    ),
+    _spec(
+        "payload_cpu_us_per_kib",
+        "us/KiB",
+        "copying (and for L7, body handling) per KiB of request or response body",
+        _ALL,
+    ),
+    _spec(
+        "http_parse_request_us",
+        "us",
+        "HTTP codec work on the request path (parse the request, encode it upstream)",
+        _L7,
+    ),
+    _spec("http_parse_response_us", "us", "HTTP codec work on the response path", _L7),
+    _spec(
+        "routing_us", "us", "route match, cluster choice and load-balancer pick per request", _L7
+    ),
+    _spec(
+        "telemetry_us",
+        "us",
+        "stats/telemetry per request, done AFTER the response is sent: "
+        "it occupies the worker and delays the next request, not this one",
+        _L7,
+    ),
+    _spec(
+        "rbac_us",
+        "us",
+        "authorization policy evaluation per request, only when policies exist",
+        _L7,
+    ),
+    _spec(
+        "l7_filter_us",
+        "us",
+        "each additional native L7 filter beyond the default chain "
+        "(half request path, half response path)",
+        _L7,
+    ),
+    _spec(
+        "wasm_filter_us", "us", "each Wasm filter (half request path, half response path)", _ENVOY
+    ),
+    _spec(
+        "hbone_frame_us",
+        "us",
+        "HBONE (HTTP/2 CONNECT) framing per request/response "
+        "exchange, all HBONE legs of this proxy together; half on each path",
+        _HBONE,
+    ),
+    _spec(
+        "hbone_stream_open_us",
+        "us",
+        "opening the HBONE CONNECT stream for one new "
+        "application TCP connection (per connection, not per request)",
+        _ZTUNNEL,
+    ),
+    _spec("l4_rbac_us", "us", "L4 authorization per new connection, when policies exist", _ZTUNNEL),
+    # Non-CPU latency.
+    _spec(
+        "hop_latency_us",
+        "us",
+        "fixed non-CPU latency per direction through the proxy "
+        "(loopback/veth IPC, wake-ups); added to the request and to the response",
+        _ALL,
+    ),
+    # TLS: record layer and handshakes.
+    _spec(
+        "tls_legs",
+        "count",
+        "TLS connections a proxied byte crosses inside this proxy "
+        "(decrypt and/or encrypt once per leg)",
+        _ALL,
+        integer=True,
+    ),
+    _spec(
+        "tls_record_cpu_us_per_kib",
+        "us/KiB",
+        "record-layer encryption or decryption per KiB per TLS leg",
+        _ALL,
+    ),
+    _spec(
+        "tls_key_exchange_cpu_us",
+        "us",
+        "ephemeral key exchange per handshake side (keygen + shared secret)",
+        _ALL,
+    ),
+    _spec("tls_sign_cpu_us", "us", "signing CertificateVerify with the workload key", _ALL),
+    _spec(
+        "tls_cert_verify_cpu_us",
+        "us",
+        "verifying the peer's CertificateVerify signature (peer workload key)",
+        _ALL,
+    ),
+    _spec(
+        "tls_chain_verify_cpu_us",
+        "us",
+        "verifying one signature of the peer's certificate chain (issuer key)",
+        _ALL,
+    ),
+    _spec(
+        "tls_chain_verifications",
+        "count",
+        "signatures verified in the peer's chain",
+        _ALL,
+        integer=True,
+    ),
+    _spec(
+        "tls_handshake_overhead_cpu_us",
+        "us",
+        "non-crypto handshake work per side "
+        "(transcript hashing, HKDF, certificate parsing, allocation)",
+        _ALL,
+    ),
+    _spec("tls_resumption_cpu_us", "us", "CPU per side of a resumed (PSK + ECDHE) handshake", _ALL),
+    # Memory.
+    _spec(
+        "base_memory_mb",
+        "MB",
+        "resident memory with no connections and no configuration items counted below",
+        _ALL | _CP,
+    ),
+    _spec("connection_kb", "KB", "memory per open connection (or tunnelled stream)", _ALL),
+    _spec("tls_connection_kb", "KB", "extra memory per connection that carries TLS", _ALL),
+    _spec("cluster_kb", "KB", "memory per cluster/service held in configuration", _ALL),
+    _spec("endpoint_kb", "KB", "memory per endpoint/workload held in configuration", _ALL),
+    # Control planes (kinds istiod and linkerd-control-plane): see models/istiod.yaml and
+    # models/linkerd-control-plane.yaml; the simulator's use is in meshsim/sim/controlplane/.
+    _spec(
+        "kube_event_delay_ms",
+        "ms",
+        "from a pod change in the API server to the control "
+        "plane's informer callback (EndpointSlice controller + watch)",
+        _CP,
+    ),
+    _spec(
+        "send_latency_ms",
+        "ms",
+        "non-CPU time from sending an update to the proxy having "
+        "applied it (network, proxy-side apply)",
+        _CP,
+    ),
+    _spec("csr_sign_us", "us", "CPU to verify a CSR and sign one workload certificate", _CP),
+    _spec("cert_lifetime_s", "s", "lifetime of a workload certificate", _CP, minimum=1.0),
+    _spec(
+        "cert_renew_fraction",
+        "ratio",
+        "fraction of the lifetime after which the proxy asks for a new certificate",
+        _CP,
+    ),
+    _spec(
+        "csr_retry_s",
+        "s",
+        "wait before a proxy retries a CSR that got no answer",
+        _CP,
+        minimum=0.001,
+    ),
+    _spec("debounce_after_ms", "ms", "PILOT_DEBOUNCE_AFTER: quiet period before a push", _ISTIOD),
+    _spec("debounce_max_ms", "ms", "PILOT_DEBOUNCE_MAX: longest a push may be delayed", _ISTIOD),
+    _spec(
+        "push_throttle_base",
+        "count",
+        "PILOT_PUSH_THROTTLE auto: the 15 of min(15 + 5 x cores, 100)",
+        _ISTIOD,
+        integer=True,
+    ),
+    _spec(
+        "push_throttle_per_core",
+        "count",
+        "PILOT_PUSH_THROTTLE auto: the 5 of min(15 + 5 x cores, 100)",
+        _ISTIOD,
+        integer=True,
+    ),
+    _spec(
+        "push_throttle_max",
+        "count",
+        "PILOT_PUSH_THROTTLE auto: the 100 of min(15 + 5 x cores, 100)",
+        _ISTIOD,
+        integer=True,
+        minimum=1,
+    ),
+    _spec("push_context_base_us", "us", "building a PushContext, fixed part", _ISTIOD),
+    _spec(
+        "push_context_service_us",
+        "us",
+        "building a full PushContext, per service in the registry (endpoint-only pushes skip it)",
+        _ISTIOD,
+    ),
+    _spec(
+        "full_push_base_us", "us", "per proxy, fixed CPU of a full (CDS/LDS/RDS/EDS) push", _ISTIOD
+    ),
+    _spec(
+        "full_push_cluster_us",
+        "us",
+        "per proxy, CPU of a full push per cluster (service) in the proxy's view",
+        _ISTIOD,
+    ),
+    _spec("eds_push_base_us", "us", "per proxy, fixed CPU of an endpoint-only (EDS) push", _ISTIOD),
+    _spec(
+        "push_endpoint_us",
+        "us",
+        "per proxy, CPU per endpoint pushed (full: every "
+        "endpoint in view; EDS: endpoints of the changed clusters)",
+        _ISTIOD,
+    ),
+    _spec(
+        "connected_proxy_cpu_us_per_s",
+        "us/s",
+        "CPU per connected proxy per second when "
+        "nothing changes (xDS stream upkeep, keepalives, status)",
+        _ISTIOD,
+    ),
+    _spec(
+        "proxy_cluster_kb",
+        "KB",
+        "istiod memory per connected proxy per cluster in its "
+        "view (watched resources, generated config)",
+        _ISTIOD,
+    ),
+    _spec(
+        "proxy_endpoint_kb",
+        "KB",
+        "istiod memory per connected proxy per endpoint in its view",
+        _ISTIOD,
+    ),
+    _spec("service_kb", "KB", "control-plane memory per service in the registry", _CP),
+    _spec("registry_endpoint_kb", "KB", "control-plane memory per endpoint in the registry", _CP),
+    _spec(
+        "stream_queue_capacity",
+        "count",
+        "updates a destination stream may hold unsent; one more resets the stream",
+        _LINKERD_CP,
+        integer=True,
+        minimum=1,
+    ),
+    _spec(
+        "update_cpu_us",
+        "us",
+        "destination controller CPU per update sent on one stream",
+        _LINKERD_CP,
+    ),
+    _spec(
+        "update_endpoint_us",
+        "us",
+        "destination controller CPU per endpoint added or removed in one update on one stream",
+        _LINKERD_CP,
+    ),
+    _spec(
+        "snapshot_endpoint_us",
+        "us",
+        "destination controller CPU per endpoint sent when a stream (re)subscribes",
+        _LINKERD_CP,
+    ),
+    _spec(
+        "reresolve_delay_ms", "ms", "after a stream reset, until the proxy re-resolves", _LINKERD_CP
+    ),
+    _spec(
+        "watch_cpu_us_per_s",
+        "us/s",
+        "destination controller CPU per open watch per second when nothing changes",
+        _LINKERD_CP,
+    ),
+    _spec(
+        "watch_kb",
+        "KB",
+        "destination controller memory per open watch (stream, translator, queue)",
+        _LINKERD_CP,
+    ),
+    _spec(
+        "proxy_kb",
+        "KB",
+        "control-plane memory per connected proxy (istiod: xDS "
+        "connection and proxy state; Linkerd: identity, policy and inbound watches)",
+        _CP,
+    ),
+)
+
+#: Every known parameter, by name.
+PARAMETER_SPECS: Final[Mapping[str, ParameterSpec]] = MappingProxyType({s.name: s for s in _SPECS})
+
+
+def required_parameters(kind: Kind) -> tuple[str, ...]:
+    """The parameter names a file of this kind must define: no more, no fewer."""
+    return tuple(s.name for s in _SPECS if kind in s.kinds)
