@@ -9,10 +9,10 @@ from meshsim.scenario.model import (
     Scenario,
     Service,
     Slo,
-    TrafficRule,
     Version,
     Workload,
 )
+from meshsim.scenario.traffic import TrafficRule
 
 __all__ = [
     "MESH_NAMES",

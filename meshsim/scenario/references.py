@@ -10,7 +10,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterator, Sequence
 
-from meshsim.scenario.model import ANY_SERVICE, CONTROL_PLANE_TARGET, Scenario
+from meshsim.scenario.events import ANY_SERVICE, CONTROL_PLANE_TARGET
+from meshsim.scenario.model import Scenario
 
 Loc = tuple[str | int, ...]
 

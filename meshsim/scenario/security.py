@@ -12,22 +12,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-# The same conventions as meshsim.scenario.model (which imports this module).
-Name = Annotated[
-    str,
-    Field(
-        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
-        max_length=63,
-        description="A Kubernetes-style name (RFC 1123 label): lower case, digits and '-'.",
-    ),
-]
-PositiveFloat = Annotated[float, Field(gt=0)]
-
-
-class Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+from meshsim.scenario.base import Name, PositiveFloat, Spec
 
 Pattern = Annotated[
     str,

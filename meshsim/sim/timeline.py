@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import simpy
 
-from meshsim.scenario.model import (
+from meshsim.scenario.events import (
     ANY_SERVICE,
     ChurnEvent,
     ConfigEvent,

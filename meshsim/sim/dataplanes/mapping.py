@@ -67,7 +67,8 @@ from meshsim.policy import (
 from meshsim.policy.retry import ISTIO_DEFAULT_RETRY_ON
 
 if TYPE_CHECKING:
-    from meshsim.scenario.model import Scenario, TrafficRule
+    from meshsim.scenario.model import Scenario
+    from meshsim.scenario.traffic import TrafficRule
 
 __all__ = [
     "ClusterPolicy",
@@ -273,7 +274,7 @@ def _istio_cluster(service: str, rules: Sequence[TrafficRule], notes: list[str])
     cb = _first(rules, "circuit_breaker")
     thresholds = None
     if cb is not None:
-        from meshsim.scenario.model import CircuitBreaker
+        from meshsim.scenario.traffic import CircuitBreaker
 
         assert isinstance(cb, CircuitBreaker)
         thresholds = Thresholds(
@@ -285,7 +286,7 @@ def _istio_cluster(service: str, rules: Sequence[TrafficRule], notes: list[str])
     od = _first(rules, "outlier_detection")
     outlier = None
     if od is not None:
-        from meshsim.scenario.model import OutlierDetection
+        from meshsim.scenario.traffic import OutlierDetection
 
         assert isinstance(od, OutlierDetection)
         outlier = OutlierConfig.istio(
@@ -438,7 +439,7 @@ def _linkerd_service(
     mode = accrual
     max_failures = 7
     if od is not None:
-        from meshsim.scenario.model import OutlierDetection
+        from meshsim.scenario.traffic import OutlierDetection
 
         assert isinstance(od, OutlierDetection)
         mode = mode or "consecutive"

@@ -1,0 +1,130 @@
+"""The ``events:`` block: the timeline of failures and changes that a run applies."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from meshsim.scenario.base import NonNegativeFloat, PositiveFloat, Probability, Spec
+
+
+class _Event(Spec):
+    at_s: NonNegativeFloat
+    target: str = Field(description="A service ('ratings') or one version ('reviews-v2').")
+
+
+class KillEvent(_Event):
+    """Replicas die at once; requests they hold fail, as after SIGKILL.
+
+    With ``graceful: true`` the kill is announced: the pods leave the endpoints at once
+    (Terminating), keep serving for ``prestop_s`` (a preStop delay) while the control plane
+    tells the proxies, and only then die.
+    """
+
+    action: Literal["kill"]
+    count: Annotated[int, Field(ge=1)] = 1
+    graceful: bool = Field(False, description="Announce the kill (pod deletion with preStop).")
+    prestop_s: NonNegativeFloat = Field(
+        5.0, description="graceful only: how long a terminating pod keeps serving."
+    )
+
+
+class SlowEvent(_Event):
+    """Replicas' CPU per request is multiplied by ``factor`` for ``duration_s``."""
+
+    action: Literal["slow"]
+    factor: PositiveFloat
+    count: Annotated[int, Field(ge=1)] | None = Field(None, description="Replicas (default all).")
+    duration_s: PositiveFloat | None = None
+
+
+class ErrorsEvent(_Event):
+    """Replicas answer 500 with probability ``rate`` for ``duration_s``."""
+
+    action: Literal["errors"]
+    rate: Probability
+    count: Annotated[int, Field(ge=1)] | None = Field(None, description="Replicas (default all).")
+    duration_s: PositiveFloat | None = None
+    status: Annotated[int, Field(ge=400, le=599)] = 500
+
+
+class ScaleEvent(_Event):
+    """The target's replica count becomes ``replicas``."""
+
+    action: Literal["scale"]
+    replicas: Annotated[int, Field(ge=0)]
+    prestop_s: NonNegativeFloat | None = Field(
+        None,
+        description="Scale-down: removed pods leave the endpoints at once and die after this "
+        "long; default: they finish what they hold and never die (the run is too short).",
+    )
+
+
+class RolloutEvent(_Event):
+    """A Deployment rolling update: ``max_surge`` new pods at a time; once they are ready, as
+    many old ones are deleted (gracefully, with ``prestop_s``, unless ``graceful`` is false)."""
+
+    action: Literal["rollout"]
+    max_surge: Annotated[int, Field(ge=1)] = 1
+    graceful: bool = True
+    prestop_s: NonNegativeFloat = 5.0
+
+
+class ChurnEvent(_Event):
+    """Pods replaced at a steady rate (one at a time, chosen at random, in the same version):
+    the old pod is deleted (gracefully unless ``graceful`` is false) and a new one started.
+    ``target: '*'`` draws from every service."""
+
+    action: Literal["churn"]
+    pods_per_minute: PositiveFloat
+    duration_s: PositiveFloat | None = Field(None, description="Default: until the end.")
+    graceful: bool = False
+    prestop_s: NonNegativeFloat = 5.0
+
+
+class ConfigEvent(_Event):
+    """A configuration change (a VirtualService, DestinationRule, ...) about ``target``, or
+    about the whole mesh with ``target: '*'``: istiod makes a full push to the proxies that
+    depend on it; Linkerd's policy controller streams one update to each watcher."""
+
+    action: Literal["config"]
+    count: Annotated[int, Field(ge=1)] = Field(1, description="Changes, spaced by interval_s.")
+    interval_s: NonNegativeFloat = 0.0
+
+
+class ControlPlaneDownEvent(_Event):
+    """The control plane (istiod with its CA; Linkerd's destination and identity) stops: no
+    pushes, no certificates. Proxies keep the configuration and certificates they have."""
+
+    action: Literal["control-plane-down"]
+    target: str = Field("control-plane", description="Always 'control-plane'.")
+    duration_s: PositiveFloat | None = Field(None, description="Default: until the end.")
+
+
+class ControlPlaneSlowEvent(_Event):
+    """The control plane's CPU work takes ``factor`` times as long for ``duration_s``."""
+
+    action: Literal["control-plane-slow"]
+    target: str = Field("control-plane", description="Always 'control-plane'.")
+    factor: Annotated[float, Field(ge=1)]
+    duration_s: PositiveFloat | None = None
+
+
+Event = Annotated[
+    KillEvent
+    | SlowEvent
+    | ErrorsEvent
+    | ScaleEvent
+    | RolloutEvent
+    | ChurnEvent
+    | ConfigEvent
+    | ControlPlaneDownEvent
+    | ControlPlaneSlowEvent,
+    Field(discriminator="action"),
+]
+
+CONTROL_PLANE_TARGET = "control-plane"
+"""The target of control-plane events."""
+ANY_SERVICE = "*"
+"""The target of churn and config events that concern every service."""

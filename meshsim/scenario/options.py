@@ -1,0 +1,109 @@
+"""The ``mesh_options:`` block: mesh-specific knobs, one section per mesh."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import ConfigDict, Field
+
+from meshsim.scenario.base import Name, PositiveFloat, Spec
+
+
+class IstioOptions(Spec):
+    workers: Annotated[int, Field(ge=1)] = Field(2, description="Envoy worker threads.")
+    mtls: Literal["STRICT", "PERMISSIVE", "DISABLE"] = "STRICT"
+    sidecar_scoping: bool = Field(
+        False, description="A Sidecar resource limits each proxy's config to what it calls."
+    )
+    telemetry: bool = Field(True, description="Telemetry v2 stats filter.")
+    wasm_filters: Annotated[int, Field(ge=0)] = 0
+    h2_upgrade: bool = Field(
+        False,
+        description="Upgrade HTTP/1.1 to HTTP/2 between sidecars (Istio's default is "
+        "DO_NOT_UPGRADE; http2/grpc services use HTTP/2 regardless).",
+    )
+    model: str | None = Field(None, description="Cost-model file (default models/istio-sidecar).")
+    istiod_replicas: Annotated[int, Field(ge=1)] = Field(
+        1, description="istiod replicas; they share the proxies (each connects to one)."
+    )
+    istiod_cores: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="Cores per istiod replica (GOMAXPROCS); default cores_per_node."
+    )
+    istiod_model: str | None = Field(None, description="Cost-model file (default models/istiod).")
+    eds_debounce: bool = Field(
+        True, description="PILOT_ENABLE_EDS_DEBOUNCE: endpoint-only changes are debounced too."
+    )
+
+
+class LinkerdOptions(Spec):
+    workers: Annotated[int, Field(ge=1)] = Field(1, description="Proxy runtime workers.")
+    protocol_upgrade: bool = Field(True, description="Upgrade HTTP/1 to HTTP/2 between proxies.")
+    retry_budget: bool = Field(
+        False, description="Use ServiceProfile retries under the retry budget."
+    )
+    retry_ratio: Annotated[float, Field(ge=0)] = 0.2
+    min_retries_per_second: Annotated[float, Field(ge=0)] = 10.0
+    retry_ttl_s: PositiveFloat = 10.0
+    failure_accrual: Literal["consecutive", "unified"] | None = Field(
+        None,
+        description="balancer.linkerd.io/failure-accrual on every service (default: none; a "
+        "traffic rule's outlier_detection also turns on consecutive accrual for its service).",
+    )
+    unsupported: Literal["error", "emulate"] = Field(
+        "error",
+        description="Traffic rules Linkerd cannot express (fault injection, mirroring): "
+        "'error' refuses the run; 'emulate' applies them in the client proxy as Istio would, "
+        "and says so in the run's warnings.",
+    )
+    model: str | None = Field(None, description="Cost-model file (default models/linkerd-proxy).")
+    destination_cores: Annotated[int, Field(ge=1)] = Field(
+        1, description="Cores of the destination controller (one replica)."
+    )
+    control_plane_model: str | None = Field(
+        None, description="Cost-model file (default models/linkerd-control-plane)."
+    )
+
+
+class AmbientOptions(Spec):
+    waypoints: list[Name] | Literal["all", "none"] = Field(
+        "none", description="Services behind a waypoint (L7); 'all' or 'none'."
+    )
+    ztunnel_workers: Annotated[int, Field(ge=1)] = 2
+    waypoint_workers: Annotated[int, Field(ge=1)] = 2
+    ztunnel_model: str | None = None
+    waypoint_model: str | None = None
+
+
+class MeshOptions(Spec):
+    istio: IstioOptions = Field(default_factory=IstioOptions)
+    linkerd: LinkerdOptions = Field(default_factory=LinkerdOptions)
+    istio_ambient: AmbientOptions = Field(
+        default_factory=AmbientOptions,
+        alias="istio-ambient",
+    )
+
+    keep_alive: bool = Field(
+        True,
+        description="Proxies (and apps) keep connections open and reuse them; false opens a "
+        "new connection, with its (m)TLS handshake, for every request, in every mesh.",
+    )
+    meshed_clients: bool = Field(
+        False,
+        description="Workload clients run in meshed pods (a sidecar, or their node's ztunnel), "
+        "like the load generator of Istio's benchmark; otherwise they enter the mesh at the "
+        "target's proxy.",
+    )
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, populate_by_name=True, allow_inf_nan=False
+    )
+
+
+class ControlPlaneOptions(Spec):
+    """How the control plane is connected to the data plane."""
+
+    enabled: bool = Field(
+        True,
+        description="false: proxies read the cluster's endpoints at once and pods need no "
+        "certificate (the data-plane-only model of earlier versions).",
+    )

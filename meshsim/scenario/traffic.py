@@ -1,0 +1,89 @@
+"""The ``traffic:`` block: mesh-neutral traffic intent per service, in Istio's vocabulary.
+
+Each mesh maps it to its own mechanisms (:mod:`meshsim.sim.dataplanes.mapping`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from meshsim.scenario.base import Name, NonNegativeFloat, Percent, PositiveFloat, Spec
+
+
+class Retries(Spec):
+    attempts: Annotated[int, Field(ge=0)] = Field(2, description="Retries after the first try.")
+    per_try_timeout_ms: PositiveFloat | None = None
+    retry_on: list[str] | None = Field(
+        None, description="Envoy retry_on conditions, e.g. [connect-failure, 5xx]."
+    )
+    retriable_status_codes: list[Annotated[int, Field(ge=100, le=599)]] | None = None
+    backoff_base_ms: PositiveFloat | None = None
+
+
+class CircuitBreaker(Spec):
+    max_connections: Annotated[int, Field(ge=1)] | None = None
+    max_pending_requests: Annotated[int, Field(ge=1)] | None = None
+    max_requests: Annotated[int, Field(ge=1)] | None = None
+    max_retries: Annotated[int, Field(ge=0)] | None = None
+
+
+class OutlierDetection(Spec):
+    consecutive_5xx: Annotated[int, Field(ge=1)] | None = None
+    consecutive_gateway_errors: Annotated[int, Field(ge=1)] | None = None
+    interval_s: PositiveFloat | None = None
+    base_ejection_s: PositiveFloat | None = None
+    max_ejection_percent: Percent | None = None
+
+
+class FaultDelay(Spec):
+    percent: Percent
+    fixed_ms: NonNegativeFloat
+
+
+class FaultAbort(Spec):
+    percent: Percent
+    status: Annotated[int, Field(ge=100, le=599)]
+
+
+class Fault(Spec):
+    delay: FaultDelay | None = None
+    abort: FaultAbort | None = None
+
+
+class Mirror(Spec):
+    service: Name
+    subset: Name | None = None
+    percent: Percent = 100.0
+
+
+class Match(Spec):
+    path_prefix: str | None = None
+    path_exact: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class TrafficRule(Spec):
+    """Mesh-neutral traffic intent for one service, in Istio's vocabulary."""
+
+    service: Name
+    match: Match | None = None
+    split: dict[str, Annotated[float, Field(ge=0)]] | None = Field(
+        None, description="Weights by version name, e.g. {v1: 90, v2: 10}."
+    )
+    timeout_ms: PositiveFloat | None = None
+    retries: Retries | None = None
+    circuit_breaker: CircuitBreaker | None = None
+    outlier_detection: OutlierDetection | None = None
+    load_balancer: (
+        Literal["round_robin", "least_request", "random", "ring_hash", "maglev", "peak_ewma"] | None
+    ) = None
+    fault: Fault | None = None
+    mirror: Mirror | None = None
+
+    @model_validator(mode="after")
+    def _split_has_weight(self) -> TrafficRule:
+        if self.split is not None and sum(self.split.values()) <= 0:
+            raise ValueError("split weights must add up to more than 0")
+        return self
