@@ -32,7 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("meshsim.cli.compare:compare", "Run a scenario for several meshes and report."),
     "sweep": ("meshsim.cli.sweep:sweep", "Run a parameter sweep locally or on Dask (resumable)."),
     "bench": ("meshsim.cli.bench:bench", "Compare model outputs with a baseline (CI gate)."),
-    "calibrate": ("meshsim.cli.calibrate:calibrate", "Fit a cost model from the lab or fortio runs."),
+    "calibrate": ("meshsim.cli.calibrate:calibrate", "Fit a cost model from lab or fortio runs."),
     "validate": ("meshsim.cli.validate:validate", "Compare a calibrated model's predictions."),
 }
 

@@ -127,6 +127,17 @@ def resilience_table(summary: dict[str, Any]) -> Table | None:
     return table
 
 
+def models_text(summary: dict[str, Any]) -> RenderableType:
+    """Which cost-model files the numbers above come from (every parameter cites a source)."""
+    lines: list[Text] = []
+    for mesh, run in summary["runs"].items():
+        for model in run.get("cost_models", []):
+            lines.append(
+                Text.assemble(("model", "bold"), f" [{mesh}] {model['file']}: {model['describes']}")
+            )
+    return Group(*lines)
+
+
 def warnings_text(summary: dict[str, Any]) -> RenderableType:
     lines: list[Text] = []
     for mesh, run in summary["runs"].items():
@@ -145,5 +156,6 @@ def summary_renderable(summary: dict[str, Any]) -> RenderableType:
     resilience = resilience_table(summary)
     if resilience is not None:
         parts.append(resilience)
+    parts.append(models_text(summary))
     parts.append(warnings_text(summary))
     return Group(*parts)

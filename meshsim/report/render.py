@@ -271,6 +271,24 @@ def build_sections(comp: Comparison, prices: Prices) -> list[Section]:
     )  # fmt: skip
     sections.append(s)
 
+    s = Section(
+        "cost-models",
+        "Cost models",
+        intro="Every simulated cost comes from these files; each parameter in them cites its "
+        "source (models/README.md). Compare meshes with care where the files describe "
+        "different releases or hardware.",
+    )
+    rows = [
+        [mesh, model["kind"], model["file"], model["describes"]]
+        for mesh, run in runs.items()
+        for model in run.get("cost_models", [])
+    ]
+    if rows:
+        s.tables.append(Table("Model files per mesh", ["mesh", "kind", "file", "describes"], rows))
+    else:
+        s.items.append("No mesh in these runs uses a cost model (only the 'none' baseline ran).")
+    sections.append(s)
+
     s = Section("warnings", "Warnings")
     for mesh, run in runs.items():
         s.items.extend(f"[{mesh}] {w}" for w in run.get("warnings", []))

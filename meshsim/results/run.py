@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from meshsim.results.histogram import LogHistogram
@@ -73,6 +74,8 @@ class Replication:
     """Utilisation per proxy worker thread (or work-stealing pool)."""
     proxies: dict[str, Any]
     control_plane: dict[str, Any]
+    cost_models: list[dict[str, str]]
+    """Which model file each proxy kind and control plane used, and what it describes."""
     in_flight_at_end: int
     timeline: list[tuple[float, str]]
     warnings: list[str]
@@ -129,6 +132,7 @@ class Replication:
             proxy_worker_utilisation=proxy_worker_util,
             proxies=proxies,
             control_plane=_control_plane(sim),
+            cost_models=_cost_models(sim),
             in_flight_at_end=in_flight,
             timeline=list(sim.timeline.log),
             warnings=warnings,
@@ -140,6 +144,20 @@ class Replication:
 def _resilience(sim: Simulation) -> dict[str, dict[str, Any]]:
     chain = getattr(sim.data_plane, "resilience", None)
     return chain.summary() if chain is not None else {}
+
+
+def _cost_models(sim: Simulation) -> list[dict[str, str]]:
+    from meshsim.models import models_dir
+
+    out: list[dict[str, str]] = []
+    for model in [*sim.data_plane.cost_models(), *sim.control_plane.cost_models()]:
+        file = model.path or ""
+        if file:
+            path = Path(file).resolve()
+            shipped = models_dir().resolve()
+            file = f"models/{path.relative_to(shipped)}" if path.is_relative_to(shipped) else file
+        out.append({"kind": model.kind, "file": file, "describes": model.describes})
+    return out
 
 
 def _control_plane(sim: Simulation) -> dict[str, Any]:

@@ -32,6 +32,7 @@ def mesh_summary(result: MeshResult) -> dict[str, Any]:
         out["workloads"][name] = signals
     out["proxies"] = _mean_blocks([r.proxies for r in reps])
     out["control_plane"] = _mean_blocks([r.control_plane for r in reps])
+    out["cost_models"] = reps[0].cost_models
     nodes = {n: fmean(r.node_utilisation[n] for r in reps) for n in reps[0].node_utilisation}
     out["nodes"] = {n: {"utilisation": u} for n, u in nodes.items()}
     out["app_cpu_vcpu"] = {s: fmean(r.app_cpu_vcpu[s] for r in reps) for s in reps[0].app_cpu_vcpu}

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from meshsim.sim.app import CONNECT_FAILURE
 
 if TYPE_CHECKING:
+    from meshsim.models import ProxyCostModel
     from meshsim.policy.authz import Decision
     from meshsim.sim.app import Client, Pod, Request, ServiceRuntime
     from meshsim.sim.dataplanes.proxy import Proxy
@@ -97,6 +98,10 @@ class ControlPlane:
         return None
 
     # ----------------------------------------------------------------- results
+
+    def cost_models(self) -> list[ProxyCostModel]:
+        """The control plane's cost models (for provenance in results)."""
+        return []
 
     def summary(self, warmup_s: float, end_s: float) -> dict[str, Any]:
         return {

@@ -103,6 +103,9 @@ class MeshControlPlane(ControlPlane):
         if self.sim.warmup_s <= at < self.sim.end_s:
             self._cpu_in_window += cpu_s
 
+    def cost_models(self) -> list[ProxyCostModel]:
+        return [self.model]
+
     def later(self, delay: float, fn: Callable[[], None]) -> None:
         ev = self.env.timeout(max(delay, 0.0))
         assert ev.callbacks is not None
@@ -113,7 +116,8 @@ class MeshControlPlane(ControlPlane):
         if proxy.pod is not None:
             return {c.service for group in proxy.pod.call_plan for c in group}
         return {
-            w.target for w in self.sim.scenario.workloads
+            w.target
+            for w in self.sim.scenario.workloads
             if proxy.name == f"client/{w.name}/sidecar"
         }
 

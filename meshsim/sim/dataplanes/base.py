@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import simpy
 
 if TYPE_CHECKING:
+    from meshsim.models import ProxyCostModel
     from meshsim.scenario.model import Call
     from meshsim.sim.app import Client, Pod, Request, ServiceRuntime
     from meshsim.sim.engine import Simulation
@@ -39,6 +40,10 @@ class DataPlane(ABC):
     def cpu_counters(self) -> dict[str, float]:
         """CPU seconds executed so far by each proxy, by proxy name."""
         return {}
+
+    def cost_models(self) -> list[ProxyCostModel]:
+        """The cost models of the proxies this data plane runs (for provenance in results)."""
+        return []
 
     def worker_counters(self) -> dict[str, tuple[float, int]]:
         """Per proxy worker (or work-stealing pool): CPU seconds so far and its threads."""

@@ -108,6 +108,13 @@ class ProxiedDataPlane(DataPlane):
     def cpu_counters(self) -> dict[str, float]:
         return {p.name: p.cpu_s for p in self.proxies}
 
+    def cost_models(self) -> list[ProxyCostModel]:
+        models: list[ProxyCostModel] = []
+        for proxy in self.proxies:
+            if all(proxy.model is not m for m in models):
+                models.append(proxy.model)
+        return models
+
     def worker_counters(self) -> dict[str, tuple[float, int]]:
         return {
             f"{p.name}/worker-{w.index}": (w.busy_s, int(w.res.capacity))
