@@ -50,7 +50,7 @@ SMALL: dict[str, Any] = {
 
 SECTIONS = [
     "findings", "latency", "added-latency", "latency-vs-load", "resources", "handshakes",
-    "resilience", "control-plane", "cost", "warnings", "runs",
+    "resilience", "control-plane", "cost", "cost-models", "warnings", "runs",
 ]  # fmt: skip
 FIGURES = [
     "latency-percentiles", "latency-vs-load", "proxy-cpu-per-1000rps", "proxy-cpu-total",
@@ -198,6 +198,9 @@ def test_report_has_every_section_and_figure(report: Path) -> None:
         expected.insert(1, "added-latency")
     assert sorted(page.figures) == sorted(expected)
     assert all(page.figures.values()), "every figure holds an inline <svg>"
+    text = report.read_text(encoding="utf-8")
+    if "istio" in MESHES:
+        assert "models/istio-sidecar.yaml" in text, "the cost-models section names the file"
     assert page.external == [], "the report loads nothing from elsewhere"
     text = report.read_text(encoding="utf-8")
     assert "No mesh in these runs reports control-plane convergence" in text
