@@ -25,8 +25,11 @@ run: $(STAMP)
 	status=$$?; [ $$status -le 1 ]
 	$(BIN)/meshsim report runs/bookinfo --out runs/bookinfo/report.html
 
+# Two passes: the bulk in parallel, then the tests that time real sockets against
+# the wall clock (marked timing) and a sample of the slow ones, alone on the machine.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --slow-sample $(SLOW_SAMPLE)
+	$(BIN)/python -m pytest -n 2 -m "not slow and not timing"
+	$(BIN)/python -m pytest -m "slow or timing" --slow-sample $(SLOW_SAMPLE)
 
 lint: $(STAMP)
 	$(BIN)/ruff check meshsim cli tests benchmarks

@@ -14,7 +14,7 @@ from meshsim.cli.main import cli
 
 from meshsim.models import load_model
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timing]
 
 
 def test_calibrate_quick_then_validate(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from meshsim.proxy.loadgen import LoadSpec, measure
 
 from .helpers import arun
 
-pytestmark = [pytest.mark.statistical, pytest.mark.integration]
+pytestmark = [pytest.mark.statistical, pytest.mark.integration, pytest.mark.timing]
 
 SERVICE_S = 0.010  # mean service time: 1/mu
 RATE = 50.0  # lambda: utilisation 0.5
