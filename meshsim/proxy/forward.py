@@ -137,6 +137,7 @@ class Sink:
         "out",
         "pending",
         "pending_headers",
+        "request_sent",
         "sent_bytes",
         "status",
     )
@@ -157,6 +158,9 @@ class Sink:
         self.chunked_down = False
         self.lost = False
         self.sent_bytes = 0
+        self.request_sent = False
+        """The whole request (head and body) went upstream: the connection is between
+        exchanges once the response ends, so it may be pooled."""
 
     def on_head(self, status: int, headers: Headers, keep_alive: bool) -> None:
         self.status = status
@@ -610,7 +614,9 @@ async def forward(down: DownstreamProtocol, req: Request) -> bool:
                         await sink.done_wait
                         cpu_mark = clock()
                         req.cpu_s += conn.cpu_s - conn_cpu0
-                        pool.release(conn, sink.keep_alive and not sink.lost)
+                        pool.release(
+                            conn, sink.keep_alive and not sink.lost and sink.request_sent
+                        )
                     else:
                         conn.close()
                 if backoff > 0:
@@ -653,7 +659,11 @@ async def forward(down: DownstreamProtocol, req: Request) -> bool:
                 keep_alive = False
                 down.abort()
             else:
-                pool.release(conn, sink.keep_alive and not req.body.pieces)
+                # Pooled only between exchanges: a body cut short leaves the upstream
+                # mid-request. (This tested ``not req.body.pieces``, which is never true
+                # for a buffered body sent whole, so every request with a body closed its
+                # upstream connection: a new connection, with mTLS a full handshake, each.)
+                pool.release(conn, sink.keep_alive and sink.request_sent)
             if not req.body.eof:
                 keep_alive = False  # the client is still sending a body nobody will read
             break
@@ -697,8 +707,12 @@ async def _send_and_wait_head(
     body = req.body
     if body.empty:
         conn.start(sink, head, head_only, req.sampled)
+        sink.request_sent = True
     elif body.eof and body.retained is not None:
+        # The whole body is buffered: it goes out from ``retained`` (its ``pieces`` are
+        # left unread, so they cannot tell whether the body was sent).
         conn.start(sink, head + body.replay(), head_only, req.sampled)
+        sink.request_sent = True
     else:
         conn.start(sink, head, head_only, req.sampled)
         while (piece := await body.next_piece()) is not None:
@@ -708,6 +722,7 @@ async def _send_and_wait_head(
         else:
             if body.chunked:
                 conn.write(b"0\r\n\r\n")
+            sink.request_sent = True
     timeout = policy.per_try_timeout_s
     kind = "per_try_timeout"
     if deadline is not None:

@@ -150,3 +150,48 @@ def test_ca_cli(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "trust domain" in result.output
+
+
+def _handshakes(proxy: Any, side: str) -> float:
+    total = 0.0
+    for metric in proxy.metrics.handshakes.collect():
+        for s in metric.samples:
+            if s.name.endswith("_total") and s.labels.get("side") == side:
+                total += s.value
+    return total
+
+
+@pytest.mark.parametrize("body", [b"", b"x" * 256, b"x" * 100_000])
+def test_keep_alive_between_mtls_sidecars_reuses_the_upstream_connection(
+    pki: dict[str, Path], body: bytes
+) -> None:
+    # client -> client sidecar -(mTLS)-> server sidecar -> echo: N requests on one downstream
+    # keep-alive connection must share one upstream TLS connection, not handshake N times.
+    # (Requests with a body, buffered or streamed, once closed their upstream connection.)
+    n = 40
+    method = b"POST" if body else b"GET"
+
+    async def main() -> tuple[float, float]:
+        server, state = await start_echo(seed=1)
+        try:
+            async with proxy_for(
+                [bound_port(server)], tls="server", tls_dir=pki["server"]
+            ) as inbound, proxy_for(
+                [inbound.port("test")], tls="client", tls_dir=pki["client"]
+            ) as outbound:
+                c = await Client.open(outbound.port("test"))
+                for _ in range(n):
+                    r = await c.raw(
+                        method + b" /echo HTTP/1.1\r\nHost: t\r\n"
+                        + b"Content-Length: %d\r\n\r\n" % len(body) + body
+                    )
+                    assert r.status == 200
+                    assert r.keep_alive
+                await c.close()
+                return _handshakes(outbound, "upstream"), _handshakes(inbound, "downstream")
+        finally:
+            await stop_echo(server, state)
+
+    upstream, downstream = arun(main)
+    assert 1 <= upstream <= 2, upstream
+    assert 1 <= downstream <= 2, downstream
