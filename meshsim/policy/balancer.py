@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -71,7 +72,7 @@ class LoadBalancer(Protocol):
         ...
 
 
-class _Balancer:
+class _Balancer(ABC):
     """Shared plumbing: active-request counts and the re-pick loop for previous hosts."""
 
     def __init__(self) -> None:
@@ -99,6 +100,7 @@ class _Balancer:
             host = self._pick_once(endpoints, now, rng, weights, hash_key, attempt)
         return host
 
+    @abstractmethod
     def _pick_once(
         self,
         endpoints: Sequence[Hashable],
@@ -107,8 +109,7 @@ class _Balancer:
         weights: Weights | None,
         hash_key: HashKey | None,
         attempt: int,
-    ) -> Hashable:
-        raise NotImplementedError
+    ) -> Hashable: ...
 
     def on_start(self, endpoint: Hashable, now: float) -> None:
         self.active[endpoint] = self.active.get(endpoint, 0) + 1

@@ -18,6 +18,7 @@ Times and durations are in seconds.
 from __future__ import annotations
 
 import enum
+from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
@@ -71,7 +72,7 @@ class AccrualState(enum.Enum):
     """Back-off over: one request may go; its response decides."""
 
 
-class _Breaker:
+class _Breaker(ABC):
     """The shared shut / probation / open state machine of one endpoint."""
 
     def __init__(self, backoff: LinkerdBackOff, *, success_rate_mode: bool) -> None:
@@ -138,12 +139,13 @@ class _Breaker:
         self._reopen_at = now + penalty
         self._reset_counts()
 
+    @abstractmethod
     def _count(self, failure: bool, now: float) -> bool:
         """Count a result while open; True if the breaker must shut."""
-        raise NotImplementedError
+        ...
 
-    def _reset_counts(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def _reset_counts(self) -> None: ...
 
 
 class ConsecutiveFailures(_Breaker):

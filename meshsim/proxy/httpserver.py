@@ -9,6 +9,7 @@ to :attr:`Limits.max_body_bytes`: these servers are measurement tools, not the p
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 from collections import deque
 from typing import cast
 
@@ -31,7 +32,7 @@ class Request:
         self.body = b""
 
 
-class HttpServerProtocol(asyncio.Protocol):
+class HttpServerProtocol(asyncio.Protocol, ABC):
     """Parses requests, enforces :class:`Limits`, and serialises answers per connection."""
 
     def __init__(self, limits: Limits | None = None) -> None:
@@ -121,8 +122,8 @@ class HttpServerProtocol(asyncio.Protocol):
             self.handle(req)
 
     # -- for subclasses --------------------------------------------------------------
-    def handle(self, req: Request) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def handle(self, req: Request) -> None: ...
 
     def reply(self, response: bytes, keep_alive: bool) -> None:
         """Send the answer to the oldest unanswered request and start on the next."""

@@ -14,6 +14,7 @@ outages, CPU accounting, convergence samples and the per-request checks.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +55,7 @@ def percentiles(samples: list[float]) -> dict[str, float] | None:
     return {"p50": rank(0.5), "p90": rank(0.9), "p99": rank(0.99), "max": s[-1], "count": n}
 
 
-class MeshControlPlane(ControlPlane):
+class MeshControlPlane(ControlPlane, ABC):
     kind: Kind
 
     def __init__(self, sim: Simulation, model: ProxyCostModel, ca_cores: int) -> None:
@@ -138,17 +139,17 @@ class MeshControlPlane(ControlPlane):
         self.known[service.name] = list(service.endpoints)
         self.endpoints_changed(service.name, changed_at)
 
-    def endpoints_changed(self, service: str, changed_at: float) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def endpoints_changed(self, service: str, changed_at: float) -> None: ...
 
     def on_pod_started(self, pod: Pod) -> bool:
         pod.ready = False
         self.ca.request(pod, self.configure_new_proxy)
         return False
 
+    @abstractmethod
     def configure_new_proxy(self, pod: Pod) -> None:
         """The pod's proxy holds a certificate: give it its configuration, then it is ready."""
-        raise NotImplementedError
 
     def set_slow(self, factor: float) -> None:
         self.slow_factor = factor
@@ -190,8 +191,8 @@ class MeshControlPlane(ControlPlane):
     def authz_enforced(self, service: str, namespace: str) -> bool:
         return False
 
-    def authz_evaluate(self, service: str, namespace: str, info: RequestInfo) -> Decision:
-        raise NotImplementedError
+    @abstractmethod
+    def authz_evaluate(self, service: str, namespace: str, info: RequestInfo) -> Decision: ...
 
     # ----------------------------------------------------------------- results
 
