@@ -13,10 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from meshsim.models import default_model
+from meshsim.report.controlplane import anchor_table
 from meshsim.results.run import Replication
 from meshsim.scenario import load_scenario
-from meshsim.sim.controlplane.istiod import steady_state
 from meshsim.sim.engine import Simulation
 
 SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "control-plane-scale.yaml"
@@ -59,26 +58,13 @@ def main() -> None:
     print(f"total wall time {total:.1f} s")
     print()
     print("istiod model at the published anchors (models/istiod.yaml; published-figures.md 7):")
-    m = default_model("istiod")
-    anchors = [
-        ("istio.io: 1000 svc, 2000 sidecars, ns isolation", "1 vCPU, 1.5 GB",
-         {"services": 1000, "proxies": 2000, "endpoints": 2000, "view_services": 10,
-              "view_endpoints": 20}),
-        ("AKS: 25,000 sidecars, 1 svc, 0% churn", "15 vCPU*, 32.1 GB",
-         {"services": 1, "proxies": 25000, "endpoints": 25000, "view_services": 1,
-              "view_endpoints": 25000}),
-        ("AKS: 15,000 sidecars, 31.2/s churn", "15 vCPU, 22.2-25.4 GB",
-         {"services": 1, "proxies": 15000, "endpoints": 15000, "view_services": 1,
-              "view_endpoints": 15000, "eds_pushes_per_s": 0.1, "eds_endpoints": 15000,
-              "new_proxies_per_s": 31.2}),
-        ("AKS: 1000 svc, 20,000 sidecars", "15 vCPU*, 40.4 GB",
-         {"services": 1000, "proxies": 20000, "endpoints": 20000, "view_services": 1000,
-              "view_endpoints": 20000}),
-    ]
-    for label, published, kw in anchors:
-        got = steady_state(m, **kw)  # type: ignore[arg-type]
-        print(f"  {label:<50} model {got['cpu_vcpu']:6.2f} vCPU {got['memory_mb'] / 1024:6.1f} GB"
-              f"   published {published}")
+    for _, a in anchor_table().iterrows():
+        lo, hi = a["published_memory_gb_low"], a["published_memory_gb_high"]
+        mem = f"{lo:g}" if lo == hi else f"{lo:g}-{hi:g}"
+        star = "*" if a["cpu_saturated"] else ""
+        print(f"  {a['source'].split(' (')[0] + ': ' + a['anchor']:<58} model "
+              f"{a['model_vcpu']:6.2f} vCPU {a['model_memory_gb']:6.1f} GB"
+              f"   published {a['published_vcpu']:g} vCPU{star}, {mem} GB")
     print("  * AKS capacity runs ramp sidecars up until istiod saturates (16-core node); the")
     print("    model gives the steady state without the ramp-up pushes.")
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from meshsim.report.controlplane import call_graph, service_name
+
 SERVICES = 2000
 REPLICAS = 5
 HEADER = f"""# Control-plane scale (issue 6): {SERVICES:,} services, {SERVICES * REPLICAS:,} pods,
@@ -38,13 +40,14 @@ services:
 
 def main() -> None:
     lines = [HEADER]
-    for i in range(SERVICES):
-        calls = [j for j in (i + 1, i + 2, i + 3) if j < SERVICES and j // 20 == i // 20]
+    # The call graph (next three in a group of 20) is shared with meshsim.report.controlplane,
+    # which builds the same mesh at other sizes for notebooks/control-plane-scaling.ipynb.
+    for i, calls in enumerate(call_graph(SERVICES)):
         c = ", ".join(
-            f"{{service: svc-{j:04d}, probability: 0.01, required: false}}" for j in calls
+            f"{{service: {service_name(j)}, probability: 0.01, required: false}}" for j in calls
         )
         lines.append(
-            f"  - {{name: svc-{i:04d}, replicas: {REPLICAS}, cpu_ms: 0.2, calls: [{c}]}}\n"
+            f"  - {{name: {service_name(i)}, replicas: {REPLICAS}, cpu_ms: 0.2, calls: [{c}]}}\n"
         )
     out = Path(__file__).resolve().parent.parent / "scenarios" / "control-plane-scale.yaml"
     out.write_text("".join(lines), encoding="utf-8")
