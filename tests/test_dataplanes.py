@@ -207,3 +207,66 @@ def test_saturation_at_the_load_the_proxy_cost_predicts(mesh: str) -> None:
     assert results[1.15]["saturated"]
     p99 = {f: r["workloads"]["load"]["latency_ms"]["p99"] for f, r in results.items()}
     assert p99[0.5] < p99[0.85] < p99[1.15]
+
+
+# --------------------------------------------------------------------------- CPU variability
+
+
+def _model_with_cv(tmp_path: Any, cv: float | None) -> str:
+    import yaml
+
+    from meshsim.models import models_dir
+
+    data = yaml.safe_load((models_dir() / "istio-sidecar.yaml").read_text())
+    if cv is not None:
+        data["parameters"]["request_cpu_cv"] = {
+            "value": cv, "unit": "ratio", "source": "test: a chosen value"}
+    path = tmp_path / f"sidecar-cv{cv}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(path)
+
+
+def _cv_run(model: str) -> dict[str, Any]:
+    doc = scenario(
+        meshes=["istio"], duration_s=5.0, warmup_s=0.5,
+        cluster={"nodes": 1, "cores_per_node": 1},
+        services=[{"name": "server", "replicas": 1, "response_bytes": KIB,
+                   "concurrency": 1000, "cpu_ms": {"dist": "constant", "mean": 0.02}}],
+        workloads=[{"name": "load", "target": "server", "arrival": "poisson",
+                    "rate_rps": 1500.0, "request_bytes": KIB}],
+    )
+    doc["mesh_options"] = {"istio": {"workers": 1, "model": model}}
+    return summary(doc)["runs"]["istio"]
+
+
+def test_request_cpu_cv_absent_or_zero_is_the_fixed_cost(tmp_path: Any) -> None:
+    # The optional parameter left out, or 0, gives bit-identical results (no draws taken).
+    without = _cv_run(_model_with_cv(tmp_path, None))
+    zero = _cv_run(_model_with_cv(tmp_path, 0.0))
+    assert without["workloads"] == zero["workloads"]
+    assert without["nodes"] == zero["nodes"]
+
+
+def test_request_cpu_cv_keeps_the_mean_cpu_and_widens_the_tail(tmp_path: Any) -> None:
+    fixed = _cv_run(_model_with_cv(tmp_path, None))
+    varied = _cv_run(_model_with_cv(tmp_path, 0.8))
+    u_fixed = fixed["nodes"]["node-0"]["utilisation"]
+    u_varied = varied["nodes"]["node-0"]["utilisation"]
+    assert u_varied == pytest.approx(u_fixed, rel=0.05)  # mean-preserving draws
+    lat_f, lat_v = fixed["workloads"]["load"]["latency_ms"], varied["workloads"]["load"][
+        "latency_ms"]
+    assert lat_v["p99"] > 1.15 * lat_f["p99"]
+    assert lat_v["p99"] / lat_v["p50"] > lat_f["p99"] / lat_f["p50"]
+
+
+def test_gamma_factor_has_mean_one_and_the_cv() -> None:
+    import numpy as np
+
+    from meshsim.sim.sampling import gamma_factor
+
+    assert gamma_factor(0.0, np.random.default_rng(1)) is None
+    f = gamma_factor(0.4, np.random.default_rng(1))
+    assert f is not None
+    xs = np.array([f() for _ in range(40_000)])
+    assert xs.mean() == pytest.approx(1.0, abs=0.01)
+    assert xs.std() / xs.mean() == pytest.approx(0.4, abs=0.01)

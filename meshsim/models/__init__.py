@@ -31,6 +31,7 @@ from meshsim.models.parameters import (
     Kind,
     ParameterSpec,
     ProxyKind,
+    optional_parameters,
     required_parameters,
 )
 
@@ -51,6 +52,7 @@ __all__ = [
     "load_model",
     "model_names",
     "models_dir",
+    "optional_parameters",
     "parse_model",
     "required_parameters",
 ]

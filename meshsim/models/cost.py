@@ -89,6 +89,11 @@ class ProxyCostModel:
         return int(self.value("worker_threads"))
 
     @property
+    def request_cpu_cv(self) -> float:
+        """Coefficient of variation of a request's CPU (0.0: fixed, the parameter is optional)."""
+        return self.value("request_cpu_cv")
+
+    @property
     def hop_latency_us(self) -> float:
         """Non-CPU latency added per direction (once to the request, once to the response)."""
         return self.value("hop_latency_us")

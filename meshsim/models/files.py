@@ -22,6 +22,7 @@ from meshsim.models.parameters import (
     PARAMETER_SPECS,
     Kind,
     ParameterSpec,
+    optional_parameters,
     required_parameters,
 )
 
@@ -288,7 +289,8 @@ def parse_model(text: str, *, path: str | None = None) -> ProxyCostModel:
             value=True,
         )
     elif isinstance(raw_params, dict):
-        expected = required_parameters(kind) if kind in KINDS else tuple(PARAMETER_SPECS)
+        required = required_parameters(kind) if kind in KINDS else tuple(PARAMETER_SPECS)
+        expected = (*required, *optional_parameters(kind)) if kind in KINDS else required
         for name, entry in raw_params.items():
             ppath = ("parameters", str(name))
             if str(name) not in expected:
@@ -305,7 +307,7 @@ def parse_model(text: str, *, path: str | None = None) -> ProxyCostModel:
             if param is not None:
                 params[str(name)] = param
         if kind in KINDS:
-            for name in expected:
+            for name in required:
                 if name not in raw_params:
                     spec = PARAMETER_SPECS[name]
                     add(

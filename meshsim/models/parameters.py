@@ -50,6 +50,8 @@ class ParameterSpec:
     kinds: frozenset[Kind]
     integer: bool = False
     minimum: float = 0.0
+    optional: bool = False
+    """A file may leave it out; absent means the value 0.0 (the mechanism is off)."""
 
 
 _ALL: Final = frozenset(PROXY_KINDS)  # every proxy kind (not the control planes)
@@ -70,8 +72,9 @@ def _spec(
     *,
     integer: bool = False,
     minimum: float = 0.0,
+    optional: bool = False,
 ) -> ParameterSpec:
-    return ParameterSpec(name, unit, meaning, frozenset(kinds), integer, minimum)
+    return ParameterSpec(name, unit, meaning, frozenset(kinds), integer, minimum, optional)
 
 
 _SPECS: Final[tuple[ParameterSpec, ...]] = (
@@ -141,6 +144,16 @@ _SPECS: Final[tuple[ParameterSpec, ...]] = (
         _ZTUNNEL,
     ),
     _spec("l4_rbac_us", "us", "L4 authorization per new connection, when policies exist", _ZTUNNEL),
+    # Variability of the per-request CPU above (optional: absent or 0 charges the mean).
+    _spec(
+        "request_cpu_cv",
+        "ratio",
+        "coefficient of variation of one request's CPU through the proxy: each request's "
+        "costs are scaled by a gamma draw of mean 1 and this cv (absent or 0: every request "
+        "costs exactly the mean)",
+        _ALL,
+        optional=True,
+    ),
     # Non-CPU latency.
     _spec(
         "hop_latency_us",
@@ -365,5 +378,10 @@ PARAMETER_SPECS: Final[Mapping[str, ParameterSpec]] = MappingProxyType({s.name: 
 
 
 def required_parameters(kind: Kind) -> tuple[str, ...]:
-    """The parameter names a file of this kind must define: no more, no fewer."""
-    return tuple(s.name for s in _SPECS if kind in s.kinds)
+    """The parameter names a file of this kind must define (it may add only optional ones)."""
+    return tuple(s.name for s in _SPECS if kind in s.kinds and not s.optional)
+
+
+def optional_parameters(kind: Kind) -> tuple[str, ...]:
+    """The parameter names a file of this kind may define or leave out (absent = 0.0)."""
+    return tuple(s.name for s in _SPECS if kind in s.kinds and s.optional)

@@ -69,6 +69,17 @@ def make_sampler(dist: Distribution, rng: np.random.Generator, scale: float = 1.
     return Sampler(lambda n: rng.choice(values, n), float(values.mean()))
 
 
+def gamma_factor(cv: float, rng: np.random.Generator) -> Sampler | None:
+    """Multipliers of mean 1 and coefficient of variation ``cv`` (gamma), or None for cv 0.
+
+    Scaling a fixed cost by them keeps its mean (shape 1/cv^2, scale cv^2).
+    """
+    if cv <= 0.0:
+        return None
+    shape = 1.0 / (cv * cv)
+    return Sampler(lambda n: rng.gamma(shape, 1.0 / shape, n), 1.0)
+
+
 class Uniforms:
     """Batched uniform [0, 1) draws for coin flips (call probabilities, error rates)."""
 

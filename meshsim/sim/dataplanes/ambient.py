@@ -18,6 +18,18 @@ ztunnel runs a tokio multi-thread runtime (2 workers, work stealing); a waypoint
 (2 pinned workers). Both run on node cores: ztunnels on their node, each waypoint on the node
 with the fewest pods. Same-node traffic also crosses the ztunnel (both roles are charged).
 Clients outside the mesh reach the destination ztunnel (or the waypoint) in plaintext.
+
+Endpoints (with a control plane, issue 6): every ztunnel and waypoint holds an
+``endpoint_view`` that istiod keeps (:mod:`meshsim.sim.controlplane.istiod`): endpoints as of
+the last update it applied. A ztunnel binds a new app connection to a pod of its view, so
+until its update arrives it opens connections to pods that have died (the CONNECT fails: a
+connect failure that ztunnel does not retry, mesh-semantics §11) and none to new pods; a
+waypoint picks from its view inside the resilience chain, whose retries may absorb the
+failure. Every try is gated by :meth:`ControlPlane.gate` (a dead pod, or no valid certificate
+on either side: ztunnel holds the certificates of its node's pods). Clients outside the mesh
+reach a pod through kube-proxy (the cluster's endpoints at that instant). Without a control
+plane (``control_plane.enabled: false``) no view is attached and ztunnels read the cluster's
+endpoints, as before.
 """
 
 from __future__ import annotations
@@ -32,7 +44,7 @@ from meshsim.sim.dataplanes.connections import Conn, Pools
 from meshsim.sim.dataplanes.mesh import ProxiedDataPlane, cost_model, run_inbound
 from meshsim.sim.dataplanes.proxy import Proxy, Worker
 from meshsim.sim.dataplanes.resilience import Resilience
-from meshsim.sim.dataplanes.routing import L7Proxy, Routes
+from meshsim.sim.dataplanes.routing import EndpointView, L7Proxy, Routes
 
 if TYPE_CHECKING:
     from meshsim.scenario.model import Call
@@ -42,6 +54,24 @@ if TYPE_CHECKING:
 
 HBONE_MAX_STREAMS = 100
 """ztunnel ``POOL_MAX_STREAMS_PER_CONNECTION`` (mesh-semantics §11)."""
+
+
+class Ztunnel(Proxy):
+    """A node's ztunnel: a :class:`Proxy` with the endpoint view istiod keeps for it."""
+
+    __slots__ = ("endpoint_view",)
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.endpoint_view: EndpointView | None = None
+        """Set by the control plane: endpoints as of this ztunnel's last update."""
+
+    def view(self, service: ServiceRuntime) -> list[Pod]:
+        """The endpoints of ``service`` this ztunnel knows (the cluster's, without a view)."""
+        view = self.endpoint_view
+        if view is None:
+            return service.endpoints
+        return view.lookup(service)[1]
 
 
 class AppStream:
@@ -82,7 +112,7 @@ class AmbientDataPlane(ProxiedDataPlane):
             sim, self.name, self.warnings, h2=lambda s: s.spec.protocol != "http1", mtls=True,
             l7_services=self.waypoint_for,
         )
-        self.ztunnels: dict[Node, Proxy] = {}
+        self.ztunnels: dict[Node, Ztunnel] = {}
         self.waypoints: dict[str, L7Proxy] = {}
         self._streams: dict[tuple[str, str], list[AppStream]] = {}
         self._attempt_fn = self._attempt
@@ -91,19 +121,21 @@ class AmbientDataPlane(ProxiedDataPlane):
 
     def install(self) -> None:
         for node in self.sim.nodes:
-            zt = Proxy(self.env, f"{node.name}/ztunnel", "ztunnel", self.zt_model, node,
-                       self.zt_threads, stealing=True, pick=self._accept)
+            zt = Ztunnel(self.env, f"{node.name}/ztunnel", "ztunnel", self.zt_model, node,
+                       self.zt_threads, stealing=True, pick=self._accept,
+                       cpu_factor=self.cpu_factor(self.zt_model))
             self.ztunnels[node] = zt
             self.proxies.append(zt)
         for name in sorted(self.waypoint_for):
             node = self.client_node()
             wp = L7Proxy(self.env, f"{name}/waypoint", "waypoint", self.wp_model, node,
                          self.wp_threads, stealing=False, pick=self._accept,
-                         routes=self.routes, rng=self._lb_rng, resilience=self.resilience)
+                         routes=self.routes, rng=self._lb_rng, resilience=self.resilience,
+                         cpu_factor=self.cpu_factor(self.wp_model))
             self.waypoints[name] = wp
             self.proxies.append(wp)
 
-    def _source_ztunnel(self, src: Pod | Client) -> Proxy | None:
+    def _source_ztunnel(self, src: Pod | Client) -> Ztunnel | None:
         if isinstance(src, Pod):
             return self.ztunnels[src.node]
         if self.meshed_clients:
@@ -113,7 +145,7 @@ class AmbientDataPlane(ProxiedDataPlane):
     # ----------------------------------------------------------------- app connections
 
     def _stream(
-        self, zs: Proxy, src_key: str, service: ServiceRuntime, net_node: Node | None
+        self, zs: Ztunnel, src_key: str, service: ServiceRuntime, net_node: Node | None
     ) -> Generator[simpy.Event, Any, AppStream | None]:
         """An app connection from ``src_key`` to ``service``: reused, or opened (L4 pick)."""
         key = (src_key, service.name)
@@ -126,9 +158,11 @@ class AmbientDataPlane(ProxiedDataPlane):
         wp = self.waypoints.get(service.name)
         dest: Pod | None = None
         if wp is None:
-            dest = self.pick_any(service)  # ztunnel: random per connection, equal capacity
-            if dest is None:
+            # ztunnel: random per connection, equal capacity, among the pods it knows.
+            known = zs.view(service)
+            if not known:
                 return None
+            dest = known[int(self._uniform() * len(known))]
             peer: Proxy = self.ztunnels[dest.node]
             peer_node: Node = dest.node
         else:
@@ -205,6 +239,13 @@ class AmbientDataPlane(ProxiedDataPlane):
         costs = zs.costs(nbytes, resp, True)
         yield from zs.work(sw, costs[0])
         sw.requests += 1
+        refused = self.sim.control_plane.gate(src if isinstance(src, Pod) else None, pod, True)
+        if refused is not None:
+            # A pod gone from the cluster but not from this ztunnel's view (or a side with no
+            # certificate): the destination ztunnel refuses the stream; ztunnel does not retry.
+            yield env.timeout(2.0 * (zs.hop_s + delay(src_node, pod.node, 0)))
+            self._close_stream(zs, stream)
+            return refused
         yield env.timeout(zs.hop_s + delay(src_node, pod.node, nbytes))
         status = yield from run_inbound(
             env, self.sim, zd, tunnel.server_worker, pod, req, zd.costs(nbytes, resp, True)
@@ -221,6 +262,10 @@ class AmbientDataPlane(ProxiedDataPlane):
         env = self.env
         zd = self.ztunnels[pod.node]
         delay = self.net.delay
+        refused = self.sim.control_plane.gate(None, pod, True)  # dead: counted by the chain
+        if refused is not None:
+            yield env.timeout(2.0 * (wp.hop_s + delay(wp.node, pod.node, 0)))
+            return refused
         tunnel = yield from self.tunnels.acquire(
             (wp.name, worker.index, zd.name), wp, worker, zd, True, True,
             delay(wp.node, pod.node, 0),

@@ -27,7 +27,7 @@ from meshsim.sim.app import Pod
 from meshsim.sim.dataplanes.base import DataPlane
 from meshsim.sim.dataplanes.connections import Pools
 from meshsim.sim.dataplanes.proxy import Proxy, Worker
-from meshsim.sim.sampling import Uniforms
+from meshsim.sim.sampling import Sampler, Uniforms, gamma_factor
 
 if TYPE_CHECKING:
     from meshsim.models import Kind
@@ -59,7 +59,20 @@ class ProxiedDataPlane(DataPlane):
         self.pools = Pools(self.env, keep_alive=self.keep_alive)
         self._uniform = Uniforms(sim.streams("balancers"))
         self._accept = Uniforms(sim.streams("dataplane/accept"))
+        self._cpu_rng = sim.streams("proxy_cpu")
+        self._cpu_factors: dict[float, Sampler | None] = {}
         self._app_idle: dict[tuple[str, str], list[Worker]] = {}
+
+    def cpu_factor(self, model: ProxyCostModel) -> Sampler | None:
+        """The per-request CPU multipliers for proxies of ``model`` (None: fixed costs).
+
+        One batched sampler per cv, shared by every proxy of the data plane, all drawing
+        from the run's ``proxy_cpu`` stream (not drawn from at all when every cv is 0).
+        """
+        cv = model.request_cpu_cv
+        if cv not in self._cpu_factors:
+            self._cpu_factors[cv] = gamma_factor(cv, self._cpu_rng)
+        return self._cpu_factors[cv]
 
     # ----------------------------------------------------------------- placement
 

@@ -17,6 +17,11 @@ same worker and core right after the response path, *without* holding up the res
 caller continues at once while the worker stays busy, so it delays the next request on that
 worker, as istio.io describes (published-figures §1a). It is done with a timeout callback,
 not a process, to keep the per-request cost of the simulator low.
+
+The three parts are the model's means. When the model gives ``request_cpu_cv`` (optional), each
+call of :meth:`Proxy.costs` scales them by one gamma draw of mean 1 and that cv, taken from the
+run's ``proxy_cpu`` stream (batched, :func:`~meshsim.sim.sampling.gamma_factor`); without it
+every request costs exactly the mean, as before.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import simpy
 
-from meshsim.sim.sampling import Uniforms
+from meshsim.sim.sampling import Sampler, Uniforms
 
 if TYPE_CHECKING:
     from meshsim.models import ProxyCostModel
@@ -56,6 +61,7 @@ class Proxy:
 
     __slots__ = (
         "_costs",
+        "_cpu_factor",
         "_pick",
         "after_factor",
         "connections",
@@ -90,6 +96,7 @@ class Proxy:
         pod: Any = None,
         telemetry: bool = True,
         wasm_filters: int = 0,
+        cpu_factor: Sampler | None = None,
     ) -> None:
         self.env = env
         self.name = name
@@ -119,6 +126,8 @@ class Proxy:
         self.after_factor = 1.0 if telemetry else 0.0
         self.wasm_filters = wasm_filters
         self._costs: dict[tuple[int, int, bool], Costs] = {}
+        self._cpu_factor = cpu_factor
+        """Per-request multipliers of the mean costs (None: the model's cv is 0)."""
 
     # ----------------------------------------------------------------- workers
 
@@ -130,7 +139,12 @@ class Proxy:
         return workers[int(self._pick() * len(workers))]
 
     def costs(self, request_bytes: int, response_bytes: int, mtls: bool) -> Costs:
-        """CPU seconds for one request through this proxy (cached per size and TLS)."""
+        """CPU seconds for one request through this proxy.
+
+        The means are cached per size and TLS; with a ``request_cpu_cv`` each call scales
+        all three parts by one mean-1 gamma draw (one request's work is cheap or dear as a
+        whole: its cv is the model's).
+        """
         key = (request_bytes, response_bytes, mtls)
         c = self._costs.get(key)
         if c is None:
@@ -138,7 +152,11 @@ class Proxy:
                 request_bytes, response_bytes, mtls=mtls, wasm_filters=self.wasm_filters
             )
             c = self._costs[key] = (req * 1e-6, resp * 1e-6, after * 1e-6 * self.after_factor)
-        return c
+        factor = self._cpu_factor
+        if factor is None:
+            return c
+        k = factor()
+        return (c[0] * k, c[1] * k, c[2] * k)
 
     def work(self, worker: Worker, cpu_s: float) -> Generator[simpy.Event, Any, None]:
         """Run ``cpu_s`` on ``worker``: wait for the thread, then for a core of the node."""

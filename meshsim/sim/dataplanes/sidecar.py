@@ -81,6 +81,7 @@ class SidecarDataPlane(ProxiedDataPlane):
             stealing=self.stealing, pick=self._accept, pod=pod,
             telemetry=self.telemetry, wasm_filters=self.wasm_filters,
             routes=self.routes, rng=self._lb_rng, resilience=self.resilience,
+            cpu_factor=self.cpu_factor(self.model),
         )
         self.proxies.append(proxy)
         return proxy
