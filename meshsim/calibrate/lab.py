@@ -24,14 +24,17 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -172,10 +175,28 @@ def _cores() -> list[int]:
         return []
 
 
+def _stop_signal(signum: int, _frame: FrameType | None) -> None:
+    """SIGTERM and SIGINT end the lab like an exception, so that ``close()`` runs."""
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise SystemExit(128 + signum)
+
+
 class Lab:
-    """The running lab for one configuration; :meth:`reconfigure` restarts the sidecars."""
+    """The running lab for one configuration; :meth:`reconfigure` restarts the sidecars.
+
+    Its components are subprocesses: :meth:`close` stops them (use it in ``finally``). While
+    the lab runs, SIGTERM and SIGINT raise in the main thread instead of ending the process
+    on the spot, so ``finally`` blocks run and no component is left behind; the components
+    also ask the kernel to stop them if this process dies any other way
+    (:func:`meshsim.calibrate.node.die_with_parent`).
+    """
 
     def __init__(self, workdir: Path) -> None:
+        self._saved_handlers: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._saved_handlers[sig] = signal.signal(sig, _stop_signal)
         self.workdir = workdir
         cores = _cores()
         self.core_client = cores[0] if cores else None
@@ -189,11 +210,15 @@ class Lab:
             "available_cores": cores,
         }
         self.tls_dir = workdir / "tls"
-        self._issue_certs()
-        self.echo = _Node("echo", ["echo"], self.core_server, None)
         self.client: _Node | None = None
         self.server: _Node | None = None
         self.config: LabConfig | None = None
+        try:
+            self._issue_certs()
+            self.echo = _Node("echo", ["echo"], self.core_server, None)
+        except BaseException:
+            self._restore_signals()
+            raise
 
     def _issue_certs(self) -> None:
         from meshsim.proxy.ca import CertificateAuthority
@@ -230,8 +255,16 @@ class Lab:
         self.client = self.server = None
 
     def close(self) -> None:
-        self._stop_sidecars()
-        self.echo.stop()
+        try:
+            self._stop_sidecars()
+            self.echo.stop()
+        finally:
+            self._restore_signals()
+
+    def _restore_signals(self) -> None:
+        for sig, handler in self._saved_handlers.items():
+            signal.signal(sig, handler)
+        self._saved_handlers.clear()
 
     @contextlib.contextmanager
     def _pinned(self) -> Iterator[None]:

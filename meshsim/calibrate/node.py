@@ -15,7 +15,8 @@ proxy:
   ``mesh_options.keep_alive: false`` does.
 
 The process pins itself with ``os.sched_setaffinity`` (``--cpu``), prints ``READY <port>`` on
-standard output when listening, and stops on SIGTERM.
+standard output when listening, stops on SIGTERM, and gets SIGTERM from the kernel when the
+lab process dies (:func:`die_with_parent`).
 """
 
 from __future__ import annotations
@@ -70,6 +71,26 @@ class FilterChain:
 
     def retry_state(self) -> RetryTracker:
         return self.inner.retry_state()
+
+
+def die_with_parent() -> None:
+    """Ask the kernel for SIGTERM when the lab process dies (Linux ``PR_SET_PDEATHSIG``).
+
+    The lab stops its components itself on exit, SIGTERM and SIGINT; this covers the rest
+    (SIGKILL, a crash), so that no pinned component outlives the lab as an orphan.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):  # pragma: no cover - no prctl
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        raise SystemExit(0)
 
 
 def _pin(cpu: int | None) -> None:
@@ -136,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-pool", action="store_true")
     ap.add_argument("--access-log", default=None)
     args = ap.parse_args(argv)
+    die_with_parent()
     _pin(args.cpu)
     from meshsim.proxy.runner import run
 
