@@ -1,7 +1,8 @@
 """Control-plane scale benchmark (issue 6): scenarios/control-plane-scale.yaml (2,000 services,
-10,000 pods, 1% of pods replaced per minute) for Istio without and with Sidecar scoping and
-for Linkerd. Prints convergence percentiles and control-plane CPU and memory, then istiod's
-model at the published anchors (published-figures.md 7a, 7b) next to the published figures.
+10,000 pods, 1% of pods replaced per minute) for Istio without and with Sidecar scoping, for
+Istio ambient (istiod pushing to 100 ztunnels instead of 10,000 sidecars) and for Linkerd.
+Prints convergence percentiles and control-plane CPU and memory, then istiod's model at the
+published anchors (published-figures.md 7a, 7b) next to the published figures.
 
 Run: .venv/bin/python benchmarks/control_plane_scale.py  [--duration S]
 """
@@ -48,6 +49,7 @@ def main() -> None:
     total = 0.0
     for label, mesh, scoped in (("istio (no scoping)", "istio", False),
                                 ("istio (Sidecar)", "istio", True),
+                                ("istio-ambient", "istio-ambient", False),
                                 ("linkerd", "linkerd", False)):
         cp, wall = run(mesh, scoped, args.duration)
         total += wall

@@ -13,9 +13,10 @@ from meshsim.report.controlplane import call_graph, service_name
 SERVICES = 2000
 REPLICAS = 5
 HEADER = f"""# Control-plane scale (issue 6): {SERVICES:,} services, {SERVICES * REPLICAS:,} pods,
-# 1% of pods replaced per minute (100 pods/min, abrupt kills), for Istio and Linkerd. Traffic is
-# light on purpose (20 rps into svc-0000, calls down the graph with probability 0.01): what
-# this scenario measures is istiod's and Linkerd's work, convergence and memory.
+# 1% of pods replaced per minute (100 pods/min, abrupt kills), for Istio (sidecars and ambient)
+# and Linkerd. Traffic is light on purpose (20 rps into svc-0000, calls down the graph with
+# probability 0.01): what this scenario measures is istiod's and Linkerd's work, convergence
+# and memory.
 # Every service calls the next three in its group of 20 (Sidecar scoping keeps a proxy's view
 # to those; the scenario checker walks call chains recursively, so chains stay short);
 # benchmarks/control_plane_scale.py also runs Istio with sidecar_scoping: true.
@@ -25,7 +26,7 @@ name: control-plane-scale
 seed: 11
 duration_s: 300
 warmup_s: 10
-meshes: [istio, linkerd]
+meshes: [istio, linkerd, istio-ambient]
 cluster: {{nodes: 100, cores_per_node: 16}}
 mesh_options:
   istio: {{sidecar_scoping: false, istiod_cores: 16}}

@@ -1,8 +1,9 @@
 """Control planes: how changes in the cluster reach each proxy, certificates, authorization.
 
-One control plane per mesh (:func:`control_plane_for`): istiod for Istio's sidecars,
-Linkerd's destination and identity controllers for Linkerd, and kube-proxy semantics for
-`none`, ambient (not modelled yet) and any scenario with ``control_plane.enabled: false``.
+One control plane per mesh (:func:`control_plane_for`): istiod for Istio (its sidecars, or
+under ambient its ztunnels and waypoints), Linkerd's destination and identity controllers
+for Linkerd, and kube-proxy semantics for `none` and any scenario with
+``control_plane.enabled: false``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ __all__ = ["ControlPlane", "KubeOnly", "control_plane_for"]
 def control_plane_for(sim: Simulation) -> ControlPlane:
     if not sim.scenario.control_plane.enabled:
         return KubeOnly(sim)
-    if sim.mesh == "istio":
+    if sim.mesh in ("istio", "istio-ambient"):
         from meshsim.sim.controlplane.istiod import Istiod
 
         return Istiod(sim)

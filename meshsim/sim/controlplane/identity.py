@@ -9,11 +9,20 @@ mTLS: a new pod does not become ready, and a pod whose certificate expired refus
 cannot make) mTLS connections.
 
 Pods that exist when the run starts hold fresh certificates (issued at time 0, no CA work).
+
+Who holds a certificate is the ``holder`` of a pod: the pod itself (a sidecar's
+pilot-agent or linkerd2-proxy asks for its own pod), or under Istio ambient its node's
+ztunnel, which holds one certificate per workload identity on its node and asks istiod for
+it on the pods' behalf (mesh-semantics §11): ``holder = (node, service)``, the service
+standing for its service account. A new pod whose identity its ztunnel already holds needs no
+CSR; a renewal is made while any live pod of that identity is on the node. Concurrent CSRs
+for one holder are not merged (two pods of one identity starting together on one node ask
+twice).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING
 
 from meshsim.sim.controlplane.fifo import FifoServers
@@ -38,6 +47,7 @@ class CertificateAuthority:
         is_down: Callable[[], bool],
         slow: Callable[[], float],
         account: Callable[[float, float], None],
+        holder: Callable[[Pod], Hashable] | None = None,
     ) -> None:
         self.env = env
         self.queue = FifoServers(cores)
@@ -50,22 +60,36 @@ class CertificateAuthority:
         self._is_down = is_down
         self._slow = slow
         self._account = account
-        self.expiry: dict[Pod, float] = {}
+        self._holder = holder
+        self.expiry: dict[Hashable, float] = {}
+        """By holder: when its certificate expires."""
         self.issued = 0
         self.failed_requests = 0
 
+    def holder(self, pod: Pod) -> Hashable:
+        """Who holds ``pod``'s certificate (the pod itself unless a holder was given)."""
+        return pod if self._holder is None else self._holder(pod)
+
     def has_valid(self, pod: Pod) -> bool:
-        exp = self.expiry.get(pod)
+        exp = self.expiry.get(self.holder(pod))
         return exp is not None and self.env.now < exp
 
     def install(self, pod: Pod) -> None:
         """A pod present at the start: a fresh certificate, renewed in time."""
-        self.expiry[pod] = self.lifetime_s
+        key = self.holder(pod)
+        if key in self.expiry:
+            return  # its ztunnel already holds this identity
+        self.expiry[key] = self.lifetime_s
         self._schedule_renewal(pod, 0.0)
 
     def request(self, pod: Pod, then: Callable[[Pod], None] | None = None) -> None:
         """The pod's proxy sends a CSR now; ``then(pod)`` runs once it holds the certificate."""
         if not pod.alive:
+            pod = self._live_peer(pod)  # a renewal: another pod of the identity, or none
+            if not pod.alive:
+                return
+        if then is not None and self._holder is not None and self.has_valid(pod):
+            then(pod)  # a new pod whose identity its ztunnel already holds: no CSR
             return
         now = self.env.now
         if self._is_down():
@@ -80,10 +104,17 @@ class CertificateAuthority:
     def _issued(self, pod: Pod, then: Callable[[Pod], None] | None) -> None:
         now = self.env.now
         self.issued += 1
-        self.expiry[pod] = now + self.lifetime_s
+        self.expiry[self.holder(pod)] = now + self.lifetime_s
         self._schedule_renewal(pod, now)
         if then is not None:
             then(pod)
+
+    def _live_peer(self, pod: Pod) -> Pod:
+        """A live pod with ``pod``'s holder (``pod`` itself if none, or without holders)."""
+        if self._holder is None:
+            return pod
+        key = self.holder(pod)
+        return next((p for p in pod.service.pods if p.alive and self.holder(p) == key), pod)
 
     def _schedule_renewal(self, pod: Pod, issued_at: float) -> None:
         at = issued_at + self.renew_fraction * self.lifetime_s

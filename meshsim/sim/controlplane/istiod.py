@@ -18,6 +18,24 @@ Flow of a change (mesh-semantics §9.1):
    ``cpu x max(1, n / c)`` (processor sharing with every slot busy, as in a large push).
 4. The proxy applies the update ``send_latency_ms`` later.
 
+Who connects (:meth:`Istiod.attach`): every Envoy sidecar; under ``istio-ambient`` the
+ztunnels (one per node) and the waypoints instead, through the same debounce, throttle and
+per-proxy pushes (mesh-semantics §11: ztunnel gets workloads over xDS from istiod, waypoints
+are Envoys configured by istiod). What each holds decides its push cost and memory here:
+
+- a sidecar: the whole mesh, or what it calls with ``sidecar_scoping``;
+- a ztunnel: every workload and service of the mesh (WDS ``Address`` resources; ztunnel
+  resolves any destination and checks any peer itself, and on-demand WDS is off by default),
+  so it is charged like an unscoped sidecar: ``clusters`` = services, ``endpoints`` = all pods.
+  The Sidecar resource does not apply to it. The Envoy-fitted per-cluster constants are reused
+  for its (smaller) WDS entries: an upper bound on its cost;
+- a waypoint: the services it is the waypoint for (its config is built for them only).
+
+So under ambient istiod serves ``nodes + waypoints`` connections instead of one per pod, and
+its CPU (pushes, upkeep) and memory (per-proxy state) follow from that count, with no
+ambient-specific constant. istiod's knobs (cores, replicas, model, ``eds_debounce``) are read
+from ``mesh_options.istio`` for both Istio data planes; ambient is always mTLS.
+
 Replicas each watch the cluster and debounce alike; each serves the proxies connected to it
 (assigned in turn as they connect) with its own throttle and cores, and holds the whole
 registry. A new proxy gets a certificate from the CA (on the istiod cores) and then a full
@@ -93,11 +111,14 @@ class Istiod(MeshControlPlane):
         opts = sim.scenario.mesh_options.istio
         model = control_plane_model(opts.istiod_model, "istiod")
         self.cores = opts.istiod_cores or sim.scenario.cluster.cores_per_node
-        super().__init__(sim, model, self.cores)
+        ambient = sim.mesh == "istio-ambient"
+        # Under ambient a node's ztunnel holds one certificate per identity on its node.
+        holder = _ztunnel_identity if ambient else None
+        super().__init__(sim, model, self.cores, holder)
         v = model.value
         self.scoped = opts.sidecar_scoping
         self.eds_debounce = opts.eds_debounce
-        self.mtls = opts.mtls != "DISABLE"
+        self.mtls = ambient or opts.mtls != "DISABLE"
         self.throttle = push_throttle(model, self.cores)
         self.replicas = [
             Replica(i, FifoServers(self.throttle)) for i in range(opts.istiod_replicas)
@@ -121,15 +142,25 @@ class Istiod(MeshControlPlane):
 
     # ----------------------------------------------------------------- proxies
 
+    CONNECTS = ("sidecar", "ztunnel", "waypoint")
+    """Proxy kinds that hold an xDS stream to istiod."""
+
     def attach(self, proxy: Proxy) -> None:
-        if proxy.kind != "sidecar":
-            return  # ztunnels and waypoints read the cluster's endpoints (not modelled)
+        if proxy.kind not in self.CONNECTS:
+            return
         replica = self.replicas[self._next_replica % len(self.replicas)]
         self._next_replica += 1
         view = ProxyView(self.env, self.history, self.version)
         proxy.endpoint_view = view  # type: ignore[attr-defined]
-        deps = self.dependencies(proxy) if self.scoped else None
-        replica.proxies[proxy.name] = Connected(proxy, view, replica, deps)
+        replica.proxies[proxy.name] = Connected(proxy, view, replica, self._view_deps(proxy))
+
+    def _view_deps(self, proxy: Proxy) -> set[str] | None:
+        """The services in a proxy's configuration (None: all of them)."""
+        if proxy.kind == "ztunnel":
+            return None  # every workload of the mesh (WDS); no Sidecar scoping
+        if proxy.kind == "waypoint":
+            return {proxy.name.removesuffix("/waypoint")}
+        return self.dependencies(proxy) if self.scoped else None
 
     def detach(self, proxy: Proxy) -> None:
         for r in self.replicas:
@@ -355,6 +386,10 @@ class Istiod(MeshControlPlane):
         out = self.base_summary(warmup_s, end_s)
         window = end_s - warmup_s
         proxies = sum(len(r.proxies) for r in self.replicas)
+        by_kind: dict[str, int] = {}
+        for r in self.replicas:
+            for e in r.proxies.values():
+                by_kind[e.proxy.kind] = by_kind.get(e.proxy.kind, 0) + 1
         upkeep = self.upkeep_s * proxies
         per_replica = self.memory_mb_per_replica()
         out.update({
@@ -366,6 +401,7 @@ class Istiod(MeshControlPlane):
             "cores_per_replica": self.cores,
             "push_throttle": self.throttle,
             "connected_proxies": proxies,
+            "connected_by_kind": by_kind,
             "sidecar_scoping": self.scoped,
             "pushes": self.pushes,
             "full_pushes": self.full_pushes,
@@ -373,6 +409,11 @@ class Istiod(MeshControlPlane):
             "merged_pushes": self.merged,
         })
         return out
+
+
+def _ztunnel_identity(pod: Pod) -> tuple[int, str]:
+    """The certificate a ztunnel holds for ``pod``: (its node, its identity)."""
+    return pod.node.index, pod.service.name
 
 
 def _policy(p: IstioAuthorizationPolicy) -> IstioPolicy:

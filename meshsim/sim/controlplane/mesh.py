@@ -15,7 +15,7 @@ outages, CPU accounting, convergence samples and the per-request checks.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 from meshsim.errors import MeshsimError
@@ -58,7 +58,10 @@ def percentiles(samples: list[float]) -> dict[str, float] | None:
 class MeshControlPlane(ControlPlane, ABC):
     kind: Kind
 
-    def __init__(self, sim: Simulation, model: ProxyCostModel, ca_cores: int) -> None:
+    def __init__(
+        self, sim: Simulation, model: ProxyCostModel, ca_cores: int,
+        cert_holder: Callable[[Pod], Hashable] | None = None,
+    ) -> None:
         super().__init__(sim)
         self.model = model
         v = model.value
@@ -91,6 +94,7 @@ class MeshControlPlane(ControlPlane, ABC):
             is_down=lambda: self.down,
             slow=lambda: self.slow_factor,
             account=self.account,
+            holder=cert_holder,
         )
         for svc in sim.services.values():
             for pod in svc.pods:
