@@ -202,8 +202,8 @@ def test_report_has_every_section_and_figure(report: Path) -> None:
     if "istio" in MESHES:
         assert "models/istio-sidecar.yaml" in text, "the cost-models section names the file"
     assert page.external == [], "the report loads nothing from elsewhere"
-    text = report.read_text(encoding="utf-8")
-    assert "No mesh in these runs reports control-plane convergence" in text
+    # The small runs change no endpoint, so there is no convergence to show.
+    assert "so there was nothing to converge" in text
     assert "Prices given: $0.04 per core-hour, $0.005 per GB-hour." in text
     assert "One load level only" not in text  # two load levels were given
 

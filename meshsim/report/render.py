@@ -235,8 +235,9 @@ def build_sections(comp: Comparison, prices: Prices) -> list[Section]:
     s = Section("control-plane", "Control-plane convergence")
     if conv.empty:
         s.notes.append(
-            "No mesh in these runs reports control-plane convergence (control planes are not "
-            "modelled yet, or only the 'none' baseline ran)."
+            "No endpoint or configuration changed in these runs (or only the 'none' baseline "
+            "ran), so there was nothing to converge: add kill, scale, rollout or config events "
+            "to measure how fast each control plane reaches its proxies."
         )
     else:
         s.intro = "Time from a configuration change to the last proxy applying it."

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from meshsim.results.histogram import LogHistogram
+from meshsim.results.histogram import GROWTH, LogHistogram
 from meshsim.results.stats import t_interval
 
 if TYPE_CHECKING:
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 SATURATION = 0.95
 """Utilisation at or above which a resource is flagged as saturated (DESIGN principle 3)."""
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99, "p999": 0.999}
+RESOLUTION = math.sqrt(GROWTH) - 1.0
+"""Largest relative error of a reported quantile (just under 1 %)."""
 
 
 @dataclass
@@ -242,7 +244,16 @@ class MeshResult:
                     for s in subjects
                     if s.requests
                 ]
-                ci[key] = t_interval(values)
+                interval = t_interval(values)
+                if interval is not None and q is not None:
+                    # Replications' quantiles are bucket midpoints: two that land in one
+                    # bucket give a zero-width interval that claims more precision than the
+                    # histogram has, so widen by its resolution.
+                    interval = [interval[0] / (1 + RESOLUTION), interval[1] * (1 + RESOLUTION)]
+                if interval is not None:
+                    # A latency is never negative, whatever a two-replication t says.
+                    interval = [max(0.0, interval[0]), interval[1]]
+                ci[key] = interval
             out["latency_ci95_ms"] = ci
         return out
 
