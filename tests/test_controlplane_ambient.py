@@ -11,6 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
+# The same two-service topology as the sidecar control-plane tests (tests/ is on sys.path).
+from test_controlplane import _scenario
+
 from meshsim.models import default_model, load_model, models_dir
 from meshsim.results.run import Replication
 from meshsim.scenario import from_dict
@@ -22,21 +25,6 @@ GRACEFUL_KILL = [{"at_s": 10, "action": "kill", "target": "api", "graceful": Tru
                   "prestop_s": 5}]
 
 
-def _scenario(meshes: list[str], events: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "meshsim": 1, "name": "cp-ambient", "seed": 3, "duration_s": 30, "warmup_s": 1,
-        "meshes": meshes,
-        "cluster": {"nodes": 2, "cores_per_node": 4},
-        "services": [
-            {"name": "web", "replicas": 1, "cpu_ms": 0.2, "calls": [{"service": "api"}]},
-            {"name": "api", "replicas": 3, "cpu_ms": 0.2},
-        ],
-        "workloads": [{"name": "users", "target": "web", "rate_rps": 400,
-                       "arrival": "constant"}],
-        "events": events,
-    }
-    data.update(extra)
-    return data
 
 
 def _run(data: dict[str, Any], mesh: str = AMBIENT) -> tuple[Simulation, Replication]:

@@ -70,6 +70,15 @@ def _number_is_constant(value: Any) -> Any:
     return value
 
 
+def _numbers_are_constants(data: Any, *keys: str) -> Any:
+    """Apply the bare-number shorthand to the distribution-valued ``keys`` of a mapping."""
+    if isinstance(data, dict):
+        for key in keys:
+            if key in data:
+                data = {**data, key: _number_is_constant(data[key])}
+    return data
+
+
 # --------------------------------------------------------------------------- cluster
 
 
@@ -129,9 +138,7 @@ class Version(Spec):
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "cpu_ms" in data:
-            data = {**data, "cpu_ms": _number_is_constant(data["cpu_ms"])}
-        return data
+        return _numbers_are_constants(data, "cpu_ms")
 
 
 DEFAULT_CPU_MS = Distribution(dist="lognormal", mean=1.0, cv=0.5)
@@ -161,9 +168,7 @@ class Service(Spec):
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "cpu_ms" in data:
-            data = {**data, "cpu_ms": _number_is_constant(data["cpu_ms"])}
-        return data
+        return _numbers_are_constants(data, "cpu_ms")
 
     @model_validator(mode="after")
     def _replicas_or_versions(self) -> Service:
@@ -223,9 +228,7 @@ class Workload(Spec):
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "think_time_ms" in data:
-            data = {**data, "think_time_ms": _number_is_constant(data["think_time_ms"])}
-        return data
+        return _numbers_are_constants(data, "think_time_ms")
 
     @model_validator(mode="after")
     def _load_is_defined(self) -> Workload:
