@@ -72,7 +72,7 @@ class Simulation:
         self.data_plane = data_plane_for(mesh, self)
         self.data_plane.install()
         self.control_plane = control_plane_for(self)
-        for proxy in getattr(self.data_plane, "proxies", []):
+        for proxy in self.data_plane.proxies:
             self.control_plane.attach(proxy)
         self.workloads = [
             WorkloadDriver(self, w, self.services[w.target]) for w in scenario.workloads

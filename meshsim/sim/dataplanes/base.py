@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from meshsim.models import ProxyCostModel
     from meshsim.scenario.model import Call
     from meshsim.sim.app import Client, Pod, Request, ServiceRuntime
+    from meshsim.sim.dataplanes.proxy import Proxy
     from meshsim.sim.engine import Simulation
 
 
@@ -24,6 +25,8 @@ class DataPlane(ABC):
         self.sim = sim
         self.env = sim.env
         self.warnings: list[str] = []
+        self.proxies: list[Proxy] = []
+        """Every proxy the data plane runs (none for the `none` baseline)."""
 
     def install(self) -> None:  # noqa: B027 - optional hook; `none` has no proxies
         """Create the mesh's proxies for the pods and nodes that exist at start."""
