@@ -171,3 +171,60 @@ def test_from_fortio_needs_two_loads(tmp_path: Path) -> None:
     (tmp_path / "b.json").write_text(json.dumps(_fortio("istio", 100, 500)))
     with pytest.raises(MeshsimError, match="two or more loads"):
         calibrate_from_fortio([tmp_path / "a.json", tmp_path / "b.json"], tmp_path / "o.yaml")
+
+
+# --------------------------------------------------------------------------- baseline delay
+
+
+def _queue(client_delay: object | None) -> dict[str, object]:
+    wl: dict[str, object] = {"name": "w", "target": "a", "arrival": "poisson", "rate_rps": 20.0,
+                             "request_bytes": 0}
+    if client_delay is not None:
+        wl["client_delay_ms"] = client_delay
+    return {"meshsim": 1, "name": "q", "seed": 3, "duration_s": 30.0, "warmup_s": 1.0,
+            "cluster": {"nodes": 1, "cores_per_node": 1,
+                        "network": {"same_node_us": 0, "cross_node_us": 0, "client_us": 0}},
+            "services": [{"name": "a", "replicas": 1, "concurrency": 1, "cpu_ms": 1.0,
+                          "response_bytes": 0}],
+            "workloads": [wl]}
+
+
+def _latency(doc: dict[str, object]) -> dict[str, float]:
+    from meshsim.api import run_scenario
+    from meshsim.results.summary import build_summary
+    from meshsim.scenario import from_dict
+
+    out = build_summary(run_scenario(from_dict(doc), meshes=["none"]))["runs"]["none"]
+    lat: dict[str, float] = out["workloads"]["w"]["latency_ms"]
+    return lat
+
+
+def test_client_delay_adds_a_drawn_delay_outside_the_cluster() -> None:
+    plain = _latency(_queue(None))
+    const = _latency(_queue(2.0))  # bare number: a constant 2 ms
+    assert const["p50"] == pytest.approx(plain["p50"] + 2.0, abs=0.02)
+    # An empirical delay (a baseline's quantiles): its tail reaches the workload's p99.
+    values = [0.1] * 95 + [5.0] * 5
+    emp = _latency(_queue({"dist": "empirical", "values": values}))
+    assert emp["p50"] == pytest.approx(plain["p50"] + 0.1, abs=0.05)
+    assert emp["p99"] > plain["p99"] + 4.0
+
+
+def test_lab_scenario_draws_the_baseline_at_the_points_payload_and_load() -> None:
+    from meshsim.calibrate.validate import baseline_for, lab_scenario
+
+    rows = [{"payload_bytes": pay, "rps": rps, "delay_ms": [rps / 1000.0]}
+            for pay in (128, 1024) for rps in (100.0, 500.0)]
+    fit = {"lab": {"network_one_way_us": 80.0, "echo_cpu_us": 40.0},
+           "client_delay": {"baselines": rows}}
+    point = {"payload_bytes": 1024, "rps": 450.0, "connections": 8, "keep_alive": True,
+             "mtls": False}
+    assert baseline_for(fit, point) == rows[3]
+    doc = lab_scenario(Path("m.yaml"), fit, point)
+    assert doc["workloads"][0]["client_delay_ms"] == {"dist": "empirical", "values": [0.5]}
+    assert doc["cluster"]["network"]["client_us"] == 0.0
+    # Closed loop (saturation): no delay drawn. Older fit records: the p50 as network delay.
+    assert baseline_for(fit, {**point, "rps": 0.0}) is None
+    old = lab_scenario(Path("m.yaml"), {"lab": fit["lab"]}, point)
+    assert "client_delay_ms" not in old["workloads"][0]
+    assert old["cluster"]["network"]["client_us"] == 80.0

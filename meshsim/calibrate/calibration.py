@@ -103,10 +103,13 @@ def measure_lab(quick: bool, log: Log = print) -> dict[str, Any]:
                 f"p99 {m.latency_ms['p99']:.3f} ms")
         memory = lab.connection_memory((0, 50, 100, 200) if quick else (0, 100, 200, 300, 400))
         hs = lab.handshakes(60 if quick else 300)
+        idle = lab.idle_cpu_ms_per_s(2.0 if quick else 5.0)
+        log(f"idle CPU (ms per s): {idle}")
         return {
             "quick": quick, "capacity_estimate_rps": cap, "placement": lab.placement,
             "points": [m.to_json() for m in measured], "memory_kib": memory,
             "handshake_cpu_us": hs, "telemetry_cpu_us": telemetry_us(),
+            "idle_cpu_ms_per_s": idle,
             "machine": machine_info(),
         }
     finally:
@@ -277,6 +280,17 @@ def fit_model(data: dict[str, Any], *, name: str = "calibrated", seed: int = 0) 
         "endpoint_kb": _p(0.0, "KB", "not measured: the lab holds one endpoint"),
     }
     held = [m for m in pts if m.point.role == "held_out"]
+    # The latency outside the proxies, per request: each point without proxies (load
+    # generator -> echo) as its measured quantiles less the echo's CPU, which the simulated
+    # lab charges itself. Predictions draw from the baseline at the held-out point's payload
+    # and load (meshsim/calibrate/validate.py), so what is predicted is what the proxies add.
+    baselines = [{"payload_bytes": m.point.payload, "rps": m.point.rps,
+                  "achieved_rps": round(m.achieved_rps, 2), "role": m.point.role,
+                  "latency_ms": {k: round(v, 4) for k, v in m.latency_ms.items()},
+                  "delay_ms": [round(max(q - echo_cpu / 1000.0, 0.0), 4)
+                               for q in m.latency_quantiles_ms]}
+                 for m in pts if not m.point.proxied and m.point.config == base
+                 and m.latency_quantiles_ms]
     fit_block = {
         "method": "meshsim calibrate (meshsim/calibrate): loopback lab, per-request CPU from "
                   "the proxy's access log and /proc, latency from the load generator corrected "
@@ -291,6 +305,16 @@ def fit_model(data: dict[str, Any], *, name: str = "calibrated", seed: int = 0) 
             "load_generator_cpu_us": round(float(np.mean(
                 [m.process_cpu_us_per_request["load_generator"] for m in fit_pts])), 3),
         },
+        "client_delay": {
+            "method": "per-request latency outside the proxies: the corrected latency of load "
+                      "generator -> echo without proxies (its quantiles (i + 0.5) / N), less "
+                      f"the echo's CPU ({echo_cpu:.1f} us, charged by the simulated echo); "
+                      "drawn as an empirical client_delay_ms for the held-out point's payload "
+                      "and load, with no network delay between the simulated pods (the "
+                      "loopback transit of the proxied hops is in hop_latency_us, which is "
+                      "fitted from the added latency over this baseline)",
+            "baselines": baselines,
+        } if baselines else None,
         "service_time": st.to_json(),
         "estimates": {
             "callbacks_cpu_us": cb_line.to_json(),
@@ -309,6 +333,9 @@ def fit_model(data: dict[str, Any], *, name: str = "calibrated", seed: int = 0) 
             "memory_kib_tls": mem_tls.to_json(),
             "hop_latency_us": {"added_p50_us": round(added, 3),
                                "on_path_cpu_us": round(on_path, 3)},
+            "idle_cpu_ms_per_s": {k: round(float(v), 3)
+                                  for k, v in data.get("idle_cpu_ms_per_s", {}).items()}
+            or None,
         },
         "residuals": {
             "process_cpu_us_vs_kib": proc_line.residuals,

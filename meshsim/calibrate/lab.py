@@ -45,6 +45,8 @@ from meshsim.proxy.loadgen import LoadSpec, run_load
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 PAGE_KIB = (os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096) / 1024.0
 MAX_SAMPLES = 4000  # per-request CPU samples kept per sidecar and point
+BASELINE_QUANTILES = 1000
+"""Latency quantiles kept for each point without proxies (the baseline's distribution)."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,9 @@ class Point:
     proxied: bool = True
     duration_s: float = 3.0
     role: str = "fit"
-    """``fit`` (used by the fit) or ``held_out`` (used only to validate predictions)."""
+    """``fit`` (used by the fit), ``held_out`` (used only to validate predictions) or
+    ``baseline`` (load generator -> echo at a held-out load: the latency outside the proxies
+    that the prediction adds to the simulated proxy path; never compared with a prediction)."""
 
 
 @dataclass
@@ -86,6 +90,9 @@ class Measured:
     client_cpu_us: list[float] = field(default_factory=list)
     server_cpu_us: list[float] = field(default_factory=list)
     process_cpu_us_per_request: dict[str, float] = field(default_factory=dict)
+    latency_quantiles_ms: list[float] = field(default_factory=list)
+    """Points without proxies: the corrected latency at the quantiles (i + 0.5) / N, N =
+    :data:`BASELINE_QUANTILES` (an empirical distribution of the baseline)."""
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -314,6 +321,9 @@ class Lab:
         h = result.corrected
         lat = {f"p{q:g}": h.get_value_at_percentile(q) / 1000.0 for q in (50, 90, 99)}
         lat["mean"] = h.get_mean_value() / 1000.0
+        quantiles = [] if point.proxied else [
+            h.get_value_at_percentile(100.0 * (i + 0.5) / BASELINE_QUANTILES) / 1000.0
+            for i in range(BASELINE_QUANTILES)]
         rng = np.random.default_rng(seed)
 
         def sample(xs: list[float]) -> list[float]:
@@ -328,8 +338,29 @@ class Lab:
             point=point, achieved_rps=result.actual_rps, latency_ms=lat,
             requests=result.completed, errors=result.errors, warnings=list(result.warnings),
             client_cpu_us=sample(client), server_cpu_us=sample(server),
-            process_cpu_us_per_request=per_req,
+            process_cpu_us_per_request=per_req, latency_quantiles_ms=quantiles,
         )
+
+    def idle_cpu_ms_per_s(self, seconds: float = 3.0) -> dict[str, float]:
+        """CPU per second of the base configuration's components with no traffic, measured
+        after a short load: what a fixed background cost (timers, polling) would show."""
+        self.reconfigure(LabConfig())
+        assert self.client is not None
+        assert self.server is not None
+        with self._pinned():
+            run_load(LoadSpec(url=f"http://127.0.0.1:{self.client.port}/echo", rps=0,
+                              connections=8, duration_s=0.3, method="POST", body=b"x" * 1024))
+        time.sleep(0.2)
+        nodes = {"client_sidecar": self.client, "server_sidecar": self.server,
+                 "echo": self.echo}
+        before = {k: proc_cpu_s(n.proc.pid) for k, n in nodes.items()}
+        t0 = time.monotonic()
+        time.sleep(seconds)
+        dt_s = time.monotonic() - t0
+        after = {k: proc_cpu_s(n.proc.pid) for k, n in nodes.items()}
+        out = {k: (after[k] - before[k]) * 1e3 / dt_s for k in nodes}
+        out["resolution_ms_per_s"] = 1e3 / CLK_TCK / dt_s
+        return out
 
     # ------------------------------------------------------------------ per-connection costs
 
@@ -441,6 +472,7 @@ def grid(quick: bool) -> list[Point]:
     main_pay = payloads[0] if quick else 1024
     for f in fracs_held:
         pts.append(Point(base, main_pay, f, conns, True, dur, "held_out"))
+        pts.append(Point(base, main_pay, f, conns, False, dur, "baseline"))
     pts.append(Point(base, main_pay, 0.0, conns, True, dur, "held_out"))  # saturation
     configs = [LabConfig(mtls=True), LabConfig(filters=4)]
     if not quick:

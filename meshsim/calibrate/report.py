@@ -36,17 +36,35 @@ def diagnose(fit: dict[str, Any], rows: list[Comparison]) -> list[str]:
     notes = []
     est = fit["estimates"]
     slope = est["process_cpu_us_vs_rps"]["slope"]
+    idle = est.get("idle_cpu_ms_per_s")
     if slope["ci95"][1] < 0:
+        if idle:
+            sidecars = max(idle.get("client_sidecar", 0.0), idle.get("server_sidecar", 0.0))
+            why = (f"An idle sidecar uses {sidecars:.1f} ms of CPU per second (measured over "
+                   f"seconds without traffic, /proc resolution {idle['resolution_ms_per_s']:.1f}"
+                   " ms/s), so the fall is not a fixed background cost (timers, polling): it "
+                   "is work per event-loop wake-up shared by the requests that one wake-up "
+                   "serves, more of them as load rises (batching). The model format has no "
+                   "such mechanism; ")
+        else:
+            why = ("CPU that does not scale with requests (event-loop wake-ups, timers) is "
+                   "spread over more requests as load rises; ")
         notes.append(
             f"Per-request process CPU falls with load ({slope['value']:+.3f} us per rps, 95% CI "
-            f"{slope['ci95'][0]:+.3f}..{slope['ci95'][1]:+.3f}; the echo's too): CPU that "
-            "does not scale with requests (event-loop wake-ups, timers, idle polling) is "
-            "spread over more requests as load rises. The model charges the constant cost "
-            "fitted at the fit loads, so it over-predicts CPU at high load and under-predicts "
-            "the saturation throughput (see reports/validation/README.md for a fixed CPU per "
-            "second plus per-request cost as the candidate mechanism).")
+            f"{slope['ci95'][0]:+.3f}..{slope['ci95'][1]:+.3f}; the echo's too). " + why +
+            "the model charges the constant cost fitted at the fit loads, so it over-predicts "
+            "CPU at high load and under-predicts the saturation throughput.")
     direct = [p for p in fit["points"] if not p["proxied"] and p["latency_ms"]["p50"] > 0]
-    if direct:
+    if direct and fit.get("client_delay"):
+        tail = float(np.median([p["latency_ms"]["p99"] / p["latency_ms"]["p50"] for p in direct]))
+        notes.append(
+            f"The lab's tail exists without the proxies (load generator -> echo alone: p99 / "
+            f"p50 = {tail:.0f}, median over the direct points). Each prediction draws that "
+            "baseline, measured at the point's payload and load, as a per-request delay "
+            "outside the proxies (client_delay_ms), so the errors are of what the proxies "
+            "add. The draw is independent of the proxy path; in the lab the two share a core "
+            "and their delays are not independent.")
+    elif direct:
         tail = float(np.median([p["latency_ms"]["p99"] / p["latency_ms"]["p50"] for p in direct]))
         if tail > 5:
             notes.append(
@@ -82,7 +100,8 @@ def diagnose(fit: dict[str, Any], rows: list[Comparison]) -> list[str]:
             "p50 is under-predicted at every checked load: latency outside the proxies' CPU "
             "(wake-up latency of four pinned processes sharing two cores, the load generator's "
             "own CPU on the client core, other tenants of the machine) is larger than the "
-            "constant hop_latency_us fitted at the lowest load.")
+            "constant hop_latency_us fitted at the lowest load"
+            + (" plus the measured baseline." if fit.get("client_delay") else "."))
     p99 = [r for r in rows if "p99" in r.checked]
     if p99 and sum(r.error_pct["p99"] < -20 for r in p99) > len(p99) / 2:
         cv = est.get("request_cpu_cv")
@@ -144,6 +163,12 @@ def render(model_path: Path, fit: dict[str, Any], rows: list[Comparison], figs: 
            f"{est['request_cpu_cv']['callbacks_mean_us']:.1f} us / process CPU "
            f"{est['request_cpu_cv']['process_cpu_us']:.1f} us per request)"]
           if est.get("request_cpu_cv") else []),
+        *(["- idle CPU (ms per s, no traffic): "
+           + ", ".join(f"{k} {v:g}" for k, v in est["idle_cpu_ms_per_s"].items())]
+          if est.get("idle_cpu_ms_per_s") else []),
+        *([f"- latency outside the proxies: {len(fit['client_delay']['baselines'])} measured "
+           "baselines (load generator -> echo), drawn per request at the held-out point's "
+           "payload and load (fit record `client_delay`)"] if fit.get("client_delay") else []),
         f"- memory per idle connection: plain {_fmt_ci(est['memory_kib_plain']['slope'])} KiB, "
         f"mTLS {_fmt_ci(est['memory_kib_tls']['slope'])} KiB",
     ]

@@ -45,16 +45,37 @@ class Comparison:
                 "error_pct": self.error_pct, "checked": self.checked}
 
 
+def baseline_for(fit: dict[str, Any], point: dict[str, Any]) -> dict[str, Any] | None:
+    """The measured baseline (no proxies) for an open-loop point: same payload if measured,
+    else the nearest; then the nearest load. None for fit records without baselines and for
+    closed loops (saturation: only its throughput is checked)."""
+    cd = fit.get("client_delay")
+    if not cd or not cd.get("baselines") or point["rps"] <= 0:
+        return None
+    rows = cd["baselines"]
+    pay = min({b["payload_bytes"] for b in rows},
+              key=lambda b: abs(b - int(point["payload_bytes"])))
+    same = [b for b in rows if b["payload_bytes"] == pay]
+    best: dict[str, Any] = min(same, key=lambda b: abs(b["rps"] - float(point["rps"])))
+    return best
+
+
 def lab_scenario(model_path: Path, fit: dict[str, Any], point: dict[str, Any],
                  *, duration_s: float = 4.0, seed: int = 1) -> dict[str, Any]:
     lab = fit["lab"]
-    net = float(lab["network_one_way_us"])
     payload = int(point["payload_bytes"])
     conns = int(point["connections"])
+    base = baseline_for(fit, point)
+    # With a measured baseline, the latency outside the proxies is drawn from it and the
+    # pods are 0 apart (the proxies' loopback transit is in hop_latency_us); without one
+    # (older fit records, closed loops), the baseline's p50 is the network delay.
+    net = 0.0 if fit.get("client_delay") else float(lab["network_one_way_us"])
     if point["rps"] > 0:
         workload: dict[str, Any] = {"name": "load", "target": "echo", "arrival": "poisson",
                                     "rate_rps": float(point["rps"]), "request_bytes": payload,
                                     "connections": conns}
+        if base is not None:
+            workload["client_delay_ms"] = {"dist": "empirical", "values": base["delay_ms"]}
     else:
         workload = {"name": "load", "target": "echo", "arrival": "closed", "clients": conns,
                     "request_bytes": payload, "connections": conns}

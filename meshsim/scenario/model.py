@@ -224,11 +224,17 @@ class Workload(Spec):
     )
     path: str = "/"
     headers: dict[str, str] = Field(default_factory=dict)
+    client_delay_ms: Distribution | None = Field(
+        None,
+        description="Latency outside the simulated cluster added to every request's measured "
+        "latency (e.g. the load generator's own delays, measured without the mesh); drawn "
+        "per request (stream client_delay/NAME) after the response, holding no connection.",
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
-        return _numbers_are_constants(data, "think_time_ms")
+        return _numbers_are_constants(data, "think_time_ms", "client_delay_ms")
 
     @model_validator(mode="after")
     def _load_is_defined(self) -> Workload:

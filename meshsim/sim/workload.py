@@ -38,6 +38,11 @@ class WorkloadDriver:
         self.completed = 0
         self.in_flight = 0
         self.sent_in_window = 0
+        self.client_delay = (
+            make_sampler(spec.client_delay_ms, sim.streams(f"client_delay/{spec.name}"), 1e-3)
+            if spec.client_delay_ms is not None
+            else None
+        )
 
     def start(self) -> None:
         if self.spec.arrival == "closed":
@@ -120,6 +125,10 @@ class WorkloadDriver:
             pool.release(conn)
         else:
             status = yield from sim.call(self.client, self.target, req, None)
+        if self.client_delay is not None:
+            # Outside the cluster and after the connection is free: it delays what the
+            # client records, not the next request on the connection.
+            yield env.timeout(self.client_delay())
         self.in_flight -= 1
         self.completed += 1
         sim.recorder.workload(spec.name, rid, intended_at, env.now, status)
