@@ -28,7 +28,10 @@ def _rate(value: float | None) -> str:
 
 def _table(title: str, columns: list[str], left: int = 2) -> Table:
     # SIMPLE_HEAD keeps the tables readable in an 80-column terminal.
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+        collapse_padding=True,
+    )  # fmt: skip
     for i, col in enumerate(columns):
         table.add_column(
             col, justify="left" if i < left else "right", no_wrap=True, min_width=len(col)
@@ -146,6 +149,28 @@ def warnings_text(summary: dict[str, Any]) -> RenderableType:
     return Group(*lines)
 
 
+def control_plane_table(summary: dict[str, Any]) -> Table:
+    table = _table(
+        "Control plane (convergence: change to last proxy updated, s)",
+        ["mesh", "vCPU", "MB", "conv p50", "conv p99", "changes", "stale tries"],
+        left=1,
+    )
+    for mesh, run in summary["runs"].items():
+        cp = run["control_plane"]
+        conv = cp.get("convergence_s") or {}
+
+        def seconds(key: str, conv: dict[str, Any] = conv) -> str:
+            value = conv.get(key)
+            return "-" if value is None else f"{value:.3f}"
+
+        table.add_row(
+            mesh, f"{cp.get('cpu_vcpu', 0.0):.3f}", f"{cp.get('memory_mb', 0.0):.0f}",
+            seconds("p50"), seconds("p99"), str(conv.get("count", 0)),
+            str(cp.get("stale_endpoint_attempts", 0)),
+        )  # fmt: skip
+    return table
+
+
 def summary_renderable(summary: dict[str, Any]) -> RenderableType:
     parts: list[RenderableType] = [workloads_table(summary)]
     if summary.get("added_latency_ms"):
@@ -156,6 +181,8 @@ def summary_renderable(summary: dict[str, Any]) -> RenderableType:
     resilience = resilience_table(summary)
     if resilience is not None:
         parts.append(resilience)
+    if any(run["control_plane"].get("memory_mb") for run in summary["runs"].values()):
+        parts.append(control_plane_table(summary))
     parts.append(models_text(summary))
     parts.append(warnings_text(summary))
     return Group(*parts)

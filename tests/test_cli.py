@@ -15,6 +15,8 @@ import yaml
 from click.testing import CliRunner
 from meshsim.cli.main import cli
 
+ROOT = Path(__file__).resolve().parents[1]
+
 pytestmark = pytest.mark.integration
 
 GOOD = """\
@@ -237,3 +239,22 @@ def test_default_run_directory(good: Path, tmp_path: Path) -> None:
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert run_dir.name.startswith("tiny-")
     assert (run_dir / "summary.json").exists()
+
+
+def test_run_shows_control_plane_convergence(tmp_path: Path) -> None:
+    """A kill and a rollout under Istio and Linkerd: the summary gets a control-plane table
+    with measured convergence (the 'none' baseline has none)."""
+    result = CliRunner().invoke(
+        cli,
+        ["run", str(ROOT / "scenarios" / "rollout.yaml"), "--mesh", "none,istio,linkerd",
+         "--duration-s", "20", "--quiet", "--out", str(tmp_path / "run")],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert result.exit_code in (0, 1), result.output
+    lines = result.output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Control plane"))
+    header = next(i for i in range(start, len(lines)) if lines[i].split()[:2] == ["mesh", "vCPU"])
+    rows = {line.split()[0]: line.split() for line in lines[header + 2 : header + 5]}
+    assert rows["none"][3] == "-"  # kube-proxy semantics: nothing to converge
+    for mesh in ("istio", "linkerd"):
+        assert float(rows[mesh][3]) > 0, f"{mesh} convergence p50 is measured"
