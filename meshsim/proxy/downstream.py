@@ -4,7 +4,7 @@ Requests on a connection are served one at a time and in order (pipelined ones q
 malformed request gets a 400 and closes *its* connection only; an over-long head a 431; an
 over-large body a 413; a client too slow to send its head (slowloris) a 408.
 
-Most requests are served without a task: :func:`~meshsim.proxy.forward.try_fast` runs the
+Most requests are served without a task: :func:`~meshsim.proxy.fastpath.try_fast` runs the
 exchange in the socket callbacks when the route's policy needs no timers or retries and the
 request has no body (see :mod:`meshsim.proxy.forward`). Timers are lazy: each connection
 keeps one deadline and one timer handle, re-armed only when a deadline comes earlier than
@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Protocol, cast
 import httptools
 
 from meshsim.proxy.body import Body
-from meshsim.proxy.forward import Request, Route, forward, try_fast
+from meshsim.proxy.fastpath import try_fast
+from meshsim.proxy.forward import Request, Route, forward
 from meshsim.proxy.httpcore import Headers, Limits, simple_response
 from meshsim.proxy.tls import peer_allowed, peer_spiffe_id
 

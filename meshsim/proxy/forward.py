@@ -40,7 +40,7 @@ _ids = itertools.count(1)
 _ID_PREFIX = os.urandom(6).hex()
 
 
-def new_request_id() -> bytes:
+def newrequest_id_of() -> bytes:
     # Unique per process start and cheap (uuid4 costs a syscall-sized 2 us per request).
     return f"{_ID_PREFIX}-{next(_ids):012x}".encode()
 
@@ -300,229 +300,14 @@ class LocalReply(Exception):  # noqa: N818 - control flow, not an error
         self.extra = extra or []
 
 
-class FastExchange:
-    """One bodyless request served in socket callbacks, without a task (the fast path).
-
-    For routes whose policy is ``simple`` (no fault injection, retries or timeouts): the same
-    steps as :func:`forward` with its single try, in the same order. Pick a host, admit it,
-    send on a pooled connection (a new one is connected by a short-lived task), hold the
-    response head until the first body byte or the end (so that an upstream dying right
-    after its head still gets a clean 502), stream the rest, account.
-    """
-
-    __slots__ = (
-        "cancelled", "chunked", "conn", "conn_cpu0", "connecting", "down", "head", "head_sent",
-        "host", "keep_alive", "out", "released", "req", "request_id", "status", "t_try",
-        "tries", "up_head", "up_keep_alive",
-    )
-
-    def __init__(self, down: DownstreamProtocol, req: Request, host: int | None) -> None:
-        self.down = down
-        self.req = req
-        self.host = host
-        self.request_id = b""
-        self.up_head = b""
-        self.conn: UpstreamConn | None = None
-        self.conn_cpu0 = 0.0
-        self.connecting: asyncio.Future[UpstreamConn] | None = None
-        self.released = True
-        self.cancelled = False
-        self.status = 0
-        self.head = b""
-        self.head_sent = False
-        self.chunked = False
-        self.keep_alive = False
-        self.up_keep_alive = False
-        self.out: list[bytes] = []
-        self.t_try = 0.0
-        self.tries = 0
-
-    # -- the try -----------------------------------------------------------------------
-    def start(self, host: int, now: float) -> None:
-        self.released = False
-        self.t_try = now
-        self.tries = 1
-        req = self.req
-        self.request_id = _request_id(req)
-        self.up_head = upstream_head(req, self.down.client_ip, self.request_id)
-        pool = self.down.route.pools[host]
-        conn = pool.take_idle()
-        if conn is None:
-            self.connecting = fut = asyncio.ensure_future(pool.acquire())
-            fut.add_done_callback(self._connected)
-            return
-        self._send(conn)
-
-    def _connected(self, fut: asyncio.Future[UpstreamConn]) -> None:
-        self.connecting = None
-        if fut.cancelled():
-            return
-        exc = fut.exception()
-        if exc is not None:
-            if self.cancelled:
-                return
-            if isinstance(exc, PoolOverflow):
-                self._release()
-                self.down.route.overflows.inc()
-                self.tries = 0
-                self._local(503, "upstream overflow", "UO", [(b"x-envoy-overloaded", b"true")])
-            else:
-                self._failed("connect_failure")
-            return
-        conn = fut.result()
-        if self.cancelled:
-            conn.close()
-            return
-        self._send(conn)
-
-    def _send(self, conn: UpstreamConn) -> None:
-        self.conn = conn
-        self.conn_cpu0 = conn.cpu_s
-        conn.start(self, self.up_head, self.req.method == b"HEAD", self.req.sampled)
-
-    def _release(self) -> float:
-        now = time.monotonic()
-        if not self.released and self.host is not None:
-            self.released = True
-            self.down.route.policy.release(self.host, now)
-        return now
-
-    def _record(self, status: int | None, failure: str | None, now: float) -> None:
-        assert self.host is not None
-        route = self.down.route
-        ejected = route.policy.record(Attempt(self.host, status, failure, now - self.t_try), now)
-        if ejected:
-            route.ejections.inc(len(ejected))
-
-    # -- ResponseSink --------------------------------------------------------------------
-    def on_head(self, status: int, headers: Headers, keep_alive: bool) -> None:
-        self.status = status
-        self.up_keep_alive = keep_alive
-        self._record(status, None, self._release())
-        down, req = self.down, self.req
-        self.head, self.chunked, self.keep_alive = downstream_head(
-            status, headers, req, req.keep_alive and not down.draining
-        )
-
-    def on_body(self, chunk: bytes) -> None:
-        out = self.out
-        if not self.head_sent:
-            self.head_sent = True
-            out.append(self.head)
-        out.append(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.chunked else chunk)
-
-    def flush(self) -> None:
-        out = self.out
-        if out:
-            self.down.write(out[0] if len(out) == 1 else b"".join(out))
-            out.clear()
-
-    def on_done(self) -> None:
-        if not self.head_sent:
-            self.head_sent = True
-            self.out.append(self.head)
-        if self.chunked:
-            self.out.append(b"0\r\n\r\n")
-        self.flush()
-        conn = self.conn
-        assert conn is not None
-        conn.pool.release(conn, self.up_keep_alive)
-        if self.req.sampled and conn.sampling:
-            # We are called from an upstream read that is not yet in conn.cpu_s.
-            self.req.cpu_s += time.thread_time() - conn.read_t0
-        self._complete(self.status, "-", self.keep_alive)
-
-    def on_lost(self) -> None:
-        if self.status == 0:
-            now = self._release()
-            self._record(None, "reset", now)
-            self._failed(None)
-        elif not self.head_sent:
-            self._local(502, "upstream reset before response body", "UC")
-        else:
-            # Part of the body went out: all we can do is cut the client off too.
-            self.down.abort()
-            self._complete(self.status, "UPE", False)
-
-    # -- endings -----------------------------------------------------------------------
-    def cancel(self) -> None:
-        """The client left or broke a limit: abandon the exchange half-way."""
-        if self.cancelled:
-            return
-        self.cancelled = True
-        self._release()
-        if self.connecting is not None:
-            self.connecting.cancel()
-        if self.conn is not None:
-            self.conn.sink = None
-            self.conn.close()
-        self.down.finish(False)
-
-    def _failed(self, failure: str | None) -> None:
-        if failure == "connect_failure":
-            self._record(None, failure, self._release())
-            self._local(503, "upstream connect error or disconnect/reset before headers", "UF")
-        else:
-            self._local(502, "upstream connect error or disconnect/reset before headers", "UC")
-
-    def local(self, status: int, text: str, flag: str, extra: Headers | None = None) -> None:
-        self._local(status, text, flag, extra)
-
-    def _local(self, status: int, text: str, flag: str, extra: Headers | None = None) -> None:
-        req = self.req
-        keep_alive = req.keep_alive and not self.down.draining
-        self.down.write(
-            simple_response(status, text.encode() + b"\n", keep_alive=keep_alive, extra=extra or ())
-        )
-        self._complete(status, flag, keep_alive)
-
-    def _complete(self, status: int, flag: str, keep_alive: bool) -> None:
-        if self.cancelled:
-            return
-        self.cancelled = True  # done: a late cancel() is a no-op
-        req = self.req
-        conn = self.conn
-        if req.sampled and conn is not None:
-            req.cpu_s += conn.cpu_s - self.conn_cpu0
-        if not self.request_id:
-            self.request_id = _request_id(req)
-        _account(self.down, req, status, self.tries, self.host, flag, self.request_id)
-        self.down.finish(keep_alive)
-
-
-def _request_id(req: Request) -> bytes:
+def request_id_of(req: Request) -> bytes:
     for name, value in req.headers:
         if len(name) == 12 and name.lower() == b"x-request-id":
             return value
-    return new_request_id()
+    return newrequest_id_of()
 
 
-def try_fast(down: DownstreamProtocol, req: Request) -> bool:
-    """Serve ``req`` on the fast path when it qualifies; False to use :func:`forward`."""
-    route = down.route
-    if not route.fast or not req.body.empty:
-        return False
-    if route.allowed_principals is not None and down.peer_id not in route.allowed_principals:
-        return False  # the general path answers 403
-    t0 = time.thread_time() if req.sampled else 0.0
-    policy = route.policy
-    now = time.monotonic()
-    host = policy.pick(len(route.pools), now, route.rng)
-    exchange = FastExchange(down, req, host)
-    down.active = exchange
-    if host is None:
-        exchange.local(503, "no healthy upstream", "UH")
-    elif not policy.admit(host, now):
-        route.overflows.inc()
-        exchange.local(503, "upstream overflow", "UO", [(b"x-envoy-overloaded", b"true")])
-    else:
-        exchange.start(host, now)
-    if req.sampled:
-        req.cpu_s += time.thread_time() - t0
-    return True
-
-
-def _no_clock() -> float:
+def no_clock() -> float:
     return 0.0
 
 
@@ -531,14 +316,14 @@ async def forward(down: DownstreamProtocol, req: Request) -> bool:
     route = down.route
     policy = route.policy
     metrics = route.metrics
-    clock = time.thread_time if req.sampled else _no_clock
+    clock = time.thread_time if req.sampled else no_clock
     cpu_mark = clock()
     status = 0
     tries = 0
     host_used: int | None = None
     flag = "-"
     request_id = next((v for n, v in req.headers if n.lower() == b"x-request-id"), None)
-    request_id = request_id or new_request_id()
+    request_id = request_id or newrequest_id_of()
     keep_alive = req.keep_alive and not down.draining
     sink: Sink | None = None
     conn: UpstreamConn | None = None
@@ -690,7 +475,7 @@ async def forward(down: DownstreamProtocol, req: Request) -> bool:
     finally:
         retry.close()
     req.cpu_s += clock() - cpu_mark
-    _account(down, req, status, tries, host_used, flag, request_id)
+    account(down, req, status, tries, host_used, flag, request_id)
     return keep_alive
 
 
@@ -741,7 +526,7 @@ async def _send_and_wait_head(
     return None
 
 
-def _account(
+def account(
     down: DownstreamProtocol,
     req: Request,
     status: int,
