@@ -64,7 +64,18 @@ from meshsim.policy.timeout import (
     per_try_deadline,
 )
 
+BALANCERS: dict[str, type[LoadBalancer]] = {
+    "round_robin": RoundRobin,
+    "least_request": LeastRequest,
+    "random": RandomBalancer,
+    "ring_hash": RingHash,
+    "maglev": Maglev,
+    "peak_ewma": PeakEwma,
+}
+"""Balancers by the names a scenario's ``load_balancer`` uses (one mapping for both clocks)."""
+
 __all__ = [
+    "BALANCERS",
     "MAX_RETRY_BODY_BYTES",
     "MAX_UINT32",
     "AccrualState",

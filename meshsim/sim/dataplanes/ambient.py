@@ -43,7 +43,7 @@ from meshsim.sim.app import CONNECT_FAILURE, Client, Pod
 from meshsim.sim.dataplanes.connections import Conn, Pools
 from meshsim.sim.dataplanes.mesh import ProxiedDataPlane, cost_model, run_inbound
 from meshsim.sim.dataplanes.proxy import Proxy, Worker
-from meshsim.sim.dataplanes.resilience import Resilience
+from meshsim.sim.dataplanes.resilience_state import Resilience
 from meshsim.sim.dataplanes.routing import EndpointView, L7Proxy, Routes
 
 if TYPE_CHECKING:

@@ -37,7 +37,6 @@ window) feed ``runs.<mesh>.resilience`` in ``summary.json``.
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Generator, Hashable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -45,46 +44,25 @@ import simpy
 
 from meshsim.policy import (
     CircuitBreaker,
-    FailFast,
-    FailureAccrual,
-    LeastRequest,
     LinkerdRetryState,
-    LoadBalancer,
-    Maglev,
     Outcome,
-    OutlierDetector,
-    PeakEwma,
-    RandomBalancer,
     Resource,
     RetryState,
-    RingHash,
-    RoundRobin,
     ServiceProfileRetry,
     StopReason,
-    TpsBudget,
 )
 from meshsim.sim.app import CONNECT_FAILURE, RESET, TIMEOUT
-from meshsim.sim.dataplanes.mapping import MeshPolicies, RoutePolicy, map_traffic
+from meshsim.sim.dataplanes.mapping import RoutePolicy
+from meshsim.sim.dataplanes.resilience_state import ClusterState, Resilience
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
 
     from meshsim.scenario.model import Call
     from meshsim.sim.app import Pod, Request, ServiceRuntime
     from meshsim.sim.dataplanes.proxy import Worker
     from meshsim.sim.dataplanes.routing import Attempt, L7Proxy
-    from meshsim.sim.engine import Simulation
 
-__all__ = ["ClusterState", "Counters", "Resilience", "outbound"]
-
-BALANCERS: dict[str, Callable[[], LoadBalancer]] = {
-    "least_request": LeastRequest,
-    "peak_ewma": PeakEwma,
-    "round_robin": RoundRobin,
-    "random": RandomBalancer,
-    "ring_hash": RingHash,
-    "maglev": Maglev,
-}
+__all__ = ["outbound"]
 
 GATEWAY_TIMEOUT = 504
 SERVICE_UNAVAILABLE = 503
@@ -106,153 +84,6 @@ def _outcome(status: int) -> Outcome:
 
 _PER_TRY_TIMEOUT = Outcome.per_try_timeout()
 _ROUTE_TIMEOUT = Outcome.route_timeout()
-
-COUNTERS = (
-    "requests", "attempts", "retries", "retry_overflows", "retries_exhausted",
-    "budget_exhausted", "timeouts", "per_try_timeouts", "overflows", "ejections",
-    "failfasts", "no_healthy", "connect_failures", "fault_delays", "fault_aborts", "mirrored",
-)  # fmt: skip
-
-
-class Counters:
-    """Resilience events for one destination service, summed over a data plane's proxies."""
-
-    __slots__ = (*COUNTERS, "by_endpoint")
-
-    def __init__(self) -> None:
-        self.requests = 0
-        """Requests through the callers' proxies (before retries)."""
-        self.attempts = 0
-        """Tries sent to an endpoint (first tries and retries)."""
-        self.retries = 0
-        self.retry_overflows = 0
-        """Retries refused by the max_retries breaker (Envoy ``upstream_rq_retry_overflow``)."""
-        self.retries_exhausted = 0
-        self.budget_exhausted = 0
-        """Retries refused by Linkerd's retry budget."""
-        self.timeouts = 0
-        """Requests ended by the route (Istio) or request (Linkerd) timeout: 504."""
-        self.per_try_timeouts = 0
-        self.overflows = 0
-        """Circuit-breaker overflows (max_requests, max_pending_requests): 503 UO."""
-        self.ejections = 0
-        """Outlier ejections (Envoy) or failure-accrual trips (Linkerd)."""
-        self.failfasts = 0
-        self.no_healthy = 0
-        """Envoy 503 UH: no healthy endpoint to pick."""
-        self.connect_failures = 0
-        self.fault_delays = 0
-        self.fault_aborts = 0
-        self.mirrored = 0
-        """Shadow requests sent to this service."""
-        self.by_endpoint: dict[str, int] = {}
-        """Attempts sent to each endpoint (pod name)."""
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {name: getattr(self, name) for name in COUNTERS}
-        out["by_endpoint"] = dict(sorted(self.by_endpoint.items()))
-        return out
-
-
-class ClusterState:
-    """One client proxy's state for one destination cluster (service, or service subset)."""
-
-    __slots__ = ("accrual", "breaker", "conn_limit", "failfast", "lb", "outlier", "pending",
-                 "queued", "view_key")  # fmt: skip
-
-    def __init__(self, res: Resilience, policy: Any, h1: bool, now: float) -> None:
-        cluster = policy.cluster
-        self.lb: LoadBalancer = BALANCERS[cluster.balancer]()
-        self.breaker: CircuitBreaker | None = None
-        self.conn_limit: int | None = None
-        self.pending: deque[simpy.Event] = deque()
-        if cluster.thresholds is not None:
-            self.breaker = CircuitBreaker(cluster.thresholds)
-            if h1 and cluster.thresholds.max_connections < 2**32 - 1:
-                # HTTP/1.1: one request per connection; beyond max_connections requests wait
-                # in the pending queue (bounded by max_pending_requests), mesh-semantics §2.1.
-                self.conn_limit = cluster.thresholds.max_connections
-        self.outlier: OutlierDetector | None = (
-            OutlierDetector(cluster.outlier, now=now) if cluster.outlier is not None else None
-        )
-        self.view_key: tuple[int, int, int] | None = None
-        self.accrual: FailureAccrual | None = (
-            FailureAccrual(cluster.accrual_mode, cluster.accrual_max_failures)
-            if cluster.accrual_mode is not None
-            else None
-        )
-        self.failfast: FailFast | None = FailFast.outbound() if cluster.failfast else None
-        self.queued = 0
-
-    def sync_hosts(self, endpoints: list[Pod], key: tuple[int, int, int]) -> None:
-        """Keep the outlier detector's host set equal to the cluster's endpoints."""
-        od = self.outlier
-        if od is None or key == self.view_key:
-            return
-        self.view_key = key
-        current = set(endpoints)
-        for host in list(od._monitors):
-            if host not in current:
-                od.remove_host(host)
-        for host in endpoints:
-            od.add_host(host)
-
-
-class Resilience:
-    """A data plane's resilience: its mesh mapping, random streams and counters."""
-
-    def __init__(
-        self,
-        sim: Simulation,
-        mesh: str,
-        warnings: list[str],
-        *,
-        h2: Callable[[ServiceRuntime], bool],
-        mtls: bool,
-        l7_services: set[str] | None = None,
-    ) -> None:
-        self.sim = sim
-        self.env = sim.env
-        self.policies: MeshPolicies = map_traffic(sim.scenario, mesh, l7_services=l7_services)
-        for note in self.policies.notes:
-            text = f"traffic mapping ({mesh}): {note}"
-            if text not in warnings:
-                warnings.append(text)
-        self.envoy = self.policies.flavour == "envoy"
-        self.h2 = h2
-        self.mtls = mtls
-        self.warm = sim.warmup_s
-        self.end = sim.end_s
-        self.rng_retries = sim.streams("retries")
-        self.rng_faults = sim.streams("faults/injection")
-        self.rng_mirror = sim.streams("mirror")
-        self.rng_health = sim.streams("health")
-        self.rng_split = sim.streams("splits")
-        self.counters: dict[str, Counters] = {}
-        self.budgets: dict[tuple[str, str], TpsBudget] = {}
-
-    def stats(self, service: str) -> Counters:
-        c = self.counters.get(service)
-        if c is None:
-            c = self.counters[service] = Counters()
-        return c
-
-    def counting(self) -> bool:
-        return self.warm <= self.env.now < self.end
-
-    def budget(self, proxy: str, service: str) -> TpsBudget:
-        """Linkerd's ServiceProfile retry budget of one client proxy for one service."""
-        key = (proxy, service)
-        b = self.budgets.get(key)
-        if b is None:
-            assert self.policies.budget is not None
-            ratio, min_per_s, ttl = self.policies.budget
-            b = self.budgets[key] = TpsBudget(ttl, min_per_s, ratio, now=self.env.now)
-        return b
-
-    def summary(self) -> dict[str, dict[str, Any]]:
-        return {name: c.as_dict() for name, c in sorted(self.counters.items())}
-
 
 # --------------------------------------------------------------------------- helpers
 

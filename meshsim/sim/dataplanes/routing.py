@@ -21,14 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import simpy
 
-from meshsim.policy import (
-    LeastRequest,
-    LoadBalancer,
-    PeakEwma,
-    RandomBalancer,
-    RoundRobin,
-    WeightedSplit,
-)
+from meshsim.policy import BALANCERS, LoadBalancer, WeightedSplit
 from meshsim.sim.app import CONNECT_FAILURE
 from meshsim.sim.dataplanes.proxy import Proxy, Worker
 from meshsim.sim.dataplanes.resilience import outbound as resilient_outbound
@@ -36,15 +29,8 @@ from meshsim.sim.dataplanes.resilience import outbound as resilient_outbound
 if TYPE_CHECKING:
     from meshsim.scenario.model import Call, Scenario
     from meshsim.sim.app import Pod, Request, ServiceRuntime
-    from meshsim.sim.dataplanes.resilience import ClusterState, Resilience
+    from meshsim.sim.dataplanes.resilience_state import ClusterState, Resilience
 
-BALANCERS: dict[str, Callable[[], LoadBalancer]] = {
-    "least_request": LeastRequest,
-    "peak_ewma": PeakEwma,
-    "round_robin": RoundRobin,
-    "random": RandomBalancer,
-}
-"""Balancers by scenario name; ring_hash and maglev fall back to the mesh default for now."""
 
 
 Attempt = Callable[
@@ -154,7 +140,7 @@ class L7Proxy(Proxy):
     ) -> Generator[simpy.Event, Any, int]:
         """THE HOOK for the outbound policy chain.
 
-        With the mesh's :class:`~meshsim.sim.dataplanes.resilience.Resilience`, the chain
+        With the mesh's :class:`~meshsim.sim.dataplanes.resilience_state.Resilience`, the chain
         of :func:`meshsim.sim.dataplanes.resilience.outbound` runs: route match, fault
         injection, mirroring, split, healthy-endpoint pick, circuit breakers, per-try and
         route timeouts, retries with back-off and budgets. Without one: a single plain

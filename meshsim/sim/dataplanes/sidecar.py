@@ -39,7 +39,7 @@ from meshsim.policy.authz import DENIED_STATUS
 from meshsim.sim.app import CONNECT_FAILURE, Client, Pod
 from meshsim.sim.dataplanes.mesh import ProxiedDataPlane, cost_model, run_inbound
 from meshsim.sim.dataplanes.proxy import Worker
-from meshsim.sim.dataplanes.resilience import Resilience
+from meshsim.sim.dataplanes.resilience_state import Resilience
 from meshsim.sim.dataplanes.routing import L7Proxy, Routes
 
 if TYPE_CHECKING:
