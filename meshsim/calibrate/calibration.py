@@ -287,6 +287,8 @@ def fit_model(data: dict[str, Any], *, name: str = "calibrated", seed: int = 0) 
     baselines = [{"payload_bytes": m.point.payload, "rps": m.point.rps,
                   "achieved_rps": round(m.achieved_rps, 2), "role": m.point.role,
                   "latency_ms": {k: round(v, 4) for k, v in m.latency_ms.items()},
+                  "load_generator_cpu_us": round(
+                      m.process_cpu_us_per_request["load_generator"], 3),
                   "delay_ms": [round(max(q - echo_cpu / 1000.0, 0.0), 4)
                                for q in m.latency_quantiles_ms]}
                  for m in pts if not m.point.proxied and m.point.config == base
@@ -304,6 +306,10 @@ def fit_model(data: dict[str, Any], *, name: str = "calibrated", seed: int = 0) 
             "capacity_estimate_rps": round(data["capacity_estimate_rps"], 1),
             "load_generator_cpu_us": round(float(np.mean(
                 [m.process_cpu_us_per_request["load_generator"] for m in fit_pts])), 3),
+            "load_generator_cpu_source": "time.process_time() of the load generator's process "
+                                         "(user + system, all its threads) over a point, per "
+                                         "completed request; here the mean over the fit "
+                                         "points, and per baseline in client_delay.baselines",
         },
         "client_delay": {
             "method": "per-request latency outside the proxies: the corrected latency of load "
@@ -312,7 +318,11 @@ def fit_model(data: dict[str, Any], *, name: str = "calibrated", seed: int = 0) 
                       "drawn as an empirical client_delay_ms for the held-out point's payload "
                       "and load, with no network delay between the simulated pods (the "
                       "loopback transit of the proxied hops is in hop_latency_us, which is "
-                      "fitted from the added latency over this baseline)",
+                      "fitted from the added latency over this baseline). Each baseline's "
+                      "load_generator_cpu_us (time.process_time() of the load generator per "
+                      "request, at that payload and load) is charged as client_cpu_ms on the "
+                      "simulated client node: the load generator shares core 0 with the "
+                      "client sidecar",
             "baselines": baselines,
         } if baselines else None,
         "service_time": st.to_json(),

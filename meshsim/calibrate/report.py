@@ -85,8 +85,14 @@ def diagnose(fit: dict[str, Any], rows: list[Comparison]) -> list[str]:
                 "The client core (load generator + client sidecar) is over "
                 f"{UTIL_LIMIT:.0%} busy at {len(busy)} checked load(s) ("
                 + ", ".join(f"{k:g} rps: {v:.0%}" for k, v in sorted(busy.items()))
-                + "), although the proxy alone is below it: the simulator does not model the "
-                "load generator's CPU on that core, so it under-predicts queueing there.")
+                + "), although the proxy alone is below it"
+                + (": the simulated client node charges the load generator's CPU per request "
+                   "measured at the baseline's load (client_cpu_ms), so queueing there is "
+                   "modelled; what remains is the two processes' scheduling on one core."
+                   if any(b.get("load_generator_cpu_us")
+                          for b in (fit.get("client_delay") or {}).get("baselines", []))
+                   else ": the simulator does not model the load generator's CPU on that "
+                   "core, so it under-predicts queueing there."))
     tls = est.get("tls_extra_cpu_us_vs_kib")
     if tls and tls["intercept"]["value"] > 20:
         notes.append(

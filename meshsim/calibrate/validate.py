@@ -3,12 +3,14 @@
 The lab topology as a scenario (:func:`lab_scenario`): a two-node cluster with one core per
 node, like the lab's two pinned cores: node 0 runs the echo pod (single-threaded: concurrency 1)
 and its sidecar, node 1 the client's sidecar (``meshed_clients``), as in the lab where core 1
-runs the server sidecar and the echo and core 0 the client sidecar (and the load generator,
-which the simulator does not model). The mesh is ``istio`` with ``workers: 1`` (the asyncio
-proxy is one thread; with one worker the Istio data plane has no connection pinning to get
-wrong), ``h2_upgrade`` off (the proxy speaks HTTP/1.1 between sidecars), ``mtls`` STRICT or
-DISABLE as measured, and the calibrated model file. One-way network delays are the baseline's
-(load generator -> echo, less the echo's CPU, halved).
+runs the server sidecar and the echo and core 0 the client sidecar and the load generator
+(whose CPU per request, measured at the baseline's load, the workload's ``client_cpu_ms``
+charges on the client node; fit records without it leave it out). The mesh is ``istio``
+with ``workers: 1`` (the asyncio proxy is one thread; with one worker the Istio data plane
+has no connection pinning to get wrong), ``h2_upgrade`` off (the proxy speaks HTTP/1.1
+between sidecars), ``mtls`` STRICT or DISABLE as measured, and the calibrated model file.
+One-way network delays are the baseline's (load generator -> echo, less the echo's CPU,
+halved).
 
 Errors are ``(predicted - measured) / measured`` in percent. The goals apply to held-out
 points below 80% measured proxy utilisation (p50, p99) and to the saturation point
@@ -76,6 +78,11 @@ def lab_scenario(model_path: Path, fit: dict[str, Any], point: dict[str, Any],
                                     "connections": conns}
         if base is not None:
             workload["client_delay_ms"] = {"dist": "empirical", "values": base["delay_ms"]}
+            lg_cpu = base.get("load_generator_cpu_us")
+            if lg_cpu:
+                # The load generator shares the client sidecar's core: its CPU per request,
+                # measured at this load without proxies, occupies the client node.
+                workload["client_cpu_ms"] = {"dist": "constant", "mean": float(lg_cpu) / 1000.0}
     else:
         workload = {"name": "load", "target": "echo", "arrival": "closed", "clients": conns,
                     "request_bytes": payload, "connections": conns}

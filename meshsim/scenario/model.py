@@ -230,11 +230,20 @@ class Workload(Spec):
         "latency (e.g. the load generator's own delays, measured without the mesh); drawn "
         "per request (stream client_delay/NAME) after the response, holding no connection.",
     )
+    client_cpu_ms: Distribution | None = Field(
+        None,
+        description="The client's own CPU per request (e.g. a load generator sharing a core "
+        "with the client's sidecar), drawn per request (stream client_cpu/NAME) and run on "
+        "the node of the client's pod when mesh_options.meshed_clients is on (ignored "
+        "otherwise: the client is outside the cluster). It occupies that node's cores, so "
+        "the node's proxies queue behind it, but the request does not wait for it (the "
+        "client's own processing time belongs in client_delay_ms).",
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
-        return _numbers_are_constants(data, "think_time_ms", "client_delay_ms")
+        return _numbers_are_constants(data, "think_time_ms", "client_delay_ms", "client_cpu_ms")
 
     @model_validator(mode="after")
     def _load_is_defined(self) -> Workload:

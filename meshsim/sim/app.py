@@ -168,8 +168,10 @@ class ServiceRuntime:
 
 @dataclass
 class Client:
-    """The sending side of a workload: outside the cluster, with no CPU cost of its own."""
+    """The sending side of a workload: outside the cluster; CPU of its own only with the
+    workload's ``client_cpu_ms`` (charged on the node of its meshed pod)."""
 
     name: str
     node: Node | None = None
     service: ServiceRuntime | None = None
+    cpu_s: float = 0.0

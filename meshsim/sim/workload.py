@@ -43,6 +43,11 @@ class WorkloadDriver:
             if spec.client_delay_ms is not None
             else None
         )
+        self.client_cpu = (
+            make_sampler(spec.client_cpu_ms, sim.streams(f"client_cpu/{spec.name}"), 1e-3)
+            if spec.client_cpu_ms is not None
+            else None
+        )
 
     def start(self) -> None:
         if self.spec.arrival == "closed":
@@ -117,6 +122,12 @@ class WorkloadDriver:
             self.sent_in_window += 1
         rid = sim.next_request_id()
         req = Request(rid, spec.name, intended_at, spec.request_bytes, spec.path, spec.headers)
+        if self.client_cpu is not None:
+            host = sim.data_plane.client_host(self.client)
+            if host is not None:
+                # The client's own work occupies its node's cores; the request does not
+                # wait for it.
+                env.process(host.execute(self.client_cpu(), self.client))
         pool = self.connections
         if pool is not None:
             conn = pool.request()

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from meshsim.models import ProxyCostModel
     from meshsim.scenario.model import Call
     from meshsim.sim.app import Client, Pod, Request, ServiceRuntime
+    from meshsim.sim.cluster import Node
     from meshsim.sim.dataplanes.proxy import Proxy
     from meshsim.sim.engine import Simulation
 
@@ -39,6 +40,10 @@ class DataPlane(ABC):
         self, src: Pod | Client, service: ServiceRuntime, req: Request, call: Call | None
     ) -> Generator[simpy.Event, Any, int]:
         """Carry one call from ``src`` to ``service``; return the status ``src`` sees."""
+
+    def client_host(self, client: Client) -> Node | None:
+        """The node a workload's client runs on (None: outside the cluster, the default)."""
+        return None
 
     def cpu_counters(self) -> dict[str, float]:
         """CPU seconds executed so far by each proxy, by proxy name."""

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from meshsim.models import ProxyCostModel
     from meshsim.scenario.model import Call
     from meshsim.sim.app import Request, ServiceRuntime
+    from meshsim.sim.cluster import Node
     from meshsim.sim.dataplanes.proxy import Proxy
     from meshsim.sim.engine import Simulation
 
@@ -93,6 +94,11 @@ class SidecarDataPlane(ProxiedDataPlane):
 
     def on_pod_started(self, pod: Pod) -> None:
         self.sidecars[pod] = self._new_proxy(f"{pod.name}/sidecar", pod.node, pod)
+
+    def client_host(self, client: Client) -> Node | None:
+        """The node of the client's sidecar (its pod), None without ``meshed_clients``."""
+        proxy = self._outbound_proxy(client)
+        return proxy.node if proxy is not None else None
 
     def _outbound_proxy(self, src: Pod | Client) -> L7Proxy | None:
         if isinstance(src, Pod):
