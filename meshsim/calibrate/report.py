@@ -73,6 +73,8 @@ def diagnose(fit: dict[str, Any], rows: list[Comparison]) -> list[str]:
                 "takes only the baseline's p50 as network delay, so that tail (the load "
                 "generator's and the echo's pauses, scheduling on two shared cores) is missing "
                 "from every predicted p90/p99; no proxy parameter can supply it.")
+    lg_charged = any(b.get("load_generator_cpu_us")
+                     for b in (fit.get("client_delay") or {}).get("baselines", []))
     lg = [r for r in rows if r.checked and not r.saturation]
     if lg:
         core0 = {r.point["rps"]: r.measured["rps"] * (
@@ -86,13 +88,14 @@ def diagnose(fit: dict[str, Any], rows: list[Comparison]) -> list[str]:
                 f"{UTIL_LIMIT:.0%} busy at {len(busy)} checked load(s) ("
                 + ", ".join(f"{k:g} rps: {v:.0%}" for k, v in sorted(busy.items()))
                 + "), although the proxy alone is below it"
-                + (": the simulated client node charges the load generator's CPU per request "
-                   "measured at the baseline's load (client_cpu_ms), so queueing there is "
-                   "modelled; what remains is the two processes' scheduling on one core."
-                   if any(b.get("load_generator_cpu_us")
-                          for b in (fit.get("client_delay") or {}).get("baselines", []))
-                   else ": the simulator does not model the load generator's CPU on that "
-                   "core, so it under-predicts queueing there."))
+                + (": the simulated client node charges the load generator's mean CPU per "
+                   "request measured at the baseline's load (client_cpu_ms, a constant burst "
+                   "per request that the request does not wait for), so its share of the core "
+                   "is modelled; its timing (bursts, pauses) and its correlation with the "
+                   "client sidecar's work are not."
+                   if lg_charged else
+                   ": the simulator does not model the load generator's CPU on that core, so "
+                   "it under-predicts queueing there."))
     tls = est.get("tls_extra_cpu_us_vs_kib")
     if tls and tls["intercept"]["value"] > 20:
         notes.append(
@@ -118,8 +121,11 @@ def diagnose(fit: dict[str, Any], rows: list[Comparison]) -> list[str]:
                 "the event-loop and kernel share taken as constant, a lower bound): the "
                 "measured tail is wider than per-request CPU variability explains. Candidates "
                 "the model lacks: variability of the event-loop and kernel share, the load "
-                "generator's own CPU and pauses on the client core (it shares the core with "
-                "the client sidecar; the simulator does not model it), and the four pinned "
+                "generator's pauses on the client core (it shares the core with the client "
+                "sidecar; "
+                + ("the simulator charges its mean CPU but not its timing)"
+                   if lg_charged else "the simulator does not model it)")
+                + ", and the four pinned "
                 "processes' scheduler wake-up and preemption delays on two cores.")
         else:
             notes.append(
