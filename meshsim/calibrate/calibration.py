@@ -26,6 +26,7 @@ import yaml
 from meshsim import __version__
 from meshsim.calibrate.fit import Estimate, fit_line, fit_service_time
 from meshsim.calibrate.lab import Lab, LabConfig, Measured, Point, grid, scale, workdir
+from meshsim.files import write_atomic
 
 KIB = 1024.0
 Log = Callable[[str], None]
@@ -414,13 +415,9 @@ def write_model(doc: dict[str, Any], path: Path) -> None:
               "the measurement it came from.\n"
               f"# Fit record (machine, software, CIs, residuals, held-out points): "
               f"{fit_path(path).name}\n")
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(header + yaml.safe_dump(body, sort_keys=False, width=100))
-    tmp.replace(path)
-    fp = fit_path(path)
-    tmp = fp.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc.get("fit", {}), indent=1))
-    tmp.replace(fp)
+    text = header + yaml.safe_dump(body, sort_keys=False, width=100)
+    write_atomic(path, text.encode("utf-8"))
+    write_atomic(fit_path(path), json.dumps(doc.get("fit", {}), indent=1).encode("utf-8"))
 
 
 def calibrate_lab(out: Path, *, quick: bool, log: Log = print, seed: int = 0) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from meshsim.errors import MeshsimError
+from meshsim.files import write_atomic
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
 _SEGMENT = re.compile(r"^[A-Za-z0-9._-]{1,253}$")
@@ -64,18 +65,10 @@ class WorkloadCert:
         """
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        _atomic_write(out / "key.pem", self.key_pem, private=True)
-        _atomic_write(out / "cert.pem", self.cert_pem)
-        _atomic_write(out / "ca.pem", self.ca_pem)
+        write_atomic(out / "key.pem", self.key_pem, mode=0o600)
+        write_atomic(out / "cert.pem", self.cert_pem)
+        write_atomic(out / "ca.pem", self.ca_pem)
         return out
-
-
-def _atomic_write(path: Path, data: bytes, *, private: bool = False) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
 
 
 class CertificateAuthority:
@@ -149,8 +142,8 @@ class CertificateAuthority:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        _atomic_write(out / "ca-key.pem", key_pem, private=True)
-        _atomic_write(out / "ca.pem", self.ca_pem)
+        write_atomic(out / "ca-key.pem", key_pem, mode=0o600)
+        write_atomic(out / "ca.pem", self.ca_pem)
         return out
 
     @property

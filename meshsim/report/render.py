@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 import matplotlib as mpl
 
 from meshsim.errors import MeshsimError
+from meshsim.files import write_atomic
 from meshsim.report import figures as fg
 from meshsim.report.comparison import Comparison, event_windows
 from meshsim.report.cost import HOURS_PER_MONTH, Prices, cost_frame
 from meshsim.report.findings import findings
-from meshsim.results.store import LoadedRun, write_atomic
+from meshsim.results.store import LoadedRun
 
 if TYPE_CHECKING:
     import pandas as pd

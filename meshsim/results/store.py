@@ -5,11 +5,11 @@ interrupted run never leaves a half-written result behind.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
 import sys
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,26 +18,13 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from meshsim.errors import MeshsimError
+from meshsim.files import write_atomic
 from meshsim.results.histogram import LogHistogram
 from meshsim.results.run import RunResult
 from meshsim.results.summary import SCHEMA_VERSION
 
 if TYPE_CHECKING:
     import pandas as pd
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -106,14 +93,9 @@ def save_run(
 
 
 def _write_parquet(frame: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    write_atomic(path, buffer.getvalue())
 
 
 # --------------------------------------------------------------------------- loading

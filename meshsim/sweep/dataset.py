@@ -23,7 +23,8 @@ import pyarrow.parquet as pq
 
 from meshsim import __version__
 from meshsim.errors import MeshsimError
-from meshsim.results.store import environment, write_atomic, write_json
+from meshsim.files import write_atomic
+from meshsim.results.store import environment, write_json
 from meshsim.sweep.points import Point, canonical
 
 if TYPE_CHECKING:
