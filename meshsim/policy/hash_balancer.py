@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import math
+from abc import abstractmethod
 from collections.abc import Hashable, Sequence
 
 import numpy as np
@@ -49,7 +50,23 @@ def _normalized(endpoints: Sequence[Hashable], weights: Weights | None) -> list[
     return [w / total for w in raw]
 
 
-class RingHash(_Balancer):
+class _HashTable(_Balancer):
+    """A balancer whose lookup structure is rebuilt only when the endpoints or weights change."""
+
+    _key: tuple[tuple[Hashable, ...], tuple[float, ...]] | None = None
+
+    @abstractmethod
+    def _build(self, endpoints: Sequence[Hashable], ws: list[float]) -> None: ...
+
+    def _rebuild_if_changed(self, endpoints: Sequence[Hashable], weights: Weights | None) -> None:
+        ws = _normalized(endpoints, weights)
+        key = (tuple(endpoints), tuple(ws))
+        if key != self._key:
+            self._build(endpoints, ws)
+            self._key = key
+
+
+class RingHash(_HashTable):
     """Envoy RING_HASH: a Ketama ring (``RingHashLbConfig``, min 1024, max 8M entries).
 
     Ring size: ``scale = min(ceil(min_w·min_ring_size)/min_w, max_ring_size)`` for the
@@ -65,7 +82,6 @@ class RingHash(_Balancer):
             raise ValueError("need 0 < min_ring_size <= max_ring_size")
         self.min_ring_size = min_ring_size
         self.max_ring_size = max_ring_size
-        self._key: tuple[tuple[Hashable, ...], tuple[float, ...]] | None = None
         self._hashes: list[int] = []
         self._hosts: list[Hashable] = []
 
@@ -98,11 +114,7 @@ class RingHash(_Balancer):
         hash_key: HashKey | None,
         attempt: int,
     ) -> Hashable:
-        ws = _normalized(endpoints, weights)
-        key = (tuple(endpoints), tuple(ws))
-        if key != self._key:
-            self._build(endpoints, ws)
-            self._key = key
+        self._rebuild_if_changed(endpoints, weights)
         h = _request_hash(hash_key, rng)
         index = bisect.bisect_left(self._hashes, h)
         if index == len(self._hashes):
@@ -110,7 +122,7 @@ class RingHash(_Balancer):
         return self._hosts[(index + attempt) % len(self._hosts)]
 
 
-class Maglev(_Balancer):
+class Maglev(_HashTable):
     """Envoy MAGLEV: a lookup table of prime size (default 65537), built by Maglev's
     permutation fill, weighted as Envoy does (a host of weight ``w`` takes a turn in
     iteration ``i`` when ``i·w >= target``, then ``target += max_w``).
@@ -126,7 +138,6 @@ class Maglev(_Balancer):
         if table_size < 2 or any(table_size % p == 0 for p in range(2, math.isqrt(table_size) + 1)):
             raise ValueError(f"table_size must be prime (not {table_size})")
         self.table_size = table_size
-        self._key: tuple[tuple[Hashable, ...], tuple[float, ...]] | None = None
         self.table: list[Hashable] = []
 
     def _build(self, endpoints: Sequence[Hashable], ws: list[float]) -> None:
@@ -165,11 +176,7 @@ class Maglev(_Balancer):
         hash_key: HashKey | None,
         attempt: int,
     ) -> Hashable:
-        ws = _normalized(endpoints, weights)
-        key = (tuple(endpoints), tuple(ws))
-        if key != self._key:
-            self._build(endpoints, ws)
-            self._key = key
+        self._rebuild_if_changed(endpoints, weights)
         h = _request_hash(hash_key, rng)
         if attempt > 0:
             h ^= (_MASK64 - attempt + 1) & _MASK64
