@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field
 
+from meshsim.policy.authz import LinkerdDefault
 from meshsim.scenario.base import Name, PositiveFloat, Spec
 
 Pattern = Annotated[
@@ -74,13 +75,6 @@ class IstioSecurity(Spec):
     authorization_policies: list[IstioAuthorizationPolicy] = Field(default_factory=list)
 
 
-LinkerdDefault = Literal[
-    "all-unauthenticated",
-    "all-authenticated",
-    "cluster-unauthenticated",
-    "cluster-authenticated",
-    "deny",
-]
 
 
 class LinkerdServer(Spec):
