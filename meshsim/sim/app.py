@@ -32,12 +32,6 @@ def is_success(status: int) -> bool:
     return 100 <= status < 500
 
 
-def status_label(status: int) -> str:
-    return {CONNECT_FAILURE: "connect-failure", RESET: "reset", TIMEOUT: "timeout"}.get(
-        status, str(status)
-    )
-
-
 class Request:
     """One logical request as it travels the call graph."""
 
@@ -139,10 +133,6 @@ class VersionRuntime:
     pods: list[Pod] = field(default_factory=list)
     sampler: Sampler | None = None
     """App CPU per request (seconds), shared by the version's pods."""
-
-    @property
-    def ready_pods(self) -> list[Pod]:
-        return [p for p in self.pods if p.alive and p.ready]
 
 
 @dataclass

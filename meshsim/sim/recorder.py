@@ -76,7 +76,7 @@ class Recorder:
 
     def _add(self, stats: Stats, started_at: float, finished_at: float, status: int) -> None:
         latency = finished_at - started_at
-        ok = 100 <= status < 500
+        ok = is_success(status)
         stats.series.add(int(started_at), latency, ok)
         if self.warmup_s <= started_at < self.end_s:
             stats.histogram.record(latency)
@@ -132,4 +132,4 @@ class Recorder:
             )
 
 
-__all__ = ["Recorder", "RequestRecord", "Series", "Stats", "is_success"]
+__all__ = ["Recorder", "RequestRecord", "Series", "Stats"]
