@@ -24,7 +24,7 @@ import numpy as np
 import yaml
 
 from meshsim import __version__
-from meshsim.calibrate.fit import Estimate, fit_line, fit_service_time
+from meshsim.calibrate.fit import Estimate, PlaneFit, fit_line, fit_plane, fit_service_time
 from meshsim.calibrate.lab import Lab, LabConfig, Measured, Point, grid, scale, workdir
 from meshsim.files import write_atomic
 
@@ -137,6 +137,14 @@ def _sidecar_cpu(m: Measured) -> float:
     return (c["client_sidecar"] + c["server_sidecar"]) / 2.0
 
 
+def _sidecar_wakeups(m: Measured) -> float | None:
+    """Mean voluntary context switches per request of the two sidecars (None: not measured)."""
+    w = m.wakeups_per_request
+    if "client_sidecar" not in w or "server_sidecar" not in w:
+        return None
+    return (w["client_sidecar"] + w["server_sidecar"]) / 2.0
+
+
 def _kib(m: Measured) -> float:
     return 2.0 * m.point.payload / KIB  # the echo returns the body: request + response
 
@@ -162,11 +170,31 @@ def fit_model(data: dict[str, Any], *, name: str = "calibrated", seed: int = 0) 
                          seed=seed + 1)
     proc_vs_load = fit_line([m.achieved_rps for m in base_fit],
                             [_sidecar_cpu(m) for m in base_fit], seed=seed + 2)
+    # Wake-ups: an event loop that sleeps between requests pays a switch-in and cold caches
+    # each time it is woken; under load one wake-up serves several requests, so the CPU per
+    # request falls with load. Both are measured per point (voluntary context switches and
+    # CPU per request), and fitted jointly with the payload: CPU = a + b KiB + w wake-ups.
+    wake = _wakeup_plane(base_fit, seed + 8)
+    if wake is not None:
+        intercept, per_kib_est = wake.intercept.value, wake.slopes["kib"].value
+        wake_us = max(wake.slopes["wakeups"].value, 0.0)
+    else:  # measurements without wake-up counts (older records): the plain line
+        intercept, per_kib_est, wake_us = proc_line.intercept.value, proc_line.slope.value, 0.0
+
+    def bare(m: Measured) -> float:
+        """A point's sidecar CPU per request less its wake-ups' share."""
+        return _sidecar_cpu(m) - wake_us * (_sidecar_wakeups(m) or 0.0)
+
     tele = float(np.median(data["telemetry_cpu_us"]))
     fixed_cb = max(cb_line.intercept.value, tele)
-    per_kib = max(proc_line.slope.value, 0.0)
-    socket_io = max(proc_line.intercept.value - fixed_cb, 0.0)
+    per_kib = max(per_kib_est, 0.0)
     parse = (fixed_cb - tele) / 2.0
+    socket_io = intercept - fixed_cb
+    if socket_io < 0.0:
+        # The callbacks' CPU, timed at the fit loads, carries part of the wake-ups' cold
+        # caches; the intercept without wake-ups is all there is to split.
+        parse = max((intercept - tele) / 2.0, 0.0)
+        socket_io = 0.0
 
     # Variability of a request's CPU. Only the callbacks' CPU is measured per request; the
     # rest of the process CPU (event loop, epoll, kernel) only as a mean. The model's cv is
@@ -191,12 +219,12 @@ def fit_model(data: dict[str, Any], *, name: str = "calibrated", seed: int = 0) 
     filt_cfg = LabConfig(filters=4)
     fpairs = same(filt_cfg)
     filt = fit_line([0.0] * len(fpairs) + [4.0] * len(fpairs),
-                    [_sidecar_cpu(b) for _, b in fpairs] + [_sidecar_cpu(m) for m, _ in fpairs],
+                    [bare(b) for _, b in fpairs] + [bare(m) for m, _ in fpairs],
                     seed=seed + 3) if fpairs else None
     tpairs = same(LabConfig(mtls=True))
-    tls = fit_line([_kib(m) for m, _ in tpairs],
-                   [_sidecar_cpu(m) - _sidecar_cpu(b) for m, b in tpairs],
+    tls = fit_line([_kib(m) for m, _ in tpairs], [bare(m) - bare(b) for m, b in tpairs],
                    seed=seed + 4) if len(tpairs) >= 2 else None
+    tcp = _tcp_connection_cost(same(LabConfig(keep_alive=False)), wake_us)
     hs = {k: np.asarray(v) for k, v in data["handshake_cpu_us"].items()}
     from meshsim.calibrate.fit import bootstrap
 
@@ -225,8 +253,9 @@ def fit_model(data: dict[str, Any], *, name: str = "calibrated", seed: int = 0) 
         "worker_threads": _p(1, "count", "architecture: the meshsim proxy is one asyncio event "
                              "loop on one thread"),
         "socket_io_us": _p(socket_io, "us", m_src, "process CPU per request (/proc) at 0 KiB "
-                           f"(line intercept {proc_line.intercept.value:.1f}) minus the "
-                           f"callbacks' CPU ({fixed_cb:.1f}): event loop, epoll and kernel I/O"),
+                           + ("and no wake-up " if wake is not None else "")
+                           + f"(intercept {intercept:.1f}) minus the callbacks' CPU "
+                           f"({fixed_cb:.1f}): event loop, epoll and kernel I/O"),
         "payload_cpu_us_per_kib": _p(per_kib, "us/KiB", m_src, "slope of process CPU per "
                                      "request against KiB moved (request + echoed response)"),
         "http_parse_request_us": _p(parse, "us", m_src, "half of the callbacks' fixed CPU less "
@@ -253,10 +282,8 @@ def fit_model(data: dict[str, Any], *, name: str = "calibrated", seed: int = 0) 
                              "traversals"),
         "tls_legs": _p(1, "count", "architecture: one mTLS leg per sidecar"),
         "tls_record_cpu_us_per_kib": _p(tls_slope, "us/KiB", m_src, "slope of (mTLS - plain) "
-                                        "process CPU per request against KiB moved" +
-                                        (f"; intercept {tls.intercept.value:.1f} us/request is "
-                                         "NOT in the model format (fixed per-request TLS "
-                                         "cost)" if tls else "")),
+                                        "process CPU per request (less wake-ups) against KiB "
+                                        "moved"),
         "tls_key_exchange_cpu_us": _p(0.0, "us", f"{m_src}: whole handshakes timed, counted "
                                       "in tls_handshake_overhead_cpu_us"),
         "tls_sign_cpu_us": _p(0.0, "us", "counted in tls_handshake_overhead_cpu_us"),
@@ -280,20 +307,29 @@ def fit_model(data: dict[str, Any], *, name: str = "calibrated", seed: int = 0) 
         "cluster_kb": _p(0.0, "KB", "not measured: the lab holds one cluster"),
         "endpoint_kb": _p(0.0, "KB", "not measured: the lab holds one endpoint"),
     }
+    if wake is not None:
+        ws = wake.x["wakeups"]
+        params["wakeup_cpu_us"] = _p(
+            wake_us, "us", m_src, "slope of the sidecars' process CPU per request against "
+            "their voluntary context switches per request (/proc/PID/task/*/status), fitted "
+            f"jointly with KiB over {len(ws)} points ({min(ws):.2f}..{max(ws):.2f} wake-ups "
+            "per request)")
+    if tls is not None:
+        params["tls_request_cpu_us"] = _p(
+            max(tls.intercept.value, 0.0), "us", m_src, "intercept of (mTLS - plain) process "
+            "CPU per request (less wake-ups) against KiB moved: the TLS calls' fixed cost")
+    if tcp is not None:
+        params["tcp_connection_cpu_us"] = _p(
+            tcp.value, "us", m_src, "(keep-alive off - on) process CPU per request, less "
+            "wake-ups, over the two connection ends each sidecar opens per request (accepts "
+            "one, connects one)")
     held = [m for m in pts if m.point.role == "held_out"]
     # The latency outside the proxies, per request: each point without proxies (load
     # generator -> echo) as its measured quantiles less the echo's CPU, which the simulated
     # lab charges itself. Predictions draw from the baseline at the held-out point's payload
     # and load (meshsim/calibrate/validate.py), so what is predicted is what the proxies add.
-    baselines = [{"payload_bytes": m.point.payload, "rps": m.point.rps,
-                  "achieved_rps": round(m.achieved_rps, 2), "role": m.point.role,
-                  "latency_ms": {k: round(v, 4) for k, v in m.latency_ms.items()},
-                  "load_generator_cpu_us": round(
-                      m.process_cpu_us_per_request["load_generator"], 3),
-                  "delay_ms": [round(max(q - echo_cpu / 1000.0, 0.0), 4)
-                               for q in m.latency_quantiles_ms]}
-                 for m in pts if not m.point.proxied and m.point.config == base
-                 and m.latency_quantiles_ms]
+    baselines = [_baseline_row(m) for m in pts
+                 if not m.point.proxied and m.latency_quantiles_ms]
     fit_block = {
         "method": "meshsim calibrate (meshsim/calibrate): loopback lab, per-request CPU from "
                   "the proxy's access log and /proc, latency from the load generator corrected "
@@ -307,30 +343,36 @@ def fit_model(data: dict[str, Any], *, name: str = "calibrated", seed: int = 0) 
             "capacity_estimate_rps": round(data["capacity_estimate_rps"], 1),
             "load_generator_cpu_us": round(float(np.mean(
                 [m.process_cpu_us_per_request["load_generator"] for m in fit_pts])), 3),
-            "load_generator_cpu_source": "time.process_time() of the load generator's process "
-                                         "(user + system, all its threads) over a point, per "
-                                         "completed request; here the mean over the fit "
-                                         "points, and per baseline in client_delay.baselines",
+            "load_generator_cpu_source": "CPU of the load generator's process (all its "
+                                         "threads; schedstat, else /proc/PID/stat) over a "
+                                         "point, per completed request; here the mean over "
+                                         "the fit points, and per baseline in "
+                                         "client_delay.baselines",
         },
         "client_delay": {
             "method": "per-request latency outside the proxies: the corrected latency of load "
                       "generator -> echo without proxies (its quantiles (i + 0.5) / N), less "
-                      f"the echo's CPU ({echo_cpu:.1f} us, charged by the simulated echo); "
+                      "the echo's CPU per request at that point (charged by the simulated "
+                      "echo); "
                       "drawn as an empirical client_delay_ms for the held-out point's payload "
                       "and load, with no network delay between the simulated pods (the "
                       "loopback transit of the proxied hops is in hop_latency_us, which is "
                       "fitted from the added latency over this baseline). Each baseline's "
-                      "load_generator_cpu_us (time.process_time() of the load generator per "
-                      "request, at that payload and load) is charged as client_cpu_ms on the "
-                      "simulated client node: the load generator shares core 0 with the "
-                      "client sidecar",
+                      "load_generator_cpu_us (the load generator's CPU per request, at that "
+                      "payload, load and keep-alive) is charged as client_cpu_ms on the "
+                      "simulated client node, where the load generator shares core 0 with the "
+                      "client sidecar, and its echo_cpu_us is the simulated echo's CPU. The "
+                      "closed-loop baseline (rps 0) gives both for the saturation point",
             "baselines": baselines,
         } if baselines else None,
+        "parameters_fitted": sorted(params),
         "service_time": st.to_json(),
         "estimates": {
             "callbacks_cpu_us": cb_line.to_json(),
             "process_cpu_us_vs_kib": proc_line.to_json(),
             "process_cpu_us_vs_rps": proc_vs_load.to_json(),
+            "process_cpu_us_vs_kib_and_wakeups": wake.to_json() if wake else None,
+            "tcp_connection_cpu_us": tcp.to_json() if tcp else None,
             "filter_cpu_us": filt.to_json() if filt else None,
             "tls_extra_cpu_us_vs_kib": tls.to_json() if tls else None,
             "request_cpu_cv": {**_est(cpu_cv), "callbacks_cv": round(st.cv.value, 3),
@@ -351,6 +393,7 @@ def fit_model(data: dict[str, Any], *, name: str = "calibrated", seed: int = 0) 
         "residuals": {
             "process_cpu_us_vs_kib": proc_line.residuals,
             "callbacks_cpu_us_vs_kib": cb_line.residuals,
+            "process_cpu_us_vs_kib_and_wakeups": wake.residuals if wake else None,
         },
         "points": [_point_row(m) for m in pts],
         "held_out": [i for i, m in enumerate(pts) if m.point.role == "held_out"],
@@ -370,6 +413,52 @@ def fit_model(data: dict[str, Any], *, name: str = "calibrated", seed: int = 0) 
     }
 
 
+def _wakeup_plane(base_fit: list[Measured], seed: int) -> PlaneFit | None:
+    """Sidecar CPU per request against KiB and wake-ups per request; None when the wake-ups
+    were not measured or do not vary enough to separate them from the payload."""
+    wakes = [_sidecar_wakeups(m) for m in base_fit]
+    if any(w is None for w in wakes):
+        return None
+    try:
+        return fit_plane({"kib": [_kib(m) for m in base_fit],
+                          "wakeups": [float(w or 0.0) for w in wakes]},
+                         [_sidecar_cpu(m) for m in base_fit], seed=seed)
+    except ValueError:
+        return None
+
+
+def _tcp_connection_cost(pairs: list[tuple[Measured, Measured]], wake_us: float
+                         ) -> Estimate | None:
+    """CPU per TCP connection end: (keep-alive off - on) per sidecar, each less its own
+    wake-ups, over the two ends a sidecar opens per request; the range is over the sidecars
+    and points (too few for a bootstrap)."""
+    per_end = []
+    for noka, ka in pairs:
+        for side in ("client_sidecar", "server_sidecar"):
+            def bare(m: Measured, side: str = side) -> float:
+                return (m.process_cpu_us_per_request[side]
+                        - wake_us * m.wakeups_per_request.get(side, 0.0))
+            per_end.append((bare(noka) - bare(ka)) / 2.0)
+    if not per_end:
+        return None
+    return Estimate(max(float(np.mean(per_end)), 0.0), min(per_end), max(per_end))
+
+
+def _baseline_row(m: Measured) -> dict[str, Any]:
+    """A point without proxies: the latency outside them (its quantiles less the echo's own
+    CPU, which the simulated lab charges itself) and the load generator's and echo's CPU."""
+    cpu = m.process_cpu_us_per_request
+    echo_us = cpu["echo"]
+    return {"payload_bytes": m.point.payload, "rps": m.point.rps,
+            "keep_alive": m.point.config.keep_alive,
+            "achieved_rps": round(m.achieved_rps, 2), "role": m.point.role,
+            "latency_ms": {k: round(v, 4) for k, v in m.latency_ms.items()},
+            "load_generator_cpu_us": round(cpu["load_generator"], 3),
+            "echo_cpu_us": round(echo_us, 3),
+            "delay_ms": [round(max(q - echo_us / 1000.0, 0.0), 4)
+                         for q in m.latency_quantiles_ms]}
+
+
 def _point_row(m: Measured) -> dict[str, Any]:
     p = m.point
     return {
@@ -383,6 +472,9 @@ def _point_row(m: Measured) -> dict[str, Any]:
                                        for k, v in m.process_cpu_us_per_request.items()},
         "callbacks_cpu_us_mean": round(float(np.mean([*m.client_cpu_us, *m.server_cpu_us])), 2)
         if m.client_cpu_us or m.server_cpu_us else None,
+        "wakeups_per_request": {k: round(v, 4) for k, v in m.wakeups_per_request.items()},
+        "run_delay_us_per_request": {k: round(v, 2)
+                                     for k, v in m.run_delay_us_per_request.items()},
     }
 
 

@@ -291,3 +291,57 @@ def fit_line(x: Sequence[float], y: Sequence[float], *, seed: int = 0) -> LineFi
     res = ya - (a + b * xa)
     return LineFit(_ci(arr[:, 0], a), _ci(arr[:, 1], b), [float(r) for r in res],
                    [float(v) for v in xa], [float(v) for v in ya])
+
+
+@dataclass
+class PlaneFit:
+    """``y = a + b1 x1 + b2 x2``: two regressors fitted jointly (e.g. KiB and wake-ups)."""
+
+    intercept: Estimate
+    slopes: dict[str, Estimate]
+    residuals: list[float]
+    x: dict[str, list[float]]
+    y: list[float]
+
+    def to_json(self) -> dict[str, Any]:
+        names = list(self.slopes)
+        return {"intercept": self.intercept.to_json(),
+                "slopes": {k: e.to_json() for k, e in self.slopes.items()},
+                "points": [{**{k: self.x[k][i] for k in names}, "y": self.y[i],
+                            "residual": self.residuals[i]} for i in range(len(self.y))]}
+
+
+def _lstsq(design: Array, y: Array) -> Array:
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    return np.asarray(coef, dtype=float)
+
+
+def fit_plane(x: dict[str, Sequence[float]], y: Sequence[float], *, seed: int = 0) -> PlaneFit:
+    """Least squares on two named regressors with a pairs-bootstrap CI for every coefficient.
+
+    Resamples whose regressors are collinear (a bootstrap draw of too few distinct points) are
+    dropped rather than given arbitrary coefficients.
+    """
+    names = list(x)
+    if len(names) != 2:
+        raise ValueError("fit_plane takes exactly two regressors")
+    ya = np.asarray(y, dtype=float)
+    design = np.column_stack([np.ones(len(ya))] + [np.asarray(x[k], dtype=float) for k in names])
+    if len(ya) < 4 or np.linalg.matrix_rank(design) < 3:
+        raise ValueError("need at least four points that vary in both regressors")
+    coef = _lstsq(design, ya)
+    rng = np.random.default_rng(seed)
+    reps = []
+    for _ in range(BOOTSTRAP):
+        i = rng.integers(0, len(ya), len(ya))
+        if np.linalg.matrix_rank(design[i]) == 3:
+            reps.append(_lstsq(design[i], ya[i]))
+    arr = np.array(reps)
+    res = ya - design @ coef
+    return PlaneFit(
+        intercept=_ci(arr[:, 0], float(coef[0])),
+        slopes={k: _ci(arr[:, j + 1], float(coef[j + 1])) for j, k in enumerate(names)},
+        residuals=[float(r) for r in res],
+        x={k: [float(v) for v in x[k]] for k in names},
+        y=[float(v) for v in ya],
+    )

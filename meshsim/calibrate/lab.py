@@ -14,8 +14,13 @@ placement actually obtained is recorded in :attr:`Lab.placement`.
 Per point the lab records the load generator's corrected latencies (from the intended send
 time), the achieved rate, each sidecar's per-request CPU samples (``cpu_us`` of its access log:
 thread CPU inside the request's callbacks) and each process's total CPU per request (from
-``/proc/PID/stat``: callbacks *plus* event-loop and kernel work). Points without proxies
-(load generator -> echo) give the baseline, so the proxies' added latency is known.
+``/proc/PID/stat``, or to the nanosecond from ``/proc/PID/task/*/schedstat`` where the
+kernel has it: callbacks *plus* event-loop and kernel work), each process's wake-ups per
+request (voluntary context switches: the times its event loop went to sleep with nothing to
+do, and had to be woken) and its run delay per request (time runnable but waiting for its
+core, from ``schedstat``: how much the processes sharing a core hold each other up). Points
+without proxies (load generator -> echo) give the baseline, so the proxies' added latency is
+known.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 PAGE_KIB = (os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096) / 1024.0
 MAX_SAMPLES = 4000  # per-request CPU samples kept per sidecar and point
 BASELINE_QUANTILES = 1000
+HAVE_SCHEDSTAT = Path("/proc/self/schedstat").exists()
 """Latency quantiles kept for each point without proxies (the baseline's distribution)."""
 
 
@@ -93,6 +99,10 @@ class Measured:
     latency_quantiles_ms: list[float] = field(default_factory=list)
     """Points without proxies: the corrected latency at the quantiles (i + 0.5) / N, N =
     :data:`BASELINE_QUANTILES` (an empirical distribution of the baseline)."""
+    wakeups_per_request: dict[str, float] = field(default_factory=dict)
+    """Voluntary context switches per completed request, per process (empty: not measured)."""
+    run_delay_us_per_request: dict[str, float] = field(default_factory=dict)
+    """Time runnable but not running, per completed request, per process (schedstat)."""
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -113,6 +123,43 @@ def proc_cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process (``/proc/PID/stat``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+@dataclass(frozen=True)
+class Sched:
+    """A process's scheduler counters, summed over its threads."""
+
+    cpu_s: float
+    run_delay_s: float | None
+    """None where the kernel keeps no schedstat."""
+    voluntary: int
+
+    def __sub__(self, other: Sched) -> Sched:
+        rd = (None if self.run_delay_s is None or other.run_delay_s is None
+              else self.run_delay_s - other.run_delay_s)
+        return Sched(self.cpu_s - other.cpu_s, rd, self.voluntary - other.voluntary)
+
+
+def proc_sched(pid: int) -> Sched:
+    """CPU, run delay and voluntary context switches of ``pid``, all threads.
+
+    ``schedstat`` gives CPU and run delay in nanoseconds; a kernel without it (no
+    CONFIG_SCHED_INFO) leaves the CPU to ``/proc/PID/stat``'s clock ticks and the run delay
+    unknown.
+    """
+    cpu_ns = delay_ns = voluntary = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that has just ended
+            if HAVE_SCHEDSTAT:
+                fields = (task / "schedstat").read_text().split()
+                cpu_ns += int(fields[0])
+                delay_ns += int(fields[1])
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    voluntary += int(line.split()[1])
+    if not HAVE_SCHEDSTAT:
+        return Sched(proc_cpu_s(pid), None, voluntary)
+    return Sched(cpu_ns * 1e-9, delay_ns * 1e-9, voluntary)
 
 
 def proc_rss_kib(pid: int) -> float:
@@ -306,18 +353,21 @@ class Lab:
                               duration_s=0.2, method="POST", body=body, headers=headers))
             self.client.new_cpu_samples()
             self.server.new_cpu_samples()
-            before = {k: proc_cpu_s(n.proc.pid) for k, n in nodes.items()}
-            lg0 = time.process_time()
+            pids = {k: n.proc.pid for k, n in nodes.items()}
+            pids["load_generator"] = os.getpid()
+            before = {k: proc_sched(pid) for k, pid in pids.items()}
             result = run_load(spec)
-            lg = time.process_time() - lg0
-            after = {k: proc_cpu_s(n.proc.pid) for k, n in nodes.items()}
+            after = {k: proc_sched(pid) for k, pid in pids.items()}
         time.sleep(0.05)  # let the access logs flush their last lines
         n = max(result.completed, 1)
-        per_req = {k: (after[k] - before[k]) * 1e6 / n for k in nodes}
-        per_req["load_generator"] = lg * 1e6 / n
+        used = {k: after[k] - before[k] for k in pids}
         if not point.proxied:
-            per_req.pop("client_sidecar")
-            per_req.pop("server_sidecar")
+            for k in ("client_sidecar", "server_sidecar"):
+                used.pop(k)
+        per_req = {k: d.cpu_s * 1e6 / n for k, d in used.items()}
+        wakeups = {k: d.voluntary / n for k, d in used.items()}
+        run_delay = {k: d.run_delay_s * 1e6 / n for k, d in used.items()
+                     if d.run_delay_s is not None}
         h = result.corrected
         lat = {f"p{q:g}": h.get_value_at_percentile(q) / 1000.0 for q in (50, 90, 99)}
         lat["mean"] = h.get_mean_value() / 1000.0
@@ -339,6 +389,7 @@ class Lab:
             requests=result.completed, errors=result.errors, warnings=list(result.warnings),
             client_cpu_us=sample(client), server_cpu_us=sample(server),
             process_cpu_us_per_request=per_req, latency_quantiles_ms=quantiles,
+            wakeups_per_request=wakeups, run_delay_us_per_request=run_delay,
         )
 
     def idle_cpu_ms_per_s(self, seconds: float = 3.0) -> dict[str, float]:
@@ -353,13 +404,13 @@ class Lab:
         time.sleep(0.2)
         nodes = {"client_sidecar": self.client, "server_sidecar": self.server,
                  "echo": self.echo}
-        before = {k: proc_cpu_s(n.proc.pid) for k, n in nodes.items()}
+        before = {k: proc_sched(n.proc.pid) for k, n in nodes.items()}
         t0 = time.monotonic()
         time.sleep(seconds)
         dt_s = time.monotonic() - t0
-        after = {k: proc_cpu_s(n.proc.pid) for k, n in nodes.items()}
-        out = {k: (after[k] - before[k]) * 1e3 / dt_s for k in nodes}
-        out["resolution_ms_per_s"] = 1e3 / CLK_TCK / dt_s
+        after = {k: proc_sched(n.proc.pid) for k, n in nodes.items()}
+        out = {k: (after[k] - before[k]).cpu_s * 1e3 / dt_s for k in nodes}
+        out["resolution_ms_per_s"] = (1e-6 if HAVE_SCHEDSTAT else 1e3 / CLK_TCK) / dt_s
         return out
 
     # ------------------------------------------------------------------ per-connection costs
@@ -474,6 +525,9 @@ def grid(quick: bool) -> list[Point]:
         pts.append(Point(base, main_pay, f, conns, True, dur, "held_out"))
         pts.append(Point(base, main_pay, f, conns, False, dur, "baseline"))
     pts.append(Point(base, main_pay, 0.0, conns, True, dur, "held_out"))  # saturation
+    # The load generator's and the echo's own CPU at saturation, without proxies: inputs of
+    # the simulated lab's closed loop, like the open-loop baselines above.
+    pts.append(Point(base, main_pay, 0.0, conns, False, dur, "baseline"))
     configs = [LabConfig(mtls=True), LabConfig(filters=4)]
     if not quick:
         configs.append(LabConfig(keep_alive=False))
@@ -483,6 +537,10 @@ def grid(quick: bool) -> list[Point]:
             pts.append(Point(cfg, pay, 0.1, conns, True, dur, "fit"))
         if not quick:
             pts.append(Point(cfg, main_pay, 0.5, conns, True, dur, "held_out"))
+    if not quick:
+        # Keep-alive off costs the load generator and the echo a connection per request too.
+        pts.append(Point(LabConfig(keep_alive=False), main_pay, 0.5, conns, False, dur,
+                         "baseline"))
     return pts
 
 

@@ -25,6 +25,7 @@ from meshsim.calibrate.validate import (
     figures,
     table,
     validate_model,
+    wakeup_table,
 )
 from meshsim.models import load_model
 
@@ -37,7 +38,27 @@ def diagnose(fit: dict[str, Any], rows: list[Comparison]) -> list[str]:
     est = fit["estimates"]
     slope = est["process_cpu_us_vs_rps"]["slope"]
     idle = est.get("idle_cpu_ms_per_s")
-    if slope["ci95"][1] < 0:
+    plane = est.get("process_cpu_us_vs_kib_and_wakeups")
+    if slope["ci95"][1] < 0 and plane:
+        w = plane["slopes"]["wakeups"]
+        pts = plane["points"]
+        lo, hi = min(pts, key=lambda q: q["wakeups"]), max(pts, key=lambda q: q["wakeups"])
+        res = float(np.std([q["residual"] for q in pts]))
+        pairs = [(r.measured["wakeups_per_request"], r.predicted.get("wakeups_per_request"))
+                 for r in rows if "wakeups_per_request" in r.measured]
+        notes.append(
+            f"Per-request process CPU falls with load ({slope['value']:+.4f} us per rps, 95% CI "
+            f"{slope['ci95'][0]:+.4f}..{slope['ci95'][1]:+.4f}), and the wake-ups fall with it: "
+            f"the sidecars' voluntary context switches per request go from {hi['wakeups']:.2f} "
+            f"(CPU {hi['y']:.0f} us) to {lo['wakeups']:.2f} (CPU {lo['y']:.0f} us) over the fit "
+            f"points. CPU = a + b KiB + w wake-ups fits them with w = {_fmt_ci(w)} us per "
+            f"wake-up (residual sd {res:.1f} us). The model charges w on each burst that finds "
+            "its worker idle (wakeup_cpu_us), so the simulator's CPU per request falls with "
+            "load by the same mechanism"
+            + (": predicted against measured wake-ups per request at the held-out points are "
+               + ", ".join(f"{m:.2f}/{q:.2f}" for m, q in pairs if q is not None)
+               + " (measured/predicted; the table below)." if pairs else "."))
+    elif slope["ci95"][1] < 0:
         if idle:
             sidecars = max(idle.get("client_sidecar", 0.0), idle.get("server_sidecar", 0.0))
             why = (f"An idle sidecar uses {sidecars:.1f} ms of CPU per second (measured over "
@@ -97,7 +118,8 @@ def diagnose(fit: dict[str, Any], rows: list[Comparison]) -> list[str]:
                    ": the simulator does not model the load generator's CPU on that core, so "
                    "it under-predicts queueing there."))
     tls = est.get("tls_extra_cpu_us_vs_kib")
-    if tls and tls["intercept"]["value"] > 20:
+    if tls and tls["intercept"]["value"] > 20 and "tls_request_cpu_us" not in (
+            fit.get("parameters_fitted") or ()):
         notes.append(
             f"mTLS adds {tls['intercept']['value']:.0f} us per request independent of size (the "
             "model format only has a per-KiB record cost): a fixed per-request TLS cost is "
@@ -134,6 +156,20 @@ def diagnose(fit: dict[str, Any], rows: list[Comparison]) -> list[str]:
                 f"{fit['service_time']['cv']['value']:.2f}, is recorded but not used), and "
                 "the measured tail includes scheduler preemption by other processes.")
     return notes
+
+
+def run_delay_table(fit: dict[str, Any], rows: list[Comparison]) -> str:
+    names = ("load_generator", "client_sidecar", "server_sidecar", "echo")
+    sel = [r for r in rows if r.point.get("run_delay_us_per_request")]
+    if not sel:
+        return ""
+    lines = [f"{'config':<14} {'load':>9}  " + " ".join(f"{n:>15}" for n in names) + "  (us)"]
+    for r in sel:
+        d = r.point["run_delay_us_per_request"]
+        load = "sat" if r.saturation else f"{r.point['rps']:g}"
+        lines.append(f"{r.point['config']:<14} {load:>9}  "
+                     + " ".join(f"{d.get(n, float('nan')):>15.1f}" for n in names))
+    return "\n".join(lines)
 
 
 def _fmt_ci(e: dict[str, Any]) -> str:
@@ -188,11 +224,35 @@ def render(model_path: Path, fit: dict[str, Any], rows: list[Comparison], figs: 
         lines.append(f"- per synthetic filter: {_fmt_ci(est['filter_cpu_us']['slope'])} us")
     if est.get("tls_extra_cpu_us_vs_kib"):
         t = est["tls_extra_cpu_us_vs_kib"]
-        lines.append(f"- mTLS extra CPU per request: intercept {_fmt_ci(t['intercept'])} us, "
-                     f"slope {_fmt_ci(t['slope'])} us/KiB")
+        lines.append(f"- mTLS extra CPU per request (less wake-ups): intercept "
+                     f"{_fmt_ci(t['intercept'])} us (tls_request_cpu_us), slope "
+                     f"{_fmt_ci(t['slope'])} us/KiB")
+    if est.get("process_cpu_us_vs_kib_and_wakeups"):
+        w = est["process_cpu_us_vs_kib_and_wakeups"]
+        lines.append(f"- process CPU per request = a + b KiB + w wake-ups: a "
+                     f"{_fmt_ci(w['intercept'])} us, b {_fmt_ci(w['slopes']['kib'])} us/KiB, "
+                     f"w {_fmt_ci(w['slopes']['wakeups'])} us per wake-up (wakeup_cpu_us; "
+                     "wake-ups are voluntary context switches per request)")
+    if est.get("tcp_connection_cpu_us"):
+        t = est["tcp_connection_cpu_us"]
+        lines.append(f"- TCP connection end (keep-alive off - on, per end): {t['value']:.3g} us "
+                     f"(range over sidecars {t['ci95'][0]:.3g}..{t['ci95'][1]:.3g}; "
+                     "tcp_connection_cpu_us)")
     lines += ["", "| parameter | value | unit |", "|---|---:|---|"]
     lines += [f"| {n} | {p.value:g} | {p.unit} |" for n, p in model.parameters.items()]
     lines += ["", "## Held-out comparison", "", "```", table(rows), "```", ""]
+    wakes = wakeup_table(rows)
+    if wakes:
+        lines += ["Sidecar wake-ups per request (voluntary context switches), measured against "
+                  "the simulator's count of bursts that found their worker idle:", "",
+                  "```", wakes, "```", ""]
+    delays = run_delay_table(fit, rows)
+    if delays:
+        lines += ["Measured run delay per request (time runnable, waiting for the core, "
+                  "schedstat), by process: how much the processes sharing a core hold each "
+                  "other up. The simulator's FCFS cores produce this queueing only in the "
+                  "mean; preemption and wake-up latency are not modelled.", "",
+                  "```", delays, "```", ""]
     lines += [f"![{p.stem}](figures/{p.name})" for p in figs]
     lines += ["", "## Goals", ""]
     for key, goal in GOALS.items():

@@ -13,8 +13,10 @@ One-way network delays are the baseline's (load generator -> echo, less the echo
 halved).
 
 Errors are ``(predicted - measured) / measured`` in percent. The goals apply to held-out
-points below 80% measured proxy utilisation (p50, p99) and to the saturation point
-(throughput).
+points below 80% measured utilisation (p50, p99) and to the saturation point (throughput).
+Utilisation is that of the busier core, every process pinned to it counted: a sidecar can use
+only what the load generator or the echo beside it leaves, and the lab's latency collapses
+when the core saturates, whatever the sidecar's own share.
 """
 
 from __future__ import annotations
@@ -36,25 +38,49 @@ class Comparison:
     predicted: dict[str, float]
     error_pct: dict[str, float]
     utilisation: float
+    """The busier sidecar's own CPU share (process CPU per request x throughput)."""
     saturation: bool
     checked: list[str] = field(default_factory=list)
+    core_utilisation: float = float("nan")
+    """The busier of the two cores, all processes on it (each sidecar shares its core)."""
 
     def to_json(self) -> dict[str, Any]:
         return {"config": self.point["config"], "payload_bytes": self.point["payload_bytes"],
                 "rps": self.point["rps"], "saturation": self.saturation,
                 "measured_proxy_utilisation": round(self.utilisation, 3),
+                "measured_core_utilisation": round(self.core_utilisation, 3),
                 "measured": self.measured, "predicted": self.predicted,
                 "error_pct": self.error_pct, "checked": self.checked}
 
 
+def core_utilisation(point: dict[str, Any], placement: dict[str, Any]) -> float:
+    """The busiest core's measured utilisation: the CPU per request of every process pinned
+    to it, times the throughput (nan when the fit record has no placement)."""
+    by_core: dict[Any, float] = {}
+    for name, us in point["process_cpu_us_per_request"].items():
+        core = placement.get(name)
+        if core is not None:
+            by_core[core] = by_core.get(core, 0.0) + us
+    if not by_core:
+        return float("nan")
+    return float(point["achieved_rps"]) * max(by_core.values()) / 1e6
+
+
 def baseline_for(fit: dict[str, Any], point: dict[str, Any]) -> dict[str, Any] | None:
-    """The measured baseline (no proxies) for an open-loop point: same payload if measured,
-    else the nearest; then the nearest load. None for fit records without baselines and for
-    closed loops (saturation: only its throughput is checked)."""
+    """The measured baseline (no proxies) for a point: same keep-alive if measured; same
+    payload if measured, else the nearest; then the nearest open-loop load, or for a closed
+    loop (saturation) the closed-loop baseline. None for fit records without baselines, and
+    for a closed loop without a closed-loop baseline."""
     cd = fit.get("client_delay")
-    if not cd or not cd.get("baselines") or point["rps"] <= 0:
+    if not cd or not cd.get("baselines"):
         return None
     rows = cd["baselines"]
+    closed = point["rps"] <= 0
+    rows = [b for b in rows if (b["rps"] <= 0) == closed]
+    ka = [b for b in rows if b.get("keep_alive", True) == bool(point["keep_alive"])]
+    rows = ka or rows
+    if not rows:
+        return None
     pay = min({b["payload_bytes"] for b in rows},
               key=lambda b: abs(b - int(point["payload_bytes"])))
     same = [b for b in rows if b["payload_bytes"] == pay]
@@ -72,27 +98,31 @@ def lab_scenario(model_path: Path, fit: dict[str, Any], point: dict[str, Any],
     # pods are 0 apart (the proxies' loopback transit is in hop_latency_us); without one
     # (older fit records, closed loops), the baseline's p50 is the network delay.
     net = 0.0 if fit.get("client_delay") else float(lab["network_one_way_us"])
+    echo_us = float((base or {}).get("echo_cpu_us") or lab["echo_cpu_us"])
     if point["rps"] > 0:
         workload: dict[str, Any] = {"name": "load", "target": "echo", "arrival": "poisson",
                                     "rate_rps": float(point["rps"]), "request_bytes": payload,
                                     "connections": conns}
         if base is not None:
             workload["client_delay_ms"] = {"dist": "empirical", "values": base["delay_ms"]}
-            lg_cpu = base.get("load_generator_cpu_us")
-            if lg_cpu:
-                # The load generator shares the client sidecar's core: its CPU per request,
-                # measured at this load without proxies, occupies the client node.
-                workload["client_cpu_ms"] = {"dist": "constant", "mean": float(lg_cpu) / 1000.0}
     else:
+        # A closed loop: its throughput is what is checked. The baseline's latency is mostly
+        # the load generator and echo queueing on their own cores, which the simulated lab
+        # produces itself, so only their CPU is taken from it.
         workload = {"name": "load", "target": "echo", "arrival": "closed", "clients": conns,
                     "request_bytes": payload, "connections": conns}
+    lg_cpu = (base or {}).get("load_generator_cpu_us")
+    if lg_cpu:
+        # The load generator shares the client sidecar's core: its CPU per request, measured
+        # without proxies at this load and keep-alive, occupies the client node.
+        workload["client_cpu_ms"] = {"dist": "constant", "mean": float(lg_cpu) / 1000.0}
     return {
         "meshsim": 1, "name": "calibration-lab", "seed": seed,
         "duration_s": duration_s, "warmup_s": 0.5, "meshes": ["istio"],
         "cluster": {"nodes": 2, "cores_per_node": 1,
                     "network": {"same_node_us": net, "cross_node_us": net, "client_us": net}},
         "services": [{"name": "echo", "replicas": 1, "concurrency": 1,
-                      "cpu_ms": {"dist": "constant", "mean": float(lab["echo_cpu_us"]) / 1000.0},
+                      "cpu_ms": {"dist": "constant", "mean": echo_us / 1000.0},
                       "response_bytes": payload}],
         "workloads": [workload],
         "mesh_options": {
@@ -113,8 +143,11 @@ def predict(model_path: Path, fit: dict[str, Any], point: dict[str, Any],
     out = build_summary(run_scenario(from_dict(doc)))["runs"]["istio"]
     w = out["workloads"]["load"]
     lat = w["latency_ms"]
+    sidecars = out["proxies"]["by_kind"].get("sidecar", {})
+    wakeups = (sidecars["wakeups"] / sidecars["requests"]
+               if sidecars.get("requests") else float("nan"))
     return {"p50": lat["p50"], "p90": lat["p90"], "p99": lat["p99"], "rps": w["rps"],
-            "saturated": bool(out.get("saturated", False))}
+            "wakeups_per_request": wakeups, "saturated": bool(out.get("saturated", False))}
 
 
 def _err(pred: float, meas: float) -> float:
@@ -134,14 +167,22 @@ def validate_model(model_path: Path, *, duration_s: float = 4.0) -> list[Compari
         lat = p["latency_ms"]
         meas = {"p50": lat["p50"], "p90": lat["p90"], "p99": lat["p99"],
                 "rps": p["achieved_rps"]}
+        wake = p.get("wakeups_per_request") or {}
+        if "client_sidecar" in wake and "server_sidecar" in wake:
+            meas["wakeups_per_request"] = (wake["client_sidecar"] + wake["server_sidecar"]) / 2
         cpu = p["process_cpu_us_per_request"]
         util = p["achieved_rps"] * max(cpu.get("client_sidecar", 0.0),
                                        cpu.get("server_sidecar", 0.0)) / 1e6
+        core = core_utilisation(p, fit.get("placement") or {})
+        # A sidecar can use only what its core's other process leaves: "below 80 %
+        # utilisation" is judged on the busier core (the proxy's own share where the record
+        # has no placement).
+        busy = util if core != core else core
         sat = p["rps"] == 0
         errs = {k: _err(pred[k], meas[k]) for k in ("p50", "p90", "p99", "rps")}
-        checked = ["rps"] if sat else (["p50", "p99"] if util < UTIL_LIMIT else [])
+        checked = ["rps"] if sat else (["p50", "p99"] if busy < UTIL_LIMIT else [])
         out.append(Comparison(p, meas, {k: round(float(v), 4) for k, v in pred.items()},
-                              errs, util, sat, checked))
+                              errs, util, sat, checked, core))
     return out
 
 
@@ -160,7 +201,7 @@ def failures(rows: list[Comparison], max_p50: float, max_p99: float,
 
 
 def table(rows: list[Comparison]) -> str:
-    head = (f"{'config':<12} {'bytes':>6} {'load':>9} {'util':>5}  "
+    head = (f"{'config':<12} {'bytes':>6} {'load':>9} {'proxy/core':>10}  "
             f"{'p50 meas/pred ms':>18} {'err%':>7}  {'p90 err%':>8}  "
             f"{'p99 meas/pred ms':>18} {'err%':>7}  {'rps meas/pred':>15} {'err%':>7}")
     lines = [head, "-" * len(head)]
@@ -173,11 +214,26 @@ def table(rows: list[Comparison]) -> str:
 
         lines.append(
             f"{r.point['config']:<12} {r.point['payload_bytes']:>6} {load:>9} "
-            f"{r.utilisation:>5.2f}  {m['p50']:>8.3f}/{p['p50']:<9.3f} {mark('p50')} "
+            f"{r.utilisation:>5.2f}/{r.core_utilisation:<4.2f}  "
+            f"{m['p50']:>8.3f}/{p['p50']:<9.3f} {mark('p50')} "
             f"{e['p90']:+8.1f}  {m['p99']:>8.3f}/{p['p99']:<9.3f} {mark('p99')} "
             f"{m['rps']:>7.0f}/{p['rps']:<7.0f} {mark('rps')}")
-    lines.append("* = checked against a goal (p50/p99 below 80% proxy utilisation; "
-                 "throughput at saturation)")
+    lines.append("* = checked against a goal (p50/p99 below 80% utilisation of the busier "
+                 "core, which each sidecar shares; throughput at saturation)")
+    return "\n".join(lines)
+
+
+def wakeup_table(rows: list[Comparison]) -> str:
+    """Measured and predicted sidecar wake-ups per request: a direct check of the mechanism."""
+    sel = [r for r in rows if "wakeups_per_request" in r.measured]
+    if not sel:
+        return ""
+    lines = [f"{'config':<14} {'load':>9}  {'wake-ups/request meas/pred':>27}"]
+    for r in sel:
+        load = "sat" if r.saturation else f"{r.point['rps']:g}"
+        lines.append(f"{r.point['config']:<14} {load:>9}  "
+                     f"{r.measured['wakeups_per_request']:>13.3f}/"
+                     f"{r.predicted.get('wakeups_per_request', float('nan')):<13.3f}")
     return "\n".join(lines)
 
 

@@ -94,6 +94,16 @@ class ProxyCostModel:
         return self.value("request_cpu_cv")
 
     @property
+    def wakeup_cpu_us(self) -> float:
+        """CPU per wake-up of an idle worker (0.0: not modelled, the parameter is optional)."""
+        return self.value("wakeup_cpu_us")
+
+    @property
+    def tcp_connection_cpu_us(self) -> float:
+        """CPU per TCP connection end, charged at open (0.0: not modelled)."""
+        return self.value("tcp_connection_cpu_us")
+
+    @property
     def hop_latency_us(self) -> float:
         """Non-CPU latency added per direction (once to the request, once to the response)."""
         return self.value("hop_latency_us")
@@ -131,8 +141,10 @@ class ProxyCostModel:
             raise ValueError(f"{self.kind} does not run Wasm filters")
         v = self.value
         per_kib = v("payload_cpu_us_per_kib")
+        tls_fixed = 0.0
         if mtls:
             per_kib += v("tls_legs") * v("tls_record_cpu_us_per_kib")
+            tls_fixed = v("tls_legs") * v("tls_request_cpu_us")
         # Work that is symmetric per exchange (socket I/O, HBONE framing, extra filters) is split
         # evenly: each direction does one read, one write and one frame.
         shared = (
@@ -140,6 +152,7 @@ class ProxyCostModel:
             + v("hbone_frame_us")
             + l7_filters * v("l7_filter_us")
             + wasm_filters * v("wasm_filter_us")
+            + tls_fixed
         ) / 2.0
         policy = v("rbac_us") if (rbac and self.layer == "L7") else 0.0
         req = shared + v("http_parse_request_us") + v("routing_us") + policy
@@ -190,11 +203,12 @@ class ProxyCostModel:
         return total
 
     def connection_open_cpu_us(self, *, rbac: bool = False) -> float:
-        """Non-TLS CPU to open one proxied connection.
+        """ztunnel's CPU per proxied application connection beyond TCP and TLS.
 
         ztunnel opens an HBONE CONNECT stream and, when policies exist, evaluates L4
-        authorization. The L7 proxies' per-connection work beyond the TLS handshake is not
-        separately modelled (no source), so it is 0.0 for them.
+        authorization. The TCP connect/accept itself is :attr:`tcp_connection_cpu_us`, charged
+        by the simulator on every connection end; L7 proxies have nothing beyond it, so this
+        is 0.0 for them.
         """
         if self.kind != "ztunnel":
             return 0.0

@@ -154,6 +154,25 @@ _SPECS: Final[tuple[ParameterSpec, ...]] = (
         _ALL,
         optional=True,
     ),
+    # Costs that do not scale with requests (optional: absent or 0 turns the mechanism off).
+    _spec(
+        "wakeup_cpu_us",
+        "us",
+        "CPU a worker thread spends each time it is woken from idle (scheduler switch-in, the "
+        "event loop's poll returning, caches refilled): charged on a burst of work that finds "
+        "its worker idle, so the CPU per request falls as load lets one wake-up serve several "
+        "requests; the per-request parameters above are then the cost with no wake-up",
+        _ALL,
+        optional=True,
+    ),
+    _spec(
+        "tcp_connection_cpu_us",
+        "us",
+        "CPU per TCP connection end held by this proxy: the connect() or accept() and the "
+        "close, charged when the connection is opened (keep-alive off pays it per request)",
+        _ALL,
+        optional=True,
+    ),
     # Non-CPU latency.
     _spec(
         "hop_latency_us",
@@ -176,6 +195,14 @@ _SPECS: Final[tuple[ParameterSpec, ...]] = (
         "us/KiB",
         "record-layer encryption or decryption per KiB per TLS leg",
         _ALL,
+    ),
+    _spec(
+        "tls_request_cpu_us",
+        "us",
+        "record-layer CPU per request per TLS leg that does not depend on its size (the TLS "
+        "read and write calls themselves); half on the request path, half on the response path",
+        _ALL,
+        optional=True,
     ),
     _spec(
         "tls_key_exchange_cpu_us",

@@ -13,6 +13,8 @@
   (PSK + ECDHE, ``tls_resumption_cpu_us``); whether the meshes resume is UNVERIFIED
   (mesh-semantics §8.3), so the report counts resumed handshakes separately.
 - With keep-alive off, every request opens its own connection and closes it afterwards.
+- With a model's ``tcp_connection_cpu_us``, each end of a new connection pays it: the client's
+  connect() before the SYN, the server's accept() before it reads the first bytes.
 """
 
 from __future__ import annotations
@@ -86,8 +88,15 @@ def connect(
     if client is not None:
         client.opened(conn.tls)
     server.opened(conn.tls)
+    # connect() on the client before the SYN; accept() on the server once the handshake
+    # has completed in the kernel, before it reads the first bytes (models without
+    # tcp_connection_cpu_us charge neither).
+    if client is not None and conn.client_worker is not None and client.tcp_open_s:
+        yield from client.work(conn.client_worker, client.tcp_open_s)
     if not conn.tls:
         yield env.timeout(2.0 * one_way_s)
+        if server.tcp_open_s:
+            yield from server.work(conn.server_worker, server.tcp_open_s)
         return
     resumed = resumption and client is not None and server.name in client.sessions
     if resumed:
@@ -96,7 +105,8 @@ def connect(
         counter.full += 1
     server.handshakes += 1
     yield env.timeout(3.0 * one_way_s)
-    yield from server.work(conn.server_worker, server.handshake_s("server", resumed))
+    yield from server.work(conn.server_worker,
+                           server.tcp_open_s + server.handshake_s("server", resumed))
     yield env.timeout(one_way_s)
     if client is not None and conn.client_worker is not None:
         client.handshakes += 1

@@ -95,13 +95,14 @@ class ProxiedDataPlane(DataPlane):
 
     # ----------------------------------------------------------------- app connections
 
-    def app_conn(self, proxy: Proxy, service: str) -> Worker:
-        """An app-side connection to ``proxy`` for calls to ``service``: its worker."""
+    def app_conn(self, proxy: Proxy, service: str) -> tuple[Worker, float]:
+        """An app-side connection to ``proxy`` for calls to ``service``: its worker, and the
+        proxy's CPU seconds to accept it (0.0 when an idle one is reused)."""
         idle = self._app_idle.get((proxy.name, service))
         if idle:
-            return idle.pop()
+            return idle.pop(), 0.0
         proxy.opened(False)
-        return proxy.accept()
+        return proxy.accept(), proxy.tcp_open_s
 
     def app_conn_done(self, proxy: Proxy, service: str, worker: Worker) -> None:
         if not self.keep_alive:
@@ -145,10 +146,13 @@ class ProxiedDataPlane(DataPlane):
         by_kind: dict[str, dict[str, Any]] = {}
         for p, mb in zip(proxies, memory, strict=True):
             entry = by_kind.setdefault(p.kind, {"count": 0, "memory_mb_total": 0.0,
-                                                "cpu_s_total": 0.0})
+                                                "cpu_s_total": 0.0, "requests": 0,
+                                                "wakeups": 0})
             entry["count"] += 1
             entry["memory_mb_total"] += mb
             entry["cpu_s_total"] += p.cpu_s
+            entry["requests"] += sum(w.requests for w in p.workers)
+            entry["wakeups"] += sum(w.wakeups for w in p.workers)
         for entry in by_kind.values():
             entry["memory_mb_per_proxy"] = entry["memory_mb_total"] / entry["count"]
         workers = [w for p in proxies for w in p.workers]
@@ -181,9 +185,14 @@ def run_inbound(
     pod: Pod,
     req: Any,
     costs: tuple[float, float, float],
+    connect_s: float = 0.0,
 ) -> Generator[simpy.Event, Any, int]:
-    """The server-side proxy and the app: request path, the app, response path (+ after)."""
-    yield from server.work(worker, costs[0])
+    """The server-side proxy and the app: request path, the app, response path (+ after).
+
+    ``connect_s``: the proxy's CPU to open its connection to the app for this request
+    (keep-alive off; a pooled connection to the app costs nothing per request).
+    """
+    yield from server.work(worker, costs[0] + connect_s)
     worker.requests += 1
     hop = server.hop_s
     yield env.timeout(hop)

@@ -18,6 +18,13 @@ caller continues at once while the worker stays busy, so it delays the next requ
 worker, as istio.io describes (published-figures §1a). It is done with a timeout callback,
 not a process, to keep the per-request cost of the simulator low.
 
+Two optional costs do not scale with requests. ``wakeup_cpu_us`` is charged on a burst that
+finds its worker idle: an event loop asleep in ``epoll_wait`` pays a switch-in and cold caches
+when woken, while one that is busy picks the next ready event up in the same wake-up, so the
+CPU per request falls with load (measured by ``meshsim calibrate``: voluntary context switches
+per request against CPU per request). ``tcp_connection_cpu_us`` is charged per connection end
+when a connection opens (:mod:`~meshsim.sim.dataplanes.connections`).
+
 The three parts are the model's means. When the model gives ``request_cpu_cv`` (optional), each
 call of :meth:`Proxy.costs` scales them by one gamma draw of mean 1 and that cv, taken from the
 run's ``proxy_cpu`` stream (batched, :func:`~meshsim.sim.sampling.gamma_factor`); without it
@@ -45,7 +52,7 @@ Costs = tuple[float, float, float]
 class Worker:
     """A worker thread (capacity 1), or a work-stealing pool of threads (capacity n)."""
 
-    __slots__ = ("busy_s", "index", "requests", "res")
+    __slots__ = ("busy_s", "index", "requests", "res", "wakeups")
 
     def __init__(self, env: simpy.Environment, index: int, threads: int) -> None:
         self.index = index
@@ -54,6 +61,8 @@ class Worker:
         """CPU seconds this worker (or pool) has executed."""
         self.requests = 0
         """Request-path bursts run on it (one per proxied request)."""
+        self.wakeups = 0
+        """Bursts that found it idle (counted only when the model charges wake-ups)."""
 
 
 class Proxy:
@@ -77,7 +86,9 @@ class Proxy:
         "pod",
         "sessions",
         "stealing",
+        "tcp_open_s",
         "tls_connections",
+        "wakeup_s",
         "wasm_filters",
         "workers",
     )
@@ -116,6 +127,9 @@ class Proxy:
         self.cpu_s = 0.0
         """CPU seconds executed by this proxy (read by the engine's snapshots)."""
         self.hop_s = model.hop_latency_us * 1e-6
+        self.wakeup_s = model.wakeup_cpu_us * 1e-6
+        self.tcp_open_s = model.tcp_connection_cpu_us * 1e-6
+        """CPU seconds of one TCP connection end (connect or accept, and its close)."""
         self.connections = 0
         """Open connections (downstream, upstream, tunnels), for memory."""
         self.tls_connections = 0
@@ -160,6 +174,8 @@ class Proxy:
 
     def work(self, worker: Worker, cpu_s: float) -> Generator[simpy.Event, Any, None]:
         """Run ``cpu_s`` on ``worker``: wait for the thread, then for a core of the node."""
+        if self.wakeup_s:
+            cpu_s += self._wakeup(worker)
         wreq = worker.res.request()
         yield wreq
         cores = self.node.cores
@@ -174,6 +190,8 @@ class Proxy:
         self, worker: Worker, cpu_s: float, after_s: float
     ) -> Generator[simpy.Event, Any, None]:
         """Run ``cpu_s`` (the response path), return, and keep the worker busy ``after_s``."""
+        if self.wakeup_s:
+            cpu_s += self._wakeup(worker)
         wreq = worker.res.request()
         yield wreq
         cores = self.node.cores
@@ -200,6 +218,19 @@ class Proxy:
         self.node.cores.release(creq)  # type: ignore[arg-type]
         worker.res.release(wreq)  # type: ignore[arg-type]
         self._account(worker, after_s)
+
+    def _wakeup(self, worker: Worker) -> float:
+        """The wake-up cost if this burst finds a thread of ``worker`` asleep, else 0.
+
+        A thread is asleep when none of the worker's capacity is held and nothing queues for
+        it; a burst that queues (or a thread still finishing telemetry) rides the current
+        wake-up, which is how an event loop batches the events ready when it polls.
+        """
+        res = worker.res
+        if res.count < res.capacity and not res.queue:
+            worker.wakeups += 1
+            return self.wakeup_s
+        return 0.0
 
     def _account(self, worker: Worker, cpu_s: float) -> None:
         self.node.busy_s += cpu_s

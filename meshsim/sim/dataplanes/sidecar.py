@@ -131,8 +131,8 @@ class SidecarDataPlane(ProxiedDataPlane):
             status: int = yield from self._from_outside(src, service, req, nbytes)
             return status
         name = service.name
-        worker = self.app_conn(proxy, name)
-        yield from proxy.work(worker, proxy.costs(nbytes, 0, self.mtls)[0])
+        worker, accept_s = self.app_conn(proxy, name)
+        yield from proxy.work(worker, proxy.costs(nbytes, 0, self.mtls)[0] + accept_s)
         worker.requests += 1
         status = yield from proxy.outbound(self._attempt_fn, service, req, worker, nbytes, call)
         self.app_conn_done(proxy, name, worker)
@@ -168,7 +168,7 @@ class SidecarDataPlane(ProxiedDataPlane):
         resp_bytes = pod.response_bytes
         status: int = yield from run_inbound(
             env, self.sim, server, conn.server_worker, pod, req,
-            server.costs(nbytes, resp_bytes, tls),
+            server.costs(nbytes, resp_bytes, tls), self._to_app_s(server),
         )
         yield env.timeout(delay(pod.node, src_node, resp_bytes) + proxy.hop_s)
         costs = proxy.costs(nbytes, resp_bytes, tls)
@@ -200,11 +200,16 @@ class SidecarDataPlane(ProxiedDataPlane):
                 return DENIED_STATUS
         status: int = yield from run_inbound(
             env, self.sim, server, conn.server_worker, pod, req,
-            server.costs(nbytes, pod.response_bytes, False),
+            server.costs(nbytes, pod.response_bytes, False), self._to_app_s(server),
         )
         yield env.timeout(delay(pod.node, None, pod.response_bytes))
         self.pools.release(conn, False)
         return status
+
+    def _to_app_s(self, server: Proxy) -> float:
+        """The inbound sidecar's CPU to connect to its app for one request: with keep-alive
+        off every request opens one; a kept-alive pool to the app costs nothing per request."""
+        return 0.0 if self.keep_alive else server.tcp_open_s
 
     # ----------------------------------------------------------------- configuration
 

@@ -1,0 +1,154 @@
+"""The calibration fit recovers costs that do not scale with requests (wake-ups, TCP
+connection ends, the size-independent TLS cost) from a synthetic lab record whose process CPU
+is generated from known values, and validation matches each point with the right baseline and
+judges utilisation on the busier core."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from meshsim.calibrate.calibration import fit_model
+from meshsim.calibrate.fit import fit_plane
+from meshsim.calibrate.lab import LabConfig, Measured, Point
+from meshsim.calibrate.validate import baseline_for, core_utilisation, lab_scenario
+
+# The truth the synthetic lab is generated from (microseconds).
+BARE_US = 70.0  # per request, no wake-up, 0 KiB
+PER_KIB_US = 0.4
+WAKEUP_US = 45.0
+TCP_END_US = 80.0
+TLS_FIXED_US = 25.0
+TLS_PER_KIB_US = 1.2
+
+
+def wakeups_at(rps: float) -> float:
+    """Wake-ups per request falling with load, as measured (about 1.6 at 500 rps)."""
+    return 2.0 * float(np.exp(-rps / 2500.0))
+
+
+def measured(cfg: LabConfig, payload: int, rps: float, proxied: bool, role: str,
+             rng: np.random.Generator) -> Measured:
+    kib = 2.0 * payload / 1024.0
+    wake = wakeups_at(rps)
+    cpu = BARE_US + PER_KIB_US * kib + WAKEUP_US * wake + 8.0 * cfg.filters
+    if cfg.mtls:
+        cpu += TLS_FIXED_US + TLS_PER_KIB_US * kib
+    if not cfg.keep_alive:
+        cpu += 2.0 * TCP_END_US
+    per_req = {"echo": 30.0, "load_generator": 40.0}
+    wakes = {"echo": 0.8, "load_generator": 0.8}
+    if proxied:
+        for side in ("client_sidecar", "server_sidecar"):
+            per_req[side] = cpu + rng.normal(0.0, 0.5)
+            wakes[side] = wake
+    samples = list(rng.lognormal(np.log(40.0), 0.3, 300)) if proxied else []
+    return Measured(
+        point=Point(cfg, payload, rps, 8, proxied, 5.0, role), achieved_rps=rps or 9000.0,
+        latency_ms={"p50": 0.8 if proxied else 0.3, "p90": 1.2, "p99": 2.0, "mean": 0.9},
+        requests=5000, errors=0, warnings=[], client_cpu_us=samples, server_cpu_us=samples,
+        process_cpu_us_per_request=per_req,
+        latency_quantiles_ms=[] if proxied else [0.3] * 10,
+        wakeups_per_request=wakes, run_delay_us_per_request={k: 10.0 for k in per_req},
+    )
+
+
+def synthetic_record(seed: int = 3) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    base = LabConfig()
+    pts = []
+    for pay in (128, 1024, 8192, 32768):
+        for rps in (1000.0, 3600.0):
+            pts.append(measured(base, pay, rps, True, "fit", rng))
+            pts.append(measured(base, pay, rps, False, "fit", rng))
+    for cfg in (LabConfig(mtls=True), LabConfig(filters=4)):
+        for pay in (128, 1024, 8192, 32768):
+            pts.append(measured(cfg, pay, 1000.0, True, "fit", rng))
+    pts.append(measured(LabConfig(keep_alive=False), 1024, 1000.0, True, "fit", rng))
+    pts.append(measured(base, 1024, 5000.0, True, "held_out", rng))
+    pts.append(measured(base, 1024, 5000.0, False, "baseline", rng))
+    pts.append(measured(base, 1024, 0.0, True, "held_out", rng))
+    pts.append(measured(base, 1024, 0.0, False, "baseline", rng))
+    pts.append(measured(LabConfig(keep_alive=False), 1024, 5000.0, False, "baseline", rng))
+    return {
+        "quick": False, "capacity_estimate_rps": 10000.0,
+        "placement": {"load_generator": 0, "client_sidecar": 0, "server_sidecar": 1, "echo": 1},
+        "points": [m.to_json() for m in pts],
+        "memory_kib": {"plain": [[0, 50000.0], [100, 50450.0], [200, 50900.0]],
+                       "tls": [[0, 50000.0], [100, 57000.0], [200, 64000.0]]},
+        "handshake_cpu_us": {"client": [1000.0] * 20, "server": [1100.0] * 20},
+        "telemetry_cpu_us": [7.0] * 50, "idle_cpu_ms_per_s": {"client_sidecar": 0.0},
+        "machine": {"host": "test", "cpu": "synthetic", "cores": 2, "kernel": "k",
+                    "python": "3.11", "openssl": "o", "libraries": {}, "date": "d"},
+    }
+
+
+def test_plane_fit_recovers_two_slopes_with_cis() -> None:
+    rng = np.random.default_rng(8)
+    kib = np.repeat([0.25, 2.0, 16.0, 64.0], 4)
+    wake = np.tile([1.6, 1.1, 0.5, 0.2], 4)
+    y = 70.0 + 0.4 * kib + 45.0 * wake + rng.normal(0, 1.0, len(kib))
+    f = fit_plane({"kib": kib, "wakeups": wake}, y, seed=2)
+    assert f.intercept.covers(70.0)
+    assert f.slopes["kib"].covers(0.4)
+    assert f.slopes["wakeups"].covers(45.0)
+    with pytest.raises(ValueError):
+        fit_plane({"kib": kib, "wakeups": 2 * kib}, y)  # collinear: cannot be separated
+
+
+def test_fit_recovers_wakeup_tcp_and_tls_costs() -> None:
+    doc = fit_model(synthetic_record())
+    v = {k: p["value"] for k, p in doc["parameters"].items()}
+    assert v["wakeup_cpu_us"] == pytest.approx(WAKEUP_US, abs=1.0)
+    assert v["payload_cpu_us_per_kib"] == pytest.approx(PER_KIB_US, abs=0.02)
+    # What the simulator charges per request without wake-ups is the bare cost.
+    bare = v["socket_io_us"] + v["http_parse_request_us"] + v["http_parse_response_us"] \
+        + v["telemetry_us"] + v["routing_us"]
+    assert bare == pytest.approx(BARE_US, abs=1.5)
+    assert v["tcp_connection_cpu_us"] == pytest.approx(TCP_END_US, abs=1.0)
+    assert v["tls_request_cpu_us"] == pytest.approx(TLS_FIXED_US, abs=1.5)
+    assert v["tls_record_cpu_us_per_kib"] == pytest.approx(TLS_PER_KIB_US, abs=0.05)
+    assert v["l7_filter_us"] == pytest.approx(8.0, abs=0.5)
+    fit = doc["fit"]
+    assert "wakeup_cpu_us" in fit["parameters_fitted"]
+    # every baseline is kept, with its keep-alive, and the closed-loop one
+    rows = fit["client_delay"]["baselines"]
+    assert {(b["rps"], b["keep_alive"]) for b in rows if b["role"] == "baseline"} == {
+        (5000.0, True), (0.0, True), (5000.0, False)}
+
+
+def test_records_without_wakeup_counts_fit_as_before() -> None:
+    data = synthetic_record()
+    for p in data["points"]:
+        p["wakeups_per_request"] = {}
+    doc = fit_model(data)
+    assert "wakeup_cpu_us" not in doc["parameters"]
+    assert doc["fit"]["estimates"]["process_cpu_us_vs_kib_and_wakeups"] is None
+
+
+def test_each_point_gets_the_baseline_of_its_keep_alive_and_loop() -> None:
+    fit = fit_model(synthetic_record())["fit"]
+    point = {"payload_bytes": 1024, "rps": 5000.0, "connections": 8, "keep_alive": False,
+             "mtls": False}
+    b = baseline_for(fit, point)
+    assert b is not None and b["keep_alive"] is False and b["rps"] == 5000.0
+    closed = baseline_for(fit, {**point, "rps": 0.0, "keep_alive": True})
+    assert closed is not None and closed["rps"] == 0.0
+    doc = lab_scenario(__import__("pathlib").Path("m.yaml"), fit,
+                       {**point, "rps": 0.0, "keep_alive": True})
+    load = doc["workloads"][0]
+    assert load["arrival"] == "closed"
+    assert load["client_cpu_ms"]["mean"] == pytest.approx(0.040)
+    assert "client_delay_ms" not in load
+    assert doc["services"][0]["cpu_ms"]["mean"] == pytest.approx(0.030)
+
+
+def test_core_utilisation_counts_every_process_on_the_core() -> None:
+    placement = {"load_generator": 0, "client_sidecar": 0, "server_sidecar": 1, "echo": 1}
+    point = {"achieved_rps": 5000.0, "process_cpu_us_per_request": {
+        "load_generator": 40.0, "client_sidecar": 80.0, "server_sidecar": 85.0, "echo": 30.0}}
+    # core 0: 120 us x 5000/s = 0.60; core 1: 115 us x 5000/s = 0.575
+    assert core_utilisation(point, placement) == pytest.approx(0.60)
+    assert core_utilisation(point, {}) != core_utilisation(point, {})  # nan: no placement
