@@ -223,8 +223,11 @@ def test_lab_scenario_draws_the_baseline_at_the_points_payload_and_load() -> Non
     doc = lab_scenario(Path("m.yaml"), fit, point)
     assert doc["workloads"][0]["client_delay_ms"] == {"dist": "empirical", "values": [0.5]}
     assert doc["cluster"]["network"]["client_us"] == 0.0
-    # Closed loop (saturation): no delay drawn. Older fit records: the p50 as network delay.
-    assert baseline_for(fit, {**point, "rps": 0.0}) is None
+    # Closed loop (saturation): the highest open-loop load at the payload, and no delay
+    # drawn. Older fit records: the p50 as network delay.
+    assert baseline_for(fit, {**point, "rps": 0.0}) == rows[3]
+    assert "client_delay_ms" not in lab_scenario(Path("m.yaml"), fit,
+                                                 {**point, "rps": 0.0})["workloads"][0]
     old = lab_scenario(Path("m.yaml"), {"lab": fit["lab"]}, point)
     assert "client_delay_ms" not in old["workloads"][0]
     assert old["cluster"]["network"]["client_us"] == 80.0

@@ -5,6 +5,7 @@ judges utilisation on the busier core."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -67,11 +68,15 @@ def synthetic_record(seed: int = 3) -> dict[str, Any]:
         for pay in (128, 1024, 8192, 32768):
             pts.append(measured(cfg, pay, 1000.0, True, "fit", rng))
     pts.append(measured(LabConfig(keep_alive=False), 1024, 1000.0, True, "fit", rng))
-    pts.append(measured(base, 1024, 5000.0, True, "held_out", rng))
-    pts.append(measured(base, 1024, 5000.0, False, "baseline", rng))
-    pts.append(measured(base, 1024, 0.0, True, "held_out", rng))
-    pts.append(measured(base, 1024, 0.0, False, "baseline", rng))
-    pts.append(measured(LabConfig(keep_alive=False), 1024, 5000.0, False, "baseline", rng))
+    for repeat in range(2):
+        held = [measured(base, 1024, 5000.0, True, "held_out", rng),
+                measured(base, 1024, 5000.0, False, "baseline", rng),
+                measured(base, 1024, 0.0, True, "held_out", rng),
+                measured(LabConfig(keep_alive=False), 1024, 5000.0, False, "baseline", rng)]
+        for m in held:
+            m.point = replace(m.point, repeat=repeat)
+            m.latency_ms = {k: v * (1.0 + 0.5 * repeat) for k, v in m.latency_ms.items()}
+        pts += held
     return {
         "quick": False, "capacity_estimate_rps": 10000.0,
         "placement": {"load_generator": 0, "client_sidecar": 0, "server_sidecar": 1, "echo": 1},
@@ -114,9 +119,11 @@ def test_fit_recovers_wakeup_tcp_and_tls_costs() -> None:
     fit = doc["fit"]
     assert "wakeup_cpu_us" in fit["parameters_fitted"]
     # every baseline is kept, with its keep-alive, and the closed-loop one
+    # every baseline is kept once, its passes pooled, with its keep-alive
     rows = fit["client_delay"]["baselines"]
-    assert {(b["rps"], b["keep_alive"]) for b in rows if b["role"] == "baseline"} == {
-        (5000.0, True), (0.0, True), (5000.0, False)}
+    assert sorted((b["rps"], b["keep_alive"], b["passes"]) for b in rows
+                  if b["role"] == "baseline") == [(5000.0, False, 2), (5000.0, True, 2)]
+    assert all(len(b["delay_ms"]) == 20 for b in rows if b["role"] == "baseline")
 
 
 def test_records_without_wakeup_counts_fit_as_before() -> None:
@@ -134,8 +141,10 @@ def test_each_point_gets_the_baseline_of_its_keep_alive_and_loop() -> None:
              "mtls": False}
     b = baseline_for(fit, point)
     assert b is not None and b["keep_alive"] is False and b["rps"] == 5000.0
+    # a closed loop takes the highest open-loop load of its keep-alive (not a closed loop
+    # without proxies, which runs several times faster)
     closed = baseline_for(fit, {**point, "rps": 0.0, "keep_alive": True})
-    assert closed is not None and closed["rps"] == 0.0
+    assert closed is not None and closed["rps"] == 5000.0 and closed["keep_alive"]
     doc = lab_scenario(__import__("pathlib").Path("m.yaml"), fit,
                        {**point, "rps": 0.0, "keep_alive": True})
     load = doc["workloads"][0]
@@ -145,6 +154,19 @@ def test_each_point_gets_the_baseline_of_its_keep_alive_and_loop() -> None:
     assert doc["services"][0]["cpu_ms"]["mean"] == pytest.approx(0.030)
 
 
+def test_held_out_passes_merge_into_medians_and_a_range() -> None:
+    from meshsim.calibrate.validate import held_out_points, merge_passes
+
+    fit = fit_model(synthetic_record())["fit"]
+    groups = held_out_points(fit["points"], fit["held_out"])
+    assert [len(g) for g in groups] == [2, 2]  # open loop and saturation, two passes each
+    merged = merge_passes(groups[0])
+    # the passes' p50 are 0.8 and 1.2 ms: median 1.0, range 0.8..1.2
+    assert merged["latency_ms"]["p50"] == pytest.approx(1.0)
+    assert merged["passes_range"]["p50"] == pytest.approx([0.8, 1.2])
+    assert merged["passes"] == 2
+
+
 def test_core_utilisation_counts_every_process_on_the_core() -> None:
     placement = {"load_generator": 0, "client_sidecar": 0, "server_sidecar": 1, "echo": 1}
     point = {"achieved_rps": 5000.0, "process_cpu_us_per_request": {
@@ -152,3 +174,22 @@ def test_core_utilisation_counts_every_process_on_the_core() -> None:
     # core 0: 120 us x 5000/s = 0.60; core 1: 115 us x 5000/s = 0.575
     assert core_utilisation(point, placement) == pytest.approx(0.60)
     assert core_utilisation(point, {}) != core_utilisation(point, {})  # nan: no placement
+
+
+def test_full_grid_measures_held_out_points_in_passes_after_the_fit() -> None:
+    from meshsim.calibrate.lab import REPEATS, grid
+
+    pts = grid(quick=False)
+    roles = [p.role for p in pts]
+    last_fit = max(i for i, r in enumerate(roles) if r == "fit")
+    held = pts[last_fit + 1:]
+    assert all(p.role != "fit" for p in held)
+    # pass after pass, each the same sequence of points: a point's passes are minutes apart
+    repeats = [p.repeat for p in held]
+    assert repeats == sorted(repeats) and set(repeats) == set(range(REPEATS))
+    per_pass = len(held) // REPEATS
+    first = [(p.config, p.payload, p.rps, p.proxied) for p in held[:per_pass]]
+    assert all([(p.config, p.payload, p.rps, p.proxied)
+                for p in held[r * per_pass:(r + 1) * per_pass]] == first
+               for r in range(REPEATS))
+    assert {p.repeat for p in grid(quick=True)} == {0}

@@ -98,6 +98,7 @@ def measure_lab(quick: bool, log: Log = print) -> dict[str, Any]:
             m = lab.measure(p, seed=i + 1)
             measured.append(m)
             log(f"[{i + 1}/{len(points)}] {p.config.name} {p.payload}B "
+                f"{f'pass {p.repeat + 1} ' if p.role != 'fit' else ''}"
                 f"{'sat' if p.rps == 0 else f'{p.rps:g}rps'} "
                 f"{'proxied' if p.proxied else 'direct'} {p.role}: "
                 f"{m.achieved_rps:.0f} rps, p50 {m.latency_ms['p50']:.3f} ms, "
@@ -328,8 +329,12 @@ def fit_model(data: dict[str, Any], *, name: str = "calibrated", seed: int = 0) 
     # generator -> echo) as its measured quantiles less the echo's CPU, which the simulated
     # lab charges itself. Predictions draw from the baseline at the held-out point's payload
     # and load (meshsim/calibrate/validate.py), so what is predicted is what the proxies add.
-    baselines = [_baseline_row(m) for m in pts
-                 if not m.point.proxied and m.latency_quantiles_ms]
+    groups: dict[tuple[int, float, bool], list[Measured]] = {}
+    for m in pts:
+        if not m.point.proxied and m.latency_quantiles_ms:
+            key = (m.point.payload, m.point.rps, m.point.config.keep_alive)
+            groups.setdefault(key, []).append(m)
+    baselines = [_baseline_row(ms) for ms in groups.values()]
     fit_block = {
         "method": "meshsim calibrate (meshsim/calibrate): loopback lab, per-request CPU from "
                   "the proxy's access log and /proc, latency from the load generator corrected "
@@ -444,19 +449,29 @@ def _tcp_connection_cost(pairs: list[tuple[Measured, Measured]], wake_us: float
     return Estimate(max(float(np.mean(per_end)), 0.0), min(per_end), max(per_end))
 
 
-def _baseline_row(m: Measured) -> dict[str, Any]:
-    """A point without proxies: the latency outside them (its quantiles less the echo's own
-    CPU, which the simulated lab charges itself) and the load generator's and echo's CPU."""
-    cpu = m.process_cpu_us_per_request
-    echo_us = cpu["echo"]
+def _baseline_row(ms: list[Measured]) -> dict[str, Any]:
+    """A load without proxies, over its passes: the latency outside the proxies (each pass's
+    quantiles less the echo's own CPU in that pass, which the simulated lab charges itself,
+    pooled) and the load generator's and echo's CPU per request (medians over the passes)."""
+    m = ms[0]
+    delay: list[float] = []
+    for r in ms:
+        echo_ms = r.process_cpu_us_per_request["echo"] / 1000.0
+        delay += [max(q - echo_ms, 0.0) for q in r.latency_quantiles_ms]
+
+    def median(f: Callable[[Measured], float]) -> float:
+        return float(np.median([f(r) for r in ms]))
+
     return {"payload_bytes": m.point.payload, "rps": m.point.rps,
-            "keep_alive": m.point.config.keep_alive,
-            "achieved_rps": round(m.achieved_rps, 2), "role": m.point.role,
-            "latency_ms": {k: round(v, 4) for k, v in m.latency_ms.items()},
-            "load_generator_cpu_us": round(cpu["load_generator"], 3),
-            "echo_cpu_us": round(echo_us, 3),
-            "delay_ms": [round(max(q - echo_us / 1000.0, 0.0), 4)
-                         for q in m.latency_quantiles_ms]}
+            "keep_alive": m.point.config.keep_alive, "role": m.point.role,
+            "passes": len(ms),
+            "achieved_rps": round(median(lambda r: r.achieved_rps), 2),
+            "latency_ms": {k: round(median(lambda r, k=k: r.latency_ms[k]), 4)  # type: ignore[misc]
+                           for k in m.latency_ms},
+            "load_generator_cpu_us": round(
+                median(lambda r: r.process_cpu_us_per_request["load_generator"]), 3),
+            "echo_cpu_us": round(median(lambda r: r.process_cpu_us_per_request["echo"]), 3),
+            "delay_ms": [round(d, 4) for d in sorted(delay)]}
 
 
 def _point_row(m: Measured) -> dict[str, Any]:
@@ -465,7 +480,7 @@ def _point_row(m: Measured) -> dict[str, Any]:
         "config": p.config.name, "mtls": p.config.mtls, "keep_alive": p.config.keep_alive,
         "filters": p.config.filters, "payload_bytes": p.payload, "rps": p.rps,
         "connections": p.connections, "proxied": p.proxied, "duration_s": p.duration_s,
-        "role": p.role, "achieved_rps": round(m.achieved_rps, 2),
+        "role": p.role, "repeat": p.repeat, "achieved_rps": round(m.achieved_rps, 2),
         "latency_ms": {k: round(v, 4) for k, v in m.latency_ms.items()},
         "errors": m.errors,
         "process_cpu_us_per_request": {k: round(v, 2)

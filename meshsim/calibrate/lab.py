@@ -52,6 +52,8 @@ PAGE_KIB = (os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096) / 10
 MAX_SAMPLES = 4000  # per-request CPU samples kept per sidecar and point
 BASELINE_QUANTILES = 1000
 HAVE_SCHEDSTAT = Path("/proc/self/schedstat").exists()
+REPEATS = 3
+"""Passes over the held-out points in the full grid."""
 """Latency quantiles kept for each point without proxies (the baseline's distribution)."""
 
 
@@ -83,6 +85,9 @@ class Point:
     """``fit`` (used by the fit), ``held_out`` (used only to validate predictions) or
     ``baseline`` (load generator -> echo at a held-out load: the latency outside the proxies
     that the prediction adds to the simulated proxy path; never compared with a prediction)."""
+    repeat: int = 0
+    """Which pass over the held-out loads: they are measured in several passes, minutes apart,
+    so that the lab's run-to-run spread is measured with them."""
 
 
 @dataclass
@@ -508,39 +513,44 @@ def grid(quick: bool) -> list[Point]:
     """The measurement grid. Loads are fractions of an estimated capacity, set by the caller.
 
     Returned with placeholder rates (fractions of capacity in ``rps``); see :func:`scale`.
+    The fit points come first, then :data:`REPEATS` passes over the held-out points with
+    their baselines (one pass with ``quick``): a held-out load is measured minutes apart,
+    and the spread between its passes is the lab's own noise, against which a prediction's
+    error is judged.
     """
+    from dataclasses import replace
+
     base = LabConfig()
     fracs_fit = (0.1, 0.35)
     fracs_held = (0.2, 0.5, 0.7) if quick else (0.2, 0.5, 0.65, 0.8, 0.9)
     payloads = (256, 4096) if quick else (128, 1024, 8192, 32768)
     dur = 1.5 if quick else 5.0
     conns = 8
+    main_pay = payloads[0] if quick else 1024
+    configs = [LabConfig(mtls=True), LabConfig(filters=4)]
+    if not quick:
+        configs.append(LabConfig(keep_alive=False))
+        configs.append(LabConfig(mtls=True, keep_alive=False))
     pts: list[Point] = []
     for pay in payloads:
         for f in fracs_fit:
             pts.append(Point(base, pay, f, conns, True, dur, "fit"))
             pts.append(Point(base, pay, f, conns, False, dur, "fit"))
-    main_pay = payloads[0] if quick else 1024
-    for f in fracs_held:
-        pts.append(Point(base, main_pay, f, conns, True, dur, "held_out"))
-        pts.append(Point(base, main_pay, f, conns, False, dur, "baseline"))
-    pts.append(Point(base, main_pay, 0.0, conns, True, dur, "held_out"))  # saturation
-    # The load generator's and the echo's own CPU at saturation, without proxies: inputs of
-    # the simulated lab's closed loop, like the open-loop baselines above.
-    pts.append(Point(base, main_pay, 0.0, conns, False, dur, "baseline"))
-    configs = [LabConfig(mtls=True), LabConfig(filters=4)]
-    if not quick:
-        configs.append(LabConfig(keep_alive=False))
-        configs.append(LabConfig(mtls=True, keep_alive=False))
     for cfg in configs:
         for pay in (payloads if cfg.keep_alive else (main_pay,)):
             pts.append(Point(cfg, pay, 0.1, conns, True, dur, "fit"))
-        if not quick:
-            pts.append(Point(cfg, main_pay, 0.5, conns, True, dur, "held_out"))
+    held: list[Point] = []
+    for f in fracs_held:
+        held.append(Point(base, main_pay, f, conns, True, dur, "held_out"))
+        held.append(Point(base, main_pay, f, conns, False, dur, "baseline"))
+    held.append(Point(base, main_pay, 0.0, conns, True, dur, "held_out"))  # saturation
     if not quick:
+        held += [Point(cfg, main_pay, 0.5, conns, True, dur, "held_out") for cfg in configs]
         # Keep-alive off costs the load generator and the echo a connection per request too.
-        pts.append(Point(LabConfig(keep_alive=False), main_pay, 0.5, conns, False, dur,
-                         "baseline"))
+        held.append(Point(LabConfig(keep_alive=False), main_pay, 0.5, conns, False, dur,
+                          "baseline"))
+    for r in range(1 if quick else REPEATS):
+        pts += [replace(p, repeat=r) for p in held]
     return pts
 
 

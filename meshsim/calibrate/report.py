@@ -23,6 +23,7 @@ from meshsim.calibrate.validate import (
     Comparison,
     failures,
     figures,
+    spread_table,
     table,
     validate_model,
     wakeup_table,
@@ -241,6 +242,12 @@ def render(model_path: Path, fit: dict[str, Any], rows: list[Comparison], figs: 
     lines += ["", "| parameter | value | unit |", "|---|---:|---|"]
     lines += [f"| {n} | {p.value:g} | {p.unit} |" for n, p in model.parameters.items()]
     lines += ["", "## Held-out comparison", "", "```", table(rows), "```", ""]
+    spreads = spread_table(rows)
+    if spreads:
+        lines += ["The lab's own noise: each held-out point was measured in several passes, "
+                  "minutes apart (the table above gives their medians). The range over the "
+                  "passes, and whether the prediction falls inside it:", "",
+                  "```", spreads, "```", ""]
     wakes = wakeup_table(rows)
     if wakes:
         lines += ["Sidecar wake-ups per request (voluntary context switches), measured against "
