@@ -6,6 +6,7 @@ judges utilisation on the busier core."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,7 +53,7 @@ def measured(cfg: LabConfig, payload: int, rps: float, proxied: bool, role: str,
         requests=5000, errors=0, warnings=[], client_cpu_us=samples, server_cpu_us=samples,
         process_cpu_us_per_request=per_req,
         latency_quantiles_ms=[] if proxied else [0.3] * 10,
-        wakeups_per_request=wakes, run_delay_us_per_request={k: 10.0 for k in per_req},
+        wakeups_per_request=wakes, run_delay_us_per_request=dict.fromkeys(per_req, 10.0),
     )
 
 
@@ -140,12 +141,16 @@ def test_each_point_gets_the_baseline_of_its_keep_alive_and_loop() -> None:
     point = {"payload_bytes": 1024, "rps": 5000.0, "connections": 8, "keep_alive": False,
              "mtls": False}
     b = baseline_for(fit, point)
-    assert b is not None and b["keep_alive"] is False and b["rps"] == 5000.0
+    assert b is not None
+    assert b["keep_alive"] is False
+    assert b["rps"] == 5000.0
     # a closed loop takes the highest open-loop load of its keep-alive (not a closed loop
     # without proxies, which runs several times faster)
     closed = baseline_for(fit, {**point, "rps": 0.0, "keep_alive": True})
-    assert closed is not None and closed["rps"] == 5000.0 and closed["keep_alive"]
-    doc = lab_scenario(__import__("pathlib").Path("m.yaml"), fit,
+    assert closed is not None
+    assert closed["rps"] == 5000.0
+    assert closed["keep_alive"]
+    doc = lab_scenario(Path("m.yaml"), fit,
                        {**point, "rps": 0.0, "keep_alive": True})
     load = doc["workloads"][0]
     assert load["arrival"] == "closed"
@@ -186,7 +191,8 @@ def test_full_grid_measures_held_out_points_in_passes_after_the_fit() -> None:
     assert all(p.role != "fit" for p in held)
     # pass after pass, each the same sequence of points: a point's passes are minutes apart
     repeats = [p.repeat for p in held]
-    assert repeats == sorted(repeats) and set(repeats) == set(range(REPEATS))
+    assert repeats == sorted(repeats)
+    assert set(repeats) == set(range(REPEATS))
     per_pass = len(held) // REPEATS
     first = [(p.config, p.payload, p.rps, p.proxied) for p in held[:per_pass]]
     assert all([(p.config, p.payload, p.rps, p.proxied)

@@ -533,6 +533,9 @@ def calibrate_lab(out: Path, *, quick: bool, log: Log = print, seed: int = 0) ->
     raw.parent.mkdir(parents=True, exist_ok=True)
     raw.write_text(json.dumps(data))
     doc = fit_model(data, name=out.stem, seed=seed)
+    from meshsim.calibrate.wakeups import refit_in_simulator
+
+    refit_in_simulator(doc, seed=seed)
     write_model(doc, out)
     return doc
 

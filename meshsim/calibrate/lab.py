@@ -521,7 +521,9 @@ def grid(quick: bool) -> list[Point]:
     from dataclasses import replace
 
     base = LabConfig()
-    fracs_fit = (0.1, 0.35)
+    # Three fit loads, so that the wake-up fit spans from nearly one sleep per request down
+    # to few (0.6 of capacity), close to saturation's.
+    fracs_fit = (0.1, 0.35, 0.6)
     fracs_held = (0.2, 0.5, 0.7) if quick else (0.2, 0.5, 0.65, 0.8, 0.9)
     payloads = (256, 4096) if quick else (128, 1024, 8192, 32768)
     dur = 1.5 if quick else 5.0

@@ -165,7 +165,8 @@ def predict(model_path: Path, fit: dict[str, Any], point: dict[str, Any],
     sidecars = out["proxies"]["by_kind"].get("sidecar", {})
     wakeups = (sidecars["wakeups"] / sidecars["requests"]
                if sidecars.get("requests") else float("nan"))
-    return {"p50": lat["p50"], "p90": lat["p90"], "p99": lat["p99"], "rps": w["rps"],
+    # Throughput as the load generator counts it: requests completed in the window.
+    return {"p50": lat["p50"], "p90": lat["p90"], "p99": lat["p99"], "rps": w["achieved_rps"],
             "wakeups_per_request": wakeups, "saturated": bool(out.get("saturated", False))}
 
 

@@ -38,6 +38,8 @@ class Subject:
     errors: int
     statuses: dict[int, int]
     series: dict[str, list[float]]
+    completed: int | None = None
+    """Requests finished in the window (None in results stored before it was counted)."""
 
     @classmethod
     def of(cls, stats: Stats) -> Subject:
@@ -53,6 +55,7 @@ class Subject:
                 "latency_sum_s": list(s.latency_sum_s),
                 "latency_max_s": list(s.latency_max_s),
             },
+            completed=stats.completed,
         )
 
 

@@ -10,7 +10,7 @@ import math
 from statistics import fmean
 from typing import Any
 
-from meshsim.results.run import SATURATION, MeshResult, RunResult
+from meshsim.results.run import SATURATION, MeshResult, Replication, RunResult
 
 SCHEMA_VERSION = 1
 
@@ -28,7 +28,7 @@ def mesh_summary(result: MeshResult) -> dict[str, Any]:
         requested = [r.requested_rps.get(name) for r in reps]
         req = requested[0] if requested and requested[0] is not None else None
         signals["requested_rps"] = req
-        signals["achieved_rps"] = signals["rps"]
+        signals["achieved_rps"] = _achieved_rps(reps, name, signals["rps"])
         out["workloads"][name] = signals
     out["proxies"] = _mean_blocks([r.proxies for r in reps])
     out["control_plane"] = _mean_blocks([r.control_plane for r in reps])
@@ -80,6 +80,19 @@ def mesh_summary(result: MeshResult) -> dict[str, Any]:
     out["warnings"] = warnings
     out["timeline"] = [{"at_s": t, "event": what} for t, what in reps[0].timeline]
     return out
+
+
+def _achieved_rps(reps: list[Replication], name: str, rps: float) -> float:
+    """Requests of a workload that finished in the window, per second: what a load generator
+    reports (fortio's ActualQPS). ``rps`` counts the requests *sent* in the window, all of
+    which the run drains, so it stays at the offered rate for a system that cannot keep up.
+    Results stored before completions were counted fall back to ``rps``."""
+    completed = [r.workloads[name].completed for r in reps if name in r.workloads]
+    window = sum(r.window_s for r in reps if name in r.workloads)
+    counts = [c for c in completed if c is not None]
+    if not completed or len(counts) < len(completed) or not window:
+        return rps
+    return sum(counts) / window
 
 
 def _fell_behind(expected: float, achieved: float) -> bool:

@@ -47,6 +47,9 @@ class Stats:
     errors: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
     series: Series = field(default_factory=Series)
+    completed: int = 0
+    """Requests that *finished* in the window, whenever sent: what a load generator counts
+    as its achieved rate (below ``requests`` when the system cannot keep up)."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ class Recorder:
         latency = finished_at - started_at
         ok = is_success(status)
         stats.series.add(int(started_at), latency, ok)
+        if self.warmup_s <= finished_at < self.end_s:
+            stats.completed += 1
         if self.warmup_s <= started_at < self.end_s:
             stats.histogram.record(latency)
             stats.requests += 1
