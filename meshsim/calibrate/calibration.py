@@ -237,7 +237,8 @@ def fit_model(data: dict[str, Any], *, name: str = "calibrated", seed: int = 0) 
 
     # Latency not explained by CPU: added p50 at the lowest fit load, minus both sidecars'
     # on-path CPU (everything but telemetry), over the four proxy traversals of a request.
-    low = min((m for m in base_fit if m.point.payload == main_pay), key=lambda m: m.point.rps)
+    low = min((m for m in base_fit if m.point.payload == main_pay and m.point.rps > 0),
+              key=lambda m: m.point.rps)
     ref = min((m for m in direct_fit if m.point.payload == main_pay),
               key=lambda m: abs(m.point.rps - low.point.rps))
     added = (low.latency_ms["p50"] - ref.latency_ms["p50"]) * 1000.0
@@ -357,8 +358,9 @@ def fit_model(data: dict[str, Any], *, name: str = "calibrated", seed: int = 0) 
         "client_delay": {
             "method": "per-request latency outside the proxies: the corrected latency of load "
                       "generator -> echo without proxies (its quantiles (i + 0.5) / N), less "
-                      "the echo's CPU per request at that point (charged by the simulated "
-                      "echo); "
+                      "the echo's and the load generator's CPU per request at that point "
+                      "(the simulated lab charges both on the request's path, on their "
+                      "cores); "
                       "drawn as an empirical client_delay_ms for the held-out point's payload "
                       "and load, with no network delay between the simulated pods (the "
                       "loopback transit of the proxied hops is in hop_latency_us, which is "
@@ -451,13 +453,15 @@ def _tcp_connection_cost(pairs: list[tuple[Measured, Measured]], wake_us: float
 
 def _baseline_row(ms: list[Measured]) -> dict[str, Any]:
     """A load without proxies, over its passes: the latency outside the proxies (each pass's
-    quantiles less the echo's own CPU in that pass, which the simulated lab charges itself,
-    pooled) and the load generator's and echo's CPU per request (medians over the passes)."""
+    quantiles less the echo's and the load generator's own CPU in that pass, which the
+    simulated lab charges on their cores, pooled) and those two CPUs per request (medians
+    over the passes)."""
     m = ms[0]
     delay: list[float] = []
     for r in ms:
-        echo_ms = r.process_cpu_us_per_request["echo"] / 1000.0
-        delay += [max(q - echo_ms, 0.0) for q in r.latency_quantiles_ms]
+        cpu_ms = (r.process_cpu_us_per_request["echo"]
+                  + r.process_cpu_us_per_request["load_generator"]) / 1000.0
+        delay += [max(q - cpu_ms, 0.0) for q in r.latency_quantiles_ms]
 
     def median(f: Callable[[Measured], float]) -> float:
         return float(np.median([f(r) for r in ms]))
@@ -533,9 +537,6 @@ def calibrate_lab(out: Path, *, quick: bool, log: Log = print, seed: int = 0) ->
     raw.parent.mkdir(parents=True, exist_ok=True)
     raw.write_text(json.dumps(data))
     doc = fit_model(data, name=out.stem, seed=seed)
-    from meshsim.calibrate.wakeups import refit_in_simulator
-
-    refit_in_simulator(doc, seed=seed)
     write_model(doc, out)
     return doc
 

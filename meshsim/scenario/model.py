@@ -235,9 +235,10 @@ class Workload(Spec):
         description="The client's own CPU per request (e.g. a load generator sharing a core "
         "with the client's sidecar), drawn per request (stream client_cpu/NAME) and run on "
         "the node of the client's pod when mesh_options.meshed_clients is on (ignored "
-        "otherwise: the client is outside the cluster). It occupies that node's cores, so "
-        "the node's proxies queue behind it, but the request does not wait for it (the "
-        "client's own processing time belongs in client_delay_ms).",
+        "otherwise: the client is outside the cluster). It is on the request's path, half "
+        "before sending and half after the response, each queued for that node's cores with "
+        "the node's proxies, so the client and its sidecar hold each other up (a "
+        "client_delay_ms measured without the mesh should then exclude this CPU).",
     )
 
     @model_validator(mode="before")

@@ -122,20 +122,25 @@ class WorkloadDriver:
             self.sent_in_window += 1
         rid = sim.next_request_id()
         req = Request(rid, spec.name, intended_at, spec.request_bytes, spec.path, spec.headers)
-        if self.client_cpu is not None:
-            host = sim.data_plane.client_host(self.client)
-            if host is not None:
-                # The client's own work occupies its node's cores; the request does not
-                # wait for it.
-                env.process(host.execute(self.client_cpu(), self.client))
+        client_cpu = self.client_cpu
+        host = sim.data_plane.client_host(self.client) if client_cpu is not None else None
         pool = self.connections
+        conn = None
         if pool is not None:
             conn = pool.request()
             yield conn
+        if host is None or client_cpu is None:
             status = yield from sim.call(self.client, self.target, req, None)
-            pool.release(conn)
         else:
+            # The client's own work is on its request's path, half to send it and half to
+            # read the response, each queued for its node's cores behind (or ahead of) the
+            # client's sidecar: a load generator sharing a core with it is held up by it.
+            half_s = client_cpu() / 2.0
+            yield from host.execute(half_s, self.client)
             status = yield from sim.call(self.client, self.target, req, None)
+            yield from host.execute(half_s, self.client)
+        if pool is not None and conn is not None:
+            pool.release(conn)
         if self.client_delay is not None:
             # Outside the cluster and after the connection is free: it delays what the
             # client records, not the next request on the connection.
