@@ -259,13 +259,15 @@ def test_held_out_frame_and_goals() -> None:
 
 
 def test_held_out_simulated_from_the_committed_model(cal: calibration.Calibration) -> None:
+    from meshsim.calibrate.validate import held_out_points, merge_passes
+
     h = calibration.held_out_frame(calibration.held_out(cal.path, duration_s=1.0))
-    n = sum(1 for i in cal.fit["held_out"] if not cal.fit["points"][i]["filters"])
-    assert len(h) == 4 * n
+    # one row per metric and held-out point, its passes merged into their median
+    points = [merge_passes(g) for g in held_out_points(cal.fit["points"], cal.fit["held_out"])]
+    points = [p for p in points if not p["filters"]]
+    assert len(h) == 4 * len(points)
     measured = h[h["metric"] == "p50"]["measured"].tolist()
-    want = [cal.fit["points"][i]["latency_ms"]["p50"] for i in cal.fit["held_out"]
-            if not cal.fit["points"][i]["filters"]]  # fmt: skip
-    assert measured == want
+    assert measured == [p["latency_ms"]["p50"] for p in points]
     assert (h["predicted"] > 0).all()
 
 

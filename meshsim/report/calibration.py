@@ -38,9 +38,12 @@ BASE_CONFIG = "plain-ka-f0"
 PARAMETER_OF = {
     "filter_cpu_us.slope": "l7_filter_us",
     "handshake_cpu_us_per_side": "tls_handshake_overhead_cpu_us",
-    "process_cpu_us_vs_kib.slope": "payload_cpu_us_per_kib",
+    "process_cpu_us_vs_kib_and_wakeups.kib": "payload_cpu_us_per_kib",
+    "process_cpu_us_vs_kib_and_wakeups.wakeups": "wakeup_cpu_us",
     "memory_kib_plain.slope": "connection_kb",
     "tls_extra_cpu_us_vs_kib.slope": "tls_record_cpu_us_per_kib",
+    "tls_extra_cpu_us_vs_kib.intercept": "tls_request_cpu_us",
+    "tcp_connection_cpu_us": "tcp_connection_cpu_us",
 }
 """Estimates that become a model parameter directly (as ``fit_model`` sets them; clipped at 0)."""
 
@@ -119,15 +122,24 @@ def service_time_frame(fit: dict[str, Any], samples: np.ndarray | None = None) -
 
 
 def residual_frame(fit: dict[str, Any]) -> pd.DataFrame:
-    """Every line fit's points: estimate, x, y (measured), fitted, residual, residual_pct."""
+    """Every line fit's points: estimate, x, y (measured), fitted, residual, residual_pct.
+
+    A two-regressor fit (CPU against KiB and wake-ups) is listed against its wake-ups, named
+    ``"<estimate> (x = wakeups)"``."""
     rows = []
     for name, est in fit["estimates"].items():
         if not isinstance(est, dict) or "points" not in est:
             continue
         for p in est["points"]:
             fitted = p["y"] - p["residual"]
+            regressors = sorted(k for k in p if k not in ("y", "residual"))
+            if "x" in p:
+                label, x = name, p["x"]
+            else:
+                key = "wakeups" if "wakeups" in regressors else regressors[0]
+                label, x = f"{name} (x = {key})", p[key]
             rows.append({
-                "estimate": name, "x": p["x"], "y": p["y"], "fitted": fitted,
+                "estimate": label, "x": x, "y": p["y"], "fitted": fitted,
                 "residual": p["residual"],
                 "residual_pct": 100.0 * p["residual"] / fitted if fitted else math.nan,
             })  # fmt: skip
@@ -161,6 +173,9 @@ def ci_frame(fit: dict[str, Any]) -> pd.DataFrame:
         for part in ("intercept", "slope"):
             if isinstance(est.get(part), dict) and "ci95" in est[part]:
                 add(f"{name}.{part}", est[part])
+        for key, e in (est.get("slopes") or {}).items():  # a two-regressor fit
+            if isinstance(e, dict) and "ci95" in e:
+                add(f"{name}.{key}", e)
     return pd.DataFrame(
         rows, columns=["quantity", "value", "ci_low", "ci_high", "rel_half_width_pct", "parameter"]
     )
