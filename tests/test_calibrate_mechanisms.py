@@ -199,3 +199,37 @@ def test_full_grid_measures_held_out_points_in_passes_after_the_fit() -> None:
                 for p in held[r * per_pass:(r + 1) * per_pass]] == first
                for r in range(REPEATS))
     assert {p.repeat for p in grid(quick=True)} == {0}
+
+
+def test_each_configuration_is_paired_with_the_base_point_measured_just_before() -> None:
+    from meshsim.calibrate.lab import grid
+
+    pts = grid(quick=False)
+    for i, p in enumerate(pts):
+        if p.role == "fit" and p.config != LabConfig():
+            ref = pts[i - 1]
+            assert ref.config == LabConfig()
+            assert (ref.payload, ref.rps, ref.proxied) == (p.payload, p.rps, p.proxied)
+
+
+def test_a_configuration_cost_is_the_difference_from_its_paired_base_point() -> None:
+    # The filter points' own base pairs drift: measured later, 10 us dearer per request. The
+    # per-filter cost must come from the pairs (8 us), not from the earlier base points.
+    data = synthetic_record()
+    pts = [Measured.from_json(d) for d in data["points"]]
+    out = []
+    for m in pts:
+        if m.point.config == LabConfig(filters=4):
+            twin = Measured.from_json(m.to_json())
+            twin.point = replace(twin.point, config=LabConfig())
+            twin.process_cpu_us_per_request = {
+                k: v - 4 * 8.0 + (10.0 if "sidecar" in k else 0.0)
+                for k, v in m.process_cpu_us_per_request.items()}
+            m.process_cpu_us_per_request = {
+                k: v + (10.0 if "sidecar" in k else 0.0)
+                for k, v in m.process_cpu_us_per_request.items()}
+            out.append(twin)
+        out.append(m)
+    data["points"] = [m.to_json() for m in out]
+    v = fit_model(data)["parameters"]["l7_filter_us"]["value"]
+    assert v == pytest.approx(8.0, abs=0.3)

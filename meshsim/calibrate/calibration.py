@@ -206,15 +206,20 @@ def fit_model(data: dict[str, Any], *, name: str = "calibrated", seed: int = 0) 
     cv_scale = st.mean.value / proc_main if proc_main > 0 else 0.0
     cpu_cv = Estimate(st.cv.value * cv_scale, st.cv.lo * cv_scale, st.cv.hi * cv_scale)
 
+    order = {id(m): i for i, m in enumerate(pts)}
+
     def same(cfg: LabConfig) -> list[tuple[Measured, Measured]]:
-        """(this config, base) pairs at the same payload and nominal load."""
+        """(this config, base) pairs at the same payload and nominal load, the base point
+        measured nearest in time (the grid measures one just before each configuration's
+        point, so that the machine's drift over minutes does not enter the difference)."""
         out = []
         for m in fit_pts:
             if m.point.config != cfg:
                 continue
             ref = [b for b in base_fit if b.point.payload == m.point.payload]
             if ref:
-                out.append((m, min(ref, key=lambda b: abs(b.point.rps - m.point.rps))))
+                out.append((m, min(ref, key=lambda b: (abs(b.point.rps - m.point.rps),
+                                                       abs(order[id(b)] - order[id(m)])))))
         return out
 
     filt_cfg = LabConfig(filters=4)
