@@ -24,7 +24,14 @@ import numpy as np
 import yaml
 
 from meshsim import __version__
-from meshsim.calibrate.fit import Estimate, PlaneFit, fit_line, fit_plane, fit_service_time
+from meshsim.calibrate.fit import (
+    Estimate,
+    PlaneFit,
+    cluster_resamples,
+    fit_line,
+    fit_plane,
+    fit_service_time,
+)
 from meshsim.calibrate.lab import Lab, LabConfig, Measured, Point, grid, scale, workdir
 from meshsim.files import write_atomic
 
@@ -93,8 +100,15 @@ def measure_lab(quick: bool, log: Log = print) -> dict[str, Any]:
         cap = lab.measure(cap_point).achieved_rps
         log(f"estimated capacity {cap:.0f} rps (closed loop, 8 connections)")
         points = scale(grid(quick), cap)
+        # Handshakes are timed in three blocks (start, middle, end of the grid) so that
+        # their CI sees the machine's drift over the run, not only one moment's noise.
+        per_block = (60 if quick else 300) // 3
+        blocks = [lab.handshakes(per_block)]
+        middle = len(points) // 2
         measured: list[Measured] = []
         for i, p in enumerate(points):
+            if i == middle:
+                blocks.append(lab.handshakes(per_block))
             m = lab.measure(p, seed=i + 1)
             measured.append(m)
             log(f"[{i + 1}/{len(points)}] {p.config.name} {p.payload}B "
@@ -104,13 +118,15 @@ def measure_lab(quick: bool, log: Log = print) -> dict[str, Any]:
                 f"{m.achieved_rps:.0f} rps, p50 {m.latency_ms['p50']:.3f} ms, "
                 f"p99 {m.latency_ms['p99']:.3f} ms")
         memory = lab.connection_memory((0, 50, 100, 200) if quick else (0, 100, 200, 300, 400))
-        hs = lab.handshakes(60 if quick else 300)
+        blocks.append(lab.handshakes(per_block))
+        hs = {side: [v for b in blocks for v in b[side]] for side in ("client", "server")}
         idle = lab.idle_cpu_ms_per_s(2.0 if quick else 5.0)
         log(f"idle CPU (ms per s): {idle}")
         return {
             "quick": quick, "capacity_estimate_rps": cap, "placement": lab.placement,
             "points": [m.to_json() for m in measured], "memory_kib": memory,
-            "handshake_cpu_us": hs, "telemetry_cpu_us": telemetry_us(),
+            "handshake_cpu_us": hs, "handshake_cpu_us_blocks": blocks,
+            "telemetry_cpu_us": telemetry_us(),
             "idle_cpu_ms_per_s": idle,
             "machine": machine_info(),
         }
@@ -160,9 +176,10 @@ def fit_model(data: dict[str, Any], *, name: str = "calibrated", seed: int = 0) 
     main_pay = min(m.point.payload for m in base_fit)
 
     # Service time: the callbacks' CPU of both sidecars at the smallest payload.
-    samples = [s for m in base_fit if m.point.payload == main_pay
-               for s in (*m.client_cpu_us, *m.server_cpu_us)]
-    st = fit_service_time(samples, seed=seed)
+    # The CI resamples whole points: samples of one point share its moment's machine state.
+    by_point = [[*m.client_cpu_us, *m.server_cpu_us] for m in base_fit
+                if m.point.payload == main_pay]
+    st = fit_service_time([s for g in by_point for s in g], seed=seed, groups=by_point)
     cb_line = fit_line([_kib(m) for m in base_fit],
                        [float(np.mean([*m.client_cpu_us, *m.server_cpu_us])) for m in base_fit],
                        seed=seed)
@@ -235,7 +252,16 @@ def fit_model(data: dict[str, Any], *, name: str = "calibrated", seed: int = 0) 
     from meshsim.calibrate.fit import bootstrap
 
     hs_all = np.concatenate([hs["client"], hs["server"]])
-    hs_est = bootstrap(hs_all, lambda a: float(np.median(a)), seed=seed + 5)
+    hs_blocks = [np.asarray([*b["client"], *b["server"]], dtype=float)
+                 for b in data.get("handshake_cpu_us_blocks") or ()]
+    if len(hs_blocks) >= 2:  # resample whole blocks: they were timed minutes apart
+        reps = np.array([float(np.median(r))
+                         for r in cluster_resamples(hs_blocks, seed=seed + 5)])
+        lo, hi = np.quantile(reps, [0.025, 0.975])
+        med = float(np.median(hs_all))
+        hs_est = Estimate(med, min(float(lo), med), max(float(hi), med))
+    else:
+        hs_est = bootstrap(hs_all, lambda a: float(np.median(a)), seed=seed + 5)
     mem = data["memory_kib"]
     mem_plain = fit_line([r[0] for r in mem["plain"]], [r[1] for r in mem["plain"]], seed=seed + 6)
     mem_tls = fit_line([r[0] for r in mem["tls"]], [r[1] for r in mem["tls"]], seed=seed + 7)

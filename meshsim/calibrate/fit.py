@@ -218,25 +218,51 @@ def choose(scores: dict[str, dict[str, float]]) -> str:
     return "empirical" if scores[best]["ks_d"] > EMPIRICAL_D else best
 
 
-def fit_service_time(samples: Sequence[float], *, seed: int = 0) -> ServiceTimeFit:
-    """Fit per-request service times (microseconds, > 0) and bootstrap their CIs."""
-    x = np.asarray([s for s in samples if s > 0], dtype=float)
+def cluster_resamples(groups: Sequence[Array], *, seed: int = 0,
+                      n: int = BOOTSTRAP) -> list[Array]:
+    """Bootstrap resamples that draw whole groups (measurement points) with replacement.
+
+    Samples taken at one point share that moment's machine state (caches, frequency, other
+    tenants), so they are not independent: resampling them one by one gives CIs that count
+    only the noise within a point and miss the drift between points, which two calibrations
+    minutes apart do see.
+    """
+    rng = np.random.default_rng(seed)
+    return [np.concatenate([groups[j] for j in rng.integers(0, len(groups), len(groups))])
+            for _ in range(n)]
+
+
+def fit_service_time(samples: Sequence[float], *, seed: int = 0,
+                     groups: Sequence[Sequence[float]] | None = None) -> ServiceTimeFit:
+    """Fit per-request service times (microseconds, > 0) and bootstrap their CIs.
+
+    With ``groups`` (the samples by measurement point, two or more), the bootstrap resamples
+    whole points (:func:`cluster_resamples`) and ``samples`` is ignored.
+    """
+    parts = [np.asarray([s for s in g if s > 0], dtype=float) for g in groups or ()]
+    parts = [g for g in parts if len(g)]
+    clustered = len(parts) >= 2
+    x = np.concatenate(parts) if clustered else np.asarray([s for s in samples if s > 0],
+                                                           dtype=float)
     if len(x) < 20:
         raise ValueError(f"need at least 20 positive samples to fit, got {len(x)}")
     scores = _scores(x)
     dist = choose(scores)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(x), size=(BOOTSTRAP, len(x)))
-    boots = x[idx]
-    means = boots.mean(axis=1)
-    cvs = boots.std(axis=1) / means
-    p50s = np.quantile(boots, 0.5, axis=1)
-    p99s = np.quantile(boots, 0.99, axis=1)
+    if clustered:
+        boots = cluster_resamples(parts, seed=seed)
+    else:
+        rng = np.random.default_rng(seed)
+        boots = list(x[rng.integers(0, len(x), size=(BOOTSTRAP, len(x)))])
+    means = np.array([b.mean() for b in boots])
+    cvs = np.array([b.std() for b in boots]) / means
+    p50s = np.array([np.quantile(b, 0.5) for b in boots])
+    p99s = np.array([np.quantile(b, 0.99) for b in boots])
     params: dict[str, Estimate] = {}
     if dist == "lognormal":
-        lb = np.log(boots)
+        lb = [np.log(b) for b in boots]
         mu, sigma = lognormal_mle(x)
-        params = {"mu": _ci(lb.mean(axis=1), mu), "sigma": _ci(lb.std(axis=1), sigma)}
+        params = {"mu": _ci(np.array([b.mean() for b in lb]), mu),
+                  "sigma": _ci(np.array([b.std() for b in lb]), sigma)}
     elif dist == "gamma":
         k, theta = gamma_mle(x)
         ks, ths = zip(*(gamma_mle(b) for b in boots), strict=True)

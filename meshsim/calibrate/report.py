@@ -133,7 +133,7 @@ def diagnose(fit: dict[str, Any], rows: list[Comparison]) -> list[str]:
             + "). On a shared core the echo's (or the load generator's) wake-up preempts the "
             "sidecar in the middle of its callback, and the sidecar then finds the reply ready "
             "without sleeping; the simulator's FCFS core runs bursts to completion. So it "
-            f"over-charges a sidecar up to {extra:.0f} us per request at mid loads "
+            f"over-charges a sidecar up to {extra:.0f} us per request below saturation "
             f"({worst.point['rps']:g} rps). Refitting the wake-up cost on the simulator's own "
             "count instead was tried: its count falls too slowly with load, and the refit's "
             "intercept extrapolates to half the measured CPU at saturation (+49% throughput).")
