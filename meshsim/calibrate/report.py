@@ -23,6 +23,7 @@ from meshsim.calibrate.validate import (
     Comparison,
     failures,
     figures,
+    load_label,
     spread_table,
     table,
     validate_model,
@@ -205,7 +206,7 @@ def run_delay_table(fit: dict[str, Any], rows: list[Comparison]) -> str:
     lines = [f"{'config':<14} {'load':>9}  " + " ".join(f"{n:>15}" for n in names) + "  (us)"]
     for r in sel:
         d = r.point["run_delay_us_per_request"]
-        load = "sat" if r.saturation else f"{r.point['rps']:g}"
+        load = load_label(r)
         lines.append(f"{r.point['config']:<14} {load:>9}  "
                      + " ".join(f"{d.get(n, float('nan')):>15.1f}" for n in names))
     return "\n".join(lines)

@@ -204,6 +204,11 @@ def merge_passes(passes: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
+def load_label(r: Comparison) -> str:
+    """A held-out point's load as the tables show it: its rate, or ``sat`` (closed loop)."""
+    return "sat" if r.saturation else f"{r.point['rps']:g}"
+
+
 def _err(pred: float, meas: float) -> float:
     return round(100.0 * (pred - meas) / meas, 2) if meas else float("nan")
 
@@ -262,7 +267,7 @@ def table(rows: list[Comparison]) -> str:
     lines = [head, "-" * len(head)]
     for r in rows:
         m, p, e = r.measured, r.predicted, r.error_pct
-        load = "sat" if r.saturation else f"{r.point['rps']:g}"
+        load = load_label(r)
 
         def mark(k: str, e: dict[str, float] = e, r: Comparison = r) -> str:
             return f"{e[k]:+7.1f}" + ("*" if k in r.checked else " ")
@@ -293,7 +298,7 @@ def spread_table(rows: list[Comparison]) -> str:
         return f"{text:>{width}}"
 
     for r in sel:
-        load = "sat" if r.saturation else f"{r.point['rps']:g}"
+        load = load_label(r)
         lines.append(f"{r.point['config']:<14} {load:>9} {r.passes:>6}  "
                      f"{cell(r, 'p50', 28, '.3f')}  {cell(r, 'p99', 30, '.2f')}  "
                      f"{cell(r, 'rps', 22, '.0f')}")
@@ -307,7 +312,7 @@ def wakeup_table(rows: list[Comparison]) -> str:
         return ""
     lines = [f"{'config':<14} {'load':>9}  {'wake-ups/request meas/pred':>27}"]
     for r in sel:
-        load = "sat" if r.saturation else f"{r.point['rps']:g}"
+        load = load_label(r)
         lines.append(f"{r.point['config']:<14} {load:>9}  "
                      f"{r.measured['wakeups_per_request']:>13.3f}/"
                      f"{r.predicted.get('wakeups_per_request', float('nan')):<13.3f}")
