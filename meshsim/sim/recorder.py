@@ -2,7 +2,8 @@
 
 Statistics count requests *sent* in the measurement window [warm-up, end); the run
 drains after ``end`` so that slow requests sent late still count (dropping them
-would bias the tail low). Per-second series cover the whole run, warm-up included,
+would bias the tail low). ``completed`` counts those that *finished* in the window,
+the achieved rate a load generator reports. Per-second series cover the whole run, warm-up included,
 for timelines around events.
 """
 
