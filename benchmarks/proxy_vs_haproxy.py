@@ -32,13 +32,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from meshsim.proxy.loadgen import LoadSpec, run_load  # noqa: E402
+from meshsim.proxy.runner import wait_for_port  # noqa: E402
 
 ECHO = """
 import asyncio, sys
@@ -91,17 +91,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def wait_port(port: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on port {port}")
 
 
 def cpu_s(pid: int | None) -> float:
@@ -163,7 +152,7 @@ def main() -> None:
         echo = subprocess.Popen([sys.executable, "-c", ECHO, str(echo_port)], env=env)
         procs.append(echo)
         pin(echo.pid, rest_cpus)
-        wait_port(echo_port)
+        wait_for_port(echo_port)
         targets: dict[str, tuple[int, int | None]] = {"direct": (echo_port, None)}
 
         haproxy = shutil.which("haproxy")
@@ -174,7 +163,7 @@ def main() -> None:
             hap = subprocess.Popen([haproxy, "-f", str(cfg)])
             procs.append(hap)
             pin(hap.pid, proxy_cpus)
-            wait_port(hport)
+            wait_for_port(hport)
             targets["haproxy"] = (hport, hap.pid)
         else:
             print("haproxy not found: skipping it (apt-get install haproxy)")
@@ -183,7 +172,7 @@ def main() -> None:
         mesh = subprocess.Popen([sys.executable, "-c", PROXY, str(mport), str(echo_port)], env=env)
         procs.append(mesh)
         pin(mesh.pid, proxy_cpus)
-        wait_port(mport)
+        wait_for_port(mport)
         targets["meshsim"] = (mport, mesh.pid)
 
         names = list(targets)

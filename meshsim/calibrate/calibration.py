@@ -27,6 +27,7 @@ from meshsim import __version__
 from meshsim.calibrate.fit import (
     Estimate,
     PlaneFit,
+    bootstrap,
     cluster_resamples,
     fit_line,
     fit_plane,
@@ -162,6 +163,12 @@ def _sidecar_wakeups(m: Measured) -> float | None:
     return (w["client_sidecar"] + w["server_sidecar"]) / 2.0
 
 
+def _bare_cpu(m: Measured, side: str, wake_us: float) -> float:
+    """A sidecar's CPU per request at a point, less its wake-ups' share."""
+    return (m.process_cpu_us_per_request[side]
+            - wake_us * m.wakeups_per_request.get(side, 0.0))
+
+
 def _kib(m: Measured) -> float:
     return 2.0 * m.point.payload / KIB  # the echo returns the body: request + response
 
@@ -249,8 +256,6 @@ def fit_model(data: dict[str, Any], *, name: str = "calibrated", seed: int = 0) 
                    seed=seed + 4) if len(tpairs) >= 2 else None
     tcp = _tcp_connection_cost(same(LabConfig(keep_alive=False)), wake_us)
     hs = {k: np.asarray(v) for k, v in data["handshake_cpu_us"].items()}
-    from meshsim.calibrate.fit import bootstrap
-
     hs_all = np.concatenate([hs["client"], hs["server"]])
     hs_blocks = [np.asarray([*b["client"], *b["server"]], dtype=float)
                  for b in data.get("handshake_cpu_us_blocks") or ()]
@@ -473,10 +478,7 @@ def _tcp_connection_cost(pairs: list[tuple[Measured, Measured]], wake_us: float
     per_end = []
     for noka, ka in pairs:
         for side in ("client_sidecar", "server_sidecar"):
-            def bare(m: Measured, side: str = side) -> float:
-                return (m.process_cpu_us_per_request[side]
-                        - wake_us * m.wakeups_per_request.get(side, 0.0))
-            per_end.append((bare(noka) - bare(ka)) / 2.0)
+            per_end.append((_bare_cpu(noka, side, wake_us) - _bare_cpu(ka, side, wake_us)) / 2.0)
     if not per_end:
         return None
     return Estimate(max(float(np.mean(per_end)), 0.0), min(per_end), max(per_end))

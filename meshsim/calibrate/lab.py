@@ -463,22 +463,12 @@ class Lab:
                 done_c = done_s = False
                 for _step in range(10):
                     if not done_c:
-                        t0 = time.thread_time()
-                        try:
-                            cli.do_handshake()
-                            done_c = True
-                        except ssl.SSLWantReadError:
-                            pass
-                        tc += time.thread_time() - t0
+                        done_c, dt = _handshake_step(cli)
+                        tc += dt
                     s_in.write(c_out.read())
                     if not done_s:
-                        t0 = time.thread_time()
-                        try:
-                            srv.do_handshake()
-                            done_s = True
-                        except ssl.SSLWantReadError:
-                            pass
-                        ts += time.thread_time() - t0
+                        done_s, dt = _handshake_step(srv)
+                        ts += dt
                     c_in.write(s_out.read())
                     if done_c and done_s:
                         break
@@ -487,6 +477,17 @@ class Lab:
                 client_us.append(tc * 1e6)
                 server_us.append(ts * 1e6)
         return {"client": client_us, "server": server_us}
+
+
+def _handshake_step(side: ssl.SSLObject) -> tuple[bool, float]:
+    """One round of one side's handshake: whether it completed, and the thread CPU it took."""
+    t0 = time.thread_time()
+    try:
+        side.do_handshake()
+        done = True
+    except ssl.SSLWantReadError:
+        done = False
+    return done, time.thread_time() - t0
 
 
 def _rss_with_connections(node: _Node, k: int, ctx: ssl.SSLContext | None) -> float:

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from meshsim.calibrate.lab import proc_rss_kib
 from meshsim.proxy.loadgen import LoadSpec, run_load
+from meshsim.proxy.runner import wait_for_port
 
 from .test_cli import free_port
 
@@ -53,39 +55,18 @@ run(main)
 """
 
 
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
-def wait_port(port: int) -> None:
-    import socket
-    import time
-
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing on port {port}")
-
-
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
 def test_proxy_memory_stays_flat(tmp_path: Path) -> None:
     echo_port, proxy_port = free_port(), free_port()
     log = tmp_path / "access.jsonl"
     procs = [subprocess.Popen([sys.executable, "-c", ECHO, str(echo_port)])]
     try:
-        wait_port(echo_port)
+        wait_for_port(echo_port, timeout_s=15.0)
         proxy = subprocess.Popen(
             [sys.executable, "-c", PROXY, str(proxy_port), str(echo_port), str(log)]
         )
         procs.append(proxy)
-        wait_port(proxy_port)
+        wait_for_port(proxy_port, timeout_s=15.0)
         base = f"http://127.0.0.1:{proxy_port}"
         specs = [
             LoadSpec(f"{base}/?size=256", 0, 16, ROUND_S),
@@ -98,7 +79,7 @@ def test_proxy_memory_stays_flat(tmp_path: Path) -> None:
             assert result.completed > 0
             assert result.errors == 0
             answered += result.completed
-            samples.append(rss_bytes(proxy.pid))
+            samples.append(proc_rss_kib(proxy.pid) * 1024)
         third = ROUNDS // 3
         middle = statistics.median(samples[third : 2 * third])
         last = statistics.median(samples[2 * third :])
