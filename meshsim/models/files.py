@@ -25,6 +25,7 @@ from meshsim.models.parameters import (
     optional_parameters,
     required_parameters,
 )
+from meshsim.resources import package_data_dir
 
 TOP_LEVEL_KEYS: Final = ("kind", "describes", "measured_on", "anchor", "parameters")
 REQUIRED_TOP_LEVEL_KEYS: Final = ("kind", "describes", "parameters")
@@ -33,12 +34,15 @@ REQUIRED_TOP_LEVEL_KEYS: Final = ("kind", "describes", "parameters")
 
 
 def models_dir() -> Path:
-    """The project's ``models/`` folder: ``$MESHSIM_MODELS_DIR`` or ``<repo>/models``."""
+    """The shipped ``models/`` folder: ``$MESHSIM_MODELS_DIR`` or the package data.
+
+    The repository's ``models/`` is installed as the package ``meshsim._models`` (see
+    pyproject.toml), so an editable install and a wheel find the same files.
+    """
     env = os.environ.get("MESHSIM_MODELS_DIR")
     if env:
         return Path(env)
-    # meshsim/models/files.py -> <repo>/models: the files ship beside the package.
-    return Path(__file__).resolve().parents[2] / "models"
+    return package_data_dir("meshsim._models")
 
 
 def model_names() -> list[str]:

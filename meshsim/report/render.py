@@ -20,13 +20,13 @@ from meshsim.report import figures as fg
 from meshsim.report.comparison import Comparison, event_windows
 from meshsim.report.cost import HOURS_PER_MONTH, Prices, cost_frame
 from meshsim.report.findings import findings
+from meshsim.resources import package_data_dir
 from meshsim.results.store import LoadedRun
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "reports" / "templates"
 """Templates of the source tree (reports/templates), found from this package."""
 
 
@@ -338,7 +338,7 @@ def render_report(
 
     mpl.use("Agg")
     prices = prices or Prices()
-    folder = template_dir or TEMPLATE_DIR
+    folder = template_dir or package_data_dir("meshsim._templates")
     if not (folder / "report.html.j2").is_file():
         raise MeshsimError(
             f"report templates not found in {folder} (expected report.html.j2 and report.md.j2)"
