@@ -91,8 +91,8 @@ def test_wheel_installs_and_runs_a_scenario_with_models_and_templates(tmp_path: 
     # The calibrated lab model ships too: `meshsim validate` and notebooks read it by name.
     listed = _run(
         [str(fresh_python), "-c",
-         "from meshsim.models import models_dir; import os; "
-         "print(sorted(os.listdir(models_dir())), sorted(os.listdir(models_dir() / 'calibrated')))"],
+         "from meshsim.models import models_dir; import os; d = models_dir(); "
+         "print(sorted(os.listdir(d)), sorted(os.listdir(d / 'calibrated')))"],
         cwd=work,
     )
     assert "istio-sidecar.yaml" in listed.stdout
