@@ -2,7 +2,7 @@
 10,000 pods, 1% of pods replaced per minute) for Istio without and with Sidecar scoping, for
 Istio ambient (istiod pushing to 100 ztunnels instead of 10,000 sidecars) and for Linkerd.
 Prints convergence percentiles and control-plane CPU and memory, then istiod's model at the
-published anchors (published-figures.md 7a, 7b) next to the published figures.
+published anchors (docs/published-figures.md 7a, 7b) next to the published figures.
 
 Run: .venv/bin/python benchmarks/control_plane_scale.py  [--duration S]
 """
@@ -59,7 +59,10 @@ def main() -> None:
               f"{cp['cpu_vcpu']:>10.2f}{cp['memory_mb']:>10.0f}{work:>16,}{wall:>8.1f}")
     print(f"total wall time {total:.1f} s")
     print()
-    print("istiod model at the published anchors (models/istiod.yaml; published-figures.md 7):")
+    print(
+        "istiod model at the published anchors "
+        "(models/istiod.yaml; docs/published-figures.md 7):"
+    )
     for _, a in anchor_table().iterrows():
         lo, hi = a["published_memory_gb_low"], a["published_memory_gb_high"]
         mem = f"{lo:g}" if lo == hi else f"{lo:g}-{hi:g}"

@@ -2,10 +2,10 @@
 
 One client pod (fortio, meshed) and one server pod, 1 KiB payloads each way, 1000 rps,
 16 connections, 2 Envoy workers, mTLS STRICT (istio.io Performance and Scalability,
-published-figures.md section 1a). Prints the latency the two sidecars add over the `none`
+docs/published-figures.md section 1a). Prints the latency the two sidecars add over the `none`
 baseline at p90 and p99, and the sidecar CPU and memory, next to what istio.io published.
 The published latencies come from different harnesses and hardware across versions
-(published-figures.md section 10.7): compare orders of magnitude, not digits.
+(docs/published-figures.md section 10.7): compare orders of magnitude, not digits.
 
     .venv/bin/python benchmarks/istio_benchmark_shape.py [--duration-s 30] [--seed 1]
 """
@@ -21,7 +21,7 @@ from meshsim.results.summary import build_summary
 from meshsim.scenario import from_dict
 
 PUBLISHED_ADDED_MS = [
-    # (Istio version, p90, p99, source in published-figures.md)
+    # (Istio version, p90, p99, source in docs/published-figures.md)
     ("1.5 (telemetry v2)", 2.8, 2.7, "section 1b"),
     ("1.7-era", 2.76, 2.88, "section 1b"),
     ("1.7-era with jitter", 1.72, 1.91, "section 1b"),

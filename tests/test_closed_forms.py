@@ -1,4 +1,4 @@
-"""Statistical validation against closed forms (DESIGN.md, testing tier 3).
+"""Statistical validation against closed forms (docs/DESIGN.md, testing tier 3).
 
 Each queue is built as a scenario, run through :func:`meshsim.api.run_scenario`, and
 its client-side latency histogram compared with queueing theory. The network is made

@@ -177,7 +177,7 @@ def test_stale_endpoint_failures_fall_as_convergence_gets_faster(tmp_path: Path)
 def test_linkerd_stale_endpoints_fail_requests_without_retries() -> None:
     r = _stale("linkerd", ROLLOUT_KILL)
     assert r["stale"] > 0
-    assert r["errors"] > 0  # no retries by default (mesh-semantics 12.3)
+    assert r["errors"] > 0  # no retries by default (docs/mesh-semantics.md 12.3)
 
 
 @pytest.mark.parametrize("mesh", ["istio", "linkerd"])

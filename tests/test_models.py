@@ -30,7 +30,7 @@ from meshsim.models import (
 
 SHIPPED = ("istio-sidecar", "linkerd-proxy", "ztunnel", "waypoint")
 
-# Published figures (reference/published-figures.md), written here independently of the files so
+# Published figures (docs/published-figures.md), written here independently of the files so
 # that a file cannot change its own target: (vCPU per 1000 rps, MB per proxy).
 PUBLISHED = {
     "istio-sidecar": (0.20, 60.0),  # Istio 1.24 docs, section 1b

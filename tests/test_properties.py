@@ -1,4 +1,4 @@
-"""Property tests (DESIGN.md, testing tier 2): request conservation, ordered
+"""Property tests (docs/DESIGN.md, testing tier 2): request conservation, ordered
 timestamps, scenario round trips and a loader fuzzer."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A model file gives every number the simulator needs to build a proxy's latency, CPU and memory
 from mechanisms (parse, route, telemetry, TLS, socket I/O, configuration held), each number with
-the source it came from (DESIGN.md principle 2). This module is the only reader of those files:
+the source it came from (docs/DESIGN.md principle 2). This module is the only reader of those files:
 
 - :func:`parse_model` / :func:`load_model` check a file and return a frozen
   :class:`ProxyCostModel`, or raise :class:`meshsim.errors.ModelError` naming the file, the line,

@@ -384,7 +384,7 @@ def _check_parameter(
         add(
             (*ppath, "source"),
             "every parameter needs a non-empty source (a citation from "
-            "reference/published-figures.md or a measurement)",
+            "docs/published-figures.md or a measurement)",
             value="source" in entry,
         )
         ok = False

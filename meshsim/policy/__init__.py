@@ -5,7 +5,7 @@ outlier detection, failure accrual, load balancers, traffic splits and fault inj
 Each takes the current time (``now``, float seconds) and a ``numpy.random.Generator``
 (``rng``) as arguments and knows nothing of simpy or asyncio, so the simulator (simulated
 time) and the real proxy (monotonic clock) drive the very same code. Behaviour follows
-``reference/mesh-semantics.md``; docstrings cite its sections.
+``docs/mesh-semantics.md``; docstrings cite its sections.
 """
 
 from __future__ import annotations

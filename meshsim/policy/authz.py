@@ -1,4 +1,4 @@
-"""Authorization, evaluated per request in the destination's proxy (mesh-semantics §8).
+"""Authorization, evaluated per request in the destination's proxy (docs/mesh-semantics.md §8).
 
 Pure state and logic, shared by the simulator and the real proxy: no clock, no randomness.
 

@@ -16,7 +16,7 @@ __all__ = ["EnvoyBackOff", "LinkerdBackOff"]
 
 @dataclass(frozen=True, slots=True)
 class EnvoyBackOff:
-    """Envoy's fully jittered exponential retry back-off (mesh-semantics §1.1).
+    """Envoy's fully jittered exponential retry back-off (docs/mesh-semantics.md §1.1).
 
     For base ``B`` and retry number ``N`` (1 for the first retry) the delay is uniform in
     ``[0, (2^N - 1)·B)``, the interval capped at ``max_interval_s``. With the defaults
@@ -62,7 +62,7 @@ class LinkerdBackOff:
 
     For iteration ``n`` (0 for the first wait): ``base_n = min(min·2^n, max)`` and the delay
     is ``base_n + U[0, 1)·jitter·base_n``, the jitter capped at ``max - base_n`` so the total
-    never exceeds ``max`` (mesh-semantics §6.2 retries: 25 ms..250 ms, jitter 1.0, the first
+    never exceeds ``max`` (docs/mesh-semantics.md §6.2 retries: 25 ms..250 ms, jitter 1.0, the first
     retry waits [25, 50) ms; §6.4 failure accrual: 1 s..60 s, jitter 0.5).
     """
 

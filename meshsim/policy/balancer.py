@@ -1,4 +1,4 @@
-"""Load balancers: Envoy's round robin, least request and random (mesh-semantics §4), and
+"""Load balancers: Envoy's round robin, least request and random (docs/mesh-semantics.md §4), and
 linkerd2-proxy's P2C over Peak-EWMA (§5). Ring hash and Maglev live in
 :mod:`meshsim.policy.hash_balancer`.
 

@@ -1,6 +1,6 @@
 """Retry budgets: Envoy's concurrency budget and Linkerd's (tower's) TpsBudget.
 
-Envoy limits *concurrent* retries per cluster (mesh-semantics §1.2): either the fixed
+Envoy limits *concurrent* retries per cluster (docs/mesh-semantics.md §1.2): either the fixed
 ``max_retries`` circuit-breaker threshold or, when ``retry_budget`` is set, a share of the
 cluster's active plus pending requests. The counter itself lives in
 :class:`meshsim.policy.circuit_breaker.CircuitBreaker`; :class:`EnvoyRetryBudget` only
@@ -21,7 +21,7 @@ __all__ = ["EnvoyRetryBudget", "TpsBudget"]
 
 @dataclass(frozen=True, slots=True)
 class EnvoyRetryBudget:
-    """Envoy ``CircuitBreakers.Thresholds.retry_budget`` (mesh-semantics §1.2).
+    """Envoy ``CircuitBreakers.Thresholds.retry_budget`` (docs/mesh-semantics.md §1.2).
 
     ``max_active_retries = max(budget_percent/100 x (active + pending), min_retry_concurrency)``.
     When set, it overrides ``max_retries``. Istio sets it only when a DestinationRule has

@@ -1,4 +1,4 @@
-"""Envoy circuit-breaker thresholds as counters (mesh-semantics §2.1, §2.2, §1.2).
+"""Envoy circuit-breaker thresholds as counters (docs/mesh-semantics.md §2.1, §2.2, §1.2).
 
 One :class:`CircuitBreaker` stands for one Envoy cluster (per client proxy, per destination
 cluster or subset, per priority): the thresholds are summed over all hosts of the cluster,

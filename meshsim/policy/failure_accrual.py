@@ -1,4 +1,6 @@
-"""Linkerd failure accrual: per-endpoint, client-side circuit breaking (mesh-semantics §6.4).
+"""Linkerd failure accrual: per-endpoint, client-side circuit breaking.
+
+docs/mesh-semantics.md §6.4.
 
 Opt-in per Service (``balancer.linkerd.io/failure-accrual``); unset means no breaker. Each
 endpoint of a backend gets one breaker. Linkerd's words for the gate are used: **open**

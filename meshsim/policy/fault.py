@@ -1,4 +1,4 @@
-"""Istio fault injection (VirtualService ``http[].fault``), mesh-semantics §7.2.
+"""Istio fault injection (VirtualService ``http[].fault``), docs/mesh-semantics.md §7.2.
 
 It runs in the Envoy fault filter of the *client* sidecar, before the router: the delay is
 sampled and applied first, then the abort is sampled *independently* ("delays can be

@@ -1,4 +1,4 @@
-"""Consistent-hash balancers: Envoy RING_HASH (Ketama) and MAGLEV (mesh-semantics §4).
+"""Consistent-hash balancers: Envoy RING_HASH (Ketama) and MAGLEV (docs/mesh-semantics.md §4).
 
 Both hash a request property (``hash_key``: a header, cookie or source IP) to a 64-bit
 value and look it up in a table built from the endpoints; with no key, Envoy uses a random

@@ -1,7 +1,7 @@
 """linkerd2-proxy retries: route annotations (2.16+) and legacy ServiceProfiles.
 
 * :class:`LinkerdRetryPolicy` / :class:`LinkerdRetryState`: HTTPRoute, GRPCRoute or Service
-  ``retry.linkerd.io/*`` annotations (mesh-semantics §6.2). A fixed limit (default 1), no
+  ``retry.linkerd.io/*`` annotations (docs/mesh-semantics.md §6.2). A fixed limit (default 1), no
   budget, jittered back-off 25 ms..250 ms.
 * :class:`ServiceProfileRetry`: ``isRetryable`` routes of a ServiceProfile (§6.1). No limit
   and no back-off; a :class:`meshsim.policy.budget.TpsBudget` decides.

@@ -2,7 +2,7 @@
 
 Every policy in this package looks at the same small record: the HTTP status (if a
 response arrived), the gRPC status (and whether it came in headers or trailers), or the
-way the attempt failed without a response. Retries (mesh-semantics §1.1, §6.1, §6.2),
+way the attempt failed without a response. Retries (docs/mesh-semantics.md §1.1, §6.1, §6.2),
 outlier detection (§3.2) and failure accrual (§6.4) each classify it in their own words.
 
 Envoy turns each local failure into a local reply; :attr:`Outcome.effective_status`

@@ -1,4 +1,4 @@
-"""Envoy outlier detection (passive health checking), mesh-semantics §3.
+"""Envoy outlier detection (passive health checking), docs/mesh-semantics.md §3.
 
 One :class:`OutlierDetector` per Envoy cluster (per client proxy). A caller:
 

@@ -1,4 +1,4 @@
-"""Envoy router retries, with Istio's defaults (mesh-semantics §1.1, §1.3).
+"""Envoy router retries, with Istio's defaults (docs/mesh-semantics.md §1.1, §1.3).
 
 A caller drives one request like this::
 

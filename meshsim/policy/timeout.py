@@ -21,7 +21,7 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class RouteTimeout:
-    """Envoy ``RouteAction.timeout`` (mesh-semantics §1.1, §7.1).
+    """Envoy ``RouteAction.timeout`` (docs/mesh-semantics.md §1.1, §7.1).
 
     It covers all attempts *and* back-offs; when it fires the request ends with 504 (UT)
     and is not retried. Raw Envoy defaults to 15 s; Istio sets 0 (disabled) unless the
@@ -76,7 +76,9 @@ def per_try_deadline(
 
 @dataclass(frozen=True, slots=True)
 class LinkerdTimeouts:
-    """``timeout.linkerd.io/{request,response,idle}`` (mesh-semantics §6.3). All default to none.
+    """``timeout.linkerd.io/{request,response,idle}`` (docs/mesh-semantics.md §6.3).
+
+    All default to none.
 
     ``request_s`` bounds the whole request/response stream; ``response_s`` the backend
     response in flight; ``idle_s`` inactivity. These are *not* retried (use
@@ -110,7 +112,7 @@ class FailFastVerdict(enum.Enum):
 
 
 class FailFast:
-    """linkerd2-proxy's balancer queue fail-fast gate (mesh-semantics §5.1).
+    """linkerd2-proxy's balancer queue fail-fast gate (docs/mesh-semantics.md §5.1).
 
     When requests wait for a ready endpoint and none becomes ready within ``timeout_s``
     (3 s outbound, 1 s inbound), the queue enters fail-fast: the queued requests and every

@@ -21,7 +21,7 @@ A file looks like::
         tls: client
         traffic: {retries: {attempts: 2}, circuit_breaker: {max_requests: 100}}
 
-``traffic`` has the shape of one entry of a scenario's ``traffic`` list (DESIGN.md).
+``traffic`` has the shape of one entry of a scenario's ``traffic`` list (docs/DESIGN.md).
 """
 
 from __future__ import annotations

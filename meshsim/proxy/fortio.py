@@ -1,4 +1,4 @@
-"""Load results as fortio-compatible JSON (tools-and-conventions.md section 2.2).
+"""Load results as fortio-compatible JSON (docs/tools-and-conventions.md section 2.2).
 
 Durations inside ``DurationHistogram`` are in **seconds**, ``ActualDuration`` in nanoseconds,
 and ``RequestedQPS`` is a string (``"max"`` for an unlimited rate), as fortio writes them, so

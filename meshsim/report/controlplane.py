@@ -189,14 +189,16 @@ class Anchor:
 
 
 ISTIOD_ANCHORS = [
-    Anchor("1000 svc, 2000 sidecars, namespace isolation", "istio.io (published-figures 7a)",
+    Anchor("1000 svc, 2000 sidecars, namespace isolation",
+           "istio.io (docs/published-figures.md 7a)",
            1000, 2000, 10, 20, 1.0, (1.5, 1.5)),
-    Anchor("25,000 sidecars, 1 svc, 0% churn", "AKS asm-1-19 (published-figures 7b)",
+    Anchor("25,000 sidecars, 1 svc, 0% churn", "AKS asm-1-19 (docs/published-figures.md 7b)",
            1, 25000, 1, 25000, 15.0, (32.1, 32.1), cpu_saturated=True),
-    Anchor("15,000 sidecars, 1 svc, 31.2 pods/s churn", "AKS asm-1-19 (published-figures 7b)",
+    Anchor("15,000 sidecars, 1 svc, 31.2 pods/s churn",
+           "AKS asm-1-19 (docs/published-figures.md 7b)",
            1, 15000, 1, 15000, 15.0, (22.2, 25.4),
            load={"eds_pushes_per_s": 0.1, "eds_endpoints": 15000, "new_proxies_per_s": 31.2}),
-    Anchor("1000 svc, 20,000 sidecars, no scoping", "AKS asm-1-19 (published-figures 7b)",
+    Anchor("1000 svc, 20,000 sidecars, no scoping", "AKS asm-1-19 (docs/published-figures.md 7b)",
            1000, 20000, 1000, 20000, 15.0, (40.4, 40.4), cpu_saturated=True),
 ]  # fmt: skip
 """The figures ``models/istiod.yaml`` cites (its parameters' ``source`` lines)."""

@@ -3,7 +3,7 @@
 ``Replication`` is taken from a finished :class:`~meshsim.sim.engine.Simulation`
 (plain data only, so it can cross process boundaries and be saved). ``RunResult``
 holds a scenario's replications per mesh and builds the ``summary.json`` of the
-results contract (DESIGN.md, "Results contract, version 1").
+results contract (docs/DESIGN.md, "Results contract, version 1").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``summary.json``: the results contract, version 1 (DESIGN.md).
+"""``summary.json``: the results contract, version 1 (docs/DESIGN.md).
 
 Fields are added freely; the contract's names are never renamed. Everything here
 is a function of the scenario and seed, so the same inputs give the same bytes.

@@ -1,4 +1,4 @@
-"""The typed scenario model, format version 1 (DESIGN.md, "Scenario format").
+"""The typed scenario model, format version 1 (docs/DESIGN.md, "Scenario format").
 
 Every key of the format is a field here, with its unit in its name and its default
 documented, so that ``meshsim schema`` gives editors a complete JSON Schema. The

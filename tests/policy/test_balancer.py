@@ -1,4 +1,4 @@
-"""Load balancers (mesh-semantics §4, §5)."""
+"""Load balancers (docs/mesh-semantics.md §4, §5)."""
 
 from __future__ import annotations
 

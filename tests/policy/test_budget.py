@@ -1,4 +1,4 @@
-"""Linkerd ServiceProfile retry budget: tower's TpsBudget (mesh-semantics §6.1)."""
+"""Linkerd ServiceProfile retry budget: tower's TpsBudget (docs/mesh-semantics.md §6.1)."""
 
 from __future__ import annotations
 

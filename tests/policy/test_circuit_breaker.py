@@ -1,4 +1,7 @@
-"""Envoy circuit-breaker thresholds and Istio's defaults (mesh-semantics §2.1, §2.2, §1.3)."""
+"""Envoy circuit-breaker thresholds and Istio's defaults.
+
+docs/mesh-semantics.md §2.1, §2.2, §1.3.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Linkerd failure accrual (mesh-semantics §6.4)."""
+"""Linkerd failure accrual (docs/mesh-semantics.md §6.4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Envoy outlier detection (mesh-semantics §3)."""
+"""Envoy outlier detection (docs/mesh-semantics.md §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Envoy retries and Istio's defaults (mesh-semantics §1.1, §1.2, §1.3)."""
+"""Envoy retries and Istio's defaults (docs/mesh-semantics.md §1.1, §1.2, §1.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Timeouts (mesh-semantics §1.1, §5.1, §6.3, §7.1)."""
+"""Timeouts (docs/mesh-semantics.md §1.1, §5.1, §6.3, §7.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""istiod's debounce (mesh-semantics §9.1, ``pilot/pkg/xds/discovery.go`` ``debounce``).
+"""istiod's debounce (docs/mesh-semantics.md §9.1, ``pilot/pkg/xds/discovery.go`` ``debounce``).
 
 A pure state machine driven by the caller's clock:
 

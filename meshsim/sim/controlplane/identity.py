@@ -2,7 +2,7 @@
 
 istiod's CA and Linkerd's identity controller sign a workload certificate when a pod's
 proxy starts (a CSR), and again when the proxy renews it: Istio at about 50% of a 24 h
-lifetime, Linkerd at 70% (mesh-semantics §8). Signing costs CPU (``csr_sign_us``) and waits
+lifetime, Linkerd at 70% (docs/mesh-semantics.md §8). Signing costs CPU (``csr_sign_us``) and waits
 in a FIFO on the CA's cores. While the control plane is down a CSR gets no answer and the
 proxy retries every ``csr_retry_s``. A pod without a valid certificate cannot take part in
 mTLS: a new pod does not become ready, and a pod whose certificate expired refuses (and
@@ -13,7 +13,7 @@ Pods that exist when the run starts hold fresh certificates (issued at time 0, n
 Who holds a certificate is the ``holder`` of a pod: the pod itself (a sidecar's
 pilot-agent or linkerd2-proxy asks for its own pod), or under Istio ambient its node's
 ztunnel, which holds one certificate per workload identity on its node and asks istiod for
-it on the pods' behalf (mesh-semantics §11): ``holder = (node, service)``, the service
+it on the pods' behalf (docs/mesh-semantics.md §11): ``holder = (node, service)``, the service
 standing for its service account. A new pod whose identity its ztunnel already holds needs no
 CSR; a renewal is made while any live pod of that identity is on the node. Concurrent CSRs
 for one holder are not merged (two pods of one identity starting together on one node ask

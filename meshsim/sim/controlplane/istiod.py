@@ -1,6 +1,6 @@
 """istiod: debounce, push throttle and per-proxy xDS pushes; its CA; its CPU and memory.
 
-Flow of a change (mesh-semantics §9.1):
+Flow of a change (docs/mesh-semantics.md §9.1):
 
 1. An endpoint change (a pod killed, terminating or ready) or a config change reaches istiod
    after the informer delay and enters the :class:`~.debounce.Debouncer` (100 ms quiet,
@@ -20,7 +20,7 @@ Flow of a change (mesh-semantics §9.1):
 
 Who connects (:meth:`Istiod.attach`): every Envoy sidecar; under ``istio-ambient`` the
 ztunnels (one per node) and the waypoints instead, through the same debounce, throttle and
-per-proxy pushes (mesh-semantics §11: ztunnel gets workloads over xDS from istiod, waypoints
+per-proxy pushes (docs/mesh-semantics.md §11: ztunnel gets workloads over xDS from istiod, waypoints
 are Envoys configured by istiod). What each holds decides its push cost and memory here:
 
 - a sidecar: the whole mesh, or what it calls with ``sidecar_scoping``;

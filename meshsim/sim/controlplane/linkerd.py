@@ -1,6 +1,6 @@
 """Linkerd's control plane: the destination controller's streams and the identity controller.
 
-Flow of a change (mesh-semantics §9.2): the endpoint change reaches the destination
+Flow of a change (docs/mesh-semantics.md §9.2): the endpoint change reaches the destination
 controller after the informer delay; there is no debounce. Every proxy that watches the
 service (its pod calls it) has a stream; the translator puts one update on each stream's
 queue and a goroutine sends it. Sending costs ``update_cpu_us + update_endpoint_us x

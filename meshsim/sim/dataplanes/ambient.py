@@ -1,6 +1,6 @@
 """Istio ambient: a ztunnel per node (L4) and optional waypoints (Envoy, L7) per service.
 
-Paths (mesh-semantics §11):
+Paths (docs/mesh-semantics.md §11):
 
 - without a waypoint: app -> source node's ztunnel -> HBONE (HTTP/2 CONNECT over mTLS) ->
   destination node's ztunnel -> app. ztunnel does not parse HTTP: its per-request cost is the
@@ -23,7 +23,7 @@ Endpoints (with a control plane, issue 6): every ztunnel and waypoint holds an
 ``endpoint_view`` that istiod keeps (:mod:`meshsim.sim.controlplane.istiod`): endpoints as of
 the last update it applied. A ztunnel binds a new app connection to a pod of its view, so
 until its update arrives it opens connections to pods that have died (the CONNECT fails: a
-connect failure that ztunnel does not retry, mesh-semantics §11) and none to new pods; a
+connect failure that ztunnel does not retry, docs/mesh-semantics.md §11) and none to new pods; a
 waypoint picks from its view inside the resilience chain, whose retries may absorb the
 failure. Every try is gated by :meth:`ControlPlane.gate` (a dead pod, or no valid certificate
 on either side: ztunnel holds the certificates of its node's pods). Clients outside the mesh
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from meshsim.sim.engine import Simulation
 
 HBONE_MAX_STREAMS = 100
-"""ztunnel ``POOL_MAX_STREAMS_PER_CONNECTION`` (mesh-semantics §11)."""
+"""ztunnel ``POOL_MAX_STREAMS_PER_CONNECTION`` (docs/mesh-semantics.md §11)."""
 
 
 class Ztunnel(Proxy):

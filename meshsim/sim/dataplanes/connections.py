@@ -1,7 +1,7 @@
 """Connections between proxies: pools per upstream, HTTP/1.1 versus HTTP/2, and mTLS set-up.
 
 - HTTP/1.1 carries one request at a time per connection: a pool keeps idle connections per
-  key (Envoy: per worker per upstream host, mesh-semantics §8.1 and §10.1) and opens another
+  key (Envoy: per worker per upstream host, docs/mesh-semantics.md §8.1 and §10.1) and opens another
   when all are busy. HTTP/2 (Linkerd between proxies, Istio for http2/grpc services or with
   ``h2_upgrade``, HBONE tunnels) multiplexes: one connection per key carries any number of
   concurrent streams (up to ``max_streams``, then another connection is opened).
@@ -11,7 +11,7 @@
   on the worker that owns the connection at that side. A client that completed a full
   handshake with a peer keeps a session ticket and later connections to it resume
   (PSK + ECDHE, ``tls_resumption_cpu_us``); whether the meshes resume is UNVERIFIED
-  (mesh-semantics §8.3), so the report counts resumed handshakes separately.
+  (docs/mesh-semantics.md §8.3), so the report counts resumed handshakes separately.
 - With keep-alive off, every request opens its own connection and closes it afterwards.
 - With a model's ``tcp_connection_cpu_us``, each end of a new connection pays it: the client's
   connect() before the SYN, the server's accept() before it reads the first bytes.

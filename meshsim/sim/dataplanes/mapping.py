@@ -1,10 +1,10 @@
 """The mesh mapping: the scenario's mesh-neutral ``traffic`` block -> each mesh's mechanisms.
 
-The ``traffic`` block speaks Istio's vocabulary (DESIGN.md). Each mesh turns it into what it
+The ``traffic`` block speaks Istio's vocabulary (docs/DESIGN.md). Each mesh turns it into what it
 would really program, with its own defaults where the scenario is silent, and says what it
 could not map (the notes go into the run's warnings):
 
-Istio (sidecars, and waypoints in ambient mode), mesh-semantics §1-§4, §7:
+Istio (sidecars, and waypoints in ambient mode), docs/mesh-semantics.md §1-§4, §7:
   VirtualService: ``match`` -> HTTP route order; ``split`` -> weighted subsets;
   ``timeout_ms`` -> route timeout (default none); ``retries`` -> Envoy retry policy
   (default with no ``retries``: 2 retries on connect-failure, refused-stream, unavailable,
@@ -18,7 +18,7 @@ Istio (sidecars, and waypoints in ambient mode), mesh-semantics §1-§4, §7:
   (Envoy's contrib one is not used by Istio): noted, LEAST_REQUEST used. ``ring_hash`` and
   ``maglev`` hash the source (``useSourceIp``: the calling proxy).
 
-Linkerd, mesh-semantics §5, §6:
+Linkerd, docs/mesh-semantics.md §5, §6:
   HTTPRoute: ``match`` and ``split`` (backendRefs weights, re-picked per retry, available
   backends only); ``timeout_ms`` -> ``timeout.linkerd.io/request`` (covers retries, not
   retried); ``retries`` -> ``retry.linkerd.io/{limit,http,grpc,timeout}`` (5xx,
@@ -365,7 +365,7 @@ def _linkerd_route(rule: TrafficRule, budget: bool, notes: list[str], emulate: b
             continue
         if not emulate:
             raise MeshsimError(
-                f"traffic rule for {rule.service}: Linkerd has no {what} (mesh-semantics "
+                f"traffic rule for {rule.service}: Linkerd has no {what} (docs/mesh-semantics.md "
                 f"§7.2, §7.4); remove it from the linkerd run, or set "
                 "mesh_options.linkerd.unsupported: emulate to apply it in the client proxy "
                 "as Istio would (reported as an emulation)"

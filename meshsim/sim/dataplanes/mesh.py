@@ -3,7 +3,7 @@
 - App-side connections: an app (or a workload's client) keeps connections to its local
   proxy per destination service, one request at a time each (HTTP/1.1). A new one is
   accepted on a worker by :meth:`Proxy.accept` and keeps it: with Envoy, few connections
-  leave workers idle (mesh-semantics §10.1). With keep-alive off they are closed after
+  leave workers idle (docs/mesh-semantics.md §10.1). With keep-alive off they are closed after
   each request.
 - Clients outside the mesh (the default) enter at the first proxy of the destination;
   with ``mesh_options.meshed_clients`` a workload's clients run in a meshed pod, like the

@@ -3,7 +3,7 @@
 Every proxy (an Envoy sidecar or waypoint, a linkerd2-proxy, a ztunnel) is a set of worker
 threads, each a simpy resource, whose CPU bursts *also* take one of the hosting node's cores
 (:class:`~meshsim.sim.cluster.Node`), so proxies compete with the apps on that node
-(mesh-semantics §10).
+(docs/mesh-semantics.md §10).
 
 - Envoy pins each downstream connection to one worker for life (no work stealing): a
   connection carries the :class:`Worker` it was accepted on, drawn at random (the kernel's
@@ -15,7 +15,7 @@ Per-request CPU comes from the cost model in three parts (:meth:`ProxyCostModel.
 request path, response path, and work after the response (telemetry). The last runs on the
 same worker and core right after the response path, *without* holding up the response: the
 caller continues at once while the worker stays busy, so it delays the next request on that
-worker, as istio.io describes (published-figures §1a). It is done with a timeout callback,
+worker, as istio.io describes (docs/published-figures.md §1a). It is done with a timeout callback,
 not a process, to keep the per-request cost of the simulator low.
 
 Two optional costs do not scale with requests. ``wakeup_cpu_us`` is charged on a burst that

@@ -95,7 +95,8 @@ class ClusterState:
             self.breaker = CircuitBreaker(cluster.thresholds)
             if h1 and cluster.thresholds.max_connections < 2**32 - 1:
                 # HTTP/1.1: one request per connection; beyond max_connections requests wait
-                # in the pending queue (bounded by max_pending_requests), mesh-semantics §2.1.
+                # in the pending queue (bounded by max_pending_requests);
+                # docs/mesh-semantics.md §2.1.
                 self.conn_limit = cluster.thresholds.max_connections
         self.outlier: OutlierDetector | None = (
             OutlierDetector(cluster.outlier, now=now) if cluster.outlier is not None else None

@@ -2,7 +2,7 @@
 
 Endpoint selection uses the shared balancers of :mod:`meshsim.policy` (DESIGN principle 1):
 Envoy's ``LEAST_REQUEST`` (P2C over active requests, Istio's default since 1.14,
-mesh-semantics §4) and linkerd2-proxy's P2C over Peak-EWMA (§5). A balancer's state is per
+docs/mesh-semantics.md §4) and linkerd2-proxy's P2C over Peak-EWMA (§5). A balancer's state is per
 proxy and per destination service, as in both proxies (Envoy's ``rq_active`` is a per-host
 counter shared by the proxy's workers). A ``load_balancer`` in the scenario's traffic rules
 overrides the default; a ``split`` picks a version (subset) first, with

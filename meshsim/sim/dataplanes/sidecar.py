@@ -6,7 +6,7 @@ destination's sidecar (inbound, on the worker the connection is pinned to) -> ap
 the same way, each proxy adding its ``hop_latency_us`` per direction and its response-path
 CPU, then its after-response telemetry, which holds the worker without delaying the reply.
 
-The two meshes differ only in what the mechanisms are given (mesh-semantics §8, §10):
+The two meshes differ only in what the mechanisms are given (docs/mesh-semantics.md §8, §10):
 
 =================  =====================================  ==================================
                    Istio sidecar (Envoy)                  Linkerd (linkerd2-proxy)
