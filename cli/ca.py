@@ -13,6 +13,22 @@ class UserError(click.ClickException):
     exit_code = 2
 
 
+# The option each refused field came from (meshsim.proxy.ca.IdentityError.field).
+_OPTION = {
+    "trust_domain": "--trust-domain",
+    "namespace": "--ns",
+    "service_account": "--sa",
+    "lifetime_s": "--lifetime-s",
+    "lifetime_days": "--lifetime-days",
+}
+
+
+def _refusal(exc: MeshsimError | OSError) -> UserError:
+    field = getattr(exc, "field", None)
+    option = _OPTION.get(field) if isinstance(field, str) else None
+    return UserError(f"{option}: {exc}" if option else str(exc))
+
+
 @click.group("ca")
 def ca() -> None:
     """Create a CA and issue SPIFFE workload certificates (ECDSA P-256)."""
@@ -28,7 +44,11 @@ def ca() -> None:
 )
 @click.option("--trust-domain", default="cluster.local", show_default=True)
 @click.option(
-    "--lifetime-days", type=click.FloatRange(min=0, min_open=True), default=365.0, show_default=True
+    "--lifetime-days",
+    type=float,
+    default=365.0,
+    show_default=True,
+    help="From 1 hour (0.0417) to 36500 days.",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing CA.")
 def init(directory: str, trust_domain: str, lifetime_days: float, force: bool) -> None:
@@ -41,7 +61,7 @@ def init(directory: str, trust_domain: str, lifetime_days: float, force: bool) -
         authority = CertificateAuthority.create(trust_domain, lifetime_days)
         authority.save(directory)
     except (MeshsimError, OSError) as exc:
-        raise UserError(str(exc)) from None
+        raise _refusal(exc) from None
     click.echo(f"CA for spiffe://{trust_domain} written to {directory}")
 
 
@@ -56,15 +76,29 @@ def init(directory: str, trust_domain: str, lifetime_days: float, force: bool) -
     help="TLS directory to write cert.pem, key.pem and ca.pem into.",
 )
 @click.option(
-    "--lifetime-s", type=click.FloatRange(min=0, min_open=True), default=3600.0, show_default=True
+    "--lifetime-s",
+    type=float,
+    default=3600.0,
+    show_default=True,
+    help="From 1 s to 7776000 s (90 days, istiod's maximum workload certificate TTL).",
 )
 def issue(ca_dir: str, namespace: str, service_account: str, out: str, lifetime_s: float) -> None:
     """Issue a workload certificate for spiffe://<trust-domain>/ns/NS/sa/SA."""
-    from meshsim.proxy.ca import CertificateAuthority
+    from meshsim.proxy.ca import (
+        MAX_LIFETIME_S,
+        MIN_LIFETIME_S,
+        CertificateAuthority,
+        check_lifetime,
+        spiffe_id,
+    )
 
     try:
+        # The names and the lifetime first: a bad option is reported as such even when
+        # the CA directory is wrong too.
+        spiffe_id("cluster.local", namespace, service_account)
+        check_lifetime("lifetime_s", lifetime_s, MIN_LIFETIME_S, MAX_LIFETIME_S, "seconds")
         cert = CertificateAuthority.load(ca_dir).issue(namespace, service_account, lifetime_s)
         cert.write(out)
     except (MeshsimError, OSError) as exc:
-        raise UserError(str(exc)) from None
+        raise _refusal(exc) from None
     click.echo(f"{cert.spiffe_id} valid until {cert.not_after:%Y-%m-%dT%H:%M:%SZ}, in {out}")

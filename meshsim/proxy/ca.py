@@ -12,6 +12,7 @@ Files: a CA directory holds ``ca.pem`` and ``ca-key.pem``; a workload TLS direct
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -24,29 +25,75 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from meshsim.errors import MeshsimError
 from meshsim.files import write_atomic
+from meshsim.proxy import spiffe
 
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
-_SEGMENT = re.compile(r"^[A-Za-z0-9._-]{1,253}$")
+# Kubernetes names: a namespace is an RFC 1123 label, a service account an RFC 1123
+# subdomain (dot-separated labels). Both are valid SPIFFE path segments, and neither can
+# be '.' or '..', so an id built from them always parses (meshsim.proxy.spiffe).
+_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 # Issued certificates start a little in the past so that small clock skew between
 # processes does not make a fresh certificate "not yet valid".
 _BACKDATE = dt.timedelta(minutes=1)
+# Workload certificates: at least 1 s, at most istiod's MAX_WORKLOAD_CERT_TTL of 90 days
+# (docs/mesh-semantics.md, section 8.1). The CA: 1 hour to 100 years.
+MIN_LIFETIME_S = 1.0
+MAX_LIFETIME_S = 90 * 86400.0
+MIN_CA_LIFETIME_DAYS = 1 / 24
+MAX_CA_LIFETIME_DAYS = 36500.0
+
+
+class IdentityError(MeshsimError):
+    """A refused name or lifetime; ``field`` is what was wrong (the CLI names its option)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def check_lifetime(field: str, value: float, low: float, high: float, unit: str) -> float:
+    """``value`` if it is a finite number in [low, high], else an :class:`IdentityError`."""
+    if not (isinstance(value, int | float) and math.isfinite(value) and low <= value <= high):
+        raise IdentityError(
+            field,
+            f"certificate lifetime must be a number of {unit} from {low:.4g} to {high:.10g}, "
+            f"not {value!r}",
+        )
+    return float(value)
 
 
 def spiffe_id(trust_domain: str, namespace: str, service_account: str) -> str:
-    if not _NAME.match(trust_domain):
-        raise MeshsimError(f"bad trust domain {trust_domain!r}: expected e.g. cluster.local")
-    for what, value in (("namespace", namespace), ("service account", service_account)):
-        if not _SEGMENT.match(value):
-            raise MeshsimError(f"bad {what} {value!r}: letters, digits, '.', '_' and '-' only")
-    return f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
+    """Istio's workload id ``spiffe://<td>/ns/<namespace>/sa/<service account>``."""
+    try:
+        spiffe.check_trust_domain(trust_domain)
+    except spiffe.SpiffeIdError as exc:
+        raise IdentityError(
+            "trust_domain",
+            f"bad trust domain {trust_domain!r}: expected e.g. cluster.local ({exc})",
+        ) from None
+    if not _LABEL.match(namespace):
+        raise IdentityError(
+            "namespace",
+            f"bad namespace {namespace!r}: a Kubernetes namespace name (RFC 1123 label: "
+            "1-63 of a-z, 0-9 and '-', starting and ending with a letter or digit)",
+        )
+    if len(service_account) > 253 or not _SUBDOMAIN.match(service_account):
+        raise IdentityError(
+            "service_account",
+            f"bad service account {service_account!r}: a Kubernetes name (RFC 1123 subdomain: "
+            "up to 253 of a-z, 0-9, '-' and '.', no empty, '.' or '..' part)",
+        )
+    ident = f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
+    spiffe.parse_workload(ident)  # cannot fail after the checks above; kept as the contract
+    return ident
 
 
-def trust_domain_of(spiffe: str) -> str | None:
-    """The trust domain of a SPIFFE id, or None when ``spiffe`` is not one."""
-    if not spiffe.startswith("spiffe://"):
+def trust_domain_of(text: str) -> str | None:
+    """The trust domain of a SPIFFE id, or None when ``text`` is not a valid one."""
+    try:
+        return spiffe.parse(text).trust_domain
+    except spiffe.SpiffeIdError:
         return None
-    domain = spiffe[len("spiffe://") :].split("/", 1)[0]
-    return domain or None
 
 
 @dataclass(frozen=True)
@@ -86,6 +133,9 @@ class CertificateAuthority:
     @classmethod
     def create(cls, trust_domain: str, lifetime_days: float = 365.0) -> CertificateAuthority:
         spiffe_id(trust_domain, "x", "x")  # validates the trust domain
+        check_lifetime(
+            "lifetime_days", lifetime_days, MIN_CA_LIFETIME_DAYS, MAX_CA_LIFETIME_DAYS, "days"
+        )
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name(
             [
@@ -160,8 +210,7 @@ class CertificateAuthority:
     ) -> WorkloadCert:
         """A fresh key and certificate for ``ns/sa``; ``trust_domain`` overrides (for tests
         of refusal: a certificate signed by this CA but naming a foreign domain)."""
-        if lifetime_s <= 0:
-            raise MeshsimError(f"certificate lifetime must be > 0 s, not {lifetime_s}")
+        check_lifetime("lifetime_s", lifetime_s, MIN_LIFETIME_S, MAX_LIFETIME_S, "seconds")
         ident = spiffe_id(trust_domain or self.trust_domain, namespace, service_account)
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)

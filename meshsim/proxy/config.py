@@ -19,7 +19,16 @@ A file looks like::
         upstreams: [127.0.0.1:15106, 127.0.0.1:15107]
         subsets: [v1, v2]              # the version of each upstream, for traffic.split
         tls: client
+        upstream_identities: [spiffe://cluster.local/ns/default/sa/reviews]
         traffic: {retries: {attempts: 2}, circuit_breaker: {max_requests: 100}}
+
+``upstream_identities`` is secure naming: the SPIFFE ids the upstreams' certificates may
+carry (Istio pushes the destination service's service accounts with its cluster; Linkerd's
+destination controller names each endpoint's identity). A server holding any other id of
+the trust domain is refused before a request byte is sent (503, flag ``UF``, and
+``meshsim_proxy_refused{reason="secure_naming"}``). Without it, any workload of the trust
+domain is accepted. ``allowed_principals`` and ``upstream_identities`` must be workload
+SPIFFE ids (meshsim.proxy.spiffe).
 
 ``traffic`` has the shape of one entry of a scenario's ``traffic`` list (docs/DESIGN.md).
 """
@@ -31,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from meshsim.errors import MeshsimError
+from meshsim.proxy import spiffe
 from meshsim.proxy.httpcore import Limits, parse_hostport
 
 TLS_MODES = ("none", "server", "client")
@@ -46,6 +56,8 @@ class ListenerConfig:
     traffic: dict[str, Any] = field(default_factory=dict)
     subsets: tuple[str, ...] | None = None
     """The version (subset) of each upstream, in order, for ``traffic.split``."""
+    upstream_identities: frozenset[str] | None = None
+    """Secure naming (``tls: client``): the SPIFFE ids an upstream may present."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +121,17 @@ def listener_from_dict(raw: Any, index: int, path: str | None = None) -> Listene
     if tls not in TLS_MODES:
         where = _where(path, key + ".tls")
         raise MeshsimError(f"{where}: expected one of {TLS_MODES}, not {tls!r}")
-    principals = raw.get("allowed_principals")
+    principals = _identities(
+        raw.get("allowed_principals"), _where(path, key + ".allowed_principals")
+    )
+    identities = _identities(
+        raw.get("upstream_identities"), _where(path, key + ".upstream_identities")
+    )
+    if identities is not None and tls != "client":
+        raise MeshsimError(
+            f"{_where(path, key + '.upstream_identities')}: only for tls: client (the side "
+            "that checks its upstream's certificate)"
+        )
     traffic = raw.get("traffic") or {}
     if not isinstance(traffic, dict):
         raise MeshsimError(f"{_where(path, key + '.traffic')}: expected a mapping")
@@ -121,14 +143,31 @@ def listener_from_dict(raw: Any, index: int, path: str | None = None) -> Listene
     return ListenerConfig(
         name=str(raw.get("name", f"listener{index}")),
         listen=listen,
-        upstreams=tuple(
-            parse_hostport(str(u), what=_what(path, key, "upstreams")) for u in ups
-        ),
+        upstreams=tuple(parse_hostport(str(u), what=_what(path, key, "upstreams")) for u in ups),
         tls=tls,
-        allowed_principals=None if principals is None else frozenset(map(str, principals)),
+        allowed_principals=principals,
+        upstream_identities=identities,
         traffic=traffic,
         subsets=None if subsets is None else tuple(map(str, subsets)),
     )
+
+
+def _identities(raw: Any, where: str) -> frozenset[str] | None:
+    """A list of workload SPIFFE ids (None when absent)."""
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        raise MeshsimError(f"{where}: expected a non-empty list of spiffe:// ids")
+    for i, item in enumerate(raw):
+        if not isinstance(item, str):
+            raise MeshsimError(f"{where}[{i}]: expected a spiffe:// id, not {item!r}")
+        try:
+            spiffe.parse_workload(item)
+        except spiffe.SpiffeIdError as exc:
+            raise MeshsimError(f"{where}[{i}]: {exc}") from None
+    return frozenset(raw)
 
 
 def config_from_dict(raw: Any, path: str | None = None) -> ProxyConfig:
@@ -143,12 +182,24 @@ def config_from_dict(raw: Any, path: str | None = None) -> ProxyConfig:
         admin=None if admin is None else parse_hostport(str(admin), what="admin"),
         limits=_limits(raw.get("limits"), path),
         tls_dir=Path(raw["tls_dir"]) if raw.get("tls_dir") else None,
-        trust_domain=raw.get("trust_domain"),
+        trust_domain=_trust_domain(raw.get("trust_domain"), path),
         drain_s=float(raw.get("drain_s", 10.0)),
         access_log=raw.get("access_log", "-"),
         seed=raw.get("seed"),
         cpu_sample_every=_sample_every(raw.get("cpu_sample_every", 16), path),
     )
+
+
+def _trust_domain(raw: Any, path: str | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        if not isinstance(raw, str):
+            raise spiffe.SpiffeIdError("trust_domain_char", repr(raw), "not a string")
+        spiffe.check_trust_domain(raw)
+    except spiffe.SpiffeIdError as exc:
+        raise MeshsimError(f"{_where(path, 'trust_domain')}: {exc}") from None
+    return raw
 
 
 def _sample_every(raw: Any, path: str | None) -> int:

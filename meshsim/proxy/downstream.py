@@ -24,7 +24,7 @@ from meshsim.proxy.body import Body
 from meshsim.proxy.fastpath import try_fast
 from meshsim.proxy.forward import Request, Route, forward
 from meshsim.proxy.httpcore import Headers, Limits, simple_response
-from meshsim.proxy.tls import peer_allowed, peer_spiffe_id
+from meshsim.proxy.tls import PeerIdentityError, verify_peer
 
 if TYPE_CHECKING:
     from meshsim.proxy.server import ListenerState
@@ -86,10 +86,12 @@ class DownstreamProtocol(asyncio.Protocol):
         route.active_down.inc()
         self.state.connections.add(self)
         if self.state.trust_domain is not None:
-            self.peer_id = peer_spiffe_id(transport.get_extra_info("ssl_object"))
-            if not peer_allowed(self.peer_id, self.state.trust_domain):
+            try:
+                ssl_object = transport.get_extra_info("ssl_object")
+                self.peer_id = verify_peer(ssl_object, self.state.trust_domain)
+            except PeerIdentityError as exc:
                 metrics.handshakes.labels(name, "downstream", "refused").inc()
-                metrics.refused.labels(name, "trust_domain").inc()
+                metrics.refused.labels(name, exc.reason).inc()
                 self._closing = True
                 self.transport.abort()
                 return

@@ -129,6 +129,7 @@ class Proxy:
                 ssl_context=up_ctx,
                 trust_domain=trust_domain,
                 limits=limits,
+                identities=lc.upstream_identities,
             )
             for host, port in lc.upstreams
         ]

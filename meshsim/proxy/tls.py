@@ -17,6 +17,7 @@ from typing import Any
 from cryptography import x509
 
 from meshsim.errors import MeshsimError
+from meshsim.proxy import spiffe
 from meshsim.proxy.ca import CertificateAuthority, trust_domain_of
 
 FILES = ("cert.pem", "key.pem", "ca.pem")
@@ -37,6 +38,10 @@ def _context(purpose: ssl.Purpose, tls_dir: Path) -> ssl.SSLContext:
         ssl.PROTOCOL_TLS_SERVER if purpose is ssl.Purpose.CLIENT_AUTH else ssl.PROTOCOL_TLS_CLIENT
     )
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    if ctx.security_level < 2:
+        # Refuse weak peer keys and signatures (RSA under 2048 bits, SHA-1) whatever the
+        # system's openssl.cnf says.
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=2")
     ctx.verify_mode = ssl.CERT_REQUIRED  # both ways: the server requires client certificates
     # Peers are named by SPIFFE id, not DNS name; the id is checked after the handshake.
     ctx.check_hostname = False
@@ -56,21 +61,114 @@ def client_context(tls_dir: str | Path) -> ssl.SSLContext:
     return _context(ssl.Purpose.SERVER_AUTH, Path(tls_dir))
 
 
+class PeerIdentityError(ConnectionError):
+    """A verified peer certificate that is not an acceptable SVID for this connection.
+
+    ``reason`` is the metrics label (``meshsim_proxy_refused{reason=...}``): ``no_svid``,
+    ``svid_uri_count``, ``spiffe_id``, ``svid_leaf``, ``trust_domain`` or
+    ``secure_naming``; the message says what the certificate held.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# keyUsage bits a CA certificate uses: a leaf SVID must have neither (X509-SVID section 4.3).
+_SIGNING_USAGES = ("key_cert_sign", "crl_sign")
+
+
+def svid_id(der: bytes) -> spiffe.SpiffeId:
+    """The workload SPIFFE id of an X.509-SVID leaf certificate (DER), checked.
+
+    Checks what the TLS handshake does not: exactly one URI SAN (other SAN types may be
+    present) holding a workload SPIFFE id (meshsim.proxy.spiffe), and a leaf that cannot
+    sign (cA false, digitalSignature set, no keyCertSign or cRLSign). The chain, the
+    validity period and key strength are the handshake's job (OpenSSL, security level 2).
+    Raises :class:`PeerIdentityError`.
+    """
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        try:
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            raise PeerIdentityError("no_svid", "the certificate has no subjectAltName") from None
+        uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+        try:
+            basic = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+            is_ca = basic.ca
+        except x509.ExtensionNotFound:
+            is_ca = False
+        try:
+            usage: x509.KeyUsage | None = cert.extensions.get_extension_for_class(
+                x509.KeyUsage
+            ).value
+        except x509.ExtensionNotFound:
+            usage = None
+    except ValueError as exc:  # a malformed extension (e.g. a non-ASCII URI)
+        raise PeerIdentityError("no_svid", f"unreadable certificate extensions: {exc}") from None
+    if not uris:
+        raise PeerIdentityError("no_svid", "the certificate has no URI SAN (no SPIFFE id)")
+    if len(uris) != 1:
+        raise PeerIdentityError(
+            "svid_uri_count",
+            f"an SVID has exactly one URI SAN; this certificate has {len(uris)}: {uris!r}",
+        )
+    try:
+        ident = spiffe.parse_workload(uris[0])
+    except spiffe.SpiffeIdError as exc:
+        raise PeerIdentityError("spiffe_id", str(exc)) from None
+    if is_ca:
+        raise PeerIdentityError("svid_leaf", f"{ident}: a leaf SVID must not be a CA")
+    if usage is None or not usage.digital_signature:
+        raise PeerIdentityError("svid_leaf", f"{ident}: a leaf SVID needs digitalSignature")
+    signing = [name for name in _SIGNING_USAGES if getattr(usage, name)]
+    if signing:
+        raise PeerIdentityError("svid_leaf", f"{ident}: a leaf SVID must not have {signing}")
+    return ident
+
+
+def verify_peer(
+    ssl_object: Any, trust_domain: str | None, expected: frozenset[str] | None = None
+) -> str:
+    """The peer's SPIFFE id, once its certificate passed every identity check.
+
+    ``expected`` is secure naming on outbound connections: the ids the destination's
+    workloads may hold (Istio: the service accounts istiod pushes with the cluster;
+    Linkerd: the endpoint's identity from the destination controller); None: any workload
+    of ``trust_domain``. Raises :class:`PeerIdentityError`.
+    """
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    if not der:
+        raise PeerIdentityError("no_svid", "the peer presented no certificate")
+    ident = svid_id(der)
+    if trust_domain is None or ident.trust_domain != trust_domain:
+        raise PeerIdentityError(
+            "trust_domain", f"{ident} is outside the trust domain {trust_domain!r}"
+        )
+    text = str(ident)
+    if expected is not None and text not in expected:
+        raise PeerIdentityError(
+            "secure_naming",
+            f"the server presented {text}, not the destination's identity "
+            f"({', '.join(sorted(expected))})",
+        )
+    return text
+
+
 def peer_spiffe_id(ssl_object: Any) -> str | None:
-    """The peer certificate's SPIFFE URI SAN (verified by the handshake), if any."""
-    if ssl_object is None:
+    """The peer certificate's SPIFFE id when it is a well-formed SVID, else None."""
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    if not der:
         return None
-    cert = ssl_object.getpeercert()
-    if not cert:
+    try:
+        return str(svid_id(der))
+    except PeerIdentityError:
         return None
-    for kind, value in cert.get("subjectAltName", ()):
-        if kind == "URI" and str(value).startswith("spiffe://"):
-            return str(value)
-    return None
 
 
-def peer_allowed(spiffe: str | None, trust_domain: str) -> bool:
-    return spiffe is not None and trust_domain_of(spiffe) == trust_domain
+def peer_allowed(spiffe_text: str | None, trust_domain: str) -> bool:
+    return spiffe_text is not None and trust_domain_of(spiffe_text) == trust_domain
 
 
 def cert_not_after(tls_dir: str | Path) -> dt.datetime:

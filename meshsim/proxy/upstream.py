@@ -18,7 +18,7 @@ import httptools
 
 from meshsim.proxy.httpcore import Headers
 from meshsim.proxy.metrics import ProxyMetrics
-from meshsim.proxy.tls import peer_allowed, peer_spiffe_id
+from meshsim.proxy.tls import PeerIdentityError, verify_peer
 
 IDLE_TIMEOUT_S = 30.0  # shorter than common server keep-alive timeouts, to avoid races
 CONNECT_TIMEOUT_S = 2.0
@@ -168,6 +168,7 @@ class HostPool:
         ssl_context: ssl.SSLContext | None = None,
         trust_domain: str | None = None,
         limits: ConnectionLimits | None = None,
+        identities: frozenset[str] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -175,6 +176,8 @@ class HostPool:
         self.metrics = metrics
         self.ssl_context = ssl_context
         self.trust_domain = trust_domain
+        self.identities = identities
+        """Secure naming: the SPIFFE ids this upstream may present (None: any of the domain)."""
         self.idle: list[UpstreamConn] = []
         self.open: set[UpstreamConn] = set()
         self.active = metrics.active.labels(listener, "upstream")
@@ -277,14 +280,15 @@ class HostPool:
         self.metrics.connections.labels(self.listener, "upstream").inc()
         if self.ssl_context is not None:
             assert conn.transport is not None
-            peer = peer_spiffe_id(conn.transport.get_extra_info("ssl_object"))
-            if self.trust_domain is None or not peer_allowed(peer, self.trust_domain):
-                self.metrics.handshakes.labels(self.listener, "upstream", "refused").inc()
-                conn.close()
-                raise ConnectionError(
-                    f"upstream {self.host}:{self.port} presented {peer!r}, "
-                    f"outside trust domain {self.trust_domain!r}"
+            try:  # before any request byte goes out
+                verify_peer(
+                    conn.transport.get_extra_info("ssl_object"), self.trust_domain, self.identities
                 )
+            except PeerIdentityError as exc:
+                self.metrics.handshakes.labels(self.listener, "upstream", "refused").inc()
+                self.metrics.refused.labels(self.listener, exc.reason).inc()
+                conn.close()
+                raise ConnectionError(f"upstream {self.host}:{self.port}: {exc}") from exc
             self.metrics.handshakes.labels(self.listener, "upstream", "ok").inc()
         self.open.add(conn)
         return conn
