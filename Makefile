@@ -4,10 +4,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-# CI runs a bounded, rotating sample of the slow statistical and soak tests.
+# `make test` runs a bounded, rotating sample of the slow soak tests and of the closed-form
+# statistical tests (each takes tens of seconds to minutes); `make test-all` runs every one.
 SLOW_SAMPLE ?= 3
+STATISTICAL_SAMPLE ?= 3
+UNIT := not slow and not timing and not statistical and not integration
 
-.PHONY: install run test lint typecheck bench validate clean
+.PHONY: install run test test-all check lint format bench validate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,14 +29,30 @@ run: $(STAMP)
 	$(BIN)/meshsim report runs/bookinfo --out runs/bookinfo/report.html
 
 # Two passes: the bulk in parallel, then the tests that time real sockets against
-# the wall clock (marked timing) and a sample of the slow ones, alone on the machine.
+# the wall clock (marked timing) and samples of the slow and statistical ones, alone on
+# the machine so that the wall clock and the closed forms are not disturbed.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -m "not slow and not timing"
-	$(BIN)/python -m pytest -m "slow or timing" --slow-sample $(SLOW_SAMPLE)
+	$(BIN)/python -m pytest -n 2 -m "not slow and not timing and not statistical"
+	$(BIN)/python -m pytest -m "slow or timing or statistical" \
+		--slow-sample $(SLOW_SAMPLE) --statistical-sample $(STATISTICAL_SAMPLE)
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -m "not slow and not timing and not statistical"
+	$(BIN)/python -m pytest -m "slow or timing or statistical"
+
+# The inner loop: lint, then the unit tier (no sockets, subprocesses, notebooks or
+# statistical runs) in parallel.
+check: $(STAMP)
+	$(BIN)/ruff check meshsim cli tests benchmarks
+	$(BIN)/python -m pytest -n 2 -q -m "$(UNIT)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check meshsim cli tests benchmarks
 	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format meshsim cli tests benchmarks
+	$(BIN)/ruff check --fix meshsim cli tests benchmarks
 
 # Calibrate the cost model against the in-process proxy on this machine, then
 # compare predictions with held-out measurements (reports/validation/).
