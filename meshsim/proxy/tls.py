@@ -65,7 +65,8 @@ class PeerIdentityError(ConnectionError):
     """A verified peer certificate that is not an acceptable SVID for this connection.
 
     ``reason`` is the metrics label (``meshsim_proxy_refused{reason=...}``): ``no_svid``,
-    ``svid_uri_count``, ``spiffe_id``, ``svid_leaf``, ``trust_domain`` or
+    ``svid_uri_count``, ``spiffe_id.<rule>`` (the rule of meshsim.proxy.spiffe the id
+    breaks, e.g. ``spiffe_id.dot_segment``), ``svid_leaf``, ``trust_domain`` or
     ``secure_naming``; the message says what the certificate held.
     """
 
@@ -117,7 +118,7 @@ def svid_id(der: bytes) -> spiffe.SpiffeId:
     try:
         ident = spiffe.parse_workload(uris[0])
     except spiffe.SpiffeIdError as exc:
-        raise PeerIdentityError("spiffe_id", str(exc)) from None
+        raise PeerIdentityError(f"spiffe_id.{exc.rule}", str(exc)) from None
     if is_ca:
         raise PeerIdentityError("svid_leaf", f"{ident}: a leaf SVID must not be a CA")
     if usage is None or not usage.digital_signature:
