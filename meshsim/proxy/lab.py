@@ -128,8 +128,15 @@ async def start_lab(
     rules = {r.service: r for r in scenario.traffic}
     base_seed = scenario.seed if seed is None else seed
     tls_dirs: dict[str, Path] = {}
+    identities: dict[str, str] = {}
     if mtls:
         tls_dirs = _issue_certs(scenario)
+        # Secure naming: each outbound listener accepts only its destination's identity.
+        from meshsim.proxy.ca import spiffe_id
+
+        identities = {
+            s.name: spiffe_id("cluster.local", s.namespace, s.name) for s in scenario.services
+        }
     try:
         # 1. Echo upstreams and their inbound sidecars, per replica.
         by_service: dict[str, list[Replica]] = {}
@@ -175,7 +182,8 @@ async def start_lab(
             if callees:
                 tls_dir = tls_dirs.get(rep.service)
                 listeners = tuple(
-                    _outbound(f"to-{c}", by_service.get(c, []), rules.get(c), tls_dir, lab)
+                    _outbound(f"to-{c}", by_service.get(c, []), rules.get(c), tls_dir, lab,
+                              identities.get(c))
                     for c in callees
                 )
                 proxy = Proxy(_config(listeners, tls_dir, access_log, base_seed))
@@ -187,7 +195,7 @@ async def start_lab(
         edge_tls = tls_dirs.get("__edge__")
         listeners = tuple(
             _outbound(f"svc-{svc.name}", by_service.get(svc.name, []), rules.get(svc.name),
-                      edge_tls, lab)
+                      edge_tls, lab, identities.get(svc.name))
             for svc in scenario.services
             if by_service.get(svc.name)
         )
@@ -212,7 +220,12 @@ def _config(
 
 
 def _outbound(
-    name: str, callees: list[Replica], rule: TrafficRule | None, tls_dir: Path | None, lab: Lab
+    name: str,
+    callees: list[Replica],
+    rule: TrafficRule | None,
+    tls_dir: Path | None,
+    lab: Lab,
+    identity: str | None = None,
 ) -> ListenerConfig:
     if not callees:
         raise MeshsimError(f"{name}: the service has no replicas to send to")
@@ -233,6 +246,7 @@ def _outbound(
         tls="client" if tls_dir else "none",
         traffic=traffic,
         subsets=tuple(r.version for r in callees),
+        upstream_identities=frozenset({identity}) if tls_dir and identity else None,
     )
 
 

@@ -492,3 +492,39 @@ def test_listener_keeps_its_expected_identities() -> None:
     raw = {"listen": "127.0.0.1:0", "upstreams": ["127.0.0.1:1"], "tls": "client",
            "upstream_identities": SERVER_ID}  # fmt: skip
     assert listener_from_dict(raw, 0).upstream_identities == frozenset({SERVER_ID})
+
+
+# -- the lab's sidecar chain -----------------------------------------------------------
+
+
+def test_the_lab_names_each_destination_identity_and_serves_through_it() -> None:
+    from meshsim.proxy.lab import start_lab
+    from meshsim.scenario import loads
+
+    from .test_lab import SCENARIO
+
+    async def main() -> list[tuple[str, frozenset[str] | None]]:
+        lab = await start_lab(loads(SCENARIO), delay="none", mtls=True)
+        try:
+            front = lab.replicas[0]
+            c = await Client.open(front.outbound["back"])
+            assert (await c.get("/")).status == 200
+            await c.close()
+            return sorted(
+                (lc.name, lc.upstream_identities)
+                for proxy in lab.proxies
+                for lc in proxy.config.listeners
+                if lc.tls == "client"
+            )
+        finally:
+            await lab.stop(1.0)
+
+    back = frozenset({f"spiffe://{TD}/ns/default/sa/back"})
+    front = frozenset({f"spiffe://{TD}/ns/default/sa/front"})
+    # two front replicas call back; the edge has one listener per service
+    assert arun(main) == [
+        ("svc-back", back),
+        ("svc-front", front),
+        ("to-back", back),
+        ("to-back", back),
+    ]
