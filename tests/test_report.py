@@ -49,7 +49,7 @@ SMALL: dict[str, Any] = {
 }
 
 SECTIONS = [
-    "findings", "latency", "added-latency", "latency-vs-load", "resources", "handshakes",
+    "verdict", "findings", "latency", "added-latency", "latency-vs-load", "resources", "handshakes",
     "resilience", "control-plane", "cost", "cost-models", "warnings", "runs",
 ]  # fmt: skip
 FIGURES = [
@@ -210,7 +210,9 @@ def test_report_has_every_section_and_figure(report: Path) -> None:
 
 def test_markdown_twin_links_svg_files(report: Path) -> None:
     md = report.with_suffix(".md").read_text(encoding="utf-8")
-    for section in ("## Findings", "## Latency per mesh and workload", "## Cost estimate"):
+    for section in (
+        "## Verdict", "## Findings", "## Latency per mesh and workload", "## Cost estimate"
+    ):
         assert section in md
     for fig in FIGURES:
         name = f"report-{fig}.svg"

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from meshsim.errors import MeshsimError
+from meshsim.report.verdict import added_latency_cell
 from meshsim.results.store import LoadedRun
 
 LOAD_KEYS = ("rate_rps", "phases", "clients")
@@ -178,16 +179,33 @@ class Comparison:
         )
 
     def added_latency_frame(self) -> pd.DataFrame:
-        """mesh, workload, percentile, added_ms: latency over the `none` run's."""
-        frame = self.latency_frame()
-        cols = ["mesh", "workload", "percentile", "added_ms"]
-        if "none" not in self.meshes:
+        """mesh, workload, percentile, added_ms over the `none` run's, with its CI and band.
+
+        ``ci_low_ms``/``ci_high_ms`` bound the difference conservatively and
+        ``band_low_ms``/``band_high_ms`` give the model band (NaN when the runs have none);
+        see :mod:`meshsim.report.verdict`.
+        """
+        cols = [
+            "mesh", "workload", "percentile", "added_ms",
+            "ci_low_ms", "ci_high_ms", "band_low_ms", "band_high_ms",
+        ]  # fmt: skip
+        runs = self.runs_summary()
+        base = runs.get("none")
+        if base is None:
             return pd.DataFrame(columns=cols)
-        base = frame[frame["mesh"] == "none"].set_index(["workload", "percentile"])["latency_ms"]
         rows = []
-        for row in frame[frame["mesh"] != "none"].itertuples():
-            ref = base.get((row.workload, row.percentile), math.nan)
-            rows.append((row.mesh, row.workload, row.percentile, row.latency_ms - ref))
+        for mesh, run in runs.items():
+            if mesh == "none":
+                continue
+            for name, sig in run["workloads"].items():
+                base_sig = base["workloads"].get(name)
+                if base_sig is None:
+                    continue
+                for p in PERCENTILES:
+                    cell = added_latency_cell(sig, base_sig, p)
+                    ci = cell.ci or (math.nan, math.nan)
+                    band = cell.band or (math.nan, math.nan)
+                    rows.append((mesh, name, p, _num(cell.value), *ci, *band))
         return pd.DataFrame(rows, columns=cols)
 
     def resources_frame(self) -> pd.DataFrame:

@@ -98,7 +98,9 @@ def plot_latency_percentiles(frame: pd.DataFrame, *, ax: Axes | None = None) -> 
 def plot_added_latency(frame: pd.DataFrame, *, ax: Axes | None = None) -> Axes:
     """Bars of latency added over the `none` baseline per mesh and percentile.
 
-    ``frame``: mesh, workload, percentile, added_ms.
+    ``frame``: mesh, workload, percentile, added_ms, and optionally ci_low_ms/ci_high_ms (drawn
+    as black error bars: the simulation CI) and band_low_ms/band_high_ms (drawn as a thick
+    translucent bar behind them: the model band).
     """
     ax = _axes(ax)
     if frame.empty:
@@ -108,12 +110,28 @@ def plot_added_latency(frame: pd.DataFrame, *, ax: Axes | None = None) -> Axes:
     width = 0.8 / len(meshes)
     x = np.arange(len(groups))
     for i, mesh in enumerate(meshes):
-        part = frame[frame["mesh"] == mesh].set_index(["workload", "percentile"])["added_ms"]
-        values = [float(part.get(g, math.nan)) for g in groups]
-        ax.bar(
-            x + (i - (len(meshes) - 1) / 2) * width, values, width, label=mesh,
-            color=colour(mesh, meshes),
-        )  # fmt: skip
+        part = frame[frame["mesh"] == mesh].set_index(["workload", "percentile"])
+
+        def column(name: str, part: pd.DataFrame = part) -> np.ndarray:
+            if name not in part.columns:
+                return np.full(len(groups), math.nan)
+            return np.array([float(part[name].get(g, math.nan)) for g in groups])
+
+        values = column("added_ms")
+        xs = x + (i - (len(meshes) - 1) / 2) * width
+        ax.bar(xs, values, width, label=mesh, color=colour(mesh, meshes))
+        for low_col, high_col, line_width, alpha, cap in (
+            ("band_low_ms", "band_high_ms", 6.0, 0.35, 0.0),
+            ("ci_low_ms", "ci_high_ms", 1.2, 1.0, 3.0),
+        ):
+            low, high = column(low_col), column(high_col)
+            ok = np.isfinite(low) & np.isfinite(high) & np.isfinite(values)
+            if ok.any():
+                err = np.vstack([values[ok] - low[ok], high[ok] - values[ok]]).clip(min=0)
+                ax.errorbar(
+                    xs[ok], values[ok], yerr=err, fmt="none", ecolor="black",
+                    elinewidth=line_width, alpha=alpha, capsize=cap,
+                )  # fmt: skip
     ax.axhline(0.0, color="black", linewidth=0.8)
     multi = len({g[0] for g in groups}) > 1
     ax.set_xticks(x, [f"{w}\n{p}" if multi else p for w, p in groups])

@@ -31,6 +31,8 @@ class Finding:
     text: str
     noise: bool = False
     """True when the finding says a difference is within the noise."""
+    size: float = 0.0
+    """How large the difference is, relative (0.4 = 40 %); the report ranks findings by it."""
 
 
 def fmt_ms(value: float) -> str:
@@ -87,6 +89,7 @@ def compare_latency(
         "latency",
         f"{mesh_a} is ahead of {mesh_b} on {where}: {values}, "
         f"{fmt_ms(b - a)} ({relative:.0%}) lower{caveat}.",
+        size=relative,
     )
 
 
@@ -114,6 +117,7 @@ def added_latency(
         "added-latency",
         f"{mesh} {verb} {fmt_ms(abs(added))} ({abs(rel):.0%}) at {p} for {workload}: "
         f"{values}{caveat}.",
+        size=abs(rel),
     )
 
 
@@ -143,6 +147,7 @@ def compare_success(
         "success",
         f"{mesh_a} succeeds more often than {mesh_b} for {workload}: {values} "
         f"({gap * 100:.2f} points, beyond 1.96 standard errors).",
+        size=gap / pa if pa else 0.0,
     )
 
 
@@ -178,6 +183,7 @@ def compare_resources(runs: dict[str, dict[str, Any]]) -> list[Finding]:
                     "resources",
                     f"{lean} needs less {what} than {mesh}: {low:.3g} {unit} against "
                     f"{value:.3g} {unit} ({mesh} uses {ratio} as much).",
+                    size=value / low - 1 if low > 0 else math.inf,
                 )
             )
     return out
@@ -193,6 +199,7 @@ def findings(runs: dict[str, dict[str, Any]]) -> list[Finding]:
                     "saturation",
                     f"{mesh} saturated the cluster or its apps: its latencies are not "
                     "steady-state values and are not compared as such.",
+                    size=math.inf,
                 )
             )
     meshes = list(runs)
@@ -244,3 +251,14 @@ def _leader_findings(
             if f is not None:
                 out.append(f)
     return out
+
+
+def ranked(found: list[Finding], limit: int = 8) -> tuple[list[Finding], list[Finding], int]:
+    """The findings that matter, largest first (at most ``limit``), then the rest.
+
+    Returns ``(top, more, noise_count)``: saturation first, then real differences by size;
+    the comparisons within the noise are only counted, since a wall of "within the noise"
+    buries the few sentences a reader came for.
+    """
+    real = sorted((f for f in found if not f.noise), key=lambda f: -f.size)
+    return real[:limit], real[limit:], sum(1 for f in found if f.noise)

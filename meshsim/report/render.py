@@ -19,7 +19,8 @@ from meshsim.files import write_atomic
 from meshsim.report import figures as fg
 from meshsim.report.comparison import Comparison, event_windows
 from meshsim.report.cost import HOURS_PER_MONTH, Prices, cost_frame
-from meshsim.report.findings import findings
+from meshsim.report.findings import findings, ranked
+from meshsim.report.verdict import verdict_note, verdict_tables
 from meshsim.resources import package_data_dir
 from meshsim.results.store import LoadedRun
 
@@ -101,17 +102,8 @@ def build_sections(comp: Comparison, prices: Prices) -> list[Section]:
     warmup = float(scenario.get("warmup_s", 0.0))
     duration = float(scenario.get("duration_s", 0.0))
 
-    found = findings(runs)
-    intro = (
-        f"Generated from the numbers below; {reps} replication{'s' if reps != 1 else ''} per "
-        "mesh. A difference is called real only when the 95 % confidence intervals do not "
-        "overlap; otherwise it is reported as within the noise."
-    )
-    if reps < 2:
-        intro += " With one replication there are no intervals: treat differences as tentative."
-    sections.append(
-        Section("findings", "Findings", intro, items=[f.text for f in found] or ["No findings."])
-    )
+    sections.append(_verdict_section(runs, reps))
+    sections.append(_findings_section(runs, reps))
 
     lat = comp.latency_frame()
     s = Section(
@@ -136,7 +128,11 @@ def build_sections(comp: Comparison, prices: Prices) -> list[Section]:
     elif added.empty:
         s.notes.append("Only the 'none' baseline ran: there is no mesh to compare with it.")
     else:
-        s.intro = "Latency of each mesh minus the latency of mesh 'none' at the same percentile."
+        s.intro = (
+            "Latency of each mesh minus the latency of mesh 'none' at the same percentile. "
+            "Black error bars: the 95 % simulation CI (conservative for a difference); wide "
+            "translucent bars: the model band, where the runs drew model parameter sets."
+        )
         s.figures.append(_figure("added-latency", "Added latency", fg.plot_added_latency(added)))
         wide = added.pivot_table(
             index=["mesh", "workload"], columns="percentile", values="added_ms", sort=False
@@ -298,6 +294,41 @@ def build_sections(comp: Comparison, prices: Prices) -> list[Section]:
         s.items.append("None.")
     sections.append(s)
     return sections
+
+
+def _verdict_section(runs: dict[str, dict[str, Any]], reps: int) -> Section:
+    """The first screen: per workload, what each mesh costs over running no mesh."""
+    tables = verdict_tables(runs)
+    s = Section("verdict", "Verdict", verdict_note(tables, reps))
+    for t in tables:
+        s.tables.append(
+            Table(f"{t.workload}: each mesh over no mesh", list(t.columns), t.text_rows())
+        )
+    if not tables:
+        s.notes.append("No mesh ran beside the baseline: there is nothing to compare.")
+    elif "none" not in runs:
+        s.notes.append("No run of mesh 'none' is included, so added latency is unknown.")
+    return s
+
+
+def _findings_section(runs: dict[str, dict[str, Any]], reps: int) -> Section:
+    """The differences that hold, largest first; what is within the noise in one line."""
+    top, more, noise = ranked(findings(runs))
+    intro = (
+        f"{reps} replication{'s' if reps != 1 else ''} per mesh. A difference is stated only "
+        "when the 95 % confidence intervals do not overlap; largest first."
+    )
+    if reps < 2:
+        intro += " With one replication there are no intervals: treat differences as tentative."
+    items = [f.text for f in top]
+    rest = []
+    if more:
+        rest.append(f"{len(more)} smaller difference{'s' if len(more) != 1 else ''}")
+    if noise:
+        rest.append(f"{noise} comparison{'s' if noise != 1 else ''} within the noise")
+    if rest:
+        items.append(f"Not listed: {' and '.join(rest)}; the tables below hold every number.")
+    return Section("findings", "Findings", intro, items=items or ["No findings."])
 
 
 def _price(value: float | None) -> str:
