@@ -25,8 +25,8 @@ def test_sample_interval_is_students_t() -> None:
     s = Sample.of([9.9, 10.0, 10.1])
     assert s.mean == pytest.approx(10.0)
     assert s.ci95 is not None
-    # stdev 0.1, n 3: half-width = t95(2) * 0.1 / sqrt(3) = 4.303 * 0.057735
-    assert (s.ci95[1] - s.ci95[0]) / 2 == pytest.approx(4.303 * 0.1 / math.sqrt(3))
+    # stdev 0.1, n 3: half-width = t95(2) * 0.1 / sqrt(3) = 4.30265 * 0.057735
+    assert (s.ci95[1] - s.ci95[0]) / 2 == pytest.approx(4.3026527 * 0.1 / math.sqrt(3))
     assert s.standard_error == pytest.approx(0.1 / math.sqrt(3))
 
 
@@ -34,9 +34,9 @@ def test_welch_statistic_and_degrees_of_freedom() -> None:
     base, now = Sample.of([9.9, 10.0, 10.1]), Sample.of([10.9, 11.0, 11.1])
     t, critical = welch(base, now)
     # se of the difference = sqrt(2) * 0.057735 = 0.08165; t = 1 / 0.08165 = 12.247;
-    # equal spreads and sizes: Welch-Satterthwaite dof = 4, t95(4) = 2.776.
+    # equal spreads and sizes: Welch-Satterthwaite dof = 4, t95(4) = 2.77645.
     assert t == pytest.approx(1 / math.sqrt(2 * 0.01 / 3))
-    assert critical == pytest.approx(2.776)
+    assert critical == pytest.approx(2.7764451)
 
 
 @pytest.mark.parametrize(

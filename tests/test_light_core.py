@@ -1,5 +1,5 @@
 """The light core (DESIGN principle 6): the simulator and the policies import simpy and
-numpy, nothing heavier. Checked in a fresh interpreter, since this test process has
+numpy, nothing heavier (scipy serves calibration, results' intervals and bench, not the core). Checked in a fresh interpreter, since this test process has
 long since imported everything."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("pandas", "matplotlib", "click", "rich")
+HEAVY = ("pandas", "matplotlib", "click", "rich", "scipy")
 
 PROBE = """
 import importlib, json, pkgutil, sys
@@ -35,7 +35,7 @@ def probe(*packages: str) -> dict[str, list[str]]:
 
 def test_sim_and_policy_do_not_import_heavy_libraries() -> None:
     """Every module under meshsim.sim and meshsim.policy, imported: no pandas,
-    matplotlib, click or rich in sys.modules."""
+    matplotlib, click, rich or scipy in sys.modules."""
     result = probe("meshsim.sim", "meshsim.policy")
     assert "meshsim.sim.engine" in result["imported"]  # the probe really walked the package
     assert "meshsim.sim.dataplanes.none" in result["imported"]
@@ -52,3 +52,24 @@ def test_running_a_scenario_through_the_api_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_simulating_one_replication_does_not_load_scipy() -> None:
+    """A scenario run and summarised (one replication: no interval to compute) loads none of
+    the heavy libraries; scipy's t quantiles are imported only when there are intervals."""
+    code = (
+        "import sys\n"
+        "from meshsim.api import run_scenario\n"
+        "from meshsim.results.summary import build_summary\n"
+        "from meshsim.scenario import from_dict\n"
+        "doc = {'meshsim': 1, 'name': 'light', 'duration_s': 2.0, 'warmup_s': 0.5,\n"
+        "       'replications': 1, 'cluster': {'nodes': 1, 'cores_per_node': 2},\n"
+        "       'services': [{'name': 's', 'replicas': 1, 'cpu_ms': 1.0}],\n"
+        "       'workloads': [{'name': 'w', 'target': 's', 'rate_rps': 50.0}]}\n"
+        "summary = build_summary(run_scenario(from_dict(doc)))\n"
+        "assert summary['runs']['none']['workloads']['w']['requests'] > 0\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in " + repr(HEAVY) + ")\n"
+        "print(heavy, 'scipy' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[] False"

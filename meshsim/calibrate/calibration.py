@@ -27,8 +27,8 @@ from meshsim import __version__
 from meshsim.calibrate.fit import (
     Estimate,
     PlaneFit,
+    block_bootstrap,
     bootstrap,
-    cluster_resamples,
     fit_line,
     fit_plane,
     fit_service_time,
@@ -169,6 +169,10 @@ def _bare_cpu(m: Measured, side: str, wake_us: float) -> float:
             - wake_us * m.wakeups_per_request.get(side, 0.0))
 
 
+def _median(a: np.ndarray) -> float:
+    return float(np.median(a))
+
+
 def _kib(m: Measured) -> float:
     return 2.0 * m.point.payload / KIB  # the echo returns the body: request + response
 
@@ -260,13 +264,9 @@ def fit_model(data: dict[str, Any], *, name: str = "calibrated", seed: int = 0) 
     hs_blocks = [np.asarray([*b["client"], *b["server"]], dtype=float)
                  for b in data.get("handshake_cpu_us_blocks") or ()]
     if len(hs_blocks) >= 2:  # resample whole blocks: they were timed minutes apart
-        reps = np.array([float(np.median(r))
-                         for r in cluster_resamples(hs_blocks, seed=seed + 5)])
-        lo, hi = np.quantile(reps, [0.025, 0.975])
-        med = float(np.median(hs_all))
-        hs_est = Estimate(med, min(float(lo), med), max(float(hi), med))
+        hs_est = block_bootstrap(hs_blocks, _median, seed=seed + 5)
     else:
-        hs_est = bootstrap(hs_all, lambda a: float(np.median(a)), seed=seed + 5)
+        hs_est = bootstrap(hs_all, _median, seed=seed + 5)
     mem = data["memory_kib"]
     mem_plain = fit_line([r[0] for r in mem["plain"]], [r[1] for r in mem["plain"]], seed=seed + 6)
     mem_tls = fit_line([r[0] for r in mem["tls"]], [r[1] for r in mem["tls"]], seed=seed + 7)

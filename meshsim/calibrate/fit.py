@@ -1,24 +1,27 @@
-"""Fitting cost models with numpy only: service-time distributions, linear costs, bootstrap CIs.
+"""Fitting cost models: service-time distributions, linear costs, bootstrap CIs (scipy).
 
-- :func:`fit_service_time` fits a lognormal and a gamma by maximum likelihood, scores both by
-  log-likelihood and by the Kolmogorov-Smirnov statistic D, and chooses the better likelihood,
-  or ``empirical`` when even the better one is far from the data (``D > EMPIRICAL_D``: with
-  thousands of samples every parametric form is rejected by the KS *test*, so a practical
-  threshold on D decides, and it is stated in the output). Confidence intervals come from a
-  seeded nonparametric bootstrap.
+- :func:`fit_service_time` fits a lognormal and a gamma by maximum likelihood
+  (``scipy.stats.lognorm.fit`` / ``gamma.fit`` with the location fixed at 0), scores both by
+  log-likelihood and by the Kolmogorov-Smirnov statistic D (``scipy.stats.kstest``), and
+  chooses the better likelihood, or ``empirical`` when even the better one is far from the data
+  (``D > EMPIRICAL_D``: with thousands of samples every parametric form is rejected by the KS
+  *test*, so a practical threshold on D decides, and it is stated in the output). Confidence
+  intervals come from a seeded percentile bootstrap (``scipy.stats.bootstrap``), over single
+  samples or over whole measurement points (:func:`block_bootstrap`).
 - :func:`fit_line` fits ``y = a + b x`` by least squares with a pairs bootstrap, for per-KiB,
-  per-filter and per-connection costs.
+  per-filter and per-connection costs; :func:`fit_plane` two regressors jointly.
 """
 
 from __future__ import annotations
 
-import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import stats
 
 EMPIRICAL_D = 0.08
 """KS distance above which neither lognormal nor gamma is accepted and the empirical is used."""
@@ -26,6 +29,8 @@ BOOTSTRAP = 200
 CI_LEVEL = 0.95
 
 Array = NDArray[np.float64]
+Statistic = Callable[..., Any]
+"""A statistic of one or more paired arrays: a number or a 1-D array of numbers."""
 
 
 @dataclass(frozen=True)
@@ -41,138 +46,102 @@ class Estimate:
         return {"value": self.value, "ci95": [self.lo, self.hi]}  # type: ignore[dict-item]
 
 
-def _ci(samples: Array, point: float) -> Estimate:
+def estimate(replicates: Array, point: float) -> Estimate:
+    """The percentile interval of bootstrap ``replicates`` around ``point``, widened to hold
+    the point (a skewed statistic's point can fall outside its percentile interval). NaN
+    replicates (resamples where the statistic is undefined) are left out."""
+    reps = np.asarray(replicates, dtype=float)
+    reps = reps[~np.isnan(reps)]
     a = (1.0 - CI_LEVEL) / 2.0
-    lo, hi = np.quantile(samples, [a, 1.0 - a])
+    lo, hi = np.quantile(reps, [a, 1.0 - a])
     return Estimate(float(point), float(min(lo, point)), float(max(hi, point)))
+
+
+def replicates(data: Sequence[NDArray[Any]], statistic: Statistic, *, seed: int = 0,
+               n: int = BOOTSTRAP) -> Array:
+    """The bootstrap distribution of ``statistic`` over ``n`` resamples of ``data``, one row
+    per value the statistic returns.
+
+    The arrays of ``data`` are resampled together (pairs: element ``i`` of each stays
+    together). Resample ``j`` draws ``rng.integers(0, len, len)`` from
+    ``numpy.random.default_rng(seed)``, so a seed gives the same resamples as before this
+    module used scipy. A statistic may return NaN for a resample where it is undefined (a
+    line through one distinct x): :func:`estimate` leaves those out, so scipy's own interval
+    (NaN then, with a warning) is not used.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        res = stats.bootstrap(
+            tuple(np.asarray(d) for d in data), statistic, n_resamples=n, paired=True,
+            vectorized=False, method="percentile", confidence_level=CI_LEVEL,
+            rng=np.random.default_rng(seed))
+    return np.atleast_2d(np.asarray(res.bootstrap_distribution, dtype=float))
 
 
 def bootstrap(
     data: Array, stat: Callable[[Array], float], *, seed: int = 0, n: int = BOOTSTRAP
 ) -> Estimate:
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(data), size=(n, len(data)))
-    reps = np.array([stat(data[i]) for i in idx])
-    return _ci(reps, stat(data))
+    """A statistic of independent samples and its percentile-bootstrap 95 % CI."""
+    data = np.asarray(data, dtype=float)
+    return estimate(replicates([data], stat, seed=seed, n=n)[0], stat(data))
 
 
-# --------------------------------------------------------------------------- special functions
+def block_bootstrap(blocks: Sequence[Array], stat: Callable[[Array], float], *,
+                    seed: int = 0, n: int = BOOTSTRAP) -> Estimate:
+    """A statistic of the pooled ``blocks`` with a CI from resampling whole blocks.
+
+    Samples taken at one measurement point (or in one block of handshakes) share that
+    moment's machine state (caches, frequency, other tenants), so they are not independent:
+    resampling them one by one gives CIs that count only the noise within a block and miss
+    the drift between blocks, which two calibrations minutes apart do see.
+    ``scipy.stats.bootstrap`` resamples elements, so it resamples the blocks' indices here.
+    """
+    parts = [np.asarray(b, dtype=float) for b in blocks]
+    reps = replicates([np.arange(len(parts))], _pooled(parts, stat), seed=seed, n=n)[0]
+    return estimate(reps, stat(np.concatenate(parts)))
 
 
-def digamma(x: Array | float) -> Array:
-    """psi(x) for x > 0: recurrence up to x >= 6, then the asymptotic series."""
-    x = np.asarray(x, dtype=float).copy()
-    acc = np.zeros_like(x)
-    while np.any(small := x < 6.0):
-        acc -= np.where(small, 1.0 / x, 0.0)
-        x = np.where(small, x + 1.0, x)
-    inv2 = 1.0 / (x * x)
-    series = np.log(x) - 0.5 / x - inv2 * (1 / 12 - inv2 * (1 / 120 - inv2 * (1 / 252)))
-    return np.asarray(acc + series)
-
-
-def trigamma(x: Array | float) -> Array:
-    x = np.asarray(x, dtype=float).copy()
-    acc = np.zeros_like(x)
-    while np.any(small := x < 6.0):
-        acc += np.where(small, 1.0 / (x * x), 0.0)
-        x = np.where(small, x + 1.0, x)
-    inv = 1.0 / x
-    inv2 = inv * inv
-    series = inv + inv2 / 2 + inv * inv2 * (1 / 6 - inv2 * (1 / 30 - inv2 / 42))
-    return np.asarray(acc + series)
-
-
-def gammainc(a: float, x: Array) -> Array:
-    """Regularised lower incomplete gamma P(a, x), vectorised over x (series / continued
-    fraction, Numerical Recipes 6.2)."""
-    x = np.asarray(x, dtype=float)
-    out = np.zeros_like(x)
-    lg = math.lgamma(a)
-    for i, xi_ in enumerate(x.flat):
-        xi = float(xi_)
-        if xi <= 0:
-            continue
-        front = math.exp(-xi + a * math.log(xi) - lg)
-        if xi < a + 1.0:
-            term = total = 1.0 / a
-            ap = a
-            for _ in range(500):
-                ap += 1.0
-                term *= xi / ap
-                total += term
-                if abs(term) < abs(total) * 1e-12:
-                    break
-            out.flat[i] = front * total
-        else:
-            b = xi + 1.0 - a
-            c = 1.0 / 1e-300
-            d = 1.0 / b
-            h = d
-            for k in range(1, 500):
-                an = -k * (k - a)
-                b += 2.0
-                d = an * d + b
-                d = 1e-300 if abs(d) < 1e-300 else d
-                c = b + an / c
-                c = 1e-300 if abs(c) < 1e-300 else c
-                d = 1.0 / d
-                delta = d * c
-                h *= delta
-                if abs(delta - 1.0) < 1e-12:
-                    break
-            out.flat[i] = 1.0 - front * h
-    return out
+def _pooled(parts: Sequence[Array], stat: Statistic) -> Statistic:
+    """``stat`` of the blocks whose indices it is given, pooled."""
+    def of_blocks(idx: NDArray[np.int64]) -> Any:
+        return stat(np.concatenate([parts[j] for j in idx]))
+    return of_blocks
 
 
 # --------------------------------------------------------------------------- distributions
 
 
 def lognormal_mle(x: Array) -> tuple[float, float]:
-    lx = np.log(x)
-    return float(lx.mean()), float(lx.std())
+    """``mu`` and ``sigma`` of the log (maximum likelihood, location 0)."""
+    sigma, _, scale = stats.lognorm.fit(x, floc=0)
+    return float(np.log(scale)), float(sigma)
 
 
 def lognormal_loglik(x: Array, mu: float, sigma: float) -> float:
-    lx = np.log(x)
-    return float(np.sum(-lx - math.log(sigma * math.sqrt(2 * math.pi))
-                        - (lx - mu) ** 2 / (2 * sigma * sigma)))
+    return float(np.sum(stats.lognorm.logpdf(x, sigma, scale=np.exp(mu))))
 
 
 def lognormal_cdf(x: Array, mu: float, sigma: float) -> Array:
-    z = (np.log(x) - mu) / (sigma * math.sqrt(2.0))
-    erf = np.array([math.erf(v) for v in np.asarray(z, dtype=float).ravel()])
-    return np.asarray(0.5 * (1.0 + erf.reshape(np.shape(z))))
+    return np.asarray(stats.lognorm.cdf(x, sigma, scale=np.exp(mu)), dtype=float)
 
 
 def gamma_mle(x: Array) -> tuple[float, float]:
-    """Shape k and scale theta by Newton's method on log k (Minka 2002's starting point)."""
-    mean = float(x.mean())
-    s = math.log(mean) - float(np.log(x).mean())
-    k = (3.0 - s + math.sqrt((s - 3.0) ** 2 + 24.0 * s)) / (12.0 * s) if s > 0 else 1e6
-    for _ in range(50):
-        f = math.log(k) - float(digamma(k)) - s
-        fp = 1.0 / k - float(trigamma(k))
-        step = f / fp
-        k_new = k - step
-        if k_new <= 0:
-            k_new = k / 2.0
-        if abs(k_new - k) < 1e-10 * k:
-            k = k_new
-            break
-        k = k_new
-    return k, mean / k
+    """Shape ``k`` and scale ``theta`` (maximum likelihood, location 0)."""
+    k, _, theta = stats.gamma.fit(x, floc=0)
+    return float(k), float(theta)
 
 
 def gamma_loglik(x: Array, k: float, theta: float) -> float:
-    return float(np.sum((k - 1) * np.log(x) - x / theta - k * math.log(theta) - math.lgamma(k)))
+    return float(np.sum(stats.gamma.logpdf(x, k, scale=theta)))
 
 
-def ks_statistic(x: Array, cdf: Array) -> float:
-    """D = sup |F_n - F| for sorted ``x`` and the model CDF at those points."""
-    n = len(x)
-    i = np.arange(1, n + 1)
-    return float(max(np.max(i / n - cdf), np.max(cdf - (i - 1) / n)))
+def gamma_cdf(x: Array, k: float, theta: float) -> Array:
+    return np.asarray(stats.gamma.cdf(x, k, scale=theta), dtype=float)
+
+
+def ks_distance(x: Array, cdf: Callable[[Array], Array]) -> float:
+    """The Kolmogorov-Smirnov D = sup |F_n - F| of ``x`` against a model CDF."""
+    return float(stats.kstest(x, cdf).statistic)
 
 
 @dataclass
@@ -202,14 +171,13 @@ class ServiceTimeFit:
 
 
 def _scores(x: Array) -> dict[str, dict[str, float]]:
-    xs = np.sort(x)
-    mu, sigma = lognormal_mle(xs)
-    k, theta = gamma_mle(xs)
+    mu, sigma = lognormal_mle(x)
+    k, theta = gamma_mle(x)
     return {
-        "lognormal": {"loglik": lognormal_loglik(xs, mu, sigma),
-                      "ks_d": ks_statistic(xs, lognormal_cdf(xs, mu, sigma))},
-        "gamma": {"loglik": gamma_loglik(xs, k, theta),
-                  "ks_d": ks_statistic(xs, gammainc(k, xs / theta))},
+        "lognormal": {"loglik": lognormal_loglik(x, mu, sigma),
+                      "ks_d": ks_distance(x, lambda v: lognormal_cdf(v, mu, sigma))},
+        "gamma": {"loglik": gamma_loglik(x, k, theta),
+                  "ks_d": ks_distance(x, lambda v: gamma_cdf(v, k, theta))},
     }
 
 
@@ -218,18 +186,20 @@ def choose(scores: dict[str, dict[str, float]]) -> str:
     return "empirical" if scores[best]["ks_d"] > EMPIRICAL_D else best
 
 
-def cluster_resamples(groups: Sequence[Array], *, seed: int = 0,
-                      n: int = BOOTSTRAP) -> list[Array]:
-    """Bootstrap resamples that draw whole groups (measurement points) with replacement.
+PARAMS = {"lognormal": ("mu", "sigma"), "gamma": ("shape", "scale"), "empirical": ()}
+"""The parameters each distribution's fit reports, in the order its MLE returns them."""
 
-    Samples taken at one point share that moment's machine state (caches, frequency, other
-    tenants), so they are not independent: resampling them one by one gives CIs that count
-    only the noise within a point and miss the drift between points, which two calibrations
-    minutes apart do see.
-    """
-    rng = np.random.default_rng(seed)
-    return [np.concatenate([groups[j] for j in rng.integers(0, len(groups), len(groups))])
-            for _ in range(n)]
+
+def _service_time_statistic(dist: str) -> Callable[[Array], Array]:
+    """Mean, cv, p50, p99 and the chosen distribution's parameters of a sample."""
+    mle = {"lognormal": lognormal_mle, "gamma": gamma_mle}.get(dist)
+
+    def of(b: Array) -> Array:
+        mean = float(b.mean())
+        summary = [mean, float(b.std()) / mean, float(np.quantile(b, 0.5)),
+                   float(np.quantile(b, 0.99))]
+        return np.array(summary + (list(mle(b)) if mle else []))
+    return of
 
 
 def fit_service_time(samples: Sequence[float], *, seed: int = 0,
@@ -237,7 +207,7 @@ def fit_service_time(samples: Sequence[float], *, seed: int = 0,
     """Fit per-request service times (microseconds, > 0) and bootstrap their CIs.
 
     With ``groups`` (the samples by measurement point, two or more), the bootstrap resamples
-    whole points (:func:`cluster_resamples`) and ``samples`` is ignored.
+    whole points (as :func:`block_bootstrap`) and ``samples`` is ignored.
     """
     parts = [np.asarray([s for s in g if s > 0], dtype=float) for g in groups or ()]
     parts = [g for g in parts if len(g)]
@@ -248,32 +218,18 @@ def fit_service_time(samples: Sequence[float], *, seed: int = 0,
         raise ValueError(f"need at least 20 positive samples to fit, got {len(x)}")
     scores = _scores(x)
     dist = choose(scores)
+    stat = _service_time_statistic(dist)
     if clustered:
-        boots = cluster_resamples(parts, seed=seed)
+        reps = replicates([np.arange(len(parts))], _pooled(parts, stat), seed=seed)
     else:
-        rng = np.random.default_rng(seed)
-        boots = list(x[rng.integers(0, len(x), size=(BOOTSTRAP, len(x)))])
-    means = np.array([b.mean() for b in boots])
-    cvs = np.array([b.std() for b in boots]) / means
-    p50s = np.array([np.quantile(b, 0.5) for b in boots])
-    p99s = np.array([np.quantile(b, 0.99) for b in boots])
-    params: dict[str, Estimate] = {}
-    if dist == "lognormal":
-        lb = [np.log(b) for b in boots]
-        mu, sigma = lognormal_mle(x)
-        params = {"mu": _ci(np.array([b.mean() for b in lb]), mu),
-                  "sigma": _ci(np.array([b.std() for b in lb]), sigma)}
-    elif dist == "gamma":
-        k, theta = gamma_mle(x)
-        ks, ths = zip(*(gamma_mle(b) for b in boots), strict=True)
-        params = {"shape": _ci(np.array(ks), k), "scale": _ci(np.array(ths), theta)}
+        reps = replicates([x], stat, seed=seed)
+    mean, cv, p50, p99, *params = (estimate(r, p) for r, p in zip(reps, stat(x), strict=True))
     quantiles = [float(q) for q in np.quantile(x, np.linspace(0, 1, 101))] \
         if dist == "empirical" else []
     return ServiceTimeFit(
-        dist=dist, n=len(x),
-        mean=_ci(means, float(x.mean())), cv=_ci(cvs, float(x.std() / x.mean())),
-        p50=_ci(p50s, float(np.quantile(x, 0.5))), p99=_ci(p99s, float(np.quantile(x, 0.99))),
-        params=params, scores=scores, quantiles=quantiles,
+        dist=dist, n=len(x), mean=mean, cv=cv, p50=p50, p99=p99,
+        params=dict(zip(PARAMS[dist], params, strict=True)), scores=scores,
+        quantiles=quantiles,
     )
 
 
@@ -294,11 +250,17 @@ class LineFit:
                            for a, b, r in zip(self.x, self.y, self.residuals, strict=True)]}
 
 
-def _ols(x: Array, y: Array) -> tuple[float, float]:
+def _lstsq(design: Array, y: Array) -> Array:
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    return np.asarray(coef, dtype=float)
+
+
+def _ols(x: Array, y: Array) -> Array:
+    """Intercept and slope; a flat line through the mean when ``x`` does not vary (a
+    resample that drew one distinct x)."""
     if np.ptp(x) == 0:
-        return float(y.mean()), 0.0
-    b, a = np.polyfit(x, y, 1)
-    return float(a), float(b)
+        return np.array([float(y.mean()), 0.0])
+    return _lstsq(np.column_stack([np.ones(len(x)), x]), y)
 
 
 def fit_line(x: Sequence[float], y: Sequence[float], *, seed: int = 0) -> LineFit:
@@ -308,14 +270,9 @@ def fit_line(x: Sequence[float], y: Sequence[float], *, seed: int = 0) -> LineFi
     if len(xa) < 2:
         raise ValueError("need at least two points for a line")
     a, b = _ols(xa, ya)
-    rng = np.random.default_rng(seed)
-    reps = []
-    for _ in range(BOOTSTRAP):
-        i = rng.integers(0, len(xa), len(xa))
-        reps.append(_ols(xa[i], ya[i]))
-    arr = np.array(reps)
+    reps = replicates([xa, ya], _ols, seed=seed)
     res = ya - (a + b * xa)
-    return LineFit(_ci(arr[:, 0], a), _ci(arr[:, 1], b), [float(r) for r in res],
+    return LineFit(estimate(reps[0], a), estimate(reps[1], b), [float(r) for r in res],
                    [float(v) for v in xa], [float(v) for v in ya])
 
 
@@ -337,11 +294,6 @@ class PlaneFit:
                             "residual": self.residuals[i]} for i in range(len(self.y))]}
 
 
-def _lstsq(design: Array, y: Array) -> Array:
-    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
-    return np.asarray(coef, dtype=float)
-
-
 def fit_plane(x: dict[str, Sequence[float]], y: Sequence[float], *, seed: int = 0) -> PlaneFit:
     """Least squares on two named regressors with a pairs-bootstrap CI for every coefficient.
 
@@ -356,18 +308,20 @@ def fit_plane(x: dict[str, Sequence[float]], y: Sequence[float], *, seed: int = 
     if len(ya) < 4 or np.linalg.matrix_rank(design) < 3:
         raise ValueError("need at least four points that vary in both regressors")
     coef = _lstsq(design, ya)
-    rng = np.random.default_rng(seed)
-    reps = []
-    for _ in range(BOOTSTRAP):
-        i = rng.integers(0, len(ya), len(ya))
-        if np.linalg.matrix_rank(design[i]) == 3:
-            reps.append(_lstsq(design[i], ya[i]))
-    arr = np.array(reps)
+    reps = replicates([design[:, 1], design[:, 2], ya], _plane_coefficients, seed=seed)
     res = ya - design @ coef
     return PlaneFit(
-        intercept=_ci(arr[:, 0], float(coef[0])),
-        slopes={k: _ci(arr[:, j + 1], float(coef[j + 1])) for j, k in enumerate(names)},
+        intercept=estimate(reps[0], float(coef[0])),
+        slopes={k: estimate(reps[j + 1], float(coef[j + 1])) for j, k in enumerate(names)},
         residuals=[float(r) for r in res],
         x={k: [float(v) for v in x[k]] for k in names},
         y=[float(v) for v in ya],
     )
+
+
+def _plane_coefficients(x1: Array, x2: Array, y: Array) -> Array:
+    """Least-squares coefficients, NaN when the resampled regressors are collinear."""
+    design = np.column_stack([np.ones(len(y)), x1, x2])
+    if np.linalg.matrix_rank(design) < 3:
+        return np.full(3, np.nan)
+    return _lstsq(design, y)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from meshsim.calibrate.fit import Estimate, _ci
+from meshsim.calibrate.fit import Estimate, estimate, replicates
 from meshsim.errors import MeshsimError
 from meshsim.models import default_model
 
@@ -149,14 +149,10 @@ def calibrate_from_fortio(paths: list[Path], out: Path, *, kind: str = "envoy-si
     lam = np.array([p["mesh_qps"] for p in pairs])
     added = np.array([(p["mesh_avg_us"] - p["base_avg_us"]) / hops for p in pairs])
     s, h, _ = fit_hop(lam, added, workers)
-    rng = np.random.default_rng(seed)
-    reps = []
-    for _ in range(200):
-        i = rng.integers(0, len(lam), len(lam))
-        reps.append(fit_hop(lam[i], added[i], workers)[:2])
-    arr = np.array(reps)
-    s_est: Estimate = _ci(arr[:, 0], s)
-    h_est: Estimate = _ci(arr[:, 1], h)
+    reps = replicates([lam, added], lambda la, ad: np.array(fit_hop(la, ad, workers)[:2]),
+                      seed=seed)
+    s_est: Estimate = estimate(reps[0], s)
+    h_est: Estimate = estimate(reps[1], h)
     resid = added - (h + s + _queue(lam, s, workers))
     resp_bytes = int(opts.get("response_bytes", req_bytes))
     r0, r1, _after = ref.request_cpu_us(req_bytes, resp_bytes, mtls=True)

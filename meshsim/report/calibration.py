@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from meshsim.calibrate.calibration import load_fit
-from meshsim.calibrate.fit import gamma_mle, gammainc, lognormal_cdf, lognormal_mle
+from meshsim.calibrate.fit import gamma_cdf, gamma_mle, lognormal_cdf, lognormal_mle
 from meshsim.calibrate.report import GOALS
 from meshsim.models import load_model
 
@@ -117,7 +117,7 @@ def service_time_frame(fit: dict[str, Any], samples: np.ndarray | None = None) -
         k, theta = params["shape"]["value"], params["scale"]["value"]
     return pd.DataFrame({
         "cpu_us": x, "measured_cdf": ecdf, "lognormal_cdf": lognormal_cdf(x, mu, sigma),
-        "gamma_cdf": gammainc(k, x / theta), "chosen": st["dist"],
+        "gamma_cdf": gamma_cdf(x, k, theta), "chosen": st["dist"],
     })  # fmt: skip
 
 

@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from statistics import fmean, stdev
 
-# Two-sided 95 % critical values of Student's t by degrees of freedom (1..30);
-# beyond 30 the normal value is within 2 % of t. Tabulated to avoid pulling in scipy
-# for thirty numbers.
-_T95 = [
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-]  # fmt: skip
 
-
-def t95(dof: int) -> float:
+@lru_cache(maxsize=256)
+def t95(dof: float) -> float:
     """The two-sided 95 % critical value of Student's t with ``dof`` degrees of freedom."""
     if dof < 1:
         raise ValueError("a t interval needs at least two observations")
-    return _T95[dof - 1] if dof <= len(_T95) else 1.960
+    # Imported here: meshsim.results is imported by the library's front door, which runs a
+    # simulation without loading scipy (tests/test_light_core.py).
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, dof))
 
 
 def t_interval(values: list[float]) -> list[float] | None:
