@@ -40,6 +40,14 @@ class UserError(click.ClickException):
     help="With --tls-dir: inbound accepts mTLS, outbound originates it.",
 )
 @click.option(
+    "--upstream-identity",
+    "upstream_identities",
+    metavar="SPIFFE_ID",
+    multiple=True,
+    help="With --mode outbound and --tls-dir: the identity the upstream must present "
+    "(secure naming); repeat for several. Default: any workload of the trust domain.",
+)
+@click.option(
     "--access-log",
     default="-",
     show_default=True,
@@ -58,6 +66,7 @@ def proxy(
     config_path: str | None,
     tls_dir: str | None,
     mode: str,
+    upstream_identities: tuple[str, ...],
     access_log: str,
     drain_s: float | None,
 ) -> None:
@@ -74,19 +83,27 @@ def proxy(
         raise click.BadParameter("give --listen and --upstream together", param_hint="--listen")
     if listen is None and config_path is None:
         raise click.UsageError("give --listen HOST:PORT --upstream HOST:PORT, or --config FILE")
+    if upstream_identities and (listen is None or tls_dir is None or mode != "outbound"):
+        raise click.BadParameter(
+            "only with --listen, --tls-dir and --mode outbound", param_hint="--upstream-identity"
+        )
+    from meshsim.proxy.spiffe import SpiffeIdError, parse_workload
+
+    for ident in upstream_identities:
+        try:
+            parse_workload(ident)
+        except SpiffeIdError as exc:
+            raise click.BadParameter(str(exc), param_hint="--upstream-identity") from None
 
     async def main() -> None:
         cfg = load_config(config_path) if config_path else ProxyConfig(listeners=())
         extra = []
         if listen is not None:
             tls = "none" if tls_dir is None else ("server" if mode == "inbound" else "client")
-            extra.append(
-                listener_from_dict(
-                    {"name": mode, "listen": listen, "upstreams": list(upstreams), "tls": tls},
-                    len(cfg.listeners),
-                    "--listen",
-                )
-            )
+            raw = {"name": mode, "listen": listen, "upstreams": list(upstreams), "tls": tls}
+            if upstream_identities:
+                raw["upstream_identities"] = list(upstream_identities)
+            extra.append(listener_from_dict(raw, len(cfg.listeners), "--listen"))
         cfg = dataclasses.replace(
             cfg,
             listeners=cfg.listeners + tuple(extra),

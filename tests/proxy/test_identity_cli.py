@@ -1,5 +1,6 @@
-"""``meshsim ca`` refuses ids that are not workload SPIFFE ids and absurd lifetimes: exit 2,
-one line naming the option, no traceback, and nothing written."""
+"""``meshsim ca`` refuses ids that are not workload SPIFFE ids and absurd lifetimes, and
+``meshsim proxy --upstream-identity`` ids that are not workload SPIFFE ids: exit 2, one
+line naming the option, no traceback, and nothing written."""
 
 from __future__ import annotations
 
@@ -122,3 +123,68 @@ def test_issue_accepts_the_bounds(ca_dir: Path, tmp_path: Path, lifetime: str, d
     assert life.total_seconds() == pytest.approx(float(lifetime) + 60, abs=1)
     if days is not None:
         assert life.days == days
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--upstream-identity", "spiffe://cluster.local/ns/../sa/x"], "has a '..' segment"),
+        (["--upstream-identity", "spiffe://cluster.local"], "names the whole trust domain"),
+        (["--upstream-identity", "cluster.local/ns/a/sa/b"], "the scheme must be 'spiffe://'"),
+        (["--upstream-identity", "spiffe://cluster.local/ns/a/sa/b", "--mode", "inbound"],
+         "only with --listen, --tls-dir and --mode outbound"),
+    ],
+)  # fmt: skip
+def test_proxy_refuses_bad_upstream_identities(
+    ca_dir: Path, tmp_path: Path, extra: list[str], message: str
+) -> None:
+    tls_dir = tmp_path / "tls"
+    issued = CliRunner().invoke(
+        cli, ["ca", "issue", "--ca-dir", str(ca_dir), "--sa", "x", "--out", str(tls_dir)]
+    )
+    assert issued.exit_code == 0, issued.output
+    result = CliRunner().invoke(
+        cli,
+        ["proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--tls-dir",
+         str(tls_dir), *extra],
+    )  # fmt: skip
+    refused(result, "Invalid value for --upstream-identity: ")
+    assert message in result.output
+
+
+@pytest.mark.parametrize(("sa", "status"), [("reviews", 503), ("attacker", 200)])
+def test_proxy_upstream_identity_is_secure_naming(
+    ca_dir: Path, tmp_path: Path, sa: str, status: int
+) -> None:
+    import asyncio
+
+    from meshsim.proxy.ca import CertificateAuthority
+    from meshsim.proxy.tls import server_context
+
+    from .helpers import ServerThread
+    from .test_cli import free_port, run_until_answered
+
+    ca = CertificateAuthority.load(ca_dir)
+    server_dir = ca.issue("default", "attacker").write(tmp_path / "server")
+    client_dir = ca.issue("default", "productpage").write(tmp_path / "client")
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    async def start() -> tuple[int, list[object]]:
+        server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=server_context(server_dir))
+        return server.sockets[0].getsockname()[1], [server]
+
+    port = free_port()
+    with ServerThread(start) as upstream:
+        result, got, _ = run_until_answered(
+            ["proxy", "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{upstream.port}",
+             "--tls-dir", str(client_dir), "--access-log", "off", "--drain-s", "0",
+             "--upstream-identity", f"spiffe://cluster.local/ns/default/sa/{sa}"],
+            port,
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert got == status
