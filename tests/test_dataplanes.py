@@ -118,7 +118,8 @@ def test_keep_alive_off_makes_one_handshake_per_request(mesh: str) -> None:
     sim = simulate(doc, mesh)
     sent = sim.workloads[0].sent
     assert sent > 1000
-    assert sim.data_plane.proxy_summary()["handshakes"] == sent  # exact
+    handshakes = sim.measure().handshakes
+    assert handshakes is not None and handshakes.total == sent  # exact
 
 
 def test_ambient_without_waypoint_adds_no_l7_cost() -> None:

@@ -1,7 +1,9 @@
 """Run results: what one simulation measured, and all replications of all meshes.
 
-``Replication`` is taken from a finished :class:`~meshsim.sim.engine.Simulation`
-(plain data only, so it can cross process boundaries and be saved). ``RunResult``
+``Replication`` is taken from what a finished simulation measured
+(:class:`~meshsim.sim.measure.Measurement`; plain data only, so it can cross process
+boundaries and be saved): the proxies and control-plane blocks of the contract are
+computed here, not in the simulator. ``RunResult``
 holds a scenario's replications per mesh and builds the ``summary.json`` of the
 results contract (docs/DESIGN.md, "Results contract, version 1").
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import fmean
 from typing import TYPE_CHECKING, Any
 
 from meshsim.results.histogram import GROWTH, LogHistogram
@@ -20,7 +23,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from meshsim.sim.engine import Simulation
-    from meshsim.sim.recorder import RequestRecord, Stats
+    from meshsim.sim.measure import Measurement, SubjectMeasure
+    from meshsim.sim.recorder import RequestRecord
 
 SATURATION = 0.95
 """Utilisation at or above which a resource is flagged as saturated (DESIGN principle 3)."""
@@ -42,20 +46,20 @@ class Subject:
     """Requests finished in the window (None in results stored before it was counted)."""
 
     @classmethod
-    def of(cls, stats: Stats) -> Subject:
-        s = stats.series
+    def of(cls, measured: SubjectMeasure) -> Subject:
+        s = measured.series
         return cls(
-            histogram=stats.histogram,
-            requests=stats.requests,
-            errors=stats.errors,
-            statuses=dict(stats.statuses),
+            histogram=measured.histogram,
+            requests=measured.requests,
+            errors=measured.errors,
+            statuses=dict(measured.statuses),
             series={
                 "requests": [float(v) for v in s.requests],
                 "errors": [float(v) for v in s.errors],
                 "latency_sum_s": list(s.latency_sum_s),
                 "latency_max_s": list(s.latency_max_s),
             },
-            completed=stats.completed,
+            completed=measured.completed,
         )
 
 
@@ -90,72 +94,60 @@ class Replication:
     (:mod:`meshsim.sim.dataplanes.resilience`), counted inside the measurement window."""
 
     @classmethod
-    def of(cls, sim: Simulation, index: int) -> Replication:
-        rec = sim.recorder
-        window = sim.end_s - sim.warmup_s
-        warm, end = sim.snapshots.get("warmup", {}), sim.snapshots.get("end", {})
+    def of(cls, measured: Measurement | Simulation, index: int) -> Replication:
+        """Replication ``index`` from a finished simulation or what it measured."""
+        from meshsim.sim.measure import Measurement
 
-        def delta(key: str) -> float:
-            return end.get(key, 0.0) - warm.get(key, 0.0)
-
-        cores = sim.scenario.cluster.cores_per_node
-        node_util = {n.name: delta(f"node/{n.name}") / (cores * window) for n in sim.nodes}
+        m = measured if isinstance(measured, Measurement) else measured.measure()
+        window = m.window_s
+        node_util = {n.name: n.busy_s / (n.cores * window) for n in m.nodes}
         app_cpu: dict[str, float] = {}
         worker_util: dict[str, float] = {}
-        for svc in sim.services.values():
-            app_cpu[svc.name] = sum(delta(f"pod/{p.name}/cpu") for p in svc.pods) / window
-            for pod in svc.pods:
-                worker_util[pod.name] = delta(f"pod/{pod.name}/slots") / (
-                    svc.spec.concurrency * window
-                )
-        # The data plane may add warnings while summarising, so summarise first.
-        proxies = sim.data_plane.proxy_summary()
-        proxies.update(_proxy_cpu(sim, delta, window))
+        for app in m.apps:
+            app_cpu[app.service] = sum(p.cpu_s for p in app.pods) / window
+            for pod in app.pods:
+                worker_util[pod.name] = pod.slot_busy_s / (pod.concurrency * window)
         proxy_worker_util = {
-            key: delta(f"worker/{key}") / (threads * window)
-            for key, (_busy, threads) in sim.data_plane.worker_counters().items()
+            w.name: w.busy_s / (w.threads * window) for p in m.proxies for w in p.workers
         }
-        warnings = list(sim.data_plane.warnings)
-        in_flight = sim.in_flight()
-        if in_flight:
+        warnings = list(m.warnings)
+        if m.in_flight:
             warnings.append(
-                f"{in_flight} requests were still in flight {sim.env.now - sim.end_s:.0f} s "
+                f"{m.in_flight} requests were still in flight {m.drained_s:.0f} s "
                 "after the window ended; they are not in the latency statistics"
             )
         return cls(
-            mesh=sim.mesh,
+            mesh=m.mesh,
             index=index,
             window_s=window,
-            workloads={k: Subject.of(v) for k, v in rec.workloads.items()},
-            services={k: Subject.of(v) for k, v in rec.services.items()},
-            edges={f"{a}->{b}": Subject.of(v) for (a, b), v in rec.edges.items()},
-            requested_rps={w.spec.name: w.requested_rps() for w in sim.workloads},
-            sent={w.spec.name: w.sent_in_window for w in sim.workloads},
+            workloads={k: Subject.of(v) for k, v in m.workloads.items()},
+            services={k: Subject.of(v) for k, v in m.services.items()},
+            edges={f"{a}->{b}": Subject.of(v) for (a, b), v in m.edges.items()},
+            requested_rps={c.name: c.requested_rps for c in m.clients},
+            sent={c.name: c.sent_in_window for c in m.clients},
             node_utilisation=node_util,
             app_cpu_vcpu=app_cpu,
             worker_utilisation=worker_util,
             proxy_worker_utilisation=proxy_worker_util,
-            proxies=proxies,
-            control_plane=_control_plane(sim),
-            cost_models=_cost_models(sim),
-            in_flight_at_end=in_flight,
-            timeline=list(sim.timeline.log),
+            proxies=proxy_block(m),
+            control_plane=control_plane_block(m),
+            cost_models=_cost_models(m),
+            in_flight_at_end=m.in_flight,
+            timeline=list(m.timeline),
             warnings=warnings,
-            records=rec.records,
-            resilience=_resilience(sim),
+            records=None if m.records is None else list(m.records),
+            resilience={
+                name: {**r.counts, "by_endpoint": dict(r.by_endpoint)}
+                for name, r in m.resilience.items()
+            },
         )
 
 
-def _resilience(sim: Simulation) -> dict[str, dict[str, Any]]:
-    chain = getattr(sim.data_plane, "resilience", None)
-    return chain.summary() if chain is not None else {}
-
-
-def _cost_models(sim: Simulation) -> list[dict[str, str]]:
+def _cost_models(m: Measurement) -> list[dict[str, str]]:
     from meshsim.models import models_dir
 
     out: list[dict[str, str]] = []
-    for model in [*sim.data_plane.cost_models(), *sim.control_plane.cost_models()]:
+    for model in m.cost_models:
         file = model.path or ""
         if file:
             path = Path(file).resolve()
@@ -165,27 +157,84 @@ def _cost_models(sim: Simulation) -> list[dict[str, str]]:
     return out
 
 
-def _control_plane(sim: Simulation) -> dict[str, Any]:
+def control_plane_block(m: Measurement) -> dict[str, Any]:
     """The ``control_plane`` block: cpu_vcpu, memory_mb, convergence_s {p50, p90, p99}, and
     the requests stale endpoints, missing certificates and authorization cost."""
-    block = sim.control_plane.summary(sim.warmup_s, sim.end_s)
-    # Tries the resilience chain refused itself because the pod was gone (a stale view).
-    chain = getattr(sim.data_plane, "resilience", None)
-    if chain is not None:
-        block["stale_endpoint_attempts"] += sum(
-            int(c.get("connect_failures", 0)) for c in chain.summary().values()
-        )
+    cp = m.control_plane
+    # Tries the resilience chain refused itself because the pod was gone (a stale view)
+    # count with those the control plane's gate refused.
+    refused = sum(r.counts.get("connect_failures", 0) for r in m.resilience.values())
+    return {
+        "mesh_control_plane": cp.name,
+        "cpu_vcpu": cp.cpu_vcpu,
+        "memory_mb": cp.memory_mb,
+        "convergence_s": None if cp.convergence_s is None else dict(cp.convergence_s),
+        "stale_endpoint_attempts": cp.stale_endpoint_attempts + refused,
+        "terminating_endpoint_attempts": cp.terminating_endpoint_attempts,
+        "certificate_failures": cp.certificate_failures,
+        "authz_denied": cp.authz_denied,
+        "authz_checks": cp.authz_checks,
+        **cp.details,
+    }
+
+
+def proxy_block(m: Measurement) -> dict[str, Any]:
+    """The ``proxies`` block: count and memory of the proxies alive at the end, CPU in the
+    window (total, and per 1000 rps of the workloads' offered rate), handshakes."""
+    if m.handshakes is None:
+        return {
+            "count": 0,
+            "cpu_vcpu_total": 0.0,
+            "cpu_vcpu_per_1000rps": 0.0,
+            "memory_mb_per_proxy": 0.0,
+            "memory_mb_total": 0.0,
+            "handshakes": 0,
+        }
+    live = [p for p in m.proxies if p.live]
+    memory = [p.memory_mb or 0.0 for p in live]
+    by_kind: dict[str, dict[str, Any]] = {}
+    for p, mb in zip(live, memory, strict=True):
+        entry = by_kind.setdefault(p.kind, {"count": 0, "memory_mb_total": 0.0,
+                                            "cpu_s_total": 0.0, "requests": 0,
+                                            "wakeups": 0})  # fmt: skip
+        entry["count"] += 1
+        entry["memory_mb_total"] += mb
+        entry["cpu_s_total"] += p.cpu_s_run
+        entry["requests"] += sum(w.requests for w in p.workers)
+        entry["wakeups"] += sum(w.wakeups for w in p.workers)
+    for entry in by_kind.values():
+        entry["memory_mb_per_proxy"] = entry["memory_mb_total"] / entry["count"]
+    workers = [w for p in live for w in p.workers]
+    h = m.handshakes
+    block: dict[str, Any] = {
+        "count": len(live),
+        "memory_mb_per_proxy": fmean(memory) if memory else 0.0,
+        "memory_mb_total": sum(memory),
+        "handshakes": h.total,
+        "handshakes_full": h.full,
+        "handshakes_resumed": h.resumed,
+        "connections_opened": h.connections_opened,
+        "connections_open": sum(p.connections for p in live),
+        "worker_requests_max_share": _max_share([w.requests for w in workers]),
+        "by_kind": by_kind,
+    }
+    if m.proxies:
+        block.update(_proxy_cpu(m))
     return block
 
 
-def _proxy_cpu(sim: Simulation, delta: Any, window: float) -> dict[str, float]:
-    keys = [k for k in sim.snapshots.get("end", {}) if k.startswith("proxy/")]
-    if not keys:
-        return {}
-    total = sum(delta(k) for k in keys) / window
-    offered = sum(r for w in sim.workloads if (r := w.requested_rps()) is not None)
+def _max_share(requests: list[int]) -> float:
+    """The busiest worker's share of its proxy's request bursts (1/n is even), overall."""
+    total = sum(requests)
+    return max(requests, default=0) / total if total else 0.0
+
+
+def _proxy_cpu(m: Measurement) -> dict[str, float]:
+    window = m.window_s
+    total = sum(p.cpu_s for p in m.proxies) / window
+    offered = sum(r for c in m.clients if (r := c.requested_rps) is not None)
     if offered == 0:
-        offered = sum(w.sent_in_window for w in sim.workloads) / window
+        offered = sum(c.sent_in_window for c in m.clients) / window
     return {
         "cpu_vcpu_total": total,
         "cpu_vcpu_per_1000rps": total / (offered / 1000.0) if offered else 0.0,

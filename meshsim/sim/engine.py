@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
@@ -29,7 +30,21 @@ from meshsim.sim.app import (
 from meshsim.sim.cluster import NetworkModel, Node, place
 from meshsim.sim.controlplane import control_plane_for
 from meshsim.sim.dataplanes import data_plane_for
-from meshsim.sim.recorder import Recorder
+from meshsim.sim.measure import (
+    AppMeasure,
+    ControlPlaneMeasure,
+    HandshakeMeasure,
+    Measurement,
+    NodeMeasure,
+    PodMeasure,
+    ProxyMeasure,
+    ResilienceMeasure,
+    SeriesMeasure,
+    SubjectMeasure,
+    WorkerMeasure,
+    WorkloadMeasure,
+)
+from meshsim.sim.recorder import Recorder, Stats
 from meshsim.sim.sampling import Sampler, Uniforms, make_sampler
 from meshsim.sim.timeline import Timeline
 from meshsim.sim.workload import WorkloadDriver
@@ -78,7 +93,8 @@ class Simulation:
             WorkloadDriver(self, w, self.services[w.target]) for w in scenario.workloads
         ]
         self.timeline = Timeline(self)
-        self.snapshots: dict[str, dict[str, float]] = {}
+        self.snapshots: dict[str, _Counters] = {}
+        """The cumulative counters at the warm-up ("warmup") and at the end ("end")."""
 
     # ----------------------------------------------------------------- building
 
@@ -233,18 +249,7 @@ class Simulation:
 
     def _snapshot(self, name: str) -> Generator[simpy.Event, Any, None]:
         yield self.env.timeout(self.warmup_s if name == "warmup" else self.end_s)
-        snap: dict[str, float] = {}
-        for node in self.nodes:
-            snap[f"node/{node.name}"] = node.busy_s
-        for svc in self.services.values():
-            for pod in svc.pods:
-                snap[f"pod/{pod.name}/cpu"] = pod.cpu_s
-                snap[f"pod/{pod.name}/slots"] = pod.slot_busy_s
-        for key, value in self.data_plane.cpu_counters().items():
-            snap[f"proxy/{key}"] = value
-        for key, (busy, _threads) in self.data_plane.worker_counters().items():
-            snap[f"worker/{key}"] = busy
-        self.snapshots[name] = snap
+        self.snapshots[name] = _Counters.of(self)
 
     def in_flight(self) -> int:
         return sum(w.in_flight for w in self.workloads)
@@ -268,3 +273,146 @@ class Simulation:
         limit = self.end_s + DRAIN_LIMIT_S
         while self.in_flight() > 0 and self.env.now < limit and self.env.peek() < math.inf:
             self.env.run(until=min(self.env.now + 0.5, limit))
+
+    # ----------------------------------------------------------------- measuring
+
+    def measure(self) -> Measurement:
+        """What the run measured, once :meth:`run` has returned (see :mod:`meshsim.sim.measure`).
+
+        Counters the engine snapshots (CPU, busy time) are taken over the window; a
+        snapshot that never fired (the run was not run to its end) counts as zero.
+        """
+        empty = _Counters()
+        warm = self.snapshots.get("warmup", empty)
+        end = self.snapshots.get("end", empty)
+        rec = self.recorder
+        cores = self.scenario.cluster.cores_per_node
+        nodes = tuple(
+            NodeMeasure(n.name, cores, end.nodes.get(n.name, 0.0) - warm.nodes.get(n.name, 0.0))
+            for n in self.nodes
+        )
+        apps = tuple(
+            AppMeasure(svc.name, tuple(
+                PodMeasure(
+                    p.name,
+                    svc.name,
+                    end.pod_cpu.get(p.name, 0.0) - warm.pod_cpu.get(p.name, 0.0),
+                    end.pod_slots.get(p.name, 0.0) - warm.pod_slots.get(p.name, 0.0),
+                    svc.spec.concurrency,
+                )
+                for p in svc.pods
+            ))
+            for svc in self.services.values()
+        )  # fmt: skip
+        chain = getattr(self.data_plane, "resilience", None)
+        resilience: dict[str, ResilienceMeasure] = {}
+        if chain is not None:
+            for service, block in chain.summary().items():
+                by_endpoint = block.pop("by_endpoint", {})
+                resilience[service] = ResilienceMeasure(block, by_endpoint)
+        return Measurement(
+            mesh=self.mesh,
+            warmup_s=self.warmup_s,
+            end_s=self.end_s,
+            drained_s=self.env.now - self.end_s,
+            workloads={k: _subject(v) for k, v in rec.workloads.items()},
+            services={k: _subject(v) for k, v in rec.services.items()},
+            edges={k: _subject(v) for k, v in rec.edges.items()},
+            clients=tuple(
+                WorkloadMeasure(w.spec.name, w.requested_rps(), w.sent_in_window)
+                for w in self.workloads
+            ),
+            nodes=nodes,
+            apps=apps,
+            proxies=self._proxies(warm, end),
+            handshakes=self._handshakes(),
+            resilience=resilience,
+            control_plane=ControlPlaneMeasure.of(
+                self.control_plane.summary(self.warmup_s, self.end_s)
+            ),
+            cost_models=(*self.data_plane.cost_models(), *self.control_plane.cost_models()),
+            in_flight=self.in_flight(),
+            timeline=tuple(self.timeline.log),
+            warnings=tuple(self.data_plane.warnings),
+            records=rec.records,
+        )
+
+    def _proxies(self, warm: _Counters, end: _Counters) -> tuple[ProxyMeasure, ...]:
+        from meshsim.sim.dataplanes.mesh import ProxiedDataPlane
+
+        dp = self.data_plane
+        if not isinstance(dp, ProxiedDataPlane):
+            return ()
+        out: list[ProxyMeasure] = []
+        for p in dp.proxies:
+            live = p.pod is None or p.pod.alive
+            workers = tuple(
+                WorkerMeasure(
+                    f"{p.name}/worker-{w.index}",
+                    int(w.res.capacity),
+                    end.worker_busy.get((p.name, w.index), 0.0)
+                    - warm.worker_busy.get((p.name, w.index), 0.0),
+                    w.requests,
+                    w.wakeups,
+                )
+                for w in p.workers
+            )
+            out.append(ProxyMeasure(
+                name=p.name,
+                kind=p.kind,
+                live=live,
+                cpu_s=end.proxy_cpu.get(p.name, 0.0) - warm.proxy_cpu.get(p.name, 0.0),
+                cpu_s_run=p.cpu_s,
+                memory_mb=p.memory_mb(*dp.config_in_view(p)) if live else None,
+                connections=p.connections,
+                workers=workers,
+            ))  # fmt: skip
+        return tuple(out)
+
+    def _handshakes(self) -> HandshakeMeasure | None:
+        pools = getattr(self.data_plane, "pools", None)
+        if pools is None:
+            return None
+        c = pools.counter
+        return HandshakeMeasure(c.total, c.full, c.resumed, c.connections_opened)
+
+
+@dataclass
+class _Counters:
+    """The engine's cumulative counters at one instant, by name: differences of two of
+    them are what the run measured in between."""
+
+    nodes: dict[str, float] = field(default_factory=dict)
+    pod_cpu: dict[str, float] = field(default_factory=dict)
+    pod_slots: dict[str, float] = field(default_factory=dict)
+    proxy_cpu: dict[str, float] = field(default_factory=dict)
+    worker_busy: dict[tuple[str, int], float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, sim: Simulation) -> _Counters:
+        out = cls()
+        for node in sim.nodes:
+            out.nodes[node.name] = node.busy_s
+        for svc in sim.services.values():
+            for pod in svc.pods:
+                out.pod_cpu[pod.name] = pod.cpu_s
+                out.pod_slots[pod.name] = pod.slot_busy_s
+        for proxy in sim.data_plane.proxies:
+            out.proxy_cpu[proxy.name] = proxy.cpu_s
+            for w in proxy.workers:
+                out.worker_busy[(proxy.name, w.index)] = w.busy_s
+        return out
+
+
+def _subject(stats: Stats) -> SubjectMeasure:
+    s = stats.series
+    return SubjectMeasure(
+        histogram=stats.histogram,
+        requests=stats.requests,
+        errors=stats.errors,
+        statuses=dict(stats.statuses),
+        completed=stats.completed,
+        series=SeriesMeasure(
+            tuple(s.requests), tuple(s.errors), tuple(s.latency_sum_s), tuple(s.latency_max_s)
+        ),
+    )

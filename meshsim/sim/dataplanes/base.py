@@ -45,25 +45,6 @@ class DataPlane(ABC):
         """The node a workload's client runs on (None: outside the cluster, the default)."""
         return None
 
-    def cpu_counters(self) -> dict[str, float]:
-        """CPU seconds executed so far by each proxy, by proxy name."""
-        return {}
-
     def cost_models(self) -> list[ProxyCostModel]:
         """The cost models of the proxies this data plane runs (for provenance in results)."""
         return []
-
-    def worker_counters(self) -> dict[str, tuple[float, int]]:
-        """Per proxy worker (or work-stealing pool): CPU seconds so far and its threads."""
-        return {}
-
-    def proxy_summary(self) -> dict[str, Any]:
-        """The ``proxies`` block of the results contract."""
-        return {
-            "count": 0,
-            "cpu_vcpu_total": 0.0,
-            "cpu_vcpu_per_1000rps": 0.0,
-            "memory_mb_per_proxy": 0.0,
-            "memory_mb_total": 0.0,
-            "handshakes": 0,
-        }

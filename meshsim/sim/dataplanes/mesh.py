@@ -8,16 +8,15 @@
 - Clients outside the mesh (the default) enter at the first proxy of the destination;
   with ``mesh_options.meshed_clients`` a workload's clients run in a meshed pod, like the
   load generator of Istio's benchmark, on the node with the fewest pods.
-- Results: :meth:`cpu_counters` gives each proxy's CPU seconds (the engine snapshots them
-  and :mod:`meshsim.results.run` turns them into vCPU); :meth:`proxy_summary` gives the
-  count, memory from the cost model (base + connections + configuration in view) and the
-  handshakes.
+- Results: the engine reads each proxy's CPU, workers and connections, its memory from
+  the cost model (base + connections + configuration in view, :meth:`config_in_view`) and
+  the handshakes (:meth:`meshsim.sim.engine.Simulation.measure`); :mod:`meshsim.results.run`
+  turns them into the ``proxies`` block.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator
-from statistics import fmean
 from typing import TYPE_CHECKING, Any
 
 import simpy
@@ -123,58 +122,12 @@ class ProxiedDataPlane(DataPlane):
     def live_proxies(self) -> list[Proxy]:
         return [p for p in self.proxies if p.pod is None or p.pod.alive]
 
-    def cpu_counters(self) -> dict[str, float]:
-        return {p.name: p.cpu_s for p in self.proxies}
-
     def cost_models(self) -> list[ProxyCostModel]:
         models: list[ProxyCostModel] = []
         for proxy in self.proxies:
             if all(proxy.model is not m for m in models):
                 models.append(proxy.model)
         return models
-
-    def worker_counters(self) -> dict[str, tuple[float, int]]:
-        return {
-            f"{p.name}/worker-{w.index}": (w.busy_s, int(w.res.capacity))
-            for p in self.proxies
-            for w in p.workers
-        }
-
-    def proxy_summary(self) -> dict[str, Any]:
-        proxies = self.live_proxies()
-        memory = [p.memory_mb(*self.config_in_view(p)) for p in proxies]
-        by_kind: dict[str, dict[str, Any]] = {}
-        for p, mb in zip(proxies, memory, strict=True):
-            entry = by_kind.setdefault(p.kind, {"count": 0, "memory_mb_total": 0.0,
-                                                "cpu_s_total": 0.0, "requests": 0,
-                                                "wakeups": 0})
-            entry["count"] += 1
-            entry["memory_mb_total"] += mb
-            entry["cpu_s_total"] += p.cpu_s
-            entry["requests"] += sum(w.requests for w in p.workers)
-            entry["wakeups"] += sum(w.wakeups for w in p.workers)
-        for entry in by_kind.values():
-            entry["memory_mb_per_proxy"] = entry["memory_mb_total"] / entry["count"]
-        workers = [w for p in proxies for w in p.workers]
-        counter = self.pools.counter
-        return {
-            "count": len(proxies),
-            "memory_mb_per_proxy": fmean(memory) if memory else 0.0,
-            "memory_mb_total": sum(memory),
-            "handshakes": counter.total,
-            "handshakes_full": counter.full,
-            "handshakes_resumed": counter.resumed,
-            "connections_opened": counter.connections_opened,
-            "connections_open": sum(p.connections for p in proxies),
-            "worker_requests_max_share": _max_share(workers),
-            "by_kind": by_kind,
-        }
-
-
-def _max_share(workers: list[Worker]) -> float:
-    """The busiest worker's share of its proxy's request bursts (1/n is even), overall."""
-    total = sum(w.requests for w in workers)
-    return max((w.requests for w in workers), default=0) / total if total else 0.0
 
 
 def run_inbound(
