@@ -1,8 +1,16 @@
 """The downstream side: one client connection, parsed with httptools, under :class:`Limits`.
 
 Requests on a connection are served one at a time and in order (pipelined ones queue). A
-malformed request gets a 400 and closes *its* connection only; an over-long head a 431; an
-over-large body a 413; a client too slow to send its head (slowloris) a 408.
+malformed or ambiguous request (see :mod:`meshsim.proxy.framing`) gets a 400, 501 or 505 and
+closes *its* connection only, after the answers to the requests before it; an over-long head
+a 431; an over-large body a 413 (a chunk is refused by its size line); a client too slow to
+send its head (slowloris) a 408. A client that half-closes after its requests still gets
+their answers.
+
+Flow control, both ways: while the client's socket buffer is over its high-water mark, the
+upstream connection feeding it is not read (:meth:`DownstreamProtocol.pause_writing`), so a
+client that does not read costs the proxy a socket buffer, not the whole response; request
+bodies going upstream wait on the upstream socket likewise (:class:`~meshsim.proxy.body.Body`).
 
 Most requests are served without a task: :func:`~meshsim.proxy.fastpath.try_fast` runs the
 exchange in the socket callbacks when the route's policy needs no timers or retries and the
@@ -23,11 +31,19 @@ import httptools
 from meshsim.proxy.body import Body
 from meshsim.proxy.fastpath import try_fast
 from meshsim.proxy.forward import Request, Route, forward
-from meshsim.proxy.httpcore import Headers, Limits, simple_response
+from meshsim.proxy.framing import CHUNKED, Refusal, request_body
+from meshsim.proxy.httpcore import (
+    CHUNK_SIZES_READABLE,
+    Headers,
+    Limits,
+    chunk_size_reader,
+    simple_response,
+)
 from meshsim.proxy.tls import PeerIdentityError, verify_peer
 
 if TYPE_CHECKING:
     from meshsim.proxy.server import ListenerState
+    from meshsim.proxy.upstream import UpstreamConn
 
 _MAX_QUEUED = 16
 _LINGER_S = 2.0
@@ -47,22 +63,31 @@ class DownstreamProtocol(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
+        self._chunk_size = chunk_size_reader(self.parser) if CHUNK_SIZES_READABLE else None
         self.client_ip = "-"
         self.peer_id: str | None = None
         self._url = b""
         self._headers: Headers = []
-        self._chunked = False
         self._length: bytes | None = None
+        self._te: bytes | None = None
+        self._hosts = 0
         self._head_bytes = 0
+        self._in_message = False
         self._parsing: Request | None = None
         self._queue: deque[Request] = deque()
         self.active: Exchange | None = None
+        self._current: Request | None = None
+        self._refusal: bytes | None = None
+        """The answer to a broken request, sent once the requests before it are answered."""
+        self._eof = False
+        self.write_paused = False
+        self.upstream: UpstreamConn | None = None
+        """The upstream connection whose response is being written to this client."""
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._deadline = 0.0  # 0: no deadline
         self._closing = False
         self._read_paused = False
-        self._write_paused = False
         self._sampling = False
         self._cpu_s = 0.0
         self._responded = False
@@ -112,7 +137,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self.state.maybe_drained()
 
     def data_received(self, data: bytes) -> None:
-        if self._closing:
+        if self._closing or self._refusal is not None:
             return
         if not self.route.sample_cpu():
             self._sampling = False
@@ -134,22 +159,47 @@ class DownstreamProtocol(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(501, b"protocol upgrade is not supported\n")
-        except httptools.HttpParserError:
-            self._fail(400, b"malformed request\n")
+        except httptools.HttpParserError as exc:
+            # A callback's Refusal stops llhttp on the spot; it arrives as the context.
+            refusal = exc.__context__
+            if isinstance(refusal, Refusal):
+                self._fail(refusal.status, refusal.text)
+            else:
+                self._fail(400, b"malformed request\n")
+
+    def eof_received(self) -> bool:
+        """The client half-closed: answer the complete requests it sent, then close."""
+        self._eof = True
+        if self._in_message:
+            # A request cut short can never be served: forget it (and cancel it if it runs).
+            req, self._parsing = self._parsing, None
+            self._in_message = False
+            if req is not None and req is self._current:
+                return False  # its body will never end: close (which cancels it)
+            if req is not None and req in self._queue:
+                self._queue.remove(req)
+        return self.active is not None or self._refusal is not None
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        """The client reads slower than the upstream sends: stop reading the upstream."""
+        self.write_paused = True
+        if self.upstream is not None:
+            self.upstream.pause_reading()
 
     def resume_writing(self) -> None:
-        self._write_paused = False
+        self.write_paused = False
+        if self.upstream is not None:
+            self.upstream.resume_reading()
 
     # -- httptools -------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = []
-        self._chunked = False
         self._length = None
+        self._te = None
+        self._hosts = 0
         self._head_bytes = 0
+        self._in_message = True
         self._arm(self.limits.header_timeout_s)
 
     def on_url(self, url: bytes) -> None:
@@ -161,33 +211,37 @@ class DownstreamProtocol(asyncio.Protocol):
         headers.append((name, value))
         self._head_bytes += len(name) + len(value) + 4
         if self._head_bytes > self.limits.max_header_bytes:
-            self._fail(431, b"request header fields too large\n")
-        elif len(headers) > self.limits.max_headers:
-            self._fail(431, b"too many header fields\n")
-        # Only two names matter for framing; their lengths (14, 17) filter cheaply.
+            raise Refusal(431, b"request header fields too large\n")
+        if len(headers) > self.limits.max_headers:
+            raise Refusal(431, b"too many header fields\n")
+        # Three names matter for framing and routing; their lengths filter cheaply. Repeated
+        # fields are joined with commas, so that request_body sees (and refuses) a list.
         n = len(name)
-        if n == 14 and name.lower() == b"content-length":
-            self._length = value
-        elif n == 17 and name.lower() == b"transfer-encoding" and b"chunked" in value.lower():
-            self._chunked = True
+        if n == 4:
+            if name.lower() == b"host":
+                self._hosts += 1
+        elif n == 14:
+            if name.lower() == b"content-length":
+                self._length = value if self._length is None else self._length + b"," + value
+        elif n == 17 and name.lower() == b"transfer-encoding":
+            self._te = value if self._te is None else self._te + b"," + value
 
     def on_headers_complete(self) -> None:
-        if self._closing:
+        if self._closing or self._refusal is not None:
             return
         parser = self.parser
-        length: int | None = None
-        if self._length is not None:
-            try:
-                length = int(self._length)
-            except ValueError:
-                self._fail(400, b"bad content-length\n")
-                return
-            if length > self.limits.max_body_bytes:
-                self._fail(413, b"request body too large\n")
-                return
+        if parser.should_upgrade():
+            # Refused before it is queued: llhttp stops after this head, and the request
+            # must not have been forwarded by then.
+            raise Refusal(501, b"protocol upgrade is not supported\n")
+        framing = request_body(
+            parser.get_http_version(), self._length, self._te, self._hosts,
+            self.limits.max_body_bytes,
+        )
+        chunked = framing == CHUNKED
         body = Body(
-            chunked=self._chunked, expected=length, pause=self._pause_reading,
-            resume=self._resume_reading,
+            chunked=chunked, expected=None if chunked else framing,
+            pause=self._pause_reading, resume=self._resume_reading,
         )
         req = Request(
             parser.get_method(), self._url, parser.get_http_version().encode(), self._headers,
@@ -208,19 +262,26 @@ class DownstreamProtocol(asyncio.Protocol):
         elif len(self._queue) >= _MAX_QUEUED:
             self._pause_reading()
 
+    def on_chunk_header(self) -> None:
+        req, size = self._parsing, self._chunk_size
+        if req is not None and size is not None and (
+            req.body.total + size() > self.limits.max_body_bytes
+        ):
+            raise Refusal(413, b"request body too large\n")
+
     def on_body(self, piece: bytes) -> None:
         req = self._parsing
         if req is None or self._closing:
             return
         if req.body.total + len(piece) > self.limits.max_body_bytes:
-            self._fail(413, b"request body too large\n")
-            return
+            raise Refusal(413, b"request body too large\n")
         req.body.feed(piece)
         self._arm(self.limits.body_timeout_s)
 
     def on_message_complete(self) -> None:
         req = self._parsing
         self._parsing = None
+        self._in_message = False
         self._head_bytes = 0
         if req is not None:
             req.body.finish()
@@ -232,8 +293,9 @@ class DownstreamProtocol(asyncio.Protocol):
     # -- serving ---------------------------------------------------------------------
     def _next(self) -> None:
         req = self._queue.popleft()
-        if len(self._queue) < _MAX_QUEUED // 2:
+        if len(self._queue) < _MAX_QUEUED // 2 and self._refusal is None:
             self._resume_reading()
+        self._current = req
         self._responded = False
         self.state.in_flight += 1
         if try_fast(self, req):
@@ -251,12 +313,23 @@ class DownstreamProtocol(asyncio.Protocol):
         """The current request is answered: close, or go on with the next one."""
         self.state.in_flight -= 1
         self.active = None
+        self._current = None
+        if self._closing:  # already closing (or lingering after an error answer)
+            self.state.maybe_drained()
+            return
         if not keep_alive or self.draining:
             self.close()
             self.state.maybe_drained()
             return
         if self._queue:
             self._next()
+        elif self._refusal is not None:
+            # Every request before the broken one is answered: now its answer.
+            assert self.transport is not None
+            self.transport.write(self._refusal)
+            self._linger_close()
+        elif self._eof:
+            self.close()  # the client half-closed and has nothing more to ask
         elif self._parsing is None:
             self._arm(self.limits.idle_timeout_s)
 
@@ -285,15 +358,30 @@ class DownstreamProtocol(asyncio.Protocol):
     def _count(self, n: int) -> None:
         self._head_bytes += n
         if self._head_bytes > self.limits.max_header_bytes:
-            self._fail(431, b"request header fields too large\n")
+            raise Refusal(431, b"request header fields too large\n")
 
     def _fail(self, status: int, text: bytes) -> None:
-        if self._closing or self.transport is None:
+        """Refuse the request being parsed, after answering the ones before it; then close.
+
+        Pipelined requests before the broken one were complete and may already be running
+        upstream: they get their answers first (HAProxy does the same), so the client
+        never loses the response to a request that was executed.
+        """
+        if self._closing or self.transport is None or self._refusal is not None:
             return
         self.route.count_status(status)
         self.route.metrics.refused.labels(self.route.name, f"http_{status}").inc()
+        answer = simple_response(status, text, keep_alive=False)
+        broken, self._parsing = self._parsing, None
+        self._in_message = False
+        if broken is not None and broken is not self._current and broken in self._queue:
+            self._queue.remove(broken)  # queued on its head, broken in its body
+        if self.active is not None and broken is not self._current:
+            self._refusal = answer  # sent by finish() once the queue is answered
+            self._pause_reading()
+            return
         if not self._responded:
-            self.transport.write(simple_response(status, text, keep_alive=False))
+            self.transport.write(answer)
             self._responded = True
         if self.active is not None:
             self.active.cancel()  # its request is broken: stop forwarding it
@@ -350,7 +438,7 @@ class DownstreamProtocol(asyncio.Protocol):
             self._timer_at = self._deadline
             return
         self._deadline = 0.0
-        if self._parsing is not None or self._head_bytes:
+        if self._in_message:
             self._fail(408, b"request timed out\n")
         elif self.active is None:
             self.close()  # idle keep-alive connection

@@ -4,6 +4,9 @@ Most requests carry no body and take a route with no retries, timeouts or faults
 them a coroutine per request (:func:`meshsim.proxy.forward.forward`) costs more than the
 forwarding itself. :func:`try_fast` serves such a request from the downstream and upstream
 protocols' callbacks and returns False for anything else, which then takes the coroutine.
+
+Flow control holds here as on the general path: the upstream connection is not read while
+the client's socket buffer is over its high-water mark (see :class:`UpstreamConn`).
 """
 
 from __future__ import annotations
@@ -12,13 +15,8 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-from meshsim.proxy.forward import (
-    Request,
-    account,
-    downstream_head,
-    request_id_of,
-    upstream_head,
-)
+from meshsim.proxy.forward import Request, account, request_id_of
+from meshsim.proxy.framing import downstream_head, upstream_head
 from meshsim.proxy.httpcore import Headers, simple_response
 from meshsim.proxy.seam import Attempt
 from meshsim.proxy.upstream import PoolOverflow, UpstreamConn
@@ -180,7 +178,7 @@ class FastExchange:
         if self.connecting is not None:
             self.connecting.cancel()
         if self.conn is not None:
-            self.conn.sink = None
+            self.conn.detach()
             self.conn.close()
         self.down.finish(False)
 

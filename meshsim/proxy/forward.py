@@ -21,13 +21,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from meshsim.proxy.body import Body
-from meshsim.proxy.httpcore import (
-    HOP_BY_HOP,
-    Headers,
-    end_to_end,
-    simple_response,
-    status_line,
-)
+from meshsim.proxy.framing import downstream_head, upstream_head
+from meshsim.proxy.httpcore import Headers, simple_response
 from meshsim.proxy.metrics import ProxyMetrics
 from meshsim.proxy.seam import Attempt, PassThrough, RoutePolicy
 from meshsim.proxy.upstream import HostPool, PoolOverflow, UpstreamConn
@@ -35,7 +30,6 @@ from meshsim.proxy.upstream import HostPool, PoolOverflow, UpstreamConn
 if TYPE_CHECKING:
     from meshsim.proxy.downstream import DownstreamProtocol
 
-_NO_BODY_STATUS = frozenset({204, 304})
 _ids = itertools.count(1)
 _ID_PREFIX = os.urandom(6).hex()
 
@@ -138,7 +132,6 @@ class Sink:
         "pending",
         "pending_headers",
         "request_sent",
-        "sent_bytes",
         "status",
     )
 
@@ -150,14 +143,15 @@ class Sink:
         self.status = 0
         self.keep_alive = False
         self.head = b""
-        self.pending: list[bytes] = []
+        self.pending: list[bytes] | None = []
+        """Body held before the decision to forward; None while a refused answer is read
+        and dropped (it may be large, and nobody will read it)."""
         self.out: list[bytes] = []
         self.pending_headers: Headers = []
         self.forwarding = False
         self.head_sent = False
         self.chunked_down = False
         self.lost = False
-        self.sent_bytes = 0
         self.request_sent = False
         """The whole request (head and body) went upstream: the connection is between
         exchanges once the response ends, so it may be pooled."""
@@ -171,7 +165,8 @@ class Sink:
 
     def on_body(self, chunk: bytes) -> None:
         if not self.forwarding:
-            self.pending.append(chunk)  # held until the coroutine decides (retry or not)
+            if self.pending is not None:
+                self.pending.append(chunk)  # held until the coroutine decides (retry or not)
             return
         self._send_head()
         self._send(chunk)
@@ -206,7 +201,7 @@ class Sink:
         self.forwarding = True
         if self.pending or done:
             self._send_head()
-            for chunk in self.pending:
+            for chunk in self.pending or ():
                 self._send(chunk)
             self.pending = []
             if done and self.chunked_down:
@@ -219,76 +214,10 @@ class Sink:
             self.out.append(self.head)
 
     def _send(self, chunk: bytes) -> None:
-        self.sent_bytes += len(chunk)
         if self.chunked_down:
             self.out.append(b"%x\r\n%b\r\n" % (len(chunk), chunk))
         else:
             self.out.append(chunk)
-
-
-def _end_to_end(headers: Headers) -> Headers:
-    """:func:`end_to_end`, without a copy when no field is hop-by-hop (the common case)."""
-    for name, _ in headers:
-        if name.lower() in HOP_BY_HOP:
-            return end_to_end(headers)
-    return headers
-
-
-_STATUS_LINES: dict[int, bytes] = {}
-
-
-def _status_line(status: int) -> bytes:
-    line = _STATUS_LINES.get(status)
-    if line is None:
-        line = _STATUS_LINES[status] = status_line(status)
-    return line
-
-
-def upstream_head(req: Request, client_ip: str, request_id: bytes) -> bytes:
-    parts = [req.method, b" ", req.url, b" HTTP/1.1\r\n"]
-    xff = b""
-    has_id = False
-    for name, value in _end_to_end(req.headers):
-        low = name.lower()
-        if low == b"x-forwarded-for":
-            xff = value if not xff else xff + b", " + value
-            continue
-        if low == b"x-request-id":
-            has_id = True
-        if low == b"content-length" and req.body.chunked:
-            continue  # RFC 9112 6.3: Transfer-Encoding overrides Content-Length
-        parts += (name, b": ", value, b"\r\n")
-    client = client_ip.encode()
-    parts.append(b"x-forwarded-for: " + (xff + b", " + client if xff else client) + b"\r\n")
-    if not has_id:
-        parts.append(b"x-request-id: " + request_id + b"\r\n")
-    if req.body.chunked:
-        parts.append(b"transfer-encoding: chunked\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
-
-
-def downstream_head(
-    status: int, headers: Headers, req: Request, keep_alive: bool
-) -> tuple[bytes, bool, bool]:
-    """The response head for the client, whether its body must be chunked, and whether the
-    client connection stays open after it."""
-    parts = [_status_line(status)]
-    has_length = False
-    for name, value in _end_to_end(headers):
-        if len(name) == 14 and name.lower() == b"content-length":
-            has_length = True
-        parts += (name, b": ", value, b"\r\n")
-    bodyless = req.method == b"HEAD" or status in _NO_BODY_STATUS or status < 200
-    chunked = not has_length and not bodyless and req.version == b"1.1"
-    if chunked:
-        parts.append(b"transfer-encoding: chunked\r\n")
-    if not has_length and not bodyless and not chunked:
-        keep_alive = False  # HTTP/1.0 client: the body ends when the connection does
-    if not keep_alive:
-        parts.append(b"connection: close\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts), chunked, keep_alive
 
 
 class LocalReply(Exception):  # noqa: N818 - control flow, not an error
@@ -395,6 +324,7 @@ async def forward(down: DownstreamProtocol, req: Request) -> bool:
                 if conn is not None:
                     if failure is None and not sink.lost:
                         # Read and drop the refused answer so that the connection stays usable.
+                        sink.pending = None
                         req.cpu_s += clock() - cpu_mark
                         await sink.done_wait
                         cpu_mark = clock()
@@ -502,6 +432,8 @@ async def _send_and_wait_head(
         conn.start(sink, head, head_only, req.sampled)
         while (piece := await body.next_piece()) is not None:
             conn.write(body.frame(piece))
+            if conn.write_paused:
+                await conn.drain()  # the upstream reads slowly: so does the client, then
             if sink.head_wait.done():
                 break  # the upstream answered early (e.g. 413): stop sending
         else:
@@ -518,7 +450,7 @@ async def _send_and_wait_head(
         try:
             await asyncio.wait_for(asyncio.shield(sink.head_wait), timeout)
         except TimeoutError:
-            conn.sink = None
+            conn.detach()
             conn.close()
             return kind
     if sink.lost and not sink.status:

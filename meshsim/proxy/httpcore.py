@@ -8,10 +8,13 @@ reason phrases and canned responses a server needs.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
+
+import httptools
 
 from meshsim.errors import MeshsimError
 
@@ -96,6 +99,63 @@ def end_to_end(headers: Headers) -> Headers:
     """``headers`` without hop-by-hop fields (RFC 9110 section 7.6.1)."""
     drop = HOP_BY_HOP | connection_tokens(headers)
     return [(n, v) for n, v in headers if n.lower() not in drop]
+
+
+ChunkSize = Callable[[], int]
+
+
+def chunk_size_reader(parser: object) -> ChunkSize | None:
+    """A function giving the size of the chunk whose header ``parser`` has just parsed.
+
+    llhttp knows it (``llhttp_t.content_length`` when ``on_chunk_header`` runs) but
+    httptools does not expose it, and a proxy that streams bodies needs it to refuse a
+    chunk larger than the body limit when its size line arrives (HAProxy does) rather than
+    after forwarding the limit's worth of it. This reads the field through the parser
+    object's C layout (httptools 0.6 to 0.9: the ``llhttp_t *`` follows the object header
+    and the vtable pointer; the size is at offset 64 of ``llhttp_t``). The layout is
+    checked, not assumed: ``llhttp_t.data`` must point back at the parser and a known
+    chunked body must read back its sizes; on any mismatch this returns None and the
+    caller counts body bytes as they arrive instead.
+    """
+    try:
+        struct = ctypes.c_void_p.from_address(id(parser) + 24).value
+        if not struct or ctypes.c_void_p.from_address(struct + 48).value != id(parser):
+            return None
+    except (ValueError, OSError):  # pragma: no cover - a layout we do not know
+        return None
+    field = ctypes.c_uint64.from_address(struct + 64)
+
+    def size() -> int:
+        _ = parser  # the field lives inside the parser: keep it alive as long as we are
+        return field.value
+
+    return size
+
+
+def _chunk_sizes_readable() -> bool:
+    """Whether :func:`chunk_size_reader` reads the right field (checked once per process)."""
+
+    class Probe:
+        def __init__(self) -> None:
+            self.size: ChunkSize | None = None
+            self.seen: list[int] = []
+
+        def on_chunk_header(self) -> None:
+            self.seen.append(self.size() if self.size is not None else -1)
+
+    probe = Probe()
+    parser = httptools.HttpRequestParser(probe)
+    probe.size = chunk_size_reader(parser)
+    if probe.size is None:
+        return False
+    parser.feed_data(
+        b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n1A\r\n"
+        + b"x" * 26 + b"\r\nfffffffffffffff0\r\n"
+    )
+    return probe.seen == [5, 26, 2**64 - 16]
+
+
+CHUNK_SIZES_READABLE = _chunk_sizes_readable()
 
 
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ns|us|µs|ms|s|m|h)?\s*$")

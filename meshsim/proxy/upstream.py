@@ -3,6 +3,12 @@
 An :class:`UpstreamConn` parses responses with httptools and hands every event to the
 :class:`ResponseSink` of the exchange that owns it, in the callback: bodies go straight from
 the upstream socket to the downstream one without a task switch.
+
+Flow control: while a response is being written to a client whose socket buffer is full,
+the connection is not read (:meth:`UpstreamConn.pause_reading`, driven by the client side);
+a request body waits for :meth:`UpstreamConn.drain` when the upstream's socket buffer is full.
+A response whose Transfer-Encoding is not exactly ``chunked`` is an upstream protocol error
+(see :func:`meshsim.proxy.framing.response_codings_ok`).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Protocol, cast
 
 import httptools
 
+from meshsim.proxy.framing import response_codings_ok
 from meshsim.proxy.httpcore import Headers
 from meshsim.proxy.metrics import ProxyMetrics
 from meshsim.proxy.tls import PeerIdentityError, verify_peer
@@ -24,7 +31,17 @@ IDLE_TIMEOUT_S = 30.0  # shorter than common server keep-alive timeouts, to avoi
 CONNECT_TIMEOUT_S = 2.0
 
 
+class Reader(Protocol):
+    """The client connection a response is written to (flow control's other end)."""
+
+    write_paused: bool
+    upstream: UpstreamConn | None
+
+
 class ResponseSink(Protocol):
+    @property
+    def down(self) -> Reader: ...
+
     def on_head(self, status: int, headers: Headers, keep_alive: bool) -> None: ...
     def on_body(self, chunk: bytes) -> None: ...
     def on_done(self) -> None: ...
@@ -53,7 +70,7 @@ class UpstreamConn(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.sink: ResponseSink | None = None
         self.headers: Headers = []
-        self.reused = False
+        self.te: bytes | None = None
         self.complete = True  # no response in progress
         self.head_only = False  # response to HEAD: no body follows the head
         self.cpu_s = 0.0
@@ -63,6 +80,9 @@ class UpstreamConn(asyncio.Protocol):
         self.idle_since = 0.0
         self.counted = False
         """Holds one unit of the route's max_connections."""
+        self.read_paused = False
+        self.write_paused = False
+        self._drain: asyncio.Future[None] | None = None
 
     # -- asyncio ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -74,7 +94,8 @@ class UpstreamConn(asyncio.Protocol):
             self.pool.active.dec()
         self.transport = None
         self.pool.forget(self)
-        sink, self.sink = self.sink, None
+        self._wake_drain()
+        sink = self.detach()
         if sink is not None and not self.complete:
             sink.on_lost()
 
@@ -96,26 +117,68 @@ class UpstreamConn(asyncio.Protocol):
             sink.flush()
 
     def pause_writing(self) -> None:  # the upstream is slow to read our request body
-        pass
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._wake_drain()
+
+    def _wake_drain(self) -> None:
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    async def drain(self) -> None:
+        """Until the upstream has read enough of what was written (or the connection ended)."""
+        if self.write_paused and self.transport is not None:
+            if self._drain is None:
+                self._drain = asyncio.get_running_loop().create_future()
+            await self._drain
+
+    def pause_reading(self) -> None:
+        if not self.read_paused and self.transport is not None:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.read_paused and self.transport is not None:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def detach(self) -> ResponseSink | None:
+        """The exchange is over (or abandoned): unhook it, and read freely again."""
+        sink, self.sink = self.sink, None
+        if sink is not None and sink.down.upstream is self:
+            sink.down.upstream = None
+        if self.read_paused:
+            self.resume_reading()
+        return sink
 
     # -- httptools -------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self.headers = []
+        self.te = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
+        if len(name) == 17 and name.lower() == b"transfer-encoding":
+            self.te = value if self.te is None else self.te + b"," + value
 
     def on_headers_complete(self) -> None:
         sink = self.sink
         if sink is None:
             self.close()  # an unsolicited response: the connection is unusable
             return
+        if self.te is not None and not response_codings_ok(self.te):
+            # A coding the client would lose: an upstream protocol error, as a reset.
+            self.close()
+            raise ConnectionResetError("upstream used a transfer coding other than chunked")
         keep_alive = self.parser.should_keep_alive()
         sink.on_head(self.parser.get_status_code(), self.headers, keep_alive)
         if self.head_only:
             # llhttp cannot be told that this answers HEAD; it would wait for a body.
             self.complete = True
-            self.sink = None
+            self.detach()
             sink.on_done()
             self.close()
 
@@ -124,7 +187,7 @@ class UpstreamConn(asyncio.Protocol):
             self.sink.on_body(body)
 
     def on_message_complete(self) -> None:
-        sink, self.sink = self.sink, None
+        sink = self.detach()
         self.complete = True
         if not self.parser.should_keep_alive():
             self.close()
@@ -139,6 +202,10 @@ class UpstreamConn(asyncio.Protocol):
         self.complete = False
         self.head_only = head_only
         self.sampling = sampling
+        down = sink.down
+        down.upstream = self
+        if down.write_paused:  # the client has not read the previous response yet
+            self.pause_reading()
         assert self.transport is not None
         self.transport.write(head)
 
@@ -227,7 +294,6 @@ class HostPool:
                 if waiter in self.waiters:
                     self.waiters.remove(waiter)
             if got is not None:
-                got.reused = True
                 return got
             # A connection slot came free: loop to take it (or an idle connection).
 
@@ -253,7 +319,6 @@ class HostPool:
         while self.idle:
             conn = self.idle.pop()
             if conn.usable and now - conn.idle_since < IDLE_TIMEOUT_S:
-                conn.reused = True
                 return conn
             conn.close()
         return None

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
+import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -91,6 +93,14 @@ class Client:
 
     async def get(self, path: str = "/", headers: str = "") -> Response:
         return await self.raw(f"GET {path} HTTP/1.1\r\nHost: t\r\n{headers}\r\n".encode())
+
+    def reset(self) -> None:
+        """Leave abruptly (RST, not FIN): the proxy must abandon what it does for us.
+
+        A FIN alone may be a half-close, after which the proxy still answers."""
+        sock = self.writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.writer.transport.abort()
 
     async def close(self) -> None:
         self.writer.close()

@@ -195,14 +195,15 @@ def test_max_connections_slot_freed_by_a_closed_connection() -> None:
         async with proxy_for([bound_port(server)], traffic=traffic) as proxy:
             port = proxy.port("test")
             a, b = await Client.open(port), await Client.open(port)
-            # Client a leaves mid-request: the proxy abandons (closes) its one upstream
+            # Client a leaves mid-request (a reset: after a FIN alone, a half-close, the
+            # proxy would still answer): the proxy abandons (closes) its one upstream
             # connection, which frees the slot for the request pending behind it.
             slow = asyncio.ensure_future(a.get("/?delay=300ms"))
             await asyncio.sleep(0.1)
             waiting = asyncio.ensure_future(b.get("/"))
             await asyncio.sleep(0.05)
             slow.cancel()
-            await a.close()  # the proxy closes its upstream connection: the slot frees
+            a.reset()  # the proxy closes its upstream connection: the slot frees
             r = await asyncio.wait_for(waiting, 5)
             assert r.status == 200
             assert proxy.metrics.connections.labels("test", "upstream")._value.get() == 2
