@@ -1,7 +1,6 @@
 """SPIFFE ids: the one parser every identity in the proxy goes through.
 
-The rules are the SPIFFE ID standard's (github.com/spiffe/spiffe, ``standards/SPIFFE-ID.md``,
-the same as go-spiffe's ``spiffeid`` package), summarised in docs/mesh-semantics.md:
+The rules are the SPIFFE ID standard's (docs/mesh-semantics.md, section 8.4):
 
 - the scheme is ``spiffe://``, in lower case;
 - the trust domain is 1 to 255 characters of ``[a-z0-9._-]``: no upper case, no port
@@ -12,7 +11,7 @@ the same as go-spiffe's ``spiffeid`` package), summarised in docs/mesh-semantics
 - the whole id is at most 2048 bytes.
 
 A *workload* id (the id of an X.509-SVID's leaf certificate) must also have a path: the bare
-``spiffe://<trust-domain>`` names the trust domain itself (X509-SVID standard, section 4).
+``spiffe://<trust-domain>`` names the trust domain itself (the X.509-SVID standard, ibid.).
 
 Refusals raise :class:`SpiffeIdError`, whose ``rule`` names the broken rule (for tests and
 metrics) and whose message quotes the offending id.

@@ -1,4 +1,9 @@
-"""TLS 1.3 contexts for proxy-to-proxy mTLS, peer SPIFFE ids, and certificate rotation.
+"""TLS 1.3 contexts for proxy-to-proxy mTLS, peer identity checks, and certificate rotation.
+
+OpenSSL verifies the chain to the mesh CA, the validity period and key strength during the
+handshake; :func:`verify_peer` then checks, before any request byte is read or sent, that
+the peer certificate is an X.509-SVID of the trust domain and, on outbound connections,
+that it names the destination (secure naming; docs/mesh-semantics.md, section 8.4).
 
 Rotation reloads the certificate chain *into the existing* ``SSLContext``: OpenSSL copies
 the context's certificate into each new connection at handshake time, so new handshakes
@@ -75,7 +80,7 @@ class PeerIdentityError(ConnectionError):
         self.reason = reason
 
 
-# keyUsage bits a CA certificate uses: a leaf SVID must have neither (X509-SVID section 4.3).
+# keyUsage bits a CA certificate uses: a leaf SVID has neither (docs/mesh-semantics.md 8.4).
 _SIGNING_USAGES = ("key_cert_sign", "crl_sign")
 
 
