@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import ssl
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,10 @@ class PeerIdentityError(ConnectionError):
 _SIGNING_USAGES = ("key_cert_sign", "crl_sign")
 
 
+# Parsing costs about 50 us; a peer presents the same certificate on every new connection
+# until it rotates, so accepted certificates are remembered (the verdict depends on the
+# DER bytes alone; refusals raise and are not cached).
+@functools.lru_cache(maxsize=1024)
 def svid_id(der: bytes) -> spiffe.SpiffeId:
     """The workload SPIFFE id of an X.509-SVID leaf certificate (DER), checked.
 
