@@ -11,13 +11,19 @@ Rules, so a reader can check every sentence:
   difference of binomial proportions (requests over all replications).
 * Proxy resources carry no interval in the summary (they are means over
   replications); they are compared as ratios.
+* Model band: when the runs drew cost-model parameter sets (``--model-samples``), a latency or
+  resource difference is stated as real only if every set gives it the same sign; otherwise
+  it is restated as not settled, naming the parameter that decides it
+  (:mod:`meshsim.report.sensitivity`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+from meshsim.report.sensitivity import band_verdict, settle_hint
 
 RESOLUTION = 0.01
 """Relative resolution of latency histograms (DESIGN: two significant digits)."""
@@ -33,6 +39,14 @@ class Finding:
     """True when the finding says a difference is within the noise."""
     size: float = 0.0
     """How large the difference is, relative (0.4 = 40 %); the report ranks findings by it."""
+    pair: tuple[str, str] | None = None
+    """The two meshes compared, for the model-band check."""
+    metric: str = ""
+    """The compared metric's dotted name in the summary's model samples."""
+    diff: float = 0.0
+    """``metric(pair[0]) - metric(pair[1])`` at the models' central values."""
+    depends_on: str | None = None
+    """The parameter that decides the finding, when it does not hold across the model band."""
 
 
 def fmt_ms(value: float) -> str:
@@ -90,6 +104,9 @@ def compare_latency(
         f"{mesh_a} is ahead of {mesh_b} on {where}: {values}, "
         f"{fmt_ms(b - a)} ({relative:.0%}) lower{caveat}.",
         size=relative,
+        pair=(mesh_a, mesh_b),
+        metric=f"workloads.{workload}.latency_ms.{p}",
+        diff=a - b,
     )
 
 
@@ -118,6 +135,9 @@ def added_latency(
         f"{mesh} {verb} {fmt_ms(abs(added))} ({abs(rel):.0%}) at {p} for {workload}: "
         f"{values}{caveat}.",
         size=abs(rel),
+        pair=(mesh, "none"),
+        metric=f"workloads.{workload}.latency_ms.{p}",
+        diff=added,
     )
 
 
@@ -184,6 +204,9 @@ def compare_resources(runs: dict[str, dict[str, Any]]) -> list[Finding]:
                     f"{lean} needs less {what} than {mesh}: {low:.3g} {unit} against "
                     f"{value:.3g} {unit} ({mesh} uses {ratio} as much).",
                     size=value / low - 1 if low > 0 else math.inf,
+                    pair=(lean, mesh),
+                    metric=f"proxies.{key}",
+                    diff=low - value,
                 )
             )
     return out
@@ -230,7 +253,40 @@ def findings(runs: dict[str, dict[str, Any]]) -> list[Finding]:
                 if f is not None and not f.noise:
                     out.append(f)
     out.extend(compare_resources(runs))
-    return out
+    return [judge_band(runs, f) for f in out]
+
+
+def judge_band(runs: dict[str, dict[str, Any]], f: Finding) -> Finding:
+    """Restate a finding that the models' own uncertainty can reverse (see sensitivity)."""
+    if f.noise or f.pair is None or not f.metric:
+        return f
+    a, b = f.pair
+    if a not in runs or b not in runs:
+        return f
+    verdict = band_verdict(runs[a], runs[b], f.metric, f.diff)
+    if verdict is None:
+        return f
+    if verdict.holds:
+        return replace(
+            f, text=f"{f.text} It holds in all {verdict.samples} model parameter sets."
+        )
+    leader = verdict.leader
+    decided = (
+        f"depends on {leader[0]} (rank correlation {leader[1]:+.2f} with the difference)"
+        if leader is not None
+        else "depends on the models' parameters"
+    )
+    hint = f" To settle it, {settle_hint(leader[0])}." if leader is not None else ""
+    return replace(
+        f,
+        topic="depends",
+        text=(
+            f"Not settled, {decided}: at the models' central values, {f.text[0].lower()}"
+            f"{f.text[1:].rstrip('.')}; but {verdict.flips} of {verdict.samples} parameter "
+            f"sets within the models' ranges reverse or erase it.{hint}"
+        ),
+        depends_on=leader[0] if leader is not None else "",
+    )
 
 
 def _leader_findings(

@@ -1,0 +1,108 @@
+"""Does a difference between two meshes survive the models' uncertainty, and if not, why not?
+
+With ``--model-samples N`` every mesh ran under the same N parameter sets (and the same random
+numbers), so set k gives a *paired* difference ``d_k = metric_a(k) - metric_b(k)``. A finding
+holds across the model band when every ``d_k`` has the sign of the difference at the models'
+central values. Otherwise the answer depends on where in their ranges the parameters really
+are, and the parameter that decides it is the one whose values rank most like the ``d_k``
+(Spearman's rank correlation: monotone effects count, scale does not). With N of 4 to 16 a rank
+correlation is itself noisy, so the report names the leading parameter and its coefficient,
+and says how to settle the question (measure that model on the reader's hardware).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+
+@dataclass(frozen=True)
+class BandVerdict:
+    holds: bool
+    """True when every parameter set gives the central difference's sign."""
+    samples: int
+    flips: int
+    """How many sets give the opposite sign (or no difference)."""
+    deciding: tuple[tuple[str, float], ...]
+    """Parameters by decreasing absolute rank correlation with the paired difference."""
+
+    @property
+    def leader(self) -> tuple[str, float] | None:
+        return self.deciding[0] if self.deciding else None
+
+
+def _values(run: Mapping[str, Any], metric: str) -> list[float | None] | None:
+    block = run.get("model_samples")
+    if not isinstance(block, Mapping):
+        return None
+    values = (block.get("metrics") or {}).get(metric)
+    return list(values) if isinstance(values, list) else None
+
+
+def rank_parameters(
+    sets: np.ndarray, diffs: np.ndarray, names: list[str]
+) -> tuple[tuple[str, float], ...]:
+    """Parameters ordered by |Spearman rho| between their drawn values and ``diffs``."""
+    out = []
+    if len(diffs) < 3 or np.ptp(diffs) == 0:
+        return ()
+    for j, name in enumerate(names):
+        column = sets[:, j]
+        if np.ptp(column) == 0:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rho = float(stats.spearmanr(column, diffs).statistic)
+        if math.isfinite(rho):
+            out.append((name, rho))
+    out.sort(key=lambda item: -abs(item[1]))
+    return tuple(out)
+
+
+def band_verdict(
+    run_a: Mapping[str, Any], run_b: Mapping[str, Any], metric: str, central_diff: float
+) -> BandVerdict | None:
+    """Whether ``metric_a - metric_b`` keeps its central sign over the parameter sets.
+
+    None when the runs carry no model samples for ``metric`` (no band to judge by).
+    """
+    a, b = _values(run_a, metric), _values(run_b, metric)
+    if not a or not b or len(a) != len(b):
+        return None
+    pairs = [(i, x - y) for i, (x, y) in enumerate(zip(a, b, strict=True)) if x is not None
+             and y is not None]  # fmt: skip
+    if not pairs or central_diff == 0:
+        return None
+    sign = math.copysign(1.0, central_diff)
+    flips = sum(1 for _, d in pairs if d * sign <= 0)
+    block = run_a.get("model_samples") or run_b.get("model_samples") or {}
+    names = list(block.get("parameters") or [])
+    raw_sets = block.get("sets") or []
+    deciding: tuple[tuple[str, float], ...] = ()
+    if names and len(raw_sets) == len(a):
+        rows = [raw_sets[i] for i, _ in pairs]
+        matrix = np.array(
+            [[math.nan if v is None else float(v) for v in row] for row in rows], dtype=float
+        )
+        ok = ~np.isnan(matrix).any(axis=0)
+        kept = [n for n, keep in zip(names, ok, strict=True) if keep]
+        deciding = rank_parameters(
+            matrix[:, ok], np.array([d for _, d in pairs], dtype=float), kept
+        )
+    return BandVerdict(flips == 0, len(pairs), flips, deciding)
+
+
+def settle_hint(parameter: str) -> str:
+    """How a reader settles a question that a model parameter decides."""
+    model = parameter.split(".", 1)[0]
+    return (
+        f"measure {model} on your hardware (`meshsim calibrate --proxy-cmd ...` for a proxy "
+        f"binary, or `meshsim calibrate --from-fortio ...` from fortio runs) and pass the "
+        f"fitted file through mesh_options"
+    )

@@ -1,0 +1,162 @@
+"""Model uncertainty: Latin-hypercube parameter sets, bands, and findings that depend on them."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from meshsim.models.ranges import RangedParameter
+from meshsim.models.samples import (
+    ParameterSet,
+    draw_parameter_sets,
+    latin_hypercube,
+    unique_parameters,
+)
+from meshsim.report.findings import findings
+from meshsim.report.sensitivity import band_verdict
+from meshsim.results.bands import attach_bands, samples_block
+
+
+def _param(name: str, low: float, high: float, value: float, integer: bool = False) -> Any:
+    model, parameter = name.split(".", 1)
+    return RangedParameter(
+        name=name, model=model, parameter=parameter, unit="us", value=value, low=low,
+        high=high, source="test", integer=integer,
+    )  # fmt: skip
+
+
+def test_latin_hypercube_uses_every_stratum_of_every_axis_once() -> None:
+    points = latin_hypercube(8, 3, np.random.default_rng(1))
+    assert points.shape == (8, 3)
+    for axis in range(3):
+        strata = np.floor(points[:, axis] * 8).astype(int)
+        assert sorted(strata.tolist()) == list(range(8))
+
+
+def test_sets_are_deterministic_shared_by_name_and_inside_the_ranges() -> None:
+    a = _param("envoy.request_cpu_us", 100.0, 300.0, 200.0)
+    wide = _param("linkerd-proxy.request_cpu_us", 20.0, 400.0, 90.0)
+    workers = _param("envoy.worker_threads", 1, 4, 2, integer=True)
+    fixed = _param("envoy.layer_const", 5.0, 5.0, 5.0)
+    sets = draw_parameter_sets([a, wide, workers, fixed, a], 8, seed=7)
+    again = draw_parameter_sets([wide, workers, a], 8, seed=7)
+    assert [s.values for s in sets] == [s.values for s in again]  # order-independent
+    assert draw_parameter_sets([a], 8, seed=8)[0].values != sets[0].values
+    assert {tuple(sorted(s.values)) for s in sets} == {
+        ("envoy.request_cpu_us", "envoy.worker_threads", "linkerd-proxy.request_cpu_us")
+    }
+    for s in sets:
+        assert 100.0 <= s.values["envoy.request_cpu_us"] <= 300.0
+        assert 20.0 <= s.values["linkerd-proxy.request_cpu_us"] <= 400.0
+        assert s.values["envoy.worker_threads"] in (1.0, 2.0, 3.0, 4.0)
+    # The wide range (factor 20) is drawn in log space: one stratum of log(20)/8 each.
+    logs = sorted(math.log(s.values["linkerd-proxy.request_cpu_us"] / 20.0) for s in sets)
+    strata = [math.floor(x / (math.log(20.0) / 8)) for x in logs]
+    assert strata == list(range(8))
+    assert sets[0].for_model("envoy") == {
+        "request_cpu_us": sets[0].values["envoy.request_cpu_us"],
+        "worker_threads": sets[0].values["envoy.worker_threads"],
+    }
+    assert [p.name for p in unique_parameters([a, fixed, a])] == ["envoy.request_cpu_us"]
+
+
+def test_draw_refuses_a_sample_count_outside_its_bounds() -> None:
+    with pytest.raises(ValueError, match="between 1 and 64"):
+        draw_parameter_sets([], 0, seed=1)
+    with pytest.raises(ValueError, match="between 1 and 64"):
+        draw_parameter_sets([], 65, seed=1)
+
+
+def _run(p50: float, cpu: float, *, cpu_ci: float = 0.01) -> dict[str, Any]:
+    return {
+        "workloads": {
+            "users": {
+                "requests": 10_000,
+                "success_rate": 1.0,
+                "latency_ms": {"p50": p50, "p99": 3 * p50},
+                "latency_ci95_ms": {"p50": [p50 - 0.01, p50 + 0.01]},
+            }
+        },
+        "services": {},
+        "proxies": {"cpu_vcpu_per_1000rps": cpu, "memory_mb_total": 100.0, "count": 4},
+        "control_plane": {"cpu_vcpu": 0.1, "memory_mb": 100.0},
+        "replications": 3,
+    }
+
+
+def _with_samples(
+    istio_cpu: list[float], linkerd_cpu: list[float], drawn: list[float]
+) -> dict[str, dict[str, Any]]:
+    """Istio at 0.4 vCPU centrally, Linkerd at 0.2; per-set values as given."""
+    runs = {"istio": _run(3.0, 0.4), "linkerd": _run(2.5, 0.2)}
+    sets = [ParameterSet(k, {"linkerd-proxy.request_cpu_us": x, "envoy.request_cpu_us": 150.0
+                             + 10 * (k % 2)}) for k, x in enumerate(drawn)]  # fmt: skip
+    per_set = [
+        {"istio": _run(3.0, i), "linkerd": _run(2.5, lk)}
+        for i, lk in zip(istio_cpu, linkerd_cpu, strict=True)
+    ]
+    attach_bands(runs, sets, per_set)
+    return runs
+
+
+def test_bands_span_the_central_value_and_every_set() -> None:
+    runs = _with_samples([0.35, 0.45, 0.5, 0.38], [0.1, 0.15, 0.3, 0.25], [20, 40, 120, 90])
+    assert runs["istio"]["proxies"]["band"]["cpu_vcpu_per_1000rps"] == [0.35, 0.5]
+    assert runs["linkerd"]["proxies"]["band"]["cpu_vcpu_per_1000rps"] == [0.1, 0.3]
+    assert runs["linkerd"]["workloads"]["users"]["latency_band_ms"]["p50"] == [2.5, 2.5]
+    block = runs["linkerd"]["model_samples"]
+    assert block["parameters"] == ["envoy.request_cpu_us", "linkerd-proxy.request_cpu_us"]
+    assert block["sets"][2] == [150.0, 120]
+    assert block["metrics"]["proxies.cpu_vcpu_per_1000rps"] == [0.1, 0.15, 0.3, 0.25]
+
+
+def test_a_finding_that_holds_across_the_band_says_so() -> None:
+    runs = _with_samples([0.35, 0.45, 0.5, 0.38], [0.1, 0.15, 0.3, 0.25], [20, 40, 120, 90])
+    (cpu,) = [f for f in findings(runs) if "proxy CPU per 1000 rps" in f.text]
+    assert cpu.depends_on is None
+    assert cpu.text.startswith("linkerd needs less proxy CPU per 1000 rps than istio")
+    assert cpu.text.endswith("It holds in all 4 model parameter sets.")
+
+
+def test_a_finding_flips_to_depends_on_the_deciding_parameter_when_bands_overlap() -> None:
+    # Linkerd's CPU grows with its drawn per-request cost and passes Istio's in two sets.
+    drawn = [20.0, 60.0, 150.0, 300.0, 100.0, 40.0]
+    linkerd = [0.1 + x / 500 for x in drawn]  # 0.14 .. 0.70
+    istio = [0.4, 0.41, 0.39, 0.4, 0.42, 0.38]
+    runs = _with_samples(istio, linkerd, drawn)
+    verdict = band_verdict(runs["linkerd"], runs["istio"], "proxies.cpu_vcpu_per_1000rps", -0.2)
+    assert verdict is not None
+    assert not verdict.holds
+    assert verdict.flips == 2
+    assert verdict.leader is not None
+    assert verdict.leader[0] == "linkerd-proxy.request_cpu_us"
+    assert verdict.leader[1] == pytest.approx(1.0)
+    (cpu,) = [f for f in findings(runs) if "proxy CPU per 1000 rps" in f.text]
+    assert cpu.topic == "depends"
+    assert cpu.depends_on == "linkerd-proxy.request_cpu_us"
+    assert cpu.text.startswith(
+        "Not settled, depends on linkerd-proxy.request_cpu_us (rank correlation +1.00"
+    )
+    assert "2 of 6 parameter sets" in cpu.text
+    assert "meshsim calibrate" in cpu.text
+
+
+def test_without_model_samples_findings_are_unchanged() -> None:
+    runs = {"istio": _run(3.0, 0.4), "linkerd": _run(2.5, 0.2)}
+    texts = [f.text for f in findings(runs)]
+    assert not any("parameter sets" in t for t in texts)
+    assert any(t.startswith("linkerd needs less proxy CPU") for t in texts)
+
+
+def test_samples_block_names_the_parameters_their_ranges_scales_and_sources() -> None:
+    a = _param("envoy.request_cpu_us", 100.0, 300.0, 200.0)
+    wide = _param("linkerd-proxy.request_cpu_us", 20.0, 400.0, 90.0)
+    sets = draw_parameter_sets([a, wide], 4, seed=3)
+    block = samples_block([a, wide], sets)
+    assert block["n"] == 4
+    assert [p["name"] for p in block["parameters"]] == [a.name, wide.name]
+    assert [p["scale"] for p in block["parameters"]] == ["linear", "log"]
+    assert block["sets"][1] == [sets[1].values[a.name], sets[1].values[wide.name]]
