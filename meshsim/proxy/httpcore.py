@@ -117,6 +117,9 @@ def chunk_size_reader(parser: object) -> ChunkSize | None:
     chunked body must read back its sizes; on any mismatch this returns None and the
     caller counts body bytes as they arrive instead.
     """
+    parsers = (httptools.HttpRequestParser, httptools.HttpResponseParser)
+    if not isinstance(parser, parsers) or type(parser).__basicsize__ < 32:
+        return None  # only read inside an object known to hold the pointer
     try:
         struct = ctypes.c_void_p.from_address(id(parser) + 24).value
         if not struct or ctypes.c_void_p.from_address(struct + 48).value != id(parser):

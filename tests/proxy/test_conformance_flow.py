@@ -164,7 +164,8 @@ def test_an_upstream_that_does_not_read_stops_the_proxy_reading_the_client() -> 
             req = down._current
             assert req is not None
             upstream = down.upstream
-            assert upstream is not None and upstream.transport is not None
+            assert upstream is not None
+            assert upstream.transport is not None
             assert upstream.write_paused
             assert req.body.buffered <= HIGH_WATER + (1 << 20)
             assert upstream.transport.get_write_buffer_size() <= 2 * (1 << 20)
