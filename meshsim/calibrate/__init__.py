@@ -2,8 +2,9 @@
 
 - :mod:`.lab`: the loopback lab (load generator, client sidecar, server sidecar, echo) and its
   measurements; :mod:`.node` runs one pinned component.
-- :mod:`.fit`: distributions and linear costs with bootstrap CIs (numpy only).
-- :mod:`.calibration`: lab measurements -> a model file (+ its fit record).
+- :mod:`.fit`: distributions and linear costs with bootstrap CIs (scipy.stats).
+- :mod:`.calibration`: runs the lab and writes a model file (+ its fit record);
+  :mod:`.model_fit`: the fit itself, lab measurements -> a model document, step by step.
 - :mod:`.fortio_import`: fortio JSON runs from a real cluster -> a per-hop model.
 - :mod:`.validate`: the simulator on the lab topology versus the held-out measurements.
 - :mod:`.report`: ``reports/validation/`` (what ``make validate`` runs).
