@@ -34,6 +34,7 @@ from meshsim.proxy.forward import Request, Route, forward
 from meshsim.proxy.framing import CHUNKED, Refusal, request_body
 from meshsim.proxy.httpcore import (
     CHUNK_SIZES_READABLE,
+    ChunkSize,
     Headers,
     Limits,
     chunk_size_reader,
@@ -63,7 +64,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
-        self._chunk_size = chunk_size_reader(self.parser) if CHUNK_SIZES_READABLE else None
+        self._chunk_size: ChunkSize | None = None  # made on the first chunked body
         self.client_ip = "-"
         self.peer_id: str | None = None
         self._url = b""
@@ -178,7 +179,12 @@ class DownstreamProtocol(asyncio.Protocol):
                 return False  # its body will never end: close (which cancels it)
             if req is not None and req in self._queue:
                 self._queue.remove(req)
-        return self.active is not None or self._refusal is not None
+        if self.active is None and self._refusal is None:
+            return False
+        # TLS cannot stay half-open (asyncio closes it anyway, with a warning): the client
+        # of an mTLS listener that half-closes loses its answers, as with Envoy.
+        transport = self.transport
+        return transport is not None and transport.get_extra_info("ssl_object") is None
 
     def pause_writing(self) -> None:
         """The client reads slower than the upstream sends: stop reading the upstream."""
@@ -264,6 +270,8 @@ class DownstreamProtocol(asyncio.Protocol):
 
     def on_chunk_header(self) -> None:
         req, size = self._parsing, self._chunk_size
+        if size is None and CHUNK_SIZES_READABLE:
+            size = self._chunk_size = chunk_size_reader(self.parser)
         if req is not None and size is not None and (
             req.body.total + size() > self.limits.max_body_bytes
         ):

@@ -1,8 +1,9 @@
 """HTTP/1.1 pieces shared by the echo server, the admin server and the proxy.
 
 Parsing is httptools (llhttp); this module adds what llhttp leaves to its user: limits on
-header size and count and on body size, RFC 9110 hop-by-hop header handling, and the
-reason phrases and canned responses a server needs.
+header size and count and on body size, the hop-by-hop header names, the size of a chunk
+being parsed, and the reason phrases and canned responses a server needs. What a proxy must
+refuse and how it re-frames messages is in :mod:`meshsim.proxy.framing`.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import httptools
 from meshsim.errors import MeshsimError
 
 # RFC 9110 section 7.6.1: fields that apply to one connection only. A proxy removes them,
-# and any field named in Connection, before forwarding. Proxy-Connection and Keep-Alive are
-# the common non-standard spellings that section tells intermediaries to drop as well.
+# and any field named in Connection (except those it frames and routes with: see
+# meshsim.proxy.framing), before forwarding. Proxy-Connection and Keep-Alive are the common
+# non-standard spellings that section tells intermediaries to drop as well.
 HOP_BY_HOP = frozenset(
     {
         b"connection",
@@ -84,21 +86,6 @@ def simple_response(
     parts.append(b"\r\n")
     parts.append(body)
     return b"".join(parts)
-
-
-def connection_tokens(headers: Headers) -> set[bytes]:
-    """Lower-cased tokens of every Connection field (they name more hop-by-hop fields)."""
-    tokens: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
-    return tokens
-
-
-def end_to_end(headers: Headers) -> Headers:
-    """``headers`` without hop-by-hop fields (RFC 9110 section 7.6.1)."""
-    drop = HOP_BY_HOP | connection_tokens(headers)
-    return [(n, v) for n, v in headers if n.lower() not in drop]
 
 
 ChunkSize = Callable[[], int]

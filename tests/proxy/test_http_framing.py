@@ -164,6 +164,21 @@ def test_upstream_head_framing_lines(framing: Framing, last_line: bytes) -> None
     assert out.lower().count(b"transfer-encoding") == framing.chunked
 
 
+def test_hop_by_hop_headers_are_dropped_including_connection_tokens() -> None:
+    req = Head(headers=[
+        (b"Connection", b"keep-alive, X-Secret"),
+        (b"X-Secret", b"1"),
+        (b"Keep-Alive", b"timeout=5"),
+        (b"Transfer-Encoding", b"chunked"),
+        (b"TE", b"trailers"),
+        (b"Upgrade", b"h2c"),
+        (b"Accept", b"*/*"),
+    ])
+    assert upstream_head(req, "c", b"r") == (
+        b"GET / HTTP/1.1\r\nAccept: */*\r\nx-forwarded-for: c\r\nx-request-id: r\r\n\r\n"
+    )
+
+
 def test_protected_fields() -> None:
     assert {b"content-length", b"transfer-encoding", b"host"} == PROTECTED
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from meshsim.errors import MeshsimError
-from meshsim.proxy.httpcore import end_to_end, parse_duration_s, parse_hostport
+from meshsim.proxy.httpcore import parse_duration_s, parse_hostport
 from meshsim.proxy.knobs import Delay, parse_delay, parse_query, parse_status
 
 
@@ -45,16 +45,3 @@ def test_durations_and_addresses() -> None:
     assert parse_hostport("127.0.0.1:80") == ("127.0.0.1", 80)
     with pytest.raises(MeshsimError, match="HOST:PORT"):
         parse_hostport("localhost")
-
-
-def test_hop_by_hop_headers_are_dropped_including_connection_tokens() -> None:
-    headers = [
-        (b"Connection", b"keep-alive, X-Secret"),
-        (b"X-Secret", b"1"),
-        (b"Keep-Alive", b"timeout=5"),
-        (b"Transfer-Encoding", b"chunked"),
-        (b"TE", b"trailers"),
-        (b"Upgrade", b"h2c"),
-        (b"Accept", b"*/*"),
-    ]
-    assert end_to_end(headers) == [(b"Accept", b"*/*")]
