@@ -94,8 +94,10 @@ def request_body(
 
     - HTTP/0.9 (400) and versions other than 1.0 and 1.1 (505);
     - more than one Host (RFC 9112 section 3.2: 400);
-    - both Content-Length and Transfer-Encoding (section 6.1 allows a server to reject it;
-      HAProxy and Envoy do: 400); Transfer-Encoding in an HTTP/1.0 request (faulty framing);
+    - both Content-Length and Transfer-Encoding (section 6.1 lets a server reject it, as
+      Envoy and llhttp do, or drop the length and close after, as HAProxy does: refusing
+      keeps one rule for every ambiguous head); Transfer-Encoding in an HTTP/1.0 request
+      (faulty framing, section 6.1);
       codings that do not end in exactly one ``chunked`` (section 6.3: 400);
     - codings before ``chunked`` (``gzip, chunked``): 501, as Envoy answers. The proxy would
       have to pass the coding on and the server to decode it; few do, and dropping it would

@@ -50,6 +50,8 @@ class HttpServerProtocol(asyncio.Protocol, ABC):
         self._paused = False
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False
+        self._refusal: bytes | None = None
+        """The answer to a broken request, sent after those to the requests before it."""
 
     # -- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -63,7 +65,7 @@ class HttpServerProtocol(asyncio.Protocol, ABC):
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
-        if self._closing:
+        if self._closing or self._refusal is not None:
             return
         try:
             self.parser.feed_data(data)
@@ -103,7 +105,7 @@ class HttpServerProtocol(asyncio.Protocol, ABC):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        if self._closing:
+        if self._closing or self._refusal is not None:
             return
         req = Request(
             self.parser.get_method(), self._url, self._headers, self.parser.should_keep_alive()
@@ -135,6 +137,11 @@ class HttpServerProtocol(asyncio.Protocol, ABC):
             self._closing = True
             transport.close()
             return
+        if not self._queue and self._refusal is not None:
+            transport.write(self._refusal)
+            self._closing = True
+            transport.close()
+            return
         if self._queue:
             nxt = self._queue.popleft()
             if self._paused and len(self._queue) < _MAX_QUEUED // 2:
@@ -152,12 +159,20 @@ class HttpServerProtocol(asyncio.Protocol, ABC):
             self._fail(431, b"request header too large\n")
 
     def _fail(self, status: int, body: bytes) -> None:
-        """Answer a broken request and close this connection only."""
-        if self._closing or self.transport is None:
+        """Answer a broken request and close this connection only, after answering the
+        (pipelined) requests before it."""
+        if self._closing or self.transport is None or self._refusal is not None:
+            return
+        self._disarm()
+        answer = simple_response(status, body, keep_alive=False)
+        if self._busy:
+            self._refusal = answer  # reply() sends it when the queue is answered
+            if not self._paused:
+                self.transport.pause_reading()
+                self._paused = True
             return
         self._closing = True
-        self._disarm()
-        self.transport.write(simple_response(status, body, keep_alive=False))
+        self.transport.write(answer)
         self.transport.close()
 
     def _arm(self, delay_s: float) -> None:
