@@ -1,5 +1,6 @@
-"""``meshsim calibrate``: measure the real proxy in a loopback lab (or read fortio runs) and fit
-a cost model."""
+"""``meshsim calibrate``: measure the real proxy in a loopback lab (or any proxy process with
+``--proxy-cmd``, or read fortio runs) and fit a cost model; ``meshsim calibrate compare``
+shows calibrated models side by side."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import click
 from .common import err_console, user_errors
 
 
-@click.command("calibrate")
+# A group invoked without a subcommand runs its own callback: `meshsim calibrate [OPTIONS]`
+# runs the lab, `meshsim calibrate compare MODELS...` compares calibrated models.
+@click.group("calibrate", invoke_without_command=True)
+@click.pass_context
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Model file to write (default models/calibrated/lab.yaml, or "
                    "models/calibrated/fortio.yaml with --from-fortio).")
@@ -21,11 +25,40 @@ from .common import err_console, user_errors
               default="envoy-sidecar", show_default=True,
               help="With --from-fortio: which proxy the runs measured.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+@click.option("--proxy-cmd", "proxy_cmd", metavar="TEMPLATE", default=None,
+              help="Calibrate this proxy process instead of meshsim's own: a command with "
+                   "{listen} and {upstream} (HOST:PORT), optionally {role} (outbound/inbound), "
+                   "{mtls} (on/off) with {cert} {key} {ca}, {keepalive} (on/off) and "
+                   "{workdir}. See proxies/README.md.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="With --proxy-cmd: the worker threads the proxy is configured with.")
 @user_errors
-def calibrate(out: Path | None, quick: bool, fortio: tuple[Path, ...], kind: str,
-              seed: int) -> None:
-    """Fit a cost model: from the loopback lab, or with --from-fortio from your own cluster."""
+def calibrate(ctx: click.Context, out: Path | None, quick: bool, fortio: tuple[Path, ...],
+              kind: str, seed: int, proxy_cmd: str | None, workers: int) -> None:
+    """Fit a cost model: from the loopback lab (meshsim's proxy, or any proxy process with
+    --proxy-cmd), or with --from-fortio from your own cluster."""
+    if ctx.invoked_subcommand is not None:
+        return
     console = err_console()
+    if proxy_cmd is not None:
+        from meshsim.calibrate.proxycmd import ProxyCommand
+        from meshsim.errors import MeshsimError
+
+        if fortio:
+            raise MeshsimError("--proxy-cmd and --from-fortio: choose one source")
+        cmd = ProxyCommand.parse(proxy_cmd)
+        from meshsim.calibrate.blackbox import calibrate_command
+
+        target = out or Path("models/calibrated") / f"{Path(cmd.program).name}.yaml"
+        doc = calibrate_command(cmd, target, quick=quick, seed=seed, workers=workers,
+                                log=lambda s: console.print(s, highlight=False, markup=False))
+        par = doc["parameters"]
+        console.print(f"wrote {target} (fit record beside it): fixed CPU per request "
+                      f"{par['socket_io_us']['value']:.1f} us, per wake-up "
+                      f"{par.get('wakeup_cpu_us', {}).get('value', 0.0):.1f} us, per KiB "
+                      f"{par['payload_cpu_us_per_kib']['value']:.2f} us; "
+                      f"{doc['fit']['held_out_count']} held-out points", highlight=False)
+        return
     if fortio:
         from meshsim.calibrate.fortio_import import calibrate_from_fortio
 
@@ -47,3 +80,22 @@ def calibrate(out: Path | None, quick: bool, fortio: tuple[Path, ...], kind: str
                   f"{st['mean']['value']:.1f} us (95% CI {st['mean']['ci95'][0]:.1f}-"
                   f"{st['mean']['ci95'][1]:.1f}), cv {st['cv']['value']:.2f}; "
                   f"{doc['fit']['held_out_count']} held-out points", highlight=False)
+
+
+@calibrate.command("compare")
+@click.argument("models", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--markdown", is_flag=True, help="Print a Markdown table instead.")
+@user_errors
+def compare(models: tuple[Path, ...], markdown: bool) -> None:
+    """Calibrated MODELS side by side (e.g. models/calibrated/*.yaml): CPU per request, per
+    wake-up, per KiB, TLS handshake and record costs, memory per connection."""
+    from meshsim.calibrate.stacks import compare_rows, markdown_table, rich_table
+
+    rows = compare_rows(list(models))
+    if markdown:
+        click.echo(markdown_table(rows))
+    else:
+        from rich.console import Console
+
+        Console(soft_wrap=True).print(rich_table(rows))

@@ -30,6 +30,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -44,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from meshsim.calibrate.proxycmd import CommandNode, ProxyCommand, free_port
 from meshsim.errors import MeshsimError
 from meshsim.proxy.loadgen import LoadSpec, run_load
 
@@ -144,6 +146,11 @@ class Sched:
               else self.run_delay_s - other.run_delay_s)
         return Sched(self.cpu_s - other.cpu_s, rd, self.voluntary - other.voluntary)
 
+    def __add__(self, other: Sched) -> Sched:
+        rd = (None if self.run_delay_s is None or other.run_delay_s is None
+              else self.run_delay_s + other.run_delay_s)
+        return Sched(self.cpu_s + other.cpu_s, rd, self.voluntary + other.voluntary)
+
 
 def proc_sched(pid: int) -> Sched:
     """CPU, run delay and voluntary context switches of ``pid``, all threads.
@@ -165,6 +172,15 @@ def proc_sched(pid: int) -> Sched:
     if not HAVE_SCHEDSTAT:
         return Sched(proc_cpu_s(pid), None, voluntary)
     return Sched(cpu_ns * 1e-9, delay_ns * 1e-9, voluntary)
+
+
+def tree_sched(pids: list[int]) -> Sched:
+    """:func:`proc_sched` summed over a process tree (processes that have ended count 0)."""
+    total = Sched(0.0, 0.0 if HAVE_SCHEDSTAT else None, 0)
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            total = total + proc_sched(pid)
+    return total
 
 
 def proc_rss_kib(pid: int) -> float:
@@ -196,6 +212,9 @@ class _Node:
             raise MeshsimError(f"lab component {name} failed to start: {line}{err[-2000:]}")
         self.port = int(line.split()[1])
         self._offset = 0
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid]
 
     def new_cpu_samples(self) -> list[float]:
         """``cpu_us`` of the access-log lines written since the last call."""
@@ -241,8 +260,15 @@ def _stop_signal(signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
+Sidecar = _Node | CommandNode
+
+
 class Lab:
     """The running lab for one configuration; :meth:`reconfigure` restarts the sidecars.
+
+    The sidecars are meshsim's own proxy, or with ``proxy`` any proxy process started from a
+    command template (:mod:`meshsim.calibrate.proxycmd`): the load generator, the echo, the
+    placement and the measurements stay the same, only the process under test changes.
 
     Its components are subprocesses: :meth:`close` stops them (use it in ``finally``). While
     the lab runs, SIGTERM and SIGINT raise in the main thread instead of ending the process
@@ -251,7 +277,8 @@ class Lab:
     (:func:`meshsim.calibrate.node.die_with_parent`).
     """
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, proxy: ProxyCommand | None = None) -> None:
+        self.proxy = proxy
         self._saved_handlers: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -269,8 +296,8 @@ class Lab:
             "available_cores": cores,
         }
         self.tls_dir = workdir / "tls"
-        self.client: _Node | None = None
-        self.server: _Node | None = None
+        self.client: Sidecar | None = None
+        self.server: Sidecar | None = None
         self.config: LabConfig | None = None
         try:
             self._issue_certs()
@@ -289,6 +316,10 @@ class Lab:
         if cfg == self.config:
             return
         self._stop_sidecars()
+        if self.proxy is not None:
+            self._start_commands(self.proxy, cfg)
+            self.config = cfg
+            return
         pool = [] if cfg.keep_alive else ["--no-pool"]
         filt = ["--filters", str(cfg.filters)]
         tls_srv = ["--tls", "server", "--tls-dir", str(self.tls_dir)] if cfg.mtls else []
@@ -306,6 +337,35 @@ class Lab:
             self.core_client, self.workdir / f"client-{cfg.name}.log",
         )
         self.config = cfg
+
+    def _start_commands(self, cmd: ProxyCommand, cfg: LabConfig) -> None:
+        """Both sidecars from the command template (server first: the client needs its
+        port)."""
+        if cfg.filters:
+            raise MeshsimError("a proxy command has no synthetic-filter knob "
+                               f"(configuration {cfg.name})")
+        if cfg.mtls and not cmd.mtls:
+            raise MeshsimError(f"{cmd.template!r} has no {{mtls}}: cannot run {cfg.name}")
+        if not cfg.keep_alive and not cmd.keepalive_knob:
+            raise MeshsimError(f"{cmd.template!r} has no {{keepalive}}: cannot run {cfg.name}")
+        files = {"cert": str(self.tls_dir / "cert.pem"), "key": str(self.tls_dir / "key.pem"),
+                 "ca": str(self.tls_dir / "ca.pem")}
+        common = {**files, "mtls": "on" if cfg.mtls else "off",
+                  "keepalive": "on" if cfg.keep_alive else "off"}
+        upstream = self.echo.port
+        for role, core in (("inbound", self.core_server), ("outbound", self.core_client)):
+            name = "server-sidecar" if role == "inbound" else "client-sidecar"
+            port = free_port()
+            scratch = self.workdir / f"{name}-{cfg.name}"
+            scratch.mkdir(parents=True, exist_ok=True)
+            argv = cmd.render(listen=f"127.0.0.1:{port}", upstream=f"127.0.0.1:{upstream}",
+                              role=role, workdir=str(scratch), **common)
+            node = CommandNode(name, argv, core, port, scratch / "output.log")
+            if role == "inbound":
+                self.server = node
+                upstream = port
+            else:
+                self.client = node
 
     def _stop_sidecars(self) -> None:
         for node in (self.client, self.server):
@@ -350,19 +410,19 @@ class Lab:
             poisson=point.rps > 0, seed=seed, method="POST", body=body, headers=headers,
             drain_s=2.0,
         )
-        nodes = {"client_sidecar": self.client, "server_sidecar": self.server,
-                 "echo": self.echo}
+        nodes: dict[str, Sidecar] = {"client_sidecar": self.client,
+                                     "server_sidecar": self.server, "echo": self.echo}
         # Discard samples of earlier points and warm the path up (connections, caches).
         with self._pinned():
             run_load(LoadSpec(url=spec.url, rps=0, connections=point.connections,
                               duration_s=0.2, method="POST", body=body, headers=headers))
             self.client.new_cpu_samples()
             self.server.new_cpu_samples()
-            pids = {k: n.proc.pid for k, n in nodes.items()}
-            pids["load_generator"] = os.getpid()
-            before = {k: proc_sched(pid) for k, pid in pids.items()}
+            pids = {k: n.pids() for k, n in nodes.items()}
+            pids["load_generator"] = [os.getpid()]
+            before = {k: tree_sched(p) for k, p in pids.items()}
             result = run_load(spec)
-            after = {k: proc_sched(pid) for k, pid in pids.items()}
+            after = {k: tree_sched(p) for k, p in pids.items()}
         time.sleep(0.05)  # let the access logs flush their last lines
         n = max(result.completed, 1)
         used = {k: after[k] - before[k] for k in pids}
@@ -407,13 +467,14 @@ class Lab:
             run_load(LoadSpec(url=f"http://127.0.0.1:{self.client.port}/echo", rps=0,
                               connections=8, duration_s=0.3, method="POST", body=b"x" * 1024))
         time.sleep(0.2)
-        nodes = {"client_sidecar": self.client, "server_sidecar": self.server,
-                 "echo": self.echo}
-        before = {k: proc_sched(n.proc.pid) for k, n in nodes.items()}
+        nodes: dict[str, Sidecar] = {"client_sidecar": self.client,
+                                     "server_sidecar": self.server, "echo": self.echo}
+        pids = {k: n.pids() for k, n in nodes.items()}
+        before = {k: tree_sched(p) for k, p in pids.items()}
         t0 = time.monotonic()
         time.sleep(seconds)
         dt_s = time.monotonic() - t0
-        after = {k: proc_sched(n.proc.pid) for k, n in nodes.items()}
+        after = {k: tree_sched(p) for k, p in pids.items()}
         out = {k: (after[k] - before[k]).cpu_s * 1e3 / dt_s for k in nodes}
         out["resolution_ms_per_s"] = (1e-6 if HAVE_SCHEDSTAT else 1e3 / CLK_TCK) / dt_s
         return out
@@ -479,6 +540,94 @@ class Lab:
         return {"client": client_us, "server": server_us}
 
 
+    def connection_costs(self, n: int = 200, *, tls: bool = True) -> dict[str, Any]:
+        """The server sidecar's process CPU and wake-ups per request, one request at a time
+        from this process, in four ways: all on one kept-alive connection; a new plain
+        connection each (``Connection: close``); a new mTLS connection each, full
+        handshake; and the same resuming the previous connection's TLS session.
+
+        The differences are what a connection costs a black-box proxy, with everything else
+        equal: an accepted TCP connection (new plain - kept alive), a full server-side
+        handshake (new mTLS - new plain) and a resumed one (``resumed_fraction`` says how
+        many the proxy did resume). The upstream connection to the echo stays pooled.
+        """
+        from meshsim.proxy.tls import client_context
+
+        out: dict[str, Any] = {"requests": n}
+        modes: list[tuple[str, LabConfig, ssl.SSLContext | None]] = [
+            ("keepalive", LabConfig(), None), ("plain_connection", LabConfig(), None)]
+        if tls:
+            ctx = client_context(self.tls_dir)
+            modes += [("tls_full", LabConfig(mtls=True), ctx),
+                      ("tls_resumed", LabConfig(mtls=True), ctx)]
+        for mode, cfg, mode_ctx in modes:
+            self.reconfigure(cfg)
+            node = self.server
+            assert node is not None
+            with self._pinned():
+                _sequential_requests(node.port, 20, mode, mode_ctx)  # warm up
+                pids = node.pids()
+                before = tree_sched(pids)
+                reused = _sequential_requests(node.port, n, mode, mode_ctx)
+                used = tree_sched(pids) - before
+            out[mode] = {"cpu_us": used.cpu_s * 1e6 / n, "wakeups": used.voluntary / n}
+            if mode == "tls_resumed":
+                out["resumed_fraction"] = reused / n
+        return out
+
+
+def _sequential_requests(port: int, n: int, mode: str, ctx: ssl.SSLContext | None) -> int:
+    """``n`` GETs to ``port``, one after another (see :meth:`Lab.connection_costs`);
+    returns how many TLS connections resumed a session."""
+    keep = mode == "keepalive"
+    request = (b"GET /echo HTTP/1.1\r\nHost: lab\r\n"
+               + (b"" if keep else b"Connection: close\r\n") + b"\r\n")
+    reused = 0
+    session: ssl.SSLSession | None = None
+    conn: socket.socket | None = None
+    try:
+        for _ in range(n):
+            if conn is None:
+                conn = socket.create_connection(("127.0.0.1", port), 5.0)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if ctx is not None:
+                    conn = ctx.wrap_socket(conn, server_hostname="127.0.0.1",
+                                           session=session if mode == "tls_resumed" else None)
+            conn.sendall(request)
+            _read_response(conn)
+            if isinstance(conn, ssl.SSLSocket):
+                reused += bool(conn.session_reused)
+                session = conn.session
+            if not keep:
+                conn.close()
+                conn = None
+    finally:
+        if conn is not None:
+            conn.close()
+    return reused
+
+
+def _read_response(conn: socket.socket) -> None:
+    """Read one HTTP/1.1 response with a Content-Length body (what the echo sends)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            raise MeshsimError("the proxy closed the connection before answering")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            raise MeshsimError("the proxy closed the connection mid-response")
+        body += chunk
+
+
 def _handshake_step(side: ssl.SSLObject) -> tuple[bool, float]:
     """One round of one side's handshake: whether it completed, and the thread CPU it took."""
     t0 = time.thread_time()
@@ -490,7 +639,7 @@ def _handshake_step(side: ssl.SSLObject) -> tuple[bool, float]:
     return done, time.thread_time() - t0
 
 
-def _rss_with_connections(node: _Node, k: int, ctx: ssl.SSLContext | None) -> float:
+def _rss_with_connections(node: Sidecar, k: int, ctx: ssl.SSLContext | None) -> float:
     async def hold() -> float:
         loop = asyncio.get_running_loop()
         transports = []
@@ -501,7 +650,7 @@ def _rss_with_connections(node: _Node, k: int, ctx: ssl.SSLContext | None) -> fl
             )
             transports.append(tr)
         await asyncio.sleep(0.3)
-        rss = proc_rss_kib(node.proc.pid)
+        rss = sum(proc_rss_kib(pid) for pid in node.pids())
         for tr in transports:
             tr.close()
         await asyncio.sleep(0.2)
@@ -510,14 +659,16 @@ def _rss_with_connections(node: _Node, k: int, ctx: ssl.SSLContext | None) -> fl
     return asyncio.run(hold())
 
 
-def grid(quick: bool) -> list[Point]:
+def grid(quick: bool, *, mtls: bool = True, filters: bool = True,
+         keep_alive_off: bool = True) -> list[Point]:
     """The measurement grid. Loads are fractions of an estimated capacity, set by the caller.
 
     Returned with placeholder rates (fractions of capacity in ``rps``); see :func:`scale`.
     The fit points come first, then :data:`REPEATS` passes over the held-out points with
     their baselines (one pass with ``quick``): a held-out load is measured minutes apart,
     and the spread between its passes is the lab's own noise, against which a prediction's
-    error is judged.
+    error is judged. ``mtls``, ``filters`` and ``keep_alive_off`` False leave out the
+    configurations a proxy under test cannot be set to (:mod:`meshsim.calibrate.proxycmd`).
     """
     from dataclasses import replace
 
@@ -534,6 +685,9 @@ def grid(quick: bool) -> list[Point]:
     if not quick:
         configs.append(LabConfig(keep_alive=False))
         configs.append(LabConfig(mtls=True, keep_alive=False))
+    configs = [c for c in configs
+               if (mtls or not c.mtls) and (filters or not c.filters)
+               and (keep_alive_off or c.keep_alive)]
     pts: list[Point] = []
     for pay in payloads:
         for f in fracs_fit:
@@ -557,6 +711,7 @@ def grid(quick: bool) -> list[Point]:
     held.append(Point(base, main_pay, 0.0, conns, True, dur, "held_out"))  # saturation
     if not quick:
         held += [Point(cfg, main_pay, 0.5, conns, True, dur, "held_out") for cfg in configs]
+    if not quick and keep_alive_off:
         # Keep-alive off costs the load generator and the echo a connection per request too.
         held.append(Point(LabConfig(keep_alive=False), main_pay, 0.5, conns, False, dur,
                           "baseline"))
