@@ -15,7 +15,7 @@ from meshsim.errors import MeshsimError
 from meshsim.policy import RetryOn
 from meshsim.results.summary import build_summary
 from meshsim.scenario import from_dict
-from meshsim.sim.dataplanes.mapping import map_traffic
+from meshsim.policy.mapping import map_traffic
 from meshsim.sim.dataplanes.routing import L7Proxy
 from meshsim.sim.engine import Simulation
 

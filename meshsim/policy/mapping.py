@@ -1,8 +1,14 @@
-"""The mesh mapping: the scenario's mesh-neutral ``traffic`` block -> each mesh's mechanisms.
+"""The one translation of a scenario's ``traffic`` rules into each mesh's policies.
 
-The ``traffic`` block speaks Istio's vocabulary (docs/DESIGN.md). Each mesh turns it into what it
-would really program, with its own defaults where the scenario is silent, and says what it
-could not map (the notes go into the run's warnings):
+Both clocks use it (docs/DESIGN.md, principle 1): the simulator's data planes
+(:mod:`meshsim.sim.dataplanes.resilience_state`) and the real proxy
+(:mod:`meshsim.proxy.policies`, whose listener ``traffic`` is one rule of this shape), so
+the two cannot program different defaults. :func:`validate_traffic` runs the same
+translation for ``meshsim check``.
+
+The ``traffic`` block speaks Istio's vocabulary. Each mesh turns it into what it would
+really program, with its own defaults where the scenario is silent, and says what it could
+not map (the notes go into the run's warnings):
 
 Istio (sidecars, and waypoints in ambient mode), docs/mesh-semantics.md §1-§4, §7:
   VirtualService: ``match`` -> HTTP route order; ``split`` -> weighted subsets;
@@ -12,8 +18,11 @@ Istio (sidecars, and waypoints in ambient mode), docs/mesh-semantics.md §1-§4,
   disables); ``fault`` -> the fault filter (delay, then an independent abort);
   ``mirror`` -> request_mirror_policies.
   DestinationRule: ``circuit_breaker`` -> connectionPool thresholds, every unset one
-  2^32-1 (so no breaker without one); ``outlier_detection`` -> Envoy outlier detection
-  with Istio's defaults (5 x 5xx, 10 s, 30 s, 10 %, panic 0 %; none without the block);
+  2^32-1, ``max_retries`` included: istiod always installs thresholds and fills what the
+  DestinationRule leaves out with MaxUint32, so Envoy's raw 1024/1024/1024/3 never apply
+  under Istio, and with no ``circuit_breaker`` nothing can overflow (§2.2);
+  ``outlier_detection`` -> Envoy outlier detection with Istio's defaults (5 x 5xx, 10 s,
+  30 s, 10 %, panic 0 %; none without the block);
   ``load_balancer`` -> LEAST_REQUEST by default; ``peak_ewma`` is not an Istio algorithm
   (Envoy's contrib one is not used by Istio): noted, LEAST_REQUEST used. ``ring_hash`` and
   ``maglev`` hash the source (``useSourceIp``: the calling proxy).
@@ -47,13 +56,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from meshsim.errors import MeshsimError
+from meshsim.errors import MeshsimError, Problem
 from meshsim.policy import (
     MAX_UINT32,
     FaultAbort,
     FaultDelay,
     FaultInjection,
     HTTPMatch,
+    LinkerdBackOff,
     LinkerdRetryPolicy,
     MirrorPolicy,
     OutlierConfig,
@@ -68,16 +78,33 @@ from meshsim.policy.retry import ISTIO_DEFAULT_RETRY_ON
 
 if TYPE_CHECKING:
     from meshsim.scenario.model import Scenario
+    from meshsim.scenario.options import MeshOptions
     from meshsim.scenario.traffic import TrafficRule
 
 __all__ = [
+    "TRAFFIC_MESHES",
     "ClusterPolicy",
     "MeshPolicies",
     "Mirror",
     "RoutePolicy",
     "ServicePolicy",
+    "TrafficRuleError",
     "map_traffic",
+    "split_weights",
+    "translate",
+    "validate_traffic",
 ]
+
+TRAFFIC_MESHES = ("istio", "linkerd", "istio-ambient")
+"""The meshes that apply traffic rules (``none`` has no proxy to apply them)."""
+
+
+class TrafficRuleError(MeshsimError):
+    """A rule the mesh cannot program; ``field`` names its key (``retries.retry_on``)."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 _GRPC_CONDITIONS = ("cancelled", "deadline-exceeded", "internal", "resource-exhausted",
                     "unavailable")  # fmt: skip
@@ -135,6 +162,8 @@ class ClusterPolicy:
     outlier: OutlierConfig | None = None
     accrual_mode: str | None = None
     accrual_max_failures: int = 7
+    accrual_backoff: LinkerdBackOff | None = None
+    """``None``: Linkerd's penalty back-off (1 s to 60 s, jitter 0.5, §6.4)."""
     failfast: bool = False
     """Linkerd: requests wait up to 3 s for a ready endpoint, then fail fast (§5.1)."""
     hash_source: bool = False
@@ -174,6 +203,12 @@ class MeshPolicies:
     def policy(self, service: str) -> ServicePolicy:
         return self.services.get(service, self.default)
 
+    def has_subsets(self, service: str) -> bool:
+        """Whether the service's catch-all route splits by version (an Envoy cluster per
+        subset besides the service's own: the size of the proxies' configuration)."""
+        found = self.services.get(service)
+        return found is not None and found.routes[-1].split is not None
+
 
 def _match(rule: TrafficRule) -> tuple[HTTPMatch, ...]:
     m = rule.match
@@ -188,11 +223,16 @@ def _match(rule: TrafficRule) -> tuple[HTTPMatch, ...]:
     return (HTTPMatch(path=path, headers=headers),)
 
 
+def split_weights(split: Mapping[str, float]) -> WeightedSplit:
+    """Scenario weights (any non-negative numbers) as the integer weights Envoy and Linkerd
+    take: scaled by 1000 so that fractional weights keep their ratio."""
+    return WeightedSplit({k: round(v * 1000) for k, v in split.items()})
+
+
 def _split(rule: TrafficRule) -> WeightedSplit | None:
     if not rule.split:
         return None
-    # Istio weights are integers; scale so that fractional weights keep their ratio.
-    return WeightedSplit({k: round(v * 1000) for k, v in rule.split.items()})
+    return split_weights(rule.split)
 
 
 def _fault(rule: TrafficRule) -> FaultInjection | None:
@@ -209,13 +249,6 @@ def _mirror(rule: TrafficRule) -> Mirror | None:
         return None
     m = rule.mirror
     return Mirror(m.service, m.subset, MirrorPolicy(m.service, m.percent))
-
-
-def _by_service(scenario: Scenario) -> dict[str, list[TrafficRule]]:
-    out: dict[str, list[TrafficRule]] = {}
-    for rule in scenario.traffic:
-        out.setdefault(rule.service, []).append(rule)
-    return out
 
 
 def _ordered(rules: Sequence[TrafficRule]) -> list[TrafficRule]:
@@ -254,7 +287,9 @@ def _istio_retry(rule: TrafficRule, *, consistent_hash: bool) -> RetryPolicy | N
             consistent_hash=consistent_hash,
         )
     except ValueError as exc:
-        raise MeshsimError(f"traffic rule for {rule.service}: retries.retry_on: {exc}") from None
+        raise TrafficRuleError(
+            f"traffic rule for {rule.service}: retries.retry_on: {exc}", "retries.retry_on"
+        ) from None
 
 
 def _istio_cluster(service: str, rules: Sequence[TrafficRule], notes: list[str]) -> ClusterPolicy:
@@ -360,15 +395,19 @@ def _linkerd_statuses(
 def _linkerd_route(rule: TrafficRule, budget: bool, notes: list[str], emulate: bool) -> RoutePolicy:
     fault = _fault(rule)
     mirror = _mirror(rule)
-    for what, present in (("fault injection", fault is not None), ("mirroring", mirror)):
+    for what, key, present in (
+        ("fault injection", "fault", fault is not None),
+        ("mirroring", "mirror", mirror is not None),
+    ):
         if not present:
             continue
         if not emulate:
-            raise MeshsimError(
+            raise TrafficRuleError(
                 f"traffic rule for {rule.service}: Linkerd has no {what} (docs/mesh-semantics.md "
                 f"§7.2, §7.4); remove it from the linkerd run, or set "
                 "mesh_options.linkerd.unsupported: emulate to apply it in the client proxy "
-                "as Istio would (reported as an emulation)"
+                "as Istio would (reported as an emulation)",
+                key,
             )
         notes.append(
             f"EMULATED: {rule.service}: Linkerd has no {what}; meshsim applies it in the "
@@ -469,15 +508,31 @@ def map_traffic(
     ``l7_services`` (ambient only): the services behind a waypoint; rules for the others are
     reported as not applied.
     """
-    by_service = _by_service(scenario)
+    return translate(scenario.traffic, mesh, scenario.mesh_options, l7_services=l7_services)
+
+
+def translate(
+    rules: Sequence[TrafficRule],
+    mesh: str,
+    options: MeshOptions,
+    *,
+    l7_services: Iterable[str] | None = None,
+) -> MeshPolicies:
+    """The traffic ``rules`` as ``mesh`` programs them, given its ``mesh_options``.
+
+    Raises :class:`TrafficRuleError` for a rule the mesh cannot program.
+    """
+    by_service: dict[str, list[TrafficRule]] = {}
+    for rule in rules:
+        by_service.setdefault(rule.service, []).append(rule)
     notes: list[str] = []
     if mesh == "linkerd":
-        opts = scenario.mesh_options.linkerd
+        opts = options.linkerd
         emulate = opts.unsupported == "emulate"
         services = {
-            name: _linkerd_service(name, rules, notes, budget=opts.retry_budget,
+            name: _linkerd_service(name, group, notes, budget=opts.retry_budget,
                                    accrual=opts.failure_accrual, emulate=emulate)
-            for name, rules in by_service.items()
+            for name, group in by_service.items()
         }  # fmt: skip
         default = _linkerd_service("", [], notes, budget=opts.retry_budget,
                                    accrual=opts.failure_accrual, emulate=emulate)  # fmt: skip
@@ -493,7 +548,7 @@ def map_traffic(
         raise MeshsimError(f"mesh {mesh!r} has no traffic mapping")
     l7 = None if l7_services is None else set(l7_services)
     services = {}
-    for name, rules in by_service.items():
+    for name, group in by_service.items():
         if l7 is not None and name not in l7:
             notes.append(
                 f"{name}: traffic rules not applied: the service has no waypoint, so only "
@@ -501,6 +556,24 @@ def map_traffic(
                 "waypoints for L7 policy)"
             )
             continue
-        services[name] = _istio_service(name, rules, notes)
+        services[name] = _istio_service(name, group, notes)
     default = _istio_service("", [], notes)
     return MeshPolicies(mesh, "envoy", services, default, notes)
+
+
+def validate_traffic(scenario: Scenario) -> list[Problem]:
+    """Every traffic rule that a mesh among the scenario's ``meshes`` cannot program.
+
+    The same translation as a run, so ``meshsim check`` and ``meshsim run`` agree: each rule
+    on its own, under each mesh that applies traffic rules. A problem's ``field`` is the
+    rule's key (``traffic[2].fault``); its message names the mesh.
+    """
+    problems: list[Problem] = []
+    meshes = [m for m in scenario.meshes if m in TRAFFIC_MESHES]
+    for index, rule in enumerate(scenario.traffic):
+        for mesh in meshes:
+            try:
+                translate([rule], mesh, scenario.mesh_options)
+            except TrafficRuleError as exc:
+                problems.append(Problem(f"traffic[{index}].{exc.field}", f"{mesh}: {exc}"))
+    return problems

@@ -44,7 +44,7 @@ from meshsim.sim.dataplanes.connections import Conn, Pools
 from meshsim.sim.dataplanes.mesh import ProxiedDataPlane, cost_model, run_inbound
 from meshsim.sim.dataplanes.proxy import Proxy, Worker
 from meshsim.sim.dataplanes.resilience_state import Resilience
-from meshsim.sim.dataplanes.routing import EndpointView, L7Proxy, Routes
+from meshsim.sim.dataplanes.routing import EndpointView, L7Proxy
 
 if TYPE_CHECKING:
     from meshsim.scenario.model import Call
@@ -106,7 +106,6 @@ class AmbientDataPlane(ProxiedDataPlane):
             self.waypoint_for = set(opts.waypoints)
         self.tunnels = Pools(self.env, keep_alive=self.keep_alive, max_streams=HBONE_MAX_STREAMS)
         self.pools = self.tunnels
-        self.routes = Routes(sim.scenario, "least_request")
         self._lb_rng = sim.streams("balancers/waypoint")
         self.resilience = Resilience(
             sim, self.name, self.warnings, h2=lambda s: s.spec.protocol != "http1", mtls=True,
@@ -130,7 +129,7 @@ class AmbientDataPlane(ProxiedDataPlane):
             node = self.client_node()
             wp = L7Proxy(self.env, f"{name}/waypoint", "waypoint", self.wp_model, node,
                          self.wp_threads, stealing=False, pick=self._accept,
-                         routes=self.routes, rng=self._lb_rng, resilience=self.resilience,
+                         rng=self._lb_rng, resilience=self.resilience,
                          cpu_factor=self.cpu_factor(self.wp_model))
             self.waypoints[name] = wp
             self.proxies.append(wp)
@@ -313,4 +312,5 @@ class AmbientDataPlane(ProxiedDataPlane):
             return len(services), sum(len(s.endpoints) for s in services.values())
         name = proxy.name.removesuffix("/waypoint")
         svc = services[name]
-        return 1 + (len(svc.versions) if name in self.routes.split_of else 0), len(svc.endpoints)
+        split = self.resilience.policies.has_subsets(name)
+        return 1 + (len(svc.versions) if split else 0), len(svc.endpoints)

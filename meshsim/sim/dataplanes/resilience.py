@@ -1,71 +1,54 @@
 """The outbound policy chain of an L7 proxy, driven in simulated time (DESIGN principle 1).
 
 :func:`outbound` is what :meth:`meshsim.sim.dataplanes.routing.L7Proxy.outbound` runs for
-every request a sidecar or waypoint sends. It applies the mesh's mapping
-(:mod:`meshsim.sim.dataplanes.mapping`) with the state machines of :mod:`meshsim.policy`,
-in the order the proxies do:
-
-1. route selection (header / path match), then fault injection (Istio's fault filter runs
-   before the router: delay, then an independent abort; an abort is a local reply, never
-   retried) and mirroring (a shadow request, response dropped, its CPU paid);
-2. per try: the traffic split (Envoy picks the weighted cluster once per request; Linkerd's
-   retries sit above its backend distribution, so each try re-picks among available
-   backends), endpoint selection over healthy endpoints (outlier-ejected or accrual-shut
-   ones left out; Envoy's ``previous_hosts`` on retries), the circuit breaker
-   (``max_requests``; with HTTP/1.1 ``max_connections`` and a ``max_pending_requests``
-   queue; overflow = a local 503 UO, never retried), then the attempt itself, bounded by
-   the per-try and route deadlines. A try that times out answers 504 (per-try: retryable
-   under 5xx / gateway-error; route: final) while the upstream work goes on in the
-   background and is still accounted (CPU, the server's request count);
-3. outlier detection / failure accrual record the outcome; the retry policy (Envoy's, with
-   the ``max_retries`` breaker; Linkerd's route retries; or ServiceProfile retries under a
-   TpsBudget) decides, and the back-off is a simpy timeout.
-
-Linkerd with no ready endpoint queues the request and fails fast (503) if none becomes
-ready within 3 s (§5.1), polling every 50 ms (a rare path). Envoy with no healthy host
-answers 503 (UH) at once. A pod that died but is still in the proxy's view (a stale
-endpoint) refuses the connection: a connect failure after one round trip.
+every request a sidecar or waypoint sends. It walks the steps of
+:mod:`meshsim.policy.chain` (the same steps the real proxy takes, on the same translation,
+:mod:`meshsim.policy.mapping`) with simpy: route selection, fault injection and mirroring
+(a shadow request, response dropped, its CPU paid), then per try: pick (split, healthy
+endpoints, balancer), admit (``max_requests``; with HTTP/1.1 ``max_connections`` and a
+``max_pending_requests`` queue), the attempt bounded by the per-try and route deadlines,
+record (outlier detection or failure accrual), decide (retry, back-off). What only the
+simulator does is listed in the chain module's table of clock differences: a try that
+times out answers 504 while the upstream work goes on in the background and is still
+accounted; Linkerd with no ready endpoint queues the request and fails fast (503) if none
+becomes ready within 3 s (§5.1), polling every 50 ms (a rare path); a pod that died but is
+still in the proxy's view (a stale endpoint) refuses the connection: a connect failure
+after one round trip.
 
 The hot path stays cheap: without a timeout the try runs inline (``yield from``), the
 retry state is built only after a failure, and absent policies cost a ``None`` check. A
 process is spawned per try only when a deadline must race it.
 
 Counters (per destination service, events at simulated times inside the measurement
-window) feed ``runs.<mesh>.resilience`` in ``summary.json``.
+window) feed ``runs.<mesh>.resilience`` in ``summary.json``. A request that starts
+outside the window counts into a scratch set (:meth:`Resilience.tally`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Hashable
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, cast
 
 import simpy
 
-from meshsim.policy import (
-    CircuitBreaker,
-    LinkerdRetryState,
-    Outcome,
-    Resource,
-    RetryState,
-    ServiceProfileRetry,
-    StopReason,
-)
+from meshsim.policy import Outcome, Resource
+from meshsim.policy.chain import ClusterRuntime, Exchange, inject_fault
 from meshsim.sim.app import CONNECT_FAILURE, RESET, TIMEOUT
-from meshsim.sim.dataplanes.mapping import RoutePolicy
-from meshsim.sim.dataplanes.resilience_state import ClusterState, Resilience
 
 if TYPE_CHECKING:
-
+    from meshsim.policy.mapping import RoutePolicy, ServicePolicy
     from meshsim.scenario.model import Call
     from meshsim.sim.app import Pod, Request, ServiceRuntime
     from meshsim.sim.dataplanes.proxy import Worker
+    from meshsim.sim.dataplanes.resilience_state import Counters, Resilience
     from meshsim.sim.dataplanes.routing import Attempt, L7Proxy
 
 __all__ = ["outbound"]
 
 GATEWAY_TIMEOUT = 504
 SERVICE_UNAVAILABLE = 503
+NOT_FOUND = 404
 FAILFAST_POLL_S = 0.05
 
 _TRANSPORT = {CONNECT_FAILURE: Outcome.connect_failure(), RESET: Outcome.reset()}
@@ -85,7 +68,30 @@ def _outcome(status: int) -> Outcome:
 _PER_TRY_TIMEOUT = Outcome.per_try_timeout()
 _ROUTE_TIMEOUT = Outcome.route_timeout()
 
-# --------------------------------------------------------------------------- helpers
+
+class _Call:
+    """What the steps of one request share: where it goes and how it is counted."""
+
+    __slots__ = ("attempt", "counting", "nbytes", "policy", "proxy", "req", "res", "service",
+                 "stats", "worker")  # fmt: skip
+
+    def __init__(
+        self, proxy: L7Proxy, attempt: Attempt, service: ServiceRuntime, req: Request,
+        worker: Worker, nbytes: int, policy: ServicePolicy, counting: bool,
+    ) -> None:  # fmt: skip
+        res = proxy.resilience
+        assert res is not None
+        self.res: Resilience = res
+        self.proxy = proxy
+        self.attempt = attempt
+        self.service = service
+        self.req = req
+        self.worker = worker
+        self.nbytes = nbytes
+        self.policy = policy
+        self.counting = counting
+        """The request started inside the measurement window: its events count."""
+        self.stats: Counters = res.tally(service.name, counting)
 
 
 class _Try:
@@ -93,7 +99,7 @@ class _Try:
 
     __slots__ = ("cluster", "host", "settled", "started")
 
-    def __init__(self, cluster: ClusterState, host: Pod, started: float) -> None:
+    def __init__(self, cluster: ClusterRuntime, host: Pod, started: float) -> None:
         self.cluster = cluster
         self.host = host
         self.started = started
@@ -105,15 +111,14 @@ def _settle(t: _Try, now: float) -> None:
         return
     t.settled = True
     cs = t.cluster
-    cs.lb.on_complete(t.host, now - t.started, now)
+    cs.settle(t.host, t.started, now)
+    if cs.conn_limit is not None:
+        _release_conn(cs)
+
+
+def _release_conn(cs: ClusterRuntime) -> None:
     br = cs.breaker
-    if br is not None:
-        br.release(Resource.REQUESTS)
-        if cs.conn_limit is not None:
-            _release_conn(cs, br)
-
-
-def _release_conn(cs: ClusterState, br: CircuitBreaker) -> None:
+    assert br is not None
     while cs.pending:
         waiter = cs.pending.popleft()
         if not waiter.triggered:
@@ -123,24 +128,16 @@ def _release_conn(cs: ClusterState, br: CircuitBreaker) -> None:
     br.release(Resource.CONNECTIONS)
 
 
-def _run_try(
-    attempt: Attempt, proxy: L7Proxy, worker: Worker, pod: Pod, req: Request, nbytes: int,
-    t: _Try,
-) -> Generator[simpy.Event, Any, int]:  # fmt: skip
-    status: int = yield from attempt(proxy, worker, pod, req, nbytes)
-    _settle(t, proxy.env.now)
+def _run_try(c: _Call, pod: Pod, t: _Try) -> Generator[simpy.Event, Any, int]:
+    status: int = yield from c.attempt(c.proxy, c.worker, pod, c.req, c.nbytes)
+    _settle(t, c.proxy.env.now)
     return status
-
-
-def _view_of(proxy: L7Proxy, service: ServiceRuntime) -> list[Pod]:
-    view: list[Pod] = proxy.view(service)
-    return view
 
 
 def _endpoints(
     proxy: L7Proxy, service: ServiceRuntime, version: str | None
 ) -> tuple[list[Pod], tuple[int, int, int]]:
-    view = _view_of(proxy, service)
+    view: list[Pod] = proxy.view(service)
     key = (id(view), len(view), service.generation)
     if version is None:
         return view, key
@@ -154,30 +151,22 @@ def _endpoints(
     return cached[1].get(version, []), key
 
 
-def _choose_version(
-    res: Resilience, proxy: L7Proxy, service: ServiceRuntime, route: RoutePolicy
-) -> str | None:
-    split = route.split
-    if split is None:
+def _choose_version(c: _Call, ex: Exchange) -> str | None:
+    if ex.route.split is None:
         return None
-    if res.envoy:
-        # Envoy's weighted_clusters: the subset is chosen whatever its endpoints.
-        return str(split.choose(res.rng_split))
-    view = _view_of(proxy, service)
-    available = {p.version.name for p in view}
-    chosen = split.choose(res.rng_split, [v for v in split.weights if v in available])
-    return None if chosen is None else str(chosen)
+    available = None if ex.envoy else {p.version.name for p in c.proxy.view(c.service)}
+    return ex.choose_version(c.res.rng_split, available)
 
 
 def _cluster(
     res: Resilience, proxy: L7Proxy, service: ServiceRuntime, version: str | None
-) -> ClusterState:
+) -> ClusterRuntime:
     key = (service.name, version)
-    cs: ClusterState | None = proxy._clusters.get(key)
+    cs: ClusterRuntime | None = proxy._clusters.get(key)
     if cs is None:
-        policy = res.policies.policy(service.name)
+        cluster = res.policies.policy(service.name).cluster
         h1 = not res.h2(service)
-        cs = proxy._clusters[key] = ClusterState(res, policy, h1, res.env.now)
+        cs = proxy._clusters[key] = ClusterRuntime(cluster, h1=h1, now=res.env.now)
     return cs
 
 
@@ -202,237 +191,204 @@ def outbound(
         route = policy.route(call.path, call.headers)
     else:
         route = policy.route(req.path, req.headers)
-    stats = res.stats(service.name)
-    counting = res.warm <= env.now < res.end
-    if counting:
-        stats.requests += 1
+    c = _Call(proxy, attempt, service, req, worker, nbytes, policy,
+              res.warm <= env.now < res.end)  # fmt: skip
+    c.stats.requests += 1
     if route is None:
-        return 404  # no route matches: Envoy's NR, Linkerd's 404
-    fault = route.fault
-    if fault is not None:
-        injected = fault.decide(res.rng_faults)
-        if injected.delay_s > 0:
-            if counting:
-                stats.fault_delays += 1
-            yield env.timeout(injected.delay_s)
-        if injected.abort_status is not None:
-            if counting:
-                stats.fault_aborts += 1
-            return injected.abort_status
-    mirror = route.mirror
-    if mirror is not None and mirror.policy.should_mirror(res.rng_mirror):
-        target = res.sim.services.get(mirror.service)
-        if target is not None:
-            if counting:
-                res.stats(target.name).mirrored += 1
-            env.process(_shadow(res, proxy, attempt, target, mirror.subset, req, worker, nbytes))
-    start = env.now
-    deadline = start + route.timeout_s if route.timeout_s else math.inf
-    per_try = route.per_try_timeout_s
-    envoy = res.envoy
-    version = _choose_version(res, proxy, service, route)
-    retry: RetryState | LinkerdRetryState | None = None
-    profile: ServiceProfileRetry | None = None
-    if route.profile_retry:
-        profile = ServiceProfileRetry(res.budget(proxy.name, service.name),
-                                      failure_statuses=route.profile_failures)  # fmt: skip
-    status = SERVICE_UNAVAILABLE
-    while True:
-        # ---------------------------------------------------------- pick an endpoint
-        cs = _cluster(res, proxy, service, version)
-        eps, key = _endpoints(proxy, service, version)
-        now = env.now
-        if cs.outlier is not None:
-            cs.sync_hosts(eps, key)
-            if now >= cs.outlier.next_sweep_at:
-                cs.outlier.poll(now, res.rng_health)
-            eps = cs.outlier.eligible(eps)  # type: ignore[assignment]
-        if cs.accrual is not None:
-            eps = cs.accrual.ready(eps, now)  # type: ignore[assignment]
-        if not eps:
-            if cs.failfast is None:
-                if counting:
-                    stats.no_healthy += 1
-                status = SERVICE_UNAVAILABLE  # Envoy 503 UH: a local reply, not retried
-                break
-            waited = yield from _await_ready(res, proxy, service, version, cs, deadline)
-            if waited is None:
-                if env.now >= deadline:
-                    status = GATEWAY_TIMEOUT
-                    if counting:
-                        stats.timeouts += 1
-                    break
-                if counting:
-                    stats.failfasts += 1
-                outcome = Outcome.failfast()
-                status = SERVICE_UNAVAILABLE
-                if retry is None and route.linkerd_retry is not None:
-                    retry = LinkerdRetryState(route.linkerd_retry, nbytes)
-                if retry is not None:
-                    d = retry.decide(outcome, env.now, res.rng_retries)
-                    if d.retry:
-                        if counting:
-                            stats.retries += 1
-                        if d.delay_s > 0:
-                            yield env.timeout(d.delay_s)
-                        continue
-                break
-            eps = waited
-            now = env.now
-        elif cs.failfast is not None and not cs.failfast.ready:
-            cs.failfast.set_ready(True, now)
-        lb = cs.lb
-        if retry is not None and envoy:
-            host: Hashable | None = lb.pick(
-                eps,
-                now,
-                res.rng_retries,
-                hash_key=proxy.name if policy.cluster.hash_source else None,
-                previous_hosts=retry.previous_hosts,  # type: ignore[union-attr]
-                reselect_attempts=retry.reselect_attempts,  # type: ignore[union-attr]
-            )
-        elif policy.cluster.hash_source:
-            host = lb.pick(eps, now, proxy.rng, hash_key=proxy.name)
-        else:
-            host = lb.pick(eps, now, proxy.rng)
-        pod: Pod = host  # type: ignore[assignment]
-        # ---------------------------------------------------------- circuit breaker
-        br = cs.breaker
-        if br is not None:
-            if not br.try_acquire(Resource.REQUESTS):
-                if counting:
-                    stats.overflows += 1
-                status = SERVICE_UNAVAILABLE  # 503 UO, x-envoy-overloaded: never retried
-                break
-            if cs.conn_limit is not None and not br.try_acquire(Resource.CONNECTIONS):
-                if not br.try_acquire(Resource.PENDING_REQUESTS):
-                    br.release(Resource.REQUESTS)
-                    if counting:
-                        stats.overflows += 1
-                    status = SERVICE_UNAVAILABLE
-                    break
-                waiter = env.event()
-                cs.pending.append(waiter)
-                if deadline < math.inf:
-                    yield waiter | env.timeout(max(0.0, deadline - env.now))
-                    if not waiter.triggered:
-                        # Timed out in the pending queue: leave it.
-                        waiter.succeed()  # marks it handled; _release_conn skips it
-                        br.release(Resource.PENDING_REQUESTS)
-                        br.release(Resource.REQUESTS)
-                        status = GATEWAY_TIMEOUT
-                        if counting:
-                            stats.timeouts += 1
-                        break
-                else:
-                    yield waiter
-                now = env.now
-        # ---------------------------------------------------------- the attempt
-        if counting:
-            stats.attempts += 1
-            name = pod.name
-            stats.by_endpoint[name] = stats.by_endpoint.get(name, 0) + 1
-        lb.on_start(pod, now)
-        if cs.accrual is not None:
-            cs.accrual.on_dispatch(pod, now)
-        if retry is not None:
-            retry.on_attempt(pod)
-        t = _Try(cs, pod, now)
-        try_deadline = deadline if per_try is None else min(deadline, now + per_try)
-        timed_out: Outcome | None = None
-        if not pod.alive:
-            # A stale endpoint: the pod is gone, the connection is refused.
-            yield env.timeout(2.0 * proxy.hop_s)
-            status = CONNECT_FAILURE
-            _settle(t, env.now)
-            if counting:
-                stats.connect_failures += 1
-        elif try_deadline == math.inf:
-            status = yield from attempt(proxy, worker, pod, req, nbytes)
-            _settle(t, env.now)
-        else:
-            proc = env.process(_run_try(attempt, proxy, worker, pod, req, nbytes, t))
-            yield proc | env.timeout(max(0.0, try_deadline - now))
-            if proc.triggered:
-                status = cast(int, proc.value)
-            else:
-                # The caller gets a 504; the upstream attempt runs on, in the background.
-                _settle(t, env.now)
-                if try_deadline >= deadline:
-                    timed_out = _ROUTE_TIMEOUT
-                    if counting:
-                        stats.timeouts += 1
-                else:
-                    timed_out = _PER_TRY_TIMEOUT
-                    if counting:
-                        stats.per_try_timeouts += 1
-                status = GATEWAY_TIMEOUT
-        now = env.now
-        outcome = timed_out if timed_out is not None else _outcome(status)
-        # ---------------------------------------------------------- health
-        od = cs.outlier
-        if od is not None and od.record(pod, outcome, now, res.rng_health) and counting:
-            stats.ejections += 1
-        if cs.accrual is not None:
-            breaker = cs.accrual.breaker(pod)
-            trips = breaker.trips
-            breaker.record(outcome, now, res.rng_health)
-            if breaker.trips > trips and counting:
-                stats.ejections += 1
-        # ---------------------------------------------------------- retry?
-        if timed_out is _ROUTE_TIMEOUT:
-            break
-        if profile is not None:
-            decision = profile.decide(outcome, now, nbytes)
-            if not decision.retry:
-                if decision.reason is StopReason.BUDGET_EXHAUSTED and counting:
-                    stats.budget_exhausted += 1
-                break
-        else:
-            if 100 <= status < 400 or not route.retries:
-                break
-            if retry is None:
-                if envoy:
-                    retry = RetryState(route.envoy_retry, br if br is not None else None)
-                else:
-                    retry = LinkerdRetryState(route.linkerd_retry, nbytes)
-                retry.on_attempt(pod)
-            decision = retry.decide(outcome, now, res.rng_retries)
-            if not decision.retry:
-                if counting:
-                    if decision.reason is StopReason.RETRY_OVERFLOW:
-                        stats.retry_overflows += 1
-                    elif decision.reason is StopReason.RETRIES_EXHAUSTED:
-                        stats.retries_exhausted += 1
-                break
-        if counting:
-            stats.retries += 1
-        delay = decision.delay_s
-        if delay > 0:
-            if now + delay >= deadline:
-                yield env.timeout(deadline - now)
-                status = GATEWAY_TIMEOUT
-                if counting:
-                    stats.timeouts += 1
-                break
-            yield env.timeout(delay)
-        if route.repick_split_per_try:
-            version = _choose_version(res, proxy, service, route)
-    if isinstance(retry, RetryState):
-        retry.close()
+        return NOT_FOUND  # no route matches: Envoy's NR, Linkerd's 404
+    if route.fault is not None:
+        aborted = yield from _fault(c, route)
+        if aborted is not None:
+            return aborted
+    if route.mirror is not None:
+        _mirror(c, route)
+    # The router's timer starts after the fault filter: the deadline does not count the
+    # injected delay.
+    budget = res.budget(proxy.name, service.name) if route.profile_retry else None
+    ex = Exchange(route, envoy=res.envoy, now=env.now, body_bytes=nbytes, budget=budget)
+    status: int = yield from _tries(c, ex)
+    ex.close()
     return status
 
 
+def _fault(c: _Call, route: RoutePolicy) -> Generator[simpy.Event, Any, int | None]:
+    """Step 0: the fault filter's delay, then its abort (a local reply, never retried)."""
+    injected = inject_fault(route, c.res.rng_faults)
+    assert injected is not None
+    if injected.delay_s > 0:
+        c.stats.fault_delays += 1
+        yield c.proxy.env.timeout(injected.delay_s)
+    if injected.abort_status is not None:
+        c.stats.fault_aborts += 1
+        return injected.abort_status
+    return None
+
+
+def _mirror(c: _Call, route: RoutePolicy) -> None:
+    mirror = route.mirror
+    assert mirror is not None
+    if not mirror.policy.should_mirror(c.res.rng_mirror):
+        return
+    target = c.res.sim.services.get(mirror.service)
+    if target is None:
+        return
+    if c.counting:
+        c.res.stats(target.name).mirrored += 1
+    c.proxy.env.process(_shadow(c, target, mirror.subset))
+
+
+def _tries(c: _Call, ex: Exchange) -> Generator[simpy.Event, Any, int]:
+    """Steps 1-5, once per try, until a try's outcome stands."""
+    env = c.proxy.env
+    res = c.res
+    stats = c.stats
+    version = _choose_version(c, ex)
+    while True:
+        cs = _cluster(res, c.proxy, c.service, version)
+        picked = yield from _pick(c, ex, cs, version)
+        if picked is None:
+            continue  # a fail-fast that the route's retries retry
+        if isinstance(picked, int):
+            return picked
+        pod = picked
+        admitted = yield from _admit(c, ex, cs)
+        if admitted is not None:
+            return admitted
+        status, timed_out = yield from _try(c, ex, cs, pod)
+        now = env.now
+        outcome = timed_out if timed_out is not None else _outcome(status)
+        stats.ejections += cs.record(pod, outcome, now, res.rng_health)
+        verdict = ex.decide(pod, outcome, now, res.rng_retries, cs.breaker)
+        if verdict.event is not None:
+            stats.count(verdict.event)
+        if not verdict.retry:
+            return status
+        delay = verdict.delay_s
+        if ex.backoff_overruns(now, delay):
+            yield env.timeout(ex.deadline - now)
+            stats.timeouts += 1
+            return GATEWAY_TIMEOUT
+        if delay > 0:
+            yield env.timeout(delay)
+        if ex.route.repick_split_per_try:
+            version = _choose_version(c, ex)
+
+
+def _pick(
+    c: _Call, ex: Exchange, cs: ClusterRuntime, version: str | None
+) -> Generator[simpy.Event, Any, Pod | int | None]:
+    """Step 1: a healthy endpoint, or a final status, or ``None`` to try again (a
+    fail-fast that Linkerd's route retries retry)."""
+    proxy, res, env = c.proxy, c.res, c.proxy.env
+    eps, key = _endpoints(proxy, c.service, version)
+    now = env.now
+    if cs.outlier is not None:
+        cs.sync_hosts(eps, key)
+    eps = cs.healthy(eps, now, res.rng_health)
+    if not eps:
+        if cs.failfast is None:
+            c.stats.no_healthy += 1
+            return SERVICE_UNAVAILABLE  # Envoy 503 UH: a local reply, not retried
+        waited = yield from _await_ready(c, version, cs, ex.deadline)
+        if waited is None:
+            return (yield from _failed_fast(c, ex))
+        eps = waited
+        now = env.now
+    elif cs.failfast is not None and not cs.failfast.ready:
+        cs.failfast.set_ready(True, now)
+    hash_key = proxy.name if c.policy.cluster.hash_source else None
+    pod: Pod = ex.pick(cs, eps, now, proxy.rng, res.rng_retries, hash_key=hash_key)
+    return pod
+
+
+def _failed_fast(c: _Call, ex: Exchange) -> Generator[simpy.Event, Any, int | None]:
+    env = c.proxy.env
+    if env.now >= ex.deadline:
+        c.stats.timeouts += 1
+        return GATEWAY_TIMEOUT
+    c.stats.failfasts += 1
+    verdict = ex.decide_failfast(env.now, c.res.rng_retries)
+    if not verdict.retry:
+        return SERVICE_UNAVAILABLE
+    c.stats.retries += 1
+    if verdict.delay_s > 0:
+        yield env.timeout(verdict.delay_s)
+    return None
+
+
+def _admit(c: _Call, ex: Exchange, cs: ClusterRuntime) -> Generator[simpy.Event, Any, int | None]:
+    """Step 2: the breaker; ``None`` when admitted, else the final status (503 UO, or 504
+    when the route deadline passes in the HTTP/1.1 pending queue)."""
+    br = cs.breaker
+    if br is None:
+        return None
+    if not cs.admit():
+        c.stats.overflows += 1
+        return SERVICE_UNAVAILABLE  # 503 UO, x-envoy-overloaded: never retried
+    if cs.conn_limit is None or br.try_acquire(Resource.CONNECTIONS):
+        return None
+    if not br.try_acquire(Resource.PENDING_REQUESTS):
+        br.release(Resource.REQUESTS)
+        c.stats.overflows += 1
+        return SERVICE_UNAVAILABLE
+    env = c.proxy.env
+    waiter = env.event()
+    cs.pending.append(waiter)
+    if ex.deadline == math.inf:
+        yield waiter
+        return None
+    yield waiter | env.timeout(max(0.0, ex.deadline - env.now))
+    if waiter.triggered:
+        return None
+    # Timed out in the pending queue: leave it.
+    waiter.succeed()  # marks it handled; _release_conn skips it
+    br.release(Resource.PENDING_REQUESTS)
+    br.release(Resource.REQUESTS)
+    c.stats.timeouts += 1
+    return GATEWAY_TIMEOUT
+
+
+def _try(
+    c: _Call, ex: Exchange, cs: ClusterRuntime, pod: Pod
+) -> Generator[simpy.Event, Any, tuple[int, Outcome | None]]:
+    """Step 3: one attempt, raced by its deadline; the status and, when a deadline cut it
+    short, the timeout's outcome."""
+    env = c.proxy.env
+    now = env.now
+    stats = c.stats
+    stats.attempts += 1
+    name = pod.name
+    stats.by_endpoint[name] = stats.by_endpoint.get(name, 0) + 1
+    try_deadline = ex.dispatch(cs, pod, now)
+    t = _Try(cs, pod, now)
+    if not pod.alive:
+        # A stale endpoint: the pod is gone, the connection is refused.
+        yield env.timeout(2.0 * c.proxy.hop_s)
+        _settle(t, env.now)
+        stats.connect_failures += 1
+        return CONNECT_FAILURE, None
+    if try_deadline == math.inf:
+        status: int = yield from c.attempt(c.proxy, c.worker, pod, c.req, c.nbytes)
+        _settle(t, env.now)
+        return status, None
+    proc = env.process(_run_try(c, pod, t))
+    yield proc | env.timeout(max(0.0, try_deadline - now))
+    if proc.triggered:
+        return cast(int, proc.value), None
+    # The caller gets a 504; the upstream attempt runs on, in the background.
+    _settle(t, env.now)
+    if try_deadline >= ex.deadline:
+        stats.timeouts += 1
+        return GATEWAY_TIMEOUT, _ROUTE_TIMEOUT
+    stats.per_try_timeouts += 1
+    return GATEWAY_TIMEOUT, _PER_TRY_TIMEOUT
+
+
 def _await_ready(
-    res: Resilience,
-    proxy: L7Proxy,
-    service: ServiceRuntime,
-    version: str | None,
-    cs: ClusterState,
-    deadline: float,
+    c: _Call, version: str | None, cs: ClusterRuntime, deadline: float
 ) -> Generator[simpy.Event, Any, list[Pod] | None]:
     """Linkerd's balancer queue: wait for a ready endpoint, or fail fast after 3 s (§5.1)."""
-    env = res.env
+    env = c.res.env
     ff = cs.failfast
     assert ff is not None
     if ff.admit(env.now, cs.queued).value != "enqueue":
@@ -447,7 +403,7 @@ def _await_ready(
                 step = min(step, max(0.0, trips - env.now))
             step = min(step, max(0.0, deadline - env.now))
             yield env.timeout(step)
-            eps, _ = _endpoints(proxy, service, version)
+            eps, _ = _endpoints(c.proxy, c.service, version)
             if cs.accrual is not None:
                 eps = cs.accrual.ready(eps, env.now)  # type: ignore[assignment]
             if eps:
@@ -460,26 +416,20 @@ def _await_ready(
 
 
 def _shadow(
-    res: Resilience,
-    proxy: L7Proxy,
-    attempt: Attempt,
-    service: ServiceRuntime,
-    subset: str | None,
-    req: Request,
-    worker: Worker,
-    nbytes: int,
+    c: _Call, service: ServiceRuntime, subset: str | None
 ) -> Generator[simpy.Event, Any, None]:
     """A mirrored copy: the proxy's request-path CPU, one attempt, the response dropped."""
+    res, proxy = c.res, c.proxy
     cs = _cluster(res, proxy, service, subset)
     eps, _ = _endpoints(proxy, service, subset)
     eps = [p for p in eps if p.alive]
     if not eps:
         return
-    yield from proxy.work(worker, proxy.costs(nbytes, 0, res.mtls)[0])
+    yield from proxy.work(c.worker, proxy.costs(c.nbytes, 0, res.mtls)[0])
     env = res.env
     started = env.now
     pod: Pod = cs.lb.pick(eps, started, res.rng_mirror)  # type: ignore[assignment]
     lb = cs.lb
     lb.on_start(pod, started)
-    yield from attempt(proxy, worker, pod, req, nbytes)
+    yield from c.attempt(proxy, c.worker, pod, c.req, c.nbytes)
     lb.on_complete(pod, env.now - started, env.now)

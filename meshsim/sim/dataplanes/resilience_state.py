@@ -1,35 +1,24 @@
-"""Per-proxy resilience state: the mapped policies, one policy state per destination
-cluster (balancer, breaker, outlier detector or failure accrual, budget) and the counters
-that feed ``runs.<mesh>.resilience``. The chain that drives them per request is in
+"""A data plane's resilience state: the mapped policies (:mod:`meshsim.policy.mapping`),
+the random streams, the Linkerd retry budgets and the counters that feed
+``runs.<mesh>.resilience``. Each proxy's per-cluster state is a
+:class:`meshsim.policy.chain.ClusterRuntime`; the chain that drives them per request is in
 :mod:`meshsim.sim.dataplanes.resilience`.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
-import simpy
-
-from meshsim.policy import (
-    BALANCERS,
-    CircuitBreaker,
-    FailFast,
-    FailureAccrual,
-    LoadBalancer,
-    OutlierDetector,
-    TpsBudget,
-)
-from meshsim.sim.dataplanes.mapping import MeshPolicies, map_traffic
+from meshsim.policy import TpsBudget
+from meshsim.policy.mapping import MeshPolicies, map_traffic
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from meshsim.sim.app import Pod, ServiceRuntime
+    from meshsim.sim.app import ServiceRuntime
     from meshsim.sim.engine import Simulation
 
-__all__ = ["COUNTERS", "ClusterState", "Counters", "Resilience"]
-
+__all__ = ["COUNTERS", "Counters", "Resilience"]
 
 
 COUNTERS = (
@@ -73,55 +62,14 @@ class Counters:
         self.by_endpoint: dict[str, int] = {}
         """Attempts sent to each endpoint (pod name)."""
 
+    def count(self, event: str) -> None:
+        """One more of ``event`` (a name in :data:`COUNTERS`)."""
+        setattr(self, event, getattr(self, event) + 1)
+
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {name: getattr(self, name) for name in COUNTERS}
         out["by_endpoint"] = dict(sorted(self.by_endpoint.items()))
         return out
-
-
-class ClusterState:
-    """One client proxy's state for one destination cluster (service, or service subset)."""
-
-    __slots__ = ("accrual", "breaker", "conn_limit", "failfast", "lb", "outlier", "pending",
-                 "queued", "view_key")  # fmt: skip
-
-    def __init__(self, res: Resilience, policy: Any, h1: bool, now: float) -> None:
-        cluster = policy.cluster
-        self.lb: LoadBalancer = BALANCERS[cluster.balancer]()
-        self.breaker: CircuitBreaker | None = None
-        self.conn_limit: int | None = None
-        self.pending: deque[simpy.Event] = deque()
-        if cluster.thresholds is not None:
-            self.breaker = CircuitBreaker(cluster.thresholds)
-            if h1 and cluster.thresholds.max_connections < 2**32 - 1:
-                # HTTP/1.1: one request per connection; beyond max_connections requests wait
-                # in the pending queue (bounded by max_pending_requests);
-                # docs/mesh-semantics.md §2.1.
-                self.conn_limit = cluster.thresholds.max_connections
-        self.outlier: OutlierDetector | None = (
-            OutlierDetector(cluster.outlier, now=now) if cluster.outlier is not None else None
-        )
-        self.view_key: tuple[int, int, int] | None = None
-        self.accrual: FailureAccrual | None = (
-            FailureAccrual(cluster.accrual_mode, cluster.accrual_max_failures)
-            if cluster.accrual_mode is not None
-            else None
-        )
-        self.failfast: FailFast | None = FailFast.outbound() if cluster.failfast else None
-        self.queued = 0
-
-    def sync_hosts(self, endpoints: list[Pod], key: tuple[int, int, int]) -> None:
-        """Keep the outlier detector's host set equal to the cluster's endpoints."""
-        od = self.outlier
-        if od is None or key == self.view_key:
-            return
-        self.view_key = key
-        current = set(endpoints)
-        for host in list(od._monitors):
-            if host not in current:
-                od.remove_host(host)
-        for host in endpoints:
-            od.add_host(host)
 
 
 class Resilience:
@@ -156,6 +104,8 @@ class Resilience:
         self.rng_split = sim.streams("splits")
         self.counters: dict[str, Counters] = {}
         self.budgets: dict[tuple[str, str], TpsBudget] = {}
+        self._uncounted = Counters()
+        """Where events outside the measurement window go (never read)."""
 
     def stats(self, service: str) -> Counters:
         c = self.counters.get(service)
@@ -165,6 +115,13 @@ class Resilience:
 
     def counting(self) -> bool:
         return self.warm <= self.env.now < self.end
+
+    def tally(self, service: str, counting: bool) -> Counters:
+        """The counters a request's events go to: the service's inside the measurement
+        window (``counting``), a scratch set outside it, so that the chain counts
+        unconditionally."""
+        found = self.stats(service)
+        return found if counting else self._uncounted
 
     def budget(self, proxy: str, service: str) -> TpsBudget:
         """Linkerd's ServiceProfile retry budget of one client proxy for one service."""

@@ -40,7 +40,7 @@ from meshsim.sim.app import CONNECT_FAILURE, Client, Pod
 from meshsim.sim.dataplanes.mesh import ProxiedDataPlane, cost_model, run_inbound
 from meshsim.sim.dataplanes.proxy import Worker
 from meshsim.sim.dataplanes.resilience_state import Resilience
-from meshsim.sim.dataplanes.routing import L7Proxy, Routes
+from meshsim.sim.dataplanes.routing import L7Proxy
 
 if TYPE_CHECKING:
     from meshsim.models import ProxyCostModel
@@ -65,9 +65,8 @@ class SidecarDataPlane(ProxiedDataPlane):
     telemetry: bool = True
     wasm_filters: int = 0
 
-    def __init__(self, sim: Simulation, default_balancer: str) -> None:
+    def __init__(self, sim: Simulation) -> None:
         super().__init__(sim)
-        self.routes = Routes(sim.scenario, default_balancer)
         self._lb_rng = sim.streams("balancers/sidecar")
         self.resilience = Resilience(sim, self.name, self.warnings, h2=self.h2, mtls=self.mtls)
         self.sidecars: dict[Pod, L7Proxy] = {}
@@ -81,7 +80,7 @@ class SidecarDataPlane(ProxiedDataPlane):
             self.env, name, "sidecar", self.model, node, self.threads,
             stealing=self.stealing, pick=self._accept, pod=pod,
             telemetry=self.telemetry, wasm_filters=self.wasm_filters,
-            routes=self.routes, rng=self._lb_rng, resilience=self.resilience,
+            rng=self._lb_rng, resilience=self.resilience,
             cpu_factor=self.cpu_factor(self.model),
         )
         self.proxies.append(proxy)
@@ -216,7 +215,7 @@ class SidecarDataPlane(ProxiedDataPlane):
     def config_in_view(self, proxy: Proxy) -> tuple[int, int]:
         services = self.sim.services
         if not self.scoped:
-            clusters = sum(_clusters(s, self.routes) for s in services.values())
+            clusters = sum(self._clusters(s) for s in services.values())
             endpoints = sum(len(s.endpoints) for s in services.values())
             return clusters, endpoints
         if proxy.pod is not None:
@@ -228,16 +227,16 @@ class SidecarDataPlane(ProxiedDataPlane):
             called = {w.target for w in self.sim.scenario.workloads
                       if proxy.name == f"client/{w.name}/sidecar"}
             inbound = 0
-        clusters = inbound + sum(_clusters(services[s], self.routes) for s in called)
+        clusters = inbound + sum(self._clusters(services[s]) for s in called)
         endpoints = sum(len(services[s].endpoints) for s in called)
         if own is not None:
             endpoints += 1
         return clusters, endpoints
 
-
-def _clusters(service: ServiceRuntime, routes: Routes) -> int:
-    """Envoy clusters for a service: one, plus one per subset when a split names subsets."""
-    return 1 + (len(service.versions) if service.name in routes.split_of else 0)
+    def _clusters(self, service: ServiceRuntime) -> int:
+        """Envoy clusters for a service: one, plus one per subset when a split names them."""
+        split = self.resilience.policies.has_subsets(service.name)
+        return 1 + (len(service.versions) if split else 0)
 
 
 class IstioSidecars(SidecarDataPlane):
@@ -256,7 +255,7 @@ class IstioSidecars(SidecarDataPlane):
         self.scoped = opts.sidecar_scoping
         self.telemetry = opts.telemetry
         self.wasm_filters = opts.wasm_filters
-        super().__init__(sim, "least_request")
+        super().__init__(sim)
 
 
 class LinkerdSidecars(SidecarDataPlane):
@@ -273,4 +272,4 @@ class LinkerdSidecars(SidecarDataPlane):
         self.upgrade_h2 = opts.protocol_upgrade
         self.per_worker_pools = False
         self.scoped = True
-        super().__init__(sim, "peak_ewma")
+        super().__init__(sim)
