@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +33,7 @@ class Measured:
     tolerance_pct: float | None
 
 
-def expand(summary: dict[str, Any], metric: str) -> dict[str, Any]:
+def expand(summary: Mapping[str, Any], metric: str) -> dict[str, Any]:
     """The concrete paths of ``metric`` in a mesh's summary block, with their values.
 
     ``*`` matches every key at its level; a bare name that is not a key of the block
@@ -91,7 +91,7 @@ def _scenario(case: ScenarioCase) -> dict[str, Measured]:
     return out
 
 
-def _paths(blocks: list[dict[str, Any]], metric: Metric) -> list[str]:
+def _paths(blocks: Sequence[Mapping[str, Any]], metric: Metric) -> list[str]:
     paths: list[str] = []
     for b in blocks:
         paths.extend(p for p in expand(b, metric.metric) if p not in paths)

@@ -21,6 +21,7 @@ when the core saturates, whatever the sidecar's own share.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,12 +163,18 @@ def predict(model_path: Path, fit: dict[str, Any], point: dict[str, Any],
     out = build_summary(run_scenario(from_dict(doc)))["runs"]["istio"]
     w = out["workloads"]["load"]
     lat = w["latency_ms"]
-    sidecars = out["proxies"]["by_kind"].get("sidecar", {})
+    sidecars: Mapping[str, Any] = out["proxies"].get("by_kind", {}).get("sidecar", {})
     wakeups = (sidecars["wakeups"] / sidecars["requests"]
                if sidecars.get("requests") else float("nan"))
     # Throughput as the load generator counts it: requests completed in the window.
-    return {"p50": lat["p50"], "p90": lat["p90"], "p99": lat["p99"], "rps": w["achieved_rps"],
+    return {"p50": _ms(lat["p50"]), "p90": _ms(lat["p90"]), "p99": _ms(lat["p99"]),
+            "rps": w["achieved_rps"],
             "wakeups_per_request": wakeups, "saturated": bool(out.get("saturated", False))}
+
+
+def _ms(latency: float | None) -> float:
+    """A summary latency; NaN where no request was measured (None in summary.json)."""
+    return float("nan") if latency is None else latency
 
 
 def held_out_points(rows: list[dict[str, Any]], held: list[int]) -> list[list[dict[str, Any]]]:

@@ -14,18 +14,20 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 
 from meshsim.errors import MeshsimError
 from meshsim.report.verdict import added_latency_cell
+from meshsim.results.schema import MeshRun
 from meshsim.results.store import LoadedRun
 
 LOAD_KEYS = ("rate_rps", "phases", "clients")
 """Workload keys that may differ between the runs of a load series."""
-PERCENTILES = ("p50", "p90", "p99", "p999")
+PERCENTILES: tuple[Literal["p50", "p90", "p99", "p999"], ...] = ("p50", "p90", "p99", "p999")
 
 
 def full_scenario(scenario: dict[str, Any]) -> dict[str, Any]:
@@ -53,7 +55,7 @@ def load_key(scenario: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def offered_rps(summary_run: dict[str, Any]) -> float:
+def offered_rps(summary_run: Mapping[str, Any]) -> float:
     """Total requested rate of a mesh's workloads (achieved when none was requested)."""
     total = 0.0
     for sig in summary_run.get("workloads", {}).values():
@@ -70,9 +72,8 @@ class LoadLevel:
     runs: list[LoadedRun]
     mesh_runs: dict[str, LoadedRun] = field(default_factory=dict)
 
-    def summary(self, mesh: str) -> dict[str, Any]:
-        run: dict[str, Any] = self.mesh_runs[mesh].summary["runs"][mesh]
-        return run
+    def summary(self, mesh: str) -> MeshRun:
+        return self.mesh_runs[mesh].summary["runs"][mesh]
 
     @property
     def offered_rps(self) -> float:
@@ -147,7 +148,7 @@ class Comparison:
         """The primary level's scenario, defaults filled in."""
         return full_scenario(self.primary.runs[0].scenario)
 
-    def runs_summary(self) -> dict[str, dict[str, Any]]:
+    def runs_summary(self) -> dict[str, MeshRun]:
         """``summary["runs"]`` of the primary load level, meshes in report order."""
         return {m: self.primary.summary(m) for m in self.meshes}
 
@@ -166,9 +167,9 @@ class Comparison:
         rows = []
         for mesh, run in self.runs_summary().items():
             for name, sig in run["workloads"].items():
-                ci = sig.get("latency_ci95_ms") or {}
+                ci = sig.get("latency_ci95_ms")
                 for p in PERCENTILES:
-                    low, high = ci.get(p) or (math.nan, math.nan)
+                    low, high = (ci.get(p) if ci else None) or (math.nan, math.nan)
                     value = sig["latency_ms"].get(p)
                     rows.append(
                         (mesh, name, p, _num(value), _num(low), _num(high))
@@ -234,7 +235,8 @@ class Comparison:
         """mesh, percentile, convergence_s; empty when no mesh models a control plane."""
         rows = []
         for mesh, run in self.runs_summary().items():
-            conv = (run.get("control_plane") or {}).get("convergence_s")
+            cp: Mapping[str, Any] = run.get("control_plane") or {}
+            conv = cp.get("convergence_s")
             if isinstance(conv, dict):
                 for p, value in conv.items():
                     if value is not None:

@@ -20,6 +20,7 @@ Rules, so a reader can check every sentence:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -57,7 +58,7 @@ def fmt_ms(value: float) -> str:
     return f"{value:.{digits}f} ms"
 
 
-def _ci(sig: dict[str, Any], p: str) -> tuple[float, float] | None:
+def _ci(sig: Mapping[str, Any], p: str) -> tuple[float, float] | None:
     ci = (sig.get("latency_ci95_ms") or {}).get(p)
     if not ci or any(v is None for v in ci):
         return None
@@ -69,7 +70,8 @@ def _ci_text(ci: tuple[float, float] | None) -> str:
 
 
 def compare_latency(
-    mesh_a: str, sig_a: dict[str, Any], mesh_b: str, sig_b: dict[str, Any], p: str, workload: str
+    mesh_a: str, sig_a: Mapping[str, Any], mesh_b: str, sig_b: Mapping[str, Any], p: str,
+    workload: str,
 ) -> Finding | None:
     """One sentence comparing two meshes' latency at percentile ``p`` for a workload."""
     a, b = sig_a["latency_ms"].get(p), sig_b["latency_ms"].get(p)
@@ -111,7 +113,7 @@ def compare_latency(
 
 
 def added_latency(
-    mesh: str, sig: dict[str, Any], base: dict[str, Any], p: str, workload: str
+    mesh: str, sig: Mapping[str, Any], base: Mapping[str, Any], p: str, workload: str
 ) -> Finding | None:
     """How much latency ``mesh`` adds over the `none` baseline, with the noise test."""
     a, b = sig["latency_ms"].get(p), base["latency_ms"].get(p)
@@ -142,7 +144,7 @@ def added_latency(
 
 
 def compare_success(
-    mesh_a: str, sig_a: dict[str, Any], mesh_b: str, sig_b: dict[str, Any], workload: str,
+    mesh_a: str, sig_a: Mapping[str, Any], mesh_b: str, sig_b: Mapping[str, Any], workload: str,
     replications: int = 1,
 ) -> Finding | None:  # fmt: skip
     """Compare success rates with a two-proportion z test at 95 %."""
@@ -171,7 +173,7 @@ def compare_success(
     )
 
 
-def compare_resources(runs: dict[str, dict[str, Any]]) -> list[Finding]:
+def compare_resources(runs: Mapping[str, Mapping[str, Any]]) -> list[Finding]:
     """Proxy CPU per 1000 rps and total memory: the leanest mesh against each other."""
     out: list[Finding] = []
     meshed = {m: r["proxies"] for m, r in runs.items() if (r.get("proxies") or {}).get("count")}
@@ -212,7 +214,7 @@ def compare_resources(runs: dict[str, dict[str, Any]]) -> list[Finding]:
     return out
 
 
-def findings(runs: dict[str, dict[str, Any]]) -> list[Finding]:
+def findings(runs: Mapping[str, Mapping[str, Any]]) -> list[Finding]:
     """All findings for one load level: ``runs`` is ``summary["runs"]``."""
     out: list[Finding] = []
     for mesh, run in runs.items():
@@ -256,7 +258,7 @@ def findings(runs: dict[str, dict[str, Any]]) -> list[Finding]:
     return [judge_band(runs, f) for f in out]
 
 
-def judge_band(runs: dict[str, dict[str, Any]], f: Finding) -> Finding:
+def judge_band(runs: Mapping[str, Mapping[str, Any]], f: Finding) -> Finding:
     """Restate a finding that the models' own uncertainty can reverse (see sensitivity)."""
     if f.noise or f.pair is None or not f.metric:
         return f
@@ -290,7 +292,7 @@ def judge_band(runs: dict[str, dict[str, Any]], f: Finding) -> Finding:
 
 
 def _leader_findings(
-    runs: dict[str, dict[str, Any]], meshes: list[str], workload: str, p: str
+    runs: Mapping[str, Mapping[str, Any]], meshes: list[str], workload: str, p: str
 ) -> list[Finding]:
     def value(m: str) -> float:
         v = runs[m]["workloads"][workload]["latency_ms"].get(p)

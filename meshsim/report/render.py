@@ -8,6 +8,7 @@ its figures as SVG files written beside it (``<stem>-<figure>.svg``).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -296,7 +297,7 @@ def build_sections(comp: Comparison, prices: Prices) -> list[Section]:
     return sections
 
 
-def _verdict_section(runs: dict[str, dict[str, Any]], reps: int) -> Section:
+def _verdict_section(runs: Mapping[str, Mapping[str, Any]], reps: int) -> Section:
     """The first screen: per workload, what each mesh costs over running no mesh."""
     tables = verdict_tables(runs)
     s = Section("verdict", "Verdict", verdict_note(tables, reps))
@@ -311,7 +312,7 @@ def _verdict_section(runs: dict[str, dict[str, Any]], reps: int) -> Section:
     return s
 
 
-def _findings_section(runs: dict[str, dict[str, Any]], reps: int) -> Section:
+def _findings_section(runs: Mapping[str, Mapping[str, Any]], reps: int) -> Section:
     """The differences that hold, largest first; what is within the noise in one line."""
     top, more, noise = ranked(findings(runs))
     intro = (

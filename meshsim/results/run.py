@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import fmean
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from meshsim.results.histogram import GROWTH, LogHistogram
 from meshsim.results.stats import t_interval
@@ -22,6 +22,7 @@ from meshsim.results.stats import t_interval
 if TYPE_CHECKING:
     import pandas as pd
 
+    from meshsim.results.schema import LatencyCi95Ms, LatencyMs, Signals
     from meshsim.sim.engine import Simulation
     from meshsim.sim.measure import Measurement, SubjectMeasure
     from meshsim.sim.recorder import RequestRecord
@@ -264,7 +265,7 @@ class MeshResult:
                     seen.append(name)
         return seen
 
-    def signals(self, kind: str, name: str) -> dict[str, Any]:
+    def signals(self, kind: str, name: str) -> Signals:
         """Golden signals of one subject over replications (the contract's fields)."""
         reps = [r for r in self.replications if name in getattr(r, kind)]
         subjects: list[Subject] = [getattr(r, kind)[name] for r in reps]
@@ -274,13 +275,14 @@ class MeshResult:
         merged = self.merged(kind, name)
         latency = {"mean": _ms(merged.mean)}
         latency.update({k: _ms(merged.quantile(q)) for k, q in QUANTILES.items()})
-        out: dict[str, Any] = {
+        out: Signals = {
             "requests": round(requests / len(reps)) if reps else 0,
             "rps": requests / window if window else 0.0,
             "success_rate": (requests - errors) / requests if requests else None,
             "errors": round(errors / len(reps)) if reps else 0,
-            "latency_ms": latency,
+            "latency_ms": cast("LatencyMs", latency),
             "latency_ci95_ms": None,
+            "statuses": {},
         }
         statuses: dict[str, int] = {}
         for s in subjects:
@@ -306,7 +308,7 @@ class MeshResult:
                     # A latency is never negative, whatever a two-replication t says.
                     interval = [max(0.0, interval[0]), interval[1]]
                 ci[key] = interval
-            out["latency_ci95_ms"] = ci
+            out["latency_ci95_ms"] = cast("LatencyCi95Ms", ci)
         return out
 
 

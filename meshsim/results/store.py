@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import yaml
 
@@ -21,6 +21,7 @@ from meshsim.errors import MeshsimError
 from meshsim.files import write_atomic
 from meshsim.results.histogram import LogHistogram
 from meshsim.results.run import RunResult
+from meshsim.results.schema import Summary
 from meshsim.results.summary import SCHEMA_VERSION
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ def environment() -> dict[str, Any]:
 
 def save_run(
     result: RunResult,
-    summary: dict[str, Any],
+    summary: Summary,
     scenario_data: dict[str, Any],
     out_dir: Path,
     *,
@@ -109,7 +110,7 @@ class LoadedRun:
     """A saved run directory read back: the inputs of reports and notebooks."""
 
     path: Path
-    summary: dict[str, Any]
+    summary: Summary
     """``summary.json`` (results contract, version 1)."""
     meta: dict[str, Any]
     scenario: dict[str, Any]
@@ -195,7 +196,7 @@ def load_run(directory: str | Path) -> LoadedRun:
             raise MeshsimError(f"{series_path}: missing columns {', '.join(sorted(missing_cols))}")
     else:
         series = pd.DataFrame()
-    return LoadedRun(path, summary, meta, scenario, histograms, series)
+    return LoadedRun(path, cast(Summary, summary), meta, scenario, histograms, series)
 
 
 def _read_json(path: Path) -> Any:

@@ -8,34 +8,41 @@ from __future__ import annotations
 
 import math
 from statistics import fmean
-from typing import Any
+from typing import Any, cast
 
 from meshsim.results.run import SATURATION, MeshResult, Replication, RunResult
+from meshsim.results.schema import (
+    AddedLatencyMs,
+    ControlPlaneBlock,
+    CostModelRef,
+    MeshRun,
+    ProxiesBlock,
+    ResilienceBlock,
+    Summary,
+    WorkloadSignals,
+)
 
 SCHEMA_VERSION = 1
 
 
-def mesh_summary(result: MeshResult) -> dict[str, Any]:
+def mesh_summary(result: MeshResult) -> MeshRun:
     reps = result.replications
-    out: dict[str, Any] = {
-        "replications": len(reps),
-        "services": {n: result.signals("services", n) for n in result.names("services")},
-        "workloads": {},
-        "edges": {n: result.signals("edges", n) for n in result.names("edges")},
-    }
+    services = {n: result.signals("services", n) for n in result.names("services")}
+    workloads: dict[str, WorkloadSignals] = {}
+    edges = {n: result.signals("edges", n) for n in result.names("edges")}
     for name in result.names("workloads"):
         signals = result.signals("workloads", name)
         requested = [r.requested_rps.get(name) for r in reps]
         req = requested[0] if requested and requested[0] is not None else None
-        signals["requested_rps"] = req
-        signals["achieved_rps"] = _achieved_rps(reps, name, signals["rps"])
-        out["workloads"][name] = signals
-    out["proxies"] = _mean_blocks([r.proxies for r in reps])
-    out["control_plane"] = _mean_blocks([r.control_plane for r in reps])
-    out["cost_models"] = reps[0].cost_models
+        workloads[name] = {
+            **signals,
+            "requested_rps": req,
+            "achieved_rps": _achieved_rps(reps, name, signals["rps"]),
+        }
+    proxies = cast(ProxiesBlock, _mean_blocks([r.proxies for r in reps]))
+    control_plane = cast(ControlPlaneBlock, _mean_blocks([r.control_plane for r in reps]))
     nodes = {n: fmean(r.node_utilisation[n] for r in reps) for n in reps[0].node_utilisation}
-    out["nodes"] = {n: {"utilisation": u} for n, u in nodes.items()}
-    out["app_cpu_vcpu"] = {s: fmean(r.app_cpu_vcpu[s] for r in reps) for s in reps[0].app_cpu_vcpu}
+    app_cpu = {s: fmean(r.app_cpu_vcpu[s] for r in reps) for s in reps[0].app_cpu_vcpu}
     warnings: list[str] = []
     for rep in reps:
         for w in rep.warnings:
@@ -62,9 +69,9 @@ def mesh_summary(result: MeshResult) -> dict[str, Any]:
         shown = ", ".join(hot[:5]) + (f" and {len(hot) - 5} more" if len(hot) > 5 else "")
         warnings.append(f"proxy workers saturated (>= {SATURATION:.0%} busy): {shown}")
     if proxy_util:
-        out["proxies"]["max_worker_utilisation"] = max(proxy_util.values())
+        proxies["max_worker_utilisation"] = max(proxy_util.values())
     window = sum(r.window_s for r in reps)
-    for name, signals in out["workloads"].items():
+    for name, signals in workloads.items():
         req = signals["requested_rps"]
         if req and _fell_behind(req * window, signals["achieved_rps"] * window):
             warnings.append(
@@ -75,11 +82,21 @@ def mesh_summary(result: MeshResult) -> dict[str, Any]:
         warnings.append(
             "saturated: latencies grow with the run's length and are not steady-state values"
         )
-    out["resilience"] = resilience_summary(reps)
-    out["saturated"] = saturated
-    out["warnings"] = warnings
-    out["timeline"] = [{"at_s": t, "event": what} for t, what in reps[0].timeline]
-    return out
+    return {
+        "replications": len(reps),
+        "services": services,
+        "workloads": workloads,
+        "edges": edges,
+        "proxies": proxies,
+        "control_plane": control_plane,
+        "cost_models": cast(list[CostModelRef], reps[0].cost_models),
+        "nodes": {n: {"utilisation": u} for n, u in nodes.items()},
+        "app_cpu_vcpu": app_cpu,
+        "resilience": resilience_summary(reps),
+        "saturated": saturated,
+        "warnings": warnings,
+        "timeline": [{"at_s": t, "event": what} for t, what in reps[0].timeline],
+    }
 
 
 def _achieved_rps(reps: list[Replication], name: str, rps: float) -> float:
@@ -106,10 +123,10 @@ def _fell_behind(expected: float, achieved: float) -> bool:
     return shortfall > max(0.02 * expected, 3.0 * math.sqrt(expected))
 
 
-def resilience_summary(reps: list[Any]) -> dict[str, dict[str, Any]]:
+def resilience_summary(reps: list[Any]) -> dict[str, ResilienceBlock]:
     """Per service: resilience counters, the mean over replications (rounded), and the
     retry amplification (attempts per request through the mesh's client proxies)."""
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, ResilienceBlock] = {}
     for name in sorted({s for r in reps for s in getattr(r, "resilience", {})}):
         blocks = [r.resilience.get(name, {}) for r in reps]
         keys = [k for k in blocks[0] if k != "by_endpoint"] if blocks[0] else []
@@ -123,7 +140,7 @@ def resilience_summary(reps: list[Any]) -> dict[str, dict[str, Any]]:
         }
         requests = entry.get("requests", 0)
         entry["amplification"] = entry.get("attempts", 0) / requests if requests else None
-        out[name] = entry
+        out[name] = cast(ResilienceBlock, entry)
     return out
 
 
@@ -148,7 +165,7 @@ def _mean_blocks(blocks: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def build_summary(result: RunResult) -> dict[str, Any]:
+def build_summary(result: RunResult) -> Summary:
     return {
         "schema": SCHEMA_VERSION,
         "meshsim_version": result.meshsim_version,
@@ -160,24 +177,24 @@ def build_summary(result: RunResult) -> dict[str, Any]:
     }
 
 
-def added_latency(result: RunResult) -> dict[str, Any]:
+def added_latency(result: RunResult) -> dict[str, dict[str, AddedLatencyMs]]:
     """Per mesh and workload, latency added over the `none` run at each percentile."""
     base = result.meshes.get("none")
     if base is None:
         return {}
-    out: dict[str, Any] = {}
+    out: dict[str, dict[str, AddedLatencyMs]] = {}
     for mesh, mr in result.meshes.items():
         if mesh == "none":
             continue
-        per_workload: dict[str, Any] = {}
+        per_workload: dict[str, AddedLatencyMs] = {}
         for name in mr.names("workloads"):
             mine = mr.merged("workloads", name)
             theirs = base.merged("workloads", name)
             if not mine.count or not theirs.count:
                 continue
-            per_workload[name] = {
+            per_workload[name] = cast(AddedLatencyMs, {
                 key: (mine.quantile(q) - theirs.quantile(q)) * 1e3
                 for key, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
-            }
+            })  # fmt: skip
         out[mesh] = per_workload
     return out

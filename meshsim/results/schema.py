@@ -1,0 +1,231 @@
+"""``summary.json``, version 1, as types: what :func:`meshsim.results.summary.build_summary`
+writes and what reports, benchmarks and notebooks read (docs/DESIGN.md, "Results contract").
+
+Blocks carry the contract's fields and every field the code writes besides; fields that
+only some meshes or versions write are ``NotRequired``. The contract may gain fields,
+never rename them: add them here, ``NotRequired`` when older runs lack them.
+"""
+
+from __future__ import annotations
+
+from typing import NotRequired, TypedDict
+
+
+class LatencyMs(TypedDict):
+    """Latency in milliseconds of the requests sent in the window (None: no request)."""
+
+    mean: float | None
+    p50: float | None
+    p90: float | None
+    p99: float | None
+    p999: float | None
+
+
+class LatencyCi95Ms(TypedDict):
+    """95 % confidence intervals [low, high] over replications (None: too few requests)."""
+
+    mean: list[float] | None
+    p50: list[float] | None
+    p90: list[float] | None
+    p99: list[float] | None
+    p999: list[float] | None
+
+
+class Signals(TypedDict):
+    """Golden signals of a service (server view, retries included) or an edge (caller view),
+    per replication where a count."""
+
+    requests: int
+    rps: float
+    success_rate: float | None
+    errors: int
+    latency_ms: LatencyMs
+    latency_ci95_ms: LatencyCi95Ms | None
+    """None with one replication."""
+    statuses: dict[str, int]
+
+
+class WorkloadSignals(Signals):
+    """A workload's signals, measured at the client."""
+
+    requested_rps: float | None
+    """None for closed-loop workloads."""
+    achieved_rps: float
+    """Requests that finished in the window, per second (a load generator's rate)."""
+
+
+class ProxyKindBlock(TypedDict):
+    count: int
+    memory_mb_total: float
+    cpu_s_total: float
+    """CPU seconds over the whole run, drain included."""
+    requests: int
+    wakeups: int
+    memory_mb_per_proxy: float
+
+
+class ProxiesBlock(TypedDict):
+    """Every sidecar, ztunnel and waypoint of the mesh, summed or averaged."""
+
+    count: int
+    cpu_vcpu_total: float
+    cpu_vcpu_per_1000rps: float
+    memory_mb_per_proxy: float
+    memory_mb_total: float
+    handshakes: int
+    handshakes_full: NotRequired[int]
+    handshakes_resumed: NotRequired[int]
+    connections_opened: NotRequired[int]
+    connections_open: NotRequired[int]
+    worker_requests_max_share: NotRequired[float]
+    by_kind: NotRequired[dict[str, ProxyKindBlock]]
+    max_worker_utilisation: NotRequired[float]
+
+
+class Convergence(TypedDict):
+    """Seconds from a change in the cluster to the last proxy configured for it."""
+
+    p50: float
+    p90: float
+    p99: float
+    max: float
+    count: int
+
+
+class ControlPlaneBlock(TypedDict):
+    mesh_control_plane: str
+    cpu_vcpu: float
+    memory_mb: float
+    convergence_s: Convergence | None
+    """None when nothing changed, or with kube-proxy only (0 by construction)."""
+    stale_endpoint_attempts: int
+    terminating_endpoint_attempts: int
+    certificate_failures: int
+    authz_denied: int
+    authz_checks: int
+    # Both meshes' control planes
+    certificates_issued: NotRequired[int]
+    csr_unanswered: NotRequired[int]
+    cpu_s_work: NotRequired[float]
+    cpu_vcpu_upkeep: NotRequired[float]
+    connected_proxies: NotRequired[int]
+    # istiod
+    memory_mb_per_replica: NotRequired[list[float]]
+    replicas: NotRequired[int]
+    cores_per_replica: NotRequired[int]
+    push_throttle: NotRequired[int]
+    connected_by_kind: NotRequired[dict[str, int]]
+    sidecar_scoping: NotRequired[bool]
+    pushes: NotRequired[int]
+    full_pushes: NotRequired[int]
+    proxy_pushes: NotRequired[int]
+    merged_pushes: NotRequired[int]
+    # Linkerd's destination controller
+    destination_cores: NotRequired[int]
+    watches: NotRequired[int]
+    updates: NotRequired[int]
+    snapshots: NotRequired[int]
+    stream_resets: NotRequired[int]
+
+
+class CostModelRef(TypedDict):
+    """The model file a proxy kind or control plane used, and what it describes."""
+
+    kind: str
+    file: str
+    describes: str
+
+
+class NodeBlock(TypedDict):
+    utilisation: float
+
+
+class ResilienceBlock(TypedDict):
+    """Resilience events towards one service, the mean over replications (rounded)."""
+
+    requests: int
+    attempts: int
+    retries: int
+    retry_overflows: int
+    retries_exhausted: int
+    budget_exhausted: int
+    timeouts: int
+    per_try_timeouts: int
+    overflows: int
+    ejections: int
+    failfasts: int
+    no_healthy: int
+    connect_failures: int
+    fault_delays: int
+    fault_aborts: int
+    mirrored: int
+    by_endpoint: dict[str, int]
+    amplification: float | None
+    """Attempts per request through the callers' proxies; None without requests."""
+
+
+class TimelineEntry(TypedDict):
+    at_s: float
+    event: str
+
+
+class MeshRun(TypedDict):
+    """``runs.<mesh>``: one mesh over all replications."""
+
+    replications: int
+    services: dict[str, Signals]
+    workloads: dict[str, WorkloadSignals]
+    edges: dict[str, Signals]
+    """By ``caller->callee``."""
+    proxies: ProxiesBlock
+    control_plane: ControlPlaneBlock
+    cost_models: list[CostModelRef]
+    nodes: dict[str, NodeBlock]
+    app_cpu_vcpu: dict[str, float]
+    resilience: dict[str, ResilienceBlock]
+    saturated: bool
+    warnings: list[str]
+    timeline: list[TimelineEntry]
+
+
+class AddedLatencyMs(TypedDict):
+    """Latency a mesh adds over the `none` run at each percentile (may be negative: noise)."""
+
+    p50: float
+    p90: float
+    p99: float
+
+
+class Summary(TypedDict):
+    """``summary.json``."""
+
+    schema: int
+    meshsim_version: str
+    scenario: str
+    scenario_sha256: str
+    seed: int
+    runs: dict[str, MeshRun]
+    added_latency_ms: dict[str, dict[str, AddedLatencyMs]]
+    """By mesh, then workload; empty without a `none` run."""
+    slo_breaches: NotRequired[list[str]]
+    """The scenario's objectives each mesh missed (absent in runs saved before it was
+    saved; ``meshsim run --json`` printed it)."""
+
+
+__all__ = [
+    "AddedLatencyMs",
+    "ControlPlaneBlock",
+    "Convergence",
+    "CostModelRef",
+    "LatencyCi95Ms",
+    "LatencyMs",
+    "MeshRun",
+    "NodeBlock",
+    "ProxiesBlock",
+    "ProxyKindBlock",
+    "ResilienceBlock",
+    "Signals",
+    "Summary",
+    "TimelineEntry",
+    "WorkloadSignals",
+]
