@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from meshsim.report.controlplane import anchor_table
 from meshsim.results.run import Replication
 from meshsim.scenario import load_scenario
 from meshsim.sim.engine import Simulation
+from meshsim.studies.controlplane import anchor_table
 
 SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "control-plane-scale.yaml"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from meshsim.report.controlplane import call_graph, service_name
+from meshsim.studies.controlplane import call_graph, service_name
 
 SERVICES = 2000
 REPLICAS = 5
@@ -41,7 +41,7 @@ services:
 
 def main() -> None:
     lines = [HEADER]
-    # The call graph (next three in a group of 20) is shared with meshsim.report.controlplane,
+    # The call graph (next three in a group of 20) is shared with meshsim.studies.controlplane,
     # which builds the same mesh at other sizes for notebooks/control-plane-scaling.ipynb.
     for i, calls in enumerate(call_graph(SERVICES)):
         c = ", ".join(

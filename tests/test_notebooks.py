@@ -27,9 +27,9 @@ SMALL = {
     "calibration.ipynb": "PREDICT_DURATION_S = 1.0\nRUN_QUICK_CALIBRATION = False\n",
 }
 LIBRARY = {
-    "capacity-planning.ipynb": "from meshsim.report import capacity",
-    "control-plane-scaling.ipynb": "from meshsim.report import capacity, controlplane",
-    "calibration.ipynb": "from meshsim.report import calibration",
+    "capacity-planning.ipynb": "from meshsim.studies import capacity",
+    "control-plane-scaling.ipynb": "from meshsim.studies import capacity, controlplane",
+    "calibration.ipynb": "from meshsim.studies import calibrated_model",
 }
 
 

@@ -7,8 +7,8 @@ import math
 import pandas as pd
 import pytest
 
-from meshsim.report import capacity
 from meshsim.report.cost import Prices
+from meshsim.studies import capacity
 
 
 def row(mesh: str, rate: float, p99: float, app: float, proxy: float, **kw: object) -> dict:

@@ -1,4 +1,4 @@
-"""meshsim.report.controlplane and meshsim.report.calibration: the notebooks' helpers."""
+"""meshsim.studies.controlplane and meshsim.studies.calibrated_model: the notebooks' helpers."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from meshsim.models import default_model
-from meshsim.report import calibration, controlplane
 from meshsim.sim.controlplane.istiod import steady_state
+from meshsim.studies import calibrated_model, controlplane
 
 ROOT = Path(__file__).resolve().parents[1]
 LAB = ROOT / "models" / "calibrated" / "lab.yaml"
@@ -161,15 +161,15 @@ def test_plots_return_axes() -> None:
 
 
 @pytest.fixture(scope="module")
-def cal() -> calibration.Calibration:
+def cal() -> calibrated_model.Calibration:
     if not LAB.exists():
         pytest.skip("no committed calibrated model")
-    return calibration.load_calibration(LAB)
+    return calibrated_model.load_calibration(LAB)
 
 
-def test_service_time_samples_are_the_fits(cal: calibration.Calibration) -> None:
+def test_service_time_samples_are_the_fits(cal: calibrated_model.Calibration) -> None:
     assert cal.measurements is not None
-    s = calibration.service_time_samples(cal.measurements)
+    s = calibrated_model.service_time_samples(cal.measurements)
     st = cal.fit["service_time"]
     assert len(s) == st["samples"]
     assert s.mean() == pytest.approx(st["mean"]["value"], rel=1e-9)
@@ -181,7 +181,7 @@ def test_service_time_frame() -> None:
     rng = np.random.default_rng(3)
     x = rng.lognormal(4.0, 0.4, size=500)
     fit = {"service_time": {"dist": "lognormal", "params": {}}}
-    f = calibration.service_time_frame(fit, x)
+    f = calibrated_model.service_time_frame(fit, x)
     assert f["cpu_us"].is_monotonic_increasing
     assert f["measured_cdf"].iloc[-1] == 1.0
     # the lognormal MLE fits lognormal data: max |F_n - F| small (KS at n=500, 1 % level ~0.073)
@@ -189,11 +189,11 @@ def test_service_time_frame() -> None:
     # without samples, an empirical fit's quantiles stand in
     q = {"service_time": {"dist": "empirical", "params": {}, "quantiles_us": list(
         np.quantile(x, np.linspace(0, 1, 101)))}}  # fmt: skip
-    g = calibration.service_time_frame(q)
+    g = calibrated_model.service_time_frame(q)
     assert len(g) == 101
     assert g["measured_cdf"].iloc[50] == pytest.approx(0.5)
     with pytest.raises(ValueError):
-        calibration.service_time_frame({"service_time": {"dist": "gamma", "params": {}}})
+        calibrated_model.service_time_frame({"service_time": {"dist": "gamma", "params": {}}})
 
 
 def test_residual_and_ci_frames() -> None:
@@ -216,10 +216,10 @@ def test_residual_and_ci_frames() -> None:
             "hop_latency_us": {"added_p50_us": 1.0},
         },
     }  # fmt: skip
-    r = calibration.residual_frame(fit)
+    r = calibrated_model.residual_frame(fit)
     assert list(r["fitted"]) == [100.0, 140.0]
     assert list(r["residual_pct"]) == pytest.approx([5.0, -5.0 / 140.0 * 100.0])
-    c = calibration.ci_frame(fit).set_index("quantity")
+    c = calibrated_model.ci_frame(fit).set_index("quantity")
     assert list(c.index) == [
         "service_time.mean", "service_time.cv", "service_time.p50", "service_time.p99",
         "service_time.mu", "filter_cpu_us.intercept", "filter_cpu_us.slope",
@@ -245,11 +245,11 @@ def test_held_out_frame_and_goals() -> None:
          "error_pct": {"p50": 0.0, "p90": 0.0, "p99": 0.0, "rps": -3.33},
          "checked": ["rps"]},
     ]  # fmt: skip
-    h = calibration.held_out_frame(rows)
-    assert list(h.columns) == calibration.HELD_OUT_COLUMNS
+    h = calibrated_model.held_out_frame(rows)
+    assert list(h.columns) == calibrated_model.HELD_OUT_COLUMNS
     assert len(h) == 8
     assert h["checked"].sum() == 3
-    g = calibration.goals_frame(h).set_index("metric")
+    g = calibrated_model.goals_frame(h).set_index("metric")
     assert g.loc["p50", "met"]
     assert g.loc["p50", "worst_error_pct"] == 5.0
     assert not g.loc["p99", "met"]
@@ -258,10 +258,10 @@ def test_held_out_frame_and_goals() -> None:
     assert g.loc["rps", "points"] == 1
 
 
-def test_held_out_simulated_from_the_committed_model(cal: calibration.Calibration) -> None:
+def test_held_out_simulated_from_the_committed_model(cal: calibrated_model.Calibration) -> None:
     from meshsim.calibrate.validate import held_out_points, merge_passes
 
-    h = calibration.held_out_frame(calibration.held_out(cal.path, duration_s=1.0))
+    h = calibrated_model.held_out_frame(calibrated_model.held_out(cal.path, duration_s=1.0))
     # one row per metric and held-out point, its passes merged into their median
     points = [merge_passes(g) for g in held_out_points(cal.fit["points"], cal.fit["held_out"])]
     points = [p for p in points if not p["filters"]]
@@ -271,13 +271,15 @@ def test_held_out_simulated_from_the_committed_model(cal: calibration.Calibratio
     assert (h["predicted"] > 0).all()
 
 
-def test_calibration_plots_return_axes(cal: calibration.Calibration) -> None:
+def test_calibration_plots_return_axes(cal: calibrated_model.Calibration) -> None:
     from matplotlib.axes import Axes
 
     assert cal.measurements is not None
-    st = calibration.service_time_frame(cal.fit, calibration.service_time_samples(cal.measurements))
-    assert isinstance(calibration.plot_service_time(st), Axes)
-    assert isinstance(calibration.plot_residuals(calibration.residual_frame(cal.fit)), Axes)
-    cis = calibration.ci_frame(cal.fit)
-    ax = calibration.plot_cis(cis)
+    samples = calibrated_model.service_time_samples(cal.measurements)
+    st = calibrated_model.service_time_frame(cal.fit, samples)
+    assert isinstance(calibrated_model.plot_service_time(st), Axes)
+    residuals = calibrated_model.residual_frame(cal.fit)
+    assert isinstance(calibrated_model.plot_residuals(residuals), Axes)
+    cis = calibrated_model.ci_frame(cal.fit)
+    ax = calibrated_model.plot_cis(cis)
     assert len(ax.get_yticks()) == int((cis["value"] != 0).sum())

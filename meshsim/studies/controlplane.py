@@ -17,7 +17,7 @@ Frames in, Axes out: the plot functions are pure (``(frame, *, ax=None) -> Axes`
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -249,7 +249,7 @@ def run_label(mesh: str, scoped: bool) -> str:
 
 
 def convergence_point(
-    mesh: str, control_plane: dict[str, Any], scenario: dict[str, Any]
+    mesh: str, control_plane: Mapping[str, Any], scenario: dict[str, Any]
 ) -> dict[str, Any]:
     """One row of :data:`CONVERGENCE_COLUMNS` from ``runs.<mesh>.control_plane`` (plain data)."""
     services = scenario.get("services", [])

@@ -14,7 +14,7 @@ not a promise at other scales.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -82,7 +82,7 @@ def fanout_scenario(
     return from_dict(data)
 
 
-def point(mesh: str, summary_run: dict[str, Any], scenario: dict[str, Any]) -> dict[str, Any]:
+def point(mesh: str, summary_run: Mapping[str, Any], scenario: dict[str, Any]) -> dict[str, Any]:
     """One row of :data:`POINT_COLUMNS` from a mesh's summary and its scenario (plain data)."""
     services = scenario.get("services", [])
     pods = sum(_pods(s) for s in services)

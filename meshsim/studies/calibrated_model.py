@@ -23,7 +23,7 @@ import pandas as pd
 
 from meshsim.calibrate.calibration import load_fit
 from meshsim.calibrate.fit import gamma_cdf, gamma_mle, lognormal_cdf, lognormal_mle
-from meshsim.calibrate.report import GOALS
+from meshsim.calibrate.validation_report import GOALS
 from meshsim.models import load_model
 
 if TYPE_CHECKING:
@@ -223,7 +223,8 @@ def held_out_frame(rows: list[Comparison] | list[dict[str, Any]]) -> pd.DataFram
 
 
 def goals_frame(held: pd.DataFrame) -> pd.DataFrame:
-    """Per goal (:data:`meshsim.calibrate.report.GOALS`): checked points, worst |error|, met."""
+    """Per goal (:data:`meshsim.calibrate.validation_report.GOALS`): checked points, worst
+    |error|, met."""
     rows = []
     for metric, goal in GOALS.items():
         sel = held[(held["metric"] == metric) & held["checked"]]
