@@ -62,5 +62,17 @@ validate: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
+# The Rust reference sidecar of the calibration lab (proxies/rust-sidecar), built offline
+# from the crates Debian ships (apt-get install cargo librust-hyper-dev librust-tokio-dev
+# librust-tokio-rustls-dev librust-rustls-pemfile-dev); skipped with a note without cargo.
+CARGO ?= cargo
+.PHONY: rust-sidecar
+rust-sidecar:
+	@if command -v $(CARGO) >/dev/null 2>&1; then \
+		cd proxies/rust-sidecar && $(CARGO) build --release --offline; \
+	else \
+		echo "cargo not found: proxies/rust-sidecar not built (see proxies/README.md)"; \
+	fi
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
