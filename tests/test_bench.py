@@ -144,6 +144,8 @@ def _doubled_proxy_cpu_model(tmp_path: Path) -> Path:
     for p in data["parameters"].values():
         if isinstance(p, dict) and str(p.get("unit", "")).startswith("us"):
             p["value"] = p["value"] * 2
+            if "range" in p:  # the loader rejects a range that does not contain its value
+                p["range"] = [bound * 2 for bound in p["range"]]
     path = tmp_path / "istio-doubled.yaml"
     path.write_text(yaml.safe_dump(data))
     return path

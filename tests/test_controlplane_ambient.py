@@ -40,6 +40,7 @@ NEW_CONN_PER_REQUEST = {"mesh_options": {"keep_alive": False}}
 def _debounce_model(tmp_path: Path, debounce_ms: float) -> str:
     data = yaml.safe_load((models_dir() / "istiod.yaml").read_text(encoding="utf-8"))
     data["parameters"]["debounce_after_ms"]["value"] = debounce_ms
+    data["parameters"]["debounce_after_ms"]["range"] = [debounce_ms, debounce_ms]  # must hold it
     path = tmp_path / f"istiod-{debounce_ms:g}.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     load_model(path)

@@ -130,10 +130,12 @@ def test_ambient_without_waypoint_adds_no_l7_cost() -> None:
     assert {p.kind for p in dp.proxies} == {"ztunnel"}
     zt = default_model("ztunnel")
     assert zt.value("http_parse_request_us") == 0.0
-    # CPU per request is two ztunnel passes of the L4 model, plus per-connection set-up
-    # amortised over ~6000 requests (tolerance 2%).
-    per_request_us = 1e6 * sum(p.cpu_s for p in dp.proxies) / sim.workloads[0].completed
-    l4 = 2 * sum(zt.request_cpu_us(KIB, KIB, mtls=True))
+    # CPU per request is two ztunnel passes of the L4 model and the wake-ups the workers
+    # counted, plus per-connection set-up amortised over ~6000 requests (tolerance 2%).
+    completed = sim.workloads[0].completed
+    per_request_us = 1e6 * sum(p.cpu_s for p in dp.proxies) / completed
+    wakeups = sum(w.wakeups for p in dp.proxies for w in p.workers)
+    l4 = 2 * sum(zt.request_cpu_us(KIB, KIB, mtls=True)) + zt.wakeup_cpu_us * wakeups / completed
     assert per_request_us == pytest.approx(l4, rel=0.02)
 
 
@@ -145,9 +147,11 @@ def test_ambient_waypoint_takes_the_l7_hop() -> None:
     assert isinstance(dp, AmbientDataPlane)
     wp = dp.waypoints["server"]
     wp_model = default_model("waypoint")
-    per_request_us = 1e6 * wp.cpu_s / sim.workloads[0].completed
-    assert per_request_us == pytest.approx(sum(wp_model.request_cpu_us(KIB, KIB, mtls=True)),
-                                           rel=0.02)
+    completed = sim.workloads[0].completed
+    per_request_us = 1e6 * wp.cpu_s / completed
+    wakeups_us = wp_model.wakeup_cpu_us * sum(w.wakeups for w in wp.workers) / completed
+    assert per_request_us == pytest.approx(
+        sum(wp_model.request_cpu_us(KIB, KIB, mtls=True)) + wakeups_us, rel=0.02)
 
 
 def test_sidecar_scoping_shrinks_envoy_memory_in_a_500_service_mesh() -> None:
@@ -182,8 +186,25 @@ def per_request_cpu_s(mesh: str, app_s: float) -> float:
     return app_s + proxy
 
 
+def _without_wakeups(tmp_path: Any, mesh: str) -> dict[str, Any]:
+    """mesh_options running this mesh's proxy model with wake-ups off (a per-request cost
+    only), so that capacity is 1 / CPU per request at every load."""
+    import yaml
+
+    from meshsim.models import models_dir
+
+    name, key = {"istio": ("istio-sidecar", "model"), "linkerd": ("linkerd-proxy", "model"),
+                 "istio-ambient": ("ztunnel", "ztunnel_model")}[mesh]
+    data = yaml.safe_load((models_dir() / f"{name}.yaml").read_text())
+    data["parameters"].pop("wakeup_cpu_us", None)
+    data.pop("anchor", None)  # its CPU identity counts wake-ups
+    path = tmp_path / f"{name}-no-wakeups.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return {mesh: {key: str(path)}}
+
+
 @pytest.mark.parametrize("mesh", ["istio", "linkerd", "istio-ambient"])
-def test_saturation_at_the_load_the_proxy_cost_predicts(mesh: str) -> None:
+def test_saturation_at_the_load_the_proxy_cost_predicts(mesh: str, tmp_path: Any) -> None:
     app_s = 0.0001
     capacity = 1.0 / per_request_cpu_s(mesh, app_s)  # one core
     results = {}
@@ -196,7 +217,7 @@ def test_saturation_at_the_load_the_proxy_cost_predicts(mesh: str) -> None:
             workloads=[{"name": "load", "target": "server", "arrival": "poisson",
                         "rate_rps": fraction * capacity, "request_bytes": KIB}],
         )
-        doc["mesh_options"] = {}
+        doc["mesh_options"] = _without_wakeups(tmp_path, mesh)
         run = summary(doc)["runs"][mesh]
         results[fraction] = run
     util = {f: r["nodes"]["node-0"]["utilisation"] for f, r in results.items()}

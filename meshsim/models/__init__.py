@@ -7,9 +7,12 @@ the source it came from (docs/DESIGN.md principle 2). This module is the only re
 - :func:`parse_model` / :func:`load_model` check a file and return a frozen
   :class:`ProxyCostModel`, or raise :class:`meshsim.errors.ModelError` naming the file, the line,
   the field and what was expected (principle 7). Nothing is defaulted silently: a parameter without
-  a source, an unknown parameter or a missing one is an error.
+  a source, an unknown parameter or a missing one is an error; so is a ``range: [low, high]``
+  without a ``range_source``, or one that does not contain its value.
 - :class:`ProxyCostModel` turns the parameters into the quantities the simulator charges:
   per-request CPU by phase, handshake CPU, per-connection CPU and memory.
+- :func:`ranged_parameters` lists a model's uncertain parameters under dotted names, and
+  :meth:`ProxyCostModel.with_values` applies a drawn parameter set.
 
 The set of required parameters depends on the proxy *kind* (an L4 ztunnel has no HTTP parser, a
 sidecar has no HBONE framing), so calibrated files (``models/calibrated/``) go through the same
@@ -19,7 +22,7 @@ that reproduces the published anchors.
 
 from __future__ import annotations
 
-from meshsim.models.cost import Anchor, Parameter, ProxyCostModel
+from meshsim.models.cost import Anchor, Parameter, ParameterRange, ProxyCostModel
 from meshsim.models.files import default_model, load_model, model_names, models_dir, parse_model
 from meshsim.models.parameters import (
     CONTROL_PLANE_KINDS,
@@ -34,6 +37,12 @@ from meshsim.models.parameters import (
     optional_parameters,
     required_parameters,
 )
+from meshsim.models.ranges import (
+    RangedParameter,
+    model_label,
+    ranged_parameters,
+    unranged_parameters,
+)
 
 __all__ = [
     "CONTROL_PLANE_KINDS",
@@ -45,14 +54,19 @@ __all__ = [
     "ControlPlaneKind",
     "Kind",
     "Parameter",
+    "ParameterRange",
     "ParameterSpec",
     "ProxyCostModel",
     "ProxyKind",
+    "RangedParameter",
     "default_model",
     "load_model",
+    "model_label",
     "model_names",
     "models_dir",
     "optional_parameters",
     "parse_model",
+    "ranged_parameters",
     "required_parameters",
+    "unranged_parameters",
 ]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,6 +13,28 @@ from pydantic import BaseModel, ConfigDict, Field
 from meshsim.models.parameters import KB_PER_MB, KIB, PARAMETER_SPECS, Kind
 
 # --------------------------------------------------------------------------- file schema
+
+
+class ParameterRange(BaseModel):
+    """The interval a parameter's value is uncertain over, and where its bounds come from.
+
+    Written in a file as ``range: [low, high]`` with ``range_source`` beside it; the source names
+    a citation for each bound, or says "derived bracket" and gives the derivation. A later step
+    draws parameter sets over these intervals (:func:`meshsim.models.ranged_parameters`).
+    """
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
+
+    low: float
+    high: float
+    source: str
+
+    @property
+    def width(self) -> float:
+        return self.high - self.low
+
+    def __contains__(self, x: object) -> bool:
+        return isinstance(x, int | float) and self.low <= x <= self.high
 
 
 class Parameter(BaseModel):
@@ -22,6 +46,8 @@ class Parameter(BaseModel):
     unit: str
     source: str
     note: str | None = None
+    range: ParameterRange | None = None
+    """Where the value may lie (None: the file gives no range; calibrated files may omit it)."""
 
 
 class Anchor(BaseModel):
@@ -44,6 +70,10 @@ class Anchor(BaseModel):
     endpoints: int = Field(ge=0)
     vcpu_per_1000rps: float = Field(gt=0)
     memory_mb: float = Field(gt=0)
+    wakeups_per_request: float = Field(default=0.0, ge=0)
+    """Idle-worker wake-ups per request at this configuration, as the simulator counts them
+    (a file with ``wakeup_cpu_us`` splits the published total into per-request work and
+    wake-ups; 0 for a file without)."""
     note: str | None = None
 
 
@@ -162,13 +192,25 @@ class ProxyCostModel:
         return (req, resp, after)
 
     def vcpu_per_1000rps(
-        self, request_bytes: int, response_bytes: int, *, mtls: bool, **options: Any
+        self,
+        request_bytes: int,
+        response_bytes: int,
+        *,
+        mtls: bool,
+        wakeups_per_request: float = 0.0,
+        **options: Any,
     ) -> float:
         """Steady-state vCPU at 1000 rps with pooled connections (handshakes amortised to ~0).
 
         1000 requests/s x total microseconds per request / 1e6 microseconds per CPU-second.
+        ``wakeups_per_request`` is how many idle-worker wake-ups a request costs on average at
+        the load in question (the simulator finds it; it falls as load rises, which is what
+        makes Envoy's CPU sub-linear in rate); each costs ``wakeup_cpu_us``.
         """
+        if wakeups_per_request < 0:
+            raise ValueError("wakeups_per_request must be >= 0")
         total = sum(self.request_cpu_us(request_bytes, response_bytes, mtls=mtls, **options))
+        total += wakeups_per_request * self.wakeup_cpu_us
         return 1000.0 * total / 1e6
 
     # -- CPU per connection
@@ -250,4 +292,29 @@ class ProxyCostModel:
             + clusters * v("cluster_kb")
             + endpoints * v("endpoint_kb")
         )
-        return v("base_memory_mb") + kb / KB_PER_MB
+        return v("base_memory_mb") + v("agent_memory_mb") + kb / KB_PER_MB
+
+    # -- parameter sets
+
+    def with_values(self, values: Mapping[str, float]) -> ProxyCostModel:
+        """This model with some parameter values replaced (a drawn parameter set).
+
+        ``values`` maps bare parameter names to new values; each must be a parameter of this
+        file and lie inside its range when it has one. The sources and ranges are kept, so the
+        result still says where each bound came from.
+        """
+        params = dict(self.parameters)
+        for name, x in values.items():
+            p = params.get(name)
+            if p is None:
+                raise KeyError(f"{self.kind} model has no parameter {name!r}")
+            if not math.isfinite(x):
+                raise ValueError(f"{name}: value must be finite, not {x!r}")
+            if p.range is not None and x not in p.range:
+                raise ValueError(
+                    f"{name}: {x:g} is outside its range [{p.range.low:g}, {p.range.high:g}]"
+                )
+            if PARAMETER_SPECS[name].integer and x != int(x):
+                raise ValueError(f"{name}: expected a whole number, not {x!r}")
+            params[name] = p.model_copy(update={"value": float(x)})
+        return replace(self, parameters=MappingProxyType(params))

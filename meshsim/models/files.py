@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import yaml
 from pydantic import ValidationError
 
 from meshsim.errors import ModelError, Problem
-from meshsim.models.cost import Anchor, Parameter, ProxyCostModel
+from meshsim.models.cost import Anchor, Parameter, ParameterRange, ProxyCostModel
 from meshsim.models.parameters import (
     DEFAULT_MODEL_NAMES,
     KINDS,
@@ -367,13 +367,78 @@ def _validate(
         return None
 
 
+_RANGE_KEYS: Final = ("range", "range_source")
+
+
+def _check_range(
+    spec: ParameterSpec, entry: dict[Any, Any], value: float, ppath: tuple[str, ...], add: Any
+) -> ParameterRange | Literal[False] | None:
+    """The parameter's range, None when it has none, False when it is malformed (reported)."""
+    if "range" not in entry:
+        if "range_source" in entry:
+            add((*ppath, "range_source"), "range_source given without a range: [low, high]")
+            return False
+        return None
+    raw, src = entry["range"], entry.get("range_source")
+    rpath = (*ppath, "range")
+    if (
+        not isinstance(raw, list)
+        or len(raw) != 2
+        or not all(isinstance(b, int | float) and not isinstance(b, bool) for b in raw)
+    ):
+        add(
+            rpath,
+            f"expected [low, high] (two numbers, {spec.unit}), found {raw!r}"[:300],
+            value=True,
+        )
+        return False
+    ok = True
+    if not isinstance(src, str) or not src.strip():
+        # As a value needs a source, so does a range (principle 2).
+        add(
+            (*ppath, "range_source"),
+            "a range needs a non-empty range_source: a citation for each bound, or "
+            "'derived bracket' and the derivation",
+            value="range_source" in entry,
+        )
+        ok = False
+    try:
+        low, high = float(raw[0]), float(raw[1])
+    except OverflowError:  # an integer too large for a float
+        low = high = math.inf
+    if not (math.isfinite(low) and math.isfinite(high)):
+        add(rpath, f"expected finite bounds, found {raw!r}", value=True)
+        return False
+    if low > high:
+        add(rpath, f"low bound {low:g} exceeds high bound {high:g}", value=True)
+        ok = False
+    elif not low <= value <= high:
+        add(rpath, f"range [{low:g}, {high:g}] does not contain the value {value:g}", value=True)
+        ok = False
+    if low < spec.minimum:
+        add(
+            rpath,
+            f"low bound {low:g} is below the least allowed {spec.minimum:g} ({spec.unit})",
+            value=True,
+        )
+        ok = False
+    if spec.integer and (low != int(low) or high != int(high)):
+        add(rpath, f"expected whole numbers of {spec.unit}, found {raw!r}", value=True)
+        ok = False
+    if not ok:
+        return False
+    assert isinstance(src, str)
+    return ParameterRange(low=low, high=high, source=src)
+
+
 def _check_parameter(
     spec: ParameterSpec, entry: object, ppath: tuple[str, ...], add: Any
 ) -> Parameter | None:
     if not isinstance(entry, dict):
         add(
             ppath,
-            f"expected a mapping {{value, unit, source, note?}}, found {_type_name(entry)}",
+            f"expected a mapping {{value, unit, source, note?, range?, range_source?}}, "
+            f"found {_type_name(entry)}",
             value=True,
         )
         return None
@@ -388,8 +453,10 @@ def _check_parameter(
             value="source" in entry,
         )
         ok = False
-    param = _validate(
-        Parameter, entry, ppath, add, skip=frozenset() if ok else frozenset({"source"})
+    # The range is checked here rather than by pydantic, for messages in the file's own terms.
+    plain = {k: v for k, v in entry.items() if k not in _RANGE_KEYS}
+    param: Parameter | None = _validate(
+        Parameter, plain, ppath, add, skip=frozenset() if ok else frozenset({"source"})
     )
     if param is None or not ok:
         return None
@@ -415,4 +482,9 @@ def _check_parameter(
             value=True,
         )
         ok = False
-    return param if ok else None
+    if not ok:
+        return None
+    span = _check_range(spec, entry, value, ppath, add)
+    if span is False:
+        return None
+    return param if span is None else param.model_copy(update={"range": span})

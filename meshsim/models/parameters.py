@@ -245,6 +245,15 @@ _SPECS: Final[tuple[ParameterSpec, ...]] = (
         "resident memory with no connections and no configuration items counted below",
         _ALL | _CP,
     ),
+    _spec(
+        "agent_memory_mb",
+        "MB",
+        "resident memory of an agent process in the proxy's container beside the proxy itself "
+        "(Istio's pilot-agent: SDS, DNS proxy, health checks), counted in the proxy's memory "
+        "(absent or 0: the proxy has no agent)",
+        _ALL,
+        optional=True,
+    ),
     _spec("connection_kb", "KB", "memory per open connection (or tunnelled stream)", _ALL),
     _spec("tls_connection_kb", "KB", "extra memory per connection that carries TLS", _ALL),
     _spec("cluster_kb", "KB", "memory per cluster/service held in configuration", _ALL),
