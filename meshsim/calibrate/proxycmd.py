@@ -130,7 +130,7 @@ class ProxyCommand:
 def _program(name: str) -> str | None:
     if os.sep in name:
         p = Path(name)
-        return str(p.resolve()) if p.is_file() and os.access(p, os.X_OK) else None
+        return str(p.absolute()) if p.is_file() and os.access(p, os.X_OK) else None
     return shutil.which(name)
 
 

@@ -1,0 +1,147 @@
+"""The calibration lab with compiled proxies: HAProxy (C, one thread) and the Rust reference
+sidecar (tokio current-thread, hyper, rustls), through ``meshsim calibrate --proxy-cmd``.
+
+They need the Debian packages that ``.ci/run`` installs (haproxy; cargo and the
+librust-*-dev crates); without them they skip and say which is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from meshsim.calibrate.proxycmd import free_port
+from meshsim.calibrate.stacks import compare_rows
+from meshsim.models import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+RUST_DIR = ROOT / "proxies" / "rust-sidecar"
+RUST_BIN = RUST_DIR / "target" / "release" / "meshsim-rust-sidecar"
+HAPROXY_SIDECAR = ROOT / "proxies" / "haproxy" / "haproxy-sidecar"
+RUST_CMD = (f"{RUST_BIN} --listen {{listen}} --upstream {{upstream}} --role {{role}} "
+            "--mtls {mtls} --cert {cert} --key {key} --ca {ca} --upstream-keepalive {keepalive}")
+HAPROXY_CMD = (f"{HAPROXY_SIDECAR} --listen {{listen}} --upstream {{upstream}} --role {{role}} "
+               "--mtls {mtls} --cert {cert} --key {key} --ca {ca} --keepalive {keepalive} "
+               "--workdir {workdir}")
+MESHSIM = [sys.executable, "-m", "meshsim"]
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def rust_sidecar() -> Path:
+    """The Rust sidecar's binary, built offline from Debian's crates when it is missing."""
+    if RUST_BIN.exists():
+        return RUST_BIN
+    cargo = shutil.which("cargo")
+    if cargo is None:
+        pytest.skip("cargo is not installed (apt-get install cargo): Rust sidecar not built")
+    if not Path("/usr/share/cargo/registry/hyper-0.14.19").is_dir():
+        pytest.skip("Debian's crates are not installed (apt-get install librust-hyper-dev "
+                    "librust-tokio-dev librust-tokio-rustls-dev librust-rustls-pemfile-dev)")
+    subprocess.run([cargo, "build", "--release", "--offline"], cwd=RUST_DIR, check=True)
+    return RUST_BIN
+
+
+@pytest.fixture(scope="module")
+def haproxy() -> str:
+    path = shutil.which("haproxy")
+    if path is None:
+        pytest.skip("haproxy is not installed (apt-get install haproxy)")
+    return path
+
+
+def _echo_through(template: str, tmp_path: Path, *, mtls: bool) -> bytes:
+    """POST a body through client sidecar -> server sidecar -> echo, both sidecars from the
+    command template with the lab CA's certificates; returns the response body."""
+    from meshsim.calibrate.lab import _Node
+    from meshsim.calibrate.proxycmd import CommandNode, ProxyCommand
+    from meshsim.proxy.ca import CertificateAuthority
+
+    tls_dir = tmp_path / "tls"
+    CertificateAuthority.create("cluster.local").issue("default", "t").write(tls_dir)
+    cmd = ProxyCommand.parse(template)
+    files = {"cert": str(tls_dir / "cert.pem"), "key": str(tls_dir / "key.pem"),
+             "ca": str(tls_dir / "ca.pem"), "mtls": "on" if mtls else "off",
+             "keepalive": "on"}
+    echo = _Node("echo", ["echo"], None, None)
+    nodes = []
+    try:
+        upstream = echo.port
+        for role in ("inbound", "outbound"):
+            port = free_port()
+            work = tmp_path / role
+            work.mkdir()
+            nodes.append(CommandNode(role, cmd.render(
+                listen=f"127.0.0.1:{port}", upstream=f"127.0.0.1:{upstream}", role=role,
+                workdir=str(work), **files), None, port, work / "out.log"))
+            upstream = port
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", upstream, timeout=10)
+        conn.request("POST", "/echo", body=b"hello through two sidecars")
+        resp = conn.getresponse()
+        body = resp.read()
+        assert resp.status == 200, (resp.status, body)
+        conn.close()
+        return body
+    finally:
+        for n in nodes:
+            n.stop()
+        echo.stop()
+
+
+@pytest.mark.parametrize("mtls", [False, True], ids=["plain", "mtls"])
+def test_rust_sidecar_forwards_through_two_hops(rust_sidecar: Path, tmp_path: Path,
+                                                mtls: bool) -> None:
+    assert _echo_through(RUST_CMD, tmp_path, mtls=mtls) == b"hello through two sidecars"
+
+
+@pytest.mark.parametrize("mtls", [False, True], ids=["plain", "mtls"])
+def test_haproxy_sidecar_forwards_through_two_hops(haproxy: str, tmp_path: Path,
+                                                   mtls: bool) -> None:
+    assert _echo_through(HAPROXY_CMD, tmp_path, mtls=mtls) == b"hello through two sidecars"
+
+
+def _quick_calibration(template: str, out: Path) -> None:
+    """``meshsim calibrate --quick --proxy-cmd`` as a user runs it, then the checks every
+    calibrated model must pass: it loads, its mTLS points had no errors, ``meshsim
+    validate`` runs on it, and the stacks table reads it."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.run([*MESHSIM, "calibrate", "--quick", "--out", str(out),
+                          "--proxy-cmd", template], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    model = load_model(out)
+    assert model.value("socket_io_us") > 0.0
+    assert model.value("tls_handshake_overhead_cpu_us") > 0.0
+    fit = json.loads(out.with_name(out.stem + ".fit.json").read_text())
+    assert fit["proxy_command"] == template
+    mtls = [p for p in fit["points"] if p["mtls"]]
+    assert mtls
+    assert all(p["errors"] == 0 and p["achieved_rps"] > 0 for p in mtls)
+    val = subprocess.run([*MESHSIM, "validate", str(out), "--json", "--duration-s", "2"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert val.returncode in (0, 1), val.stderr[-3000:]  # 1: a goal missed, a result
+    rows = json.loads(val.stdout)["rows"]
+    assert len(rows) == fit["held_out_count"]
+    assert all(math.isfinite(r["predicted"]["p50"]) for r in rows)
+    (row,) = compare_rows([out])
+    assert row.values["measured_low_us"] > 0.0
+
+
+@pytest.mark.slow
+def test_quick_calibration_of_the_rust_sidecar(rust_sidecar: Path, tmp_path: Path) -> None:
+    _quick_calibration(RUST_CMD, tmp_path / "rust-sidecar.yaml")
+
+
+@pytest.mark.slow
+def test_quick_calibration_of_haproxy(haproxy: str, tmp_path: Path) -> None:
+    _quick_calibration(HAPROXY_CMD, tmp_path / "haproxy.yaml")
