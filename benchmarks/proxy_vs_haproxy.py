@@ -1,53 +1,78 @@
-"""Benchmark: the meshsim proxy against HAProxy, same echo upstream, same load, one run.
+"""Benchmark: meshsim's Python proxy against HAProxy and the Rust sidecar, nginx upstream.
 
-    .venv/bin/python benchmarks/proxy_vs_haproxy.py [--connections 16] [--duration-s 5]
-        [--rate 1000] [--trials 5] [--pin]
+    .venv/bin/python benchmarks/proxy_vs_haproxy.py [--connections 16] [--duration-s 6]
+        [--trials 5] [--pin] [--json OUT]
 
-Three targets share one echo server (``meshsim echo``, a separate process) and one load
-generator (:mod:`meshsim.proxy.loadgen`, in this process): the echo server directly, HAProxy
-in front of it, the meshsim proxy in front of it. Each trial visits every target, in an
-order rotated from trial to trial (so slow drifts of a shared machine hit all alike), and
-gives each a warm-up, then (1) a closed-loop throughput run (as fast as answers come back)
-and (2) an open-loop run at ``--rate`` Poisson for latency, measured from the intended send
-time. "Added" latency is the target's minus the direct path's in the same trial. The proxy
-processes' CPU time (from /proc) per request answered in the throughput run is printed too:
-it is what a proxy costs, whatever else shares the machine.
+The upstream is nginx (Debian ``nginx-light``: one worker, ``return 200``, its configuration
+generated into a temporary prefix, run as the current user), so that the upstream is never
+what limits a proxy: a Python echo upstream served 12.7k rps alone and 12.8k behind HAProxy,
+which made "x times HAProxy" a figure about the echo (issue 17). The client is ``wrk -t1
+-c16 -d6s --latency`` (Debian ``wrk``), or without wrk the project's load generator in this
+process (closed loop).
 
-HAProxy runs single-threaded (``nbthread 1``), like the meshsim proxy; it is started only
-when the ``haproxy`` binary is present. ``--pin`` gives the proxy under test the last CPU to
-itself and the echo server and load generator the others (os.sched_setaffinity); without
-it, the scheduler places everything (the setting of issue 5's figures). Medians over the
-trials are printed with their min-max spread. The goal from issue 5: meshsim >= 0.5 x
-HAProxy's throughput at 16 connections, added p50 <= 2 x HAProxy's. Figures only; nothing
-here asserts on wall-clock time.
+Targets, side by side in one run: nginx directly, HAProxy (``nbthread 1``, through
+``proxies/haproxy/haproxy-sidecar``, keep-alive to nginx), meshsim's proxy (one asyncio event
+loop, access log off), and the Rust reference sidecar (``proxies/rust-sidecar``, tokio
+current-thread; built with ``make rust-sidecar``). Each trial visits every target in an
+order rotated from trial to trial, so a slow drift of a shared machine hits all alike; the
+figures are medians of the trials with their min-max. "Added p50" is the target's p50 minus
+nginx's in the same trial (wrk's latency is a closed loop's: at full throughput it is
+mostly the time a request waits for its connection's turn). The proxies' CPU per request
+is their process tree's (schedstat) over the wrk run. With ``--pin`` the proxy under test
+gets the last CPU and nginx and the client the others.
+
+Goals (issue 17, not asserted: figures only): meshsim >= 0.5x HAProxy's throughput and
+<= 2x its added p50 at 16 connections.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import getpass
+import json
 import os
+import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from meshsim.calibrate.lab import tree_sched  # noqa: E402
+from meshsim.calibrate.proxycmd import free_port, process_tree  # noqa: E402
 from meshsim.proxy.loadgen import LoadSpec, run_load  # noqa: E402
 from meshsim.proxy.runner import wait_for_port  # noqa: E402
 
-ECHO = """
-import asyncio, sys
-from meshsim.proxy.runner import run, wait_for_stop_signal
-from meshsim.proxy.echo import start_echo
-async def main():
-    server, _ = await start_echo('127.0.0.1', int(sys.argv[1]), seed=1)
-    await wait_for_stop_signal()
-run(main)
+RUST_BIN = ROOT / "proxies" / "rust-sidecar" / "target" / "release" / "meshsim-rust-sidecar"
+HAPROXY_SIDECAR = ROOT / "proxies" / "haproxy" / "haproxy-sidecar"
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+{user}
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    keepalive_requests 10000000;
+    keepalive_timeout 120s;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ return 200 "ok\\n"; }}
+    }}
+}}
 """
 
 PROXY = """
@@ -65,64 +90,89 @@ async def main():
 run(main)
 """
 
-HAPROXY_CFG = """
-global
-    maxconn 4000
-    nbthread 1
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-    option http-keep-alive
-frontend fe
-    bind 127.0.0.1:{port}
-    default_backend be
-backend be
-    http-reuse always
-    server echo 127.0.0.1:{echo}
-"""
-
-TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def parse_wrk(text: str) -> dict[str, float]:
+    """Requests/sec, p50/p99 (ms), non-2xx/3xx responses and socket errors from ``wrk
+    --latency`` output."""
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    if rps is None:
+        raise RuntimeError(f"cannot read wrk's output:\n{text}")
+    out = {"rps": float(rps.group(1)), "bad": 0.0}
+    for q in ("50", "99"):
+        m = re.search(rf"^\s+{q}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+        out[f"p{q}_ms"] = float(m.group(1)) * _UNITS[m.group(2)] if m else float("nan")
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+                     text)
+    out["bad"] = float(bad.group(1)) if bad else 0.0
+    if errs:
+        out["bad"] += sum(float(g) for g in errs.groups())
+    return out
 
 
-def cpu_s(pid: int | None) -> float:
-    """User plus system CPU time of a process, from /proc (0 when there is no process)."""
-    if pid is None:
-        return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * TICK_S
+def run_wrk(wrk: str | None, port: int, connections: int, duration_s: float,
+            cpus: set[int]) -> dict[str, float]:
+    url = f"http://127.0.0.1:{port}/"
+    if wrk is None:  # the project's load generator, closed loop
+        r = run_load(LoadSpec(url, 0, connections, duration_s))
+        h = r.corrected
+        return {"rps": r.actual_rps, "p50_ms": h.get_value_at_percentile(50) / 1000,
+                "p99_ms": h.get_value_at_percentile(99) / 1000,
+                "bad": float(r.completed - r.ret_codes.get(200, 0) + r.errors)}
+    cmd = [wrk, "-t1", f"-c{connections}", f"-d{duration_s:g}s", "--latency", url]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                          preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+    return parse_wrk(proc.stdout)
 
 
-def measure(
-    port: int, pid: int | None, connections: int, duration_s: float, rate: float
-) -> dict[str, float]:
-    url = f"http://127.0.0.1:{port}/?size=64"
-    run_load(LoadSpec(url, 0, connections, 1.0))  # warm-up: connections, pools, caches
-    cpu0 = cpu_s(pid)
-    thr = run_load(LoadSpec(url, 0, connections, duration_s))
-    cpu1 = cpu_s(pid)
-    lat = run_load(LoadSpec(url, rate, connections, duration_s, poisson=True, seed=1))
-    ok = lat.ret_codes.get(200, 0) == lat.completed and thr.ret_codes.get(200, 0) == thr.completed
-    return {
-        "rps": thr.actual_rps,
-        "cpu_us": (cpu1 - cpu0) / max(thr.completed, 1) * 1e6,
-        "p50_ms": lat.corrected.get_value_at_percentile(50) / 1000,
-        "p99_ms": lat.corrected.get_value_at_percentile(99) / 1000,
-        "ok": float(ok),
-    }
+class Target:
+    """A server under test: its port and the process tree whose CPU is measured."""
+
+    def __init__(self, name: str, argv: list[str], port: int, cpus: set[int],
+                 env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.port = port
+        self.proc = subprocess.Popen(
+            argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+        try:
+            wait_for_port(port, 15.0)
+        except TimeoutError:
+            self.stop()
+            err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+            raise RuntimeError(f"{name} did not start: {err[-2000:]}") from None
+
+    def pids(self) -> list[int]:
+        return process_tree(self.proc.pid)
+
+    def stop(self) -> None:
+        tree = self.pids() if self.proc.poll() is None else []
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for pid in tree[1:]:  # workers that outlived their master
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
 
 
-def pin(pid: int, cpus: set[int]) -> None:
-    if cpus and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(pid, cpus)
+def start_nginx(nginx: str, prefix: Path, cpus: set[int]) -> Target:
+    port = free_port()
+    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (prefix / d).mkdir(parents=True, exist_ok=True)
+    # As root, nginx's worker would switch to nobody; run it as the user who runs this.
+    user = f"user {getpass.getuser()};" if os.geteuid() == 0 else ""
+    conf = prefix / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(prefix=prefix, port=port, user=user))
+    return Target("nginx", [nginx, "-p", str(prefix), "-c", str(conf), "-e",
+                            str(prefix / "error.log")], port, cpus)
 
 
 def spread(values: list[float], fmt: str) -> str:
@@ -135,109 +185,113 @@ def spread(values: list[float], fmt: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--connections", type=int, default=16)
-    ap.add_argument("--duration-s", type=float, default=5.0)
-    ap.add_argument("--rate", type=float, default=1000.0, help="open-loop rate for latency")
+    ap.add_argument("--duration-s", type=float, default=6.0)
     ap.add_argument("--trials", type=int, default=5)
     ap.add_argument("--pin", action="store_true", help="give the proxy under test its own CPU")
+    ap.add_argument("--json", type=Path, default=None, help="write every trial here")
     args = ap.parse_args()
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists()
+                                      else None)
+    if nginx is None:
+        sys.exit("nginx not found (apt-get install nginx-light): the upstream must be a C "
+                 "server, not the Python echo")
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        print("wrk not found (apt-get install wrk): using meshsim's load generator, closed loop")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     ncpu = os.cpu_count() or 1
     proxy_cpus = {ncpu - 1} if args.pin and ncpu > 1 else set()
     rest_cpus = set(range(ncpu)) - proxy_cpus if proxy_cpus else set()
-    procs: list[subprocess.Popen[bytes]] = []
+    if rest_cpus:
+        os.sched_setaffinity(0, rest_cpus)  # our own load generator, without wrk
+    work = Path(tempfile.mkdtemp(prefix="meshsim-bench-"))
+    targets: dict[str, Target] = {}
     trials: dict[str, list[dict[str, float]]] = {}
     try:
-        pin(0, rest_cpus)  # the load generator (this process)
-        echo_port = free_port()
-        echo = subprocess.Popen([sys.executable, "-c", ECHO, str(echo_port)], env=env)
-        procs.append(echo)
-        pin(echo.pid, rest_cpus)
-        wait_for_port(echo_port)
-        targets: dict[str, tuple[int, int | None]] = {"direct": (echo_port, None)}
-
-        haproxy = shutil.which("haproxy")
-        if haproxy:
-            hport = free_port()
-            cfg = Path(tempfile.mkdtemp()) / "haproxy.cfg"
-            cfg.write_text(HAPROXY_CFG.format(port=hport, echo=echo_port))
-            hap = subprocess.Popen([haproxy, "-f", str(cfg)])
-            procs.append(hap)
-            pin(hap.pid, proxy_cpus)
-            wait_for_port(hport)
-            targets["haproxy"] = (hport, hap.pid)
+        up = start_nginx(nginx, work / "nginx", rest_cpus)
+        targets["nginx"] = up
+        upstream = f"127.0.0.1:{up.port}"
+        if shutil.which("haproxy"):
+            port = free_port()
+            (work / "haproxy").mkdir()
+            targets["haproxy"] = Target("haproxy", [
+                str(HAPROXY_SIDECAR), "--listen", f"127.0.0.1:{port}", "--upstream", upstream,
+                "--workdir", str(work / "haproxy")], port, proxy_cpus)
         else:
             print("haproxy not found: skipping it (apt-get install haproxy)")
-
-        mport = free_port()
-        mesh = subprocess.Popen([sys.executable, "-c", PROXY, str(mport), str(echo_port)], env=env)
-        procs.append(mesh)
-        pin(mesh.pid, proxy_cpus)
-        wait_for_port(mport)
-        targets["meshsim"] = (mport, mesh.pid)
-
+        port = free_port()
+        targets["meshsim"] = Target("meshsim", [sys.executable, "-c", PROXY, str(port),
+                                                str(up.port)], port, proxy_cpus, env)
+        if RUST_BIN.exists():
+            port = free_port()
+            targets["rust"] = Target("rust", [str(RUST_BIN), "--listen", f"127.0.0.1:{port}",
+                                              "--upstream", upstream], port, proxy_cpus)
+        else:
+            print(f"{RUST_BIN} not built: skipping the Rust sidecar (make rust-sidecar)")
         names = list(targets)
         for trial in range(args.trials):
-            order = names[trial % len(names) :] + names[: trial % len(names)]
+            order = names[trial % len(names):] + names[: trial % len(names)]
             for name in order:
-                port, pid = targets[name]
-                r = measure(port, pid, args.connections, args.duration_s, args.rate)
+                t = targets[name]
+                run_wrk(wrk, t.port, args.connections, 1.0, rest_cpus)  # warm-up
+                pids = t.pids()
+                before = tree_sched(pids)
+                r = run_wrk(wrk, t.port, args.connections, args.duration_s, rest_cpus)
+                used = tree_sched(pids) - before
+                r["cpu_us"] = used.cpu_s * 1e6 / max(r["rps"] * args.duration_s, 1.0)
                 trials.setdefault(name, []).append(r)
-                print(
-                    f"trial {trial + 1} {name:<8} {r['rps']:>8.0f} rps  "
-                    f"{r['cpu_us']:>6.1f} us CPU/req  p50 {r['p50_ms']:.3f} ms",
-                    flush=True,
-                )
+                print(f"trial {trial + 1} {name:<8} {r['rps']:>9.0f} rps  "
+                      f"{r['cpu_us']:>6.1f} us CPU/req  p50 {r['p50_ms']:.3f} ms  "
+                      f"p99 {r['p99_ms']:.3f} ms", flush=True)
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(10)
+        for t in targets.values():
+            t.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    report(trials, args, ncpu, proxy_cpus, wrk is not None)
 
-    n = args.trials
-    base = trials["direct"]
-    added = {
-        name: [r["p50_ms"] - b["p50_ms"] for r, b in zip(rs, base, strict=True)]
-        for name, rs in trials.items()
-    }
-    added99 = {
-        name: [r["p99_ms"] - b["p99_ms"] for r, b in zip(rs, base, strict=True)]
-        for name, rs in trials.items()
-    }
-    print(
-        f"\n{args.connections} connections, {args.duration_s:g}s runs, {n} trials, latency at "
-        f"{args.rate:g} rps Poisson (corrected), {ncpu} CPUs, loopback"
-        + (f", proxy pinned to CPU {sorted(proxy_cpus)}" if proxy_cpus else ", unpinned")
-    )
+
+def report(trials: dict[str, list[dict[str, float]]], args: argparse.Namespace, ncpu: int,
+           proxy_cpus: set[int], have_wrk: bool) -> None:
+    base = trials["nginx"]
+    added = {name: [r["p50_ms"] - b["p50_ms"] for r, b in zip(rs, base, strict=True)]
+             for name, rs in trials.items()}
+    client = (f"wrk -t1 -c{args.connections} -d{args.duration_s:g}s" if have_wrk
+              else f"meshsim load generator, {args.connections} connections, closed loop")
+    print(f"\n{client}, {args.trials} trials, nginx upstream (1 worker, return 200), "
+          f"{ncpu} CPUs, loopback"
+          + (f", proxies pinned to CPU {sorted(proxy_cpus)}" if proxy_cpus else ", unpinned"))
     print("median [min-max] over trials")
-    print(
-        f"{'target':<9}{'rps':>24}{'CPU us/req':>22}{'p50 ms':>24}"
-        f"{'added p50 ms':>26}{'added p99 ms':>24}{'all 200':>8}"
-    )
+    print(f"{'target':<9}{'rps':>26}{'CPU us/req':>22}{'p50 ms':>24}{'added p50 ms':>26}"
+          f"{'p99 ms':>24}{'errors':>8}")
     for name, rs in trials.items():
-        cpu = spread([r["cpu_us"] for r in rs], ".1f") if name != "direct" else "-"
-        print(
-            f"{name:<9}{spread([r['rps'] for r in rs], '.0f'):>24}{cpu:>22}"
-            f"{spread([r['p50_ms'] for r in rs], '.3f'):>24}"
-            f"{spread(added[name], '.3f'):>26}{spread(added99[name], '.3f'):>24}"
-            f"{'yes' if all(r['ok'] for r in rs) else 'NO':>8}"
-        )
+        cpu = spread([r["cpu_us"] for r in rs], ".1f") if name != "nginx" else "-"
+        print(f"{name:<9}{spread([r['rps'] for r in rs], '.0f'):>26}{cpu:>22}"
+              f"{spread([r['p50_ms'] for r in rs], '.3f'):>24}"
+              f"{spread(added[name], '.3f') if name != 'nginx' else '-':>26}"
+              f"{spread([r['p99_ms'] for r in rs], '.3f'):>24}"
+              f"{int(sum(r['bad'] for r in rs)):>8}")
+    summary: dict[str, Any] = {"trials": trials, "relative_to_haproxy": {}}
     if "haproxy" in trials:
-        ratio = [
-            m["rps"] / h["rps"] for m, h in zip(trials["meshsim"], trials["haproxy"], strict=True)
-        ]
-        print(
-            f"\nmeshsim / haproxy throughput: {spread(ratio, '.2f')} (goal >= 0.5), "
-            f"ratio of medians {statistics.median(r['rps'] for r in trials['meshsim']) / statistics.median(r['rps'] for r in trials['haproxy']):.2f}"  # noqa: E501
-        )
-        ha50 = statistics.median(added["haproxy"])
-        me50 = statistics.median(added["meshsim"])
-        if ha50 > 0.005:
-            print(
-                f"meshsim / haproxy added p50: {me50 / ha50:.2f} (goal <= 2): "
-                f"{me50:.3f} ms vs {ha50:.3f} ms"
-            )
-        else:
-            print(f"haproxy added p50 {ha50:.3f} ms is within noise; meshsim adds {me50:.3f} ms")
+        h_rps = statistics.median(r["rps"] for r in trials["haproxy"])
+        h_add = statistics.median(added["haproxy"])
+        print("\nrelative to HAProxy (ratio of medians; per-trial min-max in brackets)")
+        for name in trials:
+            if name in ("nginx", "haproxy"):
+                continue
+            per_trial = [m["rps"] / h["rps"]
+                         for m, h in zip(trials[name], trials["haproxy"], strict=True)]
+            rps_ratio = statistics.median(r["rps"] for r in trials[name]) / h_rps
+            add = statistics.median(added[name])
+            add_ratio = add / h_add if h_add > 0.005 else float("nan")
+            goal = "  (goals: >= 0.50x throughput, <= 2x added p50)" if name == "meshsim" else ""
+            print(f"{name:<9} throughput {rps_ratio:.2f}x [{min(per_trial):.2f}-"
+                  f"{max(per_trial):.2f}], added p50 {add:.3f} ms vs {h_add:.3f} ms = "
+                  + (f"{add_ratio:.2f}x" if add_ratio == add_ratio else "n/a (HAProxy's is "
+                     "within noise)") + goal)
+            summary["relative_to_haproxy"][name] = {"throughput": rps_ratio,
+                                                    "added_p50": add_ratio}
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":
