@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("meshsim.cli.bench:bench", "Compare model outputs with a baseline (CI gate)."),
     "calibrate": ("meshsim.cli.calibrate:calibrate", "Fit a cost model from lab or fortio runs."),
     "validate": ("meshsim.cli.validate:validate", "Compare a calibrated model's predictions."),
+    "import": ("meshsim.cli.importer:importer", "Write a scenario from manifests and traces."),
 }
 
 

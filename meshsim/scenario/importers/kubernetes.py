@@ -1,0 +1,320 @@
+"""Kubernetes objects -> services, versions, replicas, protocols and which meshes are on.
+
+- A Service becomes a scenario service; the Deployments and StatefulSets whose pod labels its
+  selector matches become its versions (named by the pod label ``version``, Istio's sample
+  convention) or, when there is one, its replicas. A workload no Service selects is a caller
+  from inside the cluster (a load generator), kept for the call graph.
+- ``spec.replicas`` (Kubernetes' default 1); a HorizontalPodAutoscaler's range is noted and its
+  ``minReplicas`` used when the workload leaves replicas to it: the scenario format has no
+  autoscaler.
+- The protocol comes from the Service port's ``appProtocol`` or name prefix (Istio's explicit
+  protocol selection: ``grpc``, ``http2``, ``http``).
+- Meshes: Namespace labels ``istio-injection: enabled`` (Istio sidecars),
+  ``istio.io/dataplane-mode: ambient`` (ambient), the ``linkerd.io/inject: enabled``
+  annotation (Linkerd), and the same switches on pod templates.
+- Proxy workers: ``config.linkerd.io/proxy-cpu-limit`` (the injector derives the proxy's cores
+  from it) and ``proxy.istio.io/config`` ``concurrency``.
+- Container resources are kept as comments: the simulator charges the CPU each request uses,
+  not what a pod requests (``meshsim size`` compares the two).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import yaml
+
+from meshsim.scenario.importers.documents import Manifests, Resource
+from meshsim.scenario.importers.draft import Draft, DraftService, DraftVersion, scenario_name
+from meshsim.scenario.importers.writer import Noted
+
+KINDS = {
+    "Namespace",
+    "Service",
+    "Deployment",
+    "StatefulSet",
+    "HorizontalPodAutoscaler",
+}
+WORKLOAD_KINDS = ("Deployment", "StatefulSet")
+
+
+def _labels(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def cpu_cores(text: Any) -> float | None:
+    """A Kubernetes CPU quantity (``"500m"``, ``"2"``, ``1.5``) in cores; None if not one."""
+    if isinstance(text, bool):
+        return None
+    if isinstance(text, int | float):
+        return float(text) if math.isfinite(text) and text >= 0 else None
+    if not isinstance(text, str):
+        return None
+    s = text.strip()
+    try:
+        value = float(s[:-1]) / 1000 if s.endswith("m") else float(s)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def _protocol(svc: Resource) -> Noted | None:
+    ports = svc.get("spec", "ports", default=[])
+    if not isinstance(ports, list):
+        return None
+    for i, port in enumerate(ports):
+        if not isinstance(port, dict):
+            continue
+        for key in ("appProtocol", "name"):
+            text = str(port.get(key, "")).lower()
+            proto = None
+            if text.startswith(("grpc",)) and not text.startswith("grpc-web"):
+                proto = "grpc"
+            elif text.startswith(("http2", "h2c", "kubernetes.io/h2c")):
+                proto = "http2"
+            elif text.startswith("http"):
+                proto = "http1"
+            if proto is not None:
+                return Noted(proto, svc.origin("spec", "ports", i, key))
+    return None
+
+
+def _resources_note(workload: Resource) -> str | None:
+    containers = workload.get("spec", "template", "spec", "containers", default=[])
+    parts = []
+    for c in containers if isinstance(containers, list) else []:
+        if not isinstance(c, dict):
+            continue
+        res = c.get("resources")
+        res = res if isinstance(res, dict) else {}
+        req = res.get("requests")
+        req = req if isinstance(req, dict) else {}
+        lim = res.get("limits")
+        lim = lim if isinstance(lim, dict) else {}
+        if req or lim:
+            shown = ", ".join(
+                f"{kind} {k} {v}"
+                for kind, d in (("requests", req), ("limits", lim))
+                for k, v in d.items()
+            )
+            parts.append(f"container {c.get('name', '?')}: {shown}")
+    if not parts:
+        return None
+    return (
+        "; ".join(parts)
+        + " (not a scenario key: the simulator charges the CPU requests use; see meshsim size)"
+    )
+
+
+def _hpa_for(manifests: Manifests, workload: Resource) -> Resource | None:
+    for hpa in manifests.of("HorizontalPodAutoscaler"):
+        ref = hpa.get("spec", "scaleTargetRef", default={})
+        if (
+            isinstance(ref, dict)
+            and ref.get("kind") == workload.kind
+            and ref.get("name") == workload.name
+            and (hpa.namespace or "default") == (workload.namespace or "default")
+        ):
+            return hpa
+    return None
+
+
+def _replicas(manifests: Manifests, workload: Resource, draft: Draft) -> Noted:
+    hpa = _hpa_for(manifests, workload)
+    given = workload.get("spec", "replicas")
+    if hpa is not None:
+        low = hpa.get("spec", "minReplicas", default=1)
+        high = hpa.get("spec", "maxReplicas")
+        draft.warn(
+            f"{hpa.origin('spec')}: scales {workload.ref} between {low} and {high} replicas; the "
+            "scenario format has no autoscaler, so replicas are fixed (add 'scale' events to "
+            "study scaling)"
+        )
+        if not isinstance(given, int) and isinstance(low, int) and low >= 0:
+            return Noted(low, f"{hpa.origin('spec', 'minReplicas')} (the HPA's floor)")
+    if isinstance(given, int) and not isinstance(given, bool) and given >= 0:
+        return Noted(given, workload.origin("spec", "replicas"))
+    return Noted(1, f"{workload.origin('spec')} (no replicas: Kubernetes' default 1)")
+
+
+def _version_name(workload: Resource, service: str, labels: dict[str, str]) -> str:
+    if "version" in labels:
+        return scenario_name(labels["version"])
+    name = workload.name
+    if name.startswith(service + "-") and len(name) > len(service) + 1:
+        return scenario_name(name[len(service) + 1 :])
+    return scenario_name(name)
+
+
+def _mesh_switches(
+    draft: Draft,
+    res: Resource,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    path: tuple[str, ...],
+) -> None:
+    """Meshes a Namespace or pod template turns on (labels and annotations)."""
+
+    def note(key: str, where: str) -> str:
+        return res.origin(*path, where, key)
+
+    if (
+        labels.get("istio-injection") == "enabled"
+        or labels.get("sidecar.istio.io/inject") == "true"
+    ):
+        draft.meshes.add("istio")
+        key = "istio-injection" if "istio-injection" in labels else "sidecar.istio.io/inject"
+        draft.mesh_notes.append(f"istio: {note(key, 'labels')}")
+    if labels.get("istio.io/dataplane-mode") == "ambient":
+        draft.meshes.add("istio-ambient")
+        draft.mesh_notes.append(f"istio-ambient: {note('istio.io/dataplane-mode', 'labels')}")
+    if annotations.get("linkerd.io/inject") in ("enabled", "ingress"):
+        draft.meshes.add("linkerd")
+        draft.mesh_notes.append(f"linkerd: {note('linkerd.io/inject', 'annotations')}")
+    opted_out = (
+        annotations.get("sidecar.istio.io/inject") == "false"
+        or labels.get("sidecar.istio.io/inject") == "false"
+        or annotations.get("linkerd.io/inject") == "disabled"
+    )
+    if opted_out and res.kind in WORKLOAD_KINDS:
+        draft.warn(
+            f"{res.origin(*path)}: {res.ref} opts out of injection; the scenario meshes every "
+            "service of a run alike (no per-service injection key)"
+        )
+
+
+def _proxy_workers(draft: Draft, res: Resource, annotations: dict[str, str]) -> None:
+    base = ("spec", "template", "metadata", "annotations")
+    limit = cpu_cores(annotations.get("config.linkerd.io/proxy-cpu-limit"))
+    if limit is not None and limit > 0:
+        workers = max(1, math.ceil(limit))
+        prior = draft.mesh_options.get("linkerd", {}).get("workers")
+        if prior is not None and prior.value != workers:
+            draft.warn(
+                f"{res.origin(*base)}: proxy CPU limits differ between workloads; the scenario "
+                f"has one Linkerd worker count (kept {max(prior.value, workers)})"
+            )
+            workers = max(prior.value, workers)
+        draft.option(
+            "linkerd",
+            "workers",
+            workers,
+            f"{res.origin(*base, 'config.linkerd.io/proxy-cpu-limit')} (the injector sizes the "
+            "proxy's runtime from its CPU limit, rounded up)",
+        )
+    config = annotations.get("proxy.istio.io/config")
+    if isinstance(config, str) and len(config) < 10_000:
+        try:
+            parsed = yaml.safe_load(config)
+        except yaml.YAMLError:
+            parsed = None
+        concurrency = parsed.get("concurrency") if isinstance(parsed, dict) else None
+        if isinstance(concurrency, int) and concurrency > 0:
+            draft.option(
+                "istio",
+                "workers",
+                concurrency,
+                f"{res.origin(*base, 'proxy.istio.io/config')} concurrency",
+            )
+
+
+def _selected_by(svc: Resource, workloads: list[Resource]) -> list[Resource]:
+    """The workloads in the Service's namespace whose pod labels its selector matches."""
+    selector = _labels(svc.get("spec", "selector"))
+    ns = svc.namespace or "default"
+    return [
+        w
+        for w in workloads
+        if selector
+        and (w.namespace or "default") == ns
+        and all(
+            _labels(w.get("spec", "template", "metadata", "labels")).get(k) == v
+            for k, v in selector.items()
+        )
+    ]
+
+
+def import_kubernetes(manifests: Manifests, draft: Draft) -> None:
+    """Add the services, versions and mesh switches that the Kubernetes objects describe."""
+    for namespace in manifests.of("Namespace"):
+        _mesh_switches(
+            draft,
+            namespace,
+            _labels(namespace.get("metadata", "labels")),
+            _labels(namespace.get("metadata", "annotations")),
+            ("metadata",),
+        )
+        policy = _labels(namespace.get("metadata", "annotations")).get(
+            "config.linkerd.io/default-inbound-policy"
+        )
+        if policy is not None:
+            draft.linkerd_security["default_policy"] = Noted(
+                policy,
+                namespace.origin(
+                    "metadata", "annotations", "config.linkerd.io/default-inbound-policy"
+                ),
+            )
+
+    workloads = [w for kind in WORKLOAD_KINDS for w in manifests.of(kind)]
+    claimed: set[int] = set()
+    selected = {
+        svc.name: {id(w) for w in _selected_by(svc, workloads)} for svc in manifests.of("Service")
+    }
+    for svc in manifests.of("Service"):
+        if svc.get("spec", "type") == "ExternalName":
+            draft.warn(
+                f"{svc.origin('spec', 'type')}: an ExternalName service has no pods; skipped"
+            )
+            continue
+        selector = _labels(svc.get("spec", "selector"))
+        ns = svc.namespace or "default"
+        name = scenario_name(svc.name)
+        if name in draft.services:
+            other = draft.services[name]
+            renamed = scenario_name(f"{svc.name}-{ns}")
+            draft.warn(
+                f"{svc.origin('metadata', 'name')}: {svc.name} also exists in namespace "
+                f"{other.namespace}; scenario service names are unique, so this one is {renamed}"
+            )
+            name = renamed
+        matched = _selected_by(svc, workloads)
+        if not matched:
+            draft.warn(
+                f"{svc.origin('spec', 'selector')}: Service/{svc.name} selects no "
+                "Deployment or StatefulSet given; skipped"
+            )
+            continue
+        mine = {id(w) for w in matched}
+        wider = next((o for o, theirs in selected.items() if mine < theirs), None)
+        if wider is not None:
+            # a Service for one version of another's pods (a canary's backend): routes name
+            # it, the scenario has it as that service's version
+            draft.warn(
+                f"{svc.origin('spec', 'selector')}: Service/{svc.name} selects some of "
+                f"Service/{wider}'s pods; it is a version of {wider}, not a service of its own"
+            )
+            continue
+        draft_svc = DraftService(name, scenario_name(ns), svc, selector, protocol=_protocol(svc))
+        seen: set[str] = set()
+        for w in matched:
+            claimed.add(id(w))
+            labels = _labels(w.get("spec", "template", "metadata", "labels"))
+            vname = _version_name(w, svc.name, labels)
+            if vname in seen:
+                vname = scenario_name(w.name)
+            seen.add(vname)
+            draft_svc.versions.append(
+                DraftVersion(vname, _replicas(manifests, w, draft), w, labels, _resources_note(w))
+            )
+        draft.services[name] = draft_svc
+
+    for w in workloads:
+        pod_labels = _labels(w.get("spec", "template", "metadata", "labels"))
+        pod_annotations = _labels(w.get("spec", "template", "metadata", "annotations"))
+        _mesh_switches(draft, w, pod_labels, pod_annotations, ("spec", "template", "metadata"))
+        _proxy_workers(draft, w, pod_annotations)
+        if id(w) not in claimed:
+            draft.clients[scenario_name(w.name)] = w

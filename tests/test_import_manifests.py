@@ -1,0 +1,433 @@
+"""meshsim import: manifests -> scenario (Kubernetes, Istio, Gateway API, Linkerd)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from meshsim.cli.main import cli
+
+from meshsim.scenario import load_scenario
+from meshsim.scenario.importers import ManifestError, import_cluster
+from meshsim.scenario.model import Scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures" / "import"
+
+
+def topology(sc: Scenario, rename: dict[str, str] | None = None) -> dict[str, Any]:
+    """Services, versions with replicas, and each version's effective calls."""
+    rename = rename or {}
+    out: dict[str, Any] = {}
+    for svc in sc.services:
+        versions = {}
+        for v in svc.subsets():
+            calls = v.calls if v.calls is not None else svc.calls
+            versions[v.name if svc.versions else "-"] = (
+                v.replicas,
+                [(rename.get(c.service, c.service), c.probability, c.parallel) for c in calls],
+            )
+        out[rename.get(svc.name, svc.name)] = versions
+    return out
+
+
+def test_bookinfo_topology_matches_the_hand_written_scenario() -> None:
+    imported = import_cluster(
+        [FIXTURES / "bookinfo"], metrics=[FIXTURES / "bookinfo-metrics.prom"]
+    ).scenario
+    written = load_scenario(ROOT / "scenarios" / "bookinfo.yaml")
+    assert topology(imported) == topology(written)
+    assert [w.target for w in imported.workloads] == ["productpage"]
+    assert imported.workloads[0].rate_rps == pytest.approx(200.0)
+    rule = imported.traffic[0]
+    assert (rule.service, rule.split, rule.timeout_ms) == (
+        "reviews",
+        {"v1": 34, "v2": 33, "v3": 33},
+        2000.0,
+    )
+    assert written.traffic[0].split == rule.split
+    assert imported.meshes == ["none", "istio"]
+
+
+def test_emojivoto_topology_matches_the_hand_written_scenario() -> None:
+    result = import_cluster([FIXTURES / "emojivoto"], metrics=[FIXTURES / "emojivoto-metrics.json"])
+    imported = result.scenario
+    written = load_scenario(ROOT / "scenarios" / "emojivoto.yaml")
+    # Emojivoto's Services are named <app>-svc upstream; the hand-written scenario drops it.
+    rename = {"web-svc": "web", "emoji-svc": "emoji", "voting-svc": "voting"}
+    assert topology(imported, rename) == topology(written)
+    assert {s.name: s.protocol for s in imported.services} == {
+        "emoji-svc": "grpc",
+        "voting-svc": "grpc",
+        "web-svc": "http1",
+    }
+    assert [(w.name, w.target, w.rate_rps) for w in imported.workloads] == [
+        ("vote-bot", "web-svc", pytest.approx(300.0))
+    ]
+    assert imported.meshes == ["none", "linkerd"]
+    opts = imported.mesh_options.linkerd
+    assert (opts.retry_budget, opts.retry_ratio, opts.min_retries_per_second, opts.retry_ttl_s) == (
+        True,
+        0.2,
+        10.0,
+        10.0,
+    )
+    rules = [
+        (
+            r.service,
+            r.match.path_exact if r.match else None,
+            r.match.path_prefix if r.match else None,
+            r.timeout_ms,
+            r.retries.retry_on if r.retries else None,
+        )
+        for r in imported.traffic
+    ]
+    assert rules == [
+        ("emoji-svc", "/emojivoto.v1.EmojiService/FindByShortcode", None, None, ["5xx"]),
+        ("emoji-svc", "/emojivoto.v1.EmojiService/ListAll", None, 300.0, None),
+        ("voting-svc", None, "/emojivoto.v1.VotingService/Vote", 1000.0, None),
+    ]
+
+
+def test_every_generated_value_names_its_source_line() -> None:
+    result = import_cluster([FIXTURES / "bookinfo"])
+    lines = result.text.splitlines()
+    replicas = next(line for line in lines if line.strip().startswith("replicas: 2"))
+    source = replicas.split("# ", 1)[1].split()[0]  # file:line
+    file, line = source.rsplit(":", 1)
+    assert Path(file).read_text().splitlines()[int(line) - 1].strip() == "replicas: 2"
+    split = next(line for line in lines if line.strip().startswith("v2: 33"))
+    file, line = split.split("# ", 1)[1].split()[0].rsplit(":", 1)
+    assert Path(file).read_text().splitlines()[int(line) - 1].strip() == "weight: 33"
+    assert any("ServiceAccount/bookinfo-reviews" in s for s in result.skipped)
+    assert len(result.skipped) == 4
+
+
+MIXED = """\
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+  labels:
+    istio.io/dataplane-mode: ambient
+  annotations:
+    linkerd.io/inject: enabled
+    config.linkerd.io/default-inbound-policy: all-authenticated
+---
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Service
+  metadata: {name: cart, namespace: shop}
+  spec:
+    selector: {app: cart}
+    ports: [{name: grpc-api, port: 80}]
+- apiVersion: v1
+  kind: Service
+  metadata: {name: front, namespace: shop}
+  spec:
+    selector: {app: front}
+    ports: [{port: 80, appProtocol: http}]
+- apiVersion: v1
+  kind: Service
+  metadata: {name: front-stable, namespace: shop}
+  spec:
+    selector: {app: front, version: stable}
+- apiVersion: v1
+  kind: Service
+  metadata: {name: front-canary, namespace: shop}
+  spec:
+    selector: {app: front, version: canary}
+- apiVersion: apps/v1
+  kind: Deployment
+  metadata: {name: cart, namespace: shop}
+  spec:
+    template:
+      metadata:
+        labels: {app: cart}
+        annotations:
+          config.linkerd.io/proxy-cpu-limit: "1500m"
+          proxy.istio.io/config: "concurrency: 4"
+- apiVersion: apps/v1
+  kind: Deployment
+  metadata: {name: front-stable, namespace: shop}
+  spec:
+    replicas: 3
+    template:
+      metadata: {labels: {app: front, version: stable}}
+- apiVersion: apps/v1
+  kind: Deployment
+  metadata: {name: front-canary, namespace: shop}
+  spec:
+    replicas: 1
+    template:
+      metadata: {labels: {app: front, version: canary}}
+- apiVersion: autoscaling/v2
+  kind: HorizontalPodAutoscaler
+  metadata: {name: cart, namespace: shop}
+  spec:
+    scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: cart}
+    minReplicas: 4
+    maxReplicas: 10
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: cart, namespace: shop}
+spec:
+  hosts: [cart.shop.svc.cluster.local]
+  http:
+  - match:
+    - uri: {prefix: /api}
+      headers: {x-user: {exact: tester}}
+    fault:
+      delay: {percentage: {value: 10}, fixedDelay: 50ms}
+      abort: {percentage: {value: 1.5}, httpStatus: 503}
+    route:
+    - destination: {host: cart}
+  - route:
+    - destination: {host: cart}
+    timeout: 1.5s
+    retries: {attempts: 3, perTryTimeout: 200ms, retryOn: "connect-failure,5xx"}
+    mirror: {host: front}
+    mirrorPercentage: {value: 5}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: cart, namespace: shop}
+spec:
+  host: cart
+  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN}
+    connectionPool:
+      tcp: {maxConnections: 100}
+      http: {http1MaxPendingRequests: 10, http2MaxRequests: 200, maxRetries: 4}
+    outlierDetection: {consecutive5xxErrors: 7, interval: 5s, baseEjectionTime: 1m,
+                       maxEjectionPercent: 50}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec: {mtls: {mode: PERMISSIVE}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: cart-viewer, namespace: shop}
+spec:
+  selector: {matchLabels: {app: cart}}
+  action: ALLOW
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/shop/sa/front"]}}]
+    to: [{operation: {methods: [GET], paths: ["/api/*"]}}]
+    when: [{key: "request.headers[x]", values: ["1"]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: front-split
+  namespace: shop
+  annotations:
+    retry.linkerd.io/http: 5xx,gateway-error
+    retry.linkerd.io/limit: "2"
+    retry.linkerd.io/timeout: 250ms
+    timeout.linkerd.io/request: 2s
+spec:
+  parentRefs: [{group: core, kind: Service, name: front, port: 80}]
+  rules:
+  - backendRefs:
+    - {name: front-stable, port: 80, weight: 90}
+    - {name: front-canary, port: 80, weight: 10}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: ingress, namespace: shop}
+spec:
+  parentRefs: [{name: public-gw}]
+  rules: [{backendRefs: [{name: front, port: 80}]}]
+---
+apiVersion: policy.linkerd.io/v1beta3
+kind: Server
+metadata: {name: cart-grpc, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: cart}}
+  port: grpc
+  accessPolicy: deny
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: MeshTLSAuthentication
+metadata: {name: front-only, namespace: shop}
+spec:
+  identityRefs: [{kind: ServiceAccount, name: front}]
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: cart-from-front, namespace: shop}
+spec:
+  targetRef: {group: policy.linkerd.io, kind: Server, name: cart-grpc}
+  requiredAuthenticationRefs: [{kind: MeshTLSAuthentication, name: front-only,
+                                group: policy.linkerd.io}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: payments, namespace: shop}
+spec: {hosts: [api.payments.example]}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: shop}
+"""
+
+
+def test_each_mesh_resource_maps_to_its_scenario_key(tmp_path: Path) -> None:
+    (tmp_path / "shop.yaml").write_text(MIXED)
+    result = import_cluster([tmp_path])
+    sc = result.scenario
+    assert sc.meshes == ["none", "linkerd", "istio-ambient"]
+    cart, front = sc.service("cart"), sc.service("front")
+    assert (cart.replicas, cart.protocol, cart.namespace) == (4, "grpc", "shop")  # HPA floor
+    assert [(v.name, v.replicas) for v in front.versions or []] == [("stable", 3), ("canary", 1)]
+    assert front.protocol == "http1"
+    assert sc.mesh_options.linkerd.workers == 2  # 1500m rounded up
+    assert sc.mesh_options.istio.workers == 4
+    assert sc.mesh_options.istio.mtls == "PERMISSIVE"
+    faulty, default = sc.traffic[:2]
+    assert faulty.match is not None
+    assert (faulty.match.path_prefix, faulty.match.headers) == ("/api", {"x-user": "tester"})
+    assert faulty.fault is not None
+    assert faulty.fault.delay is not None
+    assert faulty.fault.abort is not None
+    assert (faulty.fault.delay.percent, faulty.fault.delay.fixed_ms) == (10, 50.0)
+    assert (faulty.fault.abort.percent, faulty.fault.abort.status) == (1.5, 503)
+    # the DestinationRule's policy rides on the service's first rule
+    assert faulty.load_balancer == "round_robin"
+    assert faulty.circuit_breaker is not None
+    assert faulty.circuit_breaker.model_dump() == {
+        "max_connections": 100,
+        "max_pending_requests": 10,
+        "max_requests": 200,
+        "max_retries": 4,
+    }
+    assert faulty.outlier_detection is not None
+    assert faulty.outlier_detection.model_dump(exclude_none=True) == {
+        "consecutive_5xx": 7,
+        "interval_s": 5.0,
+        "base_ejection_s": 60.0,
+        "max_ejection_percent": 50.0,
+    }
+    assert default.timeout_ms == 1500.0
+    assert default.retries is not None
+    assert (
+        default.retries.attempts,
+        default.retries.per_try_timeout_ms,
+        default.retries.retry_on,
+    ) == (3, 200.0, ["connect-failure", "5xx"])
+    assert default.mirror is not None
+    assert (default.mirror.service, default.mirror.percent) == ("front", 5.0)
+    route = next(r for r in sc.traffic if r.service == "front")
+    assert route.split == {"stable": 90, "canary": 10}
+    assert route.timeout_ms == 2000.0
+    assert route.retries is not None
+    assert (route.retries.attempts, route.retries.per_try_timeout_ms, route.retries.retry_on) == (
+        2,
+        250.0,
+        ["5xx", "gateway-error"],
+    )
+    assert [w.target for w in sc.workloads] == ["front"]
+    (policy,) = sc.security.istio.authorization_policies
+    assert (policy.name, policy.namespace, policy.selector, policy.action) == (
+        "cart-viewer",
+        "shop",
+        "cart",
+        "ALLOW",
+    )
+    assert policy.rules[0].from_[0].principals == ["cluster.local/ns/shop/sa/front"]
+    assert (policy.rules[0].to[0].methods, policy.rules[0].to[0].paths) == (["GET"], ["/api/*"])
+    linkerd = sc.security.linkerd
+    assert linkerd.default_policy == "all-authenticated"
+    assert [(s.name, s.service, s.access_policy) for s in linkerd.servers] == [
+        ("cart-grpc", "cart", "deny")
+    ]
+    assert [(a.server, a.authentications) for a in linkerd.authorization_policies] == [
+        ("cart-grpc", ["front-only"])
+    ]
+    assert [
+        (m.name, [a.name for a in m.service_accounts]) for m in linkerd.mesh_tls_authentications
+    ] == [("front-only", ["front"])]
+    # fault and mirror under Linkerd: emulated, and said so
+    assert sc.mesh_options.linkerd.unsupported == "emulate"
+    text = "\n".join(result.warnings)
+    for expected in (
+        "'when' conditions",
+        "Service/front-canary selects some of",
+        "scales Deployment/cart between 4 and 10",
+        "api.payments.example",
+    ):
+        assert expected in text
+    assert any("ConfigMap/settings" in s for s in result.skipped)
+
+
+def run_cli(*args: str) -> Any:
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_cli_writes_a_scenario_that_check_accepts(tmp_path: Path) -> None:
+    out = tmp_path / "bookinfo.yaml"
+    res = run_cli(
+        "import",
+        str(FIXTURES / "bookinfo"),
+        "--out",
+        str(out),
+        "--metrics",
+        str(FIXTURES / "bookinfo-metrics.prom"),
+    )
+    assert res.exit_code == 0, res.output
+    check = run_cli("check", str(out))
+    assert check.exit_code == 0, check.output
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n---\n"
+            "kind: Service\nfoo: bar: baz\n",
+            "bad.yaml:7:9: not valid YAML",
+        ),
+        ("kind: Service\nmetadata:\n  name: a\n  name: b\n", "bad.yaml:4"),
+        (
+            "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+            "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c]\n"
+            "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e]\n"
+            "g: [*f, *f, *f, *f, *f, *f, *f, *f, *f]\n",
+            "bad.yaml",
+        ),
+        ("- just\n- a list\n", "expected a Kubernetes object"),
+        ("metadata: {name: x}\n", "needs 'kind'"),
+    ],
+)
+def test_malformed_manifests_are_refused_with_file_and_line(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    (tmp_path / "bad.yaml").write_text(text)
+    res = run_cli("import", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "o.yaml"))
+    assert res.exit_code == 2
+    assert expected in res.output
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "o.yaml").exists()
+
+
+def test_a_50_mb_manifest_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    with big.open("wb") as fh:
+        fh.truncate(50 * 1024 * 1024)
+    with pytest.raises(ManifestError, match="larger than the limit"):
+        import_cluster([big])
+
+
+def test_manifests_without_a_service_are_an_error(tmp_path: Path) -> None:
+    (tmp_path / "cm.yaml").write_text("kind: ConfigMap\nmetadata: {name: x}\n")
+    res = run_cli("import", str(tmp_path), "--out", str(tmp_path / "o.yaml"))
+    assert res.exit_code == 2
+    assert "no Service that selects a Deployment" in res.output
