@@ -42,7 +42,11 @@ from .common import err_console, user_errors
 def validate(model: Path, as_json: bool, max_p50_error: float, max_p99_error: float,
              max_throughput_error: float, fig_dir: Path | None, duration_s: float,
              out: Path | None, calibrate: bool, quick: bool, exit_zero: bool) -> None:
-    """Simulate the lab topology with MODEL at its held-out loads; exit 1 beyond thresholds."""
+    """Simulate the lab topology with MODEL at its held-out loads; exit 1 beyond thresholds.
+
+    With --out, also write the validation report there; with --calibrate, first measure the
+    proxy in the loopback lab and write MODEL (what `meshsim calibrate --out MODEL` does).
+    """
     from meshsim.calibrate.validate import failures, figures, table, validate_model
 
     if quick and not calibrate:
