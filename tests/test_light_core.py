@@ -1,6 +1,6 @@
 """The light core (DESIGN principle 6): the simulator and the policies import simpy and
-numpy, nothing heavier (scipy serves calibration, results' intervals and bench, not the core). Checked in a fresh interpreter, since this test process has
-long since imported everything."""
+numpy, nothing heavier (scipy serves calibration, results' intervals and bench, not the core).
+Checked in a fresh interpreter, since this test process has long since imported everything."""
 
 from __future__ import annotations
 
