@@ -163,6 +163,8 @@ def calibrate_from_fortio(paths: list[Path], out: Path, *, kind: str = "envoy-si
               "telemetry_us", "payload_cpu_us_per_kib"}
     params: dict[str, Any] = {}
     for name, p in ref.parameters.items():
+        if name == "wakeup_cpu_us":
+            continue  # the fitted on-path CPU s already holds whatever waking costs: absent = off
         if name in scaled:
             params[name] = {"value": round(p.value * factor, 3), "unit": p.unit, "source": src,
                             "note": f"the shipped {ref.kind} model's value x {factor:.4f}, so "
