@@ -33,10 +33,11 @@ CLIENT = "client:"
 
 def _calls_from_trace(rec: Calls, where: str, dropped: set[str]) -> list[Any]:
     names = [c for c in rec.counts if c not in dropped]
-    names.sort(key=lambda c: sum(rec.offsets[c]) / len(rec.offsets[c]))
+    # callees started together (a parallel fan-out) tie: their order is then by name
+    names.sort(key=lambda c: (round(sum(rec.offsets[c]) / len(rec.offsets[c]), 3), c))
     parallel: set[str] = set()
     for a, b in itertools.pairwise(names):
-        seen = rec.overlaps.get((a, b), [])
+        seen = rec.overlaps.get((a, b) if a < b else (b, a), [])
         if seen and sum(seen) * 2 > len(seen):
             parallel |= {a, b}
     out: list[Any] = []
@@ -68,7 +69,7 @@ def _apply_traces(draft: Draft, graph: TraceGraph, where: str) -> set[tuple[str,
     edges: dict[str, set[str]] = {}
     for (svc, _), rec in graph.calls.items():
         edges.setdefault(svc, set()).update(rec.counts)
-    back = break_cycles(edges)
+    back = break_cycles(edges, sorted(graph.roots, key=lambda r: -graph.roots[r]))
     for a, b in back:
         draft.warn(f"{where}: {a} and {b} call each other in a cycle, which a scenario cannot "
                    f"hold; the calls {a} -> {b} are dropped")  # fmt: skip

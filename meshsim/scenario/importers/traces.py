@@ -66,6 +66,7 @@ class Calls:
     """callee -> how many calls each request made to it (one entry per request that made any)."""
     offsets: dict[str, list[float]] = field(default_factory=dict)
     overlaps: dict[tuple[str, str], list[bool]] = field(default_factory=dict)
+    """(callee, callee) in name order -> whether their calls overlapped, per request."""
     self_ms: list[float] = field(default_factory=list)
 
 
@@ -317,7 +318,8 @@ def _record(entry: dict[str, Any], graph: TraceGraph) -> None:
     names = sorted(per, key=lambda c: per[c][0][0])
     for a, b in itertools.pairwise(names):
         overlap = per[a][0][1] > per[b][0][0]
-        rec.overlaps.setdefault((a, b), []).append(overlap)
+        pair = (a, b) if a < b else (b, a)
+        rec.overlaps.setdefault(pair, []).append(overlap)
 
 
 def fit_service_time(samples_ms: list[float]) -> tuple[dict[str, Any], str]:
@@ -346,11 +348,15 @@ def fit_service_time(samples_ms: list[float]) -> tuple[dict[str, Any], str]:
     )
 
 
-def break_cycles(edges: dict[str, set[str]]) -> list[tuple[str, str]]:
-    """Edges that close a cycle (depth-first back edges), to be dropped."""
+def break_cycles(edges: dict[str, set[str]], entries: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """Edges that close a cycle (depth-first back edges), to be dropped.
+
+    The search starts from ``entries`` (where requests enter), so the edge dropped is the one
+    that leads back towards an entry, not one on the requests' way in.
+    """
     state: dict[str, int] = {}
     back: list[tuple[str, str]] = []
-    for root in sorted(edges):
+    for root in [*entries, *sorted(edges)]:
         if root in state:
             continue
         state[root] = 1
