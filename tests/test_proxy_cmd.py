@@ -109,7 +109,7 @@ def _wakeups(rps: float) -> float:
     return 0.2 if rps == 0 else 1.0 / (1.0 + rps / 1000.0)
 
 
-def _constructed_record() -> dict[str, Any]:
+def _constructed_record(fixed_us: float = FIXED_US) -> dict[str, Any]:
     """A measurement record whose sidecars cost exactly FIXED + PER_KIB x KiB + WAKEUP x
     wake-ups (+ TLS's fixed and per-KiB costs with mTLS), with known connection costs."""
     pts = scale(grid(True, filters=False), 4000.0)
@@ -117,7 +117,7 @@ def _constructed_record() -> dict[str, Any]:
     for p in pts:
         kib = 2.0 * p.payload / 1024.0
         w = _wakeups(p.rps)
-        cpu = FIXED_US + PER_KIB_US * kib + WAKEUP_US * w
+        cpu = fixed_us + PER_KIB_US * kib + WAKEUP_US * w
         if p.config.mtls:
             cpu += TLS_FIXED_US + TLS_PER_KIB_US * kib
         procs = {"echo": 20.0, "load_generator": 30.0}
@@ -188,6 +188,21 @@ def test_fit_recovers_the_constructed_mechanisms(tmp_path: Path) -> None:
         if "range" in entry:
             assert entry["range"][0] <= entry["value"] <= entry["range"][1]
             assert entry["range_source"]
+
+
+def test_a_negative_intercept_is_refitted_through_the_origin() -> None:
+    # Amortisation steeper than one cost per wake-up: the free plane's intercept is -8 us.
+    doc = fit_command_model(_constructed_record(fixed_us=-8.0))
+    assert _value(doc, "socket_io_us") == 0.0
+    assert "refitted through the origin" in doc["parameters"]["socket_io_us"]["note"]
+    assert "intercept was -8.0 us" in doc["parameters"]["wakeup_cpu_us"]["note"]
+    # Least squares through the origin of y = -8 + 0.5 kib + 30 w: the slopes absorb it, and
+    # the fitted costs still reproduce the constructed points to within the 8 us removed.
+    wake = doc["fit"]["estimates"]["process_cpu_us_vs_kib_and_wakeups"]["points"]
+    per_kib, per_wake = _value(doc, "payload_cpu_us_per_kib"), _value(doc, "wakeup_cpu_us")
+    assert per_wake < WAKEUP_US
+    for pt in wake:
+        assert abs(per_kib * pt["kib"] + per_wake * pt["wakeups"] - pt["y"]) < 8.0
 
 
 def test_without_mtls_the_tls_costs_say_not_measured(tmp_path: Path) -> None:

@@ -185,6 +185,20 @@ def fit_command_model(data: dict[str, Any], *, name: str = "proxy-cmd", seed: in
         wake_est = wake.slopes["wakeups"]
     else:
         intercept, per_kib_est, wake_est = proc_line.intercept, proc_line.slope, None
+    origin = ""
+    if wake is not None and wake.intercept.value < 0.0:
+        # A cost per wake-up steeper than the fixed cost is large (an event loop that
+        # handles more events per epoll_wait as load grows) tips the intercept below zero.
+        # A request cannot cost less than nothing: the plane is refitted through the origin,
+        # each slope's CI widened to hold its new value.
+        design = np.column_stack([wake.x["kib"], wake.x["wakeups"]])
+        coef = np.linalg.lstsq(design, np.asarray(wake.y), rcond=None)[0]
+        origin = (f"; the free fit's intercept was {wake.intercept.value:.1f} us, so the plane "
+                  "was refitted through the origin")
+        intercept = Estimate(0.0, 0.0, max(wake.intercept.hi, 0.0))
+        per_kib_est, wake_est = (
+            Estimate(float(c), min(e.lo, float(c)), max(e.hi, float(c)))
+            for c, e in zip(coef, (wake.slopes["kib"], wake.slopes["wakeups"]), strict=True))
     wake_us = max(wake_est.value, 0.0) if wake_est is not None else 0.0
 
     def bare(m: Measured) -> float:
@@ -241,7 +255,7 @@ def fit_command_model(data: dict[str, Any], *, name: str = "proxy-cmd", seed: in
                            "intercept of the sidecars' process-tree CPU per request (schedstat) "
                            "at 0 KiB" + (" and no wake-up" if wake is not None else "")
                            + ": all of a black box's fixed per-request cost (parsing, routing, "
-                           "event loop, kernel I/O)", intercept),
+                           f"event loop, kernel I/O){origin}", intercept),
         "payload_cpu_us_per_kib": _p(max(per_kib_est.value, 0.0), "us/KiB", m_src,
                                      "slope of process CPU per request against KiB moved "
                                      "(request + echoed response)", per_kib_est),
@@ -304,7 +318,8 @@ def fit_command_model(data: dict[str, Any], *, name: str = "proxy-cmd", seed: in
         params["wakeup_cpu_us"] = _p(
             wake_us, "us", m_src, "slope of the sidecars' process CPU per request against "
             "their voluntary context switches per request, fitted jointly with KiB over "
-            f"{len(ws)} points ({min(ws):.2f}..{max(ws):.2f} wake-ups per request)", wake_est)
+            f"{len(ws)} points ({min(ws):.2f}..{max(ws):.2f} wake-ups per request){origin}",
+            wake_est)
     if tls is not None:
         params["tls_request_cpu_us"] = _p(
             max(tls.intercept.value, 0.0), "us", m_src, "intercept of (mTLS - plain) process "
