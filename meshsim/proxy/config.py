@@ -21,6 +21,7 @@ A file looks like::
         tls: client
         upstream_identities: [spiffe://cluster.local/ns/default/sa/reviews]
         traffic: {retries: {attempts: 2}, circuit_breaker: {max_requests: 100}}
+        mesh: istio                    # whose defaults traffic gets (istio | linkerd)
 
 ``upstream_identities`` is secure naming: the SPIFFE ids the upstreams' certificates may
 carry (Istio pushes the destination service's service accounts with its cluster; Linkerd's
@@ -58,6 +59,9 @@ class ListenerConfig:
     """The version (subset) of each upstream, in order, for ``traffic.split``."""
     upstream_identities: frozenset[str] | None = None
     """Secure naming (``tls: client``): the SPIFFE ids an upstream may present."""
+    mesh: str | None = None
+    """Whose defaults ``traffic`` gets (``istio``, ``linkerd``); None: Istio's when there is
+    a ``traffic`` entry, else none (a plain forwarder). See meshsim.proxy.policies."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,12 @@ def listener_from_dict(raw: Any, index: int, path: str | None = None) -> Listene
         raise MeshsimError(
             f"{_where(path, key + '.subsets')}: expected a list with the version of each upstream"
         )
+    mesh = raw.get("mesh")
+    if mesh is not None and mesh not in ("istio", "linkerd", "istio-ambient"):
+        raise MeshsimError(
+            f"{_where(path, key + '.mesh')}: expected istio, linkerd or istio-ambient, "
+            f"not {mesh!r}"
+        )
     return ListenerConfig(
         name=str(raw.get("name", f"listener{index}")),
         listen=listen,
@@ -149,6 +159,7 @@ def listener_from_dict(raw: Any, index: int, path: str | None = None) -> Listene
         upstream_identities=identities,
         traffic=traffic,
         subsets=None if subsets is None else tuple(map(str, subsets)),
+        mesh=mesh,
     )
 
 

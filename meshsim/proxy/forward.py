@@ -1,7 +1,9 @@
 """Forwarding one request: policy decisions, tries against upstream hosts, the response.
 
-:func:`forward` is the coroutine of one exchange. It asks the route's :class:`RoutePolicy`
-(fault injection, host choice, breaker admission, retry and back-off), forwards the request
+:func:`forward` is the coroutine of one exchange. It walks the steps of
+:mod:`meshsim.policy.chain` through the route's :class:`RoutePolicy` and the request's
+:class:`~meshsim.proxy.seam.Exchange` (fault injection, host choice, breaker admission,
+record, retry and back-off; the simulator takes the same steps), forwards the request
 with RFC 9110 hop-by-hop handling, ``x-forwarded-for`` and ``x-request-id``, and streams the
 response back. The response head is held until the first body byte (or the end) arrives, so
 an upstream that dies right after its head still gets a clean 502 rather than a truncation.
@@ -12,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import numpy as np
 
@@ -24,12 +27,13 @@ from meshsim.proxy.body import Body
 from meshsim.proxy.framing import downstream_head, upstream_head
 from meshsim.proxy.httpcore import Headers, simple_response
 from meshsim.proxy.metrics import ProxyMetrics
-from meshsim.proxy.seam import Attempt, PassThrough, RoutePolicy
+from meshsim.proxy.seam import Attempt, Exchange, PassThrough, RoutePolicy
 from meshsim.proxy.upstream import HostPool, PoolOverflow, UpstreamConn
 
 if TYPE_CHECKING:
     from meshsim.proxy.downstream import DownstreamProtocol
 
+_T = TypeVar("_T")
 _ids = itertools.count(1)
 _ID_PREFIX = os.urandom(6).hex()
 
@@ -51,7 +55,6 @@ class Route:
     access_log: Callable[[str], None] | None = None
     allowed_principals: frozenset[str] | None = None
     """SPIFFE ids allowed to call (inbound mTLS listeners); None allows the trust domain."""
-    require_peer: bool = False
     cpu_sample_every: int = 1
     """Measure the CPU time of one request in this many (1: all, 0: none)."""
 
@@ -240,173 +243,284 @@ def no_clock() -> float:
     return 0.0
 
 
+class CpuMeter:
+    """A sampled request's own CPU time: the time it spends waiting is left out.
+
+    ``await meter.wait(x)`` pauses the meter around an await; :meth:`skip` drops the time
+    since the last mark (work that the upstream connection accounts for itself).
+    """
+
+    __slots__ = ("clock", "mark", "req")
+
+    def __init__(self, req: Request) -> None:
+        self.req = req
+        self.clock: Callable[[], float] = time.thread_time if req.sampled else no_clock
+        self.mark = self.clock()
+
+    def add(self) -> None:
+        """Count the time since the last mark (and move the mark)."""
+        now = self.clock()
+        self.req.cpu_s += now - self.mark
+        self.mark = now
+
+    def skip(self) -> None:
+        self.mark = self.clock()
+
+    async def wait(self, awaitable: Awaitable[_T]) -> _T:
+        self.req.cpu_s += self.clock() - self.mark
+        try:
+            return await awaitable
+        finally:
+            self.mark = self.clock()
+
+
+class Forwarding:
+    """One exchange's state while :func:`forward` walks the policy chain's steps."""
+
+    __slots__ = ("conn", "conn_cpu0", "cpu", "down", "flag", "host", "keep_alive", "pool", "req",
+                 "request_id", "route", "sink", "status", "tries")  # fmt: skip
+
+    def __init__(self, down: DownstreamProtocol, req: Request) -> None:
+        self.down = down
+        self.req = req
+        self.route: Route = down.route
+        self.cpu = CpuMeter(req)
+        self.request_id = request_id_of(req)
+        self.status = 0
+        self.tries = 0
+        self.host: int | None = None
+        self.flag = "-"
+        self.keep_alive = req.keep_alive and not down.draining
+        self.sink: Sink | None = None
+        self.conn: UpstreamConn | None = None
+        self.conn_cpu0 = 0.0
+        self.pool: HostPool | None = None
+
+
+_UO = [(b"x-envoy-overloaded", b"true")]
+
+
 async def forward(down: DownstreamProtocol, req: Request) -> bool:
-    """Serve ``req``; True when the downstream connection may carry another request."""
-    route = down.route
-    policy = route.policy
-    metrics = route.metrics
-    clock = time.thread_time if req.sampled else no_clock
-    cpu_mark = clock()
-    status = 0
-    tries = 0
-    host_used: int | None = None
-    flag = "-"
-    request_id = next((v for n, v in req.headers if n.lower() == b"x-request-id"), None)
-    request_id = request_id or newrequest_id_of()
-    keep_alive = req.keep_alive and not down.draining
-    sink: Sink | None = None
-    conn: UpstreamConn | None = None
-    retry = policy.retry_state()
+    """Serve ``req``; True when the downstream connection may carry another request.
+
+    The steps of :mod:`meshsim.policy.chain`, in order: authorization, the fault filter,
+    then per try pick, admit, try, record and decide (:func:`_tries`), and the response.
+    """
+    x = Forwarding(down, req)
+    exchange: Exchange | None = None
     try:
-        now = time.monotonic()
-        if route.allowed_principals is not None and down.peer_id not in route.allowed_principals:
-            metrics.refused.labels(route.name, "authz").inc()
-            raise LocalReply(403, "RBAC: access denied", "RBAC")
-        fault = policy.fault(now, route.rng)
-        if fault.delay_s > 0:
-            req.cpu_s += clock() - cpu_mark
-            await asyncio.sleep(fault.delay_s)
-            cpu_mark = clock()
-        if fault.abort_status is not None:
-            raise LocalReply(fault.abort_status, "fault filter abort", "FI")
-        head = upstream_head(req, down.client_ip, request_id)
-        head_only = req.method == b"HEAD"
-        deadline = None if policy.timeout_s is None else time.monotonic() + policy.timeout_s
-        while True:
-            now = time.monotonic()
-            host = policy.pick(len(route.pools), now, route.rng)
-            if host is None:
-                raise LocalReply(503, "no healthy upstream", "UH")
-            if not policy.admit(host, now):
-                route.overflows.inc()
-                raise LocalReply(503, "upstream overflow", "UO", [(b"x-envoy-overloaded", b"true")])
-            host_used = host
-            tries += 1
-            pool = route.pools[host]
-            t_try = time.monotonic()
-            sink = Sink(down)
-            conn = None
-            failure: str | None = None
-            try:
-                req.cpu_s += clock() - cpu_mark
-                conn = await pool.acquire()
-                cpu_mark = clock()
-                conn_cpu0 = conn.cpu_s
-                failure = await _send_and_wait_head(
-                    conn, sink, req, head, head_only, policy, deadline
-                )
-                cpu_mark = clock()
-            except ConnectionError:
-                cpu_mark = clock()
-                failure = "connect_failure"
-            except PoolOverflow:
-                route.overflows.inc()
-                raise LocalReply(
-                    503, "upstream overflow", "UO", [(b"x-envoy-overloaded", b"true")]
-                ) from None
-            finally:
-                policy.release(host, time.monotonic())
-            attempt = Attempt(
-                host, None if failure else sink.status, failure, time.monotonic() - t_try
-            )
-            ejected = policy.record(attempt, time.monotonic())
-            if ejected:
-                route.ejections.inc(len(ejected))
-            if failure == "route_timeout":
-                if conn is not None:
-                    conn.close()
-                raise LocalReply(504, "upstream request timeout", "UT")
-            backoff = None
-            if req.body.replayable and (deadline is None or time.monotonic() < deadline):
-                backoff = retry.decide(attempt, time.monotonic(), route.rng)
-            if backoff is not None:
-                route.retries.inc()
-                if conn is not None:
-                    if failure is None and not sink.lost:
-                        # Read and drop the refused answer so that the connection stays usable.
-                        sink.pending = None
-                        req.cpu_s += clock() - cpu_mark
-                        await sink.done_wait
-                        cpu_mark = clock()
-                        req.cpu_s += conn.cpu_s - conn_cpu0
-                        pool.release(
-                            conn, sink.keep_alive and not sink.lost and sink.request_sent
-                        )
-                    else:
-                        conn.close()
-                if backoff > 0:
-                    req.cpu_s += clock() - cpu_mark
-                    await asyncio.sleep(backoff)
-                    cpu_mark = clock()
-                continue
-            if failure is not None or conn is None:
-                if conn is not None:
-                    conn.close()
-                if failure == "per_try_timeout":
-                    raise LocalReply(504, "upstream request timeout", "UT")
-                flag = "UF" if failure == "connect_failure" else "UC"
-                raise LocalReply(
-                    503 if failure == "connect_failure" else 502,
-                    "upstream connect error or disconnect/reset before headers",
-                    flag,
-                )
-            # Forward this response.
-            status = sink.status
-            done = sink.done_wait.done()
-            if done and sink.lost:
-                conn.close()
-                raise LocalReply(502, "upstream reset before response body", "UC")
-            keep_alive = keep_alive and not down.draining  # a drain may have begun meanwhile
-            head_bytes, chunked, keep_alive = downstream_head(
-                status, sink.pending_headers, req, keep_alive
-            )
-            sink.start_forwarding(head_bytes, chunked, done and not sink.lost)
-            req.cpu_s += clock() - cpu_mark
-            await sink.done_wait
-            cpu_mark = clock()
-            req.cpu_s += conn.cpu_s - conn_cpu0
-            if sink.lost:
-                conn.close()
-                if not sink.head_sent:
-                    raise LocalReply(502, "upstream reset before response body", "UC")
-                # Part of the body went out: all we can do is cut the client off too.
-                flag = "UPE"
-                keep_alive = False
-                down.abort()
-            else:
-                # Pooled only between exchanges: a body cut short leaves the upstream
-                # mid-request. (This tested ``not req.body.pieces``, which is never true
-                # for a buffered body sent whole, so every request with a body closed its
-                # upstream connection: a new connection, with mTLS a full handshake, each.)
-                pool.release(conn, sink.keep_alive and sink.request_sent)
-            if not req.body.eof:
-                keep_alive = False  # the client is still sending a body nobody will read
-            break
+        _authorize(x)
+        await _fault(x)
+        exchange = x.route.policy.retry_state()
+        await _tries(x, exchange)
     except asyncio.CancelledError:
         # The client left or its request broke a limit: the upstream exchange is abandoned
         # half-way, so its connection cannot be reused.
-        if conn is not None:
-            conn.close()
+        if x.conn is not None:
+            x.conn.close()
         raise
     except LocalReply as reply:
-        status = reply.status
-        flag = reply.flag
-        if sink is None or not sink.head_sent:
-            if not req.body.eof:
-                keep_alive = False
-            down.write(
-                simple_response(
-                    status, reply.text.encode() + b"\n", keep_alive=keep_alive, extra=reply.extra
-                )
-            )
-        else:
-            keep_alive = False
-            down.abort()
+        _local_reply(x, reply)
     finally:
-        retry.close()
-    req.cpu_s += clock() - cpu_mark
-    account(down, req, status, tries, host_used, flag, request_id)
-    return keep_alive
+        if exchange is not None:
+            exchange.close()
+    x.cpu.add()
+    account(down, req, x.status, x.tries, x.host, x.flag, x.request_id)
+    return x.keep_alive
+
+
+def _authorize(x: Forwarding) -> None:
+    route = x.route
+    if route.allowed_principals is not None and x.down.peer_id not in route.allowed_principals:
+        route.metrics.refused.labels(route.name, "authz").inc()
+        raise LocalReply(403, "RBAC: access denied", "RBAC")
+
+
+async def _fault(x: Forwarding) -> None:
+    """Step 0: the fault filter's delay, then its abort (a local reply, never retried)."""
+    route = x.route
+    fault = route.policy.fault(time.monotonic(), route.rng)
+    if fault.delay_s > 0:
+        await x.cpu.wait(asyncio.sleep(fault.delay_s))
+    if fault.abort_status is not None:
+        raise LocalReply(fault.abort_status, "fault filter abort", "FI")
+
+
+async def _tries(x: Forwarding, ex: Exchange) -> None:
+    """Steps 1 to 5, once per try, until a try's outcome stands; then the response."""
+    req, route = x.req, x.route
+    head = upstream_head(req, x.down.client_ip, x.request_id)
+    head_only = req.method == b"HEAD"
+    deadline = None if ex.deadline == math.inf else ex.deadline
+    while True:
+        host = _pick_and_admit(x, ex)
+        t_try = time.monotonic()
+        failure = await _try(x, ex, host, head, head_only, deadline)
+        sink = x.sink
+        assert sink is not None
+        attempt = Attempt(host, None if failure else sink.status, failure, time.monotonic() - t_try)
+        ejected = ex.record(attempt, time.monotonic())
+        if ejected:
+            route.ejections.inc(len(ejected))
+        if failure == "route_timeout":
+            if x.conn is not None:
+                x.conn.close()
+            raise LocalReply(504, "upstream request timeout", "UT")
+        backoff = _decide(x, ex, attempt)
+        if backoff is not None:
+            await _drop_answer(x, failure)
+            if backoff > 0:
+                now = time.monotonic()
+                if ex.backoff_overruns(now, backoff):
+                    await x.cpu.wait(asyncio.sleep(ex.deadline - now))
+                    raise LocalReply(504, "upstream request timeout", "UT")
+                await x.cpu.wait(asyncio.sleep(backoff))
+            continue
+        if failure is not None or x.conn is None:
+            _failed(x, failure)
+        await _respond(x)
+        return
+
+
+def _pick_and_admit(x: Forwarding, ex: Exchange) -> int:
+    """Steps 1 and 2: a healthy host, admitted by the breaker (else a local 503)."""
+    route = x.route
+    now = time.monotonic()
+    host = ex.pick(len(route.pools), now, route.rng)
+    if host is None:
+        raise LocalReply(503, "no healthy upstream", "UH")
+    if not ex.admit(host, now):
+        route.overflows.inc()
+        raise LocalReply(503, "upstream overflow", "UO", _UO)
+    return host
+
+
+async def _try(
+    x: Forwarding, ex: Exchange, host: int, head: bytes, head_only: bool, deadline: float | None
+) -> str | None:
+    """Step 3: a connection, the request, the response head; the failure's name, or None."""
+    route = x.route
+    x.host = host
+    x.tries += 1
+    x.pool = pool = route.pools[host]
+    x.sink = sink = Sink(x.down)
+    x.conn = None
+    try:
+        x.conn = conn = await x.cpu.wait(pool.acquire())
+        x.conn_cpu0 = conn.cpu_s
+        failure = await _send_and_wait_head(
+            conn, sink, x.req, head, head_only, route.policy, deadline
+        )
+        x.cpu.skip()  # the connection accounts for its own reads and writes
+        return failure
+    except ConnectionError:
+        return "connect_failure"
+    except PoolOverflow:
+        route.overflows.inc()
+        raise LocalReply(503, "upstream overflow", "UO", _UO) from None
+    finally:
+        ex.release(host, time.monotonic())
+
+
+def _decide(x: Forwarding, ex: Exchange, attempt: Attempt) -> float | None:
+    """Step 5: the back-off before another try, or None when this try's outcome stands.
+
+    A body that cannot be replayed, or a passed deadline, ends the retries; a back-off that
+    would reach the deadline ends the request there (504), as in the simulator.
+    """
+    now = time.monotonic()
+    if not x.req.body.replayable or now >= ex.deadline:
+        return None
+    verdict = ex.decide(attempt, now, x.route.rng)
+    if not verdict.retry:
+        return None
+    x.route.retries.inc()
+    return verdict.delay_s
+
+
+async def _drop_answer(x: Forwarding, failure: str | None) -> None:
+    """Before a retry: read and drop the refused answer so that the connection stays
+    usable, or close a connection whose try failed."""
+    conn, sink, pool = x.conn, x.sink, x.pool
+    if conn is None:
+        return
+    assert sink is not None
+    assert pool is not None
+    if failure is None and not sink.lost:
+        await x.cpu.wait(sink.done_wait)
+        x.req.cpu_s += conn.cpu_s - x.conn_cpu0
+        pool.release(conn, sink.keep_alive and not sink.lost and sink.request_sent)
+    else:
+        conn.close()
+
+
+def _failed(x: Forwarding, failure: str | None) -> NoReturn:
+    """The last try failed without a response: Envoy's local reply for it."""
+    if x.conn is not None:
+        x.conn.close()
+    if failure == "per_try_timeout":
+        raise LocalReply(504, "upstream request timeout", "UT")
+    connect = failure == "connect_failure"
+    raise LocalReply(
+        503 if connect else 502,
+        "upstream connect error or disconnect/reset before headers",
+        "UF" if connect else "UC",
+    )
+
+
+async def _respond(x: Forwarding) -> None:
+    """Forward the try's response to the client."""
+    down, req, conn, sink, pool = x.down, x.req, x.conn, x.sink, x.pool
+    assert conn is not None
+    assert sink is not None
+    assert pool is not None
+    x.status = status = sink.status
+    done = sink.done_wait.done()
+    if done and sink.lost:
+        conn.close()
+        raise LocalReply(502, "upstream reset before response body", "UC")
+    keep_alive = x.keep_alive and not down.draining  # a drain may have begun meanwhile
+    head_bytes, chunked, keep_alive = downstream_head(
+        status, sink.pending_headers, req, keep_alive
+    )
+    sink.start_forwarding(head_bytes, chunked, done and not sink.lost)
+    await x.cpu.wait(sink.done_wait)
+    req.cpu_s += conn.cpu_s - x.conn_cpu0
+    if sink.lost:
+        conn.close()
+        if not sink.head_sent:
+            raise LocalReply(502, "upstream reset before response body", "UC")
+        # Part of the body went out: all we can do is cut the client off too.
+        x.flag = "UPE"
+        keep_alive = False
+        down.abort()
+    else:
+        # Pooled only between exchanges: a body cut short leaves the upstream
+        # mid-request. (This tested ``not req.body.pieces``, which is never true
+        # for a buffered body sent whole, so every request with a body closed its
+        # upstream connection: a new connection, with mTLS a full handshake, each.)
+        pool.release(conn, sink.keep_alive and sink.request_sent)
+    if not req.body.eof:
+        keep_alive = False  # the client is still sending a body nobody will read
+    x.keep_alive = keep_alive
+
+
+def _local_reply(x: Forwarding, reply: LocalReply) -> None:
+    x.status = reply.status
+    x.flag = reply.flag
+    sink, req = x.sink, x.req
+    if sink is None or not sink.head_sent:
+        if not req.body.eof:
+            x.keep_alive = False
+        x.down.write(
+            simple_response(
+                reply.status, reply.text.encode() + b"\n", keep_alive=x.keep_alive,
+                extra=reply.extra,
+            )
+        )
+    else:
+        x.keep_alive = False
+        x.down.abort()
 
 
 async def _send_and_wait_head(

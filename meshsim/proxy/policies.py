@@ -1,60 +1,63 @@
-"""Route policies built from a scenario ``traffic`` entry, driving :mod:`meshsim.policy`.
+"""A proxy listener's policies: the scenario's one translation, driven by the chain's steps.
 
-This module only translates: the scenario's Istio-flavoured keys into the shared policy
-objects, and the proxy's :class:`Attempt` into their :class:`Outcome`. Every decision
-(retry or not, back-off, which host, eject or not, overflow or not, inject a fault or not)
-is made by :mod:`meshsim.policy`, the same code the simulator runs (DESIGN principle 1).
+A listener's ``traffic`` mapping has the shape of one entry of a scenario's ``traffic``
+list (without ``service``). It goes through the same translation as the simulator
+(:func:`meshsim.policy.mapping.translate`, for the listener's ``mesh``, Istio by default),
+so with no ``retries`` an Istio listener retries as istiod programs Envoy (2 retries on
+connect-failure, refused-stream, unavailable, cancelled) and with no ``circuit_breaker``
+nothing overflows; every state machine and every step of the chain is
+:mod:`meshsim.policy.chain`'s (DESIGN principle 1). What the proxy still does differently
+from the simulator is listed once, in that module's table.
 
-Keys read (others are ignored here)::
+One key is the proxy's own, beside the scenario's::
 
-    timeout_ms, retries: {attempts, per_try_timeout_ms, retry_on, backoff_base_ms},
-    circuit_breaker: {max_connections, max_pending_requests, max_requests, max_retries},
-    outlier_detection: {consecutive_5xx, interval_s, base_ejection_s, max_ejection_percent},
-    load_balancer: round_robin | least_request | random | peak_ewma,
-    fault: {delay: {percent, fixed_ms}, abort: {percent, status}},
-    split: {<subset>: weight, ...}        (needs the listener's ``subsets``, one per upstream),
     failure_accrual: {mode: consecutive | unified, max_failures, backoff_min_s,
                       backoff_max_s, backoff_jitter}   (Linkerd's per-endpoint breaker)
 
-``circuit_breaker.max_connections`` bounds the route's upstream connections and
+``split`` needs the listener's ``subsets`` (the version of each upstream).
+``circuit_breaker.max_connections`` bounds the listener's upstream connections and
 ``max_pending_requests`` the requests waiting for one (see :class:`ConnectionLimits`);
 past either, the proxy answers 503 (``UO``, ``x-envoy-overloaded``) as Envoy does.
+
+A listener with neither ``traffic`` nor ``mesh`` is a plain forwarder
+(:class:`~meshsim.proxy.seam.PassThrough`, the calibration's base configuration).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import time
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from meshsim.errors import MeshsimError
 from meshsim.policy import (
     BALANCERS,
     CircuitBreaker,
-    FailureAccrual,
-    FaultAbort,
-    FaultDelay,
-    FaultInjection,
     LinkerdBackOff,
     LoadBalancer,
     Outcome,
-    OutlierConfig,
-    OutlierDetector,
     Resource,
-    RetryPolicy,
-    RetryState,
-    Thresholds,
-    WeightedSplit,
+    TpsBudget,
 )
-from meshsim.proxy.seam import NO_FAULT, Attempt, Fault, PassThrough, RetryTracker, RoutePolicy
+from meshsim.policy.chain import ClusterRuntime, Exchange, Verdict, inject_fault
+from meshsim.policy.mapping import TRAFFIC_MESHES, ServicePolicy, TrafficRuleError, translate
+from meshsim.proxy.seam import NO_FAULT, Attempt, Fault, PassThrough, RoutePolicy
+
+if TYPE_CHECKING:
+    from meshsim.scenario.options import MeshOptions
 
 # The real proxy has no source address to hash yet, so ring_hash and maglev stay out.
 _BALANCERS: dict[str, type[LoadBalancer]] = {
     name: cls for name, cls in BALANCERS.items() if name not in ("ring_hash", "maglev")
 }
 
-
 SUPPORTED_BALANCERS = frozenset(_BALANCERS)
+
+_LISTENER = "upstream"
+"""The service name a listener's rule is translated under (a listener is one service)."""
 
 
 def outcome_of(attempt: Attempt) -> Outcome:
@@ -64,20 +67,9 @@ def outcome_of(attempt: Attempt) -> Outcome:
         return Outcome.connect_failure()
     if attempt.failure == "per_try_timeout":
         return Outcome.per_try_timeout()
+    if attempt.failure == "route_timeout":
+        return Outcome.route_timeout()
     return Outcome.reset()
-
-
-class _Retries:
-    def __init__(self, state: RetryState) -> None:
-        self.state = state
-
-    def decide(self, attempt: Attempt, now: float, rng: np.random.Generator) -> float | None:
-        self.state.on_attempt(attempt.host)
-        decision = self.state.decide(outcome_of(attempt), now, rng)
-        return decision.delay_s if decision.retry else None
-
-    def close(self) -> None:
-        self.state.close()
 
 
 class ConnectionLimits:
@@ -100,188 +92,240 @@ class ConnectionLimits:
 
 
 class MeshPolicy:
-    """One route's policies, for ``hosts`` upstream hosts numbered 0..hosts-1."""
+    """One listener's route and cluster, for ``hosts`` upstream hosts numbered 0..hosts-1."""
 
     def __init__(
-        self, traffic: dict[str, Any], hosts: int, subsets: tuple[str, ...] | None = None
+        self,
+        service: ServicePolicy,
+        hosts: int,
+        subsets: tuple[str, ...] | None = None,
+        *,
+        envoy: bool = True,
+        budget: tuple[float, int, float] | None = None,
     ) -> None:
+        self.service = service
+        self.route = service.routes[0]
+        """The listener's rule (a listener is one route: ``match`` is not evaluated)."""
+        self.envoy = envoy
         self.hosts = list(range(hosts))
-        ms = traffic.get("timeout_ms")
-        self.timeout_s: float | None = None if ms is None else float(ms) / 1000.0
-        retries = traffic.get("retries")
-        self.retry_policy: RetryPolicy | None = None
-        self.per_try_timeout_s: float | None = None
-        if retries:
-            per_try = retries.get("per_try_timeout_ms")
-            self.per_try_timeout_s = None if per_try is None else float(per_try) / 1000.0
-            base = retries.get("backoff_base_ms")
-            self.retry_policy = RetryPolicy.istio(
-                retries.get("attempts"),
-                retry_on=retries.get("retry_on"),
-                per_try_timeout_s=self.per_try_timeout_s,
-                backoff_base_s=None if base is None else float(base) / 1000.0,
-            )
-        cb = traffic.get("circuit_breaker") or {}
-        defaults = Thresholds()
-        self.breaker = CircuitBreaker(
-            Thresholds(
-                max_connections=int(cb.get("max_connections", defaults.max_connections)),
-                max_pending_requests=int(
-                    cb.get("max_pending_requests", defaults.max_pending_requests)
-                ),
-                max_requests=int(cb.get("max_requests", defaults.max_requests)),
-                max_retries=int(cb.get("max_retries", defaults.max_retries)),
-            )
+        self.timeout_s = self.route.timeout_s
+        self.per_try_timeout_s = self.route.per_try_timeout_s
+        now = time.monotonic()
+        self.cluster = ClusterRuntime(
+            service.cluster, h1=True, now=now, hosts=self.hosts, balancers=_BALANCERS
         )
-        od = traffic.get("outlier_detection")
-        self.outlier: OutlierDetector | None = None
-        if od:
-            config = OutlierConfig.istio(
-                consecutive_5xx_errors=int(od.get("consecutive_5xx", 5)),
-                interval_s=float(od.get("interval_s", 10.0)),
-                base_ejection_time_s=float(od.get("base_ejection_s", 30.0)),
-                max_ejection_percent=float(od.get("max_ejection_percent", 10.0)),
-            )
-            self.outlier = OutlierDetector(config, self.hosts)
-        name = str(traffic.get("load_balancer", "least_request"))
-        if name not in _BALANCERS:
-            raise MeshsimError(
-                f"traffic.load_balancer: expected one of {sorted(_BALANCERS)}, not {name!r}"
-            )
-        self.balancer = _BALANCERS[name]()
-        fault = traffic.get("fault") or {}
-        delay, abort = fault.get("delay"), fault.get("abort")
-        self.fault_injection: FaultInjection | None = None
-        if delay or abort:
-            self.fault_injection = FaultInjection(
-                delay=FaultDelay(
-                    float(delay.get("fixed_ms", 0)) / 1000.0, float(delay.get("percent", 100))
-                )
-                if delay
-                else None,
-                abort=FaultAbort(int(abort.get("status", 503)), float(abort.get("percent", 100)))
-                if abort
-                else None,
-            )
-        self.connection_limits = ConnectionLimits(self.breaker)
-        self.split: WeightedSplit | None = None
+        self.connection_limits: ConnectionLimits | None = None
+        if self.cluster.conn_limit is not None:
+            assert self.cluster.breaker is not None
+            self.connection_limits = ConnectionLimits(self.cluster.breaker)
         self.subset_hosts: dict[str, list[int]] = {}
-        split = traffic.get("split")
-        if split:
-            self._set_split(split, subsets)
-        self.accrual: FailureAccrual | None = None
-        fa = traffic.get("failure_accrual")
-        if fa:
-            self.accrual = _accrual(fa)
+        if self.route.split is not None:
+            self._check_subsets(subsets)
+        self.budget: TpsBudget | None = None
+        if budget is not None:
+            ratio, min_per_s, ttl = budget
+            self.budget = TpsBudget(ttl, min_per_s, ratio, now=now)
+        self._single = Exchange(self.route, envoy=envoy, now=now)
+        """The chain's steps for a request's only try (never decides: it has no retries)."""
         self._started: dict[int, float] = {}
         self._rng = np.random.default_rng(0)
+        """Outlier detection and failure accrual draw only for ejection and penalty jitter."""
 
-    def _set_split(self, split: Any, subsets: tuple[str, ...] | None) -> None:
-        if not isinstance(split, dict):
-            raise MeshsimError("traffic.split: expected a mapping of subset to weight")
+    def _check_subsets(self, subsets: tuple[str, ...] | None) -> None:
         if subsets is None or len(subsets) != len(self.hosts):
             raise MeshsimError(
                 "traffic.split needs the listener's subsets: the version of each upstream"
             )
         for host, subset in enumerate(subsets):
             self.subset_hosts.setdefault(subset, []).append(host)
-        unknown = sorted(set(split) - set(self.subset_hosts))
+        split = self.route.split
+        assert split is not None
+        unknown = sorted(str(k) for k in set(split.weights) - set(self.subset_hosts))
         if unknown:
             raise MeshsimError(
                 f"traffic.split names subsets {unknown} that no upstream belongs to "
                 f"(subsets: {sorted(self.subset_hosts)})"
             )
-        # Envoy's weights are integers; scenario weights may be fractions of 100.
-        weights = {str(k): round(float(v) * 1000) for k, v in split.items()}
-        try:
-            self.split = WeightedSplit(weights)
-        except ValueError as exc:
-            raise MeshsimError(f"traffic.split: {exc}") from None
 
     @property
     def simple(self) -> bool:
         """No timers, faults or retries: the proxy may serve requests without a task."""
-        return (
-            self.retry_policy is None
-            and self.timeout_s is None
-            and self.per_try_timeout_s is None
-            and self.fault_injection is None
+        route = self.route
+        return not route.retries and route.timeout_s is None and route.fault is None and (
+            route.per_try_timeout_s is None
         )
 
+    # -- step 0 ----------------------------------------------------------------------------
+
     def fault(self, now: float, rng: np.random.Generator) -> Fault:
-        if self.fault_injection is None:
+        decision = inject_fault(self.route, rng)
+        if decision is None:
             return NO_FAULT
-        decision = self.fault_injection.decide(rng)
         return Fault(decision.delay_s, decision.abort_status)
 
+    # -- steps 1 to 4, for a request's only try (the fast path) -------------------------
+
     def pick(self, hosts: int, now: float, rng: np.random.Generator) -> int | None:
+        return self.pick_for(self._single, now, rng)
+
+    def pick_for(self, ex: Exchange, now: float, rng: np.random.Generator) -> int | None:
+        """Step 1 for ``ex``: the split's subset, its healthy hosts, the balancer's choice."""
         candidates: list[Any] = self.hosts
-        if self.split is not None:
-            subset = self.split.choose(rng)
+        if self.route.split is not None:
+            subset = ex.choose_version(rng, set(self.subset_hosts))
             if subset is None:
                 return None
-            candidates = self.subset_hosts[str(subset)]
-        if self.outlier is not None:
-            self.outlier.poll(now, rng)
-            candidates = self.outlier.eligible(candidates)
-        if self.accrual is not None:
-            candidates = self.accrual.ready(candidates, now)
-            if not candidates:
-                return None
-        host = self.balancer.pick(candidates, now, rng)
-        return None if host is None else int(host)  # type: ignore[call-overload]
+            candidates = self.subset_hosts[subset]
+        candidates = self.cluster.healthy(candidates, now, rng)
+        if not candidates:
+            return None
+        host = ex.pick(self.cluster, candidates, now, rng, rng)
+        return None if host is None else int(host)
 
     def admit(self, host: int, now: float) -> bool:
-        if not self.breaker.try_acquire(Resource.REQUESTS):
+        if not self.cluster.admit():
             return False
-        if self.accrual is not None:
-            self.accrual.on_dispatch(host, now)
-        self.balancer.on_start(host, now)
+        self.cluster.dispatch(host, now)
         self._started[host] = now
         return True
 
     def release(self, host: int, now: float) -> None:
-        self.breaker.release(Resource.REQUESTS)
-        self.balancer.on_complete(host, now - self._started.get(host, now), now)
+        self.cluster.settle(host, self._started.get(host, now), now)
 
     def record(self, attempt: Attempt, now: float) -> list[int]:
-        ejected = False
-        outcome = outcome_of(attempt)
-        if self.outlier is not None:
-            # The detector draws only for ejection-time jitter.
-            ejected = bool(self.outlier.record(attempt.host, outcome, now, self._rng))
-        if self.accrual is not None:
-            breaker = self.accrual.breaker(attempt.host)
-            trips = breaker.trips
-            breaker.record(outcome, now, self._rng)
-            ejected = ejected or breaker.trips > trips
+        ejected = self.cluster.record(attempt.host, outcome_of(attempt), now, self._rng)
         return [attempt.host] if ejected else []
 
-    def retry_state(self) -> RetryTracker:
-        return _Retries(RetryState(self.retry_policy, self.breaker))
+    def retry_state(self) -> ProxyExchange:
+        """A request's exchange; its route deadline starts now (after the fault filter)."""
+        return ProxyExchange(self, time.monotonic())
 
 
-def _accrual(raw: Any) -> FailureAccrual:
+class ProxyExchange:
+    """One request on a :class:`MeshPolicy`: the chain's :class:`Exchange` on the proxy."""
+
+    __slots__ = ("ex", "policy", "started")
+
+    def __init__(self, policy: MeshPolicy, now: float) -> None:
+        self.policy = policy
+        self.ex = Exchange(policy.route, envoy=policy.envoy, now=now, budget=policy.budget)
+        self.started = now
+
+    @property
+    def deadline(self) -> float:
+        return self.ex.deadline
+
+    def pick(self, hosts: int, now: float, rng: np.random.Generator) -> int | None:
+        return self.policy.pick_for(self.ex, now, rng)
+
+    def admit(self, host: int, now: float) -> bool:
+        cluster = self.policy.cluster
+        if not cluster.admit():
+            return False
+        self.ex.dispatch(cluster, host, now)
+        self.started = now
+        return True
+
+    def release(self, host: int, now: float) -> None:
+        self.policy.cluster.settle(host, self.started, now)
+
+    def record(self, attempt: Attempt, now: float) -> list[int]:
+        return self.policy.record(attempt, now)
+
+    def decide(self, attempt: Attempt, now: float, rng: np.random.Generator) -> Verdict:
+        policy = self.policy
+        return self.ex.decide(attempt.host, outcome_of(attempt), now, rng, policy.cluster.breaker)
+
+    def backoff_overruns(self, now: float, delay_s: float) -> bool:
+        return self.ex.backoff_overruns(now, delay_s)
+
+    def close(self) -> None:
+        self.ex.close()
+
+
+def _rule(traffic: dict[str, Any]) -> Any:
+    from meshsim.scenario.traffic import TrafficRule
+
+    try:
+        return TrafficRule.model_validate({"service": _LISTENER, **traffic})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise MeshsimError(f"traffic.{where}: {first['msg']}") from None
+
+
+def _accrual(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise MeshsimError("traffic.failure_accrual: expected a mapping")
     default = LinkerdBackOff.accrual_default()
     try:
-        return FailureAccrual(
-            mode=str(raw.get("mode", "consecutive")),
-            max_failures=int(raw.get("max_failures", 7)),
-            backoff=LinkerdBackOff(
+        mode = str(raw.get("mode", "consecutive"))
+        if mode not in ("consecutive", "unified"):
+            raise ValueError(f'mode: expected "consecutive" or "unified" (not {mode!r})')
+        return {
+            "accrual_mode": mode,
+            "accrual_max_failures": int(raw.get("max_failures", 7)),
+            "accrual_backoff": LinkerdBackOff(
                 float(raw.get("backoff_min_s", default.min_s)),
                 float(raw.get("backoff_max_s", default.max_s)),
                 float(raw.get("backoff_jitter", default.jitter)),
             ),
-        )
+        }
     except (TypeError, ValueError) as exc:
         raise MeshsimError(f"traffic.failure_accrual: {exc}") from None
 
 
+def listener_policy(
+    traffic: dict[str, Any], mesh: str = "istio", options: MeshOptions | None = None
+) -> tuple[ServicePolicy, str, tuple[float, int, float] | None]:
+    """A listener's ``traffic`` as ``mesh`` programs it with ``options`` (a scenario's
+    ``mesh_options``; the defaults when None): the scenario's translation. Returns the
+    service policy, the mesh's flavour (``envoy``, ``linkerd``) and any retry budget."""
+    from meshsim.scenario.options import MeshOptions
+
+    if mesh not in TRAFFIC_MESHES:
+        raise MeshsimError(f"mesh: expected one of {list(TRAFFIC_MESHES)}, not {mesh!r}")
+    raw = dict(traffic)
+    accrual = _accrual(raw.pop("failure_accrual")) if "failure_accrual" in raw else None
+    rule = _rule(raw)
+    try:
+        mapped = translate([rule], mesh, options if options is not None else MeshOptions())
+    except TrafficRuleError as exc:
+        raise MeshsimError(f"traffic.{exc.field}: {exc}") from None
+    service = mapped.policy(_LISTENER)
+    if accrual is not None:
+        service = dataclasses.replace(
+            service, cluster=dataclasses.replace(service.cluster, **accrual)
+        )
+    balancer = service.cluster.balancer
+    if balancer not in _BALANCERS:
+        raise MeshsimError(
+            f"traffic.load_balancer: expected one of {sorted(_BALANCERS)}, not {balancer!r}"
+        )
+    return service, mapped.flavour, mapped.budget
+
+
 def policy_for(
-    traffic: dict[str, Any], hosts: int = 1, subsets: tuple[str, ...] | None = None
+    traffic: dict[str, Any],
+    hosts: int = 1,
+    subsets: tuple[str, ...] | None = None,
+    mesh: str | None = None,
+    options: MeshOptions | None = None,
 ) -> RoutePolicy:
-    if not traffic:
+    """The policy of a listener: ``traffic`` as ``mesh`` programs it (Istio when only
+    ``traffic`` is given) with ``options``; a plain forwarder when neither is given."""
+    if not traffic and mesh is None:
         return PassThrough()
-    return MeshPolicy(traffic, hosts, subsets)
+    service, flavour, budget = listener_policy(traffic, mesh or "istio", options)
+    return MeshPolicy(service, hosts, subsets, envoy=flavour == "envoy", budget=budget)
+
+
+__all__ = [
+    "SUPPORTED_BALANCERS",
+    "ConnectionLimits",
+    "MeshPolicy",
+    "ProxyExchange",
+    "listener_policy",
+    "outcome_of",
+    "policy_for",
+]

@@ -1,17 +1,22 @@
 """The seam between the proxy and the shared policies of :mod:`meshsim.policy`.
 
 The proxy never decides policy itself (DESIGN principle 1: one policy, two clocks). At each
-decision point it asks a :class:`RoutePolicy`, passing ``now`` from ``time.monotonic()`` and
-a numpy generator. :class:`PassThrough` is the policy of a route with no ``traffic`` entry:
-no faults, no retries, no limits, hosts taken in turn.
+decision point it asks a :class:`RoutePolicy` (fault injection, before the router) or the
+request's :class:`Exchange` (the steps of :mod:`meshsim.policy.chain`: pick, admit, release,
+record, decide), passing ``now`` from ``time.monotonic()`` and a numpy generator.
+:class:`PassThrough` is the policy of a route with no ``traffic`` entry: no faults, no
+retries, no limits, hosts taken in turn.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 import numpy as np
+
+from meshsim.policy.chain import Verdict
 
 
 class Attempt(NamedTuple):
@@ -34,19 +39,66 @@ class Fault:
 NO_FAULT = Fault()
 
 
-class RetryTracker(Protocol):
-    """The retry state of one request."""
+class Exchange(Protocol):
+    """One request's walk through the chain's steps on a route (its retry state, deadline)."""
 
-    def decide(self, attempt: Attempt, now: float, rng: np.random.Generator) -> float | None:
-        """Back-off before another try, or None to give up."""
+    @property
+    def deadline(self) -> float:
+        """The route deadline (monotonic seconds; ``inf`` for none), set after the fault."""
+
+    def pick(self, hosts: int, now: float, rng: np.random.Generator) -> int | None:
+        """Index of the host for the next try; None when no host is healthy."""
+
+    def admit(self, host: int, now: float) -> bool:
+        """Circuit breaker admission; False is an overflow (503, never retried)."""
+
+    def release(self, host: int, now: float) -> None:
+        """The try on ``host`` is over."""
+
+    def record(self, attempt: Attempt, now: float) -> list[int]:
+        """Feed outlier detection / failure accrual; returns hosts newly ejected."""
+
+    def decide(self, attempt: Attempt, now: float, rng: np.random.Generator) -> Verdict:
+        """Retry (after ``delay_s``) or stop."""
+
+    def backoff_overruns(self, now: float, delay_s: float) -> bool:
+        """A back-off that reaches the deadline ends the request there (504)."""
 
     def close(self) -> None:
         """The request is over: release any held retry resource."""
 
 
+RetryTracker = Exchange
+"""The former name of :class:`Exchange`."""
+
+_STOP = Verdict(False)
+
+
 class NoRetry:
-    def decide(self, attempt: Attempt, now: float, rng: np.random.Generator) -> float | None:
-        return None
+    """The exchange of a policy without retries: every step is the policy's own."""
+
+    deadline = math.inf
+
+    def __init__(self, policy: RoutePolicy) -> None:
+        self.policy = policy
+
+    def pick(self, hosts: int, now: float, rng: np.random.Generator) -> int | None:
+        return self.policy.pick(hosts, now, rng)
+
+    def admit(self, host: int, now: float) -> bool:
+        return self.policy.admit(host, now)
+
+    def release(self, host: int, now: float) -> None:
+        self.policy.release(host, now)
+
+    def record(self, attempt: Attempt, now: float) -> list[int]:
+        return self.policy.record(attempt, now)
+
+    def decide(self, attempt: Attempt, now: float, rng: np.random.Generator) -> Verdict:
+        return _STOP
+
+    def backoff_overruns(self, now: float, delay_s: float) -> bool:
+        return False
 
     def close(self) -> None:
         return None
@@ -72,8 +124,8 @@ class RoutePolicy(Protocol):
     def record(self, attempt: Attempt, now: float) -> list[int]:
         """Feed outlier detection / failure accrual; returns hosts newly ejected."""
 
-    def retry_state(self) -> RetryTracker:
-        """Fresh retry state for one request."""
+    def retry_state(self) -> Exchange:
+        """A fresh exchange for one request, started after the fault filter."""
 
 
 class PassThrough:
@@ -104,5 +156,5 @@ class PassThrough:
     def record(self, attempt: Attempt, now: float) -> list[int]:
         return []
 
-    def retry_state(self) -> RetryTracker:
-        return NoRetry()
+    def retry_state(self) -> Exchange:
+        return NoRetry(self)

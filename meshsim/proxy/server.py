@@ -62,7 +62,7 @@ class Proxy:
         self.config = config
         self.metrics = ProxyMetrics()
         self.policy_factory = policy_factory or (
-            lambda lc: policy_for(lc.traffic, len(lc.upstreams), lc.subsets)
+            lambda lc: policy_for(lc.traffic, len(lc.upstreams), lc.subsets, lc.mesh)
         )
         self.access_log = access_log if access_log is not None else _log_sink(config.access_log)
         self.states: dict[str, ListenerState] = {}

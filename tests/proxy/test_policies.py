@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from meshsim.proxy.echo import bound_port, start_echo, stop_echo
+from meshsim.proxy.policies import policy_for
 
 from .helpers import Client, arun, get_once
 from .lab import proxy_for
@@ -150,7 +151,6 @@ def test_traffic_split_by_subset() -> None:
 
 def test_split_without_subsets_is_a_clear_error() -> None:
     from meshsim.errors import MeshsimError
-    from meshsim.proxy.policies import policy_for
 
     with pytest.raises(MeshsimError, match="subsets"):
         policy_for({"split": {"v1": 1}}, 2)
@@ -211,3 +211,60 @@ def test_max_connections_slot_freed_by_a_closed_connection() -> None:
         await stop_echo(server, state)
 
     arun(main)
+
+
+def test_istio_listener_retries_a_connect_failure_on_another_host() -> None:
+    """With no ``retries`` an Istio listener has istiod's default policy (2 retries on
+    connect-failure, previous_hosts), as the simulator's sidecars do."""
+
+    async def main() -> None:
+        dead = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        dead_port = dead.sockets[0].getsockname()[1]
+        dead.close()
+        await dead.wait_closed()  # nothing listens there: every connect is refused
+        server, state = await start_echo(seed=1)
+        async with proxy_for([dead_port, bound_port(server)], traffic={},
+                             policy=policy_for({}, 2, mesh="istio")) as proxy:
+            port = proxy.port("test")
+            statuses = [(await get_once(port)).status for _ in range(8)]
+            retries = proxy.metrics.retries.labels("test")._value.get()
+        await stop_echo(server, state)
+        assert statuses == [200] * 8
+        assert state.served == 8
+        assert retries >= 1  # the balancer sent some first tries to the dead host
+
+    arun(main)
+
+
+def test_a_plain_listener_does_not_retry() -> None:
+    async def main() -> None:
+        dead = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        dead_port = dead.sockets[0].getsockname()[1]
+        dead.close()
+        await dead.wait_closed()
+        async with proxy_for([dead_port]) as proxy:
+            assert (await get_once(proxy.port("test"))).status == 503
+            assert proxy.metrics.retries.labels("test")._value.get() == 0
+
+    arun(main)
+
+
+def test_listener_defaults_are_the_meshes() -> None:
+    from meshsim.errors import MeshsimError
+    from meshsim.policy import MAX_UINT32, RetryPolicy, Thresholds
+    from meshsim.proxy.policies import listener_policy
+
+    istio, flavour, _ = listener_policy({"circuit_breaker": {"max_requests": 5}}, "istio")
+    assert flavour == "envoy"
+    # istiod fills what the DestinationRule leaves out with 2^32-1, max_retries included.
+    assert istio.cluster.thresholds == Thresholds(MAX_UINT32, MAX_UINT32, 5, MAX_UINT32)
+    assert istio.routes[0].envoy_retry == RetryPolicy.istio_default()
+    assert listener_policy({}, "istio")[0].cluster.thresholds is None
+    linkerd, flavour, _ = listener_policy({}, "linkerd")
+    assert flavour == "linkerd"
+    assert not linkerd.routes[0].retries
+    assert linkerd.cluster.balancer == "peak_ewma"
+    with pytest.raises(MeshsimError, match=r"traffic\.fault: .*Linkerd has no fault injection"):
+        listener_policy({"fault": {"abort": {"percent": 100, "status": 500}}}, "linkerd")
+    with pytest.raises(MeshsimError, match=r"traffic\.retries\.attempts"):
+        listener_policy({"retries": {"attempts": -1}}, "istio")
