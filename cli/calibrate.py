@@ -16,7 +16,8 @@ from .common import err_console, user_errors
 @click.group("calibrate", invoke_without_command=True)
 @click.pass_context
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Model file to write (default models/calibrated/lab.yaml, or "
+              help="Model file to write (default models/calibrated/lab.yaml; "
+                   "models/calibrated/PROGRAM.yaml with --proxy-cmd, "
                    "models/calibrated/fortio.yaml with --from-fortio).")
 @click.option("--quick", is_flag=True, help="A small grid and short runs (CI smoke test, < 1 min).")
 @click.option("--from-fortio", "fortio", type=click.Path(exists=True, path_type=Path),
