@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 from rich.console import Console
 
-from meshsim.api import events_cut_by, with_overrides
+from meshsim.api import events_cut_by, parse_meshes, run_and_save, with_overrides
 from meshsim.report.cost import Prices
 from meshsim.scenario import load_scenario
 
-from .common import err_console, scenario_argument, user_errors
+from .common import OutputDir, err_console, run_progress, scenario_argument, user_errors
 from .report import price_options, write_report
-from .run import _meshes, simulate_and_save
 
 
 @click.command()
@@ -29,7 +29,7 @@ from .run import _meshes, simulate_and_save
 @click.option(
     "--out",
     "out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=OutputDir(),
     required=True,
     help="Directory for the run (DIR/run) and the report (DIR/report.html, DIR/report.md).",
 )
@@ -53,9 +53,10 @@ def compare(
     for cut in events_cut_by(loaded, duration_s):
         err_console().print(f"note: --duration-s {duration_s:g} ends the run before: {cut}")
     scenario = with_overrides(loaded, duration_s=duration_s, seed=seed)
-    chosen = _meshes((meshes,) if meshes else ()) or list(scenario.meshes)
+    chosen = parse_meshes((meshes,) if meshes else (), "--meshes") or list(scenario.meshes)
     console = Console()
     run_dir = out / "run"
-    simulate_and_save(scenario, chosen, run_dir, console=console, quiet=quiet)
+    with run_progress(scenario, chosen, console, quiet=quiet) as progress:
+        run_and_save(scenario, run_dir, meshes=chosen, progress=progress, argv=sys.argv)
     console.print(f"results saved in [bold]{run_dir}[/]", highlight=False)
     write_report([run_dir], out / "report.html", prices, console)

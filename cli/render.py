@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from rich import box
@@ -39,7 +40,7 @@ def _table(title: str, columns: list[str], left: int = 2) -> Table:
     return table
 
 
-def workloads_table(summary: dict[str, Any]) -> Table:
+def workloads_table(summary: Mapping[str, Any]) -> Table:
     table = _table(
         "Workloads, measured at the client (ms)",
         ["mesh", "workload", "rps", "success", "p50", "p90", "p99", "p99.9", "mean"],
@@ -55,7 +56,7 @@ def workloads_table(summary: dict[str, Any]) -> Table:
     return table
 
 
-def added_table(summary: dict[str, Any]) -> Table:
+def added_table(summary: Mapping[str, Any]) -> Table:
     table = _table("Latency added over the `none` baseline (ms)", ["mesh", "workload", "p50",
                    "p90", "p99"])  # fmt: skip
     for mesh, per_workload in summary.get("added_latency_ms", {}).items():
@@ -65,7 +66,7 @@ def added_table(summary: dict[str, Any]) -> Table:
     return table
 
 
-def services_table(summary: dict[str, Any]) -> Table:
+def services_table(summary: Mapping[str, Any]) -> Table:
     table = _table(
         "Services, measured at the server (ms)",
         ["mesh", "service", "attempts", "rps", "success", "p50", "p99", "app vCPU"],
@@ -81,7 +82,7 @@ def services_table(summary: dict[str, Any]) -> Table:
     return table
 
 
-def resources_table(summary: dict[str, Any]) -> Table:
+def resources_table(summary: Mapping[str, Any]) -> Table:
     table = _table(
         "Mesh resources (/krps: vCPU per 1000 rps; node: busiest node's utilisation)",
         ["mesh", "proxies", "vCPU", "/krps", "MB/proxy", "MB", "TLS hs", "node"],
@@ -106,7 +107,7 @@ RESILIENCE_COLUMNS = {
 }  # fmt: skip
 
 
-def resilience_table(summary: dict[str, Any]) -> Table | None:
+def resilience_table(summary: Mapping[str, Any]) -> Table | None:
     """Retries, timeouts, breaker overflows, ejections, ... per mesh and service; only the
     rows and columns with something to show."""
     rows: list[tuple[str, str, dict[str, Any]]] = []
@@ -130,7 +131,7 @@ def resilience_table(summary: dict[str, Any]) -> Table | None:
     return table
 
 
-def models_text(summary: dict[str, Any]) -> RenderableType:
+def models_text(summary: Mapping[str, Any]) -> RenderableType:
     """Which cost-model files the numbers above come from (every parameter cites a source)."""
     lines: list[Text] = []
     for mesh, run in summary["runs"].items():
@@ -141,7 +142,7 @@ def models_text(summary: dict[str, Any]) -> RenderableType:
     return Group(*lines)
 
 
-def warnings_text(summary: dict[str, Any]) -> RenderableType:
+def warnings_text(summary: Mapping[str, Any]) -> RenderableType:
     lines: list[Text] = []
     for mesh, run in summary["runs"].items():
         for w in run["warnings"]:
@@ -149,7 +150,7 @@ def warnings_text(summary: dict[str, Any]) -> RenderableType:
     return Group(*lines)
 
 
-def control_plane_table(summary: dict[str, Any]) -> Table:
+def control_plane_table(summary: Mapping[str, Any]) -> Table:
     table = _table(
         "Control plane (convergence: change to last proxy updated, s)",
         ["mesh", "vCPU", "MB", "conv p50", "conv p99", "changes", "stale tries"],
@@ -171,7 +172,7 @@ def control_plane_table(summary: dict[str, Any]) -> Table:
     return table
 
 
-def summary_renderable(summary: dict[str, Any]) -> RenderableType:
+def summary_renderable(summary: Mapping[str, Any]) -> RenderableType:
     parts: list[RenderableType] = [workloads_table(summary)]
     if summary.get("added_latency_ms"):
         parts.append(added_table(summary))

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 import click
 from rich.console import Console
@@ -10,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from meshsim.sweep import DaskExecutor, Executor, LocalExecutor, load_sweep, run_sweep
 
-from .common import user_errors
+from .common import OutputDir, user_errors
 
 
 @click.command()
@@ -36,7 +41,7 @@ from .common import user_errors
 )
 @click.option(
     "--out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=OutputDir(),
     default=None,
     help="Output directory (default: runs/sweep-<name>); running again resumes.",
 )
@@ -74,9 +79,34 @@ def sweep(
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        outcome = run_sweep(spec, out_dir, executor=runner, progress=progress)
+        with _sigterm_interrupts():
+            outcome = run_sweep(spec, out_dir, executor=runner, progress=progress)
+    if outcome.set_aside:
+        console.print(
+            f"note: {len(outcome.set_aside)} incomplete point file(s) were set aside as "
+            f".<point_id>.parquet.corrupt in {out_dir / 'points'} and their points run again",
+            highlight=False,
+        )
     console.print(
         f"{outcome.total} points: {len(outcome.ran)} run, {outcome.skipped} already done; "
         f"results in [bold]{out_dir / 'points'}[/] (pandas.read_parquet reads the folder)",
         highlight=False,
     )
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM stops the sweep as Ctrl-C does: the points written so far stay, the pool's
+    workers are stopped, and running the sweep again resumes."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers (a sweep run from a thread)
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

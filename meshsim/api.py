@@ -1,16 +1,23 @@
 """The library's front door: run a scenario for its meshes and replications.
 
-The CLI and notebooks both call :func:`run_scenario`; the CLI only parses options
-and renders.
+The CLI and notebooks both call :func:`run_and_save` (run, summarise, check the
+scenario's objectives, save) or :func:`run_scenario` (run only); the CLI only parses
+options, shows progress and renders.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 from meshsim import __version__
 from meshsim.errors import MeshsimError
+from meshsim.files import prepare_output_dir
 from meshsim.results.run import MeshResult, Replication, RunResult
+from meshsim.results.schema import Summary
+from meshsim.results.slo import Breach, check_slos
+from meshsim.results.summary import build_summary
 from meshsim.rng import replication_seeds
 from meshsim.scenario.loader import scenario_sha256
 from meshsim.scenario.model import MESH_NAMES, Scenario
@@ -64,10 +71,7 @@ def run_scenario(
     Replication ``i`` of every mesh gets the same seed sequence, so meshes are
     compared under the same arrivals and service times (common random numbers).
     """
-    chosen = list(meshes) if meshes is not None else list(scenario.meshes)
-    for mesh in chosen:
-        if mesh not in MESH_NAMES:
-            raise MeshsimError(f"unknown mesh '{mesh}' (known: {', '.join(MESH_NAMES)})")
+    chosen = _chosen(scenario, meshes)
     seeds = replication_seeds(scenario.seed, scenario.replications)
     results: dict[str, MeshResult] = {}
     for mesh in chosen:
@@ -87,6 +91,87 @@ def run_scenario(
         meshes=results,
         meshsim_version=__version__,
     )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A simulated scenario: its results, its summary.json and the objectives it missed."""
+
+    result: RunResult
+    summary: Summary
+    """``summary.json`` as saved, ``slo_breaches`` included."""
+    breaches: list[Breach]
+    out: Path | None = None
+    """The run directory, when saved."""
+
+
+def run_and_summarise(
+    scenario: Scenario,
+    *,
+    meshes: Sequence[str] | None = None,
+    progress: Progress | None = None,
+    keep_records: bool = False,
+) -> Outcome:
+    """:func:`run_scenario`, then the summary with the scenario's SLOs checked."""
+    result = run_scenario(scenario, meshes=meshes, progress=progress, keep_records=keep_records)
+    summary = build_summary(result)
+    breaches = check_slos(scenario.slo, summary)
+    summary["slo_breaches"] = [str(b) for b in breaches]
+    return Outcome(result, summary, breaches)
+
+
+def run_and_save(
+    scenario: Scenario,
+    out: str | Path,
+    *,
+    meshes: Sequence[str] | None = None,
+    progress: Progress | None = None,
+    keep_records: bool = False,
+    argv: list[str] | None = None,
+) -> Outcome:
+    """Simulate ``scenario`` and save the run directory ``out`` (what ``meshsim run`` does).
+
+    ``out`` is created and checked writable before simulating, so a bad location costs
+    no simulation. ``keep_records`` also saves per-request records (records.parquet);
+    ``argv`` is noted in meta.json.
+
+    Raises:
+        OutputError: ``out`` cannot be written (before the run, or when a file fails).
+        MeshsimError: a bad mesh name.
+    """
+    _chosen(scenario, meshes)
+    out_dir = prepare_output_dir(out)
+    outcome = run_and_summarise(
+        scenario, meshes=meshes, progress=progress, keep_records=keep_records
+    )
+    from meshsim.results.store import save_run
+
+    save_run(outcome.result, outcome.summary, scenario.to_dict(), out_dir, argv=argv)
+    return Outcome(outcome.result, outcome.summary, outcome.breaches, out_dir)
+
+
+def parse_meshes(values: Iterable[str], option: str = "--mesh") -> list[str] | None:
+    """Mesh names from command-line values (each may be comma-separated), in order, once
+    each; None when none were given."""
+    meshes: list[str] = []
+    for item in values:
+        for name in item.split(","):
+            name = name.strip()
+            if name not in MESH_NAMES:
+                raise MeshsimError(
+                    f"{option}: unknown mesh '{name}' (known: {', '.join(MESH_NAMES)})"
+                )
+            if name not in meshes:
+                meshes.append(name)
+    return meshes or None
+
+
+def _chosen(scenario: Scenario, meshes: Sequence[str] | None) -> list[str]:
+    chosen: list[str] = list(meshes) if meshes is not None else list(scenario.meshes)
+    for mesh in chosen:
+        if mesh not in MESH_NAMES:
+            raise MeshsimError(f"unknown mesh '{mesh}' (known: {', '.join(MESH_NAMES)})")
+    return chosen
 
 
 def _bind(progress: Progress, mesh: str, index: int) -> Callable[[float], None]:

@@ -11,6 +11,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from meshsim.errors import MeshsimError
+
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Replace ``path`` with ``data``; ``mode`` 0o600 for private keys.
@@ -30,3 +32,57 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class OutputError(MeshsimError):
+    """An output location that cannot be written: said before any work is done."""
+
+
+def prepare_output_dir(location: str | Path, *, option: str = "--out") -> Path:
+    """Create ``path`` (and its parents) if needed and prove a file can be written in it.
+
+    Checked before a long run rather than after it: a path under a regular file or
+    ``/dev/null``, a read-only or full file system, ``/proc``. An empty path is refused
+    (it would mean the current directory, where results would mix with anything else).
+
+    Raises:
+        OutputError: naming the path and why it cannot be used.
+    """
+    # Checked on the text: Path("") is already ".".
+    if not str(location).strip():
+        raise OutputError(f"{option} must name a directory (it is empty)")
+    path = Path(location)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{option} {path}: exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _refused(option, path, "cannot create the directory", exc) from None
+    try:
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".meshsim-probe-", suffix=".tmp")
+    except OSError as exc:
+        raise _refused(option, path, "cannot write in the directory", exc) from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            # A few kilobytes, synced: a file system with no room left fails here.
+            fh.write(b"\0" * 4096)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise _refused(option, path, "cannot write in the directory", exc) from None
+    finally:
+        Path(probe).unlink(missing_ok=True)
+    return path
+
+
+def write_error(path: Path, exc: OSError) -> OutputError:
+    """An error writing ``path`` half way (a disk that filled up during the run)."""
+    return OutputError(f"cannot write {path} ({_reason(exc)})")
+
+
+def _refused(option: str, path: Path, what: str, exc: OSError) -> OutputError:
+    return OutputError(f"{option} {path}: {what} ({_reason(exc)})")
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)

@@ -80,8 +80,8 @@ def test_run_json_follows_the_results_contract(good: Path, tmp_path: Path) -> No
     assert run["warnings"] == []
     # The run directory.
     assert {"summary.json", "meta.json", "scenario.yaml"} <= {p.name for p in out.iterdir()}
-    saved = json.loads((out / "summary.json").read_text())
-    assert saved == {k: v for k, v in doc.items() if k != "slo_breaches"}
+    # The saved summary is what --json prints, objectives included.
+    assert json.loads((out / "summary.json").read_text()) == doc
     meta = json.loads((out / "meta.json").read_text())
     assert meta["scenario_sha256"] == doc["scenario_sha256"]
     assert meta["seed"] == 3
@@ -112,6 +112,9 @@ def test_run_slo_breach_exits_1(tmp_path: Path) -> None:
     assert len(doc["slo_breaches"]) == 1
     assert "workload users p99_ms" in doc["slo_breaches"][0]
     assert "SLO breached" in stderr
+    assert json.loads((Path(out) / "summary.json").read_text())["slo_breaches"] == doc[
+        "slo_breaches"
+    ]
 
 
 @pytest.mark.parametrize(

@@ -276,3 +276,95 @@ def test_a_different_sweep_in_the_same_directory_is_refused(
 
 def _none(task: PointTask) -> Any:
     raise RuntimeError("not run")
+
+
+# --------------------------------------------------------------------------- killed sweeps
+
+SLOW_SWEEP = """\
+sweep: 1
+name: slow-sweep
+scenario: scenario.yaml
+seed: 9
+replications: 1
+overrides:
+  duration_s: 60
+grid:
+  workloads[0].rate_rps: [400, 410, 420, 430]
+"""
+
+
+def _children(pid: int) -> list[int]:
+    """Live processes whose parent is ``pid`` (from /proc; zombies count as gone)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _eof_within(stream: Any, seconds: float) -> bool:
+    """Whether ``stream`` (a pipe) reaches end of file within ``seconds``."""
+    import select
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([stream], [], [], deadline - time.monotonic())
+        if ready and not os.read(stream.fileno(), 65536):
+            return True
+    return False
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_sweep_leaves_no_workers_behind(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """Only the sweep's own process is signalled (not its group, as a CI runner or a
+    `kill PID` does): its pool workers must go with it and release its output pipe."""
+    (tmp_path / "scenario.yaml").write_text(yaml.safe_dump(SCENARIO))
+    (tmp_path / "sweep.yaml").write_text(SLOW_SWEEP)
+    cmd = [sys.executable, "-m", "meshsim", "sweep", str(tmp_path / "sweep.yaml"), "--out",
+           str(tmp_path / "out"), "--workers", "2", "--quiet"]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(workers) < 2:
+            workers = _children(proc.pid)
+            time.sleep(0.05)
+        assert len(workers) == 2, "the pool did not start"
+        time.sleep(0.5)  # the workers are inside their first point now
+        assert proc.poll() is None, "the sweep ended before it could be killed"
+        os.kill(proc.pid, sig)
+        assert proc.stdout is not None
+        # Its output pipe reaches EOF: nothing of the sweep holds it any more.
+        assert _eof_within(proc.stdout, 10.0)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(w) for w in workers):
+            time.sleep(0.05)
+        assert not [w for w in workers if _alive(w)]
+        if sig == signal.SIGTERM:
+            assert proc.returncode != 0  # interrupted, as Ctrl-C
+    finally:
+        for w in [proc.pid, *workers]:
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -1,6 +1,7 @@
 """Saved runs: a directory with summary.json, meta.json, the scenario, histograms
-and series. Every file is written atomically (temporary file, then rename), so an
-interrupted run never leaves a half-written result behind.
+and series. Every file is written atomically (temporary file, then rename) and
+summary.json last, so an interrupted run never leaves a half-written file, nor a
+directory that reads as a complete run.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 import yaml
 
 from meshsim.errors import MeshsimError
-from meshsim.files import write_atomic
+from meshsim.files import write_atomic, write_error
 from meshsim.results.histogram import LogHistogram
 from meshsim.results.run import RunResult
 from meshsim.results.schema import Summary
@@ -56,9 +57,40 @@ def save_run(
     *,
     argv: list[str] | None = None,
 ) -> Path:
-    """Write a run directory; returns it."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "summary.json", summary)
+    """Write a run directory; returns it.
+
+    A directory used before loses the files of the earlier run first (only those: any
+    other file is left alone), so no stale ``records.parquet`` or ``series.parquet``
+    sits beside the new summary. ``summary.json`` is written last and marks the run
+    complete: a write that fails half way (a full disk) leaves a directory that
+    :func:`load_run` refuses, never one that mixes two runs or misses a file.
+
+    Raises:
+        OutputError: a file could not be written.
+    """
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        # The completion marker goes first, so a failure below leaves no complete run.
+        for name in ("summary.json", *OUTPUT_FILES):
+            (out_dir / name).unlink(missing_ok=True)
+        _write_run(result, summary, scenario_data, out_dir, argv)
+    except OSError as exc:
+        raise write_error(out_dir, exc) from None
+    return out_dir
+
+
+OUTPUT_FILES = ("meta.json", "scenario.yaml", "histograms.json", "series.parquet",
+                "records.parquet")  # fmt: skip
+"""What a run directory holds besides summary.json (the last one written)."""
+
+
+def _write_run(
+    result: RunResult,
+    summary: Summary,
+    scenario_data: dict[str, Any],
+    out_dir: Path,
+    argv: list[str] | None,
+) -> None:
     meta = {
         "schema": summary["schema"],
         "meshsim_version": result.meshsim_version,
@@ -90,7 +122,7 @@ def save_run(
         _write_parquet(series, out_dir / "series.parquet")
     if any(rep.records is not None for mr in result.meshes.values() for rep in mr.replications):
         _write_parquet(result.records(), out_dir / "records.parquet")
-    return out_dir
+    write_json(out_dir / "summary.json", summary)
 
 
 def _write_parquet(frame: Any, path: Path) -> None:
@@ -153,7 +185,8 @@ def load_run(directory: str | Path) -> LoadedRun:
     if missing:
         raise MeshsimError(
             f"{path}: not a meshsim run directory (missing {', '.join(missing)}); "
-            "run directories are written by `meshsim run --out DIR`"
+            "run directories are written by `meshsim run --out DIR` (summary.json last: "
+            "without it, the run that wrote the directory did not finish)"
         )
     summary = _read_json(path / "summary.json")
     meta = _read_json(path / "meta.json")

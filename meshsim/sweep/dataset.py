@@ -7,7 +7,10 @@ OUT/points/<point_id>.parquet
 
 Each point's file is written whole to a temporary name and renamed into place, so a
 file that exists is complete: an interrupted sweep resumes by skipping the points
-whose files exist. Temporary names start with '.', which Parquet readers skip.
+whose files exist. Temporary names start with '.', which Parquet readers skip. A point
+file that is not readable Parquet all the same (truncated by a copy, a disk that lied
+about a sync) does not count as done: it is set aside as ``.<point_id>.parquet.corrupt``
+and the point runs again.
 """
 
 from __future__ import annotations
@@ -51,15 +54,31 @@ def fingerprint(sweep: Sweep, axis_types: dict[str, str]) -> str:
     return hashlib.sha256(canonical(key).encode("utf-8")).hexdigest()
 
 
-def prepare(out: Path, sweep: Sweep, axis_types: dict[str, str], points: list[Point]) -> set[str]:
-    """Check or write the manifest, clear temporary files; return the finished point ids."""
+def prepare(
+    out: Path,
+    sweep: Sweep,
+    axis_types: dict[str, str],
+    points: list[Point],
+    *,
+    set_aside: list[str] | None = None,
+) -> set[str]:
+    """Check or write the manifest, clear temporary files; return the finished point ids
+    (see :func:`finished` for ``set_aside``)."""
     print_ = fingerprint(sweep, axis_types)
     manifest_path = out / MANIFEST
     known: dict[str, Any] = {}
     if manifest_path.exists():
         import json
 
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise MeshsimError(
+                f"{manifest_path}: not a sweep manifest ({exc}); choose another --out, or "
+                "delete it to start again"
+            ) from None
+        if not isinstance(manifest, dict):
+            raise MeshsimError(f"{manifest_path}: not a sweep manifest (not a JSON object)")
         if manifest.get("fingerprint") != print_:
             raise MeshsimError(
                 f"{out} holds results of a different sweep ('{manifest.get('sweep')}', or this "
@@ -88,11 +107,32 @@ def prepare(out: Path, sweep: Sweep, axis_types: dict[str, str], points: list[Po
             "points": dict(sorted(known.items())),
         },
     )
-    return finished(out)
+    return finished(out, set_aside=set_aside)
 
 
-def finished(out: Path) -> set[str]:
-    return {p.stem for p in (out / POINTS).glob("*.parquet") if not p.name.startswith(".")}
+def finished(out: Path, *, set_aside: list[str] | None = None) -> set[str]:
+    """Ids of the points whose files are complete; others are renamed out of the dataset
+    (their ids appended to ``set_aside``)."""
+    done: set[str] = set()
+    for path in sorted((out / POINTS).glob("*.parquet")):
+        if path.name.startswith("."):
+            continue
+        if complete(path):
+            done.add(path.stem)
+            continue
+        path.replace(path.with_name(f".{path.name}.corrupt"))
+        if set_aside is not None:
+            set_aside.append(path.stem)
+    return done
+
+
+def complete(path: Path) -> bool:
+    """Whether ``path`` is a whole Parquet file with rows: its footer reads back (a
+    truncated file has lost it) and names at least one row."""
+    try:
+        return bool(pq.read_metadata(path).num_rows > 0)
+    except (OSError, ValueError, pa.ArrowException):
+        return False
 
 
 def write_point(out: Path, point_id: str, table: pa.Table) -> Path:
@@ -112,6 +152,12 @@ def load(out: str | Path) -> pd.DataFrame:
     files = sorted(points.glob("*.parquet"))
     if not files:
         raise MeshsimError(f"no sweep results in {out}")
-    frame = pq.ParquetDataset(points).read().to_pandas()
+    try:
+        frame = pq.ParquetDataset(points).read().to_pandas()
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise MeshsimError(
+            f"{points}: unreadable sweep results ({exc}); running the sweep again sets "
+            "incomplete point files aside and reruns their points"
+        ) from None
     keys = ["point_id", "mesh", "replication", "kind", "subject"]
     return pd.DataFrame(frame.sort_values(keys, kind="stable").reset_index(drop=True))

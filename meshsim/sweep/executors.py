@@ -2,14 +2,18 @@
 
 Both run the same function on the same tasks and hand back each result as it
 finishes; the caller writes it. Results travel back to the caller, so Dask workers
-need no shared filesystem. Stopping early (an error, Ctrl-C) cancels what has not
-started.
+need no shared filesystem. Stopping early (an error, Ctrl-C, SIGTERM) cancels what has
+not started; the local pool's workers are then killed rather than left to finish their
+points, and on Linux they also die with the sweep if it is killed outright (SIGKILL, a
+crash), so none lives on holding the caller's output pipe.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import signal
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, Protocol
@@ -33,7 +37,12 @@ class LocalExecutor:
     def run(self, function: Callable[[Any], Any], tasks: Sequence[Any]) -> Iterator[Outcome]:
         if not tasks:
             return
-        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)))
+        pool = ProcessPoolExecutor(
+            max_workers=min(self.workers, len(tasks)),
+            initializer=die_with_parent,
+            initargs=(os.getpid(),),
+        )
+        finished = False
         try:
             pending: dict[Future[Any], Any] = {pool.submit(function, t): t for t in tasks}
             while pending:
@@ -42,8 +51,38 @@ class LocalExecutor:
                     task = pending.pop(future)
                     error = future.exception()
                     yield task, (None if error else future.result()), error
+            finished = True
         finally:
+            if not finished:
+                # Stopped early: points still running would only be thrown away.
+                _kill_workers(pool)
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def die_with_parent(parent: int) -> None:
+    """Pool worker initializer: the kernel kills this worker when the sweep's process dies
+    (Linux ``PR_SET_PDEATHSIG``), however it dies. SIGTERM gets its default action back,
+    since a forked worker inherits the sweep's handler."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):  # pragma: no cover - no prctl
+        return
+    if os.getppid() != parent:  # the sweep died before prctl took effect
+        os._exit(1)
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    # ProcessPoolExecutor has no public way to stop running work before Python 3.14.
+    processes = getattr(pool, "_processes", None) or {}
+    for process in list(processes.values()):
+        if process.is_alive():
+            process.kill()
 
 
 class DaskExecutor:

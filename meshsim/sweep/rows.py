@@ -80,14 +80,13 @@ def schema(types: dict[str, str]) -> pa.Schema:
 
 def run_point(task: PointTask) -> pa.Table:
     """Simulate one point (all its meshes and replications) and tabulate it."""
-    from meshsim.api import run_scenario
+    from meshsim.api import run_and_summarise
     from meshsim.results.frames import signals_frame
-    from meshsim.results.summary import build_summary
     from meshsim.scenario import from_dict
 
     point = task.point
-    result = run_scenario(from_dict(point.scenario))
-    summary = build_summary(result)
+    outcome = run_and_summarise(from_dict(point.scenario))
+    result, summary = outcome.result, outcome.summary
     frame = signals_frame(result)
     proxies = {
         (mesh, rep.index): rep.proxies

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from meshsim.errors import MeshsimError, Problem
+from meshsim.files import OutputError, prepare_output_dir, write_error
 from meshsim.sweep import dataset
 from meshsim.sweep.documents import SweepError
 from meshsim.sweep.executors import Executor, LocalExecutor
@@ -35,6 +36,9 @@ class SweepOutcome:
     skipped: int
     ran: list[str] = field(default_factory=list)
     """Ids of the points run (and written) by this call, in finishing order."""
+    set_aside: list[str] = field(default_factory=list)
+    """Ids of points whose files were incomplete (renamed ``.<id>.parquet.corrupt``);
+    those still in the sweep ran again."""
 
 
 def check_meshes(sweep: Sweep, points: list[Point]) -> None:
@@ -60,13 +64,28 @@ def run_sweep(
     progress: PointProgress | None = None,
     point_function: Callable[[PointTask], Any] = run_point,
 ) -> SweepOutcome:
-    """Run every point of ``sweep`` not yet in ``out``; see :mod:`meshsim.sweep.dataset`."""
+    """Run every point of ``sweep`` not yet in ``out``; see :mod:`meshsim.sweep.dataset`.
+
+    ``out`` is created and checked writable before any point runs.
+
+    Raises:
+        OutputError: ``out`` cannot be written, before the sweep or when a point's file
+            fails (a full disk); the points written before stay and a rerun resumes.
+        PointFailedError: a point raised.
+    """
     points = plan(sweep)
     check_meshes(sweep, points)
     types = axis_types(sweep)
-    done = dataset.prepare(out, sweep, types, points)
+    prepare_output_dir(out)
+    set_aside: list[str] = []
+    try:
+        done = dataset.prepare(out, sweep, types, points, set_aside=set_aside)
+    except OSError as exc:
+        raise write_error(out, exc) from None
     todo = [PointTask(p, types) for p in points if p.id not in done]
-    outcome = SweepOutcome(out=out, total=len(points), skipped=len(points) - len(todo))
+    outcome = SweepOutcome(
+        out=out, total=len(points), skipped=len(points) - len(todo), set_aside=set_aside
+    )
     if progress is not None:
         progress(outcome.skipped, outcome.total)
     runner = executor if executor is not None else LocalExecutor()
@@ -80,7 +99,15 @@ def run_sweep(
                     f"{type(error).__name__}: {error}\n{saved} of {outcome.total} points are "
                     f"saved in {out}; run the sweep again to resume"
                 ) from error
-            dataset.write_point(out, task.point.id, table)
+            try:
+                dataset.write_point(out, task.point.id, table)
+            except OSError as exc:
+                saved = outcome.skipped + len(outcome.ran)
+                raise OutputError(
+                    f"cannot write point {task.point.id} in {out} ({exc.strerror or exc}); "
+                    f"{saved} of {outcome.total} points are saved; run the sweep again to "
+                    "resume"
+                ) from None
             outcome.ran.append(task.point.id)
             if progress is not None:
                 progress(outcome.skipped + len(outcome.ran), outcome.total)
