@@ -6,7 +6,7 @@ Every error a user can cause (a bad scenario, a bad model file, a bad sweep) is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class MeshsimError(Exception):
@@ -43,7 +43,6 @@ class InputError(MeshsimError):
     problems: list[Problem]
     path: str | None = None
     kind: str = "input"
-    _rendered: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
         super().__init__(str(self))

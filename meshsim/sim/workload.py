@@ -63,11 +63,6 @@ class WorkloadDriver:
 
     # ----------------------------------------------------------------- open loop
 
-    def _next_gap(self, rate: float) -> float:
-        if self.spec.arrival == "poisson":
-            return float(self.rng.exponential(1.0 / rate))
-        return 1.0 / rate
-
     def _open_loop(self) -> Generator[simpy.Event, Any, None]:
         env = self.env
         end = self.sim.end_s

@@ -77,9 +77,7 @@ class MeshControlPlane(ControlPlane, ABC):
             name: list(svc.endpoints) for name, svc in sim.services.items()
         }
         """Endpoints as the control plane knows them (after the informer delay)."""
-        self.views: dict[str, Any] = {}
         self.convergence: list[float] = []
-        self.cpu_log: list[tuple[float, float]] = []
         self._cpu_in_window = 0.0
         certs = sim.scenario.security.certificates
         horizon = sim.end_s
