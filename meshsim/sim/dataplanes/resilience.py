@@ -319,13 +319,11 @@ def _failed_fast(c: _Call, ex: Exchange) -> Generator[simpy.Event, Any, int | No
 def _admit(c: _Call, ex: Exchange, cs: ClusterRuntime) -> Generator[simpy.Event, Any, int | None]:
     """Step 2: the breaker; ``None`` when admitted, else the final status (503 UO, or 504
     when the route deadline passes in the HTTP/1.1 pending queue)."""
-    br = cs.breaker
-    if br is None:
-        return None
     if not cs.admit():
         c.stats.overflows += 1
         return SERVICE_UNAVAILABLE  # 503 UO, x-envoy-overloaded: never retried
-    if cs.conn_limit is None or br.try_acquire(Resource.CONNECTIONS):
+    br = cs.breaker
+    if br is None or cs.conn_limit is None or br.try_acquire(Resource.CONNECTIONS):
         return None
     if not br.try_acquire(Resource.PENDING_REQUESTS):
         br.release(Resource.REQUESTS)
