@@ -13,9 +13,9 @@ import pytest
 from meshsim.api import run_scenario
 from meshsim.errors import MeshsimError
 from meshsim.policy import RetryOn
+from meshsim.policy.mapping import map_traffic
 from meshsim.results.summary import build_summary
 from meshsim.scenario import from_dict
-from meshsim.policy.mapping import map_traffic
 from meshsim.sim.dataplanes.routing import L7Proxy
 from meshsim.sim.engine import Simulation
 
@@ -163,6 +163,27 @@ def test_linkerd_fault_injection_is_an_error_unless_emulated() -> None:
     run = summary(d)["runs"]["linkerd"]
     assert any(w.startswith("traffic mapping (linkerd): EMULATED") for w in run["warnings"])
     assert run["resilience"]["backend"]["fault_aborts"] > 0
+
+
+def test_validate_traffic_names_every_rule_a_mesh_cannot_program() -> None:
+    """``meshsim check`` runs the run's translation: each refused rule, by key and mesh."""
+    from meshsim.errors import Problem
+    from meshsim.policy.mapping import validate_traffic
+
+    rules = [
+        {"service": "backend", "retries": {"attempts": 2}},
+        {"service": "backend", "fault": {"abort": {"percent": 50, "status": 503}}},
+        {"service": "frontend", "retries": {"retry_on": ["5xx", "sometimes"]}},
+    ]
+    problems = validate_traffic(from_dict(doc(rules, meshes=["istio", "linkerd", "none"])))
+    assert [(p.field, p.message.split(":")[0]) for p in problems] == [
+        ("traffic[1].fault", "linkerd"),
+        ("traffic[2].retries.retry_on", "istio"),
+    ]
+    assert all(isinstance(p, Problem) and "traffic rule for" in p.message for p in problems)
+    assert "sometimes" in problems[1].message
+    emulate = doc(rules[:2], meshes=["linkerd"], options={"linkerd": {"unsupported": "emulate"}})
+    assert validate_traffic(from_dict(emulate)) == []
 
 
 # --------------------------------------------------------------------------- the chain
