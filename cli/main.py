@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("meshsim.cli.calibrate:calibrate", "Fit a cost model from lab or fortio runs."),
     "validate": ("meshsim.cli.validate:validate", "Compare a calibrated model's predictions."),
     "import": ("meshsim.cli.importer:importer", "Write a scenario from manifests and traces."),
+    "size": ("meshsim.cli.size:size", "Size proxies and control plane for a load, in seconds."),
 }
 
 
