@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from meshsim import __version__
 from meshsim.errors import MeshsimError
 from meshsim.files import prepare_output_dir
-from meshsim.results.run import MeshResult, Replication, RunResult
+from meshsim.models.ranges import ranged_parameters
+from meshsim.models.samples import draw_parameter_sets, unique_parameters
+from meshsim.results.run import MeshResult, ModelSampling, Replication, RunResult
 from meshsim.results.schema import Summary
 from meshsim.results.slo import Breach, check_slos
 from meshsim.results.summary import build_summary
@@ -22,6 +25,11 @@ from meshsim.rng import replication_seeds
 from meshsim.scenario.loader import scenario_sha256
 from meshsim.scenario.model import MESH_NAMES, Scenario
 from meshsim.sim.engine import Simulation
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from meshsim.models import ProxyCostModel
 
 Progress = Callable[[str, int, float], None]
 """Called with (mesh, replication index, simulated seconds) as runs advance."""
@@ -65,15 +73,19 @@ def run_scenario(
     meshes: Sequence[str] | None = None,
     progress: Progress | None = None,
     keep_records: bool = False,
+    model_samples: int | None = None,
 ) -> RunResult:
     """Simulate ``scenario`` once per mesh and replication.
 
     Replication ``i`` of every mesh gets the same seed sequence, so meshes are
     compared under the same arrivals and service times (common random numbers).
+    ``model_samples`` (default: the scenario's) draws that many cost-model parameter sets
+    over the models' ranges and reruns every mesh under each, for the model bands.
     """
     chosen = _chosen(scenario, meshes)
     seeds = replication_seeds(scenario.seed, scenario.replications)
     results: dict[str, MeshResult] = {}
+    models: list[ProxyCostModel] = []
     for mesh in chosen:
         mr = MeshResult(mesh)
         for index, seed in enumerate(seeds):
@@ -82,15 +94,51 @@ def run_scenario(
             if progress is not None:
                 callback = _bind(progress, mesh, index)
             sim.run(callback)
-            mr.replications.append(Replication.of(sim, index))
+            measured = sim.measure()
+            models.extend(measured.cost_models)
+            mr.replications.append(Replication.of(measured, index))
         results[mesh] = mr
+    n = scenario.model_samples if model_samples is None else model_samples
     return RunResult(
         scenario_name=scenario.name,
         scenario_sha256=scenario_sha256(scenario),
         seed=scenario.seed,
         meshes=results,
         meshsim_version=__version__,
+        model_sampling=(
+            _sample_models(scenario, chosen, models, n, seeds[0], progress) if n else None
+        ),
     )
+
+
+def _sample_models(
+    scenario: Scenario,
+    meshes: Sequence[str],
+    models: Sequence[ProxyCostModel],
+    n: int,
+    seed: np.random.SeedSequence,
+    progress: Progress | None,
+) -> ModelSampling:
+    """Every mesh once more under each of ``n`` drawn parameter sets.
+
+    One replication per set, with the first replication's seed: the sets then differ from
+    each other and from the central run only through the parameters (common random numbers),
+    and a set costs one run per mesh rather than one per replication.
+    """
+    params = [p for model in models for p in ranged_parameters(model)]
+    sets = draw_parameter_sets(params, n, scenario.seed)
+    runs: list[dict[str, MeshResult]] = []
+    for k, drawn in enumerate(sets):
+        per_mesh: dict[str, MeshResult] = {}
+        for mesh in meshes:
+            sim = Simulation(scenario, mesh, seed, model_values=drawn.values)
+            callback = None
+            if progress is not None:
+                callback = _bind(progress, mesh, scenario.replications + k)
+            sim.run(callback)
+            per_mesh[mesh] = MeshResult(mesh, [Replication.of(sim.measure(), 0)])
+        runs.append(per_mesh)
+    return ModelSampling(unique_parameters(params), sets, runs)
 
 
 @dataclass(frozen=True)
@@ -111,9 +159,16 @@ def run_and_summarise(
     meshes: Sequence[str] | None = None,
     progress: Progress | None = None,
     keep_records: bool = False,
+    model_samples: int | None = None,
 ) -> Outcome:
     """:func:`run_scenario`, then the summary with the scenario's SLOs checked."""
-    result = run_scenario(scenario, meshes=meshes, progress=progress, keep_records=keep_records)
+    result = run_scenario(
+        scenario,
+        meshes=meshes,
+        progress=progress,
+        keep_records=keep_records,
+        model_samples=model_samples,
+    )
     summary = build_summary(result)
     breaches = check_slos(scenario.slo, summary)
     summary["slo_breaches"] = [str(b) for b in breaches]
@@ -128,6 +183,7 @@ def run_and_save(
     progress: Progress | None = None,
     keep_records: bool = False,
     argv: list[str] | None = None,
+    model_samples: int | None = None,
 ) -> Outcome:
     """Simulate ``scenario`` and save the run directory ``out`` (what ``meshsim run`` does).
 
@@ -142,7 +198,11 @@ def run_and_save(
     _chosen(scenario, meshes)
     out_dir = prepare_output_dir(out)
     outcome = run_and_summarise(
-        scenario, meshes=meshes, progress=progress, keep_records=keep_records
+        scenario,
+        meshes=meshes,
+        progress=progress,
+        keep_records=keep_records,
+        model_samples=model_samples,
     )
     from meshsim.results.store import save_run
 

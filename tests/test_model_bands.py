@@ -160,3 +160,66 @@ def test_samples_block_names_the_parameters_their_ranges_scales_and_sources() ->
     assert [p["name"] for p in block["parameters"]] == [a.name, wide.name]
     assert [p["scale"] for p in block["parameters"]] == ["linear", "log"]
     assert block["sets"][1] == [sets[1].values[a.name], sets[1].values[wide.name]]
+
+
+def _small_scenario() -> Any:
+    from meshsim.scenario import loads
+
+    return loads(
+        """
+meshsim: 1
+name: bands
+seed: 3
+duration_s: 6
+warmup_s: 1
+replications: 2
+meshes: [none, istio, linkerd]
+cluster: {nodes: 2, cores_per_node: 2}
+services:
+  - name: front
+    replicas: 2
+    cpu_ms: {dist: exponential, mean: 0.5}
+    calls: [{service: back}]
+  - name: back
+    replicas: 2
+    cpu_ms: {dist: exponential, mean: 0.5}
+workloads:
+  - {name: users, target: front, arrival: poisson, rate_rps: 150, connections: 8}
+""",
+        path="bands.yaml",
+    )
+
+
+@pytest.mark.integration
+def test_model_samples_rerun_every_mesh_and_give_deterministic_bands() -> None:
+    from meshsim.api import run_and_summarise
+
+    scenario = _small_scenario()
+    first = run_and_summarise(scenario, model_samples=3).summary
+    again = run_and_summarise(scenario, model_samples=3).summary
+    assert first == again
+    block = first["model_samples"]
+    assert block["n"] == 3
+    assert len(block["sets"]) == 3
+    names = [p["name"] for p in block["parameters"]]
+    assert any(n.startswith("istio-sidecar.") for n in names)
+    assert any(n.startswith("linkerd-proxy.") for n in names)
+    assert any(n.startswith("istiod.") for n in names)
+    for mesh in ("istio", "linkerd"):
+        run = first["runs"][mesh]
+        cpu = run["proxies"]["cpu_vcpu_per_1000rps"]
+        low, high = run["proxies"]["band"]["cpu_vcpu_per_1000rps"]
+        assert low <= cpu <= high
+        assert low < high  # the drawn per-request costs move the proxies' CPU
+        assert len(run["model_samples"]["metrics"]["proxies.cpu_vcpu_per_1000rps"]) == 3
+    # No proxy and no model: the baseline's latency is the same under every set.
+    p50 = first["runs"]["none"]["model_samples"]["metrics"]["workloads.users.latency_ms.p50"]
+    assert len(set(p50)) == 1
+    plain = run_and_summarise(scenario).summary
+    assert "model_samples" not in plain
+    assert "band" not in plain["runs"]["istio"]["proxies"]
+    # The central runs are the same runs with or without sets.
+    assert (
+        plain["runs"]["linkerd"]["proxies"]["cpu_vcpu_per_1000rps"]
+        == first["runs"]["linkerd"]["proxies"]["cpu_vcpu_per_1000rps"]
+    )

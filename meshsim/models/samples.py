@@ -25,12 +25,13 @@ How the sets are drawn, and why:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from meshsim.models.ranges import RangedParameter
+from meshsim.models.cost import ProxyCostModel
+from meshsim.models.ranges import RangedParameter, model_label
 from meshsim.rng import stream_key
 
 LOG_UNIFORM_RATIO = 4.0
@@ -104,3 +105,12 @@ def draw_parameter_sets(
         ParameterSet(k, {p.name: _scale(p, float(unit[k, j])) for j, p in enumerate(varying)})
         for k in range(n)
     ]
+
+
+def apply_values(model: ProxyCostModel, values: Mapping[str, float] | None) -> ProxyCostModel:
+    """``model`` with the values of one parameter set that name it (all others ignored)."""
+    if not values:
+        return model
+    prefix = f"{model_label(model)}."
+    mine = {k[len(prefix) :]: v for k, v in values.items() if k.startswith(prefix)}
+    return model.with_values(mine) if mine else model

@@ -58,7 +58,7 @@ def _band(values: Sequence[float | None]) -> list[float] | None:
 
 
 def attach_bands(
-    runs: dict[str, dict[str, Any]],
+    runs: Mapping[str, Any],
     sets: Sequence[ParameterSet],
     per_set: Sequence[Mapping[str, Mapping[str, Any]]],
 ) -> None:

@@ -22,6 +22,8 @@ from meshsim.results.stats import t_interval
 if TYPE_CHECKING:
     import pandas as pd
 
+    from meshsim.models.ranges import RangedParameter
+    from meshsim.models.samples import ParameterSet
     from meshsim.results.schema import LatencyCi95Ms, LatencyMs, Signals
     from meshsim.sim.engine import Simulation
     from meshsim.sim.measure import Measurement, SubjectMeasure
@@ -317,6 +319,17 @@ def _ms(seconds: float) -> float | None:
 
 
 @dataclass
+class ModelSampling:
+    """Every mesh rerun under each drawn parameter set (one replication each, the first
+    replication's seed, so a set's differences between meshes are paired)."""
+
+    parameters: list[RangedParameter]
+    sets: list[ParameterSet]
+    runs: list[dict[str, MeshResult]]
+    """``runs[k][mesh]``: ``mesh`` under ``sets[k]``."""
+
+
+@dataclass
 class RunResult:
     """A scenario's results: one :class:`MeshResult` per mesh, in the scenario's order."""
 
@@ -325,6 +338,8 @@ class RunResult:
     seed: int
     meshes: dict[str, MeshResult]
     meshsim_version: str
+    model_sampling: ModelSampling | None = None
+    """The runs under drawn cost-model parameter sets, when ``--model-samples`` asked."""
 
     def to_dataframe(self) -> pd.DataFrame:
         """Golden signals as a tidy frame: one row per mesh, replication and subject."""

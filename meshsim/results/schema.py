@@ -43,6 +43,8 @@ class Signals(TypedDict):
     latency_ci95_ms: LatencyCi95Ms | None
     """None with one replication."""
     statuses: dict[str, int]
+    latency_band_ms: NotRequired[dict[str, list[float] | None]]
+    """The model band per percentile (``--model-samples``; :mod:`meshsim.results.bands`)."""
 
 
 class WorkloadSignals(Signals):
@@ -73,6 +75,8 @@ class ProxiesBlock(TypedDict):
     memory_mb_per_proxy: float
     memory_mb_total: float
     handshakes: int
+    band: NotRequired[dict[str, list[float] | None]]
+    """The model band of each metric above (``--model-samples``)."""
     handshakes_full: NotRequired[int]
     handshakes_resumed: NotRequired[int]
     connections_opened: NotRequired[int]
@@ -103,6 +107,8 @@ class ControlPlaneBlock(TypedDict):
     certificate_failures: int
     authz_denied: int
     authz_checks: int
+    band: NotRequired[dict[str, list[float] | None]]
+    """The model band of ``cpu_vcpu`` and ``memory_mb`` (``--model-samples``)."""
     # Both meshes' control planes
     certificates_issued: NotRequired[int]
     csr_unanswered: NotRequired[int]
@@ -169,6 +175,35 @@ class TimelineEntry(TypedDict):
     event: str
 
 
+class MeshModelSamples(TypedDict):
+    """``runs.<mesh>.model_samples``: the drawn sets and this mesh's metrics under each."""
+
+    parameters: list[str]
+    """Dotted names, ``<model>.<parameter>``."""
+    sets: list[list[float | None]]
+    metrics: dict[str, list[float | None]]
+    """Dotted metric name (``proxies.cpu_vcpu_per_1000rps``) -> value per set."""
+
+
+class SampledParameter(TypedDict):
+    name: str
+    value: float
+    range: list[float]
+    unit: str
+    scale: str
+    """``linear`` or ``log``: how the Latin hypercube spreads the range."""
+    source: str
+
+
+class ModelSamplesBlock(TypedDict):
+    """``model_samples`` at the top: how many parameter sets, drawn how, over what."""
+
+    n: int
+    method: str
+    parameters: list[SampledParameter]
+    sets: list[list[float]]
+
+
 class MeshRun(TypedDict):
     """``runs.<mesh>``: one mesh over all replications."""
 
@@ -186,6 +221,8 @@ class MeshRun(TypedDict):
     saturated: bool
     warnings: list[str]
     timeline: list[TimelineEntry]
+    model_samples: NotRequired[MeshModelSamples]
+    """Per parameter set: the metrics that carry a band (``--model-samples``)."""
 
 
 class AddedLatencyMs(TypedDict):
@@ -210,6 +247,8 @@ class Summary(TypedDict):
     slo_breaches: NotRequired[list[str]]
     """The scenario's objectives each mesh missed (absent in runs saved before it was
     saved; ``meshsim run --json`` printed it)."""
+    model_samples: NotRequired[ModelSamplesBlock]
+    """Present when the run drew cost-model parameter sets (``--model-samples N``)."""
 
 
 __all__ = [
@@ -219,11 +258,14 @@ __all__ = [
     "CostModelRef",
     "LatencyCi95Ms",
     "LatencyMs",
+    "MeshModelSamples",
     "MeshRun",
+    "ModelSamplesBlock",
     "NodeBlock",
     "ProxiesBlock",
     "ProxyKindBlock",
     "ResilienceBlock",
+    "SampledParameter",
     "Signals",
     "Summary",
     "TimelineEntry",

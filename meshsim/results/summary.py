@@ -10,12 +10,14 @@ import math
 from statistics import fmean
 from typing import Any, cast
 
+from meshsim.results.bands import attach_bands, samples_block
 from meshsim.results.run import SATURATION, MeshResult, Replication, RunResult
 from meshsim.results.schema import (
     AddedLatencyMs,
     ControlPlaneBlock,
     CostModelRef,
     MeshRun,
+    ModelSamplesBlock,
     ProxiesBlock,
     ResilienceBlock,
     Summary,
@@ -166,7 +168,7 @@ def _mean_blocks(blocks: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def build_summary(result: RunResult) -> Summary:
-    return {
+    summary: Summary = {
         "schema": SCHEMA_VERSION,
         "meshsim_version": result.meshsim_version,
         "scenario": result.scenario_name,
@@ -175,6 +177,14 @@ def build_summary(result: RunResult) -> Summary:
         "runs": {mesh: mesh_summary(mr) for mesh, mr in result.meshes.items()},
         "added_latency_ms": added_latency(result),
     }
+    sampling = result.model_sampling
+    if sampling is not None:
+        per_set = [{mesh: mesh_summary(mr) for mesh, mr in runs.items()} for runs in sampling.runs]
+        attach_bands(summary["runs"], sampling.sets, per_set)
+        summary["model_samples"] = cast(
+            "ModelSamplesBlock", samples_block(sampling.parameters, sampling.sets)
+        )
+    return summary
 
 
 def added_latency(result: RunResult) -> dict[str, dict[str, AddedLatencyMs]]:

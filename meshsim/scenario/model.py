@@ -316,6 +316,13 @@ class Scenario(Spec):
     duration_s: PositiveFloat
     warmup_s: NonNegativeFloat = Field(5.0, description="Excluded from statistics.")
     replications: Annotated[int, Field(ge=1)] = 1
+    model_samples: Annotated[int, Field(ge=0, le=64)] = Field(
+        0,
+        description=(
+            "Cost-model parameter sets drawn over the models' ranges (Latin hypercube); each "
+            "reruns every mesh once, giving each metric a model band. 0: central values only."
+        ),
+    )
     meshes: list[Literal["none", "istio", "linkerd", "istio-ambient"]] = Field(
         default_factory=lambda: ["none"],  # type: ignore[arg-type]
         min_length=1,

@@ -8,7 +8,7 @@ simpy until the end of the measurement window and drains what is still in flight
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -66,9 +66,13 @@ class Simulation:
         seed: int | np.random.SeedSequence,
         *,
         keep_records: bool = False,
+        model_values: Mapping[str, float] | None = None,
     ) -> None:
         self.scenario = scenario
         self.mesh = mesh
+        self.model_values = model_values
+        """One drawn cost-model parameter set (``<model>.<parameter>`` -> value), or None for
+        every model's central values (:mod:`meshsim.models.samples`)."""
         self.env = simpy.Environment()
         self.streams = Streams(seed)
         self.warmup_s = scenario.warmup_s

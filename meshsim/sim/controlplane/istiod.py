@@ -109,7 +109,7 @@ class Istiod(MeshControlPlane):
 
     def __init__(self, sim: Simulation) -> None:
         opts = sim.scenario.mesh_options.istio
-        model = control_plane_model(opts.istiod_model, "istiod")
+        model = control_plane_model(opts.istiod_model, "istiod", sim.model_values)
         self.cores = opts.istiod_cores or sim.scenario.cluster.cores_per_node
         ambient = sim.mesh == "istio-ambient"
         # Under ambient a node's ztunnel holds one certificate per identity on its node.

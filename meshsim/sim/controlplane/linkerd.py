@@ -57,7 +57,9 @@ class LinkerdControlPlane(MeshControlPlane):
 
     def __init__(self, sim: Simulation) -> None:
         opts = sim.scenario.mesh_options.linkerd
-        model = control_plane_model(opts.control_plane_model, "linkerd-control-plane")
+        model = control_plane_model(
+            opts.control_plane_model, "linkerd-control-plane", sim.model_values
+        )
         super().__init__(sim, model, 1)
         v = model.value
         self.cores = opts.destination_cores

@@ -15,11 +15,12 @@ outages, CPU accounting, convergence samples and the per-request checks.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from meshsim.errors import MeshsimError
 from meshsim.models import ProxyCostModel, default_model, load_model
+from meshsim.models.samples import apply_values
 from meshsim.policy.authz import DENIED_STATUS, Decision, Peer, RequestInfo
 from meshsim.sim.app import CONNECT_FAILURE, Client, Pod
 from meshsim.sim.controlplane.base import ControlPlane
@@ -35,11 +36,14 @@ if TYPE_CHECKING:
 __all__ = ["DENIED_STATUS", "MeshControlPlane", "control_plane_model", "percentiles"]
 
 
-def control_plane_model(path: str | None, kind: Kind) -> ProxyCostModel:
+def control_plane_model(
+    path: str | None, kind: Kind, values: Mapping[str, float] | None = None
+) -> ProxyCostModel:
+    """As :func:`meshsim.sim.dataplanes.mesh.cost_model`, for a control plane."""
     model = load_model(path) if path else default_model(kind)
     if model.kind != kind:
         raise MeshsimError(f"model file {path} describes a {model.kind}, not a {kind}")
-    return model
+    return apply_values(model, values)
 
 
 def percentiles(samples: list[float]) -> dict[str, float] | None:

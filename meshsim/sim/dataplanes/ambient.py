@@ -94,8 +94,8 @@ class AmbientDataPlane(ProxiedDataPlane):
     def __init__(self, sim: Simulation) -> None:
         super().__init__(sim)
         opts = sim.scenario.mesh_options.istio_ambient
-        self.zt_model = cost_model(opts.ztunnel_model, "ztunnel")
-        self.wp_model = cost_model(opts.waypoint_model, "waypoint")
+        self.zt_model = cost_model(opts.ztunnel_model, "ztunnel", sim.model_values)
+        self.wp_model = cost_model(opts.waypoint_model, "waypoint", sim.model_values)
         self.zt_threads = opts.ztunnel_workers
         self.wp_threads = opts.waypoint_workers
         if opts.waypoints == "all":

@@ -16,12 +16,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import simpy
 
 from meshsim.models import ProxyCostModel, default_model, load_model
+from meshsim.models.samples import apply_values
 from meshsim.sim.app import Pod
 from meshsim.sim.dataplanes.base import DataPlane
 from meshsim.sim.dataplanes.connections import Pools
@@ -35,14 +36,17 @@ if TYPE_CHECKING:
     from meshsim.sim.engine import Simulation
 
 
-def cost_model(path: str | None, kind: Kind) -> ProxyCostModel:
-    """The model file a scenario names for a mesh, else the shipped one for ``kind``."""
+def cost_model(
+    path: str | None, kind: Kind, values: Mapping[str, float] | None = None
+) -> ProxyCostModel:
+    """The model file a scenario names for a mesh, else the shipped one for ``kind``, with
+    the values of a drawn parameter set (``--model-samples``) that name it applied."""
     model = load_model(path) if path else default_model(kind)
     if model.kind != kind:
         from meshsim.errors import MeshsimError
 
         raise MeshsimError(f"model file {path} describes a {model.kind}, not a {kind}")
-    return model
+    return apply_values(model, values)
 
 
 class ProxiedDataPlane(DataPlane):

@@ -246,7 +246,7 @@ class IstioSidecars(SidecarDataPlane):
 
     def __init__(self, sim: Simulation) -> None:
         opts = sim.scenario.mesh_options.istio
-        self.model = cost_model(opts.model, "envoy-sidecar")
+        self.model = cost_model(opts.model, "envoy-sidecar", sim.model_values)
         self.threads = opts.workers
         self.stealing = False
         self.mtls = opts.mtls != "DISABLE"
@@ -265,7 +265,7 @@ class LinkerdSidecars(SidecarDataPlane):
 
     def __init__(self, sim: Simulation) -> None:
         opts = sim.scenario.mesh_options.linkerd
-        self.model = cost_model(opts.model, "linkerd-proxy")
+        self.model = cost_model(opts.model, "linkerd-proxy", sim.model_values)
         self.threads = opts.workers
         self.stealing = True
         self.mtls = True
