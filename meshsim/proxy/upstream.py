@@ -71,6 +71,9 @@ class UpstreamConn(asyncio.Protocol):
         self.sink: ResponseSink | None = None
         self.headers: Headers = []
         self.te: bytes | None = None
+        self.has_length = False
+        self.until_close = False
+        """The response in progress has no length and no chunks: it ends with the connection."""
         self.complete = True  # no response in progress
         self.head_only = False  # response to HEAD: no body follows the head
         self.cpu_s = 0.0
@@ -98,6 +101,18 @@ class UpstreamConn(asyncio.Protocol):
         sink = self.detach()
         if sink is not None and not self.complete:
             sink.on_lost()
+
+    def eof_received(self) -> bool:
+        """The upstream closed its side: the end of a body delimited by the close (RFC 9112
+        section 6.3, rule 8), else a response cut short (``connection_lost`` says so)."""
+        if self.until_close and not self.complete:
+            self.complete = True
+            self.close()
+            sink = self.detach()
+            if sink is not None:
+                self.read_t0 = time.thread_time()  # what on_done measures from
+                sink.on_done()
+        return False
 
     def data_received(self, data: bytes) -> None:
         sink = self.sink
@@ -158,11 +173,16 @@ class UpstreamConn(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.headers = []
         self.te = None
+        self.has_length = False
+        self.until_close = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
-        if len(name) == 17 and name.lower() == b"transfer-encoding":
+        n = len(name)
+        if n == 17 and name.lower() == b"transfer-encoding":
             self.te = value if self.te is None else self.te + b"," + value
+        elif n == 14 and name.lower() == b"content-length":
+            self.has_length = True
 
     def on_headers_complete(self) -> None:
         sink = self.sink
@@ -173,6 +193,11 @@ class UpstreamConn(asyncio.Protocol):
             # A coding the client would lose: an upstream protocol error, as a reset.
             self.close()
             raise ConnectionResetError("upstream used a transfer coding other than chunked")
+        status = self.parser.get_status_code()
+        self.until_close = (
+            self.te is None and not self.has_length and not self.head_only
+            and status >= 200 and status != 204 and status != 304
+        )
         keep_alive = self.parser.should_keep_alive()
         sink.on_head(self.parser.get_status_code(), self.headers, keep_alive)
         if self.head_only:
@@ -198,6 +223,12 @@ class UpstreamConn(asyncio.Protocol):
     def start(
         self, sink: ResponseSink, head: bytes, head_only: bool, sampling: bool = False
     ) -> None:
+        transport = self.transport
+        if transport is None:
+            # Closed between its connect (or its return to the pool) and this request, e.g.
+            # by a peer that accepts and resets: the try failed as a reset would.
+            sink.on_lost()
+            return
         self.sink = sink
         self.complete = False
         self.head_only = head_only
@@ -206,8 +237,7 @@ class UpstreamConn(asyncio.Protocol):
         down.upstream = self
         if down.write_paused:  # the client has not read the previous response yet
             self.pause_reading()
-        assert self.transport is not None
-        self.transport.write(head)
+        transport.write(head)
 
     def write(self, data: bytes) -> None:
         if self.transport is not None:

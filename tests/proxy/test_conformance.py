@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+import struct
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from typing import cast
 
 import httptools
 import pytest
@@ -34,6 +36,20 @@ from .lab import echo_and_proxy, proxy_for, read_head, scripted
 pytestmark = pytest.mark.integration
 
 LIMITS = Limits(max_header_bytes=4096, max_headers=20, max_body_bytes=4096)
+
+
+@pytest.fixture(autouse=True, params=["asyncio", "uvloop"])
+def event_loop_kind(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every case on both loops: tests default to asyncio's, the proxy runs on uvloop
+    (their transports differ, e.g. in what a half-close or a reset looks like)."""
+    before = asyncio.get_event_loop_policy()
+    if request.param == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    else:
+        asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
+    yield request.param
+    asyncio.set_event_loop_policy(before)
 
 
 # -- a raw client and a recording upstream ----------------------------------------------
@@ -143,8 +159,7 @@ class _RecordingProtocol(asyncio.Protocol):
         self.body = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's do not subclass it
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -498,5 +513,68 @@ def test_the_echo_upstream_also_answers_pipelined_requests_before_an_error() -> 
         assert got.statuses == [200, 200, 400]
         assert got.closed
         await stop_echo(server, state)
+
+    arun(main)
+
+
+def _close_delimited(reset: bool):  # type: ignore[no-untyped-def]
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhello")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        if reset:  # the upstream dies: RST, not the FIN that ends such a body
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+
+    return handler
+
+
+@pytest.mark.parametrize(("version", "reset"), [(b"1.1", False), (b"1.0", False),
+                                                (b"1.1", True)])
+def test_a_body_delimited_by_the_upstream_closing(version: bytes, reset: bool) -> None:
+    """RFC 9112 6.3 rule 8: the FIN ends the body; a reset is a truncation, never an end."""
+
+    async def main() -> None:
+        server, up = await scripted(_close_delimited(reset))
+        async with proxy_for([up]) as proxy:
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port("test"))
+            writer.write(b"GET / HTTP/%s\r\nHost: t\r\n\r\n" % version)
+            raw = b""
+            with suppress(ConnectionResetError):
+                while chunk := await asyncio.wait_for(reader.read(65536), 5):
+                    raw += chunk
+                    if raw.endswith(b"0\r\n\r\n"):
+                        break
+            writer.close()
+            head_bytes, _, body = raw.partition(b"\r\n\r\n")
+            assert head_bytes.startswith(b"HTTP/1.1 200 OK")
+            if version == b"1.0":
+                assert body == b"hello"  # delimited by our close in turn
+            elif reset:
+                assert body == b"5\r\nhello\r\n"  # no last chunk: the client sees a cut
+            else:
+                assert body == b"5\r\nhello\r\n0\r\n\r\n"
+        server.close()
+
+    arun(main)
+
+
+def test_an_upstream_that_accepts_and_resets_gets_a_502_not_a_hang() -> None:
+    class Resetting(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            sock = transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            cast(asyncio.Transport, transport).abort()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Resetting, "127.0.0.1", 0)
+        async with proxy_for([server.sockets[0].getsockname()[1]]) as proxy:
+            for _ in range(5):
+                got = await exchange(proxy.port("test"), GOOD, wait_s=5.0)
+                assert got.statuses == [502]
+        server.close()
 
     arun(main)
