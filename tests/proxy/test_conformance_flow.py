@@ -130,9 +130,15 @@ def test_clients_that_do_not_read_leave_the_proxy_rss_bounded() -> None:
             p.wait(10)
 
 
-def test_an_upstream_that_does_not_read_stops_the_proxy_reading_the_client() -> None:
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_an_upstream_that_does_not_read_stops_the_proxy_reading_the_client(loop: str) -> None:
     """The body goes no faster than the upstream reads; the proxy holds at most its
     high-water marks of it (the kernel's socket buffers hold the rest)."""
+    if loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        policy: asyncio.AbstractEventLoopPolicy = uvloop.EventLoopPolicy()
+    else:
+        policy = asyncio.DefaultEventLoopPolicy()
     body_size = 48 * 1024 * 1024
     stalled = asyncio.Event()
     release = asyncio.Event()
@@ -173,4 +179,9 @@ def test_an_upstream_that_does_not_read_stops_the_proxy_reading_the_client() -> 
             release.set()
         server.close()
 
-    arun(main, timeout=60)
+    before = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(policy)
+    try:
+        arun(main, timeout=60)
+    finally:
+        asyncio.set_event_loop_policy(before)

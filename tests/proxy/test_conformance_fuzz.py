@@ -1,0 +1,99 @@
+"""Mutated requests against the proxy: it answers or closes, and never smuggles.
+
+A seeded generator (so every run tries the same inputs) mutates valid requests: bytes that
+matter to framing (CR, LF, space, tab, colon, comma, NUL, hex digits) inserted or deleted,
+framing and routing fields repeated, renamed or named in ``Connection``, lengths off by one,
+requests pipelined. Each input is sent on a fresh connection, then the client half-closes.
+The properties, per input:
+
+- the proxy closes the connection within ``WAIT_S`` (no hang), after answering only with
+  statuses the proxy gives for client input;
+- the upstream (which answers every request it parses with 200) saw exactly as many
+  requests as the client got 200s: a request the proxy did not answer, or one hidden in a
+  body, would show as an extra one;
+- the proxy still serves a plain request afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from .helpers import arun
+from .test_conformance import (  # noqa: F401 - event_loop_kind: each case on both loops
+    GOOD,
+    event_loop_kind,
+    exchange,
+    recording_proxy,
+)
+
+pytestmark = pytest.mark.integration
+
+INPUTS = 400
+SEED = 20261202
+WAIT_S = 5.0
+CLIENT_STATUSES = {200, 400, 413, 431, 501, 505}
+
+BASE = [
+    b"GET /a HTTP/1.1\r\nHost: t\r\nAccept: */*\r\n\r\n",
+    b"POST /b HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello",
+    b"POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"5\r\nhello\r\n3;x=y\r\nabc\r\n0\r\n\r\n",
+    b"GET /d HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    b"PUT /e HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+]
+FRAMING_LINES = [
+    b"Content-Length: 5", b"Content-Length: 0", b"Content-Length: 12", b"Content-Length:5",
+    b"Content-Length: 5 ", b"Transfer-Encoding: chunked", b"Transfer-Encoding: chunked ",
+    b"Transfer-Encoding: identity", b"Transfer-Encoding: gzip, chunked", b"Host: other",
+    b"Connection: Content-Length", b"Connection: Transfer-Encoding", b"Connection: Host",
+    b"Connection: close", b"Upgrade: h2c", b"Expect: 100-continue", b" folded",
+]
+SPECIAL = [b"\r", b"\n", b"\r\n", b" ", b"\t", b":", b",", b"\x00", b"0", b"f", b"-", b";"]
+
+
+def mutate(rng: random.Random) -> bytes:
+    data = bytearray(rng.choice(BASE))
+    for _ in range(rng.randint(1, 3)):
+        op = rng.randrange(6)
+        at = rng.randrange(len(data) + 1)
+        if op == 0:  # a byte that matters to framing
+            data[at:at] = rng.choice(SPECIAL)
+        elif op == 1 and data:
+            del data[min(at, len(data) - 1)]
+        elif op == 2:  # a framing or routing line before the end of the head
+            end = data.find(b"\r\n\r\n")
+            if end >= 0:
+                data[end + 2 : end + 2] = rng.choice(FRAMING_LINES) + b"\r\n"
+        elif op == 3:  # a length off by one
+            data = bytearray(data.replace(b"Length: 5", b"Length: %d" % rng.choice((4, 6))))
+        elif op == 4:  # another request pipelined behind
+            data += rng.choice(BASE)
+        else:  # case of a field name
+            data = bytearray(data.replace(b"Content-Length", b"content-LENGTH"))
+    return bytes(data)
+
+
+def test_mutated_requests_are_answered_or_refused_and_never_smuggled() -> None:
+    rng = random.Random(SEED)
+    inputs = [mutate(rng) for _ in range(INPUTS)]
+
+    async def main() -> None:
+        async with recording_proxy() as (rec, port):
+            ok_total = 0
+            for data in inputs:
+                before = len(rec.seen)
+                got = await exchange(port, data, expect=0, half_close=True, wait_s=WAIT_S)
+                assert got.closed, data  # within WAIT_S: no hang
+                assert set(got.statuses) <= CLIENT_STATUSES, (data, got.statuses)
+                ok = got.statuses.count(200)
+                ok_total += ok
+                await asyncio.sleep(0)  # let the upstream parse anything still in flight
+                assert len(rec.seen) - before == ok, (data, got.statuses, rec.seen[before:])
+            assert len(rec.seen) == ok_total
+            assert 0 < ok_total < len(inputs)  # the mutations both pass and fail
+            assert (await exchange(port, GOOD)).statuses == [200]
+
+    arun(main, timeout=120)
