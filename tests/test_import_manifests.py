@@ -431,3 +431,52 @@ def test_manifests_without_a_service_are_an_error(tmp_path: Path) -> None:
     res = run_cli("import", str(tmp_path), "--out", str(tmp_path / "o.yaml"))
     assert res.exit_code == 2
     assert "no Service that selects a Deployment" in res.output
+
+
+TWO_NAMESPACES = """\
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: a}
+spec: {selector: {app: api}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: b}
+spec: {selector: {app: api}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api, namespace: a}
+spec: {template: {metadata: {labels: {app: api}}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api, namespace: b}
+spec: {replicas: 5, template: {metadata: {labels: {app: api}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: b}
+spec:
+  hosts: [api]
+  http: [{route: [{destination: {host: api}}], timeout: 3s}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api-from-b, namespace: b}
+spec:
+  hosts: [api.a.svc.cluster.local]
+  http: [{route: [{destination: {host: api.a.svc.cluster.local}}], timeout: 1s}]
+"""
+
+
+def test_a_name_in_two_namespaces_resolves_by_namespace(tmp_path: Path) -> None:
+    (tmp_path / "two.yaml").write_text(TWO_NAMESPACES)
+    result = import_cluster([tmp_path])
+    sc = result.scenario
+    assert [(s.name, s.namespace, s.replicas) for s in sc.services] == [
+        ("api", "a", 1),
+        ("api-b", "b", 5),  # no spec.replicas: Kubernetes' default 1
+    ]
+    assert [(r.service, r.timeout_ms) for r in sc.traffic] == [("api-b", 3000.0), ("api", 1000.0)]
+    assert any("also exists in namespace a" in w for w in result.warnings)

@@ -337,3 +337,39 @@ def test_a_large_metrics_file_streams_in_bounded_memory(tmp_path: Path) -> None:
     assert prom.stat().st_size > 50 * 1024 * 1024
     rates = read_metrics([prom])
     assert rates.edges == {("a", "b"): pytest.approx(10.0)}
+
+
+def test_versions_in_traces_give_each_version_its_calls(tmp_path: Path) -> None:
+    """Bookinfo's reviews v1 calls nothing, v2 and v3 call ratings: read per version from
+    the spans' service.version, as OTLP resources (and Istio's canonical revision) carry it."""
+    spans = []
+    for i in range(300):
+        version = ("v1", "v2", "v3")[i % 3]
+        trace = f"{i:032x}"
+        t = 1.7e15 + i * 1e4
+        spans.append(("productpage", "v1", trace, "p", None, t, t + 5000))
+        spans.append(("reviews", version, trace, "r", "p", t + 1000, t + 4000))
+        if version != "v1":
+            spans.append(("ratings", "v1", trace, "s", "r", t + 2000, t + 3000))
+    doc: dict[str, Any] = {"resourceSpans": []}
+    for svc, version, trace, sid, parent, start, end in spans:
+        doc["resourceSpans"].append({
+            "resource": {"attributes": [
+                {"key": "service.name", "value": {"stringValue": svc}},
+                {"key": "service.version", "value": {"stringValue": version}}]},
+            "scopeSpans": [{"spans": [{
+                "traceId": trace, "spanId": trace[-8:] + sid, "kind": "SPAN_KIND_SERVER",
+                "parentSpanId": trace[-8:] + parent if parent else "",
+                "startTimeUnixNano": str(int(start * 1000)),
+                "endTimeUnixNano": str(int(end * 1000))}]}],
+        })  # fmt: skip
+    path = tmp_path / "bookinfo-traces.json"
+    path.write_text(json.dumps(doc))
+    root = Path(__file__).resolve().parent / "fixtures" / "import" / "bookinfo"
+    sc = import_cluster([root], traces=[path]).scenario
+    reviews = sc.service("reviews")
+    calls = {v.name: [c.service for c in v.calls or []] for v in reviews.versions or []}
+    assert calls == {"v1": [], "v2": ["ratings"], "v3": ["ratings"]}
+    assert calls_of(sc, "productpage") == [("reviews", 1.0, False)]
+    # self time: 5 ms less the 3 ms call = 2 ms, for every request (a constant fits exactly)
+    assert sc.service("productpage").cpu_ms.expected == pytest.approx(2.0, rel=1e-6)

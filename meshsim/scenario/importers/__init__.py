@@ -18,8 +18,8 @@ from meshsim.scenario.importers import gatewayapi, istio, kubernetes, linkerd
 from meshsim.scenario.importers.assemble import assemble
 from meshsim.scenario.importers.documents import ManifestError, read_manifests
 from meshsim.scenario.importers.draft import Draft, scenario_name
-from meshsim.scenario.importers.writer import dump, plain
-from meshsim.scenario.loader import from_dict, loads
+from meshsim.scenario.importers.writer import dump
+from meshsim.scenario.loader import loads
 from meshsim.scenario.model import Scenario
 
 __all__ = ["Imported", "ManifestError", "import_cluster"]
@@ -82,7 +82,6 @@ def import_cluster(
         header.append("")
     text = dump(tree, header)
     try:
-        from_dict(plain(tree))
         scenario = loads(text, "<imported scenario>")
     except ScenarioError as exc:
         raise ManifestError(

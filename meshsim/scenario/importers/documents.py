@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -105,8 +105,17 @@ class Manifests:
     skipped: list[str]
     """``file:line Kind/name`` of every object whose kind the importer does not read."""
 
+    _by_kind: dict[str, list[Resource]] | None = field(default=None, repr=False)
+    hpas: dict[tuple[str, str, str], Resource] | None = field(default=None, repr=False)
+    """HorizontalPodAutoscalers by (namespace, target kind, target name), built on first use."""
+
     def of(self, kind: str, group: str | None = None) -> list[Resource]:
-        return [r for r in self.resources if r.kind == kind and (group is None or r.group == group)]
+        if self._by_kind is None:
+            self._by_kind = {}
+            for r in self.resources:
+                self._by_kind.setdefault(r.kind, []).append(r)
+        found = self._by_kind.get(kind, [])
+        return found if group is None else [r for r in found if r.group == group]
 
 
 def manifest_files(paths: Sequence[str | Path]) -> list[Path]:

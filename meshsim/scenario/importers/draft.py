@@ -103,16 +103,20 @@ class Draft:
         self.mesh_options.setdefault(mesh, {})[key] = Noted(value, note)
 
     def resolve_host(self, host: Any, namespace: str | None) -> str | None:
-        """The service a mesh host names (``reviews``, ``reviews.ns.svc.cluster.local``)."""
+        """The service a mesh host names (``reviews``, ``reviews.ns.svc.cluster.local``).
+
+        A short name is looked up in ``namespace`` (the referring resource's), a qualified one
+        in its own; a name found in one namespace only is taken from there.
+        """
         if not isinstance(host, str) or not host or "*" in host:
             return None
-        first = host.split(".")[0]
-        if first in self.services:
-            return first
-        for name, svc in self.services.items():
-            if svc.resource.name == first and (namespace is None or svc.namespace == namespace):
+        labels = host.split(".")
+        ns = labels[1] if len(labels) > 1 else namespace
+        same_name = [n for n, svc in self.services.items() if svc.resource.name == labels[0]]
+        for name in same_name:
+            if (self.services[name].resource.namespace or "default") == (ns or "default"):
                 return name
-        return None
+        return same_name[0] if len(same_name) == 1 else None
 
     def service_for_labels(self, labels: dict[str, str], namespace: str | None) -> str | None:
         """The service whose pods carry all ``labels`` (a policy's workload selector)."""

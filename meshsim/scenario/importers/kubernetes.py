@@ -110,16 +110,14 @@ def _resources_note(workload: Resource) -> str | None:
 
 
 def _hpa_for(manifests: Manifests, workload: Resource) -> Resource | None:
-    for hpa in manifests.of("HorizontalPodAutoscaler"):
-        ref = hpa.get("spec", "scaleTargetRef", default={})
-        if (
-            isinstance(ref, dict)
-            and ref.get("kind") == workload.kind
-            and ref.get("name") == workload.name
-            and (hpa.namespace or "default") == (workload.namespace or "default")
-        ):
-            return hpa
-    return None
+    if manifests.hpas is None:
+        manifests.hpas = {}
+        for hpa in manifests.of("HorizontalPodAutoscaler"):
+            ref = hpa.get("spec", "scaleTargetRef", default={})
+            if isinstance(ref, dict):
+                key = (hpa.namespace or "default", str(ref.get("kind")), str(ref.get("name")))
+                manifests.hpas.setdefault(key, hpa)
+    return manifests.hpas.get((workload.namespace or "default", workload.kind, workload.name))
 
 
 def _replicas(manifests: Manifests, workload: Resource, draft: Draft) -> Noted:
@@ -221,20 +219,31 @@ def _proxy_workers(draft: Draft, res: Resource, annotations: dict[str, str]) -> 
             )
 
 
-def _selected_by(svc: Resource, workloads: list[Resource]) -> list[Resource]:
-    """The workloads in the Service's namespace whose pod labels its selector matches."""
-    selector = _labels(svc.get("spec", "selector"))
-    ns = svc.namespace or "default"
-    return [
-        w
-        for w in workloads
-        if selector
-        and (w.namespace or "default") == ns
-        and all(
-            _labels(w.get("spec", "template", "metadata", "labels")).get(k) == v
-            for k, v in selector.items()
-        )
-    ]
+class _PodIndex:
+    """Workloads by (namespace, pod label, value): a selector's candidates without a scan."""
+
+    def __init__(self, workloads: list[Resource]) -> None:
+        self.by_label: dict[tuple[str, str, str], list[Resource]] = {}
+        for w in workloads:
+            ns = w.namespace or "default"
+            for k, v in _labels(w.get("spec", "template", "metadata", "labels")).items():
+                self.by_label.setdefault((ns, k, v), []).append(w)
+
+    def selected_by(self, svc: Resource) -> list[Resource]:
+        """The workloads in the Service's namespace whose pod labels its selector matches."""
+        selector = _labels(svc.get("spec", "selector"))
+        if not selector:
+            return []
+        ns = svc.namespace or "default"
+        shortest = min((self.by_label.get((ns, k, v), []) for k, v in selector.items()), key=len)
+        return [
+            w
+            for w in shortest
+            if all(
+                _labels(w.get("spec", "template", "metadata", "labels")).get(k) == v
+                for k, v in selector.items()
+            )
+        ]
 
 
 def import_kubernetes(manifests: Manifests, draft: Draft) -> None:
@@ -260,9 +269,12 @@ def import_kubernetes(manifests: Manifests, draft: Draft) -> None:
 
     workloads = [w for kind in WORKLOAD_KINDS for w in manifests.of(kind)]
     claimed: set[int] = set()
-    selected = {
-        svc.name: {id(w) for w in _selected_by(svc, workloads)} for svc in manifests.of("Service")
-    }
+    pods = _PodIndex(workloads)
+    matches = {id(svc): pods.selected_by(svc) for svc in manifests.of("Service")}
+    owners: dict[int, list[Resource]] = {}
+    for svc in manifests.of("Service"):
+        for w in matches[id(svc)]:
+            owners.setdefault(id(w), []).append(svc)
     for svc in manifests.of("Service"):
         if svc.get("spec", "type") == "ExternalName":
             draft.warn(
@@ -280,7 +292,7 @@ def import_kubernetes(manifests: Manifests, draft: Draft) -> None:
                 f"{other.namespace}; scenario service names are unique, so this one is {renamed}"
             )
             name = renamed
-        matched = _selected_by(svc, workloads)
+        matched = matches[id(svc)]
         if not matched:
             draft.warn(
                 f"{svc.origin('spec', 'selector')}: Service/{svc.name} selects no "
@@ -288,7 +300,10 @@ def import_kubernetes(manifests: Manifests, draft: Draft) -> None:
             )
             continue
         mine = {id(w) for w in matched}
-        wider = next((o for o, theirs in selected.items() if mine < theirs), None)
+        wider = next(
+            (o.name for o in owners[id(matched[0])] if mine < {id(w) for w in matches[id(o)]}),
+            None,
+        )
         if wider is not None:
             # a Service for one version of another's pods (a canary's backend): routes name
             # it, the scenario has it as that service's version

@@ -26,6 +26,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -122,7 +123,9 @@ def _otlp(doc: dict[str, Any]) -> Iterable[Span]:
                 yield Span(
                     str(s.get("traceId", "")), str(s.get("spanId", "")),
                     str(s["parentSpanId"]) if s.get("parentSpanId") else None,
-                    service, str(version or attrs.get("service.version") or "") or None,
+                    service,
+                    str(version or attrs.get("service.version")
+                        or attrs.get("istio.canonical_revision") or "") or None,
                     start, end, _kind(s.get("kind")),
                 )  # fmt: skip
 
@@ -150,7 +153,11 @@ def _jaeger(doc: dict[str, Any]) -> Iterable[Span]:
                 end = start + float(s["duration"])
             except (KeyError, TypeError, ValueError):
                 continue
-            version = ptags.get("service.version") or tags.get("service.version")
+            version = (
+                ptags.get("service.version")
+                or tags.get("service.version")
+                or tags.get("istio.canonical_revision")
+            )
             yield Span(
                 str(s.get("traceID", trace.get("traceID", ""))), str(s.get("spanID", "")), parent,
                 str(proc.get("serviceName", "")), str(version) if version else None,
@@ -177,7 +184,11 @@ def _zipkin(doc: list[Any]) -> Iterable[Span]:
         seen.add((trace, sid))
         tags = s.get("tags")
         tags = tags if isinstance(tags, dict) else {}
-        version = tags.get("service.version") or tags.get("version")
+        version = (
+            tags.get("service.version")
+            or tags.get("istio.canonical_revision")
+            or tags.get("version")
+        )
         yield Span(
             trace, sid, parent, str((s.get("localEndpoint") or {}).get("serviceName", "")),
             str(version) if version else None, start, end, kind,
@@ -328,12 +339,19 @@ def fit_service_time(samples_ms: list[float]) -> tuple[dict[str, Any], str]:
     if len(x) < MIN_FIT_SAMPLES:
         mean = float(np.mean(x)) if len(x) else 1e-3
         return {"dist": "constant", "mean": round(mean, 6)}, f"sample mean of {len(x)} requests"
+    if float(np.std(x)) <= 1e-9 * float(np.mean(x)):
+        return {"dist": "constant", "mean": round(float(np.mean(x)), 6)}, (
+            f"the same self time in all {len(x)} requests"
+        )
     from scipy import stats
 
-    s, _, scale = stats.lognorm.fit(x, floc=0)
-    ll_log = float(np.sum(stats.lognorm.logpdf(x, s, 0, scale)))
-    a, _, g_scale = stats.gamma.fit(x, floc=0)
-    ll_gamma = float(np.sum(stats.gamma.logpdf(x, a, 0, g_scale)))
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        # a fit's search may step through parameters that overflow; the optimum does not
+        warnings.simplefilter("ignore", RuntimeWarning)
+        s, _, scale = stats.lognorm.fit(x, floc=0)
+        ll_log = float(np.sum(stats.lognorm.logpdf(x, s, 0, scale)))
+        a, _, g_scale = stats.gamma.fit(x, floc=0)
+        ll_gamma = float(np.sum(stats.gamma.logpdf(x, a, 0, g_scale)))
     if ll_log >= ll_gamma:
         mean = float(scale * math.exp(s * s / 2))
         cv = float(math.sqrt(math.expm1(s * s)))
