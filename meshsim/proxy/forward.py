@@ -447,6 +447,7 @@ async def _drop_answer(x: Forwarding, failure: str | None) -> None:
     assert sink is not None
     assert pool is not None
     if failure is None and not sink.lost:
+        sink.pending = None  # nobody reads this body: drop it, however large, as it comes
         await x.cpu.wait(sink.done_wait)
         x.req.cpu_s += conn.cpu_s - x.conn_cpu0
         pool.release(conn, sink.keep_alive and not sink.lost and sink.request_sent)

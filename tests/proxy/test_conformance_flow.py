@@ -185,3 +185,47 @@ def test_an_upstream_that_does_not_read_stops_the_proxy_reading_the_client(loop:
         arun(main, timeout=60)
     finally:
         asyncio.set_event_loop_policy(before)
+
+
+def test_a_refused_answer_read_before_a_retry_is_not_buffered() -> None:
+    """Before a retry the proxy reads the refused (503) answer to the end, to keep the
+    connection; its body goes nowhere, so it must not pile up in the proxy."""
+    import tracemalloc
+
+    size, piece = 32 * 1024 * 1024, b"n" * (1 << 20)
+    calls = 0
+
+    async def refuse_then_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal calls
+        while True:
+            await read_head(reader)
+            calls += 1
+            if calls == 1:
+                writer.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: %d\r\n\r\n" % size)
+                for _ in range(size // len(piece)):
+                    writer.write(piece)
+                    await writer.drain()
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                await writer.drain()
+
+    traffic = {"retries": {"attempts": 1, "retry_on": ["5xx"], "backoff_base_ms": 1}}
+
+    async def main() -> None:
+        server, up = await scripted(refuse_then_answer)
+        async with proxy_for([up], traffic=traffic) as proxy:
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port("test"))
+            tracemalloc.start()
+            try:
+                writer.write(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            assert head.startswith(b"HTTP/1.1 200")
+            assert calls == 2
+            assert peak < 8 * len(piece), peak  # not the 32 MiB refused body
+            writer.close()
+        server.close()
+
+    arun(main, timeout=120)
