@@ -18,6 +18,7 @@ from meshsim.errors import MeshsimError
 if TYPE_CHECKING:
     from meshsim.api import Progress as RunProgress
     from meshsim.scenario.model import Scenario
+    from meshsim.sweep.executors import Executor
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -71,7 +72,8 @@ def run_progress(
 ) -> Iterator[RunProgress]:
     """A progress bar over every mesh and replication of ``scenario``; yields the callback
     for :func:`meshsim.api.run_and_save`."""
-    total = scenario.duration_s * scenario.replications * len(meshes)
+    runs = scenario.replications + scenario.model_samples
+    total = scenario.duration_s * runs * len(meshes)
     done: dict[tuple[str, int], float] = {}
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[state]}"),
@@ -81,7 +83,66 @@ def run_progress(
 
         def progress(mesh_name: str, index: int, t: float) -> None:
             done[(mesh_name, index)] = t
-            state = f"{mesh_name} rep {index + 1}/{scenario.replications}  t={t:.0f}s"
+            if index < scenario.replications:
+                which = f"rep {index + 1}/{scenario.replications}"
+            else:
+                which = f"model set {index - scenario.replications + 1}/{scenario.model_samples}"
+            finished = sum(1 for v in done.values() if v >= scenario.duration_s)
+            state = (
+                f"{mesh_name} {which}  t={t:.0f}s  "
+                f"({finished}/{runs * len(meshes)} simulations done)"
+            )
             bar.update(task, completed=sum(done.values()), state=state)
 
         yield progress
+
+
+def parallel_options(func: F) -> F:
+    """``--jobs``, ``--executor``, ``--scheduler`` and ``--model-samples``, passed as
+    ``jobs``, ``executor``, ``scheduler`` and ``model_samples``."""
+    for option in reversed(
+        [
+            click.option(
+                "--jobs",
+                "-j",
+                type=click.IntRange(min=1, max=1024),
+                default=None,
+                help="Simulations run at once in a local process pool (default: one per core). "
+                "Results are bit-identical whatever the number.",
+            ),
+            click.option(
+                "--executor",
+                type=click.Choice(["local", "dask"]),
+                default="local",
+                show_default=True,
+                help="Where the simulations run: this machine's process pool, or Dask.",
+            ),
+            click.option(
+                "--scheduler",
+                default=None,
+                metavar="ADDRESS",
+                help="Dask scheduler (tcp://host:8786); without it, a LocalCluster here.",
+            ),
+            click.option(
+                "--model-samples",
+                type=click.IntRange(min=0, max=64),
+                default=None,
+                help="Cost-model parameter sets drawn over the models' ranges, each rerunning "
+                "every mesh once, so each number gets a model band (default: the scenario's "
+                "model_samples, else 0).",
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def make_executor(jobs: int | None, executor: str, scheduler: str | None) -> Executor | None:
+    """The executor the options ask for; None means run_scenario's own pool of ``jobs``."""
+    if scheduler is not None and executor != "dask":
+        raise click.UsageError("--scheduler needs --executor dask")
+    if executor == "dask":
+        from meshsim.sweep.executors import DaskExecutor
+
+        return DaskExecutor(scheduler=scheduler, workers=jobs)
+    return None

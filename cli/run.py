@@ -17,6 +17,8 @@ from .common import (
     EXIT_SLO_BREACH,
     OutputDir,
     err_console,
+    make_executor,
+    parallel_options,
     run_progress,
     scenario_argument,
     user_errors,
@@ -44,6 +46,7 @@ from .render import summary_renderable
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json to standard output.")
 @click.option("--records", is_flag=True, help="Keep per-request records (records.parquet).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@parallel_options
 @user_errors
 def run(
     scenario_path: str,
@@ -54,6 +57,10 @@ def run(
     as_json: bool,
     records: bool,
     quiet: bool,
+    jobs: int | None,
+    executor: str,
+    scheduler: str | None,
+    model_samples: int | None,
 ) -> None:
     """Simulate SCENARIO.yaml for each mesh and print a summary.
 
@@ -62,7 +69,10 @@ def run(
     loaded = load_scenario(scenario_path)
     for cut in events_cut_by(loaded, duration_s):
         err_console().print(f"note: --duration-s {duration_s:g} ends the run before: {cut}")
-    scenario = with_overrides(loaded, duration_s=duration_s, seed=seed)
+    scenario = with_overrides(
+        loaded, duration_s=duration_s, seed=seed, model_samples=model_samples
+    )
+    runner = make_executor(jobs, executor, scheduler)
     meshes = parse_meshes(mesh) or list(scenario.meshes)
     console = err_console() if as_json else Console()
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -70,7 +80,7 @@ def run(
     with run_progress(scenario, meshes, console, quiet=quiet) as progress:
         outcome = run_and_save(
             scenario, out_dir, meshes=meshes, progress=progress, keep_records=records,
-            argv=sys.argv,
+            argv=sys.argv, jobs=jobs, executor=runner,
         )  # fmt: skip
     if as_json:
         click.echo(json.dumps(outcome.summary, indent=2, allow_nan=False))

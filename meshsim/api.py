@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 from meshsim import __version__
 from meshsim.errors import MeshsimError
 from meshsim.files import prepare_output_dir
-from meshsim.models.ranges import ranged_parameters
-from meshsim.models.samples import draw_parameter_sets, unique_parameters
+from meshsim.models.ranges import RangedParameter, ranged_parameters
+from meshsim.models.samples import MAX_MODEL_SAMPLES, draw_parameter_sets, unique_parameters
 from meshsim.results.run import MeshResult, ModelSampling, Replication, RunResult
 from meshsim.results.schema import Summary
 from meshsim.results.slo import Breach, check_slos
@@ -29,17 +29,28 @@ from meshsim.sim.engine import Simulation
 if TYPE_CHECKING:
     import numpy as np
 
-    from meshsim.models import ProxyCostModel
+    from meshsim.sweep.executors import Executor
 
 Progress = Callable[[str, int, float], None]
 """Called with (mesh, replication index, simulated seconds) as runs advance."""
 
 
 def with_overrides(
-    scenario: Scenario, *, duration_s: float | None = None, seed: int | None = None
+    scenario: Scenario,
+    *,
+    duration_s: float | None = None,
+    seed: int | None = None,
+    model_samples: int | None = None,
 ) -> Scenario:
     """The scenario with command-line overrides applied and re-checked."""
     update: dict[str, object] = {}
+    if model_samples is not None:
+        if not 0 <= model_samples <= MAX_MODEL_SAMPLES:
+            raise MeshsimError(
+                f"--model-samples must be between 0 and {MAX_MODEL_SAMPLES}, not {model_samples}"
+            )
+        # Saved with the run (scenario.yaml), so the run directory says what was drawn.
+        update["model_samples"] = model_samples
     if duration_s is not None:
         if duration_s <= scenario.warmup_s:
             raise MeshsimError(
@@ -67,6 +78,35 @@ def events_cut_by(scenario: Scenario, duration_s: float | None) -> list[str]:
     ]
 
 
+@dataclass(frozen=True)
+class SimulationTask:
+    """One independent simulation: a mesh, a seed, and optionally a drawn parameter set."""
+
+    scenario: Scenario
+    mesh: str
+    seed: np.random.SeedSequence
+    index: int
+    """The replication's index; for a parameter set, ``replications + k``."""
+    keep_records: bool = False
+    model_values: dict[str, float] | None = None
+
+
+TaskOutcome = tuple[Replication, tuple[RangedParameter, ...]]
+"""A simulation's replication and the ranged parameters of the models it used."""
+
+
+def simulate(task: SimulationTask, progress: Callable[[float], None] | None = None) -> TaskOutcome:
+    """Run one :class:`SimulationTask` (in this process or a pool's worker)."""
+    sim = Simulation(
+        task.scenario, task.mesh, task.seed,
+        keep_records=task.keep_records, model_values=task.model_values,
+    )  # fmt: skip
+    sim.run(progress)
+    measured = sim.measure()
+    ranged = tuple(p for model in measured.cost_models for p in ranged_parameters(model))
+    return Replication.of(measured, 0 if task.model_values else task.index), ranged
+
+
 def run_scenario(
     scenario: Scenario,
     *,
@@ -74,6 +114,8 @@ def run_scenario(
     progress: Progress | None = None,
     keep_records: bool = False,
     model_samples: int | None = None,
+    jobs: int | None = 1,
+    executor: Executor | None = None,
 ) -> RunResult:
     """Simulate ``scenario`` once per mesh and replication.
 
@@ -81,64 +123,84 @@ def run_scenario(
     compared under the same arrivals and service times (common random numbers).
     ``model_samples`` (default: the scenario's) draws that many cost-model parameter sets
     over the models' ranges and reruns every mesh under each, for the model bands.
+
+    The simulations are independent, so they run on ``executor`` when one is given
+    (:class:`meshsim.sweep.executors.LocalExecutor` or ``DaskExecutor``), else in a local
+    process pool of ``jobs`` processes (None: one per core; 1: in this process). Each is
+    deterministic in its seed, so the results are bit-identical whatever runs them; only
+    the progress differs: in this process it advances with simulated time, from a pool as
+    each simulation finishes.
     """
     chosen = _chosen(scenario, meshes)
     seeds = replication_seeds(scenario.seed, scenario.replications)
-    results: dict[str, MeshResult] = {}
-    models: list[ProxyCostModel] = []
-    for mesh in chosen:
-        mr = MeshResult(mesh)
-        for index, seed in enumerate(seeds):
-            sim = Simulation(scenario, mesh, seed, keep_records=keep_records)
-            callback = None
-            if progress is not None:
-                callback = _bind(progress, mesh, index)
-            sim.run(callback)
-            measured = sim.measure()
-            models.extend(measured.cost_models)
-            mr.replications.append(Replication.of(measured, index))
-        results[mesh] = mr
+    tasks = [
+        SimulationTask(scenario, mesh, seed, index, keep_records)
+        for mesh in chosen
+        for index, seed in enumerate(seeds)
+    ]
+    done = _run_tasks(tasks, progress, jobs, executor)
+    results = {mesh: MeshResult(mesh) for mesh in chosen}
+    ranged: list[RangedParameter] = []
+    for task, (replication, params) in zip(tasks, done, strict=True):
+        results[task.mesh].replications.append(replication)
+        ranged.extend(params)
     n = scenario.model_samples if model_samples is None else model_samples
+    sampling = None
+    if n:
+        sets = draw_parameter_sets(ranged, n, scenario.seed)
+        # One replication per set, with the first replication's seed: the sets then differ
+        # from each other and from the central run only through the parameters (common
+        # random numbers), and a set costs one run per mesh rather than one per replication.
+        set_tasks = [
+            SimulationTask(scenario, mesh, seeds[0], scenario.replications + k,
+                           model_values=drawn.values)
+            for k, drawn in enumerate(sets)
+            for mesh in chosen
+        ]  # fmt: skip
+        set_done = _run_tasks(set_tasks, progress, jobs, executor)
+        runs: list[dict[str, MeshResult]] = [{} for _ in sets]
+        for task, (replication, _) in zip(set_tasks, set_done, strict=True):
+            runs[task.index - scenario.replications][task.mesh] = MeshResult(
+                task.mesh, [replication]
+            )
+        sampling = ModelSampling(unique_parameters(ranged), sets, runs)
     return RunResult(
         scenario_name=scenario.name,
         scenario_sha256=scenario_sha256(scenario),
         seed=scenario.seed,
         meshes=results,
         meshsim_version=__version__,
-        model_sampling=(
-            _sample_models(scenario, chosen, models, n, seeds[0], progress) if n else None
-        ),
+        model_sampling=sampling,
     )
 
 
-def _sample_models(
-    scenario: Scenario,
-    meshes: Sequence[str],
-    models: Sequence[ProxyCostModel],
-    n: int,
-    seed: np.random.SeedSequence,
+def _run_tasks(
+    tasks: Sequence[SimulationTask],
     progress: Progress | None,
-) -> ModelSampling:
-    """Every mesh once more under each of ``n`` drawn parameter sets.
+    jobs: int | None,
+    executor: Executor | None,
+) -> list[TaskOutcome]:
+    """Each task's outcome, in the tasks' order, however they ran."""
+    if jobs is not None and jobs < 1:
+        raise MeshsimError(f"--jobs must be 1 or more, not {jobs}")
+    if executor is None and (jobs == 1 or len(tasks) <= 1):
+        return [
+            simulate(t, None if progress is None else _bind(progress, t.mesh, t.index))
+            for t in tasks
+        ]
+    if executor is None:
+        from meshsim.sweep.executors import LocalExecutor
 
-    One replication per set, with the first replication's seed: the sets then differ from
-    each other and from the central run only through the parameters (common random numbers),
-    and a set costs one run per mesh rather than one per replication.
-    """
-    params = [p for model in models for p in ranged_parameters(model)]
-    sets = draw_parameter_sets(params, n, scenario.seed)
-    runs: list[dict[str, MeshResult]] = []
-    for k, drawn in enumerate(sets):
-        per_mesh: dict[str, MeshResult] = {}
-        for mesh in meshes:
-            sim = Simulation(scenario, mesh, seed, model_values=drawn.values)
-            callback = None
-            if progress is not None:
-                callback = _bind(progress, mesh, scenario.replications + k)
-            sim.run(callback)
-            per_mesh[mesh] = MeshResult(mesh, [Replication.of(sim.measure(), 0)])
-        runs.append(per_mesh)
-    return ModelSampling(unique_parameters(params), sets, runs)
+        executor = LocalExecutor(jobs)
+    # (mesh, index) names a task uniquely, and survives the copy that Dask hands back.
+    out: dict[tuple[str, int], TaskOutcome] = {}
+    for task, result, error in executor.run(simulate, tasks):
+        if error is not None:
+            raise error
+        out[(task.mesh, task.index)] = result
+        if progress is not None:
+            progress(task.mesh, task.index, task.scenario.duration_s)
+    return [out[(t.mesh, t.index)] for t in tasks]
 
 
 @dataclass(frozen=True)
@@ -160,6 +222,8 @@ def run_and_summarise(
     progress: Progress | None = None,
     keep_records: bool = False,
     model_samples: int | None = None,
+    jobs: int | None = 1,
+    executor: Executor | None = None,
 ) -> Outcome:
     """:func:`run_scenario`, then the summary with the scenario's SLOs checked."""
     result = run_scenario(
@@ -168,6 +232,8 @@ def run_and_summarise(
         progress=progress,
         keep_records=keep_records,
         model_samples=model_samples,
+        jobs=jobs,
+        executor=executor,
     )
     summary = build_summary(result)
     breaches = check_slos(scenario.slo, summary)
@@ -184,6 +250,8 @@ def run_and_save(
     keep_records: bool = False,
     argv: list[str] | None = None,
     model_samples: int | None = None,
+    jobs: int | None = 1,
+    executor: Executor | None = None,
 ) -> Outcome:
     """Simulate ``scenario`` and save the run directory ``out`` (what ``meshsim run`` does).
 
@@ -203,6 +271,8 @@ def run_and_save(
         progress=progress,
         keep_records=keep_records,
         model_samples=model_samples,
+        jobs=jobs,
+        executor=executor,
     )
     from meshsim.results.store import save_run
 
