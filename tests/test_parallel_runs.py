@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from meshsim.cli.main import cli
 
 from meshsim.api import run_scenario
-from meshsim.cli.main import cli
 from meshsim.results.summary import build_summary
 from meshsim.scenario import loads
 
