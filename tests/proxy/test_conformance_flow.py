@@ -195,13 +195,15 @@ def test_a_refused_answer_read_before_a_retry_is_not_buffered() -> None:
     size, piece = 32 * 1024 * 1024, b"n" * (1 << 20)
     calls = 0
 
-    async def refuse_then_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def refuse_then_answer(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         nonlocal calls
         while True:
             await read_head(reader)
             calls += 1
             if calls == 1:
-                writer.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: %d\r\n\r\n" % size)
+                writer.write(b"HTTP/1.1 503 Unavailable\r\ncontent-length: %d\r\n\r\n" % size)
                 for _ in range(size // len(piece)):
                     writer.write(piece)
                     await writer.drain()
