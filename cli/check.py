@@ -1,67 +1,129 @@
-"""``meshsim check``: validate a scenario and show its call graph without running it."""
+"""``meshsim check``: validate a scenario and show its call graph without running it.
+
+It accepts exactly what ``meshsim run`` accepts: after the file's own checks it builds
+every mesh of the scenario as a run would (nothing is simulated). Every step is linear in
+the size of the scenario; the call graph is summarised (each service's callees once,
+a bounded depth and length), since printing every path of a call DAG is exponential.
+"""
 
 from __future__ import annotations
 
 import click
-import networkx as nx
 from rich.console import Console
 from rich.markup import escape
 from rich.tree import Tree
 
-from meshsim.scenario import load_scenario
-from meshsim.scenario.model import Scenario
+from meshsim.scenario.limits import cost_warnings, estimate_cost
+from meshsim.scenario.loader import load_buildable_scenario
+from meshsim.scenario.model import Scenario, Service
 from meshsim.scenario.references import call_edges
 
 from .common import scenario_argument, user_errors
 
-
-def call_graph(scenario: Scenario) -> nx.DiGraph:
-    """The call graph: workloads and services as nodes, calls as edges."""
-    graph = nx.DiGraph()
-    for svc in scenario.services:
-        graph.add_node(svc.name, kind="service", replicas=svc.total_replicas)
-    for wl in scenario.workloads:
-        graph.add_node(wl.name, kind="workload")
-        graph.add_edge(wl.name, wl.target)
-    graph.add_edges_from(call_edges(scenario))
-    return graph
+MAX_LINES = 200
+"""Lines of call graph printed; a scenario of 2,000 services would otherwise print for
+minutes (180,923 lines for control-plane-scale.yaml when every path was printed)."""
+MAX_CALLEES = 12
+"""Callees listed under one service; the rest are counted on a '... N more' line."""
+MAX_DEPTH = 12
+"""Call levels shown below a workload; deeper calls are counted on one line."""
 
 
-def _tree(graph: nx.DiGraph, scenario: Scenario) -> Tree:
+def callees_by_service(scenario: Scenario) -> dict[str, list[str]]:
+    """Each service's callees, in declaration order, each once."""
+    callees: dict[str, list[str]] = {s.name: [] for s in scenario.services}
+    for caller, callee in call_edges(scenario):
+        callees[caller].append(callee)
+    return callees
+
+
+def call_depth(scenario: Scenario, callees: dict[str, list[str]]) -> int:
+    """The longest chain of calls, counting the workload's request as the first (the call
+    graph has no cycles once the scenario is valid): one pass, each service once."""
+    longest: dict[str, int] = {}
+    for start in callees:
+        stack = [(start, False)]
+        while stack:
+            name, finished = stack.pop()
+            if finished:
+                longest[name] = max((1 + longest[c] for c in callees[name]), default=0)
+            elif name not in longest:
+                stack.append((name, True))
+                stack.extend((c, False) for c in callees[name] if c not in longest)
+    from_workloads = (1 + longest[w.target] for w in scenario.workloads)
+    return max(max(from_workloads, default=0), max(longest.values(), default=0))
+
+
+def _label(svc: Service) -> str:
+    versions = (
+        escape(" [" + ", ".join(f"{v.name}x{v.replicas}" for v in svc.versions) + "]")
+        if svc.versions
+        else f" x{svc.total_replicas}"
+    )
+    return f"[cyan]{svc.name}[/]{versions}  cpu {svc.cpu_ms.expected:g} ms"
+
+
+def _rate(scenario: Scenario, index: int) -> str:
+    wl = scenario.workloads[index]
+    if wl.rate_rps:
+        return f"{wl.rate_rps:g} rps {wl.arrival}"
+    if wl.clients:
+        return f"{wl.clients} closed-loop clients"
+    return f"{len(wl.phases or [])} phases"
+
+
+def call_tree(scenario: Scenario, callees: dict[str, list[str]]) -> Tree:
+    """Workloads and the services they reach; each service's callees are listed where it
+    first appears and referred to ("calls shown above") where it appears again."""
+    services = {s.name: s for s in scenario.services}
     root = Tree(
         f"[bold]{scenario.name}[/] ({len(scenario.services)} services, "
         f"{sum(s.total_replicas for s in scenario.services)} pods)"
     )
-
-    def label(name: str) -> str:
-        svc = next((s for s in scenario.services if s.name == name), None)
-        if svc is None:
-            return name
-        versions = (
-            escape(" [" + ", ".join(f"{v.name}x{v.replicas}" for v in svc.versions) + "]")
-            if svc.versions
-            else f" x{svc.total_replicas}"
+    expanded: set[str] = set()
+    lines = 0
+    cut = False
+    # (parent, service, depth) or (parent, None, text for a '...' line); a stack, so that
+    # the tree is printed depth first in declaration order.
+    stack: list[tuple[Tree, str | None, int | str]] = []
+    for i in reversed(range(len(scenario.workloads))):
+        stack.append((root, None, f"\0{i}"))
+    while stack:
+        parent, name, extra = stack.pop()
+        if lines >= MAX_LINES:
+            cut = True
+            break
+        lines += 1
+        if name is None:
+            text = str(extra)
+            if text.startswith("\0"):  # a workload
+                index = int(text[1:])
+                wl = scenario.workloads[index]
+                branch = parent.add(f"[green]{wl.name}[/] ({_rate(scenario, index)})")
+                stack.append((branch, wl.target, 1))
+            else:
+                parent.add(f"[dim]{text}[/]")
+            continue
+        kids = callees[name]
+        again = name in expanded and bool(kids)
+        node = parent.add(
+            _label(services[name]) + ("  [dim](calls shown above)[/]" if again else "")
         )
-        return f"[cyan]{name}[/]{versions}  cpu {svc.cpu_ms.expected:g} ms"
-
-    def grow(node: Tree, name: str, path: tuple[str, ...]) -> None:
-        for child in graph.successors(name):
-            branch = node.add(label(child))
-            if child not in path:
-                grow(branch, child, (*path, child))
-
-    for wl in scenario.workloads:
-        rate = (
-            f"{wl.rate_rps:g} rps {wl.arrival}"
-            if wl.rate_rps
-            else (
-                f"{wl.clients} closed-loop clients"
-                if wl.clients
-                else f"{len(wl.phases or [])} phases"
-            )
+        if again or not kids:
+            continue
+        expanded.add(name)
+        if extra == MAX_DEPTH:
+            stack.append((node, None, f"... {len(kids)} callees, deeper than {MAX_DEPTH} levels"))
+            continue
+        if len(kids) > MAX_CALLEES:
+            stack.append((node, None, f"... {len(kids) - MAX_CALLEES} more callees"))
+        depth = int(extra) + 1
+        stack.extend((node, kid, depth) for kid in reversed(kids[:MAX_CALLEES]))
+    if cut:
+        root.add(
+            f"[dim]... cut at {MAX_LINES} lines: {len(scenario.services):,} services, "
+            f"{sum(len(k) for k in callees.values()):,} calls in all[/]"
         )
-        branch = root.add(f"[green]{wl.name}[/] ({rate})")
-        grow(branch, wl.name, (wl.name,))
     return root
 
 
@@ -70,12 +132,16 @@ def _tree(graph: nx.DiGraph, scenario: Scenario) -> Tree:
 @user_errors
 def check(scenario_path: str) -> None:
     """Validate SCENARIO.yaml and print its call graph; runs nothing."""
-    scenario = load_scenario(scenario_path)
+    scenario = load_buildable_scenario(scenario_path)
     console = Console()
-    graph = call_graph(scenario)
-    console.print(_tree(graph, scenario))
-    depth = nx.dag_longest_path_length(graph) if graph.number_of_edges() else 0
+    callees = callees_by_service(scenario)
+    console.print(call_tree(scenario, callees))
+    cost = estimate_cost(scenario)
+    console.print(f"estimated run: {cost.describe()}", highlight=False)
+    for warning in cost_warnings(cost):
+        console.print(f"[bold yellow]warning[/]: {warning}", highlight=False)
     console.print(
         f"[green]ok[/]: {scenario_path} is valid: meshes {', '.join(scenario.meshes)}; "
-        f"call depth {depth}; {len(scenario.events)} events; {len(scenario.slo)} SLOs"
+        f"call depth {call_depth(scenario, callees)}; {len(scenario.events)} events; "
+        f"{len(scenario.slo)} SLOs"
     )

@@ -14,8 +14,19 @@ Name = Annotated[
         description="A Kubernetes-style name (RFC 1123 label): lower case, digits and '-'.",
     ),
 ]
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
+MAX_QUANTITY = 1e9
+"""Upper bound of every number of the format unless its key says less: a billion of any of
+its units (ms, s, µs, rps, GB, weights, factors) is beyond anything a cluster does, and the
+bound keeps every product the engine forms (rate x duration, mean x slow factor, bytes x 8 /
+bandwidth) finite, far from float overflow (1.8e308), where inf and NaN would enter the
+simulation loop."""
+MAX_COUNT = 2**31 - 1
+"""Upper bound of every whole number of the format unless its key says less (counts, bytes,
+limits): a signed 32-bit integer, what Kubernetes and Envoy use for most such fields; far
+larger counts would overflow numpy's and Parquet's integer columns or never finish."""
+
+PositiveFloat = Annotated[float, Field(gt=0, le=MAX_QUANTITY)]
+NonNegativeFloat = Annotated[float, Field(ge=0, le=MAX_QUANTITY)]
 Percent = Annotated[float, Field(ge=0, le=100)]
 Probability = Annotated[float, Field(ge=0, le=1)]
 

@@ -6,7 +6,14 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from meshsim.scenario.base import NonNegativeFloat, PositiveFloat, Probability, Spec
+from meshsim.scenario.base import (
+    MAX_COUNT,
+    MAX_QUANTITY,
+    NonNegativeFloat,
+    PositiveFloat,
+    Probability,
+    Spec,
+)
 
 
 class _Event(Spec):
@@ -23,7 +30,7 @@ class KillEvent(_Event):
     """
 
     action: Literal["kill"]
-    count: Annotated[int, Field(ge=1)] = 1
+    count: Annotated[int, Field(ge=1, le=MAX_COUNT)] = 1
     graceful: bool = Field(False, description="Announce the kill (pod deletion with preStop).")
     prestop_s: NonNegativeFloat = Field(
         5.0, description="graceful only: how long a terminating pod keeps serving."
@@ -35,7 +42,9 @@ class SlowEvent(_Event):
 
     action: Literal["slow"]
     factor: PositiveFloat
-    count: Annotated[int, Field(ge=1)] | None = Field(None, description="Replicas (default all).")
+    count: Annotated[int, Field(ge=1, le=MAX_COUNT)] | None = Field(
+        None, description="Replicas (default all)."
+    )
     duration_s: PositiveFloat | None = None
 
 
@@ -44,7 +53,9 @@ class ErrorsEvent(_Event):
 
     action: Literal["errors"]
     rate: Probability
-    count: Annotated[int, Field(ge=1)] | None = Field(None, description="Replicas (default all).")
+    count: Annotated[int, Field(ge=1, le=MAX_COUNT)] | None = Field(
+        None, description="Replicas (default all)."
+    )
     duration_s: PositiveFloat | None = None
     status: Annotated[int, Field(ge=400, le=599)] = 500
 
@@ -53,7 +64,7 @@ class ScaleEvent(_Event):
     """The target's replica count becomes ``replicas``."""
 
     action: Literal["scale"]
-    replicas: Annotated[int, Field(ge=0)]
+    replicas: Annotated[int, Field(ge=0, le=MAX_COUNT)]
     prestop_s: NonNegativeFloat | None = Field(
         None,
         description="Scale-down: removed pods leave the endpoints at once and die after this "
@@ -66,7 +77,7 @@ class RolloutEvent(_Event):
     many old ones are deleted (gracefully, with ``prestop_s``, unless ``graceful`` is false)."""
 
     action: Literal["rollout"]
-    max_surge: Annotated[int, Field(ge=1)] = 1
+    max_surge: Annotated[int, Field(ge=1, le=MAX_COUNT)] = 1
     graceful: bool = True
     prestop_s: NonNegativeFloat = 5.0
 
@@ -89,7 +100,9 @@ class ConfigEvent(_Event):
     depend on it; Linkerd's policy controller streams one update to each watcher."""
 
     action: Literal["config"]
-    count: Annotated[int, Field(ge=1)] = Field(1, description="Changes, spaced by interval_s.")
+    count: Annotated[int, Field(ge=1, le=MAX_COUNT)] = Field(
+        1, description="Changes, spaced by interval_s."
+    )
     interval_s: NonNegativeFloat = 0.0
 
 
@@ -107,7 +120,7 @@ class ControlPlaneSlowEvent(_Event):
 
     action: Literal["control-plane-slow"]
     target: str = Field("control-plane", description="Always 'control-plane'.")
-    factor: Annotated[float, Field(ge=1)]
+    factor: Annotated[float, Field(ge=1, le=MAX_QUANTITY)]
     duration_s: PositiveFloat | None = None
 
 

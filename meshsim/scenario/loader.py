@@ -8,6 +8,7 @@ into the data, which :func:`_locate` follows through the node tree to a line.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import types
 import typing
 from pathlib import Path
@@ -17,89 +18,46 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from meshsim.errors import Problem, ScenarioError
+from meshsim.scenario.limits import cost_problems
 from meshsim.scenario.model import Scenario
 from meshsim.scenario.references import Loc, check_references, closest
+from meshsim.scenario.runnable import build_problems
+from meshsim.scenario.yaml_input import field_path, parse_yaml, read_text
 
+__all__ = [
+    "explain_error",
+    "field_path",
+    "find_key_node",
+    "from_dict",
+    "load_buildable_scenario",
+    "load_scenario",
+    "loads",
+    "locate",
+    "parse_yaml",
+    "scenario_sha256",
+]
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys, which PyYAML would silently overwrite."""
-
-
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                f"duplicate key {key!r} (first given on line {seen[key] + 1})",
-                key_node.start_mark,
-            )
-        seen[key] = key_node.start_mark.line
-    return loader.construct_mapping(node, deep=deep)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def parse_yaml(text: str, path: str | None) -> tuple[Any, yaml.Node | None]:
-    """The document's data and its node tree, or a :class:`ScenarioError` with a line."""
-    node: yaml.Node | None = None
-    try:
-        node = yaml.compose(text, Loader=_StrictLoader)
-        data = yaml.load(text, Loader=_StrictLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        column = mark.column + 1 if mark is not None else None
-        what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
-        # A duplicate key is found after composing: name its field path too.
-        field = _path_to_key(node, mark) if mark is not None else None
-        raise ScenarioError(
-            [Problem(field or "", f"not valid YAML: {what}", line=line, column=column)], path
-        ) from None
-    except yaml.YAMLError as exc:
-        raise ScenarioError([Problem("", f"not valid YAML: {exc}")], path) from None
-    return data, node
-
-
-def _path_to_key(node: yaml.Node | None, mark: Any) -> str | None:
-    """The field path of the mapping key that starts at ``mark`` in ``node``, if any."""
-
-    def search(current: yaml.Node, parts: list[str | int]) -> list[str | int] | None:
-        if isinstance(current, yaml.MappingNode):
-            for key_node, value_node in current.value:
-                here = [*parts, str(key_node.value)]
-                start = key_node.start_mark
-                if (start.line, start.column) == (mark.line, mark.column):
-                    return here
-                found = search(value_node, here)
-                if found is not None:
-                    return found
-        elif isinstance(current, yaml.SequenceNode):
-            for i, item in enumerate(current.value):
-                found = search(item, [*parts, i])
-                if found is not None:
-                    return found
-        return None
-
-    if node is None:
-        return None
-    parts = search(node, [])
-    return field_path(parts) if parts else None
+MAX_PROBLEMS = 50
+"""Problems reported at once: enough to fix a file in one pass; a file with 30,000 bad
+references would otherwise spend minutes finding close names and print megabytes."""
 
 
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file; raises :class:`ScenarioError` on any problem."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ScenarioError([Problem("", "no such file")], str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ScenarioError([Problem("", f"cannot be read: {exc}")], str(path)) from None
-    return loads(text, str(path))
+    return loads(read_text(path), str(path))
+
+
+def load_buildable_scenario(path: str | Path) -> Scenario:
+    """:func:`load_scenario`, then build every mesh of the scenario as a run would (running
+    nothing), so that what ``meshsim run`` would refuse is refused here, at its line."""
+    path = Path(path)
+    data, node = parse_yaml(read_text(path), str(path))
+    scenario = from_dict(data, path=str(path), node=node)
+    problems = [_problem(loc, msg, data, node) for loc, msg in build_problems(scenario)]
+    if problems:
+        raise ScenarioError(problems, str(path))
+    return scenario
 
 
 def loads(text: str, path: str | None = None) -> Scenario:
@@ -123,12 +81,23 @@ def from_dict(data: Any, *, path: str | None = None, node: yaml.Node | None = No
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
-        problems = [_problem_from_pydantic(err, data, node) for err in exc.errors()]
-        raise ScenarioError(_unique(problems), path) from None
-    problems = [_problem(loc, msg, data, node) for loc, msg in check_references(scenario)]
+        errors = exc.errors()
+        problems = [_problem_from_pydantic(err, data, node) for err in errors[:MAX_PROBLEMS]]
+        raise ScenarioError(_unique(problems) + _more(len(errors)), path) from None
+    found = list(itertools.islice(check_references(scenario), MAX_PROBLEMS + 1))
+    problems = [_problem(loc, msg, data, node) for loc, msg in found[:MAX_PROBLEMS]]
+    if problems:
+        raise ScenarioError(problems + _more(len(found)), path)
+    problems = [_problem(loc, msg, data, node) for loc, msg in cost_problems(scenario)]
     if problems:
         raise ScenarioError(problems, path)
     return scenario
+
+
+def _more(count: int) -> list[Problem]:
+    if count <= MAX_PROBLEMS:
+        return []
+    return [Problem("", f"... and more problems; only the first {MAX_PROBLEMS} are shown")]
 
 
 def scenario_sha256(scenario: Scenario) -> str:
@@ -141,10 +110,7 @@ def scenario_sha256(scenario: Scenario) -> str:
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:
-    out: list[Problem] = []
-    for p in problems:
-        if p not in out:
-            out.append(p)
+    out = list(dict.fromkeys(problems))
     return sorted(out, key=lambda p: (p.line or 0, p.field))
 
 
@@ -174,7 +140,9 @@ def locate(loc: Loc, data: Any, node: yaml.Node | None) -> tuple[list[str | int]
 def _child(node: yaml.Node | None, key: Any) -> yaml.Node | None:
     if not isinstance(node, yaml.MappingNode):
         return None
-    for key_node, value_node in node.value:
+    # The last match: after a merge (`<<: *defaults`) the merged keys come first and the
+    # keys written in the mapping itself, which win, after them.
+    for key_node, value_node in reversed(node.value):
         if key_node.value == str(key) or _scalar(key_node) == key:
             found: yaml.Node = value_node
             return found
@@ -184,7 +152,7 @@ def _child(node: yaml.Node | None, key: Any) -> yaml.Node | None:
 def find_key_node(node: yaml.Node | None, key: Any) -> yaml.Node | None:
     if not isinstance(node, yaml.MappingNode):
         return None
-    for key_node, _ in node.value:
+    for key_node, _ in reversed(node.value):
         if key_node.value == str(key):
             found: yaml.Node = key_node
             return found
@@ -198,13 +166,6 @@ def _scalar(node: yaml.Node) -> Any:
         except yaml.YAMLError:
             return node.value
     return None
-
-
-def field_path(parts: list[str | int]) -> str:
-    out = ""
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 def _problem(loc: Loc, message: str, data: Any, node: yaml.Node | None) -> Problem:

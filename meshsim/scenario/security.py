@@ -75,8 +75,6 @@ class IstioSecurity(Spec):
     authorization_policies: list[IstioAuthorizationPolicy] = Field(default_factory=list)
 
 
-
-
 class LinkerdServer(Spec):
     """A policy.linkerd.io Server: selects the pods (of a service) and their port."""
 

@@ -1,6 +1,6 @@
 """The ``traffic:`` block: mesh-neutral traffic intent per service, in Istio's vocabulary.
 
-Each mesh maps it to its own mechanisms (:mod:`meshsim.sim.dataplanes.mapping`).
+Each mesh maps it to its own mechanisms (:mod:`meshsim.policy.mapping`).
 """
 
 from __future__ import annotations
@@ -9,11 +9,26 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from meshsim.scenario.base import Name, NonNegativeFloat, Percent, PositiveFloat, Spec
+from meshsim.scenario.base import (
+    MAX_COUNT,
+    MAX_QUANTITY,
+    Name,
+    NonNegativeFloat,
+    Percent,
+    PositiveFloat,
+    Spec,
+)
+
+MAX_RETRIES = 100
+"""Every retry is simulated; no configuration seen retries more than a handful of times."""
+MAX_UINT32 = 2**32 - 1
+"""Envoy's circuit-breaker thresholds are 32-bit (2^32-1, Istio's default, means none)."""
 
 
 class Retries(Spec):
-    attempts: Annotated[int, Field(ge=0)] = Field(2, description="Retries after the first try.")
+    attempts: Annotated[int, Field(ge=0, le=MAX_RETRIES)] = Field(
+        2, description="Retries after the first try."
+    )
     per_try_timeout_ms: PositiveFloat | None = None
     retry_on: list[str] | None = Field(
         None, description="Envoy retry_on conditions, e.g. [connect-failure, 5xx]."
@@ -23,15 +38,15 @@ class Retries(Spec):
 
 
 class CircuitBreaker(Spec):
-    max_connections: Annotated[int, Field(ge=1)] | None = None
-    max_pending_requests: Annotated[int, Field(ge=1)] | None = None
-    max_requests: Annotated[int, Field(ge=1)] | None = None
-    max_retries: Annotated[int, Field(ge=0)] | None = None
+    max_connections: Annotated[int, Field(ge=1, le=MAX_UINT32)] | None = None
+    max_pending_requests: Annotated[int, Field(ge=1, le=MAX_UINT32)] | None = None
+    max_requests: Annotated[int, Field(ge=1, le=MAX_UINT32)] | None = None
+    max_retries: Annotated[int, Field(ge=0, le=MAX_UINT32)] | None = None
 
 
 class OutlierDetection(Spec):
-    consecutive_5xx: Annotated[int, Field(ge=1)] | None = None
-    consecutive_gateway_errors: Annotated[int, Field(ge=1)] | None = None
+    consecutive_5xx: Annotated[int, Field(ge=1, le=MAX_COUNT)] | None = None
+    consecutive_gateway_errors: Annotated[int, Field(ge=1, le=MAX_COUNT)] | None = None
     interval_s: PositiveFloat | None = None
     base_ejection_s: PositiveFloat | None = None
     max_ejection_percent: Percent | None = None
@@ -69,7 +84,7 @@ class TrafficRule(Spec):
 
     service: Name
     match: Match | None = None
-    split: dict[str, Annotated[float, Field(ge=0)]] | None = Field(
+    split: dict[str, Annotated[float, Field(ge=0, le=MAX_QUANTITY)]] | None = Field(
         None, description="Weights by version name, e.g. {v1: 90, v2: 10}."
     )
     timeout_ms: PositiveFloat | None = None
