@@ -409,9 +409,13 @@ def _hop(mesh: str, inputs: SizingInput, central: dict[str, ProxyCostModel],
         )
         return Band(p50, p50, p50), Band(p99, p99, p99), how, parts
     p50, p99 = _quantiles(loads, inputs.seed)
+    if simulate:  # ambient: the one-hop simulation is not built for ztunnels and waypoints
+        how_sim = "; no short simulation for istio-ambient (closed form used near saturation)"
+    else:
+        how_sim = ""
     others = [_quantiles(_hop_loads(mesh, inputs, s, lines), inputs.seed) for s in sets
               if max(ld.utilisation for ld in _hop_loads(mesh, inputs, s, lines)) < 1]  # fmt: skip
-    how = "closed form (M/M/c waits per proxy pass, wake-ups at utilisation)"
+    how = "closed form (M/M/c waits per proxy pass, wake-ups at utilisation)" + how_sim
     if top >= SATURATED:
         how += f"; SATURATED (utilisation {top:.2f}): the tail grows without bound near 1"
     return (Band.of(p50, [o[0] for o in others]), Band.of(p99, [o[1] for o in others]), how,
