@@ -125,7 +125,7 @@ class MeshPolicy:
         if budget is not None:
             ratio, min_per_s, ttl = budget
             self.budget = TpsBudget(ttl, min_per_s, ratio, now=now)
-        self._single = Exchange(self.route, envoy=envoy, now=now)
+        self._single = Exchange(self.route, envoy=envoy, now=now, budget=self.budget)
         """The chain's steps for a request's only try (never decides: it has no retries)."""
         self._started: dict[int, float] = {}
         self._rng = np.random.default_rng(0)

@@ -268,3 +268,26 @@ def test_listener_defaults_are_the_meshes() -> None:
         listener_policy({"fault": {"abort": {"percent": 100, "status": 500}}}, "linkerd")
     with pytest.raises(MeshsimError, match=r"traffic\.retries\.attempts"):
         listener_policy({"retries": {"attempts": -1}}, "istio")
+
+
+def test_linkerd_listener_with_the_retry_budget_retries_5xx_under_it() -> None:
+    """ServiceProfile retries (mesh_options.linkerd.retry_budget): 5xx retried at once."""
+    from meshsim.scenario.options import MeshOptions
+
+    options = MeshOptions.model_validate({"linkerd": {"retry_budget": True}})
+    traffic = {"retries": {"attempts": 2, "retry_on": ["5xx"]}}
+
+    async def main() -> None:
+        server, state = await start_echo(seed=5)
+        policy = policy_for(traffic, 1, mesh="linkerd", options=options)
+        async with proxy_for([bound_port(server)], policy=policy) as proxy:
+            port = proxy.port("test")
+            statuses = [(await get_once(port, "/?status=503:50")).status for _ in range(20)]
+            retries = proxy.metrics.retries.labels("test")._value.get()
+        await stop_echo(server, state)
+        # No attempt limit, and 100 retries of budget reserve: every request ends in a 200.
+        assert statuses == [200] * 20
+        assert state.served == 20 + retries
+        assert retries > 5
+
+    arun(main)
