@@ -37,8 +37,8 @@ waiting (delay, back-off)  ``yield env.timeout(s)``             ``await asyncio.
 ``now``                    ``env.now``                          ``time.monotonic()``
 random streams             named streams per purpose (faults,   one generator per listener
                            retries, health, splits, balancers;  (``Route.rng``) for every draw
-                           first picks use the balancer's,
-                           retries the retries' stream)
+                           first picks use the balancer's,      but health's (ejection and
+                           retries the retries' stream)         penalty jitter: a fixed seed)
 route match                per request, on the call's path and  a listener is one route, its
                            headers (Envoy's route order)        rule's: ``match`` not evaluated
 clusters                   one :class:`ClusterRuntime` per      one per listener, across its
@@ -53,6 +53,8 @@ the attempt                modelled hops, CPU and app; a try    a real upstream 
                            background
 per-try deadline           a process races the try              ``asyncio.wait_for`` on the head
 mirroring                  a shadow request, response dropped   not emulated (the lab drops it)
+request bodies             the call's size (Linkerd retries     retries only a body it holds
+                           none over 64 KiB)                    whole; size not passed (0)
 counters                   ``Counters`` per destination         Prometheus counters per listener
                            service, in the measurement window   (retries, overflows, ejections)
 =========================  ===================================  ==================================
