@@ -8,9 +8,11 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from meshsim.api import events_cut_by, parse_meshes, run_and_save, with_overrides
+from meshsim.api import events_cut_by, parse_meshes, run_and_save
 from meshsim.report.cost import Prices
 from meshsim.scenario import load_scenario
+from meshsim.scenario.limits import cost_warnings, estimate_cost
+from meshsim.scenario.overrides import apply_overrides
 
 from .common import (
     OutputDir,
@@ -65,11 +67,13 @@ def compare(
     loaded = load_scenario(scenario_path)
     for cut in events_cut_by(loaded, duration_s):
         err_console().print(f"note: --duration-s {duration_s:g} ends the run before: {cut}")
-    scenario = with_overrides(
+    scenario = apply_overrides(
         loaded, duration_s=duration_s, seed=seed, model_samples=model_samples
     )
     runner = make_executor(jobs, executor, scheduler)
     chosen = parse_meshes((meshes,) if meshes else (), "--meshes") or list(scenario.meshes)
+    for warning in cost_warnings(estimate_cost(scenario, chosen)):
+        err_console().print(f"[bold yellow]warning[/]: {warning}", highlight=False)
     console = Console()
     run_dir = out / "run"
     with run_progress(scenario, chosen, console, quiet=quiet) as progress:

@@ -10,8 +10,10 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from meshsim.api import events_cut_by, parse_meshes, run_and_save, with_overrides
+from meshsim.api import events_cut_by, parse_meshes, run_and_save
 from meshsim.scenario import load_scenario
+from meshsim.scenario.limits import cost_warnings, estimate_cost
+from meshsim.scenario.overrides import apply_overrides
 
 from .common import (
     EXIT_SLO_BREACH,
@@ -69,11 +71,13 @@ def run(
     loaded = load_scenario(scenario_path)
     for cut in events_cut_by(loaded, duration_s):
         err_console().print(f"note: --duration-s {duration_s:g} ends the run before: {cut}")
-    scenario = with_overrides(
+    scenario = apply_overrides(
         loaded, duration_s=duration_s, seed=seed, model_samples=model_samples
     )
     runner = make_executor(jobs, executor, scheduler)
     meshes = parse_meshes(mesh) or list(scenario.meshes)
+    for warning in cost_warnings(estimate_cost(scenario, meshes)):
+        err_console().print(f"[bold yellow]warning[/]: {warning}", highlight=False)
     console = err_console() if as_json else Console()
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = out if out is not None else Path("runs") / f"{scenario.name}-{stamp}"
