@@ -95,6 +95,9 @@ class Replication:
     resilience: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per destination service: retries, timeouts, overflows, ejections, fail-fasts, ...
     (:mod:`meshsim.sim.dataplanes.resilience`), counted inside the measurement window."""
+    cgroups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per container cgroup under ``cluster.scheduler: cfs``: weight, limit, CPU and
+    CFS bandwidth counters in the window (empty under FCFS)."""
 
     @classmethod
     def of(cls, measured: Measurement | Simulation, index: int) -> Replication:
@@ -142,6 +145,19 @@ class Replication:
             resilience={
                 name: {**r.counts, "by_endpoint": dict(r.by_endpoint)}
                 for name, r in m.resilience.items()
+            },
+            cgroups={
+                g.name: {
+                    "node": g.node,
+                    "cpu_weight": g.cpu_weight,
+                    "cpu_limit_m": g.cpu_limit_m,
+                    "cpu_vcpu": g.cpu_s / window,
+                    "nr_periods": g.nr_periods,
+                    "nr_throttled": g.nr_throttled,
+                    "throttled_s": g.throttled_s,
+                    "oom_kills": g.oom_kills,
+                }
+                for g in m.cgroups
             },
         )
 

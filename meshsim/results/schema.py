@@ -146,6 +146,29 @@ class NodeBlock(TypedDict):
     utilisation: float
 
 
+class CGroupBlock(TypedDict):
+    """``runs.<mesh>.cgroups.<name>``: one container's cgroup under ``cluster.scheduler:
+    cfs`` (``<pod>/app``, ``<pod>/sidecar``, ``node-0/ztunnel``, ...), means over
+    replications of what the kernel's cpu.stat counts in the window."""
+
+    node: str
+    cpu_weight: int
+    """cgroup v2 cpu.weight from the CPU request."""
+    cpu_limit_m: float | None
+    """The CPU limit behind cpu.max (millicores); None without one."""
+    cpu_vcpu: float
+    nr_periods: float
+    """Bandwidth periods in which it drew runtime (0 without a limit)."""
+    nr_throttled: float
+    """Periods in which it spent its quota and waited for the next."""
+    throttled_share: float
+    """nr_throttled / nr_periods (0 without periods)."""
+    throttled_s: float
+    """Time spent throttled."""
+    oom_kills: float
+    """Times the container passed its memory limit and was killed."""
+
+
 class ResilienceBlock(TypedDict):
     """Resilience events towards one service, the mean over replications (rounded)."""
 
@@ -223,6 +246,8 @@ class MeshRun(TypedDict):
     timeline: list[TimelineEntry]
     model_samples: NotRequired[MeshModelSamples]
     """Per parameter set: the metrics that carry a band (``--model-samples``)."""
+    cgroups: NotRequired[dict[str, CGroupBlock]]
+    """Containers' cgroups, present under ``cluster.scheduler: cfs``."""
 
 
 class AddedLatencyMs(TypedDict):
@@ -253,6 +278,7 @@ class Summary(TypedDict):
 
 __all__ = [
     "AddedLatencyMs",
+    "CGroupBlock",
     "ControlPlaneBlock",
     "Convergence",
     "CostModelRef",

@@ -14,6 +14,7 @@ from meshsim.results.bands import attach_bands, samples_block
 from meshsim.results.run import SATURATION, MeshResult, Replication, RunResult
 from meshsim.results.schema import (
     AddedLatencyMs,
+    CGroupBlock,
     ControlPlaneBlock,
     CostModelRef,
     MeshRun,
@@ -84,7 +85,7 @@ def mesh_summary(result: MeshResult) -> MeshRun:
         warnings.append(
             "saturated: latencies grow with the run's length and are not steady-state values"
         )
-    return {
+    run: MeshRun = {
         "replications": len(reps),
         "services": services,
         "workloads": workloads,
@@ -99,6 +100,31 @@ def mesh_summary(result: MeshResult) -> MeshRun:
         "warnings": warnings,
         "timeline": [{"at_s": t, "event": what} for t, what in reps[0].timeline],
     }
+    if any(r.cgroups for r in reps):
+        run["cgroups"] = cgroups_summary(reps)
+    return run
+
+
+def cgroups_summary(reps: list[Replication]) -> dict[str, CGroupBlock]:
+    """Per container cgroup (``cluster.scheduler: cfs``): the mean over replications, and
+    the share of its bandwidth periods that were throttled (nr_throttled / nr_periods)."""
+    out: dict[str, CGroupBlock] = {}
+    for name in reps[0].cgroups:
+        rows = [r.cgroups[name] for r in reps if name in r.cgroups]
+        periods = fmean(row["nr_periods"] for row in rows)
+        throttled = fmean(row["nr_throttled"] for row in rows)
+        out[name] = {
+            "node": rows[0]["node"],
+            "cpu_weight": rows[0]["cpu_weight"],
+            "cpu_limit_m": rows[0]["cpu_limit_m"],
+            "cpu_vcpu": fmean(row["cpu_vcpu"] for row in rows),
+            "nr_periods": periods,
+            "nr_throttled": throttled,
+            "throttled_share": throttled / periods if periods else 0.0,
+            "throttled_s": fmean(row["throttled_s"] for row in rows),
+            "oom_kills": fmean(row["oom_kills"] for row in rows),
+        }
+    return out
 
 
 def _achieved_rps(reps: list[Replication], name: str, rps: float) -> float:

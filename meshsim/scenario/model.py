@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from meshsim.scenario.base import Name, NonNegativeFloat, PositiveFloat, Probability, Spec
 from meshsim.scenario.events import Event
 from meshsim.scenario.options import ControlPlaneOptions, MeshOptions
+from meshsim.scenario.resources import Allocatable, Resources
 from meshsim.scenario.security import Security
 from meshsim.scenario.traffic import TrafficRule
 
@@ -104,6 +105,29 @@ class Cluster(Spec):
     )
     memory_gb_per_node: PositiveFloat = Field(16.0, description="Memory per node (GB).")
     network: Network = Field(default_factory=Network)
+    scheduler: Literal["fcfs", "cfs"] = Field(
+        "fcfs",
+        description="How a node's cores are shared: 'fcfs' (one FIFO queue, a burst holds a "
+        "core to its end) or 'cfs' (Linux's fair scheduler, EEVDF: weights from CPU requests, "
+        "slices, wake-up preemption, CFS bandwidth control of CPU limits).",
+    )
+    cfs_period_ms: Annotated[float, Field(ge=1, le=1000)] = Field(
+        100.0, description="CFS bandwidth period (cpu.cfs_period_us; cpu.max's period)."
+    )
+    sched_base_slice_ms: Annotated[float, Field(gt=0, le=1000)] | None = Field(
+        None,
+        description="EEVDF base slice (sched/base_slice_ns); default 0.75 ms x "
+        "(1 + log2(min(cores, 8))), as the kernel scales it.",
+    )
+    run_to_parity: bool = Field(
+        True,
+        description="EEVDF's RUN_TO_PARITY: a running task keeps its core for its slice "
+        "before a woken one may preempt it (the kernel's default since 6.6).",
+    )
+    allocatable: Allocatable = Field(
+        default_factory=Allocatable,
+        description="Node allocatable; requests beyond it are reported as a warning.",
+    )
 
 
 # --------------------------------------------------------------------------- services
@@ -164,6 +188,10 @@ class Service(Spec):
         "http1", description="What the app speaks; meshes may upgrade between proxies."
     )
     calls: list[Call] = Field(default_factory=list)
+    resources: Resources = Field(
+        default_factory=Resources,
+        description="The app container's requests and limits (CPU used with cluster.scheduler cfs).",
+    )
 
     @model_validator(mode="before")
     @classmethod

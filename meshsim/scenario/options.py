@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field
 
 from meshsim.scenario.base import Name, PositiveFloat, Spec
+from meshsim.scenario.resources import ISTIO_PROXY_RESOURCES, NO_RESOURCES, Resources
 
 
 class IstioOptions(Spec):
@@ -32,6 +33,11 @@ class IstioOptions(Spec):
     istiod_model: str | None = Field(None, description="Cost-model file (default models/istiod).")
     eds_debounce: bool = Field(
         True, description="PILOT_ENABLE_EDS_DEBOUNCE: endpoint-only changes are debounced too."
+    )
+    proxy_resources: Resources = Field(
+        ISTIO_PROXY_RESOURCES,
+        description="Sidecar requests and limits (global.proxy.resources: requests 100m / "
+        "128Mi, limits 2000m / 1024Mi); used with cluster.scheduler cfs.",
     )
 
 
@@ -61,6 +67,12 @@ class LinkerdOptions(Spec):
     )
     control_plane_model: str | None = Field(
         None, description="Cost-model file (default models/linkerd-control-plane)."
+    )
+    proxy_resources: Resources = Field(
+        NO_RESOURCES,
+        description="Proxy requests and limits (config.linkerd.io/proxy-cpu-request, "
+        "-cpu-limit, -memory-request, -memory-limit; none by default); used with "
+        "cluster.scheduler cfs.",
     )
 
 

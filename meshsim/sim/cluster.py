@@ -1,20 +1,25 @@
 """Nodes, their cores, pod placement, and the network between them.
 
-A node's cores are one FCFS multi-server queue shared by everything on the node
-(apps and proxies): a CPU burst waits for a free core, then holds it for its
-duration. This is the non-preemptive M/G/c view of a node; with bursts far shorter
-than a scheduler quantum it is close to what Linux CFS does, and it is exact for the
-closed-form checks in the test suite.
+``cluster.scheduler`` says how a node's cores are shared by everything on it (apps and
+proxies). ``fcfs``: one FCFS multi-server queue, a CPU burst waits for a free core, then
+holds it for its duration (the non-preemptive M/G/c view, exact for the closed-form checks
+of tests/test_closed_forms.py). ``cfs``: Linux's fair scheduler with each container in its
+own cgroup (:mod:`meshsim.sim.cpu.fair`, weights and limits from
+:mod:`meshsim.sim.cpu.cgroups`): weighted sharing, slices, wake-up preemption and CFS
+bandwidth control of CPU limits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any, Protocol
 
 import simpy
 
-from meshsim.scenario.model import Network
+from meshsim.scenario.model import Network, Scenario
+from meshsim.sim.cpu.cgroups import quota_s, resources_of, weight_of
+from meshsim.sim.cpu.fair import CGroup, FairScheduler
+from meshsim.sim.measure import CGroupMeasure
 
 
 class CpuAccount(Protocol):
@@ -26,26 +31,117 @@ class CpuAccount(Protocol):
 class Node:
     """A node with ``cores`` cores; all CPU work on it goes through :meth:`execute`."""
 
-    __slots__ = ("busy_s", "cores", "env", "index", "name", "pods")
+    __slots__ = (
+        "_cgroups", "_period_s", "_resolve", "busy_s", "cores", "cpu", "env", "index", "name",
+        "oom_kills", "pods",
+    )  # fmt: skip
 
-    def __init__(self, env: simpy.Environment, index: int, cores: int) -> None:
+    def __init__(
+        self,
+        env: simpy.Environment,
+        index: int,
+        cores: int,
+        cpu: FairScheduler | None = None,
+        resolve: Callable[[Any], tuple[str, float, float | None]] | None = None,
+        period_s: float = 0.1,
+    ) -> None:
         self.env = env
         self.index = index
         self.name = f"node-{index}"
         self.cores = simpy.Resource(env, capacity=cores)
+        """The FCFS cores (used only when ``cpu`` is None)."""
+        self.cpu = cpu
+        """The fair scheduler of ``cluster.scheduler: cfs``; None for FCFS."""
+        self._resolve = resolve
+        self._period_s = period_s
+        self._cgroups: dict[int, CGroup] = {}
         self.busy_s = 0.0
         """Core-seconds of CPU executed so far (all accounts)."""
         self.pods: list[Any] = []
+        self.oom_kills: dict[str, int] = {}
+        """OOM kills in the window, by cgroup name."""
 
     def execute(self, cpu_s: float, account: CpuAccount) -> Generator[simpy.Event, Any, None]:
         """Run a CPU burst of ``cpu_s`` seconds on one of this node's cores."""
-        cores = self.cores
-        req = cores.request()
-        yield req
-        yield self.env.timeout(cpu_s)
-        cores.release(req)
+        cpu = self.cpu
+        if cpu is not None:
+            yield cpu.run(cpu_s, self.cgroup(account))
+        else:
+            cores = self.cores
+            req = cores.request()
+            yield req
+            yield self.env.timeout(cpu_s)
+            cores.release(req)
         self.busy_s += cpu_s
         account.cpu_s += cpu_s
+
+    def cgroup(self, account: Any) -> CGroup:
+        """The cgroup ``account`` (a pod's app, a proxy, a client) runs in on this node."""
+        g = self._cgroups.get(id(account))
+        if g is None:
+            assert self.cpu is not None
+            assert self._resolve is not None
+            name, weight, quota = self._resolve(account)
+            g = self._cgroups[id(account)] = self.cpu.group(name, weight, quota, self._period_s)
+        return g
+
+    @property
+    def cgroups(self) -> list[CGroup]:
+        """This node's cgroups, in the order they first ran (none under FCFS)."""
+        return [] if self.cpu is None else list(self.cpu.groups)
+
+
+class _Resolver:
+    """An account's cgroup name, load weight and quota, from the scenario's resources."""
+
+    def __init__(self, scenario: Scenario, mesh: str) -> None:
+        self.scenario = scenario
+        self.mesh = mesh
+        self.period_s = scenario.cluster.cfs_period_ms * 1e-3
+
+    def __call__(self, account: Any) -> tuple[str, float, float | None]:
+        name, res = resources_of(account, self.scenario, self.mesh)
+        return name, weight_of(res), quota_s(res.limits.cpu_m, self.period_s)
+
+
+def cgroup_measures(nodes: list[Node]) -> tuple[CGroupMeasure, ...]:
+    """Every node's cgroups as the run measured them (none under FCFS)."""
+    out: list[CGroupMeasure] = []
+    for node in nodes:
+        for g in node.cgroups:
+            out.append(CGroupMeasure(
+                name=g.name,
+                node=node.name,
+                cpu_weight=max(1, round(g.weight * 100 / 1024)),
+                cpu_limit_m=None if g.quota_s is None else g.quota_s / g.period_s * 1000.0,
+                cpu_s=g.cpu_s,
+                nr_periods=g.nr_periods,
+                nr_throttled=g.nr_throttled,
+                throttled_s=g.throttled_s,
+                oom_kills=node.oom_kills.get(g.name, 0),
+            ))  # fmt: skip
+    return tuple(out)
+
+
+def make_nodes(env: simpy.Environment, scenario: Scenario, mesh: str) -> list[Node]:
+    """The cluster's nodes, with the scheduler ``cluster.scheduler`` asks for."""
+    spec = scenario.cluster
+    if spec.scheduler == "fcfs":
+        return [Node(env, i, spec.cores_per_node) for i in range(spec.nodes)]
+    resolve = _Resolver(scenario, mesh)
+    slice_s = None if spec.sched_base_slice_ms is None else spec.sched_base_slice_ms * 1e-3
+    return [
+        Node(
+            env, i, spec.cores_per_node,
+            FairScheduler(
+                env, spec.cores_per_node, base_slice_s=slice_s,
+                run_to_parity=spec.run_to_parity, count_from_s=scenario.warmup_s,
+                count_until_s=scenario.duration_s,
+            ),
+            resolve, resolve.period_s,
+        )
+        for i in range(spec.nodes)
+    ]  # fmt: skip
 
 
 def place(nodes: list[Node]) -> Node:

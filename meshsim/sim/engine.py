@@ -27,7 +27,7 @@ from meshsim.sim.app import (
     call_groups,
     is_success,
 )
-from meshsim.sim.cluster import NetworkModel, Node, place
+from meshsim.sim.cluster import NetworkModel, Node, cgroup_measures, make_nodes, place
 from meshsim.sim.controlplane import control_plane_for
 from meshsim.sim.dataplanes import data_plane_for
 from meshsim.sim.measure import (
@@ -79,10 +79,7 @@ class Simulation:
         self.end_s = scenario.duration_s
         self.network = NetworkModel(scenario.cluster.network)
         self.recorder = Recorder(self.warmup_s, self.end_s, keep_records)
-        self.nodes = [
-            Node(self.env, i, scenario.cluster.cores_per_node)
-            for i in range(scenario.cluster.nodes)
-        ]
+        self.nodes = make_nodes(self.env, scenario, mesh)
         self._coin = Uniforms(self.streams("calls"))
         self._faults = Uniforms(self.streams("faults"))
         self._request_ids = 0
@@ -339,6 +336,7 @@ class Simulation:
             timeline=tuple(self.timeline.log),
             warnings=tuple(self.data_plane.warnings),
             records=rec.records,
+            cgroups=cgroup_measures(self.nodes),
         )
 
     def _proxies(self, warm: _Counters, end: _Counters) -> tuple[ProxyMeasure, ...]:

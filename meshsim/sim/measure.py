@@ -111,6 +111,29 @@ class ProxyMeasure:
 
 
 @dataclass(frozen=True)
+class CGroupMeasure:
+    """One container's cgroup under ``cluster.scheduler: cfs`` (an app, a proxy, a client),
+    counted in the window as the kernel's ``cpu.stat`` counts them."""
+
+    name: str
+    """``<pod>/app``, the proxy's name (``<pod>/sidecar``, ``node-0/ztunnel``) or
+    ``client/<name>``."""
+    node: str
+    cpu_weight: int
+    """cgroup v2 ``cpu.weight`` (1..10000) from the CPU request."""
+    cpu_limit_m: float | None
+    """The CPU limit (millicores) behind ``cpu.max``; None without one."""
+    cpu_s: float
+    nr_periods: int
+    """Bandwidth periods in which the cgroup drew runtime (0 without a limit)."""
+    nr_throttled: int
+    """Periods in which it spent its quota and was throttled."""
+    throttled_s: float
+    """Time it spent throttled."""
+    oom_kills: int = 0
+
+
+@dataclass(frozen=True)
 class HandshakeMeasure:
     """TLS handshakes and connections the proxies opened to each other (whole run)."""
 
@@ -210,6 +233,8 @@ class Measurement:
     """The data plane's notes (unmapped traffic rules, emulated features)."""
     records: Sequence[RequestRecord] | None
     """Per-request records, when the run kept them."""
+    cgroups: tuple[CGroupMeasure, ...] = ()
+    """Containers' cgroups, node by node (none under ``cluster.scheduler: fcfs``)."""
 
     @property
     def window_s(self) -> float:
@@ -218,6 +243,7 @@ class Measurement:
 
 __all__ = [
     "AppMeasure",
+    "CGroupMeasure",
     "ControlPlaneMeasure",
     "HandshakeMeasure",
     "Measurement",

@@ -178,7 +178,13 @@ class Proxy:
             cpu_s += self._wakeup(worker)
         wreq = worker.res.request()
         yield wreq
-        cores = self.node.cores
+        node = self.node
+        if node.cpu is not None:
+            yield node.cpu.run(cpu_s, node.cgroup(self))
+            worker.res.release(wreq)
+            self._account(worker, cpu_s)
+            return
+        cores = node.cores
         creq = cores.request()
         yield creq
         yield self.env.timeout(cpu_s)
@@ -194,7 +200,20 @@ class Proxy:
             cpu_s += self._wakeup(worker)
         wreq = worker.res.request()
         yield wreq
-        cores = self.node.cores
+        node = self.node
+        if node.cpu is not None:
+            # Under the fair scheduler the telemetry is a burst of its own on the same
+            # thread, right after the response path: it holds the worker, not a core.
+            yield node.cpu.run(cpu_s, node.cgroup(self))
+            self._account(worker, cpu_s)
+            if after_s > 0.0:
+                node.cpu.submit(
+                    after_s, node.cgroup(self), partial(self._end_after, worker, wreq, after_s)
+                )
+            else:
+                worker.res.release(wreq)
+            return
+        cores = node.cores
         creq = cores.request()
         yield creq
         yield self.env.timeout(cpu_s)
@@ -216,6 +235,10 @@ class Proxy:
         _event: simpy.Event,
     ) -> None:
         self.node.cores.release(creq)  # type: ignore[arg-type]
+        worker.res.release(wreq)  # type: ignore[arg-type]
+        self._account(worker, after_s)
+
+    def _end_after(self, worker: Worker, wreq: simpy.Event, after_s: float) -> None:
         worker.res.release(wreq)  # type: ignore[arg-type]
         self._account(worker, after_s)
 

@@ -1,0 +1,75 @@
+"""Containers' cgroups: CPU weights from requests, quotas from limits, memory limits.
+
+Kubernetes turns a container's CPU request into ``cpu.shares`` (``MilliCPUToShares`` in
+kubelet's ``pkg/kubelet/cm/helpers_linux.go``: millicores x 1024 / 1000, at least 2, at most
+262144), and on cgroup v2 the shares into ``cpu.weight`` with runc's and kubelet's linear
+map (``ConvertCPUSharesToCgroupV2Value``; kubelet ``CpuSharesToCPUWeight``):
+``1 + ((shares - 2) x 9999) / 262142``, integer division. The kernel then runs the cgroup
+at load weight ``cpu.weight x 1024 / 100`` (``cpu_weight_write_u64``, rounded). A container
+with no CPU request gets shares 2, weight 1 (a BestEffort container), and a CPU limit
+becomes ``cpu.max`` = quota per period: limit x period (``MilliCPUToQuota``).
+
+Which resources apply (docs/mesh-semantics.md §10): a pod's app container takes its
+service's ``resources``; a sidecar takes ``mesh_options.istio.proxy_resources`` (Istio's
+global.proxy.resources by default) or ``mesh_options.linkerd.proxy_resources`` (none by
+default); a waypoint takes Istio's proxy resources; a ztunnel its chart's requests
+(200m / 512Mi, no limits: manifests/charts/ztunnel/values.yaml); a meshed client's own
+load generator has none.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from meshsim.scenario.model import Scenario
+from meshsim.scenario.resources import NO_RESOURCES, Quantities, Resources
+
+ZTUNNEL_RESOURCES = Resources(requests=Quantities(cpu="200m", memory="512Mi"))
+MIN_SHARES = 2
+MAX_SHARES = 262_144
+
+
+def cpu_shares(millicores: float | None) -> int:
+    """``cpu.shares`` for a CPU request, as kubelet's ``MilliCPUToShares`` computes it."""
+    if millicores is None or millicores <= 0:
+        return MIN_SHARES
+    return min(max(int(millicores * 1024 // 1000), MIN_SHARES), MAX_SHARES)
+
+
+def cpu_weight(shares: int) -> int:
+    """cgroup v2 ``cpu.weight`` (1..10000) for ``cpu.shares`` (runc's linear map)."""
+    return 1 + ((shares - 2) * 9999) // 262_142
+
+
+def load_weight(weight: int) -> float:
+    """The kernel's load weight for a ``cpu.weight`` (nice-0 = weight 100 = 1024)."""
+    return float((weight * 1024 + 50) // 100)
+
+
+def quota_s(limit_millicores: float | None, period_s: float) -> float | None:
+    """Runtime per period for a CPU limit (None: no limit), as ``MilliCPUToQuota``."""
+    if limit_millicores is None:
+        return None
+    return limit_millicores / 1000.0 * period_s
+
+
+def resources_of(account: Any, scenario: Scenario, mesh: str) -> tuple[str, Resources]:
+    """The cgroup name and resources of whatever runs CPU on a node."""
+    from meshsim.sim.app import Pod
+    from meshsim.sim.dataplanes.proxy import Proxy
+
+    if isinstance(account, Pod):
+        return f"{account.name}/app", account.service.spec.resources
+    if isinstance(account, Proxy):
+        opts = scenario.mesh_options
+        if account.kind == "ztunnel":
+            return account.name, ZTUNNEL_RESOURCES
+        if mesh == "linkerd":
+            return account.name, opts.linkerd.proxy_resources
+        return account.name, opts.istio.proxy_resources
+    name = getattr(account, "name", "unknown")
+    return f"client/{name}", NO_RESOURCES
+
+
+def weight_of(resources: Resources) -> float:
+    return load_weight(cpu_weight(cpu_shares(resources.cpu_request_m)))
