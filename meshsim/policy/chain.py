@@ -53,8 +53,8 @@ the attempt                modelled hops, CPU and app; a try    a real upstream 
                            background
 per-try deadline           a process races the try              ``asyncio.wait_for`` on the head
 mirroring                  a shadow request, response dropped   not emulated (the lab drops it)
-request bodies             the call's size (Linkerd retries     retries only a body it holds
-                           none over 64 KiB)                    whole; size not passed (0)
+request bodies             the call's size: Linkerd retries     retries only a body it holds
+                           none over 64 KiB, Envoy any size     whole, up to 64 KiB, any mesh
 counters                   ``Counters`` per destination         Prometheus counters per listener
                            service, in the measurement window   (retries, overflows, ejections)
 =========================  ===================================  ==================================
