@@ -72,6 +72,10 @@ def _rate(scenario: Scenario, index: int) -> str:
     return f"{len(wl.phases or [])} phases"
 
 
+def _callees(count: int) -> str:
+    return f"{count} callee{'s' if count != 1 else ''}"
+
+
 def call_tree(scenario: Scenario, callees: dict[str, list[str]]) -> Tree:
     """Workloads and the services they reach; each service's callees are listed where it
     first appears and referred to ("calls shown above") where it appears again."""
@@ -113,10 +117,11 @@ def call_tree(scenario: Scenario, callees: dict[str, list[str]]) -> Tree:
             continue
         expanded.add(name)
         if extra == MAX_DEPTH:
-            stack.append((node, None, f"... {len(kids)} callees, deeper than {MAX_DEPTH} levels"))
+            deeper = f"... {_callees(len(kids))}, deeper than {MAX_DEPTH} levels"
+            stack.append((node, None, deeper))
             continue
         if len(kids) > MAX_CALLEES:
-            stack.append((node, None, f"... {len(kids) - MAX_CALLEES} more callees"))
+            stack.append((node, None, f"... {_callees(len(kids) - MAX_CALLEES)} more"))
         depth = int(extra) + 1
         stack.extend((node, kid, depth) for kid in reversed(kids[:MAX_CALLEES]))
     if cut:

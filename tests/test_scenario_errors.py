@@ -276,3 +276,259 @@ def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError) as info:
         load_scenario(missing)
     assert str(info.value) == f"invalid scenario {missing} (1 problem):\n  {missing}: no such file"
+
+
+# --------------------------------------------------------------------------- hostile YAML
+# Each input below once gave a traceback or never finished (issue 12, item 3).
+
+
+def billion_laughs(levels: int) -> str:
+    """Anchors a..: each a list of nine aliases of the one before; 9^levels values."""
+    names = "abcdefghij"
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, levels):
+        aliases = ", ".join([f"*{names[i - 1]}"] * 9)
+        lines.append(f"{names[i]}: &{names[i]} [{aliases}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_deep_flow_nesting_is_refused_at_its_line(tmp_path: Path) -> None:
+    text = BASE + "description: " + "[" * 600 + "]" * 600 + "\n"
+    path, err = load_error(tmp_path, text)
+    # The document's mapping is level 1: the 64th '[' (column 14 + 63) is level 65.
+    assert err.problems == [
+        Problem("", "not valid YAML: nested more than 64 levels deep (the limit)", line=16,
+                column=14 + 63)
+    ]  # fmt: skip
+    assert f"{path}:16:77: not valid YAML: nested more than 64 levels deep" in str(err)
+
+
+def test_deep_block_nesting_is_refused_at_its_line(tmp_path: Path) -> None:
+    text = BASE + "x:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 600))
+    _, err = load_error(tmp_path, text)
+    (problem,) = err.problems
+    assert problem.message == "not valid YAML: nested more than 64 levels deep (the limit)"
+    assert problem.line == 16 + 63
+
+
+def test_complex_key_is_refused_at_its_line(tmp_path: Path) -> None:
+    path, err = load_error(tmp_path, BASE + "? [a, b]\n: 1\n")
+    assert err.problems == [
+        Problem("", "not valid YAML: a key must be a plain value such as a name, not a list",
+                line=16, column=3)
+    ]  # fmt: skip
+    assert f"{path}:16:3: not valid YAML: a key must be a plain value" in str(err)
+
+
+def test_complex_key_in_a_flow_mapping_names_its_field(tmp_path: Path) -> None:
+    _, err = load_error(tmp_path, edited("rate_rps: 10", "rate_rps: {? {a: 1}: 2}"))
+    (problem,) = err.problems
+    assert problem.field == "workloads[0].rate_rps"
+    assert problem.message.endswith("a key must be a plain value such as a name, not a mapping")
+    assert problem.line == 15
+
+
+@pytest.mark.parametrize("digits", [41, 4_301, 50_000])
+def test_a_number_too_long_to_read_names_its_field(tmp_path: Path, digits: int) -> None:
+    path, err = load_error(tmp_path, BASE + "seed: " + "9" * digits + "\n")
+    assert err.problems == [
+        Problem("seed", f"not valid YAML: a number of {digits:,} characters; no key takes "
+                "more than 40", line=16, column=7)
+    ]  # fmt: skip
+    assert f"{path}:16:7: seed: not valid YAML: a number of {digits:,} characters" in str(err)
+
+
+def test_billion_laughs_with_a_duplicate_key_is_located_in_linear_time(tmp_path: Path) -> None:
+    # 9^6 = 531,441 values once expanded: under the limit, so the duplicate key is what is
+    # reported; the locator visits each of the 7 nodes once instead of every path.
+    text = billion_laughs(6) + "a: 1\n"
+    _, err = load_error(tmp_path, text)
+    assert err.problems == [
+        Problem("a", "not valid YAML: duplicate key 'a' (first given on line 1)", line=7,
+                column=1)
+    ]  # fmt: skip
+
+
+def test_billion_laughs_is_refused_for_its_expansion(tmp_path: Path) -> None:
+    text = BASE + billion_laughs(9) + "a: 1\n"
+    _, err = load_error(tmp_path, text)
+    (problem,) = err.problems
+    assert problem.field == "g"  # the first value whose expansion passes the limit
+    assert problem.line == 16 + 6
+    assert problem.message == (
+        "not valid YAML: aliases expand this value to 5,380,840 values or more; the limit "
+        "is 2,000,000"
+    )
+
+
+def test_a_recursive_alias_is_refused(tmp_path: Path) -> None:
+    _, err = load_error(tmp_path, BASE + "description: &r [*r]\n")
+    assert err.problems == [
+        Problem("description", "not valid YAML: an alias refers to a value that contains it "
+                "(a recursive structure, which never ends)", line=16, column=14)
+    ]  # fmt: skip
+
+
+def test_a_bad_timestamp_names_its_field(tmp_path: Path) -> None:
+    _, err = load_error(tmp_path, BASE + "description: !!timestamp 2024-13-45\n")
+    assert err.problems == [
+        Problem("description", "not valid YAML: cannot read '2024-13-45': month must be in "
+                "1..12", line=16, column=14)
+    ]  # fmt: skip
+
+
+def test_a_file_over_the_size_limit_is_refused_unread(tmp_path: Path) -> None:
+    from meshsim.scenario.yaml_input import MAX_FILE_BYTES
+
+    path = tmp_path / "big.yaml"
+    path.write_bytes(BASE.encode() + b"#" * MAX_FILE_BYTES)
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    assert info.value.problems == [
+        Problem("", f"larger than the limit of {MAX_FILE_BYTES:,} bytes")
+    ]
+
+
+def test_merge_keys_are_read_and_written_keys_override_them(tmp_path: Path) -> None:
+    text = edited(
+        "  - name: back\n    cpu_ms: 1\n",
+        "  - &back {name: back, cpu_ms: 1, replicas: 2, concurrency: 8}\n"
+        "  - <<: *back\n    name: store\n    replicas: 3\n",
+    )
+    path = tmp_path / "shop.yaml"
+    path.write_text(text, encoding="utf-8")
+    scenario = load_scenario(path)
+    store = scenario.service("store")
+    assert (store.replicas, store.concurrency, store.cpu_ms.expected) == (3, 8, 1.0)
+    assert scenario.service("back").replicas == 2
+
+
+def test_a_bad_merged_value_points_at_the_written_key(tmp_path: Path) -> None:
+    text = edited(
+        "  - name: back\n    cpu_ms: 1\n",
+        "  - &back {name: back, cpu_ms: 1}\n  - <<: *back\n    name: store\n    replicas: -1\n",
+    )
+    _, err = load_error(tmp_path, text)
+    assert err.problems == [
+        Problem("services[2].replicas", "input should be greater than or equal to 0 (got -1)",
+                line=13)
+    ]  # fmt: skip
+
+
+def test_base_60_is_not_a_number(tmp_path: Path) -> None:
+    _, err = load_error(tmp_path, BASE + "seed: 1:30\n")
+    assert err.problems == [
+        Problem("seed", "expected a whole number, got '1:30' (str)", line=16)
+    ]
+
+
+def test_exponent_without_a_dot_is_a_number(tmp_path: Path) -> None:
+    path = tmp_path / "shop.yaml"
+    path.write_text(edited("rate_rps: 10", "rate_rps: 1e3"), encoding="utf-8")
+    assert load_scenario(path).workloads[0].rate_rps == 1000.0
+
+
+# --------------------------------------------------------------------------- absurd sizes
+# Each passed validation and then exhausted the machine or crashed (issue 12, item 5).
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "field", "message"),
+    [
+        ("    cpu_ms: 1\n    calls:", f"    cpu_ms: 1\n    replicas: {2**63}\n    calls:",
+         8, "services[0].replicas",
+         f"input should be less than or equal to 150000 (got {2**63})"),
+        ("warmup_s: 1\n", "warmup_s: 1\ncluster: {nodes: 1000000000}\n", 5, "cluster.nodes",
+         "input should be less than or equal to 5000 (got 1000000000)"),
+        ("warmup_s: 1\n", f"warmup_s: 1\ncluster: {{cores_per_node: {2**63}}}\n", 5,
+         "cluster.cores_per_node", f"input should be less than or equal to 1024 (got {2**63})"),
+        ("warmup_s: 1\n", "warmup_s: 1\nreplications: 1000000000\n", 5, "replications",
+         "input should be less than or equal to 1000 (got 1000000000)"),
+        ("rate_rps: 10", "rate_rps: 1e12", 15, "workloads[0].rate_rps",
+         "input should be less than or equal to 1000000000 (got 1000000000000.0)"),
+        ("    cpu_ms: 1\n    calls:",
+         "    cpu_ms: {dist: lognormal, mean: 1, cv: 1e308}\n    calls:", 7,
+         "services[0].cpu_ms.cv", "input should be less than or equal to 100 (got 1e+308)"),
+        ("rate_rps: 10", "rate_rps: .nan", 15, "workloads[0].rate_rps",
+         "input should be a finite number (got nan)"),
+        ("duration_s: 10", "duration_s: .inf", 3, "duration_s",
+         "input should be a finite number (got inf)"),
+        ("    cpu_ms: 1\n    calls:", "    cpu_ms: -.inf\n    calls:", 7,
+         "services[0].cpu_ms", "input should be a finite number (got -inf)"),
+    ],
+)  # fmt: skip
+def test_absurd_sizes_are_refused(
+    tmp_path: Path, old: str, new: str, line: int, field: str, message: str
+) -> None:
+    path, err = load_error(tmp_path, edited(old, new))
+    assert err.problems == [Problem(field, message, line=line)]
+    assert f"{path}:{line}: {field}: {message}" in str(err)
+
+
+def test_a_run_too_long_to_simulate_is_refused_with_its_cost(tmp_path: Path) -> None:
+    # 10^6 rps for 10^5 s through two services: 2 x 10^11 calls.
+    text = edited("rate_rps: 10", "rate_rps: 1000000").replace("duration_s: 10", "duration_s: 1e5")
+    _, err = load_error(tmp_path, text)
+    (problem,) = err.problems
+    assert problem.field == "workloads"
+    assert problem.line == 13  # where the list of workloads starts
+    assert problem.message.startswith(
+        "the run would take too long to simulate: about 2e+11 calls to simulate (1e+11 "
+        "client requests), 2 pods,"
+    )
+    assert problem.message.endswith(
+        "the limit is 1e+10 calls (lower rate_rps, duration_s, replications or meshes)"
+    )
+
+
+def test_the_cost_estimate_follows_the_call_graph() -> None:
+    from meshsim.scenario import loads
+    from meshsim.scenario.limits import estimate_cost
+
+    text = edited("      - {service: back}", "      - {service: back, probability: 0.5}")
+    cost = estimate_cost(loads(text.replace("duration_s: 10", "duration_s: 101")))
+    # 10 rps x 101 s; each request makes 1 + 0.5 calls.
+    assert cost.requests == pytest.approx(1010.0)
+    assert cost.calls == pytest.approx(1515.0)
+    assert cost.pods == 2
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"duration_s": float("inf")},
+         "--duration-s inf: input should be a finite number (got inf)"),
+        ({"duration_s": float("nan")},
+         "--duration-s nan: input should be a finite number (got nan)"),
+        ({"duration_s": 1e12}, "--duration-s 1e+12: input should be less than or equal to "
+         "1000000000 (got 1000000000000.0)"),
+        ({"seed": 2**64}, f"--seed {2**64}: input should be less than or equal to "
+         f"{2**63 - 1} (got {2**64})"),
+        ({"replications": 10**9}, "--replications 1000000000: input should be less than or "
+         "equal to 1000 (got 1000000000)"),
+        ({"duration_s": 0.5}, "--duration-s 0.5 must be longer than the scenario's warm-up "
+         "(warmup_s: 1)"),
+    ],
+)  # fmt: skip
+def test_overrides_follow_the_files_rules(overrides: dict[str, float], message: str) -> None:
+    from meshsim.errors import MeshsimError
+    from meshsim.scenario import loads
+    from meshsim.scenario.overrides import apply_overrides
+
+    with pytest.raises(MeshsimError) as info:
+        apply_overrides(loads(BASE), **overrides)
+    assert message in str(info.value)
+
+
+def test_a_shorter_duration_override_keeps_the_events_inside_it() -> None:
+    from meshsim.scenario import loads
+    from meshsim.scenario.overrides import apply_overrides
+
+    text = BASE + "events:\n  - {at_s: 3, action: kill, target: back}\n" \
+        "  - {at_s: 8, action: kill, target: front}\n"  # fmt: skip
+    scenario = apply_overrides(loads(text), duration_s=5.0, seed=7)
+    assert (scenario.duration_s, scenario.seed) == (5.0, 7)
+    assert [e.target for e in scenario.events] == ["back"]
