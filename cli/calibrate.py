@@ -99,4 +99,6 @@ def compare(models: tuple[Path, ...], markdown: bool) -> None:
     else:
         from rich.console import Console
 
-        Console(soft_wrap=True).print(rich_table(rows))
+        console = Console(soft_wrap=True)
+        console.width = max(console.width, 26 + 16 * len(rows))  # one column per model
+        console.print(rich_table(rows))

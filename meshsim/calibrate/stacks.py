@@ -64,9 +64,11 @@ def stack_label(fit: dict[str, Any] | None) -> str:
         return "Python (meshsim proxy)"
     prog = Path(str(cmd).split()[0]).name
     if "haproxy" in prog:
-        return f"C (HAProxy: {prog})"
+        return "C (HAProxy)"
     if "rust" in prog:
-        return f"Rust (tokio+hyper: {prog})"
+        return "Rust (tokio+hyper)"
+    if prog == "meshsim-sidecar":
+        return "Python (black box)"
     return prog
 
 
