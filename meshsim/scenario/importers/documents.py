@@ -202,6 +202,11 @@ def read_manifests(paths: Sequence[str | Path], kinds: set[str]) -> Manifests:
                 if kind not in kinds:
                     skipped.append(f"{name}:{line} {kind}/{obj_name}")
                     continue
+                if not obj_name:
+                    raise ManifestError(
+                        [Problem("metadata.name", f"a {kind} needs metadata.name", line=line)],
+                        name,
+                    )
                 ns = meta.get("namespace") if meta else None
                 resources.append(
                     Resource(

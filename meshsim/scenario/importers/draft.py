@@ -126,3 +126,15 @@ class Draft:
             if any(all(v.labels.get(k) == x for k, x in labels.items()) for v in svc.versions):
                 return name
         return None
+
+
+SHAPE_ERRORS = (TypeError, AttributeError, ValueError, KeyError, IndexError)
+"""What reading a field of an unexpected type raises (a list where a mapping belongs, ...)."""
+
+
+def shape_warning(draft: Draft, res: Resource, exc: Exception) -> None:
+    """A resource with a field of an unexpected type is skipped and said so, never a traceback."""
+    draft.warn(
+        f"{res.origin()}: {res.ref} has a field of an unexpected type or value "
+        f"({type(exc).__name__}: {str(exc)[:120]}); skipped"
+    )

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from meshsim.scenario.importers.documents import Manifests, Resource
-from meshsim.scenario.importers.draft import Draft, duration_ms
+from meshsim.scenario.importers.draft import SHAPE_ERRORS, Draft, duration_ms, shape_warning
 from meshsim.scenario.importers.writer import Noted
 
 GROUPS = ("gateway.networking.k8s.io", "policy.linkerd.io")
@@ -106,39 +106,42 @@ def import_routes(manifests: Manifests, draft: Draft) -> None:
     """Add the Gateway API (and Linkerd) routes' rules and entry points to the draft."""
     routes = [r for kind in sorted(KINDS) for r in manifests.of(kind) if r.group in GROUPS]
     for route in routes:
-        retries, annotated_timeout = _annotated_retries(route, draft)
-        for p, parent in enumerate(route.get("spec", "parentRefs", default=[]) or []):
-            if not isinstance(parent, dict):
-                continue
-            kind = parent.get("kind", "Gateway")
-            if kind == "Gateway":
-                for i, rule in enumerate(route.get("spec", "rules", default=[]) or []):
-                    for j, b in enumerate(
-                        rule.get("backendRefs", []) if isinstance(rule, dict) else []
-                    ):
-                        target = draft.resolve_host(
-                            b.get("name") if isinstance(b, dict) else None, route.namespace
-                        )
-                        if target is not None:
-                            draft.entries.setdefault(
-                                target,
-                                f"{route.origin('spec', 'rules', i, 'backendRefs', j, 'name')} "
-                                f"(ingress via Gateway {parent.get('name')})",
+        try:
+            retries, annotated_timeout = _annotated_retries(route, draft)
+            for p, parent in enumerate(route.get("spec", "parentRefs", default=[]) or []):
+                if not isinstance(parent, dict):
+                    continue
+                kind = parent.get("kind", "Gateway")
+                if kind == "Gateway":
+                    for i, rule in enumerate(route.get("spec", "rules", default=[]) or []):
+                        for j, b in enumerate(
+                            rule.get("backendRefs", []) if isinstance(rule, dict) else []
+                        ):
+                            target = draft.resolve_host(
+                                b.get("name") if isinstance(b, dict) else None, route.namespace
                             )
-                continue
-            if kind != "Service":
-                draft.warn(
-                    f"{route.origin('spec', 'parentRefs', p)}: parent kind {kind} does not map"
-                )
-                continue
-            service = draft.resolve_host(parent.get("name"), route.namespace)
-            if service is None:
-                draft.warn(
-                    f"{route.origin('spec', 'parentRefs', p, 'name')}: not an imported "
-                    "service; route skipped"
-                )
-                continue
-            _service_route(draft, manifests, route, service, p, retries, annotated_timeout)
+                            if target is not None:
+                                draft.entries.setdefault(
+                                    target,
+                                    f"{route.origin('spec', 'rules', i, 'backendRefs', j, 'name')} "
+                                    f"(ingress via Gateway {parent.get('name')})",
+                                )
+                    continue
+                if kind != "Service":
+                    draft.warn(
+                        f"{route.origin('spec', 'parentRefs', p)}: parent kind {kind} does not map"
+                    )
+                    continue
+                service = draft.resolve_host(parent.get("name"), route.namespace)
+                if service is None:
+                    draft.warn(
+                        f"{route.origin('spec', 'parentRefs', p, 'name')}: not an imported "
+                        "service; route skipped"
+                    )
+                    continue
+                _service_route(draft, manifests, route, service, p, retries, annotated_timeout)
+        except SHAPE_ERRORS as exc:
+            shape_warning(draft, route, exc)
 
 
 def _service_route(

@@ -23,7 +23,13 @@ from __future__ import annotations
 from typing import Any
 
 from meshsim.scenario.importers.documents import Manifests, Resource
-from meshsim.scenario.importers.draft import Draft, duration_ms
+from meshsim.scenario.importers.draft import (
+    SHAPE_ERRORS,
+    Draft,
+    duration_ms,
+    scenario_name,
+    shape_warning,
+)
 from meshsim.scenario.importers.writer import Noted
 
 NETWORKING = "networking.istio.io"
@@ -198,115 +204,130 @@ def _route_rule(
 
 def _virtual_services(draft: Draft, manifests: Manifests) -> None:
     for vs in manifests.of("VirtualService", NETWORKING):
-        gateways = vs.get("spec", "gateways", default=None) or ["mesh"]
-        hosts = vs.get("spec", "hosts", default=[]) or []
-        routes = vs.get("spec", "http", default=[]) or []
-        if vs.get("spec", "tcp") or vs.get("spec", "tls"):
-            draft.warn(f"{vs.origin('spec')}: tcp and tls routes are not scenario keys; ignored")
-        if any(g != "mesh" for g in gateways):
-            for i, route in enumerate(routes):
-                for j, d in enumerate(route.get("route", []) if isinstance(route, dict) else []):
-                    host = d.get("destination", {}).get("host") if isinstance(d, dict) else None
-                    target = draft.resolve_host(host, vs.namespace)
-                    if target is not None:
-                        draft.entries.setdefault(
-                            target,
-                            f"{vs.origin('spec', 'http', i, 'route', j, 'destination', 'host')} "
-                            f"(ingress via {', '.join(g for g in gateways if g != 'mesh')})",
-                        )
-            if "mesh" not in gateways:
-                continue
-        for h, host in enumerate(hosts):
-            service = draft.resolve_host(host, vs.namespace)
-            if service is None:
+        try:
+            gateways = vs.get("spec", "gateways", default=None) or ["mesh"]
+            hosts = vs.get("spec", "hosts", default=[]) or []
+            routes = vs.get("spec", "http", default=[]) or []
+            if vs.get("spec", "tcp") or vs.get("spec", "tls"):
                 draft.warn(
-                    f"{vs.origin('spec', 'hosts', h)}: host {host} is not an imported "
-                    "service; its routes are skipped"
+                    f"{vs.origin('spec')}: tcp and tls routes are not scenario keys; ignored"
                 )
-                continue
-            for i in range(len(routes)):
-                rule = _route_rule(draft, manifests, vs, i, service)
-                matches = vs.get("spec", "http", i, "match", default=None) or [None]
-                for k in range(len(matches)):
-                    match = (
-                        _match(vs, ("spec", "http", i, "match", k), draft) if matches[k] else None
+            if any(g != "mesh" for g in gateways):
+                for i, route in enumerate(routes):
+                    for j, d in enumerate(
+                        route.get("route", []) if isinstance(route, dict) else []
+                    ):
+                        host = d.get("destination", {}).get("host") if isinstance(d, dict) else None
+                        target = draft.resolve_host(host, vs.namespace)
+                        if target is not None:
+                            where = vs.origin("spec", "http", i, "route", j, "destination", "host")
+                            via = ", ".join(g for g in gateways if g != "mesh")
+                            draft.entries.setdefault(target, f"{where} (ingress via {via})")
+                if "mesh" not in gateways:
+                    continue
+            for h, host in enumerate(hosts):
+                service = draft.resolve_host(host, vs.namespace)
+                if service is None:
+                    draft.warn(
+                        f"{vs.origin('spec', 'hosts', h)}: host {host} is not an imported "
+                        "service; its routes are skipped"
                     )
-                    if not rule and match is None:
-                        continue
-                    out: dict[str, Any] = {"service": Noted(service, vs.origin("spec", "hosts", h))}
-                    if match is not None:
-                        out["match"] = match
-                    out.update(rule)
-                    draft.traffic.append(out)
+                    continue
+                for i in range(len(routes)):
+                    rule = _route_rule(draft, manifests, vs, i, service)
+                    matches = vs.get("spec", "http", i, "match", default=None) or [None]
+                    for k in range(len(matches)):
+                        match = (
+                            _match(vs, ("spec", "http", i, "match", k), draft)
+                            if matches[k]
+                            else None
+                        )
+                        if not rule and match is None:
+                            continue
+                        out: dict[str, Any] = {
+                            "service": Noted(service, vs.origin("spec", "hosts", h))
+                        }
+                        if match is not None:
+                            out["match"] = match
+                        out.update(rule)
+                        draft.traffic.append(out)
+        except SHAPE_ERRORS as exc:
+            shape_warning(draft, vs, exc)
 
 
 def _destination_rules(draft: Draft, manifests: Manifests) -> None:
     for dr in manifests.of("DestinationRule", NETWORKING):
-        service = draft.resolve_host(dr.get("spec", "host"), dr.namespace)
-        if service is None:
-            draft.warn(f"{dr.origin('spec', 'host')}: host is not an imported service; skipped")
-            continue
-        tp: tuple[Any, ...] = ("spec", "trafficPolicy")
-        fields: dict[str, Any] = {}
-        lb = dr.get(*tp, "loadBalancer")
-        if isinstance(lb, dict):
-            if lb.get("simple") in LOAD_BALANCERS:
-                fields["load_balancer"] = Noted(
-                    LOAD_BALANCERS[lb["simple"]], dr.origin(*tp, "loadBalancer", "simple")
-                )
-            elif isinstance(lb.get("consistentHash"), dict):
-                algo = "maglev" if "maglev" in lb["consistentHash"] else "ring_hash"
-                fields["load_balancer"] = Noted(
-                    algo, dr.origin(*tp, "loadBalancer", "consistentHash")
-                )
-            else:
-                draft.warn(f"{dr.origin(*tp, 'loadBalancer')}: this load balancer does not map")
-        cp = dr.get(*tp, "connectionPool")
-        if isinstance(cp, dict):
-            cb: dict[str, Any] = {}
-            for path, key in (
-                (("tcp", "maxConnections"), "max_connections"),
-                (("http", "http1MaxPendingRequests"), "max_pending_requests"),
-                (("http", "http2MaxRequests"), "max_requests"),
-                (("http", "maxRetries"), "max_retries"),
-            ):
-                value = dr.get(*tp, "connectionPool", *path)
-                if isinstance(value, int) and not isinstance(value, bool):
-                    cb[key] = Noted(value, dr.origin(*tp, "connectionPool", *path))
-            if cb:
-                fields["circuit_breaker"] = cb
-        od = dr.get(*tp, "outlierDetection")
-        if isinstance(od, dict):
-            o: dict[str, Any] = {}
-            for src, key in (
-                ("consecutive5xxErrors", "consecutive_5xx"),
-                ("consecutiveErrors", "consecutive_5xx"),
-                ("consecutiveGatewayErrors", "consecutive_gateway_errors"),
-                ("maxEjectionPercent", "max_ejection_percent"),
-            ):
-                if isinstance(od.get(src), int) and key not in o:
-                    o[key] = Noted(od[src], dr.origin(*tp, "outlierDetection", src))
-            for src, key in (("interval", "interval_s"), ("baseEjectionTime", "base_ejection_s")):
-                ms = duration_ms(od.get(src))
-                if ms:
-                    o[key] = Noted(ms / 1e3, dr.origin(*tp, "outlierDetection", src))
-            if o:
-                fields["outlier_detection"] = o
-        if dr.get(*tp, "portLevelSettings") is not None:
-            draft.warn(f"{dr.origin(*tp, 'portLevelSettings')}: port-level settings do not map")
-        for k, s in enumerate(dr.get("spec", "subsets", default=[]) or []):
-            if isinstance(s, dict) and s.get("trafficPolicy") is not None:
-                draft.warn(
-                    f"{dr.origin('spec', 'subsets', k, 'trafficPolicy')}: a subset's own "
-                    "traffic policy does not map (the scenario sets one per service)"
-                )
-        if not fields:
-            continue
-        rule = next((r for r in draft.traffic if _service_of(r) == service), None)
-        if rule is None:
-            rule = {"service": Noted(service, dr.origin("spec", "host"))}
-            draft.traffic.append(rule)
-        rule.update(fields)
+        try:
+            service = draft.resolve_host(dr.get("spec", "host"), dr.namespace)
+            if service is None:
+                draft.warn(f"{dr.origin('spec', 'host')}: host is not an imported service; skipped")
+                continue
+            tp: tuple[Any, ...] = ("spec", "trafficPolicy")
+            fields: dict[str, Any] = {}
+            lb = dr.get(*tp, "loadBalancer")
+            if isinstance(lb, dict):
+                if lb.get("simple") in LOAD_BALANCERS:
+                    fields["load_balancer"] = Noted(
+                        LOAD_BALANCERS[lb["simple"]], dr.origin(*tp, "loadBalancer", "simple")
+                    )
+                elif isinstance(lb.get("consistentHash"), dict):
+                    algo = "maglev" if "maglev" in lb["consistentHash"] else "ring_hash"
+                    fields["load_balancer"] = Noted(
+                        algo, dr.origin(*tp, "loadBalancer", "consistentHash")
+                    )
+                else:
+                    draft.warn(f"{dr.origin(*tp, 'loadBalancer')}: this load balancer does not map")
+            cp = dr.get(*tp, "connectionPool")
+            if isinstance(cp, dict):
+                cb: dict[str, Any] = {}
+                for path, key in (
+                    (("tcp", "maxConnections"), "max_connections"),
+                    (("http", "http1MaxPendingRequests"), "max_pending_requests"),
+                    (("http", "http2MaxRequests"), "max_requests"),
+                    (("http", "maxRetries"), "max_retries"),
+                ):
+                    value = dr.get(*tp, "connectionPool", *path)
+                    if isinstance(value, int) and not isinstance(value, bool):
+                        cb[key] = Noted(value, dr.origin(*tp, "connectionPool", *path))
+                if cb:
+                    fields["circuit_breaker"] = cb
+            od = dr.get(*tp, "outlierDetection")
+            if isinstance(od, dict):
+                o: dict[str, Any] = {}
+                for src, key in (
+                    ("consecutive5xxErrors", "consecutive_5xx"),
+                    ("consecutiveErrors", "consecutive_5xx"),
+                    ("consecutiveGatewayErrors", "consecutive_gateway_errors"),
+                    ("maxEjectionPercent", "max_ejection_percent"),
+                ):
+                    if isinstance(od.get(src), int) and key not in o:
+                        o[key] = Noted(od[src], dr.origin(*tp, "outlierDetection", src))
+                for src, key in (
+                    ("interval", "interval_s"),
+                    ("baseEjectionTime", "base_ejection_s"),
+                ):
+                    ms = duration_ms(od.get(src))
+                    if ms:
+                        o[key] = Noted(ms / 1e3, dr.origin(*tp, "outlierDetection", src))
+                if o:
+                    fields["outlier_detection"] = o
+            if dr.get(*tp, "portLevelSettings") is not None:
+                draft.warn(f"{dr.origin(*tp, 'portLevelSettings')}: port-level settings do not map")
+            for k, s in enumerate(dr.get("spec", "subsets", default=[]) or []):
+                if isinstance(s, dict) and s.get("trafficPolicy") is not None:
+                    draft.warn(
+                        f"{dr.origin('spec', 'subsets', k, 'trafficPolicy')}: a subset's own "
+                        "traffic policy does not map (the scenario sets one per service)"
+                    )
+            if not fields:
+                continue
+            rule = next((r for r in draft.traffic if _service_of(r) == service), None)
+            if rule is None:
+                rule = {"service": Noted(service, dr.origin("spec", "host"))}
+                draft.traffic.append(rule)
+            rule.update(fields)
+        except SHAPE_ERRORS as exc:
+            shape_warning(draft, dr, exc)
 
 
 def _service_of(rule: dict[str, Any]) -> Any:
@@ -317,13 +338,16 @@ def _service_of(rule: dict[str, Any]) -> Any:
 def _peer_authentications(draft: Draft, manifests: Manifests) -> None:
     modes: list[tuple[str, str, bool]] = []
     for pa in manifests.of("PeerAuthentication", SECURITY):
-        mode = pa.get("spec", "mtls", "mode")
-        if mode not in ("STRICT", "PERMISSIVE", "DISABLE"):
-            continue
-        mesh_wide = pa.namespace in ("istio-system", None) and not pa.get("spec", "selector")
-        modes.append((mode, pa.origin("spec", "mtls", "mode"), mesh_wide))
-        if pa.get("spec", "portLevelMtls") is not None:
-            draft.warn(f"{pa.origin('spec', 'portLevelMtls')}: port-level mTLS does not map")
+        try:
+            mode = pa.get("spec", "mtls", "mode")
+            if mode not in ("STRICT", "PERMISSIVE", "DISABLE"):
+                continue
+            mesh_wide = pa.namespace in ("istio-system", None) and not pa.get("spec", "selector")
+            modes.append((mode, pa.origin("spec", "mtls", "mode"), mesh_wide))
+            if pa.get("spec", "portLevelMtls") is not None:
+                draft.warn(f"{pa.origin('spec', 'portLevelMtls')}: port-level mTLS does not map")
+        except SHAPE_ERRORS as exc:
+            shape_warning(draft, pa, exc)
     wide = [m for m in modes if m[2]]
     chosen = wide[0] if wide else (modes[0] if modes else None)
     if chosen is None:
@@ -344,92 +368,103 @@ def _strings(value: Any) -> list[str] | None:
 
 def _authorization_policies(draft: Draft, manifests: Manifests) -> None:
     for ap in manifests.of("AuthorizationPolicy", SECURITY):
-        policy: dict[str, Any] = {"name": Noted(ap.name, ap.origin("metadata", "name"))}
-        if ap.namespace:
-            policy["namespace"] = ap.namespace
-        labels = ap.get("spec", "selector", "matchLabels")
-        if isinstance(labels, dict):
-            service = draft.service_for_labels(
-                {str(k): str(v) for k, v in labels.items()}, ap.namespace
-            )
-            if service is None:
-                draft.warn(
-                    f"{ap.origin('spec', 'selector')}: selects no imported service; policy skipped"
+        try:
+            policy: dict[str, Any] = {
+                "name": Noted(scenario_name(ap.name), ap.origin("metadata", "name"))
+            }
+            if ap.namespace:
+                policy["namespace"] = scenario_name(ap.namespace)
+            labels = ap.get("spec", "selector", "matchLabels")
+            if isinstance(labels, dict):
+                service = draft.service_for_labels(
+                    {str(k): str(v) for k, v in labels.items()}, ap.namespace
                 )
+                if service is None:
+                    draft.warn(
+                        f"{ap.origin('spec', 'selector')}: selects no imported service; "
+                        "policy skipped"
+                    )
+                    continue
+                policy["selector"] = Noted(service, ap.origin("spec", "selector", "matchLabels"))
+            action = ap.get("spec", "action", default="ALLOW")
+            if action not in ("ALLOW", "DENY", "CUSTOM"):
+                draft.warn(f"{ap.origin('spec', 'action')}: action {action} does not map; skipped")
                 continue
-            policy["selector"] = Noted(service, ap.origin("spec", "selector", "matchLabels"))
-        action = ap.get("spec", "action", default="ALLOW")
-        if action not in ("ALLOW", "DENY", "CUSTOM"):
-            draft.warn(f"{ap.origin('spec', 'action')}: action {action} does not map; skipped")
-            continue
-        policy["action"] = Noted(action, ap.origin("spec", "action"))
-        rules = []
-        for i, rule in enumerate(ap.get("spec", "rules", default=[]) or []):
-            if not isinstance(rule, dict):
-                continue
-            if rule.get("when"):
+            policy["action"] = Noted(action, ap.origin("spec", "action"))
+            rules = []
+            for i, rule in enumerate(ap.get("spec", "rules", default=[]) or []):
+                if not isinstance(rule, dict):
+                    continue
+                if rule.get("when"):
+                    draft.warn(
+                        f"{ap.origin('spec', 'rules', i, 'when')}: 'when' conditions do not "
+                        "map; the rule is imported without them (it matches more)"
+                    )
+                out: dict[str, Any] = {}
+                froms = []
+                for j, f in enumerate(rule.get("from", []) or []):
+                    src = f.get("source", {}) if isinstance(f, dict) else {}
+                    s = {}
+                    for key, to in (
+                        ("principals", "principals"),
+                        ("notPrincipals", "not_principals"),
+                        ("namespaces", "namespaces"),
+                        ("notNamespaces", "not_namespaces"),
+                    ):
+                        if _strings(src.get(key)) is not None:
+                            s[to] = Noted(
+                                _strings(src[key]),
+                                ap.origin("spec", "rules", i, "from", j, "source", key),
+                            )
+                    for key in src:
+                        if key not in (
+                            "principals",
+                            "notPrincipals",
+                            "namespaces",
+                            "notNamespaces",
+                        ):
+                            draft.warn(
+                                f"{ap.origin('spec', 'rules', i, 'from', j, 'source', key)}: "
+                                f"source {key} does not map; ignored"
+                            )
+                    froms.append(s)
+                if froms:
+                    out["from"] = froms
+                tos = []
+                for j, t in enumerate(rule.get("to", []) or []):
+                    op = t.get("operation", {}) if isinstance(t, dict) else {}
+                    o = {}
+                    for key, to in (
+                        ("paths", "paths"),
+                        ("notPaths", "not_paths"),
+                        ("methods", "methods"),
+                        ("notMethods", "not_methods"),
+                    ):
+                        if _strings(op.get(key)) is not None:
+                            o[to] = Noted(
+                                _strings(op[key]),
+                                ap.origin("spec", "rules", i, "to", j, "operation", key),
+                            )
+                    for key in op:
+                        if key not in ("paths", "notPaths", "methods", "notMethods"):
+                            draft.warn(
+                                f"{ap.origin('spec', 'rules', i, 'to', j, 'operation', key)}: "
+                                f"operation {key} does not map; ignored"
+                            )
+                    tos.append(o)
+                if tos:
+                    out["to"] = tos
+                rules.append(out)
+            if rules:
+                policy["rules"] = rules
+            if action == "CUSTOM":
                 draft.warn(
-                    f"{ap.origin('spec', 'rules', i, 'when')}: 'when' conditions do not "
-                    "map; the rule is imported without them (it matches more)"
+                    f"{ap.origin('spec', 'provider')}: a CUSTOM policy's external authorizer "
+                    "is not imported; the scenario's custom_allows is false (it denies)"
                 )
-            out: dict[str, Any] = {}
-            froms = []
-            for j, f in enumerate(rule.get("from", []) or []):
-                src = f.get("source", {}) if isinstance(f, dict) else {}
-                s = {}
-                for key, to in (
-                    ("principals", "principals"),
-                    ("notPrincipals", "not_principals"),
-                    ("namespaces", "namespaces"),
-                    ("notNamespaces", "not_namespaces"),
-                ):
-                    if _strings(src.get(key)) is not None:
-                        s[to] = Noted(
-                            _strings(src[key]),
-                            ap.origin("spec", "rules", i, "from", j, "source", key),
-                        )
-                for key in src:
-                    if key not in ("principals", "notPrincipals", "namespaces", "notNamespaces"):
-                        draft.warn(
-                            f"{ap.origin('spec', 'rules', i, 'from', j, 'source', key)}: "
-                            f"source {key} does not map; ignored"
-                        )
-                froms.append(s)
-            if froms:
-                out["from"] = froms
-            tos = []
-            for j, t in enumerate(rule.get("to", []) or []):
-                op = t.get("operation", {}) if isinstance(t, dict) else {}
-                o = {}
-                for key, to in (
-                    ("paths", "paths"),
-                    ("notPaths", "not_paths"),
-                    ("methods", "methods"),
-                    ("notMethods", "not_methods"),
-                ):
-                    if _strings(op.get(key)) is not None:
-                        o[to] = Noted(
-                            _strings(op[key]),
-                            ap.origin("spec", "rules", i, "to", j, "operation", key),
-                        )
-                for key in op:
-                    if key not in ("paths", "notPaths", "methods", "notMethods"):
-                        draft.warn(
-                            f"{ap.origin('spec', 'rules', i, 'to', j, 'operation', key)}: "
-                            f"operation {key} does not map; ignored"
-                        )
-                tos.append(o)
-            if tos:
-                out["to"] = tos
-            rules.append(out)
-        if rules:
-            policy["rules"] = rules
-        if action == "CUSTOM":
-            draft.warn(
-                f"{ap.origin('spec', 'provider')}: a CUSTOM policy's external authorizer "
-                "is not imported; the scenario's custom_allows is false (it denies)"
-            )
-        draft.istio_policies.append(Noted(policy, ap.origin()))
+            draft.istio_policies.append(Noted(policy, ap.origin()))
+        except SHAPE_ERRORS as exc:
+            shape_warning(draft, ap, exc)
 
 
 def import_istio(manifests: Manifests, draft: Draft) -> None:
@@ -451,8 +486,11 @@ def import_istio(manifests: Manifests, draft: Draft) -> None:
             "at the routed service's proxy"
         )
     for se in manifests.of("ServiceEntry", NETWORKING):
-        hosts = ", ".join(str(h) for h in se.get("spec", "hosts", default=[]) or [])
-        draft.warn(
-            f"{se.origin('spec', 'hosts')}: external hosts ({hosts}) are not part of the "
-            "scenario; calls to them are not simulated"
-        )
+        try:
+            hosts = ", ".join(str(h) for h in se.get("spec", "hosts", default=[]) or [])
+            draft.warn(
+                f"{se.origin('spec', 'hosts')}: external hosts ({hosts}) are not part of the "
+                "scenario; calls to them are not simulated"
+            )
+        except SHAPE_ERRORS as exc:
+            shape_warning(draft, se, exc)

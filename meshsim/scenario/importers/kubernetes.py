@@ -26,7 +26,14 @@ from typing import Any
 import yaml
 
 from meshsim.scenario.importers.documents import Manifests, Resource
-from meshsim.scenario.importers.draft import Draft, DraftService, DraftVersion, scenario_name
+from meshsim.scenario.importers.draft import (
+    SHAPE_ERRORS,
+    Draft,
+    DraftService,
+    DraftVersion,
+    scenario_name,
+    shape_warning,
+)
 from meshsim.scenario.importers.writer import Noted
 
 KINDS = {
@@ -249,23 +256,26 @@ class _PodIndex:
 def import_kubernetes(manifests: Manifests, draft: Draft) -> None:
     """Add the services, versions and mesh switches that the Kubernetes objects describe."""
     for namespace in manifests.of("Namespace"):
-        _mesh_switches(
-            draft,
-            namespace,
-            _labels(namespace.get("metadata", "labels")),
-            _labels(namespace.get("metadata", "annotations")),
-            ("metadata",),
-        )
-        policy = _labels(namespace.get("metadata", "annotations")).get(
-            "config.linkerd.io/default-inbound-policy"
-        )
-        if policy is not None:
-            draft.linkerd_security["default_policy"] = Noted(
-                policy,
-                namespace.origin(
-                    "metadata", "annotations", "config.linkerd.io/default-inbound-policy"
-                ),
+        try:
+            _mesh_switches(
+                draft,
+                namespace,
+                _labels(namespace.get("metadata", "labels")),
+                _labels(namespace.get("metadata", "annotations")),
+                ("metadata",),
             )
+            policy = _labels(namespace.get("metadata", "annotations")).get(
+                "config.linkerd.io/default-inbound-policy"
+            )
+            if policy is not None:
+                draft.linkerd_security["default_policy"] = Noted(
+                    policy,
+                    namespace.origin(
+                        "metadata", "annotations", "config.linkerd.io/default-inbound-policy"
+                    ),
+                )
+        except SHAPE_ERRORS as exc:
+            shape_warning(draft, namespace, exc)
 
     workloads = [w for kind in WORKLOAD_KINDS for w in manifests.of(kind)]
     claimed: set[int] = set()
@@ -273,63 +283,77 @@ def import_kubernetes(manifests: Manifests, draft: Draft) -> None:
     matches = {id(svc): pods.selected_by(svc) for svc in manifests.of("Service")}
     owners: dict[int, list[Resource]] = {}
     for svc in manifests.of("Service"):
-        for w in matches[id(svc)]:
-            owners.setdefault(id(w), []).append(svc)
+        try:
+            for w in matches[id(svc)]:
+                owners.setdefault(id(w), []).append(svc)
+        except SHAPE_ERRORS as exc:
+            shape_warning(draft, svc, exc)
     for svc in manifests.of("Service"):
-        if svc.get("spec", "type") == "ExternalName":
-            draft.warn(
-                f"{svc.origin('spec', 'type')}: an ExternalName service has no pods; skipped"
+        try:
+            if svc.get("spec", "type") == "ExternalName":
+                draft.warn(
+                    f"{svc.origin('spec', 'type')}: an ExternalName service has no pods; skipped"
+                )
+                continue
+            selector = _labels(svc.get("spec", "selector"))
+            ns = svc.namespace or "default"
+            name = scenario_name(svc.name)
+            if name in draft.services:
+                other = draft.services[name]
+                renamed = scenario_name(f"{svc.name}-{ns}")
+                draft.warn(
+                    f"{svc.origin('metadata', 'name')}: {svc.name} also exists in namespace "
+                    f"{other.namespace}; scenario service names are unique, so this one is "
+                    f"{renamed}"
+                )
+                name = renamed
+            matched = matches[id(svc)]
+            if not matched:
+                draft.warn(
+                    f"{svc.origin('spec', 'selector')}: Service/{svc.name} selects no "
+                    "Deployment or StatefulSet given; skipped"
+                )
+                continue
+            mine = {id(w) for w in matched}
+            wider = next(
+                (o.name for o in owners[id(matched[0])] if mine < {id(w) for w in matches[id(o)]}),
+                None,
             )
-            continue
-        selector = _labels(svc.get("spec", "selector"))
-        ns = svc.namespace or "default"
-        name = scenario_name(svc.name)
-        if name in draft.services:
-            other = draft.services[name]
-            renamed = scenario_name(f"{svc.name}-{ns}")
-            draft.warn(
-                f"{svc.origin('metadata', 'name')}: {svc.name} also exists in namespace "
-                f"{other.namespace}; scenario service names are unique, so this one is {renamed}"
+            if wider is not None:
+                # a Service for one version of another's pods (a canary's backend): routes name
+                # it, the scenario has it as that service's version
+                draft.warn(
+                    f"{svc.origin('spec', 'selector')}: Service/{svc.name} selects some of "
+                    f"Service/{wider}'s pods; it is a version of {wider}, not a service of its own"
+                )
+                continue
+            draft_svc = DraftService(
+                name, scenario_name(ns), svc, selector, protocol=_protocol(svc)
             )
-            name = renamed
-        matched = matches[id(svc)]
-        if not matched:
-            draft.warn(
-                f"{svc.origin('spec', 'selector')}: Service/{svc.name} selects no "
-                "Deployment or StatefulSet given; skipped"
-            )
-            continue
-        mine = {id(w) for w in matched}
-        wider = next(
-            (o.name for o in owners[id(matched[0])] if mine < {id(w) for w in matches[id(o)]}),
-            None,
-        )
-        if wider is not None:
-            # a Service for one version of another's pods (a canary's backend): routes name
-            # it, the scenario has it as that service's version
-            draft.warn(
-                f"{svc.origin('spec', 'selector')}: Service/{svc.name} selects some of "
-                f"Service/{wider}'s pods; it is a version of {wider}, not a service of its own"
-            )
-            continue
-        draft_svc = DraftService(name, scenario_name(ns), svc, selector, protocol=_protocol(svc))
-        seen: set[str] = set()
-        for w in matched:
-            claimed.add(id(w))
-            labels = _labels(w.get("spec", "template", "metadata", "labels"))
-            vname = _version_name(w, svc.name, labels)
-            if vname in seen:
-                vname = scenario_name(w.name)
-            seen.add(vname)
-            draft_svc.versions.append(
-                DraftVersion(vname, _replicas(manifests, w, draft), w, labels, _resources_note(w))
-            )
-        draft.services[name] = draft_svc
+            seen: set[str] = set()
+            for w in matched:
+                claimed.add(id(w))
+                labels = _labels(w.get("spec", "template", "metadata", "labels"))
+                vname = _version_name(w, svc.name, labels)
+                if vname in seen:
+                    vname = scenario_name(w.name)
+                seen.add(vname)
+                draft_svc.versions.append(
+                    DraftVersion(
+                        vname, _replicas(manifests, w, draft), w, labels, _resources_note(w)
+                    )
+                )
+            draft.services[name] = draft_svc
+        except SHAPE_ERRORS as exc:
+            shape_warning(draft, svc, exc)
 
     for w in workloads:
-        pod_labels = _labels(w.get("spec", "template", "metadata", "labels"))
-        pod_annotations = _labels(w.get("spec", "template", "metadata", "annotations"))
-        _mesh_switches(draft, w, pod_labels, pod_annotations, ("spec", "template", "metadata"))
-        _proxy_workers(draft, w, pod_annotations)
-        if id(w) not in claimed:
-            draft.clients[scenario_name(w.name)] = w
+        try:
+            pod_labels = _labels(w.get("spec", "template", "metadata", "labels"))
+            pod_annotations = _labels(w.get("spec", "template", "metadata", "annotations"))
+            _mesh_switches(draft, w, pod_labels, pod_annotations, ("spec", "template", "metadata"))
+            _proxy_workers(draft, w, pod_annotations)
+            if id(w) not in claimed:
+                draft.clients[scenario_name(w.name)] = w
+        except SHAPE_ERRORS as exc:
+            shape_warning(draft, w, exc)
