@@ -8,16 +8,43 @@ between services, call cycles) live in :mod:`meshsim.scenario.references`.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from meshsim.scenario.base import Name, NonNegativeFloat, PositiveFloat, Probability, Spec
+from meshsim.scenario.base import (
+    MAX_COUNT,
+    MAX_QUANTITY,
+    Name,
+    NonNegativeFloat,
+    PositiveFloat,
+    Probability,
+    Spec,
+)
 from meshsim.scenario.events import Event
 from meshsim.scenario.options import ControlPlaneOptions, MeshOptions
 from meshsim.scenario.resources import Allocatable, Resources
 from meshsim.scenario.security import Security
 from meshsim.scenario.traffic import TrafficRule
+
+MAX_CV = 100.0
+"""Beyond a coefficient of variation of 100 a lognormal's sigma passes 3 (most draws near 0,
+rare ones astronomically large) and a gamma's shape 1/cv^2 underflows to draws of 0: no
+measured service time looks like either, and at cv 1e308 the parameters become NaN."""
+MAX_NODES = 5_000
+"""Kubernetes' tested limit of nodes per cluster."""
+MAX_CORES_PER_NODE = 1_024
+"""Above the largest servers sold (two 192-core CPUs with two threads per core is 768)."""
+MAX_REPLICAS = 150_000
+"""Kubernetes' tested limit of pods per cluster (see also meshsim.scenario.limits)."""
+MAX_REPLICATIONS = 1_000
+"""Confidence intervals narrow as 1/sqrt(n): past 1,000 replications a longer run does more."""
+MAX_SEED = 2**63 - 1
+"""Seeds are stored as signed 64-bit integers (a sweep point's seed is up to this)."""
+MIN_BANDWIDTH_GBPS = 1e-6
+"""1 kbit/s: below it a message's transfer time (bytes x 8 / bandwidth) runs into hours per
+kilobyte, and a bandwidth near 0 would make it infinite."""
 
 MESH_NAMES: tuple[str, ...] = ("none", "istio", "linkerd", "istio-ambient")
 """Meshes a scenario may ask for; each maps to a data plane in :mod:`meshsim.sim`."""
@@ -36,7 +63,7 @@ class Distribution(Spec):
 
     dist: Literal["constant", "exponential", "lognormal", "gamma", "empirical"]
     mean: PositiveFloat | None = None
-    cv: NonNegativeFloat | None = None
+    cv: Annotated[float, Field(ge=0, le=MAX_CV)] | None = None
     values: list[NonNegativeFloat] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
@@ -93,14 +120,14 @@ class Network(Spec):
         description="One-way latency from a workload's clients to the cluster (µs); "
         "defaults to cross_node_us.",
     )
-    bandwidth_gbps: PositiveFloat = Field(
+    bandwidth_gbps: Annotated[float, Field(ge=MIN_BANDWIDTH_GBPS, le=MAX_QUANTITY)] = Field(
         10.0, description="Link bandwidth; each message also takes bytes x 8 / bandwidth."
     )
 
 
 class Cluster(Spec):
-    nodes: Annotated[int, Field(ge=1)] = Field(1, description="Number of nodes.")
-    cores_per_node: Annotated[int, Field(ge=1)] = Field(
+    nodes: Annotated[int, Field(ge=1, le=MAX_NODES)] = Field(1, description="Number of nodes.")
+    cores_per_node: Annotated[int, Field(ge=1, le=MAX_CORES_PER_NODE)] = Field(
         4, description="Cores per node; apps and proxies on a node share them."
     )
     memory_gb_per_node: PositiveFloat = Field(16.0, description="Memory per node (GB).")
@@ -142,7 +169,9 @@ class Call(Spec):
         description="Consecutive calls marked parallel are made at once; others in order.",
     )
     probability: Probability = Field(1.0, description="Chance that a request makes this call.")
-    request_bytes: Annotated[int, Field(ge=0)] = Field(512, description="Request body size.")
+    request_bytes: Annotated[int, Field(ge=0, le=MAX_COUNT)] = Field(
+        512, description="Request body size."
+    )
     required: bool = Field(
         True, description="If true, a failed call fails the caller's request (status 502)."
     )
@@ -154,10 +183,10 @@ class Version(Spec):
     """A subset of a service's replicas (a Deployment per version, as in Istio's samples)."""
 
     name: Name
-    replicas: Annotated[int, Field(ge=0)] = 1
+    replicas: Annotated[int, Field(ge=0, le=MAX_REPLICAS)] = 1
     cpu_ms: Distribution | None = Field(None, description="Overrides the service's cpu_ms.")
     calls: list[Call] | None = Field(None, description="Overrides the service's calls.")
-    response_bytes: Annotated[int, Field(ge=0)] | None = None
+    response_bytes: Annotated[int, Field(ge=0, le=MAX_COUNT)] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -171,7 +200,7 @@ DEFAULT_CPU_MS = Distribution(dist="lognormal", mean=1.0, cv=0.5)
 class Service(Spec):
     name: Name
     namespace: Name = "default"
-    replicas: Annotated[int, Field(ge=0)] | None = Field(
+    replicas: Annotated[int, Field(ge=0, le=MAX_REPLICAS)] | None = Field(
         None, description="Replicas, when the service has no versions (default 1)."
     )
     versions: list[Version] | None = Field(
@@ -180,10 +209,10 @@ class Service(Spec):
     cpu_ms: Distribution = Field(
         DEFAULT_CPU_MS, description="App CPU per request (ms); default lognormal mean 1, cv 0.5."
     )
-    concurrency: Annotated[int, Field(ge=1)] = Field(
+    concurrency: Annotated[int, Field(ge=1, le=MAX_COUNT)] = Field(
         64, description="App worker limit per replica; further requests wait in a FIFO queue."
     )
-    response_bytes: Annotated[int, Field(ge=0)] = 1024
+    response_bytes: Annotated[int, Field(ge=0, le=MAX_COUNT)] = 1024
     protocol: Literal["http1", "http2", "grpc"] = Field(
         "http1", description="What the app speaks; meshes may upgrade between proxies."
     )
@@ -204,7 +233,7 @@ class Service(Spec):
             raise ValueError("give either 'replicas' or 'versions' (each with replicas), not both")
         if self.versions is not None:
             names = [v.name for v in self.versions]
-            dupes = sorted({n for n in names if names.count(n) > 1})
+            dupes = sorted(n for n, k in Counter(names).items() if k > 1)
             if dupes:
                 raise ValueError(f"version names must be unique (repeated: {', '.join(dupes)})")
         return self
@@ -238,14 +267,14 @@ class Workload(Spec):
     phases: list[Phase] | None = Field(
         None, min_length=1, description="Piecewise-constant rate: [{at_s, rate_rps}, ...]."
     )
-    clients: Annotated[int, Field(ge=1)] | None = Field(
+    clients: Annotated[int, Field(ge=1, le=MAX_COUNT)] | None = Field(
         None, description="Closed loop: clients that each send, wait, think, repeat."
     )
     think_time_ms: Distribution | None = Field(
         None, description="Closed loop: pause between a response and the next request."
     )
-    request_bytes: Annotated[int, Field(ge=0)] = 1024
-    connections: Annotated[int, Field(ge=1)] | None = Field(
+    request_bytes: Annotated[int, Field(ge=0, le=MAX_COUNT)] = 1024
+    connections: Annotated[int, Field(ge=1, le=MAX_COUNT)] | None = Field(
         None,
         description="Client connections (HTTP/1.1: at most this many requests in flight; "
         "the rest wait at the client and the wait counts). Unlimited if omitted.",
@@ -340,10 +369,10 @@ class Scenario(Spec):
     meshsim: Literal[1] = Field(description="Scenario format version.")
     name: Name
     description: str = ""
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
     duration_s: PositiveFloat
     warmup_s: NonNegativeFloat = Field(5.0, description="Excluded from statistics.")
-    replications: Annotated[int, Field(ge=1)] = 1
+    replications: Annotated[int, Field(ge=1, le=MAX_REPLICATIONS)] = 1
     model_samples: Annotated[int, Field(ge=0, le=64)] = Field(
         0,
         description=(

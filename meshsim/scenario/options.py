@@ -6,28 +6,30 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field
 
-from meshsim.scenario.base import Name, PositiveFloat, Spec
+from meshsim.scenario.base import MAX_COUNT, Name, PositiveFloat, Spec
 from meshsim.scenario.resources import ISTIO_PROXY_RESOURCES, NO_RESOURCES, Resources
 
 
 class IstioOptions(Spec):
-    workers: Annotated[int, Field(ge=1)] = Field(2, description="Envoy worker threads.")
+    workers: Annotated[int, Field(ge=1, le=MAX_COUNT)] = Field(
+        2, description="Envoy worker threads."
+    )
     mtls: Literal["STRICT", "PERMISSIVE", "DISABLE"] = "STRICT"
     sidecar_scoping: bool = Field(
         False, description="A Sidecar resource limits each proxy's config to what it calls."
     )
     telemetry: bool = Field(True, description="Telemetry v2 stats filter.")
-    wasm_filters: Annotated[int, Field(ge=0)] = 0
+    wasm_filters: Annotated[int, Field(ge=0, le=MAX_COUNT)] = 0
     h2_upgrade: bool = Field(
         False,
         description="Upgrade HTTP/1.1 to HTTP/2 between sidecars (Istio's default is "
         "DO_NOT_UPGRADE; http2/grpc services use HTTP/2 regardless).",
     )
     model: str | None = Field(None, description="Cost-model file (default models/istio-sidecar).")
-    istiod_replicas: Annotated[int, Field(ge=1)] = Field(
+    istiod_replicas: Annotated[int, Field(ge=1, le=MAX_COUNT)] = Field(
         1, description="istiod replicas; they share the proxies (each connects to one)."
     )
-    istiod_cores: Annotated[int, Field(ge=1)] | None = Field(
+    istiod_cores: Annotated[int, Field(ge=1, le=MAX_COUNT)] | None = Field(
         None, description="Cores per istiod replica (GOMAXPROCS); default cores_per_node."
     )
     istiod_model: str | None = Field(None, description="Cost-model file (default models/istiod).")
@@ -42,13 +44,17 @@ class IstioOptions(Spec):
 
 
 class LinkerdOptions(Spec):
-    workers: Annotated[int, Field(ge=1)] = Field(1, description="Proxy runtime workers.")
+    workers: Annotated[int, Field(ge=1, le=MAX_COUNT)] = Field(
+        1, description="Proxy runtime workers."
+    )
     protocol_upgrade: bool = Field(True, description="Upgrade HTTP/1 to HTTP/2 between proxies.")
     retry_budget: bool = Field(
         False, description="Use ServiceProfile retries under the retry budget."
     )
-    retry_ratio: Annotated[float, Field(ge=0)] = 0.2
-    min_retries_per_second: Annotated[float, Field(ge=0)] = 10.0
+    # Linkerd's budget takes a ratio of at most 1,000 and fewer than 2^31-1 retries a second
+    # (meshsim.policy.budget checks the same when the run is built).
+    retry_ratio: Annotated[float, Field(ge=0, le=1000)] = 0.2
+    min_retries_per_second: Annotated[float, Field(ge=0, le=2**31 - 2)] = 10.0
     retry_ttl_s: PositiveFloat = 10.0
     failure_accrual: Literal["consecutive", "unified"] | None = Field(
         None,
@@ -62,7 +68,7 @@ class LinkerdOptions(Spec):
         "and says so in the run's warnings.",
     )
     model: str | None = Field(None, description="Cost-model file (default models/linkerd-proxy).")
-    destination_cores: Annotated[int, Field(ge=1)] = Field(
+    destination_cores: Annotated[int, Field(ge=1, le=MAX_COUNT)] = Field(
         1, description="Cores of the destination controller (one replica)."
     )
     control_plane_model: str | None = Field(
@@ -80,8 +86,8 @@ class AmbientOptions(Spec):
     waypoints: list[Name] | Literal["all", "none"] = Field(
         "none", description="Services behind a waypoint (L7); 'all' or 'none'."
     )
-    ztunnel_workers: Annotated[int, Field(ge=1)] = 2
-    waypoint_workers: Annotated[int, Field(ge=1)] = 2
+    ztunnel_workers: Annotated[int, Field(ge=1, le=MAX_COUNT)] = 2
+    waypoint_workers: Annotated[int, Field(ge=1, le=MAX_COUNT)] = 2
     ztunnel_model: str | None = None
     waypoint_model: str | None = None
 
