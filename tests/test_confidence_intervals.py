@@ -34,6 +34,51 @@ def test_quantile_intervals_are_never_narrower_than_the_histogram_resolution() -
     assert hi == pytest.approx(p50 * (1 + resolution), rel=1e-9)
 
 
-def test_one_replication_gives_no_interval() -> None:
+def test_one_replication_gives_batch_means_at_the_client_and_no_interval_elsewhere() -> None:
     summary = build_summary(run_scenario(from_dict(constant_service(1))))
-    assert summary["runs"]["none"]["workloads"]["w"]["latency_ci95_ms"] is None
+    run = summary["runs"]["none"]
+    client = run["workloads"]["w"]
+    assert client["latency_ci_method"] == "batch means (10 batches)"
+    assert client["latency_ci95_ms"] is not None
+    p50 = client["latency_ms"]["p50"]
+    lo, hi = client["latency_ci95_ms"]["p50"]
+    # Constant service and arrivals: every batch has the same p50, so the interval is the
+    # histogram's resolution around the estimate.
+    resolution = math.sqrt(GROWTH) - 1
+    assert lo == pytest.approx(p50 / (1 + resolution), rel=1e-9)
+    assert hi == pytest.approx(p50 * (1 + resolution), rel=1e-9)
+    assert run["services"]["s"]["latency_ci95_ms"] is None
+    assert "latency_ci_method" not in run["services"]["s"]
+
+
+FREE_NETWORK = {"same_node_us": 0, "cross_node_us": 0, "client_us": 0, "bandwidth_gbps": 1e9}
+
+
+def mm1(seed: int) -> dict[str, object]:
+    """M/M/1 at rho = 0.5 (service 2 ms, 250 rps): sojourn ~ Exp(mean 4 ms)."""
+    return {
+        "meshsim": 1, "name": "mm1", "seed": seed, "duration_s": 42.0, "warmup_s": 2.0,
+        "cluster": {"nodes": 1, "cores_per_node": 1, "network": FREE_NETWORK},
+        "services": [{"name": "s", "replicas": 1, "concurrency": 1,
+                      "cpu_ms": {"dist": "exponential", "mean": 2.0}}],
+        "workloads": [{"name": "w", "target": "s", "rate_rps": 250.0, "arrival": "poisson",
+                       "connections": 64}],
+    }  # fmt: skip
+
+
+@pytest.mark.statistical
+def test_batch_means_intervals_cover_the_mm1_truth_about_95_percent_of_the_time() -> None:
+    """30 one-replication runs: the batch-means 95 % CIs of the mean (4 ms), the median
+    (4 ln 2 ms) and p99 (4 ln 100 ms) must each cover the truth in at least 24 runs. With a
+    true coverage of 95 % that fails with probability 0.2 %; a CI as narrow as the old
+    per-request one (or none) fails it. On this engine: 37, 40 and 39 of 40."""
+    truth = {"mean": 4.0, "p50": 4.0 * math.log(2), "p99": 4.0 * math.log(100)}
+    hits = dict.fromkeys(truth, 0)
+    for seed in range(30):
+        client = build_summary(run_scenario(from_dict(mm1(seed))))["runs"]["none"]
+        ci = client["workloads"]["w"]["latency_ci95_ms"]
+        assert ci is not None
+        for key, value in truth.items():
+            lo, hi = ci[key]  # type: ignore[literal-required]
+            hits[key] += lo <= value <= hi
+    assert min(hits.values()) >= 24, hits

@@ -43,6 +43,9 @@ class Signals(TypedDict):
     latency_ci95_ms: LatencyCi95Ms | None
     """None with one replication."""
     statuses: dict[str, int]
+    latency_ci_method: NotRequired[str]
+    """How the CI was made: "batch means (N batches)" for workloads (client view),
+    "replications (N)" otherwise."""
     latency_band_ms: NotRequired[dict[str, list[float] | None]]
     """The model band per percentile (``--model-samples``; :mod:`meshsim.results.bands`)."""
 

@@ -417,4 +417,5 @@ def _subject(stats: Stats) -> SubjectMeasure:
         series=SeriesMeasure(
             tuple(s.requests), tuple(s.errors), tuple(s.latency_sum_s), tuple(s.latency_max_s)
         ),
+        batches=tuple(stats.batches or ()),
     )

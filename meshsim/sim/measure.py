@@ -45,6 +45,9 @@ class SubjectMeasure:
     statuses: Mapping[int, int]
     completed: int
     series: SeriesMeasure
+    batches: tuple[LogHistogram, ...] = ()
+    """The window's latency in equal batches by send time (workloads only; see
+    :data:`meshsim.sim.recorder.BATCHES`)."""
 
 
 @dataclass(frozen=True)
