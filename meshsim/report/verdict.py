@@ -5,8 +5,9 @@ the no-mesh baseline at p50 and p99, its proxies' vCPU per 1000 rps and MB per p
 control plane's size. Every number is shown with the two intervals that bound what it can be
 trusted for:
 
-* the **simulation CI**: the 95 % confidence interval over replications (the simulator's own
-  noise, which more replications shrink);
+* the **simulation CI**: the 95 % confidence interval of the simulator's own noise (batch means
+  within each run for client latencies; over replications otherwise), which longer runs or
+  more replications shrink;
 * the **model band**: the range of the number over the cost-model parameter sets drawn from
   the models' ranges (``--model-samples``), which no amount of simulation shrinks; only
   better evidence for the parameters does.
@@ -172,12 +173,14 @@ def verdict_note(tables: Sequence[VerdictTable], replications: int) -> str:
     """What the intervals in the tables are, and which are missing and why."""
     notes = [
         "Added latency is the mesh's client-side latency minus the 'none' baseline's; "
-        "CI is the 95 % simulation confidence interval over replications (conservative for a "
-        "difference); 'model' is the range over the cost models' parameter sets."
+        "CI is the 95 % simulation confidence interval (batch means within each run; "
+        "conservative for a difference); 'model' is the range over the cost models' "
+        "parameter sets."
     ]
     if not any(t.has_ci for t in tables):
         notes.append(
-            f"No simulation CI: {replications} replication(s); rerun with replications >= 3."
+            f"No simulation CI: {replications} replication(s) and runs too short for batch "
+            "means; rerun longer or with replications >= 3."
         )
     if not any(t.has_band for t in tables):
         notes.append(
