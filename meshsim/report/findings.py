@@ -273,8 +273,10 @@ def judge_band(runs: Mapping[str, Mapping[str, Any]], f: Finding) -> Finding:
             f, text=f"{f.text} It holds in all {verdict.samples} model parameter sets."
         )
     leader = verdict.leader
+    caveat = "; few sets, so a pointer rather than a proof" if verdict.samples < 10 else ""
     decided = (
-        f"depends on {leader[0]} (rank correlation {leader[1]:+.2f} with the difference)"
+        f"depends on {leader[0]} (rank correlation {leader[1]:+.2f} with the difference over "
+        f"{verdict.samples} parameter sets{caveat})"
         if leader is not None
         else "depends on the models' parameters"
     )

@@ -30,7 +30,8 @@ class BandVerdict:
     flips: int
     """How many sets give the opposite sign (or no difference)."""
     deciding: tuple[tuple[str, float], ...]
-    """Parameters by decreasing absolute rank correlation with the paired difference."""
+    """The two meshes' model parameters by decreasing |rank correlation| with the paired
+    difference. With few sets this only points at candidates: say so where it is shown."""
 
     @property
     def leader(self) -> tuple[str, float] | None:
@@ -65,6 +66,15 @@ def rank_parameters(
     return tuple(out)
 
 
+def _model_labels(run: Mapping[str, Any]) -> set[str]:
+    """The dotted-name prefixes of the models a mesh's run used (file stems, else kinds)."""
+    labels = set()
+    for ref in run.get("cost_models") or []:
+        file = str(ref.get("file") or "")
+        labels.add(file.rsplit("/", 1)[-1].removesuffix(".yaml") if file else str(ref.get("kind")))
+    return labels
+
+
 def band_verdict(
     run_a: Mapping[str, Any], run_b: Mapping[str, Any], metric: str, central_diff: float
 ) -> BandVerdict | None:
@@ -83,6 +93,10 @@ def band_verdict(
     flips = sum(1 for _, d in pairs if d * sign <= 0)
     block = run_a.get("model_samples") or run_b.get("model_samples") or {}
     names = list(block.get("parameters") or [])
+    # Only the two meshes' own models can move their difference; the other parameters would
+    # only add chance correlations (with 8 sets, one parameter in 20 reaches |rho| 0.7 by luck).
+    labels = _model_labels(run_a) | _model_labels(run_b)
+    own = [n.split(".", 1)[0] in labels for n in names] if labels else [True] * len(names)
     raw_sets = block.get("sets") or []
     deciding: tuple[tuple[str, float], ...] = ()
     if names and len(raw_sets) == len(a):
@@ -90,7 +104,7 @@ def band_verdict(
         matrix = np.array(
             [[math.nan if v is None else float(v) for v in row] for row in rows], dtype=float
         )
-        ok = ~np.isnan(matrix).any(axis=0)
+        ok = ~np.isnan(matrix).any(axis=0) & np.array(own, dtype=bool)
         kept = [n for n, keep in zip(names, ok, strict=True) if keep]
         deciding = rank_parameters(
             matrix[:, ok], np.array([d for _, d in pairs], dtype=float), kept
