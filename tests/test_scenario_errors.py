@@ -455,6 +455,14 @@ def test_exponent_without_a_dot_is_a_number(tmp_path: Path) -> None:
          "input should be a finite number (got inf)"),
         ("    cpu_ms: 1\n    calls:", "    cpu_ms: -.inf\n    calls:", 7,
          "services[0].cpu_ms", "input should be a finite number (got -inf)"),
+        # 1 / 5e-324 overflows: a run crashed with a division by zero.
+        ("rate_rps: 10", "rate_rps: 5e-324", 15, "workloads[0].rate_rps",
+         "5e-324 is too small: the smallest number above 0 taken is 1e-09"),
+        # A gamma's shape is 1 / cv^2, and (1e-200)^2 is 0.
+        ("    cpu_ms: 1\n    calls:",
+         "    cpu_ms: {dist: gamma, mean: 1, cv: 1e-200}\n    calls:", 7,
+         "services[0].cpu_ms.cv",
+         "1e-200 is too small: the smallest number above 0 taken is 1e-09"),
     ],
 )  # fmt: skip
 def test_absurd_sizes_are_refused(

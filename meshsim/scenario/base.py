@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 Name = Annotated[
     str,
@@ -25,8 +25,25 @@ MAX_COUNT = 2**31 - 1
 limits): a signed 32-bit integer, what Kubernetes and Envoy use for most such fields; far
 larger counts would overflow numpy's and Parquet's integer columns or never finish."""
 
-PositiveFloat = Annotated[float, Field(gt=0, le=MAX_QUANTITY)]
-NonNegativeFloat = Annotated[float, Field(ge=0, le=MAX_QUANTITY)]
+MIN_QUANTITY = 1e-9
+"""The smallest non-zero number of the format (a nanosecond in s, a picosecond in ms): the
+engine squares, scales and inverts numbers, and below this they underflow (1 / 5e-324
+overflows, (1e-200)^2 is 0), which crashed runs with a division by zero."""
+
+
+def _not_tiny(value: float) -> float:
+    if 0 < abs(value) < MIN_QUANTITY:
+        raise ValueError(
+            f"{value!r} is too small: the smallest number above 0 taken is {MIN_QUANTITY:g}"
+        )
+    return value
+
+
+NotTiny = AfterValidator(_not_tiny)
+"""Refuses numbers between 0 and :data:`MIN_QUANTITY`."""
+
+PositiveFloat = Annotated[float, Field(gt=0, le=MAX_QUANTITY), NotTiny]
+NonNegativeFloat = Annotated[float, Field(ge=0, le=MAX_QUANTITY), NotTiny]
 Percent = Annotated[float, Field(ge=0, le=100)]
 Probability = Annotated[float, Field(ge=0, le=1)]
 

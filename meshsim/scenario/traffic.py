@@ -11,7 +11,6 @@ from pydantic import Field, model_validator
 
 from meshsim.scenario.base import (
     MAX_COUNT,
-    MAX_QUANTITY,
     Name,
     NonNegativeFloat,
     Percent,
@@ -84,7 +83,7 @@ class TrafficRule(Spec):
 
     service: Name
     match: Match | None = None
-    split: dict[str, Annotated[float, Field(ge=0, le=MAX_QUANTITY)]] | None = Field(
+    split: dict[str, NonNegativeFloat] | None = Field(
         None, description="Weights by version name, e.g. {v1: 90, v2: 10}."
     )
     timeout_ms: PositiveFloat | None = None
