@@ -18,6 +18,7 @@ from meshsim.scenario.base import (
     MAX_QUANTITY,
     Name,
     NonNegativeFloat,
+    NotTiny,
     PositiveFloat,
     Probability,
     Spec,
@@ -63,7 +64,7 @@ class Distribution(Spec):
 
     dist: Literal["constant", "exponential", "lognormal", "gamma", "empirical"]
     mean: PositiveFloat | None = None
-    cv: Annotated[float, Field(ge=0, le=MAX_CV)] | None = None
+    cv: Annotated[float, Field(ge=0, le=MAX_CV), NotTiny] | None = None
     values: list[NonNegativeFloat] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
