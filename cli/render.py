@@ -131,6 +131,33 @@ def resilience_table(summary: Mapping[str, Any]) -> Table | None:
     return table
 
 
+def cgroups_table(summary: Mapping[str, Any]) -> Table | None:
+    """CPU limits under ``cluster.scheduler: cfs``: the containers with a limit or an OOM
+    kill, their CPU and CFS bandwidth counters (throttled: nr_throttled / nr_periods)."""
+    rows = [
+        (mesh, name, c)
+        for mesh, run in summary["runs"].items()
+        for name, c in run.get("cgroups", {}).items()
+        if c.get("cpu_limit_m") is not None or c.get("oom_kills")
+    ]
+    if not rows:
+        return None
+    ooms = any(c.get("oom_kills") for _, _, c in rows)
+    table = _table(
+        "CPU limits (CFS bandwidth control, in the window; share: periods throttled)",
+        ["mesh", "container", "limit", "vCPU", "periods", "throttled", "share", "thr. s"]
+        + (["OOM"] if ooms else []),
+    )
+    for mesh, name, c in rows:
+        limit = c.get("cpu_limit_m")
+        table.add_row(
+            mesh, name, "-" if limit is None else f"{limit:.0f}m", f"{c['cpu_vcpu']:.3f}",
+            f"{c['nr_periods']:.0f}", f"{c['nr_throttled']:.0f}", f"{c['throttled_share']:.1%}",
+            f"{c['throttled_s']:.2f}", *([f"{c.get('oom_kills', 0):.0f}"] if ooms else []),
+        )  # fmt: skip
+    return table
+
+
 def models_text(summary: Mapping[str, Any]) -> RenderableType:
     """Which cost-model files the numbers above come from (every parameter cites a source)."""
     lines: list[Text] = []
@@ -182,6 +209,9 @@ def summary_renderable(summary: Mapping[str, Any]) -> RenderableType:
     resilience = resilience_table(summary)
     if resilience is not None:
         parts.append(resilience)
+    cgroups = cgroups_table(summary)
+    if cgroups is not None:
+        parts.append(cgroups)
     if any(run["control_plane"].get("memory_mb") for run in summary["runs"].values()):
         parts.append(control_plane_table(summary))
     parts.append(models_text(summary))

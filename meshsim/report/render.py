@@ -195,6 +195,31 @@ def build_sections(comp: Comparison, prices: Prices) -> list[Section]:
     s.tables.append(_table(res[["mesh", "handshakes"]], "Handshakes"))
     sections.append(s)
 
+    limited = [
+        [mesh, name, f"{c['cpu_limit_m']:.0f}m", f"{c['cpu_vcpu']:.3f}", f"{c['nr_periods']:.0f}",
+         f"{c['nr_throttled']:.0f}", f"{c['throttled_share']:.1%}", f"{c['throttled_s']:.2f}",
+         f"{c.get('oom_kills', 0):.0f}"]
+        for mesh, run in runs.items()
+        for name, c in run.get("cgroups", {}).items()
+        if c.get("cpu_limit_m") is not None
+    ]  # fmt: skip
+    if limited:
+        s = Section(
+            "cpu-limits",
+            "CPU limits",
+            "Containers with a CPU limit under the fair scheduler (cluster.scheduler: cfs): "
+            "CFS bandwidth control gives each limit x cfs_period_ms of CPU per period; a "
+            "container that spends it waits for the next period (throttled), which shows in "
+            "p99 before it shows in mean CPU.",
+        )
+        s.tables.append(Table(
+            "CFS bandwidth control in the window",
+            ["mesh", "container", "limit", "vCPU", "periods", "throttled", "share",
+             "throttled s", "OOM kills"],
+            limited,
+        ))  # fmt: skip
+        sections.append(s)
+
     timeline = comp.timeline_frame()
     events = comp.events()
     s = Section(

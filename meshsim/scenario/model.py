@@ -222,6 +222,13 @@ class Service(Spec):
         default_factory=Resources,
         description="The app container's requests and limits (CPU used with cluster.scheduler cfs).",
     )
+    proxy_resources: Resources | None = Field(
+        None,
+        description="Its sidecars' requests and limits, as the pod annotations set them "
+        "(sidecar.istio.io/proxyCPU, proxyCPULimit, proxyMemory, proxyMemoryLimit; "
+        "config.linkerd.io/proxy-cpu-request, -cpu-limit, ...); default the mesh's "
+        "mesh_options.<mesh>.proxy_resources.",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import simpy
 
 from meshsim.scenario.model import Network, Scenario
+from meshsim.scenario.resources import megabytes, millicores
 from meshsim.sim.cpu.cgroups import quota_s, resources_of, weight_of
 from meshsim.sim.cpu.fair import CGroup, FairScheduler
 from meshsim.sim.measure import CGroupMeasure
@@ -113,14 +114,56 @@ def cgroup_measures(nodes: list[Node]) -> tuple[CGroupMeasure, ...]:
                 name=g.name,
                 node=node.name,
                 cpu_weight=max(1, round(g.weight * 100 / 1024)),
-                cpu_limit_m=None if g.quota_s is None else g.quota_s / g.period_s * 1000.0,
+                cpu_limit_m=None if g.quota_s is None else round(g.quota_s / g.period_s * 1e3, 6),
                 cpu_s=g.cpu_s,
                 nr_periods=g.nr_periods,
                 nr_throttled=g.nr_throttled,
                 throttled_s=g.throttled_s,
                 oom_kills=node.oom_kills.get(g.name, 0),
             ))  # fmt: skip
+        # A container killed before it ever ran has no cgroup here; its kills still count.
+        ran = {g.name for g in node.cgroups}
+        for name, kills in node.oom_kills.items():
+            if name not in ran:
+                out.append(CGroupMeasure(name, node.name, 1, None, 0.0, 0, 0, 0.0, kills))
     return tuple(out)
+
+
+def allocation_warnings(
+    nodes: list[Node], scenario: Scenario, mesh: str, proxies: list[Any]
+) -> list[str]:
+    """Nodes whose pods request more CPU or memory than the node's allocatable: Kubernetes
+    would leave some of them pending; the simulator places them anyway and says so."""
+    spec = scenario.cluster
+    cpu_m = (
+        millicores(spec.allocatable.cpu)
+        if spec.allocatable.cpu is not None
+        else spec.cores_per_node * 1000.0
+    )
+    mem_mb = (
+        megabytes(spec.allocatable.memory)
+        if spec.allocatable.memory is not None
+        else spec.memory_gb_per_node * 1000.0
+    )
+    warnings: list[str] = []
+    for node in nodes:
+        accounts = [*node.pods, *(p for p in proxies if p.node is node and p.pod is not None)]
+        want_cpu = want_mem = 0.0
+        for account in accounts:
+            _, res = resources_of(account, scenario, mesh)
+            want_cpu += res.cpu_request_m or 0.0
+            want_mem += res.requests.memory_mb or res.limits.memory_mb or 0.0
+        if want_cpu > cpu_m + 1e-9:
+            warnings.append(
+                f"{node.name}: its pods request {want_cpu:.0f}m of CPU, more than its "
+                f"allocatable {cpu_m:.0f}m (Kubernetes would leave some pending; they run here)"
+            )
+        if want_mem > mem_mb + 1e-9:
+            warnings.append(
+                f"{node.name}: its pods request {want_mem:.0f} MB of memory, more than its "
+                f"allocatable {mem_mb:.0f} MB (Kubernetes would leave some pending; they run here)"
+            )
+    return warnings
 
 
 def make_nodes(env: simpy.Environment, scenario: Scenario, mesh: str) -> list[Node]:

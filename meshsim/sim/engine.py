@@ -27,8 +27,15 @@ from meshsim.sim.app import (
     call_groups,
     is_success,
 )
-from meshsim.sim.cluster import NetworkModel, Node, cgroup_measures, make_nodes, place
+from meshsim.sim.cluster import (
+    NetworkModel,
+    allocation_warnings,
+    cgroup_measures,
+    make_nodes,
+    place,
+)
 from meshsim.sim.controlplane import control_plane_for
+from meshsim.sim.cpu.oom import watch_memory
 from meshsim.sim.dataplanes import data_plane_for
 from meshsim.sim.measure import (
     AppMeasure,
@@ -90,6 +97,12 @@ class Simulation:
         self.control_plane = control_plane_for(self)
         for proxy in self.data_plane.proxies:
             self.control_plane.attach(proxy)
+        if scenario.cluster.scheduler == "cfs":
+            # Containers' resources apply only under the fair scheduler.
+            self.data_plane.warnings.extend(
+                allocation_warnings(self.nodes, scenario, mesh, self.data_plane.proxies)
+            )
+            watch_memory(self)
         self.workloads = [
             WorkloadDriver(self, w, self.services[w.target]) for w in scenario.workloads
         ]

@@ -10,7 +10,8 @@ with no CPU request gets shares 2, weight 1 (a BestEffort container), and a CPU 
 becomes ``cpu.max`` = quota per period: limit x period (``MilliCPUToQuota``).
 
 Which resources apply (docs/mesh-semantics.md §10): a pod's app container takes its
-service's ``resources``; a sidecar takes ``mesh_options.istio.proxy_resources`` (Istio's
+service's ``resources``; a sidecar its service's ``proxy_resources`` (the pod annotations),
+else ``mesh_options.istio.proxy_resources`` (Istio's
 global.proxy.resources by default) or ``mesh_options.linkerd.proxy_resources`` (none by
 default); a waypoint takes Istio's proxy resources; a ztunnel its chart's requests
 (200m / 512Mi, no limits: manifests/charts/ztunnel/values.yaml); a meshed client's own
@@ -64,6 +65,9 @@ def resources_of(account: Any, scenario: Scenario, mesh: str) -> tuple[str, Reso
         opts = scenario.mesh_options
         if account.kind == "ztunnel":
             return account.name, ZTUNNEL_RESOURCES
+        pod = account.pod
+        if pod is not None and pod.service.spec.proxy_resources is not None:
+            return account.name, pod.service.spec.proxy_resources
         if mesh == "linkerd":
             return account.name, opts.linkerd.proxy_resources
         return account.name, opts.istio.proxy_resources

@@ -1,0 +1,94 @@
+"""Memory limits: a proxy whose modelled memory passes its limit is OOM-killed.
+
+Under ``cluster.scheduler: cfs`` (where containers' resources apply), every second of
+simulated time each sidecar's resident memory from its cost model (connections held,
+configuration in view: :meth:`~meshsim.sim.dataplanes.proxy.Proxy.memory_mb`) is compared
+with its memory limit. Past it, the kernel's OOM killer ends the container; the pod's
+requests in flight fail (reset), it leaves the endpoints, and the kubelet restarts it after
+CrashLoopBackOff's delay: 10 s, doubled on every restart, at most 300 s (Kubernetes docs,
+"Pod Lifecycle", container restarts). A restarted container is modelled as a replacement pod
+of the same version, which gets its proxy's configuration and certificate anew, as a
+restarted sidecar does. ztunnels and waypoints have no memory limit here; the apps' memory
+is not modelled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+import simpy
+
+from meshsim.sim.cpu.cgroups import resources_of
+
+if TYPE_CHECKING:
+    from meshsim.sim.app import Pod
+    from meshsim.sim.dataplanes.proxy import Proxy
+    from meshsim.sim.engine import Simulation
+
+CHECK_EVERY_S = 1.0
+FIRST_BACKOFF_S = 10.0
+MAX_BACKOFF_S = 300.0
+
+
+def backoff_s(restarts: int) -> float:
+    """CrashLoopBackOff's delay before the ``restarts``-th restart (1-based)."""
+    return min(FIRST_BACKOFF_S * 2.0 ** (restarts - 1), MAX_BACKOFF_S)
+
+
+def limit_mib(proxy: Proxy, sim: Simulation) -> float | None:
+    """The proxy's memory limit in MiB (the cost model's unit), None without one."""
+    if proxy.kind != "sidecar" or proxy.pod is None:
+        return None
+    _, res = resources_of(proxy, sim.scenario, sim.mesh)
+    mb = res.limits.memory_mb
+    return None if mb is None else mb * 1e6 / 2**20
+
+
+def watch_memory(sim: Simulation) -> None:
+    """Start the OOM watch when the run has containers' resources and a memory limit."""
+    if sim.scenario.cluster.scheduler != "cfs":
+        return
+    from meshsim.sim.dataplanes.mesh import ProxiedDataPlane
+
+    if not isinstance(sim.data_plane, ProxiedDataPlane):
+        return
+    sim.env.process(_Watch(sim).run())
+
+
+class _Watch:
+    """The OOM kills of one run. A restarted container keeps its first incarnation's
+    cgroup name and node for counting, and its own restart count for the backoff."""
+
+    def __init__(self, sim: Simulation) -> None:
+        self.sim = sim
+        self.first: dict[Pod, Proxy] = {}
+        """Each pod's first incarnation's sidecar (itself, if never restarted)."""
+        self.restarts: dict[str, int] = {}
+
+    def run(self) -> Generator[simpy.Event, Any, None]:
+        sim = self.sim
+        dp: Any = sim.data_plane
+        while True:
+            yield sim.env.timeout(CHECK_EVERY_S)
+            for proxy in list(dp.live_proxies()):
+                limit = limit_mib(proxy, sim)
+                if limit is not None and proxy.memory_mb(*dp.config_in_view(proxy)) > limit:
+                    self.kill(proxy)
+
+    def kill(self, proxy: Proxy) -> None:
+        sim = self.sim
+        pod: Pod = proxy.pod
+        first = self.first.pop(pod, proxy)
+        if sim.warmup_s <= sim.env.now < sim.end_s:
+            counts = first.node.oom_kills
+            counts[first.name] = counts.get(first.name, 0) + 1
+        sim.timeline.log.append((sim.env.now, f"OOM kill of {proxy.name} (memory limit)"))
+        sim.kill(pod)
+        n = self.restarts[first.name] = self.restarts.get(first.name, 0) + 1
+        ev = sim.env.timeout(backoff_s(n))
+        assert ev.callbacks is not None
+        ev.callbacks.append(lambda _e: self.restart(pod, first))
+
+    def restart(self, pod: Pod, first: Proxy) -> None:
+        self.first[self.sim.start_pod(pod.version)] = first

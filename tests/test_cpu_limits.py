@@ -1,0 +1,166 @@
+"""Pod resources through a whole run: CPU limits throttle, memory limits OOM-kill, the
+mesh defaults apply, and the counters reach summary.json, the CLI and the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meshsim.api import run_scenario
+from meshsim.errors import ScenarioError
+from meshsim.results.summary import build_summary
+from meshsim.scenario import from_dict, load_scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _summary(data: dict[str, Any]) -> dict[str, Any]:
+    return dict(build_summary(run_scenario(from_dict(data))))
+
+
+@pytest.fixture(scope="module")
+def cpu_limits() -> dict[str, Any]:
+    data = load_scenario(ROOT / "scenarios" / "cpu-limits.yaml").to_dict()
+    data.update(duration_s=12, warmup_s=2, meshes=["istio"])
+    return data
+
+
+@pytest.fixture(scope="module")
+def limited(cpu_limits: dict[str, Any]) -> dict[str, Any]:
+    return _summary(cpu_limits)
+
+
+def test_a_tight_limit_throttles_and_raises_p99_while_mean_cpu_stays_below_it(
+    limited: dict[str, Any],
+) -> None:
+    run = limited["runs"]["istio"]
+    groups = run["cgroups"]
+    free, generous, tight = (groups[f"{v}-v1-0/app"] for v in ("free", "generous", "tight"))
+    assert free["cpu_limit_m"] is None
+    assert free["nr_periods"] == free["nr_throttled"] == 0
+    assert generous["cpu_limit_m"] == 2000.0
+    assert generous["nr_periods"] == 100  # drew runtime in every period of the 10 s window
+    assert generous["nr_throttled"] == 0
+    assert tight["cpu_limit_m"] == 300.0
+    assert tight["cpu_vcpu"] < 0.3
+    assert 0.05 < tight["throttled_share"] < 0.5
+    assert tight["throttled_s"] > 0.1
+    sidecar = groups["tight-v1-0/sidecar"]
+    assert sidecar["cpu_limit_m"] == 50.0
+    assert sidecar["nr_throttled"] > 0
+    p99 = {w: s["latency_ms"]["p99"] for w, s in run["workloads"].items()}
+    assert p99["tight"] > 3 * p99["free"]
+    assert p99["generous"] < 1.5 * p99["free"]
+
+
+def test_istio_sidecars_take_the_global_proxy_resources_by_default() -> None:
+    data = {
+        "meshsim": 1, "name": "defaults", "duration_s": 3, "warmup_s": 1,
+        "meshes": ["istio", "linkerd"], "cluster": {"scheduler": "cfs"},
+        "services": [{"name": "a", "resources": {"requests": {"cpu": "1"}}}],
+        "workloads": [{"name": "w", "target": "a", "rate_rps": 50}],
+    }  # fmt: skip
+    runs = _summary(data)["runs"]
+    istio, linkerd = runs["istio"]["cgroups"], runs["linkerd"]["cgroups"]
+    # 100m -> cpu.shares 102 -> cpu.weight 4; limit 2000m (Istio's global.proxy.resources).
+    assert (istio["a-v1-0/sidecar"]["cpu_weight"], istio["a-v1-0/sidecar"]["cpu_limit_m"]) == (
+        4, 2000.0
+    )
+    # Linkerd sets none: a BestEffort container, cpu.shares 2 -> cpu.weight 1, no limit.
+    assert (linkerd["a-v1-0/sidecar"]["cpu_weight"], linkerd["a-v1-0/sidecar"]["cpu_limit_m"]) == (
+        1, None
+    )
+    assert istio["a-v1-0/app"]["cpu_weight"] == 39  # 1 core -> shares 1024 -> weight 39
+
+
+def test_the_same_seed_gives_the_same_summary(cpu_limits: dict[str, Any]) -> None:
+    data = {**cpu_limits, "duration_s": 4}
+    first = json.dumps(_summary(data), sort_keys=True)
+    assert json.dumps(_summary(data), sort_keys=True) == first
+
+
+def test_fcfs_ignores_resources_and_reports_no_cgroups(cpu_limits: dict[str, Any]) -> None:
+    fcfs = {**cpu_limits["cluster"], "scheduler": "fcfs"}
+    data = {**cpu_limits, "duration_s": 4, "cluster": fcfs}
+    with_resources = _summary(data)
+    assert "cgroups" not in with_resources["runs"]["istio"]
+    bare = json.loads(json.dumps(data))
+    for svc in bare["services"]:
+        svc.pop("resources", None)
+        svc.pop("proxy_resources", None)
+    without = _summary(bare)
+    without["scenario_sha256"] = with_resources["scenario_sha256"]
+    assert json.dumps(without, sort_keys=True) == json.dumps(with_resources, sort_keys=True)
+
+
+OOM = {
+    "meshsim": 1, "name": "oom", "seed": 3, "duration_s": 40, "warmup_s": 1,
+    "meshes": ["istio"], "cluster": {"nodes": 2, "cores_per_node": 2, "scheduler": "cfs"},
+    "services": [
+        {"name": "a", "replicas": 2, "cpu_ms": 1, "calls": [{"service": "b"}],
+         "proxy_resources": {"limits": {"memory": "10Mi"}}},
+        {"name": "b", "cpu_ms": 1},
+    ],
+    "workloads": [{"name": "w", "target": "a", "rate_rps": 50}],
+}  # fmt: skip
+
+
+def test_a_sidecar_over_its_memory_limit_is_killed_and_restarted_with_backoff() -> None:
+    # The sidecar's modelled memory (tens of MiB at rest) is over 10Mi from the start: it
+    # is killed at the first check (1 s), restarted after 10 s and killed again, then after
+    # 20 s (CrashLoopBackOff), and the service it fronts answers nothing.
+    run = _summary(OOM)["runs"]["istio"]
+    kills = [e for e in run["timeline"] if e["event"].startswith("OOM kill")]
+    assert [e["at_s"] for e in kills] == [1.0, 1.0, 11.0, 11.0, 31.0, 31.0]
+    assert run["cgroups"]["a-v1-0/sidecar"]["oom_kills"] == 3
+    assert run["cgroups"]["a-v1-1/sidecar"]["oom_kills"] == 3
+    assert run["cgroups"]["b-v1-0/sidecar"]["oom_kills"] == 0
+    assert run["workloads"]["w"]["success_rate"] == 0.0
+
+
+def test_requests_beyond_allocatable_are_a_warning() -> None:
+    data = {
+        "meshsim": 1, "name": "packed", "duration_s": 3, "warmup_s": 1, "meshes": ["none"],
+        "cluster": {"cores_per_node": 2, "scheduler": "cfs", "allocatable": {"cpu": "1500m"}},
+        "services": [{"name": "a", "replicas": 2, "resources": {"requests": {"cpu": "1"}}}],
+        "workloads": [{"name": "w", "target": "a", "rate_rps": 10}],
+    }  # fmt: skip
+    warnings = _summary(data)["runs"]["none"]["warnings"]
+    assert any("node-0: its pods request 2000m of CPU" in w and "1500m" in w for w in warnings)
+
+
+@pytest.mark.parametrize(
+    ("quantity", "message"),
+    [
+        ({"cpu": "100x"}, "'100x' is not a CPU quantity"),
+        ({"cpu": 0}, "must be above 0"),
+        ({"memory": "12Qi"}, "'12Qi' is not a memory quantity"),
+    ],
+)
+def test_bad_quantities_name_the_field(quantity: dict[str, Any], message: str) -> None:
+    data = {
+        "meshsim": 1, "name": "bad", "duration_s": 3, "warmup_s": 1,
+        "services": [{"name": "a", "resources": {"limits": quantity}}],
+        "workloads": [{"name": "w", "target": "a", "rate_rps": 10}],
+    }  # fmt: skip
+    with pytest.raises(ScenarioError) as err:
+        from_dict(data)
+    assert "services[0].resources.limits" in str(err.value)
+    assert message in str(err.value)
+
+
+def test_the_cli_and_the_report_show_the_limits(limited: dict[str, Any]) -> None:
+    from meshsim.cli.render import cgroups_table
+    from rich.console import Console
+
+    table = cgroups_table(limited)
+    assert table is not None
+    console = Console(width=120, record=True)
+    console.print(table)
+    text = console.export_text()
+    assert "tight-v1-0/app" in text
+    assert "300m" in text
+    assert "free-v1-0/app" not in text  # no limit, nothing to show
