@@ -231,12 +231,11 @@ def test_only_the_compared_meshes_models_can_decide_a_finding() -> None:
     runs = _with_samples([0.4] * 6, linkerd, drawn)
     for mesh, file in (("istio", "istio-sidecar"), ("linkerd", "linkerd-proxy")):
         runs[mesh]["cost_models"] = [{"kind": "x", "file": f"models/{file}.yaml"}]
-    block = runs["linkerd"]["model_samples"]
     # A ztunnel parameter that tracks the difference exactly, but neither mesh uses ztunnel.
-    block["parameters"].append("ztunnel.wakeup_cpu_us")
-    for row, x in zip(block["sets"], drawn, strict=True):
-        row.append(x * 2)
-    runs["istio"]["model_samples"] = block
+    runs["linkerd"]["model_samples"]["parameters"].append("ztunnel.wakeup_cpu_us")
+    for mesh in ("istio", "linkerd"):
+        for row, x in zip(runs[mesh]["model_samples"]["sets"], drawn, strict=True):
+            row.append(x * 2)
     verdict = band_verdict(runs["linkerd"], runs["istio"], "proxies.cpu_vcpu_per_1000rps", -0.2)
     assert verdict is not None
     assert [name for name, _ in verdict.deciding] == ["linkerd-proxy.request_cpu_us"]
