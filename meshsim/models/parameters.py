@@ -7,10 +7,16 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
+from meshsim.models.component_specs import COMPONENT_SPECS
+
 ProxyKind = Literal["envoy-sidecar", "linkerd-proxy", "ztunnel", "waypoint"]
 ControlPlaneKind = Literal["istiod", "linkerd-control-plane"]
+ComponentKind = Literal[
+    "observability", "cilium-agent", "cilium-operator", "cilium-encryption", "spire"
+]
 Kind = Literal[
-    "envoy-sidecar", "linkerd-proxy", "ztunnel", "waypoint", "istiod", "linkerd-control-plane"
+    "envoy-sidecar", "linkerd-proxy", "ztunnel", "waypoint", "istiod", "linkerd-control-plane",
+    "observability", "cilium-agent", "cilium-operator", "cilium-encryption", "spire",
 ]
 PROXY_KINDS: Final[tuple[ProxyKind, ...]] = (
     "envoy-sidecar",
@@ -19,7 +25,10 @@ PROXY_KINDS: Final[tuple[ProxyKind, ...]] = (
     "waypoint",
 )
 CONTROL_PLANE_KINDS: Final[tuple[ControlPlaneKind, ...]] = ("istiod", "linkerd-control-plane")
-KINDS: Final[tuple[Kind, ...]] = (*PROXY_KINDS, *CONTROL_PLANE_KINDS)
+COMPONENT_KINDS: Final[tuple[ComponentKind, ...]] = (
+    "observability", "cilium-agent", "cilium-operator", "cilium-encryption", "spire"
+)  # meshsim/models/component_specs.py (issue 16)
+KINDS: Final[tuple[Kind, ...]] = (*PROXY_KINDS, *CONTROL_PLANE_KINDS, *COMPONENT_KINDS)
 
 #: The shipped model file (``models/<name>.yaml``) that :func:`default_model` returns per kind.
 DEFAULT_MODEL_NAMES: Final[Mapping[Kind, str]] = MappingProxyType(
@@ -30,6 +39,7 @@ DEFAULT_MODEL_NAMES: Final[Mapping[Kind, str]] = MappingProxyType(
         "waypoint": "waypoint",
         "istiod": "istiod",
         "linkerd-control-plane": "linkerd-control-plane",
+        **{kind: kind for kind in COMPONENT_KINDS},
     }
 )
 
@@ -77,7 +87,7 @@ def _spec(
     return ParameterSpec(name, unit, meaning, frozenset(kinds), integer, minimum, optional)
 
 
-_SPECS: Final[tuple[ParameterSpec, ...]] = (
+_SPECS: tuple[ParameterSpec, ...] = (
     # Threads: connections (Envoy) or tasks (tokio) are served by this many workers.
     _spec(
         "worker_threads", "count", "worker threads serving requests", _ALL, integer=True, minimum=1
@@ -407,6 +417,11 @@ _SPECS: Final[tuple[ParameterSpec, ...]] = (
         "connection and proxy state; Linkerd: identity, policy and inbound watches)",
         _CP,
     ),
+)
+
+_SPECS += tuple(
+    _spec(name, unit, meaning, kinds, integer=integer, minimum=minimum)
+    for name, unit, meaning, kinds, integer, minimum in COMPONENT_SPECS
 )
 
 #: Every known parameter, by name.

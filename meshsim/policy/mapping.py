@@ -95,7 +95,7 @@ __all__ = [
     "validate_traffic",
 ]
 
-TRAFFIC_MESHES = ("istio", "linkerd", "istio-ambient")
+TRAFFIC_MESHES = ("istio", "linkerd", "istio-ambient", "cilium")
 """The meshes that apply traffic rules (``none`` has no proxy to apply them)."""
 
 
@@ -544,11 +544,17 @@ def translate(
             budget = (opts.retry_ratio, int(opts.min_retries_per_second), ttl)
         return MeshPolicies(mesh, "linkerd", services, default, notes, budget,
                             emulated=any(n.startswith("EMULATED") for n in notes))  # fmt: skip
-    if mesh not in ("istio", "istio-ambient"):
+    if mesh not in ("istio", "istio-ambient", "cilium"):
         raise MeshsimError(f"mesh {mesh!r} has no traffic mapping")
     l7 = None if l7_services is None else set(l7_services)
     services = {}
     for name, group in by_service.items():
+        if mesh == "cilium":
+            # Cilium programs Envoy through CiliumEnvoyConfig: the rules apply in the source
+            # node's Envoy, as Istio's Envoy would apply them (docs/mesh-semantics.md).
+            notes.extend(_cilium_notes(name, group))
+            services[name] = _istio_service(name, group, notes)
+            continue
         if l7 is not None and name not in l7:
             notes.append(
                 f"{name}: traffic rules not applied: the service has no waypoint, so only "
@@ -559,6 +565,25 @@ def translate(
         services[name] = _istio_service(name, group, notes)
     default = _istio_service("", [], notes)
     return MeshPolicies(mesh, "envoy", services, default, notes)
+
+
+def _cilium_notes(service: str, rules: Sequence[TrafficRule]) -> list[str]:
+    """What Cilium needs beyond one CiliumEnvoyConfig for ``service``'s rules."""
+    notes = [
+        f"{service}: L7 through the node's Envoy (CiliumEnvoyConfig for retries, timeouts, "
+        "balancing and breakers; its traffic leaves the kernel datapath)"
+    ]
+    if any(r.split for r in rules):
+        notes.append(
+            f"{service}: split needs one backend Service per version "
+            "(CiliumEnvoyConfig backendServices); assumed to exist"
+        )
+    if any(r.fault or r.mirror for r in rules):
+        notes.append(
+            f"{service}: fault injection and mirroring need hand-written Envoy filters in the "
+            "CiliumEnvoyConfig (no Cilium API for them); applied as Envoy would"
+        )
+    return notes
 
 
 def validate_traffic(scenario: Scenario) -> list[Problem]:

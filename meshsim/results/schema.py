@@ -8,7 +8,7 @@ never rename them: add them here, ``NotRequired`` when older runs lack them.
 
 from __future__ import annotations
 
-from typing import NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 
 class LatencyMs(TypedDict):
@@ -87,6 +87,9 @@ class ProxiesBlock(TypedDict):
     worker_requests_max_share: NotRequired[float]
     by_kind: NotRequired[dict[str, ProxyKindBlock]]
     max_worker_utilisation: NotRequired[float]
+    kernel_cpu_vcpu: NotRequired[float]
+    """CPU the kernel runs for the data plane (Cilium's eBPF and encryption), which container
+    metrics do not count: apart from ``cpu_vcpu_total``."""
 
 
 class Convergence(TypedDict):
@@ -249,6 +252,9 @@ class MeshRun(TypedDict):
     timeline: list[TimelineEntry]
     model_samples: NotRequired[MeshModelSamples]
     """Per parameter set: the metrics that carry a band (``--model-samples``)."""
+    observability: NotRequired[dict[str, Any]]
+    """What metrics, tracing, access logs and Wasm filters cost, with each feature's share of
+    the proxies' CPU and memory (``mesh_options.observability``, meshsim.sim.observability)."""
     cgroups: NotRequired[dict[str, CGroupBlock]]
     """Containers' cgroups, present under ``cluster.scheduler: cfs``."""
 

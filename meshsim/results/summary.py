@@ -102,6 +102,9 @@ def mesh_summary(result: MeshResult) -> MeshRun:
     }
     if any(r.cgroups for r in reps):
         run["cgroups"] = cgroups_summary(reps)
+    observed = [r.observability for r in reps if r.observability]
+    if observed:
+        run["observability"] = _mean_nested(observed)
     return run
 
 
@@ -190,6 +193,15 @@ def _mean_blocks(blocks: list[dict[str, Any]]) -> dict[str, Any]:
         else:
             mean = fmean(float(b.get(key, 0.0)) for b in blocks)
             out[key] = round(mean) if isinstance(value, int) else mean
+    return out
+
+
+def _mean_nested(blocks: list[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`_mean_blocks` into nested blocks (the ``observability`` block's)."""
+    out = _mean_blocks(blocks)
+    for key, value in blocks[0].items():
+        if isinstance(value, dict):
+            out[key] = _mean_nested([b.get(key, {}) for b in blocks])
     return out
 
 

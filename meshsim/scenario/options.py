@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field
 
 from meshsim.scenario.base import MAX_COUNT, Name, PositiveFloat, Spec
+from meshsim.scenario.cilium import CiliumOptions
+from meshsim.scenario.observability import ObservabilityOptions
 from meshsim.scenario.resources import ISTIO_PROXY_RESOURCES, NO_RESOURCES, Resources
 
 
@@ -98,6 +100,12 @@ class MeshOptions(Spec):
     istio_ambient: AmbientOptions = Field(
         default_factory=AmbientOptions,
         alias="istio-ambient",
+    )
+    cilium: CiliumOptions = Field(default_factory=CiliumOptions)
+    observability: ObservabilityOptions | None = Field(
+        None,
+        description="Metrics, tracing and access-log costs in every mesh (issue 16; absent: "
+        "only the proxy models' per-request stats are charged).",
     )
 
     keep_alive: bool = Field(

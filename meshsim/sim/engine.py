@@ -51,6 +51,7 @@ from meshsim.sim.measure import (
     WorkerMeasure,
     WorkloadMeasure,
 )
+from meshsim.sim.observability import instrument, observe
 from meshsim.sim.recorder import Recorder, Stats
 from meshsim.sim.sampling import Sampler, Uniforms, make_sampler
 from meshsim.sim.timeline import Timeline
@@ -93,6 +94,7 @@ class Simulation:
         self.services: dict[str, ServiceRuntime] = {}
         self._build_services()
         self.data_plane = data_plane_for(mesh, self)
+        self.observability = instrument(self.data_plane, self)
         self.data_plane.install()
         self.control_plane = control_plane_for(self)
         for proxy in self.data_plane.proxies:
@@ -350,6 +352,8 @@ class Simulation:
             warnings=tuple(self.data_plane.warnings),
             records=rec.records,
             cgroups=cgroup_measures(self.nodes),
+            observability=observe(self, self.observability),
+            kernel_cpu_s=getattr(self.data_plane, "kernel_cpu_window_s", float)(),
         )
 
     def _proxies(self, warm: _Counters, end: _Counters) -> tuple[ProxyMeasure, ...]:

@@ -238,6 +238,12 @@ class Measurement:
     """Per-request records, when the run kept them."""
     cgroups: tuple[CGroupMeasure, ...] = ()
     """Containers' cgroups, node by node (none under ``cluster.scheduler: fcfs``)."""
+    observability: Mapping[str, Any] | None = None
+    """What metrics, tracing, access logs and Wasm cost (:mod:`meshsim.sim.observability`);
+    None unless the scenario has ``mesh_options.observability``."""
+    kernel_cpu_s: float = 0.0
+    """CPU seconds run in the kernel on the data plane's behalf in the window (Cilium's eBPF
+    datapath and encryption): on the nodes' cores, in no proxy's account."""
 
     @property
     def window_s(self) -> float:

@@ -29,4 +29,8 @@ def control_plane_for(sim: Simulation) -> ControlPlane:
         from meshsim.sim.controlplane.linkerd import LinkerdControlPlane
 
         return LinkerdControlPlane(sim)
+    if sim.mesh == "cilium":
+        from meshsim.sim.controlplane.cilium import CiliumControlPlane
+
+        return CiliumControlPlane(sim)
     return KubeOnly(sim)

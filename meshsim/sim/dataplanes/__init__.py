@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from meshsim.errors import MeshsimError
 from meshsim.sim.dataplanes.ambient import AmbientDataPlane
 from meshsim.sim.dataplanes.base import DataPlane
+from meshsim.sim.dataplanes.cilium import CiliumDataPlane
 from meshsim.sim.dataplanes.none import NoMesh
 from meshsim.sim.dataplanes.sidecar import IstioSidecars, LinkerdSidecars
 
@@ -25,6 +26,7 @@ DATA_PLANES: dict[str, Callable[[Simulation], DataPlane]] = {
     "istio": IstioSidecars,
     "linkerd": LinkerdSidecars,
     "istio-ambient": AmbientDataPlane,
+    "cilium": CiliumDataPlane,
 }
 """Constructors by mesh name; later data planes register here."""
 
@@ -43,6 +45,7 @@ def data_plane_for(mesh: str, sim: Simulation) -> DataPlane:
 __all__ = [
     "DATA_PLANES",
     "AmbientDataPlane",
+    "CiliumDataPlane",
     "DataPlane",
     "IstioSidecars",
     "LinkerdSidecars",

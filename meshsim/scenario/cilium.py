@@ -1,0 +1,26 @@
+"""``mesh_options.cilium``: the eBPF mesh (issue 16, :mod:`meshsim.sim.dataplanes.cilium`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from meshsim.scenario.base import Name, Spec
+
+
+class CiliumOptions(Spec):
+    encryption: Literal["wireguard", "ipsec", "none"] = Field(
+        "wireguard", description="Transparent encryption between nodes (in the kernel)."
+    )
+    mutual_auth: bool = Field(
+        True, description="Mutual authentication through SPIRE (authentication.mode: required)."
+    )
+    l7_services: list[Name] | Literal["all", "none"] = Field(
+        "none",
+        description="Services with an L7 rule (CiliumNetworkPolicy HTTP rules): their traffic "
+        "passes the source node's Envoy. Services named in the traffic block are L7 too "
+        "(CiliumEnvoyConfig).",
+    )
+    envoy_workers: int = Field(2, ge=1, le=1024, description="Per-node Envoy worker threads.")
+    envoy_model: str | None = Field(None, description="Cost model (default models/cilium-envoy).")
