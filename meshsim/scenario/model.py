@@ -47,7 +47,7 @@ MIN_BANDWIDTH_GBPS = 1e-6
 """1 kbit/s: below it a message's transfer time (bytes x 8 / bandwidth) runs into hours per
 kilobyte, and a bandwidth near 0 would make it infinite."""
 
-MESH_NAMES: tuple[str, ...] = ("none", "istio", "linkerd", "istio-ambient")
+MESH_NAMES: tuple[str, ...] = ("none", "istio", "linkerd", "istio-ambient", "cilium")
 """Meshes a scenario may ask for; each maps to a data plane in :mod:`meshsim.sim`."""
 
 
@@ -388,7 +388,7 @@ class Scenario(Spec):
             "reruns every mesh once, giving each metric a model band. 0: central values only."
         ),
     )
-    meshes: list[Literal["none", "istio", "linkerd", "istio-ambient"]] = Field(
+    meshes: list[Literal["none", "istio", "linkerd", "istio-ambient", "cilium"]] = Field(
         default_factory=lambda: ["none"],  # type: ignore[arg-type]
         min_length=1,
     )
