@@ -99,6 +99,40 @@ def resources_table(summary: Mapping[str, Any]) -> Table:
     return table
 
 
+def _band(band: Any, less: float = 0.0, digits: int = 2) -> str:
+    if not isinstance(band, list) or len(band) != 2 or None in band:
+        return "-"
+    return f"{band[0] - less:.{digits}f}..{band[1] - less:.{digits}f}"
+
+
+def bands_table(summary: Mapping[str, Any]) -> Table | None:
+    """Each mesh's numbers over the drawn cost-model parameter sets (low..high)."""
+    block = summary.get("model_samples")
+    if not block:
+        return None
+    table = _table(
+        f"Model bands over {block['n']} cost-model parameter sets (low..high)",
+        ["mesh", "workload", "added p50 ms", "added p99 ms", "/krps", "MB/proxy"],
+    )
+    base = summary["runs"].get("none")
+    for mesh, run in summary["runs"].items():
+        if mesh == "none":
+            continue
+        proxies = run["proxies"].get("band") or {}
+        for name, sig in run["workloads"].items():
+            bands = sig.get("latency_band_ms") or {}
+            base_lat = ((base or {}).get("workloads", {}).get(name) or {}).get("latency_ms", {})
+            added = [
+                _band(bands.get(p), base_lat[p]) if base_lat.get(p) is not None else "-"
+                for p in ("p50", "p99")
+            ]
+            table.add_row(
+                mesh, name, *added, _band(proxies.get("cpu_vcpu_per_1000rps"), digits=3),
+                _band(proxies.get("memory_mb_per_proxy"), digits=1),
+            )  # fmt: skip
+    return table
+
+
 RESILIENCE_COLUMNS = {
     "retries": "retries", "timeouts": "timeouts", "per_try_timeouts": "try t/o",
     "overflows": "overflows", "ejections": "ejected", "failfasts": "failfasts",
@@ -206,6 +240,9 @@ def summary_renderable(summary: Mapping[str, Any]) -> RenderableType:
     parts.append(services_table(summary))
     if any(run["proxies"].get("count") for run in summary["runs"].values()):
         parts.append(resources_table(summary))
+    bands = bands_table(summary)
+    if bands is not None:
+        parts.append(bands)
     resilience = resilience_table(summary)
     if resilience is not None:
         parts.append(resilience)

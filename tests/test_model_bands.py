@@ -239,3 +239,24 @@ def test_only_the_compared_meshes_models_can_decide_a_finding() -> None:
     verdict = band_verdict(runs["linkerd"], runs["istio"], "proxies.cpu_vcpu_per_1000rps", -0.2)
     assert verdict is not None
     assert [name for name, _ in verdict.deciding] == ["linkerd-proxy.request_cpu_us"]
+
+
+def test_cli_summary_shows_each_meshs_bands() -> None:
+    from io import StringIO
+
+    from meshsim.cli.render import bands_table
+    from rich.console import Console
+
+    runs = _with_samples([0.35, 0.45, 0.5, 0.38], [0.1, 0.15, 0.3, 0.25], [20, 40, 120, 90])
+    runs["none"] = _run(2.0, 0.0)
+    runs["istio"]["workloads"]["users"]["latency_band_ms"]["p50"] = [2.5, 3.5]
+    summary = {"runs": runs, "model_samples": {"n": 4}}
+    table = bands_table(summary)
+    assert table is not None
+    out = StringIO()
+    Console(file=out, width=100).print(table)
+    text = out.getvalue()
+    assert "Model bands over 4 cost-model parameter sets" in text
+    assert "0.50..1.50" in text  # istio's p50 band less the baseline's 2.0 ms
+    assert "0.350..0.500" in text
+    assert bands_table({"runs": runs}) is None
