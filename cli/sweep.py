@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 from collections.abc import Iterator
@@ -45,6 +46,13 @@ from .common import OutputDir, user_errors
     default=None,
     help="Output directory (default: runs/sweep-<name>); running again resumes.",
 )
+@click.option(
+    "--model-samples",
+    type=click.IntRange(min=0, max=64),
+    default=None,
+    help="Cost-model parameter sets per point (rows with model_set 0..N-1 beside the central "
+    "run's), overriding the scenario's model_samples.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @user_errors
 def sweep(
@@ -53,6 +61,7 @@ def sweep(
     scheduler: str | None,
     workers: int | None,
     out: Path | None,
+    model_samples: int | None,
     quiet: bool,
 ) -> None:
     """Run every point of SWEEP.yaml and write one Parquet file per point.
@@ -61,6 +70,9 @@ def sweep(
     where it stopped. Exit status: 0 when done, 2 for bad input or a failed point.
     """
     spec = load_sweep(sweep_path)
+    if model_samples is not None:
+        # Part of every point's scenario, so a different N is a different sweep (ids differ).
+        spec = dataclasses.replace(spec, base={**spec.base, "model_samples": model_samples})
     if scheduler is not None and executor != "dask":
         raise click.UsageError("--scheduler needs --executor dask")
     runner: Executor = (

@@ -368,3 +368,45 @@ def test_killed_sweep_leaves_no_workers_behind(
         proc.wait(timeout=10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@pytest.mark.integration
+def test_a_sweep_with_model_samples_has_rows_per_parameter_set(tmp_path: Path) -> None:
+    (tmp_path / "scenario.yaml").write_text(yaml.safe_dump(SCENARIO))
+    path = tmp_path / "sweep.yaml"
+    path.write_text(
+        "sweep: 1\nname: banded\nscenario: scenario.yaml\nseed: 9\n"
+        "overrides:\n  duration_s: 2\n  model_samples: 2\n  meshes: [none, istio]\n"
+        "grid:\n  workloads[0].rate_rps: [50, 100]\n"
+    )
+    outcome = run_sweep(load_sweep(path), tmp_path / "out", executor=LocalExecutor(1))
+    assert len(outcome.ran) == 2
+    data = _dataset(tmp_path / "out")
+    # Per point: the central run (model_set null) and one run per set, each for both meshes.
+    per_point = data[data["kind"] == "workload"].groupby("point_id")["model_set"]
+    for _, sets in per_point:
+        assert sorted(sets.fillna(-1).astype(int).tolist()) == [-1, -1, 0, 0, 1, 1]
+    istio = data[(data["mesh"] == "istio") & (data["kind"] == "workload")]
+    assert istio["proxies.cpu_vcpu_per_1000rps"].nunique() == len(istio)
+
+
+@pytest.mark.integration
+def test_sweep_cli_model_samples_overrides_the_scenario(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from meshsim.cli.main import cli
+
+    (tmp_path / "scenario.yaml").write_text(yaml.safe_dump(SCENARIO))
+    path = tmp_path / "sweep.yaml"
+    path.write_text(
+        "sweep: 1\nname: banded\nscenario: scenario.yaml\nseed: 9\n"
+        "overrides:\n  duration_s: 2\n  meshes: [none, istio]\n"
+        "grid:\n  workloads[0].rate_rps: [50]\n"
+    )
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        cli, ["sweep", str(path), "--out", str(out), "--workers", "1", "--model-samples", "1", "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    sets = _dataset(out)["model_set"]
+    assert set(sets.dropna().astype(int)) == {0}
+    assert sets.isna().any()

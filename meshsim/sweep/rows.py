@@ -9,9 +9,10 @@ per-point files read back as one Parquet dataset.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 
 from meshsim.results.frames import SIGNAL_COLUMNS
@@ -71,6 +72,8 @@ def schema(types: dict[str, str]) -> pa.Schema:
     fields += [pa.field(axis, _TYPES.get(t, pa.string())) for axis, t in types.items()]
     fields.append(pa.field("seed", pa.int64()))
     fields += [pa.field(c, _SIGNAL_TYPES.get(c, pa.float64())) for c in SIGNAL_COLUMNS]
+    # Null for the central runs; k for the runs under drawn cost-model parameter set k.
+    fields.append(pa.field("model_set", pa.int64()))
     fields += [
         pa.field(f"proxies.{f}", pa.int64() if f == "count" else pa.float64()) for f in PROXY_FIELDS
     ]
@@ -87,12 +90,22 @@ def run_point(task: PointTask) -> pa.Table:
     point = task.point
     outcome = run_and_summarise(from_dict(point.scenario))
     result, summary = outcome.result, outcome.summary
-    frame = signals_frame(result)
-    proxies = {
-        (mesh, rep.index): rep.proxies
-        for mesh, mr in result.meshes.items()
-        for rep in mr.replications
-    }
+    # The central runs, then each drawn cost-model parameter set's runs (model_set k),
+    # so a sweep with model_samples gives each point's model band as rows to aggregate.
+    parts: list[tuple[int | None, dict[str, Any]]] = [(None, result.meshes)]
+    if result.model_sampling is not None:
+        parts += list(enumerate(result.model_sampling.runs))
+    frames, sets, proxies_of = [], [], []
+    for model_set, meshes in parts:
+        part = signals_frame(replace(result, meshes=meshes, model_sampling=None))
+        frames.append(part)
+        sets += [model_set] * len(part)
+        by_key = {(m, r.index): r.proxies for m, mr in meshes.items() for r in mr.replications}
+        proxies_of += [
+            by_key[key]
+            for key in zip(part["mesh"].tolist(), part["replication"].tolist(), strict=True)
+        ]
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     columns: dict[str, list[Any]] = {"point_id": [point.id] * len(frame)}
     for axis, kind in task.axis_types.items():
         value = point.params[axis]
@@ -104,13 +117,13 @@ def run_point(task: PointTask) -> pa.Table:
     columns["seed"] = [point.seed] * len(frame)
     for c in SIGNAL_COLUMNS:
         columns[c] = [None if _nan(v) else v for v in frame[c].tolist()]
-    keys = list(zip(frame["mesh"].tolist(), frame["replication"].tolist(), strict=True))
+    columns["model_set"] = sets
     for f in PROXY_FIELDS:
-        values = [proxies[k].get(f) for k in keys]
+        values = [p.get(f) for p in proxies_of]
         columns[f"proxies.{f}"] = [
             None if v is None else (round(v) if f == "count" else float(v)) for v in values
         ]
-    columns["saturated"] = [bool(summary["runs"][mesh]["saturated"]) for mesh, _ in keys]
+    columns["saturated"] = [bool(summary["runs"][mesh]["saturated"]) for mesh in frame["mesh"]]
     return pa.Table.from_pydict(columns, schema=schema(task.axis_types))
 
 
