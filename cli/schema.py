@@ -7,10 +7,16 @@ from typing import Any
 
 import click
 
+from meshsim.scenario.base import MAX_QUANTITY, MIN_QUANTITY
 from meshsim.scenario.model import Scenario
 
 _DISTRIBUTION = {"$ref": "#/$defs/Distribution"}
-_SHORTHAND = {"type": "number", "exclusiveMinimum": 0, "description": "A constant (shorthand)."}
+_SHORTHAND = {
+    "type": "number",
+    "minimum": MIN_QUANTITY,
+    "maximum": MAX_QUANTITY,
+    "description": "A constant (shorthand).",
+}
 
 
 def _with_number_shorthand(doc: dict[str, Any]) -> dict[str, Any]:

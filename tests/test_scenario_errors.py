@@ -540,3 +540,26 @@ def test_a_shorter_duration_override_keeps_the_events_inside_it() -> None:
     scenario = apply_overrides(loads(text), duration_s=5.0, seed=7)
     assert (scenario.duration_s, scenario.seed) == (5.0, 7)
     assert [e.target for e in scenario.events] == ["back"]
+
+
+def test_many_problems_are_capped_and_known_names_are_not_all_listed(tmp_path: Path) -> None:
+    services = "".join(
+        f"  - {{name: s{i}, cpu_ms: 1, calls: [{{service: x{i}}}]}}\n" for i in range(60)
+    )
+    text = (
+        "meshsim: 1\nname: many\nduration_s: 10\nwarmup_s: 1\nservices:\n"
+        + services
+        + "workloads:\n  - {name: users, target: s0, rate_rps: 1}\n"
+    )
+    path, err = load_error(tmp_path, text)
+    assert len(err.problems) == 51
+    assert err.problems[0] == Problem(
+        "services[0].calls[0].service",
+        "no service named 'x0' (known: s0, s1, s10, s11, s12, s13, s14, "
+        "s15, s16, s17, s18, s19, s2, s20, s21, s22, s23, s24, s25, s26, ... (40 more))",
+        line=6,
+    )
+    assert err.problems[-1] == Problem(
+        "", "... and more problems; only the first 50 are shown"
+    )
+    assert str(err).startswith(f"invalid scenario {path} (51 problems):")

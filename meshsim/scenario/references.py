@@ -22,8 +22,16 @@ def closest(name: str, candidates: Sequence[str]) -> str:
     return f"; did you mean '{match[0]}'?" if match else ""
 
 
+MAX_LISTED = 20
+"""Known names listed after an unknown one; a scenario of 30,000 services would otherwise
+print all of them for every mistake."""
+
+
 def _unknown(kind: str, name: str, known: Sequence[str]) -> str:
-    listed = ", ".join(sorted(known)) or "none"
+    names = sorted(known)
+    listed = ", ".join(names[:MAX_LISTED]) or "none"
+    if len(names) > MAX_LISTED:
+        listed += f", ... ({len(names) - MAX_LISTED:,} more)"
     return f"no {kind} named '{name}'{closest(name, known)} (known: {listed})"
 
 
