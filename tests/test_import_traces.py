@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from meshsim.cli.main import cli
 
-from meshsim.scenario.importers import ManifestError, import_cluster
+from meshsim.scenario.importers import KINDS, ManifestError, import_cluster
+from meshsim.scenario.importers.documents import Manifests, read_manifests
+from meshsim.scenario.importers.draft import Draft
+from meshsim.scenario.importers.kubernetes import import_kubernetes
 from meshsim.scenario.importers.metrics import read_metrics
+from meshsim.scenario.importers.observed import import_observed
 from meshsim.scenario.importers.traces import MAX_TRACE_BYTES, Span, build_graph
 
 # The known system: frontend calls cart (which calls db twice), then catalog and reviews in
@@ -26,6 +35,7 @@ SELF = {
     "ratings": ("lognormal", 0.5, 0.5),
 }
 NET_US = 150.0
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "import" / "bookinfo"
 TRACES = 3000
 
 
@@ -373,3 +383,38 @@ def test_versions_in_traces_give_each_version_its_calls(tmp_path: Path) -> None:
     assert calls_of(sc, "productpage") == [("reviews", 1.0, False)]
     # self time: 5 ms less the 3 ms call = 2 ms, for every request (a constant fits exactly)
     assert sc.service("productpage").cpu_ms.expected == pytest.approx(2.0, rel=1e-6)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.sampled_from([
+        "resourceSpans", "resource", "attributes", "key", "value", "stringValue", "scopeSpans",
+        "spans", "traceId", "spanId", "parentSpanId", "startTimeUnixNano", "endTimeUnixNano",
+        "kind", "data", "processes", "processID", "serviceName", "tags", "references",
+        "spanID", "traceID", "startTime", "duration", "id", "parentId", "timestamp",
+        "localEndpoint", "result", "metric", "values", "__name__", "destination_workload",
+    ]), inner, max_size=4),
+    max_leaves=25,
+)  # fmt: skip
+
+
+@functools.cache
+def _bookinfo() -> Manifests:
+    return read_manifests([FIXTURES], KINDS)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["resourceSpans", "data", None]), _json)
+def test_any_json_as_traces_or_metrics_is_read_or_refused_cleanly(
+    top: str | None, body: Any
+) -> None:
+    doc = {top: body} if top else body
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "x.json"
+        path.write_text(json.dumps(doc))
+        for option in ("traces", "metrics"):
+            draft = Draft()
+            import_kubernetes(_bookinfo(), draft)
+            with contextlib.suppress(ManifestError):
+                import_observed(draft, **{option: [path]})

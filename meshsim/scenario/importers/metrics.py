@@ -174,9 +174,12 @@ def _edge(name: str, labels: dict[str, str]) -> tuple[str, tuple[str, str]] | No
     return None
 
 
+SeriesKey = tuple[str, tuple[str, str], tuple[tuple[str, str], ...]]
+
+
 def read_metrics(paths: Iterable[str | Path]) -> EdgeRates:
     """Rates per edge from every metrics file given."""
-    series: dict[tuple[str, tuple[str, str], tuple[tuple[str, str], ...]], _Series] = {}
+    series: dict[SeriesKey, _Series] = {}
     dropped = 0
     for p in paths:
         path = Path(p)
@@ -189,29 +192,49 @@ def read_metrics(paths: Iterable[str | Path]) -> EdgeRates:
             samples = _json_samples(path)
         else:
             samples = ((*s, False) for s in _text_samples(path))
-        for _line, name, labels, value, ts, is_rate in samples:
-            if not math.isfinite(value) or value < 0:
-                dropped += 1
-                continue
-            found = _edge(name, labels)
-            if found is None:
-                continue
-            key = (found[0], found[1], tuple(sorted(labels.items())))
-            s = series.get(key)
-            if s is None:
-                if len(series) >= MAX_SERIES:
-                    raise ManifestError(
-                        [Problem("", f"more than {MAX_SERIES:,} request series; aggregate by "
-                                 "edge before exporting")], str(path))  # fmt: skip
-                series[key] = _Series((ts, value), (ts, value), is_rate=is_rate, rate_sum=value)
-                continue
-            s.samples += 1
-            s.rate_sum += value
-            s.increase += value - s.last[1] if value >= s.last[1] else value  # a reset
-            s.last = (ts, value)
-    out = EdgeRates()
+        try:
+            dropped += _collect(samples, series, path)
+        except (TypeError, AttributeError, ValueError, KeyError, IndexError, OverflowError) as exc:
+            raise ManifestError(
+                [Problem("", f"a sample has an unexpected type or value "
+                         f"({type(exc).__name__}: {str(exc)[:120]})")],
+                str(path),
+            ) from None  # fmt: skip
+    out = _rates(series)
     if dropped:
         out.warnings.append(f"{dropped} NaN, infinite or negative metric samples dropped")
+    return out
+
+
+def _collect(samples: Iterable[tuple[Any, ...]], series: dict[SeriesKey, _Series],
+             path: Path) -> int:  # fmt: skip
+    """Add one file's samples to ``series``; returns how many were NaN, infinite or negative."""
+    dropped = 0
+    for _line, name, labels, value, ts, is_rate in samples:
+        if not math.isfinite(value) or value < 0:
+            dropped += 1
+            continue
+        found = _edge(name, labels)
+        if found is None:
+            continue
+        key = (found[0], found[1], tuple(sorted(labels.items())))
+        s = series.get(key)
+        if s is None:
+            if len(series) >= MAX_SERIES:
+                raise ManifestError(
+                    [Problem("", f"more than {MAX_SERIES:,} request series; aggregate by "
+                             "edge before exporting")], str(path))  # fmt: skip
+            series[key] = _Series((ts, value), (ts, value), is_rate=is_rate, rate_sum=value)
+            continue
+        s.samples += 1
+        s.rate_sum += value
+        s.increase += value - s.last[1] if value >= s.last[1] else value  # a reset
+        s.last = (ts, value)
+    return dropped
+
+
+def _rates(series: dict[SeriesKey, _Series]) -> EdgeRates:
+    out = EdgeRates()
     kinds = {k for k, _, _ in series}
     # each request is reported by both sides in Istio: count one side only
     use = {"istio-destination"} if "istio-destination" in kinds else {"istio-source"}

@@ -28,7 +28,7 @@ import json
 import math
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,16 +210,25 @@ def read_spans(path: Path) -> list[Span]:
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         line = getattr(exc, "lineno", None)
         raise ManifestError([Problem("", f"not valid JSON: {exc}", line=line)], str(path)) from None
+    parse: Callable[[Any], Iterable[Span]]
     if isinstance(doc, dict) and "resourceSpans" in doc:
-        spans = list(_otlp(doc))
+        fmt, parse = "OTLP", _otlp
     elif isinstance(doc, dict) and "data" in doc:
-        spans = list(_jaeger(doc))
+        fmt, parse = "Jaeger", _jaeger
     elif isinstance(doc, list):
-        spans = list(_zipkin(doc))
+        fmt, parse = "Zipkin v2", _zipkin
     else:
         raise ManifestError(
             [Problem("", "expected OTLP JSON (resourceSpans), a Jaeger export (data) or Zipkin "
                      "v2 JSON (a list of spans)")], str(path))  # fmt: skip
+    try:
+        spans = list(parse(doc))
+    except (TypeError, AttributeError, ValueError, KeyError, IndexError, OverflowError) as exc:
+        raise ManifestError(
+            [Problem("", f"read as {fmt} JSON, but a field has an unexpected type or value "
+                     f"({type(exc).__name__}: {str(exc)[:120]})")],
+            str(path),
+        ) from None  # fmt: skip
     if len(spans) > MAX_SPANS:
         raise ManifestError([Problem("", f"more than {MAX_SPANS:,} spans")], str(path))
     return [s for s in spans if math.isfinite(s.start_us) and math.isfinite(s.end_us)]
