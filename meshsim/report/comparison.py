@@ -227,6 +227,7 @@ class Comparison:
                     "control_plane_vcpu": float(cp.get("cpu_vcpu", 0.0) or 0.0),
                     "control_plane_memory_mb": float(cp.get("memory_mb", 0.0) or 0.0),
                     "app_vcpu": float(sum(run.get("app_cpu_vcpu", {}).values())),
+                    **_band_columns(p.get("band")),
                 }
             )
         return pd.DataFrame(rows)
@@ -329,6 +330,22 @@ class Comparison:
         if not frames:
             return pd.DataFrame(columns=cols)
         return pd.concat(frames, ignore_index=True)[cols]
+
+
+RESOURCE_BANDS = (
+    "cpu_vcpu_total", "cpu_vcpu_per_1000rps", "memory_mb_per_proxy", "memory_mb_total",
+)  # fmt: skip
+
+
+def _band_columns(band: Any) -> dict[str, float]:
+    """``<metric>_band_low`` / ``_band_high`` columns from a proxies block's model band."""
+    out = {}
+    for metric in RESOURCE_BANDS:
+        pair = band.get(metric) if isinstance(band, Mapping) else None
+        low, high = pair if isinstance(pair, list) and len(pair) == 2 else (None, None)
+        out[f"{metric}_band_low"] = _num(low)
+        out[f"{metric}_band_high"] = _num(high)
+    return out
 
 
 def _num(value: Any) -> float:

@@ -170,7 +170,8 @@ def plot_latency_vs_load(frame: pd.DataFrame, *, ax: Axes | None = None) -> Axes
 def plot_proxy_resources(
     frame: pd.DataFrame, *, metric: str = "cpu_vcpu_per_1000rps", ax: Axes | None = None
 ) -> Axes:
-    """One bar per mesh for a resource column of the resources frame.
+    """One bar per mesh for a resource column of the resources frame, with the model band
+    (``<metric>_band_low``/``_band_high`` columns, when present) as an error bar.
 
     ``metric``: cpu_vcpu_per_1000rps, cpu_vcpu_total, memory_mb_total,
     memory_mb_per_proxy or handshakes.
@@ -188,7 +189,20 @@ def plot_proxy_resources(
     meshes = _unique(frame["mesh"])
     values = [float(v) for v in frame[metric]]
     bars = ax.bar(meshes, values, color=[colour(m, meshes) for m in meshes])
-    ax.bar_label(bars, fmt="%.3g", fontsize="small")
+    ax.bar_label(bars, fmt="%.3g", fontsize="small", padding=2)
+    low_col, high_col = f"{metric}_band_low", f"{metric}_band_high"
+    if low_col in frame.columns:
+        low = frame[low_col].to_numpy(dtype=float)
+        high = frame[high_col].to_numpy(dtype=float)
+        mid = np.array(values)
+        ok = np.isfinite(low) & np.isfinite(high)
+        if ok.any():
+            err = np.vstack([mid[ok] - low[ok], high[ok] - mid[ok]]).clip(min=0)
+            ax.errorbar(
+                np.arange(len(meshes))[ok], mid[ok], yerr=err, fmt="none", ecolor="black",
+                elinewidth=1.2, capsize=4, label="model band",
+            )  # fmt: skip
+            ax.legend(frameon=False, fontsize="small")
     ylabel, title = labels.get(metric, (metric, metric))
     ax.set_ylabel(ylabel)
     ax.set_title(title)
