@@ -260,3 +260,28 @@ def test_cli_summary_shows_each_meshs_bands() -> None:
     assert "0.50..1.50" in text  # istio's p50 band less the baseline's 2.0 ms
     assert "0.350..0.500" in text
     assert bands_table({"runs": runs}) is None
+
+
+@pytest.mark.integration
+def test_compare_with_model_samples_writes_bands_into_the_report(tmp_path: Any) -> None:
+    from pathlib import Path
+
+    from click.testing import CliRunner
+    from meshsim.cli.main import cli
+
+    scenario = Path(__file__).resolve().parents[1] / "scenarios" / "bookinfo.yaml"
+    out = tmp_path / "cmp"
+    result = CliRunner().invoke(
+        cli,
+        ["compare", str(scenario), "--out", str(out), "--duration-s", "10", "--model-samples",
+         "2", "--meshes", "none,istio,linkerd", "-q"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    md = (out / "report.md").read_text(encoding="utf-8")
+    verdict = md.split("## Verdict", 1)[1].split("## Findings", 1)[0]
+    assert "| istio | " in verdict
+    assert verdict.count("model ") >= 8  # every cell of both meshes' rows has a band
+    svg = (out / "report-added-latency.svg").read_text(encoding="utf-8")
+    cpu = (out / "report-proxy-cpu-per-1000rps.svg").read_text(encoding="utf-8")
+    assert "model band" in cpu
+    assert svg.count("<path") > 10
