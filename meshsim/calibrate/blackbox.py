@@ -31,18 +31,17 @@ from typing import Any
 
 import numpy as np
 
-from meshsim.calibrate.calibration import (
+from meshsim.calibrate.calibration import machine_info, write_model
+from meshsim.calibrate.fit import Estimate, bootstrap, fit_line
+from meshsim.calibrate.lab import Lab, LabConfig, Measured, Point, grid, scale, workdir
+from meshsim.calibrate.model_fit import (
     KIB,
     _baseline_row,
     _point_row,
     _sidecar_cpu,
     _sidecar_wakeups,
     _wakeup_plane,
-    machine_info,
-    write_model,
 )
-from meshsim.calibrate.fit import Estimate, bootstrap, fit_line
-from meshsim.calibrate.lab import Lab, LabConfig, Measured, Point, grid, scale, workdir
 from meshsim.calibrate.proxycmd import ProxyCommand
 
 Log = Callable[[str], None]
