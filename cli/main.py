@@ -36,6 +36,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("meshsim.cli.validate:validate", "Compare a calibrated model's predictions."),
     "import": ("meshsim.cli.importer:importer", "Write a scenario from manifests and traces."),
     "size": ("meshsim.cli.size:size", "Size proxies and control plane for a load, in seconds."),
+    "export-spans": (
+        "meshsim.cli.export_spans:export_spans",
+        "Export a --records run's requests as OTLP JSON traces.",
+    ),
 }
 
 

@@ -12,10 +12,39 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from meshsim.scenario.base import MAX_COUNT, Name, Spec
+from meshsim.scenario.base import MAX_COUNT, Spec
 
 IstioMetric = Literal["REQUEST_COUNT", "REQUEST_DURATION", "REQUEST_SIZE", "RESPONSE_SIZE"]
 """Istio Telemetry API metric names (Telemetry.metrics.overrides.match.metric)."""
+
+IstioTag = Literal[
+    "reporter",
+    "source_workload",
+    "source_workload_namespace",
+    "source_principal",
+    "source_app",
+    "source_version",
+    "source_canonical_service",
+    "source_canonical_revision",
+    "source_cluster",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_principal",
+    "destination_app",
+    "destination_version",
+    "destination_service",
+    "destination_service_name",
+    "destination_service_namespace",
+    "destination_canonical_service",
+    "destination_canonical_revision",
+    "destination_cluster",
+    "request_protocol",
+    "response_code",
+    "grpc_response_status",
+    "response_flags",
+    "connection_security_policy",
+]
+"""The labels of Istio's standard metrics (istio.io, Istio Standard Metrics)."""
 
 
 class MetricsOptions(Spec):
@@ -27,7 +56,7 @@ class MetricsOptions(Spec):
         default_factory=list,
         description="Istio Telemetry API: metrics turned off (overrides with disabled: true).",
     )
-    istio_removed_tags: list[Name] = Field(
+    istio_removed_tags: list[IstioTag] = Field(
         default_factory=list,
         description="Istio Telemetry API: tags removed from every metric (tagOverrides "
         "operation: REMOVE), e.g. response_code or the source_* tags.",

@@ -415,7 +415,8 @@ def observe(sim: Simulation, features: Features | None) -> dict[str, Any] | None
             },
             "memory": {
                 "metrics": series_mb / (memory_total + series_mb)
-                if memory_total + series_mb > 0 else 0.0,
+                if memory_total + series_mb > 0
+                else 0.0,
             },
         },
     }

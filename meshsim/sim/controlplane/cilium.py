@@ -56,6 +56,7 @@ class CiliumControlPlane(ControlPlane):
 
     def on_pod_started(self, pod: Pod) -> bool:
         """Ready once its identity reached every agent (and its SVID its spire-agent)."""
+        pod.ready = False
         self.regenerations += 1
         delay = self.agent.value("identity_propagation_ms") * 1e-3
         if self.mutual_auth:
@@ -84,9 +85,11 @@ class CiliumControlPlane(ControlPlane):
         ) * 1e-6
         cpu = (nodes * a("agent_upkeep_cpu_us_per_s") + o("operator_upkeep_cpu_us_per_s")) * 1e-6
         cpu += cpu_s / window
-        memory = nodes * a("agent_base_memory_mb") + (
-            len(pods) * a("agent_endpoint_kb") + nodes * identities * a("agent_identity_kb")
-        ) / 1024.0
+        memory = (
+            nodes * a("agent_base_memory_mb")
+            + (len(pods) * a("agent_endpoint_kb") + nodes * identities * a("agent_identity_kb"))
+            / 1024.0
+        )
         memory += o("operator_base_memory_mb") + identities * o("operator_identity_kb") / 1024.0
         if self.mutual_auth:
             cpu += len(pods) * s("svid_sign_us") * 1e-6 / s("svid_ttl_s")

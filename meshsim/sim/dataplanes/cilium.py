@@ -80,14 +80,20 @@ class CiliumDataPlane(ProxiedDataPlane):
         self.encryption = opts.encryption
         self.mutual_auth = opts.mutual_auth
         self.envoy_threads = opts.envoy_workers
-        named = set(sim.services) if opts.l7_services == "all" else (
-            set() if opts.l7_services == "none" else set(opts.l7_services)
+        named = (
+            set(sim.services)
+            if opts.l7_services == "all"
+            else (set() if opts.l7_services == "none" else set(opts.l7_services))
         )
         self.l7_services = named | {r.service for r in sim.scenario.traffic}
         self._lb_rng = sim.streams("balancers/cilium-envoy")
         self.resilience = Resilience(
-            sim, self.name, self.warnings, h2=lambda s: s.spec.protocol != "http1",
-            mtls=False, l7_services=self.l7_services,
+            sim,
+            self.name,
+            self.warnings,
+            h2=lambda s: s.spec.protocol != "http1",
+            mtls=False,
+            l7_services=self.l7_services,
         )
         self.kernels: dict[Node, KernelAccount] = {n: KernelAccount(n) for n in sim.nodes}
         self.envoys: dict[Node, L7Proxy] = {}
@@ -111,9 +117,17 @@ class CiliumDataPlane(ProxiedDataPlane):
             return  # an L4-only mesh runs no user-space proxy on the request path
         for node in self.sim.nodes:
             envoy = L7Proxy(
-                self.env, f"{node.name}/envoy", "node-envoy", self.envoy_model, node,
-                self.envoy_threads, stealing=False, pick=self._accept, rng=self._lb_rng,
-                resilience=self.resilience, cpu_factor=self.cpu_factor(self.envoy_model),
+                self.env,
+                f"{node.name}/envoy",
+                "node-envoy",
+                self.envoy_model,
+                node,
+                self.envoy_threads,
+                stealing=False,
+                pick=self._accept,
+                rng=self._lb_rng,
+                resilience=self.resilience,
+                cpu_factor=self.cpu_factor(self.envoy_model),
             )
             self.envoys[node] = envoy
             self.proxies.append(envoy)
@@ -176,9 +190,7 @@ class CiliumDataPlane(ProxiedDataPlane):
 
     # ----------------------------------------------------------------- mutual auth
 
-    def _authenticate(
-        self, src: Pod | None, dst: Pod
-    ) -> Generator[simpy.Event, Any, None]:
+    def _authenticate(self, src: Pod | None, dst: Pod) -> Generator[simpy.Event, Any, None]:
         """The first packet of a new identity pair across two nodes waits for the agents'
         handshake; later ones find the pair in the auth map."""
         if not self.mutual_auth or src is None:
