@@ -9,6 +9,7 @@ limit. The default tier tries a few dozen inputs per property; ``-m slow`` tries
 from __future__ import annotations
 
 import datetime
+import re
 import resource
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from unittest import mock
 import meshsim.cli.run as run_command
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from meshsim.cli.main import cli
 
@@ -77,6 +78,16 @@ HOSTILE = [
 ]  # fmt: skip
 
 
+_NUMBER = re.compile(r"(\b[a-z_]+: )-?[0-9][0-9.e+-]*")
+NUMBER_TEXT = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.floats(min_value=-1e-6, max_value=1e12).map(repr),
+    st.integers(-(2**70), 2**70).map(str),
+    st.integers(0, 10).map(str),
+)
+"""Numbers of every size, as YAML text: most keep the scenario valid, many do not."""
+
+
 def _value_lines() -> list[int]:
     return [i for i, line in enumerate(BASE.splitlines()) if ": " in line]
 
@@ -86,9 +97,18 @@ def mutated_scenarios(draw: st.DrawFn) -> str:
     """BASE with one or more careless or hostile edits."""
     lines = BASE.splitlines()
     for _ in range(draw(st.integers(1, 3))):
-        kind = draw(st.sampled_from(["value", "chars", "delete", "nest", "aliases", "dup"]))
+        kind = draw(
+            st.sampled_from(["number", "number", "value", "chars", "delete", "nest", "aliases",
+                             "dup"])
+        )  # fmt: skip
         i = draw(st.integers(0, len(lines) - 1))
-        if kind == "value":
+        if kind == "number":
+            numeric = [j for j, line in enumerate(lines) if _NUMBER.search(line)]
+            if numeric:
+                j = draw(st.sampled_from(numeric))
+                number = draw(NUMBER_TEXT)
+                lines[j] = _NUMBER.sub(lambda m, n=number: m.group(1) + n, lines[j], count=1)
+        elif kind == "value":
             j = draw(st.sampled_from(_value_lines()))
             if j < len(lines) and ": " in lines[j]:
                 key = lines[j].split(": ", 1)[0]
@@ -125,9 +145,13 @@ def mutated_scenarios(draw: st.DrawFn) -> str:
 
 def _load(text: str) -> Scenario | ScenarioError:
     try:
-        return loads(text, "fuzz.yaml")
+        scenario = loads(text, "fuzz.yaml")
     except ScenarioError as exc:
+        message = exc.problems[0].message
+        event("refused: " + (message[:14] if message.startswith("not valid") else "validation"))
         return exc
+    event("valid")
+    return scenario
 
 
 def _assert_clean(result: Scenario | ScenarioError) -> None:
