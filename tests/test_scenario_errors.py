@@ -458,6 +458,10 @@ def test_exponent_without_a_dot_is_a_number(tmp_path: Path) -> None:
         # 1 / 5e-324 overflows: a run crashed with a division by zero.
         ("rate_rps: 10", "rate_rps: 5e-324", 15, "workloads[0].rate_rps",
          "5e-324 is too small: the smallest number above 0 taken is 1e-09"),
+        # Envoy aborts with a final status only; 100 failed when the run was built.
+        ("rate_rps: 10", "rate_rps: 10\ntraffic:\n  - {service: back, fault: {abort: "
+         "{percent: 5, status: 100}}}", 17, "traffic[0].fault.abort.status",
+         "input should be greater than or equal to 200 (got 100)"),
         # A gamma's shape is 1 / cv^2, and (1e-200)^2 is 0.
         ("    cpu_ms: 1\n    calls:",
          "    cpu_ms: {dist: gamma, mean: 1, cv: 1e-200}\n    calls:", 7,
