@@ -1,0 +1,162 @@
+"""A CPU cgroup for a process under test: its limit, its weight and its ``cpu.stat``.
+
+The lab puts a proxy in a cgroup of its own to measure what Kubernetes' CPU limits do to it:
+CFS bandwidth control gives the cgroup ``quota`` of CPU time per ``period`` and throttles it
+until the next period once spent (the kernel's ``Documentation/scheduler/sched-bwc.rst``).
+On cgroup v2 that is ``cpu.max`` (``"quota period"``) and ``cpu.weight``, with ``cpu.stat``
+counting ``nr_periods``, ``nr_throttled`` and ``throttled_usec``; on a cgroup v1 ``cpu``
+hierarchy (hybrid hosts, where v2 has no cpu controller) the same mechanism is
+``cpu.cfs_quota_us``, ``cpu.cfs_period_us`` and ``cpu.shares``, and ``cpu.stat`` gives
+``throttled_time`` in nanoseconds. :func:`probe` says which one this host lets us write, or
+why neither.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from meshsim.sim.cpu.cgroups import cpu_shares, cpu_weight
+
+ROOT = Path("/sys/fs/cgroup")
+
+
+@dataclass(frozen=True)
+class Support:
+    """Where CPU cgroups can be made on this host (``path`` None: nowhere, see ``reason``)."""
+
+    version: int | None
+    path: Path | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class CpuStat:
+    """Bandwidth counters of one cgroup (differences of two readings are what happened)."""
+
+    nr_periods: int
+    nr_throttled: int
+    throttled_s: float
+    usage_s: float
+
+    def __sub__(self, other: CpuStat) -> CpuStat:
+        return CpuStat(self.nr_periods - other.nr_periods, self.nr_throttled - other.nr_throttled,
+                       self.throttled_s - other.throttled_s, self.usage_s - other.usage_s)
+
+
+def _v2_root(root: Path) -> Path | None:
+    """The cgroup v2 mount with the cpu controller: /sys/fs/cgroup or a hybrid's unified/."""
+    for candidate in (root, root / "unified"):
+        controllers = candidate / "cgroup.controllers"
+        if controllers.exists() and "cpu" in controllers.read_text().split():
+            return candidate
+    return None
+
+
+def probe(root: Path = ROOT) -> Support:
+    """Which cgroup version this process can create CPU cgroups in, and where."""
+    v2 = _v2_root(root)
+    reasons: list[str] = []
+    if v2 is not None:
+        if _writable_child(v2):
+            return Support(2, v2, "cgroup v2 with the cpu controller")
+        reasons.append(f"cgroup v2 at {v2} is not writable by this process")
+    else:
+        reasons.append("no cgroup v2 hierarchy with the cpu controller")
+    v1 = root / "cpu"
+    if (v1 / "cpu.cfs_quota_us").exists():
+        if _writable_child(v1):
+            return Support(1, v1, "cgroup v1 cpu controller (" + "; ".join(reasons) + ")")
+        reasons.append(f"cgroup v1 at {v1} is not writable by this process")
+    else:
+        reasons.append("no cgroup v1 cpu controller")
+    return Support(None, None, "; ".join(reasons))
+
+
+def _writable_child(parent: Path) -> bool:
+    test = parent / f"meshsim-probe-{os.getpid()}"
+    try:
+        test.mkdir()
+    except OSError:
+        return False
+    with contextlib.suppress(OSError):
+        test.rmdir()
+    return True
+
+
+class CpuCgroup:
+    """A child cgroup with a CPU limit and weight; processes are moved in with :meth:`add`.
+
+    Use it as a context manager: on exit its processes go back to the parent and the
+    cgroup is removed.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        limit_m: float | None,
+        request_m: float | None = None,
+        period_us: int = 100_000,
+        support: Support | None = None,
+    ) -> None:
+        support = support or probe()
+        if support.path is None or support.version is None:
+            raise OSError(f"cannot make a CPU cgroup here: {support.reason}")
+        self.version = support.version
+        self.parent = support.path
+        self.path = support.path / name
+        self.period_us = period_us
+        self.limit_m = limit_m
+        self.path.mkdir(exist_ok=True)
+        if self.version == 2:
+            quota = "max" if limit_m is None else str(int(limit_m * period_us / 1000))
+            self._write("cpu.max", f"{quota} {period_us}")
+            self._write("cpu.weight", str(cpu_weight(cpu_shares(request_m))))
+        else:
+            self._write("cpu.cfs_period_us", str(period_us))
+            quota_us = -1 if limit_m is None else int(limit_m * period_us / 1000)
+            self._write("cpu.cfs_quota_us", str(quota_us))
+            self._write("cpu.shares", str(cpu_shares(request_m)))
+
+    def _write(self, name: str, value: str) -> None:
+        (self.path / name).write_text(value)
+
+    def add(self, pids: Iterable[int]) -> None:
+        """Move processes (and on v1 their threads) into the cgroup."""
+        for pid in pids:
+            (self.path / "cgroup.procs").write_text(str(pid))
+
+    def stat(self) -> CpuStat:
+        fields: dict[str, int] = {}
+        for line in (self.path / "cpu.stat").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            with contextlib.suppress(ValueError):
+                fields[key] = int(value)
+        if self.version == 2:
+            throttled = fields.get("throttled_usec", 0) / 1e6
+            usage = fields.get("usage_usec", 0) / 1e6
+        else:
+            throttled = fields.get("throttled_time", 0) / 1e9
+            acct = self.parent.parent / "cpuacct" / self.path.name / "cpuacct.usage"
+            usage = int(acct.read_text()) / 1e9 if acct.exists() else float("nan")
+        return CpuStat(fields.get("nr_periods", 0), fields.get("nr_throttled", 0), throttled,
+                       usage)
+
+    def close(self) -> None:
+        procs = self.path / "cgroup.procs"
+        if procs.exists():
+            for pid in procs.read_text().split():
+                with contextlib.suppress(OSError):
+                    (self.parent / "cgroup.procs").write_text(pid)
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
+
+    def __enter__(self) -> CpuCgroup:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

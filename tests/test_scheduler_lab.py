@@ -1,0 +1,83 @@
+"""CFS bandwidth control for real: the kernel's cpu.stat against the same arithmetic the
+simulator's tests check (tests/test_scheduler.py).
+
+A child process works 60 ms of CPU for every 100 ms of wall time (an open-loop schedule,
+so it falls behind and stays runnable), in a cgroup limited to 50 ms per 100 ms. The
+kernel then throttles it in (nearly) every period, for about the 50 ms the quota leaves,
+and it gets half a core. The cgroup is given a large weight so that other work on the
+machine does not keep it below its quota. Skipped, with the reason, where this process
+cannot create a CPU cgroup (meshsim.calibrate.cgroup.probe).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from meshsim.calibrate.cgroup import CpuCgroup, probe
+
+pytestmark = [pytest.mark.timing, pytest.mark.integration]
+
+WORKER = """
+import sys, time
+sys.stdin.readline()
+start = time.monotonic()
+owed = 0.0
+k = 0
+while time.monotonic() - start < {seconds}:
+    # 60 ms of work arrives every 100 ms; do what is owed, busily.
+    due = 0.060 * (int((time.monotonic() - start) / 0.1) + 1)
+    t0 = time.process_time()
+    while time.process_time() - t0 < 0.001 and owed < due:
+        k += 1
+    owed += time.process_time() - t0
+    if owed >= due:
+        time.sleep(0.001)
+print(time.process_time(), flush=True)
+"""
+
+
+def test_a_cgroup_at_60_percent_of_a_core_with_a_50_percent_quota_is_throttled_each_period() -> (
+    None
+):
+    support = probe()
+    if support.path is None:
+        pytest.skip(f"no writable CPU cgroup: {support.reason}")
+    seconds = 3.0
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WORKER.format(seconds=seconds)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    try:
+        with CpuCgroup(
+            f"meshsim-test-{proc.pid}", limit_m=500, request_m=10_000, support=support
+        ) as cg:
+            cg.add([proc.pid])
+            before = cg.stat()
+            began = time.monotonic()
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            cpu_s = float(proc.stdout.readline())
+            wall = time.monotonic() - began
+            delta = cg.stat() - before
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdin.close()
+        proc.stdout.close()
+    print(f"wall {wall:.2f} s, cpu {cpu_s:.2f} s, {delta}")
+    periods = wall / 0.1
+    # Every period in which it ran, it spent its 50 ms and waited (allow the first and
+    # last, and one in ten for the machine's other work).
+    assert delta.nr_periods >= 0.8 * periods
+    assert delta.nr_throttled >= 0.8 * delta.nr_periods
+    # About 50 ms throttled per throttled period (the kernel hands out runtime in 5 ms
+    # pieces per CPU, so a period may overrun or fall short by a piece or two).
+    assert 0.035 <= delta.throttled_s / delta.nr_throttled <= 0.065
+    # Half a core: 50 ms per 100 ms, against the 60 ms it asked for.
+    assert cpu_s / wall == pytest.approx(0.5, abs=0.08)
