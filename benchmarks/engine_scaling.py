@@ -1,0 +1,244 @@
+"""How the simulator's cost grows with work: wall time and peak memory against request rate,
+hops, services and pods, for meshes `none`, `istio`, `linkerd` and `istio-ambient`, each
+beside a bare simpy loop with the same mechanisms (benchmarks/bare_simpy.py).
+
+Every (point, mesh) runs in a fresh subprocess, so its peak RSS is its own: the first run
+there is meshsim's (peak RSS read right after it), then the bare loop and meshsim alternate
+``--repeats`` times and the medians are kept, so machine load hits both alike. ``wall s`` is
+building the simulation plus running it; ``us/req-hop`` and ``over bare`` count the run only
+(the engine's rate: meshsim's requests per wall second over the bare loop's, the same shape
+in the same process; ``us/req-hop`` is the run's wall time per request and hop); under a
+mesh the bare loop still models only `none`'s mechanisms, so the ratio is what the mesh's
+proxies cost on top. Issue 17's goal: ``over bare`` >= 1.0 for `none`.
+
+    python benchmarks/engine_scaling.py [--quick] [--repeats N] [--update-baseline]
+                                        [--figure benchmarks/engine_scaling.svg]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bare_simpy import Shape, bare_run  # noqa: E402
+
+BASELINE = HERE / "baselines" / "engine_scaling.json"
+FIGURE = HERE / "engine_scaling.svg"
+MESHES = ("none", "istio", "linkerd", "istio-ambient")
+BASE = Shape(rate_rps=1000.0, hops=1, services=1, replicas=2, duration_s=3.0)
+AXES: dict[str, tuple[str, list[float]]] = {
+    "rate": ("rate_rps", [250.0, 500.0, 1000.0, 2000.0]),
+    "hops": ("hops", [1, 2, 4]),
+    "services": ("services", [1, 10, 50]),
+    "pods": ("replicas", [2, 10, 50]),
+}
+"""Axis -> (Shape field, values); every other field stays at BASE's."""
+
+
+def scenario_of(shape: Shape, mesh: str) -> Any:
+    from meshsim.scenario import from_dict
+
+    services = []
+    workloads = []
+    for c in range(shape.services):
+        for h in range(shape.hops):
+            services.append({
+                "name": f"c{c}-s{h}",
+                "replicas": shape.replicas,
+                "cpu_ms": {"dist": "exponential", "mean": shape.cpu_ms},
+                "concurrency": shape.concurrency,
+                "calls": [{"service": f"c{c}-s{h + 1}"}] if h + 1 < shape.hops else [],
+            })  # fmt: skip
+        workloads.append({
+            "name": f"load{c}", "target": f"c{c}-s0", "arrival": "poisson",
+            "rate_rps": shape.rate_rps / shape.services, "connections": shape.connections,
+        })  # fmt: skip
+    return from_dict({
+        "meshsim": 1, "name": "engine-scaling", "seed": 1,
+        "duration_s": shape.duration_s, "warmup_s": shape.warmup_s, "meshes": [mesh],
+        "cluster": {
+            "nodes": shape.nodes, "cores_per_node": shape.cores_per_node,
+            "network": {"same_node_us": shape.same_node_us,
+                        "cross_node_us": shape.cross_node_us, "client_us": shape.client_us},
+        },
+        "services": services,
+        "workloads": workloads,
+    })  # fmt: skip
+
+
+def _meshsim_once(shape: Shape, mesh: str) -> tuple[int, float, float]:
+    """Requests sent, seconds to build the simulation, seconds to run it."""
+    from meshsim.sim.engine import Simulation
+
+    scenario = scenario_of(shape, mesh)
+    t0 = time.perf_counter()
+    sim = Simulation(scenario, mesh, 1)
+    t1 = time.perf_counter()
+    sim.run()
+    return sum(w.sent for w in sim.workloads), t1 - t0, time.perf_counter() - t1
+
+
+def _bare_once(shape: Shape) -> tuple[int, float]:
+    t0 = time.perf_counter()
+    sent = bare_run(shape)
+    return sent, time.perf_counter() - t0
+
+
+def measure_point(shape: Shape, mesh: str, repeats: int) -> dict[str, float]:
+    """One (shape, mesh) in this process: see the module's docstring."""
+    import meshsim.sim.engine  # noqa: F401  (imports before the RSS reference point)
+
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    sent, setup, run = _meshsim_once(shape, mesh)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    setups, runs = [setup], [run]
+    bare_walls = []
+    bare_sent = 0
+    for i in range(repeats):
+        bare_sent, bw = _bare_once(shape)
+        bare_walls.append(bw)
+        if i + 1 < repeats:
+            _, setup, run = _meshsim_once(shape, mesh)
+            setups.append(setup)
+            runs.append(run)
+    setup = statistics.median(setups)
+    run = statistics.median(runs)
+    bare_wall = statistics.median(bare_walls)
+    return {
+        "requests": float(sent),
+        "wall_s": setup + run,
+        "setup_s": setup,
+        "run_s": run,
+        "us_per_request_hop": run / (sent * shape.hops) * 1e6,
+        "bare_requests": float(bare_sent),
+        "bare_wall_s": bare_wall,
+        "over_bare": (sent / run) / (bare_sent / bare_wall),
+        "peak_rss_mb": peak,
+        "rss_before_run_mb": rss_before,
+    }
+
+
+def points(quick: bool) -> list[tuple[str, float, Shape]]:
+    """(axis, value, shape) for the grid; the base point appears once per axis it lies on."""
+    base = replace(BASE, duration_s=1.0) if quick else BASE
+    out = []
+    for axis, (field, values) in AXES.items():
+        for v in values[:2] if quick else values:
+            kind = type(getattr(base, field))
+            out.append((axis, v, replace(base, **{field: kind(v)})))
+    return out
+
+
+def run_grid(quick: bool, repeats: int, meshes: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    results: dict[str, dict[str, float]] = {}
+    done: dict[tuple[Shape, str], dict[str, float]] = {}
+    for axis, value, shape in points(quick):
+        for mesh in meshes:
+            key = f"{axis}={value:g}/{mesh}"
+            if (shape, mesh) not in done:
+                arg = json.dumps({"shape": asdict(shape), "mesh": mesh, "repeats": repeats})
+                out = subprocess.run(
+                    [sys.executable, __file__, "--point", arg],
+                    check=True, capture_output=True, text=True,
+                )  # fmt: skip
+                done[(shape, mesh)] = json.loads(out.stdout.strip().splitlines()[-1])
+            results[key] = done[(shape, mesh)]
+            r = results[key]
+            print(f"  {key:28s} {r['requests']:>8.0f} req {r['wall_s']:7.2f} s "
+                  f"{r['us_per_request_hop']:7.1f} us/req-hop  {r['over_bare']:5.2f}x bare  "
+                  f"{r['peak_rss_mb']:6.0f} MB", flush=True)
+    return results
+
+
+def print_table(results: dict[str, dict[str, float]], stored: dict[str, float]) -> None:
+    print(f"\n{'point':16s}{'mesh':>15s}{'requests':>10s}{'wall s':>8s}{'setup s':>8s}"
+          f"{'us/req-hop':>11s}{'over bare':>10s}{'peak MB':>9s}{'wall vs baseline':>18s}")
+    for key, r in results.items():
+        point, mesh = key.split("/")
+        base = stored.get(f"{key}/wall_s")
+        change = f"{(r['wall_s'] - base) / base:+.0%}" if base else "-"
+        print(f"{point:16s}{mesh:>15s}{r['requests']:>10.0f}{r['wall_s']:>8.2f}"
+              f"{r['setup_s']:>8.2f}{r['us_per_request_hop']:>11.1f}{r['over_bare']:>9.2f}x{r['peak_rss_mb']:>9.0f}"
+              f"{change:>18s}")
+
+
+def flat(results: dict[str, dict[str, float]]) -> dict[str, float]:
+    keep = ("wall_s", "setup_s", "us_per_request_hop", "over_bare", "peak_rss_mb", "requests")
+    return {f"{k}/{m}": v[m] for k, v in results.items() for m in keep}
+
+
+def figure(results: dict[str, dict[str, float]], path: Path, meshes: tuple[str, ...]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axs = plt.subplots(2, len(AXES), figsize=(4 * len(AXES), 6.5), constrained_layout=True)
+    labels = {"rate": "request rate (rps)", "hops": "hops (chain length)",
+              "services": "services (chains side by side)", "pods": "pods per service"}
+    for col, axis in enumerate(AXES):
+        keys = [k for k in results if k.startswith(f"{axis}=")]
+        for mesh in meshes:
+            mine = [k for k in keys if k.endswith(f"/{mesh}")]
+            xs = [float(k.split("/")[0].split("=")[1]) for k in mine]
+            axs[0][col].plot(xs, [results[k]["wall_s"] for k in mine], "o-", label=mesh)
+            axs[1][col].plot(xs, [results[k]["peak_rss_mb"] for k in mine], "o-", label=mesh)
+        bare = [k for k in keys if k.endswith("/none")]
+        axs[0][col].plot([float(k.split("/")[0].split("=")[1]) for k in bare],
+                         [results[k]["bare_wall_s"] for k in bare], "k--", label="bare simpy")
+        axs[1][col].set_xlabel(labels[axis])
+        for row in (0, 1):
+            axs[row][col].set_xscale("log")
+            axs[row][col].grid(True, alpha=0.3)
+    axs[0][0].set_ylabel(f"wall time (s) for {BASE.duration_s:g} simulated s")
+    axs[1][0].set_ylabel("peak RSS of the process (MB)")
+    axs[0][0].legend(fontsize=8)
+    fig.suptitle("meshsim engine cost against work (median of interleaved runs)")
+    fig.savefig(path)
+    print(f"figure written: {path}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="1 simulated s, two values per axis")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--meshes", default=",".join(MESHES))
+    ap.add_argument("--figure", type=Path, default=None, help=f"write the figure (e.g. {FIGURE})")
+    ap.add_argument("--update-baseline", action="store_true")
+    ap.add_argument("--point", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.point:
+        spec = json.loads(args.point)
+        print(json.dumps(measure_point(Shape(**spec["shape"]), spec["mesh"], spec["repeats"])))
+        return
+    meshes = tuple(args.meshes.split(","))
+    stored = json.loads(BASELINE.read_text()) if BASELINE.exists() else {}
+    print(f"engine scaling: {BASE.duration_s:g} simulated s per point (base {BASE.rate_rps:g} "
+          f"rps, 1 hop, 2 pods), medians of {args.repeats} interleaved runs")
+    results = run_grid(args.quick, args.repeats, meshes)
+    print_table(results, stored)
+    none = results.get("rate=1000/none")
+    if none is not None:
+        verdict = "meets" if none["over_bare"] >= 1.0 else "MISSES"
+        print(f"  goal: none at the base point >= 1.0x the bare loop -> {none['over_bare']:.2f}x "
+              f"{verdict}")
+    if args.figure is not None:
+        figure(results, args.figure, meshes)
+    if args.update_baseline or (not stored and not args.quick):
+        BASELINE.write_text(json.dumps(flat(results), indent=2, sort_keys=True) + "\n")
+        print(f"  baseline written: {BASELINE}")
+
+
+if __name__ == "__main__":
+    main()
