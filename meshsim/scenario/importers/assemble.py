@@ -94,10 +94,10 @@ def _workloads(draft: Draft) -> list[Any]:
             targets[s] = "assumed: no ingress route or trace root names an entry point; " + (
                 "a service nothing calls" if draft.calls else "no call graph was imported"
             )
-        draft.warn(
-            "no metrics or traces give the clients' rates: each workload sends an assumed "
-            f"{ASSUMED_RATE_RPS:g} rps (give --metrics or --traces, or edit rate_rps)"
-        )
+    draft.warn(
+        "no metrics or traces give the clients' rates: each workload sends an assumed "
+        f"{ASSUMED_RATE_RPS:g} rps (give --metrics or --traces, or edit rate_rps)"
+    )
     out = []
     for target, note in targets.items():
         out.append(

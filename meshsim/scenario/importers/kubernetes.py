@@ -288,7 +288,14 @@ def import_kubernetes(manifests: Manifests, draft: Draft) -> None:
                 owners.setdefault(id(w), []).append(svc)
         except SHAPE_ERRORS as exc:
             shape_warning(draft, svc, exc)
-    for svc in manifests.of("Service"):
+    # a LoadBalancer or NodePort Service over the same pods as a ClusterIP one is the way in to
+    # it (Online Boutique's frontend-external): the ClusterIP one comes first and stays
+    ordered = sorted(
+        manifests.of("Service"),
+        key=lambda r: r.get("spec", "type") in ("LoadBalancer", "NodePort"),
+    )
+    claimed_by: dict[frozenset[int], str] = {}
+    for svc in ordered:
         try:
             if svc.get("spec", "type") == "ExternalName":
                 draft.warn(
@@ -327,6 +334,19 @@ def import_kubernetes(manifests: Manifests, draft: Draft) -> None:
                     f"Service/{wider}'s pods; it is a version of {wider}, not a service of its own"
                 )
                 continue
+            same = claimed_by.get(frozenset(mine))
+            if same is not None:
+                kind = svc.get("spec", "type")
+                if kind in ("LoadBalancer", "NodePort"):
+                    draft.entries.setdefault(
+                        same, f"{svc.origin('spec', 'type')} (a {kind} Service over its pods)"
+                    )
+                draft.warn(
+                    f"{svc.origin('spec', 'selector')}: Service/{svc.name} selects the same pods "
+                    f"as {same}; imported once, as {same}"
+                )
+                continue
+            claimed_by[frozenset(mine)] = name
             draft_svc = DraftService(
                 name, scenario_name(ns), svc, selector, protocol=_protocol(svc)
             )

@@ -41,6 +41,9 @@ from meshsim.scenario.importers.documents import ManifestError
 MAX_TRACE_BYTES = 16 * 1024 * 1024
 """A trace export is parsed whole; a few thousand traces (well under this) fit a service time."""
 MAX_SPANS = 1_000_000
+MAX_PAIRED_CALLEES = 64
+"""Callees of one request compared pairwise for overlap (a fan-out wider than this is rare and
+would cost its square)."""
 MIN_FIT_SAMPLES = 10
 """Below this a service time is written as the sample mean (constant), not a fitted family."""
 
@@ -335,11 +338,11 @@ def _record(entry: dict[str, Any], graph: TraceGraph) -> None:
     for callee, ivs in per.items():
         rec.counts.setdefault(callee, []).append(len(ivs))
         rec.offsets.setdefault(callee, []).append((ivs[0][0] - span.start_us) / 1e3)
-    names = sorted(per, key=lambda c: per[c][0][0])
-    for a, b in itertools.pairwise(names):
-        overlap = per[a][0][1] > per[b][0][0]
-        pair = (a, b) if a < b else (b, a)
-        rec.overlaps.setdefault(pair, []).append(overlap)
+    # every pair, not only neighbours in start order: callees that start together tie, and
+    # the order they are written in is decided later
+    for a, b in itertools.combinations(sorted(per)[:MAX_PAIRED_CALLEES], 2):
+        (a_start, a_end), (b_start, b_end) = per[a][0], per[b][0]
+        rec.overlaps.setdefault((a, b), []).append(a_start < b_end and b_start < a_end)
 
 
 def fit_service_time(samples_ms: list[float]) -> tuple[dict[str, Any], str]:
