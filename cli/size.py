@@ -85,6 +85,25 @@ def _workload_option(text: str) -> tuple[str, float, int | None, float | None]:
     return name, rps, pods, calls
 
 
+OPTION_NAMES = {"churn_per_s": "--churn"}
+
+
+def _check_options(values: dict[str, Any]) -> None:
+    """The command-line values against the same bounds as the input file's."""
+    from meshsim.scenario.loader import explain_error
+
+    given = {k: v for k, v in values.items() if v is not None}
+    try:
+        SizeFile.model_validate(given)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = str(err["loc"][0])
+            option = OPTION_NAMES.get(key, "--" + key.replace("_", "-"))
+            problems.append(Problem(option, explain_error(err)))
+        raise InputError(problems, kind="sizing option") from None
+
+
 def _pick(cli_value: Any, file_value: Any, default: Any) -> Any:
     if cli_value is not None:
         return cli_value
@@ -206,6 +225,13 @@ def size(
     from meshsim.studies.sizing import size as size_mesh
 
     f = _read_file(input_path) if input_path else SizeFile()
+    _check_options({
+        "rps": rps, "services": services, "pods": pods, "calls_per_request": calls_per_request,
+        "connections": connections, "request_bytes": request_bytes,
+        "response_bytes": response_bytes, "churn_per_s": churn_per_s, "workers": workers,
+        "view_services": view_services, "istiod_replicas": istiod_replicas, "nodes": nodes,
+        "node_cores": node_cores, "waypoints": waypoints,
+    })  # fmt: skip
     groups: list[Group] = []
     if scenario_path is not None:
         from meshsim.scenario import load_scenario

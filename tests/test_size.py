@@ -333,6 +333,10 @@ def test_near_saturation_the_hop_is_simulated() -> None:
         (["--workload", "x=fast"], "expected NAME=RPS"),
         (["--rps", "10"], "--rps needs --pods"),
         ([], "give --rps with --pods"),
+        (["--rps", "nan", "--pods", "3"], "--rps: "),
+        (["--rps", "-5", "--pods", "3"], "--rps: "),
+        (["--rps", "5", "--pods", "0"], "--pods: "),
+        (["--rps", "5", "--pods", "3", "--churn", "inf"], "--churn: "),
     ],
 )
 def test_bad_sizing_input_exits_2(args: list[str], expected: str) -> None:
