@@ -462,6 +462,11 @@ def test_exponent_without_a_dot_is_a_number(tmp_path: Path) -> None:
         ("rate_rps: 10", "rate_rps: 10\ntraffic:\n  - {service: back, fault: {abort: "
          "{percent: 5, status: 100}}}", 17, "traffic[0].fault.abort.status",
          "input should be greater than or equal to 200 (got 100)"),
+        # Linkerd's status-range parser raised a ValueError on 999 when the run was built.
+        ("rate_rps: 10", "rate_rps: 10\ntraffic:\n  - {service: back, retries: {retry_on: "
+         "[5xx, '999']}}", 17, "traffic[0].retries.retry_on[1]",
+         "expected a retry condition (e.g. 5xx, connect-failure) or an HTTP status 100-599, "
+         "got '999'"),
         # A gamma's shape is 1 / cv^2, and (1e-200)^2 is 0.
         ("    cpu_ms: 1\n    calls:",
          "    cpu_ms: {dist: gamma, mean: 1, cv: 1e-200}\n    calls:", 7,

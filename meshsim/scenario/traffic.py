@@ -5,9 +5,10 @@ Each mesh maps it to its own mechanisms (:mod:`meshsim.policy.mapping`).
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from meshsim.scenario.base import (
     MAX_COUNT,
@@ -24,12 +25,34 @@ MAX_UINT32 = 2**32 - 1
 """Envoy's circuit-breaker thresholds are 32-bit (2^32-1, Istio's default, means none)."""
 
 
+_CONDITION = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+
+
+def _retry_condition(value: str) -> str:
+    # The form only: which conditions each mesh knows is the traffic mapping's to say
+    # (meshsim check builds every mesh). A status outside 100-599 or a non-ASCII digit
+    # passed here and then crashed Linkerd's status-range parser when the run was built.
+    if value.isascii() and value.isdigit():
+        form = len(value) == 3 and 100 <= int(value) <= 599
+    else:
+        form = _CONDITION.fullmatch(value) is not None
+    if not form:
+        raise ValueError(
+            f"expected a retry condition (e.g. 5xx, connect-failure) or an HTTP status "
+            f"100-599, got {value!r}"
+        )
+    return value
+
+
+RetryCondition = Annotated[str, AfterValidator(_retry_condition)]
+
+
 class Retries(Spec):
     attempts: Annotated[int, Field(ge=0, le=MAX_RETRIES)] = Field(
         2, description="Retries after the first try."
     )
     per_try_timeout_ms: PositiveFloat | None = None
-    retry_on: list[str] | None = Field(
+    retry_on: list[RetryCondition] | None = Field(
         None, description="Envoy retry_on conditions, e.g. [connect-failure, 5xx]."
     )
     retriable_status_codes: list[Annotated[int, Field(ge=100, le=599)]] | None = None
