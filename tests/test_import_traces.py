@@ -418,3 +418,27 @@ def test_any_json_as_traces_or_metrics_is_read_or_refused_cleanly(
             import_kubernetes(_bookinfo(), draft)
             with contextlib.suppress(ManifestError):
                 import_observed(draft, **{option: [path]})
+
+
+def test_a_meshed_client_without_a_service_becomes_the_workload(tmp_path: Path) -> None:
+    """Emojivoto's vote-bot is a Deployment no Service selects: its root spans are the
+    workload (target and rate), not a service."""
+    spans = []
+    for i in range(200):
+        trace, t = f"{i:032x}", i * 20_000.0
+        spans += [
+            {"trace": trace, "id": f"{i}a", "parent": None, "service": "vote-bot",
+             "start": t, "end": t + 3000, "kind": "client"},
+            {"trace": trace, "id": f"{i}b", "parent": f"{i}a", "service": "web-svc",
+             "start": t + 100, "end": t + 2900, "kind": "server"},
+            {"trace": trace, "id": f"{i}c", "parent": f"{i}b", "service": "emoji-svc",
+             "start": t + 500, "end": t + 1500, "kind": "server"},
+        ]  # fmt: skip
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(zipkin(spans)))
+    sc = import_cluster([FIXTURES.parent / "emojivoto"], traces=[path]).scenario
+    assert [(w.name, w.target) for w in sc.workloads] == [("vote-bot", "web-svc")]
+    # 200 requests over the traces' 3.983 s
+    assert sc.workloads[0].rate_rps == pytest.approx(200 / ((199 * 20_000 + 3000) / 1e6))
+    assert calls_of(sc, "web-svc") == [("emoji-svc", 1.0, False)]
+    assert [s.name for s in sc.services] == ["emoji-svc", "voting-svc", "web-svc"]
