@@ -88,6 +88,22 @@ def _workload_option(text: str) -> tuple[str, float, int | None, float | None]:
 OPTION_NAMES = {"churn_per_s": "--churn"}
 
 
+def _models_option(values: tuple[str, ...]) -> dict[str, str]:
+    from meshsim.models import load_model
+
+    out = {}
+    for text in values:
+        mesh, _, file = text.partition("=")
+        if mesh not in MESHES or not file:
+            raise InputError(
+                [Problem("--model", f"expected MESH=FILE with MESH one of {', '.join(MESHES)}, "
+                         f"got {text!r}")]
+            )  # fmt: skip
+        load_model(file)  # a clear error now, naming the file, rather than mid-answer
+        out[mesh] = file
+    return out
+
+
 def _check_options(values: dict[str, Any]) -> None:
     """The command-line values against the same bounds as the input file's."""
     from meshsim.scenario.loader import explain_error
@@ -189,6 +205,13 @@ def _pick(cli_value: Any, file_value: Any, default: Any) -> Any:
     show_default=True,
     help="Simulate the hop latency (auto: near saturation).",
 )
+@click.option(
+    "--model",
+    "model_files",
+    multiple=True,
+    metavar="MESH=FILE",
+    help="A proxy cost model for a mesh (a calibrated file, or another Envoy build's).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 @user_errors
 def size(
@@ -214,6 +237,7 @@ def size(
     waypoints: int | None,
     samples: int,
     simulate: str,
+    model_files: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Size a mesh: proxy cores and memory, control plane, added latency per hop.
@@ -271,6 +295,7 @@ def size(
         istiod_replicas=_pick(istiod_replicas, f.istiod_replicas, 1),
         nodes=_pick(nodes, f.nodes, None), node_cores=_pick(node_cores, f.node_cores, 8),
         waypoints=_pick(waypoints, f.waypoints, 0), samples=samples, simulate=simulate,
+        models=_models_option(model_files),
     )  # fmt: skip
     for m in inputs.meshes:
         if m not in MESHES:

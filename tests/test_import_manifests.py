@@ -534,3 +534,14 @@ def test_any_shape_of_known_kinds_imports_or_is_refused_cleanly(objects: list[An
         else:
             assert result.scenario.service("productpage").total_replicas == 2
         assert "gap in the importer" not in refused
+
+
+def test_manifests_on_standard_input(tmp_path: Path) -> None:
+    """kubectl get ... -o yaml | meshsim import - --out scenario.yaml"""
+    text = (FIXTURES / "emojivoto" / "emojivoto.yml").read_text()
+    out = tmp_path / "s.yaml"
+    res = CliRunner().invoke(cli, ["import", "-", "--out", str(out)], input=text)
+    assert res.exit_code == 0, res.output
+    sc = load_scenario(out)
+    assert [s.name for s in sc.services] == ["emoji-svc", "voting-svc", "web-svc"]
+    assert "# <stdin>:53 Service/emoji-svc metadata.name" in out.read_text()

@@ -371,3 +371,17 @@ def test_the_model_your_cluster_notebook_runs(tmp_path: Path) -> None:
     outputs = [o for c in nb.cells for o in c.get("outputs", [])]
     assert [o for o in outputs if o.get("output_type") == "error"] == []
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 3
+
+
+def test_a_model_file_per_mesh(tmp_path: Path) -> None:
+    calibrated = ROOT / "models" / "calibrated" / "lab.yaml"
+    model = load_model(calibrated)
+    res = run("--rps", "1000", "--pods", "10", "--mesh", "istio", "--model",
+              f"istio={calibrated}", "--samples", "0", "--json")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    (line,) = json.loads(res.output)["meshes"]["istio"]["proxies"]
+    expected = ProxyLoad(model, line["rps_per_proxy"], 1024, 1024, True, model.worker_threads)
+    assert line["cpu_vcpu"]["value"] == pytest.approx(expected.vcpu, rel=1e-12)
+    bad = run("--rps", "1000", "--pods", "10", "--model", "istio=no-such-model.yaml")
+    assert bad.exit_code == 2
+    assert "no-such-model.yaml" in bad.output

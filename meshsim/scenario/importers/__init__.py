@@ -65,7 +65,8 @@ def import_cluster(
         raise ManifestError(
             [Problem("", "no Service that selects a Deployment or StatefulSet was found")], where
         )
-    title = scenario_name(name or (Path(paths[0]).stem if paths else "imported"))
+    first = str(paths[0]) if paths else "-"
+    title = scenario_name(name or (Path(first).stem if first != "-" else "imported"))
     tree = assemble(draft, name=title, meshes=list(meshes) if meshes else None)
     header = [f"Imported by: {command}", ""]
     if draft.warnings:

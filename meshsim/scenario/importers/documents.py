@@ -13,6 +13,7 @@ say where each value of the scenario came from.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ import yaml
 
 from meshsim.errors import InputError, Problem, ScenarioError
 from meshsim.scenario.loader import locate
-from meshsim.scenario.yaml_input import field_path, parse_yaml, read_text
+from meshsim.scenario.yaml_input import MAX_FILE_BYTES, field_path, parse_yaml, read_text
 
 MAX_TOTAL_BYTES = 64 * 1024 * 1024
 """Manifests read in one import, all files together: a cluster of a few thousand workloads
@@ -31,6 +32,8 @@ reader's own per-file limit)."""
 MAX_FILES = 10_000
 """Files read from the directories given: a repository of manifests has hundreds."""
 MANIFEST_SUFFIXES = (".yaml", ".yml")
+STDIN = "-"
+"""The path that means standard input."""
 
 _MARKER = re.compile(r"^(---|\.\.\.)(?=\s|$)")
 
@@ -123,7 +126,9 @@ def manifest_files(paths: Sequence[str | Path]) -> list[Path]:
     out: list[Path] = []
     for given in paths:
         path = Path(given)
-        if path.is_dir():
+        if str(given) == STDIN:
+            out.append(path)
+        elif path.is_dir():
             found = sorted(
                 p for p in path.rglob("*") if p.suffix in MANIFEST_SUFFIXES and p.is_file()
             )
@@ -137,6 +142,20 @@ def manifest_files(paths: Sequence[str | Path]) -> list[Path]:
                 [Problem("", f"more than {MAX_FILES:,} manifest files (the limit)")], str(given)
             )
     return out
+
+
+def _stdin_text() -> str:
+    """Standard input (``kubectl get ... -o yaml | meshsim import -``), read no further than the
+    YAML reader's size limit."""
+    raw = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+    if len(raw) > MAX_FILE_BYTES:
+        raise ManifestError(
+            [Problem("", f"larger than the limit of {MAX_FILE_BYTES:,} bytes")], "<stdin>"
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError([Problem("", f"cannot be read: {exc}")], "<stdin>") from None
 
 
 def split_documents(text: str) -> Iterator[tuple[int, str]]:
@@ -178,9 +197,9 @@ def read_manifests(paths: Sequence[str | Path], kinds: set[str]) -> Manifests:
     skipped: list[str] = []
     total = 0
     for file in manifest_files(paths):
-        name = str(file)
+        name = "<stdin>" if str(file) == STDIN else str(file)
         try:
-            text = read_text(file)
+            text = _stdin_text() if str(file) == STDIN else read_text(file)
         except ScenarioError as exc:
             raise ManifestError(exc.problems, name) from None
         total += len(text)
