@@ -14,12 +14,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from meshsim.calibrate.cgroup import CpuCgroup, probe
-
-pytestmark = [pytest.mark.timing, pytest.mark.integration]
+from meshsim.calibrate.cgroup import CpuCgroup, CpuStat, Support, probe
 
 WORKER = """
 import sys, time
@@ -40,6 +39,8 @@ print(time.process_time(), flush=True)
 """
 
 
+@pytest.mark.timing
+@pytest.mark.integration
 def test_a_cgroup_at_60_percent_of_a_core_with_a_50_percent_quota_is_throttled_each_period() -> (
     None
 ):
@@ -81,3 +82,52 @@ def test_a_cgroup_at_60_percent_of_a_core_with_a_50_percent_quota_is_throttled_e
     assert 0.035 <= delta.throttled_s / delta.nr_throttled <= 0.065
     # Half a core: 50 ms per 100 ms, against the 60 ms it asked for.
     assert cpu_s / wall == pytest.approx(0.5, abs=0.08)
+
+
+# --------------------------------------------------------------------------- without a kernel
+
+
+def _fake_v1(root: Path) -> None:
+    (root / "cpu").mkdir(parents=True)
+    (root / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+
+
+def test_probe_prefers_v2_with_the_cpu_controller_and_falls_back_to_v1(tmp_path: Path) -> None:
+    assert probe(tmp_path).path is None
+    assert "no cgroup v2 hierarchy" in probe(tmp_path).reason
+    _fake_v1(tmp_path)
+    assert (probe(tmp_path).version, probe(tmp_path).path) == (1, tmp_path / "cpu")
+    # A hybrid host's unified/ without the cpu controller does not count...
+    (tmp_path / "unified").mkdir()
+    (tmp_path / "unified" / "cgroup.controllers").write_text("hugetlb\n")
+    assert probe(tmp_path).version == 1
+    # ...one with it does.
+    (tmp_path / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    assert (probe(tmp_path).version, probe(tmp_path).path) == (2, tmp_path)
+
+
+def test_a_v2_cgroup_writes_cpu_max_and_weight_and_reads_cpu_stat(tmp_path: Path) -> None:
+    support = Support(2, tmp_path, "test")
+    cg = CpuCgroup("proxy", limit_m=250, request_m=100, support=support)
+    assert (tmp_path / "proxy" / "cpu.max").read_text() == "25000 100000"
+    assert (tmp_path / "proxy" / "cpu.weight").read_text() == "4"  # 100m -> 102 shares -> 4
+    (tmp_path / "proxy" / "cpu.stat").write_text(
+        "usage_usec 2000000\nuser_usec 1\nsystem_usec 1\nnr_periods 40\nnr_throttled 10\n"
+        "throttled_usec 350000\n"
+    )
+    assert cg.stat() == CpuStat(40, 10, 0.35, 2.0)
+    unlimited = CpuCgroup("free", limit_m=None, support=support)
+    assert (tmp_path / "free" / "cpu.max").read_text() == "max 100000"
+    del unlimited
+
+
+def test_a_v1_cgroup_writes_the_cfs_quota_and_shares(tmp_path: Path) -> None:
+    _fake_v1(tmp_path)
+    cg = CpuCgroup("proxy", limit_m=500, request_m=None, support=probe(tmp_path))
+    d = tmp_path / "cpu" / "proxy"
+    assert (d / "cpu.cfs_quota_us").read_text() == "50000"
+    assert (d / "cpu.cfs_period_us").read_text() == "100000"
+    assert (d / "cpu.shares").read_text() == "2"
+    (d / "cpu.stat").write_text("nr_periods 7\nnr_throttled 3\nthrottled_time 150000000\n")
+    stat = cg.stat()
+    assert (stat.nr_periods, stat.nr_throttled, stat.throttled_s) == (7, 3, 0.15)
