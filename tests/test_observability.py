@@ -269,3 +269,25 @@ def test_export_spans_cli(tmp_path: Path) -> None:
     missing = runner.invoke(cli, ["export-spans", str(tmp_path), "--out", str(tmp_path / "s.json")])
     assert missing.exit_code == 2
     assert "--records" in missing.output
+
+
+def test_report_table_has_a_row_per_mesh_with_costs() -> None:
+    from meshsim.api import run_scenario
+    from meshsim.report.observability import COLUMNS, observability_rows
+    from meshsim.results.summary import build_summary
+
+    doc = copy.deepcopy(BASE)
+    doc["meshes"] = ["none", "istio", "cilium"]
+    doc["mesh_options"]["observability"] = {"tracing": {"sampling_percent": 10}}
+    runs = build_summary(run_scenario(from_dict(doc)))["runs"]
+    assert "observability" not in runs["none"]
+    rows = {row[0]: row for row in observability_rows(runs)}
+    assert set(rows) == {"istio", "cilium"}
+    assert all(len(row) == len(COLUMNS) for row in rows.values())
+    istio = runs["istio"]["observability"]
+    assert rows["istio"][3] == f"{istio['tracing']['spans_per_request']:.2f}"
+    assert rows["istio"][-1] == "-"  # Envoy sidecars run no kernel datapath of their own
+    assert rows["cilium"][-1] == f"{runs['cilium']['proxies']['kernel_cpu_vcpu']:.4f}"
+    doc["meshes"] = ["istio"]
+    del doc["mesh_options"]
+    assert observability_rows(build_summary(run_scenario(from_dict(doc)))["runs"]) == []

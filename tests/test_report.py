@@ -52,6 +52,8 @@ SECTIONS = [
     "verdict", "findings", "latency", "added-latency", "latency-vs-load", "resources", "handshakes",
     "resilience", "control-plane", "cost", "cost-models", "warnings", "runs",
 ]  # fmt: skip
+if "cilium" in MESHES:  # its kernel CPU gets the observability-and-kernel table (issue 16)
+    SECTIONS.insert(SECTIONS.index("handshakes") + 1, "observability")
 FIGURES = [
     "latency-percentiles", "latency-vs-load", "proxy-cpu-per-1000rps", "proxy-cpu-total",
     "proxy-memory-total", "proxy-memory-per-proxy", "handshakes", "timeline-success",

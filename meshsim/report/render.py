@@ -21,6 +21,8 @@ from meshsim.report import figures as fg
 from meshsim.report.comparison import Comparison, event_windows
 from meshsim.report.cost import HOURS_PER_MONTH, Prices, cost_frame
 from meshsim.report.findings import findings, ranked
+from meshsim.report.observability import COLUMNS, observability_rows
+from meshsim.report.observability import INTRO as OBSERVABILITY_INTRO
 from meshsim.report.verdict import verdict_note, verdict_tables
 from meshsim.resources import package_data_dir
 from meshsim.results.store import LoadedRun
@@ -194,6 +196,12 @@ def build_sections(comp: Comparison, prices: Prices) -> list[Section]:
     )
     s.tables.append(_table(res[["mesh", "handshakes"]], "Handshakes"))
     sections.append(s)
+
+    observed = observability_rows(runs)
+    if observed:
+        s = Section("observability", "Observability and kernel costs", OBSERVABILITY_INTRO)
+        s.tables.append(Table("Share of proxy CPU and memory per feature", COLUMNS, observed))
+        sections.append(s)
 
     limited = [
         [mesh, name, f"{c['cpu_limit_m']:.0f}m", f"{c['cpu_vcpu']:.3f}", f"{c['nr_periods']:.0f}",
