@@ -37,12 +37,26 @@ def topology(sc: Scenario, rename: dict[str, str] | None = None) -> dict[str, An
     return out
 
 
+def message_sizes(sc: Scenario) -> dict[tuple[str, str], tuple[int, list[int]]]:
+    """Each version's response size and its calls' request sizes, as the engine reads them."""
+    out = {}
+    for svc in sc.services:
+        for v in svc.subsets():
+            calls = v.calls if v.calls is not None else svc.calls
+            size = v.response_bytes if v.response_bytes is not None else svc.response_bytes
+            out[(svc.name, v.name)] = (size, [c.request_bytes for c in calls])
+    return out
+
+
 def test_bookinfo_topology_matches_the_hand_written_scenario() -> None:
     imported = import_cluster(
         [FIXTURES / "bookinfo"], metrics=[FIXTURES / "bookinfo-metrics.prom"]
     ).scenario
     written = load_scenario(ROOT / "scenarios" / "bookinfo.yaml")
     assert topology(imported) == topology(written)
+    # Istio's byte histograms give the message sizes (the proxies' per-KiB costs)
+    assert message_sizes(imported) == message_sizes(written)
+    assert [w.request_bytes for w in imported.workloads] == [1024]
     assert [w.target for w in imported.workloads] == ["productpage"]
     assert imported.workloads[0].rate_rps == pytest.approx(200.0)
     rule = imported.traffic[0]

@@ -50,6 +50,9 @@ def _service(svc: DraftService, draft: Draft) -> Noted:
             cpu = draft.cpu_ms.get((svc.name, v.name))
             if cpu is not None:
                 entry["cpu_ms"] = cpu
+            size = draft.response_bytes.get((svc.name, v.name))
+            if size is not None:
+                entry["response_bytes"] = size
             if version_calls[v.name] is not None and shared is None:
                 entry["calls"] = version_calls[v.name] or []
             versions.append(Noted(entry, v.note) if v.note else entry)
@@ -68,6 +71,9 @@ def _service(svc: DraftService, draft: Draft) -> Noted:
         cpu = draft.cpu_ms.get((svc.name, svc.versions[0].name))
     if cpu is not None:
         out["cpu_ms"] = cpu
+    size = draft.response_bytes.get((svc.name, None))
+    if size is not None:
+        out["response_bytes"] = size
     if shared:
         out["calls"] = shared
     return Noted(

@@ -91,6 +91,7 @@ class Draft:
     calls: dict[tuple[str, str | None], list[Any]] = field(default_factory=dict)
     """(service, version or None for all) -> its calls (Noted call mappings)."""
     cpu_ms: dict[tuple[str, str | None], Noted] = field(default_factory=dict)
+    response_bytes: dict[tuple[str, str | None], Noted] = field(default_factory=dict)
     workloads: list[Any] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)

@@ -43,7 +43,15 @@ MAX_JSON_BYTES = 16 * 1024 * 1024
 MAX_LINE_CHARS = 64 * 1024
 
 ISTIO = "istio_requests_total"
+BYTES = {
+    "istio_request_bytes_sum": ("request", "sum"),
+    "istio_request_bytes_count": ("request", "count"),
+    "istio_response_bytes_sum": ("response", "sum"),
+    "istio_response_bytes_count": ("response", "count"),
+}
+"""Istio's message-size histograms: their sums over counts are the mean sizes per edge."""
 LINKERD = "request_total"
+METRICS = (ISTIO, LINKERD, *BYTES)
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)(?:\s+(-?\d+))?\s*$")
 _LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
 
@@ -67,6 +75,9 @@ class EdgeRates:
     absolute: bool = True
     """False when the inputs gave single counter samples: the numbers are proportions only."""
     warnings: list[str] = field(default_factory=list)
+    request_bytes: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+    """(source, destination workload) -> (mean request bytes, requests it is the mean of)."""
+    response_bytes: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
 
 
 def _labels(text: str, path: str, line_no: int) -> dict[str, str]:
@@ -100,7 +111,7 @@ def _text_samples(path: Path) -> Iterator[tuple[int, str, dict[str, str], float,
                     [Problem("", "expected 'metric{labels} value [timestamp]' (Prometheus text "
                              "exposition format)", line=line_no)], str(path))  # fmt: skip
             name = m.group(1)
-            if name not in (ISTIO, LINKERD):
+            if name not in METRICS:
                 continue
             try:
                 value = float(m.group(4))
@@ -143,7 +154,7 @@ def _json_samples(
         if name is None:
             # the output of rate(...) drops __name__: tell the metric by its labels
             name = ISTIO if "destination_workload" in labels else LINKERD
-        if name not in (ISTIO, LINKERD):
+        if name not in METRICS:
             continue
         points = item.get("values") if "values" in item else [item.get("value")]
         for point in points or []:
@@ -158,13 +169,16 @@ def _json_samples(
 
 def _edge(name: str, labels: dict[str, str]) -> tuple[str, tuple[str, str]] | None:
     """(kind of series, edge) for a sample; kinds rank which series count."""
-    if name == ISTIO:
+    if name == ISTIO or name in BYTES:
         dst = labels.get("destination_workload", "")
         src = labels.get("source_workload", "")
         if not dst or dst == "unknown":
             return None
         src = "" if src == "unknown" else src
         reporter = labels.get("reporter", "destination")
+        if name in BYTES:
+            which, part = BYTES[name]
+            return f"bytes:{which}:{part}:{reporter}", (src, dst)
         return f"istio-{reporter}", (src, dst)
     direction = labels.get("direction")
     if direction == "outbound" and labels.get("dst_deployment"):
@@ -255,7 +269,26 @@ def _rates(series: dict[SeriesKey, _Series]) -> EdgeRates:
         out.edges[pair] = out.edges.get(pair, 0.0) + rate
     _linkerd_entries(out)
     out.absolute = absolute
+    _sizes(series, out)
     return out
+
+
+def _sizes(series: dict[SeriesKey, _Series], out: EdgeRates) -> None:
+    """Mean message sizes per edge: the increase of the byte sum over that of the count (or the
+    totals, from one sample), from the destination's reports when there are any."""
+    kinds = {k for k, _, _ in series if k.startswith("bytes:")}
+    for which, target in (("request", out.request_bytes), ("response", out.response_bytes)):
+        reporter = "destination" if f"bytes:{which}:count:destination" in kinds else "source"
+        totals: dict[tuple[str, str], list[float]] = {}
+        for (kind, edge, _), s in series.items():
+            if not kind.startswith(f"bytes:{which}:") or not kind.endswith(f":{reporter}"):
+                continue
+            part = 0 if ":sum:" in kind else 1
+            grew = s.samples > 1 and s.first[0] is not None
+            totals.setdefault(edge, [0.0, 0.0])[part] += s.increase if grew else s.first[1]
+        for edge, (total, count) in totals.items():
+            if count > 0 and math.isfinite(total / count):
+                target[edge] = (total / count, count)
 
 
 def _linkerd_entries(out: EdgeRates) -> None:

@@ -125,6 +125,52 @@ def _apply_metrics(
                 calls.append(Noted(call, note))
         draft.calls[key] = calls
     _metric_workloads(draft, rates, owner, where)
+    _message_sizes(draft, rates, owner, where)
+
+
+def _weighted(pairs: list[tuple[float, float]]) -> float | None:
+    total = sum(n for _, n in pairs)
+    return sum(mean * n for mean, n in pairs) / total if total > 0 else None
+
+
+def _message_sizes(
+    draft: Draft, rates: EdgeRates, owner: dict[str, tuple[str, str]], where: str
+) -> None:
+    """Mean request and response sizes (Istio's byte histograms) onto calls, services and
+    workloads: what the proxies' per-KiB costs are charged on."""
+    responses: dict[tuple[str, str | None], list[tuple[float, float]]] = {}
+    for (_, dst), measured in rates.response_bytes.items():
+        if dst in owner:
+            responses.setdefault(_key(draft, *owner[dst]), []).append(measured)
+    for key, pairs in responses.items():
+        mean = _weighted(pairs)
+        if mean is not None:
+            draft.response_bytes[key] = Noted(
+                round(mean), f"{where}: istio_response_bytes sum / count into {key[0]}"
+            )
+    for key, calls in draft.calls.items():
+        sources = {w for w, (svc, version) in owner.items()
+                   if svc == key[0] and (key[1] is None or version == key[1])}  # fmt: skip
+        for i, call in enumerate(calls):
+            body = call.value if isinstance(call, Noted) else call
+            callee = body["service"]
+            pairs = [m for (src, dst), m in rates.request_bytes.items()
+                     if src in sources and owner.get(dst, ("", ""))[0] == callee]  # fmt: skip
+            mean = _weighted(pairs)
+            if mean is not None:
+                note = call.note if isinstance(call, Noted) else ""
+                calls[i] = Noted(
+                    {**body, "request_bytes": round(mean)},
+                    f"{note}; request bytes: istio_request_bytes sum / count",
+                )
+    for wl in draft.workloads:
+        target = wl["target"]
+        pairs = [m for (src, dst), m in rates.request_bytes.items()
+                 if src not in owner and owner.get(dst, ("", ""))[0] == target]  # fmt: skip
+        mean = _weighted(pairs)
+        if mean is not None:
+            wl["request_bytes"] = Noted(round(mean), f"{where}: istio_request_bytes sum / count "
+                                        f"from outside into {target}")  # fmt: skip
 
 
 def _metric_workloads(
