@@ -467,6 +467,10 @@ def test_exponent_without_a_dot_is_a_number(tmp_path: Path) -> None:
          "[5xx, '999']}}", 17, "traffic[0].retries.retry_on[1]",
          "expected a retry condition (e.g. 5xx, connect-failure) or an HTTP status 100-599, "
          "got '999'"),
+        # Weights are kept to three decimals: these would all be 0 when the run is built.
+        ("rate_rps: 10", "rate_rps: 10\ntraffic:\n  - {service: back, split: {v1: 0.0004}}",
+         17, "traffic[0]",
+         "the largest split weight must be at least 0.001 (weights are kept to three decimals)"),
         # A gamma's shape is 1 / cv^2, and (1e-200)^2 is 0.
         ("    cpu_ms: 1\n    calls:",
          "    cpu_ms: {dist: gamma, mean: 1, cv: 1e-200}\n    calls:", 7,

@@ -43,7 +43,8 @@ NotTiny = AfterValidator(_not_tiny)
 """Refuses numbers between 0 and :data:`MIN_QUANTITY`."""
 
 PositiveFloat = Annotated[float, Field(gt=0, le=MAX_QUANTITY), NotTiny]
-NonNegativeFloat = Annotated[float, Field(ge=0, le=MAX_QUANTITY), NotTiny]
+# Not NotTiny: a time of 1e-45 s is harmless; the numbers that divide are positive ones.
+NonNegativeFloat = Annotated[float, Field(ge=0, le=MAX_QUANTITY)]
 Percent = Annotated[float, Field(ge=0, le=100)]
 Probability = Annotated[float, Field(ge=0, le=1)]
 

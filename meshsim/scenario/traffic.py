@@ -47,6 +47,9 @@ def _retry_condition(value: str) -> str:
 RetryCondition = Annotated[str, AfterValidator(_retry_condition)]
 
 
+MIN_SPLIT_WEIGHT = 0.001
+
+
 class Retries(Spec):
     attempts: Annotated[int, Field(ge=0, le=MAX_RETRIES)] = Field(
         2, description="Retries after the first try."
@@ -125,4 +128,11 @@ class TrafficRule(Spec):
     def _split_has_weight(self) -> TrafficRule:
         if self.split is not None and sum(self.split.values()) <= 0:
             raise ValueError("split weights must add up to more than 0")
+        # Meshes take whole-number weights: meshsim keeps three decimals (x 1000), so a split
+        # whose weights are all below 0.001 would become all zeros when the run is built.
+        if self.split is not None and max(self.split.values()) < MIN_SPLIT_WEIGHT:
+            raise ValueError(
+                f"the largest split weight must be at least {MIN_SPLIT_WEIGHT:g} (weights are "
+                "kept to three decimals)"
+            )
         return self
