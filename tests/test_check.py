@@ -4,11 +4,12 @@ call graph stays short however many paths the call DAG has (issue 12, items 6 an
 from __future__ import annotations
 
 from pathlib import Path
+from unittest import mock
 
 from click.testing import CliRunner
+from meshsim.cli.check import MAX_LINES, call_depth, callees_by_service
 from meshsim.cli.main import cli
 
-from cli.check import MAX_LINES, call_depth, callees_by_service
 from meshsim.scenario import loads
 
 TWO_MESHES = """\
@@ -118,3 +119,19 @@ def test_a_wide_graph_is_cut_at_the_line_limit(tmp_path: Path) -> None:
     assert code == 0
     assert f"... cut at {MAX_LINES} lines: 11 services, 10 calls in all" in stdout
     assert len(stdout.splitlines()) < MAX_LINES + 10
+
+
+def test_a_build_failure_that_validation_missed_is_reported_not_raised(tmp_path: Path) -> None:
+    import meshsim.sim.engine
+    from meshsim.scenario.runnable import BUILD_DEFECT
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise ValueError("abort http_status must be in 200..599 (not 100)")
+
+    with mock.patch.object(meshsim.sim.engine, "Simulation", broken):
+        code, _, stderr, path = check(tmp_path, diamonds(1))
+    assert code == 2
+    assert (
+        f"{path}: with mesh none: {BUILD_DEFECT} (ValueError: abort http_status must be in "
+        "200..599 (not 100))" in stderr
+    )

@@ -25,6 +25,7 @@ from meshsim.cli.main import cli
 
 from meshsim.errors import ScenarioError
 from meshsim.scenario import Scenario, loads
+from meshsim.scenario.runnable import BUILD_DEFECT
 
 DEADLINE = datetime.timedelta(seconds=20)
 """Per example: generous, as the 2-core test machine is shared (most take milliseconds)."""
@@ -183,6 +184,7 @@ def _check(tmp_path: Path, text: str) -> None:
     assert "Traceback" not in result.output
     if result.exit_code == 2:
         assert "error: invalid scenario" in result.stderr
+        assert BUILD_DEFECT not in result.stderr
 
 
 @settings(QUICK, max_examples=15, suppress_health_check=[HealthCheck.function_scoped_fixture,

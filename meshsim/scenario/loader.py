@@ -170,7 +170,8 @@ def _scalar(node: yaml.Node) -> Any:
 
 def _problem(loc: Loc, message: str, data: Any, node: yaml.Node | None) -> Problem:
     parts, target = locate(loc, data, node)
-    line = target.start_mark.line + 1 if target is not None else None
+    # A problem of the whole scenario has no line (the document's first line means nothing).
+    line = target.start_mark.line + 1 if target is not None and loc else None
     return Problem(field_path(parts), message, line=line)
 
 
