@@ -253,6 +253,9 @@ class DownstreamProtocol(asyncio.Protocol):
             parser.get_method(), self._url, parser.get_http_version().encode(), self._headers,
             parser.should_keep_alive(), body,
         )
+        # llhttp reports a chunked body's trailer fields as headers: they must not join
+        # this request's (a queued request is forwarded later). They are dropped.
+        self._headers = []
         if self._sampling:
             req.sampled = True
             req.cpu_s = self._cpu_s

@@ -199,7 +199,8 @@ class UpstreamConn(asyncio.Protocol):
             and status >= 200 and status != 204 and status != 304
         )
         keep_alive = self.parser.should_keep_alive()
-        sink.on_head(self.parser.get_status_code(), self.headers, keep_alive)
+        headers, self.headers = self.headers, []  # trailers, if any, go nowhere
+        sink.on_head(status, headers, keep_alive)
         if self.head_only:
             # llhttp cannot be told that this answers HEAD; it would wait for a body.
             self.complete = True

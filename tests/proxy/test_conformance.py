@@ -31,7 +31,7 @@ import pytest
 from meshsim.proxy.httpcore import Limits
 
 from .helpers import Response, arun
-from .lab import echo_and_proxy, proxy_for, read_head, scripted
+from .lab import Handler, echo_and_proxy, proxy_for, read_head, scripted
 
 pytestmark = pytest.mark.integration
 
@@ -192,6 +192,17 @@ class _RecordingProtocol(asyncio.Protocol):
 
 
 @asynccontextmanager
+async def upstream(handler: Handler) -> AsyncIterator[int]:
+    """A scripted upstream's port, closed even when the test fails (a server left open
+    makes uvloop's loop close hang under pytest)."""
+    server, port = await scripted(handler)
+    try:
+        yield port
+    finally:
+        server.close()
+
+
+@asynccontextmanager
 async def recording_proxy(limits: Limits = LIMITS) -> AsyncIterator[tuple[Recorder, int]]:
     rec = Recorder()
     loop = asyncio.get_running_loop()
@@ -265,6 +276,8 @@ REFUSED: list[tuple[str, bytes, int]] = [
     ("chunk-0x", head("Host: t", "Transfer-Encoding: chunked") + b"0x5\r\nhello\r\n", 400),
     ("chunk-no-crlf", head("Host: t", "Transfer-Encoding: chunked")
      + b"5\r\nhelloXX0\r\n\r\n", 400),
+    ("trailer-cl", head("Host: t", "Transfer-Encoding: chunked")
+     + b"0\r\nContent-Length: 5\r\n\r\nhello", 400),  # llhttp: CL with TE
     # Sizes past the limits.
     ("header-too-large", head("Host: t", "X-Big: " + "a" * 5000, method="GET"), 431),
     ("too-many-headers", head("Host: t", *["X-H: 1"] * 30, method="GET"), 431),
@@ -474,15 +487,13 @@ def test_upstream_framing_the_proxy_cannot_pass_on_is_a_502(
     raw: bytes, status: int, body: bytes | None
 ) -> None:
     async def main() -> None:
-        server, up = await scripted(_answering(raw))
-        async with proxy_for([up]) as proxy:
+        async with upstream(_answering(raw)) as up, proxy_for([up]) as proxy:
             got = await exchange(proxy.port("test"), head("Host: t", method="GET"), wait_s=1.0)
             assert got.statuses == [status]
             if body is not None:
                 response = got.responses[0]
                 assert response.body == body
                 assert response.header(b"content-length") in (b"3", None)
-        server.close()
 
     arun(main)
 
@@ -537,8 +548,7 @@ def test_a_body_delimited_by_the_upstream_closing(version: bytes, reset: bool) -
     """RFC 9112 6.3 rule 8: the FIN ends the body; a reset is a truncation, never an end."""
 
     async def main() -> None:
-        server, up = await scripted(_close_delimited(reset))
-        async with proxy_for([up]) as proxy:
+        async with upstream(_close_delimited(reset)) as up, proxy_for([up]) as proxy:
             reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port("test"))
             writer.write(b"GET / HTTP/%s\r\nHost: t\r\n\r\n" % version)
             raw = b""
@@ -556,7 +566,6 @@ def test_a_body_delimited_by_the_upstream_closing(version: bytes, reset: bool) -
                 assert body == b"5\r\nhello\r\n"  # no last chunk: the client sees a cut
             else:
                 assert body == b"5\r\nhello\r\n0\r\n\r\n"
-        server.close()
 
     arun(main)
 
@@ -571,10 +580,57 @@ def test_an_upstream_that_accepts_and_resets_gets_a_502_not_a_hang() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         server = await loop.create_server(Resetting, "127.0.0.1", 0)
-        async with proxy_for([server.sockets[0].getsockname()[1]]) as proxy:
-            for _ in range(5):
-                got = await exchange(proxy.port("test"), GOOD, wait_s=5.0)
-                assert got.statuses == [502]
-        server.close()
+        try:
+            async with proxy_for([server.sockets[0].getsockname()[1]]) as proxy:
+                for _ in range(5):
+                    got = await exchange(proxy.port("test"), GOOD, wait_s=5.0)
+                    assert got.statuses == [502]
+        finally:
+            server.close()
+
+    arun(main)
+
+
+# -- trailers: never headers ------------------------------------------------------------------
+def test_request_trailers_never_become_headers_of_a_queued_request() -> None:
+    """llhttp reports trailer fields as headers; a request queued behind another must not
+    be forwarded with them (a trailer Host would make two)."""
+
+    async def main() -> None:
+        async with recording_proxy() as (rec, port):
+            got = await exchange(
+                port,
+                head("Host: t", method="GET")
+                + head("Host: t", "Transfer-Encoding: chunked")
+                + b"3\r\nabc\r\n0\r\nHost: evil\r\nX-Injected: 1\r\n\r\n"
+                + head("Host: t", method="GET"),
+                expect=3, wait_s=2.0,
+            )
+            assert got.statuses == [200, 200, 200]
+            posted = rec.seen[1]
+            assert posted.body == b"abc"
+            assert [v for n, v in posted.headers if n.lower() == b"host"] == [b"t"]
+            assert posted.header(b"x-injected") is None
+            assert posted.header(b"content-length") is None
+            assert len(rec.seen) == 3
+
+    arun(main)
+
+
+@pytest.mark.parametrize("traffic", [None, {"retries": {"attempts": 1, "retry_on": ["5xx"]}}],
+                         ids=["fast-path", "task-path"])
+def test_response_trailers_never_become_headers(traffic: dict[str, object] | None) -> None:
+    raw = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+           b"0\r\nContent-Type: text/evil\r\nX-Trailer: 1\r\n\r\n")
+
+    async def main() -> None:
+        async with upstream(_answering(raw)) as up, proxy_for([up], traffic=traffic) as proxy:
+            got = await exchange(proxy.port("test"), head("Host: t", method="GET"), wait_s=1.0)
+            assert got.statuses == [200]
+            response = got.responses[0]
+            assert response.body == b"abc"
+            assert response.header(b"content-type") is None
+            assert response.header(b"x-trailer") is None
+            assert response.header(b"transfer-encoding") == b"chunked"
 
     arun(main)
