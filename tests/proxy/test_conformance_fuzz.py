@@ -10,7 +10,7 @@ The properties, per input:
   statuses the proxy gives for client input;
 - the upstream (which answers every request it parses with 200) saw exactly as many
   requests as the client got 200s: a request the proxy did not answer, or one hidden in a
-  body, would show as an extra one;
+  body, would show as an extra one; and none with two Host fields or a trailer's field;
 - the proxy still serves a plain request afterwards.
 """
 
@@ -57,7 +57,7 @@ SPECIAL = [b"\r", b"\n", b"\r\n", b" ", b"\t", b":", b",", b"\x00", b"0", b"f", 
 def mutate(rng: random.Random) -> bytes:
     data = bytearray(rng.choice(BASE))
     for _ in range(rng.randint(1, 3)):
-        op = rng.randrange(6)
+        op = rng.randrange(7)
         at = rng.randrange(len(data) + 1)
         if op == 0:  # a byte that matters to framing
             data[at:at] = rng.choice(SPECIAL)
@@ -71,8 +71,11 @@ def mutate(rng: random.Random) -> bytes:
             data = bytearray(data.replace(b"Length: 5", b"Length: %d" % rng.choice((4, 6))))
         elif op == 4:  # another request pipelined behind
             data += rng.choice(BASE)
-        else:  # case of a field name
+        elif op == 5:  # case of a field name
             data = bytearray(data.replace(b"Content-Length", b"content-LENGTH"))
+        else:  # a trailer field, which must never reach the upstream as a header
+            trailer = rng.choice((b"X-Injected: 1", b"Host: evil", b"Content-Length: 3"))
+            data = bytearray(data.replace(b"0\r\n\r\n", b"0\r\n%s\r\n\r\n" % trailer, 1))
     return bytes(data)
 
 
@@ -93,6 +96,9 @@ def test_mutated_requests_are_answered_or_refused_and_never_smuggled() -> None:
                 await asyncio.sleep(0)  # let the upstream parse anything still in flight
                 assert len(rec.seen) - before == ok, (data, got.statuses, rec.seen[before:])
             assert len(rec.seen) == ok_total
+            for seen in rec.seen:
+                assert [n.lower() for n, _ in seen.headers].count(b"host") <= 1, seen
+                assert seen.header(b"x-injected") is None, seen
             assert 0 < ok_total < len(inputs)  # the mutations both pass and fail
             assert (await exchange(port, GOOD)).statuses == [200]
 
