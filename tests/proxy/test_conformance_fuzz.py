@@ -19,19 +19,23 @@ from __future__ import annotations
 import asyncio
 import random
 
+import httptools
 import pytest
 
 from .helpers import arun
+from .lab import proxy_for
 from .test_conformance import (  # noqa: F401 - event_loop_kind: each case on both loops
     GOOD,
     event_loop_kind,
     exchange,
     recording_proxy,
+    upstream,
 )
 
 pytestmark = pytest.mark.integration
 
 INPUTS = 400
+RESPONSE_INPUTS = 300
 SEED = 20261202
 WAIT_S = 5.0
 CLIENT_STATUSES = {200, 400, 413, 431, 501, 505}
@@ -101,5 +105,99 @@ def test_mutated_requests_are_answered_or_refused_and_never_smuggled() -> None:
                 assert seen.header(b"x-injected") is None, seen
             assert 0 < ok_total < len(inputs)  # the mutations both pass and fail
             assert (await exchange(port, GOOD)).statuses == [200]
+
+    arun(main, timeout=120)
+
+
+# -- upstream responses ---------------------------------------------------------------------
+RESPONSES = [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nhello",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3\r\nabc\r\n0\r\n\r\n",
+    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end",
+]
+RESPONSE_LINES = [
+    b"Content-Length: 5", b"Content-Length: 4", b"Transfer-Encoding: chunked",
+    b"Transfer-Encoding: gzip, chunked", b"Connection: Content-Length",
+    b"Connection: Transfer-Encoding", b"Connection: close", b" folded",
+]
+
+
+def mutate_response(rng: random.Random) -> bytes:
+    data = bytearray(rng.choice(RESPONSES))
+    for _ in range(rng.randint(1, 2)):
+        op = rng.randrange(4)
+        at = rng.randrange(len(data) + 1)
+        if op == 0:
+            data[at:at] = rng.choice(SPECIAL)
+        elif op == 1 and data:
+            del data[min(at, len(data) - 1)]
+        elif op == 2:
+            end = data.find(b"\r\n\r\n")
+            if end >= 0:
+                data[end + 2 : end + 2] = rng.choice(RESPONSE_LINES) + b"\r\n"
+        else:
+            data = bytearray(data.replace(b"Length: 5", b"Length: %d" % rng.choice((4, 6))))
+    return bytes(data)
+
+
+class _Reference:
+    """What llhttp reads from the upstream's bytes (the first message) when the upstream
+    then closes."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.status = 0
+        self.body = b""
+        self.framed = False
+        self.head_done = self.complete = False
+        self.parser = httptools.HttpResponseParser(self)
+        try:
+            self.parser.feed_data(raw)
+        except httptools.HttpParserError:
+            return  # what came after a complete first message does not matter to it
+        if self.head_done and not self.complete and not self.framed:
+            self.complete = True  # no length and no chunks: ends with the connection
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.head_done:
+            self.framed |= name.lower() in (b"content-length", b"transfer-encoding")
+
+    def on_headers_complete(self) -> None:
+        if not self.head_done:
+            self.head_done = True
+            self.status = self.parser.get_status_code()
+
+    def on_body(self, body: bytes) -> None:
+        if not self.complete:
+            self.body += body
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+def test_mutated_upstream_responses_reach_the_client_whole_or_not_at_all() -> None:
+    """The client gets what llhttp reads from the upstream's bytes, byte for byte, or a 502
+    or a cut; never another body, never a hang."""
+    rng = random.Random(SEED + 1)
+    responses = [mutate_response(rng) for _ in range(RESPONSE_INPUTS)]
+    answers = iter(responses)
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(next(answers))
+        await writer.drain()  # then the lab closes the connection
+
+    async def main() -> None:
+        async with upstream(respond) as up, proxy_for([up]) as proxy:
+            port = proxy.port("test")
+            for raw in responses:
+                got = await exchange(port, GOOD, expect=1, half_close=True, wait_s=WAIT_S)
+                assert got.closed, raw
+                assert len(got.responses) <= 1, raw
+                if got.responses and got.responses[0].status != 502:
+                    ref = _Reference(raw)
+                    assert ref.complete, raw
+                    response = got.responses[0]
+                    assert (response.status, response.body) == (ref.status, ref.body), raw
 
     arun(main, timeout=120)
