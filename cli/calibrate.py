@@ -10,6 +10,11 @@ import click
 
 from .common import err_console, user_errors
 
+# meshsim.proxy.ca's KEY_TYPES and DEFAULT_KEY_TYPE, spelt out so that the CLI starts without
+# importing cryptography (tests/test_proxy_cmd.py checks they agree).
+KEY_TYPES = ("ecdsa-p256", "rsa-2048")
+DEFAULT_KEY_TYPE = "ecdsa-p256"
+
 
 # A group invoked without a subcommand runs its own callback: `meshsim calibrate [OPTIONS]`
 # runs the lab, `meshsim calibrate compare MODELS...` compares calibrated models.
@@ -33,14 +38,21 @@ from .common import err_console, user_errors
                    "{workdir}. See proxies/README.md.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="With --proxy-cmd: the worker threads the proxy is configured with.")
+@click.option("--key-type", "key_type", type=click.Choice(KEY_TYPES), default=None,
+              help="Key type of the lab CA and of the workload certificates it issues: "
+                   "ecdsa-p256 (Linkerd, ztunnel; the default) or rsa-2048 (Istio's default).")
 @user_errors
 def calibrate(ctx: click.Context, out: Path | None, quick: bool, fortio: tuple[Path, ...],
-              kind: str, seed: int, proxy_cmd: str | None, workers: int) -> None:
+              kind: str, seed: int, proxy_cmd: str | None, workers: int,
+              key_type: str | None) -> None:
     """Fit a cost model: from the loopback lab (meshsim's proxy, or any proxy process with
     --proxy-cmd), or with --from-fortio from your own cluster."""
     if ctx.invoked_subcommand is not None:
         return
     console = err_console()
+    if fortio and key_type is not None:
+        raise click.UsageError("--key-type applies to the lab, not to --from-fortio runs")
+    keys = key_type or DEFAULT_KEY_TYPE
     if proxy_cmd is not None:
         from meshsim.calibrate.proxycmd import ProxyCommand
         from meshsim.errors import MeshsimError
@@ -52,6 +64,7 @@ def calibrate(ctx: click.Context, out: Path | None, quick: bool, fortio: tuple[P
 
         target = out or Path("models/calibrated") / f"{Path(cmd.program).name}.yaml"
         doc = calibrate_command(cmd, target, quick=quick, seed=seed, workers=workers,
+                                key_type=keys,
                                 log=lambda s: console.print(s, highlight=False, markup=False))
         par = doc["parameters"]
         console.print(f"wrote {target} (fit record beside it): fixed CPU per request "
@@ -75,7 +88,7 @@ def calibrate(ctx: click.Context, out: Path | None, quick: bool, fortio: tuple[P
     target = out or Path("models/calibrated/lab.yaml")
     doc = calibrate_lab(target, quick=quick, log=lambda s: console.print(s, highlight=False,
                                                                           markup=False),
-                        seed=seed)
+                        seed=seed, key_type=keys)
     st = doc["fit"]["service_time"]
     console.print(f"wrote {target} (fit record beside it): service time {st['dist']}, mean "
                   f"{st['mean']['value']:.1f} us (95% CI {st['mean']['ci95'][0]:.1f}-"
@@ -102,3 +115,33 @@ def compare(models: tuple[Path, ...], markdown: bool) -> None:
         console = Console(soft_wrap=True)
         console.width = max(console.width, 26 + 16 * len(rows))  # one column per model
         console.print(rich_table(rows))
+
+
+@calibrate.command("churn")
+@click.argument("models", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--key-type", "key_types", type=click.Choice(KEY_TYPES), multiple=True,
+              help="Key types to measure handshakes with (repeatable; default both).")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Rounds over every stack and key type (their spread is the noise).")
+@click.option("--requests", type=click.IntRange(min=10), default=150, show_default=True,
+              help="Sequential requests per connection mode and round.")
+@click.option("--passes", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Passes over the keep-alive-off points.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write everything measured and predicted to this JSON file.")
+@user_errors
+def churn(models: tuple[Path, ...], key_types: tuple[str, ...], rounds: int, requests: int,
+          passes: int, out: Path | None) -> None:
+    """Connection churn of calibrated MODELS' proxies, side by side in one lab run: full and
+    resumed handshakes and a new connection's CPU with each key type, and the simulator's
+    prediction of keep-alive-off points against the lab's."""
+    from meshsim.calibrate.churn import costs_table, keepalive_off_table, run_churn
+
+    console = err_console()
+    data = run_churn(list(models), list(key_types or KEY_TYPES), out, rounds=rounds,
+                     requests=requests, passes=passes,
+                     log=lambda s: console.print(s, highlight=False, markup=False))
+    click.echo(costs_table(data))
+    click.echo()
+    click.echo(keepalive_off_table(data["keepalive_off_check"]))

@@ -62,15 +62,18 @@ def haproxy() -> str:
     return path
 
 
-def _echo_through(template: str, tmp_path: Path, *, mtls: bool) -> bytes:
+def _echo_through(template: str, tmp_path: Path, *, mtls: bool,
+                  key_type: str = "ecdsa-p256") -> bytes:
     """POST a body through client sidecar -> server sidecar -> echo, both sidecars from the
-    command template with the lab CA's certificates; returns the response body."""
+    command template with the lab CA's certificates (keys of ``key_type``); returns the
+    response body."""
     from meshsim.calibrate.lab import _Node
     from meshsim.calibrate.proxycmd import CommandNode, ProxyCommand
     from meshsim.proxy.ca import CertificateAuthority
 
     tls_dir = tmp_path / "tls"
-    CertificateAuthority.create("cluster.local").issue("default", "t").write(tls_dir)
+    CertificateAuthority.create("cluster.local", key_type=key_type).issue(
+        "default", "t").write(tls_dir)
     cmd = ProxyCommand.parse(template)
     files = {"cert": str(tls_dir / "cert.pem"), "key": str(tls_dir / "key.pem"),
              "ca": str(tls_dir / "ca.pem"), "mtls": "on" if mtls else "off",
@@ -102,24 +105,55 @@ def _echo_through(template: str, tmp_path: Path, *, mtls: bool) -> bytes:
         echo.stop()
 
 
-@pytest.mark.parametrize("mtls", [False, True], ids=["plain", "mtls"])
+MODES = [(False, "ecdsa-p256"), (True, "ecdsa-p256"), (True, "rsa-2048")]
+MODE_IDS = ["plain", "mtls-ecdsa-p256", "mtls-rsa-2048"]
+
+
+@pytest.mark.parametrize(("mtls", "key_type"), MODES, ids=MODE_IDS)
 def test_rust_sidecar_forwards_through_two_hops(rust_sidecar: Path, tmp_path: Path,
-                                                mtls: bool) -> None:
-    assert _echo_through(RUST_CMD, tmp_path, mtls=mtls) == b"hello through two sidecars"
+                                                mtls: bool, key_type: str) -> None:
+    assert _echo_through(RUST_CMD, tmp_path, mtls=mtls,
+                         key_type=key_type) == b"hello through two sidecars"
 
 
-@pytest.mark.parametrize("mtls", [False, True], ids=["plain", "mtls"])
+@pytest.mark.parametrize(("mtls", "key_type"), MODES, ids=MODE_IDS)
 def test_haproxy_sidecar_forwards_through_two_hops(haproxy: str, tmp_path: Path,
-                                                   mtls: bool) -> None:
-    assert _echo_through(HAPROXY_CMD, tmp_path, mtls=mtls) == b"hello through two sidecars"
+                                                   mtls: bool, key_type: str) -> None:
+    assert _echo_through(HAPROXY_CMD, tmp_path, mtls=mtls,
+                         key_type=key_type) == b"hello through two sidecars"
 
 
-@pytest.mark.parametrize("mtls", [False, True], ids=["plain", "mtls"])
+@pytest.mark.parametrize(("mtls", "key_type"), MODES, ids=MODE_IDS)
 def test_python_sidecar_wrapper_forwards_through_two_hops(tmp_path: Path, mtls: bool,
+                                                          key_type: str,
                                                           monkeypatch: pytest.MonkeyPatch
                                                           ) -> None:
     monkeypatch.setenv("PYTHON", sys.executable)
-    assert _echo_through(PYTHON_CMD, tmp_path, mtls=mtls) == b"hello through two sidecars"
+    assert _echo_through(PYTHON_CMD, tmp_path, mtls=mtls,
+                         key_type=key_type) == b"hello through two sidecars"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key_type", ["ecdsa-p256", "rsa-2048"])
+def test_lab_handshakes_through_meshsim_proxy_with_each_key_type(key_type: str) -> None:
+    """The lab's own sidecars (meshsim's proxy) with certificates of each key type: every
+    request over a new mTLS connection is answered, the resumed mode resumes, and a full
+    handshake costs the server sidecar more CPU than a resumed one."""
+    from cryptography import x509
+
+    from meshsim.calibrate.lab import Lab, workdir
+    from meshsim.proxy.ca import key_type_of
+
+    lab = Lab(workdir(), key_type=key_type)
+    try:
+        cert = x509.load_pem_x509_certificate((lab.tls_dir / "cert.pem").read_bytes())
+        assert key_type_of(cert.public_key()) == key_type
+        costs = lab.connection_costs(20, tls=True)
+    finally:
+        lab.close()
+    assert costs["resumed_fraction"] == 19 / 20  # every connection but the first resumes
+    assert costs["tls_full"]["cpu_us"] > costs["tls_resumed"]["cpu_us"]
+    assert costs["tls_full"]["cpu_us"] > costs["plain_connection"]["cpu_us"]
 
 
 def _quick_calibration(template: str, out: Path) -> None:

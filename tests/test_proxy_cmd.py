@@ -236,13 +236,15 @@ def test_stacks_table_reads_the_models_back(tmp_path: Path) -> None:
         FIXED_US + PER_KIB_US * 2.0 * 4096 / 1024.0 + WAKEUP_US * 0.2, abs=0.01)
     assert row.stack == "sh"  # the program of the recorded command
     text = markdown_table([row])
-    assert text.splitlines()[0].startswith("| model | stack | CPU/req fixed (us)")
-    assert "| rust-sidecar | sh | 12.0 |" in text
+    assert text.splitlines()[0].startswith("| model | stack | keys | CPU/req fixed (us)")
+    # A record from before --key-type: the lab CA issued ECDSA P-256 certificates only.
+    assert "| rust-sidecar | sh | ecdsa-p256 | 12.0 |" in text
 
 
 def test_stacks_table_of_a_published_model_shows_parameters_only() -> None:
     (row,) = compare_rows([Path("models/istio-sidecar.yaml")])
     assert row.stack == "published figures"
+    assert row.key_type == "-"
     assert math.isnan(row.values["measured_low_us"])
     assert row.values["handshake_us"] > 0
 
@@ -253,9 +255,161 @@ def test_cli_compare_prints_the_table(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["calibrate", "compare", "--markdown",
                                       str(tmp_path / "c.yaml")])
     assert result.exit_code == 0, result.output
-    assert "| c | sh | 12.0 |" in result.output
+    assert "| c | sh | ecdsa-p256 | 12.0 |" in result.output
     bad = tmp_path / "bad.yaml"
     bad.write_text("[1, 2]\n")
     result = CliRunner().invoke(cli, ["calibrate", "compare", str(bad)])
     assert result.exit_code == 2
     assert "not a model file" in result.output
+
+
+# ------------------------------------------------------------------ workload key types
+
+
+@pytest.mark.parametrize(("key_type", "size"), [("ecdsa-p256", 256), ("rsa-2048", 2048)])
+def test_ca_issues_certificates_of_each_key_type(key_type: str, size: int) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    from meshsim.proxy.ca import CertificateAuthority, key_type_of
+
+    ca = CertificateAuthority.create("cluster.local", key_type=key_type)
+    assert ca.key_type == key_type
+    wl = ca.issue("default", "calibrate")
+    assert wl.key_type == key_type
+    cert = x509.load_pem_x509_certificate(wl.cert_pem)
+    pub = cert.public_key()
+    assert isinstance(pub, rsa.RSAPublicKey if key_type == "rsa-2048"
+                      else ec.EllipticCurvePublicKey)
+    assert pub.key_size == size
+    assert key_type_of(pub) == key_type
+    assert key_type_of(serialization.load_pem_private_key(wl.key_pem, None)) == key_type
+    assert wl.key_pem.startswith(b"-----BEGIN PRIVATE KEY-----")  # PKCS#8, as rustls reads
+    cert.verify_directly_issued_by(ca.cert)  # raises if the CA did not sign it
+    # An RSA CA may still issue an ECDSA workload key when asked.
+    other = "ecdsa-p256" if key_type == "rsa-2048" else "rsa-2048"
+    assert key_type_of(x509.load_pem_x509_certificate(
+        ca.issue("default", "x", key_type=other).cert_pem).public_key()) == other
+
+
+@pytest.mark.parametrize("key_type", ["ecdsa-p256", "rsa-2048"])
+def test_mtls_handshake_with_each_key_type(key_type: str, tmp_path: Path) -> None:
+    """meshsim's proxy's own TLS contexts complete a mutual TLS 1.3 handshake (in memory)
+    with certificates of each key type, and the peer certificate is the issued one."""
+    import ssl
+
+    from meshsim.proxy.ca import CertificateAuthority
+    from meshsim.proxy.tls import client_context, server_context
+
+    CertificateAuthority.create("cluster.local", key_type=key_type).issue(
+        "default", "calibrate").write(tmp_path)
+    cli_ctx, srv_ctx = client_context(tmp_path), server_context(tmp_path)
+    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+    cli_side = cli_ctx.wrap_bio(c_in, c_out, server_hostname="127.0.0.1")
+    srv_side = srv_ctx.wrap_bio(s_in, s_out, server_side=True)
+    done = {"c": False, "s": False}
+    for _ in range(10):
+        for name, side, out, peer_in in (("c", cli_side, c_out, s_in),
+                                         ("s", srv_side, s_out, c_in)):
+            if not done[name]:
+                try:
+                    side.do_handshake()
+                    done[name] = True
+                except ssl.SSLWantReadError:
+                    pass
+            peer_in.write(out.read())
+        if all(done.values()):
+            break
+    assert all(done.values())
+    assert cli_side.version() == "TLSv1.3"
+    assert srv_side.getpeercert(binary_form=True) == cli_side.getpeercert(binary_form=True)
+
+
+@pytest.mark.parametrize("bad", ["rsa-4096", "ECDSA-P256", "", "ed25519"])
+def test_a_bad_key_type_is_refused(bad: str) -> None:
+    from meshsim.proxy.ca import CertificateAuthority, IdentityError
+
+    with pytest.raises(IdentityError) as exc:
+        CertificateAuthority.create("cluster.local", key_type=bad)
+    assert exc.value.field == "key_type"
+    assert f"unknown key type {bad!r}: expected one of ecdsa-p256, rsa-2048" in str(exc.value)
+    ca = CertificateAuthority.create("cluster.local")
+    with pytest.raises(IdentityError):
+        ca.issue("default", "x", key_type=bad)
+
+
+def test_cli_refuses_a_bad_key_type_with_exit_2() -> None:
+    result = CliRunner().invoke(cli, ["calibrate", "--quick", "--key-type", "rsa-4096",
+                                      "--proxy-cmd", f"{SH} {{listen}} {{upstream}}"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--key-type'" in result.output
+    assert "'rsa-4096' is not one of 'ecdsa-p256', 'rsa-2048'" in result.output
+    assert "Traceback" not in result.output
+    fortio = Path("tests/fixtures").rglob("*.json")
+    one = next(iter(fortio), None)
+    if one is not None:
+        result = CliRunner().invoke(cli, ["calibrate", "--key-type", "rsa-2048",
+                                          "--from-fortio", str(one)])
+        assert result.exit_code == 2
+        assert "--key-type applies to the lab" in result.output
+
+
+def test_cli_key_types_are_the_ca_s() -> None:
+    from meshsim.cli import calibrate as cli_calibrate
+
+    from meshsim.proxy import ca
+
+    assert cli_calibrate.KEY_TYPES == ca.KEY_TYPES
+    assert cli_calibrate.DEFAULT_KEY_TYPE == ca.DEFAULT_KEY_TYPE
+
+
+def test_model_file_and_compare_table_record_the_key_type(tmp_path: Path) -> None:
+    data = _constructed_record()
+    data["key_type"] = "rsa-2048"
+    doc = fit_command_model(data, name="rsa")
+    assert doc["fit"]["key_type"] == "rsa-2048"
+    assert doc["measured_on"].endswith("; workload keys rsa-2048")
+    hs = doc["parameters"]["tls_handshake_overhead_cpu_us"]
+    assert "--key-type rsa-2048" in hs["source"]
+    assert "with rsa-2048 workload keys" in hs["note"]
+    path = tmp_path / "haproxy-rsa.yaml"
+    write_model(doc, path)
+    load_model(path)  # the provenance lives where the loader accepts it
+    assert "workload keys rsa-2048" in path.read_text()
+    ecdsa = tmp_path / "haproxy.yaml"
+    write_model(fit_command_model(_constructed_record(), name="e"), ecdsa)
+    rows = compare_rows([ecdsa, path])
+    assert [r.key_type for r in rows] == ["ecdsa-p256", "rsa-2048"]
+    text = markdown_table(rows)
+    assert "| haproxy | sh | ecdsa-p256 |" in text
+    assert "| haproxy-rsa | sh | rsa-2048 |" in text
+    result = CliRunner().invoke(cli, ["calibrate", "compare", str(ecdsa), str(path)])
+    assert result.exit_code == 0, result.output
+    assert "rsa-2048" in result.output
+    assert "ecdsa-p256" in result.output
+
+
+def test_churn_costs_are_differences_of_modes_median_over_rounds() -> None:
+    from meshsim.calibrate.churn import costs_table, summarise_costs
+
+    block = _constructed_record()["connection_costs"][0]
+    blocks = [block, replace_block(block, 5.0),
+              {**block, "tls_full": {"cpu_us": 900.0, "wakeups": 2.0}}]
+    s = summarise_costs(blocks)
+    assert s["rounds"] == 3
+    # full = tls_full - plain_connection: 600, 600, 800 -> median 600, range 600..800
+    assert s["full_us"] == {"median": 600.0, "range": [600.0, 800.0]}
+    assert s["resumed_us"] == {"median": 200.0, "range": [200.0, 200.0]}
+    assert s["tcp_us"] == {"median": 50.0, "range": [50.0, 50.0]}
+    assert s["mtls_connection_us"] == {"median": 650.0, "range": [650.0, 850.0]}
+    data = {"models": {"h": {"stack": "C (HAProxy)"}},
+            "connection_costs": {"h": {"ecdsa-p256": blocks,
+                                       "rsa-2048": [replace_block(b, 0.0) | {
+                                           "tls_full": {"cpu_us": 1300.0, "wakeups": 2.0}}
+                                                    for b in (block, block)]}}}
+    text = costs_table(data)
+    assert "| h | C (HAProxy) | ecdsa-p256 | 600 [600..800] | 200 [200..200] | 100 |" in text
+    # RSA full handshake 1300 - 100 = 1200 against ECDSA's 600: twice as dear.
+    assert "| h | C (HAProxy) | rsa-2048 | 1200 [1200..1200] |" in text
+    assert text.splitlines()[-1].endswith("| 2.00 |")

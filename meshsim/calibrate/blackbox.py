@@ -47,12 +47,13 @@ from meshsim.calibrate.proxycmd import ProxyCommand
 Log = Callable[[str], None]
 
 
-def measure_command(cmd: ProxyCommand, quick: bool, log: Log = print) -> dict[str, Any]:
-    """Run the lab grid with the command's sidecars; a JSON-able record like
-    :func:`meshsim.calibrate.calibration.measure_lab`'s."""
-    lab = Lab(workdir(), proxy=cmd)
+def measure_command(cmd: ProxyCommand, quick: bool, log: Log = print,
+                    key_type: str = "ecdsa-p256") -> dict[str, Any]:
+    """Run the lab grid with the command's sidecars, their certificates' keys of
+    ``key_type``; a JSON-able record like :func:`meshsim.calibrate.calibration.measure_lab`'s."""
+    lab = Lab(workdir(), proxy=cmd, key_type=key_type)
     try:
-        log(f"proxy under test: {cmd.template}")
+        log(f"proxy under test: {cmd.template} (workload keys {key_type})")
         log(f"lab placement: {lab.placement}")
         cap_point = Point(LabConfig(), 256, 0.0, 8, True, 1.0 if quick else 3.0)
         cap = lab.measure(cap_point).achieved_rps
@@ -85,7 +86,7 @@ def measure_command(cmd: ProxyCommand, quick: bool, log: Log = print) -> dict[st
         idle = lab.idle_cpu_ms_per_s(2.0 if quick else 5.0)
         log(f"idle CPU (ms per s): {idle}")
         return {
-            "quick": quick, "proxy_command": cmd.template,
+            "quick": quick, "proxy_command": cmd.template, "key_type": key_type,
             "capacity_estimate_rps": cap, "lab_ceiling_rps": ceiling,
             "placement": lab.placement,
             "points": [m.to_json() for m in measured], "memory_kib": memory,
@@ -240,8 +241,11 @@ def fit_command_model(data: dict[str, Any], *, name: str = "proxy-cmd", seed: in
     net_us = max((ref.latency_ms["p50"] * 1000.0 - echo_cpu) / 2.0, 1.0)
 
     cmd = data["proxy_command"]
+    # Records from before --key-type were all measured with ECDSA P-256 certificates.
+    key_type = str(data.get("key_type", "ecdsa-p256"))
     m_src = (f"measurement: `meshsim calibrate{' --quick' if data['quick'] else ''} "
-             f"--proxy-cmd ...` on {data['machine']['host']} ({data['machine']['cpu']})")
+             f"--key-type {key_type} --proxy-cmd ...` on {data['machine']['host']} "
+             f"({data['machine']['cpu']})")
     black = "a black box: not separable from the fixed per-request CPU (in socket_io_us)"
     tls_note = "not measured: the command template has no {mtls}"
     full = conn.get("full")
@@ -285,7 +289,8 @@ def fit_command_model(data: dict[str, Any], *, name: str = "proxy-cmd", seed: in
                                       "certificates directly"),
         "tls_handshake_overhead_cpu_us": _p(
             full.value if full else 0.0, "us", m_src if full else tls_note,
-            "server side of a full mTLS handshake: the inbound sidecar's process CPU per "
+            f"server side of a full mTLS handshake with {key_type} workload keys: the "
+            "inbound sidecar's process CPU per "
             "request over a new mTLS connection each, less over a new plain connection each "
             "(both less wake-ups; median of the blocks); the client side is taken as equal"
             if full else None, full),
@@ -343,6 +348,7 @@ def fit_command_model(data: dict[str, Any], *, name: str = "proxy-cmd", seed: in
                   "lab, process-tree CPU and wake-ups per request from /proc, latency from the "
                   "load generator corrected for coordinated omission; bootstrap 95% CIs",
         "proxy_command": cmd,
+        "key_type": key_type,
         "quick": data["quick"],
         "machine": data["machine"],
         "placement": data["placement"],
@@ -389,16 +395,17 @@ def fit_command_model(data: dict[str, Any], *, name: str = "proxy-cmd", seed: in
                      "calibration lab, HTTP/1.1, measured as a black box",
         "measured_on": f"{data['machine']['host']}: {data['machine']['cpu']}, "
                        f"{data['machine']['cores']} cores, kernel {data['machine']['kernel']}; "
-                       f"{data['machine']['date']}",
+                       f"{data['machine']['date']}; workload keys {key_type}",
         "parameters": params,
         "fit": fit_block,
     }
 
 
 def calibrate_command(cmd: ProxyCommand, out: Path, *, quick: bool, log: Log = print,
-                      seed: int = 0, workers: int = 1) -> dict[str, Any]:
+                      seed: int = 0, workers: int = 1,
+                      key_type: str = "ecdsa-p256") -> dict[str, Any]:
     """Measure, fit and write ``out`` (the model), its fit record and its measurements."""
-    data = measure_command(cmd, quick, log)
+    data = measure_command(cmd, quick, log, key_type)
     raw = out.with_suffix(".measurements.json")
     raw.parent.mkdir(parents=True, exist_ok=True)
     raw.write_text(json.dumps(data))

@@ -91,9 +91,10 @@ def telemetry_us(n: int = 3000) -> list[float]:
     return out
 
 
-def measure_lab(quick: bool, log: Log = print) -> dict[str, Any]:
-    """Run the lab grid; returns a JSON-able record of everything measured."""
-    lab = Lab(workdir())
+def measure_lab(quick: bool, log: Log = print, key_type: str = "ecdsa-p256") -> dict[str, Any]:
+    """Run the lab grid (workload keys of ``key_type``); a JSON-able record of everything
+    measured."""
+    lab = Lab(workdir(), key_type=key_type)
     try:
         log(f"lab placement: {lab.placement}")
         cap_point = Point(LabConfig(), 256, 0.0, 8, True, 1.0 if quick else 3.0)
@@ -123,7 +124,8 @@ def measure_lab(quick: bool, log: Log = print) -> dict[str, Any]:
         idle = lab.idle_cpu_ms_per_s(2.0 if quick else 5.0)
         log(f"idle CPU (ms per s): {idle}")
         return {
-            "quick": quick, "capacity_estimate_rps": cap, "placement": lab.placement,
+            "quick": quick, "key_type": key_type,
+            "capacity_estimate_rps": cap, "placement": lab.placement,
             "points": [m.to_json() for m in measured], "memory_kib": memory,
             "handshake_cpu_us": hs, "handshake_cpu_us_blocks": blocks,
             "telemetry_cpu_us": telemetry_us(),
@@ -168,12 +170,16 @@ def write_model(doc: dict[str, Any], path: Path) -> None:
     write_atomic(fit_path(path), json.dumps(doc.get("fit", {}), indent=1).encode("utf-8"))
 
 
-def calibrate_lab(out: Path, *, quick: bool, log: Log = print, seed: int = 0) -> dict[str, Any]:
-    data = measure_lab(quick, log)
+def calibrate_lab(out: Path, *, quick: bool, log: Log = print, seed: int = 0,
+                  key_type: str = "ecdsa-p256") -> dict[str, Any]:
+    data = measure_lab(quick, log, key_type)
     raw = out.with_suffix(".measurements.json")
     raw.parent.mkdir(parents=True, exist_ok=True)
     raw.write_text(json.dumps(data))
     doc = fit_model(data, name=out.stem, seed=seed)
+    # The certificates' key type decides the handshake's cost: its provenance.
+    doc["measured_on"] += f"; workload keys {key_type}"
+    doc["fit"]["key_type"] = key_type
     write_model(doc, out)
     return doc
 

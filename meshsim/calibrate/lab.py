@@ -277,8 +277,12 @@ class Lab:
     (:func:`meshsim.calibrate.node.die_with_parent`).
     """
 
-    def __init__(self, workdir: Path, proxy: ProxyCommand | None = None) -> None:
+    def __init__(self, workdir: Path, proxy: ProxyCommand | None = None,
+                 key_type: str = "ecdsa-p256") -> None:
+        from meshsim.proxy.ca import check_key_type
+
         self.proxy = proxy
+        self.key_type = check_key_type(key_type)
         self._saved_handlers: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -295,7 +299,7 @@ class Lab:
             "echo": self.core_server,
             "available_cores": cores,
         }
-        self.tls_dir = workdir / "tls"
+        self.tls_dir = workdir / f"tls-{key_type}"
         self.client: Sidecar | None = None
         self.server: Sidecar | None = None
         self.config: LabConfig | None = None
@@ -307,10 +311,26 @@ class Lab:
             raise
 
     def _issue_certs(self) -> None:
+        """A throw-away CA of the lab's key type and one workload certificate for both
+        sidecars (the CA's key is of the same type, as each mesh's own CA's is)."""
         from meshsim.proxy.ca import CertificateAuthority
 
-        ca = CertificateAuthority.create("cluster.local")
+        if (self.tls_dir / "cert.pem").exists():
+            return
+        ca = CertificateAuthority.create("cluster.local", key_type=self.key_type)
         ca.issue("default", "calibrate").write(self.tls_dir)
+
+    def use(self, proxy: ProxyCommand | None, key_type: str) -> None:
+        """Switch the process under test and the certificates' key type (the sidecars
+        restart at the next measurement); the load generator and the echo stay."""
+        from meshsim.proxy.ca import check_key_type
+
+        self._stop_sidecars()
+        self.config = None
+        self.proxy = proxy
+        self.key_type = check_key_type(key_type)
+        self.tls_dir = self.workdir / f"tls-{key_type}"
+        self._issue_certs()
 
     def reconfigure(self, cfg: LabConfig) -> None:
         if cfg == self.config:

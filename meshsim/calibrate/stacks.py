@@ -51,6 +51,8 @@ class StackRow:
 
     model: str
     stack: str
+    key_type: str = "-"
+    """The workload certificates' key type the handshakes were measured with ("-": none)."""
     values: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -70,6 +72,15 @@ def stack_label(fit: dict[str, Any] | None) -> str:
     if prog == "meshsim-sidecar":
         return "Python (black box)"
     return prog
+
+
+def key_type_label(fit: dict[str, Any] | None) -> str:
+    """The key type of the lab's certificates: the fit record's, or ``ecdsa-p256`` for lab
+    records from before ``--key-type`` (the lab CA issued nothing else then); ``-`` for a
+    model without a fit record."""
+    if not fit:
+        return "-"
+    return str(fit.get("key_type") or "ecdsa-p256")
 
 
 def _param(params: dict[str, Any], name: str) -> float:
@@ -123,7 +134,7 @@ def model_row(path: Path) -> StackRow:
             fit = json.loads(fit_file.read_text())
         except (OSError, ValueError) as exc:
             raise MeshsimError(f"{fit_file}: cannot read the fit record: {exc}") from None
-    row = StackRow(path.stem, stack_label(fit))
+    row = StackRow(path.stem, stack_label(fit), key_type_label(fit))
     v = row.values
     v["fixed_cpu_us"] = sum(_param(params, k) for k in FIXED_PARTS)
     v["per_kib_us"] = _param(params, "payload_cpu_us_per_kib")
@@ -161,10 +172,10 @@ def _cell(value: float, fmt: str) -> str:
 
 
 def markdown_table(rows: list[StackRow]) -> str:
-    head = ["model", "stack", *(title for _k, title, _f in COLUMNS)]
+    head = ["model", "stack", "keys", *(title for _k, title, _f in COLUMNS)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r.model, r.stack, *(_cell(r.values.get(k, math.nan), f)
+        cells = [r.model, r.stack, r.key_type, *(_cell(r.values.get(k, math.nan), f)
                                      for k, _t, f in COLUMNS)]
         lines.append("| " + " | ".join(cells) + " |")
     notes = [f"- {r.model}: {n}" for r in rows for n in r.notes]
@@ -178,7 +189,7 @@ def rich_table(rows: list[StackRow]) -> Any:
     table = Table(title="calibrated proxy stacks (lab, loopback, one worker each)")
     table.add_column("cost")
     for r in rows:
-        table.add_column(f"{r.model}\n{r.stack}", justify="right")
+        table.add_column(f"{r.model}\n{r.stack}\n{r.key_type}", justify="right")
     for key, title, fmt in COLUMNS:
         table.add_row(title, *(_cell(r.values.get(key, math.nan), fmt) for r in rows))
     notes = "; ".join(f"{r.model}: {n}" for r in rows for n in r.notes)
@@ -187,5 +198,5 @@ def rich_table(rows: list[StackRow]) -> Any:
     return table
 
 
-__all__ = ["COLUMNS", "StackRow", "compare_rows", "markdown_table", "model_row", "rich_table",
-           "stack_label"]
+__all__ = ["COLUMNS", "StackRow", "compare_rows", "key_type_label", "markdown_table",
+           "model_row", "rich_table", "stack_label"]

@@ -1,9 +1,15 @@
 """A small certificate authority for workload mTLS, on the ``cryptography`` package.
 
-Workload certificates are ECDSA P-256, carry exactly one SPIFFE URI SAN
+Workload certificates carry exactly one SPIFFE URI SAN
 (``spiffe://<trust-domain>/ns/<ns>/sa/<sa>``) and live for an hour by default, as Istio's
 and Linkerd's do (24 h there; shorter here so rotation is exercised). The CA's own
 certificate names the trust domain in a URI SAN too (``spiffe://<trust-domain>``).
+
+Keys are ECDSA P-256 by default, as Linkerd's and ztunnel's are; ``key_type="rsa-2048"``
+gives RSA 2048 keys, Istio's default for sidecar workloads and for istiod's self-signed root
+(docs/mesh-semantics.md, section 8.1). A handshake costs what its keys make it cost (an RSA
+signature is far dearer to make than an ECDSA one, and cheaper to check), so the calibration
+lab issues the key type of the mesh it stands for.
 
 Files: a CA directory holds ``ca.pem`` and ``ca-key.pem``; a workload TLS directory holds
 ``cert.pem``, ``key.pem`` and ``ca.pem`` (what :mod:`meshsim.proxy.tls` loads).
@@ -20,7 +26,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from meshsim.errors import MeshsimError
@@ -41,6 +47,11 @@ MIN_LIFETIME_S = 1.0
 MAX_LIFETIME_S = 90 * 86400.0
 MIN_CA_LIFETIME_DAYS = 1 / 24
 MAX_CA_LIFETIME_DAYS = 36500.0
+KEY_TYPES = ("ecdsa-p256", "rsa-2048")
+"""Workload and CA key types: Linkerd's and ztunnel's, and Istio's default."""
+DEFAULT_KEY_TYPE = "ecdsa-p256"
+
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 
 class IdentityError(MeshsimError):
@@ -60,6 +71,33 @@ def check_lifetime(field: str, value: float, low: float, high: float, unit: str)
             f"not {value!r}",
         )
     return float(value)
+
+
+def check_key_type(key_type: str) -> str:
+    """``key_type`` if it is one of :data:`KEY_TYPES`, else an :class:`IdentityError`."""
+    if key_type not in KEY_TYPES:
+        raise IdentityError(
+            "key_type",
+            f"unknown key type {key_type!r}: expected one of {', '.join(KEY_TYPES)} "
+            "(ecdsa-p256 as Linkerd and ztunnel, rsa-2048 as Istio's default)",
+        )
+    return key_type
+
+
+def generate_key(key_type: str) -> PrivateKey:
+    """A fresh private key of ``key_type`` (checked)."""
+    if check_key_type(key_type) == "rsa-2048":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def key_type_of(key: object) -> str | None:
+    """The :data:`KEY_TYPES` name of a private or public key, or None for any other key."""
+    if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
+        return "ecdsa-p256" if isinstance(key.curve, ec.SECP256R1) else None
+    if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey):
+        return "rsa-2048" if key.key_size == 2048 else None
+    return None
 
 
 def spiffe_id(trust_domain: str, namespace: str, service_account: str) -> str:
@@ -103,6 +141,7 @@ class WorkloadCert:
     key_pem: bytes
     ca_pem: bytes
     not_after: dt.datetime
+    key_type: str = DEFAULT_KEY_TYPE
 
     def write(self, directory: str | os.PathLike[str]) -> Path:
         """Write cert.pem, key.pem and ca.pem; the key file is private (0600).
@@ -121,8 +160,9 @@ class WorkloadCert:
 class CertificateAuthority:
     """A self-signed root that signs workload certificates for one trust domain."""
 
-    def __init__(self, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> None:
+    def __init__(self, key: PrivateKey, cert: x509.Certificate) -> None:
         self.key = key
+        self.key_type = key_type_of(key) or DEFAULT_KEY_TYPE
         self.cert = cert
         uris = _uris(cert)
         domain = trust_domain_of(uris[0]) if uris else None
@@ -131,12 +171,16 @@ class CertificateAuthority:
         self.trust_domain = domain
 
     @classmethod
-    def create(cls, trust_domain: str, lifetime_days: float = 365.0) -> CertificateAuthority:
+    def create(
+        cls, trust_domain: str, lifetime_days: float = 365.0, *,
+        key_type: str = DEFAULT_KEY_TYPE,
+    ) -> CertificateAuthority:
+        """A new root; ``key_type`` is its own key's and the default of what it issues."""
         spiffe_id(trust_domain, "x", "x")  # validates the trust domain
         check_lifetime(
             "lifetime_days", lifetime_days, MIN_CA_LIFETIME_DAYS, MAX_CA_LIFETIME_DAYS, "days"
         )
-        key = ec.generate_private_key(ec.SECP256R1())
+        key = generate_key(key_type)
         name = x509.Name(
             [
                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, "meshsim"),
@@ -180,8 +224,8 @@ class CertificateAuthority:
             ) from None
         except ValueError as exc:
             raise MeshsimError(f"bad CA files in {base}: {exc}") from None
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise MeshsimError(f"bad CA key in {base}: expected an ECDSA key")
+        if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+            raise MeshsimError(f"bad CA key in {base}: expected an ECDSA or RSA key")
         return cls(key, cert)
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
@@ -207,12 +251,15 @@ class CertificateAuthority:
         lifetime_s: float = 3600.0,
         *,
         trust_domain: str | None = None,
+        key_type: str | None = None,
     ) -> WorkloadCert:
         """A fresh key and certificate for ``ns/sa``; ``trust_domain`` overrides (for tests
-        of refusal: a certificate signed by this CA but naming a foreign domain)."""
+        of refusal: a certificate signed by this CA but naming a foreign domain);
+        ``key_type`` is the CA's own unless given."""
         check_lifetime("lifetime_s", lifetime_s, MIN_LIFETIME_S, MAX_LIFETIME_S, "seconds")
         ident = spiffe_id(trust_domain or self.trust_domain, namespace, service_account)
-        key = ec.generate_private_key(ec.SECP256R1())
+        key_type = self.key_type if key_type is None else key_type
+        key = generate_key(key_type)
         now = dt.datetime.now(dt.UTC)
         not_after = now + dt.timedelta(seconds=lifetime_s)
         cert = (
@@ -254,6 +301,7 @@ class CertificateAuthority:
             ),
             ca_pem=self.ca_pem,
             not_after=not_after,
+            key_type=key_type,
         )
 
 
