@@ -559,3 +559,20 @@ def test_manifests_on_standard_input(tmp_path: Path) -> None:
     sc = load_scenario(out)
     assert [s.name for s in sc.services] == ["emoji-svc", "voting-svc", "web-svc"]
     assert "# <stdin>:53 Service/emoji-svc metadata.name" in out.read_text()
+
+
+def test_node_objects_give_the_cluster(tmp_path: Path) -> None:
+    sc = import_cluster([FIXTURES / "bookinfo", FIXTURES / "bookinfo-nodes.yaml"]).scenario
+    assert (sc.cluster.nodes, sc.cluster.cores_per_node) == (3, 4)
+    assert sc.cluster.memory_gb_per_node == pytest.approx(16393648 * 1024 / 1e9, abs=1e-3)
+    (tmp_path / "n.yaml").write_text(
+        "kind: Node\nmetadata: {name: big}\nstatus: {capacity: {cpu: 3500m, memory: 64Gi}}\n"
+        "---\nkind: Node\nmetadata: {name: odd}\nstatus: {capacity: {cpu: lots}}\n"
+    )
+    result = import_cluster([FIXTURES / "bookinfo", FIXTURES / "bookinfo-nodes.yaml", tmp_path])
+    # five nodes; the commonest shape (three 4-core nodes) stands for all, and both odd ones
+    # are said
+    assert (result.scenario.cluster.nodes, result.scenario.cluster.cores_per_node) == (5, 4)
+    text = " ".join(result.warnings)
+    assert "Node/odd has no readable CPU" in text
+    assert "nodes of 2 shapes" in text

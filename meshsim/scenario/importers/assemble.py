@@ -130,11 +130,12 @@ def assemble(draft: Draft, *, name: str, meshes: list[str] | None = None) -> dic
         "duration_s": Noted(60, "assumed: long enough for stable p99 at tens of rps and more"),
         "warmup_s": Noted(5, "assumed"),
         "meshes": mesh_list,
-        "cluster": {
+        "cluster": draft.cluster
+        or {
             "nodes": Noted(
                 max(1, math.ceil(pods / PODS_PER_NODE)),
-                f"assumed: {pods} pods at about {PODS_PER_NODE} per node (the manifests do not "
-                "say which nodes run them)",
+                f"assumed: {pods} pods at about {PODS_PER_NODE} per node (give the Node objects, "
+                "kubectl get nodes -o yaml, for the real ones)",
             )
         },
         "services": [_service(s, draft) for s in draft.services.values()],

@@ -92,6 +92,8 @@ class Draft:
     """(service, version or None for all) -> its calls (Noted call mappings)."""
     cpu_ms: dict[tuple[str, str | None], Noted] = field(default_factory=dict)
     response_bytes: dict[tuple[str, str | None], Noted] = field(default_factory=dict)
+    cluster: dict[str, Noted] = field(default_factory=dict)
+    """nodes, cores_per_node, memory_gb_per_node from Node objects, when given."""
     workloads: list[Any] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)

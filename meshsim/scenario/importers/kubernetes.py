@@ -42,6 +42,7 @@ KINDS = {
     "Deployment",
     "StatefulSet",
     "HorizontalPodAutoscaler",
+    "Node",
 }
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 
@@ -253,8 +254,58 @@ class _PodIndex:
         ]
 
 
+MEMORY_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "K": 1e3, "M": 1e6,
+                "G": 1e9, "T": 1e12, "k": 1e3}  # fmt: skip
+
+
+def memory_bytes(text: Any) -> float | None:
+    """A Kubernetes memory quantity (``"16374184Ki"``, ``"64Gi"``, ``128974848``) in bytes."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        return float(text) if math.isfinite(text) and text >= 0 else None
+    if not isinstance(text, str):
+        return None
+    s = text.strip()
+    for unit in sorted(MEMORY_UNITS, key=len, reverse=True):
+        if s.endswith(unit):
+            number, scale = s[: -len(unit)], MEMORY_UNITS[unit]
+            break
+    else:
+        number, scale = s, 1.0
+    try:
+        value = float(number) * scale
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def _nodes(manifests: Manifests, draft: Draft) -> None:
+    """Nodes (``kubectl get nodes -o yaml``): their count and the commonest capacity."""
+    nodes = manifests.of("Node")
+    if not nodes:
+        return
+    shapes: dict[tuple[int, float], list[Resource]] = {}
+    for node in nodes:
+        cores = cpu_cores(node.get("status", "capacity", "cpu"))
+        memory = memory_bytes(node.get("status", "capacity", "memory"))
+        if cores is None or memory is None or cores < 1:
+            draft.warn(f"{node.origin('status', 'capacity')}: {node.ref} has no readable CPU "
+                       "and memory capacity; counted with the others' shape")  # fmt: skip
+            continue
+        shapes.setdefault((int(cores), memory / 1e9), []).append(node)
+    draft.cluster["nodes"] = Noted(len(nodes), f"{len(nodes)} Node objects ({nodes[0].file})")
+    if shapes:
+        (cores, gb), same = max(shapes.items(), key=lambda kv: len(kv[1]))
+        where = same[0].origin("status", "capacity")
+        draft.cluster["cores_per_node"] = Noted(cores, f"{where} cpu ({len(same)} nodes)")
+        draft.cluster["memory_gb_per_node"] = Noted(round(gb, 3), f"{where} memory")
+        if len(shapes) > 1:
+            draft.warn(f"nodes of {len(shapes)} shapes: the scenario's nodes are alike, all "
+                       f"{cores} cores and {gb:.3g} GB (the commonest)")  # fmt: skip
+
+
 def import_kubernetes(manifests: Manifests, draft: Draft) -> None:
     """Add the services, versions and mesh switches that the Kubernetes objects describe."""
+    _nodes(manifests, draft)
     for namespace in manifests.of("Namespace"):
         try:
             _mesh_switches(
