@@ -144,12 +144,22 @@ def _after_us(sim: Simulation) -> float:
     return proxy.costs(512, 1024, True)[2] * 1e6
 
 
+def _request_us(sim: Simulation) -> float:
+    return sim.data_plane.proxies[0].costs(512, 1024, True)[0] * 1e6
+
+
 def test_tracing_at_one_percent_adds_what_its_model_says_per_request() -> None:
     m = default_model("observability").value
-    base = _after_us(Simulation(_scenario(), "istio", 1))
+    plain = Simulation(_scenario(), "istio", 1)
+    base = _after_us(plain)
     sim = Simulation(_scenario(tracing={"sampling_percent": 1, "batch_spans": 5}), "istio", 1)
     expected = 0.01 * (m("span_cpu_us") + m("span_export_batch_cpu_us") / 5)
     assert _after_us(sim) - base == pytest.approx(expected, abs=1e-9)
+    # Every request carries the W3C header (70 bytes), sampled or not, parsed on its path.
+    per_kib = default_model("envoy-sidecar").value("payload_cpu_us_per_kib")
+    assert _request_us(sim) - _request_us(plain) == pytest.approx(per_kib * 70 / 1024, abs=1e-9)
+    b3 = Simulation(_scenario(tracing={"sampling_percent": 1, "propagation": "b3"}), "istio", 1)
+    assert _request_us(b3) - _request_us(plain) == pytest.approx(per_kib * 133 / 1024, abs=1e-9)
     logs = Simulation(_scenario(access_logs=True), "istio", 1)
     assert _after_us(logs) - base == pytest.approx(m("access_log_us"), abs=1e-9)
 
@@ -163,7 +173,8 @@ def test_tracing_cpu_in_the_run_matches_the_model() -> None:
     assert passes == sum(w.requests for p in off.data_plane.proxies for w in p.workers)
     delta_us = (sum(p.cpu_s for p in on.data_plane.proxies)
                 - sum(p.cpu_s for p in off.data_plane.proxies)) / passes * 1e6  # fmt: skip
-    assert delta_us == pytest.approx(25.0, rel=0.10)
+    headers_us = default_model("envoy-sidecar").value("payload_cpu_us_per_kib") * 70 / 1024
+    assert delta_us == pytest.approx(25.0 + headers_us, rel=0.10)
     block = on.measure().observability
     assert block is not None
     # Three L7 passes per request: front's inbound, front's outbound, back's inbound.

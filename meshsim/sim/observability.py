@@ -148,13 +148,27 @@ class Features:
         return m.scrape_interval_s or self.model.value("scrape_interval_s")
 
 
-def with_after_work(model: ProxyCostModel, telemetry_us: float) -> ProxyCostModel:
-    """``model`` whose after-response work is ``telemetry_us`` (range dropped: it is now the
-    stats plus what observability adds, not the file's parameter)."""
+def with_after_work(
+    model: ProxyCostModel, telemetry_us: float, routing_extra_us: float = 0.0
+) -> ProxyCostModel:
+    """``model`` whose after-response work is ``telemetry_us`` and whose request path carries
+    ``routing_extra_us`` more (ranges dropped: the values are now the file's plus what
+    observability adds, not the file's parameters)."""
     params = dict(model.parameters)
     base = params["telemetry_us"]
     params["telemetry_us"] = base.model_copy(update={"value": telemetry_us, "range": None})
+    if routing_extra_us:
+        routing = params["routing_us"]
+        params["routing_us"] = routing.model_copy(
+            update={"value": routing.value + routing_extra_us, "range": None}
+        )
     return replace(model, parameters=MappingProxyType(params))
+
+
+def header_cpu_us(model: ProxyCostModel, propagation: str) -> float:
+    """A proxy's CPU for the trace-context headers of one request: their bytes at the model's
+    per-KiB body cost (every request carries them, sampled or not)."""
+    return model.value("payload_cpu_us_per_kib") * HEADER_BYTES[propagation] / 1024.0
 
 
 _L7_MODEL_ATTRIBUTES: Final = ("model", "wp_model", "envoy_model")
@@ -174,7 +188,7 @@ def instrument(dp: DataPlane, sim: Simulation) -> Features | None:
     sim.env.process(_count_passes(sim, features, "warmup", sim.warmup_s))
     sim.env.process(_count_passes(sim, features, "end", sim.end_s))
     extra = features.access_log_us + features.span_us
-    if extra == 0.0:
+    if extra == 0.0 and opts.tracing is None:
         return features
     for attr in _L7_MODEL_ATTRIBUTES:
         model = getattr(dp, attr, None)
@@ -184,7 +198,8 @@ def instrument(dp: DataPlane, sim: Simulation) -> Features | None:
         if attr == "model" and not getattr(dp, "telemetry", True):
             stats = 0.0
             dp.telemetry = True  # type: ignore[attr-defined]
-        setattr(dp, attr, with_after_work(model, stats + extra))
+        headers = 0.0 if opts.tracing is None else header_cpu_us(model, opts.tracing.propagation)
+        setattr(dp, attr, with_after_work(model, stats + extra, headers))
     return features
 
 
@@ -370,6 +385,9 @@ def observe(sim: Simulation, features: Features | None) -> dict[str, Any] | None
     logs = l7_passes * features.access_log_us * 1e-6
     spans_cpu = l7_passes * features.span_us * 1e-6
     stats -= logs + spans_cpu  # the models' telemetry_us now holds them too
+    if opts.tracing is not None:  # trace-context headers, on the request path of every pass
+        propagation = opts.tracing.propagation
+        spans_cpu += sum(_passes(p) * header_cpu_us(p.model, propagation) for p in l7) * 1e-6
     if not getattr(dp, "telemetry", True):
         stats = 0.0
     cpu_denominator = all_cpu_s + scrape_vcpu * run_s
@@ -432,6 +450,9 @@ def observe(sim: Simulation, features: Features | None) -> dict[str, Any] | None
             "sampling_percent": t.sampling_percent,
             "propagation": t.propagation,
             "header_bytes_per_request": HEADER_BYTES[t.propagation],
+            "header_cpu_us_per_proxy_pass": (
+                header_cpu_us(l7[0].model, t.propagation) if l7 else 0.0
+            ),
             "spans_per_request": (window_passes / workload_rps) if workload_rps else 0.0,
             "span_rate_per_s": span_rate,
             "cpu_us_per_proxy_pass": features.span_us,
