@@ -55,6 +55,7 @@ from meshsim.sim.observability import instrument, observe
 from meshsim.sim.recorder import Recorder, Stats
 from meshsim.sim.sampling import Sampler, Uniforms, make_sampler
 from meshsim.sim.timeline import Timeline
+from meshsim.sim.uncontended import give, take
 from meshsim.sim.workload import WorkloadDriver
 
 ProgressCallback = Callable[[float], None]
@@ -220,8 +221,10 @@ class Simulation:
         env = self.env
         arrived = env.now
         slots = pod.slots
-        slot = slots.request()
-        yield slot
+        slot: object | None = take(slots)
+        if slot is None:
+            slot = slots.request()
+            yield slot
         began = env.now
         status = RESET
         if pod.alive:
@@ -234,7 +237,7 @@ class Simulation:
                 status = yield from self._make_calls(pod, req)
                 if not pod.alive:
                     status = RESET
-        slots.release(slot)
+        give(slots, slot)
         pod.slot_busy_s += env.now - began
         self.recorder.service(pod.service.name, req.id, req.workload, arrived, env.now, status)
         return status

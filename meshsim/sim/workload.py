@@ -15,6 +15,7 @@ import simpy
 from meshsim.scenario.model import Workload
 from meshsim.sim.app import Client, Request
 from meshsim.sim.sampling import make_sampler
+from meshsim.sim.uncontended import give, take
 
 if TYPE_CHECKING:
     from meshsim.sim.app import ServiceRuntime
@@ -71,6 +72,8 @@ class WorkloadDriver:
         # Exponential gaps drawn in batches: a scalar draw per request is the
         # single most expensive line of a run otherwise.
         gaps: list[float] = []
+        poisson = spec.arrival == "poisson"
+        send = self._send
         while env.now < end:
             rate = spec.rate_at(env.now)
             upcoming = [b for b in boundaries if b > env.now]
@@ -78,22 +81,25 @@ class WorkloadDriver:
             if rate <= 0:
                 yield env.timeout(min(next_change, end) - env.now)
                 continue
-            if spec.arrival == "poisson":
-                if not gaps:
-                    gaps = self.rng.exponential(1.0, 4096)[::-1].tolist()
-                gap = gaps.pop() / rate
-            else:
-                gap = 1.0 / rate
-            at = env.now + gap
-            if at >= next_change and next_change < end:
-                # Memorylessness makes re-drawing at a rate change exact for Poisson;
-                # a constant stream restarts its spacing at the boundary.
-                yield env.timeout(next_change - env.now)
-                continue
-            if at >= end:
-                break
-            yield env.timeout(gap)
-            env.process(self._send(env.now))
+            # The rate holds until next_change: send at it without looking the phase up
+            # again for every request.
+            while env.now < end:
+                if poisson:
+                    if not gaps:
+                        gaps = self.rng.exponential(1.0, 4096)[::-1].tolist()
+                    gap = gaps.pop() / rate
+                else:
+                    gap = 1.0 / rate
+                at = env.now + gap
+                if at >= next_change and next_change < end:
+                    # Memorylessness makes re-drawing at a rate change exact for Poisson;
+                    # a constant stream restarts its spacing at the boundary.
+                    yield env.timeout(next_change - env.now)
+                    break
+                if at >= end:
+                    return
+                yield env.timeout(gap)
+                env.process(send(env.now))
 
     # ----------------------------------------------------------------- closed loop
 
@@ -120,10 +126,12 @@ class WorkloadDriver:
         client_cpu = self.client_cpu
         host = sim.data_plane.client_host(self.client) if client_cpu is not None else None
         pool = self.connections
-        conn = None
+        conn: object | None = None
         if pool is not None:
-            conn = pool.request()
-            yield conn
+            conn = take(pool)
+            if conn is None:
+                conn = pool.request()
+                yield conn
         if host is None or client_cpu is None:
             status = yield from sim.call(self.client, self.target, req, None)
         else:
@@ -135,7 +143,7 @@ class WorkloadDriver:
             status = yield from sim.call(self.client, self.target, req, None)
             yield from host.execute(half_s, self.client)
         if pool is not None and conn is not None:
-            pool.release(conn)
+            give(pool, conn)
         if self.client_delay is not None:
             # Outside the cluster and after the connection is free: it delays what the
             # client records, not the next request on the connection.

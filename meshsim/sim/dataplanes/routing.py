@@ -87,9 +87,7 @@ class L7Proxy(Proxy):
         """One request to ``service`` through the mesh's outbound policy chain.
 
         Everything below ``attempt`` (connections, CPU, the peer proxy, the app) is
-        policy-free.
+        policy-free. The chain's generator is returned as it is (no wrapping generator
+        that every event of the request would pass through).
         """
-        result: int = yield from resilient_outbound(
-            self, attempt, service, req, worker, nbytes, call
-        )
-        return result
+        return resilient_outbound(self, attempt, service, req, worker, nbytes, call)
