@@ -31,7 +31,7 @@ import httptools
 from meshsim.proxy.body import Body
 from meshsim.proxy.fastpath import try_fast
 from meshsim.proxy.forward import Request, Route, forward
-from meshsim.proxy.framing import CHUNKED, Refusal, request_body
+from meshsim.proxy.framing import CHUNKED, Refusal, interim_head, request_body
 from meshsim.proxy.httpcore import (
     CHUNK_SIZES_READABLE,
     ChunkSize,
@@ -196,6 +196,14 @@ class DownstreamProtocol(asyncio.Protocol):
         self.write_paused = False
         if self.upstream is not None:
             self.upstream.resume_reading()
+
+    def interim(self, status: int, headers: Headers) -> None:
+        """A 1xx from upstream, for the current request: passed on to an HTTP/1.1 client,
+        never to an HTTP/1.0 one (RFC 9110 section 15.2). It is not the response: a local
+        error answer may still follow it."""
+        req, transport = self._current, self.transport
+        if req is not None and req.version == b"1.1" and transport is not None:
+            transport.write(interim_head(status, headers))
 
     # -- httptools -------------------------------------------------------------------
     def on_message_begin(self) -> None:

@@ -228,6 +228,17 @@ def downstream_head(
     return b"".join(parts), chunked, keep_alive
 
 
+def interim_head(status: int, headers: Headers) -> bytes:
+    """A 1xx interim response as passed on to the client, without hop-by-hop fields."""
+    parts = [cached_status_line(status)]
+    drop = _connection_drop(headers, HOP_BY_HOP)
+    for name, value in headers:
+        if name.lower() not in drop:
+            parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
 def chunk(piece: bytes) -> bytes:
     """``piece`` as one chunk of a chunked body."""
     return b"%x\r\n%b\r\n" % (len(piece), piece)

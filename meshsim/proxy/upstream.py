@@ -37,6 +37,9 @@ class Reader(Protocol):
     write_paused: bool
     upstream: UpstreamConn | None
 
+    def interim(self, status: int, headers: Headers) -> None:
+        """Pass on a 1xx interim response (100 Continue, 103 Early Hints)."""
+
 
 class ResponseSink(Protocol):
     @property
@@ -74,6 +77,8 @@ class UpstreamConn(asyncio.Protocol):
         self.has_length = False
         self.until_close = False
         """The response in progress has no length and no chunks: it ends with the connection."""
+        self.interim = False
+        """The message being parsed is a 1xx: the final response follows it."""
         self.complete = True  # no response in progress
         self.head_only = False  # response to HEAD: no body follows the head
         self.cpu_s = 0.0
@@ -173,6 +178,7 @@ class UpstreamConn(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.headers = []
         self.te = None
+        self.interim = False
         self.has_length = False
         self.until_close = False
 
@@ -194,6 +200,16 @@ class UpstreamConn(asyncio.Protocol):
             self.close()
             raise ConnectionResetError("upstream used a transfer coding other than chunked")
         status = self.parser.get_status_code()
+        if status < 200:
+            if status == 101:  # nothing asked to switch protocols (upgrades are refused)
+                self.close()
+                raise ConnectionResetError("upstream switched protocols unasked")
+            # Interim (RFC 9110 15.2): passed on; the final response comes after it. Taken
+            # for the final one, it cut the exchange short and lost the real answer.
+            self.interim = True
+            headers, self.headers = self.headers, []
+            sink.down.interim(status, headers)
+            return
         self.until_close = (
             self.te is None and not self.has_length and not self.head_only
             and status >= 200 and status != 204 and status != 304
@@ -213,6 +229,9 @@ class UpstreamConn(asyncio.Protocol):
             self.sink.on_body(body)
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
         sink = self.detach()
         self.complete = True
         if not self.parser.should_keep_alive():

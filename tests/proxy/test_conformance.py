@@ -634,3 +634,62 @@ def test_response_trailers_never_become_headers(traffic: dict[str, object] | Non
             assert response.header(b"transfer-encoding") == b"chunked"
 
     arun(main)
+
+
+# -- interim (1xx) responses ---------------------------------------------------------------
+def _interim_then_final(interim: bytes, body_bytes: int):  # type: ignore[no-untyped-def]
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(interim)
+        await writer.drain()
+        body = await reader.readexactly(body_bytes)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        await asyncio.sleep(0.1)
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    ("interim", "request_bytes", "body_bytes", "seen_first"),
+    [
+        (b"HTTP/1.1 100 Continue\r\n\r\n",
+         b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n", 5,
+         b"HTTP/1.1 100 Continue\r\n\r\n"),
+        (b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\nConnection: x-hop\r\n"
+         b"X-Hop: 1\r\n\r\n", b"GET / HTTP/1.1\r\nHost: t\r\n\r\n", 0,
+         b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"),
+        (b"HTTP/1.1 100 Continue\r\n\r\n",
+         b"POST / HTTP/1.0\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n", 5, b""),
+    ],
+    ids=["100-continue", "103-early-hints-fast-path", "http10-client-gets-none"],
+)
+def test_interim_responses_are_passed_on_before_the_final_one(
+    interim: bytes, request_bytes: bytes, body_bytes: int, seen_first: bytes
+) -> None:
+    async def main() -> None:
+        handler = _interim_then_final(interim, body_bytes)
+        async with upstream(handler) as up, proxy_for([up]) as proxy:
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port("test"))
+            writer.write(request_bytes)
+            if seen_first:  # before the body is sent: the client waits for it
+                got = await asyncio.wait_for(reader.readexactly(len(seen_first)), 5)
+                assert got == seen_first
+            writer.write(b"hello"[:body_bytes])
+            final = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert final.startswith(b"HTTP/1.1 200 OK\r\n")
+            assert await reader.readexactly(body_bytes) == b"hello"[:body_bytes]
+            writer.close()
+
+    arun(main)
+
+
+def test_an_unasked_switch_of_protocols_is_a_502() -> None:
+    raw = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n"
+
+    async def main() -> None:
+        async with upstream(_answering(raw)) as up, proxy_for([up]) as proxy:
+            got = await exchange(proxy.port("test"), head("Host: t", method="GET"), wait_s=2.0)
+            assert got.statuses == [502]
+
+    arun(main)

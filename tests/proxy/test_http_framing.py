@@ -16,6 +16,7 @@ from meshsim.proxy.framing import (
     Refusal,
     chunk,
     downstream_head,
+    interim_head,
     request_body,
     response_codings_ok,
     transfer_codings,
@@ -279,3 +280,11 @@ def test_chunk_sizes_are_read_from_the_parser() -> None:
 def test_the_chunk_size_reader_refuses_what_is_not_a_parser() -> None:
     assert chunk_size_reader(object()) is None
     assert chunk_size_reader(httptools.HttpResponseParser(object())) is not None
+
+
+def test_interim_head() -> None:
+    headers = [(b"Link", b"</a.css>; rel=preload"), (b"Connection", b"x-hop"), (b"X-Hop", b"1")]
+    assert interim_head(103, headers) == (
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+    )
+    assert interim_head(100, []) == b"HTTP/1.1 100 Continue\r\n\r\n"
