@@ -171,6 +171,8 @@ class DownstreamProtocol(asyncio.Protocol):
     def eof_received(self) -> bool:
         """The client half-closed: answer the complete requests it sent, then close."""
         self._eof = True
+        if self._closing:
+            return False  # an error answer is out (lingering close): nothing more to say
         if self._in_message:
             # A request cut short can never be served: forget it (and cancel it if it runs).
             req, self._parsing = self._parsing, None
@@ -345,7 +347,8 @@ class DownstreamProtocol(asyncio.Protocol):
         elif self._refusal is not None:
             # Every request before the broken one is answered: now its answer.
             assert self.transport is not None
-            self.transport.write(self._refusal)
+            refusal, self._refusal = self._refusal, None  # from now on, _closing says it
+            self.transport.write(refusal)
             self._linger_close()
         elif self._eof:
             self.close()  # the client half-closed and has nothing more to ask
