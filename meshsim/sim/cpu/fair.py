@@ -222,9 +222,9 @@ class FairScheduler:
 
     def _place(self, g: CGroup) -> None:
         """``place_entity``: a waking cgroup keeps the lag it had when it slept."""
-        if self.running:
-            self._update()
         if self._rq:
+            if self.running:
+                self._update()
             # The lag is scaled so that it is still the lag once g's own weight is in the
             # average (place_entity: lag x (W + w) / W).
             total_w = sum(e.weight for e in self._rq)
@@ -235,12 +235,17 @@ class FairScheduler:
 
     def _sleep(self, g: CGroup) -> None:
         """The cgroup has no task left: it leaves the run queue, remembering its lag."""
+        g.on_rq = False
+        if len(self._rq) == 1:
+            # Alone, it is at the average: no lag (and no one else's time to charge).
+            g.lag = 0.0
+            self._rq.clear()
+            return
         if self.running:
             self._update()
         v = self._avg_vruntime()
         limit = self._lag_limit(g)
         g.lag = min(max(v - g.vruntime, -limit), limit)
-        g.on_rq = False
         self._rq.remove(g)
 
     def _pick(self) -> CGroup | None:
