@@ -17,6 +17,12 @@ Paths:
   shared by all its pods (like a waypoint, but per node and on the client side). Clients
   outside the cluster reach the Envoy of the node with the fewest pods.
 
+Simplifications: socket-LB translates a service address per connection; here the endpoint is
+drawn per call, as for the ``none`` baseline (with pooled keep-alive connections the spread is
+the same). Per-connection eBPF work (``ebpf_connection_cpu_us``) is charged only with
+``keep_alive: false``, where every call opens a connection. Mutual authentication is modelled
+on the kernel path only; traffic from a node's Envoy is taken as already authenticated.
+
 Kernel CPU runs on the node's cores, competing with apps and proxies, but in no container's
 account: it is reported apart as ``proxies.kernel_cpu_vcpu`` (see ``models/cilium-agent.yaml``).
 
