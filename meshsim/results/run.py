@@ -103,6 +103,8 @@ class Replication:
     CFS bandwidth counters in the window (empty under FCFS)."""
     observability: dict[str, Any] | None = None
     """What metrics, tracing, access logs and Wasm cost (``mesh_options.observability``)."""
+    topology: dict[str, Any] | None = None
+    """Zones, cross-zone tries and zone failures (``cluster.zones``, meshsim.sim.zones)."""
 
     @classmethod
     def of(cls, measured: Measurement | Simulation, index: int) -> Replication:
@@ -148,6 +150,7 @@ class Replication:
             warnings=warnings,
             records=None if m.records is None else list(m.records),
             observability=None if m.observability is None else dict(m.observability),
+            topology=None if m.topology is None else dict(m.topology),
             resilience={
                 name: {**r.counts, "by_endpoint": dict(r.by_endpoint)}
                 for name, r in m.resilience.items()

@@ -257,6 +257,9 @@ class MeshRun(TypedDict):
     the proxies' CPU and memory (``mesh_options.observability``, meshsim.sim.observability)."""
     cgroups: NotRequired[dict[str, CGroupBlock]]
     """Containers' cgroups, present under ``cluster.scheduler: cfs``."""
+    topology: NotRequired[dict[str, Any]]
+    """Zones, cross-zone tries per service and zone failures (``cluster.zones``,
+    meshsim.sim.zones); the first replication's."""
 
 
 class AddedLatencyMs(TypedDict):

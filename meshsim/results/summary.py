@@ -105,6 +105,10 @@ def mesh_summary(result: MeshResult) -> MeshRun:
     observed = [r.observability for r in reps if r.observability]
     if observed:
         run["observability"] = _mean_nested(observed)
+    zoned = [r.topology for r in reps if r.topology]
+    if zoned:
+        # Counts differ between replications; the first one's are shown, as the timeline's.
+        run["topology"] = zoned[0] or {}
     return run
 
 

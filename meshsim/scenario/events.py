@@ -14,6 +14,7 @@ from meshsim.scenario.base import (
     Probability,
     Spec,
 )
+from meshsim.scenario.edges import FailZoneEvent
 
 
 class _Event(Spec):
@@ -133,7 +134,8 @@ Event = Annotated[
     | ChurnEvent
     | ConfigEvent
     | ControlPlaneDownEvent
-    | ControlPlaneSlowEvent,
+    | ControlPlaneSlowEvent
+    | FailZoneEvent,
     Field(discriminator="action"),
 ]
 

@@ -23,6 +23,7 @@ from meshsim.scenario.base import (
     Probability,
     Spec,
 )
+from meshsim.scenario.edges import Zone
 from meshsim.scenario.events import Event
 from meshsim.scenario.options import ControlPlaneOptions, MeshOptions
 from meshsim.scenario.resources import Allocatable, Resources
@@ -124,6 +125,15 @@ class Network(Spec):
     bandwidth_gbps: Annotated[float, Field(ge=MIN_BANDWIDTH_GBPS, le=MAX_QUANTITY)] = Field(
         10.0, description="Link bandwidth; each message also takes bytes x 8 / bandwidth."
     )
+    cross_zone_us: NonNegativeFloat = Field(
+        500.0, description="One-way latency between nodes of two zones (µs; cluster.zones)."
+    )
+    cross_cluster_us: NonNegativeFloat | None = Field(
+        None, description="One-way latency between clusters (µs); defaults to cross_zone_us."
+    )
+    cross_zone_bandwidth_gbps: (
+        Annotated[float, Field(ge=MIN_BANDWIDTH_GBPS, le=MAX_QUANTITY)] | None
+    ) = Field(None, description="Bandwidth between zones and clusters; default bandwidth_gbps.")
 
 
 class Cluster(Spec):
@@ -156,6 +166,26 @@ class Cluster(Spec):
         default_factory=Allocatable,
         description="Node allocatable; requests beyond it are reported as a warning.",
     )
+    zones: list[Zone] | None = Field(
+        None,
+        min_length=1,
+        description="Zones (and the clusters they belong to) with their nodes; 'nodes' is "
+        "then their total (meshsim.scenario.edges).",
+    )
+
+    @model_validator(mode="after")
+    def _nodes_are_the_zones(self) -> Cluster:
+        if self.zones is None:
+            return self
+        total = sum(z.nodes for z in self.zones)
+        if "nodes" in self.model_fields_set and self.nodes != total:
+            raise ValueError(
+                f"'nodes' is {self.nodes} but the zones hold {total} nodes: give one or the other"
+            )
+        if total > MAX_NODES:
+            raise ValueError(f"the zones hold {total} nodes; at most {MAX_NODES} are supported")
+        object.__setattr__(self, "nodes", total)
+        return self
 
 
 # --------------------------------------------------------------------------- services

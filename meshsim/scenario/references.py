@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterator, Sequence
 
+from meshsim.scenario.edges import zone_problems
 from meshsim.scenario.events import ANY_SERVICE, CONTROL_PLANE_TARGET
 from meshsim.scenario.model import Scenario
 
@@ -119,6 +120,8 @@ def check_references(scenario: Scenario) -> Iterator[tuple[Loc, str]]:
                 yield ("events", i, "target"), f"expected '{CONTROL_PLANE_TARGET}'"
         elif event.target == ANY_SERVICE and event.action in ("churn", "config"):
             pass
+        elif event.action == "fail-zone":
+            pass  # a zone: meshsim.scenario.edges.zone_problems
         elif event.target not in known_targets:
             yield ("events", i, "target"), _unknown("service or version", event.target, targets)
         if event.at_s >= scenario.duration_s:
@@ -149,6 +152,8 @@ def check_references(scenario: Scenario) -> Iterator[tuple[Loc, str]]:
         )
     if len(set(scenario.meshes)) != len(scenario.meshes):
         yield ("meshes",), "each mesh may appear once"
+
+    yield from zone_problems(scenario)
 
     cycle = find_call_cycle(scenario)
     if cycle is not None:

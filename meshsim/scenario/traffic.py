@@ -18,6 +18,7 @@ from meshsim.scenario.base import (
     PositiveFloat,
     Spec,
 )
+from meshsim.scenario.edges import LocalityLb
 
 MAX_RETRIES = 100
 """Every retry is simulated; no configuration seen retries more than a handful of times."""
@@ -123,6 +124,9 @@ class TrafficRule(Spec):
     ) = None
     fault: Fault | None = None
     mirror: Mirror | None = None
+    locality_lb: LocalityLb | None = Field(
+        None, description="Istio's localityLbSetting; Linkerd: topology-aware routing."
+    )
 
     @model_validator(mode="after")
     def _split_has_weight(self) -> TrafficRule:

@@ -28,7 +28,6 @@ from meshsim.sim.app import (
     is_success,
 )
 from meshsim.sim.cluster import (
-    NetworkModel,
     allocation_warnings,
     cgroup_measures,
     make_nodes,
@@ -55,8 +54,10 @@ from meshsim.sim.observability import instrument, observe
 from meshsim.sim.recorder import Recorder, Stats
 from meshsim.sim.sampling import Sampler, Uniforms, make_sampler
 from meshsim.sim.timeline import Timeline
+from meshsim.sim.topology import Topology, network_for
 from meshsim.sim.uncontended import give, take
 from meshsim.sim.workload import WorkloadDriver
+from meshsim.sim.zones import ZoneState
 
 ProgressCallback = Callable[[float], None]
 """Called with the simulated time (seconds) as the run advances."""
@@ -86,7 +87,9 @@ class Simulation:
         self.streams = Streams(seed)
         self.warmup_s = scenario.warmup_s
         self.end_s = scenario.duration_s
-        self.network = NetworkModel(scenario.cluster.network)
+        self.topology = Topology(scenario)
+        self.network = network_for(scenario, self.topology)
+        self.zones = ZoneState(self, self.topology)
         self.recorder = Recorder(self.warmup_s, self.end_s, keep_records)
         self.nodes = make_nodes(self.env, scenario, mesh)
         self._coin = Uniforms(self.streams("calls"))
@@ -357,6 +360,7 @@ class Simulation:
             cgroups=cgroup_measures(self.nodes),
             observability=observe(self, self.observability),
             kernel_cpu_s=getattr(self.data_plane, "kernel_cpu_window_s", float)(),
+            topology=self.zones.summary() if self.topology.zoned else None,
         )
 
     def _proxies(self, warm: _Counters, end: _Counters) -> tuple[ProxyMeasure, ...]:

@@ -244,6 +244,9 @@ class Measurement:
     kernel_cpu_s: float = 0.0
     """CPU seconds run in the kernel on the data plane's behalf in the window (Cilium's eBPF
     datapath and encryption): on the nodes' cores, in no proxy's account."""
+    topology: Mapping[str, Any] | None = None
+    """Zones, cross-zone tries and zone failures (:mod:`meshsim.sim.zones`); None without
+    ``cluster.zones``."""
 
     @property
     def window_s(self) -> float:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import simpy
 
+from meshsim.scenario.edges import FailZoneEvent
 from meshsim.scenario.events import (
     ANY_SERVICE,
     ChurnEvent,
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 AnyEvent = (
     KillEvent | SlowEvent | ErrorsEvent | ScaleEvent | RolloutEvent | ChurnEvent | ConfigEvent
-    | ControlPlaneDownEvent | ControlPlaneSlowEvent
+    | ControlPlaneDownEvent | ControlPlaneSlowEvent | FailZoneEvent
 )
 
 READY_POLL_S = 0.05
@@ -87,6 +88,10 @@ class Timeline:
             self._note(f"config change x{event.count} on {event.target}")
         elif isinstance(event, ControlPlaneDownEvent | ControlPlaneSlowEvent):
             yield from self._control_plane(event)
+        elif isinstance(event, FailZoneEvent):
+            from meshsim.sim.zones import fail_zone
+
+            yield from fail_zone(self.sim, event, self._note)
         else:
             pods = self._live_pods(event.target)
             pods = pods[: event.count] if event.count is not None else pods

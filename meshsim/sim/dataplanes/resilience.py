@@ -138,6 +138,9 @@ def _endpoints(
     proxy: L7Proxy, service: ServiceRuntime, version: str | None
 ) -> tuple[list[Pod], tuple[int, int, int]]:
     view: list[Pod] = proxy.view(service)
+    locality = proxy.resilience.locality if proxy.resilience is not None else None
+    if locality is not None:  # zone hints narrow what the proxy is told (meshsim.sim.zones)
+        view = locality.visible(proxy, service, view)
     key = (id(view), len(view), service.generation)
     if version is None:
         return view, key
@@ -284,7 +287,11 @@ def _pick(
     now = env.now
     if cs.outlier is not None:
         cs.sync_hosts(eps, key)
-    eps = cs.healthy(eps, now, res.rng_health)
+    locality = res.locality
+    if locality is None:
+        eps = cs.healthy(eps, now, res.rng_health)
+    else:  # zones: meshsim.sim.zones
+        eps = locality.select(proxy, c.service, eps, cs.healthy(eps, now, res.rng_health))
     if not eps:
         if cs.failfast is None:
             c.stats.no_healthy += 1
@@ -298,6 +305,8 @@ def _pick(
         cs.failfast.set_ready(True, now)
     hash_key = proxy.name if c.policy.cluster.hash_source else None
     pod: Pod = ex.pick(cs, eps, now, proxy.rng, res.rng_retries, hash_key=hash_key)
+    if locality is not None:
+        locality.state.count(proxy.node, pod)
     return pod
 
 

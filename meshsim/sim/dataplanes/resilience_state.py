@@ -106,6 +106,10 @@ class Resilience:
         self.budgets: dict[tuple[str, str], TpsBudget] = {}
         self._uncounted = Counters()
         """Where events outside the measurement window go (never read)."""
+        from meshsim.sim.zones import locality_for
+
+        self.locality = locality_for(sim, self, warnings)
+        """Locality-aware endpoint choice (cluster.zones), None without zones."""
 
     def stats(self, service: str) -> Counters:
         c = self.counters.get(service)

@@ -1,0 +1,162 @@
+"""The mesh's edges in a scenario: zones and clusters, locality load balancing, zone failures.
+
+``cluster.zones`` lists the failure domains the nodes live in (each zone belongs to one
+cluster and one region); without it the cluster is one zone of ``cluster.nodes`` nodes, as
+before. ``traffic[].locality_lb`` is Istio's ``localityLbSetting`` for one destination
+(docs/mesh-semantics.md §14): weights that ``distribute`` a source zone's traffic, or priority
+``failover`` (which Istio applies only when the rule also has outlier detection). Linkerd
+maps it to Kubernetes topology-aware routing (endpoint hints for the client's zone).
+The checks that span the document (zone names that must exist) are in :func:`zone_problems`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from meshsim.scenario.base import MAX_COUNT, Name, NonNegativeFloat, PositiveFloat, Spec
+
+if TYPE_CHECKING:
+    from meshsim.scenario.model import Scenario
+
+Loc = tuple[str | int, ...]
+
+DEFAULT_CLUSTER = "cluster-1"
+DEFAULT_REGION = "region-1"
+WEIGHT_TOTAL = 100
+"""Istio's validation requires each weight of a ``distribute`` entry in [1, 100] and their
+total exactly 100 ("total locality weight N != 100", istio pkg/config/validation)."""
+
+
+class Zone(Spec):
+    """A failure domain (``topology.kubernetes.io/zone``): its nodes, cluster and region."""
+
+    name: Name
+    nodes: Annotated[int, Field(ge=1, le=MAX_COUNT)] = Field(
+        description="Nodes in this zone (at least one)."
+    )
+    cluster: Name = Field(DEFAULT_CLUSTER, description="The Kubernetes cluster of the zone.")
+    region: Name = Field(DEFAULT_REGION, description="topology.kubernetes.io/region.")
+
+
+class Distribute(Spec):
+    """Where a source zone's traffic goes: weights by destination zone, adding up to 100."""
+
+    from_: str = Field(alias="from", description="A source zone name, or '*' for every zone.")
+    to: dict[str, Annotated[int, Field(ge=1, le=WEIGHT_TOTAL)]] = Field(
+        min_length=1, description="Weights by destination zone, each 1-100 (Istio's rule)."
+    )
+
+    @model_validator(mode="after")
+    def _weights_add_up(self) -> Distribute:
+        total = sum(self.to.values())
+        if total != WEIGHT_TOTAL:
+            raise ValueError(
+                f"the weights of 'to' add up to {total}; Istio requires exactly "
+                f"{WEIGHT_TOTAL} ({', '.join(f'{k}: {v}' for k, v in self.to.items())})"
+            )
+        return self
+
+
+class Failover(Spec):
+    """When the source's own region has no healthy endpoint, go to region ``to`` next."""
+
+    from_: str = Field(alias="from", description="A source region.")
+    to: str = Field(description="The region to fail over to.")
+
+
+class LocalityLb(Spec):
+    """Istio's LocalityLoadBalancerSetting for one destination (one of distribute/failover)."""
+
+    enabled: bool = True
+    distribute: list[Distribute] | None = Field(None, min_length=1)
+    failover: list[Failover] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> LocalityLb:
+        if self.distribute is not None and self.failover is not None:
+            raise ValueError("give 'distribute' or 'failover', not both (Istio applies one)")
+        return self
+
+
+class FailZoneEvent(Spec):
+    """Every node of a zone fails (or, with ``services``, those services' pods in it).
+
+    The pods stop answering at once; Kubernetes takes them out of the endpoints only after
+    the node controller's grace period, so proxies keep them until then (or until their
+    outlier detection ejects them).
+    """
+
+    at_s: NonNegativeFloat
+    action: Literal["fail-zone"]
+    target: str = Field(description="A zone of cluster.zones.")
+    services: list[Name] | None = Field(
+        None, description="Only these services' pods fail (a zonal dependency); default all."
+    )
+    endpoints_removed_after_s: NonNegativeFloat = Field(
+        40.0,
+        description="When the pods leave the endpoints: kube-controller-manager's "
+        "--node-monitor-grace-period (40 s default).",
+    )
+    duration_s: PositiveFloat | None = Field(
+        None, description="The zone comes back after this long (default: not in the run)."
+    )
+
+
+def zone_names(scenario: Scenario) -> list[str]:
+    zones = scenario.cluster.zones
+    return [z.name for z in zones] if zones else []
+
+
+def zone_problems(scenario: Scenario) -> Iterator[tuple[Loc, str]]:
+    """Checks that span the document: zone names used elsewhere must exist."""
+    from meshsim.scenario.references import _unknown
+
+    zones = scenario.cluster.zones or []
+    names = [z.name for z in zones]
+    seen: set[str] = set()
+    for i, zone in enumerate(zones):
+        if zone.name in seen:
+            yield ("cluster", "zones", i, "name"), f"zone '{zone.name}' is listed twice"
+        seen.add(zone.name)
+    regions = sorted({z.region for z in zones}) or [DEFAULT_REGION]
+    services = {s.name for s in scenario.services}
+    for i, rule in enumerate(scenario.traffic):
+        lb = rule.locality_lb
+        if lb is None:
+            continue
+        if not zones:
+            yield (
+                ("traffic", i, "locality_lb"),
+                "locality load balancing needs zones: list them in cluster.zones",
+            )
+            continue
+        for j, d in enumerate(lb.distribute or []):
+            if d.from_ != "*" and d.from_ not in seen:
+                yield (
+                    ("traffic", i, "locality_lb", "distribute", j, "from"),
+                    _unknown("zone", d.from_, names),
+                )
+            for dst in d.to:
+                if dst not in seen:
+                    yield (
+                        ("traffic", i, "locality_lb", "distribute", j, "to", dst),
+                        _unknown("zone", dst, names),
+                    )
+        for j, f in enumerate(lb.failover or []):
+            for key, region in (("from", f.from_), ("to", f.to)):
+                if region not in regions:
+                    yield (
+                        ("traffic", i, "locality_lb", "failover", j, key),
+                        _unknown("region", region, regions),
+                    )
+    for i, event in enumerate(scenario.events):
+        if event.action != "fail-zone":
+            continue
+        if event.target not in seen:
+            yield ("events", i, "target"), _unknown("zone in cluster.zones", event.target, names)
+        for j, svc in enumerate(event.services or []):
+            if svc not in services:
+                yield ("events", i, "services", j), _unknown("service", svc, sorted(services))

@@ -1,0 +1,352 @@
+"""Zones at run time: locality-aware endpoint choice, cross-zone counts, zone failures.
+
+:class:`ZoneState` (one per run, ``sim.zones``) knows which zones are down and counts, per
+destination service, the tries sent from each zone to each zone inside the measurement
+window, and what each zone failure cost. :class:`LocalityChoice` (one per data plane, built
+by :func:`locality_for`) narrows a proxy's healthy endpoints to the ones its mesh's locality
+mechanism allows (docs/mesh-semantics.md §14, :mod:`meshsim.policy.locality`):
+
+==================  ====================================================================
+Istio, ``distribute``  the source zone's weights over destination zones, each scaled by
+                    the zone's availability; zones picked by Envoy's EDF scheduler
+Istio, failover     priorities by shared locality (zone, region, failover region, rest),
+                    loads from their health; only with ``outlier_detection`` (Istio's
+                    rule: without it Envoy would never leave priority 0)
+Linkerd             Kubernetes topology-aware routing: the endpoints hinted for the
+                    client's zone (``locality_lb`` on the service), no hints when the
+                    safeguards refuse them
+==================  ====================================================================
+
+A zone failure (``{action: fail-zone}``) stops the zone's pods at once; they leave the
+endpoints after the node controller's grace period; meanwhile proxies that still send to
+them get connect failures, which outlier detection (Istio) or failure accrual (Linkerd,
+opt-in) may act on first. The run's ``topology.zone_failures`` gives, per failure, the tries
+that met a failed pod and when the last one was sent (``failover_s`` after the failure: the
+time until the proxies stopped sending to the failed zone), and the errors the callers of the
+failed services saw from the failure's second on, with the end of the last second that had
+any (``caller_errors_until_s``), and the slowest call to them (``caller_max_latency_s``: a
+Linkerd balancer with no ready endpoint queues requests, up to its 3 s fail-fast, until the
+endpoints change).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any
+
+import simpy
+
+from meshsim.policy.locality import EdfScheduler, allocate_hints, availability, priority_loads
+from meshsim.sim.sampling import Uniforms
+from meshsim.sim.topology import Topology
+
+if TYPE_CHECKING:
+    from meshsim.scenario.edges import FailZoneEvent, LocalityLb
+    from meshsim.sim.app import Pod, ServiceRuntime
+    from meshsim.sim.dataplanes.resilience_state import Resilience
+    from meshsim.sim.engine import Simulation
+
+
+class ZoneFailure:
+    """One ``fail-zone`` event and what it cost."""
+
+    __slots__ = ("at_s", "endpoints_removed_s", "failed_tries", "last_failed_try_s", "pods",
+                 "services", "zone")  # fmt: skip
+
+    def __init__(self, zone: str, at_s: float, pods: int, services: set[str]) -> None:
+        self.zone = zone
+        self.at_s = at_s
+        self.pods = pods
+        self.services = services
+        self.endpoints_removed_s: float | None = None
+        self.failed_tries = 0
+        self.last_failed_try_s: float | None = None
+
+    def as_dict(self, edges: dict[tuple[str, str], Any]) -> dict[str, Any]:
+        """The failure's figures; ``edges`` are the recorder's per-edge stats, whose
+        per-second error series give the callers' errors from the failure's second on."""
+        last = self.last_failed_try_s
+        first = int(self.at_s)
+        errors = 0
+        errors_end: float | None = None
+        worst = 0.0
+        for (_caller, callee), stats in edges.items():
+            if callee not in self.services:
+                continue
+            series = stats.series.errors
+            errors += sum(series[first:])
+            worst = max([worst, *stats.series.latency_max_s[first:]])
+            seconds = [i for i in range(first, len(series)) if series[i]]
+            if seconds:
+                errors_end = max(errors_end or 0.0, float(seconds[-1] + 1))
+        return {
+            "zone": self.zone,
+            "at_s": self.at_s,
+            "pods": self.pods,
+            "failed_tries": self.failed_tries,
+            "last_failed_try_s": last,
+            "failover_s": None if last is None else last - self.at_s,
+            "endpoints_removed_s": self.endpoints_removed_s,
+            "caller_errors": errors,
+            "caller_errors_until_s": errors_end,
+            "caller_max_latency_s": worst,
+        }
+
+
+class ZoneState:
+    """A run's zones: which are down, the cross-zone counts, the zone failures."""
+
+    def __init__(self, sim: Simulation, topology: Topology) -> None:
+        self.sim = sim
+        self.topology = topology
+        self.down: set[str] = set()
+        self.epoch = 0
+        """Bumped when the set of zones that count for hints changes."""
+        self.failures: list[ZoneFailure] = []
+        self._failed: dict[str, ZoneFailure] = {}
+        """Failed pods' names -> their zone's failure."""
+        self.tries: dict[str, dict[tuple[str, str], int]] = {}
+        """Per destination service: (source zone, destination zone) -> tries in the window."""
+
+    def zone_of(self, node: Any) -> str | None:
+        loc = self.topology.of(node)
+        return None if loc is None else loc.zone
+
+    def count(self, src_node: Any, pod: Pod) -> None:
+        """One try from a proxy on ``src_node`` to ``pod`` (the chain's pick)."""
+        now = self.sim.env.now
+        failure = self._failed.get(pod.name)
+        if failure is not None and not pod.alive:
+            failure.failed_tries += 1
+            failure.last_failed_try_s = now
+        if not self.sim.warmup_s <= now < self.sim.end_s:
+            return
+        src = self.zone_of(src_node) or "outside"
+        dst = self.zone_of(pod.node) or "outside"
+        per = self.tries.setdefault(pod.service.name, {})
+        per[(src, dst)] = per.get((src, dst), 0) + 1
+
+    def summary(self) -> dict[str, Any]:
+        topo = self.topology
+        zones: dict[str, dict[str, Any]] = {}
+        for loc in topo.by_index:
+            z = zones.setdefault(loc.zone, {"cluster": loc.cluster, "region": loc.region,
+                                            "nodes": 0})  # fmt: skip
+            z["nodes"] += 1
+        tries: dict[str, Any] = {}
+        for service, pairs in sorted(self.tries.items()):
+            total = sum(pairs.values())
+            cross = sum(n for (a, b), n in pairs.items() if a != b)
+            tries[service] = {
+                "by_zone": {f"{a}->{b}": n for (a, b), n in sorted(pairs.items())},
+                "tries": total,
+                "cross_zone_share": cross / total if total else 0.0,
+            }
+        return {
+            "zones": zones,
+            "tries": tries,
+            "zone_failures": [f.as_dict(self.sim.recorder.edges) for f in self.failures],
+        }
+
+    # ----------------------------------------------------------------- failures
+
+    def fail(self, zone: str, pods: list[Pod]) -> ZoneFailure:
+        failure = ZoneFailure(zone, self.sim.env.now, len(pods), {p.service.name for p in pods})
+        self.failures.append(failure)
+        for pod in pods:
+            self._failed[pod.name] = failure
+        return failure
+
+
+def fail_zone(
+    sim: Simulation, event: FailZoneEvent, note: Callable[[str], None]
+) -> Generator[simpy.Event, Any, None]:
+    """The timeline's ``fail-zone``: the zone's pods stop, then leave the endpoints."""
+    state: ZoneState = sim.zones
+    wanted = None if event.services is None else set(event.services)
+    victims = [
+        pod
+        for svc in sim.services.values()
+        if wanted is None or svc.name in wanted
+        for pod in svc.pods
+        if pod.alive and state.zone_of(pod.node) == event.target
+    ]
+    for pod in victims:
+        pod.alive = False  # requests it holds end with a reset (Simulation.serve)
+    failure = state.fail(event.target, victims)
+    what = "" if wanted is None else f" ({', '.join(sorted(wanted))})"
+    note(f"zone {event.target} fails{what}: {len(victims)} pods stop answering")
+    yield sim.env.timeout(event.endpoints_removed_after_s)
+    if wanted is None:
+        state.down.add(event.target)  # its nodes are NotReady: no CPU for hints
+        state.epoch += 1
+    services: dict[str, ServiceRuntime] = {}
+    for pod in victims:
+        was_ready = pod.ready
+        pod.ready = False
+        services[pod.service.name] = pod.service
+        if was_ready:
+            sim.control_plane.on_pod_died(pod)
+    for svc in services.values():
+        svc.refresh_endpoints()
+        sim.control_plane.on_endpoints(svc)
+    failure.endpoints_removed_s = sim.env.now
+    note(f"zone {event.target}: its pods leave the endpoints")
+
+
+# --------------------------------------------------------------------------- choice
+
+
+class LocalityChoice:
+    """One data plane's locality mechanism per destination service."""
+
+    def __init__(self, sim: Simulation, res: Resilience, warnings: list[str]) -> None:
+        self.state: ZoneState = sim.zones
+        self.topology = self.state.topology
+        self.envoy = res.envoy
+        self._uniform = Uniforms(sim.streams("locality"))
+        self.modes: dict[str, tuple[str, LocalityLb | None]] = {}
+        for rule in sim.scenario.traffic:
+            if rule.service in self.modes:
+                continue
+            mode = self._mode(res, rule.service, rule.locality_lb, warnings)
+            if mode is not None:
+                self.modes[rule.service] = (mode, rule.locality_lb)
+        self._edf: dict[tuple[str, str], tuple[tuple[tuple[str, float], ...], EdfScheduler[str]]]
+        self._edf = {}
+        self._hints: dict[tuple[str, str], tuple[tuple[int, int, int, int], list[Pod]]] = {}
+
+    def _mode(
+        self, res: Resilience, service: str, lb: LocalityLb | None, warnings: list[str]
+    ) -> str | None:
+        if lb is not None and not lb.enabled:
+            return None
+        if not self.envoy:
+            if lb is None:
+                return None
+            if lb.distribute or lb.failover:
+                _note(warnings, f"{service}: Linkerd has no locality weights or failover "
+                      "regions; topology-aware routing (zone hints) used instead")  # fmt: skip
+            return "hints"
+        if lb is not None and lb.distribute:
+            return "distribute"
+        if res.policies.policy(service).cluster.outlier is not None:
+            return "failover"  # Istio's default locality failover, with outlier detection
+        if lb is not None:
+            _note(warnings, f"{service}: locality failover needs outlier_detection (Istio "
+                  "applies it only then); requests are spread over every zone")  # fmt: skip
+        return None
+
+    def select(
+        self, proxy: Any, service: ServiceRuntime, view: list[Pod], healthy: list[Pod]
+    ) -> list[Pod]:
+        """The endpoints, of ``healthy``, that the locality mechanism lets ``proxy`` use."""
+        found = self.modes.get(service.name)
+        if found is None:
+            return healthy
+        mode, lb = found
+        src = self.topology.of(proxy.node)
+        if src is None or mode == "hints":
+            return healthy
+        if mode == "distribute":
+            assert lb is not None
+            assert lb.distribute is not None
+            for d in lb.distribute:
+                if d.from_ in ("*", src.zone):
+                    return self._distributed(proxy.name, service, d.to, view, healthy)
+            return healthy
+        return self._failover(lb, src, view, healthy)
+
+    def _distributed(
+        self, proxy: str, service: ServiceRuntime, to: dict[str, int], view: list[Pod],
+        healthy: list[Pod],
+    ) -> list[Pod]:  # fmt: skip
+        zone_of = self.state.zone_of
+        total: dict[str, int] = {}
+        up: dict[str, int] = {}
+        for pod in view:
+            z = zone_of(pod.node) or ""
+            total[z] = total.get(z, 0) + 1
+        for pod in healthy:
+            z = zone_of(pod.node) or ""
+            up[z] = up.get(z, 0) + 1
+        weights = tuple(
+            (z, w * availability(up.get(z, 0), total.get(z, 0))) for z, w in to.items()
+        )
+        key = (proxy, service.name)
+        cached = self._edf.get(key)
+        if cached is None or cached[0] != weights:
+            cached = self._edf[key] = (weights, EdfScheduler(dict(weights)))
+        zone = cached[1].pick()
+        if zone is None:
+            return []
+        return [p for p in healthy if zone_of(p.node) == zone]
+
+    def _failover(self, lb: LocalityLb | None, src: Any, view: list[Pod], healthy: list[Pod]
+                  ) -> list[Pod]:  # fmt: skip
+        targets = {f.to for f in (lb.failover if lb is not None and lb.failover else [])
+                   if f.from_ == src.region}  # fmt: skip
+        topo = self.topology
+
+        def priority(pod: Pod) -> int:
+            loc = topo.of(pod.node)
+            assert loc is not None
+            if loc.region == src.region:
+                return 0 if loc.zone == src.zone else 1
+            return 2 if loc.region in targets else 3
+
+        total = [0, 0, 0, 0]
+        up = [0, 0, 0, 0]
+        for pod in view:
+            total[priority(pod)] += 1
+        by_priority: list[list[Pod]] = [[], [], [], []]
+        for pod in healthy:
+            p = priority(pod)
+            up[p] += 1
+            by_priority[p].append(pod)
+        present = [p for p in range(4) if total[p]]
+        loads = priority_loads([availability(up[p], total[p]) for p in present])
+        if loads[0] >= 1.0:
+            return by_priority[present[0]]
+        draw = self._uniform()
+        for p, load in zip(present, loads, strict=True):
+            if draw < load:
+                return by_priority[p]
+            draw -= load
+        return []
+
+    def visible(self, proxy: Any, service: ServiceRuntime, view: list[Pod]) -> list[Pod]:
+        """What the control plane tells ``proxy`` of ``service``: with zone hints (Linkerd's
+        destination controller), only the endpoints hinted for the proxy's zone."""
+        found = self.modes.get(service.name)
+        if found is None or found[0] != "hints":
+            return view
+        src = self.topology.of(proxy.node)
+        if src is None:
+            return view
+        key = (id(view), len(view), service.generation, self.state.epoch)
+        cached = self._hints.get((proxy.name, service.name))
+        if cached is None or cached[0] != key:
+            zone_of = self.state.zone_of
+            hints = allocate_hints(
+                [(p.name, zone_of(p.node) or "") for p in view],
+                self.topology.zone_cpu(self.state.down),
+            )
+            narrowed = view if hints is None else [p for p in view if hints[p.name] == src.zone]
+            cached = self._hints[(proxy.name, service.name)] = (key, narrowed)
+        return cached[1]
+
+
+def _note(warnings: list[str], text: str) -> None:
+    line = f"locality: {text}"
+    if line not in warnings:
+        warnings.append(line)
+
+
+def locality_for(sim: Simulation, res: Resilience, warnings: list[str]) -> LocalityChoice | None:
+    """The data plane's locality mechanism, or None when the cluster has no zones (then
+    nothing in a run changes)."""
+    state: ZoneState | None = getattr(sim, "zones", None)
+    if state is None or not state.topology.zoned:
+        return None
+    return LocalityChoice(sim, res, warnings)

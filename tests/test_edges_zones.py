@@ -1,0 +1,264 @@
+"""Zones, locality load balancing and zone failures (issue 15, step 1).
+
+Deterministic cases with exact outcomes: constant arrivals and constant service times, so
+that Envoy's EDF locality pick gives the weights' shares to within one try per proxy, and
+a dead zone costs each client proxy exactly ``consecutive_5xx`` tries per failed host
+before outlier detection ejects it (docs/mesh-semantics.md §3.2, §14).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meshsim.errors import ScenarioError
+from meshsim.policy.locality import EdfScheduler, allocate_hints, availability, priority_loads
+from meshsim.scenario import load_scenario
+from meshsim.scenario.loader import loads
+from meshsim.sim.engine import Simulation
+from meshsim.sim.topology import Topology, ZonedNetwork
+
+BASE = """\
+meshsim: 1
+name: zones
+seed: 3
+duration_s: 20
+warmup_s: 0
+meshes: [istio, linkerd]
+cluster:
+  cores_per_node: 4
+  zones:
+    - {name: zone-a, nodes: 1}
+    - {name: zone-b, nodes: 1}
+services:
+  - name: front
+    replicas: 2
+    cpu_ms: {dist: constant, mean: 0.2}
+    calls: [{service: back}]
+  - name: back
+    replicas: 4
+    cpu_ms: {dist: constant, mean: 0.2}
+workloads:
+  - {name: users, target: front, arrival: constant, rate_rps: 100, connections: 4}
+traffic:
+  - service: back
+    retries: {attempts: 0}
+"""
+
+
+def run(text: str, mesh: str) -> dict[str, Any]:
+    scenario = loads(text)
+    sim = Simulation(scenario, mesh, scenario.seed)
+    sim.run()
+    m = sim.measure()
+    assert m.topology is not None
+    return {"topology": dict(m.topology), "m": m, "sim": sim}
+
+
+# --------------------------------------------------------------------------- policy
+
+
+def test_edf_gives_each_weight_its_share_within_one() -> None:
+    edf = EdfScheduler({"a": 80.0, "b": 20.0})
+    picks = [edf.pick() for _ in range(1000)]
+    assert picks.count("a") == 800
+    assert picks[:5].count("b") == 1  # every cycle of five holds one 'b'
+    three = EdfScheduler({"x": 1.0, "y": 1.0, "z": 1.0})
+    assert [three.pick() for _ in range(6)] == ["x", "y", "z", "x", "y", "z"]
+
+
+def test_priority_loads_follow_envoy_with_overprovisioning() -> None:
+    # Priority 0 with 1 of 2 hosts healthy: 1.4 x 0.5 = 0.7 of the load stays.
+    assert availability(1, 2) == pytest.approx(0.7)
+    assert priority_loads([0.7, 1.0]) == pytest.approx([0.7, 0.3])
+    assert priority_loads([1.0, 1.0]) == [1.0, 0.0]
+    # Degraded (healths add up to less than 1): normalised.
+    assert priority_loads([0.3, 0.2]) == pytest.approx([0.6, 0.4])
+    assert priority_loads([0.0, 0.0]) == [0.0, 0.0]
+
+
+def test_hints_stay_in_zone_donate_and_refuse_as_kubernetes_does() -> None:
+    cpu = {"a": 4.0, "b": 4.0, "c": 4.0}
+    even = [(1, "a"), (2, "a"), (3, "b"), (4, "b"), (5, "c"), (6, "c")]
+    assert allocate_hints(even, cpu) == {1: "a", 2: "a", 3: "b", 4: "b", 5: "c", 6: "c"}
+    # Zone c has none: the newest surplus endpoint of a is hinted for c.
+    lopsided = [(1, "a"), (2, "a"), (3, "a"), (4, "b"), (5, "b"), (6, "b")]
+    hints = allocate_hints(lopsided, cpu)
+    assert hints is not None
+    assert sorted(hints.values()) == ["a", "a", "b", "b", "c", "c"]
+    # Fewer endpoints than zones, and 4 over 3 zones (one zone 33 % over its share): none.
+    assert allocate_hints([(1, "a"), (2, "b")], cpu) is None
+    assert allocate_hints([(1, "a"), (2, "a"), (3, "b"), (4, "c")], cpu) is None
+
+
+# --------------------------------------------------------------------------- network
+
+
+def test_zoned_network_charges_zone_and_cluster_crossings() -> None:
+    text = BASE.replace(
+        "    - {name: zone-b, nodes: 1}\n",
+        "    - {name: zone-b, nodes: 1}\n    - {name: west-a, nodes: 1, cluster: west}\n"
+        "  network: {cross_node_us: 150, cross_zone_us: 600, cross_cluster_us: 2000,"
+        " bandwidth_gbps: 10, cross_zone_bandwidth_gbps: 1}\n",
+    )
+    scenario = loads(text)
+    topo = Topology(scenario)
+    net = ZonedNetwork(scenario.cluster.network, topo)
+
+    class N:
+        def __init__(self, index: int) -> None:
+            self.index = index
+
+    a, b, w = N(0), N(1), N(2)
+    assert net.delay(a, b, 0) == pytest.approx(600e-6)
+    assert net.delay(a, w, 0) == pytest.approx(2000e-6)
+    assert net.delay(a, b, 1000) == pytest.approx(600e-6 + 8000 / 1e9)
+    assert net.delay(a, a, 0) == pytest.approx(25e-6)
+    assert [loc.zone for loc in topo.by_index] == ["zone-a", "zone-b", "west-a"]
+    assert scenario.cluster.nodes == 3
+
+
+# --------------------------------------------------------------------------- locality
+
+
+def test_without_locality_a_zone_sends_half_its_tries_across() -> None:
+    out = run(BASE, "istio")
+    back = out["topology"]["tries"]["back"]
+    # P2C over four endpoints, two per zone: about half cross (a statistical check,
+    # 2,000 tries: the binomial's 3-sigma band is +-0.034).
+    assert back["cross_zone_share"] == pytest.approx(0.5, abs=0.034)
+
+
+def test_istio_distribute_weights_are_the_cross_zone_shares() -> None:
+    text = BASE + (
+        "    locality_lb:\n      distribute:\n"
+        "        - {from: zone-a, to: {zone-a: 80, zone-b: 20}}\n"
+        "        - {from: zone-b, to: {zone-b: 70, zone-a: 30}}\n"
+    )
+    back = run(text, "istio")["topology"]["tries"]["back"]["by_zone"]
+    from_a = back["zone-a->zone-a"] + back["zone-a->zone-b"]
+    from_b = back["zone-b->zone-b"] + back["zone-b->zone-a"]
+    # One client proxy per zone; EDF is within one try of the weights.
+    assert abs(back["zone-a->zone-b"] - 0.2 * from_a) <= 1
+    assert abs(back["zone-b->zone-a"] - 0.3 * from_b) <= 1
+    assert from_a + from_b == 1999
+
+
+FAILOVER = BASE + (
+    "    outlier_detection: {consecutive_5xx: 5, max_ejection_percent: 100}\n"
+    "    locality_lb: {}\n"
+    "events:\n"
+    "  - {at_s: 10, action: fail-zone, target: zone-a, services: [back],"
+    " endpoints_removed_after_s: 5}\n"
+)
+
+
+def test_istio_failover_keeps_traffic_in_zone_then_moves_it_after_ejections() -> None:
+    out = run(FAILOVER, "istio")
+    topo = out["topology"]
+    back = topo["tries"]["back"]["by_zone"]
+    # Before the failure priority 0 (own zone) takes everything: nothing crosses from b,
+    # and a's crossings all come after the failure.
+    assert "zone-b->zone-a" not in back
+    (failure,) = topo["zone_failures"]
+    assert failure["pods"] == 2
+    # The zone-a client proxy meets each dead host exactly consecutive_5xx times before
+    # ejecting it (no success resets the count): 2 x 5 failed tries, then failover.
+    assert failure["failed_tries"] == 10
+    assert out["m"].resilience["back"].counts["ejections"] == 2
+    # At ~50 rps on that proxy the ten tries take ~0.2 s: traffic moved long before the
+    # endpoints were removed (5 s).
+    assert 0 < failure["failover_s"] < 1.0
+    assert failure["caller_errors"] == 10
+    assert failure["caller_errors_until_s"] == 11.0
+    assert failure["caller_max_latency_s"] < 0.01
+    assert failure["endpoints_removed_s"] == pytest.approx(15.0)
+
+
+def test_istio_failover_needs_outlier_detection() -> None:
+    text = BASE + "    locality_lb: {}\n"
+    out = run(text, "istio")
+    assert any("needs outlier_detection" in w for w in out["m"].warnings)
+    assert out["topology"]["tries"]["back"]["cross_zone_share"] > 0.4
+
+
+def test_linkerd_hints_keep_traffic_in_zone_until_the_endpoints_change() -> None:
+    out = run(FAILOVER, "linkerd")
+    topo = out["topology"]
+    back = topo["tries"]["back"]["by_zone"]
+    (failure,) = topo["zone_failures"]
+    # With hints, zone-b never crosses; zone-a's proxy sees only its own (dead) endpoints
+    # until they are removed, then one zone-b endpoint donated to zone-a.
+    assert "zone-b->zone-a" not in back
+    assert back["zone-a->zone-b"] > 0
+    assert failure["last_failed_try_s"] < failure["endpoints_removed_s"] + 0.5
+    # It waited for the endpoints, not for a failover: once failure accrual had marked both
+    # hinted endpoints, the balancer queued requests for seconds (released only by accrual
+    # probes to the dead pods and, 5 s after the failure, by the endpoints changing).
+    assert failure["caller_max_latency_s"] > 3.0
+
+
+def test_a_whole_zone_failure_counts_every_pod_and_leaves_hints_to_the_rest() -> None:
+    text = FAILOVER.replace(" services: [back],", "")
+    out = run(text, "linkerd")
+    (failure,) = out["topology"]["zone_failures"]
+    assert failure["pods"] == 3  # one front and two back replicas lived in zone-a
+
+
+def test_no_zones_no_topology_block() -> None:
+    text = BASE.replace(
+        "  zones:\n    - {name: zone-a, nodes: 1}\n    - {name: zone-b, nodes: 1}\n",
+        "  nodes: 2\n",
+    )
+    scenario = loads(text)
+    sim = Simulation(scenario, "istio", scenario.seed)
+    sim.run()
+    assert sim.measure().topology is None
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def error_of(tmp_path: Path, text: str) -> ScenarioError:
+    path = tmp_path / "zones.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    return info.value
+
+
+def test_weights_not_adding_up_to_100_name_file_and_line(tmp_path: Path) -> None:
+    text = BASE + (
+        "    locality_lb:\n      distribute:\n"
+        "        - {from: zone-a, to: {zone-a: 80, zone-b: 30}}\n"
+    )
+    err = error_of(tmp_path, text)
+    (problem,) = err.problems
+    assert problem.field == "traffic[0].locality_lb.distribute[0]"
+    assert problem.line == 27
+    assert "add up to 110; Istio requires exactly 100" in problem.message
+    assert str(tmp_path / "zones.yaml") in str(err)
+
+
+def test_unknown_zones_and_empty_zones_are_refused(tmp_path: Path) -> None:
+    text = BASE.replace("{name: zone-b, nodes: 1}", "{name: zone-b, nodes: 0}") + (
+        "events:\n  - {at_s: 5, action: fail-zone, target: zone-q}\n"
+    )
+    err = error_of(tmp_path, text)
+    fields = {p.field: (p.line, p.message) for p in err.problems}
+    assert fields["cluster.zones[1].nodes"][0] == 11
+    text = BASE + "events:\n  - {at_s: 5, action: fail-zone, target: zone-q}\n"
+    err = error_of(tmp_path, text)
+    (problem,) = err.problems
+    assert problem.field == "events[0].target"
+    assert "no zone in cluster.zones named 'zone-q'" in problem.message
+    assert problem.line == 26
+
+
+def test_nodes_and_zones_must_agree(tmp_path: Path) -> None:
+    text = BASE.replace("  cores_per_node: 4\n", "  cores_per_node: 4\n  nodes: 3\n")
+    err = error_of(tmp_path, text)
+    (problem,) = err.problems
+    assert "'nodes' is 3 but the zones hold 2 nodes" in problem.message
