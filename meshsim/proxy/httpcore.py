@@ -90,6 +90,11 @@ def simple_response(
 
 ChunkSize = Callable[[], int]
 
+_KNOWN_LAYOUT = tuple(int(x) for x in httptools.__version__.split(".")[:2]) in {
+    (0, 6), (0, 7), (0, 8), (0, 9),
+}
+"""httptools releases whose parser layout (object header, vtable, ``llhttp_t *``) was read."""
+
 
 def chunk_size_reader(parser: object) -> ChunkSize | None:
     """A function giving the size of the chunk whose header ``parser`` has just parsed.
@@ -107,6 +112,10 @@ def chunk_size_reader(parser: object) -> ChunkSize | None:
     parsers = (httptools.HttpRequestParser, httptools.HttpResponseParser)
     if not isinstance(parser, parsers) or type(parser).__basicsize__ < 32:
         return None  # only read inside an object known to hold the pointer
+    if not _KNOWN_LAYOUT:
+        # Following a pointer read from an unknown layout could crash the process rather
+        # than fail the check below: only the versions whose layout was read are probed.
+        return None
     try:
         struct = ctypes.c_void_p.from_address(id(parser) + 24).value
         if not struct or ctypes.c_void_p.from_address(struct + 48).value != id(parser):
