@@ -122,3 +122,40 @@ def study(model_path: Path, rps_limits: list[tuple[float, float | None]], *, wor
             "predicted": predict(model_path, fit, point, limit, duration_s=duration_s),
         })  # fmt: skip
     return rows
+
+
+def compare_schedulers(model_path: Path, *, duration_s: float = 4.0) -> list[dict[str, Any]]:
+    """The validation's held-out points predicted under ``fcfs`` (the validation's own
+    scenario) and under ``cfs`` (every lab process at equal weight, no limit), with each
+    one's error against the measurement: which discipline validates better."""
+    from meshsim.api import run_scenario
+    from meshsim.calibrate.calibration import load_fit
+    from meshsim.calibrate.validate import held_out_points, merge_passes
+    from meshsim.calibrate.validate import predict as predict_fcfs
+    from meshsim.results.summary import build_summary
+    from meshsim.scenario import from_dict
+
+    fit = load_fit(model_path)
+    rows: list[dict[str, Any]] = []
+    for passes in held_out_points(fit["points"], fit["held_out"]):
+        point = merge_passes(passes)
+        if point["filters"]:
+            continue
+        fcfs = predict_fcfs(model_path, fit, point, duration_s=duration_s)
+        doc = scenario(model_path, fit, point, None, duration_s=duration_s)
+        w = build_summary(run_scenario(from_dict(doc)))["runs"]["istio"]["workloads"]["load"]
+        cfs = {"p50": w["latency_ms"]["p50"], "p99": w["latency_ms"]["p99"],
+               "rps": w["achieved_rps"]}
+        measured = {"p50": point["latency_ms"]["p50"], "p99": point["latency_ms"]["p99"],
+                    "rps": point["achieved_rps"]}
+
+        def err(pred: dict[str, Any], key: str, measured: dict[str, Any] = measured) -> float:
+            m, p = measured[key], pred[key]
+            return float("nan") if not m or p is None else round(100.0 * (p - m) / m, 1)
+
+        rows.append({
+            "config": point["config"], "rps": point["rps"], "measured": measured,
+            "error_pct": {s: {k: err(pred, k) for k in ("p50", "p99", "rps")}
+                          for s, pred in (("fcfs", fcfs), ("cfs", cfs))},
+        })  # fmt: skip
+    return rows
