@@ -160,3 +160,77 @@ def zone_problems(scenario: Scenario) -> Iterator[tuple[Loc, str]]:
         for j, svc in enumerate(event.services or []):
             if svc not in services:
                 yield ("events", i, "services", j), _unknown("service", svc, sorted(services))
+
+
+# --------------------------------------------------------------------------- gateways
+
+
+class GatewayRoute(Spec):
+    """An HTTPRoute (Gateway API) or VirtualService bound to the gateway."""
+
+    service: Name
+    path_prefix: str = "/"
+
+
+class GatewayTls(Spec):
+    """TLS terminated at the gateway for the workloads' clients."""
+
+    requests_per_connection: Annotated[int, Field(ge=1, le=MAX_COUNT)] = Field(
+        100,
+        description="Requests a client connection carries before it closes: the gateway does "
+        "one full TLS handshake (server side) per this many requests.",
+    )
+
+
+class Gateway(Spec):
+    """An ingress gateway: Istio's (Envoy, ``istio-ingressgateway`` or a Gateway API
+    Gateway), or for Linkerd an ingress controller meshed by a Linkerd sidecar."""
+
+    name: Name
+    replicas: Annotated[int, Field(ge=1, le=MAX_COUNT)] = 2
+    routes: list[GatewayRoute] = Field(
+        default_factory=list, description="Where it sends requests (at least one)."
+    )
+    tls: GatewayTls | None = Field(None, description="Terminate TLS from clients (HTTPS).")
+    model: str | None = Field(None, description="Cost-model file (default: the mesh's).")
+    zone: str | None = Field(None, description="Place the replicas in this zone.")
+
+
+def gateway_problems(scenario: Scenario) -> Iterator[tuple[Loc, str]]:
+    """Gateways: each has a route, to a service that exists; workloads' ``via`` names one
+    that routes to their target."""
+    from meshsim.scenario.references import _unknown
+
+    gateways = scenario.gateways
+    names = [g.name for g in gateways]
+    services = [s.name for s in scenario.services]
+    zones = zone_names(scenario)
+    for i, gw in enumerate(gateways):
+        if gw.name in names[:i]:
+            yield ("gateways", i, "name"), f"gateway name '{gw.name}' is used twice"
+        if not gw.routes:
+            yield (
+                ("gateways", i, "routes"),
+                f"gateway '{gw.name}' has no route: give at least one {{service: ...}}",
+            )
+        for j, route in enumerate(gw.routes):
+            if route.service not in services:
+                yield (
+                    ("gateways", i, "routes", j, "service"),
+                    _unknown("service", route.service, services),
+                )
+        if gw.zone is not None and gw.zone not in zones:
+            yield ("gateways", i, "zone"), _unknown("zone in cluster.zones", gw.zone, zones)
+    for i, wl in enumerate(scenario.workloads):
+        if wl.via is None:
+            continue
+        if wl.via not in names:
+            yield ("workloads", i, "via"), _unknown("gateway", wl.via, names)
+            continue
+        gw = gateways[names.index(wl.via)]
+        if gw.routes and all(r.service != wl.target for r in gw.routes):
+            yield (
+                ("workloads", i, "target"),
+                f"gateway '{gw.name}' has no route to '{wl.target}' (its routes: "
+                f"{', '.join(r.service for r in gw.routes)})",
+            )

@@ -36,6 +36,7 @@ from meshsim.sim.cluster import (
 from meshsim.sim.controlplane import control_plane_for
 from meshsim.sim.cpu.oom import watch_memory
 from meshsim.sim.dataplanes import data_plane_for
+from meshsim.sim.gateways import gateways_for
 from meshsim.sim.measure import (
     AppMeasure,
     ControlPlaneMeasure,
@@ -57,7 +58,7 @@ from meshsim.sim.timeline import Timeline
 from meshsim.sim.topology import Topology, network_for
 from meshsim.sim.uncontended import give, take
 from meshsim.sim.workload import WorkloadDriver
-from meshsim.sim.zones import ZoneState
+from meshsim.sim.zones import ZoneState, edges_summary
 
 ProgressCallback = Callable[[float], None]
 """Called with the simulated time (seconds) as the run advances."""
@@ -100,6 +101,7 @@ class Simulation:
         self.data_plane = data_plane_for(mesh, self)
         self.observability = instrument(self.data_plane, self)
         self.data_plane.install()
+        self.gateways = gateways_for(self)
         self.control_plane = control_plane_for(self)
         for proxy in self.data_plane.proxies:
             self.control_plane.attach(proxy)
@@ -206,7 +208,11 @@ class Simulation:
     ) -> Generator[simpy.Event, Any, int]:
         """A call through the mesh, recorded on its edge as the caller sees it."""
         started = self.env.now if call is not None else req.sent_at
-        status: int = yield from self.data_plane.call(src, service, req, call)
+        status: int
+        if call is None and self.gateways is not None and isinstance(src, Client):
+            status = yield from self.gateways.call(src, service, req)
+        else:
+            status = yield from self.data_plane.call(src, service, req, call)
         caller = src.service.name if isinstance(src, Pod) else src.name
         self.recorder.edge(
             caller, service.name, req.id, req.workload, started, self.env.now, status
@@ -360,7 +366,7 @@ class Simulation:
             cgroups=cgroup_measures(self.nodes),
             observability=observe(self, self.observability),
             kernel_cpu_s=getattr(self.data_plane, "kernel_cpu_window_s", float)(),
-            topology=self.zones.summary() if self.topology.zoned else None,
+            topology=edges_summary(self),
         )
 
     def _proxies(self, warm: _Counters, end: _Counters) -> tuple[ProxyMeasure, ...]:

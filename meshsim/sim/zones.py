@@ -350,3 +350,14 @@ def locality_for(sim: Simulation, res: Resilience, warnings: list[str]) -> Local
     if state is None or not state.topology.zoned:
         return None
     return LocalityChoice(sim, res, warnings)
+
+
+def edges_summary(sim: Simulation) -> dict[str, Any] | None:
+    """The ``topology`` block of a run: zones and failures (with ``cluster.zones``) and
+    gateways (with ``gateways``); None when the scenario has neither."""
+    out: dict[str, Any] = {}
+    if sim.topology.zoned:
+        out.update(sim.zones.summary())
+    if sim.gateways is not None:
+        out["gateways"] = sim.gateways.summary()
+    return out or None
