@@ -4,6 +4,7 @@ shows calibrated models side by side."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -118,7 +119,7 @@ def compare(models: tuple[Path, ...], markdown: bool) -> None:
 
 
 @calibrate.command("churn")
-@click.argument("models", nargs=-1, required=True,
+@click.argument("models", nargs=-1,
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--key-type", "key_types", type=click.Choice(KEY_TYPES), multiple=True,
               help="Key types to measure handshakes with (repeatable; default both).")
@@ -130,15 +131,35 @@ def compare(models: tuple[Path, ...], markdown: bool) -> None:
               help="Passes over the keep-alive-off points.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write everything measured and predicted to this JSON file.")
+@click.option("--from", "stored", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Measure nothing: print the tables of this stored record "
+                                 "(--out of an earlier run), the simulator's check redone.")
 @user_errors
 def churn(models: tuple[Path, ...], key_types: tuple[str, ...], rounds: int, requests: int,
-          passes: int, out: Path | None) -> None:
+          passes: int, out: Path | None, stored: Path | None) -> None:
     """Connection churn of calibrated MODELS' proxies, side by side in one lab run: full and
     resumed handshakes and a new connection's CPU with each key type, and the simulator's
     prediction of keep-alive-off points against the lab's."""
-    from meshsim.calibrate.churn import costs_table, keepalive_off_table, run_churn
+    from meshsim.calibrate.churn import (
+        check_keepalive_off,
+        costs_table,
+        keepalive_off_table,
+        read_record,
+        run_churn,
+    )
 
     console = err_console()
+    if stored is not None:
+        data = read_record(stored)
+        data["keepalive_off_check"] = check_keepalive_off(data)
+        if out is not None:
+            out.write_text(json.dumps(data))
+        click.echo(costs_table(data))
+        click.echo()
+        click.echo(keepalive_off_table(data["keepalive_off_check"]))
+        return
+    if not models:
+        raise click.UsageError("give the calibrated models to compare (or --from RECORD)")
     data = run_churn(list(models), list(key_types or KEY_TYPES), out, rounds=rounds,
                      requests=requests, passes=passes,
                      log=lambda s: console.print(s, highlight=False, markup=False))

@@ -413,3 +413,31 @@ def test_churn_costs_are_differences_of_modes_median_over_rounds() -> None:
     # RSA full handshake 1300 - 100 = 1200 against ECDSA's 600: twice as dear.
     assert "| h | C (HAProxy) | rsa-2048 | 1200 [1200..1200] |" in text
     assert text.splitlines()[-1].endswith("| 2.00 |")
+
+
+def test_cli_churn_from_a_stored_record_and_its_refusals(tmp_path: Path) -> None:
+    import json
+
+    block = _constructed_record()["connection_costs"][0]
+    record = {"models": {"h": {"path": "unused.yaml", "stack": "C (HAProxy)"}},
+              "key_types": ["ecdsa-p256"],
+              "connection_costs": {"h": {"ecdsa-p256": [block]}}, "keepalive_off": {}}
+    path = tmp_path / "churn.json"
+    path.write_text(json.dumps(record))
+    result = CliRunner().invoke(cli, ["calibrate", "churn", "--from", str(path)])
+    assert result.exit_code == 0, result.output
+    # full 700 - 100, resumed 300 - 100, TCP 100 - 50, a new mTLS connection 700 - 50
+    assert ("| h | C (HAProxy) | ecdsa-p256 | 600 [600..600] | 200 [200..200] | 100 | "
+            "50 [50..50] | 650 [650..650] |  |") in result.output
+    result = CliRunner().invoke(cli, ["calibrate", "churn"])
+    assert result.exit_code == 2
+    assert "give the calibrated models" in result.output
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"models": {}}')
+    result = CliRunner().invoke(cli, ["calibrate", "churn", "--from", str(bad)])
+    assert result.exit_code == 2
+    assert "not a churn record" in result.output
+    result = CliRunner().invoke(cli, ["calibrate", "churn", "--key-type", "dsa",
+                                      "models/calibrated/haproxy.yaml"])
+    assert result.exit_code == 2
+    assert "'dsa' is not one of 'ecdsa-p256', 'rsa-2048'" in result.output

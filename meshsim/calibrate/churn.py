@@ -221,7 +221,8 @@ def check_keepalive_off(data: dict[str, Any], *, duration_s: float = 4.0) -> lis
         if name.startswith("_"):
             continue
         path = Path(data["models"][name]["path"])
-        fit = dict(load_fit(path))
+        fit_ka = load_fit(path)  # its baselines: the lab without proxies, keep-alive on
+        fit = dict(fit_ka)
         fit["client_delay"] = {"baselines": _merged_baselines(rows["baselines"])}
         groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
         sat_rps: dict[str, float] = {}
@@ -232,6 +233,10 @@ def check_keepalive_off(data: dict[str, Any], *, duration_s: float = 4.0) -> lis
         for (cfg, rps), passes in groups.items():
             p = merge_passes(passes)
             pred = predict(path, fit, p, duration_s=duration_s)
+            # The same point with the latency outside the proxies taken from the model's own
+            # keep-alive-on baselines: the simulator then adds every new connection's cost
+            # itself (the load generator's connect and the echo's accept excepted).
+            pred_ka = predict(path, fit_ka, p, duration_s=duration_s)
             meas = {"p50": p["latency_ms"]["p50"], "p99": p["latency_ms"]["p99"],
                     "rps": p["achieved_rps"]}
             checked = ["rps"] if rps == 0 else ["p50", "p99"]
@@ -241,6 +246,11 @@ def check_keepalive_off(data: dict[str, Any], *, duration_s: float = 4.0) -> lis
                 "model": name, "config": cfg, "rps": rps, "passes": p["passes"],
                 "measured": meas, "measured_range": p["passes_range"],
                 "predicted": {k: round(float(pred[k]), 4) for k in ("p50", "p99", "rps")},
+                "predicted_keepalive_baseline": {k: round(float(pred_ka[k]), 4)
+                                                 for k in ("p50", "p99", "rps")},
+                "error_pct_keepalive_baseline": {
+                    k: (round(100.0 * (pred_ka[k] - meas[k]) / meas[k], 1) if meas[k]
+                        else math.nan) for k in ("p50", "p99", "rps")},
                 "error_pct": {k: (round(100.0 * (pred[k] - meas[k]) / meas[k], 1)
                                   if meas[k] else math.nan) for k in ("p50", "p99", "rps")},
                 "noise_pct": {k: (round(100.0 * (p["passes_range"][k][1]
@@ -287,29 +297,50 @@ def costs_table(data: dict[str, Any]) -> str:
 
 
 def keepalive_off_table(rows: list[dict[str, Any]]) -> str:
-    """Markdown: measured (median of the passes [range]) against predicted, error %."""
-    lines = ["| model | configuration | load (rps) | measured rps | predicted rps | err % | "
-             "measured p50 (ms) | predicted p50 | err % | measured p99 (ms) | predicted p99 | "
-             "err % | sidecar CPU/req (us) | sidecar run delay/req (us) |", "|" + "---|" * 14]
+    """Markdown: measured (median of the passes [range]) against predicted (error %), the
+    latency outside the proxies from this run's keep-alive-off baselines ("off") or from
+    the model's keep-alive-on ones ("on"); bold: the figure the check is about."""
+    lines = ["| model | configuration | load (rps) | measured rps | predicted rps (err %) | "
+             "measured p50 (ms) | predicted p50, off / on (err %) | measured p99 (ms) | "
+             "predicted p99, off / on (err %) | sidecar CPU/req (us) | sidecar run delay/req "
+             "(us) |", "|" + "---|" * 11]
     for r in rows:
-        m, p, rg = r["measured"], r["predicted"], r["measured_range"]
+        m, rg = r["measured"], r["measured_range"]
+        pred, pred_ka = r["predicted"], r["predicted_keepalive_baseline"]
 
         def cell(k: str, f: str, m: dict[str, float] = m,
                  rg: dict[str, list[float]] = rg) -> str:
             return f"{f.format(m[k])} [{f.format(rg[k][0])}..{f.format(rg[k][1])}]"
 
-        def err(k: str, r: dict[str, Any] = r) -> str:
-            text = _fmt(r["error_pct"][k], "{:+.0f}")
-            return f"**{text}**" if k in r["checked"] else text
+        def predicted(k: str, f: str, both: bool, r: dict[str, Any] = r,
+                      pred: dict[str, float] = pred, pred_ka: dict[str, float] = pred_ka) -> str:
+            one = f"{f.format(pred[k])} ({_fmt(r['error_pct'][k], '{:+.0f}')})"
+            if both:
+                one += (f" / {f.format(pred_ka[k])} "
+                        f"({_fmt(r['error_pct_keepalive_baseline'][k], '{:+.0f}')})")
+            return f"**{one}**" if k in r["checked"] else one
 
         load = "closed loop" if r["rps"] == 0 else f"{r['rps']:g}"
         lines.append(f"| {r['model']} | {r['config']} | {load} | "
-                     f"{cell('rps', '{:.0f}')} | {p['rps']:.0f} | {err('rps')} | "
-                     f"{cell('p50', '{:.2f}')} | {p['p50']:.2f} | {err('p50')} | "
-                     f"{cell('p99', '{:.2f}')} | {p['p99']:.2f} | {err('p99')} | "
+                     f"{cell('rps', '{:.0f}')} | {predicted('rps', '{:.0f}', False)} | "
+                     f"{cell('p50', '{:.2f}')} | {predicted('p50', '{:.2f}', True)} | "
+                     f"{cell('p99', '{:.2f}')} | {predicted('p99', '{:.2f}', True)} | "
                      f"{r['sidecar_cpu_us_per_request']:.0f} | "
                      f"{r['sidecar_run_delay_us_per_request']:.0f} |")
     return "\n".join(lines)
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """A record written by ``meshsim calibrate churn --out``."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise MeshsimError(f"{path}: cannot read the churn record: {exc}") from None
+    if not isinstance(data, dict) or not {"models", "connection_costs",
+                                          "keepalive_off"} <= set(data):
+        raise MeshsimError(f"{path}: not a churn record (expected 'models', "
+                           "'connection_costs' and 'keepalive_off')")
+    return data
 
 
 def run_churn(models: list[Path], key_types: list[str], out: Path | None, *,
@@ -320,9 +351,9 @@ def run_churn(models: list[Path], key_types: list[str], out: Path | None, *,
     data["keepalive_off_check"] = check_keepalive_off(data)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(data, indent=1))
+        out.write_text(json.dumps(data))
     return data
 
 
 __all__ = ["KEY_TYPES", "Stack", "check_keepalive_off", "costs_table", "keepalive_off_table",
-           "measure_churn", "run_churn", "summarise_costs"]
+           "measure_churn", "read_record", "run_churn", "summarise_costs"]

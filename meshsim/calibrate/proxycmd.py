@@ -13,7 +13,7 @@ these placeholders filled in:
                 required)
 ``{mtls}``      ``on`` or ``off``
 ``{cert}``      the workload certificate (PEM), issued by the lab's throw-away CA
-``{key}``       its private key (PKCS#8 PEM, ECDSA P-256)
+``{key}``       its private key (PKCS#8 PEM; ECDSA P-256, or RSA 2048 with ``--key-type``)
 ``{ca}``        the CA certificate (PEM) that signs both sidecars' certificates
 ``{keepalive}`` ``on`` or ``off``: whether to keep upstream connections open between requests
 ``{workdir}``   an empty directory of the sidecar's own, for generated configuration files
