@@ -474,8 +474,8 @@ def test_exponent_without_a_dot_is_a_number(tmp_path: Path) -> None:
         # A gamma's shape is 1 / cv^2, and (1e-200)^2 is 0.
         ("    cpu_ms: 1\n    calls:",
          "    cpu_ms: {dist: gamma, mean: 1, cv: 1e-200}\n    calls:", 7,
-         "services[0].cpu_ms.cv",
-         "1e-200 is too small: the smallest number above 0 taken is 1e-09"),
+         "services[0].cpu_ms", "a gamma distribution's cv must be 0 or at least 1e-09 "
+         "(got 1e-200)"),
     ],
 )  # fmt: skip
 def test_absurd_sizes_are_refused(

@@ -16,14 +16,14 @@ from pydantic import Field, model_validator
 from meshsim.scenario.base import (
     MAX_COUNT,
     MAX_QUANTITY,
+    MIN_QUANTITY,
     Name,
     NonNegativeFloat,
-    NotTiny,
     PositiveFloat,
     Probability,
     Spec,
 )
-from meshsim.scenario.edges import Gateway, Zone
+from meshsim.scenario.edges import Zone
 from meshsim.scenario.events import Event
 from meshsim.scenario.options import ControlPlaneOptions, MeshOptions
 from meshsim.scenario.resources import Allocatable, Resources
@@ -65,7 +65,7 @@ class Distribution(Spec):
 
     dist: Literal["constant", "exponential", "lognormal", "gamma", "empirical"]
     mean: PositiveFloat | None = None
-    cv: Annotated[float, Field(ge=0, le=MAX_CV), NotTiny] | None = None
+    cv: Annotated[float, Field(ge=0, le=MAX_CV)] | None = None
     values: list[NonNegativeFloat] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
@@ -81,6 +81,12 @@ class Distribution(Spec):
             raise ValueError(f"'values' belongs to empirical distributions, not {self.dist}")
         if self.dist in ("constant", "exponential") and self.cv is not None:
             raise ValueError(f"a {self.dist} distribution takes no 'cv'")
+        if self.dist == "gamma" and self.cv is not None and 0 < self.cv < MIN_QUANTITY:
+            # The gamma's shape is 1 / cv^2, and (1e-200)^2 is 0: a division by zero.
+            raise ValueError(
+                f"a gamma distribution's cv must be 0 or at least {MIN_QUANTITY:g} "
+                f"(got {self.cv!r})"
+            )
         return self
 
     @property
@@ -319,9 +325,6 @@ class Workload(Spec):
     )
     path: str = "/"
     headers: dict[str, str] = Field(default_factory=dict)
-    via: Name | None = Field(
-        None, description="Enter through this gateway of 'gateways' (TLS, its own replicas)."
-    )
     client_delay_ms: Distribution | None = Field(
         None,
         description="Latency outside the simulated cluster added to every request's measured "
@@ -437,9 +440,6 @@ class Scenario(Spec):
         description="Workload certificates and authorization policies, per mesh.",
     )
     control_plane: ControlPlaneOptions = Field(default_factory=lambda: ControlPlaneOptions())
-    gateways: list[Gateway] = Field(
-        default_factory=list, description="Ingress gateways (meshsim.scenario.edges)."
-    )
 
     def service(self, name: str) -> Service:
         for svc in self.services:
