@@ -234,3 +234,24 @@ def gateway_problems(scenario: Scenario) -> Iterator[tuple[Loc, str]]:
                 f"gateway '{gw.name}' has no route to '{wl.target}' (its routes: "
                 f"{', '.join(r.service for r in gw.routes)})",
             )
+
+
+# --------------------------------------------------------------------------- multi-cluster
+
+
+class MultiClusterOptions(Spec):
+    """How each mesh joins the clusters of ``cluster.zones`` (meshsim.sim.multicluster)."""
+
+    istio: Literal["multi-primary", "primary-remote"] = Field(
+        "multi-primary",
+        description="multi-primary: an istiod per cluster watching every API server; "
+        "primary-remote: the first cluster's istiod serves all.",
+    )
+    linkerd: Literal["pod-to-pod", "gateway"] = Field(
+        "pod-to-pod",
+        description="Linkerd multicluster: mirrored endpoints on a flat network, or the "
+        "linked cluster's gateway.",
+    )
+    east_west_gateway: bool = Field(
+        False, description="Istio: clusters on separate networks, joined by east-west gateways."
+    )

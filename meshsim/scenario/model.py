@@ -23,7 +23,7 @@ from meshsim.scenario.base import (
     Probability,
     Spec,
 )
-from meshsim.scenario.edges import Zone
+from meshsim.scenario.edges import Gateway, MultiClusterOptions, Zone
 from meshsim.scenario.events import Event
 from meshsim.scenario.options import ControlPlaneOptions, MeshOptions
 from meshsim.scenario.resources import Allocatable, Resources
@@ -325,6 +325,9 @@ class Workload(Spec):
     )
     path: str = "/"
     headers: dict[str, str] = Field(default_factory=dict)
+    via: Name | None = Field(
+        None, description="Enter through this gateway of 'gateways' (TLS, its own replicas)."
+    )
     client_delay_ms: Distribution | None = Field(
         None,
         description="Latency outside the simulated cluster added to every request's measured "
@@ -440,6 +443,13 @@ class Scenario(Spec):
         description="Workload certificates and authorization policies, per mesh.",
     )
     control_plane: ControlPlaneOptions = Field(default_factory=lambda: ControlPlaneOptions())
+    gateways: list[Gateway] = Field(
+        default_factory=list, description="Ingress gateways (meshsim.scenario.edges)."
+    )
+    multicluster: MultiClusterOptions = Field(
+        default_factory=MultiClusterOptions,
+        description="How the meshes join the clusters of cluster.zones.",
+    )
 
     def service(self, name: str) -> Service:
         for svc in self.services:

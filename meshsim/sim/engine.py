@@ -51,6 +51,7 @@ from meshsim.sim.measure import (
     WorkerMeasure,
     WorkloadMeasure,
 )
+from meshsim.sim.multicluster import multicluster_for
 from meshsim.sim.observability import instrument, observe
 from meshsim.sim.recorder import Recorder, Stats
 from meshsim.sim.sampling import Sampler, Uniforms, make_sampler
@@ -105,6 +106,7 @@ class Simulation:
         self.control_plane = control_plane_for(self)
         for proxy in self.data_plane.proxies:
             self.control_plane.attach(proxy)
+        self.multicluster = multicluster_for(self)
         if scenario.cluster.scheduler == "cfs":
             # Containers' resources apply only under the fair scheduler.
             self.data_plane.warnings.extend(

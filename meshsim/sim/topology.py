@@ -67,7 +67,8 @@ class Topology:
 class ZonedNetwork(NetworkModel):
     """:class:`NetworkModel` with zone- and cluster-crossing latency and bandwidth."""
 
-    __slots__ = ("_cluster_of", "_zone_of", "cross_cluster_s", "cross_zone_s", "zone_spb")
+    __slots__ = ("_cluster_of", "_zone_of", "cross_cluster_s", "cross_zone_s", "east_west_s",
+                 "zone_spb")  # fmt: skip
 
     def __init__(self, spec: Network, topology: Topology) -> None:
         super().__init__(spec)
@@ -78,13 +79,16 @@ class ZonedNetwork(NetworkModel):
         self.zone_spb = 8.0 / (gbps * 1e9)
         self._zone_of = [loc.zone for loc in topology.by_index]
         self._cluster_of = [loc.cluster for loc in topology.by_index]
+        self.east_west_s = 0.0
+        """Added to every cross-cluster message through east-west gateways
+        (meshsim.sim.multicluster)."""
 
     def delay(self, src: Any, dst: Any, nbytes: int) -> float:
         if src is None or dst is None or src is dst:
             return super().delay(src, dst, nbytes)
         a, b = src.index, dst.index
         if self._cluster_of[a] != self._cluster_of[b]:
-            return self.cross_cluster_s + nbytes * self.zone_spb
+            return self.cross_cluster_s + self.east_west_s + nbytes * self.zone_spb
         if self._zone_of[a] != self._zone_of[b]:
             return self.cross_zone_s + nbytes * self.zone_spb
         return super().delay(src, dst, nbytes)

@@ -318,6 +318,9 @@ class LocalityChoice:
     def visible(self, proxy: Any, service: ServiceRuntime, view: list[Pod]) -> list[Pod]:
         """What the control plane tells ``proxy`` of ``service``: with zone hints (Linkerd's
         destination controller), only the endpoints hinted for the proxy's zone."""
+        multicluster = self.state.sim.multicluster
+        if multicluster is not None:
+            view = multicluster.visible(proxy, service, view)
         found = self.modes.get(service.name)
         if found is None or found[0] != "hints":
             return view
@@ -360,4 +363,6 @@ def edges_summary(sim: Simulation) -> dict[str, Any] | None:
         out.update(sim.zones.summary())
     if sim.gateways is not None:
         out["gateways"] = sim.gateways.summary()
+    if sim.multicluster is not None:
+        out["multicluster"] = sim.multicluster.summary()
     return out or None
