@@ -156,12 +156,14 @@ def test_lab_handshakes_through_meshsim_proxy_with_each_key_type(key_type: str) 
     assert costs["tls_full"]["cpu_us"] > costs["plain_connection"]["cpu_us"]
 
 
-def _quick_calibration(template: str, out: Path) -> None:
-    """``meshsim calibrate --quick --proxy-cmd`` as a user runs it, then the checks every
-    calibrated model must pass: it loads, its mTLS points had no errors, ``meshsim
-    validate`` runs on it, and the stacks table reads it."""
+def _quick_calibration(template: str, out: Path, key_type: str | None = None) -> None:
+    """``meshsim calibrate --quick --proxy-cmd`` as a user runs it (with ``--key-type`` when
+    given), then the checks every calibrated model must pass: it loads, its mTLS points had
+    no errors, ``meshsim validate`` runs on it, the stacks table reads it, and the model
+    file, its fit record and the table name the certificates' key type."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    run = subprocess.run([*MESHSIM, "calibrate", "--quick", "--out", str(out),
+    keys = ["--key-type", key_type] if key_type else []
+    run = subprocess.run([*MESHSIM, "calibrate", "--quick", *keys, "--out", str(out),
                           "--proxy-cmd", template], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -191,11 +193,15 @@ def _quick_calibration(template: str, out: Path) -> None:
     assert all(math.isfinite(r["predicted"]["p50"]) for r in rows)
     (row,) = compare_rows([out])
     assert row.values["measured_low_us"] > 0.0
+    expected = key_type or "ecdsa-p256"
+    assert fit["key_type"] == expected
+    assert f"workload keys {expected}" in out.read_text()
+    assert row.key_type == expected
 
 
 @pytest.mark.slow
 def test_quick_calibration_of_the_rust_sidecar(rust_sidecar: Path, tmp_path: Path) -> None:
-    _quick_calibration(RUST_CMD, tmp_path / "rust-sidecar.yaml")
+    _quick_calibration(RUST_CMD, tmp_path / "rust-sidecar.yaml", key_type="rsa-2048")
 
 
 @pytest.mark.slow
