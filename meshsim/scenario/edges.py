@@ -255,3 +255,44 @@ class MultiClusterOptions(Spec):
     east_west_gateway: bool = Field(
         False, description="Istio: clusters on separate networks, joined by east-west gateways."
     )
+
+
+# --------------------------------------------------------------------------- egress
+
+
+class External(Spec):
+    """A host outside the mesh (Istio ServiceEntry; Linkerd: an external name called through
+    the sidecar): its answer time and errors, and whether calls leave by an egress gateway."""
+
+    latency_ms: PositiveFloat = Field(description="Mean time for the host to answer.")
+    latency_cv: Annotated[float, Field(ge=0, le=10)] = Field(
+        0.0, description="Spread of the answer time (lognormal); 0 = constant."
+    )
+    error_rate: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.0, description="Share of calls the host answers with 'error_status'."
+    )
+    error_status: Annotated[int, Field(ge=400, le=599)] = 503
+    egress_gateway: bool = Field(
+        False, description="Istio: leave through an egress gateway (mTLS to it, then out)."
+    )
+
+
+def external_problems(scenario: Scenario) -> Iterator[tuple[Loc, str]]:
+    """An external service is a host, not pods: no replicas, versions or calls."""
+    for i, svc in enumerate(scenario.services):
+        if svc.external is None:
+            continue
+        if svc.replicas != 0 or svc.versions is not None:
+            yield (
+                ("services", i, "replicas"),
+                f"'{svc.name}' is external (outside the mesh): set replicas: 0 and no versions",
+            )
+        if svc.calls:
+            yield ("services", i, "calls"), f"'{svc.name}' is external: it makes no calls"
+    for i, wl in enumerate(scenario.workloads):
+        target = next((s for s in scenario.services if s.name == wl.target), None)
+        if target is not None and target.external is not None:
+            yield (
+                ("workloads", i, "target"),
+                f"'{wl.target}' is external: a workload targets a service in the mesh",
+            )

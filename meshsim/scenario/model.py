@@ -23,7 +23,7 @@ from meshsim.scenario.base import (
     Probability,
     Spec,
 )
-from meshsim.scenario.edges import Gateway, MultiClusterOptions, Zone
+from meshsim.scenario.edges import External, Gateway, MultiClusterOptions, Zone
 from meshsim.scenario.events import Event
 from meshsim.scenario.options import ControlPlaneOptions, MeshOptions
 from meshsim.scenario.resources import Allocatable, Resources
@@ -264,6 +264,9 @@ class Service(Spec):
         "(sidecar.istio.io/proxyCPU, proxyCPULimit, proxyMemory, proxyMemoryLimit; "
         "config.linkerd.io/proxy-cpu-request, -cpu-limit, ...); default the mesh's "
         "mesh_options.<mesh>.proxy_resources.",
+    )
+    external: External | None = Field(
+        None, description="A host outside the mesh (ServiceEntry); replicas: 0."
     )
 
     @model_validator(mode="before")

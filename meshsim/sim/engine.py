@@ -36,6 +36,7 @@ from meshsim.sim.cluster import (
 from meshsim.sim.controlplane import control_plane_for
 from meshsim.sim.cpu.oom import watch_memory
 from meshsim.sim.dataplanes import data_plane_for
+from meshsim.sim.egress import egress_for
 from meshsim.sim.gateways import gateways_for
 from meshsim.sim.measure import (
     AppMeasure,
@@ -103,6 +104,7 @@ class Simulation:
         self.observability = instrument(self.data_plane, self)
         self.data_plane.install()
         self.gateways = gateways_for(self)
+        self.egress = egress_for(self)
         self.control_plane = control_plane_for(self)
         for proxy in self.data_plane.proxies:
             self.control_plane.attach(proxy)
@@ -211,7 +213,9 @@ class Simulation:
         """A call through the mesh, recorded on its edge as the caller sees it."""
         started = self.env.now if call is not None else req.sent_at
         status: int
-        if call is None and self.gateways is not None and isinstance(src, Client):
+        if service.spec.external is not None and self.egress is not None:
+            status = yield from self.egress.call(src, service, req, call)
+        elif call is None and self.gateways is not None and isinstance(src, Client):
             status = yield from self.gateways.call(src, service, req)
         else:
             status = yield from self.data_plane.call(src, service, req, call)

@@ -365,4 +365,6 @@ def edges_summary(sim: Simulation) -> dict[str, Any] | None:
         out["gateways"] = sim.gateways.summary()
     if sim.multicluster is not None:
         out["multicluster"] = sim.multicluster.summary()
+    if sim.egress is not None:
+        out["egress"] = sim.egress.summary()
     return out or None
