@@ -576,3 +576,13 @@ def test_many_problems_are_capped_and_known_names_are_not_all_listed(tmp_path: P
         "", "... and more problems; only the first 50 are shown"
     )
     assert str(err).startswith(f"invalid scenario {path} (51 problems):")
+
+
+def test_an_endless_file_is_read_no_further_than_the_limit() -> None:
+    from meshsim.scenario.yaml_input import MAX_FILE_BYTES
+
+    with pytest.raises(ScenarioError) as info:
+        load_scenario("/dev/zero")
+    assert info.value.problems == [
+        Problem("", f"larger than the limit of {MAX_FILE_BYTES:,} bytes")
+    ]

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from meshsim.errors import InputError, Problem, ScenarioError
 from meshsim.scenario.loader import explain_error, field_path, find_key_node, locate, parse_yaml
 from meshsim.scenario.references import closest
+from meshsim.scenario.yaml_input import read_text
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -37,13 +38,8 @@ class SuiteError(InputError):
 def read_document(path: Path, error: type[InputError]) -> tuple[Any, yaml.Node | None]:
     """The file's data and node tree; problems are raised as ``error``."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise error([Problem("", "no such file")], str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise error([Problem("", f"cannot be read: {exc}")], str(path)) from None
-    try:
-        return parse_yaml(text, str(path))
+        # read_text stops at the size limit (a sweep file named /dev/zero never ended).
+        return parse_yaml(read_text(path), str(path))
     except ScenarioError as exc:
         raise error(exc.problems, str(path)) from None
 
