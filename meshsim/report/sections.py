@@ -19,6 +19,7 @@ from meshsim.report.cost import HOURS_PER_MONTH, Prices, cost_frame
 from meshsim.report.findings import findings, ranked
 from meshsim.report.observability import COLUMNS, observability_rows
 from meshsim.report.observability import INTRO as OBSERVABILITY_INTRO
+from meshsim.report.topology import topology_section
 from meshsim.report.verdict import verdict_note, verdict_tables
 
 if TYPE_CHECKING:
@@ -107,6 +108,7 @@ def build_sections(comp: Comparison, prices: Prices) -> list[Section]:
         _control_plane_section(comp, res),
         _cost_section(res, prices),
         _cost_models_section(runs),
+        topology_section(comp),
         _warnings_section(runs),
     ]
     return [s for s in sections if s is not None]
