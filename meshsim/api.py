@@ -16,7 +16,7 @@ from meshsim import __version__
 from meshsim.errors import MeshsimError
 from meshsim.files import prepare_output_dir
 from meshsim.models.ranges import RangedParameter, ranged_parameters
-from meshsim.models.samples import MAX_MODEL_SAMPLES, draw_parameter_sets, unique_parameters
+from meshsim.models.samples import draw_parameter_sets, unique_parameters
 from meshsim.results.run import MeshResult, ModelSampling, Replication, RunResult
 from meshsim.results.schema import Summary
 from meshsim.results.slo import Breach, check_slos
@@ -33,38 +33,6 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str, int, float], None]
 """Called with (mesh, replication index, simulated seconds) as runs advance."""
-
-
-def with_overrides(
-    scenario: Scenario,
-    *,
-    duration_s: float | None = None,
-    seed: int | None = None,
-    model_samples: int | None = None,
-) -> Scenario:
-    """The scenario with command-line overrides applied and re-checked."""
-    update: dict[str, object] = {}
-    if model_samples is not None:
-        if not 0 <= model_samples <= MAX_MODEL_SAMPLES:
-            raise MeshsimError(
-                f"--model-samples must be between 0 and {MAX_MODEL_SAMPLES}, not {model_samples}"
-            )
-        # Saved with the run (scenario.yaml), so the run directory says what was drawn.
-        update["model_samples"] = model_samples
-    if duration_s is not None:
-        if duration_s <= scenario.warmup_s:
-            raise MeshsimError(
-                f"--duration-s {duration_s:g} must be longer than the scenario's warm-up "
-                f"(warmup_s: {scenario.warmup_s:g})"
-            )
-        # A shorter run keeps the events that fall inside it (see `events_cut_by`).
-        update["events"] = [e for e in scenario.events if e.at_s < duration_s]
-        update["duration_s"] = duration_s
-    if seed is not None:
-        if seed < 0:
-            raise MeshsimError("--seed must be 0 or more")
-        update["seed"] = seed
-    return scenario.model_copy(update=update) if update else scenario
 
 
 def events_cut_by(scenario: Scenario, duration_s: float | None) -> list[str]:
