@@ -357,22 +357,6 @@ def test_input_file_errors_name_the_line(tmp_path: Path) -> None:
     assert "== linkerd" in res.output
 
 
-@pytest.mark.integration
-def test_the_model_your_cluster_notebook_runs(tmp_path: Path) -> None:
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    nb = nbformat.read(ROOT / "notebooks" / "model-your-cluster.ipynb", as_version=4)
-    index = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
-    small = "RATES_RPS = [1000, 100000]\nSERVICE_COUNTS = [20]\nSAMPLES = 2\n"
-    nb.cells.insert(index + 1, nbformat.v4.new_code_cell(small))
-    nbclient.NotebookClient(
-        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-    ).execute()
-    outputs = [o for c in nb.cells for o in c.get("outputs", [])]
-    assert [o for o in outputs if o.get("output_type") == "error"] == []
-    assert sum("image/png" in o.get("data", {}) for o in outputs) == 3
-
-
 def test_a_model_file_per_mesh(tmp_path: Path) -> None:
     calibrated = ROOT / "models" / "calibrated" / "lab.yaml"
     model = load_model(calibrated)

@@ -233,3 +233,127 @@ def available_meshes() -> list[str]:
     from meshsim.sim.dataplanes import DATA_PLANES
 
     return [m for m in MESH_NAMES if m in DATA_PLANES]
+
+
+# --------------------------------------------------------------------------- planning at scale
+# The simulated grid above stops at a few services and hundreds of rps because every point is a
+# simulation. A plan at tens to hundreds of services and 1k-100k rps takes the closed forms of
+# meshsim.studies.sizing (milliseconds a point) and checks them against a simulation of the
+# imported scenario (simulated_check).
+
+PROXY_NAMES = {
+    "istio": "Envoy (istio-proxy sidecar)",
+    "linkerd": "linkerd2-proxy",
+    "istio-ambient": "ztunnel",
+}
+"""What each mesh's data-plane proxy is called in its own documentation."""
+PER = {"istio": "per pod", "linkerd": "per pod", "istio-ambient": "per node"}
+
+
+def one_proxy_ceiling(mesh: str, *, samples: int = 16) -> dict[str, Any]:
+    """Where one proxy of ``mesh`` saturates: its default workers and the rps it holds.
+
+    The ceiling is ``workers / CPU per request`` without wake-ups: at the ceiling no worker ever
+    sleeps, so none wakes (:class:`meshsim.studies.hop_latency.ProxyLoad`); below it wake-ups make
+    a proxy busier than its load alone would. rps here are requests through the proxy, inbound
+    and outbound both counted.
+    """
+    from meshsim.models import load_model
+    from meshsim.studies.sizing import MODEL_NAMES, size
+    from meshsim.studies.sizing_plan import sizing_inputs
+
+    workers = load_model(MODEL_NAMES[mesh][0]).worker_threads
+    (m,) = size(sizing_inputs(1000.0, 1, 1, 0.0, [mesh], samples=samples))
+    band = m.proxies[0].max_rps
+    name = PROXY_NAMES.get(mesh, mesh)
+    plural = "worker" if workers == 1 else "workers"
+    says = (
+        f"{name} runs {workers} {plural} {PER.get(mesh, 'per proxy')} by default: one proxy "
+        f"saturates at {band.value:,.0f} rps through it (model band {band.low:,.0f}-"
+        f"{band.high:,.0f})"
+    )
+    return {
+        "mesh": mesh, "proxy": name, "workers": workers, "max_rps_per_proxy": band.value,
+        "max_rps_per_proxy_low": band.low, "max_rps_per_proxy_high": band.high, "says": says,
+    }  # fmt: skip
+
+
+def saturation_rps(plan: pd.DataFrame) -> pd.DataFrame:
+    """Client rps at which each mesh's busiest proxy saturates, per service count, in numbers and
+    in words.
+
+    ``plan``: rows of :func:`meshsim.studies.sizing_plan.plan_grid`. The load through a proxy is
+    proportional to the client rate, so the ceiling is ``rps x headroom`` of any row; the row
+    nearest to it is used, as CPU per request drifts a little with load.
+    """
+    rows = []
+    for (mesh, services), group in plan.groupby(["mesh", "services"], sort=False):
+        gap = group["headroom"].apply(lambda h: abs(math.log(h)) if 0 < h < math.inf else math.inf)
+        best = group.loc[gap.idxmin()]
+        at = float(best["rps"] * best["headroom"])
+        pods = int(best["pods"])
+        says = (f"{mesh}, {services} services on {pods} pods: the busiest proxy saturates at "
+                f"{at:,.0f} client rps (headroom {best['headroom']:.1f}x at "
+                f"{best['rps']:,.0f} rps)")  # fmt: skip
+        rows.append({"mesh": mesh, "services": services, "pods": pods,
+                     "saturates_at_rps": at, "says": says})  # fmt: skip
+    return pd.DataFrame(rows, columns=["mesh", "services", "pods", "saturates_at_rps", "says"])
+
+
+def plot_plan(plan: pd.DataFrame, *, x: str, y: str, title: str, ax: Axes | None = None,
+              mark_ceilings: bool = True) -> Axes:  # fmt: skip
+    """``y`` against ``x`` per mesh with the model band shaded, saturated points marked with a red
+    x and, against load at one service count, a dotted line at the client rate where each mesh's
+    busiest proxy saturates (the axis is widened to show ceilings up to 10x the highest load)."""
+    from meshsim.studies.sizing_plan import plot_with_band
+
+    fig = plot_with_band(plan, x=x, y=y, title=title, ax=ax)
+    axes = ax if ax is not None else fig.axes[0]
+    if mark_ceilings and x == "rps" and plan["services"].nunique() == 1:
+        colours = {str(line.get_label()): line.get_color() for line in axes.get_lines()}
+        low, high = axes.get_xlim()
+        shown = [r for _, r in saturation_rps(plan).iterrows()
+                 if r["saturates_at_rps"] <= 10 * plan["rps"].max()]  # fmt: skip
+        for row in shown:
+            at = row["saturates_at_rps"]
+            axes.axvline(at, linestyle=":", color=colours.get(row["mesh"], "grey"))
+            axes.annotate(f"{row['mesh']} saturates: {at:,.0f} rps", (at, 0.98),
+                          xycoords=("data", "axes fraction"), fontsize=7, va="top",
+                          ha="right", rotation=90)  # fmt: skip
+        if shown:
+            axes.set_xlim(low, max(high, 1.2 * max(r["saturates_at_rps"] for r in shown)))
+    axes.set_xlabel({"rps": "client requests per second"}.get(x, x))
+    return axes
+
+
+def simulated_check(scenario: Scenario, meshes: Sequence[str], *, duration_s: float | None = None,
+                    warmup_s: float | None = None, samples: int = 16) -> pd.DataFrame:  # fmt: skip
+    """The scenario simulated per mesh beside the closed-form sizing of the same scenario.
+
+    Meshes the sizing has no closed form for (cilium) get the simulation only. ``in_band`` says
+    whether the simulated proxy vCPU lies inside the sizing's model band.
+    """
+    from meshsim.studies.sizing import SIZING_MESHES, SizingInput, groups_from_scenario, size
+
+    update = {k: v for k, v in (("duration_s", duration_s), ("warmup_s", warmup_s)) if v}
+    simulated = measure([scenario.model_copy(update=update)], meshes)
+    sized_meshes = tuple(m for m in meshes if m in SIZING_MESHES)
+    inputs = SizingInput(groups=tuple(groups_from_scenario(scenario)),
+                         services=len(scenario.services), meshes=sized_meshes, samples=samples,
+                         simulate="never", nodes=scenario.cluster.nodes)  # fmt: skip
+    sized = {m.mesh: m for m in size(inputs)} if sized_meshes else {}
+    rows = []
+    for _, sim in simulated.iterrows():
+        m = sized.get(sim["mesh"])
+        cpu = m.cpu_total if m else None
+        rows.append({
+            "mesh": sim["mesh"], "simulated_proxy_vcpu": sim["proxy_vcpu"],
+            "sized_proxy_vcpu": cpu.value if cpu else math.nan,
+            "sized_low": cpu.low if cpu else math.nan,
+            "sized_high": cpu.high if cpu else math.nan,
+            "in_band": bool(cpu and cpu.low <= sim["proxy_vcpu"] <= cpu.high),
+            "simulated_proxy_memory_mb": sim["proxy_memory_mb"],
+            "sized_proxy_memory_mb": m.memory_total_mb.value if m else math.nan,
+            "simulated_p99_ms": sim["p99_ms"], "saturated": sim["saturated"],
+        })  # fmt: skip
+    return pd.DataFrame(rows)
