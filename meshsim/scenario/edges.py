@@ -39,6 +39,15 @@ class Zone(Spec):
     )
     cluster: Name = Field(DEFAULT_CLUSTER, description="The Kubernetes cluster of the zone.")
     region: Name = Field(DEFAULT_REGION, description="topology.kubernetes.io/region.")
+    vm: bool = Field(
+        False,
+        description="Virtual machines joined to the mesh (Istio WorkloadEntry with a sidecar on "
+        "the VM; Linkerd mesh expansion), not Kubernetes nodes: only services that name this "
+        "zone in their 'zones' run here.",
+    )
+    network_us: NonNegativeFloat | None = Field(
+        None, description="vm only: one-way latency between these VMs and the cluster (µs)."
+    )
 
 
 class Distribute(Spec):
@@ -121,6 +130,17 @@ def zone_problems(scenario: Scenario) -> Iterator[tuple[Loc, str]]:
         if zone.name in seen:
             yield ("cluster", "zones", i, "name"), f"zone '{zone.name}' is listed twice"
         seen.add(zone.name)
+        if zone.network_us is not None and not zone.vm:
+            yield (
+                ("cluster", "zones", i, "network_us"),
+                "network_us is for VM zones (vm: true); a zone's nodes use cluster.network",
+            )
+    if zones and all(z.vm for z in zones):
+        yield ("cluster", "zones"), "every zone is of VMs: the mesh needs a Kubernetes cluster"
+    for i, service in enumerate(scenario.services):
+        for j, name in enumerate(service.zones or []):
+            if name not in seen:
+                yield ("services", i, "zones", j), _unknown("zone in cluster.zones", name, names)
     regions = sorted({z.region for z in zones}) or [DEFAULT_REGION]
     services = {s.name for s in scenario.services}
     for i, rule in enumerate(scenario.traffic):

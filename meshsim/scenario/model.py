@@ -268,6 +268,12 @@ class Service(Spec):
     external: External | None = Field(
         None, description="A host outside the mesh (ServiceEntry); replicas: 0."
     )
+    zones: list[Name] | None = Field(
+        None,
+        min_length=1,
+        description="Place the replicas only in these zones of cluster.zones (VM zones too); "
+        "default every zone that is not of VMs.",
+    )
 
     @model_validator(mode="before")
     @classmethod

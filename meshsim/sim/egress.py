@@ -54,7 +54,8 @@ class Egress:
         if needs_gateway and isinstance(dp, IstioSidecars):
             model = cost_model("istio-ingressgateway", "envoy-sidecar", sim.model_values)
             self.gateway = L7Proxy(
-                self.env, "gateway/egress-0", "gateway", model, place(sim.nodes),
+                self.env, "gateway/egress-0", "gateway", model,
+                place(sim.topology.nodes_for(sim.nodes, None)),
                 model.worker_threads, stealing=False, pick=dp._accept, pod=None,
                 telemetry=dp.telemetry, rng=dp._lb_rng, resilience=dp.resilience,
                 cpu_factor=dp.cpu_factor(model),

@@ -146,7 +146,7 @@ class Simulation:
         return make_sampler(dist, rng, 1e-3)
 
     def _new_pod(self, runtime: ServiceRuntime, version: VersionRuntime) -> Pod:
-        node = place(self.nodes)
+        node = place(self.topology.nodes_for(self.nodes, runtime.spec.zones))
         if version.sampler is None:
             version.sampler = self._cpu_sampler(runtime, version)
         pod = Pod(self.env, runtime, version, len(version.pods), node, version.sampler)

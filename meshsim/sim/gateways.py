@@ -71,9 +71,9 @@ class Gateways:
         self.routes: dict[str, GatewayRuntime] = {}
         for spec in sim.scenario.gateways:
             model = cost_model(spec.model or GATEWAY_MODEL, "envoy-sidecar", sim.model_values)
-            nodes = sim.nodes
-            if spec.zone is not None:
-                nodes = [n for n in nodes if sim.zones.zone_of(n) == spec.zone]
+            nodes = sim.topology.nodes_for(
+                sim.nodes, [spec.zone] if spec.zone is not None else None
+            )
             proxies: list[L7Proxy] = []
             for i in range(spec.replicas):
                 node = place(nodes)

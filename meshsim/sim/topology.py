@@ -44,6 +44,13 @@ class Topology:
             for zone in spec.zones:
                 here = Locality(zone.region, zone.name, zone.cluster)
                 self.by_index.extend([here] * zone.nodes)
+        self.vm_zones: set[str] = {z.name for z in spec.zones or [] if z.vm}
+        self.vm_network_s: dict[str, float] = {
+            z.name: (z.network_us if z.network_us is not None else spec.network.cross_zone_us)
+            * 1e-6
+            for z in spec.zones or []
+            if z.vm
+        }
         self.zones: list[str] = list(dict.fromkeys(loc.zone for loc in self.by_index))
         self.clusters: list[str] = list(dict.fromkeys(loc.cluster for loc in self.by_index))
         self.cores = spec.cores_per_node
@@ -55,11 +62,24 @@ class Topology:
         index: int = node.index
         return self.by_index[index]
 
+    def nodes_for(self, nodes: list[Any], zones: list[str] | None) -> list[Any]:
+        """The nodes a pod may be placed on: those of ``zones`` if given, else every node
+        that is not a VM (all of them without cluster.zones)."""
+        if not self.zoned:
+            return nodes
+        if zones is None:
+            if not self.vm_zones:
+                return nodes
+            return [n for n in nodes if self.by_index[n.index].zone not in self.vm_zones]
+        wanted = set(zones)
+        return [n for n in nodes if self.by_index[n.index].zone in wanted]
+
     def zone_cpu(self, down: set[str]) -> dict[str, float]:
-        """Allocatable cores per zone, leaving out zones that are down."""
+        """Allocatable cores per zone (Kubernetes nodes only), leaving out zones that are
+        down."""
         out: dict[str, float] = {}
         for loc in self.by_index:
-            if loc.zone not in down:
+            if loc.zone not in down and loc.zone not in self.vm_zones:
                 out[loc.zone] = out.get(loc.zone, 0.0) + self.cores
         return out
 
@@ -67,8 +87,8 @@ class Topology:
 class ZonedNetwork(NetworkModel):
     """:class:`NetworkModel` with zone- and cluster-crossing latency and bandwidth."""
 
-    __slots__ = ("_cluster_of", "_zone_of", "cross_cluster_s", "cross_zone_s", "east_west_s",
-                 "zone_spb")  # fmt: skip
+    __slots__ = ("_cluster_of", "_vm_s", "_zone_of", "cross_cluster_s", "cross_zone_s",
+                 "east_west_s", "zone_spb")  # fmt: skip
 
     def __init__(self, spec: Network, topology: Topology) -> None:
         super().__init__(spec)
@@ -79,6 +99,10 @@ class ZonedNetwork(NetworkModel):
         self.zone_spb = 8.0 / (gbps * 1e9)
         self._zone_of = [loc.zone for loc in topology.by_index]
         self._cluster_of = [loc.cluster for loc in topology.by_index]
+        self._vm_s: list[float | None] = [
+            topology.vm_network_s.get(loc.zone) for loc in topology.by_index
+        ]
+        """Per node: its VM zone's one-way latency to the cluster, None for a Kubernetes node."""
         self.east_west_s = 0.0
         """Added to every cross-cluster message through east-west gateways
         (meshsim.sim.multicluster)."""
@@ -86,7 +110,11 @@ class ZonedNetwork(NetworkModel):
     def delay(self, src: Any, dst: Any, nbytes: int) -> float:
         if src is None or dst is None or src is dst:
             return super().delay(src, dst, nbytes)
-        a, b = src.index, dst.index
+        a: int = src.index
+        b: int = dst.index
+        vm = self._vm_s[a] if self._vm_s[a] is not None else self._vm_s[b]
+        if vm is not None and self._zone_of[a] != self._zone_of[b]:
+            return vm + nbytes * self.zone_spb  # a VM's own link to the cluster
         if self._cluster_of[a] != self._cluster_of[b]:
             return self.cross_cluster_s + self.east_west_s + nbytes * self.zone_spb
         if self._zone_of[a] != self._zone_of[b]:

@@ -130,8 +130,10 @@ class ZoneState:
         topo = self.topology
         zones: dict[str, dict[str, Any]] = {}
         for loc in topo.by_index:
-            z = zones.setdefault(loc.zone, {"cluster": loc.cluster, "region": loc.region,
-                                            "nodes": 0})  # fmt: skip
+            z = zones.setdefault(loc.zone, {
+                "cluster": loc.cluster, "region": loc.region, "nodes": 0,
+                "vm": loc.zone in topo.vm_zones,
+            })  # fmt: skip
             z["nodes"] += 1
         tries: dict[str, Any] = {}
         for service, pairs in sorted(self.tries.items()):
