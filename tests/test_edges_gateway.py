@@ -112,6 +112,19 @@ def test_tls_termination_costs_one_handshake_per_connection_of_the_population() 
     assert extra == pytest.approx(block["tls_handshakes"] * handshake_s, rel=0.01)
 
 
+@pytest.mark.parametrize(("rate", "replicas"), [(100.0, 2), (1000.0, 3), (5000.0, 5)])
+def test_autoscaled_replicas_are_where_an_hpa_on_cpu_settles(rate: float, replicas: int) -> None:
+    from meshsim.sim.gateways import hpa_replicas
+
+    data = shape(3.0, workload={"rate_rps": rate}, gateway={"autoscale": {}})
+    sim = Simulation(from_dict(data), "istio", 1)
+    # 0.198 vCPU per 1000 rps (the anchor) against 80 % of a 100m request per replica:
+    # 100 rps needs 0.25 replica (min 2), 1000 rps 2.48 (3), 5000 rps 12.4 (max 5).
+    spec = sim.scenario.gateways[0]
+    assert hpa_replicas(sim, spec, load_model(GATEWAY)) == replicas
+    assert len(sim.gateways.by_name["ingress"].proxies) == replicas  # type: ignore[union-attr]
+
+
 def test_linkerd_run_says_its_ingress_is_not_modelled() -> None:
     m = run(shape(4.0), mesh="linkerd")
     assert any("ingress is not modelled yet" in w for w in m.warnings)

@@ -202,6 +202,24 @@ class GatewayTls(Spec):
     )
 
 
+class GatewayAutoscale(Spec):
+    """An HPA on the gateway's CPU: the replica count it settles at for the workloads' peak
+    rate (no scaling dynamics). Defaults: the AKS Istio add-on's gateway HPA, min 2, max 5,
+    80 % CPU (docs/published-figures.md 7b), and the istio-ingressgateway chart's CPU request
+    of 100m."""
+
+    min_replicas: Annotated[int, Field(ge=1, le=MAX_COUNT)] = 2
+    max_replicas: Annotated[int, Field(ge=1, le=MAX_COUNT)] = 5
+    target_cpu_percent: Annotated[float, Field(gt=0, le=100)] = 80.0
+    cpu_request_m: PositiveFloat = 100.0
+
+    @model_validator(mode="after")
+    def _bounds(self) -> GatewayAutoscale:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError("max_replicas must be at least min_replicas")
+        return self
+
+
 class Gateway(Spec):
     """An ingress gateway: Istio's (Envoy, ``istio-ingressgateway`` or a Gateway API
     Gateway), or for Linkerd an ingress controller meshed by a Linkerd sidecar."""
@@ -214,6 +232,9 @@ class Gateway(Spec):
     tls: GatewayTls | None = Field(None, description="Terminate TLS from clients (HTTPS).")
     model: str | None = Field(None, description="Cost-model file (default: the mesh's).")
     zone: str | None = Field(None, description="Place the replicas in this zone.")
+    autoscale: GatewayAutoscale | None = Field(
+        None, description="Size the replicas as an HPA on CPU would (replaces 'replicas')."
+    )
 
 
 def gateway_problems(scenario: Scenario) -> Iterator[tuple[Loc, str]]:

@@ -21,6 +21,7 @@ straight to the destination as before, and its warnings say so.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ from meshsim.sim.dataplanes.mesh import cost_model
 from meshsim.sim.dataplanes.routing import L7Proxy
 
 if TYPE_CHECKING:
+    from meshsim.models import ProxyCostModel
     from meshsim.scenario.edges import Gateway
     from meshsim.sim.app import Client, Request, ServiceRuntime
     from meshsim.sim.dataplanes.proxy import Worker
@@ -75,7 +77,8 @@ class Gateways:
                 sim.nodes, [spec.zone] if spec.zone is not None else None
             )
             proxies: list[L7Proxy] = []
-            for i in range(spec.replicas):
+            replicas = spec.replicas if spec.autoscale is None else hpa_replicas(sim, spec, model)
+            for i in range(replicas):
                 node = place(nodes)
                 proxy = L7Proxy(
                     self.env, f"gateway/{spec.name}-{i}", "gateway", model, node,
@@ -148,12 +151,35 @@ class Gateways:
         for name, gw in self.by_name.items():
             out[name] = {
                 "replicas": len(gw.proxies),
+                "autoscaled": gw.spec.autoscale is not None,
                 "requests": gw.requests,
                 "rps": gw.requests / window,
                 "tls_handshakes": gw.handshakes,
                 "handshakes_per_s": gw.handshakes / window,
             }
         return out
+
+
+def hpa_replicas(sim: Simulation, spec: Gateway, model: ProxyCostModel) -> int:
+    """The replica count an HPA on CPU settles at for the peak rate of the workloads that
+    enter by ``spec``: ceil(CPU needed / (target x request)), within its bounds. The CPU per
+    request is the model's, with its anchor's wake-ups per request."""
+    hpa = spec.autoscale
+    assert hpa is not None
+    cores = 0.0
+    for wl in sim.scenario.workloads:
+        if wl.via != spec.name:
+            continue
+        peak = max([wl.rate_rps or 0.0, *(p.rate_rps for p in wl.phases or [])])
+        target = sim.scenario.service(wl.target)
+        wakeups = model.anchor.wakeups_per_request if model.anchor is not None else 0.0
+        per_1000 = model.vcpu_per_1000rps(
+            wl.request_bytes, target.response_bytes, mtls=True, wakeups_per_request=wakeups
+        )
+        cores += peak * per_1000 / 1000.0
+    per_replica = hpa.target_cpu_percent / 100.0 * hpa.cpu_request_m / 1000.0
+    wanted = math.ceil(cores / per_replica - 1e-9) if cores > 0 else 0
+    return min(hpa.max_replicas, max(hpa.min_replicas, wanted))
 
 
 def gateways_for(sim: Simulation) -> Gateways | None:
