@@ -65,15 +65,27 @@ class _Watch:
         self.first: dict[Pod, Proxy] = {}
         """Each pod's first incarnation's sidecar (itself, if never restarted)."""
         self.restarts: dict[str, int] = {}
+        self.limits: dict[Proxy, float | None] = {}
 
     def run(self) -> Generator[simpy.Event, Any, None]:
         sim = self.sim
         dp: Any = sim.data_plane
+        # An unscoped sidecar holds the whole mesh's configuration: the same for every
+        # sidecar, so it is counted once per check (thousands of sidecars times thousands
+        # of services otherwise).
+        shared = not getattr(dp, "scoped", True)
         while True:
             yield sim.env.timeout(CHECK_EVERY_S)
+            view: tuple[int, int] | None = None
             for proxy in list(dp.live_proxies()):
-                limit = limit_mib(proxy, sim)
-                if limit is not None and proxy.memory_mb(*dp.config_in_view(proxy)) > limit:
+                limit = self.limits.get(proxy, -1.0)
+                if limit == -1.0:
+                    limit = self.limits[proxy] = limit_mib(proxy, sim)
+                if limit is None:
+                    continue
+                if view is None or not shared:
+                    view = dp.config_in_view(proxy)
+                if proxy.memory_mb(*view) > limit:
                     self.kill(proxy)
 
     def kill(self, proxy: Proxy) -> None:
