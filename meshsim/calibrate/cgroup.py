@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,8 +153,15 @@ class CpuCgroup:
             for pid in procs.read_text().split():
                 with contextlib.suppress(OSError):
                     (self.parent / "cgroup.procs").write_text(pid)
-        with contextlib.suppress(OSError):
-            self.path.rmdir()
+        # A process still exiting keeps the cgroup busy for a moment.
+        for _ in range(20):
+            try:
+                self.path.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                time.sleep(0.05)
 
     def __enter__(self) -> CpuCgroup:
         return self
