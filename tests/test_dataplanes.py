@@ -119,7 +119,8 @@ def test_keep_alive_off_makes_one_handshake_per_request(mesh: str) -> None:
     sent = sim.workloads[0].sent
     assert sent > 1000
     handshakes = sim.measure().handshakes
-    assert handshakes is not None and handshakes.total == sent  # exact
+    assert handshakes is not None
+    assert handshakes.total == sent  # exact
 
 
 def test_ambient_without_waypoint_adds_no_l7_cost() -> None:

@@ -256,7 +256,9 @@ class Service(Spec):
     calls: list[Call] = Field(default_factory=list)
     resources: Resources = Field(
         default_factory=Resources,
-        description="The app container's requests and limits (CPU used with cluster.scheduler cfs).",
+        description=(
+            "The app container's requests and limits (CPU used with cluster.scheduler cfs)."
+        ),
     )
     proxy_resources: Resources | None = Field(
         None,
