@@ -8,6 +8,7 @@ import math
 import matplotlib
 import pandas as pd
 import pytest
+from matplotlib.collections import PathCollection
 
 from meshsim.studies import capacity, sizing, sizing_plan
 
@@ -56,6 +57,12 @@ def test_plot_plan_marks_each_ceiling_in_view() -> None:
     assert ax.get_xlabel() == "client requests per second"
     bare = capacity.plot_plan(plan, x="rps", y="proxy_vcpu", title="t", mark_ceilings=False)
     assert [ln for ln in bare.get_lines() if len(set(ln.get_xdata())) == 1] == []
+    # a saturated hop has no latency: its x sits at the top edge, not at 0 ms
+    assert plan["saturated"].tolist() == [False, True]
+    latency = capacity.plot_plan(plan, x="rps", y="hop_p99_ms", title="t")
+    (mark,) = [c for c in latency.collections if isinstance(c, PathCollection)]
+    assert mark.get_offsets().tolist() == [[100000.0, 0.97]]
+    assert mark.get_label() == "linkerd: saturated, no steady state"
 
 
 @pytest.mark.integration

@@ -302,27 +302,47 @@ def saturation_rps(plan: pd.DataFrame) -> pd.DataFrame:
 
 def plot_plan(plan: pd.DataFrame, *, x: str, y: str, title: str, ax: Axes | None = None,
               mark_ceilings: bool = True) -> Axes:  # fmt: skip
-    """``y`` against ``x`` per mesh with the model band shaded, saturated points marked with a red
-    x and, against load at one service count, a dotted line at the client rate where each mesh's
-    busiest proxy saturates (the axis is widened to show ceilings up to 10x the highest load)."""
-    from meshsim.studies.sizing_plan import plot_with_band
+    """``y`` against ``x`` per mesh with the model band shaded and saturated points marked with a
+    red x (at the top edge where a saturated point has no value, as a latency has no steady
+    state) and, against load at one service count, a dotted line at the client rate where each
+    mesh's busiest proxy saturates (the axis widened to show ceilings up to 10x the top load)."""
+    import matplotlib.pyplot as plt
 
-    fig = plot_with_band(plan, x=x, y=y, title=title, ax=ax)
-    axes = ax if ax is not None else fig.axes[0]
+    axes = ax if ax is not None else plt.subplots(figsize=(7, 4))[1]
+    colours: dict[str, Any] = {}
+    for mesh, part in plan.groupby("mesh", sort=False):
+        part = part.sort_values(x)
+        (line,) = axes.plot(part[x], part[y], marker="o", label=str(mesh))
+        colours[str(mesh)] = line.get_color()
+        if f"{y}_low" in part:
+            axes.fill_between(part[x], part[f"{y}_low"], part[f"{y}_high"], alpha=0.2,
+                              color=line.get_color())  # fmt: skip
+        hot = part[part["saturated"]]
+        known, unknown = hot[hot[y].notna()], hot[hot[y].isna()]
+        if not known.empty:
+            axes.scatter(known[x], known[y], marker="x", s=120, color="red", zorder=5,
+                         label=f"{mesh}: saturated")  # fmt: skip
+        if not unknown.empty:
+            axes.scatter(unknown[x], [0.97] * len(unknown), marker="x", s=120, color="red",
+                         zorder=5, transform=axes.get_xaxis_transform(), clip_on=False,
+                         label=f"{mesh}: saturated, no steady state")  # fmt: skip
+    axes.set_xscale("log")
     if mark_ceilings and x == "rps" and plan["services"].nunique() == 1:
-        colours = {str(line.get_label()): line.get_color() for line in axes.get_lines()}
         low, high = axes.get_xlim()
         shown = [r for _, r in saturation_rps(plan).iterrows()
                  if r["saturates_at_rps"] <= 10 * plan["rps"].max()]  # fmt: skip
         for row in shown:
             at = row["saturates_at_rps"]
             axes.axvline(at, linestyle=":", color=colours.get(row["mesh"], "grey"))
-            axes.annotate(f"{row['mesh']} saturates: {at:,.0f} rps", (at, 0.98),
+            axes.annotate(f"{row['mesh']} saturates: {at:,.0f} rps", (at, 0.9),
                           xycoords=("data", "axes fraction"), fontsize=7, va="top",
                           ha="right", rotation=90)  # fmt: skip
         if shown:
             axes.set_xlim(low, max(high, 1.2 * max(r["saturates_at_rps"] for r in shown)))
     axes.set_xlabel({"rps": "client requests per second"}.get(x, x))
+    axes.set_ylabel(y)
+    axes.set_title(title)
+    axes.legend(fontsize=8)
     return axes
 
 
