@@ -369,3 +369,14 @@ def test_a_model_file_per_mesh(tmp_path: Path) -> None:
     bad = run("--rps", "1000", "--pods", "10", "--model", "istio=no-such-model.yaml")
     assert bad.exit_code == 2
     assert "no-such-model.yaml" in bad.output
+
+
+def test_a_proxy_on_the_edge_of_saturation_is_reported_saturated_not_a_crash() -> None:
+    """At exactly the two-worker ceiling (18,181.8 rps for the shipped Envoy sidecar), the
+    utilisation and the M/M/c pass could straddle 1 by rounding: a ZeroDivisionError before."""
+    from meshsim.studies.sizing import size
+    from meshsim.studies.sizing_plan import sizing_inputs
+
+    (answer,) = size(sizing_inputs(18181.818181818182, 1, 1, 0.0, ["istio"], samples=0))
+    assert answer.hop_p50_ms is None
+    assert answer.hop_method.startswith("saturated")

@@ -123,12 +123,19 @@ def pass_wait(load: ProxyLoad) -> PassWait:
     return PassWait(erlang_c(load.workers, offered), load.workers / mean_job - arrivals)
 
 
+def steady(load: ProxyLoad) -> bool:
+    """Whether the proxy's queue has a steady state. The utilisation (wake-ups charged only
+    when idle) and the M/M/c pass (every pass's mean work) can straddle 1 by rounding, so
+    both must say so."""
+    return load.utilisation < 1 and pass_wait(load).rate_per_us > 0
+
+
 def hop_samples_us(loads: list[ProxyLoad], draws: int, seed: int) -> np.ndarray:
     """Draws of the latency the ``loads``' proxies add to one hop (both passes of each)."""
     rng = np.random.default_rng(seed)
     total = np.zeros(draws)
     for load in loads:
-        if load.utilisation >= 1:
+        if not steady(load):
             raise ValueError(f"a {load.model.kind} at {load.rps:g} rps has no steady state")
         wait = pass_wait(load)
         req, resp, _after = load.paths_us

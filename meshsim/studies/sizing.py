@@ -37,7 +37,7 @@ from meshsim.scenario.limits import workload_requests
 from meshsim.scenario.model import Scenario, Workload
 from meshsim.scenario.references import call_edges
 from meshsim.sim.controlplane.istiod import steady_state
-from meshsim.studies.hop_latency import SATURATED, ProxyLoad, hop_samples_us
+from meshsim.studies.hop_latency import SATURATED, ProxyLoad, hop_samples_us, steady
 
 SIZING_MESHES = ("istio", "linkerd", "istio-ambient")
 MODEL_NAMES = {
@@ -393,7 +393,7 @@ def _hop(mesh: str, inputs: SizingInput, central: dict[str, ProxyCostModel],
         "wakeups_us": sum(ld.wakeups_per_request * ld.model.wakeup_cpu_us for ld in loads),
         "queueing_mean_us": 0.0,
     }
-    if top >= 1:
+    if not all(steady(ld) for ld in loads):
         return None, None, "saturated: no steady state (add replicas or workers)", parts
     from meshsim.studies.hop_latency import pass_wait
 
@@ -414,7 +414,7 @@ def _hop(mesh: str, inputs: SizingInput, central: dict[str, ProxyCostModel],
     else:
         how_sim = ""
     others = [_quantiles(_hop_loads(mesh, inputs, s, lines), inputs.seed) for s in sets
-              if max(ld.utilisation for ld in _hop_loads(mesh, inputs, s, lines)) < 1]  # fmt: skip
+              if all(steady(ld) for ld in _hop_loads(mesh, inputs, s, lines))]  # fmt: skip
     how = "closed form (M/M/c waits per proxy pass, wake-ups at utilisation)" + how_sim
     if top >= SATURATED:
         how += f"; SATURATED (utilisation {top:.2f}): the tail grows without bound near 1"
