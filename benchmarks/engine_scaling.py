@@ -9,7 +9,9 @@ building the simulation plus running it; ``us/req-hop`` and ``over bare`` count 
 (the engine's rate: meshsim's requests per wall second over the bare loop's, the same shape
 in the same process; ``us/req-hop`` is the run's wall time per request and hop); under a
 mesh the bare loop still models only `none`'s mechanisms, so the ratio is what the mesh's
-proxies cost on top. Issue 17's goal: ``over bare`` >= 1.0 for `none`.
+proxies cost on top. ``(CPU)`` is the same ratio from each side's CPU time (process_time),
+steadier than wall time on a shared machine; the baseline column compares it. Issue 17's
+goal: ``over bare`` >= 1.0 for `none`.
 
     python benchmarks/engine_scaling.py [--quick] [--repeats N] [--update-baseline]
                                         [--figure benchmarks/engine_scaling.svg]
@@ -77,22 +79,25 @@ def scenario_of(shape: Shape, mesh: str) -> Any:
     })  # fmt: skip
 
 
-def _meshsim_once(shape: Shape, mesh: str) -> tuple[int, float, float]:
-    """Requests sent, seconds to build the simulation, seconds to run it."""
+def _meshsim_once(shape: Shape, mesh: str) -> tuple[int, float, float, float]:
+    """Requests sent, seconds to build the simulation, seconds to run it (wall, CPU)."""
     from meshsim.sim.engine import Simulation
 
     scenario = scenario_of(shape, mesh)
     t0 = time.perf_counter()
     sim = Simulation(scenario, mesh, 1)
     t1 = time.perf_counter()
+    c1 = time.process_time()
     sim.run()
-    return sum(w.sent for w in sim.workloads), t1 - t0, time.perf_counter() - t1
+    cpu = time.process_time() - c1
+    return sum(w.sent for w in sim.workloads), t1 - t0, time.perf_counter() - t1, cpu
 
 
-def _bare_once(shape: Shape) -> tuple[int, float]:
+def _bare_once(shape: Shape) -> tuple[int, float, float]:
     t0 = time.perf_counter()
+    c0 = time.process_time()
     sent = bare_run(shape)
-    return sent, time.perf_counter() - t0
+    return sent, time.perf_counter() - t0, time.process_time() - c0
 
 
 def measure_point(shape: Shape, mesh: str, repeats: int) -> dict[str, float]:
@@ -100,21 +105,25 @@ def measure_point(shape: Shape, mesh: str, repeats: int) -> dict[str, float]:
     import meshsim.sim.engine  # noqa: F401  (imports before the RSS reference point)
 
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    sent, setup, run = _meshsim_once(shape, mesh)
+    sent, setup, run, cpu = _meshsim_once(shape, mesh)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    setups, runs = [setup], [run]
-    bare_walls = []
+    setups, runs, cpus = [setup], [run], [cpu]
+    bare_walls, bare_cpus = [], []
     bare_sent = 0
     for i in range(repeats):
-        bare_sent, bw = _bare_once(shape)
+        bare_sent, bw, bc = _bare_once(shape)
         bare_walls.append(bw)
+        bare_cpus.append(bc)
         if i + 1 < repeats:
-            _, setup, run = _meshsim_once(shape, mesh)
+            _, setup, run, cpu = _meshsim_once(shape, mesh)
             setups.append(setup)
             runs.append(run)
+            cpus.append(cpu)
     setup = statistics.median(setups)
     run = statistics.median(runs)
+    cpu = statistics.median(cpus)
     bare_wall = statistics.median(bare_walls)
+    bare_cpu = statistics.median(bare_cpus)
     return {
         "requests": float(sent),
         "wall_s": setup + run,
@@ -124,6 +133,8 @@ def measure_point(shape: Shape, mesh: str, repeats: int) -> dict[str, float]:
         "bare_requests": float(bare_sent),
         "bare_wall_s": bare_wall,
         "over_bare": (sent / run) / (bare_sent / bare_wall),
+        "cpu_us_per_request_hop": cpu / (sent * shape.hops) * 1e6,
+        "over_bare_cpu": (sent / cpu) / (bare_sent / bare_cpu),
         "peak_rss_mb": peak,
         "rss_before_run_mb": rss_before,
     }
@@ -163,18 +174,21 @@ def run_grid(quick: bool, repeats: int, meshes: tuple[str, ...]) -> dict[str, di
 
 def print_table(results: dict[str, dict[str, float]], stored: dict[str, float]) -> None:
     print(f"\n{'point':16s}{'mesh':>15s}{'requests':>10s}{'wall s':>8s}{'setup s':>8s}"
-          f"{'us/req-hop':>11s}{'over bare':>10s}{'peak MB':>9s}{'wall vs baseline':>18s}")
+          f"{'us/req-hop':>11s}{'over bare':>10s}{'(CPU)':>7s}{'peak MB':>9s}"
+          f"{'(CPU) vs baseline':>19s}")
     for key, r in results.items():
         point, mesh = key.split("/")
-        base = stored.get(f"{key}/wall_s")
-        change = f"{(r['wall_s'] - base) / base:+.0%}" if base else "-"
+        base = stored.get(f"{key}/over_bare_cpu")
+        change = f"{(r['over_bare_cpu'] - base) / base:+.0%}" if base else "-"
         print(f"{point:16s}{mesh:>15s}{r['requests']:>10.0f}{r['wall_s']:>8.2f}"
-              f"{r['setup_s']:>8.2f}{r['us_per_request_hop']:>11.1f}{r['over_bare']:>9.2f}x{r['peak_rss_mb']:>9.0f}"
-              f"{change:>18s}")
+              f"{r['setup_s']:>8.2f}{r['us_per_request_hop']:>11.1f}{r['over_bare']:>9.2f}x"
+              f"{r['over_bare_cpu']:>6.2f}x{r['peak_rss_mb']:>9.0f}"
+              f"{change:>19s}")
 
 
 def flat(results: dict[str, dict[str, float]]) -> dict[str, float]:
-    keep = ("wall_s", "setup_s", "us_per_request_hop", "over_bare", "peak_rss_mb", "requests")
+    keep = ("wall_s", "setup_s", "us_per_request_hop", "over_bare", "cpu_us_per_request_hop",
+            "over_bare_cpu", "peak_rss_mb", "requests")
     return {f"{k}/{m}": v[m] for k, v in results.items() for m in keep}
 
 
@@ -232,7 +246,7 @@ def main() -> None:
     if none is not None:
         verdict = "meets" if none["over_bare"] >= 1.0 else "MISSES"
         print(f"  goal: none at the base point >= 1.0x the bare loop -> {none['over_bare']:.2f}x "
-              f"{verdict}")
+              f"(CPU time: {none['over_bare_cpu']:.2f}x) {verdict}")
     if args.figure is not None:
         figure(results, args.figure, meshes)
     if args.update_baseline or (not stored and not args.quick):
