@@ -21,6 +21,7 @@ from meshsim.scenario.resources import megabytes, millicores
 from meshsim.sim.cpu.cgroups import quota_s, resources_of, weight_of
 from meshsim.sim.cpu.fair import CGroup, FairScheduler
 from meshsim.sim.measure import CGroupMeasure
+from meshsim.sim.uncontended import give, take
 
 
 class CpuAccount(Protocol):
@@ -69,10 +70,12 @@ class Node:
             yield cpu.run(cpu_s, self.cgroup(account))
         else:
             cores = self.cores
-            req = cores.request()
-            yield req
+            req: object = take(cores)
+            if req is None:
+                req = cores.request()
+                yield req
             yield self.env.timeout(cpu_s)
-            cores.release(req)
+            give(cores, req)
         self.busy_s += cpu_s
         account.cpu_s += cpu_s
 

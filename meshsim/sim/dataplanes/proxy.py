@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import simpy
 
 from meshsim.sim.sampling import Sampler, Uniforms
+from meshsim.sim.uncontended import give, take
 
 if TYPE_CHECKING:
     from meshsim.models import ProxyCostModel
@@ -176,20 +177,24 @@ class Proxy:
         """Run ``cpu_s`` on ``worker``: wait for the thread, then for a core of the node."""
         if self.wakeup_s:
             cpu_s += self._wakeup(worker)
-        wreq = worker.res.request()
-        yield wreq
+        wreq: object = take(worker.res)
+        if wreq is None:
+            wreq = worker.res.request()
+            yield wreq
         node = self.node
         if node.cpu is not None:
             yield node.cpu.run(cpu_s, node.cgroup(self))
-            worker.res.release(wreq)
+            give(worker.res, wreq)
             self._account(worker, cpu_s)
             return
         cores = node.cores
-        creq = cores.request()
-        yield creq
+        creq: object = take(cores)
+        if creq is None:
+            creq = cores.request()
+            yield creq
         yield self.env.timeout(cpu_s)
-        cores.release(creq)
-        worker.res.release(wreq)
+        give(cores, creq)
+        give(worker.res, wreq)
         self._account(worker, cpu_s)
 
     def work_then_linger(
@@ -198,8 +203,10 @@ class Proxy:
         """Run ``cpu_s`` (the response path), return, and keep the worker busy ``after_s``."""
         if self.wakeup_s:
             cpu_s += self._wakeup(worker)
-        wreq = worker.res.request()
-        yield wreq
+        wreq: object = take(worker.res)
+        if wreq is None:
+            wreq = worker.res.request()
+            yield wreq
         node = self.node
         if node.cpu is not None:
             # Under the fair scheduler the telemetry is a burst of its own on the same
@@ -211,11 +218,13 @@ class Proxy:
                     after_s, node.cgroup(self), partial(self._end_after, worker, wreq, after_s)
                 )
             else:
-                worker.res.release(wreq)
+                give(worker.res, wreq)
             return
         cores = node.cores
-        creq = cores.request()
-        yield creq
+        creq: object = take(cores)
+        if creq is None:
+            creq = cores.request()
+            yield creq
         yield self.env.timeout(cpu_s)
         self._account(worker, cpu_s)
         if after_s > 0.0:
@@ -223,23 +232,18 @@ class Proxy:
             assert linger.callbacks is not None
             linger.callbacks.append(partial(self._end_linger, worker, wreq, creq, after_s))
         else:
-            cores.release(creq)
-            worker.res.release(wreq)
+            give(cores, creq)
+            give(worker.res, wreq)
 
     def _end_linger(
-        self,
-        worker: Worker,
-        wreq: simpy.Event,
-        creq: simpy.Event,
-        after_s: float,
-        _event: simpy.Event,
+        self, worker: Worker, wreq: object, creq: object, after_s: float, _event: simpy.Event
     ) -> None:
-        self.node.cores.release(creq)  # type: ignore[arg-type]
-        worker.res.release(wreq)  # type: ignore[arg-type]
+        give(self.node.cores, creq)
+        give(worker.res, wreq)
         self._account(worker, after_s)
 
-    def _end_after(self, worker: Worker, wreq: simpy.Event, after_s: float) -> None:
-        worker.res.release(wreq)  # type: ignore[arg-type]
+    def _end_after(self, worker: Worker, wreq: object, after_s: float) -> None:
+        give(worker.res, wreq)
         self._account(worker, after_s)
 
     def _wakeup(self, worker: Worker) -> float:
