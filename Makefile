@@ -51,6 +51,7 @@ check: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check meshsim cli tests benchmarks
+	$(BIN)/ruff format --check meshsim cli tests benchmarks
 	$(BIN)/mypy
 
 format: $(STAMP)

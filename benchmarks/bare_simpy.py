@@ -80,9 +80,9 @@ def bare_run(shape: Shape, seed: int = 1) -> int:
     latencies: list[float] = []
     sent = [0]
 
-    def hop(chain: list[list[tuple[simpy.Resource, int]]], h: int, src: int) -> Generator[
-        simpy.Event, Any, None
-    ]:
+    def hop(
+        chain: list[list[tuple[simpy.Resource, int]]], h: int, src: int
+    ) -> Generator[simpy.Event, Any, None]:
         reps = chain[h]
         slots, node = reps[int(next(pick) * len(reps))]
         delay = client_s if src < 0 else (same_s if src == node else cross_s)
@@ -99,9 +99,9 @@ def bare_run(shape: Shape, seed: int = 1) -> int:
         slots.release(slot)
         yield env.timeout(delay)
 
-    def request(chain: Any, conns: simpy.Resource, sent_at: float) -> Generator[
-        simpy.Event, Any, None
-    ]:
+    def request(
+        chain: Any, conns: simpy.Resource, sent_at: float
+    ) -> Generator[simpy.Event, Any, None]:
         conn = conns.request()
         yield conn
         yield from hop(chain, 0, -1)

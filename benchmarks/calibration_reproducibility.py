@@ -35,9 +35,15 @@ def estimates(fit: dict[str, Any]) -> dict[str, tuple[float, float, float]]:
     for k in ("mean", "cv", "p50", "p99"):
         add(f"service_time.{k}", st.get(k))
     est = fit["estimates"]
-    for name in ("callbacks_cpu_us", "process_cpu_us_vs_kib", "process_cpu_us_vs_rps",
-                 "filter_cpu_us", "tls_extra_cpu_us_vs_kib", "memory_kib_plain",
-                 "memory_kib_tls"):
+    for name in (
+        "callbacks_cpu_us",
+        "process_cpu_us_vs_kib",
+        "process_cpu_us_vs_rps",
+        "filter_cpu_us",
+        "tls_extra_cpu_us_vs_kib",
+        "memory_kib_plain",
+        "memory_kib_tls",
+    ):
         line = est.get(name)
         if line:
             add(f"{name}.intercept", line["intercept"])
@@ -56,8 +62,9 @@ def estimates(fit: dict[str, Any]) -> dict[str, tuple[float, float, float]]:
 def compare(a: dict[str, Any], b: dict[str, Any]) -> tuple[str, dict[str, int]]:
     ea, eb = estimates(a), estimates(b)
     names = [n for n in ea if n in eb]
-    head = (f"{'estimate':<44} {'run A (95% CI)':>30} {'run B (95% CI)':>30}  "
-            "A in B  B in A  overlap")
+    head = (
+        f"{'estimate':<44} {'run A (95% CI)':>30} {'run B (95% CI)':>30}  A in B  B in A  overlap"
+    )
     lines = [head, "-" * len(head)]
     counts = {"estimates": len(names), "a_in_b": 0, "b_in_a": 0, "overlap": 0}
     for n in names:
@@ -67,11 +74,15 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> tuple[str, dict[str, int]]:
         counts["a_in_b"] += a_in_b
         counts["b_in_a"] += b_in_a
         counts["overlap"] += overlap
-        lines.append(f"{n:<44} {f'{va:.4g} ({la:.4g}..{ha:.4g})':>30} "
-                     f"{f'{vb:.4g} ({lb:.4g}..{hb:.4g})':>30}  {'yes' if a_in_b else 'NO':>6}  "
-                     f"{'yes' if b_in_a else 'NO':>6}  {'yes' if overlap else 'NO':>7}")
-    lines.append(f"\n{counts['overlap']} of {counts['estimates']} CIs overlap; run A's estimate "
-                 f"inside B's CI for {counts['a_in_b']}, B's inside A's for {counts['b_in_a']}")
+        lines.append(
+            f"{n:<44} {f'{va:.4g} ({la:.4g}..{ha:.4g})':>30} "
+            f"{f'{vb:.4g} ({lb:.4g}..{hb:.4g})':>30}  {'yes' if a_in_b else 'NO':>6}  "
+            f"{'yes' if b_in_a else 'NO':>6}  {'yes' if overlap else 'NO':>7}"
+        )
+    lines.append(
+        f"\n{counts['overlap']} of {counts['estimates']} CIs overlap; run A's estimate "
+        f"inside B's CI for {counts['a_in_b']}, B's inside A's for {counts['b_in_a']}"
+    )
     return "\n".join(lines), counts
 
 
@@ -86,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.records:
         data = [json.loads(p.read_text()) for p in args.records]
     else:
-        data = [measure_lab(args.quick, log=lambda s: print(s, file=sys.stderr))
-                for _ in range(2)]
+        data = [measure_lab(args.quick, log=lambda s: print(s, file=sys.stderr)) for _ in range(2)]
         tmp = Path(tempfile.mkdtemp(prefix="meshsim-repro-"))
         for i, d in enumerate(data):
             (tmp / f"run{i}.measurements.json").write_text(json.dumps(d))

@@ -166,29 +166,44 @@ def run_grid(quick: bool, repeats: int, meshes: tuple[str, ...]) -> dict[str, di
                 done[(shape, mesh)] = json.loads(out.stdout.strip().splitlines()[-1])
             results[key] = done[(shape, mesh)]
             r = results[key]
-            print(f"  {key:28s} {r['requests']:>8.0f} req {r['wall_s']:7.2f} s "
-                  f"{r['us_per_request_hop']:7.1f} us/req-hop  {r['over_bare']:5.2f}x bare  "
-                  f"{r['peak_rss_mb']:6.0f} MB", flush=True)
+            print(
+                f"  {key:28s} {r['requests']:>8.0f} req {r['wall_s']:7.2f} s "
+                f"{r['us_per_request_hop']:7.1f} us/req-hop  {r['over_bare']:5.2f}x bare  "
+                f"{r['peak_rss_mb']:6.0f} MB",
+                flush=True,
+            )
     return results
 
 
 def print_table(results: dict[str, dict[str, float]], stored: dict[str, float]) -> None:
-    print(f"\n{'point':16s}{'mesh':>15s}{'requests':>10s}{'wall s':>8s}{'setup s':>8s}"
-          f"{'us/req-hop':>11s}{'over bare':>10s}{'(CPU)':>7s}{'peak MB':>9s}"
-          f"{'(CPU) vs baseline':>19s}")
+    print(
+        f"\n{'point':16s}{'mesh':>15s}{'requests':>10s}{'wall s':>8s}{'setup s':>8s}"
+        f"{'us/req-hop':>11s}{'over bare':>10s}{'(CPU)':>7s}{'peak MB':>9s}"
+        f"{'(CPU) vs baseline':>19s}"
+    )
     for key, r in results.items():
         point, mesh = key.split("/")
         base = stored.get(f"{key}/over_bare_cpu")
         change = f"{(r['over_bare_cpu'] - base) / base:+.0%}" if base else "-"
-        print(f"{point:16s}{mesh:>15s}{r['requests']:>10.0f}{r['wall_s']:>8.2f}"
-              f"{r['setup_s']:>8.2f}{r['us_per_request_hop']:>11.1f}{r['over_bare']:>9.2f}x"
-              f"{r['over_bare_cpu']:>6.2f}x{r['peak_rss_mb']:>9.0f}"
-              f"{change:>19s}")
+        print(
+            f"{point:16s}{mesh:>15s}{r['requests']:>10.0f}{r['wall_s']:>8.2f}"
+            f"{r['setup_s']:>8.2f}{r['us_per_request_hop']:>11.1f}{r['over_bare']:>9.2f}x"
+            f"{r['over_bare_cpu']:>6.2f}x{r['peak_rss_mb']:>9.0f}"
+            f"{change:>19s}"
+        )
 
 
 def flat(results: dict[str, dict[str, float]]) -> dict[str, float]:
-    keep = ("wall_s", "setup_s", "us_per_request_hop", "over_bare", "cpu_us_per_request_hop",
-            "over_bare_cpu", "peak_rss_mb", "requests")
+    keep = (
+        "wall_s",
+        "setup_s",
+        "us_per_request_hop",
+        "over_bare",
+        "cpu_us_per_request_hop",
+        "over_bare_cpu",
+        "peak_rss_mb",
+        "requests",
+    )
     return {f"{k}/{m}": v[m] for k, v in results.items() for m in keep}
 
 
@@ -199,8 +214,12 @@ def figure(results: dict[str, dict[str, float]], path: Path, meshes: tuple[str, 
     import matplotlib.pyplot as plt
 
     fig, axs = plt.subplots(2, len(AXES), figsize=(4 * len(AXES), 6.5), constrained_layout=True)
-    labels = {"rate": "request rate (rps)", "hops": "hops (chain length)",
-              "services": "services (chains side by side)", "pods": "pods per service"}
+    labels = {
+        "rate": "request rate (rps)",
+        "hops": "hops (chain length)",
+        "services": "services (chains side by side)",
+        "pods": "pods per service",
+    }
     for col, axis in enumerate(AXES):
         keys = [k for k in results if k.startswith(f"{axis}=")]
         for mesh in meshes:
@@ -209,8 +228,12 @@ def figure(results: dict[str, dict[str, float]], path: Path, meshes: tuple[str, 
             axs[0][col].plot(xs, [results[k]["wall_s"] for k in mine], "o-", label=mesh)
             axs[1][col].plot(xs, [results[k]["peak_rss_mb"] for k in mine], "o-", label=mesh)
         bare = [k for k in keys if k.endswith("/none")]
-        axs[0][col].plot([float(k.split("/")[0].split("=")[1]) for k in bare],
-                         [results[k]["bare_wall_s"] for k in bare], "k--", label="bare simpy")
+        axs[0][col].plot(
+            [float(k.split("/")[0].split("=")[1]) for k in bare],
+            [results[k]["bare_wall_s"] for k in bare],
+            "k--",
+            label="bare simpy",
+        )
         axs[1][col].set_xlabel(labels[axis])
         for row in (0, 1):
             axs[row][col].set_xscale("log")
@@ -238,15 +261,19 @@ def main() -> None:
         return
     meshes = tuple(args.meshes.split(","))
     stored = json.loads(BASELINE.read_text()) if BASELINE.exists() else {}
-    print(f"engine scaling: {BASE.duration_s:g} simulated s per point (base {BASE.rate_rps:g} "
-          f"rps, 1 hop, 2 pods), medians of {args.repeats} interleaved runs")
+    print(
+        f"engine scaling: {BASE.duration_s:g} simulated s per point (base {BASE.rate_rps:g} "
+        f"rps, 1 hop, 2 pods), medians of {args.repeats} interleaved runs"
+    )
     results = run_grid(args.quick, args.repeats, meshes)
     print_table(results, stored)
     none = results.get("rate=1000/none")
     if none is not None:
         verdict = "meets" if none["over_bare"] >= 1.0 else "MISSES"
-        print(f"  goal: none at the base point >= 1.0x the bare loop -> {none['over_bare']:.2f}x "
-              f"(CPU time: {none['over_bare_cpu']:.2f}x) {verdict}")
+        print(
+            f"  goal: none at the base point >= 1.0x the bare loop -> {none['over_bare']:.2f}x "
+            f"(CPU time: {none['over_bare_cpu']:.2f}x) {verdict}"
+        )
     if args.figure is not None:
         figure(results, args.figure, meshes)
     if args.update_baseline or (not stored and not args.quick):

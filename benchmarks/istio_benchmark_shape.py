@@ -38,10 +38,24 @@ def scenario(duration_s: float, seed: int) -> dict[str, Any]:
         "warmup_s": 2.0,
         "meshes": ["none", "istio", "linkerd", "istio-ambient"],
         "cluster": {"nodes": 2, "cores_per_node": 8},
-        "services": [{"name": "fortio-server", "replicas": 1, "response_bytes": 1024,
-                      "cpu_ms": {"dist": "constant", "mean": 0.05}}],
-        "workloads": [{"name": "fortio", "target": "fortio-server", "arrival": "poisson",
-                       "rate_rps": 1000.0, "request_bytes": 1024, "connections": 16}],
+        "services": [
+            {
+                "name": "fortio-server",
+                "replicas": 1,
+                "response_bytes": 1024,
+                "cpu_ms": {"dist": "constant", "mean": 0.05},
+            }
+        ],
+        "workloads": [
+            {
+                "name": "fortio",
+                "target": "fortio-server",
+                "arrival": "poisson",
+                "rate_rps": 1000.0,
+                "request_bytes": 1024,
+                "connections": 16,
+            }
+        ],
         "mesh_options": {"meshed_clients": True, "istio": {"workers": 2, "mtls": "STRICT"}},
     }
 
@@ -67,11 +81,15 @@ def main() -> None:
         p = run["proxies"]
         if not p.get("count"):
             continue
-        print(f"  {mesh:14} proxies {p['count']}  vCPU/1000rps per proxy "
-              f"{p['cpu_vcpu_per_1000rps'] / p['count']:.3f}  MB/proxy "
-              f"{p['memory_mb_per_proxy']:.1f}  handshakes {p['handshakes']}")
-    print(f"  published Istio 1.24 sidecar: {anchor.vcpu_per_1000rps:.2f} vCPU, "
-          f"{anchor.memory_mb:.0f} MB (models/istio-sidecar.yaml anchor)")
+        print(
+            f"  {mesh:14} proxies {p['count']}  vCPU/1000rps per proxy "
+            f"{p['cpu_vcpu_per_1000rps'] / p['count']:.3f}  MB/proxy "
+            f"{p['memory_mb_per_proxy']:.1f}  handshakes {p['handshakes']}"
+        )
+    print(
+        f"  published Istio 1.24 sidecar: {anchor.vcpu_per_1000rps:.2f} vCPU, "
+        f"{anchor.memory_mb:.0f} MB (models/istio-sidecar.yaml anchor)"
+    )
 
 
 if __name__ == "__main__":

@@ -104,39 +104,57 @@ def parse_wrk(text: str) -> dict[str, float]:
         m = re.search(rf"^\s+{q}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
         out[f"p{q}_ms"] = float(m.group(1)) * _UNITS[m.group(2)] if m else float("nan")
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
-    errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
-                     text)
+    errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
     out["bad"] = float(bad.group(1)) if bad else 0.0
     if errs:
         out["bad"] += sum(float(g) for g in errs.groups())
     return out
 
 
-def run_wrk(wrk: str | None, port: int, connections: int, duration_s: float,
-            cpus: set[int]) -> dict[str, float]:
+def run_wrk(
+    wrk: str | None, port: int, connections: int, duration_s: float, cpus: set[int]
+) -> dict[str, float]:
     url = f"http://127.0.0.1:{port}/"
     if wrk is None:  # the project's load generator, closed loop
         r = run_load(LoadSpec(url, 0, connections, duration_s))
         h = r.corrected
-        return {"rps": r.actual_rps, "p50_ms": h.get_value_at_percentile(50) / 1000,
-                "p99_ms": h.get_value_at_percentile(99) / 1000,
-                "bad": float(r.completed - r.ret_codes.get(200, 0) + r.errors)}
+        return {
+            "rps": r.actual_rps,
+            "p50_ms": h.get_value_at_percentile(50) / 1000,
+            "p99_ms": h.get_value_at_percentile(99) / 1000,
+            "bad": float(r.completed - r.ret_codes.get(200, 0) + r.errors),
+        }
     cmd = [wrk, "-t1", f"-c{connections}", f"-d{duration_s:g}s", "--latency", url]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=True,
-                          preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        check=True,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+    )
     return parse_wrk(proc.stdout)
 
 
 class Target:
     """A server under test: its port and the process tree whose CPU is measured."""
 
-    def __init__(self, name: str, argv: list[str], port: int, cpus: set[int],
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        port: int,
+        cpus: set[int],
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.port = port
         self.proc = subprocess.Popen(
-            argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+            argv,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+        )
         try:
             wait_for_port(port, 15.0)
         except TimeoutError:
@@ -171,8 +189,12 @@ def start_nginx(nginx: str, prefix: Path, cpus: set[int]) -> Target:
     user = f"user {getpass.getuser()};" if os.geteuid() == 0 else ""
     conf = prefix / "nginx.conf"
     conf.write_text(NGINX_CONF.format(prefix=prefix, port=port, user=user))
-    return Target("nginx", [nginx, "-p", str(prefix), "-c", str(conf), "-e",
-                            str(prefix / "error.log")], port, cpus)
+    return Target(
+        "nginx",
+        [nginx, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
+        port,
+        cpus,
+    )
 
 
 def spread(values: list[float], fmt: str) -> str:
@@ -190,11 +212,14 @@ def main() -> None:
     ap.add_argument("--pin", action="store_true", help="give the proxy under test its own CPU")
     ap.add_argument("--json", type=Path, default=None, help="write every trial here")
     args = ap.parse_args()
-    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists()
-                                      else None)
+    nginx = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
     if nginx is None:
-        sys.exit("nginx not found (apt-get install nginx-light): the upstream must be a C "
-                 "server, not the Python echo")
+        sys.exit(
+            "nginx not found (apt-get install nginx-light): the upstream must be a C "
+            "server, not the Python echo"
+        )
     wrk = shutil.which("wrk")
     if wrk is None:
         print("wrk not found (apt-get install wrk): using meshsim's load generator, closed loop")
@@ -214,23 +239,39 @@ def main() -> None:
         if shutil.which("haproxy"):
             port = free_port()
             (work / "haproxy").mkdir()
-            targets["haproxy"] = Target("haproxy", [
-                str(HAPROXY_SIDECAR), "--listen", f"127.0.0.1:{port}", "--upstream", upstream,
-                "--workdir", str(work / "haproxy")], port, proxy_cpus)
+            targets["haproxy"] = Target(
+                "haproxy",
+                [
+                    str(HAPROXY_SIDECAR),
+                    "--listen",
+                    f"127.0.0.1:{port}",
+                    "--upstream",
+                    upstream,
+                    "--workdir",
+                    str(work / "haproxy"),
+                ],
+                port,
+                proxy_cpus,
+            )
         else:
             print("haproxy not found: skipping it (apt-get install haproxy)")
         port = free_port()
-        targets["meshsim"] = Target("meshsim", [sys.executable, "-c", PROXY, str(port),
-                                                str(up.port)], port, proxy_cpus, env)
+        targets["meshsim"] = Target(
+            "meshsim", [sys.executable, "-c", PROXY, str(port), str(up.port)], port, proxy_cpus, env
+        )
         if RUST_BIN.exists():
             port = free_port()
-            targets["rust"] = Target("rust", [str(RUST_BIN), "--listen", f"127.0.0.1:{port}",
-                                              "--upstream", upstream], port, proxy_cpus)
+            targets["rust"] = Target(
+                "rust",
+                [str(RUST_BIN), "--listen", f"127.0.0.1:{port}", "--upstream", upstream],
+                port,
+                proxy_cpus,
+            )
         else:
             print(f"{RUST_BIN} not built: skipping the Rust sidecar (make rust-sidecar)")
         names = list(targets)
         for trial in range(args.trials):
-            order = names[trial % len(names):] + names[: trial % len(names)]
+            order = names[trial % len(names) :] + names[: trial % len(names)]
             for name in order:
                 t = targets[name]
                 run_wrk(wrk, t.port, args.connections, 1.0, rest_cpus)  # warm-up
@@ -240,9 +281,12 @@ def main() -> None:
                 used = tree_sched(pids) - before
                 r["cpu_us"] = used.cpu_s * 1e6 / max(r["rps"] * args.duration_s, 1.0)
                 trials.setdefault(name, []).append(r)
-                print(f"trial {trial + 1} {name:<8} {r['rps']:>9.0f} rps  "
-                      f"{r['cpu_us']:>6.1f} us CPU/req  p50 {r['p50_ms']:.3f} ms  "
-                      f"p99 {r['p99_ms']:.3f} ms", flush=True)
+                print(
+                    f"trial {trial + 1} {name:<8} {r['rps']:>9.0f} rps  "
+                    f"{r['cpu_us']:>6.1f} us CPU/req  p50 {r['p50_ms']:.3f} ms  "
+                    f"p99 {r['p99_ms']:.3f} ms",
+                    flush=True,
+                )
     finally:
         for t in targets.values():
             t.stop()
@@ -250,26 +294,42 @@ def main() -> None:
     report(trials, args, ncpu, proxy_cpus, wrk is not None)
 
 
-def report(trials: dict[str, list[dict[str, float]]], args: argparse.Namespace, ncpu: int,
-           proxy_cpus: set[int], have_wrk: bool) -> None:
+def report(
+    trials: dict[str, list[dict[str, float]]],
+    args: argparse.Namespace,
+    ncpu: int,
+    proxy_cpus: set[int],
+    have_wrk: bool,
+) -> None:
     base = trials["nginx"]
-    added = {name: [r["p50_ms"] - b["p50_ms"] for r, b in zip(rs, base, strict=True)]
-             for name, rs in trials.items()}
-    client = (f"wrk -t1 -c{args.connections} -d{args.duration_s:g}s" if have_wrk
-              else f"meshsim load generator, {args.connections} connections, closed loop")
-    print(f"\n{client}, {args.trials} trials, nginx upstream (1 worker, return 200), "
-          f"{ncpu} CPUs, loopback"
-          + (f", proxies pinned to CPU {sorted(proxy_cpus)}" if proxy_cpus else ", unpinned"))
+    added = {
+        name: [r["p50_ms"] - b["p50_ms"] for r, b in zip(rs, base, strict=True)]
+        for name, rs in trials.items()
+    }
+    client = (
+        f"wrk -t1 -c{args.connections} -d{args.duration_s:g}s"
+        if have_wrk
+        else f"meshsim load generator, {args.connections} connections, closed loop"
+    )
+    print(
+        f"\n{client}, {args.trials} trials, nginx upstream (1 worker, return 200), "
+        f"{ncpu} CPUs, loopback"
+        + (f", proxies pinned to CPU {sorted(proxy_cpus)}" if proxy_cpus else ", unpinned")
+    )
     print("median [min-max] over trials")
-    print(f"{'target':<9}{'rps':>26}{'CPU us/req':>22}{'p50 ms':>24}{'added p50 ms':>26}"
-          f"{'p99 ms':>24}{'errors':>8}")
+    print(
+        f"{'target':<9}{'rps':>26}{'CPU us/req':>22}{'p50 ms':>24}{'added p50 ms':>26}"
+        f"{'p99 ms':>24}{'errors':>8}"
+    )
     for name, rs in trials.items():
         cpu = spread([r["cpu_us"] for r in rs], ".1f") if name != "nginx" else "-"
-        print(f"{name:<9}{spread([r['rps'] for r in rs], '.0f'):>26}{cpu:>22}"
-              f"{spread([r['p50_ms'] for r in rs], '.3f'):>24}"
-              f"{spread(added[name], '.3f') if name != 'nginx' else '-':>26}"
-              f"{spread([r['p99_ms'] for r in rs], '.3f'):>24}"
-              f"{int(sum(r['bad'] for r in rs)):>8}")
+        print(
+            f"{name:<9}{spread([r['rps'] for r in rs], '.0f'):>26}{cpu:>22}"
+            f"{spread([r['p50_ms'] for r in rs], '.3f'):>24}"
+            f"{spread(added[name], '.3f') if name != 'nginx' else '-':>26}"
+            f"{spread([r['p99_ms'] for r in rs], '.3f'):>24}"
+            f"{int(sum(r['bad'] for r in rs)):>8}"
+        )
     summary: dict[str, Any] = {"trials": trials, "relative_to_haproxy": {}}
     if "haproxy" in trials:
         h_rps = statistics.median(r["rps"] for r in trials["haproxy"])
@@ -278,18 +338,24 @@ def report(trials: dict[str, list[dict[str, float]]], args: argparse.Namespace, 
         for name in trials:
             if name in ("nginx", "haproxy"):
                 continue
-            per_trial = [m["rps"] / h["rps"]
-                         for m, h in zip(trials[name], trials["haproxy"], strict=True)]
+            per_trial = [
+                m["rps"] / h["rps"] for m, h in zip(trials[name], trials["haproxy"], strict=True)
+            ]
             rps_ratio = statistics.median(r["rps"] for r in trials[name]) / h_rps
             add = statistics.median(added[name])
             add_ratio = add / h_add if h_add > 0.005 else float("nan")
             goal = "  (goals: >= 0.50x throughput, <= 2x added p50)" if name == "meshsim" else ""
-            print(f"{name:<9} throughput {rps_ratio:.2f}x [{min(per_trial):.2f}-"
-                  f"{max(per_trial):.2f}], added p50 {add:.3f} ms vs {h_add:.3f} ms = "
-                  + (f"{add_ratio:.2f}x" if add_ratio == add_ratio else "n/a (HAProxy's is "
-                     "within noise)") + goal)
-            summary["relative_to_haproxy"][name] = {"throughput": rps_ratio,
-                                                    "added_p50": add_ratio}
+            print(
+                f"{name:<9} throughput {rps_ratio:.2f}x [{min(per_trial):.2f}-"
+                f"{max(per_trial):.2f}], added p50 {add:.3f} ms vs {h_add:.3f} ms = "
+                + (
+                    f"{add_ratio:.2f}x"
+                    if add_ratio == add_ratio
+                    else "n/a (HAProxy's is within noise)"
+                )
+                + goal
+            )
+            summary["relative_to_haproxy"][name] = {"throughput": rps_ratio, "added_p50": add_ratio}
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
 

@@ -21,31 +21,67 @@ DEFAULT_KEY_TYPE = "ecdsa-p256"
 # runs the lab, `meshsim calibrate compare MODELS...` compares calibrated models.
 @click.group("calibrate", invoke_without_command=True)
 @click.pass_context
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Model file to write (default models/calibrated/lab.yaml; "
-                   "models/calibrated/PROGRAM.yaml with --proxy-cmd, "
-                   "models/calibrated/fortio.yaml with --from-fortio).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Model file to write (default models/calibrated/lab.yaml; "
+    "models/calibrated/PROGRAM.yaml with --proxy-cmd, "
+    "models/calibrated/fortio.yaml with --from-fortio).",
+)
 @click.option("--quick", is_flag=True, help="A small grid and short runs (CI smoke test, < 1 min).")
-@click.option("--from-fortio", "fortio", type=click.Path(exists=True, path_type=Path),
-              multiple=True, help="fortio JSON results (files or a manifest YAML); repeatable.")
-@click.option("--kind", type=click.Choice(["envoy-sidecar", "linkerd-proxy"]),
-              default="envoy-sidecar", show_default=True,
-              help="With --from-fortio: which proxy the runs measured.")
+@click.option(
+    "--from-fortio",
+    "fortio",
+    type=click.Path(exists=True, path_type=Path),
+    multiple=True,
+    help="fortio JSON results (files or a manifest YAML); repeatable.",
+)
+@click.option(
+    "--kind",
+    type=click.Choice(["envoy-sidecar", "linkerd-proxy"]),
+    default="envoy-sidecar",
+    show_default=True,
+    help="With --from-fortio: which proxy the runs measured.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
-@click.option("--proxy-cmd", "proxy_cmd", metavar="TEMPLATE", default=None,
-              help="Calibrate this proxy process instead of meshsim's own: a command with "
-                   "{listen} and {upstream} (HOST:PORT), optionally {role} (outbound/inbound), "
-                   "{mtls} (on/off) with {cert} {key} {ca}, {keepalive} (on/off) and "
-                   "{workdir}. See proxies/README.md.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="With --proxy-cmd: the worker threads the proxy is configured with.")
-@click.option("--key-type", "key_type", type=click.Choice(KEY_TYPES), default=None,
-              help="Key type of the lab CA and of the workload certificates it issues: "
-                   "ecdsa-p256 (Linkerd, ztunnel; the default) or rsa-2048 (Istio's default).")
+@click.option(
+    "--proxy-cmd",
+    "proxy_cmd",
+    metavar="TEMPLATE",
+    default=None,
+    help="Calibrate this proxy process instead of meshsim's own: a command with "
+    "{listen} and {upstream} (HOST:PORT), optionally {role} (outbound/inbound), "
+    "{mtls} (on/off) with {cert} {key} {ca}, {keepalive} (on/off) and "
+    "{workdir}. See proxies/README.md.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="With --proxy-cmd: the worker threads the proxy is configured with.",
+)
+@click.option(
+    "--key-type",
+    "key_type",
+    type=click.Choice(KEY_TYPES),
+    default=None,
+    help="Key type of the lab CA and of the workload certificates it issues: "
+    "ecdsa-p256 (Linkerd, ztunnel; the default) or rsa-2048 (Istio's default).",
+)
 @user_errors
-def calibrate(ctx: click.Context, out: Path | None, quick: bool, fortio: tuple[Path, ...],
-              kind: str, seed: int, proxy_cmd: str | None, workers: int,
-              key_type: str | None) -> None:
+def calibrate(
+    ctx: click.Context,
+    out: Path | None,
+    quick: bool,
+    fortio: tuple[Path, ...],
+    kind: str,
+    seed: int,
+    proxy_cmd: str | None,
+    workers: int,
+    key_type: str | None,
+) -> None:
     """Fit a cost model: from the loopback lab (meshsim's proxy, or any proxy process with
     --proxy-cmd), or with --from-fortio from your own cluster."""
     if ctx.invoked_subcommand is not None:
@@ -64,15 +100,24 @@ def calibrate(ctx: click.Context, out: Path | None, quick: bool, fortio: tuple[P
         from meshsim.calibrate.blackbox import calibrate_command
 
         target = out or Path("models/calibrated") / f"{Path(cmd.program).name}.yaml"
-        doc = calibrate_command(cmd, target, quick=quick, seed=seed, workers=workers,
-                                key_type=keys,
-                                log=lambda s: console.print(s, highlight=False, markup=False))
+        doc = calibrate_command(
+            cmd,
+            target,
+            quick=quick,
+            seed=seed,
+            workers=workers,
+            key_type=keys,
+            log=lambda s: console.print(s, highlight=False, markup=False),
+        )
         par = doc["parameters"]
-        console.print(f"wrote {target} (fit record beside it): fixed CPU per request "
-                      f"{par['socket_io_us']['value']:.1f} us, per wake-up "
-                      f"{par.get('wakeup_cpu_us', {}).get('value', 0.0):.1f} us, per KiB "
-                      f"{par['payload_cpu_us_per_kib']['value']:.2f} us; "
-                      f"{doc['fit']['held_out_count']} held-out points", highlight=False)
+        console.print(
+            f"wrote {target} (fit record beside it): fixed CPU per request "
+            f"{par['socket_io_us']['value']:.1f} us, per wake-up "
+            f"{par.get('wakeup_cpu_us', {}).get('value', 0.0):.1f} us, per KiB "
+            f"{par['payload_cpu_us_per_kib']['value']:.2f} us; "
+            f"{doc['fit']['held_out_count']} held-out points",
+            highlight=False,
+        )
         return
     if fortio:
         from meshsim.calibrate.fortio_import import calibrate_from_fortio
@@ -80,26 +125,37 @@ def calibrate(ctx: click.Context, out: Path | None, quick: bool, fortio: tuple[P
         target = out or Path("models/calibrated/fortio.yaml")
         doc = calibrate_from_fortio(list(fortio), target, kind=kind, seed=seed)
         est = doc["fit"]["estimates"]
-        console.print(f"wrote {target}: per-hop CPU {est['service_us']['value']:.1f} us, "
-                      f"hop latency {est['hop_latency_us']['value']:.1f} us "
-                      f"({len(doc['fit']['pairs'])} load levels)", highlight=False)
+        console.print(
+            f"wrote {target}: per-hop CPU {est['service_us']['value']:.1f} us, "
+            f"hop latency {est['hop_latency_us']['value']:.1f} us "
+            f"({len(doc['fit']['pairs'])} load levels)",
+            highlight=False,
+        )
         return
     from meshsim.calibrate.calibration import calibrate_lab
 
     target = out or Path("models/calibrated/lab.yaml")
-    doc = calibrate_lab(target, quick=quick, log=lambda s: console.print(s, highlight=False,
-                                                                          markup=False),
-                        seed=seed, key_type=keys)
+    doc = calibrate_lab(
+        target,
+        quick=quick,
+        log=lambda s: console.print(s, highlight=False, markup=False),
+        seed=seed,
+        key_type=keys,
+    )
     st = doc["fit"]["service_time"]
-    console.print(f"wrote {target} (fit record beside it): service time {st['dist']}, mean "
-                  f"{st['mean']['value']:.1f} us (95% CI {st['mean']['ci95'][0]:.1f}-"
-                  f"{st['mean']['ci95'][1]:.1f}), cv {st['cv']['value']:.2f}; "
-                  f"{doc['fit']['held_out_count']} held-out points", highlight=False)
+    console.print(
+        f"wrote {target} (fit record beside it): service time {st['dist']}, mean "
+        f"{st['mean']['value']:.1f} us (95% CI {st['mean']['ci95'][0]:.1f}-"
+        f"{st['mean']['ci95'][1]:.1f}), cv {st['cv']['value']:.2f}; "
+        f"{doc['fit']['held_out_count']} held-out points",
+        highlight=False,
+    )
 
 
 @calibrate.command("compare")
-@click.argument("models", nargs=-1, required=True,
-                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument(
+    "models", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
 @click.option("--markdown", is_flag=True, help="Print a Markdown table instead.")
 @user_errors
 def compare(models: tuple[Path, ...], markdown: bool) -> None:
@@ -119,24 +175,59 @@ def compare(models: tuple[Path, ...], markdown: bool) -> None:
 
 
 @calibrate.command("churn")
-@click.argument("models", nargs=-1,
-                type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--key-type", "key_types", type=click.Choice(KEY_TYPES), multiple=True,
-              help="Key types to measure handshakes with (repeatable; default both).")
-@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Rounds over every stack and key type (their spread is the noise).")
-@click.option("--requests", type=click.IntRange(min=10), default=150, show_default=True,
-              help="Sequential requests per connection mode and round.")
-@click.option("--passes", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Passes over the keep-alive-off points.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write everything measured and predicted to this JSON file.")
-@click.option("--from", "stored", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="Measure nothing: print the tables of this stored record "
-                                 "(--out of an earlier run), the simulator's check redone.")
+@click.argument("models", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--key-type",
+    "key_types",
+    type=click.Choice(KEY_TYPES),
+    multiple=True,
+    help="Key types to measure handshakes with (repeatable; default both).",
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Rounds over every stack and key type (their spread is the noise).",
+)
+@click.option(
+    "--requests",
+    type=click.IntRange(min=10),
+    default=150,
+    show_default=True,
+    help="Sequential requests per connection mode and round.",
+)
+@click.option(
+    "--passes",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Passes over the keep-alive-off points.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write everything measured and predicted to this JSON file.",
+)
+@click.option(
+    "--from",
+    "stored",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Measure nothing: print the tables of this stored record "
+    "(--out of an earlier run), the simulator's check redone.",
+)
 @user_errors
-def churn(models: tuple[Path, ...], key_types: tuple[str, ...], rounds: int, requests: int,
-          passes: int, out: Path | None, stored: Path | None) -> None:
+def churn(
+    models: tuple[Path, ...],
+    key_types: tuple[str, ...],
+    rounds: int,
+    requests: int,
+    passes: int,
+    out: Path | None,
+    stored: Path | None,
+) -> None:
     """Connection churn of calibrated MODELS' proxies, side by side in one lab run: full and
     resumed handshakes and a new connection's CPU with each key type, and the simulator's
     prediction of keep-alive-off points against the lab's."""
@@ -160,9 +251,15 @@ def churn(models: tuple[Path, ...], key_types: tuple[str, ...], rounds: int, req
         return
     if not models:
         raise click.UsageError("give the calibrated models to compare (or --from RECORD)")
-    data = run_churn(list(models), list(key_types or KEY_TYPES), out, rounds=rounds,
-                     requests=requests, passes=passes,
-                     log=lambda s: console.print(s, highlight=False, markup=False))
+    data = run_churn(
+        list(models),
+        list(key_types or KEY_TYPES),
+        out,
+        rounds=rounds,
+        requests=requests,
+        passes=passes,
+        log=lambda s: console.print(s, highlight=False, markup=False),
+    )
     click.echo(costs_table(data))
     click.echo()
     click.echo(keepalive_off_table(data["keepalive_off_check"]))

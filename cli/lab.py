@@ -38,7 +38,10 @@ def lab() -> None:
     help="'-' for standard output, a file, or 'off'.",
 )
 @click.option(
-    "--drain-s", type=click.FloatRange(min=0), default=5.0, show_default=True,
+    "--drain-s",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
     help="On SIGINT/SIGTERM, let in-flight requests finish for up to this long.",
 )
 def up(

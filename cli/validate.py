@@ -19,29 +19,60 @@ from .common import err_console, user_errors
 
 
 @click.command("validate")
-@click.argument("model", type=click.Path(dir_okay=False, path_type=Path),
-                default=Path("models/calibrated/lab.yaml"))
+@click.argument(
+    "model",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("models/calibrated/lab.yaml"),
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 @click.option("--max-p50-error", type=float, default=10.0, show_default=True, metavar="PCT")
 @click.option("--max-p99-error", type=float, default=20.0, show_default=True, metavar="PCT")
-@click.option("--max-throughput-error", type=float, default=10.0, show_default=True,
-              metavar="PCT")
-@click.option("--figures", "fig_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=None, help="Where to write the figures (default: beside MODEL, or "
-              "OUT/figures with --out).")
-@click.option("--duration-s", type=click.FloatRange(min=1.0), default=4.0, show_default=True,
-              help="Simulated seconds per point.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write the validation report (report.md, validation.json, figures/) here.")
-@click.option("--calibrate", is_flag=True,
-              help="Run the calibration lab first and write MODEL (and its fit record).")
+@click.option("--max-throughput-error", type=float, default=10.0, show_default=True, metavar="PCT")
+@click.option(
+    "--figures",
+    "fig_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the figures (default: beside MODEL, or OUT/figures with --out).",
+)
+@click.option(
+    "--duration-s",
+    type=click.FloatRange(min=1.0),
+    default=4.0,
+    show_default=True,
+    help="Simulated seconds per point.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write the validation report (report.md, validation.json, figures/) here.",
+)
+@click.option(
+    "--calibrate",
+    is_flag=True,
+    help="Run the calibration lab first and write MODEL (and its fit record).",
+)
 @click.option("--quick", is_flag=True, help="With --calibrate: the small grid (~1 min).")
-@click.option("--exit-zero", is_flag=True,
-              help="Exit 0 even when a goal is missed (the report and output say so).")
+@click.option(
+    "--exit-zero",
+    is_flag=True,
+    help="Exit 0 even when a goal is missed (the report and output say so).",
+)
 @user_errors
-def validate(model: Path, as_json: bool, max_p50_error: float, max_p99_error: float,
-             max_throughput_error: float, fig_dir: Path | None, duration_s: float,
-             out: Path | None, calibrate: bool, quick: bool, exit_zero: bool) -> None:
+def validate(
+    model: Path,
+    as_json: bool,
+    max_p50_error: float,
+    max_p99_error: float,
+    max_throughput_error: float,
+    fig_dir: Path | None,
+    duration_s: float,
+    out: Path | None,
+    calibrate: bool,
+    quick: bool,
+    exit_zero: bool,
+) -> None:
     """Simulate the lab topology with MODEL at its held-out loads; exit 1 beyond thresholds.
 
     With --out, also write the validation report there; with --calibrate, first measure the
@@ -56,23 +87,34 @@ def validate(model: Path, as_json: bool, max_p50_error: float, max_p99_error: fl
 
         calibrate_lab(model, quick=quick, log=lambda line: click.echo(line, err=as_json))
     elif not model.is_file():
-        raise MeshsimError(f"{model}: no such model file (run `meshsim calibrate` first, or "
-                           "pass --calibrate)")
+        raise MeshsimError(
+            f"{model}: no such model file (run `meshsim calibrate` first, or pass --calibrate)"
+        )
     if out is not None:
         from meshsim.calibrate.validation_report import write_validation_report
 
         goals = {"p50": max_p50_error, "p99": max_p99_error, "rps": max_throughput_error}
         command = _command(model, out, calibrate=calibrate, quick=quick, duration_s=duration_s)
-        written = write_validation_report(model, out, command=command, duration_s=duration_s,
-                                          goals=goals)
+        written = write_validation_report(
+            model, out, command=command, duration_s=duration_s, goals=goals
+        )
         rows, figs, bad = written.rows, written.figures, written.failures
     else:
         rows = validate_model(model, duration_s=duration_s)
         figs = figures(rows, fig_dir or model.parent / f"{model.stem}-figures") if rows else []
         bad = failures(rows, max_p50_error, max_p99_error, max_throughput_error)
     if as_json:
-        click.echo(json.dumps({"model": str(model), "rows": [r.to_json() for r in rows],
-                               "failures": bad, "figures": [str(p) for p in figs]}, indent=1))
+        click.echo(
+            json.dumps(
+                {
+                    "model": str(model),
+                    "rows": [r.to_json() for r in rows],
+                    "failures": bad,
+                    "figures": [str(p) for p in figs],
+                },
+                indent=1,
+            )
+        )
     else:
         click.echo(table(rows))
         for p in figs:
@@ -89,6 +131,9 @@ def validate(model: Path, as_json: bool, max_p50_error: float, max_p99_error: fl
 
 def _command(model: Path, out: Path, *, calibrate: bool, quick: bool, duration_s: float) -> str:
     """The command line the report says it was generated by."""
-    flags = (["--calibrate"] if calibrate else []) + (["--quick"] if quick else []) \
+    flags = (
+        (["--calibrate"] if calibrate else [])
+        + (["--quick"] if quick else [])
         + ([f"--duration-s {duration_s:g}"] if duration_s != 4.0 else [])
+    )
     return " ".join(["meshsim validate", str(model), *flags, "--out", str(out)])

@@ -40,9 +40,7 @@ def events_cut_by(scenario: Scenario, duration_s: float | None) -> list[str]:
     if duration_s is None:
         return []
     return [
-        f"{e.action} {e.target} at {e.at_s:g} s"
-        for e in scenario.events
-        if e.at_s >= duration_s
+        f"{e.action} {e.target} at {e.at_s:g} s" for e in scenario.events if e.at_s >= duration_s
     ]
 
 

@@ -15,13 +15,25 @@ from meshsim.scenario import from_dict
 
 def run(rate_rps: float) -> dict[str, Any]:
     doc = {
-        "meshsim": 1, "name": "overload", "seed": 2, "duration_s": 6.0, "warmup_s": 1.0,
-        "meshes": ["none"], "cluster": {"nodes": 1, "cores_per_node": 1},
+        "meshsim": 1,
+        "name": "overload",
+        "seed": 2,
+        "duration_s": 6.0,
+        "warmup_s": 1.0,
+        "meshes": ["none"],
+        "cluster": {"nodes": 1, "cores_per_node": 1},
         # one worker of 1 ms: a capacity of exactly 1000 requests per second
-        "services": [{"name": "server", "replicas": 1, "concurrency": 1,
-                      "cpu_ms": {"dist": "constant", "mean": 1.0}}],
-        "workloads": [{"name": "load", "target": "server", "arrival": "constant",
-                       "rate_rps": rate_rps}],
+        "services": [
+            {
+                "name": "server",
+                "replicas": 1,
+                "concurrency": 1,
+                "cpu_ms": {"dist": "constant", "mean": 1.0},
+            }
+        ],
+        "workloads": [
+            {"name": "load", "target": "server", "arrival": "constant", "rate_rps": rate_rps}
+        ],
     }
     out: dict[str, Any] = build_summary(run_scenario(from_dict(doc)))["runs"]["none"]
     return out

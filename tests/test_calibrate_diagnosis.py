@@ -28,8 +28,9 @@ def variant(name: str) -> dict[str, Any]:
     if name == "nodelay":
         fit["client_delay"] = None  # no measured baseline: the tail paragraph's other form
     if name == "tls":  # a fixed mTLS cost the model did not take as a parameter
-        fit["parameters_fitted"] = [p for p in fit["parameters_fitted"]
-                                    if p != "tls_request_cpu_us"]
+        fit["parameters_fitted"] = [
+            p for p in fit["parameters_fitted"] if p != "tls_request_cpu_us"
+        ]
         est["tls_extra_cpu_us_vs_kib"]["intercept"]["value"] = 33.0
     if name == "nocv":
         est["request_cpu_cv"] = None

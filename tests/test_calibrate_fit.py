@@ -60,8 +60,10 @@ def test_a_bimodal_sample_falls_back_to_the_empirical_distribution() -> None:
     f = fit_service_time(x, seed=3)
     assert f.dist == "empirical"
     assert len(f.quantiles) == 101
-    assert choose({"lognormal": {"loglik": 0, "ks_d": 0.01},
-                   "gamma": {"loglik": -1, "ks_d": 0.5}}) == "lognormal"
+    assert (
+        choose({"lognormal": {"loglik": 0, "ks_d": 0.01}, "gamma": {"loglik": -1, "ks_d": 0.5}})
+        == "lognormal"
+    )
 
 
 def test_line_fit_recovers_slope_and_intercept_with_ci() -> None:
@@ -118,11 +120,18 @@ def test_two_calibrations_agree_as_often_as_95pct_cis_allow() -> None:
 
 
 def _fortio(labels: str, qps: float, avg_us: float) -> dict[str, object]:
-    return {"RunType": "HTTP", "Labels": labels, "RequestedQPS": f"{qps:g}", "ActualQPS": qps,
-            "NumThreads": 4,
-            "DurationHistogram": {"Count": 1000, "Avg": avg_us * 1e-6,
-                                  "Percentiles": [{"Percentile": 50.0,
-                                                   "Value": avg_us * 1e-6}]}}
+    return {
+        "RunType": "HTTP",
+        "Labels": labels,
+        "RequestedQPS": f"{qps:g}",
+        "ActualQPS": qps,
+        "NumThreads": 4,
+        "DurationHistogram": {
+            "Count": 1000,
+            "Avg": avg_us * 1e-6,
+            "Percentiles": [{"Percentile": 50.0, "Value": avg_us * 1e-6}],
+        },
+    }
 
 
 def test_labels_say_which_run_is_which() -> None:
@@ -147,8 +156,10 @@ def test_from_fortio_recovers_a_known_per_hop_cost(tmp_path: Path, via_manifest:
             files.append((name, mesh))
     if via_manifest:
         man = tmp_path / "runs.yaml"
-        man.write_text("hops: 2\nworkers: 2\nruns:\n" + "".join(
-            f"  - {{file: {n}, mesh: {str(m).lower()}}}\n" for n, m in files))
+        man.write_text(
+            "hops: 2\nworkers: 2\nruns:\n"
+            + "".join(f"  - {{file: {n}, mesh: {str(m).lower()}}}\n" for n, m in files)
+        )
         inputs = [man]
     else:
         inputs = [tmp_path / n for n, _ in files]
@@ -177,16 +188,31 @@ def test_from_fortio_needs_two_loads(tmp_path: Path) -> None:
 
 
 def _queue(client_delay: object | None) -> dict[str, object]:
-    wl: dict[str, object] = {"name": "w", "target": "a", "arrival": "poisson", "rate_rps": 20.0,
-                             "request_bytes": 0}
+    wl: dict[str, object] = {
+        "name": "w",
+        "target": "a",
+        "arrival": "poisson",
+        "rate_rps": 20.0,
+        "request_bytes": 0,
+    }
     if client_delay is not None:
         wl["client_delay_ms"] = client_delay
-    return {"meshsim": 1, "name": "q", "seed": 3, "duration_s": 30.0, "warmup_s": 1.0,
-            "cluster": {"nodes": 1, "cores_per_node": 1,
-                        "network": {"same_node_us": 0, "cross_node_us": 0, "client_us": 0}},
-            "services": [{"name": "a", "replicas": 1, "concurrency": 1, "cpu_ms": 1.0,
-                          "response_bytes": 0}],
-            "workloads": [wl]}
+    return {
+        "meshsim": 1,
+        "name": "q",
+        "seed": 3,
+        "duration_s": 30.0,
+        "warmup_s": 1.0,
+        "cluster": {
+            "nodes": 1,
+            "cores_per_node": 1,
+            "network": {"same_node_us": 0, "cross_node_us": 0, "client_us": 0},
+        },
+        "services": [
+            {"name": "a", "replicas": 1, "concurrency": 1, "cpu_ms": 1.0, "response_bytes": 0}
+        ],
+        "workloads": [wl],
+    }
 
 
 def _latency(doc: dict[str, object]) -> dict[str, float]:
@@ -213,12 +239,22 @@ def test_client_delay_adds_a_drawn_delay_outside_the_cluster() -> None:
 def test_lab_scenario_draws_the_baseline_at_the_points_payload_and_load() -> None:
     from meshsim.calibrate.validate import baseline_for, lab_scenario
 
-    rows = [{"payload_bytes": pay, "rps": rps, "delay_ms": [rps / 1000.0]}
-            for pay in (128, 1024) for rps in (100.0, 500.0)]
-    fit = {"lab": {"network_one_way_us": 80.0, "echo_cpu_us": 40.0},
-           "client_delay": {"baselines": rows}}
-    point = {"payload_bytes": 1024, "rps": 450.0, "connections": 8, "keep_alive": True,
-             "mtls": False}
+    rows = [
+        {"payload_bytes": pay, "rps": rps, "delay_ms": [rps / 1000.0]}
+        for pay in (128, 1024)
+        for rps in (100.0, 500.0)
+    ]
+    fit = {
+        "lab": {"network_one_way_us": 80.0, "echo_cpu_us": 40.0},
+        "client_delay": {"baselines": rows},
+    }
+    point = {
+        "payload_bytes": 1024,
+        "rps": 450.0,
+        "connections": 8,
+        "keep_alive": True,
+        "mtls": False,
+    }
     assert baseline_for(fit, point) == rows[3]
     doc = lab_scenario(Path("m.yaml"), fit, point)
     assert doc["workloads"][0]["client_delay_ms"] == {"dist": "empirical", "values": [0.5]}
@@ -226,8 +262,10 @@ def test_lab_scenario_draws_the_baseline_at_the_points_payload_and_load() -> Non
     # Closed loop (saturation): the highest open-loop load at the payload, and no delay
     # drawn. Older fit records: the p50 as network delay.
     assert baseline_for(fit, {**point, "rps": 0.0}) == rows[3]
-    assert "client_delay_ms" not in lab_scenario(Path("m.yaml"), fit,
-                                                 {**point, "rps": 0.0})["workloads"][0]
+    assert (
+        "client_delay_ms"
+        not in lab_scenario(Path("m.yaml"), fit, {**point, "rps": 0.0})["workloads"][0]
+    )
     old = lab_scenario(Path("m.yaml"), {"lab": fit["lab"]}, point)
     assert "client_delay_ms" not in old["workloads"][0]
     assert old["cluster"]["network"]["client_us"] == 80.0

@@ -25,25 +25,55 @@ def test_calibrate_quick_then_validate(tmp_path: Path) -> None:
     model = load_model(out)
     assert model.kind == "envoy-sidecar"
     assert model.worker_threads == 1
-    assert all("measurement" in p.source or "architecture" in p.source or "not " in p.source
-               or "counted" in p.source or "MODELLING" in p.source
-               for p in model.parameters.values())
+    assert all(
+        "measurement" in p.source
+        or "architecture" in p.source
+        or "not " in p.source
+        or "counted" in p.source
+        or "MODELLING" in p.source
+        for p in model.parameters.values()
+    )
     fit = json.loads((tmp_path / "quick.fit.json").read_text())
     assert fit["held_out_count"] >= 3
     assert fit["service_time"]["dist"] in ("lognormal", "gamma", "empirical")
     assert fit["machine"]["python"]
-    r = CliRunner().invoke(cli, ["validate", str(out), "--json", "--max-p50-error", "1000",
-                                 "--max-p99-error", "1000", "--max-throughput-error", "1000",
-                                 "--duration-s", "2"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "validate",
+            str(out),
+            "--json",
+            "--max-p50-error",
+            "1000",
+            "--max-p99-error",
+            "1000",
+            "--max-throughput-error",
+            "1000",
+            "--duration-s",
+            "2",
+        ],
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads(r.output)
     assert doc["rows"]
     assert any(row["saturation"] for row in doc["rows"])
     assert all(Path(p).exists() for p in doc["figures"])
     # Impossible thresholds fail with exit status 1.
-    r = CliRunner().invoke(cli, ["validate", str(out), "--max-p50-error", "0",
-                                 "--max-p99-error", "0", "--max-throughput-error", "0",
-                                 "--duration-s", "2"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "validate",
+            str(out),
+            "--max-p50-error",
+            "0",
+            "--max-p99-error",
+            "0",
+            "--max-throughput-error",
+            "0",
+            "--duration-s",
+            "2",
+        ],
+    )
     assert r.exit_code == 1
     assert time.monotonic() - t0 < 170
 
@@ -58,23 +88,45 @@ def test_from_fortio_with_meshsim_load_json(tmp_path: Path) -> None:
         for rps in (100, 400):
             for label, port in (("baseline", echo.port), ("sidecar", proxy.port)):
                 path = tmp_path / f"{label}-{rps}.json"
-                r = CliRunner().invoke(cli, [
-                    "load", f"http://127.0.0.1:{port}/", "--rps", str(rps), "-c", "4",
-                    "--duration-s", "1", "--poisson", "--seed", "1", "--labels", label,
-                    "--json", str(path)])
+                r = CliRunner().invoke(
+                    cli,
+                    [
+                        "load",
+                        f"http://127.0.0.1:{port}/",
+                        "--rps",
+                        str(rps),
+                        "-c",
+                        "4",
+                        "--duration-s",
+                        "1",
+                        "--poisson",
+                        "--seed",
+                        "1",
+                        "--labels",
+                        label,
+                        "--json",
+                        str(path),
+                    ],
+                )
                 assert r.exit_code == 0, r.output
                 files.append(path)
     finally:
         proxy.stop()
         echo.stop()
     man = tmp_path / "runs.yaml"
-    man.write_text("hops: 1\nworkers: 1\nruns:\n" + "".join(
-        f"  - {{file: {p.name}, mesh: {str(p.name.startswith('sidecar')).lower()}}}\n"
-        for p in files))
+    man.write_text(
+        "hops: 1\nworkers: 1\nruns:\n"
+        + "".join(
+            f"  - {{file: {p.name}, mesh: {str(p.name.startswith('sidecar')).lower()}}}\n"
+            for p in files
+        )
+    )
     for inputs in ([str(p) for p in files], [str(man)]):
         out = tmp_path / "fortio.yaml"
-        r = CliRunner().invoke(cli, ["calibrate", "--out", str(out),
-                                     *[a for f in inputs for a in ("--from-fortio", f)]])
+        r = CliRunner().invoke(
+            cli,
+            ["calibrate", "--out", str(out), *[a for f in inputs for a in ("--from-fortio", f)]],
+        )
         assert r.exit_code == 0, r.output
         m = load_model(out)
         r0, r1, _ = m.request_cpu_us(0, 0, mtls=True)

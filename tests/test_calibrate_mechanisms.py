@@ -31,8 +31,9 @@ def wakeups_at(rps: float) -> float:
     return 2.0 * float(np.exp(-rps / 2500.0))
 
 
-def measured(cfg: LabConfig, payload: int, rps: float, proxied: bool, role: str,
-             rng: np.random.Generator) -> Measured:
+def measured(
+    cfg: LabConfig, payload: int, rps: float, proxied: bool, role: str, rng: np.random.Generator
+) -> Measured:
     kib = 2.0 * payload / 1024.0
     wake = wakeups_at(rps)
     cpu = BARE_US + PER_KIB_US * kib + WAKEUP_US * wake + 8.0 * cfg.filters
@@ -48,12 +49,18 @@ def measured(cfg: LabConfig, payload: int, rps: float, proxied: bool, role: str,
             wakes[side] = wake
     samples = list(rng.lognormal(np.log(40.0), 0.3, 300)) if proxied else []
     return Measured(
-        point=Point(cfg, payload, rps, 8, proxied, 5.0, role), achieved_rps=rps or 9000.0,
+        point=Point(cfg, payload, rps, 8, proxied, 5.0, role),
+        achieved_rps=rps or 9000.0,
         latency_ms={"p50": 0.8 if proxied else 0.3, "p90": 1.2, "p99": 2.0, "mean": 0.9},
-        requests=5000, errors=0, warnings=[], client_cpu_us=samples, server_cpu_us=samples,
+        requests=5000,
+        errors=0,
+        warnings=[],
+        client_cpu_us=samples,
+        server_cpu_us=samples,
         process_cpu_us_per_request=per_req,
         latency_quantiles_ms=[] if proxied else [0.3] * 10,
-        wakeups_per_request=wakes, run_delay_us_per_request=dict.fromkeys(per_req, 10.0),
+        wakeups_per_request=wakes,
+        run_delay_us_per_request=dict.fromkeys(per_req, 10.0),
     )
 
 
@@ -70,24 +77,38 @@ def synthetic_record(seed: int = 3) -> dict[str, Any]:
             pts.append(measured(cfg, pay, 1000.0, True, "fit", rng))
     pts.append(measured(LabConfig(keep_alive=False), 1024, 1000.0, True, "fit", rng))
     for repeat in range(2):
-        held = [measured(base, 1024, 5000.0, True, "held_out", rng),
-                measured(base, 1024, 5000.0, False, "baseline", rng),
-                measured(base, 1024, 0.0, True, "held_out", rng),
-                measured(LabConfig(keep_alive=False), 1024, 5000.0, False, "baseline", rng)]
+        held = [
+            measured(base, 1024, 5000.0, True, "held_out", rng),
+            measured(base, 1024, 5000.0, False, "baseline", rng),
+            measured(base, 1024, 0.0, True, "held_out", rng),
+            measured(LabConfig(keep_alive=False), 1024, 5000.0, False, "baseline", rng),
+        ]
         for m in held:
             m.point = replace(m.point, repeat=repeat)
             m.latency_ms = {k: v * (1.0 + 0.5 * repeat) for k, v in m.latency_ms.items()}
         pts += held
     return {
-        "quick": False, "capacity_estimate_rps": 10000.0,
+        "quick": False,
+        "capacity_estimate_rps": 10000.0,
         "placement": {"load_generator": 0, "client_sidecar": 0, "server_sidecar": 1, "echo": 1},
         "points": [m.to_json() for m in pts],
-        "memory_kib": {"plain": [[0, 50000.0], [100, 50450.0], [200, 50900.0]],
-                       "tls": [[0, 50000.0], [100, 57000.0], [200, 64000.0]]},
+        "memory_kib": {
+            "plain": [[0, 50000.0], [100, 50450.0], [200, 50900.0]],
+            "tls": [[0, 50000.0], [100, 57000.0], [200, 64000.0]],
+        },
         "handshake_cpu_us": {"client": [1000.0] * 20, "server": [1100.0] * 20},
-        "telemetry_cpu_us": [7.0] * 50, "idle_cpu_ms_per_s": {"client_sidecar": 0.0},
-        "machine": {"host": "test", "cpu": "synthetic", "cores": 2, "kernel": "k",
-                    "python": "3.11", "openssl": "o", "libraries": {}, "date": "d"},
+        "telemetry_cpu_us": [7.0] * 50,
+        "idle_cpu_ms_per_s": {"client_sidecar": 0.0},
+        "machine": {
+            "host": "test",
+            "cpu": "synthetic",
+            "cores": 2,
+            "kernel": "k",
+            "python": "3.11",
+            "openssl": "o",
+            "libraries": {},
+            "date": "d",
+        },
     }
 
 
@@ -110,8 +131,13 @@ def test_fit_recovers_wakeup_tcp_and_tls_costs() -> None:
     assert v["wakeup_cpu_us"] == pytest.approx(WAKEUP_US, abs=1.0)
     assert v["payload_cpu_us_per_kib"] == pytest.approx(PER_KIB_US, abs=0.02)
     # What the simulator charges per request without wake-ups is the bare cost.
-    bare = v["socket_io_us"] + v["http_parse_request_us"] + v["http_parse_response_us"] \
-        + v["telemetry_us"] + v["routing_us"]
+    bare = (
+        v["socket_io_us"]
+        + v["http_parse_request_us"]
+        + v["http_parse_response_us"]
+        + v["telemetry_us"]
+        + v["routing_us"]
+    )
     assert bare == pytest.approx(BARE_US, abs=1.5)
     assert v["tcp_connection_cpu_us"] == pytest.approx(TCP_END_US, abs=1.0)
     assert v["tls_request_cpu_us"] == pytest.approx(TLS_FIXED_US, abs=1.5)
@@ -122,8 +148,9 @@ def test_fit_recovers_wakeup_tcp_and_tls_costs() -> None:
     # every baseline is kept, with its keep-alive, and the closed-loop one
     # every baseline is kept once, its passes pooled, with its keep-alive
     rows = fit["client_delay"]["baselines"]
-    assert sorted((b["rps"], b["keep_alive"], b["passes"]) for b in rows
-                  if b["role"] == "baseline") == [(5000.0, False, 2), (5000.0, True, 2)]
+    assert sorted(
+        (b["rps"], b["keep_alive"], b["passes"]) for b in rows if b["role"] == "baseline"
+    ) == [(5000.0, False, 2), (5000.0, True, 2)]
     assert all(len(b["delay_ms"]) == 20 for b in rows if b["role"] == "baseline")
 
 
@@ -138,8 +165,13 @@ def test_records_without_wakeup_counts_fit_as_before() -> None:
 
 def test_each_point_gets_the_baseline_of_its_keep_alive_and_loop() -> None:
     fit = fit_model(synthetic_record())["fit"]
-    point = {"payload_bytes": 1024, "rps": 5000.0, "connections": 8, "keep_alive": False,
-             "mtls": False}
+    point = {
+        "payload_bytes": 1024,
+        "rps": 5000.0,
+        "connections": 8,
+        "keep_alive": False,
+        "mtls": False,
+    }
     b = baseline_for(fit, point)
     assert b is not None
     assert b["keep_alive"] is False
@@ -150,8 +182,7 @@ def test_each_point_gets_the_baseline_of_its_keep_alive_and_loop() -> None:
     assert closed is not None
     assert closed["rps"] == 5000.0
     assert closed["keep_alive"]
-    doc = lab_scenario(Path("m.yaml"), fit,
-                       {**point, "rps": 0.0, "keep_alive": True})
+    doc = lab_scenario(Path("m.yaml"), fit, {**point, "rps": 0.0, "keep_alive": True})
     load = doc["workloads"][0]
     assert load["arrival"] == "closed"
     assert load["client_cpu_ms"]["mean"] == pytest.approx(0.040)
@@ -174,8 +205,15 @@ def test_held_out_passes_merge_into_medians_and_a_range() -> None:
 
 def test_core_utilisation_counts_every_process_on_the_core() -> None:
     placement = {"load_generator": 0, "client_sidecar": 0, "server_sidecar": 1, "echo": 1}
-    point = {"achieved_rps": 5000.0, "process_cpu_us_per_request": {
-        "load_generator": 40.0, "client_sidecar": 80.0, "server_sidecar": 85.0, "echo": 30.0}}
+    point = {
+        "achieved_rps": 5000.0,
+        "process_cpu_us_per_request": {
+            "load_generator": 40.0,
+            "client_sidecar": 80.0,
+            "server_sidecar": 85.0,
+            "echo": 30.0,
+        },
+    }
     # core 0: 120 us x 5000/s = 0.60; core 1: 115 us x 5000/s = 0.575
     assert core_utilisation(point, placement) == pytest.approx(0.60)
     assert core_utilisation(point, {}) != core_utilisation(point, {})  # nan: no placement
@@ -187,7 +225,7 @@ def test_full_grid_measures_held_out_points_in_passes_after_the_fit() -> None:
     pts = grid(quick=False)
     roles = [p.role for p in pts]
     last_fit = max(i for i, r in enumerate(roles) if r == "fit")
-    held = pts[last_fit + 1:]
+    held = pts[last_fit + 1 :]
     assert all(p.role != "fit" for p in held)
     # pass after pass, each the same sequence of points: a point's passes are minutes apart
     repeats = [p.repeat for p in held]
@@ -195,9 +233,11 @@ def test_full_grid_measures_held_out_points_in_passes_after_the_fit() -> None:
     assert set(repeats) == set(range(REPEATS))
     per_pass = len(held) // REPEATS
     first = [(p.config, p.payload, p.rps, p.proxied) for p in held[:per_pass]]
-    assert all([(p.config, p.payload, p.rps, p.proxied)
-                for p in held[r * per_pass:(r + 1) * per_pass]] == first
-               for r in range(REPEATS))
+    assert all(
+        [(p.config, p.payload, p.rps, p.proxied) for p in held[r * per_pass : (r + 1) * per_pass]]
+        == first
+        for r in range(REPEATS)
+    )
     assert {p.repeat for p in grid(quick=True)} == {0}
 
 
@@ -224,10 +264,12 @@ def test_a_configuration_cost_is_the_difference_from_its_paired_base_point() -> 
             twin.point = replace(twin.point, config=LabConfig())
             twin.process_cpu_us_per_request = {
                 k: v - 4 * 8.0 + (10.0 if "sidecar" in k else 0.0)
-                for k, v in m.process_cpu_us_per_request.items()}
+                for k, v in m.process_cpu_us_per_request.items()
+            }
             m.process_cpu_us_per_request = {
                 k: v + (10.0 if "sidecar" in k else 0.0)
-                for k, v in m.process_cpu_us_per_request.items()}
+                for k, v in m.process_cpu_us_per_request.items()
+            }
             out.append(twin)
         out.append(m)
     data["points"] = [m.to_json() for m in out]

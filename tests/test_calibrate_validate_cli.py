@@ -35,8 +35,9 @@ def recorded_rows(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     return asked
 
 
-def test_out_writes_the_report_and_missed_goals_fail(tmp_path: Path,
-                                                     recorded_rows: list[Path]) -> None:
+def test_out_writes_the_report_and_missed_goals_fail(
+    tmp_path: Path, recorded_rows: list[Path]
+) -> None:
     out = tmp_path / "validation"
     r = CliRunner().invoke(cli, ["validate", str(MODEL), "--out", str(out)])
     assert r.exit_code == 1, r.output  # the committed calibration misses its p50/p99 goals
@@ -49,7 +50,9 @@ def test_out_writes_the_report_and_missed_goals_fail(tmp_path: Path,
     assert doc["diagnosis"] == CASE["expected"]["real"]
     assert len(doc["rows"]) == len(CASE["rows"])
     assert sorted(p.name for p in (out / "figures").iterdir()) == [
-        "latency_vs_load.png", "predicted_vs_measured.png"]
+        "latency_vs_load.png",
+        "predicted_vs_measured.png",
+    ]
     assert recorded_rows == [MODEL]
 
 
@@ -61,12 +64,14 @@ def test_exit_zero_and_the_goals_given(tmp_path: Path, recorded_rows: list[Path]
     loose = ["--max-p50-error", "100", "--max-p99-error", "100"]
     r = CliRunner().invoke(cli, ["validate", str(MODEL), "--out", str(out), *loose])
     assert r.exit_code == 0, r.output
-    assert "- p50 within 100%: worst 39.0% over 4 point(s): **met**" in (
-        out / "report.md").read_text()
+    assert (
+        "- p50 within 100%: worst 39.0% over 4 point(s): **met**" in (out / "report.md").read_text()
+    )
 
 
 def test_calibrate_runs_the_lab_first_and_validates_what_it_wrote(
-        tmp_path: Path, recorded_rows: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, recorded_rows: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from meshsim.calibrate import calibration
 
     calls: list[tuple[Path, bool]] = []
@@ -79,19 +84,34 @@ def test_calibrate_runs_the_lab_first_and_validates_what_it_wrote(
 
     monkeypatch.setattr(calibration, "calibrate_lab", fake_lab)
     model = tmp_path / "mine.yaml"
-    r = CliRunner().invoke(cli, ["validate", str(model), "--calibrate", "--quick", "--out",
-                                 str(tmp_path / "out"), "--exit-zero"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "validate",
+            str(model),
+            "--calibrate",
+            "--quick",
+            "--out",
+            str(tmp_path / "out"),
+            "--exit-zero",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert calls == [(model, True)]
     assert recorded_rows == [model]
-    assert f"`meshsim validate {model} --calibrate --quick --out {tmp_path / 'out'}`" in (
-        tmp_path / "out" / "report.md").read_text()
+    assert (
+        f"`meshsim validate {model} --calibrate --quick --out {tmp_path / 'out'}`"
+        in (tmp_path / "out" / "report.md").read_text()
+    )
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["validate", "no/such/model.yaml"], "no/such/model.yaml: no such model file"),
-    (["validate", str(MODEL), "--quick"], "--quick chooses the calibration grid"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["validate", "no/such/model.yaml"], "no/such/model.yaml: no such model file"),
+        (["validate", str(MODEL), "--quick"], "--quick chooses the calibration grid"),
+    ],
+)
 def test_bad_input_is_a_clear_error_with_status_2(args: list[str], message: str) -> None:
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 2

@@ -112,9 +112,9 @@ def test_run_slo_breach_exits_1(tmp_path: Path) -> None:
     assert len(doc["slo_breaches"]) == 1
     assert "workload users p99_ms" in doc["slo_breaches"][0]
     assert "SLO breached" in stderr
-    assert json.loads((Path(out) / "summary.json").read_text())["slo_breaches"] == doc[
-        "slo_breaches"
-    ]
+    assert (
+        json.loads((Path(out) / "summary.json").read_text())["slo_breaches"] == doc["slo_breaches"]
+    )
 
 
 @pytest.mark.parametrize(

@@ -12,12 +12,21 @@ from meshsim.scenario import from_dict
 
 
 def _doc(client_cpu: float | None, meshed: bool = True) -> dict[str, Any]:
-    workload: dict[str, Any] = {"name": "load", "target": "echo", "arrival": "poisson",
-                                "rate_rps": 2000.0, "connections": 8}
+    workload: dict[str, Any] = {
+        "name": "load",
+        "target": "echo",
+        "arrival": "poisson",
+        "rate_rps": 2000.0,
+        "connections": 8,
+    }
     if client_cpu is not None:
         workload["client_cpu_ms"] = client_cpu
     return {
-        "meshsim": 1, "name": "client-cpu", "seed": 3, "duration_s": 2.0, "warmup_s": 0.2,
+        "meshsim": 1,
+        "name": "client-cpu",
+        "seed": 3,
+        "duration_s": 2.0,
+        "warmup_s": 0.2,
         "meshes": ["istio"],
         "cluster": {"nodes": 2, "cores_per_node": 1},
         "services": [{"name": "echo", "replicas": 1, "concurrency": 1, "cpu_ms": 0.05}],

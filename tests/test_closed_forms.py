@@ -272,8 +272,7 @@ def test_littles_law_on_bookinfo() -> None:
 
     records = [r for r in sim.recorder.records or [] if r.kind == "workload"]
     busy = sum(
-        max(0.0, min(r.finished_at, sim.end_s) - max(r.started_at, sim.warmup_s))
-        for r in records
+        max(0.0, min(r.finished_at, sim.end_s) - max(r.started_at, sim.warmup_s)) for r in records
     )
     l_records = busy / window
 

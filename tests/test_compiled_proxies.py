@@ -26,14 +26,20 @@ RUST_DIR = ROOT / "proxies" / "rust-sidecar"
 RUST_BIN = RUST_DIR / "target" / "release" / "meshsim-rust-sidecar"
 HAPROXY_SIDECAR = ROOT / "proxies" / "haproxy" / "haproxy-sidecar"
 PYTHON_SIDECAR = ROOT / "proxies" / "python-sidecar" / "meshsim-sidecar"
-RUST_CMD = (f"{RUST_BIN} --listen {{listen}} --upstream {{upstream}} --role {{role}} "
-            "--mtls {mtls} --cert {cert} --key {key} --ca {ca} --upstream-keepalive {keepalive}")
-HAPROXY_CMD = (f"{HAPROXY_SIDECAR} --listen {{listen}} --upstream {{upstream}} --role {{role}} "
-               "--mtls {mtls} --cert {cert} --key {key} --ca {ca} --keepalive {keepalive} "
-               "--workdir {workdir}")
-PYTHON_CMD = (f"{PYTHON_SIDECAR} --listen {{listen}} --upstream {{upstream}} --role {{role}} "
-              "--mtls {mtls} --cert {cert} --key {key} --ca {ca} --keepalive {keepalive} "
-              "--workdir {workdir}")
+RUST_CMD = (
+    f"{RUST_BIN} --listen {{listen}} --upstream {{upstream}} --role {{role}} "
+    "--mtls {mtls} --cert {cert} --key {key} --ca {ca} --upstream-keepalive {keepalive}"
+)
+HAPROXY_CMD = (
+    f"{HAPROXY_SIDECAR} --listen {{listen}} --upstream {{upstream}} --role {{role}} "
+    "--mtls {mtls} --cert {cert} --key {key} --ca {ca} --keepalive {keepalive} "
+    "--workdir {workdir}"
+)
+PYTHON_CMD = (
+    f"{PYTHON_SIDECAR} --listen {{listen}} --upstream {{upstream}} --role {{role}} "
+    "--mtls {mtls} --cert {cert} --key {key} --ca {ca} --keepalive {keepalive} "
+    "--workdir {workdir}"
+)
 MESHSIM = [sys.executable, "-m", "meshsim"]
 
 pytestmark = pytest.mark.integration
@@ -48,8 +54,10 @@ def rust_sidecar() -> Path:
     if cargo is None:
         pytest.skip("cargo is not installed (apt-get install cargo): Rust sidecar not built")
     if not Path("/usr/share/cargo/registry/hyper-0.14.19").is_dir():
-        pytest.skip("Debian's crates are not installed (apt-get install librust-hyper-dev "
-                    "librust-tokio-dev librust-tokio-rustls-dev librust-rustls-pemfile-dev)")
+        pytest.skip(
+            "Debian's crates are not installed (apt-get install librust-hyper-dev "
+            "librust-tokio-dev librust-tokio-rustls-dev librust-rustls-pemfile-dev)"
+        )
     subprocess.run([cargo, "build", "--release", "--offline"], cwd=RUST_DIR, check=True)
     return RUST_BIN
 
@@ -62,8 +70,9 @@ def haproxy() -> str:
     return path
 
 
-def _echo_through(template: str, tmp_path: Path, *, mtls: bool,
-                  key_type: str = "ecdsa-p256") -> bytes:
+def _echo_through(
+    template: str, tmp_path: Path, *, mtls: bool, key_type: str = "ecdsa-p256"
+) -> bytes:
     """POST a body through client sidecar -> server sidecar -> echo, both sidecars from the
     command template with the lab CA's certificates (keys of ``key_type``); returns the
     response body."""
@@ -72,12 +81,17 @@ def _echo_through(template: str, tmp_path: Path, *, mtls: bool,
     from meshsim.proxy.ca import CertificateAuthority
 
     tls_dir = tmp_path / "tls"
-    CertificateAuthority.create("cluster.local", key_type=key_type).issue(
-        "default", "t").write(tls_dir)
+    CertificateAuthority.create("cluster.local", key_type=key_type).issue("default", "t").write(
+        tls_dir
+    )
     cmd = ProxyCommand.parse(template)
-    files = {"cert": str(tls_dir / "cert.pem"), "key": str(tls_dir / "key.pem"),
-             "ca": str(tls_dir / "ca.pem"), "mtls": "on" if mtls else "off",
-             "keepalive": "on"}
+    files = {
+        "cert": str(tls_dir / "cert.pem"),
+        "key": str(tls_dir / "key.pem"),
+        "ca": str(tls_dir / "ca.pem"),
+        "mtls": "on" if mtls else "off",
+        "keepalive": "on",
+    }
     echo = _Node("echo", ["echo"], None, None)
     nodes = []
     try:
@@ -86,9 +100,21 @@ def _echo_through(template: str, tmp_path: Path, *, mtls: bool,
             port = free_port()
             work = tmp_path / role
             work.mkdir()
-            nodes.append(CommandNode(role, cmd.render(
-                listen=f"127.0.0.1:{port}", upstream=f"127.0.0.1:{upstream}", role=role,
-                workdir=str(work), **files), None, port, work / "out.log"))
+            nodes.append(
+                CommandNode(
+                    role,
+                    cmd.render(
+                        listen=f"127.0.0.1:{port}",
+                        upstream=f"127.0.0.1:{upstream}",
+                        role=role,
+                        workdir=str(work),
+                        **files,
+                    ),
+                    None,
+                    port,
+                    work / "out.log",
+                )
+            )
             upstream = port
         import http.client
 
@@ -110,27 +136,34 @@ MODE_IDS = ["plain", "mtls-ecdsa-p256", "mtls-rsa-2048"]
 
 
 @pytest.mark.parametrize(("mtls", "key_type"), MODES, ids=MODE_IDS)
-def test_rust_sidecar_forwards_through_two_hops(rust_sidecar: Path, tmp_path: Path,
-                                                mtls: bool, key_type: str) -> None:
-    assert _echo_through(RUST_CMD, tmp_path, mtls=mtls,
-                         key_type=key_type) == b"hello through two sidecars"
+def test_rust_sidecar_forwards_through_two_hops(
+    rust_sidecar: Path, tmp_path: Path, mtls: bool, key_type: str
+) -> None:
+    assert (
+        _echo_through(RUST_CMD, tmp_path, mtls=mtls, key_type=key_type)
+        == b"hello through two sidecars"
+    )
 
 
 @pytest.mark.parametrize(("mtls", "key_type"), MODES, ids=MODE_IDS)
-def test_haproxy_sidecar_forwards_through_two_hops(haproxy: str, tmp_path: Path,
-                                                   mtls: bool, key_type: str) -> None:
-    assert _echo_through(HAPROXY_CMD, tmp_path, mtls=mtls,
-                         key_type=key_type) == b"hello through two sidecars"
+def test_haproxy_sidecar_forwards_through_two_hops(
+    haproxy: str, tmp_path: Path, mtls: bool, key_type: str
+) -> None:
+    assert (
+        _echo_through(HAPROXY_CMD, tmp_path, mtls=mtls, key_type=key_type)
+        == b"hello through two sidecars"
+    )
 
 
 @pytest.mark.parametrize(("mtls", "key_type"), MODES, ids=MODE_IDS)
-def test_python_sidecar_wrapper_forwards_through_two_hops(tmp_path: Path, mtls: bool,
-                                                          key_type: str,
-                                                          monkeypatch: pytest.MonkeyPatch
-                                                          ) -> None:
+def test_python_sidecar_wrapper_forwards_through_two_hops(
+    tmp_path: Path, mtls: bool, key_type: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PYTHON", sys.executable)
-    assert _echo_through(PYTHON_CMD, tmp_path, mtls=mtls,
-                         key_type=key_type) == b"hello through two sidecars"
+    assert (
+        _echo_through(PYTHON_CMD, tmp_path, mtls=mtls, key_type=key_type)
+        == b"hello through two sidecars"
+    )
 
 
 @pytest.mark.slow
@@ -163,9 +196,14 @@ def _quick_calibration(template: str, out: Path, key_type: str | None = None) ->
     file, its fit record and the table name the certificates' key type."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     keys = ["--key-type", key_type] if key_type else []
-    run = subprocess.run([*MESHSIM, "calibrate", "--quick", *keys, "--out", str(out),
-                          "--proxy-cmd", template], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=900)
+    run = subprocess.run(
+        [*MESHSIM, "calibrate", "--quick", *keys, "--out", str(out), "--proxy-cmd", template],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     model = load_model(out)
     assert model.value("tls_handshake_overhead_cpu_us") > 0.0
@@ -176,17 +214,24 @@ def _quick_calibration(template: str, out: Path, key_type: str | None = None) ->
     cpu = sat["process_cpu_us_per_request"]
     wake = sat["wakeups_per_request"]
     measured = (cpu["client_sidecar"] + cpu["server_sidecar"]) / 2
-    charged = (model.value("socket_io_us")
-               + model.value("payload_cpu_us_per_kib") * 2 * sat["payload_bytes"] / 1024
-               + model.value("wakeup_cpu_us")
-               * (wake["client_sidecar"] + wake["server_sidecar"]) / 2)
+    charged = (
+        model.value("socket_io_us")
+        + model.value("payload_cpu_us_per_kib") * 2 * sat["payload_bytes"] / 1024
+        + model.value("wakeup_cpu_us") * (wake["client_sidecar"] + wake["server_sidecar"]) / 2
+    )
     assert measured / 2 < charged < measured * 2
     assert fit["proxy_command"] == template
     mtls = [p for p in fit["points"] if p["mtls"]]
     assert mtls
     assert all(p["errors"] == 0 and p["achieved_rps"] > 0 for p in mtls)
-    val = subprocess.run([*MESHSIM, "validate", str(out), "--json", "--duration-s", "2"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    val = subprocess.run(
+        [*MESHSIM, "validate", str(out), "--json", "--duration-s", "2"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert val.returncode in (0, 1), val.stderr[-3000:]  # 1: a goal missed, a result
     rows = json.loads(val.stdout)["rows"]
     assert len(rows) == fit["held_out_count"]

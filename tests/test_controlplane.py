@@ -20,16 +20,18 @@ from meshsim.sim.engine import Simulation
 # --------------------------------------------------------------------------- debounce
 
 
-def _drive(d: Debouncer, events: list[float], push_s: float = 0.0,
-           until: float = 60.0) -> list[float]:
+def _drive(
+    d: Debouncer, events: list[float], push_s: float = 0.0, until: float = 60.0
+) -> list[float]:
     """Run the debouncer on ``events`` (times); a push takes ``push_s``; return push times."""
     pushes: list[float] = []
     queue = sorted(events)
     done_at: float | None = None
     t = 0.0
     while t <= until:
-        candidates = [x for x in (queue[0] if queue else None, d.timer_at, done_at)
-                      if x is not None]
+        candidates = [
+            x for x in (queue[0] if queue else None, d.timer_at, done_at) if x is not None
+        ]
         if not candidates:
             break
         t = min(candidates)
@@ -97,15 +99,18 @@ def test_fifo_servers_hand_timeline() -> None:
 
 def _scenario(meshes: list[str], events: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
-        "meshsim": 1, "name": "cp", "seed": 3, "duration_s": 30, "warmup_s": 1,
+        "meshsim": 1,
+        "name": "cp",
+        "seed": 3,
+        "duration_s": 30,
+        "warmup_s": 1,
         "meshes": meshes,
         "cluster": {"nodes": 2, "cores_per_node": 4},
         "services": [
             {"name": "web", "replicas": 1, "cpu_ms": 0.2, "calls": [{"service": "api"}]},
             {"name": "api", "replicas": 3, "cpu_ms": 0.2},
         ],
-        "workloads": [{"name": "users", "target": "web", "rate_rps": 400,
-                       "arrival": "constant"}],
+        "workloads": [{"name": "users", "target": "web", "rate_rps": 400, "arrival": "constant"}],
         "events": events,
     }
     data.update(extra)
@@ -129,8 +134,12 @@ def test_istiod_convergence_of_one_kill_is_hand_computed() -> None:
     cores = 4
     free = cores - v("connected_proxy_cpu_us_per_s") * 1e-6 * 3
     push = (v("eds_push_base_us") + 2 * v("push_endpoint_us")) * 1e-6 * 35 / free
-    expected = (v("kube_event_delay_ms") + v("debounce_after_ms")) * 1e-3 + \
-        v("push_context_base_us") * 1e-6 + push + v("send_latency_ms") * 1e-3
+    expected = (
+        (v("kube_event_delay_ms") + v("debounce_after_ms")) * 1e-3
+        + v("push_context_base_us") * 1e-6
+        + push
+        + v("send_latency_ms") * 1e-3
+    )
     conv = rep.control_plane["convergence_s"]
     assert conv["count"] == 1
     assert conv["p99"] == pytest.approx(expected, abs=1e-9)
@@ -140,8 +149,11 @@ def _stale(mesh: str, events: list[dict[str, Any]], **extra: Any) -> dict[str, A
     _sim, rep = _run(_scenario([mesh], events, **extra), mesh)
     cp = rep.control_plane
     users = rep.workloads["users"]
-    return {"stale": cp["stale_endpoint_attempts"], "errors": users.errors,
-            "conv": cp["convergence_s"]["p99"] if cp["convergence_s"] else 0.0}
+    return {
+        "stale": cp["stale_endpoint_attempts"],
+        "errors": users.errors,
+        "conv": cp["convergence_s"]["p99"] if cp["convergence_s"] else 0.0,
+    }
 
 
 def _slow_istiod(tmp_path: Path, debounce_ms: float) -> str:
@@ -245,10 +257,13 @@ def test_control_plane_back_resyncs_and_new_pods_start(mesh: str) -> None:
 
 def test_slow_control_plane_slows_convergence() -> None:
     fast = _stale("istio", [{"at_s": 10, "action": "kill", "target": "api"}])
-    slow = _stale("istio", [
-        {"at_s": 9, "action": "control-plane-slow", "factor": 1000},
-        {"at_s": 10, "action": "kill", "target": "api"},
-    ])
+    slow = _stale(
+        "istio",
+        [
+            {"at_s": 9, "action": "control-plane-slow", "factor": 1000},
+            {"at_s": 10, "action": "kill", "target": "api"},
+        ],
+    )
     assert slow["conv"] > fast["conv"]
 
 
@@ -271,29 +286,43 @@ def test_none_keeps_kube_proxy_semantics() -> None:
 
 
 def test_linkerd_queue_overflow_resets_the_stream() -> None:
-    data = _scenario(["linkerd"], [
-        {"at_s": 5, "action": "control-plane-slow", "factor": 100000, "duration_s": 1},
-        {"at_s": 5.5, "action": "config", "target": "api", "count": 150, "interval_s": 0.001},
-    ])
+    data = _scenario(
+        ["linkerd"],
+        [
+            {"at_s": 5, "action": "control-plane-slow", "factor": 100000, "duration_s": 1},
+            {"at_s": 5.5, "action": "config", "target": "api", "count": 150, "interval_s": 0.001},
+        ],
+    )
     _sim, rep = _run(data, "linkerd")
     assert rep.control_plane["stream_resets"] >= 1
 
 
 def test_istiod_steady_state_reproduces_anchor_memory() -> None:
     m = default_model("istiod")
-    aks = steady_state(m, services=1, proxies=25000, endpoints=25000, view_services=1,
-                       view_endpoints=25000)
+    aks = steady_state(
+        m, services=1, proxies=25000, endpoints=25000, view_services=1, view_endpoints=25000
+    )
     assert aks["memory_mb"] / 1024 == pytest.approx(32.1, rel=0.05)
-    aks1000 = steady_state(m, services=1000, proxies=20000, endpoints=20000,
-                           view_services=1000, view_endpoints=20000)
+    aks1000 = steady_state(
+        m, services=1000, proxies=20000, endpoints=20000, view_services=1000, view_endpoints=20000
+    )
     assert aks1000["memory_mb"] / 1024 == pytest.approx(40.4, rel=0.05)
-    docs = steady_state(m, services=1000, proxies=2000, endpoints=2000, view_services=10,
-                        view_endpoints=20)
+    docs = steady_state(
+        m, services=1000, proxies=2000, endpoints=2000, view_services=10, view_endpoints=20
+    )
     assert docs["memory_mb"] / 1024 == pytest.approx(1.5, rel=0.05)
     assert docs["cpu_vcpu"] == pytest.approx(1.0, rel=0.05)
-    churn = steady_state(m, services=1, proxies=15000, endpoints=15000, view_services=1,
-                         view_endpoints=15000, eds_pushes_per_s=0.1, eds_endpoints=15000,
-                         new_proxies_per_s=31.2)
+    churn = steady_state(
+        m,
+        services=1,
+        proxies=15000,
+        endpoints=15000,
+        view_services=1,
+        view_endpoints=15000,
+        eds_pushes_per_s=0.1,
+        eds_endpoints=15000,
+        new_proxies_per_s=31.2,
+    )
     assert churn["cpu_vcpu"] == pytest.approx(15.0, rel=0.05)
 
 

@@ -21,10 +21,7 @@ from meshsim.sim.engine import Simulation
 
 AMBIENT = "istio-ambient"
 KILL = [{"at_s": 10, "action": "kill", "target": "api"}]
-GRACEFUL_KILL = [{"at_s": 10, "action": "kill", "target": "api", "graceful": True,
-                  "prestop_s": 5}]
-
-
+GRACEFUL_KILL = [{"at_s": 10, "action": "kill", "target": "api", "graceful": True, "prestop_s": 5}]
 
 
 def _run(data: dict[str, Any], mesh: str = AMBIENT) -> tuple[Simulation, Replication]:
@@ -79,8 +76,12 @@ def test_waypoint_retries_absorb_stale_endpoints() -> None:
 def test_stale_attempts_fall_as_convergence_gets_faster(tmp_path: Path) -> None:
     convs, stale = [], []
     for debounce in (1000.0, 300.0, 100.0):
-        extra = {"mesh_options": {"keep_alive": False,
-                                  "istio": {"istiod_model": _debounce_model(tmp_path, debounce)}}}
+        extra = {
+            "mesh_options": {
+                "keep_alive": False,
+                "istio": {"istiod_model": _debounce_model(tmp_path, debounce)},
+            }
+        }
         _sim, rep = _run(_scenario([AMBIENT], KILL, **extra))
         convs.append(rep.control_plane["convergence_s"]["p99"])
         stale.append(rep.control_plane["stale_endpoint_attempts"])
@@ -98,8 +99,12 @@ def test_ambient_convergence_of_one_kill_is_hand_computed() -> None:
     # push with the 2 api endpoints left, stretched by 35 / free cores -> +2 ms send.
     free = 4 - v("connected_proxy_cpu_us_per_s") * 1e-6 * 2
     push = (v("eds_push_base_us") + 2 * v("push_endpoint_us")) * 1e-6 * 35 / free
-    expected = (v("kube_event_delay_ms") + v("debounce_after_ms")) * 1e-3 + \
-        v("push_context_base_us") * 1e-6 + push + v("send_latency_ms") * 1e-3
+    expected = (
+        (v("kube_event_delay_ms") + v("debounce_after_ms")) * 1e-3
+        + v("push_context_base_us") * 1e-6
+        + push
+        + v("send_latency_ms") * 1e-3
+    )
     cp = rep.control_plane
     assert cp["convergence_s"]["count"] == 1
     assert cp["convergence_s"]["p99"] == pytest.approx(expected, abs=1e-9)
@@ -107,8 +112,11 @@ def test_ambient_convergence_of_one_kill_is_hand_computed() -> None:
 
 
 def test_new_pod_gets_no_traffic_until_the_ztunnels_know_it() -> None:
-    data = _scenario([AMBIENT], [{"at_s": 10, "action": "scale", "target": "api",
-                                  "replicas": 4}], **NEW_CONN_PER_REQUEST)
+    data = _scenario(
+        [AMBIENT],
+        [{"at_s": 10, "action": "scale", "target": "api", "replicas": 4}],
+        **NEW_CONN_PER_REQUEST,
+    )
     sim, rep = _run(data)
     new = sim.services["api"].pods[3]
     assert new.ready

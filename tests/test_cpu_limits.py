@@ -67,11 +67,13 @@ def test_istio_sidecars_take_the_global_proxy_resources_by_default() -> None:
     istio, linkerd = runs["istio"]["cgroups"], runs["linkerd"]["cgroups"]
     # 100m -> cpu.shares 102 -> cpu.weight 4; limit 2000m (Istio's global.proxy.resources).
     assert (istio["a-v1-0/sidecar"]["cpu_weight"], istio["a-v1-0/sidecar"]["cpu_limit_m"]) == (
-        4, 2000.0
+        4,
+        2000.0,
     )
     # Linkerd sets none: a BestEffort container, cpu.shares 2 -> cpu.weight 1, no limit.
     assert (linkerd["a-v1-0/sidecar"]["cpu_weight"], linkerd["a-v1-0/sidecar"]["cpu_limit_m"]) == (
-        1, None
+        1,
+        None,
     )
     assert istio["a-v1-0/app"]["cpu_weight"] == 39  # 1 core -> shares 1024 -> weight 39
 

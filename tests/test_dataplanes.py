@@ -31,10 +31,24 @@ def scenario(**over: Any) -> dict[str, Any]:
         "warmup_s": 1.0,
         "meshes": ["none", "istio", "linkerd", "istio-ambient"],
         "cluster": {"nodes": 2, "cores_per_node": 8},
-        "services": [{"name": "server", "replicas": 1, "response_bytes": KIB,
-                      "cpu_ms": {"dist": "constant", "mean": 0.05}}],
-        "workloads": [{"name": "load", "target": "server", "arrival": "poisson",
-                       "rate_rps": 1000.0, "request_bytes": KIB, "connections": 16}],
+        "services": [
+            {
+                "name": "server",
+                "replicas": 1,
+                "response_bytes": KIB,
+                "cpu_ms": {"dist": "constant", "mean": 0.05},
+            }
+        ],
+        "workloads": [
+            {
+                "name": "load",
+                "target": "server",
+                "arrival": "poisson",
+                "rate_rps": 1000.0,
+                "request_bytes": KIB,
+                "connections": 16,
+            }
+        ],
         "mesh_options": {"meshed_clients": True},
     }
     doc.update(over)
@@ -73,9 +87,19 @@ def test_istio_benchmark_shape_reproduces_the_model_anchor() -> None:
 
 def closed(clients: int, **over: Any) -> dict[str, Any]:
     return scenario(
-        workloads=[{"name": "load", "target": "server", "arrival": "closed",
-                    "clients": clients, "request_bytes": KIB, "connections": clients}],
-        duration_s=3.0, warmup_s=0.5, **over,
+        workloads=[
+            {
+                "name": "load",
+                "target": "server",
+                "arrival": "closed",
+                "clients": clients,
+                "request_bytes": KIB,
+                "connections": clients,
+            }
+        ],
+        duration_s=3.0,
+        warmup_s=0.5,
+        **over,
     )
 
 
@@ -152,15 +176,21 @@ def test_ambient_waypoint_takes_the_l7_hop() -> None:
     per_request_us = 1e6 * wp.cpu_s / completed
     wakeups_us = wp_model.wakeup_cpu_us * sum(w.wakeups for w in wp.workers) / completed
     assert per_request_us == pytest.approx(
-        sum(wp_model.request_cpu_us(KIB, KIB, mtls=True)) + wakeups_us, rel=0.02)
+        sum(wp_model.request_cpu_us(KIB, KIB, mtls=True)) + wakeups_us, rel=0.02
+    )
 
 
 def test_sidecar_scoping_shrinks_envoy_memory_in_a_500_service_mesh() -> None:
     services = [{"name": f"svc-{i}", "replicas": 1} for i in range(500)]
     services[0] = {"name": "svc-0", "replicas": 1, "calls": [{"service": "svc-1"}]}
-    base = scenario(meshes=["istio"], services=services, duration_s=1.0, warmup_s=0.2,
-                    cluster={"nodes": 4, "cores_per_node": 8},
-                    workloads=[{"name": "load", "target": "svc-0", "rate_rps": 50.0}])
+    base = scenario(
+        meshes=["istio"],
+        services=services,
+        duration_s=1.0,
+        warmup_s=0.2,
+        cluster={"nodes": 4, "cores_per_node": 8},
+        workloads=[{"name": "load", "target": "svc-0", "rate_rps": 50.0}],
+    )
     base["mesh_options"] = {}
     unscoped = summary(base)["runs"]["istio"]["proxies"]
     base["mesh_options"] = {"istio": {"sidecar_scoping": True}}
@@ -181,8 +211,7 @@ def test_sidecar_scoping_shrinks_envoy_memory_in_a_500_service_mesh() -> None:
 
 def per_request_cpu_s(mesh: str, app_s: float) -> float:
     """App plus proxy CPU per request from outside the mesh, from the model files."""
-    kind = {"istio": "envoy-sidecar", "linkerd": "linkerd-proxy",
-            "istio-ambient": "ztunnel"}[mesh]
+    kind = {"istio": "envoy-sidecar", "linkerd": "linkerd-proxy", "istio-ambient": "ztunnel"}[mesh]
     proxy = sum(default_model(kind).request_cpu_us(KIB, KIB, mtls=False)) * 1e-6  # type: ignore[arg-type]
     return app_s + proxy
 
@@ -194,8 +223,11 @@ def _without_wakeups(tmp_path: Any, mesh: str) -> dict[str, Any]:
 
     from meshsim.models import models_dir
 
-    name, key = {"istio": ("istio-sidecar", "model"), "linkerd": ("linkerd-proxy", "model"),
-                 "istio-ambient": ("ztunnel", "ztunnel_model")}[mesh]
+    name, key = {
+        "istio": ("istio-sidecar", "model"),
+        "linkerd": ("linkerd-proxy", "model"),
+        "istio-ambient": ("ztunnel", "ztunnel_model"),
+    }[mesh]
     data = yaml.safe_load((models_dir() / f"{name}.yaml").read_text())
     data["parameters"].pop("wakeup_cpu_us", None)
     data.pop("anchor", None)  # its CPU identity counts wake-ups
@@ -211,12 +243,28 @@ def test_saturation_at_the_load_the_proxy_cost_predicts(mesh: str, tmp_path: Any
     results = {}
     for fraction in (0.5, 0.85, 1.15):
         doc = scenario(
-            meshes=[mesh], duration_s=4.0, warmup_s=1.0,
+            meshes=[mesh],
+            duration_s=4.0,
+            warmup_s=1.0,
             cluster={"nodes": 1, "cores_per_node": 1},
-            services=[{"name": "server", "replicas": 1, "response_bytes": KIB,
-                       "concurrency": 1000, "cpu_ms": {"dist": "constant", "mean": 0.1}}],
-            workloads=[{"name": "load", "target": "server", "arrival": "poisson",
-                        "rate_rps": fraction * capacity, "request_bytes": KIB}],
+            services=[
+                {
+                    "name": "server",
+                    "replicas": 1,
+                    "response_bytes": KIB,
+                    "concurrency": 1000,
+                    "cpu_ms": {"dist": "constant", "mean": 0.1},
+                }
+            ],
+            workloads=[
+                {
+                    "name": "load",
+                    "target": "server",
+                    "arrival": "poisson",
+                    "rate_rps": fraction * capacity,
+                    "request_bytes": KIB,
+                }
+            ],
         )
         doc["mesh_options"] = _without_wakeups(tmp_path, mesh)
         run = summary(doc)["runs"][mesh]
@@ -243,7 +291,10 @@ def _model_with_cv(tmp_path: Any, cv: float | None) -> str:
     data = yaml.safe_load((models_dir() / "istio-sidecar.yaml").read_text())
     if cv is not None:
         data["parameters"]["request_cpu_cv"] = {
-            "value": cv, "unit": "ratio", "source": "test: a chosen value"}
+            "value": cv,
+            "unit": "ratio",
+            "source": "test: a chosen value",
+        }
     path = tmp_path / f"sidecar-cv{cv}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return str(path)
@@ -251,12 +302,28 @@ def _model_with_cv(tmp_path: Any, cv: float | None) -> str:
 
 def _cv_run(model: str) -> dict[str, Any]:
     doc = scenario(
-        meshes=["istio"], duration_s=5.0, warmup_s=0.5,
+        meshes=["istio"],
+        duration_s=5.0,
+        warmup_s=0.5,
         cluster={"nodes": 1, "cores_per_node": 1},
-        services=[{"name": "server", "replicas": 1, "response_bytes": KIB,
-                   "concurrency": 1000, "cpu_ms": {"dist": "constant", "mean": 0.02}}],
-        workloads=[{"name": "load", "target": "server", "arrival": "poisson",
-                    "rate_rps": 1500.0, "request_bytes": KIB}],
+        services=[
+            {
+                "name": "server",
+                "replicas": 1,
+                "response_bytes": KIB,
+                "concurrency": 1000,
+                "cpu_ms": {"dist": "constant", "mean": 0.02},
+            }
+        ],
+        workloads=[
+            {
+                "name": "load",
+                "target": "server",
+                "arrival": "poisson",
+                "rate_rps": 1500.0,
+                "request_bytes": KIB,
+            }
+        ],
     )
     doc["mesh_options"] = {"istio": {"workers": 1, "model": model}}
     return summary(doc)["runs"]["istio"]
@@ -276,8 +343,10 @@ def test_request_cpu_cv_keeps_the_mean_cpu_and_widens_the_tail(tmp_path: Any) ->
     u_fixed = fixed["nodes"]["node-0"]["utilisation"]
     u_varied = varied["nodes"]["node-0"]["utilisation"]
     assert u_varied == pytest.approx(u_fixed, rel=0.05)  # mean-preserving draws
-    lat_f, lat_v = fixed["workloads"]["load"]["latency_ms"], varied["workloads"]["load"][
-        "latency_ms"]
+    lat_f, lat_v = (
+        fixed["workloads"]["load"]["latency_ms"],
+        varied["workloads"]["load"]["latency_ms"],
+    )
     assert lat_v["p99"] > 1.15 * lat_f["p99"]
     assert lat_v["p99"] / lat_v["p50"] > lat_f["p99"] / lat_f["p50"]
 

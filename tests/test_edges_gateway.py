@@ -183,9 +183,10 @@ def test_routes_and_via_must_name_what_exists(tmp_path: Path) -> None:
     text = BASE + "    routes: [{service: frnt}]\n"
     err = error_of(tmp_path, text)
     fields = {p.field: p for p in err.problems}
-    assert "no service named 'frnt'; did you mean 'front'?" in fields[
-        "gateways[0].routes[0].service"
-    ].message
+    assert (
+        "no service named 'frnt'; did you mean 'front'?"
+        in fields["gateways[0].routes[0].service"].message
+    )
     assert "gateway 'public' has no route to 'front'" in fields["workloads[0].target"].message
     text = BASE.replace("via: public", "via: pubic") + "    routes: [{service: front}]\n"
     (problem,) = error_of(tmp_path, text).problems

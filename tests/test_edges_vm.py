@@ -81,8 +81,9 @@ def test_the_vms_workloads_have_sidecars(mesh: str) -> None:
 def test_vm_zones_are_checked(tmp_path: Path) -> None:
     path = tmp_path / "vms.yaml"
     path.write_text(
-        BASE.replace("{name: zone-a, nodes: 2}", "{name: zone-a, nodes: 2, network_us: 5}")
-        .replace("zones: [datacenter]", "zones: [datacentre]"),
+        BASE.replace("{name: zone-a, nodes: 2}", "{name: zone-a, nodes: 2, network_us: 5}").replace(
+            "zones: [datacenter]", "zones: [datacentre]"
+        ),
         encoding="utf-8",
     )
     with pytest.raises(ScenarioError) as info:
@@ -90,7 +91,5 @@ def test_vm_zones_are_checked(tmp_path: Path) -> None:
     problems = {p.field: p for p in info.value.problems}
     assert "network_us is for VM zones" in problems["cluster.zones[0].network_us"].message
     assert problems["cluster.zones[0].network_us"].line == 10
-    assert "no zone in cluster.zones named 'datacentre'" in problems[
-        "services[1].zones[0]"
-    ].message
+    assert "no zone in cluster.zones named 'datacentre'" in problems["services[1].zones[0]"].message
     assert problems["services[1].zones[0]"].line == 19

@@ -26,9 +26,7 @@ print(json.dumps({{"imported": names, "heavy": heavy}}))
 
 def probe(*packages: str) -> dict[str, list[str]]:
     code = PROBE.format(packages=list(packages), heavy=list(HEAVY))
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     result: dict[str, list[str]] = json.loads(out.stdout)
     return result
 

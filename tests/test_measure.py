@@ -122,9 +122,7 @@ def test_replication_of_a_simulation_or_its_measurement_is_the_same() -> None:
     assert a.control_plane == b.control_plane
     assert a.node_utilisation == b.node_utilisation
     assert a.proxy_worker_utilisation == b.proxy_worker_utilisation
-    assert set(a.proxy_worker_utilisation) == {
-        w.name for p in m.proxies for w in p.workers
-    }
+    assert set(a.proxy_worker_utilisation) == {w.name for p in m.proxies for w in p.workers}
 
 
 def test_measurements_are_frozen() -> None:

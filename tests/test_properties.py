@@ -16,9 +16,7 @@ from meshsim.errors import ScenarioError
 from meshsim.scenario import from_dict, loads
 from meshsim.sim.engine import Simulation
 
-SETTINGS = settings(
-    deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow])
 
 # --------------------------------------------------------------------------- generators
 
@@ -82,8 +80,10 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
         elif draw(st.booleans()):
             wl["rate_rps"] = draw(st.floats(20.0, 400.0))
         else:
-            wl["phases"] = [{"at_s": 0.0, "rate_rps": draw(st.floats(0.0, 200.0))},
-                            {"at_s": duration / 2, "rate_rps": draw(st.floats(10.0, 400.0))}]
+            wl["phases"] = [
+                {"at_s": 0.0, "rate_rps": draw(st.floats(0.0, 200.0))},
+                {"at_s": duration / 2, "rate_rps": draw(st.floats(10.0, 400.0))},
+            ]
         if draw(st.booleans()):
             wl["connections"] = draw(st.integers(1, 4))
         workloads.append(wl)

@@ -26,28 +26,57 @@ SH = "/bin/sh"
 
 
 def test_template_records_placeholders_and_renders_each_argument() -> None:
-    cmd = ProxyCommand.parse(f"{SH} -c 'exec x' --listen {{listen}} --up={{upstream}} "
-                             "--role {role} --mtls {mtls} --cert {cert} --key {key} --ca {ca}")
+    cmd = ProxyCommand.parse(
+        f"{SH} -c 'exec x' --listen {{listen}} --up={{upstream}} "
+        "--role {role} --mtls {mtls} --cert {cert} --key {key} --ca {ca}"
+    )
     assert cmd.used == {"listen", "upstream", "role", "mtls", "cert", "key", "ca"}
     assert cmd.mtls
     assert not cmd.keepalive_knob
-    argv = cmd.render(listen="127.0.0.1:1", upstream="127.0.0.1:2", role="inbound", mtls="on",
-                      cert="/c d.pem", key="k", ca="a", keepalive="on", workdir="w")
-    assert argv == [SH, "-c", "exec x", "--listen", "127.0.0.1:1", "--up=127.0.0.1:2",
-                    "--role", "inbound", "--mtls", "on", "--cert", "/c d.pem", "--key", "k",
-                    "--ca", "a"]
+    argv = cmd.render(
+        listen="127.0.0.1:1",
+        upstream="127.0.0.1:2",
+        role="inbound",
+        mtls="on",
+        cert="/c d.pem",
+        key="k",
+        ca="a",
+        keepalive="on",
+        workdir="w",
+    )
+    assert argv == [
+        SH,
+        "-c",
+        "exec x",
+        "--listen",
+        "127.0.0.1:1",
+        "--up=127.0.0.1:2",
+        "--role",
+        "inbound",
+        "--mtls",
+        "on",
+        "--cert",
+        "/c d.pem",
+        "--key",
+        "k",
+        "--ca",
+        "a",
+    ]
 
 
-@pytest.mark.parametrize(("template", "message"), [
-    (f"{SH} {{listen}} {{upstream}} {{port}}", "unknown placeholder {port}"),
-    (f"{SH} {{listen}}", "must use {upstream}"),
-    ("no-such-proxy-binary {listen} {upstream}", "program 'no-such-proxy-binary' not found"),
-    (f"{SH} {{listen}} {{upstream}} {{cert}}", "{cert} without {mtls}"),
-    (f"{SH} {{listen}} {{upstream}} {{mtls}} {{cert}} {{key}} {{ca}}", "{mtls} needs {role}"),
-    (f"{SH} {{listen}} {{upstream}} {{oops", "write a literal brace"),
-    (f"{SH} 'unclosed {{listen}} {{upstream}}", "cannot split"),
-    ("", "empty command"),
-])
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        (f"{SH} {{listen}} {{upstream}} {{port}}", "unknown placeholder {port}"),
+        (f"{SH} {{listen}}", "must use {upstream}"),
+        ("no-such-proxy-binary {listen} {upstream}", "program 'no-such-proxy-binary' not found"),
+        (f"{SH} {{listen}} {{upstream}} {{cert}}", "{cert} without {mtls}"),
+        (f"{SH} {{listen}} {{upstream}} {{mtls}} {{cert}} {{key}} {{ca}}", "{mtls} needs {role}"),
+        (f"{SH} {{listen}} {{upstream}} {{oops", "write a literal brace"),
+        (f"{SH} 'unclosed {{listen}} {{upstream}}", "cannot split"),
+        ("", "empty command"),
+    ],
+)
 def test_bad_template_is_refused_with_the_reason(template: str, message: str) -> None:
     with pytest.raises(MeshsimError) as exc:
         ProxyCommand.parse(template)
@@ -55,13 +84,15 @@ def test_bad_template_is_refused_with_the_reason(template: str, message: str) ->
 
 
 def test_cli_bad_template_exits_2_without_traceback() -> None:
-    result = CliRunner().invoke(cli, ["calibrate", "--quick", "--proxy-cmd",
-                                      f"{SH} {{listen}} {{upstream}} {{nope}}"])
+    result = CliRunner().invoke(
+        cli, ["calibrate", "--quick", "--proxy-cmd", f"{SH} {{listen}} {{upstream}} {{nope}}"]
+    )
     assert result.exit_code == 2
     assert "unknown placeholder {nope}" in result.output
     assert "Traceback" not in result.output
-    result = CliRunner().invoke(cli, ["calibrate", "--proxy-cmd",
-                                      "/nonexistent/proxy {listen} {upstream}"])
+    result = CliRunner().invoke(
+        cli, ["calibrate", "--proxy-cmd", "/nonexistent/proxy {listen} {upstream}"]
+    )
     assert result.exit_code == 2
     assert "not found" in result.output
 
@@ -69,13 +100,18 @@ def test_cli_bad_template_exits_2_without_traceback() -> None:
 def test_black_box_grid_leaves_out_what_the_template_cannot_express() -> None:
     full = grid(False)
     plain = grid(False, mtls=False, filters=False, keep_alive_off=False)
-    assert {p.config for p in full} == {LabConfig(), LabConfig(mtls=True), LabConfig(filters=4),
-                                        LabConfig(keep_alive=False),
-                                        LabConfig(mtls=True, keep_alive=False)}
+    assert {p.config for p in full} == {
+        LabConfig(),
+        LabConfig(mtls=True),
+        LabConfig(filters=4),
+        LabConfig(keep_alive=False),
+        LabConfig(mtls=True, keep_alive=False),
+    }
     assert {p.config for p in plain} == {LabConfig()}
     # The base configuration's points are the Python proxy's, in the same order.
-    assert [p for p in full if p.config == LabConfig() and p.role != "fit"] == \
-        [p for p in plain if p.role != "fit"]
+    assert [p for p in full if p.config == LabConfig() and p.role != "fit"] == [
+        p for p in plain if p.role != "fit"
+    ]
     quick = grid(True, filters=False)
     assert {p.config for p in quick} == {LabConfig(), LabConfig(mtls=True)}
 
@@ -126,28 +162,50 @@ def _constructed_record(fixed_us: float = FIXED_US) -> dict[str, Any]:
             procs |= {"client_sidecar": cpu, "server_sidecar": cpu}
             wakes |= {"client_sidecar": w, "server_sidecar": w}
         p50 = 0.3 + (0.2 if p.proxied else 0.0)
-        measured.append(Measured(
-            point=p, achieved_rps=p.rps or 20000.0,
-            latency_ms={"p50": p50, "p90": p50 * 2, "p99": p50 * 4, "mean": p50},
-            requests=1000, errors=0, warnings=[], process_cpu_us_per_request=procs,
-            wakeups_per_request=wakes,
-            latency_quantiles_ms=[] if p.proxied else [0.3] * BASELINE_QUANTILES))
-    block = {"requests": 100, "keepalive": {"cpu_us": KEEPALIVE[0], "wakeups": KEEPALIVE[1]},
-             "plain_connection": {"cpu_us": PLAIN_CONN[0], "wakeups": PLAIN_CONN[1]},
-             "tls_full": {"cpu_us": TLS_FULL[0], "wakeups": TLS_FULL[1]},
-             "tls_resumed": {"cpu_us": TLS_RESUMED[0], "wakeups": TLS_RESUMED[1]},
-             "resumed_fraction": 1.0}
-    mem = {"plain": [[k, 3000.0 + 10.0 * k] for k in (0, 50, 100, 200)],
-           "tls": [[k, 3000.0 + 40.0 * k] for k in (0, 50, 100, 200)]}
-    machine = {"host": "test", "cpu": "constructed", "cores": 2, "kernel": "k",
-               "date": "2026-01-01T00:00:00Z"}
-    return {"quick": True, "proxy_command": f"{SH} {{listen}} {{upstream}}",
-            "capacity_estimate_rps": 4000.0, "lab_ceiling_rps": 4000.0,
-            "placement": {"load_generator": 0, "client_sidecar": 0, "server_sidecar": 1,
-                          "echo": 1},
-            "points": [m.to_json() for m in measured], "memory_kib": mem,
-            "connection_costs": [block, replace_block(block, 1.0), block],
-            "idle_cpu_ms_per_s": {"client_sidecar": 0.0}, "machine": machine}
+        measured.append(
+            Measured(
+                point=p,
+                achieved_rps=p.rps or 20000.0,
+                latency_ms={"p50": p50, "p90": p50 * 2, "p99": p50 * 4, "mean": p50},
+                requests=1000,
+                errors=0,
+                warnings=[],
+                process_cpu_us_per_request=procs,
+                wakeups_per_request=wakes,
+                latency_quantiles_ms=[] if p.proxied else [0.3] * BASELINE_QUANTILES,
+            )
+        )
+    block = {
+        "requests": 100,
+        "keepalive": {"cpu_us": KEEPALIVE[0], "wakeups": KEEPALIVE[1]},
+        "plain_connection": {"cpu_us": PLAIN_CONN[0], "wakeups": PLAIN_CONN[1]},
+        "tls_full": {"cpu_us": TLS_FULL[0], "wakeups": TLS_FULL[1]},
+        "tls_resumed": {"cpu_us": TLS_RESUMED[0], "wakeups": TLS_RESUMED[1]},
+        "resumed_fraction": 1.0,
+    }
+    mem = {
+        "plain": [[k, 3000.0 + 10.0 * k] for k in (0, 50, 100, 200)],
+        "tls": [[k, 3000.0 + 40.0 * k] for k in (0, 50, 100, 200)],
+    }
+    machine = {
+        "host": "test",
+        "cpu": "constructed",
+        "cores": 2,
+        "kernel": "k",
+        "date": "2026-01-01T00:00:00Z",
+    }
+    return {
+        "quick": True,
+        "proxy_command": f"{SH} {{listen}} {{upstream}}",
+        "capacity_estimate_rps": 4000.0,
+        "lab_ceiling_rps": 4000.0,
+        "placement": {"load_generator": 0, "client_sidecar": 0, "server_sidecar": 1, "echo": 1},
+        "points": [m.to_json() for m in measured],
+        "memory_kib": mem,
+        "connection_costs": [block, replace_block(block, 1.0), block],
+        "idle_cpu_ms_per_s": {"client_sidecar": 0.0},
+        "machine": machine,
+    }
 
 
 def replace_block(block: dict[str, Any], extra_us: float) -> dict[str, Any]:
@@ -169,11 +227,19 @@ def test_fit_recovers_the_constructed_mechanisms(tmp_path: Path) -> None:
     assert _value(doc, "wakeup_cpu_us") == pytest.approx(WAKEUP_US, abs=1e-3)
     assert _value(doc, "tls_request_cpu_us") == pytest.approx(TLS_FIXED_US, abs=1e-3)
     assert _value(doc, "tls_record_cpu_us_per_kib") == pytest.approx(TLS_PER_KIB_US, abs=1e-3)
-    bare = {k: c - WAKEUP_US * w for k, (c, w) in
-            {"ka": KEEPALIVE, "conn": PLAIN_CONN, "full": TLS_FULL, "res": TLS_RESUMED}.items()}
+    bare = {
+        k: c - WAKEUP_US * w
+        for k, (c, w) in {
+            "ka": KEEPALIVE,
+            "conn": PLAIN_CONN,
+            "full": TLS_FULL,
+            "res": TLS_RESUMED,
+        }.items()
+    }
     assert _value(doc, "tcp_connection_cpu_us") == pytest.approx(bare["conn"] - bare["ka"])
     assert _value(doc, "tls_handshake_overhead_cpu_us") == pytest.approx(
-        bare["full"] - bare["conn"])
+        bare["full"] - bare["conn"]
+    )
     assert _value(doc, "tls_resumption_cpu_us") == pytest.approx(bare["res"] - bare["conn"])
     assert _value(doc, "connection_kb") == pytest.approx(10.0, abs=1e-3)
     assert _value(doc, "tls_connection_kb") == pytest.approx(30.0, abs=1e-3)
@@ -209,9 +275,10 @@ def test_without_mtls_the_tls_costs_say_not_measured(tmp_path: Path) -> None:
     data = _constructed_record()
     data["points"] = [p for p in data["points"] if not p["point"]["config"]["mtls"]]
     data["memory_kib"].pop("tls")
-    data["connection_costs"] = [{k: v for k, v in b.items()
-                                 if k in ("requests", "keepalive", "plain_connection")}
-                                for b in data["connection_costs"]]
+    data["connection_costs"] = [
+        {k: v for k, v in b.items() if k in ("requests", "keepalive", "plain_connection")}
+        for b in data["connection_costs"]
+    ]
     doc = fit_command_model(data)
     hs = doc["parameters"]["tls_handshake_overhead_cpu_us"]
     assert hs["value"] == 0.0
@@ -231,9 +298,11 @@ def test_stacks_table_reads_the_models_back(tmp_path: Path) -> None:
     low_rps = min(p.rps for p in scale(grid(True), 4000.0) if p.rps > 0)
     kib = 2.0 * 256 / 1024.0
     assert row.values["measured_low_us"] == pytest.approx(
-        FIXED_US + PER_KIB_US * kib + WAKEUP_US * _wakeups(low_rps), abs=0.01)  # rounded
+        FIXED_US + PER_KIB_US * kib + WAKEUP_US * _wakeups(low_rps), abs=0.01
+    )  # rounded
     assert row.values["measured_sat_us"] == pytest.approx(
-        FIXED_US + PER_KIB_US * 2.0 * 4096 / 1024.0 + WAKEUP_US * 0.2, abs=0.01)
+        FIXED_US + PER_KIB_US * 2.0 * 4096 / 1024.0 + WAKEUP_US * 0.2, abs=0.01
+    )
     assert row.stack == "sh"  # the program of the recorded command
     text = markdown_table([row])
     assert text.splitlines()[0].startswith("| model | stack | keys | CPU/req fixed (us)")
@@ -252,8 +321,9 @@ def test_stacks_table_of_a_published_model_shows_parameters_only() -> None:
 def test_cli_compare_prints_the_table(tmp_path: Path) -> None:
     doc = fit_command_model(_constructed_record(), name="constructed")
     write_model(doc, tmp_path / "c.yaml")
-    result = CliRunner().invoke(cli, ["calibrate", "compare", "--markdown",
-                                      str(tmp_path / "c.yaml")])
+    result = CliRunner().invoke(
+        cli, ["calibrate", "compare", "--markdown", str(tmp_path / "c.yaml")]
+    )
     assert result.exit_code == 0, result.output
     assert "| c | sh | ecdsa-p256 | 12.0 |" in result.output
     bad = tmp_path / "bad.yaml"
@@ -280,8 +350,9 @@ def test_ca_issues_certificates_of_each_key_type(key_type: str, size: int) -> No
     assert wl.key_type == key_type
     cert = x509.load_pem_x509_certificate(wl.cert_pem)
     pub = cert.public_key()
-    assert isinstance(pub, rsa.RSAPublicKey if key_type == "rsa-2048"
-                      else ec.EllipticCurvePublicKey)
+    assert isinstance(
+        pub, rsa.RSAPublicKey if key_type == "rsa-2048" else ec.EllipticCurvePublicKey
+    )
     assert pub.key_size == size
     assert key_type_of(pub) == key_type
     assert key_type_of(serialization.load_pem_private_key(wl.key_pem, None)) == key_type
@@ -289,8 +360,14 @@ def test_ca_issues_certificates_of_each_key_type(key_type: str, size: int) -> No
     cert.verify_directly_issued_by(ca.cert)  # raises if the CA did not sign it
     # An RSA CA may still issue an ECDSA workload key when asked.
     other = "ecdsa-p256" if key_type == "rsa-2048" else "rsa-2048"
-    assert key_type_of(x509.load_pem_x509_certificate(
-        ca.issue("default", "x", key_type=other).cert_pem).public_key()) == other
+    assert (
+        key_type_of(
+            x509.load_pem_x509_certificate(
+                ca.issue("default", "x", key_type=other).cert_pem
+            ).public_key()
+        )
+        == other
+    )
 
 
 @pytest.mark.parametrize("key_type", ["ecdsa-p256", "rsa-2048"])
@@ -303,15 +380,18 @@ def test_mtls_handshake_with_each_key_type(key_type: str, tmp_path: Path) -> Non
     from meshsim.proxy.tls import client_context, server_context
 
     CertificateAuthority.create("cluster.local", key_type=key_type).issue(
-        "default", "calibrate").write(tmp_path)
+        "default", "calibrate"
+    ).write(tmp_path)
     cli_ctx, srv_ctx = client_context(tmp_path), server_context(tmp_path)
     c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
     cli_side = cli_ctx.wrap_bio(c_in, c_out, server_hostname="127.0.0.1")
     srv_side = srv_ctx.wrap_bio(s_in, s_out, server_side=True)
     done = {"c": False, "s": False}
     for _ in range(10):
-        for name, side, out, peer_in in (("c", cli_side, c_out, s_in),
-                                         ("s", srv_side, s_out, c_in)):
+        for name, side, out, peer_in in (
+            ("c", cli_side, c_out, s_in),
+            ("s", srv_side, s_out, c_in),
+        ):
             if not done[name]:
                 try:
                     side.do_handshake()
@@ -340,8 +420,17 @@ def test_a_bad_key_type_is_refused(bad: str) -> None:
 
 
 def test_cli_refuses_a_bad_key_type_with_exit_2() -> None:
-    result = CliRunner().invoke(cli, ["calibrate", "--quick", "--key-type", "rsa-4096",
-                                      "--proxy-cmd", f"{SH} {{listen}} {{upstream}}"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "calibrate",
+            "--quick",
+            "--key-type",
+            "rsa-4096",
+            "--proxy-cmd",
+            f"{SH} {{listen}} {{upstream}}",
+        ],
+    )
     assert result.exit_code == 2
     assert "Invalid value for '--key-type'" in result.output
     assert "'rsa-4096' is not one of 'ecdsa-p256', 'rsa-2048'" in result.output
@@ -349,8 +438,9 @@ def test_cli_refuses_a_bad_key_type_with_exit_2() -> None:
     fortio = Path("tests/fixtures").rglob("*.json")
     one = next(iter(fortio), None)
     if one is not None:
-        result = CliRunner().invoke(cli, ["calibrate", "--key-type", "rsa-2048",
-                                          "--from-fortio", str(one)])
+        result = CliRunner().invoke(
+            cli, ["calibrate", "--key-type", "rsa-2048", "--from-fortio", str(one)]
+        )
         assert result.exit_code == 2
         assert "--key-type applies to the lab" in result.output
 
@@ -394,8 +484,11 @@ def test_churn_costs_are_differences_of_modes_median_over_rounds() -> None:
     from meshsim.calibrate.churn import costs_table, summarise_costs
 
     block = _constructed_record()["connection_costs"][0]
-    blocks = [block, replace_block(block, 5.0),
-              {**block, "tls_full": {"cpu_us": 900.0, "wakeups": 2.0}}]
+    blocks = [
+        block,
+        replace_block(block, 5.0),
+        {**block, "tls_full": {"cpu_us": 900.0, "wakeups": 2.0}},
+    ]
     s = summarise_costs(blocks)
     assert s["rounds"] == 3
     # full = tls_full - plain_connection: 600, 600, 800 -> median 600, range 600..800
@@ -403,11 +496,18 @@ def test_churn_costs_are_differences_of_modes_median_over_rounds() -> None:
     assert s["resumed_us"] == {"median": 200.0, "range": [200.0, 200.0]}
     assert s["tcp_us"] == {"median": 50.0, "range": [50.0, 50.0]}
     assert s["mtls_connection_us"] == {"median": 650.0, "range": [650.0, 850.0]}
-    data = {"models": {"h": {"stack": "C (HAProxy)"}},
-            "connection_costs": {"h": {"ecdsa-p256": blocks,
-                                       "rsa-2048": [replace_block(b, 0.0) | {
-                                           "tls_full": {"cpu_us": 1300.0, "wakeups": 2.0}}
-                                                    for b in (block, block)]}}}
+    data = {
+        "models": {"h": {"stack": "C (HAProxy)"}},
+        "connection_costs": {
+            "h": {
+                "ecdsa-p256": blocks,
+                "rsa-2048": [
+                    replace_block(b, 0.0) | {"tls_full": {"cpu_us": 1300.0, "wakeups": 2.0}}
+                    for b in (block, block)
+                ],
+            }
+        },
+    }
     text = costs_table(data)
     assert "| h | C (HAProxy) | ecdsa-p256 | 600 [600..800] | 200 [200..200] | 100 |" in text
     # RSA full handshake 1300 - 100 = 1200 against ECDSA's 600: twice as dear.
@@ -419,16 +519,21 @@ def test_cli_churn_from_a_stored_record_and_its_refusals(tmp_path: Path) -> None
     import json
 
     block = _constructed_record()["connection_costs"][0]
-    record = {"models": {"h": {"path": "unused.yaml", "stack": "C (HAProxy)"}},
-              "key_types": ["ecdsa-p256"],
-              "connection_costs": {"h": {"ecdsa-p256": [block]}}, "keepalive_off": {}}
+    record = {
+        "models": {"h": {"path": "unused.yaml", "stack": "C (HAProxy)"}},
+        "key_types": ["ecdsa-p256"],
+        "connection_costs": {"h": {"ecdsa-p256": [block]}},
+        "keepalive_off": {},
+    }
     path = tmp_path / "churn.json"
     path.write_text(json.dumps(record))
     result = CliRunner().invoke(cli, ["calibrate", "churn", "--from", str(path)])
     assert result.exit_code == 0, result.output
     # full 700 - 100, resumed 300 - 100, TCP 100 - 50, a new mTLS connection 700 - 50
-    assert ("| h | C (HAProxy) | ecdsa-p256 | 600 [600..600] | 200 [200..200] | 100 | "
-            "50 [50..50] | 650 [650..650] |  |") in result.output
+    assert (
+        "| h | C (HAProxy) | ecdsa-p256 | 600 [600..600] | 200 [200..200] | 100 | "
+        "50 [50..50] | 650 [650..650] |  |"
+    ) in result.output
     result = CliRunner().invoke(cli, ["calibrate", "churn"])
     assert result.exit_code == 2
     assert "give the calibrated models" in result.output
@@ -437,7 +542,8 @@ def test_cli_churn_from_a_stored_record_and_its_refusals(tmp_path: Path) -> None
     result = CliRunner().invoke(cli, ["calibrate", "churn", "--from", str(bad)])
     assert result.exit_code == 2
     assert "not a churn record" in result.output
-    result = CliRunner().invoke(cli, ["calibrate", "churn", "--key-type", "dsa",
-                                      "models/calibrated/haproxy.yaml"])
+    result = CliRunner().invoke(
+        cli, ["calibrate", "churn", "--key-type", "dsa", "models/calibrated/haproxy.yaml"]
+    )
     assert result.exit_code == 2
     assert "'dsa' is not one of 'ecdsa-p256', 'rsa-2048'" in result.output

@@ -33,17 +33,37 @@ def model_with(tmp_path: Path, **extra: float) -> str:
     return str(path)
 
 
-def run(model: str, workload: dict[str, Any], *, keep_alive: bool = True,
-        meshed_clients: bool = False, mtls: str = "DISABLE") -> dict[str, Any]:
+def run(
+    model: str,
+    workload: dict[str, Any],
+    *,
+    keep_alive: bool = True,
+    meshed_clients: bool = False,
+    mtls: str = "DISABLE",
+) -> dict[str, Any]:
     doc = {
-        "meshsim": 1, "name": "fixed-costs", "seed": 5, "duration_s": 4.0, "warmup_s": 0.5,
-        "meshes": ["istio"], "cluster": {"nodes": 1, "cores_per_node": 1},
-        "services": [{"name": "server", "replicas": 1, "response_bytes": KIB,
-                      "concurrency": 1000, "cpu_ms": {"dist": "constant", "mean": 0.02}}],
+        "meshsim": 1,
+        "name": "fixed-costs",
+        "seed": 5,
+        "duration_s": 4.0,
+        "warmup_s": 0.5,
+        "meshes": ["istio"],
+        "cluster": {"nodes": 1, "cores_per_node": 1},
+        "services": [
+            {
+                "name": "server",
+                "replicas": 1,
+                "response_bytes": KIB,
+                "concurrency": 1000,
+                "cpu_ms": {"dist": "constant", "mean": 0.02},
+            }
+        ],
         "workloads": [{"name": "load", "target": "server", "request_bytes": KIB, **workload}],
-        "mesh_options": {"meshed_clients": meshed_clients, "keep_alive": keep_alive,
-                         "istio": {"workers": 1, "mtls": mtls, "telemetry": True,
-                                   "model": model}},
+        "mesh_options": {
+            "meshed_clients": meshed_clients,
+            "keep_alive": keep_alive,
+            "istio": {"workers": 1, "mtls": mtls, "telemetry": True, "model": model},
+        },
     }
     out: dict[str, Any] = build_summary(run_scenario(from_dict(doc)))["runs"]["istio"]
     return out
@@ -107,10 +127,17 @@ def test_cpu_per_request_falls_with_load_as_an_event_loop_batches(tmp_path: Path
 def test_keep_alive_off_pays_every_tcp_connection_end(tmp_path: Path) -> None:
     t_us = 50.0
     for keep_alive in (False, True):
-        base = sidecars(run(model_with(tmp_path), SPARSE, keep_alive=keep_alive,
-                            meshed_clients=True))
-        paid = sidecars(run(model_with(tmp_path, tcp_connection_cpu_us=t_us), SPARSE,
-                            keep_alive=keep_alive, meshed_clients=True))
+        base = sidecars(
+            run(model_with(tmp_path), SPARSE, keep_alive=keep_alive, meshed_clients=True)
+        )
+        paid = sidecars(
+            run(
+                model_with(tmp_path, tcp_connection_cpu_us=t_us),
+                SPARSE,
+                keep_alive=keep_alive,
+                meshed_clients=True,
+            )
+        )
         ends = (paid["cpu_s_total"] - base["cpu_s_total"]) / (t_us * 1e-6)
         # requests counts each request once per sidecar it passed (client and server)
         requests = paid["requests"] / 2
@@ -127,8 +154,7 @@ def test_keep_alive_off_pays_every_tcp_connection_end(tmp_path: Path) -> None:
 def test_keep_alive_off_saturates_earlier_by_the_connection_cost(tmp_path: Path) -> None:
     base = run(model_with(tmp_path), SATURATING, keep_alive=False)
     paid = run(model_with(tmp_path, tcp_connection_cpu_us=50.0), SATURATING, keep_alive=False)
-    per_req = {k: 1.0 / r["workloads"]["load"]["rps"] for k, r in (("base", base),
-                                                                      ("paid", paid))}
+    per_req = {k: 1.0 / r["workloads"]["load"]["rps"] for k, r in (("base", base), ("paid", paid))}
     # One core serves everything; a request from outside costs the server sidecar two
     # connection ends (accept from the client, connect to the app) = 100 us more.
     assert per_req["paid"] - per_req["base"] == pytest.approx(100e-6, rel=0.03)

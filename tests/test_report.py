@@ -213,7 +213,10 @@ def test_report_has_every_section_and_figure(report: Path) -> None:
 def test_markdown_twin_links_svg_files(report: Path) -> None:
     md = report.with_suffix(".md").read_text(encoding="utf-8")
     for section in (
-        "## Verdict", "## Findings", "## Latency per mesh and workload", "## Cost estimate"
+        "## Verdict",
+        "## Findings",
+        "## Latency per mesh and workload",
+        "## Cost estimate",
     ):
         assert section in md
     for fig in FIGURES:

@@ -417,9 +417,7 @@ def test_a_bad_merged_value_points_at_the_written_key(tmp_path: Path) -> None:
 
 def test_base_60_is_not_a_number(tmp_path: Path) -> None:
     _, err = load_error(tmp_path, BASE + "seed: 1:30\n")
-    assert err.problems == [
-        Problem("seed", "expected a whole number, got '1:30' (str)", line=16)
-    ]
+    assert err.problems == [Problem("seed", "expected a whole number, got '1:30' (str)", line=16)]
 
 
 def test_exponent_without_a_dot_is_a_number(tmp_path: Path) -> None:
@@ -572,9 +570,7 @@ def test_many_problems_are_capped_and_known_names_are_not_all_listed(tmp_path: P
         "s15, s16, s17, s18, s19, s2, s20, s21, s22, s23, s24, s25, s26, ... (40 more))",
         line=6,
     )
-    assert err.problems[-1] == Problem(
-        "", "... and more problems; only the first 50 are shown"
-    )
+    assert err.problems[-1] == Problem("", "... and more problems; only the first 50 are shown")
     assert str(err).startswith(f"invalid scenario {path} (51 problems):")
 
 

@@ -120,9 +120,9 @@ def test_threads_of_one_cgroup_take_turns() -> None:
 # --------------------------------------------------------------------------- bandwidth
 
 
-def _throttled(period_jobs: int, every: int, quota: float, cpu_s: float, periods: int) -> tuple[
-    CGroup, list[float]
-]:
+def _throttled(
+    period_jobs: int, every: int, quota: float, cpu_s: float, periods: int
+) -> tuple[CGroup, list[float]]:
     """One thread that gets ``cpu_s`` of work at the start of every ``every``-th 100 ms
     period and does its work in order (a worker: one burst at a time)."""
     env = simpy.Environment()

@@ -76,12 +76,30 @@ def test_gamma_cdf_matches_the_old_incomplete_gamma() -> None:
     """The old series / continued fraction P(a, x) at shapes 0.5, 2.3, 7.5."""
     x = np.array([0.05, 0.5, 1.0, 3.0, 8.0, 20.0])
     old = {
-        0.5: [0.2481703659541506, 0.6826894921370833, 0.8427007929497102, 0.985694121564581,
-              0.9999366575163338, 0.9999999997460371],
-        2.3: [0.00036629565729584675, 0.05374347648107431, 0.19045423611813989,
-              0.7383818433126007, 0.9949858766081163, 0.999999907483352],
-        7.5: [1.1910413849533106e-14, 2.535644310823236e-07, 2.9654977282545428e-05,
-              0.020252253282185575, 0.617948338497099, 0.9995465018648978],
+        0.5: [
+            0.2481703659541506,
+            0.6826894921370833,
+            0.8427007929497102,
+            0.985694121564581,
+            0.9999366575163338,
+            0.9999999997460371,
+        ],
+        2.3: [
+            0.00036629565729584675,
+            0.05374347648107431,
+            0.19045423611813989,
+            0.7383818433126007,
+            0.9949858766081163,
+            0.999999907483352,
+        ],
+        7.5: [
+            1.1910413849533106e-14,
+            2.535644310823236e-07,
+            2.9654977282545428e-05,
+            0.020252253282185575,
+            0.617948338497099,
+            0.9995465018648978,
+        ],
     }
     for a, expected in old.items():
         assert gamma_cdf(x, a, 1.0) == pytest.approx(expected, rel=1e-10, abs=1e-15)
@@ -107,15 +125,19 @@ def test_service_time_fit_and_its_bootstrap_match_the_old_code() -> None:
     _close(ga["mean"], (56.645217817473956, 53.82304131505386, 59.415685302098325))
     _close(ga["p99"], (152.94381196859672, 140.1953985757807, 186.63211015245716))
     # The gamma's bootstrap parameters are MLEs of each resample: 1e-6 as the MLE.
-    _close(ga["params"]["shape"], (2.875104742006777, 2.5624461599779935, 3.2451977449600924),
-           rel=REL)
-    _close(ga["params"]["scale"], (19.701966676155426, 17.61428604468506, 22.072886123869203),
-           rel=REL)
+    _close(
+        ga["params"]["shape"], (2.875104742006777, 2.5624461599779935, 3.2451977449600924), rel=REL
+    )
+    _close(
+        ga["params"]["scale"], (19.701966676155426, 17.61428604468506, 22.072886123869203), rel=REL
+    )
 
 
 def test_bootstrap_over_whole_points_matches_the_old_code() -> None:
-    groups = [list(np.random.default_rng(200 + i).lognormal(math.log(50 + 5 * i), 0.4, 80))
-              for i in range(5)]
+    groups = [
+        list(np.random.default_rng(200 + i).lognormal(math.log(50 + 5 * i), 0.4, 80))
+        for i in range(5)
+    ]
     st = fit_service_time([], seed=5, groups=groups).to_json()
     assert st["dist"] == "lognormal"
     _close(st["mean"], (67.47734685070746, 60.22995032167325, 74.63109004077488))
@@ -127,8 +149,9 @@ def test_bootstrap_over_whole_points_matches_the_old_code() -> None:
 
 
 def test_empirical_fallback_matches_the_old_code() -> None:
-    x = np.concatenate([np.random.default_rng(7).normal(30, 2, 400),
-                        np.random.default_rng(8).normal(90, 3, 400)])
+    x = np.concatenate(
+        [np.random.default_rng(7).normal(30, 2, 400), np.random.default_rng(8).normal(90, 3, 400)]
+    )
     st = fit_service_time(list(x), seed=6).to_json()
     assert st["dist"] == "empirical"
     assert st["params"] == {}
@@ -140,7 +163,8 @@ def test_plain_bootstrap_matches_the_old_code() -> None:
     hs = np.random.default_rng(10).normal(1000, 50, 60)
     e = bootstrap(hs, lambda a: float(np.median(a)), seed=5)
     assert (e.value, e.lo, e.hi) == pytest.approx(
-        (989.6221921677227, 978.7868626607924, 1008.8319366572358), rel=CI)
+        (989.6221921677227, 978.7868626607924, 1008.8319366572358), rel=CI
+    )
 
 
 def test_line_and_plane_fits_match_the_old_code() -> None:
@@ -185,7 +209,8 @@ def test_t_interval_matches_the_old_code_to_the_tables_precision() -> None:
     lo, hi = t_interval([9.9, 10.0, 10.1, 10.4, 9.7]) or [math.nan, math.nan]
     assert (lo, hi) == pytest.approx((9.698654767578542, 10.341345232421457), rel=1e-5)
     assert (hi - lo) / 2 == pytest.approx(
-        stats.t.ppf(0.975, 4) * stats.sem([9.9, 10.0, 10.1, 10.4, 9.7]), rel=1e-12)
+        stats.t.ppf(0.975, 4) * stats.sem([9.9, 10.0, 10.1, 10.4, 9.7]), rel=1e-12
+    )
 
 
 PAIRS = [  # (base, current, old t, old critical t, old verdict with 1 % tolerance)
@@ -214,7 +239,8 @@ def test_welch_matches_the_old_code_and_scipys_test_on_the_raw_samples(
     assert w.dof == pytest.approx(raw.df, rel=1e-12)
     assert w.critical_t == pytest.approx(stats.t.ppf(0.975, math.floor(raw.df)), rel=1e-12)
     assert compare(b, c, better="lower", tolerance_pct=1.0).p_value == pytest.approx(
-        raw.pvalue, abs=1e-9)
+        raw.pvalue, abs=1e-9
+    )
 
 
 def test_welch_without_spread_or_with_one_replication() -> None:
@@ -225,4 +251,5 @@ def test_welch_without_spread_or_with_one_replication() -> None:
     assert one.dof == pytest.approx(2.0)
     assert one.t == pytest.approx(1.0 / (0.1 / math.sqrt(3)))
     assert one.p_value == pytest.approx(
-        stats.ttest_1samp([10.9, 11.0, 11.1], 10.0).pvalue, abs=1e-9)
+        stats.ttest_1samp([10.9, 11.0, 11.1], 10.0).pvalue, abs=1e-9
+    )

@@ -329,9 +329,7 @@ def _eof_within(stream: Any, seconds: float) -> bool:
 @pytest.mark.integration
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_killed_sweep_leaves_no_workers_behind(
-    tmp_path: Path, sig: signal.Signals
-) -> None:
+def test_killed_sweep_leaves_no_workers_behind(tmp_path: Path, sig: signal.Signals) -> None:
     """Only the sweep's own process is signalled (not its group, as a CI runner or a
     `kill PID` does): its pool workers must go with it and release its output pipe."""
     (tmp_path / "scenario.yaml").write_text(yaml.safe_dump(SCENARIO))

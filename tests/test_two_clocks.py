@@ -116,7 +116,10 @@ def trace(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
     """Every call of the chain's steps, in order, whichever clock makes it."""
     log: list[tuple[Any, ...]] = []
     pick, admit, record, decide = (
-        Exchange.pick, ClusterRuntime.admit, ClusterRuntime.record, Exchange.decide
+        Exchange.pick,
+        ClusterRuntime.admit,
+        ClusterRuntime.record,
+        Exchange.decide,
     )
 
     def traced_pick(self: Exchange, cluster: ClusterRuntime, endpoints: list[Any],
@@ -276,7 +279,9 @@ def test_the_scripts_decide_what_the_policies_say(trace: list[tuple[Any, ...]]) 
     traffic, script, starts = SCRIPTS["503-503-200"]
     assert simulated(traffic, "istio", script, starts) == [200, 0]
     assert [t[:3] for t in trace if t[0] == "decide"] == [
-        ("decide", True, "retries"), ("decide", True, "retries"), ("decide", False, None)
+        ("decide", True, "retries"),
+        ("decide", True, "retries"),
+        ("decide", False, None),
     ]
     trace.clear()
     traffic, script, starts = SCRIPTS["retries-exhausted"]

@@ -47,8 +47,18 @@ def test_wheel_installs_and_runs_a_scenario_with_models_and_templates(tmp_path: 
     _copy_sources(src)
     dist = tmp_path / "dist"
     _run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-         "-w", str(dist), str(src)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(dist),
+            str(src),
+        ],
         cwd=tmp_path,
     )
     (wheel,) = dist.glob("meshsim-*.whl")
@@ -63,8 +73,18 @@ def test_wheel_installs_and_runs_a_scenario_with_models_and_templates(tmp_path: 
         ).strip()
     )
     _run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
-         "--target", str(purelib), str(wheel)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-index",
+            "--target",
+            str(purelib),
+            str(wheel),
+        ],
         cwd=tmp_path,
     )
     (purelib / "borrowed-test-deps.pth").write_text(
@@ -80,8 +100,19 @@ def test_wheel_installs_and_runs_a_scenario_with_models_and_templates(tmp_path: 
     shutil.copy2(REPO / "scenarios" / "bookinfo.yaml", scenario)
     cli = [str(fresh_python), "-m", "meshsim"]
     _run(
-        [*cli, "run", str(scenario), "--mesh", "none", "--mesh", "istio", "--duration-s", "8",
-         "--out", str(work / "run")],
+        [
+            *cli,
+            "run",
+            str(scenario),
+            "--mesh",
+            "none",
+            "--mesh",
+            "istio",
+            "--duration-s",
+            "8",
+            "--out",
+            str(work / "run"),
+        ],
         cwd=work,
     )
     summary = json.loads((work / "run" / "summary.json").read_text(encoding="utf-8"))
@@ -90,9 +121,12 @@ def test_wheel_installs_and_runs_a_scenario_with_models_and_templates(tmp_path: 
     assert "meshsim report" in (work / "report.html").read_text(encoding="utf-8")
     # The calibrated lab model ships too: `meshsim validate` and notebooks read it by name.
     listed = _run(
-        [str(fresh_python), "-c",
-         "from meshsim.models import models_dir; import os; d = models_dir(); "
-         "print(sorted(os.listdir(d)), sorted(os.listdir(d / 'calibrated')))"],
+        [
+            str(fresh_python),
+            "-c",
+            "from meshsim.models import models_dir; import os; d = models_dir(); "
+            "print(sorted(os.listdir(d)), sorted(os.listdir(d / 'calibrated')))",
+        ],
         cwd=work,
     )
     assert "istio-sidecar.yaml" in listed.stdout

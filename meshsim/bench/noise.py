@@ -107,9 +107,17 @@ def welch_test(base: Sample, current: Sample) -> WelchTest:
     dof = se**4 / sum(terms)
     t = diff / se
     if base.n >= 2 and current.n >= 2:
-        p = float(stats.ttest_ind_from_stats(
-            current.mean, se1 * math.sqrt(current.n), current.n,
-            base.mean, se0 * math.sqrt(base.n), base.n, equal_var=False).pvalue)
+        p = float(
+            stats.ttest_ind_from_stats(
+                current.mean,
+                se1 * math.sqrt(current.n),
+                current.n,
+                base.mean,
+                se0 * math.sqrt(base.n),
+                base.n,
+                equal_var=False,
+            ).pvalue
+        )
     else:  # scipy takes 1 dof for a one-replication side; here it is the other side's n - 1
         p = float(2.0 * stats.t.sf(t, dof))
     return WelchTest(t, dof, p, t95(max(1, math.floor(dof + 1e-9))))

@@ -47,8 +47,9 @@ from meshsim.calibrate.proxycmd import ProxyCommand
 Log = Callable[[str], None]
 
 
-def measure_command(cmd: ProxyCommand, quick: bool, log: Log = print,
-                    key_type: str = "ecdsa-p256") -> dict[str, Any]:
+def measure_command(
+    cmd: ProxyCommand, quick: bool, log: Log = print, key_type: str = "ecdsa-p256"
+) -> dict[str, Any]:
     """Run the lab grid with the command's sidecars, their certificates' keys of
     ``key_type``; a JSON-able record like :func:`meshsim.calibrate.calibration.measure_lab`'s."""
     lab = Lab(workdir(), proxy=cmd, key_type=key_type)
@@ -72,13 +73,15 @@ def measure_command(cmd: ProxyCommand, quick: bool, log: Log = print,
                 blocks.append(lab.connection_costs(n_conn // 2, tls=cmd.mtls))
             m = lab.measure(p, seed=i + 1)
             measured.append(m)
-            log(f"[{i + 1}/{len(points)}] {p.config.name} {p.payload}B "
+            log(
+                f"[{i + 1}/{len(points)}] {p.config.name} {p.payload}B "
                 f"{f'pass {p.repeat + 1} ' if p.role != 'fit' else ''}"
                 f"{'sat' if p.rps == 0 else f'{p.rps:g}rps'} "
                 f"{'proxied' if p.proxied else 'direct'} {p.role}: "
                 f"{m.achieved_rps:.0f} rps, p50 {m.latency_ms['p50']:.3f} ms, "
                 f"p99 {m.latency_ms['p99']:.3f} ms, sidecar CPU "
-                + (f"{_sidecar_cpu(m):.1f} us/req" if p.proxied else "-"))
+                + (f"{_sidecar_cpu(m):.1f} us/req" if p.proxied else "-")
+            )
         memory = lab.connection_memory((0, 50, 100, 200) if quick else (0, 100, 200, 300, 400))
         if not cmd.mtls:
             memory.pop("tls", None)
@@ -86,11 +89,16 @@ def measure_command(cmd: ProxyCommand, quick: bool, log: Log = print,
         idle = lab.idle_cpu_ms_per_s(2.0 if quick else 5.0)
         log(f"idle CPU (ms per s): {idle}")
         return {
-            "quick": quick, "proxy_command": cmd.template, "key_type": key_type,
-            "capacity_estimate_rps": cap, "lab_ceiling_rps": ceiling,
+            "quick": quick,
+            "proxy_command": cmd.template,
+            "key_type": key_type,
+            "capacity_estimate_rps": cap,
+            "lab_ceiling_rps": ceiling,
             "placement": lab.placement,
-            "points": [m.to_json() for m in measured], "memory_kib": memory,
-            "connection_costs": blocks, "idle_cpu_ms_per_s": idle,
+            "points": [m.to_json() for m in measured],
+            "memory_kib": memory,
+            "connection_costs": blocks,
+            "idle_cpu_ms_per_s": idle,
             "machine": machine_info(),
         }
     finally:
@@ -116,17 +124,20 @@ def lab_ceiling(lab: Lab, capacity: float, top: float, log: Log = print) -> floa
         target = round(top * rate, 1)
         probe = lab.measure(Point(base, 256, target, 8, False, 1.0))
         ok = probe.achieved_rps >= 0.95 * target and probe.latency_ms["p50"] <= limit
-        log(f"lab ceiling probe without proxies at {target:g} rps: {probe.achieved_rps:.0f} "
+        log(
+            f"lab ceiling probe without proxies at {target:g} rps: {probe.achieved_rps:.0f} "
             f"rps, p50 {probe.latency_ms['p50']:.3f} ms (limit {limit:.3f}): "
-            + ("keeps up" if ok else "does not keep up"))
+            + ("keeps up" if ok else "does not keep up")
+        )
         if ok:
             break
         rate *= 0.7
     return rate
 
 
-def _p(value: float, unit: str, source: str, note: str | None = None,
-       ci: Estimate | None = None) -> dict[str, Any]:
+def _p(
+    value: float, unit: str, source: str, note: str | None = None, ci: Estimate | None = None
+) -> dict[str, Any]:
     """A model parameter; with ``ci``, its bootstrap 95 % CI as the parameter's range."""
     d: dict[str, Any] = {"value": round(float(value), 3), "unit": unit, "source": source}
     if note:
@@ -147,6 +158,7 @@ def _connection_costs(blocks: list[dict[str, Any]], wake_us: float) -> dict[str,
     """Per-connection costs from :meth:`Lab.connection_costs` blocks, each mode's CPU less
     its wake-ups' share (the simulator charges wake-ups on their own); the range is over the
     blocks."""
+
     def bare(b: dict[str, Any], mode: str) -> float:
         return float(b[mode]["cpu_us"] - wake_us * b[mode]["wakeups"])
 
@@ -155,17 +167,18 @@ def _connection_costs(blocks: list[dict[str, Any]], wake_us: float) -> dict[str,
         return Estimate(max(v, 0.0), max(min(values), 0.0), max(max(values), v, 0.0))
 
     out: dict[str, Any] = {
-        "tcp": est([bare(b, "plain_connection") - bare(b, "keepalive") for b in blocks])}
+        "tcp": est([bare(b, "plain_connection") - bare(b, "keepalive") for b in blocks])
+    }
     if all("tls_full" in b for b in blocks):
         out["full"] = est([bare(b, "tls_full") - bare(b, "plain_connection") for b in blocks])
-        out["resumed"] = est([bare(b, "tls_resumed") - bare(b, "plain_connection")
-                              for b in blocks])
+        out["resumed"] = est([bare(b, "tls_resumed") - bare(b, "plain_connection") for b in blocks])
         out["resumed_fraction"] = float(np.mean([b["resumed_fraction"] for b in blocks]))
     return out
 
 
-def fit_command_model(data: dict[str, Any], *, name: str = "proxy-cmd", seed: int = 0,
-                      workers: int = 1) -> dict[str, Any]:
+def fit_command_model(
+    data: dict[str, Any], *, name: str = "proxy-cmd", seed: int = 0, workers: int = 1
+) -> dict[str, Any]:
     """The model document fitted from :func:`measure_command`'s record (see the module
     docstring for what differs from the Python proxy's fit)."""
     pts = [Measured.from_json(d) for d in data["points"]]
@@ -175,10 +188,12 @@ def fit_command_model(data: dict[str, Any], *, name: str = "proxy-cmd", seed: in
     direct_fit = [m for m in fit_pts if m.point.config == base and not m.point.proxied]
     main_pay = min(m.point.payload for m in base_fit)
 
-    proc_line = fit_line([_kib(m) for m in base_fit], [_sidecar_cpu(m) for m in base_fit],
-                         seed=seed + 1)
-    proc_vs_load = fit_line([m.achieved_rps for m in base_fit],
-                            [_sidecar_cpu(m) for m in base_fit], seed=seed + 2)
+    proc_line = fit_line(
+        [_kib(m) for m in base_fit], [_sidecar_cpu(m) for m in base_fit], seed=seed + 1
+    )
+    proc_vs_load = fit_line(
+        [m.achieved_rps for m in base_fit], [_sidecar_cpu(m) for m in base_fit], seed=seed + 2
+    )
     wake = _wakeup_plane(base_fit, seed + 8)
     if wake is not None:
         intercept, per_kib_est = wake.intercept, wake.slopes["kib"]
@@ -193,12 +208,15 @@ def fit_command_model(data: dict[str, Any], *, name: str = "proxy-cmd", seed: in
         # each slope's CI widened to hold its new value.
         design = np.column_stack([wake.x["kib"], wake.x["wakeups"]])
         coef = np.linalg.lstsq(design, np.asarray(wake.y), rcond=None)[0]
-        origin = (f"; the free fit's intercept was {wake.intercept.value:.1f} us, so the plane "
-                  "was refitted through the origin")
+        origin = (
+            f"; the free fit's intercept was {wake.intercept.value:.1f} us, so the plane "
+            "was refitted through the origin"
+        )
         intercept = Estimate(0.0, 0.0, max(wake.intercept.hi, 0.0))
         per_kib_est, wake_est = (
             Estimate(float(c), min(e.lo, float(c)), max(e.hi, float(c)))
-            for c, e in zip(coef, (wake.slopes["kib"], wake.slopes["wakeups"]), strict=True))
+            for c, e in zip(coef, (wake.slopes["kib"], wake.slopes["wakeups"]), strict=True)
+        )
     wake_us = max(wake_est.value, 0.0) if wake_est is not None else 0.0
 
     def bare(m: Measured) -> float:
@@ -217,23 +235,45 @@ def fit_command_model(data: dict[str, Any], *, name: str = "proxy-cmd", seed: in
         for m in fit_pts:
             ref = [b for b in base_fit if b.point.payload == m.point.payload]
             if m.point.config == cfg and ref:
-                out.append((m, min(ref, key=lambda b: (abs(b.point.rps - m.point.rps),
-                                                       abs(order[id(b)] - order[id(m)])))))
+                out.append(
+                    (
+                        m,
+                        min(
+                            ref,
+                            key=lambda b: (
+                                abs(b.point.rps - m.point.rps),
+                                abs(order[id(b)] - order[id(m)]),
+                            ),
+                        ),
+                    )
+                )
         return out
 
     tpairs = pairs(LabConfig(mtls=True))
-    tls = fit_line([_kib(m) for m, _ in tpairs], [bare(m) - bare(b) for m, b in tpairs],
-                   seed=seed + 4) if len(tpairs) >= 2 else None
+    tls = (
+        fit_line(
+            [_kib(m) for m, _ in tpairs], [bare(m) - bare(b) for m, b in tpairs], seed=seed + 4
+        )
+        if len(tpairs) >= 2
+        else None
+    )
     conn = _connection_costs(data["connection_costs"], wake_us)
     mem = data["memory_kib"]
     mem_plain = fit_line([r[0] for r in mem["plain"]], [r[1] for r in mem["plain"]], seed=seed + 6)
-    mem_tls = (fit_line([r[0] for r in mem["tls"]], [r[1] for r in mem["tls"]], seed=seed + 7)
-               if "tls" in mem else None)
+    mem_tls = (
+        fit_line([r[0] for r in mem["tls"]], [r[1] for r in mem["tls"]], seed=seed + 7)
+        if "tls" in mem
+        else None
+    )
 
-    low = min((m for m in base_fit if m.point.payload == main_pay and m.point.rps > 0),
-              key=lambda m: m.point.rps)
-    ref = min((m for m in direct_fit if m.point.payload == main_pay),
-              key=lambda m: abs(m.point.rps - low.point.rps))
+    low = min(
+        (m for m in base_fit if m.point.payload == main_pay and m.point.rps > 0),
+        key=lambda m: m.point.rps,
+    )
+    ref = min(
+        (m for m in direct_fit if m.point.payload == main_pay),
+        key=lambda m: abs(m.point.rps - low.point.rps),
+    )
     added = (low.latency_ms["p50"] - ref.latency_ms["p50"]) * 1000.0
     on_path = _sidecar_cpu(low)
     hop = max((added - 2.0 * on_path) / 4.0, 0.0)
@@ -243,126 +283,208 @@ def fit_command_model(data: dict[str, Any], *, name: str = "proxy-cmd", seed: in
     cmd = data["proxy_command"]
     # Records from before --key-type were all measured with ECDSA P-256 certificates.
     key_type = str(data.get("key_type", "ecdsa-p256"))
-    m_src = (f"measurement: `meshsim calibrate{' --quick' if data['quick'] else ''} "
-             f"--key-type {key_type} --proxy-cmd ...` on {data['machine']['host']} "
-             f"({data['machine']['cpu']})")
+    m_src = (
+        f"measurement: `meshsim calibrate{' --quick' if data['quick'] else ''} "
+        f"--key-type {key_type} --proxy-cmd ...` on {data['machine']['host']} "
+        f"({data['machine']['cpu']})"
+    )
     black = "a black box: not separable from the fixed per-request CPU (in socket_io_us)"
     tls_note = "not measured: the command template has no {mtls}"
     full = conn.get("full")
     resumed = conn.get("resumed")
     resumes = conn.get("resumed_fraction", 0.0) >= 0.5
     params: dict[str, Any] = {
-        "worker_threads": _p(workers, "count", "given with --workers: the worker threads the "
-                             "command's proxy is configured with"),
-        "socket_io_us": _p(max(intercept.value, 0.0), "us", m_src,
-                           "intercept of the sidecars' process-tree CPU per request (schedstat) "
-                           "at 0 KiB" + (" and no wake-up" if wake is not None else "")
-                           + ": all of a black box's fixed per-request cost (parsing, routing, "
-                           f"event loop, kernel I/O){origin}", intercept),
-        "payload_cpu_us_per_kib": _p(max(per_kib_est.value, 0.0), "us/KiB", m_src,
-                                     "slope of process CPU per request against KiB moved "
-                                     "(request + echoed response)", per_kib_est),
+        "worker_threads": _p(
+            workers,
+            "count",
+            "given with --workers: the worker threads the command's proxy is configured with",
+        ),
+        "socket_io_us": _p(
+            max(intercept.value, 0.0),
+            "us",
+            m_src,
+            "intercept of the sidecars' process-tree CPU per request (schedstat) "
+            "at 0 KiB"
+            + (" and no wake-up" if wake is not None else "")
+            + ": all of a black box's fixed per-request cost (parsing, routing, "
+            f"event loop, kernel I/O){origin}",
+            intercept,
+        ),
+        "payload_cpu_us_per_kib": _p(
+            max(per_kib_est.value, 0.0),
+            "us/KiB",
+            m_src,
+            "slope of process CPU per request against KiB moved (request + echoed response)",
+            per_kib_est,
+        ),
         "http_parse_request_us": _p(0.0, "us", f"{m_src}: {black}"),
         "http_parse_response_us": _p(0.0, "us", f"{m_src}: {black}"),
         "routing_us": _p(0.0, "us", f"{m_src}: {black}"),
         "telemetry_us": _p(0.0, "us", f"{m_src}: {black}"),
-        "rbac_us": _p(5.0, "us", "not measured (the lab has no authorization policy); "
-                      "MODELLING ASSUMPTION copied from models/istio-sidecar.yaml"),
-        "l7_filter_us": _p(0.0, "us", "not measured: a proxy command has no synthetic-filter "
-                           "knob"),
-        "wasm_filter_us": _p(46.433, "us", "not measured (no Wasm in the lab); MODELLING "
-                             "ASSUMPTION copied from models/istio-sidecar.yaml"),
-        "hop_latency_us": _p(hop, "us", m_src, f"(added p50 {added:.1f} us at "
-                             f"{low.point.rps:g} rps - 2 x process CPU {on_path:.1f}) / 4 "
-                             "traversals"),
+        "rbac_us": _p(
+            5.0,
+            "us",
+            "not measured (the lab has no authorization policy); "
+            "MODELLING ASSUMPTION copied from models/istio-sidecar.yaml",
+        ),
+        "l7_filter_us": _p(0.0, "us", "not measured: a proxy command has no synthetic-filter knob"),
+        "wasm_filter_us": _p(
+            46.433,
+            "us",
+            "not measured (no Wasm in the lab); MODELLING "
+            "ASSUMPTION copied from models/istio-sidecar.yaml",
+        ),
+        "hop_latency_us": _p(
+            hop,
+            "us",
+            m_src,
+            f"(added p50 {added:.1f} us at "
+            f"{low.point.rps:g} rps - 2 x process CPU {on_path:.1f}) / 4 "
+            "traversals",
+        ),
         "tls_legs": _p(1, "count", "architecture: one mTLS leg per sidecar"),
-        "tls_record_cpu_us_per_kib": _p(max(tls.slope.value, 0.0) if tls else 0.0, "us/KiB",
-                                        m_src if tls else tls_note,
-                                        "slope of (mTLS - plain) process CPU per request "
-                                        "(less wake-ups) against KiB moved" if tls else None,
-                                        tls.slope if tls else None),
+        "tls_record_cpu_us_per_kib": _p(
+            max(tls.slope.value, 0.0) if tls else 0.0,
+            "us/KiB",
+            m_src if tls else tls_note,
+            "slope of (mTLS - plain) process CPU per request (less wake-ups) against KiB moved"
+            if tls
+            else None,
+            tls.slope if tls else None,
+        ),
         "tls_key_exchange_cpu_us": _p(0.0, "us", "counted in tls_handshake_overhead_cpu_us"),
         "tls_sign_cpu_us": _p(0.0, "us", "counted in tls_handshake_overhead_cpu_us"),
         "tls_cert_verify_cpu_us": _p(0.0, "us", "counted in tls_handshake_overhead_cpu_us"),
         "tls_chain_verify_cpu_us": _p(0.0, "us", "counted in tls_handshake_overhead_cpu_us"),
-        "tls_chain_verifications": _p(1, "count", "architecture: meshsim's CA signs workload "
-                                      "certificates directly"),
+        "tls_chain_verifications": _p(
+            1, "count", "architecture: meshsim's CA signs workload certificates directly"
+        ),
         "tls_handshake_overhead_cpu_us": _p(
-            full.value if full else 0.0, "us", m_src if full else tls_note,
+            full.value if full else 0.0,
+            "us",
+            m_src if full else tls_note,
             f"server side of a full mTLS handshake with {key_type} workload keys: the "
             "inbound sidecar's process CPU per "
             "request over a new mTLS connection each, less over a new plain connection each "
             "(both less wake-ups; median of the blocks); the client side is taken as equal"
-            if full else None, full),
+            if full
+            else None,
+            full,
+        ),
         "tls_resumption_cpu_us": _p(
-            (resumed.value if resumes else full.value) if (full and resumed) else 0.0, "us",
+            (resumed.value if resumes else full.value) if (full and resumed) else 0.0,
+            "us",
             m_src if full else tls_note,
-            (f"as the full handshake, resuming the previous connection's session "
-             f"({conn['resumed_fraction']:.0%} resumed)" if resumes else
-             f"the proxy resumed {conn['resumed_fraction']:.0%} of the sessions offered: a "
-             "reconnect costs a full handshake") if full else None,
-            (resumed if resumes else full) if full else None),
-        "base_memory_mb": _p(mem_plain.intercept.value / 1024.0, "MB", m_src, "RSS intercept "
-                             "of the plain sidecar's process tree against idle connections"),
-        "connection_kb": _p(max(mem_plain.slope.value, 0.0), "KB", m_src,
-                            "slope of RSS against idle plain connections"),
-        "tls_connection_kb": _p(max(mem_tls.slope.value - mem_plain.slope.value, 0.0)
-                                if mem_tls else 0.0, "KB", m_src if mem_tls else tls_note,
-                                "slope of RSS against idle mTLS connections, less the plain "
-                                "slope" if mem_tls else None),
+            (
+                f"as the full handshake, resuming the previous connection's session "
+                f"({conn['resumed_fraction']:.0%} resumed)"
+                if resumes
+                else f"the proxy resumed {conn['resumed_fraction']:.0%} of the sessions offered: a "
+                "reconnect costs a full handshake"
+            )
+            if full
+            else None,
+            (resumed if resumes else full) if full else None,
+        ),
+        "base_memory_mb": _p(
+            mem_plain.intercept.value / 1024.0,
+            "MB",
+            m_src,
+            "RSS intercept of the plain sidecar's process tree against idle connections",
+        ),
+        "connection_kb": _p(
+            max(mem_plain.slope.value, 0.0),
+            "KB",
+            m_src,
+            "slope of RSS against idle plain connections",
+        ),
+        "tls_connection_kb": _p(
+            max(mem_tls.slope.value - mem_plain.slope.value, 0.0) if mem_tls else 0.0,
+            "KB",
+            m_src if mem_tls else tls_note,
+            "slope of RSS against idle mTLS connections, less the plain slope" if mem_tls else None,
+        ),
         "cluster_kb": _p(0.0, "KB", "not measured: the lab holds one cluster"),
         "endpoint_kb": _p(0.0, "KB", "not measured: the lab holds one endpoint"),
         "tcp_connection_cpu_us": _p(
-            conn["tcp"].value, "us", m_src, "the inbound sidecar's process CPU per request "
+            conn["tcp"].value,
+            "us",
+            m_src,
+            "the inbound sidecar's process CPU per request "
             "over a new plain connection each, less over one kept-alive connection (both less "
-            "wake-ups; median of the blocks): one accepted connection end", conn["tcp"]),
+            "wake-ups; median of the blocks): one accepted connection end",
+            conn["tcp"],
+        ),
     }
     if wake_est is not None and wake is not None:
         ws = wake.x["wakeups"]
         params["wakeup_cpu_us"] = _p(
-            wake_us, "us", m_src, "slope of the sidecars' process CPU per request against "
+            wake_us,
+            "us",
+            m_src,
+            "slope of the sidecars' process CPU per request against "
             "their voluntary context switches per request, fitted jointly with KiB over "
             f"{len(ws)} points ({min(ws):.2f}..{max(ws):.2f} wake-ups per request){origin}",
-            wake_est)
+            wake_est,
+        )
     if tls is not None:
         params["tls_request_cpu_us"] = _p(
-            max(tls.intercept.value, 0.0), "us", m_src, "intercept of (mTLS - plain) process "
+            max(tls.intercept.value, 0.0),
+            "us",
+            m_src,
+            "intercept of (mTLS - plain) process "
             "CPU per request (less wake-ups) against KiB moved: the TLS calls' fixed cost",
-            tls.intercept)
+            tls.intercept,
+        )
 
     groups: dict[tuple[int, float, bool], list[Measured]] = {}
     for m in pts:
         if not m.point.proxied and m.latency_quantiles_ms:
-            groups.setdefault((m.point.payload, m.point.rps, m.point.config.keep_alive),
-                              []).append(m)
+            groups.setdefault((m.point.payload, m.point.rps, m.point.config.keep_alive), []).append(
+                m
+            )
     baselines = [_baseline_row(ms) for ms in groups.values()]
-    st_json = {"dist": "constant", "unit": "us", "samples": len(main),
-               "mean": {"value": round(st_mean.value, 3),
-                        "ci95": [round(st_mean.lo, 3), round(st_mean.hi, 3)]},
-               "cv": {"value": 0.0, "ci95": [0.0, 0.0]},
-               "note": "a black box: the sidecars' process CPU per request less wake-ups at "
-                       f"the {main_pay} B fit points (a mean per point; the spread between "
-                       "requests is not observable, so the model charges the mean)"}
+    st_json = {
+        "dist": "constant",
+        "unit": "us",
+        "samples": len(main),
+        "mean": {
+            "value": round(st_mean.value, 3),
+            "ci95": [round(st_mean.lo, 3), round(st_mean.hi, 3)],
+        },
+        "cv": {"value": 0.0, "ci95": [0.0, 0.0]},
+        "note": "a black box: the sidecars' process CPU per request less wake-ups at "
+        f"the {main_pay} B fit points (a mean per point; the spread between "
+        "requests is not observable, so the model charges the mean)",
+    }
     fit_block = {
         "method": "meshsim calibrate --proxy-cmd (meshsim/calibrate/blackbox.py): loopback "
-                  "lab, process-tree CPU and wake-ups per request from /proc, latency from the "
-                  "load generator corrected for coordinated omission; bootstrap 95% CIs",
+        "lab, process-tree CPU and wake-ups per request from /proc, latency from the "
+        "load generator corrected for coordinated omission; bootstrap 95% CIs",
         "proxy_command": cmd,
         "key_type": key_type,
         "quick": data["quick"],
         "machine": data["machine"],
         "placement": data["placement"],
         "lab": {
-            "connections": low.point.connections, "payload_bytes": main_pay,
-            "echo_cpu_us": round(echo_cpu, 3), "network_one_way_us": round(net_us, 3),
+            "connections": low.point.connections,
+            "payload_bytes": main_pay,
+            "echo_cpu_us": round(echo_cpu, 3),
+            "network_one_way_us": round(net_us, 3),
             "capacity_estimate_rps": round(data["capacity_estimate_rps"], 1),
-            "lab_ceiling_rps": round(float(data.get("lab_ceiling_rps")
-                                           or data["capacity_estimate_rps"]), 1),
-            "load_generator_cpu_us": round(float(np.mean(
-                [m.process_cpu_us_per_request["load_generator"] for m in fit_pts])), 3),
+            "lab_ceiling_rps": round(
+                float(data.get("lab_ceiling_rps") or data["capacity_estimate_rps"]), 1
+            ),
+            "load_generator_cpu_us": round(
+                float(np.mean([m.process_cpu_us_per_request["load_generator"] for m in fit_pts])), 3
+            ),
         },
-        "client_delay": {"method": "as meshsim calibrate's (see its fit record)",
-                         "baselines": baselines} if baselines else None,
+        "client_delay": {
+            "method": "as meshsim calibrate's (see its fit record)",
+            "baselines": baselines,
+        }
+        if baselines
+        else None,
         "parameters_fitted": sorted(params),
         "service_time": st_json,
         "estimates": {
@@ -370,15 +492,19 @@ def fit_command_model(data: dict[str, Any], *, name: str = "proxy-cmd", seed: in
             "process_cpu_us_vs_rps": proc_vs_load.to_json(),
             "process_cpu_us_vs_kib_and_wakeups": wake.to_json() if wake else None,
             "tls_extra_cpu_us_vs_kib": tls.to_json() if tls else None,
-            "connection_costs": {k: (v.to_json() if isinstance(v, Estimate) else v)
-                                 for k, v in conn.items()},
+            "connection_costs": {
+                k: (v.to_json() if isinstance(v, Estimate) else v) for k, v in conn.items()
+            },
             "connection_costs_blocks": data["connection_costs"],
             "memory_kib_plain": mem_plain.to_json(),
             "memory_kib_tls": mem_tls.to_json() if mem_tls else None,
-            "hop_latency_us": {"added_p50_us": round(added, 3),
-                               "on_path_cpu_us": round(on_path, 3)},
-            "idle_cpu_ms_per_s": {k: round(float(v), 3)
-                                  for k, v in data.get("idle_cpu_ms_per_s", {}).items()}
+            "hop_latency_us": {
+                "added_p50_us": round(added, 3),
+                "on_path_cpu_us": round(on_path, 3),
+            },
+            "idle_cpu_ms_per_s": {
+                k: round(float(v), 3) for k, v in data.get("idle_cpu_ms_per_s", {}).items()
+            }
             or None,
         },
         "residuals": {
@@ -392,18 +518,25 @@ def fit_command_model(data: dict[str, Any], *, name: str = "proxy-cmd", seed: in
     return {
         "kind": "envoy-sidecar",
         "describes": f"the proxy started by `{cmd}` ({name}) as both sidecars of the "
-                     "calibration lab, HTTP/1.1, measured as a black box",
+        "calibration lab, HTTP/1.1, measured as a black box",
         "measured_on": f"{data['machine']['host']}: {data['machine']['cpu']}, "
-                       f"{data['machine']['cores']} cores, kernel {data['machine']['kernel']}; "
-                       f"{data['machine']['date']}; workload keys {key_type}",
+        f"{data['machine']['cores']} cores, kernel {data['machine']['kernel']}; "
+        f"{data['machine']['date']}; workload keys {key_type}",
         "parameters": params,
         "fit": fit_block,
     }
 
 
-def calibrate_command(cmd: ProxyCommand, out: Path, *, quick: bool, log: Log = print,
-                      seed: int = 0, workers: int = 1,
-                      key_type: str = "ecdsa-p256") -> dict[str, Any]:
+def calibrate_command(
+    cmd: ProxyCommand,
+    out: Path,
+    *,
+    quick: bool,
+    log: Log = print,
+    seed: int = 0,
+    workers: int = 1,
+    key_type: str = "ecdsa-p256",
+) -> dict[str, Any]:
     """Measure, fit and write ``out`` (the model), its fit record and its measurements."""
     data = measure_command(cmd, quick, log, key_type)
     raw = out.with_suffix(".measurements.json")

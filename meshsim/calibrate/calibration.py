@@ -58,9 +58,14 @@ def machine_info() -> dict[str, Any]:
     import ssl
 
     return {
-        "host": platform.node(), "cpu": cpu, "cores": os.cpu_count(),
-        "kernel": platform.release(), "python": sys.version.split()[0],
-        "openssl": ssl.OPENSSL_VERSION, "meshsim": __version__, "libraries": libs,
+        "host": platform.node(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": sys.version.split()[0],
+        "openssl": ssl.OPENSSL_VERSION,
+        "meshsim": __version__,
+        "libraries": libs,
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
@@ -77,10 +82,22 @@ def telemetry_us(n: int = 3000) -> list[float]:
         ops = [stats.latency.observe, stats.cpu.observe]
     else:
         ops = [m.latency.labels("outbound").observe, m.cpu.labels("outbound").observe]
-    rec = {"ts": 0.0, "listener": "outbound", "method": "POST", "path": "/echo", "status": 200,
-           "duration_ms": 1.0, "tries": 1, "upstream": "127.0.0.1:1", "flags": "-",
-           "request_id": "0" * 25, "client": "127.0.0.1", "peer": None, "request_bytes": 1024,
-           "cpu_us": 100.0}
+    rec = {
+        "ts": 0.0,
+        "listener": "outbound",
+        "method": "POST",
+        "path": "/echo",
+        "status": 200,
+        "duration_ms": 1.0,
+        "tries": 1,
+        "upstream": "127.0.0.1:1",
+        "flags": "-",
+        "request_id": "0" * 25,
+        "client": "127.0.0.1",
+        "peer": None,
+        "request_bytes": 1024,
+        "cpu_us": 100.0,
+    }
     out = []
     for _ in range(n):
         t0 = time.thread_time_ns()
@@ -112,22 +129,28 @@ def measure_lab(quick: bool, log: Log = print, key_type: str = "ecdsa-p256") -> 
                 blocks.append(lab.handshakes(per_block))
             m = lab.measure(p, seed=i + 1)
             measured.append(m)
-            log(f"[{i + 1}/{len(points)}] {p.config.name} {p.payload}B "
+            log(
+                f"[{i + 1}/{len(points)}] {p.config.name} {p.payload}B "
                 f"{f'pass {p.repeat + 1} ' if p.role != 'fit' else ''}"
                 f"{'sat' if p.rps == 0 else f'{p.rps:g}rps'} "
                 f"{'proxied' if p.proxied else 'direct'} {p.role}: "
                 f"{m.achieved_rps:.0f} rps, p50 {m.latency_ms['p50']:.3f} ms, "
-                f"p99 {m.latency_ms['p99']:.3f} ms")
+                f"p99 {m.latency_ms['p99']:.3f} ms"
+            )
         memory = lab.connection_memory((0, 50, 100, 200) if quick else (0, 100, 200, 300, 400))
         blocks.append(lab.handshakes(per_block))
         hs = {side: [v for b in blocks for v in b[side]] for side in ("client", "server")}
         idle = lab.idle_cpu_ms_per_s(2.0 if quick else 5.0)
         log(f"idle CPU (ms per s): {idle}")
         return {
-            "quick": quick, "key_type": key_type,
-            "capacity_estimate_rps": cap, "placement": lab.placement,
-            "points": [m.to_json() for m in measured], "memory_kib": memory,
-            "handshake_cpu_us": hs, "handshake_cpu_us_blocks": blocks,
+            "quick": quick,
+            "key_type": key_type,
+            "capacity_estimate_rps": cap,
+            "placement": lab.placement,
+            "points": [m.to_json() for m in measured],
+            "memory_kib": memory,
+            "handshake_cpu_us": hs,
+            "handshake_cpu_us_blocks": blocks,
             "telemetry_cpu_us": telemetry_us(),
             "idle_cpu_ms_per_s": idle,
             "machine": machine_info(),
@@ -161,17 +184,20 @@ def write_model(doc: dict[str, Any], path: Path) -> None:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     body = {k: v for k, v in doc.items() if k != "fit"}
-    header = ("# Calibrated by `meshsim calibrate` (meshsim/calibrate). Every parameter names "
-              "the measurement it came from.\n"
-              f"# Fit record (machine, software, CIs, residuals, held-out points): "
-              f"{fit_path(path).name}\n")
+    header = (
+        "# Calibrated by `meshsim calibrate` (meshsim/calibrate). Every parameter names "
+        "the measurement it came from.\n"
+        f"# Fit record (machine, software, CIs, residuals, held-out points): "
+        f"{fit_path(path).name}\n"
+    )
     text = header + yaml.safe_dump(body, sort_keys=False, width=100)
     write_atomic(path, text.encode("utf-8"))
     write_atomic(fit_path(path), json.dumps(doc.get("fit", {}), indent=1).encode("utf-8"))
 
 
-def calibrate_lab(out: Path, *, quick: bool, log: Log = print, seed: int = 0,
-                  key_type: str = "ecdsa-p256") -> dict[str, Any]:
+def calibrate_lab(
+    out: Path, *, quick: bool, log: Log = print, seed: int = 0, key_type: str = "ecdsa-p256"
+) -> dict[str, Any]:
     data = measure_lab(quick, log, key_type)
     raw = out.with_suffix(".measurements.json")
     raw.parent.mkdir(parents=True, exist_ok=True)
@@ -184,5 +210,12 @@ def calibrate_lab(out: Path, *, quick: bool, log: Log = print, seed: int = 0,
     return doc
 
 
-__all__ = ["calibrate_lab", "fit_model", "fit_path", "load_fit", "machine_info", "measure_lab",
-           "write_model"]
+__all__ = [
+    "calibrate_lab",
+    "fit_model",
+    "fit_path",
+    "load_fit",
+    "machine_info",
+    "measure_lab",
+    "write_model",
+]

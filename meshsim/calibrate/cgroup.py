@@ -44,8 +44,12 @@ class CpuStat:
     usage_s: float
 
     def __sub__(self, other: CpuStat) -> CpuStat:
-        return CpuStat(self.nr_periods - other.nr_periods, self.nr_throttled - other.nr_throttled,
-                       self.throttled_s - other.throttled_s, self.usage_s - other.usage_s)
+        return CpuStat(
+            self.nr_periods - other.nr_periods,
+            self.nr_throttled - other.nr_throttled,
+            self.throttled_s - other.throttled_s,
+            self.usage_s - other.usage_s,
+        )
 
 
 def _v2_root(root: Path) -> Path | None:
@@ -144,8 +148,7 @@ class CpuCgroup:
             throttled = fields.get("throttled_time", 0) / 1e9
             acct = self.parent.parent / "cpuacct" / self.path.name / "cpuacct.usage"
             usage = int(acct.read_text()) / 1e9 if acct.exists() else float("nan")
-        return CpuStat(fields.get("nr_periods", 0), fields.get("nr_throttled", 0), throttled,
-                       usage)
+        return CpuStat(fields.get("nr_periods", 0), fields.get("nr_throttled", 0), throttled, usage)
 
     def close(self) -> None:
         procs = self.path / "cgroup.procs"

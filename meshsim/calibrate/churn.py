@@ -79,13 +79,17 @@ class Stack:
 
 def _block_costs(b: dict[str, Any]) -> dict[str, float]:
     """One :meth:`Lab.connection_costs` block as per-connection CPU differences (us)."""
-    cpu = {k: float(b[k]["cpu_us"]) for k in ("keepalive", "plain_connection", "tls_full",
-                                               "tls_resumed")}
-    return {"full_us": cpu["tls_full"] - cpu["plain_connection"],
-            "resumed_us": cpu["tls_resumed"] - cpu["plain_connection"],
-            "tcp_us": cpu["plain_connection"] - cpu["keepalive"],
-            "mtls_connection_us": cpu["tls_full"] - cpu["keepalive"],
-            "resumed_fraction": float(b["resumed_fraction"])}
+    cpu = {
+        k: float(b[k]["cpu_us"])
+        for k in ("keepalive", "plain_connection", "tls_full", "tls_resumed")
+    }
+    return {
+        "full_us": cpu["tls_full"] - cpu["plain_connection"],
+        "resumed_us": cpu["tls_resumed"] - cpu["plain_connection"],
+        "tcp_us": cpu["plain_connection"] - cpu["keepalive"],
+        "mtls_connection_us": cpu["tls_full"] - cpu["keepalive"],
+        "resumed_fraction": float(b["resumed_fraction"]),
+    }
 
 
 def summarise_costs(blocks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -94,15 +98,19 @@ def summarise_costs(blocks: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"rounds": len(rows)}
     for k in rows[0]:
         vals = [r[k] for r in rows]
-        out[k] = {"median": round(float(np.median(vals)), 2),
-                  "range": [round(min(vals), 2), round(max(vals), 2)]}
+        out[k] = {
+            "median": round(float(np.median(vals)), 2),
+            "range": [round(min(vals), 2), round(max(vals), 2)],
+        }
     return out
 
 
-def measure_connection_costs(lab: Lab, stacks: list[Stack], key_types: list[str],
-                             rounds: int, requests: int, log: Log) -> dict[str, Any]:
+def measure_connection_costs(
+    lab: Lab, stacks: list[Stack], key_types: list[str], rounds: int, requests: int, log: Log
+) -> dict[str, Any]:
     out: dict[str, dict[str, list[dict[str, Any]]]] = {
-        s.name: {k: [] for k in key_types} for s in stacks}
+        s.name: {k: [] for k in key_types} for s in stacks
+    }
     combos = [(s, k) for s in stacks if s.mtls for k in key_types]
     for r in range(rounds):
         shift = r % max(len(combos), 1)
@@ -111,9 +119,11 @@ def measure_connection_costs(lab: Lab, stacks: list[Stack], key_types: list[str]
             block = lab.connection_costs(requests, tls=True)
             out[s.name][k].append(block)
             c = _block_costs(block)
-            log(f"round {r + 1}/{rounds} {s.name} {k}: full {c['full_us']:.0f} us, resumed "
+            log(
+                f"round {r + 1}/{rounds} {s.name} {k}: full {c['full_us']:.0f} us, resumed "
                 f"{c['resumed_us']:.0f} us ({c['resumed_fraction']:.0%} resumed), TCP "
-                f"{c['tcp_us']:.0f} us")
+                f"{c['tcp_us']:.0f} us"
+            )
     return out
 
 
@@ -124,8 +134,9 @@ def _noka_points(stack: Stack) -> list[LabConfig]:
     return cfgs
 
 
-def measure_keepalive_off(lab: Lab, stacks: list[Stack], passes: int, duration_s: float,
-                          log: Log) -> dict[str, Any]:
+def measure_keepalive_off(
+    lab: Lab, stacks: list[Stack], passes: int, duration_s: float, log: Log
+) -> dict[str, Any]:
     """Keep-alive-off points per stack (see the module docstring); JSON-able rows."""
     out: dict[str, Any] = {}
     rates: dict[tuple[str, str], float] = {}
@@ -136,11 +147,17 @@ def measure_keepalive_off(lab: Lab, stacks: list[Stack], passes: int, duration_s
     if first is None:
         return out
     lab.use(first.proxy, first.key_type)
-    direct = lab.measure(Point(LabConfig(keep_alive=False), PAYLOAD, 0.0, CONNECTIONS, False,
-                               duration_s, "baseline"), seed=seed)
+    direct = lab.measure(
+        Point(
+            LabConfig(keep_alive=False), PAYLOAD, 0.0, CONNECTIONS, False, duration_s, "baseline"
+        ),
+        seed=seed,
+    )
     ceiling = direct.achieved_rps
-    out["_lab_without_proxies"] = {"closed_loop_rps": round(ceiling, 1),
-                                   "p50_ms": direct.latency_ms["p50"]}
+    out["_lab_without_proxies"] = {
+        "closed_loop_rps": round(ceiling, 1),
+        "p50_ms": direct.latency_ms["p50"],
+    }
     log(f"lab without proxies, keep-alive off, closed loop: {ceiling:.0f} rps")
     for rep in range(passes):
         for s in stacks:
@@ -150,35 +167,50 @@ def measure_keepalive_off(lab: Lab, stacks: list[Stack], passes: int, duration_s
             rows = out.setdefault(s.name, {"points": [], "baselines": []})
             for cfg in _noka_points(s):
                 seed += 1
-                sat = lab.measure(Point(cfg, PAYLOAD, 0.0, CONNECTIONS, True, duration_s,
-                                        "held_out", rep), seed=seed)
+                sat = lab.measure(
+                    Point(cfg, PAYLOAD, 0.0, CONNECTIONS, True, duration_s, "held_out", rep),
+                    seed=seed,
+                )
                 rows["points"].append(_point_row(sat))
                 key = (s.name, cfg.name)
                 if key not in rates:
                     rates[key] = min(sat.achieved_rps, ceiling)
-                log(f"pass {rep + 1} {s.name} {cfg.name} closed loop: "
-                    f"{sat.achieved_rps:.0f} rps, p50 {sat.latency_ms['p50']:.3f} ms")
+                log(
+                    f"pass {rep + 1} {s.name} {cfg.name} closed loop: "
+                    f"{sat.achieved_rps:.0f} rps, p50 {sat.latency_ms['p50']:.3f} ms"
+                )
                 for f in LOAD_FRACTIONS:
                     rps = round(f * rates[key], 1)
                     for proxied in (True, False):
                         seed += 1
                         role = "held_out" if proxied else "baseline"
-                        m = lab.measure(Point(cfg, PAYLOAD, rps, CONNECTIONS, proxied,
-                                              duration_s, role, rep), seed=seed)
+                        m = lab.measure(
+                            Point(cfg, PAYLOAD, rps, CONNECTIONS, proxied, duration_s, role, rep),
+                            seed=seed,
+                        )
                         if proxied:
                             rows["points"].append(_point_row(m))
                         else:
                             rows["baselines"].append(m.to_json())
-                        log(f"pass {rep + 1} {s.name} {cfg.name} {rps:g} rps "
+                        log(
+                            f"pass {rep + 1} {s.name} {cfg.name} {rps:g} rps "
                             f"{'proxied' if proxied else 'direct'}: {m.achieved_rps:.0f} "
                             f"rps, p50 {m.latency_ms['p50']:.3f} ms, p99 "
-                            f"{m.latency_ms['p99']:.3f} ms")
+                            f"{m.latency_ms['p99']:.3f} ms"
+                        )
     return out
 
 
-def measure_churn(models: list[Path], key_types: list[str], *, rounds: int = 3,
-                  requests: int = 150, passes: int = 2, duration_s: float = 2.0,
-                  log: Log = print) -> dict[str, Any]:
+def measure_churn(
+    models: list[Path],
+    key_types: list[str],
+    *,
+    rounds: int = 3,
+    requests: int = 150,
+    passes: int = 2,
+    duration_s: float = 2.0,
+    log: Log = print,
+) -> dict[str, Any]:
     """Both measurements of the module docstring, in one lab and one run."""
     for k in key_types:
         check_key_type(k)
@@ -193,11 +225,22 @@ def measure_churn(models: list[Path], key_types: list[str], *, rounds: int = 3,
         noka = measure_keepalive_off(lab, stacks, passes, duration_s, log)
     finally:
         lab.close()
-    return {"models": {s.name: {"path": str(s.model), "stack": s.label,
-                                "proxy_command": s.proxy.template if s.proxy else None,
-                                "model_key_type": s.key_type} for s in stacks},
-            "key_types": key_types, "requests_per_mode": requests,
-            "connection_costs": costs, "keepalive_off": noka, "machine": machine_info()}
+    return {
+        "models": {
+            s.name: {
+                "path": str(s.model),
+                "stack": s.label,
+                "proxy_command": s.proxy.template if s.proxy else None,
+                "model_key_type": s.key_type,
+            }
+            for s in stacks
+        },
+        "key_types": key_types,
+        "requests_per_mode": requests,
+        "connection_costs": costs,
+        "keepalive_off": noka,
+        "machine": machine_info(),
+    }
 
 
 # ----------------------------------------------------------------- the simulator's check
@@ -237,32 +280,62 @@ def check_keepalive_off(data: dict[str, Any], *, duration_s: float = 4.0) -> lis
             # keep-alive-on baselines: the simulator then adds every new connection's cost
             # itself (the load generator's connect and the echo's accept excepted).
             pred_ka = predict(path, fit_ka, p, duration_s=duration_s)
-            meas = {"p50": p["latency_ms"]["p50"], "p99": p["latency_ms"]["p99"],
-                    "rps": p["achieved_rps"]}
+            meas = {
+                "p50": p["latency_ms"]["p50"],
+                "p99": p["latency_ms"]["p99"],
+                "rps": p["achieved_rps"],
+            }
             checked = ["rps"] if rps == 0 else ["p50", "p99"]
             delay = p.get("run_delay_us_per_request") or {}
             cpu = p.get("process_cpu_us_per_request") or {}
-            out.append({
-                "model": name, "config": cfg, "rps": rps, "passes": p["passes"],
-                "measured": meas, "measured_range": p["passes_range"],
-                "predicted": {k: round(float(pred[k]), 4) for k in ("p50", "p99", "rps")},
-                "predicted_keepalive_baseline": {k: round(float(pred_ka[k]), 4)
-                                                 for k in ("p50", "p99", "rps")},
-                "error_pct_keepalive_baseline": {
-                    k: (round(100.0 * (pred_ka[k] - meas[k]) / meas[k], 1) if meas[k]
-                        else math.nan) for k in ("p50", "p99", "rps")},
-                "error_pct": {k: (round(100.0 * (pred[k] - meas[k]) / meas[k], 1)
-                                  if meas[k] else math.nan) for k in ("p50", "p99", "rps")},
-                "noise_pct": {k: (round(100.0 * (p["passes_range"][k][1]
-                                                 - p["passes_range"][k][0]) / meas[k], 1)
-                                  if meas[k] else math.nan) for k in ("p50", "p99", "rps")},
-                "checked": checked,
-                "sidecar_cpu_us_per_request": round(
-                    (cpu.get("client_sidecar", 0.0) + cpu.get("server_sidecar", 0.0)) / 2, 1),
-                "sidecar_run_delay_us_per_request": round(
-                    (delay.get("client_sidecar", 0.0) + delay.get("server_sidecar", 0.0)) / 2,
-                    1),
-            })
+            out.append(
+                {
+                    "model": name,
+                    "config": cfg,
+                    "rps": rps,
+                    "passes": p["passes"],
+                    "measured": meas,
+                    "measured_range": p["passes_range"],
+                    "predicted": {k: round(float(pred[k]), 4) for k in ("p50", "p99", "rps")},
+                    "predicted_keepalive_baseline": {
+                        k: round(float(pred_ka[k]), 4) for k in ("p50", "p99", "rps")
+                    },
+                    "error_pct_keepalive_baseline": {
+                        k: (
+                            round(100.0 * (pred_ka[k] - meas[k]) / meas[k], 1)
+                            if meas[k]
+                            else math.nan
+                        )
+                        for k in ("p50", "p99", "rps")
+                    },
+                    "error_pct": {
+                        k: (
+                            round(100.0 * (pred[k] - meas[k]) / meas[k], 1) if meas[k] else math.nan
+                        )
+                        for k in ("p50", "p99", "rps")
+                    },
+                    "noise_pct": {
+                        k: (
+                            round(
+                                100.0
+                                * (p["passes_range"][k][1] - p["passes_range"][k][0])
+                                / meas[k],
+                                1,
+                            )
+                            if meas[k]
+                            else math.nan
+                        )
+                        for k in ("p50", "p99", "rps")
+                    },
+                    "checked": checked,
+                    "sidecar_cpu_us_per_request": round(
+                        (cpu.get("client_sidecar", 0.0) + cpu.get("server_sidecar", 0.0)) / 2, 1
+                    ),
+                    "sidecar_run_delay_us_per_request": round(
+                        (delay.get("client_sidecar", 0.0) + delay.get("server_sidecar", 0.0)) / 2, 1
+                    ),
+                }
+            )
     return out
 
 
@@ -275,8 +348,10 @@ def _fmt(v: float, f: str = "{:.0f}") -> str:
 
 def costs_table(data: dict[str, Any]) -> str:
     """Markdown: per stack and key type, the per-connection costs (median [range])."""
-    head = ("| model | stack | keys | full handshake (us) | resumed (us) | resumed % | "
-            "TCP conn (us) | new mTLS conn, all (us) | full RSA / ECDSA |")
+    head = (
+        "| model | stack | keys | full handshake (us) | resumed (us) | resumed % | "
+        "TCP conn (us) | new mTLS conn, all (us) | full RSA / ECDSA |"
+    )
     lines = [head, "|" + "---|" * 9]
     for name, by_key in data["connection_costs"].items():
         sums = {k: summarise_costs(b) for k, b in by_key.items() if b}
@@ -284,6 +359,7 @@ def costs_table(data: dict[str, Any]) -> str:
         if "rsa-2048" in sums and "ecdsa-p256" in sums:
             ratio = sums["rsa-2048"]["full_us"]["median"] / sums["ecdsa-p256"]["full_us"]["median"]
         for k, s in sums.items():
+
             def cell(field: str, s: dict[str, Any] = s) -> str:
                 lo, hi = s[field]["range"]
                 return f"{s[field]['median']:.0f} [{lo:.0f}..{hi:.0f}]"
@@ -292,7 +368,9 @@ def costs_table(data: dict[str, Any]) -> str:
                 f"| {name} | {data['models'][name]['stack']} | {k} | {cell('full_us')} | "
                 f"{cell('resumed_us')} | {100 * s['resumed_fraction']['median']:.0f} | "
                 f"{cell('tcp_us')} | {cell('mtls_connection_us')} | "
-                + (_fmt(ratio, "{:.2f}") if k == "rsa-2048" else "") + " |")
+                + (_fmt(ratio, "{:.2f}") if k == "rsa-2048" else "")
+                + " |"
+            )
     return "\n".join(lines)
 
 
@@ -300,33 +378,45 @@ def keepalive_off_table(rows: list[dict[str, Any]]) -> str:
     """Markdown: measured (median of the passes [range]) against predicted (error %), the
     latency outside the proxies from this run's keep-alive-off baselines ("off") or from
     the model's keep-alive-on ones ("on"); bold: the figure the check is about."""
-    lines = ["| model | configuration | load (rps) | measured rps | predicted rps (err %) | "
-             "measured p50 (ms) | predicted p50, off / on (err %) | measured p99 (ms) | "
-             "predicted p99, off / on (err %) | sidecar CPU/req (us) | sidecar run delay/req "
-             "(us) |", "|" + "---|" * 11]
+    lines = [
+        "| model | configuration | load (rps) | measured rps | predicted rps (err %) | "
+        "measured p50 (ms) | predicted p50, off / on (err %) | measured p99 (ms) | "
+        "predicted p99, off / on (err %) | sidecar CPU/req (us) | sidecar run delay/req "
+        "(us) |",
+        "|" + "---|" * 11,
+    ]
     for r in rows:
         m, rg = r["measured"], r["measured_range"]
         pred, pred_ka = r["predicted"], r["predicted_keepalive_baseline"]
 
-        def cell(k: str, f: str, m: dict[str, float] = m,
-                 rg: dict[str, list[float]] = rg) -> str:
+        def cell(k: str, f: str, m: dict[str, float] = m, rg: dict[str, list[float]] = rg) -> str:
             return f"{f.format(m[k])} [{f.format(rg[k][0])}..{f.format(rg[k][1])}]"
 
-        def predicted(k: str, f: str, both: bool, r: dict[str, Any] = r,
-                      pred: dict[str, float] = pred, pred_ka: dict[str, float] = pred_ka) -> str:
+        def predicted(
+            k: str,
+            f: str,
+            both: bool,
+            r: dict[str, Any] = r,
+            pred: dict[str, float] = pred,
+            pred_ka: dict[str, float] = pred_ka,
+        ) -> str:
             one = f"{f.format(pred[k])} ({_fmt(r['error_pct'][k], '{:+.0f}')})"
             if both:
-                one += (f" / {f.format(pred_ka[k])} "
-                        f"({_fmt(r['error_pct_keepalive_baseline'][k], '{:+.0f}')})")
+                one += (
+                    f" / {f.format(pred_ka[k])} "
+                    f"({_fmt(r['error_pct_keepalive_baseline'][k], '{:+.0f}')})"
+                )
             return f"**{one}**" if k in r["checked"] else one
 
         load = "closed loop" if r["rps"] == 0 else f"{r['rps']:g}"
-        lines.append(f"| {r['model']} | {r['config']} | {load} | "
-                     f"{cell('rps', '{:.0f}')} | {predicted('rps', '{:.0f}', False)} | "
-                     f"{cell('p50', '{:.2f}')} | {predicted('p50', '{:.2f}', True)} | "
-                     f"{cell('p99', '{:.2f}')} | {predicted('p99', '{:.2f}', True)} | "
-                     f"{r['sidecar_cpu_us_per_request']:.0f} | "
-                     f"{r['sidecar_run_delay_us_per_request']:.0f} |")
+        lines.append(
+            f"| {r['model']} | {r['config']} | {load} | "
+            f"{cell('rps', '{:.0f}')} | {predicted('rps', '{:.0f}', False)} | "
+            f"{cell('p50', '{:.2f}')} | {predicted('p50', '{:.2f}', True)} | "
+            f"{cell('p99', '{:.2f}')} | {predicted('p99', '{:.2f}', True)} | "
+            f"{r['sidecar_cpu_us_per_request']:.0f} | "
+            f"{r['sidecar_run_delay_us_per_request']:.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -336,18 +426,30 @@ def read_record(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise MeshsimError(f"{path}: cannot read the churn record: {exc}") from None
-    if not isinstance(data, dict) or not {"models", "connection_costs",
-                                          "keepalive_off"} <= set(data):
-        raise MeshsimError(f"{path}: not a churn record (expected 'models', "
-                           "'connection_costs' and 'keepalive_off')")
+    if not isinstance(data, dict) or not {"models", "connection_costs", "keepalive_off"} <= set(
+        data
+    ):
+        raise MeshsimError(
+            f"{path}: not a churn record (expected 'models', "
+            "'connection_costs' and 'keepalive_off')"
+        )
     return data
 
 
-def run_churn(models: list[Path], key_types: list[str], out: Path | None, *,
-              rounds: int, requests: int, passes: int, log: Log = print) -> dict[str, Any]:
+def run_churn(
+    models: list[Path],
+    key_types: list[str],
+    out: Path | None,
+    *,
+    rounds: int,
+    requests: int,
+    passes: int,
+    log: Log = print,
+) -> dict[str, Any]:
     """Measure, check and (with ``out``) write the record; returns it with the check."""
-    data = measure_churn(models, key_types, rounds=rounds, requests=requests, passes=passes,
-                         log=log)
+    data = measure_churn(
+        models, key_types, rounds=rounds, requests=requests, passes=passes, log=log
+    )
     data["keepalive_off_check"] = check_keepalive_off(data)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -355,5 +457,14 @@ def run_churn(models: list[Path], key_types: list[str], out: Path | None, *,
     return data
 
 
-__all__ = ["KEY_TYPES", "Stack", "check_keepalive_off", "costs_table", "keepalive_off_table",
-           "measure_churn", "read_record", "run_churn", "summarise_costs"]
+__all__ = [
+    "KEY_TYPES",
+    "Stack",
+    "check_keepalive_off",
+    "costs_table",
+    "keepalive_off_table",
+    "measure_churn",
+    "read_record",
+    "run_churn",
+    "summarise_costs",
+]

@@ -57,8 +57,9 @@ def estimate(replicates: Array, point: float) -> Estimate:
     return Estimate(float(point), float(min(lo, point)), float(max(hi, point)))
 
 
-def replicates(data: Sequence[NDArray[Any]], statistic: Statistic, *, seed: int = 0,
-               n: int = BOOTSTRAP) -> Array:
+def replicates(
+    data: Sequence[NDArray[Any]], statistic: Statistic, *, seed: int = 0, n: int = BOOTSTRAP
+) -> Array:
     """The bootstrap distribution of ``statistic`` over ``n`` resamples of ``data``, one row
     per value the statistic returns.
 
@@ -72,9 +73,15 @@ def replicates(data: Sequence[NDArray[Any]], statistic: Statistic, *, seed: int 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", stats.DegenerateDataWarning)
         res = stats.bootstrap(
-            tuple(np.asarray(d) for d in data), statistic, n_resamples=n, paired=True,
-            vectorized=False, method="percentile", confidence_level=CI_LEVEL,
-            rng=np.random.default_rng(seed))
+            tuple(np.asarray(d) for d in data),
+            statistic,
+            n_resamples=n,
+            paired=True,
+            vectorized=False,
+            method="percentile",
+            confidence_level=CI_LEVEL,
+            rng=np.random.default_rng(seed),
+        )
     return np.atleast_2d(np.asarray(res.bootstrap_distribution, dtype=float))
 
 
@@ -86,8 +93,9 @@ def bootstrap(
     return estimate(replicates([data], stat, seed=seed, n=n)[0], stat(data))
 
 
-def block_bootstrap(blocks: Sequence[Array], stat: Callable[[Array], float], *,
-                    seed: int = 0, n: int = BOOTSTRAP) -> Estimate:
+def block_bootstrap(
+    blocks: Sequence[Array], stat: Callable[[Array], float], *, seed: int = 0, n: int = BOOTSTRAP
+) -> Estimate:
     """A statistic of the pooled ``blocks`` with a CI from resampling whole blocks.
 
     Samples taken at one measurement point (or in one block of handshakes) share that
@@ -103,8 +111,10 @@ def block_bootstrap(blocks: Sequence[Array], stat: Callable[[Array], float], *,
 
 def _pooled(parts: Sequence[Array], stat: Statistic) -> Statistic:
     """``stat`` of the blocks whose indices it is given, pooled."""
+
     def of_blocks(idx: NDArray[np.int64]) -> Any:
         return stat(np.concatenate([parts[j] for j in idx]))
+
     return of_blocks
 
 
@@ -159,13 +169,17 @@ class ServiceTimeFit:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "dist": self.dist, "unit": "us", "samples": self.n,
-            "mean": self.mean.to_json(), "cv": self.cv.to_json(),
-            "p50": self.p50.to_json(), "p99": self.p99.to_json(),
+            "dist": self.dist,
+            "unit": "us",
+            "samples": self.n,
+            "mean": self.mean.to_json(),
+            "cv": self.cv.to_json(),
+            "p50": self.p50.to_json(),
+            "p99": self.p99.to_json(),
             "params": {k: v.to_json() for k, v in self.params.items()},
             "goodness_of_fit": self.scores,
             "selection": f"higher log-likelihood of lognormal and gamma; empirical when its KS D "
-                         f"> {EMPIRICAL_D}",
+            f"> {EMPIRICAL_D}",
             **({"quantiles_us": self.quantiles} if self.quantiles else {}),
         }
 
@@ -174,10 +188,14 @@ def _scores(x: Array) -> dict[str, dict[str, float]]:
     mu, sigma = lognormal_mle(x)
     k, theta = gamma_mle(x)
     return {
-        "lognormal": {"loglik": lognormal_loglik(x, mu, sigma),
-                      "ks_d": ks_distance(x, lambda v: lognormal_cdf(v, mu, sigma))},
-        "gamma": {"loglik": gamma_loglik(x, k, theta),
-                  "ks_d": ks_distance(x, lambda v: gamma_cdf(v, k, theta))},
+        "lognormal": {
+            "loglik": lognormal_loglik(x, mu, sigma),
+            "ks_d": ks_distance(x, lambda v: lognormal_cdf(v, mu, sigma)),
+        },
+        "gamma": {
+            "loglik": gamma_loglik(x, k, theta),
+            "ks_d": ks_distance(x, lambda v: gamma_cdf(v, k, theta)),
+        },
     }
 
 
@@ -196,14 +214,20 @@ def _service_time_statistic(dist: str) -> Callable[[Array], Array]:
 
     def of(b: Array) -> Array:
         mean = float(b.mean())
-        summary = [mean, float(b.std()) / mean, float(np.quantile(b, 0.5)),
-                   float(np.quantile(b, 0.99))]
+        summary = [
+            mean,
+            float(b.std()) / mean,
+            float(np.quantile(b, 0.5)),
+            float(np.quantile(b, 0.99)),
+        ]
         return np.array(summary + (list(mle(b)) if mle else []))
+
     return of
 
 
-def fit_service_time(samples: Sequence[float], *, seed: int = 0,
-                     groups: Sequence[Sequence[float]] | None = None) -> ServiceTimeFit:
+def fit_service_time(
+    samples: Sequence[float], *, seed: int = 0, groups: Sequence[Sequence[float]] | None = None
+) -> ServiceTimeFit:
     """Fit per-request service times (microseconds, > 0) and bootstrap their CIs.
 
     With ``groups`` (the samples by measurement point, two or more), the bootstrap resamples
@@ -212,8 +236,11 @@ def fit_service_time(samples: Sequence[float], *, seed: int = 0,
     parts = [np.asarray([s for s in g if s > 0], dtype=float) for g in groups or ()]
     parts = [g for g in parts if len(g)]
     clustered = len(parts) >= 2
-    x = np.concatenate(parts) if clustered else np.asarray([s for s in samples if s > 0],
-                                                           dtype=float)
+    x = (
+        np.concatenate(parts)
+        if clustered
+        else np.asarray([s for s in samples if s > 0], dtype=float)
+    )
     if len(x) < 20:
         raise ValueError(f"need at least 20 positive samples to fit, got {len(x)}")
     scores = _scores(x)
@@ -224,11 +251,18 @@ def fit_service_time(samples: Sequence[float], *, seed: int = 0,
     else:
         reps = replicates([x], stat, seed=seed)
     mean, cv, p50, p99, *params = (estimate(r, p) for r, p in zip(reps, stat(x), strict=True))
-    quantiles = [float(q) for q in np.quantile(x, np.linspace(0, 1, 101))] \
-        if dist == "empirical" else []
+    quantiles = (
+        [float(q) for q in np.quantile(x, np.linspace(0, 1, 101))] if dist == "empirical" else []
+    )
     return ServiceTimeFit(
-        dist=dist, n=len(x), mean=mean, cv=cv, p50=p50, p99=p99,
-        params=dict(zip(PARAMS[dist], params, strict=True)), scores=scores,
+        dist=dist,
+        n=len(x),
+        mean=mean,
+        cv=cv,
+        p50=p50,
+        p99=p99,
+        params=dict(zip(PARAMS[dist], params, strict=True)),
+        scores=scores,
         quantiles=quantiles,
     )
 
@@ -245,9 +279,14 @@ class LineFit:
     y: list[float]
 
     def to_json(self) -> dict[str, Any]:
-        return {"intercept": self.intercept.to_json(), "slope": self.slope.to_json(),
-                "points": [{"x": a, "y": b, "residual": r}
-                           for a, b, r in zip(self.x, self.y, self.residuals, strict=True)]}
+        return {
+            "intercept": self.intercept.to_json(),
+            "slope": self.slope.to_json(),
+            "points": [
+                {"x": a, "y": b, "residual": r}
+                for a, b, r in zip(self.x, self.y, self.residuals, strict=True)
+            ],
+        }
 
 
 def _lstsq(design: Array, y: Array) -> Array:
@@ -272,8 +311,13 @@ def fit_line(x: Sequence[float], y: Sequence[float], *, seed: int = 0) -> LineFi
     a, b = _ols(xa, ya)
     reps = replicates([xa, ya], _ols, seed=seed)
     res = ya - (a + b * xa)
-    return LineFit(estimate(reps[0], a), estimate(reps[1], b), [float(r) for r in res],
-                   [float(v) for v in xa], [float(v) for v in ya])
+    return LineFit(
+        estimate(reps[0], a),
+        estimate(reps[1], b),
+        [float(r) for r in res],
+        [float(v) for v in xa],
+        [float(v) for v in ya],
+    )
 
 
 @dataclass
@@ -288,10 +332,14 @@ class PlaneFit:
 
     def to_json(self) -> dict[str, Any]:
         names = list(self.slopes)
-        return {"intercept": self.intercept.to_json(),
-                "slopes": {k: e.to_json() for k, e in self.slopes.items()},
-                "points": [{**{k: self.x[k][i] for k in names}, "y": self.y[i],
-                            "residual": self.residuals[i]} for i in range(len(self.y))]}
+        return {
+            "intercept": self.intercept.to_json(),
+            "slopes": {k: e.to_json() for k, e in self.slopes.items()},
+            "points": [
+                {**{k: self.x[k][i] for k in names}, "y": self.y[i], "residual": self.residuals[i]}
+                for i in range(len(self.y))
+            ],
+        }
 
 
 def fit_plane(x: dict[str, Sequence[float]], y: Sequence[float], *, seed: int = 0) -> PlaneFit:

@@ -78,9 +78,11 @@ def collect(paths: list[Path]) -> tuple[list[tuple[dict[str, Any], bool, Path]],
         data = _read(path)
         kind = classify(str(data.get("Labels", "")))
         if kind is None:
-            raise MeshsimError(f"{path}: its Labels {data.get('Labels')!r} say neither baseline "
-                               f"({', '.join(BASE_WORDS)}) nor mesh ({', '.join(MESH_WORDS)}); "
-                               "relabel it or use a manifest")
+            raise MeshsimError(
+                f"{path}: its Labels {data.get('Labels')!r} say neither baseline "
+                f"({', '.join(BASE_WORDS)}) nor mesh ({', '.join(MESH_WORDS)}); "
+                "relabel it or use a manifest"
+            )
         runs.append((data, kind, path))
     return runs, opts
 
@@ -97,13 +99,18 @@ def pair(runs: list[tuple[dict[str, Any], bool, Path]]) -> list[dict[str, Any]]:
         if not mesh or key == "max" or key not in base:
             continue
         b = base[key]
-        out.append({
-            "requested_qps": float(key), "file": str(path),
-            "mesh_qps": float(r["ActualQPS"]), "base_qps": float(b["ActualQPS"]),
-            "mesh_avg_us": float(r["DurationHistogram"]["Avg"]) * 1e6,
-            "base_avg_us": float(b["DurationHistogram"]["Avg"]) * 1e6,
-            "mesh_p50_us": _pct(r, 50.0), "base_p50_us": _pct(b, 50.0),
-        })
+        out.append(
+            {
+                "requested_qps": float(key),
+                "file": str(path),
+                "mesh_qps": float(r["ActualQPS"]),
+                "base_qps": float(b["ActualQPS"]),
+                "mesh_avg_us": float(r["DurationHistogram"]["Avg"]) * 1e6,
+                "base_avg_us": float(b["DurationHistogram"]["Avg"]) * 1e6,
+                "mesh_p50_us": _pct(r, 50.0),
+                "base_p50_us": _pct(b, 50.0),
+            }
+        )
     return sorted(out, key=lambda p: p["requested_qps"])
 
 
@@ -132,13 +139,16 @@ def fit_hop(lam: np.ndarray, added: np.ndarray, workers: float) -> tuple[float, 
     return best
 
 
-def calibrate_from_fortio(paths: list[Path], out: Path, *, kind: str = "envoy-sidecar",
-                          seed: int = 0) -> dict[str, Any]:
+def calibrate_from_fortio(
+    paths: list[Path], out: Path, *, kind: str = "envoy-sidecar", seed: int = 0
+) -> dict[str, Any]:
     runs, opts = collect(paths)
     pairs = pair(runs)
     if len(pairs) < 2:
-        raise MeshsimError(f"need runs at two or more loads, each with and without the mesh "
-                           f"(found {len(pairs)} matched load levels)")
+        raise MeshsimError(
+            f"need runs at two or more loads, each with and without the mesh "
+            f"(found {len(pairs)} matched load levels)"
+        )
     kind = str(opts.get("kind", kind))
     if kind not in ("envoy-sidecar", "linkerd-proxy"):
         raise MeshsimError(f"kind must be envoy-sidecar or linkerd-proxy, not {kind!r}")
@@ -149,8 +159,9 @@ def calibrate_from_fortio(paths: list[Path], out: Path, *, kind: str = "envoy-si
     lam = np.array([p["mesh_qps"] for p in pairs])
     added = np.array([(p["mesh_avg_us"] - p["base_avg_us"]) / hops for p in pairs])
     s, h, _ = fit_hop(lam, added, workers)
-    reps = replicates([lam, added], lambda la, ad: np.array(fit_hop(la, ad, workers)[:2]),
-                      seed=seed)
+    reps = replicates(
+        [lam, added], lambda la, ad: np.array(fit_hop(la, ad, workers)[:2]), seed=seed
+    )
     s_est: Estimate = estimate(reps[0], s)
     h_est: Estimate = estimate(reps[1], h)
     resid = added - (h + s + _queue(lam, s, workers))
@@ -159,42 +170,66 @@ def calibrate_from_fortio(paths: list[Path], out: Path, *, kind: str = "envoy-si
     factor = s / (r0 + r1) if r0 + r1 > 0 else 1.0
     names = ", ".join(Path(p["file"]).name for p in pairs)
     src = f"(derived) meshsim calibrate --from-fortio: {names}"
-    scaled = {"socket_io_us", "http_parse_request_us", "http_parse_response_us", "routing_us",
-              "telemetry_us", "payload_cpu_us_per_kib"}
+    scaled = {
+        "socket_io_us",
+        "http_parse_request_us",
+        "http_parse_response_us",
+        "routing_us",
+        "telemetry_us",
+        "payload_cpu_us_per_kib",
+    }
     params: dict[str, Any] = {}
     for name, p in ref.parameters.items():
         if name == "wakeup_cpu_us":
             continue  # the fitted on-path CPU s already holds whatever waking costs: absent = off
         if name in scaled:
-            params[name] = {"value": round(p.value * factor, 3), "unit": p.unit, "source": src,
-                            "note": f"the shipped {ref.kind} model's value x {factor:.4f}, so "
-                                    f"that the on-path CPU per hop equals the fitted "
-                                    f"{s:.1f} us (the split between components is the shipped "
-                                    "model's)"}
+            params[name] = {
+                "value": round(p.value * factor, 3),
+                "unit": p.unit,
+                "source": src,
+                "note": f"the shipped {ref.kind} model's value x {factor:.4f}, so "
+                f"that the on-path CPU per hop equals the fitted "
+                f"{s:.1f} us (the split between components is the shipped "
+                "model's)",
+            }
         elif name == "hop_latency_us":
-            params[name] = {"value": round(h / 2.0, 3), "unit": p.unit, "source": src,
-                            "note": f"fitted fixed latency per hop {h:.1f} us, halved per "
-                                    "direction"}
+            params[name] = {
+                "value": round(h / 2.0, 3),
+                "unit": p.unit,
+                "source": src,
+                "note": f"fitted fixed latency per hop {h:.1f} us, halved per direction",
+            }
         elif name == "worker_threads":
-            params[name] = {"value": workers, "unit": p.unit,
-                            "source": "the manifest's workers (default: the shipped model's)"}
+            params[name] = {
+                "value": workers,
+                "unit": p.unit,
+                "source": "the manifest's workers (default: the shipped model's)",
+            }
         else:
-            params[name] = {"value": p.value, "unit": p.unit,
-                            "source": f"copied from {Path(ref.path or '').name} (not identifiable "
-                                      f"from latency runs): {p.source}"}
+            params[name] = {
+                "value": p.value,
+                "unit": p.unit,
+                "source": f"copied from {Path(ref.path or '').name} (not identifiable "
+                f"from latency runs): {p.source}",
+            }
     doc = {
         "kind": kind,
         "describes": f"{ref.kind} per-hop cost fitted from fortio runs ({len(pairs)} loads, "
-                     f"{hops:g} proxies per request)",
+        f"{hops:g} proxies per request)",
         "measured_on": str(opts.get("measured_on", "the cluster of the fortio runs")),
         "parameters": params,
         "fit": {
             "method": "per-hop added mean latency = h + s + M/M/1 wait; grid search, bootstrap "
-                      "over load levels",
-            "hops": hops, "workers": workers, "request_bytes": req_bytes,
+            "over load levels",
+            "hops": hops,
+            "workers": workers,
+            "request_bytes": req_bytes,
             "pairs": pairs,
-            "estimates": {"service_us": s_est.to_json(), "hop_latency_us": h_est.to_json(),
-                          "scale_factor": factor},
+            "estimates": {
+                "service_us": s_est.to_json(),
+                "hop_latency_us": h_est.to_json(),
+                "scale_factor": factor,
+            },
             "residuals_us": [float(r) for r in resid],
             "held_out": [],
         },

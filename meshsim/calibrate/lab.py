@@ -69,8 +69,10 @@ class LabConfig:
 
     @property
     def name(self) -> str:
-        return (f"{'mtls' if self.mtls else 'plain'}-{'ka' if self.keep_alive else 'noka'}"
-                f"-f{self.filters}")
+        return (
+            f"{'mtls' if self.mtls else 'plain'}-{'ka' if self.keep_alive else 'noka'}"
+            f"-f{self.filters}"
+        )
 
 
 @dataclass(frozen=True)
@@ -142,13 +144,19 @@ class Sched:
     voluntary: int
 
     def __sub__(self, other: Sched) -> Sched:
-        rd = (None if self.run_delay_s is None or other.run_delay_s is None
-              else self.run_delay_s - other.run_delay_s)
+        rd = (
+            None
+            if self.run_delay_s is None or other.run_delay_s is None
+            else self.run_delay_s - other.run_delay_s
+        )
         return Sched(self.cpu_s - other.cpu_s, rd, self.voluntary - other.voluntary)
 
     def __add__(self, other: Sched) -> Sched:
-        rd = (None if self.run_delay_s is None or other.run_delay_s is None
-              else self.run_delay_s + other.run_delay_s)
+        rd = (
+            None
+            if self.run_delay_s is None or other.run_delay_s is None
+            else self.run_delay_s + other.run_delay_s
+        )
         return Sched(self.cpu_s + other.cpu_s, rd, self.voluntary + other.voluntary)
 
 
@@ -202,8 +210,7 @@ class _Node:
             cmd += ["--cpu", str(cpu)]
         if log is not None:
             cmd += ["--access-log", str(log)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line.startswith("READY "):
@@ -277,8 +284,9 @@ class Lab:
     (:func:`meshsim.calibrate.node.die_with_parent`).
     """
 
-    def __init__(self, workdir: Path, proxy: ProxyCommand | None = None,
-                 key_type: str = "ecdsa-p256") -> None:
+    def __init__(
+        self, workdir: Path, proxy: ProxyCommand | None = None, key_type: str = "ecdsa-p256"
+    ) -> None:
         from meshsim.proxy.ca import check_key_type
 
         self.proxy = proxy
@@ -346,15 +354,33 @@ class Lab:
         tls_cli = ["--tls", "client", "--tls-dir", str(self.tls_dir)] if cfg.mtls else []
         self.server = _Node(
             "server-sidecar",
-            ["proxy", "--name", "inbound", "--upstream", f"127.0.0.1:{self.echo.port}",
-             *tls_srv, *filt, *pool],
-            self.core_server, self.workdir / f"server-{cfg.name}.log",
+            [
+                "proxy",
+                "--name",
+                "inbound",
+                "--upstream",
+                f"127.0.0.1:{self.echo.port}",
+                *tls_srv,
+                *filt,
+                *pool,
+            ],
+            self.core_server,
+            self.workdir / f"server-{cfg.name}.log",
         )
         self.client = _Node(
             "client-sidecar",
-            ["proxy", "--name", "outbound", "--upstream", f"127.0.0.1:{self.server.port}",
-             *tls_cli, *filt, *pool],
-            self.core_client, self.workdir / f"client-{cfg.name}.log",
+            [
+                "proxy",
+                "--name",
+                "outbound",
+                "--upstream",
+                f"127.0.0.1:{self.server.port}",
+                *tls_cli,
+                *filt,
+                *pool,
+            ],
+            self.core_client,
+            self.workdir / f"client-{cfg.name}.log",
         )
         self.config = cfg
 
@@ -362,24 +388,36 @@ class Lab:
         """Both sidecars from the command template (server first: the client needs its
         port)."""
         if cfg.filters:
-            raise MeshsimError("a proxy command has no synthetic-filter knob "
-                               f"(configuration {cfg.name})")
+            raise MeshsimError(
+                f"a proxy command has no synthetic-filter knob (configuration {cfg.name})"
+            )
         if cfg.mtls and not cmd.mtls:
             raise MeshsimError(f"{cmd.template!r} has no {{mtls}}: cannot run {cfg.name}")
         if not cfg.keep_alive and not cmd.keepalive_knob:
             raise MeshsimError(f"{cmd.template!r} has no {{keepalive}}: cannot run {cfg.name}")
-        files = {"cert": str(self.tls_dir / "cert.pem"), "key": str(self.tls_dir / "key.pem"),
-                 "ca": str(self.tls_dir / "ca.pem")}
-        common = {**files, "mtls": "on" if cfg.mtls else "off",
-                  "keepalive": "on" if cfg.keep_alive else "off"}
+        files = {
+            "cert": str(self.tls_dir / "cert.pem"),
+            "key": str(self.tls_dir / "key.pem"),
+            "ca": str(self.tls_dir / "ca.pem"),
+        }
+        common = {
+            **files,
+            "mtls": "on" if cfg.mtls else "off",
+            "keepalive": "on" if cfg.keep_alive else "off",
+        }
         upstream = self.echo.port
         for role, core in (("inbound", self.core_server), ("outbound", self.core_client)):
             name = "server-sidecar" if role == "inbound" else "client-sidecar"
             port = free_port()
             scratch = self.workdir / f"{name}-{cfg.name}"
             scratch.mkdir(parents=True, exist_ok=True)
-            argv = cmd.render(listen=f"127.0.0.1:{port}", upstream=f"127.0.0.1:{upstream}",
-                              role=role, workdir=str(scratch), **common)
+            argv = cmd.render(
+                listen=f"127.0.0.1:{port}",
+                upstream=f"127.0.0.1:{upstream}",
+                role=role,
+                workdir=str(scratch),
+                **common,
+            )
             node = CommandNode(name, argv, core, port, scratch / "output.log")
             if role == "inbound":
                 self.server = node
@@ -425,17 +463,35 @@ class Lab:
             headers = (("connection", "close"),)
         body = b"x" * point.payload
         spec = LoadSpec(
-            url=f"http://127.0.0.1:{port}/echo", rps=point.rps,
-            connections=point.connections, duration_s=point.duration_s,
-            poisson=point.rps > 0, seed=seed, method="POST", body=body, headers=headers,
+            url=f"http://127.0.0.1:{port}/echo",
+            rps=point.rps,
+            connections=point.connections,
+            duration_s=point.duration_s,
+            poisson=point.rps > 0,
+            seed=seed,
+            method="POST",
+            body=body,
+            headers=headers,
             drain_s=2.0,
         )
-        nodes: dict[str, Sidecar] = {"client_sidecar": self.client,
-                                     "server_sidecar": self.server, "echo": self.echo}
+        nodes: dict[str, Sidecar] = {
+            "client_sidecar": self.client,
+            "server_sidecar": self.server,
+            "echo": self.echo,
+        }
         # Discard samples of earlier points and warm the path up (connections, caches).
         with self._pinned():
-            run_load(LoadSpec(url=spec.url, rps=0, connections=point.connections,
-                              duration_s=0.2, method="POST", body=body, headers=headers))
+            run_load(
+                LoadSpec(
+                    url=spec.url,
+                    rps=0,
+                    connections=point.connections,
+                    duration_s=0.2,
+                    method="POST",
+                    body=body,
+                    headers=headers,
+                )
+            )
             self.client.new_cpu_samples()
             self.server.new_cpu_samples()
             pids = {k: n.pids() for k, n in nodes.items()}
@@ -451,14 +507,20 @@ class Lab:
                 used.pop(k)
         per_req = {k: d.cpu_s * 1e6 / n for k, d in used.items()}
         wakeups = {k: d.voluntary / n for k, d in used.items()}
-        run_delay = {k: d.run_delay_s * 1e6 / n for k, d in used.items()
-                     if d.run_delay_s is not None}
+        run_delay = {
+            k: d.run_delay_s * 1e6 / n for k, d in used.items() if d.run_delay_s is not None
+        }
         h = result.corrected
         lat = {f"p{q:g}": h.get_value_at_percentile(q) / 1000.0 for q in (50, 90, 99)}
         lat["mean"] = h.get_mean_value() / 1000.0
-        quantiles = [] if point.proxied else [
-            h.get_value_at_percentile(100.0 * (i + 0.5) / BASELINE_QUANTILES) / 1000.0
-            for i in range(BASELINE_QUANTILES)]
+        quantiles = (
+            []
+            if point.proxied
+            else [
+                h.get_value_at_percentile(100.0 * (i + 0.5) / BASELINE_QUANTILES) / 1000.0
+                for i in range(BASELINE_QUANTILES)
+            ]
+        )
         rng = np.random.default_rng(seed)
 
         def sample(xs: list[float]) -> list[float]:
@@ -470,11 +532,18 @@ class Lab:
         client = self.client.new_cpu_samples() if point.proxied else []
         server = self.server.new_cpu_samples() if point.proxied else []
         return Measured(
-            point=point, achieved_rps=result.actual_rps, latency_ms=lat,
-            requests=result.completed, errors=result.errors, warnings=list(result.warnings),
-            client_cpu_us=sample(client), server_cpu_us=sample(server),
-            process_cpu_us_per_request=per_req, latency_quantiles_ms=quantiles,
-            wakeups_per_request=wakeups, run_delay_us_per_request=run_delay,
+            point=point,
+            achieved_rps=result.actual_rps,
+            latency_ms=lat,
+            requests=result.completed,
+            errors=result.errors,
+            warnings=list(result.warnings),
+            client_cpu_us=sample(client),
+            server_cpu_us=sample(server),
+            process_cpu_us_per_request=per_req,
+            latency_quantiles_ms=quantiles,
+            wakeups_per_request=wakeups,
+            run_delay_us_per_request=run_delay,
         )
 
     def idle_cpu_ms_per_s(self, seconds: float = 3.0) -> dict[str, float]:
@@ -484,11 +553,22 @@ class Lab:
         assert self.client is not None
         assert self.server is not None
         with self._pinned():
-            run_load(LoadSpec(url=f"http://127.0.0.1:{self.client.port}/echo", rps=0,
-                              connections=8, duration_s=0.3, method="POST", body=b"x" * 1024))
+            run_load(
+                LoadSpec(
+                    url=f"http://127.0.0.1:{self.client.port}/echo",
+                    rps=0,
+                    connections=8,
+                    duration_s=0.3,
+                    method="POST",
+                    body=b"x" * 1024,
+                )
+            )
         time.sleep(0.2)
-        nodes: dict[str, Sidecar] = {"client_sidecar": self.client,
-                                     "server_sidecar": self.server, "echo": self.echo}
+        nodes: dict[str, Sidecar] = {
+            "client_sidecar": self.client,
+            "server_sidecar": self.server,
+            "echo": self.echo,
+        }
         pids = {k: n.pids() for k, n in nodes.items()}
         before = {k: tree_sched(p) for k, p in pids.items()}
         t0 = time.monotonic()
@@ -559,7 +639,6 @@ class Lab:
                 server_us.append(ts * 1e6)
         return {"client": client_us, "server": server_us}
 
-
     def connection_costs(self, n: int = 200, *, tls: bool = True) -> dict[str, Any]:
         """The server sidecar's process CPU and wake-ups per request, one request at a time
         from this process, in four ways: all on one kept-alive connection; a new plain
@@ -575,11 +654,15 @@ class Lab:
 
         out: dict[str, Any] = {"requests": n}
         modes: list[tuple[str, LabConfig, ssl.SSLContext | None]] = [
-            ("keepalive", LabConfig(), None), ("plain_connection", LabConfig(), None)]
+            ("keepalive", LabConfig(), None),
+            ("plain_connection", LabConfig(), None),
+        ]
         if tls:
             ctx = client_context(self.tls_dir)
-            modes += [("tls_full", LabConfig(mtls=True), ctx),
-                      ("tls_resumed", LabConfig(mtls=True), ctx)]
+            modes += [
+                ("tls_full", LabConfig(mtls=True), ctx),
+                ("tls_resumed", LabConfig(mtls=True), ctx),
+            ]
         for mode, cfg, mode_ctx in modes:
             self.reconfigure(cfg)
             node = self.server
@@ -600,8 +683,11 @@ def _sequential_requests(port: int, n: int, mode: str, ctx: ssl.SSLContext | Non
     """``n`` GETs to ``port``, one after another (see :meth:`Lab.connection_costs`);
     returns how many TLS connections resumed a session."""
     keep = mode == "keepalive"
-    request = (b"GET /echo HTTP/1.1\r\nHost: lab\r\n"
-               + (b"" if keep else b"Connection: close\r\n") + b"\r\n")
+    request = (
+        b"GET /echo HTTP/1.1\r\nHost: lab\r\n"
+        + (b"" if keep else b"Connection: close\r\n")
+        + b"\r\n"
+    )
     reused = 0
     session: ssl.SSLSession | None = None
     conn: socket.socket | None = None
@@ -611,8 +697,11 @@ def _sequential_requests(port: int, n: int, mode: str, ctx: ssl.SSLContext | Non
                 conn = socket.create_connection(("127.0.0.1", port), 5.0)
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if ctx is not None:
-                    conn = ctx.wrap_socket(conn, server_hostname="127.0.0.1",
-                                           session=session if mode == "tls_resumed" else None)
+                    conn = ctx.wrap_socket(
+                        conn,
+                        server_hostname="127.0.0.1",
+                        session=session if mode == "tls_resumed" else None,
+                    )
             conn.sendall(request)
             _read_response(conn)
             if isinstance(conn, ssl.SSLSocket):
@@ -665,7 +754,10 @@ def _rss_with_connections(node: Sidecar, k: int, ctx: ssl.SSLContext | None) -> 
         transports = []
         for _ in range(k):
             tr, _p = await loop.create_connection(
-                asyncio.Protocol, "127.0.0.1", node.port, ssl=ctx,
+                asyncio.Protocol,
+                "127.0.0.1",
+                node.port,
+                ssl=ctx,
                 server_hostname="127.0.0.1" if ctx else None,
             )
             transports.append(tr)
@@ -679,8 +771,9 @@ def _rss_with_connections(node: Sidecar, k: int, ctx: ssl.SSLContext | None) -> 
     return asyncio.run(hold())
 
 
-def grid(quick: bool, *, mtls: bool = True, filters: bool = True,
-         keep_alive_off: bool = True) -> list[Point]:
+def grid(
+    quick: bool, *, mtls: bool = True, filters: bool = True, keep_alive_off: bool = True
+) -> list[Point]:
     """The measurement grid. Loads are fractions of an estimated capacity, set by the caller.
 
     Returned with placeholder rates (fractions of capacity in ``rps``); see :func:`scale`.
@@ -705,9 +798,11 @@ def grid(quick: bool, *, mtls: bool = True, filters: bool = True,
     if not quick:
         configs.append(LabConfig(keep_alive=False))
         configs.append(LabConfig(mtls=True, keep_alive=False))
-    configs = [c for c in configs
-               if (mtls or not c.mtls) and (filters or not c.filters)
-               and (keep_alive_off or c.keep_alive)]
+    configs = [
+        c
+        for c in configs
+        if (mtls or not c.mtls) and (filters or not c.filters) and (keep_alive_off or c.keep_alive)
+    ]
     pts: list[Point] = []
     for pay in payloads:
         for f in fracs_fit:
@@ -721,7 +816,7 @@ def grid(quick: bool, *, mtls: bool = True, filters: bool = True,
     # configuration's cost is a difference, and the machine drifts over minutes (a per-filter
     # cost fitted from base points measured earlier came out 19.9 and 1.8 us in two runs).
     for cfg in configs:
-        for pay in (payloads if cfg.keep_alive else (main_pay,)):
+        for pay in payloads if cfg.keep_alive else (main_pay,):
             pts.append(Point(base, pay, 0.1, conns, True, dur, "fit"))
             pts.append(Point(cfg, pay, 0.1, conns, True, dur, "fit"))
     held: list[Point] = []
@@ -733,8 +828,9 @@ def grid(quick: bool, *, mtls: bool = True, filters: bool = True,
         held += [Point(cfg, main_pay, 0.5, conns, True, dur, "held_out") for cfg in configs]
     if not quick and keep_alive_off:
         # Keep-alive off costs the load generator and the echo a connection per request too.
-        held.append(Point(LabConfig(keep_alive=False), main_pay, 0.5, conns, False, dur,
-                          "baseline"))
+        held.append(
+            Point(LabConfig(keep_alive=False), main_pay, 0.5, conns, False, dur, "baseline")
+        )
     for r in range(1 if quick else REPEATS):
         pts += [replace(p, repeat=r) for p in held]
     return pts

@@ -62,8 +62,7 @@ def _sidecar_wakeups(m: Measured) -> float | None:
 
 def _bare_cpu(m: Measured, side: str, wake_us: float) -> float:
     """A sidecar's CPU per request at a point, less its wake-ups' share."""
-    return (m.process_cpu_us_per_request[side]
-            - wake_us * m.wakeups_per_request.get(side, 0.0))
+    return m.process_cpu_us_per_request[side] - wake_us * m.wakeups_per_request.get(side, 0.0)
 
 
 def _kib(m: Measured) -> float:
@@ -96,8 +95,7 @@ class LabRecord:
         fit_pts = [m for m in pts if m.point.role == "fit"]
         base_fit = [m for m in fit_pts if m.point.config == base and m.point.proxied]
         direct_fit = [m for m in fit_pts if m.point.config == base and not m.point.proxied]
-        return cls(data, pts, fit_pts, base_fit, direct_fit,
-                   min(m.point.payload for m in base_fit))
+        return cls(data, pts, fit_pts, base_fit, direct_fit, min(m.point.payload for m in base_fit))
 
     @property
     def telemetry_us(self) -> float:
@@ -115,8 +113,18 @@ class LabRecord:
                 continue
             ref = [b for b in self.base if b.point.payload == m.point.payload]
             if ref:
-                out.append((m, min(ref, key=lambda b: (abs(b.point.rps - m.point.rps),
-                                                       abs(order[id(b)] - order[id(m)])))))
+                out.append(
+                    (
+                        m,
+                        min(
+                            ref,
+                            key=lambda b: (
+                                abs(b.point.rps - m.point.rps),
+                                abs(order[id(b)] - order[id(m)]),
+                            ),
+                        ),
+                    )
+                )
         return out
 
 
@@ -155,17 +163,22 @@ def fit_request_cpu(rec: LabRecord, seed: int) -> RequestCpu:
     base_fit, main_pay = rec.base, rec.main_payload
     # Service time: the callbacks' CPU of both sidecars at the smallest payload.
     # The CI resamples whole points: samples of one point share its moment's machine state.
-    by_point = [[*m.client_cpu_us, *m.server_cpu_us] for m in base_fit
-                if m.point.payload == main_pay]
+    by_point = [
+        [*m.client_cpu_us, *m.server_cpu_us] for m in base_fit if m.point.payload == main_pay
+    ]
     st = fit_service_time([s for g in by_point for s in g], seed=seed, groups=by_point)
-    cb_line = fit_line([_kib(m) for m in base_fit],
-                       [float(np.mean([*m.client_cpu_us, *m.server_cpu_us])) for m in base_fit],
-                       seed=seed)
+    cb_line = fit_line(
+        [_kib(m) for m in base_fit],
+        [float(np.mean([*m.client_cpu_us, *m.server_cpu_us])) for m in base_fit],
+        seed=seed,
+    )
     # Process CPU per request (callbacks + event loop + kernel), against KiB moved.
-    proc_line = fit_line([_kib(m) for m in base_fit], [_sidecar_cpu(m) for m in base_fit],
-                         seed=seed + 1)
-    proc_vs_load = fit_line([m.achieved_rps for m in base_fit],
-                            [_sidecar_cpu(m) for m in base_fit], seed=seed + 2)
+    proc_line = fit_line(
+        [_kib(m) for m in base_fit], [_sidecar_cpu(m) for m in base_fit], seed=seed + 1
+    )
+    proc_vs_load = fit_line(
+        [m.achieved_rps for m in base_fit], [_sidecar_cpu(m) for m in base_fit], seed=seed + 2
+    )
     # Wake-ups: an event loop that sleeps between requests pays a switch-in and cold caches
     # each time it is woken; under load one wake-up serves several requests, so the CPU per
     # request falls with load. Both are measured per point (voluntary context switches and
@@ -193,9 +206,22 @@ def fit_request_cpu(rec: LabRecord, seed: int) -> RequestCpu:
     proc_main = float(np.mean([_sidecar_cpu(m) for m in base_fit if m.point.payload == main_pay]))
     cv_scale = st.mean.value / proc_main if proc_main > 0 else 0.0
     cpu_cv = Estimate(st.cv.value * cv_scale, st.cv.lo * cv_scale, st.cv.hi * cv_scale)
-    return RequestCpu(st, cb_line, proc_line, proc_vs_load, wake, intercept,
-                      max(per_kib_est, 0.0), wake_us, tele, fixed_cb, parse, socket_io,
-                      proc_main, cpu_cv)
+    return RequestCpu(
+        st,
+        cb_line,
+        proc_line,
+        proc_vs_load,
+        wake,
+        intercept,
+        max(per_kib_est, 0.0),
+        wake_us,
+        tele,
+        fixed_cb,
+        parse,
+        socket_io,
+        proc_main,
+        cpu_cv,
+    )
 
 
 @dataclass(frozen=True)
@@ -212,12 +238,25 @@ class ConfigCosts:
 
 def fit_config_costs(rec: LabRecord, cpu: RequestCpu, seed: int) -> ConfigCosts:
     fpairs = rec.paired_with_base(LabConfig(filters=4))
-    filt = fit_line([0.0] * len(fpairs) + [4.0] * len(fpairs),
-                    [cpu.bare(b) for _, b in fpairs] + [cpu.bare(m) for m, _ in fpairs],
-                    seed=seed + 3) if fpairs else None
+    filt = (
+        fit_line(
+            [0.0] * len(fpairs) + [4.0] * len(fpairs),
+            [cpu.bare(b) for _, b in fpairs] + [cpu.bare(m) for m, _ in fpairs],
+            seed=seed + 3,
+        )
+        if fpairs
+        else None
+    )
     tpairs = rec.paired_with_base(LabConfig(mtls=True))
-    tls = fit_line([_kib(m) for m, _ in tpairs], [cpu.bare(m) - cpu.bare(b) for m, b in tpairs],
-                   seed=seed + 4) if len(tpairs) >= 2 else None
+    tls = (
+        fit_line(
+            [_kib(m) for m, _ in tpairs],
+            [cpu.bare(m) - cpu.bare(b) for m, b in tpairs],
+            seed=seed + 4,
+        )
+        if len(tpairs) >= 2
+        else None
+    )
     tcp = _tcp_connection_cost(rec.paired_with_base(LabConfig(keep_alive=False)), cpu.wakeup_us)
     return ConfigCosts(filt, tls, tcp)
 
@@ -231,12 +270,15 @@ class Handshake:
 
 def fit_handshake(data: dict[str, Any], seed: int) -> Handshake:
     hs = {k: np.asarray(v) for k, v in data["handshake_cpu_us"].items()}
-    hs_blocks = [np.asarray([*b["client"], *b["server"]], dtype=float)
-                 for b in data.get("handshake_cpu_us_blocks") or ()]
+    hs_blocks = [
+        np.asarray([*b["client"], *b["server"]], dtype=float)
+        for b in data.get("handshake_cpu_us_blocks") or ()
+    ]
     if len(hs_blocks) >= 2:  # resample whole blocks: they were timed minutes apart
         return Handshake(hs, block_bootstrap(hs_blocks, _median, seed=seed))
-    return Handshake(hs, bootstrap(np.concatenate([hs["client"], hs["server"]]), _median,
-                                   seed=seed))
+    return Handshake(
+        hs, bootstrap(np.concatenate([hs["client"], hs["server"]]), _median, seed=seed)
+    )
 
 
 @dataclass(frozen=True)
@@ -251,7 +293,8 @@ def fit_memory(data: dict[str, Any], seed: int) -> Memory:
     mem = data["memory_kib"]
     return Memory(
         fit_line([r[0] for r in mem["plain"]], [r[1] for r in mem["plain"]], seed=seed + 6),
-        fit_line([r[0] for r in mem["tls"]], [r[1] for r in mem["tls"]], seed=seed + 7))
+        fit_line([r[0] for r in mem["tls"]], [r[1] for r in mem["tls"]], seed=seed + 7),
+    )
 
 
 @dataclass(frozen=True)
@@ -272,15 +315,26 @@ class HopLatency:
 
 def fit_hop_latency(rec: LabRecord, telemetry_us: float) -> HopLatency:
     main_pay = rec.main_payload
-    low = min((m for m in rec.base if m.point.payload == main_pay and m.point.rps > 0),
-              key=lambda m: m.point.rps)
-    ref = min((m for m in rec.direct if m.point.payload == main_pay),
-              key=lambda m: abs(m.point.rps - low.point.rps))
+    low = min(
+        (m for m in rec.base if m.point.payload == main_pay and m.point.rps > 0),
+        key=lambda m: m.point.rps,
+    )
+    ref = min(
+        (m for m in rec.direct if m.point.payload == main_pay),
+        key=lambda m: abs(m.point.rps - low.point.rps),
+    )
     added = (low.latency_ms["p50"] - ref.latency_ms["p50"]) * 1000.0
     on_path = _sidecar_cpu(low) - telemetry_us
     echo_cpu = float(np.mean([m.process_cpu_us_per_request["echo"] for m in rec.direct]))
-    return HopLatency(low, ref, added, on_path, max((added - 2.0 * on_path) / 4.0, 0.0),
-                      echo_cpu, max((ref.latency_ms["p50"] * 1000.0 - echo_cpu) / 2.0, 1.0))
+    return HopLatency(
+        low,
+        ref,
+        added,
+        on_path,
+        max((added - 2.0 * on_path) / 4.0, 0.0),
+        echo_cpu,
+        max((ref.latency_ms["p50"] * 1000.0 - echo_cpu) / 2.0, 1.0),
+    )
 
 
 def fit_model(data: dict[str, Any], *, name: str = "calibrated", seed: int = 0) -> dict[str, Any]:
@@ -296,22 +350,30 @@ def fit_model(data: dict[str, Any], *, name: str = "calibrated", seed: int = 0) 
     return {
         "kind": "envoy-sidecar",
         "describes": f"meshsim's own asyncio sidecar proxy ({name}), one event loop, HTTP/1.1, "
-                     "access log and Prometheus metrics on, as measured in the calibration lab",
+        "access log and Prometheus metrics on, as measured in the calibration lab",
         "measured_on": f"{machine['host']}: {machine['cpu']}, {machine['cores']} cores, "
-                       f"kernel {machine['kernel']}, Python {machine['python']}, "
-                       f"{machine['openssl']}, "
-                       + ", ".join(f"{k} {v}" for k, v in machine["libraries"].items())
-                       + f"; {machine['date']}",
+        f"kernel {machine['kernel']}, Python {machine['python']}, "
+        f"{machine['openssl']}, "
+        + ", ".join(f"{k} {v}" for k, v in machine["libraries"].items())
+        + f"; {machine['date']}",
         "parameters": params,
         "fit": fit_record(rec, cpu, costs, hs, mem, lat, params),
     }
 
 
-def parameters(data: dict[str, Any], cpu: RequestCpu, costs: ConfigCosts, hs: Handshake,
-               mem: Memory, lat: HopLatency) -> dict[str, Any]:
+def parameters(
+    data: dict[str, Any],
+    cpu: RequestCpu,
+    costs: ConfigCosts,
+    hs: Handshake,
+    mem: Memory,
+    lat: HopLatency,
+) -> dict[str, Any]:
     """The model's parameters, in the loader's order, each with its source and derivation."""
-    m_src = (f"measurement: `meshsim calibrate{' --quick' if data['quick'] else ''}` "
-             f"on {data['machine']['host']} ({data['machine']['cpu']})")
+    m_src = (
+        f"measurement: `meshsim calibrate{' --quick' if data['quick'] else ''}` "
+        f"on {data['machine']['host']} ({data['machine']['cpu']})"
+    )
     st, wake, tls, tcp = cpu.service_time, cpu.wakeups, costs.tls, costs.tcp
     socket_io, intercept, fixed_cb = cpu.socket_io, cpu.intercept, cpu.fixed_callbacks
     per_kib, parse, tele, cpu_cv = cpu.per_kib, cpu.parse, cpu.telemetry, cpu.cv
@@ -321,84 +383,170 @@ def parameters(data: dict[str, Any], cpu: RequestCpu, costs: ConfigCosts, hs: Ha
     tls_slope = max(tls.slope.value, 0.0) if tls else 0.0
     l7 = max(costs.filters.slope.value, 0.0) if costs.filters else 0.0
     params: dict[str, Any] = {
-        "worker_threads": _p(1, "count", "architecture: the meshsim proxy is one asyncio event "
-                             "loop on one thread"),
-        "socket_io_us": _p(socket_io, "us", m_src, "process CPU per request (/proc) at 0 KiB "
-                           + ("and no wake-up " if wake is not None else "")
-                           + f"(intercept {intercept:.1f}) minus the callbacks' CPU "
-                           f"({fixed_cb:.1f}): event loop, epoll and kernel I/O"),
-        "payload_cpu_us_per_kib": _p(per_kib, "us/KiB", m_src, "slope of process CPU per "
-                                     "request against KiB moved (request + echoed response)"),
-        "http_parse_request_us": _p(parse, "us", m_src, "half of the callbacks' fixed CPU less "
-                                    "telemetry (the lab does not separate the two directions)"),
+        "worker_threads": _p(
+            1, "count", "architecture: the meshsim proxy is one asyncio event loop on one thread"
+        ),
+        "socket_io_us": _p(
+            socket_io,
+            "us",
+            m_src,
+            "process CPU per request (/proc) at 0 KiB "
+            + ("and no wake-up " if wake is not None else "")
+            + f"(intercept {intercept:.1f}) minus the callbacks' CPU "
+            f"({fixed_cb:.1f}): event loop, epoll and kernel I/O",
+        ),
+        "payload_cpu_us_per_kib": _p(
+            per_kib,
+            "us/KiB",
+            m_src,
+            "slope of process CPU per request against KiB moved (request + echoed response)",
+        ),
+        "http_parse_request_us": _p(
+            parse,
+            "us",
+            m_src,
+            "half of the callbacks' fixed CPU less "
+            "telemetry (the lab does not separate the two directions)",
+        ),
         "http_parse_response_us": _p(parse, "us", m_src, "the other half, see request"),
         "routing_us": _p(0.0, "us", f"{m_src}: not separable from parsing (included there)"),
-        "telemetry_us": _p(tele, "us", f"{m_src}: median of timed access-log line + the "
-                           "histogram updates (the proxy's per-request accounting)"),
-        "rbac_us": _p(5.0, "us", "not measured (the lab has no authorization policy); "
-                      "MODELLING ASSUMPTION copied from models/istio-sidecar.yaml"),
-        "l7_filter_us": _p(l7, "us", m_src, "per synthetic filter (meshsim/calibrate/node.py "
-                           "FilterChain: a regex match and eight header-rule lookups): slope of "
-                           "process CPU per request, 0 versus 4 filters"),
-        "wasm_filter_us": _p(46.433, "us", "not measured (the proxy runs no Wasm); "
-                             "MODELLING ASSUMPTION copied from models/istio-sidecar.yaml"),
-        "request_cpu_cv": _p(cpu_cv.value, "ratio", m_src, "standard deviation of the "
-                             f"sidecars' per-request callback CPU ({st.cv.value:.3f} x "
-                             f"{st.mean.value:.1f} us, access-log samples at the fit loads) "
-                             f"over their mean process CPU per request ({proc_main:.1f} us, "
-                             "/proc): the event-loop and kernel share, not measured per "
-                             "request, is taken as constant (a lower bound)"),
-        "hop_latency_us": _p(hop, "us", m_src, f"(added p50 {added:.1f} us at "
-                             f"{low.point.rps:g} rps - 2 x on-path CPU {on_path:.1f}) / 4 "
-                             "traversals"),
+        "telemetry_us": _p(
+            tele,
+            "us",
+            f"{m_src}: median of timed access-log line + the "
+            "histogram updates (the proxy's per-request accounting)",
+        ),
+        "rbac_us": _p(
+            5.0,
+            "us",
+            "not measured (the lab has no authorization policy); "
+            "MODELLING ASSUMPTION copied from models/istio-sidecar.yaml",
+        ),
+        "l7_filter_us": _p(
+            l7,
+            "us",
+            m_src,
+            "per synthetic filter (meshsim/calibrate/node.py "
+            "FilterChain: a regex match and eight header-rule lookups): slope of "
+            "process CPU per request, 0 versus 4 filters",
+        ),
+        "wasm_filter_us": _p(
+            46.433,
+            "us",
+            "not measured (the proxy runs no Wasm); "
+            "MODELLING ASSUMPTION copied from models/istio-sidecar.yaml",
+        ),
+        "request_cpu_cv": _p(
+            cpu_cv.value,
+            "ratio",
+            m_src,
+            "standard deviation of the "
+            f"sidecars' per-request callback CPU ({st.cv.value:.3f} x "
+            f"{st.mean.value:.1f} us, access-log samples at the fit loads) "
+            f"over their mean process CPU per request ({proc_main:.1f} us, "
+            "/proc): the event-loop and kernel share, not measured per "
+            "request, is taken as constant (a lower bound)",
+        ),
+        "hop_latency_us": _p(
+            hop,
+            "us",
+            m_src,
+            f"(added p50 {added:.1f} us at "
+            f"{low.point.rps:g} rps - 2 x on-path CPU {on_path:.1f}) / 4 "
+            "traversals",
+        ),
         "tls_legs": _p(1, "count", "architecture: one mTLS leg per sidecar"),
-        "tls_record_cpu_us_per_kib": _p(tls_slope, "us/KiB", m_src, "slope of (mTLS - plain) "
-                                        "process CPU per request (less wake-ups) against KiB "
-                                        "moved"),
-        "tls_key_exchange_cpu_us": _p(0.0, "us", f"{m_src}: whole handshakes timed, counted "
-                                      "in tls_handshake_overhead_cpu_us"),
+        "tls_record_cpu_us_per_kib": _p(
+            tls_slope,
+            "us/KiB",
+            m_src,
+            "slope of (mTLS - plain) process CPU per request (less wake-ups) against KiB moved",
+        ),
+        "tls_key_exchange_cpu_us": _p(
+            0.0, "us", f"{m_src}: whole handshakes timed, counted in tls_handshake_overhead_cpu_us"
+        ),
         "tls_sign_cpu_us": _p(0.0, "us", "counted in tls_handshake_overhead_cpu_us"),
         "tls_cert_verify_cpu_us": _p(0.0, "us", "counted in tls_handshake_overhead_cpu_us"),
         "tls_chain_verify_cpu_us": _p(0.0, "us", "counted in tls_handshake_overhead_cpu_us"),
-        "tls_chain_verifications": _p(1, "count", "architecture: meshsim's CA signs workload "
-                                      "certificates directly"),
-        "tls_handshake_overhead_cpu_us": _p(hs_est.value, "us", m_src, "median CPU per side "
-                                            "of a full mTLS 1.3 handshake with the proxy's own "
-                                            "SSL contexts (in-memory BIO), both sides pooled"),
-        "tls_resumption_cpu_us": _p(hs_est.value, "us", "architecture: the proxy's upstream "
-                                    "pool passes no TLS session, so it never resumes; a "
-                                    "reconnect costs a full handshake"),
-        "base_memory_mb": _p(mem_plain.intercept.value / 1024.0, "MB", m_src, "RSS intercept "
-                             "of the plain sidecar against idle connections held"),
-        "connection_kb": _p(max(mem_plain.slope.value, 0.0), "KB", m_src,
-                            "slope of RSS against idle plain connections"),
-        "tls_connection_kb": _p(max(mem_tls.slope.value - mem_plain.slope.value, 0.0), "KB",
-                                m_src, "slope of RSS against idle mTLS connections, less the "
-                                "plain slope"),
+        "tls_chain_verifications": _p(
+            1, "count", "architecture: meshsim's CA signs workload certificates directly"
+        ),
+        "tls_handshake_overhead_cpu_us": _p(
+            hs_est.value,
+            "us",
+            m_src,
+            "median CPU per side "
+            "of a full mTLS 1.3 handshake with the proxy's own "
+            "SSL contexts (in-memory BIO), both sides pooled",
+        ),
+        "tls_resumption_cpu_us": _p(
+            hs_est.value,
+            "us",
+            "architecture: the proxy's upstream "
+            "pool passes no TLS session, so it never resumes; a "
+            "reconnect costs a full handshake",
+        ),
+        "base_memory_mb": _p(
+            mem_plain.intercept.value / 1024.0,
+            "MB",
+            m_src,
+            "RSS intercept of the plain sidecar against idle connections held",
+        ),
+        "connection_kb": _p(
+            max(mem_plain.slope.value, 0.0),
+            "KB",
+            m_src,
+            "slope of RSS against idle plain connections",
+        ),
+        "tls_connection_kb": _p(
+            max(mem_tls.slope.value - mem_plain.slope.value, 0.0),
+            "KB",
+            m_src,
+            "slope of RSS against idle mTLS connections, less the plain slope",
+        ),
         "cluster_kb": _p(0.0, "KB", "not measured: the lab holds one cluster"),
         "endpoint_kb": _p(0.0, "KB", "not measured: the lab holds one endpoint"),
     }
     if wake is not None:
         ws = wake.x["wakeups"]
         params["wakeup_cpu_us"] = _p(
-            wake_us, "us", m_src, "slope of the sidecars' process CPU per request against "
+            wake_us,
+            "us",
+            m_src,
+            "slope of the sidecars' process CPU per request against "
             "their voluntary context switches per request (/proc/PID/task/*/status), fitted "
             f"jointly with KiB over {len(ws)} points ({min(ws):.2f}..{max(ws):.2f} wake-ups "
-            "per request)")
+            "per request)",
+        )
     if tls is not None:
         params["tls_request_cpu_us"] = _p(
-            max(tls.intercept.value, 0.0), "us", m_src, "intercept of (mTLS - plain) process "
-            "CPU per request (less wake-ups) against KiB moved: the TLS calls' fixed cost")
+            max(tls.intercept.value, 0.0),
+            "us",
+            m_src,
+            "intercept of (mTLS - plain) process "
+            "CPU per request (less wake-ups) against KiB moved: the TLS calls' fixed cost",
+        )
     if tcp is not None:
         params["tcp_connection_cpu_us"] = _p(
-            tcp.value, "us", m_src, "(keep-alive off - on) process CPU per request, less "
+            tcp.value,
+            "us",
+            m_src,
+            "(keep-alive off - on) process CPU per request, less "
             "wake-ups, over the two connection ends each sidecar opens per request (accepts "
-            "one, connects one)")
+            "one, connects one)",
+        )
     return params
 
 
-def fit_record(rec: LabRecord, cpu: RequestCpu, costs: ConfigCosts, hs: Handshake,
-               mem: Memory, lat: HopLatency, params: dict[str, Any]) -> dict[str, Any]:
+def fit_record(
+    rec: LabRecord,
+    cpu: RequestCpu,
+    costs: ConfigCosts,
+    hs: Handshake,
+    mem: Memory,
+    lat: HopLatency,
+    params: dict[str, Any],
+) -> dict[str, Any]:
     """The fit record: how every parameter was obtained, with CIs, residuals and points."""
     data, pts, fit_pts, main_pay = rec.data, rec.points, rec.fit, rec.main_payload
     st, wake, proc_main = cpu.service_time, cpu.wakeups, cpu.process_main
@@ -417,40 +565,45 @@ def fit_record(rec: LabRecord, cpu: RequestCpu, costs: ConfigCosts, hs: Handshak
     baselines = [_baseline_row(ms) for ms in groups.values()]
     return {
         "method": "meshsim calibrate (meshsim/calibrate): loopback lab, per-request CPU from "
-                  "the proxy's access log and /proc, latency from the load generator corrected "
-                  "for coordinated omission; bootstrap 95% CIs",
+        "the proxy's access log and /proc, latency from the load generator corrected "
+        "for coordinated omission; bootstrap 95% CIs",
         "quick": data["quick"],
         "machine": data["machine"],
         "placement": data["placement"],
         "lab": {
-            "connections": low.point.connections, "payload_bytes": main_pay,
-            "echo_cpu_us": round(echo_cpu, 3), "network_one_way_us": round(net_us, 3),
+            "connections": low.point.connections,
+            "payload_bytes": main_pay,
+            "echo_cpu_us": round(echo_cpu, 3),
+            "network_one_way_us": round(net_us, 3),
             "capacity_estimate_rps": round(data["capacity_estimate_rps"], 1),
-            "load_generator_cpu_us": round(float(np.mean(
-                [m.process_cpu_us_per_request["load_generator"] for m in fit_pts])), 3),
+            "load_generator_cpu_us": round(
+                float(np.mean([m.process_cpu_us_per_request["load_generator"] for m in fit_pts])), 3
+            ),
             "load_generator_cpu_source": "CPU of the load generator's process (all its "
-                                         "threads; schedstat, else /proc/PID/stat) over a "
-                                         "point, per completed request; here the mean over "
-                                         "the fit points, and per baseline in "
-                                         "client_delay.baselines",
+            "threads; schedstat, else /proc/PID/stat) over a "
+            "point, per completed request; here the mean over "
+            "the fit points, and per baseline in "
+            "client_delay.baselines",
         },
         "client_delay": {
             "method": "per-request latency outside the proxies: the corrected latency of load "
-                      "generator -> echo without proxies (its quantiles (i + 0.5) / N), less "
-                      "the echo's and the load generator's CPU per request at that point "
-                      "(the simulated lab charges both on the request's path, on their "
-                      "cores); "
-                      "drawn as an empirical client_delay_ms for the held-out point's payload "
-                      "and load, with no network delay between the simulated pods (the "
-                      "loopback transit of the proxied hops is in hop_latency_us, which is "
-                      "fitted from the added latency over this baseline). Each baseline's "
-                      "load_generator_cpu_us (the load generator's CPU per request, at that "
-                      "payload, load and keep-alive) is charged as client_cpu_ms on the "
-                      "simulated client node, where the load generator shares core 0 with the "
-                      "client sidecar, and its echo_cpu_us is the simulated echo's CPU. The "
-                      "closed-loop baseline (rps 0) gives both for the saturation point",
+            "generator -> echo without proxies (its quantiles (i + 0.5) / N), less "
+            "the echo's and the load generator's CPU per request at that point "
+            "(the simulated lab charges both on the request's path, on their "
+            "cores); "
+            "drawn as an empirical client_delay_ms for the held-out point's payload "
+            "and load, with no network delay between the simulated pods (the "
+            "loopback transit of the proxied hops is in hop_latency_us, which is "
+            "fitted from the added latency over this baseline). Each baseline's "
+            "load_generator_cpu_us (the load generator's CPU per request, at that "
+            "payload, load and keep-alive) is charged as client_cpu_ms on the "
+            "simulated client node, where the load generator shares core 0 with the "
+            "client sidecar, and its echo_cpu_us is the simulated echo's CPU. The "
+            "closed-loop baseline (rps 0) gives both for the saturation point",
             "baselines": baselines,
-        } if baselines else None,
+        }
+        if baselines
+        else None,
         "parameters_fitted": sorted(params),
         "service_time": st.to_json(),
         "estimates": {
@@ -461,20 +614,27 @@ def fit_record(rec: LabRecord, cpu: RequestCpu, costs: ConfigCosts, hs: Handshak
             "tcp_connection_cpu_us": costs.tcp.to_json() if costs.tcp else None,
             "filter_cpu_us": costs.filters.to_json() if costs.filters else None,
             "tls_extra_cpu_us_vs_kib": costs.tls.to_json() if costs.tls else None,
-            "request_cpu_cv": {**_est(cpu.cv), "callbacks_cv": round(st.cv.value, 3),
-                               "callbacks_mean_us": round(st.mean.value, 3),
-                               "process_cpu_us": round(proc_main, 3),
-                               "ci_note": "the callbacks' cv CI scaled; the process CPU's "
-                                          "own uncertainty is not propagated"},
+            "request_cpu_cv": {
+                **_est(cpu.cv),
+                "callbacks_cv": round(st.cv.value, 3),
+                "callbacks_mean_us": round(st.mean.value, 3),
+                "process_cpu_us": round(proc_main, 3),
+                "ci_note": "the callbacks' cv CI scaled; the process CPU's "
+                "own uncertainty is not propagated",
+            },
             "handshake_cpu_us_per_side": _est(hs.per_side),
-            "handshake_cpu_us_by_side": {k: round(float(np.median(v)), 3)
-                                         for k, v in hs.by_side.items()},
+            "handshake_cpu_us_by_side": {
+                k: round(float(np.median(v)), 3) for k, v in hs.by_side.items()
+            },
             "memory_kib_plain": mem.plain.to_json(),
             "memory_kib_tls": mem.tls.to_json(),
-            "hop_latency_us": {"added_p50_us": round(lat.added_us, 3),
-                               "on_path_cpu_us": round(lat.on_path_us, 3)},
-            "idle_cpu_ms_per_s": {k: round(float(v), 3)
-                                  for k, v in data.get("idle_cpu_ms_per_s", {}).items()}
+            "hop_latency_us": {
+                "added_p50_us": round(lat.added_us, 3),
+                "on_path_cpu_us": round(lat.on_path_us, 3),
+            },
+            "idle_cpu_ms_per_s": {
+                k: round(float(v), 3) for k, v in data.get("idle_cpu_ms_per_s", {}).items()
+            }
             or None,
         },
         "residuals": {
@@ -495,15 +655,16 @@ def _wakeup_plane(base_fit: list[Measured], seed: int) -> PlaneFit | None:
     if any(w is None for w in wakes):
         return None
     try:
-        return fit_plane({"kib": [_kib(m) for m in base_fit],
-                          "wakeups": [float(w or 0.0) for w in wakes]},
-                         [_sidecar_cpu(m) for m in base_fit], seed=seed)
+        return fit_plane(
+            {"kib": [_kib(m) for m in base_fit], "wakeups": [float(w or 0.0) for w in wakes]},
+            [_sidecar_cpu(m) for m in base_fit],
+            seed=seed,
+        )
     except ValueError:
         return None
 
 
-def _tcp_connection_cost(pairs: list[tuple[Measured, Measured]], wake_us: float
-                         ) -> Estimate | None:
+def _tcp_connection_cost(pairs: list[tuple[Measured, Measured]], wake_us: float) -> Estimate | None:
     """CPU per TCP connection end: (keep-alive off - on) per sidecar, each less its own
     wake-ups, over the two ends a sidecar opens per request; the range is over the sidecars
     and points (too few for a bootstrap)."""
@@ -524,39 +685,56 @@ def _baseline_row(ms: list[Measured]) -> dict[str, Any]:
     m = ms[0]
     delay: list[float] = []
     for r in ms:
-        cpu_ms = (r.process_cpu_us_per_request["echo"]
-                  + r.process_cpu_us_per_request["load_generator"]) / 1000.0
+        cpu_ms = (
+            r.process_cpu_us_per_request["echo"] + r.process_cpu_us_per_request["load_generator"]
+        ) / 1000.0
         delay += [max(q - cpu_ms, 0.0) for q in r.latency_quantiles_ms]
 
     def median(f: Callable[[Measured], float]) -> float:
         return float(np.median([f(r) for r in ms]))
 
-    return {"payload_bytes": m.point.payload, "rps": m.point.rps,
-            "keep_alive": m.point.config.keep_alive, "role": m.point.role,
-            "passes": len(ms),
-            "achieved_rps": round(median(lambda r: r.achieved_rps), 2),
-            "latency_ms": {k: round(median(lambda r, k=k: r.latency_ms[k]), 4)  # type: ignore[misc]
-                           for k in m.latency_ms},
-            "load_generator_cpu_us": round(
-                median(lambda r: r.process_cpu_us_per_request["load_generator"]), 3),
-            "echo_cpu_us": round(median(lambda r: r.process_cpu_us_per_request["echo"]), 3),
-            "delay_ms": [round(d, 4) for d in sorted(delay)]}
+    return {
+        "payload_bytes": m.point.payload,
+        "rps": m.point.rps,
+        "keep_alive": m.point.config.keep_alive,
+        "role": m.point.role,
+        "passes": len(ms),
+        "achieved_rps": round(median(lambda r: r.achieved_rps), 2),
+        "latency_ms": {
+            k: round(median(lambda r, k=k: r.latency_ms[k]), 4)  # type: ignore[misc]
+            for k in m.latency_ms
+        },
+        "load_generator_cpu_us": round(
+            median(lambda r: r.process_cpu_us_per_request["load_generator"]), 3
+        ),
+        "echo_cpu_us": round(median(lambda r: r.process_cpu_us_per_request["echo"]), 3),
+        "delay_ms": [round(d, 4) for d in sorted(delay)],
+    }
 
 
 def _point_row(m: Measured) -> dict[str, Any]:
     p = m.point
     return {
-        "config": p.config.name, "mtls": p.config.mtls, "keep_alive": p.config.keep_alive,
-        "filters": p.config.filters, "payload_bytes": p.payload, "rps": p.rps,
-        "connections": p.connections, "proxied": p.proxied, "duration_s": p.duration_s,
-        "role": p.role, "repeat": p.repeat, "achieved_rps": round(m.achieved_rps, 2),
+        "config": p.config.name,
+        "mtls": p.config.mtls,
+        "keep_alive": p.config.keep_alive,
+        "filters": p.config.filters,
+        "payload_bytes": p.payload,
+        "rps": p.rps,
+        "connections": p.connections,
+        "proxied": p.proxied,
+        "duration_s": p.duration_s,
+        "role": p.role,
+        "repeat": p.repeat,
+        "achieved_rps": round(m.achieved_rps, 2),
         "latency_ms": {k: round(v, 4) for k, v in m.latency_ms.items()},
         "errors": m.errors,
-        "process_cpu_us_per_request": {k: round(v, 2)
-                                       for k, v in m.process_cpu_us_per_request.items()},
+        "process_cpu_us_per_request": {
+            k: round(v, 2) for k, v in m.process_cpu_us_per_request.items()
+        },
         "callbacks_cpu_us_mean": round(float(np.mean([*m.client_cpu_us, *m.server_cpu_us])), 2)
-        if m.client_cpu_us or m.server_cpu_us else None,
+        if m.client_cpu_us or m.server_cpu_us
+        else None,
         "wakeups_per_request": {k: round(v, 4) for k, v in m.wakeups_per_request.items()},
-        "run_delay_us_per_request": {k: round(v, 2)
-                                     for k, v in m.run_delay_us_per_request.items()},
+        "run_delay_us_per_request": {k: round(v, 2) for k, v in m.run_delay_us_per_request.items()},
     }

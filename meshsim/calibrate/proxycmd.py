@@ -44,8 +44,7 @@ from pathlib import Path
 
 from meshsim.errors import MeshsimError
 
-PLACEHOLDERS = ("listen", "upstream", "role", "mtls", "cert", "key", "ca", "keepalive",
-                "workdir")
+PLACEHOLDERS = ("listen", "upstream", "role", "mtls", "cert", "key", "ca", "keepalive", "workdir")
 REQUIRED = ("listen", "upstream")
 MTLS_NEEDS = ("cert", "key", "ca", "role")
 START_TIMEOUT_S = 15.0
@@ -73,39 +72,46 @@ class ProxyCommand:
         used: set[str] = set()
         for arg in argv:
             try:
-                fields = [f for _lit, f, _spec, _conv in string.Formatter().parse(arg)
-                          if f is not None]
+                fields = [
+                    f for _lit, f, _spec, _conv in string.Formatter().parse(arg) if f is not None
+                ]
             except ValueError as exc:
-                raise MeshsimError(f"{where}: argument {arg!r}: {exc} (write a literal brace "
-                                   "as {{ or }})") from None
+                raise MeshsimError(
+                    f"{where}: argument {arg!r}: {exc} (write a literal brace as {{{{ or }}}})"
+                ) from None
             for f in fields:
                 if f not in PLACEHOLDERS:
                     raise MeshsimError(
                         f"{where}: unknown placeholder {{{f}}} in {arg!r}; expected "
-                        + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS))
+                        + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS)
+                    )
                 used.add(f)
         missing = [p for p in REQUIRED if p not in used]
         if missing:
-            raise MeshsimError(f"{where}: the template must use "
-                               + " and ".join(f"{{{p}}}" for p in missing))
+            raise MeshsimError(
+                f"{where}: the template must use " + " and ".join(f"{{{p}}}" for p in missing)
+            )
         tls_files = {"cert", "key", "ca"} & used
         if "mtls" in used:
             lacking = [p for p in MTLS_NEEDS if p not in used]
             if lacking:
                 raise MeshsimError(
-                    f"{where}: {{mtls}} needs " + ", ".join(f"{{{p}}}" for p in lacking)
-                    + " too (the certificates, and which side originates or terminates TLS)")
+                    f"{where}: {{mtls}} needs "
+                    + ", ".join(f"{{{p}}}" for p in lacking)
+                    + " too (the certificates, and which side originates or terminates TLS)"
+                )
         elif tls_files:
             raise MeshsimError(
                 f"{where}: {', '.join(f'{{{p}}}' for p in sorted(tls_files))} without "
                 "{mtls}: the lab measures plain and mTLS configurations with the same "
-                "command, and {mtls} (on/off) tells the proxy which one it is")
+                "command, and {mtls} (on/off) tells the proxy which one it is"
+            )
         if "{" in argv[0] or "}" in argv[0]:
-            raise MeshsimError(f"{where}: the program itself ({argv[0]!r}) cannot be a "
-                               "placeholder")
+            raise MeshsimError(f"{where}: the program itself ({argv[0]!r}) cannot be a placeholder")
         if _program(argv[0]) is None:
-            raise MeshsimError(f"{where}: program {argv[0]!r} not found (not on PATH, or "
-                               "not an executable file)")
+            raise MeshsimError(
+                f"{where}: program {argv[0]!r} not found (not on PATH, or not an executable file)"
+            )
         return ProxyCommand(template, argv, frozenset(used))
 
     @property
@@ -179,31 +185,38 @@ class CommandNode:
 
     log = None  # no access log: a black box's CPU is known per process, not per request
 
-    def __init__(self, name: str, argv: list[str], cpu: int | None, port: int,
-                 output: Path) -> None:
+    def __init__(
+        self, name: str, argv: list[str], cpu: int | None, port: int, output: Path
+    ) -> None:
         self.name = name
         self.cpu = cpu
         self.port = port
         self.output = output
         with output.open("wb") as out:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=subprocess.STDOUT,
-                                         preexec_fn=lambda: _child_setup(cpu))
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=lambda: _child_setup(cpu),
+            )
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if self.proc.poll() is not None:
-                raise MeshsimError(f"{name} ({shlex.join(argv)}) exited with status "
-                                   f"{self.proc.returncode} before listening on port {port}:\n"
-                                   + self._tail())
+                raise MeshsimError(
+                    f"{name} ({shlex.join(argv)}) exited with status "
+                    f"{self.proc.returncode} before listening on port {port}:\n" + self._tail()
+                )
             try:
                 socket.create_connection(("127.0.0.1", port), 0.2).close()
                 break
             except OSError:
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise MeshsimError(f"{name} ({shlex.join(argv)}) is not listening on "
-                                       f"port {port} after {START_TIMEOUT_S:g} s:\n"
-                                       + self._tail()) from None
+                    raise MeshsimError(
+                        f"{name} ({shlex.join(argv)}) is not listening on "
+                        f"port {port} after {START_TIMEOUT_S:g} s:\n" + self._tail()
+                    ) from None
                 time.sleep(0.05)
         self.tree = process_tree(self.proc.pid)
 

@@ -23,8 +23,13 @@ import yaml
 from meshsim.errors import MeshsimError
 from meshsim.models import load_model
 
-FIXED_PARTS = ("socket_io_us", "http_parse_request_us", "http_parse_response_us", "routing_us",
-               "telemetry_us")
+FIXED_PARTS = (
+    "socket_io_us",
+    "http_parse_request_us",
+    "http_parse_response_us",
+    "routing_us",
+    "telemetry_us",
+)
 """The model parameters that are charged once per request whatever its size."""
 
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -94,9 +99,15 @@ def _measured(fit: dict[str, Any]) -> dict[str, float]:
     """The sidecars' mean process CPU and wake-ups per request at the lowest fit load of the
     lab's main payload, and CPU per request at saturation (closed loop)."""
     main = (fit.get("lab") or {}).get("payload_bytes")
-    base = [r for r in fit.get("points", ())
-            if r.get("role") == "fit" and r.get("proxied") and not r.get("mtls")
-            and r.get("keep_alive", True) and not r.get("filters")]
+    base = [
+        r
+        for r in fit.get("points", ())
+        if r.get("role") == "fit"
+        and r.get("proxied")
+        and not r.get("mtls")
+        and r.get("keep_alive", True)
+        and not r.get("filters")
+    ]
 
     def sidecars(r: dict[str, Any], key: str) -> float:
         d = r.get(key) or {}
@@ -109,13 +120,15 @@ def _measured(fit: dict[str, Any]) -> dict[str, float]:
     if open_loop:
         low = min(open_loop, key=lambda r: r["rps"])
         lows = [r for r in open_loop if r["rps"] == low["rps"]]
-        out["measured_low_us"] = sum(sidecars(r, "process_cpu_us_per_request")
-                                     for r in lows) / len(lows)
+        out["measured_low_us"] = sum(sidecars(r, "process_cpu_us_per_request") for r in lows) / len(
+            lows
+        )
         out["wakeups_low"] = sum(sidecars(r, "wakeups_per_request") for r in lows) / len(lows)
     sat = [r for r in base if r["rps"] == 0]
     if sat:
-        out["measured_sat_us"] = sum(sidecars(r, "process_cpu_us_per_request")
-                                     for r in sat) / len(sat)
+        out["measured_sat_us"] = sum(sidecars(r, "process_cpu_us_per_request") for r in sat) / len(
+            sat
+        )
     return out
 
 
@@ -150,16 +163,19 @@ def model_row(path: Path) -> StackRow:
     v["base_memory_mb"] = _param(params, "base_memory_mb")
     v["connection_kb"] = _param(params, "connection_kb")
     v["tls_connection_kb"] = _param(params, "tls_connection_kb")
-    v.update(_measured(fit) if fit else {"measured_low_us": math.nan, "wakeups_low": math.nan,
-                                         "measured_sat_us": math.nan})
+    v.update(
+        _measured(fit)
+        if fit
+        else {"measured_low_us": math.nan, "wakeups_low": math.nan, "measured_sat_us": math.nan}
+    )
     if fit:
-        row.notes.append(f"measured on {fit.get('machine', {}).get('host', '?')} "
-                         f"{fit.get('machine', {}).get('date', '')}"
-                         + (" (--quick)" if fit.get("quick") else ""))
+        row.notes.append(
+            f"measured on {fit.get('machine', {}).get('host', '?')} "
+            f"{fit.get('machine', {}).get('date', '')}" + (" (--quick)" if fit.get("quick") else "")
+        )
         hs = params.get("tls_handshake_overhead_cpu_us", {})
         if "in-memory" in str(hs.get("note", "")):
-            row.notes.append("handshake timed in memory (Python ssl objects), not on the "
-                             "process")
+            row.notes.append("handshake timed in memory (Python ssl objects), not on the process")
     return row
 
 
@@ -175,8 +191,12 @@ def markdown_table(rows: list[StackRow]) -> str:
     head = ["model", "stack", "keys", *(title for _k, title, _f in COLUMNS)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r.model, r.stack, r.key_type, *(_cell(r.values.get(k, math.nan), f)
-                                     for k, _t, f in COLUMNS)]
+        cells = [
+            r.model,
+            r.stack,
+            r.key_type,
+            *(_cell(r.values.get(k, math.nan), f) for k, _t, f in COLUMNS),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     notes = [f"- {r.model}: {n}" for r in rows for n in r.notes]
     return "\n".join(lines + (["", *notes] if notes else []))
@@ -198,5 +218,13 @@ def rich_table(rows: list[StackRow]) -> Any:
     return table
 
 
-__all__ = ["COLUMNS", "StackRow", "compare_rows", "key_type_label", "markdown_table",
-           "model_row", "rich_table", "stack_label"]
+__all__ = [
+    "COLUMNS",
+    "StackRow",
+    "compare_rows",
+    "key_type_label",
+    "markdown_table",
+    "model_row",
+    "rich_table",
+    "stack_label",
+]

@@ -31,9 +31,16 @@ def lab_point(fit: dict[str, Any], rps: float, config: str = "plain-ka-f0") -> d
     raise KeyError(f"no held-out point {config} at {rps} rps")
 
 
-def scenario(model_path: Path, fit: dict[str, Any], point: dict[str, Any],
-             limit_m: float | None, *, duration_s: float, period_ms: float = 100.0,
-             seed: int = 1) -> dict[str, Any]:
+def scenario(
+    model_path: Path,
+    fit: dict[str, Any],
+    point: dict[str, Any],
+    limit_m: float | None,
+    *,
+    duration_s: float,
+    period_ms: float = 100.0,
+    seed: int = 1,
+) -> dict[str, Any]:
     """The validation's lab scenario under the fair scheduler, the server sidecar limited."""
     from meshsim.calibrate.validate import lab_scenario
 
@@ -51,8 +58,14 @@ def scenario(model_path: Path, fit: dict[str, Any], point: dict[str, Any],
     return doc
 
 
-def predict(model_path: Path, fit: dict[str, Any], point: dict[str, Any],
-            limit_m: float | None, *, duration_s: float = 5.0) -> dict[str, Any]:
+def predict(
+    model_path: Path,
+    fit: dict[str, Any],
+    point: dict[str, Any],
+    limit_m: float | None,
+    *,
+    duration_s: float = 5.0,
+) -> dict[str, Any]:
     from meshsim.api import run_scenario
     from meshsim.results.summary import build_summary
     from meshsim.scenario import from_dict
@@ -63,15 +76,24 @@ def predict(model_path: Path, fit: dict[str, Any], point: dict[str, Any],
     lat = load["latency_ms"]
     group: Mapping[str, Any] = run.get("cgroups", {}).get("echo-v1-0/sidecar", {})
     return {
-        "p50_ms": lat["p50"], "p99_ms": lat["p99"], "rps": load["achieved_rps"],
-        "nr_periods": group.get("nr_periods", 0), "nr_throttled": group.get("nr_throttled", 0),
+        "p50_ms": lat["p50"],
+        "p99_ms": lat["p99"],
+        "rps": load["achieved_rps"],
+        "nr_periods": group.get("nr_periods", 0),
+        "nr_throttled": group.get("nr_throttled", 0),
         "throttled_s": group.get("throttled_s", 0.0),
         "window_s": doc["duration_s"] - doc["warmup_s"],
     }
 
 
-def measure(point: dict[str, Any], limit_m: float | None, *, workdir: Path,
-            duration_s: float = 5.0, support: Support | None = None) -> dict[str, Any]:
+def measure(
+    point: dict[str, Any],
+    limit_m: float | None,
+    *,
+    workdir: Path,
+    duration_s: float = 5.0,
+    support: Support | None = None,
+) -> dict[str, Any]:
     """The lab's figures for ``point`` with the server sidecar limited to ``limit_m``
     (``{"skipped": reason}`` where no CPU cgroup can be made)."""
     from meshsim.calibrate.lab import Lab, LabConfig, Point
@@ -80,16 +102,23 @@ def measure(point: dict[str, Any], limit_m: float | None, *, workdir: Path,
     if support.path is None:
         return {"skipped": f"no writable CPU cgroup: {support.reason}"}
     cfg = LabConfig(mtls=bool(point["mtls"]), keep_alive=bool(point["keep_alive"]))
-    p = Point(cfg, int(point["payload_bytes"]), float(point["rps"]), int(point["connections"]),
-              duration_s=duration_s, role="held_out")
+    p = Point(
+        cfg,
+        int(point["payload_bytes"]),
+        float(point["rps"]),
+        int(point["connections"]),
+        duration_s=duration_s,
+        role="held_out",
+    )
     lab = Lab(workdir)
     try:
         lab.reconfigure(cfg)
         assert lab.server is not None
         # Weight of a plain nice-0 process (cpu.shares 1024), like every other lab process:
         # only the limit differs from the unlimited lab.
-        with CpuCgroup(f"meshsim-lab-{os.getpid()}", limit_m=limit_m, request_m=1000.0,
-                       support=support) as cg:
+        with CpuCgroup(
+            f"meshsim-lab-{os.getpid()}", limit_m=limit_m, request_m=1000.0, support=support
+        ) as cg:
             cg.add(lab.server.pids())
             before = cg.stat()
             m = lab.measure(p)
@@ -97,16 +126,24 @@ def measure(point: dict[str, Any], limit_m: float | None, *, workdir: Path,
     finally:
         lab.close()
     return {
-        "p50_ms": m.latency_ms["p50"], "p99_ms": m.latency_ms["p99"], "rps": m.achieved_rps,
-        "nr_periods": d.nr_periods, "nr_throttled": d.nr_throttled,
-        "throttled_s": round(d.throttled_s, 4), "cgroup": f"v{support.version}",
-        "server_sidecar_cpu_us_per_request":
-            m.process_cpu_us_per_request.get("server_sidecar"),
+        "p50_ms": m.latency_ms["p50"],
+        "p99_ms": m.latency_ms["p99"],
+        "rps": m.achieved_rps,
+        "nr_periods": d.nr_periods,
+        "nr_throttled": d.nr_throttled,
+        "throttled_s": round(d.throttled_s, 4),
+        "cgroup": f"v{support.version}",
+        "server_sidecar_cpu_us_per_request": m.process_cpu_us_per_request.get("server_sidecar"),
     }
 
 
-def study(model_path: Path, rps_limits: list[tuple[float, float | None]], *, workdir: Path,
-          duration_s: float = 5.0) -> list[dict[str, Any]]:
+def study(
+    model_path: Path,
+    rps_limits: list[tuple[float, float | None]],
+    *,
+    workdir: Path,
+    duration_s: float = 5.0,
+) -> list[dict[str, Any]]:
     """Each (load, limit) measured in the lab and predicted, side by side."""
     from meshsim.calibrate.calibration import load_fit
 
@@ -144,10 +181,16 @@ def compare_schedulers(model_path: Path, *, duration_s: float = 4.0) -> list[dic
         fcfs = predict_fcfs(model_path, fit, point, duration_s=duration_s)
         doc = scenario(model_path, fit, point, None, duration_s=duration_s)
         w = build_summary(run_scenario(from_dict(doc)))["runs"]["istio"]["workloads"]["load"]
-        cfs = {"p50": w["latency_ms"]["p50"], "p99": w["latency_ms"]["p99"],
-               "rps": w["achieved_rps"]}
-        measured = {"p50": point["latency_ms"]["p50"], "p99": point["latency_ms"]["p99"],
-                    "rps": point["achieved_rps"]}
+        cfs = {
+            "p50": w["latency_ms"]["p50"],
+            "p99": w["latency_ms"]["p99"],
+            "rps": w["achieved_rps"],
+        }
+        measured = {
+            "p50": point["latency_ms"]["p50"],
+            "p99": point["latency_ms"]["p99"],
+            "rps": point["achieved_rps"],
+        }
 
         def err(pred: dict[str, Any], key: str, measured: dict[str, Any] = measured) -> float:
             m, p = measured[key], pred[key]

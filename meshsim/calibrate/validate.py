@@ -51,13 +51,20 @@ class Comparison:
     passes: int = 1
 
     def to_json(self) -> dict[str, Any]:
-        return {"config": self.point["config"], "payload_bytes": self.point["payload_bytes"],
-                "rps": self.point["rps"], "saturation": self.saturation,
-                "measured_proxy_utilisation": round(self.utilisation, 3),
-                "measured_core_utilisation": round(self.core_utilisation, 3),
-                "measured": self.measured, "measured_range_over_passes": self.spread,
-                "passes": self.passes, "predicted": self.predicted,
-                "error_pct": self.error_pct, "checked": self.checked}
+        return {
+            "config": self.point["config"],
+            "payload_bytes": self.point["payload_bytes"],
+            "rps": self.point["rps"],
+            "saturation": self.saturation,
+            "measured_proxy_utilisation": round(self.utilisation, 3),
+            "measured_core_utilisation": round(self.core_utilisation, 3),
+            "measured": self.measured,
+            "measured_range_over_passes": self.spread,
+            "passes": self.passes,
+            "predicted": self.predicted,
+            "error_pct": self.error_pct,
+            "checked": self.checked,
+        }
 
     def within_spread(self, key: str) -> bool:
         """Is the prediction inside the range the lab measured over its passes?"""
@@ -98,8 +105,9 @@ def baseline_for(fit: dict[str, Any], point: dict[str, Any]) -> dict[str, Any] |
     rows = ka or rows
     if not rows:
         return None
-    pay = min({b["payload_bytes"] for b in rows},
-              key=lambda b: abs(b - int(point["payload_bytes"])))
+    pay = min(
+        {b["payload_bytes"] for b in rows}, key=lambda b: abs(b - int(point["payload_bytes"]))
+    )
     same = [b for b in rows if b["payload_bytes"] == pay]
     if point["rps"] <= 0:
         highest: dict[str, Any] = max(same, key=lambda b: float(b["rps"]))
@@ -108,8 +116,14 @@ def baseline_for(fit: dict[str, Any], point: dict[str, Any]) -> dict[str, Any] |
     return best
 
 
-def lab_scenario(model_path: Path, fit: dict[str, Any], point: dict[str, Any],
-                 *, duration_s: float = 4.0, seed: int = 1) -> dict[str, Any]:
+def lab_scenario(
+    model_path: Path,
+    fit: dict[str, Any],
+    point: dict[str, Any],
+    *,
+    duration_s: float = 4.0,
+    seed: int = 1,
+) -> dict[str, Any]:
     lab = fit["lab"]
     payload = int(point["payload_bytes"])
     conns = int(point["connections"])
@@ -120,41 +134,72 @@ def lab_scenario(model_path: Path, fit: dict[str, Any], point: dict[str, Any],
     net = 0.0 if fit.get("client_delay") else float(lab["network_one_way_us"])
     echo_us = float((base or {}).get("echo_cpu_us") or lab["echo_cpu_us"])
     if point["rps"] > 0:
-        workload: dict[str, Any] = {"name": "load", "target": "echo", "arrival": "poisson",
-                                    "rate_rps": float(point["rps"]), "request_bytes": payload,
-                                    "connections": conns}
+        workload: dict[str, Any] = {
+            "name": "load",
+            "target": "echo",
+            "arrival": "poisson",
+            "rate_rps": float(point["rps"]),
+            "request_bytes": payload,
+            "connections": conns,
+        }
         if base is not None:
             workload["client_delay_ms"] = {"dist": "empirical", "values": base["delay_ms"]}
     else:
         # A closed loop: its throughput is what is checked. The baseline's latency is mostly
         # the load generator and echo queueing on their own cores, which the simulated lab
         # produces itself, so only their CPU is taken from it.
-        workload = {"name": "load", "target": "echo", "arrival": "closed", "clients": conns,
-                    "request_bytes": payload, "connections": conns}
+        workload = {
+            "name": "load",
+            "target": "echo",
+            "arrival": "closed",
+            "clients": conns,
+            "request_bytes": payload,
+            "connections": conns,
+        }
     lg_cpu = (base or {}).get("load_generator_cpu_us")
     if lg_cpu:
         # The load generator shares the client sidecar's core: its CPU per request, measured
         # without proxies at this load and keep-alive, occupies the client node.
         workload["client_cpu_ms"] = {"dist": "constant", "mean": float(lg_cpu) / 1000.0}
     return {
-        "meshsim": 1, "name": "calibration-lab", "seed": seed,
-        "duration_s": duration_s, "warmup_s": 0.5, "meshes": ["istio"],
-        "cluster": {"nodes": 2, "cores_per_node": 1,
-                    "network": {"same_node_us": net, "cross_node_us": net, "client_us": net}},
-        "services": [{"name": "echo", "replicas": 1, "concurrency": 1,
-                      "cpu_ms": {"dist": "constant", "mean": echo_us / 1000.0},
-                      "response_bytes": payload}],
+        "meshsim": 1,
+        "name": "calibration-lab",
+        "seed": seed,
+        "duration_s": duration_s,
+        "warmup_s": 0.5,
+        "meshes": ["istio"],
+        "cluster": {
+            "nodes": 2,
+            "cores_per_node": 1,
+            "network": {"same_node_us": net, "cross_node_us": net, "client_us": net},
+        },
+        "services": [
+            {
+                "name": "echo",
+                "replicas": 1,
+                "concurrency": 1,
+                "cpu_ms": {"dist": "constant", "mean": echo_us / 1000.0},
+                "response_bytes": payload,
+            }
+        ],
         "workloads": [workload],
         "mesh_options": {
-            "meshed_clients": True, "keep_alive": bool(point["keep_alive"]),
-            "istio": {"workers": 1, "mtls": "STRICT" if point["mtls"] else "DISABLE",
-                      "h2_upgrade": False, "telemetry": True, "model": str(model_path)},
+            "meshed_clients": True,
+            "keep_alive": bool(point["keep_alive"]),
+            "istio": {
+                "workers": 1,
+                "mtls": "STRICT" if point["mtls"] else "DISABLE",
+                "h2_upgrade": False,
+                "telemetry": True,
+                "model": str(model_path),
+            },
         },
     }
 
 
-def predict(model_path: Path, fit: dict[str, Any], point: dict[str, Any],
-            *, duration_s: float = 4.0) -> dict[str, float]:
+def predict(
+    model_path: Path, fit: dict[str, Any], point: dict[str, Any], *, duration_s: float = 4.0
+) -> dict[str, float]:
     from meshsim.api import run_scenario
     from meshsim.results.summary import build_summary
     from meshsim.scenario import from_dict
@@ -164,12 +209,18 @@ def predict(model_path: Path, fit: dict[str, Any], point: dict[str, Any],
     w = out["workloads"]["load"]
     lat = w["latency_ms"]
     sidecars: Mapping[str, Any] = out["proxies"].get("by_kind", {}).get("sidecar", {})
-    wakeups = (sidecars["wakeups"] / sidecars["requests"]
-               if sidecars.get("requests") else float("nan"))
+    wakeups = (
+        sidecars["wakeups"] / sidecars["requests"] if sidecars.get("requests") else float("nan")
+    )
     # Throughput as the load generator counts it: requests completed in the window.
-    return {"p50": _ms(lat["p50"]), "p90": _ms(lat["p90"]), "p99": _ms(lat["p99"]),
-            "rps": w["achieved_rps"],
-            "wakeups_per_request": wakeups, "saturated": bool(out.get("saturated", False))}
+    return {
+        "p50": _ms(lat["p50"]),
+        "p90": _ms(lat["p90"]),
+        "p99": _ms(lat["p99"]),
+        "rps": w["achieved_rps"],
+        "wakeups_per_request": wakeups,
+        "saturated": bool(out.get("saturated", False)),
+    }
 
 
 def _ms(latency: float | None) -> float:
@@ -190,22 +241,29 @@ def held_out_points(rows: list[dict[str, Any]], held: list[int]) -> list[list[di
 def merge_passes(passes: list[dict[str, Any]]) -> dict[str, Any]:
     """One held-out point from its passes: the median of each measured figure, and each
     latency's and the throughput's range over the passes (``passes_range``)."""
+
     def med(values: list[float]) -> float:
         return float(np.median(values))
 
     first = passes[0]
     merged = dict(first)
     merged["passes"] = len(passes)
-    merged["latency_ms"] = {k: med([p["latency_ms"][k] for p in passes])
-                            for k in first["latency_ms"]}
+    merged["latency_ms"] = {
+        k: med([p["latency_ms"][k] for p in passes]) for k in first["latency_ms"]
+    }
     merged["achieved_rps"] = med([p["achieved_rps"] for p in passes])
-    for field_name in ("process_cpu_us_per_request", "wakeups_per_request",
-                       "run_delay_us_per_request"):
+    for field_name in (
+        "process_cpu_us_per_request",
+        "wakeups_per_request",
+        "run_delay_us_per_request",
+    ):
         keys = set.intersection(*(set(p.get(field_name) or {}) for p in passes))
         merged[field_name] = {k: med([p[field_name][k] for p in passes]) for k in sorted(keys)}
     merged["passes_range"] = {
-        **{k: [min(p["latency_ms"][k] for p in passes), max(p["latency_ms"][k] for p in passes)]
-           for k in ("p50", "p90", "p99")},
+        **{
+            k: [min(p["latency_ms"][k] for p in passes), max(p["latency_ms"][k] for p in passes)]
+            for k in ("p50", "p90", "p99")
+        },
         "rps": [min(p["achieved_rps"] for p in passes), max(p["achieved_rps"] for p in passes)],
     }
     return merged
@@ -231,14 +289,16 @@ def validate_model(model_path: Path, *, duration_s: float = 4.0) -> list[Compari
             continue  # the Istio data plane has no native-filter knob (only wasm_filters)
         pred = predict(model_path, fit, p, duration_s=duration_s)
         lat = p["latency_ms"]
-        meas = {"p50": lat["p50"], "p90": lat["p90"], "p99": lat["p99"],
-                "rps": p["achieved_rps"]}
+        meas = {"p50": lat["p50"], "p90": lat["p90"], "p99": lat["p99"], "rps": p["achieved_rps"]}
         wake = p.get("wakeups_per_request") or {}
         if "client_sidecar" in wake and "server_sidecar" in wake:
             meas["wakeups_per_request"] = (wake["client_sidecar"] + wake["server_sidecar"]) / 2
         cpu = p["process_cpu_us_per_request"]
-        util = p["achieved_rps"] * max(cpu.get("client_sidecar", 0.0),
-                                       cpu.get("server_sidecar", 0.0)) / 1e6
+        util = (
+            p["achieved_rps"]
+            * max(cpu.get("client_sidecar", 0.0), cpu.get("server_sidecar", 0.0))
+            / 1e6
+        )
         core = core_utilisation(p, fit.get("placement") or {})
         # A sidecar can use only what its core's other process leaves: "below 80 %
         # utilisation" is judged on the busier core (the proxy's own share where the record
@@ -247,30 +307,44 @@ def validate_model(model_path: Path, *, duration_s: float = 4.0) -> list[Compari
         sat = p["rps"] == 0
         errs = {k: _err(pred[k], meas[k]) for k in ("p50", "p90", "p99", "rps")}
         checked = ["rps"] if sat else (["p50", "p99"] if busy < UTIL_LIMIT else [])
-        out.append(Comparison(p, meas, {k: round(float(v), 4) for k, v in pred.items()},
-                              errs, util, sat, checked, core, p.get("passes_range", {}),
-                              p.get("passes", 1)))
+        out.append(
+            Comparison(
+                p,
+                meas,
+                {k: round(float(v), 4) for k, v in pred.items()},
+                errs,
+                util,
+                sat,
+                checked,
+                core,
+                p.get("passes_range", {}),
+                p.get("passes", 1),
+            )
+        )
     return out
 
 
-def failures(rows: list[Comparison], max_p50: float, max_p99: float,
-             max_rps: float) -> list[str]:
+def failures(rows: list[Comparison], max_p50: float, max_p99: float, max_rps: float) -> list[str]:
     limits = {"p50": max_p50, "p99": max_p99, "rps": max_rps}
     bad = []
     for r in rows:
         for k in r.checked:
             e = r.error_pct[k]
             if not abs(e) <= limits[k]:
-                bad.append(f"{r.point['config']} {r.point['payload_bytes']}B "
-                           f"{'saturation' if r.saturation else r.point['rps']}: {k} error "
-                           f"{e:+.1f}% exceeds {limits[k]:g}%")
+                bad.append(
+                    f"{r.point['config']} {r.point['payload_bytes']}B "
+                    f"{'saturation' if r.saturation else r.point['rps']}: {k} error "
+                    f"{e:+.1f}% exceeds {limits[k]:g}%"
+                )
     return bad
 
 
 def table(rows: list[Comparison]) -> str:
-    head = (f"{'config':<12} {'bytes':>6} {'load':>9} {'proxy/core':>10}  "
-            f"{'p50 meas/pred ms':>18} {'err%':>7}  {'p90 err%':>8}  "
-            f"{'p99 meas/pred ms':>18} {'err%':>7}  {'rps meas/pred':>15} {'err%':>7}")
+    head = (
+        f"{'config':<12} {'bytes':>6} {'load':>9} {'proxy/core':>10}  "
+        f"{'p50 meas/pred ms':>18} {'err%':>7}  {'p90 err%':>8}  "
+        f"{'p99 meas/pred ms':>18} {'err%':>7}  {'rps meas/pred':>15} {'err%':>7}"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         m, p, e = r.measured, r.predicted, r.error_pct
@@ -284,9 +358,12 @@ def table(rows: list[Comparison]) -> str:
             f"{r.utilisation:>5.2f}/{r.core_utilisation:<4.2f}  "
             f"{m['p50']:>8.3f}/{p['p50']:<9.3f} {mark('p50')} "
             f"{e['p90']:+8.1f}  {m['p99']:>8.3f}/{p['p99']:<9.3f} {mark('p99')} "
-            f"{m['rps']:>7.0f}/{p['rps']:<7.0f} {mark('rps')}")
-    lines.append("* = checked against a goal (p50/p99 below 80% utilisation of the busier "
-                 "core, which each sidecar shares; throughput at saturation)")
+            f"{m['rps']:>7.0f}/{p['rps']:<7.0f} {mark('rps')}"
+        )
+    lines.append(
+        "* = checked against a goal (p50/p99 below 80% utilisation of the busier "
+        "core, which each sidecar shares; throughput at saturation)"
+    )
     return "\n".join(lines)
 
 
@@ -295,8 +372,10 @@ def spread_table(rows: list[Comparison]) -> str:
     sel = [r for r in rows if r.passes > 1]
     if not sel:
         return ""
-    lines = [f"{'config':<14} {'load':>9} {'passes':>6}  {'p50 range ms (pred)':>28}  "
-             f"{'p99 range ms (pred)':>30}  {'rps range (pred)':>22}"]
+    lines = [
+        f"{'config':<14} {'load':>9} {'passes':>6}  {'p50 range ms (pred)':>28}  "
+        f"{'p99 range ms (pred)':>30}  {'rps range (pred)':>22}"
+    ]
 
     def cell(r: Comparison, k: str, width: int, fmt: str) -> str:
         lo, hi = r.spread[k]
@@ -306,9 +385,11 @@ def spread_table(rows: list[Comparison]) -> str:
 
     for r in sel:
         load = load_label(r)
-        lines.append(f"{r.point['config']:<14} {load:>9} {r.passes:>6}  "
-                     f"{cell(r, 'p50', 28, '.3f')}  {cell(r, 'p99', 30, '.2f')}  "
-                     f"{cell(r, 'rps', 22, '.0f')}")
+        lines.append(
+            f"{r.point['config']:<14} {load:>9} {r.passes:>6}  "
+            f"{cell(r, 'p50', 28, '.3f')}  {cell(r, 'p99', 30, '.2f')}  "
+            f"{cell(r, 'rps', 22, '.0f')}"
+        )
     return "\n".join(lines)
 
 
@@ -320,9 +401,11 @@ def wakeup_table(rows: list[Comparison]) -> str:
     lines = [f"{'config':<14} {'load':>9}  {'wake-ups/request meas/pred':>27}"]
     for r in sel:
         load = load_label(r)
-        lines.append(f"{r.point['config']:<14} {load:>9}  "
-                     f"{r.measured['wakeups_per_request']:>13.3f}/"
-                     f"{r.predicted.get('wakeups_per_request', float('nan')):<13.3f}")
+        lines.append(
+            f"{r.point['config']:<14} {load:>9}  "
+            f"{r.measured['wakeups_per_request']:>13.3f}/"
+            f"{r.predicted.get('wakeups_per_request', float('nan')):<13.3f}"
+        )
     return "\n".join(lines)
 
 
@@ -337,8 +420,9 @@ def figures(rows: list[Comparison], out_dir: Path) -> list[Path]:
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     for ax, key in zip(axes, ("p50", "p90", "p99"), strict=True):
         for cfg in sorted({r.point["config"] for r in rows}):
-            sel = sorted((r for r in rows if r.point["config"] == cfg),
-                         key=lambda r: r.measured["rps"])
+            sel = sorted(
+                (r for r in rows if r.point["config"] == cfg), key=lambda r: r.measured["rps"]
+            )
             xs = [r.measured["rps"] for r in sel]
             ax.plot(xs, [r.measured[key] for r in sel], "o", label=f"{cfg} measured")
             ax.plot(xs, [r.predicted[key] for r in sel], "x--", label=f"{cfg} predicted")
@@ -355,8 +439,9 @@ def figures(rows: list[Comparison], out_dir: Path) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(5, 5))
     for key, marker in (("p50", "o"), ("p90", "s"), ("p99", "^")):
-        ax.loglog([r.measured[key] for r in rows], [r.predicted[key] for r in rows], marker,
-                  label=key)
+        ax.loglog(
+            [r.measured[key] for r in rows], [r.predicted[key] for r in rows], marker, label=key
+        )
     lo = min(min(r.measured["p50"], r.predicted["p50"]) for r in rows) * 0.8
     hi = max(max(r.measured["p99"], r.predicted["p99"]) for r in rows) * 1.2
     ax.plot([lo, hi], [lo, hi], "k-", lw=0.8, label="y = x")

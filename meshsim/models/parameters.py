@@ -15,8 +15,17 @@ ComponentKind = Literal[
     "observability", "cilium-agent", "cilium-operator", "cilium-encryption", "spire"
 ]
 Kind = Literal[
-    "envoy-sidecar", "linkerd-proxy", "ztunnel", "waypoint", "istiod", "linkerd-control-plane",
-    "observability", "cilium-agent", "cilium-operator", "cilium-encryption", "spire",
+    "envoy-sidecar",
+    "linkerd-proxy",
+    "ztunnel",
+    "waypoint",
+    "istiod",
+    "linkerd-control-plane",
+    "observability",
+    "cilium-agent",
+    "cilium-operator",
+    "cilium-encryption",
+    "spire",
 ]
 PROXY_KINDS: Final[tuple[ProxyKind, ...]] = (
     "envoy-sidecar",
@@ -26,7 +35,11 @@ PROXY_KINDS: Final[tuple[ProxyKind, ...]] = (
 )
 CONTROL_PLANE_KINDS: Final[tuple[ControlPlaneKind, ...]] = ("istiod", "linkerd-control-plane")
 COMPONENT_KINDS: Final[tuple[ComponentKind, ...]] = (
-    "observability", "cilium-agent", "cilium-operator", "cilium-encryption", "spire"
+    "observability",
+    "cilium-agent",
+    "cilium-operator",
+    "cilium-encryption",
+    "spire",
 )  # meshsim/models/component_specs.py (issue 16)
 KINDS: Final[tuple[Kind, ...]] = (*PROXY_KINDS, *CONTROL_PLANE_KINDS, *COMPONENT_KINDS)
 

@@ -88,9 +88,7 @@ def unique_parameters(params: Iterable[RangedParameter]) -> list[RangedParameter
     return list(seen.values())
 
 
-def draw_parameter_sets(
-    params: Sequence[RangedParameter], n: int, seed: int
-) -> list[ParameterSet]:
+def draw_parameter_sets(params: Sequence[RangedParameter], n: int, seed: int) -> list[ParameterSet]:
     """``n`` Latin-hypercube parameter sets over ``params``' ranges, deterministic in ``seed``."""
     if not 1 <= n <= MAX_MODEL_SAMPLES:
         raise ValueError(f"model samples must be between 1 and {MAX_MODEL_SAMPLES}, not {n}")

@@ -217,9 +217,7 @@ class ClusterRuntime:
 
     # -- 4. record -------------------------------------------------------------------------
 
-    def record(
-        self, host: Hashable, outcome: Outcome, now: float, rng: np.random.Generator
-    ) -> int:
+    def record(self, host: Hashable, outcome: Outcome, now: float, rng: np.random.Generator) -> int:
         """Outlier detection and failure accrual see ``outcome``; the number of them that
         ejected ``host`` (Envoy) or shut its breaker (Linkerd) on it."""
         ejected = 0

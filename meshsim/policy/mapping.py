@@ -106,6 +106,7 @@ class TrafficRuleError(MeshsimError):
         super().__init__(message)
         self.field = field
 
+
 _GRPC_CONDITIONS = ("cancelled", "deadline-exceeded", "internal", "resource-exhausted",
                     "unavailable")  # fmt: skip
 

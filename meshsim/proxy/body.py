@@ -18,13 +18,26 @@ HIGH_WATER = 256 * 1024
 
 class Body:
     __slots__ = (
-        "_pause", "_resume", "_waiter", "buffered", "chunked", "eof", "expected", "paused",
-        "pieces", "retained", "total",
+        "_pause",
+        "_resume",
+        "_waiter",
+        "buffered",
+        "chunked",
+        "eof",
+        "expected",
+        "paused",
+        "pieces",
+        "retained",
+        "total",
     )
 
     def __init__(
-        self, *, chunked: bool, expected: int | None,
-        pause: Callable[[], None], resume: Callable[[], None],
+        self,
+        *,
+        chunked: bool,
+        expected: int | None,
+        pause: Callable[[], None],
+        resume: Callable[[], None],
     ) -> None:
         self.chunked = chunked
         self.expected = expected  # Content-Length, when the request had one

@@ -172,7 +172,10 @@ class CertificateAuthority:
 
     @classmethod
     def create(
-        cls, trust_domain: str, lifetime_days: float = 365.0, *,
+        cls,
+        trust_domain: str,
+        lifetime_days: float = 365.0,
+        *,
         key_type: str = DEFAULT_KEY_TYPE,
     ) -> CertificateAuthority:
         """A new root; ``key_type`` is its own key's and the default of what it issues."""

@@ -147,8 +147,7 @@ def listener_from_dict(raw: Any, index: int, path: str | None = None) -> Listene
     mesh = raw.get("mesh")
     if mesh is not None and mesh not in ("istio", "linkerd", "istio-ambient"):
         raise MeshsimError(
-            f"{_where(path, key + '.mesh')}: expected istio, linkerd or istio-ambient, "
-            f"not {mesh!r}"
+            f"{_where(path, key + '.mesh')}: expected istio, linkerd or istio-ambient, not {mesh!r}"
         )
     return ListenerConfig(
         name=str(raw.get("name", f"listener{index}")),

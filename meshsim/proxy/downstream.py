@@ -251,17 +251,26 @@ class DownstreamProtocol(asyncio.Protocol):
             # must not have been forwarded by then.
             raise Refusal(501, b"protocol upgrade is not supported\n")
         framing = request_body(
-            parser.get_http_version(), self._length, self._te, self._hosts,
+            parser.get_http_version(),
+            self._length,
+            self._te,
+            self._hosts,
             self.limits.max_body_bytes,
         )
         chunked = framing == CHUNKED
         body = Body(
-            chunked=chunked, expected=None if chunked else framing,
-            pause=self._pause_reading, resume=self._resume_reading,
+            chunked=chunked,
+            expected=None if chunked else framing,
+            pause=self._pause_reading,
+            resume=self._resume_reading,
         )
         req = Request(
-            parser.get_method(), self._url, parser.get_http_version().encode(), self._headers,
-            parser.should_keep_alive(), body,
+            parser.get_method(),
+            self._url,
+            parser.get_http_version().encode(),
+            self._headers,
+            parser.should_keep_alive(),
+            body,
         )
         # llhttp reports a chunked body's trailer fields as headers: they must not join
         # this request's (a queued request is forwarded later). They are dropped.
@@ -285,8 +294,10 @@ class DownstreamProtocol(asyncio.Protocol):
         req, size = self._parsing, self._chunk_size
         if size is None and CHUNK_SIZES_READABLE:
             size = self._chunk_size = chunk_size_reader(self.parser)
-        if req is not None and size is not None and (
-            req.body.total + size() > self.limits.max_body_bytes
+        if (
+            req is not None
+            and size is not None
+            and (req.body.total + size() > self.limits.max_body_bytes)
         ):
             raise Refusal(413, b"request body too large\n")
 

@@ -24,6 +24,7 @@ from meshsim.proxy.upstream import PoolOverflow, UpstreamConn
 if TYPE_CHECKING:
     from meshsim.proxy.downstream import DownstreamProtocol
 
+
 class FastExchange:
     """One bodyless request served in socket callbacks, without a task (the fast path).
 
@@ -35,9 +36,25 @@ class FastExchange:
     """
 
     __slots__ = (
-        "cancelled", "chunked", "conn", "conn_cpu0", "connecting", "down", "head", "head_sent",
-        "host", "keep_alive", "out", "released", "req", "request_id", "status", "t_try",
-        "tries", "up_head", "up_keep_alive",
+        "cancelled",
+        "chunked",
+        "conn",
+        "conn_cpu0",
+        "connecting",
+        "down",
+        "head",
+        "head_sent",
+        "host",
+        "keep_alive",
+        "out",
+        "released",
+        "req",
+        "request_id",
+        "status",
+        "t_try",
+        "tries",
+        "up_head",
+        "up_keep_alive",
     )
 
     def __init__(self, down: DownstreamProtocol, req: Request, host: int | None) -> None:

@@ -53,8 +53,7 @@ def histogram_json(hist: HdrHistogram, scale: float) -> dict[str, Any]:
         "StdDev": hist.get_stddev() * scale,
         "Data": data,
         "Percentiles": [
-            {"Percentile": p, "Value": hist.get_value_at_percentile(p) * scale}
-            for p in PERCENTILES
+            {"Percentile": p, "Value": hist.get_value_at_percentile(p) * scale} for p in PERCENTILES
         ],
     }
 

@@ -90,7 +90,15 @@ class Route:
 
 class Request:
     __slots__ = (
-        "body", "cpu_s", "headers", "keep_alive", "method", "sampled", "started", "url", "version",
+        "body",
+        "cpu_s",
+        "headers",
+        "keep_alive",
+        "method",
+        "sampled",
+        "started",
+        "url",
+        "version",
     )
 
     def __init__(
@@ -481,9 +489,7 @@ async def _respond(x: Forwarding) -> None:
         conn.close()
         raise LocalReply(502, "upstream reset before response body", "UC")
     keep_alive = x.keep_alive and not down.draining  # a drain may have begun meanwhile
-    head_bytes, chunked, keep_alive = downstream_head(
-        status, sink.pending_headers, req, keep_alive
-    )
+    head_bytes, chunked, keep_alive = downstream_head(status, sink.pending_headers, req, keep_alive)
     sink.start_forwarding(head_bytes, chunked, done and not sink.lost)
     await x.cpu.wait(sink.done_wait)
     req.cpu_s += conn.cpu_s - x.conn_cpu0
@@ -515,7 +521,9 @@ def _local_reply(x: Forwarding, reply: LocalReply) -> None:
             x.keep_alive = False
         x.down.write(
             simple_response(
-                reply.status, reply.text.encode() + b"\n", keep_alive=x.keep_alive,
+                reply.status,
+                reply.text.encode() + b"\n",
+                keep_alive=x.keep_alive,
                 extra=reply.extra,
             )
         )

@@ -91,7 +91,10 @@ def simple_response(
 ChunkSize = Callable[[], int]
 
 _KNOWN_LAYOUT = tuple(int(x) for x in httptools.__version__.split(".")[:2]) in {
-    (0, 6), (0, 7), (0, 8), (0, 9),
+    (0, 6),
+    (0, 7),
+    (0, 8),
+    (0, 9),
 }
 """httptools releases whose parser layout (object header, vtable, ``llhttp_t *``) was read."""
 
@@ -149,7 +152,8 @@ def _chunk_sizes_readable() -> bool:
         return False
     parser.feed_data(
         b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n1A\r\n"
-        + b"x" * 26 + b"\r\nfffffffffffffff0\r\n"
+        + b"x" * 26
+        + b"\r\nfffffffffffffff0\r\n"
     )
     return probe.seen == [5, 26, 2**64 - 16]
 

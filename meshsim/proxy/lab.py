@@ -153,11 +153,17 @@ async def start_lab(
                 for i in range(version.replicas):
                     n += 1
                     rep = Replica(
-                        svc.name, version.name, i, knobs=_knobs(mean_ms, size, delay),
+                        svc.name,
+                        version.name,
+                        i,
+                        knobs=_knobs(mean_ms, size, delay),
                         calls=_callees(svc, version),
                     )
                     server, state = await start_echo(
-                        HOST, 0, concurrency=svc.concurrency, seed=base_seed * 1000 + n,
+                        HOST,
+                        0,
+                        concurrency=svc.concurrency,
+                        seed=base_seed * 1000 + n,
                         default_query=rep.knobs,
                     )
                     lab.echoes.append((server, state))
@@ -170,7 +176,9 @@ async def start_lab(
         for rep in lab.replicas:
             tls_dir = tls_dirs.get(rep.service)
             inbound = ListenerConfig(
-                "inbound", (HOST, 0), ((HOST, rep.echo_port),),
+                "inbound",
+                (HOST, 0),
+                ((HOST, rep.echo_port),),
                 tls="server" if tls_dir else "none",
             )
             proxy = Proxy(_config((inbound,), tls_dir, access_log, base_seed))
@@ -182,8 +190,14 @@ async def start_lab(
             if callees:
                 tls_dir = tls_dirs.get(rep.service)
                 listeners = tuple(
-                    _outbound(f"to-{c}", by_service.get(c, []), rules.get(c), tls_dir, lab,
-                              identities.get(c))
+                    _outbound(
+                        f"to-{c}",
+                        by_service.get(c, []),
+                        rules.get(c),
+                        tls_dir,
+                        lab,
+                        identities.get(c),
+                    )
                     for c in callees
                 )
                 proxy = Proxy(_config(listeners, tls_dir, access_log, base_seed))
@@ -194,8 +208,14 @@ async def start_lab(
         # 3. The edge: one listener per service, for clients outside the mesh.
         edge_tls = tls_dirs.get("__edge__")
         listeners = tuple(
-            _outbound(f"svc-{svc.name}", by_service.get(svc.name, []), rules.get(svc.name),
-                      edge_tls, lab, identities.get(svc.name))
+            _outbound(
+                f"svc-{svc.name}",
+                by_service.get(svc.name, []),
+                rules.get(svc.name),
+                edge_tls,
+                lab,
+                identities.get(svc.name),
+            )
             for svc in scenario.services
             if by_service.get(svc.name)
         )
@@ -242,7 +262,9 @@ def _outbound(
         if note not in lab.notes:
             lab.notes.append(note)
     return ListenerConfig(
-        name, (HOST, 0), tuple((HOST, r.inbound_port) for r in callees),
+        name,
+        (HOST, 0),
+        tuple((HOST, r.inbound_port) for r in callees),
         tls="client" if tls_dir else "none",
         traffic=traffic,
         subsets=tuple(r.version for r in callees),
@@ -257,8 +279,6 @@ def _issue_certs(scenario: Scenario) -> dict[str, Path]:
     authority = CertificateAuthority.create("cluster.local", 1.0)
     out: dict[str, Path] = {}
     for svc in scenario.services:
-        out[svc.name] = authority.issue(svc.namespace, svc.name, 24 * 3600.0).write(
-            root / svc.name
-        )
+        out[svc.name] = authority.issue(svc.namespace, svc.name, 24 * 3600.0).write(root / svc.name)
     out["__edge__"] = authority.issue("default", "lab-edge", 24 * 3600.0).write(root / "edge")
     return out

@@ -116,8 +116,9 @@ class _Run:
         self.request = build_request(spec, host, port, target)
         # A client that sends "Connection: close" closes after the answer whatever the
         # answer says (RFC 9112, 9.6: the server's own "close" is only a SHOULD).
-        self.close_each = any(k.lower() == "connection" and v.strip().lower() == "close"
-                              for k, v in spec.headers)
+        self.close_each = any(
+            k.lower() == "connection" and v.strip().lower() == "close" for k, v in spec.headers
+        )
         self.backlog: deque[float] = deque()  # intended send times not yet sent
         self.idle: list[_Conn] = []
         self.closed_loop = spec.rps <= 0
@@ -194,8 +195,9 @@ class _Conn(asyncio.Protocol):
         res.ret_codes[self.parser.get_status_code()] += 1
         res.completed += 1
         self.busy = False
-        if ((self.run.close_each or not self.parser.should_keep_alive())
-                and self.transport is not None):
+        if (
+            self.run.close_each or not self.parser.should_keep_alive()
+        ) and self.transport is not None:
             self.transport.close()  # connection_lost reconnects and frees the slot
             return
         self.run.next_for(self)

@@ -151,8 +151,11 @@ class MeshPolicy:
     def simple(self) -> bool:
         """No timers, faults or retries: the proxy may serve requests without a task."""
         route = self.route
-        return not route.retries and route.timeout_s is None and route.fault is None and (
-            route.per_try_timeout_s is None
+        return (
+            not route.retries
+            and route.timeout_s is None
+            and route.fault is None
+            and (route.per_try_timeout_s is None)
         )
 
     # -- step 0 ----------------------------------------------------------------------------

@@ -12,8 +12,9 @@ _ROWS = ((50.0, "p50"), (90.0, "p90"), (99.0, "p99"), (99.9, "p99.9"))
 def load_table(result: LoadResult) -> Table:
     spec = result.spec
     target = "max" if spec.rps <= 0 else f"{spec.rps:g}"
-    codes = ", ".join(f"{c if c >= 0 else 'no answer'}: {n}" for c, n in
-                      sorted(result.ret_codes.items()))
+    codes = ", ".join(
+        f"{c if c >= 0 else 'no answer'}: {n}" for c, n in sorted(result.ret_codes.items())
+    )
     table = Table(
         title=f"{spec.url}  {target} rps requested, {result.actual_rps:.1f} achieved, "
         f"{spec.connections} connections, {'Poisson' if spec.poisson else 'constant'} arrivals",
@@ -26,8 +27,11 @@ def load_table(result: LoadResult) -> Table:
     for name, hc, hu in (
         ("mean", result.corrected.get_mean_value(), result.uncorrected.get_mean_value()),
         *(
-            (label, result.corrected.get_value_at_percentile(q),
-             result.uncorrected.get_value_at_percentile(q))
+            (
+                label,
+                result.corrected.get_value_at_percentile(q),
+                result.uncorrected.get_value_at_percentile(q),
+            )
             for q, label in _ROWS
         ),
         ("max", result.corrected.get_max_value(), result.uncorrected.get_max_value()),

@@ -211,8 +211,12 @@ class UpstreamConn(asyncio.Protocol):
             sink.down.interim(status, headers)
             return
         self.until_close = (
-            self.te is None and not self.has_length and not self.head_only
-            and status >= 200 and status != 204 and status != 304
+            self.te is None
+            and not self.has_length
+            and not self.head_only
+            and status >= 200
+            and status != 204
+            and status != 304
         )
         keep_alive = self.parser.should_keep_alive()
         headers, self.headers = self.headers, []  # trailers, if any, go nowhere
@@ -327,9 +331,7 @@ class HostPool:
                 return conn
             if not limits.try_pending():
                 raise PoolOverflow(f"{self.host}:{self.port}: too many pending requests")
-            waiter: asyncio.Future[UpstreamConn | None] = (
-                asyncio.get_running_loop().create_future()
-            )
+            waiter: asyncio.Future[UpstreamConn | None] = asyncio.get_running_loop().create_future()
             self.waiters.append(waiter)
             try:
                 got = await waiter

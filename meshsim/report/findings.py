@@ -70,7 +70,11 @@ def _ci_text(ci: tuple[float, float] | None) -> str:
 
 
 def compare_latency(
-    mesh_a: str, sig_a: Mapping[str, Any], mesh_b: str, sig_b: Mapping[str, Any], p: str,
+    mesh_a: str,
+    sig_a: Mapping[str, Any],
+    mesh_b: str,
+    sig_b: Mapping[str, Any],
+    p: str,
     workload: str,
 ) -> Finding | None:
     """One sentence comparing two meshes' latency at percentile ``p`` for a workload."""
@@ -269,9 +273,7 @@ def judge_band(runs: Mapping[str, Mapping[str, Any]], f: Finding) -> Finding:
     if verdict is None:
         return f
     if verdict.holds:
-        return replace(
-            f, text=f"{f.text} It holds in all {verdict.samples} model parameter sets."
-        )
+        return replace(f, text=f"{f.text} It holds in all {verdict.samples} model parameter sets.")
     leader = verdict.leader
     caveat = "; few sets, so a pointer rather than a proof" if verdict.samples < 10 else ""
     decided = (

@@ -288,7 +288,6 @@ def _resilience_section(comp: Comparison) -> Section:
     return s
 
 
-
 def _control_plane_section(comp: Comparison, res: pd.DataFrame) -> Section:
     conv = comp.convergence_frame()
     cp_res = res[["mesh", "control_plane_vcpu", "control_plane_memory_mb"]]
@@ -306,7 +305,6 @@ def _control_plane_section(comp: Comparison, res: pd.DataFrame) -> Section:
     if cp_res[["control_plane_vcpu", "control_plane_memory_mb"]].to_numpy().any():
         s.tables.append(_table(cp_res, "Control-plane resources (vCPU, MB)"))
     return s
-
 
 
 def _cost_section(res: pd.DataFrame, prices: Prices) -> Section:
@@ -336,7 +334,6 @@ def _cost_section(res: pd.DataFrame, prices: Prices) -> Section:
     return s
 
 
-
 def _cost_models_section(runs: Mapping[str, Mapping[str, Any]]) -> Section:
     s = Section(
         "cost-models",
@@ -355,7 +352,6 @@ def _cost_models_section(runs: Mapping[str, Mapping[str, Any]]) -> Section:
     else:
         s.items.append("No mesh in these runs uses a cost model (only the 'none' baseline ran).")
     return s
-
 
 
 def _warnings_section(runs: Mapping[str, Mapping[str, Any]]) -> Section:
@@ -404,5 +400,3 @@ def _findings_section(runs: Mapping[str, Mapping[str, Any]], reps: int) -> Secti
 
 def _price(value: float | None) -> str:
     return "not given (0)" if value is None else f"${value:g}"
-
-

@@ -165,9 +165,7 @@ def resilience_summary(reps: list[Any]) -> dict[str, ResilienceBlock]:
     for name in sorted({s for r in reps for s in getattr(r, "resilience", {})}):
         blocks = [r.resilience.get(name, {}) for r in reps]
         keys = [k for k in blocks[0] if k != "by_endpoint"] if blocks[0] else []
-        entry: dict[str, Any] = {
-            k: round(fmean(float(b.get(k, 0)) for b in blocks)) for k in keys
-        }
+        entry: dict[str, Any] = {k: round(fmean(float(b.get(k, 0)) for b in blocks)) for k in keys}
         endpoints = sorted({e for b in blocks for e in b.get("by_endpoint", {})})
         entry["by_endpoint"] = {
             e: round(fmean(float(b.get("by_endpoint", {}).get(e, 0)) for b in blocks))

@@ -31,8 +31,16 @@ if TYPE_CHECKING:
     from meshsim.sim.engine import Simulation
 
 AnyEvent = (
-    KillEvent | SlowEvent | ErrorsEvent | ScaleEvent | RolloutEvent | ChurnEvent | ConfigEvent
-    | ControlPlaneDownEvent | ControlPlaneSlowEvent | FailZoneEvent
+    KillEvent
+    | SlowEvent
+    | ErrorsEvent
+    | ScaleEvent
+    | RolloutEvent
+    | ChurnEvent
+    | ConfigEvent
+    | ControlPlaneDownEvent
+    | ControlPlaneSlowEvent
+    | FailZoneEvent
 )
 
 READY_POLL_S = 0.05

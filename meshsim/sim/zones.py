@@ -272,9 +272,7 @@ class LocalityChoice:
         for pod in healthy:
             z = zone_of(pod.node) or ""
             up[z] = up.get(z, 0) + 1
-        weights = tuple(
-            (z, w * availability(up.get(z, 0), total.get(z, 0))) for z, w in to.items()
-        )
+        weights = tuple((z, w * availability(up.get(z, 0), total.get(z, 0))) for z, w in to.items())
         key = (proxy, service.name)
         cached = self._edf.get(key)
         if cached is None or cached[0] != weights:

@@ -42,9 +42,7 @@ def test_string_match_forms() -> None:
 
 def test_identities() -> None:
     assert istio_principal(WEB) == "cluster.local/ns/default/sa/web"
-    assert linkerd_identity(WEB) == (
-        "web.default.serviceaccount.identity.linkerd.cluster.local"
-    )
+    assert linkerd_identity(WEB) == ("web.default.serviceaccount.identity.linkerd.cluster.local")
     assert istio_principal(OUTSIDE) is None
 
 
@@ -75,20 +73,25 @@ def test_istio_allow_nothing_denies_all() -> None:
 
 
 def test_istio_deny_wins_over_allow_and_custom_over_deny() -> None:
-    deny_post = IstioPolicy("no-post", action="DENY",
-                            rules=(IstioRule((), (IstioOperation(methods=("POST",)),)),))
+    deny_post = IstioPolicy(
+        "no-post", action="DENY", rules=(IstioRule((), (IstioOperation(methods=("POST",)),)),)
+    )
     authz = IstioAuthz([_allow_web(), deny_post])
     assert authz.evaluate("api", "default", req(WEB, method="GET")).allowed
     d = authz.evaluate("api", "default", req(WEB, method="POST"))
     assert not d.allowed
     assert d.reason == "DENY/default/no-post"
-    custom = IstioPolicy("ext", action="CUSTOM", custom_allows=True,
-                         rules=(IstioRule((), (IstioOperation(paths=("/admin/*",)),)),))
-    deny_admin = IstioPolicy("no-admin", action="DENY",
-                             rules=(IstioRule((), (IstioOperation(paths=("/admin/*",)),)),))
+    custom = IstioPolicy(
+        "ext",
+        action="CUSTOM",
+        custom_allows=True,
+        rules=(IstioRule((), (IstioOperation(paths=("/admin/*",)),)),),
+    )
+    deny_admin = IstioPolicy(
+        "no-admin", action="DENY", rules=(IstioRule((), (IstioOperation(paths=("/admin/*",)),)),)
+    )
     # CUSTOM is evaluated first and its answer is final for matching requests.
-    assert IstioAuthz([custom, deny_admin]).evaluate(
-        "api", "default", req(WEB, "/admin/x")).allowed
+    assert IstioAuthz([custom, deny_admin]).evaluate("api", "default", req(WEB, "/admin/x")).allowed
     refuse = IstioPolicy("ext", action="CUSTOM", custom_allows=False, rules=(IstioRule(),))
     assert not IstioAuthz([refuse]).evaluate("api", "default", req(WEB)).allowed
 
@@ -99,8 +102,9 @@ def test_istio_namespaces_not_fields_and_root_namespace() -> None:
     assert authz.evaluate("api", "default", req(OTHER)).allowed
     assert not authz.evaluate("api", "default", req(WEB)).allowed
     not_web = IstioRule((IstioSource(not_principals=("*/sa/web",)),))
-    mesh_wide = IstioPolicy("deny-not-web", namespace="istio-system", action="DENY",
-                            rules=(not_web,))
+    mesh_wide = IstioPolicy(
+        "deny-not-web", namespace="istio-system", action="DENY", rules=(not_web,)
+    )
     authz = IstioAuthz([mesh_wide])
     assert authz.evaluate("anything", "other-ns", req(WEB)).allowed
     assert not authz.evaluate("anything", "other-ns", req(OTHER)).allowed
@@ -109,8 +113,10 @@ def test_istio_namespaces_not_fields_and_root_namespace() -> None:
 
 
 def test_istio_rule_needs_source_and_operation() -> None:
-    rule = IstioRule((IstioSource(principals=("*/sa/web",)),),
-                     (IstioOperation(paths=("/api/*",), methods=("GET",)),))
+    rule = IstioRule(
+        (IstioSource(principals=("*/sa/web",)),),
+        (IstioOperation(paths=("/api/*",), methods=("GET",)),),
+    )
     authz = IstioAuthz([IstioPolicy("p", rules=(rule,))])
     assert authz.evaluate("api", "default", req(WEB, "/api/x")).allowed
     assert not authz.evaluate("api", "default", req(WEB, "/other")).allowed
@@ -172,6 +178,8 @@ def test_linkerd_identities_paths_and_unauthenticated_policies() -> None:
     assert not authz.evaluate("api", "default", req(OUTSIDE, "/data")).allowed
     assert authz.evaluate("api", "default", req(OTHER, "/data")).allowed
     # A policy naming an authentication that does not exist admits no one.
-    broken = LinkerdAuthz(servers=[LinkerdServer("s", "api")],
-                          policies=[LinkerdPolicy("p", "s", authentications=("missing",))])
+    broken = LinkerdAuthz(
+        servers=[LinkerdServer("s", "api")],
+        policies=[LinkerdPolicy("p", "s", authentications=("missing",))],
+    )
     assert not broken.evaluate("api", "default", req(WEB)).allowed

@@ -51,12 +51,23 @@ async def proxy_for(
     subsets: tuple[str, ...] | None = None,
 ) -> AsyncIterator[Proxy]:
     listener = ListenerConfig(
-        "test", ("127.0.0.1", 0), tuple(("127.0.0.1", p) for p in upstream_ports), tls=tls,
-        allowed_principals=allowed, traffic=traffic or {}, subsets=subsets,
+        "test",
+        ("127.0.0.1", 0),
+        tuple(("127.0.0.1", p) for p in upstream_ports),
+        tls=tls,
+        allowed_principals=allowed,
+        traffic=traffic or {},
+        subsets=subsets,
     )
     cfg = ProxyConfig(
-        listeners=(listener,), admin=("127.0.0.1", 0), limits=limits or Limits(),
-        tls_dir=tls_dir, access_log=None, drain_s=drain_s, seed=1, cpu_sample_every=1,
+        listeners=(listener,),
+        admin=("127.0.0.1", 0),
+        limits=limits or Limits(),
+        tls_dir=tls_dir,
+        access_log=None,
+        drain_s=drain_s,
+        seed=1,
+        cpu_sample_every=1,
     )
     proxy = Proxy(
         cfg,

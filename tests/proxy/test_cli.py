@@ -79,8 +79,19 @@ def test_proxy_cli_serves_and_drains_on_sigint(tmp_path: Path) -> None:
     log = tmp_path / "access.jsonl"
     with ServerThread(start) as echo:
         result, status, body = run_until_answered(
-            ["proxy", "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{echo.port}",
-             "--admin", f"127.0.0.1:{admin}", "--access-log", str(log), "--drain-s", "1"],
+            [
+                "proxy",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--upstream",
+                f"127.0.0.1:{echo.port}",
+                "--admin",
+                f"127.0.0.1:{admin}",
+                "--access-log",
+                str(log),
+                "--drain-s",
+                "1",
+            ],
             port,
             "/?size=7",
         )
@@ -98,13 +109,35 @@ def test_proxy_cli_serves_and_drains_on_sigint(tmp_path: Path) -> None:
         (["--listen", "127.0.0.1:0", "--upstream", "nope"], ["bad --upstream 'nope'"]),
         (["--listen", "127.0.0.1:0"], ["give --listen and --upstream together"]),
         ([], ["give --listen HOST:PORT --upstream HOST:PORT, or --config FILE"]),
-        (["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--admin", "x"],
-         ["bad --admin 'x'"]),
-        (["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--tls-dir", "/nonexistent",
-          "--mode", "inbound"], ["cannot read /nonexistent/ca.pem"]),
+        (
+            ["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--admin", "x"],
+            ["bad --admin 'x'"],
+        ),
+        (
+            [
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                "127.0.0.1:1",
+                "--tls-dir",
+                "/nonexistent",
+                "--mode",
+                "inbound",
+            ],
+            ["cannot read /nonexistent/ca.pem"],
+        ),
         (["--config", "/nonexistent.yaml"], ["does not exist"]),
-        (["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--access-log",
-          "/nonexistent/dir/log"], ["cannot open access log"]),
+        (
+            [
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                "127.0.0.1:1",
+                "--access-log",
+                "/nonexistent/dir/log",
+            ],
+            ["cannot open access log"],
+        ),
     ],
 )
 def test_proxy_cli_bad_input(args: list[str], needles: list[str]) -> None:
@@ -220,8 +253,18 @@ def test_ca_cli_bad_input(tmp_path: Path) -> None:
     clean_exit_2(
         runner.invoke(
             cli,
-            ["ca", "issue", "--ca-dir", str(ca_dir), "--sa", "a", "--out", str(tmp_path / "w"),
-             "--lifetime-s", "0"],
+            [
+                "ca",
+                "issue",
+                "--ca-dir",
+                str(ca_dir),
+                "--sa",
+                "a",
+                "--out",
+                str(tmp_path / "w"),
+                "--lifetime-s",
+                "0",
+            ],
         ),
         "--lifetime-s",
     )
@@ -235,7 +278,16 @@ def test_ca_cli_bad_input(tmp_path: Path) -> None:
     (tmp_path / "junk" / "ca.pem").write_text("not a certificate")
     (tmp_path / "junk" / "ca-key.pem").write_text("not a key")
     result = runner.invoke(
-        cli, ["ca", "issue", "--ca-dir", str(tmp_path / "junk"), "--sa", "a", "--out",
-              str(tmp_path / "w")],
+        cli,
+        [
+            "ca",
+            "issue",
+            "--ca-dir",
+            str(tmp_path / "junk"),
+            "--sa",
+            "a",
+            "--out",
+            str(tmp_path / "w"),
+        ],
     )
     clean_exit_2(result)

@@ -224,38 +224,61 @@ def head(*lines: str, version: str = "HTTP/1.1", method: str = "POST") -> bytes:
 REFUSED: list[tuple[str, bytes, int]] = [
     # CL.TE and TE.CL: RFC 9112 6.1 lets a server reject (Envoy, llhttp: 400) or drop the
     # length and close after (HAProxy: 200, closed).
-    ("cl-te", head("Host: t", "Content-Length: 6", "Transfer-Encoding: chunked")
-     + b"0\r\n\r\nG", 400),
-    ("te-cl", head("Host: t", "Transfer-Encoding: chunked", "Content-Length: 3")
-     + b"8\r\nSMUGGLED\r\n0\r\n\r\n", 400),
-    ("te-cl-connection", head("Host: t", "Connection: Content-Length",
-                              "Transfer-Encoding: chunked", "Content-Length: 3")
-     + b"0\r\n\r\n", 400),
-    ("duplicate-cl-equal", head("Host: t", "Content-Length: 5", "Content-Length: 5")
-     + b"hello", 400),
-    ("duplicate-cl-differ", head("Host: t", "Content-Length: 5", "Content-Length: 6")
-     + b"hello!", 400),
+    (
+        "cl-te",
+        head("Host: t", "Content-Length: 6", "Transfer-Encoding: chunked") + b"0\r\n\r\nG",
+        400,
+    ),
+    (
+        "te-cl",
+        head("Host: t", "Transfer-Encoding: chunked", "Content-Length: 3")
+        + b"8\r\nSMUGGLED\r\n0\r\n\r\n",
+        400,
+    ),
+    (
+        "te-cl-connection",
+        head(
+            "Host: t",
+            "Connection: Content-Length",
+            "Transfer-Encoding: chunked",
+            "Content-Length: 3",
+        )
+        + b"0\r\n\r\n",
+        400,
+    ),
+    (
+        "duplicate-cl-equal",
+        head("Host: t", "Content-Length: 5", "Content-Length: 5") + b"hello",
+        400,
+    ),
+    (
+        "duplicate-cl-differ",
+        head("Host: t", "Content-Length: 5", "Content-Length: 6") + b"hello!",
+        400,
+    ),
     ("cl-list", head("Host: t", "Content-Length: 5, 5") + b"hello", 400),
     ("cl-plus", head("Host: t", "Content-Length: +5") + b"hello", 400),
     ("cl-hex", head("Host: t", "Content-Length: 0x5") + b"hello", 400),
     ("cl-negative", head("Host: t", "Content-Length: -1"), 400),
     ("cl-huge", head("Host: t", "Content-Length: 99999999999999999999999"), 400),
     ("te-identity", head("Host: t", "Transfer-Encoding: identity") + b"hello", 400),
-    ("te-not-last", head("Host: t", "Transfer-Encoding: chunked, identity")
-     + b"0\r\n\r\n", 400),
-    ("te-twice-lines", head("Host: t", "Transfer-Encoding: chunked",
-                            "Transfer-Encoding: chunked") + b"0\r\n\r\n", 400),
+    ("te-not-last", head("Host: t", "Transfer-Encoding: chunked, identity") + b"0\r\n\r\n", 400),
+    (
+        "te-twice-lines",
+        head("Host: t", "Transfer-Encoding: chunked", "Transfer-Encoding: chunked") + b"0\r\n\r\n",
+        400,
+    ),
     ("te-xchunked", head("Host: t", "Transfer-Encoding: xchunked") + b"0\r\n\r\n", 400),
-    ("te-space-before-colon", head("Host: t", "Transfer-Encoding : chunked")
-     + b"0\r\n\r\n", 400),
-    ("te-in-http10", head("Host: t", "Transfer-Encoding: chunked", version="HTTP/1.0")
-     + b"0\r\n\r\n", 400),
+    ("te-space-before-colon", head("Host: t", "Transfer-Encoding : chunked") + b"0\r\n\r\n", 400),
+    (
+        "te-in-http10",
+        head("Host: t", "Transfer-Encoding: chunked", version="HTTP/1.0") + b"0\r\n\r\n",
+        400,
+    ),
     # A coding before chunked: Envoy answers 501, HAProxy 422; see framing.py.
-    ("te-gzip-chunked", head("Host: t", "Transfer-Encoding: gzip, chunked")
-     + b"0\r\n\r\n", 501),
+    ("te-gzip-chunked", head("Host: t", "Transfer-Encoding: gzip, chunked") + b"0\r\n\r\n", 501),
     ("obs-fold", head("Host: t", "X-A: 1", "  folded", method="GET"), 400),  # HAProxy unfolds
-    ("obs-fold-te", head("Host: t", "Transfer-Encoding: gzip,", " chunked")
-     + b"0\r\n\r\n", 400),
+    ("obs-fold-te", head("Host: t", "Transfer-Encoding: gzip,", " chunked") + b"0\r\n\r\n", 400),
     ("two-hosts", head("Host: a", "Host: b", method="GET"), 400),
     ("bare-lf", b"GET / HTTP/1.1\nHost: t\n\n", 400),
     ("nul-in-value", head("Host: t", "X-A: a\x00b", method="GET"), 400),
@@ -267,29 +290,52 @@ REFUSED: list[tuple[str, bytes, int]] = [
     ("lowercase-version", head("Host: t", version="http/1.1", method="GET"), 400),
     ("upgrade", head("Host: t", "Connection: Upgrade", "Upgrade: h2c", method="GET"), 501),
     # Chunks: sizes that overflow, that no limit allows, or are not hex.
-    ("chunk-2^64-16", head("Host: t", "Transfer-Encoding: chunked")
-     + b"fffffffffffffff0\r\n" + b"a" * 100, 413),
+    (
+        "chunk-2^64-16",
+        head("Host: t", "Transfer-Encoding: chunked") + b"fffffffffffffff0\r\n" + b"a" * 100,
+        413,
+    ),
     ("chunk-over-limit", head("Host: t", "Transfer-Encoding: chunked") + b"1001\r\n", 413),
-    ("chunk-overflow", head("Host: t", "Transfer-Encoding: chunked")
-     + b"1ffffffffffffffff0\r\n", 400),
+    (
+        "chunk-overflow",
+        head("Host: t", "Transfer-Encoding: chunked") + b"1ffffffffffffffff0\r\n",
+        400,
+    ),
     ("chunk-negative", head("Host: t", "Transfer-Encoding: chunked") + b"-5\r\nhello\r\n", 400),
     ("chunk-0x", head("Host: t", "Transfer-Encoding: chunked") + b"0x5\r\nhello\r\n", 400),
-    ("chunk-no-crlf", head("Host: t", "Transfer-Encoding: chunked")
-     + b"5\r\nhelloXX0\r\n\r\n", 400),
-    ("trailer-cl", head("Host: t", "Transfer-Encoding: chunked")
-     + b"0\r\nContent-Length: 5\r\n\r\nhello", 400),  # llhttp: CL with TE
+    (
+        "chunk-no-crlf",
+        head("Host: t", "Transfer-Encoding: chunked") + b"5\r\nhelloXX0\r\n\r\n",
+        400,
+    ),
+    (
+        "trailer-cl",
+        head("Host: t", "Transfer-Encoding: chunked") + b"0\r\nContent-Length: 5\r\n\r\nhello",
+        400,
+    ),  # llhttp: CL with TE
     # Sizes past the limits.
     ("header-too-large", head("Host: t", "X-Big: " + "a" * 5000, method="GET"), 431),
     ("too-many-headers", head("Host: t", *["X-H: 1"] * 30, method="GET"), 431),
     ("url-too-long", b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: t\r\n\r\n", 431),
     ("cl-over-limit", head("Host: t", "Content-Length: 4097"), 413),
-    ("chunked-over-limit", head("Host: t", "Transfer-Encoding: chunked")
-     + b"800\r\n" + b"a" * 2048 + b"\r\n800\r\n" + b"a" * 2048 + b"\r\n1\r\n", 413),
+    (
+        "chunked-over-limit",
+        head("Host: t", "Transfer-Encoding: chunked")
+        + b"800\r\n"
+        + b"a" * 2048
+        + b"\r\n800\r\n"
+        + b"a" * 2048
+        + b"\r\n1\r\n",
+        413,
+    ),
 ]
 
 
-@pytest.mark.parametrize(("request_bytes", "status"), [(r, s) for _, r, s in REFUSED],
-                         ids=[name for name, _, _ in REFUSED])
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [(r, s) for _, r, s in REFUSED],
+    ids=[name for name, _, _ in REFUSED],
+)
 def test_ambiguous_or_invalid_requests_are_refused_and_never_forwarded(
     request_bytes: bytes, status: int
 ) -> None:
@@ -312,11 +358,17 @@ def test_connection_cannot_remove_framing_or_routing_headers() -> None:
         async with recording_proxy() as (rec, port):
             got = await exchange(
                 port,
-                head("Host: h1", "Connection: Content-Length, Host, X-Hop", "X-Hop: 1",
-                     "Content-Length: 5") + b"hello"
-                + head("Host: h2", "Connection: Transfer-Encoding",
-                       "Transfer-Encoding: chunked") + b"3\r\nabc\r\n0\r\n\r\n",
-                expect=2, wait_s=1.0,
+                head(
+                    "Host: h1",
+                    "Connection: Content-Length, Host, X-Hop",
+                    "X-Hop: 1",
+                    "Content-Length: 5",
+                )
+                + b"hello"
+                + head("Host: h2", "Connection: Transfer-Encoding", "Transfer-Encoding: chunked")
+                + b"3\r\nabc\r\n0\r\n\r\n",
+                expect=2,
+                wait_s=1.0,
             )
             assert got.statuses == [200, 200]
             assert [r.body for r in got.responses] == [b"POST / 5", b"POST / 3"]
@@ -337,14 +389,27 @@ def test_connection_cannot_remove_framing_or_routing_headers() -> None:
         (head("Host: t", "Content-Length: 0"), b"0", b""),
         (head("Host: t", "Content-Length: 005") + b"hello", b"5", b"hello"),
         (head("Host: t", "Content-Length:\t5") + b"hello", b"5", b"hello"),
-        (head("Host: t", "Transfer-Encoding: CHUNKED") + b"5;ext=1\r\nhello\r\n0\r\n\r\n",
-         None, b"hello"),
-        (head("Host: t", "Transfer-Encoding: chunked") + b"2\r\nhe\r\n3\r\nllo\r\n"
-         b"0\r\nX-Trailer: 1\r\n\r\n", None, b"hello"),
+        (
+            head("Host: t", "Transfer-Encoding: CHUNKED") + b"5;ext=1\r\nhello\r\n0\r\n\r\n",
+            None,
+            b"hello",
+        ),
+        (
+            head("Host: t", "Transfer-Encoding: chunked") + b"2\r\nhe\r\n3\r\nllo\r\n"
+            b"0\r\nX-Trailer: 1\r\n\r\n",
+            None,
+            b"hello",
+        ),
         (head("Host: t", method="GET"), None, b""),
     ],
-    ids=["cl-0", "cl-leading-zeros", "cl-tabs", "chunked-uppercase-ext", "chunked-trailer",
-         "no-body"],
+    ids=[
+        "cl-0",
+        "cl-leading-zeros",
+        "cl-tabs",
+        "chunked-uppercase-ext",
+        "chunked-trailer",
+        "no-body",
+    ],
 )
 def test_bodies_are_reframed_by_the_proxy(
     request_bytes: bytes, content_length: bytes | None, body: bytes
@@ -382,8 +447,9 @@ def test_the_smuggling_reproduction_of_issue_12() -> None:
                 got = await exchange(port, attack, wait_s=0.5)
                 assert got.statuses == [200]
                 assert got.responses[0].body == smuggled  # the echo returns the body
-                victim = await exchange(port, b"GET /?size=5 HTTP/1.1\r\nHost: x\r\n\r\n",
-                                        wait_s=0.5)
+                victim = await exchange(
+                    port, b"GET /?size=5 HTTP/1.1\r\nHost: x\r\n\r\n", wait_s=0.5
+                )
                 assert victim.statuses == [200]
                 assert victim.responses[0].body == b"xxxxx"
 
@@ -405,15 +471,32 @@ BAD = b"GET / HTTP/1.1\r\nHost: t\r\nBad Header\r\n\r\n"
         (GOOD + BAD, [200, 400], [b"xxx", b"malformed request\n"]),
         (SLOW + BAD, [200, 400], [b"xxxx", b"malformed request\n"]),
         (POST + BAD, [200, 400], [b"hi", b"malformed request\n"]),
-        (SLOW + GOOD + head("Host: a", "Host: b", method="GET"), [200, 200, 400],
-         [b"xxxx", b"xxx", b"more than one Host header\n"]),
-        (SLOW + head("Host: t", "X-Big: " + "a" * 5000, method="GET"), [200, 431],
-         [b"xxxx", b"request header fields too large\n"]),
-        (SLOW + head("Host: t", "Content-Length: 1", "Transfer-Encoding: chunked"), [200, 400],
-         [b"xxxx", b"malformed request\n"]),  # llhttp refuses this one itself
+        (
+            SLOW + GOOD + head("Host: a", "Host: b", method="GET"),
+            [200, 200, 400],
+            [b"xxxx", b"xxx", b"more than one Host header\n"],
+        ),
+        (
+            SLOW + head("Host: t", "X-Big: " + "a" * 5000, method="GET"),
+            [200, 431],
+            [b"xxxx", b"request header fields too large\n"],
+        ),
+        (
+            SLOW + head("Host: t", "Content-Length: 1", "Transfer-Encoding: chunked"),
+            [200, 400],
+            [b"xxxx", b"malformed request\n"],
+        ),  # llhttp refuses this one itself
     ],
-    ids=["three-good", "slow-then-fast", "good-then-bad", "slow-then-bad", "post-then-bad",
-         "two-then-two-hosts", "slow-then-431", "slow-then-cl-te"],
+    ids=[
+        "three-good",
+        "slow-then-fast",
+        "good-then-bad",
+        "slow-then-bad",
+        "post-then-bad",
+        "two-then-two-hosts",
+        "slow-then-431",
+        "slow-then-cl-te",
+    ],
 )
 def test_pipelined_requests_are_answered_in_order_before_an_error(
     data: bytes, statuses: list[int], bodies: list[bytes]
@@ -440,8 +523,7 @@ def test_pipelined_requests_are_answered_in_order_before_an_error(
         (b"GET / HTTP/1.1\r\nHo", []),
         (head("Host: t", "Content-Length: 10") + b"abc", []),  # a body that never ends
     ],
-    ids=["slow", "slow-then-fast", "post", "http10", "then-partial", "partial",
-         "partial-body"],
+    ids=["slow", "slow-then-fast", "post", "http10", "then-partial", "partial", "partial-body"],
 )
 def test_half_closed_clients_still_get_their_answers(data: bytes, statuses: list[int]) -> None:
     async def main() -> None:
@@ -469,19 +551,39 @@ def _answering(raw: bytes):  # type: ignore[no-untyped-def]
     ("raw", "status", "body"),
     [
         (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc", 502, None),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
-         b"3\r\nabc\r\n0\r\n\r\n", 502, None),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-         502, None),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n0\r\n\r\n",
+            502,
+            None,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            502,
+            None,
+        ),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc", 502, None),
         (b"HTTP/1.1 200 OK\r\nX-A: 1\r\n folded\r\nContent-Length: 3\r\n\r\nabc", 502, None),
-        (b"HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 3\r\n\r\nabc",
-         200, b"abc"),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-         200, b"abc"),
+        (
+            b"HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 3\r\n\r\nabc",
+            200,
+            b"abc",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            200,
+            b"abc",
+        ),
     ],
-    ids=["duplicate-cl", "cl-te", "gzip-chunked", "gzip-close", "obs-fold",
-         "connection-cl", "chunked"],
+    ids=[
+        "duplicate-cl",
+        "cl-te",
+        "gzip-chunked",
+        "gzip-close",
+        "obs-fold",
+        "connection-cl",
+        "chunked",
+    ],
 )
 def test_upstream_framing_the_proxy_cannot_pass_on_is_a_502(
     raw: bytes, status: int, body: bytes | None
@@ -505,8 +607,9 @@ def test_a_closed_socket_is_not_a_hang() -> None:
         async with echo_and_proxy() as (_, port):
             for data in (b"GET / HT", head("Host: t", "Content-Length: 100") + b"abc"):
                 sock = socket.create_connection(("127.0.0.1", port))
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00"
-                                b"\x00\x00\x00\x00")
+                sock.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                )
                 sock.sendall(data)
                 sock.close()  # RST
             await asyncio.sleep(0.05)
@@ -542,8 +645,7 @@ def _close_delimited(reset: bool):  # type: ignore[no-untyped-def]
     return handler
 
 
-@pytest.mark.parametrize(("version", "reset"), [(b"1.1", False), (b"1.0", False),
-                                                (b"1.1", True)])
+@pytest.mark.parametrize(("version", "reset"), [(b"1.1", False), (b"1.0", False), (b"1.1", True)])
 def test_a_body_delimited_by_the_upstream_closing(version: bytes, reset: bool) -> None:
     """RFC 9112 6.3 rule 8: the FIN ends the body; a reset is a truncation, never an end."""
 
@@ -604,7 +706,8 @@ def test_request_trailers_never_become_headers_of_a_queued_request() -> None:
                 + head("Host: t", "Transfer-Encoding: chunked")
                 + b"3\r\nabc\r\n0\r\nHost: evil\r\nX-Injected: 1\r\n\r\n"
                 + head("Host: t", method="GET"),
-                expect=3, wait_s=2.0,
+                expect=3,
+                wait_s=2.0,
             )
             assert got.statuses == [200, 200, 200]
             posted = rec.seen[1]
@@ -617,11 +720,16 @@ def test_request_trailers_never_become_headers_of_a_queued_request() -> None:
     arun(main)
 
 
-@pytest.mark.parametrize("traffic", [None, {"retries": {"attempts": 1, "retry_on": ["5xx"]}}],
-                         ids=["fast-path", "task-path"])
+@pytest.mark.parametrize(
+    "traffic",
+    [None, {"retries": {"attempts": 1, "retry_on": ["5xx"]}}],
+    ids=["fast-path", "task-path"],
+)
 def test_response_trailers_never_become_headers(traffic: dict[str, object] | None) -> None:
-    raw = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
-           b"0\r\nContent-Type: text/evil\r\nX-Trailer: 1\r\n\r\n")
+    raw = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+        b"0\r\nContent-Type: text/evil\r\nX-Trailer: 1\r\n\r\n"
+    )
 
     async def main() -> None:
         async with upstream(_answering(raw)) as up, proxy_for([up], traffic=traffic) as proxy:
@@ -653,14 +761,25 @@ def _interim_then_final(interim: bytes, body_bytes: int):  # type: ignore[no-unt
 @pytest.mark.parametrize(
     ("interim", "request_bytes", "body_bytes", "seen_first"),
     [
-        (b"HTTP/1.1 100 Continue\r\n\r\n",
-         b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n", 5,
-         b"HTTP/1.1 100 Continue\r\n\r\n"),
-        (b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\nConnection: x-hop\r\n"
-         b"X-Hop: 1\r\n\r\n", b"GET / HTTP/1.1\r\nHost: t\r\n\r\n", 0,
-         b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"),
-        (b"HTTP/1.1 100 Continue\r\n\r\n",
-         b"POST / HTTP/1.0\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n", 5, b""),
+        (
+            b"HTTP/1.1 100 Continue\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+            5,
+            b"HTTP/1.1 100 Continue\r\n\r\n",
+        ),
+        (
+            b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\nConnection: x-hop\r\n"
+            b"X-Hop: 1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: t\r\n\r\n",
+            0,
+            b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n",
+        ),
+        (
+            b"HTTP/1.1 100 Continue\r\n\r\n",
+            b"POST / HTTP/1.0\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+            5,
+            b"",
+        ),
     ],
     ids=["100-continue", "103-early-hints-fast-path", "http10-client-gets-none"],
 )

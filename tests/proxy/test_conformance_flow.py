@@ -116,8 +116,10 @@ def test_clients_that_do_not_read_leave_the_proxy_rss_bounded() -> None:
         while time.monotonic() < until:
             peak = max(peak, proc_rss_kib(proxy.pid) * 1024)
             time.sleep(0.02)
-        print(f"proxy RSS: base {base / 2**20:.1f} MiB, peak {peak / 2**20:.1f} MiB "
-              f"with {CLIENTS} clients x {PIPELINED} x {SIZE >> 20} MiB unread")
+        print(
+            f"proxy RSS: base {base / 2**20:.1f} MiB, peak {peak / 2**20:.1f} MiB "
+            f"with {CLIENTS} clients x {PIPELINED} x {SIZE >> 20} MiB unread"
+        )
         assert peak - base <= RSS_GROWTH_LIMIT_BYTES, (base, peak)
         # Nothing was lost meanwhile: once read, every answer arrives whole, in order.
         assert _read_responses(socks[0], PIPELINED, SIZE, 30.0) == PIPELINED

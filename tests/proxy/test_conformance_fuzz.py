@@ -49,11 +49,23 @@ BASE = [
     b"PUT /e HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
 ]
 FRAMING_LINES = [
-    b"Content-Length: 5", b"Content-Length: 0", b"Content-Length: 12", b"Content-Length:5",
-    b"Content-Length: 5 ", b"Transfer-Encoding: chunked", b"Transfer-Encoding: chunked ",
-    b"Transfer-Encoding: identity", b"Transfer-Encoding: gzip, chunked", b"Host: other",
-    b"Connection: Content-Length", b"Connection: Transfer-Encoding", b"Connection: Host",
-    b"Connection: close", b"Upgrade: h2c", b"Expect: 100-continue", b" folded",
+    b"Content-Length: 5",
+    b"Content-Length: 0",
+    b"Content-Length: 12",
+    b"Content-Length:5",
+    b"Content-Length: 5 ",
+    b"Transfer-Encoding: chunked",
+    b"Transfer-Encoding: chunked ",
+    b"Transfer-Encoding: identity",
+    b"Transfer-Encoding: gzip, chunked",
+    b"Host: other",
+    b"Connection: Content-Length",
+    b"Connection: Transfer-Encoding",
+    b"Connection: Host",
+    b"Connection: close",
+    b"Upgrade: h2c",
+    b"Expect: 100-continue",
+    b" folded",
 ]
 SPECIAL = [b"\r", b"\n", b"\r\n", b" ", b"\t", b":", b",", b"\x00", b"0", b"f", b"-", b";"]
 
@@ -117,9 +129,14 @@ RESPONSES = [
     b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end",
 ]
 RESPONSE_LINES = [
-    b"Content-Length: 5", b"Content-Length: 4", b"Transfer-Encoding: chunked",
-    b"Transfer-Encoding: gzip, chunked", b"Connection: Content-Length",
-    b"Connection: Transfer-Encoding", b"Connection: close", b" folded",
+    b"Content-Length: 5",
+    b"Content-Length: 4",
+    b"Transfer-Encoding: chunked",
+    b"Transfer-Encoding: gzip, chunked",
+    b"Connection: Content-Length",
+    b"Connection: Transfer-Encoding",
+    b"Connection: close",
+    b" folded",
 ]
 
 

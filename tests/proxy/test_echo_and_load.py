@@ -132,8 +132,18 @@ def test_load_cli_writes_json(tmp_path: Path) -> None:
     with ServerThread(start) as echo:
         result = CliRunner().invoke(
             _load_cli(),
-            [f"http://127.0.0.1:{echo.port}/", "--rps", "50", "--duration-s", "0.5",
-             "--poisson", "--seed", "3", "--json", str(out)],
+            [
+                f"http://127.0.0.1:{echo.port}/",
+                "--rps",
+                "50",
+                "--duration-s",
+                "0.5",
+                "--poisson",
+                "--seed",
+                "3",
+                "--json",
+                str(out),
+            ],
         )
     assert result.exit_code == 0, result.output
     assert "corrected" in result.output

@@ -166,15 +166,17 @@ def test_upstream_head_framing_lines(framing: Framing, last_line: bytes) -> None
 
 
 def test_hop_by_hop_headers_are_dropped_including_connection_tokens() -> None:
-    req = Head(headers=[
-        (b"Connection", b"keep-alive, X-Secret"),
-        (b"X-Secret", b"1"),
-        (b"Keep-Alive", b"timeout=5"),
-        (b"Transfer-Encoding", b"chunked"),
-        (b"TE", b"trailers"),
-        (b"Upgrade", b"h2c"),
-        (b"Accept", b"*/*"),
-    ])
+    req = Head(
+        headers=[
+            (b"Connection", b"keep-alive, X-Secret"),
+            (b"X-Secret", b"1"),
+            (b"Keep-Alive", b"timeout=5"),
+            (b"Transfer-Encoding", b"chunked"),
+            (b"TE", b"trailers"),
+            (b"Upgrade", b"h2c"),
+            (b"Accept", b"*/*"),
+        ]
+    )
     assert upstream_head(req, "c", b"r") == (
         b"GET / HTTP/1.1\r\nAccept: */*\r\nx-forwarded-for: c\r\nx-request-id: r\r\n\r\n"
     )
@@ -188,30 +190,103 @@ def test_protected_fields() -> None:
 @pytest.mark.parametrize(
     ("status", "headers", "method", "version", "keep_alive", "head", "chunked", "kept"),
     [
-        (200, [(b"Content-Length", b"2")], b"GET", b"1.1", True,
-         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", False, True),
-        (200, [(b"Transfer-Encoding", b"chunked")], b"GET", b"1.1", True,
-         b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n", True, True),
-        (200, [], b"GET", b"1.0", True,  # close-delimited for an HTTP/1.0 client
-         b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n", False, False),
-        (200, [(b"Content-Length", b"7")], b"HEAD", b"1.1", True,
-         b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", False, True),
+        (
+            200,
+            [(b"Content-Length", b"2")],
+            b"GET",
+            b"1.1",
+            True,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n",
+            False,
+            True,
+        ),
+        (
+            200,
+            [(b"Transfer-Encoding", b"chunked")],
+            b"GET",
+            b"1.1",
+            True,
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+            True,
+            True,
+        ),
+        (
+            200,
+            [],
+            b"GET",
+            b"1.0",
+            True,  # close-delimited for an HTTP/1.0 client
+            b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n",
+            False,
+            False,
+        ),
+        (
+            200,
+            [(b"Content-Length", b"7")],
+            b"HEAD",
+            b"1.1",
+            True,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n",
+            False,
+            True,
+        ),
         (204, [], b"GET", b"1.1", True, b"HTTP/1.1 204 No Content\r\n\r\n", False, True),
-        (304, [], b"GET", b"1.1", False,
-         b"HTTP/1.1 304 Not Modified\r\nconnection: close\r\n\r\n", False, False),
-        (200, [(b"Connection", b"content-length, x-up"), (b"X-Up", b"1"),
-               (b"Content-Length", b"3"), (b"Keep-Alive", b"timeout=5")], b"GET", b"1.1", True,
-         b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", False, True),
-        (503, [(b"content-length", b"0")], b"GET", b"1.1", False,
-         b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-         False, False),
+        (
+            304,
+            [],
+            b"GET",
+            b"1.1",
+            False,
+            b"HTTP/1.1 304 Not Modified\r\nconnection: close\r\n\r\n",
+            False,
+            False,
+        ),
+        (
+            200,
+            [
+                (b"Connection", b"content-length, x-up"),
+                (b"X-Up", b"1"),
+                (b"Content-Length", b"3"),
+                (b"Keep-Alive", b"timeout=5"),
+            ],
+            b"GET",
+            b"1.1",
+            True,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n",
+            False,
+            True,
+        ),
+        (
+            503,
+            [(b"content-length", b"0")],
+            b"GET",
+            b"1.1",
+            False,
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            False,
+            False,
+        ),
     ],
-    ids=["length", "chunked", "http10-close", "head", "204", "304-close",
-         "connection-cannot-drop-length", "503-close"],
+    ids=[
+        "length",
+        "chunked",
+        "http10-close",
+        "head",
+        "204",
+        "304-close",
+        "connection-cannot-drop-length",
+        "503-close",
+    ],
 )
 def test_downstream_head(
-    status: int, headers: list[tuple[bytes, bytes]], method: bytes, version: bytes,
-    keep_alive: bool, head: bytes, chunked: bool, kept: bool,
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    method: bytes,
+    version: bytes,
+    keep_alive: bool,
+    head: bytes,
+    chunked: bool,
+    kept: bool,
 ) -> None:
     req = Head(method=method, version=version)
     assert downstream_head(status, headers, req, keep_alive) == (head, chunked, kept)
@@ -248,8 +323,12 @@ def test_body_pauses_its_source_over_the_high_water_mark() -> None:
     from meshsim.proxy.body import HIGH_WATER
 
     events: list[str] = []
-    body = Body(chunked=False, expected=4 * HIGH_WATER,
-                pause=lambda: events.append("pause"), resume=lambda: events.append("resume"))
+    body = Body(
+        chunked=False,
+        expected=4 * HIGH_WATER,
+        pause=lambda: events.append("pause"),
+        resume=lambda: events.append("resume"),
+    )
     piece = b"x" * (HIGH_WATER // 4)
     for _ in range(4):
         body.feed(piece)

@@ -62,8 +62,9 @@ def test_corrected_latency_matches_mm1() -> None:
         overshoot = await timer_overshoot_s()
         server, _ = await start_echo(concurrency=1, seed=ECHO_SEED)
         url = f"http://127.0.0.1:{bound_port(server)}/?delay=exp:{SERVICE_S * 1000:g}ms"
-        spec = LoadSpec(url, rps=RATE, connections=16, duration_s=DURATION_S, poisson=True,
-                        seed=LOAD_SEED)
+        spec = LoadSpec(
+            url, rps=RATE, connections=16, duration_s=DURATION_S, poisson=True, seed=LOAD_SEED
+        )
         result = await measure(spec)
         server.close()
         qs = {float(q): float(result.corrected.get_value_at_percentile(q)) / 1e6 for q in (50, 90)}

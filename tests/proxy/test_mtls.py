@@ -174,16 +174,17 @@ def test_keep_alive_between_mtls_sidecars_reuses_the_upstream_connection(
     async def main() -> tuple[float, float]:
         server, state = await start_echo(seed=1)
         try:
-            async with proxy_for(
-                [bound_port(server)], tls="server", tls_dir=pki["server"]
-            ) as inbound, proxy_for(
-                [inbound.port("test")], tls="client", tls_dir=pki["client"]
-            ) as outbound:
+            async with (
+                proxy_for([bound_port(server)], tls="server", tls_dir=pki["server"]) as inbound,
+                proxy_for([inbound.port("test")], tls="client", tls_dir=pki["client"]) as outbound,
+            ):
                 c = await Client.open(outbound.port("test"))
                 for _ in range(n):
                     r = await c.raw(
-                        method + b" /echo HTTP/1.1\r\nHost: t\r\n"
-                        + b"Content-Length: %d\r\n\r\n" % len(body) + body
+                        method
+                        + b" /echo HTTP/1.1\r\nHost: t\r\n"
+                        + b"Content-Length: %d\r\n\r\n" % len(body)
+                        + body
                     )
                     assert r.status == 200
                     assert r.keep_alive

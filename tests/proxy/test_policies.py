@@ -58,8 +58,12 @@ def test_circuit_breaker_overflow() -> None:
 
 def test_outlier_ejection_moves_traffic_off_a_failing_host() -> None:
     traffic = {
-        "outlier_detection": {"consecutive_5xx": 3, "interval_s": 60, "base_ejection_s": 60,
-                              "max_ejection_percent": 50},
+        "outlier_detection": {
+            "consecutive_5xx": 3,
+            "interval_s": 60,
+            "base_ejection_s": 60,
+            "max_ejection_percent": 50,
+        },
         "load_balancer": "round_robin",
     }
 
@@ -68,8 +72,7 @@ def test_outlier_ejection_moves_traffic_off_a_failing_host() -> None:
         good_srv, good = await start_echo(seed=2)
         # Round robin sends requests 1, 3, 5 to the first host and 2, 4, 6 to the second;
         # all answer 503, so the first host reaches 3 consecutive 5xx first and is ejected.
-        async with proxy_for([bound_port(bad_srv), bound_port(good_srv)],
-                             traffic=traffic) as proxy:
+        async with proxy_for([bound_port(bad_srv), bound_port(good_srv)], traffic=traffic) as proxy:
             port = proxy.port("test")
             for _ in range(6):
                 await get_once(port, "/?status=503")
@@ -109,8 +112,7 @@ def test_failure_accrual_shuts_a_failing_endpoint() -> None:
     async def main() -> None:
         bad_srv, bad = await start_echo(seed=1, default_query="status=503")
         good_srv, good = await start_echo(seed=2)
-        async with proxy_for([bound_port(bad_srv), bound_port(good_srv)],
-                             traffic=traffic) as proxy:
+        async with proxy_for([bound_port(bad_srv), bound_port(good_srv)], traffic=traffic) as proxy:
             port = proxy.port("test")
             statuses = [(await get_once(port)).status for _ in range(12)]
             ejections = proxy.metrics.ejections.labels("test")._value.get()
@@ -129,8 +131,9 @@ def test_traffic_split_by_subset() -> None:
     async def run(split: dict[str, float], n: int) -> tuple[int, int]:
         v1_srv, v1 = await start_echo(seed=1)
         v2_srv, v2 = await start_echo(seed=2)
-        async with proxy_for([bound_port(v1_srv), bound_port(v2_srv)],
-                             traffic={"split": split}, subsets=("v1", "v2")) as proxy:
+        async with proxy_for(
+            [bound_port(v1_srv), bound_port(v2_srv)], traffic={"split": split}, subsets=("v1", "v2")
+        ) as proxy:
             port = proxy.port("test")
             client = await Client.open(port)
             for _ in range(n):
@@ -223,8 +226,9 @@ def test_istio_listener_retries_a_connect_failure_on_another_host() -> None:
         dead.close()
         await dead.wait_closed()  # nothing listens there: every connect is refused
         server, state = await start_echo(seed=1)
-        async with proxy_for([dead_port, bound_port(server)], traffic={},
-                             policy=policy_for({}, 2, mesh="istio")) as proxy:
+        async with proxy_for(
+            [dead_port, bound_port(server)], traffic={}, policy=policy_for({}, 2, mesh="istio")
+        ) as proxy:
             port = proxy.port("test")
             statuses = [(await get_once(port)).status for _ in range(8)]
             retries = proxy.metrics.retries.labels("test")._value.get()

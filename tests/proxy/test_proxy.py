@@ -71,16 +71,21 @@ def test_hop_by_hop_headers_xff_and_request_id() -> None:
     async def reflect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await read_head(reader)
         seen.append(head)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=5\r\n"
-                     b"Connection: keep-alive, X-Up-Secret\r\nX-Up-Secret: 1\r\n\r\nok")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=5\r\n"
+            b"Connection: keep-alive, X-Up-Secret\r\nX-Up-Secret: 1\r\n\r\nok"
+        )
         await writer.drain()
 
     async def main() -> None:
         server, up = await scripted(reflect)
         async with proxy_for([up]) as proxy:
             client = await Client.open(proxy.port("test"))
-            r = await client.get("/", "Connection: X-Secret\r\nX-Secret: s\r\nTE: trailers\r\n"
-                                      "X-Forwarded-For: 10.0.0.1\r\nUpgrade: h2c\r\n")
+            r = await client.get(
+                "/",
+                "Connection: X-Secret\r\nX-Secret: s\r\nTE: trailers\r\n"
+                "X-Forwarded-For: 10.0.0.1\r\nUpgrade: h2c\r\n",
+            )
             await client.close()
             assert r.status == 200
             assert r.body == b"ok"

@@ -78,8 +78,9 @@ KB_PER_MB = 1024.0
 def push_throttle(model: ProxyCostModel, cores: int) -> int:
     """PILOT_PUSH_THROTTLE's automatic value: min(15 + 5 x cores, 100)."""
     v = model.value
-    return int(min(v("push_throttle_base") + v("push_throttle_per_core") * cores,
-                   v("push_throttle_max")))
+    return int(
+        min(v("push_throttle_base") + v("push_throttle_per_core") * cores, v("push_throttle_max"))
+    )
 
 
 @dataclass(eq=False)
@@ -209,8 +210,10 @@ class Istiod(MeshControlPlane):
 
     def on_config(self, target: str) -> None:
         changed_at = self.env.now
-        self.later(self.kube_delay_s, lambda: None if self.down else self._event(
-            True, {target}, changed_at))
+        self.later(
+            self.kube_delay_s,
+            lambda: None if self.down else self._event(True, {target}, changed_at),
+        )
 
     def _event(self, full: bool, services: set[str], changed_at: float) -> None:
         d = self.debouncer
@@ -313,8 +316,11 @@ class Istiod(MeshControlPlane):
             else:
                 clusters = len(e.deps) + 1
                 endpoints = sum(len(known[s]) for s in e.deps) + 1
-            us = (v("full_push_base_us") + v("full_push_cluster_us") * clusters
-                  + v("push_endpoint_us") * endpoints)
+            us = (
+                v("full_push_base_us")
+                + v("full_push_cluster_us") * clusters
+                + v("push_endpoint_us") * endpoints
+            )
         else:
             if e.deps is None or ALL in services:
                 n = eds_all
@@ -327,7 +333,12 @@ class Istiod(MeshControlPlane):
         return sum(len(eps) for eps in self.known.values())
 
     def _push_one(
-        self, e: Connected, full: bool, services: set[str], version: int, now: float,
+        self,
+        e: Connected,
+        full: bool,
+        services: set[str],
+        version: int,
+        now: float,
         eds_all: int = 0,
     ) -> float:
         """Queue one proxy's push; return when the proxy will have applied ``version``."""
@@ -367,7 +378,7 @@ class Istiod(MeshControlPlane):
         known = self.known
         services = len(known)
         total_eps = self._total_endpoints()
-        registry = (v("service_kb") * services + v("registry_endpoint_kb") * total_eps)
+        registry = v("service_kb") * services + v("registry_endpoint_kb") * total_eps
         out = []
         for r in self.replicas:
             kb = registry
@@ -377,8 +388,9 @@ class Istiod(MeshControlPlane):
                 else:
                     clusters = len(e.deps) + 1
                     eps = sum(len(known[s]) for s in e.deps) + 1
-                kb += (v("proxy_kb") + v("proxy_cluster_kb") * clusters
-                       + v("proxy_endpoint_kb") * eps)
+                kb += (
+                    v("proxy_kb") + v("proxy_cluster_kb") * clusters + v("proxy_endpoint_kb") * eps
+                )
             out.append(v("base_memory_mb") + kb / KB_PER_MB)
         return out
 
@@ -392,22 +404,24 @@ class Istiod(MeshControlPlane):
                 by_kind[e.proxy.kind] = by_kind.get(e.proxy.kind, 0) + 1
         upkeep = self.upkeep_s * proxies
         per_replica = self.memory_mb_per_replica()
-        out.update({
-            "cpu_vcpu": out["cpu_s_work"] / window + upkeep if window > 0 else upkeep,
-            "cpu_vcpu_upkeep": upkeep,
-            "memory_mb": sum(per_replica),
-            "memory_mb_per_replica": per_replica,
-            "replicas": len(self.replicas),
-            "cores_per_replica": self.cores,
-            "push_throttle": self.throttle,
-            "connected_proxies": proxies,
-            "connected_by_kind": by_kind,
-            "sidecar_scoping": self.scoped,
-            "pushes": self.pushes,
-            "full_pushes": self.full_pushes,
-            "proxy_pushes": self.proxy_pushes,
-            "merged_pushes": self.merged,
-        })
+        out.update(
+            {
+                "cpu_vcpu": out["cpu_s_work"] / window + upkeep if window > 0 else upkeep,
+                "cpu_vcpu_upkeep": upkeep,
+                "memory_mb": sum(per_replica),
+                "memory_mb_per_replica": per_replica,
+                "replicas": len(self.replicas),
+                "cores_per_replica": self.cores,
+                "push_throttle": self.throttle,
+                "connected_proxies": proxies,
+                "connected_by_kind": by_kind,
+                "sidecar_scoping": self.scoped,
+                "pushes": self.pushes,
+                "full_pushes": self.full_pushes,
+                "proxy_pushes": self.proxy_pushes,
+                "merged_pushes": self.merged,
+            }
+        )
         return out
 
 
@@ -422,10 +436,19 @@ def _policy(p: IstioAuthorizationPolicy) -> IstioPolicy:
 
     rules = tuple(
         IstioRule(
-            tuple(IstioSource(tup(s.principals), tup(s.not_principals), tup(s.namespaces),
-                              tup(s.not_namespaces)) for s in r.from_),
-            tuple(IstioOperation(tup(o.paths), tup(o.not_paths), tup(o.methods),
-                                 tup(o.not_methods)) for o in r.to),
+            tuple(
+                IstioSource(
+                    tup(s.principals),
+                    tup(s.not_principals),
+                    tup(s.namespaces),
+                    tup(s.not_namespaces),
+                )
+                for s in r.from_
+            ),
+            tuple(
+                IstioOperation(tup(o.paths), tup(o.not_paths), tup(o.methods), tup(o.not_methods))
+                for o in r.to
+            ),
         )
         for r in p.rules
     )
@@ -453,17 +476,27 @@ def steady_state(
     endpoints. This is the arithmetic of the fits in ``models/istiod.yaml``.
     """
     v = model.value
-    full_us = (v("full_push_base_us") + v("full_push_cluster_us") * view_services
-               + v("push_endpoint_us") * view_endpoints)
+    full_us = (
+        v("full_push_base_us")
+        + v("full_push_cluster_us") * view_services
+        + v("push_endpoint_us") * view_endpoints
+    )
     eds_us = v("eds_push_base_us") + v("push_endpoint_us") * eds_endpoints
     cpu_us_per_s = (
         proxies * v("connected_proxy_cpu_us_per_s")
         + eds_pushes_per_s * (proxies * eds_us + v("push_context_base_us"))
-        + full_pushes_per_s * (proxies * full_us + v("push_context_base_us")
-                               + v("push_context_service_us") * services)
+        + full_pushes_per_s
+        * (proxies * full_us + v("push_context_base_us") + v("push_context_service_us") * services)
         + new_proxies_per_s * full_us
     )
-    kb = (proxies * (v("proxy_kb") + v("proxy_cluster_kb") * view_services
-                     + v("proxy_endpoint_kb") * view_endpoints)
-          + v("service_kb") * services + v("registry_endpoint_kb") * endpoints)
+    kb = (
+        proxies
+        * (
+            v("proxy_kb")
+            + v("proxy_cluster_kb") * view_services
+            + v("proxy_endpoint_kb") * view_endpoints
+        )
+        + v("service_kb") * services
+        + v("registry_endpoint_kb") * endpoints
+    )
     return {"cpu_vcpu": cpu_us_per_s * 1e-6, "memory_mb": v("base_memory_mb") + kb / KB_PER_MB}

@@ -175,7 +175,8 @@ class LinkerdControlPlane(MeshControlPlane):
         self.account(now, cpu)
         self.snapshots += 1
         w.view.pending.setdefault(service, deque()).append(
-            Pending(start, end + self.send_s, self.history[service].versions[-1]))
+            Pending(start, end + self.send_s, self.history[service].versions[-1])
+        )
 
     def set_down(self, down: bool) -> None:
         if down == self.down:
@@ -204,8 +205,12 @@ class LinkerdControlPlane(MeshControlPlane):
         v = self.model.value
         watches = sum(len(w.deps) for w in self.watchers.values())
         eps = sum(len(e) for e in self.known.values())
-        kb = (v("proxy_kb") * len(self.watchers) + v("watch_kb") * watches
-              + v("service_kb") * len(self.known) + v("registry_endpoint_kb") * eps)
+        kb = (
+            v("proxy_kb") * len(self.watchers)
+            + v("watch_kb") * watches
+            + v("service_kb") * len(self.known)
+            + v("registry_endpoint_kb") * eps
+        )
         return v("base_memory_mb") + kb / KB_PER_MB
 
     def summary(self, warmup_s: float, end_s: float) -> dict[str, Any]:
@@ -213,33 +218,45 @@ class LinkerdControlPlane(MeshControlPlane):
         window = end_s - warmup_s
         watches = sum(len(w.deps) for w in self.watchers.values())
         upkeep = self.model.value("watch_cpu_us_per_s") * 1e-6 * watches
-        out.update({
-            "cpu_vcpu": out["cpu_s_work"] / window + upkeep if window > 0 else upkeep,
-            "cpu_vcpu_upkeep": upkeep,
-            "memory_mb": self.memory_mb(),
-            "destination_cores": self.cores,
-            "connected_proxies": len(self.watchers),
-            "watches": watches,
-            "updates": self.updates,
-            "snapshots": self.snapshots,
-            "stream_resets": self.resets,
-        })
+        out.update(
+            {
+                "cpu_vcpu": out["cpu_s_work"] / window + upkeep if window > 0 else upkeep,
+                "cpu_vcpu_upkeep": upkeep,
+                "memory_mb": self.memory_mb(),
+                "destination_cores": self.cores,
+                "connected_proxies": len(self.watchers),
+                "watches": watches,
+                "updates": self.updates,
+                "snapshots": self.snapshots,
+                "stream_resets": self.resets,
+            }
+        )
         return out
 
 
 def _authz(sec: LinkerdSecurity) -> LinkerdAuthz:
     return LinkerdAuthz(
         default_policy=sec.default_policy,
-        servers=[LinkerdServer(s.name, s.service, s.namespace, s.access_policy)
-                 for s in sec.servers],
+        servers=[
+            LinkerdServer(s.name, s.service, s.namespace, s.access_policy) for s in sec.servers
+        ],
         authentications=[
-            LinkerdMeshTLS(a.name, a.namespace, tuple(a.identities),
-                           tuple((sa.name, sa.namespace) for sa in a.service_accounts))
+            LinkerdMeshTLS(
+                a.name,
+                a.namespace,
+                tuple(a.identities),
+                tuple((sa.name, sa.namespace) for sa in a.service_accounts),
+            )
             for a in sec.mesh_tls_authentications
         ],
         policies=[
-            LinkerdPolicy(p.name, p.server, p.namespace, tuple(p.authentications),
-                          None if p.paths is None else tuple(p.paths))
+            LinkerdPolicy(
+                p.name,
+                p.server,
+                p.namespace,
+                tuple(p.authentications),
+                None if p.paths is None else tuple(p.paths),
+            )
             for p in sec.authorization_policies
         ],
     )

@@ -63,7 +63,10 @@ class MeshControlPlane(ControlPlane, ABC):
     kind: Kind
 
     def __init__(
-        self, sim: Simulation, model: ProxyCostModel, ca_cores: int,
+        self,
+        sim: Simulation,
+        model: ProxyCostModel,
+        ca_cores: int,
         cert_holder: Callable[[Pod], Hashable] | None = None,
     ) -> None:
         super().__init__(sim)

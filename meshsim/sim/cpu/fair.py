@@ -136,8 +136,8 @@ class FairScheduler:
         self.env = env
         self.cores = cores
         self.idle = cores
-        self.base_slice_s = base_slice_s if base_slice_s is not None else default_base_slice_s(
-            cores
+        self.base_slice_s = (
+            base_slice_s if base_slice_s is not None else default_base_slice_s(cores)
         )
         self.run_to_parity = run_to_parity
         self.count_from_s = count_from_s

@@ -108,7 +108,11 @@ class AmbientDataPlane(ProxiedDataPlane):
         self.pools = self.tunnels
         self._lb_rng = sim.streams("balancers/waypoint")
         self.resilience = Resilience(
-            sim, self.name, self.warnings, h2=lambda s: s.spec.protocol != "http1", mtls=True,
+            sim,
+            self.name,
+            self.warnings,
+            h2=lambda s: s.spec.protocol != "http1",
+            mtls=True,
             l7_services=self.waypoint_for,
         )
         self.ztunnels: dict[Node, Ztunnel] = {}
@@ -120,17 +124,34 @@ class AmbientDataPlane(ProxiedDataPlane):
 
     def install(self) -> None:
         for node in self.sim.nodes:
-            zt = Ztunnel(self.env, f"{node.name}/ztunnel", "ztunnel", self.zt_model, node,
-                       self.zt_threads, stealing=True, pick=self._accept,
-                       cpu_factor=self.cpu_factor(self.zt_model))
+            zt = Ztunnel(
+                self.env,
+                f"{node.name}/ztunnel",
+                "ztunnel",
+                self.zt_model,
+                node,
+                self.zt_threads,
+                stealing=True,
+                pick=self._accept,
+                cpu_factor=self.cpu_factor(self.zt_model),
+            )
             self.ztunnels[node] = zt
             self.proxies.append(zt)
         for name in sorted(self.waypoint_for):
             node = self.client_node()
-            wp = L7Proxy(self.env, f"{name}/waypoint", "waypoint", self.wp_model, node,
-                         self.wp_threads, stealing=False, pick=self._accept,
-                         rng=self._lb_rng, resilience=self.resilience,
-                         cpu_factor=self.cpu_factor(self.wp_model))
+            wp = L7Proxy(
+                self.env,
+                f"{name}/waypoint",
+                "waypoint",
+                self.wp_model,
+                node,
+                self.wp_threads,
+                stealing=False,
+                pick=self._accept,
+                rng=self._lb_rng,
+                resilience=self.resilience,
+                cpu_factor=self.cpu_factor(self.wp_model),
+            )
             self.waypoints[name] = wp
             self.proxies.append(wp)
 
@@ -266,7 +287,12 @@ class AmbientDataPlane(ProxiedDataPlane):
             yield env.timeout(2.0 * (wp.hop_s + delay(wp.node, pod.node, 0)))
             return refused
         tunnel = yield from self.tunnels.acquire(
-            (wp.name, worker.index, zd.name), wp, worker, zd, True, True,
+            (wp.name, worker.index, zd.name),
+            wp,
+            worker,
+            zd,
+            True,
+            True,
             delay(wp.node, pod.node, 0),
         )
         yield env.timeout(wp.hop_s + delay(wp.node, pod.node, nbytes))

@@ -30,8 +30,16 @@ from meshsim.sim.dataplanes.proxy import Proxy, Worker
 class Conn:
     """One connection: who holds each end, the worker it is pinned to at each end, its TLS."""
 
-    __slots__ = ("client", "client_worker", "key", "ready", "server", "server_worker",
-                 "streams", "tls")
+    __slots__ = (
+        "client",
+        "client_worker",
+        "key",
+        "ready",
+        "server",
+        "server_worker",
+        "streams",
+        "tls",
+    )
 
     def __init__(
         self,
@@ -105,8 +113,9 @@ def connect(
         counter.full += 1
     server.handshakes += 1
     yield env.timeout(3.0 * one_way_s)
-    yield from server.work(conn.server_worker,
-                           server.tcp_open_s + server.handshake_s("server", resumed))
+    yield from server.work(
+        conn.server_worker, server.tcp_open_s + server.handshake_s("server", resumed)
+    )
     yield env.timeout(one_way_s)
     if client is not None and conn.client_worker is not None:
         client.handshakes += 1
@@ -178,13 +187,11 @@ class Pools:
         if h2 and self.keep_alive:
             conn.ready = ready = self.env.event()
             self._h2[key].append(conn)
-            yield from connect(self.env, self.counter, conn, one_way_s,
-                               resumption=self.resumption)
+            yield from connect(self.env, self.counter, conn, one_way_s, resumption=self.resumption)
             conn.ready = None
             ready.succeed()
         else:
-            yield from connect(self.env, self.counter, conn, one_way_s,
-                               resumption=self.resumption)
+            yield from connect(self.env, self.counter, conn, one_way_s, resumption=self.resumption)
         return conn
 
     def release(self, conn: Conn, h2: bool) -> None:

@@ -27,9 +27,7 @@ if TYPE_CHECKING:
     from meshsim.sim.dataplanes.resilience_state import Resilience
 
 
-Attempt = Callable[
-    ["L7Proxy", Worker, "Pod", "Request", int], Generator[simpy.Event, Any, int]
-]
+Attempt = Callable[["L7Proxy", Worker, "Pod", "Request", int], Generator[simpy.Event, Any, int]]
 """What a data plane does for one try of one request to one chosen endpoint:
 ``attempt(proxy, worker, pod, request, request_bytes) -> status``."""
 

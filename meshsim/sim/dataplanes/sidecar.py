@@ -77,10 +77,19 @@ class SidecarDataPlane(ProxiedDataPlane):
 
     def _new_proxy(self, name: str, node: Any, pod: Pod | None) -> L7Proxy:
         proxy = L7Proxy(
-            self.env, name, "sidecar", self.model, node, self.threads,
-            stealing=self.stealing, pick=self._accept, pod=pod,
-            telemetry=self.telemetry, wasm_filters=self.wasm_filters,
-            rng=self._lb_rng, resilience=self.resilience,
+            self.env,
+            name,
+            "sidecar",
+            self.model,
+            node,
+            self.threads,
+            stealing=self.stealing,
+            pick=self._accept,
+            pod=pod,
+            telemetry=self.telemetry,
+            wasm_filters=self.wasm_filters,
+            rng=self._lb_rng,
+            resilience=self.resilience,
             cpu_factor=self.cpu_factor(self.model),
         )
         self.proxies.append(proxy)
@@ -153,7 +162,12 @@ class SidecarDataPlane(ProxiedDataPlane):
             yield env.timeout(2.0 * (proxy.hop_s + delay(src_node, pod.node, 0)))
             return refused
         conn = yield from self.pools.acquire(
-            self.pool_key(proxy, worker, pod), proxy, worker, server, tls, h2,
+            self.pool_key(proxy, worker, pod),
+            proxy,
+            worker,
+            server,
+            tls,
+            h2,
             delay(src_node, pod.node, 0),
         )
         yield env.timeout(proxy.hop_s + delay(src_node, pod.node, nbytes))
@@ -166,8 +180,14 @@ class SidecarDataPlane(ProxiedDataPlane):
                 return DENIED_STATUS
         resp_bytes = pod.response_bytes
         status: int = yield from run_inbound(
-            env, self.sim, server, conn.server_worker, pod, req,
-            server.costs(nbytes, resp_bytes, tls), self._to_app_s(server),
+            env,
+            self.sim,
+            server,
+            conn.server_worker,
+            pod,
+            req,
+            server.costs(nbytes, resp_bytes, tls),
+            self._to_app_s(server),
         )
         yield env.timeout(delay(pod.node, src_node, resp_bytes) + proxy.hop_s)
         costs = proxy.costs(nbytes, resp_bytes, tls)
@@ -187,7 +207,12 @@ class SidecarDataPlane(ProxiedDataPlane):
         delay = self.net.delay
         conn = yield from self.pools.acquire(
             ("outside", src.name if isinstance(src, Client) else "", pod.name),
-            None, None, server, False, False, delay(None, pod.node, 0),
+            None,
+            None,
+            server,
+            False,
+            False,
+            delay(None, pod.node, 0),
         )
         yield env.timeout(delay(None, pod.node, nbytes))
         check = self.sim.control_plane.authorize(None, pod, req)
@@ -198,8 +223,14 @@ class SidecarDataPlane(ProxiedDataPlane):
                 self.pools.release(conn, False)
                 return DENIED_STATUS
         status: int = yield from run_inbound(
-            env, self.sim, server, conn.server_worker, pod, req,
-            server.costs(nbytes, pod.response_bytes, False), self._to_app_s(server),
+            env,
+            self.sim,
+            server,
+            conn.server_worker,
+            pod,
+            req,
+            server.costs(nbytes, pod.response_bytes, False),
+            self._to_app_s(server),
         )
         yield env.timeout(delay(pod.node, None, pod.response_bytes))
         self.pools.release(conn, False)
@@ -224,8 +255,11 @@ class SidecarDataPlane(ProxiedDataPlane):
             inbound = 1
         else:
             own = None
-            called = {w.target for w in self.sim.scenario.workloads
-                      if proxy.name == f"client/{w.name}/sidecar"}
+            called = {
+                w.target
+                for w in self.sim.scenario.workloads
+                if proxy.name == f"client/{w.name}/sidecar"
+            }
             inbound = 0
         clusters = inbound + sum(self._clusters(services[s]) for s in called)
         endpoints = sum(len(services[s].endpoints) for s in called)
