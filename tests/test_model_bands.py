@@ -285,3 +285,26 @@ def test_compare_with_model_samples_writes_bands_into_the_report(tmp_path: Any) 
     cpu = (out / "report-proxy-cpu-per-1000rps.svg").read_text(encoding="utf-8")
     assert "model band" in cpu
     assert svg.count("<path") > 10
+
+
+def test_ties_are_named_together_and_control_planes_do_not_decide_proxy_metrics() -> None:
+    drawn = [20.0, 60.0, 150.0, 300.0, 100.0, 40.0]
+    runs = _with_samples([0.4] * 6, [0.1 + x / 500 for x in drawn], drawn)
+    runs["istio"]["cost_models"] = [{"kind": "envoy-sidecar", "file": "models/istio-sidecar.yaml"}]
+    runs["linkerd"]["cost_models"] = [
+        {"kind": "linkerd-proxy", "file": "models/linkerd-proxy.yaml"},
+        {"kind": "linkerd-control-plane", "file": "models/linkerd-control-plane.yaml"},
+    ]
+    # A second linkerd-proxy parameter and a control-plane one, both ranked like the first.
+    for mesh in ("istio", "linkerd"):
+        block = runs[mesh]["model_samples"]
+        if mesh == "linkerd":
+            block["parameters"] += ["linkerd-proxy.z_cost", "linkerd-control-plane.watch_us"]
+        for row, x in zip(block["sets"], drawn, strict=True):
+            row += [x + 1, x * 3]
+    (cpu,) = [f for f in findings(runs) if "proxy CPU per 1000 rps" in f.text]
+    assert cpu.text.startswith(
+        "Not settled, depends on one of linkerd-proxy.request_cpu_us, linkerd-proxy.z_cost "
+        "(rank correlation +1.00"
+    )
+    assert "watch_us" not in cpu.text

@@ -276,8 +276,15 @@ def judge_band(runs: Mapping[str, Mapping[str, Any]], f: Finding) -> Finding:
         return replace(f, text=f"{f.text} It holds in all {verdict.samples} model parameter sets.")
     leader = verdict.leader
     caveat = "; few sets, so a pointer rather than a proof" if verdict.samples < 10 else ""
+    # With few sets several parameters rank the same; naming one of them would be a guess.
+    tied = [name for name, rho in verdict.deciding if leader and abs(rho) >= abs(leader[1]) - 1e-9]
+    who = ""
+    if leader is not None:
+        who = leader[0] if len(tied) <= 1 else f"one of {', '.join(tied[:3])}"
+        if len(tied) > 3:
+            who += f" and {len(tied) - 3} more"
     decided = (
-        f"depends on {leader[0]} (rank correlation {leader[1]:+.2f} with the difference over "
+        f"depends on {who} (rank correlation {leader[1]:+.2f} with the difference over "
         f"{verdict.samples} parameter sets{caveat})"
         if leader is not None
         else "depends on the models' parameters"

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from meshsim.models import CONTROL_PLANE_KINDS
+
 
 @dataclass(frozen=True)
 class BandVerdict:
@@ -66,10 +68,20 @@ def rank_parameters(
     return tuple(out)
 
 
-def _model_labels(run: Mapping[str, Any]) -> set[str]:
-    """The dotted-name prefixes of the models a mesh's run used (file stems, else kinds)."""
+CONTROL_PLANE = frozenset({*CONTROL_PLANE_KINDS, "cilium-operator", "spire"})
+"""Model kinds that cost control-plane resources and convergence, not data-path work."""
+
+
+def _model_labels(run: Mapping[str, Any], metric: str) -> set[str]:
+    """The dotted-name prefixes (file stems, else kinds) of the models a mesh's run used that
+    can move ``metric``: the control plane's for ``control_plane.*``, the data path's for
+    latency and proxy resources (a control plane's CPU per CSR does not move proxy memory,
+    however its drawn values happen to rank with it)."""
+    want_control = metric.startswith("control_plane.")
     labels = set()
     for ref in run.get("cost_models") or []:
+        if (str(ref.get("kind")) in CONTROL_PLANE) != want_control:
+            continue
         file = str(ref.get("file") or "")
         labels.add(file.rsplit("/", 1)[-1].removesuffix(".yaml") if file else str(ref.get("kind")))
     return labels
@@ -95,7 +107,7 @@ def band_verdict(
     names = list(block.get("parameters") or [])
     # Only the two meshes' own models can move their difference; the other parameters would
     # only add chance correlations (with 8 sets, one parameter in 20 reaches |rho| 0.7 by luck).
-    labels = _model_labels(run_a) | _model_labels(run_b)
+    labels = _model_labels(run_a, metric) | _model_labels(run_b, metric)
     own = [n.split(".", 1)[0] in labels for n in names] if labels else [True] * len(names)
     raw_sets = block.get("sets") or []
     deciding: tuple[tuple[str, float], ...] = ()
