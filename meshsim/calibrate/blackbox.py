@@ -35,8 +35,9 @@ from meshsim.calibrate.calibration import machine_info, write_model
 from meshsim.calibrate.fit import Estimate, bootstrap, fit_line
 from meshsim.calibrate.lab import Lab, LabConfig, Measured, Point, grid, scale, workdir
 from meshsim.calibrate.model_fit import (
-    KIB,
+    LabRecord,
     _baseline_row,
+    _kib,
     _point_row,
     _sidecar_cpu,
     _sidecar_wakeups,
@@ -150,10 +151,6 @@ def _p(
     return d
 
 
-def _kib(m: Measured) -> float:
-    return 2.0 * m.point.payload / KIB  # the echo returns the body: request + response
-
-
 def _connection_costs(blocks: list[dict[str, Any]], wake_us: float) -> dict[str, Any]:
     """Per-connection costs from :meth:`Lab.connection_costs` blocks, each mode's CPU less
     its wake-ups' share (the simulator charges wake-ups on their own); the range is over the
@@ -181,12 +178,11 @@ def fit_command_model(
 ) -> dict[str, Any]:
     """The model document fitted from :func:`measure_command`'s record (see the module
     docstring for what differs from the Python proxy's fit)."""
-    pts = [Measured.from_json(d) for d in data["points"]]
-    base = LabConfig()
-    fit_pts = [m for m in pts if m.point.role == "fit"]
-    base_fit = [m for m in fit_pts if m.point.config == base and m.point.proxied]
-    direct_fit = [m for m in fit_pts if m.point.config == base and not m.point.proxied]
-    main_pay = min(m.point.payload for m in base_fit)
+    # The same sorting of points, and of configurations paired with their base, as the
+    # Python proxy's fit.
+    record = LabRecord.of(data)
+    pts, fit_pts, base_fit, direct_fit = record.points, record.fit, record.base, record.direct
+    main_pay = record.main_payload
 
     proc_line = fit_line(
         [_kib(m) for m in base_fit], [_sidecar_cpu(m) for m in base_fit], seed=seed + 1
@@ -226,30 +222,7 @@ def fit_command_model(
     # closest a black box gets to a service time (its mean; the spread is not observable).
     main = np.asarray([bare(m) for m in base_fit if m.point.payload == main_pay])
     st_mean = bootstrap(main, lambda a: float(np.mean(a)), seed=seed)
-    order = {id(m): i for i, m in enumerate(pts)}
-
-    def pairs(cfg: LabConfig) -> list[tuple[Measured, Measured]]:
-        """(configuration, base) at the same payload and load, the base measured nearest in
-        time (the grid measures one just before each configuration's point)."""
-        out = []
-        for m in fit_pts:
-            ref = [b for b in base_fit if b.point.payload == m.point.payload]
-            if m.point.config == cfg and ref:
-                out.append(
-                    (
-                        m,
-                        min(
-                            ref,
-                            key=lambda b: (
-                                abs(b.point.rps - m.point.rps),
-                                abs(order[id(b)] - order[id(m)]),
-                            ),
-                        ),
-                    )
-                )
-        return out
-
-    tpairs = pairs(LabConfig(mtls=True))
+    tpairs = record.paired_with_base(LabConfig(mtls=True))
     tls = (
         fit_line(
             [_kib(m) for m, _ in tpairs], [bare(m) - bare(b) for m, b in tpairs], seed=seed + 4
