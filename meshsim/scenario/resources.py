@@ -125,22 +125,9 @@ NO_RESOURCES = Resources()
 """Linkerd's proxy has none unless config.linkerd.io/proxy-cpu-request etc. are set."""
 
 
-class Allocatable(Spec):
-    """What a node offers pods (Kubernetes' node allocatable); default: all of it."""
+class Allocatable(Quantities):
+    """What a node offers pods (Kubernetes' node allocatable); default: all of it. The same
+    quantities, checked the same way, as a container's requests and limits."""
 
     cpu: Quantity | None = Field(None, description="Default: cores_per_node.")
     memory: Quantity | None = Field(None, description="Default: memory_gb_per_node.")
-
-    @field_validator("cpu")
-    @classmethod
-    def _cpu(cls, v: str | int | float | None) -> str | int | float | None:
-        if v is not None:
-            millicores(v)
-        return v
-
-    @field_validator("memory")
-    @classmethod
-    def _memory(cls, v: str | int | float | None) -> str | int | float | None:
-        if v is not None:
-            megabytes(v)
-        return v
