@@ -33,7 +33,16 @@ import numpy as np
 
 from meshsim.calibrate.calibration import machine_info, write_model
 from meshsim.calibrate.fit import Estimate, bootstrap, fit_line
-from meshsim.calibrate.lab import Lab, LabConfig, Measured, Point, grid, scale, workdir
+from meshsim.calibrate.lab import (
+    Lab,
+    LabConfig,
+    Measured,
+    Point,
+    grid,
+    point_line,
+    scale,
+    workdir,
+)
 from meshsim.calibrate.model_fit import (
     LabRecord,
     _baseline_row,
@@ -75,12 +84,8 @@ def measure_command(
             m = lab.measure(p, seed=i + 1)
             measured.append(m)
             log(
-                f"[{i + 1}/{len(points)}] {p.config.name} {p.payload}B "
-                f"{f'pass {p.repeat + 1} ' if p.role != 'fit' else ''}"
-                f"{'sat' if p.rps == 0 else f'{p.rps:g}rps'} "
-                f"{'proxied' if p.proxied else 'direct'} {p.role}: "
-                f"{m.achieved_rps:.0f} rps, p50 {m.latency_ms['p50']:.3f} ms, "
-                f"p99 {m.latency_ms['p99']:.3f} ms, sidecar CPU "
+                point_line(i, len(points), p, m)
+                + ", sidecar CPU "
                 + (f"{_sidecar_cpu(m):.1f} us/req" if p.proxied else "-")
             )
         memory = lab.connection_memory((0, 50, 100, 200) if quick else (0, 100, 200, 300, 400))

@@ -24,7 +24,16 @@ from typing import Any
 import yaml
 
 from meshsim import __version__
-from meshsim.calibrate.lab import Lab, LabConfig, Measured, Point, grid, scale, workdir
+from meshsim.calibrate.lab import (
+    Lab,
+    LabConfig,
+    Measured,
+    Point,
+    grid,
+    point_line,
+    scale,
+    workdir,
+)
 
 # The fitting helpers moved to model_fit; meshsim.calibrate.blackbox still imports them here.
 from meshsim.calibrate.model_fit import KIB as KIB
@@ -129,14 +138,7 @@ def measure_lab(quick: bool, log: Log = print, key_type: str = "ecdsa-p256") -> 
                 blocks.append(lab.handshakes(per_block))
             m = lab.measure(p, seed=i + 1)
             measured.append(m)
-            log(
-                f"[{i + 1}/{len(points)}] {p.config.name} {p.payload}B "
-                f"{f'pass {p.repeat + 1} ' if p.role != 'fit' else ''}"
-                f"{'sat' if p.rps == 0 else f'{p.rps:g}rps'} "
-                f"{'proxied' if p.proxied else 'direct'} {p.role}: "
-                f"{m.achieved_rps:.0f} rps, p50 {m.latency_ms['p50']:.3f} ms, "
-                f"p99 {m.latency_ms['p99']:.3f} ms"
-            )
+            log(point_line(i, len(points), p, m))
         memory = lab.connection_memory((0, 50, 100, 200) if quick else (0, 100, 200, 300, 400))
         blocks.append(lab.handshakes(per_block))
         hs = {side: [v for b in blocks for v in b[side]] for side in ("client", "server")}

@@ -771,6 +771,18 @@ def _rss_with_connections(node: Sidecar, k: int, ctx: ssl.SSLContext | None) -> 
     return asyncio.run(hold())
 
 
+def point_line(i: int, total: int, p: Point, m: Measured) -> str:
+    """The progress line of the ``i``-th (0-based) of ``total`` measured points."""
+    return (
+        f"[{i + 1}/{total}] {p.config.name} {p.payload}B "
+        f"{f'pass {p.repeat + 1} ' if p.role != 'fit' else ''}"
+        f"{'sat' if p.rps == 0 else f'{p.rps:g}rps'} "
+        f"{'proxied' if p.proxied else 'direct'} {p.role}: "
+        f"{m.achieved_rps:.0f} rps, p50 {m.latency_ms['p50']:.3f} ms, "
+        f"p99 {m.latency_ms['p99']:.3f} ms"
+    )
+
+
 def grid(
     quick: bool, *, mtls: bool = True, filters: bool = True, keep_alive_off: bool = True
 ) -> list[Point]:
