@@ -12,6 +12,7 @@ say where each value of the scenario came from.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from collections.abc import Iterator, Sequence
@@ -288,3 +289,15 @@ def _objects(
             yield item, item_node
         return
     yield data, node
+
+
+def read_json(path: Path, max_bytes: int, too_big: str) -> Any:
+    """A JSON file parsed whole, refused with ``too_big`` (what to do instead) above
+    ``max_bytes`` before anything is read, and with its line when it is not JSON."""
+    if path.stat().st_size > max_bytes:
+        raise ManifestError([Problem("", f"larger than {max_bytes:,} bytes; {too_big}")], str(path))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        line = getattr(exc, "lineno", None)
+        raise ManifestError([Problem("", f"not valid JSON: {exc}", line=line)], str(path)) from None

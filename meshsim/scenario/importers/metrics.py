@@ -25,7 +25,6 @@ samples are dropped and counted in a warning.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterable, Iterator
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from meshsim.errors import Problem
-from meshsim.scenario.importers.documents import ManifestError
+from meshsim.scenario.importers.documents import ManifestError, read_json
 
 MAX_SERIES = 200_000
 """Distinct series kept: a mesh of a few thousand workloads has tens of thousands of edges."""
@@ -127,17 +126,11 @@ def _text_samples(path: Path) -> Iterator[tuple[int, str, dict[str, str], float,
 def _json_samples(
     path: Path,
 ) -> Iterator[tuple[int, str, dict[str, str], float, float | None, bool]]:
-    if path.stat().st_size > MAX_JSON_BYTES:
-        raise ManifestError(
-            [Problem("", f"larger than {MAX_JSON_BYTES:,} bytes; query the sum by edge "
-                     "(sum by (source_workload, destination_workload) (rate(...)))")],
-            str(path),
-        )  # fmt: skip
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        line = getattr(exc, "lineno", None)
-        raise ManifestError([Problem("", f"not valid JSON: {exc}", line=line)], str(path)) from None
+    doc = read_json(
+        path,
+        MAX_JSON_BYTES,
+        "query the sum by edge (sum by (source_workload, destination_workload) (rate(...)))",
+    )
     data = doc.get("data") if isinstance(doc, dict) else None
     result = data.get("result") if isinstance(data, dict) else None
     if not isinstance(result, list):

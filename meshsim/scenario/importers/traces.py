@@ -24,7 +24,6 @@ which no scenario may hold, loses its closing edge with a warning. Files over
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import warnings
 from collections import defaultdict
@@ -36,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from meshsim.errors import Problem
-from meshsim.scenario.importers.documents import ManifestError
+from meshsim.scenario.importers.documents import ManifestError, read_json
 
 MAX_TRACE_BYTES = 16 * 1024 * 1024
 """A trace export is parsed whole; a few thousand traces (well under this) fit a service time."""
@@ -202,17 +201,11 @@ def read_spans(path: Path) -> list[Span]:
     """The spans of one file, whichever of the three formats it is."""
     if not path.is_file():
         raise ManifestError([Problem("", "no such file")], str(path))
-    if path.stat().st_size > MAX_TRACE_BYTES:
-        raise ManifestError(
-            [Problem("", f"larger than {MAX_TRACE_BYTES:,} bytes (the limit); export fewer "
-                     "traces: a few thousand give the call graph and service times")],
-            str(path),
-        )  # fmt: skip
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        line = getattr(exc, "lineno", None)
-        raise ManifestError([Problem("", f"not valid JSON: {exc}", line=line)], str(path)) from None
+    doc = read_json(
+        path,
+        MAX_TRACE_BYTES,
+        "export fewer traces: a few thousand give the call graph and service times",
+    )
     parse: Callable[[Any], Iterable[Span]]
     if isinstance(doc, dict) and "resourceSpans" in doc:
         fmt, parse = "OTLP", _otlp
