@@ -38,6 +38,7 @@ from meshsim.calibrate.lab import (
     LabConfig,
     Measured,
     Point,
+    estimate_capacity,
     grid,
     point_line,
     scale,
@@ -66,9 +67,7 @@ def measure_command(
     try:
         log(f"proxy under test: {cmd.template} (workload keys {key_type})")
         log(f"lab placement: {lab.placement}")
-        cap_point = Point(LabConfig(), 256, 0.0, 8, True, 1.0 if quick else 3.0)
-        cap = lab.measure(cap_point).achieved_rps
-        log(f"estimated capacity {cap:.0f} rps (closed loop, 8 connections)")
+        cap = estimate_capacity(lab, quick, log)
         pts = grid(quick, mtls=cmd.mtls, filters=False, keep_alive_off=cmd.keepalive_knob)
         ceiling = lab_ceiling(lab, cap, max(p.rps for p in pts), log)
         points = scale(pts, min(cap, ceiling))

@@ -26,9 +26,8 @@ import yaml
 from meshsim import __version__
 from meshsim.calibrate.lab import (
     Lab,
-    LabConfig,
     Measured,
-    Point,
+    estimate_capacity,
     grid,
     point_line,
     scale,
@@ -123,9 +122,7 @@ def measure_lab(quick: bool, log: Log = print, key_type: str = "ecdsa-p256") -> 
     lab = Lab(workdir(), key_type=key_type)
     try:
         log(f"lab placement: {lab.placement}")
-        cap_point = Point(LabConfig(), 256, 0.0, 8, True, 1.0 if quick else 3.0)
-        cap = lab.measure(cap_point).achieved_rps
-        log(f"estimated capacity {cap:.0f} rps (closed loop, 8 connections)")
+        cap = estimate_capacity(lab, quick, log)
         points = scale(grid(quick), cap)
         # Handshakes are timed in three blocks (start, middle, end of the grid) so that
         # their CI sees the machine's drift over the run, not only one moment's noise.
