@@ -192,6 +192,37 @@ def cgroups_table(summary: Mapping[str, Any]) -> Table | None:
     return table
 
 
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def zone_failures_table(summary: Mapping[str, Any]) -> Table | None:
+    """Each zone failure: tries that met a failed pod, the failover, the callers' errors,
+    and the recovery (``topology.zone_failures``, meshsim.sim.zone_failures)."""
+    rows = [
+        (mesh, f)
+        for mesh, run in summary["runs"].items()
+        for f in (run.get("topology") or {}).get("zone_failures") or []
+    ]
+    if not rows:
+        return None
+    table = _table(
+        "Zone failures (s; errors: the callers' during the failover, then the recovery)",
+        ["mesh", "zone", "mode", "at", "failed tries", "failover", "errors", "back at",
+         "recovery", "errors after"],
+        left=3,
+    )  # fmt: skip
+    for mesh, f in rows:
+        table.add_row(
+            mesh, f["zone"], f.get("mode", "refuse"), f"{f['at_s']:g}", str(f["failed_tries"]),
+            _seconds(f.get("failover_s")),
+            str(f.get("caller_errors_failover", f.get("caller_errors", 0))),
+            "-" if f.get("recovered_at_s") is None else f"{f['recovered_at_s']:g}",
+            _seconds(f.get("recovery_s")), str(f.get("caller_errors_recovery", 0)),
+        )  # fmt: skip
+    return table
+
+
 def models_text(summary: Mapping[str, Any]) -> RenderableType:
     """Which cost-model files the numbers above come from (every parameter cites a source)."""
     lines: list[Text] = []
@@ -249,6 +280,9 @@ def summary_renderable(summary: Mapping[str, Any]) -> RenderableType:
     cgroups = cgroups_table(summary)
     if cgroups is not None:
         parts.append(cgroups)
+    zones = zone_failures_table(summary)
+    if zones is not None:
+        parts.append(zones)
     if any(run["control_plane"].get("memory_mb") for run in summary["runs"].values()):
         parts.append(control_plane_table(summary))
     parts.append(models_text(summary))

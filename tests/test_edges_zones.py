@@ -17,6 +17,7 @@ from meshsim.errors import ScenarioError
 from meshsim.policy.locality import EdfScheduler, allocate_hints, availability, priority_loads
 from meshsim.scenario import load_scenario
 from meshsim.scenario.loader import loads
+from meshsim.sim.app import CONNECT_FAILURE, RESET
 from meshsim.sim.engine import Simulation
 from meshsim.sim.topology import Topology, ZonedNetwork
 
@@ -151,7 +152,7 @@ FAILOVER = BASE + (
     "    locality_lb: {}\n"
     "events:\n"
     "  - {at_s: 10, action: fail-zone, target: zone-a, services: [back],"
-    " endpoints_removed_after_s: 5}\n"
+    " endpoints_removed_after_s: 5, mode: refuse}\n"
 )
 
 
@@ -262,3 +263,207 @@ def test_nodes_and_zones_must_agree(tmp_path: Path) -> None:
     err = error_of(tmp_path, text)
     (problem,) = err.problems
     assert "'nodes' is 3 but the zones hold 2 nodes" in problem.message
+
+
+# --------------------------------------------------------------------------- black holes
+
+
+DRILL = """\
+meshsim: 1
+name: zone-drill
+seed: 3
+duration_s: 30
+warmup_s: 0
+meshes: [istio, linkerd]
+cluster:
+  cores_per_node: 4
+  zones:
+    - {name: zone-a, nodes: 1}
+    - {name: zone-b, nodes: 1}
+mesh_options:
+  istio: {workers: 1, connect_timeout_ms: 2005}
+services:
+  - name: front
+    replicas: 1
+    zones: [zone-a]
+    concurrency: 1000
+    cpu_ms: {dist: constant, mean: 0.2}
+    calls: [{service: back}]
+  - name: back
+    replicas: 2
+    cpu_ms: {dist: constant, mean: 0.2}
+workloads:
+  - {name: users, target: front, arrival: constant, rate_rps: 100, connections: 1000}
+traffic:
+  - service: back
+    retries: {attempts: 0}
+    outlier_detection: {consecutive_5xx: 3, max_ejection_percent: 100}
+    locality_lb: {}
+events:
+  - {at_s: 10, action: fail-zone, target: zone-a, services: [back], endpoints_removed_after_s: 5}
+  - {at_s: 20, action: recover-zone, target: zone-a, restart_after_s: 2}
+"""
+"""One caller in zone-a at a constant 100 rps; ``back`` has one replica per zone. Istio's
+failover (outlier detection on) keeps every try in zone-a until the failure."""
+
+RATE = 100.0
+T = 2.005  # the connect timeout; T x RATE is not a whole number, so no arrival ties with it
+N = 3  # consecutive_5xx
+
+
+def edge(out: dict[str, Any], caller: str, callee: str) -> Any:
+    return out["sim"].recorder.edges[(caller, callee)]
+
+
+def test_istio_blackholed_connects_take_the_connect_timeout_until_ejection() -> None:
+    out = run(DRILL, "istio")
+    (failure,) = out["topology"]["zone_failures"]
+    assert failure["mode"] == "blackhole"
+    assert failure["connect_timeout_s"] == pytest.approx(T)
+    # One worker, one pooled HTTP/1.1 connection to back-a when it failed: the first try
+    # after the failure goes out on it and hangs (no timeout; Linux would give up after
+    # 924.6 s); every later try opens a connection, whose SYN goes unanswered for T.
+    h = 1
+    assert failure["hung_tries"] == h
+    # The N-th connect failure (the (h+N)-th try, sent at t1 + (h+N-1)/r) ejects back-a at
+    # its end, T later; every arrival before that went to back-a: h + N - 1 + floor(T r) + 1.
+    assert failure["connect_timeouts"] == N + int(T * RATE)
+    assert failure["failed_tries"] == h + N + int(T * RATE)
+    assert out["m"].resilience["back"].counts["ejections"] == 1
+    assert out["m"].resilience["back"].counts["connect_failures"] == failure["connect_timeouts"]
+    # Failover: the last try to the dead host came within one arrival of the ejection,
+    # T + (h+N-1)/r after the first try.
+    assert failure["failover_s"] == pytest.approx(T + (h + N - 1) / RATE, abs=1 / RATE)
+    # Each failed try took exactly T (plus the caller sidecar's sub-millisecond request path)
+    # and failed as a connect failure (Envoy's UF); the hung one never returned in the run.
+    statuses = edge(out, "front", "back").statuses
+    assert statuses[CONNECT_FAILURE] == failure["connect_timeouts"]
+    assert RESET not in statuses
+    assert T <= failure["caller_max_latency_s"] < T + 1e-3
+    assert failure["caller_errors"] == failure["connect_timeouts"]
+
+
+def test_refused_connects_fail_at_once_and_eject_after_n_tries() -> None:
+    text = DRILL.replace(
+        "endpoints_removed_after_s: 5}", "endpoints_removed_after_s: 5, mode: refuse}"
+    )
+    (failure,) = run(text, "istio")["topology"]["zone_failures"]
+    assert failure["mode"] == "refuse"
+    assert failure["connect_timeout_s"] is None
+    assert failure["hung_tries"] == failure["connect_timeouts"] == 0
+    assert failure["failed_tries"] == N
+    assert failure["failover_s"] == pytest.approx((N - 1) / RATE, abs=1e-3)
+
+
+def test_istio_traffic_returns_to_the_restarted_zone_with_the_new_pods() -> None:
+    out = run(DRILL, "istio")
+    (failure,) = out["topology"]["zone_failures"]
+    assert failure["endpoints_removed_s"] == pytest.approx(15.0)
+    assert failure["recovered_at_s"] == pytest.approx(20.0)
+    # The pods start 2 s after the zone is back, then get a certificate and their
+    # configuration; the endpoint change reaches the caller's proxy through istiod.
+    back_after = failure["first_recovered_try_s"]
+    assert 2.0 < back_after < 2.5
+    # Failover priority: the share is all or nothing, so the share is back (0: all in-zone)
+    # with the first try to the new pod, to the second (recovery_s's resolution).
+    assert failure["pre_failure_cross_zone_share"] == 0.0
+    assert abs(failure["recovery_s"] - back_after) <= 1.0
+    assert failure["post_recovery_cross_zone_share"] == 0.0
+    assert failure["caller_errors_recovery"] == 0
+    assert failure["caller_errors_failover"] == failure["caller_errors"]
+    new = [p for p in out["sim"].services["back"].pods if p.alive and p.index == 2]
+    assert [out["sim"].zones.zone_of(p.node) for p in new] == ["zone-a"]
+
+
+def test_a_healed_partition_returns_its_ejected_host_after_the_ejection_time() -> None:
+    # Back at 14 s, before the grace period runs out (removal at 50 s): the same pod answers
+    # again, but back-a stays ejected for base_ejection_s (30 s), un-ejected at the first
+    # interval sweep (every 10 s) after that.
+    text = (
+        DRILL.replace("duration_s: 30", "duration_s: 60")
+        .replace(" endpoints_removed_after_s: 5}", "}")
+        .replace("at_s: 20, action: recover-zone", "at_s: 14, action: recover-zone")
+    )
+    out = run(text, "istio")
+    (failure,) = out["topology"]["zone_failures"]
+    assert failure["endpoints_removed_s"] is None
+    ejected_at = failure["at_s"] + failure["failover_s"]
+    back_at = failure["recovered_at_s"] + failure["first_recovered_try_s"]
+    assert ejected_at + 30.0 <= back_at < ejected_at + 30.0 + 10.0 + 1 / RATE
+    assert abs(failure["recovery_s"] - (back_at - 14.0)) <= 1.0
+    # Afterwards all in-zone, but for the tries of the un-ejection's own second that still
+    # crossed (within the 5 % tolerance, so that second counts as back): one of 500 here.
+    assert failure["post_recovery_cross_zone_share"] <= 1 / 500
+
+
+def test_linkerd_requests_hang_on_the_held_connection_until_the_user_timeout() -> None:
+    out = run(DRILL, "linkerd")
+    (failure,) = out["topology"]["zone_failures"]
+    # HTTP/2 between proxies: every try to back-a multiplexes onto the connection the
+    # caller held, until the endpoints change (zone hints: back-a is the only endpoint
+    # hinted for zone-a). None waits for the 1 s connect timeout.
+    assert failure["connect_timeout_s"] == 1.0
+    assert failure["connect_timeouts"] == 0
+    assert failure["hung_tries"] == failure["failed_tries"]
+    assert (
+        failure["endpoints_removed_s"]
+        < failure["last_failed_try_s"]
+        < failure["endpoints_removed_s"] + 0.5
+    )
+    # They all end together when TCP_USER_TIMEOUT (30 s) drops the connection: a reset.
+    statuses = edge(out, "front", "back").statuses
+    assert statuses[RESET] == failure["hung_tries"]
+    assert failure["caller_max_latency_s"] == pytest.approx(30.0, abs=1 / RATE)
+
+
+DISTRIBUTE = DRILL.replace(
+    "    locality_lb: {}\n",
+    "    locality_lb:\n      distribute:\n        - {from: zone-a, to: {zone-a: 80, zone-b: 20}}\n",
+).replace("    outlier_detection: {consecutive_5xx: 3, max_ejection_percent: 100}\n", "")
+
+
+def test_distribute_weights_return_after_the_recovery() -> None:
+    out = run(DISTRIBUTE, "istio")
+    (failure,) = out["topology"]["zone_failures"]
+    # Without outlier detection back-a keeps its 80 % until it leaves the endpoints; once
+    # the restarted pod is known the weights apply again, EDF within a try of them.
+    assert failure["pre_failure_cross_zone_share"] == pytest.approx(0.2, abs=1 / 1000)
+    assert failure["post_recovery_cross_zone_share"] == pytest.approx(0.2, abs=1 / 500)
+    assert failure["recovery_s"] is not None
+    tries, cross = out["sim"].zones.per_second(["back"])
+    assert all(c == t for c, t in zip(cross[16:22], tries[16:22], strict=True))
+
+
+def test_a_failure_with_a_duration_recovers_by_itself() -> None:
+    text = DRILL.replace(
+        "endpoints_removed_after_s: 5}",
+        "endpoints_removed_after_s: 5, duration_s: 10, restart_after_s: 1}",
+    ).replace("  - {at_s: 20, action: recover-zone, target: zone-a, restart_after_s: 2}\n", "")
+    (failure,) = run(text, "istio")["topology"]["zone_failures"]
+    assert failure["recovered_at_s"] == pytest.approx(20.0)
+    assert 1.0 < failure["first_recovered_try_s"] < 1.5
+
+
+def test_recover_zone_needs_a_failed_zone_and_a_known_mode(tmp_path: Path) -> None:
+    events = "events:\n  - {at_s: 5, action: recover-zone, target: zone-a}\n"
+    err = error_of(tmp_path, BASE + events)
+    (problem,) = err.problems
+    assert problem.field == "events[0].target"
+    assert problem.line == 26
+    assert "zone 'zone-a' is not down at 5 s" in problem.message
+    assert str(tmp_path / "zones.yaml") in str(err)
+    events = (
+        "events:\n  - {at_s: 5, action: fail-zone, target: zone-a, duration_s: 2}\n"
+        "  - {at_s: 9, action: recover-zone, target: zone-a}\n"
+    )
+    (problem,) = error_of(tmp_path, BASE + events).problems
+    assert (problem.field, problem.line) == ("events[1].target", 27)
+    events = "events:\n  - {at_s: 5, action: recover-zone, target: zone-q}\n"
+    (problem,) = error_of(tmp_path, BASE + events).problems
+    assert problem.field == "events[0].target"
+    assert "no zone in cluster.zones named 'zone-q'" in problem.message
+    events = "events:\n  - {at_s: 5, action: fail-zone, target: zone-a, mode: unplug}\n"
+    (problem,) = error_of(tmp_path, BASE + events).problems
+    assert problem.field == "events[0].mode"
+    assert problem.line == 26
+    assert "'blackhole' or 'refuse'" in problem.message

@@ -222,7 +222,9 @@ class ClusterRuntime:
         ejected ``host`` (Envoy) or shut its breaker (Linkerd) on it."""
         ejected = 0
         od = self.outlier
-        if od is not None and od.record(host, outcome, now, rng):
+        # A try that ends after its host left the cluster (a black-holed connect outlasting
+        # the endpoint removal) has no monitor to report to, as in Envoy.
+        if od is not None and od.has_host(host) and od.record(host, outcome, now, rng):
             ejected += 1
         if self.accrual is not None:
             breaker = self.accrual.breaker(host)

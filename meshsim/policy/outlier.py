@@ -172,6 +172,9 @@ class OutlierDetector:
     def remove_host(self, host: Hashable) -> None:
         self._monitors.pop(host, None)
 
+    def has_host(self, host: Hashable) -> bool:
+        return host in self._monitors
+
     @property
     def host_count(self) -> int:
         return len(self._monitors)

@@ -121,10 +121,16 @@ def topology_section(comp: Comparison) -> Section | None:
             cross.append([mesh, service, str(block["tries"]), f"{block['cross_zone_share']:.1%}"])
         for f in topo.get("zone_failures") or []:
             failover = f.get("failover_s")
+            recovery = f.get("recovery_s")
+            back = f.get("recovered_at_s")
             failures.append([
-                mesh, f["zone"], f"{f['at_s']:g}", str(f["failed_tries"]),
-                "-" if failover is None else f"{failover:.3f}", str(f.get("caller_errors", "-")),
+                mesh, f["zone"], f.get("mode", "refuse"), f"{f['at_s']:g}",
+                str(f["failed_tries"]), "-" if failover is None else f"{failover:.3f}",
+                str(f.get("caller_errors_failover", f.get("caller_errors", "-"))),
                 f"{f.get('caller_max_latency_s', 0.0):.3f}",
+                "-" if back is None else f"{back:g}",
+                "-" if recovery is None else f"{recovery:.0f}",
+                str(f.get("caller_errors_recovery", "-")),
             ])  # fmt: skip
         for name, g in (topo.get("gateways") or {}).items():
             gateways.append([mesh, name, str(g["replicas"]), f"{g['rps']:.1f}",
@@ -141,9 +147,11 @@ def topology_section(comp: Comparison) -> Section | None:
     if failures:
         s.tables.append(Table(
             "Zone failures: tries that met a failed pod, time until the last one, callers' "
-            "errors and slowest call",
-            ["mesh", "zone", "at s", "failed tries", "failover s", "caller errors",
-             "slowest call s"], failures,
+            "errors and slowest call; the recovery, until the cross-zone share is back "
+            "within 5 points of its value before the failure (whole seconds), and the "
+            "callers' errors after it",
+            ["mesh", "zone", "mode", "at s", "failed tries", "failover s", "caller errors",
+             "slowest call s", "back at s", "recovery s", "errors after"], failures,
         ))  # fmt: skip
     if gateways:
         s.tables.append(Table("Ingress gateways", ["mesh", "gateway", "replicas", "rps",

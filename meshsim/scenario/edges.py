@@ -11,6 +11,7 @@ The checks that span the document (zone names that must exist) are in :func:`zon
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -110,7 +111,44 @@ class FailZoneEvent(Spec):
         "--node-monitor-grace-period (40 s default).",
     )
     duration_s: PositiveFloat | None = Field(
-        None, description="The zone comes back after this long (default: not in the run)."
+        None,
+        description="The zone comes back after this long, as a recover-zone event would "
+        "(default: not in the run).",
+    )
+    mode: Literal["blackhole", "refuse"] = Field(
+        "blackhole",
+        description="blackhole: the pods' addresses answer nothing (a power or network "
+        "outage): a new connection waits for the proxy's connect timeout, requests on "
+        "connections held at the failure hang until a timeout or the connection is found "
+        "dead; refuse: connections are refused at once (the pods' processes died, their "
+        "nodes still answer).",
+    )
+    restart_after_s: NonNegativeFloat = Field(
+        10.0,
+        description="After duration_s: how long the pods take to start again once their "
+        "nodes are back, when they had left the endpoints (see recover-zone).",
+    )
+
+
+class RecoverZoneEvent(Spec):
+    """A failed zone comes back (its nodes Ready again).
+
+    If the failed pods are still in the endpoints (the node controller's grace period had
+    not run out: a partition that healed), they answer again at once. Otherwise they start
+    again on the same nodes after ``restart_after_s`` and, as any new pod, become ready
+    through the mesh (certificate, configuration) and rejoin the endpoints through the
+    control plane's propagation. Outlier-ejected hosts come back after their ejection time.
+    """
+
+    at_s: NonNegativeFloat
+    action: Literal["recover-zone"]
+    target: str = Field(description="A zone of cluster.zones that a fail-zone event failed.")
+    restart_after_s: NonNegativeFloat = Field(
+        10.0,
+        description="From the nodes' return to the pods' containers being up and their app "
+        "passing its first readiness probe (node boot, kubelet, app start). ASSUMPTION: "
+        "10 s, one readinessProbe period at Kubernetes' default periodSeconds 10; range "
+        "1-120 s (an app that is ready at once to a slow JVM start).",
     )
 
 
@@ -172,14 +210,43 @@ def zone_problems(scenario: Scenario) -> Iterator[tuple[Loc, str]]:
                         ("traffic", i, "locality_lb", "failover", j, key),
                         _unknown("region", region, regions),
                     )
-    for i, event in enumerate(scenario.events):
-        if event.action != "fail-zone":
+    yield from _zone_event_problems(scenario, seen, names, services)
+
+
+def _zone_event_problems(
+    scenario: Scenario, seen: set[str], names: list[str], services: set[str]
+) -> Iterator[tuple[Loc, str]]:
+    """fail-zone and recover-zone: zones that exist, services that exist, and a recovery
+    only of a zone that is down at that time."""
+    from meshsim.scenario.references import _unknown
+
+    down_until: dict[str, float] = {}
+    """Zone -> when it comes back (inf: not in the run), from the fail-zone events so far."""
+    order = sorted(range(len(scenario.events)), key=lambda i: scenario.events[i].at_s)
+    for i in order:
+        event = scenario.events[i]
+        if event.action not in ("fail-zone", "recover-zone"):
             continue
         if event.target not in seen:
             yield ("events", i, "target"), _unknown("zone in cluster.zones", event.target, names)
+            continue
+        back = down_until.get(event.target)
+        if event.action == "recover-zone":
+            if back is None or back <= event.at_s:
+                yield (
+                    ("events", i, "target"),
+                    f"zone '{event.target}' is not down at {event.at_s:g} s: a recover-zone "
+                    "needs a fail-zone of the same zone before it (and no recovery between)",
+                )
+            down_until[event.target] = event.at_s
+            continue
         for j, svc in enumerate(event.services or []):
             if svc not in services:
                 yield ("events", i, "services", j), _unknown("service", svc, sorted(services))
+        end = math.inf if event.duration_s is None else event.at_s + event.duration_s
+        if back is not None and back > event.at_s:
+            end = max(end, back)  # another failure in a zone that is down: both last
+        down_until[event.target] = end
 
 
 # --------------------------------------------------------------------------- gateways

@@ -14,7 +14,7 @@ from meshsim.scenario.base import (
     Probability,
     Spec,
 )
-from meshsim.scenario.edges import FailZoneEvent
+from meshsim.scenario.edges import FailZoneEvent, RecoverZoneEvent
 
 
 class _Event(Spec):
@@ -135,7 +135,8 @@ Event = Annotated[
     | ConfigEvent
     | ControlPlaneDownEvent
     | ControlPlaneSlowEvent
-    | FailZoneEvent,
+    | FailZoneEvent
+    | RecoverZoneEvent,
     Field(discriminator="action"),
 ]
 

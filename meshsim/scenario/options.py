@@ -38,6 +38,13 @@ class IstioOptions(Spec):
     eds_debounce: bool = Field(
         True, description="PILOT_ENABLE_EDS_DEBOUNCE: endpoint-only changes are debounced too."
     )
+    connect_timeout_ms: PositiveFloat = Field(
+        10_000.0,
+        description="Envoy's cluster connect_timeout (meshConfig.connectTimeout, default 10 s; "
+        "a DestinationRule's connectionPool.tcp.connectTimeout per service): how long a "
+        "connection to an address that answers nothing is tried (docs/mesh-semantics.md "
+        "§14.4).",
+    )
     proxy_resources: Resources = Field(
         ISTIO_PROXY_RESOURCES,
         description="Sidecar requests and limits (global.proxy.resources: requests 100m / "
@@ -68,6 +75,12 @@ class LinkerdOptions(Spec):
         description="Traffic rules Linkerd cannot express (fault injection, mirroring): "
         "'error' refuses the run; 'emulate' applies them in the client proxy as Istio would, "
         "and says so in the run's warnings.",
+    )
+    connect_timeout_ms: PositiveFloat = Field(
+        1_000.0,
+        description="LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT (default 1 s): how long the "
+        "proxy tries a connection to an endpoint that answers nothing "
+        "(docs/mesh-semantics.md §14.4).",
     )
     model: str | None = Field(None, description="Cost-model file (default models/linkerd-proxy).")
     destination_cores: Annotated[int, Field(ge=1, le=MAX_COUNT)] = Field(

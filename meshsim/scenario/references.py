@@ -120,7 +120,7 @@ def check_references(scenario: Scenario) -> Iterator[tuple[Loc, str]]:
                 yield ("events", i, "target"), f"expected '{CONTROL_PLANE_TARGET}'"
         elif event.target == ANY_SERVICE and event.action in ("churn", "config"):
             pass
-        elif event.action == "fail-zone":
+        elif event.action in ("fail-zone", "recover-zone"):
             pass  # a zone: meshsim.scenario.edges.zone_problems
         elif event.target not in known_targets:
             yield ("events", i, "target"), _unknown("service or version", event.target, targets)

@@ -28,6 +28,7 @@ from meshsim.sim.app import (
     is_success,
 )
 from meshsim.sim.cluster import (
+    Node,
     allocation_warnings,
     cgroup_measures,
     make_nodes,
@@ -145,8 +146,11 @@ class Simulation:
         rng = self.streams(f"service_times/{runtime.name}/{version.name}")
         return make_sampler(dist, rng, 1e-3)
 
-    def _new_pod(self, runtime: ServiceRuntime, version: VersionRuntime) -> Pod:
-        node = place(self.topology.nodes_for(self.nodes, runtime.spec.zones))
+    def _new_pod(
+        self, runtime: ServiceRuntime, version: VersionRuntime, node: Node | None = None
+    ) -> Pod:
+        if node is None:
+            node = place(self.topology.nodes_for(self.nodes, runtime.spec.zones))
         if version.sampler is None:
             version.sampler = self._cpu_sampler(runtime, version)
         pod = Pod(self.env, runtime, version, len(version.pods), node, version.sampler)
@@ -156,10 +160,11 @@ class Simulation:
 
     # ----------------------------------------------------------------- cluster changes
 
-    def start_pod(self, version: VersionRuntime) -> Pod:
-        """A new pod; with a mesh it is ready once its proxy has a certificate and config."""
+    def start_pod(self, version: VersionRuntime, node: Node | None = None) -> Pod:
+        """A new pod (on ``node``, else placed); with a mesh it is ready once its proxy has a
+        certificate and config."""
         runtime = next(s for s in self.services.values() if version in s.versions.values())
-        pod = self._new_pod(runtime, version)
+        pod = self._new_pod(runtime, version, node)
         self.data_plane.on_pod_started(pod)
         cp = self.control_plane
         cp.attach_pod(pod)
@@ -255,6 +260,10 @@ class Simulation:
         give(slots, slot)
         pod.slot_busy_s += env.now - began
         self.recorder.service(pod.service.name, req.id, req.workload, arrived, env.now, status)
+        if status == RESET:
+            hang_s = self.zones.hang_s(pod)  # a black-holed pod's reply never comes
+            if hang_s > 0.0:
+                yield env.timeout(hang_s)
         return status
 
     def _make_calls(self, pod: Pod, req: Request) -> Generator[simpy.Event, Any, int]:

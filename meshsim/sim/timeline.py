@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import simpy
 
-from meshsim.scenario.edges import FailZoneEvent
+from meshsim.scenario.edges import FailZoneEvent, RecoverZoneEvent
 from meshsim.scenario.events import (
     ANY_SERVICE,
     ChurnEvent,
@@ -41,6 +41,7 @@ AnyEvent = (
     | ControlPlaneDownEvent
     | ControlPlaneSlowEvent
     | FailZoneEvent
+    | RecoverZoneEvent
 )
 
 READY_POLL_S = 0.05
@@ -97,9 +98,13 @@ class Timeline:
         elif isinstance(event, ControlPlaneDownEvent | ControlPlaneSlowEvent):
             yield from self._control_plane(event)
         elif isinstance(event, FailZoneEvent):
-            from meshsim.sim.zones import fail_zone
+            from meshsim.sim.zone_failures import fail_zone
 
             yield from fail_zone(self.sim, event, self._note)
+        elif isinstance(event, RecoverZoneEvent):
+            from meshsim.sim.zone_failures import recover_zone
+
+            yield from recover_zone(self.sim, event, self._note)
         else:
             pods = self._live_pods(event.target)
             pods = pods[: event.count] if event.count is not None else pods

@@ -17,21 +17,14 @@ Linkerd             Kubernetes topology-aware routing: the endpoints hinted for 
                     safeguards refuse them
 ==================  ====================================================================
 
-A zone failure (``{action: fail-zone}``) stops the zone's pods at once; they leave the
-endpoints after the node controller's grace period; meanwhile proxies that still send to
-them get connect failures, which outlier detection (Istio) or failure accrual (Linkerd,
-opt-in) may act on first. The run's ``topology.zone_failures`` gives, per failure, the tries
-that met a failed pod and when the last one was sent (``failover_s`` after the failure: the
-time until the proxies stopped sending to the failed zone), and the errors the callers of the
-failed services saw from the failure's second on, with the end of the last second that had
-any (``caller_errors_until_s``), and the slowest call to them (``caller_max_latency_s``: a
-Linkerd balancer with no ready endpoint queues requests, up to its 3 s fail-fast, until the
-endpoints change).
+Zone failures and recoveries (``fail-zone``, ``recover-zone``: black-holed or refused
+connections, restarts, and their figures in ``topology.zone_failures``) are in
+:mod:`meshsim.sim.zone_failures`; this state counts the tries they need, per second too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
 import simpy
@@ -39,58 +32,17 @@ import simpy
 from meshsim.policy.locality import EdfScheduler, allocate_hints, availability, priority_loads
 from meshsim.sim.sampling import Uniforms
 from meshsim.sim.topology import Topology
+from meshsim.sim.zone_failures import (
+    ENVOY_DEAD_CONNECTION_S,
+    LINKERD_DEAD_CONNECTION_S,
+    ZoneFailure,
+)
 
 if TYPE_CHECKING:
-    from meshsim.scenario.edges import FailZoneEvent, LocalityLb
+    from meshsim.scenario.edges import LocalityLb
     from meshsim.sim.app import Pod, ServiceRuntime
     from meshsim.sim.dataplanes.resilience_state import Resilience
     from meshsim.sim.engine import Simulation
-
-
-class ZoneFailure:
-    """One ``fail-zone`` event and what it cost."""
-
-    __slots__ = ("at_s", "endpoints_removed_s", "failed_tries", "last_failed_try_s", "pods",
-                 "services", "zone")  # fmt: skip
-
-    def __init__(self, zone: str, at_s: float, pods: int, services: set[str]) -> None:
-        self.zone = zone
-        self.at_s = at_s
-        self.pods = pods
-        self.services = services
-        self.endpoints_removed_s: float | None = None
-        self.failed_tries = 0
-        self.last_failed_try_s: float | None = None
-
-    def as_dict(self, edges: dict[tuple[str, str], Any]) -> dict[str, Any]:
-        """The failure's figures; ``edges`` are the recorder's per-edge stats, whose
-        per-second error series give the callers' errors from the failure's second on."""
-        last = self.last_failed_try_s
-        first = int(self.at_s)
-        errors = 0
-        errors_end: float | None = None
-        worst = 0.0
-        for (_caller, callee), stats in edges.items():
-            if callee not in self.services:
-                continue
-            series = stats.series.errors
-            errors += sum(series[first:])
-            worst = max([worst, *stats.series.latency_max_s[first:]])
-            seconds = [i for i in range(first, len(series)) if series[i]]
-            if seconds:
-                errors_end = max(errors_end or 0.0, float(seconds[-1] + 1))
-        return {
-            "zone": self.zone,
-            "at_s": self.at_s,
-            "pods": self.pods,
-            "failed_tries": self.failed_tries,
-            "last_failed_try_s": last,
-            "failover_s": None if last is None else last - self.at_s,
-            "endpoints_removed_s": self.endpoints_removed_s,
-            "caller_errors": errors,
-            "caller_errors_until_s": errors_end,
-            "caller_max_latency_s": worst,
-        }
 
 
 class ZoneState:
@@ -107,6 +59,11 @@ class ZoneState:
         """Failed pods' names -> their zone's failure."""
         self.tries: dict[str, dict[tuple[str, str], int]] = {}
         """Per destination service: (source zone, destination zone) -> tries in the window."""
+        self._seconds = int(sim.end_s) + 1
+        self._per_second: dict[str, tuple[list[int], list[int]]] = {}
+        """Per destination service: tries and cross-zone tries in each second of the run."""
+        self.rejoined: dict[str, ZoneFailure] = {}
+        """Pods back after a recovery (the same, or restarted) -> the failure."""
 
     def zone_of(self, node: Any) -> str | None:
         loc = self.topology.of(node)
@@ -115,16 +72,41 @@ class ZoneState:
     def count(self, src_node: Any, pod: Pod) -> None:
         """One try from a proxy on ``src_node`` to ``pod`` (the chain's pick)."""
         now = self.sim.env.now
-        failure = self._failed.get(pod.name)
+        name = pod.name
+        failure = self._failed.get(name)
         if failure is not None and not pod.alive:
             failure.failed_tries += 1
             failure.last_failed_try_s = now
-        if not self.sim.warmup_s <= now < self.sim.end_s:
-            return
+        if self.rejoined:
+            back = self.rejoined.get(name)
+            if back is not None and back.first_recovered_try_s is None:
+                back.first_recovered_try_s = now
         src = self.zone_of(src_node) or "outside"
         dst = self.zone_of(pod.node) or "outside"
-        per = self.tries.setdefault(pod.service.name, {})
+        service = pod.service.name
+        second = int(now)
+        if second < self._seconds:
+            series = self._per_second.get(service)
+            if series is None:
+                series = self._per_second[service] = ([0] * self._seconds, [0] * self._seconds)
+            series[0][second] += 1
+            if src != dst:
+                series[1][second] += 1
+        if not self.sim.warmup_s <= now < self.sim.end_s:
+            return
+        per = self.tries.setdefault(service, {})
         per[(src, dst)] = per.get((src, dst), 0) + 1
+
+    def per_second(self, services: Iterable[str]) -> tuple[list[int], list[int]]:
+        """Tries and cross-zone tries to ``services`` in each second of the run."""
+        tries = [0] * self._seconds
+        cross = [0] * self._seconds
+        for service in services:
+            found = self._per_second.get(service)
+            if found is not None:
+                tries = [a + b for a, b in zip(tries, found[0], strict=True)]
+                cross = [a + b for a, b in zip(cross, found[1], strict=True)]
+        return tries, cross
 
     def summary(self) -> dict[str, Any]:
         topo = self.topology
@@ -147,53 +129,42 @@ class ZoneState:
         return {
             "zones": zones,
             "tries": tries,
-            "zone_failures": [f.as_dict(self.sim.recorder.edges) for f in self.failures],
+            "zone_failures": [f.as_dict(self) for f in self.failures],
         }
 
     # ----------------------------------------------------------------- failures
 
-    def fail(self, zone: str, pods: list[Pod]) -> ZoneFailure:
-        failure = ZoneFailure(zone, self.sim.env.now, len(pods), {p.service.name for p in pods})
+    def fail(self, zone: str, pods: list[Pod], mode: str) -> ZoneFailure:
+        failure = ZoneFailure(zone, self.sim.env.now, pods, mode)
+        if mode == "blackhole":
+            opts = self.sim.scenario.mesh_options
+            linkerd = self.sim.mesh == "linkerd"
+            ms = opts.linkerd.connect_timeout_ms if linkerd else opts.istio.connect_timeout_ms
+            failure.connect_timeout_s = ms / 1000.0
+            failure.dead_connection_s = (
+                LINKERD_DEAD_CONNECTION_S if linkerd else ENVOY_DEAD_CONNECTION_S
+            )
+            failure.hold(self.sim)
         self.failures.append(failure)
         for pod in pods:
             self._failed[pod.name] = failure
         return failure
 
+    def blackholed_try(self, proxy: Any, pod: Pod) -> Generator[simpy.Event, Any, int] | None:
+        """What a try from ``proxy`` to the dead ``pod`` meets: None when the connection is
+        refused (the caller's stale-endpoint path), else the black hole's wait."""
+        failure = self._failed.get(pod.name)
+        if failure is None or failure.mode != "blackhole" or failure.recovered_at_s is not None:
+            return None
+        return failure.blackholed_try(self.sim.env, proxy.name, pod)
 
-def fail_zone(
-    sim: Simulation, event: FailZoneEvent, note: Callable[[str], None]
-) -> Generator[simpy.Event, Any, None]:
-    """The timeline's ``fail-zone``: the zone's pods stop, then leave the endpoints."""
-    state: ZoneState = sim.zones
-    wanted = None if event.services is None else set(event.services)
-    victims = [
-        pod
-        for svc in sim.services.values()
-        if wanted is None or svc.name in wanted
-        for pod in svc.pods
-        if pod.alive and state.zone_of(pod.node) == event.target
-    ]
-    for pod in victims:
-        pod.alive = False  # requests it holds end with a reset (Simulation.serve)
-    failure = state.fail(event.target, victims)
-    what = "" if wanted is None else f" ({', '.join(sorted(wanted))})"
-    note(f"zone {event.target} fails{what}: {len(victims)} pods stop answering")
-    yield sim.env.timeout(event.endpoints_removed_after_s)
-    if wanted is None:
-        state.down.add(event.target)  # its nodes are NotReady: no CPU for hints
-        state.epoch += 1
-    services: dict[str, ServiceRuntime] = {}
-    for pod in victims:
-        was_ready = pod.ready
-        pod.ready = False
-        services[pod.service.name] = pod.service
-        if was_ready:
-            sim.control_plane.on_pod_died(pod)
-    for svc in services.values():
-        svc.refresh_endpoints()
-        sim.control_plane.on_endpoints(svc)
-    failure.endpoints_removed_s = sim.env.now
-    note(f"zone {event.target}: its pods leave the endpoints")
+    def hang_s(self, pod: Pod) -> float:
+        """How long the reply to a request the dead ``pod`` held is awaited before its
+        connection is found dead (0.0 when the pod refused, or reset, it)."""
+        failure = self._failed.get(pod.name)
+        if failure is None or failure.mode != "blackhole" or failure.recovered_at_s is not None:
+            return 0.0
+        return max(0.0, failure.dead_at_s - self.sim.env.now)
 
 
 # --------------------------------------------------------------------------- choice

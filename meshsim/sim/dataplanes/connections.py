@@ -19,7 +19,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator, Hashable
+from collections.abc import Generator, Hashable, Iterator
 from typing import Any
 
 import simpy
@@ -204,6 +204,15 @@ class Pools:
             if idle is None:
                 idle = self._idle[conn.key] = []
             idle.append(conn)
+
+    def held(self) -> Iterator[tuple[Hashable, int, bool]]:
+        """Each pool's key, its idle HTTP/1.1 connections, and whether it holds an HTTP/2
+        connection (what a black-holed upstream's clients still send on, meshsim.sim.zones)."""
+        for key, idle in self._idle.items():
+            yield key, len(idle), False
+        for key, conns in self._h2.items():
+            if conns:
+                yield key, 0, True
 
     def drop(self, predicate: Any) -> None:
         """Close idle connections whose key matches ``predicate`` (an upstream that died)."""

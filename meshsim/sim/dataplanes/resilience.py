@@ -128,8 +128,15 @@ def _release_conn(cs: ClusterRuntime) -> None:
     br.release(Resource.CONNECTIONS)
 
 
-def _run_try(c: _Call, pod: Pod, t: _Try) -> Generator[simpy.Event, Any, int]:
-    status: int = yield from c.attempt(c.proxy, c.worker, pod, c.req, c.nbytes)
+def _run_try(
+    c: _Call, pod: Pod, t: _Try, hole: Generator[simpy.Event, Any, int] | None = None
+) -> Generator[simpy.Event, Any, int]:
+    if hole is None:
+        status: int = yield from c.attempt(c.proxy, c.worker, pod, c.req, c.nbytes)
+    else:
+        status = yield from hole
+        if status == CONNECT_FAILURE:
+            c.stats.connect_failures += 1
     _settle(t, c.proxy.env.now)
     return status
 
@@ -368,17 +375,26 @@ def _try(
     stats.by_endpoint[name] = stats.by_endpoint.get(name, 0) + 1
     try_deadline = ex.dispatch(cs, pod, now)
     t = _Try(cs, pod, now)
+    hole = None
     if not pod.alive:
-        # A stale endpoint: the pod is gone, the connection is refused.
-        yield env.timeout(2.0 * c.proxy.hop_s)
-        _settle(t, env.now)
-        stats.connect_failures += 1
-        return CONNECT_FAILURE, None
+        # A stale endpoint: the pod is gone. Its address refuses the connection, or, in a
+        # zone outage, answers nothing (meshsim.sim.zone_failures).
+        hole = c.res.sim.zones.blackholed_try(c.proxy, pod)
+        if hole is None:
+            yield env.timeout(2.0 * c.proxy.hop_s)
+            _settle(t, env.now)
+            stats.connect_failures += 1
+            return CONNECT_FAILURE, None
     if try_deadline == math.inf:
-        status: int = yield from c.attempt(c.proxy, c.worker, pod, c.req, c.nbytes)
+        if hole is None:
+            status: int = yield from c.attempt(c.proxy, c.worker, pod, c.req, c.nbytes)
+        else:
+            status = yield from hole
+            if status == CONNECT_FAILURE:
+                stats.connect_failures += 1
         _settle(t, env.now)
         return status, None
-    proc = env.process(_run_try(c, pod, t))
+    proc = env.process(_run_try(c, pod, t, hole))
     yield proc | env.timeout(max(0.0, try_deadline - now))
     if proc.triggered:
         return cast(int, proc.value), None
