@@ -127,7 +127,10 @@ def test_east_west_gateway_adds_its_hops_to_cross_cluster_messages() -> None:
 def test_multi_cluster_scenario_fails_over_in_the_region() -> None:
     path = Path(__file__).parent.parent / "scenarios" / "multi-cluster.yaml"
     scenario = load_scenario(path)
-    scenario = scenario.model_copy(update={"duration_s": 34.0})
+    # The refused-connection variant of the file's zone failure (a black hole there, whose
+    # connect timeouts tests/test_edges_zones.py checks): outlier detection's exact count.
+    refused = scenario.events[0].model_copy(update={"mode": "refuse"})
+    scenario = scenario.model_copy(update={"duration_s": 34.0, "events": [refused]})
     sim = Simulation(scenario, "istio", scenario.seed)
     sim.run()
     topo = sim.measure().topology
