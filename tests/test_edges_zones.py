@@ -467,3 +467,23 @@ def test_recover_zone_needs_a_failed_zone_and_a_known_mode(tmp_path: Path) -> No
     assert problem.field == "events[0].mode"
     assert problem.line == 26
     assert "'blackhole' or 'refuse'" in problem.message
+
+
+def test_the_cli_shows_each_failure_with_its_failover_and_recovery() -> None:
+    from meshsim.cli.render import zone_failures_table
+    from rich.console import Console
+
+    out = run(DRILL, "istio")
+    summary = {"runs": {"istio": {"topology": out["topology"]}}}
+    table = zone_failures_table(summary)
+    assert table is not None
+    console = Console(width=200, record=True)
+    console.print(table)
+    lines = console.export_text().splitlines()
+    (row,) = [line.split() for line in lines if line.split()[:1] == ["istio"]]
+    (f,) = out["topology"]["zone_failures"]
+    assert row == [
+        "istio", "zone-a", "blackhole", "10", "204", f"{f['failover_s']:.2f}", "203", "20",
+        f"{f['recovery_s']:.2f}", "0",
+    ]  # fmt: skip
+    assert zone_failures_table({"runs": {"istio": {"topology": None}}}) is None
