@@ -487,3 +487,28 @@ def test_the_cli_shows_each_failure_with_its_failover_and_recovery() -> None:
         f"{f['recovery_s']:.2f}", "0",
     ]  # fmt: skip
     assert zone_failures_table({"runs": {"istio": {"topology": None}}}) is None
+
+
+def test_the_report_table_has_the_recovery_columns() -> None:
+    from meshsim.report.topology import topology_section
+
+    out = run(DRILL, "istio")
+    (f,) = out["topology"]["zone_failures"]
+
+    class Runs:
+        def __init__(self) -> None:
+            self.scenario = {"cluster": {"zones": [{"name": "zone-a", "nodes": 1}]}}
+
+        def runs_summary(self) -> dict[str, Any]:
+            return {"istio": {"topology": out["topology"]}}
+
+    section = topology_section(Runs())  # type: ignore[arg-type]
+    assert section is not None
+    (table,) = [t for t in section.tables if t.caption.startswith("Zone failures")]
+    (row,) = table.rows
+    assert dict(zip(table.columns, row, strict=True)) == {
+        "mesh": "istio", "zone": "zone-a", "mode": "blackhole", "at s": "10",
+        "failed tries": "204", "failover s": f"{f['failover_s']:.3f}", "caller errors": "203",
+        "slowest call s": f"{f['caller_max_latency_s']:.3f}", "back at s": "20",
+        "recovery s": "3", "errors after": "0",
+    }  # fmt: skip
