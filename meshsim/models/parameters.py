@@ -9,7 +9,7 @@ from typing import Any, Final, Literal
 
 from meshsim.models.component_specs import COMPONENT_SPECS
 
-ProxyKind = Literal["envoy-sidecar", "linkerd-proxy", "ztunnel", "waypoint"]
+ProxyKind = Literal["envoy-sidecar", "linkerd-proxy", "ztunnel", "waypoint", "ingress-nginx"]
 ControlPlaneKind = Literal["istiod", "linkerd-control-plane"]
 ComponentKind = Literal[
     "observability", "cilium-agent", "cilium-operator", "cilium-encryption", "spire"
@@ -19,6 +19,7 @@ Kind = Literal[
     "linkerd-proxy",
     "ztunnel",
     "waypoint",
+    "ingress-nginx",
     "istiod",
     "linkerd-control-plane",
     "observability",
@@ -32,6 +33,7 @@ PROXY_KINDS: Final[tuple[ProxyKind, ...]] = (
     "linkerd-proxy",
     "ztunnel",
     "waypoint",
+    "ingress-nginx",  # Linkerd's ingress controller (meshsim/sim/ingress_controller.py)
 )
 CONTROL_PLANE_KINDS: Final[tuple[ControlPlaneKind, ...]] = ("istiod", "linkerd-control-plane")
 COMPONENT_KINDS: Final[tuple[ComponentKind, ...]] = (
@@ -50,6 +52,7 @@ DEFAULT_MODEL_NAMES: Final[Mapping[Kind, str]] = MappingProxyType(
         "linkerd-proxy": "linkerd-proxy",
         "ztunnel": "ztunnel",
         "waypoint": "waypoint",
+        "ingress-nginx": "ingress-nginx",
         "istiod": "istiod",
         "linkerd-control-plane": "linkerd-control-plane",
         **{kind: kind for kind in COMPONENT_KINDS},
@@ -79,6 +82,9 @@ class ParameterSpec:
 
 _ALL: Final = frozenset(PROXY_KINDS)  # every proxy kind (not the control planes)
 _L7: Final = frozenset({"envoy-sidecar", "linkerd-proxy", "waypoint"})
+_HTTP: Final = _L7 | {"ingress-nginx"}
+"""Proxies that parse and route HTTP; the ingress controller evaluates no mesh policy (no
+RBAC, no extra filters: its own annotations are not modelled)."""
 _ENVOY: Final = frozenset({"envoy-sidecar", "waypoint"})
 _HBONE: Final = frozenset({"ztunnel", "waypoint"})
 _ZTUNNEL: Final = frozenset({"ztunnel"})
@@ -123,18 +129,18 @@ _SPECS: tuple[ParameterSpec, ...] = (
         "http_parse_request_us",
         "us",
         "HTTP codec work on the request path (parse the request, encode it upstream)",
-        _L7,
+        _HTTP,
     ),
-    _spec("http_parse_response_us", "us", "HTTP codec work on the response path", _L7),
+    _spec("http_parse_response_us", "us", "HTTP codec work on the response path", _HTTP),
     _spec(
-        "routing_us", "us", "route match, cluster choice and load-balancer pick per request", _L7
+        "routing_us", "us", "route match, cluster choice and load-balancer pick per request", _HTTP
     ),
     _spec(
         "telemetry_us",
         "us",
         "stats/telemetry per request, done AFTER the response is sent: "
         "it occupies the worker and delays the next request, not this one",
-        _L7,
+        _HTTP,
     ),
     _spec(
         "rbac_us",
