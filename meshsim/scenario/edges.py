@@ -289,7 +289,9 @@ class GatewayAutoscale(Spec):
 
 class Gateway(Spec):
     """An ingress gateway: Istio's (Envoy, ``istio-ingressgateway`` or a Gateway API
-    Gateway), or for Linkerd an ingress controller meshed by a Linkerd sidecar."""
+    Gateway; in ambient mode it sends HBONE to the destination's ztunnel), or for Linkerd an
+    ingress controller (ingress-nginx with service-upstream) meshed by a linkerd-proxy
+    sidecar in its pod (meshsim.sim.ingress_controller, docs/mesh-semantics.md §17)."""
 
     name: Name
     replicas: Annotated[int, Field(ge=1, le=MAX_COUNT)] = 2
@@ -297,7 +299,17 @@ class Gateway(Spec):
         default_factory=list, description="Where it sends requests (at least one)."
     )
     tls: GatewayTls | None = Field(None, description="Terminate TLS from clients (HTTPS).")
-    model: str | None = Field(None, description="Cost-model file (default: the mesh's).")
+    model: str | None = Field(
+        None,
+        description="Istio runs: the gateway Envoy's cost-model file (default "
+        "models/istio-ingressgateway.yaml).",
+    )
+    ingress_model: str | None = Field(
+        None,
+        description="Linkerd runs: the ingress controller's cost-model file, kind "
+        "ingress-nginx (default models/ingress-nginx.yaml); its sidecar is the run's "
+        "linkerd-proxy model.",
+    )
     zone: str | None = Field(None, description="Place the replicas in this zone.")
     autoscale: GatewayAutoscale | None = Field(
         None, description="Size the replicas as an HPA on CPU would (replaces 'replicas')."

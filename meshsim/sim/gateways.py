@@ -5,29 +5,40 @@ Gateway API ``Gateway`` that istiod deploys): ``replicas`` pods, each one Envoy 
 workers on a node's cores, programmed by istiod like any proxy and applying the
 destination's traffic policies (it is the client side of the mesh for what it forwards, with
 mTLS to the destination's sidecar). Its cost model is ``models/istio-ingressgateway.yaml``.
+In ambient mode the same Envoy sends HBONE to the destination's node ztunnel (Istio's
+ingress gateway skips a service's waypoint unless the service opts in with
+``istio.io/ingress-use-waypoint``, docs/mesh-semantics.md §17); the upstream leg's HBONE
+framing is charged as half of ``models/waypoint.yaml``'s ``hbone_frame_us`` (a waypoint
+frames two HBONE legs, the gateway one).
 
 A request: client -> (network from outside) -> a replica, picked round-robin per workload
 (a cloud load balancer in front) -> TLS termination: a full server-side handshake on every
 ``requests_per_connection``-th request of the workload's connections to that replica (the
 client population's connection churn) -> the request path on the connection's worker -> the
-mesh's outbound chain and the attempt to the destination's sidecar -> the response path ->
-the network back to the client.
+mesh's outbound chain and the attempt to the destination -> the response path -> the network
+back to the client.
 
-Linkerd has no gateway of its own: its documentation puts an ingress controller (NGINX,
-Traefik, a Gateway API implementation) in front, meshed by a Linkerd sidecar. That pair is
-not modelled yet: a Linkerd (or ambient, or Cilium, or ``none``) run sends ``via`` traffic
-straight to the destination as before, and its warnings say so.
+Linkerd has no gateway of its own: its documentation puts an ingress controller in front,
+meshed by a Linkerd sidecar; :mod:`meshsim.sim.ingress_controller` models that pair (NGINX and
+linkerd-proxy in one pod). Cilium's ingress (its per-node Envoy) and the ``none`` baseline
+are not modelled: their runs send ``via`` traffic straight to the destination, and their
+warnings say so.
+
+What a run reports per gateway (``topology.gateways`` in summary.json): its replicas, rate
+and TLS handshakes, the CPU of every proxy in its pods over the window, their memory at the
+end, and the added latency: the mean time a user's request spends inside a gateway pod
+(queueing, CPU and in-pod hops, on the way in and on the way back; the network to and from
+the pod is not in it).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 import simpy
 
-from meshsim.sim.cluster import place
 from meshsim.sim.dataplanes.mesh import cost_model
 from meshsim.sim.dataplanes.routing import L7Proxy
 
@@ -35,19 +46,66 @@ if TYPE_CHECKING:
     from meshsim.models import ProxyCostModel
     from meshsim.scenario.edges import Gateway
     from meshsim.sim.app import Client, Request, ServiceRuntime
-    from meshsim.sim.dataplanes.proxy import Worker
-    from meshsim.sim.dataplanes.sidecar import SidecarDataPlane
+    from meshsim.sim.cluster import Node
+    from meshsim.sim.dataplanes.mesh import ProxiedDataPlane
+    from meshsim.sim.dataplanes.proxy import Proxy, Worker
+    from meshsim.sim.dataplanes.routing import Attempt
     from meshsim.sim.engine import Simulation
 
 GATEWAY_MODEL = "istio-ingressgateway"
+
+Config = Callable[[], tuple[int, int]]
+"""(clusters, endpoints) a gateway proxy holds, read when its memory is measured."""
+
+
+class GatewayProxy(L7Proxy):
+    """The mesh's proxy in a gateway pod (Istio's gateway Envoy, or the linkerd-proxy beside
+    an ingress controller). It holds its own configuration, not the data plane's view of a
+    workload's calls, and it adds up the time its response path takes (waiting for its
+    worker and a core, its CPU, its hop) inside the mesh's attempt, for the added latency."""
+
+    __slots__ = ("config", "response_s", "window")
+
+    def __init__(self, *args: Any, config: Config, window: tuple[float, float], **kw: Any):
+        super().__init__(*args, **kw)
+        self.config = config
+        self.window = window
+        self.response_s = 0.0
+        """Time on the response path (and the hops both ways) of the tries started in it."""
+
+    def work_then_linger(
+        self, worker: Worker, cpu_s: float, after_s: float
+    ) -> Generator[simpy.Event, Any, None]:
+        started = self.env.now
+        yield from super().work_then_linger(worker, cpu_s, after_s)
+        if self.window[0] <= started < self.window[1]:
+            # The try's two hops through this proxy are inside the attempt's network waits.
+            self.response_s += self.env.now - started + 2.0 * self.hop_s
+
+    def memory_mb(self, clusters: int, endpoints: int) -> float:
+        return super().memory_mb(*self.config())
 
 
 class GatewayRuntime:
     """One gateway's replicas and counters."""
 
-    def __init__(self, spec: Gateway, proxies: list[L7Proxy], handshake_s: float) -> None:
+    def __init__(
+        self,
+        spec: Gateway,
+        proxies: list[Proxy],
+        handshake_s: float,
+        *,
+        parts: list[tuple[str, Proxy]] | None = None,
+        timed: list[GatewayProxy] | None = None,
+    ) -> None:
         self.spec = spec
         self.proxies = proxies
+        """The proxy that accepts the clients' connections, one per replica."""
+        self.parts = parts if parts is not None else [("istio-proxy", p) for p in proxies]
+        """Every proxy in the gateway's pods with its container's name, for CPU and memory
+        (each holds its own configuration: its ``memory_mb`` ignores the data plane's)."""
+        self.timed = timed if timed is not None else []
+        """The proxies whose response path runs inside the mesh's attempt (timed there)."""
         self.handshake_s = handshake_s
         self.per_connection = spec.tls.requests_per_connection if spec.tls else 0
         self._next: dict[str, int] = {}
@@ -55,6 +113,8 @@ class GatewayRuntime:
         self._conns: dict[tuple[str, int], list[Worker]] = {}
         self.requests = 0
         self.handshakes = 0
+        self.in_pod_s = 0.0
+        """Time the counted requests spent in the pods outside the mesh's attempts."""
 
     def replica(self, workload: str) -> int:
         i = self._next.get(workload, 0)
@@ -63,36 +123,89 @@ class GatewayRuntime:
 
 
 class Gateways:
-    """The scenario's gateways for one run (Istio sidecar mode only)."""
+    """The scenario's gateways for one run of Istio (sidecar or ambient mode)."""
 
-    def __init__(self, sim: Simulation, dp: SidecarDataPlane) -> None:
+    implementation = "istio-ingressgateway (Envoy, mTLS to the destination's sidecar)"
+
+    def __init__(self, sim: Simulation, dp: ProxiedDataPlane) -> None:
         self.sim = sim
         self.dp = dp
         self.env = sim.env
+        self.window = (sim.warmup_s, sim.end_s)
         self.by_name: dict[str, GatewayRuntime] = {}
         self.routes: dict[str, GatewayRuntime] = {}
+        self._attempt: Attempt = dp._attempt_fn  # type: ignore[attr-defined]
+        self._placed: dict[Node, int] = {}
+        self.extra_request_s = 0.0
+        """CPU per request on the gateway's request path beyond its model (ambient: HBONE)."""
+        self.mtls: bool = getattr(dp, "mtls", True)
         for spec in sim.scenario.gateways:
-            model = cost_model(spec.model or GATEWAY_MODEL, "envoy-sidecar", sim.model_values)
-            nodes = sim.topology.nodes_for(
-                sim.nodes, [spec.zone] if spec.zone is not None else None
-            )
-            proxies: list[L7Proxy] = []
-            replicas = spec.replicas if spec.autoscale is None else hpa_replicas(sim, spec, model)
-            for i in range(replicas):
-                node = place(nodes)
-                proxy = L7Proxy(
-                    self.env, f"gateway/{spec.name}-{i}", "gateway", model, node,
-                    model.worker_threads, stealing=False, pick=dp._accept, pod=None,
-                    telemetry=dp.telemetry, rng=dp._lb_rng, resilience=dp.resilience,
-                    cpu_factor=dp.cpu_factor(model),
-                )  # fmt: skip
-                dp.proxies.append(proxy)
-                proxies.append(proxy)
-            handshake_s = model.handshake_cpu_us("server", mutual=False) * 1e-6
-            self.by_name[spec.name] = GatewayRuntime(spec, proxies, handshake_s)
+            self.by_name[spec.name] = self.build(spec)
         for wl in sim.scenario.workloads:
             if wl.via is not None:
                 self.routes[wl.name] = self.by_name[wl.via]
+
+    # ----------------------------------------------------------------- building
+
+    def build(self, spec: Gateway) -> GatewayRuntime:
+        model = cost_model(spec.model or GATEWAY_MODEL, "envoy-sidecar", self.sim.model_values)
+        proxies: list[GatewayProxy] = []
+        for i in range(self.replica_count(spec, [model], spec_request_m(spec))):
+            proxies.append(
+                self.mesh_proxy(
+                    f"gateway/{spec.name}-{i}", model, self.place(spec), model.worker_threads,
+                    stealing=False, config=self.mesh_config,
+                )
+            )  # fmt: skip
+        handshake_s = model.handshake_cpu_us("server", mutual=False) * 1e-6
+        return GatewayRuntime(spec, list(proxies), handshake_s, timed=proxies)
+
+    def replica_count(self, spec: Gateway, models: list[ProxyCostModel], request_m: float) -> int:
+        if spec.autoscale is None:
+            return spec.replicas
+        return hpa_replicas(self.sim, spec, models, request_m)
+
+    def place(self, spec: Gateway) -> Node:
+        """A replica's node: fewest pods and gateway replicas, then lowest index (replicas
+        are not in the nodes' pod lists, so they are counted here to spread them)."""
+        nodes = self.sim.topology.nodes_for(
+            self.sim.nodes, [spec.zone] if spec.zone is not None else None
+        )
+        node: Node = min(nodes, key=lambda n: (len(n.pods) + self._placed.get(n, 0), n.index))
+        self._placed[node] = self._placed.get(node, 0) + 1
+        return node
+
+    def mesh_proxy(
+        self,
+        name: str,
+        model: ProxyCostModel,
+        node: Node,
+        threads: int,
+        *,
+        stealing: bool,
+        config: Config,
+    ) -> GatewayProxy:
+        dp = self.dp
+        proxy = GatewayProxy(
+            self.env, name, "gateway", model, node, threads, stealing=stealing,
+            pick=dp._accept, pod=None, telemetry=getattr(dp, "telemetry", True),
+            rng=dp._lb_rng, resilience=dp.resilience,  # type: ignore[attr-defined]
+            cpu_factor=dp.cpu_factor(model), config=config, window=self.window,
+        )  # fmt: skip
+        dp.proxies.append(proxy)
+        return proxy
+
+    def mesh_config(self) -> tuple[int, int]:
+        """An Istio gateway holds every service of the mesh (no Sidecar scoping applies to
+        gateways): a cluster per service and per subset a split names, every endpoint."""
+        policies = self.dp.resilience.policies  # type: ignore[attr-defined]
+        services = self.sim.services.values()
+        clusters = sum(
+            1 + (len(s.versions) if policies.has_subsets(s.name) else 0) for s in services
+        )
+        return clusters, sum(len(s.endpoints) for s in services)
+
+    # ----------------------------------------------------------------- a request
 
     def call(
         self, client: Client, service: ServiceRuntime, req: Request
@@ -106,24 +219,32 @@ class Gateways:
         net = self.sim.network
         i = gw.replica(client.name)
         proxy = gw.proxies[i]
+        assert isinstance(proxy, L7Proxy)
         nbytes = req.request_bytes
         yield env.timeout(net.delay(None, proxy.node, nbytes))
-        worker, open_s = self._connection(gw, i, client.name, proxy)
+        arrived = env.now
+        worker, open_s = self.connection(gw, i, client.name, proxy)
         # Counted by send time, as the recorder counts the workload's requests.
-        counting = self.sim.warmup_s <= req.sent_at < self.sim.end_s
+        counting = self.counting(req)
         if counting:
             gw.requests += 1
             if open_s > 0 and gw.per_connection > 0:
                 gw.handshakes += 1
-        yield from proxy.work(worker, proxy.costs(nbytes, 0, self.dp.mtls)[0] + open_s)
+        cpu = proxy.costs(nbytes, 0, self.mtls)[0] + open_s + self.extra_request_s
+        yield from proxy.work(worker, cpu)
         worker.requests += 1
-        status = yield from proxy.outbound(self.dp._attempt_fn, service, req, worker, nbytes)
-        self._release(gw, i, client.name, worker)
+        if counting:
+            gw.in_pod_s += env.now - arrived
+        status = yield from proxy.outbound(self._attempt, service, req, worker, nbytes)
+        self.release(gw, i, client.name, worker)
         yield env.timeout(net.delay(proxy.node, None, service.spec.response_bytes))
         return status
 
-    def _connection(
-        self, gw: GatewayRuntime, i: int, workload: str, proxy: L7Proxy
+    def counting(self, req: Request) -> bool:
+        return self.sim.warmup_s <= req.sent_at < self.sim.end_s
+
+    def connection(
+        self, gw: GatewayRuntime, i: int, workload: str, proxy: Proxy
     ) -> tuple[Worker, float]:
         """The worker of a client connection to replica ``i``, and the CPU to open it: TCP
         accept, plus a full TLS handshake when the gateway terminates TLS. A connection
@@ -137,33 +258,70 @@ class Gateways:
         if idle:
             idle.pop()  # the client closed it after its last request
             proxy.closed(gw.per_connection > 0)
+            self.client_connection(gw, i, opened=False)
         proxy.opened(gw.per_connection > 0)
+        self.client_connection(gw, i, opened=True)
         if gw.per_connection:
             proxy.handshakes += 1
         return proxy.accept(), proxy.tcp_open_s + (gw.handshake_s if gw.per_connection else 0.0)
 
-    def _release(self, gw: GatewayRuntime, i: int, workload: str, worker: Worker) -> None:
+    def client_connection(self, gw: GatewayRuntime, i: int, *, opened: bool) -> None:
+        """A client connection to replica ``i`` opened or closed (for what else in the pod
+        holds it: nothing in Istio's gateway, whose Envoy is the pod)."""
+
+    def release(self, gw: GatewayRuntime, i: int, workload: str, worker: Worker) -> None:
         gw._conns[(workload, i)].append(worker)
+
+    # ----------------------------------------------------------------- results
 
     def summary(self) -> dict[str, Any]:
         window = self.sim.end_s - self.sim.warmup_s
+        warm = self.sim.snapshots.get("warmup")
+        end = self.sim.snapshots.get("end")
         out: dict[str, Any] = {}
         for name, gw in self.by_name.items():
+            cpu: dict[str, float] = {}
+            memory: dict[str, float] = {}
+            for part, p in gw.parts:
+                used = 0.0
+                if warm is not None and end is not None:
+                    used = end.proxy_cpu.get(p.name, 0.0) - warm.proxy_cpu.get(p.name, 0.0)
+                cpu[part] = cpu.get(part, 0.0) + used / window
+                memory[part] = memory.get(part, 0.0) + p.memory_mb(0, 0)
+            in_pod = gw.in_pod_s + sum(p.response_s for p in gw.timed)
+            rps = gw.requests / window
+            vcpu = sum(cpu.values())
             out[name] = {
+                "implementation": self.implementation,
                 "replicas": len(gw.proxies),
                 "autoscaled": gw.spec.autoscale is not None,
                 "requests": gw.requests,
-                "rps": gw.requests / window,
+                "rps": rps,
                 "tls_handshakes": gw.handshakes,
                 "handshakes_per_s": gw.handshakes / window,
+                "cpu_vcpu": vcpu,
+                "cpu_vcpu_per_1000rps": vcpu / (rps / 1000.0) if rps > 0 else 0.0,
+                "memory_mb": sum(memory.values()),
+                "added_latency_ms": 1e3 * in_pod / gw.requests if gw.requests else 0.0,
+                "by_container": {
+                    part: {"cpu_vcpu": cpu[part], "memory_mb": memory[part]} for part in cpu
+                },
             }
         return out
 
 
-def hpa_replicas(sim: Simulation, spec: Gateway, model: ProxyCostModel) -> int:
+def spec_request_m(spec: Gateway) -> float:
+    """The CPU request an HPA divides by (the gateway container's, autoscale.cpu_request_m)."""
+    return spec.autoscale.cpu_request_m if spec.autoscale is not None else 0.0
+
+
+def hpa_replicas(
+    sim: Simulation, spec: Gateway, models: list[ProxyCostModel], request_m: float
+) -> int:
     """The replica count an HPA on CPU settles at for the peak rate of the workloads that
-    enter by ``spec``: ceil(CPU needed / (target x request)), within its bounds. The CPU per
-    request is the model's, with its anchor's wake-ups per request."""
+    enter by ``spec``: ceil(CPU needed / (target x the pod's CPU request)), within its
+    bounds. The CPU per request is the sum of the pod's proxies' models (the gateway Envoy;
+    or NGINX and its linkerd-proxy), each with its anchor's wake-ups per request."""
     hpa = spec.autoscale
     assert hpa is not None
     cores = 0.0
@@ -172,12 +330,13 @@ def hpa_replicas(sim: Simulation, spec: Gateway, model: ProxyCostModel) -> int:
             continue
         peak = max([wl.rate_rps or 0.0, *(p.rate_rps for p in wl.phases or [])])
         target = sim.scenario.service(wl.target)
-        wakeups = model.anchor.wakeups_per_request if model.anchor is not None else 0.0
-        per_1000 = model.vcpu_per_1000rps(
-            wl.request_bytes, target.response_bytes, mtls=True, wakeups_per_request=wakeups
-        )
-        cores += peak * per_1000 / 1000.0
-    per_replica = hpa.target_cpu_percent / 100.0 * hpa.cpu_request_m / 1000.0
+        for model in models:
+            wakeups = model.anchor.wakeups_per_request if model.anchor is not None else 0.0
+            per_1000 = model.vcpu_per_1000rps(
+                wl.request_bytes, target.response_bytes, mtls=True, wakeups_per_request=wakeups
+            )
+            cores += peak * per_1000 / 1000.0
+    per_replica = hpa.target_cpu_percent / 100.0 * request_m / 1000.0
     wanted = math.ceil(cores / per_replica - 1e-9) if cores > 0 else 0
     return min(hpa.max_replicas, max(hpa.min_replicas, wanted))
 
@@ -186,15 +345,35 @@ def gateways_for(sim: Simulation) -> Gateways | None:
     """The run's gateways, or None (no gateways, or a mesh whose ingress is not modelled)."""
     if not sim.scenario.gateways:
         return None
-    from meshsim.sim.dataplanes.sidecar import IstioSidecars
+    from meshsim.sim.dataplanes.ambient import AmbientDataPlane
+    from meshsim.sim.dataplanes.sidecar import IstioSidecars, LinkerdSidecars
 
     dp = sim.data_plane
-    if not isinstance(dp, IstioSidecars):
-        note = (
-            f"gateways: the {sim.mesh} ingress is not modelled yet (Linkerd: an ingress "
-            "controller meshed by a Linkerd sidecar); 'via' traffic enters at the destination"
-        )
-        if note not in dp.warnings:
-            dp.warnings.append(note)
-        return None
-    return Gateways(sim, dp)
+    if isinstance(dp, IstioSidecars):
+        return Gateways(sim, dp)
+    if isinstance(dp, AmbientDataPlane):
+        return AmbientGateways(sim, dp)
+    if isinstance(dp, LinkerdSidecars):
+        from meshsim.sim.ingress_controller import LinkerdIngress
+
+        return LinkerdIngress(sim, dp)
+    note = (
+        f"gateways: the {sim.mesh} ingress is not modelled (Cilium: its per-node Envoy; "
+        "none: an unmeshed ingress controller); 'via' traffic enters at the destination"
+    )
+    if note not in dp.warnings:
+        dp.warnings.append(note)
+    return None
+
+
+class AmbientGateways(Gateways):
+    """Istio ambient: the gateway Envoy sends HBONE to the destination's node ztunnel."""
+
+    implementation = "istio-ingressgateway (Envoy, HBONE to the destination's ztunnel)"
+
+    def __init__(self, sim: Simulation, dp: ProxiedDataPlane) -> None:
+        super().__init__(sim, dp)
+        waypoint = getattr(dp, "wp_model", None)
+        if waypoint is not None:
+            # One HBONE leg of the waypoint's two (models/waypoint.yaml: hbone_frame_us).
+            self.extra_request_s = waypoint.value("hbone_frame_us") / 2.0 * 1e-6

@@ -337,6 +337,8 @@ class AmbientDataPlane(ProxiedDataPlane):
         if proxy.kind == "ztunnel":
             return len(services), sum(len(s.endpoints) for s in services.values())
         name = proxy.name.removesuffix("/waypoint")
-        svc = services[name]
+        svc = services.get(name)
+        if svc is None:
+            return 0, 0  # a gateway's proxy: it counts its own (meshsim.sim.gateways)
         split = self.resilience.policies.has_subsets(name)
         return 1 + (len(svc.versions) if split else 0), len(svc.endpoints)
