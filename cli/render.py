@@ -223,6 +223,32 @@ def zone_failures_table(summary: Mapping[str, Any]) -> Table | None:
     return table
 
 
+def gateways_table(summary: Mapping[str, Any]) -> Table | None:
+    """Each mesh's ingress (``topology.gateways``): every container of its pods, and the
+    mean time a request spends inside a gateway pod (meshsim.sim.gateways)."""
+    rows = [
+        (mesh, name, g)
+        for mesh, run in summary["runs"].items()
+        for name, g in ((run.get("topology") or {}).get("gateways") or {}).items()
+    ]
+    if not rows:
+        return None
+    table = _table(
+        "Ingress gateways (vCPU in the window, MB at the end; added: ms inside a gateway pod)",
+        ["mesh", "gateway", "containers", "replicas", "rps", "vCPU", "/krps", "MB", "added",
+         "TLS hs/s"],
+        left=3,
+    )  # fmt: skip
+    for mesh, name, g in rows:
+        table.add_row(
+            mesh, name, " + ".join(g.get("by_container") or {}) or "-", str(g["replicas"]),
+            f"{g['rps']:.1f}", f"{g.get('cpu_vcpu', 0.0):.3f}",
+            f"{g.get('cpu_vcpu_per_1000rps', 0.0):.3f}", f"{g.get('memory_mb', 0.0):.0f}",
+            f"{g.get('added_latency_ms', 0.0):.3f}", f"{g['handshakes_per_s']:.1f}",
+        )  # fmt: skip
+    return table
+
+
 def models_text(summary: Mapping[str, Any]) -> RenderableType:
     """Which cost-model files the numbers above come from (every parameter cites a source)."""
     lines: list[Text] = []
@@ -280,6 +306,9 @@ def summary_renderable(summary: Mapping[str, Any]) -> RenderableType:
     cgroups = cgroups_table(summary)
     if cgroups is not None:
         parts.append(cgroups)
+    gateways = gateways_table(summary)
+    if gateways is not None:
+        parts.append(gateways)
     zones = zone_failures_table(summary)
     if zones is not None:
         parts.append(zones)

@@ -41,3 +41,58 @@ def test_external_hosts_are_their_own_kind_and_zones_title_the_figure() -> None:
     assert ax.get_title() == "east: a (1 nodes); west: b (2 nodes)"
     svg = fg.to_svg(ax, id_prefix="t-")
     assert svg.lstrip().startswith("<svg") or "<svg" in svg[:500]
+
+
+# --------------------------------------------------------------------------- ingress figures
+
+
+def _gateway_runs() -> tuple[dict[str, object], dict[str, dict[str, object]]]:
+    """ingress-bookinfo for 4 s under Istio and Linkerd: each run's ``topology`` block."""
+    from meshsim.scenario import load_scenario
+    from meshsim.sim.engine import Simulation
+
+    path = SCENARIOS / "ingress-bookinfo.yaml"
+    scenario = load_scenario(path).model_copy(update={"duration_s": 4.0, "warmup_s": 1.0})
+    runs: dict[str, dict[str, object]] = {}
+    for mesh in ("istio", "linkerd"):
+        sim = Simulation(scenario, mesh, scenario.seed)
+        sim.run()
+        runs[mesh] = {"topology": sim.measure().topology}
+    return yaml.safe_load(path.read_text()), runs
+
+
+def test_report_and_cli_show_each_meshs_gateway_cpu_memory_and_added_latency() -> None:
+    from rich.console import Console
+
+    from cli.render import gateways_table
+    from meshsim.report.topology import topology_section
+
+    scenario, runs = _gateway_runs()
+
+    class Comp:
+        def __init__(self) -> None:
+            self.scenario = scenario
+
+        def runs_summary(self) -> dict[str, dict[str, object]]:
+            return runs
+
+    section = topology_section(Comp())  # type: ignore[arg-type]
+    assert section is not None
+    (table,) = [t for t in section.tables if t.caption.startswith("Ingress gateways")]
+    assert table.columns[-3:] == ["vCPU", "MB", "added ms"]
+    rows = {row[0]: row for row in table.rows}
+    assert set(rows) == {"istio", "linkerd"}
+    assert rows["linkerd"][2].startswith("ingress-nginx + linkerd-proxy")
+    for mesh, row in rows.items():
+        block = runs[mesh]["topology"]["gateways"]["public"]  # type: ignore[index]
+        assert row[-3:] == [f"{block['cpu_vcpu']:.3f}", f"{block['memory_mb']:.0f}",
+                            f"{block['added_latency_ms']:.3f}"]  # fmt: skip
+        assert min(block["cpu_vcpu"], block["memory_mb"], block["added_latency_ms"]) > 0
+    cli_table = gateways_table({"runs": runs})
+    assert cli_table is not None
+    console = Console(record=True, width=200)
+    console.print(cli_table)
+    text = console.export_text()
+    assert "controller + linkerd-proxy" in text
+    assert "istio-proxy" in text
+    assert gateways_table({"runs": {"none": {"topology": None}}}) is None

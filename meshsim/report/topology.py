@@ -88,6 +88,11 @@ def draw_scenario(scenario: Mapping[str, Any], ax: Axes) -> Axes:
     return ax
 
 
+def _fixed(value: float | None, digits: int) -> str:
+    """A figure older summaries may lack (gateways before their CPU and memory): '-'."""
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def topology_section(comp: Comparison) -> Section | None:
     """The scenario's graph and the runs' edge tables; None for a scenario without zones,
     gateways or external hosts (its topology is the call graph other sections show)."""
@@ -133,8 +138,10 @@ def topology_section(comp: Comparison) -> Section | None:
                 str(f.get("caller_errors_recovery", "-")),
             ])  # fmt: skip
         for name, g in (topo.get("gateways") or {}).items():
-            gateways.append([mesh, name, str(g["replicas"]), f"{g['rps']:.1f}",
-                             f"{g['handshakes_per_s']:.1f}"])  # fmt: skip
+            gateways.append([mesh, name, g.get("implementation", "-"), str(g["replicas"]),
+                             f"{g['rps']:.1f}", f"{g['handshakes_per_s']:.1f}",
+                             _fixed(g.get("cpu_vcpu"), 3), _fixed(g.get("memory_mb"), 0),
+                             _fixed(g.get("added_latency_ms"), 3)])  # fmt: skip
         mc = topo.get("multicluster")
         if mc:
             parts = ", ".join(
@@ -154,8 +161,13 @@ def topology_section(comp: Comparison) -> Section | None:
              "slowest call s", "back at s", "recovery s", "errors after"], failures,
         ))  # fmt: skip
     if gateways:
-        s.tables.append(Table("Ingress gateways", ["mesh", "gateway", "replicas", "rps",
-                                                   "TLS handshakes/s"], gateways))  # fmt: skip
+        s.tables.append(Table(
+            "Ingress gateways: every container of the gateway pods (vCPU in the window, MB at "
+            "the end) and the added latency, the mean time a request spends inside a gateway "
+            "pod (ms)",
+            ["mesh", "gateway", "implementation", "replicas", "rps", "TLS handshakes/s",
+             "vCPU", "MB", "added ms"], gateways,
+        ))  # fmt: skip
     if discovery:
         s.tables.append(Table("Cross-cluster endpoint discovery, by part",
                               ["mesh", "mode", "parts"], discovery))  # fmt: skip
