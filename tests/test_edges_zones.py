@@ -416,6 +416,38 @@ def test_linkerd_requests_hang_on_the_held_connection_until_the_user_timeout() -
     assert failure["caller_max_latency_s"] == pytest.approx(30.0, abs=1 / RATE)
 
 
+def test_linkerd_holds_the_endpoint_pending_once_its_connection_is_found_dead() -> None:
+    # The node controller's default grace period (40 s): the connection is found dead at
+    # F + 30 s, ten seconds before back-a leaves the endpoints. (Enough client connections
+    # and app workers that the hung requests never run out of them.)
+    text = (
+        DRILL.replace("concurrency: 1000", "concurrency: 10000")
+        .replace("connections: 1000", "connections: 10000")
+        .replace("duration_s: 30", "duration_s: 60")
+        .replace(" endpoints_removed_after_s: 5}", "}")
+        .replace("  - {at_s: 20, action: recover-zone, target: zone-a, restart_after_s: 2}\n", "")
+    )
+    out = run(text, "linkerd")
+    (failure,) = out["topology"]["zone_failures"]
+    # Every try in the first 30 s hangs on the held HTTP/2 connection: r x 30 of them.
+    assert failure["hung_tries"] == failure["failed_tries"] == int(RATE * 30.0)
+    assert failure["last_failed_try_s"] < failure["at_s"] + 30.0
+    # Then back-a is pending (reconnecting, every SYN unanswered) and P2C picks only ready
+    # endpoints: no request waits for a connect; with no other endpoint hinted for zone-a
+    # the balancer queues, fails fast after 3 s, and keeps failing fast until the endpoints
+    # change at 50 s: r x 10 of them, plus those sent while the destination controller's
+    # update travels.
+    assert failure["connect_timeouts"] == 0
+    counts = out["m"].resilience["back"].counts
+    assert int(RATE * 10.0) <= counts["failfasts"] <= int(RATE * 10.0) + 10
+    statuses = edge(out, "front", "back").statuses
+    assert statuses[503] == counts["failfasts"]
+    assert statuses[RESET] == failure["hung_tries"]
+    assert failure["caller_errors"] == failure["hung_tries"] + counts["failfasts"]
+    assert failure["caller_errors_until_s"] == 51.0
+    assert out["topology"]["tries"]["back"]["by_zone"]["zone-a->zone-b"] > 0
+
+
 DISTRIBUTE = DRILL.replace(
     "    locality_lb: {}\n",
     "    locality_lb:\n      distribute:\n        - {from: zone-a, to: {zone-a: 80, zone-b: 20}}\n",

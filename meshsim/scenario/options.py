@@ -76,12 +76,6 @@ class LinkerdOptions(Spec):
         "'error' refuses the run; 'emulate' applies them in the client proxy as Istio would, "
         "and says so in the run's warnings.",
     )
-    connect_timeout_ms: PositiveFloat = Field(
-        1_000.0,
-        description="LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT (default 1 s): how long the "
-        "proxy tries a connection to an endpoint that answers nothing "
-        "(docs/mesh-semantics.md §14.4).",
-    )
     model: str | None = Field(None, description="Cost-model file (default models/linkerd-proxy).")
     destination_cores: Annotated[int, Field(ge=1, le=MAX_COUNT)] = Field(
         1, description="Cores of the destination controller (one replica)."

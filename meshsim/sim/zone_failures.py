@@ -8,17 +8,18 @@ it) at once. What a proxy that still sends to them meets depends on the event's 
     The pods' processes died but their addresses answer: a try fails as a refused
     connection after one round trip, and requests the pods held end with a reset.
 ``blackhole`` (the default: a power or network outage)
-    The addresses answer nothing. A try that needs a new connection fails only when the
-    proxy's connect timeout runs out (Istio's ``connectTimeout``, 10 s; Linkerd's
-    outbound connect timeout, 1 s): a connect failure (Envoy's ``UF``), which outlier
-    detection and failure accrual count as any 5xx. A try that goes out on a connection
-    the proxy held at the failure, and every request the pods held then, hangs until a
-    timeout fires or the connection is found dead: Linkerd sets ``TCP_USER_TIMEOUT`` 30 s
-    on its connections; Istio sets no keep-alive or user timeout, so Linux gives up after
-    its retransmissions (``tcp_retries2`` 15, about 924.6 s), far past any run without a
-    timeout. With HTTP/2 (Linkerd between proxies) every request multiplexes onto the held
-    connection; with HTTP/1.1 (Istio's default) each idle connection of the pool takes one
-    request, and then new connections are opened.
+    The addresses answer nothing. A try that goes out on a connection the proxy held at
+    the failure, and every request the pods held then, hangs until a timeout fires or the
+    connection is found dead: Linkerd sets ``TCP_USER_TIMEOUT`` 30 s on its connections;
+    Istio sets no keep-alive or user timeout, so Linux gives up after its retransmissions
+    (``tcp_retries2`` 15, about 924.6 s), far past any run without a timeout. With HTTP/2
+    (Linkerd between proxies) every request multiplexes onto the held connection; with
+    HTTP/1.1 (Istio's default) each idle connection of the pool takes one request. After
+    that, Envoy opens new connections: each try waits for the connect timeout
+    (``mesh_options.istio.connect_timeout_ms``, meshConfig.connectTimeout, 10 s) and
+    fails as a connect failure (``UF``), which outlier detection counts as a 5xx and a
+    gateway error. Linkerd's balancer instead holds the endpoint as pending while it
+    reconnects and sends only to ready endpoints (or queues and fails fast, 3 s).
 
 Either way the pods leave the endpoints after the node controller's grace period
 (``endpoints_removed_after_s``). A ``recover-zone`` event (or the failure's ``duration_s``)
@@ -53,6 +54,11 @@ the same, or the keep-alive a DestinationRule sets."""
 LINKERD_DEAD_CONNECTION_S = 30.0
 """Linkerd: LINKERD2_PROXY_OUTBOUND_CONNECT_USER_TIMEOUT 30 s (TCP_USER_TIMEOUT) in the
 proxy injector's template (docs/mesh-semantics.md §14.4). Range: 30 s (set by the chart)."""
+LINKERD_CONNECT_TIMEOUT_S = 1.0
+"""LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT's default (docs/mesh-semantics.md §14.4). It
+delays no request: an endpoint whose connection is down is pending while the proxy
+reconnects (each attempt failing after this long, then a back-off), and Linkerd's balancer
+picks only ready endpoints. Reported for comparison with Istio's."""
 RECOVERY_TOLERANCE = 0.05
 """How close (absolute) a second's cross-zone share must be to its pre-failure value for
 the traffic to count as back."""
@@ -189,20 +195,27 @@ class ZoneFailure:
             elif idle:
                 self.held_h1[pair] = self.held_h1.get(pair, 0) + idle
 
+    def connected(self, proxy_name: str, pod: Pod, now: float) -> bool:
+        """Whether ``proxy_name`` still has a connection to ``pod`` that it believes up: an
+        HTTP/2 one, or an unused idle HTTP/1.1 one, held at the failure and not yet found
+        dead."""
+        if now >= self.dead_at_s:
+            return False
+        pair = (proxy_name, pod.name)
+        return pair in self.held_h2 or self.held_h1.get(pair, 0) > 0
+
     def blackholed_try(
         self, env: simpy.Environment, proxy_name: str, pod: Pod
     ) -> Generator[simpy.Event, Any, int]:
         """One try to a failed pod whose address answers nothing."""
-        pair = (proxy_name, pod.name)
         now = env.now
-        if now < self.dead_at_s:
-            idle = self.held_h1.get(pair, 0)
-            if pair in self.held_h2 or idle:
-                if idle:
-                    self.held_h1[pair] = idle - 1  # this connection now carries the try
-                self.hung_tries += 1
-                yield env.timeout(self.dead_at_s - now)
-                return RESET
+        if self.connected(proxy_name, pod, now):
+            pair = (proxy_name, pod.name)
+            if pair not in self.held_h2:
+                self.held_h1[pair] -= 1  # this idle connection now carries the try
+            self.hung_tries += 1
+            yield env.timeout(self.dead_at_s - now)
+            return RESET
         self.connect_timeouts += 1
         yield env.timeout(self.connect_timeout_s)
         return CONNECT_FAILURE

@@ -34,6 +34,7 @@ from meshsim.sim.sampling import Uniforms
 from meshsim.sim.topology import Topology
 from meshsim.sim.zone_failures import (
     ENVOY_DEAD_CONNECTION_S,
+    LINKERD_CONNECT_TIMEOUT_S,
     LINKERD_DEAD_CONNECTION_S,
     ZoneFailure,
 )
@@ -62,6 +63,8 @@ class ZoneState:
         self._seconds = int(sim.end_s) + 1
         self._per_second: dict[str, tuple[list[int], list[int]]] = {}
         """Per destination service: tries and cross-zone tries in each second of the run."""
+        self.blackholes = 0
+        """Black-hole failures so far (Linkerd's balancers then look for pending endpoints)."""
         self.rejoined: dict[str, ZoneFailure] = {}
         """Pods back after a recovery (the same, or restarted) -> the failure."""
 
@@ -137,10 +140,13 @@ class ZoneState:
     def fail(self, zone: str, pods: list[Pod], mode: str) -> ZoneFailure:
         failure = ZoneFailure(zone, self.sim.env.now, pods, mode)
         if mode == "blackhole":
-            opts = self.sim.scenario.mesh_options
+            self.blackholes += 1
             linkerd = self.sim.mesh == "linkerd"
-            ms = opts.linkerd.connect_timeout_ms if linkerd else opts.istio.connect_timeout_ms
-            failure.connect_timeout_s = ms / 1000.0
+            failure.connect_timeout_s = (
+                LINKERD_CONNECT_TIMEOUT_S
+                if linkerd
+                else self.sim.scenario.mesh_options.istio.connect_timeout_ms / 1000.0
+            )
             failure.dead_connection_s = (
                 LINKERD_DEAD_CONNECTION_S if linkerd else ENVOY_DEAD_CONNECTION_S
             )
@@ -157,6 +163,14 @@ class ZoneState:
         if failure is None or failure.mode != "blackhole" or failure.recovered_at_s is not None:
             return None
         return failure.blackholed_try(self.sim.env, proxy.name, pod)
+
+    def pending(self, proxy_name: str, pod: Pod) -> bool:
+        """Whether the dead ``pod`` is black-holed with no connection from ``proxy_name``
+        that is still believed up (Linkerd's balancer then holds it as pending)."""
+        failure = self._failed.get(pod.name)
+        if failure is None or failure.mode != "blackhole" or failure.recovered_at_s is not None:
+            return False
+        return not failure.connected(proxy_name, pod, self.sim.env.now)
 
     def hang_s(self, pod: Pod) -> float:
         """How long the reply to a request the dead ``pod`` held is awaited before its
@@ -287,6 +301,16 @@ class LocalityChoice:
         return []
 
     def visible(self, proxy: Any, service: ServiceRuntime, view: list[Pod]) -> list[Pod]:
+        """The endpoints of ``service`` that ``proxy``'s balancer holds: what the control
+        plane tells it (:meth:`told`) less, for Linkerd, black-holed endpoints it has no
+        live connection to (they are pending, reconnecting, and P2C picks only ready ones)."""
+        view = self.told(proxy, service, view)
+        if self.envoy or not self.state.blackholes:
+            return view
+        pending = self.state.pending
+        return [p for p in view if p.alive or not pending(proxy.name, p)]
+
+    def told(self, proxy: Any, service: ServiceRuntime, view: list[Pod]) -> list[Pod]:
         """What the control plane tells ``proxy`` of ``service``: with zone hints (Linkerd's
         destination controller), only the endpoints hinted for the proxy's zone."""
         multicluster = self.state.sim.multicluster
