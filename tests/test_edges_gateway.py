@@ -405,6 +405,16 @@ def test_a_gateway_with_no_route_names_file_and_line(tmp_path: Path) -> None:
     assert problem.line == 10
 
 
+def test_an_ingress_model_of_another_kind_is_refused() -> None:
+    from meshsim.errors import MeshsimError
+
+    data = shape(3.0, gateway={"ingress_model": GATEWAY})
+    with pytest.raises(MeshsimError, match="describes a envoy-sidecar, not a ingress-nginx"):
+        Simulation(from_dict(data), "linkerd", 1)
+    # Istio runs read 'model' only: the Linkerd controller's file does not concern them.
+    assert Simulation(from_dict(data), "istio", 1).gateways is not None
+
+
 def test_routes_and_via_must_name_what_exists(tmp_path: Path) -> None:
     text = BASE + "    routes: [{service: frnt}]\n"
     err = error_of(tmp_path, text)

@@ -321,7 +321,10 @@ def hpa_replicas(
     """The replica count an HPA on CPU settles at for the peak rate of the workloads that
     enter by ``spec``: ceil(CPU needed / (target x the pod's CPU request)), within its
     bounds. The CPU per request is the sum of the pod's proxies' models (the gateway Envoy;
-    or NGINX and its linkerd-proxy), each with its anchor's wake-ups per request."""
+    or NGINX and its linkerd-proxy), each with its anchor's wake-ups per request. For
+    Linkerd's pod that leaves out the sidecar's opaque pass of the clients' connection and
+    the extra wake-ups of its second pair of bursts: on the benchmark shape the pod runs
+    0.288 vCPU per 1000 rps against the 0.242 counted here (16 % under)."""
     hpa = spec.autoscale
     assert hpa is not None
     cores = 0.0
