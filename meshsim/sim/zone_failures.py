@@ -153,7 +153,8 @@ class ZoneFailure:
         the warm-up) and once the traffic is back, and ``recovery_s``: from the recovery to
         the end of the last whole second after it whose share was further than
         RECOVERY_TOLERANCE from the pre-failure share (0.0 if none was; None if it was still
-        off in the run's last second). Whole seconds: 1-s resolution."""
+        off in the run's last second, or no try came after the recovery). Whole seconds:
+        1-s resolution."""
         tries, cross = state.per_second(self.services)
         start = int(state.sim.warmup_s)
         before_t = sum(tries[start : int(self.at_s)])
@@ -168,7 +169,7 @@ class ZoneFailure:
             for k in range(first, full)
             if tries[k] and abs(cross[k] / tries[k] - pre) > RECOVERY_TOLERANCE
         ]
-        if off and off[-1] == full - 1:
+        if (off and off[-1] == full - 1) or not any(tries[first:full]):
             return out | {"recovery_s": None, "post_recovery_cross_zone_share": None}
         back = off[-1] + 1 if off else first
         after = sum(tries[back:full])
