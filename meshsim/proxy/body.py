@@ -108,3 +108,13 @@ class Body:
         if not self.chunked:
             return data
         return (self.frame(data) if data else b"") + b"0\r\n\r\n"
+
+
+def _never() -> None:  # flow control of a body that is never fed
+    return None
+
+
+NO_BODY = Body(chunked=False, expected=None, pause=_never, resume=_never)
+"""The body of every request that has none (no Content-Length, no chunks): one shared
+object, since the parser feeds it nothing and ``finish`` leaves it as it is. Most requests
+through a mesh are bodyless GETs; this saves building a body and its queue for each."""

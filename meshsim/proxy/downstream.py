@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 
 import httptools
 
-from meshsim.proxy.body import Body
+from meshsim.proxy.body import NO_BODY, Body
 from meshsim.proxy.fastpath import try_fast
 from meshsim.proxy.forward import Request, Route, forward
 from meshsim.proxy.framing import CHUNKED, Refusal, interim_head, request_body
@@ -74,6 +74,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self._hosts = 0
         self._head_bytes = 0
         self._in_message = False
+        self._head_begun = False
         self._parsing: Request | None = None
         self._queue: deque[Request] = deque()
         self.active: Exchange | None = None
@@ -158,6 +159,13 @@ class DownstreamProtocol(asyncio.Protocol):
     def _feed(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
+            if self._head_begun:
+                # A head begun in this read: if it is still incomplete, the slowloris bound
+                # runs from now (not re-armed by later reads, so a drip cannot extend it).
+                # Armed here rather than at the message's start: most heads arrive whole.
+                self._head_begun = False
+                if self._in_message and self._parsing is None and not self._closing:
+                    self._arm(self.limits.header_timeout_s)
         except httptools.HttpParserUpgrade:
             self._fail(501, b"protocol upgrade is not supported\n")
         except httptools.HttpParserError as exc:
@@ -216,7 +224,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self._hosts = 0
         self._head_bytes = 0
         self._in_message = True
-        self._arm(self.limits.header_timeout_s)
+        self._head_begun = True
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -257,13 +265,16 @@ class DownstreamProtocol(asyncio.Protocol):
             self._hosts,
             self.limits.max_body_bytes,
         )
-        chunked = framing == CHUNKED
-        body = Body(
-            chunked=chunked,
-            expected=None if chunked else framing,
-            pause=self._pause_reading,
-            resume=self._resume_reading,
-        )
+        if framing is None:
+            body = NO_BODY
+        else:
+            chunked = framing == CHUNKED
+            body = Body(
+                chunked=chunked,
+                expected=None if chunked else framing,
+                pause=self._pause_reading,
+                resume=self._resume_reading,
+            )
         req = Request(
             parser.get_method(),
             self._url,
@@ -315,7 +326,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self._parsing = None
         self._in_message = False
         self._head_bytes = 0
-        if req is not None:
+        if req is not None and req.body is not NO_BODY:
             req.body.finish()
         if self.active is None and not self._queue:
             self._arm(self.limits.idle_timeout_s)
@@ -325,7 +336,7 @@ class DownstreamProtocol(asyncio.Protocol):
     # -- serving ---------------------------------------------------------------------
     def _next(self) -> None:
         req = self._queue.popleft()
-        if len(self._queue) < _MAX_QUEUED // 2 and self._refusal is None:
+        if self._read_paused and len(self._queue) < _MAX_QUEUED // 2 and self._refusal is None:
             self._resume_reading()
         self._current = req
         self._responded = False

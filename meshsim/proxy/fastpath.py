@@ -139,8 +139,11 @@ class FastExchange:
     def on_head(self, status: int, headers: Headers, keep_alive: bool) -> None:
         self.status = status
         self.up_keep_alive = keep_alive
-        self._record(status, None, self._release())
         down, req = self.down, self.req
+        if down.route.inert:
+            self.released = True
+        else:
+            self._record(status, None, self._release())
         self.head, self.chunked, self.keep_alive = downstream_head(
             status, headers, req, req.keep_alive and not down.draining
         )
@@ -246,7 +249,7 @@ def try_fast(down: DownstreamProtocol, req: Request) -> bool:
     down.active = exchange
     if host is None:
         exchange.local(503, "no healthy upstream", "UH")
-    elif not policy.admit(host, now):
+    elif not route.inert and not policy.admit(host, now):
         route.overflows.inc()
         exchange.local(503, "upstream overflow", "UO", [(b"x-envoy-overloaded", b"true")])
     else:

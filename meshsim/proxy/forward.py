@@ -72,6 +72,9 @@ class Route:
         self._cpu_countdown = 1
         self.fast = bool(getattr(self.policy, "simple", False))
         """The policy needs no timers, faults or retries: bodyless requests skip the task."""
+        self.inert = type(self.policy) is PassThrough
+        """No traffic policy at all: admission, release and outcome records are no-ops, and
+        the fast path skips them."""
 
     def count_status(self, status: int) -> None:
         by_status = self._by_status

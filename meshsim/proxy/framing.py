@@ -144,10 +144,14 @@ def _connection_drop(headers: Headers, drop: frozenset[bytes]) -> frozenset[byte
     """``drop`` plus the fields named in Connection headers, except :data:`PROTECTED`."""
     for name, value in headers:
         if len(name) == 10 and name.lower() == b"connection":
-            named = {t.strip().lower() for t in value.split(b",")} - PROTECTED
-            if not named <= drop:
-                drop = drop | named
+            drop = _with_named(drop, value)
     return drop
+
+
+def _with_named(drop: frozenset[bytes], connection: bytes) -> frozenset[bytes]:
+    """``drop`` plus the fields one Connection header names, except :data:`PROTECTED`."""
+    named = {t.strip().lower() for t in connection.split(b",")} - PROTECTED
+    return drop if named <= drop else drop | named
 
 
 def upstream_head(req: RequestHead, client_ip: str, request_id: bytes) -> bytes:
@@ -158,15 +162,26 @@ def upstream_head(req: RequestHead, client_ip: str, request_id: bytes) -> bytes:
     client's own fields; ``x-forwarded-for`` gets the client appended and ``x-request-id``
     is added when absent.
     """
+    return _upstream_head(req, client_ip, request_id, _REQUEST_DROP)
+
+
+def _upstream_head(
+    req: RequestHead, client_ip: str, request_id: bytes, drop: frozenset[bytes]
+) -> bytes:
+    # One pass over the fields. A Connection header that names a field not dropped yet
+    # restarts it with the larger set (the named field may come before it); rare, since
+    # clients name only hop-by-hop fields, and one pass is the common cost.
     parts = [req.method, b" ", req.url, b" HTTP/1.1\r\n"]
     xff = b""
     has_id = False
-    headers = req.headers
-    drop = _connection_drop(headers, _REQUEST_DROP)
-    for name, value in headers:
+    for name, value in req.headers:
         low = name.lower()
         if low in drop:
-            if low == b"x-forwarded-for":
+            if len(low) == 10 and low == b"connection":
+                wider = _with_named(drop, value)
+                if wider is not drop:
+                    return _upstream_head(req, client_ip, request_id, wider)
+            elif low == b"x-forwarded-for":
                 xff = value if not xff else xff + b", " + value
             continue
         if len(low) == 12 and low == b"x-request-id":
@@ -206,12 +221,23 @@ def downstream_head(
     Content-Length is kept: the body forwarded is exactly that long. Otherwise the body is
     re-chunked for an HTTP/1.1 client, or delimited by closing for an HTTP/1.0 one.
     """
+    return _downstream_head(status, headers, req, keep_alive, HOP_BY_HOP)
+
+
+def _downstream_head(
+    status: int, headers: Headers, req: RequestHead, keep_alive: bool, drop: frozenset[bytes]
+) -> tuple[bytes, bool, bool]:
+    # One pass, restarted with a larger set as in _upstream_head (upstreams send
+    # ``Connection: keep-alive``, which names nothing new).
     parts = [cached_status_line(status)]
     has_length = False
-    drop = _connection_drop(headers, HOP_BY_HOP)
     for name, value in headers:
         low = name.lower()
         if low in drop:
+            if len(low) == 10 and low == b"connection":
+                wider = _with_named(drop, value)
+                if wider is not drop:
+                    return _downstream_head(status, headers, req, keep_alive, wider)
             continue
         if len(low) == 14 and low == b"content-length":
             has_length = True
