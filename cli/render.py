@@ -207,17 +207,18 @@ def zone_failures_table(summary: Mapping[str, Any]) -> Table | None:
     if not rows:
         return None
     table = _table(
-        "Zone failures (s; errors: the callers' during the failover, then the recovery)",
-        ["mesh", "zone", "mode", "at", "failed tries", "failover", "errors", "back at",
-         "recovery", "errors after"],
+        "Zone failures (s): down from-to, tries that met a failed pod, failover, the "
+        "callers' errors, recovery, the callers' errors after it",
+        ["mesh", "zone", "mode", "down", "tries", "failover", "errors", "recovery", "after"],
         left=3,
-    )  # fmt: skip
+    )
     for mesh, f in rows:
+        back = f.get("recovered_at_s")
         table.add_row(
-            mesh, f["zone"], f.get("mode", "refuse"), f"{f['at_s']:g}", str(f["failed_tries"]),
+            mesh, f["zone"], f.get("mode", "refuse"),
+            f"{f['at_s']:g}-{'' if back is None else f'{back:g}'}", str(f["failed_tries"]),
             _seconds(f.get("failover_s")),
             str(f.get("caller_errors_failover", f.get("caller_errors", 0))),
-            "-" if f.get("recovered_at_s") is None else f"{f['recovered_at_s']:g}",
             _seconds(f.get("recovery_s")), str(f.get("caller_errors_recovery", 0)),
         )  # fmt: skip
     return table

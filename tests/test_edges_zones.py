@@ -515,7 +515,7 @@ def test_the_cli_shows_each_failure_with_its_failover_and_recovery() -> None:
     (row,) = [line.split() for line in lines if line.split()[:1] == ["istio"]]
     (f,) = out["topology"]["zone_failures"]
     assert row == [
-        "istio", "zone-a", "blackhole", "10", "204", f"{f['failover_s']:.2f}", "203", "20",
+        "istio", "zone-a", "blackhole", "10-20", "204", f"{f['failover_s']:.2f}", "203",
         f"{f['recovery_s']:.2f}", "0",
     ]  # fmt: skip
     assert zone_failures_table({"runs": {"istio": {"topology": None}}}) is None
