@@ -32,6 +32,9 @@ def recorded_rows(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
         return [Comparison(**r) for r in CASE["rows"]]
 
     monkeypatch.setattr(validation_report, "validate_model", fake)
+    # The per-hop decomposition simulates each point again: tested on its own
+    # (tests/test_calibrate_decomposition.py).
+    monkeypatch.setattr(validation_report, "decompose", lambda *_a, **_k: [])
     return asked
 
 

@@ -18,7 +18,10 @@ thread CPU inside the request's callbacks) and each process's total CPU per requ
 kernel has it: callbacks *plus* event-loop and kernel work), each process's wake-ups per
 request (voluntary context switches: the times its event loop went to sleep with nothing to
 do, and had to be woken) and its run delay per request (time runnable but waiting for its
-core, from ``schedstat``: how much the processes sharing a core hold each other up). Points
+core, from ``schedstat``: how much the processes sharing a core hold each other up), and
+each sidecar's ``duration_ms`` quantiles (from its access log: request parsed to response
+written), which split the load generator's latency into the parts outside the client
+sidecar, its own share and the server side (:mod:`meshsim.calibrate.decomposition`). Points
 without proxies (load generator -> echo) give the baseline, so the proxies' added latency is
 known.
 """
@@ -45,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from meshsim.calibrate.decomposition import duration_quantiles, lab_parts
 from meshsim.calibrate.proxycmd import CommandNode, ProxyCommand, free_port
 from meshsim.errors import MeshsimError
 from meshsim.proxy.loadgen import LoadSpec, run_load
@@ -112,6 +116,13 @@ class Measured:
     """Voluntary context switches per completed request, per process (empty: not measured)."""
     run_delay_us_per_request: dict[str, float] = field(default_factory=dict)
     """Time runnable but not running, per completed request, per process (schedstat)."""
+    sidecar_duration_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per sidecar, its access log's ``duration_ms`` (request parsed to response written)
+    over the point: p50, p90, p99, mean and samples (empty: not measured)."""
+    latency_parts_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    """From those and the load generator's latency, p50 and mean of: the end-to-end
+    latency, the part outside the client sidecar, its own share, the server side
+    (:func:`meshsim.calibrate.decomposition.lab_parts`; empty: not measured)."""
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -225,20 +236,19 @@ class _Node:
 
     def new_cpu_samples(self) -> list[float]:
         """``cpu_us`` of the access-log lines written since the last call."""
+        return self.new_log_samples()[0]
+
+    def new_log_samples(self) -> tuple[list[float], list[float]]:
+        """``cpu_us`` and ``duration_ms`` of the access-log lines written since the last
+        call (:func:`access_log_samples`)."""
         if self.log is None or not self.log.exists():
-            return []
+            return [], []
         with self.log.open("rb") as fh:
             fh.seek(self._offset)
             data = fh.read()
         cut = data.rfind(b"\n") + 1
         self._offset += cut
-        out: list[float] = []
-        for line in data[:cut].splitlines():
-            with contextlib.suppress(ValueError):
-                value = json.loads(line).get("cpu_us")
-                if isinstance(value, int | float):  # the proxy logs null when it has none
-                    out.append(float(value))
-        return out
+        return access_log_samples(data[:cut])
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -251,6 +261,32 @@ class _Node:
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def access_log_samples(data: bytes) -> tuple[list[float], list[float]]:
+    """``cpu_us`` (only the requests the proxy sampled: it logs null for the others) and
+    ``duration_ms`` (every request) of the access-log lines in ``data``."""
+    cpu: list[float] = []
+    durations: list[float] = []
+    for line in data.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        value = rec.get("cpu_us")
+        if isinstance(value, int | float):
+            cpu.append(float(value))
+        value = rec.get("duration_ms")
+        if isinstance(value, int | float):
+            durations.append(float(value))
+    return cpu, durations
+
+
+def _log_samples(node: Sidecar) -> tuple[list[float], list[float]]:
+    """A sidecar's new access-log samples; a proxy command's log is not ours to read."""
+    if isinstance(node, _Node):
+        return node.new_log_samples()
+    return node.new_cpu_samples(), []
 
 
 def _cores() -> list[int]:
@@ -529,8 +565,16 @@ class Lab:
             idx = rng.choice(len(xs), MAX_SAMPLES, replace=False)
             return [xs[i] for i in sorted(idx)]
 
-        client = self.client.new_cpu_samples() if point.proxied else []
-        server = self.server.new_cpu_samples() if point.proxied else []
+        client, client_ms = _log_samples(self.client) if point.proxied else ([], [])
+        server, server_ms = _log_samples(self.server) if point.proxied else ([], [])
+        durations = {
+            k: q
+            for k, q in (
+                ("client_sidecar", duration_quantiles(client_ms)),
+                ("server_sidecar", duration_quantiles(server_ms)),
+            )
+            if q
+        }
         return Measured(
             point=point,
             achieved_rps=result.actual_rps,
@@ -544,6 +588,8 @@ class Lab:
             latency_quantiles_ms=quantiles,
             wakeups_per_request=wakeups,
             run_delay_us_per_request=run_delay,
+            sidecar_duration_ms=durations,
+            latency_parts_ms=lab_parts(lat, durations) or {},
         )
 
     def idle_cpu_ms_per_s(self, seconds: float = 3.0) -> dict[str, float]:

@@ -737,4 +737,10 @@ def _point_row(m: Measured) -> dict[str, Any]:
         else None,
         "wakeups_per_request": {k: round(v, 4) for k, v in m.wakeups_per_request.items()},
         "run_delay_us_per_request": {k: round(v, 2) for k, v in m.run_delay_us_per_request.items()},
+        # The access-log decomposition (meshsim.calibrate.decomposition); empty in records
+        # measured before it.
+        "sidecar_duration_ms": m.sidecar_duration_ms,
+        "latency_parts_ms": {
+            k: {s: round(v, 4) for s, v in stats.items()} for k, stats in m.latency_parts_ms.items()
+        },
     }

@@ -259,6 +259,17 @@ def merge_passes(passes: list[dict[str, Any]]) -> dict[str, Any]:
     ):
         keys = set.intersection(*(set(p.get(field_name) or {}) for p in passes))
         merged[field_name] = {k: med([p[field_name][k] for p in passes]) for k in sorted(keys)}
+    # Each sidecar's access-log durations, statistic by statistic; the parts are recomputed
+    # from these medians (meshsim.calibrate.decomposition), so a pass's own are dropped.
+    sides = set.intersection(*(set(p.get("sidecar_duration_ms") or {}) for p in passes))
+    merged["sidecar_duration_ms"] = {
+        side: {
+            k: med([p["sidecar_duration_ms"][side][k] for p in passes])
+            for k in first["sidecar_duration_ms"][side]
+        }
+        for side in sorted(sides)
+    }
+    merged.pop("latency_parts_ms", None)
     merged["passes_range"] = {
         **{
             k: [min(p["latency_ms"][k] for p in passes), max(p["latency_ms"][k] for p in passes)]

@@ -5,17 +5,21 @@ calibrates the proxy in the loopback lab (``--quick`` for the small grid), write
 ``models/calibrated/lab.yaml`` and its fit record, simulates the held-out points, and writes
 ``report.md``, ``validation.json`` and ``figures/*.png`` (:func:`write_validation_report`).
 Without ``--calibrate`` it validates an existing model. What the residuals point to is
-written by :mod:`meshsim.calibrate.diagnosis`.
+written by :mod:`meshsim.calibrate.diagnosis`; where the latency goes, measured and simulated,
+by :mod:`meshsim.calibrate.decomposition`.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from meshsim.calibrate.calibration import load_fit
+from meshsim.calibrate.decomposition import PointDecomposition, decompose
+from meshsim.calibrate.decomposition import render as render_decomposition
 from meshsim.calibrate.diagnosis import diagnose, fmt_ci
 from meshsim.calibrate.validate import (
     Comparison,
@@ -58,6 +62,7 @@ def render(
     command: str,
     out: Path,
     goals: dict[str, float] | None = None,
+    decomposition: Sequence[PointDecomposition] = (),
 ) -> str:
     model = load_model(model_path)
     st = fit["service_time"]
@@ -186,6 +191,8 @@ def render(
             "",
         ]
     lines += [f"![{p.stem}](figures/{p.name})" for p in figs]
+    if decomposition:
+        lines += ["", "## Per-hop latency decomposition", "", render_decomposition(decomposition)]
     lines += ["", "## Goals", ""]
     for key, goal in (goals or GOALS).items():
         sel = [r for r in rows if key in r.checked]
@@ -225,11 +232,14 @@ def write_validation_report(
     goals = {**GOALS, **(goals or {})}
     fit = load_fit(model_path)
     rows = validate_model(model_path, duration_s=duration_s)
+    decomposed = decompose(model_path, fit, rows, duration_s=duration_s)
     figs = figures(rows, out / "figures")
     bad = failures(rows, goals["p50"], goals["p99"], goals["rps"])
     out.mkdir(parents=True, exist_ok=True)
     report = out / "report.md"
-    report.write_text(render(model_path, fit, rows, figs, bad, command, out, goals))
+    report.write_text(
+        render(model_path, fit, rows, figs, bad, command, out, goals, decomposition=decomposed)
+    )
     (out / "validation.json").write_text(
         json.dumps(
             {
@@ -237,6 +247,7 @@ def write_validation_report(
                 "rows": [r.to_json() for r in rows],
                 "failures": bad,
                 "diagnosis": diagnose(fit, rows),
+                "decomposition": [d.to_json() for d in decomposed],
             },
             indent=1,
         )

@@ -1,0 +1,348 @@
+"""Where the lab's latency goes, measured and simulated: a per-hop decomposition side by side.
+
+The lab (:mod:`meshsim.calibrate.lab`) gives three clocks per request: the load generator's
+latency (from the intended send time), and each sidecar's access-log ``duration_ms``, from
+the request parsed to the response written. Their differences split the latency into three
+parts (:func:`lab_parts`):
+
+- **outside the client sidecar** = load generator - client sidecar: the load generator's own
+  lag and CPU, the wait for one of its connections, the request waiting in the client
+  sidecar's socket until its event loop reads it, and the loopback;
+- **the client sidecar's share** = client sidecar - server sidecar: its own work on both
+  paths, the hops between the sidecars, and the server sidecar's socket wait;
+- **the server side** = server sidecar: its work and the echo behind it.
+
+Per process the lab also measures the run delay (schedstat: runnable, waiting for its core)
+per request: the "queueing for a core" that the simulator's cores produce too.
+
+The simulated lab gives the same three parts from the same arithmetic on its own clocks
+(:mod:`meshsim.calibrate.sim_trace`: the load generator's latency and the two sidecars' spans
+per request), so the two compare one to one, and, where the lab has no clock, the finer
+parts of each: waiting for a core, for the proxy's worker, for a connection, the CPU, the
+network and the measured baseline drawn outside the proxies.
+
+Differences of quantiles are not quantiles of differences: the p50 rows are the lab's own
+method (the p50 of one clock less the p50 of the other), applied to both sides alike; the
+means add up exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from meshsim.calibrate.sim_trace import RequestParts
+    from meshsim.calibrate.validate import Comparison
+
+STATS = ("p50", "mean")
+"""The statistics each part is compared on."""
+PARTS = {
+    "end_to_end": "end to end (load generator)",
+    "outside_client_sidecar": "outside the client sidecar",
+    "client_sidecar_share": "client sidecar's share",
+    "server_side": "server side (server sidecar + echo)",
+}
+"""The lab-shaped parts, in the order they are shown, with their labels."""
+SECTION_LABELS = {
+    "outside": "outside the client sidecar",
+    "client": "client sidecar's share",
+    "server": "server side",
+}
+"""The simulated sections (:data:`meshsim.calibrate.sim_trace.SECTIONS`), as the parts."""
+PROCESSES = ("load_generator", "client_sidecar", "server_sidecar", "echo")
+SIDECARS = ("client_sidecar", "server_sidecar")
+PART_LABELS = {
+    "core_wait": "queueing for a core",
+    "worker_wait": "queueing for the worker (event loop busy) or the echo's slot",
+    "cpu": "CPU (proxy work, the echo, the load generator)",
+    "connection_wait": "waiting for one of the load generator's connections",
+    "connection_setup": "a sidecar opening a connection (its pool had none idle)",
+    "network": "network and hop latency",
+    "baseline": "measured baseline outside the proxies (drawn)",
+}
+NOT_MEASURED = (
+    "not measured: the lab record has no access-log durations (`sidecar_duration_ms`, "
+    "recorded by calibrations since the decomposition was added); the simulated side is "
+    "shown alone"
+)
+
+
+# --------------------------------------------------------------------------- the arithmetic
+
+
+def duration_quantiles(durations_ms: Sequence[float]) -> dict[str, float]:
+    """p50, p90, p99 and mean of one sidecar's ``duration_ms`` over a point (and how many)."""
+    if not durations_ms:
+        return {}
+    a = np.asarray(durations_ms, dtype=float)
+    out = {f"p{q}": round(float(np.percentile(a, q)), 4) for q in (50, 90, 99)}
+    out["mean"] = round(float(a.mean()), 4)
+    out["samples"] = len(a)
+    return out
+
+
+def lab_parts(
+    latency_ms: Mapping[str, float], sidecar_ms: Mapping[str, Mapping[str, float]]
+) -> dict[str, dict[str, float]] | None:
+    """The three lab-shaped parts (and the end-to-end latency) for each of :data:`STATS`,
+    in ms; None when either sidecar's durations are missing."""
+    client = sidecar_ms.get("client_sidecar") or {}
+    server = sidecar_ms.get("server_sidecar") or {}
+    if not all(s in client and s in server and s in latency_ms for s in STATS):
+        return None
+    return {
+        "end_to_end": {s: latency_ms[s] for s in STATS},
+        "outside_client_sidecar": {s: latency_ms[s] - client[s] for s in STATS},
+        "client_sidecar_share": {s: client[s] - server[s] for s in STATS},
+        "server_side": {s: server[s] for s in STATS},
+    }
+
+
+def _stats_ms(seconds: np.ndarray) -> dict[str, float]:
+    if not len(seconds):
+        return {s: float("nan") for s in STATS}
+    return {"p50": float(np.percentile(seconds, 50)) * 1e3, "mean": float(seconds.mean()) * 1e3}
+
+
+def simulated_parts(parts: RequestParts) -> dict[str, dict[str, float]]:
+    """The lab-shaped parts of a traced simulation: the same arithmetic as
+    :func:`lab_parts`, on the load generator's latency and the two sidecars' spans."""
+    shaped = lab_parts(
+        _stats_ms(parts.total),
+        {
+            "client_sidecar": _stats_ms(parts.client_span),
+            "server_sidecar": _stats_ms(parts.server_span),
+        },
+    )
+    assert shaped is not None
+    return shaped
+
+
+def simulated_core_wait_us(parts: RequestParts) -> dict[str, float]:
+    """Mean time per request each process waited for its core, in us."""
+    if not len(parts.total):
+        return {}
+    return {p: float(parts.column(hop=p, part="core_wait").mean()) * 1e6 for p in PROCESSES}
+
+
+@dataclass(frozen=True)
+class Detail:
+    """One simulated part: its section of the lab shape, where and what; p50 and mean, ms."""
+
+    section: str
+    hop: str
+    part: str
+    p50_ms: float
+    mean_ms: float
+
+
+def simulated_detail(parts: RequestParts) -> list[Detail]:
+    """Every (section, hop, part) the simulation timed, in section order."""
+    from meshsim.calibrate.sim_trace import SECTIONS
+
+    out: list[Detail] = []
+    for section in SECTIONS:
+        for s, hop, part in parts.keys:
+            if s == section:
+                st = _stats_ms(parts.column(s, hop, part))
+                out.append(Detail(s, hop, part, st["p50"], st["mean"]))
+    return out
+
+
+# --------------------------------------------------------------------------- one point
+
+
+def _num(v: float) -> float | None:
+    """A figure for JSON: rounded, None where there is none (NaN is not JSON)."""
+    return None if v != v else round(v, 4)
+
+
+@dataclass
+class PointDecomposition:
+    """One held-out load: the lab's parts (None: not measured) and the simulation's."""
+
+    point: dict[str, Any]
+    predicted: dict[str, dict[str, float]]
+    measured: dict[str, dict[str, float]] | None
+    core_wait_us: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per process: ``measured`` (the lab's run delay per request) and ``predicted``."""
+    detail: list[Detail] = field(default_factory=list)
+    requests: int = 0
+
+    @property
+    def label(self) -> str:
+        p = self.point
+        return f"{p['config']} {p['payload_bytes']}B {p['rps']:g} rps"
+
+    def to_json(self) -> dict[str, Any]:
+        def r(d: Mapping[str, Mapping[str, float]] | None) -> Any:
+            if d is None:
+                return None
+            return {k: {s: _num(v) for s, v in stats.items()} for k, stats in d.items()}
+
+        return {
+            "config": self.point["config"],
+            "payload_bytes": self.point["payload_bytes"],
+            "rps": self.point["rps"],
+            "measured_ms": r(self.measured),
+            "predicted_ms": r(self.predicted),
+            "measured_note": None if self.measured is not None else NOT_MEASURED,
+            "core_wait_us": r(self.core_wait_us),
+            "simulated_requests": self.requests,
+            "simulated_detail_ms": [
+                {
+                    "section": d.section,
+                    "hop": d.hop,
+                    "part": d.part,
+                    "p50": _num(d.p50_ms),
+                    "mean": _num(d.mean_ms),
+                }
+                for d in self.detail
+            ],
+        }
+
+
+def trace_lab(
+    model_path: Path, fit: dict[str, Any], point: dict[str, Any], *, duration_s: float = 4.0
+) -> RequestParts:
+    """Simulate one lab point as :func:`meshsim.calibrate.validate.predict` does (same
+    scenario, same seed: the same run), with the per-request tracer attached."""
+    from meshsim.calibrate.sim_trace import trace
+    from meshsim.calibrate.validate import lab_scenario
+    from meshsim.rng import replication_seeds
+    from meshsim.scenario import from_dict
+    from meshsim.sim.engine import Simulation
+
+    scenario = from_dict(lab_scenario(model_path, fit, point, duration_s=duration_s))
+    sim = Simulation(scenario, "istio", replication_seeds(scenario.seed, 1)[0])
+    tracer = trace(sim)
+    sim.run()
+    return tracer.result()
+
+
+def measured_parts(point: Mapping[str, Any]) -> dict[str, dict[str, float]] | None:
+    """The lab's parts of a (merged) held-out point, None without access-log durations."""
+    durations = point.get("sidecar_duration_ms")
+    if not durations:
+        return None
+    return lab_parts(point["latency_ms"], durations)
+
+
+def decompose_point(
+    model_path: Path, fit: dict[str, Any], point: dict[str, Any], *, duration_s: float = 4.0
+) -> PointDecomposition:
+    parts = trace_lab(model_path, fit, point, duration_s=duration_s)
+    run_delay = point.get("run_delay_us_per_request") or {}
+    predicted_wait = simulated_core_wait_us(parts)
+    core = {
+        p: {
+            "measured": float(run_delay.get(p, float("nan"))),
+            "predicted": predicted_wait.get(p, float("nan")),
+        }
+        for p in PROCESSES
+    }
+    return PointDecomposition(
+        point=point,
+        predicted=simulated_parts(parts),
+        measured=measured_parts(point),
+        core_wait_us=core,
+        detail=simulated_detail(parts),
+        requests=len(parts.total),
+    )
+
+
+def decompose(
+    model_path: Path, fit: dict[str, Any], rows: Sequence[Comparison], *, duration_s: float = 4.0
+) -> list[PointDecomposition]:
+    """Both decompositions at every open-loop held-out point (a closed loop's latency is
+    not checked, and its saturated queues say nothing about where a request's time goes)."""
+    return [
+        decompose_point(model_path, fit, r.point, duration_s=duration_s)
+        for r in rows
+        if not r.saturation
+    ]
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def _f(v: float) -> str:
+    return "n/a" if v != v else f"{v:.3f}"
+
+
+def _diff(pred: float, meas: float) -> str:
+    if pred != pred or meas != meas:
+        return "n/a"
+    pct = f" ({100.0 * (pred - meas) / meas:+.0f}%)" if abs(meas) > 1e-9 else ""
+    return f"{pred - meas:+.3f}{pct}"
+
+
+def render(points: Sequence[PointDecomposition]) -> str:
+    """The decomposition section of ``report.md`` (markdown, no heading)."""
+    if not points:
+        return "No open-loop held-out point to decompose.\n"
+    lines = [
+        "Per held-out load: the load generator's latency split by the sidecars' access-log "
+        "clocks (`duration_ms`, request parsed to response written), measured in the lab and "
+        "simulated (the simulated lab's spans of the same two sidecars, the same seed as the "
+        "prediction above). p50 rows are differences of p50s (the lab's method, on both "
+        "sides); means add up. Difference = predicted - measured, ms. Below each table, the "
+        "simulation's finer parts by section: a sidecar's waits before its request-path burst "
+        "fall in the section before its span, as in the lab, where the request waits in the "
+        "socket until the event loop reads and parses it.",
+        "",
+    ]
+    for d in points:
+        lines += [f"**{d.label}**", ""]
+        if d.measured is None:
+            lines += [f"Measured: {NOT_MEASURED}.", ""]
+        lines += [
+            "| part | p50 measured | p50 predicted | p50 difference "
+            "| mean measured | mean predicted | mean difference |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for key, label in PARTS.items():
+            pred = d.predicted[key]
+            meas = d.measured[key] if d.measured is not None else {s: float("nan") for s in STATS}
+            lines.append(
+                f"| {label} | {_f(meas['p50'])} | {_f(pred['p50'])} | "
+                f"{_diff(pred['p50'], meas['p50'])} | {_f(meas['mean'])} | "
+                f"{_f(pred['mean'])} | {_diff(pred['mean'], meas['mean'])} |"
+            )
+        for proc in PROCESSES:
+            cw = d.core_wait_us.get(proc, {})
+            meas_ms = cw.get("measured", float("nan")) / 1e3
+            pred_ms = cw.get("predicted", float("nan")) / 1e3
+            lines.append(
+                f"| queueing for a core: {proc} (lab: run delay) | | | | {_f(meas_ms)} | "
+                f"{_f(pred_ms)} | {_diff(pred_ms, meas_ms)} |"
+            )
+        lines += ["", f"Simulated parts ({d.requests} requests), ms:", ""]
+        lines += ["| section | hop | part | p50 | mean |", "|---|---|---|---:|---:|"]
+        lines += [
+            f"| {SECTION_LABELS[x.section]} | {x.hop} | {PART_LABELS.get(x.part, x.part)} | "
+            f"{_f(x.p50_ms)} | {_f(x.mean_ms)} |"
+            for x in d.detail
+        ]
+        lines.append("")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "NOT_MEASURED",
+    "PARTS",
+    "PointDecomposition",
+    "decompose",
+    "decompose_point",
+    "duration_quantiles",
+    "lab_parts",
+    "measured_parts",
+    "render",
+    "simulated_parts",
+    "trace_lab",
+]
