@@ -30,7 +30,7 @@ import httptools
 
 from meshsim.proxy.body import NO_BODY, Body
 from meshsim.proxy.fastpath import try_fast
-from meshsim.proxy.forward import Request, Route, forward
+from meshsim.proxy.forward import Request, Route, forward, newrequest_id_of
 from meshsim.proxy.framing import CHUNKED, Refusal, interim_head, request_body
 from meshsim.proxy.httpcore import (
     CHUNK_SIZES_READABLE,
@@ -72,6 +72,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self._length: bytes | None = None
         self._te: bytes | None = None
         self._hosts = 0
+        self._request_id: bytes | None = None
         self._head_bytes = 0
         self._in_message = False
         self._head_begun = False
@@ -221,6 +222,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self._headers = []
         self._length = None
         self._te = None
+        self._request_id = None
         self._hosts = 0
         self._head_bytes = 0
         self._in_message = True
@@ -228,7 +230,9 @@ class DownstreamProtocol(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        self._count(len(url))
+        self._head_bytes += len(url)
+        if self._head_bytes > self.limits.max_header_bytes:
+            raise Refusal(431, b"request header fields too large\n")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         headers = self._headers
@@ -249,6 +253,8 @@ class DownstreamProtocol(asyncio.Protocol):
                 self._length = value if self._length is None else self._length + b"," + value
         elif n == 17 and name.lower() == b"transfer-encoding":
             self._te = value if self._te is None else self._te + b"," + value
+        elif n == 12 and self._request_id is None and name.lower() == b"x-request-id":
+            self._request_id = value  # the first one, as request_id_of reads it
 
     def on_headers_complete(self) -> None:
         if self._closing or self._refusal is not None:
@@ -283,6 +289,8 @@ class DownstreamProtocol(asyncio.Protocol):
             parser.should_keep_alive(),
             body,
         )
+        rid = self._request_id
+        req.request_id = rid if rid is not None else newrequest_id_of()
         # llhttp reports a chunked body's trailer fields as headers: they must not join
         # this request's (a queued request is forwarded later). They are dropped.
         self._headers = []

@@ -38,9 +38,12 @@ _ids = itertools.count(1)
 _ID_PREFIX = os.urandom(6).hex()
 
 
+_ID_PREFIX_BYTES = _ID_PREFIX.encode()
+
+
 def newrequest_id_of() -> bytes:
     # Unique per process start and cheap (uuid4 costs a syscall-sized 2 us per request).
-    return f"{_ID_PREFIX}-{next(_ids):012x}".encode()
+    return b"%s-%012x" % (_ID_PREFIX_BYTES, next(_ids))
 
 
 @dataclass
@@ -98,6 +101,7 @@ class Request:
         "headers",
         "keep_alive",
         "method",
+        "request_id",
         "sampled",
         "started",
         "url",
@@ -121,6 +125,9 @@ class Request:
         self.body = body
         self.started = time.perf_counter()
         self.cpu_s = 0.0
+        self.request_id: bytes | None = None
+        """The client's ``x-request-id``, or one made for it (set by the downstream
+        parser); None: not known yet (:func:`request_id_of` searches the headers)."""
         self.sampled = False
         """Whether this request's CPU time is measured (see Route.cpu_sample_every)."""
 
@@ -244,6 +251,9 @@ class LocalReply(Exception):  # noqa: N818 - control flow, not an error
 
 
 def request_id_of(req: Request) -> bytes:
+    known = req.request_id
+    if known is not None:
+        return known
     for name, value in req.headers:
         if len(name) == 12 and name.lower() == b"x-request-id":
             return value

@@ -148,9 +148,17 @@ def _connection_drop(headers: Headers, drop: frozenset[bytes]) -> frozenset[byte
     return drop
 
 
+_NAMED: dict[bytes, frozenset[bytes]] = {}
+"""Connection header values already split (``keep-alive`` on every upstream response)."""
+
+
 def _with_named(drop: frozenset[bytes], connection: bytes) -> frozenset[bytes]:
     """``drop`` plus the fields one Connection header names, except :data:`PROTECTED`."""
-    named = {t.strip().lower() for t in connection.split(b",")} - PROTECTED
+    named = _NAMED.get(connection)
+    if named is None:
+        named = frozenset(t.strip().lower() for t in connection.split(b",")) - PROTECTED
+        if len(_NAMED) < 64:  # bounded: values are the peers' choice
+            _NAMED[connection] = named
     return drop if named <= drop else drop | named
 
 

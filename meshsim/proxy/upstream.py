@@ -133,7 +133,8 @@ class UpstreamConn(asyncio.Protocol):
             except httptools.HttpParserError:
                 self.close()
             self.cpu_s += time.thread_time() - t0
-        if sink is not None:
+        if sink is not None and sink is self.sink:
+            # (An exchange that ended in this read has written its output already.)
             sink.flush()
 
     def pause_writing(self) -> None:  # the upstream is slow to read our request body
