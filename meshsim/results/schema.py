@@ -132,6 +132,14 @@ class ControlPlaneBlock(TypedDict):
     full_pushes: NotRequired[int]
     proxy_pushes: NotRequired[int]
     merged_pushes: NotRequired[int]
+    proxy_pushes_by_cluster: NotRequired[dict[str, int]]
+    """Several clusters: pushes by the cluster of the proxy pushed to."""
+    # Several clusters (meshsim.sim.controlplane.clusters): the fields above summed over the
+    # control planes, and each one's own block
+    control_planes: NotRequired[int]
+    multicluster_mode: NotRequired[str]
+    by_cluster: NotRequired[dict[str, dict[str, Any]]]
+    """Each cluster's control plane (the cluster it runs in), with the fields above."""
     # Linkerd's destination controller
     destination_cores: NotRequired[int]
     watches: NotRequired[int]

@@ -15,7 +15,7 @@ import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from meshsim.scenario.base import MAX_COUNT, Name, NonNegativeFloat, PositiveFloat, Spec
 
@@ -375,6 +375,49 @@ class MultiClusterOptions(Spec):
     east_west_gateway: bool = Field(
         False, description="Istio: clusters on separate networks, joined by east-west gateways."
     )
+    gateway_replicas: Annotated[int, Field(ge=1, le=MAX_COUNT)] = Field(
+        1,
+        description="Pods of each cluster's east-west gateway (Istio) or multicluster gateway "
+        "(Linkerd gateway mode); both charts deploy 1.",
+    )
+
+    @field_validator("istio", "linkerd", mode="before")
+    @classmethod
+    def _model_of_the_mesh(cls, value: object, info: ValidationInfo) -> object:
+        name = info.field_name or ""
+        mine = _MULTICLUSTER_MODELS[name]
+        other = "linkerd" if name == "istio" else "istio"
+        if isinstance(value, str) and value not in mine and value in _MULTICLUSTER_MODELS[other]:
+            raise ValueError(
+                f"'{value}' is one of {other.capitalize()}'s multi-cluster models; "
+                f"{name.capitalize()}'s are {' or '.join(repr(m) for m in mine)}"
+            )
+        return value
+
+
+_MULTICLUSTER_MODELS = {
+    "istio": ("multi-primary", "primary-remote"),
+    "linkerd": ("pod-to-pod", "gateway"),
+}
+
+
+def multicluster_problems(scenario: Scenario) -> Iterator[tuple[Loc, str]]:
+    """Every cluster has Kubernetes nodes: its control plane (and gateway) run there."""
+    zones = scenario.cluster.zones or []
+    clusters: dict[str, int] = {}
+    for i, zone in enumerate(zones):
+        clusters.setdefault(zone.cluster, i)
+    if all(z.vm for z in zones):
+        return  # zone_problems says the mesh needs a Kubernetes cluster
+    for cluster, first in clusters.items():
+        if all(z.vm for z in zones if z.cluster == cluster):
+            yield (
+                ("cluster", "zones", first, "cluster"),
+                f"cluster '{cluster}' has no nodes (all its zones are of VMs): its control "
+                "plane and gateway need Kubernetes nodes; give it a zone of nodes, or put "
+                "the VMs in another cluster",
+            )
+
 
 
 # --------------------------------------------------------------------------- egress

@@ -10,7 +10,12 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterator, Sequence
 
-from meshsim.scenario.edges import external_problems, gateway_problems, zone_problems
+from meshsim.scenario.edges import (
+    external_problems,
+    gateway_problems,
+    multicluster_problems,
+    zone_problems,
+)
 from meshsim.scenario.events import ANY_SERVICE, CONTROL_PLANE_TARGET
 from meshsim.scenario.model import Scenario
 
@@ -156,6 +161,7 @@ def check_references(scenario: Scenario) -> Iterator[tuple[Loc, str]]:
     yield from zone_problems(scenario)
     yield from gateway_problems(scenario)
     yield from external_problems(scenario)
+    yield from multicluster_problems(scenario)
 
     cycle = find_call_cycle(scenario)
     if cycle is not None:

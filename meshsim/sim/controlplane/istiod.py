@@ -42,6 +42,11 @@ registry. A new proxy gets a certificate from the CA (on the istiod cores) and t
 push before its pod is ready. When istiod is down no push or certificate is made; when it
 comes back every proxy reconnects and gets a full push.
 
+With several clusters (:mod:`.clusters`) an istiod serves its own cluster's proxies
+(multi-primary) or every proxy, a remote cluster's pushes arriving one crossing later
+(primary-remote); east-west gateways hold an xDS stream like any Envoy, with the whole mesh
+in view (they route every service's SNI).
+
 :func:`steady_state` is the closed form the model file's constants were fitted with.
 """
 
@@ -92,6 +97,9 @@ class Connected:
     replica: Replica
     deps: set[str] | None
     """Services in its view besides its own (None: all of them, no Sidecar scoping)."""
+    send_s: float = 0.0
+    """From the end of its push to the proxy applying it (primary-remote: plus the crossing
+    to a remote cluster's proxy)."""
     sched: Pending | None = None
     ready_pod: Pod | None = None
     """Set while a new pod waits for its first push to become ready."""
@@ -108,14 +116,14 @@ class Istiod(MeshControlPlane):
     name = "istiod"
     kind = "istiod"
 
-    def __init__(self, sim: Simulation) -> None:
+    def __init__(self, sim: Simulation, cluster: str | None = None) -> None:
         opts = sim.scenario.mesh_options.istio
         model = control_plane_model(opts.istiod_model, "istiod", sim.model_values)
         self.cores = opts.istiod_cores or sim.scenario.cluster.cores_per_node
         ambient = sim.mesh == "istio-ambient"
         # Under ambient a node's ztunnel holds one certificate per identity on its node.
         holder = _ztunnel_identity if ambient else None
-        super().__init__(sim, model, self.cores, holder)
+        super().__init__(sim, model, self.cores, holder, cluster)
         v = model.value
         self.scoped = opts.sidecar_scoping
         self.eds_debounce = opts.eds_debounce
@@ -132,6 +140,8 @@ class Istiod(MeshControlPlane):
         self.full_pushes = 0
         self.proxy_pushes = 0
         self.merged = 0
+        self.pushes_by_cluster: dict[str, int] = {}
+        """Per-proxy pushes by the cluster of the proxy (with several clusters)."""
         self.push_log: list[tuple[float, bool, int]] = []
         """(time the push was triggered, full, proxies queued) per push."""
         self._waiting: list[Connected] = []
@@ -143,7 +153,7 @@ class Istiod(MeshControlPlane):
 
     # ----------------------------------------------------------------- proxies
 
-    CONNECTS = ("sidecar", "ztunnel", "waypoint")
+    CONNECTS = ("sidecar", "ztunnel", "waypoint", "east-west-gateway")
     """Proxy kinds that hold an xDS stream to istiod."""
 
     def attach(self, proxy: Proxy) -> None:
@@ -153,12 +163,16 @@ class Istiod(MeshControlPlane):
         self._next_replica += 1
         view = ProxyView(self.env, self.history, self.version)
         proxy.endpoint_view = view  # type: ignore[attr-defined]
-        replica.proxies[proxy.name] = Connected(proxy, view, replica, self._view_deps(proxy))
+        replica.proxies[proxy.name] = Connected(
+            proxy, view, replica, self._view_deps(proxy), self.send_s + self.send_extra_s(proxy)
+        )
 
     def _view_deps(self, proxy: Proxy) -> set[str] | None:
         """The services in a proxy's configuration (None: all of them)."""
-        if proxy.kind == "ztunnel":
-            return None  # every workload of the mesh (WDS); no Sidecar scoping
+        if proxy.kind in ("ztunnel", "east-west-gateway"):
+            # ztunnel: every workload of the mesh (WDS). An east-west gateway routes any
+            # service's SNI (AUTO_PASSTHROUGH). The Sidecar resource applies to neither.
+            return None
         if proxy.kind == "waypoint":
             return {proxy.name.removesuffix("/waypoint")}
         return self.dependencies(proxy) if self.scoped else None
@@ -277,10 +291,12 @@ class Istiod(MeshControlPlane):
         self.pushes += 1
         if req.full:
             self.full_pushes += 1
-        self.later(pc_cpu, lambda: self._enqueue(req, version, independent))
+        self.later(pc_cpu, lambda: self._enqueue(req, version, independent, now))
 
-    def _enqueue(self, req: PushRequest, version: int, independent: bool) -> None:
+    def _enqueue(self, req: PushRequest, version: int, independent: bool, pushed_at: float) -> None:
         now = self.env.now
+        trace = self.trace
+        applied: dict[str, float] = {}
         everything = ALL in req.services
         services = req.services
         known = self.known
@@ -296,9 +312,14 @@ class Istiod(MeshControlPlane):
                 end = self._push_one(e, req.full, services, version, now, eds_all)
                 queued += 1
                 latest = max(latest, end)
+                if trace is not None:
+                    c = trace.cluster_of(e.proxy)
+                    applied[c] = max(applied.get(c, end), end)
         self.push_log.append((now, req.full, queued))
         for t in req.changes:
             self.convergence.append(latest - t)
+            if trace is not None:
+                trace.converged(self, t, pushed_at, applied)
         if not independent:
             nxt = self.debouncer.push_done(now)
             if nxt is not None:
@@ -349,8 +370,8 @@ class Istiod(MeshControlPlane):
             self.merged += 1
             return sched.at
         ready = now
-        if sched is not None and sched.at - self.send_s > now:
-            ready = sched.at - self.send_s  # being pushed: queued again when it is done
+        if sched is not None and sched.at - e.send_s > now:
+            ready = sched.at - e.send_s  # being pushed: queued again when it is done
         cpu = self._cost_s(e, full, services, eds_all) * self.slow_factor
         r = e.replica
         free_cores = max(self.cores - self.upkeep_s * len(r.proxies), 0.1 * self.cores)
@@ -358,7 +379,10 @@ class Istiod(MeshControlPlane):
         start, end = r.queue.assign(ready, cpu * stretch)
         self.account(now, cpu)
         self.proxy_pushes += 1
-        p = Pending(start, end + self.send_s, version)
+        if self.trace is not None:
+            c = self.trace.cluster_of(e.proxy)
+            self.pushes_by_cluster[c] = self.pushes_by_cluster.get(c, 0) + 1
+        p = Pending(start, end + e.send_s, version)
         e.view.pending.append(p)
         e.sched = p
         return p.at
@@ -422,6 +446,8 @@ class Istiod(MeshControlPlane):
                 "merged_pushes": self.merged,
             }
         )
+        if self.trace is not None:
+            out["proxy_pushes_by_cluster"] = dict(sorted(self.pushes_by_cluster.items()))
         return out
 
 

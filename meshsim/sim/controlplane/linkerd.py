@@ -55,12 +55,12 @@ class LinkerdControlPlane(MeshControlPlane):
     name = "linkerd-destination"
     kind = "linkerd-control-plane"
 
-    def __init__(self, sim: Simulation) -> None:
+    def __init__(self, sim: Simulation, cluster: str | None = None) -> None:
         opts = sim.scenario.mesh_options.linkerd
         model = control_plane_model(
             opts.control_plane_model, "linkerd-control-plane", sim.model_values
         )
-        super().__init__(sim, model, 1)
+        super().__init__(sim, model, 1, cluster=cluster)
         v = model.value
         self.cores = opts.destination_cores
         self.queue = FifoServers(self.cores)
@@ -81,11 +81,13 @@ class LinkerdControlPlane(MeshControlPlane):
     # ----------------------------------------------------------------- proxies
 
     def attach(self, proxy: Proxy) -> None:
-        if proxy.kind != "sidecar":
+        if proxy.kind not in ("sidecar", "linkerd-gateway"):
             return
         view = StreamView(self.env, self.history, self.version)
         proxy.endpoint_view = view  # type: ignore[attr-defined]
-        w = Watcher(proxy, view, self.dependencies(proxy))
+        # A multicluster gateway resolves every exported service (here: all of them).
+        deps = set(self.sim.services) if proxy.kind == "linkerd-gateway" else None
+        w = Watcher(proxy, view, deps if deps is not None else self.dependencies(proxy))
         self.watchers[proxy.name] = w
         for s in w.deps:
             self.by_service.setdefault(s, {})[proxy.name] = w
@@ -137,6 +139,8 @@ class LinkerdControlPlane(MeshControlPlane):
         now = self.env.now
         latest = now
         cpu *= self.slow_factor
+        trace = self.trace
+        applied: dict[str, float] = {}
         for w in list(self.by_service.get(service, {}).values()):
             queue = w.view.pending.setdefault(service, deque())
             unsent = 0
@@ -153,7 +157,12 @@ class LinkerdControlPlane(MeshControlPlane):
             p = Pending(start, end + self.send_s, version)
             queue.append(p)
             latest = max(latest, p.at)
+            if trace is not None:
+                c = trace.cluster_of(w.proxy)
+                applied[c] = max(applied.get(c, p.at), p.at)
         self.convergence.append(latest - changed_at)
+        if trace is not None:
+            trace.converged(self, changed_at, now, applied)
 
     def _reset(self, w: Watcher, service: str, queue: deque[Pending], unsent: int) -> None:
         """Queue overflow: the stream is closed; the proxy re-resolves after a while."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from meshsim.errors import MeshsimError
 from meshsim.models import ProxyCostModel, default_model, load_model
@@ -59,6 +59,19 @@ def percentiles(samples: list[float]) -> dict[str, float] | None:
     return {"p50": rank(0.5), "p90": rank(0.9), "p99": rank(0.99), "max": s[-1], "count": n}
 
 
+class Trace(Protocol):
+    """Who watches where changes go (:class:`~.clusters.ClusterControlPlanes`)."""
+
+    def cluster_of(self, proxy: Proxy) -> str: ...
+
+    def converged(
+        self, plane: MeshControlPlane, changed_at: float, sent_at: float,
+        applied: dict[str, float],
+    ) -> None:  # fmt: skip
+        """Updates carrying a change made at ``changed_at`` were sent at ``sent_at`` (after
+        any debounce) and the last proxy of each cluster applies them at ``applied``."""
+
+
 class MeshControlPlane(ControlPlane, ABC):
     kind: Kind
 
@@ -68,9 +81,17 @@ class MeshControlPlane(ControlPlane, ABC):
         model: ProxyCostModel,
         ca_cores: int,
         cert_holder: Callable[[Pod], Hashable] | None = None,
+        cluster: str | None = None,
     ) -> None:
         super().__init__(sim)
         self.model = model
+        self.cluster = cluster
+        """The cluster it runs in and serves (None: every cluster, as with one cluster)."""
+        self.trace: Trace | None = None
+        """Set by :class:`~.clusters.ClusterControlPlanes`: told when each change reached
+        the proxies of each cluster."""
+        self.send_extra_s: Callable[[Proxy], float] = lambda _proxy: 0.0
+        """Latency added to what is sent to a proxy (primary-remote: a remote cluster's)."""
         v = model.value
         self.kube_delay_s = v("kube_event_delay_ms") * 1e-3
         self.send_s = v("send_latency_ms") * 1e-3
@@ -101,9 +122,12 @@ class MeshControlPlane(ControlPlane, ABC):
             account=self.account,
             holder=cert_holder,
         )
+        topology = sim.topology
         for svc in sim.services.values():
             for pod in svc.pods:
-                self.ca.install(pod)
+                loc = topology.of(pod.node)
+                if cluster is None or loc is None or loc.cluster == cluster:
+                    self.ca.install(pod)  # each cluster's CA signs its own pods
         self.mtls = True
 
     # ----------------------------------------------------------------- helpers
@@ -145,8 +169,13 @@ class MeshControlPlane(ControlPlane, ABC):
         self.later(self.kube_delay_s, lambda: self._informed(service, changed_at))
 
     def _informed(self, service: ServiceRuntime, changed_at: float) -> None:
-        self.known[service.name] = list(service.endpoints)
-        self.endpoints_changed(service.name, changed_at)
+        self.informed(service.name, list(service.endpoints), changed_at)
+
+    def informed(self, service: str, endpoints: list[Pod], changed_at: float) -> None:
+        """The informer hands over ``endpoints`` of ``service``, a change made at
+        ``changed_at`` (several clusters' informers call this with their own delays)."""
+        self.known[service] = endpoints
+        self.endpoints_changed(service, changed_at)
 
     @abstractmethod
     def endpoints_changed(self, service: str, changed_at: float) -> None: ...
