@@ -544,3 +544,33 @@ def test_the_report_table_has_the_recovery_columns() -> None:
         "slowest call s": f"{f['caller_max_latency_s']:.3f}", "back at s": "20",
         "recovery s": "3", "errors after": "0",
     }  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mesh", ["istio", "linkerd"])
+def test_the_multi_cluster_drill_fails_over_and_recovers(mesh: str) -> None:
+    path = Path(__file__).parent.parent / "scenarios" / "multi-cluster.yaml"
+    scenario = load_scenario(path)
+    sim = Simulation(scenario, mesh, scenario.seed)
+    sim.run()
+    topo = sim.measure().topology
+    assert topo is not None
+    (f,) = topo["zone_failures"]
+    assert (f["mode"], f["at_s"], f["recovered_at_s"]) == ("blackhole", 30.0, 75.0)
+    assert f["endpoints_removed_s"] == pytest.approx(70.0)  # the 40 s grace period
+    # The pods restart 5 s after the zone is back, then the mesh's readiness path: the first
+    # try to them, and the share back at its pre-failure value (all in-zone), within 1 s.
+    assert 5.0 < f["first_recovered_try_s"] < 6.0
+    assert f["recovery_s"] in (5.0, 6.0)
+    assert f["caller_errors_recovery"] == 0
+    if mesh == "istio":
+        # Each east-a storefront proxy ejects a dead catalog host on its 5th connect
+        # timeout (10 s): the traffic moves to east-b 10 s and a few arrivals in.
+        assert f["connect_timeouts"] > 0
+        assert 10.0 < f["failover_s"] < 11.0
+    else:
+        # Every call to the dead pods hangs on the held HTTP/2 connection for up to 30 s,
+        # until the two east-a storefronts' app workers (16 each) are all waiting on one.
+        assert f["connect_timeouts"] == 0
+        assert 0 < f["hung_tries"] <= 2 * 16
+        assert 29.0 < f["caller_max_latency_s"] <= 30.0
