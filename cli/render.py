@@ -235,15 +235,15 @@ def gateways_table(summary: Mapping[str, Any]) -> Table | None:
     if not rows:
         return None
     table = _table(
-        "Ingress gateways (vCPU in the window, MB at the end; added: ms inside a gateway pod)",
-        ["mesh", "gateway", "containers", "replicas", "rps", "vCPU", "/krps", "MB", "added",
-         "TLS hs/s"],
-        left=3,
-    )  # fmt: skip
+        "Ingress gateways (pods x containers, their vCPU and MB; added: ms inside a pod)",
+        ["mesh", "gateway", "pods", "rps", "vCPU", "/krps", "MB", "added", "TLS hs/s"],
+        left=2,
+    )
     for mesh, name, g in rows:
+        containers = len(g.get("by_container") or {}) or 1
         table.add_row(
-            mesh, name, " + ".join(g.get("by_container") or {}) or "-", str(g["replicas"]),
-            f"{g['rps']:.1f}", f"{g.get('cpu_vcpu', 0.0):.3f}",
+            mesh, name, f"{g['replicas']} x {containers}", f"{g['rps']:.1f}",
+            f"{g.get('cpu_vcpu', 0.0):.3f}",
             f"{g.get('cpu_vcpu_per_1000rps', 0.0):.3f}", f"{g.get('memory_mb', 0.0):.0f}",
             f"{g.get('added_latency_ms', 0.0):.3f}", f"{g['handshakes_per_s']:.1f}",
         )  # fmt: skip

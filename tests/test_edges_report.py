@@ -93,6 +93,12 @@ def test_report_and_cli_show_each_meshs_gateway_cpu_memory_and_added_latency() -
     console = Console(record=True, width=200)
     console.print(cli_table)
     text = console.export_text()
-    assert "controller + linkerd-proxy" in text
-    assert "istio-proxy" in text
+    cells = [line.split() for line in text.splitlines()]
+    cli_rows = {c[0]: c for c in cells if c and c[0] in ("istio", "linkerd")}
+    assert cli_rows["istio"][2:5] == ["2", "x", "1"]  # one container, the Envoy
+    assert cli_rows["linkerd"][2:5] == ["2", "x", "2"]  # NGINX and its linkerd-proxy
+    for mesh, row in cli_rows.items():
+        block = runs[mesh]["topology"]["gateways"]["public"]  # type: ignore[index]
+        assert row[-3] == f"{block['memory_mb']:.0f}"
+        assert row[-2] == f"{block['added_latency_ms']:.3f}"
     assert gateways_table({"runs": {"none": {"topology": None}}}) is None
