@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from meshsim.calibrate import speed
 from meshsim.calibrate.calibration import machine_info, write_model
 from meshsim.calibrate.fit import Estimate, bootstrap, fit_line
 from meshsim.calibrate.lab import (
@@ -463,6 +464,9 @@ def fit_command_model(
         if baselines
         else None,
         "parameters_fitted": sorted(params),
+        # The Python probe's speed at the fit: the echo and the load generator are Python
+        # whatever the proxy under test is written in (meshsim/calibrate/speed.py).
+        "speed_reference": speed.reference(m.speed for m in fit_pts),
         "service_time": st_json,
         "estimates": {
             "process_cpu_us_vs_kib": proc_line.to_json(),

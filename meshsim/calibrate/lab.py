@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from meshsim.calibrate import speed
 from meshsim.calibrate.decomposition import duration_quantiles, lab_parts
 from meshsim.calibrate.proxycmd import CommandNode, ProxyCommand, free_port
 from meshsim.errors import MeshsimError
@@ -123,6 +124,10 @@ class Measured:
     """From those and the load generator's latency, p50 and mean of: the end-to-end
     latency, the part outside the client sidecar, its own share, the server side
     (:func:`meshsim.calibrate.decomposition.lab_parts`; empty: not measured)."""
+    speed: dict[str, Any] = field(default_factory=dict)
+    """The machine's speed around the point: per lab core, seconds of the fixed probe of
+    :mod:`meshsim.calibrate.speed` right ``before`` and ``after`` the load (empty: older
+    records)."""
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -532,10 +537,13 @@ class Lab:
             self.server.new_cpu_samples()
             pids = {k: n.pids() for k, n in nodes.items()}
             pids["load_generator"] = [os.getpid()]
+            # The probe runs outside the CPU counters' window, on an idle lab.
+            speed_before = self.probe_speed()
             before = {k: tree_sched(p) for k, p in pids.items()}
             result = run_load(spec)
             after = {k: tree_sched(p) for k, p in pids.items()}
         time.sleep(0.05)  # let the access logs flush their last lines
+        speed_after = self.probe_speed()
         n = max(result.completed, 1)
         used = {k: after[k] - before[k] for k in pids}
         if not point.proxied:
@@ -590,7 +598,12 @@ class Lab:
             run_delay_us_per_request=run_delay,
             sidecar_duration_ms=durations,
             latency_parts_ms=lab_parts(lat, durations) or {},
+            speed=speed.point_speed(speed_before, speed_after),
         )
+
+    def probe_speed(self) -> dict[str, float]:
+        """The speed probe's seconds on each of the lab's cores (:mod:`meshsim.calibrate.speed`)."""
+        return speed.probe_cores(c for c in (self.core_client, self.core_server) if c is not None)
 
     def idle_cpu_ms_per_s(self, seconds: float = 3.0) -> dict[str, float]:
         """CPU per second of the base configuration's components with no traffic, measured

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from meshsim.calibrate import speed
 from meshsim.calibrate.fit import (
     Estimate,
     LineFit,
@@ -605,6 +606,9 @@ def fit_record(
         if baselines
         else None,
         "parameters_fitted": sorted(params),
+        # The machine's speed the model's CPU costs were fitted at (validate.py scales them
+        # to each held-out point's).
+        "speed_reference": speed.reference(m.speed for m in fit_pts),
         "service_time": st.to_json(),
         "estimates": {
             "callbacks_cpu_us": cb_line.to_json(),
@@ -709,6 +713,11 @@ def _baseline_row(ms: list[Measured]) -> dict[str, Any]:
         ),
         "echo_cpu_us": round(median(lambda r: r.process_cpu_us_per_request["echo"]), 3),
         "delay_ms": [round(d, 4) for d in sorted(delay)],
+        # The machine's speed while the two CPUs above were measured (median over passes).
+        "speed_probe_s": {
+            core: round(s, 7) for core, s in speed.median_probe_s(r.speed for r in ms).items()
+        }
+        or None,
     }
 
 
@@ -743,4 +752,5 @@ def _point_row(m: Measured) -> dict[str, Any]:
         "latency_parts_ms": {
             k: {s: round(v, 4) for s, v in stats.items()} for k, stats in m.latency_parts_ms.items()
         },
+        "speed": m.speed or None,
     }

@@ -17,21 +17,31 @@ points below 80% measured utilisation (p50, p99) and to the saturation point (th
 Utilisation is that of the busier core, every process pinned to it counted: a sidecar can use
 only what the load generator or the echo beside it leaves, and the lab's latency collapses
 when the core saturates, whatever the sidecar's own share.
+
+Each held-out point is predicted twice: as the model stands (raw), and speed-adjusted, with
+every CPU cost scaled to the machine's speed at the point (:func:`speed_scales`,
+:mod:`meshsim.calibrate.speed`): the model's CPU costs are microseconds of the lab's host at
+the time of the fit, and that host's speed drifts over minutes. Where the record has the
+probe, the goals are checked on the speed-adjusted errors; the raw ones are kept beside them.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
+from meshsim.calibrate import speed
 from meshsim.calibrate.calibration import load_fit
 from meshsim.models import load_model
 
 UTIL_LIMIT = 0.8
+NO_PROBE = "no speed probe in this record"
 
 
 @dataclass
@@ -49,6 +59,22 @@ class Comparison:
     spread: dict[str, list[float]] = field(default_factory=dict)
     """Each measured figure's range over the point's passes (the lab's own noise)."""
     passes: int = 1
+    predicted_speed_adjusted: dict[str, float] = field(default_factory=dict)
+    """The prediction with every CPU cost scaled to the machine's speed at the point (empty:
+    the record has no speed probe)."""
+    error_pct_speed_adjusted: dict[str, float] = field(default_factory=dict)
+    speed_factors: dict[str, Any] = field(default_factory=dict)
+    """:func:`speed_scales`: the point's probe time over the fit's, per core and as applied."""
+    speed_note: str = ""
+
+    @property
+    def checked_against(self) -> str:
+        """Which prediction the goals judge: ``speed_adjusted`` where the point was probed."""
+        return "speed_adjusted" if self.error_pct_speed_adjusted else "raw"
+
+    def checked_error(self, key: str) -> float:
+        """The error the goal for ``key`` is judged on (see :attr:`checked_against`)."""
+        return (self.error_pct_speed_adjusted or self.error_pct)[key]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -64,6 +90,11 @@ class Comparison:
             "predicted": self.predicted,
             "error_pct": self.error_pct,
             "checked": self.checked,
+            "predicted_speed_adjusted": self.predicted_speed_adjusted,
+            "error_pct_speed_adjusted": self.error_pct_speed_adjusted,
+            "speed_factors": self.speed_factors,
+            "speed_note": self.speed_note,
+            "checked_against": self.checked_against,
         }
 
     def within_spread(self, key: str) -> bool:
@@ -123,7 +154,11 @@ def lab_scenario(
     *,
     duration_s: float = 4.0,
     seed: int = 1,
+    cpu_scale: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
+    """The lab as a scenario; ``cpu_scale`` multiplies the echo's (``echo``) and the load
+    generator's (``load_generator``) CPU per request (see :func:`speed_scales`)."""
+    scale = cpu_scale or {}
     lab = fit["lab"]
     payload = int(point["payload_bytes"])
     conns = int(point["connections"])
@@ -132,7 +167,7 @@ def lab_scenario(
     # pods are 0 apart (the proxies' loopback transit is in hop_latency_us); without one
     # (older fit records, closed loops), the baseline's p50 is the network delay.
     net = 0.0 if fit.get("client_delay") else float(lab["network_one_way_us"])
-    echo_us = float((base or {}).get("echo_cpu_us") or lab["echo_cpu_us"])
+    echo_us = float((base or {}).get("echo_cpu_us") or lab["echo_cpu_us"]) * scale.get("echo", 1.0)
     if point["rps"] > 0:
         workload: dict[str, Any] = {
             "name": "load",
@@ -160,7 +195,8 @@ def lab_scenario(
     if lg_cpu:
         # The load generator shares the client sidecar's core: its CPU per request, measured
         # without proxies at this load and keep-alive, occupies the client node.
-        workload["client_cpu_ms"] = {"dist": "constant", "mean": float(lg_cpu) / 1000.0}
+        lg_us = float(lg_cpu) * scale.get("load_generator", 1.0)
+        workload["client_cpu_ms"] = {"dist": "constant", "mean": lg_us / 1000.0}
     return {
         "meshsim": 1,
         "name": "calibration-lab",
@@ -198,13 +234,18 @@ def lab_scenario(
 
 
 def predict(
-    model_path: Path, fit: dict[str, Any], point: dict[str, Any], *, duration_s: float = 4.0
+    model_path: Path,
+    fit: dict[str, Any],
+    point: dict[str, Any],
+    *,
+    duration_s: float = 4.0,
+    cpu_scale: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
     from meshsim.api import run_scenario
     from meshsim.results.summary import build_summary
     from meshsim.scenario import from_dict
 
-    doc = lab_scenario(model_path, fit, point, duration_s=duration_s)
+    doc = lab_scenario(model_path, fit, point, duration_s=duration_s, cpu_scale=cpu_scale)
     out = build_summary(run_scenario(from_dict(doc)))["runs"]["istio"]
     w = out["workloads"]["load"]
     lat = w["latency_ms"]
@@ -280,6 +321,66 @@ def merge_passes(passes: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
+def speed_scales(
+    fit: Mapping[str, Any], passes: list[dict[str, Any]], base: Mapping[str, Any] | None
+) -> tuple[dict[str, Any], str]:
+    """How much slower (above 1) the machine ran at a held-out point than when its costs were
+    measured, for each part of the simulated lab; ``({}, note)`` when it cannot be said.
+
+    The point's probe time per core is the median over its passes (as its measured figures
+    are). The sidecars' model was fitted at the fit record's ``speed_reference``: its factor
+    is the mean of the two sidecars' cores' (one model serves both). The echo's and the load
+    generator's CPU come from the baseline measured beside the point in the same passes,
+    already at about its speed: they are scaled by the point's probe time over the
+    baseline's, on their own cores (core 1 and core 0 in the lab's placement); taken from the
+    fit points instead (no baseline), by the fit's factor.
+    """
+    ref = fit.get("speed_reference")
+    if not ref:
+        return {}, NO_PROBE
+    seconds = speed.median_probe_s(p.get("speed") for p in passes)
+    cores = speed.factors(seconds, ref)
+    placement = fit.get("placement") or {}
+    where = {
+        name: str(placement.get(name))
+        for name in ("client_sidecar", "server_sidecar", "echo", "load_generator")
+    }
+    if not cores or not set(where.values()) <= set(cores):
+        return {}, "the point was not probed on every lab core"
+    base_s = (base or {}).get("speed_probe_s") or {}
+
+    def beside_the_point(name: str, from_base: bool) -> float:
+        core = where[name]
+        if from_base and core in base_s:
+            return float(seconds[core] / base_s[core])
+        return cores[core]
+
+    return {
+        "cores": cores,
+        "sidecars": (cores[where["client_sidecar"]] + cores[where["server_sidecar"]]) / 2.0,
+        "echo": beside_the_point("echo", bool((base or {}).get("echo_cpu_us"))),
+        "load_generator": beside_the_point(
+            "load_generator", bool((base or {}).get("load_generator_cpu_us"))
+        ),
+    }, ""
+
+
+def scaled_model(model_path: Path, factor: float, directory: Path, index: int) -> Path:
+    """A copy of the model file in ``directory`` with its CPU costs times ``factor``
+    (:func:`meshsim.calibrate.speed.scale_model`); a new name each time (``index``), since
+    models are cached by path and modification time."""
+    doc = yaml.safe_load(model_path.read_text())
+    path = directory / f"{model_path.stem}-speed-{index}.yaml"
+    path.write_text(yaml.safe_dump(speed.scale_model(doc, factor), sort_keys=False))
+    return path
+
+
+def _rounded(scales: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        k: _rounded(v) if isinstance(v, Mapping) else round(float(v), 4) for k, v in scales.items()
+    }
+
+
 def load_label(r: Comparison) -> str:
     """A held-out point's load as the tables show it: its rate, or ``sat`` (closed loop)."""
     return "sat" if r.saturation else f"{r.point['rps']:g}"
@@ -292,6 +393,13 @@ def _err(pred: float, meas: float) -> float:
 def validate_model(model_path: Path, *, duration_s: float = 4.0) -> list[Comparison]:
     load_model(model_path)  # checks the file (raises ModelError with line and field)
     fit = load_fit(model_path)
+    with tempfile.TemporaryDirectory(prefix="meshsim-speed-") as scratch:
+        return _compare(model_path, fit, duration_s, Path(scratch))
+
+
+def _compare(
+    model_path: Path, fit: dict[str, Any], duration_s: float, scratch: Path
+) -> list[Comparison]:
     rows = fit["points"]
     out: list[Comparison] = []
     for passes in held_out_points(rows, fit["held_out"]):
@@ -299,6 +407,16 @@ def validate_model(model_path: Path, *, duration_s: float = 4.0) -> list[Compari
         if p["filters"]:
             continue  # the Istio data plane has no native-filter knob (only wasm_filters)
         pred = predict(model_path, fit, p, duration_s=duration_s)
+        scales, speed_note = speed_scales(fit, passes, baseline_for(fit, p))
+        adjusted: dict[str, float] = {}
+        if scales:
+            adjusted = predict(
+                scaled_model(model_path, scales["sidecars"], scratch, len(out)),
+                fit,
+                p,
+                duration_s=duration_s,
+                cpu_scale=scales,
+            )
         lat = p["latency_ms"]
         meas = {"p50": lat["p50"], "p90": lat["p90"], "p99": lat["p99"], "rps": p["achieved_rps"]}
         wake = p.get("wakeups_per_request") or {}
@@ -317,6 +435,7 @@ def validate_model(model_path: Path, *, duration_s: float = 4.0) -> list[Compari
         busy = util if core != core else core
         sat = p["rps"] == 0
         errs = {k: _err(pred[k], meas[k]) for k in ("p50", "p90", "p99", "rps")}
+        adjusted_errs = {k: _err(adjusted[k], meas[k]) for k in errs} if adjusted else {}
         checked = ["rps"] if sat else (["p50", "p99"] if busy < UTIL_LIMIT else [])
         out.append(
             Comparison(
@@ -330,6 +449,10 @@ def validate_model(model_path: Path, *, duration_s: float = 4.0) -> list[Compari
                 core,
                 p.get("passes_range", {}),
                 p.get("passes", 1),
+                predicted_speed_adjusted={k: round(float(v), 4) for k, v in adjusted.items()},
+                error_pct_speed_adjusted=adjusted_errs,
+                speed_factors=_rounded(scales),
+                speed_note=speed_note,
             )
         )
     return out
@@ -339,13 +462,16 @@ def failures(rows: list[Comparison], max_p50: float, max_p99: float, max_rps: fl
     limits = {"p50": max_p50, "p99": max_p99, "rps": max_rps}
     bad = []
     for r in rows:
+        adjusted = r.checked_against == "speed_adjusted"
         for k in r.checked:
-            e = r.error_pct[k]
+            e = r.checked_error(k)
             if not abs(e) <= limits[k]:
                 bad.append(
                     f"{r.point['config']} {r.point['payload_bytes']}B "
-                    f"{'saturation' if r.saturation else r.point['rps']}: {k} error "
+                    f"{'saturation' if r.saturation else r.point['rps']}: "
+                    f"{'speed-adjusted ' if adjusted else ''}{k} error "
                     f"{e:+.1f}% exceeds {limits[k]:g}%"
+                    + (f" (raw {r.error_pct[k]:+.1f}%)" if adjusted else "")
                 )
     return bad
 
@@ -355,25 +481,40 @@ def table(rows: list[Comparison]) -> str:
         f"{'config':<12} {'bytes':>6} {'load':>9} {'proxy/core':>10}  "
         f"{'p50 meas/pred ms':>18} {'err%':>7}  {'p90 err%':>8}  "
         f"{'p99 meas/pred ms':>18} {'err%':>7}  {'rps meas/pred':>15} {'err%':>7}"
+        f"  {'speed':>5} {'adjusted err% p50':>17} {'p99':>8} {'rps':>8}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         m, p, e = r.measured, r.predicted, r.error_pct
         load = load_label(r)
 
-        def mark(k: str, e: dict[str, float] = e, r: Comparison = r) -> str:
-            return f"{e[k]:+7.1f}" + ("*" if k in r.checked else " ")
+        def mark(k: str, e: dict[str, float] = e, r: Comparison = r, judged: str = "raw") -> str:
+            checked = k in r.checked and r.checked_against == judged
+            return f"{e[k]:+7.1f}" + ("*" if checked else " ")
+
+        adj = r.error_pct_speed_adjusted
+        speed_cells = (
+            f"  {r.speed_factors['sidecars']:>5.2f} {'':>9}"
+            + " ".join(mark(k, adj, judged="speed_adjusted") for k in ("p50", "p99", "rps"))
+            if adj
+            else f"  {'-':>5} {'(' + NO_PROBE + ')':>26}"
+        )
 
         lines.append(
             f"{r.point['config']:<12} {r.point['payload_bytes']:>6} {load:>9} "
             f"{r.utilisation:>5.2f}/{r.core_utilisation:<4.2f}  "
             f"{m['p50']:>8.3f}/{p['p50']:<9.3f} {mark('p50')} "
             f"{e['p90']:+8.1f}  {m['p99']:>8.3f}/{p['p99']:<9.3f} {mark('p99')} "
-            f"{m['rps']:>7.0f}/{p['rps']:<7.0f} {mark('rps')}"
+            f"{m['rps']:>7.0f}/{p['rps']:<7.0f} {mark('rps')}" + speed_cells
         )
     lines.append(
         "* = checked against a goal (p50/p99 below 80% utilisation of the busier "
         "core, which each sidecar shares; throughput at saturation)"
+    )
+    lines.append(
+        "speed = the sidecars' CPU costs' factor at the point (probe time over the fit's; "
+        "above 1: the machine was slower); adjusted = predicted with every CPU cost scaled "
+        "by it (checked where probed; the raw errors are beside it)"
     )
     return "\n".join(lines)
 
@@ -400,6 +541,32 @@ def spread_table(rows: list[Comparison]) -> str:
             f"{r.point['config']:<14} {load:>9} {r.passes:>6}  "
             f"{cell(r, 'p50', 28, '.3f')}  {cell(r, 'p99', 30, '.2f')}  "
             f"{cell(r, 'rps', 22, '.0f')}"
+        )
+    return "\n".join(lines)
+
+
+def speed_table(rows: list[Comparison]) -> str:
+    """Each point's speed factors (probe time over the fit's) and its raw and speed-adjusted
+    predictions beside the measurement."""
+    sel = [r for r in rows if r.predicted_speed_adjusted]
+    if not sel:
+        return ""
+    lines = [
+        f"{'config':<14} {'load':>9}  {'cores':>15} {'sidecars':>8} {'echo':>5} {'lg':>5}  "
+        f"{'p50 ms meas/raw/adj':>23}  {'p99 ms meas/raw/adj':>23}  {'rps meas/raw/adj':>20}"
+    ]
+    for r in sel:
+        f = r.speed_factors
+        cores = "/".join(f"{v:.2f}" for _, v in sorted(f["cores"].items()))
+
+        def cell(k: str, fmt: str, width: int, r: Comparison = r) -> str:
+            m, raw, adj = r.measured[k], r.predicted[k], r.predicted_speed_adjusted[k]
+            return f"{f'{m:{fmt}}/{raw:{fmt}}/{adj:{fmt}}':>{width}}"
+
+        lines.append(
+            f"{r.point['config']:<14} {load_label(r):>9}  {cores:>15} {f['sidecars']:>8.2f} "
+            f"{f['echo']:>5.2f} {f['load_generator']:>5.2f}  {cell('p50', '.3f', 23)}  "
+            f"{cell('p99', '.2f', 23)}  {cell('rps', '.0f', 20)}"
         )
     return "\n".join(lines)
 

@@ -1,0 +1,222 @@
+"""The machine-speed index (meshsim/calibrate/speed.py) and the speed-adjusted validation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from test_calibrate_mechanisms import synthetic_record
+
+from meshsim.calibrate import speed
+from meshsim.calibrate.calibration import fit_model
+from meshsim.calibrate.lab import Measured
+from meshsim.calibrate.validate import (
+    NO_PROBE,
+    Comparison,
+    baseline_for,
+    failures,
+    held_out_points,
+    lab_scenario,
+    merge_passes,
+    predict,
+    scaled_model,
+    speed_scales,
+)
+from meshsim.models import load_model
+from meshsim.models.parameters import _SPECS
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = ROOT / "models" / "calibrated" / "lab.yaml"
+
+
+def probed(before0: float, after0: float, before1: float, after1: float) -> dict[str, Any]:
+    return speed.point_speed({"0": before0, "1": before1}, {"0": after0, "1": after1})
+
+
+def test_a_point_factor_is_its_probe_time_over_the_fit_median() -> None:
+    # Fit points' probe times (mean of before and after) on core 0: 1.0, 1.5, 2.0 -> median
+    # 1.5; on core 1: 0.5, 0.75, 4.0 -> median 0.75. Binary fractions: the arithmetic is
+    # exact.
+    fit = [probed(0.75, 1.25, 0.5, 0.5), probed(1.5, 1.5, 0.5, 1.0), probed(2.0, 2.0, 4.0, 4.0)]
+    ref = speed.reference([*fit, {}])  # an unprobed point is left out of the median
+    assert ref is not None
+    assert ref["seconds"] == {"0": 1.5, "1": 0.75}
+    assert ref["points"] == 3
+    assert ref["probe"] == speed.PROBE
+    held = probed(2.5, 3.5, 0.25, 0.5)  # core 0: 3.0 s, twice the fit's; core 1: 0.375, half
+    assert speed.factors(speed.probe_s(held), ref) == {"0": 2.0, "1": 0.5}
+    assert speed.speed_factor(held, ref) == 1.25
+    assert speed.speed_factor({}, ref) is None
+    assert speed.reference([{}, {}]) is None
+
+
+def test_the_fit_record_keeps_the_fit_points_median_probe_time() -> None:
+    data = synthetic_record()
+    for p in data["points"]:
+        # Fit points at 1.0 s on both cores; held-out passes and baselines at 0.5 s and
+        # 0.25 s (the second pass), which must not move the reference.
+        s = 1.0 if p["point"]["role"] == "fit" else 0.5 / (1 + p["point"]["repeat"])
+        p["speed"] = probed(s, s, s, s)
+    fit = fit_model(data)["fit"]
+    assert fit["speed_reference"]["seconds"] == {"0": 1.0, "1": 1.0}
+    assert fit["speed_reference"]["points"] == sum(
+        1 for p in data["points"] if p["point"]["role"] == "fit"
+    )
+    held = [r for r in fit["points"] if r["role"] != "fit"]
+    assert {r["speed"]["0"]["before"] for r in held} == {0.5, 0.25}
+    # A baseline over its two passes: the median of 0.5 and 0.25 per core.
+    (base,) = [
+        b for b in fit["client_delay"]["baselines"] if b["role"] == "baseline" and b["keep_alive"]
+    ]
+    assert base["speed_probe_s"] == {"0": 0.375, "1": 0.375}
+
+
+def test_records_without_the_probe_fit_and_validate_as_before() -> None:
+    data = synthetic_record()
+    assert all(not Measured.from_json(p).speed for p in data["points"])
+    fit = fit_model(data)["fit"]
+    assert fit["speed_reference"] is None
+    passes = held_out_points(fit["points"], fit["held_out"])[0]
+    point = merge_passes(passes)
+    assert speed_scales(fit, passes, baseline_for(fit, point)) == ({}, NO_PROBE)
+    # The committed record (measured before the probe existed) says so too.
+    committed = json.loads((ROOT / "models" / "calibrated" / "lab.fit.json").read_text())
+    assert "speed_reference" not in committed or committed["speed_reference"] is None
+
+
+def test_speed_scales_map_cores_to_the_simulated_lab() -> None:
+    data = synthetic_record()
+    for p in data["points"]:
+        role, repeat = p["point"]["role"], p["point"]["repeat"]
+        # Fit at 1.0 s per probe; each held-out pass slower on core 0 (the client's) and
+        # faster on core 1 (the server's); the baselines measured right beside them, a little
+        # faster still on core 1.
+        if role == "fit":
+            p["speed"] = probed(1.0, 1.0, 1.0, 1.0)
+        elif role == "held_out":
+            p["speed"] = probed(2.0, 2.0, 0.5, 0.5) if repeat == 0 else probed(3.0, 3.0, 0.5, 0.5)
+        else:
+            p["speed"] = probed(2.5, 2.5, 0.25, 0.25)
+    fit = fit_model(data)["fit"]
+    group = next(g for g in held_out_points(fit["points"], fit["held_out"]) if g[0]["rps"] > 0)
+    point = merge_passes(group)
+    base = baseline_for(fit, point)
+    assert base is not None
+    scales, note = speed_scales(fit, group, base)
+    assert note == ""
+    # The point over the passes: core 0 median of 2.0 and 3.0 = 2.5, core 1 0.5.
+    assert scales["cores"] == {"0": 2.5, "1": 0.5}
+    # One model serves both sidecars: the mean of their cores' factors.
+    assert scales["sidecars"] == 1.5
+    # The echo's and the load generator's CPU come from the baseline, measured at 0.25 s
+    # (core 1) and 2.5 s (core 0): scaled by the point's probe time over the baseline's.
+    assert scales["echo"] == 2.0
+    assert scales["load_generator"] == 1.0
+
+
+def test_scaling_the_model_scales_every_cpu_parameter_and_nothing_else(tmp_path: Path) -> None:
+    # The list is complete: every envoy-sidecar parameter in microseconds of CPU is in it
+    # (hop_latency_us is the only time that is not CPU).
+    cpu_like = {
+        s.name
+        for s in _SPECS
+        if "envoy-sidecar" in s.kinds and s.unit in ("us", "us/KiB") and s.name != "hop_latency_us"
+    }
+    assert cpu_like == speed.CPU_PARAMETERS
+    doc = yaml.safe_load(MODEL.read_text())
+    doc["parameters"]["socket_io_us"]["range"] = [0.5, 1.0]
+    doc["parameters"]["socket_io_us"]["range_source"] = "test"
+    doubled = speed.scale_model(doc, 2.0)
+    before, after = doc["parameters"], doubled["parameters"]
+    assert set(before) == set(after)
+    for name in before:
+        if name in speed.CPU_PARAMETERS:
+            assert after[name]["value"] == 2.0 * before[name]["value"], name
+        else:
+            assert after[name] == before[name], name
+    assert after["socket_io_us"]["range"] == [1.0, 2.0]
+    assert {k: v for k, v in doubled.items() if k != "parameters"} == {
+        k: v for k, v in doc.items() if k != "parameters"
+    }
+    assert before["socket_io_us"]["value"] == 0.617  # the input is not changed
+    # The scaled file is a valid model (written as validate writes it).
+    path = scaled_model(MODEL, 2.0, tmp_path, 0)
+    model = load_model(path)
+    assert model.parameters["http_parse_request_us"].value == 2.0 * 38.969
+    assert model.parameters["hop_latency_us"].value == 65.665
+
+
+def test_the_simulated_lab_scales_the_echo_and_load_generator_cpu() -> None:
+    fit = json.loads((ROOT / "models" / "calibrated" / "lab.fit.json").read_text())
+    point = merge_passes(held_out_points(fit["points"], fit["held_out"])[0])
+    raw = lab_scenario(MODEL, fit, point)
+    assert lab_scenario(MODEL, fit, point, cpu_scale={"echo": 1.0, "load_generator": 1.0}) == raw
+    scaled = lab_scenario(MODEL, fit, point, cpu_scale={"echo": 2.0, "load_generator": 3.0})
+    echo = (raw["services"][0]["cpu_ms"]["mean"], scaled["services"][0]["cpu_ms"]["mean"])
+    assert echo[1] == 2.0 * echo[0]
+    lg = (
+        raw["workloads"][0]["client_cpu_ms"]["mean"],
+        scaled["workloads"][0]["client_cpu_ms"]["mean"],
+    )
+    assert lg[1] == pytest.approx(3.0 * lg[0], rel=1e-15)
+    assert scaled["workloads"][0]["client_delay_ms"] == raw["workloads"][0]["client_delay_ms"]
+
+
+@pytest.mark.slow
+def test_factor_one_reproduces_the_raw_prediction_bit_for_bit(tmp_path: Path) -> None:
+    fit = json.loads((ROOT / "models" / "calibrated" / "lab.fit.json").read_text())
+    point = merge_passes(held_out_points(fit["points"], fit["held_out"])[0])
+    raw = predict(MODEL, fit, point, duration_s=1.5)
+    same = predict(
+        scaled_model(MODEL, 1.0, tmp_path, 0),
+        fit,
+        point,
+        duration_s=1.5,
+        cpu_scale={"echo": 1.0, "load_generator": 1.0},
+    )
+    assert same == raw
+    # And a slower machine predicts a slower proxy.
+    slow = predict(
+        scaled_model(MODEL, 1.5, tmp_path, 1),
+        fit,
+        point,
+        duration_s=1.5,
+        cpu_scale={"echo": 1.5, "load_generator": 1.5},
+    )
+    assert slow["p50"] > raw["p50"]
+
+
+def row(error: dict[str, float], adjusted: dict[str, float]) -> Comparison:
+    pred = {"p50": 1.0, "p90": 1.0, "p99": 1.0, "rps": 1.0}
+    return Comparison(
+        point={"config": "plain-ka-f0", "payload_bytes": 256, "rps": 100.0},
+        measured=pred,
+        predicted=pred,
+        error_pct=error,
+        utilisation=0.1,
+        saturation=False,
+        checked=["p50", "p99"],
+        predicted_speed_adjusted=pred if adjusted else {},
+        error_pct_speed_adjusted=adjusted,
+    )
+
+
+def test_goals_are_checked_on_the_speed_adjusted_errors_where_probed() -> None:
+    errs = {"p50": 30.0, "p90": 0.0, "p99": 5.0, "rps": 0.0}
+    adjusted = {"p50": 5.0, "p90": 0.0, "p99": 25.0, "rps": 0.0}
+    r = row(errs, adjusted)
+    assert r.checked_against == "speed_adjusted"
+    (bad,) = failures([r], 10.0, 20.0, 10.0)
+    assert "speed-adjusted p99 error +25.0% exceeds 20%" in bad
+    assert "raw +5.0%" in bad
+    unprobed = row(errs, {})
+    assert unprobed.checked_against == "raw"
+    (bad,) = failures([unprobed], 10.0, 20.0, 10.0)
+    assert "p50 error +30.0% exceeds 10%" in bad
+    doc = r.to_json()
+    assert doc["error_pct"] == errs  # the raw errors stay in the record
+    assert doc["error_pct_speed_adjusted"] == adjusted
+    assert doc["checked_against"] == "speed_adjusted"
