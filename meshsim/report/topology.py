@@ -147,7 +147,15 @@ def topology_section(comp: Comparison) -> Section | None:
             parts = ", ".join(
                 f"{k} {v * 1e3:.0f} ms" for k, v in mc["discovery_delay_parts_s"].items()
             )
-            discovery.append([mesh, mc["mode"], parts])
+            measured = ", ".join(
+                f"{path} {block['total_s']['max'] * 1e3:.0f} ms"
+                for path, block in ((mc.get("convergence") or {}).get("by_path") or {}).items()
+            )
+            gw_cpu = ", ".join(
+                f"{c} {g['cpu_s']:.2f} s / {g['requests']} req"
+                for c, g in (mc.get("gateways") or {}).items()
+            )
+            discovery.append([mesh, mc["mode"], parts, measured or "-", gw_cpu or "-"])
     if cross:
         s.tables.append(Table("Tries by destination service: cross-zone share",
                               ["mesh", "service", "tries", "cross-zone"], cross))  # fmt: skip
@@ -169,6 +177,9 @@ def topology_section(comp: Comparison) -> Section | None:
              "vCPU", "MB", "added ms"], gateways,
         ))  # fmt: skip
     if discovery:
-        s.tables.append(Table("Cross-cluster endpoint discovery, by part",
-                              ["mesh", "mode", "parts"], discovery))  # fmt: skip
+        s.tables.append(Table(
+            "Cross-cluster endpoint discovery: the documented parts, the slowest change "
+            "measured per path (proxies' cluster <- changed cluster), and the gateways' CPU",
+            ["mesh", "mode", "parts", "measured", "gateway CPU"], discovery,
+        ))  # fmt: skip
     return s
