@@ -295,6 +295,19 @@ def test_linkerd_gateway_cpu_is_a_proxied_request_with_two_tls_legs() -> None:
     assert west["cpu_s"] == pytest.approx(expected, rel=1e-12)
 
 
+def test_gateway_replicas_spread_over_their_cluster_and_connect_to_its_istiod() -> None:
+    text = BASE.replace("{name: west-a, nodes: 1, cluster: west}",
+                        "{name: west-a, nodes: 2, cluster: west}")  # fmt: skip
+    sim = sim_of(text + "multicluster: {east_west_gateway: true, gateway_replicas: 2}\n", "istio")
+    west = multicluster(sim).gateways["west"]
+    # back's two pods went to node-1 and node-2, one each: the replicas follow the spread.
+    assert [p.node.name for p in west.proxies] == ["node-1", "node-2"]
+    planes = planes_of(sim)
+    summary = planes.summary(0.0, 6.0)["by_cluster"]
+    assert summary["west"]["connected_by_kind"] == {"sidecar": 2, "east-west-gateway": 2}
+    assert summary["east"]["connected_by_kind"] == {"sidecar": 2, "east-west-gateway": 2}
+
+
 def test_pod_to_pod_has_no_gateway() -> None:
     sim = sim_of(BASE, "linkerd")
     assert multicluster(sim).gateways == {}
