@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from meshsim.proxy.upstream import UpstreamConn
 
 _MAX_QUEUED = 16
+_VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
 _LINGER_S = 2.0
 
 
@@ -264,8 +265,9 @@ class DownstreamProtocol(asyncio.Protocol):
             # Refused before it is queued: llhttp stops after this head, and the request
             # must not have been forwarded by then.
             raise Refusal(501, b"protocol upgrade is not supported\n")
+        version = parser.get_http_version()
         framing = request_body(
-            parser.get_http_version(),
+            version,
             self._length,
             self._te,
             self._hosts,
@@ -284,7 +286,7 @@ class DownstreamProtocol(asyncio.Protocol):
         req = Request(
             parser.get_method(),
             self._url,
-            parser.get_http_version().encode(),
+            _VERSIONS.get(version) or version.encode(),
             self._headers,
             parser.should_keep_alive(),
             body,
@@ -300,9 +302,16 @@ class DownstreamProtocol(asyncio.Protocol):
             self._cpu_s = 0.0
         self._parsing = req
         if body.eof:
-            self._disarm()
+            self._deadline = 0.0  # (_disarm)
         else:
             self._arm(self.limits.body_timeout_s)
+        if self.active is None and not self._queue:
+            # Nothing before it: served without a trip through the queue (as _next would,
+            # resuming a read that an earlier request's body paused).
+            if self._read_paused and self._refusal is None:
+                self._resume_reading()
+            self._serve_next(req)
+            return
         self._queue.append(req)
         if self.active is None:
             self._next()
@@ -346,6 +355,9 @@ class DownstreamProtocol(asyncio.Protocol):
         req = self._queue.popleft()
         if self._read_paused and len(self._queue) < _MAX_QUEUED // 2 and self._refusal is None:
             self._resume_reading()
+        self._serve_next(req)
+
+    def _serve_next(self, req: Request) -> None:
         self._current = req
         self._responded = False
         self.state.in_flight += 1
