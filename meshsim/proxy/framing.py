@@ -170,31 +170,30 @@ def upstream_head(req: RequestHead, client_ip: str, request_id: bytes) -> bytes:
     client's own fields; ``x-forwarded-for`` gets the client appended and ``x-request-id``
     is added when absent.
     """
-    return _upstream_head(req, client_ip, request_id, _REQUEST_DROP)
-
-
-def _upstream_head(
-    req: RequestHead, client_ip: str, request_id: bytes, drop: frozenset[bytes]
-) -> bytes:
     # One pass over the fields. A Connection header that names a field not dropped yet
     # restarts it with the larger set (the named field may come before it); rare, since
     # clients name only hop-by-hop fields, and one pass is the common cost.
-    parts = [req.method, b" ", req.url, b" HTTP/1.1\r\n"]
-    xff = b""
-    has_id = False
-    for name, value in req.headers:
-        low = name.lower()
-        if low in drop:
-            if len(low) == 10 and low == b"connection":
-                wider = _with_named(drop, value)
-                if wider is not drop:
-                    return _upstream_head(req, client_ip, request_id, wider)
-            elif low == b"x-forwarded-for":
-                xff = value if not xff else xff + b", " + value
-            continue
-        if len(low) == 12 and low == b"x-request-id":
-            has_id = True
-        parts += (name, b": ", value, b"\r\n")
+    drop = _REQUEST_DROP
+    while True:
+        parts = [req.method, b" ", req.url, b" HTTP/1.1\r\n"]
+        xff = b""
+        has_id = False
+        for name, value in req.headers:
+            low = name.lower()
+            if low in drop:
+                if len(low) == 10 and low == b"connection":
+                    wider = _with_named(drop, value)
+                    if wider is not drop:
+                        drop = wider
+                        break
+                elif low == b"x-forwarded-for":
+                    xff = value if not xff else xff + b", " + value
+                continue
+            if len(low) == 12 and low == b"x-request-id":
+                has_id = True
+            parts += (name, b": ", value, b"\r\n")
+        else:
+            break
     client = client_ip.encode()
     parts.append(b"x-forwarded-for: " + (xff + b", " + client if xff else client) + b"\r\n")
     if not has_id:
@@ -229,27 +228,27 @@ def downstream_head(
     Content-Length is kept: the body forwarded is exactly that long. Otherwise the body is
     re-chunked for an HTTP/1.1 client, or delimited by closing for an HTTP/1.0 one.
     """
-    return _downstream_head(status, headers, req, keep_alive, HOP_BY_HOP)
-
-
-def _downstream_head(
-    status: int, headers: Headers, req: RequestHead, keep_alive: bool, drop: frozenset[bytes]
-) -> tuple[bytes, bool, bool]:
-    # One pass, restarted with a larger set as in _upstream_head (upstreams send
-    # ``Connection: keep-alive``, which names nothing new).
-    parts = [cached_status_line(status)]
-    has_length = False
-    for name, value in headers:
-        low = name.lower()
-        if low in drop:
-            if len(low) == 10 and low == b"connection":
-                wider = _with_named(drop, value)
-                if wider is not drop:
-                    return _downstream_head(status, headers, req, keep_alive, wider)
-            continue
-        if len(low) == 14 and low == b"content-length":
-            has_length = True
-        parts += (name, b": ", value, b"\r\n")
+    # One pass over the fields, restarted with the larger set when a Connection header
+    # names a field not dropped yet (as in upstream_head; upstreams send ``Connection:
+    # keep-alive``, which names nothing new).
+    drop = HOP_BY_HOP
+    while True:
+        parts = [_STATUS_LINES.get(status) or cached_status_line(status)]
+        has_length = False
+        for name, value in headers:
+            low = name.lower()
+            if low in drop:
+                if len(low) == 10 and low == b"connection":
+                    wider = _with_named(drop, value)
+                    if wider is not drop:
+                        drop = wider
+                        break
+                continue
+            if len(low) == 14 and low == b"content-length":
+                has_length = True
+            parts += (name, b": ", value, b"\r\n")
+        else:
+            break
     bodyless = req.method == b"HEAD" or status in _NO_BODY_STATUS or status < 200
     chunked = not has_length and not bodyless and req.version == b"1.1"
     if chunked:
