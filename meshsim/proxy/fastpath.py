@@ -162,12 +162,15 @@ class FastExchange:
             out.clear()
 
     def on_done(self) -> None:
+        out = self.out
         if not self.head_sent:
             self.head_sent = True
-            self.out.append(self.head)
+            out.append(self.head)
         if self.chunked:
-            self.out.append(b"0\r\n\r\n")
-        self.flush()
+            out.append(b"0\r\n\r\n")
+        if out:  # (flush, inline: this runs once per request)
+            self.down.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
         conn = self.conn
         assert conn is not None
         conn.pool.release(conn, self.up_keep_alive)

@@ -237,7 +237,11 @@ class UpstreamConn(asyncio.Protocol):
         if self.interim:
             self.interim = False
             return
-        sink = self.detach()
+        sink, self.sink = self.sink, None  # (detach, inline: once per response)
+        if sink is not None and sink.down.upstream is self:
+            sink.down.upstream = None
+        if self.read_paused:
+            self.resume_reading()
         self.complete = True
         if not self.parser.should_keep_alive():
             self.close()
