@@ -211,6 +211,11 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=5)
     ap.add_argument("--pin", action="store_true", help="give the proxy under test its own CPU")
     ap.add_argument("--json", type=Path, default=None, help="write every trial here")
+    ap.add_argument(
+        "--update-baseline",
+        action="store_true",
+        help="store this run's figures as benchmarks/baselines/proxy_vs_haproxy.json",
+    )
     args = ap.parse_args()
     nginx = shutil.which("nginx") or (
         "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
@@ -356,6 +361,25 @@ def report(
                 + goal
             )
             summary["relative_to_haproxy"][name] = {"throughput": rps_ratio, "added_p50": add_ratio}
+        if "meshsim" in summary["relative_to_haproxy"]:
+            from _baseline import compare  # benchmarks/_baseline.py
+
+            rel = summary["relative_to_haproxy"]["meshsim"]
+            print("\nmeshsim relative to HAProxy, against the stored baseline:")
+            compare(
+                "proxy_vs_haproxy",
+                {
+                    "meshsim_throughput_x_haproxy": round(rel["throughput"], 3),
+                    "meshsim_added_p50_x_haproxy": round(rel["added_p50"], 3),
+                    "meshsim_cpu_us_per_request": round(
+                        statistics.median(r["cpu_us"] for r in trials["meshsim"]), 1
+                    ),
+                    "haproxy_cpu_us_per_request": round(
+                        statistics.median(r["cpu_us"] for r in trials["haproxy"]), 1
+                    ),
+                },
+                update=args.update_baseline,
+            )
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
 
