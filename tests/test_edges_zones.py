@@ -343,6 +343,19 @@ def test_istio_blackholed_connects_take_the_connect_timeout_until_ejection() -> 
     assert failure["caller_errors"] == failure["connect_timeouts"]
 
 
+def test_connect_timeouts_are_gateway_errors_too() -> None:
+    # consecutiveGatewayErrors alone (the 5xx count set out of reach): a connect timeout is
+    # a 503 (UF), a gateway error, so the same N ejects after the same tries.
+    text = DRILL.replace(
+        "outlier_detection: {consecutive_5xx: 3,",
+        "outlier_detection: {consecutive_5xx: 1000, consecutive_gateway_errors: 3,",
+    )
+    out = run(text, "istio")
+    (failure,) = out["topology"]["zone_failures"]
+    assert failure["connect_timeouts"] == N + int(T * RATE)
+    assert out["m"].resilience["back"].counts["ejections"] == 1
+
+
 def test_refused_connects_fail_at_once_and_eject_after_n_tries() -> None:
     text = DRILL.replace(
         "endpoints_removed_after_s: 5}", "endpoints_removed_after_s: 5, mode: refuse}"
