@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,50 @@ def test_a_point_factor_is_its_probe_time_over_the_fit_median() -> None:
     assert speed.speed_factor(held, ref) == 1.25
     assert speed.speed_factor({}, ref) is None
     assert speed.reference([{}, {}]) is None
+
+
+def test_samples_during_the_load_are_preferred_when_there_are_enough() -> None:
+    during = {"0": [1.0, 2.0, 4.5], "1": [3.0, 3.0]}  # core 1: fewer than MIN_SAMPLES
+    s = speed.point_speed({"0": 0.5, "1": 0.5}, {"0": 0.75, "1": 1.0}, during)
+    assert s["0"] == {"before": 0.5, "after": 0.75, "during": 2.5, "during_samples": 3}
+    assert s["1"]["during_samples"] == 2
+    # Core 0: the mean of the samples (not their median, 2.0: the host flips between two
+    # speeds, and the mean is the average cost of the work over the load); core 1: the mean
+    # of before and after.
+    assert speed.probe_s(s) == {"0": 2.5, "1": 0.75}
+    assert speed.point_speed({"0": 0.5}, {"0": 0.5}) == {"0": {"before": 0.5, "after": 0.5}}
+
+
+def test_the_sample_log_is_read_as_it_grows_window_by_window(tmp_path: Path) -> None:
+    path = tmp_path / "samples.txt"
+    log = speed.SampleLog(path)
+    assert log.between(0.0, 10.0) == {}  # no file yet
+    path.write_text("1.0 0 0.5\n1.0 1 0.25\n2.0 0 0.75\n2.5 1 0.125\n3.0 0 1.5\n3.5 1 2")
+    # The last line has no newline yet: it is not read until it has.
+    assert log.between(1.5, 3.0) == {"0": [0.75, 1.5], "1": [0.125]}
+    with path.open("a") as fh:
+        fh.write(".0\n4.0 0 1.0\n")
+    assert log.between(3.2, 5.0) == {"0": [1.0], "1": [2.0]}
+    assert log.between(1.0, 2.0) == {}  # older samples were dropped
+
+
+@pytest.mark.integration
+def test_the_sampler_probes_each_core_until_stopped(tmp_path: Path) -> None:
+    cores = sorted(os.sched_getaffinity(0))[:2]
+    t0 = time.monotonic()
+    sampler = speed.Sampler(cores, tmp_path / "samples.txt")
+    try:
+        got: dict[str, list[float]] = {}
+        for _ in range(100):  # up to 10 s for the subprocess to start and sample
+            time.sleep(0.1)
+            got = sampler.between(t0, time.monotonic())
+            if all(len(got.get(str(c), [])) >= 2 for c in cores):
+                break
+        assert sorted(got) == sorted(str(c) for c in cores)
+        assert all(s > 0.0 for v in got.values() for s in v)
+    finally:
+        sampler.stop()
+    assert sampler.proc.poll() is not None
 
 
 def test_the_fit_record_keeps_the_fit_points_median_probe_time() -> None:

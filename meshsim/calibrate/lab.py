@@ -126,8 +126,8 @@ class Measured:
     (:func:`meshsim.calibrate.decomposition.lab_parts`; empty: not measured)."""
     speed: dict[str, Any] = field(default_factory=dict)
     """The machine's speed around the point: per lab core, seconds of the fixed probe of
-    :mod:`meshsim.calibrate.speed` right ``before`` and ``after`` the load (empty: older
-    records)."""
+    :mod:`meshsim.calibrate.speed` right ``before`` and ``after`` the load, and the mean of
+    the sampler's probes ``during`` it (empty: older records)."""
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -358,6 +358,12 @@ class Lab:
         except BaseException:
             self._restore_signals()
             raise
+        probed = [c for c in (self.core_client, self.core_server) if c is not None]
+        self.sampler = (
+            speed.Sampler(probed, workdir / "speed-samples.txt")
+            if probed and hasattr(os, "sched_setaffinity")
+            else None
+        )
 
     def _issue_certs(self) -> None:
         """A throw-away CA of the lab's key type and one workload certificate for both
@@ -476,6 +482,8 @@ class Lab:
         try:
             self._stop_sidecars()
             self.echo.stop()
+            if self.sampler is not None:
+                self.sampler.stop()
         finally:
             self._restore_signals()
 
@@ -540,10 +548,15 @@ class Lab:
             # The probe runs outside the CPU counters' window, on an idle lab.
             speed_before = self.probe_speed()
             before = {k: tree_sched(p) for k, p in pids.items()}
+            load_start = time.monotonic()
             result = run_load(spec)
+            load_end = time.monotonic()
             after = {k: tree_sched(p) for k, p in pids.items()}
         time.sleep(0.05)  # let the access logs flush their last lines
         speed_after = self.probe_speed()
+        speed_during = (
+            self.sampler.between(load_start, load_end) if self.sampler is not None else {}
+        )
         n = max(result.completed, 1)
         used = {k: after[k] - before[k] for k in pids}
         if not point.proxied:
@@ -598,7 +611,7 @@ class Lab:
             run_delay_us_per_request=run_delay,
             sidecar_duration_ms=durations,
             latency_parts_ms=lab_parts(lat, durations) or {},
-            speed=speed.point_speed(speed_before, speed_after),
+            speed=speed.point_speed(speed_before, speed_after, speed_during),
         )
 
     def probe_speed(self) -> dict[str, float]:

@@ -9,9 +9,17 @@ machine the model describes.
 
 So the lab times :func:`probe` pinned on each of its cores right before and right after each
 point's load (the lab is idle then) and records it with the point (``speed``, see
-:func:`probe_cores`). :func:`reference` is the fit points' median probe time per core, kept
-in the fit record; a point's :func:`factors` are its probe time over that reference (above 1:
-the machine was slower than during the fit). :func:`scale_model` multiplies every CPU-time
+:func:`probe_cores`). Those two moments are not enough on their own: the host flips between a
+fast and a slow state (probe times of about 5.7 and 9.6 ms, 1.7x, as in the loop above) within
+a second, often between a point's before and after. So a :class:`Sampler` subprocess also
+times a short probe on each core every :data:`SAMPLE_PERIOD_S` for the lab's whole life, at a
+low priority (about 0.5 % of a core), and the samples that fall inside a point's load give its
+``during`` time: the mean of the samples, the machine's average slowness over the load, which
+:func:`probe_s` prefers when there are at least :data:`MIN_SAMPLES`.
+
+:func:`reference` is the fit points' median probe time per core, kept in the fit record; a
+point's :func:`factors` are its probe time over that reference (above 1: the machine was
+slower than during the fit). :func:`scale_model` multiplies every CPU-time
 parameter of a model by a factor (:data:`CPU_PARAMETERS`), which is how
 :mod:`meshsim.calibrate.validate` predicts a held-out point on the machine as it was then.
 
@@ -24,12 +32,16 @@ another process runs is not counted as slowness.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
 import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, Final
 
 PROBE: Final = "http-head-parse-v1"
@@ -39,6 +51,12 @@ ROUNDS: Final = 3000
 REPEATS: Final = 3
 """Repetitions per core and moment; their median is the probe time (an interrupt or a cold
 cache in one repetition does not move it)."""
+SAMPLE_ROUNDS: Final = 200
+"""Rounds of one sample during a load (about 0.4 ms); a sample's time is scaled to
+:data:`ROUNDS` so that it reads in the same unit as the probe before and after."""
+SAMPLE_PERIOD_S: Final = 0.1
+MIN_SAMPLES: Final = 3
+"""Samples inside a load needed for its ``during`` time to be used."""
 
 CPU_PARAMETERS: Final = frozenset(
     {
@@ -129,19 +147,34 @@ def probe_cores(cores: Iterable[int]) -> dict[str, float]:
     return out
 
 
-def point_speed(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, Any]:
-    """A point's ``speed`` record: per core, the probe's seconds before and after its load."""
-    return {
-        core: {"before": round(before[core], 7), "after": round(after[core], 7)}
-        for core in sorted(set(before) & set(after))
-    }
+def point_speed(
+    before: Mapping[str, float],
+    after: Mapping[str, float],
+    during: Mapping[str, list[float]] | None = None,
+) -> dict[str, Any]:
+    """A point's ``speed`` record: per core, the probe's seconds before and after its load,
+    and with ``during`` (samples inside the load) their mean and count."""
+    out: dict[str, Any] = {}
+    for core in sorted(set(before) & set(after)):
+        out[core] = {"before": round(before[core], 7), "after": round(after[core], 7)}
+        samples = (during or {}).get(core) or []
+        if samples:
+            out[core]["during"] = round(statistics.fmean(samples), 7)
+            out[core]["during_samples"] = len(samples)
+    return out
 
 
 def probe_s(speed: Mapping[str, Any] | None) -> dict[str, float]:
-    """A point's probe time per core: the mean of before and after (empty: not probed)."""
+    """A point's probe time per core: the mean of the samples during its load where there are
+    :data:`MIN_SAMPLES`, else the mean of before and after (empty: not probed)."""
     if not speed:
         return {}
-    return {core: (v["before"] + v["after"]) / 2.0 for core, v in speed.items()}
+    return {
+        core: v["during"]
+        if v.get("during_samples", 0) >= MIN_SAMPLES
+        else (v["before"] + v["after"]) / 2.0
+        for core, v in speed.items()
+    }
 
 
 def median_probe_s(speeds: Iterable[Mapping[str, Any] | None]) -> dict[str, float]:
@@ -164,8 +197,9 @@ def reference(fit_speeds: Iterable[Mapping[str, Any] | None]) -> dict[str, Any] 
         "probe": PROBE,
         "seconds": {core: round(s, 7) for core, s in seconds.items()},
         "points": sum(1 for s in speeds if s),
-        "method": "median over the fit points of each point's probe time (mean of before "
-        "and after its load), per lab core; meshsim/calibrate/speed.py",
+        "method": "median over the fit points of each point's probe time (the mean of the "
+        "samples during its load, else of the probes before and after it), per lab core; "
+        "meshsim/calibrate/speed.py",
     }
 
 
@@ -194,9 +228,88 @@ def scale_model(doc: Mapping[str, Any], factor: float) -> dict[str, Any]:
     return out
 
 
+class SampleLog:
+    """The sampler's output file, ``MONOTONIC_S CORE SECONDS`` per line, read as it grows."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+        self._samples: list[tuple[float, str, float]] = []
+
+    def between(self, t0: float, t1: float) -> dict[str, list[float]]:
+        """Per core, the samples taken from ``t0`` to ``t1`` (``time.monotonic``, which is
+        the same clock in every process); older samples are dropped, as points come in
+        order."""
+        if self.path.exists():
+            with self.path.open("rb") as fh:
+                fh.seek(self._offset)
+                data = fh.read()
+            cut = data.rfind(b"\n") + 1
+            self._offset += cut
+            for line in data[:cut].decode().splitlines():
+                at, core, took = line.split()
+                self._samples.append((float(at), core, float(took)))
+        self._samples = [x for x in self._samples if x[0] >= t0]
+        out: dict[str, list[float]] = {}
+        for t, core, seconds in self._samples:
+            if t <= t1:
+                out.setdefault(core, []).append(seconds)
+        return out
+
+
+class Sampler:
+    """A low-priority subprocess timing a short probe on each of ``cores`` every
+    :data:`SAMPLE_PERIOD_S` into ``path`` (``python -m meshsim.calibrate.speed``);
+    :meth:`between` reads the samples of a time window. :meth:`stop` ends it; it also ends
+    with the lab's process (``PR_SET_PDEATHSIG``)."""
+
+    def __init__(self, cores: Iterable[int], path: Path) -> None:
+        self.log = SampleLog(path)
+        cmd = [sys.executable, "-m", "meshsim.calibrate.speed", "--out", str(path), "--cores"]
+        cmd.append(",".join(str(c) for c in sorted(set(cores))))
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+    def between(self, t0: float, t1: float) -> dict[str, list[float]]:
+        return self.log.between(t0, t1)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The sampler's loop (see :class:`Sampler`)."""
+    ap = argparse.ArgumentParser(prog="python -m meshsim.calibrate.speed")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--cores", required=True, help="comma-separated core numbers")
+    ap.add_argument("--period-s", type=float, default=SAMPLE_PERIOD_S)
+    args = ap.parse_args(argv)
+    from meshsim.calibrate.node import die_with_parent
+
+    die_with_parent()
+    os.nice(10)  # wait behind the lab's processes rather than preempt them
+    cores = [int(c) for c in args.cores.split(",")]
+    with args.out.open("a") as fh:
+        while True:
+            for core in cores:
+                os.sched_setaffinity(0, {core})
+                t = time.monotonic()
+                seconds = probe(SAMPLE_ROUNDS, 1) * ROUNDS / SAMPLE_ROUNDS
+                fh.write(f"{t:.6f} {core} {seconds:.7f}\n")
+            fh.flush()
+            time.sleep(args.period_s)
+
+
 __all__ = [
     "CPU_PARAMETERS",
     "PROBE",
+    "SampleLog",
+    "Sampler",
     "factors",
     "median_probe_s",
     "point_speed",
@@ -207,3 +320,7 @@ __all__ = [
     "scale_model",
     "speed_factor",
 ]
+
+
+if __name__ == "__main__":
+    main()
