@@ -272,7 +272,10 @@ def decompose(
 
 
 def _f(v: float) -> str:
-    return "n/a" if v != v else f"{v:.3f}"
+    if v != v:
+        return "n/a"
+    text = f"{v:.3f}"
+    return "0.000" if text == "-0.000" else text  # a residual's float noise
 
 
 def _diff(pred: float, meas: float) -> str:
