@@ -266,3 +266,55 @@ def test_goals_are_checked_on_the_speed_adjusted_errors_where_probed() -> None:
     assert doc["error_pct"] == errs  # the raw errors stay in the record
     assert doc["error_pct_speed_adjusted"] == adjusted
     assert doc["checked_against"] == "speed_adjusted"
+
+
+def test_the_report_shows_both_predictions_and_says_which_is_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from meshsim.calibrate import validation_report
+
+    model = tmp_path / "lab.yaml"
+    shutil.copy(MODEL, model)
+    fit = json.loads((ROOT / "models" / "calibrated" / "lab.fit.json").read_text())
+    fit["speed_reference"] = {
+        "probe": speed.PROBE,
+        "seconds": {"0": 0.008, "1": 0.008},
+        "points": 21,
+    }
+    (tmp_path / "lab.fit.json").write_text(json.dumps(fit))
+    # A recorded held-out row (p50 measured 0.807 ms, predicted 0.7638: -5.35 %; p99 2.036
+    # and 1.4394: -29.3 %) with a speed-adjusted prediction beside it.
+    case = json.loads((ROOT / "tests" / "data" / "calibrate_diagnosis_case.json").read_text())
+    r = Comparison(**next(r for r in case["rows"] if not r["saturation"]))
+    r.predicted_speed_adjusted = {**r.predicted, "p50": 0.8877, "p99": 1.9342}
+    r.error_pct_speed_adjusted = {**r.error_pct, "p50": 10.0, "p99": -5.0}
+    r.speed_factors = {
+        "cores": {"0": 1.25, "1": 0.75},
+        "sidecars": 1.0,
+        "echo": 0.5,
+        "load_generator": 2.0,
+    }
+    monkeypatch.setattr(validation_report, "validate_model", lambda *_a, **_k: [r])
+    monkeypatch.setattr(validation_report, "decompose", lambda *_a, **_k: [])
+    out = tmp_path / "v"
+    validation_report.write_validation_report(model, out, command="test", duration_s=1.0)
+    report = (out / "report.md").read_text()
+    assert "### Machine speed" in report
+    assert "fit points' median: core 0 8.00 ms, core 1 8.00 ms over 21 points" in report
+    assert "The goals are checked on the speed-adjusted predictions" in report
+    assert "1.25/0.75     1.00  0.50  2.00" in report
+    assert "0.807/0.764/0.888" in report  # p50 measured / raw / adjusted
+    assert "2.04/1.44/1.93" in report
+    assert "- p50 within 10%: worst 10.0% over 1 point(s) (1 speed-adjusted; raw worst 5.3%)" in (
+        report
+    )
+    assert "- p99 within 20%: worst 5.0% over 1 point(s) (1 speed-adjusted; raw worst 29.3%)" in (
+        report
+    )
+    (doc,) = json.loads((out / "validation.json").read_text())["rows"]
+    assert doc["error_pct"]["p99"] == -29.3  # the raw errors stay
+    assert doc["error_pct_speed_adjusted"]["p99"] == -5.0
+    assert doc["checked_against"] == "speed_adjusted"
+    assert doc["speed_factors"]["cores"] == {"0": 1.25, "1": 0.75}

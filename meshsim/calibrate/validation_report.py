@@ -226,13 +226,17 @@ def machine_speed_lines(fit: dict[str, Any], rows: list[Comparison]) -> list[str
     lines += [
         "The model predicts the proxy on a machine of known speed: its CPU costs are "
         "microseconds of the lab's host at the time of the fit. The host's speed drifts "
-        "over minutes under the lab (a shared virtual machine), so each point also times a "
-        "fixed CPU-bound probe on each lab core before and after its load "
-        "(`meshsim/calibrate/speed.py`; fit points' median: "
+        "under the lab (a shared virtual machine: a fast and a slow state, 1.7x apart, "
+        "that change within a second), so the lab times a fixed CPU-bound probe on each lab "
+        "core before and after each point's load and samples it every 0.1 s during the load "
+        "(`meshsim/calibrate/speed.py`; a point's probe time is the mean of its samples; fit "
+        "points' median: "
         f"{seconds} over {ref['points']} points). Each held-out point is predicted as the "
         "model stands (raw) and with every CPU cost scaled by the point's probe time over "
-        "the fit's (speed-adjusted: the sidecars' by the mean of their two cores' factors, "
-        "the echo's and the load generator's on their own cores). The goals are checked on "
+        "the fit's (speed-adjusted: the sidecars' by the mean of their two cores' factors; "
+        "the echo's and the load generator's, taken from the baseline measured beside the "
+        "point, by its probe time over the baseline's on their own cores). The goals are "
+        "checked on "
         "the speed-adjusted predictions; the raw ones are shown beside them.",
         "",
     ]
