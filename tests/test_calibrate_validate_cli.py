@@ -15,6 +15,8 @@ from click.testing import CliRunner
 from meshsim.cli.main import cli
 
 from meshsim.calibrate import validation_report
+from meshsim.calibrate.calibration import load_fit
+from meshsim.calibrate.diagnosis import diagnose
 from meshsim.calibrate.validate import Comparison
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +52,12 @@ def test_out_writes_the_report_and_missed_goals_fail(
     assert "- p50 within 10%: worst 39.0% over 4 point(s): **MISSED**" in report
     assert "- rps within 10%: worst 6.2% over 1 point(s): **met**" in report
     doc = json.loads((out / "validation.json").read_text())
-    assert doc["diagnosis"] == CASE["expected"]["real"]
+    # The recorded paragraphs belong to the fit they were written for (checked exactly in
+    # tests/test_calibrate_diagnosis.py); the committed fit is recalibrated from time to
+    # time, so here: the written diagnosis is the committed fit's, on the recorded rows.
+    rows = [Comparison(**r) for r in CASE["rows"]]
+    assert doc["diagnosis"] == diagnose(load_fit(MODEL), rows)
+    assert doc["diagnosis"], "the recorded rows miss goals: there is something to diagnose"
     assert len(doc["rows"]) == len(CASE["rows"])
     assert sorted(p.name for p in (out / "figures").iterdir()) == [
         "latency_vs_load.png",
