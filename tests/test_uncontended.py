@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import simpy
 
-from meshsim.sim.uncontended import Held, give, take
+from meshsim.sim.uncontended import Held, first_of, give, start, take
 
 
 def test_free_resource_and_nothing_else_now_is_taken_at_once() -> None:
@@ -103,3 +103,134 @@ def test_same_order_of_events_as_plain_requests_even_with_ties() -> None:
     # Both ways were exercised.
     assert _PATHS["taken"] > 0
     assert _PATHS["queued"] > 0
+
+
+def _run_sources(started: bool, seed: int) -> list[tuple[float, int, str]]:
+    """Three open-loop sources on a 0.5 ms grid (coincident instants) feeding jobs that
+    queue for one resource; with ``started`` the sources start their jobs with
+    uncontended.start after scheduling their next wait, else with env.process after it."""
+    env = simpy.Environment()
+    res = simpy.Resource(env, capacity=2)
+    rng = np.random.default_rng(seed)
+    gaps = [[float(g) * 0.5e-3 for g in rng.integers(0, 8, 40)] for _ in range(3)]
+    holds = [float(h) * 0.5e-3 for h in rng.integers(0, 4, 120)]
+    log: list[tuple[float, int, str]] = []
+
+    def job(i: int) -> Generator[simpy.Event, Any, None]:
+        log.append((env.now, i, "arrive"))
+        slot: object = take(res)
+        if slot is None:
+            req = res.request()
+            yield req
+            slot = req
+        log.append((env.now, i, "start"))
+        yield env.timeout(holds[i])
+        give(res, slot)
+        log.append((env.now, i, "done"))
+
+    def source(k: int) -> Generator[simpy.Event, Any, None]:
+        due: int | None = None
+        for n, gap in enumerate(gaps[k]):
+            wait = env.timeout(gap)
+            if due is not None:
+                start(env, job(due))
+            yield wait
+            if started:
+                due = k * 40 + n
+            else:
+                env.process(job(k * 40 + n))
+        if due is not None:
+            start(env, job(due))
+
+    for k in range(3):
+        env.process(source(k))
+    env.run()
+    return log
+
+
+def test_start_keeps_the_order_of_a_process_started_from_its_initialize_event() -> None:
+    for seed in range(8):
+        plain = _run_sources(False, seed)
+        started = _run_sources(True, seed)
+        assert started == plain
+        assert len(plain) == 3 * 120
+        assert len({t for t, _, _ in plain}) < len(plain) / 2  # many coincident instants
+
+
+def test_start_runs_the_first_step_now_only_when_nothing_else_is_due() -> None:
+    env = simpy.Environment()
+    ran: list[float] = []
+
+    def job() -> Generator[simpy.Event, Any, None]:
+        ran.append(env.now)
+        yield env.timeout(1.0)
+        ran.append(env.now)
+
+    start(env, job())
+    assert ran == [0.0]  # nothing was due: its first step ran at once
+    env.timeout(0.0)
+    start(env, job())
+    assert ran == [0.0]  # another event is due now: it starts from an urgent event
+    env.run()
+    assert ran == [0.0, 0.0, 1.0, 1.0]
+    assert env.peek() == float("inf")  # and neither end left an event behind
+
+
+def _order_with_urgent_pending(begin: Callable[[simpy.Environment, Any], Any]) -> list[str]:
+    """A process starts a job while another process's Initialize event (urgent) is due at
+    the same instant: the job's own Initialize event would pop after it."""
+    env = simpy.Environment()
+    log: list[str] = []
+
+    def job() -> Generator[simpy.Event, Any, None]:
+        log.append("job")
+        yield env.timeout(0.0)
+
+    def starter(name: str, spawn: bool) -> Generator[simpy.Event, Any, None]:
+        log.append(name)
+        if spawn:
+            begin(env, job())
+        yield env.timeout(1.0)
+
+    env.process(starter("first", True))
+    env.process(starter("second", False))
+    env.run()
+    return log
+
+
+def test_start_waits_for_urgent_events_due_now_as_a_process_would() -> None:
+    assert _order_with_urgent_pending(lambda env, g: env.process(g)) == ["first", "second", "job"]
+    assert _order_with_urgent_pending(start) == ["first", "second", "job"]
+
+
+def _races(race: Callable[[simpy.Environment, Any, Any], Any], seed: int) -> list[object]:
+    """Callers race a job against a deadline on a 0.5 ms grid (ties between the job's end,
+    the deadline and other callers' events), as a try raced by its timeout."""
+    env = simpy.Environment()
+    rng = np.random.default_rng(seed)
+    log: list[object] = []
+
+    def job(i: int, hold: float) -> Generator[simpy.Event, Any, int]:
+        yield env.timeout(hold)
+        log.append((env.now, i, "job-done"))
+        return i
+
+    def caller(i: int, start_at: float, hold: float, limit: float) -> Generator[Any, Any, None]:
+        yield env.timeout(start_at)
+        proc = env.process(job(i, hold))
+        yield race(env, proc, env.timeout(limit))
+        log.append((env.now, i, "won" if proc.triggered else "timed out"))
+
+    for i in range(60):
+        start_at, hold, limit = (float(x) * 0.5e-3 for x in rng.integers(0, 6, 3))
+        env.process(caller(i, start_at, hold, limit))
+    env.run()
+    return log
+
+
+def test_first_of_resumes_as_a_condition_does() -> None:
+    for seed in range(6):
+        plain = _races(lambda env, a, b: a | b, seed)
+        assert _races(first_of, seed) == plain
+        outcomes = {entry[2] for entry in plain if isinstance(entry, tuple)}
+        assert {"won", "timed out"} <= outcomes

@@ -15,13 +15,20 @@ and a run gives the same results, bit for bit, with or without them. This relies
 engine's rule that a process is the only waiter of the events it yields (so no other
 callback of the event that resumed it is still to run): true of timeouts, requests,
 processes and conditions as the simulator uses them.
+
+Two more round trips are skipped the same way: :func:`start` runs a request's process that
+nobody waits for without its Initialize and end events where that changes no order, and
+:func:`first_of` races two events as ``a | b`` does, without building a condition's value.
 """
 
 from __future__ import annotations
 
+from collections.abc import Generator
+from typing import Any
+
 import simpy
 
-__all__ = ["give", "take"]
+__all__ = ["first_of", "give", "start", "take"]
 
 
 class Held:
@@ -56,3 +63,80 @@ def give(res: simpy.Resource, slot: object) -> None:
             res.users.remove(slot)  # type: ignore[arg-type]
             return
     res.release(slot)  # type: ignore[arg-type]
+
+
+class _Task:
+    """A generator driven as a simpy process is, for one that nobody waits for: the
+    process's own event at its end (a no-op without waiters) is never scheduled."""
+
+    __slots__ = ("_generator", "_resume_cb")
+
+    def __init__(self, generator: Generator[simpy.Event, Any, Any]) -> None:
+        self._generator = generator
+        self._resume_cb = self._resume
+
+    def _resume(self, event: Any) -> None:
+        # simpy.Process._resume, less the bookkeeping that only waiters and interrupts
+        # read; the simulator's events never fail, and an exception still ends the run.
+        generator = self._generator
+        while True:
+            try:
+                event = generator.send(event._value)
+            except StopIteration:
+                return
+            callbacks = event.callbacks
+            if callbacks is not None:
+                callbacks.append(self._resume_cb)
+                return
+            if not event._ok:  # pragma: no cover - no simulator event fails
+                raise event._value
+
+
+class _Started:
+    """What a process's Initialize event hands its generator: a first ``send(None)``."""
+
+    _ok = True
+    _value = None
+
+
+_STARTED = _Started()
+
+
+def start(env: simpy.Environment, generator: Generator[simpy.Event, Any, Any]) -> None:
+    """Run ``generator`` as ``env.process`` would, for a process that nobody waits for.
+
+    When nothing else is due at this instant, its first step runs now instead of from an
+    Initialize event, which would be the very next event popped (it is urgent); so the
+    caller must have scheduled its own next event already, as it would have been before
+    that first step. Otherwise it starts from an urgent event, as a process does. Either
+    way its end schedules nothing: a process's end is an event for its waiters, and it
+    has none (the event did nothing but, at its instant, make :func:`take` queue).
+    """
+    task = _Task(generator)
+    queue = env._queue
+    if not queue or queue[0][0] > env._now:
+        task._resume(_STARTED)
+        return
+    init = simpy.Event(env)
+    init.callbacks.append(task._resume_cb)
+    init._ok = True
+    init._value = None
+    env.schedule(init, simpy.events.URGENT)
+
+
+def first_of(env: simpy.Environment, a: simpy.Event, b: simpy.Event) -> simpy.Event:
+    """An event that succeeds when the first of ``a`` and ``b`` is processed: ``a | b``
+    (both pending) for a waiter that reads neither its value nor theirs. It is triggered by
+    the same callback at the same moment as the condition would be, so it is scheduled at
+    the same place; it only skips the condition's bookkeeping."""
+    either = simpy.Event(env)
+
+    def first(_event: simpy.Event) -> None:
+        if not either.triggered:
+            either.succeed()
+
+    assert a.callbacks is not None, "a pending event"
+    assert b.callbacks is not None, "a pending event"
+    a.callbacks.append(first)
+    b.callbacks.append(first)
+    return either

@@ -15,7 +15,7 @@ import simpy
 from meshsim.scenario.model import Workload
 from meshsim.sim.app import Client, Request
 from meshsim.sim.sampling import make_sampler
-from meshsim.sim.uncontended import give, take
+from meshsim.sim.uncontended import give, start, take
 
 if TYPE_CHECKING:
     from meshsim.sim.app import ServiceRuntime
@@ -74,6 +74,9 @@ class WorkloadDriver:
         gaps: list[float] = []
         poisson = spec.arrival == "poisson"
         send = self._send
+        due: float | None = None
+        # The request of an arrival starts once the loop has scheduled its own next event,
+        # as a process's Initialize event would run it (uncontended.start).
         while env.now < end:
             rate = spec.rate_at(env.now)
             upcoming = [b for b in boundaries if b > env.now]
@@ -83,23 +86,32 @@ class WorkloadDriver:
                 continue
             # The rate holds until next_change: send at it without looking the phase up
             # again for every request.
-            while env.now < end:
+            while env._now < end:  # env.now without a property call, per request
                 if poisson:
                     if not gaps:
                         gaps = self.rng.exponential(1.0, 4096)[::-1].tolist()
                     gap = gaps.pop() / rate
                 else:
                     gap = 1.0 / rate
-                at = env.now + gap
+                at = env._now + gap
                 if at >= next_change and next_change < end:
                     # Memorylessness makes re-drawing at a rate change exact for Poisson;
                     # a constant stream restarts its spacing at the boundary.
-                    yield env.timeout(next_change - env.now)
+                    wait = env.timeout(next_change - env.now)
+                    if due is not None:
+                        start(env, send(due))
+                        due = None
+                    yield wait
                     break
                 if at >= end:
+                    if due is not None:
+                        start(env, send(due))
                     return
-                yield env.timeout(gap)
-                env.process(send(env.now))
+                wait = env.timeout(gap)
+                if due is not None:
+                    start(env, send(due))
+                yield wait
+                due = env._now
 
     # ----------------------------------------------------------------- closed loop
 

@@ -45,6 +45,7 @@ from meshsim.sim.dataplanes.mesh import ProxiedDataPlane, cost_model, run_inboun
 from meshsim.sim.dataplanes.proxy import Proxy, Worker
 from meshsim.sim.dataplanes.resilience_state import Resilience
 from meshsim.sim.dataplanes.routing import EndpointView, L7Proxy
+from meshsim.sim.prefetched import prefetched
 
 if TYPE_CHECKING:
     from meshsim.scenario.model import Call
@@ -106,7 +107,7 @@ class AmbientDataPlane(ProxiedDataPlane):
             self.waypoint_for = set(opts.waypoints)
         self.tunnels = Pools(self.env, keep_alive=self.keep_alive, max_streams=HBONE_MAX_STREAMS)
         self.pools = self.tunnels
-        self._lb_rng = sim.streams("balancers/waypoint")
+        self._lb_rng = prefetched(sim.streams("balancers/waypoint"))
         self.resilience = Resilience(
             sim,
             self.name,
@@ -223,14 +224,28 @@ class AmbientDataPlane(ProxiedDataPlane):
     def call(
         self, src: Pod | Client, service: ServiceRuntime, req: Request, call: Call | None
     ) -> Generator[simpy.Event, Any, int]:
-        env = self.env
+        # Not a generator itself: it hands over the path's generator, so that the events
+        # of the call do not pass through one more frame each.
         nbytes = call.request_bytes if call is not None else req.request_bytes
         zs = self._source_ztunnel(src)
         wp = self.waypoints.get(service.name)
-        delay = self.net.delay
         if zs is None:
-            status: int = yield from self._from_outside(service, req, nbytes, wp)
-            return status
+            return self._from_outside(service, req, nbytes, wp)
+        return self._from_ztunnel(zs, wp, src, service, req, nbytes, call)
+
+    def _from_ztunnel(
+        self,
+        zs: Ztunnel,
+        wp: L7Proxy | None,
+        src: Pod | Client,
+        service: ServiceRuntime,
+        req: Request,
+        nbytes: int,
+        call: Call | None,
+    ) -> Generator[simpy.Event, Any, int]:
+        """A meshed caller: its node's ztunnel, then the waypoint or the peer ztunnel."""
+        env = self.env
+        delay = self.net.delay
         src_node = src.node if isinstance(src, Pod) else None
         src_key = src.name
         stream = yield from self._stream(zs, src_key, service, src_node)
@@ -246,7 +261,7 @@ class AmbientDataPlane(ProxiedDataPlane):
             ww = tunnel.server_worker
             yield from wp.work(ww, wp.costs(nbytes, 0, True)[0])
             ww.requests += 1
-            status = yield from wp.outbound(self._attempt_fn, service, req, ww, nbytes, call)
+            status: int = yield from wp.outbound(self._attempt_fn, service, req, ww, nbytes, call)
             resp = service.spec.response_bytes
             yield env.timeout(delay(wp.node, src_node, resp) + zs.hop_s)
             yield from zs.work(sw, zs.costs(nbytes, resp, True)[1])
@@ -286,15 +301,12 @@ class AmbientDataPlane(ProxiedDataPlane):
         if refused is not None:
             yield env.timeout(2.0 * (wp.hop_s + delay(wp.node, pod.node, 0)))
             return refused
-        tunnel = yield from self.tunnels.acquire(
-            (wp.name, worker.index, zd.name),
-            wp,
-            worker,
-            zd,
-            True,
-            True,
-            delay(wp.node, pod.node, 0),
-        )
+        key = (wp.name, worker.index, zd.name)
+        tunnel = self.tunnels.reuse(key, True)
+        if tunnel is None:
+            tunnel = yield from self.tunnels.acquire(
+                key, wp, worker, zd, True, True, delay(wp.node, pod.node, 0)
+            )
         yield env.timeout(wp.hop_s + delay(wp.node, pod.node, nbytes))
         resp = pod.response_bytes
         status: int = yield from run_inbound(

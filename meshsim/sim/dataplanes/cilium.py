@@ -45,6 +45,7 @@ from meshsim.sim.app import CONNECT_FAILURE, Client, Pod
 from meshsim.sim.dataplanes.mesh import ProxiedDataPlane, cost_model
 from meshsim.sim.dataplanes.resilience_state import Resilience
 from meshsim.sim.dataplanes.routing import L7Proxy
+from meshsim.sim.prefetched import prefetched
 
 if TYPE_CHECKING:
     from meshsim.scenario.model import Call
@@ -92,7 +93,7 @@ class CiliumDataPlane(ProxiedDataPlane):
             else (set() if opts.l7_services == "none" else set(opts.l7_services))
         )
         self.l7_services = named | {r.service for r in sim.scenario.traffic}
-        self._lb_rng = sim.streams("balancers/cilium-envoy")
+        self._lb_rng = prefetched(sim.streams("balancers/cilium-envoy"))
         self.resilience = Resilience(
             sim,
             self.name,

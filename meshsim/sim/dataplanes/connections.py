@@ -154,6 +154,27 @@ class Pools:
         self._idle: dict[Hashable, list[Conn]] = {}
         self._h2: dict[Hashable, list[Conn]] = {}
 
+    def reuse(self, key: Hashable, h2: bool) -> Conn | None:
+        """What :meth:`acquire` would return at once, without a generator: an idle HTTP/1.1
+        connection, or an open HTTP/2 one with a free stream; None when it would open one
+        or wait for one being opened (then call :meth:`acquire`)."""
+        if not self.keep_alive:
+            return None
+        if h2:
+            for conn in self._h2.get(key, ()):
+                if conn.streams < self.max_streams:
+                    if conn.ready is not None:
+                        return None
+                    conn.streams += 1
+                    return conn
+            return None
+        idle = self._idle.get(key)
+        if idle:
+            conn = idle.pop()
+            conn.streams = 1
+            return conn
+        return None
+
     def acquire(
         self,
         key: Hashable,

@@ -35,6 +35,7 @@ import simpy
 from meshsim.policy import Outcome, Resource
 from meshsim.policy.chain import ClusterRuntime, Exchange, inject_fault
 from meshsim.sim.app import CONNECT_FAILURE, RESET, TIMEOUT
+from meshsim.sim.uncontended import first_of
 
 if TYPE_CHECKING:
     from meshsim.policy.mapping import RoutePolicy, ServicePolicy
@@ -192,7 +193,12 @@ def outbound(
     nbytes: int,
     call: Call | None = None,
 ) -> Generator[simpy.Event, Any, int]:
-    """One request from ``proxy`` to ``service`` through the mesh's policy chain."""
+    """One request from ``proxy`` to ``service`` through the mesh's policy chain.
+
+    Not a generator itself: it hands over the chain's, so that the events of the request
+    do not pass through one more frame each (the route is matched, and the request
+    counted, when it is called, which its callers do as they start it).
+    """
     res = proxy.resilience
     assert res is not None
     env = proxy.env
@@ -204,21 +210,32 @@ def outbound(
     c = _Call(proxy, attempt, service, req, worker, nbytes, policy,
               res.warm <= env.now < res.end)  # fmt: skip
     c.stats.requests += 1
-    if route is None:
-        return NOT_FOUND  # no route matches: Envoy's NR, Linkerd's 404
-    if route.fault is not None:
-        aborted = yield from _fault(c, route)
-        if aborted is not None:
-            return aborted
+    if route is None or route.fault is not None:
+        return _faulted(c, route)
     if route.mirror is not None:
         _mirror(c, route)
+    return _tries(c, _exchange(c, route))
+
+
+def _faulted(c: _Call, route: RoutePolicy | None) -> Generator[simpy.Event, Any, int]:
+    """A request without a route, or on a route that injects faults."""
+    if route is None:
+        return NOT_FOUND  # no route matches: Envoy's NR, Linkerd's 404
+    aborted = yield from _fault(c, route)
+    if aborted is not None:
+        return aborted
+    if route.mirror is not None:
+        _mirror(c, route)
+    status: int = yield from _tries(c, _exchange(c, route))
+    return status
+
+
+def _exchange(c: _Call, route: RoutePolicy) -> Exchange:
     # The router's timer starts after the fault filter: the deadline does not count the
     # injected delay.
-    budget = res.budget(proxy.name, service.name) if route.profile_retry else None
-    ex = Exchange(route, envoy=res.envoy, now=env.now, body_bytes=nbytes, budget=budget)
-    status: int = yield from _tries(c, ex)
-    ex.close()
-    return status
+    res = c.res
+    budget = res.budget(c.proxy.name, c.service.name) if route.profile_retry else None
+    return Exchange(route, envoy=res.envoy, now=res.env.now, body_bytes=c.nbytes, budget=budget)
 
 
 def _fault(c: _Call, route: RoutePolicy) -> Generator[simpy.Event, Any, int | None]:
@@ -248,22 +265,28 @@ def _mirror(c: _Call, route: RoutePolicy) -> None:
 
 
 def _tries(c: _Call, ex: Exchange) -> Generator[simpy.Event, Any, int]:
-    """Steps 1-5, once per try, until a try's outcome stands."""
+    """Steps 1-5, once per try, until a try's outcome stands; then the exchange is closed."""
     env = c.proxy.env
     res = c.res
     stats = c.stats
     version = _choose_version(c, ex)
     while True:
         cs = _cluster(res, c.proxy, c.service, version)
-        picked = yield from _pick(c, ex, cs, version)
+        picked: Pod | int | _Wait | None = _pick_ready(c, ex, cs, version)
+        if picked is _WAIT:
+            picked = yield from _pick_waiting(c, ex, cs, version)
         if picked is None:
             continue  # a fail-fast that the route's retries retry
         if isinstance(picked, int):
+            ex.close()
             return picked
+        assert not isinstance(picked, _Wait)
         pod = picked
-        admitted = yield from _admit(c, ex, cs)
-        if admitted is not None:
-            return admitted
+        if cs.breaker is not None:  # without one, admitted at once
+            admitted = yield from _admit(c, ex, cs)
+            if admitted is not None:
+                ex.close()
+                return admitted
         status, timed_out = yield from _try(c, ex, cs, pod)
         now = env.now
         outcome = timed_out if timed_out is not None else _outcome(status)
@@ -272,11 +295,13 @@ def _tries(c: _Call, ex: Exchange) -> Generator[simpy.Event, Any, int]:
         if verdict.event is not None:
             stats.count(verdict.event)
         if not verdict.retry:
+            ex.close()
             return status
         delay = verdict.delay_s
         if ex.backoff_overruns(now, delay):
             yield env.timeout(ex.deadline - now)
             stats.timeouts += 1
+            ex.close()
             return GATEWAY_TIMEOUT
         if delay > 0:
             yield env.timeout(delay)
@@ -284,14 +309,21 @@ def _tries(c: _Call, ex: Exchange) -> Generator[simpy.Event, Any, int]:
             version = _choose_version(c, ex)
 
 
-def _pick(
+class _Wait:
+    """Step 1 found no ready endpoint, and Linkerd's balancer queue waits for one."""
+
+
+_WAIT = _Wait()
+
+
+def _pick_ready(
     c: _Call, ex: Exchange, cs: ClusterRuntime, version: str | None
-) -> Generator[simpy.Event, Any, Pod | int | None]:
-    """Step 1: a healthy endpoint, or a final status, or ``None`` to try again (a
-    fail-fast that Linkerd's route retries retry)."""
-    proxy, res, env = c.proxy, c.res, c.proxy.env
+) -> Pod | int | _Wait:
+    """Step 1 as far as it goes without waiting: a healthy endpoint, or a final status, or
+    ``_WAIT`` (then :func:`_pick_waiting`). Not a generator: it almost never waits."""
+    proxy, res = c.proxy, c.res
     eps, key = _endpoints(proxy, c.service, version)
-    now = env.now
+    now = proxy.env.now
     if cs.outlier is not None:
         cs.sync_hosts(eps, key)
     locality = res.locality
@@ -303,15 +335,29 @@ def _pick(
         if cs.failfast is None:
             c.stats.no_healthy += 1
             return SERVICE_UNAVAILABLE  # Envoy 503 UH: a local reply, not retried
-        waited = yield from _await_ready(c, version, cs, ex.deadline)
-        if waited is None:
-            return (yield from _failed_fast(c, ex))
-        eps = waited
-        now = env.now
-    elif cs.failfast is not None and not cs.failfast.ready:
+        return _WAIT
+    if cs.failfast is not None and not cs.failfast.ready:
         cs.failfast.set_ready(True, now)
+    return _choose(c, ex, cs, eps, now)
+
+
+def _pick_waiting(
+    c: _Call, ex: Exchange, cs: ClusterRuntime, version: str | None
+) -> Generator[simpy.Event, Any, Pod | int | None]:
+    """Step 1 after :func:`_pick_ready` found nothing ready: Linkerd's balancer queue, then
+    an endpoint, or ``None`` to try again (a fail-fast that its route retries retry)."""
+    waited = yield from _await_ready(c, version, cs, ex.deadline)
+    if waited is None:
+        return (yield from _failed_fast(c, ex))
+    return _choose(c, ex, cs, waited, c.proxy.env.now)
+
+
+def _choose(c: _Call, ex: Exchange, cs: ClusterRuntime, eps: list[Pod], now: float) -> Pod:
+    """The balancer's choice among the healthy ``eps``."""
+    proxy = c.proxy
     hash_key = proxy.name if c.policy.cluster.hash_source else None
-    pod: Pod = ex.pick(cs, eps, now, proxy.rng, res.rng_retries, hash_key=hash_key)
+    pod: Pod = ex.pick(cs, eps, now, proxy.rng, c.res.rng_retries, hash_key=hash_key)
+    locality = c.res.locality
     if locality is not None:
         locality.state.count(proxy.node, pod)
     return pod
@@ -395,7 +441,7 @@ def _try(
         _settle(t, env.now)
         return status, None
     proc = env.process(_run_try(c, pod, t, hole))
-    yield proc | env.timeout(max(0.0, try_deadline - now))
+    yield first_of(env, proc, env.timeout(max(0.0, try_deadline - now)))  # proc | timeout
     if proc.triggered:
         return cast(int, proc.value), None
     # The caller gets a 504; the upstream attempt runs on, in the background.

@@ -41,6 +41,7 @@ from meshsim.sim.dataplanes.mesh import ProxiedDataPlane, cost_model, run_inboun
 from meshsim.sim.dataplanes.proxy import Worker
 from meshsim.sim.dataplanes.resilience_state import Resilience
 from meshsim.sim.dataplanes.routing import L7Proxy
+from meshsim.sim.prefetched import prefetched
 
 if TYPE_CHECKING:
     from meshsim.models import ProxyCostModel
@@ -67,7 +68,7 @@ class SidecarDataPlane(ProxiedDataPlane):
 
     def __init__(self, sim: Simulation) -> None:
         super().__init__(sim)
-        self._lb_rng = sim.streams("balancers/sidecar")
+        self._lb_rng = prefetched(sim.streams("balancers/sidecar"))
         self.resilience = Resilience(sim, self.name, self.warnings, h2=self.h2, mtls=self.mtls)
         self.sidecars: dict[Pod, L7Proxy] = {}
         self.client_sidecars: dict[str, L7Proxy] = {}
@@ -133,16 +134,26 @@ class SidecarDataPlane(ProxiedDataPlane):
     def call(
         self, src: Pod | Client, service: ServiceRuntime, req: Request, call: Call | None
     ) -> Generator[simpy.Event, Any, int]:
+        # Not a generator itself: it hands over the path's generator, so that the events
+        # of the call do not pass through one more frame each.
         nbytes = call.request_bytes if call is not None else req.request_bytes
         proxy = self._outbound_proxy(src)
         if proxy is None:
-            status: int = yield from self._from_outside(src, service, req, nbytes)
-            return status
+            return self._from_outside(src, service, req, nbytes)
+        return self._from_sidecar(proxy, service, req, nbytes, call)
+
+    def _from_sidecar(
+        self, proxy: L7Proxy, service: ServiceRuntime, req: Request, nbytes: int, call: Call | None
+    ) -> Generator[simpy.Event, Any, int]:
+        """The caller's sidecar: the request path on its app connection's worker, then the
+        outbound chain."""
         name = service.name
         worker, accept_s = self.app_conn(proxy, name)
         yield from proxy.work(worker, proxy.costs(nbytes, 0, self.mtls)[0] + accept_s)
         worker.requests += 1
-        status = yield from proxy.outbound(self._attempt_fn, service, req, worker, nbytes, call)
+        status: int = yield from proxy.outbound(
+            self._attempt_fn, service, req, worker, nbytes, call
+        )
         self.app_conn_done(proxy, name, worker)
         return status
 
@@ -161,15 +172,12 @@ class SidecarDataPlane(ProxiedDataPlane):
         if refused is not None:
             yield env.timeout(2.0 * (proxy.hop_s + delay(src_node, pod.node, 0)))
             return refused
-        conn = yield from self.pools.acquire(
-            self.pool_key(proxy, worker, pod),
-            proxy,
-            worker,
-            server,
-            tls,
-            h2,
-            delay(src_node, pod.node, 0),
-        )
+        key = self.pool_key(proxy, worker, pod)
+        conn = self.pools.reuse(key, h2)
+        if conn is None:
+            conn = yield from self.pools.acquire(
+                key, proxy, worker, server, tls, h2, delay(src_node, pod.node, 0)
+            )
         yield env.timeout(proxy.hop_s + delay(src_node, pod.node, nbytes))
         check = cp.authorize(proxy.pod or Client(proxy.name.split("/")[1]), pod, req)
         if check is not None:
@@ -205,15 +213,12 @@ class SidecarDataPlane(ProxiedDataPlane):
         env = self.env
         server = self.sidecars[pod]
         delay = self.net.delay
-        conn = yield from self.pools.acquire(
-            ("outside", src.name if isinstance(src, Client) else "", pod.name),
-            None,
-            None,
-            server,
-            False,
-            False,
-            delay(None, pod.node, 0),
-        )
+        key = ("outside", src.name if isinstance(src, Client) else "", pod.name)
+        conn = self.pools.reuse(key, False)
+        if conn is None:
+            conn = yield from self.pools.acquire(
+                key, None, None, server, False, False, delay(None, pod.node, 0)
+            )
         yield env.timeout(delay(None, pod.node, nbytes))
         check = self.sim.control_plane.authorize(None, pod, req)
         if check is not None:
