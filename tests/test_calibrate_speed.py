@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -318,3 +321,50 @@ def test_the_report_shows_both_predictions_and_says_which_is_checked(
     assert doc["error_pct_speed_adjusted"]["p99"] == -5.0
     assert doc["checked_against"] == "speed_adjusted"
     assert doc["speed_factors"]["cores"] == {"0": 1.25, "1": 0.75}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_the_sampler_stops_with_the_lab(sig: signal.Signals) -> None:
+    script = (
+        "import time\n"
+        "from meshsim.calibrate.lab import Lab, workdir\n"
+        "lab = Lab(workdir())\n"
+        "try:\n"
+        "    print(lab.sampler.proc.pid, lab.sampler.log.path, flush=True)\n"
+        "    time.sleep(60)\n"
+        "finally:\n"
+        "    lab.close()\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    pid_text, path = proc.stdout.readline().split()
+    sampler = int(pid_text)
+    try:
+        for _ in range(100):  # sampling (so past its PR_SET_PDEATHSIG) before the lab dies
+            if Path(path).exists() and Path(path).stat().st_size:
+                break
+            time.sleep(0.1)
+        os.kill(proc.pid, sig)
+        proc.wait(15)
+        for _ in range(100):
+            if not _running(sampler):
+                break
+            time.sleep(0.1)
+        assert not _running(sampler), f"the speed sampler outlived the lab ({sig.name})"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        if _running(sampler):
+            os.kill(sampler, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting for its reaper."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
