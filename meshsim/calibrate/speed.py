@@ -47,12 +47,13 @@ from typing import Any, Final
 PROBE: Final = "http-head-parse-v1"
 """The probe's name: references and points are comparable only for the same probe."""
 ROUNDS: Final = 3000
-"""Request heads parsed per repetition (about 5 ms of CPU on the lab's host)."""
+"""Request heads parsed per repetition (about 5 ms of CPU on the lab's host in its fast state,
+10 ms in its slow one)."""
 REPEATS: Final = 3
 """Repetitions per core and moment; their median is the probe time (an interrupt or a cold
 cache in one repetition does not move it)."""
 SAMPLE_ROUNDS: Final = 200
-"""Rounds of one sample during a load (about 0.4 ms); a sample's time is scaled to
+"""Rounds of one sample during a load (0.3 to 0.7 ms); a sample's time is scaled to
 :data:`ROUNDS` so that it reads in the same unit as the probe before and after."""
 SAMPLE_PERIOD_S: Final = 0.1
 MIN_SAMPLES: Final = 3
