@@ -419,7 +419,6 @@ def multicluster_problems(scenario: Scenario) -> Iterator[tuple[Loc, str]]:
             )
 
 
-
 # --------------------------------------------------------------------------- egress
 
 
