@@ -11,7 +11,10 @@ in the same process; ``us/req-hop`` is the run's wall time per request and hop);
 mesh the bare loop still models only `none`'s mechanisms, so the ratio is what the mesh's
 proxies cost on top. ``(CPU)`` is the same ratio from each side's CPU time (process_time),
 steadier than wall time on a shared machine; the baseline column compares it. Issue 17's
-goal: ``over bare`` >= 1.0 for `none`.
+goal: ``over bare`` >= 1.0 for `none`. Each mesh's ratio by hops is printed after the
+table, with the load average at the start and the end, which the figure's title and the
+baseline (``meta/...``) carry too: runs of 3 simulated seconds move by 10-30% from one
+run to the next on a shared machine, so read ratios, and compare them at similar load.
 
     python benchmarks/engine_scaling.py [--quick] [--repeats N] [--update-baseline]
                                         [--figure benchmarks/engine_scaling.svg]
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -195,6 +199,7 @@ def print_table(results: dict[str, dict[str, float]], stored: dict[str, float]) 
 
 def flat(results: dict[str, dict[str, float]]) -> dict[str, float]:
     keep = (
+        "bare_wall_s",
         "wall_s",
         "setup_s",
         "us_per_request_hop",
@@ -207,13 +212,30 @@ def flat(results: dict[str, dict[str, float]]) -> dict[str, float]:
     return {f"{k}/{m}": v[m] for k, v in results.items() for m in keep}
 
 
-def figure(results: dict[str, dict[str, float]], path: Path, meshes: tuple[str, ...]) -> None:
+def print_ratios(results: dict[str, dict[str, float]], meshes: tuple[str, ...]) -> None:
+    """Each mesh's rate over the bare loop's along the hops axis (wall time, CPU time)."""
+    hops = [k.split("/")[0] for k in results if k.startswith("hops=") and k.endswith("/none")]
+    print(f"  over the bare loop (wall / CPU), by hops: {', '.join(hops)}")
+    for mesh in meshes:
+        cells = [results.get(f"{h}/{mesh}") for h in hops]
+        text = "   ".join(
+            f"{r['over_bare']:.2f} / {r['over_bare_cpu']:.2f}" for r in cells if r is not None
+        )
+        print(f"    {mesh:>14s}: {text}")
+
+
+def figure(
+    results: dict[str, dict[str, float]],
+    path: Path,
+    meshes: tuple[str, ...],
+    load: tuple[float, float],
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axs = plt.subplots(2, len(AXES), figsize=(4 * len(AXES), 6.5), constrained_layout=True)
+    fig, axs = plt.subplots(3, len(AXES), figsize=(4 * len(AXES), 9.5), constrained_layout=True)
     labels = {
         "rate": "request rate (rps)",
         "hops": "hops (chain length)",
@@ -226,7 +248,8 @@ def figure(results: dict[str, dict[str, float]], path: Path, meshes: tuple[str, 
             mine = [k for k in keys if k.endswith(f"/{mesh}")]
             xs = [float(k.split("/")[0].split("=")[1]) for k in mine]
             axs[0][col].plot(xs, [results[k]["wall_s"] for k in mine], "o-", label=mesh)
-            axs[1][col].plot(xs, [results[k]["peak_rss_mb"] for k in mine], "o-", label=mesh)
+            axs[1][col].plot(xs, [results[k]["over_bare_cpu"] for k in mine], "o-", label=mesh)
+            axs[2][col].plot(xs, [results[k]["peak_rss_mb"] for k in mine], "o-", label=mesh)
         bare = [k for k in keys if k.endswith("/none")]
         axs[0][col].plot(
             [float(k.split("/")[0].split("=")[1]) for k in bare],
@@ -234,14 +257,23 @@ def figure(results: dict[str, dict[str, float]], path: Path, meshes: tuple[str, 
             "k--",
             label="bare simpy",
         )
-        axs[1][col].set_xlabel(labels[axis])
-        for row in (0, 1):
+        axs[1][col].axhline(1.0, color="k", linestyle="--", linewidth=1)
+        axs[2][col].set_xlabel(labels[axis])
+        values = AXES[axis][1]
+        for row in (0, 1, 2):
             axs[row][col].set_xscale("log")
+            axs[row][col].set_xticks(values, [f"{v:g}" for v in values])
+            axs[row][col].minorticks_off()
             axs[row][col].grid(True, alpha=0.3)
+        axs[1][col].set_ylim(bottom=0.0)
     axs[0][0].set_ylabel(f"wall time (s) for {BASE.duration_s:g} simulated s")
-    axs[1][0].set_ylabel("peak RSS of the process (MB)")
+    axs[1][0].set_ylabel("requests/s over the bare loop's (CPU time)")
+    axs[2][0].set_ylabel("peak RSS of the process (MB)")
     axs[0][0].legend(fontsize=8)
-    fig.suptitle("meshsim engine cost against work (median of interleaved runs)")
+    fig.suptitle(
+        "meshsim engine cost against work (median of interleaved runs; load average "
+        f"{load[0]:.1f} to {load[1]:.1f} on {os.cpu_count()} cores)"
+    )
     fig.savefig(path)
     print(f"figure written: {path}")
 
@@ -265,9 +297,13 @@ def main() -> None:
         f"engine scaling: {BASE.duration_s:g} simulated s per point (base {BASE.rate_rps:g} "
         f"rps, 1 hop, 2 pods), medians of {args.repeats} interleaved runs"
     )
+    load_start = os.getloadavg()[0]
     results = run_grid(args.quick, args.repeats, meshes)
+    load_end = os.getloadavg()[0]
     print_table(results, stored)
-    none = results.get("rate=1000/none")
+    print(f"\n  load average (1 min): {load_start:.2f} at the start, {load_end:.2f} at the end")
+    print_ratios(results, meshes)
+    none = results.get("hops=1/none")
     if none is not None:
         verdict = "meets" if none["over_bare"] >= 1.0 else "MISSES"
         print(
@@ -275,9 +311,12 @@ def main() -> None:
             f"(CPU time: {none['over_bare_cpu']:.2f}x) {verdict}"
         )
     if args.figure is not None:
-        figure(results, args.figure, meshes)
+        figure(results, args.figure, meshes, (load_start, load_end))
     if args.update_baseline or (not stored and not args.quick):
-        BASELINE.write_text(json.dumps(flat(results), indent=2, sort_keys=True) + "\n")
+        stored = flat(results)
+        stored["meta/load_average_1min_start"] = load_start
+        stored["meta/load_average_1min_end"] = load_end
+        BASELINE.write_text(json.dumps(stored, indent=2, sort_keys=True) + "\n")
         print(f"  baseline written: {BASELINE}")
 
 
