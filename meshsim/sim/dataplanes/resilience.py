@@ -282,11 +282,16 @@ def _tries(c: _Call, ex: Exchange) -> Generator[simpy.Event, Any, int]:
             return picked
         assert not isinstance(picked, _Wait)
         pod = picked
-        if cs.breaker is not None:  # without one, admitted at once
+        if cs.breaker is not None:
             admitted = yield from _admit(c, ex, cs)
             if admitted is not None:
                 ex.close()
                 return admitted
+        else:
+            # Without a breaker admission always succeeds and never waits, so no generator;
+            # the chain's step is still taken, as the real proxy takes it (the two clocks
+            # walk the same steps: tests/test_two_clocks.py).
+            cs.admit()
         status, timed_out = yield from _try(c, ex, cs, pod)
         now = env.now
         outcome = timed_out if timed_out is not None else _outcome(status)
