@@ -218,18 +218,34 @@ class Simulation:
     ) -> Generator[simpy.Event, Any, int]:
         """A call through the mesh, recorded on its edge as the caller sees it."""
         # env._now is env.now without a property call (several per hop, in serve too).
-        env = self.env
-        started = env._now if call is not None else req.sent_at
-        status: int
-        if service.spec.external is not None and self.egress is not None:
-            status = yield from self.egress.call(src, service, req, call)
-        elif call is None and self.gateways is not None and isinstance(src, Client):
-            status = yield from self.gateways.call(src, service, req)
-        else:
-            status = yield from self.data_plane.call(src, service, req, call)
-        caller = src.service.name if isinstance(src, Pod) else src.name
-        self.recorder.edge(caller, service.name, req.id, req.workload, started, env._now, status)
+        started = self.env._now if call is not None else req.sent_at
+        status: int = yield from self.route(src, service, req, call)
+        self.record_edge(src, service, req, started, status)
         return status
+
+    def route(
+        self, src: Pod | Client, service: ServiceRuntime, req: Request, call: Call | None
+    ) -> Generator[simpy.Event, Any, int]:
+        """The path of a call (egress, a gateway, or the mesh's data plane), unrecorded.
+
+        Not a generator itself: it hands over the path's, so that a caller that records
+        the edge itself (:meth:`record_edge`, as :meth:`call` does) saves a frame under
+        every event of the call: the workload's first call and a replica's only call.
+        """
+        if service.spec.external is not None and self.egress is not None:
+            return self.egress.call(src, service, req, call)
+        if call is None and self.gateways is not None and isinstance(src, Client):
+            return self.gateways.call(src, service, req)
+        return self.data_plane.call(src, service, req, call)
+
+    def record_edge(
+        self, src: Pod | Client, service: ServiceRuntime, req: Request, started: float, status: int
+    ) -> None:
+        """A call that started at ``started`` ended now with ``status``, as its caller saw it."""
+        caller = src.service.name if isinstance(src, Pod) else src.name
+        self.recorder.edge(
+            caller, service.name, req.id, req.workload, started, self.env._now, status
+        )
 
     def serve(self, pod: Pod, req: Request) -> Generator[simpy.Event, Any, int]:
         """The application's handling of one request on ``pod``.
@@ -260,7 +276,10 @@ class Simulation:
                     # One call, made as _make_calls makes it: from here, so that its events
                     # do not pass through one more frame each.
                     call = plan[0][0]
-                    result = yield from self.call(pod, self.services[call.service], req, call)
+                    target = self.services[call.service]
+                    started = env._now
+                    result = yield from self.route(pod, target, req, call)  # self.call, inline
+                    self.record_edge(pod, target, req, started, result)
                     status = 500 if call.required and not is_success(result) else 200
                 else:
                     status = yield from self._make_calls(pod, req)

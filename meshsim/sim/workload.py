@@ -145,7 +145,9 @@ class WorkloadDriver:
                 conn = pool.request()
                 yield conn
         if host is None or client_cpu is None:
-            status = yield from sim.call(self.client, self.target, req, None)
+            # sim.call, inline: one frame less under every event of the request.
+            status = yield from sim.route(self.client, self.target, req, None)
+            sim.record_edge(self.client, self.target, req, intended_at, status)
         else:
             # The client's own work is on its request's path, half to send it and half to
             # read the response, each queued for its node's cores behind (or ahead of) the
