@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import simpy
 
-from meshsim.sim.uncontended import Held, first_of, give, start, take
+from meshsim.sim.uncontended import Held, first_of, give, spawn, start, take
 
 
 def test_free_resource_and_nothing_else_now_is_taken_at_once() -> None:
@@ -203,9 +203,12 @@ def test_start_waits_for_urgent_events_due_now_as_a_process_would() -> None:
     assert _order_with_urgent_pending(start) == ["first", "second", "job"]
 
 
-def _races(race: Callable[[simpy.Environment, Any, Any], Any], seed: int) -> list[object]:
+def _races(
+    race: Callable[[simpy.Environment, Any, Any], Any], seed: int, spawned: bool = False
+) -> list[object]:
     """Callers race a job against a deadline on a 0.5 ms grid (ties between the job's end,
-    the deadline and other callers' events), as a try raced by its timeout."""
+    the deadline and other callers' events), as a try raced by its timeout; ``spawned``:
+    the deadline made first and the job started with spawn, as the resilience chain does."""
     env = simpy.Environment()
     rng = np.random.default_rng(seed)
     log: list[object] = []
@@ -217,8 +220,13 @@ def _races(race: Callable[[simpy.Environment, Any, Any], Any], seed: int) -> lis
 
     def caller(i: int, start_at: float, hold: float, limit: float) -> Generator[Any, Any, None]:
         yield env.timeout(start_at)
-        proc = env.process(job(i, hold))
-        yield race(env, proc, env.timeout(limit))
+        if spawned:
+            deadline = env.timeout(limit)
+            proc: simpy.Event = spawn(env, job(i, hold))
+            yield race(env, proc, deadline)
+        else:
+            proc = env.process(job(i, hold))
+            yield race(env, proc, env.timeout(limit))
         log.append((env.now, i, "won" if proc.triggered else "timed out"))
 
     for i in range(60):
@@ -234,3 +242,56 @@ def test_first_of_resumes_as_a_condition_does() -> None:
         assert _races(first_of, seed) == plain
         outcomes = {entry[2] for entry in plain if isinstance(entry, tuple)}
         assert {"won", "timed out"} <= outcomes
+
+
+def test_spawn_then_first_of_resumes_as_process_then_condition() -> None:
+    for seed in range(6):
+        plain = _races(lambda env, a, b: a | b, seed)
+        assert _races(first_of, seed, spawned=True) == plain
+    # A spawned job that ran its first step at once still reports its value.
+    env = simpy.Environment()
+
+    def quick() -> Generator[simpy.Event, Any, int]:
+        yield env.timeout(0.0)
+        return 7
+
+    task = spawn(env, quick())
+    env.run()
+    assert task.triggered
+    assert task.value == 7
+
+
+def _tie(new: bool) -> list[object]:
+    """A caller alone races a job whose first event falls exactly on its deadline."""
+    env = simpy.Environment()
+    log: list[object] = []
+
+    def job() -> Generator[simpy.Event, Any, None]:
+        yield env.timeout(0.5)
+        log.append(("job", env.now))
+
+    def caller() -> Generator[simpy.Event, Any, None]:
+        yield env.timeout(1.0)
+        if new:  # the resilience chain's order: the deadline, then spawn
+            deadline = env.timeout(0.5)
+            proc: simpy.Event = spawn(env, job())
+            race = first_of(env, proc, deadline)
+        else:  # the order it replaced: a process, then its deadline, as a condition
+            proc = env.process(job())
+            deadline = env.timeout(0.5)
+            race = proc | deadline
+        assert deadline.callbacks is not None
+        deadline.callbacks.append(lambda _e: log.append(("deadline", env.now)))
+        yield race
+        log.append(("resumed", env.now, proc.triggered))
+
+    env.process(caller())
+    env.run()
+    return log
+
+
+def test_a_spawned_job_loses_a_tie_with_its_deadline_as_a_process_did() -> None:
+    # The deadline's timeout was made before the job's first event: it pops first.
+    old = _tie(new=False)
+    assert old == [("deadline", 1.5), ("job", 1.5), ("resumed", 1.5, True)]
+    assert _tie(new=True) == old

@@ -18,7 +18,8 @@ processes and conditions as the simulator uses them.
 
 Two more round trips are skipped the same way: :func:`start` runs a request's process that
 nobody waits for without its Initialize and end events where that changes no order, and
-:func:`first_of` races two events as ``a | b`` does, without building a condition's value.
+:func:`spawn` one that is waited for without its Initialize event; :func:`first_of` races
+two events as ``a | b`` does, without building a condition's value.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 
 import simpy
 
-__all__ = ["first_of", "give", "start", "take"]
+__all__ = ["Task", "first_of", "give", "spawn", "start", "take"]
 
 
 class Held:
@@ -92,6 +93,37 @@ class _Task:
                 raise event._value
 
 
+class Task(simpy.Event):
+    """A process as an event, like ``simpy.Process``: it succeeds with its generator's
+    return value (scheduled when the generator ends, as a process is). Started by
+    :func:`spawn`."""
+
+    def __init__(self, env: simpy.Environment, generator: Generator[simpy.Event, Any, Any]):
+        self.env = env
+        self.callbacks = []
+        self._value = simpy.events.PENDING
+        self._generator = generator
+        self._resume_cb = self._resume
+
+    def _resume(self, event: Any) -> None:
+        # As _Task._resume; at the end, what simpy.Process does: succeed, scheduled.
+        generator = self._generator
+        while True:
+            try:
+                event = generator.send(event._value)
+            except StopIteration as stop:
+                self._ok = True
+                self._value = stop.value
+                self.env.schedule(self)
+                return
+            callbacks = event.callbacks
+            if callbacks is not None:
+                callbacks.append(self._resume_cb)
+                return
+            if not event._ok:  # pragma: no cover - no simulator event fails
+                raise event._value
+
+
 class _Started:
     """What a process's Initialize event hands its generator: a first ``send(None)``."""
 
@@ -122,6 +154,27 @@ def start(env: simpy.Environment, generator: Generator[simpy.Event, Any, Any]) -
     init._ok = True
     init._value = None
     env.schedule(init, simpy.events.URGENT)
+
+
+def spawn(env: simpy.Environment, generator: Generator[simpy.Event, Any, Any]) -> Task:
+    """``env.process(generator)`` for a process that is waited for: a :class:`Task`.
+
+    Its first step runs now when nothing else is due at this instant, as its Initialize
+    event would be popped next; so, as for :func:`start`, the caller must already have
+    created the events it creates after ``env.process`` and before it waits (a deadline's
+    timeout). Otherwise it starts from an urgent event, as a process does.
+    """
+    task = Task(env, generator)
+    queue = env._queue
+    if not queue or queue[0][0] > env._now:
+        task._resume(_STARTED)
+        return task
+    init = simpy.Event(env)
+    init.callbacks.append(task._resume_cb)
+    init._ok = True
+    init._value = None
+    env.schedule(init, simpy.events.URGENT)
+    return task
 
 
 def first_of(env: simpy.Environment, a: simpy.Event, b: simpy.Event) -> simpy.Event:

@@ -35,7 +35,7 @@ import simpy
 from meshsim.policy import Outcome, Resource
 from meshsim.policy.chain import ClusterRuntime, Exchange, inject_fault
 from meshsim.sim.app import CONNECT_FAILURE, RESET, TIMEOUT
-from meshsim.sim.uncontended import first_of
+from meshsim.sim.uncontended import first_of, spawn
 
 if TYPE_CHECKING:
     from meshsim.policy.mapping import RoutePolicy, ServicePolicy
@@ -445,8 +445,11 @@ def _try(
                 stats.connect_failures += 1
         _settle(t, env.now)
         return status, None
-    proc = env.process(_run_try(c, pod, t, hole))
-    yield first_of(env, proc, env.timeout(max(0.0, try_deadline - now)))  # proc | timeout
+    # The deadline first, then the try (spawn may run its first step now, as its process's
+    # Initialize event would, after the deadline's timeout was made): proc | timeout.
+    deadline = env.timeout(max(0.0, try_deadline - now))
+    proc = spawn(env, _run_try(c, pod, t, hole))
+    yield first_of(env, proc, deadline)
     if proc.triggered:
         return cast(int, proc.value), None
     # The caller gets a 504; the upstream attempt runs on, in the background.
