@@ -34,7 +34,7 @@ the pod is not in it).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
 import simpy
@@ -199,11 +199,7 @@ class Gateways:
         """An Istio gateway holds every service of the mesh (no Sidecar scoping applies to
         gateways): a cluster per service and per subset a split names, every endpoint."""
         policies = self.dp.resilience.policies  # type: ignore[attr-defined]
-        services = self.sim.services.values()
-        clusters = sum(
-            1 + (len(s.versions) if policies.has_subsets(s.name) else 0) for s in services
-        )
-        return clusters, sum(len(s.endpoints) for s in services)
+        return config_of(policies, self.sim.services.values())
 
     # ----------------------------------------------------------------- a request
 
@@ -308,6 +304,14 @@ class Gateways:
                 },
             }
         return out
+
+
+def config_of(policies: Any, services: Iterable[ServiceRuntime]) -> tuple[int, int]:
+    """The clusters and endpoints a gateway's proxy holds for ``services``: a cluster per
+    service and per subset that a traffic split names (``policies.has_subsets``)."""
+    services = list(services)
+    clusters = sum(1 + (len(s.versions) if policies.has_subsets(s.name) else 0) for s in services)
+    return clusters, sum(len(s.endpoints) for s in services)
 
 
 def spec_request_m(spec: Gateway) -> float:

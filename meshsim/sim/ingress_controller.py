@@ -40,7 +40,14 @@ import simpy
 from meshsim.models.parameters import KIB
 from meshsim.sim.dataplanes.mesh import cost_model
 from meshsim.sim.dataplanes.proxy import Proxy
-from meshsim.sim.gateways import Config, GatewayProxy, GatewayRuntime, Gateways, spec_request_m
+from meshsim.sim.gateways import (
+    Config,
+    GatewayProxy,
+    GatewayRuntime,
+    Gateways,
+    config_of,
+    spec_request_m,
+)
 
 if TYPE_CHECKING:
     from meshsim.scenario.edges import Gateway
@@ -136,11 +143,7 @@ class LinkerdIngress(Gateways):
         """The sidecar resolves only the Services NGINX sends to (Linkerd's destination
         lookups are on demand): a cluster per Service and per subset a split names."""
         policies = self.linkerd.resilience.policies
-        services = [self.sim.services[name] for name in routed]
-        clusters = sum(
-            1 + (len(s.versions) if policies.has_subsets(s.name) else 0) for s in services
-        )
-        return clusters, sum(len(s.endpoints) for s in services)
+        return config_of(policies, (self.sim.services[name] for name in routed))
 
     # ----------------------------------------------------------------- a request
 
