@@ -145,7 +145,13 @@ class DownstreamProtocol(asyncio.Protocol):
             return
         if not self.route.sample_cpu():
             self._sampling = False
-            self._feed(data)
+            try:  # (_feed's common case, inline: once per read)
+                self.parser.feed_data(data)
+            except (httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
+                self._parse_failed(exc)
+                return
+            if self._head_begun:
+                self._arm_head()
             return
         # A sampled read: its parse time goes to the request(s) it completes.
         self._sampling = True
@@ -161,22 +167,30 @@ class DownstreamProtocol(asyncio.Protocol):
     def _feed(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
-            if self._head_begun:
-                # A head begun in this read: if it is still incomplete, the slowloris bound
-                # runs from now (not re-armed by later reads, so a drip cannot extend it).
-                # Armed here rather than at the message's start: most heads arrive whole.
-                self._head_begun = False
-                if self._in_message and self._parsing is None and not self._closing:
-                    self._arm(self.limits.header_timeout_s)
-        except httptools.HttpParserUpgrade:
+        except (httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
+            self._parse_failed(exc)
+            return
+        if self._head_begun:
+            self._arm_head()
+
+    def _arm_head(self) -> None:
+        # A head begun in this read: if it is still incomplete, the slowloris bound runs
+        # from now (not re-armed by later reads, so a drip cannot extend it). Armed here
+        # rather than at the message's start: most heads arrive whole.
+        self._head_begun = False
+        if self._in_message and self._parsing is None and not self._closing:
+            self._arm(self.limits.header_timeout_s)
+
+    def _parse_failed(self, exc: Exception) -> None:
+        if isinstance(exc, httptools.HttpParserUpgrade):
             self._fail(501, b"protocol upgrade is not supported\n")
-        except httptools.HttpParserError as exc:
-            # A callback's Refusal stops llhttp on the spot; it arrives as the context.
-            refusal = exc.__context__
-            if isinstance(refusal, Refusal):
-                self._fail(refusal.status, refusal.text)
-            else:
-                self._fail(400, b"malformed request\n")
+            return
+        # A callback's Refusal stops llhttp on the spot; it arrives as the context.
+        refusal = exc.__context__
+        if isinstance(refusal, Refusal):
+            self._fail(refusal.status, refusal.text)
+        else:
+            self._fail(400, b"malformed request\n")
 
     def eof_received(self) -> bool:
         """The client half-closed: answer the complete requests it sent, then close."""
@@ -374,15 +388,16 @@ class DownstreamProtocol(asyncio.Protocol):
 
     def finish(self, keep_alive: bool) -> None:
         """The current request is answered: close, or go on with the next one."""
-        self.state.in_flight -= 1
+        state = self.state
+        state.in_flight -= 1
         self.active = None
         self._current = None
         if self._closing:  # already closing (or lingering after an error answer)
-            self.state.maybe_drained()
+            state.maybe_drained()
             return
-        if not keep_alive or self.draining:
+        if not keep_alive or state.draining:
             self.close()
-            self.state.maybe_drained()
+            state.maybe_drained()
             return
         if self._queue:
             self._next()

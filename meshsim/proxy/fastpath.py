@@ -15,6 +15,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+from meshsim.proxy.body import NO_BODY
 from meshsim.proxy.forward import Request, account, request_id_of
 from meshsim.proxy.framing import downstream_head, upstream_head
 from meshsim.proxy.httpcore import Headers, simple_response
@@ -84,8 +85,8 @@ class FastExchange:
         self.t_try = now
         self.tries = 1
         req = self.req
-        self.request_id = request_id_of(req)
-        self.up_head = upstream_head(req, self.down.client_ip, self.request_id)
+        self.request_id = rid = req.request_id or request_id_of(req)
+        self.up_head = upstream_head(req, self.down.client_ip, rid)
         pool = self.down.route.pools[host]
         conn = pool.take_idle()
         if conn is None:
@@ -240,7 +241,7 @@ class FastExchange:
 def try_fast(down: DownstreamProtocol, req: Request) -> bool:
     """Serve ``req`` on the fast path when it qualifies; False to use :func:`forward`."""
     route = down.route
-    if not route.fast or not req.body.empty:
+    if not route.fast or (req.body is not NO_BODY and not req.body.empty):
         return False
     if route.allowed_principals is not None and down.peer_id not in route.allowed_principals:
         return False  # the general path answers 403
