@@ -115,3 +115,14 @@ def test_real_findings_carry_their_relative_size() -> None:
     assert found[linkerd_cpu].size == pytest.approx(1.0)  # 0.4 against 0.2
     added_istio_p99 = next(t for t in found if t.startswith("istio adds") and "p99" in t)
     assert found[added_istio_p99].size == pytest.approx(0.6)  # 3 ms over 5 ms
+
+
+def test_tiny_figures_are_written_as_decimals_not_exponents() -> None:
+    from meshsim.report.verdict import _num
+
+    # A control plane's vCPU in the verdict table: 3.44e-05 read as a typo to readers.
+    assert _num(3.44e-05, 3) == "0.0000344"
+    assert _num(-2.1e-05, 3) == "-0.000021"
+    assert _num(0.00353, 3) == "0.00353"
+    assert _num(1.25, 3) == "1.25"
+    assert _num(12345.0, 3) == "12,345"

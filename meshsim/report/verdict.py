@@ -78,7 +78,11 @@ def _num(value: float, digits: int) -> str:
         return "0"
     if abs(value) >= 10**digits:
         return f"{value:,.0f}"
-    return f"{value:.{digits}g}"
+    text = f"{value:.{digits}g}"
+    if "e" in text:  # tiny (a control plane's vCPU): readers scan columns of decimals
+        exponent = -math.floor(math.log10(abs(value)))
+        text = f"{value:.{exponent + digits - 1}f}".rstrip("0")  # as g trims zeros
+    return text
 
 
 def _interval(raw: Any) -> Interval | None:
