@@ -64,7 +64,7 @@ from meshsim.sim.dataplanes.routing import L7Proxy
 
 if TYPE_CHECKING:
     from meshsim.models import ProxyCostModel
-    from meshsim.sim.app import Pod, Request, ServiceRuntime
+    from meshsim.sim.app import Pod, Request
     from meshsim.sim.dataplanes.proxy import Worker
     from meshsim.sim.dataplanes.routing import Attempt
     from meshsim.sim.dataplanes.sidecar import SidecarDataPlane
@@ -280,12 +280,6 @@ class MultiCluster:
         if self.mode == "gateway":
             return 0.0  # the remote gateway's proxy discovers locally
         return total
-
-    def visible(self, proxy: Any, service: ServiceRuntime, view: list[Pod]) -> list[Pod]:
-        """What ``proxy`` knows of ``service``: its control plane's view as it is (each
-        cluster's control plane already holds the other clusters' endpoints as its
-        discovery path delivered them)."""
-        return view
 
     def summary(self) -> dict[str, Any]:
         clusters = self.topology.clusters

@@ -312,10 +312,9 @@ class LocalityChoice:
 
     def told(self, proxy: Any, service: ServiceRuntime, view: list[Pod]) -> list[Pod]:
         """What the control plane tells ``proxy`` of ``service``: with zone hints (Linkerd's
-        destination controller), only the endpoints hinted for the proxy's zone."""
-        multicluster = self.state.sim.multicluster
-        if multicluster is not None:
-            view = multicluster.visible(proxy, service, view)
+        destination controller), only the endpoints hinted for the proxy's zone. (Another
+        cluster's endpoints are in the view as that cluster's discovery path delivered them:
+        each cluster's control plane holds them, :mod:`meshsim.sim.controlplane.clusters`.)"""
         found = self.modes.get(service.name)
         if found is None or found[0] != "hints":
             return view
