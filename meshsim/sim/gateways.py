@@ -219,13 +219,7 @@ class Gateways:
         nbytes = req.request_bytes
         yield env.timeout(net.delay(None, proxy.node, nbytes))
         arrived = env.now
-        worker, open_s = self.connection(gw, i, client.name, proxy)
-        # Counted by send time, as the recorder counts the workload's requests.
-        counting = self.counting(req)
-        if counting:
-            gw.requests += 1
-            if open_s > 0 and gw.per_connection > 0:
-                gw.handshakes += 1
+        worker, open_s, counting = self.enter(gw, i, client.name, proxy, req)
         cpu = proxy.costs(nbytes, 0, self.mtls)[0] + open_s + self.extra_request_s
         yield from proxy.work(worker, cpu)
         worker.requests += 1
@@ -238,6 +232,21 @@ class Gateways:
 
     def counting(self, req: Request) -> bool:
         return self.sim.warmup_s <= req.sent_at < self.sim.end_s
+
+    def enter(
+        self, gw: GatewayRuntime, i: int, workload: str, proxy: Proxy, req: Request
+    ) -> tuple[Worker, float, bool]:
+        """A request reaching replica ``i``'s front proxy: the worker of its client
+        connection, the CPU to open that connection (0 when reused), and whether the request
+        counts (by send time, as the recorder counts the workload's requests), with the
+        gateway's request and handshake counts."""
+        worker, open_s = self.connection(gw, i, workload, proxy)
+        counting = self.counting(req)
+        if counting:
+            gw.requests += 1
+            if open_s > 0 and gw.per_connection > 0:
+                gw.handshakes += 1
+        return worker, open_s, counting
 
     def connection(
         self, gw: GatewayRuntime, i: int, workload: str, proxy: Proxy

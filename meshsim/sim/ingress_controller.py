@@ -164,12 +164,7 @@ class LinkerdIngress(Gateways):
         resp = service.spec.response_bytes
         yield env.timeout(net.delay(None, nginx.node, nbytes))
         arrived = env.now
-        worker, open_s = self.connection(gw, i, client.name, nginx)
-        counting = self.counting(req)
-        if counting:
-            gw.requests += 1
-            if open_s > 0 and gw.per_connection > 0:
-                gw.handshakes += 1
+        worker, open_s, counting = self.enter(gw, i, client.name, nginx, req)
         opaque = self.opaque_s(sidecar, nbytes, resp)
         inbound = sidecar.accept()  # tokio's pool: any thread takes the next task
         yield from sidecar.work(inbound, opaque[0])
