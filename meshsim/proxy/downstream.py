@@ -30,7 +30,7 @@ import httptools
 
 from meshsim.proxy.body import NO_BODY, Body
 from meshsim.proxy.fastpath import try_fast
-from meshsim.proxy.forward import Request, Route, forward, newrequest_id_of
+from meshsim.proxy.forward import ID_PREFIX, REQUEST_SEQ, Request, Route, forward
 from meshsim.proxy.framing import CHUNKED, Refusal, interim_head, request_body
 from meshsim.proxy.httpcore import (
     CHUNK_SIZES_READABLE,
@@ -94,7 +94,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self._read_paused = False
         self._sampling = False
         self._cpu_s = 0.0
-        self._responded = False
+        self.responded = False
 
     @property
     def draining(self) -> bool:
@@ -143,7 +143,10 @@ class DownstreamProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing or self._refusal is not None:
             return
-        if not self.route.sample_cpu():
+        route = self.route
+        left = route.cpu_countdown - 1  # (Route.sample_cpu, inline: once per read)
+        if left:
+            route.cpu_countdown = left
             self._sampling = False
             try:  # (_feed's common case, inline: once per read)
                 self.parser.feed_data(data)
@@ -154,6 +157,7 @@ class DownstreamProtocol(asyncio.Protocol):
                 self._arm_head()
             return
         # A sampled read: its parse time goes to the request(s) it completes.
+        route.cpu_countdown = route.cpu_sample_every
         self._sampling = True
         t0 = time.thread_time()
         self._feed(data)
@@ -280,13 +284,23 @@ class DownstreamProtocol(asyncio.Protocol):
             # must not have been forwarded by then.
             raise Refusal(501, b"protocol upgrade is not supported\n")
         version = parser.get_http_version()
-        framing = request_body(
-            version,
-            self._length,
-            self._te,
-            self._hosts,
-            self.limits.max_body_bytes,
-        )
+        if (
+            self._length is None
+            and self._te is None
+            and self._hosts < 2
+            and (version == "1.1" or version == "1.0")
+        ):
+            framing = None  # (request_body's answer for a bodyless head, without the call)
+        else:
+            framing = request_body(
+                version,
+                self._length,
+                self._te,
+                self._hosts,
+                self.limits.max_body_bytes,
+            )
+        # The head is whole: _arm_head, after this read, has nothing to arm for it.
+        self._head_begun = False
         if framing is None:
             body = NO_BODY
         else:
@@ -306,7 +320,8 @@ class DownstreamProtocol(asyncio.Protocol):
             body,
         )
         rid = self._request_id
-        req.request_id = rid if rid is not None else newrequest_id_of()
+        # (newrequest_id_of, inline: once per request)
+        req.request_id = rid if rid is not None else b"%s-%012x" % (ID_PREFIX, next(REQUEST_SEQ))
         # llhttp reports a chunked body's trailer fields as headers: they must not join
         # this request's (a queued request is forwarded later). They are dropped.
         self._headers = []
@@ -324,7 +339,12 @@ class DownstreamProtocol(asyncio.Protocol):
             # resuming a read that an earlier request's body paused).
             if self._read_paused and self._refusal is None:
                 self._resume_reading()
-            self._serve_next(req)
+            # (_serve_next, inline: once per request)
+            self._current = req
+            self.responded = False
+            self.state.in_flight += 1
+            if not try_fast(self, req):
+                self.active = self.loop.create_task(self._serve(req))
             return
         self._queue.append(req)
         if self.active is None:
@@ -362,7 +382,7 @@ class DownstreamProtocol(asyncio.Protocol):
         if self.active is None and not self._queue:
             self._arm(self.limits.idle_timeout_s)
         else:
-            self._disarm()
+            self._deadline = 0.0  # (_disarm)
 
     # -- serving ---------------------------------------------------------------------
     def _next(self) -> None:
@@ -373,7 +393,7 @@ class DownstreamProtocol(asyncio.Protocol):
 
     def _serve_next(self, req: Request) -> None:
         self._current = req
-        self._responded = False
+        self.responded = False
         self.state.in_flight += 1
         if try_fast(self, req):
             return  # answered, or running in callbacks (it set self.active)
@@ -413,7 +433,7 @@ class DownstreamProtocol(asyncio.Protocol):
             self._arm(self.limits.idle_timeout_s)
 
     def write(self, data: bytes) -> None:
-        self._responded = True
+        self.responded = True
         if self.transport is not None:
             self.transport.write(data)
 
@@ -459,9 +479,9 @@ class DownstreamProtocol(asyncio.Protocol):
             self._refusal = answer  # sent by finish() once the queue is answered
             self._pause_reading()
             return
-        if not self._responded:
+        if not self.responded:
             self.transport.write(answer)
-            self._responded = True
+            self.responded = True
         if self.active is not None:
             self.active.cancel()  # its request is broken: stop forwarding it
         self._linger_close()

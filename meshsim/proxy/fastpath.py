@@ -86,14 +86,16 @@ class FastExchange:
         self.tries = 1
         req = self.req
         self.request_id = rid = req.request_id or request_id_of(req)
-        self.up_head = upstream_head(req, self.down.client_ip, rid)
+        self.up_head = head = upstream_head(req, self.down.client_ip, rid)
         pool = self.down.route.pools[host]
-        conn = pool.take_idle()
+        conn = pool.take_idle(now)
         if conn is None:
             self.connecting = fut = asyncio.ensure_future(pool.acquire())
             fut.add_done_callback(self._connected)
             return
-        self._send(conn)
+        self.conn = conn  # (_send, inline: once per request)
+        self.conn_cpu0 = conn.cpu_s
+        conn.start(self, head, req.method == b"HEAD", req.sampled)
 
     def _connected(self, fut: asyncio.Future[UpstreamConn]) -> None:
         self.connecting = None
@@ -146,7 +148,7 @@ class FastExchange:
         else:
             self._record(status, None, self._release())
         self.head, self.chunked, self.keep_alive = downstream_head(
-            status, headers, req, req.keep_alive and not down.draining
+            status, headers, req, req.keep_alive and not down.state.draining
         )
 
     def on_body(self, chunk: bytes) -> None:
@@ -169,8 +171,11 @@ class FastExchange:
             out.append(self.head)
         if self.chunked:
             out.append(b"0\r\n\r\n")
-        if out:  # (flush, inline: this runs once per request)
-            self.down.write(out[0] if len(out) == 1 else b"".join(out))
+        if out:  # (flush and down.write, inline: this runs once per request)
+            down = self.down
+            down.responded = True
+            if down.transport is not None:
+                down.transport.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
         conn = self.conn
         assert conn is not None

@@ -368,14 +368,23 @@ class HostPool:
             if pool._wake(None):
                 return
 
-    def take_idle(self) -> UpstreamConn | None:
-        """The most recently used idle connection still fit for use, or None."""
-        if not self.idle:
+    def take_idle(self, now: float | None = None) -> UpstreamConn | None:
+        """The most recently used idle connection still fit for use, or None (``now``:
+        the caller's ``time.monotonic()``, when it has one)."""
+        idle = self.idle
+        if not idle:
             return None
-        now = time.monotonic()
-        while self.idle:
-            conn = self.idle.pop()
-            if conn.usable and now - conn.idle_since < IDLE_TIMEOUT_S:
+        if now is None:
+            now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            transport = conn.transport  # (conn.usable, inline)
+            if (
+                transport is not None
+                and conn.complete
+                and not transport.is_closing()
+                and now - conn.idle_since < IDLE_TIMEOUT_S
+            ):
                 return conn
             conn.close()
         return None
@@ -416,7 +425,8 @@ class HostPool:
         return conn
 
     def release(self, conn: UpstreamConn, reusable: bool) -> None:
-        if reusable and conn.usable:
+        transport = conn.transport  # (conn.usable, inline: once per request)
+        if reusable and transport is not None and conn.complete and not transport.is_closing():
             if self.waiters and self._wake(conn):
                 return  # straight to a pending request
             conn.idle_since = time.monotonic()
