@@ -55,6 +55,7 @@ from meshsim.calibrate.model_fit import (
     _wakeup_plane,
 )
 from meshsim.calibrate.proxycmd import ProxyCommand
+from meshsim.proxy.loadgen import TIMER_TICK_S
 
 Log = Callable[[str], None]
 
@@ -105,6 +106,7 @@ def measure_command(
             "memory_kib": memory,
             "connection_costs": blocks,
             "idle_cpu_ms_per_s": idle,
+            "release_tick_ms": TIMER_TICK_S * 1000.0,
             "machine": machine_info(),
         }
     finally:
@@ -450,6 +452,7 @@ def fit_command_model(
             "echo_cpu_us": round(echo_cpu, 3),
             "network_one_way_us": round(net_us, 3),
             "capacity_estimate_rps": round(data["capacity_estimate_rps"], 1),
+            "release_tick_ms": data.get("release_tick_ms"),
             "lab_ceiling_rps": round(
                 float(data.get("lab_ceiling_rps") or data["capacity_estimate_rps"]), 1
             ),

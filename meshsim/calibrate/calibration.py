@@ -43,6 +43,7 @@ from meshsim.calibrate.model_fit import _sidecar_wakeups as _sidecar_wakeups
 from meshsim.calibrate.model_fit import _wakeup_plane as _wakeup_plane
 from meshsim.calibrate.model_fit import fit_model
 from meshsim.files import write_atomic
+from meshsim.proxy.loadgen import TIMER_TICK_S
 
 Log = Callable[[str], None]
 
@@ -152,6 +153,7 @@ def measure_lab(quick: bool, log: Log = print, key_type: str = "ecdsa-p256") -> 
             "handshake_cpu_us_blocks": blocks,
             "telemetry_cpu_us": telemetry_us(),
             "idle_cpu_ms_per_s": idle,
+            "release_tick_ms": TIMER_TICK_S * 1000.0,
             "machine": machine_info(),
         }
     finally:

@@ -113,6 +113,13 @@ class Measured:
     latency_quantiles_ms: list[float] = field(default_factory=list)
     """Points without proxies: the corrected latency at the quantiles (i + 0.5) / N, N =
     :data:`BASELINE_QUANTILES` (an empirical distribution of the baseline)."""
+    send_latency_quantiles_ms: list[float] = field(default_factory=list)
+    """Points without proxies: the same quantiles of the latency from each request's actual
+    send (the load generator's ``uncorrected`` histogram): without the wait for its release
+    tick, which the simulated load generator makes itself (empty: older records)."""
+    requests_per_release: float | None = None
+    """Open loop: requests the load generator's scheduler released per wake-up of its timer
+    (None: older records, closed loops)."""
     wakeups_per_request: dict[str, float] = field(default_factory=dict)
     """Voluntary context switches per completed request, per process (empty: not measured)."""
     run_delay_us_per_request: dict[str, float] = field(default_factory=dict)
@@ -578,6 +585,15 @@ class Lab:
                 for i in range(BASELINE_QUANTILES)
             ]
         )
+        send_quantiles = (
+            []
+            if point.proxied
+            else [
+                result.uncorrected.get_value_at_percentile(100.0 * (i + 0.5) / BASELINE_QUANTILES)
+                / 1000.0
+                for i in range(BASELINE_QUANTILES)
+            ]
+        )
         rng = np.random.default_rng(seed)
 
         def sample(xs: list[float]) -> list[float]:
@@ -607,6 +623,10 @@ class Lab:
             server_cpu_us=sample(server),
             process_cpu_us_per_request=per_req,
             latency_quantiles_ms=quantiles,
+            send_latency_quantiles_ms=send_quantiles,
+            requests_per_release=(
+                round(result.scheduled / result.releases, 4) if result.releases else None
+            ),
             wakeups_per_request=wakeups,
             run_delay_us_per_request=run_delay,
             sidecar_duration_ms=durations,

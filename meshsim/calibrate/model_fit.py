@@ -577,6 +577,10 @@ def fit_record(
             "echo_cpu_us": round(echo_cpu, 3),
             "network_one_way_us": round(net_us, 3),
             "capacity_estimate_rps": round(data["capacity_estimate_rps"], 1),
+            # The load generator's timer resolution (meshsim.proxy.loadgen.TIMER_TICK_S): the
+            # simulated one releases requests on the same ticks when the baselines are from
+            # each request's send (validate.lab_scenario).
+            "release_tick_ms": data.get("release_tick_ms"),
             "load_generator_cpu_us": round(
                 float(np.mean([m.process_cpu_us_per_request["load_generator"] for m in fit_pts])), 3
             ),
@@ -687,12 +691,18 @@ def _baseline_row(ms: list[Measured]) -> dict[str, Any]:
     simulated lab charges on their cores, pooled) and those two CPUs per request (medians
     over the passes)."""
     m = ms[0]
+    # From each request's actual send where the record has it: the simulated load generator
+    # then waits for its release tick itself (validate.lab_scenario), so the corrected
+    # latency would count that wait twice.
+    from_send = all(r.send_latency_quantiles_ms for r in ms)
     delay: list[float] = []
     for r in ms:
         cpu_ms = (
             r.process_cpu_us_per_request["echo"] + r.process_cpu_us_per_request["load_generator"]
         ) / 1000.0
-        delay += [max(q - cpu_ms, 0.0) for q in r.latency_quantiles_ms]
+        qs = r.send_latency_quantiles_ms if from_send else r.latency_quantiles_ms
+        delay += [max(q - cpu_ms, 0.0) for q in qs]
+    per_release = [r.requests_per_release for r in ms if r.requests_per_release]
 
     def median(f: Callable[[Measured], float]) -> float:
         return float(np.median([f(r) for r in ms]))
@@ -713,6 +723,8 @@ def _baseline_row(ms: list[Measured]) -> dict[str, Any]:
         ),
         "echo_cpu_us": round(median(lambda r: r.process_cpu_us_per_request["echo"]), 3),
         "delay_ms": [round(d, 4) for d in sorted(delay)],
+        "delay_from": "send" if from_send else "intended",
+        "requests_per_release": round(float(np.median(per_release)), 3) if per_release else None,
         # The machine's speed while the two CPUs above were measured (median over passes).
         "speed_probe_s": {
             core: round(s, 7) for core, s in speed.median_probe_s(r.speed for r in ms).items()
@@ -745,6 +757,7 @@ def _point_row(m: Measured) -> dict[str, Any]:
         if m.client_cpu_us or m.server_cpu_us
         else None,
         "wakeups_per_request": {k: round(v, 4) for k, v in m.wakeups_per_request.items()},
+        "requests_per_release": m.requests_per_release,
         "run_delay_us_per_request": {k: round(v, 2) for k, v in m.run_delay_us_per_request.items()},
         # The access-log decomposition (meshsim.calibrate.decomposition); empty in records
         # measured before it.

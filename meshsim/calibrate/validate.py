@@ -39,6 +39,7 @@ import yaml
 from meshsim.calibrate import speed
 from meshsim.calibrate.calibration import load_fit
 from meshsim.models import load_model
+from meshsim.proxy.loadgen import TIMER_TICK_S
 
 UTIL_LIMIT = 0.8
 NO_PROBE = "no speed probe in this record"
@@ -179,6 +180,12 @@ def lab_scenario(
         }
         if base is not None:
             workload["client_delay_ms"] = {"dist": "empirical", "values": base["delay_ms"]}
+            tick = release_tick_ms(fit, point)
+            if tick is not None:
+                # The baseline is from each request's actual send: the simulated load
+                # generator waits for its timer's tick itself, and its clumps reach the client
+                # sidecar as the lab's do (one wake-up for several requests, a short queue).
+                workload["release_tick_ms"] = tick
     else:
         # A closed loop: its throughput is what is checked. The baseline's latency is mostly
         # the load generator and echo queueing on their own cores, which the simulated lab
@@ -261,7 +268,19 @@ def predict(
         "rps": w["achieved_rps"],
         "wakeups_per_request": wakeups,
         "saturated": bool(out.get("saturated", False)),
+        **{k: w[k] for k in ("requests_per_release",) if k in w},
     }
+
+
+def release_tick_ms(fit: Mapping[str, Any], point: Mapping[str, Any]) -> float | None:
+    """The tick the simulated load generator releases the point's requests on (None: at
+    their intended times, as for records whose baselines are from the intended time)."""
+    if point["rps"] <= 0:
+        return None
+    base = baseline_for(dict(fit), dict(point))
+    if base is None or base.get("delay_from") != "send":
+        return None
+    return float(fit["lab"].get("release_tick_ms") or TIMER_TICK_S * 1000.0)
 
 
 def _ms(latency: float | None) -> float:
@@ -293,6 +312,8 @@ def merge_passes(passes: list[dict[str, Any]]) -> dict[str, Any]:
         k: med([p["latency_ms"][k] for p in passes]) for k in first["latency_ms"]
     }
     merged["achieved_rps"] = med([p["achieved_rps"] for p in passes])
+    per_release = [p["requests_per_release"] for p in passes if p.get("requests_per_release")]
+    merged["requests_per_release"] = med(per_release) if per_release else None
     for field_name in (
         "process_cpu_us_per_request",
         "wakeups_per_request",
@@ -422,6 +443,8 @@ def _compare(
         wake = p.get("wakeups_per_request") or {}
         if "client_sidecar" in wake and "server_sidecar" in wake:
             meas["wakeups_per_request"] = (wake["client_sidecar"] + wake["server_sidecar"]) / 2
+        if p.get("requests_per_release"):
+            meas["requests_per_release"] = p["requests_per_release"]
         cpu = p["process_cpu_us_per_request"]
         util = (
             p["achieved_rps"]

@@ -105,6 +105,8 @@ class Replication:
     """What metrics, tracing, access logs and Wasm cost (``mesh_options.observability``)."""
     topology: dict[str, Any] | None = None
     """Zones, cross-zone tries and zone failures (``cluster.zones``, meshsim.sim.zones)."""
+    releases: dict[str, int] = field(default_factory=dict)
+    """Per workload with ``release_tick_ms``: its load generator's releases in the window."""
 
     @classmethod
     def of(cls, measured: Measurement | Simulation, index: int) -> Replication:
@@ -138,6 +140,9 @@ class Replication:
             edges={f"{a}->{b}": Subject.of(v) for (a, b), v in m.edges.items()},
             requested_rps={c.name: c.requested_rps for c in m.clients},
             sent={c.name: c.sent_in_window for c in m.clients},
+            releases={
+                c.name: c.releases_in_window for c in m.clients if c.releases_in_window is not None
+            },
             node_utilisation=node_util,
             app_cpu_vcpu=app_cpu,
             worker_utilisation=worker_util,

@@ -57,6 +57,8 @@ class WorkloadSignals(Signals):
     """None for closed-loop workloads."""
     achieved_rps: float
     """Requests that finished in the window, per second (a load generator's rate)."""
+    requests_per_release: NotRequired[float]
+    """With ``release_tick_ms``: requests the load generator sent per release (clump size)."""
 
 
 class ProxyKindBlock(TypedDict):

@@ -37,11 +37,16 @@ def mesh_summary(result: MeshResult) -> MeshRun:
         signals = result.signals("workloads", name)
         requested = [r.requested_rps.get(name) for r in reps]
         req = requested[0] if requested and requested[0] is not None else None
-        workloads[name] = {
+        entry = {
             **signals,
             "requested_rps": req,
             "achieved_rps": _achieved_rps(reps, name, signals["rps"]),
         }
+        releases = sum(r.releases.get(name, 0) for r in reps)
+        if releases:
+            # Mean over replications, weighted by what each sent.
+            entry["requests_per_release"] = sum(r.sent[name] for r in reps) / releases
+        workloads[name] = cast(WorkloadSignals, entry)
     proxies = cast(ProxiesBlock, _mean_blocks([r.proxies for r in reps]))
     control_plane = cast(ControlPlaneBlock, _mean_blocks([r.control_plane for r in reps]))
     nodes = {n: fmean(r.node_utilisation[n] for r in reps) for n in reps[0].node_utilisation}

@@ -345,6 +345,14 @@ class Workload(Spec):
         "latency (e.g. the load generator's own delays, measured without the mesh); drawn "
         "per request (stream client_delay/NAME) after the response, holding no connection.",
     )
+    release_tick_ms: PositiveFloat | None = Field(
+        None,
+        description="Open loop: the load generator releases requests on the ticks of its "
+        "event loop's timer (libuv and epoll count in whole milliseconds: 1.0), each at the "
+        "tick nearest its intended time, so requests leave in clumps; one released before "
+        "its intended time counts its latency from its release. Omitted: each request "
+        "leaves at its intended time.",
+    )
     client_cpu_ms: Distribution | None = Field(
         None,
         description="The client's own CPU per request (e.g. a load generator sharing a core "
@@ -368,6 +376,8 @@ class Workload(Spec):
                 raise ValueError("a closed workload needs 'clients'")
             if self.rate_rps is not None or self.phases is not None:
                 raise ValueError("a closed workload takes 'clients', not 'rate_rps' or 'phases'")
+            if self.release_tick_ms is not None:
+                raise ValueError("'release_tick_ms' belongs to open-loop workloads")
         else:
             if self.clients is not None or self.think_time_ms is not None:
                 raise ValueError(

@@ -394,7 +394,9 @@ class Simulation:
             services={k: _subject(v) for k, v in rec.services.items()},
             edges={k: _subject(v) for k, v in rec.edges.items()},
             clients=tuple(
-                WorkloadMeasure(w.spec.name, w.requested_rps(), w.sent_in_window)
+                WorkloadMeasure(
+                    w.spec.name, w.requested_rps(), w.sent_in_window, w.releases_in_window
+                )
                 for w in self.workloads
             ),
             nodes=nodes,

@@ -152,6 +152,9 @@ class WorkloadMeasure:
     requested_rps: float | None
     """Mean open-loop rate asked for over the window; None for closed loops."""
     sent_in_window: int
+    releases_in_window: int | None = None
+    """With ``release_tick_ms``: the load generator's releases (wake-ups that sent requests)
+    in the window; None otherwise."""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ connections are all busy, the wait counts (no coordinated omission).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import simpy
@@ -39,6 +39,7 @@ class WorkloadDriver:
         self.completed = 0
         self.in_flight = 0
         self.sent_in_window = 0
+        self.releases_in_window: int | None = None
         self.client_delay = (
             make_sampler(spec.client_delay_ms, sim.streams(f"client_delay/{spec.name}"), 1e-3)
             if spec.client_delay_ms is not None
@@ -59,6 +60,8 @@ class WorkloadDriver:
             )
             for _ in range(self.spec.clients or 0):
                 self.env.process(self._closed_client(think))
+        elif self.spec.release_tick_ms is not None:
+            self.env.process(self._ticked_open_loop(self.spec.release_tick_ms * 1e-3))
         else:
             self.env.process(self._open_loop())
 
@@ -112,6 +115,71 @@ class WorkloadDriver:
                     start(env, send(due))
                 yield wait
                 due = env._now
+
+    def _ticked_open_loop(self, tick_s: float) -> Generator[simpy.Event, Any, None]:
+        """The same arrivals, released on the load generator's timer ticks.
+
+        An event-loop load generator sleeps until a request is due, but its loop's timer
+        counts whole ticks, and once running it sends everything due within half a tick (a
+        shorter sleep would only add error): a request leaves at the tick nearest its
+        intended time, with the others near it. A generator that shares a core with the
+        client's sidecar (``client_cpu_ms`` with ``meshed_clients``) must first get that core
+        back, and sends what is due by then: the busier the core, the bigger the clumps.
+        The clumps are what the first proxy sees (one wake-up for several requests, and a
+        short queue behind the first), and what the calibration lab's load generator does
+        (:mod:`meshsim.proxy.loadgen`). Latency counts from the intended time, or from the
+        release when that came first.
+        """
+        env = self.env
+        host = self.sim.data_plane.client_host(self.client) if self.client_cpu else None
+        send = self._send
+        half = tick_s / 2.0
+        due = self._intended_times()
+        self.releases_in_window = 0
+        at = next(due, None)
+        while at is not None:
+            tick = round(at / tick_s) * tick_s
+            if tick > env._now:
+                yield env.timeout(tick - env._now)
+            if host is not None:
+                yield from host.execute(0.0, self.client)
+            horizon = env._now + half
+            if self.sim.warmup_s <= at < horizon:
+                self.releases_in_window += 1
+            while at is not None and at < horizon:
+                env.process(send(min(at, env._now)))
+                at = next(due, None)
+
+    def _intended_times(self) -> Iterator[float]:
+        """The open loop's intended send times, from now to the end of the run."""
+        end = self.sim.end_s
+        spec = self.spec
+        boundaries = sorted(p.at_s for p in spec.phases or [])
+        poisson = spec.arrival == "poisson"
+        gaps: list[float] = []
+        t = self.env.now
+        while True:
+            rate = spec.rate_at(t)
+            upcoming = [b for b in boundaries if b > t]
+            next_change = upcoming[0] if upcoming else end
+            if rate <= 0:
+                if next_change >= end:
+                    return
+                t = next_change
+                continue
+            if poisson:
+                if not gaps:
+                    gaps = self.rng.exponential(1.0, 4096)[::-1].tolist()
+                at = t + gaps.pop() / rate
+            else:
+                at = t + 1.0 / rate
+            if at >= next_change and next_change < end:
+                t = next_change  # memoryless: redraw at the new rate
+                continue
+            if at >= end:
+                return
+            t = at
+            yield at
 
     # ----------------------------------------------------------------- closed loop
 
