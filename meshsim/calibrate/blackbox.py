@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from meshsim.calibrate import speed
-from meshsim.calibrate.calibration import machine_info, write_model
+from meshsim.calibrate.calibration import machine_info, rescale_wakeups, write_model
 from meshsim.calibrate.fit import Estimate, bootstrap, fit_line
 from meshsim.calibrate.lab import (
     Lab,
@@ -53,6 +53,7 @@ from meshsim.calibrate.model_fit import (
     _sidecar_cpu,
     _sidecar_wakeups,
     _wakeup_plane,
+    release_tick,
 )
 from meshsim.calibrate.proxycmd import ProxyCommand
 from meshsim.proxy.loadgen import TIMER_TICK_S
@@ -452,7 +453,7 @@ def fit_command_model(
             "echo_cpu_us": round(echo_cpu, 3),
             "network_one_way_us": round(net_us, 3),
             "capacity_estimate_rps": round(data["capacity_estimate_rps"], 1),
-            "release_tick_ms": data.get("release_tick_ms"),
+            "release_tick_ms": release_tick(data, baselines),
             "lab_ceiling_rps": round(
                 float(data.get("lab_ceiling_rps") or data["capacity_estimate_rps"]), 1
             ),
@@ -528,7 +529,9 @@ def calibrate_command(
     raw.write_text(json.dumps(data))
     doc = fit_command_model(data, name=out.stem, seed=seed, workers=workers)
     write_model(doc, out)
-    return doc
+    # The simulated lab runs one worker per sidecar: its wake-up count stands for a
+    # single-threaded proxy's only.
+    return rescale_wakeups(doc, out, log) if workers == 1 else doc
 
 
 __all__ = ["calibrate_command", "fit_command_model", "measure_command"]

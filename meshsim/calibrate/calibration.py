@@ -208,6 +208,18 @@ def calibrate_lab(
     doc["measured_on"] += f"; workload keys {key_type}"
     doc["fit"]["key_type"] = key_type
     write_model(doc, out)
+    return rescale_wakeups(doc, out, log)
+
+
+def rescale_wakeups(doc: dict[str, Any], out: Path, log: Log) -> dict[str, Any]:
+    """The written model with its wake-up cost in the simulator's count
+    (:mod:`meshsim.calibrate.wakeup_scale`); ``doc`` updated to match the files."""
+    from meshsim.calibrate.wakeup_scale import rescale
+
+    record = rescale(out, log=log)
+    if record is not None:
+        doc["parameters"] = yaml.safe_load(out.read_text())["parameters"]
+        doc["fit"]["wakeup_scale"] = record
     return doc
 
 
@@ -218,5 +230,6 @@ __all__ = [
     "load_fit",
     "machine_info",
     "measure_lab",
+    "rescale_wakeups",
     "write_model",
 ]

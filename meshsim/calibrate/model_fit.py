@@ -32,6 +32,7 @@ from meshsim.calibrate.fit import (
     fit_service_time,
 )
 from meshsim.calibrate.lab import LabConfig, Measured
+from meshsim.calibrate.release import effective_tick
 
 KIB = 1024.0
 
@@ -577,10 +578,10 @@ def fit_record(
             "echo_cpu_us": round(echo_cpu, 3),
             "network_one_way_us": round(net_us, 3),
             "capacity_estimate_rps": round(data["capacity_estimate_rps"], 1),
-            # The load generator's timer resolution (meshsim.proxy.loadgen.TIMER_TICK_S): the
-            # simulated one releases requests on the same ticks when the baselines are from
-            # each request's send (validate.lab_scenario).
-            "release_tick_ms": data.get("release_tick_ms"),
+            # The load generator's effective timer tick (meshsim.calibrate.release): the
+            # simulated one releases requests on it when the baselines are from each
+            # request's send (validate.lab_scenario).
+            "release_tick_ms": release_tick(data, baselines),
             "load_generator_cpu_us": round(
                 float(np.mean([m.process_cpu_us_per_request["load_generator"] for m in fit_pts])), 3
             ),
@@ -590,6 +591,11 @@ def fit_record(
             "the fit points, and per baseline in "
             "client_delay.baselines",
         },
+        "release_tick": (
+            effective_tick(baselines, float(data["release_tick_ms"]))
+            if data.get("release_tick_ms") is not None
+            else None
+        ),
         "client_delay": {
             "method": "per-request latency outside the proxies: the corrected latency of load "
             "generator -> echo without proxies (its quantiles (i + 0.5) / N), less "
@@ -731,6 +737,14 @@ def _baseline_row(ms: list[Measured]) -> dict[str, Any]:
         }
         or None,
     }
+
+
+def release_tick(data: dict[str, Any], baselines: list[dict[str, Any]]) -> float | None:
+    """The effective release tick from the baselines' clumps, or None (older records)."""
+    nominal = data.get("release_tick_ms")
+    if nominal is None:
+        return None
+    return float(effective_tick(baselines, float(nominal))["value"])
 
 
 def _point_row(m: Measured) -> dict[str, Any]:

@@ -1,0 +1,67 @@
+"""The lab's release clumps (meshsim.calibrate.release) and the wake-up cost put in the
+simulator's count (meshsim.calibrate.wakeup_scale)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from meshsim.calibrate.release import arrivals_per_tick, effective_tick, per_release
+from meshsim.calibrate.wakeup_scale import fit_points, lab_wakeups, rescale
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("x", [0.2, 1.0, 3.15, 9.0])
+def test_arrivals_per_tick_inverts_the_clump_size(x: float) -> None:
+    assert arrivals_per_tick(per_release(x)) == pytest.approx(x, rel=1e-9)
+
+
+def test_per_release_against_a_sampled_poisson_stream() -> None:
+    # 200,000 ticks of Poisson(x) arrivals: the mean over ticks with at least one arrival.
+    rng = np.random.default_rng(7)
+    counts = rng.poisson(2.5, 200_000)
+    sampled = counts[counts > 0].mean()
+    assert per_release(2.5) == pytest.approx(sampled, rel=0.005)
+
+
+def test_effective_tick_recovers_the_tick_behind_the_clumps() -> None:
+    # Clumps measured at three loads on a 1.17 ms tick give back 1.17 ms (the median).
+    rows = [
+        {"rps": rps, "requests_per_release": per_release(rps * 1.17e-3)}
+        for rps in (900.0, 3000.0, 7000.0)
+    ]
+    tick = effective_tick([*rows, {"rps": 0.0, "requests_per_release": None}], 1.0)
+    assert tick["value"] == pytest.approx(1.17, abs=1e-3)
+    assert [p["tick_ms"] for p in tick["points"]] == pytest.approx([1.17] * 3, abs=1e-3)
+
+
+def test_effective_tick_without_clump_counts_is_the_nominal_one() -> None:
+    assert effective_tick([{"rps": 900.0}], 1.0)["value"] == 1.0
+
+
+def test_rescaled_wakeups_charge_the_labs_wakeup_cpu(tmp_path: Path) -> None:
+    # After rescaling, the simulator's idle bursts at the fit points, times the new cost,
+    # are the lab's voluntary switches times the fitted per-switch cost (to the 2 % the
+    # iteration stops at).
+    for suffix in (".yaml", ".fit.json"):
+        shutil.copy(ROOT / "models/calibrated" / f"lab{suffix}", tmp_path / f"lab{suffix}")
+    model = tmp_path / "lab.yaml"
+    per_switch = yaml.safe_load(model.read_text())["parameters"]["wakeup_cpu_us"]["value"]
+    record = rescale(model, duration_s=1.0, log=lambda _: None)
+    assert record is not None
+    fit = json.loads((tmp_path / "lab.fit.json").read_text())
+    lab = sum(lab_wakeups(r) for r in fit_points(fit))
+    simulated = sum(p["simulated_idle_bursts"] for p in record["points"])
+    cost = yaml.safe_load(model.read_text())["parameters"]["wakeup_cpu_us"]["value"]
+    assert record["per_switch_us"] == pytest.approx(per_switch)
+    assert cost == pytest.approx(record["per_simulated_wakeup_us"], abs=1e-3)
+    assert simulated * cost == pytest.approx(lab * per_switch, rel=0.03)
+    assert fit["wakeup_scale"]["scale"] == record["scale"]
+    # The simulator counts more idle bursts than the kernel counted sleeps on this record.
+    assert record["scale"] < 1.0
