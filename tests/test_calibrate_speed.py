@@ -22,6 +22,7 @@ from meshsim.calibrate.validate import (
     NO_PROBE,
     Comparison,
     baseline_for,
+    colocated_cpu,
     failures,
     held_out_points,
     lab_scenario,
@@ -168,8 +169,18 @@ def test_speed_scales_map_cores_to_the_simulated_lab() -> None:
     assert scales["cores"] == {"0": 2.5, "1": 0.5}
     # One model serves both sidecars: the mean of their cores' factors.
     assert scales["sidecars"] == 1.5
-    # The echo's and the load generator's CPU come from the baseline, measured at 0.25 s
+    # The echo's and the load generator's CPU come from the proxied fit points, measured at
+    # the fit's speed (validate.colocated_cpu): scaled by the point's factor on their cores.
+    assert colocated_cpu(fit, point) is not None
+    assert scales["echo"] == 0.5
+    assert scales["load_generator"] == 2.5
+    # A record whose fit points lack them takes them from the baseline, measured at 0.25 s
     # (core 1) and 2.5 s (core 0): scaled by the point's probe time over the baseline's.
+    for r in fit["points"]:
+        if r["role"] == "fit":
+            r["process_cpu_us_per_request"].pop("echo", None)
+    assert colocated_cpu(fit, point) is None
+    scales, note = speed_scales(fit, group, base)
     assert scales["echo"] == 2.0
     assert scales["load_generator"] == 1.0
 
@@ -378,3 +389,34 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def test_colocated_cpu_interpolates_the_proxied_fit_points() -> None:
+    def row(rps: float, pay: int, echo: float, lg: float, **kw: object) -> dict[str, object]:
+        r: dict[str, object] = {
+            "role": "fit", "proxied": True, "keep_alive": True, "mtls": False, "filters": 0,
+            "rps": rps, "payload_bytes": pay,
+            "process_cpu_us_per_request": {"echo": echo, "load_generator": lg},
+        }  # fmt: skip
+        r.update(kw)
+        return r
+
+    fit = {
+        "points": [
+            row(1000.0, 1024, 30.0, 50.0),
+            row(1000.0, 1024, 40.0, 60.0),  # two passes: their median, 35 / 55
+            row(4000.0, 1024, 20.0, 25.0),
+            row(4000.0, 128, 99.0, 99.0),  # another payload: not the nearest
+            row(2000.0, 1024, 99.0, 99.0, mtls=True),  # another configuration
+            row(2000.0, 1024, 99.0, 99.0, proxied=False),  # no proxies beside them
+            row(0.0, 128, 19.0, 16.0),  # the proxied closed loop
+        ]
+    }
+    at = {"payload_bytes": 1024, "rps": 2500.0}
+    assert colocated_cpu(fit, at) == {"echo": 27.5, "load_generator": 40.0}
+    # Held at the ends, not extrapolated.
+    assert colocated_cpu(fit, {**at, "rps": 9000.0}) == {"echo": 20.0, "load_generator": 25.0}
+    assert colocated_cpu(fit, {**at, "rps": 0.0}) == {"echo": 19.0, "load_generator": 16.0}
+    # One fit load is too few to follow the load.
+    fit["points"] = [r for r in fit["points"] if r["rps"] != 4000.0 or r["payload_bytes"] != 1024]
+    assert colocated_cpu(fit, {"payload_bytes": 1024, "rps": 2500.0}) is None
