@@ -265,7 +265,7 @@ class DownstreamProtocol(asyncio.Protocol):
         # fields are joined with commas, so that request_body sees (and refuses) a list.
         n = len(name)
         if n == 4:
-            if name.lower() == b"host":
+            if name == b"Host" or name.lower() == b"host":  # (the usual spelling: no lower())
                 self._hosts += 1
         elif n == 14:
             if name.lower() == b"content-length":
@@ -322,9 +322,12 @@ class DownstreamProtocol(asyncio.Protocol):
         rid = self._request_id
         # (newrequest_id_of, inline: once per request)
         req.request_id = rid if rid is not None else b"%s-%012x" % (ID_PREFIX, next(REQUEST_SEQ))
-        # llhttp reports a chunked body's trailer fields as headers: they must not join
-        # this request's (a queued request is forwarded later). They are dropped.
-        self._headers = []
+        if framing == CHUNKED:
+            # llhttp reports a chunked body's trailer fields as headers: they must not join
+            # this request's (a queued request is forwarded later). They are dropped.
+            # (Only a chunked body has trailers: other heads keep the list until the next
+            # message begins with a new one.)
+            self._headers = []
         if self._sampling:
             req.sampled = True
             req.cpu_s = self._cpu_s
@@ -430,7 +433,10 @@ class DownstreamProtocol(asyncio.Protocol):
         elif self._eof:
             self.close()  # the client half-closed and has nothing more to ask
         elif self._parsing is None:
-            self._arm(self.limits.idle_timeout_s)
+            at = self.loop.time() + self.limits.idle_timeout_s  # (_arm, inline)
+            self._deadline = at
+            if self._timer is None or self._timer_at > at:
+                self._set_timer(at)
 
     def write(self, data: bytes) -> None:
         self.responded = True
@@ -520,10 +526,13 @@ class DownstreamProtocol(asyncio.Protocol):
         at = self.loop.time() + delay_s
         self._deadline = at
         if self._timer is None or self._timer_at > at:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = self.loop.call_at(at, self._timeout)
-            self._timer_at = at
+            self._set_timer(at)
+
+    def _set_timer(self, at: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_at(at, self._timeout)
+        self._timer_at = at
 
     def _disarm(self) -> None:
         self._deadline = 0.0  # the pending timer, if any, will find nothing to do

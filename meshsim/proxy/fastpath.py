@@ -20,7 +20,7 @@ from meshsim.proxy.forward import Request, account, request_id_of
 from meshsim.proxy.framing import downstream_head, upstream_head
 from meshsim.proxy.httpcore import Headers, simple_response
 from meshsim.proxy.seam import Attempt
-from meshsim.proxy.upstream import PoolOverflow, UpstreamConn
+from meshsim.proxy.upstream import IDLE_TIMEOUT_S, PoolOverflow, UpstreamConn
 
 if TYPE_CHECKING:
     from meshsim.proxy.downstream import DownstreamProtocol
@@ -88,7 +88,18 @@ class FastExchange:
         self.request_id = rid = req.request_id or request_id_of(req)
         self.up_head = head = upstream_head(req, self.down.client_ip, rid)
         pool = self.down.route.pools[host]
-        conn = pool.take_idle(now)
+        idle = pool.idle  # (pool.take_idle, inline for its common case: the last one is fit)
+        conn = idle.pop() if idle else None
+        if conn is not None:
+            transport = conn.transport
+            if (
+                transport is None
+                or not conn.complete
+                or transport.is_closing()
+                or now - conn.idle_since >= IDLE_TIMEOUT_S
+            ):
+                conn.close()
+                conn = pool.take_idle(now)
         if conn is None:
             self.connecting = fut = asyncio.ensure_future(pool.acquire())
             fut.add_done_callback(self._connected)
@@ -171,8 +182,8 @@ class FastExchange:
             out.append(self.head)
         if self.chunked:
             out.append(b"0\r\n\r\n")
+        down = self.down
         if out:  # (flush and down.write, inline: this runs once per request)
-            down = self.down
             down.responded = True
             if down.transport is not None:
                 down.transport.write(out[0] if len(out) == 1 else b"".join(out))
@@ -180,10 +191,18 @@ class FastExchange:
         conn = self.conn
         assert conn is not None
         conn.pool.release(conn, self.up_keep_alive)
-        if self.req.sampled and conn.sampling:
+        req = self.req
+        if req.sampled and conn.sampling:
             # We are called from an upstream read that is not yet in conn.cpu_s.
-            self.req.cpu_s += time.thread_time() - conn.read_t0
-        self._complete(self.status, "-", self.keep_alive)
+            req.cpu_s += time.thread_time() - conn.read_t0
+        # (_complete, inline: once per request; start set the request id)
+        if self.cancelled:
+            return
+        self.cancelled = True  # done: a late cancel() is a no-op
+        if req.sampled:
+            req.cpu_s += conn.cpu_s - self.conn_cpu0
+        account(down, req, self.status, self.tries, self.host, "-", self.request_id)
+        down.finish(self.keep_alive)
 
     def on_lost(self) -> None:
         if self.status == 0:

@@ -162,6 +162,17 @@ def _with_named(drop: frozenset[bytes], connection: bytes) -> frozenset[bytes]:
     return drop if named <= drop else drop | named
 
 
+_XFF: dict[str, bytes] = {}
+"""Client address -> its ``x-forwarded-for`` line, for requests that carry none."""
+
+
+def _xff_line(client_ip: str) -> bytes:
+    line = b"x-forwarded-for: " + client_ip.encode() + b"\r\n"
+    if len(_XFF) < 1024:
+        _XFF[client_ip] = line
+    return line
+
+
 def upstream_head(req: RequestHead, client_ip: str, request_id: bytes) -> bytes:
     """The head the proxy sends upstream for ``req``.
 
@@ -194,8 +205,10 @@ def upstream_head(req: RequestHead, client_ip: str, request_id: bytes) -> bytes:
             parts += (name, b": ", value, b"\r\n")
         else:
             break
-    client = client_ip.encode()
-    parts.append(b"x-forwarded-for: " + (xff + b", " + client if xff else client) + b"\r\n")
+    if xff:
+        parts.append(b"x-forwarded-for: " + xff + b", " + client_ip.encode() + b"\r\n")
+    else:
+        parts.append(_XFF.get(client_ip) or _xff_line(client_ip))
     if not has_id:
         parts.append(b"x-request-id: " + request_id + b"\r\n")
     body = req.body
@@ -217,6 +230,27 @@ def cached_status_line(status: int) -> bytes:
     return line
 
 
+_KEEP, _HOP, _CONNECTION, _LENGTH = 1, 2, 3, 4
+_RESPONSE_FIELDS: dict[bytes, int] = {}
+"""Response field names as received -> what the client's head does with them. The same few
+names come on every response: one dict probe per field instead of lower-casing it."""
+
+
+def _response_field(name: bytes) -> int:
+    low = name.lower()
+    if low == b"connection":
+        kind = _CONNECTION
+    elif low in HOP_BY_HOP:
+        kind = _HOP
+    elif low == b"content-length":
+        kind = _LENGTH
+    else:
+        kind = _KEEP
+    if len(_RESPONSE_FIELDS) < 512:  # bounded: names are the peers' choice
+        _RESPONSE_FIELDS[name] = kind
+    return kind
+
+
 def downstream_head(
     status: int, headers: Headers, req: RequestHead, keep_alive: bool
 ) -> tuple[bytes, bool, bool]:
@@ -228,12 +262,44 @@ def downstream_head(
     Content-Length is kept: the body forwarded is exactly that long. Otherwise the body is
     re-chunked for an HTTP/1.1 client, or delimited by closing for an HTTP/1.0 one.
     """
-    # One pass over the fields, restarted with the larger set when a Connection header
-    # names a field not dropped yet (as in upstream_head; upstreams send ``Connection:
-    # keep-alive``, which names nothing new).
+    # One pass over the fields. A Connection header that names a field not hop-by-hop
+    # already takes the general pass (upstreams send ``Connection: keep-alive``, which
+    # names nothing new).
+    parts = [_STATUS_LINES.get(status) or cached_status_line(status)]
+    has_length = False
+    kinds = _RESPONSE_FIELDS
+    for name, value in headers:
+        kind = kinds.get(name) or _response_field(name)
+        if kind == _KEEP:
+            parts += (name, b": ", value, b"\r\n")
+        elif kind == _LENGTH:
+            has_length = True
+            parts += (name, b": ", value, b"\r\n")
+        elif kind == _CONNECTION:
+            named = _NAMED.get(value)  # (_with_named's cache, inline)
+            if named is None or not named <= HOP_BY_HOP:
+                return _downstream_head_named(status, headers, req, keep_alive)
+    # (_response_framing, inline: once per response)
+    bodyless = req.method == b"HEAD" or status in _NO_BODY_STATUS or status < 200
+    chunked = not has_length and not bodyless and req.version == b"1.1"
+    if chunked:
+        parts.append(b"transfer-encoding: chunked\r\n")
+    if not has_length and not bodyless and not chunked:
+        keep_alive = False  # HTTP/1.0 client: the body ends when the connection does
+    if not keep_alive:
+        parts.append(b"connection: close\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts), chunked, keep_alive
+
+
+def _downstream_head_named(
+    status: int, headers: Headers, req: RequestHead, keep_alive: bool
+) -> tuple[bytes, bool, bool]:
+    """:func:`downstream_head` for a response whose Connection header names more fields to
+    drop: one pass, restarted with the larger set (the named field may come before it)."""
     drop = HOP_BY_HOP
     while True:
-        parts = [_STATUS_LINES.get(status) or cached_status_line(status)]
+        parts = [cached_status_line(status)]
         has_length = False
         for name, value in headers:
             low = name.lower()
@@ -249,6 +315,13 @@ def downstream_head(
             parts += (name, b": ", value, b"\r\n")
         else:
             break
+    return _response_framing(parts, has_length, status, req, keep_alive)
+
+
+def _response_framing(
+    parts: list[bytes], has_length: bool, status: int, req: RequestHead, keep_alive: bool
+) -> tuple[bytes, bool, bool]:
+    """The head's framing lines after the upstream's fields (see :func:`downstream_head`)."""
     bodyless = req.method == b"HEAD" or status in _NO_BODY_STATUS or status < 200
     chunked = not has_length and not bodyless and req.version == b"1.1"
     if chunked:

@@ -188,7 +188,7 @@ class UpstreamConn(asyncio.Protocol):
         n = len(name)
         if n == 17 and name.lower() == b"transfer-encoding":
             self.te = value if self.te is None else self.te + b"," + value
-        elif n == 14 and name.lower() == b"content-length":
+        elif n == 14 and (name == b"Content-Length" or name.lower() == b"content-length"):
             self.has_length = True
 
     def on_headers_complete(self) -> None:
@@ -220,7 +220,9 @@ class UpstreamConn(asyncio.Protocol):
             and status != 304
         )
         keep_alive = self.parser.should_keep_alive()
-        headers, self.headers = self.headers, []  # trailers, if any, go nowhere
+        headers = self.headers
+        if self.te is not None:
+            self.headers = []  # a chunked body's trailers, if any, go nowhere
         sink.on_head(status, headers, keep_alive)
         if self.head_only:
             # llhttp cannot be told that this answers HEAD; it would wait for a body.

@@ -266,6 +266,26 @@ def test_protected_fields() -> None:
             False,
             False,
         ),
+        (
+            200,
+            [(b"X-Hop", b"1"), (b"Connection", b"X-Hop"), (b"Content-Length", b"3")],
+            b"GET",
+            b"1.1",
+            True,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n",
+            False,
+            True,
+        ),
+        (
+            200,
+            [(b"Server", b"nginx"), (b"Content-Length", b"3"), (b"Connection", b"keep-alive")],
+            b"GET",
+            b"1.1",
+            True,
+            b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 3\r\n\r\n",
+            False,
+            True,
+        ),
     ],
     ids=[
         "length",
@@ -276,6 +296,8 @@ def test_protected_fields() -> None:
         "304-close",
         "connection-cannot-drop-length",
         "503-close",
+        "connection-names-an-earlier-field",
+        "keep-alive-dropped",
     ],
 )
 def test_downstream_head(
@@ -289,6 +311,8 @@ def test_downstream_head(
     kept: bool,
 ) -> None:
     req = Head(method=method, version=version)
+    assert downstream_head(status, headers, req, keep_alive) == (head, chunked, kept)
+    # Again, with the field names and Connection values now in the caches.
     assert downstream_head(status, headers, req, keep_alive) == (head, chunked, kept)
 
 
