@@ -1,5 +1,5 @@
 """The lab's release clumps (meshsim.calibrate.release) and the wake-up cost put in the
-simulator's count (meshsim.calibrate.wakeup_scale)."""
+simulator's count (meshsim.calibrate.sim_terms)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,14 @@ import pytest
 import yaml
 
 from meshsim.calibrate.release import arrivals_per_tick, effective_tick, per_release
-from meshsim.calibrate.wakeup_scale import fit_points, lab_wakeups, rescale
+from meshsim.calibrate.sim_terms import (
+    fit_points,
+    hop_point,
+    lab_wakeups,
+    refit_hop_latency,
+    rescale_wakeups,
+)
+from meshsim.calibrate.validate import predict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,7 +60,7 @@ def test_rescaled_wakeups_charge_the_labs_wakeup_cpu(tmp_path: Path) -> None:
         shutil.copy(ROOT / "models/calibrated" / f"lab{suffix}", tmp_path / f"lab{suffix}")
     model = tmp_path / "lab.yaml"
     per_switch = yaml.safe_load(model.read_text())["parameters"]["wakeup_cpu_us"]["value"]
-    record = rescale(model, duration_s=1.0, log=lambda _: None)
+    record = rescale_wakeups(model, duration_s=1.0, log=lambda _: None)
     assert record is not None
     fit = json.loads((tmp_path / "lab.fit.json").read_text())
     lab = sum(lab_wakeups(r) for r in fit_points(fit))
@@ -65,3 +72,22 @@ def test_rescaled_wakeups_charge_the_labs_wakeup_cpu(tmp_path: Path) -> None:
     assert fit["wakeup_scale"]["scale"] == record["scale"]
     # The simulator counts more idle bursts than the kernel counted sleeps on this record.
     assert record["scale"] < 1.0
+
+
+def test_refitted_hop_latency_reproduces_the_fit_point(tmp_path: Path) -> None:
+    # After the refit the simulated lab's p50 at the lowest fit load is the measured one,
+    # to the 2 % the iteration stops at (or the latency is 0 and the simulation still slower).
+    for suffix in (".yaml", ".fit.json"):
+        shutil.copy(ROOT / "models/calibrated" / f"lab{suffix}", tmp_path / f"lab{suffix}")
+    model = tmp_path / "lab.yaml"
+    record = refit_hop_latency(model, duration_s=3.0, log=lambda _: None)
+    assert record is not None
+    fit = json.loads((tmp_path / "lab.fit.json").read_text())
+    point = hop_point(fit)
+    assert point is not None
+    hop = yaml.safe_load(model.read_text())["parameters"]["hop_latency_us"]["value"]
+    assert hop == pytest.approx(record["hop_latency_us"], abs=1e-3)
+    simulated = predict(model, fit, point, duration_s=3.0)["p50"]
+    measured = point["latency_ms"]["p50"]
+    assert hop == 0.0 or simulated == pytest.approx(measured, rel=0.02)
+    assert fit["hop_refit"]["hop_latency_us"] == record["hop_latency_us"]

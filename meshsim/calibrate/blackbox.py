@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from meshsim.calibrate import speed
-from meshsim.calibrate.calibration import machine_info, rescale_wakeups, write_model
+from meshsim.calibrate.calibration import machine_info, refit_in_sim_terms, write_model
 from meshsim.calibrate.fit import Estimate, bootstrap, fit_line
 from meshsim.calibrate.lab import (
     Lab,
@@ -531,7 +531,7 @@ def calibrate_command(
     write_model(doc, out)
     # The simulated lab runs one worker per sidecar: its wake-up count stands for a
     # single-threaded proxy's only.
-    return rescale_wakeups(doc, out, log) if workers == 1 else doc
+    return refit_in_sim_terms(doc, out, log) if workers == 1 else doc
 
 
 __all__ = ["calibrate_command", "fit_command_model", "measure_command"]

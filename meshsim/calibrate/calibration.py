@@ -208,18 +208,21 @@ def calibrate_lab(
     doc["measured_on"] += f"; workload keys {key_type}"
     doc["fit"]["key_type"] = key_type
     write_model(doc, out)
-    return rescale_wakeups(doc, out, log)
+    return refit_in_sim_terms(doc, out, log)
 
 
-def rescale_wakeups(doc: dict[str, Any], out: Path, log: Log) -> dict[str, Any]:
-    """The written model with its wake-up cost in the simulator's count
-    (:mod:`meshsim.calibrate.wakeup_scale`); ``doc`` updated to match the files."""
-    from meshsim.calibrate.wakeup_scale import rescale
+def refit_in_sim_terms(doc: dict[str, Any], out: Path, log: Log) -> dict[str, Any]:
+    """The written model with its wake-up cost and hop latency refitted in the simulator's
+    terms (:mod:`meshsim.calibrate.sim_terms`); ``doc`` updated to match the files."""
+    from meshsim.calibrate.sim_terms import refit_hop_latency, rescale_wakeups
 
-    record = rescale(out, log=log)
-    if record is not None:
-        doc["parameters"] = yaml.safe_load(out.read_text())["parameters"]
-        doc["fit"]["wakeup_scale"] = record
+    wakeups = rescale_wakeups(out, log=log)
+    hop = refit_hop_latency(out, log=log)
+    doc["parameters"] = yaml.safe_load(out.read_text())["parameters"]
+    if wakeups is not None:
+        doc["fit"]["wakeup_scale"] = wakeups
+    if hop is not None:
+        doc["fit"]["hop_refit"] = hop
     return doc
 
 
@@ -230,6 +233,6 @@ __all__ = [
     "load_fit",
     "machine_info",
     "measure_lab",
-    "rescale_wakeups",
+    "refit_in_sim_terms",
     "write_model",
 ]

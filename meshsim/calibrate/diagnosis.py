@@ -200,7 +200,7 @@ def _wakeups_rescaled(scale: dict[str, Any], counted: Rows) -> str:
         "that, so it counts more bursts that find a sidecar idle than the sidecars slept. "
         f"The fit's {w:.1f} us per voluntary switch is therefore charged as {w_sim:.1f} us "
         f"per simulated wake-up (x{scale['scale']:.3f}: the lab's switches over the "
-        "simulator's idle bursts at the fit points, meshsim/calibrate/wakeup_scale.py). "
+        "simulator's idle bursts at the fit points, meshsim/calibrate/sim_terms.py). "
         "Wake-up CPU per request at the held-out points, lab (switches x "
         f"{w:.0f} us) against simulator (idle bursts x {w_sim:.0f} us): "
         + ", ".join(
