@@ -58,16 +58,17 @@ class FastExchange:
         "up_keep_alive",
     )
 
-    def __init__(self, down: DownstreamProtocol, req: Request, host: int | None) -> None:
+    def __init__(
+        self, down: DownstreamProtocol, req: Request, host: int | None, now: float | None
+    ) -> None:
+        """Made as ``down``'s active exchange; with ``now`` (``host`` admitted), the try on
+        ``host`` starts at once, else a local answer follows."""
         self.down = down
         self.req = req
         self.host = host
-        self.request_id = b""
-        self.up_head = b""
         self.conn: UpstreamConn | None = None
         self.conn_cpu0 = 0.0
         self.connecting: asyncio.Future[UpstreamConn] | None = None
-        self.released = True
         self.cancelled = False
         self.status = 0
         self.head = b""
@@ -76,18 +77,21 @@ class FastExchange:
         self.keep_alive = False
         self.up_keep_alive = False
         self.out: list[bytes] = []
-        self.t_try = 0.0
-        self.tries = 0
-
-    # -- the try -----------------------------------------------------------------------
-    def start(self, host: int, now: float) -> None:
+        down.active = self
+        if now is None or host is None:
+            self.released = True
+            self.t_try = 0.0
+            self.tries = 0
+            self.request_id = b""
+            self.up_head = b""
+            return
+        # The try (in the constructor: a call less per request).
         self.released = False
         self.t_try = now
         self.tries = 1
-        req = self.req
         self.request_id = rid = req.request_id or request_id_of(req)
-        self.up_head = head = upstream_head(req, self.down.client_ip, rid)
-        pool = self.down.route.pools[host]
+        self.up_head = head = upstream_head(req, down.client_ip, rid)
+        pool = down.route.pools[host]
         idle = pool.idle  # (pool.take_idle, inline for its common case: the last one is fit)
         conn = idle.pop() if idle else None
         if conn is not None:
@@ -273,15 +277,15 @@ def try_fast(down: DownstreamProtocol, req: Request) -> bool:
     policy = route.policy
     now = time.monotonic()
     host = policy.pick(len(route.pools), now, route.rng)
-    exchange = FastExchange(down, req, host)
-    down.active = exchange
     if host is None:
-        exchange.local(503, "no healthy upstream", "UH")
+        FastExchange(down, req, None, None).local(503, "no healthy upstream", "UH")
     elif not route.inert and not policy.admit(host, now):
         route.overflows.inc()
-        exchange.local(503, "upstream overflow", "UO", [(b"x-envoy-overloaded", b"true")])
+        FastExchange(down, req, host, None).local(
+            503, "upstream overflow", "UO", [(b"x-envoy-overloaded", b"true")]
+        )
     else:
-        exchange.start(host, now)
+        FastExchange(down, req, host, now)  # the try starts (down.active is set first)
     if req.sampled:
         req.cpu_s += time.thread_time() - t0
     return True
