@@ -19,7 +19,7 @@ without one) runs in one lab, and two things are measured in the same run:
    mTLS when the command has ``{mtls}``): a closed loop, and open loops at fractions of
    its throughput, each in two passes minutes apart (their spread is the lab's own noise),
    with baselines without proxies at the same loads. The simulator then predicts each point
-   from the model (:func:`meshsim.calibrate.validate.predict`, the lab topology with
+   from the model (:func:`meshsim.calibrate.lab_scenario.predict`, the lab topology with
    ``keep_alive`` off), its baselines taken from this run.
 """
 
@@ -257,7 +257,8 @@ def _merged_baselines(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def check_keepalive_off(data: dict[str, Any], *, duration_s: float = 4.0) -> list[dict[str, Any]]:
     """Each stack's keep-alive-off points, measured (median over passes, and the range) and
     predicted by the simulator from the stack's model; errors in percent."""
-    from meshsim.calibrate.validate import merge_passes, predict
+    from meshsim.calibrate.lab_scenario import predict
+    from meshsim.calibrate.validate import merge_passes
 
     out: list[dict[str, Any]] = []
     for name, rows in data["keepalive_off"].items():

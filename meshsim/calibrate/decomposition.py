@@ -210,10 +210,10 @@ class PointDecomposition:
 def trace_lab(
     model_path: Path, fit: dict[str, Any], point: dict[str, Any], *, duration_s: float = 4.0
 ) -> RequestParts:
-    """Simulate one lab point as :func:`meshsim.calibrate.validate.predict` does (same
+    """Simulate one lab point as :func:`meshsim.calibrate.lab_scenario.predict` does (same
     scenario, same seed: the same run), with the per-request tracer attached."""
+    from meshsim.calibrate.lab_scenario import lab_scenario
     from meshsim.calibrate.sim_trace import trace
-    from meshsim.calibrate.validate import lab_scenario
     from meshsim.rng import replication_seeds
     from meshsim.scenario import from_dict
     from meshsim.sim.engine import Simulation

@@ -580,7 +580,7 @@ def fit_record(
             "capacity_estimate_rps": round(data["capacity_estimate_rps"], 1),
             # The load generator's effective timer tick (meshsim.calibrate.release): the
             # simulated one releases requests on it when the baselines are from each
-            # request's send (validate.lab_scenario).
+            # request's send (lab_scenario.lab_scenario).
             "release_tick_ms": release_tick(data, baselines),
             "load_generator_cpu_us": round(
                 float(np.mean([m.process_cpu_us_per_request["load_generator"] for m in fit_pts])), 3
@@ -698,7 +698,7 @@ def _baseline_row(ms: list[Measured]) -> dict[str, Any]:
     over the passes)."""
     m = ms[0]
     # From each request's actual send where the record has it: the simulated load generator
-    # then waits for its release tick itself (validate.lab_scenario), so the corrected
+    # then waits for its release tick itself (lab_scenario.lab_scenario), so the corrected
     # latency would count that wait twice.
     from_send = all(r.send_latency_quantiles_ms for r in ms)
     delay: list[float] = []

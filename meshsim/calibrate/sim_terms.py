@@ -70,7 +70,7 @@ def rescale_wakeups(
 ) -> dict[str, Any] | None:
     """Rescale ``wakeup_cpu_us`` of the model at ``model_path`` in place (model and fit
     record) and return what was done; None when the model has no wake-up cost to rescale."""
-    from meshsim.calibrate.validate import predict
+    from meshsim.calibrate.lab_scenario import predict
 
     doc = yaml.safe_load(model_path.read_text())
     param = doc["parameters"].get("wakeup_cpu_us")
@@ -160,7 +160,7 @@ def refit_hop_latency(
 ) -> dict[str, Any] | None:
     """Move ``hop_latency_us`` of the model at ``model_path`` (in place) until the simulated
     lab's p50 at the hop fit's point is the measured one; what was done, or None."""
-    from meshsim.calibrate.validate import predict
+    from meshsim.calibrate.lab_scenario import predict
 
     doc = yaml.safe_load(model_path.read_text())
     param = doc["parameters"].get("hop_latency_us")

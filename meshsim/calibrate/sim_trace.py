@@ -1,6 +1,6 @@
 """Where each request's time goes in the simulated lab: a per-request breakdown by part.
 
-The simulated lab (:func:`meshsim.calibrate.validate.lab_scenario`) is one chain: the load
+The simulated lab (:func:`meshsim.calibrate.lab_scenario.lab_scenario`) is one chain: the load
 generator -> client sidecar -> server sidecar -> echo, and back. :func:`trace` follows every
 request along it and splits its latency into parts, each named by where it is spent (``hop``:
 ``load_generator``, ``client_sidecar``, ``server_sidecar``, ``echo``, ``network``,

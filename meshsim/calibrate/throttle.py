@@ -42,7 +42,7 @@ def scenario(
     seed: int = 1,
 ) -> dict[str, Any]:
     """The validation's lab scenario under the fair scheduler, the server sidecar limited."""
-    from meshsim.calibrate.validate import lab_scenario
+    from meshsim.calibrate.lab_scenario import lab_scenario
 
     doc = lab_scenario(model_path, fit, point, duration_s=duration_s, seed=seed)
     doc["cluster"] = {**doc["cluster"], "scheduler": "cfs", "cfs_period_ms": period_ms}
@@ -167,8 +167,8 @@ def compare_schedulers(model_path: Path, *, duration_s: float = 4.0) -> list[dic
     one's error against the measurement: which discipline validates better."""
     from meshsim.api import run_scenario
     from meshsim.calibrate.calibration import load_fit
+    from meshsim.calibrate.lab_scenario import predict as predict_fcfs
     from meshsim.calibrate.validate import held_out_points, merge_passes
-    from meshsim.calibrate.validate import predict as predict_fcfs
     from meshsim.results.summary import build_summary
     from meshsim.scenario import from_dict
 

@@ -1,16 +1,7 @@
 """Predicted versus measured: the simulator on the lab topology, at the held-out points.
 
-The lab topology as a scenario (:func:`lab_scenario`): a two-node cluster with one core per
-node, like the lab's two pinned cores: node 0 runs the echo pod (single-threaded: concurrency 1)
-and its sidecar, node 1 the client's sidecar (``meshed_clients``), as in the lab where core 1
-runs the server sidecar and the echo and core 0 the client sidecar and the load generator
-(whose CPU per request, measured at the baseline's load, the workload's ``client_cpu_ms``
-charges on the client node; fit records without it leave it out). The mesh is ``istio``
-with ``workers: 1`` (the asyncio proxy is one thread; with one worker the Istio data plane
-has no connection pinning to get wrong), ``h2_upgrade`` off (the proxy speaks HTTP/1.1
-between sidecars), ``mtls`` STRICT or DISABLE as measured, and the calibrated model file.
-One-way network delays are the baseline's (load generator -> echo, less the echo's CPU,
-halved).
+The lab topology is a scenario (:mod:`meshsim.calibrate.lab_scenario`), simulated at every
+held-out point with the calibrated model.
 
 Errors are ``(predicted - measured) / measured`` in percent. The goals apply to held-out
 points below 80% measured utilisation (p50, p99) and to the saturation point (throughput).
@@ -38,8 +29,12 @@ import yaml
 
 from meshsim.calibrate import speed
 from meshsim.calibrate.calibration import load_fit
+from meshsim.calibrate.lab_scenario import baseline_for as baseline_for
+from meshsim.calibrate.lab_scenario import colocated_cpu as colocated_cpu
+from meshsim.calibrate.lab_scenario import lab_scenario as lab_scenario
+from meshsim.calibrate.lab_scenario import predict as predict
+from meshsim.calibrate.lab_scenario import release_tick_ms as release_tick_ms
 from meshsim.models import load_model
-from meshsim.proxy.loadgen import TIMER_TICK_S
 
 UTIL_LIMIT = 0.8
 NO_PROBE = "no speed probe in this record"
@@ -117,224 +112,6 @@ def core_utilisation(point: dict[str, Any], placement: dict[str, Any]) -> float:
     if not by_core:
         return float("nan")
     return float(point["achieved_rps"]) * max(by_core.values()) / 1e6
-
-
-def baseline_for(fit: dict[str, Any], point: dict[str, Any]) -> dict[str, Any] | None:
-    """The measured baseline (no proxies) for a point: same keep-alive if measured; same
-    payload if measured, else the nearest; then the nearest load, or for a closed loop
-    (saturation) the highest. None for fit records without baselines.
-
-    A closed loop without proxies is no baseline for one through them: it runs several times
-    faster (66k rps against 9k on the reference machine), where the load generator never
-    sleeps and costs half as much CPU per request; the highest open-loop load is the nearest
-    in rate to the proxied saturation.
-    """
-    cd = fit.get("client_delay")
-    if not cd or not cd.get("baselines"):
-        return None
-    rows = [b for b in cd["baselines"] if b["rps"] > 0]
-    ka = [b for b in rows if b.get("keep_alive", True) == bool(point["keep_alive"])]
-    rows = ka or rows
-    if not rows:
-        return None
-    pay = min(
-        {b["payload_bytes"] for b in rows}, key=lambda b: abs(b - int(point["payload_bytes"]))
-    )
-    same = [b for b in rows if b["payload_bytes"] == pay]
-    if point["rps"] <= 0:
-        highest: dict[str, Any] = max(same, key=lambda b: float(b["rps"]))
-        return highest
-    best: dict[str, Any] = min(same, key=lambda b: abs(b["rps"] - float(point["rps"])))
-    return best
-
-
-def lab_scenario(
-    model_path: Path,
-    fit: dict[str, Any],
-    point: dict[str, Any],
-    *,
-    duration_s: float = 4.0,
-    seed: int = 1,
-    cpu_scale: Mapping[str, float] | None = None,
-) -> dict[str, Any]:
-    """The lab as a scenario; ``cpu_scale`` multiplies the echo's (``echo``) and the load
-    generator's (``load_generator``) CPU per request (see :func:`speed_scales`)."""
-    scale = cpu_scale or {}
-    lab = fit["lab"]
-    payload = int(point["payload_bytes"])
-    conns = int(point["connections"])
-    base = baseline_for(fit, point)
-    # With a measured baseline, the latency outside the proxies is drawn from it and the
-    # pods are 0 apart (the proxies' loopback transit is in hop_latency_us); without one
-    # (older fit records, closed loops), the baseline's p50 is the network delay.
-    net = 0.0 if fit.get("client_delay") else float(lab["network_one_way_us"])
-    beside = colocated_cpu(fit, point)
-    echo_us = float(
-        beside["echo"] if beside else (base or {}).get("echo_cpu_us") or lab["echo_cpu_us"]
-    ) * scale.get("echo", 1.0)
-    if point["rps"] > 0:
-        workload: dict[str, Any] = {
-            "name": "load",
-            "target": "echo",
-            "arrival": "poisson",
-            "rate_rps": float(point["rps"]),
-            "request_bytes": payload,
-            "connections": conns,
-        }
-        if base is not None:
-            workload["client_delay_ms"] = {"dist": "empirical", "values": base["delay_ms"]}
-            tick = release_tick_ms(fit, point)
-            if tick is not None:
-                # The baseline is from each request's actual send: the simulated load
-                # generator waits for its timer's tick itself, and its clumps reach the client
-                # sidecar as the lab's do (one wake-up for several requests, a short queue).
-                workload["release_tick_ms"] = tick
-    else:
-        # A closed loop: its throughput is what is checked. The baseline's latency is mostly
-        # the load generator and echo queueing on their own cores, which the simulated lab
-        # produces itself, so only their CPU is taken from it.
-        workload = {
-            "name": "load",
-            "target": "echo",
-            "arrival": "closed",
-            "clients": conns,
-            "request_bytes": payload,
-            "connections": conns,
-        }
-    lg_cpu = beside["load_generator"] if beside else (base or {}).get("load_generator_cpu_us")
-    if lg_cpu:
-        # The load generator shares the client sidecar's core: its CPU per request, measured
-        # without proxies at this load and keep-alive, occupies the client node.
-        lg_us = float(lg_cpu) * scale.get("load_generator", 1.0)
-        workload["client_cpu_ms"] = {"dist": "constant", "mean": lg_us / 1000.0}
-    return {
-        "meshsim": 1,
-        "name": "calibration-lab",
-        "seed": seed,
-        "duration_s": duration_s,
-        "warmup_s": 0.5,
-        "meshes": ["istio"],
-        "cluster": {
-            "nodes": 2,
-            "cores_per_node": 1,
-            "network": {"same_node_us": net, "cross_node_us": net, "client_us": net},
-        },
-        "services": [
-            {
-                "name": "echo",
-                "replicas": 1,
-                "concurrency": 1,
-                "cpu_ms": {"dist": "constant", "mean": echo_us / 1000.0},
-                "response_bytes": payload,
-            }
-        ],
-        "workloads": [workload],
-        "mesh_options": {
-            "meshed_clients": True,
-            "keep_alive": bool(point["keep_alive"]),
-            "istio": {
-                "workers": 1,
-                "mtls": "STRICT" if point["mtls"] else "DISABLE",
-                "h2_upgrade": False,
-                "telemetry": True,
-                "model": str(model_path),
-            },
-        },
-    }
-
-
-def predict(
-    model_path: Path,
-    fit: dict[str, Any],
-    point: dict[str, Any],
-    *,
-    duration_s: float = 4.0,
-    cpu_scale: Mapping[str, float] | None = None,
-) -> dict[str, float]:
-    from meshsim.api import run_scenario
-    from meshsim.results.summary import build_summary
-    from meshsim.scenario import from_dict
-
-    doc = lab_scenario(model_path, fit, point, duration_s=duration_s, cpu_scale=cpu_scale)
-    out = build_summary(run_scenario(from_dict(doc)))["runs"]["istio"]
-    w = out["workloads"]["load"]
-    lat = w["latency_ms"]
-    sidecars: Mapping[str, Any] = out["proxies"].get("by_kind", {}).get("sidecar", {})
-    wakeups = (
-        sidecars["wakeups"] / sidecars["requests"] if sidecars.get("requests") else float("nan")
-    )
-    # Throughput as the load generator counts it: requests completed in the window.
-    return {
-        "p50": _ms(lat["p50"]),
-        "p90": _ms(lat["p90"]),
-        "p99": _ms(lat["p99"]),
-        "rps": w["achieved_rps"],
-        "wakeups_per_request": wakeups,
-        "saturated": bool(out.get("saturated", False)),
-        **{k: w[k] for k in ("requests_per_release",) if k in w},
-    }
-
-
-def colocated_cpu(fit: Mapping[str, Any], point: Mapping[str, Any]) -> dict[str, float] | None:
-    """The echo's and the load generator's CPU per request beside the proxies, at the point's
-    load, from the fit points (None: the record has too few to say).
-
-    Next to a sidecar on its core, each is woken for nearly every request (the echo by the
-    server sidecar's write: 0.75 wake-ups per request against 0.1 alone at 7900 rps), so its
-    CPU per request at high load is 25-45 % above what the same load costs it without proxies
-    (echo 19-21 against 13-17 us, load generator 22-26 against 17-22 at 7300-9800 rps). The
-    base configuration's proxied fit points at the nearest payload give it, linear in the
-    rate between the fit loads and held at the ends; a closed loop takes the proxied closed
-    loop's.
-    """
-    rows = [
-        r
-        for r in fit.get("points", [])
-        if r["role"] == "fit"
-        and r["proxied"]
-        and r["keep_alive"]
-        and not r["mtls"]
-        and not r["filters"]
-        and {"echo", "load_generator"} <= set(r["process_cpu_us_per_request"])
-    ]
-    if point["rps"] <= 0:
-        rows = [r for r in rows if r["rps"] <= 0]
-    else:
-        rows = [r for r in rows if r["rps"] > 0]
-        if rows:
-            pay = min(
-                {r["payload_bytes"] for r in rows},
-                key=lambda b: abs(b - int(point["payload_bytes"])),
-            )
-            rows = [r for r in rows if r["payload_bytes"] == pay]
-    loads = sorted({float(r["rps"]) for r in rows})
-    if not loads or (point["rps"] > 0 and len(loads) < 2):
-        return None
-
-    def at(name: str) -> float:
-        per_load = [
-            float(np.median([r["process_cpu_us_per_request"][name] for r in rows if r["rps"] == x]))
-            for x in loads
-        ]
-        return float(np.interp(float(point["rps"]), loads, per_load))
-
-    return {"echo": at("echo"), "load_generator": at("load_generator")}
-
-
-def release_tick_ms(fit: Mapping[str, Any], point: Mapping[str, Any]) -> float | None:
-    """The tick the simulated load generator releases the point's requests on (None: at
-    their intended times, as for records whose baselines are from the intended time)."""
-    if point["rps"] <= 0:
-        return None
-    base = baseline_for(dict(fit), dict(point))
-    if base is None or base.get("delay_from") != "send":
-        return None
-    return float(fit["lab"].get("release_tick_ms") or TIMER_TICK_S * 1000.0)
-
-
-def _ms(latency: float | None) -> float:
-    """A summary latency; NaN where no request was measured (None in summary.json)."""
-    return float("nan") if latency is None else latency
 
 
 def held_out_points(rows: list[dict[str, Any]], held: list[int]) -> list[list[dict[str, Any]]]:
