@@ -78,6 +78,22 @@ def test_loadgen_sends_the_scheduled_count_and_writes_fortio_json() -> None:
     arun(main)
 
 
+@pytest.mark.timing
+def test_loadgen_releases_what_is_due_within_half_a_tick() -> None:
+    # A constant 2000 rps is a request every 0.5 ms: one due half a tick (0.5 ms) after the
+    # last goes with it, the next after a sleep, so the requests leave in pairs; a sleep that
+    # ends late (a busy machine) can only make a release bigger.
+    async def main() -> None:
+        server, _ = await start_echo(seed=1)
+        url = f"http://127.0.0.1:{bound_port(server)}/"
+        result = await measure(LoadSpec(url, rps=2000, connections=8, duration_s=1.0))
+        server.close()
+        assert result.scheduled == 2000
+        assert 1.95 <= result.scheduled / result.releases <= 4.0
+
+    arun(main)
+
+
 def test_corrected_latency_counts_the_wait_for_a_busy_connection() -> None:
     # One connection, 20 ms service, 100 rps planned: requests queue behind each other, so
     # the corrected latency grows far beyond the service time while uncorrected stays ~20 ms.
