@@ -59,7 +59,11 @@ def test_rescaled_wakeups_charge_the_labs_wakeup_cpu(tmp_path: Path) -> None:
     for suffix in (".yaml", ".fit.json"):
         shutil.copy(ROOT / "models/calibrated" / f"lab{suffix}", tmp_path / f"lab{suffix}")
     model = tmp_path / "lab.yaml"
-    per_switch = yaml.safe_load(model.read_text())["parameters"]["wakeup_cpu_us"]["value"]
+    fitted = json.loads((tmp_path / "lab.fit.json").read_text()).get("wakeup_scale") or {}
+    per_switch = (
+        fitted.get("per_switch_us")
+        or (yaml.safe_load(model.read_text())["parameters"]["wakeup_cpu_us"]["value"])
+    )
     record = rescale_wakeups(model, duration_s=1.0, log=lambda _: None)
     assert record is not None
     fit = json.loads((tmp_path / "lab.fit.json").read_text())
@@ -72,6 +76,11 @@ def test_rescaled_wakeups_charge_the_labs_wakeup_cpu(tmp_path: Path) -> None:
     assert fit["wakeup_scale"]["scale"] == record["scale"]
     # The simulator counts more idle bursts than the kernel counted sleeps on this record.
     assert record["scale"] < 1.0
+    # Run again on its own output, it starts from the fitted per-switch cost: no compounding.
+    again = rescale_wakeups(model, duration_s=1.0, log=lambda _: None)
+    assert again is not None
+    assert again["per_switch_us"] == record["per_switch_us"]
+    assert again["per_simulated_wakeup_us"] == pytest.approx(cost, rel=0.03)
 
 
 def test_refitted_hop_latency_reproduces_the_fit_point(tmp_path: Path) -> None:

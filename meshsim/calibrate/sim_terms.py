@@ -78,7 +78,8 @@ def rescale_wakeups(
     rows = fit_points(fit)
     if param is None or not param.get("value") or not rows:
         return None
-    per_switch = float(param["value"])
+    # The fitted per-switch cost, also when the model was rescaled before (idempotent).
+    per_switch = float((fit.get("wakeup_scale") or {}).get("per_switch_us") or param["value"])
     lab = [lab_wakeups(r) for r in rows]
     cost = per_switch
     rounds: list[dict[str, float]] = []
@@ -94,6 +95,8 @@ def rescale_wakeups(
         simulated = [
             by_point[(r["config"], r["payload_bytes"], r["rps"], r["connections"])] for r in rows
         ]
+        if float(np.sum(simulated)) <= 0.0:
+            return None  # no simulated worker ever idle: nothing to scale against
         new = per_switch * float(np.sum(lab)) / float(np.sum(simulated))
         rounds.append(
             {"cost_us": round(cost, 3), "simulated_sum": round(float(np.sum(simulated)), 4)}
@@ -168,7 +171,9 @@ def refit_hop_latency(
     point = hop_point(fit)
     if param is None or point is None:
         return None
-    fitted = hop = float(param["value"])
+    hop = float(param["value"])
+    # The closed form's value, also when the model was refitted before (idempotent).
+    fitted = float((fit.get("hop_refit") or {}).get("fitted_us") or hop)
     measured = float(point["latency_ms"]["p50"])
     rounds: list[dict[str, float]] = []
     for _ in range(MAX_ROUNDS):
