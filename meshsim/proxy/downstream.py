@@ -94,6 +94,11 @@ class DownstreamProtocol(asyncio.Protocol):
         self._read_paused = False
         self._sampling = False
         self._cpu_s = 0.0
+        self.timing_read = False
+        """A sampled read is being timed: what it calls (the fast path's dispatch) is in its
+        interval, so it must not time itself too."""
+        self._read_req: Request | None = None
+        """The last request whose head a sampled read completed (it may be under way)."""
         self.responded = False
 
     @property
@@ -156,13 +161,18 @@ class DownstreamProtocol(asyncio.Protocol):
             if self._head_begun:
                 self._arm_head()
             return
-        # A sampled read: its parse time goes to the request(s) it completes.
+        # A sampled read: its parse time goes to the request(s) it completes, with the
+        # dispatch of one the fast path started during the read (not timed again there).
         route.cpu_countdown = route.cpu_sample_every
         self._sampling = True
+        self._read_req = None
+        self.timing_read = True
         t0 = time.thread_time()
         self._feed(data)
         spent = time.thread_time() - t0
-        target = self._parsing or (self._queue[-1] if self._queue else None)
+        self.timing_read = False
+        target = self._parsing or (self._queue[-1] if self._queue else None) or self._read_req
+        self._read_req = None
         if target is not None and target.sampled:
             target.cpu_s += spent
         else:
@@ -332,6 +342,7 @@ class DownstreamProtocol(asyncio.Protocol):
             req.sampled = True
             req.cpu_s = self._cpu_s
             self._cpu_s = 0.0
+            self._read_req = req
         self._parsing = req
         if body.eof:
             self._deadline = 0.0  # (_disarm)

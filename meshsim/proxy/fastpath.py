@@ -273,7 +273,9 @@ def try_fast(down: DownstreamProtocol, req: Request) -> bool:
         return False
     if route.allowed_principals is not None and down.peer_id not in route.allowed_principals:
         return False  # the general path answers 403
-    t0 = time.thread_time() if req.sampled else 0.0
+    # Inside a timed read, the read's interval holds this dispatch (downstream.data_received).
+    timed = req.sampled and not down.timing_read
+    t0 = time.thread_time() if timed else 0.0
     policy = route.policy
     now = time.monotonic()
     host = policy.pick(len(route.pools), now, route.rng)
@@ -286,6 +288,6 @@ def try_fast(down: DownstreamProtocol, req: Request) -> bool:
         )
     else:
         FastExchange(down, req, host, now)  # the try starts (down.active is set first)
-    if req.sampled:
+    if timed:
         req.cpu_s += time.thread_time() - t0
     return True

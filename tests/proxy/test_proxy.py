@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from meshsim.proxy.httpcore import Limits
+from meshsim.proxy.seam import PassThrough
 
 from .helpers import Client, arun, get_once, read_response
 from .lab import echo_and_proxy, proxy_for, read_head, scripted
@@ -280,3 +283,33 @@ def test_access_log_is_buffered_and_flushed(tmp_path: Path) -> None:
     arun(main)
     entries = [json.loads(line) for line in path.read_text().splitlines()]
     assert [e["status"] for e in entries] == [200, 200, 200, 200, 503]  # the rest at stop
+
+
+class _SlowPick(PassThrough):
+    """A pass-through route whose host pick burns 3 ms of the proxy thread's CPU: the
+    dispatch dominates every request's CPU, so where it is counted shows."""
+
+    def pick(self, hosts: int, now: float, rng: Any) -> int | None:
+        t0 = time.thread_time()
+        while time.thread_time() - t0 < 0.003:
+            pass
+        return super().pick(hosts, now, rng)
+
+
+def test_each_sampled_request_is_charged_its_own_read_and_dispatch_once() -> None:
+    # Sequential keep-alive GETs, every read sampled (the test lab's cpu_sample_every=1):
+    # each request's cpu_us holds its own parse and its 3 ms dispatch, once; not the
+    # previous request's read as well (which would put 6 ms on every request but the first).
+    log: list[str] = []
+
+    async def main() -> None:
+        async with echo_and_proxy(log=log, policy=_SlowPick()) as (_proxy, port):
+            client = await Client.open(port)
+            for _ in range(5):
+                assert (await client.get("/")).status == 200
+            await client.close()
+
+    arun(main)
+    cpu = [json.loads(line)["cpu_us"] for line in log]
+    assert len(cpu) == 5
+    assert all(3000 <= c < 4500 for c in cpu), cpu
