@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from meshsim.calibrate.lab import tree_sched  # noqa: E402
-from meshsim.calibrate.proxycmd import free_port, process_tree  # noqa: E402
+from meshsim.calibrate.proxycmd import free_port, process_tree, stop_process  # noqa: E402
 from meshsim.proxy.loadgen import LoadSpec, run_load  # noqa: E402
 from meshsim.proxy.runner import wait_for_port  # noqa: E402
 
@@ -167,13 +167,7 @@ class Target:
 
     def stop(self) -> None:
         tree = self.pids() if self.proc.poll() is None else []
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, grace_s=10.0)
         for pid in tree[1:]:  # workers that outlived their master
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)

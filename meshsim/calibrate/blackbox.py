@@ -425,6 +425,7 @@ def fit_command_model(
                 m
             )
     baselines = [_baseline_row(ms) for ms in groups.values()]
+    tick = release_tick(data, baselines)
     st_json = {
         "dist": "constant",
         "unit": "us",
@@ -453,7 +454,7 @@ def fit_command_model(
             "echo_cpu_us": round(echo_cpu, 3),
             "network_one_way_us": round(net_us, 3),
             "capacity_estimate_rps": round(data["capacity_estimate_rps"], 1),
-            "release_tick_ms": release_tick(data, baselines),
+            "release_tick_ms": tick["value"] if tick else None,
             "lab_ceiling_rps": round(
                 float(data.get("lab_ceiling_rps") or data["capacity_estimate_rps"]), 1
             ),
@@ -461,6 +462,7 @@ def fit_command_model(
                 float(np.mean([m.process_cpu_us_per_request["load_generator"] for m in fit_pts])), 3
             ),
         },
+        "release_tick": tick,
         "client_delay": {
             "method": "as meshsim calibrate's (see its fit record)",
             "baselines": baselines,

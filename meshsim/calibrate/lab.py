@@ -50,7 +50,7 @@ import numpy as np
 
 from meshsim.calibrate import speed
 from meshsim.calibrate.decomposition import duration_quantiles, lab_parts
-from meshsim.calibrate.proxycmd import CommandNode, ProxyCommand, free_port
+from meshsim.calibrate.proxycmd import CommandNode, ProxyCommand, free_port, stop_process
 from meshsim.errors import MeshsimError
 from meshsim.proxy.loadgen import LoadSpec, run_load
 
@@ -263,13 +263,7 @@ class _Node:
         return access_log_samples(data[:cut])
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()

@@ -90,7 +90,7 @@ def lab_scenario(
         }
         if base is not None:
             workload["client_delay_ms"] = {"dist": "empirical", "values": base["delay_ms"]}
-            tick = release_tick_ms(fit, point)
+            tick = release_tick_ms(fit, base)
             if tick is not None:
                 # The baseline is from each request's actual send: the simulated load
                 # generator waits for its timer's tick itself, and its clumps reach the client
@@ -228,12 +228,10 @@ def colocated_cpu(fit: Mapping[str, Any], point: Mapping[str, Any]) -> dict[str,
     return {"echo": at("echo"), "load_generator": at("load_generator")}
 
 
-def release_tick_ms(fit: Mapping[str, Any], point: Mapping[str, Any]) -> float | None:
-    """The tick the simulated load generator releases the point's requests on (None: at
-    their intended times, as for records whose baselines are from the intended time)."""
-    if point["rps"] <= 0:
-        return None
-    base = baseline_for(dict(fit), dict(point))
+def release_tick_ms(fit: Mapping[str, Any], base: Mapping[str, Any] | None) -> float | None:
+    """The tick the simulated load generator releases an open loop's requests on, given the
+    point's baseline (None: at their intended times, as for records whose baselines are from
+    the intended time)."""
     if base is None or base.get("delay_from") != "send":
         return None
     return float(fit["lab"].get("release_tick_ms") or TIMER_TICK_S * 1000.0)

@@ -565,6 +565,7 @@ def fit_record(
             key = (m.point.payload, m.point.rps, m.point.config.keep_alive)
             groups.setdefault(key, []).append(m)
     baselines = [_baseline_row(ms) for ms in groups.values()]
+    tick = release_tick(data, baselines)
     return {
         "method": "meshsim calibrate (meshsim/calibrate): loopback lab, per-request CPU from "
         "the proxy's access log and /proc, latency from the load generator corrected "
@@ -581,7 +582,7 @@ def fit_record(
             # The load generator's effective timer tick (meshsim.calibrate.release): the
             # simulated one releases requests on it when the baselines are from each
             # request's send (lab_scenario.lab_scenario).
-            "release_tick_ms": release_tick(data, baselines),
+            "release_tick_ms": tick["value"] if tick else None,
             "load_generator_cpu_us": round(
                 float(np.mean([m.process_cpu_us_per_request["load_generator"] for m in fit_pts])), 3
             ),
@@ -591,11 +592,7 @@ def fit_record(
             "the fit points, and per baseline in "
             "client_delay.baselines",
         },
-        "release_tick": (
-            effective_tick(baselines, float(data["release_tick_ms"]))
-            if data.get("release_tick_ms") is not None
-            else None
-        ),
+        "release_tick": tick,
         "client_delay": {
             "method": "per-request latency outside the proxies: the corrected latency of load "
             "generator -> echo without proxies (its quantiles (i + 0.5) / N), less "
@@ -739,12 +736,13 @@ def _baseline_row(ms: list[Measured]) -> dict[str, Any]:
     }
 
 
-def release_tick(data: dict[str, Any], baselines: list[dict[str, Any]]) -> float | None:
-    """The effective release tick from the baselines' clumps, or None (older records)."""
+def release_tick(data: dict[str, Any], baselines: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The effective release tick from the baselines' clumps (:func:`effective_tick`'s
+    record), or None for records measured without it."""
     nominal = data.get("release_tick_ms")
     if nominal is None:
         return None
-    return float(effective_tick(baselines, float(nominal))["value"])
+    return effective_tick(baselines, float(nominal))
 
 
 def _point_row(m: Measured) -> dict[str, Any]:

@@ -41,6 +41,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from meshsim.errors import MeshsimError
 
@@ -160,6 +161,19 @@ def _child_setup(cpu: int | None) -> None:
             ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)
 
 
+def stop_process(proc: subprocess.Popen[Any], grace_s: float = 5.0) -> None:
+    """SIGTERM ``proc`` if it still runs, and SIGKILL it if it has not exited ``grace_s``
+    later; either way it is reaped."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def process_tree(pid: int) -> list[int]:
     """``pid`` and its descendants (from every process's parent in ``/proc/*/stat``)."""
     children: dict[int, list[int]] = {}
@@ -236,15 +250,17 @@ class CommandNode:
     def stop(self) -> None:
         if self.proc.poll() is None:
             tree = self.pids()
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc)
             for pid in tree[1:]:  # workers that outlived their master
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
 
 
-__all__ = ["PLACEHOLDERS", "CommandNode", "ProxyCommand", "free_port", "process_tree"]
+__all__ = [
+    "PLACEHOLDERS",
+    "CommandNode",
+    "ProxyCommand",
+    "free_port",
+    "process_tree",
+    "stop_process",
+]

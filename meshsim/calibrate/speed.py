@@ -44,6 +44,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from meshsim.calibrate.proxycmd import stop_process
+
 PROBE: Final = "http-head-parse-v1"
 """The probe's name: references and points are comparable only for the same probe."""
 ROUNDS: Final = 3000
@@ -274,13 +276,7 @@ class Sampler:
         return self.log.between(t0, t1)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def main(argv: list[str] | None = None) -> None:
