@@ -47,6 +47,7 @@ from types import FrameType
 from typing import Any
 
 import numpy as np
+from hdrh.histogram import HdrHistogram
 
 from meshsim.calibrate import speed
 from meshsim.calibrate.decomposition import duration_quantiles, lab_parts
@@ -267,6 +268,15 @@ class _Node:
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def baseline_quantiles_ms(h: HdrHistogram) -> list[float]:
+    """A latency histogram (us) at the quantiles (i + 0.5) / N, N = :data:`BASELINE_QUANTILES`,
+    in ms: a baseline's empirical distribution."""
+    return [
+        h.get_value_at_percentile(100.0 * (i + 0.5) / BASELINE_QUANTILES) / 1000.0
+        for i in range(BASELINE_QUANTILES)
+    ]
 
 
 def access_log_samples(data: bytes) -> tuple[list[float], list[float]]:
@@ -571,23 +581,8 @@ class Lab:
         h = result.corrected
         lat = {f"p{q:g}": h.get_value_at_percentile(q) / 1000.0 for q in (50, 90, 99)}
         lat["mean"] = h.get_mean_value() / 1000.0
-        quantiles = (
-            []
-            if point.proxied
-            else [
-                h.get_value_at_percentile(100.0 * (i + 0.5) / BASELINE_QUANTILES) / 1000.0
-                for i in range(BASELINE_QUANTILES)
-            ]
-        )
-        send_quantiles = (
-            []
-            if point.proxied
-            else [
-                result.uncorrected.get_value_at_percentile(100.0 * (i + 0.5) / BASELINE_QUANTILES)
-                / 1000.0
-                for i in range(BASELINE_QUANTILES)
-            ]
-        )
+        quantiles = [] if point.proxied else baseline_quantiles_ms(h)
+        send_quantiles = [] if point.proxied else baseline_quantiles_ms(result.uncorrected)
         rng = np.random.default_rng(seed)
 
         def sample(xs: list[float]) -> list[float]:
