@@ -14,9 +14,12 @@ With ``rps=0`` every connection sends as fast as answers come back (closed loop,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import gc
 import time
 from collections import Counter, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import cast
 from urllib.parse import urlsplit
@@ -264,6 +267,37 @@ async def measure(spec: LoadSpec) -> LoadResult:
     run = _Run(spec, result, host, port, target)
     conns = [await _connect(run, host, port) for _ in range(spec.connections)]
     rng = np.random.default_rng(spec.seed)
+    with _no_collection():
+        await _run_and_drain(spec, run, result, conns, rng)
+    for conn in conns + run.idle:
+        if conn.transport is not None:
+            conn.transport.close()
+    _rate_warnings(result)
+    return result
+
+
+@contextlib.contextmanager
+def _no_collection() -> Iterator[None]:
+    """No cyclic garbage collection while the load runs.
+
+    A load generator that pauses stops sending and stops reading responses, and its pause
+    is measured as the proxies' latency. The lab's runs in a process with a large heap
+    (numpy, simpy, the fit), where a full collection takes tens of milliseconds; the
+    cycles a few seconds of load leave are collected after.
+    """
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+async def _run_and_drain(
+    spec: LoadSpec, run: _Run, result: LoadResult, conns: list[_Conn], rng: np.random.Generator
+) -> None:
     start = time.perf_counter()
     result.start_time = dt.datetime.now(dt.UTC)
     run.deadline = start + spec.duration_s
@@ -289,11 +323,6 @@ async def measure(spec: LoadSpec) -> LoadResult:
             )
     result.unsent = len(run.backlog)
     result.actual_duration_s = time.perf_counter() - start
-    for conn in conns + run.idle:
-        if conn.transport is not None:
-            conn.transport.close()
-    _rate_warnings(result)
-    return result
 
 
 async def _schedule(run: _Run, rng: np.random.Generator, start: float) -> None:

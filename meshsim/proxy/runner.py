@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import socket
 import time
@@ -25,8 +26,27 @@ def run(main: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(wrapper())
 
 
+def freeze_startup_heap() -> None:
+    """Move every object alive now out of the cyclic garbage collector's reach.
+
+    A full (generation 2) collection traverses every tracked object, and a server's heap
+    is mostly what it imported and built at start-up (meshsim, pydantic, numpy, its
+    configuration). With that heap in them, the lab's proxy paused 15-30 ms about once a
+    second under load, and every request waited behind the pause. Frozen, a collection
+    traverses only what the server allocated since (``gc.freeze``; frozen objects are still
+    freed by reference counting, only their cycles are never collected).
+    """
+    gc.collect()
+    gc.freeze()
+
+
 async def wait_for_stop_signal() -> None:
-    """Return on SIGINT or SIGTERM (servers then drain and close)."""
+    """Return on SIGINT or SIGTERM (servers then drain and close).
+
+    Servers call it once they are up, so it first freezes their start-up heap
+    (:func:`freeze_startup_heap`).
+    """
+    freeze_startup_heap()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
