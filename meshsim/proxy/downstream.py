@@ -14,9 +14,10 @@ bodies going upstream wait on the upstream socket likewise (:class:`~meshsim.pro
 
 Most requests are served without a task: :func:`~meshsim.proxy.fastpath.try_fast` runs the
 exchange in the socket callbacks when the route's policy needs no timers or retries and the
-request has no body (see :mod:`meshsim.proxy.forward`). Timers are lazy: each connection
-keeps one deadline and one timer handle, re-armed only when a deadline comes earlier than
-the pending timer, so a keep-alive request costs no timer allocation.
+request has no body, or a small one it holds until whole (see :mod:`meshsim.proxy.fastpath`).
+Timers are lazy: each connection keeps one deadline and one timer handle, re-armed only
+when a deadline comes earlier than the pending timer, so a keep-alive request costs no timer
+allocation.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 import httptools
 
 from meshsim.proxy.body import NO_BODY, Body
-from meshsim.proxy.fastpath import try_fast
+from meshsim.proxy.fastpath import holds_whole, try_fast
 from meshsim.proxy.forward import ID_PREFIX, REQUEST_SEQ, Request, Route, forward
 from meshsim.proxy.framing import CHUNKED, Refusal, interim_head, request_body
 from meshsim.proxy.httpcore import (
@@ -78,6 +79,8 @@ class DownstreamProtocol(asyncio.Protocol):
         self._in_message = False
         self._head_begun = False
         self._parsing: Request | None = None
+        self._whole_body: Request | None = None
+        """A request held until its small body is whole, then served on the fast path."""
         self._queue: deque[Request] = deque()
         self.active: Exchange | None = None
         self._current: Request | None = None
@@ -353,6 +356,9 @@ class DownstreamProtocol(asyncio.Protocol):
             # resuming a read that an earlier request's body paused).
             if self._read_paused and self._refusal is None:
                 self._resume_reading()
+            if body is not NO_BODY and holds_whole(body, route_fast=self.route.fast, req=req):
+                self._whole_body = req  # served from on_message_complete
+                return
             # (_serve_next, inline: once per request)
             self._current = req
             self.responded = False
@@ -393,6 +399,9 @@ class DownstreamProtocol(asyncio.Protocol):
         self._head_bytes = 0
         if req is not None and req.body is not NO_BODY:
             req.body.finish()
+            if req is self._whole_body:
+                self._whole_body = None
+                self._serve_next(req)
         if self.active is None and not self._queue:
             self._arm(self.limits.idle_timeout_s)
         else:

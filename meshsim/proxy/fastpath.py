@@ -15,7 +15,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-from meshsim.proxy.body import NO_BODY
+from meshsim.proxy.body import NO_BODY, Body
 from meshsim.proxy.forward import Request, account, request_id_of
 from meshsim.proxy.framing import downstream_head, upstream_head
 from meshsim.proxy.httpcore import Headers, simple_response
@@ -91,6 +91,9 @@ class FastExchange:
         self.tries = 1
         self.request_id = rid = req.request_id or request_id_of(req)
         self.up_head = head = upstream_head(req, down.client_ip, rid)
+        body = req.body
+        if body is not NO_BODY and not body.empty:  # whole (try_fast): it goes with its head
+            self.up_head = head = head + body.replay()
         pool = down.route.pools[host]
         idle = pool.idle  # (pool.take_idle, inline for its common case: the last one is fit)
         conn = idle.pop() if idle else None
@@ -266,10 +269,35 @@ class FastExchange:
         self.down.finish(keep_alive)
 
 
+WHOLE_BODY_BYTES = 16 * 1024
+"""A request whose Content-Length body is at most this is forwarded once the body is whole:
+head and body in one write, on the fast path. Such a body nearly always arrives in the
+head's own read; the coroutine that streams a body costs each request three trips through
+the event loop's ready queue (the task's start, the response head's future and its shield),
+each behind every callback of the loop's current batch. In the lab, at 5515 requests per
+second, a 16-byte POST took 0.90-1.07 ms through the client sidecar against 0.50-0.58 for a
+bodyless one, and 20 us more CPU per request and sidecar."""
+
+
+def holds_whole(body: Body, *, route_fast: bool, req: Request) -> bool:
+    """Whether ``req`` waits for its whole body and then takes the fast path.
+
+    Content-Length bodies up to :data:`WHOLE_BODY_BYTES` on a fast route, unless the client
+    waits for ``100 Continue`` before it sends the body (``Expect``), which only the
+    upstream can give.
+    """
+    if not route_fast or body.chunked or body.eof or (body.expected or 0) > WHOLE_BODY_BYTES:
+        return False
+    return not any(len(n) == 6 and n.lower() == b"expect" for n, _ in req.headers)
+
+
 def try_fast(down: DownstreamProtocol, req: Request) -> bool:
     """Serve ``req`` on the fast path when it qualifies; False to use :func:`forward`."""
     route = down.route
-    if not route.fast or (req.body is not NO_BODY and not req.body.empty):
+    body = req.body
+    if not route.fast or (
+        body is not NO_BODY and not body.empty and not (body.eof and body.retained is not None)
+    ):
         return False
     if route.allowed_principals is not None and down.peer_id not in route.allowed_principals:
         return False  # the general path answers 403

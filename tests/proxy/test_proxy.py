@@ -313,3 +313,54 @@ def test_each_sampled_request_is_charged_its_own_read_and_dispatch_once() -> Non
     cpu = [json.loads(line)["cpu_us"] for line in log]
     assert len(cpu) == 5
     assert all(3000 <= c < 4500 for c in cpu), cpu
+
+
+def test_a_small_whole_body_goes_upstream_with_its_head_on_the_fast_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The coroutine path (forward) streams bodies; a small Content-Length body is held
+    # until whole and sent with its head from the socket callbacks, even when it arrives
+    # in a later read than its head. Bodies that must stream still take the coroutine:
+    # chunked, larger than WHOLE_BODY_BYTES, or a client waiting for 100 Continue.
+    from meshsim.proxy import downstream, fastpath
+
+    streamed: list[bytes] = []
+    real_forward = downstream.forward
+
+    async def counting_forward(down: Any, req: Any) -> bool:
+        streamed.append(req.url)
+        return await real_forward(down, req)
+
+    monkeypatch.setattr(downstream, "forward", counting_forward)
+    big = b"y" * (fastpath.WHOLE_BODY_BYTES + 1)
+
+    async def main() -> None:
+        async with echo_and_proxy() as (_proxy, port):
+            client = await Client.open(port)
+            one = await client.raw(
+                b"POST /one HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello"
+            )
+            assert (one.status, one.body) == (200, b"hello")
+            client.writer.write(b"POST /two HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\n")
+            await client.writer.drain()
+            await asyncio.sleep(0.05)
+            two = await client.raw(b"abc")
+            assert (two.status, two.body) == (200, b"abc")
+            chunked = await client.raw(
+                b"POST /chunked HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"3\r\nxyz\r\n0\r\n\r\n"
+            )
+            assert (chunked.status, chunked.body) == (200, b"xyz")
+            large = await client.raw(
+                b"POST /large HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%b" % (len(big), big)
+            )
+            assert (large.status, len(large.body)) == (200, len(big))
+            expect = await client.raw(
+                b"POST /expect HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+                b"Content-Length: 2\r\n\r\nok"
+            )
+            assert (expect.status, expect.body) == (200, b"ok")
+            await client.close()
+
+    arun(main)
+    assert streamed == [b"/chunked", b"/large", b"/expect"]
