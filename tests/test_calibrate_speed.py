@@ -43,32 +43,46 @@ def probed(before0: float, after0: float, before1: float, after1: float) -> dict
 
 
 def test_a_point_factor_is_its_probe_time_over_the_fit_median() -> None:
-    # Fit points' probe times (mean of before and after) on core 0: 1.0, 1.5, 2.0 -> median
-    # 1.5; on core 1: 0.5, 0.75, 4.0 -> median 0.75. Binary fractions: the arithmetic is
-    # exact.
+    # Fit points' probe times (the faster of before and after) on core 0: 0.75, 1.5, 2.0 ->
+    # median 1.5; on core 1: 0.5, 0.5, 4.0 -> median 0.5. Binary fractions: the arithmetic
+    # is exact.
     fit = [probed(0.75, 1.25, 0.5, 0.5), probed(1.5, 1.5, 0.5, 1.0), probed(2.0, 2.0, 4.0, 4.0)]
     ref = speed.reference([*fit, {}])  # an unprobed point is left out of the median
     assert ref is not None
-    assert ref["seconds"] == {"0": 1.5, "1": 0.75}
+    assert ref["seconds"] == {"0": 1.5, "1": 0.5}
     assert ref["points"] == 3
     assert ref["probe"] == speed.PROBE
-    held = probed(2.5, 3.5, 0.25, 0.5)  # core 0: 3.0 s, twice the fit's; core 1: 0.375, half
+    held = probed(3.0, 3.5, 0.25, 0.5)  # core 0: 3.0 s, twice the fit's; core 1: 0.25, half
     assert speed.factors(speed.probe_s(held), ref) == {"0": 2.0, "1": 0.5}
     assert speed.speed_factor(held, ref) == 1.25
     assert speed.speed_factor({}, ref) is None
     assert speed.reference([{}, {}]) is None
 
 
-def test_samples_during_the_load_are_preferred_when_there_are_enough() -> None:
-    during = {"0": [1.0, 2.0, 4.5], "1": [3.0, 3.0]}  # core 1: fewer than MIN_SAMPLES
-    s = speed.point_speed({"0": 0.5, "1": 0.5}, {"0": 0.75, "1": 1.0}, during)
+def test_a_point_is_timed_by_its_idle_probes_not_the_samples_during_its_load() -> None:
+    # The samples during the load are kept with the point, but they time the probe beside
+    # the lab's own processes; the point's time is the faster of its idle probes (the
+    # host's slow phase at one of the two moments is left out).
+    during = {"0": [1.0, 2.0, 4.5], "1": [3.0, 3.0]}
+    s = speed.point_speed({"0": 0.5, "1": 1.5}, {"0": 0.75, "1": 1.0}, during)
     assert s["0"] == {"before": 0.5, "after": 0.75, "during": 2.5, "during_samples": 3}
     assert s["1"]["during_samples"] == 2
-    # Core 0: the mean of the samples (not their median, 2.0: the host flips between two
-    # speeds, and the mean is the average cost of the work over the load); core 1: the mean
-    # of before and after.
-    assert speed.probe_s(s) == {"0": 2.5, "1": 0.75}
+    assert speed.probe_s(s) == {"0": 0.5, "1": 1.0}
     assert speed.point_speed({"0": 0.5}, {"0": 0.5}) == {"0": {"before": 0.5, "after": 0.5}}
+
+
+def test_a_fit_record_is_read_with_the_current_reference() -> None:
+    # A record whose stored reference came from another method (here: the samples during
+    # the load) is re-read from its fit points' probes; without them, as stored.
+    fit_point = {"role": "fit", "speed": probed(1.0, 2.0, 0.5, 0.5)}
+    held = {"role": "held_out", "speed": probed(8.0, 8.0, 8.0, 8.0)}
+    stored = {"probe": speed.PROBE, "seconds": {"0": 4.0, "1": 4.0}, "points": 1}
+    fit = {"points": [fit_point, held], "speed_reference": stored}
+    ref = speed.fit_reference(fit)
+    assert ref is not None
+    assert ref["seconds"] == {"0": 1.0, "1": 0.5}
+    assert speed.fit_reference({"points": [{"role": "fit"}], "speed_reference": stored}) == stored
+    assert speed.fit_reference({}) is None
 
 
 def test_the_sample_log_is_read_as_it_grows_window_by_window(tmp_path: Path) -> None:
@@ -302,11 +316,9 @@ def test_the_report_shows_both_predictions_and_says_which_is_checked(
     model = tmp_path / "lab.yaml"
     shutil.copy(MODEL, model)
     fit = json.loads((ROOT / "models" / "calibrated" / "lab.fit.json").read_text())
-    fit["speed_reference"] = {
-        "probe": speed.PROBE,
-        "seconds": {"0": 0.008, "1": 0.008},
-        "points": 21,
-    }
+    fit_points = [p for p in fit["points"] if p["role"] == "fit"]
+    for p in fit_points:  # the reference is read from the fit points' probes
+        p["speed"] = probed(0.008, 0.009, 0.009, 0.008)
     (tmp_path / "lab.fit.json").write_text(json.dumps(fit))
     # A recorded held-out row (p50 measured 0.807 ms, predicted 0.7638: -5.35 %; p99 2.036
     # and 1.4394: -29.3 %) with a speed-adjusted prediction beside it.
@@ -326,7 +338,8 @@ def test_the_report_shows_both_predictions_and_says_which_is_checked(
     validation_report.write_validation_report(model, out, command="test", duration_s=1.0)
     report = (out / "report.md").read_text()
     assert "### Machine speed" in report
-    assert "fit points' median: core 0 8.00 ms, core 1 8.00 ms over 21 points" in report
+    median = f"fit points' median: core 0 8.00 ms, core 1 8.00 ms over {len(fit_points)} points"
+    assert median in report
     assert "The goals are checked on the speed-adjusted predictions" in report
     assert "1.25/0.75     1.00  0.50  2.00" in report
     assert "0.807/0.764/0.888" in report  # p50 measured / raw / adjusted

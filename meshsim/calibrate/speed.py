@@ -14,8 +14,8 @@ fast and a slow state (probe times of about 5.7 and 9.6 ms, 1.7x, as in the loop
 a second, often between a point's before and after. So a :class:`Sampler` subprocess also
 times a short probe on each core every :data:`SAMPLE_PERIOD_S` for the lab's whole life, at a
 low priority (about 0.5 % of a core), and the samples that fall inside a point's load give its
-``during`` time: the mean of the samples, the machine's average slowness over the load, which
-:func:`probe_s` prefers when there are at least :data:`MIN_SAMPLES`.
+``during`` time, recorded but not used: it measures the lab's own processes on the shared
+core as much as the host (see :func:`probe_s`).
 
 :func:`reference` is the fit points' median probe time per core, kept in the fit record; a
 point's :func:`factors` are its probe time over that reference (above 1: the machine was
@@ -58,8 +58,6 @@ SAMPLE_ROUNDS: Final = 200
 """Rounds of one sample during a load (0.3 to 0.7 ms); a sample's time is scaled to
 :data:`ROUNDS` so that it reads in the same unit as the probe before and after."""
 SAMPLE_PERIOD_S: Final = 0.1
-MIN_SAMPLES: Final = 3
-"""Samples inside a load needed for its ``during`` time to be used."""
 
 CPU_PARAMETERS: Final = frozenset(
     {
@@ -168,16 +166,20 @@ def point_speed(
 
 
 def probe_s(speed: Mapping[str, Any] | None) -> dict[str, float]:
-    """A point's probe time per core: the mean of the samples during its load where there are
-    :data:`MIN_SAMPLES`, else the mean of before and after (empty: not probed)."""
+    """A point's probe time per core: the faster of the probes right before and right after
+    its load, with the lab idle (empty: not probed).
+
+    Not the samples taken during the load (``during``, still recorded): they time the probe
+    on a core the lab's processes share, so they measure those processes as much as the
+    host. In run G (2026-12-02) they read 5.8-6.9 ms at fit points of 128 B, 7.8-9.3 ms at
+    32 KiB, and fell with the load at 1 KiB (7.0-9.7 ms at 3257 rps, 6.3-7.7 at 14656),
+    while the idle probes read 5.3-5.9 ms throughout but for the host's slow phases
+    (9-10 ms), which the faster of the two leaves out unless both moments fall in one.
+    Scaled by those samples, every held-out prediction of that run was 1-19 % faster than
+    its unadjusted one, in step with the load."""
     if not speed:
         return {}
-    return {
-        core: v["during"]
-        if v.get("during_samples", 0) >= MIN_SAMPLES
-        else (v["before"] + v["after"]) / 2.0
-        for core, v in speed.items()
-    }
+    return {core: min(v["before"], v["after"]) for core, v in speed.items()}
 
 
 def median_probe_s(speeds: Iterable[Mapping[str, Any] | None]) -> dict[str, float]:
@@ -201,9 +203,20 @@ def reference(fit_speeds: Iterable[Mapping[str, Any] | None]) -> dict[str, Any] 
         "seconds": {core: round(s, 7) for core, s in seconds.items()},
         "points": sum(1 for s in speeds if s),
         "method": "median over the fit points of each point's probe time (the mean of the "
-        "samples during its load, else of the probes before and after it), per lab core; "
+        "faster of the idle probes right before and after its load), per lab core; "
         "meshsim/calibrate/speed.py",
     }
+
+
+def fit_reference(fit: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A fit record's reference, recomputed from its fit points' probes when it keeps them,
+    so that a record made before a change to :func:`probe_s` is read with the current one;
+    else the one it stored."""
+    fit_speeds = [p.get("speed") for p in fit.get("points") or () if p.get("role") == "fit"]
+    if any(fit_speeds):
+        return reference(fit_speeds)
+    stored: dict[str, Any] | None = fit.get("speed_reference")
+    return stored
 
 
 def factors(seconds: Mapping[str, float], ref: Mapping[str, Any]) -> dict[str, float]:

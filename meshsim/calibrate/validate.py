@@ -182,7 +182,7 @@ def speed_scales(
     baseline's, on their own cores (core 1 and core 0 in the lab's placement); taken from the
     fit points instead (no baseline), by the fit's factor.
     """
-    ref = fit.get("speed_reference")
+    ref = speed.fit_reference(fit)
     if not ref:
         return {}, NO_PROBE
     seconds = speed.median_probe_s(p.get("speed") for p in passes)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from meshsim.calibrate import speed
 from meshsim.calibrate.calibration import load_fit
 from meshsim.calibrate.decomposition import PointDecomposition, decompose
 from meshsim.calibrate.decomposition import render as render_decomposition
@@ -219,7 +220,7 @@ def machine_speed_lines(fit: dict[str, Any], rows: list[Comparison]) -> list[str
     """The "Machine speed" part of the report: why the goals are judged on speed-adjusted
     predictions, the factors seen, and both predictions (never only the adjusted one)."""
     lines = ["### Machine speed", ""]
-    ref = fit.get("speed_reference")
+    ref = speed.fit_reference(fit)
     if not ref:
         return [*lines, f"The goals are checked on the raw predictions: {NO_PROBE}.", ""]
     seconds = ", ".join(f"core {c} {s * 1e3:.2f} ms" for c, s in ref["seconds"].items())
@@ -229,8 +230,9 @@ def machine_speed_lines(fit: dict[str, Any], rows: list[Comparison]) -> list[str
         "under the lab (a shared virtual machine: a fast and a slow state, 1.7x apart, "
         "that change within a second), so the lab times a fixed CPU-bound probe on each lab "
         "core before and after each point's load and samples it every 0.1 s during the load "
-        "(`meshsim/calibrate/speed.py`; a point's probe time is the mean of its samples; fit "
-        "points' median: "
+        "(`meshsim/calibrate/speed.py`; a point's probe time is the faster of its idle probes: "
+        "the samples during the load time the lab's own processes on the shared core as much "
+        "as the host, so they are recorded, not used; fit points' median: "
         f"{seconds} over {ref['points']} points). Each held-out point is predicted as the "
         "model stands (raw) and with every CPU cost scaled by the point's probe time over "
         "the fit's (speed-adjusted: the sidecars' by the mean of their two cores' factors; "
