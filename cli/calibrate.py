@@ -29,7 +29,9 @@ DEFAULT_KEY_TYPE = "ecdsa-p256"
     "models/calibrated/PROGRAM.yaml with --proxy-cmd, "
     "models/calibrated/fortio.yaml with --from-fortio).",
 )
-@click.option("--quick", is_flag=True, help="A small grid and short runs (CI smoke test, < 1 min).")
+@click.option(
+    "--quick", is_flag=True, help="A small grid and short runs (a smoke test, about 1.5 min)."
+)
 @click.option(
     "--from-fortio",
     "fortio",

@@ -53,7 +53,7 @@ from .common import err_console, user_errors
     is_flag=True,
     help="Run the calibration lab first and write MODEL (and its fit record).",
 )
-@click.option("--quick", is_flag=True, help="With --calibrate: the small grid (~1 min).")
+@click.option("--quick", is_flag=True, help="With --calibrate: the small grid (~2 min).")
 @click.option(
     "--exit-zero",
     is_flag=True,

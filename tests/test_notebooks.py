@@ -26,7 +26,7 @@ SMALL = {
     ),
     # The committed lab model and its fit record; held-out points simulated for 1 s each. No
     # measurement (RUN_QUICK_CALIBRATION stays False).
-    "calibration.ipynb": "PREDICT_DURATION_S = 1.0\nRUN_QUICK_CALIBRATION = False\n",
+    "calibration.ipynb": "PREDICT_DURATION_S = 0.75\nRUN_QUICK_CALIBRATION = False\n",
 }
 FIGURES = {"capacity-planning.ipynb": 4, "control-plane-scaling.ipynb": 7, "calibration.ipynb": 5}
 LIBRARY = {

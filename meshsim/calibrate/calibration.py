@@ -216,8 +216,11 @@ def refit_in_sim_terms(doc: dict[str, Any], out: Path, log: Log) -> dict[str, An
     terms (:mod:`meshsim.calibrate.sim_terms`); ``doc`` updated to match the files."""
     from meshsim.calibrate.sim_terms import refit_hop_latency, rescale_wakeups
 
-    wakeups = rescale_wakeups(out, log=log)
-    hop = refit_hop_latency(out, log=log)
+    # A quick calibration (a smoke run) simulates its fit points as briefly as it measured
+    # them; a full one, longer than its points, for stable counts.
+    duration_s = 1.5 if doc["fit"].get("quick") else 3.0
+    wakeups = rescale_wakeups(out, duration_s=duration_s, log=log)
+    hop = refit_hop_latency(out, duration_s=duration_s, log=log)
     doc["parameters"] = yaml.safe_load(out.read_text())["parameters"]
     if wakeups is not None:
         doc["fit"]["wakeup_scale"] = wakeups

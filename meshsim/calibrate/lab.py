@@ -884,7 +884,7 @@ def grid(
     fracs_fit = (0.1, 0.35, 0.6)
     fracs_held = (0.2, 0.5, 0.7) if quick else (0.2, 0.5, 0.65, 0.8, 0.9)
     payloads = (256, 4096) if quick else (128, 1024, 8192, 32768)
-    dur = 1.5 if quick else 5.0
+    dur = 1.0 if quick else 5.0
     # Open loops get enough connections that they never queue for one: the lab's clumps
     # (meshsim.calibrate.release) send ten requests at once at the highest held-out load,
     # and with 8 connections, as many as the capacity probe's closed loop, the load
