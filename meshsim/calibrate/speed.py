@@ -9,13 +9,14 @@ machine the model describes.
 
 So the lab times :func:`probe` pinned on each of its cores right before and right after each
 point's load (the lab is idle then) and records it with the point (``speed``, see
-:func:`probe_cores`). Those two moments are not enough on their own: the host flips between a
-fast and a slow state (probe times of about 5.7 and 9.6 ms, 1.7x, as in the loop above) within
-a second, often between a point's before and after. So a :class:`Sampler` subprocess also
-times a short probe on each core every :data:`SAMPLE_PERIOD_S` for the lab's whole life, at a
-low priority (about 0.5 % of a core), and the samples that fall inside a point's load give its
-``during`` time, recorded but not used: it measures the lab's own processes on the shared
-core as much as the host (see :func:`probe_s`).
+:func:`probe_cores`). The host flips between a fast and a slow state (probe times of about
+5.7 and 9.6 ms, 1.7x, as in the loop above) within a second, often between a point's before
+and after; the faster of the two is the point's time (:func:`probe_s`), so that a slow phase
+at one moment does not count. A :class:`Sampler` subprocess also times a short probe on each
+core every :data:`SAMPLE_PERIOD_S` for the lab's whole life, at a low priority (about 0.5 % of
+a core); the samples inside a point's load (its ``during`` time) are recorded but not used,
+since on the cores the lab's processes share they measure those processes as much as the
+host (see :func:`probe_s`).
 
 :func:`reference` is the fit points' median probe time per core, kept in the fit record; a
 point's :func:`factors` are its probe time over that reference (above 1: the machine was
@@ -202,8 +203,8 @@ def reference(fit_speeds: Iterable[Mapping[str, Any] | None]) -> dict[str, Any] 
         "probe": PROBE,
         "seconds": {core: round(s, 7) for core, s in seconds.items()},
         "points": sum(1 for s in speeds if s),
-        "method": "median over the fit points of each point's probe time (the mean of the "
-        "faster of the idle probes right before and after its load), per lab core; "
+        "method": "median over the fit points of each point's probe time (the faster of "
+        "the idle probes right before and after its load), per lab core; "
         "meshsim/calibrate/speed.py",
     }
 

@@ -281,9 +281,9 @@ def _no_collection() -> Iterator[None]:
     """No cyclic garbage collection while the load runs.
 
     A load generator that pauses stops sending and stops reading responses, and its pause
-    is measured as the proxies' latency. The lab's runs in a process with a large heap
-    (numpy, simpy, the fit), where a full collection takes tens of milliseconds; the
-    cycles a few seconds of load leave are collected after.
+    is measured as the proxies' latency. The lab's load generator runs in the calibration's
+    own process, whose heap is large (numpy, simpy, the fit): a full collection there takes
+    tens of milliseconds. The cycles a few seconds of load leave are collected after.
     """
     was_enabled = gc.isenabled()
     gc.collect()

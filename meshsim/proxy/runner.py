@@ -31,8 +31,8 @@ def freeze_startup_heap() -> None:
 
     A full (generation 2) collection traverses every tracked object, and a server's heap
     is mostly what it imported and built at start-up (meshsim, pydantic, numpy, its
-    configuration). With that heap in them, the lab's proxy paused 15-30 ms about once a
-    second under load, and every request waited behind the pause. Frozen, a collection
+    configuration). With that heap in them, the lab's proxy paused 14-54 ms about every
+    3 s under load, and every request waited behind the pause. Frozen, a collection
     traverses only what the server allocated since (``gc.freeze``; frozen objects are still
     freed by reference counting, only their cycles are never collected).
     """
