@@ -356,7 +356,7 @@ class DownstreamProtocol(asyncio.Protocol):
             # resuming a read that an earlier request's body paused).
             if self._read_paused and self._refusal is None:
                 self._resume_reading()
-            if body is not NO_BODY and holds_whole(body, route_fast=self.route.fast, req=req):
+            if body is not NO_BODY and holds_whole(req, self.route.fast):
                 self._whole_body = req  # served from on_message_complete
                 return
             # (_serve_next, inline: once per request)

@@ -15,7 +15,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-from meshsim.proxy.body import NO_BODY, Body
+from meshsim.proxy.body import NO_BODY
 from meshsim.proxy.forward import Request, account, request_id_of
 from meshsim.proxy.framing import downstream_head, upstream_head
 from meshsim.proxy.httpcore import Headers, simple_response
@@ -279,13 +279,14 @@ second, a 16-byte POST took 0.90-1.07 ms through the client sidecar against 0.50
 bodyless one, and 20 us more CPU per request and sidecar."""
 
 
-def holds_whole(body: Body, *, route_fast: bool, req: Request) -> bool:
+def holds_whole(req: Request, route_fast: bool) -> bool:
     """Whether ``req`` waits for its whole body and then takes the fast path.
 
     Content-Length bodies up to :data:`WHOLE_BODY_BYTES` on a fast route, unless the client
     waits for ``100 Continue`` before it sends the body (``Expect``), which only the
     upstream can give.
     """
+    body = req.body
     if not route_fast or body.chunked or body.eof or (body.expected or 0) > WHOLE_BODY_BYTES:
         return False
     return not any(len(n) == 6 and n.lower() == b"expect" for n, _ in req.headers)
@@ -295,10 +296,8 @@ def try_fast(down: DownstreamProtocol, req: Request) -> bool:
     """Serve ``req`` on the fast path when it qualifies; False to use :func:`forward`."""
     route = down.route
     body = req.body
-    if not route.fast or (
-        body is not NO_BODY and not body.empty and not (body.eof and body.retained is not None)
-    ):
-        return False
+    if not route.fast or (body is not NO_BODY and not body.replayable):
+        return False  # a body still streaming in, or too large to hold whole
     if route.allowed_principals is not None and down.peer_id not in route.allowed_principals:
         return False  # the general path answers 403
     # Inside a timed read, the read's interval holds this dispatch (downstream.data_received).
