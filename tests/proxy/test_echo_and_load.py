@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import click
@@ -18,6 +20,16 @@ from meshsim.proxy.loadgen import LoadSpec, measure
 from .helpers import Client, ServerThread, arun
 
 pytestmark = pytest.mark.integration
+
+
+@contextlib.asynccontextmanager
+async def echo_url(query: str = "") -> AsyncIterator[str]:
+    """An echo server on this loop, for the load generator: its URL with ``query``."""
+    server, _ = await start_echo(seed=1)
+    try:
+        yield f"http://127.0.0.1:{bound_port(server)}/{query}"
+    finally:
+        server.close()
 
 
 def test_echo_knobs_over_a_socket() -> None:
@@ -59,10 +71,8 @@ def test_echo_concurrency_limit_queues_requests() -> None:
 
 def test_loadgen_sends_the_scheduled_count_and_writes_fortio_json() -> None:
     async def main() -> None:
-        server, _ = await start_echo(seed=1)
-        url = f"http://127.0.0.1:{bound_port(server)}/?size=100"
-        result = await measure(LoadSpec(url, rps=200, connections=4, duration_s=1.0))
-        server.close()
+        async with echo_url("?size=100") as url:
+            result = await measure(LoadSpec(url, rps=200, connections=4, duration_s=1.0))
         assert result.scheduled == 200
         assert result.ret_codes[200] == 200
         doc = to_fortio(result)
@@ -86,10 +96,8 @@ def test_loadgen_releases_what_is_due_within_half_a_tick() -> None:
     # last goes with it, the next after a sleep, so the requests leave in pairs; a sleep that
     # ends late (a busy machine) can only make a release bigger.
     async def main() -> None:
-        server, _ = await start_echo(seed=1)
-        url = f"http://127.0.0.1:{bound_port(server)}/"
-        result = await measure(LoadSpec(url, rps=2000, connections=8, duration_s=1.0))
-        server.close()
+        async with echo_url() as url:
+            result = await measure(LoadSpec(url, rps=2000, connections=8, duration_s=1.0))
         assert result.scheduled == 2000
         assert 1.95 <= result.scheduled / result.releases <= 4.0
 
@@ -112,17 +120,15 @@ def test_loadgen_does_not_collect_garbage_while_the_load_runs() -> None:
             await asyncio.sleep(0.01)
 
     async def main() -> None:
-        server, _ = await start_echo(seed=1)
-        url = f"http://127.0.0.1:{bound_port(server)}/"
         kept: list[list[int]] = []
-        gc.callbacks.append(seen)
-        allocating = asyncio.ensure_future(allocate(kept))
-        try:
-            result = await measure(LoadSpec(url, rps=400, connections=4, duration_s=1.0))
-        finally:
-            allocating.cancel()
-            gc.callbacks.remove(seen)
-            server.close()
+        async with echo_url() as url:
+            gc.callbacks.append(seen)
+            allocating = asyncio.ensure_future(allocate(kept))
+            try:
+                result = await measure(LoadSpec(url, rps=400, connections=4, duration_s=1.0))
+            finally:
+                allocating.cancel()
+                gc.callbacks.remove(seen)
         assert result.scheduled == 400
         assert len(kept) >= 10_000
         begin = result.start_time.timestamp()
@@ -158,10 +164,9 @@ def test_corrected_latency_counts_the_wait_for_a_busy_connection() -> None:
     # One connection, 20 ms service, 100 rps planned: requests queue behind each other, so
     # the corrected latency grows far beyond the service time while uncorrected stays ~20 ms.
     async def main() -> None:
-        server, _ = await start_echo(seed=1)
-        url = f"http://127.0.0.1:{bound_port(server)}/?delay=20ms"
-        result = await measure(LoadSpec(url, rps=100, connections=1, duration_s=1.0, drain_s=5))
-        server.close()
+        async with echo_url("?delay=20ms") as url:
+            spec = LoadSpec(url, rps=100, connections=1, duration_s=1.0, drain_s=5)
+            result = await measure(spec)
         corrected_p90 = result.corrected.get_value_at_percentile(90)
         assert corrected_p90 > 3 * result.uncorrected.get_value_at_percentile(90)
         assert any("could not keep the requested rate" in w for w in result.warnings)
