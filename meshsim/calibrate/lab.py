@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
-from meshsim.calibrate import speed
+from meshsim.calibrate import host_phases, speed
 from meshsim.calibrate.decomposition import duration_quantiles, lab_parts
 from meshsim.calibrate.proxycmd import CommandNode, ProxyCommand, free_port, stop_process
 from meshsim.errors import MeshsimError
@@ -136,6 +136,10 @@ class Measured:
     """The machine's speed around the point: per lab core, seconds of the fixed probe of
     :mod:`meshsim.calibrate.speed` right ``before`` and ``after`` the load, and the mean of
     the sampler's probes ``during`` it (empty: older records)."""
+    host_phases: dict[str, dict[str, float]] = field(default_factory=dict)
+    """The host's fast and slow phases around the point: per lab core, the two-state fit of
+    :mod:`meshsim.calibrate.host_phases` to chunks timed right before and after the load
+    (empty: older records)."""
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -558,6 +562,7 @@ class Lab:
             pids["load_generator"] = [os.getpid()]
             # The probe runs outside the CPU counters' window, on an idle lab.
             speed_before = self.probe_speed()
+            phases_before = self.trace_host()
             before = {k: tree_sched(p) for k, p in pids.items()}
             load_start = time.monotonic()
             result = run_load(spec)
@@ -565,6 +570,7 @@ class Lab:
             after = {k: tree_sched(p) for k, p in pids.items()}
         time.sleep(0.05)  # let the access logs flush their last lines
         speed_after = self.probe_speed()
+        phases_after = self.trace_host()
         speed_during = (
             self.sampler.between(load_start, load_end) if self.sampler is not None else {}
         )
@@ -621,11 +627,19 @@ class Lab:
             sidecar_duration_ms=durations,
             latency_parts_ms=lab_parts(lat, durations) or {},
             speed=speed.point_speed(speed_before, speed_after, speed_during),
+            host_phases=host_phases.point_phases(phases_before, phases_after),
         )
 
     def probe_speed(self) -> dict[str, float]:
         """The speed probe's seconds on each of the lab's cores (:mod:`meshsim.calibrate.speed`)."""
         return speed.probe_cores(c for c in (self.core_client, self.core_server) if c is not None)
+
+    def trace_host(self) -> dict[str, Any]:
+        """The host's phases traced on each of the lab's cores
+        (:mod:`meshsim.calibrate.host_phases`)."""
+        return host_phases.trace_cores(
+            c for c in (self.core_client, self.core_server) if c is not None
+        )
 
     def idle_cpu_ms_per_s(self, seconds: float = 3.0) -> dict[str, float]:
         """CPU per second of the base configuration's components with no traffic, measured

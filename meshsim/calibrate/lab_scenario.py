@@ -63,9 +63,12 @@ def lab_scenario(
     duration_s: float = 4.0,
     seed: int = 1,
     cpu_scale: Mapping[str, float] | None = None,
+    phases: Mapping[str, Mapping[str, float]] | None = None,
 ) -> dict[str, Any]:
     """The lab as a scenario; ``cpu_scale`` multiplies the echo's (``echo``) and the load
-    generator's (``load_generator``) CPU per request (see :func:`speed_scales`)."""
+    generator's (``load_generator``) CPU per request (see :func:`speed_scales`); ``phases``
+    (a point's ``host_phases``, per lab core) gives each node its core's fast and slow
+    phases (:func:`host_speed`)."""
     scale = cpu_scale or {}
     lab = fit["lab"]
     payload = int(point["payload_bytes"])
@@ -125,6 +128,7 @@ def lab_scenario(
             "nodes": 2,
             "cores_per_node": 1,
             "network": {"same_node_us": net, "cross_node_us": net, "client_us": net},
+            **host_speed(fit, phases),
         },
         "services": [
             {
@@ -150,6 +154,29 @@ def lab_scenario(
     }
 
 
+def host_speed(
+    fit: Mapping[str, Any], phases: Mapping[str, Mapping[str, float]] | None
+) -> dict[str, Any]:
+    """``cluster.host_speed`` for the simulated lab's two nodes from a point's phases, each
+    node its lab core's (node 0: the echo's core, node 1: the client sidecar's); empty
+    without phases, or when neither core showed a slow one.
+
+    Around a mean of 1 (:func:`meshsim.calibrate.host_phases.host_speed_spec`): the level is
+    the speed adjustment's, the phases only spread it."""
+    from meshsim.calibrate.host_phases import host_speed_spec
+
+    placement = fit.get("placement") or {}
+    specs: list[dict[str, float] | None] = []
+    for name in ("echo", "client_sidecar"):
+        core = placement.get(name)
+        one = (phases or {}).get(str(core)) if core is not None else None
+        specs.append(host_speed_spec(one) if one else None)
+    if all(s is None for s in specs):
+        return {}
+    constant = {"slow_factor": 1.0, "slow_share": 0.0, "slow_dwell_ms": 1.0}
+    return {"host_speed": [s or constant for s in specs]}
+
+
 def predict(
     model_path: Path,
     fit: dict[str, Any],
@@ -157,12 +184,15 @@ def predict(
     *,
     duration_s: float = 4.0,
     cpu_scale: Mapping[str, float] | None = None,
+    phases: Mapping[str, Mapping[str, float]] | None = None,
 ) -> dict[str, float]:
     from meshsim.api import run_scenario
     from meshsim.results.summary import build_summary
     from meshsim.scenario import from_dict
 
-    doc = lab_scenario(model_path, fit, point, duration_s=duration_s, cpu_scale=cpu_scale)
+    doc = lab_scenario(
+        model_path, fit, point, duration_s=duration_s, cpu_scale=cpu_scale, phases=phases
+    )
     out = build_summary(run_scenario(from_dict(doc)))["runs"]["istio"]
     w = out["workloads"]["load"]
     lat = w["latency_ms"]

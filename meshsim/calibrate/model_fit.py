@@ -778,4 +778,5 @@ def _point_row(m: Measured) -> dict[str, Any]:
             k: {s: round(v, 4) for s, v in stats.items()} for k, stats in m.latency_parts_ms.items()
         },
         "speed": m.speed or None,
+        "host_phases": m.host_phases or None,
     }

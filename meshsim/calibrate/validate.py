@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from meshsim.calibrate import speed
+from meshsim.calibrate import host_phases, speed
 from meshsim.calibrate.calibration import load_fit
 from meshsim.calibrate.lab_scenario import baseline_for as baseline_for
 from meshsim.calibrate.lab_scenario import colocated_cpu as colocated_cpu
@@ -157,6 +157,7 @@ def merge_passes(passes: list[dict[str, Any]]) -> dict[str, Any]:
         }
         for side in sorted(sides)
     }
+    merged["host_phases"] = host_phases.merge(p.get("host_phases") for p in passes) or None
     merged.pop("latency_parts_ms", None)
     merged["passes_range"] = {
         **{
@@ -265,6 +266,7 @@ def _compare(
                 p,
                 duration_s=duration_s,
                 cpu_scale=scales,
+                phases=p.get("host_phases"),
             )
         lat = p["latency_ms"]
         meas = {"p50": lat["p50"], "p90": lat["p90"], "p99": lat["p99"], "rps": p["achieved_rps"]}

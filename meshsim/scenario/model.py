@@ -142,6 +142,39 @@ class Network(Spec):
     ) = Field(None, description="Bandwidth between zones and clusters; default bandwidth_gbps.")
 
 
+class HostSpeed(Spec):
+    """How fast a node's host runs its cores, over time: two states, fast and slow.
+
+    A node on a shared host (a cloud VM, a busy SMT sibling, a noisy neighbour) does not run
+    at one speed: its CPU work takes ``slow_factor`` times as long as on a quiet host while
+    the host is busy, for phases of tens of milliseconds, then ``fast_factor`` times again.
+    The phases alternate with exponential durations (a two-state Markov process, one per
+    node); a CPU burst runs at the speed of the phase it starts in (bursts are tens to
+    hundreds of microseconds, phases tens of milliseconds). The lab measures it on its own
+    cores (meshsim/calibrate/speed.py, ``host_speed``).
+    """
+
+    slow_factor: Annotated[float, Field(gt=0, le=100)] = Field(
+        description="A CPU burst's duration in the slow state, as a multiple of its CPU cost."
+    )
+    slow_share: Annotated[float, Field(ge=0, lt=1)] = Field(
+        description="Share of time the host spends in the slow state (0: never)."
+    )
+    slow_dwell_ms: Annotated[float, Field(gt=0, le=1e6)] = Field(
+        description="Mean length of a slow phase (ms); fast phases then last "
+        "slow_dwell_ms x (1 - slow_share) / slow_share on average."
+    )
+    fast_factor: Annotated[float, Field(gt=0, le=100)] = Field(
+        1.0,
+        description="A CPU burst's duration in the fast state, as a multiple of its CPU cost "
+        "(below 1 when the costs are averages over both states, as measured ones are).",
+    )
+
+    def mean_factor(self) -> float:
+        """The time-average multiple of CPU cost a burst takes."""
+        return (1.0 - self.slow_share) * self.fast_factor + self.slow_share * self.slow_factor
+
+
 class Cluster(Spec):
     nodes: Annotated[int, Field(ge=1, le=MAX_NODES)] = Field(1, description="Number of nodes.")
     cores_per_node: Annotated[int, Field(ge=1, le=MAX_CORES_PER_NODE)] = Field(
@@ -172,6 +205,11 @@ class Cluster(Spec):
         default_factory=Allocatable,
         description="Node allocatable; requests beyond it are reported as a warning.",
     )
+    host_speed: HostSpeed | list[HostSpeed] | None = Field(
+        None,
+        description="The hosts' speed over time (fast and slow phases): one for every node, "
+        "or a list with one per node; none: every core runs at one speed.",
+    )
     zones: list[Zone] | None = Field(
         None,
         min_length=1,
@@ -182,6 +220,7 @@ class Cluster(Spec):
     @model_validator(mode="after")
     def _nodes_are_the_zones(self) -> Cluster:
         if self.zones is None:
+            self._check_host_speed()
             return self
         total = sum(z.nodes for z in self.zones)
         if "nodes" in self.model_fields_set and self.nodes != total:
@@ -191,7 +230,20 @@ class Cluster(Spec):
         if total > MAX_NODES:
             raise ValueError(f"the zones hold {total} nodes; at most {MAX_NODES} are supported")
         object.__setattr__(self, "nodes", total)
+        self._check_host_speed()
         return self
+
+    def _check_host_speed(self) -> None:
+        if isinstance(self.host_speed, list) and len(self.host_speed) != self.nodes:
+            raise ValueError(
+                f"host_speed lists {len(self.host_speed)} nodes but the cluster has "
+                f"{self.nodes}: give one for every node, or a single one for all"
+            )
+
+    def node_host_speed(self, index: int) -> HostSpeed | None:
+        """Node ``index``'s host speed (None: constant)."""
+        hs = self.host_speed
+        return hs[index] if isinstance(hs, list) else hs
 
 
 # --------------------------------------------------------------------------- services

@@ -35,7 +35,7 @@ class Node:
 
     __slots__ = (
         "_cgroups", "_period_s", "_resolve", "busy_s", "cores", "cpu", "env", "index", "name",
-        "oom_kills", "pods",
+        "oom_kills", "pods", "slow_phases", "speed",
     )  # fmt: skip
 
     def __init__(
@@ -62,11 +62,19 @@ class Node:
         self.pods: list[Any] = []
         self.oom_kills: dict[str, int] = {}
         """OOM kills in the window, by cgroup name."""
+        self.speed = 1.0
+        """The multiple of its CPU cost a burst starting now takes: 1 unless
+        ``cluster.host_speed`` varies it (:mod:`meshsim.sim.cpu.host_speed`)."""
+        self.slow_phases = 0
+        """Slow phases of the host begun so far (``cluster.host_speed``)."""
 
     def execute(self, cpu_s: float, account: CpuAccount) -> Generator[simpy.Event, Any, None]:
-        """Run a CPU burst of ``cpu_s`` seconds on one of this node's cores."""
+        """Run a CPU burst of ``cpu_s`` seconds on one of this node's cores (times the
+        host's :attr:`speed` when it starts: the time it holds the core is what it is
+        accounted, as a CPU counter on a slow host counts it)."""
         cpu = self.cpu
         if cpu is not None:
+            cpu_s *= self.speed
             yield cpu.run(cpu_s, self.cgroup(account))
         else:
             cores = self.cores
@@ -74,6 +82,7 @@ class Node:
             if req is None:
                 req = cores.request()
                 yield req
+            cpu_s *= self.speed
             yield self.env.timeout(cpu_s)
             give(cores, req)
         self.busy_s += cpu_s

@@ -35,6 +35,7 @@ from meshsim.sim.cluster import (
     place,
 )
 from meshsim.sim.controlplane import control_plane_for
+from meshsim.sim.cpu import host_speed
 from meshsim.sim.cpu.oom import watch_memory
 from meshsim.sim.dataplanes import data_plane_for
 from meshsim.sim.egress import egress_for
@@ -97,6 +98,10 @@ class Simulation:
         self.zones = ZoneState(self, self.topology)
         self.recorder = Recorder(self.warmup_s, self.end_s, keep_records)
         self.nodes = make_nodes(self.env, scenario, mesh)
+        for node in self.nodes:
+            host = scenario.cluster.node_host_speed(node.index)
+            if host is not None:
+                host_speed.start(self.env, node, host, self.streams(f"host_speed/{node.name}"))
         self._coin = Uniforms(self.streams("calls"))
         self._faults = Uniforms(self.streams("faults"))
         self._request_ids = 0

@@ -183,6 +183,7 @@ class Proxy:
             yield wreq
         node = self.node
         if node.cpu is not None:
+            cpu_s *= node.speed
             yield node.cpu.run(cpu_s, node.cgroup(self))
             give(worker.res, wreq)
             self._account(worker, cpu_s)
@@ -192,6 +193,7 @@ class Proxy:
         if creq is None:
             creq = cores.request()
             yield creq
+        cpu_s *= node.speed  # the host's phase when the burst starts (Node.execute)
         yield self.env.timeout(cpu_s)
         give(cores, creq)
         give(worker.res, wreq)
@@ -213,6 +215,8 @@ class Proxy:
         if node.cpu is not None:
             # Under the fair scheduler the telemetry is a burst of its own on the same
             # thread, right after the response path: it holds the worker, not a core.
+            cpu_s *= node.speed
+            after_s *= node.speed
             yield node.cpu.run(cpu_s, node.cgroup(self))
             self._account(worker, cpu_s)
             if after_s > 0.0:
@@ -227,6 +231,9 @@ class Proxy:
         if creq is None:
             creq = cores.request()
             yield creq
+        speed = node.speed
+        cpu_s *= speed
+        after_s *= speed
         yield self.env.timeout(cpu_s)
         node.busy_s += cpu_s  # _account, inlined on the hot path
         self.cpu_s += cpu_s

@@ -1,0 +1,55 @@
+"""A node's host speed over time: fast and slow phases (``cluster.host_speed``).
+
+On a shared host a core's speed is not constant. The calibration lab's two cores (a cloud
+VM) alternate between a fast state and one 1.7-2x slower, in phases of tens of milliseconds
+(meshsim/calibrate/speed.py measures them), and a run's tail latency comes from those phases
+more than from anything per request: while the host is slow, a core's capacity falls, a
+queue builds, and every request behind it waits. A constant speed cannot produce that.
+
+The model is a two-state Markov process per node: phases of exponential length, slow with
+mean ``slow_dwell_ms`` and fast with the mean that gives the slow state its share of time.
+The process sets ``node.speed``, the multiple of its CPU cost that a burst takes; both
+schedulers read it when a burst starts running (FCFS) or is submitted (the fair scheduler).
+A burst keeps the speed it started with: bursts last tens to hundreds of microseconds, a
+phase tens of milliseconds, so few straddle a change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import simpy
+
+if TYPE_CHECKING:
+    from meshsim.scenario.model import HostSpeed
+    from meshsim.sim.cluster import Node
+
+
+def fast_dwell_ms(spec: HostSpeed) -> float:
+    """Mean length of a fast phase: the one that gives the slow state ``slow_share``."""
+    return spec.slow_dwell_ms * (1.0 - spec.slow_share) / spec.slow_share
+
+
+def start(env: simpy.Environment, node: Node, spec: HostSpeed, rng: np.random.Generator) -> None:
+    """Run ``node``'s host speed process from now on (its first state drawn from the
+    stationary shares, so a run starts as the host would be at a random moment)."""
+    if spec.slow_share <= 0.0:
+        node.speed = spec.fast_factor
+        return
+    env.process(_phases(env, node, spec, rng))
+
+
+def _phases(
+    env: simpy.Environment, node: Node, spec: HostSpeed, rng: np.random.Generator
+) -> Generator[simpy.Event, Any, None]:
+    slow_mean_s = spec.slow_dwell_ms * 1e-3
+    fast_mean_s = fast_dwell_ms(spec) * 1e-3
+    slow = bool(rng.random() < spec.slow_share)
+    while True:
+        node.speed = spec.slow_factor if slow else spec.fast_factor
+        if slow:
+            node.slow_phases += 1
+        yield env.timeout(rng.exponential(slow_mean_s if slow else fast_mean_s))
+        slow = not slow
