@@ -138,6 +138,40 @@ def point_phases(
     return out
 
 
+def point_trace(
+    before: Mapping[str, np.ndarray], after: Mapping[str, np.ndarray]
+) -> dict[str, list[int]]:
+    """A point's ``host_trace`` record: per core, the 1 ms bins of its traces before and
+    after the load, one after the other, in percent of their mean (what the simulated lab
+    replays: :func:`replay_spec`)."""
+    out: dict[str, list[int]] = {}
+    for core in sorted(set(before) | set(after)):
+        bins = [_bins(s) for s in (before.get(core), after.get(core)) if s is not None and len(s)]
+        if bins:
+            every = np.concatenate(bins)
+            out[core] = [int(v) for v in np.rint(every / every.mean() * 100.0)]
+    return out
+
+
+def merge_traces(records: Iterable[Mapping[str, Sequence[int]] | None]) -> dict[str, list[int]]:
+    """Several passes' ``host_trace`` as one: per core, the passes' bins one after another."""
+    out: dict[str, list[int]] = {}
+    for rec in records:
+        for core, bins in (rec or {}).items():
+            out.setdefault(core, []).extend(bins)
+    return out
+
+
+def replay_spec(bins: Sequence[int]) -> dict[str, Any] | None:
+    """The ``cluster.host_speed`` that replays a core's ``host_trace`` around a mean of 1
+    (see :func:`host_speed_spec`); None for an empty trace."""
+    if not bins:
+        return None
+    arr = np.asarray(bins, dtype=float)
+    arr = np.maximum(arr, 1.0) / max(float(arr.mean()), 1.0)
+    return {"trace": [round(float(v), 3) for v in arr], "trace_bin_ms": BIN_S * 1e3}
+
+
 def merge(records: Iterable[Mapping[str, Mapping[str, float]] | None]) -> dict[str, Any]:
     """Several passes' ``host_phases`` as one: per core and figure, the median over the
     passes that were traced (empty: none was)."""
@@ -176,7 +210,10 @@ __all__ = [
     "TRACE_S",
     "host_speed_spec",
     "merge",
+    "merge_traces",
     "point_phases",
+    "point_trace",
+    "replay_spec",
     "trace",
     "trace_cores",
     "two_state",

@@ -140,6 +140,10 @@ class Measured:
     """The host's fast and slow phases around the point: per lab core, the two-state fit of
     :mod:`meshsim.calibrate.host_phases` to chunks timed right before and after the load
     (empty: older records)."""
+    host_trace: dict[str, list[int]] = field(default_factory=dict)
+    """Held-out points: per lab core, those chunks' 1 ms bins in percent of their mean, the
+    series the simulated lab replays (:func:`meshsim.calibrate.host_phases.point_trace`;
+    empty for other points and older records)."""
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -628,6 +632,9 @@ class Lab:
             latency_parts_ms=lab_parts(lat, durations) or {},
             speed=speed.point_speed(speed_before, speed_after, speed_during),
             host_phases=host_phases.point_phases(phases_before, phases_after),
+            host_trace=host_phases.point_trace(phases_before, phases_after)
+            if point.role == "held_out"
+            else {},
         )
 
     def probe_speed(self) -> dict[str, float]:

@@ -17,7 +17,7 @@ the predictions with the held-out measurements.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +64,12 @@ def lab_scenario(
     seed: int = 1,
     cpu_scale: Mapping[str, float] | None = None,
     phases: Mapping[str, Mapping[str, float]] | None = None,
+    trace: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, Any]:
     """The lab as a scenario; ``cpu_scale`` multiplies the echo's (``echo``) and the load
-    generator's (``load_generator``) CPU per request (see :func:`speed_scales`); ``phases``
-    (a point's ``host_phases``, per lab core) gives each node its core's fast and slow
-    phases (:func:`host_speed`)."""
+    generator's (``load_generator``) CPU per request (see :func:`speed_scales`); ``trace``
+    or ``phases`` (a point's ``host_trace`` or ``host_phases``, per lab core) give each node
+    its core's fast and slow phases (:func:`host_speed`)."""
     scale = cpu_scale or {}
     lab = fit["lab"]
     payload = int(point["payload_bytes"])
@@ -128,7 +129,7 @@ def lab_scenario(
             "nodes": 2,
             "cores_per_node": 1,
             "network": {"same_node_us": net, "cross_node_us": net, "client_us": net},
-            **host_speed(fit, phases),
+            **host_speed(fit, phases, trace),
         },
         "services": [
             {
@@ -155,22 +156,26 @@ def lab_scenario(
 
 
 def host_speed(
-    fit: Mapping[str, Any], phases: Mapping[str, Mapping[str, float]] | None
+    fit: Mapping[str, Any],
+    phases: Mapping[str, Mapping[str, float]] | None,
+    trace: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, Any]:
-    """``cluster.host_speed`` for the simulated lab's two nodes from a point's phases, each
-    node its lab core's (node 0: the echo's core, node 1: the client sidecar's); empty
-    without phases, or when neither core showed a slow one.
+    """``cluster.host_speed`` for the simulated lab's two nodes, each its lab core's (node 0:
+    the echo's core, node 1: the client sidecar's): the core's measured trace replayed where
+    the point has one, else its two-state fit; empty when neither says anything.
 
     Around a mean of 1 (:func:`meshsim.calibrate.host_phases.host_speed_spec`): the level is
     the speed adjustment's, the phases only spread it."""
-    from meshsim.calibrate.host_phases import host_speed_spec
+    from meshsim.calibrate.host_phases import host_speed_spec, replay_spec
 
     placement = fit.get("placement") or {}
-    specs: list[dict[str, float] | None] = []
+    specs: list[dict[str, Any] | None] = []
     for name in ("echo", "client_sidecar"):
         core = placement.get(name)
-        one = (phases or {}).get(str(core)) if core is not None else None
-        specs.append(host_speed_spec(one) if one else None)
+        key = str(core) if core is not None else ""
+        bins = (trace or {}).get(key)
+        one = (phases or {}).get(key)
+        specs.append(replay_spec(bins) if bins else host_speed_spec(one) if one else None)
     if all(s is None for s in specs):
         return {}
     constant = {"slow_factor": 1.0, "slow_share": 0.0, "slow_dwell_ms": 1.0}
@@ -185,13 +190,20 @@ def predict(
     duration_s: float = 4.0,
     cpu_scale: Mapping[str, float] | None = None,
     phases: Mapping[str, Mapping[str, float]] | None = None,
+    trace: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, float]:
     from meshsim.api import run_scenario
     from meshsim.results.summary import build_summary
     from meshsim.scenario import from_dict
 
     doc = lab_scenario(
-        model_path, fit, point, duration_s=duration_s, cpu_scale=cpu_scale, phases=phases
+        model_path,
+        fit,
+        point,
+        duration_s=duration_s,
+        cpu_scale=cpu_scale,
+        phases=phases,
+        trace=trace,
     )
     out = build_summary(run_scenario(from_dict(doc)))["runs"]["istio"]
     w = out["workloads"]["load"]

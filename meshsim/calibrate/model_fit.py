@@ -779,4 +779,5 @@ def _point_row(m: Measured) -> dict[str, Any]:
         },
         "speed": m.speed or None,
         "host_phases": m.host_phases or None,
+        "host_trace": m.host_trace or None,
     }

@@ -158,6 +158,7 @@ def merge_passes(passes: list[dict[str, Any]]) -> dict[str, Any]:
         for side in sorted(sides)
     }
     merged["host_phases"] = host_phases.merge(p.get("host_phases") for p in passes) or None
+    merged["host_trace"] = host_phases.merge_traces(p.get("host_trace") for p in passes) or None
     merged.pop("latency_parts_ms", None)
     merged["passes_range"] = {
         **{
@@ -267,6 +268,7 @@ def _compare(
                 duration_s=duration_s,
                 cpu_scale=scales,
                 phases=p.get("host_phases"),
+                trace=p.get("host_trace"),
             )
         lat = p["latency_ms"]
         meas = {"p50": lat["p50"], "p90": lat["p90"], "p99": lat["p99"], "rps": p["achieved_rps"]}
@@ -421,6 +423,29 @@ def speed_table(rows: list[Comparison]) -> str:
             f"{f['echo']:>5.2f} {f['load_generator']:>5.2f}  {cell('p50', '.3f', 23)}  "
             f"{cell('p99', '.2f', 23)}  {cell('rps', '.0f', 20)}"
         )
+    return "\n".join(lines)
+
+
+def phases_table(rows: list[Comparison]) -> str:
+    """Each point's host phases per lab core (:mod:`meshsim.calibrate.host_phases`): the
+    share of time slow, how much slower, and a slow phase's mean length."""
+    sel = [r for r in rows if r.point.get("host_phases")]
+    if not sel:
+        return ""
+    cores = sorted({c for r in sel for c in r.point["host_phases"]})
+    head = "  ".join(f"{'core ' + c + ' slow share/x/ms':>26}" for c in cores)
+    lines = [f"{'config':<14} {'load':>9}  {head}"]
+    for r in sel:
+        cells = []
+        for c in cores:
+            f = r.point["host_phases"].get(c)
+            text = (
+                f"{f['slow_share']:.2f}/{f['slow_factor']:.2f}/{f['slow_dwell_ms']:.0f}"
+                if f
+                else "-"
+            )
+            cells.append(f"{text:>26}")
+        lines.append(f"{r.point['config']:<14} {load_label(r):>9}  {'  '.join(cells)}")
     return "\n".join(lines)
 
 

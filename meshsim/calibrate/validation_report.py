@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meshsim.calibrate import speed
+from meshsim.calibrate import host_phases, speed
 from meshsim.calibrate.calibration import load_fit
 from meshsim.calibrate.decomposition import PointDecomposition, decompose
 from meshsim.calibrate.decomposition import render as render_decomposition
@@ -28,6 +28,7 @@ from meshsim.calibrate.validate import (
     failures,
     figures,
     load_label,
+    phases_table,
     speed_table,
     spread_table,
     table,
@@ -247,7 +248,25 @@ def machine_speed_lines(fit: dict[str, Any], rows: list[Comparison]) -> list[str
         lines += ["```", table_text, "```", ""]
     unprobed = [r for r in rows if r.speed_note]
     lines += [f"- {r.point['config']} {load_label(r)}: {r.speed_note}" for r in unprobed]
-    return lines + ([""] if unprobed else [])
+    if unprobed:
+        lines.append("")
+    phases = phases_table(rows)
+    if phases:
+        lines += [
+            "The host's fast and slow phases around each point (`meshsim/calibrate/"
+            "host_phases.py`: chunks of the probe's work timed back to back for "
+            f"{host_phases.TRACE_S:g} s per core before and after the load, in 1 ms bins): "
+            "the share of time slow, the slow state's cost over the fast one's, and a slow "
+            "phase's mean length (median over the passes). The speed-adjusted prediction "
+            "runs each node at its core's phases (`cluster.host_speed`) around the point's "
+            "mean speed; the raw one at a constant speed.",
+            "",
+            "```",
+            phases,
+            "```",
+            "",
+        ]
+    return lines
 
 
 @dataclass

@@ -143,35 +143,69 @@ class Network(Spec):
 
 
 class HostSpeed(Spec):
-    """How fast a node's host runs its cores, over time: two states, fast and slow.
+    """How fast a node's host runs its cores, over time: fast and slow phases.
 
     A node on a shared host (a cloud VM, a busy SMT sibling, a noisy neighbour) does not run
-    at one speed: its CPU work takes ``slow_factor`` times as long as on a quiet host while
-    the host is busy, for phases of tens of milliseconds, then ``fast_factor`` times again.
-    The phases alternate with exponential durations (a two-state Markov process, one per
-    node); a CPU burst runs at the speed of the phase it starts in (bursts are tens to
-    hundreds of microseconds, phases tens of milliseconds). The lab measures it on its own
-    cores (meshsim/calibrate/speed.py, ``host_speed``).
+    at one speed: while the host is busy its CPU work takes longer, for phases of tens of
+    milliseconds. Two ways to say how:
+
+    - two states: ``slow_factor`` times its CPU cost while slow, ``fast_factor`` otherwise,
+      in phases of exponential length (a two-state Markov process, one per node);
+    - a measured ``trace``: the multiple in each bin of ``trace_bin_ms``, replayed in a loop
+      from a random point (the calibration lab's own, meshsim/calibrate/host_phases.py).
+
+    A CPU burst runs at the speed of the moment it starts (bursts are tens to hundreds of
+    microseconds, phases tens of milliseconds).
     """
 
-    slow_factor: Annotated[float, Field(gt=0, le=100)] = Field(
-        description="A CPU burst's duration in the slow state, as a multiple of its CPU cost."
+    slow_factor: Annotated[float, Field(gt=0, le=100)] | None = Field(
+        None, description="A CPU burst's duration in the slow state, as a multiple of its CPU cost."
     )
-    slow_share: Annotated[float, Field(ge=0, lt=1)] = Field(
-        description="Share of time the host spends in the slow state (0: never)."
+    slow_share: Annotated[float, Field(ge=0, lt=1)] | None = Field(
+        None, description="Share of time the host spends in the slow state (0: never)."
     )
-    slow_dwell_ms: Annotated[float, Field(gt=0, le=1e6)] = Field(
+    slow_dwell_ms: Annotated[float, Field(gt=0, le=1e6)] | None = Field(
+        None,
         description="Mean length of a slow phase (ms); fast phases then last "
-        "slow_dwell_ms x (1 - slow_share) / slow_share on average."
+        "slow_dwell_ms x (1 - slow_share) / slow_share on average.",
     )
     fast_factor: Annotated[float, Field(gt=0, le=100)] = Field(
         1.0,
         description="A CPU burst's duration in the fast state, as a multiple of its CPU cost "
         "(below 1 when the costs are averages over both states, as measured ones are).",
     )
+    trace: (
+        Annotated[
+            list[Annotated[float, Field(gt=0, le=100)]], Field(min_length=1, max_length=1_000_000)
+        ]
+        | None
+    ) = Field(
+        None,
+        description="Instead of two states: the multiple of its CPU cost a burst takes, bin "
+        "by bin (a measured series, replayed in a loop from a random point).",
+    )
+    trace_bin_ms: Annotated[float, Field(gt=0, le=1e6)] = Field(
+        1.0, description="The length of one bin of 'trace' (ms)."
+    )
+
+    @model_validator(mode="after")
+    def _one_way(self) -> HostSpeed:
+        two = (self.slow_factor, self.slow_share, self.slow_dwell_ms)
+        if self.trace is not None:
+            if any(v is not None for v in two):
+                raise ValueError("give either a trace or the two states (slow_*), not both")
+        elif any(v is None for v in two):
+            raise ValueError(
+                "give slow_factor, slow_share and slow_dwell_ms (two states), or a trace"
+            )
+        return self
 
     def mean_factor(self) -> float:
         """The time-average multiple of CPU cost a burst takes."""
+        if self.trace is not None:
+            return sum(self.trace) / len(self.trace)
+        assert self.slow_share is not None
+        assert self.slow_factor is not None
         return (1.0 - self.slow_share) * self.fast_factor + self.slow_share * self.slow_factor
 
 

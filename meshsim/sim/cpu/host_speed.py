@@ -6,8 +6,9 @@ VM) alternate between a fast state and one 1.7-2x slower, in phases of tens of m
 more than from anything per request: while the host is slow, a core's capacity falls, a
 queue builds, and every request behind it waits. A constant speed cannot produce that.
 
-The model is a two-state Markov process per node: phases of exponential length, slow with
-mean ``slow_dwell_ms`` and fast with the mean that gives the slow state its share of time.
+The model is a two-state Markov process per node (phases of exponential length, slow with
+mean ``slow_dwell_ms`` and fast with the mean that gives the slow state its share of time),
+or a measured trace replayed in a loop (the calibration lab's).
 The process sets ``node.speed``, the multiple of its CPU cost that a burst takes; both
 schedulers read it when a burst starts running (FCFS) or is submitted (the fair scheduler).
 A burst keeps the speed it started with: bursts last tens to hundreds of microseconds, a
@@ -29,27 +30,49 @@ if TYPE_CHECKING:
 
 def fast_dwell_ms(spec: HostSpeed) -> float:
     """Mean length of a fast phase: the one that gives the slow state ``slow_share``."""
+    assert spec.slow_dwell_ms is not None
+    assert spec.slow_share
     return spec.slow_dwell_ms * (1.0 - spec.slow_share) / spec.slow_share
 
 
 def start(env: simpy.Environment, node: Node, spec: HostSpeed, rng: np.random.Generator) -> None:
-    """Run ``node``'s host speed process from now on (its first state drawn from the
-    stationary shares, so a run starts as the host would be at a random moment)."""
-    if spec.slow_share <= 0.0:
+    """Run ``node``'s host speed process from now on: a trace from a random bin, two states
+    from a state drawn with the stationary shares (either way, a run starts as the host
+    would be at a random moment)."""
+    if spec.trace is not None:
+        env.process(_replay(env, node, spec.trace, spec.trace_bin_ms * 1e-3, rng))
+    elif not spec.slow_share:
         node.speed = spec.fast_factor
-        return
-    env.process(_phases(env, node, spec, rng))
+    else:
+        env.process(_phases(env, node, spec, rng))
 
 
 def _phases(
     env: simpy.Environment, node: Node, spec: HostSpeed, rng: np.random.Generator
 ) -> Generator[simpy.Event, Any, None]:
+    assert spec.slow_factor is not None
+    assert spec.slow_dwell_ms is not None
     slow_mean_s = spec.slow_dwell_ms * 1e-3
     fast_mean_s = fast_dwell_ms(spec) * 1e-3
-    slow = bool(rng.random() < spec.slow_share)
+    slow = bool(rng.random() < (spec.slow_share or 0.0))
     while True:
         node.speed = spec.slow_factor if slow else spec.fast_factor
         if slow:
             node.slow_phases += 1
         yield env.timeout(rng.exponential(slow_mean_s if slow else fast_mean_s))
         slow = not slow
+
+
+def _replay(
+    env: simpy.Environment,
+    node: Node,
+    trace: list[float],
+    bin_s: float,
+    rng: np.random.Generator,
+) -> Generator[simpy.Event, Any, None]:
+    i = int(rng.integers(len(trace)))
+    tick = env.timeout  # one event per bin: 1 ms bins cost 1000 events per simulated second
+    while True:
+        node.speed = trace[i]
+        yield tick(bin_s)
+        i = i + 1 if i + 1 < len(trace) else 0
