@@ -245,3 +245,42 @@ def test_the_lab_records_the_bins_and_replays_them_around_a_mean_of_1() -> None:
     nodes = lab_host_speed(fit, None, {"0": merged["0"]})["host_speed"]
     assert nodes[1] == spec
     assert nodes[0]["slow_share"] == 0.0
+
+
+def test_a_traced_record_is_speed_adjusted_by_the_traces_time_averages() -> None:
+    """Fit points whose traces average 100 us per chunk on both cores; a held-out point's
+    two passes 200 and 300 us on core 0 (median 250) and 50 on core 1: factors 2.5 and 0.5,
+    whatever its probes said (they are left as the fit's). A record without traces keeps
+    the probe's factors."""
+    from test_calibrate_mechanisms import synthetic_record
+
+    from meshsim.calibrate import speed
+    from meshsim.calibrate.calibration import fit_model
+    from meshsim.calibrate.validate import baseline_for, held_out_points, merge_passes, speed_scales
+
+    def phases(us0: float, us1: float) -> dict[str, dict[str, float]]:
+        return {
+            core: {"slow_share": 0.0, "slow_factor": 1.0, "slow_dwell_ms": 0.0,
+                   "mean_chunk_us": us, "seconds": 1.0}
+            for core, us in (("0", us0), ("1", us1))
+        }  # fmt: skip
+
+    data = synthetic_record()
+    for p in data["points"]:
+        p["speed"] = speed.point_speed({"0": 1.0, "1": 1.0}, {"0": 1.0, "1": 1.0})
+        role, repeat = p["point"]["role"], p["point"]["repeat"]
+        if role == "held_out":
+            p["host_phases"] = phases(200.0 if repeat == 0 else 300.0, 50.0)
+        else:
+            p["host_phases"] = phases(100.0, 100.0)
+    fit = fit_model(data)["fit"]
+    group = next(g for g in held_out_points(fit["points"], fit["held_out"]) if g[0]["rps"] > 0)
+    point = merge_passes(group)
+    scales, note = speed_scales(fit, group, baseline_for(fit, point))
+    assert note == ""
+    assert scales["cores"] == {"0": 2.5, "1": 0.5}
+    assert scales["sidecars"] == 1.5
+    for r in fit["points"]:
+        r.pop("host_phases", None)
+    scales, _ = speed_scales(fit, group, baseline_for(fit, point))
+    assert scales["cores"] == {"0": 1.0, "1": 1.0}

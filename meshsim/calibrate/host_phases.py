@@ -172,6 +172,25 @@ def replay_spec(bins: Sequence[int]) -> dict[str, Any] | None:
     return {"trace": [round(float(v), 3) for v in arr], "trace_bin_ms": BIN_S * 1e3}
 
 
+def level_us(records: Iterable[Mapping[str, Mapping[str, float]] | None]) -> dict[str, float]:
+    """Per core, the median over ``records`` (points' or passes' ``host_phases``) of the
+    chunks' mean time: the host's time-averaged speed there, slow phases included."""
+    by_core: dict[str, list[float]] = {}
+    for rec in records:
+        for core, fit in (rec or {}).items():
+            by_core.setdefault(core, []).append(float(fit["mean_chunk_us"]))
+    return {core: statistics.median(v) for core, v in sorted(by_core.items())}
+
+
+def fit_level_us(fit: Mapping[str, Any]) -> dict[str, float]:
+    """:func:`level_us` over a fit record's fit points (empty: they were not traced), the
+    reference a held-out point's level is divided by."""
+    points = [p for p in fit.get("points") or () if p.get("role") == "fit"]
+    if not points or not all(p.get("host_phases") for p in points):
+        return {}
+    return level_us(p["host_phases"] for p in points)
+
+
 def merge(records: Iterable[Mapping[str, Mapping[str, float]] | None]) -> dict[str, Any]:
     """Several passes' ``host_phases`` as one: per core and figure, the median over the
     passes that were traced (empty: none was)."""
@@ -208,7 +227,9 @@ __all__ = [
     "CHUNK_ROUNDS",
     "SLOW_ABOVE",
     "TRACE_S",
+    "fit_level_us",
     "host_speed_spec",
+    "level_us",
     "merge",
     "merge_traces",
     "point_phases",

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from meshsim.calibrate import speed
+from meshsim.calibrate import host_phases, speed
 from meshsim.calibrate.fit import (
     Estimate,
     LineFit,
@@ -728,6 +728,13 @@ def _baseline_row(ms: list[Measured]) -> dict[str, Any]:
         "delay_ms": [round(d, 4) for d in sorted(delay)],
         "delay_from": "send" if from_send else "intended",
         "requests_per_release": round(float(np.median(per_release)), 3) if per_release else None,
+        # The host's time-averaged speed there (meshsim.calibrate.host_phases; None: not
+        # traced), the reference for the echo's and the load generator's CPU above.
+        "host_level_us": {
+            core: round(us, 3)
+            for core, us in host_phases.level_us(r.host_phases for r in ms).items()
+        }
+        or None,
         # The machine's speed while the two CPUs above were measured (median over passes).
         "speed_probe_s": {
             core: round(s, 7) for core, s in speed.median_probe_s(r.speed for r in ms).items()

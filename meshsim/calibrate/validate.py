@@ -183,11 +183,25 @@ def speed_scales(
     already at about its speed: they are scaled by the point's probe time over the
     baseline's, on their own cores (core 1 and core 0 in the lab's placement); taken from the
     fit points instead (no baseline), by the fit's factor.
+
+    Where the record traced the host's phases around every point
+    (:mod:`meshsim.calibrate.host_phases`), the times are the traces' time-averages instead
+    of the probe's: the validation replays the phases around a mean of 1, so the level they
+    spread around must count the slow phases as the fit's CPU costs did.
     """
-    ref = speed.fit_reference(fit)
-    if not ref:
-        return {}, NO_PROBE
-    seconds = speed.median_probe_s(p.get("speed") for p in passes)
+    level_ref = host_phases.fit_level_us(fit)
+    traced = bool(level_ref) and all(p.get("host_phases") for p in passes)
+    if traced:
+        # The host's time-averaged speed around the point, slow phases included, over the
+        # fit points': the level the replayed phases (mean 1) spread around.
+        seconds = host_phases.level_us(p.get("host_phases") for p in passes)
+        ref: Mapping[str, Any] | None = {"seconds": level_ref}
+    else:
+        ref = speed.fit_reference(fit)
+        if not ref:
+            return {}, NO_PROBE
+        seconds = speed.median_probe_s(p.get("speed") for p in passes)
+    assert ref is not None
     cores = speed.factors(seconds, ref)
     placement = fit.get("placement") or {}
     where = {
@@ -196,7 +210,7 @@ def speed_scales(
     }
     if not cores or not set(where.values()) <= set(cores):
         return {}, "the point was not probed on every lab core"
-    base_s = (base or {}).get("speed_probe_s") or {}
+    base_s = (base or {}).get("host_level_us" if traced else "speed_probe_s") or {}
     if colocated_cpu(fit, passes[0]) is not None:
         base_s = {}  # the echo's and load generator's CPU are the fit points' (lab_scenario)
 

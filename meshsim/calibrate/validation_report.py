@@ -243,6 +243,16 @@ def machine_speed_lines(fit: dict[str, Any], rows: list[Comparison]) -> list[str
         "the speed-adjusted predictions; the raw ones are shown beside them.",
         "",
     ]
+    level = host_phases.fit_level_us(fit)
+    if level:
+        traced = ", ".join(f"core {c} {us:.1f} us" for c, us in level.items())
+        lines += [
+            "This record traced the host around every point (below), so a point's factor "
+            "on a core is its traces' time-averaged chunk time over the fit points' median "
+            f"({traced}) instead of the probe's: the phases replayed around a mean of 1 need "
+            "a level that counts the slow phases, as the fit's CPU costs did.",
+            "",
+        ]
     table_text = speed_table(rows)
     if table_text:
         lines += ["```", table_text, "```", ""]
