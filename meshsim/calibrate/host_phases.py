@@ -9,12 +9,14 @@ tens of milliseconds, a queue builds behind it, and the requests in it finish la
 (the sidecars' access logs show the tail's requests in such clumps, one request leaving the
 server sidecar every 0.2 ms instead of every 0.06).
 
-So the lab times :data:`CHUNK_ROUNDS` rounds of the speed probe's work (:func:`speed._work`)
-back to back for :data:`TRACE_S` on each core, right before and right after each point's
-load (:func:`trace_cores`), and fits a two-state model to the chunks' wall times
-(:func:`two_state`): the share of time slow, the slow level over the fast one, and the mean
-length of a slow phase. The simulated lab replays it as ``cluster.host_speed``
-(:mod:`meshsim.sim.cpu.host_speed`) around the point's mean speed (:func:`host_speed_spec`).
+So the lab times :data:`CHUNK_ROUNDS` rounds of the speed probe's work
+(:func:`meshsim.calibrate.speed.probe_work`) back to back for :data:`TRACE_S` on each core,
+right before and right after each point's load (:func:`trace_cores`). It keeps a two-state
+summary of every point (:func:`two_state`: the share of time slow, the slow level over the
+fast one, the mean length of a slow phase) and, for the held-out points, the chunks' 1 ms
+bins themselves (:func:`point_trace`), which the speed-adjusted validation replays as
+``cluster.host_speed`` (:mod:`meshsim.sim.cpu.host_speed`) around a mean of 1
+(:func:`replay_spec`); the traces' time-average is the point's level (:func:`level_us`).
 
 Wall time, not the thread's CPU time: on this host the guest counts a slow phase as CPU
 time too (the two agree within 0.3 % of chunks), and wall time also sees what takes the
@@ -32,7 +34,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from meshsim.calibrate.speed import _on_core, _work
+from meshsim.calibrate.speed import on_core, probe_work
 
 TRACE_S: Final = 0.5
 """Seconds of chunks per core, before and after each point's load (2 s per point in all)."""
@@ -54,7 +56,7 @@ def trace(seconds: float = TRACE_S) -> np.ndarray:
     end = clock() + seconds
     while True:
         t0 = clock()
-        _work(CHUNK_ROUNDS)
+        probe_work(CHUNK_ROUNDS)
         t1 = clock()
         rows.append((t0, t1 - t0))
         if t1 >= end:
@@ -68,7 +70,7 @@ def trace_cores(cores: Iterable[int], seconds: float = TRACE_S) -> dict[str, np.
         return {}
     out: dict[str, np.ndarray] = {}
     for core in sorted(set(cores)):
-        with _on_core(core):
+        with on_core(core):
             out[str(core)] = trace(seconds)
     return out
 

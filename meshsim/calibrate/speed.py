@@ -98,7 +98,7 @@ _REQUEST: Final = (
 )
 
 
-def _work(rounds: int) -> int:
+def probe_work(rounds: int) -> int:
     total = 0
     for i in range(rounds):
         head, _, _ = _REQUEST.partition(b"\r\n\r\n")
@@ -121,13 +121,13 @@ def probe(rounds: int = ROUNDS, repeats: int = REPEATS) -> float:
     times = []
     for _ in range(repeats):
         t0 = time.thread_time_ns()
-        _work(rounds)
+        probe_work(rounds)
         times.append((time.thread_time_ns() - t0) * 1e-9)
     return statistics.median(times)
 
 
 @contextlib.contextmanager
-def _on_core(core: int) -> Iterator[None]:
+def on_core(core: int) -> Iterator[None]:
     """Run this thread on ``core`` only, then restore its affinity."""
     saved = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {core})
@@ -144,7 +144,7 @@ def probe_cores(cores: Iterable[int]) -> dict[str, float]:
         return {}
     out: dict[str, float] = {}
     for core in sorted(set(cores)):
-        with _on_core(core):
+        with on_core(core):
             out[str(core)] = probe()
     return out
 
@@ -323,10 +323,12 @@ __all__ = [
     "Sampler",
     "factors",
     "median_probe_s",
+    "on_core",
     "point_speed",
     "probe",
     "probe_cores",
     "probe_s",
+    "probe_work",
     "reference",
     "scale_model",
     "speed_factor",

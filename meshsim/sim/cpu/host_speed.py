@@ -2,7 +2,7 @@
 
 On a shared host a core's speed is not constant. The calibration lab's two cores (a cloud
 VM) alternate between a fast state and one 1.7-2x slower, in phases of tens of milliseconds
-(meshsim/calibrate/speed.py measures them), and a run's tail latency comes from those phases
+(meshsim/calibrate/host_phases.py measures them), and a run's tail latency comes from those phases
 more than from anything per request: while the host is slow, a core's capacity falls, a
 queue builds, and every request behind it waits. A constant speed cannot produce that.
 
