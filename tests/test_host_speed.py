@@ -8,6 +8,7 @@ chunk traces with known phases.
 from __future__ import annotations
 
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -284,3 +285,24 @@ def test_a_traced_record_is_speed_adjusted_by_the_traces_time_averages() -> None
         r.pop("host_phases", None)
     scales, _ = speed_scales(fit, group, baseline_for(fit, point))
     assert scales["cores"] == {"0": 1.0, "1": 1.0}
+
+
+def test_the_report_header_says_the_hosts_have_phases(tmp_path: Path) -> None:
+    from meshsim.report import Comparison, render_report
+    from meshsim.report.render import hosts_line
+    from meshsim.results.store import load_run, save_run
+
+    doc = _one_service({"slow_factor": 1.8, "slow_share": 0.3, "slow_dwell_ms": 40})
+    scenario = from_dict(doc)
+    result = run_scenario(scenario)
+    run = save_run(result, build_summary(result), scenario.to_dict(), tmp_path / "run")
+    _, md = render_report(Comparison.of([load_run(run)]), tmp_path / "report.html")
+    line = (
+        "Hosts are slow 30% of the time, 1.8x their fast speed, in phases of 40 ms on "
+        "average (cluster.host_speed): the latency tails include their slow phases."
+    )
+    assert line in md.read_text()
+    assert line in (tmp_path / "report.html").read_text()
+    assert hosts_line(_one_service(None)) == ""
+    assert "set node by node for 2 nodes" in hosts_line(_one_service([{}, {}]))
+    assert "measured speed trace of 3 bins" in hosts_line(_one_service({"trace": [1, 2, 3]}))

@@ -8,6 +8,7 @@ its figures as SVG files written beside it (``<stem>-<figure>.svg``).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib as mpl
 
@@ -42,6 +43,24 @@ def _run_row(run: LoadedRun, offered: float) -> dict[str, str]:
     }
 
 
+def hosts_line(scenario: dict[str, Any]) -> str:
+    """What ``cluster.host_speed`` says of the nodes' hosts, for the report's header (empty
+    when the hosts run at one speed): a reader must know that the tails include them."""
+    host = (scenario.get("cluster") or {}).get("host_speed")
+    if not host:
+        return ""
+    tail = " (cluster.host_speed): the latency tails include their slow phases."
+    if isinstance(host, list):
+        return f"Hosts run at a varying speed, set node by node for {len(host)} nodes{tail}"
+    if host.get("trace") is not None:
+        return f"Hosts replay a measured speed trace of {len(host['trace'])} bins{tail}"
+    slow = host["slow_factor"] / host.get("fast_factor", 1.0)
+    return (
+        f"Hosts are slow {host['slow_share']:.0%} of the time, {slow:.3g}x their fast speed, "
+        f"in phases of {host['slow_dwell_ms']:g} ms on average{tail}"
+    )
+
+
 def render_report(
     comp: Comparison,
     out_html: Path,
@@ -70,6 +89,7 @@ def render_report(
         "title": f"meshsim report: {comp.scenario_name}",
         "scenario": comp.scenario_name,
         "description": scenario.get("description", ""),
+        "hosts": hosts_line(scenario),
         "meshes": comp.meshes,
         "replications": comp.replications(),
         "duration_s": scenario.get("duration_s"),
