@@ -26,7 +26,6 @@ not phases: a three-bin median filter removes them before the bins are classifie
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -34,7 +33,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from meshsim.calibrate.speed import on_core, probe_work
+from meshsim.calibrate.speed import on_each_core, probe_work
 
 TRACE_S: Final = 0.5
 """Seconds of chunks per core, before and after each point's load (2 s per point in all)."""
@@ -64,15 +63,8 @@ def trace(seconds: float = TRACE_S) -> np.ndarray:
 
 
 def trace_cores(cores: Iterable[int], seconds: float = TRACE_S) -> dict[str, np.ndarray]:
-    """:func:`trace` pinned on each of ``cores`` in turn (empty where this platform cannot
-    pin a thread)."""
-    if not hasattr(os, "sched_setaffinity"):  # pragma: no cover - not Linux
-        return {}
-    out: dict[str, np.ndarray] = {}
-    for core in sorted(set(cores)):
-        with on_core(core):
-            out[str(core)] = trace(seconds)
-    return out
+    """:func:`trace` pinned on each of ``cores`` in turn (:func:`speed.on_each_core`)."""
+    return on_each_core(cores, lambda: trace(seconds))
 
 
 def _bins(chunks: np.ndarray) -> np.ndarray:
@@ -169,8 +161,8 @@ def replay_spec(bins: Sequence[int]) -> dict[str, Any] | None:
     (see :func:`host_speed_spec`); None for an empty trace."""
     if not bins:
         return None
-    arr = np.asarray(bins, dtype=float)
-    arr = np.maximum(arr, 1.0) / max(float(arr.mean()), 1.0)
+    arr = np.maximum(np.asarray(bins, dtype=float), 1.0)  # a bin of 0 % is not a speed
+    arr /= arr.mean()
     return {"trace": [round(float(v), 3) for v in arr], "trace_bin_ms": BIN_S * 1e3}
 
 

@@ -41,11 +41,13 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from meshsim.calibrate.proxycmd import stop_process
+
+T = TypeVar("T")
 
 PROBE: Final = "http-head-parse-v1"
 """The probe's name: references and points are comparable only for the same probe."""
@@ -137,16 +139,21 @@ def on_core(core: int) -> Iterator[None]:
         os.sched_setaffinity(0, saved)
 
 
-def probe_cores(cores: Iterable[int]) -> dict[str, float]:
-    """The probe's time on each of ``cores``, keyed by the core's number as a string (JSON
-    object keys); empty where this platform cannot pin a thread."""
+def on_each_core(cores: Iterable[int], measure: Callable[[], T]) -> dict[str, T]:
+    """``measure()`` pinned on each of ``cores`` in turn, keyed by the core's number as a
+    string (JSON object keys); empty where this platform cannot pin a thread."""
     if not hasattr(os, "sched_setaffinity"):  # pragma: no cover - not Linux
         return {}
-    out: dict[str, float] = {}
+    out: dict[str, T] = {}
     for core in sorted(set(cores)):
         with on_core(core):
-            out[str(core)] = probe()
+            out[str(core)] = measure()
     return out
+
+
+def probe_cores(cores: Iterable[int]) -> dict[str, float]:
+    """The probe's time on each of ``cores`` (:func:`on_each_core`)."""
+    return on_each_core(cores, probe)
 
 
 def point_speed(
@@ -324,6 +331,7 @@ __all__ = [
     "factors",
     "median_probe_s",
     "on_core",
+    "on_each_core",
     "point_speed",
     "probe",
     "probe_cores",

@@ -195,14 +195,13 @@ def speed_scales(
         # The host's time-averaged speed around the point, slow phases included, over the
         # fit points': the level the replayed phases (mean 1) spread around.
         seconds = host_phases.level_us(p.get("host_phases") for p in passes)
-        ref: Mapping[str, Any] | None = {"seconds": level_ref}
+        cores = speed.factors(seconds, {"seconds": level_ref})
     else:
         ref = speed.fit_reference(fit)
         if not ref:
             return {}, NO_PROBE
         seconds = speed.median_probe_s(p.get("speed") for p in passes)
-    assert ref is not None
-    cores = speed.factors(seconds, ref)
+        cores = speed.factors(seconds, ref)
     placement = fit.get("placement") or {}
     where = {
         name: str(placement.get(name))
