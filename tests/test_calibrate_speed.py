@@ -201,11 +201,12 @@ def test_speed_scales_map_cores_to_the_simulated_lab() -> None:
 
 def test_scaling_the_model_scales_every_cpu_parameter_and_nothing_else(tmp_path: Path) -> None:
     # The list is complete: every envoy-sidecar parameter in microseconds of CPU is in it
-    # (hop_latency_us is the only time that is not CPU).
+    # (hop_latency_us and wakeup_latency_us are the times that are not CPU).
+    not_cpu = {"hop_latency_us", "wakeup_latency_us"}
     cpu_like = {
         s.name
         for s in _SPECS
-        if "envoy-sidecar" in s.kinds and s.unit in ("us", "us/KiB") and s.name != "hop_latency_us"
+        if "envoy-sidecar" in s.kinds and s.unit in ("us", "us/KiB") and s.name not in not_cpu
     }
     assert cpu_like == speed.CPU_PARAMETERS
     doc = yaml.safe_load(MODEL.read_text())

@@ -58,6 +58,7 @@ PROCESSES = ("load_generator", "client_sidecar", "server_sidecar", "echo")
 SIDECARS = ("client_sidecar", "server_sidecar")
 PART_LABELS = {
     "core_wait": "queueing for a core",
+    "wake_latency": "a sleeping sidecar thread being woken",
     "worker_wait": "queueing for the worker (event loop busy) or the echo's slot",
     "cpu": "CPU (proxy work, the echo, the load generator)",
     "connection_wait": "waiting for one of the load generator's connections",

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
-from meshsim.calibrate import host_phases, speed
+from meshsim.calibrate import host_phases, speed, wake_latency
 from meshsim.calibrate.decomposition import duration_quantiles, lab_parts
 from meshsim.calibrate.proxycmd import CommandNode, ProxyCommand, free_port, stop_process
 from meshsim.errors import MeshsimError
@@ -144,6 +144,11 @@ class Measured:
     """Held-out points: per lab core, those chunks' 1 ms bins in percent of their mean, the
     series the simulated lab replays (:func:`meshsim.calibrate.host_phases.point_trace`;
     empty for other points and older records)."""
+    wake_latency_us: dict[str, dict[str, float]] = field(default_factory=dict)
+    """The host's latency to run a sleeping process a message woke, around the point: per
+    lab core, percentiles (``p0`` .. ``p100``) of one-way loopback hops to a process
+    sleeping there, right before and after the load
+    (:mod:`meshsim.calibrate.wake_latency`; empty: older records)."""
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -567,6 +572,7 @@ class Lab:
             # The probe runs outside the CPU counters' window, on an idle lab.
             speed_before = self.probe_speed()
             phases_before = self.trace_host()
+            wake_before = self.probe_wakeups()
             before = {k: tree_sched(p) for k, p in pids.items()}
             load_start = time.monotonic()
             result = run_load(spec)
@@ -575,6 +581,7 @@ class Lab:
         time.sleep(0.05)  # let the access logs flush their last lines
         speed_after = self.probe_speed()
         phases_after = self.trace_host()
+        wake_after = self.probe_wakeups()
         speed_during = (
             self.sampler.between(load_start, load_end) if self.sampler is not None else {}
         )
@@ -635,6 +642,7 @@ class Lab:
             host_trace=host_phases.point_trace(phases_before, phases_after)
             if point.role == "held_out"
             else {},
+            wake_latency_us=wake_latency.point_wakeups(wake_before, wake_after),
         )
 
     def probe_speed(self) -> dict[str, float]:
@@ -645,6 +653,13 @@ class Lab:
         """The host's phases traced on each of the lab's cores
         (:mod:`meshsim.calibrate.host_phases`)."""
         return host_phases.trace_cores(
+            c for c in (self.core_client, self.core_server) if c is not None
+        )
+
+    def probe_wakeups(self) -> dict[str, Any]:
+        """One-way hops to a process sleeping on each of the lab's cores
+        (:mod:`meshsim.calibrate.wake_latency`)."""
+        return wake_latency.probe_cores(
             c for c in (self.core_client, self.core_server) if c is not None
         )
 

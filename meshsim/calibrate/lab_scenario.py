@@ -65,11 +65,13 @@ def lab_scenario(
     cpu_scale: Mapping[str, float] | None = None,
     phases: Mapping[str, Mapping[str, float]] | None = None,
     trace: Mapping[str, Sequence[int]] | None = None,
+    wakeups: Mapping[str, Mapping[str, float]] | None = None,
 ) -> dict[str, Any]:
     """The lab as a scenario; ``cpu_scale`` multiplies the echo's (``echo``) and the load
     generator's (``load_generator``) CPU per request (see :func:`speed_scales`); ``trace``
     or ``phases`` (a point's ``host_trace`` or ``host_phases``, per lab core) give each node
-    its core's fast and slow phases (:func:`host_speed`)."""
+    its core's fast and slow phases (:func:`host_speed`); ``wakeups`` (a point's
+    ``wake_latency_us``) its core's wake-up latency (:func:`wakeup_latency`)."""
     scale = cpu_scale or {}
     lab = fit["lab"]
     payload = int(point["payload_bytes"])
@@ -130,6 +132,7 @@ def lab_scenario(
             "cores_per_node": 1,
             "network": {"same_node_us": net, "cross_node_us": net, "client_us": net},
             **host_speed(fit, phases, trace),
+            **wakeup_latency(fit, wakeups),
         },
         "services": [
             {
@@ -182,6 +185,23 @@ def host_speed(
     return {"host_speed": [s or constant for s in specs]}
 
 
+def wakeup_latency(
+    fit: Mapping[str, Any], wakeups: Mapping[str, Mapping[str, float]] | None
+) -> dict[str, Any]:
+    """``cluster.wakeup_latency`` for the simulated lab's two nodes, each its lab core's
+    (node 0: the echo's core, node 1: the client sidecar's): the point's wake-up latencies
+    over the fit points' floor (:func:`meshsim.calibrate.wake_latency.wakeup_spec`); empty
+    when the point or the fit points were not probed."""
+    from meshsim.calibrate.wake_latency import fit_floor_us, wakeup_spec
+
+    floor = fit_floor_us(fit)
+    placement = fit.get("placement") or {}
+    cores = [str(placement.get(name)) for name in ("echo", "client_sidecar")]
+    if floor is None or not wakeups or not all(c in wakeups for c in cores):
+        return {}
+    return {"wakeup_latency": [wakeup_spec(wakeups[c], floor) for c in cores]}
+
+
 def predict(
     model_path: Path,
     fit: dict[str, Any],
@@ -191,6 +211,7 @@ def predict(
     cpu_scale: Mapping[str, float] | None = None,
     phases: Mapping[str, Mapping[str, float]] | None = None,
     trace: Mapping[str, Sequence[int]] | None = None,
+    wakeups: Mapping[str, Mapping[str, float]] | None = None,
 ) -> dict[str, float]:
     from meshsim.api import run_scenario
     from meshsim.results.summary import build_summary
@@ -204,12 +225,13 @@ def predict(
         cpu_scale=cpu_scale,
         phases=phases,
         trace=trace,
+        wakeups=wakeups,
     )
     out = build_summary(run_scenario(from_dict(doc)))["runs"]["istio"]
     w = out["workloads"]["load"]
     lat = w["latency_ms"]
     sidecars: Mapping[str, Any] = out["proxies"].get("by_kind", {}).get("sidecar", {})
-    wakeups = (
+    per_request = (
         sidecars["wakeups"] / sidecars["requests"] if sidecars.get("requests") else float("nan")
     )
     # Throughput as the load generator counts it: requests completed in the window.
@@ -218,7 +240,7 @@ def predict(
         "p90": _ms(lat["p90"]),
         "p99": _ms(lat["p99"]),
         "rps": w["achieved_rps"],
-        "wakeups_per_request": wakeups,
+        "wakeups_per_request": per_request,
         "saturated": bool(out.get("saturated", False)),
         **{k: w[k] for k in ("requests_per_release",) if k in w},
     }

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from meshsim.calibrate import host_phases, speed
+from meshsim.calibrate import host_phases, speed, wake_latency
 from meshsim.calibrate.fit import (
     Estimate,
     LineFit,
@@ -313,6 +313,10 @@ class HopLatency:
     hop_us: float
     echo_cpu_us: float
     network_one_way_us: float
+    wake_us: float | None = None
+    """The mean wake-up latency over the fit points' floor at ``low``
+    (:mod:`meshsim.calibrate.wake_latency`), taken out of ``hop_us``; None: not probed."""
+    wake_floor_us: float | None = None
 
 
 def fit_hop_latency(rec: LabRecord, telemetry_us: float) -> HopLatency:
@@ -328,14 +332,26 @@ def fit_hop_latency(rec: LabRecord, telemetry_us: float) -> HopLatency:
     added = (low.latency_ms["p50"] - ref.latency_ms["p50"]) * 1000.0
     on_path = _sidecar_cpu(low) - telemetry_us
     echo_cpu = float(np.mean([m.process_cpu_us_per_request["echo"] for m in rec.direct]))
+    # At the lowest load every traversal wakes a sleeping sidecar, and the simulator pays
+    # each such wake-up's latency (wakeup_latency_us) beside the hop's: it is taken out.
+    floor = wake_latency.floor_us(m.wake_latency_us for m in rec.fit)
+    wake = (
+        float(
+            np.mean([wake_latency.excess_mean_us(p, floor) for p in low.wake_latency_us.values()])
+        )
+        if floor is not None and low.wake_latency_us
+        else None
+    )
     return HopLatency(
         low,
         ref,
         added,
         on_path,
-        max((added - 2.0 * on_path) / 4.0, 0.0),
+        max((added - 2.0 * on_path) / 4.0 - (wake or 0.0), 0.0),
         echo_cpu,
         max((ref.latency_ms["p50"] * 1000.0 - echo_cpu) / 2.0, 1.0),
+        wake,
+        floor,
     )
 
 
@@ -455,7 +471,8 @@ def parameters(
             m_src,
             f"(added p50 {added:.1f} us at "
             f"{low.point.rps:g} rps - 2 x on-path CPU {on_path:.1f}) / 4 "
-            "traversals",
+            "traversals"
+            + (f" - the wake-up latency {lat.wake_us:.1f}" if lat.wake_us is not None else ""),
         ),
         "tls_legs": _p(1, "count", "architecture: one mTLS leg per sidecar"),
         "tls_record_cpu_us_per_kib": _p(
@@ -536,6 +553,16 @@ def parameters(
             "(keep-alive off - on) process CPU per request, less "
             "wake-ups, over the two connection ends each sidecar opens per request (accepts "
             "one, connects one)",
+        )
+    if lat.wake_us is not None:
+        params["wakeup_latency_us"] = _p(
+            lat.wake_us,
+            "us",
+            m_src,
+            "mean latency of one-way loopback hops to a process sleeping on a lab core, over "
+            f"the fit points' floor (their 1st percentile, {lat.wake_floor_us:.1f} us), at "
+            f"{low.point.rps:g} rps, probed right before and after the load "
+            "(meshsim/calibrate/wake_latency.py)",
         )
     return params
 
@@ -787,4 +814,5 @@ def _point_row(m: Measured) -> dict[str, Any]:
         "speed": m.speed or None,
         "host_phases": m.host_phases or None,
         "host_trace": m.host_trace or None,
+        "wake_latency_us": m.wake_latency_us or None,
     }

@@ -9,7 +9,9 @@ request along it and splits its latency into parts, each named by where it is sp
 - ``core_wait``: runnable, waiting for its node's core (the lab's schedstat run delay);
 - ``worker_wait``: waiting for the proxy's worker thread (an event loop busy with another
   request: in the lab, the request waits in the socket) or for the echo's one slot;
-- ``cpu``: the burst itself (proxy work, wake-ups included; the echo's and the load
+- ``wake_latency``: a sidecar's thread being woken before its burst runs
+  (``wakeup_latency_us``, ``cluster.wakeup_latency``);
+- ``cpu``: the burst itself (proxy work, wake-ups' CPU included; the echo's and the load
   generator's CPU);
 - ``connection_wait``: the load generator waiting for one of its connections;
 - ``connection_setup``: a sidecar opening an upstream connection (its pool had none idle:
@@ -84,6 +86,7 @@ class _Acc:
         "server_end",
         "server_start",
         "wake",
+        "wake_wait",
     )
 
     def __init__(self) -> None:
@@ -99,6 +102,8 @@ class _Acc:
         """Worker wait of the burst under way (it belongs to the section before the burst)."""
         self.wake = 0.0
         """Wake-up CPU the burst under way was charged."""
+        self.wake_wait = 0.0
+        """Wake-up latency the burst under way waited."""
 
     def add(self, hop: str, part: str, seconds: float, section: str | None = None) -> None:
         if seconds:
@@ -176,9 +181,11 @@ class Tracer:
         now = self.env.now
         cpu = cpu_s + acc.wake
         worker_wait = acc.pending
-        core_wait = (now - t0) - worker_wait - cpu
-        acc.pending = acc.wake = 0.0
+        wake_wait = acc.wake_wait
+        core_wait = (now - t0) - worker_wait - wake_wait - cpu
+        acc.pending = acc.wake = acc.wake_wait = 0.0
         role = self.role(proxy)
+        acc.add(role, "wake_latency", wake_wait)
         acc.add(role, "worker_wait", worker_wait)
         acc.add(role, "core_wait", core_wait)
         if request:
@@ -285,12 +292,13 @@ class _TracedProxy(L7Proxy):
     __slots__ = ()
     tracer: ClassVar[Tracer]
 
-    def _wakeup(self, worker: Worker) -> float:
-        extra = super()._wakeup(worker)
+    def _wakeup(self, worker: Worker) -> tuple[float, float]:
+        extra, wait = super()._wakeup(worker)
         acc = self.tracer.current()
         if acc is not None:
             acc.wake += extra
-        return extra
+            acc.wake_wait += wait
+        return extra, wait
 
     def work(self, worker: Worker, cpu_s: float) -> Generator[simpy.Event, Any, None]:
         acc = self.tracer.current()
@@ -298,7 +306,7 @@ class _TracedProxy(L7Proxy):
             yield from super().work(worker, cpu_s)
             return
         t0 = self.env.now
-        acc.pending = acc.wake = 0.0
+        acc.pending = acc.wake = acc.wake_wait = 0.0
         yield from super().work(worker, cpu_s)
         self.tracer.burst(acc, self, t0, cpu_s, request=True)
 
@@ -310,7 +318,7 @@ class _TracedProxy(L7Proxy):
             yield from super().work_then_linger(worker, cpu_s, after_s)
             return
         t0 = self.env.now
-        acc.pending = acc.wake = 0.0
+        acc.pending = acc.wake = acc.wake_wait = 0.0
         yield from super().work_then_linger(worker, cpu_s, after_s)
         self.tracer.burst(acc, self, t0, cpu_s, request=False)
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from meshsim.calibrate import host_phases, speed
+from meshsim.calibrate import host_phases, speed, wake_latency
 from meshsim.calibrate.calibration import load_fit
 from meshsim.calibrate.lab_scenario import baseline_for as baseline_for
 from meshsim.calibrate.lab_scenario import colocated_cpu as colocated_cpu
@@ -159,6 +159,7 @@ def merge_passes(passes: list[dict[str, Any]]) -> dict[str, Any]:
     }
     merged["host_phases"] = host_phases.merge(p.get("host_phases") for p in passes) or None
     merged["host_trace"] = host_phases.merge_traces(p.get("host_trace") for p in passes) or None
+    merged["wake_latency_us"] = wake_latency.merge(p.get("wake_latency_us") for p in passes) or None
     merged.pop("latency_parts_ms", None)
     merged["passes_range"] = {
         **{
@@ -282,6 +283,7 @@ def _compare(
                 cpu_scale=scales,
                 phases=p.get("host_phases"),
                 trace=p.get("host_trace"),
+                wakeups=p.get("wake_latency_us"),
             )
         lat = p["latency_ms"]
         meas = {"p50": lat["p50"], "p90": lat["p90"], "p99": lat["p99"], "rps": p["achieved_rps"]}
@@ -458,6 +460,25 @@ def phases_table(rows: list[Comparison]) -> str:
                 else "-"
             )
             cells.append(f"{text:>26}")
+        lines.append(f"{r.point['config']:<14} {load_label(r):>9}  {'  '.join(cells)}")
+    return "\n".join(lines)
+
+
+def wake_latency_table(rows: list[Comparison]) -> str:
+    """Each point's wake-up latency per lab core (:mod:`meshsim.calibrate.wake_latency`):
+    p50, p90 and p99 of the one-way hops to a sleeping process, in µs."""
+    sel = [r for r in rows if r.point.get("wake_latency_us")]
+    if not sel:
+        return ""
+    cores = sorted({c for r in sel for c in r.point["wake_latency_us"]})
+    head = "  ".join(f"{'core ' + c + ' p50/p90/p99 us':>24}" for c in cores)
+    lines = [f"{'config':<14} {'load':>9}  {head}"]
+    for r in sel:
+        cells = []
+        for c in cores:
+            q = r.point["wake_latency_us"].get(c)
+            text = f"{q['p50']:.0f}/{q['p90']:.0f}/{q['p99']:.0f}" if q else "-"
+            cells.append(f"{text:>24}")
         lines.append(f"{r.point['config']:<14} {load_label(r):>9}  {'  '.join(cells)}")
     return "\n".join(lines)
 

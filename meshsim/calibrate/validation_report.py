@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meshsim.calibrate import host_phases, speed
+from meshsim.calibrate import host_phases, speed, wake_latency
 from meshsim.calibrate.calibration import load_fit
 from meshsim.calibrate.decomposition import PointDecomposition, decompose
 from meshsim.calibrate.decomposition import render as render_decomposition
@@ -33,6 +33,7 @@ from meshsim.calibrate.validate import (
     spread_table,
     table,
     validate_model,
+    wake_latency_table,
     wakeup_table,
 )
 from meshsim.models import load_model
@@ -273,6 +274,24 @@ def machine_speed_lines(fit: dict[str, Any], rows: list[Comparison]) -> list[str
             "",
             "```",
             phases,
+            "```",
+            "",
+        ]
+    waking = wake_latency_table(rows)
+    floor = wake_latency.fit_floor_us(fit)
+    if waking and floor is not None:
+        lines += [
+            "The host's latency to run a sleeping process around each point "
+            "(`meshsim/calibrate/wake_latency.py`: one-way loopback hops to a process "
+            f"sleeping on the core, {wake_latency.PROBE_S:g} s from the other lab core and as "
+            "long from the same one, before and after the load; median over the passes). "
+            f"The fit points' floor is {floor:.1f} us (their 1st percentile); the model "
+            "charges the fit's mean excess over it per wake-up (`wakeup_latency_us`), and "
+            "the speed-adjusted prediction draws each point's own excess "
+            "(`cluster.wakeup_latency`) on the node of the same core.",
+            "",
+            "```",
+            waking,
             "```",
             "",
         ]

@@ -129,6 +129,11 @@ class ProxyCostModel:
         return self.value("wakeup_cpu_us")
 
     @property
+    def wakeup_latency_us(self) -> float:
+        """Latency to run a worker a message woke (0.0: in ``hop_latency_us``, if anywhere)."""
+        return self.value("wakeup_latency_us")
+
+    @property
     def tcp_connection_cpu_us(self) -> float:
         """CPU per TCP connection end, charged at open (0.0: not modelled)."""
         return self.value("tcp_connection_cpu_us")

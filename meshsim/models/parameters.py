@@ -195,6 +195,17 @@ _SPECS: tuple[ParameterSpec, ...] = (
         optional=True,
     ),
     _spec(
+        "wakeup_latency_us",
+        "us",
+        "latency, not CPU, before a worker thread a message woke from idle runs (the core's "
+        "interrupt and idle-state exit, the switch-in; on a VM the vCPU's scheduling): paid "
+        "by a burst that finds its worker asleep, so it leaves the path as load keeps the "
+        "worker busy; hop_latency_us is then the rest of the hop. The typical value on the "
+        "host where the model was measured: cluster.wakeup_latency gives a host's own",
+        _ALL,
+        optional=True,
+    ),
+    _spec(
         "tcp_connection_cpu_us",
         "us",
         "CPU per TCP connection end held by this proxy: the connect() or accept() and the "

@@ -9,6 +9,7 @@ between services, call cycles) live in :mod:`meshsim.scenario.references`.
 from __future__ import annotations
 
 from collections import Counter
+from itertools import pairwise
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
@@ -209,6 +210,43 @@ class HostSpeed(Spec):
         return (1.0 - self.slow_share) * self.fast_factor + self.slow_share * self.slow_factor
 
 
+class WakeupLatency(Spec):
+    """How long a node's host takes to run a thread that a message woke.
+
+    An event loop with nothing to do sleeps in ``epoll_wait``; the message that wakes it
+    reaches its socket at once, but the thread runs only when the kernel has sent the core an
+    interrupt, the core has left its idle state and switched the thread in (on a VM, also when
+    the hypervisor runs the vCPU). On a quiet host that is tens of microseconds; on a busy
+    shared one its tail reaches milliseconds (the calibration lab measured a loopback hop's
+    p99 at 0.1 ms and, an hour later, 1.8 ms). A proxy's burst of work that finds its worker
+    asleep waits one draw of this first (a burst arriving while the worker is being woken
+    rides that wake-up); a busy worker picks the next message up without one.
+
+    Given as percentiles of the latency: between two of them the latency is interpolated
+    linearly, below the lowest given it is that value and above the highest that value (give
+    0 and 100 to bound the range). It replaces the proxy model's own ``wakeup_latency_us``
+    (the typical wake-up on the host where the model was measured); with a model that does
+    not separate it (no ``wakeup_latency_us``), its ``hop_latency_us`` already holds a typical
+    wake-up and this adds to it. Apps' wake-ups are not modelled: a mesh adds the proxies'.
+    """
+
+    percentiles_us: Annotated[
+        dict[Annotated[float, Field(ge=0, le=100)], NonNegativeFloat],
+        Field(min_length=1, max_length=10_000),
+    ] = Field(description="Latency (µs) at each percentile, e.g. {50: 35, 99: 120, 99.9: 900}.")
+
+    @model_validator(mode="after")
+    def _rising(self) -> WakeupLatency:
+        pairs = sorted(self.percentiles_us.items())
+        for (p0, v0), (p1, v1) in pairwise(pairs):
+            if v1 < v0:
+                raise ValueError(
+                    f"percentiles_us falls from {v0:g} µs at p{p0:g} to {v1:g} µs at p{p1:g}: "
+                    "a latency's percentiles cannot fall"
+                )
+        return self
+
+
 class Cluster(Spec):
     nodes: Annotated[int, Field(ge=1, le=MAX_NODES)] = Field(1, description="Number of nodes.")
     cores_per_node: Annotated[int, Field(ge=1, le=MAX_CORES_PER_NODE)] = Field(
@@ -244,6 +282,11 @@ class Cluster(Spec):
         description="The hosts' speed over time (fast and slow phases): one for every node, "
         "or a list with one per node; none: every core runs at one speed.",
     )
+    wakeup_latency: WakeupLatency | list[WakeupLatency] | None = Field(
+        None,
+        description="How long the hosts take to run a proxy thread a message woke: one for "
+        "every node, or a list with one per node; none: the proxy model's wakeup_latency_us.",
+    )
     zones: list[Zone] | None = Field(
         None,
         min_length=1,
@@ -268,16 +311,23 @@ class Cluster(Spec):
         return self
 
     def _check_host_speed(self) -> None:
-        if isinstance(self.host_speed, list) and len(self.host_speed) != self.nodes:
-            raise ValueError(
-                f"host_speed lists {len(self.host_speed)} nodes but the cluster has "
-                f"{self.nodes}: give one for every node, or a single one for all"
-            )
+        for name in ("host_speed", "wakeup_latency"):
+            given = getattr(self, name)
+            if isinstance(given, list) and len(given) != self.nodes:
+                raise ValueError(
+                    f"{name} lists {len(given)} nodes but the cluster has "
+                    f"{self.nodes}: give one for every node, or a single one for all"
+                )
 
     def node_host_speed(self, index: int) -> HostSpeed | None:
         """Node ``index``'s host speed (None: constant)."""
         hs = self.host_speed
         return hs[index] if isinstance(hs, list) else hs
+
+    def node_wakeup_latency(self, index: int) -> WakeupLatency | None:
+        """Node ``index``'s wake-up latency (None: the proxy models' own)."""
+        wl = self.wakeup_latency
+        return wl[index] if isinstance(wl, list) else wl
 
 
 # --------------------------------------------------------------------------- services

@@ -21,6 +21,7 @@ from meshsim.scenario.resources import megabytes, millicores
 from meshsim.sim.cpu.cgroups import quota_s, resources_of, weight_of
 from meshsim.sim.cpu.fair import CGroup, FairScheduler
 from meshsim.sim.measure import CGroupMeasure
+from meshsim.sim.sampling import Sampler
 from meshsim.sim.uncontended import give, take
 
 
@@ -35,7 +36,7 @@ class Node:
 
     __slots__ = (
         "_cgroups", "_period_s", "_resolve", "busy_s", "cores", "cpu", "env", "index", "name",
-        "oom_kills", "pods", "slow_phases", "speed",
+        "oom_kills", "pods", "slow_phases", "speed", "wakeup_latency",
     )  # fmt: skip
 
     def __init__(
@@ -67,6 +68,9 @@ class Node:
         ``cluster.host_speed`` varies it (:mod:`meshsim.sim.cpu.host_speed`)."""
         self.slow_phases = 0
         """Slow phases of the host begun so far (``cluster.host_speed``)."""
+        self.wakeup_latency: Sampler | None = None
+        """Draws of the seconds the host takes to run a proxy thread a message woke
+        (``cluster.wakeup_latency``; None: each proxy model's own ``wakeup_latency_us``)."""
 
     def execute(self, cpu_s: float, account: CpuAccount) -> Generator[simpy.Event, Any, None]:
         """Run a CPU burst of ``cpu_s`` seconds on one of this node's cores (times the

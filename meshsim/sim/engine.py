@@ -35,7 +35,7 @@ from meshsim.sim.cluster import (
     place,
 )
 from meshsim.sim.controlplane import control_plane_for
-from meshsim.sim.cpu import host_speed
+from meshsim.sim.cpu import host_speed, wakeup_latency
 from meshsim.sim.cpu.oom import watch_memory
 from meshsim.sim.dataplanes import data_plane_for
 from meshsim.sim.egress import egress_for
@@ -102,6 +102,11 @@ class Simulation:
             host = scenario.cluster.node_host_speed(node.index)
             if host is not None:
                 host_speed.start(self.env, node, host, self.streams(f"host_speed/{node.name}"))
+            waking = scenario.cluster.node_wakeup_latency(node.index)
+            if waking is not None:
+                node.wakeup_latency = wakeup_latency.sampler(
+                    waking, self.streams(f"wakeup_latency/{node.name}")
+                )
         self._coin = Uniforms(self.streams("calls"))
         self._faults = Uniforms(self.streams("faults"))
         self._request_ids = 0

@@ -53,7 +53,7 @@ Costs = tuple[float, float, float]
 class Worker:
     """A worker thread (capacity 1), or a work-stealing pool of threads (capacity n)."""
 
-    __slots__ = ("busy_s", "index", "requests", "res", "wakeups")
+    __slots__ = ("awake_at", "busy_s", "index", "requests", "res", "wakeups")
 
     def __init__(self, env: simpy.Environment, index: int, threads: int) -> None:
         self.index = index
@@ -63,7 +63,9 @@ class Worker:
         self.requests = 0
         """Request-path bursts run on it (one per proxied request)."""
         self.wakeups = 0
-        """Bursts that found it idle (counted only when the model charges wake-ups)."""
+        """Bursts that found it asleep (counted only when wake-ups cost CPU or latency)."""
+        self.awake_at = 0.0
+        """When the thread being woken runs (:meth:`Proxy._wakeup`); in the past if none is."""
 
 
 class Proxy:
@@ -89,6 +91,8 @@ class Proxy:
         "stealing",
         "tcp_open_s",
         "tls_connections",
+        "wake_latency_s",
+        "wakes",
         "wakeup_s",
         "wasm_filters",
         "workers",
@@ -129,6 +133,9 @@ class Proxy:
         """CPU seconds executed by this proxy (read by the engine's snapshots)."""
         self.hop_s = model.hop_latency_us * 1e-6
         self.wakeup_s = model.wakeup_cpu_us * 1e-6
+        self.wake_latency_s = model.wakeup_latency_us * 1e-6
+        self.wakes = bool(self.wakeup_s or self.wake_latency_s or node.wakeup_latency)
+        """Whether a burst that finds its worker asleep pays a wake-up (CPU, latency)."""
         self.tcp_open_s = model.tcp_connection_cpu_us * 1e-6
         """CPU seconds of one TCP connection end (connect or accept, and its close)."""
         self.connections = 0
@@ -175,8 +182,11 @@ class Proxy:
 
     def work(self, worker: Worker, cpu_s: float) -> Generator[simpy.Event, Any, None]:
         """Run ``cpu_s`` on ``worker``: wait for the thread, then for a core of the node."""
-        if self.wakeup_s:
-            cpu_s += self._wakeup(worker)
+        if self.wakes:
+            extra, wait = self._wakeup(worker)
+            cpu_s += extra
+            if wait > 0.0:
+                yield self.env.timeout(wait)
         wreq: object = take(worker.res)
         if wreq is None:
             wreq = worker.res.request()
@@ -205,8 +215,11 @@ class Proxy:
         self, worker: Worker, cpu_s: float, after_s: float
     ) -> Generator[simpy.Event, Any, None]:
         """Run ``cpu_s`` (the response path), return, and keep the worker busy ``after_s``."""
-        if self.wakeup_s:
-            cpu_s += self._wakeup(worker)
+        if self.wakes:
+            extra, wait = self._wakeup(worker)
+            cpu_s += extra
+            if wait > 0.0:
+                yield self.env.timeout(wait)
         wreq: object = take(worker.res)
         if wreq is None:
             wreq = worker.res.request()
@@ -257,18 +270,28 @@ class Proxy:
         give(worker.res, wreq)
         self._account(worker, after_s)
 
-    def _wakeup(self, worker: Worker) -> float:
-        """The wake-up cost if this burst finds a thread of ``worker`` asleep, else 0.
+    def _wakeup(self, worker: Worker) -> tuple[float, float]:
+        """(CPU seconds, seconds to wait) of the wake-up this burst pays: the wake-up's cost
+        and the host's latency to run the thread if the burst finds ``worker`` asleep, the
+        rest of that latency if the thread is being woken, else nothing.
 
         A thread is asleep when none of the worker's capacity is held and nothing queues for
         it; a burst that queues (or a thread still finishing telemetry) rides the current
-        wake-up, which is how an event loop batches the events ready when it polls.
+        wake-up, which is how an event loop batches the events ready when it polls. (A
+        work-stealing pool wakes one thread at a time here: a burst arriving while one is
+        being woken waits for it rather than waking a second.)
         """
         res = worker.res
         if len(res.users) < res._capacity and not res.put_queue:  # count, capacity, queue
+            now = self.env.now
+            if now < worker.awake_at:
+                return 0.0, worker.awake_at - now
             worker.wakeups += 1
-            return self.wakeup_s
-        return 0.0
+            draw = self.node.wakeup_latency
+            wait = draw() if draw is not None else self.wake_latency_s
+            worker.awake_at = now + wait
+            return self.wakeup_s, wait
+        return 0.0, 0.0
 
     def _account(self, worker: Worker, cpu_s: float) -> None:
         self.node.busy_s += cpu_s

@@ -1,0 +1,208 @@
+"""How long the lab host takes to run a sleeping process that a message woke, around every point.
+
+A sidecar at low load sleeps in ``epoll_wait`` between requests; each message that wakes it
+waits for the kernel to interrupt the core, the core to leave its idle state and the thread
+to be switched in (on this VM, for the hypervisor to run the vCPU too). On a quiet host that
+adds microseconds; on a busy shared one it does not: on 2026-12-02 the same one-way loopback
+hop to a sleeping process had p50 33-36 us and p99 0.10-0.12 ms at 11:02 UTC, p50 56 us and
+p99 1.8 ms at 12:00, and at 13:40 p50 85-113 us, p99 0.9-2.4 ms across cores. The lab's p50
+moved about 2x between passes of one run while the CPU's speed stayed within 15 %: no
+busy-loop probe (:mod:`meshsim.calibrate.speed`, :mod:`meshsim.calibrate.host_phases`) sees
+this.
+
+So the lab measures it right before and right after each point's load (:func:`probe_cores`):
+for each lab core, a child process pinned there sleeps on a loopback TCP socket, and this
+process sends it timestamps at random moments (:data:`RATE` a second, exponential gaps), for
+:data:`PROBE_S` from the other lab core and as long from the same core (a sidecar is woken
+from both: the client sidecar by the load generator beside it and by the server sidecar, the
+server sidecar by the client sidecar and by the echo beside it). Each timestamp's latency is
+from its send to the child's return from ``epoll_wait`` (one sent after that return found
+the child awake and is not counted). The point keeps the percentiles of
+the two together (:data:`PERCENTILES`).
+
+The hop's quickest part is not the wake-up: the send, the loopback and the switch-in are
+there on a quiet host too, and the calibrated model counts them already (in the sidecars'
+CPU and in ``hop_latency_us``). What the simulator adds per wake-up is the excess over the
+fit points' floor (their median 1st percentile, :func:`floor_us`): a constant at the fit's
+mean excess in the model (``wakeup_latency_us``, :func:`excess_mean_us`) and, in the
+speed-adjusted validation, each held-out point's own excess as ``cluster.wakeup_latency``
+(:func:`wakeup_spec`), which is what moves with the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
+
+import numpy as np
+
+from meshsim.calibrate.speed import on_core
+
+PROBE_S: Final = 0.15
+"""Seconds of timestamps per (sleeping core, sending core) pair, each time the lab probes."""
+RATE: Final = 2000.0
+"""Timestamps a second: gaps of 0.5 ms on average, ten times a quiet wake-up's p99, so the
+child is asleep when most arrive."""
+PERCENTILES: Final = (0, 1, 2, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98, 99, 99.5, 99.9, 100)
+"""The percentiles a point keeps of its wake-up latencies (per lab core, in µs)."""
+
+_CHILD = r"""
+import os, selectors, socket, struct, sys, time
+os.sched_setaffinity(0, {int(sys.argv[1])})
+s = socket.create_connection(("127.0.0.1", int(sys.argv[2])))
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+sel = selectors.DefaultSelector()
+sel.register(s, selectors.EVENT_READ)
+clock, out, buf = time.monotonic_ns, [], b""
+while True:
+    sel.select()
+    now = clock()
+    data = s.recv(65536)
+    if not data:
+        break
+    buf += data
+    while len(buf) >= 8:
+        (sent,) = struct.unpack("<q", buf[:8])
+        buf = buf[8:]
+        if sent < 0:
+            s.sendall(struct.pack(f"<{len(out)}q", *out))
+            sys.exit(0)
+        if sent <= now:  # sent after the wake-up: it found the child awake
+            out.append(now - sent)
+"""
+
+
+def _send(conn: socket.socket, seconds: float, rng: np.random.Generator) -> int:
+    """Timestamps to ``conn`` at random moments for about ``seconds``; how many were sent."""
+    gaps = rng.exponential(1.0 / RATE, max(int(seconds * RATE), 1))
+    for gap in gaps:
+        time.sleep(float(gap))
+        conn.sendall(struct.pack("<q", time.monotonic_ns()))
+    return len(gaps)
+
+
+def _receive(conn: socket.socket, n: int) -> np.ndarray:
+    conn.sendall(struct.pack("<q", -1))
+    data = b""
+    while len(data) < 8 * n:
+        chunk = conn.recv(1 << 20)
+        if not chunk:
+            break
+        data += chunk
+    return np.frombuffer(data[: len(data) - len(data) % 8], dtype="<i8") / 1000.0
+
+
+def probe_core(
+    core: int, senders: Sequence[int], seconds: float = PROBE_S, seed: int = 0
+) -> np.ndarray:
+    """One-way latencies (µs) to a process sleeping on ``core``, sent from each of
+    ``senders`` in turn for ``seconds`` each."""
+    rng = np.random.default_rng(seed)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, str(core), str(listener.getsockname()[1])]
+        )
+        try:
+            listener.settimeout(30.0)
+            conn, _ = listener.accept()
+            with conn:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                n = 0
+                for sender in senders:
+                    with on_core(sender):
+                        n += _send(conn, seconds, rng)
+                out = _receive(conn, n)
+            child.wait(timeout=30.0)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.wait(timeout=5.0)
+    return out
+
+
+def probe_cores(cores: Iterable[int], seconds: float = PROBE_S) -> dict[str, np.ndarray]:
+    """Per lab core (keyed as a string), :func:`probe_core` from the other lab cores and
+    from itself; empty where this platform cannot pin a process."""
+    if not hasattr(os, "sched_setaffinity"):  # pragma: no cover - not Linux
+        return {}
+    lab = sorted(set(cores))
+    return {str(c): probe_core(c, [*(o for o in lab if o != c), c], seconds, seed=c) for c in lab}
+
+
+def point_wakeups(
+    before: Mapping[str, np.ndarray], after: Mapping[str, np.ndarray]
+) -> dict[str, dict[str, float]]:
+    """A point's ``wake_latency_us`` record: per core, the :data:`PERCENTILES` of its
+    latencies before and after the load together (keys ``p0`` .. ``p100``)."""
+    out: dict[str, dict[str, float]] = {}
+    for core in sorted(set(before) & set(after)):
+        x = np.concatenate([before[core], after[core]])
+        if len(x):
+            out[core] = {
+                f"p{q:g}": round(float(v), 2)
+                for q, v in zip(PERCENTILES, np.percentile(x, PERCENTILES), strict=True)
+            }
+    return out
+
+
+def merge(records: Iterable[Mapping[str, Mapping[str, float]] | None]) -> dict[str, Any]:
+    """Several passes' ``wake_latency_us`` as one: per core and percentile, the median over
+    the passes that probed (empty: none did)."""
+    by_core: dict[str, list[Mapping[str, float]]] = {}
+    for rec in records:
+        for core, pct in (rec or {}).items():
+            by_core.setdefault(core, []).append(pct)
+    return {
+        core: {k: statistics.median(p[k] for p in pcts) for k in pcts[0]}
+        for core, pcts in sorted(by_core.items())
+    }
+
+
+def floor_us(records: Iterable[Mapping[str, Mapping[str, float]] | None]) -> float | None:
+    """The fit points' floor: the median over ``records`` (their ``wake_latency_us``) and
+    the lab cores of the 1st percentile (None: some point was not probed)."""
+    recs = list(records)
+    if not recs or not all(recs):
+        return None
+    return float(statistics.median(pct["p1"] for rec in recs if rec for pct in rec.values()))
+
+
+def fit_floor_us(fit: Mapping[str, Any]) -> float | None:
+    """:func:`floor_us` of a fit record's fit points."""
+    return floor_us(
+        p.get("wake_latency_us") for p in fit.get("points") or () if p.get("role") == "fit"
+    )
+
+
+def _percent(key: str) -> float:
+    return float(key[1:])
+
+
+def excess(pct: Mapping[str, float], floor: float) -> dict[float, float]:
+    """One core's percentiles as latency over ``floor`` (0 where below it), keyed by percent."""
+    return {_percent(k): round(max(float(v) - floor, 0.0), 2) for k, v in pct.items()}
+
+
+def excess_mean_us(pct: Mapping[str, float], floor: float) -> float:
+    """The mean of :func:`excess`'s distribution (linear between its percentiles)."""
+    pairs = sorted(excess(pct, floor).items())
+    q = np.array([p for p, _ in pairs]) / 100.0
+    v = np.array([x for _, x in pairs])
+    inner = float(np.sum((q[1:] - q[:-1]) * (v[1:] + v[:-1]) / 2.0))
+    return inner + float(v[0] * q[0] + v[-1] * (1.0 - q[-1]))
+
+
+def wakeup_spec(pct: Mapping[str, float], floor: float) -> dict[str, Any]:
+    """One core's ``cluster.wakeup_latency``: its :func:`excess` over the fit's floor."""
+    return {"percentiles_us": excess(pct, floor)}

@@ -1,0 +1,258 @@
+"""The latency to run a sleeping proxy thread (``wakeup_latency_us``, ``cluster.wakeup_latency``)
+and the lab's measurement of it.
+
+The simulator side is checked exactly where the latency is constant (who pays it, who rides
+it) and against the percentiles given where it is drawn (a DKW bound); the lab side against
+synthetic percentiles with known excess, and the probe itself on this machine's cores.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Generator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import simpy
+import yaml
+
+from meshsim.api import run_scenario
+from meshsim.calibrate import wake_latency
+from meshsim.calibrate.lab_scenario import wakeup_latency as lab_wakeup_latency
+from meshsim.errors import ScenarioError
+from meshsim.results.summary import build_summary
+from meshsim.scenario import from_dict
+from meshsim.scenario.model import WakeupLatency
+from meshsim.sim.cluster import Node
+from meshsim.sim.cpu.wakeup_latency import sampler
+from meshsim.sim.dataplanes.proxy import Proxy
+from meshsim.sim.sampling import Uniforms
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _proxy(env: simpy.Environment, node: Node, wake_us: float, wake_cpu_us: float = 0.0) -> Proxy:
+    model: Any = SimpleNamespace(
+        hop_latency_us=0.0,
+        wakeup_cpu_us=wake_cpu_us,
+        wakeup_latency_us=wake_us,
+        tcp_connection_cpu_us=0.0,
+    )
+    return Proxy(
+        env, "p", "sidecar", model, node, 1, stealing=False,
+        pick=Uniforms(np.random.default_rng(0)),
+    )  # fmt: skip
+
+
+def _burst(
+    env: simpy.Environment, proxy: Proxy, at: float, cpu_s: float, ends: dict[str, float], name: str
+) -> Generator[simpy.Event, Any, None]:
+    yield env.timeout(at)
+    yield from proxy.work(proxy.workers[0], cpu_s)
+    ends[name] = env.now
+
+
+def test_a_burst_that_finds_its_worker_asleep_waits_and_the_next_rides_that_wake_up() -> None:
+    """Wake-up latency 50 us, CPU 10 us a burst, one core: A at 0 wakes the thread (runs
+    50-60); B at 5 arrives while it is being woken and rides it (queues, runs 60-70); C at
+    100 finds it asleep again (150-160), D at 155 finds it busy (160-170)."""
+    env = simpy.Environment()
+    node = Node(env, 0, 1)
+    proxy = _proxy(env, node, wake_us=50.0, wake_cpu_us=3.0)
+    ends: dict[str, float] = {}
+    for name, at in (("A", 0.0), ("B", 5e-6), ("C", 100e-6), ("D", 155e-6)):
+        env.process(_burst(env, proxy, at, 10e-6, ends, name))
+    env.run()
+    # Each waking burst also pays the wake-up's 3 us of CPU; the riders do not.
+    assert ends == pytest.approx({"A": 63e-6, "B": 73e-6, "C": 163e-6, "D": 173e-6}, abs=1e-12)
+    assert proxy.workers[0].wakeups == 2
+    assert proxy.cpu_s == pytest.approx(46e-6, abs=1e-15)
+
+
+def test_without_a_wakeup_latency_nothing_waits() -> None:
+    env = simpy.Environment()
+    proxy = _proxy(env, Node(env, 0, 1), wake_us=0.0)
+    ends: dict[str, float] = {}
+    env.process(_burst(env, proxy, 0.0, 10e-6, ends, "A"))
+    env.run()
+    assert ends == {"A": pytest.approx(10e-6, abs=1e-15)}
+    assert proxy.wakes is False
+
+
+@pytest.mark.statistical
+def test_draws_follow_the_percentiles_given() -> None:
+    """100,000 draws; by the DKW inequality the empirical CDF is within
+    sqrt(ln(2 / 1e-6) / 2e5) = 0.0085 of the true one everywhere, except once in a million
+    runs. Between the percentiles the CDF is linear, so at each value given the true CDF is
+    its percentile; beyond the highest, nothing."""
+    spec = WakeupLatency(percentiles_us={10: 20.0, 50: 40.0, 99: 400.0, 100: 1000.0})
+    draw = sampler(spec, np.random.default_rng(4))
+    x = np.array([draw() for _ in range(100_000)]) * 1e6
+    eps = math.sqrt(math.log(2 / 1e-6) / (2 * 100_000))
+    for pct, us in spec.percentiles_us.items():
+        assert float(np.mean(x <= us)) == pytest.approx(pct / 100.0, abs=eps)
+    # Below the lowest percentile given, its value: 10 % of the draws are exactly 20 us.
+    assert float(np.mean(x == 20.0)) == pytest.approx(0.10, abs=eps)
+    # The sampler's mean is the trapezoids' (0.1 x 20 + 0.4 x 30 + 0.49 x 220 + 0.01 x 700).
+    assert draw.mean * 1e6 == pytest.approx(2.0 + 12.0 + 107.8 + 7.0, rel=1e-3)
+
+
+def _model_with(tmp_path: Path, wake_us: float | None) -> Path:
+    doc = yaml.safe_load((ROOT / "models/calibrated/lab.yaml").read_text())
+    doc["parameters"]["request_cpu_cv"]["value"] = 0.0
+    if wake_us is not None:
+        doc["parameters"]["wakeup_latency_us"] = {
+            "value": wake_us, "unit": "us", "source": "test",
+        }  # fmt: skip
+    path = tmp_path / f"model-{wake_us}.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def _sidecars(model: Path, cluster: dict[str, Any] | None = None) -> dict[str, Any]:
+    doc = {
+        "meshsim": 1, "name": "wake", "seed": 2, "duration_s": 6, "warmup_s": 1,
+        "meshes": ["istio"],
+        "cluster": {"nodes": 1, "cores_per_node": 2, **(cluster or {}),
+                    "network": {"same_node_us": 0, "cross_node_us": 0, "client_us": 0}},
+        "services": [{"name": "app", "concurrency": 1,
+                      "cpu_ms": {"dist": "constant", "mean": 0.2}}],
+        "workloads": [{"name": "w", "target": "app", "arrival": "constant", "rate_rps": 20}],
+        "mesh_options": {"meshed_clients": True,
+                         "istio": {"workers": 1, "telemetry": True, "model": str(model)}},
+    }  # fmt: skip
+    run: dict[str, Any] = build_summary(run_scenario(from_dict(doc)))["runs"]["istio"]
+    return run
+
+
+def test_at_low_load_each_of_the_four_traversals_pays_one_wake_up(tmp_path: Path) -> None:
+    """At 20 requests a second nothing overlaps: each sidecar's request and response paths
+    find its worker asleep, so a request pays the model's constant 250 us four times."""
+    without = _sidecars(_model_with(tmp_path, None))["workloads"]["w"]["latency_ms"]
+    with_wake = _sidecars(_model_with(tmp_path, 250.0))["workloads"]["w"]["latency_ms"]
+    assert with_wake["p50"] - without["p50"] == pytest.approx(1.0, abs=0.005)
+    assert with_wake["p99"] - without["p99"] == pytest.approx(1.0, abs=0.01)
+
+
+def test_a_hosts_wakeup_latency_replaces_the_models(tmp_path: Path) -> None:
+    """A constant 100 us host (all percentiles one value) instead of the model's 250 us."""
+    model = _model_with(tmp_path, 250.0)
+    base = _sidecars(_model_with(tmp_path, None))["workloads"]["w"]["latency_ms"]
+    host = _sidecars(model, {"wakeup_latency": {"percentiles_us": {50: 100.0}}})
+    assert host["workloads"]["w"]["latency_ms"]["p50"] - base["p50"] == pytest.approx(
+        0.4, abs=0.005
+    )
+
+
+def _doc(wake: Any, nodes: int = 1) -> dict[str, Any]:
+    return {
+        "meshsim": 1, "name": "w", "duration_s": 2, "warmup_s": 1, "meshes": ["none"],
+        "cluster": {"nodes": nodes, "wakeup_latency": wake},
+        "services": [{"name": "app"}],
+        "workloads": [{"name": "w", "target": "app", "rate_rps": 10}],
+    }  # fmt: skip
+
+
+def test_a_wakeup_latency_must_rise_and_match_the_nodes() -> None:
+    with pytest.raises(ScenarioError) as err:
+        from_dict(_doc({"percentiles_us": {50: 40.0, 99: 30.0}}))
+    assert "falls from 40 µs at p50 to 30 µs at p99" in str(err.value)
+    assert "cluster.wakeup_latency" in str(err.value)
+    with pytest.raises(ScenarioError) as err:
+        from_dict(_doc([{"percentiles_us": {50: 40.0}}], nodes=2))
+    assert "wakeup_latency lists 1 nodes but the cluster has 2" in str(err.value)
+    with pytest.raises(ScenarioError) as err:
+        from_dict(_doc({"percentiles_us": {150: 40.0}}))
+    assert "percentiles_us" in str(err.value)
+    ok = from_dict(_doc([{"percentiles_us": {50: 40.0}}, {"percentiles_us": {50: 9.0}}], 2))
+    assert ok.cluster.node_wakeup_latency(1) == WakeupLatency(percentiles_us={50: 9.0})
+
+
+# --------------------------------------------------------------------------- the lab
+
+
+def _uniform(lo: float, hi: float) -> dict[str, float]:
+    return {f"p{q:g}": lo + (hi - lo) * q / 100.0 for q in wake_latency.PERCENTILES}
+
+
+def test_the_excess_over_the_fit_floor_and_its_mean() -> None:
+    """Uniform 100-300 us over a floor of 50: uniform 50-250, mean 150; below the floor,
+    0."""
+    pct = _uniform(100.0, 300.0)
+    assert wake_latency.excess_mean_us(pct, 50.0) == pytest.approx(150.0, rel=1e-9)
+    assert wake_latency.excess(pct, 150.0)[0.0] == 0.0
+    # Half of 0-100 us is under a floor of 50: mean 0.5 x 0 + 0.5 x 25 = 12.5 us.
+    assert wake_latency.excess_mean_us(_uniform(0.0, 100.0), 50.0) == pytest.approx(12.5)
+
+
+def test_passes_merge_by_median_and_the_floor_is_the_fit_points() -> None:
+    a, b, c = _uniform(10.0, 110.0), _uniform(20.0, 120.0), _uniform(60.0, 160.0)
+    merged = wake_latency.merge([{"0": a}, {"0": b}, {"0": c}, None])
+    assert merged["0"]["p50"] == b["p50"]
+    fit = {
+        "points": [
+            {"role": "fit", "wake_latency_us": {"0": a, "1": b}},
+            {"role": "fit", "wake_latency_us": {"0": c, "1": c}},
+            {"role": "held_out", "wake_latency_us": {"0": _uniform(900.0, 999.0)}},
+        ]
+    }
+    # Median of the fit points' 1st percentiles (11, 21, 61, 61): 41.
+    assert wake_latency.fit_floor_us(fit) == pytest.approx(41.0)
+    fit["points"].append({"role": "fit"})
+    assert wake_latency.fit_floor_us(fit) is None
+
+
+def test_the_simulated_lab_gives_each_node_its_cores_excess() -> None:
+    fit = {
+        "placement": {"echo": 1, "client_sidecar": 0},
+        "points": [{"role": "fit",
+                    "wake_latency_us": {"0": _uniform(30, 130), "1": _uniform(30, 130)}}],
+    }  # fmt: skip
+    point = {"0": _uniform(40.0, 140.0), "1": _uniform(130.0, 230.0)}
+    spec = lab_wakeup_latency(fit, point)["wakeup_latency"]
+    assert spec[0]["percentiles_us"][50.0] == pytest.approx(180.0 - 31.0)  # node 0: core 1
+    assert spec[1]["percentiles_us"][50.0] == pytest.approx(90.0 - 31.0)  # node 1: core 0
+    assert lab_wakeup_latency(fit, None) == {}
+    assert lab_wakeup_latency({**fit, "points": [{"role": "fit"}]}, point) == {}
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 1,
+    reason="the probe pins processes to cores (Linux)",
+)
+def test_the_probe_times_hops_to_a_sleeping_process_on_a_core() -> None:
+    core = min(os.sched_getaffinity(0))
+    x = wake_latency.probe_core(core, [core], seconds=0.05)
+    sent = int(0.05 * wake_latency.RATE)
+    # Some timestamps may find the child awake and are not counted; most find it asleep.
+    assert sent // 2 <= len(x) <= sent
+    assert (x > 0).all()
+    rec = wake_latency.point_wakeups({str(core): x}, {str(core): x})
+    assert list(rec[str(core)]) == [f"p{q:g}" for q in wake_latency.PERCENTILES]
+    assert rec[str(core)]["p50"] == pytest.approx(float(np.median(x)), abs=0.01)
+
+
+def test_the_fit_takes_the_wake_up_latency_out_of_the_hop() -> None:
+    from test_calibrate_mechanisms import synthetic_record
+
+    from meshsim.calibrate.calibration import fit_model
+
+    data = synthetic_record()
+    before = fit_model(data)["parameters"]
+    assert "wakeup_latency_us" not in before
+    for p in data["points"]:
+        p["wake_latency_us"] = {"0": _uniform(30.0, 40.0), "1": _uniform(30.0, 40.0)}
+    after = fit_model(data)["parameters"]
+    # Floor: the 1st percentile, 30.1 us. Above it the excess rises linearly from 0 at p1
+    # to 9.9 us at p100, and is 0 below: mean 10 x 0.99^2 / 2 = 4.9005 us.
+    wake = after["wakeup_latency_us"]["value"]
+    assert wake == pytest.approx(4.9005, abs=0.001)
+    assert before["hop_latency_us"]["value"] > wake
+    assert after["hop_latency_us"]["value"] == pytest.approx(
+        before["hop_latency_us"]["value"] - wake, abs=0.01
+    )
+    assert "floor" in after["wakeup_latency_us"]["note"]
