@@ -193,47 +193,64 @@ def test_passes_merge_by_median_and_the_floor_is_the_fit_points() -> None:
     a, b, c = _uniform(10.0, 110.0), _uniform(20.0, 120.0), _uniform(60.0, 160.0)
     merged = wake_latency.merge([{"0": a}, {"0": b}, {"0": c}, None])
     assert merged["0"]["p50"] == b["p50"]
-    fit = {
-        "points": [
-            {"role": "fit", "wake_latency_us": {"0": a, "1": b}},
-            {"role": "fit", "wake_latency_us": {"0": c, "1": c}},
-            {"role": "held_out", "wake_latency_us": {"0": _uniform(900.0, 999.0)}},
-        ]
-    }
     # Median of the fit points' 1st percentiles (11, 21, 61, 61): 41.
-    assert wake_latency.fit_floor_us(fit) == pytest.approx(41.0)
-    fit["points"].append({"role": "fit"})
-    assert wake_latency.fit_floor_us(fit) is None
+    assert wake_latency.floor_us([{"0": a, "1": b}, {"0": c, "1": c}]) == pytest.approx(41.0)
+    assert wake_latency.floor_us([{"0": a}, None]) is None
+
+
+def test_the_share_charged_is_what_the_cpu_leaves_unexplained() -> None:
+    """The fit points' floor is the median of their 1st percentiles (30 and 32 us): 31. The
+    lowest load's cores are uniform 30-130 us, so the excess over 31 is 0 up to p1 and then
+    rises to 99 us at p100: mean 99^2 / 200 = 49.005 us. With 100 us unexplained per
+    traversal all of it is charged; with 20 us, 20 (a share of 20 / 49.005)."""
+    fit_points = [{"0": _uniform(29.0, 129.0)}, {"0": _uniform(31.0, 131.0)}]
+    low = {"0": _uniform(30.0, 130.0), "1": _uniform(30.0, 130.0)}
+    wake = wake_latency.charged(fit_points, low, 100.0)
+    assert wake is not None
+    assert wake["floor_us"] == pytest.approx(31.0)
+    assert wake["excess_mean_us"] == pytest.approx(99.0**2 / 200.0, abs=1e-3)
+    assert wake["scale"] == 1.0
+    assert wake["charged_us"] == wake["excess_mean_us"]
+    tight = wake_latency.charged(fit_points, low, 20.0)
+    assert tight is not None
+    assert tight["charged_us"] == pytest.approx(20.0, abs=1e-3)
+    # Each point's draws are scaled by the same share.
+    spec = wake_latency.wakeup_spec(_uniform(40.0, 140.0), tight)
+    assert spec["percentiles_us"][100.0] == pytest.approx(109.0 * tight["scale"], abs=0.01)
+    assert wake_latency.charged([None], low, 20.0) is None
 
 
 def test_the_simulated_lab_gives_each_node_its_cores_excess() -> None:
     fit = {
         "placement": {"echo": 1, "client_sidecar": 0},
-        "points": [{"role": "fit",
-                    "wake_latency_us": {"0": _uniform(30, 130), "1": _uniform(30, 130)}}],
-    }  # fmt: skip
+        "wake_latency": {"floor_us": 31.0, "scale": 1.0},
+    }
     point = {"0": _uniform(40.0, 140.0), "1": _uniform(130.0, 230.0)}
     spec = lab_wakeup_latency(fit, point)["wakeup_latency"]
     assert spec[0]["percentiles_us"][50.0] == pytest.approx(180.0 - 31.0)  # node 0: core 1
     assert spec[1]["percentiles_us"][50.0] == pytest.approx(90.0 - 31.0)  # node 1: core 0
     assert lab_wakeup_latency(fit, None) == {}
-    assert lab_wakeup_latency({**fit, "points": [{"role": "fit"}]}, point) == {}
+    assert lab_wakeup_latency({**fit, "wake_latency": None}, point) == {}
 
 
 @pytest.mark.skipif(
-    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 1,
-    reason="the probe pins processes to cores (Linux)",
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="the probe pins processes to two cores (Linux)",
 )
-def test_the_probe_times_hops_to_a_sleeping_process_on_a_core() -> None:
-    core = min(os.sched_getaffinity(0))
-    x = wake_latency.probe_core(core, [core], seconds=0.05)
+def test_the_probe_times_hops_to_a_sleeping_process_from_each_sender() -> None:
+    core, other = sorted(os.sched_getaffinity(0))[:2]
+    cross, same = wake_latency.probe_core(core, [other, core], seconds=0.05)
     sent = int(0.05 * wake_latency.RATE)
-    # Some timestamps may find the child awake and are not counted; most find it asleep.
-    assert sent // 2 <= len(x) <= sent
-    assert (x > 0).all()
-    rec = wake_latency.point_wakeups({str(core): x}, {str(core): x})
+    for x in (cross, same):
+        # Some timestamps may find the child awake and are not counted; most find it asleep.
+        assert sent // 2 <= len(x) <= sent
+        assert (x > 0).all()
+    probe = {str(core): {"same": same, "cross": cross}}
+    rec = wake_latency.point_wakeups(probe, probe)
     assert list(rec[str(core)]) == [f"p{q:g}" for q in wake_latency.PERCENTILES]
-    assert rec[str(core)]["p50"] == pytest.approx(float(np.median(x)), abs=0.01)
+    assert rec[str(core)]["p50"] == pytest.approx(float(np.median(same)), abs=0.01)
+    cross_rec = wake_latency.point_wakeups(probe, probe, "cross")
+    assert cross_rec[str(core)]["p50"] == pytest.approx(float(np.median(cross)), abs=0.01)
 
 
 def test_the_fit_takes_the_wake_up_latency_out_of_the_hop() -> None:
@@ -242,11 +259,14 @@ def test_the_fit_takes_the_wake_up_latency_out_of_the_hop() -> None:
     from meshsim.calibrate.calibration import fit_model
 
     data = synthetic_record()
-    before = fit_model(data)["parameters"]
+    plain = fit_model(data)
+    before = plain["parameters"]
     assert "wakeup_latency_us" not in before
+    assert plain["fit"]["wake_latency"] is None
     for p in data["points"]:
         p["wake_latency_us"] = {"0": _uniform(30.0, 40.0), "1": _uniform(30.0, 40.0)}
-    after = fit_model(data)["parameters"]
+    doc = fit_model(data)
+    after = doc["parameters"]
     # Floor: the 1st percentile, 30.1 us. Above it the excess rises linearly from 0 at p1
     # to 9.9 us at p100, and is 0 below: mean 10 x 0.99^2 / 2 = 4.9005 us.
     wake = after["wakeup_latency_us"]["value"]
@@ -256,3 +276,14 @@ def test_the_fit_takes_the_wake_up_latency_out_of_the_hop() -> None:
         before["hop_latency_us"]["value"] - wake, abs=0.01
     )
     assert "floor" in after["wakeup_latency_us"]["note"]
+    assert doc["fit"]["wake_latency"]["scale"] == 1.0
+    # A probe whose excess is more than the hop's unexplained latency: only that is charged,
+    # and the hop is left 0.
+    for p in data["points"]:
+        p["wake_latency_us"] = {"0": _uniform(30.0, 3000.0), "1": _uniform(30.0, 3000.0)}
+    big = fit_model(data)
+    assert big["parameters"]["hop_latency_us"]["value"] == 0.0
+    assert big["parameters"]["wakeup_latency_us"]["value"] == pytest.approx(
+        before["hop_latency_us"]["value"], abs=0.01
+    )
+    assert big["fit"]["wake_latency"]["scale"] < 1.0

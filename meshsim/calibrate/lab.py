@@ -147,8 +147,10 @@ class Measured:
     wake_latency_us: dict[str, dict[str, float]] = field(default_factory=dict)
     """The host's latency to run a sleeping process a message woke, around the point: per
     lab core, percentiles (``p0`` .. ``p100``) of one-way loopback hops to a process
-    sleeping there, right before and after the load
+    sleeping there from one on the same core, right before and after the load
     (:mod:`meshsim.calibrate.wake_latency`; empty: older records)."""
+    wake_latency_cross_us: dict[str, dict[str, float]] = field(default_factory=dict)
+    """The same, sent from the other lab core."""
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -643,6 +645,7 @@ class Lab:
             if point.role == "held_out"
             else {},
             wake_latency_us=wake_latency.point_wakeups(wake_before, wake_after),
+            wake_latency_cross_us=wake_latency.point_wakeups(wake_before, wake_after, "cross"),
         )
 
     def probe_speed(self) -> dict[str, float]:
@@ -656,7 +659,7 @@ class Lab:
             c for c in (self.core_client, self.core_server) if c is not None
         )
 
-    def probe_wakeups(self) -> dict[str, Any]:
+    def probe_wakeups(self) -> wake_latency.Probe:
         """One-way hops to a process sleeping on each of the lab's cores
         (:mod:`meshsim.calibrate.wake_latency`)."""
         return wake_latency.probe_cores(

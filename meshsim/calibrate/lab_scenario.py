@@ -190,16 +190,17 @@ def wakeup_latency(
 ) -> dict[str, Any]:
     """``cluster.wakeup_latency`` for the simulated lab's two nodes, each its lab core's
     (node 0: the echo's core, node 1: the client sidecar's): the point's wake-up latencies
-    over the fit points' floor (:func:`meshsim.calibrate.wake_latency.wakeup_spec`); empty
-    when the point or the fit points were not probed."""
-    from meshsim.calibrate.wake_latency import fit_floor_us, wakeup_spec
+    over the fit points' floor, charged as the fit charges them
+    (:func:`meshsim.calibrate.wake_latency.wakeup_spec`); empty when the point or the fit
+    points were not probed."""
+    from meshsim.calibrate.wake_latency import wakeup_spec
 
-    floor = fit_floor_us(fit)
+    wake = fit.get("wake_latency")
     placement = fit.get("placement") or {}
     cores = [str(placement.get(name)) for name in ("echo", "client_sidecar")]
-    if floor is None or not wakeups or not all(c in wakeups for c in cores):
+    if not wake or not wakeups or not all(c in wakeups for c in cores):
         return {}
-    return {"wakeup_latency": [wakeup_spec(wakeups[c], floor) for c in cores]}
+    return {"wakeup_latency": [wakeup_spec(wakeups[c], wake) for c in cores]}
 
 
 def predict(

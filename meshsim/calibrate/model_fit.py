@@ -313,10 +313,13 @@ class HopLatency:
     hop_us: float
     echo_cpu_us: float
     network_one_way_us: float
-    wake_us: float | None = None
-    """The mean wake-up latency over the fit points' floor at ``low``
-    (:mod:`meshsim.calibrate.wake_latency`), taken out of ``hop_us``; None: not probed."""
-    wake_floor_us: float | None = None
+    wake: dict[str, float] | None = None
+    """The wake-up latency charged (:func:`meshsim.calibrate.wake_latency.charged`), whose
+    ``charged_us`` is taken out of ``hop_us``; None: not probed."""
+
+    @property
+    def wake_us(self) -> float | None:
+        return self.wake["charged_us"] if self.wake is not None else None
 
 
 def fit_hop_latency(rec: LabRecord, telemetry_us: float) -> HopLatency:
@@ -332,26 +335,21 @@ def fit_hop_latency(rec: LabRecord, telemetry_us: float) -> HopLatency:
     added = (low.latency_ms["p50"] - ref.latency_ms["p50"]) * 1000.0
     on_path = _sidecar_cpu(low) - telemetry_us
     echo_cpu = float(np.mean([m.process_cpu_us_per_request["echo"] for m in rec.direct]))
+    residual = (added - 2.0 * on_path) / 4.0
     # At the lowest load every traversal wakes a sleeping sidecar, and the simulator pays
     # each such wake-up's latency (wakeup_latency_us) beside the hop's: it is taken out.
-    floor = wake_latency.floor_us(m.wake_latency_us for m in rec.fit)
-    wake = (
-        float(
-            np.mean([wake_latency.excess_mean_us(p, floor) for p in low.wake_latency_us.values()])
-        )
-        if floor is not None and low.wake_latency_us
-        else None
+    wake = wake_latency.charged(
+        [m.wake_latency_us for m in rec.fit], low.wake_latency_us, max(residual, 0.0)
     )
     return HopLatency(
         low,
         ref,
         added,
         on_path,
-        max((added - 2.0 * on_path) / 4.0 - (wake or 0.0), 0.0),
+        max(residual - (wake["charged_us"] if wake else 0.0), 0.0),
         echo_cpu,
         max((ref.latency_ms["p50"] * 1000.0 - echo_cpu) / 2.0, 1.0),
         wake,
-        floor,
     )
 
 
@@ -554,15 +552,22 @@ def parameters(
             "wake-ups, over the two connection ends each sidecar opens per request (accepts "
             "one, connects one)",
         )
-    if lat.wake_us is not None:
+    if lat.wake is not None:
+        w = lat.wake
         params["wakeup_latency_us"] = _p(
-            lat.wake_us,
+            w["charged_us"],
             "us",
             m_src,
-            "mean latency of one-way loopback hops to a process sleeping on a lab core, over "
-            f"the fit points' floor (their 1st percentile, {lat.wake_floor_us:.1f} us), at "
-            f"{low.point.rps:g} rps, probed right before and after the load "
-            "(meshsim/calibrate/wake_latency.py)",
+            "mean latency of one-way loopback hops to a process sleeping on a lab core, sent "
+            f"from the same core, over the fit points' floor (their 1st percentile, "
+            f"{w['floor_us']:.1f} us), at {low.point.rps:g} rps, probed right before and after "
+            f"the load (meshsim/calibrate/wake_latency.py): {w['excess_mean_us']:.1f} us"
+            + (
+                f", times {w['scale']:.3f} to fit in the latency the CPU leaves unexplained "
+                "there per traversal"
+                if w["scale"] < 1.0
+                else ""
+            ),
         )
     return params
 
@@ -643,6 +648,9 @@ def fit_record(
         # The machine's speed the model's CPU costs were fitted at (validate.py scales them
         # to each held-out point's).
         "speed_reference": speed.reference(m.speed for m in fit_pts),
+        # The wake-up latency charged per wake-up (meshsim.calibrate.wake_latency; None: the
+        # fit points were not probed): the validation draws each point's the same way.
+        "wake_latency": lat.wake,
         "service_time": st.to_json(),
         "estimates": {
             "callbacks_cpu_us": cb_line.to_json(),
@@ -815,4 +823,5 @@ def _point_row(m: Measured) -> dict[str, Any]:
         "host_phases": m.host_phases or None,
         "host_trace": m.host_trace or None,
         "wake_latency_us": m.wake_latency_us or None,
+        "wake_latency_cross_us": m.wake_latency_cross_us or None,
     }

@@ -159,7 +159,8 @@ def merge_passes(passes: list[dict[str, Any]]) -> dict[str, Any]:
     }
     merged["host_phases"] = host_phases.merge(p.get("host_phases") for p in passes) or None
     merged["host_trace"] = host_phases.merge_traces(p.get("host_trace") for p in passes) or None
-    merged["wake_latency_us"] = wake_latency.merge(p.get("wake_latency_us") for p in passes) or None
+    for kind in ("wake_latency_us", "wake_latency_cross_us"):
+        merged[kind] = wake_latency.merge(p.get(kind) for p in passes) or None
     merged.pop("latency_parts_ms", None)
     merged["passes_range"] = {
         **{
@@ -466,19 +467,22 @@ def phases_table(rows: list[Comparison]) -> str:
 
 def wake_latency_table(rows: list[Comparison]) -> str:
     """Each point's wake-up latency per lab core (:mod:`meshsim.calibrate.wake_latency`):
-    p50, p90 and p99 of the one-way hops to a sleeping process, in µs."""
+    p50 and p99 of the one-way hops to a sleeping process from the same core (the
+    simulator's) and from the other, in µs."""
     sel = [r for r in rows if r.point.get("wake_latency_us")]
     if not sel:
         return ""
     cores = sorted({c for r in sel for c in r.point["wake_latency_us"]})
-    head = "  ".join(f"{'core ' + c + ' p50/p90/p99 us':>24}" for c in cores)
+    head = "  ".join(f"{'core ' + c + ' same/cross p50,p99 us':>30}" for c in cores)
     lines = [f"{'config':<14} {'load':>9}  {head}"]
     for r in sel:
         cells = []
         for c in cores:
-            q = r.point["wake_latency_us"].get(c)
-            text = f"{q['p50']:.0f}/{q['p90']:.0f}/{q['p99']:.0f}" if q else "-"
-            cells.append(f"{text:>24}")
+            kinds = [
+                (r.point.get(k) or {}).get(c) for k in ("wake_latency_us", "wake_latency_cross_us")
+            ]
+            text = " / ".join(f"{q['p50']:.0f},{q['p99']:.0f}" if q else "-" for q in kinds)
+            cells.append(f"{text:>30}")
         lines.append(f"{r.point['config']:<14} {load_label(r):>9}  {'  '.join(cells)}")
     return "\n".join(lines)
 

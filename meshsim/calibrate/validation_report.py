@@ -278,17 +278,25 @@ def machine_speed_lines(fit: dict[str, Any], rows: list[Comparison]) -> list[str
             "",
         ]
     waking = wake_latency_table(rows)
-    floor = wake_latency.fit_floor_us(fit)
-    if waking and floor is not None:
+    wake = fit.get("wake_latency")
+    if waking and wake:
+        scaled = (
+            f", times {wake['scale']:.3f}: the share of the probe's excess at the lowest fit "
+            "load that the latency left unexplained by the CPU there could hold"
+            if wake["scale"] < 1.0
+            else ""
+        )
         lines += [
             "The host's latency to run a sleeping process around each point "
             "(`meshsim/calibrate/wake_latency.py`: one-way loopback hops to a process "
-            f"sleeping on the core, {wake_latency.PROBE_S:g} s from the other lab core and as "
-            "long from the same one, before and after the load; median over the passes). "
-            f"The fit points' floor is {floor:.1f} us (their 1st percentile); the model "
-            "charges the fit's mean excess over it per wake-up (`wakeup_latency_us`), and "
-            "the speed-adjusted prediction draws each point's own excess "
-            "(`cluster.wakeup_latency`) on the node of the same core.",
+            f"sleeping on the core, {wake_latency.PROBE_S:g} s from the same core and as long "
+            "from the other, before and after the load; median over the passes). The "
+            "proxies' four wake-ups per request are all same-core ones in the lab, so the "
+            f"simulator draws that kind: its excess over the fit points' floor "
+            f"({wake['floor_us']:.1f} us, their 1st percentile){scaled}. The model charges "
+            f"the fit's mean, {wake['charged_us']:.1f} us per wake-up (`wakeup_latency_us`), "
+            "and the speed-adjusted prediction draws each point's own on the node of the "
+            "same core (`cluster.wakeup_latency`).",
             "",
             "```",
             waking,

@@ -13,12 +13,19 @@ this.
 So the lab measures it right before and right after each point's load (:func:`probe_cores`):
 for each lab core, a child process pinned there sleeps on a loopback TCP socket, and this
 process sends it timestamps at random moments (:data:`RATE` a second, exponential gaps), for
-:data:`PROBE_S` from the other lab core and as long from the same core (a sidecar is woken
-from both: the client sidecar by the load generator beside it and by the server sidecar, the
-server sidecar by the client sidecar and by the echo beside it). Each timestamp's latency is
-from its send to the child's return from ``epoll_wait`` (one sent after that return found
-the child awake and is not counted). The point keeps the percentiles of
-the two together (:data:`PERCENTILES`).
+:data:`PROBE_S` from the other lab core and as long from the same core. Each timestamp's
+latency is from its send to the child's return from ``epoll_wait`` (one sent after that
+return found the child awake and is not counted). The point keeps the percentiles
+(:data:`PERCENTILES`) of each kind: ``wake_latency_us`` from the same core,
+``wake_latency_cross_us`` from the other.
+
+The simulator draws the same-core kind. The proxies add four wake-ups to a request, and in
+the lab all four are of a process woken by one on its own core: the client sidecar by the
+load generator and the load generator by it, the server sidecar by the echo and the echo by
+it; the two cross-core wake-ups (client sidecar to server sidecar and back) replace the two
+of the load generator and the echo without proxies, which the measured baseline already
+holds. The simulated lab pays a wake-up on each of the sidecars' four bursts and draws the
+baseline for the rest, so it has the lab's count of each kind.
 
 The hop's quickest part is not the wake-up: the send, the loopback and the switch-in are
 there on a quiet host too, and the calibrated model counts them already (in the sidecars'
@@ -26,7 +33,10 @@ CPU and in ``hop_latency_us``). What the simulator adds per wake-up is the exces
 fit points' floor (their median 1st percentile, :func:`floor_us`): a constant at the fit's
 mean excess in the model (``wakeup_latency_us``, :func:`excess_mean_us`) and, in the
 speed-adjusted validation, each held-out point's own excess as ``cluster.wakeup_latency``
-(:func:`wakeup_spec`), which is what moves with the host.
+(:func:`wakeup_spec`), which is what moves with the host. The probe is not the lab's traffic:
+where its excess at the lowest fit load is more than the latency the lab's CPU leaves
+unexplained there (per traversal), only that share of it is charged, the same share at every
+point (:func:`scale`).
 """
 
 from __future__ import annotations
@@ -76,7 +86,7 @@ while True:
             s.sendall(struct.pack(f"<{len(out)}q", *out))
             sys.exit(0)
         if sent <= now:  # sent after the wake-up: it found the child awake
-            out.append(now - sent)
+            out += (sent, now - sent)
 """
 
 
@@ -89,22 +99,20 @@ def _send(conn: socket.socket, seconds: float, rng: np.random.Generator) -> int:
     return len(gaps)
 
 
-def _receive(conn: socket.socket, n: int) -> np.ndarray:
+def _receive(conn: socket.socket) -> np.ndarray:
+    """The child's (sent at, latency) rows, in ns, once it has been told to stop."""
     conn.sendall(struct.pack("<q", -1))
     data = b""
-    while len(data) < 8 * n:
-        chunk = conn.recv(1 << 20)
-        if not chunk:
-            break
+    while chunk := conn.recv(1 << 20):  # the child closes the connection when done
         data += chunk
-    return np.frombuffer(data[: len(data) - len(data) % 8], dtype="<i8") / 1000.0
+    return np.frombuffer(data[: len(data) - len(data) % 16], dtype="<i8").reshape(-1, 2)
 
 
 def probe_core(
     core: int, senders: Sequence[int], seconds: float = PROBE_S, seed: int = 0
-) -> np.ndarray:
+) -> list[np.ndarray]:
     """One-way latencies (µs) to a process sleeping on ``core``, sent from each of
-    ``senders`` in turn for ``seconds`` each."""
+    ``senders`` in turn for ``seconds`` each: one array per sender."""
     rng = np.random.default_rng(seed)
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
@@ -117,42 +125,59 @@ def probe_core(
             conn, _ = listener.accept()
             with conn:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                n = 0
+                starts = []
                 for sender in senders:
                     with on_core(sender):
-                        n += _send(conn, seconds, rng)
-                out = _receive(conn, n)
+                        starts.append(time.monotonic_ns())
+                        _send(conn, seconds, rng)
+                rows = _receive(conn)
             child.wait(timeout=30.0)
         finally:
             if child.poll() is None:
                 child.kill()
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     child.wait(timeout=5.0)
-    return out
+    which = np.searchsorted(np.asarray(starts), rows[:, 0], side="right") - 1
+    return [rows[which == i, 1] / 1000.0 for i in range(len(senders))]
 
 
-def probe_cores(cores: Iterable[int], seconds: float = PROBE_S) -> dict[str, np.ndarray]:
-    """Per lab core (keyed as a string), :func:`probe_core` from the other lab cores and
-    from itself; empty where this platform cannot pin a process."""
+Probe = dict[str, dict[str, np.ndarray]]
+"""Per lab core, the latencies sent from the same core (``same``) and from another
+(``cross``)."""
+
+
+def probe_cores(cores: Iterable[int], seconds: float = PROBE_S) -> Probe:
+    """Per lab core (keyed as a string), :func:`probe_core` from the other lab core (if any)
+    and from itself; empty where this platform cannot pin a process."""
     if not hasattr(os, "sched_setaffinity"):  # pragma: no cover - not Linux
         return {}
     lab = sorted(set(cores))
-    return {str(c): probe_core(c, [*(o for o in lab if o != c), c], seconds, seed=c) for c in lab}
+    out: Probe = {}
+    for c in lab:
+        others = [o for o in lab if o != c][:1]
+        *cross, same = probe_core(c, [*others, c], seconds, seed=c)
+        out[str(c)] = {"same": same, **({"cross": cross[0]} if cross else {})}
+    return out
 
 
-def point_wakeups(
-    before: Mapping[str, np.ndarray], after: Mapping[str, np.ndarray]
-) -> dict[str, dict[str, float]]:
-    """A point's ``wake_latency_us`` record: per core, the :data:`PERCENTILES` of its
-    latencies before and after the load together (keys ``p0`` .. ``p100``)."""
+def percentiles(x: np.ndarray) -> dict[str, float]:
+    """:data:`PERCENTILES` of ``x``, keyed ``p0`` .. ``p100``."""
+    return {
+        f"p{q:g}": round(float(v), 2)
+        for q, v in zip(PERCENTILES, np.percentile(x, PERCENTILES), strict=True)
+    }
+
+
+def point_wakeups(before: Probe, after: Probe, kind: str = "same") -> dict[str, dict[str, float]]:
+    """A point's ``wake_latency_us`` record (``kind`` "same") or ``wake_latency_cross_us``
+    ("cross"): per core, the percentiles of those latencies before and after the load
+    together."""
     out: dict[str, dict[str, float]] = {}
     for core in sorted(set(before) & set(after)):
-        x = np.concatenate([before[core], after[core]])
+        parts = [p[core][kind] for p in (before, after) if kind in p[core]]
+        x = np.concatenate(parts) if parts else np.empty(0)
         if len(x):
-            out[core] = {
-                f"p{q:g}": round(float(v), 2)
-                for q, v in zip(PERCENTILES, np.percentile(x, PERCENTILES), strict=True)
-            }
+            out[core] = percentiles(x)
     return out
 
 
@@ -178,11 +203,27 @@ def floor_us(records: Iterable[Mapping[str, Mapping[str, float]] | None]) -> flo
     return float(statistics.median(pct["p1"] for rec in recs if rec for pct in rec.values()))
 
 
-def fit_floor_us(fit: Mapping[str, Any]) -> float | None:
-    """:func:`floor_us` of a fit record's fit points."""
-    return floor_us(
-        p.get("wake_latency_us") for p in fit.get("points") or () if p.get("role") == "fit"
-    )
+def charged(
+    fit_points: Sequence[Mapping[str, Mapping[str, float]] | None],
+    low: Mapping[str, Mapping[str, float]] | None,
+    unexplained_us: float,
+) -> dict[str, float] | None:
+    """The wake-up latency a calibrated model charges: the fit points' floor
+    (:func:`floor_us`), the mean excess over it at the lowest fit load ``low`` (averaged over
+    the lab cores), and the share of it charged: all of it, or as much as the latency the
+    CPU leaves unexplained there per traversal (``unexplained_us``), when the probe's excess
+    is more. None where the fit points were not probed."""
+    floor = floor_us(fit_points)
+    if floor is None or not low:
+        return None
+    mean = float(np.mean([excess_mean_us(pct, floor) for pct in low.values()]))
+    share = min(1.0, unexplained_us / mean) if mean > 0.0 else 1.0
+    return {
+        "floor_us": round(floor, 3),
+        "excess_mean_us": round(mean, 3),
+        "scale": round(share, 5),
+        "charged_us": round(mean * share, 3),
+    }
 
 
 def _percent(key: str) -> float:
@@ -203,6 +244,12 @@ def excess_mean_us(pct: Mapping[str, float], floor: float) -> float:
     return inner + float(v[0] * q[0] + v[-1] * (1.0 - q[-1]))
 
 
-def wakeup_spec(pct: Mapping[str, float], floor: float) -> dict[str, Any]:
-    """One core's ``cluster.wakeup_latency``: its :func:`excess` over the fit's floor."""
-    return {"percentiles_us": excess(pct, floor)}
+def wakeup_spec(pct: Mapping[str, float], wake: Mapping[str, float]) -> dict[str, Any]:
+    """One core's ``cluster.wakeup_latency``: its :func:`excess` over the fit's floor, times
+    the share the fit charges (``wake``: :func:`charged`'s record)."""
+    share = float(wake["scale"])
+    return {
+        "percentiles_us": {
+            q: round(v * share, 2) for q, v in excess(pct, float(wake["floor_us"])).items()
+        }
+    }
