@@ -19,7 +19,7 @@ probe, the goals are checked on the speed-adjusted errors; the raw ones are kept
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -442,49 +442,52 @@ def speed_table(rows: list[Comparison]) -> str:
     return "\n".join(lines)
 
 
+def _per_core_table(
+    rows: list[Comparison],
+    key: str,
+    title: str,
+    cell: Callable[[Comparison, str], str],
+) -> str:
+    """A table of the held-out points that recorded ``key``, one column per lab core:
+    ``cell(row, core)`` under the heading ``core N <title>``."""
+    sel = [r for r in rows if r.point.get(key)]
+    if not sel:
+        return ""
+    cores = sorted({c for r in sel for c in r.point[key]})
+    width = len(title) + 7
+    head = "  ".join(f"{'core ' + c + ' ' + title:>{width}}" for c in cores)
+    lines = [f"{'config':<14} {'load':>9}  {head}"]
+    for r in sel:
+        cells = "  ".join(f"{cell(r, c):>{width}}" for c in cores)
+        lines.append(f"{r.point['config']:<14} {load_label(r):>9}  {cells}")
+    return "\n".join(lines)
+
+
 def phases_table(rows: list[Comparison]) -> str:
     """Each point's host phases per lab core (:mod:`meshsim.calibrate.host_phases`): the
     share of time slow, how much slower, and a slow phase's mean length."""
-    sel = [r for r in rows if r.point.get("host_phases")]
-    if not sel:
-        return ""
-    cores = sorted({c for r in sel for c in r.point["host_phases"]})
-    head = "  ".join(f"{'core ' + c + ' slow share/x/ms':>26}" for c in cores)
-    lines = [f"{'config':<14} {'load':>9}  {head}"]
-    for r in sel:
-        cells = []
-        for c in cores:
-            f = r.point["host_phases"].get(c)
-            text = (
-                f"{f['slow_share']:.2f}/{f['slow_factor']:.2f}/{f['slow_dwell_ms']:.0f}"
-                if f
-                else "-"
-            )
-            cells.append(f"{text:>26}")
-        lines.append(f"{r.point['config']:<14} {load_label(r):>9}  {'  '.join(cells)}")
-    return "\n".join(lines)
+
+    def cell(r: Comparison, core: str) -> str:
+        f = r.point["host_phases"].get(core)
+        if not f:
+            return "-"
+        return f"{f['slow_share']:.2f}/{f['slow_factor']:.2f}/{f['slow_dwell_ms']:.0f}"
+
+    return _per_core_table(rows, "host_phases", "slow share/x/ms", cell)
 
 
 def wake_latency_table(rows: list[Comparison]) -> str:
     """Each point's wake-up latency per lab core (:mod:`meshsim.calibrate.wake_latency`):
     p50 and p99 of the one-way hops to a sleeping process from the same core (the
     simulator's) and from the other, in µs."""
-    sel = [r for r in rows if r.point.get("wake_latency_us")]
-    if not sel:
-        return ""
-    cores = sorted({c for r in sel for c in r.point["wake_latency_us"]})
-    head = "  ".join(f"{'core ' + c + ' same/cross p50,p99 us':>30}" for c in cores)
-    lines = [f"{'config':<14} {'load':>9}  {head}"]
-    for r in sel:
-        cells = []
-        for c in cores:
-            kinds = [
-                (r.point.get(k) or {}).get(c) for k in ("wake_latency_us", "wake_latency_cross_us")
-            ]
-            text = " / ".join(f"{q['p50']:.0f},{q['p99']:.0f}" if q else "-" for q in kinds)
-            cells.append(f"{text:>30}")
-        lines.append(f"{r.point['config']:<14} {load_label(r):>9}  {'  '.join(cells)}")
-    return "\n".join(lines)
+
+    def cell(r: Comparison, core: str) -> str:
+        kinds = [
+            (r.point.get(k) or {}).get(core) for k in ("wake_latency_us", "wake_latency_cross_us")
+        ]
+        return " / ".join(f"{q['p50']:.0f},{q['p99']:.0f}" if q else "-" for q in kinds)
+
+    return _per_core_table(rows, "wake_latency_us", "same/cross p50,p99 us", cell)
 
 
 def wakeup_table(rows: list[Comparison]) -> str:

@@ -134,7 +134,7 @@ class Proxy:
         self.hop_s = model.hop_latency_us * 1e-6
         self.wakeup_s = model.wakeup_cpu_us * 1e-6
         self.wake_latency_s = model.wakeup_latency_us * 1e-6
-        self.wakes = bool(self.wakeup_s or self.wake_latency_s or node.wakeup_latency)
+        self.wakes = bool(self.wakeup_s or self.wake_latency_s) or node.wakeup_latency is not None
         """Whether a burst that finds its worker asleep pays a wake-up (CPU, latency)."""
         self.tcp_open_s = model.tcp_connection_cpu_us * 1e-6
         """CPU seconds of one TCP connection end (connect or accept, and its close)."""
