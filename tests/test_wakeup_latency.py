@@ -287,3 +287,18 @@ def test_the_fit_takes_the_wake_up_latency_out_of_the_hop() -> None:
         before["hop_latency_us"]["value"], abs=0.01
     )
     assert big["fit"]["wake_latency"]["scale"] < 1.0
+
+
+def test_a_core_whose_probe_fails_is_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    def probe(core: int, senders: list[int], seconds: float, seed: int) -> list[np.ndarray]:
+        if core == 1:
+            raise TimeoutError("the child did not connect")
+        return [np.array([40.0 + s]) for s in senders]
+
+    monkeypatch.setattr(wake_latency, "probe_core", probe)
+    monkeypatch.setattr(wake_latency.os, "sched_setaffinity", lambda *_: None, raising=False)
+    out = wake_latency.probe_cores([0, 1])
+    assert list(out) == ["0"]
+    assert out["0"]["cross"].tolist() == [41.0]  # sent from core 1
+    assert out["0"]["same"].tolist() == [40.0]
+    assert wake_latency.point_wakeups(out, out)["0"]["p50"] == 40.0

@@ -36,7 +36,7 @@ speed-adjusted validation, each held-out point's own excess as ``cluster.wakeup_
 (:func:`wakeup_spec`), which is what moves with the host. The probe is not the lab's traffic:
 where its excess at the lowest fit load is more than the latency the lab's CPU leaves
 unexplained there (per traversal), only that share of it is charged, the same share at every
-point (:func:`scale`).
+point (:func:`charged`).
 """
 
 from __future__ import annotations
@@ -90,13 +90,12 @@ while True:
 """
 
 
-def _send(conn: socket.socket, seconds: float, rng: np.random.Generator) -> int:
-    """Timestamps to ``conn`` at random moments for about ``seconds``; how many were sent."""
+def _send(conn: socket.socket, seconds: float, rng: np.random.Generator) -> None:
+    """Timestamps to ``conn`` at random moments for about ``seconds``."""
     gaps = rng.exponential(1.0 / RATE, max(int(seconds * RATE), 1))
     for gap in gaps:
         time.sleep(float(gap))
         conn.sendall(struct.pack("<q", time.monotonic_ns()))
-    return len(gaps)
 
 
 def _receive(conn: socket.socket) -> np.ndarray:
@@ -148,14 +147,19 @@ Probe = dict[str, dict[str, np.ndarray]]
 
 def probe_cores(cores: Iterable[int], seconds: float = PROBE_S) -> Probe:
     """Per lab core (keyed as a string), :func:`probe_core` from the other lab core (if any)
-    and from itself; empty where this platform cannot pin a process."""
+    and from itself; empty where this platform cannot pin a process. A core whose probe
+    fails (its child could not start or connect in time) is left out: the point is kept,
+    without that core's figures, and a fit without them charges no wake-up latency."""
     if not hasattr(os, "sched_setaffinity"):  # pragma: no cover - not Linux
         return {}
     lab = sorted(set(cores))
     out: Probe = {}
     for c in lab:
         others = [o for o in lab if o != c][:1]
-        *cross, same = probe_core(c, [*others, c], seconds, seed=c)
+        try:
+            *cross, same = probe_core(c, [*others, c], seconds, seed=c)
+        except (OSError, subprocess.SubprocessError):  # socket.timeout is an OSError
+            continue
         out[str(c)] = {"same": same, **({"cross": cross[0]} if cross else {})}
     return out
 
