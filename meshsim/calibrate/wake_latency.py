@@ -54,6 +54,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from meshsim.calibrate import host_phases
 from meshsim.calibrate.speed import on_core
 
 PROBE_S: Final = 0.15
@@ -186,16 +187,10 @@ def point_wakeups(before: Probe, after: Probe, kind: str = "same") -> dict[str, 
 
 
 def merge(records: Iterable[Mapping[str, Mapping[str, float]] | None]) -> dict[str, Any]:
-    """Several passes' ``wake_latency_us`` as one: per core and percentile, the median over
-    the passes that probed (empty: none did)."""
-    by_core: dict[str, list[Mapping[str, float]]] = {}
-    for rec in records:
-        for core, pct in (rec or {}).items():
-            by_core.setdefault(core, []).append(pct)
-    return {
-        core: {k: statistics.median(p[k] for p in pcts) for k in pcts[0]}
-        for core, pcts in sorted(by_core.items())
-    }
+    """Several passes' ``wake_latency_us`` (or ``wake_latency_cross_us``) as one: per core
+    and percentile, the median over the passes that probed (empty: none did), as the
+    passes' host phases are merged (:func:`meshsim.calibrate.host_phases.merge`)."""
+    return host_phases.merge(records)
 
 
 def floor_us(records: Iterable[Mapping[str, Mapping[str, float]] | None]) -> float | None:
