@@ -60,8 +60,8 @@ from meshsim.calibrate.speed import on_core
 PROBE_S: Final = 0.15
 """Seconds of timestamps per (sleeping core, sending core) pair, each time the lab probes."""
 RATE: Final = 2000.0
-"""Timestamps a second: gaps of 0.5 ms on average, ten times a quiet wake-up's p99, so the
-child is asleep when most arrive."""
+"""Timestamps a second: gaps of 0.5 ms on average, five times a quiet host's p99 hop
+(0.1 ms), so the child is asleep when most arrive (a noisy host's tail overlaps some)."""
 PERCENTILES: Final = (0, 1, 2, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98, 99, 99.5, 99.9, 100)
 """The percentiles a point keeps of its wake-up latencies (per lab core, in µs)."""
 
