@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib as mpl
+import numpy as np
 
 from meshsim.errors import MeshsimError
 from meshsim.files import write_atomic
@@ -44,9 +45,18 @@ def _run_row(run: LoadedRun, offered: float) -> dict[str, str]:
 
 
 def hosts_line(scenario: dict[str, Any]) -> str:
-    """What ``cluster.host_speed`` says of the nodes' hosts, for the report's header (empty
-    when the hosts run at one speed): a reader must know that the tails include them."""
-    host = (scenario.get("cluster") or {}).get("host_speed")
+    """What ``cluster.host_speed`` and ``cluster.wakeup_latency`` say of the nodes' hosts,
+    for the report's header (empty when neither is set): a reader must know that the
+    latencies include them."""
+    cluster = scenario.get("cluster") or {}
+    return " ".join(
+        t
+        for t in (_speed_text(cluster.get("host_speed")), _wake_text(cluster.get("wakeup_latency")))
+        if t
+    )
+
+
+def _speed_text(host: Any) -> str:
     if not host:
         return ""
     tail = " (cluster.host_speed): the latency tails include their slow phases."
@@ -58,6 +68,28 @@ def hosts_line(scenario: dict[str, Any]) -> str:
     return (
         f"Hosts are slow {host['slow_share']:.0%} of the time, {slow:.3g}x their fast speed, "
         f"in phases of {host['slow_dwell_ms']:g} ms on average{tail}"
+    )
+
+
+def _wake_text(wake: Any) -> str:
+    if not wake:
+        return ""
+    tail = " (cluster.wakeup_latency): the latencies include it wherever a proxy was idle."
+    if isinstance(wake, list):
+        return (
+            f"A woken proxy thread waits for its host, set node by node for {len(wake)} nodes{tail}"
+        )
+    pairs = sorted((float(q), float(v)) for q, v in wake["percentiles_us"].items())
+
+    def at(q: float) -> float:
+        return float(np.interp(q, [p for p, _ in pairs], [v for _, v in pairs]))
+
+    def text(us: float) -> str:
+        return f"{us / 1000.0:.3g} ms" if us >= 1000.0 else f"{us:.3g} µs"
+
+    return (
+        f"A proxy thread woken from idle waits for its host before it runs: "
+        f"p50 {text(at(50))}, p99 {text(at(99))}{tail}"
     )
 
 

@@ -81,7 +81,7 @@ def from_dict(data: Any, *, path: str | None = None, node: yaml.Node | None = No
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
-        errors = exc.errors()
+        errors = _fitting_branch(exc.errors(), data)
         problems = [_problem_from_pydantic(err, data, node) for err in errors[:MAX_PROBLEMS]]
         raise ScenarioError(_unique(problems) + _more(len(errors)), path) from None
     found = list(itertools.islice(check_references(scenario), MAX_PROBLEMS + 1))
@@ -92,6 +92,29 @@ def from_dict(data: Any, *, path: str | None = None, node: yaml.Node | None = No
     if problems:
         raise ScenarioError(problems, path)
     return scenario
+
+
+_SHAPE_ERRORS = frozenset({"list_type", "dict_type", "model_type", "model_attributes_type"})
+
+
+def _fitting_branch(errors: list[Any], data: Any) -> list[Any]:
+    """Drop the union branches the input does not have the shape of.
+
+    A key that takes one spec or a list of them (``cluster.host_speed``) gets an error from
+    each branch: a mapping with a bad value is reported as that value's problem *and* as
+    "expected a list". Where some error under a location is not about its shape, the shape
+    errors of the other branches there are noise."""
+
+    def prefix(err: Any) -> tuple[Any, ...]:
+        return tuple(locate(tuple(err["loc"]), data, None)[0])
+
+    real = {prefix(e) for e in errors if e["type"] not in _SHAPE_ERRORS}
+    return [
+        e
+        for e in errors
+        if e["type"] not in _SHAPE_ERRORS
+        or not any(prefix(e)[: len(r)] == r or r[: len(prefix(e))] == prefix(e) for r in real)
+    ]
 
 
 def _more(count: int) -> list[Problem]:
@@ -132,8 +155,10 @@ def locate(loc: Loc, data: Any, node: yaml.Node | None) -> tuple[list[str | int]
             current = current[part]
             node = node.value[part] if isinstance(node, yaml.SequenceNode) else None
             kept.append(part)
-        elif last and isinstance(part, str) and isinstance(current, dict):
-            kept.append(part)  # a missing key: point at its parent mapping
+        elif last and isinstance(part, str) and isinstance(current, dict) and "[" not in part:
+            # A missing key: point at its parent mapping. (A name with brackets is a union
+            # member's, such as "function-after[_rising(), WakeupLatency]", not a key.)
+            kept.append(part)
     return kept, node
 
 
