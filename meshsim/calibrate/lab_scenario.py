@@ -158,6 +158,17 @@ def lab_scenario(
     }
 
 
+def node_cores(fit: Mapping[str, Any]) -> list[str]:
+    """The lab core of each simulated node, as the records key cores: node 0 is the echo's
+    (and the server sidecar's), node 1 the client sidecar's (and the load generator's);
+    "" where the record has no placement."""
+    placement = fit.get("placement") or {}
+    return [
+        str(core) if (core := placement.get(name)) is not None else ""
+        for name in ("echo", "client_sidecar")
+    ]
+
+
 def host_speed(
     fit: Mapping[str, Any],
     phases: Mapping[str, Mapping[str, float]] | None,
@@ -171,11 +182,8 @@ def host_speed(
     the speed adjustment's, the phases only spread it."""
     from meshsim.calibrate.host_phases import host_speed_spec, replay_spec
 
-    placement = fit.get("placement") or {}
     specs: list[dict[str, Any] | None] = []
-    for name in ("echo", "client_sidecar"):
-        core = placement.get(name)
-        key = str(core) if core is not None else ""
+    for key in node_cores(fit):
         bins = (trace or {}).get(key)
         one = (phases or {}).get(key)
         specs.append(replay_spec(bins) if bins else host_speed_spec(one) if one else None)
@@ -196,8 +204,7 @@ def wakeup_latency(
     from meshsim.calibrate.wake_latency import wakeup_spec
 
     wake = fit.get("wake_latency")
-    placement = fit.get("placement") or {}
-    cores = [str(placement.get(name)) for name in ("echo", "client_sidecar")]
+    cores = node_cores(fit)
     if not wake or not wakeups or not all(c in wakeups for c in cores):
         return {}
     return {"wakeup_latency": [wakeup_spec(wakeups[c], wake) for c in cores]}

@@ -56,6 +56,7 @@ import numpy as np
 
 from meshsim.calibrate import host_phases
 from meshsim.calibrate.speed import on_core
+from meshsim.scenario.model import WakeupLatency
 
 PROBE_S: Final = 0.15
 """Seconds of timestamps per (sleeping core, sending core) pair, each time the lab probes."""
@@ -235,12 +236,9 @@ def excess(pct: Mapping[str, float], floor: float) -> dict[float, float]:
 
 
 def excess_mean_us(pct: Mapping[str, float], floor: float) -> float:
-    """The mean of :func:`excess`'s distribution (linear between its percentiles)."""
-    pairs = sorted(excess(pct, floor).items())
-    q = np.array([p for p, _ in pairs]) / 100.0
-    v = np.array([x for _, x in pairs])
-    inner = float(np.sum((q[1:] - q[:-1]) * (v[1:] + v[:-1]) / 2.0))
-    return inner + float(v[0] * q[0] + v[-1] * (1.0 - q[-1]))
+    """The mean of :func:`excess`'s distribution, read as ``cluster.wakeup_latency`` reads
+    it (:meth:`meshsim.scenario.model.WakeupLatency.mean_us`)."""
+    return WakeupLatency(percentiles_us=excess(pct, floor)).mean_us()
 
 
 def wakeup_spec(pct: Mapping[str, float], wake: Mapping[str, float]) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib as mpl
-import numpy as np
 
 from meshsim.errors import MeshsimError
 from meshsim.files import write_atomic
@@ -20,6 +19,7 @@ from meshsim.report.cost import Prices
 from meshsim.report.sections import build_sections
 from meshsim.resources import package_data_dir
 from meshsim.results.store import LoadedRun
+from meshsim.scenario.model import WakeupLatency
 
 
 def provenance(comp: Comparison) -> list[dict[str, str]]:
@@ -79,17 +79,15 @@ def _wake_text(wake: Any) -> str:
         return (
             f"A woken proxy thread waits for its host, set node by node for {len(wake)} nodes{tail}"
         )
-    pairs = sorted((float(q), float(v)) for q, v in wake["percentiles_us"].items())
+    spec = WakeupLatency.model_validate(wake)
 
-    def at(q: float) -> float:
-        return float(np.interp(q, [p for p, _ in pairs], [v for _, v in pairs]))
-
-    def text(us: float) -> str:
+    def text(percent: float) -> str:
+        us = spec.latency_us(percent)
         return f"{us / 1000.0:.3g} ms" if us >= 1000.0 else f"{us:.3g} µs"
 
     return (
         f"A proxy thread woken from idle waits for its host before it runs: "
-        f"p50 {text(at(50))}, p99 {text(at(99))}{tail}"
+        f"p50 {text(50)}, p99 {text(99)}{tail}"
     )
 
 

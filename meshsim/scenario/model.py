@@ -8,6 +8,7 @@ between services, call cycles) live in :mod:`meshsim.scenario.references`.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import Counter
 from itertools import pairwise
 from typing import Annotated, Any, Literal
@@ -245,6 +246,27 @@ class WakeupLatency(Spec):
                     "a latency's percentiles cannot fall"
                 )
         return self
+
+    def _points(self) -> list[tuple[float, float]]:
+        return sorted(self.percentiles_us.items())
+
+    def latency_us(self, percent: float) -> float:
+        """The latency at ``percent``: linear between the percentiles given, flat beyond."""
+        pts = self._points()
+        i = bisect_right([p for p, _ in pts], percent)
+        if i == 0:
+            return pts[0][1]
+        if i == len(pts):
+            return pts[-1][1]
+        (p0, v0), (p1, v1) = pts[i - 1], pts[i]
+        return v0 + (v1 - v0) * (percent - p0) / (p1 - p0)
+
+    def mean_us(self) -> float:
+        """The distribution's mean: the trapezoids between the percentiles given, and the
+        flat ends below the lowest and above the highest."""
+        pts = self._points()
+        inner = sum((p1 - p0) * (v0 + v1) / 2.0 for (p0, v0), (p1, v1) in pairwise(pts))
+        return (pts[0][0] * pts[0][1] + inner + (100.0 - pts[-1][0]) * pts[-1][1]) / 100.0
 
 
 class Cluster(Spec):
