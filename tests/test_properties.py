@@ -323,3 +323,26 @@ def test_loader_rejects_non_finite_numbers_cleanly() -> None:
         assert err is not None
         assert any(p.field == "workloads[0].rate_rps" for p in err.problems), (bad, str(err))
     assert math.isfinite(100.0)
+
+
+def test_scaling_a_version_starts_its_pods_in_its_own_service() -> None:
+    """Two services with versions equal as values (same names and specs, no pods yet): a
+    scale event on the second must start its pods there, not in the first (Hypothesis
+    found them in the first: VersionRuntime compared by value)."""
+    versions = [{"name": "v1", "replicas": 0}, {"name": "v2", "replicas": 1}]
+    scenario = from_dict({
+        "meshsim": 1, "name": "scale", "seed": 0, "duration_s": 1.0, "warmup_s": 0.0,
+        "cluster": {"nodes": 1, "cores_per_node": 1},
+        "services": [{"name": "s0", "cpu_ms": 1.0, "versions": versions},
+                     {"name": "s2", "cpu_ms": 1.0, "versions": versions}],
+        "workloads": [{"name": "w0", "target": "s2", "rate_rps": 10.0}],
+        "events": [{"at_s": 0.0, "action": "scale", "target": "s2", "replicas": 2}],
+    })  # fmt: skip
+    sim = Simulation(scenario, "none", scenario.seed, keep_records=True)
+    sim.run()
+    pods = {
+        name: sorted(len(v.pods) for v in s.versions.values()) for name, s in sim.services.items()
+    }
+    assert pods == {"s0": [0, 1], "s2": [2, 2]}
+    served = {r.subject for r in sim.recorder.records or [] if r.kind == "service"}
+    assert served == {"s2"}

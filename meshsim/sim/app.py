@@ -123,9 +123,12 @@ def call_groups(calls: list[Call]) -> list[list[Call]]:
     return groups
 
 
-@dataclass
+@dataclass(eq=False)
 class VersionRuntime:
-    """A version (subset) of a service and its pods."""
+    """A version (subset) of a service and its pods.
+
+    Compared by identity: two services' versions of the same name and spec, with no pods
+    yet, are equal as values, and a new pod must go to the one it was started for."""
 
     name: str
     spec: Version
