@@ -44,7 +44,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from meshsim.calibrate.lab import tree_sched  # noqa: E402
+from meshsim.calibrate.procstat import tree_sched  # noqa: E402
 from meshsim.calibrate.proxycmd import free_port, process_tree, stop_process  # noqa: E402
 from meshsim.proxy.loadgen import LoadSpec, run_load  # noqa: E402
 from meshsim.proxy.runner import wait_for_port  # noqa: E402

@@ -214,8 +214,8 @@ def test_the_lab_reads_every_requests_duration_and_the_sampled_cpu() -> None:
 
 
 def test_passes_merge_into_median_durations_and_the_parts_follow() -> None:
-    from meshsim.calibrate.calibration import _point_row
-    from meshsim.calibrate.lab import LabConfig, Measured, Point
+    from meshsim.calibrate.points import LabConfig, Measured, Point
+    from meshsim.calibrate.rows import point_row
     from meshsim.calibrate.validate import merge_passes
 
     def one_pass(repeat: int, client_p50: float) -> dict[str, Any]:
@@ -236,7 +236,7 @@ def test_passes_merge_into_median_durations_and_the_parts_follow() -> None:
             latency_parts_ms=lab_parts(latency, durations) or {},
         )
         # Through the measurement record's JSON, as the fit record keeps it.
-        return _point_row(Measured.from_json(m.to_json()))
+        return point_row(Measured.from_json(m.to_json()))
 
     rows = [one_pass(0, 0.5), one_pass(1, 0.75), one_pass(2, 0.625)]
     assert rows[0]["latency_parts_ms"]["outside_client_sidecar"] == {"p50": 0.5, "mean": 0.5}

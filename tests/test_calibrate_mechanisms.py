@@ -14,7 +14,7 @@ import pytest
 
 from meshsim.calibrate.calibration import fit_model
 from meshsim.calibrate.fit import fit_plane
-from meshsim.calibrate.lab import LabConfig, Measured, Point
+from meshsim.calibrate.points import LabConfig, Measured, Point
 from meshsim.calibrate.validate import baseline_for, core_utilisation, lab_scenario
 
 # The truth the synthetic lab is generated from (microseconds).
@@ -220,7 +220,7 @@ def test_core_utilisation_counts_every_process_on_the_core() -> None:
 
 
 def test_full_grid_measures_held_out_points_in_passes_after_the_fit() -> None:
-    from meshsim.calibrate.lab import REPEATS, grid
+    from meshsim.calibrate.points import REPEATS, grid
 
     pts = grid(quick=False)
     roles = [p.role for p in pts]
@@ -242,7 +242,7 @@ def test_full_grid_measures_held_out_points_in_passes_after_the_fit() -> None:
 
 
 def test_each_configuration_is_paired_with_the_base_point_measured_just_before() -> None:
-    from meshsim.calibrate.lab import grid
+    from meshsim.calibrate.points import grid
 
     pts = grid(quick=False)
     for i, p in enumerate(pts):

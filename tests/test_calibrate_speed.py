@@ -17,7 +17,7 @@ from test_calibrate_mechanisms import synthetic_record
 
 from meshsim.calibrate import speed
 from meshsim.calibrate.calibration import fit_model
-from meshsim.calibrate.lab import Measured
+from meshsim.calibrate.points import Measured
 from meshsim.calibrate.validate import (
     NO_PROBE,
     Comparison,

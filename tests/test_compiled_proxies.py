@@ -174,6 +174,7 @@ def test_lab_handshakes_through_meshsim_proxy_with_each_key_type(key_type: str) 
     handshake costs the server sidecar more CPU than a resumed one."""
     from cryptography import x509
 
+    from meshsim.calibrate import lab_costs
     from meshsim.calibrate.lab import Lab, workdir
     from meshsim.proxy.ca import key_type_of
 
@@ -181,7 +182,7 @@ def test_lab_handshakes_through_meshsim_proxy_with_each_key_type(key_type: str) 
     try:
         cert = x509.load_pem_x509_certificate((lab.tls_dir / "cert.pem").read_bytes())
         assert key_type_of(cert.public_key()) == key_type
-        costs = lab.connection_costs(20, tls=True)
+        costs = lab_costs.connection_costs(lab, 20, tls=True)
     finally:
         lab.close()
     assert costs["resumed_fraction"] == 19 / 20  # every connection but the first resumes

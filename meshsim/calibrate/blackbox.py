@@ -12,7 +12,7 @@ linkerd2-proxy binary. What differs is only what a black box lets the lab see:
   charges the mean).
 - TLS handshakes are not timed in memory with Python's SSL objects but on the proxy itself:
   the server sidecar's CPU per request over a new mTLS connection each, less over a new
-  plain connection each (:meth:`meshsim.calibrate.lab.Lab.connection_costs`), so a
+  plain connection each (:func:`meshsim.calibrate.lab_costs.connection_costs`), so a
   handshake costs what that proxy's TLS library makes it cost (OpenSSL for HAProxy, rustls
   for the Rust sidecar). A resumed handshake is measured the same way.
 - The configurations measured are those the template can express: mTLS with ``{mtls}``,
@@ -31,11 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from meshsim.calibrate import speed
+from meshsim.calibrate import lab_costs, speed
 from meshsim.calibrate.calibration import machine_info, refit_in_sim_terms, write_model
 from meshsim.calibrate.fit import Estimate, bootstrap, fit_line
-from meshsim.calibrate.lab import (
-    Lab,
+from meshsim.calibrate.lab import Lab, workdir
+from meshsim.calibrate.model_document import param
+from meshsim.calibrate.model_fit import LabRecord, wakeup_plane
+from meshsim.calibrate.points import (
     LabConfig,
     Measured,
     Point,
@@ -43,19 +45,16 @@ from meshsim.calibrate.lab import (
     grid,
     point_line,
     scale,
-    workdir,
-)
-from meshsim.calibrate.model_fit import (
-    LabRecord,
-    _baseline_row,
-    _kib,
-    _point_row,
-    _sidecar_cpu,
-    _sidecar_wakeups,
-    _wakeup_plane,
-    release_tick,
 )
 from meshsim.calibrate.proxycmd import ProxyCommand
+from meshsim.calibrate.rows import (
+    baseline_row,
+    kib,
+    point_row,
+    release_tick,
+    sidecar_cpu,
+    sidecar_wakeups,
+)
 from meshsim.proxy.loadgen import TIMER_TICK_S
 
 Log = Callable[[str], None]
@@ -77,24 +76,26 @@ def measure_command(
         n_conn = 100 if quick else 400
         # Connection costs in blocks at the start, middle and end of the grid (as the
         # Python lab's handshakes), so that their spread counts the machine's drift.
-        blocks = [lab.connection_costs(n_conn // 2, tls=cmd.mtls)]
+        blocks = [lab_costs.connection_costs(lab, n_conn // 2, tls=cmd.mtls)]
         middle = len(points) // 2
         measured: list[Measured] = []
         for i, p in enumerate(points):
             if i == middle:
-                blocks.append(lab.connection_costs(n_conn // 2, tls=cmd.mtls))
+                blocks.append(lab_costs.connection_costs(lab, n_conn // 2, tls=cmd.mtls))
             m = lab.measure(p, seed=i + 1)
             measured.append(m)
             log(
                 point_line(i, len(points), p, m)
                 + ", sidecar CPU "
-                + (f"{_sidecar_cpu(m):.1f} us/req" if p.proxied else "-")
+                + (f"{sidecar_cpu(m):.1f} us/req" if p.proxied else "-")
             )
-        memory = lab.connection_memory((0, 50, 100, 200) if quick else (0, 100, 200, 300, 400))
+        memory = lab_costs.connection_memory(
+            lab, (0, 50, 100, 200) if quick else (0, 100, 200, 300, 400)
+        )
         if not cmd.mtls:
             memory.pop("tls", None)
-        blocks.append(lab.connection_costs(n_conn // 2, tls=cmd.mtls))
-        idle = lab.idle_cpu_ms_per_s(2.0 if quick else 5.0)
+        blocks.append(lab_costs.connection_costs(lab, n_conn // 2, tls=cmd.mtls))
+        idle = lab_costs.idle_cpu_ms_per_s(lab, 2.0 if quick else 5.0)
         log(f"idle CPU (ms per s): {idle}")
         return {
             "quick": quick,
@@ -144,25 +145,10 @@ def lab_ceiling(lab: Lab, capacity: float, top: float, log: Log = print) -> floa
     return rate
 
 
-def _p(
-    value: float, unit: str, source: str, note: str | None = None, ci: Estimate | None = None
-) -> dict[str, Any]:
-    """A model parameter; with ``ci``, its bootstrap 95 % CI as the parameter's range."""
-    d: dict[str, Any] = {"value": round(float(value), 3), "unit": unit, "source": source}
-    if note:
-        d["note"] = note
-    if ci is not None:
-        lo, hi = round(min(ci.lo, value), 3), round(max(ci.hi, value), 3)
-        if lo < hi and lo >= 0.0:
-            d["range"] = [lo, hi]
-            d["range_source"] = f"{source}: bootstrap 95% CI of the fit"
-    return d
-
-
 def _connection_costs(blocks: list[dict[str, Any]], wake_us: float) -> dict[str, Any]:
-    """Per-connection costs from :meth:`Lab.connection_costs` blocks, each mode's CPU less
-    its wake-ups' share (the simulator charges wake-ups on their own); the range is over the
-    blocks."""
+    """Per-connection costs from :func:`~meshsim.calibrate.lab_costs.connection_costs`
+    blocks, each mode's CPU less its wake-ups' share (the simulator charges wake-ups on their
+    own); the range is over the blocks."""
 
     def bare(b: dict[str, Any], mode: str) -> float:
         return float(b[mode]["cpu_us"] - wake_us * b[mode]["wakeups"])
@@ -193,12 +179,12 @@ def fit_command_model(
     main_pay = record.main_payload
 
     proc_line = fit_line(
-        [_kib(m) for m in base_fit], [_sidecar_cpu(m) for m in base_fit], seed=seed + 1
+        [kib(m) for m in base_fit], [sidecar_cpu(m) for m in base_fit], seed=seed + 1
     )
     proc_vs_load = fit_line(
-        [m.achieved_rps for m in base_fit], [_sidecar_cpu(m) for m in base_fit], seed=seed + 2
+        [m.achieved_rps for m in base_fit], [sidecar_cpu(m) for m in base_fit], seed=seed + 2
     )
-    wake = _wakeup_plane(base_fit, seed + 8)
+    wake = wakeup_plane(base_fit, seed + 8)
     if wake is not None:
         intercept, per_kib_est = wake.intercept, wake.slopes["kib"]
         wake_est = wake.slopes["wakeups"]
@@ -224,7 +210,7 @@ def fit_command_model(
     wake_us = max(wake_est.value, 0.0) if wake_est is not None else 0.0
 
     def bare(m: Measured) -> float:
-        return _sidecar_cpu(m) - wake_us * (_sidecar_wakeups(m) or 0.0)
+        return sidecar_cpu(m) - wake_us * (sidecar_wakeups(m) or 0.0)
 
     # What the simulator charges per request at the main payload, without wake-ups: the
     # closest a black box gets to a service time (its mean; the spread is not observable).
@@ -232,9 +218,7 @@ def fit_command_model(
     st_mean = bootstrap(main, lambda a: float(np.mean(a)), seed=seed)
     tpairs = record.paired_with_base(LabConfig(mtls=True))
     tls = (
-        fit_line(
-            [_kib(m) for m, _ in tpairs], [bare(m) - bare(b) for m, b in tpairs], seed=seed + 4
-        )
+        fit_line([kib(m) for m, _ in tpairs], [bare(m) - bare(b) for m, b in tpairs], seed=seed + 4)
         if len(tpairs) >= 2
         else None
     )
@@ -256,7 +240,7 @@ def fit_command_model(
         key=lambda m: abs(m.point.rps - low.point.rps),
     )
     added = (low.latency_ms["p50"] - ref.latency_ms["p50"]) * 1000.0
-    on_path = _sidecar_cpu(low)
+    on_path = sidecar_cpu(low)
     hop = max((added - 2.0 * on_path) / 4.0, 0.0)
     echo_cpu = float(np.mean([m.process_cpu_us_per_request["echo"] for m in direct_fit]))
     net_us = max((ref.latency_ms["p50"] * 1000.0 - echo_cpu) / 2.0, 1.0)
@@ -275,12 +259,12 @@ def fit_command_model(
     resumed = conn.get("resumed")
     resumes = conn.get("resumed_fraction", 0.0) >= 0.5
     params: dict[str, Any] = {
-        "worker_threads": _p(
+        "worker_threads": param(
             workers,
             "count",
             "given with --workers: the worker threads the command's proxy is configured with",
         ),
-        "socket_io_us": _p(
+        "socket_io_us": param(
             max(intercept.value, 0.0),
             "us",
             m_src,
@@ -291,31 +275,33 @@ def fit_command_model(
             f"event loop, kernel I/O){origin}",
             intercept,
         ),
-        "payload_cpu_us_per_kib": _p(
+        "payload_cpu_us_per_kib": param(
             max(per_kib_est.value, 0.0),
             "us/KiB",
             m_src,
             "slope of process CPU per request against KiB moved (request + echoed response)",
             per_kib_est,
         ),
-        "http_parse_request_us": _p(0.0, "us", f"{m_src}: {black}"),
-        "http_parse_response_us": _p(0.0, "us", f"{m_src}: {black}"),
-        "routing_us": _p(0.0, "us", f"{m_src}: {black}"),
-        "telemetry_us": _p(0.0, "us", f"{m_src}: {black}"),
-        "rbac_us": _p(
+        "http_parse_request_us": param(0.0, "us", f"{m_src}: {black}"),
+        "http_parse_response_us": param(0.0, "us", f"{m_src}: {black}"),
+        "routing_us": param(0.0, "us", f"{m_src}: {black}"),
+        "telemetry_us": param(0.0, "us", f"{m_src}: {black}"),
+        "rbac_us": param(
             5.0,
             "us",
             "not measured (the lab has no authorization policy); "
             "MODELLING ASSUMPTION copied from models/istio-sidecar.yaml",
         ),
-        "l7_filter_us": _p(0.0, "us", "not measured: a proxy command has no synthetic-filter knob"),
-        "wasm_filter_us": _p(
+        "l7_filter_us": param(
+            0.0, "us", "not measured: a proxy command has no synthetic-filter knob"
+        ),
+        "wasm_filter_us": param(
             46.433,
             "us",
             "not measured (no Wasm in the lab); MODELLING "
             "ASSUMPTION copied from models/istio-sidecar.yaml",
         ),
-        "hop_latency_us": _p(
+        "hop_latency_us": param(
             hop,
             "us",
             m_src,
@@ -323,8 +309,8 @@ def fit_command_model(
             f"{low.point.rps:g} rps - 2 x process CPU {on_path:.1f}) / 4 "
             "traversals",
         ),
-        "tls_legs": _p(1, "count", "architecture: one mTLS leg per sidecar"),
-        "tls_record_cpu_us_per_kib": _p(
+        "tls_legs": param(1, "count", "architecture: one mTLS leg per sidecar"),
+        "tls_record_cpu_us_per_kib": param(
             max(tls.slope.value, 0.0) if tls else 0.0,
             "us/KiB",
             m_src if tls else tls_note,
@@ -333,14 +319,14 @@ def fit_command_model(
             else None,
             tls.slope if tls else None,
         ),
-        "tls_key_exchange_cpu_us": _p(0.0, "us", "counted in tls_handshake_overhead_cpu_us"),
-        "tls_sign_cpu_us": _p(0.0, "us", "counted in tls_handshake_overhead_cpu_us"),
-        "tls_cert_verify_cpu_us": _p(0.0, "us", "counted in tls_handshake_overhead_cpu_us"),
-        "tls_chain_verify_cpu_us": _p(0.0, "us", "counted in tls_handshake_overhead_cpu_us"),
-        "tls_chain_verifications": _p(
+        "tls_key_exchange_cpu_us": param(0.0, "us", "counted in tls_handshake_overhead_cpu_us"),
+        "tls_sign_cpu_us": param(0.0, "us", "counted in tls_handshake_overhead_cpu_us"),
+        "tls_cert_verify_cpu_us": param(0.0, "us", "counted in tls_handshake_overhead_cpu_us"),
+        "tls_chain_verify_cpu_us": param(0.0, "us", "counted in tls_handshake_overhead_cpu_us"),
+        "tls_chain_verifications": param(
             1, "count", "architecture: meshsim's CA signs workload certificates directly"
         ),
-        "tls_handshake_overhead_cpu_us": _p(
+        "tls_handshake_overhead_cpu_us": param(
             full.value if full else 0.0,
             "us",
             m_src if full else tls_note,
@@ -352,7 +338,7 @@ def fit_command_model(
             else None,
             full,
         ),
-        "tls_resumption_cpu_us": _p(
+        "tls_resumption_cpu_us": param(
             (resumed.value if resumes else full.value) if (full and resumed) else 0.0,
             "us",
             m_src if full else tls_note,
@@ -367,27 +353,27 @@ def fit_command_model(
             else None,
             (resumed if resumes else full) if full else None,
         ),
-        "base_memory_mb": _p(
+        "base_memory_mb": param(
             mem_plain.intercept.value / 1024.0,
             "MB",
             m_src,
             "RSS intercept of the plain sidecar's process tree against idle connections",
         ),
-        "connection_kb": _p(
+        "connection_kb": param(
             max(mem_plain.slope.value, 0.0),
             "KB",
             m_src,
             "slope of RSS against idle plain connections",
         ),
-        "tls_connection_kb": _p(
+        "tls_connection_kb": param(
             max(mem_tls.slope.value - mem_plain.slope.value, 0.0) if mem_tls else 0.0,
             "KB",
             m_src if mem_tls else tls_note,
             "slope of RSS against idle mTLS connections, less the plain slope" if mem_tls else None,
         ),
-        "cluster_kb": _p(0.0, "KB", "not measured: the lab holds one cluster"),
-        "endpoint_kb": _p(0.0, "KB", "not measured: the lab holds one endpoint"),
-        "tcp_connection_cpu_us": _p(
+        "cluster_kb": param(0.0, "KB", "not measured: the lab holds one cluster"),
+        "endpoint_kb": param(0.0, "KB", "not measured: the lab holds one endpoint"),
+        "tcp_connection_cpu_us": param(
             conn["tcp"].value,
             "us",
             m_src,
@@ -399,7 +385,7 @@ def fit_command_model(
     }
     if wake_est is not None and wake is not None:
         ws = wake.x["wakeups"]
-        params["wakeup_cpu_us"] = _p(
+        params["wakeup_cpu_us"] = param(
             wake_us,
             "us",
             m_src,
@@ -409,7 +395,7 @@ def fit_command_model(
             wake_est,
         )
     if tls is not None:
-        params["tls_request_cpu_us"] = _p(
+        params["tls_request_cpu_us"] = param(
             max(tls.intercept.value, 0.0),
             "us",
             m_src,
@@ -424,7 +410,7 @@ def fit_command_model(
             groups.setdefault((m.point.payload, m.point.rps, m.point.config.keep_alive), []).append(
                 m
             )
-    baselines = [_baseline_row(ms) for ms in groups.values()]
+    baselines = [baseline_row(ms) for ms in groups.values()]
     tick = release_tick(data, baselines)
     st_json = {
         "dist": "constant",
@@ -498,7 +484,7 @@ def fit_command_model(
             "process_cpu_us_vs_kib": proc_line.residuals,
             "process_cpu_us_vs_kib_and_wakeups": wake.residuals if wake else None,
         },
-        "points": [_point_row(m) for m in pts],
+        "points": [point_row(m) for m in pts],
         "held_out": [i for i, m in enumerate(pts) if m.point.role == "held_out"],
         "held_out_count": sum(1 for m in pts if m.point.role == "held_out"),
     }

@@ -24,24 +24,10 @@ from typing import Any
 import yaml
 
 from meshsim import __version__
-from meshsim.calibrate.lab import (
-    Lab,
-    Measured,
-    estimate_capacity,
-    grid,
-    point_line,
-    scale,
-    workdir,
-)
-
-# The fitting helpers moved to model_fit; meshsim.calibrate.blackbox still imports them here.
-from meshsim.calibrate.model_fit import KIB as KIB
-from meshsim.calibrate.model_fit import _baseline_row as _baseline_row
-from meshsim.calibrate.model_fit import _point_row as _point_row
-from meshsim.calibrate.model_fit import _sidecar_cpu as _sidecar_cpu
-from meshsim.calibrate.model_fit import _sidecar_wakeups as _sidecar_wakeups
-from meshsim.calibrate.model_fit import _wakeup_plane as _wakeup_plane
+from meshsim.calibrate import lab_costs
+from meshsim.calibrate.lab import Lab, workdir
 from meshsim.calibrate.model_fit import fit_model
+from meshsim.calibrate.points import Measured, estimate_capacity, grid, point_line, scale
 from meshsim.files import write_atomic
 from meshsim.proxy.loadgen import TIMER_TICK_S
 
@@ -128,19 +114,21 @@ def measure_lab(quick: bool, log: Log = print, key_type: str = "ecdsa-p256") -> 
         # Handshakes are timed in three blocks (start, middle, end of the grid) so that
         # their CI sees the machine's drift over the run, not only one moment's noise.
         per_block = (60 if quick else 300) // 3
-        blocks = [lab.handshakes(per_block)]
+        blocks = [lab_costs.handshakes(lab, per_block)]
         middle = len(points) // 2
         measured: list[Measured] = []
         for i, p in enumerate(points):
             if i == middle:
-                blocks.append(lab.handshakes(per_block))
+                blocks.append(lab_costs.handshakes(lab, per_block))
             m = lab.measure(p, seed=i + 1)
             measured.append(m)
             log(point_line(i, len(points), p, m))
-        memory = lab.connection_memory((0, 50, 100, 200) if quick else (0, 100, 200, 300, 400))
-        blocks.append(lab.handshakes(per_block))
+        memory = lab_costs.connection_memory(
+            lab, (0, 50, 100, 200) if quick else (0, 100, 200, 300, 400)
+        )
+        blocks.append(lab_costs.handshakes(lab, per_block))
         hs = {side: [v for b in blocks for v in b[side]] for side in ("client", "server")}
-        idle = lab.idle_cpu_ms_per_s(2.0 if quick else 5.0)
+        idle = lab_costs.idle_cpu_ms_per_s(lab, 2.0 if quick else 5.0)
         log(f"idle CPU (ms per s): {idle}")
         return {
             "quick": quick,

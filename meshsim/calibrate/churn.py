@@ -7,7 +7,7 @@ Istio's default workload keys are RSA 2048, Linkerd's and ztunnel's ECDSA P-256
 was calibrated on (its fit record's proxy command, or meshsim's own proxy for a model
 without one) runs in one lab, and two things are measured in the same run:
 
-1. **Connection costs per key type.** :meth:`meshsim.calibrate.lab.Lab.connection_costs`
+1. **Connection costs per key type.** :func:`meshsim.calibrate.lab_costs.connection_costs`
    with each key type, in rounds that visit every stack and key type in turn (rotated from
    round to round), so that a comparison is between figures measured minutes apart, not
    hours: the server sidecar's CPU per new connection (plain), per full mTLS handshake and
@@ -34,10 +34,12 @@ from typing import Any
 
 import numpy as np
 
+from meshsim.calibrate import lab_costs
 from meshsim.calibrate.calibration import load_fit, machine_info
-from meshsim.calibrate.lab import Lab, LabConfig, Measured, Point, workdir
-from meshsim.calibrate.model_fit import _baseline_row, _point_row
+from meshsim.calibrate.lab import Lab, workdir
+from meshsim.calibrate.points import LabConfig, Measured, Point
 from meshsim.calibrate.proxycmd import ProxyCommand
+from meshsim.calibrate.rows import baseline_row, point_row
 from meshsim.calibrate.stacks import key_type_label, stack_label
 from meshsim.errors import MeshsimError
 from meshsim.proxy.ca import KEY_TYPES, check_key_type
@@ -78,7 +80,8 @@ class Stack:
 
 
 def _block_costs(b: dict[str, Any]) -> dict[str, float]:
-    """One :meth:`Lab.connection_costs` block as per-connection CPU differences (us)."""
+    """One :func:`~meshsim.calibrate.lab_costs.connection_costs` block as per-connection CPU
+    differences (us)."""
     cpu = {
         k: float(b[k]["cpu_us"])
         for k in ("keepalive", "plain_connection", "tls_full", "tls_resumed")
@@ -116,7 +119,7 @@ def measure_connection_costs(
         shift = r % max(len(combos), 1)
         for s, k in combos[shift:] + combos[:shift]:
             lab.use(s.proxy, k)
-            block = lab.connection_costs(requests, tls=True)
+            block = lab_costs.connection_costs(lab, requests, tls=True)
             out[s.name][k].append(block)
             c = _block_costs(block)
             log(
@@ -171,7 +174,7 @@ def measure_keepalive_off(
                     Point(cfg, PAYLOAD, 0.0, CONNECTIONS, True, duration_s, "held_out", rep),
                     seed=seed,
                 )
-                rows["points"].append(_point_row(sat))
+                rows["points"].append(point_row(sat))
                 key = (s.name, cfg.name)
                 if key not in rates:
                     rates[key] = min(sat.achieved_rps, ceiling)
@@ -189,7 +192,7 @@ def measure_keepalive_off(
                             seed=seed,
                         )
                         if proxied:
-                            rows["points"].append(_point_row(m))
+                            rows["points"].append(point_row(m))
                         else:
                             rows["baselines"].append(m.to_json())
                         log(
@@ -251,7 +254,7 @@ def _merged_baselines(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for d in rows:
         m = Measured.from_json(d)
         groups.setdefault(m.point.rps, []).append(m)
-    return [_baseline_row(ms) for ms in groups.values()]
+    return [baseline_row(ms) for ms in groups.values()]
 
 
 def check_keepalive_off(data: dict[str, Any], *, duration_s: float = 4.0) -> list[dict[str, Any]]:

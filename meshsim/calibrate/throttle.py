@@ -96,7 +96,8 @@ def measure(
 ) -> dict[str, Any]:
     """The lab's figures for ``point`` with the server sidecar limited to ``limit_m``
     (``{"skipped": reason}`` where no CPU cgroup can be made)."""
-    from meshsim.calibrate.lab import Lab, LabConfig, Point
+    from meshsim.calibrate.lab import Lab
+    from meshsim.calibrate.points import LabConfig, Point
 
     support = support or probe()
     if support.path is None:

@@ -70,8 +70,6 @@ def render(
     decomposition: Sequence[PointDecomposition] = (),
 ) -> str:
     model = load_model(model_path)
-    st = fit["service_time"]
-    est = fit["estimates"]
     lines = [
         "# Validation report: meshsim's proxy, calibrated and predicted",
         "",
@@ -86,6 +84,29 @@ def render(
         f"{fit['lab']['capacity_estimate_rps']:.0f} rps; {fit['lab']['connections']} "
         "connections; loads are Poisson",
         "",
+    ]
+    lines += calibration_lines(fit)
+    lines += ["", "| parameter | value | unit |", "|---|---:|---|"]
+    lines += [f"| {n} | {p.value:g} | {p.unit} |" for n, p in model.parameters.items()]
+    lines += ["", "## Held-out comparison", "", "```", table(rows), "```", ""]
+    lines += machine_speed_lines(fit, rows)
+    lines += noise_lines(fit, rows)
+    lines += [f"![{p.stem}](figures/{p.name})" for p in figs]
+    if decomposition:
+        lines += ["", "## Per-hop latency decomposition", "", render_decomposition(decomposition)]
+    lines += goal_lines(rows, goals or GOALS)
+    lines += ["", "## What the residuals point to", ""]
+    lines += [f"- {n}" for n in diagnose(fit, rows)] or ["- nothing beyond noise"]
+    if bad:
+        lines += ["", "## Threshold failures", ""] + [f"- {b}" for b in bad]
+    return "\n".join(lines) + "\n"
+
+
+def calibration_lines(fit: dict[str, Any]) -> list[str]:
+    """The fit's estimates, each with its 95 % CI, as the report's bullet list."""
+    st = fit["service_time"]
+    est = fit["estimates"]
+    lines = [
         "## Calibration",
         "",
         f"- per-request service time (sidecar callbacks' CPU): **{st['dist']}** "
@@ -156,10 +177,13 @@ def render(
             f"(range over sidecars {t['ci95'][0]:.3g}..{t['ci95'][1]:.3g}; "
             "tcp_connection_cpu_us)"
         )
-    lines += ["", "| parameter | value | unit |", "|---|---:|---|"]
-    lines += [f"| {n} | {p.value:g} | {p.unit} |" for n, p in model.parameters.items()]
-    lines += ["", "## Held-out comparison", "", "```", table(rows), "```", ""]
-    lines += machine_speed_lines(fit, rows)
+    return lines
+
+
+def noise_lines(fit: dict[str, Any], rows: list[Comparison]) -> list[str]:
+    """What the lab measured around the predictions: its spread over passes, the
+    sidecars' wake-ups, and the run delay the processes sharing a core gave each other."""
+    lines: list[str] = []
     spreads = spread_table(rows)
     if spreads:
         lines += [
@@ -188,19 +212,22 @@ def render(
         lines += [
             "Measured run delay per request (time runnable, waiting for the core, "
             "schedstat), by process: how much the processes sharing a core hold each "
-            "other up. The simulator's FCFS cores produce this queueing only in the "
-            "mean; preemption and wake-up latency are not modelled.",
+            "other up. The simulated lab's cores are FCFS (cluster.scheduler's default), "
+            "which gives this queueing only in the mean, without preemption; where the lab "
+            "probed it, a woken sidecar waits its host's wake-up latency.",
             "",
             "```",
             delays,
             "```",
             "",
         ]
-    lines += [f"![{p.stem}](figures/{p.name})" for p in figs]
-    if decomposition:
-        lines += ["", "## Per-hop latency decomposition", "", render_decomposition(decomposition)]
-    lines += ["", "## Goals", ""]
-    for key, goal in (goals or GOALS).items():
+    return lines
+
+
+def goal_lines(rows: list[Comparison], goals: dict[str, float]) -> list[str]:
+    """Each goal's worst checked error and its verdict."""
+    lines = ["", "## Goals", ""]
+    for key, goal in goals.items():
         sel = [r for r in rows if key in r.checked]
         worst = max((abs(r.checked_error(key)) for r in sel), default=float("nan"))
         verdict = "no checked point" if not sel else ("met" if worst <= goal else "MISSED")
@@ -211,11 +238,7 @@ def render(
             f"- {key} within {goal:g}%: worst {worst:.1f}% over {len(sel)} point(s){judged}: "
             f"**{verdict}**"
         )
-    lines += ["", "## What the residuals point to", ""]
-    lines += [f"- {n}" for n in diagnose(fit, rows)] or ["- nothing beyond noise"]
-    if bad:
-        lines += ["", "## Threshold failures", ""] + [f"- {b}" for b in bad]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def machine_speed_lines(fit: dict[str, Any], rows: list[Comparison]) -> list[str]:

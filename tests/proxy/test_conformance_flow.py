@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from meshsim.calibrate.lab import proc_rss_kib
+from meshsim.calibrate.procstat import proc_rss_kib
 from meshsim.proxy.body import HIGH_WATER
 from meshsim.proxy.httpcore import Limits
 from meshsim.proxy.runner import wait_for_port

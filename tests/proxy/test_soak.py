@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from meshsim.calibrate.lab import proc_rss_kib
+from meshsim.calibrate.procstat import proc_rss_kib
 from meshsim.proxy.loadgen import LoadSpec, run_load
 from meshsim.proxy.runner import wait_for_port
 

@@ -1,0 +1,386 @@
+"""The calibrated model's document: its parameters, each naming the measurement and the
+derivation it came from (:func:`parameters`), and the fit record beside it
+(:func:`fit_record`: machine, software, every estimate with its bootstrap CI, residuals and
+every point with its role).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from meshsim.calibrate import speed
+from meshsim.calibrate.fit import Estimate
+from meshsim.calibrate.rows import baseline_row, point_row, release_tick
+
+if TYPE_CHECKING:
+    from meshsim.calibrate.model_fit import (
+        ConfigCosts,
+        Handshake,
+        HopLatency,
+        LabRecord,
+        Memory,
+        RequestCpu,
+    )
+    from meshsim.calibrate.points import Measured
+
+
+def param(
+    value: float, unit: str, source: str, note: str | None = None, ci: Estimate | None = None
+) -> dict[str, Any]:
+    """A model parameter; with ``ci``, its bootstrap 95 % CI as the parameter's range."""
+    d: dict[str, Any] = {"value": round(float(value), 3), "unit": unit, "source": source}
+    if note:
+        d["note"] = note
+    if ci is not None:
+        lo, hi = round(min(ci.lo, value), 3), round(max(ci.hi, value), 3)
+        if lo < hi and lo >= 0.0:
+            d["range"] = [lo, hi]
+            d["range_source"] = f"{source}: bootstrap 95% CI of the fit"
+    return d
+
+
+def _est(e: Estimate) -> dict[str, Any]:
+    return {"value": round(e.value, 3), "ci95": [round(e.lo, 3), round(e.hi, 3)]}
+
+
+def parameters(
+    data: dict[str, Any],
+    cpu: RequestCpu,
+    costs: ConfigCosts,
+    hs: Handshake,
+    mem: Memory,
+    lat: HopLatency,
+) -> dict[str, Any]:
+    """The model's parameters, each with its source and derivation."""
+    src = (
+        f"measurement: `meshsim calibrate{' --quick' if data['quick'] else ''}` "
+        f"on {data['machine']['host']} ({data['machine']['cpu']})"
+    )
+    return {
+        **_request_cpu(src, cpu, costs),
+        **_latency(src, lat),
+        **_tls(src, costs, hs),
+        **_memory(src, mem),
+    }
+
+
+def _request_cpu(src: str, cpu: RequestCpu, costs: ConfigCosts) -> dict[str, Any]:
+    """The CPU of a request through the sidecar, split into the model's components."""
+    st, wake = cpu.service_time, cpu.wakeups
+    params: dict[str, Any] = {
+        "worker_threads": param(
+            1, "count", "architecture: the meshsim proxy is one asyncio event loop on one thread"
+        ),
+        "socket_io_us": param(
+            cpu.socket_io,
+            "us",
+            src,
+            "process CPU per request (/proc) at 0 KiB "
+            + ("and no wake-up " if wake is not None else "")
+            + f"(intercept {cpu.intercept:.1f}) minus the callbacks' CPU "
+            f"({cpu.fixed_callbacks:.1f}): event loop, epoll and kernel I/O",
+        ),
+        "payload_cpu_us_per_kib": param(
+            cpu.per_kib,
+            "us/KiB",
+            src,
+            "slope of process CPU per request against KiB moved (request + echoed response)",
+        ),
+        "http_parse_request_us": param(
+            cpu.parse,
+            "us",
+            src,
+            "half of the callbacks' fixed CPU less "
+            "telemetry (the lab does not separate the two directions)",
+        ),
+        "http_parse_response_us": param(cpu.parse, "us", src, "the other half, see request"),
+        "routing_us": param(0.0, "us", f"{src}: not separable from parsing (included there)"),
+        "telemetry_us": param(
+            cpu.telemetry,
+            "us",
+            f"{src}: median of timed access-log line + the "
+            "histogram updates (the proxy's per-request accounting)",
+        ),
+        "rbac_us": param(
+            5.0,
+            "us",
+            "not measured (the lab has no authorization policy); "
+            "MODELLING ASSUMPTION copied from models/istio-sidecar.yaml",
+        ),
+        "l7_filter_us": param(
+            max(costs.filters.slope.value, 0.0) if costs.filters else 0.0,
+            "us",
+            src,
+            "per synthetic filter (meshsim/calibrate/node.py "
+            "FilterChain: a regex match and eight header-rule lookups): slope of "
+            "process CPU per request, 0 versus 4 filters",
+        ),
+        "wasm_filter_us": param(
+            46.433,
+            "us",
+            "not measured (the proxy runs no Wasm); "
+            "MODELLING ASSUMPTION copied from models/istio-sidecar.yaml",
+        ),
+        "request_cpu_cv": param(
+            cpu.cv.value,
+            "ratio",
+            src,
+            "standard deviation of the "
+            f"sidecars' per-request callback CPU ({st.cv.value:.3f} x "
+            f"{st.mean.value:.1f} us, access-log samples at the fit loads) "
+            f"over their mean process CPU per request ({cpu.process_main:.1f} us, "
+            "/proc): the event-loop and kernel share, not measured per "
+            "request, is taken as constant (a lower bound)",
+        ),
+    }
+    if wake is not None:
+        ws = wake.x["wakeups"]
+        params["wakeup_cpu_us"] = param(
+            cpu.wakeup_us,
+            "us",
+            src,
+            "slope of the sidecars' process CPU per request against "
+            "their voluntary context switches per request (/proc/PID/task/*/status), fitted "
+            f"jointly with KiB over {len(ws)} points ({min(ws):.2f}..{max(ws):.2f} wake-ups "
+            "per request)",
+        )
+    if costs.tcp is not None:
+        params["tcp_connection_cpu_us"] = param(
+            costs.tcp.value,
+            "us",
+            src,
+            "(keep-alive off - on) process CPU per request, less "
+            "wake-ups, over the two connection ends each sidecar opens per request (accepts "
+            "one, connects one)",
+        )
+    return params
+
+
+def _latency(src: str, lat: HopLatency) -> dict[str, Any]:
+    """The latency the CPU does not explain: per proxy traversal, and per wake-up."""
+    params = {
+        "hop_latency_us": param(
+            lat.hop_us,
+            "us",
+            src,
+            f"(added p50 {lat.added_us:.1f} us at "
+            f"{lat.low.point.rps:g} rps - 2 x on-path CPU {lat.on_path_us:.1f}) / 4 "
+            "traversals"
+            + (f" - the wake-up latency {lat.wake_us:.1f}" if lat.wake_us is not None else ""),
+        )
+    }
+    if lat.wake is not None:
+        w = lat.wake
+        params["wakeup_latency_us"] = param(
+            w["charged_us"],
+            "us",
+            src,
+            "mean latency of one-way loopback hops to a process sleeping on a lab core, sent "
+            f"from the same core, over the fit points' floor (their 1st percentile, "
+            f"{w['floor_us']:.1f} us), at {lat.low.point.rps:g} rps, probed right before and "
+            f"after the load (meshsim/calibrate/wake_latency.py): {w['excess_mean_us']:.1f} us"
+            + (
+                f", times {w['scale']:.3f} to fit in the latency the CPU leaves unexplained "
+                "there per traversal"
+                if w["scale"] < 1.0
+                else ""
+            ),
+        )
+    return params
+
+
+def _tls(src: str, costs: ConfigCosts, hs: Handshake) -> dict[str, Any]:
+    """mTLS: the records' CPU against the plain configuration, and whole handshakes."""
+    tls = costs.tls
+    params = {
+        "tls_legs": param(1, "count", "architecture: one mTLS leg per sidecar"),
+        "tls_record_cpu_us_per_kib": param(
+            max(tls.slope.value, 0.0) if tls else 0.0,
+            "us/KiB",
+            src,
+            "slope of (mTLS - plain) process CPU per request (less wake-ups) against KiB moved",
+        ),
+        "tls_key_exchange_cpu_us": param(
+            0.0, "us", f"{src}: whole handshakes timed, counted in tls_handshake_overhead_cpu_us"
+        ),
+        "tls_sign_cpu_us": param(0.0, "us", "counted in tls_handshake_overhead_cpu_us"),
+        "tls_cert_verify_cpu_us": param(0.0, "us", "counted in tls_handshake_overhead_cpu_us"),
+        "tls_chain_verify_cpu_us": param(0.0, "us", "counted in tls_handshake_overhead_cpu_us"),
+        "tls_chain_verifications": param(
+            1, "count", "architecture: meshsim's CA signs workload certificates directly"
+        ),
+        "tls_handshake_overhead_cpu_us": param(
+            hs.per_side.value,
+            "us",
+            src,
+            "median CPU per side "
+            "of a full mTLS 1.3 handshake with the proxy's own "
+            "SSL contexts (in-memory BIO), both sides pooled",
+        ),
+        "tls_resumption_cpu_us": param(
+            hs.per_side.value,
+            "us",
+            "architecture: the proxy's upstream "
+            "pool passes no TLS session, so it never resumes; a "
+            "reconnect costs a full handshake",
+        ),
+    }
+    if tls is not None:
+        params["tls_request_cpu_us"] = param(
+            max(tls.intercept.value, 0.0),
+            "us",
+            src,
+            "intercept of (mTLS - plain) process "
+            "CPU per request (less wake-ups) against KiB moved: the TLS calls' fixed cost",
+        )
+    return params
+
+
+def _memory(src: str, mem: Memory) -> dict[str, Any]:
+    """Resident memory: the idle sidecar's, and each idle connection's, plain and mTLS."""
+    return {
+        "base_memory_mb": param(
+            mem.plain.intercept.value / 1024.0,
+            "MB",
+            src,
+            "RSS intercept of the plain sidecar against idle connections held",
+        ),
+        "connection_kb": param(
+            max(mem.plain.slope.value, 0.0),
+            "KB",
+            src,
+            "slope of RSS against idle plain connections",
+        ),
+        "tls_connection_kb": param(
+            max(mem.tls.slope.value - mem.plain.slope.value, 0.0),
+            "KB",
+            src,
+            "slope of RSS against idle mTLS connections, less the plain slope",
+        ),
+        "cluster_kb": param(0.0, "KB", "not measured: the lab holds one cluster"),
+        "endpoint_kb": param(0.0, "KB", "not measured: the lab holds one endpoint"),
+    }
+
+
+def fit_record(
+    rec: LabRecord,
+    cpu: RequestCpu,
+    costs: ConfigCosts,
+    hs: Handshake,
+    mem: Memory,
+    lat: HopLatency,
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """The fit record: how every parameter was obtained, with CIs, residuals and points."""
+    data, pts, fit_pts, main_pay = rec.data, rec.points, rec.fit, rec.main_payload
+    st, wake, proc_main = cpu.service_time, cpu.wakeups, cpu.process_main
+    cb_line, proc_line, proc_vs_load = cpu.callbacks, cpu.process, cpu.process_vs_load
+    low, echo_cpu, net_us = lat.low, lat.echo_cpu_us, lat.network_one_way_us
+    held = [m for m in pts if m.point.role == "held_out"]
+    # The latency outside the proxies, per request: each point without proxies (load
+    # generator -> echo) as its measured quantiles less the echo's CPU, which the simulated
+    # lab charges itself. Predictions draw from the baseline at the held-out point's payload
+    # and load (meshsim/calibrate/validate.py), so what is predicted is what the proxies add.
+    groups: dict[tuple[int, float, bool], list[Measured]] = {}
+    for m in pts:
+        if not m.point.proxied and m.latency_quantiles_ms:
+            key = (m.point.payload, m.point.rps, m.point.config.keep_alive)
+            groups.setdefault(key, []).append(m)
+    baselines = [baseline_row(ms) for ms in groups.values()]
+    tick = release_tick(data, baselines)
+    return {
+        "method": "meshsim calibrate (meshsim/calibrate): loopback lab, per-request CPU from "
+        "the proxy's access log and /proc, latency from the load generator corrected "
+        "for coordinated omission; bootstrap 95% CIs",
+        "quick": data["quick"],
+        "machine": data["machine"],
+        "placement": data["placement"],
+        "lab": {
+            "connections": low.point.connections,
+            "payload_bytes": main_pay,
+            "echo_cpu_us": round(echo_cpu, 3),
+            "network_one_way_us": round(net_us, 3),
+            "capacity_estimate_rps": round(data["capacity_estimate_rps"], 1),
+            # The load generator's effective timer tick (meshsim.calibrate.release): the
+            # simulated one releases requests on it when the baselines are from each
+            # request's send (lab_scenario.lab_scenario).
+            "release_tick_ms": tick["value"] if tick else None,
+            "load_generator_cpu_us": round(
+                float(np.mean([m.process_cpu_us_per_request["load_generator"] for m in fit_pts])), 3
+            ),
+            "load_generator_cpu_source": "CPU of the load generator's process (all its "
+            "threads; schedstat, else /proc/PID/stat) over a "
+            "point, per completed request; here the mean over "
+            "the fit points, and per baseline in "
+            "client_delay.baselines",
+        },
+        "release_tick": tick,
+        "client_delay": {
+            "method": "per-request latency outside the proxies: the corrected latency of load "
+            "generator -> echo without proxies (its quantiles (i + 0.5) / N), less "
+            "the echo's and the load generator's CPU per request at that point "
+            "(the simulated lab charges both on the request's path, on their "
+            "cores); "
+            "drawn as an empirical client_delay_ms for the held-out point's payload "
+            "and load, with no network delay between the simulated pods (the "
+            "loopback transit of the proxied hops is in hop_latency_us, which is "
+            "fitted from the added latency over this baseline). Each baseline's "
+            "load_generator_cpu_us (the load generator's CPU per request, at that "
+            "payload, load and keep-alive) is charged as client_cpu_ms on the "
+            "simulated client node, where the load generator shares core 0 with the "
+            "client sidecar, and its echo_cpu_us is the simulated echo's CPU. The "
+            "closed-loop baseline (rps 0) gives both for the saturation point",
+            "baselines": baselines,
+        }
+        if baselines
+        else None,
+        "parameters_fitted": sorted(params),
+        # The machine's speed the model's CPU costs were fitted at (validate.py scales them
+        # to each held-out point's).
+        "speed_reference": speed.reference(m.speed for m in fit_pts),
+        # The wake-up latency charged per wake-up (meshsim.calibrate.wake_latency; None: the
+        # fit points were not probed): the validation draws each point's the same way.
+        "wake_latency": lat.wake,
+        "service_time": st.to_json(),
+        "estimates": {
+            "callbacks_cpu_us": cb_line.to_json(),
+            "process_cpu_us_vs_kib": proc_line.to_json(),
+            "process_cpu_us_vs_rps": proc_vs_load.to_json(),
+            "process_cpu_us_vs_kib_and_wakeups": wake.to_json() if wake else None,
+            "tcp_connection_cpu_us": costs.tcp.to_json() if costs.tcp else None,
+            "filter_cpu_us": costs.filters.to_json() if costs.filters else None,
+            "tls_extra_cpu_us_vs_kib": costs.tls.to_json() if costs.tls else None,
+            "request_cpu_cv": {
+                **_est(cpu.cv),
+                "callbacks_cv": round(st.cv.value, 3),
+                "callbacks_mean_us": round(st.mean.value, 3),
+                "process_cpu_us": round(proc_main, 3),
+                "ci_note": "the callbacks' cv CI scaled; the process CPU's "
+                "own uncertainty is not propagated",
+            },
+            "handshake_cpu_us_per_side": _est(hs.per_side),
+            "handshake_cpu_us_by_side": {
+                k: round(float(np.median(v)), 3) for k, v in hs.by_side.items()
+            },
+            "memory_kib_plain": mem.plain.to_json(),
+            "memory_kib_tls": mem.tls.to_json(),
+            "hop_latency_us": {
+                "added_p50_us": round(lat.added_us, 3),
+                "on_path_cpu_us": round(lat.on_path_us, 3),
+            },
+            "idle_cpu_ms_per_s": {
+                k: round(float(v), 3) for k, v in data.get("idle_cpu_ms_per_s", {}).items()
+            }
+            or None,
+        },
+        "residuals": {
+            "process_cpu_us_vs_kib": proc_line.residuals,
+            "callbacks_cpu_us_vs_kib": cb_line.residuals,
+            "process_cpu_us_vs_kib_and_wakeups": wake.residuals if wake else None,
+        },
+        "points": [point_row(m) for m in pts],
+        "held_out": [i for i, m in enumerate(pts) if m.point.role == "held_out"],
+        "held_out_count": len(held),
+    }

@@ -1,0 +1,88 @@
+"""A process's counters from ``/proc``: CPU, run delay, voluntary context switches, RSS.
+
+``/proc/PID/task/*/schedstat`` gives CPU and run delay to the nanosecond where the kernel
+keeps it (CONFIG_SCHED_INFO); elsewhere the CPU comes from ``/proc/PID/stat``'s clock ticks
+and the run delay is unknown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from meshsim.errors import MeshsimError
+
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+HAVE_SCHEDSTAT = Path("/proc/self/schedstat").exists()
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+@dataclass(frozen=True)
+class Sched:
+    """A process's scheduler counters, summed over its threads."""
+
+    cpu_s: float
+    run_delay_s: float | None
+    """None where the kernel keeps no schedstat."""
+    voluntary: int
+
+    def __sub__(self, other: Sched) -> Sched:
+        rd = (
+            None
+            if self.run_delay_s is None or other.run_delay_s is None
+            else self.run_delay_s - other.run_delay_s
+        )
+        return Sched(self.cpu_s - other.cpu_s, rd, self.voluntary - other.voluntary)
+
+    def __add__(self, other: Sched) -> Sched:
+        rd = (
+            None
+            if self.run_delay_s is None or other.run_delay_s is None
+            else self.run_delay_s + other.run_delay_s
+        )
+        return Sched(self.cpu_s + other.cpu_s, rd, self.voluntary + other.voluntary)
+
+
+def proc_sched(pid: int) -> Sched:
+    """CPU, run delay and voluntary context switches of ``pid``, all threads.
+
+    ``schedstat`` gives CPU and run delay in nanoseconds; a kernel without it (no
+    CONFIG_SCHED_INFO) leaves the CPU to ``/proc/PID/stat``'s clock ticks and the run delay
+    unknown.
+    """
+    cpu_ns = delay_ns = voluntary = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that has just ended
+            if HAVE_SCHEDSTAT:
+                fields = (task / "schedstat").read_text().split()
+                cpu_ns += int(fields[0])
+                delay_ns += int(fields[1])
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    voluntary += int(line.split()[1])
+    if not HAVE_SCHEDSTAT:
+        return Sched(proc_cpu_s(pid), None, voluntary)
+    return Sched(cpu_ns * 1e-9, delay_ns * 1e-9, voluntary)
+
+
+def tree_sched(pids: list[int]) -> Sched:
+    """:func:`proc_sched` summed over a process tree (processes that have ended count 0)."""
+    total = Sched(0.0, 0.0 if HAVE_SCHEDSTAT else None, 0)
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            total = total + proc_sched(pid)
+    return total
+
+
+def proc_rss_kib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return float(line.split()[1])
+    raise MeshsimError(f"no VmRSS for process {pid}")

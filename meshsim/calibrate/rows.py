@@ -1,0 +1,148 @@
+"""A lab point as the fit records keep it, and the per-request figures every fit reads.
+
+Shared by the fit of meshsim's own sidecar (:mod:`meshsim.calibrate.model_fit`), the black
+box's (:mod:`meshsim.calibrate.blackbox`) and the churn study
+(:mod:`meshsim.calibrate.churn`): a point's row (:func:`point_row`), a baseline's passes as
+one row (:func:`baseline_row`) and the load generator's effective release tick from those
+(:func:`release_tick`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from meshsim.calibrate import host_phases, speed
+from meshsim.calibrate.points import Measured
+from meshsim.calibrate.release import effective_tick
+
+KIB = 1024.0
+
+
+def sidecar_cpu(m: Measured) -> float:
+    """Mean process CPU per request of the two sidecars (one model serves both)."""
+    c = m.process_cpu_us_per_request
+    return (c["client_sidecar"] + c["server_sidecar"]) / 2.0
+
+
+def sidecar_wakeups(m: Measured) -> float | None:
+    """Mean voluntary context switches per request of the two sidecars (None: not measured)."""
+    w = m.wakeups_per_request
+    if "client_sidecar" not in w or "server_sidecar" not in w:
+        return None
+    return (w["client_sidecar"] + w["server_sidecar"]) / 2.0
+
+
+def bare_cpu(m: Measured, side: str, wake_us: float) -> float:
+    """A sidecar's CPU per request at a point, less its wake-ups' share."""
+    return m.process_cpu_us_per_request[side] - wake_us * m.wakeups_per_request.get(side, 0.0)
+
+
+def kib(m: Measured) -> float:
+    return 2.0 * m.point.payload / KIB  # the echo returns the body: request + response
+
+
+def baseline_row(ms: list[Measured]) -> dict[str, Any]:
+    """A load without proxies, over its passes: the latency outside the proxies (each pass's
+    quantiles less the echo's and the load generator's own CPU in that pass, which the
+    simulated lab charges on their cores, pooled) and those two CPUs per request (medians
+    over the passes)."""
+    m = ms[0]
+    # From each request's actual send where the record has it: the simulated load generator
+    # then waits for its release tick itself (lab_scenario.lab_scenario), so the corrected
+    # latency would count that wait twice.
+    from_send = all(r.send_latency_quantiles_ms for r in ms)
+    delay: list[float] = []
+    for r in ms:
+        cpu_ms = (
+            r.process_cpu_us_per_request["echo"] + r.process_cpu_us_per_request["load_generator"]
+        ) / 1000.0
+        qs = r.send_latency_quantiles_ms if from_send else r.latency_quantiles_ms
+        delay += [max(q - cpu_ms, 0.0) for q in qs]
+    per_release = [r.requests_per_release for r in ms if r.requests_per_release]
+
+    def median(f: Callable[[Measured], float]) -> float:
+        return float(np.median([f(r) for r in ms]))
+
+    return {
+        "payload_bytes": m.point.payload,
+        "rps": m.point.rps,
+        "keep_alive": m.point.config.keep_alive,
+        "role": m.point.role,
+        "passes": len(ms),
+        "achieved_rps": round(median(lambda r: r.achieved_rps), 2),
+        "latency_ms": {
+            k: round(median(lambda r, k=k: r.latency_ms[k]), 4)  # type: ignore[misc]
+            for k in m.latency_ms
+        },
+        "load_generator_cpu_us": round(
+            median(lambda r: r.process_cpu_us_per_request["load_generator"]), 3
+        ),
+        "echo_cpu_us": round(median(lambda r: r.process_cpu_us_per_request["echo"]), 3),
+        "delay_ms": [round(d, 4) for d in sorted(delay)],
+        "delay_from": "send" if from_send else "intended",
+        "requests_per_release": round(float(np.median(per_release)), 3) if per_release else None,
+        # The host's time-averaged speed there (meshsim.calibrate.host_phases; None: not
+        # traced), the reference for the echo's and the load generator's CPU above.
+        "host_level_us": {
+            core: round(us, 3)
+            for core, us in host_phases.level_us(r.host_phases for r in ms).items()
+        }
+        or None,
+        # The machine's speed while the two CPUs above were measured (median over passes).
+        "speed_probe_s": {
+            core: round(s, 7) for core, s in speed.median_probe_s(r.speed for r in ms).items()
+        }
+        or None,
+    }
+
+
+def release_tick(data: dict[str, Any], baselines: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The effective release tick from the baselines' clumps (:func:`effective_tick`'s
+    record), or None for records measured without it."""
+    nominal = data.get("release_tick_ms")
+    if nominal is None:
+        return None
+    return effective_tick(baselines, float(nominal))
+
+
+def point_row(m: Measured) -> dict[str, Any]:
+    p = m.point
+    return {
+        "config": p.config.name,
+        "mtls": p.config.mtls,
+        "keep_alive": p.config.keep_alive,
+        "filters": p.config.filters,
+        "payload_bytes": p.payload,
+        "rps": p.rps,
+        "connections": p.connections,
+        "proxied": p.proxied,
+        "duration_s": p.duration_s,
+        "role": p.role,
+        "repeat": p.repeat,
+        "achieved_rps": round(m.achieved_rps, 2),
+        "latency_ms": {k: round(v, 4) for k, v in m.latency_ms.items()},
+        "errors": m.errors,
+        "process_cpu_us_per_request": {
+            k: round(v, 2) for k, v in m.process_cpu_us_per_request.items()
+        },
+        "callbacks_cpu_us_mean": round(float(np.mean([*m.client_cpu_us, *m.server_cpu_us])), 2)
+        if m.client_cpu_us or m.server_cpu_us
+        else None,
+        "wakeups_per_request": {k: round(v, 4) for k, v in m.wakeups_per_request.items()},
+        "requests_per_release": m.requests_per_release,
+        "run_delay_us_per_request": {k: round(v, 2) for k, v in m.run_delay_us_per_request.items()},
+        # The access-log decomposition (meshsim.calibrate.decomposition); empty in records
+        # measured before it.
+        "sidecar_duration_ms": m.sidecar_duration_ms,
+        "latency_parts_ms": {
+            k: {s: round(v, 4) for s, v in stats.items()} for k, stats in m.latency_parts_ms.items()
+        },
+        "speed": m.speed or None,
+        "host_phases": m.host_phases or None,
+        "host_trace": m.host_trace or None,
+        "wake_latency_us": m.wake_latency_us or None,
+        "wake_latency_cross_us": m.wake_latency_cross_us or None,
+    }
