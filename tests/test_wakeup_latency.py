@@ -39,6 +39,7 @@ def _proxy(env: simpy.Environment, node: Node, wake_us: float, wake_cpu_us: floa
     model: Any = SimpleNamespace(
         hop_latency_us=0.0,
         wakeup_cpu_us=wake_cpu_us,
+        wakeup_cache_decay_ms=0.0,
         wakeup_latency_us=wake_us,
         tcp_connection_cpu_us=0.0,
     )

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from meshsim import __version__
-from meshsim.calibrate import lab_costs
+from meshsim.calibrate import cache_cooling, lab_costs
 from meshsim.calibrate.lab import Lab, workdir
 from meshsim.calibrate.model_fit import fit_model
 from meshsim.calibrate.points import Measured, estimate_capacity, grid, point_line, scale
@@ -115,11 +115,14 @@ def measure_lab(quick: bool, log: Log = print, key_type: str = "ecdsa-p256") -> 
         # their CI sees the machine's drift over the run, not only one moment's noise.
         per_block = (60 if quick else 300) // 3
         blocks = [lab_costs.handshakes(lab, per_block)]
+        # The host's cache cooling, likewise at the start, middle and end (2 s each).
+        cooling = [lab.probe_cache_cooling()]
         middle = len(points) // 2
         measured: list[Measured] = []
         for i, p in enumerate(points):
             if i == middle:
                 blocks.append(lab_costs.handshakes(lab, per_block))
+                cooling.append(lab.probe_cache_cooling())
             m = lab.measure(p, seed=i + 1)
             measured.append(m)
             log(point_line(i, len(points), p, m))
@@ -127,6 +130,10 @@ def measure_lab(quick: bool, log: Log = print, key_type: str = "ecdsa-p256") -> 
             lab, (0, 50, 100, 200) if quick else (0, 100, 200, 300, 400)
         )
         blocks.append(lab_costs.handshakes(lab, per_block))
+        cooling.append(lab.probe_cache_cooling())
+        curve = cache_cooling.merge(cooling)
+        if curve:
+            log(f"cache cooling: {cache_cooling.fit_decay(curve)} ({curve['cold_us']} us cold)")
         hs = {side: [v for b in blocks for v in b[side]] for side in ("client", "server")}
         idle = lab_costs.idle_cpu_ms_per_s(lab, 2.0 if quick else 5.0)
         log(f"idle CPU (ms per s): {idle}")
@@ -141,6 +148,7 @@ def measure_lab(quick: bool, log: Log = print, key_type: str = "ecdsa-p256") -> 
             "handshake_cpu_us_blocks": blocks,
             "telemetry_cpu_us": telemetry_us(),
             "idle_cpu_ms_per_s": idle,
+            "cache_cooling": curve,
             "release_tick_ms": TIMER_TICK_S * 1000.0,
             "machine": machine_info(),
         }

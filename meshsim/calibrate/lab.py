@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
-from meshsim.calibrate import host_phases, speed, wake_latency
+from meshsim.calibrate import cache_cooling, host_phases, speed, wake_latency
 from meshsim.calibrate.decomposition import duration_quantiles, lab_parts
 from meshsim.calibrate.points import LabConfig, Measured, Point
 from meshsim.calibrate.procstat import tree_sched
@@ -479,6 +479,12 @@ class Lab:
         return host_phases.trace_cores(
             c for c in (self.core_client, self.core_server) if c is not None
         )
+
+    def probe_cache_cooling(self) -> dict[str, Any] | None:
+        """How fast the host cools a sleeping process's caches, on the server core
+        (:mod:`meshsim.calibrate.cache_cooling`); None where it cannot be probed."""
+        cores = [c for c in (self.core_client, self.core_server) if c is not None]
+        return cache_cooling.probe_lab(cores)
 
     def probe_wakeups(self) -> wake_latency.Probe:
         """One-way hops to a process sleeping on each of the lab's cores

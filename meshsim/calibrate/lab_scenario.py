@@ -239,9 +239,9 @@ def predict(
     w = out["workloads"]["load"]
     lat = w["latency_ms"]
     sidecars: Mapping[str, Any] = out["proxies"].get("by_kind", {}).get("sidecar", {})
-    per_request = (
-        sidecars["wakeups"] / sidecars["requests"] if sidecars.get("requests") else float("nan")
-    )
+    requests = sidecars.get("requests")
+    per_request = sidecars["wakeups"] / requests if requests else float("nan")
+    wake_cpu_us = sidecars["wakeup_cpu_s"] * 1e6 / requests if requests else float("nan")
     # Throughput as the load generator counts it: requests completed in the window.
     return {
         "p50": _ms(lat["p50"]),
@@ -249,6 +249,9 @@ def predict(
         "p99": _ms(lat["p99"]),
         "rps": w["achieved_rps"],
         "wakeups_per_request": per_request,
+        # The wake-ups' CPU charged per request (model terms, before the node's speed): with
+        # wakeup_cache_decay_ms less than wakeups_per_request x wakeup_cpu_us.
+        "wakeup_cpu_us_per_request": wake_cpu_us,
         "saturated": bool(out.get("saturated", False)),
         **{k: w[k] for k in ("requests_per_release",) if k in w},
     }

@@ -137,15 +137,34 @@ def _request_cpu(src: str, cpu: RequestCpu, costs: ConfigCosts) -> dict[str, Any
     }
     if wake is not None:
         ws = wake.x["wakeups"]
+        cooled = (
+            ", each counted as the share of a cold one that its mean sleep cooled "
+            "(1 - exp(-sleep / wakeup_cache_decay_ms), the sleep from the sidecar's idle time "
+            "and switches per request): a fully cold wake-up's CPU"
+            if cpu.cache_decay
+            else ""
+        )
         params["wakeup_cpu_us"] = param(
             cpu.wakeup_us,
             "us",
             src,
             "slope of the sidecars' process CPU per request against "
-            "their voluntary context switches per request (/proc/PID/task/*/status), fitted "
-            f"jointly with KiB over {len(ws)} points ({min(ws):.2f}..{max(ws):.2f} wake-ups "
+            "their voluntary context switches per request (/proc/PID/task/*/status)"
+            f"{cooled}, fitted jointly with KiB over {len(ws)} points "
+            f"({min(ws):.2f}..{max(ws):.2f} {'cold-equivalent ' if cooled else ''}wake-ups "
             "per request)",
         )
+        if cpu.cache_decay:
+            d = cpu.cache_decay
+            params["wakeup_cache_decay_ms"] = param(
+                d["decay_ms"],
+                "ms",
+                src,
+                "time constant of a pinned process's 1 MiB walk growing with the sleep before "
+                f"it (meshsim/calibrate/cache_cooling.py): {d['cold_floor_us']:.0f} us woken "
+                f"at once, + {d['amplitude_us']:.0f} us (1 - exp(-sleep / decay)), rms "
+                f"{d['rms_us']:.1f} us",
+            )
     if costs.tcp is not None:
         params["tcp_connection_cpu_us"] = param(
             costs.tcp.value,
@@ -343,6 +362,11 @@ def fit_record(
         # The wake-up latency charged per wake-up (meshsim.calibrate.wake_latency; None: the
         # fit points were not probed): the validation draws each point's the same way.
         "wake_latency": lat.wake,
+        # How fast the host cooled a sleeping process's caches (meshsim.calibrate.cache_cooling;
+        # None: not probed, every wake-up costs the same).
+        "cache_cooling": {"curve": data.get("cache_cooling"), "fit": cpu.cache_decay}
+        if data.get("cache_cooling")
+        else None,
         "service_time": st.to_json(),
         "estimates": {
             "callbacks_cpu_us": cb_line.to_json(),

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from meshsim.calibrate import wake_latency
+from meshsim.calibrate import cache_cooling, wake_latency
 from meshsim.calibrate.fit import (
     Estimate,
     LineFit,
@@ -111,6 +111,7 @@ class RequestCpu:
     """Process CPU per request at 0 KiB (and no wake-up, when those were fitted)."""
     per_kib: float
     wakeup_us: float
+    """CPU per wake-up; with ``cache_decay``, per fully cold one."""
     telemetry: float
     fixed_callbacks: float
     parse: float
@@ -119,10 +120,17 @@ class RequestCpu:
     """Mean process CPU per request at the smallest payload."""
     cv: Estimate
     """The coefficient of variation of the whole per-request CPU (a lower bound)."""
+    cache_decay: dict[str, float] | None = None
+    """The host's cache-cooling fit (:func:`meshsim.calibrate.cache_cooling.fit_decay`);
+    None: not probed, every wake-up costs ``wakeup_us``."""
+
+    @property
+    def decay_ms(self) -> float | None:
+        return self.cache_decay["decay_ms"] if self.cache_decay else None
 
     def bare(self, m: Measured) -> float:
         """A point's sidecar CPU per request less its wake-ups' share."""
-        return sidecar_cpu(m) - self.wakeup_us * (sidecar_wakeups(m) or 0.0)
+        return sidecar_cpu(m) - self.wakeup_us * (sidecar_wakeups(m, self.decay_ms) or 0.0)
 
 
 def fit_request_cpu(rec: LabRecord, seed: int) -> RequestCpu:
@@ -149,7 +157,11 @@ def fit_request_cpu(rec: LabRecord, seed: int) -> RequestCpu:
     # each time it is woken; under load one wake-up serves several requests, so the CPU per
     # request falls with load. Both are measured per point (voluntary context switches and
     # CPU per request), and fitted jointly with the payload: CPU = a + b KiB + w wake-ups.
-    wake = wakeup_plane(base_fit, seed + 8)
+    # Where the lab probed how fast the host cools a sleeping process's caches, a wake-up
+    # counts as the share of a cold one that its sleep cooled, and w is a cold wake-up's CPU.
+    cache_decay = cache_cooling.fit_decay(rec.data.get("cache_cooling"))
+    decay_ms = cache_decay["decay_ms"] if cache_decay else None
+    wake = wakeup_plane(base_fit, seed + 8, decay_ms)
     if wake is not None:
         intercept, per_kib_est = wake.intercept.value, wake.slopes["kib"].value
         wake_us = max(wake.slopes["wakeups"].value, 0.0)
@@ -187,6 +199,7 @@ def fit_request_cpu(rec: LabRecord, seed: int) -> RequestCpu:
         socket_io,
         proc_main,
         cpu_cv,
+        cache_decay,
     )
 
 
@@ -223,7 +236,9 @@ def fit_config_costs(rec: LabRecord, cpu: RequestCpu, seed: int) -> ConfigCosts:
         if len(tpairs) >= 2
         else None
     )
-    tcp = _tcp_connection_cost(rec.paired_with_base(LabConfig(keep_alive=False)), cpu.wakeup_us)
+    tcp = _tcp_connection_cost(
+        rec.paired_with_base(LabConfig(keep_alive=False)), cpu.wakeup_us, cpu.decay_ms
+    )
     return ConfigCosts(filt, tls, tcp)
 
 
@@ -341,10 +356,13 @@ def fit_model(data: dict[str, Any], *, name: str = "calibrated", seed: int = 0) 
     }
 
 
-def wakeup_plane(base_fit: list[Measured], seed: int) -> PlaneFit | None:
-    """Sidecar CPU per request against KiB and wake-ups per request; None when the wake-ups
-    were not measured or do not vary enough to separate them from the payload."""
-    wakes = [sidecar_wakeups(m) for m in base_fit]
+def wakeup_plane(
+    base_fit: list[Measured], seed: int, decay_ms: float | None = None
+) -> PlaneFit | None:
+    """Sidecar CPU per request against KiB and wake-ups per request (with ``decay_ms``, each
+    the share of a cold one its sleep cooled); None when the wake-ups were not measured or
+    do not vary enough to separate them from the payload."""
+    wakes = [sidecar_wakeups(m, decay_ms) for m in base_fit]
     if any(w is None for w in wakes):
         return None
     try:
@@ -357,14 +375,19 @@ def wakeup_plane(base_fit: list[Measured], seed: int) -> PlaneFit | None:
         return None
 
 
-def _tcp_connection_cost(pairs: list[tuple[Measured, Measured]], wake_us: float) -> Estimate | None:
+def _tcp_connection_cost(
+    pairs: list[tuple[Measured, Measured]], wake_us: float, decay_ms: float | None = None
+) -> Estimate | None:
     """CPU per TCP connection end: (keep-alive off - on) per sidecar, each less its own
     wake-ups, over the two ends a sidecar opens per request; the range is over the sidecars
     and points (too few for a bootstrap)."""
     per_end = []
     for noka, ka in pairs:
         for side in ("client_sidecar", "server_sidecar"):
-            per_end.append((bare_cpu(noka, side, wake_us) - bare_cpu(ka, side, wake_us)) / 2.0)
+            per_end.append(
+                (bare_cpu(noka, side, wake_us, decay_ms) - bare_cpu(ka, side, wake_us, decay_ms))
+                / 2.0
+            )
     if not per_end:
         return None
     return Estimate(max(float(np.mean(per_end)), 0.0), min(per_end), max(per_end))

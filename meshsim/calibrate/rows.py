@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from meshsim.calibrate import host_phases, speed
+from meshsim.calibrate.cache_cooling import cold_wakeups
 from meshsim.calibrate.points import Measured
 from meshsim.calibrate.release import effective_tick
 
@@ -27,17 +28,21 @@ def sidecar_cpu(m: Measured) -> float:
     return (c["client_sidecar"] + c["server_sidecar"]) / 2.0
 
 
-def sidecar_wakeups(m: Measured) -> float | None:
-    """Mean voluntary context switches per request of the two sidecars (None: not measured)."""
-    w = m.wakeups_per_request
-    if "client_sidecar" not in w or "server_sidecar" not in w:
-        return None
-    return (w["client_sidecar"] + w["server_sidecar"]) / 2.0
+def sidecar_wakeups(m: Measured, decay_ms: float | None = None) -> float | None:
+    """Mean voluntary context switches per request of the two sidecars (None: not measured);
+    with ``decay_ms``, each counted as the share of a cold one its sleep cooled
+    (:func:`meshsim.calibrate.cache_cooling.cold_wakeups`)."""
+    return cold_wakeups(
+        m.process_cpu_us_per_request, m.wakeups_per_request, m.achieved_rps, decay_ms
+    )
 
 
-def bare_cpu(m: Measured, side: str, wake_us: float) -> float:
+def bare_cpu(m: Measured, side: str, wake_us: float, decay_ms: float | None = None) -> float:
     """A sidecar's CPU per request at a point, less its wake-ups' share."""
-    return m.process_cpu_us_per_request[side] - wake_us * m.wakeups_per_request.get(side, 0.0)
+    c = m.process_cpu_us_per_request
+    w = m.wakeups_per_request
+    cold = cold_wakeups(c, w, m.achieved_rps, decay_ms, (side,)) if side in w else 0.0
+    return c[side] - wake_us * (cold or 0.0)
 
 
 def kib(m: Measured) -> float:

@@ -18,7 +18,9 @@ CPU than the lab's at every load. So the cost is rescaled: at the fit points, th
 the simulator charges equals what the fit attributes to the lab's wake-ups,
 ``w' = w * sum(lab switches) / sum(simulated idle bursts)``. The simulated count depends a
 little on the cost itself (CPU changes how often a worker is idle), so the rescaling is
-repeated until it moves less than 2 %.
+repeated until it moves less than 2 %. With ``wakeup_cache_decay_ms`` both counts are of
+cold wake-ups: each lab switch as the share its mean sleep cooled, each simulated wake-up as
+the share its own sleep did (the CPU the simulator charged over the cost).
 
 **The hop latency.** ``hop_latency_us`` is the latency the CPU does not explain at the
 lowest fit load, over a request's four proxy traversals: (added p50 - 2 x on-path CPU) / 4.
@@ -37,6 +39,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from meshsim.calibrate.cache_cooling import cold_wakeups
 from meshsim.calibrate.calibration import fit_path, load_fit, write_model
 
 TOLERANCE = 0.02
@@ -59,10 +62,18 @@ def fit_points(fit: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def lab_wakeups(row: dict[str, Any]) -> float:
-    """The lab's voluntary switches per request at a point, the two sidecars' mean."""
-    w = row["wakeups_per_request"]
-    return float((w["client_sidecar"] + w["server_sidecar"]) / 2.0)
+def lab_wakeups(row: dict[str, Any], decay_ms: float | None = None) -> float:
+    """The lab's voluntary switches per request at a point, the two sidecars' mean; with
+    ``decay_ms``, each the share of a cold one its sleep cooled
+    (:func:`meshsim.calibrate.cache_cooling.cold_wakeups`)."""
+    cold = cold_wakeups(
+        row["process_cpu_us_per_request"],
+        row["wakeups_per_request"],
+        float(row["achieved_rps"]),
+        decay_ms,
+    )
+    assert cold is not None  # fit_points keeps the rows with both sidecars' switches
+    return cold
 
 
 def rescale_wakeups(
@@ -80,8 +91,11 @@ def rescale_wakeups(
         return None
     # The fitted per-switch cost, also when the model was rescaled before (idempotent).
     per_switch = float((fit.get("wakeup_scale") or {}).get("per_switch_us") or param["value"])
-    lab = [lab_wakeups(r) for r in rows]
+    decay = doc["parameters"].get("wakeup_cache_decay_ms")
+    decay_ms = float(decay["value"]) if decay and decay.get("value") else None
+    lab = [lab_wakeups(r, decay_ms) for r in rows]
     cost = per_switch
+    charged = float(param["value"])  # what the model file charges the next simulation
     rounds: list[dict[str, float]] = []
     simulated: list[float] = []
     for _ in range(MAX_ROUNDS):
@@ -91,7 +105,8 @@ def rescale_wakeups(
             key = (r["config"], r["payload_bytes"], r["rps"], r["connections"])
             if key not in by_point:
                 pred = predict(model_path, fit, r, duration_s=duration_s)
-                by_point[key] = float(pred["wakeups_per_request"])
+                # Wake-ups in cold ones: the CPU they were charged over the cost charged.
+                by_point[key] = float(pred["wakeup_cpu_us_per_request"]) / charged
         simulated = [
             by_point[(r["config"], r["payload_bytes"], r["rps"], r["connections"])] for r in rows
         ]
@@ -104,6 +119,7 @@ def rescale_wakeups(
         moved = abs(new - cost) / cost
         cost = new
         _write_cost(model_path, doc, fit, cost, per_switch)
+        charged = round(cost, 3)  # as written
         log(f"wake-up cost: {cost:.1f} us per simulated wake-up (moved {moved:.1%})")
         if moved < TOLERANCE:
             break

@@ -91,9 +91,9 @@ CPU_PARAMETERS: Final = frozenset(
 """The sidecar model's parameters that are CPU time, and so scale with the machine's speed.
 Not scaled: hop_latency_us and wakeup_latency_us (loopback transit and the host's latency to
 run a woken thread, not CPU; the validation gives each point its own wake-up latency),
-request_cpu_cv (a ratio), counts (worker_threads, tls_legs, tls_chain_verifications) and
-memory. The echo's and the load generator's CPU in the simulated lab are scaled by the
-validation itself."""
+request_cpu_cv (a ratio), wakeup_cache_decay_ms (a time constant), counts (worker_threads,
+tls_legs, tls_chain_verifications) and memory. The echo's and the load generator's CPU in
+the simulated lab are scaled by the validation itself."""
 
 _REQUEST: Final = (
     b"POST /echo HTTP/1.1\r\nHost: lab\r\nUser-Agent: meshsim-loadgen\r\n"

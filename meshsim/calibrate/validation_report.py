@@ -162,13 +162,31 @@ def calibration_lines(fit: dict[str, Any]) -> list[str]:
             f"{fmt_ci(t['intercept'])} us (tls_request_cpu_us), slope "
             f"{fmt_ci(t['slope'])} us/KiB"
         )
+    cooling = (fit.get("cache_cooling") or {}).get("fit")
     if est.get("process_cpu_us_vs_kib_and_wakeups"):
         w = est["process_cpu_us_vs_kib_and_wakeups"]
         lines.append(
             f"- process CPU per request = a + b KiB + w wake-ups: a "
             f"{fmt_ci(w['intercept'])} us, b {fmt_ci(w['slopes']['kib'])} us/KiB, "
-            f"w {fmt_ci(w['slopes']['wakeups'])} us per wake-up (wakeup_cpu_us; "
-            "wake-ups are voluntary context switches per request)"
+            f"w {fmt_ci(w['slopes']['wakeups'])} us per "
+            + ("fully cold " if cooling else "")
+            + "wake-up (wakeup_cpu_us; wake-ups are voluntary context switches per request"
+            + (
+                ", each counted as the share of a cold one its mean sleep cooled)"
+                if cooling
+                else ")"
+            )
+        )
+    if cooling:
+        curve = fit["cache_cooling"]["curve"]
+        walks = ", ".join(
+            f"{c:.0f} us after {g:g} ms"
+            for g, c in zip(curve["gaps_ms"], curve["cold_us"], strict=True)
+        )
+        lines.append(
+            f"- the host's cache cooling (wakeup_cache_decay_ms): {cooling['decay_ms']:.2f} ms, "
+            f"from a pinned process's {curve['working_set_kib']} KiB walk woken after a sleep "
+            f"({walks}; {curve.get('probes', 1)} probes over the run)"
         )
     if est.get("tcp_connection_cpu_us"):
         t = est["tcp_connection_cpu_us"]

@@ -129,6 +129,12 @@ class ProxyCostModel:
         return self.value("wakeup_cpu_us")
 
     @property
+    def wakeup_cache_decay_ms(self) -> float:
+        """Time constant of a sleeping worker's caches cooling (0.0: wake-ups cost the same
+        however long the sleep; the parameter is optional)."""
+        return self.value("wakeup_cache_decay_ms")
+
+    @property
     def wakeup_latency_us(self) -> float:
         """Latency to run a worker a message woke (0.0: in ``hop_latency_us``, if anywhere)."""
         return self.value("wakeup_latency_us")

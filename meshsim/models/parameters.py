@@ -195,6 +195,15 @@ _SPECS: tuple[ParameterSpec, ...] = (
         optional=True,
     ),
     _spec(
+        "wakeup_cache_decay_ms",
+        "ms",
+        "how fast a sleeping worker's caches cool on the host: a wake-up after sleeping t "
+        "costs wakeup_cpu_us x (1 - exp(-t / this)), so wakeup_cpu_us is then a fully cold "
+        "wake-up's CPU (absent: every wake-up costs wakeup_cpu_us however long the sleep)",
+        _ALL,
+        optional=True,
+    ),
+    _spec(
         "wakeup_latency_us",
         "us",
         "latency, not CPU, before a worker thread a message woke from idle runs (the core's "

@@ -445,6 +445,7 @@ class Simulation:
                     - warm.worker_busy.get((p.name, w.index), 0.0),
                     w.requests,
                     w.wakeups,
+                    w.wake_cpu_s,
                 )
                 for w in p.workers
             )

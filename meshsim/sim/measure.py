@@ -92,6 +92,8 @@ class WorkerMeasure:
     """Request bursts handled over the whole run."""
     wakeups: int
     """Wake-ups over the whole run."""
+    wake_cpu_s: float = 0.0
+    """CPU seconds those wake-ups were charged (before the node's speed)."""
 
 
 @dataclass(frozen=True)

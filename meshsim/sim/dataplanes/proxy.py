@@ -22,8 +22,12 @@ Two optional costs do not scale with requests. ``wakeup_cpu_us`` is charged on a
 finds its worker idle: an event loop asleep in ``epoll_wait`` pays a switch-in and cold caches
 when woken, while one that is busy picks the next ready event up in the same wake-up, so the
 CPU per request falls with load (measured by ``meshsim calibrate``: voluntary context switches
-per request against CPU per request). ``tcp_connection_cpu_us`` is charged per connection end
-when a connection opens (:mod:`~meshsim.sim.dataplanes.connections`).
+per request against CPU per request). With ``wakeup_cache_decay_ms`` the caches cool while the
+worker sleeps: a wake-up after sleeping ``t`` costs ``wakeup_cpu_us * (1 - exp(-t / decay))``,
+so a worker woken again soon after its last burst pays little (on a shared host, a 4 MiB
+walk after 1, 3 and 30 ms asleep cost 2.1, 3.9 and 5.8 times the same walk with no sleep).
+``tcp_connection_cpu_us`` is charged per connection end when a connection opens
+(:mod:`~meshsim.sim.dataplanes.connections`).
 
 The three parts are the model's means. When the model gives ``request_cpu_cv`` (optional), each
 call of :meth:`Proxy.costs` scales them by one gamma draw of mean 1 and that cv, taken from the
@@ -33,6 +37,7 @@ every request costs exactly the mean, as before.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
@@ -53,7 +58,16 @@ Costs = tuple[float, float, float]
 class Worker:
     """A worker thread (capacity 1), or a work-stealing pool of threads (capacity n)."""
 
-    __slots__ = ("awake_at", "busy_s", "index", "requests", "res", "wakeups")
+    __slots__ = (
+        "awake_at",
+        "busy_s",
+        "idle_since",
+        "index",
+        "requests",
+        "res",
+        "wake_cpu_s",
+        "wakeups",
+    )
 
     def __init__(self, env: simpy.Environment, index: int, threads: int) -> None:
         self.index = index
@@ -66,6 +80,10 @@ class Worker:
         """Bursts that found it asleep (counted only when wake-ups cost CPU or latency)."""
         self.awake_at = 0.0
         """When the thread being woken runs (:meth:`Proxy._wakeup`); in the past if none is."""
+        self.idle_since = 0.0
+        """When it last let go of a burst (kept only when wake-ups' caches cool)."""
+        self.wake_cpu_s = 0.0
+        """CPU seconds its wake-ups were charged, before the node's speed."""
 
 
 class Proxy:
@@ -77,6 +95,7 @@ class Proxy:
         "_pick",
         "after_factor",
         "connections",
+        "cooling_s",
         "cpu_s",
         "env",
         "handshakes",
@@ -133,6 +152,9 @@ class Proxy:
         """CPU seconds executed by this proxy (read by the engine's snapshots)."""
         self.hop_s = model.hop_latency_us * 1e-6
         self.wakeup_s = model.wakeup_cpu_us * 1e-6
+        self.cooling_s = model.wakeup_cache_decay_ms * 1e-3
+        """The time constant over which a sleeping worker's caches cool (0: a wake-up costs
+        ``wakeup_s`` however long the worker slept)."""
         self.wake_latency_s = model.wakeup_latency_us * 1e-6
         self.wakes = bool(self.wakeup_s or self.wake_latency_s) or node.wakeup_latency is not None
         """Whether a burst that finds its worker asleep pays a wake-up (CPU, latency)."""
@@ -196,6 +218,8 @@ class Proxy:
             cpu_s *= node.speed
             yield node.cpu.run(cpu_s, node.cgroup(self))
             give(worker.res, wreq)
+            if self.cooling_s:
+                worker.idle_since = self.env.now
             self._account(worker, cpu_s)
             return
         cores = node.cores
@@ -207,6 +231,8 @@ class Proxy:
         yield self.env.timeout(cpu_s)
         give(cores, creq)
         give(worker.res, wreq)
+        if self.cooling_s:
+            worker.idle_since = self.env.now
         node.busy_s += cpu_s  # _account, inlined on the hot path
         self.cpu_s += cpu_s
         worker.busy_s += cpu_s
@@ -238,6 +264,8 @@ class Proxy:
                 )
             else:
                 give(worker.res, wreq)
+                if self.cooling_s:
+                    worker.idle_since = self.env.now
             return
         cores = node.cores
         creq: object = take(cores)
@@ -258,16 +286,22 @@ class Proxy:
         else:
             give(cores, creq)
             give(worker.res, wreq)
+            if self.cooling_s:
+                worker.idle_since = self.env.now
 
     def _end_linger(
         self, worker: Worker, wreq: object, creq: object, after_s: float, _event: simpy.Event
     ) -> None:
         give(self.node.cores, creq)
         give(worker.res, wreq)
+        if self.cooling_s:
+            worker.idle_since = self.env.now
         self._account(worker, after_s)
 
     def _end_after(self, worker: Worker, wreq: object, after_s: float) -> None:
         give(worker.res, wreq)
+        if self.cooling_s:
+            worker.idle_since = self.env.now
         self._account(worker, after_s)
 
     def _wakeup(self, worker: Worker) -> tuple[float, float]:
@@ -290,7 +324,13 @@ class Proxy:
             draw = self.node.wakeup_latency
             wait = draw() if draw is not None else self.wake_latency_s
             worker.awake_at = now + wait
-            return self.wakeup_s, wait
+            cpu = self.wakeup_s
+            if self.cooling_s:
+                # The host's other work evicts a sleeping thread's caches over time: a
+                # short sleep leaves them warm, a long one cold (wakeup_cpu_us).
+                cpu *= -math.expm1(-(now - worker.idle_since) / self.cooling_s)
+            worker.wake_cpu_s += cpu
+            return cpu, wait
         return 0.0, 0.0
 
     def _account(self, worker: Worker, cpu_s: float) -> None:

@@ -1,0 +1,237 @@
+"""A sleeping worker's caches cool (``wakeup_cache_decay_ms``): a wake-up after sleeping ``t``
+costs ``wakeup_cpu_us * (1 - exp(-t / decay))``.
+
+Checked exactly on hand-placed bursts, and against the closed form for Poisson arrivals: an
+M/G/1 server's idle periods are exponential with the arrival rate ``lam`` (memoryless), so a
+wake-up costs ``wakeup_cpu_us / (1 + lam * decay)`` on average.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Generator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import simpy
+import yaml
+
+from meshsim.sim.cluster import Node
+from meshsim.sim.dataplanes.proxy import Proxy
+from meshsim.sim.sampling import Uniforms
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _proxy(env: simpy.Environment, wake_cpu_us: float, decay_ms: float) -> Proxy:
+    model: Any = SimpleNamespace(
+        hop_latency_us=0.0,
+        wakeup_cpu_us=wake_cpu_us,
+        wakeup_cache_decay_ms=decay_ms,
+        wakeup_latency_us=0.0,
+        tcp_connection_cpu_us=0.0,
+    )
+    return Proxy(
+        env, "p", "sidecar", model, Node(env, 0, 1), 1, stealing=False,
+        pick=Uniforms(np.random.default_rng(0)),
+    )  # fmt: skip
+
+
+def _at(
+    env: simpy.Environment, proxy: Proxy, at: float, cpu_s: float, ends: dict[str, float], name: str
+) -> Generator[simpy.Event, Any, None]:
+    yield env.timeout(at)
+    yield from proxy.work(proxy.workers[0], cpu_s)
+    ends[name] = env.now
+
+
+def test_a_wake_up_costs_what_the_sleep_before_it_cooled() -> None:
+    """100 us per cold wake-up, decay 1 ms, 10 us bursts. A at 1 ms (asleep since the
+    start): 100 (1 - e^-1) = 63.212 us. B 0.5 ms after A ended: 100 (1 - e^-0.5) = 39.347.
+    C while B runs: it rides B's wake-up and pays nothing."""
+    env = simpy.Environment()
+    proxy = _proxy(env, 100.0, 1.0)
+    ends: dict[str, float] = {}
+    a_cost = 100e-6 * (1 - math.exp(-1.0))
+    a_end = 1e-3 + a_cost + 10e-6
+    b_cost = 100e-6 * (1 - math.exp(-0.5))
+    env.process(_at(env, proxy, 1e-3, 10e-6, ends, "A"))
+    env.process(_at(env, proxy, a_end + 0.5e-3, 10e-6, ends, "B"))
+    env.process(_at(env, proxy, a_end + 0.5e-3 + 5e-6, 10e-6, ends, "C"))
+    env.run()
+    b_end = a_end + 0.5e-3 + b_cost + 10e-6
+    assert ends == pytest.approx({"A": a_end, "B": b_end, "C": b_end + 10e-6}, abs=1e-12)
+    w = proxy.workers[0]
+    assert w.wakeups == 2
+    assert w.wake_cpu_s == pytest.approx(a_cost + b_cost, abs=1e-15)
+    assert proxy.cpu_s == pytest.approx(a_cost + b_cost + 30e-6, abs=1e-15)
+
+
+def test_without_a_decay_every_wake_up_costs_the_same() -> None:
+    env = simpy.Environment()
+    proxy = _proxy(env, 100.0, 0.0)
+    ends: dict[str, float] = {}
+    env.process(_at(env, proxy, 1e-3, 10e-6, ends, "A"))
+    env.process(_at(env, proxy, 1.2e-3, 10e-6, ends, "B"))
+    env.run()
+    assert proxy.workers[0].wake_cpu_s == pytest.approx(200e-6, abs=1e-15)
+
+
+@pytest.mark.parametrize(("rate", "decay_ms"), [(1000.0, 1.0), (250.0, 2.0), (4000.0, 0.1)])
+def test_poisson_wake_ups_cost_the_closed_form_mean(rate: float, decay_ms: float) -> None:
+    """20,000 Poisson arrivals of 1 us bursts: the mean wake-up costs 100 / (1 + rate x
+    decay) us. Each cost lies in [0, 100], so the mean of 20,000 has a standard deviation
+    under 100 / (2 sqrt(20000)) = 0.35 us; the tolerance is 1.5 us (over four of them)."""
+    env = simpy.Environment()
+    proxy = _proxy(env, 100.0, decay_ms)
+    rng = np.random.default_rng(7)
+    gaps = rng.exponential(1.0 / rate, 20_000)
+
+    def arrivals() -> Generator[simpy.Event, Any, None]:
+        for gap in gaps:
+            yield env.timeout(float(gap))
+            env.process(proxy.work(proxy.workers[0], 1e-6))
+
+    env.process(arrivals())
+    env.run()
+    w = proxy.workers[0]
+    expected_us = 100.0 / (1.0 + rate * decay_ms * 1e-3)
+    assert w.wake_cpu_s * 1e6 / w.wakeups == pytest.approx(expected_us, abs=1.5)
+
+
+# --------------------------------------------------------------------------- the lab's side
+
+
+def _curve(decay_ms: float, floor: float = 40.0, amp: float = 150.0) -> dict[str, Any]:
+    gaps = [0.0, 0.3, 1.0, 3.0, 10.0, 30.0]
+    return {
+        "core": 1, "waker": 0, "working_set_kib": 1024, "repeats": 40, "gaps_ms": gaps,
+        "cold_us": [floor + amp * -math.expm1(-g / decay_ms) for g in gaps],
+        "warm_us": [floor] * len(gaps),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("decay_ms", [0.5, 3.0, 12.0])
+def test_the_probe_curve_gives_back_its_time_constant(decay_ms: float) -> None:
+    """An exact curve: the time constant to the grid's step (3.2 %), floor and amplitude
+    to the rounding that step leaves."""
+    from meshsim.calibrate.cache_cooling import fit_decay
+
+    fit = fit_decay(_curve(decay_ms))
+    assert fit is not None
+    assert fit["decay_ms"] == pytest.approx(decay_ms, rel=0.032)
+    assert fit["cold_floor_us"] == pytest.approx(40.0, abs=3.0)
+    assert fit["amplitude_us"] == pytest.approx(150.0, abs=5.0)
+
+
+def test_caches_that_do_not_cool_give_no_time_constant() -> None:
+    from meshsim.calibrate.cache_cooling import fit_decay, merge
+
+    flat = _curve(3.0, floor=100.0, amp=5.0)
+    assert fit_decay(flat) is None
+    assert fit_decay(None) is None
+    # Two probes merge into their per-gap medians; a failed one (None) is left out.
+    merged = merge([_curve(3.0), None, _curve(3.0, floor=60.0)])
+    assert merged is not None
+    assert merged["probes"] == 2
+    assert merged["cold_us"][0] == pytest.approx(50.0)
+
+
+def test_cold_wake_ups_count_the_share_each_sleep_cooled() -> None:
+    """A sidecar at 500 rps, 100 us a request, one wake-up a request: busy 5 %, so it sleeps
+    0.95 / 500 s = 1.9 ms before each; with a 1.9 ms decay half of a cold one."""
+    from meshsim.calibrate.cache_cooling import cold_share, cold_wakeups
+
+    assert cold_share(1.9, 1.9) == pytest.approx(0.5)
+    cpu = {"client_sidecar": 100.0, "server_sidecar": 100.0}
+    wakes = {"client_sidecar": 1.0, "server_sidecar": 0.5}
+    assert cold_wakeups(cpu, wakes, 500.0, None) == pytest.approx(0.75)
+    # The server sleeps 3.8 ms before each of its half wake-ups: 0.5 x 3.8 / 5.7.
+    expected = (1.0 * 0.5 + 0.5 * 3.8 / (3.8 + 1.9)) / 2
+    assert cold_wakeups(cpu, wakes, 500.0, 1.9) == pytest.approx(expected)
+    assert cold_wakeups(cpu, {"client_sidecar": 1.0}, 500.0, 1.9) is None
+
+
+def test_the_fit_recovers_a_cold_wake_ups_cost_and_the_probes_decay() -> None:
+    """A synthetic lab whose sidecars pay 300 us per fully cold wake-up, cooled with a 3 ms
+    time constant: the fit charges that cost and the probe's decay. Fitted as a constant
+    (no probe), a wake-up comes out at a fraction of it and the bare cost low: neither is
+    right (62 and 57 us)."""
+    from test_calibrate_mechanisms import BARE_US, WAKEUP_US, synthetic_record
+
+    from meshsim.calibrate.cache_cooling import cold_wakeups
+    from meshsim.calibrate.calibration import fit_model
+
+    cold_us, decay_ms = 300.0, 3.0
+    data = synthetic_record()
+    for p in data["points"]:
+        cpu, wakes = p["process_cpu_us_per_request"], p["wakeups_per_request"]
+        for side in ("client_sidecar", "server_sidecar"):
+            if side not in cpu:
+                continue
+            rest = cpu[side] - WAKEUP_US * wakes[side]
+            total = rest
+            for _ in range(50):  # the sleep depends on the CPU it sets: a fixed point
+                share = cold_wakeups({side: total}, wakes, p["achieved_rps"], decay_ms, (side,))
+                total = rest + cold_us * (share or 0.0)
+            cpu[side] = total
+    constant = fit_model(data)["parameters"]
+    data["cache_cooling"] = _curve(decay_ms)
+    doc = fit_model(data)
+    v = {k: q["value"] for k, q in doc["parameters"].items()}
+    assert v["wakeup_cache_decay_ms"] == pytest.approx(decay_ms, rel=0.032)
+    assert v["wakeup_cpu_us"] == pytest.approx(cold_us, rel=0.05)
+    bare_keys = ("socket_io_us", "http_parse_request_us", "http_parse_response_us",
+                 "telemetry_us", "routing_us")  # fmt: skip
+    assert sum(v[k] for k in bare_keys) == pytest.approx(BARE_US, abs=2.0)
+    assert doc["fit"]["cache_cooling"]["fit"]["decay_ms"] == v["wakeup_cache_decay_ms"]
+    assert "wakeup_cache_decay_ms" not in constant
+    assert constant["wakeup_cpu_us"]["value"] < 0.5 * cold_us
+    assert sum(constant[k]["value"] for k in bare_keys) < BARE_US - 10.0
+
+
+@pytest.mark.slow
+def test_rescaled_cold_wake_ups_charge_the_labs_cold_wake_up_cpu(tmp_path: Path) -> None:
+    """With a decay the rescaling counts cold wake-ups on both sides: at the fit points the
+    CPU the simulator charged for wake-ups equals the lab's switches, each weighted by the
+    share its mean sleep cooled, times the fitted cold cost (to the 2 % it stops at)."""
+    from meshsim.calibrate.sim_terms import fit_points, lab_wakeups, rescale_wakeups
+
+    for suffix in (".yaml", ".fit.json"):
+        shutil.copy(ROOT / "models/calibrated" / f"lab{suffix}", tmp_path / f"lab{suffix}")
+    model = tmp_path / "lab.yaml"
+    doc = yaml.safe_load(model.read_text())
+    doc["parameters"]["wakeup_cache_decay_ms"] = {"value": 1.0, "unit": "ms", "source": "test"}
+    model.write_text(yaml.safe_dump(doc, sort_keys=False))
+    fit = json.loads((tmp_path / "lab.fit.json").read_text())
+    per_switch = fit["wakeup_scale"]["per_switch_us"]
+    record = rescale_wakeups(model, duration_s=0.75, log=lambda _: None)
+    assert record is not None
+    lab = sum(lab_wakeups(r, 1.0) for r in fit_points(fit))
+    simulated = sum(p["simulated_idle_bursts"] for p in record["points"])
+    cost = yaml.safe_load(model.read_text())["parameters"]["wakeup_cpu_us"]["value"]
+    assert simulated * cost == pytest.approx(lab * per_switch, rel=0.03)
+    # A cold wake-up's share is below one: fewer of them than switches.
+    assert lab < sum(lab_wakeups(r) for r in fit_points(fit))
+
+
+def test_the_report_says_how_fast_the_host_cooled() -> None:
+    from meshsim.calibrate.validation_report import calibration_lines
+
+    fit = json.loads((ROOT / "models/calibrated/lab.fit.json").read_text())
+    assert not any("cache cooling" in line for line in calibration_lines(fit))
+    fit["cache_cooling"] = {"curve": {**_curve(3.0), "probes": 3}, "fit": {"decay_ms": 3.0}}
+    lines = calibration_lines(fit)
+    cooling = [line for line in lines if "cache cooling" in line]
+    assert cooling == [
+        "- the host's cache cooling (wakeup_cache_decay_ms): 3.00 ms, from a pinned process's "
+        "1024 KiB walk woken after a sleep (40 us after 0 ms, 54 us after 0.3 ms, 83 us after "
+        "1 ms, 135 us after 3 ms, 185 us after 10 ms, 190 us after 30 ms; 3 probes over the "
+        "run)"
+    ]
+    assert any("per fully cold wake-up" in line for line in lines)
