@@ -235,3 +235,42 @@ def test_the_report_says_how_fast_the_host_cooled() -> None:
         "run)"
     ]
     assert any("per fully cold wake-up" in line for line in lines)
+
+
+def test_the_black_box_fit_counts_cold_wake_ups_the_same_way() -> None:
+    """The black box's constructed lab (tests/test_proxy_cmd.py) with a 200 us cold wake-up
+    cooled over 2 ms: the command's fit gives back both, as the Python proxy's does. Its
+    connection costs take each mode's wake-ups out at the share its sleeps cooled: 100
+    requests in 0.1 s at 50 us of CPU and one wake-up each sleep 0.95 ms, a 0.322 share."""
+    from test_proxy_cmd import PLAIN_CONN, WAKEUP_US, _constructed_record
+
+    from meshsim.calibrate.blackbox import fit_command_model
+    from meshsim.calibrate.cache_cooling import cold_share, cold_wakeups
+
+    cold_us, decay_ms = 200.0, 2.0
+    data = _constructed_record()
+    for p in data["points"]:
+        cpu, wakes = p["process_cpu_us_per_request"], p["wakeups_per_request"]
+        for side in ("client_sidecar", "server_sidecar"):
+            if side not in cpu:
+                continue
+            rest = cpu[side] - WAKEUP_US * wakes[side]
+            total = rest
+            for _ in range(50):
+                share = cold_wakeups({side: total}, wakes, p["achieved_rps"], decay_ms, (side,))
+                total = rest + cold_us * (share or 0.0)
+            cpu[side] = total
+    for block in data["connection_costs"]:
+        for mode in ("keepalive", "plain_connection"):
+            block[mode] = {"cpu_us": 50.0, "wakeups": 1.0, "seconds": 0.1}
+        block["plain_connection"]["cpu_us"] = 50.0 + PLAIN_CONN[0]
+    data["cache_cooling"] = _curve(decay_ms)
+    doc = fit_command_model(data, name="t")
+    v = {k: q["value"] for k, q in doc["parameters"].items()}
+    assert v["wakeup_cache_decay_ms"] == pytest.approx(decay_ms, rel=0.032)
+    assert v["wakeup_cpu_us"] == pytest.approx(cold_us, rel=0.05)
+    assert doc["fit"]["cache_cooling"]["fit"]["decay_ms"] == v["wakeup_cache_decay_ms"]
+    # Keep-alive: 0.95 ms asleep per wake-up; new connections: (0.1 s - 150 us) / 100.
+    ka = 50.0 - v["wakeup_cpu_us"] * cold_share(0.95, v["wakeup_cache_decay_ms"])
+    conn = 150.0 - v["wakeup_cpu_us"] * cold_share(0.85, v["wakeup_cache_decay_ms"])
+    assert v["tcp_connection_cpu_us"] == pytest.approx(conn - ka, abs=0.01)

@@ -31,11 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from meshsim.calibrate import lab_costs, speed
+from meshsim.calibrate import cache_cooling, lab_costs, speed
 from meshsim.calibrate.calibration import machine_info, refit_in_sim_terms, write_model
 from meshsim.calibrate.fit import Estimate, bootstrap, fit_line
 from meshsim.calibrate.lab import Lab, workdir
-from meshsim.calibrate.model_document import param
+from meshsim.calibrate.model_document import cache_decay_param, param
 from meshsim.calibrate.model_fit import LabRecord, wakeup_plane
 from meshsim.calibrate.points import (
     LabConfig,
@@ -77,11 +77,13 @@ def measure_command(
         # Connection costs in blocks at the start, middle and end of the grid (as the
         # Python lab's handshakes), so that their spread counts the machine's drift.
         blocks = [lab_costs.connection_costs(lab, n_conn // 2, tls=cmd.mtls)]
+        cooling = [lab.probe_cache_cooling()]  # as the Python lab's, same three moments
         middle = len(points) // 2
         measured: list[Measured] = []
         for i, p in enumerate(points):
             if i == middle:
                 blocks.append(lab_costs.connection_costs(lab, n_conn // 2, tls=cmd.mtls))
+                cooling.append(lab.probe_cache_cooling())
             m = lab.measure(p, seed=i + 1)
             measured.append(m)
             log(
@@ -95,6 +97,7 @@ def measure_command(
         if not cmd.mtls:
             memory.pop("tls", None)
         blocks.append(lab_costs.connection_costs(lab, n_conn // 2, tls=cmd.mtls))
+        cooling.append(lab.probe_cache_cooling())
         idle = lab_costs.idle_cpu_ms_per_s(lab, 2.0 if quick else 5.0)
         log(f"idle CPU (ms per s): {idle}")
         return {
@@ -107,6 +110,7 @@ def measure_command(
             "points": [m.to_json() for m in measured],
             "memory_kib": memory,
             "connection_costs": blocks,
+            "cache_cooling": cache_cooling.merge(cooling),
             "idle_cpu_ms_per_s": idle,
             "release_tick_ms": TIMER_TICK_S * 1000.0,
             "machine": machine_info(),
@@ -145,13 +149,21 @@ def lab_ceiling(lab: Lab, capacity: float, top: float, log: Log = print) -> floa
     return rate
 
 
-def _connection_costs(blocks: list[dict[str, Any]], wake_us: float) -> dict[str, Any]:
+def _connection_costs(
+    blocks: list[dict[str, Any]], wake_us: float, decay_ms: float | None = None
+) -> dict[str, Any]:
     """Per-connection costs from :func:`~meshsim.calibrate.lab_costs.connection_costs`
     blocks, each mode's CPU less its wake-ups' share (the simulator charges wake-ups on their
-    own); the range is over the blocks."""
+    own; with ``decay_ms`` each the share of a cold one its mean sleep cooled, the sleep from
+    the mode's wall time); the range is over the blocks."""
 
     def bare(b: dict[str, Any], mode: str) -> float:
-        return float(b[mode]["cpu_us"] - wake_us * b[mode]["wakeups"])
+        r = b[mode]
+        wakes = float(r["wakeups"])
+        if decay_ms is not None and wakes > 0.0 and r.get("seconds"):
+            idle_ms = max(r["seconds"] * 1e3 / b["requests"] - r["cpu_us"] * 1e-3, 0.0)
+            wakes *= cache_cooling.cold_share(idle_ms / wakes, decay_ms)
+        return float(r["cpu_us"] - wake_us * wakes)
 
     def est(values: list[float]) -> Estimate:
         v = float(np.median(values))
@@ -184,7 +196,10 @@ def fit_command_model(
     proc_vs_load = fit_line(
         [m.achieved_rps for m in base_fit], [sidecar_cpu(m) for m in base_fit], seed=seed + 2
     )
-    wake = wakeup_plane(base_fit, seed + 8)
+    # The host's cache cooling, where the lab probed it: as in the Python proxy's fit.
+    cache_decay = cache_cooling.fit_decay(data.get("cache_cooling"))
+    decay_ms = cache_decay["decay_ms"] if cache_decay else None
+    wake = wakeup_plane(base_fit, seed + 8, decay_ms)
     if wake is not None:
         intercept, per_kib_est = wake.intercept, wake.slopes["kib"]
         wake_est = wake.slopes["wakeups"]
@@ -210,7 +225,7 @@ def fit_command_model(
     wake_us = max(wake_est.value, 0.0) if wake_est is not None else 0.0
 
     def bare(m: Measured) -> float:
-        return sidecar_cpu(m) - wake_us * (sidecar_wakeups(m) or 0.0)
+        return sidecar_cpu(m) - wake_us * (sidecar_wakeups(m, decay_ms) or 0.0)
 
     # What the simulator charges per request at the main payload, without wake-ups: the
     # closest a black box gets to a service time (its mean; the spread is not observable).
@@ -222,7 +237,7 @@ def fit_command_model(
         if len(tpairs) >= 2
         else None
     )
-    conn = _connection_costs(data["connection_costs"], wake_us)
+    conn = _connection_costs(data["connection_costs"], wake_us, decay_ms)
     mem = data["memory_kib"]
     mem_plain = fit_line([r[0] for r in mem["plain"]], [r[1] for r in mem["plain"]], seed=seed + 6)
     mem_tls = (
@@ -390,10 +405,19 @@ def fit_command_model(
             "us",
             m_src,
             "slope of the sidecars' process CPU per request against "
-            "their voluntary context switches per request, fitted jointly with KiB over "
-            f"{len(ws)} points ({min(ws):.2f}..{max(ws):.2f} wake-ups per request){origin}",
+            "their voluntary context switches per request"
+            + (
+                ", each counted as the share of a cold one that its mean sleep cooled: a fully "
+                "cold wake-up's CPU"
+                if cache_decay
+                else ""
+            )
+            + f", fitted jointly with KiB over {len(ws)} points ({min(ws):.2f}..{max(ws):.2f} "
+            f"{'cold-equivalent ' if cache_decay else ''}wake-ups per request){origin}",
             wake_est,
         )
+        if cache_decay:
+            params["wakeup_cache_decay_ms"] = cache_decay_param(m_src, cache_decay)
     if tls is not None:
         params["tls_request_cpu_us"] = param(
             max(tls.intercept.value, 0.0),
@@ -459,6 +483,9 @@ def fit_command_model(
         # The Python probe's speed at the fit: the echo and the load generator are Python
         # whatever the proxy under test is written in (meshsim/calibrate/speed.py).
         "speed_reference": speed.reference(m.speed for m in fit_pts),
+        "cache_cooling": {"curve": data.get("cache_cooling"), "fit": cache_decay}
+        if data.get("cache_cooling")
+        else None,
         "service_time": st_json,
         "estimates": {
             "process_cpu_us_vs_kib": proc_line.to_json(),

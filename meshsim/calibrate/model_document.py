@@ -155,16 +155,7 @@ def _request_cpu(src: str, cpu: RequestCpu, costs: ConfigCosts) -> dict[str, Any
             "per request)",
         )
         if cpu.cache_decay:
-            d = cpu.cache_decay
-            params["wakeup_cache_decay_ms"] = param(
-                d["decay_ms"],
-                "ms",
-                src,
-                "time constant of a pinned process's 1 MiB walk growing with the sleep before "
-                f"it (meshsim/calibrate/cache_cooling.py): {d['cold_floor_us']:.0f} us woken "
-                f"at once, + {d['amplitude_us']:.0f} us (1 - exp(-sleep / decay)), rms "
-                f"{d['rms_us']:.1f} us",
-            )
+            params["wakeup_cache_decay_ms"] = cache_decay_param(src, cpu.cache_decay)
     if costs.tcp is not None:
         params["tcp_connection_cpu_us"] = param(
             costs.tcp.value,
@@ -175,6 +166,20 @@ def _request_cpu(src: str, cpu: RequestCpu, costs: ConfigCosts) -> dict[str, Any
             "one, connects one)",
         )
     return params
+
+
+def cache_decay_param(src: str, decay: dict[str, float]) -> dict[str, Any]:
+    """``wakeup_cache_decay_ms`` from the probe's fit
+    (:func:`meshsim.calibrate.cache_cooling.fit_decay`)."""
+    return param(
+        decay["decay_ms"],
+        "ms",
+        src,
+        "time constant of a pinned process's 1 MiB walk growing with the sleep before it "
+        f"(meshsim/calibrate/cache_cooling.py): {decay['cold_floor_us']:.0f} us woken at "
+        f"once, + {decay['amplitude_us']:.0f} us (1 - exp(-sleep / decay)), rms "
+        f"{decay['rms_us']:.1f} us",
+    )
 
 
 def _latency(src: str, lat: HopLatency) -> dict[str, Any]:

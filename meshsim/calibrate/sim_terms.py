@@ -126,7 +126,12 @@ def rescale_wakeups(
     record = {
         "method": "wakeup_cpu_us per voluntary context switch (the fit's slope), times the lab's "
         "switches over the simulator's idle-worker bursts at the fit points, simulated on the "
-        "lab's topology (meshsim/calibrate/sim_terms.py); repeated until it moved < 2 %",
+        "lab's topology (meshsim/calibrate/sim_terms.py); repeated until it moved < 2 %"
+        + (
+            f"; both counted in cold wake-ups (wakeup_cache_decay_ms {decay_ms:g})"
+            if decay_ms
+            else ""
+        ),
         "per_switch_us": round(per_switch, 3),
         "per_simulated_wakeup_us": round(cost, 3),
         "scale": round(cost / per_switch, 4),
