@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from collections.abc import Generator
 from pathlib import Path
@@ -116,6 +117,25 @@ def _curve(decay_ms: float, floor: float = 40.0, amp: float = 150.0) -> dict[str
     }  # fmt: skip
 
 
+def _cool(data: dict[str, Any], constant_us: float, cold_us: float, decay_ms: float) -> None:
+    """Re-cost a synthetic record's sidecars: each wake-up, charged ``constant_us`` there,
+    now costs ``cold_us`` times the share its mean sleep cooled. The sleep depends on the
+    CPU it sets, so each point is solved as a fixed point."""
+    from meshsim.calibrate.cache_cooling import cold_wakeups
+
+    for p in data["points"]:
+        cpu, wakes = p["process_cpu_us_per_request"], p["wakeups_per_request"]
+        for side in ("client_sidecar", "server_sidecar"):
+            if side not in cpu:
+                continue
+            rest = cpu[side] - constant_us * wakes[side]
+            total = rest
+            for _ in range(50):
+                share = cold_wakeups({side: total}, wakes, p["achieved_rps"], decay_ms, (side,))
+                total = rest + cold_us * (share or 0.0)
+            cpu[side] = total
+
+
 @pytest.mark.parametrize("decay_ms", [0.5, 3.0, 12.0])
 def test_the_probe_curve_gives_back_its_time_constant(decay_ms: float) -> None:
     """An exact curve: the time constant to the grid's step (3.2 %), floor and amplitude
@@ -164,22 +184,11 @@ def test_the_fit_recovers_a_cold_wake_ups_cost_and_the_probes_decay() -> None:
     right (62 and 57 us)."""
     from test_calibrate_mechanisms import BARE_US, WAKEUP_US, synthetic_record
 
-    from meshsim.calibrate.cache_cooling import cold_wakeups
     from meshsim.calibrate.calibration import fit_model
 
     cold_us, decay_ms = 300.0, 3.0
     data = synthetic_record()
-    for p in data["points"]:
-        cpu, wakes = p["process_cpu_us_per_request"], p["wakeups_per_request"]
-        for side in ("client_sidecar", "server_sidecar"):
-            if side not in cpu:
-                continue
-            rest = cpu[side] - WAKEUP_US * wakes[side]
-            total = rest
-            for _ in range(50):  # the sleep depends on the CPU it sets: a fixed point
-                share = cold_wakeups({side: total}, wakes, p["achieved_rps"], decay_ms, (side,))
-                total = rest + cold_us * (share or 0.0)
-            cpu[side] = total
+    _cool(data, WAKEUP_US, cold_us, decay_ms)
     constant = fit_model(data)["parameters"]
     data["cache_cooling"] = _curve(decay_ms)
     doc = fit_model(data)
@@ -245,21 +254,11 @@ def test_the_black_box_fit_counts_cold_wake_ups_the_same_way() -> None:
     from test_proxy_cmd import PLAIN_CONN, WAKEUP_US, _constructed_record
 
     from meshsim.calibrate.blackbox import fit_command_model
-    from meshsim.calibrate.cache_cooling import cold_share, cold_wakeups
+    from meshsim.calibrate.cache_cooling import cold_share
 
     cold_us, decay_ms = 200.0, 2.0
     data = _constructed_record()
-    for p in data["points"]:
-        cpu, wakes = p["process_cpu_us_per_request"], p["wakeups_per_request"]
-        for side in ("client_sidecar", "server_sidecar"):
-            if side not in cpu:
-                continue
-            rest = cpu[side] - WAKEUP_US * wakes[side]
-            total = rest
-            for _ in range(50):
-                share = cold_wakeups({side: total}, wakes, p["achieved_rps"], decay_ms, (side,))
-                total = rest + cold_us * (share or 0.0)
-            cpu[side] = total
+    _cool(data, WAKEUP_US, cold_us, decay_ms)
     for block in data["connection_costs"]:
         for mode in ("keepalive", "plain_connection"):
             block[mode] = {"cpu_us": 50.0, "wakeups": 1.0, "seconds": 0.1}
@@ -274,3 +273,32 @@ def test_the_black_box_fit_counts_cold_wake_ups_the_same_way() -> None:
     ka = 50.0 - v["wakeup_cpu_us"] * cold_share(0.95, v["wakeup_cache_decay_ms"])
     conn = 150.0 - v["wakeup_cpu_us"] * cold_share(0.85, v["wakeup_cache_decay_ms"])
     assert v["tcp_connection_cpu_us"] == pytest.approx(conn - ka, abs=0.01)
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="the probe pins processes to two cores (Linux)",
+)
+def test_the_real_probe_times_cold_and_warm_walks_on_this_machine() -> None:
+    """The probe on this machine's first two cores: a median per gap, each walk of a 256 KiB
+    working set (4096 lines) taking some CPU; the second walk of a wake-up, warm, no dearer
+    than ten times the cold one (it reads the same lines)."""
+    from meshsim.calibrate.cache_cooling import probe
+
+    a, b = sorted(os.sched_getaffinity(0))[:2]
+    out = probe(b, a, gaps_ms=(0.0, 5.0), repeats=5, working_set_kib=256)
+    assert out["gaps_ms"] == [0.0, 5.0]
+    assert len(out["cold_us"]) == len(out["warm_us"]) == 2
+    assert all(x > 0.0 for x in out["cold_us"] + out["warm_us"])
+    assert all(w < 10.0 * c for c, w in zip(out["cold_us"], out["warm_us"], strict=True))
+
+
+def test_a_probe_that_cannot_run_leaves_the_fit_constant(monkeypatch: pytest.MonkeyPatch) -> None:
+    from meshsim.calibrate import cache_cooling
+
+    def fail(*_args: object, **_kw: object) -> dict[str, Any]:
+        raise TimeoutError("the child did not connect")
+
+    monkeypatch.setattr(cache_cooling, "probe", fail)
+    assert cache_cooling.probe_lab([0, 1]) is None
+    assert cache_cooling.merge([None, None]) is None

@@ -48,8 +48,9 @@ from meshsim.calibrate.points import (
 )
 from meshsim.calibrate.proxycmd import ProxyCommand
 from meshsim.calibrate.rows import (
-    baseline_row,
+    baseline_rows,
     kib,
+    lab_block,
     point_row,
     release_tick,
     sidecar_cpu,
@@ -428,13 +429,7 @@ def fit_command_model(
             tls.intercept,
         )
 
-    groups: dict[tuple[int, float, bool], list[Measured]] = {}
-    for m in pts:
-        if not m.point.proxied and m.latency_quantiles_ms:
-            groups.setdefault((m.point.payload, m.point.rps, m.point.config.keep_alive), []).append(
-                m
-            )
-    baselines = [baseline_row(ms) for ms in groups.values()]
+    baselines = baseline_rows(pts)
     tick = release_tick(data, baselines)
     st_json = {
         "dist": "constant",
@@ -459,17 +454,9 @@ def fit_command_model(
         "machine": data["machine"],
         "placement": data["placement"],
         "lab": {
-            "connections": low.point.connections,
-            "payload_bytes": main_pay,
-            "echo_cpu_us": round(echo_cpu, 3),
-            "network_one_way_us": round(net_us, 3),
-            "capacity_estimate_rps": round(data["capacity_estimate_rps"], 1),
-            "release_tick_ms": tick["value"] if tick else None,
+            **lab_block(data, low, main_pay, echo_cpu, net_us, tick, fit_pts),
             "lab_ceiling_rps": round(
                 float(data.get("lab_ceiling_rps") or data["capacity_estimate_rps"]), 1
-            ),
-            "load_generator_cpu_us": round(
-                float(np.mean([m.process_cpu_us_per_request["load_generator"] for m in fit_pts])), 3
             ),
         },
         "release_tick": tick,
@@ -483,9 +470,7 @@ def fit_command_model(
         # The Python probe's speed at the fit: the echo and the load generator are Python
         # whatever the proxy under test is written in (meshsim/calibrate/speed.py).
         "speed_reference": speed.reference(m.speed for m in fit_pts),
-        "cache_cooling": {"curve": data.get("cache_cooling"), "fit": cache_decay}
-        if data.get("cache_cooling")
-        else None,
+        "cache_cooling": cache_cooling.record(data.get("cache_cooling"), cache_decay),
         "service_time": st_json,
         "estimates": {
             "process_cpu_us_vs_kib": proc_line.to_json(),

@@ -23,18 +23,16 @@ time constant of about 4 ms.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import struct
 import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import numpy as np
 
+from meshsim.calibrate.pinned_child import pinned_child
 from meshsim.calibrate.speed import on_core
 
 GAPS_MS: Final = (0.0, 0.3, 1.0, 3.0, 10.0, 30.0)
@@ -77,45 +75,21 @@ def probe(
     np.random.default_rng(seed).shuffle(order)
     cold: dict[float, list[float]] = {g: [] for g in gaps_ms}
     warm: dict[float, list[float]] = {g: [] for g in gaps_ms}
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        child = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                _CHILD,
-                str(core),
-                str(listener.getsockname()[1]),
-                str(working_set_kib),
-            ]
-        )
-        try:
-            listener.settimeout(30.0)
-            conn, _ = listener.accept()
-            with conn, on_core(waker):
-                conn.settimeout(30.0)
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                for gap in order:
-                    if gap > 0.0:
-                        time.sleep(gap / 1000.0)
-                    conn.sendall(b"w")
-                    data = b""
-                    while len(data) < 16:
-                        chunk = conn.recv(16 - len(data))
-                        if not chunk:
-                            raise OSError("the cache-cooling probe's child closed early")
-                        data += chunk
-                    c, w = struct.unpack("<qq", data)
-                    cold[float(gap)].append(c / 1000.0)
-                    warm[float(gap)].append(w / 1000.0)
-                conn.sendall(b"q")
-            child.wait(timeout=30.0)
-        finally:
-            if child.poll() is None:
-                child.kill()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    child.wait(timeout=5.0)
+    with pinned_child(_CHILD, core, str(working_set_kib)) as conn, on_core(waker):
+        for gap in order:
+            if gap > 0.0:
+                time.sleep(gap / 1000.0)
+            conn.sendall(b"w")
+            data = b""
+            while len(data) < 16:
+                chunk = conn.recv(16 - len(data))
+                if not chunk:
+                    raise OSError("the cache-cooling probe's child closed early")
+                data += chunk
+            c, w = struct.unpack("<qq", data)
+            cold[float(gap)].append(c / 1000.0)
+            warm[float(gap)].append(w / 1000.0)
+        conn.sendall(b"q")
     return {
         "core": core,
         "waker": waker,
@@ -184,6 +158,14 @@ def fit_decay(curve: Mapping[str, Any] | None) -> dict[str, float] | None:
         "amplitude_us": round(amp, 3),
         "rms_us": round(float(np.sqrt(sse / len(gaps))), 3),
     }
+
+
+def record(
+    curve: Mapping[str, Any] | None, fit: Mapping[str, float] | None
+) -> dict[str, Any] | None:
+    """The fit record's ``cache_cooling``: the probe's curve and its fit (None: not probed,
+    every wake-up costs the same)."""
+    return {"curve": curve, "fit": fit} if curve else None
 
 
 def cold_share(idle_ms: float, decay_ms: float) -> float:

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from meshsim.calibrate import speed
+from meshsim.calibrate import cache_cooling, speed
 from meshsim.calibrate.fit import Estimate
-from meshsim.calibrate.rows import baseline_row, point_row, release_tick
+from meshsim.calibrate.rows import baseline_rows, lab_block, point_row, release_tick
 
 if TYPE_CHECKING:
     from meshsim.calibrate.model_fit import (
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
         Memory,
         RequestCpu,
     )
-    from meshsim.calibrate.points import Measured
 
 
 def param(
@@ -307,12 +306,7 @@ def fit_record(
     # generator -> echo) as its measured quantiles less the echo's CPU, which the simulated
     # lab charges itself. Predictions draw from the baseline at the held-out point's payload
     # and load (meshsim/calibrate/validate.py), so what is predicted is what the proxies add.
-    groups: dict[tuple[int, float, bool], list[Measured]] = {}
-    for m in pts:
-        if not m.point.proxied and m.latency_quantiles_ms:
-            key = (m.point.payload, m.point.rps, m.point.config.keep_alive)
-            groups.setdefault(key, []).append(m)
-    baselines = [baseline_row(ms) for ms in groups.values()]
+    baselines = baseline_rows(pts)
     tick = release_tick(data, baselines)
     return {
         "method": "meshsim calibrate (meshsim/calibrate): loopback lab, per-request CPU from "
@@ -322,18 +316,7 @@ def fit_record(
         "machine": data["machine"],
         "placement": data["placement"],
         "lab": {
-            "connections": low.point.connections,
-            "payload_bytes": main_pay,
-            "echo_cpu_us": round(echo_cpu, 3),
-            "network_one_way_us": round(net_us, 3),
-            "capacity_estimate_rps": round(data["capacity_estimate_rps"], 1),
-            # The load generator's effective timer tick (meshsim.calibrate.release): the
-            # simulated one releases requests on it when the baselines are from each
-            # request's send (lab_scenario.lab_scenario).
-            "release_tick_ms": tick["value"] if tick else None,
-            "load_generator_cpu_us": round(
-                float(np.mean([m.process_cpu_us_per_request["load_generator"] for m in fit_pts])), 3
-            ),
+            **lab_block(data, low, main_pay, echo_cpu, net_us, tick, fit_pts),
             "load_generator_cpu_source": "CPU of the load generator's process (all its "
             "threads; schedstat, else /proc/PID/stat) over a "
             "point, per completed request; here the mean over "
@@ -369,9 +352,7 @@ def fit_record(
         "wake_latency": lat.wake,
         # How fast the host cooled a sleeping process's caches (meshsim.calibrate.cache_cooling;
         # None: not probed, every wake-up costs the same).
-        "cache_cooling": {"curve": data.get("cache_cooling"), "fit": cpu.cache_decay}
-        if data.get("cache_cooling")
-        else None,
+        "cache_cooling": cache_cooling.record(data.get("cache_cooling"), cpu.cache_decay),
         "service_time": st.to_json(),
         "estimates": {
             "callbacks_cpu_us": cb_line.to_json(),

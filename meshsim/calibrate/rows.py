@@ -104,6 +104,45 @@ def baseline_row(ms: list[Measured]) -> dict[str, Any]:
     }
 
 
+def baseline_rows(points: list[Measured]) -> list[dict[str, Any]]:
+    """One :func:`baseline_row` per load without proxies (payload, rate, keep-alive), over
+    its passes."""
+    groups: dict[tuple[int, float, bool], list[Measured]] = {}
+    for m in points:
+        if not m.point.proxied and m.latency_quantiles_ms:
+            key = (m.point.payload, m.point.rps, m.point.config.keep_alive)
+            groups.setdefault(key, []).append(m)
+    return [baseline_row(ms) for ms in groups.values()]
+
+
+def lab_block(
+    data: dict[str, Any],
+    low: Measured,
+    main_payload: int,
+    echo_cpu_us: float,
+    network_one_way_us: float,
+    tick: dict[str, Any] | None,
+    fit_points: list[Measured],
+) -> dict[str, Any]:
+    """The fit record's ``lab``: the simulated lab's settings that both fits read the same
+    way."""
+    return {
+        "connections": low.point.connections,
+        "payload_bytes": main_payload,
+        "echo_cpu_us": round(echo_cpu_us, 3),
+        "network_one_way_us": round(network_one_way_us, 3),
+        "capacity_estimate_rps": round(data["capacity_estimate_rps"], 1),
+        # The load generator's effective timer tick (meshsim.calibrate.release): the
+        # simulated one releases requests on it when the baselines are from each request's
+        # send (lab_scenario.lab_scenario).
+        "release_tick_ms": tick["value"] if tick else None,
+        "load_generator_cpu_us": round(
+            float(np.mean([m.process_cpu_us_per_request["load_generator"] for m in fit_points])),
+            3,
+        ),
+    }
+
+
 def release_tick(data: dict[str, Any], baselines: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The effective release tick from the baselines' clumps (:func:`effective_tick`'s
     record), or None for records measured without it."""

@@ -41,13 +41,11 @@ point (:func:`charged`).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import statistics
 import struct
 import subprocess
-import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
@@ -55,6 +53,7 @@ from typing import Any, Final
 import numpy as np
 
 from meshsim.calibrate import host_phases
+from meshsim.calibrate.pinned_child import pinned_child
 from meshsim.calibrate.speed import on_core
 from meshsim.scenario.model import WakeupLatency
 
@@ -115,29 +114,13 @@ def probe_core(
     """One-way latencies (µs) to a process sleeping on ``core``, sent from each of
     ``senders`` in turn for ``seconds`` each: one array per sender."""
     rng = np.random.default_rng(seed)
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        child = subprocess.Popen(
-            [sys.executable, "-c", _CHILD, str(core), str(listener.getsockname()[1])]
-        )
-        try:
-            listener.settimeout(30.0)
-            conn, _ = listener.accept()
-            with conn:
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                starts = []
-                for sender in senders:
-                    with on_core(sender):
-                        starts.append(time.monotonic_ns())
-                        _send(conn, seconds, rng)
-                rows = _receive(conn)
-            child.wait(timeout=30.0)
-        finally:
-            if child.poll() is None:
-                child.kill()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    child.wait(timeout=5.0)
+    with pinned_child(_CHILD, core) as conn:
+        starts = []
+        for sender in senders:
+            with on_core(sender):
+                starts.append(time.monotonic_ns())
+                _send(conn, seconds, rng)
+        rows = _receive(conn)
     which = np.searchsorted(np.asarray(starts), rows[:, 0], side="right") - 1
     return [rows[which == i, 1] / 1000.0 for i in range(len(senders))]
 
