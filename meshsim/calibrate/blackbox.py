@@ -35,7 +35,7 @@ from meshsim.calibrate import cache_cooling, lab_costs, speed
 from meshsim.calibrate.calibration import machine_info, refit_in_sim_terms, write_model
 from meshsim.calibrate.fit import Estimate, bootstrap, fit_line
 from meshsim.calibrate.lab import Lab, workdir
-from meshsim.calibrate.model_document import cache_decay_param, param
+from meshsim.calibrate.model_document import cache_decay_param, param, unmeasured_parameters
 from meshsim.calibrate.model_fit import LabRecord, wakeup_plane
 from meshsim.calibrate.points import (
     LabConfig,
@@ -302,20 +302,8 @@ def fit_command_model(
         "http_parse_response_us": param(0.0, "us", f"{m_src}: {black}"),
         "routing_us": param(0.0, "us", f"{m_src}: {black}"),
         "telemetry_us": param(0.0, "us", f"{m_src}: {black}"),
-        "rbac_us": param(
-            5.0,
-            "us",
-            "not measured (the lab has no authorization policy); "
-            "MODELLING ASSUMPTION copied from models/istio-sidecar.yaml",
-        ),
         "l7_filter_us": param(
             0.0, "us", "not measured: a proxy command has no synthetic-filter knob"
-        ),
-        "wasm_filter_us": param(
-            46.433,
-            "us",
-            "not measured (no Wasm in the lab); MODELLING "
-            "ASSUMPTION copied from models/istio-sidecar.yaml",
         ),
         "hop_latency_us": param(
             hop,
@@ -325,7 +313,6 @@ def fit_command_model(
             f"{low.point.rps:g} rps - 2 x process CPU {on_path:.1f}) / 4 "
             "traversals",
         ),
-        "tls_legs": param(1, "count", "architecture: one mTLS leg per sidecar"),
         "tls_record_cpu_us_per_kib": param(
             max(tls.slope.value, 0.0) if tls else 0.0,
             "us/KiB",
@@ -336,12 +323,6 @@ def fit_command_model(
             tls.slope if tls else None,
         ),
         "tls_key_exchange_cpu_us": param(0.0, "us", "counted in tls_handshake_overhead_cpu_us"),
-        "tls_sign_cpu_us": param(0.0, "us", "counted in tls_handshake_overhead_cpu_us"),
-        "tls_cert_verify_cpu_us": param(0.0, "us", "counted in tls_handshake_overhead_cpu_us"),
-        "tls_chain_verify_cpu_us": param(0.0, "us", "counted in tls_handshake_overhead_cpu_us"),
-        "tls_chain_verifications": param(
-            1, "count", "architecture: meshsim's CA signs workload certificates directly"
-        ),
         "tls_handshake_overhead_cpu_us": param(
             full.value if full else 0.0,
             "us",
@@ -387,8 +368,6 @@ def fit_command_model(
             m_src if mem_tls else tls_note,
             "slope of RSS against idle mTLS connections, less the plain slope" if mem_tls else None,
         ),
-        "cluster_kb": param(0.0, "KB", "not measured: the lab holds one cluster"),
-        "endpoint_kb": param(0.0, "KB", "not measured: the lab holds one endpoint"),
         "tcp_connection_cpu_us": param(
             conn["tcp"].value,
             "us",
@@ -398,6 +377,7 @@ def fit_command_model(
             "wake-ups; median of the blocks): one accepted connection end",
             conn["tcp"],
         ),
+        **unmeasured_parameters(),
     }
     if wake_est is not None and wake is not None:
         ws = wake.x["wakeups"]

@@ -62,6 +62,35 @@ def parameters(
         **_latency(src, lat),
         **_tls(src, costs, hs),
         **_memory(src, mem),
+        **unmeasured_parameters(),
+    }
+
+
+def unmeasured_parameters() -> dict[str, Any]:
+    """What the lab does not measure for any proxy: the same assumption or architecture in
+    every calibrated model (meshsim's own sidecar and a proxy command's alike)."""
+    return {
+        "rbac_us": param(
+            5.0,
+            "us",
+            "not measured (the lab has no authorization policy); "
+            "MODELLING ASSUMPTION copied from models/istio-sidecar.yaml",
+        ),
+        "wasm_filter_us": param(
+            46.433,
+            "us",
+            "not measured (the lab runs no Wasm); "
+            "MODELLING ASSUMPTION copied from models/istio-sidecar.yaml",
+        ),
+        "tls_legs": param(1, "count", "architecture: one mTLS leg per sidecar"),
+        "tls_sign_cpu_us": param(0.0, "us", "counted in tls_handshake_overhead_cpu_us"),
+        "tls_cert_verify_cpu_us": param(0.0, "us", "counted in tls_handshake_overhead_cpu_us"),
+        "tls_chain_verify_cpu_us": param(0.0, "us", "counted in tls_handshake_overhead_cpu_us"),
+        "tls_chain_verifications": param(
+            1, "count", "architecture: meshsim's CA signs workload certificates directly"
+        ),
+        "cluster_kb": param(0.0, "KB", "not measured: the lab holds one cluster"),
+        "endpoint_kb": param(0.0, "KB", "not measured: the lab holds one endpoint"),
     }
 
 
@@ -102,12 +131,6 @@ def _request_cpu(src: str, cpu: RequestCpu, costs: ConfigCosts) -> dict[str, Any
             f"{src}: median of timed access-log line + the "
             "histogram updates (the proxy's per-request accounting)",
         ),
-        "rbac_us": param(
-            5.0,
-            "us",
-            "not measured (the lab has no authorization policy); "
-            "MODELLING ASSUMPTION copied from models/istio-sidecar.yaml",
-        ),
         "l7_filter_us": param(
             max(costs.filters.slope.value, 0.0) if costs.filters else 0.0,
             "us",
@@ -115,12 +138,6 @@ def _request_cpu(src: str, cpu: RequestCpu, costs: ConfigCosts) -> dict[str, Any
             "per synthetic filter (meshsim/calibrate/node.py "
             "FilterChain: a regex match and eight header-rule lookups): slope of "
             "process CPU per request, 0 versus 4 filters",
-        ),
-        "wasm_filter_us": param(
-            46.433,
-            "us",
-            "not measured (the proxy runs no Wasm); "
-            "MODELLING ASSUMPTION copied from models/istio-sidecar.yaml",
         ),
         "request_cpu_cv": param(
             cpu.cv.value,
@@ -218,7 +235,6 @@ def _tls(src: str, costs: ConfigCosts, hs: Handshake) -> dict[str, Any]:
     """mTLS: the records' CPU against the plain configuration, and whole handshakes."""
     tls = costs.tls
     params = {
-        "tls_legs": param(1, "count", "architecture: one mTLS leg per sidecar"),
         "tls_record_cpu_us_per_kib": param(
             max(tls.slope.value, 0.0) if tls else 0.0,
             "us/KiB",
@@ -227,12 +243,6 @@ def _tls(src: str, costs: ConfigCosts, hs: Handshake) -> dict[str, Any]:
         ),
         "tls_key_exchange_cpu_us": param(
             0.0, "us", f"{src}: whole handshakes timed, counted in tls_handshake_overhead_cpu_us"
-        ),
-        "tls_sign_cpu_us": param(0.0, "us", "counted in tls_handshake_overhead_cpu_us"),
-        "tls_cert_verify_cpu_us": param(0.0, "us", "counted in tls_handshake_overhead_cpu_us"),
-        "tls_chain_verify_cpu_us": param(0.0, "us", "counted in tls_handshake_overhead_cpu_us"),
-        "tls_chain_verifications": param(
-            1, "count", "architecture: meshsim's CA signs workload certificates directly"
         ),
         "tls_handshake_overhead_cpu_us": param(
             hs.per_side.value,
@@ -282,8 +292,6 @@ def _memory(src: str, mem: Memory) -> dict[str, Any]:
             src,
             "slope of RSS against idle mTLS connections, less the plain slope",
         ),
-        "cluster_kb": param(0.0, "KB", "not measured: the lab holds one cluster"),
-        "endpoint_kb": param(0.0, "KB", "not measured: the lab holds one endpoint"),
     }
 
 
