@@ -14,41 +14,23 @@ import os
 import shutil
 from collections.abc import Generator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 import simpy
 import yaml
+from test_wakeup_latency import _burst
+from test_wakeup_latency import _proxy as _latency_proxy
 
 from meshsim.sim.cluster import Node
 from meshsim.sim.dataplanes.proxy import Proxy
-from meshsim.sim.sampling import Uniforms
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _proxy(env: simpy.Environment, wake_cpu_us: float, decay_ms: float) -> Proxy:
-    model: Any = SimpleNamespace(
-        hop_latency_us=0.0,
-        wakeup_cpu_us=wake_cpu_us,
-        wakeup_cache_decay_ms=decay_ms,
-        wakeup_latency_us=0.0,
-        tcp_connection_cpu_us=0.0,
-    )
-    return Proxy(
-        env, "p", "sidecar", model, Node(env, 0, 1), 1, stealing=False,
-        pick=Uniforms(np.random.default_rng(0)),
-    )  # fmt: skip
-
-
-def _at(
-    env: simpy.Environment, proxy: Proxy, at: float, cpu_s: float, ends: dict[str, float], name: str
-) -> Generator[simpy.Event, Any, None]:
-    yield env.timeout(at)
-    yield from proxy.work(proxy.workers[0], cpu_s)
-    ends[name] = env.now
+    return _latency_proxy(env, Node(env, 0, 1), 0.0, wake_cpu_us, decay_ms)
 
 
 def test_a_wake_up_costs_what_the_sleep_before_it_cooled() -> None:
@@ -61,9 +43,9 @@ def test_a_wake_up_costs_what_the_sleep_before_it_cooled() -> None:
     a_cost = 100e-6 * (1 - math.exp(-1.0))
     a_end = 1e-3 + a_cost + 10e-6
     b_cost = 100e-6 * (1 - math.exp(-0.5))
-    env.process(_at(env, proxy, 1e-3, 10e-6, ends, "A"))
-    env.process(_at(env, proxy, a_end + 0.5e-3, 10e-6, ends, "B"))
-    env.process(_at(env, proxy, a_end + 0.5e-3 + 5e-6, 10e-6, ends, "C"))
+    env.process(_burst(env, proxy, 1e-3, 10e-6, ends, "A"))
+    env.process(_burst(env, proxy, a_end + 0.5e-3, 10e-6, ends, "B"))
+    env.process(_burst(env, proxy, a_end + 0.5e-3 + 5e-6, 10e-6, ends, "C"))
     env.run()
     b_end = a_end + 0.5e-3 + b_cost + 10e-6
     assert ends == pytest.approx({"A": a_end, "B": b_end, "C": b_end + 10e-6}, abs=1e-12)
@@ -77,8 +59,8 @@ def test_without_a_decay_every_wake_up_costs_the_same() -> None:
     env = simpy.Environment()
     proxy = _proxy(env, 100.0, 0.0)
     ends: dict[str, float] = {}
-    env.process(_at(env, proxy, 1e-3, 10e-6, ends, "A"))
-    env.process(_at(env, proxy, 1.2e-3, 10e-6, ends, "B"))
+    env.process(_burst(env, proxy, 1e-3, 10e-6, ends, "A"))
+    env.process(_burst(env, proxy, 1.2e-3, 10e-6, ends, "B"))
     env.run()
     assert proxy.workers[0].wake_cpu_s == pytest.approx(200e-6, abs=1e-15)
 

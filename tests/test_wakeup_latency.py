@@ -35,11 +35,19 @@ from meshsim.sim.sampling import Uniforms
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _proxy(env: simpy.Environment, node: Node, wake_us: float, wake_cpu_us: float = 0.0) -> Proxy:
+def _proxy(
+    env: simpy.Environment,
+    node: Node,
+    wake_us: float,
+    wake_cpu_us: float = 0.0,
+    cache_decay_ms: float = 0.0,
+) -> Proxy:
+    """A one-worker sidecar with only the wake-up's costs (tests/test_wakeup_cache_decay.py
+    uses it too)."""
     model: Any = SimpleNamespace(
         hop_latency_us=0.0,
         wakeup_cpu_us=wake_cpu_us,
-        wakeup_cache_decay_ms=0.0,
+        wakeup_cache_decay_ms=cache_decay_ms,
         wakeup_latency_us=wake_us,
         tcp_connection_cpu_us=0.0,
     )

@@ -35,7 +35,12 @@ from meshsim.calibrate import cache_cooling, lab_costs, speed
 from meshsim.calibrate.calibration import machine_info, refit_in_sim_terms, write_model
 from meshsim.calibrate.fit import Estimate, bootstrap, fit_line
 from meshsim.calibrate.lab import Lab, workdir
-from meshsim.calibrate.model_document import cache_decay_param, param, unmeasured_parameters
+from meshsim.calibrate.model_document import (
+    param,
+    tls_request_param,
+    unmeasured_parameters,
+    wakeup_parameters,
+)
 from meshsim.calibrate.model_fit import LabRecord, wakeup_plane
 from meshsim.calibrate.points import (
     LabConfig,
@@ -380,34 +385,11 @@ def fit_command_model(
         **unmeasured_parameters(),
     }
     if wake_est is not None and wake is not None:
-        ws = wake.x["wakeups"]
-        params["wakeup_cpu_us"] = param(
-            wake_us,
-            "us",
-            m_src,
-            "slope of the sidecars' process CPU per request against "
-            "their voluntary context switches per request"
-            + (
-                ", each counted as the share of a cold one that its mean sleep cooled: a fully "
-                "cold wake-up's CPU"
-                if cache_decay
-                else ""
-            )
-            + f", fitted jointly with KiB over {len(ws)} points ({min(ws):.2f}..{max(ws):.2f} "
-            f"{'cold-equivalent ' if cache_decay else ''}wake-ups per request){origin}",
-            wake_est,
+        params |= wakeup_parameters(
+            m_src, wake_us, wake.x["wakeups"], cache_decay, ci=wake_est, origin=origin
         )
-        if cache_decay:
-            params["wakeup_cache_decay_ms"] = cache_decay_param(m_src, cache_decay)
     if tls is not None:
-        params["tls_request_cpu_us"] = param(
-            max(tls.intercept.value, 0.0),
-            "us",
-            m_src,
-            "intercept of (mTLS - plain) process "
-            "CPU per request (less wake-ups) against KiB moved: the TLS calls' fixed cost",
-            tls.intercept,
-        )
+        params["tls_request_cpu_us"] = tls_request_param(m_src, tls, ci=True)
 
     baselines = baseline_rows(pts)
     tick = release_tick(data, baselines)

@@ -114,8 +114,8 @@ def probe_lab(cores: Sequence[int]) -> dict[str, Any] | None:
 
 
 def merge(probes: Sequence[Mapping[str, Any] | None]) -> dict[str, Any] | None:
-    """Several probes of one calibration (before and after its grid) as one curve: the
-    median of their per-gap medians."""
+    """Several probes of one calibration (at the start, middle and end of its grid) as one
+    curve: the median of their per-gap medians; a failed probe (None) is left out."""
     ok = [p for p in probes if p]
     if not ok:
         return None

@@ -6,12 +6,13 @@ every point with its role).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from meshsim.calibrate import cache_cooling, speed
-from meshsim.calibrate.fit import Estimate
+from meshsim.calibrate.fit import Estimate, LineFit
 from meshsim.calibrate.rows import baseline_rows, lab_block, point_row, release_tick
 
 if TYPE_CHECKING:
@@ -152,26 +153,7 @@ def _request_cpu(src: str, cpu: RequestCpu, costs: ConfigCosts) -> dict[str, Any
         ),
     }
     if wake is not None:
-        ws = wake.x["wakeups"]
-        cooled = (
-            ", each counted as the share of a cold one that its mean sleep cooled "
-            "(1 - exp(-sleep / wakeup_cache_decay_ms), the sleep from the sidecar's idle time "
-            "and switches per request): a fully cold wake-up's CPU"
-            if cpu.cache_decay
-            else ""
-        )
-        params["wakeup_cpu_us"] = param(
-            cpu.wakeup_us,
-            "us",
-            src,
-            "slope of the sidecars' process CPU per request against "
-            "their voluntary context switches per request (/proc/PID/task/*/status)"
-            f"{cooled}, fitted jointly with KiB over {len(ws)} points "
-            f"({min(ws):.2f}..{max(ws):.2f} {'cold-equivalent ' if cooled else ''}wake-ups "
-            "per request)",
-        )
-        if cpu.cache_decay:
-            params["wakeup_cache_decay_ms"] = cache_decay_param(src, cpu.cache_decay)
+        params |= wakeup_parameters(src, cpu.wakeup_us, wake.x["wakeups"], cpu.cache_decay)
     if costs.tcp is not None:
         params["tcp_connection_cpu_us"] = param(
             costs.tcp.value,
@@ -184,17 +166,61 @@ def _request_cpu(src: str, cpu: RequestCpu, costs: ConfigCosts) -> dict[str, Any
     return params
 
 
-def cache_decay_param(src: str, decay: dict[str, float]) -> dict[str, Any]:
-    """``wakeup_cache_decay_ms`` from the probe's fit
-    (:func:`meshsim.calibrate.cache_cooling.fit_decay`)."""
+def wakeup_parameters(
+    src: str,
+    cost_us: float,
+    wakeups: Sequence[float],
+    decay: dict[str, float] | None,
+    *,
+    ci: Estimate | None = None,
+    origin: str = "",
+) -> dict[str, Any]:
+    """``wakeup_cpu_us``, the plane's slope over the fit points' ``wakeups`` per request,
+    and with the host's cache-cooling fit (:func:`meshsim.calibrate.cache_cooling.fit_decay`)
+    ``wakeup_cache_decay_ms``; the same for every calibrated proxy."""
+    cooled = (
+        ", each counted as the share of a cold one that its mean sleep cooled "
+        "(1 - exp(-sleep / wakeup_cache_decay_ms), the sleep from the sidecar's idle time "
+        "and switches per request): a fully cold wake-up's CPU"
+        if decay
+        else ""
+    )
+    out = {
+        "wakeup_cpu_us": param(
+            cost_us,
+            "us",
+            src,
+            "slope of the sidecars' process CPU per request against "
+            "their voluntary context switches per request (/proc/PID/task/*/status)"
+            f"{cooled}, fitted jointly with KiB over {len(wakeups)} points "
+            f"({min(wakeups):.2f}..{max(wakeups):.2f} {'cold-equivalent ' if decay else ''}"
+            f"wake-ups per request){origin}",
+            ci,
+        )
+    }
+    if decay:
+        out["wakeup_cache_decay_ms"] = param(
+            decay["decay_ms"],
+            "ms",
+            src,
+            "time constant of a pinned process's 1 MiB walk growing with the sleep before it "
+            f"(meshsim/calibrate/cache_cooling.py): {decay['cold_floor_us']:.0f} us woken at "
+            f"once, + {decay['amplitude_us']:.0f} us (1 - exp(-sleep / decay)), rms "
+            f"{decay['rms_us']:.1f} us",
+        )
+    return out
+
+
+def tls_request_param(src: str, tls: LineFit, *, ci: bool = False) -> dict[str, Any]:
+    """``tls_request_cpu_us``: the intercept of the (mTLS - plain) line, for every
+    calibrated proxy (``ci``: its bootstrap CI as the range)."""
     return param(
-        decay["decay_ms"],
-        "ms",
+        max(tls.intercept.value, 0.0),
+        "us",
         src,
-        "time constant of a pinned process's 1 MiB walk growing with the sleep before it "
-        f"(meshsim/calibrate/cache_cooling.py): {decay['cold_floor_us']:.0f} us woken at "
-        f"once, + {decay['amplitude_us']:.0f} us (1 - exp(-sleep / decay)), rms "
-        f"{decay['rms_us']:.1f} us",
+        "intercept of (mTLS - plain) process "
+        "CPU per request (less wake-ups) against KiB moved: the TLS calls' fixed cost",
+        tls.intercept if ci else None,
     )
 
 
@@ -261,13 +287,7 @@ def _tls(src: str, costs: ConfigCosts, hs: Handshake) -> dict[str, Any]:
         ),
     }
     if tls is not None:
-        params["tls_request_cpu_us"] = param(
-            max(tls.intercept.value, 0.0),
-            "us",
-            src,
-            "intercept of (mTLS - plain) process "
-            "CPU per request (less wake-ups) against KiB moved: the TLS calls' fixed cost",
-        )
+        params["tls_request_cpu_us"] = tls_request_param(src, tls)
     return params
 
 

@@ -95,7 +95,6 @@ def rescale_wakeups(
     decay_ms = float(decay["value"]) if decay and decay.get("value") else None
     lab = [lab_wakeups(r, decay_ms) for r in rows]
     cost = per_switch
-    charged = float(param["value"])  # what the model file charges the next simulation
     rounds: list[dict[str, float]] = []
     simulated: list[float] = []
     for _ in range(MAX_ROUNDS):
@@ -105,8 +104,9 @@ def rescale_wakeups(
             key = (r["config"], r["payload_bytes"], r["rps"], r["connections"])
             if key not in by_point:
                 pred = predict(model_path, fit, r, duration_s=duration_s)
-                # Wake-ups in cold ones: the CPU they were charged over the cost charged.
-                by_point[key] = float(pred["wakeup_cpu_us_per_request"]) / charged
+                # Wake-ups in cold ones: the CPU they were charged over the cost the model
+                # file charged (``param`` is its entry, which _write_cost updates).
+                by_point[key] = float(pred["wakeup_cpu_us_per_request"]) / float(param["value"])
         simulated = [
             by_point[(r["config"], r["payload_bytes"], r["rps"], r["connections"])] for r in rows
         ]
@@ -119,7 +119,6 @@ def rescale_wakeups(
         moved = abs(new - cost) / cost
         cost = new
         _write_cost(model_path, doc, fit, cost, per_switch)
-        charged = round(cost, 3)  # as written
         log(f"wake-up cost: {cost:.1f} us per simulated wake-up (moved {moved:.1%})")
         if moved < TOLERANCE:
             break
