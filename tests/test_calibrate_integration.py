@@ -35,6 +35,16 @@ def test_calibrate_quick_then_validate(tmp_path: Path) -> None:
     assert fit["held_out_count"] >= 3
     assert fit["service_time"]["dist"] in ("lognormal", "gamma", "empirical")
     assert fit["machine"]["python"]
+    # The CPU-limited points: both limits at the lowest held-out load where the host lets the
+    # lab make a CPU cgroup, else none and the reason why.
+    limits = fit["cpu_limits"]
+    if limits["shares"]:
+        assert len(fit["throttled"]) == len(limits["shares"]) == 2
+        cgroups = [fit["points"][i]["cgroup"] for i in fit["throttled"]]
+        assert all(c["limit_m"] > 0 and c["nr_periods"] > 0 for c in cgroups)
+    else:
+        assert limits["reason"]
+        assert not fit["throttled"]
     r = CliRunner().invoke(
         cli,
         [
@@ -55,6 +65,9 @@ def test_calibrate_quick_then_validate(tmp_path: Path) -> None:
     doc = json.loads(r.output)
     assert doc["rows"]
     assert any(row["saturation"] for row in doc["rows"])
+    limited = [row for row in doc["rows"] if row["cpu_limit_m"] is not None]
+    assert len(limited) == len(fit["throttled"])
+    assert all("throttled_share" in row["predicted"] for row in limited)
     assert all(Path(p).exists() for p in doc["figures"])
     # Impossible thresholds fail with exit status 1.
     r = CliRunner().invoke(

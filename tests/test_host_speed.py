@@ -249,6 +249,18 @@ def test_the_lab_records_the_bins_and_replays_them_around_a_mean_of_1() -> None:
     assert nodes[0]["slow_share"] == 0.0
 
 
+def test_a_stall_longer_than_the_scenarios_ceiling_replays_at_the_ceiling() -> None:
+    """One 1 ms bin that took 113 times the mean (a quick calibration's, while other work
+    shared the host) replays as 100x, which a scenario accepts; the rest are unchanged."""
+    bins = [100] * 999 + [11352]
+    spec = host_phases.replay_spec(bins)
+    assert spec is not None
+    assert max(spec["trace"]) == host_phases.MAX_REPLAY_FACTOR == 100.0
+    mean = (999 * 100 + 11352) / 1000
+    assert spec["trace"][0] == round(100 / mean, 3)
+    from_dict(_one_service(spec))  # accepted
+
+
 def test_a_traced_record_is_speed_adjusted_by_the_traces_time_averages() -> None:
     """Fit points whose traces average 100 us per chunk on both cores; a held-out point's
     two passes 200 and 300 us on core 0 (median 250) and 50 on core 1: factors 2.5 and 0.5,

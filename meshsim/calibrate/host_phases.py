@@ -156,6 +156,10 @@ def merge_traces(records: Iterable[Mapping[str, Sequence[int]] | None]) -> dict[
     return out
 
 
+MAX_REPLAY_FACTOR = 100.0
+"""The largest multiple of its CPU cost a burst may take in ``cluster.host_speed``."""
+
+
 def replay_spec(bins: Sequence[int]) -> dict[str, Any] | None:
     """The ``cluster.host_speed`` that replays a core's ``host_trace`` around a mean of 1
     (see :func:`host_speed_spec`); None for an empty trace."""
@@ -163,6 +167,9 @@ def replay_spec(bins: Sequence[int]) -> dict[str, Any] | None:
         return None
     arr = np.maximum(np.asarray(bins, dtype=float), 1.0)  # a bin of 0 % is not a speed
     arr /= arr.mean()
+    # A stall of over a hundred bins' time in one bin (seen once: 113x, while other work
+    # shared the host) replays as the ceiling a scenario's host speed accepts.
+    arr = np.minimum(arr, MAX_REPLAY_FACTOR)
     return {"trace": [round(float(v), 3) for v in arr], "trace_bin_ms": BIN_S * 1e3}
 
 

@@ -463,7 +463,7 @@ class Lab:
             speed=speed.point_speed(speed_before, speed_after, speed_during),
             host_phases=host_phases.point_phases(phases_before, phases_after),
             host_trace=host_phases.point_trace(phases_before, phases_after)
-            if point.role == "held_out"
+            if point.role in ("held_out", "throttled")
             else {},
             wake_latency_us=wake_latency.point_wakeups(wake_before, wake_after),
             wake_latency_cross_us=wake_latency.point_wakeups(wake_before, wake_after, "cross"),

@@ -66,12 +66,15 @@ def lab_scenario(
     phases: Mapping[str, Mapping[str, float]] | None = None,
     trace: Mapping[str, Sequence[int]] | None = None,
     wakeups: Mapping[str, Mapping[str, float]] | None = None,
+    cpu_limit_m: float | None = None,
 ) -> dict[str, Any]:
     """The lab as a scenario; ``cpu_scale`` multiplies the echo's (``echo``) and the load
     generator's (``load_generator``) CPU per request (see :func:`speed_scales`); ``trace``
     or ``phases`` (a point's ``host_trace`` or ``host_phases``, per lab core) give each node
     its core's fast and slow phases (:func:`host_speed`); ``wakeups`` (a point's
-    ``wake_latency_us``) its core's wake-up latency (:func:`wakeup_latency`)."""
+    ``wake_latency_us``) its core's wake-up latency (:func:`wakeup_latency`);
+    ``cpu_limit_m`` limits the server sidecar as a ``throttled`` point did
+    (:func:`limit_server_sidecar`)."""
     scale = cpu_scale or {}
     lab = fit["lab"]
     payload = int(point["payload_bytes"])
@@ -120,7 +123,7 @@ def lab_scenario(
         # without proxies at this load and keep-alive, occupies the client node.
         lg_us = float(lg_cpu) * scale.get("load_generator", 1.0)
         workload["client_cpu_ms"] = {"dist": "constant", "mean": lg_us / 1000.0}
-    return {
+    doc = {
         "meshsim": 1,
         "name": "calibration-lab",
         "seed": seed,
@@ -156,6 +159,29 @@ def lab_scenario(
             },
         },
     }
+    return doc if cpu_limit_m is None else limit_server_sidecar(doc, cpu_limit_m)
+
+
+def limit_server_sidecar(
+    doc: dict[str, Any], limit_m: float | None, *, period_ms: float = 100.0
+) -> dict[str, Any]:
+    """The lab scenario ``doc`` with its server sidecar limited to ``limit_m`` millicores
+    (None: no limit) by CFS bandwidth control in ``period_ms`` periods, as the lab's
+    ``throttled`` points limit it (:mod:`meshsim.calibrate.throttle`).
+
+    Limits need the fair scheduler (``cluster.scheduler: cfs``), which the unlimited points'
+    validation does not use (fcfs validates as well or better there: the README's scheduler
+    comparison). Every container gets the same smallest CPU request, so the same weight: in
+    the lab every process is a plain process of equal weight, and only the limit differs."""
+    equal = {"requests": {"cpu": "2m"}}
+    server = equal if limit_m is None else {**equal, "limits": {"cpu": f"{limit_m:g}m"}}
+    out = {**doc, "cluster": {**doc["cluster"], "scheduler": "cfs", "cfs_period_ms": period_ms}}
+    out["services"] = [
+        {**svc, "resources": equal, "proxy_resources": server} for svc in doc["services"]
+    ]
+    istio = {**doc["mesh_options"]["istio"], "proxy_resources": equal}
+    out["mesh_options"] = {**doc["mesh_options"], "istio": istio}
+    return out
 
 
 def node_cores(fit: Mapping[str, Any]) -> list[str]:
@@ -220,7 +246,11 @@ def predict(
     phases: Mapping[str, Mapping[str, float]] | None = None,
     trace: Mapping[str, Sequence[int]] | None = None,
     wakeups: Mapping[str, Mapping[str, float]] | None = None,
+    cpu_limit_m: float | None = None,
 ) -> dict[str, float]:
+    """One simulated run of the lab at ``point`` (see :func:`lab_scenario` for the options):
+    the load's latency percentiles (ms) and throughput, the sidecars' wake-ups, and with
+    ``cpu_limit_m`` the server sidecar's cgroup counters over the measured window."""
     from meshsim.api import run_scenario
     from meshsim.results.summary import build_summary
     from meshsim.scenario import from_dict
@@ -234,6 +264,7 @@ def predict(
         phases=phases,
         trace=trace,
         wakeups=wakeups,
+        cpu_limit_m=cpu_limit_m,
     )
     out = build_summary(run_scenario(from_dict(doc)))["runs"]["istio"]
     w = out["workloads"]["load"]
@@ -254,6 +285,23 @@ def predict(
         "wakeup_cpu_us_per_request": wake_cpu_us,
         "saturated": bool(out.get("saturated", False)),
         **{k: w[k] for k in ("requests_per_release",) if k in w},
+        **(throttling(out, doc) if cpu_limit_m is not None else {}),
+    }
+
+
+SERVER_SIDECAR_CGROUP = "echo-v1-0/sidecar"
+"""The simulated lab's server sidecar in ``summary.json``'s ``cgroups``."""
+
+
+def throttling(run: Mapping[str, Any], doc: Mapping[str, Any]) -> dict[str, float]:
+    """The server sidecar's CFS bandwidth counters in a simulated run, as the lab reads
+    ``cpu.stat``: periods, throttled periods, throttled seconds, and the measured window."""
+    group: Mapping[str, Any] = run.get("cgroups", {}).get(SERVER_SIDECAR_CGROUP, {})
+    return {
+        "nr_periods": group.get("nr_periods", 0),
+        "nr_throttled": group.get("nr_throttled", 0),
+        "throttled_s": group.get("throttled_s", 0.0),
+        "window_s": float(doc["duration_s"]) - float(doc["warmup_s"]),
     }
 
 

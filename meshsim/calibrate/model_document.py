@@ -421,4 +421,8 @@ def fit_record(
         "points": [point_row(m) for m in pts],
         "held_out": [i for i, m in enumerate(pts) if m.point.role == "held_out"],
         "held_out_count": len(held),
+        # The same held-out loads with the server sidecar under a CPU limit, and why there
+        # are none where the host had no writable CPU cgroup (meshsim.calibrate.throttle).
+        "throttled": [i for i, m in enumerate(pts) if m.point.role == "throttled"],
+        "cpu_limits": data.get("cpu_limits"),
     }

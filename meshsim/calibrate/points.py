@@ -9,7 +9,7 @@ turned into rates by :func:`scale`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -47,12 +47,18 @@ class Point:
     proxied: bool = True
     duration_s: float = 3.0
     role: str = "fit"
-    """``fit`` (used by the fit), ``held_out`` (used only to validate predictions) or
-    ``baseline`` (load generator -> echo at a held-out load: the latency outside the proxies
-    that the prediction adds to the simulated proxy path; never compared with a prediction)."""
+    """``fit`` (used by the fit), ``held_out`` (used only to validate predictions),
+    ``throttled`` (held out too, with the server sidecar under a CPU limit: see
+    ``cpu_limit``) or ``baseline`` (load generator -> echo at a held-out load: the latency
+    outside the proxies that the prediction adds to the simulated proxy path; never compared
+    with a prediction)."""
     repeat: int = 0
     """Which pass over the held-out loads: they are measured in several passes, minutes apart,
     so that the lab's run-to-run spread is measured with them."""
+    cpu_limit: float | None = None
+    """``throttled`` points: the server sidecar's CPU limit as a multiple of the CPU it used
+    at the same load without one, in the same pass (the lab turns it into millicores there:
+    :func:`meshsim.calibrate.throttle.limit_m`)."""
 
 
 @dataclass
@@ -106,6 +112,11 @@ class Measured:
     (:mod:`meshsim.calibrate.wake_latency`; empty: older records)."""
     wake_latency_cross_us: dict[str, dict[str, float]] = field(default_factory=dict)
     """The same, sent from the other lab core."""
+    cgroup: dict[str, Any] = field(default_factory=dict)
+    """``throttled`` points: the server sidecar's CPU cgroup over the load, as
+    :func:`meshsim.calibrate.throttle.measure_point` records it: ``limit_m``, ``period_ms``,
+    ``version`` and ``cpu.stat``'s ``nr_periods``, ``nr_throttled`` and ``throttled_s``
+    (empty for other points)."""
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -124,18 +135,34 @@ class Measured:
 
 def point_line(i: int, total: int, p: Point, m: Measured) -> str:
     """The progress line of the ``i``-th (0-based) of ``total`` measured points."""
+    limit = f" limit {m.cgroup['limit_m']:g}m" if m.cgroup else ""
     return (
         f"[{i + 1}/{total}] {p.config.name} {p.payload}B "
         f"{f'pass {p.repeat + 1} ' if p.role != 'fit' else ''}"
         f"{'sat' if p.rps == 0 else f'{p.rps:g}rps'} "
-        f"{'proxied' if p.proxied else 'direct'} {p.role}: "
+        f"{'proxied' if p.proxied else 'direct'} {p.role}{limit}: "
         f"{m.achieved_rps:.0f} rps, p50 {m.latency_ms['p50']:.3f} ms, "
         f"p99 {m.latency_ms['p99']:.3f} ms"
+        + (
+            f", throttled in {m.cgroup['nr_throttled']} of {m.cgroup['nr_periods']} periods"
+            if m.cgroup
+            else ""
+        )
     )
 
 
+THROTTLED_FRACTIONS = (0.2, 0.5)
+"""The held-out loads (fractions of capacity) measured again under CPU limits."""
+QUICK_THROTTLED_FRACTIONS = (0.2,)
+
+
 def grid(
-    quick: bool, *, mtls: bool = True, filters: bool = True, keep_alive_off: bool = True
+    quick: bool,
+    *,
+    mtls: bool = True,
+    filters: bool = True,
+    keep_alive_off: bool = True,
+    cpu_limits: Sequence[float] = (),
 ) -> list[Point]:
     """The measurement grid. Loads are fractions of an estimated capacity, set by the caller.
 
@@ -145,6 +172,9 @@ def grid(
     and the spread between its passes is the lab's own noise, against which a prediction's
     error is judged. ``mtls``, ``filters`` and ``keep_alive_off`` False leave out the
     configurations a proxy under test cannot be set to (:mod:`meshsim.calibrate.proxycmd`).
+    Each of ``cpu_limits`` (multiples of the server sidecar's use) adds, in every pass, a
+    ``throttled`` point right after the plain held-out point at each of
+    :data:`THROTTLED_FRACTIONS`: the limit is set from the use measured just before it.
     """
     base = LabConfig()
     # Three fit loads and a closed loop, so that the wake-up fit spans from about one sleep
@@ -188,8 +218,14 @@ def grid(
             pts.append(Point(base, pay, 0.1, conns, True, dur, "fit"))
             pts.append(Point(cfg, pay, 0.1, conns, True, dur, "fit"))
     held: list[Point] = []
+    throttled_at = QUICK_THROTTLED_FRACTIONS if quick else THROTTLED_FRACTIONS
     for f in fracs_held:
         held.append(Point(base, main_pay, f, conns, True, dur, "held_out"))
+        if f in throttled_at:
+            held += [
+                Point(base, main_pay, f, conns, True, dur, "throttled", cpu_limit=x)
+                for x in cpu_limits
+            ]
         held.append(Point(base, main_pay, f, conns, False, dur, "baseline"))
     held.append(Point(base, main_pay, 0.0, closed, True, dur, "held_out"))  # saturation
     if not quick:

@@ -1,23 +1,34 @@
 """The calibration lab with a CPU limit on the proxy under test, measured and predicted.
 
-:func:`measure` puts the lab's server sidecar in a cgroup with a CPU limit
-(:mod:`meshsim.calibrate.cgroup`: ``cpu.max``, or the v1 controller's quota) and measures a
-held-out point as the validation does (latency from the intended send time, throughput),
-plus the cgroup's ``cpu.stat`` over the run: periods, throttled periods, throttled time.
-:func:`predict` simulates the same point with the calibrated model under the fair scheduler,
-with the server sidecar given the same limit, and returns the same figures, so the two can
-be set side by side (:func:`study`). In the lab every process is a plain process of equal
-weight, so the simulated lab gives every container the same (smallest) CPU request.
+Every calibration measures ``throttled`` points (:data:`CPU_LIMITS`): in each pass over the
+held-out loads, right after an unlimited point, the same load again with the server sidecar
+in a cgroup of its own (:mod:`meshsim.calibrate.cgroup`: ``cpu.max``, or the v1
+controller's quota) limited to a multiple of the CPU it just used (:func:`limit_m`,
+:func:`measure_point`), with the cgroup's ``cpu.stat`` over the run: periods, throttled
+periods, throttled time. The validation predicts them with the same limit under the fair
+scheduler (:func:`meshsim.calibrate.lab_scenario.limit_server_sidecar`). In the lab every
+process is a plain process of equal weight, so the simulated lab gives every container the
+same (smallest) CPU request.
+
+:func:`study` does the same by hand for any (load, limit) against a calibrated model, and
+:func:`compare_schedulers` predicts the unlimited points under both schedulers.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from meshsim.calibrate.cgroup import CpuCgroup, Support, probe
+from meshsim.calibrate.points import Measured, Point
+
+if TYPE_CHECKING:
+    from meshsim.calibrate.lab import Lab
+    from meshsim.calibrate.validate import Comparison
 
 
 def lab_point(fit: dict[str, Any], rps: float, config: str = "plain-ka-f0") -> dict[str, Any]:
@@ -31,6 +42,105 @@ def lab_point(fit: dict[str, Any], rps: float, config: str = "plain-ka-f0") -> d
     raise KeyError(f"no held-out point {config} at {rps} rps")
 
 
+CPU_LIMITS = (1.5, 1.1)
+"""The lab's CPU limits on the server sidecar (``throttled`` points), as multiples of the
+CPU it used at the same load without one: a generous limit, spent only in periods that cost
+half again the average (a burst of arrivals, the host's slow phases), and a tight one, spent
+in about every period above the average. Both leave the sidecar enough on average, so their
+p50 and p99 are latencies to judge, not a backlog that grows with the run: at 0.85x, run H's
+lab fell behind at 7538 rps (p50 278 ms, reports/validation/cpu-limits.md)."""
+
+
+def limit_m(unlimited: Measured, share: float) -> float:
+    """``share`` of the server sidecar's CPU at an unlimited point, in millicores."""
+    cores = unlimited.achieved_rps * unlimited.process_cpu_us_per_request["server_sidecar"] / 1e6
+    return round(1000.0 * cores * share, 1)
+
+
+def measure_point(
+    lab: Lab, point: Point, limit: float | None, support: Support, *, seed: int = 1
+) -> Measured:
+    """``lab.measure(point)`` with the server sidecar in a CPU cgroup of its own limited to
+    ``limit`` millicores, its ``cpu.stat`` over the point in :attr:`Measured.cgroup`.
+
+    The weight is a plain nice-0 process's (``cpu.shares`` 1024), like every other lab
+    process: only the limit differs from the unlimited lab."""
+    lab.reconfigure(point.config)
+    assert lab.server is not None
+    with CpuCgroup(
+        f"meshsim-lab-{os.getpid()}", limit_m=limit, request_m=1000.0, support=support
+    ) as cg:
+        cg.add(lab.server.pids())
+        before = cg.stat()
+        m = lab.measure(point, seed=seed)
+        d = cg.stat() - before
+    m.cgroup = {
+        "limit_m": limit,
+        "period_ms": cg.period_us / 1000.0,
+        "version": support.version,
+        "nr_periods": d.nr_periods,
+        "nr_throttled": d.nr_throttled,
+        "throttled_s": round(d.throttled_s, 4),
+        "window_s": point.duration_s,
+    }
+    return m
+
+
+def measure_grid_point(
+    lab: Lab,
+    point: Point,
+    unlimited: dict[tuple[str, int, float, int], Measured],
+    support: Support,
+    *,
+    seed: int,
+) -> Measured:
+    """One point of the calibration grid. A ``throttled`` point is limited to its multiple
+    of what the server sidecar used at the unlimited point of its load in its pass, measured
+    just before it; ``unlimited`` holds those, by load and pass, and this keeps it current."""
+    key = (point.config.name, point.payload, point.rps, point.repeat)
+    if point.role == "throttled" and point.cpu_limit is not None:
+        limit = limit_m(unlimited[key], point.cpu_limit)
+        return measure_point(lab, point, limit, support, seed=seed)
+    m = lab.measure(point, seed=seed)
+    if point.role == "held_out":
+        unlimited[key] = m
+    return m
+
+
+def _share(throttled: float, periods: float) -> float:
+    return throttled / periods if periods else 0.0
+
+
+def merge_cgroups(passes: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """A throttled point's cgroup over its passes: the medians of the limit, of the share of
+    periods throttled and of the throttled time per second of load, with their ranges
+    (each pass sets its own limit from its own unlimited point)."""
+    limits = [float(c["limit_m"]) for c in passes]
+    shares = [_share(c["nr_throttled"], c["nr_periods"]) for c in passes]
+    per_s = [1000.0 * c["throttled_s"] / c["window_s"] for c in passes]
+    return {
+        "limit_m": round(float(np.median(limits)), 1),
+        "limit_range_m": [min(limits), max(limits)],
+        "throttled_share": round(float(np.median(shares)), 4),
+        "throttled_share_range": [round(min(shares), 4), round(max(shares), 4)],
+        "throttled_ms_per_s": round(float(np.median(per_s)), 2),
+        "throttled_ms_per_s_range": [round(min(per_s), 2), round(max(per_s), 2)],
+    }
+
+
+def measured_throttling(merged: Mapping[str, Any]) -> dict[str, float]:
+    """The figures a throttled point's prediction is set beside (:func:`merge_cgroups`)."""
+    return {k: merged[k] for k in ("throttled_share", "throttled_ms_per_s")}
+
+
+def predicted_throttling(predicted: Mapping[str, Any]) -> dict[str, float]:
+    """The same figures from a simulated run (:func:`meshsim.calibrate.lab_scenario.throttling`)."""
+    return {
+        "throttled_share": round(_share(predicted["nr_throttled"], predicted["nr_periods"]), 4),
+        "throttled_ms_per_s": round(1000.0 * predicted["throttled_s"] / predicted["window_s"], 2),
+    }
+
+
 def scenario(
     model_path: Path,
     fit: dict[str, Any],
@@ -41,21 +151,12 @@ def scenario(
     period_ms: float = 100.0,
     seed: int = 1,
 ) -> dict[str, Any]:
-    """The validation's lab scenario under the fair scheduler, the server sidecar limited."""
-    from meshsim.calibrate.lab_scenario import lab_scenario
+    """The validation's lab scenario under the fair scheduler, the server sidecar limited
+    (:func:`meshsim.calibrate.lab_scenario.limit_server_sidecar`)."""
+    from meshsim.calibrate.lab_scenario import lab_scenario, limit_server_sidecar
 
     doc = lab_scenario(model_path, fit, point, duration_s=duration_s, seed=seed)
-    doc["cluster"] = {**doc["cluster"], "scheduler": "cfs", "cfs_period_ms": period_ms}
-    equal = {"requests": {"cpu": "2m"}}
-    server = dict(equal)
-    if limit_m is not None:
-        server = {**equal, "limits": {"cpu": f"{limit_m:g}m"}}
-    for svc in doc["services"]:
-        svc["resources"] = equal
-        svc["proxy_resources"] = server
-    istio = {**doc["mesh_options"]["istio"], "proxy_resources": equal}
-    doc["mesh_options"] = {**doc["mesh_options"], "istio": istio}
-    return doc
+    return limit_server_sidecar(doc, limit_m, period_ms=period_ms)
 
 
 def predict(
@@ -67,6 +168,7 @@ def predict(
     duration_s: float = 5.0,
 ) -> dict[str, Any]:
     from meshsim.api import run_scenario
+    from meshsim.calibrate.lab_scenario import throttling
     from meshsim.results.summary import build_summary
     from meshsim.scenario import from_dict
 
@@ -74,15 +176,11 @@ def predict(
     run = build_summary(run_scenario(from_dict(doc)))["runs"]["istio"]
     load = run["workloads"]["load"]
     lat = load["latency_ms"]
-    group: Mapping[str, Any] = run.get("cgroups", {}).get("echo-v1-0/sidecar", {})
     return {
         "p50_ms": lat["p50"],
         "p99_ms": lat["p99"],
         "rps": load["achieved_rps"],
-        "nr_periods": group.get("nr_periods", 0),
-        "nr_throttled": group.get("nr_throttled", 0),
-        "throttled_s": group.get("throttled_s", 0.0),
-        "window_s": doc["duration_s"] - doc["warmup_s"],
+        **throttling(run, doc),
     }
 
 
@@ -113,26 +211,14 @@ def measure(
     )
     lab = Lab(workdir)
     try:
-        lab.reconfigure(cfg)
-        assert lab.server is not None
-        # Weight of a plain nice-0 process (cpu.shares 1024), like every other lab process:
-        # only the limit differs from the unlimited lab.
-        with CpuCgroup(
-            f"meshsim-lab-{os.getpid()}", limit_m=limit_m, request_m=1000.0, support=support
-        ) as cg:
-            cg.add(lab.server.pids())
-            before = cg.stat()
-            m = lab.measure(p)
-            d = cg.stat() - before
+        m = measure_point(lab, p, limit_m, support)
     finally:
         lab.close()
     return {
         "p50_ms": m.latency_ms["p50"],
         "p99_ms": m.latency_ms["p99"],
         "rps": m.achieved_rps,
-        "nr_periods": d.nr_periods,
-        "nr_throttled": d.nr_throttled,
-        "throttled_s": round(d.throttled_s, 4),
+        **{k: m.cgroup[k] for k in ("nr_periods", "nr_throttled", "throttled_s")},
         "cgroup": f"v{support.version}",
         "server_sidecar_cpu_us_per_request": m.process_cpu_us_per_request.get("server_sidecar"),
     }
@@ -203,3 +289,39 @@ def compare_schedulers(model_path: Path, *, duration_s: float = 4.0) -> list[dic
                           for s, pred in (("fcfs", fcfs), ("cfs", cfs))},
         })  # fmt: skip
     return rows
+
+
+def throttled_table(rows: Sequence[Comparison]) -> str:
+    """The throttled points: the limit (and its range over the passes), the share of periods
+    throttled and the throttled time per second, measured and predicted (speed-adjusted
+    where probed), and the latency errors the goals judge ("" without such points)."""
+    sel = [r for r in rows if r.cpu_limit_m is not None]
+    if not sel:
+        return ""
+    lines = [
+        f"{'config':<12} {'load':>12} {'limit range m':>14}  {'throttled periods meas/pred':>28}"
+        f"  {'throttled ms/s meas/pred':>25}  {'p50 err%':>8} {'p99 err%':>8}"
+    ]
+    from meshsim.calibrate.validate import load_label
+
+    for r in sel:
+        pred = r.predicted_speed_adjusted or r.predicted
+        cg = r.point["cgroup"]
+        lo, hi = cg["limit_range_m"]
+        lo_s, hi_s = cg["throttled_share_range"]
+        share = f"{cg['throttled_share']:.2f} ({lo_s:.2f}-{hi_s:.2f})/{pred['throttled_share']:.2f}"
+        per_s = f"{cg['throttled_ms_per_s']:.1f}/{pred['throttled_ms_per_s']:.1f}"
+
+        def err(k: str, r: Comparison = r) -> str:
+            return f"{r.checked_error(k):+7.1f}" + ("*" if k in r.checked else " ")
+
+        lines.append(
+            f"{r.point['config']:<12} {load_label(r):>12} {f'{lo:.0f}-{hi:.0f}':>14}  "
+            f"{share:>28}  {per_s:>25}  {err('p50'):>8} {err('p99'):>8}"
+        )
+    lines.append(
+        "limit = the server sidecar's CPU limit (median over passes after the @); throttled "
+        "periods = the share of CFS periods throttled (cpu.stat nr_throttled / nr_periods), "
+        "median (range over passes) / predicted; errors as in the held-out table (* = checked)"
+    )
+    return "\n".join(lines)

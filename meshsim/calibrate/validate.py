@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from meshsim.calibrate import host_phases, speed, wake_latency
+from meshsim.calibrate import host_phases, speed, throttle, wake_latency
 from meshsim.calibrate.calibration import load_fit
 from meshsim.calibrate.lab_scenario import baseline_for as baseline_for
 from meshsim.calibrate.lab_scenario import colocated_cpu as colocated_cpu
@@ -62,6 +62,10 @@ class Comparison:
     speed_factors: dict[str, Any] = field(default_factory=dict)
     """:func:`speed_scales`: the point's probe time over the fit's, per core and as applied."""
     speed_note: str = ""
+    cpu_limit_m: float | None = None
+    """``throttled`` points: the server sidecar's CPU limit (median over the passes); the
+    measured and predicted figures then include ``throttled_share`` (throttled periods over
+    periods) and ``throttled_ms_per_s``."""
 
     @property
     def checked_against(self) -> str:
@@ -77,6 +81,7 @@ class Comparison:
             "config": self.point["config"],
             "payload_bytes": self.point["payload_bytes"],
             "rps": self.point["rps"],
+            "cpu_limit_m": self.cpu_limit_m,
             "saturation": self.saturation,
             "measured_proxy_utilisation": round(self.utilisation, 3),
             "measured_core_utilisation": round(self.core_utilisation, 3),
@@ -115,12 +120,13 @@ def core_utilisation(point: dict[str, Any], placement: dict[str, Any]) -> float:
 
 
 def held_out_points(rows: list[dict[str, Any]], held: list[int]) -> list[list[dict[str, Any]]]:
-    """The held-out rows grouped by point (configuration, payload, load), passes together,
-    in the order first measured."""
+    """The held-out (or throttled) rows grouped by point (configuration, payload, load, CPU
+    limit), passes together, in the order first measured."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for i in held:
         r = rows[i]
-        groups.setdefault((r["config"], r["payload_bytes"], r["rps"]), []).append(r)
+        key = (r["config"], r["payload_bytes"], r["rps"], r.get("cpu_limit"))
+        groups.setdefault(key, []).append(r)
     return list(groups.values())
 
 
@@ -162,6 +168,8 @@ def merge_passes(passes: list[dict[str, Any]]) -> dict[str, Any]:
     for kind in ("wake_latency_us", "wake_latency_cross_us"):
         merged[kind] = wake_latency.merge(p.get(kind) for p in passes) or None
     merged.pop("latency_parts_ms", None)
+    if first.get("cgroup"):
+        merged["cgroup"] = throttle.merge_cgroups([p["cgroup"] for p in passes])
     merged["passes_range"] = {
         **{
             k: [min(p["latency_ms"][k] for p in passes), max(p["latency_ms"][k] for p in passes)]
@@ -248,8 +256,10 @@ def _rounded(scales: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def load_label(r: Comparison) -> str:
-    """A held-out point's load as the tables show it: its rate, or ``sat`` (closed loop)."""
-    return "sat" if r.saturation else f"{r.point['rps']:g}"
+    """A held-out point's load as the tables show it: its rate, or ``sat`` (closed loop);
+    with the server sidecar's CPU limit after an ``@`` on a throttled point."""
+    load = "sat" if r.saturation else f"{r.point['rps']:g}"
+    return load if r.cpu_limit_m is None else f"{load}@{r.cpu_limit_m:.0f}m"
 
 
 def _err(pred: float, meas: float) -> float:
@@ -268,11 +278,14 @@ def _compare(
 ) -> list[Comparison]:
     rows = fit["points"]
     out: list[Comparison] = []
-    for passes in held_out_points(rows, fit["held_out"]):
+    groups = held_out_points(rows, fit["held_out"])
+    groups += held_out_points(rows, fit.get("throttled") or [])
+    for passes in groups:
         p = merge_passes(passes)
         if p["filters"]:
             continue  # the Istio data plane has no native-filter knob (only wasm_filters)
-        pred = predict(model_path, fit, p, duration_s=duration_s)
+        limit = (p.get("cgroup") or {}).get("limit_m")
+        pred = predict(model_path, fit, p, duration_s=duration_s, cpu_limit_m=limit)
         scales, speed_note = speed_scales(fit, passes, baseline_for(fit, p))
         adjusted: dict[str, float] = {}
         if scales:
@@ -285,9 +298,15 @@ def _compare(
                 phases=p.get("host_phases"),
                 trace=p.get("host_trace"),
                 wakeups=p.get("wake_latency_us"),
+                cpu_limit_m=limit,
             )
         lat = p["latency_ms"]
         meas = {"p50": lat["p50"], "p90": lat["p90"], "p99": lat["p99"], "rps": p["achieved_rps"]}
+        if limit is not None:
+            meas.update(throttle.measured_throttling(p["cgroup"]))
+            for figures_ in (pred, adjusted):
+                if figures_:
+                    figures_.update(throttle.predicted_throttling(figures_))
         wake = p.get("wakeups_per_request") or {}
         if "client_sidecar" in wake and "server_sidecar" in wake:
             meas["wakeups_per_request"] = (wake["client_sidecar"] + wake["server_sidecar"]) / 2
@@ -324,6 +343,7 @@ def _compare(
                 error_pct_speed_adjusted=adjusted_errs,
                 speed_factors=_rounded(scales),
                 speed_note=speed_note,
+                cpu_limit_m=limit,
             )
         )
     return out
@@ -334,12 +354,13 @@ def failures(rows: list[Comparison], max_p50: float, max_p99: float, max_rps: fl
     bad = []
     for r in rows:
         adjusted = r.checked_against == "speed_adjusted"
+        limit = "" if r.cpu_limit_m is None else f" under a {r.cpu_limit_m:.0f}m CPU limit"
         for k in r.checked:
             e = r.checked_error(k)
             if not abs(e) <= limits[k]:
                 bad.append(
                     f"{r.point['config']} {r.point['payload_bytes']}B "
-                    f"{'saturation' if r.saturation else r.point['rps']}: "
+                    f"{'saturation' if r.saturation else r.point['rps']}{limit}: "
                     f"{'speed-adjusted ' if adjusted else ''}{k} error "
                     f"{e:+.1f}% exceeds {limits[k]:g}%"
                     + (f" (raw {r.error_pct[k]:+.1f}%)" if adjusted else "")
@@ -349,7 +370,7 @@ def failures(rows: list[Comparison], max_p50: float, max_p99: float, max_rps: fl
 
 def table(rows: list[Comparison]) -> str:
     head = (
-        f"{'config':<12} {'bytes':>6} {'load':>9} {'proxy/core':>10}  "
+        f"{'config':<12} {'bytes':>6} {'load':>12} {'proxy/core':>10}  "
         f"{'p50 meas/pred ms':>18} {'err%':>7}  {'p90 err%':>8}  "
         f"{'p99 meas/pred ms':>18} {'err%':>7}  {'rps meas/pred':>15} {'err%':>7}"
         f"  {'speed':>5} {'adjusted err% p50':>17} {'p99':>8} {'rps':>8}"
@@ -372,7 +393,7 @@ def table(rows: list[Comparison]) -> str:
         )
 
         lines.append(
-            f"{r.point['config']:<12} {r.point['payload_bytes']:>6} {load:>9} "
+            f"{r.point['config']:<12} {r.point['payload_bytes']:>6} {load:>12} "
             f"{r.utilisation:>5.2f}/{r.core_utilisation:<4.2f}  "
             f"{m['p50']:>8.3f}/{p['p50']:<9.3f} {mark('p50')} "
             f"{e['p90']:+8.1f}  {m['p99']:>8.3f}/{p['p99']:<9.3f} {mark('p99')} "
@@ -396,7 +417,7 @@ def spread_table(rows: list[Comparison]) -> str:
     if not sel:
         return ""
     lines = [
-        f"{'config':<14} {'load':>9} {'passes':>6}  {'p50 range ms (pred)':>28}  "
+        f"{'config':<14} {'load':>12} {'passes':>6}  {'p50 range ms (pred)':>28}  "
         f"{'p99 range ms (pred)':>30}  {'rps range (pred)':>22}"
     ]
 
@@ -409,7 +430,7 @@ def spread_table(rows: list[Comparison]) -> str:
     for r in sel:
         load = load_label(r)
         lines.append(
-            f"{r.point['config']:<14} {load:>9} {r.passes:>6}  "
+            f"{r.point['config']:<14} {load:>12} {r.passes:>6}  "
             f"{cell(r, 'p50', 28, '.3f')}  {cell(r, 'p99', 30, '.2f')}  "
             f"{cell(r, 'rps', 22, '.0f')}"
         )
@@ -423,7 +444,7 @@ def speed_table(rows: list[Comparison]) -> str:
     if not sel:
         return ""
     lines = [
-        f"{'config':<14} {'load':>9}  {'cores':>15} {'sidecars':>8} {'echo':>5} {'lg':>5}  "
+        f"{'config':<14} {'load':>12}  {'cores':>15} {'sidecars':>8} {'echo':>5} {'lg':>5}  "
         f"{'p50 ms meas/raw/adj':>23}  {'p99 ms meas/raw/adj':>23}  {'rps meas/raw/adj':>20}"
     ]
     for r in sel:
@@ -435,7 +456,7 @@ def speed_table(rows: list[Comparison]) -> str:
             return f"{f'{m:{fmt}}/{raw:{fmt}}/{adj:{fmt}}':>{width}}"
 
         lines.append(
-            f"{r.point['config']:<14} {load_label(r):>9}  {cores:>15} {f['sidecars']:>8.2f} "
+            f"{r.point['config']:<14} {load_label(r):>12}  {cores:>15} {f['sidecars']:>8.2f} "
             f"{f['echo']:>5.2f} {f['load_generator']:>5.2f}  {cell('p50', '.3f', 23)}  "
             f"{cell('p99', '.2f', 23)}  {cell('rps', '.0f', 20)}"
         )
@@ -456,10 +477,10 @@ def _per_core_table(
     cores = sorted({c for r in sel for c in r.point[key]})
     width = len(title) + 7
     head = "  ".join(f"{'core ' + c + ' ' + title:>{width}}" for c in cores)
-    lines = [f"{'config':<14} {'load':>9}  {head}"]
+    lines = [f"{'config':<14} {'load':>12}  {head}"]
     for r in sel:
         cells = "  ".join(f"{cell(r, c):>{width}}" for c in cores)
-        lines.append(f"{r.point['config']:<14} {load_label(r):>9}  {cells}")
+        lines.append(f"{r.point['config']:<14} {load_label(r):>12}  {cells}")
     return "\n".join(lines)
 
 
@@ -495,11 +516,11 @@ def wakeup_table(rows: list[Comparison]) -> str:
     sel = [r for r in rows if "wakeups_per_request" in r.measured]
     if not sel:
         return ""
-    lines = [f"{'config':<14} {'load':>9}  {'wake-ups/request meas/pred':>27}"]
+    lines = [f"{'config':<14} {'load':>12}  {'wake-ups/request meas/pred':>27}"]
     for r in sel:
         load = load_label(r)
         lines.append(
-            f"{r.point['config']:<14} {load:>9}  "
+            f"{r.point['config']:<14} {load:>12}  "
             f"{r.measured['wakeups_per_request']:>13.3f}/"
             f"{r.predicted.get('wakeups_per_request', float('nan')):<13.3f}"
         )
@@ -516,9 +537,11 @@ def figures(rows: list[Comparison], out_dir: Path) -> list[Path]:
     paths = []
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     for ax, key in zip(axes, ("p50", "p90", "p99"), strict=True):
-        for cfg in sorted({r.point["config"] for r in rows}):
+        # One line per configuration over its loads; a CPU-limited point is not on it.
+        free = [r for r in rows if r.cpu_limit_m is None]
+        for cfg in sorted({r.point["config"] for r in free}):
             sel = sorted(
-                (r for r in rows if r.point["config"] == cfg), key=lambda r: r.measured["rps"]
+                (r for r in free if r.point["config"] == cfg), key=lambda r: r.measured["rps"]
             )
             xs = [r.measured["rps"] for r in sel]
             ax.plot(xs, [r.measured[key] for r in sel], "o", label=f"{cfg} measured")

@@ -22,6 +22,7 @@ from meshsim.calibrate.calibration import load_fit
 from meshsim.calibrate.decomposition import PointDecomposition, decompose
 from meshsim.calibrate.decomposition import render as render_decomposition
 from meshsim.calibrate.diagnosis import diagnose, fmt_ci
+from meshsim.calibrate.throttle import throttled_table
 from meshsim.calibrate.validate import (
     NO_PROBE,
     Comparison,
@@ -47,12 +48,12 @@ def run_delay_table(fit: dict[str, Any], rows: list[Comparison]) -> str:
     sel = [r for r in rows if r.point.get("run_delay_us_per_request")]
     if not sel:
         return ""
-    lines = [f"{'config':<14} {'load':>9}  " + " ".join(f"{n:>15}" for n in names) + "  (us)"]
+    lines = [f"{'config':<14} {'load':>12}  " + " ".join(f"{n:>15}" for n in names) + "  (us)"]
     for r in sel:
         d = r.point["run_delay_us_per_request"]
         load = load_label(r)
         lines.append(
-            f"{r.point['config']:<14} {load:>9}  "
+            f"{r.point['config']:<14} {load:>12}  "
             + " ".join(f"{d.get(n, float('nan')):>15.1f}" for n in names)
         )
     return "\n".join(lines)
@@ -89,6 +90,7 @@ def render(
     lines += ["", "| parameter | value | unit |", "|---|---:|---|"]
     lines += [f"| {n} | {p.value:g} | {p.unit} |" for n, p in model.parameters.items()]
     lines += ["", "## Held-out comparison", "", "```", table(rows), "```", ""]
+    lines += throttled_lines(fit, rows)
     lines += machine_speed_lines(fit, rows)
     lines += noise_lines(fit, rows)
     lines += [f"![{p.stem}](figures/{p.name})" for p in figs]
@@ -96,7 +98,7 @@ def render(
         lines += ["", "## Per-hop latency decomposition", "", render_decomposition(decomposition)]
     lines += goal_lines(rows, goals or GOALS)
     lines += ["", "## What the residuals point to", ""]
-    lines += [f"- {n}" for n in diagnose(fit, rows)] or ["- nothing beyond noise"]
+    lines += [f"- {n}" for n in diagnose(fit, unlimited(rows))] or ["- nothing beyond noise"]
     if bad:
         lines += ["", "## Threshold failures", ""] + [f"- {b}" for b in bad]
     return "\n".join(lines) + "\n"
@@ -242,9 +244,50 @@ def noise_lines(fit: dict[str, Any], rows: list[Comparison]) -> list[str]:
     return lines
 
 
+def unlimited(rows: list[Comparison]) -> list[Comparison]:
+    """The held-out points without a CPU limit (the throttled ones have their own section)."""
+    return [r for r in rows if r.cpu_limit_m is None]
+
+
+def throttled_lines(fit: dict[str, Any], rows: list[Comparison]) -> list[str]:
+    """The CPU-limited points' section, or why the record has none."""
+    head = ["## CPU-limited points", ""]
+    text = throttled_table(rows)
+    if text:
+        return [
+            *head,
+            "The plain held-out loads again, each right after its unlimited pass, with the "
+            "server sidecar in a CPU cgroup of its own limited to a multiple of the CPU it "
+            "had just used (CFS bandwidth control, 100 ms periods; `cpu.stat` over the "
+            "point), predicted with the same limit under `cluster.scheduler: cfs` "
+            "(meshsim/calibrate/throttle.py).",
+            "",
+            "```",
+            text,
+            "```",
+            "",
+        ]
+    limits = fit.get("cpu_limits")
+    if limits and not limits.get("shares"):
+        why = f"skipped: no writable CPU cgroup on the lab's host ({limits['reason']})"
+    else:
+        why = "none in this record: its lab did not measure the sidecar under a CPU limit"
+    return [*head, f"- {why}", ""]
+
+
 def goal_lines(rows: list[Comparison], goals: dict[str, float]) -> list[str]:
-    """Each goal's worst checked error and its verdict."""
+    """Each goal's worst checked error and its verdict, for the unlimited points and then,
+    where there are any, the CPU-limited ones."""
     lines = ["", "## Goals", ""]
+    limited = [r for r in rows if r.cpu_limit_m is not None]
+    lines += _goal_verdicts(unlimited(rows), goals, "")
+    if limited:
+        lines += _goal_verdicts(limited, goals, "CPU-limited points: ")
+    return lines
+
+
+def _goal_verdicts(rows: list[Comparison], goals: dict[str, float], prefix: str) -> list[str]:
+    lines = []
     for key, goal in goals.items():
         sel = [r for r in rows if key in r.checked]
         worst = max((abs(r.checked_error(key)) for r in sel), default=float("nan"))
@@ -252,8 +295,11 @@ def goal_lines(rows: list[Comparison], goals: dict[str, float]) -> list[str]:
         adjusted = sum(r.checked_against == "speed_adjusted" for r in sel)
         raw_worst = max((abs(r.error_pct[key]) for r in sel), default=float("nan"))
         judged = f" ({adjusted} speed-adjusted; raw worst {raw_worst:.1f}%)" if adjusted else ""
+        if prefix and not sel:
+            continue
         lines.append(
-            f"- {key} within {goal:g}%: worst {worst:.1f}% over {len(sel)} point(s){judged}: "
+            f"- {prefix}{key} within {goal:g}%: worst {worst:.1f}% over {len(sel)} point(s)"
+            f"{judged}: "
             f"**{verdict}**"
         )
     return lines
@@ -371,7 +417,7 @@ def write_validation_report(
     goals = {**GOALS, **(goals or {})}
     fit = load_fit(model_path)
     rows = validate_model(model_path, duration_s=duration_s)
-    decomposed = decompose(model_path, fit, rows, duration_s=duration_s)
+    decomposed = decompose(model_path, fit, unlimited(rows), duration_s=duration_s)
     figs = figures(rows, out / "figures")
     bad = failures(rows, goals["p50"], goals["p99"], goals["rps"])
     out.mkdir(parents=True, exist_ok=True)
@@ -386,7 +432,7 @@ def write_validation_report(
                 "rows": [r.to_json() for r in rows],
                 "speed_reference": fit.get("speed_reference"),
                 "failures": bad,
-                "diagnosis": diagnose(fit, rows),
+                "diagnosis": diagnose(fit, unlimited(rows)),
                 "decomposition": [d.to_json() for d in decomposed],
             },
             indent=1,

@@ -1,0 +1,216 @@
+"""The lab's CPU-limited (``throttled``) points: where the grid puts them, how each limit is
+set from the use measured just before it, how their passes merge, and how the validation
+predicts and reports them (meshsim/calibrate/throttle.py)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meshsim.calibrate import throttle
+from meshsim.calibrate.cgroup import Support
+from meshsim.calibrate.points import REPEATS, LabConfig, Measured, Point, grid, point_line
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "models" / "calibrated" / "lab.yaml"
+
+
+def test_each_limit_follows_the_unlimited_point_of_its_load_in_every_pass() -> None:
+    pts = grid(False, cpu_limits=(1.5, 1.1))
+    limited = [i for i, p in enumerate(pts) if p.role == "throttled"]
+    assert len(limited) == 2 * 2 * REPEATS  # two loads, two limits, every pass
+    for i in limited:
+        p = pts[i]
+        # Right after the unlimited point of the same load and pass (or its other limit).
+        j = i - 1
+        while pts[j].role == "throttled":
+            j -= 1
+        before = pts[j]
+        assert before.role == "held_out"
+        assert (before.config, before.payload, before.rps, before.repeat) == (
+            p.config,
+            p.payload,
+            p.rps,
+            p.repeat,
+        )
+        assert p.config == LabConfig()
+        assert p.proxied
+    assert sorted({pts[i].rps for i in limited}) == [0.2, 0.5]
+    assert [pts[i].cpu_limit for i in limited[:2]] == [1.5, 1.1]
+    quick = grid(True, cpu_limits=(1.5, 1.1))
+    assert [(p.rps, p.cpu_limit) for p in quick if p.role == "throttled"] == [
+        (0.2, 1.5),
+        (0.2, 1.1),
+    ]
+    assert not any(p.role == "throttled" for p in grid(False))
+
+
+def _measured(point: Point, rps: float, server_us: float) -> Measured:
+    return Measured(
+        point=point,
+        achieved_rps=rps,
+        latency_ms={"p50": 1.0, "p90": 2.0, "p99": 3.0, "mean": 1.2},
+        requests=int(rps),
+        errors=0,
+        warnings=[],
+        process_cpu_us_per_request={"server_sidecar": server_us, "client_sidecar": 100.0},
+    )
+
+
+class _Server:
+    def pids(self) -> list[int]:
+        return [os.getpid()]
+
+
+class _Lab:
+    """What measure_grid_point uses of the lab: every point measures the same."""
+
+    def __init__(self) -> None:
+        self.server = _Server()
+        self.measured: list[Point] = []
+
+    def reconfigure(self, _cfg: LabConfig) -> None:
+        pass
+
+    def measure(self, point: Point, seed: int = 1) -> Measured:
+        self.measured.append(point)
+        return _measured(point, 2000.0, 150.0)
+
+
+def test_a_throttled_point_is_limited_to_its_multiple_of_the_use_just_measured(
+    tmp_path: Path,
+) -> None:
+    """2000 rps x 150 us = 0.3 of a core; 1.5x of it is 450m: a 45 ms quota per 100 ms,
+    written to the (fake) v1 controller, with cpu.stat's counters recorded."""
+    support = Support(1, tmp_path, "test")
+    group = tmp_path / f"meshsim-lab-{os.getpid()}"
+    group.mkdir()
+    (group / "cpu.stat").write_text("nr_periods 0\nnr_throttled 0\nthrottled_time 0\n")
+    base = Point(LabConfig(), 1024, 1945.0, 32, True, 5.0, "held_out", repeat=1)
+    limited = replace(base, role="throttled", cpu_limit=1.5)
+    lab: Any = _Lab()
+    unlimited: dict[tuple[str, int, float, int], Measured] = {}
+    throttle.measure_grid_point(lab, base, unlimited, support, seed=1)
+    assert list(unlimited) == [("plain-ka-f0", 1024, 1945.0, 1)]
+    m = throttle.measure_grid_point(lab, limited, unlimited, support, seed=2)
+    assert (group / "cpu.cfs_quota_us").read_text() == "45000"
+    assert (group / "cpu.cfs_period_us").read_text() == "100000"
+    assert m.cgroup == {
+        "limit_m": 450.0,
+        "period_ms": 100.0,
+        "version": 1,
+        "nr_periods": 0,
+        "nr_throttled": 0,
+        "throttled_s": 0.0,
+        "window_s": 5.0,
+    }
+    assert "throttled limit 450m:" in point_line(5, 9, limited, m)
+    assert "throttled in 0 of 0 periods" in point_line(5, 9, limited, m)
+    # A throttled point is never the reference for another one.
+    assert list(unlimited) == [("plain-ka-f0", 1024, 1945.0, 1)]
+    # Without the unlimited point of its own pass there is no limit to set.
+    with pytest.raises(KeyError):
+        throttle.measure_grid_point(lab, replace(limited, repeat=2), unlimited, support, seed=3)
+
+
+def test_passes_merge_to_medians_with_their_ranges() -> None:
+    passes = [
+        {"limit_m": 400.0, "nr_periods": 50, "nr_throttled": 5, "throttled_s": 0.1, "window_s": 5},
+        {"limit_m": 500.0, "nr_periods": 50, "nr_throttled": 10, "throttled_s": 0.5, "window_s": 5},
+        {"limit_m": 450.0, "nr_periods": 40, "nr_throttled": 20, "throttled_s": 1.0, "window_s": 5},
+    ]
+    merged = throttle.merge_cgroups(passes)
+    assert merged == {
+        "limit_m": 450.0,
+        "limit_range_m": [400.0, 500.0],
+        "throttled_share": 0.2,
+        "throttled_share_range": [0.1, 0.5],
+        "throttled_ms_per_s": 100.0,
+        "throttled_ms_per_s_range": [20.0, 200.0],
+    }
+    predicted = {"nr_periods": 45, "nr_throttled": 9, "throttled_s": 0.9, "window_s": 4.5}
+    assert throttle.predicted_throttling(predicted) == {
+        "throttled_share": 0.2,
+        "throttled_ms_per_s": 200.0,
+    }
+
+
+def _record_with_throttled_points(tmp_path: Path, share: float) -> Path:
+    """The committed model with its lowest plain held-out load's passes measured again,
+    as if under a limit of ``share`` of their use (throttled in 50 of 57 periods)."""
+    fit = json.loads(MODEL.with_name("lab.fit.json").read_text())
+    rows = fit["points"]
+    held = [rows[i] for i in fit["held_out"] if rows[i]["config"] == "plain-ka-f0"]
+    lowest = min(r["rps"] for r in held if r["rps"])
+    limited = []
+    for r in (r for r in held if r["rps"] == lowest):
+        row = copy.deepcopy(r)
+        use_m = row["achieved_rps"] * row["process_cpu_us_per_request"]["server_sidecar"] / 1e3
+        row.update(role="throttled", cpu_limit=share)
+        row["cgroup"] = {
+            "limit_m": round(share * use_m, 1),
+            "period_ms": 100.0,
+            "version": 1,
+            "nr_periods": 57,
+            "nr_throttled": 50,
+            "throttled_s": 2.0,
+            "window_s": 5.0,
+        }
+        limited.append(row)
+    fit["throttled"] = list(range(len(rows), len(rows) + len(limited)))
+    fit["points"] = rows + limited
+    fit["held_out"] = []  # only the limited points are simulated
+    model = tmp_path / "lab.yaml"
+    shutil.copy(MODEL, model)
+    (tmp_path / "lab.fit.json").write_text(json.dumps(fit))
+    return model
+
+
+def test_the_validation_predicts_a_throttled_point_with_its_limit_and_reports_it(
+    tmp_path: Path,
+) -> None:
+    """At 60 % of its measured use the simulated server sidecar is throttled in (nearly)
+    every period, and the report sets that beside the lab's 50 of 57."""
+    from meshsim.calibrate.validate import load_label, validate_model
+    from meshsim.calibrate.validation_report import goal_lines, throttled_lines
+
+    model = _record_with_throttled_points(tmp_path, 0.6)
+    rows = validate_model(model, duration_s=2.0)
+    assert len(rows) == 1
+    (r,) = rows
+    fit = json.loads((tmp_path / "lab.fit.json").read_text())
+    limits = sorted(fit["points"][i]["cgroup"]["limit_m"] for i in fit["throttled"])
+    assert r.cpu_limit_m == limits[len(limits) // 2]
+    assert r.measured["throttled_share"] == round(50 / 57, 4)
+    assert r.measured["throttled_ms_per_s"] == 400.0
+    for pred in (r.predicted, r.predicted_speed_adjusted):
+        assert pred["nr_periods"] == 15  # the 1.5 s measured window
+        assert pred["throttled_share"] >= 0.8
+        assert pred["throttled_ms_per_s"] > 0
+    assert r.to_json()["cpu_limit_m"] == r.cpu_limit_m
+    assert load_label(r).endswith(f"@{r.cpu_limit_m:.0f}m")
+    text = "\n".join(throttled_lines(fit, rows))
+    assert "## CPU-limited points" in text
+    assert f"0.88 ({50 / 57:.2f}-{50 / 57:.2f})/" in text
+    goals = goal_lines(rows, {"p50": 10.0, "p99": 20.0, "rps": 10.0})
+    assert any(line.startswith("- CPU-limited points: p50 within 10%") for line in goals)
+
+
+def test_a_record_without_throttled_points_says_why() -> None:
+    from meshsim.calibrate.validation_report import throttled_lines
+
+    skipped = {"cpu_limits": {"shares": [], "cgroup": None, "reason": "no cgroup v1 cpu"}}
+    assert throttled_lines(skipped, []) == [
+        "## CPU-limited points",
+        "",
+        "- skipped: no writable CPU cgroup on the lab's host (no cgroup v1 cpu)",
+        "",
+    ]
+    assert "did not measure the sidecar under a CPU limit" in throttled_lines({}, [])[2]
