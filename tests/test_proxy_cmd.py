@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from meshsim.cli.main import cli
 
-from meshsim.calibrate.blackbox import fit_command_model
+from meshsim.calibrate.blackbox_fit import fit_command_model
 from meshsim.calibrate.calibration import write_model
 from meshsim.calibrate.lab import BASELINE_QUANTILES
 from meshsim.calibrate.points import LabConfig, Measured, grid, scale

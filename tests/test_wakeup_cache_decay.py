@@ -235,7 +235,7 @@ def test_the_black_box_fit_counts_cold_wake_ups_the_same_way() -> None:
     requests in 0.1 s at 50 us of CPU and one wake-up each sleep 0.95 ms, a 0.322 share."""
     from test_proxy_cmd import PLAIN_CONN, WAKEUP_US, _constructed_record
 
-    from meshsim.calibrate.blackbox import fit_command_model
+    from meshsim.calibrate.blackbox_fit import fit_command_model
     from meshsim.calibrate.cache_cooling import cold_share
 
     cold_us, decay_ms = 200.0, 2.0
