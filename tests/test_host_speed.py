@@ -21,7 +21,7 @@ from meshsim.calibrate.lab_scenario import host_speed as lab_host_speed
 from meshsim.errors import ScenarioError
 from meshsim.results.summary import build_summary
 from meshsim.scenario import from_dict
-from meshsim.scenario.model import HostSpeed
+from meshsim.scenario.host import HostSpeed
 from meshsim.sim.cluster import Node
 from meshsim.sim.cpu import host_speed
 

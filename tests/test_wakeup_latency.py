@@ -26,7 +26,7 @@ from meshsim.calibrate.lab_scenario import wakeup_latency as lab_wakeup_latency
 from meshsim.errors import ScenarioError
 from meshsim.results.summary import build_summary
 from meshsim.scenario import from_dict
-from meshsim.scenario.model import WakeupLatency
+from meshsim.scenario.host import WakeupLatency
 from meshsim.sim.cluster import Node
 from meshsim.sim.cpu.wakeup_latency import sampler
 from meshsim.sim.dataplanes.proxy import Proxy

@@ -55,7 +55,7 @@ import numpy as np
 from meshsim.calibrate import host_phases
 from meshsim.calibrate.pinned_child import pinned_child
 from meshsim.calibrate.speed import on_core
-from meshsim.scenario.model import WakeupLatency
+from meshsim.scenario.host import WakeupLatency
 
 PROBE_S: Final = 0.15
 """Seconds of timestamps per (sleeping core, sending core) pair, each time the lab probes."""

@@ -19,7 +19,7 @@ from meshsim.report.cost import Prices
 from meshsim.report.sections import build_sections
 from meshsim.resources import package_data_dir
 from meshsim.results.store import LoadedRun
-from meshsim.scenario.model import WakeupLatency
+from meshsim.scenario.host import WakeupLatency
 
 
 def provenance(comp: Comparison) -> list[dict[str, str]]:

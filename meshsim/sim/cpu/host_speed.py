@@ -24,7 +24,7 @@ import numpy as np
 import simpy
 
 if TYPE_CHECKING:
-    from meshsim.scenario.model import HostSpeed
+    from meshsim.scenario.host import HostSpeed
     from meshsim.sim.cluster import Node
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from meshsim.sim.sampling import Sampler
 
 if TYPE_CHECKING:
-    from meshsim.scenario.model import WakeupLatency
+    from meshsim.scenario.host import WakeupLatency
 
 
 def sampler(spec: WakeupLatency, rng: np.random.Generator) -> Sampler:
