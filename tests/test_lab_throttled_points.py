@@ -135,10 +135,17 @@ def test_passes_merge_to_medians_with_their_ranges() -> None:
         "throttled_ms_per_s": 100.0,
         "throttled_ms_per_s_range": [20.0, 200.0],
     }
-    predicted = {"nr_periods": 45, "nr_throttled": 9, "throttled_s": 0.9, "window_s": 4.5}
+    predicted = {
+        "nr_periods": 45,
+        "nr_throttled": 9,
+        "throttled_s": 0.9,
+        "window_s": 4.5,
+        "server_sidecar_cpu_us": 41.234,
+    }
     assert throttle.predicted_throttling(predicted) == {
         "throttled_share": 0.2,
         "throttled_ms_per_s": 200.0,
+        "server_sidecar_cpu_us": 41.23,
     }
 
 
@@ -190,10 +197,16 @@ def test_the_validation_predicts_a_throttled_point_with_its_limit_and_reports_it
     assert r.cpu_limit_m == limits[len(limits) // 2]
     assert r.measured["throttled_share"] == round(50 / 57, 4)
     assert r.measured["throttled_ms_per_s"] == 400.0
+    passes = [fit["points"][i] for i in fit["throttled"]]
+    cpus = sorted(p["process_cpu_us_per_request"]["server_sidecar"] for p in passes)
+    assert r.measured["server_sidecar_cpu_us"] == cpus[len(cpus) // 2]
     for pred in (r.predicted, r.predicted_speed_adjusted):
         assert pred["nr_periods"] == 15  # the 1.5 s measured window
         assert pred["throttled_share"] >= 0.8
         assert pred["throttled_ms_per_s"] > 0
+        # Throttled in every period, the sidecar gets its quota and no more.
+        cpu_m = pred["server_sidecar_cpu_us"] * pred["rps"] / 1e3
+        assert cpu_m <= r.cpu_limit_m * 1.01
     assert r.to_json()["cpu_limit_m"] == r.cpu_limit_m
     assert load_label(r).endswith(f"@{r.cpu_limit_m:.0f}m")
     text = "\n".join(throttled_lines(fit, rows))

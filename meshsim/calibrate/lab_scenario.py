@@ -295,13 +295,16 @@ SERVER_SIDECAR_CGROUP = "echo-v1-0/sidecar"
 
 def throttling(run: Mapping[str, Any], doc: Mapping[str, Any]) -> dict[str, float]:
     """The server sidecar's CFS bandwidth counters in a simulated run, as the lab reads
-    ``cpu.stat``: periods, throttled periods, throttled seconds, and the measured window."""
+    ``cpu.stat``: periods, throttled periods, throttled seconds, and the measured window;
+    and its CPU per completed request (what decides how often a limit is reached)."""
     group: Mapping[str, Any] = run.get("cgroups", {}).get(SERVER_SIDECAR_CGROUP, {})
+    rps = run["workloads"]["load"]["achieved_rps"]
     return {
         "nr_periods": group.get("nr_periods", 0),
         "nr_throttled": group.get("nr_throttled", 0),
         "throttled_s": group.get("throttled_s", 0.0),
         "window_s": float(doc["duration_s"]) - float(doc["warmup_s"]),
+        "server_sidecar_cpu_us": group.get("cpu_vcpu", 0.0) * 1e6 / rps if rps else float("nan"),
     }
 
 

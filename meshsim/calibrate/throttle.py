@@ -128,9 +128,15 @@ def merge_cgroups(passes: list[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def measured_throttling(merged: Mapping[str, Any]) -> dict[str, float]:
-    """The figures a throttled point's prediction is set beside (:func:`merge_cgroups`)."""
-    return {k: merged[k] for k in ("throttled_share", "throttled_ms_per_s")}
+def measured_throttling(point: Mapping[str, Any]) -> dict[str, float]:
+    """The figures a throttled point's prediction is set beside: from its merged passes'
+    cgroup (:func:`merge_cgroups`) and the server sidecar's CPU per request."""
+    cg = point["cgroup"]
+    return {
+        "throttled_share": cg["throttled_share"],
+        "throttled_ms_per_s": cg["throttled_ms_per_s"],
+        "server_sidecar_cpu_us": point["process_cpu_us_per_request"]["server_sidecar"],
+    }
 
 
 def predicted_throttling(predicted: Mapping[str, Any]) -> dict[str, float]:
@@ -138,6 +144,7 @@ def predicted_throttling(predicted: Mapping[str, Any]) -> dict[str, float]:
     return {
         "throttled_share": round(_share(predicted["nr_throttled"], predicted["nr_periods"]), 4),
         "throttled_ms_per_s": round(1000.0 * predicted["throttled_s"] / predicted["window_s"], 2),
+        "server_sidecar_cpu_us": round(predicted["server_sidecar_cpu_us"], 2),
     }
 
 
@@ -300,7 +307,8 @@ def throttled_table(rows: Sequence[Comparison]) -> str:
         return ""
     lines = [
         f"{'config':<12} {'load':>12} {'limit range m':>14}  {'throttled periods meas/pred':>28}"
-        f"  {'throttled ms/s meas/pred':>25}  {'p50 err%':>8} {'p99 err%':>8}"
+        f"  {'throttled ms/s meas/pred':>25}  {'CPU us/req meas/pred':>21}"
+        f"  {'p50 err%':>8} {'p99 err%':>8}"
     ]
     from meshsim.calibrate.validate import load_label
 
@@ -311,17 +319,19 @@ def throttled_table(rows: Sequence[Comparison]) -> str:
         lo_s, hi_s = cg["throttled_share_range"]
         share = f"{cg['throttled_share']:.2f} ({lo_s:.2f}-{hi_s:.2f})/{pred['throttled_share']:.2f}"
         per_s = f"{cg['throttled_ms_per_s']:.1f}/{pred['throttled_ms_per_s']:.1f}"
+        cpu = f"{r.measured['server_sidecar_cpu_us']:.1f}/{pred['server_sidecar_cpu_us']:.1f}"
 
         def err(k: str, r: Comparison = r) -> str:
             return f"{r.checked_error(k):+7.1f}" + ("*" if k in r.checked else " ")
 
         lines.append(
             f"{r.point['config']:<12} {load_label(r):>12} {f'{lo:.0f}-{hi:.0f}':>14}  "
-            f"{share:>28}  {per_s:>25}  {err('p50'):>8} {err('p99'):>8}"
+            f"{share:>28}  {per_s:>25}  {cpu:>21}  {err('p50'):>8} {err('p99'):>8}"
         )
     lines.append(
         "limit = the server sidecar's CPU limit (median over passes after the @); throttled "
         "periods = the share of CFS periods throttled (cpu.stat nr_throttled / nr_periods), "
-        "median (range over passes) / predicted; errors as in the held-out table (* = checked)"
+        "median (range over passes) / predicted; CPU = the server sidecar's per request; "
+        "errors as in the held-out table (* = checked)"
     )
     return "\n".join(lines)

@@ -303,7 +303,7 @@ def _compare(
         lat = p["latency_ms"]
         meas = {"p50": lat["p50"], "p90": lat["p90"], "p99": lat["p99"], "rps": p["achieved_rps"]}
         if limit is not None:
-            meas.update(throttle.measured_throttling(p["cgroup"]))
+            meas.update(throttle.measured_throttling(p))
             for figures_ in (pred, adjusted):
                 if figures_:
                     figures_.update(throttle.predicted_throttling(figures_))
