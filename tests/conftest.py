@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-import random
+import math
 
 import pytest
 
@@ -23,22 +23,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def _sample(items: list[pytest.Item], marker: str, n: int | None) -> list[pytest.Item]:
-    """The tests marked ``marker`` that fall outside today's sample of ``n``."""
-    if n is None:
-        return []
-    marked = [item for item in items if item.get_closest_marker(marker)]
-    # The sample rotates daily, so that every marked test runs in CI over a few days,
-    # while one day's runs are reproducible.
-    rng = random.Random(f"{marker}:{datetime.date.today().toordinal()}")
-    keep = {item.nodeid for item in rng.sample(marked, min(n, len(marked)))}
-    return [item for item in marked if item.nodeid not in keep]
+def _sample(items: list[pytest.Item], marker: str, n: int | None) -> tuple[set[str], set[str]]:
+    """The node ids of the tests marked ``marker`` and of today's sample of ``n`` of them
+    (every marked test when ``n`` is None)."""
+    marked = sorted(item.nodeid for item in items if item.get_closest_marker(marker))
+    if n is None or n >= len(marked):
+        return set(marked), set(marked)
+    # A rotation, reproducible within a day: the marked tests (sorted by node id) are dealt
+    # into ceil(len / n) days, day d taking the tests at d, d + days, d + 2 days, ..., so that
+    # every marked test runs once every `days` days, and neighbours (the parameters of one
+    # test, the tests of one file, which often share an expensive set-up such as a lab
+    # calibration) fall on different days instead of the same one.
+    days = math.ceil(len(marked) / n)
+    day = datetime.date.today().toordinal() % days
+    keep = {marked[(day + k * days) % len(marked)] for k in range(n)}
+    return set(marked), keep
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    deselected = _sample(items, "slow", config.getoption("--slow-sample"))
-    deselected += _sample(items, "statistical", config.getoption("--statistical-sample"))
-    if deselected:
-        dropped = {item.nodeid for item in deselected}
-        config.hook.pytest_deselected(items=deselected)
+    slow, slow_kept = _sample(items, "slow", config.getoption("--slow-sample"))
+    stat, stat_kept = _sample(items, "statistical", config.getoption("--statistical-sample"))
+    # A test marked both slow and statistical runs when either sample takes it (dropping it
+    # unless both took it would almost never run it).
+    dropped = (slow | stat) - slow_kept - stat_kept
+    if dropped:
+        config.hook.pytest_deselected(items=[item for item in items if item.nodeid in dropped])
         items[:] = [item for item in items if item.nodeid not in dropped]

@@ -7,6 +7,8 @@ configuration, and these tests keep it that way when someone edits a component.
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
 from pathlib import Path
 
@@ -51,6 +53,12 @@ ANCHOR_RANGE_1K = {"istio-sidecar": (0.18, 0.26), "linkerd-proxy": (0.06, 0.20)}
 
 def _text(name: str) -> str:
     return (models_dir() / f"{name}.yaml").read_text(encoding="utf-8")
+
+
+@functools.cache
+def _parsed(name: str) -> dict[str, object]:
+    """The shipped file's YAML, parsed once (the fuzz tests mutate a deep copy of it)."""
+    return yaml.safe_load(_text(name))
 
 
 def _line_of(text: str, pattern: str) -> int:
@@ -348,7 +356,7 @@ def test_fuzz_arbitrary_text(text: str) -> None:
 def test_fuzz_mutated_shipped_files(
     name: str, param: str, field: str, replacement: object, drop: bool
 ) -> None:
-    data = yaml.safe_load(_text(name))
+    data = copy.deepcopy(_parsed(name))
     entry = data["parameters"].setdefault(param, {})
     if drop:
         entry.pop(field, None)

@@ -261,7 +261,11 @@ def test_held_out_frame_and_goals() -> None:
 def test_held_out_simulated_from_the_committed_model(cal: calibrated_model.Calibration) -> None:
     from meshsim.calibrate.validate import held_out_points, merge_passes
 
-    h = calibrated_model.held_out_frame(calibrated_model.held_out(cal.path, duration_s=0.75))
+    # 0.6 s: the lab scenario's 0.5 s warm-up and 0.1 s measured (at least ~100 requests at
+    # the lowest held-out rate); what is checked here is the frame's shape, the measured
+    # values copied from the fit record and that every prediction is positive, none of which
+    # needs a longer window.
+    h = calibrated_model.held_out_frame(calibrated_model.held_out(cal.path, duration_s=0.6))
     # one row per metric and held-out point, its passes merged into their median
     points = [merge_passes(g) for g in held_out_points(cal.fit["points"], cal.fit["held_out"])]
     points = [p for p in points if not p["filters"]]
