@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -84,18 +84,45 @@ def test_the_same_seed_gives_the_same_summary(cpu_limits: dict[str, Any]) -> Non
     assert json.dumps(_summary(data), sort_keys=True) == first
 
 
-def test_fcfs_ignores_resources_and_reports_no_cgroups(cpu_limits: dict[str, Any]) -> None:
+def test_fcfs_enforces_the_limits_that_can_bind(
+    cpu_limits: dict[str, Any], limited: dict[str, Any]
+) -> None:
+    """CPU limits are bandwidth control under either scheduler: under fcfs the tight
+    variant throttles as under cfs; a limit that cannot bind (the generous sidecar's 2000m
+    on Envoy's two workers) is not a cgroup of the run."""
+    fcfs = {**cpu_limits["cluster"], "scheduler": "fcfs"}
+    run = _summary({**cpu_limits, "cluster": fcfs})["runs"]["istio"]
+    groups = run["cgroups"]
+    assert set(groups) == {"generous-v1-0/app", "tight-v1-0/app", "tight-v1-0/sidecar"}
+    assert groups["generous-v1-0/app"]["nr_throttled"] == 0
+    assert groups["generous-v1-0/app"]["nr_periods"] == 100
+    tight, sidecar = groups["tight-v1-0/app"], groups["tight-v1-0/sidecar"]
+    assert tight["cpu_vcpu"] < 0.3
+    assert 0.05 < tight["throttled_share"] < 0.5
+    assert sidecar["nr_throttled"] > 0
+    cfs = limited["runs"]["istio"]["cgroups"]
+    for name in ("tight-v1-0/app", "tight-v1-0/sidecar"):
+        assert groups[name]["cpu_vcpu"] == pytest.approx(cfs[name]["cpu_vcpu"], rel=0.05)
+    p99 = {w: s["latency_ms"]["p99"] for w, s in run["workloads"].items()}
+    assert p99["tight"] > 3 * p99["free"]
+
+
+def test_under_fcfs_limits_that_cannot_bind_change_nothing(cpu_limits: dict[str, Any]) -> None:
     fcfs = {**cpu_limits["cluster"], "scheduler": "fcfs"}
     data = {**cpu_limits, "duration_s": 4, "cluster": fcfs}
-    with_resources = _summary(data)
-    assert "cgroups" not in with_resources["runs"]["istio"]
-    bare = json.loads(json.dumps(data))
-    for svc in bare["services"]:
-        svc.pop("resources", None)
-        svc.pop("proxy_resources", None)
-    without = _summary(bare)
-    without["scenario_sha256"] = with_resources["scenario_sha256"]
-    assert json.dumps(without, sort_keys=True) == json.dumps(with_resources, sort_keys=True)
+    roomy = json.loads(json.dumps(data))
+    for svc in roomy["services"]:
+        # The node's 4 cores; Envoy's 2 workers (a limit alone would set the request).
+        svc["resources"] = {"requests": {"cpu": "100m"}, "limits": {"cpu": "4"}}
+        svc["proxy_resources"] = {"requests": {"cpu": "100m"}, "limits": {"cpu": "2"}}
+    with_limits = _summary(roomy)
+    assert "cgroups" not in with_limits["runs"]["istio"]
+    for svc in roomy["services"]:
+        svc.pop("resources")
+        svc.pop("proxy_resources")
+    without = _summary(roomy)
+    without["scenario_sha256"] = with_limits["scenario_sha256"]
+    assert json.dumps(without, sort_keys=True) == json.dumps(with_limits, sort_keys=True)
 
 
 OOM = {
@@ -169,7 +196,10 @@ def test_the_cli_and_the_report_show_the_limits(limited: dict[str, Any]) -> None
 
 
 @pytest.mark.slow
-def test_the_simulated_lab_throttles_a_server_sidecar_limited_below_its_use() -> None:
+@pytest.mark.parametrize("scheduler", ["fcfs", "cfs"])
+def test_the_simulated_lab_throttles_a_server_sidecar_limited_below_its_use(
+    scheduler: Literal["fcfs", "cfs"],
+) -> None:
     """The validation's lab (models/calibrated/lab.yaml) at its lowest held-out load, the
     server sidecar limited to 60 % of the CPU it was measured to use there: it is throttled
     in nearly every 100 ms period and its p99 grows tenfold; without a limit nothing is
@@ -182,8 +212,8 @@ def test_the_simulated_lab_throttles_a_server_sidecar_limited_below_its_use() ->
     lowest = min(float(p["rps"]) for p in fit["points"] if p["role"] == "held_out" and p["rps"])
     point = lab_point(fit, lowest)
     used_m = point["achieved_rps"] * point["process_cpu_us_per_request"]["server_sidecar"] / 1e3
-    free = predict(model, fit, point, None, duration_s=3.0)
-    tight = predict(model, fit, point, 0.6 * used_m, duration_s=3.0)
+    free = predict(model, fit, point, None, duration_s=3.0, scheduler=scheduler)
+    tight = predict(model, fit, point, 0.6 * used_m, duration_s=3.0, scheduler=scheduler)
     assert (free["nr_periods"], free["nr_throttled"]) == (0, 0)
     assert tight["nr_periods"] == 25  # the 2.5 s window
     assert tight["nr_throttled"] >= 20

@@ -121,15 +121,22 @@ def test_a_throttled_point_is_limited_to_its_multiple_of_the_use_just_measured(
 
 
 def test_passes_merge_to_medians_with_their_ranges() -> None:
-    passes = [
+    cgroups = [
         {"limit_m": 400.0, "nr_periods": 50, "nr_throttled": 5, "throttled_s": 0.1, "window_s": 5},
         {"limit_m": 500.0, "nr_periods": 50, "nr_throttled": 10, "throttled_s": 0.5, "window_s": 5},
         {"limit_m": 450.0, "nr_periods": 40, "nr_throttled": 20, "throttled_s": 1.0, "window_s": 5},
+    ]
+    # 2000 rps at 180, 200 and 225 us per request: 360, 400 and 450 millicores.
+    passes = [
+        {"cgroup": c, "achieved_rps": 2000.0, "process_cpu_us_per_request": {"server_sidecar": u}}
+        for c, u in zip(cgroups, (180.0, 200.0, 225.0), strict=True)
     ]
     merged = throttle.merge_cgroups(passes)
     assert merged == {
         "limit_m": 450.0,
         "limit_range_m": [400.0, 500.0],
+        "quota_used": 0.9,
+        "quota_used_range": [0.8, 1.0],
         "throttled_share": 0.2,
         "throttled_share_range": [0.1, 0.5],
         "throttled_ms_per_s": 100.0,
@@ -141,11 +148,14 @@ def test_passes_merge_to_medians_with_their_ranges() -> None:
         "throttled_s": 0.9,
         "window_s": 4.5,
         "server_sidecar_cpu_us": 41.234,
+        "rps": 8000.0,
     }
-    assert throttle.predicted_throttling(predicted) == {
+    # 41.234 us x 8000 rps = 329.9 millicores of a 400m limit.
+    assert throttle.predicted_throttling(predicted, 400.0) == {
         "throttled_share": 0.2,
         "throttled_ms_per_s": 200.0,
         "server_sidecar_cpu_us": 41.23,
+        "quota_used": 0.825,
     }
 
 
@@ -173,7 +183,9 @@ def _record_with_throttled_points(tmp_path: Path, share: float) -> Path:
         limited.append(row)
     fit["throttled"] = list(range(len(rows), len(rows) + len(limited)))
     fit["points"] = rows + limited
-    fit["held_out"] = []  # only the limited points are simulated
+    # Only the limited points and their unlimited twins are simulated.
+    fit["held_out"] = [i for i in fit["held_out"] if rows[i]["config"] == "plain-ka-f0"
+                       and rows[i]["rps"] == lowest]  # fmt: skip
     model = tmp_path / "lab.yaml"
     shutil.copy(MODEL, model)
     (tmp_path / "lab.fit.json").write_text(json.dumps(fit))
@@ -190,8 +202,9 @@ def test_the_validation_predicts_a_throttled_point_with_its_limit_and_reports_it
 
     model = _record_with_throttled_points(tmp_path, 0.6)
     rows = validate_model(model, duration_s=2.0)
-    assert len(rows) == 1
-    (r,) = rows
+    assert len(rows) == 2
+    (r,) = [row for row in rows if row.cpu_limit_m is not None]
+    (twin,) = [row for row in rows if row.cpu_limit_m is None]
     fit = json.loads((tmp_path / "lab.fit.json").read_text())
     limits = sorted(fit["points"][i]["cgroup"]["limit_m"] for i in fit["throttled"])
     assert r.cpu_limit_m == limits[len(limits) // 2]
@@ -200,6 +213,8 @@ def test_the_validation_predicts_a_throttled_point_with_its_limit_and_reports_it
     passes = [fit["points"][i] for i in fit["throttled"]]
     cpus = sorted(p["process_cpu_us_per_request"]["server_sidecar"] for p in passes)
     assert r.measured["server_sidecar_cpu_us"] == cpus[len(cpus) // 2]
+    # Each pass's limit is 0.6 of its own use: the lab used 1/0.6 of its quota.
+    assert r.measured["quota_used"] == pytest.approx(1 / 0.6, abs=0.002)
     for pred in (r.predicted, r.predicted_speed_adjusted):
         assert pred["nr_periods"] == 15  # the 1.5 s measured window
         assert pred["throttled_share"] >= 0.8
@@ -207,13 +222,24 @@ def test_the_validation_predicts_a_throttled_point_with_its_limit_and_reports_it
         # Throttled in every period, the sidecar gets its quota and no more.
         cpu_m = pred["server_sidecar_cpu_us"] * pred["rps"] / 1e3
         assert cpu_m <= r.cpu_limit_m * 1.01
+        assert pred["quota_used"] == pytest.approx(cpu_m / r.cpu_limit_m, abs=0.001)
     assert r.to_json()["cpu_limit_m"] == r.cpu_limit_m
     assert load_label(r).endswith(f"@{r.cpu_limit_m:.0f}m")
     text = "\n".join(throttled_lines(fit, rows))
     assert "## CPU-limited points" in text
     assert f"0.88 ({50 / 57:.2f}-{50 / 57:.2f})/" in text
+    # The limit's effect on the p99: the copied passes measured none; the simulated lab's
+    # limit at 0.6 of use raises it.
+    by_limit = r.predicted_speed_adjusted["p99"] / twin.predicted_speed_adjusted["p99"]
+    assert by_limit > 2
+    assert f"1.00/{by_limit:.2f}" in text
     goals = goal_lines(rows, {"p50": 10.0, "p99": 20.0, "rps": 10.0})
-    assert any(line.startswith("- CPU-limited points: p50 within 10%") for line in goals)
+    (p50_goal,) = [g for g in goals if g.startswith("- CPU-limited points: p50 within 10%")]
+    # Beside the goal, the lab's own spread of the p50 over the passes.
+    p50s = sorted(p["latency_ms"]["p50"] for p in passes)
+    spread = 100 * (p50s[-1] - p50s[0]) / p50s[len(p50s) // 2]
+    wider = int(spread > 10)
+    assert p50_goal.endswith(f"{spread:.0f}% to {spread:.0f}%, wider than the goal at {wider} of 1")
 
 
 def test_a_record_without_throttled_points_says_why() -> None:

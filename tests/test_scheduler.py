@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import simpy
 
+from meshsim.sim.cpu.bandwidth import Bandwidth
 from meshsim.sim.cpu.cgroups import cpu_shares, cpu_weight, load_weight, quota_s
 from meshsim.sim.cpu.fair import CGroup, FairScheduler, default_base_slice_s
 
@@ -120,14 +121,40 @@ def test_threads_of_one_cgroup_take_turns() -> None:
 # --------------------------------------------------------------------------- bandwidth
 
 
+PICKERS = ["cfs", "fcfs"]
+"""Bandwidth control is the same rule under either pick (meshsim.sim.cpu.bandwidth)."""
+
+
+def _cores(env: simpy.Environment, picker: str, cores: int, quota: float | None) -> Any:
+    """A way to run bursts of one cgroup limited to ``quota`` per 100 ms on ``cores``:
+    ``(group, run)``, ``run(cpu_s)`` a generator that ends when the burst has run."""
+    if picker == "cfs":
+        cpu = FairScheduler(env, cores)
+        g = cpu.group("limited", 1024.0, quota_s=quota, period_s=0.1)
+
+        def run_fair(cpu_s: float) -> Generator[simpy.Event, Any, None]:
+            yield cpu.run(cpu_s, g)
+
+        return g, run_fair, cpu._update
+    res = simpy.Resource(env, capacity=cores)
+    bw = Bandwidth(env, res, cores, lambda _a: ("limited", 1024.0, quota), 0.1)
+    g = bw.limited(object())
+    assert g is not None
+
+    def run_fcfs(cpu_s: float) -> Generator[simpy.Event, Any, None]:
+        creq, _ran = yield from bw.run(cpu_s, g, lambda: 1.0)
+        res.release(creq)  # type: ignore[arg-type]
+
+    return g, run_fcfs, lambda: None
+
+
 def _throttled(
-    period_jobs: int, every: int, quota: float, cpu_s: float, periods: int
+    period_jobs: int, every: int, quota: float, cpu_s: float, periods: int, picker: str = "cfs"
 ) -> tuple[CGroup, list[float]]:
     """One thread that gets ``cpu_s`` of work at the start of every ``every``-th 100 ms
     period and does its work in order (a worker: one burst at a time)."""
     env = simpy.Environment()
-    cpu = FairScheduler(env, 1)
-    g = cpu.group("limited", 1024.0, quota_s=quota, period_s=0.1)
+    g, run, update = _cores(env, picker, 1, quota)
     latencies: list[float] = []
 
     def thread() -> Generator[simpy.Event, Any, None]:
@@ -135,20 +162,23 @@ def _throttled(
             arrives = k * every * 0.1
             if env.now < arrives:
                 yield env.timeout(arrives - env.now)
-            yield cpu.run(cpu_s, g)
+            yield from run(cpu_s)
             latencies.append(env.now - arrives)
 
     env.process(thread())
     env.run(until=periods * 0.1 - 1e-9)
-    cpu._update()
+    update()
     return g, latencies
 
 
-def test_a_cgroup_at_60_percent_with_a_50_percent_quota_is_throttled_every_period() -> None:
+@pytest.mark.parametrize("picker", PICKERS)
+def test_a_cgroup_at_60_percent_with_a_50_percent_quota_is_throttled_every_period(
+    picker: str,
+) -> None:
     """cpu.max 50000 100000 and 60 ms of work each period: the cgroup runs 50 ms and waits
     50 ms in every period, so nr_throttled = nr_periods, throttled time 50 ms a period,
     and it gets exactly half a core while its backlog grows 10 ms a period."""
-    g, latencies = _throttled(20, 1, 0.05, 0.06, 20)
+    g, latencies = _throttled(20, 1, 0.05, 0.06, 20, picker)
     assert g.nr_periods == 20
     assert g.nr_throttled == 20
     assert g.throttled_s == pytest.approx(19 * 0.05)  # the 20th period's wait ends after
@@ -164,27 +194,48 @@ def test_a_cgroup_at_60_percent_with_a_50_percent_quota_is_throttled_every_perio
     assert latencies == pytest.approx(expected)
 
 
-def test_a_burst_longer_than_the_quota_waits_for_the_next_period() -> None:
+@pytest.mark.parametrize("picker", PICKERS)
+def test_a_burst_longer_than_the_quota_waits_for_the_next_period(picker: str) -> None:
     """60 ms every other period (30 % of a core) under 50 ms per 100 ms: each burst runs
     50 ms, is throttled 50 ms, and finishes 10 ms into the next period (110 ms instead of
     60); half the periods are throttled."""
-    g, latencies = _throttled(10, 2, 0.05, 0.06, 20)
+    g, latencies = _throttled(10, 2, 0.05, 0.06, 20, picker)
     assert latencies == pytest.approx([0.11] * 10)
     assert (g.nr_periods, g.nr_throttled) == (20, 10)
     assert g.throttled_s == pytest.approx(10 * 0.05)
 
 
-def test_a_limit_of_one_and_a_half_cores_holds_two_threads_to_it() -> None:
+@pytest.mark.parametrize("picker", PICKERS)
+def test_a_limit_of_one_and_a_half_cores_holds_two_threads_to_it(picker: str) -> None:
+    """Two busy threads on four cores under 150 ms per 100 ms: each runs 75 ms of every
+    period and waits 25 ms, throttled every period."""
     env = simpy.Environment()
-    cpu = FairScheduler(env, 4)
-    g = cpu.group("two-threads", 1024.0, quota_s=0.15, period_s=0.1)
-    cpu.submit(100.0, g, lambda: None)
-    cpu.submit(100.0, g, lambda: None)
+    g, run, update = _cores(env, picker, 4, 0.15)
+    for _ in range(2):
+        env.process(run(100.0))
     env.run(until=10.0 + 1e-9)
-    cpu._update()
+    update()
     assert g.cpu_s == pytest.approx(15.0, abs=1e-6)
     assert g.nr_throttled == 100
     assert g.throttled_s == pytest.approx(100 * 0.025, abs=1e-6)
+
+
+def test_a_limit_that_cannot_bind_is_not_enforced_under_fcfs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A container cannot use more cores than its threads or its node has: a limit at or
+    above that (Istio's 2000m on a two-worker Envoy) runs on the plain FCFS path."""
+    env = simpy.Environment()
+    res = simpy.Resource(env, capacity=4)
+    monkeypatch.setattr("meshsim.sim.cpu.bandwidth.threads_of", lambda threads: threads)
+
+    def binds(limit_m: float, threads: int) -> bool:
+        quota = quota_s(limit_m, 0.1)
+        bw = Bandwidth(env, res, 4, lambda _a: ("c", 1024.0, quota), 0.1)
+        return bw.limited(threads) is not None
+
+    assert (binds(2000, 2), binds(1999, 2)) == (False, True)
+    assert (binds(4000, 16), binds(3000, 16)) == (False, True)
 
 
 def test_an_unlimited_cgroup_counts_no_periods() -> None:

@@ -55,6 +55,19 @@ from meshsim.proxy.loadgen import LoadSpec, run_load
 
 MAX_SAMPLES = 4000  # per-request CPU samples kept per sidecar and point
 BASELINE_QUANTILES = 1000
+PROBED_LOAD_S = 5.0
+"""A full grid point's load. The host's probes around a point (its phases traced for
+``host_phases.TRACE_S`` per core, the wake-up hops for ``wake_latency.PROBE_S``) take
+about 3.5 s; around a shorter load (the quick grid's 1 s) they are scaled down with it,
+the hops to no less than a third (100 hops per sender), so that the probes do not take
+three times as long as the load they bracket."""
+
+
+def probe_scale(point: Point) -> float:
+    """The share of the full probes that a point's load gets (:data:`PROBED_LOAD_S`)."""
+    return min(1.0, point.duration_s / PROBED_LOAD_S)
+
+
 """Latency quantiles kept for each point without proxies (the baseline's distribution)."""
 
 
@@ -394,8 +407,8 @@ class Lab:
             pids["load_generator"] = [os.getpid()]
             # The probe runs outside the CPU counters' window, on an idle lab.
             speed_before = self.probe_speed()
-            phases_before = self.trace_host()
-            wake_before = self.probe_wakeups()
+            phases_before = self.trace_host(probe_scale(point))
+            wake_before = self.probe_wakeups(probe_scale(point))
             before = {k: tree_sched(p) for k, p in pids.items()}
             load_start = time.monotonic()
             result = run_load(spec)
@@ -403,8 +416,8 @@ class Lab:
             after = {k: tree_sched(p) for k, p in pids.items()}
         time.sleep(0.05)  # let the access logs flush their last lines
         speed_after = self.probe_speed()
-        phases_after = self.trace_host()
-        wake_after = self.probe_wakeups()
+        phases_after = self.trace_host(probe_scale(point))
+        wake_after = self.probe_wakeups(probe_scale(point))
         speed_during = (
             self.sampler.between(load_start, load_end) if self.sampler is not None else {}
         )
@@ -473,11 +486,12 @@ class Lab:
         """The speed probe's seconds on each of the lab's cores (:mod:`meshsim.calibrate.speed`)."""
         return speed.probe_cores(c for c in (self.core_client, self.core_server) if c is not None)
 
-    def trace_host(self) -> dict[str, Any]:
-        """The host's phases traced on each of the lab's cores
-        (:mod:`meshsim.calibrate.host_phases`)."""
+    def trace_host(self, scale: float = 1.0) -> dict[str, Any]:
+        """The host's phases traced on each of the lab's cores for ``scale`` of the full
+        trace (:mod:`meshsim.calibrate.host_phases`)."""
         return host_phases.trace_cores(
-            c for c in (self.core_client, self.core_server) if c is not None
+            (c for c in (self.core_client, self.core_server) if c is not None),
+            host_phases.TRACE_S * scale,
         )
 
     def probe_cache_cooling(self) -> dict[str, Any] | None:
@@ -486,11 +500,12 @@ class Lab:
         cores = [c for c in (self.core_client, self.core_server) if c is not None]
         return cache_cooling.probe_lab(cores)
 
-    def probe_wakeups(self) -> wake_latency.Probe:
-        """One-way hops to a process sleeping on each of the lab's cores
-        (:mod:`meshsim.calibrate.wake_latency`)."""
+    def probe_wakeups(self, scale: float = 1.0) -> wake_latency.Probe:
+        """One-way hops to a process sleeping on each of the lab's cores, for ``scale`` of
+        the full probe and no less than a third (:mod:`meshsim.calibrate.wake_latency`)."""
         return wake_latency.probe_cores(
-            c for c in (self.core_client, self.core_server) if c is not None
+            (c for c in (self.core_client, self.core_server) if c is not None),
+            wake_latency.PROBE_S * max(scale, 1.0 / 3.0),
         )
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -163,21 +163,34 @@ def lab_scenario(
 
 
 def limit_server_sidecar(
-    doc: dict[str, Any], limit_m: float | None, *, period_ms: float = 100.0
+    doc: dict[str, Any],
+    limit_m: float | None,
+    *,
+    period_ms: float = 100.0,
+    scheduler: Literal["fcfs", "cfs"] | None = None,
 ) -> dict[str, Any]:
     """The lab scenario ``doc`` with its server sidecar limited to ``limit_m`` millicores
     (None: no limit) by CFS bandwidth control in ``period_ms`` periods, as the lab's
     ``throttled`` points limit it (:mod:`meshsim.calibrate.throttle`).
 
-    Limits need the fair scheduler (``cluster.scheduler: cfs``), which the unlimited points'
-    validation does not use (fcfs validates as well or better there: the README's scheduler
-    comparison). Every container gets the same smallest CPU request, so the same weight: in
-    the lab every process is a plain process of equal weight, and only the limit differs."""
+    The scheduler stays the unlimited points' (``scheduler`` None: the doc's own, fcfs,
+    which validates as well or better there: the README's scheduler comparison), so that a
+    throttled point's prediction differs from its unlimited twin's by the limit alone.
+    Under ``cfs`` every container gets the same smallest CPU request, so the same weight:
+    in the lab every process is a plain process of equal weight, and only the limit
+    differs."""
+    cluster = {**doc["cluster"], "cfs_period_ms": period_ms}
+    if scheduler is not None:
+        cluster["scheduler"] = scheduler
+    out = {**doc, "cluster": cluster}
+    limits = {} if limit_m is None else {"limits": {"cpu": f"{limit_m:g}m"}}
+    if cluster.get("scheduler", "fcfs") == "fcfs":
+        out["services"] = [{**svc, "proxy_resources": limits} for svc in doc["services"]]
+        return out
     equal = {"requests": {"cpu": "2m"}}
-    server = equal if limit_m is None else {**equal, "limits": {"cpu": f"{limit_m:g}m"}}
-    out = {**doc, "cluster": {**doc["cluster"], "scheduler": "cfs", "cfs_period_ms": period_ms}}
     out["services"] = [
-        {**svc, "resources": equal, "proxy_resources": server} for svc in doc["services"]
+        {**svc, "resources": equal, "proxy_resources": {**equal, **limits}}
+        for svc in doc["services"]
     ]
     istio = {**doc["mesh_options"]["istio"], "proxy_resources": equal}
     out["mesh_options"] = {**doc["mesh_options"], "istio": istio}

@@ -5,10 +5,11 @@ held-out loads, right after an unlimited point, the same load again with the ser
 in a cgroup of its own (:mod:`meshsim.calibrate.cgroup`: ``cpu.max``, or the v1
 controller's quota) limited to a multiple of the CPU it just used (:func:`limit_m`,
 :func:`measure_point`), with the cgroup's ``cpu.stat`` over the run: periods, throttled
-periods, throttled time. The validation predicts them with the same limit under the fair
-scheduler (:func:`meshsim.calibrate.lab_scenario.limit_server_sidecar`). In the lab every
-process is a plain process of equal weight, so the simulated lab gives every container the
-same (smallest) CPU request.
+periods, throttled time. The validation predicts them with the same limit under the
+unlimited points' scheduler (:func:`meshsim.calibrate.lab_scenario.limit_server_sidecar`),
+so that the limit is all that differs from their unlimited twins; under ``cfs`` every
+container gets the same (smallest) CPU request, as in the lab every process is a plain
+process of equal weight.
 
 :func:`study` does the same by hand for any (load, limit) against a calibrated model, and
 :func:`compare_schedulers` predicts the unlimited points under both schedulers.
@@ -19,7 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -111,16 +112,34 @@ def _share(throttled: float, periods: float) -> float:
     return throttled / periods if periods else 0.0
 
 
-def merge_cgroups(passes: list[Mapping[str, Any]]) -> dict[str, Any]:
-    """A throttled point's cgroup over its passes: the medians of the limit, of the share of
-    periods throttled and of the throttled time per second of load, with their ranges
-    (each pass sets its own limit from its own unlimited point)."""
-    limits = [float(c["limit_m"]) for c in passes]
-    shares = [_share(c["nr_throttled"], c["nr_periods"]) for c in passes]
-    per_s = [1000.0 * c["throttled_s"] / c["window_s"] for c in passes]
+def quota_used(cpu_us_per_request: float, rps: float, limit_m: float) -> float:
+    """The share of its CPU limit that the server sidecar used: its CPU per request times the
+    request rate, over the quota. How often periods are throttled follows from it and from how
+    bursty the sidecar's CPU is within a period; the first is the CPU model's level, the second
+    the scheduling, so the table shows both."""
+    return cpu_us_per_request * rps / 1000.0 / limit_m if limit_m else float("nan")
+
+
+def merge_cgroups(passes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """A throttled point's cgroup over its passes (the points measured): the medians of the
+    limit, of the share of its quota used, of the share of periods throttled and of the
+    throttled time per second of load, with their ranges (each pass sets its own limit from
+    its own unlimited point)."""
+    cgroups = [p["cgroup"] for p in passes]
+    limits = [float(c["limit_m"]) for c in cgroups]
+    used = [
+        quota_used(
+            p["process_cpu_us_per_request"]["server_sidecar"], p["achieved_rps"], c["limit_m"]
+        )
+        for p, c in zip(passes, cgroups, strict=True)
+    ]
+    shares = [_share(c["nr_throttled"], c["nr_periods"]) for c in cgroups]
+    per_s = [1000.0 * c["throttled_s"] / c["window_s"] for c in cgroups]
     return {
         "limit_m": round(float(np.median(limits)), 1),
         "limit_range_m": [min(limits), max(limits)],
+        "quota_used": round(float(np.median(used)), 3),
+        "quota_used_range": [round(min(used), 3), round(max(used), 3)],
         "throttled_share": round(float(np.median(shares)), 4),
         "throttled_share_range": [round(min(shares), 4), round(max(shares), 4)],
         "throttled_ms_per_s": round(float(np.median(per_s)), 2),
@@ -136,15 +155,19 @@ def measured_throttling(point: Mapping[str, Any]) -> dict[str, float]:
         "throttled_share": cg["throttled_share"],
         "throttled_ms_per_s": cg["throttled_ms_per_s"],
         "server_sidecar_cpu_us": point["process_cpu_us_per_request"]["server_sidecar"],
+        "quota_used": cg["quota_used"],
     }
 
 
-def predicted_throttling(predicted: Mapping[str, Any]) -> dict[str, float]:
-    """The same figures from a simulated run (:func:`meshsim.calibrate.lab_scenario.throttling`)."""
+def predicted_throttling(predicted: Mapping[str, Any], limit_m: float) -> dict[str, float]:
+    """The same figures from a simulated run (:func:`meshsim.calibrate.lab_scenario.throttling`)
+    under a limit of ``limit_m`` millicores."""
+    cpu_us = predicted["server_sidecar_cpu_us"]
     return {
         "throttled_share": round(_share(predicted["nr_throttled"], predicted["nr_periods"]), 4),
         "throttled_ms_per_s": round(1000.0 * predicted["throttled_s"] / predicted["window_s"], 2),
-        "server_sidecar_cpu_us": round(predicted["server_sidecar_cpu_us"], 2),
+        "server_sidecar_cpu_us": round(cpu_us, 2),
+        "quota_used": round(quota_used(cpu_us, predicted["rps"], limit_m), 3),
     }
 
 
@@ -157,13 +180,14 @@ def scenario(
     duration_s: float,
     period_ms: float = 100.0,
     seed: int = 1,
+    scheduler: Literal["fcfs", "cfs"] = "fcfs",
 ) -> dict[str, Any]:
-    """The validation's lab scenario under the fair scheduler, the server sidecar limited
+    """The validation's lab scenario under ``scheduler``, the server sidecar limited
     (:func:`meshsim.calibrate.lab_scenario.limit_server_sidecar`)."""
     from meshsim.calibrate.lab_scenario import lab_scenario, limit_server_sidecar
 
     doc = lab_scenario(model_path, fit, point, duration_s=duration_s, seed=seed)
-    return limit_server_sidecar(doc, limit_m, period_ms=period_ms)
+    return limit_server_sidecar(doc, limit_m, period_ms=period_ms, scheduler=scheduler)
 
 
 def predict(
@@ -173,13 +197,14 @@ def predict(
     limit_m: float | None,
     *,
     duration_s: float = 5.0,
+    scheduler: Literal["fcfs", "cfs"] = "fcfs",
 ) -> dict[str, Any]:
     from meshsim.api import run_scenario
     from meshsim.calibrate.lab_scenario import throttling
     from meshsim.results.summary import build_summary
     from meshsim.scenario import from_dict
 
-    doc = scenario(model_path, fit, point, limit_m, duration_s=duration_s)
+    doc = scenario(model_path, fit, point, limit_m, duration_s=duration_s, scheduler=scheduler)
     run = build_summary(run_scenario(from_dict(doc)))["runs"]["istio"]
     load = run["workloads"]["load"]
     lat = load["latency_ms"]
@@ -237,8 +262,10 @@ def study(
     *,
     workdir: Path,
     duration_s: float = 5.0,
+    scheduler: Literal["fcfs", "cfs"] = "fcfs",
 ) -> list[dict[str, Any]]:
-    """Each (load, limit) measured in the lab and predicted, side by side."""
+    """Each (load, limit) measured in the lab and predicted under ``scheduler``, side by
+    side."""
     from meshsim.calibrate.calibration import load_fit
 
     fit = load_fit(model_path)
@@ -250,7 +277,8 @@ def study(
             "rps": rps, "limit_m": limit,
             "measured": measure(point, limit, workdir=workdir, duration_s=duration_s,
                                 support=support),
-            "predicted": predict(model_path, fit, point, limit, duration_s=duration_s),
+            "predicted": predict(model_path, fit, point, limit, duration_s=duration_s,
+                                 scheduler=scheduler),
         })  # fmt: skip
     return rows
 
@@ -273,7 +301,7 @@ def compare_schedulers(model_path: Path, *, duration_s: float = 4.0) -> list[dic
         if point["filters"]:
             continue
         fcfs = predict_fcfs(model_path, fit, point, duration_s=duration_s)
-        doc = scenario(model_path, fit, point, None, duration_s=duration_s)
+        doc = scenario(model_path, fit, point, None, duration_s=duration_s, scheduler="cfs")
         w = build_summary(run_scenario(from_dict(doc)))["runs"]["istio"]["workloads"]["load"]
         cfs = {
             "p50": w["latency_ms"]["p50"],
@@ -299,39 +327,61 @@ def compare_schedulers(model_path: Path, *, duration_s: float = 4.0) -> list[dic
 
 
 def throttled_table(rows: Sequence[Comparison]) -> str:
-    """The throttled points: the limit (and its range over the passes), the share of periods
-    throttled and the throttled time per second, measured and predicted (speed-adjusted
-    where probed), and the latency errors the goals judge ("" without such points)."""
+    """The throttled points: the limit (and its range over the passes), the share of the quota
+    used, the share of periods throttled and the throttled time per second, measured and
+    predicted (speed-adjusted where probed), and the latency errors the goals judge ("" without
+    such points)."""
     sel = [r for r in rows if r.cpu_limit_m is not None]
     if not sel:
         return ""
     lines = [
-        f"{'config':<12} {'load':>12} {'limit range m':>14}  {'throttled periods meas/pred':>28}"
+        f"{'config':<12} {'load':>12} {'limit range m':>14}  {'quota used meas/pred':>24}"
+        f"  {'throttled periods meas/pred':>28}"
         f"  {'throttled ms/s meas/pred':>25}  {'CPU us/req meas/pred':>21}"
-        f"  {'p50 err%':>8} {'p99 err%':>8}"
+        f"  {'p99 x limit meas/pred':>21}  {'p50 err%':>8} {'p99 err%':>8}"
     ]
     from meshsim.calibrate.validate import load_label
+
+    def twin(r: Comparison) -> Comparison | None:
+        """The unlimited point at the same configuration and load."""
+        for u in rows:
+            if u.cpu_limit_m is None and all(
+                u.point[k] == r.point[k] for k in ("config", "payload_bytes", "rps")
+            ):
+                return u
+        return None
 
     for r in sel:
         pred = r.predicted_speed_adjusted or r.predicted
         cg = r.point["cgroup"]
         lo, hi = cg["limit_range_m"]
         lo_s, hi_s = cg["throttled_share_range"]
+        lo_u, hi_u = cg["quota_used_range"]
+        used = f"{cg['quota_used']:.2f} ({lo_u:.2f}-{hi_u:.2f})/{pred['quota_used']:.2f}"
         share = f"{cg['throttled_share']:.2f} ({lo_s:.2f}-{hi_s:.2f})/{pred['throttled_share']:.2f}"
         per_s = f"{cg['throttled_ms_per_s']:.1f}/{pred['throttled_ms_per_s']:.1f}"
         cpu = f"{r.measured['server_sidecar_cpu_us']:.1f}/{pred['server_sidecar_cpu_us']:.1f}"
+        by_limit = "-"
+        if (u := twin(r)) is not None:
+            u_pred = u.predicted_speed_adjusted or u.predicted
+            by_limit = (
+                f"{r.measured['p99'] / u.measured['p99']:.2f}/{pred['p99'] / u_pred['p99']:.2f}"
+            )
 
         def err(k: str, r: Comparison = r) -> str:
             return f"{r.checked_error(k):+7.1f}" + ("*" if k in r.checked else " ")
 
         lines.append(
             f"{r.point['config']:<12} {load_label(r):>12} {f'{lo:.0f}-{hi:.0f}':>14}  "
-            f"{share:>28}  {per_s:>25}  {cpu:>21}  {err('p50'):>8} {err('p99'):>8}"
+            f"{used:>24}  {share:>28}  {per_s:>25}  {cpu:>21}  {by_limit:>21}  "
+            f"{err('p50'):>8} {err('p99'):>8}"
         )
     lines.append(
-        "limit = the server sidecar's CPU limit (median over passes after the @); throttled "
-        "periods = the share of CFS periods throttled (cpu.stat nr_throttled / nr_periods), "
-        "median (range over passes) / predicted; CPU = the server sidecar's per request; "
-        "errors as in the held-out table (* = checked)"
+        "limit = the server sidecar's CPU limit (median over passes after the @); quota used = "
+        "its CPU over the limit; throttled periods = the share of CFS periods throttled "
+        "(cpu.stat nr_throttled / nr_periods); each median (range over passes) / predicted; "
+        "CPU = the server sidecar's per request; p99 x limit = its p99 over the unlimited "
+        "point's at the same load (the limit's effect, measured / predicted); errors as in the "
+        "held-out table (* = checked)"
     )
     return "\n".join(lines)

@@ -169,7 +169,7 @@ def merge_passes(passes: list[dict[str, Any]]) -> dict[str, Any]:
         merged[kind] = wake_latency.merge(p.get(kind) for p in passes) or None
     merged.pop("latency_parts_ms", None)
     if first.get("cgroup"):
-        merged["cgroup"] = throttle.merge_cgroups([p["cgroup"] for p in passes])
+        merged["cgroup"] = throttle.merge_cgroups(passes)
     merged["passes_range"] = {
         **{
             k: [min(p["latency_ms"][k] for p in passes), max(p["latency_ms"][k] for p in passes)]
@@ -306,7 +306,7 @@ def _compare(
             meas.update(throttle.measured_throttling(p))
             for figures_ in (pred, adjusted):
                 if figures_:
-                    figures_.update(throttle.predicted_throttling(figures_))
+                    figures_.update(throttle.predicted_throttling(figures_, limit))
         wake = p.get("wakeups_per_request") or {}
         if "client_sidecar" in wake and "server_sidecar" in wake:
             meas["wakeups_per_request"] = (wake["client_sidecar"] + wake["server_sidecar"]) / 2

@@ -22,6 +22,7 @@ from meshsim.calibrate.calibration import load_fit
 from meshsim.calibrate.decomposition import PointDecomposition, decompose
 from meshsim.calibrate.decomposition import render as render_decomposition
 from meshsim.calibrate.diagnosis import diagnose, fmt_ci
+from meshsim.calibrate.lab import PROBED_LOAD_S
 from meshsim.calibrate.throttle import throttled_table
 from meshsim.calibrate.validate import (
     NO_PROBE,
@@ -259,8 +260,9 @@ def throttled_lines(fit: dict[str, Any], rows: list[Comparison]) -> list[str]:
             "The plain held-out loads again, each right after its unlimited pass, with the "
             "server sidecar in a CPU cgroup of its own limited to a multiple of the CPU it "
             "had just used (CFS bandwidth control, 100 ms periods; `cpu.stat` over the "
-            "point), predicted with the same limit under `cluster.scheduler: cfs` "
-            "(meshsim/calibrate/throttle.py).",
+            "point), predicted with the same limit under the unlimited points' scheduler "
+            "(fcfs, with CFS bandwidth control of the limit), so that the limit is all that "
+            "differs from their unlimited twins (meshsim/calibrate/throttle.py).",
             "",
             "```",
             text,
@@ -300,9 +302,31 @@ def _goal_verdicts(rows: list[Comparison], goals: dict[str, float], prefix: str)
         lines.append(
             f"- {prefix}{key} within {goal:g}%: worst {worst:.1f}% over {len(sel)} point(s)"
             f"{judged}: "
-            f"**{verdict}**"
+            f"**{verdict}**{_spread_note(sel, key, goal)}"
         )
     return lines
+
+
+def pass_spread_pct(r: Comparison, key: str) -> float | None:
+    """The lab's own spread of ``key`` at a point: its range over the passes, in percent of
+    the median the prediction is judged against (None for a single pass)."""
+    lo_hi = r.spread.get(key)
+    if r.passes < 2 or not lo_hi or not r.measured.get(key):
+        return None
+    return 100.0 * (lo_hi[1] - lo_hi[0]) / r.measured[key]
+
+
+def _spread_note(rows: list[Comparison], key: str, goal: float) -> str:
+    """The lab's pass-to-pass spread beside a goal: a goal tighter than the lab repeats
+    itself is reported as such, never widened."""
+    spreads = [s for s in (pass_spread_pct(r, key) for r in rows) if s is not None]
+    if not spreads:
+        return ""
+    wider = sum(s > goal for s in spreads)
+    return (
+        f"; the lab's own spread over its passes (range over median) {min(spreads):.0f}% to "
+        f"{max(spreads):.0f}%, wider than the goal at {wider} of {len(spreads)}"
+    )
 
 
 def machine_speed_lines(fit: dict[str, Any], rows: list[Comparison]) -> list[str]:
@@ -353,7 +377,8 @@ def machine_speed_lines(fit: dict[str, Any], rows: list[Comparison]) -> list[str
         lines += [
             "The host's fast and slow phases around each point (`meshsim/calibrate/"
             "host_phases.py`: chunks of the probe's work timed back to back for "
-            f"{host_phases.TRACE_S:g} s per core before and after the load, in 1 ms bins): "
+            f"{host_phases.TRACE_S:g} s per core before and after the load, less around a "
+            f"load shorter than {PROBED_LOAD_S:g} s, in 1 ms bins): "
             "the share of time slow, the slow state's cost over the fast one's, and a slow "
             "phase's mean length (median over the passes). The speed-adjusted prediction "
             "runs each node at its core's phases (`cluster.host_speed`) around the point's "
@@ -377,7 +402,8 @@ def machine_speed_lines(fit: dict[str, Any], rows: list[Comparison]) -> list[str
             "The host's latency to run a sleeping process around each point "
             "(`meshsim/calibrate/wake_latency.py`: one-way loopback hops to a process "
             f"sleeping on the core, {wake_latency.PROBE_S:g} s from the same core and as long "
-            "from the other, before and after the load; median over the passes). The "
+            "from the other, before and after the load, less around a load shorter than "
+            f"{PROBED_LOAD_S:g} s; median over the passes). The "
             "proxies' four wake-ups per request are all same-core ones in the lab, so the "
             f"simulator draws that kind: its excess over the fit points' floor "
             f"({wake['floor_us']:.1f} us, their 1st percentile){scaled}. The model charges "

@@ -237,8 +237,9 @@ def _cpu_limits_section(runs: Mapping[str, Mapping[str, Any]]) -> Section | None
         s = Section(
             "cpu-limits",
             "CPU limits",
-            "Containers with a CPU limit under the fair scheduler (cluster.scheduler: cfs): "
-            "CFS bandwidth control gives each limit x cfs_period_ms of CPU per period; a "
+            "Containers with a CPU limit that can bind (below their threads and their node's "
+            "cores): CFS bandwidth control, under either cluster.scheduler, gives each "
+            "limit x cfs_period_ms of CPU per period; a "
             "container that spends it waits for the next period (throttled), which shows in "
             "p99 before it shows in mean CPU.",
         )

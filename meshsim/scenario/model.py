@@ -154,7 +154,7 @@ class Cluster(Spec):
         "fcfs",
         description="How a node's cores are shared: 'fcfs' (one FIFO queue, a burst holds a "
         "core to its end) or 'cfs' (Linux's fair scheduler, EEVDF: weights from CPU requests, "
-        "slices, wake-up preemption, CFS bandwidth control of CPU limits).",
+        "slices, wake-up preemption). CPU limits are CFS bandwidth control under either.",
     )
     cfs_period_ms: Annotated[float, Field(ge=1, le=1000)] = Field(
         100.0, description="CFS bandwidth period (cpu.cfs_period_us; cpu.max's period)."
@@ -289,7 +289,8 @@ class Service(Spec):
     resources: Resources = Field(
         default_factory=Resources,
         description=(
-            "The app container's requests and limits (CPU used with cluster.scheduler cfs)."
+            "The app container's requests and limits (CPU requests weigh under "
+            "cluster.scheduler cfs; CPU limits throttle under either)."
         ),
     )
     proxy_resources: Resources | None = Field(

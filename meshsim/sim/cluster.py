@@ -3,7 +3,8 @@
 ``cluster.scheduler`` says how a node's cores are shared by everything on it (apps and
 proxies). ``fcfs``: one FCFS multi-server queue, a CPU burst waits for a free core, then
 holds it for its duration (the non-preemptive M/G/c view, exact for the closed-form checks
-of tests/test_closed_forms.py). ``cfs``: Linux's fair scheduler with each container in its
+of tests/test_closed_forms.py), with CFS bandwidth control of the CPU limits that can bind
+(:mod:`meshsim.sim.cpu.bandwidth`). ``cfs``: Linux's fair scheduler with each container in its
 own cgroup (:mod:`meshsim.sim.cpu.fair`, weights and limits from
 :mod:`meshsim.sim.cpu.cgroups`): weighted sharing, slices, wake-up preemption and CFS
 bandwidth control of CPU limits.
@@ -18,6 +19,7 @@ import simpy
 
 from meshsim.scenario.model import Network, Scenario
 from meshsim.scenario.resources import megabytes, millicores
+from meshsim.sim.cpu.bandwidth import Bandwidth
 from meshsim.sim.cpu.cgroups import quota_s, resources_of, weight_of
 from meshsim.sim.cpu.fair import CGroup, FairScheduler
 from meshsim.sim.measure import CGroupMeasure
@@ -35,8 +37,8 @@ class Node:
     """A node with ``cores`` cores; all CPU work on it goes through :meth:`execute`."""
 
     __slots__ = (
-        "_cgroups", "_period_s", "_resolve", "busy_s", "cores", "cpu", "env", "index", "name",
-        "oom_kills", "pods", "slow_phases", "speed", "wakeup_latency",
+        "_cgroups", "_period_s", "_resolve", "bandwidth", "busy_s", "cores", "cpu", "env",
+        "index", "name", "oom_kills", "pods", "slow_phases", "speed", "wakeup_latency",
     )  # fmt: skip
 
     def __init__(
@@ -68,6 +70,8 @@ class Node:
         ``cluster.host_speed`` varies it (:mod:`meshsim.sim.cpu.host_speed`)."""
         self.slow_phases = 0
         """Slow phases of the host begun so far (``cluster.host_speed``)."""
+        self.bandwidth: Bandwidth | None = None
+        """CPU limits on the FCFS cores (None under the fair scheduler, which has its own)."""
         self.wakeup_latency: Sampler | None = None
         """Draws of the seconds the host takes to run a proxy thread a message woke
         (``cluster.wakeup_latency``; None: each proxy model's own ``wakeup_latency_us``)."""
@@ -80,6 +84,9 @@ class Node:
         if cpu is not None:
             cpu_s *= self.speed
             yield cpu.run(cpu_s, self.cgroup(account))
+        elif (bw := self.bandwidth) is not None and (g := bw.limited(account)) is not None:
+            creq, cpu_s = yield from bw.run(cpu_s, g, self.current_speed)
+            give(self.cores, creq)
         else:
             cores = self.cores
             req: object = take(cores)
@@ -91,6 +98,9 @@ class Node:
             give(cores, req)
         self.busy_s += cpu_s
         account.cpu_s += cpu_s
+
+    def current_speed(self) -> float:
+        return self.speed
 
     def cgroup(self, account: Any) -> CGroup:
         """The cgroup ``account`` (a pod's app, a proxy, a client) runs in on this node."""
@@ -104,8 +114,11 @@ class Node:
 
     @property
     def cgroups(self) -> list[CGroup]:
-        """This node's cgroups, in the order they first ran (none under FCFS)."""
-        return [] if self.cpu is None else list(self.cpu.groups)
+        """This node's cgroups, in the order they first ran (under FCFS, the ones whose CPU
+        limit can bind)."""
+        if self.cpu is not None:
+            return list(self.cpu.groups)
+        return [] if self.bandwidth is None else list(self.bandwidth.groups)
 
 
 class _Resolver:
@@ -122,7 +135,7 @@ class _Resolver:
 
 
 def cgroup_measures(nodes: list[Node]) -> tuple[CGroupMeasure, ...]:
-    """Every node's cgroups as the run measured them (none under FCFS)."""
+    """Every node's cgroups as the run measured them (under FCFS, the limited ones)."""
     out: list[CGroupMeasure] = []
     for node in nodes:
         for g in node.cgroups:
@@ -185,9 +198,15 @@ def allocation_warnings(
 def make_nodes(env: simpy.Environment, scenario: Scenario, mesh: str) -> list[Node]:
     """The cluster's nodes, with the scheduler ``cluster.scheduler`` asks for."""
     spec = scenario.cluster
-    if spec.scheduler == "fcfs":
-        return [Node(env, i, spec.cores_per_node) for i in range(spec.nodes)]
     resolve = _Resolver(scenario, mesh)
+    if spec.scheduler == "fcfs":
+        nodes = [Node(env, i, spec.cores_per_node) for i in range(spec.nodes)]
+        for node in nodes:
+            node.bandwidth = Bandwidth(
+                env, node.cores, spec.cores_per_node, resolve, resolve.period_s,
+                count_from_s=scenario.warmup_s, count_until_s=scenario.duration_s,
+            )  # fmt: skip
+        return nodes
     slice_s = None if spec.sched_base_slice_ms is None else spec.sched_base_slice_ms * 1e-3
     return [
         Node(

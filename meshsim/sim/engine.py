@@ -121,12 +121,12 @@ class Simulation:
         for proxy in self.data_plane.proxies:
             self.control_plane.attach(proxy)
         self.multicluster = multicluster_for(self)
-        if scenario.cluster.scheduler == "cfs":
-            # Containers' resources apply only under the fair scheduler.
-            self.data_plane.warnings.extend(
-                allocation_warnings(self.nodes, scenario, mesh, self.data_plane.proxies)
-            )
-            watch_memory(self)
+        # Containers' resources apply under either scheduler (requests weigh only under
+        # cfs; limits throttle and OOM-kill under both).
+        self.data_plane.warnings.extend(
+            allocation_warnings(self.nodes, scenario, mesh, self.data_plane.proxies)
+        )
+        watch_memory(self)
         self.workloads = [
             WorkloadDriver(self, w, self.services[w.target]) for w in scenario.workloads
         ]

@@ -75,5 +75,18 @@ def resources_of(account: Any, scenario: Scenario, mesh: str) -> tuple[str, Reso
     return f"client/{name}", NO_RESOURCES
 
 
+def threads_of(account: Any) -> int:
+    """How many cores ``account`` can use at once: a proxy's worker threads, an app's
+    concurrency (a client's: unbounded)."""
+    from meshsim.sim.app import Pod
+    from meshsim.sim.dataplanes.proxy import Proxy
+
+    if isinstance(account, Proxy):
+        return sum(int(w.res.capacity) for w in account.workers)
+    if isinstance(account, Pod):
+        return account.service.spec.concurrency
+    return 1 << 30
+
+
 def weight_of(resources: Resources) -> float:
     return load_weight(cpu_weight(cpu_shares(resources.cpu_request_m)))

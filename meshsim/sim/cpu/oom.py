@@ -1,6 +1,6 @@
 """Memory limits: a proxy whose modelled memory passes its limit is OOM-killed.
 
-Under ``cluster.scheduler: cfs`` (where containers' resources apply), every second of
+Under either ``cluster.scheduler``, every second of
 simulated time each sidecar's resident memory from its cost model (connections held,
 configuration in view: :meth:`~meshsim.sim.dataplanes.proxy.Proxy.memory_mb`) is compared
 with its memory limit. Past it, the kernel's OOM killer ends the container; the pod's
@@ -47,8 +47,6 @@ def limit_mib(proxy: Proxy, sim: Simulation) -> float | None:
 
 def watch_memory(sim: Simulation) -> None:
     """Start the OOM watch when the run has containers' resources and a memory limit."""
-    if sim.scenario.cluster.scheduler != "cfs":
-        return
     from meshsim.sim.dataplanes.mesh import ProxiedDataPlane
 
     if not isinstance(sim.data_plane, ProxiedDataPlane):

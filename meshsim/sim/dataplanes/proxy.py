@@ -50,6 +50,7 @@ from meshsim.sim.uncontended import give, take
 if TYPE_CHECKING:
     from meshsim.models import ProxyCostModel
     from meshsim.sim.cluster import Node
+    from meshsim.sim.cpu.fair import CGroup
 
 Costs = tuple[float, float, float]
 """CPU seconds of one proxied request: (request path, response path, after the response)."""
@@ -101,6 +102,7 @@ class Proxy:
         "handshakes",
         "hop_s",
         "kind",
+        "limit",
         "model",
         "name",
         "net_node",
@@ -171,6 +173,9 @@ class Proxy:
         self.wasm_filters = wasm_filters
         self._costs: dict[tuple[int, int, bool], Costs] = {}
         self._cpu_factor = cpu_factor
+        self.limit: CGroup | None = None if node.bandwidth is None else node.bandwidth.limited(self)
+        """Its cgroup where its CPU limit can bind on FCFS cores (None: unlimited or under
+        the fair scheduler, which keeps its own cgroups)."""
         """Per-request multipliers of the mean costs (None: the model's cv is 0)."""
 
     # ----------------------------------------------------------------- workers
@@ -222,6 +227,16 @@ class Proxy:
                 worker.idle_since = self.env.now
             self._account(worker, cpu_s)
             return
+        g = self.limit
+        if g is not None:
+            assert node.bandwidth is not None
+            held, ran = yield from node.bandwidth.run(cpu_s, g, node.current_speed)
+            give(node.cores, held)
+            give(worker.res, wreq)
+            if self.cooling_s:
+                worker.idle_since = self.env.now
+            self._account(worker, ran)
+            return
         cores = node.cores
         creq: object = take(cores)
         if creq is None:
@@ -267,6 +282,20 @@ class Proxy:
                 if self.cooling_s:
                     worker.idle_since = self.env.now
             return
+        g = self.limit
+        if g is not None:
+            assert node.bandwidth is not None
+            held, ran = yield from node.bandwidth.run(cpu_s, g, node.current_speed)
+            self._account(worker, ran)
+            if after_s > 0.0:
+                # The telemetry goes on holding the core, within the same quota.
+                self.env.process(self._linger_limited(worker, wreq, held, g, after_s))
+            else:
+                give(node.cores, held)
+                give(worker.res, wreq)
+                if self.cooling_s:
+                    worker.idle_since = self.env.now
+            return
         cores = node.cores
         creq: object = take(cores)
         if creq is None:
@@ -288,6 +317,18 @@ class Proxy:
             give(worker.res, wreq)
             if self.cooling_s:
                 worker.idle_since = self.env.now
+
+    def _linger_limited(
+        self, worker: Worker, wreq: object, creq: object, g: CGroup, after_s: float
+    ) -> Generator[simpy.Event, Any, None]:
+        node = self.node
+        assert node.bandwidth is not None
+        creq, ran = yield from node.bandwidth.run(after_s, g, node.current_speed, held=creq)
+        give(node.cores, creq)
+        give(worker.res, wreq)
+        if self.cooling_s:
+            worker.idle_since = self.env.now
+        self._account(worker, ran)
 
     def _end_linger(
         self, worker: Worker, wreq: object, creq: object, after_s: float, _event: simpy.Event

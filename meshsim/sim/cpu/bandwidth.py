@@ -1,0 +1,163 @@
+"""CPU limits on a node whose cores are FCFS (``cluster.scheduler: fcfs``).
+
+A CPU limit is CFS bandwidth control, and bandwidth control is not tied to how the kernel
+picks among runnable tasks: it caps a cgroup's runtime per period, whatever the pick. So
+the FCFS cores enforce it too, the same way :mod:`meshsim.sim.cpu.fair` does (one rule,
+two pickers): a limited cgroup draws runtime from its pool in 5 ms pieces
+(``sched_cfs_bandwidth_slice_us``); when a piece is due and the pool is empty, the cgroup
+is throttled until the next period refills it, and a burst of it that was running gives
+its core up and queues for one again when it is unthrottled. The counters are the fair
+scheduler's (:class:`meshsim.sim.cpu.fair.CGroup`): periods in which it drew runtime,
+throttled periods, throttled time, CPU, all in the measurement window.
+
+Only a limit that can bind is enforced: a container cannot use more cores than it has
+threads, nor more than its node has, so a limit at or above ``min(threads, cores)``
+(Istio's default 2000m on a two-worker Envoy) never throttles; its container runs on the
+plain FCFS path, unaccounted. The cgroups of :attr:`Bandwidth.groups` are the limited
+ones, which is what ``summary.json``'s ``cgroups`` lists under FCFS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from functools import partial
+from typing import Any
+
+import simpy
+
+from meshsim.sim.cpu.cgroups import threads_of
+from meshsim.sim.cpu.fair import BANDWIDTH_SLICE_S, CGroup
+from meshsim.sim.uncontended import give, take
+
+_EPS = 1e-12
+
+
+class Bandwidth:
+    """CFS bandwidth control of the binding CPU limits on one FCFS node."""
+
+    __slots__ = (
+        "_groups", "_refill", "_resolve", "cores", "count_from_s", "count_until_s", "env",
+        "groups", "n_cores", "period_s",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        cores: simpy.Resource,
+        n_cores: int,
+        resolve: Callable[[Any], tuple[str, float, float | None]],
+        period_s: float,
+        *,
+        count_from_s: float = 0.0,
+        count_until_s: float = float("inf"),
+    ) -> None:
+        self.env = env
+        self.cores = cores
+        self.n_cores = n_cores
+        self._resolve = resolve
+        self.period_s = period_s
+        self.count_from_s = count_from_s
+        self.count_until_s = count_until_s
+        self.groups: list[CGroup] = []
+        """The cgroups whose limit can bind, in the order they first ran."""
+        self._groups: dict[int, CGroup | None] = {}
+        self._refill: dict[int, simpy.Event] = {}
+        """A throttled cgroup's refill at its next period (by cgroup index)."""
+
+    def limited(self, account: Any) -> CGroup | None:
+        """``account``'s cgroup if its CPU limit can bind, else None (run it unlimited)."""
+        key = id(account)
+        try:
+            return self._groups[key]
+        except KeyError:
+            pass
+        name, weight, quota = self._resolve(account)
+        can_use_s = min(threads_of(account), self.n_cores) * self.period_s
+        g = None
+        if quota is not None and quota < can_use_s - _EPS:
+            g = CGroup(name, weight, len(self.groups), quota, self.period_s)
+            self.groups.append(g)
+        self._groups[key] = g
+        return g
+
+    def run(
+        self, cpu_s: float, g: CGroup, speed: Callable[[], float], held: object = None
+    ) -> Generator[simpy.Event, Any, tuple[object, float]]:
+        """Run a burst of ``cpu_s`` (host-speed seconds: times ``speed()`` when it first
+        gets a core) for ``g``, within its quota; returns the core it ends on, still held
+        (``held``: a core the caller already holds), and the seconds it ran."""
+        env = self.env
+        cores = self.cores
+        creq = held
+        remaining = cpu_s
+        ran = 0.0
+        scaled = held is not None
+        if scaled:
+            remaining *= speed()
+        while True:
+            if not self._draw(g):
+                if creq is not None:
+                    give(cores, creq)
+                    creq = None
+                yield self._throttle(g)
+                continue
+            if creq is None:
+                creq = take(cores)
+                if creq is None:
+                    creq = cores.request()
+                    yield creq
+                    continue  # the pool may have run dry while it queued
+            if not scaled:
+                remaining *= speed()
+                scaled = True
+            piece = min(remaining, BANDWIDTH_SLICE_S, g.pool_s)
+            g.pool_s -= piece
+            yield env.timeout(piece)
+            self._count(g, piece)
+            ran += piece
+            remaining -= piece
+            if remaining <= _EPS:
+                return creq, ran
+
+    def _draw(self, g: CGroup) -> bool:
+        """Whether ``g`` has runtime left this period (a new period refills its pool)."""
+        now = self.env.now
+        idx = int(now / g.period_s + 1e-9)
+        if idx > g.period_idx and not g.throttled:
+            g.period_idx = idx
+            g.pool_s = g.quota_s or 0.0
+            if self.count_from_s <= now < self.count_until_s:
+                g.nr_periods += 1
+        return not g.throttled and g.pool_s > _EPS
+
+    def _throttle(self, g: CGroup) -> simpy.Event:
+        """The event of ``g``'s refill, throttling it now if it is not yet."""
+        if g.throttled:
+            return self._refill[g.index]
+        now = self.env.now
+        g.throttled = True
+        g.throttled_at = now
+        if self.count_from_s <= now < self.count_until_s:
+            g.nr_throttled += 1
+        refill = (g.period_idx + 1) * g.period_s
+        ev = self._refill[g.index] = self.env.timeout(max(refill - now, 0.0))
+        assert ev.callbacks is not None
+        # Before any waiter's resume (they append theirs when they yield it).
+        ev.callbacks.append(partial(self._unthrottle, g, g.period_idx + 1))
+        return ev
+
+    def _unthrottle(self, g: CGroup, idx: int, _ev: simpy.Event) -> None:
+        now = self.env.now
+        g.throttled = False
+        g.throttled_s += max(
+            min(now, self.count_until_s) - max(g.throttled_at, self.count_from_s), 0.0
+        )
+        g.period_idx = idx
+        g.pool_s = g.quota_s or 0.0
+        if self.count_from_s <= now < self.count_until_s:
+            g.nr_periods += 1
+
+    def _count(self, g: CGroup, ran: float) -> None:
+        now = self.env.now
+        if now > self.count_from_s:
+            g.cpu_s += max(min(now, self.count_until_s) - max(now - ran, self.count_from_s), 0.0)
