@@ -36,8 +36,8 @@ class Bandwidth:
     """CFS bandwidth control of the binding CPU limits on one FCFS node."""
 
     __slots__ = (
-        "_groups", "_refill", "_resolve", "cores", "count_from_s", "count_until_s", "env",
-        "groups", "n_cores", "period_s",
+        "_groups", "_refill", "_resolve", "cores", "env", "groups", "n_cores", "period_s",
+        "window",
     )  # fmt: skip
 
     def __init__(
@@ -56,8 +56,8 @@ class Bandwidth:
         self.n_cores = n_cores
         self._resolve = resolve
         self.period_s = period_s
-        self.count_from_s = count_from_s
-        self.count_until_s = count_until_s
+        self.window = (count_from_s, count_until_s)
+        """CPU, period and throttling counters count in [from, until): the window."""
         self.groups: list[CGroup] = []
         """The cgroups whose limit can bind, in the order they first ran."""
         self._groups: dict[int, CGroup | None] = {}
@@ -113,7 +113,7 @@ class Bandwidth:
             piece = min(remaining, BANDWIDTH_SLICE_S, g.pool_s)
             g.pool_s -= piece
             yield env.timeout(piece)
-            self._count(g, piece)
+            g.count_cpu(env.now, piece, self.window)
             ran += piece
             remaining -= piece
             if remaining <= _EPS:
@@ -121,43 +121,20 @@ class Bandwidth:
 
     def _draw(self, g: CGroup) -> bool:
         """Whether ``g`` has runtime left this period (a new period refills its pool)."""
-        now = self.env.now
-        idx = int(now / g.period_s + 1e-9)
-        if idx > g.period_idx and not g.throttled:
-            g.period_idx = idx
-            g.pool_s = g.quota_s or 0.0
-            if self.count_from_s <= now < self.count_until_s:
-                g.nr_periods += 1
-        return not g.throttled and g.pool_s > _EPS
+        if g.throttled:
+            return False
+        g.refill(self.env.now, self.window)
+        return g.pool_s > _EPS
 
     def _throttle(self, g: CGroup) -> simpy.Event:
         """The event of ``g``'s refill, throttling it now if it is not yet."""
         if g.throttled:
             return self._refill[g.index]
-        now = self.env.now
-        g.throttled = True
-        g.throttled_at = now
-        if self.count_from_s <= now < self.count_until_s:
-            g.nr_throttled += 1
-        refill = (g.period_idx + 1) * g.period_s
-        ev = self._refill[g.index] = self.env.timeout(max(refill - now, 0.0))
+        ev = self._refill[g.index] = self.env.timeout(g.throttle(self.env.now, self.window))
         assert ev.callbacks is not None
         # Before any waiter's resume (they append theirs when they yield it).
-        ev.callbacks.append(partial(self._unthrottle, g, g.period_idx + 1))
+        ev.callbacks.append(partial(self._unthrottle, g))
         return ev
 
-    def _unthrottle(self, g: CGroup, idx: int, _ev: simpy.Event) -> None:
-        now = self.env.now
-        g.throttled = False
-        g.throttled_s += max(
-            min(now, self.count_until_s) - max(g.throttled_at, self.count_from_s), 0.0
-        )
-        g.period_idx = idx
-        g.pool_s = g.quota_s or 0.0
-        if self.count_from_s <= now < self.count_until_s:
-            g.nr_periods += 1
-
-    def _count(self, g: CGroup, ran: float) -> None:
-        now = self.env.now
-        if now > self.count_from_s:
-            g.cpu_s += max(min(now, self.count_until_s) - max(now - ran, self.count_from_s), 0.0)
+    def _unthrottle(self, g: CGroup, _ev: simpy.Event) -> None:
+        g.unthrottle(self.env.now, self.window)

@@ -95,6 +95,40 @@ class CGroup:
         self.nr_throttled = 0
         self.throttled_s = 0.0
 
+    # Bandwidth control's bookkeeping, the same under either picker (meshsim.sim.cpu.bandwidth
+    # for FCFS cores). ``window`` is the measurement window [from, until) the counters count in.
+
+    def refill(self, now: float, window: tuple[float, float]) -> None:
+        """A new period's quota, if ``now`` is in a later period than the last refill."""
+        idx = int(now / self.period_s + 1e-9)
+        if idx > self.period_idx:
+            self.period_idx = idx
+            self.pool_s = self.quota_s or 0.0
+            if window[0] <= now < window[1]:
+                self.nr_periods += 1
+
+    def throttle(self, now: float, window: tuple[float, float]) -> float:
+        """Throttled now, its pool spent: the delay to the next period's refill."""
+        self.throttled = True
+        self.throttled_at = now
+        if window[0] <= now < window[1]:
+            self.nr_throttled += 1
+        return max((self.period_idx + 1) * self.period_s - now, 0.0)
+
+    def unthrottle(self, now: float, window: tuple[float, float]) -> None:
+        """The refill that ends a throttle (a period of its own, counted)."""
+        self.throttled = False
+        self.throttled_s += max(min(now, window[1]) - max(self.throttled_at, window[0]), 0.0)
+        self.period_idx += 1
+        self.pool_s = self.quota_s or 0.0
+        if window[0] <= now < window[1]:
+            self.nr_periods += 1
+
+    def count_cpu(self, now: float, ran: float, window: tuple[float, float]) -> None:
+        """``ran`` seconds of CPU that ended ``now``, the part inside the window."""
+        if now > window[0]:
+            self.cpu_s += max(min(now, window[1]) - max(now - ran, window[0]), 0.0)
+
 
 class Task:
     """One CPU burst of one thread: it runs ``remaining`` seconds, then calls ``done``."""
@@ -140,8 +174,7 @@ class FairScheduler:
             base_slice_s if base_slice_s is not None else default_base_slice_s(cores)
         )
         self.run_to_parity = run_to_parity
-        self.count_from_s = count_from_s
-        self.count_until_s = count_until_s
+        self.window = (count_from_s, count_until_s)
         """CPU, period and throttling counters count in [from, until): the window."""
         self.running: list[Task] = []
         self.groups: list[CGroup] = []
@@ -201,9 +234,7 @@ class FairScheduler:
             slice_v = self.base_slice_s * NICE_0_LOAD / g.weight
             g.deadline += slice_v * (math.floor((g.vruntime - g.deadline) / slice_v) + 1)
             task.slice_end = self.env.now + (g.deadline - g.vruntime) * g.weight / NICE_0_LOAD
-        now = self.env.now
-        if now > self.count_from_s:
-            g.cpu_s += max(min(now, self.count_until_s) - max(now - ran, self.count_from_s), 0.0)
+        g.count_cpu(self.env.now, ran, self.window)
 
     def _avg_vruntime(self) -> float:
         rq = self._rq
@@ -385,13 +416,7 @@ class FairScheduler:
         """Draw the next piece of runtime from the pool; False when the pool is empty."""
         g = task.group
         assert g.quota_s is not None
-        now = self.env.now
-        idx = int(now / g.period_s + 1e-9)
-        if idx > g.period_idx:
-            g.period_idx = idx
-            g.pool_s = g.quota_s
-            if self.count_from_s <= now < self.count_until_s:
-                g.nr_periods += 1
+        g.refill(self.env.now, self.window)
         if g.pool_s <= _EPS:
             return False
         piece = min(task.remaining, BANDWIDTH_SLICE_S, g.pool_s)
@@ -406,11 +431,8 @@ class FairScheduler:
         g.queue.appendleft(task)
         self.waiting += 1
         if not g.throttled:
-            g.throttled = True
             now = self.env.now
-            g.throttled_at = now
-            if self.count_from_s <= now < self.count_until_s:
-                g.nr_throttled += 1
+            wait = g.throttle(now, self.window)
             # Its other running tasks leave their cores too (the kernel throttles the
             # cgroup's run queue on each CPU as its local runtime runs out; here at once).
             for r in [r for r in self.running if r.group is g]:
@@ -421,20 +443,11 @@ class FairScheduler:
                 r.budget = 0.0
                 g.queue.appendleft(r)
                 self.waiting += 1
-            refill = (g.period_idx + 1) * g.period_s
-            ev = self.env.timeout(max(refill - now, 0.0))
+            ev = self.env.timeout(wait)
             assert ev.callbacks is not None
-            ev.callbacks.append(partial(self._unthrottle, g, g.period_idx + 1))
+            ev.callbacks.append(partial(self._unthrottle, g))
         self._dispatch()
 
-    def _unthrottle(self, g: CGroup, idx: int, _ev: simpy.Event) -> None:
-        now = self.env.now
-        g.throttled = False
-        g.throttled_s += max(
-            min(now, self.count_until_s) - max(g.throttled_at, self.count_from_s), 0.0
-        )
-        g.period_idx = idx
-        g.pool_s = g.quota_s or 0.0
-        if self.count_from_s <= now < self.count_until_s:
-            g.nr_periods += 1
+    def _unthrottle(self, g: CGroup, _ev: simpy.Event) -> None:
+        g.unthrottle(self.env.now, self.window)
         self._dispatch()
