@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime
+import json
 import math
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -49,3 +52,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=[item for item in items if item.nodeid in dropped])
         items[:] = [item for item in items if item.nodeid not in dropped]
+
+
+@pytest.fixture
+def lab_model_1kib(tmp_path: Path) -> Path:
+    """A copy of the committed lab model (models/calibrated/lab.yaml) whose fit record keeps
+    only its 1 KiB fit points as fit points (3 loads of 12): what re-simulates every fit point
+    (the wake-up rescaling) then costs a quarter, and what holds over any set of fit points
+    still holds."""
+    root = Path(__file__).resolve().parent.parent / "models" / "calibrated"
+    shutil.copy(root / "lab.yaml", tmp_path / "lab.yaml")
+    record = json.loads((root / "lab.fit.json").read_text())
+    for r in record["points"]:
+        if r["role"] == "fit" and r["payload_bytes"] != 1024:
+            r["role"] = "fit-not-simulated"
+    (tmp_path / "lab.fit.json").write_text(json.dumps(record))
+    return tmp_path / "lab.yaml"

@@ -52,20 +52,12 @@ def test_effective_tick_without_clump_counts_is_the_nominal_one() -> None:
     assert effective_tick([{"rps": 900.0}], 1.0)["value"] == 1.0
 
 
-def test_rescaled_wakeups_charge_the_labs_wakeup_cpu(tmp_path: Path) -> None:
+def test_rescaled_wakeups_charge_the_labs_wakeup_cpu(lab_model_1kib: Path) -> None:
     # After rescaling, the simulator's idle bursts at the fit points, times the new cost,
     # are the lab's voluntary switches times the fitted per-switch cost (to the 2 % the
     # iteration stops at).
-    shutil.copy(ROOT / "models/calibrated/lab.yaml", tmp_path / "lab.yaml")
-    committed = json.loads((ROOT / "models/calibrated/lab.fit.json").read_text())
-    # The 1 KiB fit points only (3 loads of the 12 simulated): the equalities hold over any
-    # set of fit points, and each one costs a simulation per round.
-    for r in committed["points"]:
-        if r["role"] == "fit" and r["payload_bytes"] != 1024:
-            r["role"] = "fit-not-simulated"
-    (tmp_path / "lab.fit.json").write_text(json.dumps(committed))
-    model = tmp_path / "lab.yaml"
-    fitted = committed.get("wakeup_scale") or {}
+    model = lab_model_1kib
+    fitted = json.loads(model.with_suffix(".fit.json").read_text()).get("wakeup_scale") or {}
     per_switch = (
         fitted.get("per_switch_us")
         or (yaml.safe_load(model.read_text())["parameters"]["wakeup_cpu_us"]["value"])
@@ -75,7 +67,7 @@ def test_rescaled_wakeups_charge_the_labs_wakeup_cpu(tmp_path: Path) -> None:
     # recomputed from the same simulated counts it is checked against).
     record = rescale_wakeups(model, duration_s=0.6, log=lambda _: None)
     assert record is not None
-    fit = json.loads((tmp_path / "lab.fit.json").read_text())
+    fit = json.loads(model.with_suffix(".fit.json").read_text())
     lab = sum(lab_wakeups(r) for r in fit_points(fit))
     simulated = sum(p["simulated_idle_bursts"] for p in record["points"])
     cost = yaml.safe_load(model.read_text())["parameters"]["wakeup_cpu_us"]["value"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -187,21 +186,19 @@ def test_the_fit_recovers_a_cold_wake_ups_cost_and_the_probes_decay() -> None:
 
 
 @pytest.mark.slow
-def test_rescaled_cold_wake_ups_charge_the_labs_cold_wake_up_cpu(tmp_path: Path) -> None:
+def test_rescaled_cold_wake_ups_charge_the_labs_cold_wake_up_cpu(lab_model_1kib: Path) -> None:
     """With a decay the rescaling counts cold wake-ups on both sides: at the fit points the
     CPU the simulator charged for wake-ups equals the lab's switches, each weighted by the
     share its mean sleep cooled, times the fitted cold cost (to the 2 % it stops at)."""
     from meshsim.calibrate.sim_terms import fit_points, lab_wakeups, rescale_wakeups
 
-    for suffix in (".yaml", ".fit.json"):
-        shutil.copy(ROOT / "models/calibrated" / f"lab{suffix}", tmp_path / f"lab{suffix}")
-    model = tmp_path / "lab.yaml"
+    model = lab_model_1kib
     doc = yaml.safe_load(model.read_text())
     doc["parameters"]["wakeup_cache_decay_ms"] = {"value": 1.0, "unit": "ms", "source": "test"}
     model.write_text(yaml.safe_dump(doc, sort_keys=False))
-    fit = json.loads((tmp_path / "lab.fit.json").read_text())
+    fit = json.loads(model.with_suffix(".fit.json").read_text())
     per_switch = fit["wakeup_scale"]["per_switch_us"]
-    record = rescale_wakeups(model, duration_s=0.75, log=lambda _: None)
+    record = rescale_wakeups(model, duration_s=0.6, log=lambda _: None)
     assert record is not None
     lab = sum(lab_wakeups(r, 1.0) for r in fit_points(fit))
     simulated = sum(p["simulated_idle_bursts"] for p in record["points"])
