@@ -80,6 +80,24 @@ class Anchor(BaseModel):
 # --------------------------------------------------------------------------- the accessor
 
 
+MemoryTerms = tuple[float, float, float, float, float]
+"""(fixed MiB, KB per connection, per TLS connection, per cluster, per endpoint)."""
+
+
+def memory_from_terms(
+    terms: MemoryTerms, connections: int, clusters: int, endpoints: int, tls_connections: int
+) -> float:
+    """Resident MiB from :meth:`ProxyCostModel.memory_terms` (unchecked counts)."""
+    fixed, connection_kb, tls_kb, cluster_kb, endpoint_kb = terms
+    kb = (
+        connections * connection_kb
+        + tls_connections * tls_kb
+        + clusters * cluster_kb
+        + endpoints * endpoint_kb
+    )
+    return fixed + kb / KB_PER_MB
+
+
 @dataclass(frozen=True)
 class ProxyCostModel:
     """A checked cost model, in explicit units: microseconds of CPU, KiB and MiB.
@@ -296,14 +314,22 @@ class ProxyCostModel:
                 raise ValueError(f"{name} must be >= 0")
         if tls_connections > connections:
             raise ValueError("tls_connections cannot exceed connections")
-        v = self.value
-        kb = (
-            connections * v("connection_kb")
-            + tls_connections * v("tls_connection_kb")
-            + clusters * v("cluster_kb")
-            + endpoints * v("endpoint_kb")
+        return memory_from_terms(
+            self.memory_terms(), connections, clusters, endpoints, tls_connections
         )
-        return v("base_memory_mb") + v("agent_memory_mb") + kb / KB_PER_MB
+
+    def memory_terms(self) -> MemoryTerms:
+        """The parameters :meth:`memory_mb` combines: (fixed MiB, KB per connection, per TLS
+        connection, per cluster, per endpoint), for callers that evaluate it for many
+        proxies of one model (:func:`memory_from_terms`)."""
+        v = self.value
+        return (
+            v("base_memory_mb") + v("agent_memory_mb"),
+            v("connection_kb"),
+            v("tls_connection_kb"),
+            v("cluster_kb"),
+            v("endpoint_kb"),
+        )
 
     # -- parameter sets
 
