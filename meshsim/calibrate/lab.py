@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
-from meshsim.calibrate import cache_cooling, host_phases, speed, wake_latency
+from meshsim.calibrate import cache_cooling, host_phases, period_cpu, speed, wake_latency
 from meshsim.calibrate.decomposition import duration_quantiles, lab_parts
 from meshsim.calibrate.points import LabConfig, Measured, Point
 from meshsim.calibrate.procstat import tree_sched
@@ -92,6 +92,8 @@ class _Node:
             raise MeshsimError(f"lab component {name} failed to start: {line}{err[-2000:]}")
         self.port = int(line.split()[1])
         self._offset = 0
+        self.last_log = b""
+        """The access-log lines :meth:`new_log_samples` read last (one point's)."""
 
     def pids(self) -> list[int]:
         return [self.proc.pid]
@@ -110,7 +112,8 @@ class _Node:
             data = fh.read()
         cut = data.rfind(b"\n") + 1
         self._offset += cut
-        return access_log_samples(data[:cut])
+        self.last_log = data[:cut]
+        return access_log_samples(self.last_log)
 
     def stop(self) -> None:
         stop_process(self.proc)
@@ -410,9 +413,13 @@ class Lab:
             phases_before = self.trace_host(probe_scale(point))
             wake_before = self.probe_wakeups(probe_scale(point))
             before = {k: tree_sched(p) for k, p in pids.items()}
-            load_start = time.monotonic()
-            result = run_load(spec)
-            load_end = time.monotonic()
+            sidecars = {k: pids[k] for k in ("client_sidecar", "server_sidecar")}
+            with period_cpu.PeriodSampler(sidecars if point.proxied else {}) as periods:
+                wall_start = time.time()
+                load_start = time.monotonic()
+                result = run_load(spec)
+                load_end = time.monotonic()
+                wall_end = time.time()
             after = {k: tree_sched(p) for k, p in pids.items()}
         time.sleep(0.05)  # let the access logs flush their last lines
         speed_after = self.probe_speed()
@@ -446,6 +453,12 @@ class Lab:
 
         client, client_ms = _log_samples(self.client) if point.proxied else ([], [])
         server, server_ms = _log_samples(self.server) if point.proxied else ([], [])
+        logs = {
+            k: log
+            for k, node in (("client_sidecar", self.client), ("server_sidecar", self.server))
+            if point.proxied and (log := getattr(node, "last_log", b""))
+        }
+        by_period = period_cpu.measure(periods.samples, logs, wall_start, wall_end)
         durations = {
             k: q
             for k, q in (
@@ -480,6 +493,7 @@ class Lab:
             else {},
             wake_latency_us=wake_latency.point_wakeups(wake_before, wake_after),
             wake_latency_cross_us=wake_latency.point_wakeups(wake_before, wake_after, "cross"),
+            period_cpu=by_period,
         )
 
     def probe_speed(self) -> dict[str, float]:

@@ -112,6 +112,10 @@ class Measured:
     (:mod:`meshsim.calibrate.wake_latency`; empty: older records)."""
     wake_latency_cross_us: dict[str, dict[str, float]] = field(default_factory=dict)
     """The same, sent from the other lab core."""
+    period_cpu: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Proxied points: each sidecar's CPU per 100 ms period over the load, and how much of
+    its variation is the requests' and how much the CPU per request's
+    (:func:`meshsim.calibrate.period_cpu.period_figures`)."""
     cgroup: dict[str, Any] = field(default_factory=dict)
     """``throttled`` points: the server sidecar's CPU cgroup over the load, as
     :func:`meshsim.calibrate.throttle.measure_point` records it: ``limit_m``, ``period_ms``,

@@ -189,6 +189,9 @@ def point_row(m: Measured) -> dict[str, Any]:
         "host_trace": m.host_trace or None,
         "wake_latency_us": m.wake_latency_us or None,
         "wake_latency_cross_us": m.wake_latency_cross_us or None,
+        # Each sidecar's CPU per 100 ms period (meshsim.calibrate.period_cpu); absent in
+        # records measured before 2026-12-03.
+        "period_cpu": m.period_cpu or None,
         # Throttled points: the limit as a multiple of the unlimited use, and the cgroup's
         # limit in millicores and cpu.stat over the point (meshsim.calibrate.throttle).
         **({"cpu_limit": p.cpu_limit, "cgroup": m.cgroup} if m.cgroup else {}),

@@ -23,6 +23,7 @@ from meshsim.calibrate.decomposition import PointDecomposition, decompose
 from meshsim.calibrate.decomposition import render as render_decomposition
 from meshsim.calibrate.diagnosis import diagnose, fmt_ci
 from meshsim.calibrate.lab import PROBED_LOAD_S
+from meshsim.calibrate.period_cpu import period_table
 from meshsim.calibrate.throttle import throttled_table
 from meshsim.calibrate.validate import (
     NO_PROBE,
@@ -268,6 +269,7 @@ def throttled_lines(fit: dict[str, Any], rows: list[Comparison]) -> list[str]:
             text,
             "```",
             "",
+            *_period_lines(fit),
         ]
     limits = fit.get("cpu_limits")
     if limits and not limits.get("shares"):
@@ -275,6 +277,25 @@ def throttled_lines(fit: dict[str, Any], rows: list[Comparison]) -> list[str]:
     else:
         why = "none in this record: its lab did not measure the sidecar under a CPU limit"
     return [*head, f"- {why}", ""]
+
+
+def _period_lines(fit: dict[str, Any]) -> list[str]:
+    """How much the server sidecar's CPU varies from one CFS period to the next, which is
+    what decides how often a limit near its average is reached (records from 2026-12-03)."""
+    text = period_table(fit.get("points", []))
+    if not text:
+        return []
+    return [
+        "How often a limit near the sidecar's average is reached depends on how much its CPU "
+        "varies between periods: the lab's sidecar CPU per 100 ms period at these loads "
+        "(meshsim/calibrate/period_cpu.py). The simulated sidecar's CPU per request does "
+        "not drift between periods (reports/validation/cpu-limits.md).",
+        "",
+        "```",
+        text,
+        "```",
+        "",
+    ]
 
 
 def goal_lines(rows: list[Comparison], goals: dict[str, float]) -> list[str]:

@@ -1,0 +1,154 @@
+"""A sidecar's CPU per CFS period (100 ms) during a point's load, and what makes it vary.
+
+How often a CPU limit near a sidecar's average use is reached depends on how much its CPU
+varies from one period to the next, not on the average. On the lab's host the server
+sidecar's requests per period are Poisson, but its CPU per request, averaged over each
+period's hundreds of requests, drifts from period to period by far more than per-request
+noise would leave (reports/validation/cpu-limits.md), and that drift decides the throttled
+points. The lab records it at every proxied point: a thread reads the sidecars' CPU
+(``/proc/PID/task/*/schedstat``) every 10 ms during the load, the server sidecar's access
+log gives the moment each request was answered (``ts``), and :func:`period_figures` splits
+the CPU's variation per period between the number of requests and the CPU per request.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import numpy as np
+
+from meshsim.calibrate.procstat import tree_sched
+
+PERIOD_S: Final = 0.1
+"""cpu.max's default period, which Kubernetes' CPU limits use."""
+EVERY_S: Final = 0.01
+"""Sampling interval: ten samples a period."""
+MIN_PERIODS: Final = 5
+
+
+class PeriodSampler:
+    """Samples the CPU seconds of some processes (by name: their pids) every
+    :data:`EVERY_S` in a thread, with the wall clock (the access log's clock)."""
+
+    def __init__(self, pids: Mapping[str, Sequence[int]]) -> None:
+        self.pids = {k: list(v) for k, v in pids.items()}
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="period-cpu", daemon=True)
+
+    def __enter__(self) -> PeriodSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            now = time.time()
+            self.samples.append((now, {k: tree_sched(p).cpu_s for k, p in self.pids.items()}))
+            self._stop.wait(EVERY_S)
+
+
+def answered_times(log: bytes) -> list[float]:
+    """The ``ts`` (wall clock, s) of each answered (status 200) request in access-log lines."""
+    out: list[float] = []
+    for line in log.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("status") == 200 and isinstance(rec.get("ts"), int | float):
+            out.append(float(rec["ts"]))
+    return out
+
+
+def period_figures(
+    samples: Sequence[tuple[float, Mapping[str, float]]],
+    name: str,
+    answered: Sequence[float],
+    start: float,
+    end: float,
+    period_s: float = PERIOD_S,
+) -> dict[str, float] | None:
+    """``name``'s CPU per period over the whole periods between ``start`` and ``end`` (wall
+    clock, the load's), less the first and the last (ramp and drain): the coefficient of
+    variation of its CPU per period (``cpu_cv``), of the requests answered per period
+    (``requests_cv``; a Poisson stream's is ``poisson_cv``), of the CPU per request averaged
+    over each period (``cpu_per_request_cv``), and the lag-1 autocorrelation of the CPU per
+    period (``lag1``: how long a drift lasts). None with fewer than :data:`MIN_PERIODS`."""
+    t = np.array([s[0] for s in samples], dtype=float)
+    if len(t) < 2:
+        return None
+    cpu = np.array([s[1][name] for s in samples], dtype=float)
+    edges = np.arange(start + period_s, end - period_s + 1e-9, period_s)
+    if len(edges) < MIN_PERIODS + 1 or edges[0] < t[0] or edges[-1] > t[-1]:
+        return None
+    per = np.diff(np.interp(edges, t, cpu))
+    n = np.histogram(np.asarray(answered, dtype=float), bins=edges)[0].astype(float)
+    if per.mean() <= 0.0 or n.min() <= 0.0:
+        return None
+    per_request = per / n
+    return {
+        "periods": len(per),
+        "cpu_ms_mean": round(float(per.mean()) * 1e3, 3),
+        "cpu_cv": round(float(per.std() / per.mean()), 4),
+        "requests_cv": round(float(n.std() / n.mean()), 4),
+        "poisson_cv": round(float(1.0 / np.sqrt(n.mean())), 4),
+        "cpu_per_request_cv": round(float(per_request.std() / per_request.mean()), 4),
+        "lag1": round(float(np.corrcoef(per[:-1], per[1:])[0, 1]), 4) if len(per) > 2 else 0.0,
+    }
+
+
+def measure(
+    samples: Sequence[tuple[float, Mapping[str, float]]],
+    logs: Mapping[str, bytes],
+    start: float,
+    end: float,
+) -> dict[str, Any]:
+    """:func:`period_figures` for each sidecar whose access log is in ``logs`` (those that
+    give too few periods are left out)."""
+    out: dict[str, Any] = {}
+    for name, log in logs.items():
+        figures = period_figures(samples, name, answered_times(log), start, end)
+        if figures is not None:
+            out[name] = figures
+    return out
+
+
+def period_table(points: Sequence[Mapping[str, Any]]) -> str:
+    """The server sidecar's CPU per period at the plain held-out and CPU-limited points of a
+    fit record, the median of each figure over the passes ("" without such records)."""
+    groups: dict[tuple[float, float], list[Mapping[str, float]]] = {}
+    for p in points:
+        figures = (p.get("period_cpu") or {}).get("server_sidecar")
+        if figures and p["role"] in ("held_out", "throttled") and p["config"] == "plain-ka-f0":
+            key = (float(p["rps"]), float(p.get("cpu_limit") or 0.0))
+            groups.setdefault(key, []).append(figures)
+    if not groups:
+        return ""
+    keys = ("cpu_cv", "requests_cv", "poisson_cv", "cpu_per_request_cv", "lag1")
+    lines = [
+        f"{'load':>8} {'limit':>6} {'passes':>6}  {'CPU cv':>7} {'requests cv':>11} "
+        f"{'Poisson':>7} {'CPU/request cv':>14} {'lag-1':>6}"
+    ]
+    for (rps, limit), rows in sorted(groups.items()):
+        med = {k: float(np.median([r[k] for r in rows])) for k in keys}
+        load = f"{rps:.1f}" if rps else "sat"
+        lines.append(
+            f"{load:>8} {f'{limit:g}x' if limit else '-':>6} {len(rows):>6}  "
+            f"{med['cpu_cv']:>7.3f} {med['requests_cv']:>11.3f} {med['poisson_cv']:>7.3f} "
+            f"{med['cpu_per_request_cv']:>14.3f} {med['lag1']:>6.2f}"
+        )
+    lines.append(
+        "per 100 ms period of the load: the coefficient of variation of the server sidecar's "
+        "CPU, of the requests it answered (a Poisson stream's beside it) and of its CPU per "
+        "request averaged over the period; lag-1 = the CPU's autocorrelation from one period "
+        "to the next; medians over the passes (limit: the throttled points' multiple)"
+    )
+    return "\n".join(lines)

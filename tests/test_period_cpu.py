@@ -1,0 +1,101 @@
+"""A sidecar's CPU per 100 ms period (meshsim.calibrate.period_cpu): exact cases."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from meshsim.calibrate.period_cpu import answered_times, period_figures
+
+T0 = 1000.0
+
+
+def _samples(cpu_ms: list[float]) -> list[tuple[float, dict[str, float]]]:
+    """Samples every 10 ms of a process that spends ``cpu_ms[k]`` evenly over period k."""
+    out = []
+    total = 0.0
+    for k, ms in enumerate(cpu_ms):
+        for j in range(10):
+            out.append((T0 + 0.1 * k + 0.01 * j, {"server_sidecar": total + ms * 1e-3 * j / 10}))
+        total += ms * 1e-3
+    out.append((T0 + 0.1 * len(cpu_ms), {"server_sidecar": total}))
+    return out
+
+
+def _answered(counts: list[int]) -> list[float]:
+    """``counts[k]`` requests answered evenly inside period k."""
+    return [T0 + 0.1 * k + 0.1 * (i + 0.5) / n for k, n in enumerate(counts) for i in range(n)]
+
+
+def _figures(cpu_ms: list[float], counts: list[int]) -> dict[str, float] | None:
+    end = T0 + 0.1 * len(cpu_ms)
+    return period_figures(_samples(cpu_ms), "server_sidecar", _answered(counts), T0, end)
+
+
+def test_a_steady_sidecar_varies_by_nothing() -> None:
+    f = _figures([30.0] * 12, [300] * 12)
+    assert f is not None
+    assert f["periods"] == 10  # the first and the last period are left out
+    assert f["cpu_ms_mean"] == pytest.approx(30.0)
+    assert (f["cpu_cv"], f["requests_cv"], f["cpu_per_request_cv"]) == pytest.approx(
+        (0.0, 0.0, 0.0), abs=1e-6
+    )
+    assert f["poisson_cv"] == pytest.approx(1 / np.sqrt(300), abs=1e-4)
+
+
+def test_a_drift_of_the_cpu_per_request_is_told_from_the_requests() -> None:
+    # 30 and 40 ms in turn for the same 300 requests: the CPU per request drifts (cv 5/35),
+    # the requests do not, and one period's CPU predicts the next's the wrong way (lag1 -1).
+    f = _figures([30.0, 40.0] * 6, [300] * 12)
+    assert f is not None
+    assert f["cpu_cv"] == pytest.approx(5 / 35, abs=1e-4)
+    assert f["requests_cv"] == pytest.approx(0.0, abs=1e-9)
+    assert f["cpu_per_request_cv"] == pytest.approx(5 / 35, abs=1e-4)
+    assert f["lag1"] == pytest.approx(-1.0, abs=1e-4)
+
+
+def test_requests_that_vary_at_a_steady_cost_per_request() -> None:
+    # 250 and 350 requests in turn at 0.1 ms each: all of the CPU's variation is theirs.
+    counts = [250, 350] * 6
+    f = _figures([0.1 * n for n in counts], counts)
+    assert f is not None
+    assert f["cpu_cv"] == pytest.approx(50 / 300, abs=1e-4)
+    assert f["requests_cv"] == pytest.approx(50 / 300, abs=1e-4)
+    assert f["cpu_per_request_cv"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_too_short_a_load_gives_no_figures() -> None:
+    assert _figures([30.0] * 5, [300] * 5) is None
+
+
+def test_answered_times_are_the_200s_of_the_access_log() -> None:
+    lines = [
+        json.dumps({"ts": 1.5, "status": 200}),
+        json.dumps({"ts": 2.5, "status": 503}),
+        "not json",
+        json.dumps({"status": 200}),
+        json.dumps({"ts": 3.25, "status": 200}),
+    ]
+    assert answered_times("\n".join(lines).encode()) == [1.5, 3.25]
+
+
+def test_the_report_table_takes_medians_over_the_passes() -> None:
+    from meshsim.calibrate.period_cpu import period_table
+
+    def point(role: str, cpu_cv: float, limit: float | None = None) -> dict[str, object]:
+        figures = {"cpu_cv": cpu_cv, "requests_cv": 0.06, "poisson_cv": 0.058,
+                   "cpu_per_request_cv": 0.1, "lag1": 0.2}  # fmt: skip
+        return {"role": role, "config": "plain-ka-f0", "rps": 2975.8, "cpu_limit": limit,
+                "period_cpu": {"server_sidecar": figures}}  # fmt: skip
+
+    points = [point("held_out", c) for c in (0.08, 0.12, 0.10)]
+    points.append({**point("held_out", 0.05), "rps": 0.0})  # the closed loop: saturation
+    points += [point("throttled", 0.2, 1.1), point("fit", 0.9)]
+    lines = period_table(points).splitlines()
+    assert lines[1].split()[:4] == ["sat", "-", "1", "0.050"]
+    assert lines[2].split() == ["2975.8", "-", "3", "0.100", "0.060", "0.058", "0.100", "0.20"]
+    assert lines[3].split()[:4] == ["2975.8", "1.1x", "1", "0.200"]
+    assert len(lines) == 5  # the fit point is not shown; then the footnote
+    assert period_table([point("fit", 0.1)]) == ""
