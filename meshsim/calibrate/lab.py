@@ -55,6 +55,7 @@ from meshsim.proxy.loadgen import LoadSpec, run_load
 
 MAX_SAMPLES = 4000  # per-request CPU samples kept per sidecar and point
 BASELINE_QUANTILES = 1000
+"""Latency quantiles kept for each point without proxies (the baseline's distribution)."""
 PROBED_LOAD_S = 5.0
 """A full grid point's load. The host's probes around a point (its phases traced for
 ``host_phases.TRACE_S`` per core, the wake-up hops for ``wake_latency.PROBE_S``) take
@@ -66,9 +67,6 @@ three times as long as the load they bracket."""
 def probe_scale(point: Point) -> float:
     """The share of the full probes that a point's load gets (:data:`PROBED_LOAD_S`)."""
     return min(1.0, point.duration_s / PROBED_LOAD_S)
-
-
-"""Latency quantiles kept for each point without proxies (the baseline's distribution)."""
 
 
 class _Node:
