@@ -115,8 +115,8 @@ def _share(throttled: float, periods: float) -> float:
 def quota_used(cpu_us_per_request: float, rps: float, limit_m: float) -> float:
     """The share of its CPU limit that the server sidecar used: its CPU per request times the
     request rate, over the quota. How often periods are throttled follows from it and from how
-    bursty the sidecar's CPU is within a period; the first is the CPU model's level, the second
-    the scheduling, so the table shows both."""
+    much the sidecar's CPU varies from one period to the next (:mod:`meshsim.calibrate.
+    period_cpu`); the first is the CPU model's level, so the table shows it."""
     return cpu_us_per_request * rps / 1000.0 / limit_m if limit_m else float("nan")
 
 
