@@ -35,11 +35,14 @@ def test_calibrate_quick_then_validate(tmp_path: Path) -> None:
     assert fit["held_out_count"] >= 3
     assert fit["service_time"]["dist"] in ("lognormal", "gamma", "empirical")
     assert fit["machine"]["python"]
-    # Every proxied held-out point records its sidecars' CPU per 100 ms period.
+    # The proxied held-out points record their sidecars' CPU per 100 ms period (a 1 s load
+    # gives about eight periods: a point whose answers span fewer than five has none).
     held = [fit["points"][i] for i in fit["held_out"]]
-    periods = [p["period_cpu"]["server_sidecar"] for p in held if p["proxied"] and p["rps"]]
-    assert periods
-    assert all(f["periods"] >= 5 and f["cpu_cv"] > 0 for f in periods)
+    periods = [
+        (p.get("period_cpu") or {}).get("server_sidecar") for p in held if p["proxied"] and p["rps"]
+    ]
+    assert any(periods)
+    assert all(f["periods"] >= 5 and f["cpu_cv"] > 0 for f in periods if f)
     # The CPU-limited points: both limits at the lowest held-out load where the host lets the
     # lab make a CPU cgroup, else none and the reason why.
     limits = fit["cpu_limits"]

@@ -37,7 +37,7 @@ def _figures(cpu_ms: list[float], counts: list[int]) -> dict[str, float] | None:
 def test_a_steady_sidecar_varies_by_nothing() -> None:
     f = _figures([30.0] * 12, [300] * 12)
     assert f is not None
-    assert f["periods"] == 10  # the first and the last period are left out
+    assert f["periods"] == 10  # the whole periods between the first and the last answer
     assert f["cpu_ms_mean"] == pytest.approx(30.0)
     assert (f["cpu_cv"], f["requests_cv"], f["cpu_per_request_cv"]) == pytest.approx(
         (0.0, 0.0, 0.0), abs=1e-6
@@ -99,3 +99,16 @@ def test_the_report_table_takes_medians_over_the_passes() -> None:
     assert lines[3].split()[:4] == ["2975.8", "1.1x", "1", "0.200"]
     assert len(lines) == 5  # the fit point is not shown; then the footnote
     assert period_table([point("fit", 0.1)]) == ""
+
+
+def test_only_the_periods_with_answers_count() -> None:
+    # No answer in the first two periods (the connections being set up) nor in the last two
+    # (the drain): the whole periods inside the span of the answers are what is measured
+    # (here the 8 between the first answer, just after period 2 began, and the last).
+    cpu = [1.0, 1.0] + [30.0, 40.0] * 5 + [1.0, 1.0]
+    counts = [0, 0] + [300] * 10 + [0, 0]
+    f = _figures(cpu, counts)
+    assert f is not None
+    assert f["periods"] == 8
+    assert f["requests_cv"] == pytest.approx(0.0, abs=1e-9)
+    assert f["cpu_per_request_cv"] == pytest.approx(5 / 35, abs=1e-4)

@@ -14,6 +14,7 @@ the CPU's variation per period between the number of requests and the CPU per re
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -76,8 +77,9 @@ def period_figures(
     end: float,
     period_s: float = PERIOD_S,
 ) -> dict[str, float] | None:
-    """``name``'s CPU per period over the whole periods between ``start`` and ``end`` (wall
-    clock, the load's), less the first and the last (ramp and drain): the coefficient of
+    """``name``'s CPU per period over the whole periods (counted from ``start``, the load's,
+    wall clock) between the first and the last request answered before ``end`` (the
+    connections' set-up and the drain left out): the coefficient of
     variation of its CPU per period (``cpu_cv``), of the requests answered per period
     (``requests_cv``; a Poisson stream's is ``poisson_cv``), of the CPU per request averaged
     over each period (``cpu_per_request_cv``), and the lag-1 autocorrelation of the CPU per
@@ -86,14 +88,21 @@ def period_figures(
     if len(t) < 2:
         return None
     cpu = np.array([s[1][name] for s in samples], dtype=float)
-    edges = np.arange(start + period_s, end - period_s + 1e-9, period_s)
+    times = np.asarray(answered, dtype=float)
+    lo, hi = start, end
+    if len(times):
+        lo, hi = max(start, float(times.min())), min(end, float(times.max()))
+    first = math.ceil((lo - start) / period_s - 1e-9)
+    last = math.floor((hi - start) / period_s + 1e-9)
+    edges = start + period_s * np.arange(first, last + 1)
     if len(edges) < MIN_PERIODS + 1 or edges[0] < t[0] or edges[-1] > t[-1]:
         return None
     per = np.diff(np.interp(edges, t, cpu))
-    n = np.histogram(np.asarray(answered, dtype=float), bins=edges)[0].astype(float)
-    if per.mean() <= 0.0 or n.min() <= 0.0:
+    n = np.histogram(times, bins=edges)[0].astype(float)
+    if per.mean() <= 0.0 or n.mean() <= 0.0:
         return None
-    per_request = per / n
+    # A period without an answer (a stall) has CPU but no CPU per request.
+    per_request = per[n > 0] / n[n > 0]
     return {
         "periods": len(per),
         "cpu_ms_mean": round(float(per.mean()) * 1e3, 3),
