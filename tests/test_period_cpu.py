@@ -43,6 +43,7 @@ def test_a_steady_sidecar_varies_by_nothing() -> None:
         (0.0, 0.0, 0.0), abs=1e-6
     )
     assert f["poisson_cv"] == pytest.approx(1 / np.sqrt(300), abs=1e-4)
+    assert f["lag1"] == 0.0
 
 
 def test_a_drift_of_the_cpu_per_request_is_told_from_the_requests() -> None:

@@ -110,7 +110,9 @@ def period_figures(
         "requests_cv": round(float(n.std() / n.mean()), 4),
         "poisson_cv": round(float(1.0 / np.sqrt(n.mean())), 4),
         "cpu_per_request_cv": round(float(per_request.std() / per_request.mean()), 4),
-        "lag1": round(float(np.corrcoef(per[:-1], per[1:])[0, 1]), 4) if len(per) > 2 else 0.0,
+        "lag1": round(float(np.corrcoef(per[:-1], per[1:])[0, 1]), 4)
+        if len(per) > 2 and per.std() > 1e-9 * per.mean()
+        else 0.0,  # a CPU that never varies has no correlation to speak of (not NaN)
     }
 
 
