@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -82,20 +83,6 @@ class Anchor(BaseModel):
 
 MemoryTerms = tuple[float, float, float, float, float]
 """(fixed MiB, KB per connection, per TLS connection, per cluster, per endpoint)."""
-
-
-def memory_from_terms(
-    terms: MemoryTerms, connections: int, clusters: int, endpoints: int, tls_connections: int
-) -> float:
-    """Resident MiB from :meth:`ProxyCostModel.memory_terms` (unchecked counts)."""
-    fixed, connection_kb, tls_kb, cluster_kb, endpoint_kb = terms
-    kb = (
-        connections * connection_kb
-        + tls_connections * tls_kb
-        + clusters * cluster_kb
-        + endpoints * endpoint_kb
-    )
-    return fixed + kb / KB_PER_MB
 
 
 @dataclass(frozen=True)
@@ -304,24 +291,33 @@ class ProxyCostModel:
         tunnelled streams); ``tls_connections`` how many of them carry TLS; ``clusters`` and
         ``endpoints`` the configuration items in view (all of the mesh for an unscoped Envoy).
         """
-        for name, n in (
-            ("connections", connections),
-            ("clusters", clusters),
-            ("endpoints", endpoints),
-            ("tls_connections", tls_connections),
-        ):
-            if n < 0:
-                raise ValueError(f"{name} must be >= 0")
+        if min(connections, clusters, endpoints, tls_connections) < 0:
+            # One comparison on the common path (the OOM watch calls this for every sidecar
+            # every simulated second); the name only when something is wrong.
+            for name, n in (
+                ("connections", connections),
+                ("clusters", clusters),
+                ("endpoints", endpoints),
+                ("tls_connections", tls_connections),
+            ):
+                if n < 0:
+                    raise ValueError(f"{name} must be >= 0")
         if tls_connections > connections:
             raise ValueError("tls_connections cannot exceed connections")
-        return memory_from_terms(
-            self.memory_terms(), connections, clusters, endpoints, tls_connections
+        fixed, connection_kb, tls_kb, cluster_kb, endpoint_kb = self.memory_terms
+        kb = (
+            connections * connection_kb
+            + tls_connections * tls_kb
+            + clusters * cluster_kb
+            + endpoints * endpoint_kb
         )
+        return fixed + kb / KB_PER_MB
 
+    @cached_property
     def memory_terms(self) -> MemoryTerms:
-        """The parameters :meth:`memory_mb` combines: (fixed MiB, KB per connection, per TLS
-        connection, per cluster, per endpoint), for callers that evaluate it for many
-        proxies of one model (:func:`memory_from_terms`)."""
+        """The parameters :meth:`memory_mb` combines, read once per model: (fixed MiB, KB per
+        connection, per TLS connection, per cluster, per endpoint). The OOM watch evaluates
+        memory_mb for every sidecar every simulated second."""
         v = self.value
         return (
             v("base_memory_mb") + v("agent_memory_mb"),

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import simpy
 
-from meshsim.models.cost import MemoryTerms, memory_from_terms
 from meshsim.sim.cpu.cgroups import resources_of
 
 if TYPE_CHECKING:
@@ -73,9 +72,6 @@ class _Watch:
         # sidecar, so it is counted once per check (thousands of sidecars times thousands
         # of services otherwise).
         shared = not getattr(dp, "scoped", True)
-        # Each model's memory parameters, read once: thousands of sidecars are checked every
-        # second (Proxy.memory_mb's arithmetic, without its per-call lookups).
-        terms: dict[int, MemoryTerms] = {}
         while True:
             yield sim.env.timeout(CHECK_EVERY_S)
             view: tuple[int, int] | None = None
@@ -87,12 +83,7 @@ class _Watch:
                     continue
                 if view is None or not shared:
                     view = dp.config_in_view(proxy)
-                t = terms.get(id(proxy.model))
-                if t is None:
-                    t = terms[id(proxy.model)] = proxy.model.memory_terms()
-                conns = max(proxy.connections, 0)
-                tls = max(min(proxy.tls_connections, conns), 0)
-                if memory_from_terms(t, conns, view[0], view[1], tls) > limit:
+                if proxy.memory_mb(*view) > limit:
                     self.kill(proxy)
 
     def kill(self, proxy: Proxy) -> None:
