@@ -231,11 +231,7 @@ class Proxy:
         if g is not None:
             assert node.bandwidth is not None
             held, ran = yield from node.bandwidth.run(cpu_s, g, node.current_speed)
-            give(node.cores, held)
-            give(worker.res, wreq)
-            if self.cooling_s:
-                worker.idle_since = self.env.now
-            self._account(worker, ran)
+            self._release(worker, wreq, held, ran)
             return
         cores = node.cores
         creq: object = take(cores)
@@ -286,15 +282,12 @@ class Proxy:
         if g is not None:
             assert node.bandwidth is not None
             held, ran = yield from node.bandwidth.run(cpu_s, g, node.current_speed)
-            self._account(worker, ran)
             if after_s > 0.0:
+                self._account(worker, ran)
                 # The telemetry goes on holding the core, within the same quota.
                 self.env.process(self._linger_limited(worker, wreq, held, g, after_s))
             else:
-                give(node.cores, held)
-                give(worker.res, wreq)
-                if self.cooling_s:
-                    worker.idle_since = self.env.now
+                self._release(worker, wreq, held, ran)
             return
         cores = node.cores
         creq: object = take(cores)
@@ -324,20 +317,21 @@ class Proxy:
         node = self.node
         assert node.bandwidth is not None
         creq, ran = yield from node.bandwidth.run(after_s, g, node.current_speed, held=creq)
-        give(node.cores, creq)
-        give(worker.res, wreq)
-        if self.cooling_s:
-            worker.idle_since = self.env.now
-        self._account(worker, ran)
+        self._release(worker, wreq, creq, ran)
 
     def _end_linger(
         self, worker: Worker, wreq: object, creq: object, after_s: float, _event: simpy.Event
     ) -> None:
+        self._release(worker, wreq, creq, after_s)
+
+    def _release(self, worker: Worker, wreq: object, creq: object, cpu_s: float) -> None:
+        """A burst's end on FCFS cores: its core and its worker given back, ``cpu_s``
+        accounted (inlined on the unlimited paths of :meth:`work`)."""
         give(self.node.cores, creq)
         give(worker.res, wreq)
         if self.cooling_s:
             worker.idle_since = self.env.now
-        self._account(worker, after_s)
+        self._account(worker, cpu_s)
 
     def _end_after(self, worker: Worker, wreq: object, after_s: float) -> None:
         give(worker.res, wreq)
