@@ -42,12 +42,14 @@ class PeriodSampler:
         self._thread = threading.Thread(target=self._run, name="period-cpu", daemon=True)
 
     def __enter__(self) -> PeriodSampler:
-        self._thread.start()
+        if self.pids:  # nothing to sample at a point without proxies
+            self._thread.start()
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
 
     def _run(self) -> None:
         while not self._stop.is_set():
