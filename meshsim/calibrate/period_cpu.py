@@ -71,21 +71,18 @@ def answered_times(log: bytes) -> list[float]:
     return out
 
 
-def period_figures(
+def per_period(
     samples: Sequence[tuple[float, Mapping[str, float]]],
     name: str,
     answered: Sequence[float],
     start: float,
     end: float,
     period_s: float = PERIOD_S,
-) -> dict[str, float] | None:
-    """``name``'s CPU per period over the whole periods (counted from ``start``, the load's,
-    wall clock) between the first and the last request answered before ``end`` (the
-    connections' set-up and the drain left out): the coefficient of
-    variation of its CPU per period (``cpu_cv``), of the requests answered per period
-    (``requests_cv``; a Poisson stream's is ``poisson_cv``), of the CPU per request averaged
-    over each period (``cpu_per_request_cv``), and the lag-1 autocorrelation of the CPU per
-    period (``lag1``: how long a drift lasts). None with fewer than :data:`MIN_PERIODS`."""
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``name``'s CPU seconds and the requests answered in each whole period (counted from
+    ``start``, the load's, wall clock) between the first and the last request answered
+    before ``end`` (the connections' set-up and the drain left out); None with fewer than
+    :data:`MIN_PERIODS` or samples that do not cover them."""
     t = np.array([s[0] for s in samples], dtype=float)
     if len(t) < 2:
         return None
@@ -101,6 +98,26 @@ def period_figures(
         return None
     per = np.diff(np.interp(edges, t, cpu))
     n = np.histogram(times, bins=edges)[0].astype(float)
+    return per, n
+
+
+def period_figures(
+    samples: Sequence[tuple[float, Mapping[str, float]]],
+    name: str,
+    answered: Sequence[float],
+    start: float,
+    end: float,
+    period_s: float = PERIOD_S,
+) -> dict[str, float] | None:
+    """Over :func:`per_period`'s periods: the coefficient of variation of ``name``'s CPU per
+    period (``cpu_cv``), of the requests answered per period (``requests_cv``; a Poisson
+    stream's is ``poisson_cv``), of the CPU per request averaged over each period
+    (``cpu_per_request_cv``), and the lag-1 autocorrelation of the CPU per period (``lag1``:
+    how long a drift lasts). None where there are no such periods."""
+    periods = per_period(samples, name, answered, start, end, period_s)
+    if periods is None:
+        return None
+    per, n = periods
     if per.mean() <= 0.0 or n.mean() <= 0.0:
         return None
     # A period without an answer (a stall) has CPU but no CPU per request.
