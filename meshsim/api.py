@@ -61,12 +61,19 @@ TaskOutcome = tuple[Replication, tuple[RangedParameter, ...]]
 """A simulation's replication and the ranged parameters of the models it used."""
 
 
-def simulate(task: SimulationTask, progress: Callable[[float], None] | None = None) -> TaskOutcome:
-    """Run one :class:`SimulationTask` (in this process or a pool's worker)."""
+def simulate(
+    task: SimulationTask,
+    progress: Callable[[float], None] | None = None,
+    observe: Callable[[Simulation], object] | None = None,
+) -> TaskOutcome:
+    """Run one :class:`SimulationTask` (in this process or a pool's worker); ``observe``
+    is called with the simulation once built, before it runs."""
     sim = Simulation(
         task.scenario, task.mesh, task.seed,
         keep_records=task.keep_records, model_values=task.model_values,
     )  # fmt: skip
+    if observe is not None:
+        observe(sim)
     sim.run(progress)
     measured = sim.measure()
     ranged = tuple(p for model in measured.cost_models for p in ranged_parameters(model))
@@ -82,6 +89,7 @@ def run_scenario(
     model_samples: int | None = None,
     jobs: int | None = 1,
     executor: Executor | None = None,
+    observe: Callable[[Simulation], object] | None = None,
 ) -> RunResult:
     """Simulate ``scenario`` once per mesh and replication.
 
@@ -96,6 +104,10 @@ def run_scenario(
     deterministic in its seed, so the results are bit-identical whatever runs them; only
     the progress differs: in this process it advances with simulated time, from a pool as
     each simulation finishes.
+
+    ``observe`` is called with each simulation once it is built, before it runs (to attach
+    a probe: :class:`meshsim.calibrate.cpu_drift.SimulatedPeriods`); the simulations then
+    run in this process, one after the other.
     """
     chosen = _chosen(scenario, meshes)
     seeds = replication_seeds(scenario.seed, scenario.replications)
@@ -104,7 +116,7 @@ def run_scenario(
         for mesh in chosen
         for index, seed in enumerate(seeds)
     ]
-    done = _run_tasks(tasks, progress, jobs, executor)
+    done = _run_tasks(tasks, progress, jobs, executor, observe)
     results = {mesh: MeshResult(mesh) for mesh in chosen}
     ranged: list[RangedParameter] = []
     for task, (replication, params) in zip(tasks, done, strict=True):
@@ -145,13 +157,17 @@ def _run_tasks(
     progress: Progress | None,
     jobs: int | None,
     executor: Executor | None,
+    observe: Callable[[Simulation], object] | None = None,
 ) -> list[TaskOutcome]:
-    """Each task's outcome, in the tasks' order, however they ran."""
+    """Each task's outcome, in the tasks' order, however they ran (in this process with
+    ``observe``: a probe holds on to the simulation it watches)."""
     if jobs is not None and jobs < 1:
         raise MeshsimError(f"--jobs must be 1 or more, not {jobs}")
-    if executor is None and (jobs == 1 or len(tasks) <= 1):
+    if observe is not None and executor is not None:
+        raise MeshsimError("observe needs the simulations in this process: no executor")
+    if observe is not None or (executor is None and (jobs == 1 or len(tasks) <= 1)):
         return [
-            simulate(t, None if progress is None else _bind(progress, t.mesh, t.index))
+            simulate(t, None if progress is None else _bind(progress, t.mesh, t.index), observe)
             for t in tasks
         ]
     if executor is None:

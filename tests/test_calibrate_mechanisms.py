@@ -12,10 +12,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from meshsim.calibrate.calibration import fit_model
+from meshsim.calibrate.calibration import fit_model, write_model
 from meshsim.calibrate.fit import fit_plane
 from meshsim.calibrate.points import LabConfig, Measured, Point
 from meshsim.calibrate.validate import baseline_for, core_utilisation, lab_scenario
+from meshsim.models import load_model
+from meshsim.sim.cpu.drift import period_lag1, period_mean_cv
 
 # The truth the synthetic lab is generated from (microseconds).
 BARE_US = 70.0  # per request, no wake-up, 0 KiB
@@ -152,6 +154,43 @@ def test_fit_recovers_wakeup_tcp_and_tls_costs() -> None:
         (b["rps"], b["keep_alive"], b["passes"]) for b in rows if b["role"] == "baseline"
     ) == [(5000.0, False, 2), (5000.0, True, 2)]
     assert all(len(b["delay_ms"]) == 20 for b in rows if b["role"] == "baseline")
+
+
+def test_the_fit_takes_the_cpu_drift_from_the_fit_points_periods(tmp_path: Path) -> None:
+    data = synthetic_record()
+    assert "cpu_drift_cv" not in fit_model(data)["parameters"]  # no CPU per period: none
+    request_cv = fit_model(data)["parameters"]["request_cpu_cv"]["value"]
+    tau = 0.2
+    rho = period_lag1(tau, 0.1)
+    for p in data["points"]:
+        if p["point"]["role"] == "fit" and p["point"]["proxied"]:
+            # 300 requests a period at every load (exact figures: the drift's, 0.06 per
+            # period, on Poisson requests and the model's per-request noise).
+            n = 300.0
+            poisson = 1.0 / np.sqrt(n)
+            var = 0.06**2 + poisson**2 + (request_cv * poisson) ** 2
+            f = {"cpu_cv": float(np.sqrt(var)), "requests_cv": poisson, "poisson_cv": poisson,
+                 "lag1": rho * 0.06**2 / var}  # fmt: skip
+            p["period_cpu"] = {"client_sidecar": f, "server_sidecar": f}
+        else:
+            # Held-out points' periods are not the fit's to use.
+            p["period_cpu"] = {"server_sidecar": {"cpu_cv": 0.5, "requests_cv": 0.01,
+                                                  "poisson_cv": 0.01, "lag1": 0.9}}  # fmt: skip
+    doc = fit_model(data)
+    params = doc["parameters"]
+    assert params["cpu_drift_ms"]["value"] == pytest.approx(200.0, abs=0.1)  # request_cv rounded
+    assert params["cpu_drift_cv"]["value"] == pytest.approx(
+        0.06 / period_mean_cv(1.0, tau, 0.1), abs=0.001
+    )
+    est = doc["fit"]["estimates"]["cpu_drift"]
+    assert est["samples"] == 2 * sum(
+        1 for p in data["points"] if p["point"]["role"] == "fit" and p["point"]["proxied"]
+    )
+    out = tmp_path / "drifting.yaml"
+    write_model(doc, out)
+    assert load_model(out).cpu_drift == pytest.approx(
+        (params["cpu_drift_cv"]["value"], 0.2), rel=1e-3
+    )
 
 
 def test_records_without_wakeup_counts_fit_as_before() -> None:

@@ -161,7 +161,7 @@ def test_passes_merge_to_medians_with_their_ranges() -> None:
 
 def _record_with_throttled_points(tmp_path: Path, share: float) -> Path:
     """The committed model with its lowest plain held-out load's passes measured again,
-    as if under a limit of ``share`` of their use (throttled in 50 of 57 periods)."""
+    as if under a limit of ``share`` of their use (throttled in 4 of 5 periods of 0.5 s)."""
     fit = json.loads(MODEL.with_name("lab.fit.json").read_text())
     rows = fit["points"]
     held = [rows[i] for i in fit["held_out"] if rows[i]["config"] == "plain-ka-f0"]
@@ -175,10 +175,10 @@ def _record_with_throttled_points(tmp_path: Path, share: float) -> Path:
             "limit_m": round(share * use_m, 1),
             "period_ms": 100.0,
             "version": 1,
-            "nr_periods": 57,
-            "nr_throttled": 50,
-            "throttled_s": 2.0,
-            "window_s": 5.0,
+            "nr_periods": 5,
+            "nr_throttled": 4,
+            "throttled_s": 0.2,
+            "window_s": 0.5,
         }
         limited.append(row)
     fit["throttled"] = list(range(len(rows), len(rows) + len(limited)))
@@ -192,11 +192,18 @@ def _record_with_throttled_points(tmp_path: Path, share: float) -> Path:
     return model
 
 
+def test_a_throttled_point_is_simulated_as_long_as_the_lab_measured_it() -> None:
+    passes = [{"cgroup": {"window_s": 5.0}}] * 3
+    assert throttle.simulated_s(passes, 4.0) == 15.0  # three passes of 5 s: 150 periods
+    assert throttle.simulated_s(passes[:1], 8.0) == 8.0  # never shorter than asked
+    assert throttle.simulated_s([{}], 4.0) == 4.0  # an unlimited point: as asked
+
+
 def test_the_validation_predicts_a_throttled_point_with_its_limit_and_reports_it(
     tmp_path: Path,
 ) -> None:
     """At 60 % of its measured use the simulated server sidecar is throttled in (nearly)
-    every period, and the report sets that beside the lab's 50 of 57."""
+    every period, and the report sets that beside the lab's 4 of 5."""
     from meshsim.calibrate.validate import load_label, validate_model
     from meshsim.calibrate.validation_report import goal_lines, throttled_lines
 
@@ -208,7 +215,7 @@ def test_the_validation_predicts_a_throttled_point_with_its_limit_and_reports_it
     fit = json.loads((tmp_path / "lab.fit.json").read_text())
     limits = sorted(fit["points"][i]["cgroup"]["limit_m"] for i in fit["throttled"])
     assert r.cpu_limit_m == limits[len(limits) // 2]
-    assert r.measured["throttled_share"] == round(50 / 57, 4)
+    assert r.measured["throttled_share"] == 0.8
     assert r.measured["throttled_ms_per_s"] == 400.0
     passes = [fit["points"][i] for i in fit["throttled"]]
     cpus = sorted(p["process_cpu_us_per_request"]["server_sidecar"] for p in passes)
@@ -216,7 +223,8 @@ def test_the_validation_predicts_a_throttled_point_with_its_limit_and_reports_it
     # Each pass's limit is 0.6 of its own use: the lab used 1/0.6 of its quota.
     assert r.measured["quota_used"] == pytest.approx(1 / 0.6, abs=0.002)
     for pred in (r.predicted, r.predicted_speed_adjusted):
-        assert pred["nr_periods"] == 15  # the 1.5 s measured window
+        # 2 s simulated (the lab's passes measured 3 x 0.5 s): a 1.5 s window.
+        assert pred["nr_periods"] == 15
         assert pred["throttled_share"] >= 0.8
         assert pred["throttled_ms_per_s"] > 0
         # Throttled in every period, the sidecar gets its quota and no more.
@@ -227,7 +235,7 @@ def test_the_validation_predicts_a_throttled_point_with_its_limit_and_reports_it
     assert load_label(r).endswith(f"@{r.cpu_limit_m:.0f}m")
     text = "\n".join(throttled_lines(fit, rows))
     assert "## CPU-limited points" in text
-    assert f"0.88 ({50 / 57:.2f}-{50 / 57:.2f})/" in text
+    assert "0.80 (0.80-0.80)/" in text
     # The limit's effect on the p99: the copied passes measured none; the simulated lab's
     # limit at 0.6 of use raises it.
     by_limit = r.predicted_speed_adjusted["p99"] / twin.predicted_speed_adjusted["p99"]

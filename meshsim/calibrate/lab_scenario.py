@@ -19,11 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from meshsim.proxy.loadgen import TIMER_TICK_S
+
+if TYPE_CHECKING:
+    from meshsim.sim.engine import Simulation
 
 
 def baseline_for(fit: dict[str, Any], point: dict[str, Any]) -> dict[str, Any] | None:
@@ -262,9 +265,12 @@ def predict(
     cpu_limit_m: float | None = None,
 ) -> dict[str, float]:
     """One simulated run of the lab at ``point`` (see :func:`lab_scenario` for the options):
-    the load's latency percentiles (ms) and throughput, the sidecars' wake-ups, and with
-    ``cpu_limit_m`` the server sidecar's cgroup counters over the measured window."""
+    the load's latency percentiles (ms) and throughput, the sidecars' wake-ups, the server
+    sidecar's CPU per 100 ms period as the lab reads it (``period_cpu_cv``,
+    ``period_lag1``: :class:`meshsim.calibrate.cpu_drift.SimulatedPeriods`), and with
+    ``cpu_limit_m`` its cgroup counters over the measured window."""
     from meshsim.api import run_scenario
+    from meshsim.calibrate.cpu_drift import SimulatedPeriods
     from meshsim.results.summary import build_summary
     from meshsim.scenario import from_dict
 
@@ -279,7 +285,13 @@ def predict(
         wakeups=wakeups,
         cpu_limit_m=cpu_limit_m,
     )
-    out = build_summary(run_scenario(from_dict(doc)))["runs"]["istio"]
+    probes: list[SimulatedPeriods] = []
+
+    def observe(sim: Simulation) -> None:
+        probes.append(SimulatedPeriods(sim, {"server_sidecar": SERVER_SIDECAR_CGROUP}))
+
+    out = build_summary(run_scenario(from_dict(doc), observe=observe))["runs"]["istio"]
+    periods = probes[0].figures().get("server_sidecar") or {}
     w = out["workloads"]["load"]
     lat = w["latency_ms"]
     sidecars: Mapping[str, Any] = out["proxies"].get("by_kind", {}).get("sidecar", {})
@@ -298,12 +310,15 @@ def predict(
         "wakeup_cpu_us_per_request": wake_cpu_us,
         "saturated": bool(out.get("saturated", False)),
         **{k: w[k] for k in ("requests_per_release",) if k in w},
+        "period_cpu_cv": periods.get("cpu_cv", float("nan")),
+        "period_lag1": periods.get("lag1", float("nan")),
         **(throttling(out, doc) if cpu_limit_m is not None else {}),
     }
 
 
 SERVER_SIDECAR_CGROUP = "echo-v1-0/sidecar"
-"""The simulated lab's server sidecar in ``summary.json``'s ``cgroups``."""
+"""The simulated lab's server sidecar: its proxy's name, and its cgroup's in
+``summary.json``'s ``cgroups``."""
 
 
 def throttling(run: Mapping[str, Any], doc: Mapping[str, Any]) -> dict[str, float]:

@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from meshsim.calibrate import cache_cooling, speed
+from meshsim.calibrate.cpu_drift import LAG1_BOUNDS
 from meshsim.calibrate.fit import Estimate, LineFit
 from meshsim.calibrate.rows import baseline_rows, lab_block, point_row, release_tick
 
 if TYPE_CHECKING:
+    from meshsim.calibrate.cpu_drift import Drift
     from meshsim.calibrate.model_fit import (
         ConfigCosts,
         Handshake,
@@ -52,6 +54,7 @@ def parameters(
     hs: Handshake,
     mem: Memory,
     lat: HopLatency,
+    drift: Drift | None = None,
 ) -> dict[str, Any]:
     """The model's parameters, each with its source and derivation."""
     src = (
@@ -63,7 +66,38 @@ def parameters(
         **_latency(src, lat),
         **_tls(src, costs, hs),
         **_memory(src, mem),
+        **drift_parameters(src, drift),
         **unmeasured_parameters(),
+    }
+
+
+def drift_parameters(src: str, drift: Drift | None) -> dict[str, Any]:
+    """``cpu_drift_cv`` and ``cpu_drift_ms`` from the fit points' CPU per period
+    (:func:`meshsim.calibrate.cpu_drift.fit_drift`); none without a drift."""
+    if drift is None:
+        return {}
+    how = (
+        f"the sidecars' CPU per 100 ms period at {drift.samples} sidecar-points with 70 or "
+        "more requests a period (/proc schedstat every 10 ms, access-log answer times): "
+        f"its variance over the requests' and their own noise's (median, {drift.period_cv:.3f} "
+        f"per period) and that excess's lag-1 correlation ({drift.period_lag1:.2f})"
+    )
+    return {
+        "cpu_drift_cv": param(
+            drift.cv.value, "ratio", src, f"{how}; the process's cv from the period's", drift.cv
+        ),
+        "cpu_drift_ms": param(
+            drift.time_constant_ms.value,
+            "ms",
+            src,
+            f"{how}: the time constant whose 100 ms means correlate so"
+            + (
+                " (the fit's upper bound on the correlation: the drift lasts at least this long)"
+                if drift.period_lag1 >= LAG1_BOUNDS[1]
+                else ""
+            ),
+            drift.time_constant_ms,
+        ),
     }
 
 

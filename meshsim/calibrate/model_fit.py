@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from meshsim.calibrate import cache_cooling, wake_latency
+from meshsim.calibrate.cpu_drift import fit_drift
 from meshsim.calibrate.fit import (
     Estimate,
     LineFit,
@@ -340,8 +341,13 @@ def fit_model(data: dict[str, Any], *, name: str = "calibrated", seed: int = 0) 
     hs = fit_handshake(data, seed + 5)
     mem = fit_memory(data, seed)
     lat = fit_hop_latency(rec, cpu.telemetry)
-    params = parameters(data, cpu, costs, hs, mem, lat)
+    periods = [m.period_cpu for m in rec.fit if m.point.proxied and m.period_cpu]
+    drift = fit_drift(periods, cpu.cv.value, seed=seed + 7)
+    params = parameters(data, cpu, costs, hs, mem, lat, drift)
     machine = data["machine"]
+    record = fit_record(rec, cpu, costs, hs, mem, lat, params)
+    # Older records have no CPU per period: no drift, and None says it was not fitted.
+    record["estimates"]["cpu_drift"] = drift.to_json() if drift is not None else None
     return {
         "kind": "envoy-sidecar",
         "describes": f"meshsim's own asyncio sidecar proxy ({name}), one event loop, HTTP/1.1, "
@@ -352,7 +358,7 @@ def fit_model(data: dict[str, Any], *, name: str = "calibrated", seed: int = 0) 
         + ", ".join(f"{k} {v}" for k, v in machine["libraries"].items())
         + f"; {machine['date']}",
         "parameters": params,
-        "fit": fit_record(rec, cpu, costs, hs, mem, lat, params),
+        "fit": record,
     }
 
 

@@ -115,9 +115,12 @@ def period_figures(
     (``cpu_per_request_cv``), and the lag-1 autocorrelation of the CPU per period (``lag1``:
     how long a drift lasts). None where there are no such periods."""
     periods = per_period(samples, name, answered, start, end, period_s)
-    if periods is None:
-        return None
-    per, n = periods
+    return None if periods is None else figures(*periods)
+
+
+def figures(per: np.ndarray, n: np.ndarray) -> dict[str, float] | None:
+    """:func:`period_figures` of the CPU seconds ``per`` and the requests ``n`` of each
+    period, measured or simulated (None where there is neither CPU nor a request)."""
     if per.mean() <= 0.0 or n.mean() <= 0.0:
         return None
     # A period without an answer (a stall) has CPU but no CPU per request.
@@ -151,34 +154,46 @@ def measure(
     return out
 
 
-def period_table(points: Sequence[Mapping[str, Any]]) -> str:
+def period_table(
+    points: Sequence[Mapping[str, Any]],
+    simulated: Mapping[tuple[float, float], tuple[float, float]] | None = None,
+) -> str:
     """The server sidecar's CPU per period at the plain held-out and CPU-limited points of a
-    fit record, the median of each figure over the passes ("" without such records)."""
+    fit record, the median of each figure over the passes ("" without such records); with
+    ``simulated`` ((load, limit multiple) -> the simulated lab's CPU cv and lag-1), those
+    beside the lab's."""
     groups: dict[tuple[float, float], list[Mapping[str, float]]] = {}
     for p in points:
-        figures = (p.get("period_cpu") or {}).get("server_sidecar")
-        if figures and p["role"] in ("held_out", "throttled") and p["config"] == "plain-ka-f0":
+        figures_ = (p.get("period_cpu") or {}).get("server_sidecar")
+        if figures_ and p["role"] in ("held_out", "throttled") and p["config"] == "plain-ka-f0":
             key = (float(p["rps"]), float(p.get("cpu_limit") or 0.0))
-            groups.setdefault(key, []).append(figures)
+            groups.setdefault(key, []).append(figures_)
     if not groups:
         return ""
+    sim = simulated or {}
     keys = ("cpu_cv", "requests_cv", "poisson_cv", "cpu_per_request_cv", "lag1")
     lines = [
         f"{'load':>8} {'limit':>6} {'passes':>6}  {'CPU cv':>7} {'requests cv':>11} "
         f"{'Poisson':>7} {'CPU/request cv':>14} {'lag-1':>6}"
+        + (f"  {'sim CPU cv':>10} {'sim lag-1':>9}" if sim else "")
     ]
     for (rps, limit), rows in sorted(groups.items()):
         med = {k: float(np.median([r[k] for r in rows])) for k in keys}
         load = f"{rps:.1f}" if rps else "sat"
-        lines.append(
+        line = (
             f"{load:>8} {f'{limit:g}x' if limit else '-':>6} {len(rows):>6}  "
             f"{med['cpu_cv']:>7.3f} {med['requests_cv']:>11.3f} {med['poisson_cv']:>7.3f} "
             f"{med['cpu_per_request_cv']:>14.3f} {med['lag1']:>6.2f}"
         )
+        if sim:
+            cv, lag1 = sim.get((rps, limit), (float("nan"), float("nan")))
+            line += f"  {cv:>10.3f} {lag1:>9.2f}"
+        lines.append(line)
     lines.append(
         "per 100 ms period of the load: the coefficient of variation of the server sidecar's "
         "CPU, of the requests it answered (a Poisson stream's beside it) and of its CPU per "
         "request averaged over the period; lag-1 = the CPU's autocorrelation from one period "
         "to the next; medians over the passes (limit: the throttled points' multiple)"
+        + ("; sim: the same figures of the simulated lab's server sidecar" if sim else "")
     )
     return "\n".join(lines)

@@ -285,7 +285,8 @@ def _compare(
         if p["filters"]:
             continue  # the Istio data plane has no native-filter knob (only wasm_filters)
         limit = (p.get("cgroup") or {}).get("limit_m")
-        pred = predict(model_path, fit, p, duration_s=duration_s, cpu_limit_m=limit)
+        sim_s = duration_s if limit is None else throttle.simulated_s(passes, duration_s)
+        pred = predict(model_path, fit, p, duration_s=sim_s, cpu_limit_m=limit)
         scales, speed_note = speed_scales(fit, passes, baseline_for(fit, p))
         adjusted: dict[str, float] = {}
         if scales:
@@ -293,7 +294,7 @@ def _compare(
                 scaled_model(model_path, scales["sidecars"], scratch, len(out)),
                 fit,
                 p,
-                duration_s=duration_s,
+                duration_s=sim_s,
                 cpu_scale=scales,
                 phases=p.get("host_phases"),
                 trace=p.get("host_trace"),

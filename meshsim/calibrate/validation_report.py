@@ -263,13 +263,15 @@ def throttled_lines(fit: dict[str, Any], rows: list[Comparison]) -> list[str]:
             "had just used (CFS bandwidth control, 100 ms periods; `cpu.stat` over the "
             "point), predicted with the same limit under the unlimited points' scheduler "
             "(fcfs, with CFS bandwidth control of the limit), so that the limit is all that "
-            "differs from their unlimited twins (meshsim/calibrate/throttle.py).",
+            "differs from their unlimited twins, and as long as the lab measured them over "
+            "their passes, so that both shares of throttled periods rest on as many periods "
+            "(meshsim/calibrate/throttle.py).",
             "",
             "```",
             text,
             "```",
             "",
-            *_period_lines(fit),
+            *_period_lines(fit, rows),
         ]
     limits = fit.get("cpu_limits")
     if limits and not limits.get("shares"):
@@ -279,17 +281,33 @@ def throttled_lines(fit: dict[str, Any], rows: list[Comparison]) -> list[str]:
     return [*head, f"- {why}", ""]
 
 
-def _period_lines(fit: dict[str, Any]) -> list[str]:
+def _period_lines(fit: dict[str, Any], rows: list[Comparison]) -> list[str]:
     """How much the server sidecar's CPU varies from one CFS period to the next, which is
-    what decides how often a limit near its average is reached (records from 2026-12-03)."""
-    text = period_table(fit.get("points", []))
+    what decides how often a limit near its average is reached (records from 2026-12-03),
+    the simulated lab's beside it."""
+    simulated: dict[tuple[float, float], tuple[float, float]] = {}
+    for r in rows:
+        pred = r.predicted_speed_adjusted or r.predicted
+        if r.point["config"] == "plain-ka-f0" and "period_cpu_cv" in pred:
+            key = (float(r.point["rps"]), float(r.point.get("cpu_limit") or 0.0))
+            simulated[key] = (pred["period_cpu_cv"], pred["period_lag1"])
+    text = period_table(fit.get("points", []), simulated)
     if not text:
         return []
+    drift = (fit.get("estimates") or {}).get("cpu_drift")
+    model = (
+        f"The model's sidecar CPU drifts with cv {drift['cv']['value']:.3f} and a time "
+        f"constant of {drift['time_constant_ms']['value']:.0f} ms (cpu_drift_cv, "
+        "cpu_drift_ms: fitted at the fit points' periods, meshsim/calibrate/cpu_drift.py)."
+        if drift
+        else "The model has no drift of the sidecar's CPU between periods (its record "
+        "predates the CPU per period, or the requests explained all its variance)."
+    )
     return [
         "How often a limit near the sidecar's average is reached depends on how much its CPU "
         "varies between periods: the lab's sidecar CPU per 100 ms period at these loads "
-        "(meshsim/calibrate/period_cpu.py). The simulated sidecar's CPU per request does "
-        "not drift between periods (reports/validation/cpu-limits.md).",
+        "(meshsim/calibrate/period_cpu.py), and the simulated lab's (the prediction checked). "
+        + model,
         "",
         "```",
         text,

@@ -129,6 +129,13 @@ class ProxyCostModel:
         return self.value("request_cpu_cv")
 
     @property
+    def cpu_drift(self) -> tuple[float, float] | None:
+        """The CPU cost's drift as (cv, time constant in seconds); None when the model has
+        none (both parameters are optional, and either at 0 turns it off)."""
+        cv, ms = self.value("cpu_drift_cv"), self.value("cpu_drift_ms")
+        return (cv, ms * 1e-3) if cv > 0.0 and ms > 0.0 else None
+
+    @property
     def wakeup_cpu_us(self) -> float:
         """CPU per wake-up of an idle worker (0.0: not modelled, the parameter is optional)."""
         return self.value("wakeup_cpu_us")

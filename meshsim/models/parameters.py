@@ -183,6 +183,25 @@ _SPECS: tuple[ParameterSpec, ...] = (
         _ALL,
         optional=True,
     ),
+    _spec(
+        "cpu_drift_cv",
+        "ratio",
+        "coefficient of variation of a slow drift of the proxy process's whole CPU cost "
+        "(a multiplier of mean 1, lognormal, its own per proxy, wandering with the time "
+        "constant cpu_drift_ms): what makes the CPU of one 100 ms CFS period differ from the "
+        "next by more than the requests in it do, so what decides how often a CPU limit near "
+        "the average is reached (absent or 0: no drift)",
+        _ALL,
+        optional=True,
+    ),
+    _spec(
+        "cpu_drift_ms",
+        "ms",
+        "time constant of the CPU cost's drift (cpu_drift_cv): the multiplier's "
+        "autocorrelation after t is exp(-t / this)",
+        _ALL,
+        optional=True,
+    ),
     # Costs that do not scale with requests (optional: absent or 0 turns the mechanism off).
     _spec(
         "wakeup_cpu_us",

@@ -59,6 +59,7 @@ class Egress:
                 model.worker_threads, stealing=False, pick=dp._accept, pod=None,
                 telemetry=dp.telemetry, rng=dp._lb_rng, resilience=dp.resilience,
                 cpu_factor=dp.cpu_factor(model),
+                drift=dp.cpu_drift(model),
             )  # fmt: skip
             dp.proxies.append(self.gateway)
         elif needs_gateway:

@@ -190,7 +190,8 @@ class Gateways:
             self.env, name, "gateway", model, node, threads, stealing=stealing,
             pick=dp._accept, pod=None, telemetry=getattr(dp, "telemetry", True),
             rng=dp._lb_rng, resilience=dp.resilience,  # type: ignore[attr-defined]
-            cpu_factor=dp.cpu_factor(model), config=config, window=self.window,
+            cpu_factor=dp.cpu_factor(model), drift=dp.cpu_drift(model), config=config,
+            window=self.window,
         )  # fmt: skip
         dp.proxies.append(proxy)
         return proxy

@@ -109,7 +109,8 @@ class LinkerdIngress(Gateways):
             nginx = IngressController(
                 self.env, f"{pod}/controller", "gateway", nginx_model, node,
                 nginx_model.worker_threads, stealing=False, pick=dp._accept,
-                cpu_factor=dp.cpu_factor(nginx_model), config=lambda: (upstreams, upstreams),
+                cpu_factor=dp.cpu_factor(nginx_model), drift=dp.cpu_drift(nginx_model),
+                config=lambda: (upstreams, upstreams),
             )  # fmt: skip
             dp.proxies.append(nginx)
             sidecar = self.mesh_proxy(

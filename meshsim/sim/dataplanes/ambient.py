@@ -135,6 +135,7 @@ class AmbientDataPlane(ProxiedDataPlane):
                 stealing=True,
                 pick=self._accept,
                 cpu_factor=self.cpu_factor(self.zt_model),
+                drift=self.cpu_drift(self.zt_model),
             )
             self.ztunnels[node] = zt
             self.proxies.append(zt)
@@ -152,6 +153,7 @@ class AmbientDataPlane(ProxiedDataPlane):
                 rng=self._lb_rng,
                 resilience=self.resilience,
                 cpu_factor=self.cpu_factor(self.wp_model),
+                drift=self.cpu_drift(self.wp_model),
             )
             self.waypoints[name] = wp
             self.proxies.append(wp)

@@ -135,6 +135,7 @@ class CiliumDataPlane(ProxiedDataPlane):
                 rng=self._lb_rng,
                 resilience=self.resilience,
                 cpu_factor=self.cpu_factor(self.envoy_model),
+                drift=self.cpu_drift(self.envoy_model),
             )
             self.envoys[node] = envoy
             self.proxies.append(envoy)

@@ -24,6 +24,7 @@ import simpy
 from meshsim.models import ProxyCostModel, default_model, load_model
 from meshsim.models.samples import apply_values
 from meshsim.sim.app import Pod
+from meshsim.sim.cpu.drift import CpuDrift, standard_normal
 from meshsim.sim.dataplanes.base import DataPlane
 from meshsim.sim.dataplanes.connections import Pools
 from meshsim.sim.dataplanes.proxy import Proxy, Worker
@@ -64,6 +65,7 @@ class ProxiedDataPlane(DataPlane):
         self._accept = Uniforms(sim.streams("dataplane/accept"))
         self._cpu_rng = sim.streams("proxy_cpu")
         self._cpu_factors: dict[float, Sampler | None] = {}
+        self._drift_normal: Sampler | None = None
         self._app_idle: dict[tuple[str, str], list[Worker]] = {}
 
     def cpu_factor(self, model: ProxyCostModel) -> Sampler | None:
@@ -76,6 +78,19 @@ class ProxiedDataPlane(DataPlane):
         if cv not in self._cpu_factors:
             self._cpu_factors[cv] = gamma_factor(cv, self._cpu_rng)
         return self._cpu_factors[cv]
+
+    def cpu_drift(self, model: ProxyCostModel) -> CpuDrift | None:
+        """A new proxy's own drift of its CPU cost, if ``model`` has one (None otherwise).
+
+        Each proxy drifts independently; their draws come from the run's ``cpu_drift``
+        stream, in the order the simulation asks for them.
+        """
+        spec = model.cpu_drift
+        if spec is None:
+            return None
+        if self._drift_normal is None:
+            self._drift_normal = standard_normal(self.sim.streams("cpu_drift"))
+        return CpuDrift(*spec, self._drift_normal, self.env.now)
 
     # ----------------------------------------------------------------- placement
 

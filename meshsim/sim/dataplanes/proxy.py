@@ -33,6 +33,11 @@ The three parts are the model's means. When the model gives ``request_cpu_cv`` (
 call of :meth:`Proxy.costs` scales them by one gamma draw of mean 1 and that cv, taken from the
 run's ``proxy_cpu`` stream (batched, :func:`~meshsim.sim.sampling.gamma_factor`); without it
 every request costs exactly the mean, as before.
+
+When the model gives ``cpu_drift_cv`` and ``cpu_drift_ms``, each proxy also multiplies all its
+CPU (wake-ups included) by its own slowly drifting factor of mean 1
+(:mod:`meshsim.sim.cpu.drift`): per-request noise averages out over a CFS period's requests,
+a drift does not, and it decides how often a CPU limit near the average is reached.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from meshsim.sim.uncontended import give, take
 if TYPE_CHECKING:
     from meshsim.models import ProxyCostModel
     from meshsim.sim.cluster import Node
+    from meshsim.sim.cpu.drift import CpuDrift
     from meshsim.sim.cpu.fair import CGroup
 
 Costs = tuple[float, float, float]
@@ -98,6 +104,7 @@ class Proxy:
         "connections",
         "cooling_s",
         "cpu_s",
+        "drift",
         "env",
         "handshakes",
         "hop_s",
@@ -134,6 +141,7 @@ class Proxy:
         telemetry: bool = True,
         wasm_filters: int = 0,
         cpu_factor: Sampler | None = None,
+        drift: CpuDrift | None = None,
     ) -> None:
         self.env = env
         self.name = name
@@ -173,10 +181,12 @@ class Proxy:
         self.wasm_filters = wasm_filters
         self._costs: dict[tuple[int, int, bool], Costs] = {}
         self._cpu_factor = cpu_factor
+        """Per-request multipliers of the mean costs (None: the model's cv is 0)."""
+        self.drift = drift
+        """The slow drift of all its CPU (None: the model has none; meshsim.sim.cpu.drift)."""
         self.limit: CGroup | None = None if node.bandwidth is None else node.bandwidth.limited(self)
         """Its cgroup where its CPU limit can bind on FCFS cores (None: unlimited or under
         the fair scheduler, which keeps its own cgroups)."""
-        """Per-request multipliers of the mean costs (None: the model's cv is 0)."""
 
     # ----------------------------------------------------------------- workers
 
@@ -214,6 +224,8 @@ class Proxy:
             cpu_s += extra
             if wait > 0.0:
                 yield self.env.timeout(wait)
+        if self.drift is not None:
+            cpu_s *= self.drift.at(self.env.now)
         wreq: object = take(worker.res)
         if wreq is None:
             wreq = worker.res.request()
@@ -257,6 +269,10 @@ class Proxy:
             cpu_s += extra
             if wait > 0.0:
                 yield self.env.timeout(wait)
+        if self.drift is not None:
+            k = self.drift.at(self.env.now)
+            cpu_s *= k
+            after_s *= k
         wreq: object = take(worker.res)
         if wreq is None:
             wreq = worker.res.request()

@@ -92,6 +92,7 @@ class SidecarDataPlane(ProxiedDataPlane):
             rng=self._lb_rng,
             resilience=self.resilience,
             cpu_factor=self.cpu_factor(self.model),
+            drift=self.cpu_drift(self.model),
         )
         self.proxies.append(proxy)
         return proxy

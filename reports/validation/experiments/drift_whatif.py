@@ -1,56 +1,78 @@
-"""What a drift of the CPU cost between 100 ms periods does to the simulated throttled points.
+"""What the fitted drift of the sidecar's CPU cost does to run O's throttled points.
 
-Run O's held-out loads of 1190 and 2976 rps, unlimited and at their two measured limits,
-simulated 10 s each under fcfs, without and with a two-state drift of both simulated nodes'
-CPU costs around 1 (``cluster.host_speed``: 0.9 and 1.1, half the time each, phases of
-150 ms on average): p50, p99 and the share of periods throttled, and the lab's p50 and p99
-on the unlimited rows (reports/validation/cpu-limits.md).
+Run O (2026-12-03, a steady host) predates the CPU per period in the fit record, so its
+model has no drift. This gives it the drift that `meshsim calibrate` fits from run P's fit
+points (the first record with them; ``meshsim.calibrate.cpu_drift.fit_drift``), and sets
+the validation of the plain held-out and CPU-limited points with and without it side by
+side: p50, p99, the share of periods throttled, and the simulated server sidecar's CPU cv
+per 100 ms period (reports/validation/cpu-limits.md). About 8 minutes on two cores.
 
-    tar xzf reports/validation/passes/2026-12-03-run-o.model.tar.gz -C DIR
-    python reports/validation/experiments/drift_whatif.py DIR/lab.yaml
+    python reports/validation/experiments/drift_whatif.py
 """
 
 from __future__ import annotations
 
-import sys
+import json
+import tarfile
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from meshsim.api import run_scenario
-from meshsim.calibrate.calibration import load_fit
-from meshsim.calibrate.lab_scenario import throttling
-from meshsim.calibrate.throttle import lab_point, scenario
-from meshsim.results.summary import build_summary
-from meshsim.scenario import from_dict
+import yaml
 
-DRIFT = {"fast_factor": 0.9, "slow_factor": 1.1, "slow_share": 0.5, "slow_dwell_ms": 150}
-LOADS = ((1190.3, (None, 227.0, 167.0)), (2975.8, (None, 467.0, 342.0)))
+from meshsim.calibrate.calibration import fit_path, load_fit
+from meshsim.calibrate.cpu_drift import fit_drift
+from meshsim.calibrate.model_document import drift_parameters
+from meshsim.calibrate.validate import Comparison, validate_model
 
-
-def simulate(model: Path, fit: dict[str, Any], point: dict[str, Any], limit: float | None,
-             drift: dict[str, float] | None) -> tuple[float, float, float]:  # fmt: skip
-    doc = scenario(model, fit, point, limit, duration_s=10.0)
-    if drift:
-        doc["cluster"]["host_speed"] = drift
-    run = build_summary(run_scenario(from_dict(doc)))["runs"]["istio"]
-    lat = run["workloads"]["load"]["latency_ms"]
-    t = throttling(run, doc)
-    share = t["nr_throttled"] / t["nr_periods"] if t["nr_periods"] else 0.0
-    return round(lat["p50"], 3), round(lat["p99"], 2), round(share, 3)
+PASSES = Path(__file__).resolve().parents[1] / "passes"
 
 
-def main(model: Path) -> None:
+def unpack(run: str, into: Path) -> Path:
+    into.mkdir(parents=True)
+    with tarfile.open(PASSES / f"2026-12-03-run-{run}.model.tar.gz") as tar:
+        tar.extractall(into, filter="data")
+    return into / "lab.yaml"
+
+
+def with_drift(model: Path, donor: Path) -> dict[str, Any]:
+    """``model`` given the drift fitted at ``donor``'s fit points; the drift's figures."""
+    doc = yaml.safe_load(model.read_text())
+    params = doc["parameters"]
+    points = [p["period_cpu"] for p in load_fit(donor)["points"]
+              if p["role"] == "fit" and p.get("period_cpu")]  # fmt: skip
+    drift = fit_drift(points, params["request_cpu_cv"]["value"], seed=7)
+    assert drift is not None, "the donor's record gives no drift"
+    params.update(drift_parameters(f"what-if: run P's fit points ({donor})", drift))
+    model.write_text(yaml.safe_dump(doc, sort_keys=False, width=100))
     fit = load_fit(model)
-    print("rps limit_m | without: p50 p99 throttled | with: p50 p99 throttled | lab p50 p99")
-    for rps, limits in LOADS:
-        point = lab_point(fit, rps)
-        lab = point["latency_ms"]
-        for limit in limits:
-            without = simulate(model, fit, point, limit, None)
-            with_drift = simulate(model, fit, point, limit, DRIFT)
-            measured = f"{lab['p50']:.3f} {lab['p99']:.2f}" if limit is None else ""
-            print(rps, limit, "|", *without, "|", *with_drift, "|", measured, flush=True)
+    fit["estimates"]["cpu_drift"] = drift.to_json()
+    fit_path(model).write_text(json.dumps(fit))
+    return drift.to_json()
+
+
+def row(r: Comparison) -> str:
+    pred = r.predicted_speed_adjusted or r.predicted
+    limit = "-" if r.cpu_limit_m is None else f"{r.cpu_limit_m:.0f}m"
+    share = pred.get("throttled_share", float("nan"))
+    return (f"{r.point['rps']:7.1f} {limit:>5}  p50 {pred['p50']:.3f} p99 {pred['p99']:.2f} "
+            f"throttled {share:.3f} cv {pred['period_cpu_cv']:.3f}")  # fmt: skip
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        without = unpack("o", Path(tmp) / "o")
+        drifting = unpack("o", Path(tmp) / "o-drift")
+        print("drift:", with_drift(drifting, unpack("p", Path(tmp) / "p")), flush=True)
+        runs = [validate_model(m) for m in (without, drifting)]
+    print("load limit | without the drift | with it | lab p50 p99 throttled")
+    for a, b in zip(*runs, strict=True):
+        if a.point["config"] != "plain-ka-f0":
+            continue
+        lab = a.measured
+        share = lab.get("throttled_share", float("nan"))
+        print(row(a), "|", row(b)[14:], "|", f"{lab['p50']:.3f} {lab['p99']:.2f} {share:.3f}")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main()
