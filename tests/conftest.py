@@ -68,3 +68,28 @@ def lab_model_1kib(tmp_path: Path) -> Path:
             r["role"] = "fit-not-simulated"
     (tmp_path / "lab.fit.json").write_text(json.dumps(record))
     return tmp_path / "lab.yaml"
+
+
+@pytest.fixture
+def lab_model_few_held_out(tmp_path: Path) -> Path:
+    """A copy of the committed lab model (with its measurements) whose fit record keeps three
+    of its held-out points: the lowest plain load, the saturation point and the mTLS one.
+    What reads every held-out point (the notebook, the frames) reads them in a fifth of the
+    simulation, and nothing about them depends on how many there are."""
+    root = Path(__file__).resolve().parent.parent / "models" / "calibrated"
+    for name in ("lab.yaml", "lab.measurements.json"):
+        if (root / name).exists():
+            shutil.copy(root / name, tmp_path / name)
+    record = json.loads((root / "lab.fit.json").read_text())
+    points = record["points"]
+    plain = [points[i]["rps"] for i in record["held_out"]
+             if points[i]["config"] == "plain-ka-f0" and points[i]["rps"] > 0]  # fmt: skip
+
+    def kept(p: dict[str, object]) -> bool:
+        return p["config"] == "mtls-ka-f0" or (
+            p["config"] == "plain-ka-f0" and p["rps"] in (0.0, min(plain))
+        )
+
+    record["held_out"] = [i for i in record["held_out"] if kept(points[i])]
+    (tmp_path / "lab.fit.json").write_text(json.dumps(record))
+    return tmp_path / "lab.yaml"

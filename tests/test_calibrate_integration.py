@@ -77,23 +77,8 @@ def test_calibrate_quick_then_validate(tmp_path: Path) -> None:
     assert len(limited) == len(fit["throttled"])
     assert all("throttled_share" in row["predicted"] for row in limited)
     assert all(Path(p).exists() for p in doc["figures"])
-    # Impossible thresholds fail with exit status 1.
-    r = CliRunner().invoke(
-        cli,
-        [
-            "validate",
-            str(out),
-            "--max-p50-error",
-            "0",
-            "--max-p99-error",
-            "0",
-            "--max-throughput-error",
-            "0",
-            "--duration-s",
-            "1",
-        ],
-    )
-    assert r.exit_code == 1, r.output
+    # (That goals missed exit 1 is tests/test_calibrate_validate_cli.py's, on the committed
+    # model: a second validation of this one would add its simulations and check nothing new.)
 
 
 def test_from_fortio_with_meshsim_load_json(tmp_path: Path) -> None:

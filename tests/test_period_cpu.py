@@ -100,6 +100,11 @@ def test_the_report_table_takes_medians_over_the_passes() -> None:
     assert lines[3].split()[:4] == ["2975.8", "1.1x", "1", "0.200"]
     assert len(lines) == 5  # the fit point is not shown; then the footnote
     assert period_table([point("fit", 0.1)]) == ""
+    # The simulated lab's figures beside the lab's, by load and limit; "nan" where none.
+    lines = period_table(points, {(2975.8, 0.0): (0.091, 0.37)}).splitlines()
+    assert lines[2].split()[-2:] == ["0.091", "0.37"]
+    assert lines[3].split()[-2:] == ["nan", "nan"]
+    assert "sim:" in lines[-1]
 
 
 def test_only_the_periods_with_answers_count() -> None:

@@ -258,17 +258,20 @@ def test_held_out_frame_and_goals() -> None:
     assert g.loc["rps", "points"] == 1
 
 
-def test_held_out_simulated_from_the_committed_model(cal: calibrated_model.Calibration) -> None:
+def test_held_out_simulated_from_the_committed_model(lab_model_few_held_out: Path) -> None:
     from meshsim.calibrate.validate import held_out_points, merge_passes
 
-    # 0.6 s: the lab scenario's 0.5 s warm-up and 0.1 s measured (at least ~100 requests at
-    # the lowest held-out rate); what is checked here is the frame's shape, the measured
-    # values copied from the fit record and that every prediction is positive, none of which
-    # needs a longer window.
+    # Three of its held-out points (the lowest plain load, saturation, mTLS), 0.6 s each:
+    # the lab scenario's 0.5 s warm-up and 0.1 s measured (at least ~100 requests at the
+    # lowest held-out rate); what is checked here is the frame's shape, the measured values
+    # copied from the fit record and that every prediction is positive, none of which needs
+    # a longer window or more points.
+    cal = calibrated_model.load_calibration(lab_model_few_held_out)
     h = calibrated_model.held_out_frame(calibrated_model.held_out(cal.path, duration_s=0.6))
     # one row per metric and held-out point, its passes merged into their median
     points = [merge_passes(g) for g in held_out_points(cal.fit["points"], cal.fit["held_out"])]
     points = [p for p in points if not p["filters"]]
+    assert len(points) == 3
     assert len(h) == 4 * len(points)
     measured = h[h["metric"] == "p50"]["measured"].tolist()
     assert measured == [p["latency_ms"]["p50"] for p in points]

@@ -39,7 +39,9 @@ class CpuDrift:
 
     __slots__ = ("_at", "_mu", "_normal", "_sd", "_step", "_tau", "_x", "factor")
 
-    def __init__(self, cv: float, time_constant_s: float, normal: Sampler, now: float = 0.0):
+    def __init__(
+        self, cv: float, time_constant_s: float, normal: Sampler, now: float = 0.0
+    ) -> None:
         sigma2 = math.log1p(cv * cv)
         self._mu = -sigma2 / 2.0  # a lognormal of mean 1
         self._sd = math.sqrt(sigma2)
