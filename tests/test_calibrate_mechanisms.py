@@ -169,13 +169,14 @@ def test_the_fit_takes_the_cpu_drift_from_the_fit_points_periods(tmp_path: Path)
             n = 300.0
             poisson = 1.0 / np.sqrt(n)
             var = 0.06**2 + poisson**2 + (request_cv * poisson) ** 2
-            f = {"cpu_cv": float(np.sqrt(var)), "requests_cv": poisson, "poisson_cv": poisson,
-                 "lag1": rho * 0.06**2 / var}  # fmt: skip
+            f = {"periods": 50, "cpu_cv": float(np.sqrt(var)), "requests_cv": poisson,
+                 "poisson_cv": poisson, "lag1": rho * 0.06**2 / var}  # fmt: skip
             p["period_cpu"] = {"client_sidecar": f, "server_sidecar": f}
         else:
             # Held-out points' periods are not the fit's to use.
-            p["period_cpu"] = {"server_sidecar": {"cpu_cv": 0.5, "requests_cv": 0.01,
-                                                  "poisson_cv": 0.01, "lag1": 0.9}}  # fmt: skip
+            p["period_cpu"] = {"server_sidecar": {"periods": 50, "cpu_cv": 0.5,
+                                                  "requests_cv": 0.01, "poisson_cv": 0.01,
+                                                  "lag1": 0.9}}  # fmt: skip
     doc = fit_model(data)
     params = doc["parameters"]
     assert params["cpu_drift_ms"]["value"] == pytest.approx(200.0, abs=0.1)  # request_cv rounded

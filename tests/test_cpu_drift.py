@@ -20,6 +20,7 @@ import yaml
 from meshsim.api import run_scenario
 from meshsim.calibrate.cpu_drift import (
     MAX_POISSON_CV,
+    MIN_PERIODS,
     SimulatedPeriods,
     excess,
     fit_drift,
@@ -95,6 +96,7 @@ def _sidecar(period_cv: float, lag1: float, n: float, request_cv: float = 0.0) -
     poisson = 1.0 / math.sqrt(n)
     var = period_cv**2 + poisson**2 + (request_cv * poisson) ** 2
     return {
+        "periods": 50,
         "cpu_cv": math.sqrt(var),
         "requests_cv": poisson,
         "poisson_cv": poisson,
@@ -129,6 +131,9 @@ def test_the_fit_leaves_out_points_whose_requests_hide_the_drift() -> None:
     # Points with enough requests, but none beyond the requests' variance: no drift.
     steady = [{"server_sidecar": _sidecar(0.0, 0.0, 400.0)}] * 5
     assert fit_drift(steady, 0.0) is None
+    # Points of too few periods (the quick grid's 1 s loads) say nothing.
+    short = {**_sidecar(0.07, 0.5, 400.0), "periods": MIN_PERIODS - 1}
+    assert fit_drift([{"server_sidecar": short}] * 5, 0.0) is None
     assert fit_drift([{"server_sidecar": _sidecar(0.07, 0.5, 400.0)}] * 2, 0.0) is None
 
 
@@ -137,7 +142,7 @@ def test_the_median_takes_the_negative_excesses_as_they_come() -> None:
     v, _ = excess({"cpu_cv": 0.05, "requests_cv": 0.06, "poisson_cv": 0.06, "lag1": 0.0}, 0.0)
     assert v == pytest.approx(0.05**2 - 0.06**2)
     points = [
-        {"s": {"cpu_cv": c, "requests_cv": 0.06, "poisson_cv": 0.06, "lag1": 0.3}}
+        {"s": {"periods": 50, "cpu_cv": c, "requests_cv": 0.06, "poisson_cv": 0.06, "lag1": 0.3}}
         for c in (0.05, 0.0781, 0.10)
     ]
     d = fit_drift(points, 0.0)

@@ -48,6 +48,10 @@ MAX_POISSON_CV: Final = 0.12
 """Points are used where a Poisson count's cv is at most this (about 70 requests or more per
 period): below, the count's own variance (0.18 at 31 requests a period) is several times a
 drift of 0.07 and its sampling noise hides it."""
+MIN_PERIODS: Final = 20
+"""A point's figures are used where they rest on this many periods or more (2 s of load): a
+cv read from fewer varies by more than a sixth from one run to the next, and the excess is
+the difference of two of them (the quick grid's 1 s points have about ten)."""
 MIN_SAMPLES: Final = 3
 LAG1_BOUNDS: Final = (0.02, 0.95)
 """The drift's period-to-period correlation is kept within these: a median ratio outside
@@ -112,12 +116,13 @@ PeriodCpu = Mapping[str, Mapping[str, float]]
 
 def samples(points: Sequence[PeriodCpu], request_cpu_cv: float) -> tuple[np.ndarray, np.ndarray]:
     """The (excess variance, lag-1 covariance) of every sidecar at every point (its
-    ``period_cpu``) with enough requests per period (:data:`MAX_POISSON_CV`)."""
+    ``period_cpu``) with enough requests per period (:data:`MAX_POISSON_CV`) and enough
+    periods (:data:`MIN_PERIODS`)."""
     var: list[float] = []
     cov: list[float] = []
     for point in points:
         for f in point.values():
-            if f and f["poisson_cv"] <= MAX_POISSON_CV:
+            if f and f["poisson_cv"] <= MAX_POISSON_CV and f["periods"] >= MIN_PERIODS:
                 v, c = excess(f, request_cpu_cv)
                 var.append(v)
                 cov.append(c)
