@@ -51,12 +51,16 @@ def with_drift(model: Path, donor: Path) -> dict[str, Any]:
     return drift.to_json()
 
 
-def row(r: Comparison) -> str:
-    pred = r.predicted_speed_adjusted or r.predicted
+def point(r: Comparison) -> str:
     limit = "-" if r.cpu_limit_m is None else f"{r.cpu_limit_m:.0f}m"
+    return f"{r.point['rps']:7.1f} {limit:>5}"
+
+
+def predicted(r: Comparison) -> str:
+    pred = r.predicted_speed_adjusted or r.predicted
     share = pred.get("throttled_share", float("nan"))
-    return (f"{r.point['rps']:7.1f} {limit:>5}  p50 {pred['p50']:.3f} p99 {pred['p99']:.2f} "
-            f"throttled {share:.3f} cv {pred['period_cpu_cv']:.3f}")  # fmt: skip
+    return (f"p50 {pred['p50']:.3f} p99 {pred['p99']:.2f} throttled {share:.3f} "
+            f"cv {pred['period_cpu_cv']:.3f}")  # fmt: skip
 
 
 def main() -> None:
@@ -71,7 +75,8 @@ def main() -> None:
             continue
         lab = a.measured
         share = lab.get("throttled_share", float("nan"))
-        print(row(a), "|", row(b)[14:], "|", f"{lab['p50']:.3f} {lab['p99']:.2f} {share:.3f}")
+        print(point(a), "|", predicted(a), "|", predicted(b), "|",
+              f"{lab['p50']:.3f} {lab['p99']:.2f} {share:.3f}")  # fmt: skip
 
 
 if __name__ == "__main__":
