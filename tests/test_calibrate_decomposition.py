@@ -205,12 +205,17 @@ def test_the_lab_reads_every_requests_duration_and_the_sampled_cpu() -> None:
     from meshsim.calibrate.lab import access_log_samples
 
     log = (
-        b'{"status":200,"duration_ms":0.5,"cpu_us":41.5}\n'
-        b'{"status":200,"duration_ms":0.75,"cpu_us":null}\n'
+        b'{"status":200,"duration_ms":0.5,"cpu_us":41.5,"ts":1.5}\n'
+        b'{"status":200,"duration_ms":0.75,"cpu_us":null,"ts":2.0}\n'
         b"not json\n"
-        b'{"status":503,"duration_ms":2,"cpu_us":null}\n'
+        b'{"status":503,"duration_ms":2,"cpu_us":null,"ts":2.5}\n'
+        b'{"status":200,"duration_ms":1}\n'
     )
-    assert access_log_samples(log) == ([41.5], [0.5, 0.75, 2.0])
+    samples = access_log_samples(log)
+    assert samples.cpu_us == [41.5]
+    assert samples.duration_ms == [0.5, 0.75, 2.0, 1.0]
+    # What counts a CFS period's requests: the answered ones that say when.
+    assert samples.answered_ts == [1.5, 2.0]
 
 
 def test_passes_merge_into_median_durations_and_the_parts_follow() -> None:

@@ -13,7 +13,10 @@ from meshsim.cli.main import cli
 
 from meshsim.models import load_model
 
-pytestmark = [pytest.mark.integration, pytest.mark.timing]
+# Not marked timing: both tests check that the lab runs end to end and what its record and
+# the model fitted from it hold, none of the lab's figures against a bound, so they run
+# beside the rest of the suite (on a busy machine the lab's numbers move, not its record).
+pytestmark = pytest.mark.integration
 
 
 def test_calibrate_quick_then_validate(tmp_path: Path) -> None:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
-from meshsim.calibrate.period_cpu import answered_times, period_figures
+from meshsim.calibrate.period_cpu import period_figures
 
 T0 = 1000.0
 
@@ -69,17 +67,6 @@ def test_requests_that_vary_at_a_steady_cost_per_request() -> None:
 
 def test_too_short_a_load_gives_no_figures() -> None:
     assert _figures([30.0] * 5, [300] * 5) is None
-
-
-def test_answered_times_are_the_200s_of_the_access_log() -> None:
-    lines = [
-        json.dumps({"ts": 1.5, "status": 200}),
-        json.dumps({"ts": 2.5, "status": 503}),
-        "not json",
-        json.dumps({"status": 200}),
-        json.dumps({"ts": 3.25, "status": 200}),
-    ]
-    assert answered_times("\n".join(lines).encode()) == [1.5, 3.25]
 
 
 def test_the_report_table_takes_medians_over_the_passes() -> None:

@@ -38,6 +38,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -48,10 +49,10 @@ from hdrh.histogram import HdrHistogram
 from meshsim.calibrate import cache_cooling, host_phases, period_cpu, speed, wake_latency
 from meshsim.calibrate.decomposition import duration_quantiles, lab_parts
 from meshsim.calibrate.points import LabConfig, Measured, Point
-from meshsim.calibrate.procstat import tree_sched
+from meshsim.calibrate.procstat import Sched, tree_sched
 from meshsim.calibrate.proxycmd import CommandNode, ProxyCommand, free_port, stop_process
 from meshsim.errors import MeshsimError
-from meshsim.proxy.loadgen import LoadSpec, run_load
+from meshsim.proxy.loadgen import LoadResult, LoadSpec, run_load
 
 MAX_SAMPLES = 4000  # per-request CPU samples kept per sidecar and point
 BASELINE_QUANTILES = 1000
@@ -90,28 +91,25 @@ class _Node:
             raise MeshsimError(f"lab component {name} failed to start: {line}{err[-2000:]}")
         self.port = int(line.split()[1])
         self._offset = 0
-        self.last_log = b""
-        """The access-log lines :meth:`new_log_samples` read last (one point's)."""
 
     def pids(self) -> list[int]:
         return [self.proc.pid]
 
     def new_cpu_samples(self) -> list[float]:
         """``cpu_us`` of the access-log lines written since the last call."""
-        return self.new_log_samples()[0]
+        return self.new_log_samples().cpu_us
 
-    def new_log_samples(self) -> tuple[list[float], list[float]]:
-        """``cpu_us`` and ``duration_ms`` of the access-log lines written since the last
-        call (:func:`access_log_samples`)."""
+    def new_log_samples(self) -> LogSamples:
+        """What the access-log lines written since the last call say
+        (:func:`access_log_samples`)."""
         if self.log is None or not self.log.exists():
-            return [], []
+            return LogSamples()
         with self.log.open("rb") as fh:
             fh.seek(self._offset)
             data = fh.read()
         cut = data.rfind(b"\n") + 1
         self._offset += cut
-        self.last_log = data[:cut]
-        return access_log_samples(self.last_log)
+        return access_log_samples(data[:cut])
 
     def stop(self) -> None:
         stop_process(self.proc)
@@ -129,11 +127,22 @@ def baseline_quantiles_ms(h: HdrHistogram) -> list[float]:
     ]
 
 
-def access_log_samples(data: bytes) -> tuple[list[float], list[float]]:
-    """``cpu_us`` (only the requests the proxy sampled: it logs null for the others) and
-    ``duration_ms`` (every request) of the access-log lines in ``data``."""
-    cpu: list[float] = []
-    durations: list[float] = []
+@dataclass(frozen=True)
+class LogSamples:
+    """What a sidecar's access-log lines of one point say (:func:`access_log_samples`)."""
+
+    cpu_us: list[float] = field(default_factory=list)
+    """The thread CPU of the requests the proxy sampled (it logs null for the others)."""
+    duration_ms: list[float] = field(default_factory=list)
+    """Request parsed to response written, of every request."""
+    answered_ts: list[float] = field(default_factory=list)
+    """The wall clock (s) of each answered (status 200) request: what counts the requests
+    of each CFS period (:func:`meshsim.calibrate.period_cpu.measure`)."""
+
+
+def access_log_samples(data: bytes) -> LogSamples:
+    """The samples of the access-log lines in ``data``, read in one pass."""
+    out = LogSamples()
     for line in data.splitlines():
         try:
             rec = json.loads(line)
@@ -141,18 +150,21 @@ def access_log_samples(data: bytes) -> tuple[list[float], list[float]]:
             continue
         value = rec.get("cpu_us")
         if isinstance(value, int | float):
-            cpu.append(float(value))
+            out.cpu_us.append(float(value))
         value = rec.get("duration_ms")
         if isinstance(value, int | float):
-            durations.append(float(value))
-    return cpu, durations
+            out.duration_ms.append(float(value))
+        value = rec.get("ts")
+        if rec.get("status") == 200 and isinstance(value, int | float):
+            out.answered_ts.append(float(value))
+    return out
 
 
-def _log_samples(node: Sidecar) -> tuple[list[float], list[float]]:
+def _log_samples(node: Sidecar) -> LogSamples:
     """A sidecar's new access-log samples; a proxy command's log is not ours to read."""
     if isinstance(node, _Node):
         return node.new_log_samples()
-    return node.new_cpu_samples(), []
+    return LogSamples(cpu_us=node.new_cpu_samples())
 
 
 def _cores() -> list[int]:
@@ -364,6 +376,11 @@ class Lab:
                 os.sched_setaffinity(0, self._saved_affinity)
 
     def measure(self, point: Point, seed: int = 1) -> Measured:
+        """Run one grid point's load, with the host's probes around it, and what it gave."""
+        run = self._load(point, seed)
+        return _measured(point, run, seed)
+
+    def _load(self, point: Point, seed: int) -> _PointRun:
         self.reconfigure(point.config)
         assert self.client is not None
         assert self.server is not None
@@ -426,72 +443,29 @@ class Lab:
         speed_during = (
             self.sampler.between(load_start, load_end) if self.sampler is not None else {}
         )
-        n = max(result.completed, 1)
         used = {k: after[k] - before[k] for k in pids}
-        if not point.proxied:
+        logs: dict[str, LogSamples] = {}
+        if point.proxied:
+            logs = {
+                "client_sidecar": _log_samples(self.client),
+                "server_sidecar": _log_samples(self.server),
+            }
+        else:
             for k in ("client_sidecar", "server_sidecar"):
                 used.pop(k)
-        per_req = {k: d.cpu_s * 1e6 / n for k, d in used.items()}
-        wakeups = {k: d.voluntary / n for k, d in used.items()}
-        run_delay = {
-            k: d.run_delay_s * 1e6 / n for k, d in used.items() if d.run_delay_s is not None
-        }
-        h = result.corrected
-        lat = {f"p{q:g}": h.get_value_at_percentile(q) / 1000.0 for q in (50, 90, 99)}
-        lat["mean"] = h.get_mean_value() / 1000.0
-        quantiles = [] if point.proxied else baseline_quantiles_ms(h)
-        send_quantiles = [] if point.proxied else baseline_quantiles_ms(result.uncorrected)
-        rng = np.random.default_rng(seed)
-
-        def sample(xs: list[float]) -> list[float]:
-            if len(xs) <= MAX_SAMPLES:
-                return xs
-            idx = rng.choice(len(xs), MAX_SAMPLES, replace=False)
-            return [xs[i] for i in sorted(idx)]
-
-        client, client_ms = _log_samples(self.client) if point.proxied else ([], [])
-        server, server_ms = _log_samples(self.server) if point.proxied else ([], [])
-        logs = {
-            k: log
-            for k, node in (("client_sidecar", self.client), ("server_sidecar", self.server))
-            if point.proxied and (log := getattr(node, "last_log", b""))
-        }
-        by_period = period_cpu.measure(periods.samples, logs, wall_start, wall_end)
-        durations = {
-            k: q
-            for k, q in (
-                ("client_sidecar", duration_quantiles(client_ms)),
-                ("server_sidecar", duration_quantiles(server_ms)),
-            )
-            if q
-        }
-        return Measured(
-            point=point,
-            achieved_rps=result.actual_rps,
-            latency_ms=lat,
-            requests=result.completed,
-            errors=result.errors,
-            warnings=list(result.warnings),
-            client_cpu_us=sample(client),
-            server_cpu_us=sample(server),
-            process_cpu_us_per_request=per_req,
-            latency_quantiles_ms=quantiles,
-            send_latency_quantiles_ms=send_quantiles,
-            requests_per_release=(
-                round(result.scheduled / result.releases, 4) if result.releases else None
+        return _PointRun(
+            result=result,
+            used=used,
+            logs=logs,
+            by_period=period_cpu.measure(
+                periods.samples,
+                {k: log.answered_ts for k, log in logs.items() if log.answered_ts},
+                wall_start,
+                wall_end,
             ),
-            wakeups_per_request=wakeups,
-            run_delay_us_per_request=run_delay,
-            sidecar_duration_ms=durations,
-            latency_parts_ms=lab_parts(lat, durations) or {},
             speed=speed.point_speed(speed_before, speed_after, speed_during),
-            host_phases=host_phases.point_phases(phases_before, phases_after),
-            host_trace=host_phases.point_trace(phases_before, phases_after)
-            if point.role in ("held_out", "throttled")
-            else {},
-            wake_latency_us=wake_latency.point_wakeups(wake_before, wake_after),
-            wake_latency_cross_us=wake_latency.point_wakeups(wake_before, wake_after, "cross"),
-            period_cpu=by_period,
+            phases=(phases_before, phases_after),
+            wakeups=(wake_before, wake_after),
         )
 
     def probe_speed(self) -> dict[str, float]:
@@ -523,3 +497,69 @@ class Lab:
 
 def workdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="meshsim-lab-"))
+
+
+@dataclass(frozen=True)
+class _PointRun:
+    """One point's load as :meth:`Lab._load` ran it, and the host's probes around it."""
+
+    result: LoadResult
+    used: dict[str, Sched]
+    """Each process's scheduler counters over the load (the sidecars only where proxied)."""
+    logs: dict[str, LogSamples]
+    by_period: dict[str, Any]
+    speed: dict[str, Any]
+    phases: tuple[dict[str, Any], dict[str, Any]]
+    wakeups: tuple[wake_latency.Probe, wake_latency.Probe]
+
+
+def _measured(point: Point, run: _PointRun, seed: int) -> Measured:
+    """What a point's load gave, as the calibration records it."""
+    result = run.result
+    n = max(result.completed, 1)
+    h = result.corrected
+    lat = {f"p{q:g}": h.get_value_at_percentile(q) / 1000.0 for q in (50, 90, 99)}
+    lat["mean"] = h.get_mean_value() / 1000.0
+    rng = np.random.default_rng(seed)
+
+    def sample(xs: list[float]) -> list[float]:
+        if len(xs) <= MAX_SAMPLES:
+            return xs
+        idx = rng.choice(len(xs), MAX_SAMPLES, replace=False)
+        return [xs[i] for i in sorted(idx)]
+
+    durations = {k: q for k, log in run.logs.items() if (q := duration_quantiles(log.duration_ms))}
+    none = LogSamples()
+    before, after = run.phases
+    return Measured(
+        point=point,
+        achieved_rps=result.actual_rps,
+        latency_ms=lat,
+        requests=result.completed,
+        errors=result.errors,
+        warnings=list(result.warnings),
+        client_cpu_us=sample(run.logs.get("client_sidecar", none).cpu_us),
+        server_cpu_us=sample(run.logs.get("server_sidecar", none).cpu_us),
+        process_cpu_us_per_request={k: d.cpu_s * 1e6 / n for k, d in run.used.items()},
+        latency_quantiles_ms=[] if point.proxied else baseline_quantiles_ms(h),
+        send_latency_quantiles_ms=[]
+        if point.proxied
+        else baseline_quantiles_ms(result.uncorrected),
+        requests_per_release=(
+            round(result.scheduled / result.releases, 4) if result.releases else None
+        ),
+        wakeups_per_request={k: d.voluntary / n for k, d in run.used.items()},
+        run_delay_us_per_request={
+            k: d.run_delay_s * 1e6 / n for k, d in run.used.items() if d.run_delay_s is not None
+        },
+        sidecar_duration_ms=durations,
+        latency_parts_ms=lab_parts(lat, durations) or {},
+        speed=run.speed,
+        host_phases=host_phases.point_phases(before, after),
+        host_trace=host_phases.point_trace(before, after)
+        if point.role in ("held_out", "throttled")
+        else {},
+        wake_latency_us=wake_latency.point_wakeups(*run.wakeups),
+        wake_latency_cross_us=wake_latency.point_wakeups(*run.wakeups, "cross"),
+        period_cpu=run.by_period,
+    )

@@ -13,7 +13,6 @@ the CPU's variation per period between the number of requests and the CPU per re
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
@@ -56,19 +55,6 @@ class PeriodSampler:
             now = time.time()
             self.samples.append((now, {k: tree_sched(p).cpu_s for k, p in self.pids.items()}))
             self._stop.wait(EVERY_S)
-
-
-def answered_times(log: bytes) -> list[float]:
-    """The ``ts`` (wall clock, s) of each answered (status 200) request in access-log lines."""
-    out: list[float] = []
-    for line in log.splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if rec.get("status") == 200 and isinstance(rec.get("ts"), int | float):
-            out.append(float(rec["ts"]))
-    return out
 
 
 def per_period(
@@ -140,15 +126,15 @@ def figures(per: np.ndarray, n: np.ndarray) -> dict[str, float] | None:
 
 def measure(
     samples: Sequence[tuple[float, Mapping[str, float]]],
-    logs: Mapping[str, bytes],
+    answered: Mapping[str, Sequence[float]],
     start: float,
     end: float,
 ) -> dict[str, Any]:
-    """:func:`period_figures` for each sidecar whose access log is in ``logs`` (those that
-    give too few periods are left out)."""
+    """:func:`period_figures` for each sidecar whose answered requests' times (from its
+    access log) are in ``answered`` (those that give too few periods are left out)."""
     out: dict[str, Any] = {}
-    for name, log in logs.items():
-        figures = period_figures(samples, name, answered_times(log), start, end)
+    for name, times in answered.items():
+        figures = period_figures(samples, name, times, start, end)
         if figures is not None:
             out[name] = figures
     return out

@@ -196,7 +196,7 @@ class MultiCluster:
                     self.env, f"{cluster}/{kind}-{i}", kind, model, node,
                     model.worker_threads, stealing=dp.stealing, pick=dp._accept, pod=None,
                     telemetry=self.mesh != "istio", rng=dp._lb_rng, resilience=dp.resilience,
-                    drift=dp.cpu_drift(model),
+                    cpu_factor=dp.cpu_factor(model), drift=dp.cpu_drift(model),
                 )  # fmt: skip
                 dp.proxies.append(proxy)
                 sim.control_plane.attach(proxy)
