@@ -49,6 +49,9 @@ def test_calibrate_quick_then_validate(tmp_path: Path) -> None:
     # The CPU-limited points: both limits at the lowest held-out load where the host lets the
     # lab make a CPU cgroup, else none and the reason why.
     limits = fit["cpu_limits"]
+    # Where the host lets it, each component ran in a CPU cgroup of its own; the limited
+    # points limit the server sidecar's.
+    assert fit["cgroups"].startswith("one per component") == bool(limits["shares"])
     if limits["shares"]:
         assert len(fit["throttled"]) == len(limits["shares"]) == 2
         cgroups = [fit["points"][i]["cgroup"] for i in fit["throttled"]]

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from meshsim.calibrate.cgroup import probe, remove_stale
+
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(
@@ -54,6 +56,12 @@ def test_lab_components_stop_with_the_lab(sig: signal.Signals) -> None:
         os.kill(proc.pid, sig)
         proc.wait(15)
         assert _gone(child), f"lab component {child} outlived the lab ({sig.name})"
+        # Its components' CPU cgroups go with it; after a SIGKILL the next lab removes them.
+        support = probe()
+        if support.path is not None:
+            if sig == signal.SIGKILL:
+                remove_stale(support.path, "meshsim-lab-")
+            assert not list(support.path.glob(f"meshsim-lab-{proc.pid}-*"))
     finally:
         if proc.poll() is None:
             proc.kill()

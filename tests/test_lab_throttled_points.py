@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -15,8 +14,9 @@ from typing import Any
 import pytest
 
 from meshsim.calibrate import throttle
-from meshsim.calibrate.cgroup import Support
+from meshsim.calibrate.cgroup import CpuCgroup, Support
 from meshsim.calibrate.points import REPEATS, LabConfig, Measured, Point, grid, point_line
+from meshsim.errors import MeshsimError
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "calibrated" / "lab.yaml"
@@ -64,23 +64,26 @@ def _measured(point: Point, rps: float, server_us: float) -> Measured:
     )
 
 
-class _Server:
-    def pids(self) -> list[int]:
-        return [os.getpid()]
-
-
 class _Lab:
-    """What measure_grid_point uses of the lab: every point measures the same."""
+    """What measure_grid_point uses of the lab: every point measures the same, the server
+    sidecar's cgroup a fake v1 one; records the quota each point ran under."""
 
-    def __init__(self) -> None:
-        self.server = _Server()
-        self.measured: list[Point] = []
+    def __init__(self, support: Support) -> None:
+        self.cgroup = CpuCgroup("server", limit_m=None, support=support, task_weight=True)
+        (self.cgroup.path / "cpu.stat").write_text(
+            "nr_periods 0\nnr_throttled 0\nthrottled_time 0\n"
+        )
+        self.cgroups = "one per component (cgroup v1)"
+        self.quotas: list[str] = []
 
     def reconfigure(self, _cfg: LabConfig) -> None:
         pass
 
+    def container(self, name: str) -> CpuCgroup | None:
+        return self.cgroup if name == "server_sidecar" else None
+
     def measure(self, point: Point, seed: int = 1) -> Measured:
-        self.measured.append(point)
+        self.quotas.append((self.cgroup.path / "cpu.cfs_quota_us").read_text())
         return _measured(point, 2000.0, 150.0)
 
 
@@ -88,19 +91,21 @@ def test_a_throttled_point_is_limited_to_its_multiple_of_the_use_just_measured(
     tmp_path: Path,
 ) -> None:
     """2000 rps x 150 us = 0.3 of a core; 1.5x of it is 450m: a 45 ms quota per 100 ms,
-    written to the (fake) v1 controller, with cpu.stat's counters recorded."""
-    support = Support(1, tmp_path, "test")
-    group = tmp_path / f"meshsim-lab-{os.getpid()}"
-    group.mkdir()
-    (group / "cpu.stat").write_text("nr_periods 0\nnr_throttled 0\nthrottled_time 0\n")
+    written to the server sidecar's (fake v1) cgroup for the point and lifted after it, with
+    cpu.stat's counters recorded."""
+    lab: Any = _Lab(Support(1, tmp_path, "test"))
+    group = tmp_path / "server"
+    # The sidecar's cgroup weighs what a plain process does; the unlimited points run in it.
+    assert (group / "cpu.shares").read_text() == "1024"
+    assert (group / "cpu.cfs_quota_us").read_text() == "-1"
     base = Point(LabConfig(), 1024, 1945.0, 32, True, 5.0, "held_out", repeat=1)
     limited = replace(base, role="throttled", cpu_limit=1.5)
-    lab: Any = _Lab()
     unlimited: dict[tuple[str, int, float, int], Measured] = {}
-    throttle.measure_grid_point(lab, base, unlimited, support, seed=1)
+    throttle.measure_grid_point(lab, base, unlimited, seed=1)
     assert list(unlimited) == [("plain-ka-f0", 1024, 1945.0, 1)]
-    m = throttle.measure_grid_point(lab, limited, unlimited, support, seed=2)
-    assert (group / "cpu.cfs_quota_us").read_text() == "45000"
+    m = throttle.measure_grid_point(lab, limited, unlimited, seed=2)
+    assert lab.quotas == ["-1", "45000"]
+    assert (group / "cpu.cfs_quota_us").read_text() == "-1"
     assert (group / "cpu.cfs_period_us").read_text() == "100000"
     assert m.cgroup == {
         "limit_m": 450.0,
@@ -117,7 +122,16 @@ def test_a_throttled_point_is_limited_to_its_multiple_of_the_use_just_measured(
     assert list(unlimited) == [("plain-ka-f0", 1024, 1945.0, 1)]
     # Without the unlimited point of its own pass there is no limit to set.
     with pytest.raises(KeyError):
-        throttle.measure_grid_point(lab, replace(limited, repeat=2), unlimited, support, seed=3)
+        throttle.measure_grid_point(lab, replace(limited, repeat=2), unlimited, seed=3)
+
+
+def test_a_lab_without_cgroups_cannot_measure_a_limited_point(tmp_path: Path) -> None:
+    lab: Any = _Lab(Support(1, tmp_path, "test"))
+    lab.cgroup = None
+    lab.cgroups = "shared (no writable CPU cgroup)"
+    point = Point(LabConfig(), 1024, 1945.0, 32, True, 5.0, "throttled", cpu_limit=1.1)
+    with pytest.raises(MeshsimError, match="no CPU cgroups of their own: shared"):
+        throttle.measure_point(lab, point, 400.0)
 
 
 def test_passes_merge_to_medians_with_their_ranges() -> None:

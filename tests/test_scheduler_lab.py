@@ -11,6 +11,7 @@ cannot create a CPU cgroup (meshsim.calibrate.cgroup.probe).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from meshsim.calibrate.cgroup import CpuCgroup, CpuStat, Support, probe
+from meshsim.calibrate.cgroup import CpuCgroup, CpuStat, Support, probe, remove_stale
 
 WORKER = """
 import sys, time
@@ -131,3 +132,15 @@ def test_a_v1_cgroup_writes_the_cfs_quota_and_shares(tmp_path: Path) -> None:
     (d / "cpu.stat").write_text("nr_periods 7\nnr_throttled 3\nthrottled_time 150000000\n")
     stat = cg.stat()
     assert (stat.nr_periods, stat.nr_throttled, stat.throttled_s) == (7, 3, 0.15)
+
+
+def test_stale_cgroups_of_dead_processes_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
+    dead = 2**22 + 1  # above the kernel's pid_max: no such process
+    for name in (f"meshsim-lab-{dead}-echo", f"meshsim-lab-{os.getpid()}-echo", "other-1-x"):
+        (tmp_path / name).mkdir()
+    busy = tmp_path / f"meshsim-lab-{dead}-server_sidecar"
+    (busy / "child").mkdir(parents=True)  # not empty: rmdir refuses, as for a busy cgroup
+    assert remove_stale(tmp_path, "meshsim-lab-") == [tmp_path / f"meshsim-lab-{dead}-echo"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"meshsim-lab-{os.getpid()}-echo", "other-1-x", busy.name]
+    )

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from meshsim import __version__
-from meshsim.calibrate import cache_cooling, cgroup, lab_costs, throttle
+from meshsim.calibrate import cache_cooling, lab_costs, throttle
 from meshsim.calibrate.lab import Lab, workdir
 from meshsim.calibrate.model_fit import fit_model
 from meshsim.calibrate.points import Measured, estimate_capacity, grid, point_line, scale
@@ -110,11 +110,12 @@ def measure_lab(quick: bool, log: Log = print, key_type: str = "ecdsa-p256") -> 
     try:
         log(f"lab placement: {lab.placement}")
         cap = estimate_capacity(lab, quick, log)
-        # The CPU-limited points need a CPU cgroup of their own for the server sidecar.
-        support = cgroup.probe()
-        if support.path is None:
-            log(f"CPU-limited points skipped: no writable CPU cgroup ({support.reason})")
-        limits = throttle.CPU_LIMITS if support.path is not None else ()
+        # The CPU-limited points limit the server sidecar's CPU cgroup.
+        log(f"lab cgroups: {lab.cgroups}")
+        server_cgroup = lab.container("server_sidecar")
+        if server_cgroup is None:
+            log("CPU-limited points skipped: the lab's components have no CPU cgroups")
+        limits = throttle.CPU_LIMITS if server_cgroup is not None else ()
         points = scale(grid(quick, cpu_limits=limits), cap)
         # Handshakes are timed in three blocks (start, middle, end of the grid) so that
         # their CI sees the machine's drift over the run, not only one moment's noise.
@@ -129,7 +130,7 @@ def measure_lab(quick: bool, log: Log = print, key_type: str = "ecdsa-p256") -> 
             if i == middle:
                 blocks.append(lab_costs.handshakes(lab, per_block))
                 cooling.append(lab.probe_cache_cooling())
-            m = throttle.measure_grid_point(lab, p, unlimited, support, seed=i + 1)
+            m = throttle.measure_grid_point(lab, p, unlimited, seed=i + 1)
             measured.append(m)
             log(point_line(i, len(points), p, m))
         memory = lab_costs.connection_memory(
@@ -157,9 +158,10 @@ def measure_lab(quick: bool, log: Log = print, key_type: str = "ecdsa-p256") -> 
             "cache_cooling": curve,
             "cpu_limits": {
                 "shares": list(limits),
-                "cgroup": f"v{support.version}" if support.version else None,
-                "reason": support.reason,
+                "cgroup": f"v{server_cgroup.version}" if server_cgroup else None,
+                "reason": lab.cgroups,
             },
+            "cgroups": lab.cgroups,
             "release_tick_ms": TIMER_TICK_S * 1000.0,
             "machine": machine_info(),
         }

@@ -24,6 +24,10 @@ from meshsim.sim.cpu.cgroups import cpu_shares, cpu_weight
 
 ROOT = Path("/sys/fs/cgroup")
 
+OLDER_RECORDS = "shared (recorded before the lab gave its components cgroups)"
+"""The lab's cgroups in a record that does not say: every component in the calibrating
+process's own (:attr:`meshsim.calibrate.lab.Lab.cgroups`)."""
+
 
 @dataclass(frozen=True)
 class Support:
@@ -92,6 +96,21 @@ def _writable_child(parent: Path) -> bool:
     return True
 
 
+def remove_stale(parent: Path, prefix: str) -> list[Path]:
+    """Remove the cgroups ``PREFIX<pid>-...`` under ``parent`` whose process is gone (a lab
+    killed by SIGKILL cannot remove its own); those removed. A cgroup that still holds a
+    process is kept."""
+    removed = []
+    for path in parent.glob(f"{prefix}*"):
+        pid = path.name[len(prefix) :].split("-", 1)[0]
+        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+            continue
+        with contextlib.suppress(OSError):
+            path.rmdir()
+            removed.append(path)
+    return removed
+
+
 class CpuCgroup:
     """A child cgroup with a CPU limit and weight; processes are moved in with :meth:`add`.
 
@@ -107,6 +126,7 @@ class CpuCgroup:
         request_m: float | None = None,
         period_us: int = 100_000,
         support: Support | None = None,
+        task_weight: bool = False,
     ) -> None:
         support = support or probe()
         if support.path is None or support.version is None:
@@ -117,15 +137,26 @@ class CpuCgroup:
         self.period_us = period_us
         self.limit_m = limit_m
         self.path.mkdir(exist_ok=True)
+        # With ``task_weight`` the cgroup weighs what a plain nice-0 process does beside it
+        # (v2 weight 100, v1 shares 1024: the kernel's own equivalence); otherwise what
+        # kubelet gives the request (1000m: shares 1024 but v2 weight 39, runc's map).
+        shares = 1024 if task_weight else cpu_shares(request_m)
         if self.version == 2:
-            quota = "max" if limit_m is None else str(int(limit_m * period_us / 1000))
-            self._write("cpu.max", f"{quota} {period_us}")
-            self._write("cpu.weight", str(cpu_weight(cpu_shares(request_m))))
+            weight = 100 if task_weight else cpu_weight(shares)
+            self._write("cpu.weight", str(weight))
         else:
             self._write("cpu.cfs_period_us", str(period_us))
-            quota_us = -1 if limit_m is None else int(limit_m * period_us / 1000)
-            self._write("cpu.cfs_quota_us", str(quota_us))
-            self._write("cpu.shares", str(cpu_shares(request_m)))
+            self._write("cpu.shares", str(shares))
+        self.set_limit(limit_m)
+
+    def set_limit(self, limit_m: float | None) -> None:
+        """CFS bandwidth control at ``limit_m`` millicores (None: no limit)."""
+        self.limit_m = limit_m
+        quota_us = None if limit_m is None else int(limit_m * self.period_us / 1000)
+        if self.version == 2:
+            self._write("cpu.max", f"{'max' if quota_us is None else quota_us} {self.period_us}")
+        else:
+            self._write("cpu.cfs_quota_us", str(-1 if quota_us is None else quota_us))
 
     def _write(self, name: str, value: str) -> None:
         (self.path / name).write_text(value)

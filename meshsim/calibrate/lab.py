@@ -9,7 +9,10 @@ With two cores the placement is::
 
 so that each sidecar shares its core with one lighter component, and the lab maps onto a
 two-node, one-core-per-node simulated cluster (see :mod:`meshsim.calibrate.validate`). The
-placement actually obtained is recorded in :attr:`Lab.placement`.
+placement actually obtained is recorded in :attr:`Lab.placement`. Where the host lets it,
+each component but the load generator also runs in a CPU cgroup of its own with no limit
+(:attr:`Lab.cgroups`), as each container of a pod does: that decides how the processes
+sharing a core preempt each other, and it is the cgroup a CPU-limited point limits.
 
 Per point the lab records the load generator's corrected latencies (from the intended send
 time), the achieved rate, each sidecar's per-request CPU samples (``cpu_us`` of its access log:
@@ -46,7 +49,8 @@ from typing import Any
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
-from meshsim.calibrate import cache_cooling, host_phases, period_cpu, speed, wake_latency
+from meshsim.calibrate import cache_cooling, cgroup, host_phases, period_cpu, speed, wake_latency
+from meshsim.calibrate.cgroup import CpuCgroup
 from meshsim.calibrate.decomposition import duration_quantiles, lab_parts
 from meshsim.calibrate.points import LabConfig, Measured, Point
 from meshsim.calibrate.procstat import Sched, tree_sched
@@ -199,7 +203,12 @@ class Lab:
     """
 
     def __init__(
-        self, workdir: Path, proxy: ProxyCommand | None = None, key_type: str = "ecdsa-p256"
+        self,
+        workdir: Path,
+        proxy: ProxyCommand | None = None,
+        key_type: str = "ecdsa-p256",
+        *,
+        containers: bool = True,
     ) -> None:
         from meshsim.proxy.ca import check_key_type
 
@@ -225,11 +234,16 @@ class Lab:
         self.client: Sidecar | None = None
         self.server: Sidecar | None = None
         self.config: LabConfig | None = None
+        self._containers: dict[str, CpuCgroup] = {}
+        self.cgroups = self._make_containers() if containers else "shared (not asked for)"
+        """Where the lab's components run: each in a CPU cgroup of its own, as Kubernetes
+        runs each container (:meth:`container`), or all in this process's (and why)."""
         try:
             self._issue_certs()
             self.echo = _Node("echo", ["echo"], self.core_server, None)
+            self._contain("echo", self.echo)
         except BaseException:
-            self._restore_signals()
+            self.close()
             raise
         probed = [c for c in (self.core_client, self.core_server) if c is not None]
         self.sampler = (
@@ -266,6 +280,7 @@ class Lab:
         self._stop_sidecars()
         if self.proxy is not None:
             self._start_commands(self.proxy, cfg)
+            self._contain_sidecars()
             self.config = cfg
             return
         pool = [] if cfg.keep_alive else ["--no-pool"]
@@ -302,7 +317,56 @@ class Lab:
             self.core_client,
             self.workdir / f"client-{cfg.name}.log",
         )
+        self._contain_sidecars()
         self.config = cfg
+
+    def container(self, name: str) -> CpuCgroup | None:
+        """The CPU cgroup of the lab's component ``name`` (``client_sidecar``,
+        ``server_sidecar``, ``echo``); None where the lab runs without them."""
+        return self._containers.get(name)
+
+    def _make_containers(self) -> str:
+        """A CPU cgroup for each component, with no limit and a plain process's weight (the
+        load generator stays in this process's cgroup beside them); what the lab then is.
+
+        In one cgroup the process a sidecar's write wakes on its core (the echo) preempts it
+        before its event loop sleeps; as entities of different cgroups they do not, and the
+        sidecar sleeps and is woken for the reply: its wake-ups per request doubled at 5700
+        rps (reports/validation/cpu-limits.md). A pod's containers are cgroups of their own,
+        so the lab's are too, and a CPU limit is all that its throttled points change."""
+        support = cgroup.probe()
+        if support.path is None:
+            return f"shared ({support.reason})"
+        cgroup.remove_stale(support.path, "meshsim-lab-")
+        try:
+            for name in ("client_sidecar", "server_sidecar", "echo"):
+                self._containers[name] = CpuCgroup(
+                    f"meshsim-lab-{os.getpid()}-{name}",
+                    limit_m=None,
+                    support=support,
+                    task_weight=True,
+                )
+        except OSError as exc:
+            for cg in self._containers.values():
+                cg.close()
+            self._containers.clear()
+            return f"shared (cannot make the components' CPU cgroups: {exc})"
+        return f"one per component (cgroup v{support.version})"
+
+    def _contain(self, name: str, node: Sidecar) -> None:
+        """Move a (re)started component into its cgroup, if the lab has them."""
+        cg = self._containers.get(name)
+        if cg is None:
+            return
+        try:
+            cg.add(node.pids())
+        except OSError as exc:
+            raise MeshsimError(f"cannot move the lab's {name} into {cg.path}: {exc}") from exc
+
+    def _contain_sidecars(self) -> None:
+        for name, node in (("client_sidecar", self.client), ("server_sidecar", self.server)):
+            if node is not None:
+                self._contain(name, node)
 
     def _start_commands(self, cmd: ProxyCommand, cfg: LabConfig) -> None:
         """Both sidecars from the command template (server first: the client needs its
@@ -354,10 +418,15 @@ class Lab:
     def close(self) -> None:
         try:
             self._stop_sidecars()
-            self.echo.stop()
-            if self.sampler is not None:
-                self.sampler.stop()
+            if hasattr(self, "echo"):
+                self.echo.stop()
+            sampler: speed.Sampler | None = getattr(self, "sampler", None)
+            if sampler is not None:  # None also when the lab failed to start
+                sampler.stop()
         finally:
+            for cg in self._containers.values():
+                cg.close()
+            self._containers.clear()
             self._restore_signals()
 
     def _restore_signals(self) -> None:

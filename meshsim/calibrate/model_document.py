@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from meshsim.calibrate import cache_cooling, speed
+from meshsim.calibrate.cgroup import OLDER_RECORDS
 from meshsim.calibrate.cpu_drift import LAG1_BOUNDS
 from meshsim.calibrate.fit import Estimate, LineFit
 from meshsim.calibrate.rows import baseline_rows, lab_block, point_row, release_tick
@@ -377,6 +378,7 @@ def fit_record(
         "quick": data["quick"],
         "machine": data["machine"],
         "placement": data["placement"],
+        "cgroups": data.get("cgroups", OLDER_RECORDS),
         "lab": {
             **lab_block(data, low, main_pay, echo_cpu, net_us, tick, fit_pts),
             "load_generator_cpu_source": "CPU of the load generator's process (all its "

@@ -1,15 +1,16 @@
 """The calibration lab with a CPU limit on the proxy under test, measured and predicted.
 
 Every calibration measures ``throttled`` points (:data:`CPU_LIMITS`): in each pass over the
-held-out loads, right after an unlimited point, the same load again with the server sidecar
-in a cgroup of its own (:mod:`meshsim.calibrate.cgroup`: ``cpu.max``, or the v1
-controller's quota) limited to a multiple of the CPU it just used (:func:`limit_m`,
-:func:`measure_point`), with the cgroup's ``cpu.stat`` over the run: periods, throttled
-periods, throttled time. The validation predicts them with the same limit under the
-unlimited points' scheduler (:func:`meshsim.calibrate.lab_scenario.limit_server_sidecar`),
-so that the limit is all that differs from their unlimited twins; under ``cfs`` every
-container gets the same (smallest) CPU request, as in the lab every process is a plain
-process of equal weight.
+held-out loads, right after an unlimited point, the same load again with the server
+sidecar's CPU cgroup (each lab component runs in one of its own, as a pod's containers do:
+:meth:`meshsim.calibrate.lab.Lab.container`) limited to a multiple of the CPU it just used
+(:mod:`meshsim.calibrate.cgroup`: ``cpu.max``, or the v1 controller's quota;
+:func:`limit_m`, :func:`measure_point`), with the cgroup's ``cpu.stat`` over the run:
+periods, throttled periods, throttled time. The validation predicts them with the same
+limit under the unlimited points' scheduler
+(:func:`meshsim.calibrate.lab_scenario.limit_server_sidecar`), so that the limit is all
+that differs from their unlimited twins; under ``cfs`` every container gets the same
+(smallest) CPU request, as in the lab every process weighs what a plain process does.
 
 :func:`study` does the same by hand for any (load, limit) against a calibrated model, and
 :func:`compare_schedulers` predicts the unlimited points under both schedulers.
@@ -17,15 +18,15 @@ process of equal weight.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from meshsim.calibrate.cgroup import CpuCgroup, Support, probe
+from meshsim.calibrate.cgroup import Support, probe
 from meshsim.calibrate.points import Measured, Point
+from meshsim.errors import MeshsimError
 
 if TYPE_CHECKING:
     from meshsim.calibrate.lab import Lab
@@ -58,27 +59,28 @@ def limit_m(unlimited: Measured, share: float) -> float:
     return round(1000.0 * cores * share, 1)
 
 
-def measure_point(
-    lab: Lab, point: Point, limit: float | None, support: Support, *, seed: int = 1
-) -> Measured:
-    """``lab.measure(point)`` with the server sidecar in a CPU cgroup of its own limited to
-    ``limit`` millicores, its ``cpu.stat`` over the point in :attr:`Measured.cgroup`.
+def measure_point(lab: Lab, point: Point, limit: float | None, *, seed: int = 1) -> Measured:
+    """``lab.measure(point)`` with the server sidecar's CPU cgroup (:meth:`Lab.container`)
+    limited to ``limit`` millicores for the point, its ``cpu.stat`` over the point in
+    :attr:`Measured.cgroup`.
 
-    The weight is a plain nice-0 process's (``cpu.shares`` 1024), like every other lab
-    process: only the limit differs from the unlimited lab."""
+    Its weight is a plain nice-0 process's, like every other lab component's, and it is the
+    cgroup the sidecar ran in at the unlimited points: only the limit differs."""
     lab.reconfigure(point.config)
-    assert lab.server is not None
-    with CpuCgroup(
-        f"meshsim-lab-{os.getpid()}", limit_m=limit, request_m=1000.0, support=support
-    ) as cg:
-        cg.add(lab.server.pids())
+    cg = lab.container("server_sidecar")
+    if cg is None:
+        raise MeshsimError(f"the lab's components have no CPU cgroups of their own: {lab.cgroups}")
+    cg.set_limit(limit)
+    try:
         before = cg.stat()
         m = lab.measure(point, seed=seed)
         d = cg.stat() - before
+    finally:
+        cg.set_limit(None)
     m.cgroup = {
         "limit_m": limit,
         "period_ms": cg.period_us / 1000.0,
-        "version": support.version,
+        "version": cg.version,
         "nr_periods": d.nr_periods,
         "nr_throttled": d.nr_throttled,
         "throttled_s": round(d.throttled_s, 4),
@@ -91,7 +93,6 @@ def measure_grid_point(
     lab: Lab,
     point: Point,
     unlimited: dict[tuple[str, int, float, int], Measured],
-    support: Support,
     *,
     seed: int,
 ) -> Measured:
@@ -101,7 +102,7 @@ def measure_grid_point(
     key = (point.config.name, point.payload, point.rps, point.repeat)
     if point.role == "throttled" and point.cpu_limit is not None:
         limit = limit_m(unlimited[key], point.cpu_limit)
-        return measure_point(lab, point, limit, support, seed=seed)
+        return measure_point(lab, point, limit, seed=seed)
     m = lab.measure(point, seed=seed)
     if point.role == "held_out":
         unlimited[key] = m
@@ -252,7 +253,9 @@ def measure(
     )
     lab = Lab(workdir)
     try:
-        m = measure_point(lab, p, limit_m, support)
+        if lab.container("server_sidecar") is None:
+            return {"skipped": f"no CPU cgroups for the lab's components: {lab.cgroups}"}
+        m = measure_point(lab, p, limit_m)
     finally:
         lab.close()
     return {

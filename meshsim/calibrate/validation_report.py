@@ -19,6 +19,7 @@ from typing import Any
 
 from meshsim.calibrate import host_phases, speed, wake_latency
 from meshsim.calibrate.calibration import load_fit
+from meshsim.calibrate.cgroup import OLDER_RECORDS
 from meshsim.calibrate.decomposition import PointDecomposition, decompose
 from meshsim.calibrate.decomposition import render as render_decomposition
 from meshsim.calibrate.diagnosis import diagnose, fmt_ci
@@ -83,6 +84,7 @@ def render(
         "",
         f"- {model.measured_on}",
         f"- cores: {json.dumps(fit['placement'])}",
+        f"- CPU cgroups: {fit.get('cgroups', OLDER_RECORDS)}",
         f"- grid: {'quick' if fit['quick'] else 'full'}; capacity estimate "
         f"{fit['lab']['capacity_estimate_rps']:.0f} rps; {fit['lab']['connections']} "
         "connections; loads are Poisson",
