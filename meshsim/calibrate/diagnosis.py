@@ -194,10 +194,12 @@ def _wakeups_rescaled(scale: dict[str, Any], counted: Rows) -> str:
     points against what the lab's sleeps cost there."""
     w, w_sim = scale["per_switch_us"], scale["per_simulated_wakeup_us"]
     return (
-        "The simulator's idle bursts are not the kernel's sleeps: on a shared core the "
-        "process a sidecar's write wakes (the echo, the load generator) preempts it before "
-        "its loop sleeps, and it then finds the reply ready; the simulator does not see "
-        "that, so it counts more bursts that find a sidecar idle than the sidecars slept. "
+        "The simulator's idle bursts are not quite the kernel's sleeps: where the processes "
+        "sharing a core are in one cgroup, the process a sidecar's write wakes (the echo, "
+        "the load generator) preempts it before its loop sleeps, and it then finds the reply "
+        "ready, which the simulator does not see (in cgroups of their own, as a pod's "
+        "containers and the lab's components since run S are, it does not preempt, and the "
+        "two counts agree). "
         f"The fit's {w:.1f} us per voluntary switch is therefore charged as {w_sim:.1f} us "
         f"per simulated wake-up (x{scale['scale']:.3f}: the lab's switches over the "
         "simulator's idle bursts at the fit points, meshsim/calibrate/sim_terms.py). "
