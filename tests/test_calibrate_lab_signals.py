@@ -56,12 +56,19 @@ def test_lab_components_stop_with_the_lab(sig: signal.Signals) -> None:
         os.kill(proc.pid, sig)
         proc.wait(15)
         assert _gone(child), f"lab component {child} outlived the lab ({sig.name})"
-        # Its components' CPU cgroups go with it; after a SIGKILL the next lab removes them.
+        # Its components' CPU cgroups go with it; after a SIGKILL the next lab removes them
+        # (once the components, killed with their parent, have finished exiting).
         support = probe()
         if support.path is not None:
-            if sig == signal.SIGKILL:
-                remove_stale(support.path, "meshsim-lab-")
-            assert not list(support.path.glob(f"meshsim-lab-{proc.pid}-*"))
+            end = time.monotonic() + 10.0
+            while True:
+                if sig == signal.SIGKILL:
+                    remove_stale(support.path, "meshsim-lab-")
+                left = list(support.path.glob(f"meshsim-lab-{proc.pid}-*"))
+                if not left or time.monotonic() > end:
+                    break
+                time.sleep(0.1)
+            assert not left, f"the lab's cgroups outlived it ({sig.name})"
     finally:
         if proc.poll() is None:
             proc.kill()
