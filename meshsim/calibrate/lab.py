@@ -331,9 +331,10 @@ class Lab:
 
         In one cgroup the process a sidecar's write wakes on its core (the echo) preempts it
         before its event loop sleeps; as entities of different cgroups they do not, and the
-        sidecar sleeps and is woken for the reply: its wake-ups per request doubled at 5700
-        rps (reports/validation/cpu-limits.md). A pod's containers are cgroups of their own,
-        so the lab's are too, and a CPU limit is all that its throttled points change."""
+        sidecar sleeps and is woken for the reply: its wake-ups per request more than
+        doubled at 5700 rps (reports/validation/cpu-limits.md). A pod's containers are
+        cgroups of their own, so the lab's are too, and a CPU limit is all that its throttled
+        points change."""
         support = cgroup.probe()
         if support.path is None:
             return f"shared ({support.reason})"
