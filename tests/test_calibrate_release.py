@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
+from meshsim.calibrate.calibration import write_model
 from meshsim.calibrate.release import arrivals_per_tick, effective_tick, per_release
 from meshsim.calibrate.sim_terms import (
     fit_points,
@@ -20,6 +21,7 @@ from meshsim.calibrate.sim_terms import (
     rescale_wakeups,
 )
 from meshsim.calibrate.validate import predict
+from meshsim.models import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,12 +64,29 @@ def test_rescaled_wakeups_charge_the_labs_wakeup_cpu(lab_model_1kib: Path) -> No
         fitted.get("per_switch_us")
         or (yaml.safe_load(model.read_text())["parameters"]["wakeup_cpu_us"]["value"])
     )
+    # A fit whose per-switch CI is narrower than the rescaling (a quick calibration of
+    # HAProxy: 3003-3337 us, the value rescaled to 3429): the range must move with the value.
+    doc = yaml.safe_load(model.read_text())
+    param = doc["parameters"]["wakeup_cpu_us"]
+    narrow = [round(per_switch * 0.999, 3), round(per_switch * 1.001, 3)]
+    param["range"] = [round(x * param["value"] / per_switch, 3) for x in narrow]
+    param["range_source"] = "test: bootstrap 95% CI of the fit"
+    fit = json.loads(model.with_suffix(".fit.json").read_text())
+    fit["wakeup_scale"]["per_switch_range"] = narrow
+    write_model({**doc, "fit": fit}, model)
     # 0.6 s per fit point (the lab scenario's 0.5 s warm-up, 0.1 s counted) rather than 0.75 s:
     # the equalities below hold to the iteration's 2 % stop whatever the window (the cost is
     # recomputed from the same simulated counts it is checked against).
     record = rescale_wakeups(model, duration_s=0.6, log=lambda _: None)
     assert record is not None
     fit = json.loads(model.with_suffix(".fit.json").read_text())
+    param = yaml.safe_load(model.read_text())["parameters"]["wakeup_cpu_us"]
+    assert record["per_switch_range"] == narrow
+    assert param["range"] == pytest.approx(
+        [x * param["value"] / per_switch for x in narrow], abs=2e-3
+    )
+    assert param["range"][0] <= param["value"] <= param["range"][1]
+    load_model(model)  # the loader refuses a value outside its range
     lab = sum(lab_wakeups(r) for r in fit_points(fit))
     simulated = sum(p["simulated_idle_bursts"] for p in record["points"])
     cost = yaml.safe_load(model.read_text())["parameters"]["wakeup_cpu_us"]["value"]

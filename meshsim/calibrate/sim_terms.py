@@ -91,6 +91,13 @@ def rescale_wakeups(
         return None
     # The fitted per-switch cost, also when the model was rescaled before (idempotent).
     per_switch = float((fit.get("wakeup_scale") or {}).get("per_switch_us") or param["value"])
+    # Its range is the fit's CI per switch, scaled as the value is (else a rescaling by more
+    # than the CI's half-width leaves the value outside its own range, which the loader
+    # refuses). Kept in the record; a file rescaled before it was kept has it unscaled.
+    per_switch_range = [
+        float(x)
+        for x in (fit.get("wakeup_scale") or {}).get("per_switch_range") or param.get("range") or []
+    ]
     decay = doc["parameters"].get("wakeup_cache_decay_ms")
     decay_ms = float(decay["value"]) if decay and decay.get("value") else None
     lab = [lab_wakeups(r, decay_ms) for r in rows]
@@ -118,7 +125,7 @@ def rescale_wakeups(
         )
         moved = abs(new - cost) / cost
         cost = new
-        _write_cost(model_path, doc, fit, cost, per_switch)
+        _write_cost(model_path, doc, fit, cost, per_switch, per_switch_range)
         log(f"wake-up cost: {cost:.1f} us per simulated wake-up (moved {moved:.1%})")
         if moved < TOLERANCE:
             break
@@ -132,6 +139,7 @@ def rescale_wakeups(
             else ""
         ),
         "per_switch_us": round(per_switch, 3),
+        "per_switch_range": per_switch_range,
         "per_simulated_wakeup_us": round(cost, 3),
         "scale": round(cost / per_switch, 4),
         "rounds": rounds,
@@ -146,15 +154,22 @@ def rescale_wakeups(
         ],
     }
     fit["wakeup_scale"] = record
-    _write_cost(model_path, doc, fit, cost, per_switch)
+    _write_cost(model_path, doc, fit, cost, per_switch, per_switch_range)
     return record
 
 
 def _write_cost(
-    model_path: Path, doc: dict[str, Any], fit: dict[str, Any], cost: float, per_switch: float
+    model_path: Path,
+    doc: dict[str, Any],
+    fit: dict[str, Any],
+    cost: float,
+    per_switch: float,
+    per_switch_range: list[float],
 ) -> None:
     param = doc["parameters"]["wakeup_cpu_us"]
     param["value"] = round(cost, 3)
+    if per_switch_range:
+        param["range"] = [round(x * cost / per_switch, 3) for x in per_switch_range]
     param["note"] = (
         f"{per_switch:.1f} us per voluntary context switch (the slope of the sidecars' process "
         "CPU per request against their switches per request, fitted jointly with KiB), "
