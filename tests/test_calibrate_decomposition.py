@@ -202,7 +202,7 @@ def test_scenarios_that_run_a_request_elsewhere_are_refused() -> None:
 
 
 def test_the_lab_reads_every_requests_duration_and_the_sampled_cpu() -> None:
-    from meshsim.calibrate.lab import access_log_samples
+    from meshsim.calibrate.point_record import access_log_samples
 
     log = (
         b'{"status":200,"duration_ms":0.5,"cpu_us":41.5,"ts":1.5}\n'

@@ -16,7 +16,7 @@ from meshsim.cli.main import cli
 
 from meshsim.calibrate.blackbox_fit import fit_command_model
 from meshsim.calibrate.calibration import write_model
-from meshsim.calibrate.lab import BASELINE_QUANTILES
+from meshsim.calibrate.point_record import BASELINE_QUANTILES
 from meshsim.calibrate.points import LabConfig, Measured, grid, scale
 from meshsim.calibrate.proxycmd import ProxyCommand, process_tree
 from meshsim.calibrate.stacks import compare_rows, markdown_table

@@ -202,3 +202,39 @@ class CpuCgroup:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+class Containers:
+    """A CPU cgroup ``PREFIX<pid>-NAME`` for each named component of this process, each with
+    no limit and a plain process's weight, as a pod's containers have (stale ones of a
+    killed process removed first); :attr:`state` says which, or why there are none."""
+
+    def __init__(self, names: Iterable[str], prefix: str) -> None:
+        self._groups: dict[str, CpuCgroup] = {}
+        support = probe()
+        if support.path is None:
+            self.state = f"shared ({support.reason})"
+            return
+        remove_stale(support.path, prefix)
+        try:
+            for name in names:
+                self._groups[name] = CpuCgroup(
+                    f"{prefix}{os.getpid()}-{name}",
+                    limit_m=None,
+                    support=support,
+                    task_weight=True,
+                )
+        except OSError as exc:
+            self.close()
+            self.state = f"shared (cannot make the components' CPU cgroups: {exc})"
+            return
+        self.state = f"one per component (cgroup v{support.version})"
+
+    def get(self, name: str) -> CpuCgroup | None:
+        """The component's cgroup; None where there are none."""
+        return self._groups.get(name)
+
+    def close(self) -> None:
+        for cg in self._groups.values():
+            cg.close()
+        self._groups.clear()

@@ -32,7 +32,6 @@ known.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -41,26 +40,19 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import numpy as np
-from hdrh.histogram import HdrHistogram
-
 from meshsim.calibrate import cache_cooling, cgroup, host_phases, period_cpu, speed, wake_latency
 from meshsim.calibrate.cgroup import CpuCgroup
-from meshsim.calibrate.decomposition import duration_quantiles, lab_parts
+from meshsim.calibrate.point_record import LogSamples, PointRun, access_log_samples, measured
 from meshsim.calibrate.points import LabConfig, Measured, Point
-from meshsim.calibrate.procstat import Sched, tree_sched
+from meshsim.calibrate.procstat import tree_sched
 from meshsim.calibrate.proxycmd import CommandNode, ProxyCommand, free_port, stop_process
 from meshsim.errors import MeshsimError
-from meshsim.proxy.loadgen import LoadResult, LoadSpec, run_load
+from meshsim.proxy.loadgen import LoadSpec, run_load
 
-MAX_SAMPLES = 4000  # per-request CPU samples kept per sidecar and point
-BASELINE_QUANTILES = 1000
-"""Latency quantiles kept for each point without proxies (the baseline's distribution)."""
 PROBED_LOAD_S = 5.0
 """A full grid point's load. The host's probes around a point (its phases traced for
 ``host_phases.TRACE_S`` per core, the wake-up hops for ``wake_latency.PROBE_S``) take
@@ -120,48 +112,6 @@ class _Node:
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
-
-
-def baseline_quantiles_ms(h: HdrHistogram) -> list[float]:
-    """A latency histogram (us) at the quantiles (i + 0.5) / N, N = :data:`BASELINE_QUANTILES`,
-    in ms: a baseline's empirical distribution."""
-    return [
-        h.get_value_at_percentile(100.0 * (i + 0.5) / BASELINE_QUANTILES) / 1000.0
-        for i in range(BASELINE_QUANTILES)
-    ]
-
-
-@dataclass(frozen=True)
-class LogSamples:
-    """What a sidecar's access-log lines of one point say (:func:`access_log_samples`)."""
-
-    cpu_us: list[float] = field(default_factory=list)
-    """The thread CPU of the requests the proxy sampled (it logs null for the others)."""
-    duration_ms: list[float] = field(default_factory=list)
-    """Request parsed to response written, of every request."""
-    answered_ts: list[float] = field(default_factory=list)
-    """The wall clock (s) of each answered (status 200) request: what counts the requests
-    of each CFS period (:func:`meshsim.calibrate.period_cpu.measure`)."""
-
-
-def access_log_samples(data: bytes) -> LogSamples:
-    """The samples of the access-log lines in ``data``, read in one pass."""
-    out = LogSamples()
-    for line in data.splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        value = rec.get("cpu_us")
-        if isinstance(value, int | float):
-            out.cpu_us.append(float(value))
-        value = rec.get("duration_ms")
-        if isinstance(value, int | float):
-            out.duration_ms.append(float(value))
-        value = rec.get("ts")
-        if rec.get("status") == 200 and isinstance(value, int | float):
-            out.answered_ts.append(float(value))
-    return out
 
 
 def _log_samples(node: Sidecar) -> LogSamples:
@@ -234,10 +184,20 @@ class Lab:
         self.client: Sidecar | None = None
         self.server: Sidecar | None = None
         self.config: LabConfig | None = None
-        self._containers: dict[str, CpuCgroup] = {}
-        self.cgroups = self._make_containers() if containers else "shared (not asked for)"
-        """Where the lab's components run: each in a CPU cgroup of its own, as Kubernetes
-        runs each container (:meth:`container`), or all in this process's (and why)."""
+        # In one cgroup the process a sidecar's write wakes on its core (the echo) preempts
+        # it before its event loop sleeps; as entities of different cgroups they do not, and
+        # the sidecar sleeps and is woken for the reply: its wake-ups per request more than
+        # doubled at 5700 rps (reports/validation/cpu-limits.md). A pod's containers are
+        # cgroups of their own, so the lab's are too (the load generator stays in this
+        # process's), and a CPU limit is all that its throttled points change.
+        self._containers = (
+            cgroup.Containers(("client_sidecar", "server_sidecar", "echo"), "meshsim-lab-")
+            if containers
+            else None
+        )
+        self.cgroups = self._containers.state if self._containers else "shared (not asked for)"
+        """Where the lab's components run: each in a CPU cgroup of its own
+        (:meth:`container`), or all in this process's, and why."""
         try:
             self._issue_certs()
             self.echo = _Node("echo", ["echo"], self.core_server, None)
@@ -323,40 +283,11 @@ class Lab:
     def container(self, name: str) -> CpuCgroup | None:
         """The CPU cgroup of the lab's component ``name`` (``client_sidecar``,
         ``server_sidecar``, ``echo``); None where the lab runs without them."""
-        return self._containers.get(name)
-
-    def _make_containers(self) -> str:
-        """A CPU cgroup for each component, with no limit and a plain process's weight (the
-        load generator stays in this process's cgroup beside them); what the lab then is.
-
-        In one cgroup the process a sidecar's write wakes on its core (the echo) preempts it
-        before its event loop sleeps; as entities of different cgroups they do not, and the
-        sidecar sleeps and is woken for the reply: its wake-ups per request more than
-        doubled at 5700 rps (reports/validation/cpu-limits.md). A pod's containers are
-        cgroups of their own, so the lab's are too, and a CPU limit is all that its throttled
-        points change."""
-        support = cgroup.probe()
-        if support.path is None:
-            return f"shared ({support.reason})"
-        cgroup.remove_stale(support.path, "meshsim-lab-")
-        try:
-            for name in ("client_sidecar", "server_sidecar", "echo"):
-                self._containers[name] = CpuCgroup(
-                    f"meshsim-lab-{os.getpid()}-{name}",
-                    limit_m=None,
-                    support=support,
-                    task_weight=True,
-                )
-        except OSError as exc:
-            for cg in self._containers.values():
-                cg.close()
-            self._containers.clear()
-            return f"shared (cannot make the components' CPU cgroups: {exc})"
-        return f"one per component (cgroup v{support.version})"
+        return self._containers.get(name) if self._containers else None
 
     def _contain(self, name: str, node: Sidecar) -> None:
         """Move a (re)started component into its cgroup, if the lab has them."""
-        cg = self._containers.get(name)
+        cg = self.container(name)
         if cg is None:
             return
         try:
@@ -425,9 +356,8 @@ class Lab:
             if sampler is not None:  # None also when the lab failed to start
                 sampler.stop()
         finally:
-            for cg in self._containers.values():
-                cg.close()
-            self._containers.clear()
+            if self._containers is not None:
+                self._containers.close()
             self._restore_signals()
 
     def _restore_signals(self) -> None:
@@ -448,9 +378,9 @@ class Lab:
     def measure(self, point: Point, seed: int = 1) -> Measured:
         """Run one grid point's load, with the host's probes around it, and what it gave."""
         run = self._load(point, seed)
-        return _measured(point, run, seed)
+        return measured(point, run, seed)
 
-    def _load(self, point: Point, seed: int) -> _PointRun:
+    def _load(self, point: Point, seed: int) -> PointRun:
         self.reconfigure(point.config)
         assert self.client is not None
         assert self.server is not None
@@ -523,7 +453,7 @@ class Lab:
         else:
             for k in ("client_sidecar", "server_sidecar"):
                 used.pop(k)
-        return _PointRun(
+        return PointRun(
             result=result,
             used=used,
             logs=logs,
@@ -567,69 +497,3 @@ class Lab:
 
 def workdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="meshsim-lab-"))
-
-
-@dataclass(frozen=True)
-class _PointRun:
-    """One point's load as :meth:`Lab._load` ran it, and the host's probes around it."""
-
-    result: LoadResult
-    used: dict[str, Sched]
-    """Each process's scheduler counters over the load (the sidecars only where proxied)."""
-    logs: dict[str, LogSamples]
-    by_period: dict[str, Any]
-    speed: dict[str, Any]
-    phases: tuple[dict[str, Any], dict[str, Any]]
-    wakeups: tuple[wake_latency.Probe, wake_latency.Probe]
-
-
-def _measured(point: Point, run: _PointRun, seed: int) -> Measured:
-    """What a point's load gave, as the calibration records it."""
-    result = run.result
-    n = max(result.completed, 1)
-    h = result.corrected
-    lat = {f"p{q:g}": h.get_value_at_percentile(q) / 1000.0 for q in (50, 90, 99)}
-    lat["mean"] = h.get_mean_value() / 1000.0
-    rng = np.random.default_rng(seed)
-
-    def sample(xs: list[float]) -> list[float]:
-        if len(xs) <= MAX_SAMPLES:
-            return xs
-        idx = rng.choice(len(xs), MAX_SAMPLES, replace=False)
-        return [xs[i] for i in sorted(idx)]
-
-    durations = {k: q for k, log in run.logs.items() if (q := duration_quantiles(log.duration_ms))}
-    none = LogSamples()
-    before, after = run.phases
-    return Measured(
-        point=point,
-        achieved_rps=result.actual_rps,
-        latency_ms=lat,
-        requests=result.completed,
-        errors=result.errors,
-        warnings=list(result.warnings),
-        client_cpu_us=sample(run.logs.get("client_sidecar", none).cpu_us),
-        server_cpu_us=sample(run.logs.get("server_sidecar", none).cpu_us),
-        process_cpu_us_per_request={k: d.cpu_s * 1e6 / n for k, d in run.used.items()},
-        latency_quantiles_ms=[] if point.proxied else baseline_quantiles_ms(h),
-        send_latency_quantiles_ms=[]
-        if point.proxied
-        else baseline_quantiles_ms(result.uncorrected),
-        requests_per_release=(
-            round(result.scheduled / result.releases, 4) if result.releases else None
-        ),
-        wakeups_per_request={k: d.voluntary / n for k, d in run.used.items()},
-        run_delay_us_per_request={
-            k: d.run_delay_s * 1e6 / n for k, d in run.used.items() if d.run_delay_s is not None
-        },
-        sidecar_duration_ms=durations,
-        latency_parts_ms=lab_parts(lat, durations) or {},
-        speed=run.speed,
-        host_phases=host_phases.point_phases(before, after),
-        host_trace=host_phases.point_trace(before, after)
-        if point.role in ("held_out", "throttled")
-        else {},
-        wake_latency_us=wake_latency.point_wakeups(*run.wakeups),
-        wake_latency_cross_us=wake_latency.point_wakeups(*run.wakeups, "cross"),
-        period_cpu=run.by_period,
-    )
