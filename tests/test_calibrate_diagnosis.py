@@ -65,3 +65,36 @@ def test_no_mechanism_speaks_without_its_evidence() -> None:
     assert len(notes) == 1
     assert notes[0].startswith("The lab's tail exists without the proxies")
     assert len(DIAGNOSES) == 8
+
+
+def test_rescaled_wakeup_cpu_is_counted_in_cold_wakeups_on_both_sides() -> None:
+    """A switch after a short sleep pays a share of the fully cold cost: the lab's wake-up
+    CPU per request is its switches counted in cold ones times the fitted cost, and the
+    simulator's is what it charged, not raw switches times the fully cold cost."""
+    from meshsim.calibrate.cache_cooling import cold_wakeups
+
+    fit = variant("real")
+    fit["cache_cooling"] = {"fit": {"decay_ms": 27.3}}
+    fit["wakeup_scale"] = {
+        "per_switch_us": 2181.0,
+        "per_simulated_wakeup_us": 2224.0,
+        "scale": 1.02,
+    }
+    rs = [r for r in rows() if not r.saturation and r.point["keep_alive"] and not r.point["mtls"]]
+    r = rs[0]
+    r.point.update(
+        process_cpu_us_per_request={"client_sidecar": 140.0, "server_sidecar": 150.0},
+        wakeups_per_request={"client_sidecar": 0.9, "server_sidecar": 0.8},
+    )
+    r.measured["wakeups_per_request"] = 0.85
+    r.predicted.update(wakeups_per_request=0.9, wakeup_cpu_us_per_request=45.6)
+    text = next(s for s in diagnose(fit, [r]) if s.startswith("The simulator's idle bursts"))
+    cold = cold_wakeups(
+        r.point["process_cpu_us_per_request"],
+        r.point["wakeups_per_request"],
+        float(r.measured["rps"]),
+        27.3,
+    )
+    assert cold is not None
+    assert 0.0 < cold < 0.85  # a share of the raw switches
+    assert f"{r.point['rps']:g}: {cold * 2181.0:.0f}/46." in text

@@ -156,7 +156,7 @@ def _wakeups_overcounted(fit: Fit, rows: Rows) -> str | None:
     ]
     scale = fit.get("wakeup_scale")
     if scale and counted:
-        return _wakeups_rescaled(scale, counted)
+        return _wakeups_rescaled(fit, scale, counted)
     if not (over and plane):
         return None
     w = plane["slopes"]["wakeups"]["value"]
@@ -189,10 +189,29 @@ def _wakeups_overcounted(fit: Fit, rows: Rows) -> str | None:
     )
 
 
-def _wakeups_rescaled(scale: dict[str, Any], counted: Rows) -> str:
+def _wakeups_rescaled(fit: Fit, scale: dict[str, Any], counted: Rows) -> str:
     """The wake-up cost was put in the simulator's count: what that charges at the held-out
-    points against what the lab's sleeps cost there."""
+    points against what the lab's sleeps cost there, both in cold wake-ups (a switch after
+    a short sleep pays a share of the cost: :mod:`meshsim.calibrate.cache_cooling`)."""
+    from meshsim.calibrate.cache_cooling import cold_wakeups
+
     w, w_sim = scale["per_switch_us"], scale["per_simulated_wakeup_us"]
+    decay = ((fit.get("cache_cooling") or {}).get("fit") or {}).get("decay_ms")
+
+    def lab_us(r: Comparison) -> str:
+        p = r.point
+        cold = cold_wakeups(
+            p.get("process_cpu_us_per_request") or {},
+            p.get("wakeups_per_request") or {},
+            float(r.measured["rps"]),
+            float(decay) if decay else None,
+        )
+        return "?" if cold is None else f"{cold * w:.0f}"
+
+    def sim_us(r: Comparison) -> str:
+        v = r.predicted.get("wakeup_cpu_us_per_request")
+        return "?" if v is None or v != v else f"{v:.0f}"
+
     return (
         "The simulator's idle bursts are not quite the kernel's sleeps: where the processes "
         "sharing a core are in one cgroup, the process a sidecar's write wakes (the echo, "
@@ -203,12 +222,15 @@ def _wakeups_rescaled(scale: dict[str, Any], counted: Rows) -> str:
         f"The fit's {w:.1f} us per voluntary switch is therefore charged as {w_sim:.1f} us "
         f"per simulated wake-up (x{scale['scale']:.3f}: the lab's switches over the "
         "simulator's idle bursts at the fit points, meshsim/calibrate/sim_terms.py). "
-        "Wake-up CPU per request at the held-out points, lab (switches x "
-        f"{w:.0f} us) against simulator (idle bursts x {w_sim:.0f} us): "
+        "Wake-up CPU per request at the held-out points (us), lab (its switches counted in "
+        + (
+            f"cold ones, wakeup_cache_decay_ms {float(decay):g}, x {w:.0f} us"
+            if decay
+            else f"the fit's cost, x {w:.0f} us"
+        )
+        + ") against simulator (what it charged): "
         + ", ".join(
-            f"{'sat' if r.saturation else format(r.point['rps'], 'g')}: "
-            f"{r.measured['wakeups_per_request'] * w:.0f}/"
-            f"{r.predicted['wakeups_per_request'] * w_sim:.0f}"
+            f"{'sat' if r.saturation else format(r.point['rps'], 'g')}: {lab_us(r)}/{sim_us(r)}"
             for r in counted
         )
         + "."
