@@ -329,10 +329,12 @@ class _TracedNode(Node):
     __slots__ = ()
     tracer: ClassVar[Tracer]
 
-    def execute(self, cpu_s: float, account: Any) -> Generator[simpy.Event, Any, None]:
+    def execute(
+        self, cpu_s: float, account: Any, ready: simpy.Resource | None = None
+    ) -> Generator[simpy.Event, Any, None]:
         acc = self.tracer.current()
         t0 = self.env.now
-        yield from super().execute(cpu_s, account)
+        yield from super().execute(cpu_s, account, ready)
         if acc is None or acc.in_conn:
             return
         hop = "load_generator" if isinstance(account, Client) else "echo"

@@ -162,7 +162,8 @@ class Cluster(Spec):
     sched_base_slice_ms: Annotated[float, Field(gt=0, le=1000)] | None = Field(
         None,
         description="EEVDF base slice (sched/base_slice_ns); default 0.75 ms x "
-        "(1 + log2(min(cores, 8))), as the kernel scales it.",
+        "(1 + log2(min(cores, 8))), as the kernel scales it. Under fcfs, how long a thread "
+        "with work ready keeps its core while others wait.",
     )
     run_to_parity: bool = Field(
         True,

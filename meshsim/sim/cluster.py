@@ -8,11 +8,22 @@ of tests/test_closed_forms.py), with CFS bandwidth control of the CPU limits tha
 own cgroup (:mod:`meshsim.sim.cpu.fair`, weights and limits from
 :mod:`meshsim.sim.cpu.cgroups`): weighted sharing, slices, wake-up preemption and CFS
 bandwidth control of CPU limits.
+
+Under ``fcfs`` the unit the cores serve is a thread, not a burst: a thread whose burst ends
+with more work ready (a proxy worker with requests queued for it, a single-threaded app with
+requests queued for its slot) goes on running it without giving its core up, as an event
+loop runs every ready callback before it sleeps in ``epoll_wait``, until it has run one base
+slice (``sched_base_slice``: then the kernel lets the others waiting run first). Wake-up
+preemption is what could cut such a run short, and between containers (each its own
+cgroup) it did not: the calibration lab's echo, woken by its sidecar's write, waited for the
+sidecar's loop to sleep (reports/validation/cpu-limits.md). Under ``cfs`` each burst is a
+task of its own, picked afresh.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
+from functools import partial
 from typing import Any, Protocol
 
 import simpy
@@ -21,10 +32,15 @@ from meshsim.scenario.model import Network, Scenario
 from meshsim.scenario.resources import megabytes, millicores
 from meshsim.sim.cpu.bandwidth import Bandwidth
 from meshsim.sim.cpu.cgroups import quota_s, resources_of, weight_of
-from meshsim.sim.cpu.fair import CGroup, FairScheduler
+from meshsim.sim.cpu.fair import CGroup, FairScheduler, default_base_slice_s
 from meshsim.sim.measure import CGroupMeasure
 from meshsim.sim.sampling import Sampler
 from meshsim.sim.uncontended import give, take
+
+HANDED_CORE_CLAIM_S = 1e-9
+"""How long a core handed on to a thread's next burst (:meth:`Node.hand_on`) waits for it to be
+claimed: that burst is granted in the same instant, so an unclaimed core (the burst was
+cancelled) goes back to the queue at once, for any purpose."""
 
 
 class CpuAccount(Protocol):
@@ -37,8 +53,9 @@ class Node:
     """A node with ``cores`` cores; all CPU work on it goes through :meth:`execute`."""
 
     __slots__ = (
-        "_cgroups", "_period_s", "_resolve", "bandwidth", "busy_s", "cores", "cpu", "env",
-        "index", "name", "oom_kills", "pods", "slow_phases", "speed", "wakeup_latency",
+        "_cgroups", "_held", "_period_s", "_resolve", "bandwidth", "busy_s", "cores", "cpu",
+        "env", "index", "name", "oom_kills", "pods", "run_on_s", "slow_phases", "speed",
+        "wakeup_latency",
     )  # fmt: skip
 
     def __init__(
@@ -49,6 +66,7 @@ class Node:
         cpu: FairScheduler | None = None,
         resolve: Callable[[Any], tuple[str, float, float | None]] | None = None,
         period_s: float = 0.1,
+        run_on_s: float | None = None,
     ) -> None:
         self.env = env
         self.index = index
@@ -57,6 +75,10 @@ class Node:
         """The FCFS cores (used only when ``cpu`` is None)."""
         self.cpu = cpu
         """The fair scheduler of ``cluster.scheduler: cfs``; None for FCFS."""
+        self.run_on_s = default_base_slice_s(cores) if run_on_s is None else run_on_s
+        """FCFS: how long a thread with work ready keeps its core (:meth:`hand_on`)."""
+        self._held: dict[int, tuple[object, float]] = {}
+        """FCFS: cores handed on, by thread, with when the thread got its core."""
         self._resolve = resolve
         self._period_s = period_s
         self._cgroups: dict[int, CGroup] = {}
@@ -76,28 +98,66 @@ class Node:
         """Draws of the seconds the host takes to run a proxy thread a message woke
         (``cluster.wakeup_latency``; None: each proxy model's own ``wakeup_latency_us``)."""
 
-    def execute(self, cpu_s: float, account: CpuAccount) -> Generator[simpy.Event, Any, None]:
+    def execute(
+        self, cpu_s: float, account: CpuAccount, ready: simpy.Resource | None = None
+    ) -> Generator[simpy.Event, Any, None]:
         """Run a CPU burst of ``cpu_s`` seconds on one of this node's cores (times the
         host's :attr:`speed` when it starts: the time it holds the core is what it is
-        accounted, as a CPU counter on a slow host counts it)."""
+        accounted, as a CPU counter on a slow host counts it). ``ready``: the one-slot
+        resource whose waiters are ``account``'s thread's next work (FCFS: the core is handed
+        on to it, :meth:`hand_on`)."""
         cpu = self.cpu
         if cpu is not None:
             cpu_s *= self.speed
             yield cpu.run(cpu_s, self.cgroup(account))
-        elif (bw := self.bandwidth) is not None and (g := bw.limited(account)) is not None:
-            creq, cpu_s = yield from bw.run(cpu_s, g, self.current_speed)
-            give(self.cores, creq)
         else:
-            cores = self.cores
-            req: object = take(cores)
-            if req is None:
-                req = cores.request()
-                yield req
-            cpu_s *= self.speed
-            yield self.env.timeout(cpu_s)
-            give(cores, req)
+            key = id(account)
+            held = self.claim(key)
+            if (bw := self.bandwidth) is not None and (g := bw.limited(account)) is not None:
+                since = held[1] if held is not None else self.env.now
+                req, cpu_s = yield from bw.run(
+                    cpu_s, g, self.current_speed, held=held[0] if held is not None else None
+                )
+            else:
+                cores = self.cores
+                if held is not None:
+                    req, since = held
+                else:
+                    req = take(cores)
+                    if req is None:
+                        req = cores.request()
+                        yield req
+                    since = self.env.now
+                cpu_s *= self.speed
+                yield self.env.timeout(cpu_s)
+            if ready is not None and ready.put_queue and ready.capacity == 1:
+                self.hand_on(key, req, since)
+            else:
+                give(self.cores, req)
         self.busy_s += cpu_s
         account.cpu_s += cpu_s
+
+    def hand_on(self, thread: int, core: object, since: float) -> None:
+        """A thread's burst ends with more of its work ready: keep ``core`` for that work
+        (:meth:`claim`, in this instant) unless the thread has run a slice since ``since``,
+        when it got the core; else give it back."""
+        if self.env.now - since >= self.run_on_s or thread in self._held:
+            give(self.cores, core)
+            return
+        self._held[thread] = (core, since)
+        ev = self.env.timeout(HANDED_CORE_CLAIM_S)
+        assert ev.callbacks is not None
+        ev.callbacks.append(partial(self._unclaimed, thread, core))
+
+    def claim(self, thread: int) -> tuple[object, float] | None:
+        """The core handed on to ``thread`` and when it got it, or None."""
+        return self._held.pop(thread, None) if self._held else None
+
+    def _unclaimed(self, thread: int, core: object, _ev: simpy.Event) -> None:
+        held = self._held.get(thread)
+        if held is not None and held[0] is core:
+            del self._held[thread]
+            give(self.cores, core)
 
     def current_speed(self) -> float:
         return self.speed
@@ -199,15 +259,15 @@ def make_nodes(env: simpy.Environment, scenario: Scenario, mesh: str) -> list[No
     """The cluster's nodes, with the scheduler ``cluster.scheduler`` asks for."""
     spec = scenario.cluster
     resolve = _Resolver(scenario, mesh)
+    slice_s = None if spec.sched_base_slice_ms is None else spec.sched_base_slice_ms * 1e-3
     if spec.scheduler == "fcfs":
-        nodes = [Node(env, i, spec.cores_per_node) for i in range(spec.nodes)]
+        nodes = [Node(env, i, spec.cores_per_node, run_on_s=slice_s) for i in range(spec.nodes)]
         for node in nodes:
             node.bandwidth = Bandwidth(
                 env, node.cores, spec.cores_per_node, resolve, resolve.period_s,
                 count_from_s=scenario.warmup_s, count_until_s=scenario.duration_s,
             )  # fmt: skip
         return nodes
-    slice_s = None if spec.sched_base_slice_ms is None else spec.sched_base_slice_ms * 1e-3
     return [
         Node(
             env, i, spec.cores_per_node,

@@ -275,7 +275,11 @@ class Simulation:
         began = env._now
         status = RESET
         if pod.alive:
-            yield from pod.node.execute(pod.cpu_time() * pod.slow_factor, pod)
+            # A leaf answers as soon as its CPU ends, so the next request queued for its
+            # one slot is ready then: its thread goes on with it (Node.execute's ready).
+            yield from pod.node.execute(
+                pod.cpu_time() * pod.slow_factor, pod, None if pod.call_plan else slots
+            )
             if not pod.alive:
                 status = RESET
             elif pod.error_rate and self._faults() < pod.error_rate:

@@ -18,6 +18,11 @@ caller continues at once while the worker stays busy, so it delays the next requ
 worker, as istio.io describes (docs/published-figures.md §1a). It is done with a timeout callback,
 not a process, to keep the per-request cost of the simulator low.
 
+On FCFS cores a worker whose burst ends with another queued for it keeps its core for that
+burst (:meth:`Node.hand_on <meshsim.sim.cluster.Node.hand_on>`): its event loop runs every
+ready callback before it sleeps, and the app it shares the core with waits (a work-stealing
+pool's threads, each picking any task, do not hand on).
+
 Two optional costs do not scale with requests. ``wakeup_cpu_us`` is charged on a burst that
 finds its worker idle: an event loop asleep in ``epoll_wait`` pays a switch-in and cold caches
 when woken, while one that is busy picks the next ready event up in the same wake-up, so the
@@ -239,21 +244,36 @@ class Proxy:
                 worker.idle_since = self.env.now
             self._account(worker, cpu_s)
             return
+        # Its thread's core if its last burst handed it on (Node.hand_on): it had this
+        # burst ready and went on without sleeping.
+        held = node.claim(id(worker)) if node._held else None
         g = self.limit
         if g is not None:
             assert node.bandwidth is not None
-            held, ran = yield from node.bandwidth.run(cpu_s, g, node.current_speed)
-            self._release(worker, wreq, held, ran)
+            since = held[1] if held is not None else self.env.now
+            creq, ran = yield from node.bandwidth.run(
+                cpu_s, g, node.current_speed, held=held[0] if held is not None else None
+            )
+            self._release(worker, wreq, creq, ran, since)
             return
         cores = node.cores
-        creq: object = take(cores)
-        if creq is None:
-            creq = cores.request()
-            yield creq
+        if held is not None:
+            creq, since = held
+        else:
+            creq = take(cores)
+            if creq is None:
+                creq = cores.request()
+                yield creq
+            since = self.env.now
         cpu_s *= node.speed  # the host's phase when the burst starts (Node.execute)
         yield self.env.timeout(cpu_s)
-        give(cores, creq)
-        give(worker.res, wreq)
+        res = worker.res
+        if res.put_queue and res._capacity == 1:  # its next burst is ready: keep the core
+            give(res, wreq)  # (first: that burst is granted before the core is re-offered)
+            node.hand_on(id(worker), creq, since)
+        else:
+            give(cores, creq)
+            give(res, wreq)
         if self.cooling_s:
             worker.idle_since = self.env.now
         node.busy_s += cpu_s  # _account, inlined on the hot path
@@ -294,22 +314,30 @@ class Proxy:
                 if self.cooling_s:
                     worker.idle_since = self.env.now
             return
+        held = node.claim(id(worker)) if node._held else None
         g = self.limit
         if g is not None:
             assert node.bandwidth is not None
-            held, ran = yield from node.bandwidth.run(cpu_s, g, node.current_speed)
+            since = held[1] if held is not None else self.env.now
+            creq, ran = yield from node.bandwidth.run(
+                cpu_s, g, node.current_speed, held=held[0] if held is not None else None
+            )
             if after_s > 0.0:
                 self._account(worker, ran)
                 # The telemetry goes on holding the core, within the same quota.
-                self.env.process(self._linger_limited(worker, wreq, held, g, after_s))
+                self.env.process(self._linger_limited(worker, wreq, creq, g, after_s, since))
             else:
-                self._release(worker, wreq, held, ran)
+                self._release(worker, wreq, creq, ran, since)
             return
         cores = node.cores
-        creq: object = take(cores)
-        if creq is None:
-            creq = cores.request()
-            yield creq
+        if held is not None:
+            creq, since = held
+        else:
+            creq = take(cores)
+            if creq is None:
+                creq = cores.request()
+                yield creq
+            since = self.env.now
         speed = node.speed
         cpu_s *= speed
         after_s *= speed
@@ -320,31 +348,48 @@ class Proxy:
         if after_s > 0.0:
             linger = self.env.timeout(after_s)
             assert linger.callbacks is not None
-            linger.callbacks.append(partial(self._end_linger, worker, wreq, creq, after_s))
+            linger.callbacks.append(partial(self._end_linger, worker, wreq, creq, after_s, since))
         else:
-            give(cores, creq)
-            give(worker.res, wreq)
+            self._give_back(worker, wreq, creq, since)
             if self.cooling_s:
                 worker.idle_since = self.env.now
 
     def _linger_limited(
-        self, worker: Worker, wreq: object, creq: object, g: CGroup, after_s: float
+        self, worker: Worker, wreq: object, creq: object, g: CGroup, after_s: float, since: float
     ) -> Generator[simpy.Event, Any, None]:
         node = self.node
         assert node.bandwidth is not None
         creq, ran = yield from node.bandwidth.run(after_s, g, node.current_speed, held=creq)
-        self._release(worker, wreq, creq, ran)
+        self._release(worker, wreq, creq, ran, since)
 
     def _end_linger(
-        self, worker: Worker, wreq: object, creq: object, after_s: float, _event: simpy.Event
+        self,
+        worker: Worker,
+        wreq: object,
+        creq: object,
+        after_s: float,
+        since: float,
+        _event: simpy.Event,
     ) -> None:
-        self._release(worker, wreq, creq, after_s)
+        self._release(worker, wreq, creq, after_s, since)
 
-    def _release(self, worker: Worker, wreq: object, creq: object, cpu_s: float) -> None:
-        """A burst's end on FCFS cores: its core and its worker given back, ``cpu_s``
-        accounted (inlined on the unlimited paths of :meth:`work`)."""
-        give(self.node.cores, creq)
-        give(worker.res, wreq)
+    def _give_back(self, worker: Worker, wreq: object, creq: object, since: float) -> None:
+        """A burst's end on FCFS cores: the worker given back, and the core handed on to the
+        worker's next burst if one is ready (its thread goes on without sleeping: see
+        :mod:`meshsim.sim.cluster`), else given back. (Inlined in :meth:`work`.)"""
+        res = worker.res
+        if res.put_queue and res._capacity == 1:
+            give(res, wreq)
+            self.node.hand_on(id(worker), creq, since)
+        else:
+            give(self.node.cores, creq)
+            give(res, wreq)
+
+    def _release(
+        self, worker: Worker, wreq: object, creq: object, cpu_s: float, since: float
+    ) -> None:
+        """A burst's end on FCFS cores (:meth:`_give_back`), ``cpu_s`` accounted."""
+        self._give_back(worker, wreq, creq, since)
         if self.cooling_s:
             worker.idle_since = self.env.now
         self._account(worker, cpu_s)

@@ -1,0 +1,125 @@
+"""Under ``cluster.scheduler: fcfs`` a thread with work ready keeps its core (meshsim.sim.cluster).
+
+An event loop runs every ready callback before it sleeps, and a process in another cgroup that
+its write wakes does not preempt it, so on a shared core a sidecar's queued bursts run back
+to back and the app's burst waits for them (and the other way round). Checked exactly on one
+core with constant bursts: who runs when, the slice that ends a run, and a core handed on that
+nobody claims going back to the queue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import simpy
+
+from meshsim.sim.cluster import HANDED_CORE_CLAIM_S, Node
+from meshsim.sim.dataplanes.proxy import Proxy
+from meshsim.sim.sampling import Uniforms
+
+US = 1e-6
+
+
+def _proxy(env: simpy.Environment, node: Node) -> Proxy:
+    """A one-worker sidecar whose bursts cost exactly what they are given."""
+    model: Any = SimpleNamespace(
+        hop_latency_us=0.0,
+        wakeup_cpu_us=0.0,
+        wakeup_cache_decay_ms=0.0,
+        wakeup_latency_us=0.0,
+        tcp_connection_cpu_us=0.0,
+    )
+    return Proxy(
+        env, "p", "sidecar", model, node, 1, stealing=False,
+        pick=Uniforms(np.random.default_rng(0)),
+    )  # fmt: skip
+
+
+class _App:
+    """A single-threaded leaf app: one slot, its CPU on the node (as Engine.handle runs it)."""
+
+    def __init__(self, env: simpy.Environment, node: Node) -> None:
+        self.env = env
+        self.node = node
+        self.slots = simpy.Resource(env, capacity=1)
+        self.cpu_s = 0.0
+
+    def handle(
+        self, at: float, cpu_s: float, ends: dict[str, float], name: str
+    ) -> Generator[simpy.Event, Any, None]:
+        yield self.env.timeout(at)
+        with self.slots.request() as slot:
+            yield slot
+            yield from self.node.execute(cpu_s, self, self.slots)
+        ends[name] = self.env.now
+
+
+def _sidecar_burst(
+    env: simpy.Environment, proxy: Proxy, at: float, cpu_s: float, ends: dict[str, float], name: str
+) -> Generator[simpy.Event, Any, None]:
+    yield env.timeout(at)
+    yield from proxy.work(proxy.workers[0], cpu_s)
+    ends[name] = env.now
+
+
+def _run(slice_s: float | None = None) -> dict[str, float]:
+    """Sidecar bursts S1-S3 (50 us each) arrive at 0, 1 and 2 us; the app's A1 (20 us) at
+    10 us and A2 at 11 us. S1 holds the core from 0; A1 asks for it at 10, before S2 (which
+    waits for the worker until S1 ends at 50)."""
+    env = simpy.Environment()
+    node = Node(env, 0, 1, run_on_s=slice_s)
+    proxy = _proxy(env, node)
+    app = _App(env, node)
+    ends: dict[str, float] = {}
+    for name, at in (("S1", 0.0), ("S2", 1 * US), ("S3", 2 * US)):
+        env.process(_sidecar_burst(env, proxy, at, 50 * US, ends, name))
+    for name, at in (("A1", 10 * US), ("A2", 11 * US)):
+        env.process(app.handle(at, 20 * US, ends, name))
+    env.run()
+    return ends
+
+
+def test_the_sidecar_runs_its_ready_bursts_before_the_app_gets_the_core() -> None:
+    """S1 0-50, S2 50-100, S3 100-150 (its thread never sleeps), then A1 150-170 and A2
+    170-190 (the app's thread goes on in turn). Plain FCFS of bursts would run A1 at 50-70,
+    ahead of S2, which asked for the core later."""
+    ends = _run()
+    assert ends == pytest.approx(
+        {"S1": 50 * US, "S2": 100 * US, "S3": 150 * US, "A1": 170 * US, "A2": 190 * US},
+        abs=1e-12,
+    )
+
+
+def test_a_thread_that_has_run_its_slice_lets_the_waiting_app_go_first() -> None:
+    """With a 60 us slice the sidecar's run ends after S2 (0-100 > 60): A1 runs 100-120,
+    then the app, too, has queued work (A2) and keeps the core (A2 120-140); S3 runs last."""
+    ends = _run(slice_s=60 * US)
+    assert ends == pytest.approx(
+        {"S1": 50 * US, "S2": 100 * US, "A1": 120 * US, "A2": 140 * US, "S3": 190 * US},
+        abs=1e-12,
+    )
+
+
+def test_a_core_handed_on_that_nobody_claims_goes_back_to_the_queue() -> None:
+    """A core handed on to a thread whose next burst never comes (it was cancelled) is given
+    back after HANDED_CORE_CLAIM_S, and a burst waiting for it runs then."""
+    env = simpy.Environment()
+    node = Node(env, 0, 1)
+    held = node.cores.request()
+    env.run(until=1 * US)
+    assert held.triggered
+    node.hand_on(42, held, since=0.0)
+    ends: dict[str, float] = {}
+
+    def other() -> Generator[simpy.Event, Any, None]:
+        yield from node.execute(5 * US, SimpleNamespace(cpu_s=0.0))
+        ends["other"] = env.now
+
+    env.process(other())
+    env.run()
+    assert node.claim(42) is None
+    assert ends["other"] == pytest.approx(1 * US + HANDED_CORE_CLAIM_S + 5 * US, abs=1e-12)
