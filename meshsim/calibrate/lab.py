@@ -159,6 +159,7 @@ class Lab:
         key_type: str = "ecdsa-p256",
         *,
         containers: bool = True,
+        cpu_sample_every: int | None = None,
     ) -> None:
         from meshsim.proxy.ca import check_key_type
 
@@ -169,6 +170,10 @@ class Lab:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._saved_handlers[sig] = signal.signal(sig, _stop_signal)
         self.workdir = workdir
+        self.cpu_sample_every = cpu_sample_every
+        """meshsim's sidecars time the CPU of one request in this many (None: the proxy's
+        default; 1, every request: a timeline of the sidecars' CPU per request, which an
+        experiment reads; the calibration keeps the default, whose cost its fit measured)."""
         cores = _cores()
         self.core_client = cores[0] if cores else None
         self.core_server = cores[1] if len(cores) > 1 else self.core_client
@@ -244,7 +249,9 @@ class Lab:
             self.config = cfg
             return
         pool = [] if cfg.keep_alive else ["--no-pool"]
-        filt = ["--filters", str(cfg.filters)]
+        both = ["--filters", str(cfg.filters)]
+        if self.cpu_sample_every is not None:
+            both += ["--cpu-sample-every", str(self.cpu_sample_every)]
         tls_srv = ["--tls", "server", "--tls-dir", str(self.tls_dir)] if cfg.mtls else []
         tls_cli = ["--tls", "client", "--tls-dir", str(self.tls_dir)] if cfg.mtls else []
         self.server = _Node(
@@ -256,7 +263,7 @@ class Lab:
                 "--upstream",
                 f"127.0.0.1:{self.echo.port}",
                 *tls_srv,
-                *filt,
+                *both,
                 *pool,
             ],
             self.core_server,
@@ -271,7 +278,7 @@ class Lab:
                 "--upstream",
                 f"127.0.0.1:{self.server.port}",
                 *tls_cli,
-                *filt,
+                *both,
                 *pool,
             ],
             self.core_client,

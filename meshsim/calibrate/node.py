@@ -130,6 +130,7 @@ async def _proxy(args: argparse.Namespace) -> None:
         access_log=args.access_log,
         drain_s=0.5,
         seed=1,
+        **({} if args.cpu_sample_every is None else {"cpu_sample_every": args.cpu_sample_every}),
     )
     filters = args.filters
 
@@ -156,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--filters", type=int, default=0)
     ap.add_argument("--no-pool", action="store_true")
     ap.add_argument("--access-log", default=None)
+    ap.add_argument("--cpu-sample-every", type=int, default=None)
     args = ap.parse_args(argv)
     die_with_parent()
     _pin(args.cpu)
