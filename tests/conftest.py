@@ -73,7 +73,8 @@ def lab_model_1kib(tmp_path: Path) -> Path:
 @pytest.fixture
 def lab_model_few_held_out(tmp_path: Path) -> Path:
     """A copy of the committed lab model (with its measurements) whose fit record keeps three
-    of its held-out points: the lowest plain load, the saturation point and the mTLS one.
+    of its held-out points, and none of its CPU-limited ones: the lowest plain load, the
+    saturation point and the mTLS one.
     What reads every held-out point (the notebook, the frames) reads them in a fifth of the
     simulation, and nothing about them depends on how many there are."""
     root = Path(__file__).resolve().parent.parent / "models" / "calibrated"
@@ -91,5 +92,6 @@ def lab_model_few_held_out(tmp_path: Path) -> Path:
         )
 
     record["held_out"] = [i for i in record["held_out"] if kept(points[i])]
+    record["throttled"] = []  # (the CPU-limited points are held out too)
     (tmp_path / "lab.fit.json").write_text(json.dumps(record))
     return tmp_path / "lab.yaml"

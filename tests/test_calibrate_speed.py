@@ -150,10 +150,12 @@ def test_records_without_the_probe_fit_and_validate_as_before() -> None:
     # as records measured before the probe existed have none) says so too.
     committed = json.loads((ROOT / "models" / "calibrated" / "lab.fit.json").read_text())
     committed["speed_reference"] = None
-    for r in committed["points"]:
-        r.pop("speed", None)
+    for r in committed["points"]:  # (nor the host's phases, traced since)
+        for key in ("speed", "host_phases", "host_trace"):
+            r.pop(key, None)
     for b in committed["client_delay"]["baselines"]:
-        b.pop("speed_probe_s", None)
+        for key in ("speed_probe_s", "host_level_us"):
+            b.pop(key, None)
     passes = held_out_points(committed["points"], committed["held_out"])[0]
     point = merge_passes(passes)
     assert speed_scales(committed, passes, baseline_for(committed, point)) == ({}, NO_PROBE)

@@ -113,6 +113,11 @@ def test_draws_follow_the_percentiles_given() -> None:
 def _model_with(tmp_path: Path, wake_us: float | None) -> Path:
     doc = yaml.safe_load((ROOT / "models/calibrated/lab.yaml").read_text())
     doc["parameters"]["request_cpu_cv"]["value"] = 0.0
+    # Every request's CPU the same whatever the latency: no drift, and a wake-up's CPU not
+    # depending on how long its thread slept (which the latency moves).
+    for name in ("cpu_drift_cv", "cpu_drift_ms", "wakeup_cache_decay_ms"):
+        doc["parameters"].pop(name, None)
+    doc["parameters"].pop("wakeup_latency_us", None)  # (None: the model has none)
     if wake_us is not None:
         doc["parameters"]["wakeup_latency_us"] = {
             "value": wake_us, "unit": "us", "source": "test",

@@ -48,9 +48,12 @@ class CpuDrift:
         self._tau = time_constant_s
         self._step = time_constant_s / STEPS_PER_TIME_CONSTANT
         self._normal = normal
-        # A proxy starts as it would be at a random moment: the stationary law.
+        # A proxy starts as it would be at a random moment: the stationary law. It is taken
+        # as drawn at the last multiple of a step, not at ``now``: when a proxy is made
+        # (with the run, or at its first request) then does not move its steps, so a traced
+        # run (meshsim.calibrate.sim_trace makes the proxies first) is the same run.
         self._x = self._mu + self._sd * normal()
-        self._at = now
+        self._at = now - math.fmod(now, self._step)
         self.factor = math.exp(self._x)
         """The current multiplier of the proxy's CPU cost."""
 
