@@ -16,8 +16,10 @@ from meshsim.calibrate.decomposition import (
     duration_quantiles,
     lab_parts,
     measured_parts,
+    measured_spans,
     render,
     simulated_parts,
+    simulated_spans,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,6 +171,58 @@ def test_simulated_parts_add_up_to_each_requests_latency(keep_alive: bool) -> No
     shaped = simulated_parts(parts)
     total = sum(shaped[k]["mean"] for k in shaped if k != "end_to_end")
     assert total == pytest.approx(shaped["end_to_end"]["mean"], rel=1e-12)
+
+
+def test_each_clocks_tail_is_its_own_quantiles_and_the_report_sets_them_side_by_side() -> None:
+    """The spans' quantiles are of each clock as a whole (not differences): the simulated
+    ones are the traced run's own percentiles, the measured ones the point's medians."""
+    _, tracer = _run(_lab_doc(True), traced=True)
+    parts = tracer.result()
+    spans = simulated_spans(parts)
+    assert spans["server_sidecar"]["p99"] == pytest.approx(
+        float(np.percentile(parts.server_span, 99)) * 1e3, rel=1e-12
+    )
+    assert spans["end_to_end"]["p90"] == pytest.approx(
+        float(np.percentile(parts.total, 90)) * 1e3, rel=1e-12
+    )
+    for clock in spans.values():  # quantiles, in order
+        assert clock["p50"] <= clock["p90"] <= clock["p99"]
+    point = {
+        "config": "plain-ka-f0",
+        "payload_bytes": 1024,
+        "rps": 4000.0,
+        "latency_ms": {"p50": 1.5, "p90": 3.0, "p99": 6.0, "mean": 1.75},
+        "sidecar_duration_ms": {
+            "client_sidecar": {"p50": 0.75, "p90": 1.0, "p99": 2.0, "mean": 1.0},
+            "server_sidecar": {"p50": 0.25, "p90": 0.5, "p99": 1.0, "mean": 0.5},
+        },
+    }
+    measured = measured_spans(point)
+    assert measured == {
+        "end_to_end": {"p50": 1.5, "p90": 3.0, "p99": 6.0},
+        "client_sidecar": {"p50": 0.75, "p90": 1.0, "p99": 2.0},
+        "server_sidecar": {"p50": 0.25, "p90": 0.5, "p99": 1.0},
+    }
+    assert measured_spans({**point, "sidecar_duration_ms": {}}) is None
+    predicted = {k: {"p50": 0.5, "mean": 0.5} for k in ("end_to_end", "outside_client_sidecar")}
+    predicted |= {k: {"p50": 0.25, "mean": 0.25} for k in ("client_sidecar_share", "server_side")}
+    d = PointDecomposition(
+        point,
+        predicted,
+        measured_parts(point),
+        spans={"measured": measured, "predicted": spans},
+    )
+    text = render([d])
+    server = spans["server_sidecar"]
+    assert (
+        f"| server sidecar's span (it and the echo) | 0.250 / {server['p50']:.3f} | "
+        f"0.500 / {server['p90']:.3f} | 1.000 / {server['p99']:.3f} |"
+    ) in text
+    assert d.to_json()["spans_ms"]["measured"]["client_sidecar"] == {
+        "p50": 0.75,
+        "p90": 1.0,
+        "p99": 2.0,
+    }
 
 
 def test_a_traced_run_is_the_same_run() -> None:

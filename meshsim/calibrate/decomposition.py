@@ -41,6 +41,13 @@ if TYPE_CHECKING:
 
 STATS = ("p50", "mean")
 """The statistics each part is compared on."""
+TAIL = ("p50", "p90", "p99")
+"""The quantiles each span is compared on, as a whole (a span is one clock: no differences)."""
+SPANS = {
+    "end_to_end": "end to end (load generator)",
+    "client_sidecar": "client sidecar's span",
+    "server_sidecar": "server sidecar's span (it and the echo)",
+}
 PARTS = {
     "end_to_end": "end to end (load generator)",
     "outside_client_sidecar": "outside the client sidecar",
@@ -124,6 +131,33 @@ def simulated_parts(parts: RequestParts) -> dict[str, dict[str, float]]:
     return shaped
 
 
+def simulated_spans(parts: RequestParts) -> dict[str, dict[str, float]]:
+    """The quantiles (ms) of the load generator's latency and of each sidecar's span: where in
+    the chain a tail is made, which the parts' differences of p50s cannot say."""
+    columns = {
+        "end_to_end": parts.total,
+        "client_sidecar": parts.client_span,
+        "server_sidecar": parts.server_span,
+    }
+    return {
+        k: {q: float(np.percentile(v, int(q[1:]))) * 1e3 if len(v) else float("nan") for q in TAIL}
+        for k, v in columns.items()
+    }
+
+
+def measured_spans(point: Mapping[str, Any]) -> dict[str, dict[str, float]] | None:
+    """The lab's same quantiles (a merged point's: each the median over its passes), None
+    without access-log durations."""
+    durations = point.get("sidecar_duration_ms")
+    if not durations or not all(s in durations for s in SIDECARS):
+        return None
+    lat = point["latency_ms"]
+    return {
+        "end_to_end": {q: float(lat[q]) for q in TAIL},
+        **{s: {q: float(durations[s][q]) for q in TAIL} for s in SIDECARS},
+    }
+
+
 def simulated_core_wait_us(parts: RequestParts) -> dict[str, float]:
     """Mean time per request each process waited for its core, in us."""
     if not len(parts.total):
@@ -174,6 +208,9 @@ class PointDecomposition:
     """Per process: ``measured`` (the lab's run delay per request) and ``predicted``."""
     detail: list[Detail] = field(default_factory=list)
     requests: int = 0
+    spans: dict[str, dict[str, dict[str, float]] | None] = field(default_factory=dict)
+    """``measured`` (None: not measured) and ``predicted`` :data:`TAIL` quantiles of each of
+    :data:`SPANS`, ms."""
 
     @property
     def label(self) -> str:
@@ -194,6 +231,7 @@ class PointDecomposition:
             "predicted_ms": r(self.predicted),
             "measured_note": None if self.measured is not None else NOT_MEASURED,
             "core_wait_us": r(self.core_wait_us),
+            "spans_ms": {k: r(v) for k, v in self.spans.items()},
             "simulated_requests": self.requests,
             "simulated_detail_ms": [
                 {
@@ -254,6 +292,7 @@ def decompose_point(
         core_wait_us=core,
         detail=simulated_detail(parts),
         requests=len(parts.total),
+        spans={"measured": measured_spans(point), "predicted": simulated_spans(parts)},
     )
 
 
@@ -284,6 +323,25 @@ def _diff(pred: float, meas: float) -> str:
         return "n/a"
     pct = f" ({100.0 * (pred - meas) / meas:+.0f}%)" if abs(meas) > 1e-9 else ""
     return f"{pred - meas:+.3f}{pct}"
+
+
+def _span_table(d: PointDecomposition) -> list[str]:
+    """Each clock's p50, p90 and p99 as a whole, measured / predicted: where a tail is made."""
+    meas = d.spans.get("measured")
+    pred = d.spans.get("predicted") or {}
+    lines = [
+        "",
+        "Each clock's quantiles as a whole (measured / predicted, ms): where the tail is made.",
+        "",
+        "| clock | " + " | ".join(TAIL) + " |",
+        "|---|" + "---:|" * len(TAIL),
+    ]
+    for key, label in SPANS.items():
+        m = (meas or {}).get(key) or {}
+        p = pred.get(key) or {}
+        cells = [f"{_f(m.get(q, float('nan')))} / {_f(p.get(q, float('nan')))}" for q in TAIL]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def render(points: Sequence[PointDecomposition]) -> str:
@@ -326,6 +384,8 @@ def render(points: Sequence[PointDecomposition]) -> str:
                 f"| queueing for a core: {proc} (lab: run delay) | | | | {_f(meas_ms)} | "
                 f"{_f(pred_ms)} | {_diff(pred_ms, meas_ms)} |"
             )
+        if d.spans:
+            lines += _span_table(d)
         lines += ["", f"Simulated parts ({d.requests} requests), ms:", ""]
         lines += ["| section | hop | part | p50 | mean |", "|---|---|---|---:|---:|"]
         lines += [
@@ -346,7 +406,9 @@ __all__ = [
     "duration_quantiles",
     "lab_parts",
     "measured_parts",
+    "measured_spans",
     "render",
     "simulated_parts",
+    "simulated_spans",
     "trace_lab",
 ]
