@@ -13,30 +13,13 @@ from collections.abc import Generator
 from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
 import pytest
 import simpy
+from test_wakeup_latency import _burst, _proxy
 
 from meshsim.sim.cluster import HANDED_CORE_CLAIM_S, Node
-from meshsim.sim.dataplanes.proxy import Proxy
-from meshsim.sim.sampling import Uniforms
 
 US = 1e-6
-
-
-def _proxy(env: simpy.Environment, node: Node) -> Proxy:
-    """A one-worker sidecar whose bursts cost exactly what they are given."""
-    model: Any = SimpleNamespace(
-        hop_latency_us=0.0,
-        wakeup_cpu_us=0.0,
-        wakeup_cache_decay_ms=0.0,
-        wakeup_latency_us=0.0,
-        tcp_connection_cpu_us=0.0,
-    )
-    return Proxy(
-        env, "p", "sidecar", model, node, 1, stealing=False,
-        pick=Uniforms(np.random.default_rng(0)),
-    )  # fmt: skip
 
 
 class _App:
@@ -58,25 +41,17 @@ class _App:
         ends[name] = self.env.now
 
 
-def _sidecar_burst(
-    env: simpy.Environment, proxy: Proxy, at: float, cpu_s: float, ends: dict[str, float], name: str
-) -> Generator[simpy.Event, Any, None]:
-    yield env.timeout(at)
-    yield from proxy.work(proxy.workers[0], cpu_s)
-    ends[name] = env.now
-
-
 def _run(slice_s: float | None = None) -> dict[str, float]:
     """Sidecar bursts S1-S3 (50 us each) arrive at 0, 1 and 2 us; the app's A1 (20 us) at
     10 us and A2 at 11 us. S1 holds the core from 0; A1 asks for it at 10, before S2 (which
     waits for the worker until S1 ends at 50)."""
     env = simpy.Environment()
     node = Node(env, 0, 1, run_on_s=slice_s)
-    proxy = _proxy(env, node)
+    proxy = _proxy(env, node, wake_us=0.0)  # bursts cost exactly what they are given
     app = _App(env, node)
     ends: dict[str, float] = {}
     for name, at in (("S1", 0.0), ("S2", 1 * US), ("S3", 2 * US)):
-        env.process(_sidecar_burst(env, proxy, at, 50 * US, ends, name))
+        env.process(_burst(env, proxy, at, 50 * US, ends, name))
     for name, at in (("A1", 10 * US), ("A2", 11 * US)):
         env.process(app.handle(at, 20 * US, ends, name))
     env.run()

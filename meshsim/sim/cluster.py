@@ -112,22 +112,14 @@ class Node:
             yield cpu.run(cpu_s, self.cgroup(account))
         else:
             key = id(account)
-            held = self.claim(key)
             if (bw := self.bandwidth) is not None and (g := bw.limited(account)) is not None:
+                held = self.claim(key)
                 since = held[1] if held is not None else self.env.now
                 req, cpu_s = yield from bw.run(
                     cpu_s, g, self.current_speed, held=held[0] if held is not None else None
                 )
             else:
-                cores = self.cores
-                if held is not None:
-                    req, since = held
-                else:
-                    req = take(cores)
-                    if req is None:
-                        req = cores.request()
-                        yield req
-                    since = self.env.now
+                req, since = yield from self.core_for(key)
                 cpu_s *= self.speed
                 yield self.env.timeout(cpu_s)
             if ready is not None and ready.put_queue and ready.capacity == 1:
@@ -148,6 +140,19 @@ class Node:
         ev = self.env.timeout(HANDED_CORE_CLAIM_S)
         assert ev.callbacks is not None
         ev.callbacks.append(partial(self._unclaimed, thread, core))
+
+    def core_for(self, thread: int) -> Generator[simpy.Event, Any, tuple[object, float]]:
+        """A core for ``thread``'s burst (FCFS, no limit), and when the thread got it: the
+        core its last burst handed on, else the next one free."""
+        held = self.claim(thread)
+        if held is not None:
+            return held
+        cores = self.cores
+        req: object = take(cores)
+        if req is None:
+            req = cores.request()
+            yield req
+        return req, self.env.now
 
     def claim(self, thread: int) -> tuple[object, float] | None:
         """The core handed on to ``thread`` and when it got it, or None."""

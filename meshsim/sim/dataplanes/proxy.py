@@ -244,36 +244,17 @@ class Proxy:
                 worker.idle_since = self.env.now
             self._account(worker, cpu_s)
             return
-        # Its thread's core if its last burst handed it on (Node.hand_on): it had this
-        # burst ready and went on without sleeping.
-        held = node.claim(id(worker)) if node._held else None
         g = self.limit
         if g is not None:
-            assert node.bandwidth is not None
-            since = held[1] if held is not None else self.env.now
-            creq, ran = yield from node.bandwidth.run(
-                cpu_s, g, node.current_speed, held=held[0] if held is not None else None
-            )
+            creq, ran, since = yield from self._limited(worker, cpu_s, g)
             self._release(worker, wreq, creq, ran, since)
             return
-        cores = node.cores
-        if held is not None:
-            creq, since = held
-        else:
-            creq = take(cores)
-            if creq is None:
-                creq = cores.request()
-                yield creq
-            since = self.env.now
+        # Its thread's core if its last burst handed it on (Node.hand_on): it had this
+        # burst ready and went on without sleeping.
+        creq, since = yield from node.core_for(id(worker))
         cpu_s *= node.speed  # the host's phase when the burst starts (Node.execute)
         yield self.env.timeout(cpu_s)
-        res = worker.res
-        if res.put_queue and res._capacity == 1:  # its next burst is ready: keep the core
-            give(res, wreq)  # (first: that burst is granted before the core is re-offered)
-            node.hand_on(id(worker), creq, since)
-        else:
-            give(cores, creq)
-            give(res, wreq)
+        self._give_back(worker, wreq, creq, since)
         if self.cooling_s:
             worker.idle_since = self.env.now
         node.busy_s += cpu_s  # _account, inlined on the hot path
@@ -314,14 +295,9 @@ class Proxy:
                 if self.cooling_s:
                     worker.idle_since = self.env.now
             return
-        held = node.claim(id(worker)) if node._held else None
         g = self.limit
         if g is not None:
-            assert node.bandwidth is not None
-            since = held[1] if held is not None else self.env.now
-            creq, ran = yield from node.bandwidth.run(
-                cpu_s, g, node.current_speed, held=held[0] if held is not None else None
-            )
+            creq, ran, since = yield from self._limited(worker, cpu_s, g)
             if after_s > 0.0:
                 self._account(worker, ran)
                 # The telemetry goes on holding the core, within the same quota.
@@ -329,15 +305,7 @@ class Proxy:
             else:
                 self._release(worker, wreq, creq, ran, since)
             return
-        cores = node.cores
-        if held is not None:
-            creq, since = held
-        else:
-            creq = take(cores)
-            if creq is None:
-                creq = cores.request()
-                yield creq
-            since = self.env.now
+        creq, since = yield from node.core_for(id(worker))
         speed = node.speed
         cpu_s *= speed
         after_s *= speed
@@ -353,6 +321,20 @@ class Proxy:
             self._give_back(worker, wreq, creq, since)
             if self.cooling_s:
                 worker.idle_since = self.env.now
+
+    def _limited(
+        self, worker: Worker, cpu_s: float, g: CGroup
+    ) -> Generator[simpy.Event, Any, tuple[object, float, float]]:
+        """A burst under the proxy's CPU limit (FCFS cores): the core it ends on, the seconds
+        it ran, and when its thread got the core (its last burst's, if handed on)."""
+        node = self.node
+        assert node.bandwidth is not None
+        held = node.claim(id(worker))
+        since = held[1] if held is not None else self.env.now
+        creq, ran = yield from node.bandwidth.run(
+            cpu_s, g, node.current_speed, held=held[0] if held is not None else None
+        )
+        return creq, ran, since
 
     def _linger_limited(
         self, worker: Worker, wreq: object, creq: object, g: CGroup, after_s: float, since: float
@@ -376,10 +358,10 @@ class Proxy:
     def _give_back(self, worker: Worker, wreq: object, creq: object, since: float) -> None:
         """A burst's end on FCFS cores: the worker given back, and the core handed on to the
         worker's next burst if one is ready (its thread goes on without sleeping: see
-        :mod:`meshsim.sim.cluster`), else given back. (Inlined in :meth:`work`.)"""
+        :mod:`meshsim.sim.cluster`), else given back."""
         res = worker.res
         if res.put_queue and res._capacity == 1:
-            give(res, wreq)
+            give(res, wreq)  # first: that burst is granted before the core is re-offered
             self.node.hand_on(id(worker), creq, since)
         else:
             give(self.node.cores, creq)
