@@ -39,8 +39,8 @@ from meshsim.sim.uncontended import give, take
 
 HANDED_CORE_CLAIM_S = 1e-9
 """How long a core handed on to a thread's next burst (:meth:`Node.hand_on`) waits for it to be
-claimed: that burst is granted in the same instant, so an unclaimed core (the burst was
-cancelled) goes back to the queue at once, for any purpose."""
+claimed: that burst is granted in the same instant, so a core nobody claimed (the burst was
+cancelled, the pod killed) goes back to the queue next, a nanosecond later."""
 
 
 class CpuAccount(Protocol):
