@@ -43,6 +43,13 @@ claimed: that burst is granted in the same instant, so a core nobody claimed (th
 cancelled, the pod killed) goes back to the queue next, a nanosecond later."""
 
 
+def has_ready_work(queue: simpy.Resource) -> bool:
+    """Whether the one thread behind ``queue`` (a proxy worker, a single-threaded app's slot)
+    has a burst ready when its current one ends: a waiter, and one slot (a pool's threads
+    each pick any task: none of them goes on with a given one)."""
+    return bool(queue.put_queue) and queue._capacity == 1  # simpy's private, as uncontended's
+
+
 class CpuAccount(Protocol):
     """Anything whose CPU time is accounted (a pod's app, a proxy)."""
 
@@ -113,16 +120,12 @@ class Node:
         else:
             key = id(account)
             if (bw := self.bandwidth) is not None and (g := bw.limited(account)) is not None:
-                held = self.claim(key)
-                since = held[1] if held is not None else self.env.now
-                req, cpu_s = yield from bw.run(
-                    cpu_s, g, self.current_speed, held=held[0] if held is not None else None
-                )
+                req, cpu_s, since = yield from self.run_limited(key, cpu_s, g)
             else:
                 req, since = yield from self.core_for(key)
                 cpu_s *= self.speed
                 yield self.env.timeout(cpu_s)
-            if ready is not None and ready.put_queue and ready.capacity == 1:
+            if ready is not None and has_ready_work(ready):
                 self.hand_on(key, req, since)
             else:
                 give(self.cores, req)
@@ -153,6 +156,20 @@ class Node:
             req = cores.request()
             yield req
         return req, self.env.now
+
+    def run_limited(
+        self, thread: int, cpu_s: float, g: CGroup
+    ) -> Generator[simpy.Event, Any, tuple[object, float, float]]:
+        """``thread``'s burst under its cgroup ``g``'s CPU limit (FCFS cores, CFS bandwidth
+        control): the core it ends on, the seconds it ran, and when the thread got the core
+        (its last burst's, if that one handed it on)."""
+        assert self.bandwidth is not None
+        held = self.claim(thread)
+        since = held[1] if held is not None else self.env.now
+        core, ran = yield from self.bandwidth.run(
+            cpu_s, g, self.current_speed, held=held[0] if held is not None else None
+        )
+        return core, ran, since
 
     def claim(self, thread: int) -> tuple[object, float] | None:
         """The core handed on to ``thread`` and when it got it, or None."""

@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import simpy
 
+from meshsim.sim.cluster import has_ready_work
 from meshsim.sim.sampling import Sampler, Uniforms
 from meshsim.sim.uncontended import give, take
 
@@ -246,7 +247,7 @@ class Proxy:
             return
         g = self.limit
         if g is not None:
-            creq, ran, since = yield from self._limited(worker, cpu_s, g)
+            creq, ran, since = yield from node.run_limited(id(worker), cpu_s, g)
             self._release(worker, wreq, creq, ran, since)
             return
         # Its thread's core if its last burst handed it on (Node.hand_on): it had this
@@ -297,7 +298,7 @@ class Proxy:
             return
         g = self.limit
         if g is not None:
-            creq, ran, since = yield from self._limited(worker, cpu_s, g)
+            creq, ran, since = yield from node.run_limited(id(worker), cpu_s, g)
             if after_s > 0.0:
                 self._account(worker, ran)
                 # The telemetry goes on holding the core, within the same quota.
@@ -321,20 +322,6 @@ class Proxy:
             self._give_back(worker, wreq, creq, since)
             if self.cooling_s:
                 worker.idle_since = self.env.now
-
-    def _limited(
-        self, worker: Worker, cpu_s: float, g: CGroup
-    ) -> Generator[simpy.Event, Any, tuple[object, float, float]]:
-        """A burst under the proxy's CPU limit (FCFS cores): the core it ends on, the seconds
-        it ran, and when its thread got the core (its last burst's, if handed on)."""
-        node = self.node
-        assert node.bandwidth is not None
-        held = node.claim(id(worker))
-        since = held[1] if held is not None else self.env.now
-        creq, ran = yield from node.bandwidth.run(
-            cpu_s, g, node.current_speed, held=held[0] if held is not None else None
-        )
-        return creq, ran, since
 
     def _linger_limited(
         self, worker: Worker, wreq: object, creq: object, g: CGroup, after_s: float, since: float
@@ -360,7 +347,7 @@ class Proxy:
         worker's next burst if one is ready (its thread goes on without sleeping: see
         :mod:`meshsim.sim.cluster`), else given back."""
         res = worker.res
-        if res.put_queue and res._capacity == 1:
+        if has_ready_work(res):
             give(res, wreq)  # first: that burst is granted before the core is re-offered
             self.node.hand_on(id(worker), creq, since)
         else:
