@@ -90,12 +90,13 @@ BASELINE_MS = 0.2
 CLIENT_US = 15.0  # one-way delay to a pod from outside (the client sidecar has no node)
 
 
-def _lab_doc(keep_alive: bool) -> dict[str, Any]:
-    """The simulated lab at a load where requests queue (3 connections, 4000 rps)."""
+def _lab_doc(keep_alive: bool, ticked: bool = False) -> dict[str, Any]:
+    """The simulated lab at a load where requests queue (3 connections, 4000 rps);
+    ``ticked``: the load generator releases them on a 1 ms timer tick."""
     from meshsim.calibrate.validate import lab_scenario
 
     fit = {
-        "lab": {"network_one_way_us": 0.0, "echo_cpu_us": ECHO_US},
+        "lab": {"network_one_way_us": 0.0, "echo_cpu_us": ECHO_US, "release_tick_ms": 1.0},
         "client_delay": {
             "baselines": [
                 {
@@ -105,6 +106,7 @@ def _lab_doc(keep_alive: bool) -> dict[str, Any]:
                     "delay_ms": [BASELINE_MS],
                     "load_generator_cpu_us": LOAD_GENERATOR_US,
                     "echo_cpu_us": ECHO_US,
+                    **({"delay_from": "send"} if ticked else {}),
                 }
             ]
         },
@@ -135,9 +137,9 @@ def _run(doc: dict[str, Any], traced: bool) -> Any:
     return sim, tracer
 
 
-@pytest.mark.parametrize("keep_alive", [True, False])
-def test_simulated_parts_add_up_to_each_requests_latency(keep_alive: bool) -> None:
-    sim, tracer = _run(_lab_doc(keep_alive), traced=True)
+@pytest.mark.parametrize(("keep_alive", "ticked"), [(True, False), (False, False), (True, True)])
+def test_simulated_parts_add_up_to_each_requests_latency(keep_alive: bool, ticked: bool) -> None:
+    sim, tracer = _run(_lab_doc(keep_alive, ticked), traced=True)
     parts = tracer.result()
     n = len(parts.total)
     assert n == sim.recorder.workloads["load"].requests  # every request sent in the window
@@ -162,6 +164,16 @@ def test_simulated_parts_add_up_to_each_requests_latency(keep_alive: bool) -> No
     assert (parts.column(part="connection_wait") > 0).sum() > n // 20
     assert (parts.column(hop="client_sidecar", part="worker_wait") > 0).any()
     assert (parts.column(part="core_wait") > 1e-9).any()
+    released = parts.column(hop="load_generator", part="release_wait")
+    if ticked:
+        # Released on the tick nearest its intended time: late by up to half a tick, or
+        # early (counted from its release); the timer's thread then waits for its core.
+        assert (released > 0).mean() > 0.3
+        assert (released > 0.5e-3 + 1e-9).any()
+        # Its clumps queue on the load generator's one thread.
+        assert (parts.column(hop="load_generator", part="worker_wait") > 0).mean() > 0.1
+    else:
+        assert not released.any()
     setup = parts.column(hop="client_sidecar", part="connection_setup")
     if keep_alive:
         assert (setup == 0).mean() > 0.9  # pooled

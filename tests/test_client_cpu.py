@@ -75,3 +75,15 @@ def test_client_cpu_is_on_the_requests_path() -> None:
 
     telemetry_ms = default_model("envoy-sidecar").value("telemetry_us") / 1000.0
     assert p50(1.0) - p50(None) == pytest.approx(1.0 + telemetry_ms, abs=0.03)
+
+
+@pytest.mark.parametrize(("threads", "capacity_rps"), [(1, 2500.0), (2, 5000.0)])
+def test_the_clients_threads_bound_its_throughput(threads: int, capacity_rps: float) -> None:
+    """0.4 ms of client CPU per request is 2500 requests/s per thread. At 3000 rps on a
+    two-core client node (the sidecar needs about a third of a core more) one thread is the
+    bottleneck and completes at most its 2500, while two threads keep up with the load."""
+    doc = _doc(0.4)
+    doc["cluster"]["cores_per_node"] = 2
+    doc["workloads"][0].update({"rate_rps": 3000.0, "client_threads": threads, "connections": 64})
+    rps = _run(doc)["workloads"]["load"]["achieved_rps"]
+    assert rps == pytest.approx(min(3000.0, capacity_rps), rel=0.03)

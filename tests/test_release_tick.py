@@ -135,3 +135,25 @@ def test_a_closed_loop_has_no_release_tick() -> None:
 def test_release_tick_must_be_positive() -> None:
     with pytest.raises(ScenarioError, match="release_tick_ms"):
         from_dict(_doc("poisson", 100.0, 0.0))
+
+
+def test_requests_due_halfway_between_ticks_are_released() -> None:
+    """At 2000 rps on a 1 ms tick every other intended time is halfway between two ticks,
+    and the nearest tick rounds to one whose half-tick horizon ends exactly on it: the
+    release must take it (a request at the horizon is within half a tick), or the loop
+    would wait for that same tick forever. Two requests leave per release."""
+    import signal
+
+    def hung(*_: object) -> None:  # a guard against the endless loop, not a speed goal
+        raise TimeoutError("the release loop did not advance")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(120)
+    try:
+        doc = _doc("constant", 2000.0, 1.0)
+        run = build_summary(run_scenario(from_dict(doc)))["runs"]["none"]["workloads"]["load"]
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert run["achieved_rps"] == pytest.approx(2000.0, rel=1e-3)
+    assert run["requests_per_release"] == pytest.approx(2.0, abs=0.01)

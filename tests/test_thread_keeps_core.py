@@ -98,3 +98,45 @@ def test_a_core_handed_on_that_nobody_claims_goes_back_to_the_queue() -> None:
     env.run()
     assert node.claim(42) is None
     assert ends["other"] == pytest.approx(1 * US + HANDED_CORE_CLAIM_S + 5 * US, abs=1e-12)
+
+
+def test_a_thread_woken_by_its_timer_goes_on_to_the_work_it_queues() -> None:
+    """A load generator's timer wakes its thread at 10 us while S1 (0-50) holds the core; the
+    app's A1 asks for the core at 20. The woken thread gets the core at 50, queues two sends
+    (L1, L2: 10 us each) and goes on to them (50-60, 60-70) before A1 (70-90), which asked
+    for the core before L1 and would otherwise run at 50-70, ahead of both."""
+    env = simpy.Environment()
+    node = Node(env, 0, 1)
+    proxy = _proxy(env, node, wake_us=0.0)
+    app = _App(env, node)
+    client = SimpleNamespace(cpu_s=0.0)
+    thread = simpy.Resource(env, capacity=1)
+    ends: dict[str, float] = {}
+
+    def send(name: str) -> Generator[simpy.Event, Any, None]:
+        with thread.request() as slot:
+            yield slot
+            yield from node.execute(10 * US, client, thread)
+        ends[name] = env.now
+
+    def timer() -> Generator[simpy.Event, Any, None]:
+        yield env.timeout(10 * US)
+
+        def release() -> bool:
+            ends["woken"] = env.now
+            for name in ("L1", "L2"):
+                env.process(send(name))
+            return True
+
+        with thread.request() as slot:
+            yield slot
+            yield from node.wake_thread(client, release)
+
+    env.process(_burst(env, proxy, 0.0, 50 * US, ends, "S1"))
+    env.process(timer())
+    env.process(app.handle(20 * US, 20 * US, ends, "A1"))
+    env.run()
+    assert ends == pytest.approx(
+        {"S1": 50 * US, "woken": 50 * US, "L1": 60 * US, "L2": 70 * US, "A1": 90 * US},
+        abs=1e-12,
+    )

@@ -66,7 +66,8 @@ SIDECARS = ("client_sidecar", "server_sidecar")
 PART_LABELS = {
     "core_wait": "queueing for a core",
     "wake_latency": "a sleeping sidecar thread being woken",
-    "worker_wait": "queueing for the worker (event loop busy) or the echo's slot",
+    "worker_wait": "queueing for its thread (an event loop busy) or the echo's slot",
+    "release_wait": "waiting for the load generator's timer to release it",
     "cpu": "CPU (proxy work, the echo, the load generator)",
     "connection_wait": "waiting for one of the load generator's connections",
     "connection_setup": "a sidecar opening a connection (its pool had none idle)",

@@ -82,6 +82,7 @@ class _Acc:
         "in_conn",
         "parts",
         "pending",
+        "released",
         "section",
         "server_end",
         "server_start",
@@ -89,8 +90,10 @@ class _Acc:
         "wake_wait",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, released: float) -> None:
         self.parts: dict[Key, float] = {}
+        self.released = released
+        """When the load generator released it (its first step: every later one has it)."""
         self.section = "outside"
         self.client_start: float | None = None
         self.client_end: float | None = None
@@ -169,7 +172,7 @@ class Tracer:
             return None
         acc = self._open.get(frame)
         if acc is None:
-            acc = self._open[frame] = _Acc()
+            acc = self._open[frame] = _Acc(self.env.now)
         return acc
 
     def role(self, proxy: Proxy) -> str:
@@ -213,6 +216,9 @@ class Tracer:
         if acc is None or not (self.sim.warmup_s <= started_at < self.sim.end_s):
             return
         total = finished_at - started_at
+        # From its intended time to its release: the load generator's timer tick, the
+        # timer's wake-up waiting for its thread and core.
+        acc.add("load_generator", "release_wait", max(acc.released - started_at, 0.0), "outside")
         client = _span(acc.client_start, acc.client_end)
         server = _span(acc.server_start, acc.server_end)
         spans = {"outside": total - client, "client": client - server, "server": server}
@@ -433,6 +439,8 @@ def trace(sim: Simulation) -> Tracer:
     for driver in sim.workloads:
         if driver.connections is not None:
             driver.connections = tracer.timed(driver.connections, _connection_wait)
+        if driver.client_thread is not None:
+            driver.client_thread = tracer.timed(driver.client_thread, _client_thread_wait)
         if driver.client_delay is not None:
             _retype(driver.client_delay, _TimedBaseline, tracer)
     recorded = sim.recorder.workload
@@ -457,6 +465,10 @@ def _echo_wait(acc: _Acc, seconds: float) -> None:
 
 def _connection_wait(acc: _Acc, seconds: float) -> None:
     acc.add("load_generator", "connection_wait", seconds)
+
+
+def _client_thread_wait(acc: _Acc, seconds: float) -> None:
+    acc.add("load_generator", "worker_wait", seconds)
 
 
 __all__ = ["SECTIONS", "RequestParts", "Tracer", "trace"]

@@ -397,6 +397,16 @@ class Workload(Spec):
         "the node's proxies, so the client and its sidecar hold each other up (a "
         "client_delay_ms measured without the mesh should then exclude this CPU).",
     )
+    client_threads: int = Field(
+        1,
+        ge=1,
+        description="The threads the client's client_cpu_ms runs on. 1 (the default): one "
+        "event loop, as meshsim's own load generator and asyncio or Node.js clients are: "
+        "its bursts run one at a time, and one ending with more of its work ready "
+        "(responses to read, requests due) goes on with it on the same core, as "
+        "cluster.scheduler fcfs serves a proxy's worker. More: a pool (fortio's goroutines "
+        "on GOMAXPROCS threads) whose bursts each queue for a core.",
+    )
 
     @model_validator(mode="before")
     @classmethod

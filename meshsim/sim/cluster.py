@@ -132,6 +132,26 @@ class Node:
         self.busy_s += cpu_s
         account.cpu_s += cpu_s
 
+    def wake_thread(
+        self, account: CpuAccount, woken: Callable[[], bool]
+    ) -> Generator[simpy.Event, Any, None]:
+        """``account``'s thread, woken with no CPU to spend of its own (a timer's expiry),
+        gets a core; ``woken`` then runs, queues the thread's work (a load generator's due
+        requests) and says whether it did, and under FCFS the core is handed on to that
+        work (:meth:`hand_on`), as the thread goes on to it without sleeping."""
+        if self.cpu is not None or (
+            (bw := self.bandwidth) is not None and bw.limited(account) is not None
+        ):
+            yield from self.execute(0.0, account)
+            woken()
+            return
+        key = id(account)
+        req, since = yield from self.core_for(key)
+        if woken():
+            self.hand_on(key, req, since)
+        else:
+            give(self.cores, req)
+
     def hand_on(self, thread: int, core: object, since: float) -> None:
         """A thread's burst ends with more of its work ready: keep ``core`` for that work
         (:meth:`claim`, in this instant) unless the thread has run a slice since ``since``,

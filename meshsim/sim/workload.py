@@ -19,6 +19,7 @@ from meshsim.sim.uncontended import give, start, take
 
 if TYPE_CHECKING:
     from meshsim.sim.app import ServiceRuntime
+    from meshsim.sim.cluster import Node
     from meshsim.sim.engine import Simulation
 
 
@@ -50,6 +51,12 @@ class WorkloadDriver:
             if spec.client_cpu_ms is not None
             else None
         )
+        self.client_thread = (
+            simpy.Resource(sim.env, capacity=spec.client_threads)
+            if self.client_cpu is not None
+            else None
+        )
+        """The client's own threads (``client_threads``): one is an event loop."""
 
     def start(self) -> None:
         if self.spec.arrival == "closed":
@@ -132,23 +139,40 @@ class WorkloadDriver:
         """
         env = self.env
         host = self.sim.data_plane.client_host(self.client) if self.client_cpu else None
+        thread = self.client_thread
         send = self._send
         half = tick_s / 2.0
         due = self._intended_times()
         self.releases_in_window = 0
         at = next(due, None)
+
+        def release() -> bool:
+            nonlocal at
+            # Within half a tick, its ends included: one halfway is then never left behind.
+            horizon = env._now + half
+            if at is None or at > horizon:
+                return False
+            if self.sim.warmup_s <= at:
+                self.releases_in_window = (self.releases_in_window or 0) + 1
+            while at is not None and at <= horizon:
+                env.process(send(min(at, env._now)))
+                at = next(due, None)
+            return True
+
         while at is not None:
             tick = round(at / tick_s) * tick_s
             if tick > env._now:
                 yield env.timeout(tick - env._now)
-            if host is not None:
-                yield from host.execute(0.0, self.client)
-            horizon = env._now + half
-            if self.sim.warmup_s <= at < horizon:
-                self.releases_in_window += 1
-            while at is not None and at < horizon:
-                env.process(send(min(at, env._now)))
-                at = next(due, None)
+            if host is None or thread is None:
+                release()
+                continue
+            # The timer wakes the client's thread, which sends what is due once it runs.
+            slot: object | None = take(thread)
+            if slot is None:
+                slot = thread.request()
+                yield slot
+            yield from host.wake_thread(self.client, release)
+            give(thread, slot)
 
     def _intended_times(self) -> Iterator[float]:
         """The open loop's intended send times, from now to the end of the run."""
@@ -221,9 +245,9 @@ class WorkloadDriver:
             # read the response, each queued for its node's cores behind (or ahead of) the
             # client's sidecar: a load generator sharing a core with it is held up by it.
             half_s = client_cpu() / 2.0
-            yield from host.execute(half_s, self.client)
+            yield from self._client_burst(host, half_s)
             status = yield from sim.call(self.client, self.target, req, None)
-            yield from host.execute(half_s, self.client)
+            yield from self._client_burst(host, half_s)
         if pool is not None and conn is not None:
             give(pool, conn)
         if self.client_delay is not None:
@@ -233,6 +257,18 @@ class WorkloadDriver:
         self.in_flight -= 1
         self.completed += 1
         sim.recorder.workload(spec.name, rid, intended_at, env.now, status)
+
+    def _client_burst(self, host: Node, cpu_s: float) -> Generator[simpy.Event, Any, None]:
+        """``cpu_s`` of the client's own CPU on one of its threads; a single thread with
+        its next burst queued goes on with it on the same core (Node.execute's ready)."""
+        thread = self.client_thread
+        assert thread is not None
+        slot: object | None = take(thread)
+        if slot is None:
+            slot = thread.request()
+            yield slot
+        yield from host.execute(cpu_s, self.client, ready=thread)
+        give(thread, slot)
 
     def requested_rps(self) -> float | None:
         """The mean open-loop rate over the measurement window (None for closed loops)."""
