@@ -409,7 +409,7 @@ def _running(pid: int) -> bool:
     return state != "Z"
 
 
-def test_colocated_cpu_interpolates_the_proxied_fit_points() -> None:
+def test_colocated_cpu_follows_a_per_request_and_a_per_second_cost() -> None:
     def row(rps: float, pay: int, echo: float, lg: float, **kw: object) -> dict[str, object]:
         r: dict[str, object] = {
             "role": "fit", "proxied": True, "keep_alive": True, "mtls": False, "filters": 0,
@@ -419,22 +419,28 @@ def test_colocated_cpu_interpolates_the_proxied_fit_points() -> None:
         r.update(kw)
         return r
 
+    # echo = 20 + 0.5 KiB + 20000 / rps; load generator = 25 + 0.25 KiB + 60000 / rps.
+    def exact(rps: float, pay: int) -> dict[str, object]:
+        kib = pay / 1024
+        return row(rps, pay, 20 + 0.5 * kib + 2e4 / rps, 25 + 0.25 * kib + 6e4 / rps)
+
+    grid = [exact(rps, pay) for rps in (1000.0, 4000.0, 6000.0) for pay in (128, 1024, 8192)]
     fit = {
         "points": [
-            row(1000.0, 1024, 30.0, 50.0),
-            row(1000.0, 1024, 40.0, 60.0),  # two passes: their median, 35 / 55
-            row(4000.0, 1024, 20.0, 25.0),
-            row(4000.0, 128, 99.0, 99.0),  # another payload: not the nearest
+            *grid,
+            row(1000.0, 1024, 500.0, 900.0),  # a pass far off: the fit is the median's
             row(2000.0, 1024, 99.0, 99.0, mtls=True),  # another configuration
             row(2000.0, 1024, 99.0, 99.0, proxied=False),  # no proxies beside them
-            row(0.0, 128, 19.0, 16.0),  # the proxied closed loop
+            row(0.0, 128, 19.0, 16.0),  # the proxied closed loops: their median
+            row(0.0, 128, 21.0, 18.0),
         ]
     }
-    at = {"payload_bytes": 1024, "rps": 2500.0}
-    assert colocated_cpu(fit, at) == {"echo": 27.5, "load_generator": 40.0}
-    # Held at the ends, not extrapolated.
-    assert colocated_cpu(fit, {**at, "rps": 9000.0}) == {"echo": 20.0, "load_generator": 25.0}
-    assert colocated_cpu(fit, {**at, "rps": 0.0}) == {"echo": 19.0, "load_generator": 16.0}
+    # Beyond the fit's highest load it goes on falling as a per-second cost is spread.
+    at = {"payload_bytes": 2048, "rps": 8000.0}
+    assert colocated_cpu(fit, at) == pytest.approx(
+        {"echo": 20 + 1.0 + 2.5, "load_generator": 25 + 0.5 + 7.5}, rel=1e-9
+    )
+    assert colocated_cpu(fit, {**at, "rps": 0.0}) == {"echo": 20.0, "load_generator": 17.0}
     # One fit load is too few to follow the load.
-    fit["points"] = [r for r in fit["points"] if r["rps"] != 4000.0 or r["payload_bytes"] != 1024]
-    assert colocated_cpu(fit, {"payload_bytes": 1024, "rps": 2500.0}) is None
+    fit["points"] = [r for r in fit["points"] if r["rps"] in (0.0, 1000.0)]
+    assert colocated_cpu(fit, at) is None
