@@ -105,3 +105,19 @@ def test_only_the_periods_with_answers_count() -> None:
     assert f["periods"] == 8
     assert f["requests_cv"] == pytest.approx(0.0, abs=1e-9)
     assert f["cpu_per_request_cv"] == pytest.approx(5 / 35, abs=1e-4)
+
+
+def test_the_warm_ups_answers_do_not_start_the_loads_periods() -> None:
+    """The access log holds the warm-up's answers before the load's start, and the load's
+    first answer comes 25 ms after it (its connections' set-up): the period it falls in is
+    short and is left out, so twelve steady periods give ten whole ones, not eleven with a
+    low first count."""
+    counts = [300] * 12
+    answered = [T0 - 2.0 + 0.001 * i for i in range(500)]  # the warm-up, 2 s before
+    # The load, set up in 25 ms: [T0, T0 + 0.1) holds 225 of its answers, the others 300.
+    answered += [t + 0.025 for t in _answered(counts)]
+    end = T0 + 0.1 * len(counts) + 0.025
+    f = period_figures(_samples([30.0] * 13), "server_sidecar", answered, T0, end)
+    assert f is not None
+    assert f["periods"] == 11
+    assert f["requests_cv"] == pytest.approx(0.0, abs=1e-9)

@@ -66,17 +66,24 @@ def per_period(
     period_s: float = PERIOD_S,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """``name``'s CPU seconds and the requests answered in each whole period (counted from
-    ``start``, the load's, wall clock) between the first and the last request answered
-    before ``end`` (the connections' set-up and the drain left out); None with fewer than
-    :data:`MIN_PERIODS` or samples that do not cover them."""
+    ``start``, the load's, wall clock) between the first and the last request of the load
+    answered (the connections' set-up and the drain left out); None with fewer than
+    :data:`MIN_PERIODS` or samples that do not cover them.
+
+    Only answers between ``start`` and ``end`` are the load's: the access log also holds the
+    warm-up's, just before. Counting from ``start`` itself when one of those came first put
+    the load's first period, short by its connections' set-up (about 20 ms of 100 at 5300
+    rps), among the whole ones: its one low count doubled the requests' cv at some points
+    (0.084-0.096 against a Poisson stream's 0.044 in run V; 0.043 at the load generator)."""
     t = np.array([s[0] for s in samples], dtype=float)
     if len(t) < 2:
         return None
     cpu = np.array([s[1][name] for s in samples], dtype=float)
     times = np.asarray(answered, dtype=float)
+    times = times[(times >= start) & (times <= end)]
     lo, hi = start, end
     if len(times):
-        lo, hi = max(start, float(times.min())), min(end, float(times.max()))
+        lo, hi = float(times.min()), float(times.max())
     first = math.ceil((lo - start) / period_s - 1e-9)
     last = math.floor((hi - start) / period_s + 1e-9)
     edges = start + period_s * np.arange(first, last + 1)
