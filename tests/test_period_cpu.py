@@ -121,3 +121,16 @@ def test_the_warm_ups_answers_do_not_start_the_loads_periods() -> None:
     assert f is not None
     assert f["periods"] == 11
     assert f["requests_cv"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_points_record_keeps_the_periods_beside_their_figures() -> None:
+    from meshsim.calibrate.period_cpu import measure
+
+    cpu_ms, counts = [30.0, 45.0, 30.0] * 4, [300] * 12
+    end = T0 + 0.1 * len(cpu_ms)
+    out = measure(_samples(cpu_ms), {"server_sidecar": _answered(counts)}, T0, end)
+    rec = out["server_sidecar"]
+    # The whole periods between the first and the last answer: the second to the eleventh.
+    assert rec["cpu_ms_series"] == pytest.approx(cpu_ms[1:11])
+    assert rec["requests_series"] == counts[1:11]
+    assert rec["cpu_cv"] == _figures(cpu_ms, counts)["cpu_cv"]  # type: ignore[index]

@@ -138,12 +138,20 @@ def measure(
     end: float,
 ) -> dict[str, Any]:
     """:func:`period_figures` for each sidecar whose answered requests' times (from its
-    access log) are in ``answered`` (those that give too few periods are left out)."""
+    access log) are in ``answered`` (those that give too few periods are left out), with
+    the periods themselves (``cpu_ms_series``, ``requests_series``): the figures say how
+    much the CPU varies, the series how (a host's slow spells of a few hundred ms show in
+    them as runs of periods whose CPU per request is 1.4-1.6 times the rest)."""
     out: dict[str, Any] = {}
     for name, times in answered.items():
-        figures = period_figures(samples, name, times, start, end)
-        if figures is not None:
-            out[name] = figures
+        periods = per_period(samples, name, times, start, end)
+        f = None if periods is None else figures(*periods)
+        if periods is not None and f is not None:
+            out[name] = {
+                **f,
+                "cpu_ms_series": [round(float(x) * 1e3, 3) for x in periods[0]],
+                "requests_series": [int(n) for n in periods[1]],
+            }
     return out
 
 

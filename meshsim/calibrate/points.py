@@ -112,7 +112,7 @@ class Measured:
     (:mod:`meshsim.calibrate.wake_latency`; empty: older records)."""
     wake_latency_cross_us: dict[str, dict[str, float]] = field(default_factory=dict)
     """The same, sent from the other lab core."""
-    period_cpu: dict[str, dict[str, float]] = field(default_factory=dict)
+    period_cpu: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Proxied points: each sidecar's CPU per 100 ms period over the load, and how much of
     its variation is the requests' and how much the CPU per request's
     (:func:`meshsim.calibrate.period_cpu.period_figures`)."""
