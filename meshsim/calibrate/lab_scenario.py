@@ -218,20 +218,30 @@ def host_speed(
 ) -> dict[str, Any]:
     """``cluster.host_speed`` for the simulated lab's two nodes, each its lab core's (node 0:
     the echo's core, node 1: the client sidecar's): the core's measured trace replayed where
-    the point has one, else its two-state fit; empty when neither says anything.
+    the point has one, else its two-state fit, and on top the core's slow spells where the
+    record fitted them (:mod:`meshsim.calibrate.host_spells`: a property of the host over
+    the whole calibration, so raw predictions have them too); empty when nothing says
+    anything.
 
-    Around a mean of 1 (:func:`meshsim.calibrate.host_phases.host_speed_spec`): the level is
-    the speed adjustment's, the phases only spread it."""
+    Around a mean of 1 (:func:`meshsim.calibrate.host_phases.host_speed_spec`,
+    :func:`meshsim.calibrate.host_spells.spell_spec`): the level is the speed adjustment's,
+    the phases and spells only spread it."""
     from meshsim.calibrate.host_phases import host_speed_spec, replay_spec
+    from meshsim.calibrate.host_spells import spell_spec
 
+    fitted = fit.get("host_spells") or {}
+    constant = {"slow_factor": 1.0, "slow_share": 0.0, "slow_dwell_ms": 1.0}
     specs: list[dict[str, Any] | None] = []
     for key in node_cores(fit):
         bins = (trace or {}).get(key)
         one = (phases or {}).get(key)
-        specs.append(replay_spec(bins) if bins else host_speed_spec(one) if one else None)
+        spec = replay_spec(bins) if bins else host_speed_spec(one) if one else None
+        spells = fitted.get(key)
+        if spells and spells["spells"]:
+            spec = {**(spec or constant), "spells": spell_spec(spells)}
+        specs.append(spec)
     if all(s is None for s in specs):
         return {}
-    constant = {"slow_factor": 1.0, "slow_share": 0.0, "slow_dwell_ms": 1.0}
     return {"host_speed": [s or constant for s in specs]}
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from meshsim.calibrate import cache_cooling, wake_latency
+from meshsim.calibrate import cache_cooling, host_spells, wake_latency
 from meshsim.calibrate.cpu_drift import fit_drift
 from meshsim.calibrate.fit import (
     Estimate,
@@ -342,12 +342,17 @@ def fit_model(data: dict[str, Any], *, name: str = "calibrated", seed: int = 0) 
     mem = fit_memory(data, seed)
     lat = fit_hop_latency(rec, cpu.telemetry)
     periods = [m.period_cpu for m in rec.fit if m.point.proxied and m.period_cpu]
-    drift = fit_drift(periods, cpu.cv.value, seed=seed + 7)
+    # The host's slow spells are the cores' (cluster.host_speed.spells); the drift is what
+    # varies beside them, fitted from the periods out of them.
+    spells = host_spells.fit_cores(periods, data.get("placement") or {}, seed=seed + 11)
+    drift = fit_drift([host_spells.without_spells(p) for p in periods], cpu.cv.value, seed=seed + 7)
     params = parameters(data, cpu, costs, hs, mem, lat, drift)
     machine = data["machine"]
     record = fit_record(rec, cpu, costs, hs, mem, lat, params)
     # Older records have no CPU per period: no drift, and None says it was not fitted.
     record["estimates"]["cpu_drift"] = drift.to_json() if drift is not None else None
+    # Records whose periods have no series say nothing of spells: none are simulated.
+    record["host_spells"] = spells
     return {
         "kind": "envoy-sidecar",
         "describes": f"meshsim's own asyncio sidecar proxy ({name}), one event loop, HTTP/1.1, "

@@ -59,9 +59,20 @@ class HostSpeed(Spec):
     trace_bin_ms: Annotated[float, Field(gt=0, le=1e6)] = Field(
         1.0, description="The length of one bin of 'trace' (ms)."
     )
+    spells: HostSpeed | None = Field(
+        None,
+        description="A second, slower process of two states whose factor multiplies this "
+        "one's: spells of a few hundred milliseconds in which the core runs 1.4-1.6 times "
+        "slower (the calibration lab's core 1 had one every few seconds), on top of the "
+        "phases of tens of milliseconds. Two states only: no trace, no spells of its own.",
+    )
 
     @model_validator(mode="after")
     def _one_way(self) -> HostSpeed:
+        if self.spells is not None and (
+            self.spells.trace is not None or self.spells.spells is not None
+        ):
+            raise ValueError("spells are two states (slow_*): no trace and no spells of their own")
         two = (self.slow_factor, self.slow_share, self.slow_dwell_ms)
         if self.trace is not None:
             if any(v is not None for v in two):
@@ -73,12 +84,15 @@ class HostSpeed(Spec):
         return self
 
     def mean_factor(self) -> float:
-        """The time-average multiple of CPU cost a burst takes."""
+        """The time-average multiple of CPU cost a burst takes (the spells are independent
+        of the phases: the means multiply)."""
+        spells = 1.0 if self.spells is None else self.spells.mean_factor()
         if self.trace is not None:
-            return sum(self.trace) / len(self.trace)
+            return spells * sum(self.trace) / len(self.trace)
         assert self.slow_share is not None
         assert self.slow_factor is not None
-        return (1.0 - self.slow_share) * self.fast_factor + self.slow_share * self.slow_factor
+        phases = (1.0 - self.slow_share) * self.fast_factor + self.slow_share * self.slow_factor
+        return spells * phases
 
 
 class WakeupLatency(Spec):
