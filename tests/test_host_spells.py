@@ -141,15 +141,44 @@ def test_the_simulated_lab_runs_each_node_with_its_cores_spells() -> None:
         "periods": 500, "spells": 5, "points": 10,
     }  # fmt: skip
     quiet = {**spells, "spells": 0, "share": {"value": 0.0}}
-    fit = {
-        "placement": {"echo": 1, "client_sidecar": 0},
-        "host_spells": {"1": spells, "0": quiet},
-    }
-    out = lab_host_speed(fit, None, None)["host_speed"]
+    fit = {"placement": {"echo": 1, "client_sidecar": 0}}
+    out = lab_host_speed(fit, None, None, {"1": spells, "0": quiet})["host_speed"]
     # Node 0 holds the echo (lab core 1, which had spells), node 1 the client sidecar.
     assert out[0]["spells"] == spell_spec(spells)
     assert out[0]["slow_share"] == 0.0  # no phases measured: constant under the spells
     assert "spells" not in out[1]
     HostSpeed(**out[0])  # a valid scenario value
-    # Records without spells: nothing to add.
-    assert lab_host_speed({"placement": fit["placement"]}, None, None) == {}
+    # No spells given: nothing to add.
+    assert lab_host_speed(fit, None, None) == {}
+
+
+def test_a_held_out_point_is_predicted_with_the_spells_its_own_passes_had() -> None:
+    from meshsim.calibrate.validate import point_spells
+
+    fit = {"placement": {"client_sidecar": 0, "server_sidecar": 1}}
+
+    def held(spells: list[range], **kw: Any) -> dict[str, Any]:
+        return {"config": "plain-ka-f0", "payload_bytes": 1024, "rps": 5000.0,
+                "period_cpu": _point(spells), **kw}  # fmt: skip
+
+    plain = [held([range(3, 5)]), held([])]
+    # A limit clips the spells out of its periods: the throttled point takes its twin's.
+    limited = [held([], cgroup={"limit_m": 300}), held([], cgroup={"limit_m": 300})]
+    groups = [plain, limited]
+    for passes in groups:
+        spells = point_spells(fit, passes, groups)["1"]
+        assert (spells["spells"], spells["periods"]) == (1, 100)
+        assert spells["dwell_ms"]["value"] == pytest.approx(200.0)
+    # A point whose passes had none has none, whatever the fit points had.
+    assert point_spells(fit, [held([])], [[held([])]])["1"]["spells"] == 0
+
+
+def test_the_report_names_each_cores_spells() -> None:
+    from meshsim.calibrate.validation_report import spell_sentence
+
+    point = {**_point([range(10, 14)]), "client_sidecar": _sidecar([25.0] * 50, [500] * 50)}
+    cores = fit_cores([point, point], {"client_sidecar": 0, "server_sidecar": 1})
+    text = spell_sentence({"host_spells": cores})
+    assert "core 0 none in 100 periods" in text
+    assert "core 1 1.50x (95% CI 1.50..1.50) for 400 ms (400..400), 8.0 % of the time" in text
+    assert "no slow spells" in spell_sentence({})

@@ -70,6 +70,7 @@ def lab_scenario(
     trace: Mapping[str, Sequence[int]] | None = None,
     wakeups: Mapping[str, Mapping[str, float]] | None = None,
     cpu_limit_m: float | None = None,
+    spells: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The lab as a scenario; ``cpu_scale`` multiplies the echo's (``echo``) and the load
     generator's (``load_generator``) CPU per request (see :func:`speed_scales`); ``trace``
@@ -77,7 +78,9 @@ def lab_scenario(
     its core's fast and slow phases (:func:`host_speed`); ``wakeups`` (a point's
     ``wake_latency_us``) its core's wake-up latency (:func:`wakeup_latency`);
     ``cpu_limit_m`` limits the server sidecar as a ``throttled`` point did
-    (:func:`limit_server_sidecar`)."""
+    (:func:`limit_server_sidecar`); ``spells`` (per lab core,
+    :func:`meshsim.calibrate.host_spells.fit_cores`) gives each node its core's slow
+    spells."""
     scale = cpu_scale or {}
     lab = fit["lab"]
     payload = int(point["payload_bytes"])
@@ -137,7 +140,7 @@ def lab_scenario(
             "nodes": 2,
             "cores_per_node": 1,
             "network": {"same_node_us": net, "cross_node_us": net, "client_us": net},
-            **host_speed(fit, phases, trace),
+            **host_speed(fit, phases, trace, spells),
             **wakeup_latency(fit, wakeups),
         },
         "services": [
@@ -215,13 +218,13 @@ def host_speed(
     fit: Mapping[str, Any],
     phases: Mapping[str, Mapping[str, float]] | None,
     trace: Mapping[str, Sequence[int]] | None = None,
+    spells: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """``cluster.host_speed`` for the simulated lab's two nodes, each its lab core's (node 0:
     the echo's core, node 1: the client sidecar's): the core's measured trace replayed where
-    the point has one, else its two-state fit, and on top the core's slow spells where the
-    record fitted them (:mod:`meshsim.calibrate.host_spells`: a property of the host over
-    the whole calibration, so raw predictions have them too); empty when nothing says
-    anything.
+    the point has one, else its two-state fit, and on top the core's slow ``spells`` where
+    they are given (:mod:`meshsim.calibrate.host_spells`, measured at the point as its
+    phases are); empty when nothing says anything.
 
     Around a mean of 1 (:func:`meshsim.calibrate.host_phases.host_speed_spec`,
     :func:`meshsim.calibrate.host_spells.spell_spec`): the level is the speed adjustment's,
@@ -229,16 +232,16 @@ def host_speed(
     from meshsim.calibrate.host_phases import host_speed_spec, replay_spec
     from meshsim.calibrate.host_spells import spell_spec
 
-    fitted = fit.get("host_spells") or {}
+    fitted = spells or {}
     constant = {"slow_factor": 1.0, "slow_share": 0.0, "slow_dwell_ms": 1.0}
     specs: list[dict[str, Any] | None] = []
     for key in node_cores(fit):
         bins = (trace or {}).get(key)
         one = (phases or {}).get(key)
         spec = replay_spec(bins) if bins else host_speed_spec(one) if one else None
-        spells = fitted.get(key)
-        if spells and spells["spells"]:
-            spec = {**(spec or constant), "spells": spell_spec(spells)}
+        core_spells = fitted.get(key)
+        if core_spells and core_spells["spells"]:
+            spec = {**(spec or constant), "spells": spell_spec(core_spells)}
         specs.append(spec)
     if all(s is None for s in specs):
         return {}
@@ -273,6 +276,7 @@ def predict(
     trace: Mapping[str, Sequence[int]] | None = None,
     wakeups: Mapping[str, Mapping[str, float]] | None = None,
     cpu_limit_m: float | None = None,
+    spells: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, float]:
     """One simulated run of the lab at ``point`` (see :func:`lab_scenario` for the options):
     the load's latency percentiles (ms) and throughput, the sidecars' wake-ups, the server
@@ -294,6 +298,7 @@ def predict(
         trace=trace,
         wakeups=wakeups,
         cpu_limit_m=cpu_limit_m,
+        spells=spells,
     )
     probes: list[SimulatedPeriods] = []
 

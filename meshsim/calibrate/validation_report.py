@@ -303,8 +303,10 @@ def _period_lines(fit: dict[str, Any], rows: list[Comparison]) -> list[str]:
         "cpu_drift_ms: fitted at the fit points' periods, meshsim/calibrate/cpu_drift.py)."
         if drift
         else "The model has no drift of the sidecar's CPU between periods (its record "
-        "predates the CPU per period, or the requests explained all its variance)."
+        "predates the CPU per period, or the requests and the host's spells explained all "
+        "its variance)."
     )
+    model += " " + spell_sentence(fit)
     return [
         "How often a limit near the sidecar's average is reached depends on how much its CPU "
         "varies between periods: the lab's sidecar CPU per 100 ms period at these loads "
@@ -316,6 +318,35 @@ def _period_lines(fit: dict[str, Any], rows: list[Comparison]) -> list[str]:
         "```",
         "",
     ]
+
+
+def spell_sentence(fit: dict[str, Any]) -> str:
+    """The host's slow spells the simulated lab runs each node with (records from
+    2026-12-03 evening), or that there are none."""
+    cores = fit.get("host_spells")
+    if not cores:
+        return (
+            "The simulated lab has no slow spells of the host (the record keeps no periods "
+            "to fit them from)."
+        )
+    parts = []
+    for core, sp in sorted(cores.items()):
+        if not sp["spells"]:
+            parts.append(f"core {core} none in {sp['periods']} periods")
+            continue
+        f, sh, d = sp["factor"], sp["share"], sp["dwell_ms"]
+        parts.append(
+            f"core {core} {f['value']:.2f}x (95% CI {f['ci95'][0]:.2f}..{f['ci95'][1]:.2f}) "
+            f"for {d['value']:.0f} ms ({d['ci95'][0]:.0f}..{d['ci95'][1]:.0f}), "
+            f"{100 * sh['value']:.1f} % of the time ({100 * sh['ci95'][0]:.1f}.."
+            f"{100 * sh['ci95'][1]:.1f}), {sp['spells']} spells in {sp['periods']} periods"
+        )
+    return (
+        "The host's slow spells at the fit points' periods (meshsim/calibrate/host_spells.py): "
+        + "; ".join(parts)
+        + ". They come and go: each speed-adjusted prediction runs the spells of its own "
+        "point's passes (a throttled point its unlimited twin's), the raw ones none."
+    )
 
 
 def goal_lines(rows: list[Comparison], goals: dict[str, float]) -> list[str]:

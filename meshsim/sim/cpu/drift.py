@@ -13,7 +13,9 @@ So a proxy with a drift multiplies all its CPU (request, response, telemetry, wa
 factor of mean 1: the exponential of an Ornstein-Uhlenbeck process, lognormal at any
 instant with the model's cv, whose autocorrelation after ``t`` is close to
 ``exp(-t / cpu_drift_ms)`` (exactly so for the log). Each proxy has its own: the drift
-measured is one process's, and the host's shared phases are ``cluster.host_speed``'s.
+measured is one process's, and the host's shared phases and slow spells are
+``cluster.host_speed``'s (the calibration fits the drift from the periods out of the spells:
+meshsim/calibrate/host_spells.py).
 
 The factor is advanced lazily, when a burst asks for it and at least a tenth of the time
 constant has passed since it last moved, by the process's exact transition over the time
