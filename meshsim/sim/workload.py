@@ -148,12 +148,16 @@ class WorkloadDriver:
 
         def release() -> bool:
             nonlocal at
-            # Within half a tick, its ends included: one halfway is then never left behind.
-            horizon = env._now + half
-            if at is None or at > horizon:
+            if at is None:
                 return False
             if self.sim.warmup_s <= at:
                 self.releases_in_window = (self.releases_in_window or 0) + 1
+            # The request this tick was chosen for goes whatever the rounding (one due
+            # exactly halfway between two ticks once never left), the others due within
+            # half a tick with it.
+            horizon = env._now + half
+            env.process(send(min(at, env._now)))
+            at = next(due, None)
             while at is not None and at <= horizon:
                 env.process(send(min(at, env._now)))
                 at = next(due, None)
