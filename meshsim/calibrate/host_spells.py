@@ -20,10 +20,13 @@ their periods' mean CPU per request over the other periods', their share of time
 of periods in them, and their mean length the mean run of consecutive spell periods. A
 period only partly in a spell counts as in it when its mean passes the threshold, and a
 spell's length is known to the period (100 ms): both are approximations, stated with the
-figures. The simulated lab runs each node with its core's spells as a second two-state
-process on top of its phases (``cluster.host_speed.spells``, :mod:`meshsim.sim.cpu.host_speed`),
-and :func:`without_spells` takes the spells' periods out of the periods the drift is
-fitted from, so that the two do not count the same variance twice.
+figures. Spells come and go (run Y's fit points had them 2.5-3.6 % of the time, its
+held-out passes minutes later almost never), so the fit points' spells are reported, and
+each speed-adjusted prediction runs the spells of its own point's passes
+(:func:`meshsim.calibrate.validate.point_spells`) as a second two-state process on top of
+each node's phases (``cluster.host_speed.spells``, :mod:`meshsim.sim.cpu.host_speed`).
+:func:`without_spells` takes the spells' periods out of the periods the drift is fitted
+from, so that the two do not count the same variance twice.
 """
 
 from __future__ import annotations

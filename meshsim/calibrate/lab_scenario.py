@@ -232,14 +232,14 @@ def host_speed(
     from meshsim.calibrate.host_phases import host_speed_spec, replay_spec
     from meshsim.calibrate.host_spells import spell_spec
 
-    fitted = spells or {}
+    given = spells or {}
     constant = {"slow_factor": 1.0, "slow_share": 0.0, "slow_dwell_ms": 1.0}
     specs: list[dict[str, Any] | None] = []
     for key in node_cores(fit):
         bins = (trace or {}).get(key)
         one = (phases or {}).get(key)
         spec = replay_spec(bins) if bins else host_speed_spec(one) if one else None
-        core_spells = fitted.get(key)
+        core_spells = given.get(key)
         if core_spells and core_spells["spells"]:
             spec = {**(spec or constant), "spells": spell_spec(core_spells)}
         specs.append(spec)

@@ -351,7 +351,8 @@ def fit_model(data: dict[str, Any], *, name: str = "calibrated", seed: int = 0) 
     record = fit_record(rec, cpu, costs, hs, mem, lat, params)
     # Older records have no CPU per period: no drift, and None says it was not fitted.
     record["estimates"]["cpu_drift"] = drift.to_json() if drift is not None else None
-    # Records whose periods have no series say nothing of spells: none are simulated.
+    # The fit points' spells, reported (validation runs each point's own: validate.py);
+    # records whose periods have no series have none.
     record["host_spells"] = spells
     return {
         "kind": "envoy-sidecar",

@@ -93,7 +93,8 @@ class _Acc:
     def __init__(self, released: float) -> None:
         self.parts: dict[Key, float] = {}
         self.released = released
-        """When the load generator released it (its first step: every later one has it)."""
+        """When its ``_send`` began, i.e. when the load generator released it (the first
+        step that asks for the request's parts runs then)."""
         self.section = "outside"
         self.client_start: float | None = None
         self.client_end: float | None = None
