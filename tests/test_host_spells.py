@@ -182,3 +182,28 @@ def test_the_report_names_each_cores_spells() -> None:
     assert "core 0 none in 100 periods" in text
     assert "core 1 1.50x (95% CI 1.50..1.50) for 400 ms (400..400), 8.0 % of the time" in text
     assert "no slow spells" in spell_sentence({})
+
+
+def test_a_throttled_points_simulated_runs_stand_beside_its_passes() -> None:
+    from meshsim.calibrate.validate import Comparison, spread_table
+
+    figures = {"p50": 1.0, "p90": 1.5, "p99": 3.0, "rps": 5000.0}
+    r = Comparison(
+        point={"config": "plain-ka-f0", "payload_bytes": 1024, "rps": 5000.0},
+        measured=figures,
+        predicted=figures,
+        error_pct={k: 0.0 for k in figures},
+        utilisation=0.3,
+        saturation=False,
+        spread={"p50": [0.9, 1.1], "p99": [2.1, 42.3], "rps": [4990.0, 5010.0]},
+        passes=3,
+        cpu_limit_m=300.0,
+        simulated_runs={"p50": [1.0, 1.0, 1.1], "p99": [2.5, 10.64, 2.8]},
+    )
+    text = spread_table([r])
+    assert text.splitlines()[1].endswith("  2.50..10.64")
+    assert "as many simulated runs as the lab made passes" in text
+    assert r.to_json()["simulated_runs"]["p99"] == [2.5, 10.64, 2.8]
+    # An unlimited point has no runs column.
+    r.simulated_runs = {}
+    assert "simulated runs" not in spread_table([r])

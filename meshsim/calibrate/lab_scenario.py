@@ -277,6 +277,7 @@ def predict(
     wakeups: Mapping[str, Mapping[str, float]] | None = None,
     cpu_limit_m: float | None = None,
     spells: Mapping[str, Mapping[str, Any]] | None = None,
+    seed: int = 1,
 ) -> dict[str, float]:
     """One simulated run of the lab at ``point`` (see :func:`lab_scenario` for the options):
     the load's latency percentiles (ms) and throughput, the sidecars' wake-ups, the server
@@ -299,6 +300,7 @@ def predict(
         wakeups=wakeups,
         cpu_limit_m=cpu_limit_m,
         spells=spells,
+        seed=seed,
     )
     probes: list[SimulatedPeriods] = []
 
