@@ -192,7 +192,7 @@ def test_a_throttled_points_simulated_runs_stand_beside_its_passes() -> None:
         point={"config": "plain-ka-f0", "payload_bytes": 1024, "rps": 5000.0},
         measured=figures,
         predicted=figures,
-        error_pct={k: 0.0 for k in figures},
+        error_pct=dict.fromkeys(figures, 0.0),
         utilisation=0.3,
         saturation=False,
         spread={"p50": [0.9, 1.1], "p99": [2.1, 42.3], "rps": [4990.0, 5010.0]},
