@@ -153,9 +153,9 @@ def test_the_simulated_lab_runs_each_node_with_its_cores_spells() -> None:
 
 
 def test_a_held_out_point_is_predicted_with_the_spells_its_own_passes_had() -> None:
-    from meshsim.calibrate.validate import point_spells
+    from meshsim.calibrate.host_spells import point_spells
 
-    fit = {"placement": {"client_sidecar": 0, "server_sidecar": 1}}
+    placement = {"client_sidecar": 0, "server_sidecar": 1}
 
     def held(spells: list[range], **kw: Any) -> dict[str, Any]:
         return {"config": "plain-ka-f0", "payload_bytes": 1024, "rps": 5000.0,
@@ -166,11 +166,11 @@ def test_a_held_out_point_is_predicted_with_the_spells_its_own_passes_had() -> N
     limited = [held([], cgroup={"limit_m": 300}), held([], cgroup={"limit_m": 300})]
     groups = [plain, limited]
     for passes in groups:
-        spells = point_spells(fit, passes, groups)["1"]
+        spells = point_spells(placement, passes, groups)["1"]
         assert (spells["spells"], spells["periods"]) == (1, 100)
         assert spells["dwell_ms"]["value"] == pytest.approx(200.0)
     # A point whose passes had none has none, whatever the fit points had.
-    assert point_spells(fit, [held([])], [[held([])]])["1"]["spells"] == 0
+    assert point_spells(placement, [held([])], [[held([])]])["1"]["spells"] == 0
 
 
 def test_the_report_names_each_cores_spells() -> None:

@@ -23,7 +23,7 @@ spell's length is known to the period (100 ms): both are approximations, stated 
 figures. Spells come and go (run Y's fit points had them 2.5-3.6 % of the time, its
 held-out passes minutes later almost never), so the fit points' spells are reported, and
 each speed-adjusted prediction runs the spells of its own point's passes
-(:func:`meshsim.calibrate.validate.point_spells`) as a second two-state process on top of
+(:func:`point_spells`) as a second two-state process on top of
 each node's phases (``cluster.host_speed.spells``, :mod:`meshsim.sim.cpu.host_speed`).
 :func:`without_spells` takes the spells' periods out of the periods the drift is fitted
 from, so that the two do not count the same variance twice.
@@ -90,19 +90,28 @@ def spell_spec(record: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
-def spell_periods(sidecar: Mapping[str, Any]) -> np.ndarray | None:
-    """Which of a sidecar's periods at a point are in a spell (None: the record has no
-    series, or too few requests per period to tell)."""
+def _series(sidecar: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """A sidecar's CPU (ms) and requests per period at a point, or None where the record has
+    no series or too few requests per period to tell a spell from noise."""
     cpu = sidecar.get("cpu_ms_series")
     n = sidecar.get("requests_series")
     if not cpu or not n or len(cpu) != len(n):
         return None
-    cpu_a = np.asarray(cpu, dtype=float)
     n_a = np.asarray(n, dtype=float)
     if n_a.mean() < MIN_REQUESTS or (n_a <= 0).any():
         return None
-    per_request = cpu_a / n_a
+    return np.asarray(cpu, dtype=float), n_a
+
+
+def _slow(per_request: np.ndarray) -> np.ndarray:
     return np.asarray(per_request > SLOW_ABOVE * np.median(per_request))
+
+
+def spell_periods(sidecar: Mapping[str, Any]) -> np.ndarray | None:
+    """Which of a sidecar's periods at a point are in a spell (None: the record has no
+    series, or too few requests per period to tell)."""
+    series = _series(sidecar)
+    return None if series is None else _slow(series[0] / series[1])
 
 
 def _runs(slow: np.ndarray) -> int:
@@ -113,14 +122,12 @@ def _runs(slow: np.ndarray) -> int:
 def _point(sidecar: Mapping[str, Any]) -> tuple[int, int, float, float, int] | None:
     """(periods, spell periods, their CPU per request summed relative to the point's fast
     mean, the same for the fast periods, spells) of one point, or None."""
-    slow = spell_periods(sidecar)
-    if slow is None:
+    series = _series(sidecar)
+    if series is None:
         return None
-    per_request = np.asarray(sidecar["cpu_ms_series"], float) / np.asarray(
-        sidecar["requests_series"], float
-    )
-    fast_mean = float(per_request[~slow].mean())
-    rel = per_request / fast_mean
+    per_request = series[0] / series[1]
+    slow = _slow(per_request)
+    rel = per_request / float(per_request[~slow].mean())
     return len(slow), int(slow.sum()), float(rel[slow].sum()), float(rel[~slow].sum()), _runs(slow)
 
 
@@ -149,24 +156,15 @@ def fit_spells(
     factor, share, dwell = _statistic(*data)
     spells = int(data[4].sum())
     if spells == 0:
-        return Spells(
-            Estimate(1.0, 1.0, 1.0), Estimate(0.0, 0.0, 0.0), Estimate(0.0, 0.0, 0.0),
-            int(data[0].sum()), 0, len(rows),
-        )  # fmt: skip
-    if len(rows) < 2:  # nothing to resample: the point itself, with no interval
-        return Spells(
-            Estimate(factor, factor, factor), Estimate(share, share, share),
-            Estimate(dwell, dwell, dwell), int(data[0].sum()), spells, 1,
-        )  # fmt: skip
-    reps = replicates(data, _statistic, seed=seed)
-    return Spells(
-        estimate(reps[0], factor),
-        estimate(reps[1], share),
-        estimate(reps[2], dwell),
-        int(data[0].sum()),
-        spells,
-        len(rows),
-    )
+        factor, share, dwell = 1.0, 0.0, 0.0
+    values = (factor, share, dwell)
+    if spells == 0 or len(rows) < 2:  # nothing to resample: the values, with no interval
+        estimates = [Estimate(v, v, v) for v in values]
+    else:
+        reps = replicates(data, _statistic, seed=seed)
+        estimates = [estimate(reps[i], v) for i, v in enumerate(values)]
+    factor_e, share_e, dwell_e = estimates
+    return Spells(factor_e, share_e, dwell_e, int(data[0].sum()), spells, len(rows))
 
 
 def fit_cores(
@@ -189,20 +187,36 @@ def without_spells(point: Mapping[str, Mapping[str, Any]]) -> dict[str, Mapping[
     correlation then runs across the gaps the spells leave, a few periods in fifty)."""
     out: dict[str, Mapping[str, Any]] = {}
     for name, f in point.items():
-        slow = spell_periods(f)
-        if slow is None or not slow.any() or slow.all():
+        series = _series(f)
+        slow = None if series is None else _slow(series[0] / series[1])
+        if series is None or slow is None or not slow.any() or slow.all():
             out[name] = f
             continue
-        keep = ~slow
-        again = figures(
-            np.asarray(f["cpu_ms_series"], float)[keep] * 1e-3,
-            np.asarray(f["requests_series"], float)[keep],
-        )
+        again = figures(series[0][~slow] * 1e-3, series[1][~slow])
         out[name] = f if again is None else again
     return out
 
 
+def point_spells(
+    placement: Mapping[str, Any],
+    passes: Sequence[Mapping[str, Any]],
+    groups: Sequence[Sequence[Mapping[str, Any]]],
+) -> dict[str, dict[str, Any]]:
+    """The spells on each lab core while a held-out point was measured (``passes``, one of
+    the record's ``groups`` of passes), from its passes' periods, which the speed-adjusted
+    prediction runs as it runs the point's phases: the fit points' spells say how often the
+    host had them then, not while this point ran (run Y's fit points had them 2.5-3.6 % of
+    the time, its held-out passes almost never). A throttled point takes its unlimited
+    twin's, whose periods a limit did not clip."""
+    from meshsim.calibrate.throttle import unlimited_twin
+
+    if passes[0].get("cgroup"):
+        passes = unlimited_twin(passes[0], groups, lambda g: g[0]) or []
+    periods = [q["period_cpu"] for q in passes if q.get("period_cpu")]
+    return fit_cores(periods, placement)
+
+
 __all__ = [
-    "SLOW_ABOVE", "Spells", "fit_cores", "fit_spells", "spell_periods", "spell_spec",
-    "without_spells",
+    "SLOW_ABOVE", "Spells", "fit_cores", "fit_spells", "point_spells", "spell_periods",
+    "spell_spec", "without_spells",
 ]  # fmt: skip

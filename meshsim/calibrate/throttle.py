@@ -18,15 +18,17 @@ that differs from their unlimited twins; under ``cfs`` every container gets the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 
 from meshsim.calibrate.cgroup import Support, probe
 from meshsim.calibrate.points import Measured, Point
 from meshsim.errors import MeshsimError
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from meshsim.calibrate.lab import Lab
@@ -51,6 +53,20 @@ half again the average (a burst of arrivals, the host's slow phases), and a tigh
 in about every period above the average. Both leave the sidecar enough on average, so their
 p50 and p99 are latencies to judge, not a backlog that grows with the run: at 0.85x, run H's
 lab fell behind at 7538 rps (p50 278 ms, reports/validation/cpu-limits.md)."""
+
+
+def unlimited_twin(
+    point: Mapping[str, Any], candidates: Iterable[T], point_of: Callable[[T], Mapping[str, Any]]
+) -> T | None:
+    """The first of ``candidates`` that is the throttled ``point``'s unlimited twin: no CPU
+    cgroup, the same configuration, payload and load (``point_of``: a candidate's point)."""
+    for c in candidates:
+        q = point_of(c)
+        if not q.get("cgroup") and all(
+            q[k] == point[k] for k in ("config", "payload_bytes", "rps")
+        ):
+            return c
+    return None
 
 
 def limit_m(unlimited: Measured, share: float) -> float:
@@ -354,15 +370,6 @@ def throttled_table(rows: Sequence[Comparison]) -> str:
     ]
     from meshsim.calibrate.validate import load_label
 
-    def twin(r: Comparison) -> Comparison | None:
-        """The unlimited point at the same configuration and load."""
-        for u in rows:
-            if u.cpu_limit_m is None and all(
-                u.point[k] == r.point[k] for k in ("config", "payload_bytes", "rps")
-            ):
-                return u
-        return None
-
     for r in sel:
         pred = r.predicted_speed_adjusted or r.predicted
         cg = r.point["cgroup"]
@@ -374,7 +381,7 @@ def throttled_table(rows: Sequence[Comparison]) -> str:
         per_s = f"{cg['throttled_ms_per_s']:.1f}/{pred['throttled_ms_per_s']:.1f}"
         cpu = f"{r.measured['server_sidecar_cpu_us']:.1f}/{pred['server_sidecar_cpu_us']:.1f}"
         by_limit = "-"
-        if (u := twin(r)) is not None:
+        if (u := unlimited_twin(r.point, rows, lambda c: c.point)) is not None:
             u_pred = u.predicted_speed_adjusted or u.predicted
             by_limit = (
                 f"{r.measured['p99'] / u.measured['p99']:.2f}/{pred['p99'] / u_pred['p99']:.2f}"

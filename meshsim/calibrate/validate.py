@@ -271,30 +271,6 @@ def _err(pred: float, meas: float) -> float:
     return round(100.0 * (pred - meas) / meas, 2) if meas else float("nan")
 
 
-def point_spells(
-    fit: dict[str, Any], passes: list[dict[str, Any]], groups: list[list[dict[str, Any]]]
-) -> dict[str, dict[str, Any]]:
-    """The host's slow spells on each lab core while a held-out point was measured, from
-    its passes' periods (:mod:`meshsim.calibrate.host_spells`), which the speed-adjusted
-    prediction runs as it runs the point's phases: the fit points' spells say how often the
-    host had them then, not while this point ran (run Y's fit points had them 2.5-3.6 % of
-    the time, its held-out passes almost never). A throttled point takes its unlimited
-    twin's (same load and configuration), whose periods a limit did not clip."""
-    first = passes[0]
-    if first.get("cgroup"):
-        twins = [
-            g
-            for g in groups
-            if not g[0].get("cgroup")
-            and g[0]["config"] == first["config"]
-            and g[0]["payload_bytes"] == first["payload_bytes"]
-            and g[0]["rps"] == first["rps"]
-        ]
-        passes = twins[0] if twins else []
-    periods = [q["period_cpu"] for q in passes if q.get("period_cpu")]
-    return host_spells.fit_cores(periods, fit.get("placement") or {})
-
-
 def validate_model(model_path: Path, *, duration_s: float = 4.0) -> list[Comparison]:
     load_model(model_path)  # checks the file (raises ModelError with line and field)
     fit = load_fit(model_path)
@@ -331,7 +307,7 @@ def _compare(
                 trace=p.get("host_trace"),
                 wakeups=p.get("wake_latency_us"),
                 cpu_limit_m=limit,
-                spells=point_spells(fit, passes, groups),
+                spells=host_spells.point_spells(fit.get("placement") or {}, passes, groups),
             )
             adjusted = adjusted_run(duration_s=sim_s)
             if limit is not None and len(passes) > 1:
