@@ -210,12 +210,6 @@ class Lab:
         except BaseException:
             self.close()
             raise
-        probed = [c for c in (self.core_client, self.core_server) if c is not None]
-        self.sampler = (
-            speed.Sampler(probed, workdir / "speed-samples.txt")
-            if probed and hasattr(os, "sched_setaffinity")
-            else None
-        )
 
     def _issue_certs(self) -> None:
         """A throw-away CA of the lab's key type and one workload certificate for both
@@ -359,9 +353,6 @@ class Lab:
             self._stop_sidecars()
             if hasattr(self, "echo"):
                 self.echo.stop()
-            sampler: speed.Sampler | None = getattr(self, "sampler", None)
-            if sampler is not None:  # None also when the lab failed to start
-                sampler.stop()
         finally:
             if self._containers is not None:
                 self._containers.close()
@@ -438,18 +429,13 @@ class Lab:
             sidecars = {k: pids[k] for k in ("client_sidecar", "server_sidecar")}
             with period_cpu.PeriodSampler(sidecars if point.proxied else {}) as periods:
                 wall_start = time.time()
-                load_start = time.monotonic()
                 result = run_load(spec)
-                load_end = time.monotonic()
                 wall_end = time.time()
             after = {k: tree_sched(p) for k, p in pids.items()}
         time.sleep(0.05)  # let the access logs flush their last lines
         speed_after = self.probe_speed()
         phases_after = self.trace_host(probe_scale(point))
         wake_after = self.probe_wakeups(probe_scale(point))
-        speed_during = (
-            self.sampler.between(load_start, load_end) if self.sampler is not None else {}
-        )
         used = {k: after[k] - before[k] for k in pids}
         logs: dict[str, LogSamples] = {}
         if point.proxied:
@@ -470,7 +456,7 @@ class Lab:
                 wall_start,
                 wall_end,
             ),
-            speed=speed.point_speed(speed_before, speed_after, speed_during),
+            speed=speed.point_speed(speed_before, speed_after),
             phases=(phases_before, phases_after),
             wakeups=(wake_before, wake_after),
         )

@@ -95,8 +95,8 @@ class Measured:
     (:func:`meshsim.calibrate.decomposition.lab_parts`; empty: not measured)."""
     speed: dict[str, Any] = field(default_factory=dict)
     """The machine's speed around the point: per lab core, seconds of the fixed probe of
-    :mod:`meshsim.calibrate.speed` right ``before`` and ``after`` the load, and the mean of
-    the sampler's probes ``during`` it (empty: older records)."""
+    :mod:`meshsim.calibrate.speed` right ``before`` and ``after`` the load (older records also
+    hold the mean of a sampler's probes ``during`` it; empty: older still)."""
     host_phases: dict[str, dict[str, float]] = field(default_factory=dict)
     """The host's fast and slow phases around the point: per lab core, the two-state fit of
     :mod:`meshsim.calibrate.host_phases` to chunks timed right before and after the load

@@ -12,11 +12,10 @@ point's load (the lab is idle then) and records it with the point (``speed``, se
 :func:`probe_cores`). The host flips between a fast and a slow state (probe times of about
 5.7 and 9.6 ms, 1.7x, as in the loop above) within a second, often between a point's before
 and after; the faster of the two is the point's time (:func:`probe_s`), so that a slow phase
-at one moment does not count. A :class:`Sampler` subprocess also times a short probe on each
-core every :data:`SAMPLE_PERIOD_S` for the lab's whole life, at a low priority (about 0.5 % of
-a core); the samples inside a point's load (its ``during`` time) are recorded but not used,
-since on the cores the lab's processes share they measure those processes as much as the
-host (see :func:`probe_s`).
+at one moment does not count. Nothing is probed during the load: records of 2026-12-03 and
+before hold a sampler's probes every 0.1 s inside it (``during``), which timed the lab's own
+processes on the shared core as much as the host (see :func:`probe_s`) and, at 0.3 to 0.7 ms
+of CPU each, held the core the latency was being measured on.
 
 :func:`reference` is the fit points' median probe time per core, kept in the fit record; a
 point's :func:`factors` are its probe time over that reference (above 1: the machine was
@@ -33,19 +32,13 @@ another process runs is not counted as slowness.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import os
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from pathlib import Path
 from typing import Any, Final, TypeVar
-
-from meshsim.calibrate.proxycmd import stop_process
 
 T = TypeVar("T")
 
@@ -57,11 +50,6 @@ ROUNDS: Final = 3000
 REPEATS: Final = 3
 """Repetitions per core and moment; their median is the probe time (an interrupt or a cold
 cache in one repetition does not move it)."""
-SAMPLE_ROUNDS: Final = 200
-"""Rounds of one sample during a load (0.3 to 0.7 ms); a sample's time is scaled to
-:data:`ROUNDS` so that it reads in the same unit as the probe before and after."""
-SAMPLE_PERIOD_S: Final = 0.1
-
 CPU_PARAMETERS: Final = frozenset(
     {
         # Per-request CPU of a sidecar, by phase (microseconds of CPU on the fit's machine).
@@ -158,28 +146,19 @@ def probe_cores(cores: Iterable[int]) -> dict[str, float]:
     return on_each_core(cores, probe)
 
 
-def point_speed(
-    before: Mapping[str, float],
-    after: Mapping[str, float],
-    during: Mapping[str, list[float]] | None = None,
-) -> dict[str, Any]:
-    """A point's ``speed`` record: per core, the probe's seconds before and after its load,
-    and with ``during`` (samples inside the load) their mean and count."""
-    out: dict[str, Any] = {}
-    for core in sorted(set(before) & set(after)):
-        out[core] = {"before": round(before[core], 7), "after": round(after[core], 7)}
-        samples = (during or {}).get(core) or []
-        if samples:
-            out[core]["during"] = round(statistics.fmean(samples), 7)
-            out[core]["during_samples"] = len(samples)
-    return out
+def point_speed(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, Any]:
+    """A point's ``speed`` record: per core, the probe's seconds before and after its load."""
+    return {
+        core: {"before": round(before[core], 7), "after": round(after[core], 7)}
+        for core in sorted(set(before) & set(after))
+    }
 
 
 def probe_s(speed: Mapping[str, Any] | None) -> dict[str, float]:
     """A point's probe time per core: the faster of the probes right before and right after
     its load, with the lab idle (empty: not probed).
 
-    Not the samples taken during the load (``during``, still recorded): they time the probe
+    Not the samples taken during the load (``during``, in older records): they timed the probe
     on a core the lab's processes share, so they measure those processes as much as the
     host. In run G (2026-12-02) they read 5.8-6.9 ms at fit points of 128 B, 7.8-9.3 ms at
     32 KiB, and fell with the load at 1 KiB (7.0-9.7 ms at 3257 rps, 6.3-7.7 at 14656),
@@ -254,82 +233,9 @@ def scale_model(doc: Mapping[str, Any], factor: float) -> dict[str, Any]:
     return out
 
 
-class SampleLog:
-    """The sampler's output file, ``MONOTONIC_S CORE SECONDS`` per line, read as it grows."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._offset = 0
-        self._samples: list[tuple[float, str, float]] = []
-
-    def between(self, t0: float, t1: float) -> dict[str, list[float]]:
-        """Per core, the samples taken from ``t0`` to ``t1`` (``time.monotonic``, which is
-        the same clock in every process); older samples are dropped, as points come in
-        order."""
-        if self.path.exists():
-            with self.path.open("rb") as fh:
-                fh.seek(self._offset)
-                data = fh.read()
-            cut = data.rfind(b"\n") + 1
-            self._offset += cut
-            for line in data[:cut].decode().splitlines():
-                at, core, took = line.split()
-                self._samples.append((float(at), core, float(took)))
-        self._samples = [x for x in self._samples if x[0] >= t0]
-        out: dict[str, list[float]] = {}
-        for t, core, seconds in self._samples:
-            if t <= t1:
-                out.setdefault(core, []).append(seconds)
-        return out
-
-
-class Sampler:
-    """A low-priority subprocess timing a short probe on each of ``cores`` every
-    :data:`SAMPLE_PERIOD_S` into ``path`` (``python -m meshsim.calibrate.speed``);
-    :meth:`between` reads the samples of a time window. :meth:`stop` ends it; it also ends
-    with the lab's process (``PR_SET_PDEATHSIG``)."""
-
-    def __init__(self, cores: Iterable[int], path: Path) -> None:
-        self.log = SampleLog(path)
-        cmd = [sys.executable, "-m", "meshsim.calibrate.speed", "--out", str(path), "--cores"]
-        cmd.append(",".join(str(c) for c in sorted(set(cores))))
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-
-    def between(self, t0: float, t1: float) -> dict[str, list[float]]:
-        return self.log.between(t0, t1)
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """The sampler's loop (see :class:`Sampler`)."""
-    ap = argparse.ArgumentParser(prog="python -m meshsim.calibrate.speed")
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--cores", required=True, help="comma-separated core numbers")
-    ap.add_argument("--period-s", type=float, default=SAMPLE_PERIOD_S)
-    args = ap.parse_args(argv)
-    from meshsim.calibrate.node import die_with_parent
-
-    die_with_parent()
-    os.nice(10)  # wait behind the lab's processes rather than preempt them
-    cores = [int(c) for c in args.cores.split(",")]
-    with args.out.open("a") as fh:
-        while True:
-            for core in cores:
-                os.sched_setaffinity(0, {core})
-                t = time.monotonic()
-                seconds = probe(SAMPLE_ROUNDS, 1) * ROUNDS / SAMPLE_ROUNDS
-                fh.write(f"{t:.6f} {core} {seconds:.7f}\n")
-            fh.flush()
-            time.sleep(args.period_s)
-
-
 __all__ = [
     "CPU_PARAMETERS",
     "PROBE",
-    "SampleLog",
-    "Sampler",
     "factors",
     "median_probe_s",
     "on_core",
@@ -343,7 +249,3 @@ __all__ = [
     "scale_model",
     "speed_factor",
 ]
-
-
-if __name__ == "__main__":
-    main()
