@@ -1,10 +1,11 @@
 """Under ``cluster.scheduler: fcfs`` a thread with work ready keeps its core (meshsim.sim.cluster).
 
-An event loop runs every ready callback before it sleeps, and a process in another cgroup that
-its write wakes does not preempt it, so on a shared core a sidecar's queued bursts run back
-to back and the app's burst waits for them (and the other way round). Checked exactly on one
-core with constant bursts: who runs when, the slice that ends a run, and a core handed on that
-nobody claims going back to the queue.
+An event loop runs every ready callback before it sleeps, so on a shared core a sidecar's queued
+bursts run back to back and the app's burst waits for them (and the other way round), unless the
+thread waiting has used less CPU than the running one: the kernel's wake-up preemption gives it
+the core first (``cluster.wakeup_preemption``). Checked exactly on one core with constant
+bursts: who runs when, with and without preemption, the slice that ends a run, and a core handed
+on that nobody claims going back to the queue.
 """
 
 from __future__ import annotations
@@ -41,12 +42,12 @@ class _App:
         ends[name] = self.env.now
 
 
-def _run(slice_s: float | None = None) -> dict[str, float]:
+def _run(slice_s: float | None = None, preempt: bool = False) -> dict[str, float]:
     """Sidecar bursts S1-S3 (50 us each) arrive at 0, 1 and 2 us; the app's A1 (20 us) at
     10 us and A2 at 11 us. S1 holds the core from 0; A1 asks for it at 10, before S2 (which
     waits for the worker until S1 ends at 50)."""
     env = simpy.Environment()
-    node = Node(env, 0, 1, run_on_s=slice_s)
+    node = Node(env, 0, 1, run_on_s=slice_s, preempt=preempt)
     proxy = _proxy(env, node, wake_us=0.0)  # bursts cost exactly what they are given
     app = _App(env, node)
     ends: dict[str, float] = {}
@@ -67,6 +68,35 @@ def test_the_sidecar_runs_its_ready_bursts_before_the_app_gets_the_core() -> Non
         {"S1": 50 * US, "S2": 100 * US, "S3": 150 * US, "A1": 170 * US, "A2": 190 * US},
         abs=1e-12,
     )
+
+
+def test_a_lighter_thread_woken_meanwhile_takes_the_core_when_the_burst_ends() -> None:
+    """With wake-up preemption the app, which has used less CPU (0 against S1's 50 us), takes
+    the core when S1 ends: A1 50-70; then the app has A2 ready and, still the lighter (20 us
+    against 50), keeps the core (A2 70-90); S2 and S3 follow (90-140, 140-190). Without it
+    the sidecar ran all three first (the test above)."""
+    ends = _run(preempt=True)
+    assert ends == pytest.approx(
+        {"S1": 50 * US, "A1": 70 * US, "A2": 90 * US, "S2": 140 * US, "S3": 190 * US},
+        abs=1e-12,
+    )
+
+
+def test_the_heavier_thread_waits_for_the_lighter_to_finish_its_ready_work() -> None:
+    """The other way round: the app's A1 (0-50) and A2 are ready, and the sidecar has already
+    run 100 us. Its S1, queued at 10 us, waits for A1 and A2 (the app is the lighter and goes
+    on), then runs 100-150."""
+    env = simpy.Environment()
+    node = Node(env, 0, 1, preempt=True)
+    proxy = _proxy(env, node, wake_us=0.0)
+    proxy.cpu_s = 100 * US
+    app = _App(env, node)
+    ends: dict[str, float] = {}
+    env.process(app.handle(0.0, 50 * US, ends, "A1"))
+    env.process(app.handle(1 * US, 50 * US, ends, "A2"))
+    env.process(_burst(env, proxy, 10 * US, 50 * US, ends, "S1"))
+    env.run()
+    assert ends == pytest.approx({"A1": 50 * US, "A2": 100 * US, "S1": 150 * US}, abs=1e-12)
 
 
 def test_a_thread_that_has_run_its_slice_lets_the_waiting_app_go_first() -> None:
@@ -106,7 +136,7 @@ def test_a_thread_woken_by_its_timer_goes_on_to_the_work_it_queues() -> None:
     (L1, L2: 10 us each) and goes on to them (50-60, 60-70) before A1 (70-90), which asked
     for the core before L1 and would otherwise run at 50-70, ahead of both."""
     env = simpy.Environment()
-    node = Node(env, 0, 1)
+    node = Node(env, 0, 1, preempt=False)
     proxy = _proxy(env, node, wake_us=0.0)
     app = _App(env, node)
     client = SimpleNamespace(cpu_s=0.0)
@@ -140,3 +170,22 @@ def test_a_thread_woken_by_its_timer_goes_on_to_the_work_it_queues() -> None:
         {"S1": 50 * US, "woken": 50 * US, "L1": 60 * US, "L2": 70 * US, "A1": 90 * US},
         abs=1e-12,
     )
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_the_scenario_key_reaches_every_fcfs_node(on: bool) -> None:
+    from meshsim.scenario import from_dict
+    from meshsim.sim.cluster import make_nodes
+
+    doc = {
+        "meshsim": 1,
+        "name": "keys",
+        "duration_s": 2.0,
+        "warmup_s": 1.0,
+        "meshes": ["none"],
+        "cluster": {"nodes": 2, "cores_per_node": 1, "wakeup_preemption": on},
+        "services": [{"name": "s", "cpu_ms": {"dist": "constant", "mean": 1.0}}],
+        "workloads": [{"name": "w", "target": "s", "rate_rps": 10}],
+    }
+    nodes = make_nodes(simpy.Environment(), from_dict(doc), "none")
+    assert [n.preempt for n in nodes] == [on, on]

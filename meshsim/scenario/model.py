@@ -165,6 +165,14 @@ class Cluster(Spec):
         "(1 + log2(min(cores, 8))), as the kernel scales it. Under fcfs, how long a thread "
         "with work ready keeps its core while others wait.",
     )
+    wakeup_preemption: bool = Field(
+        False,
+        description="Under fcfs: a woken thread that has used less CPU than the running one "
+        "takes the core when the running one's burst ends, before its next ready burst (the "
+        "kernel's wake-up preemption, as the calibration lab's scheduler trace shows it); "
+        "false: a thread with work ready keeps its core for up to a slice, which validates "
+        "better (reports/validation/cpu-limits.md).",
+    )
     run_to_parity: bool = Field(
         True,
         description="EEVDF's RUN_TO_PARITY: a running task keeps its core for its slice "

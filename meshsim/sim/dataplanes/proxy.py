@@ -252,15 +252,15 @@ class Proxy:
             return
         # Its thread's core if its last burst handed it on (Node.hand_on): it had this
         # burst ready and went on without sleeping.
-        creq, since = yield from node.core_for(id(worker))
+        creq, since = yield from node.core_for(id(worker), self)
         cpu_s *= node.speed  # the host's phase when the burst starts (Node.execute)
         yield self.env.timeout(cpu_s)
+        node.busy_s += cpu_s  # _account, inlined on the hot path (before _give_back: yields)
+        self.cpu_s += cpu_s
+        worker.busy_s += cpu_s
         self._give_back(worker, wreq, creq, since)
         if self.cooling_s:
             worker.idle_since = self.env.now
-        node.busy_s += cpu_s  # _account, inlined on the hot path
-        self.cpu_s += cpu_s
-        worker.busy_s += cpu_s
 
     def work_then_linger(
         self, worker: Worker, cpu_s: float, after_s: float
@@ -306,7 +306,7 @@ class Proxy:
             else:
                 self._release(worker, wreq, creq, ran, since)
             return
-        creq, since = yield from node.core_for(id(worker))
+        creq, since = yield from node.core_for(id(worker), self)
         speed = node.speed
         cpu_s *= speed
         after_s *= speed
@@ -347,7 +347,7 @@ class Proxy:
         worker's next burst if one is ready (its thread goes on without sleeping: see
         :mod:`meshsim.sim.cluster`), else given back."""
         res = worker.res
-        if has_ready_work(res):
+        if has_ready_work(res) and not self.node.yields(self):
             give(res, wreq)  # first: that burst is granted before the core is re-offered
             self.node.hand_on(id(worker), creq, since)
         else:
@@ -357,11 +357,12 @@ class Proxy:
     def _release(
         self, worker: Worker, wreq: object, creq: object, cpu_s: float, since: float
     ) -> None:
-        """A burst's end on FCFS cores (:meth:`_give_back`), ``cpu_s`` accounted."""
+        """A burst's end on FCFS cores (:meth:`_give_back`), ``cpu_s`` accounted (first: it
+        counts in the thread's CPU that :meth:`Node.yields` compares)."""
+        self._account(worker, cpu_s)
         self._give_back(worker, wreq, creq, since)
         if self.cooling_s:
             worker.idle_since = self.env.now
-        self._account(worker, cpu_s)
 
     def _end_after(self, worker: Worker, wreq: object, after_s: float) -> None:
         give(worker.res, wreq)
