@@ -7,7 +7,9 @@ and ``sched_wakeup`` events traced (tracefs, clock ``mono``) and prints, over th
 - each core's time by process (the lab's four, idle, anything else by name);
 - who takes a core from whom: each switch by the state the previous process left in
   (``R``: preempted while runnable, ``S``: asleep);
-- how long a woken process waits to run, by what held its core when it woke;
+- how long a woken process waits to run, by what held its core when it woke (not timed for
+  a core that was idle: this host's trace has no switch out of the idle task, so a task
+  woken on an idle core is taken to run from its wake-up);
 - each request's two sidecar spans (the access logs' lines paired by ``x-request-id``) and
   the client sidecar's share split into the way there (client parsed -> server parsed) and
   back (server written -> client written), p50 / p90 / p99 / mean, ms;
@@ -118,7 +120,8 @@ def run(rps: float, seconds: float) -> dict[str, Any]:
         events = stop_trace()
         # The load generator runs in this process: its threads, and any that ended (the
         # period sampler's) show by this process's name.
-        names.update(dict.fromkeys((int(t) for t in os.listdir("/proc/self/task")), "lg"))
+        tasks = (int(t) for t in os.listdir("/proc/self/task"))
+        names.update(dict.fromkeys(tasks, "load_generator"))
         return {
             "events": events,
             "names": names,
@@ -126,6 +129,7 @@ def run(rps: float, seconds: float) -> dict[str, Any]:
             "server": log_spans(server.log, offsets[1]),
             "latency_ms": measured.latency_ms,
             "achieved_rps": measured.achieved_rps,
+            "cpu_us_per_request": measured.process_cpu_us_per_request,
         }
     finally:
         lab.close()
@@ -162,14 +166,30 @@ def report(d: dict[str, Any]) -> None:
         elif ev == "sched_wakeup":
             m = WAKE.search(rest)
             if m is not None and int(m["pid"]) in names:
-                holder = running.get(int(m["cpu"]), (0.0, "?"))[1]
-                woken[names[int(m["pid"])]] = (ts, holder)
+                target = int(m["cpu"])
+                holder = running.get(target, (0.0, "?"))[1]
+                who = names[int(m["pid"])]
+                if holder == "idle":
+                    # This host's trace has no switch out of the idle task (the wake-up, from
+                    # the interrupt that ends the idle, is the last event before the woken
+                    # task's own switch out): the woken task runs from its wake-up.
+                    held[target]["idle"] += ts - running[target][0]
+                    running[target] = (ts, who)
+                    switches[(target, "idle", "R", who)] += 1
+                else:
+                    woken[who] = (ts, holder)
     lat = " / ".join(f"{q} {d['latency_ms'][q]:.3f}" for q in ("p50", "p90", "p99"))
     print(f"load: {d['achieved_rps']:.0f} rps over {hi - lo:.2f} s; load generator {lat} ms")
     for cpu in sorted(held):
         total = sum(held[cpu].values())
         top = ", ".join(f"{k} {v / total:.3f}" for k, v in held[cpu].most_common(6))
         print(f"core {cpu} time: {top}")
+    # On-core time per request from the trace, beside the CPU schedstat counted over the point.
+    n = sum(1 for c0, _ in d["client"].values() if c0 >= lo)
+    on_core = {k: sum(h.get(k, 0.0) for h in held.values()) / n * 1e6 for k in names.values()}
+    counted = d.get("cpu_us_per_request", {})
+    pairs = [f"{k} {on_core[k]:.1f}/{counted.get(k, float('nan')):.1f}" for k in sorted(on_core)]
+    print("us per request, on core (trace) / CPU (schedstat): " + ", ".join(pairs))
     print("switches (core, from, its state, to), count:")
     for key, n in sorted(switches.items(), key=lambda kv: -kv[1])[:16]:
         print(f"  {key}  {n}")
