@@ -111,6 +111,12 @@ def lab_scenario(
                 # generator waits for its timer's tick itself, and its clumps reach the client
                 # sidecar as the lab's do (one wake-up for several requests, a short queue).
                 workload["release_tick_ms"] = tick
+                if base.get("release_lateness_ms"):
+                    # Where the lab timed its timer, the releases come when it fires, as
+                    # late as it fired beside the echo alone at this load (its own loop's
+                    # work included), with the load generator's half-tick horizon.
+                    workload["release_tick_ms"] = TIMER_TICK_S * 1000.0
+                    workload["release_lateness_ms"] = base["release_lateness_ms"]
     else:
         # A closed loop: its throughput is what is checked. The baseline's latency is mostly
         # the load generator and echo queueing on their own cores, which the simulated lab

@@ -36,6 +36,19 @@ def baseline_quantiles_ms(h: HdrHistogram) -> list[float]:
     ]
 
 
+LATENESS_QUANTILES = 100
+"""Quantiles kept of the load generator's timer lateness at each open-loop point."""
+
+
+def lateness_quantiles_ms(lateness_s: list[float]) -> list[float]:
+    """Timer lateness samples (s) at the quantiles (i + 0.5) / N, N =
+    :data:`LATENESS_QUANTILES`, in ms (empty without samples)."""
+    if not lateness_s:
+        return []
+    qs = 100.0 * (np.arange(LATENESS_QUANTILES) + 0.5) / LATENESS_QUANTILES
+    return [round(float(v) * 1e3, 4) for v in np.percentile(np.asarray(lateness_s), qs)]
+
+
 @dataclass(frozen=True)
 class LogSamples:
     """What a sidecar's access-log lines of one point say (:func:`access_log_samples`)."""
@@ -119,6 +132,7 @@ def measured(point: Point, run: PointRun, seed: int) -> Measured:
         requests_per_release=(
             round(result.scheduled / result.releases, 4) if result.releases else None
         ),
+        release_lateness_ms=lateness_quantiles_ms(result.release_lateness_s),
         wakeups_per_request={k: d.voluntary / n for k, d in run.used.items()},
         run_delay_us_per_request={
             k: d.run_delay_s * 1e6 / n for k, d in run.used.items() if d.run_delay_s is not None

@@ -67,6 +67,7 @@ def baseline_row(ms: list[Measured]) -> dict[str, Any]:
         qs = r.send_latency_quantiles_ms if from_send else r.latency_quantiles_ms
         delay += [max(q - cpu_ms, 0.0) for q in qs]
     per_release = [r.requests_per_release for r in ms if r.requests_per_release]
+    lateness = [r.release_lateness_ms for r in ms if r.release_lateness_ms]
 
     def median(f: Callable[[Measured], float]) -> float:
         return float(np.median([f(r) for r in ms]))
@@ -89,6 +90,11 @@ def baseline_row(ms: list[Measured]) -> dict[str, Any]:
         "delay_ms": [round(d, 4) for d in sorted(delay)],
         "delay_from": "send" if from_send else "intended",
         "requests_per_release": round(float(np.median(per_release)), 3) if per_release else None,
+        # The load generator's timer lateness at this load (ms, quantiles; the median of the
+        # passes' at each), which the simulated load generator's releases draw from.
+        "release_lateness_ms": [round(float(v), 4) for v in np.median(lateness, axis=0)]
+        if lateness and len({len(q) for q in lateness}) == 1
+        else None,
         # The host's time-averaged speed there (meshsim.calibrate.host_phases; None: not
         # traced), the reference for the echo's and the load generator's CPU above.
         "host_level_us": {
@@ -177,6 +183,7 @@ def point_row(m: Measured) -> dict[str, Any]:
         else None,
         "wakeups_per_request": {k: round(v, 4) for k, v in m.wakeups_per_request.items()},
         "requests_per_release": m.requests_per_release,
+        "release_lateness_ms": m.release_lateness_ms or None,
         "run_delay_us_per_request": {k: round(v, 2) for k, v in m.run_delay_us_per_request.items()},
         # The access-log decomposition (meshsim.calibrate.decomposition); empty in records
         # measured before it.

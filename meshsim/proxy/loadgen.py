@@ -86,6 +86,10 @@ class LoadResult:
     releases: int = 0
     """Open loop: the scheduler's wake-ups that released requests (requests leave in clumps,
     one per wake-up of its timer: ``scheduled / releases`` of them on average)."""
+    release_lateness_s: list[float] = field(default_factory=list)
+    """Open loop: for each wake-up of the scheduler's timer, when it ran less the intended
+    time of the request it slept for (negative: the timer fired early; the event loop counts
+    whole milliseconds, and its own work delays a timer that is due)."""
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -351,6 +355,7 @@ async def _schedule(run: _Run, rng: np.random.Generator, start: float) -> None:
         if not due_now:
             await asyncio.sleep(intended - now)
             now = time.perf_counter()
+            run.result.release_lateness_s.append(now - intended)
         # Below the loop's timer resolution a sleep only adds error, so a request due within
         # half a tick goes now, and its latency counts from now: never from the future.
         run.dispatch(min(intended, now))

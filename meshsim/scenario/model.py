@@ -395,6 +395,15 @@ class Workload(Spec):
         "its intended time counts its latency from its release. Omitted: each request "
         "leaves at its intended time.",
     )
+    release_lateness_ms: (
+        Annotated[list[Annotated[float, Field(ge=-1000, le=1000)]], Field(min_length=2)] | None
+    ) = Field(
+        None,
+        description="Open loop, with release_tick_ms: the load generator sleeps until its next "
+        "request is due and its timer fires this late (ms; negative: early), drawn per wake-up "
+        "(stream release/NAME) from these equally spaced quantiles in increasing order; it "
+        "then sends everything due within half a tick. Omitted: releases on a grid of ticks.",
+    )
     client_cpu_ms: Distribution | None = Field(
         None,
         description="The client's own CPU per request (e.g. a load generator sharing a core "
@@ -428,8 +437,10 @@ class Workload(Spec):
                 raise ValueError("a closed workload needs 'clients'")
             if self.rate_rps is not None or self.phases is not None:
                 raise ValueError("a closed workload takes 'clients', not 'rate_rps' or 'phases'")
-            if self.release_tick_ms is not None:
-                raise ValueError("'release_tick_ms' belongs to open-loop workloads")
+            if self.release_tick_ms is not None or self.release_lateness_ms is not None:
+                raise ValueError(
+                    "'release_tick_ms' and 'release_lateness_ms' belong to open-loop workloads"
+                )
         else:
             if self.clients is not None or self.think_time_ms is not None:
                 raise ValueError(
@@ -441,6 +452,12 @@ class Workload(Spec):
                 starts = [p.at_s for p in self.phases]
                 if starts != sorted(starts) or len(set(starts)) != len(starts):
                     raise ValueError("phases must be in increasing order of at_s")
+            lateness = self.release_lateness_ms
+            if lateness is not None:
+                if self.release_tick_ms is None:
+                    raise ValueError("'release_lateness_ms' needs 'release_tick_ms' (its tick)")
+                if lateness != sorted(lateness):
+                    raise ValueError("'release_lateness_ms' are quantiles: in increasing order")
         return self
 
     def rate_at(self, t_s: float) -> float:
