@@ -121,3 +121,15 @@ def test_refitted_hop_latency_reproduces_the_fit_point(tmp_path: Path) -> None:
     measured = point["latency_ms"]["p50"]
     assert hop == 0.0 or simulated == pytest.approx(measured, rel=0.02)
     assert fit["hop_refit"]["hop_latency_us"] == record["hop_latency_us"]
+
+
+def test_the_timer_lateness_is_kept_as_quantiles_in_ms() -> None:
+    from meshsim.calibrate.point_record import LATENESS_QUANTILES, lateness_quantiles_ms
+
+    # 0, 1, ..., 999 us: the quantile (i + 0.5) / 100, interpolated, is 9.99 i + 4.995 us.
+    q = lateness_quantiles_ms([k * 1e-6 for k in range(1000)])
+    assert len(q) == LATENESS_QUANTILES
+    assert q[0] == pytest.approx(0.005, abs=1e-4)
+    assert q[50] == pytest.approx(0.5045, abs=1e-4)
+    assert q == sorted(q)
+    assert lateness_quantiles_ms([]) == []

@@ -100,6 +100,10 @@ def test_loadgen_releases_what_is_due_within_half_a_tick() -> None:
             result = await measure(LoadSpec(url, rps=2000, connections=8, duration_s=1.0))
         assert result.scheduled == 2000
         assert 1.95 <= result.scheduled / result.releases <= 4.0
+        # Every release but the first follows a sleep, and each sleep's lateness is kept:
+        # a timer counting whole milliseconds fires within about a tick of the time asked.
+        assert len(result.release_lateness_s) == result.releases - 1
+        assert all(-0.002 < late < 0.05 for late in result.release_lateness_s)
 
     arun(main)
 
