@@ -5,13 +5,13 @@ The simulated lab releases the load generator's requests on a grid of timer tick
 release one tick after the last, each sending the requests due within half a tick. The lab's
 load generator (:func:`meshsim.proxy.loadgen._schedule`) sleeps until its next request is due
 and sends it when the timer fires, early or late by the loop's millisecond clock, with
-everything due within half a millisecond: its releases are as irregular as its timer. This
-replaces the grid with that: the timer fires at the request's intended time plus a lateness
-drawn uniformly from LO..HI ms, and the release sends what is due within half a millisecond.
-Prints, for the model's held-out point at RPS, the simulated legs (way there, server span,
-way back, client span, load generator: p50 / p90 / p99 ms), the requests per release and
-the deciles of the client sidecar's longer gaps between parsed requests (over 30 us), on the
-grid and with each HI.
+everything due within half a millisecond: its releases are as irregular as its timer. The
+workload's ``release_lateness_ms`` releases that way; this gives the point's baseline a
+lateness drawn uniformly from LO..HI ms (or none: the grid), which the simulated lab then
+uses. Prints, for the model's held-out point at RPS, the simulated legs (way there, server
+span, way back, client span, load generator: p50 / p90 / p99 ms) and the deciles of the
+client sidecar's longer gaps between parsed requests (over 30 us), on the grid and with each
+HI.
 
     python reports/validation/experiments/release_lateness.py MODEL RPS HI[,HI...] [LO]
 
@@ -22,63 +22,22 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import simpy
 
 import meshsim.calibrate.sim_trace as sim_trace
-import meshsim.sim.workload as workload
 from meshsim.calibrate.decomposition import trace_lab
+from meshsim.calibrate.lab_scenario import baseline_for
+from meshsim.calibrate.point_record import LATENESS_QUANTILES
 from meshsim.calibrate.validate import held_out_points, merge_passes
-from meshsim.sim.uncontended import give, take
-
-HALF_TICK_S = 0.0005
-LATENESS: dict[str, tuple[float, float] | None] = {"ms": None}
-RELEASES = [0]
-grid_loop = workload.WorkloadDriver._ticked_open_loop
 
 
-def timer_loop(self: workload.WorkloadDriver, tick_s: float) -> Generator[simpy.Event, Any, None]:
-    if LATENESS["ms"] is None:
-        yield from grid_loop(self, tick_s)
-        return
-    lo, hi = (x * 1e-3 for x in LATENESS["ms"])
-    env = self.env
-    host = self.sim.data_plane.client_host(self.client) if self.client_cpu else None
-    thread, send, due = self.client_thread, self._send, self._intended_times()
-    rng = np.random.default_rng(12345)
-    at = next(due, None)
-
-    def release() -> bool:
-        nonlocal at
-        if at is None:
-            return False
-        RELEASES[0] += 1
-        horizon = env.now + HALF_TICK_S
-        env.process(send(min(at, env.now)))
-        at = next(due, None)
-        while at is not None and at <= horizon:
-            env.process(send(min(at, env.now)))
-            at = next(due, None)
-        return True
-
-    while at is not None:
-        wake = at + float(rng.uniform(lo, hi)) if at - env.now > HALF_TICK_S else env.now
-        if wake > env.now:
-            yield env.timeout(wake - env.now)
-        if host is None or thread is None:
-            release()
-            continue
-        slot: object | None = take(thread)
-        if slot is None:
-            request = thread.request()
-            yield request
-            slot = request
-        yield from host.wake_thread(self.client, release)
-        give(thread, slot)
+def uniform_quantiles(lo_ms: float, hi_ms: float) -> list[float]:
+    """A uniform lateness from LO to HI ms as the record keeps one (quantiles (i + 0.5) / N)."""
+    u = (np.arange(LATENESS_QUANTILES) + 0.5) / LATENESS_QUANTILES
+    return [float(v) for v in lo_ms + (hi_ms - lo_ms) * u]
 
 
 def main(argv: Sequence[str]) -> None:
@@ -111,11 +70,13 @@ def main(argv: Sequence[str]) -> None:
         finish(self, started_at, finished_at)
 
     sim_trace.Tracer.finish = keep  # type: ignore[method-assign]
-    workload.WorkloadDriver._ticked_open_loop = timer_loop  # type: ignore[method-assign]
+    base = baseline_for(fit, point)
+    assert base is not None, "the record has no baseline for the point"
+    base.pop("release_lateness_ms", None)  # the grid first, then each lateness
     for lateness in [None, *((lo, hi) for hi in his)]:
-        LATENESS["ms"] = lateness
+        if lateness is not None:
+            base["release_lateness_ms"] = uniform_quantiles(*lateness)
         legs.clear()
-        RELEASES[0] = 0
         trace_lab(model, fit, point)
         a = np.array(legs)
         parts = []
@@ -124,9 +85,8 @@ def main(argv: Sequence[str]) -> None:
             parts.append(f"{label} {q[0]:.3f}/{q[1]:.3f}/{q[2]:.3f}")
         gaps = np.diff(np.sort(a[:, 5])) * 1e6
         deciles = " ".join(f"{v:.0f}" for v in np.percentile(gaps[gaps > 30], [10, 30, 50, 70, 90]))
-        per = f"{len(a) / RELEASES[0]:.2f}" if RELEASES[0] else "grid"
         name = "grid" if lateness is None else f"late {lateness[0]}..{lateness[1]} ms"
-        print(f"{name}: {' | '.join(parts)} | per release {per} | long gaps {deciles}")
+        print(f"{name}: {' | '.join(parts)} | long gaps {deciles}")
 
 
 if __name__ == "__main__":
