@@ -133,3 +133,21 @@ def test_the_timer_lateness_is_kept_as_quantiles_in_ms() -> None:
     assert q[50] == pytest.approx(0.5045, abs=1e-4)
     assert q == sorted(q)
     assert lateness_quantiles_ms([]) == []
+
+
+def test_the_report_says_how_the_simulated_load_generator_releases() -> None:
+    from meshsim.calibrate.validation_report import _release_lines
+
+    fit = {
+        "client_delay": {
+            "baselines": [
+                {"rps": 1000.0, "release_lateness_ms": [-0.2, 0.1, 0.3, 0.5]},
+                {"rps": 5000.0, "release_lateness_ms": [0.4, 0.6, 0.7, 0.8]},
+                {"rps": 9000.0},  # an older baseline: not timed
+            ]
+        }
+    }
+    (line,) = _release_lines(fit)
+    assert "2 baselines: median 0.20-0.65 ms, early 0%-25% of the time" in line
+    assert _release_lines({"client_delay": {"baselines": [{"rps": 1.0}]}}) == []
+    assert _release_lines({}) == []

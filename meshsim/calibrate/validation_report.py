@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from meshsim.calibrate import host_phases, speed, wake_latency
 from meshsim.calibrate.calibration import load_fit
 from meshsim.calibrate.cgroup import OLDER_RECORDS
@@ -108,6 +110,22 @@ def render(
     return "\n".join(lines) + "\n"
 
 
+def _release_lines(fit: dict[str, Any]) -> list[str]:
+    """How the simulated load generator releases its requests, from the record's baselines."""
+    baselines = (fit.get("client_delay") or {}).get("baselines") or []
+    timed = [b for b in baselines if b.get("release_lateness_ms")]
+    if not timed:
+        return []
+    medians = [float(np.median(b["release_lateness_ms"])) for b in timed]
+    early = [float(np.mean(np.asarray(b["release_lateness_ms"]) < 0)) for b in timed]
+    return [
+        "- the load generator's releases: where its timer fires, late by the lateness it had "
+        f"beside the echo alone at the point's load ({len(timed)} baselines: median "
+        f"{min(medians):.2f}-{max(medians):.2f} ms, early {min(early):.0%}-{max(early):.0%} "
+        "of the time; `release_lateness_ms`), not on a grid of ticks"
+    ]
+
+
 def calibration_lines(fit: dict[str, Any]) -> list[str]:
     """The fit's estimates, each with its 95 % CI, as the report's bullet list."""
     st = fit["service_time"]
@@ -156,6 +174,7 @@ def calibration_lines(fit: dict[str, Any]) -> list[str]:
             if fit.get("client_delay")
             else []
         ),
+        *_release_lines(fit),
         f"- memory per idle connection: plain {fmt_ci(est['memory_kib_plain']['slope'])} KiB, "
         f"mTLS {fmt_ci(est['memory_kib_tls']['slope'])} KiB",
     ]
