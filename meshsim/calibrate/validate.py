@@ -151,12 +151,6 @@ def merge_passes(passes: list[dict[str, Any]]) -> dict[str, Any]:
     merged["achieved_rps"] = med([p["achieved_rps"] for p in passes])
     per_release = [p["requests_per_release"] for p in passes if p.get("requests_per_release")]
     merged["requests_per_release"] = med(per_release) if per_release else None
-    lateness = [p["release_lateness_ms"] for p in passes if p.get("release_lateness_ms")]
-    merged["release_lateness_ms"] = (
-        [round(float(v), 4) for v in np.median(lateness, axis=0)]
-        if lateness and len({len(q) for q in lateness}) == 1
-        else None
-    )
     for field_name in (
         "process_cpu_us_per_request",
         "wakeups_per_request",
