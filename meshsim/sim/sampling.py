@@ -69,6 +69,15 @@ def make_sampler(dist: Distribution, rng: np.random.Generator, scale: float = 1.
     return Sampler(lambda n: rng.choice(values, n), float(values.mean()))
 
 
+def quantile_sampler(
+    probabilities: np.ndarray, values: np.ndarray, rng: np.random.Generator, mean: float
+) -> Sampler:
+    """Draws from a distribution known by its quantiles: ``values`` at ``probabilities``
+    (increasing), linear between them and flat beyond the first and the last; ``mean`` is
+    the distribution's, in the values' unit."""
+    return Sampler(lambda n: np.interp(rng.random(n), probabilities, values), mean)
+
+
 def gamma_factor(cv: float, rng: np.random.Generator) -> Sampler | None:
     """Multipliers of mean 1 and coefficient of variation ``cv`` (gamma), or None for cv 0.
 

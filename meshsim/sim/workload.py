@@ -15,7 +15,7 @@ import simpy
 
 from meshsim.scenario.model import Workload
 from meshsim.sim.app import Client, Request
-from meshsim.sim.sampling import Sampler, make_sampler
+from meshsim.sim.sampling import Sampler, make_sampler, quantile_sampler
 from meshsim.sim.uncontended import give, start, take
 
 if TYPE_CHECKING:
@@ -64,9 +64,8 @@ class WorkloadDriver:
         if spec.release_lateness_ms is not None:
             qs = np.asarray(spec.release_lateness_ms, dtype=float) * 1e-3
             ps = (np.arange(len(qs)) + 0.5) / len(qs)
-            timer_rng = sim.streams(f"release/{spec.name}")
-            self.timer_lateness = Sampler(
-                lambda n: np.interp(timer_rng.random(n), ps, qs), float(qs.mean())
+            self.timer_lateness = quantile_sampler(
+                ps, qs, sim.streams(f"release/{spec.name}"), float(qs.mean())
             )
 
     def start(self) -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from meshsim.sim.sampling import Sampler
+from meshsim.sim.sampling import Sampler, quantile_sampler
 
 if TYPE_CHECKING:
     from meshsim.scenario.host import WakeupLatency
@@ -30,4 +30,4 @@ def sampler(spec: WakeupLatency, rng: np.random.Generator) -> Sampler:
     pairs = sorted(spec.percentiles_us.items())
     qs = np.array([p / 100.0 for p, _ in pairs])
     us = np.array([v for _, v in pairs]) * 1e-6
-    return Sampler(lambda n: np.interp(rng.random(n), qs, us), spec.mean_us() * 1e-6)
+    return quantile_sampler(qs, us, rng, spec.mean_us() * 1e-6)
