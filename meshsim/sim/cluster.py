@@ -133,23 +133,23 @@ class Node:
         if cpu is not None:
             cpu_s *= self.speed
             yield cpu.run(cpu_s, self.cgroup(account))
-        else:
-            key = id(account)
-            if (bw := self.bandwidth) is not None and (g := bw.limited(account)) is not None:
-                req, cpu_s, since = yield from self.run_limited(key, cpu_s, g)
-            else:
-                req, since = yield from self.core_for(key, account)
-                cpu_s *= self.speed
-                yield self.env.timeout(cpu_s)
-            self.busy_s += cpu_s  # first: the thread's CPU so far is what yields() compares
+            self.busy_s += cpu_s
             account.cpu_s += cpu_s
-            if ready is not None and has_ready_work(ready) and not self.yields(account):
-                self.hand_on(key, req, since)
-            else:
-                give(self.cores, req)
             return
+        key = id(account)
+        if (bw := self.bandwidth) is not None and (g := bw.limited(account)) is not None:
+            req, cpu_s, since = yield from self.run_limited(key, cpu_s, g)
+        else:
+            req, since = yield from self.core_for(key, account)
+            cpu_s *= self.speed
+            yield self.env.timeout(cpu_s)
+        # Accounted before the core's next holder is chosen: yields() compares CPU so far.
         self.busy_s += cpu_s
         account.cpu_s += cpu_s
+        if ready is not None and has_ready_work(ready) and not self.yields(account):
+            self.hand_on(key, req, since)
+        else:
+            give(self.cores, req)
 
     def wake_thread(
         self, account: CpuAccount, woken: Callable[[], bool]
