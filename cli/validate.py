@@ -78,7 +78,8 @@ def validate(
     With --out, also write the validation report there; with --calibrate, first measure the
     proxy in the loopback lab and write MODEL (what `meshsim calibrate --out MODEL` does).
     """
-    from meshsim.calibrate.validate import failures, figures, table, validate_model
+    from meshsim.calibrate.validate import failures, validate_model
+    from meshsim.calibrate.validation_tables import figures, table
 
     if quick and not calibrate:
         raise MeshsimError("--quick chooses the calibration grid: it needs --calibrate")

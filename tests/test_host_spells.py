@@ -185,7 +185,8 @@ def test_the_report_names_each_cores_spells() -> None:
 
 
 def test_a_throttled_points_simulated_runs_stand_beside_its_passes() -> None:
-    from meshsim.calibrate.validate import Comparison, spread_table
+    from meshsim.calibrate.validate import Comparison
+    from meshsim.calibrate.validation_tables import spread_table
 
     figures = {"p50": 1.0, "p90": 1.5, "p99": 3.0, "rps": 5000.0}
     r = Comparison(

@@ -32,13 +32,15 @@ from meshsim.calibrate.validate import (
     NO_PROBE,
     Comparison,
     failures,
-    figures,
     load_label,
+    validate_model,
+)
+from meshsim.calibrate.validation_tables import (
+    figures,
     phases_table,
     speed_table,
     spread_table,
     table,
-    validate_model,
     wake_latency_table,
     wakeup_table,
 )
