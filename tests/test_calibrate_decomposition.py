@@ -80,6 +80,14 @@ def test_a_record_without_access_log_durations_says_not_measured() -> None:
     assert parts["outside_client_sidecar"] == pytest.approx({"p50": 0.55, "mean": 0.65})
     text = render([PointDecomposition(timed, predicted, parts)])
     assert "| outside the client sidecar | 0.550 | 0.500 | -0.050 (-9%) |" in text
+    assert "release" not in parts  # no latency from the send in this record
+    # With the load generator's second clock (from each request's send), its timer's part.
+    sent = {**timed, "latency_from_send_ms": {"p50": 1.0, "mean": 1.15}}
+    parts = measured_parts(sent)
+    assert parts is not None
+    assert parts["release"] == pytest.approx({"p50": 0.3, "mean": 0.25})
+    text = render([PointDecomposition(sent, predicted, parts)])
+    assert "intended to sent) | 0.300 | n/a | n/a | 0.250 | n/a | n/a |" in text
 
 
 # --------------------------------------------------------------------------- the simulation
@@ -181,8 +189,10 @@ def test_simulated_parts_add_up_to_each_requests_latency(keep_alive: bool, ticke
         assert (setup >= 2 * delay(None, pod.node, 0) - tol).all()  # a TCP handshake each
     # The lab's shape: the means of its three parts add up to the end-to-end mean.
     shaped = simulated_parts(parts)
-    total = sum(shaped[k]["mean"] for k in shaped if k != "end_to_end")
+    total = sum(shaped[k]["mean"] for k in shaped if k not in ("end_to_end", "release"))
     assert total == pytest.approx(shaped["end_to_end"]["mean"], rel=1e-12)
+    # The timer's wait, as the lab's two clocks give it: intended to sent, inside "outside".
+    assert shaped["release"]["mean"] == pytest.approx(released.mean() * 1e3, rel=1e-9)
 
 
 def test_each_clocks_tail_is_its_own_quantiles_and_the_report_sets_them_side_by_side() -> None:

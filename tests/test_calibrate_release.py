@@ -121,6 +121,24 @@ def test_refitted_hop_latency_reproduces_the_fit_point(tmp_path: Path) -> None:
     measured = point["latency_ms"]["p50"]
     assert hop == 0.0 or simulated == pytest.approx(measured, rel=0.02)
     assert fit["hop_refit"]["hop_latency_us"] == record["hop_latency_us"]
+    # Still slower at no hop latency: the wake-up's CPU moves off the request's path until
+    # the p50 is the measured one, or all of it has and the simulation is still slower.
+    params = yaml.safe_load(model.read_text())["parameters"]
+    share = record.get("wakeup_cpu_after_share")
+    if share is None:
+        assert "wakeup_cpu_after_share" not in params
+        assert hop > 0.0 or simulated <= measured * 1.02
+    else:
+        assert hop == 0.0
+        assert params["wakeup_cpu_after_share"]["value"] == share
+        last = {r["wakeup_cpu_after_share"]: r["simulated_p50_ms"] for r in record["share_rounds"]}
+        assert simulated == pytest.approx(last[share], rel=1e-9)
+        slower = [s for s, p50 in last.items() if p50 > measured]
+        faster = [s for s, p50 in last.items() if p50 <= measured]
+        # The share is where the bisection brackets the measured p50, or its upper end.
+        assert (share == 1.0 and not faster) or (
+            max(slower, default=0.0) <= share <= min(faster, default=1.0)
+        )
 
 
 def test_the_timer_lateness_is_kept_as_quantiles_in_ms() -> None:

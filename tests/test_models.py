@@ -273,6 +273,17 @@ def test_negative_value_names_line_and_field() -> None:
     assert ">= 0" in p.message
 
 
+def test_a_share_above_one_names_line_field_and_bounds() -> None:
+    text = _text("linkerd-proxy")
+    share = "  wakeup_cpu_after_share:\n    value: 1.5\n    unit: ratio\n    source: a guess\n"
+    bad = text.replace("  rbac_us:\n", share + "  rbac_us:\n", 1)
+    err = _errors(bad)
+    [p] = err.problems
+    assert p.field == "parameters.wakeup_cpu_after_share.value"
+    assert p.line == _line_of(bad, r"value: 1.5")
+    assert "from 0 to 1" in p.message
+
+
 def test_wrong_unit_and_fractional_count() -> None:
     text = _text("waypoint")
     bad = text.replace(

@@ -204,3 +204,73 @@ def test_release_lateness_needs_a_tick_and_increasing_quantiles() -> None:
     doc["workloads"][0]["release_lateness_ms"] = [0.3, 0.2]
     with pytest.raises(ScenarioError, match="increasing order"):
         from_dict(doc)
+
+
+def _event_loop_lateness(
+    rate: float, service_ms: float, slack_us: float, seconds: float
+) -> list[float]:
+    """The timer lateness (ms) of each wake-up of a ``release_timer: event_loop`` load
+    generator, its requests served in ``service_ms`` with nothing else on the way."""
+    from meshsim.sim.engine import Simulation
+
+    doc = _doc("constant" if seconds < 1.0 else "poisson", rate, 1.0)
+    doc["duration_s"] = seconds
+    doc["workloads"][0].update({"release_timer": "event_loop", "timer_slack_us": slack_us})
+    doc["services"][0]["cpu_ms"] = service_ms
+    sims: list[Simulation] = []
+    run_scenario(from_dict(doc), observe=sims.append)
+    return [v * 1e3 for w in sims[0].workloads for v in w.release_lateness_s]
+
+
+def test_an_event_loop_timer_sleeps_whole_ticks_from_its_last_sleep() -> None:
+    # Requests 10 ms apart, each answered r ms after it leaves (r = 0.0026: the 1 us
+    # service and the payload's copies). Each sleep is armed for the clock's truncated
+    # millisecond plus the rounded delay, and the loop sleeps whole milliseconds from its
+    # last sleep (the last answer), then the 0.3 ms slack: the first fires 0.3 ms late; the
+    # second is armed at 10.3 ms for 20 (9.7 rounds to 10) and sleeps 10 ms from 10.3 + r,
+    # 0.6 + r late; the third is armed at 20.6 + r for 29 (9.4 - r rounds to 9) and sleeps
+    # 9 ms from 20.6 + 2r, early; the fourth, armed at 29.9 + 2r for 39, is 0.2 + 3r late.
+    r = _latency(_doc("constant", 100.0, None))["mean"]
+    late = _event_loop_lateness(100.0, 0.001, 300.0, 0.045)
+    assert late == pytest.approx([0.3, 0.6 + r, -0.1 + 2 * r, 0.2 + 3 * r], abs=1e-6)
+
+
+def test_an_event_loop_timer_fires_for_a_response_past_its_tick() -> None:
+    # Answered 9.8 + e ms after leaving (e: the payload's copies): the first request
+    # leaves at 10.3 ms (0.3 slack). The second's timer is due at 20 ms and its loop would
+    # wake at 20.6 (10 ms from 10.3, plus the slack), but the first answer wakes it at
+    # 20.1 + e: it fires then. The third's is due at 30, and the second answer (at
+    # 29.9 + 2e) reset the loop's sleep to a whole millisecond from then: 1.2 + 2e late.
+    plain = _doc("constant", 100.0, None)
+    plain["services"][0]["cpu_ms"] = 9.8
+    e = _latency(plain)["mean"] - 9.8
+    late = _event_loop_lateness(100.0, 9.8, 300.0, 0.035)
+    assert late == pytest.approx([0.3, 0.1 + e, 1.2 + 2 * e], abs=1e-6)
+
+
+def test_an_event_loop_timer_is_within_half_a_tick_plus_its_slack() -> None:
+    # Sleeping through (requests 50 ms apart on average, answered in 1 us), a request due
+    # d ticks after the loop armed its timer is released round(d) - d + slack ticks late:
+    # uniform within half a tick of the slack. With 0.2 ms of slack: mean 0.2 ms, early
+    # 30 % of the time, none beyond 0.7 ms. About 1,200 wake-ups: standard errors 0.008 ms
+    # on the mean and 0.013 on the share early; the gaps' fractional parts are uniform
+    # within 2 % at this rate. Outside the band only where the answer (2.6 us after the
+    # release) crosses a tick before the loop sleeps, a tick earlier: 0.26 % of wake-ups.
+    late = _event_loop_lateness(20.0, 0.001, 200.0, 60.0)
+    assert len(late) > 1000
+    assert sum(late) / len(late) == pytest.approx(0.2, abs=0.03)
+    assert sum(v < 0 for v in late) / len(late) == pytest.approx(0.3, abs=0.045)
+    outside = [v for v in late if not -0.3 - 1e-6 <= v <= 0.7 + 0.003]
+    assert len(outside) <= 0.01 * len(late)
+    assert all(v < -0.3 for v in outside)
+
+
+def test_release_timer_needs_a_tick_and_excludes_a_drawn_lateness() -> None:
+    doc = _doc("poisson", 100.0, None)
+    doc["workloads"][0]["release_timer"] = "event_loop"
+    with pytest.raises(ScenarioError, match="needs 'release_tick_ms'"):
+        from_dict(doc)
+    doc = _doc("poisson", 100.0, 1.0)
+    doc["workloads"][0].update({"release_timer": "event_loop", "release_lateness_ms": [0, 1]})
+    with pytest.raises(ScenarioError, match="give one"):
+        from_dict(doc)

@@ -53,8 +53,10 @@ PARTS = {
     "outside_client_sidecar": "outside the client sidecar",
     "client_sidecar_share": "client sidecar's share",
     "server_side": "server side (server sidecar + echo)",
+    "release": "of all that, the wait for the load generator's timer (intended to sent)",
 }
-"""The lab-shaped parts, in the order they are shown, with their labels."""
+"""The lab-shaped parts, in the order they are shown, with their labels; ``release`` is in
+``outside_client_sidecar``, from the load generator's two clocks (records since run AB)."""
 SECTION_LABELS = {
     "outside": "outside the client sidecar",
     "client": "client sidecar's share",
@@ -96,20 +98,26 @@ def duration_quantiles(durations_ms: Sequence[float]) -> dict[str, float]:
 
 
 def lab_parts(
-    latency_ms: Mapping[str, float], sidecar_ms: Mapping[str, Mapping[str, float]]
+    latency_ms: Mapping[str, float],
+    sidecar_ms: Mapping[str, Mapping[str, float]],
+    from_send_ms: Mapping[str, float] | None = None,
 ) -> dict[str, dict[str, float]] | None:
     """The three lab-shaped parts (and the end-to-end latency) for each of :data:`STATS`,
-    in ms; None when either sidecar's durations are missing."""
+    in ms, and with ``from_send_ms`` (the latency from each request's send) the wait for
+    the load generator's timer; None when either sidecar's durations are missing."""
     client = sidecar_ms.get("client_sidecar") or {}
     server = sidecar_ms.get("server_sidecar") or {}
     if not all(s in client and s in server and s in latency_ms for s in STATS):
         return None
-    return {
+    parts = {
         "end_to_end": {s: latency_ms[s] for s in STATS},
         "outside_client_sidecar": {s: latency_ms[s] - client[s] for s in STATS},
         "client_sidecar_share": {s: client[s] - server[s] for s in STATS},
         "server_side": {s: server[s] for s in STATS},
     }
+    if from_send_ms and all(s in from_send_ms for s in STATS):
+        parts["release"] = {s: latency_ms[s] - from_send_ms[s] for s in STATS}
+    return parts
 
 
 def _stats_ms(seconds: np.ndarray) -> dict[str, float]:
@@ -121,12 +129,14 @@ def _stats_ms(seconds: np.ndarray) -> dict[str, float]:
 def simulated_parts(parts: RequestParts) -> dict[str, dict[str, float]]:
     """The lab-shaped parts of a traced simulation: the same arithmetic as
     :func:`lab_parts`, on the load generator's latency and the two sidecars' spans."""
+    released = parts.column(hop="load_generator", part="release_wait")
     shaped = lab_parts(
         _stats_ms(parts.total),
         {
             "client_sidecar": _stats_ms(parts.client_span),
             "server_sidecar": _stats_ms(parts.server_span),
         },
+        _stats_ms(parts.total - released) if len(released) == len(parts.total) else None,
     )
     assert shaped is not None
     return shaped
@@ -270,7 +280,7 @@ def measured_parts(point: Mapping[str, Any]) -> dict[str, dict[str, float]] | No
     durations = point.get("sidecar_duration_ms")
     if not durations:
         return None
-    return lab_parts(point["latency_ms"], durations)
+    return lab_parts(point["latency_ms"], durations, point.get("latency_from_send_ms"))
 
 
 def decompose_point(
@@ -369,9 +379,10 @@ def render(points: Sequence[PointDecomposition]) -> str:
             "| mean measured | mean predicted | mean difference |",
             "|---|---:|---:|---:|---:|---:|---:|",
         ]
+        none = {s: float("nan") for s in STATS}
         for key, label in PARTS.items():
-            pred = d.predicted[key]
-            meas = d.measured[key] if d.measured is not None else {s: float("nan") for s in STATS}
+            pred = d.predicted.get(key, none)
+            meas = (d.measured or {}).get(key, none)
             lines.append(
                 f"| {label} | {_f(meas['p50'])} | {_f(pred['p50'])} | "
                 f"{_diff(pred['p50'], meas['p50'])} | {_f(meas['mean'])} | "

@@ -104,6 +104,13 @@ def measured(point: Point, run: PointRun, seed: int) -> Measured:
     h = result.corrected
     lat = {f"p{q:g}": h.get_value_at_percentile(q) / 1000.0 for q in (50, 90, 99)}
     lat["mean"] = h.get_mean_value() / 1000.0
+    sent = result.uncorrected
+    # Less the wait for the load generator's timer: from each request's send to its answer.
+    from_send = (
+        {"p50": sent.get_value_at_percentile(50) / 1000.0, "mean": sent.get_mean_value() / 1000.0}
+        if result.completed and point.rps > 0
+        else {}
+    )
     rng = np.random.default_rng(seed)
 
     def sample(xs: list[float]) -> list[float]:
@@ -137,6 +144,7 @@ def measured(point: Point, run: PointRun, seed: int) -> Measured:
         run_delay_us_per_request={
             k: d.run_delay_s * 1e6 / n for k, d in run.used.items() if d.run_delay_s is not None
         },
+        latency_from_send_ms=from_send,
         sidecar_duration_ms=durations,
         latency_parts_ms=lab_parts(lat, durations) or {},
         speed=run.speed,

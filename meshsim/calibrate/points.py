@@ -80,13 +80,17 @@ class Measured:
     send (the load generator's ``uncorrected`` histogram): without the wait for its release
     tick, which the simulated load generator makes itself (empty: older records)."""
     requests_per_release: float | None = None
+    """Open loop: requests the load generator's scheduler released per wake-up of its timer
+    (None: older records, closed loops)."""
     release_lateness_ms: list[float] = field(default_factory=list)
     """The load generator's timer: how late each wake-up that released requests ran after
     the intended time it slept for, in ms, at the quantiles (i + 0.5) / N
     (:data:`meshsim.calibrate.point_record.LATENESS_QUANTILES`; empty: older records, closed
     loops)."""
-    """Open loop: requests the load generator's scheduler released per wake-up of its timer
-    (None: older records, closed loops)."""
+    latency_from_send_ms: dict[str, float] = field(default_factory=dict)
+    """Open loop: p50 and mean of the latency from each request's send (the load
+    generator's ``uncorrected`` histogram), without the wait for its timer to release it
+    (empty: older records, closed loops)."""
     wakeups_per_request: dict[str, float] = field(default_factory=dict)
     """Voluntary context switches per completed request, per process (empty: not measured)."""
     run_delay_us_per_request: dict[str, float] = field(default_factory=dict)

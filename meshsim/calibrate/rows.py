@@ -184,6 +184,7 @@ def point_row(m: Measured) -> dict[str, Any]:
         "wakeups_per_request": {k: round(v, 4) for k, v in m.wakeups_per_request.items()},
         "requests_per_release": m.requests_per_release,
         "release_lateness_ms": m.release_lateness_ms or None,
+        "latency_from_send_ms": {k: round(v, 4) for k, v in m.latency_from_send_ms.items()} or None,
         "run_delay_us_per_request": {k: round(v, 2) for k, v in m.run_delay_us_per_request.items()},
         # The access-log decomposition (meshsim.calibrate.decomposition); empty in records
         # measured before it.

@@ -158,6 +158,10 @@ def merge_passes(passes: list[dict[str, Any]]) -> dict[str, Any]:
     ):
         keys = set.intersection(*(set(p.get(field_name) or {}) for p in passes))
         merged[field_name] = {k: med([p[field_name][k] for p in passes]) for k in sorted(keys)}
+    sends = [p["latency_from_send_ms"] for p in passes if p.get("latency_from_send_ms")]
+    merged["latency_from_send_ms"] = (
+        {k: med([s[k] for s in sends]) for k in sends[0]} if len(sends) == len(passes) else None
+    )
     # Each sidecar's access-log durations, statistic by statistic; the parts are recomputed
     # from these medians (meshsim.calibrate.decomposition), so a pass's own are dropped.
     sides = set.intersection(*(set(p.get("sidecar_duration_ms") or {}) for p in passes))

@@ -121,10 +121,16 @@ def _release_lines(fit: dict[str, Any]) -> list[str]:
     medians = [float(np.median(b["release_lateness_ms"])) for b in timed]
     early = [float(np.mean(np.asarray(b["release_lateness_ms"]) < 0)) for b in timed]
     return [
-        "- the load generator's releases: where its timer fires, late by the lateness it had "
-        f"beside the echo alone at the point's load ({len(timed)} baselines: median "
-        f"{min(medians):.2f}-{max(medians):.2f} ms, early {min(early):.0%}-{max(early):.0%} "
-        "of the time; `release_lateness_ms`), not on a grid of ticks"
+        "- the load generator's releases: where its event loop's millisecond timer fires "
+        "(`release_timer: event_loop`: libuv arms it on the clock's truncated millisecond plus "
+        "the rounded delay, and fires it at the first loop iteration past that, the loop's own "
+        "wake-up whole milliseconds after it last slept plus 50 us of timer slack, or a "
+        "response's), with the kernel's wake-up preemption on the lab's cores "
+        "(`cluster.wakeup_preemption`); nothing about the timer is drawn from the lab. Beside "
+        f"the echo alone the lab's timer fired {min(medians):.2f}-{max(medians):.2f} ms late "
+        f"at the median, early {min(early):.0%}-{max(early):.0%} of the time ({len(timed)} "
+        "baselines); the wait it makes each request beside the proxies is in the per-hop "
+        "decomposition below, measured and simulated"
     ]
 
 

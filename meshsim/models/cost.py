@@ -147,6 +147,12 @@ class ProxyCostModel:
         return self.value("wakeup_cache_decay_ms")
 
     @property
+    def wakeup_cpu_after_share(self) -> float:
+        """The share of a wake-up's CPU spent after the woken work, off the request's path
+        (0.0: all before it; the parameter is optional)."""
+        return self.value("wakeup_cpu_after_share")
+
+    @property
     def wakeup_latency_us(self) -> float:
         """Latency to run a worker a message woke (0.0: in ``hop_latency_us``, if anywhere)."""
         return self.value("wakeup_latency_us")

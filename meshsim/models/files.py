@@ -468,10 +468,15 @@ def _check_parameter(
         )
         ok = False
     value = param.value
-    if not math.isfinite(value) or value < spec.minimum:
+    if not math.isfinite(value) or not spec.minimum <= value <= spec.maximum:
+        bound = (
+            f">= {spec.minimum:g}"
+            if spec.maximum == math.inf
+            else f"from {spec.minimum:g} to {spec.maximum:g}"
+        )
         add(
             (*ppath, "value"),
-            f"expected a number >= {spec.minimum:g} ({spec.unit}), found {value!r}",
+            f"expected a number {bound} ({spec.unit}), found {value!r}",
             value=True,
         )
         ok = False

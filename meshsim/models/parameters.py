@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -78,6 +79,7 @@ class ParameterSpec:
     minimum: float = 0.0
     optional: bool = False
     """A file may leave it out; absent means the value 0.0 (the mechanism is off)."""
+    maximum: float = math.inf
 
 
 _ALL: Final = frozenset(PROXY_KINDS)  # every proxy kind (not the control planes)
@@ -101,9 +103,10 @@ def _spec(
     *,
     integer: bool = False,
     minimum: float = 0.0,
+    maximum: float = math.inf,
     optional: bool = False,
 ) -> ParameterSpec:
-    return ParameterSpec(name, unit, meaning, frozenset(kinds), integer, minimum, optional)
+    return ParameterSpec(name, unit, meaning, frozenset(kinds), integer, minimum, optional, maximum)
 
 
 _SPECS: tuple[ParameterSpec, ...] = (
@@ -220,6 +223,17 @@ _SPECS: tuple[ParameterSpec, ...] = (
         "costs wakeup_cpu_us x (1 - exp(-t / this)), so wakeup_cpu_us is then a fully cold "
         "wake-up's CPU (absent: every wake-up costs wakeup_cpu_us however long the sleep)",
         _ALL,
+        optional=True,
+    ),
+    _spec(
+        "wakeup_cpu_after_share",
+        "ratio",
+        "the share of a wake-up's CPU (wakeup_cpu_us) spent after the woken burst's work "
+        "rather than before it: the event loop's return to its poll and the switch out, "
+        "which hold the worker and its core but not the request that woke it (absent or 0: "
+        "all of it before the work, on the request's path)",
+        _ALL,
+        maximum=1.0,
         optional=True,
     ),
     _spec(

@@ -404,6 +404,21 @@ class Workload(Spec):
         "(stream release/NAME) from these equally spaced quantiles in increasing order; it "
         "then sends everything due within half a tick. Omitted: releases on a grid of ticks.",
     )
+    release_timer: Literal["grid", "event_loop"] | None = Field(
+        None,
+        description="Open loop, with release_tick_ms: how the load generator's timer fires. "
+        "grid (the default without release_lateness_ms): on the tick nearest each request. "
+        "event_loop: as libuv's (uvloop, Node.js) with its clock in whole ticks: a sleep is "
+        "armed for the clock's current tick plus the delay rounded to ticks, and fires at the "
+        "first loop iteration whose clock has reached that tick: the loop's own wake-up "
+        "(whole ticks after it last began to sleep, plus timer_slack_us) or an earlier one "
+        "for a response (so up to 1.5 ticks early, and less late on a busy loop).",
+    )
+    timer_slack_us: NonNegativeFloat = Field(
+        50.0,
+        description="With release_timer event_loop: how late the kernel wakes a sleeping "
+        "loop past its timeout (the timer slack; Linux's default timer_slack_ns: 50 us).",
+    )
     client_cpu_ms: Distribution | None = Field(
         None,
         description="The client's own CPU per request (e.g. a load generator sharing a core "
@@ -437,9 +452,13 @@ class Workload(Spec):
                 raise ValueError("a closed workload needs 'clients'")
             if self.rate_rps is not None or self.phases is not None:
                 raise ValueError("a closed workload takes 'clients', not 'rate_rps' or 'phases'")
-            if self.release_tick_ms is not None or self.release_lateness_ms is not None:
+            if any(
+                k is not None
+                for k in (self.release_tick_ms, self.release_lateness_ms, self.release_timer)
+            ):
                 raise ValueError(
-                    "'release_tick_ms' and 'release_lateness_ms' belong to open-loop workloads"
+                    "'release_tick_ms', 'release_lateness_ms' and 'release_timer' belong to "
+                    "open-loop workloads"
                 )
         else:
             if self.clients is not None or self.think_time_ms is not None:
@@ -458,6 +477,14 @@ class Workload(Spec):
                     raise ValueError("'release_lateness_ms' needs 'release_tick_ms' (its tick)")
                 if lateness != sorted(lateness):
                     raise ValueError("'release_lateness_ms' are quantiles: in increasing order")
+            if self.release_timer is not None:
+                if self.release_tick_ms is None:
+                    raise ValueError("'release_timer' needs 'release_tick_ms' (its clock's tick)")
+                if lateness is not None:
+                    raise ValueError(
+                        "'release_timer' and 'release_lateness_ms' are two ways to say when "
+                        "the timer fires: give one"
+                    )
         return self
 
     def rate_at(self, t_s: float) -> float:

@@ -7,6 +7,7 @@ connections are all busy, the wait counts (no coordinated omission).
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,10 @@ if TYPE_CHECKING:
     from meshsim.sim.app import ServiceRuntime
     from meshsim.sim.cluster import Node
     from meshsim.sim.engine import Simulation
+
+
+_TICK_EPS = 1e-9
+"""Ticks: a time a hair under a tick boundary (float error) is on it."""
 
 
 class WorkloadDriver:
@@ -61,6 +66,13 @@ class WorkloadDriver:
         self.timer_lateness: Sampler | None = None
         """How late the load generator's timer fires after the request it sleeps for is due
         (``release_lateness_ms``; None: releases on a grid of ticks)."""
+        self.release_lateness_s: list[float] = []
+        """Per timer wake-up in the window: how late it released the request it slept for
+        (negative: early), as the lab's load generator records it."""
+        self._loop_idle_since = 0.0
+        """When the client's event loop last went to sleep (its thread's last burst ended)."""
+        self._loop_woken: simpy.Event | None = None
+        """Succeeded by a response reaching the client while its timer waits on its loop."""
         if spec.release_lateness_ms is not None:
             qs = np.asarray(spec.release_lateness_ms, dtype=float) * 1e-3
             ps = (np.arange(len(qs)) + 0.5) / len(qs)
@@ -181,23 +193,77 @@ class WorkloadDriver:
             return True
 
         lateness = self.timer_lateness
+        event_loop = self.spec.release_timer == "event_loop"
+        record = self.release_lateness_s.append
+        warmup = self.sim.warmup_s
         while at is not None:
-            if lateness is None:
-                wake = round(at / tick_s) * tick_s
+            slept = at - env._now > half
+            if event_loop:
+                if slept:
+                    yield from self._loop_timer(at, tick_s)
             else:
-                wake = at + lateness() if at - env._now > half else env._now
-            if wake > env._now:
-                yield env.timeout(wake - env._now)
+                if lateness is None:
+                    wake = round(at / tick_s) * tick_s
+                else:
+                    wake = at + lateness() if slept else env._now
+                if wake > env._now:
+                    yield env.timeout(wake - env._now)
             if host is None or thread is None:
+                if slept and at >= warmup:
+                    record(env._now - at)
                 release()
+                self._loop_idle_since = env._now
                 continue
             # The timer wakes the client's thread, which sends what is due once it runs.
             slot: object | None = take(thread)
             if slot is None:
                 slot = thread.request()
                 yield slot
-            yield from host.wake_thread(self.client, release)
+            if slept and at >= warmup:
+
+                def release_late(due: float = at) -> bool:
+                    # The lateness is the lab's: from the request's due time to the moment
+                    # the woken loop runs the sleeper (which has its core by then).
+                    record(env._now - due)
+                    return release()
+
+                yield from host.wake_thread(self.client, release_late)
+            else:
+                yield from host.wake_thread(self.client, release)
             give(thread, slot)
+            self._loop_idle_since = env._now
+
+    def _loop_timer(self, at: float, tick_s: float) -> Generator[simpy.Event, Any, None]:
+        """Sleep as a libuv loop sleeps for a request due at ``at`` (``release_timer:
+        event_loop``): until its timer fires, after which the caller queues for the loop's
+        thread as the timer's callback does.
+
+        libuv keeps its clock in whole milliseconds (uvloop's ``call_later`` rounds the delay
+        to them, and ``uv_update_time`` truncates the clock when the timer is armed), so the
+        timer is due at a tick boundary up to 1.5 ticks before or 0.5 after ``at``; it runs
+        at the first loop iteration whose clock has reached that boundary. A loop that is
+        running then (a response being read, or queued for its core) fires it once that
+        work is done. A sleeping one wakes on its own whole ticks after it last began to
+        sleep, with the kernel's timer slack on top (``epoll_wait`` counts its timeout in
+        milliseconds from the call), or sooner for a response: the busier the loop, the
+        nearer the boundary it fires, which is why a load generator beside the proxies is
+        less late than beside the echo alone."""
+        env = self.env
+        now = env._now
+        boundary_tick = math.floor(now / tick_s + _TICK_EPS) + round((at - now) / tick_s)
+        boundary = boundary_tick * tick_s
+        if boundary > now:
+            yield env.timeout(boundary - now)
+        thread = self.client_thread
+        if thread is not None and (thread.count or thread.queue):
+            return
+        idle = self._loop_idle_since
+        ticks_left = boundary_tick - math.floor(idle / tick_s + _TICK_EPS)
+        wake = idle + ticks_left * tick_s + self.spec.timer_slack_us * 1e-6
+        if wake > env._now:
+            woken = self._loop_woken = env.event()
+            yield env.timeout(wake - env._now) | woken
+            self._loop_woken = None
 
     def _intended_times(self) -> Iterator[float]:
         """The open loop's intended send times, from now to the end of the run."""
@@ -265,6 +331,9 @@ class WorkloadDriver:
             # sim.call, inline: one frame less under every event of the request.
             status = yield from sim.route(self.client, self.target, req, None)
             sim.record_edge(self.client, self.target, req, intended_at, status)
+            if (woken := self._loop_woken) is not None and not woken.triggered:
+                woken.succeed()
+            self._loop_idle_since = env._now
         else:
             # The client's own work is on its request's path, half to send it and half to
             # read the response, each queued for its node's cores behind (or ahead of) the
@@ -272,6 +341,10 @@ class WorkloadDriver:
             half_s = client_cpu() / 2.0
             yield from self._client_burst(host, half_s)
             status = yield from sim.call(self.client, self.target, req, None)
+            # The response wakes the client's loop, and a timer it sleeps on fires once the
+            # response is read (_loop_timer).
+            if (woken := self._loop_woken) is not None and not woken.triggered:
+                woken.succeed()
             yield from self._client_burst(host, half_s)
         if pool is not None and conn is not None:
             give(pool, conn)
@@ -294,6 +367,7 @@ class WorkloadDriver:
             yield slot
         yield from host.execute(cpu_s, self.client, ready=thread)
         give(thread, slot)
+        self._loop_idle_since = self.env._now
 
     def requested_rps(self) -> float | None:
         """The mean open-loop rate over the measurement window (None for closed loops)."""

@@ -125,6 +125,7 @@ class Proxy:
         "stealing",
         "tcp_open_s",
         "tls_connections",
+        "wake_after",
         "wake_latency_s",
         "wakes",
         "wakeup_s",
@@ -168,6 +169,9 @@ class Proxy:
         """CPU seconds executed by this proxy (read by the engine's snapshots)."""
         self.hop_s = model.hop_latency_us * 1e-6
         self.wakeup_s = model.wakeup_cpu_us * 1e-6
+        self.wake_after = model.wakeup_cpu_after_share
+        """The share of a wake-up's CPU spent after the woken burst, off the request's path
+        (the loop's return to its poll): held as the telemetry is (:meth:`_linger`)."""
         self.cooling_s = model.wakeup_cache_decay_ms * 1e-3
         """The time constant over which a sleeping worker's caches cool (0: a wake-up costs
         ``wakeup_s`` however long the worker slept)."""
@@ -227,9 +231,14 @@ class Proxy:
         """Run ``cpu_s`` on ``worker``: wait for the thread, then for a core of the node."""
         if self.wakes:
             extra, wait = self._wakeup(worker)
-            cpu_s += extra
             if wait > 0.0:
                 yield self.env.timeout(wait)
+            if extra:
+                after = extra * self.wake_after
+                if after > 0.0:
+                    yield from self._linger(worker, cpu_s + extra - after, after)
+                    return
+                cpu_s += extra
         if self.drift is not None:
             cpu_s *= self.drift.at(self.env.now)
         wreq: object = take(worker.res)
@@ -268,9 +277,17 @@ class Proxy:
         """Run ``cpu_s`` (the response path), return, and keep the worker busy ``after_s``."""
         if self.wakes:
             extra, wait = self._wakeup(worker)
-            cpu_s += extra
             if wait > 0.0:
                 yield self.env.timeout(wait)
+            after = extra * self.wake_after
+            cpu_s += extra - after
+            after_s += after
+        yield from self._linger(worker, cpu_s, after_s)
+
+    def _linger(
+        self, worker: Worker, cpu_s: float, after_s: float
+    ) -> Generator[simpy.Event, Any, None]:
+        """:meth:`work_then_linger` once the wake-up is paid."""
         if self.drift is not None:
             k = self.drift.at(self.env.now)
             cpu_s *= k
