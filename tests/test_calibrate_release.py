@@ -166,6 +166,47 @@ def test_the_report_says_how_the_simulated_load_generator_releases() -> None:
         }
     }
     (line,) = _release_lines(fit)
-    assert "2 baselines: median 0.20-0.65 ms, early 0%-25% of the time" in line
+    assert "`release_timer: event_loop`" in line
+    assert "0.20-0.65 ms late at the median, early 0%-25% of the time (2 baselines)" in line
     assert _release_lines({"client_delay": {"baselines": [{"rps": 1.0}]}}) == []
     assert _release_lines({}) == []
+
+
+def test_the_simulated_lab_fires_its_timer_as_libuv_does_where_the_lab_timed_it() -> None:
+    # Where the baseline recorded its timer's lateness (so its delay runs from each send),
+    # the simulated load generator's timer is the event loop's, on a 1 ms clock, and nothing
+    # of the lateness is drawn; the cores preempt on wake-up as the lab's kernel does.
+    from meshsim.calibrate.lab_scenario import lab_scenario
+
+    base = {
+        "payload_bytes": 1024,
+        "rps": 5000.0,
+        "keep_alive": True,
+        "delay_ms": [0.1],
+        "delay_from": "send",
+        "release_lateness_ms": [-0.3, 0.5, 0.7],
+    }
+    fit = {
+        "lab": {"release_tick_ms": 1.17, "echo_cpu_us": 20.0},
+        "client_delay": {"baselines": [base]},
+    }
+    point = {
+        "payload_bytes": 1024,
+        "rps": 5000.0,
+        "connections": 32,
+        "keep_alive": True,
+        "mtls": False,
+    }
+    doc = lab_scenario(ROOT / "models/calibrated/lab.yaml", fit, point)
+    (workload,) = doc["workloads"]
+    assert workload["release_timer"] == "event_loop"
+    assert workload["release_tick_ms"] == 1.0
+    assert "release_lateness_ms" not in workload
+    assert doc["cluster"]["wakeup_preemption"] is True
+    # An older baseline, from the intended time: released at the intended times.
+    older = {**base, "delay_from": None, "release_lateness_ms": None}
+    doc = lab_scenario(
+        ROOT / "models/calibrated/lab.yaml", {**fit, "client_delay": {"baselines": [older]}}, point
+    )
+    assert "release_timer" not in doc["workloads"][0]
+    assert "release_tick_ms" not in doc["workloads"][0]

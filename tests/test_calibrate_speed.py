@@ -360,3 +360,27 @@ def test_colocated_cpu_follows_a_per_request_and_a_per_second_cost() -> None:
     # One fit load is too few to follow the load.
     fit["points"] = [r for r in fit["points"] if r["rps"] in (0.0, 1000.0)]
     assert colocated_cpu(fit, at) is None
+
+
+def test_each_pass_replays_its_own_host_and_the_prediction_is_their_median() -> None:
+    from meshsim.calibrate.validate import median_figures, per_pass_hosts
+
+    passes = [
+        {"host_trace": {"0": [100, 101]}, "host_phases": {"0": {}}, "wake_latency_us": {"0": {}}},
+        {"host_trace": {"0": [100, 2143]}, "host_phases": None, "wake_latency_us": None},
+        {"host_trace": {"0": [99, 100]}},
+    ]
+    hosts = per_pass_hosts(passes)
+    assert [h["trace"] for h in hosts] == [q["host_trace"] for q in passes]
+    assert hosts[0]["phases"] == {"0": {}} and hosts[2]["phases"] is None
+    assert hosts[0]["wakeups"] == {"0": {}} and hosts[2]["wakeups"] is None
+    # One pass, or a pass without its trace: the merged point's host is replayed.
+    assert per_pass_hosts(passes[:1]) == []
+    assert per_pass_hosts([*passes, {"host_trace": None}]) == []
+    # A stalled pass's run moves the median no further than the middle run.
+    runs = [
+        {"p99": 1.8, "p50": 0.70},
+        {"p99": 10.4, "p50": 0.69},
+        {"p99": 1.9, "p50": 0.71, "x": 1.0},
+    ]
+    assert median_figures(runs) == {"p99": 1.9, "p50": 0.70}
