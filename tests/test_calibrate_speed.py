@@ -372,8 +372,10 @@ def test_each_pass_replays_its_own_host_and_the_prediction_is_their_median() -> 
     ]
     hosts = per_pass_hosts(passes)
     assert [h["trace"] for h in hosts] == [q["host_trace"] for q in passes]
-    assert hosts[0]["phases"] == {"0": {}} and hosts[2]["phases"] is None
-    assert hosts[0]["wakeups"] == {"0": {}} and hosts[2]["wakeups"] is None
+    assert hosts[0]["phases"] == {"0": {}}
+    assert hosts[2]["phases"] is None
+    assert hosts[0]["wakeups"] == {"0": {}}
+    assert hosts[2]["wakeups"] is None
     # One pass, or a pass without its trace: the merged point's host is replayed.
     assert per_pass_hosts(passes[:1]) == []
     assert per_pass_hosts([*passes, {"host_trace": None}]) == []
