@@ -139,6 +139,9 @@ def _model_with(tmp_path: Path, wake_us: float | None) -> Path:
     # depending on how long its thread slept (which the latency moves).
     for name in ("cpu_drift_cv", "cpu_drift_ms", "wakeup_cache_decay_ms"):
         doc["parameters"].pop(name, None)
+    # And all of it before the woken burst: spent after it, it would keep the worker busy
+    # for the response path, which would then not find it asleep.
+    doc["parameters"].pop("wakeup_cpu_after_share", None)
     doc["parameters"].pop("wakeup_latency_us", None)  # (None: the model has none)
     if wake_us is not None:
         doc["parameters"]["wakeup_latency_us"] = {
