@@ -139,6 +139,9 @@ def test_refitted_hop_latency_reproduces_the_fit_point(tmp_path: Path) -> None:
         assert (share == 1.0 and not faster) or (
             max(slower, default=0.0) <= share <= min(faster, default=1.0)
         )
+        # The model says where the refit ended: at its bound and still slower, or not.
+        note = params["wakeup_cpu_after_share"]["note"]
+        assert ("is still" in note) == (share == 1.0 and last[1.0] > measured * 1.02)
 
 
 def test_the_timer_lateness_is_kept_as_quantiles_in_ms() -> None:

@@ -310,12 +310,22 @@ def _write_share(
     measured_ms: float | None = None,
 ) -> None:
     where = f"{point['rps']:g} rps, {point['payload_bytes']} B"
-    outcome = (
-        f"that makes the simulated lab's p50 at {where} the measured one"
-        if simulated_ms is None or measured_ms is None or simulated_ms <= measured_ms * 1.02
-        else f"all of it: the simulated lab's p50 at {where} is still {simulated_ms:.3f} ms "
-        f"against the measured {measured_ms:.3f}"
-    )
+    if (
+        simulated_ms is None
+        or measured_ms is None
+        or abs(simulated_ms - measured_ms) < TOLERANCE * measured_ms
+    ):
+        outcome = f"that makes the simulated lab's p50 at {where} the measured one"
+    elif share >= 1.0:
+        outcome = (
+            f"all of it: the simulated lab's p50 at {where} is still {simulated_ms:.3f} ms "
+            f"against the measured {measured_ms:.3f}"
+        )
+    else:
+        outcome = (
+            f"that brings the simulated lab's p50 at {where} to {simulated_ms:.3f} ms against "
+            f"the measured {measured_ms:.3f}"
+        )
     doc["parameters"]["wakeup_cpu_after_share"] = {
         "value": round(share, 4),
         "unit": "ratio",
