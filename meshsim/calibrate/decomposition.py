@@ -53,10 +53,12 @@ PARTS = {
     "outside_client_sidecar": "outside the client sidecar",
     "client_sidecar_share": "client sidecar's share",
     "server_side": "server side (server sidecar + echo)",
-    "release": "of all that, the wait for the load generator's timer (intended to sent)",
+    "release": "of all that, the load generator's wait to send: its timer, then a free "
+    "connection (intended to sent)",
 }
 """The lab-shaped parts, in the order they are shown, with their labels; ``release`` is in
-``outside_client_sidecar``, from the load generator's two clocks (records since run AB)."""
+``outside_client_sidecar``, from the load generator's two clocks (records since run AB): the
+lab's sends when a connection is free, so the wait for one is in it as well."""
 SECTION_LABELS = {
     "outside": "outside the client sidecar",
     "client": "client sidecar's share",
@@ -129,7 +131,11 @@ def _stats_ms(seconds: np.ndarray) -> dict[str, float]:
 def simulated_parts(parts: RequestParts) -> dict[str, dict[str, float]]:
     """The lab-shaped parts of a traced simulation: the same arithmetic as
     :func:`lab_parts`, on the load generator's latency and the two sidecars' spans."""
-    released = parts.column(hop="load_generator", part="release_wait")
+    # As the lab's load generator stamps a request sent: once its timer released it and one
+    # of its connections was free.
+    released = parts.column(hop="load_generator", part="release_wait") + parts.column(
+        hop="load_generator", part="connection_wait"
+    )
     shaped = lab_parts(
         _stats_ms(parts.total),
         {
