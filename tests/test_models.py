@@ -282,6 +282,13 @@ def test_a_share_above_one_names_line_field_and_bounds() -> None:
     assert p.field == "parameters.wakeup_cpu_after_share.value"
     assert p.line == _line_of(bad, r"value: 1.5")
     assert "from 0 to 1" in p.message
+    # Nor may its range reach past 1: a model band would draw from it.
+    ranged = share.replace("value: 1.5", "value: 0.5") + "    range: [0.2, 1.5]\n"
+    ranged += "    range_source: a guess\n"
+    bad = text.replace("  rbac_us:\n", ranged + "  rbac_us:\n", 1)
+    [p] = _errors(bad).problems
+    assert p.field == "parameters.wakeup_cpu_after_share.range"
+    assert "above the most allowed 1" in p.message
 
 
 def test_wrong_unit_and_fractional_count() -> None:

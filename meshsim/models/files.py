@@ -422,6 +422,13 @@ def _check_range(
             value=True,
         )
         ok = False
+    if high > spec.maximum:
+        add(
+            rpath,
+            f"high bound {high:g} is above the most allowed {spec.maximum:g} ({spec.unit})",
+            value=True,
+        )
+        ok = False
     if spec.integer and (low != int(low) or high != int(high)):
         add(rpath, f"expected whole numbers of {spec.unit}, found {raw!r}", value=True)
         ok = False
