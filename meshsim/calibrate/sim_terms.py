@@ -282,17 +282,15 @@ def _refit_wake_share(
 
     rounds: list[dict[str, float]] = []
     lo, hi = 0.0, 1.0
-    best = 1.0
-    if simulate(hi) - measured < -TOLERANCE * measured:
+    best, p50 = hi, simulate(hi)
+    if p50 - measured < -TOLERANCE * measured:
         for _ in range(SHARE_ROUNDS):
-            mid = (lo + hi) / 2.0
-            error = simulate(mid) - measured
-            best = mid
-            if abs(error) < TOLERANCE * measured:
+            best = (lo + hi) / 2.0
+            p50 = simulate(best)
+            if abs(p50 - measured) < TOLERANCE * measured:
                 break
-            lo, hi = (mid, hi) if error > 0.0 else (lo, mid)
-    final = [r["simulated_p50_ms"] for r in rounds if r["wakeup_cpu_after_share"] == round(best, 4)]
-    _write_share(model_path, doc, fit, best, point, final[-1], measured)
+            lo, hi = (best, hi) if p50 > measured else (lo, best)
+    _write_share(model_path, doc, fit, best, point, p50, measured)
     return {"wakeup_cpu_after_share": round(best, 4), "share_rounds": rounds}
 
 
