@@ -61,3 +61,33 @@ def test_a_process_that_ended_keeps_the_cpu_last_read() -> None:
     finally:
         child.communicate(b"\n")
     assert reader.cpu_s() >= spent  # the child's share stays when its clock is gone
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity")
+def test_switches_are_told_apart_a_sleeper_volunteers_a_crowded_burner_is_preempted() -> None:
+    """Two processes burning CPU on one core take it from each other (involuntary switches,
+    a few per scheduler slice); one that sleeps gives it up itself (voluntary ones)."""
+    core = min(os.sched_getaffinity(0))
+    burn = (
+        f"import os, time\nos.sched_setaffinity(0, {{{core}}})\n"
+        "t = time.thread_time()\nwhile time.thread_time() - t < 0.2: pass\ninput()\n"
+    )
+    sleep = "import time\nfor _ in range(50): time.sleep(0.001)\ninput()\n"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE)
+        for code in (burn, burn, sleep)
+    ]
+    try:
+        time.sleep(0.05)
+        while min(tree_sched([p.pid]).cpu_s for p in procs[:2]) < 0.19:
+            time.sleep(0.02)
+        time.sleep(0.2)  # the sleeper is done too
+        a, b, sleeper = (tree_sched([p.pid]) for p in procs)
+    finally:
+        for p in procs:
+            p.communicate(b"\n", timeout=10)
+    # 0.2 s each, shared with the other: each was preempted many times (slices of a few ms).
+    assert a.involuntary >= 10
+    assert b.involuntary >= 10
+    assert sleeper.voluntary >= 50
+    assert sleeper.involuntary < sleeper.voluntary

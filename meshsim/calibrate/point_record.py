@@ -141,6 +141,7 @@ def measured(point: Point, run: PointRun, seed: int) -> Measured:
         ),
         release_lateness_ms=lateness_quantiles_ms(result.release_lateness_s),
         wakeups_per_request={k: d.voluntary / n for k, d in run.used.items()},
+        preemptions_per_request={k: d.involuntary / n for k, d in run.used.items()},
         run_delay_us_per_request={
             k: d.run_delay_s * 1e6 / n for k, d in run.used.items() if d.run_delay_s is not None
         },

@@ -93,6 +93,9 @@ class Measured:
     (empty: older records, closed loops)."""
     wakeups_per_request: dict[str, float] = field(default_factory=dict)
     """Voluntary context switches per completed request, per process (empty: not measured)."""
+    preemptions_per_request: dict[str, float] = field(default_factory=dict)
+    """Involuntary context switches per completed request, per process: the times it was
+    preempted while running (empty: older records)."""
     run_delay_us_per_request: dict[str, float] = field(default_factory=dict)
     """Time runnable but not running, per completed request, per process (schedstat)."""
     sidecar_duration_ms: dict[str, dict[str, float]] = field(default_factory=dict)

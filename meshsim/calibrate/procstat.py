@@ -1,4 +1,4 @@
-"""A process's counters from ``/proc``: CPU, run delay, voluntary context switches, RSS.
+"""A process's counters from ``/proc``: CPU, run delay, context switches, RSS.
 
 ``/proc/PID/task/*/schedstat`` gives CPU and run delay to the nanosecond where the kernel
 keeps it (CONFIG_SCHED_INFO); elsewhere the CPU comes from ``/proc/PID/stat``'s clock ticks
@@ -33,6 +33,10 @@ class Sched:
     run_delay_s: float | None
     """None where the kernel keeps no schedstat."""
     voluntary: int
+    """Context switches out of a thread that went to sleep (its wake-ups)."""
+    involuntary: int = 0
+    """Context switches out of a thread that was still running: preempted, mostly by a
+    process it had just woken on its core."""
 
     def __sub__(self, other: Sched) -> Sched:
         rd = (
@@ -40,7 +44,12 @@ class Sched:
             if self.run_delay_s is None or other.run_delay_s is None
             else self.run_delay_s - other.run_delay_s
         )
-        return Sched(self.cpu_s - other.cpu_s, rd, self.voluntary - other.voluntary)
+        return Sched(
+            self.cpu_s - other.cpu_s,
+            rd,
+            self.voluntary - other.voluntary,
+            self.involuntary - other.involuntary,
+        )
 
     def __add__(self, other: Sched) -> Sched:
         rd = (
@@ -48,17 +57,22 @@ class Sched:
             if self.run_delay_s is None or other.run_delay_s is None
             else self.run_delay_s + other.run_delay_s
         )
-        return Sched(self.cpu_s + other.cpu_s, rd, self.voluntary + other.voluntary)
+        return Sched(
+            self.cpu_s + other.cpu_s,
+            rd,
+            self.voluntary + other.voluntary,
+            self.involuntary + other.involuntary,
+        )
 
 
 def proc_sched(pid: int) -> Sched:
-    """CPU, run delay and voluntary context switches of ``pid``, all threads.
+    """CPU, run delay and context switches of ``pid``, all threads.
 
     ``schedstat`` gives CPU and run delay in nanoseconds; a kernel without it (no
     CONFIG_SCHED_INFO) leaves the CPU to ``/proc/PID/stat``'s clock ticks and the run delay
     unknown.
     """
-    cpu_ns = delay_ns = voluntary = 0
+    cpu_ns = delay_ns = voluntary = involuntary = 0
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(FileNotFoundError):  # a thread that has just ended
             if HAVE_SCHEDSTAT:
@@ -68,9 +82,11 @@ def proc_sched(pid: int) -> Sched:
             for line in (task / "status").read_text().splitlines():
                 if line.startswith("voluntary_ctxt_switches:"):
                     voluntary += int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches:"):
+                    involuntary += int(line.split()[1])
     if not HAVE_SCHEDSTAT:
-        return Sched(proc_cpu_s(pid), None, voluntary)
-    return Sched(cpu_ns * 1e-9, delay_ns * 1e-9, voluntary)
+        return Sched(proc_cpu_s(pid), None, voluntary, involuntary)
+    return Sched(cpu_ns * 1e-9, delay_ns * 1e-9, voluntary, involuntary)
 
 
 def tree_sched(pids: list[int]) -> Sched:
