@@ -14,9 +14,11 @@ import pytest
 
 from meshsim.calibrate.calibration import fit_model, write_model
 from meshsim.calibrate.fit import fit_plane
+from meshsim.calibrate.model_fit import LabRecord, fit_request_cpu, wakeup_plane
 from meshsim.calibrate.points import LabConfig, Measured, Point
 from meshsim.calibrate.validate import baseline_for, core_utilisation, lab_scenario
 from meshsim.models import load_model
+from meshsim.proxy.fastpath import WHOLE_BODY_BYTES
 from meshsim.sim.cpu.drift import period_lag1, period_mean_cv
 
 # The truth the synthetic lab is generated from (microseconds).
@@ -26,6 +28,7 @@ WAKEUP_US = 45.0
 TCP_END_US = 80.0
 TLS_FIXED_US = 25.0
 TLS_PER_KIB_US = 1.2
+STREAMED_US = 20.0  # a request body larger than the proxy holds whole (WHOLE_BODY_BYTES)
 
 
 def wakeups_at(rps: float) -> float:
@@ -39,6 +42,8 @@ def measured(
     kib = 2.0 * payload / 1024.0
     wake = wakeups_at(rps)
     cpu = BARE_US + PER_KIB_US * kib + WAKEUP_US * wake + 8.0 * cfg.filters
+    if payload > WHOLE_BODY_BYTES:
+        cpu += STREAMED_US
     if cfg.mtls:
         cpu += TLS_FIXED_US + TLS_PER_KIB_US * kib
     if not cfg.keep_alive:
@@ -127,11 +132,33 @@ def test_plane_fit_recovers_two_slopes_with_cis() -> None:
         fit_plane({"kib": kib, "wakeups": 2 * kib}, y)  # collinear: cannot be separated
 
 
+def test_the_streamed_bodies_step_beyond_the_plane_instead_of_tilting_it() -> None:
+    """meshsim's proxy streams request bodies above 16 KiB at a cost of its own. Fitted in one
+    plane with the smaller bodies, the 32 KiB points steepen the KiB slope and lower the
+    intercept every small request is charged; fitted beside it, they give the step."""
+    rec = LabRecord.of(synthetic_record())
+    one = wakeup_plane(rec.base, seed=2)
+    assert one is not None
+    # The closed form of that tilt: 20 us x cov(KiB, streamed) / var(KiB) over the four
+    # payloads (0.25, 2, 16, 64 KiB moved): +0.33 us/KiB, and the intercept 0.33 x 20.6
+    # (the mean KiB) - 20 x 1/4 (the share streamed) = 1.7 us lower.
+    assert one.slopes["kib"].value == pytest.approx(PER_KIB_US + 0.33, abs=0.05)
+    assert one.intercept.value == pytest.approx(BARE_US - 1.7, abs=1.0)
+    cpu = fit_request_cpu(rec, seed=2)
+    assert cpu.intercept == pytest.approx(BARE_US, abs=1.0)
+    assert cpu.per_kib == pytest.approx(PER_KIB_US, abs=0.05)
+    assert cpu.streamed is not None
+    assert cpu.streamed.value == pytest.approx(STREAMED_US, abs=1.5)
+    assert cpu.streamed_bodies == (32768,)
+
+
 def test_fit_recovers_wakeup_tcp_and_tls_costs() -> None:
     doc = fit_model(synthetic_record())
     v = {k: p["value"] for k, p in doc["parameters"].items()}
     assert v["wakeup_cpu_us"] == pytest.approx(WAKEUP_US, abs=1.0)
-    assert v["payload_cpu_us_per_kib"] == pytest.approx(PER_KIB_US, abs=0.02)
+    # The slope rests on the three payloads the proxy holds whole (0.25-16 KiB moved; the
+    # fourth is the step's): a standard error of about 0.02 us/KiB.
+    assert v["payload_cpu_us_per_kib"] == pytest.approx(PER_KIB_US, abs=0.05)
     # What the simulator charges per request without wake-ups is the bare cost.
     bare = (
         v["socket_io_us"]
@@ -145,6 +172,8 @@ def test_fit_recovers_wakeup_tcp_and_tls_costs() -> None:
     assert v["tls_request_cpu_us"] == pytest.approx(TLS_FIXED_US, abs=1.5)
     assert v["tls_record_cpu_us_per_kib"] == pytest.approx(TLS_PER_KIB_US, abs=0.05)
     assert v["l7_filter_us"] == pytest.approx(8.0, abs=0.5)
+    assert v["buffered_request_max_kib"] == WHOLE_BODY_BYTES / 1024
+    assert v["streamed_request_cpu_us"] == pytest.approx(STREAMED_US, abs=1.5)
     fit = doc["fit"]
     assert "wakeup_cpu_us" in fit["parameters_fitted"]
     # every baseline is kept, with its keep-alive, and the closed-loop one

@@ -163,6 +163,31 @@ def test_features_add_cost_in_the_right_phase() -> None:
         default_model("linkerd-proxy").request_cpu_us(1, 1, mtls=True, wasm_filters=1)
 
 
+def test_a_body_too_large_to_hold_whole_pays_the_streaming_path_on_both() -> None:
+    text = _text("linkerd-proxy")
+    extra = (
+        "  buffered_request_max_kib:\n    value: 16\n    unit: KiB\n    source: its code\n"
+        "  streamed_request_cpu_us:\n    value: 20\n    unit: us\n    source: a fit\n"
+    )
+    m = parse_model(text.replace("  rbac_us:\n", extra + "  rbac_us:\n", 1), path="x.yaml")
+    plain = parse_model(text, path="y.yaml")
+    per_kib = m.value("payload_cpu_us_per_kib")
+    held = m.request_cpu_us(16 * 1024, 1024, mtls=False)
+    streamed = m.request_cpu_us(16 * 1024 + 1, 1024, mtls=False)
+    # One byte more: the streaming path's 20 us, half on each path, and that byte's copy.
+    assert streamed[0] - held[0] == pytest.approx(10.0 + per_kib / 1024)
+    assert streamed[1] - held[1] == pytest.approx(10.0)
+    assert streamed[2] == held[2]
+    # Without the limit, every body is charged by its KiB alone.
+    assert plain.request_cpu_us(16 * 1024 + 1, 1024, mtls=False)[1] == pytest.approx(
+        plain.request_cpu_us(1024, 1024, mtls=False)[1]
+    )
+    # The response's size does not choose the path: the request body's does.
+    assert m.request_cpu_us(1024, 64 * 1024, mtls=False)[0] == pytest.approx(
+        m.request_cpu_us(1024, 1024, mtls=False)[0]
+    )
+
+
 def test_handshake_costs() -> None:
     istio = default_model("envoy-sidecar")
     linkerd = default_model("linkerd-proxy")

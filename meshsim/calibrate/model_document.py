@@ -189,6 +189,8 @@ def _request_cpu(src: str, cpu: RequestCpu, costs: ConfigCosts) -> dict[str, Any
     }
     if wake is not None:
         params |= wakeup_parameters(src, cpu.wakeup_us, wake.x["wakeups"], cpu.cache_decay)
+    if cpu.streamed is not None:
+        params |= streamed_request_parameters(src, cpu.streamed, cpu.streamed_bodies)
     if costs.tcp is not None:
         params["tcp_connection_cpu_us"] = param(
             costs.tcp.value,
@@ -199,6 +201,32 @@ def _request_cpu(src: str, cpu: RequestCpu, costs: ConfigCosts) -> dict[str, Any
             "one, connects one)",
         )
     return params
+
+
+def streamed_request_parameters(
+    src: str, streamed: Estimate, bodies: Sequence[int]
+) -> dict[str, Any]:
+    """``buffered_request_max_kib`` (meshsim's proxy's own limit) and
+    ``streamed_request_cpu_us``, the step beyond it at the ``bodies`` (bytes) measured."""
+    from meshsim.proxy.fastpath import WHOLE_BODY_BYTES
+
+    return {
+        "buffered_request_max_kib": param(
+            WHOLE_BODY_BYTES / 1024.0,
+            "KiB",
+            "architecture: meshsim/proxy/fastpath.py WHOLE_BODY_BYTES (a larger request body "
+            "is streamed through a coroutine of its own)",
+        ),
+        "streamed_request_cpu_us": param(
+            max(streamed.value, 0.0),
+            "us",
+            src,
+            "mean excess of the sidecars' process CPU per request, at the fit points whose "
+            f"request body is streamed ({', '.join(f'{b / 1024:g}' for b in bodies)} KiB), "
+            "over the plane of KiB and wake-ups fitted on the bodies held whole",
+            streamed,
+        ),
+    }
 
 
 def wakeup_parameters(
@@ -423,6 +451,11 @@ def fit_record(
             "process_cpu_us_vs_kib": proc_line.to_json(),
             "process_cpu_us_vs_rps": proc_vs_load.to_json(),
             "process_cpu_us_vs_kib_and_wakeups": wake.to_json() if wake else None,
+            "streamed_request_cpu_us": (
+                {**cpu.streamed.to_json(), "bodies_bytes": list(cpu.streamed_bodies)}
+                if cpu.streamed is not None
+                else None
+            ),
             "tcp_connection_cpu_us": costs.tcp.to_json() if costs.tcp else None,
             "filter_cpu_us": costs.filters.to_json() if costs.filters else None,
             "tls_extra_cpu_us_vs_kib": costs.tls.to_json() if costs.tls else None,

@@ -210,6 +210,14 @@ def calibration_lines(fit: dict[str, Any]) -> list[str]:
                 else ")"
             )
         )
+    if est.get("streamed_request_cpu_us"):
+        step = est["streamed_request_cpu_us"]
+        bodies = ", ".join(f"{b / 1024:g}" for b in step["bodies_bytes"])
+        lines.append(
+            f"- a request body streamed rather than held whole ({bodies} KiB): "
+            f"{fmt_ci(step)} us beyond that plane, which is fitted on the bodies held whole "
+            "(streamed_request_cpu_us)"
+        )
     if cooling:
         curve = fit["cache_cooling"]["curve"]
         walks = ", ".join(

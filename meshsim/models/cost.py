@@ -213,6 +213,11 @@ class ProxyCostModel:
             + wasm_filters * v("wasm_filter_us")
             + tls_fixed
         ) / 2.0
+        buffered = v("buffered_request_max_kib")
+        if buffered > 0.0 and request_bytes > buffered * KIB:
+            # A body too large to hold whole takes the proxy's streaming path: its extra
+            # trips through the event loop are per exchange, like the socket I/O above.
+            shared += v("streamed_request_cpu_us") / 2.0
         policy = v("rbac_us") if (rbac and self.layer == "L7") else 0.0
         req = shared + v("http_parse_request_us") + v("routing_us") + policy
         req += per_kib * request_bytes / KIB

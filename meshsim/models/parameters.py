@@ -129,6 +129,25 @@ _SPECS: tuple[ParameterSpec, ...] = (
         _ALL,
     ),
     _spec(
+        "buffered_request_max_kib",
+        "KiB",
+        "request bodies up to this size are held whole and forwarded with their head in one "
+        "write; a larger one is streamed, at streamed_request_cpu_us more (absent or 0: "
+        "every body is charged alike, by its KiB)",
+        _HTTP,
+        optional=True,
+    ),
+    _spec(
+        "streamed_request_cpu_us",
+        "us",
+        "CPU a request pays, beyond its KiB, when its body is larger than "
+        "buffered_request_max_kib and is streamed through the proxy (the streaming path's "
+        "extra trips through the event loop); half on the request path, half on the response "
+        "path",
+        _HTTP,
+        optional=True,
+    ),
+    _spec(
         "http_parse_request_us",
         "us",
         "HTTP codec work on the request path (parse the request, encode it upstream)",
