@@ -356,7 +356,11 @@ def test_colocated_cpu_follows_a_per_request_and_a_per_second_cost() -> None:
     assert colocated_cpu(fit, at) == pytest.approx(
         {"echo": 20 + 1.0 + 2.5, "load_generator": 25 + 0.5 + 7.5}, rel=1e-9
     )
-    assert colocated_cpu(fit, {**at, "rps": 0.0}) == {"echo": 20.0, "load_generator": 17.0}
+    # A closed loop: the proxied closed loops' median (at 128 B), moved to the point's 2 KiB
+    # by the open loops' slope in KiB (0.5 and 0.25 us per KiB, times 1.875 KiB).
+    assert colocated_cpu(fit, {**at, "rps": 0.0}) == pytest.approx(
+        {"echo": 20.0 + 0.9375, "load_generator": 17.0 + 0.46875}, rel=1e-9
+    )
     # One fit load is too few to follow the load.
     fit["points"] = [r for r in fit["points"] if r["rps"] in (0.0, 1000.0)]
     assert colocated_cpu(fit, at) is None

@@ -42,13 +42,17 @@ class _App:
         ends[name] = self.env.now
 
 
-def _run(slice_s: float | None = None, preempt: bool = False) -> dict[str, float]:
+def _run(
+    slice_s: float | None = None, preempt: bool = False, preemption_us: float = 0.0
+) -> dict[str, float]:
     """Sidecar bursts S1-S3 (50 us each) arrive at 0, 1 and 2 us; the app's A1 (20 us) at
     10 us and A2 at 11 us. S1 holds the core from 0; A1 asks for it at 10, before S2 (which
-    waits for the worker until S1 ends at 50)."""
+    waits for the worker until S1 ends at 50). ``preemption_us``: what the sidecar's burst
+    pays when its thread resumes after giving its core up with it ready."""
     env = simpy.Environment()
     node = Node(env, 0, 1, run_on_s=slice_s, preempt=preempt)
-    proxy = _proxy(env, node, wake_us=0.0)  # bursts cost exactly what they are given
+    # Bursts cost exactly what they are given (and a resumption its preemption_us).
+    proxy = _proxy(env, node, wake_us=0.0, preemption_cpu_us=preemption_us)
     app = _App(env, node)
     ends: dict[str, float] = {}
     for name, at in (("S1", 0.0), ("S2", 1 * US), ("S3", 2 * US)):
@@ -56,6 +60,8 @@ def _run(slice_s: float | None = None, preempt: bool = False) -> dict[str, float
     for name, at in (("A1", 10 * US), ("A2", 11 * US)):
         env.process(app.handle(at, 20 * US, ends, name))
     env.run()
+    ends["preemptions"] = proxy.workers[0].preemptions
+    ends["preempt_cpu_s"] = proxy.workers[0].preempt_cpu_s
     return ends
 
 
@@ -65,7 +71,15 @@ def test_the_sidecar_runs_its_ready_bursts_before_the_app_gets_the_core() -> Non
     ahead of S2, which asked for the core later."""
     ends = _run()
     assert ends == pytest.approx(
-        {"S1": 50 * US, "S2": 100 * US, "S3": 150 * US, "A1": 170 * US, "A2": 190 * US},
+        {
+            "S1": 50 * US,
+            "S2": 100 * US,
+            "S3": 150 * US,
+            "A1": 170 * US,
+            "A2": 190 * US,
+            "preemptions": 0,
+            "preempt_cpu_s": 0.0,
+        },
         abs=1e-12,
     )
 
@@ -77,7 +91,15 @@ def test_a_lighter_thread_woken_meanwhile_takes_the_core_when_the_burst_ends() -
     the sidecar ran all three first (the test above)."""
     ends = _run(preempt=True)
     assert ends == pytest.approx(
-        {"S1": 50 * US, "A1": 70 * US, "A2": 90 * US, "S2": 140 * US, "S3": 190 * US},
+        {
+            "S1": 50 * US,
+            "A1": 70 * US,
+            "A2": 90 * US,
+            "S2": 140 * US,
+            "S3": 190 * US,
+            "preemptions": 1,
+            "preempt_cpu_s": 0.0,
+        },
         abs=1e-12,
     )
 
@@ -104,7 +126,37 @@ def test_a_thread_that_has_run_its_slice_lets_the_waiting_app_go_first() -> None
     then the app, too, has queued work (A2) and keeps the core (A2 120-140); S3 runs last."""
     ends = _run(slice_s=60 * US)
     assert ends == pytest.approx(
-        {"S1": 50 * US, "S2": 100 * US, "A1": 120 * US, "A2": 140 * US, "S3": 190 * US},
+        {
+            "S1": 50 * US,
+            "S2": 100 * US,
+            "A1": 120 * US,
+            "A2": 140 * US,
+            "S3": 190 * US,
+            "preemptions": 1,
+            "preempt_cpu_s": 0.0,
+        },
+        abs=1e-12,
+    )
+
+
+@pytest.mark.parametrize(
+    ("slice_us", "preempt", "expected"),
+    [
+        # The app woke and went first: S2 resumes after it, 7 us dearer (90-147).
+        (None, True, {"S1": 50, "A1": 70, "A2": 90, "S2": 147, "S3": 197}),
+        # Its slice ran out after S2: S3 resumes after the app's two bursts (140-197).
+        (60, False, {"S1": 50, "S2": 100, "A1": 120, "A2": 140, "S3": 197}),
+    ],
+)
+def test_a_burst_resumed_after_its_thread_was_preempted_pays_the_preemption(
+    slice_us: float | None, preempt: bool, expected: dict[str, float]
+) -> None:
+    """``preemption_cpu_us`` (7 us here) on the burst a preempted thread resumes with, once
+    per preemption; none where the thread went on without giving its core up (S2 and S3
+    after S1 in the first case, S2 after S1 in the second)."""
+    ends = _run(None if slice_us is None else slice_us * US, preempt, preemption_us=7.0)
+    assert ends == pytest.approx(
+        {**{k: v * US for k, v in expected.items()}, "preemptions": 1, "preempt_cpu_s": 7 * US},
         abs=1e-12,
     )
 

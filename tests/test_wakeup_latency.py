@@ -42,15 +42,17 @@ def _proxy(
     wake_cpu_us: float = 0.0,
     cache_decay_ms: float = 0.0,
     after_share: float = 0.0,
+    preemption_cpu_us: float = 0.0,
 ) -> Proxy:
-    """A one-worker sidecar with only the wake-up's costs (tests/test_wakeup_cache_decay.py
-    uses it too)."""
+    """A one-worker sidecar with only the wake-up's and a preemption's costs
+    (tests/test_wakeup_cache_decay.py and tests/test_thread_keeps_core.py use it too)."""
     model: Any = SimpleNamespace(
         hop_latency_us=0.0,
         wakeup_cpu_us=wake_cpu_us,
         wakeup_cache_decay_ms=cache_decay_ms,
         wakeup_latency_us=wake_us,
         wakeup_cpu_after_share=after_share,
+        preemption_cpu_us=preemption_cpu_us,
         tcp_connection_cpu_us=0.0,
     )
     return Proxy(

@@ -9,13 +9,13 @@
   intervals come from a seeded percentile bootstrap (``scipy.stats.bootstrap``), over single
   samples or over whole measurement points (:func:`block_bootstrap`).
 - :func:`fit_line` fits ``y = a + b x`` by least squares with a pairs bootstrap, for per-KiB,
-  per-filter and per-connection costs; :func:`fit_plane` two regressors jointly.
+  per-filter and per-connection costs; :func:`fit_plane` two or more regressors jointly.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -322,7 +322,7 @@ def fit_line(x: Sequence[float], y: Sequence[float], *, seed: int = 0) -> LineFi
 
 @dataclass
 class PlaneFit:
-    """``y = a + b1 x1 + b2 x2``: two regressors fitted jointly (e.g. KiB and wake-ups)."""
+    """``y = a + b1 x1 + b2 x2 + ...``: regressors fitted jointly (e.g. KiB and wake-ups)."""
 
     intercept: Estimate
     slopes: dict[str, Estimate]
@@ -342,34 +342,38 @@ class PlaneFit:
         }
 
 
-def fit_plane(x: dict[str, Sequence[float]], y: Sequence[float], *, seed: int = 0) -> PlaneFit:
-    """Least squares on two named regressors with a pairs-bootstrap CI for every coefficient.
+def fit_plane(x: Mapping[str, Sequence[float]], y: Sequence[float], *, seed: int = 0) -> PlaneFit:
+    """Least squares on two or more named regressors with a pairs-bootstrap CI for every
+    coefficient.
 
     Resamples whose regressors are collinear (a bootstrap draw of too few distinct points) are
     dropped rather than given arbitrary coefficients.
     """
     names = list(x)
-    if len(names) != 2:
-        raise ValueError("fit_plane takes exactly two regressors")
+    if len(names) < 2:
+        raise ValueError("fit_plane takes two or more regressors")
     ya = np.asarray(y, dtype=float)
     design = np.column_stack([np.ones(len(ya))] + [np.asarray(x[k], dtype=float) for k in names])
-    if len(ya) < 4 or np.linalg.matrix_rank(design) < 3:
-        raise ValueError("need at least four points that vary in both regressors")
+    k = design.shape[1]
+    if len(ya) < k + 1 or np.linalg.matrix_rank(design) < k:
+        raise ValueError(f"need at least {k + 1} points that vary in every regressor")
     coef = _lstsq(design, ya)
-    reps = replicates([design[:, 1], design[:, 2], ya], _plane_coefficients, seed=seed)
+    reps = replicates([*(design[:, j] for j in range(1, k)), ya], _plane_coefficients, seed=seed)
     res = ya - design @ coef
     return PlaneFit(
         intercept=estimate(reps[0], float(coef[0])),
-        slopes={k: estimate(reps[j + 1], float(coef[j + 1])) for j, k in enumerate(names)},
+        slopes={name: estimate(reps[j + 1], float(coef[j + 1])) for j, name in enumerate(names)},
         residuals=[float(r) for r in res],
-        x={k: [float(v) for v in x[k]] for k in names},
+        x={name: [float(v) for v in x[name]] for name in names},
         y=[float(v) for v in ya],
     )
 
 
-def _plane_coefficients(x1: Array, x2: Array, y: Array) -> Array:
-    """Least-squares coefficients, NaN when the resampled regressors are collinear."""
-    design = np.column_stack([np.ones(len(y)), x1, x2])
-    if np.linalg.matrix_rank(design) < 3:
-        return np.full(3, np.nan)
+def _plane_coefficients(*columns: Array) -> Array:
+    """Least-squares coefficients (the regressors, then y), NaN when the resampled regressors
+    are collinear."""
+    y = columns[-1]
+    design = np.column_stack([np.ones(len(y)), *columns[:-1]])
+    if np.linalg.matrix_rank(design) < design.shape[1]:
+        return np.full(design.shape[1], np.nan)
     return _lstsq(design, y)

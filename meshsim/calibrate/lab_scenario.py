@@ -327,6 +327,7 @@ def predict(
     requests = sidecars.get("requests")
     per_request = sidecars["wakeups"] / requests if requests else float("nan")
     wake_cpu_us = sidecars["wakeup_cpu_s"] * 1e6 / requests if requests else float("nan")
+    preempted = sidecars.get("preemptions", 0) / requests if requests else float("nan")
     # Throughput as the load generator counts it: requests completed in the window.
     return {
         "p50": _ms(lat["p50"]),
@@ -337,6 +338,12 @@ def predict(
         # The wake-ups' CPU charged per request (model terms, before the node's speed): with
         # wakeup_cache_decay_ms less than wakeups_per_request x wakeup_cpu_us.
         "wakeup_cpu_us_per_request": wake_cpu_us,
+        # Bursts whose worker's thread gave its core up with them ready, and the CPU the
+        # resumptions were charged (model terms), per request.
+        "preemptions_per_request": preempted,
+        "preemption_cpu_us_per_request": (
+            sidecars.get("preemption_cpu_s", 0.0) * 1e6 / requests if requests else float("nan")
+        ),
         "saturated": bool(out.get("saturated", False)),
         **{k: w[k] for k in ("requests_per_release",) if k in w},
         **_lateness(sims[0]),
@@ -399,7 +406,8 @@ def colocated_cpu(fit: Mapping[str, Any], point: Mapping[str, Any]) -> dict[str,
     whose passes disagree by up to 2x), which extrapolates to the held-out loads above the
     fit grid's highest (80 and 90 % of capacity against 60 %) as a per-second cost does,
     where holding the highest fit load's value charged the load generator 47 us against the
-    30 it measured. A closed loop takes the proxied closed loop's median.
+    30 it measured. A closed loop takes the proxied closed loop's median, moved to the
+    point's payload by that fit's slope in KiB.
     """
     rows = [
         r
@@ -411,31 +419,40 @@ def colocated_cpu(fit: Mapping[str, Any], point: Mapping[str, Any]) -> dict[str,
         and not r["filters"]
         and {"echo", "load_generator"} <= set(r["process_cpu_us_per_request"])
     ]
+    names = ("echo", "load_generator")
+    open_rows = [r for r in rows if r["rps"] > 0]
+    coef: dict[str, np.ndarray] = {}
+    sized = False
+    if len({float(r["rps"]) for r in open_rows}) >= 2:
+        kib = np.array([r["payload_bytes"] / 1024.0 for r in open_rows])
+        per_s = 1.0 / np.array([float(r["rps"]) for r in open_rows])
+        # Without a second payload there is no slope in KiB to fit: held at 0.
+        sized = len(set(kib)) > 1
+        design = np.column_stack([np.ones(len(open_rows)), per_s] + ([kib] if sized else []))
+        for name in names:
+            cpu = np.array([float(r["process_cpu_us_per_request"][name]) for r in open_rows])
+            coef[name] = least_absolute_deviations(design, cpu)
+    pay_kib = int(point["payload_bytes"]) / 1024.0
     if point["rps"] <= 0:
         closed = [r for r in rows if r["rps"] <= 0]
         if not closed:
             return None
+        # The closed loop's payload may not be the point's (the fit's is the smallest): the
+        # open loop's slope in KiB moves it there.
         return {
             name: float(np.median([r["process_cpu_us_per_request"][name] for r in closed]))
-            for name in ("echo", "load_generator")
+            + (
+                float(coef[name][2])
+                * (pay_kib - float(np.median([r["payload_bytes"] for r in closed])) / 1024.0)
+                if sized
+                else 0.0
+            )
+            for name in names
         }
-    rows = [r for r in rows if r["rps"] > 0]
-    if len({float(r["rps"]) for r in rows}) < 2:
+    if not coef:
         return None
-    kib = np.array([r["payload_bytes"] / 1024.0 for r in rows])
-    per_s = 1.0 / np.array([float(r["rps"]) for r in rows])
-    # Without a second payload there is no slope in KiB to fit: held at 0.
-    terms = [np.ones(len(rows)), per_s] + ([kib] if len(set(kib)) > 1 else [])
-    design = np.column_stack(terms)
-    at = np.array(
-        [1.0, 1.0 / float(point["rps"])]
-        + ([int(point["payload_bytes"]) / 1024.0] if len(terms) > 2 else [])
-    )
-    out: dict[str, float] = {}
-    for name in ("echo", "load_generator"):
-        cpu = np.array([float(r["process_cpu_us_per_request"][name]) for r in rows])
-        out[name] = float(at @ least_absolute_deviations(design, cpu))
-    return out
+    at = np.array([1.0, 1.0 / float(point["rps"])] + ([pay_kib] if sized else []))
+    return {name: float(at @ coef[name]) for name in names}
 
 
 def least_absolute_deviations(design: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -191,6 +191,18 @@ def _request_cpu(src: str, cpu: RequestCpu, costs: ConfigCosts) -> dict[str, Any
         params |= wakeup_parameters(src, cpu.wakeup_us, wake.x["wakeups"], cpu.cache_decay)
     if cpu.streamed is not None:
         params |= streamed_request_parameters(src, cpu.streamed, cpu.streamed_bodies)
+    if cpu.preemption is not None and wake is not None:
+        counts = wake.x["preemptions"]
+        params["preemption_cpu_us"] = param(
+            max(cpu.preemption.value, 0.0),
+            "us",
+            src,
+            "slope of the sidecars' process CPU per request against their involuntary context "
+            "switches per request (/proc/PID/task/*/status), fitted jointly with KiB and "
+            f"wake-ups over {len(counts)} points ({min(counts):.2f}..{max(counts):.2f} per "
+            "request)",
+            cpu.preemption,
+        )
     if costs.tcp is not None:
         params["tcp_connection_cpu_us"] = param(
             costs.tcp.value,

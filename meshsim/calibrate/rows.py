@@ -37,6 +37,15 @@ def sidecar_wakeups(m: Measured, decay_ms: float | None = None) -> float | None:
     )
 
 
+def sidecar_preemptions(m: Measured) -> float | None:
+    """Mean involuntary context switches per request of the two sidecars (None: not
+    counted, in records measured before them)."""
+    p = m.preemptions_per_request
+    if "client_sidecar" not in p or "server_sidecar" not in p:
+        return None
+    return (p["client_sidecar"] + p["server_sidecar"]) / 2.0
+
+
 def bare_cpu(m: Measured, side: str, wake_us: float, decay_ms: float | None = None) -> float:
     """A sidecar's CPU per request at a point, less its wake-ups' share."""
     c = m.process_cpu_us_per_request
@@ -182,6 +191,8 @@ def point_row(m: Measured) -> dict[str, Any]:
         if m.client_cpu_us or m.server_cpu_us
         else None,
         "wakeups_per_request": {k: round(v, 4) for k, v in m.wakeups_per_request.items()},
+        # Involuntary context switches (absent in records measured before them).
+        "preemptions_per_request": {k: round(v, 4) for k, v in m.preemptions_per_request.items()},
         "requests_per_release": m.requests_per_release,
         "release_lateness_ms": m.release_lateness_ms or None,
         "latency_from_send_ms": {k: round(v, 4) for k, v in m.latency_from_send_ms.items()} or None,

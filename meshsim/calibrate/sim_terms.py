@@ -22,6 +22,10 @@ repeated until it moves less than 2 %. With ``wakeup_cache_decay_ms`` both count
 cold wake-ups: each lab switch as the share its mean sleep cooled, each simulated wake-up as
 the share its own sleep did (the CPU the simulator charged over the cost).
 
+**The preemption cost**, where the fit has one (``preemption_cpu_us``), is rescaled the same
+way in the same rounds: the lab counts a sidecar's involuntary context switches, the simulator
+the bursts whose worker's thread gave its core up with them ready (:class:`Preemptions`).
+
 **The hop latency.** ``hop_latency_us`` is the latency the CPU does not explain at the
 lowest fit load, over a request's four proxy traversals: (added p50 - 2 x on-path CPU) / 4.
 That residual also holds the waits the simulator produces itself (a request behind another
@@ -42,6 +46,7 @@ the lab's 0.508 with it all before the work, 0.514 with no wake-up CPU at all.)
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -110,22 +115,23 @@ def rescale_wakeups(
     decay = doc["parameters"].get("wakeup_cache_decay_ms")
     decay_ms = float(decay["value"]) if decay and decay.get("value") else None
     lab = [lab_wakeups(r, decay_ms) for r in rows]
+    preemption = Preemptions.of(doc, fit, rows)
     cost = per_switch
     rounds: list[dict[str, float]] = []
     simulated: list[float] = []
     for _ in range(MAX_ROUNDS):
         # Passes of the same point are the same simulation (same scenario, same seed).
-        by_point: dict[tuple[Any, ...], float] = {}
+        by_point: dict[tuple[Any, ...], dict[str, float]] = {}
         for r in rows:
             key = (r["config"], r["payload_bytes"], r["rps"], r["connections"])
             if key not in by_point:
-                pred = predict(model_path, fit, r, duration_s=duration_s)
-                # Wake-ups in cold ones: the CPU they were charged over the cost the model
-                # file charged (``param`` is its entry, which _write_cost updates).
-                by_point[key] = float(pred["wakeup_cpu_us_per_request"]) / float(param["value"])
-        simulated = [
+                by_point[key] = predict(model_path, fit, r, duration_s=duration_s)
+        preds = [
             by_point[(r["config"], r["payload_bytes"], r["rps"], r["connections"])] for r in rows
         ]
+        # Wake-ups in cold ones: the CPU they were charged over the cost the model file
+        # charged (``param`` is its entry, which _write_cost updates).
+        simulated = [float(p["wakeup_cpu_us_per_request"]) / float(param["value"]) for p in preds]
         if float(np.sum(simulated)) <= 0.0:
             return None  # no simulated worker ever idle: nothing to scale against
         new = per_switch * float(np.sum(lab)) / float(np.sum(simulated))
@@ -136,6 +142,12 @@ def rescale_wakeups(
         cost = new
         _write_cost(model_path, doc, fit, cost, per_switch, per_switch_range)
         log(f"wake-up cost: {cost:.1f} us per simulated wake-up (moved {moved:.1%})")
+        if preemption is not None:
+            moved = max(
+                moved, preemption.rescale([float(p["preemptions_per_request"]) for p in preds])
+            )
+            preemption.write(model_path, doc, fit)
+            log(f"preemption cost: {preemption.cost:.2f} us per simulated preemption")
         if moved < TOLERANCE:
             break
     record = {
@@ -163,8 +175,83 @@ def rescale_wakeups(
         ],
     }
     fit["wakeup_scale"] = record
+    if preemption is not None:
+        fit["preemption_scale"] = preemption.record()
     _write_cost(model_path, doc, fit, cost, per_switch, per_switch_range)
     return record
+
+
+@dataclass
+class Preemptions:
+    """``preemption_cpu_us`` rescaled as the wake-up cost is: the fit's slope is per
+    involuntary context switch of the lab's sidecars, the simulator charges it per burst
+    whose worker's thread gave its core up with it ready, and the two counts differ (the
+    simulated sidecar gives its core up only between bursts; the kernel preempts it inside
+    one, in its loop's tail after a write too). At the fit points the CPU charged equals
+    the CPU fitted: ``p' = p * sum(lab switches) / sum(simulated preemptions)``."""
+
+    per_switch: float
+    per_switch_range: list[float]
+    lab: list[float]
+    cost: float
+    simulated: list[float] = field(default_factory=list)
+
+    @classmethod
+    def of(
+        cls, doc: dict[str, Any], fit: dict[str, Any], rows: list[dict[str, Any]]
+    ) -> Preemptions | None:
+        param = doc["parameters"].get("preemption_cpu_us")
+        counted = [r.get("preemptions_per_request") or {} for r in rows]
+        if (
+            not param
+            or not param.get("value")
+            or not all({"client_sidecar", "server_sidecar"} <= set(c) for c in counted)
+        ):
+            return None
+        before = fit.get("preemption_scale") or {}  # idempotent, as the wake-up's
+        per_switch = float(before.get("per_switch_us") or param["value"])
+        span = [float(x) for x in before.get("per_switch_range") or param.get("range") or []]
+        lab = [(c["client_sidecar"] + c["server_sidecar"]) / 2.0 for c in counted]
+        return cls(per_switch, span, lab, per_switch)
+
+    def rescale(self, simulated: list[float]) -> float:
+        """Scale to the simulated preemptions per request at the fit points; how far the
+        cost moved (a share of it). Unchanged when the simulation had none."""
+        self.simulated = simulated
+        if float(np.sum(simulated)) <= 0.0:
+            return 0.0
+        new = self.per_switch * float(np.sum(self.lab)) / float(np.sum(simulated))
+        moved = abs(new - self.cost) / self.cost
+        self.cost = new
+        return moved
+
+    def write(self, model_path: Path, doc: dict[str, Any], fit: dict[str, Any]) -> None:
+        param = doc["parameters"]["preemption_cpu_us"]
+        scale = self.cost / self.per_switch
+        param["value"] = round(self.cost, 3)
+        if self.per_switch_range:
+            param["range"] = [round(x * scale, 3) for x in self.per_switch_range]
+        param["note"] = (
+            f"{self.per_switch:.2f} us per involuntary context switch (the slope of the "
+            "sidecars' process CPU per request against their involuntary switches per request, "
+            f"fitted jointly with KiB and wake-ups), rescaled by {scale:.3f} to the simulator's "
+            "preemptions at the fit points (fit record: preemption_scale)"
+        )
+        fit["preemption_scale"] = self.record()
+        write_model({**doc, "fit": fit}, model_path)
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "method": "preemption_cpu_us per involuntary context switch (the fit's slope), "
+            "times the lab's switches over the simulator's preemptions at the fit points "
+            "(meshsim/calibrate/sim_terms.py), in the wake-up cost's rounds",
+            "per_switch_us": round(self.per_switch, 3),
+            "per_switch_range": self.per_switch_range,
+            "per_simulated_preemption_us": round(self.cost, 3),
+            "scale": round(self.cost / self.per_switch, 4),
+            "lab_switches": [round(x, 4) for x in self.lab],
+            "simulated_preemptions": [round(x, 4) for x in self.simulated],
+        }
 
 
 def _write_cost(

@@ -62,8 +62,10 @@ CPU_PARAMETERS: Final = frozenset(
         "rbac_us",
         "l7_filter_us",
         "wasm_filter_us",
-        # Waking an idle event loop, and a TCP connection end.
+        "streamed_request_cpu_us",
+        # Waking an idle event loop, resuming a preempted one, and a TCP connection end.
         "wakeup_cpu_us",
+        "preemption_cpu_us",
         "tcp_connection_cpu_us",
         # TLS: record layer per KiB and per request, handshakes per side.
         "tls_record_cpu_us_per_kib",

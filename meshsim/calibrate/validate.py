@@ -157,6 +157,7 @@ def merge_passes(passes: list[dict[str, Any]]) -> dict[str, Any]:
     for field_name in (
         "process_cpu_us_per_request",
         "wakeups_per_request",
+        "preemptions_per_request",
         "run_delay_us_per_request",
     ):
         keys = set.intersection(*(set(p.get(field_name) or {}) for p in passes))
@@ -363,6 +364,11 @@ def _compare(
         wake = p.get("wakeups_per_request") or {}
         if "client_sidecar" in wake and "server_sidecar" in wake:
             meas["wakeups_per_request"] = (wake["client_sidecar"] + wake["server_sidecar"]) / 2
+        preempted = p.get("preemptions_per_request") or {}
+        if "client_sidecar" in preempted and "server_sidecar" in preempted:
+            meas["preemptions_per_request"] = (
+                preempted["client_sidecar"] + preempted["server_sidecar"]
+            ) / 2
         if p.get("requests_per_release"):
             meas["requests_per_release"] = p["requests_per_release"]
         cpu = p["process_cpu_us_per_request"]

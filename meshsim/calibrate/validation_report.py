@@ -199,9 +199,16 @@ def calibration_lines(fit: dict[str, Any]) -> list[str]:
     if est.get("process_cpu_us_vs_kib_and_wakeups"):
         w = est["process_cpu_us_vs_kib_and_wakeups"]
         lines.append(
-            f"- process CPU per request = a + b KiB + w wake-ups: a "
-            f"{fmt_ci(w['intercept'])} us, b {fmt_ci(w['slopes']['kib'])} us/KiB, "
-            f"w {fmt_ci(w['slopes']['wakeups'])} us per "
+            "- process CPU per request = a + b KiB + w wake-ups"
+            + (" + p preemptions" if "preemptions" in w["slopes"] else "")
+            + f": a {fmt_ci(w['intercept'])} us, b {fmt_ci(w['slopes']['kib'])} us/KiB, "
+            + (
+                f"p {fmt_ci(w['slopes']['preemptions'])} us per involuntary context switch "
+                "(preemption_cpu_us), "
+                if "preemptions" in w["slopes"]
+                else ""
+            )
+            + f"w {fmt_ci(w['slopes']['wakeups'])} us per "
             + ("fully cold " if cooling else "")
             + "wake-up (wakeup_cpu_us; wake-ups are voluntary context switches per request"
             + (
@@ -259,7 +266,9 @@ def noise_lines(fit: dict[str, Any], rows: list[Comparison]) -> list[str]:
     if wakes:
         lines += [
             "Sidecar wake-ups per request (voluntary context switches), measured against "
-            "the simulator's count of bursts that found their worker idle:",
+            "the simulator's count of bursts that found their worker idle; and where the lab "
+            "counted them, preemptions (involuntary context switches) against its count of "
+            "bursts whose worker's thread gave its core up with them ready:",
             "",
             "```",
             wakes,

@@ -165,18 +165,30 @@ def wake_latency_table(rows: list[Comparison]) -> str:
 
 
 def wakeup_table(rows: list[Comparison]) -> str:
-    """Measured and predicted sidecar wake-ups per request: a direct check of the mechanism."""
+    """Measured and predicted sidecar wake-ups per request, and preemptions where the lab
+    counted them: direct checks of the two mechanisms."""
     sel = [r for r in rows if "wakeups_per_request" in r.measured]
     if not sel:
         return ""
-    lines = [f"{'config':<14} {'load':>12}  {'wake-ups/request meas/pred':>27}"]
+    nan = float("nan")
+    preempted = any("preemptions_per_request" in r.measured for r in sel)
+    lines = [
+        f"{'config':<14} {'load':>12}  {'wake-ups/request meas/pred':>27}"
+        + (f"  {'preemptions/request meas/pred':>30}" if preempted else "")
+    ]
     for r in sel:
         load = load_label(r)
-        lines.append(
+        line = (
             f"{r.point['config']:<14} {load:>12}  "
             f"{r.measured['wakeups_per_request']:>13.3f}/"
-            f"{r.predicted.get('wakeups_per_request', float('nan')):<13.3f}"
+            f"{r.predicted.get('wakeups_per_request', nan):<13.3f}"
         )
+        if preempted:
+            line += (
+                f"  {r.measured.get('preemptions_per_request', nan):>15.3f}/"
+                f"{r.predicted.get('preemptions_per_request', nan):<14.3f}"
+            )
+        lines.append(line.rstrip())
     return "\n".join(lines)
 
 

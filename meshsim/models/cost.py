@@ -153,6 +153,11 @@ class ProxyCostModel:
         return self.value("wakeup_cpu_after_share")
 
     @property
+    def preemption_cpu_us(self) -> float:
+        """CPU of a worker resuming after a preemption (0.0: not modelled)."""
+        return self.value("preemption_cpu_us")
+
+    @property
     def wakeup_latency_us(self) -> float:
         """Latency to run a worker a message woke (0.0: in ``hop_latency_us``, if anywhere)."""
         return self.value("wakeup_latency_us")

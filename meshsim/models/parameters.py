@@ -256,6 +256,15 @@ _SPECS: tuple[ParameterSpec, ...] = (
         optional=True,
     ),
     _spec(
+        "preemption_cpu_us",
+        "us",
+        "CPU a worker thread spends when it resumes after being preempted with work still to "
+        "do (a thread it woke on its core ran first: the switch back, caches refilled): "
+        "charged on the burst it resumes with (absent or 0: preemption costs nothing)",
+        _ALL,
+        optional=True,
+    ),
+    _spec(
         "wakeup_latency_us",
         "us",
         "latency, not CPU, before a worker thread a message woke from idle runs (the core's "

@@ -229,13 +229,17 @@ def proxy_block(m: Measurement) -> dict[str, Any]:
     for p, mb in zip(live, memory, strict=True):
         entry = by_kind.setdefault(p.kind, {"count": 0, "memory_mb_total": 0.0,
                                             "cpu_s_total": 0.0, "requests": 0,
-                                            "wakeups": 0, "wakeup_cpu_s": 0.0})  # fmt: skip
+                                            "wakeups": 0, "wakeup_cpu_s": 0.0,
+                                            "preemptions": 0,
+                                            "preemption_cpu_s": 0.0})  # fmt: skip
         entry["count"] += 1
         entry["memory_mb_total"] += mb
         entry["cpu_s_total"] += p.cpu_s_run
         entry["requests"] += sum(w.requests for w in p.workers)
         entry["wakeups"] += sum(w.wakeups for w in p.workers)
         entry["wakeup_cpu_s"] += sum(w.wake_cpu_s for w in p.workers)
+        entry["preemptions"] += sum(w.preemptions for w in p.workers)
+        entry["preemption_cpu_s"] += sum(w.preempt_cpu_s for w in p.workers)
     for entry in by_kind.values():
         entry["memory_mb_per_proxy"] = entry["memory_mb_total"] / entry["count"]
     workers = [w for p in live for w in p.workers]

@@ -68,6 +68,13 @@ class ProxyKindBlock(TypedDict):
     """CPU seconds over the whole run, drain included."""
     requests: int
     wakeups: int
+    """Bursts that found their worker asleep."""
+    wakeup_cpu_s: float
+    """CPU seconds those wake-ups were charged (``wakeup_cpu_us``, before the node's speed)."""
+    preemptions: int
+    """Times a worker's thread gave its core up with a burst ready (FCFS cores)."""
+    preemption_cpu_s: float
+    """CPU seconds its resumptions were charged (``preemption_cpu_us``)."""
     memory_mb_per_proxy: float
 
 

@@ -171,17 +171,19 @@ class Node:
         else:
             give(self.cores, req)
 
-    def hand_on(self, thread: int, core: object, since: float) -> None:
+    def hand_on(self, thread: int, core: object, since: float) -> bool:
         """A thread's burst ends with more of its work ready: keep ``core`` for that work
         (:meth:`claim`, in this instant) unless the thread has run a slice since ``since``,
-        when it got the core; else give it back."""
+        when it got the core; else give it back. Whether it kept the core (if not, the
+        thread was preempted with work to do, as the kernel's tick preempts it)."""
         if self.env.now - since >= self.run_on_s or thread in self._held:
             give(self.cores, core)
-            return
+            return False
         self._held[thread] = (core, since)
         ev = self.env.timeout(HANDED_CORE_CLAIM_S)
         assert ev.callbacks is not None
         ev.callbacks.append(partial(self._unclaimed, thread, core))
+        return True
 
     def core_for(
         self, thread: int, account: CpuAccount

@@ -450,6 +450,8 @@ class Simulation:
                     w.requests,
                     w.wakeups,
                     w.wake_cpu_s,
+                    w.preemptions,
+                    w.preempt_cpu_s,
                 )
                 for w in p.workers
             )

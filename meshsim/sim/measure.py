@@ -94,6 +94,10 @@ class WorkerMeasure:
     """Wake-ups over the whole run."""
     wake_cpu_s: float = 0.0
     """CPU seconds those wake-ups were charged (before the node's speed)."""
+    preemptions: int = 0
+    """Times its thread gave its core up with a burst ready, over the whole run."""
+    preempt_cpu_s: float = 0.0
+    """CPU seconds its resumptions after them were charged (before the node's speed)."""
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ PARAMETER_OF = {
     "handshake_cpu_us_per_side": "tls_handshake_overhead_cpu_us",
     "process_cpu_us_vs_kib_and_wakeups.kib": "payload_cpu_us_per_kib",
     "process_cpu_us_vs_kib_and_wakeups.wakeups": "wakeup_cpu_us",
+    "process_cpu_us_vs_kib_and_wakeups.preemptions": "preemption_cpu_us",
     "streamed_request_cpu_us": "streamed_request_cpu_us",
     "memory_kib_plain.slope": "connection_kb",
     "tls_extra_cpu_us_vs_kib.slope": "tls_record_cpu_us_per_kib",

@@ -76,6 +76,9 @@ class Worker:
         "busy_s",
         "idle_since",
         "index",
+        "preempt_cpu_s",
+        "preempted",
+        "preemptions",
         "requests",
         "res",
         "wake_cpu_s",
@@ -97,6 +100,14 @@ class Worker:
         """When it last let go of a burst (kept only when wake-ups' caches cool)."""
         self.wake_cpu_s = 0.0
         """CPU seconds its wake-ups were charged, before the node's speed."""
+        self.preempted = False
+        """Its thread gave its core up with a burst ready (FCFS cores: :meth:`Proxy._give_back`)
+        and has not run since."""
+        self.preemptions = 0
+        """Times that happened."""
+        self.preempt_cpu_s = 0.0
+        """CPU seconds the resumptions were charged (``preemption_cpu_us``), before the node's
+        speed."""
 
 
 class Proxy:
@@ -121,6 +132,7 @@ class Proxy:
         "net_node",
         "node",
         "pod",
+        "preempt_s",
         "sessions",
         "stealing",
         "tcp_open_s",
@@ -172,6 +184,8 @@ class Proxy:
         self.wake_after = model.wakeup_cpu_after_share
         """The share of a wake-up's CPU spent after the woken burst, off the request's path
         (the loop's return to its poll): held as the telemetry is (:meth:`_linger`)."""
+        self.preempt_s = model.preemption_cpu_us * 1e-6
+        """CPU seconds a worker's burst pays when its thread resumes after a preemption."""
         self.cooling_s = model.wakeup_cache_decay_ms * 1e-3
         """The time constant over which a sleeping worker's caches cool (0: a wake-up costs
         ``wakeup_s`` however long the worker slept)."""
@@ -245,6 +259,8 @@ class Proxy:
         if wreq is None:
             wreq = worker.res.request()
             yield wreq
+        if worker.preempted:
+            cpu_s += self._resumed(worker)
         node = self.node
         if node.cpu is not None:
             cpu_s *= node.speed
@@ -296,6 +312,8 @@ class Proxy:
         if wreq is None:
             wreq = worker.res.request()
             yield wreq
+        if worker.preempted:
+            cpu_s += self._resumed(worker)
         node = self.node
         if node.cpu is not None:
             # Under the fair scheduler the telemetry is a burst of its own on the same
@@ -364,12 +382,29 @@ class Proxy:
         worker's next burst if one is ready (its thread goes on without sleeping: see
         :mod:`meshsim.sim.cluster`), else given back."""
         res = worker.res
-        if has_ready_work(res) and not self.node.yields(self):
-            give(res, wreq)  # first: that burst is granted before the core is re-offered
-            self.node.hand_on(id(worker), creq, since)
-        else:
-            give(self.node.cores, creq)
+        node = self.node
+        if not has_ready_work(res):
+            give(node.cores, creq)
             give(res, wreq)
+        elif node.yields(self):
+            # A lighter thread waits for the core: it goes first (it woke and preempted this
+            # one, whose ready work resumes after it).
+            worker.preempted = True
+            worker.preemptions += 1
+            give(node.cores, creq)
+            give(res, wreq)
+        else:
+            give(res, wreq)  # first: that burst is granted before the core is re-offered
+            if not node.hand_on(id(worker), creq, since):
+                worker.preempted = True  # its slice ran out
+                worker.preemptions += 1
+
+    def _resumed(self, worker: Worker) -> float:
+        """The CPU seconds a burst pays as its thread resumes after a preemption (its
+        caches refilled after the thread that ran in between, the switch back)."""
+        worker.preempted = False
+        worker.preempt_cpu_s += self.preempt_s
+        return self.preempt_s
 
     def _release(
         self, worker: Worker, wreq: object, creq: object, cpu_s: float, since: float
