@@ -406,8 +406,8 @@ def colocated_cpu(fit: Mapping[str, Any], point: Mapping[str, Any]) -> dict[str,
     whose passes disagree by up to 2x), which extrapolates to the held-out loads above the
     fit grid's highest (80 and 90 % of capacity against 60 %) as a per-second cost does,
     where holding the highest fit load's value charged the load generator 47 us against the
-    30 it measured. A closed loop takes the proxied closed loop's median, moved to the
-    point's payload by that fit's slope in KiB.
+    30 it measured. A closed loop takes the median of the proxied closed loops, each moved
+    to the point's payload by that fit's slope in KiB.
     """
     rows = [
         r
@@ -437,15 +437,21 @@ def colocated_cpu(fit: Mapping[str, Any], point: Mapping[str, Any]) -> dict[str,
         closed = [r for r in rows if r["rps"] <= 0]
         if not closed:
             return None
-        # The closed loop's payload may not be the point's (the fit's is the smallest): the
-        # open loop's slope in KiB moves it there.
+        # The closed loops' payloads are not the point's (the fit's are the others): the open
+        # loops' slope in KiB moves each there.
         return {
-            name: float(np.median([r["process_cpu_us_per_request"][name] for r in closed]))
-            + (
-                float(coef[name][2])
-                * (pay_kib - float(np.median([r["payload_bytes"] for r in closed])) / 1024.0)
-                if sized
-                else 0.0
+            name: float(
+                np.median(
+                    [
+                        r["process_cpu_us_per_request"][name]
+                        + (
+                            float(coef[name][2]) * (pay_kib - r["payload_bytes"] / 1024.0)
+                            if sized
+                            else 0.0
+                        )
+                        for r in closed
+                    ]
+                )
             )
             for name in names
         }

@@ -222,10 +222,13 @@ def grid(
         for f in fracs_fit:
             pts.append(Point(base, pay, f, conns, True, dur, "fit"))
             pts.append(Point(base, pay, f, conns, False, dur, "fit"))
-    # Saturation at another payload than the held-out one: the only fit point where the
-    # event loops hardly ever sleep, so the wake-up fit does not extrapolate to it.
-    sat_pay = payloads[0] if payloads[0] != main_pay else payloads[-1]
-    pts.append(Point(base, sat_pay, 0.0, closed, True, dur, "fit"))
+    # Saturation at the payloads other than the held-out one: the fit points where the event
+    # loops hardly ever sleep, so the wake-up fit does not extrapolate to it, and where the
+    # sidecars are preempted most (about 0.9 times a request, against 0.3-0.5 at the open
+    # loads: with one such point, run AD's, the preemptions' cost was not separable).
+    for pay in payloads:
+        if pay != main_pay:
+            pts.append(Point(base, pay, 0.0, closed, True, dur, "fit"))
     # Each configuration's point right after a base point of the same payload and load: the
     # configuration's cost is a difference, and the machine drifts over minutes (a per-filter
     # cost fitted from base points measured earlier came out 19.9 and 1.8 us in two runs).
