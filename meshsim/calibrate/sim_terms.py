@@ -37,10 +37,11 @@ until the error is under 2 % of the measured p50 (or the latency reaches 0).
 latency at all, the wake-up's CPU is what it has on the request's path that the lab does
 not: the fit sees how much CPU a wake-up costs, not when. Part of it is the loop's return to
 ``epoll_wait`` and the switch out, after the work that the wake-up served has left. So
-``wakeup_cpu_after_share``, the share spent after the woken burst (holding the worker and
-its core, not the request), is bisected on [0, 1] to the same end. (Run AA's model, 2026-12-03:
-at 3293 rps the simulated lab spent 0.685 ms from each request's send to its answer against
-the lab's 0.508 with it all before the work, 0.514 with no wake-up CPU at all.)
+``wakeup_cpu_after_share``, the share spent once the work ready at the wake-up is done
+(holding the worker and its core, not the requests), is bisected on [0, 1] to the same end.
+(Run AA's model, 2026-12-03: at 3293 rps the simulated lab spent 0.685 ms from each
+request's send to its answer against the lab's 0.508 with it all before the work, 0.514 with
+no wake-up CPU at all.)
 """
 
 from __future__ import annotations

@@ -247,10 +247,11 @@ _SPECS: tuple[ParameterSpec, ...] = (
     _spec(
         "wakeup_cpu_after_share",
         "ratio",
-        "the share of a wake-up's CPU (wakeup_cpu_us) spent after the woken burst's work "
-        "rather than before it: the event loop's return to its poll and the switch out, "
-        "which hold the worker and its core but not the request that woke it (absent or 0: "
-        "all of it before the work, on the request's path)",
+        "the share of a wake-up's CPU (wakeup_cpu_us) spent after the work ready at the "
+        "wake-up rather than before it: the event loop's return to its poll and the switch "
+        "out, once no burst is ready for the worker, which hold the worker and its core but "
+        "not the requests that woke it (absent or 0: all of it before the work, on the "
+        "request's path)",
         _ALL,
         maximum=1.0,
         optional=True,

@@ -76,6 +76,7 @@ class Worker:
         "busy_s",
         "idle_since",
         "index",
+        "owed_s",
         "preempt_cpu_s",
         "preempted",
         "preemptions",
@@ -100,6 +101,9 @@ class Worker:
         """When it last let go of a burst (kept only when wake-ups' caches cool)."""
         self.wake_cpu_s = 0.0
         """CPU seconds its wake-ups were charged, before the node's speed."""
+        self.owed_s = 0.0
+        """CPU seconds of wake-ups' returns to the poll not yet run: run once no burst is ready
+        for it (``wakeup_cpu_after_share``, :meth:`Proxy._owed_if_idle`)."""
         self.preempted = False
         """Its thread gave its core up with a burst ready (FCFS cores: :meth:`Proxy._give_back`)
         and has not run since."""
@@ -182,8 +186,9 @@ class Proxy:
         self.hop_s = model.hop_latency_us * 1e-6
         self.wakeup_s = model.wakeup_cpu_us * 1e-6
         self.wake_after = model.wakeup_cpu_after_share
-        """The share of a wake-up's CPU spent after the woken burst, off the request's path
-        (the loop's return to its poll): held as the telemetry is (:meth:`_linger`)."""
+        """The share of a wake-up's CPU spent after the work ready at the wake-up, off the
+        requests' path (the loop's return to its poll): owed until no burst is ready for the
+        worker, then held as the telemetry is (:meth:`_linger`)."""
         self.preempt_s = model.preemption_cpu_us * 1e-6
         """CPU seconds a worker's burst pays when its thread resumes after a preemption."""
         self.cooling_s = model.wakeup_cache_decay_ms * 1e-3
@@ -249,10 +254,11 @@ class Proxy:
                 yield self.env.timeout(wait)
             if extra:
                 after = extra * self.wake_after
-                if after > 0.0:
-                    yield from self._linger(worker, cpu_s + extra - after, after)
-                    return
-                cpu_s += extra
+                worker.owed_s += after
+                cpu_s += extra - after
+            if worker.owed_s:
+                yield from self._linger(worker, cpu_s, 0.0)
+                return
         if self.drift is not None:
             cpu_s *= self.drift.at(self.env.now)
         wreq: object = take(worker.res)
@@ -296,18 +302,19 @@ class Proxy:
             if wait > 0.0:
                 yield self.env.timeout(wait)
             after = extra * self.wake_after
+            worker.owed_s += after
             cpu_s += extra - after
-            after_s += after
         yield from self._linger(worker, cpu_s, after_s)
 
     def _linger(
         self, worker: Worker, cpu_s: float, after_s: float
     ) -> Generator[simpy.Event, Any, None]:
-        """:meth:`work_then_linger` once the wake-up is paid."""
-        if self.drift is not None:
-            k = self.drift.at(self.env.now)
-            cpu_s *= k
-            after_s *= k
+        """:meth:`work_then_linger` once the wake-up is paid; and any burst of a worker that
+        owes the CPU of a wake-up's return to its poll (``wakeup_cpu_after_share``), which it
+        pays after this burst if no other is ready then (else after a later one)."""
+        k = self.drift.at(self.env.now) if self.drift is not None else 1.0
+        cpu_s *= k
+        after_s *= k
         wreq: object = take(worker.res)
         if wreq is None:
             wreq = worker.res.request()
@@ -319,9 +326,9 @@ class Proxy:
             # Under the fair scheduler the telemetry is a burst of its own on the same
             # thread, right after the response path: it holds the worker, not a core.
             cpu_s *= node.speed
-            after_s *= node.speed
             yield node.cpu.run(cpu_s, node.cgroup(self))
             self._account(worker, cpu_s)
+            after_s = (after_s + self._owed_if_idle(worker) * k) * node.speed
             if after_s > 0.0:
                 node.cpu.submit(
                     after_s, node.cgroup(self), partial(self._end_after, worker, wreq, after_s)
@@ -334,6 +341,7 @@ class Proxy:
         g = self.limit
         if g is not None:
             creq, ran, since = yield from node.run_limited(id(worker), cpu_s, g)
+            after_s += self._owed_if_idle(worker) * k
             if after_s > 0.0:
                 self._account(worker, ran)
                 # The telemetry goes on holding the core, within the same quota.
@@ -344,11 +352,11 @@ class Proxy:
         creq, since = yield from node.core_for(id(worker), self)
         speed = node.speed
         cpu_s *= speed
-        after_s *= speed
         yield self.env.timeout(cpu_s)
         node.busy_s += cpu_s  # _account, inlined on the hot path
         self.cpu_s += cpu_s
         worker.busy_s += cpu_s
+        after_s = (after_s + self._owed_if_idle(worker) * k) * speed
         if after_s > 0.0:
             linger = self.env.timeout(after_s)
             assert linger.callbacks is not None
@@ -357,6 +365,18 @@ class Proxy:
             self._give_back(worker, wreq, creq, since)
             if self.cooling_s:
                 worker.idle_since = self.env.now
+
+    @staticmethod
+    def _owed_if_idle(worker: Worker) -> float:
+        """The wake-ups' CPU the worker owes for its return to its poll, due now if no burst
+        is ready for it (its event loop goes back to ``epoll_wait`` only once the work ready
+        at its wake-up is done: a clump's later requests do not wait for it), else 0 and
+        still owed."""
+        owed = worker.owed_s
+        if not owed or has_ready_work(worker.res):
+            return 0.0
+        worker.owed_s = 0.0
+        return owed
 
     def _linger_limited(
         self, worker: Worker, wreq: object, creq: object, g: CGroup, after_s: float, since: float
