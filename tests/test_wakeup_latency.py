@@ -28,6 +28,7 @@ from meshsim.results.summary import build_summary
 from meshsim.scenario import from_dict
 from meshsim.scenario.host import WakeupLatency
 from meshsim.sim.cluster import Node
+from meshsim.sim.cpu.fair import FairScheduler
 from meshsim.sim.cpu.wakeup_latency import sampler
 from meshsim.sim.dataplanes.proxy import Proxy
 from meshsim.sim.sampling import Uniforms
@@ -106,6 +107,21 @@ def test_a_wake_up_spent_after_the_work_holds_the_worker_not_the_request() -> No
     assert proxy.workers[0].wakeups == 2
     assert proxy.cpu_s == pytest.approx(38e-6, abs=1e-15)
     assert node.busy_s == pytest.approx(38e-6, abs=1e-15)
+
+
+def test_under_the_fair_scheduler_too_the_return_to_the_poll_waits_for_the_ready_work() -> None:
+    """The same bursts on one core under ``cluster.scheduler: cfs`` (each burst a task of
+    its own): the same times, the 1 us owed after A run after B, when nothing is ready."""
+    env = simpy.Environment()
+    node = Node(env, 0, 1, cpu=FairScheduler(env, 1), resolve=lambda _: ("p", 1024.0, None))
+    proxy = _proxy(env, node, wake_us=50.0, wake_cpu_us=4.0, after_share=0.25)
+    ends: dict[str, float] = {}
+    for name, at in (("A", 0.0), ("B", 5e-6), ("C", 100e-6)):
+        env.process(_burst(env, proxy, at, 10e-6, ends, name))
+    env.run()
+    assert ends == pytest.approx({"A": 63e-6, "B": 73e-6, "C": 163e-6}, abs=1e-12)
+    assert env.now == pytest.approx(164e-6, abs=1e-12)
+    assert proxy.cpu_s == pytest.approx(38e-6, abs=1e-15)
 
 
 def test_without_a_wakeup_latency_nothing_waits() -> None:
