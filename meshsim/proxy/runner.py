@@ -43,16 +43,18 @@ def freeze_startup_heap() -> None:
 async def wait_for_stop_signal() -> None:
     """Return on SIGINT or SIGTERM (servers then drain and close).
 
-    Servers call it once they are up, so it first freezes their start-up heap
-    (:func:`freeze_startup_heap`).
+    Servers call it once they are up, so it also freezes their start-up heap
+    (:func:`freeze_startup_heap`): after the handlers are in place, since the servers
+    already answer and a signal sent in the collection's time must stop them, not raise
+    KeyboardInterrupt wherever the loop is.
     """
-    freeze_startup_heap()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         # Not available outside the main thread (tests run servers in threads).
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    freeze_startup_heap()
     try:
         await stop.wait()
     finally:

@@ -164,6 +164,24 @@ def test_a_server_freezes_its_start_up_heap_once_it_is_up() -> None:
         gc.unfreeze()
 
 
+def test_a_stop_signal_during_the_start_up_collection_stops_the_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The servers answer before the heap is frozen; a SIGINT in the collection's time (a
+    # large heap on a busy host takes tens of ms) must stop them, not raise in the loop.
+    import os
+    import signal
+
+    from meshsim.proxy import runner
+
+    monkeypatch.setattr(runner, "freeze_startup_heap", lambda: os.kill(os.getpid(), signal.SIGINT))
+
+    async def main() -> None:
+        await asyncio.wait_for(runner.wait_for_stop_signal(), 5.0)
+
+    arun(main)  # returns: neither KeyboardInterrupt nor a timeout
+
+
 def test_corrected_latency_counts_the_wait_for_a_busy_connection() -> None:
     # One connection, 20 ms service, 100 rps planned: requests queue behind each other, so
     # the corrected latency grows far beyond the service time while uncorrected stays ~20 ms.
