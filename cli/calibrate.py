@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .common import err_console, user_errors
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 # meshsim.proxy.ca's KEY_TYPES and DEFAULT_KEY_TYPE, spelt out so that the CLI starts without
 # importing cryptography (tests/test_proxy_cmd.py checks they agree).
@@ -38,6 +42,14 @@ DEFAULT_KEY_TYPE = "ecdsa-p256"
     type=click.Path(exists=True, path_type=Path),
     multiple=True,
     help="fortio JSON results (files or a manifest YAML); repeatable.",
+)
+@click.option(
+    "--from-measurements",
+    "measurements",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Fit the lab's model again from a stored NAME.measurements.json (as the lab "
+    "writes it beside the model) without measuring.",
 )
 @click.option(
     "--kind",
@@ -78,6 +90,7 @@ def calibrate(
     out: Path | None,
     quick: bool,
     fortio: tuple[Path, ...],
+    measurements: Path | None,
     kind: str,
     seed: int,
     proxy_cmd: str | None,
@@ -85,10 +98,38 @@ def calibrate(
     key_type: str | None,
 ) -> None:
     """Fit a cost model: from the loopback lab (meshsim's proxy, or any proxy process with
-    --proxy-cmd), or with --from-fortio from your own cluster."""
+    --proxy-cmd), with --from-fortio from your own cluster, or with --from-measurements
+    again from a stored lab record."""
     if ctx.invoked_subcommand is not None:
         return
     console = err_console()
+    if measurements is not None:
+        clash = [
+            name
+            for name, given in (
+                ("--from-fortio", bool(fortio)),
+                ("--proxy-cmd", proxy_cmd is not None),
+                ("--quick", quick),
+                ("--key-type", key_type is not None),
+            )
+            if given
+        ]
+        if clash:
+            raise click.UsageError(
+                f"--from-measurements refits a stored record (its grid and key type are "
+                f"the record's): not with {', '.join(clash)}"
+            )
+        from meshsim.calibrate.calibration import refit_lab
+
+        target = out or Path("models/calibrated/lab.yaml")
+        doc = refit_lab(
+            measurements,
+            target,
+            log=lambda s: console.print(s, highlight=False, markup=False),
+            seed=seed,
+        )
+        _wrote_lab(console, target, doc)
+        return
     if fortio and key_type is not None:
         raise click.UsageError("--key-type applies to the lab, not to --from-fortio runs")
     keys = key_type or DEFAULT_KEY_TYPE
@@ -144,6 +185,10 @@ def calibrate(
         seed=seed,
         key_type=keys,
     )
+    _wrote_lab(console, target, doc)
+
+
+def _wrote_lab(console: Console, target: Path, doc: dict[str, Any]) -> None:
     st = doc["fit"]["service_time"]
     console.print(
         f"wrote {target} (fit record beside it): service time {st['dist']}, mean "

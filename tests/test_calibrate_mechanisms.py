@@ -17,6 +17,7 @@ from meshsim.calibrate.fit import fit_plane
 from meshsim.calibrate.model_fit import LabRecord, fit_request_cpu, wakeup_plane
 from meshsim.calibrate.points import LabConfig, Measured, Point
 from meshsim.calibrate.validate import baseline_for, core_utilisation, lab_scenario
+from meshsim.calibrate.validation_report import calibration_lines
 from meshsim.models import load_model
 from meshsim.proxy.fastpath import WHOLE_BODY_BYTES
 from meshsim.sim.cpu.drift import period_lag1, period_mean_cv
@@ -31,17 +32,31 @@ TLS_PER_KIB_US = 1.2
 STREAMED_US = 20.0  # a request body larger than the proxy holds whole (WHOLE_BODY_BYTES)
 
 
+def preemptions_at(rps: float, payload: int) -> float:
+    """Involuntary switches per request, rising with load and more for larger bodies (not a
+    combination of the KiB and the wake-ups, so the plane can tell them apart)."""
+    return 0.2 + 0.15 * (rps / 3600.0) * float(np.log2(payload / 64.0))
+
+
 def wakeups_at(rps: float) -> float:
     """Wake-ups per request falling with load, as measured (about 1.6 at 500 rps)."""
     return 2.0 * float(np.exp(-rps / 2500.0))
 
 
 def measured(
-    cfg: LabConfig, payload: int, rps: float, proxied: bool, role: str, rng: np.random.Generator
+    cfg: LabConfig,
+    payload: int,
+    rps: float,
+    proxied: bool,
+    role: str,
+    rng: np.random.Generator,
+    preemption_us: float = 0.0,
 ) -> Measured:
     kib = 2.0 * payload / 1024.0
     wake = wakeups_at(rps)
+    preempted = preemptions_at(rps, payload)
     cpu = BARE_US + PER_KIB_US * kib + WAKEUP_US * wake + 8.0 * cfg.filters
+    cpu += preemption_us * preempted
     if payload > WHOLE_BODY_BYTES:
         cpu += STREAMED_US
     if cfg.mtls:
@@ -50,10 +65,12 @@ def measured(
         cpu += 2.0 * TCP_END_US
     per_req = {"echo": 30.0, "load_generator": 40.0}
     wakes = {"echo": 0.8, "load_generator": 0.8}
+    preempts: dict[str, float] = {}
     if proxied:
         for side in ("client_sidecar", "server_sidecar"):
             per_req[side] = cpu + rng.normal(0.0, 0.5)
             wakes[side] = wake
+            preempts[side] = preempted
     samples = list(rng.lognormal(np.log(40.0), 0.3, 300)) if proxied else []
     return Measured(
         point=Point(cfg, payload, rps, 8, proxied, 5.0, role),
@@ -67,17 +84,18 @@ def measured(
         process_cpu_us_per_request=per_req,
         latency_quantiles_ms=[] if proxied else [0.3] * 10,
         wakeups_per_request=wakes,
+        preemptions_per_request=preempts,
         run_delay_us_per_request=dict.fromkeys(per_req, 10.0),
     )
 
 
-def synthetic_record(seed: int = 3) -> dict[str, Any]:
+def synthetic_record(seed: int = 3, preemption_us: float = 0.0) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     base = LabConfig()
     pts = []
     for pay in (128, 1024, 8192, 32768):
         for rps in (1000.0, 3600.0):
-            pts.append(measured(base, pay, rps, True, "fit", rng))
+            pts.append(measured(base, pay, rps, True, "fit", rng, preemption_us))
             pts.append(measured(base, pay, rps, False, "fit", rng))
     for cfg in (LabConfig(mtls=True), LabConfig(filters=4)):
         for pay in (128, 1024, 8192, 32768):
@@ -150,6 +168,32 @@ def test_the_streamed_bodies_step_beyond_the_plane_instead_of_tilting_it() -> No
     assert cpu.streamed is not None
     assert cpu.streamed.value == pytest.approx(STREAMED_US, abs=1.5)
     assert cpu.streamed_bodies == (32768,)
+
+
+def test_preemptions_are_kept_where_they_cost_and_recorded_where_they_do_not() -> None:
+    """A third regressor, kept only where its CI stays above 0; either way the record says
+    what the fit found, so that a reader sees what was left out."""
+    costly = fit_request_cpu(LabRecord.of(synthetic_record(preemption_us=6.0)), seed=2)
+    assert costly.preemption is not None
+    assert costly.preemption.value == pytest.approx(6.0, abs=1.0)
+    assert costly.preemption_tried == costly.preemption
+    assert costly.wakeup_us == pytest.approx(WAKEUP_US, abs=1.0)
+    free = fit_request_cpu(LabRecord.of(synthetic_record()), seed=2)
+    assert free.preemption is None
+    assert free.preemption_tried is not None
+    assert free.preemption_tried.covers(0.0)
+    kept = fit_model(synthetic_record(preemption_us=6.0))
+    assert kept["parameters"]["preemption_cpu_us"]["value"] == pytest.approx(6.0, abs=1.0)
+    assert kept["fit"]["estimates"]["preemption_cpu_us"]["kept"] is True
+    left = fit_model(synthetic_record())
+    assert "preemption_cpu_us" not in left["parameters"]
+    assert left["fit"]["estimates"]["preemption_cpu_us"]["kept"] is False
+    said = "\n".join(calibration_lines(left["fit"]))
+    assert "third regressor" in said
+    assert "left out of the model" in said
+    said = "\n".join(calibration_lines(kept["fit"]))
+    assert "per involuntary context switch (preemption_cpu_us)" in said
+    assert "left out" not in said
 
 
 def test_fit_recovers_wakeup_tcp_and_tls_costs() -> None:

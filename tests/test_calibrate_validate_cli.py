@@ -127,3 +127,76 @@ def test_bad_input_is_a_clear_error_with_status_2(args: list[str], message: str)
     assert r.exit_code == 2
     assert message in r.output
     assert "Traceback" not in r.output
+
+
+def test_calibrate_refits_a_stored_measurement_record_without_measuring(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_calibrate_mechanisms import WAKEUP_US, synthetic_record
+
+    from meshsim.calibrate import calibration
+    from meshsim.models import load_model
+
+    def no_lab(*_a: Any, **_k: Any) -> None:
+        raise AssertionError("the lab must not run")
+
+    refitted: list[Path] = []
+
+    def refit(doc: dict[str, Any], out: Path, log: Any) -> dict[str, Any]:
+        refitted.append(out)  # the simulator's refit, tested on its own (test_calibrate_release)
+        return doc
+
+    monkeypatch.setattr(calibration, "measure_lab", no_lab)
+    monkeypatch.setattr(calibration, "refit_in_sim_terms", refit)
+    record = synthetic_record()
+    record["key_type"] = "rsa-2048"
+    stored = tmp_path / "kept" / "run-x.measurements.json"
+    stored.parent.mkdir()
+    stored.write_text(json.dumps(record))
+    model = tmp_path / "models" / "mine.yaml"
+    r = CliRunner().invoke(
+        cli, ["calibrate", "--from-measurements", str(stored), "--out", str(model)]
+    )
+    assert r.exit_code == 0, r.output
+    assert f"wrote {model}" in r.output
+    assert refitted == [model]
+    fitted = load_model(model)
+    assert fitted.parameters["wakeup_cpu_us"].value == pytest.approx(WAKEUP_US, abs=1.0)
+    assert json.loads((tmp_path / "models" / "mine.fit.json").read_text())["key_type"] == "rsa-2048"
+    # The record now lies beside the model, and refits from there in place.
+    beside = tmp_path / "models" / "mine.measurements.json"
+    assert json.loads(beside.read_text()) == record
+    r = CliRunner().invoke(
+        cli, ["calibrate", "--from-measurements", str(beside), "--out", str(model)]
+    )
+    assert r.exit_code == 0, r.output
+    assert json.loads(beside.read_text()) == record
+
+
+@pytest.mark.parametrize(
+    ("content", "extra", "message"),
+    [
+        ("{not json", [], "cannot read a lab measurement record"),
+        ('{"RunType": "HTTP", "DurationHistogram": {}}', [], "not a lab measurement record"),
+        (
+            '{"points": [{"point": {}}], "machine": {}, "placement": {}}',
+            [],
+            "points[0] is not a measured lab point",
+        ),
+        ('{"points": [], "machine": {}, "placement": {}}', ["--quick"], "not with --quick"),
+    ],
+)
+def test_a_bad_measurement_record_is_a_clear_error(
+    tmp_path: Path, content: str, extra: list[str], message: str
+) -> None:
+    stored = tmp_path / "lab.measurements.json"
+    stored.write_text(content)
+    out = tmp_path / "lab.yaml"
+    r = CliRunner().invoke(
+        cli, ["calibrate", "--from-measurements", str(stored), "--out", str(out), *extra]
+    )
+    assert r.exit_code == 2, r.output
+    assert message in r.output
+    assert str(stored) in r.output or "--from-measurements" in r.output
+    assert "Traceback" not in r.output
+    assert not out.exists()

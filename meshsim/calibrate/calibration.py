@@ -205,13 +205,60 @@ def write_model(doc: dict[str, Any], path: Path) -> None:
     write_atomic(fit_path(path), json.dumps(doc.get("fit", {}), indent=1).encode("utf-8"))
 
 
+def measurements_path(model_path: Path) -> Path:
+    """The lab's record of everything it measured for a model: ``NAME.measurements.json``."""
+    return model_path.with_suffix(".measurements.json")
+
+
 def calibrate_lab(
     out: Path, *, quick: bool, log: Log = print, seed: int = 0, key_type: str = "ecdsa-p256"
 ) -> dict[str, Any]:
     data = measure_lab(quick, log, key_type)
-    raw = out.with_suffix(".measurements.json")
+    raw = measurements_path(out)
     raw.parent.mkdir(parents=True, exist_ok=True)
-    raw.write_text(json.dumps(data))
+    write_atomic(raw, json.dumps(data).encode("utf-8"))
+    return _fit_and_write(data, out, log, seed)
+
+
+def refit_lab(measurements: Path, out: Path, *, log: Log = print, seed: int = 0) -> dict[str, Any]:
+    """Fit the lab's model again from a stored record of its measurements, without measuring.
+
+    The measurement is the lab's 20 minutes on a quiet machine; the fit and its refit in the
+    simulator's terms are the part that changes with meshsim, so a record keeps its value
+    across versions. The record is copied beside ``out`` (unless it is already there), so
+    that the model's files stay together."""
+    from meshsim.errors import MeshsimError
+
+    try:
+        data = json.loads(measurements.read_text())
+    except (OSError, ValueError) as exc:
+        raise MeshsimError(f"{measurements}: cannot read a lab measurement record: {exc}") from None
+    missing = [
+        k for k in ("points", "machine", "placement") if not isinstance(data, dict) or k not in data
+    ]
+    if missing:
+        raise MeshsimError(
+            f"{measurements}: not a lab measurement record (as `meshsim calibrate` writes "
+            f"NAME.measurements.json): no {', '.join(missing)}"
+        )
+    for i, point in enumerate(data["points"]):
+        try:
+            Measured.from_json(point)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MeshsimError(
+                f"{measurements}: points[{i}] is not a measured lab point ({exc!r})"
+            ) from None
+    raw = measurements_path(out)
+    if not raw.exists() or not raw.samefile(measurements):
+        raw.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(raw, measurements.read_bytes())
+    log(f"refitting {out} from {measurements} ({len(data['points'])} points, measured on "
+        f"{data['machine'].get('cpu', '?')})")  # fmt: skip
+    return _fit_and_write(data, out, log, seed)
+
+
+def _fit_and_write(data: dict[str, Any], out: Path, log: Log, seed: int) -> dict[str, Any]:
+    key_type = str(data.get("key_type", "ecdsa-p256"))
     doc = fit_model(data, name=out.stem, seed=seed)
     # The certificates' key type decides the handshake's cost: its provenance.
     doc["measured_on"] += f"; workload keys {key_type}"
@@ -245,6 +292,8 @@ __all__ = [
     "load_fit",
     "machine_info",
     "measure_lab",
+    "measurements_path",
     "refit_in_sim_terms",
+    "refit_lab",
     "write_model",
 ]

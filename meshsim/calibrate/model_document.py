@@ -468,6 +468,13 @@ def fit_record(
                 if cpu.streamed is not None
                 else None
             ),
+            # Tried as a third regressor wherever the lab counted preemptions; kept (as
+            # preemption_cpu_us) only where its CI stays above 0.
+            "preemption_cpu_us": (
+                {**cpu.preemption_tried.to_json(), "kept": cpu.preemption is not None}
+                if cpu.preemption_tried is not None
+                else None
+            ),
             "tcp_connection_cpu_us": costs.tcp.to_json() if costs.tcp else None,
             "filter_cpu_us": costs.filters.to_json() if costs.filters else None,
             "tls_extra_cpu_us_vs_kib": costs.tls.to_json() if costs.tls else None,

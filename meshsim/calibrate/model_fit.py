@@ -139,6 +139,9 @@ class RequestCpu:
     preemption: Estimate | None = None
     """CPU per preemption (involuntary context switch) of a sidecar (None: not counted, or
     not found to cost anything)."""
+    preemption_tried: Estimate | None = None
+    """The preemptions' slope as the three-regressor plane found it, kept or not (None: not
+    counted at every fit point), so that a record shows what was left out and why."""
 
     @property
     def decay_ms(self) -> float | None:
@@ -246,6 +249,7 @@ def fit_request_cpu(rec: LabRecord, seed: int) -> RequestCpu:
         streamed,
         tuple(sorted({m.point.payload for m in beyond})) if streamed is not None else (),
         wake.slopes.get("preemptions") if wake is not None else None,
+        with_preemptions.slopes.get("preemptions") if with_preemptions is not None else None,
     )
 
 

@@ -217,6 +217,13 @@ def calibration_lines(fit: dict[str, Any]) -> list[str]:
                 else ")"
             )
         )
+    tried = est.get("preemption_cpu_us")
+    if tried and not tried["kept"]:
+        lines.append(
+            "- preemptions (the sidecars' involuntary context switches) as a third regressor: "
+            f"p {fmt_ci(tried)} us each, left out of the model (its CI reaches 0, so the "
+            "plane above is fitted without them and preemption_cpu_us is not set)"
+        )
     if est.get("streamed_request_cpu_us"):
         step = est["streamed_request_cpu_us"]
         bodies = ", ".join(f"{b / 1024:g}" for b in step["bodies_bytes"])
