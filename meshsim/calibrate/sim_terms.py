@@ -303,11 +303,14 @@ def refit_hop_latency(
     point = hop_point(fit)
     if param is None or point is None:
         return None
-    # The refit below decides the share again from none (idempotent).
-    doc["parameters"].pop("wakeup_cpu_after_share", None)
     hop = float(param["value"])
     # The closed form's value, also when the model was refitted before (idempotent).
     fitted = float((fit.get("hop_refit") or {}).get("fitted_us") or hop)
+    # The refit below decides the share again from none (idempotent): off the file too,
+    # before the first simulation, or a refitted model is simulated with its old share,
+    # found close enough, and written without it.
+    if doc["parameters"].pop("wakeup_cpu_after_share", None) is not None:
+        _write_hop(model_path, doc, fit, hop, fitted, point)
     measured = float(point["latency_ms"]["p50"])
     rounds: list[dict[str, float]] = []
     for _ in range(MAX_ROUNDS):
