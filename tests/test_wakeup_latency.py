@@ -87,16 +87,21 @@ def test_a_burst_that_finds_its_worker_asleep_waits_and_the_next_rides_that_wake
     assert proxy.cpu_s == pytest.approx(46e-6, abs=1e-15)
 
 
-def test_a_wake_up_spent_after_the_work_holds_the_worker_not_the_request() -> None:
+@pytest.mark.parametrize("scheduler", ["fcfs", "cfs"])
+def test_a_wake_up_spent_after_the_work_holds_the_worker_not_the_request(scheduler: str) -> None:
     """As above, with a quarter of the wake-up's 4 us of CPU spent after the woken work
     (wakeup_cpu_after_share 0.25): A at 0 is woken (50 us), runs its 10 us and 3 of the
     wake-up's (50-63) and returns. B, riding the same wake-up, is ready then and runs at once
     (63-73): the event loop goes back to its poll only once the work ready at its wake-up
     is done, so the worker and core go on for that 1 us after B (73-74). C at 100 finds the
     worker asleep: 150-163, and 1 us after. The CPU is the same wherever it falls:
-    3 x 10 + 2 x 4 us."""
+    3 x 10 + 2 x 4 us. The same times under ``cluster.scheduler: cfs``, where each burst is
+    a task of its own."""
     env = simpy.Environment()
-    node = Node(env, 0, 1)
+    if scheduler == "cfs":
+        node = Node(env, 0, 1, cpu=FairScheduler(env, 1), resolve=lambda _: ("p", 1024.0, None))
+    else:
+        node = Node(env, 0, 1)
     proxy = _proxy(env, node, wake_us=50.0, wake_cpu_us=4.0, after_share=0.25)
     ends: dict[str, float] = {}
     for name, at in (("A", 0.0), ("B", 5e-6), ("C", 100e-6)):
@@ -107,21 +112,6 @@ def test_a_wake_up_spent_after_the_work_holds_the_worker_not_the_request() -> No
     assert proxy.workers[0].wakeups == 2
     assert proxy.cpu_s == pytest.approx(38e-6, abs=1e-15)
     assert node.busy_s == pytest.approx(38e-6, abs=1e-15)
-
-
-def test_under_the_fair_scheduler_too_the_return_to_the_poll_waits_for_the_ready_work() -> None:
-    """The same bursts on one core under ``cluster.scheduler: cfs`` (each burst a task of
-    its own): the same times, the 1 us owed after A run after B, when nothing is ready."""
-    env = simpy.Environment()
-    node = Node(env, 0, 1, cpu=FairScheduler(env, 1), resolve=lambda _: ("p", 1024.0, None))
-    proxy = _proxy(env, node, wake_us=50.0, wake_cpu_us=4.0, after_share=0.25)
-    ends: dict[str, float] = {}
-    for name, at in (("A", 0.0), ("B", 5e-6), ("C", 100e-6)):
-        env.process(_burst(env, proxy, at, 10e-6, ends, name))
-    env.run()
-    assert ends == pytest.approx({"A": 63e-6, "B": 73e-6, "C": 163e-6}, abs=1e-12)
-    assert env.now == pytest.approx(164e-6, abs=1e-12)
-    assert proxy.cpu_s == pytest.approx(38e-6, abs=1e-15)
 
 
 def test_without_a_wakeup_latency_nothing_waits() -> None:
