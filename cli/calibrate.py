@@ -31,7 +31,8 @@ DEFAULT_KEY_TYPE = "ecdsa-p256"
     default=None,
     help="Model file to write (default models/calibrated/lab.yaml; "
     "models/calibrated/PROGRAM.yaml with --proxy-cmd, "
-    "models/calibrated/fortio.yaml with --from-fortio).",
+    "models/calibrated/fortio.yaml with --from-fortio, "
+    "NAME.yaml beside NAME.measurements.json with --from-measurements).",
 )
 @click.option(
     "--quick", is_flag=True, help="A small grid and short runs (a smoke test, about 1.5 min)."
@@ -72,9 +73,9 @@ DEFAULT_KEY_TYPE = "ecdsa-p256"
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="With --proxy-cmd: the worker threads the proxy is configured with.",
+    default=None,
+    help="With --proxy-cmd: the worker threads the proxy is configured with (default 1; "
+    "with --from-measurements, the record's).",
 )
 @click.option(
     "--key-type",
@@ -94,7 +95,7 @@ def calibrate(
     kind: str,
     seed: int,
     proxy_cmd: str | None,
-    workers: int,
+    workers: int | None,
     key_type: str | None,
 ) -> None:
     """Fit a cost model: from the loopback lab (meshsim's proxy, or any proxy process with
@@ -116,19 +117,25 @@ def calibrate(
         ]
         if clash:
             raise click.UsageError(
-                f"--from-measurements refits a stored record (its grid and key type are "
-                f"the record's): not with {', '.join(clash)}"
+                f"--from-measurements refits a stored record (its proxy, grid and key type "
+                f"are the record's): not with {', '.join(clash)}"
             )
-        from meshsim.calibrate.calibration import refit_lab
+        from meshsim.calibrate.calibration import refit_from_measurements
 
-        target = out or Path("models/calibrated/lab.yaml")
-        doc = refit_lab(
+        target = out or measurements.with_name(
+            measurements.name.removesuffix(".measurements.json") + ".yaml"
+        )
+        doc = refit_from_measurements(
             measurements,
             target,
             log=lambda s: console.print(s, highlight=False, markup=False),
             seed=seed,
+            workers=workers,
         )
-        _wrote_lab(console, target, doc)
+        if "proxy_command" in doc["fit"]:
+            _wrote_command(console, target, doc)
+        else:
+            _wrote_lab(console, target, doc)
         return
     if fortio and key_type is not None:
         raise click.UsageError("--key-type applies to the lab, not to --from-fortio runs")
@@ -148,19 +155,11 @@ def calibrate(
             target,
             quick=quick,
             seed=seed,
-            workers=workers,
+            workers=workers or 1,
             key_type=keys,
             log=lambda s: console.print(s, highlight=False, markup=False),
         )
-        par = doc["parameters"]
-        console.print(
-            f"wrote {target} (fit record beside it): fixed CPU per request "
-            f"{par['socket_io_us']['value']:.1f} us, per wake-up "
-            f"{par.get('wakeup_cpu_us', {}).get('value', 0.0):.1f} us, per KiB "
-            f"{par['payload_cpu_us_per_kib']['value']:.2f} us; "
-            f"{doc['fit']['held_out_count']} held-out points",
-            highlight=False,
-        )
+        _wrote_command(console, target, doc)
         return
     if fortio:
         from meshsim.calibrate.fortio_import import calibrate_from_fortio
@@ -186,6 +185,18 @@ def calibrate(
         key_type=keys,
     )
     _wrote_lab(console, target, doc)
+
+
+def _wrote_command(console: Console, target: Path, doc: dict[str, Any]) -> None:
+    par = doc["parameters"]
+    console.print(
+        f"wrote {target} (fit record beside it): fixed CPU per request "
+        f"{par['socket_io_us']['value']:.1f} us, per wake-up "
+        f"{par.get('wakeup_cpu_us', {}).get('value', 0.0):.1f} us, per KiB "
+        f"{par['payload_cpu_us_per_kib']['value']:.2f} us; "
+        f"{doc['fit']['held_out_count']} held-out points",
+        highlight=False,
+    )
 
 
 def _wrote_lab(console: Console, target: Path, doc: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from click.testing import CliRunner
 from meshsim.cli.main import cli
 
@@ -184,6 +185,12 @@ def test_calibrate_refits_a_stored_measurement_record_without_measuring(
             "points[0] is not a measured lab point",
         ),
         ('{"points": [], "machine": {}, "placement": {}}', ["--quick"], "not with --quick"),
+        ('{"points": [], "machine": {}, "placement": {}}', [], "expected the list of measured"),
+        (
+            (ROOT / "models/calibrated/lab.measurements.json").read_text(),
+            ["--workers", "2"],
+            "--workers applies to a proxy process's record",
+        ),
     ],
 )
 def test_a_bad_measurement_record_is_a_clear_error(
@@ -200,3 +207,26 @@ def test_a_bad_measurement_record_is_a_clear_error(
     assert str(stored) in r.output or "--from-measurements" in r.output
     assert "Traceback" not in r.output
     assert not out.exists()
+
+
+def test_a_proxy_process_record_refits_as_a_black_box_with_its_worker_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from meshsim.calibrate import blackbox
+
+    monkeypatch.setattr(blackbox, "refit_in_sim_terms", lambda doc, out, log: doc)
+    record = json.loads((ROOT / "models/calibrated/haproxy.measurements.json").read_text())
+    stored = tmp_path / "haproxy.measurements.json"
+    stored.write_text(json.dumps({**record, "workers": 2}))
+    r = CliRunner().invoke(cli, ["calibrate", "--from-measurements", str(stored)])
+    assert r.exit_code == 0, r.output
+    assert "proxies/haproxy/haproxy-sidecar" in r.output  # what the record measured
+    assert f"wrote {tmp_path / 'haproxy.yaml'}" in r.output  # beside the record
+    fit = json.loads((tmp_path / "haproxy.fit.json").read_text())
+    assert fit["proxy_command"] == record["proxy_command"]
+    model = yaml.safe_load((tmp_path / "haproxy.yaml").read_text())
+    assert model["parameters"]["worker_threads"]["value"] == 2  # the record's
+    r = CliRunner().invoke(cli, ["calibrate", "--from-measurements", str(stored), "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    model = yaml.safe_load((tmp_path / "haproxy.yaml").read_text())
+    assert model["parameters"]["worker_threads"]["value"] == 1  # --workers over the record's

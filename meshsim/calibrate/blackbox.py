@@ -32,7 +32,12 @@ from typing import Any
 
 from meshsim.calibrate import cache_cooling, lab_costs
 from meshsim.calibrate.blackbox_fit import fit_command_model
-from meshsim.calibrate.calibration import machine_info, refit_in_sim_terms, write_model
+from meshsim.calibrate.calibration import (
+    machine_info,
+    measurements_path,
+    refit_in_sim_terms,
+    write_model,
+)
 from meshsim.calibrate.lab import Lab, workdir
 from meshsim.calibrate.points import (
     LabConfig,
@@ -45,6 +50,7 @@ from meshsim.calibrate.points import (
 )
 from meshsim.calibrate.proxycmd import ProxyCommand
 from meshsim.calibrate.rows import sidecar_cpu
+from meshsim.files import write_atomic
 from meshsim.proxy.loadgen import TIMER_TICK_S
 
 Log = Callable[[str], None]
@@ -151,9 +157,18 @@ def calibrate_command(
 ) -> dict[str, Any]:
     """Measure, fit and write ``out`` (the model), its fit record and its measurements."""
     data = measure_command(cmd, quick, log, key_type)
-    raw = out.with_suffix(".measurements.json")
+    # The fit needs it, and a refit from the record (--from-measurements) too.
+    data["workers"] = workers
+    raw = measurements_path(out)
     raw.parent.mkdir(parents=True, exist_ok=True)
-    raw.write_text(json.dumps(data))
+    write_atomic(raw, json.dumps(data).encode("utf-8"))
+    return fit_and_write_command(data, out, log=log, seed=seed, workers=workers)
+
+
+def fit_and_write_command(
+    data: dict[str, Any], out: Path, *, log: Log, seed: int, workers: int
+) -> dict[str, Any]:
+    """Fit a proxy process's record and write ``out`` and its fit record."""
     doc = fit_command_model(data, name=out.stem, seed=seed, workers=workers)
     write_model(doc, out)
     # The simulated lab runs one worker per sidecar: its wake-up count stands for a
@@ -161,4 +176,4 @@ def calibrate_command(
     return refit_in_sim_terms(doc, out, log) if workers == 1 else doc
 
 
-__all__ = ["calibrate_command", "measure_command"]
+__all__ = ["calibrate_command", "fit_and_write_command", "measure_command"]

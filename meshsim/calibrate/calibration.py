@@ -220,8 +220,12 @@ def calibrate_lab(
     return _fit_and_write(data, out, log, seed)
 
 
-def refit_lab(measurements: Path, out: Path, *, log: Log = print, seed: int = 0) -> dict[str, Any]:
-    """Fit the lab's model again from a stored record of its measurements, without measuring.
+def refit_from_measurements(
+    measurements: Path, out: Path, *, log: Log = print, seed: int = 0, workers: int | None = None
+) -> dict[str, Any]:
+    """Fit a model again from a stored record of its lab's measurements, without measuring:
+    meshsim's own proxy's (``meshsim calibrate``) or a proxy process's (``--proxy-cmd``, with
+    its worker threads: ``workers``, else the record's).
 
     The measurement is the lab's 20 minutes on a quiet machine; the fit and its refit in the
     simulator's terms are the part that changes with meshsim, so a record keeps its value
@@ -241,6 +245,8 @@ def refit_lab(measurements: Path, out: Path, *, log: Log = print, seed: int = 0)
             f"{measurements}: not a lab measurement record (as `meshsim calibrate` writes "
             f"NAME.measurements.json): no {', '.join(missing)}"
         )
+    if not isinstance(data["points"], list) or not data["points"]:
+        raise MeshsimError(f"{measurements}: points: expected the list of measured lab points")
     for i, point in enumerate(data["points"]):
         try:
             Measured.from_json(point)
@@ -248,12 +254,26 @@ def refit_lab(measurements: Path, out: Path, *, log: Log = print, seed: int = 0)
             raise MeshsimError(
                 f"{measurements}: points[{i}] is not a measured lab point ({exc!r})"
             ) from None
+    black_box = "proxy_command" in data
+    if workers not in (None, 1) and not black_box:
+        raise MeshsimError(
+            f"{measurements}: --workers applies to a proxy process's record (--proxy-cmd); "
+            "meshsim's own proxy in the lab runs one worker"
+        )
     raw = measurements_path(out)
     if not raw.exists() or not raw.samefile(measurements):
         raw.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(raw, measurements.read_bytes())
-    log(f"refitting {out} from {measurements} ({len(data['points'])} points, measured on "
-        f"{data['machine'].get('cpu', '?')})")  # fmt: skip
+    what = data["proxy_command"].split()[0] if black_box else "meshsim's proxy"
+    log(
+        f"refitting {out} from {measurements} ({what}, {len(data['points'])} points, "
+        f"measured on {data['machine'].get('cpu', '?')})"
+    )
+    if black_box:
+        from meshsim.calibrate.blackbox import fit_and_write_command
+
+        threads = workers if workers is not None else int(data.get("workers", 1))
+        return fit_and_write_command(data, out, log=log, seed=seed, workers=threads)
     return _fit_and_write(data, out, log, seed)
 
 
@@ -293,7 +313,7 @@ __all__ = [
     "machine_info",
     "measure_lab",
     "measurements_path",
+    "refit_from_measurements",
     "refit_in_sim_terms",
-    "refit_lab",
     "write_model",
 ]
