@@ -134,3 +134,21 @@ def test_a_points_record_keeps_the_periods_beside_their_figures() -> None:
     assert rec["cpu_ms_series"] == pytest.approx(cpu_ms[1:11])
     assert rec["requests_series"] == counts[1:11]
     assert rec["cpu_cv"] == _figures(cpu_ms, counts)["cpu_cv"]  # type: ignore[index]
+
+
+def test_the_report_says_why_a_model_has_no_drift() -> None:
+    from meshsim.calibrate.validation_report import _period_lines
+
+    figures = {"cpu_cv": 0.1, "requests_cv": 0.06, "poisson_cv": 0.058,
+               "cpu_per_request_cv": 0.1, "lag1": 0.2}  # fmt: skip
+    held = {"role": "held_out", "config": "plain-ka-f0", "rps": 2975.8, "cpu_limit": None,
+            "period_cpu": {"server_sidecar": figures}}  # fmt: skip
+    fitted = {**held, "role": "fit"}
+    drift = {"cv": {"value": 0.079}, "time_constant_ms": {"value": 603.0}}
+    for points, estimates, said in (
+        ([held, fitted], {"cpu_drift": drift}, "drifts with cv 0.079 and a time constant of 603"),
+        ([held, fitted, fitted], {"cpu_drift": None}, "at the 2 fit points whose periods"),
+        ([held, {**fitted, "period_cpu": None}], {"cpu_drift": None}, "its record predates"),
+    ):
+        text = "\n".join(_period_lines({"points": points, "estimates": estimates}, []))
+        assert said in text

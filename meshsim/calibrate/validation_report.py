@@ -348,15 +348,27 @@ def _period_lines(fit: dict[str, Any], rows: list[Comparison]) -> list[str]:
     if not text:
         return []
     drift = (fit.get("estimates") or {}).get("cpu_drift")
-    model = (
-        f"The model's sidecar CPU drifts with cv {drift['cv']['value']:.3f} and a time "
-        f"constant of {drift['time_constant_ms']['value']:.0f} ms (cpu_drift_cv, "
-        "cpu_drift_ms: fitted at the fit points' periods, meshsim/calibrate/cpu_drift.py)."
-        if drift
-        else "The model has no drift of the sidecar's CPU between periods (its record "
-        "predates the CPU per period, or the requests and the host's spells explained all "
-        "its variance)."
+    counted = sum(
+        1 for p in fit.get("points", []) if p.get("role") == "fit" and p.get("period_cpu")
     )
+    if drift:
+        model = (
+            f"The model's sidecar CPU drifts with cv {drift['cv']['value']:.3f} and a time "
+            f"constant of {drift['time_constant_ms']['value']:.0f} ms (cpu_drift_cv, "
+            "cpu_drift_ms: fitted at the fit points' periods, meshsim/calibrate/cpu_drift.py)."
+        )
+    elif counted:
+        model = (
+            "The model has no drift of the sidecar's CPU between periods: at the "
+            f"{counted} fit points whose periods the lab counted, the requests' own noise "
+            "and the host's spells explained all of their variance (meshsim/calibrate/"
+            "cpu_drift.py)."
+        )
+    else:
+        model = (
+            "The model has no drift of the sidecar's CPU between periods: its record "
+            "predates the lab's CPU per period at the fit points."
+        )
     model += " " + spell_sentence(fit)
     return [
         "How often a limit near the sidecar's average is reached depends on how much its CPU "
