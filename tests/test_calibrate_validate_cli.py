@@ -172,6 +172,15 @@ def test_calibrate_refits_a_stored_measurement_record_without_measuring(
     )
     assert r.exit_code == 0, r.output
     assert json.loads(beside.read_text()) == record
+    # Another record is never written over the one beside the model.
+    other = tmp_path / "kept" / "run-y.measurements.json"
+    other.write_text(json.dumps({**record, "key_type": "ecdsa-p256"}))
+    r = CliRunner().invoke(
+        cli, ["calibrate", "--from-measurements", str(other), "--out", str(model)]
+    )
+    assert r.exit_code == 2, r.output
+    assert "holds another lab measurement record" in r.output
+    assert json.loads(beside.read_text()) == record
 
 
 @pytest.mark.parametrize(

@@ -261,9 +261,16 @@ def refit_from_measurements(
             "meshsim's own proxy in the lab runs one worker"
         )
     raw = measurements_path(out)
-    if not raw.exists() or not raw.samefile(measurements):
+    record = measurements.read_bytes()
+    if raw.exists() and not raw.samefile(measurements) and raw.read_bytes() != record:
+        # Another record beside the model is another lab's twenty minutes: never overwritten.
+        raise MeshsimError(
+            f"{raw} holds another lab measurement record than {measurements}: move it, or "
+            "choose another --out (the record is kept beside the model it was fitted into)"
+        )
+    if not raw.exists():
         raw.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(raw, measurements.read_bytes())
+        write_atomic(raw, record)
     what = data["proxy_command"].split()[0] if black_box else "meshsim's proxy"
     log(
         f"refitting {out} from {measurements} ({what}, {len(data['points'])} points, "
