@@ -25,7 +25,6 @@ proxy's, so ``meshsim validate`` and the simulator take it unchanged; it is fitt
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,8 +33,8 @@ from meshsim.calibrate import cache_cooling, lab_costs
 from meshsim.calibrate.blackbox_fit import fit_command_model
 from meshsim.calibrate.calibration import (
     machine_info,
-    measurements_path,
     refit_in_sim_terms,
+    write_measurements,
     write_model,
 )
 from meshsim.calibrate.lab import Lab, workdir
@@ -50,7 +49,6 @@ from meshsim.calibrate.points import (
 )
 from meshsim.calibrate.proxycmd import ProxyCommand
 from meshsim.calibrate.rows import sidecar_cpu
-from meshsim.files import write_atomic
 from meshsim.proxy.loadgen import TIMER_TICK_S
 
 Log = Callable[[str], None]
@@ -159,9 +157,7 @@ def calibrate_command(
     data = measure_command(cmd, quick, log, key_type)
     # The fit needs it, and a refit from the record (--from-measurements) too.
     data["workers"] = workers
-    raw = measurements_path(out)
-    raw.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(raw, json.dumps(data).encode("utf-8"))
+    write_measurements(data, out)
     return fit_and_write_command(data, out, log=log, seed=seed, workers=workers)
 
 

@@ -214,10 +214,15 @@ def calibrate_lab(
     out: Path, *, quick: bool, log: Log = print, seed: int = 0, key_type: str = "ecdsa-p256"
 ) -> dict[str, Any]:
     data = measure_lab(quick, log, key_type)
-    raw = measurements_path(out)
+    write_measurements(data, out)
+    return _fit_and_write(data, out, log, seed)
+
+
+def write_measurements(data: dict[str, Any], model_path: Path) -> None:
+    """Keep the lab's record of what it measured beside the model fitted from it."""
+    raw = measurements_path(model_path)
     raw.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(raw, json.dumps(data).encode("utf-8"))
-    return _fit_and_write(data, out, log, seed)
 
 
 def refit_from_measurements(
@@ -234,7 +239,8 @@ def refit_from_measurements(
     from meshsim.errors import MeshsimError
 
     try:
-        data = json.loads(measurements.read_text())
+        record = measurements.read_bytes()
+        data = json.loads(record)
     except (OSError, ValueError) as exc:
         raise MeshsimError(f"{measurements}: cannot read a lab measurement record: {exc}") from None
     missing = [
@@ -261,7 +267,6 @@ def refit_from_measurements(
             "meshsim's own proxy in the lab runs one worker"
         )
     raw = measurements_path(out)
-    record = measurements.read_bytes()
     if raw.exists() and not raw.samefile(measurements) and raw.read_bytes() != record:
         # Another record beside the model is another lab's twenty minutes: never overwritten.
         raise MeshsimError(
@@ -322,5 +327,6 @@ __all__ = [
     "measurements_path",
     "refit_from_measurements",
     "refit_in_sim_terms",
+    "write_measurements",
     "write_model",
 ]
