@@ -401,8 +401,7 @@ def fit_record(
 ) -> dict[str, Any]:
     """The fit record: how every parameter was obtained, with CIs, residuals and points."""
     data, pts, fit_pts, main_pay = rec.data, rec.points, rec.fit, rec.main_payload
-    st, wake, proc_main = cpu.service_time, cpu.wakeups, cpu.process_main
-    cb_line, proc_line, proc_vs_load = cpu.callbacks, cpu.process, cpu.process_vs_load
+    st, wake, cb_line, proc_line = cpu.service_time, cpu.wakeups, cpu.callbacks, cpu.process
     low, echo_cpu, net_us = lat.low, lat.echo_cpu_us, lat.network_one_way_us
     held = [m for m in pts if m.point.role == "held_out"]
     # The latency outside the proxies, per request: each point without proxies (load
@@ -458,49 +457,7 @@ def fit_record(
         # None: not probed, every wake-up costs the same).
         "cache_cooling": cache_cooling.record(data.get("cache_cooling"), cpu.cache_decay),
         "service_time": st.to_json(),
-        "estimates": {
-            "callbacks_cpu_us": cb_line.to_json(),
-            "process_cpu_us_vs_kib": proc_line.to_json(),
-            "process_cpu_us_vs_rps": proc_vs_load.to_json(),
-            "process_cpu_us_vs_kib_and_wakeups": wake.to_json() if wake else None,
-            "streamed_request_cpu_us": (
-                {**cpu.streamed.to_json(), "bodies_bytes": list(cpu.streamed_bodies)}
-                if cpu.streamed is not None
-                else None
-            ),
-            # Tried as a third regressor wherever the lab counted preemptions; kept (as
-            # preemption_cpu_us) only where its CI stays above 0.
-            "preemption_cpu_us": (
-                {**cpu.preemption_tried.to_json(), "kept": cpu.preemption is not None}
-                if cpu.preemption_tried is not None
-                else None
-            ),
-            "tcp_connection_cpu_us": costs.tcp.to_json() if costs.tcp else None,
-            "filter_cpu_us": costs.filters.to_json() if costs.filters else None,
-            "tls_extra_cpu_us_vs_kib": costs.tls.to_json() if costs.tls else None,
-            "request_cpu_cv": {
-                **_est(cpu.cv),
-                "callbacks_cv": round(st.cv.value, 3),
-                "callbacks_mean_us": round(st.mean.value, 3),
-                "process_cpu_us": round(proc_main, 3),
-                "ci_note": "the callbacks' cv CI scaled; the process CPU's "
-                "own uncertainty is not propagated",
-            },
-            "handshake_cpu_us_per_side": _est(hs.per_side),
-            "handshake_cpu_us_by_side": {
-                k: round(float(np.median(v)), 3) for k, v in hs.by_side.items()
-            },
-            "memory_kib_plain": mem.plain.to_json(),
-            "memory_kib_tls": mem.tls.to_json(),
-            "hop_latency_us": {
-                "added_p50_us": round(lat.added_us, 3),
-                "on_path_cpu_us": round(lat.on_path_us, 3),
-            },
-            "idle_cpu_ms_per_s": {
-                k: round(float(v), 3) for k, v in data.get("idle_cpu_ms_per_s", {}).items()
-            }
-            or None,
-        },
+        "estimates": _estimates(data, cpu, costs, hs, mem, lat),
         "residuals": {
             "process_cpu_us_vs_kib": proc_line.residuals,
             "callbacks_cpu_us_vs_kib": cb_line.residuals,
@@ -513,4 +470,59 @@ def fit_record(
         # are none where the host had no writable CPU cgroup (meshsim.calibrate.throttle).
         "throttled": [i for i, m in enumerate(pts) if m.point.role == "throttled"],
         "cpu_limits": data.get("cpu_limits"),
+    }
+
+
+def _estimates(
+    data: dict[str, Any],
+    cpu: RequestCpu,
+    costs: ConfigCosts,
+    hs: Handshake,
+    mem: Memory,
+    lat: HopLatency,
+) -> dict[str, Any]:
+    """The fit record's estimates: each fitted line, plane and cost with its CI."""
+    st, wake = cpu.service_time, cpu.wakeups
+    return {
+        "callbacks_cpu_us": cpu.callbacks.to_json(),
+        "process_cpu_us_vs_kib": cpu.process.to_json(),
+        "process_cpu_us_vs_rps": cpu.process_vs_load.to_json(),
+        "process_cpu_us_vs_kib_and_wakeups": wake.to_json() if wake else None,
+        "streamed_request_cpu_us": (
+            {**cpu.streamed.to_json(), "bodies_bytes": list(cpu.streamed_bodies)}
+            if cpu.streamed is not None
+            else None
+        ),
+        # Tried as a third regressor wherever the lab counted preemptions; kept (as
+        # preemption_cpu_us) only where its CI stays above 0.
+        "preemption_cpu_us": (
+            {**cpu.preemption_tried.to_json(), "kept": cpu.preemption is not None}
+            if cpu.preemption_tried is not None
+            else None
+        ),
+        "tcp_connection_cpu_us": costs.tcp.to_json() if costs.tcp else None,
+        "filter_cpu_us": costs.filters.to_json() if costs.filters else None,
+        "tls_extra_cpu_us_vs_kib": costs.tls.to_json() if costs.tls else None,
+        "request_cpu_cv": {
+            **_est(cpu.cv),
+            "callbacks_cv": round(st.cv.value, 3),
+            "callbacks_mean_us": round(st.mean.value, 3),
+            "process_cpu_us": round(cpu.process_main, 3),
+            "ci_note": "the callbacks' cv CI scaled; the process CPU's "
+            "own uncertainty is not propagated",
+        },
+        "handshake_cpu_us_per_side": _est(hs.per_side),
+        "handshake_cpu_us_by_side": {
+            k: round(float(np.median(v)), 3) for k, v in hs.by_side.items()
+        },
+        "memory_kib_plain": mem.plain.to_json(),
+        "memory_kib_tls": mem.tls.to_json(),
+        "hop_latency_us": {
+            "added_p50_us": round(lat.added_us, 3),
+            "on_path_cpu_us": round(lat.on_path_us, 3),
+        },
+        "idle_cpu_ms_per_s": {
+            k: round(float(v), 3) for k, v in data.get("idle_cpu_ms_per_s", {}).items()
+        }
+        or None,
     }
