@@ -162,15 +162,14 @@ def test_a_held_out_point_is_predicted_with_the_spells_its_own_passes_had() -> N
                 "period_cpu": _point(spells), **kw}  # fmt: skip
 
     plain = [held([range(3, 5)]), held([])]
-    # A limit clips the spells out of its periods: the throttled point takes its twin's.
-    limited = [held([], cgroup={"limit_m": 300}), held([], cgroup={"limit_m": 300})]
-    groups = [plain, limited]
-    for passes in groups:
-        spells = point_spells(placement, passes, groups)["1"]
+    # A CPU-limited point takes its own passes' spells, not its unlimited twin's.
+    limited = [held([], cgroup={"limit_m": 300}), held([range(7, 10)], cgroup={"limit_m": 300})]
+    for passes, dwell in ((plain, 200.0), (limited, 300.0)):
+        spells = point_spells(placement, passes)["1"]
         assert (spells["spells"], spells["periods"]) == (1, 100)
-        assert spells["dwell_ms"]["value"] == pytest.approx(200.0)
+        assert spells["dwell_ms"]["value"] == pytest.approx(dwell)
     # A point whose passes had none has none, whatever the fit points had.
-    assert point_spells(placement, [held([])], [[held([])]])["1"]["spells"] == 0
+    assert point_spells(placement, [held([])])["1"]["spells"] == 0
 
 
 def test_the_report_names_each_cores_spells() -> None:
@@ -203,7 +202,7 @@ def test_a_throttled_points_simulated_runs_stand_beside_its_passes() -> None:
     )
     text = spread_table([r])
     assert text.splitlines()[1].endswith("  2.50..10.64")
-    assert "as many simulated runs as the lab made passes" in text
+    assert "whose median is the speed-adjusted prediction, each a pass long" in text
     assert r.to_json()["simulated_runs"]["p99"] == [2.5, 10.64, 2.8]
     # An unlimited point has no runs column.
     r.simulated_runs = {}

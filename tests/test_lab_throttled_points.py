@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from meshsim.calibrate import throttle
-from meshsim.calibrate.cgroup import CpuCgroup, Support
+from meshsim.calibrate.cgroup import CpuCgroup, CpuStat, Support
 from meshsim.calibrate.points import REPEATS, LabConfig, Measured, Point, grid, point_line
 from meshsim.errors import MeshsimError
 
@@ -86,6 +86,22 @@ class _Lab:
         self.quotas.append((self.cgroup.path / "cpu.cfs_quota_us").read_text())
         return _measured(point, 2000.0, 150.0)
 
+    def _stat(self, periods: int, throttled: int, ns: int) -> None:
+        (self.cgroup.path / "cpu.stat").write_text(
+            f"nr_periods {periods}\nnr_throttled {throttled}\nthrottled_time {ns}\n"
+        )
+
+    def measure_counted(
+        self, point: Point, cgroup: CpuCgroup, seed: int = 1
+    ) -> tuple[Measured, CpuStat]:
+        """As the lab runs a limited point: a warm-up that throttles two periods of 50 ms,
+        then a load of 50 periods with 3 throttled for 12 ms in all, then the probes."""
+        m = self.measure(point, seed)
+        self._stat(7, 2, 100_000_000)  # the warm-up
+        before = cgroup.stat()
+        self._stat(57, 5, 112_000_000)  # the load
+        return m, cgroup.stat() - before
+
 
 def test_a_throttled_point_is_limited_to_its_multiple_of_the_use_just_measured(
     tmp_path: Path,
@@ -107,17 +123,20 @@ def test_a_throttled_point_is_limited_to_its_multiple_of_the_use_just_measured(
     assert lab.quotas == ["-1", "45000"]
     assert (group / "cpu.cfs_quota_us").read_text() == "-1"
     assert (group / "cpu.cfs_period_us").read_text() == "100000"
+    # The load's counters are the ones compared; the warm-up's throttling is kept apart.
     assert m.cgroup == {
         "limit_m": 450.0,
         "period_ms": 100.0,
         "version": 1,
-        "nr_periods": 0,
-        "nr_throttled": 0,
-        "throttled_s": 0.0,
+        "nr_periods": 50,
+        "nr_throttled": 3,
+        "throttled_s": 0.012,
         "window_s": 5.0,
+        "window": "load",
+        "whole_point": {"nr_periods": 57, "nr_throttled": 5, "throttled_s": 0.112},
     }
     assert "throttled limit 450m:" in point_line(5, 9, limited, m)
-    assert "throttled in 0 of 0 periods" in point_line(5, 9, limited, m)
+    assert "throttled in 3 of 50 periods" in point_line(5, 9, limited, m)
     # A throttled point is never the reference for another one.
     assert list(unlimited) == [("plain-ka-f0", 1024, 1945.0, 1)]
     # Without the unlimited point of its own pass there is no limit to set.
@@ -155,7 +174,13 @@ def test_passes_merge_to_medians_with_their_ranges() -> None:
         "throttled_share_range": [0.1, 0.5],
         "throttled_ms_per_s": 100.0,
         "throttled_ms_per_s_range": [20.0, 200.0],
+        "window": "point",  # records before the load's own counters: the warm-up in them
     }
+    for c in cgroups:
+        c["window"] = "load"
+    assert throttle.merge_cgroups(passes)["window"] == "load"
+    cgroups[1]["window"] = "point"
+    assert throttle.merge_cgroups(passes)["window"] == "point"
     predicted = {
         "nr_periods": 45,
         "nr_throttled": 9,
@@ -236,9 +261,14 @@ def test_the_validation_predicts_a_throttled_point_with_its_limit_and_reports_it
     assert r.measured["server_sidecar_cpu_us"] == cpus[len(cpus) // 2]
     # Each pass's limit is 0.6 of its own use: the lab used 1/0.6 of its quota.
     assert r.measured["quota_used"] == pytest.approx(1 / 0.6, abs=0.002)
+    # The raw prediction is one run as long as the passes together (2 s simulated: a 1.5 s
+    # window); the speed-adjusted one the median of pass-long runs (a 0.5 s window each),
+    # three under each pass's host.
+    assert r.predicted["nr_periods"] == 15
+    assert r.predicted_speed_adjusted["nr_periods"] == 5
+    assert len(r.simulated_runs["p99"]) == 3 * len(passes)
+    assert r.predicted_speed_adjusted["p99"] == sorted(r.simulated_runs["p99"])[4]
     for pred in (r.predicted, r.predicted_speed_adjusted):
-        # 2 s simulated (the lab's passes measured 3 x 0.5 s): a 1.5 s window.
-        assert pred["nr_periods"] == 15
         assert pred["throttled_share"] >= 0.8
         assert pred["throttled_ms_per_s"] > 0
         # Throttled in every period, the sidecar gets its quota and no more.

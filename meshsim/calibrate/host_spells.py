@@ -200,18 +200,15 @@ def without_spells(point: Mapping[str, Mapping[str, Any]]) -> dict[str, Mapping[
 def point_spells(
     placement: Mapping[str, Any],
     passes: Sequence[Mapping[str, Any]],
-    groups: Sequence[Sequence[Mapping[str, Any]]],
 ) -> dict[str, dict[str, Any]]:
-    """The spells on each lab core while a held-out point was measured (``passes``, one of
-    the record's ``groups`` of passes), from its passes' periods, which the speed-adjusted
-    prediction runs as it runs the point's phases: the fit points' spells say how often the
-    host had them then, not while this point ran (run Y's fit points had them 2.5-3.6 % of
-    the time, its held-out passes almost never). A throttled point takes its unlimited
-    twin's, whose periods a limit did not clip."""
-    from meshsim.calibrate.throttle import unlimited_twin
-
-    if passes[0].get("cgroup"):
-        passes = unlimited_twin(passes[0], groups, lambda g: g[0]) or []
+    """The spells on each lab core while a held-out point was measured (``passes``), from
+    its passes' periods, which the speed-adjusted prediction runs as it runs the point's
+    phases: the fit points' spells say how often the host had them then, not while this
+    point ran (run Y's fit points had them 2.5-3.6 % of the time, its held-out passes almost
+    never). A CPU-limited point's own passes too: a limit caps a period's CPU and the
+    requests it answers together, so a spell still shows in the CPU per request (run AB at
+    8368 rps under 376m: 1.97x in the period its load throttled, p99 41.6 ms), where its
+    unlimited twin, measured a minute before, had none."""
     periods = [q["period_cpu"] for q in passes if q.get("period_cpu")]
     return fit_cores(periods, placement)
 

@@ -45,7 +45,7 @@ from types import FrameType
 from typing import Any
 
 from meshsim.calibrate import cache_cooling, cgroup, host_phases, period_cpu, speed, wake_latency
-from meshsim.calibrate.cgroup import CpuCgroup
+from meshsim.calibrate.cgroup import CpuCgroup, CpuStat
 from meshsim.calibrate.point_record import LogSamples, PointRun, access_log_samples, measured
 from meshsim.calibrate.points import LabConfig, Measured, Point
 from meshsim.calibrate.procstat import tree_sched
@@ -378,7 +378,18 @@ class Lab:
         run = self._load(point, seed)
         return measured(point, run, seed)
 
-    def _load(self, point: Point, seed: int) -> PointRun:
+    def measure_counted(
+        self, point: Point, cgroup: CpuCgroup, seed: int = 1
+    ) -> tuple[Measured, CpuStat]:
+        """:meth:`measure`, and ``cgroup``'s ``cpu.stat`` over the load alone: not over the
+        warm-up before it, a closed loop as fast as the path goes that a limited sidecar
+        spends its quota in (two periods throttled for about 50 ms each in every pass of
+        run AB, where its load throttled none), nor over the probes around it."""
+        run = self._load(point, seed, cgroup)
+        assert run.cpu_stat is not None
+        return measured(point, run, seed), run.cpu_stat
+
+    def _load(self, point: Point, seed: int, cgroup: CpuCgroup | None = None) -> PointRun:
         self.reconfigure(point.config)
         assert self.client is not None
         assert self.server is not None
@@ -428,9 +439,15 @@ class Lab:
             before = {k: tree_sched(p) for k, p in pids.items()}
             sidecars = {k: pids[k] for k in ("client_sidecar", "server_sidecar")}
             with period_cpu.PeriodSampler(sidecars if point.proxied else {}) as periods:
+                stat_before = None if cgroup is None else cgroup.stat()
                 wall_start = time.time()
                 result = run_load(spec)
                 wall_end = time.time()
+                cpu_stat = (
+                    cgroup.stat() - stat_before
+                    if cgroup is not None and stat_before is not None
+                    else None
+                )
             after = {k: tree_sched(p) for k, p in pids.items()}
         time.sleep(0.05)  # let the access logs flush their last lines
         speed_after = self.probe_speed()
@@ -459,6 +476,7 @@ class Lab:
             speed=speed.point_speed(speed_before, speed_after),
             phases=(phases_before, phases_after),
             wakeups=(wake_before, wake_after),
+            cpu_stat=cpu_stat,
         )
 
     def probe_speed(self) -> dict[str, float]:

@@ -25,6 +25,10 @@ import numpy as np
 
 from meshsim.proxy.loadgen import TIMER_TICK_S
 
+LAB_WARMUP_S = 0.5
+"""The simulated lab's warm-up, before its measured window: a run of ``duration_s``
+measures ``duration_s - LAB_WARMUP_S``, as the lab measures its load after a warm-up."""
+
 if TYPE_CHECKING:
     from meshsim.sim.engine import Simulation
 
@@ -141,7 +145,7 @@ def lab_scenario(
         "name": "calibration-lab",
         "seed": seed,
         "duration_s": duration_s,
-        "warmup_s": 0.5,
+        "warmup_s": LAB_WARMUP_S,
         "meshes": ["istio"],
         "cluster": {
             "nodes": 2,

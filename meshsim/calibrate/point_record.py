@@ -17,6 +17,7 @@ import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from meshsim.calibrate import host_phases, wake_latency
+from meshsim.calibrate.cgroup import CpuStat
 from meshsim.calibrate.decomposition import duration_quantiles, lab_parts
 from meshsim.calibrate.points import Measured, Point
 from meshsim.calibrate.procstat import Sched
@@ -95,6 +96,9 @@ class PointRun:
     speed: dict[str, Any]
     phases: tuple[dict[str, Any], dict[str, Any]]
     wakeups: tuple[wake_latency.Probe, wake_latency.Probe]
+    cpu_stat: CpuStat | None = None
+    """The CPU cgroup's counters over the load alone, where one was asked for
+    (:meth:`meshsim.calibrate.lab.Lab.measure_counted`)."""
 
 
 def measured(point: Point, run: PointRun, seed: int) -> Measured:

@@ -212,6 +212,6 @@ def point_row(m: Measured) -> dict[str, Any]:
         # records measured before 2026-12-03.
         "period_cpu": m.period_cpu or None,
         # Throttled points: the limit as a multiple of the unlimited use, and the cgroup's
-        # limit in millicores and cpu.stat over the point (meshsim.calibrate.throttle).
+        # limit in millicores and cpu.stat over the load (meshsim.calibrate.throttle).
         **({"cpu_limit": p.cpu_limit, "cgroup": m.cgroup} if m.cgroup else {}),
     }

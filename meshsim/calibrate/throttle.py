@@ -5,7 +5,7 @@ held-out loads, right after an unlimited point, the same load again with the ser
 sidecar's CPU cgroup (each lab component runs in one of its own, as a pod's containers do:
 :meth:`meshsim.calibrate.lab.Lab.container`) limited to a multiple of the CPU it just used
 (:mod:`meshsim.calibrate.cgroup`: ``cpu.max``, or the v1 controller's quota;
-:func:`limit_m`, :func:`measure_point`), with the cgroup's ``cpu.stat`` over the run:
+:func:`limit_m`, :func:`measure_point`), with the cgroup's ``cpu.stat`` over the load:
 periods, throttled periods, throttled time. The validation predicts them with the same
 limit under the unlimited points' scheduler
 (:func:`meshsim.calibrate.lab_scenario.limit_server_sidecar`), so that the limit is all
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 
-from meshsim.calibrate.cgroup import Support, probe
+from meshsim.calibrate.cgroup import CpuStat, Support, probe
 from meshsim.calibrate.points import Measured, Point
 from meshsim.errors import MeshsimError
 
@@ -77,8 +77,10 @@ def limit_m(unlimited: Measured, share: float) -> float:
 
 def measure_point(lab: Lab, point: Point, limit: float | None, *, seed: int = 1) -> Measured:
     """``lab.measure(point)`` with the server sidecar's CPU cgroup (:meth:`Lab.container`)
-    limited to ``limit`` millicores for the point, its ``cpu.stat`` over the point in
-    :attr:`Measured.cgroup`.
+    limited to ``limit`` millicores for the point, in :attr:`Measured.cgroup` its
+    ``cpu.stat`` over the load (``window`` "load": what the latency was measured over and
+    what the simulator counts) and over the whole point (``whole_point``: with the warm-up,
+    which throttles a limited sidecar by itself).
 
     Its weight is a plain nice-0 process's, like every other lab component's, and it is the
     cgroup the sidecar ran in at the unlimited points: only the limit differs."""
@@ -89,20 +91,28 @@ def measure_point(lab: Lab, point: Point, limit: float | None, *, seed: int = 1)
     cg.set_limit(limit)
     try:
         before = cg.stat()
-        m = lab.measure(point, seed=seed)
-        d = cg.stat() - before
+        m, load = lab.measure_counted(point, cg, seed=seed)
+        whole = cg.stat() - before
     finally:
         cg.set_limit(None)
     m.cgroup = {
         "limit_m": limit,
         "period_ms": cg.period_us / 1000.0,
         "version": cg.version,
+        **_counters(load),
+        "window_s": point.duration_s,
+        "window": "load",
+        "whole_point": _counters(whole),
+    }
+    return m
+
+
+def _counters(d: CpuStat) -> dict[str, Any]:
+    return {
         "nr_periods": d.nr_periods,
         "nr_throttled": d.nr_throttled,
         "throttled_s": round(d.throttled_s, 4),
-        "window_s": point.duration_s,
     }
-    return m
 
 
 def measure_grid_point(
@@ -141,8 +151,10 @@ def merge_cgroups(passes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """A throttled point's cgroup over its passes (the points measured): the medians of the
     limit, of the share of its quota used, of the share of periods throttled and of the
     throttled time per second of load, with their ranges (each pass sets its own limit from
-    its own unlimited point)."""
+    its own unlimited point), and over what the counters were read (``window``: "load",
+    or "point" for records that read them around the whole point, warm-up included)."""
     cgroups = [p["cgroup"] for p in passes]
+    window = "load" if all(c.get("window") == "load" for c in cgroups) else "point"
     limits = [float(c["limit_m"]) for c in cgroups]
     used = [
         quota_used(
@@ -161,6 +173,7 @@ def merge_cgroups(passes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "throttled_share_range": [round(min(shares), 4), round(max(shares), 4)],
         "throttled_ms_per_s": round(float(np.median(per_s)), 2),
         "throttled_ms_per_s_range": [round(min(per_s), 2), round(max(per_s), 2)],
+        "window": window,
     }
 
 
@@ -403,4 +416,17 @@ def throttled_table(rows: Sequence[Comparison]) -> str:
         "point's at the same load (the limit's effect, measured / predicted); errors as in the "
         "held-out table (* = checked)"
     )
+    if any(r.point["cgroup"].get("window") != "load" for r in sel):
+        lines.append(WHOLE_POINT_NOTE)
     return "\n".join(lines)
+
+
+WHOLE_POINT_NOTE = (
+    "The lab's throttled periods and time in this record were read around the whole point, "
+    "where the simulated lab's count over the load: before the load the lab warms the path "
+    "up with a closed loop as fast as it goes, which spends a limited sidecar's quota by "
+    "itself (runs since 2026-12-04 evening read both: the load's are compared, the whole "
+    "point's kept as whole_point). So the measured shares and times above are high by the "
+    "warm-up's throttling, which the latencies never saw."
+)
+"""Said under the throttled table of a record whose counters span the warm-up too."""

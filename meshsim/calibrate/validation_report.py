@@ -314,11 +314,12 @@ def throttled_lines(fit: dict[str, Any], rows: list[Comparison]) -> list[str]:
             "The plain held-out loads again, each right after its unlimited pass, with the "
             "server sidecar in a CPU cgroup of its own limited to a multiple of the CPU it "
             "had just used (CFS bandwidth control, 100 ms periods; `cpu.stat` over the "
-            "point), predicted with the same limit under the unlimited points' scheduler "
+            "load), predicted with the same limit under the unlimited points' scheduler "
             "(fcfs, with CFS bandwidth control of the limit), so that the limit is all that "
-            "differs from their unlimited twins, and as long as the lab measured them over "
-            "their passes, so that both shares of throttled periods rest on as many periods "
-            "(meshsim/calibrate/throttle.py).",
+            "differs from their unlimited twins. As the lab's figures are the medians of its "
+            "passes, the speed-adjusted prediction is the median of pass-long runs, three "
+            "under each pass's host; the raw one is one run as long as the passes together "
+            "(meshsim/calibrate/throttle.py, meshsim/calibrate/validate.py).",
             "",
             "```",
             text,
@@ -408,7 +409,7 @@ def spell_sentence(fit: dict[str, Any]) -> str:
         "The host's slow spells at the fit points' periods (meshsim/calibrate/host_spells.py): "
         + "; ".join(parts)
         + ". They come and go: each speed-adjusted prediction runs the spells of its own "
-        "point's passes (a throttled point its unlimited twin's), the raw ones none."
+        "point's passes (a CPU-limited point's too), the raw ones none."
     )
 
 

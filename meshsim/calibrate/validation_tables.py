@@ -82,10 +82,10 @@ def spread_table(rows: list[Comparison]) -> str:
         )
     if any(r.simulated_runs for r in sel):
         lines.append(
-            "last column (CPU-limited points): the p99 range of as many simulated runs as the "
-            "lab made passes, each a pass long (speed-adjusted, different seeds): a tight "
-            "limit's p99 turns on whether the host had a slow spell, in the lab and the "
-            "simulator alike"
+            "last column (CPU-limited points): the p99 range of the simulated runs whose "
+            "median is the speed-adjusted prediction, each a pass long (three seeds under "
+            "each pass's host): a tight limit's p99 turns on whether the host had a slow "
+            "spell in a pass, in the lab and the simulator alike"
         )
     return "\n".join(lines)
 

@@ -1,11 +1,11 @@
-"""A throttled point's prediction under the run's spells rather than its unlimited twin's.
+"""A throttled point's prediction under the run's spells rather than its own passes'.
 
-The validation draws a CPU-limited point's host spells from a process fitted to its unlimited
-twin's passes (``meshsim/calibrate/host_spells.py``, ``point_spells``): the limited passes'
-own periods are clipped by the limit. Spells come and go between passes minutes apart, so
-this predicts the same points with the spells fitted at the fit points over the whole run
-(the fit record's ``host_spells``) and prints both beside the lab: the share of periods
-throttled and p99, speed-adjusted, each the median over the simulated runs.
+The validation draws a CPU-limited point's host spells from a process fitted to its own
+passes' periods (``meshsim/calibrate/host_spells.py``, ``point_spells``; until 2026-12-04
+evening its unlimited twin's). Spells come and go between passes minutes apart, so this
+predicts the same points with the spells fitted at the fit points over the whole run (the
+fit record's ``host_spells``) and prints both beside the lab: the share of periods throttled
+and p99, speed-adjusted, each the median over the simulated runs.
 
     python reports/validation/experiments/throttled_spells.py [MODEL]
 
@@ -31,18 +31,16 @@ def throttled_rows(model: Path) -> dict[str, Any]:
 def main(argv: Sequence[str]) -> None:
     model = Path(argv[0] if argv else "models/calibrated/lab.yaml")
     fit = load_fit(model)
-    twin = throttled_rows(model)
+    own = throttled_rows(model)
     run_wide = fit.get("host_spells") or {}
     original = host_spells.point_spells
 
     def whole_run(
-        placement: Mapping[str, Any],
-        passes: Sequence[Mapping[str, Any]],
-        groups: Sequence[Sequence[Mapping[str, Any]]],
+        placement: Mapping[str, Any], passes: Sequence[Mapping[str, Any]]
     ) -> dict[str, dict[str, Any]]:
         if passes[0].get("cgroup"):
             return dict(run_wide)
-        return original(placement, passes, groups)
+        return original(placement, passes)
 
     host_spells.point_spells = whole_run  # type: ignore[assignment]
     try:
@@ -51,10 +49,10 @@ def main(argv: Sequence[str]) -> None:
         host_spells.point_spells = original  # type: ignore[assignment]
     print(f"spells over the whole run (fit points): {run_wide}")
     print(
-        f"{'point':>14}  {'throttled periods lab / twin / run':>36}  "
-        f"{'p99 ms lab / twin / run':>26}  {'p99 err% twin / run':>20}"
+        f"{'point':>14}  {'throttled periods lab / own / run':>36}  "
+        f"{'p99 ms lab / own / run':>26}  {'p99 err% own / run':>20}"
     )
-    for label, r in twin.items():
+    for label, r in own.items():
         w = wide[label]
         share = "throttled_share"
         print(
