@@ -57,6 +57,13 @@ def test_calibrate_quick_then_validate(tmp_path: Path) -> None:
         assert len(fit["throttled"]) == len(limits["shares"]) == 2
         cgroups = [fit["points"][i]["cgroup"] for i in fit["throttled"]]
         assert all(c["limit_m"] > 0 and c["nr_periods"] > 0 for c in cgroups)
+        # Counted over the load, which the whole point's counters (warm-up, probes) contain.
+        for c in cgroups:
+            assert c["window"] == "load"
+            whole = c["whole_point"]
+            assert whole["nr_periods"] >= c["nr_periods"]
+            assert whole["nr_throttled"] >= c["nr_throttled"]
+            assert whole["throttled_s"] >= c["throttled_s"]
     else:
         assert limits["reason"]
         assert not fit["throttled"]

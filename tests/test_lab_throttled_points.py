@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import shutil
+import statistics
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -275,11 +277,22 @@ def test_the_validation_predicts_a_throttled_point_with_its_limit_and_reports_it
         cpu_m = pred["server_sidecar_cpu_us"] * pred["rps"] / 1e3
         assert cpu_m <= r.cpu_limit_m * 1.01
         assert pred["quota_used"] == pytest.approx(cpu_m / r.cpu_limit_m, abs=0.001)
+    # The band: the plane's 95 % prediction band of the CPU (1.96 residual sd) over the
+    # point's server sidecar CPU; more CPU under the same limit, a longer tail.
+    res = fit["residuals"]["process_cpu_us_vs_kib_and_wakeups"]
+    sd = statistics.stdev(res) * math.sqrt((len(res) - 1) / (len(res) - 3))
+    cpu = r.point["process_cpu_us_per_request"]["server_sidecar"]
+    assert r.cpu_band["share"] == round(1.96 * sd / cpu, 4)
+    low, high = r.cpu_band["low"], r.cpu_band["high"]
+    assert high["p99"] > low["p99"]
+    assert high["throttled_share"] >= low["throttled_share"]
+    assert r.to_json()["cpu_band"] == r.cpu_band
     assert r.to_json()["cpu_limit_m"] == r.cpu_limit_m
     assert load_label(r).endswith(f"@{r.cpu_limit_m:.0f}m")
     text = "\n".join(throttled_lines(fit, rows))
     assert "## CPU-limited points" in text
     assert "0.80 (0.80-0.80)/" in text
+    assert f"+-{100 * r.cpu_band['share']:.0f}%: {low['p99']:.2f}..{high['p99']:.2f}, " in text
     # The limit's effect on the p99: the copied passes measured none; the simulated lab's
     # limit at 0.6 of use raises it.
     by_limit = r.predicted_speed_adjusted["p99"] / twin.predicted_speed_adjusted["p99"]
@@ -305,3 +318,19 @@ def test_a_record_without_throttled_points_says_why() -> None:
         "",
     ]
     assert "did not measure the sidecar under a CPU limit" in throttled_lines({}, [])[2]
+
+
+def test_the_cpu_band_is_the_planes_prediction_band_over_the_points_cpu() -> None:
+    from meshsim.calibrate.validate import cpu_band
+
+    point = {"process_cpu_us_per_request": {"server_sidecar": 50.0}}
+    # Residuals with sd 2 us over 8 - 3 degrees of freedom: 1.96 x 2 / 50.
+    res = [2.0, -2.0] * 4
+    sd = math.sqrt(sum(x * x for x in res) / (len(res) - 3))
+    assert cpu_band({"residuals": {"process_cpu_us_vs_kib_and_wakeups": res}}, point) == (
+        pytest.approx(1.96 * sd / 50.0)
+    )
+    # No plane (an older record), too few points to say, or no CPU measured: no band.
+    assert cpu_band({}, point) is None
+    assert cpu_band({"residuals": {"process_cpu_us_vs_kib_and_wakeups": res[:4]}}, point) is None
+    assert cpu_band({"residuals": {"process_cpu_us_vs_kib_and_wakeups": res}}, {}) is None

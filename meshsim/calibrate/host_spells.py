@@ -10,7 +10,8 @@ the client sidecar on the other core did not, and ``/proc/stat`` counted no stea
 probes around a load (1 s in all) rarely meet such a spell, and a lognormal drift of the
 sidecar's own CPU (:mod:`meshsim.calibrate.cpu_drift`) spreads the same variance over every
 period instead of concentrating it in a few: what decides how often a CPU limit at 1.1 times
-the average use is reached (the lab throttled 11-13 % of its periods there).
+the average use is reached (the lab counted 11-13 % of its periods throttled there, about
+3.5 points of it its warm-up's, which it then counted too).
 
 So :func:`fit_spells` reads the spells from each proxied fit point's periods (the sidecars'
 ``cpu_ms_series`` and ``requests_series``, :func:`meshsim.calibrate.period_cpu.measure`), the

@@ -380,6 +380,7 @@ def throttled_table(rows: Sequence[Comparison]) -> str:
         f"  {'throttled periods meas/pred':>28}"
         f"  {'throttled ms/s meas/pred':>25}  {'CPU us/req meas/pred':>21}"
         f"  {'p99 x limit meas/pred':>21}  {'p50 err%':>8} {'p99 err%':>8}"
+        f"  {'CPU band: p99 ms, throttled':>32}"
     ]
     from meshsim.calibrate.validate import load_label
 
@@ -403,10 +404,17 @@ def throttled_table(rows: Sequence[Comparison]) -> str:
         def err(k: str, r: Comparison = r) -> str:
             return f"{r.checked_error(k):+7.1f}" + ("*" if k in r.checked else " ")
 
+        band = "-"
+        if r.cpu_band:
+            low, high = r.cpu_band["low"], r.cpu_band["high"]
+            band = (
+                f"+-{100 * r.cpu_band['share']:.0f}%: {low['p99']:.2f}..{high['p99']:.2f}, "
+                f"{low['throttled_share']:.2f}..{high['throttled_share']:.2f}"
+            )
         lines.append(
             f"{r.point['config']:<12} {load_label(r):>12} {f'{lo:.0f}-{hi:.0f}':>14}  "
             f"{used:>24}  {share:>28}  {per_s:>25}  {cpu:>21}  {by_limit:>21}  "
-            f"{err('p50'):>8} {err('p99'):>8}"
+            f"{err('p50'):>8} {err('p99'):>8}  {band:>32}"
         )
     lines.append(
         "limit = the server sidecar's CPU limit (median over passes after the @); quota used = "
@@ -414,7 +422,11 @@ def throttled_table(rows: Sequence[Comparison]) -> str:
         "(cpu.stat nr_throttled / nr_periods); each median (range over passes) / predicted; "
         "CPU = the server sidecar's per request; p99 x limit = its p99 over the unlimited "
         "point's at the same load (the limit's effect, measured / predicted); errors as in the "
-        "held-out table (* = checked)"
+        "held-out table (* = checked); CPU band = the speed-adjusted prediction's p99 and share "
+        "of periods throttled with the sidecars' CPU per request at each end of its 95 % "
+        "prediction band (1.96 x the CPU plane's residual sd at the fit points, over the "
+        "server sidecar's CPU here): near its quota a few per cent of CPU is many times the "
+        "throttled periods, so the band is the model's own uncertainty in these figures"
     )
     if any(r.point["cgroup"].get("window") != "load" for r in sel):
         lines.append(WHOLE_POINT_NOTE)

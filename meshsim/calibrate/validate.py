@@ -16,7 +16,10 @@ the time of the fit, and that host's speed drifts over minutes. Where the record
 probe, the goals are checked on the speed-adjusted errors; the raw ones are kept beside them.
 The speed-adjusted prediction also replays the host the lab traced around the point: where
 its passes each traced their own, it is the median of one run per pass, as the measured
-figure is the median of the passes (:func:`per_pass_hosts`).
+figure is the median of the passes (:func:`per_pass_hosts`). A CPU-limited point, whose tail
+turns on whether a pass met a slow spell, is the median of several pass-long runs under each
+pass's host (:func:`pass_long_runs`), with the same at each end of the sidecars' CPU band
+(:func:`cpu_band`), since near its quota a few per cent of CPU decides how often it throttles.
 """
 
 from __future__ import annotations
@@ -75,6 +78,10 @@ class Comparison:
     """``throttled`` points: each latency percentile of the pass-long simulated runs whose
     median is the speed-adjusted prediction (:func:`pass_long_runs`), set beside the passes'
     own range."""
+    cpu_band: dict[str, Any] = field(default_factory=dict)
+    """``throttled`` points: the speed-adjusted prediction with the sidecars' CPU at each
+    end of its 95 % prediction band (:func:`cpu_band`): ``share`` (the band's half-width
+    over the CPU), ``low`` and ``high`` (p50, p99, throttled_share). Empty: no band."""
 
     @property
     def checked_against(self) -> str:
@@ -106,6 +113,7 @@ class Comparison:
             "speed_note": self.speed_note,
             "checked_against": self.checked_against,
             "simulated_runs": self.simulated_runs,
+            "cpu_band": self.cpu_band,
         }
 
     def within_spread(self, key: str) -> bool:
@@ -254,7 +262,7 @@ def speed_scales(
     }, ""
 
 
-def scaled_model(model_path: Path, factor: float, directory: Path, index: int) -> Path:
+def scaled_model(model_path: Path, factor: float, directory: Path, index: int | str) -> Path:
     """A copy of the model file in ``directory`` with its CPU costs times ``factor``
     (:func:`meshsim.calibrate.speed.scale_model`); a new name each time (``index``), since
     models are cached by path and modification time."""
@@ -321,6 +329,52 @@ def pass_long_runs(
     ]
 
 
+BAND_Z = 1.96
+"""A two-sided 95 % band, in standard deviations."""
+PLANE_PARAMETERS = 3
+"""The CPU plane's fitted parameters (intercept, KiB, wake-ups): its residuals' degrees of
+freedom are the points less these."""
+
+
+def cpu_band(fit: Mapping[str, Any], point: Mapping[str, Any]) -> float | None:
+    """The 95 % prediction band of the sidecars' CPU per request at ``point``, as a share of
+    the server sidecar's measured CPU there: :data:`BAND_Z` times the residual sd of the CPU
+    plane at the fit points (None where the record has no plane, or too few points).
+
+    How often a limit near a sidecar's use throttles turns on how near: with a period's CPU
+    around u of the quota with a coefficient of variation c, z = (1 - u) / (u c) of them pass
+    it. Run AB's sidecar at 3347 rps under 194m ran at 0.91 of its quota (z 1.65, 5 % of
+    periods), the model's at 0.85 (z 2.9, 0.2 %): 6 % of CPU, a residual the plane's band
+    allows (+-7 % there), is thirty times the throttled periods, and a prediction that hides
+    it is surer than the model is."""
+    residuals = (fit.get("residuals") or {}).get("process_cpu_us_vs_kib_and_wakeups") or []
+    cpu = float((point.get("process_cpu_us_per_request") or {}).get("server_sidecar") or 0.0)
+    if len(residuals) <= PLANE_PARAMETERS + 1 or cpu <= 0.0:
+        return None
+    sd = float(np.std(np.asarray(residuals, dtype=float), ddof=PLANE_PARAMETERS))
+    return BAND_Z * sd / cpu
+
+
+def band_figures(
+    share: float,
+    ends: Mapping[str, Callable[..., dict[str, float]]],
+    hosts: list[dict[str, Any]],
+    passes: list[dict[str, Any]],
+    limit_m: float,
+) -> dict[str, Any]:
+    """:attr:`Comparison.cpu_band`: at each end of the band (``ends``: a run with the
+    sidecars' CPU there), the median of the same pass-long runs as the prediction's, seed
+    for seed: with fewer, whether a spell came would set the band, not the CPU (run AB at
+    8368 rps under 372m: seed 1 met one under every pass's host, the median of nine did
+    not)."""
+    band: dict[str, Any] = {"share": round(share, 4)}
+    for end, run in ends.items():
+        figures = median_figures(pass_long_runs(run, hosts, passes))
+        figures.update(throttle.predicted_throttling(figures, limit_m))
+        band[end] = {k: round(float(figures[k]), 4) for k in ("p50", "p99", "throttled_share")}
+    return band
+
+
 def median_figures(runs: list[dict[str, float]]) -> dict[str, float]:
     """Figure by figure, the median over simulated runs (the keys all of them have)."""
     keys = [k for k in runs[0] if all(k in r for r in runs)]
@@ -355,25 +409,30 @@ def _compare(
         scales, speed_note = speed_scales(fit, passes, baseline_for(fit, p))
         adjusted: dict[str, float] = {}
         runs: dict[str, list[float]] = {}
+        band: dict[str, Any] = {}
         if scales:
+            host: dict[str, Any] = {
+                "cpu_scale": scales,
+                "phases": p.get("host_phases"),
+                "trace": p.get("host_trace"),
+                "wakeups": p.get("wake_latency_us"),
+                "cpu_limit_m": limit,
+                "spells": host_spells.point_spells(fit.get("placement") or {}, passes),
+            }
             scaled = scaled_model(model_path, scales["sidecars"], scratch, len(out))
-            adjusted_run = partial(
-                predict,
-                scaled,
-                fit,
-                p,
-                cpu_scale=scales,
-                phases=p.get("host_phases"),
-                trace=p.get("host_trace"),
-                wakeups=p.get("wake_latency_us"),
-                cpu_limit_m=limit,
-                spells=host_spells.point_spells(fit.get("placement") or {}, passes),
-            )
+            adjusted_run = partial(predict, scaled, fit, p, **host)
             hosts = per_pass_hosts(passes)
             if limit is not None and len(passes) > 1:
                 each = pass_long_runs(adjusted_run, hosts, passes)
                 adjusted = median_figures(each)
                 runs = {q: [round(float(e[q]), 4) for e in each] for q in ("p50", "p99")}
+                if (share := cpu_band(fit, p)) is not None:
+                    ends = {}
+                    for end, sign in (("low", -1.0), ("high", 1.0)):
+                        factor = scales["sidecars"] * (1.0 + sign * share)
+                        model = scaled_model(model_path, factor, scratch, f"{len(out)}-{end}")
+                        ends[end] = partial(predict, model, fit, p, **host)
+                    band = band_figures(share, ends, hosts, passes, float(limit))
             elif hosts:
                 # The lab's figure is the median over its passes, each under its own host:
                 # so is the prediction, one run replaying each pass's host. Replayed one
@@ -432,6 +491,7 @@ def _compare(
                 speed_note=speed_note,
                 cpu_limit_m=limit,
                 simulated_runs=runs,
+                cpu_band=band,
             )
         )
     return out
