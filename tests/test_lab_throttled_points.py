@@ -330,6 +330,13 @@ def test_the_cpu_band_is_the_planes_prediction_band_over_the_points_cpu() -> Non
     assert cpu_band({"residuals": {"process_cpu_us_vs_kib_and_wakeups": res}}, point) == (
         pytest.approx(1.96 * sd / 50.0)
     )
+    # Where the fit kept the preemptions' slope, the plane has one parameter more.
+    kept = {
+        "residuals": {"process_cpu_us_vs_kib_and_wakeups": res},
+        "estimates": {"preemption_cpu_us": {"value": 3.0, "kept": True}},
+    }
+    sd4 = math.sqrt(sum(x * x for x in res) / (len(res) - 4))
+    assert cpu_band(kept, point) == pytest.approx(1.96 * sd4 / 50.0)
     # No plane (an older record), too few points to say, or no CPU measured: no band.
     assert cpu_band({}, point) is None
     assert cpu_band({"residuals": {"process_cpu_us_vs_kib_and_wakeups": res[:4]}}, point) is None

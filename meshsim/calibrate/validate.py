@@ -332,8 +332,8 @@ def pass_long_runs(
 BAND_Z = 1.96
 """A two-sided 95 % band, in standard deviations."""
 PLANE_PARAMETERS = 3
-"""The CPU plane's fitted parameters (intercept, KiB, wake-ups): its residuals' degrees of
-freedom are the points less these."""
+"""The CPU plane's fitted parameters (intercept, KiB, wake-ups; one more where the fit kept
+the preemptions): its residuals' degrees of freedom are the points less these."""
 
 
 def cpu_band(fit: Mapping[str, Any], point: Mapping[str, Any]) -> float | None:
@@ -349,9 +349,11 @@ def cpu_band(fit: Mapping[str, Any], point: Mapping[str, Any]) -> float | None:
     it is surer than the model is."""
     residuals = (fit.get("residuals") or {}).get("process_cpu_us_vs_kib_and_wakeups") or []
     cpu = float((point.get("process_cpu_us_per_request") or {}).get("server_sidecar") or 0.0)
-    if len(residuals) <= PLANE_PARAMETERS + 1 or cpu <= 0.0:
+    preemptions = (fit.get("estimates") or {}).get("preemption_cpu_us") or {}
+    parameters = PLANE_PARAMETERS + int(bool(preemptions.get("kept")))
+    if len(residuals) <= parameters + 1 or cpu <= 0.0:
         return None
-    sd = float(np.std(np.asarray(residuals, dtype=float), ddof=PLANE_PARAMETERS))
+    sd = float(np.std(np.asarray(residuals, dtype=float), ddof=parameters))
     return BAND_Z * sd / cpu
 
 
