@@ -383,8 +383,8 @@ class Lab:
     ) -> tuple[Measured, CpuStat]:
         """:meth:`measure`, and ``cgroup``'s ``cpu.stat`` over the load alone: not over the
         warm-up before it, a closed loop as fast as the path goes that a limited sidecar
-        spends its quota in (two periods throttled for about 50 ms each in every pass of
-        run AB, where its load throttled none), nor over the probes around it."""
+        spends its quota in (run AB's 1.5x points counted two periods of about 50 ms in
+        passes whose load never reached the quota), nor over the probes around it."""
         run = self._load(point, seed, cgroup)
         assert run.cpu_stat is not None
         return measured(point, run, seed), run.cpu_stat
