@@ -413,7 +413,7 @@ def _compare(
         runs: dict[str, list[float]] = {}
         band: dict[str, Any] = {}
         if scales:
-            host: dict[str, Any] = {
+            replay: dict[str, Any] = {
                 "cpu_scale": scales,
                 "phases": p.get("host_phases"),
                 "trace": p.get("host_trace"),
@@ -422,7 +422,7 @@ def _compare(
                 "spells": host_spells.point_spells(fit.get("placement") or {}, passes),
             }
             scaled = scaled_model(model_path, scales["sidecars"], scratch, len(out))
-            adjusted_run = partial(predict, scaled, fit, p, **host)
+            adjusted_run = partial(predict, scaled, fit, p, **replay)
             hosts = per_pass_hosts(passes)
             if limit is not None and len(passes) > 1:
                 each = pass_long_runs(adjusted_run, hosts, passes)
@@ -433,7 +433,7 @@ def _compare(
                     for end, sign in (("low", -1.0), ("high", 1.0)):
                         factor = scales["sidecars"] * (1.0 + sign * share)
                         model = scaled_model(model_path, factor, scratch, f"{len(out)}-{end}")
-                        ends[end] = partial(predict, model, fit, p, **host)
+                        ends[end] = partial(predict, model, fit, p, **replay)
                     band = band_figures(share, ends, hosts, passes, float(limit))
             elif hosts:
                 # The lab's figure is the median over its passes, each under its own host:

@@ -30,6 +30,7 @@ from meshsim.calibrate.period_cpu import period_table
 from meshsim.calibrate.throttle import throttled_table
 from meshsim.calibrate.validate import (
     NO_PROBE,
+    RUNS_PER_PASS,
     Comparison,
     failures,
     load_label,
@@ -317,8 +318,9 @@ def throttled_lines(fit: dict[str, Any], rows: list[Comparison]) -> list[str]:
             "load), predicted with the same limit under the unlimited points' scheduler "
             "(fcfs, with CFS bandwidth control of the limit), so that the limit is all that "
             "differs from their unlimited twins. As the lab's figures are the medians of its "
-            "passes, the speed-adjusted prediction is the median of pass-long runs, three "
-            "under each pass's host; the raw one is one run as long as the passes together "
+            f"passes, the speed-adjusted prediction is the median of pass-long runs, "
+            f"{RUNS_PER_PASS} under each pass's host; the raw one is one run as long as the "
+            "passes together "
             "(meshsim/calibrate/throttle.py, meshsim/calibrate/validate.py).",
             "",
             "```",

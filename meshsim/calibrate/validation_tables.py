@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from meshsim.calibrate.validate import NO_PROBE, Comparison, load_label
+from meshsim.calibrate.validate import NO_PROBE, RUNS_PER_PASS, Comparison, load_label
 
 
 def table(rows: list[Comparison]) -> str:
@@ -83,8 +83,8 @@ def spread_table(rows: list[Comparison]) -> str:
     if any(r.simulated_runs for r in sel):
         lines.append(
             "last column (CPU-limited points): the p99 range of the simulated runs whose "
-            "median is the speed-adjusted prediction, each a pass long (three seeds under "
-            "each pass's host): a tight limit's p99 turns on whether the host had a slow "
+            f"median is the speed-adjusted prediction, each a pass long ({RUNS_PER_PASS} seeds "
+            "under each pass's host): a tight limit's p99 turns on whether the host had a slow "
             "spell in a pass, in the lab and the simulator alike"
         )
     return "\n".join(lines)
