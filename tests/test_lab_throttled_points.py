@@ -294,10 +294,16 @@ def test_the_validation_predicts_a_throttled_point_with_its_limit_and_reports_it
     assert "0.80 (0.80-0.80)/" in text
     assert f"+-{100 * r.cpu_band['share']:.0f}%: {low['p99']:.2f}..{high['p99']:.2f}, " in text
     # The limit's effect on the p99: the copied passes measured none; the simulated lab's
-    # limit at 0.6 of use raises it.
-    by_limit = r.predicted_speed_adjusted["p99"] / twin.predicted_speed_adjusted["p99"]
+    # limit at 0.6 of use raises it, over the same nine runs without it (not the twin's own
+    # prediction, a different design), which the twin's figures do not change.
+    assert set(r.without_limit) == {"p50", "p99"}
+    assert r.to_json()["predicted_without_limit"] == r.without_limit
+    assert twin.without_limit == {}
+    by_limit = r.predicted_speed_adjusted["p99"] / r.without_limit["p99"]
     assert by_limit > 2
     assert f"1.00/{by_limit:.2f}" in text
+    # Without the limit the nine runs are the unlimited lab again: near the twin's tail.
+    assert r.without_limit["p99"] == pytest.approx(twin.predicted_speed_adjusted["p99"], rel=0.3)
     goals = goal_lines(rows, {"p50": 10.0, "p99": 20.0, "rps": 10.0})
     (p50_goal,) = [g for g in goals if g.startswith("- CPU-limited points: p50 within 10%")]
     # Beside the goal, the lab's own spread of the p50 over the passes.

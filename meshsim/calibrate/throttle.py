@@ -396,9 +396,9 @@ def throttled_table(rows: Sequence[Comparison]) -> str:
         cpu = f"{r.measured['server_sidecar_cpu_us']:.1f}/{pred['server_sidecar_cpu_us']:.1f}"
         by_limit = "-"
         if (u := unlimited_twin(r.point, rows, lambda c: c.point)) is not None:
-            u_pred = u.predicted_speed_adjusted or u.predicted
+            free = r.without_limit or u.predicted_speed_adjusted or u.predicted
             by_limit = (
-                f"{r.measured['p99'] / u.measured['p99']:.2f}/{pred['p99'] / u_pred['p99']:.2f}"
+                f"{r.measured['p99'] / u.measured['p99']:.2f}/{pred['p99'] / free['p99']:.2f}"
             )
 
         def err(k: str, r: Comparison = r) -> str:
@@ -421,7 +421,8 @@ def throttled_table(rows: Sequence[Comparison]) -> str:
         "its CPU over the limit; throttled periods = the share of CFS periods throttled "
         "(cpu.stat nr_throttled / nr_periods); each median (range over passes) / predicted; "
         "CPU = the server sidecar's per request; p99 x limit = its p99 over the unlimited "
-        "point's at the same load (the limit's effect, measured / predicted); errors as in the "
+        "point's at the same load (the limit's effect, measured / predicted: over the same "
+        "simulated runs without the limit, seed for seed); errors as in the "
         "held-out table (* = checked); CPU band = the speed-adjusted prediction's p99 and share "
         "of periods throttled with the sidecars' CPU per request at each end of its 95 % "
         "prediction band (1.96 x the CPU plane's residual sd at the fit points, over the "

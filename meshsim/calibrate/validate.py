@@ -19,7 +19,8 @@ its passes each traced their own, it is the median of one run per pass, as the m
 figure is the median of the passes (:func:`per_pass_hosts`). A CPU-limited point, whose tail
 turns on whether a pass met a slow spell, is the median of several pass-long runs under each
 pass's host (:func:`pass_long_runs`), with the same at each end of the sidecars' CPU band
-(:func:`cpu_band`), since near its quota a few per cent of CPU decides how often it throttles.
+(:func:`cpu_band`), since near its quota a few per cent of CPU decides how often it throttles,
+and the same without the limit, whose p99 over theirs is the limit's effect in the model.
 """
 
 from __future__ import annotations
@@ -82,6 +83,10 @@ class Comparison:
     """``throttled`` points: the speed-adjusted prediction with the sidecars' CPU at each
     end of its 95 % prediction band (:func:`cpu_band`): ``share`` (the band's half-width
     over the CPU), ``low`` and ``high`` (p50, p99, throttled_share). Empty: no band."""
+    without_limit: dict[str, float] = field(default_factory=dict)
+    """``throttled`` points: the median p50 and p99 of the same pass-long runs, seed for seed
+    and host for host, with no limit: over it, the speed-adjusted prediction's p99 is the
+    limit's own effect in the model (:func:`pass_long_runs`). Empty: not simulated."""
 
     @property
     def checked_against(self) -> str:
@@ -114,6 +119,7 @@ class Comparison:
             "checked_against": self.checked_against,
             "simulated_runs": self.simulated_runs,
             "cpu_band": self.cpu_band,
+            "predicted_without_limit": self.without_limit,
         }
 
     def within_spread(self, key: str) -> bool:
@@ -412,6 +418,7 @@ def _compare(
         adjusted: dict[str, float] = {}
         runs: dict[str, list[float]] = {}
         band: dict[str, Any] = {}
+        free: dict[str, float] = {}
         if scales:
             replay: dict[str, Any] = {
                 "cpu_scale": scales,
@@ -428,6 +435,12 @@ def _compare(
                 each = pass_long_runs(adjusted_run, hosts, passes)
                 adjusted = median_figures(each)
                 runs = {q: [round(float(e[q]), 4) for e in each] for q in ("p50", "p99")}
+                # The limit's effect in the model: the same runs without it. Set beside the
+                # unlimited twin's prediction instead, it would carry the difference
+                # between nine pass-long runs and that point's own (run AB: 0.94-0.98).
+                no_limit = partial(predict, scaled, fit, p, **{**replay, "cpu_limit_m": None})
+                free_runs = median_figures(pass_long_runs(no_limit, hosts, passes))
+                free = {q: round(free_runs[q], 4) for q in ("p50", "p99")}
                 if (share := cpu_band(fit, p)) is not None:
                     ends = {}
                     for end, sign in (("low", -1.0), ("high", 1.0)):
@@ -494,6 +507,7 @@ def _compare(
                 cpu_limit_m=limit,
                 simulated_runs=runs,
                 cpu_band=band,
+                without_limit=free,
             )
         )
     return out
