@@ -174,10 +174,11 @@ def test_simulated_parts_add_up_to_each_requests_latency(keep_alive: bool, ticke
     assert (parts.column(part="core_wait") > 1e-9).any()
     released = parts.column(hop="load_generator", part="release_wait")
     if ticked:
-        # Released on the tick nearest its intended time: late by up to half a tick, or
-        # early (counted from its release); the timer's thread then waits for its core.
+        # Released on the tick nearest its intended time: late by up to half a tick (and
+        # the timer's wait for its thread's core, which here comes to a few microseconds),
+        # or early (counted from its release).
         assert (released > 0).mean() > 0.3
-        assert (released > 0.5e-3 + 1e-9).any()
+        assert 0.45e-3 < released.max() < 0.5e-3 + parts.column(part="core_wait").max()
         # Its clumps queue on the load generator's one thread.
         assert (parts.column(hop="load_generator", part="worker_wait") > 0).mean() > 0.1
     else:

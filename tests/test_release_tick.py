@@ -98,6 +98,34 @@ def test_a_busy_core_makes_bigger_clumps() -> None:
     assert per_release(0.2) > 1.005 * per_release(None)
 
 
+def test_a_clump_takes_in_what_falls_due_while_the_loop_sends_it() -> None:
+    # The lab's load generator sends a clump one request at a time and reads its clock
+    # before each: the half tick it sends within moves on with the CPU of the sends before
+    # it (half of client_cpu_ms each). Requests due at 0.2, 0.4, 0.6 and 0.8 ms on a 1 ms
+    # grid: at tick 0 the half tick ends at 0.5 ms. Sending one in 0.04 ms moves it to
+    # 0.54 and 0.58 ms: 0.6 waits for tick 1 (two clumps of two; each request counted from
+    # when the loop reached it, or from when it was due if that came first: 0, 0.04, 0.6,
+    # 0.8 ms). In 0.12 ms, to 0.62, 0.74, 0.86: all four leave in one, reached at 0, 0.12,
+    # 0.24 and 0.36 ms.
+    def clumps(client_cpu_ms: float) -> tuple[int, list[float]]:
+        from meshsim.sim.engine import Simulation
+
+        doc = _doc("constant", 5000.0, 1.0, mesh="istio")
+        doc["duration_s"] = 0.0009
+        doc["mesh_options"] = {"meshed_clients": True}
+        doc["workloads"][0]["client_cpu_ms"] = client_cpu_ms
+        sims: list[Simulation] = []
+        run_scenario(from_dict(doc), keep_records=True, observe=sims.append)
+        (driver,) = sims[0].workloads
+        assert driver.sent == 4
+        records = sims[0].recorder.records or []
+        starts = sorted(r.started_at * 1e3 for r in records if r.kind == "workload")
+        return driver.releases_in_window or 0, starts
+
+    assert clumps(0.08) == (2, pytest.approx([0.0, 0.04, 0.6, 0.8]))
+    assert clumps(0.24) == (1, pytest.approx([0.0, 0.12, 0.24, 0.36]))
+
+
 def test_clumps_share_a_sidecar_wake_up() -> None:
     # One release per tick that has an arrival: lambda * tick / (1 - exp(-lambda * tick))
     # requests per release (3.3 at 3150 rps on 1 ms). The client sidecar wakes once per

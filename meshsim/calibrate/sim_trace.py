@@ -220,6 +220,15 @@ class Tracer:
         # From its intended time to its release: the load generator's timer tick, the
         # timer's wake-up waiting for its thread and core.
         acc.add("load_generator", "release_wait", max(acc.released - started_at, 0.0), "outside")
+        # A request the loop reached after its release, behind the sends before it in its
+        # clump, counts from then (WorkloadDriver._ticked_open_loop): the waits that covered
+        # the time before, first for a connection, then for the loop's thread, are not its.
+        early = started_at - acc.released
+        for part in ("connection_wait", "worker_wait"):
+            key = ("outside", "load_generator", part)
+            cut = min(max(early, 0.0), acc.parts.get(key, 0.0))
+            acc.add("load_generator", part, -cut, "outside")
+            early -= cut
         client = _span(acc.client_start, acc.client_end)
         server = _span(acc.server_start, acc.server_end)
         spans = {"outside": total - client, "client": client - server, "server": server}

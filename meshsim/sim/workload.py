@@ -175,6 +175,8 @@ class WorkloadDriver:
         self.releases_in_window = 0
         at = next(due, None)
 
+        dispatch_cpu = self.client_cpu if host is not None and thread is not None else None
+
         def release() -> bool:
             nonlocal at
             if at is None:
@@ -183,14 +185,21 @@ class WorkloadDriver:
                 self.releases_in_window = (self.releases_in_window or 0) + 1
             # The request this tick was chosen for goes whatever the rounding (one due
             # exactly halfway between two ticks once never left), the others due within
-            # half a tick with it.
-            horizon = env._now + half
-            env.process(send(min(at, env._now)))
-            at = next(due, None)
-            while at is not None and at <= horizon:
-                env.process(send(min(at, env._now)))
+            # half a tick with it. The loop sends them one by one and reads its clock
+            # before each: with CPU of its own to send one (client_cpu_ms), the clock has
+            # moved on by the sends before it, and so has the half tick. Each request's
+            # latency counts from there, when the loop reached it, if it was due by then.
+            reached = env._now
+            while True:
+                if dispatch_cpu is None:
+                    env.process(send(min(at, reached)))
+                else:
+                    half_s = dispatch_cpu() / 2.0
+                    env.process(send(min(at, reached), half_s))
+                    reached += half_s
                 at = next(due, None)
-            return True
+                if at is None or at > reached + half:
+                    return True
 
         lateness = self.timer_lateness
         event_loop = self.spec.release_timer == "event_loop"
@@ -308,7 +317,11 @@ class WorkloadDriver:
 
     # ----------------------------------------------------------------- one request
 
-    def _send(self, intended_at: float) -> Generator[simpy.Event, Any, None]:
+    def _send(
+        self, intended_at: float, half_s: float | None = None
+    ) -> Generator[simpy.Event, Any, None]:
+        """One request, from ``intended_at``; with ``client_cpu_ms``, ``half_s`` is the
+        client's CPU to send it and again to read its response (drawn here if not given)."""
         sim = self.sim
         env = self.env
         spec = self.spec
@@ -338,7 +351,8 @@ class WorkloadDriver:
             # The client's own work is on its request's path, half to send it and half to
             # read the response, each queued for its node's cores behind (or ahead of) the
             # client's sidecar: a load generator sharing a core with it is held up by it.
-            half_s = client_cpu() / 2.0
+            if half_s is None:
+                half_s = client_cpu() / 2.0
             yield from self._client_burst(host, half_s)
             status = yield from sim.call(self.client, self.target, req, None)
             # The response wakes the client's loop, and a timer it sleeps on fires once the
