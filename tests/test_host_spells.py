@@ -173,7 +173,7 @@ def test_a_held_out_point_is_predicted_with_the_spells_its_own_passes_had() -> N
 
 
 def test_the_report_names_each_cores_spells() -> None:
-    from meshsim.calibrate.validation_report import spell_sentence
+    from meshsim.calibrate.throttled_report import spell_sentence
 
     point = {**_point([range(10, 14)]), "client_sidecar": _sidecar([25.0] * 50, [500] * 50)}
     cores = fit_cores([point, point], {"client_sidecar": 0, "server_sidecar": 1})

@@ -245,8 +245,9 @@ def test_the_validation_predicts_a_throttled_point_with_its_limit_and_reports_it
 ) -> None:
     """At 60 % of its measured use the simulated server sidecar is throttled in (nearly)
     every period, and the report sets that beside the lab's 4 of 5."""
+    from meshsim.calibrate.throttled_report import throttled_lines
     from meshsim.calibrate.validate import load_label, validate_model
-    from meshsim.calibrate.validation_report import goal_lines, throttled_lines
+    from meshsim.calibrate.validation_report import goal_lines
 
     model = _record_with_throttled_points(tmp_path, 0.6)
     rows = validate_model(model, duration_s=2.0)
@@ -314,7 +315,7 @@ def test_the_validation_predicts_a_throttled_point_with_its_limit_and_reports_it
 
 
 def test_a_record_without_throttled_points_says_why() -> None:
-    from meshsim.calibrate.validation_report import throttled_lines
+    from meshsim.calibrate.throttled_report import throttled_lines
 
     skipped = {"cpu_limits": {"shares": [], "cgroup": None, "reason": "no cgroup v1 cpu"}}
     assert throttled_lines(skipped, []) == [

@@ -137,7 +137,7 @@ def test_a_points_record_keeps_the_periods_beside_their_figures() -> None:
 
 
 def test_the_report_says_why_a_model_has_no_drift() -> None:
-    from meshsim.calibrate.validation_report import _period_lines
+    from meshsim.calibrate.throttled_report import period_lines
 
     figures = {"cpu_cv": 0.1, "requests_cv": 0.06, "poisson_cv": 0.058,
                "cpu_per_request_cv": 0.1, "lag1": 0.2}  # fmt: skip
@@ -150,5 +150,5 @@ def test_the_report_says_why_a_model_has_no_drift() -> None:
         ([held, fitted, fitted], {"cpu_drift": None}, "at the 2 fit points whose periods"),
         ([held, {**fitted, "period_cpu": None}], {"cpu_drift": None}, "its record predates"),
     ):
-        text = "\n".join(_period_lines({"points": points, "estimates": estimates}, []))
+        text = "\n".join(period_lines({"points": points, "estimates": estimates}, []))
         assert said in text

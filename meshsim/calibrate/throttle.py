@@ -32,7 +32,6 @@ T = TypeVar("T")
 
 if TYPE_CHECKING:
     from meshsim.calibrate.lab import Lab
-    from meshsim.calibrate.validate import Comparison
 
 
 def lab_point(fit: dict[str, Any], rps: float, config: str = "plain-ka-f0") -> dict[str, Any]:
@@ -365,81 +364,3 @@ def compare_schedulers(model_path: Path, *, duration_s: float = 4.0) -> list[dic
                           for s, pred in (("fcfs", fcfs), ("cfs", cfs))},
         })  # fmt: skip
     return rows
-
-
-def throttled_table(rows: Sequence[Comparison]) -> str:
-    """The throttled points: the limit (and its range over the passes), the share of the quota
-    used, the share of periods throttled and the throttled time per second, measured and
-    predicted (speed-adjusted where probed), and the latency errors the goals judge ("" without
-    such points)."""
-    sel = [r for r in rows if r.cpu_limit_m is not None]
-    if not sel:
-        return ""
-    lines = [
-        f"{'config':<12} {'load':>12} {'limit range m':>14}  {'quota used meas/pred':>24}"
-        f"  {'throttled periods meas/pred':>28}"
-        f"  {'throttled ms/s meas/pred':>25}  {'CPU us/req meas/pred':>21}"
-        f"  {'p99 x limit meas/pred':>21}  {'p50 err%':>8} {'p99 err%':>8}"
-        f"  {'CPU band: p99 ms, throttled':>32}"
-    ]
-    from meshsim.calibrate.validate import load_label
-
-    for r in sel:
-        pred = r.predicted_speed_adjusted or r.predicted
-        cg = r.point["cgroup"]
-        lo, hi = cg["limit_range_m"]
-        lo_s, hi_s = cg["throttled_share_range"]
-        lo_u, hi_u = cg["quota_used_range"]
-        used = f"{cg['quota_used']:.2f} ({lo_u:.2f}-{hi_u:.2f})/{pred['quota_used']:.2f}"
-        share = f"{cg['throttled_share']:.2f} ({lo_s:.2f}-{hi_s:.2f})/{pred['throttled_share']:.2f}"
-        per_s = f"{cg['throttled_ms_per_s']:.1f}/{pred['throttled_ms_per_s']:.1f}"
-        cpu = f"{r.measured['server_sidecar_cpu_us']:.1f}/{pred['server_sidecar_cpu_us']:.1f}"
-        by_limit = "-"
-        if (u := unlimited_twin(r.point, rows, lambda c: c.point)) is not None:
-            free = r.without_limit or u.predicted_speed_adjusted or u.predicted
-            by_limit = (
-                f"{r.measured['p99'] / u.measured['p99']:.2f}/{pred['p99'] / free['p99']:.2f}"
-            )
-
-        def err(k: str, r: Comparison = r) -> str:
-            return f"{r.checked_error(k):+7.1f}" + ("*" if k in r.checked else " ")
-
-        band = "-"
-        if r.cpu_band:
-            low, high = r.cpu_band["low"], r.cpu_band["high"]
-            band = (
-                f"+-{100 * r.cpu_band['share']:.0f}%: {low['p99']:.2f}..{high['p99']:.2f}, "
-                f"{low['throttled_share']:.2f}..{high['throttled_share']:.2f}"
-            )
-        lines.append(
-            f"{r.point['config']:<12} {load_label(r):>12} {f'{lo:.0f}-{hi:.0f}':>14}  "
-            f"{used:>24}  {share:>28}  {per_s:>25}  {cpu:>21}  {by_limit:>21}  "
-            f"{err('p50'):>8} {err('p99'):>8}  {band:>32}"
-        )
-    lines.append(
-        "limit = the server sidecar's CPU limit (median over passes after the @); quota used = "
-        "its CPU over the limit; throttled periods = the share of CFS periods throttled "
-        "(cpu.stat nr_throttled / nr_periods); each median (range over passes) / predicted; "
-        "CPU = the server sidecar's per request; p99 x limit = its p99 over the unlimited "
-        "point's at the same load (the limit's effect, measured / predicted: over the same "
-        "simulated runs without the limit, seed for seed); errors as in the "
-        "held-out table (* = checked); CPU band = the speed-adjusted prediction's p99 and share "
-        "of periods throttled with the sidecars' CPU per request at each end of its 95 % "
-        "prediction band (1.96 x the CPU plane's residual sd at the fit points, over the "
-        "server sidecar's CPU here): near its quota a few per cent of CPU is many times the "
-        "throttled periods, so the band is the model's own uncertainty in these figures"
-    )
-    if any(r.point["cgroup"].get("window") != "load" for r in sel):
-        lines.append(WHOLE_POINT_NOTE)
-    return "\n".join(lines)
-
-
-WHOLE_POINT_NOTE = (
-    "The lab's throttled periods and time in this record were read around the whole point, "
-    "where the simulated lab's count over the load: before the load the lab warms the path "
-    "up with a closed loop as fast as it goes, which spends a limited sidecar's quota by "
-    "itself (runs since 2026-12-04 evening read both: the load's are compared, the whole "
-    "point's kept as whole_point). So the measured shares and times above are high by the "
-    "warm-up's throttling, which the latencies never saw."
-)
-"""Said under the throttled table of a record whose counters span the warm-up too."""

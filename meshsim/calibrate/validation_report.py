@@ -26,11 +26,9 @@ from meshsim.calibrate.decomposition import PointDecomposition, decompose
 from meshsim.calibrate.decomposition import render as render_decomposition
 from meshsim.calibrate.diagnosis import diagnose, fmt_ci
 from meshsim.calibrate.lab import PROBED_LOAD_S
-from meshsim.calibrate.period_cpu import period_table
-from meshsim.calibrate.throttle import throttled_table
+from meshsim.calibrate.throttled_report import throttled_lines
 from meshsim.calibrate.validate import (
     NO_PROBE,
-    RUNS_PER_PASS,
     Comparison,
     failures,
     load_label,
@@ -303,116 +301,6 @@ def noise_lines(fit: dict[str, Any], rows: list[Comparison]) -> list[str]:
 def unlimited(rows: list[Comparison]) -> list[Comparison]:
     """The held-out points without a CPU limit (the throttled ones have their own section)."""
     return [r for r in rows if r.cpu_limit_m is None]
-
-
-def throttled_lines(fit: dict[str, Any], rows: list[Comparison]) -> list[str]:
-    """The CPU-limited points' section, or why the record has none."""
-    head = ["## CPU-limited points", ""]
-    text = throttled_table(rows)
-    if text:
-        return [
-            *head,
-            "The plain held-out loads again, each right after its unlimited pass, with the "
-            "server sidecar in a CPU cgroup of its own limited to a multiple of the CPU it "
-            "had just used (CFS bandwidth control, 100 ms periods; `cpu.stat` over the "
-            "load), predicted with the same limit under the unlimited points' scheduler "
-            "(fcfs, with CFS bandwidth control of the limit), so that the limit is all that "
-            "differs from their unlimited twins. As the lab's figures are the medians of its "
-            f"passes, the speed-adjusted prediction is the median of pass-long runs, "
-            f"{RUNS_PER_PASS} under each pass's host; the raw one is one run as long as the "
-            "passes together "
-            "(meshsim/calibrate/throttle.py, meshsim/calibrate/validate.py).",
-            "",
-            "```",
-            text,
-            "```",
-            "",
-            *_period_lines(fit, rows),
-        ]
-    limits = fit.get("cpu_limits")
-    if limits and not limits.get("shares"):
-        why = f"skipped: no writable CPU cgroup on the lab's host ({limits['reason']})"
-    else:
-        why = "none in this record: its lab did not measure the sidecar under a CPU limit"
-    return [*head, f"- {why}", ""]
-
-
-def _period_lines(fit: dict[str, Any], rows: list[Comparison]) -> list[str]:
-    """How much the server sidecar's CPU varies from one CFS period to the next, which is
-    what decides how often a limit near its average is reached (records from 2026-12-03),
-    the simulated lab's beside it."""
-    simulated: dict[tuple[float, float], tuple[float, float]] = {}
-    for r in rows:
-        pred = r.predicted_speed_adjusted or r.predicted
-        if r.point["config"] == "plain-ka-f0" and "period_cpu_cv" in pred:
-            key = (float(r.point["rps"]), float(r.point.get("cpu_limit") or 0.0))
-            simulated[key] = (pred["period_cpu_cv"], pred["period_lag1"])
-    text = period_table(fit.get("points", []), simulated)
-    if not text:
-        return []
-    drift = (fit.get("estimates") or {}).get("cpu_drift")
-    counted = sum(
-        1 for p in fit.get("points", []) if p.get("role") == "fit" and p.get("period_cpu")
-    )
-    if drift:
-        model = (
-            f"The model's sidecar CPU drifts with cv {drift['cv']['value']:.3f} and a time "
-            f"constant of {drift['time_constant_ms']['value']:.0f} ms (cpu_drift_cv, "
-            "cpu_drift_ms: fitted at the fit points' periods, meshsim/calibrate/cpu_drift.py)."
-        )
-    elif counted:
-        model = (
-            "The model has no drift of the sidecar's CPU between periods: at the "
-            f"{counted} fit points whose periods the lab counted, the requests' own noise "
-            "and the host's spells explained all of their variance (meshsim/calibrate/"
-            "cpu_drift.py)."
-        )
-    else:
-        model = (
-            "The model has no drift of the sidecar's CPU between periods: its record "
-            "predates the lab's CPU per period at the fit points."
-        )
-    model += " " + spell_sentence(fit)
-    return [
-        "How often a limit near the sidecar's average is reached depends on how much its CPU "
-        "varies between periods: the lab's sidecar CPU per 100 ms period at these loads "
-        "(meshsim/calibrate/period_cpu.py), and the simulated lab's (the prediction checked). "
-        + model,
-        "",
-        "```",
-        text,
-        "```",
-        "",
-    ]
-
-
-def spell_sentence(fit: dict[str, Any]) -> str:
-    """The host's slow spells the simulated lab runs each node with (records from
-    2026-12-03 evening), or that there are none."""
-    cores = fit.get("host_spells")
-    if not cores:
-        return (
-            "The simulated lab has no slow spells of the host (the record keeps no periods "
-            "to fit them from)."
-        )
-    parts = []
-    for core, sp in sorted(cores.items()):
-        if not sp["spells"]:
-            parts.append(f"core {core} none in {sp['periods']} periods")
-            continue
-        f, sh, d = sp["factor"], sp["share"], sp["dwell_ms"]
-        parts.append(
-            f"core {core} {f['value']:.2f}x (95% CI {f['ci95'][0]:.2f}..{f['ci95'][1]:.2f}) "
-            f"for {d['value']:.0f} ms ({d['ci95'][0]:.0f}..{d['ci95'][1]:.0f}), "
-            f"{100 * sh['value']:.1f} % of the time ({100 * sh['ci95'][0]:.1f}.."
-            f"{100 * sh['ci95'][1]:.1f}), {sp['spells']} spells in {sp['periods']} periods"
-        )
-    return (
-        "The host's slow spells at the fit points' periods (meshsim/calibrate/host_spells.py): "
-        + "; ".join(parts)
-        + ". They come and go: each speed-adjusted prediction runs the spells of its own "
-        "point's passes (a CPU-limited point's too), the raw ones none."
-    )
 
 
 def goal_lines(rows: list[Comparison], goals: dict[str, float]) -> list[str]:
