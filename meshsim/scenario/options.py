@@ -9,7 +9,12 @@ from pydantic import ConfigDict, Field
 from meshsim.scenario.base import MAX_COUNT, Name, PositiveFloat, Spec
 from meshsim.scenario.cilium import CiliumOptions
 from meshsim.scenario.observability import ObservabilityOptions
-from meshsim.scenario.resources import ISTIO_PROXY_RESOURCES, NO_RESOURCES, Resources
+from meshsim.scenario.resources import (
+    ISTIO_PROXY_RESOURCES,
+    NO_RESOURCES,
+    ZTUNNEL_RESOURCES,
+    Resources,
+)
 
 
 class IstioOptions(Spec):
@@ -95,10 +100,33 @@ class AmbientOptions(Spec):
     waypoints: list[Name] | Literal["all", "none"] = Field(
         "none", description="Services behind a waypoint (L7); 'all' or 'none'."
     )
-    ztunnel_workers: Annotated[int, Field(ge=1, le=MAX_COUNT)] = 2
-    waypoint_workers: Annotated[int, Field(ge=1, le=MAX_COUNT)] = 2
+    ztunnel_workers: Annotated[int, Field(ge=1, le=MAX_COUNT)] = Field(
+        2,
+        description="ztunnel's worker threads (DEFAULT_WORKER_THREADS). The real ztunnel "
+        "sizes its worker runtime from its CPU limit (ZTUNNEL_RESOURCE_CPU_LIMIT) when one is "
+        "set; meshsim takes the count given here, whatever ztunnel_resources says.",
+    )
+    waypoint_workers: Annotated[int, Field(ge=1, le=MAX_COUNT)] = Field(
+        2,
+        description="Envoy workers of each waypoint (pilot-agent derives them from the CPU "
+        "limit, 2 for 2000m; meshsim takes the count given here).",
+    )
     ztunnel_model: str | None = None
     waypoint_model: str | None = None
+    ztunnel_resources: Resources = Field(
+        ZTUNNEL_RESOURCES,
+        description="Requests and limits of each node's ztunnel, one container per node "
+        "(default the ztunnel chart's resources: requests 200m / 512Mi, no limits; given, they "
+        "replace them whole). A memory limit below its modelled memory OOM-kills it: every "
+        "pod on its node loses its data path until it restarts.",
+    )
+    waypoint_resources: Resources | None = Field(
+        None,
+        description="Requests and limits of each waypoint (absent: "
+        "mesh_options.istio.proxy_resources, whose default is also what Istio gives a "
+        "waypoint deployment, global.waypoint.resources: requests 100m / 128Mi, limits "
+        "2000m / 1024Mi).",
+    )
 
 
 class MeshOptions(Spec):

@@ -1,7 +1,8 @@
 """Pod resources as Kubernetes states them: CPU and memory requests and limits.
 
 ``resources: {requests: {cpu, memory}, limits: {cpu, memory}}`` on a service (its app
-container) and under ``mesh_options.<mesh>.proxy_resources`` (its sidecars), with quantities
+container), under ``mesh_options.<mesh>.proxy_resources`` (its sidecars) and under
+``mesh_options.istio-ambient.ztunnel_resources`` / ``waypoint_resources``, with quantities
 in Kubernetes' notation: CPU as cores (``2``, ``0.5``) or millicores (``"100m"``), memory as
 bytes with a suffix (``"128Mi"``, ``"1Gi"``, ``"500M"``). How the simulator runs them (CPU
 weights from requests, CFS bandwidth control from CPU limits, OOM kills from memory limits)
@@ -120,7 +121,12 @@ ISTIO_PROXY_RESOURCES = Resources(
     requests=Quantities(cpu="100m", memory="128Mi"),
     limits=Quantities(cpu="2000m", memory="1024Mi"),
 )
-"""Istio's global.proxy.resources (docs/mesh-semantics.md §10.1)."""
+"""Istio's global.proxy.resources (docs/mesh-semantics.md §10.1), the sidecars'; also the
+waypoints' unless ``mesh_options.istio-ambient.waypoint_resources`` says otherwise (Istio's
+own global.waypoint.resources have the same values, §10.4)."""
+ZTUNNEL_RESOURCES = Resources(requests=Quantities(cpu="200m", memory="512Mi"))
+"""The ztunnel chart's resources: requests 200m / 512Mi, no limits
+(manifests/charts/ztunnel/values.yaml; docs/mesh-semantics.md §10.4)."""
 NO_RESOURCES = Resources()
 """Linkerd's proxy has none unless config.linkerd.io/proxy-cpu-request etc. are set."""
 

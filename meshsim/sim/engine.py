@@ -440,7 +440,7 @@ class Simulation:
             return ()
         out: list[ProxyMeasure] = []
         for p in dp.proxies:
-            live = p.pod is None or p.pod.alive
+            live = p.alive and (p.pod is None or p.pod.alive)
             workers = tuple(
                 WorkerMeasure(
                     f"{p.name}/worker-{w.index}",

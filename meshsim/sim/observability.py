@@ -368,7 +368,7 @@ def observe(sim: Simulation, features: Features | None) -> dict[str, Any] | None
     dp = sim.data_plane
     run_s = max(sim.env.now, 1e-9)
     window_s = max(sim.end_s - sim.warmup_s, 1e-9)
-    proxies = [p for p in dp.proxies if p.pod is None or p.pod.alive]
+    proxies = [p for p in dp.proxies if p.alive and (p.pod is None or p.pod.alive)]
     interval = features.scrape_interval_s
 
     series = {p.name: series_of(sim, p, opts) for p in proxies}

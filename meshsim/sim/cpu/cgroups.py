@@ -11,11 +11,13 @@ becomes ``cpu.max`` = quota per period: limit x period (``MilliCPUToQuota``).
 
 Which resources apply (docs/mesh-semantics.md §10): a pod's app container takes its
 service's ``resources``; a sidecar its service's ``proxy_resources`` (the pod annotations),
-else ``mesh_options.istio.proxy_resources`` (Istio's
-global.proxy.resources by default) or ``mesh_options.linkerd.proxy_resources`` (none by
-default); a waypoint takes Istio's proxy resources; a ztunnel its chart's requests
-(200m / 512Mi, no limits: manifests/charts/ztunnel/values.yaml); a meshed client's own
-load generator has none.
+else ``mesh_options.istio.proxy_resources`` (Istio's global.proxy.resources by default) or
+``mesh_options.linkerd.proxy_resources`` (none by default); a node's ztunnel (one container
+per node) ``mesh_options.istio-ambient.ztunnel_resources`` (default the chart's requests,
+200m / 512Mi, no limits: manifests/charts/ztunnel/values.yaml); a waypoint
+``mesh_options.istio-ambient.waypoint_resources``, else Istio's proxy resources (by default
+the same values as the waypoint deployment's global.waypoint.resources); a meshed client's
+own load generator has none.
 """
 
 from __future__ import annotations
@@ -23,9 +25,8 @@ from __future__ import annotations
 from typing import Any
 
 from meshsim.scenario.model import Scenario
-from meshsim.scenario.resources import NO_RESOURCES, Quantities, Resources
+from meshsim.scenario.resources import NO_RESOURCES, Resources
 
-ZTUNNEL_RESOURCES = Resources(requests=Quantities(cpu="200m", memory="512Mi"))
 MIN_SHARES = 2
 MAX_SHARES = 262_144
 
@@ -63,8 +64,11 @@ def resources_of(account: Any, scenario: Scenario, mesh: str) -> tuple[str, Reso
         return f"{account.name}/app", account.service.spec.resources
     if isinstance(account, Proxy):
         opts = scenario.mesh_options
+        ambient = opts.istio_ambient
         if account.kind == "ztunnel":
-            return account.name, ZTUNNEL_RESOURCES
+            return account.name, ambient.ztunnel_resources
+        if account.kind == "waypoint" and ambient.waypoint_resources is not None:
+            return account.name, ambient.waypoint_resources
         pod = account.pod
         if pod is not None and pod.service.spec.proxy_resources is not None:
             return account.name, pod.service.spec.proxy_resources

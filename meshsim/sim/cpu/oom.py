@@ -1,15 +1,23 @@
 """Memory limits: a proxy whose modelled memory passes its limit is OOM-killed.
 
 Under either ``cluster.scheduler``, every second of
-simulated time each sidecar's resident memory from its cost model (connections held,
-configuration in view: :meth:`~meshsim.sim.dataplanes.proxy.Proxy.memory_mb`) is compared
-with its memory limit. Past it, the kernel's OOM killer ends the container; the pod's
-requests in flight fail (reset), it leaves the endpoints, and the kubelet restarts it after
+simulated time each sidecar's, ztunnel's and waypoint's resident memory from its cost model
+(connections held, configuration in view: :meth:`~meshsim.sim.dataplanes.proxy.Proxy.memory_mb`)
+is compared with its memory limit (:func:`~meshsim.sim.cpu.cgroups.resources_of`). Past it,
+the kernel's OOM killer ends the container, and the kubelet restarts it after
 CrashLoopBackOff's delay: 10 s, doubled on every restart, at most 300 s (Kubernetes docs,
-"Pod Lifecycle", container restarts). A restarted container is modelled as a replacement pod
-of the same version, which gets its proxy's configuration and certificate anew, as a
-restarted sidecar does. ztunnels and waypoints have no memory limit here; the apps' memory
-is not modelled.
+"Pod Lifecycle", container restarts).
+
+- A sidecar: the pod's requests in flight fail (reset), it leaves the endpoints, and the
+  restarted container is modelled as a replacement pod of the same version, which gets its
+  proxy's configuration and certificate anew, as a restarted sidecar does.
+- A ztunnel (a DaemonSet pod of its own, one per node) or a waypoint (a Deployment's pod):
+  the same process is down until its restart
+  (:meth:`~meshsim.sim.dataplanes.ambient.AmbientDataPlane.proxy_down`). The pods of a
+  ztunnel's node stay ready and in the endpoints, but none of them can reach or be reached
+  through the mesh meanwhile: connections through it are refused and those it carried reset.
+
+The apps' memory is not modelled, nor are gateways' memory limits.
 """
 
 from __future__ import annotations
@@ -36,9 +44,13 @@ def backoff_s(restarts: int) -> float:
     return min(FIRST_BACKOFF_S * 2.0 ** (restarts - 1), MAX_BACKOFF_S)
 
 
+OWN_PODS = ("ztunnel", "waypoint")
+"""Proxies that are a pod of their own (no app beside them): killed and restarted in place."""
+
+
 def limit_mib(proxy: Proxy, sim: Simulation) -> float | None:
     """The proxy's memory limit in MiB (the cost model's unit), None without one."""
-    if proxy.kind != "sidecar" or proxy.pod is None:
+    if not (proxy.kind == "sidecar" and proxy.pod is not None) and proxy.kind not in OWN_PODS:
         return None
     _, res = resources_of(proxy, sim.scenario, sim.mesh)
     mb = res.limits.memory_mb
@@ -87,6 +99,9 @@ class _Watch:
                     self.kill(proxy)
 
     def kill(self, proxy: Proxy) -> None:
+        if proxy.kind in OWN_PODS:
+            self.kill_own(proxy)
+            return
         sim = self.sim
         pod: Pod = proxy.pod
         first = self.first.pop(pod, proxy)
@@ -102,3 +117,22 @@ class _Watch:
 
     def restart(self, pod: Pod, first: Proxy) -> None:
         self.first[self.sim.start_pod(pod.version)] = first
+
+    def kill_own(self, proxy: Proxy) -> None:
+        """A ztunnel or a waypoint: down now, the same one back after the backoff."""
+        sim = self.sim
+        if sim.warmup_s <= sim.env.now < sim.end_s:
+            counts = proxy.node.oom_kills
+            counts[proxy.name] = counts.get(proxy.name, 0) + 1
+        sim.timeline.log.append((sim.env.now, f"OOM kill of {proxy.name} (memory limit)"))
+        dp: Any = sim.data_plane
+        dp.proxy_down(proxy)
+        n = self.restarts[proxy.name] = self.restarts.get(proxy.name, 0) + 1
+        ev = sim.env.timeout(backoff_s(n))
+        assert ev.callbacks is not None
+        ev.callbacks.append(lambda _e: self.restart_own(proxy))
+
+    def restart_own(self, proxy: Proxy) -> None:
+        sim = self.sim
+        sim.data_plane.proxy_up(proxy)  # type: ignore[attr-defined]
+        sim.timeline.log.append((sim.env.now, f"{proxy.name} restarted (after an OOM kill)"))

@@ -30,6 +30,13 @@ on either side: ztunnel holds the certificates of its node's pods). Clients outs
 reach a pod through kube-proxy (the cluster's endpoints at that instant). Without a control
 plane (``control_plane.enabled: false``) no view is attached and ztunnels read the cluster's
 endpoints, as before.
+
+Resources (``mesh_options.istio-ambient.ztunnel_resources``, ``waypoint_resources``): each
+ztunnel and each waypoint is a container of its own (:mod:`meshsim.sim.cpu.cgroups`). A memory
+limit below its modelled memory OOM-kills it (:mod:`meshsim.sim.cpu.oom`): until the kubelet
+restarts it (:meth:`AmbientDataPlane.proxy_up`), a ztunnel's node has no data path (its pods'
+connections out and in are refused, those it carried reset) and a waypoint's service is
+unreachable through the mesh (:meth:`AmbientDataPlane.proxy_down`).
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import simpy
 
-from meshsim.sim.app import CONNECT_FAILURE, Client, Pod
+from meshsim.sim.app import CONNECT_FAILURE, RESET, Client, Pod
 from meshsim.sim.dataplanes.connections import Conn, Pools
 from meshsim.sim.dataplanes.mesh import ProxiedDataPlane, cost_model, run_inbound
 from meshsim.sim.dataplanes.proxy import Proxy, Worker
@@ -78,13 +85,24 @@ class Ztunnel(Proxy):
 class AppStream:
     """An app connection carried by ztunnel: its destination and its HBONE stream."""
 
-    __slots__ = ("dest", "src_worker", "tunnel")
+    __slots__ = ("dest", "epochs", "src_worker", "tunnel")
 
-    def __init__(self, dest: Pod | None, tunnel: Conn | None, src_worker: Worker | None) -> None:
+    def __init__(
+        self, dest: Pod | None, tunnel: Conn, src_worker: Worker, epochs: tuple[int, int]
+    ) -> None:
         self.dest = dest
         """The endpoint it was bound to (None: it goes to the service's waypoint)."""
         self.tunnel = tunnel
+        """Its HBONE tunnel: client the source ztunnel, server the peer ztunnel or waypoint."""
         self.src_worker = src_worker
+        self.epochs = epochs
+        """The two ends' :attr:`Proxy.epoch` when it opened (:meth:`broken`)."""
+
+    def broken(self) -> bool:
+        """Whether an end of it was killed since it opened (an OOM kill: the stream is gone)."""
+        tunnel = self.tunnel
+        assert tunnel.client is not None
+        return tunnel.client.epoch != self.epochs[0] or tunnel.server.epoch != self.epochs[1]
 
 
 class AmbientDataPlane(ProxiedDataPlane):
@@ -170,14 +188,18 @@ class AmbientDataPlane(ProxiedDataPlane):
     def _stream(
         self, zs: Ztunnel, src_key: str, service: ServiceRuntime, net_node: Node | None
     ) -> Generator[simpy.Event, Any, AppStream | None]:
-        """An app connection from ``src_key`` to ``service``: reused, or opened (L4 pick)."""
+        """An app connection from ``src_key`` to ``service``: reused, or opened (L4 pick);
+        None when it cannot be: no endpoint known, or a ztunnel or waypoint on the way down
+        after an OOM kill (refused)."""
+        if not zs.alive:
+            return None  # nothing listens behind the pod's redirection: refused at once
         key = (src_key, service.name)
         idle = self._streams.get(key)
         while idle:
             stream = idle.pop()
             if stream.dest is None or (stream.dest.alive and stream.dest.ready):
                 return stream
-            self._close_stream(zs, stream)
+            self._close_stream(stream)
         wp = self.waypoints.get(service.name)
         dest: Pod | None = None
         if wp is None:
@@ -190,24 +212,36 @@ class AmbientDataPlane(ProxiedDataPlane):
             peer_node: Node = dest.node
         else:
             peer, peer_node = wp, wp.node
-        worker = zs.accept()
         one_way = self.net.delay(net_node, peer_node, 0)
+        if not peer.alive:
+            # Nothing listens on the peer's port 15008: the connection is refused (a RST).
+            yield self.env.timeout(2.0 * one_way)
+            return None
+        epochs = (zs.epoch, peer.epoch)
+        worker = zs.accept()
         tunnel = yield from self.tunnels.acquire(
             (zs.name, peer.name), zs, worker, peer, True, True, one_way
         )
+        if (zs.epoch, peer.epoch) != epochs:
+            self.tunnels.release(tunnel, True)
+            return None  # an end was killed while the tunnel opened
         zs.opened(False)
         peer.opened(False)
+        stream = AppStream(dest, tunnel, worker, epochs)
         if wp is None:
             # The CONNECT stream: a HEADERS exchange, CPU at both ztunnels.
             open_s = self.zt_model.connection_open_cpu_us() * 1e-6
             yield from zs.work(worker, open_s)
             yield self.env.timeout(2.0 * one_way)
+            if stream.broken():
+                self._close_stream(stream)
+                return None
             yield from peer.work(tunnel.server_worker, open_s)
-        return AppStream(dest, tunnel, worker)
+        return stream
 
-    def _done(self, zs: Proxy, src_key: str, service: str, stream: AppStream) -> None:
+    def _done(self, src_key: str, service: str, stream: AppStream) -> None:
         if not self.keep_alive:
-            self._close_stream(zs, stream)
+            self._close_stream(stream)
             return
         key = (src_key, service)
         idle = self._streams.get(key)
@@ -215,11 +249,23 @@ class AmbientDataPlane(ProxiedDataPlane):
             idle = self._streams[key] = []
         idle.append(stream)
 
-    def _close_stream(self, zs: Proxy, stream: AppStream) -> None:
-        zs.closed(False)
-        if stream.tunnel is not None:
-            stream.tunnel.server.closed(False)
-            self.tunnels.release(stream.tunnel, True)
+    def _close_stream(self, stream: AppStream) -> None:
+        """The app connection closes: its stream at both ends (an end killed since holds
+        nothing any more), and its tunnel's stream is given back."""
+        tunnel = stream.tunnel
+        zs, peer = tunnel.client, tunnel.server
+        assert zs is not None
+        if zs.epoch == stream.epochs[0]:
+            zs.closed(False)
+        if peer.epoch == stream.epochs[1]:
+            peer.closed(False)
+        self.tunnels.release(tunnel, True)
+
+    def _reset(self, stream: AppStream) -> int:
+        """A request whose stream broke (a ztunnel or waypoint on its way was OOM-killed):
+        the app connection is reset."""
+        self._close_stream(stream)
+        return RESET
 
     # ----------------------------------------------------------------- a call
 
@@ -251,7 +297,7 @@ class AmbientDataPlane(ProxiedDataPlane):
         src_node = src.node if isinstance(src, Pod) else None
         src_key = src.name
         stream = yield from self._stream(zs, src_key, service, src_node)
-        if stream is None or stream.tunnel is None or stream.src_worker is None:
+        if stream is None:
             return CONNECT_FAILURE
         sw = stream.src_worker
         tunnel = stream.tunnel
@@ -260,14 +306,18 @@ class AmbientDataPlane(ProxiedDataPlane):
             yield from zs.work(sw, zs_req)
             sw.requests += 1
             yield env.timeout(zs.hop_s + delay(src_node, wp.node, nbytes))
+            if stream.broken():
+                return self._reset(stream)
             ww = tunnel.server_worker
             yield from wp.work(ww, wp.costs(nbytes, 0, True)[0])
             ww.requests += 1
             status: int = yield from wp.outbound(self._attempt_fn, service, req, ww, nbytes, call)
             resp = service.spec.response_bytes
             yield env.timeout(delay(wp.node, src_node, resp) + zs.hop_s)
+            if stream.broken():
+                return self._reset(stream)
             yield from zs.work(sw, zs.costs(nbytes, resp, True)[1])
-            self._done(zs, src_key, service.name, stream)
+            self._done(src_key, service.name, stream)
             return status
         pod = stream.dest
         assert pod is not None
@@ -281,15 +331,19 @@ class AmbientDataPlane(ProxiedDataPlane):
             # A pod gone from the cluster but not from this ztunnel's view (or a side with no
             # certificate): the destination ztunnel refuses the stream; ztunnel does not retry.
             yield env.timeout(2.0 * (zs.hop_s + delay(src_node, pod.node, 0)))
-            self._close_stream(zs, stream)
+            self._close_stream(stream)
             return refused
         yield env.timeout(zs.hop_s + delay(src_node, pod.node, nbytes))
+        if stream.broken():
+            return self._reset(stream)
         status = yield from run_inbound(
             env, self.sim, zd, tunnel.server_worker, pod, req, zd.costs(nbytes, resp, True)
         )
         yield env.timeout(delay(pod.node, src_node, resp) + zs.hop_s)
+        if stream.broken():
+            return self._reset(stream)
         yield from zs.work_then_linger(sw, costs[1], costs[2])
-        self._done(zs, src_key, service.name, stream)
+        self._done(src_key, service.name, stream)
         return status
 
     def _attempt(
@@ -300,20 +354,32 @@ class AmbientDataPlane(ProxiedDataPlane):
         zd = self.ztunnels[pod.node]
         delay = self.net.delay
         refused = self.sim.control_plane.gate(None, pod, True)  # dead: counted by the chain
+        if refused is None and not zd.alive:
+            refused = CONNECT_FAILURE  # its node's ztunnel is down after an OOM kill
         if refused is not None:
             yield env.timeout(2.0 * (wp.hop_s + delay(wp.node, pod.node, 0)))
             return refused
+        epochs = (wp.epoch, zd.epoch)
         key = (wp.name, worker.index, zd.name)
         tunnel = self.tunnels.reuse(key, True)
         if tunnel is None:
             tunnel = yield from self.tunnels.acquire(
                 key, wp, worker, zd, True, True, delay(wp.node, pod.node, 0)
             )
+            if (wp.epoch, zd.epoch) != epochs:
+                self.tunnels.release(tunnel, True)
+                return CONNECT_FAILURE  # an end was killed while the tunnel opened
         yield env.timeout(wp.hop_s + delay(wp.node, pod.node, nbytes))
+        if (wp.epoch, zd.epoch) != epochs:
+            self.tunnels.release(tunnel, True)
+            return RESET
         resp = pod.response_bytes
         status: int = yield from run_inbound(
             env, self.sim, zd, tunnel.server_worker, pod, req, zd.costs(nbytes, resp, True)
         )
+        if (wp.epoch, zd.epoch) != epochs:
+            self.tunnels.release(tunnel, True)
+            return RESET
         yield env.timeout(delay(pod.node, wp.node, resp) + wp.hop_s)
         costs = wp.costs(nbytes, resp, True)
         yield from wp.work_then_linger(worker, costs[1], costs[2])
@@ -326,23 +392,73 @@ class AmbientDataPlane(ProxiedDataPlane):
         env = self.env
         delay = self.net.delay
         if wp is not None:
+            if not wp.alive:  # down after an OOM kill: refused
+                yield env.timeout(2.0 * delay(None, wp.node, 0))
+                return CONNECT_FAILURE
+            epoch = wp.epoch
             worker = wp.accept()
             yield env.timeout(delay(None, wp.node, nbytes))
             yield from wp.work(worker, wp.costs(nbytes, 0, False)[0])
             worker.requests += 1
             status: int = yield from wp.outbound(self._attempt_fn, service, req, worker, nbytes)
+            if wp.epoch != epoch:
+                return RESET
             yield env.timeout(delay(wp.node, None, service.spec.response_bytes))
             return status
         pod = self.pick_any(service)
         if pod is None:
             return CONNECT_FAILURE
         zd = self.ztunnels[pod.node]
+        if not zd.alive:  # down after an OOM kill: refused
+            yield env.timeout(2.0 * delay(None, pod.node, 0))
+            return CONNECT_FAILURE
+        epoch = zd.epoch
         yield env.timeout(delay(None, pod.node, nbytes))
+        if zd.epoch != epoch:
+            return RESET
         status = yield from run_inbound(
             env, self.sim, zd, zd.workers[0], pod, req, zd.costs(nbytes, pod.response_bytes, False)
         )
+        if zd.epoch != epoch:
+            return RESET
         yield env.timeout(delay(pod.node, None, pod.response_bytes))
         return status
+
+    # ----------------------------------------------------------------- OOM kills
+
+    def proxy_down(self, proxy: Proxy) -> None:
+        """``proxy`` (a node's ztunnel or a waypoint) is OOM-killed (:mod:`meshsim.sim.cpu.oom`):
+        its process and everything it held are gone. Its tunnels are severed and the app
+        connections it carried closed at their other end; requests on them fail (a reset)
+        where they next look, and new connections through it are refused until
+        :meth:`proxy_up`. A ztunnel takes its whole node's data path with it: every pod there
+        stays ready in the endpoints (its probes bypass ztunnel), but nothing reaches it or
+        leaves it through the mesh."""
+        proxy.alive = False
+        proxy.epoch += 1
+        name = proxy.name
+        self.tunnels.sever(lambda key: name in key)
+        for key, idle in self._streams.items():
+            gone = [s for s in idle if s.broken()]
+            if gone:
+                for stream in gone:
+                    self._close_stream(stream)
+                self._streams[key] = [s for s in idle if not s.broken()]
+        proxy.connections = proxy.tls_connections = 0
+        proxy.sessions.clear()
+        for other in self.proxies:
+            other.sessions.discard(name)  # its TLS session tickets died with it
+
+    def proxy_up(self, proxy: Proxy) -> None:
+        """``proxy`` restarts after its backoff: a fresh process with no connections (a
+        waypoint's balancers, breakers and outlier detection start afresh). It takes its
+        endpoints as istiod holds them for it and keeps its certificates: the full push and
+        the CSRs a restarted ztunnel waits for are not modelled (milliseconds on an idle
+        istiod, beside a backoff of at least 10 s)."""
+        proxy.alive = True
+        if isinstance(proxy, L7Proxy):
+            proxy._clusters.clear()
+            proxy._groups.clear()
 
     # ----------------------------------------------------------------- configuration
 

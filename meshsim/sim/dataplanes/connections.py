@@ -33,6 +33,7 @@ class Conn:
     __slots__ = (
         "client",
         "client_worker",
+        "epochs",
         "key",
         "ready",
         "server",
@@ -56,6 +57,9 @@ class Conn:
         self.server_worker = server_worker
         self.tls = tls
         self.key = key
+        self.epochs = (0 if client is None else client.epoch, server.epoch)
+        """Each end's :attr:`Proxy.epoch` when it opened: an end killed since (an OOM-killed
+        ztunnel or waypoint) no longer holds it."""
         self.streams = 0
         """Requests (HTTP/2 streams) in flight on it."""
         self.ready: simpy.Event | None = None
@@ -124,9 +128,13 @@ def connect(
 
 
 def close(conn: Conn) -> None:
-    if conn.client is not None:
-        conn.client.closed(conn.tls)
-    conn.server.closed(conn.tls)
+    """``conn`` is closed at both ends (at an end killed since it opened, it went with the
+    process: :meth:`Pools.sever`)."""
+    client, server = conn.client, conn.server
+    if client is not None and client.epoch == conn.epochs[0]:
+        client.closed(conn.tls)
+    if server.epoch == conn.epochs[1]:
+        server.closed(conn.tls)
 
 
 class Pools:
@@ -234,6 +242,16 @@ class Pools:
         for key, conns in self._h2.items():
             if conns:
                 yield key, 0, True
+
+    def sever(self, predicate: Any) -> None:
+        """Close every connection whose key matches ``predicate``, idle or carrying streams:
+        the proxy at one end was killed (:mod:`meshsim.sim.cpu.oom`; bump its epoch first).
+        Its streams fail where their requests next look. For HTTP/2 pools (the HBONE
+        tunnels): an HTTP/1.1 connection in use is in no table, so it is not severed."""
+        for table in (self._idle, self._h2):
+            for key in [k for k in table if predicate(k)]:
+                for conn in table.pop(key):
+                    close(conn)
 
     def drop(self, predicate: Any) -> None:
         """Close idle connections whose key matches ``predicate`` (an upstream that died)."""

@@ -139,7 +139,9 @@ class ProxiedDataPlane(DataPlane):
         return (0, 0)
 
     def live_proxies(self) -> list[Proxy]:
-        return [p for p in self.proxies if p.pod is None or p.pod.alive]
+        """The proxies running now: not a dead pod's sidecar, nor a ztunnel or waypoint down
+        after an OOM kill."""
+        return [p for p in self.proxies if p.alive and (p.pod is None or p.pod.alive)]
 
     def cost_models(self) -> list[ProxyCostModel]:
         models: list[ProxyCostModel] = []

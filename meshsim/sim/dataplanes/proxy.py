@@ -122,11 +122,13 @@ class Proxy:
         "_cpu_factor",
         "_pick",
         "after_factor",
+        "alive",
         "connections",
         "cooling_s",
         "cpu_s",
         "drift",
         "env",
+        "epoch",
         "handshakes",
         "hop_s",
         "kind",
@@ -175,6 +177,11 @@ class Proxy:
         self.net_node: Node | None = node
         """Where its traffic leaves from, for network delays (None: a client outside)."""
         self.pod = pod
+        self.alive = True
+        """False while a proxy that is a pod of its own (a ztunnel, a waypoint) is down after
+        an OOM kill (:mod:`meshsim.sim.cpu.oom`); a sidecar dies with its pod instead."""
+        self.epoch = 0
+        """Its kills so far: what a connection held before a kill checks it against."""
         self.stealing = stealing
         if stealing or threads == 1:
             self.workers = [Worker(env, 0, threads)]
