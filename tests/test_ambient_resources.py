@@ -16,7 +16,7 @@ from meshsim.errors import ScenarioError
 from meshsim.results.summary import build_summary
 from meshsim.scenario import from_dict, load_scenario
 from meshsim.scenario.options import AmbientOptions
-from meshsim.scenario.resources import ZTUNNEL_RESOURCES
+from meshsim.scenario.resources import WAYPOINT_RESOURCES, ZTUNNEL_RESOURCES
 from meshsim.sim.app import is_success
 from meshsim.sim.engine import Simulation
 
@@ -60,7 +60,10 @@ def test_the_defaults_are_the_charts() -> None:
     assert zt is ZTUNNEL_RESOURCES
     assert (zt.requests.cpu_m, zt.requests.memory_mb) == (200.0, 512 * 2**20 / 1e6)
     assert (zt.limits.cpu, zt.limits.memory) == (None, None)
-    assert opts.waypoint_resources is None  # Istio's proxy resources
+    wp = opts.waypoint_resources
+    assert wp is WAYPOINT_RESOURCES  # global.waypoint.resources, not the sidecars' option
+    assert (wp.requests.cpu_m, wp.limits.cpu_m) == (100.0, 2000.0)
+    assert (wp.requests.memory_mb, wp.limits.memory_mb) == (128 * 2**20 / 1e6, 1024 * 2**20 / 1e6)
 
 
 WAYPOINTED = {
@@ -85,20 +88,19 @@ def _weight_and_limit(groups: dict[str, Any], name: str) -> tuple[int, float | N
 
 def test_ztunnels_and_waypoints_take_their_resources() -> None:
     # The defaults: ztunnel 200m -> cpu.shares 204 -> cpu.weight 8, no limit; the waypoint
-    # mesh_options.istio.proxy_resources (the values of Istio's global.waypoint.resources),
-    # 100m -> weight 4, limit 2000m.
+    # Istio's global.waypoint.resources, 100m -> weight 4, limit 2000m.
     groups = _cgroups({}, {})
     assert _weight_and_limit(groups, "node-0/ztunnel") == (8, None)
     assert _weight_and_limit(groups, "node-1/ztunnel") == (8, None)
     assert _weight_and_limit(groups, "b/waypoint") == (4, 2000.0)
-    # Without waypoint_resources the waypoint takes mesh_options.istio.proxy_resources
-    # (300m -> shares 307 -> weight 12); ztunnel_resources are the ztunnels' alone
-    # (1 core -> shares 1024 -> weight 39).
+    # The sidecars' resources (mesh_options.istio.proxy_resources) are not the waypoint's:
+    # as in Istio, changing global.proxy.resources leaves global.waypoint.resources.
+    # ztunnel_resources are the ztunnels' alone (500m -> shares 512 -> weight 20).
     istio = {"proxy_resources": {"requests": {"cpu": "300m"}, "limits": {"cpu": "1500m"}}}
-    zt = {"requests": {"cpu": "1"}, "limits": {"cpu": "700m"}}
+    zt = {"requests": {"cpu": "500m"}, "limits": {"cpu": "700m"}}
     groups = _cgroups(istio, {"ztunnel_resources": zt})
-    assert _weight_and_limit(groups, "b/waypoint") == (12, 1500.0)
-    assert _weight_and_limit(groups, "node-0/ztunnel") == (39, 700.0)
+    assert _weight_and_limit(groups, "b/waypoint") == (4, 2000.0)
+    assert _weight_and_limit(groups, "node-0/ztunnel") == (20, 700.0)
     # With waypoint_resources, those (50m -> shares 51 -> weight 2).
     wp = {"requests": {"cpu": "50m"}, "limits": {"cpu": "900m"}}
     groups = _cgroups(istio, {"waypoint_resources": wp})
@@ -350,3 +352,17 @@ def test_the_ztunnel_with_the_most_connections_dies_alone_and_the_same_each_time
     assert run["cgroups"]["node-1/ztunnel"]["oom_kills"] == 0
     assert 0.0 < run["workloads"]["w"]["success_rate"] < 0.2  # up from 11 s to 12 s only
     assert json.dumps(_summary(data), sort_keys=True) == json.dumps(summary, sort_keys=True)
+
+
+def test_ztunnels_and_waypoints_count_against_their_nodes_allocatable() -> None:
+    # ztunnel requests 200m on every node; the waypoint 100m on its node. With 250m
+    # allocatable and no pod requests, a node with a waypoint asks 300m: only it warns.
+    data = {
+        **WAYPOINTED,
+        "cluster": {"nodes": 2, "scheduler": "cfs", "allocatable": {"cpu": "250m"}},
+        "mesh_options": {"istio-ambient": {"waypoints": ["b"]}},
+    }
+    warnings = _summary(data)["runs"]["istio-ambient"]["warnings"]
+    over = [w for w in warnings if "of CPU, more than its allocatable 250m" in w]
+    assert len(over) == 1
+    assert "request 300m of CPU" in over[0]

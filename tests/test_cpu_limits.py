@@ -181,6 +181,36 @@ def test_bad_quantities_name_the_field(quantity: dict[str, Any], message: str) -
     assert message in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("resources", "message"),
+    [
+        (
+            {"requests": {"cpu": "500m"}, "limits": {"cpu": "200m"}},
+            "requests.cpu '500m' is above limits.cpu '200m'",
+        ),
+        (
+            {"requests": {"memory": "1Gi"}, "limits": {"memory": "512Mi"}},
+            "requests.memory '1Gi' is above limits.memory '512Mi'",
+        ),
+    ],
+)
+def test_a_request_above_its_limit_is_refused_as_kubernetes_does(
+    resources: dict[str, Any], message: str
+) -> None:
+    data = {
+        "meshsim": 1, "name": "bad", "duration_s": 3, "warmup_s": 1,
+        "services": [{"name": "a", "resources": resources}],
+        "workloads": [{"name": "w", "target": "a", "rate_rps": 10}],
+    }  # fmt: skip
+    with pytest.raises(ScenarioError) as err:
+        from_dict(data)
+    assert "services[0].resources" in str(err.value)
+    assert message in str(err.value)
+    # A request equal to its limit is what a Guaranteed pod has.
+    ok = {k: dict(resources["limits"]) for k in ("requests", "limits")}
+    from_dict({**data, "services": [{"name": "a", "resources": ok}]})
+
+
 def test_the_cli_and_the_report_show_the_limits(limited: dict[str, Any]) -> None:
     from meshsim.cli.render import cgroups_table
     from rich.console import Console

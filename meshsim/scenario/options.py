@@ -12,6 +12,7 @@ from meshsim.scenario.observability import ObservabilityOptions
 from meshsim.scenario.resources import (
     ISTIO_PROXY_RESOURCES,
     NO_RESOURCES,
+    WAYPOINT_RESOURCES,
     ZTUNNEL_RESOURCES,
     Resources,
 )
@@ -120,12 +121,12 @@ class AmbientOptions(Spec):
         "replace them whole). A memory limit below its modelled memory OOM-kills it: every "
         "pod on its node loses its data path until it restarts.",
     )
-    waypoint_resources: Resources | None = Field(
-        None,
-        description="Requests and limits of each waypoint (absent: "
-        "mesh_options.istio.proxy_resources, whose default is also what Istio gives a "
-        "waypoint deployment, global.waypoint.resources: requests 100m / 128Mi, limits "
-        "2000m / 1024Mi).",
+    waypoint_resources: Resources = Field(
+        WAYPOINT_RESOURCES,
+        description="Requests and limits of each waypoint (default Istio's "
+        "global.waypoint.resources: requests 100m / 128Mi, limits 2000m / 1024Mi, the "
+        "sidecars' values but not mesh_options.istio.proxy_resources: changing those leaves "
+        "the waypoints'; given, they replace them whole).",
     )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from meshsim.scenario.base import Spec
 
@@ -111,6 +111,21 @@ class Resources(Spec):
         "whose modelled memory passes the memory limit is OOM-killed and restarted.",
     )
 
+    @model_validator(mode="after")
+    def _request_within_limit(self) -> Resources:
+        # The API server refuses such a pod ("must be less than or equal to cpu limit").
+        for name, request, limit in (
+            ("cpu", self.requests.cpu_m, self.limits.cpu_m),
+            ("memory", self.requests.memory_mb, self.limits.memory_mb),
+        ):
+            if request is not None and limit is not None and request > limit:
+                raise ValueError(
+                    f"requests.{name} {getattr(self.requests, name)!r} is above "
+                    f"limits.{name} {getattr(self.limits, name)!r}: Kubernetes refuses a "
+                    "request above its limit"
+                )
+        return self
+
     @property
     def cpu_request_m(self) -> float | None:
         """The CPU request; Kubernetes sets it to the limit when only a limit is given."""
@@ -121,9 +136,13 @@ ISTIO_PROXY_RESOURCES = Resources(
     requests=Quantities(cpu="100m", memory="128Mi"),
     limits=Quantities(cpu="2000m", memory="1024Mi"),
 )
-"""Istio's global.proxy.resources (docs/mesh-semantics.md §10.1), the sidecars'; also the
-waypoints' unless ``mesh_options.istio-ambient.waypoint_resources`` says otherwise (Istio's
-own global.waypoint.resources have the same values, §10.4)."""
+"""Istio's global.proxy.resources (docs/mesh-semantics.md §10.1), the sidecars'."""
+WAYPOINT_RESOURCES = Resources(
+    requests=Quantities(cpu="100m", memory="128Mi"),
+    limits=Quantities(cpu="2000m", memory="1024Mi"),
+)
+"""Istio's global.waypoint.resources, a waypoint deployment's (docs/mesh-semantics.md §10.4):
+the sidecars' values, but set apart from them, so changing one leaves the other."""
 ZTUNNEL_RESOURCES = Resources(requests=Quantities(cpu="200m", memory="512Mi"))
 """The ztunnel chart's resources: requests 200m / 512Mi, no limits
 (manifests/charts/ztunnel/values.yaml; docs/mesh-semantics.md §10.4)."""

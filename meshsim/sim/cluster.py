@@ -320,7 +320,16 @@ def allocation_warnings(
     )
     warnings: list[str] = []
     for node in nodes:
-        accounts = [*node.pods, *(p for p in proxies if p.node is node and p.pod is not None)]
+        # A pod's sidecar, and the pods of ambient's data plane: each node's ztunnel (a
+        # DaemonSet) and the waypoints (deployments) ask the node for their requests too.
+        accounts = [
+            *node.pods,
+            *(
+                p
+                for p in proxies
+                if p.node is node and (p.pod is not None or p.kind in ("ztunnel", "waypoint"))
+            ),
+        ]
         want_cpu = want_mem = 0.0
         for account in accounts:
             _, res = resources_of(account, scenario, mesh)

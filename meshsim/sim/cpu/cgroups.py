@@ -15,9 +15,8 @@ else ``mesh_options.istio.proxy_resources`` (Istio's global.proxy.resources by d
 ``mesh_options.linkerd.proxy_resources`` (none by default); a node's ztunnel (one container
 per node) ``mesh_options.istio-ambient.ztunnel_resources`` (default the chart's requests,
 200m / 512Mi, no limits: manifests/charts/ztunnel/values.yaml); a waypoint
-``mesh_options.istio-ambient.waypoint_resources``, else Istio's proxy resources (by default
-the same values as the waypoint deployment's global.waypoint.resources); a meshed client's
-own load generator has none.
+``mesh_options.istio-ambient.waypoint_resources`` (default Istio's global.waypoint.resources,
+not the sidecars'); a meshed client's own load generator has none.
 """
 
 from __future__ import annotations
@@ -67,7 +66,7 @@ def resources_of(account: Any, scenario: Scenario, mesh: str) -> tuple[str, Reso
         ambient = opts.istio_ambient
         if account.kind == "ztunnel":
             return account.name, ambient.ztunnel_resources
-        if account.kind == "waypoint" and ambient.waypoint_resources is not None:
+        if account.kind == "waypoint":
             return account.name, ambient.waypoint_resources
         pod = account.pod
         if pod is not None and pod.service.spec.proxy_resources is not None:
