@@ -20,7 +20,8 @@ out_option = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     default=Path("report.html"),
     show_default=True,
-    help="HTML report; the Markdown twin and its SVG figures go beside it.",
+    help="HTML report; the Markdown twin and its SVG figures go beside it (a .md path: "
+    "the Markdown there, the HTML beside it).",
 )
 price_options = [
     click.option(
@@ -37,6 +38,9 @@ def write_report(
 ) -> tuple[Path, Path]:
     """Load, check and render; shared by ``report`` and ``compare``."""
     comparison = Comparison.of([load_run(d) for d in run_dirs])
+    if out.suffix.lower() == ".md":
+        # Asked for the Markdown: the HTML is its twin beside it, not written over it.
+        out = out.with_suffix(".html")
     html, md = render_report(comparison, out, prices=prices)
     console.print(f"report written to [bold]{html}[/] and [bold]{md}[/]", highlight=False)
     return html, md

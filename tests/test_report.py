@@ -276,6 +276,18 @@ def test_cli_report(runs: tuple[Path, Path], tmp_path: Path) -> None:
     assert out.with_suffix(".md").is_file()
 
 
+def test_cli_report_to_a_markdown_path_keeps_both(runs: tuple[Path, Path], tmp_path: Path) -> None:
+    # Asked for report.md, the Markdown goes there and its HTML twin beside it: neither is
+    # written over the other (they once were, under one name).
+    out = tmp_path / "report.md"
+    result = CliRunner().invoke(cli, ["report", str(runs[0]), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_text(encoding="utf-8").lstrip().startswith("#")
+    assert "<html" in out.with_suffix(".html").read_text(encoding="utf-8").lower()
+    # (rich wraps the paths wherever the terminal ends)
+    assert f"{out.with_suffix('.html')}and{out}" in "".join(result.output.split())
+
+
 def test_cli_report_refuses_a_directory_that_is_not_a_run(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["report", str(tmp_path), "--out", str(tmp_path / "r.html")])
     assert result.exit_code == 2
