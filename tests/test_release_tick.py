@@ -263,6 +263,34 @@ def test_an_event_loop_timer_sleeps_whole_ticks_from_its_last_sleep() -> None:
     assert late == pytest.approx([0.3, 0.6 + r, -0.1 + 2 * r, 0.2 + 3 * r], abs=1e-6)
 
 
+def test_an_event_loop_timer_is_armed_once_its_clump_is_sent() -> None:
+    # uvloop's call_later reads the clock as it arms the timer, and the lab's load
+    # generator arms its next sleep after sending the clump: the clock has moved on by the
+    # sends' CPU (half of client_cpu_ms each). Requests 10 ms apart, answered in about 6 ms;
+    # the first leaves at 10.3 ms (0.3 ms of slack). Sent in 0.1 ms, the next sleep is armed
+    # at 10.4 for 20 (9.6 rounds to 10) and fires late; sent in 0.5 ms, it is armed at 10.8
+    # for 19 (9.2 rounds to 9), and the loop, asleep since the answer, fires it early.
+    def lateness(client_cpu_ms: float) -> list[float]:
+        from meshsim.sim.engine import Simulation
+
+        doc = _doc("constant", 100.0, 1.0, mesh="istio")
+        doc["duration_s"] = 0.025
+        doc["services"][0]["cpu_ms"] = 5.0
+        doc["mesh_options"] = {"meshed_clients": True}
+        doc["workloads"][0].update(
+            {"release_timer": "event_loop", "timer_slack_us": 300.0, "client_cpu_ms": client_cpu_ms}
+        )
+        sims: list[Simulation] = []
+        run_scenario(from_dict(doc), observe=sims.append)
+        return [v * 1e3 for w in sims[0].workloads for v in w.release_lateness_s]
+
+    quick, slow = lateness(0.2), lateness(1.0)
+    assert quick[0] == pytest.approx(0.3)
+    assert slow[0] == pytest.approx(0.3)
+    assert 0.3 < quick[1] < 1.3  # due 20 ms: a whole tick from the answer, plus the slack
+    assert -0.7 < slow[1] < 0.0  # due 19 ms: the same, a tick sooner
+
+
 def test_an_event_loop_timer_fires_for_a_response_past_its_tick() -> None:
     # Answered 9.8 + e ms after leaving (e: the payload's copies): the first request
     # leaves at 10.3 ms (0.3 slack). The second's timer is due at 20 ms and its loop would

@@ -176,9 +176,12 @@ class WorkloadDriver:
         at = next(due, None)
 
         dispatch_cpu = self.client_cpu if host is not None and thread is not None else None
+        sent_by = 0.0
+        """When the loop is done sending the last clump, by its CPU: it arms the next sleep
+        then (uvloop's call_later reads the clock as it arms the timer)."""
 
         def release() -> bool:
-            nonlocal at
+            nonlocal at, sent_by
             if at is None:
                 return False
             if self.sim.warmup_s <= at:
@@ -199,6 +202,7 @@ class WorkloadDriver:
                     reached += half_s
                 at = next(due, None)
                 if at is None or at > reached + half:
+                    sent_by = reached
                     return True
 
         lateness = self.timer_lateness
@@ -209,7 +213,7 @@ class WorkloadDriver:
             slept = at - env._now > half
             if event_loop:
                 if slept:
-                    yield from self._loop_timer(at, tick_s)
+                    yield from self._loop_timer(at, tick_s, sent_by)
             else:
                 if lateness is None:
                     wake = round(at / tick_s) * tick_s
@@ -242,14 +246,18 @@ class WorkloadDriver:
             give(thread, slot)
             self._loop_idle_since = env._now
 
-    def _loop_timer(self, at: float, tick_s: float) -> Generator[simpy.Event, Any, None]:
+    def _loop_timer(
+        self, at: float, tick_s: float, armed_at: float = 0.0
+    ) -> Generator[simpy.Event, Any, None]:
         """Sleep as a libuv loop sleeps for a request due at ``at`` (``release_timer:
         event_loop``): until its timer fires, after which the caller queues for the loop's
         thread as the timer's callback does.
 
         libuv keeps its clock in whole milliseconds (uvloop's ``call_later`` rounds the delay
-        to them, and ``uv_update_time`` truncates the clock when the timer is armed), so the
-        timer is due at a tick boundary up to 1.5 ticks before or 0.5 after ``at``; it runs
+        to them, and ``uv_update_time`` truncates the clock when the timer is armed, which is
+        at ``armed_at``, once the loop has sent its last clump: a clump sent across a tick
+        arms from the next), so the timer is due at a tick boundary up to 1.5 ticks before or
+        0.5 after ``at``; it runs
         at the first loop iteration whose clock has reached that boundary. A loop that is
         running then (a response being read, or queued for its core) fires it once that
         work is done. A sleeping one wakes on its own whole ticks after it last began to
@@ -259,7 +267,8 @@ class WorkloadDriver:
         less late than beside the echo alone."""
         env = self.env
         now = env._now
-        boundary_tick = math.floor(now / tick_s + _TICK_EPS) + round((at - now) / tick_s)
+        armed = max(now, armed_at)
+        boundary_tick = math.floor(armed / tick_s + _TICK_EPS) + round((at - armed) / tick_s)
         boundary = boundary_tick * tick_s
         if boundary > now:
             yield env.timeout(boundary - now)
