@@ -227,6 +227,15 @@ def test_a_ztunnel_over_its_memory_limit_is_killed_and_restarted_with_backoff() 
     assert run["cgroups"]["node-0/ztunnel"]["oom_kills"] == 3
     assert run["cgroups"]["node-1/ztunnel"]["oom_kills"] == 3
     assert run["workloads"]["w"]["success_rate"] == 0.0
+    # The report's limits table shows them, though ztunnel has no CPU limit.
+    from meshsim.report.sections import _cpu_limits_section
+
+    section = _cpu_limits_section({"istio-ambient": run})
+    assert section is not None
+    (table,) = section.tables
+    rows = {row[1]: row for row in table.rows}
+    assert rows["node-0/ztunnel"][2] == "-"
+    assert rows["node-0/ztunnel"][-1] == "3"
 
 
 def test_a_waypoint_over_its_memory_limit_takes_its_service_away() -> None:

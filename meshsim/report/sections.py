@@ -225,23 +225,28 @@ def _observability_section(runs: Mapping[str, Mapping[str, Any]]) -> Section | N
 
 
 def _cpu_limits_section(runs: Mapping[str, Mapping[str, Any]]) -> Section | None:
+    # A container OOM-killed without a CPU limit (ztunnel's chart sets none) is shown too:
+    # its kills are the row's news.
     limited = [
-        [mesh, name, f"{c['cpu_limit_m']:.0f}m", f"{c['cpu_vcpu']:.3f}", f"{c['nr_periods']:.0f}",
+        [mesh, name,
+         "-" if c.get("cpu_limit_m") is None else f"{c['cpu_limit_m']:.0f}m",
+         f"{c['cpu_vcpu']:.3f}", f"{c['nr_periods']:.0f}",
          f"{c['nr_throttled']:.0f}", f"{c['throttled_share']:.1%}", f"{c['throttled_s']:.2f}",
          f"{c.get('oom_kills', 0):.0f}"]
         for mesh, run in runs.items()
         for name, c in run.get("cgroups", {}).items()
-        if c.get("cpu_limit_m") is not None
+        if c.get("cpu_limit_m") is not None or c.get("oom_kills")
     ]  # fmt: skip
     if limited:
         s = Section(
             "cpu-limits",
             "CPU limits",
             "Containers with a CPU limit that can bind (below their threads and their node's "
-            "cores): CFS bandwidth control, under either cluster.scheduler, gives each "
-            "limit x cfs_period_ms of CPU per period; a "
+            "cores), or that were OOM-killed: CFS bandwidth control, under either "
+            "cluster.scheduler, gives each limit x cfs_period_ms of CPU per period; a "
             "container that spends it waits for the next period (throttled), which shows in "
-            "p99 before it shows in mean CPU.",
+            "p99 before it shows in mean CPU. A container past its memory limit is killed "
+            "and restarted after CrashLoopBackOff's delay.",
         )
         s.tables.append(Table(
             "CFS bandwidth control in the window",
