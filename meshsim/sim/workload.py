@@ -176,9 +176,9 @@ class WorkloadDriver:
         at = next(due, None)
 
         dispatch_cpu = self.client_cpu if host is not None and thread is not None else None
+        # When the loop is done sending the last clump, by its CPU: it arms its next sleep
+        # then (uvloop's call_later reads the clock as it arms the timer).
         sent_by = 0.0
-        """When the loop is done sending the last clump, by its CPU: it arms the next sleep
-        then (uvloop's call_later reads the clock as it arms the timer)."""
 
         def release() -> bool:
             nonlocal at, sent_by
@@ -254,11 +254,11 @@ class WorkloadDriver:
         thread as the timer's callback does.
 
         libuv keeps its clock in whole milliseconds (uvloop's ``call_later`` rounds the delay
-        to them, and ``uv_update_time`` truncates the clock when the timer is armed, which is
-        at ``armed_at``, once the loop has sent its last clump: a clump sent across a tick
-        arms from the next), so the timer is due at a tick boundary up to 1.5 ticks before or
-        0.5 after ``at``; it runs
-        at the first loop iteration whose clock has reached that boundary. A loop that is
+        to them, and ``uv_update_time`` truncates the clock when the timer is armed: at
+        ``armed_at``, once the loop has sent its last clump, so a clump sent across a tick
+        arms from the next one), so the timer is due at a tick boundary up to 1.5 ticks
+        before or 0.5 after ``at``; it runs at the first loop iteration whose clock has
+        reached that boundary. A loop that is
         running then (a response being read, or queued for its core) fires it once that
         work is done. A sleeping one wakes on its own whole ticks after it last began to
         sleep, with the kernel's timer slack on top (``epoll_wait`` counts its timeout in
