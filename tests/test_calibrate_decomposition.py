@@ -168,6 +168,12 @@ def test_simulated_parts_add_up_to_each_requests_latency(keep_alive: bool, ticke
     assert np.allclose(parts.column(hop="load_generator", part="cpu"), LOAD_GENERATOR_US * 1e-6)
     assert np.allclose(parts.column(hop="echo", part="cpu"), ECHO_US * 1e-6)
     assert np.allclose(parts.column("outside", "baseline"), BASELINE_MS * 1e-3)
+    # No wait is negative: a wake-up's CPU owed after the work (wakeup_cpu_after_share, 1 in
+    # the committed model) is not on the request's path, so it is neither its CPU nor taken
+    # out of its wait for a core.
+    for i, key in enumerate(parts.keys):
+        if key[2].endswith("wait"):
+            assert parts.values[:, i].min() > -tol, key
     # Requests queue at this load: for a connection, for the sidecars' worker, for a core.
     assert (parts.column(part="connection_wait") > 0).sum() > n // 20
     assert (parts.column(hop="client_sidecar", part="worker_wait") > 0).any()

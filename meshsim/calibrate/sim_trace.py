@@ -312,7 +312,11 @@ class _TracedProxy(L7Proxy):
         extra, wait = super()._wakeup(worker)
         acc = self.tracer.current()
         if acc is not None:
-            acc.wake += extra
+            # Only the wake-up's CPU before the work is on this request's path: the share
+            # owed after it (wakeup_cpu_after_share) is paid once the ready work is done.
+            # Counted whole, the burst's CPU was long and its core wait short by that share
+            # (negative for a quarter of the sidecars' bursts on the committed model).
+            acc.wake += extra * (1.0 - self.wake_after)
             acc.wake_wait += wait
         return extra, wait
 
