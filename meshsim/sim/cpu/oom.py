@@ -23,7 +23,7 @@ The apps' memory is not modelled, nor are gateways' memory limits.
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import simpy
 
@@ -31,6 +31,7 @@ from meshsim.sim.cpu.cgroups import resources_of
 
 if TYPE_CHECKING:
     from meshsim.sim.app import Pod
+    from meshsim.sim.dataplanes.ambient import AmbientDataPlane
     from meshsim.sim.dataplanes.proxy import Proxy
     from meshsim.sim.engine import Simulation
 
@@ -125,8 +126,7 @@ class _Watch:
             counts = proxy.node.oom_kills
             counts[proxy.name] = counts.get(proxy.name, 0) + 1
         sim.timeline.log.append((sim.env.now, f"OOM kill of {proxy.name} (memory limit)"))
-        dp: Any = sim.data_plane
-        dp.proxy_down(proxy)
+        _ambient(sim).proxy_down(proxy)
         n = self.restarts[proxy.name] = self.restarts.get(proxy.name, 0) + 1
         ev = sim.env.timeout(backoff_s(n))
         assert ev.callbacks is not None
@@ -134,5 +134,10 @@ class _Watch:
 
     def restart_own(self, proxy: Proxy) -> None:
         sim = self.sim
-        sim.data_plane.proxy_up(proxy)  # type: ignore[attr-defined]
+        _ambient(sim).proxy_up(proxy)
         sim.timeline.log.append((sim.env.now, f"{proxy.name} restarted (after an OOM kill)"))
+
+
+def _ambient(sim: Simulation) -> AmbientDataPlane:
+    """The run's data plane, ambient's: the only one with ztunnels and waypoints."""
+    return cast("AmbientDataPlane", sim.data_plane)

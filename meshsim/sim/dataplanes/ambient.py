@@ -438,12 +438,14 @@ class AmbientDataPlane(ProxiedDataPlane):
         proxy.epoch += 1
         name = proxy.name
         self.tunnels.sever(lambda key: name in key)
-        for key, idle in self._streams.items():
-            gone = [s for s in idle if s.broken()]
-            if gone:
-                for stream in gone:
+        for idle in self._streams.values():
+            kept = []
+            for stream in idle:
+                if stream.broken():
                     self._close_stream(stream)
-                self._streams[key] = [s for s in idle if not s.broken()]
+                else:
+                    kept.append(stream)
+            idle[:] = kept
         proxy.connections = proxy.tls_connections = 0
         proxy.sessions.clear()
         for other in self.proxies:
