@@ -252,11 +252,3 @@ class Pools:
             for key in [k for k in table if predicate(k)]:
                 for conn in table.pop(key):
                     close(conn)
-
-    def drop(self, predicate: Any) -> None:
-        """Close idle connections whose key matches ``predicate`` (an upstream that died)."""
-        for table in (self._idle, self._h2):
-            for key in [k for k in table if predicate(k)]:
-                for conn in table.pop(key):
-                    if conn.streams <= 0:
-                        close(conn)
