@@ -167,7 +167,8 @@ def resilience_table(summary: Mapping[str, Any]) -> Table | None:
 
 def cgroups_table(summary: Mapping[str, Any]) -> Table | None:
     """CPU limits under ``cluster.scheduler: cfs``: the containers with a limit or an OOM
-    kill, their CPU and CFS bandwidth counters (throttled: nr_throttled / nr_periods)."""
+    kill, their threads, CPU and CFS bandwidth counters (throttled: nr_throttled of
+    nr_periods)."""
     rows = [
         (mesh, name, c)
         for mesh, run in summary["runs"].items()
@@ -178,15 +179,17 @@ def cgroups_table(summary: Mapping[str, Any]) -> Table | None:
         return None
     ooms = any(c.get("oom_kills") for _, _, c in rows)
     table = _table(
-        "CPU limits (CFS bandwidth control, in the window; share: periods throttled)",
-        ["mesh", "container", "limit", "vCPU", "periods", "throttled", "share", "thr. s"]
+        "CPU limits (CFS bandwidth control, in the window; throttled: of the periods)",
+        ["mesh", "container", "limit", "threads", "vCPU", "throttled", "share", "thr. s"]
         + (["OOM"] if ooms else []),
     )
     for mesh, name, c in rows:
         limit = c.get("cpu_limit_m")
+        threads = c.get("threads")
         table.add_row(
-            mesh, name, "-" if limit is None else f"{limit:.0f}m", f"{c['cpu_vcpu']:.3f}",
-            f"{c['nr_periods']:.0f}", f"{c['nr_throttled']:.0f}", f"{c['throttled_share']:.1%}",
+            mesh, name, "-" if limit is None else f"{limit:.0f}m",
+            "-" if threads is None else str(threads), f"{c['cpu_vcpu']:.3f}",
+            f"{c['nr_throttled']:.0f}/{c['nr_periods']:.0f}", f"{c['throttled_share']:.1%}",
             f"{c['throttled_s']:.2f}", *([f"{c.get('oom_kills', 0):.0f}"] if ooms else []),
         )  # fmt: skip
     return table

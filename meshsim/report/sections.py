@@ -230,6 +230,7 @@ def _cpu_limits_section(runs: Mapping[str, Mapping[str, Any]]) -> Section | None
     limited = [
         [mesh, name,
          "-" if c.get("cpu_limit_m") is None else f"{c['cpu_limit_m']:.0f}m",
+         "-" if c.get("threads") is None else str(c["threads"]),
          f"{c['cpu_vcpu']:.3f}", f"{c['nr_periods']:.0f}",
          f"{c['nr_throttled']:.0f}", f"{c['throttled_share']:.1%}", f"{c['throttled_s']:.2f}",
          f"{c.get('oom_kills', 0):.0f}"]
@@ -246,12 +247,14 @@ def _cpu_limits_section(runs: Mapping[str, Mapping[str, Any]]) -> Section | None
             "cluster.scheduler, gives each limit x cfs_period_ms of CPU per period; a "
             "container that spends it waits for the next period (throttled), which shows in "
             "p99 before it shows in mean CPU. A container past its memory limit is killed "
-            "and restarted after CrashLoopBackOff's delay.",
+            "and restarted after CrashLoopBackOff's delay. Threads: how many cores it can "
+            "use at once (a proxy's workers: an Istio sidecar's or waypoint's are its CPU "
+            "limit rounded up, as pilot-agent sets them; an app's concurrency).",
         )
         s.tables.append(Table(
             "CFS bandwidth control in the window",
-            ["mesh", "container", "limit", "vCPU", "periods", "throttled", "share",
-             "throttled s", "OOM kills"],
+            ["mesh", "container", "limit", "threads", "vCPU", "periods", "throttled",
+             "share", "throttled s", "OOM kills"],
             limited,
         ))  # fmt: skip
         return s

@@ -165,6 +165,7 @@ class Replication:
                     "node": g.node,
                     "cpu_weight": g.cpu_weight,
                     "cpu_limit_m": g.cpu_limit_m,
+                    "threads": g.threads,
                     "cpu_vcpu": g.cpu_s / window,
                     "nr_periods": g.nr_periods,
                     "nr_throttled": g.nr_throttled,

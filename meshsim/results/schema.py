@@ -179,6 +179,9 @@ class CGroupBlock(TypedDict):
     """cgroup v2 cpu.weight from the CPU request."""
     cpu_limit_m: float | None
     """The CPU limit behind cpu.max (millicores); None without one."""
+    threads: int | None
+    """How many cores it can use at once: a proxy's worker threads (an Istio sidecar's or
+    waypoint's follow its CPU limit, rounded up), an app's concurrency; None: a client's."""
     cpu_vcpu: float
     nr_periods: float
     """Bandwidth periods in which it drew runtime (0 without a limit)."""

@@ -129,6 +129,8 @@ def cgroups_summary(reps: list[Replication]) -> dict[str, CGroupBlock]:
             "node": rows[0]["node"],
             "cpu_weight": rows[0]["cpu_weight"],
             "cpu_limit_m": rows[0]["cpu_limit_m"],
+            # Results stored before threads were recorded have none.
+            "threads": rows[0].get("threads"),
             "cpu_vcpu": fmean(row["cpu_vcpu"] for row in rows),
             "nr_periods": periods,
             "nr_throttled": throttled,

@@ -199,6 +199,18 @@ class Cluster(Spec):
         "then their total (meshsim.scenario.edges).",
     )
 
+    @property
+    def allocatable_cpu_m(self) -> float:
+        """A node's allocatable CPU in millicores (``allocatable.cpu``, else all its cores)."""
+        cpu = self.allocatable.cpu_m
+        return cpu if cpu is not None else self.cores_per_node * 1000.0
+
+    @property
+    def allocatable_memory_mb(self) -> float:
+        """A node's allocatable memory in MB (``allocatable.memory``, else all of it)."""
+        mb = self.allocatable.memory_mb
+        return mb if mb is not None else self.memory_gb_per_node * 1000.0
+
     @model_validator(mode="after")
     def _nodes_are_the_zones(self) -> Cluster:
         if self.zones is None:

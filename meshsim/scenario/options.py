@@ -19,8 +19,11 @@ from meshsim.scenario.resources import (
 
 
 class IstioOptions(Spec):
-    workers: Annotated[int, Field(ge=1, le=MAX_COUNT)] = Field(
-        2, description="Envoy worker threads."
+    workers: Annotated[int, Field(ge=1, le=MAX_COUNT)] | None = Field(
+        None,
+        description="Envoy worker threads of every sidecar (ProxyConfig concurrency). Unset, "
+        "as Istio leaves it: each sidecar's CPU limit rounded up to whole cores (2 for the "
+        "default 2000m, 1 for 500m), or its node's allocatable cores when it has no limit.",
     )
     mtls: Literal["STRICT", "PERMISSIVE", "DISABLE"] = "STRICT"
     sidecar_scoping: bool = Field(
@@ -103,14 +106,15 @@ class AmbientOptions(Spec):
     )
     ztunnel_workers: Annotated[int, Field(ge=1, le=MAX_COUNT)] = Field(
         2,
-        description="ztunnel's worker threads (DEFAULT_WORKER_THREADS). The real ztunnel "
-        "sizes its worker runtime from its CPU limit (ZTUNNEL_RESOURCE_CPU_LIMIT) when one is "
-        "set; meshsim takes the count given here, whatever ztunnel_resources says.",
+        description="ztunnel's worker threads (DEFAULT_WORKER_THREADS, or "
+        "ZTUNNEL_WORKER_THREADS). meshsim takes the count given here, whatever "
+        "ztunnel_resources says (docs/mesh-semantics.md §10.3).",
     )
-    waypoint_workers: Annotated[int, Field(ge=1, le=MAX_COUNT)] = Field(
-        2,
-        description="Envoy workers of each waypoint (pilot-agent derives them from the CPU "
-        "limit, 2 for 2000m; meshsim takes the count given here).",
+    waypoint_workers: Annotated[int, Field(ge=1, le=MAX_COUNT)] | None = Field(
+        None,
+        description="Envoy worker threads of each waypoint. Unset, as Istio leaves it: "
+        "pilot-agent's count from waypoint_resources' CPU limit, rounded up (2 for the "
+        "default 2000m), or the node's allocatable cores without a limit.",
     )
     ztunnel_model: str | None = None
     waypoint_model: str | None = None
@@ -138,6 +142,7 @@ class MeshOptions(Spec):
         alias="istio-ambient",
     )
     cilium: CiliumOptions = Field(default_factory=CiliumOptions)
+
     observability: ObservabilityOptions | None = Field(
         None,
         description="Metrics, tracing and access-log costs in every mesh (issue 16; absent: "
@@ -159,6 +164,13 @@ class MeshOptions(Spec):
     model_config = ConfigDict(
         extra="forbid", frozen=True, strict=True, populate_by_name=True, allow_inf_nan=False
     )
+
+    def sidecar_resources(self, mesh: str, pod_override: Resources | None) -> Resources:
+        """A sidecar's requests and limits: its pod's (a service's ``proxy_resources``, the
+        injector's per-pod annotations), else the mesh's default for its sidecars."""
+        if pod_override is not None:
+            return pod_override
+        return self.linkerd.proxy_resources if mesh == "linkerd" else self.istio.proxy_resources
 
 
 class ControlPlaneOptions(Spec):

@@ -150,6 +150,20 @@ NO_RESOURCES = Resources()
 """Linkerd's proxy has none unless config.linkerd.io/proxy-cpu-request etc. are set."""
 
 
+def envoy_concurrency(resources: Resources, allocatable_cpu_m: float) -> int:
+    """The worker threads pilot-agent gives the Envoy of an Istio sidecar or waypoint whose
+    ProxyConfig leaves ``concurrency`` unset: ``ISTIO_CPU_LIMIT``, the container's
+    ``limits.cpu`` through the downward API (divisor 1: whole cores, rounded up), so 2 for
+    Istio's default 2000m, 1 for 500m, 3 for 2500m. Without a CPU limit the downward API
+    falls back to the node's allocatable CPU, and Envoy runs a worker per allocatable core
+    (docs/mesh-semantics.md §10.1)."""
+    limit = resources.limits.cpu_m
+    # Kubernetes keeps CPU quantities to the millicore; rounding first keeps 2.0 cores, read
+    # as 2000.0000000000002 m, at 2.
+    millis = round(limit if limit is not None else allocatable_cpu_m)
+    return max(1, -(-millis // 1000))
+
+
 class Allocatable(Quantities):
     """What a node offers pods (Kubernetes' node allocatable); default: all of it. The same
     quantities, checked the same way, as a container's requests and limits."""

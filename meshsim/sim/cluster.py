@@ -41,9 +41,8 @@ from typing import Any, Protocol
 import simpy
 
 from meshsim.scenario.model import Network, Scenario
-from meshsim.scenario.resources import megabytes, millicores
 from meshsim.sim.cpu.bandwidth import Bandwidth
-from meshsim.sim.cpu.cgroups import quota_s, resources_of, weight_of
+from meshsim.sim.cpu.cgroups import bounded_threads, quota_s, resources_of, weight_of
 from meshsim.sim.cpu.fair import CGroup, FairScheduler, default_base_slice_s
 from meshsim.sim.measure import CGroupMeasure
 from meshsim.sim.sampling import Sampler
@@ -254,6 +253,7 @@ class Node:
             assert self._resolve is not None
             name, weight, quota = self._resolve(account)
             g = self._cgroups[id(account)] = self.cpu.group(name, weight, quota, self._period_s)
+            g.threads = bounded_threads(account)
         return g
 
     @property
@@ -288,6 +288,7 @@ def cgroup_measures(nodes: list[Node]) -> tuple[CGroupMeasure, ...]:
                 node=node.name,
                 cpu_weight=max(1, round(g.weight * 100 / 1024)),
                 cpu_limit_m=None if g.quota_s is None else round(g.quota_s / g.period_s * 1e3, 6),
+                threads=g.threads,
                 cpu_s=g.cpu_s,
                 nr_periods=g.nr_periods,
                 nr_throttled=g.nr_throttled,
@@ -307,17 +308,8 @@ def allocation_warnings(
 ) -> list[str]:
     """Nodes whose pods request more CPU or memory than the node's allocatable: Kubernetes
     would leave some of them pending; the simulator places them anyway and says so."""
-    spec = scenario.cluster
-    cpu_m = (
-        millicores(spec.allocatable.cpu)
-        if spec.allocatable.cpu is not None
-        else spec.cores_per_node * 1000.0
-    )
-    mem_mb = (
-        megabytes(spec.allocatable.memory)
-        if spec.allocatable.memory is not None
-        else spec.memory_gb_per_node * 1000.0
-    )
+    cpu_m = scenario.cluster.allocatable_cpu_m
+    mem_mb = scenario.cluster.allocatable_memory_mb
     warnings: list[str] = []
     for node in nodes:
         # A pod's sidecar, and the pods of ambient's data plane: each node's ztunnel (a

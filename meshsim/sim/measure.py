@@ -140,6 +140,9 @@ class CGroupMeasure:
     throttled_s: float
     """Time it spent throttled."""
     oom_kills: int = 0
+    threads: int | None = None
+    """How many cores it can use at once: a proxy's worker threads, an app's concurrency
+    (None: a client's load generator, or a container killed before it ever ran)."""
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from typing import Any
 
 import simpy
 
-from meshsim.sim.cpu.cgroups import threads_of
+from meshsim.sim.cpu.cgroups import bounded_threads, threads_of
 from meshsim.sim.cpu.fair import BANDWIDTH_SLICE_S, CGroup
 from meshsim.sim.uncontended import give, take
 
@@ -76,6 +76,7 @@ class Bandwidth:
         g = None
         if quota is not None and quota < can_use_s - _EPS:
             g = CGroup(name, weight, len(self.groups), quota, self.period_s)
+            g.threads = bounded_threads(account)
             self.groups.append(g)
         self._groups[key] = g
         return g

@@ -69,18 +69,19 @@ def resources_of(account: Any, scenario: Scenario, mesh: str) -> tuple[str, Reso
         if account.kind == "waypoint":
             return account.name, ambient.waypoint_resources
         pod = account.pod
-        if pod is not None and pod.service.spec.proxy_resources is not None:
-            return account.name, pod.service.spec.proxy_resources
-        if mesh == "linkerd":
-            return account.name, opts.linkerd.proxy_resources
-        return account.name, opts.istio.proxy_resources
+        override = None if pod is None else pod.service.spec.proxy_resources
+        return account.name, opts.sidecar_resources(mesh, override)
     name = getattr(account, "name", "unknown")
     return f"client/{name}", NO_RESOURCES
 
 
+UNBOUNDED = 1 << 30
+"""A client's threads: its load generator is not a container with a thread count."""
+
+
 def threads_of(account: Any) -> int:
     """How many cores ``account`` can use at once: a proxy's worker threads, an app's
-    concurrency (a client's: unbounded)."""
+    concurrency (a client's: :data:`UNBOUNDED`)."""
     from meshsim.sim.app import Pod
     from meshsim.sim.dataplanes.proxy import Proxy
 
@@ -88,7 +89,13 @@ def threads_of(account: Any) -> int:
         return sum(int(w.res.capacity) for w in account.workers)
     if isinstance(account, Pod):
         return account.service.spec.concurrency
-    return 1 << 30
+    return UNBOUNDED
+
+
+def bounded_threads(account: Any) -> int | None:
+    """:func:`threads_of`, None where unbounded (what a cgroup reports as its threads)."""
+    n = threads_of(account)
+    return None if n >= UNBOUNDED else n
 
 
 def weight_of(resources: Resources) -> float:

@@ -66,7 +66,7 @@ class CGroup:
     __slots__ = (
         "cpu_s", "deadline", "index", "lag", "name", "nr_periods", "nr_throttled",
         "on_rq", "period_idx", "period_s", "pool_s", "queue", "quota_s", "running",
-        "throttled", "throttled_at", "throttled_s", "vruntime", "weight",
+        "threads", "throttled", "throttled_at", "throttled_s", "vruntime", "weight",
     )  # fmt: skip
 
     def __init__(
@@ -79,6 +79,9 @@ class CGroup:
         self.quota_s = quota_s
         """Runtime per period (None: no limit)."""
         self.period_s = period_s
+        self.threads: int | None = None
+        """How many cores its container can use at once (a proxy's workers, an app's
+        concurrency; None: not bounded, a client's load generator)."""
         self.vruntime = 0.0
         self.deadline = 0.0
         self.lag = 0.0

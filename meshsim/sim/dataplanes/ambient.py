@@ -15,9 +15,10 @@ Paths (docs/mesh-semantics.md §11):
   destination ztunnel -> app.
 
 ztunnel runs a tokio multi-thread runtime (2 workers, work stealing); a waypoint is an Envoy
-(2 pinned workers). Both run on node cores: ztunnels on their node, each waypoint on the node
-with the fewest pods. Same-node traffic also crosses the ztunnel (both roles are charged).
-Clients outside the mesh reach the destination ztunnel (or the waypoint) in plaintext.
+(pinned workers, as many as its CPU limit in whole cores: 2 for the default 2000m). Both run
+on node cores: ztunnels on their node, each waypoint on the node with the fewest pods.
+Same-node traffic also crosses the ztunnel (both roles are charged). Clients outside the
+mesh reach the destination ztunnel (or the waypoint) in plaintext.
 
 Endpoints (with a control plane, issue 6): every ztunnel and waypoint holds an
 ``endpoint_view`` that istiod keeps (:mod:`meshsim.sim.controlplane.istiod`): endpoints as of
@@ -46,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import simpy
 
+from meshsim.scenario.resources import envoy_concurrency
 from meshsim.sim.app import CONNECT_FAILURE, RESET, Client, Pod
 from meshsim.sim.dataplanes.connections import Conn, Pools
 from meshsim.sim.dataplanes.mesh import ProxiedDataPlane, cost_model, run_inbound
@@ -116,7 +118,9 @@ class AmbientDataPlane(ProxiedDataPlane):
         self.zt_model = cost_model(opts.ztunnel_model, "ztunnel", sim.model_values)
         self.wp_model = cost_model(opts.waypoint_model, "waypoint", sim.model_values)
         self.zt_threads = opts.ztunnel_workers
-        self.wp_threads = opts.waypoint_workers
+        self.wp_threads = opts.waypoint_workers or envoy_concurrency(
+            opts.waypoint_resources, sim.scenario.cluster.allocatable_cpu_m
+        )
         if opts.waypoints == "all":
             self.waypoint_for = set(sim.services)
         elif opts.waypoints == "none":

@@ -11,8 +11,9 @@ The two meshes differ only in what the mechanisms are given (docs/mesh-semantics
 =================  =====================================  ==================================
                    Istio sidecar (Envoy)                  Linkerd (linkerd2-proxy)
 =================  =====================================  ==================================
-workers            2, each connection pinned to one       1 by default; more = tokio's
-                   worker (no work stealing)              work-stealing pool
+workers            the CPU limit in whole cores (2 for    1 by default; more = tokio's
+                   2000m), each connection pinned to      work-stealing pool
+                   one worker (no work stealing)
 balancer           LEAST_REQUEST (P2C)                    P2C over Peak-EWMA
 between proxies    HTTP/1.1 pools per worker per host     HTTP/2, one multiplexed
                    (h2UpgradePolicy DO_NOT_UPGRADE);      connection per endpoint
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import simpy
 
 from meshsim.policy.authz import DENIED_STATUS
+from meshsim.scenario.resources import envoy_concurrency
 from meshsim.sim.app import CONNECT_FAILURE, Client, Pod
 from meshsim.sim.dataplanes.mesh import ProxiedDataPlane, cost_model, run_inbound
 from meshsim.sim.dataplanes.proxy import Worker
@@ -76,6 +78,10 @@ class SidecarDataPlane(ProxiedDataPlane):
 
     # ----------------------------------------------------------------- proxies
 
+    def threads_for(self, pod: Pod | None) -> int:
+        """Worker threads of the sidecar of ``pod`` (None: a meshed client's)."""
+        return self.threads
+
     def _new_proxy(self, name: str, node: Any, pod: Pod | None) -> L7Proxy:
         proxy = L7Proxy(
             self.env,
@@ -83,7 +89,7 @@ class SidecarDataPlane(ProxiedDataPlane):
             "sidecar",
             self.model,
             node,
-            self.threads,
+            self.threads_for(pod),
             stealing=self.stealing,
             pick=self._accept,
             pod=pod,
@@ -287,7 +293,7 @@ class IstioSidecars(SidecarDataPlane):
     def __init__(self, sim: Simulation) -> None:
         opts = sim.scenario.mesh_options.istio
         self.model = cost_model(opts.model, "envoy-sidecar", sim.model_values)
-        self.threads = opts.workers
+        self.workers = opts.workers
         self.stealing = False
         self.mtls = opts.mtls != "DISABLE"
         self.upgrade_h2 = opts.h2_upgrade
@@ -296,6 +302,16 @@ class IstioSidecars(SidecarDataPlane):
         self.telemetry = opts.telemetry
         self.wasm_filters = opts.wasm_filters
         super().__init__(sim)
+
+    def threads_for(self, pod: Pod | None) -> int:
+        """``mesh_options.istio.workers`` when given; else pilot-agent's count from the
+        sidecar's CPU limit (its pod's ``proxy_resources``, else the mesh's)."""
+        if self.workers is not None:
+            return self.workers
+        scenario = self.sim.scenario
+        override = None if pod is None else pod.service.spec.proxy_resources
+        resources = scenario.mesh_options.sidecar_resources(self.name, override)
+        return envoy_concurrency(resources, scenario.cluster.allocatable_cpu_m)
 
 
 class LinkerdSidecars(SidecarDataPlane):
