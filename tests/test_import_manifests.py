@@ -576,3 +576,120 @@ def test_node_objects_give_the_cluster(tmp_path: Path) -> None:
     text = " ".join(result.warnings)
     assert "Node/odd has no readable CPU" in text
     assert "nodes of 2 shapes" in text
+
+
+RESOURCES = """\
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Service
+  metadata: {name: api}
+  spec: {selector: {app: api}}
+- apiVersion: v1
+  kind: Service
+  metadata: {name: pair}
+  spec: {selector: {app: pair}}
+- apiVersion: v1
+  kind: Service
+  metadata: {name: mixed}
+  spec: {selector: {app: mixed}}
+- apiVersion: v1
+  kind: Service
+  metadata: {name: bad}
+  spec: {selector: {app: bad}}
+- apiVersion: apps/v1
+  kind: Deployment
+  metadata: {name: api}
+  spec:
+    template:
+      metadata:
+        labels: {app: api}
+        annotations: {sidecar.istio.io/proxyCPU: 50m, sidecar.istio.io/proxyCPULimit: 500m}
+      spec:
+        containers:
+        - name: api
+          resources:
+            requests: {cpu: 250m, memory: 256Mi, ephemeral-storage: 1Gi}
+            limits: {cpu: "1", memory: 512Mi}
+- apiVersion: apps/v1
+  kind: Deployment
+  metadata: {name: pair}
+  spec:
+    template:
+      metadata:
+        labels: {app: pair}
+        annotations: {config.linkerd.io/proxy-memory-limit: 64Mi}
+      spec:
+        containers:
+        - {name: main, resources: {requests: {cpu: 200m}, limits: {cpu: 300m, memory: 1Gi}}}
+        - {name: helper, resources: {requests: {cpu: 100m}, limits: {cpu: 200m}}}
+        - {name: istio-proxy, resources: {requests: {cpu: 10m}, limits: {cpu: 2}}}
+- apiVersion: apps/v1
+  kind: Deployment
+  metadata: {name: mixed-v1}
+  spec:
+    template:
+      metadata: {labels: {app: mixed, version: v1}}
+      spec: {containers: [{name: m, resources: {limits: {cpu: 100m}}}]}
+- apiVersion: apps/v1
+  kind: Deployment
+  metadata: {name: mixed-v2}
+  spec:
+    template:
+      metadata: {labels: {app: mixed, version: v2}}
+      spec: {containers: [{name: m, resources: {limits: {cpu: 400m}}}]}
+- apiVersion: apps/v1
+  kind: Deployment
+  metadata: {name: bad}
+  spec:
+    template:
+      metadata:
+        labels: {app: bad}
+        annotations: {sidecar.istio.io/proxyCPU: 2, sidecar.istio.io/proxyCPULimit: 1}
+      spec: {containers: [{name: b, resources: {requests: {cpu: lots}}}]}
+"""
+
+
+def test_requests_and_limits_become_resources_and_proxy_resources(tmp_path: Path) -> None:
+    (tmp_path / "r.yaml").write_text(RESOURCES)
+    result = import_cluster([tmp_path])
+    sc = result.scenario
+    api = sc.service("api")
+    assert api.resources.model_dump() == {
+        "requests": {"cpu": "250m", "memory": "256Mi"},  # ephemeral-storage is not modelled
+        "limits": {"cpu": "1", "memory": "512Mi"},
+    }
+    # Istio's injector writes only the annotated values: no memory request or limit is left
+    assert api.proxy_resources is not None
+    assert api.proxy_resources.model_dump() == {
+        "requests": {"cpu": "50m", "memory": None},
+        "limits": {"cpu": "500m", "memory": None},
+    }
+    # two app containers added up (the injected istio-proxy is not the app); the memory
+    # limit only one of them sets does not bind the pod
+    pair = sc.service("pair")
+    assert pair.resources.model_dump() == {
+        "requests": {"cpu": "300m", "memory": None},
+        "limits": {"cpu": "500m", "memory": None},
+    }
+    assert pair.proxy_resources is not None
+    assert pair.proxy_resources.limits.memory == "64Mi"  # Linkerd's annotation
+    mixed = sc.service("mixed")
+    assert mixed.resources.limits.cpu == "100m"  # the first version's
+    text = " ".join(result.warnings)
+    assert "the versions of mixed set different resources" in text
+    assert "Deployment/mixed-v1's" in text
+    # a request above its limit, an unreadable quantity: left out, each with its line
+    bad = sc.service("bad")
+    assert (bad.proxy_resources, bad.resources.requests.cpu) == (None, None)
+    assert "Kubernetes refuses a request above its limit" in text
+    assert "'lots' is not a CPU quantity" in text
+    written = tmp_path / "out.yaml"
+    runner = CliRunner()
+    res = runner.invoke(cli, ["import", str(tmp_path / "r.yaml"), "--out", str(written)])
+    assert res.exit_code == 0, res.output
+    assert "sidecar.istio.io/proxyCPU, sidecar.istio.io/proxyCPULimit (istio's injector)" in (
+        written.read_text()
+    )
+    assert load_scenario(written).service("api").proxy_resources == api.proxy_resources

@@ -76,9 +76,30 @@ def _service(svc: DraftService, draft: Draft) -> Noted:
         out["response_bytes"] = size
     if shared:
         out["calls"] = shared
+    for key in ("resources", "proxy_resources"):
+        chosen = _per_service(svc, key, draft)
+        if chosen is not None:
+            out[key] = chosen
     return Noted(
         out, f"{svc.resource.origin()} selects " + ", ".join(v.workload.ref for v in svc.versions)
     )
+
+
+def _per_service(svc: DraftService, key: str, draft: Draft) -> Noted | None:
+    """A service's ``resources`` or ``proxy_resources``: one per service in the scenario, so
+    its first version's, with a warning where the versions' pods differ."""
+    given: list[Noted | None] = [getattr(v, key) for v in svc.versions]
+    first = next((i for i, g in enumerate(given) if g is not None), None)
+    if first is None:
+        return None
+    chosen = given[first]
+    assert chosen is not None
+    if any(g is None or g.value != chosen.value for g in given):
+        draft.warn(
+            f"{svc.resource.origin()}: the versions of {svc.name} set different {key}; the "
+            f"scenario has one per service (kept {svc.versions[first].workload.ref}'s)"
+        )
+    return chosen
 
 
 def _callees(draft: Draft) -> set[str]:

@@ -50,6 +50,10 @@ class DraftVersion:
     workload: Resource
     labels: dict[str, str]
     note: str | None = None
+    resources: Noted | None = None
+    """The app containers' requests and limits (a service's ``resources``)."""
+    proxy_resources: Noted | None = None
+    """The sidecar's, from its mesh's pod annotations (a service's ``proxy_resources``)."""
 
 
 @dataclass

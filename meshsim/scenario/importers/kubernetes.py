@@ -14,8 +14,12 @@
   annotation (Linkerd), and the same switches on pod templates.
 - Proxy workers: ``config.linkerd.io/proxy-cpu-limit`` (the injector derives the proxy's cores
   from it) and ``proxy.istio.io/config`` ``concurrency``.
-- Container resources are kept as comments: the simulator charges the CPU each request uses,
-  not what a pod requests (``meshsim size`` compares the two).
+- Containers' requests and limits become the service's ``resources``, and the sidecar's from
+  its mesh's pod annotations its ``proxy_resources``
+  (:mod:`meshsim.scenario.importers.pod_resources`): requests weigh the pods on their node's
+  cores under ``cluster.scheduler: cfs``, CPU limits throttle and memory limits OOM-kill. The
+  simulator still charges the CPU each request uses, not what a pod requests (``meshsim size``
+  compares the two).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from meshsim.scenario.importers.draft import (
     scenario_name,
     shape_warning,
 )
+from meshsim.scenario.importers.pod_resources import app_resources, proxy_resources
 from meshsim.scenario.importers.writer import Noted
 
 KINDS = {
@@ -88,33 +93,6 @@ def _protocol(svc: Resource) -> Noted | None:
             if proto is not None:
                 return Noted(proto, svc.origin("spec", "ports", i, key))
     return None
-
-
-def _resources_note(workload: Resource) -> str | None:
-    containers = workload.get("spec", "template", "spec", "containers", default=[])
-    parts = []
-    for c in containers if isinstance(containers, list) else []:
-        if not isinstance(c, dict):
-            continue
-        res = c.get("resources")
-        res = res if isinstance(res, dict) else {}
-        req = res.get("requests")
-        req = req if isinstance(req, dict) else {}
-        lim = res.get("limits")
-        lim = lim if isinstance(lim, dict) else {}
-        if req or lim:
-            shown = ", ".join(
-                f"{kind} {k} {v}"
-                for kind, d in (("requests", req), ("limits", lim))
-                for k, v in d.items()
-            )
-            parts.append(f"container {c.get('name', '?')}: {shown}")
-    if not parts:
-        return None
-    return (
-        "; ".join(parts)
-        + " (not a scenario key: the simulator charges the CPU requests use; see meshsim size)"
-    )
 
 
 def _hpa_for(manifests: Manifests, workload: Resource) -> Resource | None:
@@ -409,9 +387,15 @@ def import_kubernetes(manifests: Manifests, draft: Draft) -> None:
                 if vname in seen:
                     vname = scenario_name(w.name)
                 seen.add(vname)
+                annotations = _labels(w.get("spec", "template", "metadata", "annotations"))
                 draft_svc.versions.append(
                     DraftVersion(
-                        vname, _replicas(manifests, w, draft), w, labels, _resources_note(w)
+                        vname,
+                        _replicas(manifests, w, draft),
+                        w,
+                        labels,
+                        resources=app_resources(draft, w),
+                        proxy_resources=proxy_resources(draft, w, annotations),
                     )
                 )
             draft.services[name] = draft_svc
