@@ -142,7 +142,6 @@ class MeshOptions(Spec):
         alias="istio-ambient",
     )
     cilium: CiliumOptions = Field(default_factory=CiliumOptions)
-
     observability: ObservabilityOptions | None = Field(
         None,
         description="Metrics, tracing and access-log costs in every mesh (issue 16; absent: "

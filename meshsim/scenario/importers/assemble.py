@@ -55,13 +55,11 @@ def _service(svc: DraftService, draft: Draft) -> Noted:
                 entry["response_bytes"] = size
             if version_calls[v.name] is not None and shared is None:
                 entry["calls"] = version_calls[v.name] or []
-            versions.append(Noted(entry, v.note) if v.note else entry)
+            versions.append(entry)
         out["versions"] = versions
     else:
         only = svc.versions[0]
-        out["replicas"] = Noted(
-            only.replicas.value, f"{only.replicas.note}" + (f"; {only.note}" if only.note else "")
-        )
+        out["replicas"] = only.replicas
         if shared is None:
             shared = version_calls[only.name]
     if svc.protocol is not None:

@@ -49,7 +49,6 @@ class DraftVersion:
     replicas: Noted
     workload: Resource
     labels: dict[str, str]
-    note: str | None = None
     resources: Noted | None = None
     """The app containers' requests and limits (a service's ``resources``)."""
     proxy_resources: Noted | None = None

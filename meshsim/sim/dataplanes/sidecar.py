@@ -293,7 +293,8 @@ class IstioSidecars(SidecarDataPlane):
     def __init__(self, sim: Simulation) -> None:
         opts = sim.scenario.mesh_options.istio
         self.model = cost_model(opts.model, "envoy-sidecar", sim.model_values)
-        self.workers = opts.workers
+        self.concurrency = opts.workers
+        """ProxyConfig concurrency, if the scenario gives one (None: from CPU limits)."""
         self.stealing = False
         self.mtls = opts.mtls != "DISABLE"
         self.upgrade_h2 = opts.h2_upgrade
@@ -306,8 +307,8 @@ class IstioSidecars(SidecarDataPlane):
     def threads_for(self, pod: Pod | None) -> int:
         """``mesh_options.istio.workers`` when given; else pilot-agent's count from the
         sidecar's CPU limit (its pod's ``proxy_resources``, else the mesh's)."""
-        if self.workers is not None:
-            return self.workers
+        if self.concurrency is not None:
+            return self.concurrency
         scenario = self.sim.scenario
         override = None if pod is None else pod.service.spec.proxy_resources
         resources = scenario.mesh_options.sidecar_resources(self.name, override)
