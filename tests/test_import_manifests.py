@@ -693,3 +693,31 @@ def test_requests_and_limits_become_resources_and_proxy_resources(tmp_path: Path
         written.read_text()
     )
     assert load_scenario(written).service("api").proxy_resources == api.proxy_resources
+
+
+@pytest.mark.parametrize(
+    "containers",
+    [
+        [{"name": ["x"], "resources": {"requests": {"cpu": "1"}}}, {"name": "b"}],
+        [{"name": "a", "resources": {"limits": {"cpu": {"x": 1}}}},
+         {"name": "b", "resources": {"limits": {"cpu": "1"}}}],
+        [{"name": "a", "resources": "lots"}, {"name": "b", "resources": {"requests": []}}],
+        [{"name": "a", "resources": {"requests": {"cpu": True}}}],
+    ],
+)  # fmt: skip
+def test_odd_container_resources_import_with_a_warning_or_none(
+    containers: list[Any], tmp_path: Path
+) -> None:
+    doc = {
+        "apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "odd"},
+             "spec": {"selector": {"app": "odd"}}},
+            {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "odd"},
+             "spec": {"template": {"metadata": {"labels": {"app": "odd"}},
+                                   "spec": {"containers": containers}}}},
+        ],
+    }  # fmt: skip
+    (tmp_path / "odd.yaml").write_text(yaml.safe_dump(doc))
+    result = import_cluster([tmp_path])
+    odd = result.scenario.service("odd")  # the service is kept whatever its containers say
+    assert odd.resources.limits.cpu is None

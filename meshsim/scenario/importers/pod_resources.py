@@ -72,6 +72,9 @@ def _quantities(value: Any) -> dict[str, Any]:
 
 def _added(values: list[Any], resource: str) -> str:
     """Several containers' quantities of one resource as one (ValueError: one is unreadable)."""
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, str | int | float):
+            raise ValueError(f"{v!r} is not a {resource} quantity")
     if resource == "cpu":
         return f"{round(sum(millicores(v) for v in values))}m"
     return str(round(sum(megabytes(v) for v in values) * 1e6))
@@ -83,7 +86,7 @@ def app_resources(draft: Draft, workload: Resource) -> Noted | None:
     apps = [
         (i, c)
         for i, c in enumerate(containers if isinstance(containers, list) else [])
-        if isinstance(c, dict) and c.get("name") not in INJECTED
+        if isinstance(c, dict) and not (isinstance(c.get("name"), str) and c["name"] in INJECTED)
     ]
     per: list[dict[str, dict[str, Any]]] = []
     for _, c in apps:
