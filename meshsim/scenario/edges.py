@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from meshsim.scenario.base import MAX_COUNT, Name, NonNegativeFloat, PositiveFloat, Spec
+from meshsim.scenario.resources import Resources
 
 if TYPE_CHECKING:
     from meshsim.scenario.model import Scenario
@@ -314,6 +315,39 @@ class Gateway(Spec):
     autoscale: GatewayAutoscale | None = Field(
         None, description="Size the replicas as an HPA on CPU would (replaces 'replicas')."
     )
+    resources: Resources | None = Field(
+        None,
+        description="Requests and limits of the gateway's container: Istio's Envoy (default "
+        "the gateway chart's, requests 100m / 128Mi, limits 2000m / 1024Mi; its workers are "
+        "the CPU limit in whole cores, as pilot-agent sets them), or in Linkerd runs the "
+        "ingress controller's (default the ingress-nginx chart's, requests 100m / 90Mi, no "
+        "limits; its linkerd-proxy takes mesh_options.linkerd.proxy_resources). The CPU "
+        "limit throttles as a sidecar's does; a memory limit is not enforced (no OOM kill).",
+    )
+
+    @model_validator(mode="after")
+    def _one_cpu_request(self) -> Gateway:
+        given = self.resources.cpu_request_m if self.resources is not None else None
+        hpa = self.autoscale
+        if (
+            given is not None
+            and hpa is not None
+            and "cpu_request_m" in hpa.model_fields_set
+            and abs(hpa.cpu_request_m - given) > 1e-9
+        ):
+            raise ValueError(
+                f"autoscale.cpu_request_m {hpa.cpu_request_m:g} and the resources' CPU request "
+                f"{given:g}m disagree: the HPA divides by the container's request, give it once"
+            )
+        return self
+
+    @property
+    def cpu_request_m(self) -> float:
+        """The CPU request an HPA divides by: the resources' if given, else autoscale's."""
+        given = self.resources.cpu_request_m if self.resources is not None else None
+        if given is not None:
+            return given
+        return self.autoscale.cpu_request_m if self.autoscale is not None else 0.0
 
 
 def gateway_problems(scenario: Scenario) -> Iterator[tuple[Loc, str]]:

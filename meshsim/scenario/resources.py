@@ -146,6 +146,15 @@ the sidecars' values, but set apart from them, so changing one leaves the other.
 ZTUNNEL_RESOURCES = Resources(requests=Quantities(cpu="200m", memory="512Mi"))
 """The ztunnel chart's resources: requests 200m / 512Mi, no limits
 (manifests/charts/ztunnel/values.yaml; docs/mesh-semantics.md §10.4)."""
+ISTIO_GATEWAY_RESOURCES = Resources(
+    requests=Quantities(cpu="100m", memory="128Mi"),
+    limits=Quantities(cpu="2000m", memory="1024Mi"),
+)
+"""Istio's gateway chart's resources (manifests/charts/gateway/values.yaml): an ingress
+gateway's Envoy container (docs/mesh-semantics.md §10.4)."""
+INGRESS_NGINX_RESOURCES = Resources(requests=Quantities(cpu="100m", memory="90Mi"))
+"""The ingress-nginx chart's controller resources (controller.resources: requests 100m /
+90Mi, no limits): the ingress controller in front of Linkerd."""
 NO_RESOURCES = Resources()
 """Linkerd's proxy has none unless config.linkerd.io/proxy-cpu-request etc. are set."""
 

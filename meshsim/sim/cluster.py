@@ -312,14 +312,20 @@ def allocation_warnings(
     mem_mb = scenario.cluster.allocatable_memory_mb
     warnings: list[str] = []
     for node in nodes:
-        # A pod's sidecar, and the pods of ambient's data plane: each node's ztunnel (a
-        # DaemonSet) and the waypoints (deployments) ask the node for their requests too.
+        # A pod's sidecar, and the pods of ambient's data plane and of the gateways: each
+        # node's ztunnel (a DaemonSet), the waypoints and the gateways' replicas (deployments)
+        # ask the node for their requests too.
         accounts = [
             *node.pods,
             *(
                 p
                 for p in proxies
-                if p.node is node and (p.pod is not None or p.kind in ("ztunnel", "waypoint"))
+                if p.node is node
+                and (
+                    p.pod is not None
+                    or p.kind in ("ztunnel", "waypoint")
+                    or p.resources is not None
+                )
             ),
         ]
         want_cpu = want_mem = 0.0

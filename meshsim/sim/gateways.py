@@ -39,12 +39,14 @@ from typing import TYPE_CHECKING, Any
 
 import simpy
 
+from meshsim.scenario.resources import ISTIO_GATEWAY_RESOURCES, envoy_concurrency
 from meshsim.sim.dataplanes.mesh import cost_model
 from meshsim.sim.dataplanes.routing import L7Proxy
 
 if TYPE_CHECKING:
     from meshsim.models import ProxyCostModel
     from meshsim.scenario.edges import Gateway
+    from meshsim.scenario.resources import Resources
     from meshsim.sim.app import Client, Request, ServiceRuntime
     from meshsim.sim.cluster import Node
     from meshsim.sim.dataplanes.mesh import ProxiedDataPlane
@@ -149,16 +151,28 @@ class Gateways:
 
     def build(self, spec: Gateway) -> GatewayRuntime:
         model = cost_model(spec.model or GATEWAY_MODEL, "envoy-sidecar", self.sim.model_values)
+        resources = spec.resources or ISTIO_GATEWAY_RESOURCES
+        # pilot-agent sizes a gateway's Envoy from its CPU limit, as a sidecar's.
+        workers = envoy_concurrency(resources, self.sim.scenario.cluster.allocatable_cpu_m)
+        self.unenforced_memory_limit(spec)
         proxies: list[GatewayProxy] = []
         for i in range(self.replica_count(spec, [model], spec_request_m(spec))):
-            proxies.append(
-                self.mesh_proxy(
-                    f"gateway/{spec.name}-{i}", model, self.place(spec), model.worker_threads,
-                    stealing=False, config=self.mesh_config,
-                )
-            )  # fmt: skip
+            proxies.append(self.mesh_proxy(
+                f"gateway/{spec.name}-{i}", model, self.place(spec), workers,
+                stealing=False, config=self.mesh_config, resources=resources,
+            ))  # fmt: skip
         handshake_s = model.handshake_cpu_us("server", mutual=False) * 1e-6
         return GatewayRuntime(spec, list(proxies), handshake_s, timed=proxies)
+
+    def unenforced_memory_limit(self, spec: Gateway) -> None:
+        """Say so when a gateway's memory limit is given: gateways are not OOM-killed here."""
+        if spec.resources is not None and spec.resources.limits.memory is not None:
+            note = (
+                f"gateways: '{spec.name}' has a memory limit, which is not enforced (a "
+                "gateway's memory is not checked against it: no OOM kill)"
+            )
+            if note not in self.dp.warnings:
+                self.dp.warnings.append(note)
 
     def replica_count(self, spec: Gateway, models: list[ProxyCostModel], request_m: float) -> int:
         if spec.autoscale is None:
@@ -184,6 +198,7 @@ class Gateways:
         *,
         stealing: bool,
         config: Config,
+        resources: Resources,
     ) -> GatewayProxy:
         dp = self.dp
         proxy = GatewayProxy(
@@ -191,7 +206,7 @@ class Gateways:
             pick=dp._accept, pod=None, telemetry=getattr(dp, "telemetry", True),
             rng=dp._lb_rng, resilience=dp.resilience,  # type: ignore[attr-defined]
             cpu_factor=dp.cpu_factor(model), drift=dp.cpu_drift(model), config=config,
-            window=self.window,
+            window=self.window, resources=resources,
         )  # fmt: skip
         dp.proxies.append(proxy)
         return proxy
@@ -325,8 +340,9 @@ def config_of(policies: Any, services: Iterable[ServiceRuntime]) -> tuple[int, i
 
 
 def spec_request_m(spec: Gateway) -> float:
-    """The CPU request an HPA divides by (the gateway container's, autoscale.cpu_request_m)."""
-    return spec.autoscale.cpu_request_m if spec.autoscale is not None else 0.0
+    """The CPU request an HPA divides by: the gateway container's (its resources', else
+    autoscale.cpu_request_m); 0 without an HPA."""
+    return spec.cpu_request_m if spec.autoscale is not None else 0.0
 
 
 def hpa_replicas(

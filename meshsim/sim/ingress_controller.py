@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import simpy
 
 from meshsim.models.parameters import KIB
+from meshsim.scenario.resources import INGRESS_NGINX_RESOURCES
 from meshsim.sim.dataplanes.mesh import cost_model
 from meshsim.sim.dataplanes.proxy import Proxy
 from meshsim.sim.gateways import (
@@ -100,6 +101,7 @@ class LinkerdIngress(Gateways):
         routed = sorted({r.service for r in spec.routes})
         upstreams = len(routed)
         count = self.replica_count(spec, [nginx_model, dp.model], self.pod_request_m(spec))
+        self.unenforced_memory_limit(spec)
         controllers: list[Proxy] = []
         sidecars: list[GatewayProxy] = []
         parts: list[tuple[str, Proxy]] = []
@@ -111,11 +113,13 @@ class LinkerdIngress(Gateways):
                 nginx_model.worker_threads, stealing=False, pick=dp._accept,
                 cpu_factor=dp.cpu_factor(nginx_model), drift=dp.cpu_drift(nginx_model),
                 config=lambda: (upstreams, upstreams),
+                resources=spec.resources or INGRESS_NGINX_RESOURCES,
             )  # fmt: skip
             dp.proxies.append(nginx)
             sidecar = self.mesh_proxy(
                 f"{pod}/linkerd-proxy", dp.model, node, dp.threads, stealing=dp.stealing,
                 config=partial(self.routed_config, routed),
+                resources=self.sim.scenario.mesh_options.linkerd.proxy_resources,
             )  # fmt: skip
             controllers.append(nginx)
             sidecars.append(sidecar)

@@ -62,6 +62,8 @@ def resources_of(account: Any, scenario: Scenario, mesh: str) -> tuple[str, Reso
     if isinstance(account, Pod):
         return f"{account.name}/app", account.service.spec.resources
     if isinstance(account, Proxy):
+        if account.resources is not None:
+            return account.name, account.resources
         opts = scenario.mesh_options
         ambient = opts.istio_ambient
         if account.kind == "ztunnel":

@@ -17,7 +17,8 @@ CrashLoopBackOff's delay: 10 s, doubled on every restart, at most 300 s (Kuberne
   ztunnel's node stay ready and in the endpoints, but none of them can reach or be reached
   through the mesh meanwhile: connections through it are refused and those it carried reset.
 
-The apps' memory is not modelled, nor are gateways' memory limits.
+The apps' memory is not modelled, and gateways' memory limits are not enforced (a run with
+one says so: :meth:`~meshsim.sim.gateways.Gateways.unenforced_memory_limit`).
 """
 
 from __future__ import annotations

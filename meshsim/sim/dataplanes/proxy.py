@@ -60,6 +60,7 @@ from meshsim.sim.uncontended import give, take
 
 if TYPE_CHECKING:
     from meshsim.models import ProxyCostModel
+    from meshsim.scenario.resources import Resources
     from meshsim.sim.cluster import Node
     from meshsim.sim.cpu.drift import CpuDrift
     from meshsim.sim.cpu.fair import CGroup
@@ -139,6 +140,7 @@ class Proxy:
         "node",
         "pod",
         "preempt_s",
+        "resources",
         "sessions",
         "stealing",
         "tcp_open_s",
@@ -167,6 +169,7 @@ class Proxy:
         wasm_filters: int = 0,
         cpu_factor: Sampler | None = None,
         drift: CpuDrift | None = None,
+        resources: Resources | None = None,
     ) -> None:
         self.env = env
         self.name = name
@@ -177,6 +180,9 @@ class Proxy:
         self.net_node: Node | None = node
         """Where its traffic leaves from, for network delays (None: a client outside)."""
         self.pod = pod
+        self.resources = resources
+        """Its container's requests and limits where it carries its own (a gateway's);
+        None: the scenario's for its kind (:func:`~meshsim.sim.cpu.cgroups.resources_of`)."""
         self.alive = True
         """False while a proxy that is a pod of its own (a ztunnel, a waypoint) is down after
         an OOM kill (:mod:`meshsim.sim.cpu.oom`); a sidecar dies with its pod instead."""
