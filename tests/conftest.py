@@ -6,7 +6,9 @@ import datetime
 import json
 import math
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,3 +97,21 @@ def lab_model_few_held_out(tmp_path: Path) -> Path:
     record["throttled"] = []  # (the CPU-limited points are held out too)
     (tmp_path / "lab.fit.json").write_text(json.dumps(record))
     return tmp_path / "lab.yaml"
+
+
+@pytest.fixture
+def cgroups_text() -> Any:
+    """The CLI's CPU-limits table of a summary as a 120-column terminal shows it ('' when the
+    CLI prints none)."""
+    from meshsim.cli.render import cgroups_table
+    from rich.console import Console
+
+    def render(summary: Mapping[str, Any]) -> str:
+        table = cgroups_table(summary)
+        if table is None:
+            return ""
+        console = Console(width=120, record=True)
+        console.print(table)
+        return console.export_text()
+
+    return render

@@ -185,15 +185,10 @@ def test_a_waypoint_limit_throttles_the_waypoint() -> None:
     _check_throttled_at_its_quota(groups["b/waypoint"], 100.0)
 
 
-def test_the_cli_shows_the_ztunnel_by_its_node(limited_cfs: dict[str, Any]) -> None:
-    from meshsim.cli.render import cgroups_table
-    from rich.console import Console
-
-    table = cgroups_table(limited_cfs)
-    assert table is not None
-    console = Console(width=120, record=True)
-    console.print(table)
-    text = console.export_text()
+def test_the_cli_shows_the_ztunnel_by_its_node(
+    limited_cfs: dict[str, Any], cgroups_text: Any
+) -> None:
+    text = cgroups_text(limited_cfs)
     assert "node-0/ztunnel" in text
     assert "80m" in text
     assert "100.0%" in text

@@ -211,15 +211,8 @@ def test_a_request_above_its_limit_is_refused_as_kubernetes_does(
     from_dict({**data, "services": [{"name": "a", "resources": ok}]})
 
 
-def test_the_cli_and_the_report_show_the_limits(limited: dict[str, Any]) -> None:
-    from meshsim.cli.render import cgroups_table
-    from rich.console import Console
-
-    table = cgroups_table(limited)
-    assert table is not None
-    console = Console(width=120, record=True)
-    console.print(table)
-    text = console.export_text()
+def test_the_cli_and_the_report_show_the_limits(limited: dict[str, Any], cgroups_text: Any) -> None:
+    text = cgroups_text(limited)
     assert "tight-v1-0/app" in text
     assert "300m" in text
     assert "free-v1-0/app" not in text  # no limit, nothing to show
