@@ -5,15 +5,18 @@ CPU request given once, and a memory limit that the run says it does not enforce
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from typing import Any
 
 import pytest
+import simpy
 
 from meshsim.api import run_scenario
 from meshsim.errors import ScenarioError
 from meshsim.results.summary import build_summary
 from meshsim.scenario import from_dict
 from meshsim.scenario.resources import INGRESS_NGINX_RESOURCES, ISTIO_GATEWAY_RESOURCES
+from meshsim.sim.app import is_success
 from meshsim.sim.cpu.cgroups import resources_of
 from meshsim.sim.engine import Simulation
 from meshsim.sim.gateways import spec_request_m
@@ -96,9 +99,70 @@ def test_the_hpa_divides_by_the_containers_request() -> None:
     assert "disagree" in text
 
 
-def test_a_memory_limit_is_said_to_be_unenforced() -> None:
-    capped = {"resources": {"limits": {"cpu": "2", "memory": "64Mi"}}}
-    summary = dict(build_summary(run_scenario(from_dict(_doc(capped, rps=100.0)))))
-    for mesh in ("istio", "linkerd"):
-        warnings = " ".join(summary["runs"][mesh]["warnings"])
-        assert "'ingress' has a memory limit, which is not enforced" in warnings
+def _oom_doc(limit: str, replicas: int = 2) -> dict[str, Any]:
+    doc = _doc({"replicas": replicas, "resources": {"limits": {"cpu": "2", "memory": limit}}},
+               rps=200.0)  # fmt: skip
+    # The first check kills at 1 s, inside the window; CrashLoopBackOff brings the replicas
+    # back at 11 s, where that instant's check finds them over the limit again (the next
+    # backoff, 20 s, outlasts the run).
+    return doc | {"duration_s": 14.0, "warmup_s": 0.5}
+
+
+def test_a_gateway_past_its_memory_limit_is_oom_killed() -> None:
+    # Istio's gateway Envoy is modelled at 58.6 MiB here; Linkerd's NGINX at 89.1 MiB.
+    summary = dict(build_summary(run_scenario(from_dict(_oom_doc("40Mi")))))
+    istio = summary["runs"]["istio"]
+    for i in (0, 1):
+        assert istio["cgroups"][f"gateway/ingress-{i}"]["oom_kills"] == 2
+    users = istio["workloads"]["users"]
+    # Up only from 0.5 s (the window's start) to the kill at 1 s: 0.5 s of the 13.5 s window.
+    assert users["success_rate"] == pytest.approx(0.5 / 13.5, abs=0.01)
+    timeline = " ".join(e["event"] for e in istio["timeline"])
+    assert "OOM kill of gateway/ingress-0 (memory limit)" in timeline
+    assert "gateway/ingress-0 restarted (after an OOM kill)" in timeline
+    linkerd = summary["runs"]["linkerd"]
+    assert linkerd["cgroups"]["ingress/ingress-0/controller"]["oom_kills"] == 2
+    assert linkerd["workloads"]["users"]["success_rate"] == pytest.approx(0.5 / 13.5, abs=0.01)
+
+
+def test_a_replica_down_leaves_the_balancer_until_it_is_back() -> None:
+    """Replica 0 killed at 3 s and back at 5 s (as the OOM watch does it): the requests sent
+    meanwhile all go to replica 1 and succeed; those inside replica 0 at 3 s are reset."""
+    doc = _doc({"replicas": 2}, rps=500.0) | {"duration_s": 7.0, "warmup_s": 1.0}
+    sim = Simulation(from_dict(doc), "istio", 1, keep_records=True)
+    assert sim.gateways is not None
+    first, second = (_proxies(sim)[f"gateway/ingress-{i}"] for i in (0, 1))
+    served: dict[str, tuple[int, int]] = {}
+
+    killed_at: list[float] = []
+
+    def drill() -> Generator[simpy.Event, Any, None]:
+        yield sim.env.timeout(3.0)
+        while not any(w.res.count for w in first.workers):  # a request inside replica 0
+            yield sim.env.timeout(20e-6)
+        assert sim.gateways is not None
+        sim.gateways.proxy_down(first)
+        killed_at.append(sim.env.now)
+        served["down"] = (per_request(first), per_request(second))
+        yield sim.env.timeout(2.0)
+        served["up"] = (per_request(first), per_request(second))
+        sim.gateways.proxy_up(first)
+
+    sim.env.process(drill())
+    sim.run()
+    (down0, down1), (up0, up1) = served["down"], served["up"]
+    # Nothing new reached the killed replica (the requests inside it at the kill, one per
+    # worker at most, end their burst there and then fail).
+    assert 0 <= up0 - down0 <= 2
+    assert up1 - down1 == pytest.approx(2.0 * 500.0, rel=0.1)  # the other took it all
+    kill = killed_at[0]
+    records = [r for r in sim.measure().records or [] if r.kind == "workload"]
+    inside = [r.status for r in records if r.started_at <= kill < r.finished_at]
+    assert any(not is_success(s) for s in inside)  # lost with the replica
+    after = [r.status for r in records if r.started_at > kill]
+    assert len(after) > 1500
+    assert all(is_success(s) for s in after)
+
+
+def per_request(proxy: Any) -> int:
+    return sum(w.requests for w in proxy.workers)

@@ -322,7 +322,8 @@ class Gateway(Spec):
         "the CPU limit in whole cores, as pilot-agent sets them), or in Linkerd runs the "
         "ingress controller's (default the ingress-nginx chart's, requests 100m / 90Mi, no "
         "limits; its linkerd-proxy takes mesh_options.linkerd.proxy_resources). The CPU "
-        "limit throttles as a sidecar's does; a memory limit is not enforced (no OOM kill).",
+        "limit throttles as a sidecar's does; past its memory limit a replica's container is "
+        "OOM-killed and the replica leaves the load balancer until it restarts.",
     )
 
     @model_validator(mode="after")

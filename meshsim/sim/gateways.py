@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import simpy
 
 from meshsim.scenario.resources import ISTIO_GATEWAY_RESOURCES, envoy_concurrency
+from meshsim.sim.app import CONNECT_FAILURE, RESET
 from meshsim.sim.dataplanes.mesh import cost_model
 from meshsim.sim.dataplanes.routing import L7Proxy
 
@@ -117,11 +118,29 @@ class GatewayRuntime:
         self.handshakes = 0
         self.in_pod_s = 0.0
         """Time the counted requests spent in the pods outside the mesh's attempts."""
+        per_pod = max(1, len(self.parts) // max(1, len(proxies)))
+        self.replica_of = {p: i // per_pod for i, (_, p) in enumerate(self.parts)}
+        """Each container's replica (the parts list a replica's containers together)."""
+        self.down: set[int] = set()
+        """Replicas with a container OOM-killed and not yet restarted: the load balancer in
+        front sends them nothing (its health check fails) until they are back."""
 
-    def replica(self, workload: str) -> int:
+    def replica(self, workload: str) -> int | None:
+        """The workload's next replica, round-robin over those up (None: all are down)."""
+        n = len(self.proxies)
         i = self._next.get(workload, 0)
-        self._next[workload] = (i + 1) % len(self.proxies)
-        return i
+        for _ in range(n):
+            nxt = (i + 1) % n
+            if i not in self.down:
+                self._next[workload] = nxt
+                return i
+            i = nxt
+        return None
+
+    def epochs(self, i: int) -> tuple[int, ...]:
+        """Replica ``i``'s containers' kill counts: a request that sees them change while it
+        is inside the pod was lost with the container (a reset)."""
+        return tuple(p.epoch for p, j in self.replica_of.items() if j == i)
 
 
 class Gateways:
@@ -154,7 +173,6 @@ class Gateways:
         resources = spec.resources or ISTIO_GATEWAY_RESOURCES
         # pilot-agent sizes a gateway's Envoy from its CPU limit, as a sidecar's.
         workers = envoy_concurrency(resources, self.sim.scenario.cluster.allocatable_cpu_m)
-        self.unenforced_memory_limit(spec)
         proxies: list[GatewayProxy] = []
         for i in range(self.replica_count(spec, [model], spec_request_m(spec))):
             proxies.append(self.mesh_proxy(
@@ -164,15 +182,37 @@ class Gateways:
         handshake_s = model.handshake_cpu_us("server", mutual=False) * 1e-6
         return GatewayRuntime(spec, list(proxies), handshake_s, timed=proxies)
 
-    def unenforced_memory_limit(self, spec: Gateway) -> None:
-        """Say so when a gateway's memory limit is given: gateways are not OOM-killed here."""
-        if spec.resources is not None and spec.resources.limits.memory is not None:
-            note = (
-                f"gateways: '{spec.name}' has a memory limit, which is not enforced (a "
-                "gateway's memory is not checked against it: no OOM kill)"
-            )
-            if note not in self.dp.warnings:
-                self.dp.warnings.append(note)
+    def runtime_of(self, proxy: Proxy) -> GatewayRuntime:
+        """The gateway whose pods ``proxy`` is a container of."""
+        return next(gw for gw in self.by_name.values() if proxy in gw.replica_of)
+
+    def proxy_down(self, proxy: Proxy) -> None:
+        """A container of a gateway replica is OOM-killed (:mod:`meshsim.sim.cpu.oom`): the
+        replica leaves the load balancer until :meth:`proxy_up`; the requests inside it are
+        lost (a reset where they next look), its clients' connections and its upstream ones
+        are gone."""
+        gw = self.runtime_of(proxy)
+        i = gw.replica_of[proxy]
+        gw.down.add(i)
+        proxy.alive = False
+        proxy.epoch += 1
+        proxy.connections = proxy.tls_connections = 0
+        proxy.sessions.clear()
+        for key in [k for k in gw._conns if k[1] == i]:
+            del gw._conns[key]
+        pools = getattr(self.dp, "pools", None)
+        if pools is not None:
+            name = proxy.name
+            pools.sever(lambda key: isinstance(key, tuple) and name in key)
+
+    def proxy_up(self, proxy: Proxy) -> None:
+        """The killed container restarts after its backoff; the replica is back in the load
+        balancer once all its containers are up."""
+        gw = self.runtime_of(proxy)
+        proxy.alive = True
+        i = gw.replica_of[proxy]
+        if all(p.alive for p, j in gw.replica_of.items() if j == i):
+            gw.down.discard(i)
 
     def replica_count(self, spec: Gateway, models: list[ProxyCostModel], request_m: float) -> int:
         if spec.autoscale is None:
@@ -230,10 +270,13 @@ class Gateways:
         env = self.env
         net = self.sim.network
         i = gw.replica(client.name)
+        if i is None:
+            return CONNECT_FAILURE  # every replica down: the load balancer has no backend
         proxy = gw.proxies[i]
         assert isinstance(proxy, L7Proxy)
         nbytes = req.request_bytes
         yield env.timeout(net.delay(None, proxy.node, nbytes))
+        epochs = gw.epochs(i)
         arrived = env.now
         worker, open_s, counting = self.enter(gw, i, client.name, proxy, req)
         cpu = proxy.costs(nbytes, 0, self.mtls)[0] + open_s + self.extra_request_s
@@ -242,6 +285,8 @@ class Gateways:
         if counting:
             gw.in_pod_s += env.now - arrived
         status = yield from proxy.outbound(self._attempt, service, req, worker, nbytes)
+        if gw.epochs(i) != epochs:
+            return RESET  # the replica's container was OOM-killed with the request in it
         self.release(gw, i, client.name, worker)
         yield env.timeout(net.delay(proxy.node, None, service.spec.response_bytes))
         return status

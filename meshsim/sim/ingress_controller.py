@@ -39,6 +39,7 @@ import simpy
 
 from meshsim.models.parameters import KIB
 from meshsim.scenario.resources import INGRESS_NGINX_RESOURCES
+from meshsim.sim.app import CONNECT_FAILURE, RESET
 from meshsim.sim.dataplanes.mesh import cost_model
 from meshsim.sim.dataplanes.proxy import Proxy
 from meshsim.sim.gateways import (
@@ -101,7 +102,6 @@ class LinkerdIngress(Gateways):
         routed = sorted({r.service for r in spec.routes})
         upstreams = len(routed)
         count = self.replica_count(spec, [nginx_model, dp.model], self.pod_request_m(spec))
-        self.unenforced_memory_limit(spec)
         controllers: list[Proxy] = []
         sidecars: list[GatewayProxy] = []
         parts: list[tuple[str, Proxy]] = []
@@ -163,11 +163,14 @@ class LinkerdIngress(Gateways):
         env = self.env
         net = self.sim.network
         i = gw.replica(client.name)
+        if i is None:
+            return CONNECT_FAILURE  # every replica down: the load balancer has no backend
         nginx = gw.proxies[i]
         sidecar = self.sidecars[gw.spec.name][i]
         nbytes = req.request_bytes
         resp = service.spec.response_bytes
         yield env.timeout(net.delay(None, nginx.node, nbytes))
+        epochs = gw.epochs(i)
         arrived = env.now
         worker, open_s, counting = self.enter(gw, i, client.name, nginx, req)
         opaque = self.opaque_s(sidecar, nbytes, resp)
@@ -187,6 +190,8 @@ class LinkerdIngress(Gateways):
         if counting:
             gw.in_pod_s += env.now - arrived
         status = yield from sidecar.outbound(self._attempt, service, req, sw, nbytes)
+        if gw.epochs(i) != epochs:
+            return RESET  # a container of the replica was OOM-killed with the request in it
         self.upstream_done(nginx, sidecar, service.name, sw)
         back = env.now
         yield env.timeout(nginx.hop_s)

@@ -16,15 +16,17 @@ CrashLoopBackOff's delay: 10 s, doubled on every restart, at most 300 s (Kuberne
   (:meth:`~meshsim.sim.dataplanes.ambient.AmbientDataPlane.proxy_down`). The pods of a
   ztunnel's node stay ready and in the endpoints, but none of them can reach or be reached
   through the mesh meanwhile: connections through it are refused and those it carried reset.
+- A gateway replica's container (Istio's Envoy; Linkerd's ingress controller or its
+  linkerd-proxy): the replica leaves the load balancer in front until the restart, the
+  requests inside it are reset (:meth:`~meshsim.sim.gateways.Gateways.proxy_down`).
 
-The apps' memory is not modelled, and gateways' memory limits are not enforced (a run with
-one says so: :meth:`~meshsim.sim.gateways.Gateways.unenforced_memory_limit`).
+The apps' memory is not modelled.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import simpy
 
@@ -52,7 +54,9 @@ OWN_PODS = ("ztunnel", "waypoint")
 
 def limit_mib(proxy: Proxy, sim: Simulation) -> float | None:
     """The proxy's memory limit in MiB (the cost model's unit), None without one."""
-    if not (proxy.kind == "sidecar" and proxy.pod is not None) and proxy.kind not in OWN_PODS:
+    sidecar = proxy.kind == "sidecar" and proxy.pod is not None
+    gateway = proxy.kind == "gateway" and proxy.resources is not None
+    if not (sidecar or gateway) and proxy.kind not in OWN_PODS:
         return None
     _, res = resources_of(proxy, sim.scenario, sim.mesh)
     mb = res.limits.memory_mb
@@ -101,7 +105,7 @@ class _Watch:
                     self.kill(proxy)
 
     def kill(self, proxy: Proxy) -> None:
-        if proxy.kind in OWN_PODS:
+        if proxy.kind in OWN_PODS or proxy.kind == "gateway":
             self.kill_own(proxy)
             return
         sim = self.sim
@@ -121,13 +125,14 @@ class _Watch:
         self.first[self.sim.start_pod(pod.version)] = first
 
     def kill_own(self, proxy: Proxy) -> None:
-        """A ztunnel or a waypoint: down now, the same one back after the backoff."""
+        """A ztunnel, a waypoint or a gateway's container: down now, the same one back after
+        the backoff."""
         sim = self.sim
         if sim.warmup_s <= sim.env.now < sim.end_s:
             counts = proxy.node.oom_kills
             counts[proxy.name] = counts.get(proxy.name, 0) + 1
         sim.timeline.log.append((sim.env.now, f"OOM kill of {proxy.name} (memory limit)"))
-        _ambient(sim).proxy_down(proxy)
+        _owner(sim, proxy).proxy_down(proxy)
         n = self.restarts[proxy.name] = self.restarts.get(proxy.name, 0) + 1
         ev = sim.env.timeout(backoff_s(n))
         assert ev.callbacks is not None
@@ -135,10 +140,22 @@ class _Watch:
 
     def restart_own(self, proxy: Proxy) -> None:
         sim = self.sim
-        _ambient(sim).proxy_up(proxy)
+        _owner(sim, proxy).proxy_up(proxy)
         sim.timeline.log.append((sim.env.now, f"{proxy.name} restarted (after an OOM kill)"))
 
 
-def _ambient(sim: Simulation) -> AmbientDataPlane:
-    """The run's data plane, ambient's: the only one with ztunnels and waypoints."""
+class _PodOwner(Protocol):
+    """What takes a proxy that is a pod of its own down and back up."""
+
+    def proxy_down(self, proxy: Proxy) -> None: ...
+
+    def proxy_up(self, proxy: Proxy) -> None: ...
+
+
+def _owner(sim: Simulation, proxy: Proxy) -> _PodOwner:
+    """A gateway's container: the run's gateways; a ztunnel or a waypoint: the data plane,
+    ambient's (the only one with them)."""
+    if proxy.kind == "gateway":
+        assert sim.gateways is not None
+        return sim.gateways
     return cast("AmbientDataPlane", sim.data_plane)
