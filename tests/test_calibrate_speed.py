@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -390,3 +391,18 @@ def test_each_pass_replays_its_own_host_and_the_prediction_is_their_median() -> 
         {"p99": 1.9, "p50": 0.71, "x": 1.0},
     ]
     assert median_figures(runs) == {"p99": 1.9, "p50": 0.70}
+
+
+def test_a_missed_goal_says_how_far_the_labs_own_passes_were_apart() -> None:
+    # The goal is never widened; the failure line puts the lab's pass-to-pass range beside it.
+    errs = {"p50": 0.0, "p90": 0.0, "p99": -28.0, "rps": 0.0}
+    wide = replace(row(errs, errs), passes=3, spread={"p99": [0.9, 1.4]})
+    (bad,) = failures([wide], 10.0, 20.0, 10.0)
+    assert bad.endswith(
+        "; the lab's 3 passes spanned 0.9..1.4, 50% of their median, wider than the goal"
+    )
+    narrow = replace(wide, spread={"p99": [0.95, 1.05]})
+    (bad,) = failures([narrow], 10.0, 20.0, 10.0)
+    assert bad.endswith("spanned 0.95..1.05, 10% of their median")
+    (bad,) = failures([replace(wide, passes=1)], 10.0, 20.0, 10.0)
+    assert "passes" not in bad

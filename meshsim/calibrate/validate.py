@@ -122,6 +122,14 @@ class Comparison:
             "predicted_without_limit": self.without_limit,
         }
 
+    def spread_pct(self, key: str) -> float | None:
+        """The lab's own spread of ``key`` at the point: its range over the passes, in
+        percent of the median the prediction is judged against (None for a single pass)."""
+        lo_hi = self.spread.get(key)
+        if self.passes < 2 or not lo_hi or not self.measured.get(key):
+            return None
+        return 100.0 * (lo_hi[1] - lo_hi[0]) / self.measured[key]
+
     def within_spread(self, key: str) -> bool:
         """Is the prediction inside the range the lab measured over its passes?"""
         lo_hi = self.spread.get(key)
@@ -522,11 +530,22 @@ def failures(rows: list[Comparison], max_p50: float, max_p99: float, max_rps: fl
         for k in r.checked:
             e = r.checked_error(k)
             if not abs(e) <= limits[k]:
+                spread = r.spread_pct(k)
+                lo_hi = r.spread.get(k)
+                # The goal stays; beside it, how far the lab's own passes were apart.
+                own = (
+                    f"; the lab's {r.passes} passes spanned {lo_hi[0]:.4g}..{lo_hi[1]:.4g}, "
+                    f"{spread:.0f}% of their median"
+                    + (", wider than the goal" if spread > limits[k] else "")
+                    if spread is not None and lo_hi
+                    else ""
+                )
                 bad.append(
                     f"{r.point['config']} {r.point['payload_bytes']}B "
                     f"{'saturation' if r.saturation else r.point['rps']}{limit}: "
                     f"{'speed-adjusted ' if adjusted else ''}{k} error "
                     f"{e:+.1f}% exceeds {limits[k]:g}%"
                     + (f" (raw {r.error_pct[k]:+.1f}%)" if adjusted else "")
+                    + own
                 )
     return bad

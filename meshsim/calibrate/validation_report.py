@@ -333,19 +333,10 @@ def _goal_verdicts(rows: list[Comparison], goals: dict[str, float], prefix: str)
     return lines
 
 
-def pass_spread_pct(r: Comparison, key: str) -> float | None:
-    """The lab's own spread of ``key`` at a point: its range over the passes, in percent of
-    the median the prediction is judged against (None for a single pass)."""
-    lo_hi = r.spread.get(key)
-    if r.passes < 2 or not lo_hi or not r.measured.get(key):
-        return None
-    return 100.0 * (lo_hi[1] - lo_hi[0]) / r.measured[key]
-
-
 def _spread_note(rows: list[Comparison], key: str, goal: float) -> str:
     """The lab's pass-to-pass spread beside a goal: a goal tighter than the lab repeats
     itself is reported as such, never widened."""
-    spreads = [s for s in (pass_spread_pct(r, key) for r in rows) if s is not None]
+    spreads = [s for s in (r.spread_pct(key) for r in rows) if s is not None]
     if not spreads:
         return ""
     wider = sum(s > goal for s in spreads)
