@@ -125,3 +125,35 @@ def test_the_threads_are_in_the_summary_and_the_cli(cgroups_text: Any) -> None:
     assert "threads" in header
     tight = next(line for line in lines if "tight-v1-0/sidecar" in line).split()
     assert tight[2:4] == ["500m", "1"]
+
+
+def test_each_injector_combines_a_pods_resources_with_the_meshs_its_own_way() -> None:
+    from meshsim.scenario.options import MeshOptions
+
+    opts = MeshOptions.model_validate(
+        {"linkerd": {"proxy_resources": {"requests": {"cpu": "100m", "memory": "20Mi"},
+                                         "limits": {"memory": "250Mi"}}}}
+    )  # fmt: skip
+    pod = Resources(limits=Quantities(cpu="1"))
+    # Istio: one annotation and global.proxy.resources is gone (only the annotated values)
+    assert opts.sidecar_resources("istio", pod) == pod
+    # Linkerd: each annotation over its own field of the chart's proxy.resources
+    merged = opts.sidecar_resources("linkerd", pod)
+    assert (merged.requests.cpu, merged.requests.memory) == ("100m", "20Mi")
+    assert (merged.limits.cpu, merged.limits.memory) == ("1", "250Mi")
+    assert opts.sidecar_resources("linkerd", None) == opts.linkerd.proxy_resources
+
+
+def test_a_merge_kubernetes_would_refuse_is_named_by_its_field() -> None:
+    from meshsim.errors import ScenarioError
+
+    doc = _doc("linkerd", {"linkerd": {"proxy_resources": {"requests": {"cpu": "800m"}}}})
+    # A limit alone on the pod, under a mesh-wide 800m request: the merge asks 800m of 500m.
+    doc["services"][3]["proxy_resources"] = {"limits": {"cpu": "500m"}}
+    with pytest.raises(ScenarioError) as err:
+        from_dict(doc)
+    text = str(err.value)
+    assert "services[3].proxy_resources" in text
+    assert "requests.cpu '800m' is above limits.cpu '500m'" in text
+    doc["meshes"] = ["istio"]  # Istio's injector drops the mesh's values: nothing to refuse
+    from_dict(doc)

@@ -319,7 +319,9 @@ class Service(Spec):
         description="Its sidecars' requests and limits, as the pod annotations set them "
         "(sidecar.istio.io/proxyCPU, proxyCPULimit, proxyMemory, proxyMemoryLimit; "
         "config.linkerd.io/proxy-cpu-request, -cpu-limit, ...); default the mesh's "
-        "mesh_options.<mesh>.proxy_resources.",
+        "mesh_options.<mesh>.proxy_resources. As each injector applies them: for Istio the "
+        "values given replace the mesh's whole (any one annotation drops "
+        "global.proxy.resources); for Linkerd each value given replaces the mesh's own.",
     )
     external: External | None = Field(
         None, description="A host outside the mesh (ServiceEntry); replicas: 0."

@@ -14,6 +14,7 @@ from meshsim.scenario.resources import (
     NO_RESOURCES,
     WAYPOINT_RESOURCES,
     ZTUNNEL_RESOURCES,
+    Quantities,
     Resources,
 )
 
@@ -166,10 +167,26 @@ class MeshOptions(Spec):
 
     def sidecar_resources(self, mesh: str, pod_override: Resources | None) -> Resources:
         """A sidecar's requests and limits: its pod's (a service's ``proxy_resources``, the
-        injector's per-pod annotations), else the mesh's default for its sidecars."""
-        if pod_override is not None:
-            return pod_override
-        return self.linkerd.proxy_resources if mesh == "linkerd" else self.istio.proxy_resources
+        injector's per-pod annotations) over the mesh's default for its sidecars, as each
+        injector combines them. Istio's injection template writes the annotated values
+        instead of global.proxy.resources as soon as one is set; Linkerd's injector takes
+        each annotation over its own field of the chart's proxy.resources
+        (docs/mesh-semantics.md §10.4)."""
+        if mesh != "linkerd":
+            return pod_override if pod_override is not None else self.istio.proxy_resources
+        base = self.linkerd.proxy_resources
+        if pod_override is None:
+            return base
+        return Resources(
+            requests=Quantities(
+                cpu=pod_override.requests.cpu or base.requests.cpu,
+                memory=pod_override.requests.memory or base.requests.memory,
+            ),
+            limits=Quantities(
+                cpu=pod_override.limits.cpu or base.limits.cpu,
+                memory=pod_override.limits.memory or base.limits.memory,
+            ),
+        )
 
 
 class ControlPlaneOptions(Spec):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterator, Sequence
 
+from pydantic import ValidationError
+
 from meshsim.scenario.edges import (
     external_problems,
     gateway_problems,
@@ -162,6 +164,7 @@ def check_references(scenario: Scenario) -> Iterator[tuple[Loc, str]]:
     yield from gateway_problems(scenario)
     yield from external_problems(scenario)
     yield from multicluster_problems(scenario)
+    yield from _linkerd_sidecar_problems(scenario)
 
     cycle = find_call_cycle(scenario)
     if cycle is not None:
@@ -220,3 +223,23 @@ def find_call_cycle(scenario: Scenario) -> list[str] | None:
                 path.pop()
                 state[node] = 2
     return None
+
+
+def _linkerd_sidecar_problems(scenario: Scenario) -> Iterator[tuple[Loc, str]]:
+    """A service's proxy_resources that Linkerd's injector, taking each value over the
+    mesh's own, would turn into a pod Kubernetes refuses (a request above its limit)."""
+    if "linkerd" not in scenario.meshes:
+        return
+    opts = scenario.mesh_options
+    for i, svc in enumerate(scenario.services):
+        if svc.proxy_resources is None:
+            continue
+        try:
+            opts.sidecar_resources("linkerd", svc.proxy_resources)
+        except ValidationError as exc:
+            reason = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+            yield (
+                ("services", i, "proxy_resources"),
+                f"over mesh_options.linkerd.proxy_resources, as Linkerd's injector takes each "
+                f"value over the mesh's: {reason}",
+            )

@@ -11,8 +11,9 @@
   proxy-cpu-request``, ``proxy-cpu-limit``, ``proxy-memory-request`` and
   ``proxy-memory-limit``. Istio's injection template writes the annotated values *instead of*
   global.proxy.resources as soon as one of the four is set (a pod that sets only
-  ``proxyCPU`` gets no limits), and Linkerd's proxy has none unless annotated; so the
-  annotated values are the whole of the sidecar's resources, as in the cluster.
+  ``proxyCPU`` gets no limits); Linkerd's injector takes each annotation over its own field
+  of the chart's proxy.resources (none by default), which the scenario does too
+  (:meth:`~meshsim.scenario.options.MeshOptions.sidecar_resources`).
 
 Quantities the scenario loader would refuse (a request above its limit, an unreadable
 quantity) are left out with a warning naming the manifest line.
