@@ -121,6 +121,9 @@ class GatewayRuntime:
         per_pod = max(1, len(self.parts) // max(1, len(proxies)))
         self.replica_of = {p: i // per_pod for i, (_, p) in enumerate(self.parts)}
         """Each container's replica (the parts list a replica's containers together)."""
+        self.containers: list[list[Proxy]] = [[] for _ in proxies]
+        for p, i in self.replica_of.items():
+            self.containers[i].append(p)
         self.down: set[int] = set()
         """Replicas with a container OOM-killed and not yet restarted: the load balancer in
         front sends them nothing (its health check fails) until they are back."""
@@ -140,7 +143,7 @@ class GatewayRuntime:
     def epochs(self, i: int) -> tuple[int, ...]:
         """Replica ``i``'s containers' kill counts: a request that sees them change while it
         is inside the pod was lost with the container (a reset)."""
-        return tuple(p.epoch for p, j in self.replica_of.items() if j == i)
+        return tuple(p.epoch for p in self.containers[i])
 
 
 class Gateways:
@@ -196,14 +199,22 @@ class Gateways:
         gw.down.add(i)
         proxy.alive = False
         proxy.epoch += 1
-        proxy.connections = proxy.tls_connections = 0
         proxy.sessions.clear()
+        for container in gw.containers[i]:
+            # The clients' connections end at the replica, and its containers' connections
+            # to each other went with the one killed.
+            container.connections = container.tls_connections = 0
         for key in [k for k in gw._conns if k[1] == i]:
             del gw._conns[key]
+        self.forget_upstream(proxy)
         pools = getattr(self.dp, "pools", None)
         if pools is not None:
             name = proxy.name
             pools.sever(lambda key: isinstance(key, tuple) and name in key)
+
+    def forget_upstream(self, proxy: Proxy) -> None:
+        """Drop what the gateway keeps of a killed container's own upstream connections
+        (Istio's gateway pools its upstream connections in the data plane's pools)."""
 
     def proxy_up(self, proxy: Proxy) -> None:
         """The killed container restarts after its backoff; the replica is back in the load
@@ -211,7 +222,7 @@ class Gateways:
         gw = self.runtime_of(proxy)
         proxy.alive = True
         i = gw.replica_of[proxy]
-        if all(p.alive for p, j in gw.replica_of.items() if j == i):
+        if all(p.alive for p in gw.containers[i]):
             gw.down.discard(i)
 
     def replica_count(self, spec: Gateway, models: list[ProxyCostModel], request_m: float) -> int:
@@ -275,8 +286,10 @@ class Gateways:
         proxy = gw.proxies[i]
         assert isinstance(proxy, L7Proxy)
         nbytes = req.request_bytes
-        yield env.timeout(net.delay(None, proxy.node, nbytes))
         epochs = gw.epochs(i)
+        yield env.timeout(net.delay(None, proxy.node, nbytes))
+        if gw.epochs(i) != epochs:
+            return RESET  # killed while the request was on its way
         arrived = env.now
         worker, open_s, counting = self.enter(gw, i, client.name, proxy, req)
         cpu = proxy.costs(nbytes, 0, self.mtls)[0] + open_s + self.extra_request_s

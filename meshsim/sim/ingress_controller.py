@@ -169,8 +169,10 @@ class LinkerdIngress(Gateways):
         sidecar = self.sidecars[gw.spec.name][i]
         nbytes = req.request_bytes
         resp = service.spec.response_bytes
-        yield env.timeout(net.delay(None, nginx.node, nbytes))
         epochs = gw.epochs(i)
+        yield env.timeout(net.delay(None, nginx.node, nbytes))
+        if gw.epochs(i) != epochs:
+            return RESET  # killed while the request was on its way
         arrived = env.now
         worker, open_s, counting = self.enter(gw, i, client.name, nginx, req)
         opaque = self.opaque_s(sidecar, nbytes, resp)
@@ -237,6 +239,13 @@ class LinkerdIngress(Gateways):
         nginx.opened(False)
         sidecar.opened(False)
         return sidecar.accept(), sidecar.tcp_open_s, nginx.tcp_open_s
+
+    def forget_upstream(self, proxy: Proxy) -> None:
+        """NGINX's keep-alive connections to its pod's linkerd-proxy end with either."""
+        gw = self.runtime_of(proxy)
+        sidecar = self.sidecars[gw.spec.name][gw.replica_of[proxy]]
+        for key in [k for k in self._upstream if k[0] == sidecar.name]:
+            del self._upstream[key]
 
     def upstream_done(self, nginx: Proxy, sidecar: GatewayProxy, service: str, w: Worker) -> None:
         if not self.dp.keep_alive:
