@@ -248,8 +248,8 @@ def _cpu_limits_section(runs: Mapping[str, Mapping[str, Any]]) -> Section | None
             "container that spends it waits for the next period (throttled), which shows in "
             "p99 before it shows in mean CPU. A container past its memory limit is killed "
             "and restarted after CrashLoopBackOff's delay. Threads: how many cores it can "
-            "use at once (a proxy's workers: an Istio sidecar's or waypoint's are its CPU "
-            "limit rounded up, as pilot-agent sets them; an app's concurrency).",
+            "use at once (a proxy's workers: an Istio sidecar's, waypoint's or gateway's are "
+            "its CPU limit rounded up, as pilot-agent sets them; an app's concurrency).",
         )
         s.tables.append(Table(
             "CFS bandwidth control in the window",
