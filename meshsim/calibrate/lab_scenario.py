@@ -75,12 +75,15 @@ def lab_scenario(
     wakeups: Mapping[str, Mapping[str, float]] | None = None,
     cpu_limit_m: float | None = None,
     spells: Mapping[str, Mapping[str, Any]] | None = None,
+    idle_wakeups: Mapping[str, Mapping[str, float]] | None = None,
 ) -> dict[str, Any]:
     """The lab as a scenario; ``cpu_scale`` multiplies the echo's (``echo``) and the load
     generator's (``load_generator``) CPU per request (see :func:`speed_scales`); ``trace``
     or ``phases`` (a point's ``host_trace`` or ``host_phases``, per lab core) give each node
     its core's fast and slow phases (:func:`host_speed`); ``wakeups`` (a point's
-    ``wake_latency_us``) its core's wake-up latency (:func:`wakeup_latency`);
+    ``wake_latency_us``) its core's wake-up latency (:func:`wakeup_latency`), and
+    ``idle_wakeups`` (its ``wake_latency_cross_us``) the latency to run a thread on its core
+    idle, which the load generator's timer pays (:func:`idle_wakeup_latency`);
     ``cpu_limit_m`` limits the server sidecar as a ``throttled`` point did
     (:func:`limit_server_sidecar`); ``spells`` (per lab core,
     :func:`meshsim.calibrate.host_spells.fit_cores`) gives each node its core's slow
@@ -156,6 +159,7 @@ def lab_scenario(
             "wakeup_preemption": True,
             **host_speed(fit, phases, trace, spells),
             **wakeup_latency(fit, wakeups),
+            **idle_wakeup_latency(fit, idle_wakeups),
         },
         "services": [
             {
@@ -279,6 +283,25 @@ def wakeup_latency(
     return {"wakeup_latency": [wakeup_spec(wakeups[c], wake) for c in cores]}
 
 
+def idle_wakeup_latency(
+    fit: Mapping[str, Any], idle: Mapping[str, Mapping[str, float]] | None
+) -> dict[str, Any]:
+    """``cluster.idle_wakeup_latency`` for the simulated lab's nodes: the latency to run a
+    process sleeping on a lab core woken from the other one (the point's
+    ``wake_latency_cross_us``), over the fit points' floor as the proxies' wake-ups are. A
+    probe woken from the other core finds its own core idle, as the load generator's timer
+    does when it expires with nothing running: on this VM the halted vCPU must be woken
+    first (tens of microseconds, where a wake-up from a running core costs a few). Empty
+    when the point or the fit points were not probed."""
+    from meshsim.calibrate.wake_latency import wakeup_spec
+
+    wake = fit.get("wake_latency")
+    cores = node_cores(fit)
+    if not wake or not idle or not all(c in idle for c in cores):
+        return {}
+    return {"idle_wakeup_latency": [wakeup_spec(idle[c], wake) for c in cores]}
+
+
 def predict(
     model_path: Path,
     fit: dict[str, Any],
@@ -292,6 +315,7 @@ def predict(
     cpu_limit_m: float | None = None,
     spells: Mapping[str, Mapping[str, Any]] | None = None,
     seed: int = 1,
+    idle_wakeups: Mapping[str, Mapping[str, float]] | None = None,
 ) -> dict[str, float]:
     """One simulated run of the lab at ``point`` (see :func:`lab_scenario` for the options):
     the load's latency percentiles (ms) and throughput, the sidecars' wake-ups, the server
@@ -315,6 +339,7 @@ def predict(
         cpu_limit_m=cpu_limit_m,
         spells=spells,
         seed=seed,
+        idle_wakeups=idle_wakeups,
     )
     probes: list[SimulatedPeriods] = []
     sims: list[Simulation] = []

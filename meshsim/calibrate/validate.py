@@ -310,6 +310,7 @@ def per_pass_hosts(passes: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "phases": q.get("host_phases"),
             "trace": q["host_trace"],
             "wakeups": q.get("wake_latency_us"),
+            "idle_wakeups": q.get("wake_latency_cross_us"),
         }
         for q in passes
     ]
@@ -433,6 +434,7 @@ def _compare(
                 "phases": p.get("host_phases"),
                 "trace": p.get("host_trace"),
                 "wakeups": p.get("wake_latency_us"),
+                "idle_wakeups": p.get("wake_latency_cross_us"),
                 "cpu_limit_m": limit,
                 "spells": host_spells.point_spells(fit.get("placement") or {}, passes),
             }

@@ -192,6 +192,14 @@ class Cluster(Spec):
         description="How long the hosts take to run a proxy thread a message woke: one for "
         "every node, or a list with one per node; none: the proxy model's wakeup_latency_us.",
     )
+    idle_wakeup_latency: WakeupLatency | list[WakeupLatency] | None = Field(
+        None,
+        description="How long the hosts take to run a thread whose own timer expires while "
+        "its core is idle (on a VM the hypervisor must first wake the halted vCPU): an "
+        "event-loop load generator (release_timer: event_loop) that slept until its timer "
+        "pays one draw before it sends. One for every node, or a list with one per node; "
+        "none: not charged.",
+    )
     zones: list[Zone] | None = Field(
         None,
         min_length=1,
@@ -228,7 +236,7 @@ class Cluster(Spec):
         return self
 
     def _check_host_speed(self) -> None:
-        for name in ("host_speed", "wakeup_latency"):
+        for name in ("host_speed", "wakeup_latency", "idle_wakeup_latency"):
             given = getattr(self, name)
             if isinstance(given, list) and len(given) != self.nodes:
                 raise ValueError(
@@ -244,6 +252,11 @@ class Cluster(Spec):
     def node_wakeup_latency(self, index: int) -> WakeupLatency | None:
         """Node ``index``'s wake-up latency (None: the proxy models' own)."""
         wl = self.wakeup_latency
+        return wl[index] if isinstance(wl, list) else wl
+
+    def node_idle_wakeup_latency(self, index: int) -> WakeupLatency | None:
+        """Node ``index``'s latency to run a timer's thread on an idle core (None: none)."""
+        wl = self.idle_wakeup_latency
         return wl[index] if isinstance(wl, list) else wl
 
 

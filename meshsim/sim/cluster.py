@@ -71,9 +71,25 @@ class Node:
     """A node with ``cores`` cores; all CPU work on it goes through :meth:`execute`."""
 
     __slots__ = (
-        "_cgroups", "_held", "_period_s", "_resolve", "bandwidth", "busy_s", "cores", "cpu",
-        "env", "index", "name", "oom_kills", "pods", "preempt", "run_on_s", "slow_phases",
-        "speed", "wakeup_latency",
+        "_cgroups",
+        "_held",
+        "_period_s",
+        "_resolve",
+        "bandwidth",
+        "busy_s",
+        "cores",
+        "cpu",
+        "env",
+        "idle_wakeup_latency",
+        "index",
+        "name",
+        "oom_kills",
+        "pods",
+        "preempt",
+        "run_on_s",
+        "slow_phases",
+        "speed",
+        "wakeup_latency",
     )  # fmt: skip
 
     def __init__(
@@ -116,6 +132,9 @@ class Node:
         """Slow phases of the host begun so far (``cluster.host_speed``)."""
         self.bandwidth: Bandwidth | None = None
         """CPU limits on the FCFS cores (None under the fair scheduler, which has its own)."""
+        self.idle_wakeup_latency: Sampler | None = None
+        """Draws of the latency to run a thread whose timer expired while the node's cores
+        were idle (``cluster.idle_wakeup_latency``; None: not charged)."""
         self.wakeup_latency: Sampler | None = None
         """Draws of the seconds the host takes to run a proxy thread a message woke
         (``cluster.wakeup_latency``; None: each proxy model's own ``wakeup_latency_us``)."""
@@ -149,6 +168,12 @@ class Node:
             self.hand_on(key, req, since)
         else:
             give(self.cores, req)
+
+    def all_idle(self) -> bool:
+        """Whether no core of the node runs anything (on a VM: its vCPUs halted)."""
+        if self.cpu is not None:
+            return self.cpu.idle == self.cpu.cores
+        return self.cores.count == 0
 
     def wake_thread(
         self, account: CpuAccount, woken: Callable[[], bool]

@@ -107,6 +107,11 @@ class Simulation:
                 node.wakeup_latency = wakeup_latency.sampler(
                     waking, self.streams(f"wakeup_latency/{node.name}")
                 )
+            idle = scenario.cluster.node_idle_wakeup_latency(node.index)
+            if idle is not None:
+                node.idle_wakeup_latency = wakeup_latency.sampler(
+                    idle, self.streams(f"idle_wakeup_latency/{node.name}")
+                )
         self._coin = Uniforms(self.streams("calls"))
         self._faults = Uniforms(self.streams("faults"))
         self._request_ids = 0

@@ -213,7 +213,7 @@ class WorkloadDriver:
             slept = at - env._now > half
             if event_loop:
                 if slept:
-                    yield from self._loop_timer(at, tick_s, sent_by)
+                    yield from self._loop_timer(at, tick_s, sent_by, host)
             else:
                 if lateness is None:
                     wake = round(at / tick_s) * tick_s
@@ -247,7 +247,7 @@ class WorkloadDriver:
             self._loop_idle_since = env._now
 
     def _loop_timer(
-        self, at: float, tick_s: float, armed_at: float = 0.0
+        self, at: float, tick_s: float, armed_at: float = 0.0, host: Node | None = None
     ) -> Generator[simpy.Event, Any, None]:
         """Sleep as a libuv loop sleeps for a request due at ``at`` (``release_timer:
         event_loop``): until its timer fires, after which the caller queues for the loop's
@@ -264,7 +264,9 @@ class WorkloadDriver:
         sleep, with the kernel's timer slack on top (``epoll_wait`` counts its timeout in
         milliseconds from the call), or sooner for a response: the busier the loop, the
         nearer the boundary it fires, which is why a load generator beside the proxies is
-        less late than beside the echo alone."""
+        less late than beside the echo alone. A loop that slept until its own timer while
+        its node's cores were idle then waits for the host to run it
+        (``cluster.idle_wakeup_latency``: on a VM, the halted vCPU woken first)."""
         env = self.env
         now = env._now
         armed = max(now, armed_at)
@@ -282,6 +284,9 @@ class WorkloadDriver:
             woken = self._loop_woken = env.event()
             yield env.timeout(wake - env._now) | woken
             self._loop_woken = None
+            draw = None if host is None else host.idle_wakeup_latency
+            if draw is not None and not woken.triggered and host is not None and host.all_idle():
+                yield env.timeout(draw())
 
     def _intended_times(self) -> Iterator[float]:
         """The open loop's intended send times, from now to the end of the run."""
