@@ -330,3 +330,41 @@ def test_release_timer_needs_a_tick_and_excludes_a_drawn_lateness() -> None:
     doc["workloads"][0].update({"release_timer": "event_loop", "release_lateness_ms": [0, 1]})
     with pytest.raises(ScenarioError, match="give one"):
         from_dict(doc)
+
+
+def test_a_timer_on_an_idle_core_waits_for_the_host_to_run_it() -> None:
+    # The test above's first timer, the loop asleep and its node idle: it fires at 10.3 ms
+    # (0.3 ms of slack) and the loop runs one draw of cluster.idle_wakeup_latency later, here
+    # a constant 80 us; without the key nothing is added.
+    from meshsim.sim.engine import Simulation
+
+    def lateness(idle: dict[str, Any] | None, app_ms: float = 5.0) -> list[float]:
+        doc = _doc("constant", 100.0, 1.0, mesh="istio")
+        doc["duration_s"] = 0.025
+        doc["services"][0]["cpu_ms"] = app_ms
+        doc["mesh_options"] = {"meshed_clients": True}
+        doc["workloads"][0].update(
+            {"release_timer": "event_loop", "timer_slack_us": 300.0, "client_cpu_ms": 0.2}
+        )
+        if idle is not None:
+            doc["cluster"]["idle_wakeup_latency"] = idle
+        sims: list[Simulation] = []
+        run_scenario(from_dict(doc), observe=sims.append)
+        return [v * 1e3 for w in sims[0].workloads for v in w.release_lateness_s]
+
+    fixed = {"percentiles_us": {0: 80.0, 100: 80.0}}
+    plain, idle = lateness(None), lateness(fixed)
+    assert plain[0] == pytest.approx(0.3)
+    assert idle[0] == pytest.approx(0.38)
+    # The second timer: its loop went to sleep 0.08 ms later after the late first release,
+    # so it fires 0.08 ms later whatever the node does. With the echo's 12 ms of CPU from
+    # 10.4 ms a core of the node is busy then: nothing more. With 5 ms the node is idle
+    # again: one more draw.
+    busy_plain, busy_idle = lateness(None, app_ms=12.0), lateness(fixed, app_ms=12.0)
+    assert busy_idle[0] == pytest.approx(0.38)
+    assert busy_idle[1] - busy_plain[1] == pytest.approx(0.08)
+    assert idle[1] - plain[1] == pytest.approx(0.16)
+    doc = _doc("poisson", 100.0, 1.0)
+    doc["cluster"]["idle_wakeup_latency"] = [{"percentiles_us": {50: 1.0}}] * 2
+    with pytest.raises(ScenarioError, match="idle_wakeup_latency lists 2 nodes"):
+        from_dict(doc)
