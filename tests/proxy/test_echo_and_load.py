@@ -112,11 +112,13 @@ def test_loadgen_does_not_collect_garbage_while_the_load_runs() -> None:
     # Something in this process keeps allocating containers that stay alive (as the lab's
     # own bookkeeping does): with the collector on, every 700 of them set off a
     # generation-0 collection, ~28 in this second.
+    # When each collection starts, on the monotonic clock (a wall clock stepped by the host
+    # once put the collection made just before the load inside the load's window).
     starts: list[float] = []
 
     def seen(phase: str, _info: dict[str, int]) -> None:
         if phase == "start":
-            starts.append(time.time())
+            starts.append(time.monotonic())
 
     async def allocate(kept: list[list[int]]) -> None:
         while True:
@@ -129,16 +131,19 @@ def test_loadgen_does_not_collect_garbage_while_the_load_runs() -> None:
             gc.callbacks.append(seen)
             allocating = asyncio.ensure_future(allocate(kept))
             try:
+                called = time.monotonic()
                 result = await measure(LoadSpec(url, rps=400, connections=4, duration_s=1.0))
+                returned = time.monotonic()
             finally:
                 allocating.cancel()
                 gc.callbacks.remove(seen)
         assert result.scheduled == 400
         assert len(kept) >= 10_000
-        begin = result.start_time.timestamp()
-        during = [t for t in starts if begin <= t <= begin + result.actual_duration_s]
-        assert starts
-        assert during == []
+        assert starts  # the allocations set the collector off outside the call
+        # In the call: the collection made before the load switches the collector off, and
+        # at most one more set off while the connections open or once it is back on; never
+        # the ~40 that the load's second and its drain would set off.
+        assert sum(called <= t <= returned for t in starts) <= 2
         assert gc.isenabled()
 
     arun(main)
