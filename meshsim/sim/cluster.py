@@ -71,25 +71,9 @@ class Node:
     """A node with ``cores`` cores; all CPU work on it goes through :meth:`execute`."""
 
     __slots__ = (
-        "_cgroups",
-        "_held",
-        "_period_s",
-        "_resolve",
-        "bandwidth",
-        "busy_s",
-        "cores",
-        "cpu",
-        "env",
-        "idle_wakeup_latency",
-        "index",
-        "name",
-        "oom_kills",
-        "pods",
-        "preempt",
-        "run_on_s",
-        "slow_phases",
-        "speed",
-        "wakeup_latency",
+        "_cgroups", "_held", "_period_s", "_resolve", "bandwidth", "busy_s", "cores", "cpu",
+        "env", "idle_wakeup_latency", "index", "name", "oom_kills", "pods", "preempt",
+        "run_on_s", "slow_phases", "speed", "wakeup_latency",
     )  # fmt: skip
 
     def __init__(

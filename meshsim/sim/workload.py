@@ -284,9 +284,12 @@ class WorkloadDriver:
             woken = self._loop_woken = env.event()
             yield env.timeout(wake - env._now) | woken
             self._loop_woken = None
-            draw = None if host is None else host.idle_wakeup_latency
-            if draw is not None and not woken.triggered and host is not None and host.all_idle():
-                yield env.timeout(draw())
+            # Slept until its own timer: on a node with nothing running (a halted vCPU) the
+            # host must first run it.
+            if host is not None and not woken.triggered:
+                draw = host.idle_wakeup_latency
+                if draw is not None and host.all_idle():
+                    yield env.timeout(draw())
 
     def _intended_times(self) -> Iterator[float]:
         """The open loop's intended send times, from now to the end of the run."""
