@@ -237,7 +237,10 @@ def _linkerd_sidecar_problems(scenario: Scenario) -> Iterator[tuple[Loc, str]]:
         try:
             opts.sidecar_resources("linkerd", svc.proxy_resources)
         except ValidationError as exc:
-            reason = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+            # Imported here: the loader reads this module's checks.
+            from meshsim.scenario.loader import explain_error
+
+            reason = "; ".join(explain_error(e) for e in exc.errors())
             yield (
                 ("services", i, "proxy_resources"),
                 f"over mesh_options.linkerd.proxy_resources, as Linkerd's injector takes each "

@@ -281,28 +281,55 @@ def _nodes(manifests: Manifests, draft: Draft) -> None:
                        f"{cores} cores and {gb:.3g} GB (the commonest)")  # fmt: skip
 
 
+def _namespace(draft: Draft, namespace: Resource) -> None:
+    """A Namespace's mesh switches and Linkerd's default inbound policy."""
+    annotations = _labels(namespace.get("metadata", "annotations"))
+    _mesh_switches(
+        draft, namespace, _labels(namespace.get("metadata", "labels")), annotations, ("metadata",)
+    )
+    policy = annotations.get("config.linkerd.io/default-inbound-policy")
+    if policy is not None:
+        draft.linkerd_security["default_policy"] = Noted(
+            policy,
+            namespace.origin("metadata", "annotations", "config.linkerd.io/default-inbound-policy"),
+        )
+
+
+def _versions(
+    manifests: Manifests, draft: Draft, svc: Resource, matched: list[Resource], claimed: set[int]
+) -> list[DraftVersion]:
+    """A Service's versions: one per workload its selector matches, named by the pods'
+    ``version`` label (else the workload), with its replicas and its pods' resources; each
+    workload read is ``claimed`` (not a client)."""
+    out: list[DraftVersion] = []
+    seen: set[str] = set()
+    for w in matched:
+        claimed.add(id(w))
+        labels = _labels(w.get("spec", "template", "metadata", "labels"))
+        vname = _version_name(w, svc.name, labels)
+        if vname in seen:
+            vname = scenario_name(w.name)
+        seen.add(vname)
+        annotations = _labels(w.get("spec", "template", "metadata", "annotations"))
+        out.append(
+            DraftVersion(
+                vname,
+                _replicas(manifests, w, draft),
+                w,
+                labels,
+                resources=app_resources(draft, w),
+                proxy_resources=proxy_resources(draft, w, annotations),
+            )
+        )
+    return out
+
+
 def import_kubernetes(manifests: Manifests, draft: Draft) -> None:
     """Add the services, versions and mesh switches that the Kubernetes objects describe."""
     _nodes(manifests, draft)
     for namespace in manifests.of("Namespace"):
         try:
-            _mesh_switches(
-                draft,
-                namespace,
-                _labels(namespace.get("metadata", "labels")),
-                _labels(namespace.get("metadata", "annotations")),
-                ("metadata",),
-            )
-            policy = _labels(namespace.get("metadata", "annotations")).get(
-                "config.linkerd.io/default-inbound-policy"
-            )
-            if policy is not None:
-                draft.linkerd_security["default_policy"] = Noted(
-                    policy,
-                    namespace.origin(
-                        "metadata", "annotations", "config.linkerd.io/default-inbound-policy"
-                    ),
-                )
+            _namespace(draft, namespace)
         except SHAPE_ERRORS as exc:
             shape_warning(draft, namespace, exc)
 
@@ -379,25 +406,7 @@ def import_kubernetes(manifests: Manifests, draft: Draft) -> None:
             draft_svc = DraftService(
                 name, scenario_name(ns), svc, selector, protocol=_protocol(svc)
             )
-            seen: set[str] = set()
-            for w in matched:
-                claimed.add(id(w))
-                labels = _labels(w.get("spec", "template", "metadata", "labels"))
-                vname = _version_name(w, svc.name, labels)
-                if vname in seen:
-                    vname = scenario_name(w.name)
-                seen.add(vname)
-                annotations = _labels(w.get("spec", "template", "metadata", "annotations"))
-                draft_svc.versions.append(
-                    DraftVersion(
-                        vname,
-                        _replicas(manifests, w, draft),
-                        w,
-                        labels,
-                        resources=app_resources(draft, w),
-                        proxy_resources=proxy_resources(draft, w, annotations),
-                    )
-                )
+            draft_svc.versions.extend(_versions(manifests, draft, svc, matched, claimed))
             draft.services[name] = draft_svc
         except SHAPE_ERRORS as exc:
             shape_warning(draft, svc, exc)

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from meshsim.scenario.importers.documents import Resource
 from meshsim.scenario.importers.draft import Draft
 from meshsim.scenario.importers.writer import Noted
+from meshsim.scenario.loader import explain_error
 from meshsim.scenario.resources import Resources, megabytes, millicores
 
 PROXY_ANNOTATIONS: Final = {
@@ -58,7 +59,7 @@ def _checked(draft: Draft, tree: dict[str, dict[str, Any]], where: str) -> dict[
     try:
         Resources.model_validate(tree)
     except ValidationError as exc:
-        reason = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        reason = "; ".join(explain_error(e) for e in exc.errors())
         draft.warn(f"{where}: {reason}; left out of the scenario")
         return None
     return tree
