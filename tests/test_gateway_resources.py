@@ -135,6 +135,7 @@ def test_a_replica_down_leaves_the_balancer_until_it_is_back() -> None:
     served: dict[str, tuple[int, int]] = {}
 
     killed_at: list[float] = []
+    balancers: dict[str, int] = {}
 
     def drill() -> Generator[simpy.Event, Any, None]:
         yield sim.env.timeout(3.0)
@@ -146,7 +147,9 @@ def test_a_replica_down_leaves_the_balancer_until_it_is_back() -> None:
         served["down"] = (per_request(first), per_request(second))
         yield sim.env.timeout(2.0)
         served["up"] = (per_request(first), per_request(second))
+        balancers["before"] = len(first._clusters)
         sim.gateways.proxy_up(first)
+        balancers["after"] = len(first._clusters)  # a fresh Envoy: no balancer state
 
     sim.env.process(drill())
     sim.run()
@@ -155,6 +158,7 @@ def test_a_replica_down_leaves_the_balancer_until_it_is_back() -> None:
     # worker at most, end their burst there and then fail).
     assert 0 <= up0 - down0 <= 2
     assert up1 - down1 == pytest.approx(2.0 * 500.0, rel=0.1)  # the other took it all
+    assert (balancers["before"], balancers["after"]) == (1, 0)
     kill = killed_at[0]
     records = [r for r in sim.measure().records or [] if r.kind == "workload"]
     inside = [r.status for r in records if r.started_at <= kill < r.finished_at]

@@ -197,9 +197,7 @@ class Gateways:
         gw = self.runtime_of(proxy)
         i = gw.replica_of[proxy]
         gw.down.add(i)
-        proxy.alive = False
-        proxy.epoch += 1
-        proxy.sessions.clear()
+        proxy.killed()
         for container in gw.containers[i]:
             # The clients' connections end at the replica, and its containers' connections
             # to each other went with the one killed.
@@ -220,7 +218,7 @@ class Gateways:
         """The killed container restarts after its backoff; the replica is back in the load
         balancer once all its containers are up."""
         gw = self.runtime_of(proxy)
-        proxy.alive = True
+        proxy.restarted()
         i = gw.replica_of[proxy]
         if all(p.alive for p in gw.containers[i]):
             gw.down.discard(i)

@@ -438,8 +438,7 @@ class AmbientDataPlane(ProxiedDataPlane):
         :meth:`proxy_up`. A ztunnel takes its whole node's data path with it: every pod there
         stays ready in the endpoints (its probes bypass ztunnel), but nothing reaches it or
         leaves it through the mesh."""
-        proxy.alive = False
-        proxy.epoch += 1
+        proxy.killed()
         name = proxy.name
         self.tunnels.sever(lambda key: name in key)
         for idle in self._streams.values():
@@ -450,8 +449,6 @@ class AmbientDataPlane(ProxiedDataPlane):
                 else:
                     kept.append(stream)
             idle[:] = kept
-        proxy.connections = proxy.tls_connections = 0
-        proxy.sessions.clear()
         for other in self.proxies:
             other.sessions.discard(name)  # its TLS session tickets died with it
 
@@ -461,10 +458,7 @@ class AmbientDataPlane(ProxiedDataPlane):
         endpoints as istiod holds them for it and keeps its certificates: the full push and
         the CSRs a restarted ztunnel waits for are not modelled (milliseconds on an idle
         istiod, beside a backoff of at least 10 s)."""
-        proxy.alive = True
-        if isinstance(proxy, L7Proxy):
-            proxy._clusters.clear()
-            proxy._groups.clear()
+        proxy.restarted()
 
     # ----------------------------------------------------------------- configuration
 

@@ -489,6 +489,21 @@ class Proxy:
         self.cpu_s += cpu_s
         worker.busy_s += cpu_s
 
+    # ----------------------------------------------------------------- its process
+
+    def killed(self) -> None:
+        """Its process is killed (an OOM kill of a proxy that is a pod's container of its
+        own): down until :meth:`restarted`, and what it held goes with it: its connections,
+        its TLS session tickets; what held them checks its ``epoch``."""
+        self.alive = False
+        self.epoch += 1
+        self.connections = self.tls_connections = 0
+        self.sessions.clear()
+
+    def restarted(self) -> None:
+        """A fresh process after the kubelet's backoff."""
+        self.alive = True
+
     # ----------------------------------------------------------------- connections
 
     def opened(self, tls: bool) -> None:

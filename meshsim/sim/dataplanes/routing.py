@@ -61,6 +61,12 @@ class L7Proxy(Proxy):
         self.endpoint_view: EndpointView | None = None
         """Set by the control plane: endpoints as of this proxy's last update."""
 
+    def restarted(self) -> None:
+        """A fresh Envoy: its balancers, breakers and outlier detection start afresh."""
+        super().restarted()
+        self._clusters.clear()
+        self._groups.clear()
+
     def view(self, service: ServiceRuntime) -> list[Pod]:
         """All endpoints of ``service`` as this proxy sees them (before any split).
 
