@@ -307,7 +307,11 @@ def test_each_mesh_resource_maps_to_its_scenario_key(tmp_path: Path) -> None:
     assert (cart.replicas, cart.protocol, cart.namespace) == (4, "grpc", "shop")  # HPA floor
     assert [(v.name, v.replicas) for v in front.versions or []] == [("stable", 3), ("canary", 1)]
     assert front.protocol == "http1"
-    assert sc.mesh_options.linkerd.workers == 2  # 1500m rounded up
+    # Current Linkerd keeps its runtime's one worker whatever the CPU limit; the warning
+    # gives the count an older injector derived from it (1500m rounded up).
+    assert sc.mesh_options.linkerd.workers == 1
+    (older,) = [w for w in result.warnings if "proxy-cpu-limit" in w]
+    assert "mesh_options.linkerd.workers: 2" in older
     assert sc.mesh_options.istio.workers == 4
     assert sc.mesh_options.istio.mtls == "PERMISSIVE"
     faulty, default = sc.traffic[:2]

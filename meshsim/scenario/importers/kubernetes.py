@@ -12,8 +12,9 @@
 - Meshes: Namespace labels ``istio-injection: enabled`` (Istio sidecars),
   ``istio.io/dataplane-mode: ambient`` (ambient), the ``linkerd.io/inject: enabled``
   annotation (Linkerd), and the same switches on pod templates.
-- Proxy workers: ``config.linkerd.io/proxy-cpu-limit`` (the injector derives the proxy's cores
-  from it) and ``proxy.istio.io/config`` ``concurrency``.
+- Proxy workers: ``proxy.istio.io/config`` ``concurrency``. Linkerd's proxy keeps its
+  runtime's one worker whatever ``config.linkerd.io/proxy-cpu-limit`` says (current Linkerd;
+  older releases sized the runtime from it, which a warning spells out).
 - Containers' requests and limits become the service's ``resources``, and the sidecar's from
   its mesh's pod annotations its ``proxy_resources``
   (:mod:`meshsim.scenario.importers.pod_resources`): requests weigh the pods on their node's
@@ -173,21 +174,18 @@ def _mesh_switches(
 def _proxy_workers(draft: Draft, res: Resource, annotations: dict[str, str]) -> None:
     base = ("spec", "template", "metadata", "annotations")
     limit = cpu_cores(annotations.get("config.linkerd.io/proxy-cpu-limit"))
-    if limit is not None and limit > 0:
-        workers = max(1, math.ceil(limit))
-        prior = draft.mesh_options.get("linkerd", {}).get("workers")
-        if prior is not None and prior.value != workers:
-            draft.warn(
-                f"{res.origin(*base)}: proxy CPU limits differ between workloads; the scenario "
-                f"has one Linkerd worker count (kept {max(prior.value, workers)})"
-            )
-            workers = max(prior.value, workers)
-        draft.option(
-            "linkerd",
-            "workers",
-            workers,
-            f"{res.origin(*base, 'config.linkerd.io/proxy-cpu-limit')} (the injector sizes the "
-            "proxy's runtime from its CPU limit, rounded up)",
+    if limit is not None and limit > 0 and math.ceil(limit) > 1:
+        # Linkerd's injector once set LINKERD2_PROXY_CORES from this annotation; since its
+        # chart's proxy.runtime.workers (2025) the proxy's floor of cores is
+        # LINKERD2_PROXY_CORES_MIN (workers.minimum, 1), which wins over it, and the limit
+        # only throttles. So the scenario keeps the runtime's one worker and says how an
+        # older cluster would differ, rather than guess the cluster's version.
+        draft.warn(
+            f"{res.origin(*base, 'config.linkerd.io/proxy-cpu-limit')}: current Linkerd runs "
+            "its proxy's one runtime worker (the chart's proxy.runtime.workers.minimum) "
+            "whatever this limit, which only throttles it; Linkerd before its 2025 runtime "
+            f"settings sized the runtime from the limit ({math.ceil(limit)} workers here): "
+            f"for such a cluster set mesh_options.linkerd.workers: {math.ceil(limit)}"
         )
     config = annotations.get("proxy.istio.io/config")
     if isinstance(config, str) and len(config) < 10_000:
