@@ -171,6 +171,61 @@ def test_the_fit_recovers_a_simulated_drift_within_its_sampling_noise() -> None:
     assert d.cv.covers(cv)
 
 
+def _sleeping_sidecar(
+    rng: np.random.Generator, drift_cv: float, periods: int = 300, n: float = 335.0
+) -> dict[str, float]:
+    """Figures of a sidecar whose CPU per period is 6 ms that go with its loop's sleeps
+    (not with its requests) plus 33 us per Poisson request with a per-request cv of 0.3,
+    all times a drift of ``drift_cv`` per period, independent between periods: the shape
+    of the lab's server sidecar at 3347 rps (slope times requests 0.65 of the mean)."""
+    count = rng.poisson(n, size=periods).astype(float)
+    noise = np.array([rng.gamma(1 / 0.09, 0.09, size=int(m)).sum() for m in count])
+    drift = 1.0 + drift_cv * rng.standard_normal(periods)
+    f = figures((6e-3 + 33e-6 * noise) * drift, count)
+    assert f is not None
+    return f
+
+
+def test_a_period_s_residual_on_its_requests_is_what_the_count_does_not_explain() -> None:
+    rng = np.random.default_rng(3)
+    n = rng.poisson(300.0, size=200).astype(float)
+    exact = figures(5e-3 + 40e-6 * n, n)
+    assert exact is not None
+    assert exact["residual_cv"] == pytest.approx(0.0, abs=1e-9)
+    # An AR(1) residual of sd 0.5 ms and lag-1 0.6 over a 17 ms mean.
+    e = np.zeros(20_000)
+    for k in range(1, len(e)):
+        e[k] = 0.6 * e[k - 1] + 0.8 * 0.5e-3 * rng.standard_normal()
+    n = rng.poisson(300.0, size=len(e)).astype(float)
+    per = 5e-3 + 40e-6 * n + e
+    f = figures(per, n)
+    assert f is not None
+    assert f["residual_cv"] == pytest.approx(0.5e-3 / per.mean(), rel=0.03)
+    assert f["residual_lag1"] == pytest.approx(0.6, abs=0.03)
+    assert figures(np.full(4, 1e-3), np.full(4, 10.0)) is not None  # a count that never varies
+
+
+def test_cpu_that_goes_with_sleeps_is_neither_taken_for_a_drift_nor_hides_one() -> None:
+    # The count's whole cv taken out of the CPU's, as if the CPU were proportional to it,
+    # takes out more than the count put in: every excess comes out negative, and a drift
+    # of 3 % per period disappears. On the residual the fit finds none where there is
+    # none and the 3 % where it is.
+    rng = np.random.default_rng(9)
+    none = [{"s": _sleeping_sidecar(rng, 0.0)} for _ in range(7)]
+    some = [{"s": _sleeping_sidecar(rng, 0.03)} for _ in range(7)]
+    old = [{k: v for k, v in f["s"].items() if not k.startswith("residual")} for f in some]
+    assert all(excess(f, 0.3)[0] < 0.0 for f in old)
+    assert fit_drift([{"s": f} for f in old], 0.3) is None
+    found = fit_drift(none, 0.3)
+    # The median of seven residuals' sampling noise (300 periods each) leaves under 0.6 %.
+    assert found is None or found.period_cv < 0.006
+    d = fit_drift(some, 0.3)
+    assert d is not None
+    assert d.period_cv == pytest.approx(0.03, rel=0.15)
+    # Independent between periods: a lag-1 of 300 periods has a sampling sd of 0.06.
+    assert d.period_lag1 < 0.15
+
+
 # ----------------------------------------------------------------- in the simulator
 
 

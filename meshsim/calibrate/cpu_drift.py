@@ -8,9 +8,11 @@ last as ``cpu_drift_cv`` and ``cpu_drift_ms`` (:mod:`meshsim.sim.cpu.drift`), an
 :func:`fit_drift` takes them from the fit points:
 
 - per sidecar and point, the excess variance of its CPU per period over what the requests
-  explain, relative to the mean: ``cpu_cv^2 - requests_cv^2 - request_cpu_cv^2 / n``
-  (``n`` the mean requests per period, whose reciprocal is ``poisson_cv^2``), and the lag-1
-  covariance, ``lag1 x cpu_cv^2``, which only the drift has (the requests are a Poisson
+  explain, relative to the mean: the variance of the CPU's residual on its line on the
+  requests per period, less the requests' own noise averaged over a period,
+  ``residual_cv^2 - request_cpu_cv^2 / n`` (``n`` the mean requests per period, whose
+  reciprocal is ``poisson_cv^2``), and the residual's lag-1 covariance,
+  ``residual_lag1 x residual_cv^2``, which only the drift has (the requests are a Poisson
   stream, independent from one period to the next);
 - the medians over the points with enough requests per period that their count does not
   hide the drift (:data:`MAX_POISSON_CV`), the excess negative samples included (clipping
@@ -82,10 +84,22 @@ class Drift:
 
 def excess(figures_: Mapping[str, float], request_cpu_cv: float) -> tuple[float, float]:
     """One sidecar's (excess variance, lag-1 covariance) at a point, both relative to its
-    mean CPU per period squared (see the module's docstring)."""
+    mean CPU per period squared (see the module's docstring).
+
+    Where the figures have the CPU's residual on the requests per period
+    (``residual_cv``, :func:`meshsim.calibrate.period_cpu.figures`), the count is taken out
+    by that line: the sidecar's CPU is not proportional to its requests (part of it goes
+    with its loop's sleeps), and taking the count's whole cv out of the CPU's took out
+    more than the count put in, a drift's worth at the lab's low loads (run AB at 3347 rps:
+    the CPU's cv 0.052-0.061 against the count's 0.057-0.061, a residual of 3-5 % of the
+    mean). Figures without it (records before 2026-12-05 not refitted from their series)
+    are read the old way."""
+    noise = (request_cpu_cv * figures_["poisson_cv"]) ** 2
+    if "residual_cv" in figures_:
+        var = figures_["residual_cv"] ** 2
+        return var - noise, figures_["residual_lag1"] * var
     var = figures_["cpu_cv"] ** 2
-    noise = figures_["requests_cv"] ** 2 + (request_cpu_cv * figures_["poisson_cv"]) ** 2
-    return var - noise, figures_["lag1"] * var
+    return var - figures_["requests_cv"] ** 2 - noise, figures_["lag1"] * var
 
 
 def time_constant_s(lag1: float, period_s: float = PERIOD_S) -> float:

@@ -183,17 +183,20 @@ def fit_cores(
 
 
 def without_spells(point: Mapping[str, Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
-    """A point's ``period_cpu`` with each sidecar's figures recomputed over the periods out
-    of spells (as they are where the record has no series to tell them by; the lag-1
-    correlation then runs across the gaps the spells leave, a few periods in fifty)."""
+    """A point's ``period_cpu`` with each sidecar's figures recomputed from its series over
+    the periods out of spells (the figures as recorded where the record has no series; the
+    lag-1 correlation runs across the gaps the spells leave, a few periods in fifty).
+    Recomputed where no period is in a spell too, so that every point's figures are those
+    of the current :func:`~meshsim.calibrate.period_cpu.figures`."""
     out: dict[str, Mapping[str, Any]] = {}
     for name, f in point.items():
         series = _series(f)
-        slow = None if series is None else _slow(series[0] / series[1])
-        if series is None or slow is None or not slow.any() or slow.all():
+        if series is None:
             out[name] = f
             continue
-        again = figures(series[0][~slow] * 1e-3, series[1][~slow])
+        slow = _slow(series[0] / series[1])
+        keep = ~slow if slow.any() and not slow.all() else np.ones_like(slow)
+        again = figures(series[0][keep] * 1e-3, series[1][keep])
         out[name] = f if again is None else again
     return out
 

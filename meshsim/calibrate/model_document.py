@@ -80,8 +80,10 @@ def drift_parameters(src: str, drift: Drift | None) -> dict[str, Any]:
     how = (
         f"the sidecars' CPU per 100 ms period at {drift.samples} sidecar-points with 70 or "
         "more requests a period (/proc schedstat every 10 ms, access-log answer times): "
-        f"its variance over the requests' and their own noise's (median, {drift.period_cv:.3f} "
-        f"per period) and that excess's lag-1 correlation ({drift.period_lag1:.2f})"
+        "out of the host's slow spells: the variance of its residual on its line on the "
+        "requests per period over the requests' own noise's (median, "
+        f"{drift.period_cv:.3f} per period) and that excess's lag-1 correlation "
+        f"({drift.period_lag1:.2f})"
     )
     return {
         "cpu_drift_cv": param(

@@ -117,7 +117,15 @@ def period_figures(
 
 def figures(per: np.ndarray, n: np.ndarray) -> dict[str, float] | None:
     """:func:`period_figures` of the CPU seconds ``per`` and the requests ``n`` of each
-    period, measured or simulated (None where there is neither CPU nor a request)."""
+    period, measured or simulated (None where there is neither CPU nor a request).
+
+    Beside them, what the requests' count does not explain: the CPU per period less its
+    least-squares line on the requests per period, that residual's sd over the mean CPU
+    (``residual_cv``) and its lag-1 autocorrelation (``residual_lag1``). A sidecar's CPU per
+    period is not proportional to its requests: part of it goes with the time its loop
+    sleeps, which more requests shorten (the lab's server sidecar at 3347 rps in run AB: the
+    line's slope times the mean requests is 0.5-0.8 of the mean CPU), so taking the count's
+    whole cv out of the CPU's, as if it were, takes out more than the count put in."""
     if per.mean() <= 0.0 or n.mean() <= 0.0:
         return None
     # A period without an answer (a stall) has CPU but no CPU per request.
@@ -129,9 +137,30 @@ def figures(per: np.ndarray, n: np.ndarray) -> dict[str, float] | None:
         "requests_cv": round(float(n.std() / n.mean()), 4),
         "poisson_cv": round(float(1.0 / np.sqrt(n.mean())), 4),
         "cpu_per_request_cv": round(float(per_request.std() / per_request.mean()), 4),
-        "lag1": round(float(np.corrcoef(per[:-1], per[1:])[0, 1]), 4)
-        if len(per) > 2 and per.std() > 1e-9 * per.mean()
-        else 0.0,  # a CPU that never varies has no correlation to speak of (not NaN)
+        "lag1": _lag1(per),
+        **_residual(per, n),
+    }
+
+
+def _lag1(x: np.ndarray) -> float:
+    # A series that never varies has no correlation to speak of (not NaN).
+    if len(x) <= 2 or x.std() <= 1e-9 * max(abs(float(x.mean())), 1e-30):
+        return 0.0
+    return round(float(np.corrcoef(x[:-1], x[1:])[0, 1]), 4)
+
+
+def _residual(per: np.ndarray, n: np.ndarray) -> dict[str, float]:
+    """``residual_cv`` and ``residual_lag1`` (see :func:`figures`); none with fewer than four
+    periods or a count that never varies (no line to fit)."""
+    if len(per) < 4 or n.std() <= 0.0:
+        return {}
+    slope, intercept = np.polyfit(n, per, 1)
+    residual = per - (intercept + slope * n)
+    # Two parameters fitted: the residuals' variance over len - 2 is the unbiased one.
+    var = float(residual @ residual) / (len(per) - 2)
+    return {
+        "residual_cv": round(float(np.sqrt(var)) / float(per.mean()), 4),
+        "residual_lag1": _lag1(residual),
     }
 
 
