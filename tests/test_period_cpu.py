@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from meshsim.calibrate.period_cpu import period_figures
+from meshsim.calibrate.period_cpu import figures, period_figures
 
 T0 = 1000.0
 
@@ -83,15 +83,37 @@ def test_the_report_table_takes_medians_over_the_passes() -> None:
     points += [point("throttled", 0.2, 1.1), point("fit", 0.9)]
     lines = period_table(points).splitlines()
     assert lines[1].split()[:4] == ["sat", "-", "1", "0.050"]
-    assert lines[2].split() == ["2975.8", "-", "3", "0.100", "0.060", "0.058", "0.100", "0.20"]
+    # Figures recorded without a residual (and without series to compute it from): nan.
+    assert lines[2].split() == [
+        "2975.8", "-", "3", "0.100", "0.060", "0.058", "0.100", "0.20", "nan"
+    ]  # fmt: skip
     assert lines[3].split()[:4] == ["2975.8", "1.1x", "1", "0.200"]
     assert len(lines) == 5  # the fit point is not shown; then the footnote
     assert period_table([point("fit", 0.1)]) == ""
     # The simulated lab's figures beside the lab's, by load and limit; "nan" where none.
-    lines = period_table(points, {(2975.8, 0.0): (0.091, 0.37)}).splitlines()
-    assert lines[2].split()[-2:] == ["0.091", "0.37"]
-    assert lines[3].split()[-2:] == ["nan", "nan"]
+    lines = period_table(points, {(2975.8, 0.0): (0.091, 0.37, 0.031)}).splitlines()
+    assert lines[2].split()[-3:] == ["0.091", "0.37", "0.031"]
+    assert lines[3].split()[-3:] == ["nan", "nan", "nan"]
     assert "sim:" in lines[-1]
+
+
+def test_the_report_table_reads_a_residual_from_the_series_of_an_older_record() -> None:
+    from meshsim.calibrate.period_cpu import period_table
+
+    # 6 ms a period beside 30 us a request, and 0.5 ms more in every other period pair.
+    n = [300, 340, 310, 280, 330, 290] * 5
+    extra = [0.5, 0.5, 0.0, 0.0] * 7 + [0.5, 0.5]
+    cpu = [6.0 + 0.03 * k + e for k, e in zip(n, extra, strict=True)]
+    recorded = {"cpu_cv": 0.0, "requests_cv": 0.0, "poisson_cv": 0.0, "cpu_per_request_cv": 0.0,
+                "lag1": 0.0, "cpu_ms_series": cpu, "requests_series": n}  # fmt: skip
+    point = {"role": "held_out", "config": "plain-ka-f0", "rps": 3000.0, "cpu_limit": None,
+             "period_cpu": {"server_sidecar": recorded}}  # fmt: skip
+    row = period_table([point]).splitlines()[1].split()
+    again = figures(np.asarray(cpu) * 1e-3, np.asarray(n, dtype=float))
+    assert again is not None
+    assert again["residual_cv"] > 0.01
+    assert row[3] == f"{again['cpu_cv']:.3f}"
+    assert row[-1] == f"{again['residual_cv']:.3f}"
 
 
 def test_only_the_periods_with_answers_count() -> None:

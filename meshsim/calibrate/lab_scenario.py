@@ -378,6 +378,7 @@ def predict(
         **_lateness(sims[0]),
         "period_cpu_cv": periods.get("cpu_cv", float("nan")),
         "period_lag1": periods.get("lag1", float("nan")),
+        "period_residual_cv": periods.get("residual_cv", float("nan")),
         **(throttling(out, doc) if cpu_limit_m is not None else {}),
     }
 

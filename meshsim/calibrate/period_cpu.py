@@ -190,44 +190,57 @@ def measure(
 
 def period_table(
     points: Sequence[Mapping[str, Any]],
-    simulated: Mapping[tuple[float, float], tuple[float, float]] | None = None,
+    simulated: Mapping[tuple[float, float], tuple[float, float, float]] | None = None,
 ) -> str:
     """The server sidecar's CPU per period at the plain held-out and CPU-limited points of a
     fit record, the median of each figure over the passes ("" without such records); with
-    ``simulated`` ((load, limit multiple) -> the simulated lab's CPU cv and lag-1), those
-    beside the lab's."""
+    ``simulated`` ((load, limit multiple) -> the simulated lab's CPU cv, lag-1 and residual
+    cv), those beside the lab's."""
     groups: dict[tuple[float, float], list[Mapping[str, float]]] = {}
     for p in points:
         figures_ = (p.get("period_cpu") or {}).get("server_sidecar")
         if figures_ and p["role"] in ("held_out", "throttled") and p["config"] == "plain-ka-f0":
             key = (float(p["rps"]), float(p.get("cpu_limit") or 0.0))
-            groups.setdefault(key, []).append(figures_)
+            groups.setdefault(key, []).append(_current(figures_))
     if not groups:
         return ""
     sim = simulated or {}
-    keys = ("cpu_cv", "requests_cv", "poisson_cv", "cpu_per_request_cv", "lag1")
+    keys = ("cpu_cv", "requests_cv", "poisson_cv", "cpu_per_request_cv", "lag1", "residual_cv")
     lines = [
         f"{'load':>8} {'limit':>6} {'passes':>6}  {'CPU cv':>7} {'requests cv':>11} "
-        f"{'Poisson':>7} {'CPU/request cv':>14} {'lag-1':>6}"
-        + (f"  {'sim CPU cv':>10} {'sim lag-1':>9}" if sim else "")
+        f"{'Poisson':>7} {'CPU/request cv':>14} {'lag-1':>6} {'residual cv':>11}"
+        + (f"  {'sim CPU cv':>10} {'sim lag-1':>9} {'sim residual':>12}" if sim else "")
     ]
+    nan = float("nan")
     for (rps, limit), rows in sorted(groups.items()):
-        med = {k: float(np.median([r[k] for r in rows])) for k in keys}
+        med = {k: float(np.median([r.get(k, nan) for r in rows])) for k in keys}
         load = f"{rps:.1f}" if rps else "sat"
         line = (
             f"{load:>8} {f'{limit:g}x' if limit else '-':>6} {len(rows):>6}  "
             f"{med['cpu_cv']:>7.3f} {med['requests_cv']:>11.3f} {med['poisson_cv']:>7.3f} "
-            f"{med['cpu_per_request_cv']:>14.3f} {med['lag1']:>6.2f}"
+            f"{med['cpu_per_request_cv']:>14.3f} {med['lag1']:>6.2f} {med['residual_cv']:>11.3f}"
         )
         if sim:
-            cv, lag1 = sim.get((rps, limit), (float("nan"), float("nan")))
-            line += f"  {cv:>10.3f} {lag1:>9.2f}"
+            cv, lag1, residual = sim.get((rps, limit), (nan, nan, nan))
+            line += f"  {cv:>10.3f} {lag1:>9.2f} {residual:>12.3f}"
         lines.append(line)
     lines.append(
         "per 100 ms period of the load: the coefficient of variation of the server sidecar's "
         "CPU, of the requests it answered (a Poisson stream's beside it) and of its CPU per "
         "request averaged over the period; lag-1 = the CPU's autocorrelation from one period "
-        "to the next; medians over the passes (limit: the throttled points' multiple)"
+        "to the next; residual = the sd of the CPU less its line on the requests per period, "
+        "over the mean CPU (what the count does not explain: the drift is fitted from it at "
+        "the fit points); medians over the passes (limit: the throttled points' multiple)"
         + ("; sim: the same figures of the simulated lab's server sidecar" if sim else "")
     )
     return "\n".join(lines)
+
+
+def _current(recorded: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A sidecar's figures at a point as :func:`figures` computes them now, from its series
+    where the record has them (records before 2026-12-05 have no residual)."""
+    cpu, n = recorded.get("cpu_ms_series"), recorded.get("requests_series")
+    if not cpu or not n or len(cpu) != len(n):
+        return recorded
+    again = figures(np.asarray(cpu, dtype=float) * 1e-3, np.asarray(n, dtype=float))
+    return recorded if again is None else again

@@ -52,12 +52,13 @@ def period_lines(fit: dict[str, Any], rows: list[Comparison]) -> list[str]:
     """How much the server sidecar's CPU varies from one CFS period to the next, which is
     what decides how often a limit near its average is reached (records from 2026-12-03),
     the simulated lab's beside it."""
-    simulated: dict[tuple[float, float], tuple[float, float]] = {}
+    simulated: dict[tuple[float, float], tuple[float, float, float]] = {}
     for r in rows:
         pred = r.predicted_speed_adjusted or r.predicted
         if r.point["config"] == "plain-ka-f0" and "period_cpu_cv" in pred:
             key = (float(r.point["rps"]), float(r.point.get("cpu_limit") or 0.0))
-            simulated[key] = (pred["period_cpu_cv"], pred["period_lag1"])
+            residual = pred.get("period_residual_cv", float("nan"))
+            simulated[key] = (pred["period_cpu_cv"], pred["period_lag1"], residual)
     text = period_table(fit.get("points", []), simulated)
     if not text:
         return []
