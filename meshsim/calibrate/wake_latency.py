@@ -220,7 +220,7 @@ def excess(pct: Mapping[str, float], floor: float) -> dict[float, float]:
 
 def excess_mean_us(pct: Mapping[str, float], floor: float) -> float:
     """The mean of :func:`excess`'s distribution, read as ``cluster.wakeup_latency`` reads
-    it (:meth:`meshsim.scenario.model.WakeupLatency.mean_us`)."""
+    it (:meth:`meshsim.scenario.host.WakeupLatency.mean_us`)."""
     return WakeupLatency(percentiles_us=excess(pct, floor)).mean_us()
 
 

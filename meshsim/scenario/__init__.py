@@ -1,10 +1,10 @@
 """The scenario: a typed model of format version 1, its loader and its checks."""
 
+from meshsim.scenario.cluster import Cluster
 from meshsim.scenario.loader import from_dict, load_scenario, loads, scenario_sha256
 from meshsim.scenario.model import (
     MESH_NAMES,
     Call,
-    Cluster,
     Distribution,
     Scenario,
     Service,

@@ -40,7 +40,8 @@ from typing import Any, Protocol
 
 import simpy
 
-from meshsim.scenario.model import Network, Scenario
+from meshsim.scenario.cluster import Network
+from meshsim.scenario.model import Scenario
 from meshsim.sim.cpu.bandwidth import Bandwidth
 from meshsim.sim.cpu.cgroups import bounded_threads, quota_s, resources_of, weight_of
 from meshsim.sim.cpu.fair import CGroup, FairScheduler, default_base_slice_s

@@ -17,7 +17,8 @@ from meshsim.scenario.edges import DEFAULT_CLUSTER, DEFAULT_REGION
 from meshsim.sim.cluster import NetworkModel
 
 if TYPE_CHECKING:
-    from meshsim.scenario.model import Network, Scenario
+    from meshsim.scenario.cluster import Network
+    from meshsim.scenario.model import Scenario
 
 SINGLE_ZONE = "zone-1"
 
