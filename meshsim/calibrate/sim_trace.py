@@ -55,6 +55,7 @@ import simpy
 
 from meshsim.sim.app import Client
 from meshsim.sim.cluster import Node
+from meshsim.sim.cpu.drift import CpuDrift
 from meshsim.sim.dataplanes.connections import Conn, Pools
 from meshsim.sim.dataplanes.proxy import Proxy, Worker
 from meshsim.sim.dataplanes.routing import L7Proxy
@@ -79,6 +80,7 @@ class _Acc:
     __slots__ = (
         "client_end",
         "client_start",
+        "drift",
         "in_conn",
         "parts",
         "pending",
@@ -108,6 +110,9 @@ class _Acc:
         """Wake-up CPU the burst under way was charged."""
         self.wake_wait = 0.0
         """Wake-up latency the burst under way waited."""
+        self.drift = 1.0
+        """The factor its proxy's CPU drift gave the burst under way (its CPU is its cost
+        times that)."""
 
     def add(self, hop: str, part: str, seconds: float, section: str | None = None) -> None:
         if seconds:
@@ -183,11 +188,12 @@ class Tracer:
         """A proxy burst from ``t0`` to now: its waits, then its CPU; a request-path burst
         opens its sidecar's span, a response-path burst closes it."""
         now = self.env.now
-        cpu = cpu_s + acc.wake
+        cpu = (cpu_s + acc.wake) * acc.drift
         worker_wait = acc.pending
         wake_wait = acc.wake_wait
         core_wait = (now - t0) - worker_wait - wake_wait - cpu
         acc.pending = acc.wake = acc.wake_wait = 0.0
+        acc.drift = 1.0
         role = self.role(proxy)
         acc.add(role, "wake_latency", wake_wait)
         acc.add(role, "worker_wait", worker_wait)
@@ -343,6 +349,22 @@ class _TracedProxy(L7Proxy):
         self.tracer.burst(acc, self, t0, cpu_s, request=False)
 
 
+class _TracedDrift(CpuDrift):
+    """A proxy's CPU drift whose factor is noted on the request whose burst asked for it
+    (the same calls, so the same draws, as an untraced run): a burst queued for the worker
+    asks before the running one ends, so the drift's last factor may be another's."""
+
+    __slots__ = ()
+    tracer: ClassVar[Tracer]
+
+    def at(self, now: float) -> float:
+        factor = super().at(now)
+        acc = self.tracer.current()
+        if acc is not None:
+            acc.drift = factor
+        return factor
+
+
 class _TracedNode(Node):
     """A node whose app and load-generator bursts (:meth:`Node.execute`) are timed."""
 
@@ -442,6 +464,8 @@ def trace(sim: Simulation) -> Tracer:
         if type(proxy) is not L7Proxy:
             raise ValueError(f"{proxy.name}: not a plain sidecar ({type(proxy).__name__})")
         _retype(proxy, _TracedProxy, tracer)
+        if proxy.drift is not None:
+            _retype(proxy.drift, _TracedDrift, tracer)
         for worker in proxy.workers:
             worker.res = tracer.timed(worker.res, _pending)
     for node in sim.nodes:
