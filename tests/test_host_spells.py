@@ -75,6 +75,13 @@ def test_the_drift_is_fitted_from_the_periods_out_of_spells() -> None:
     assert without_spells({"server_sidecar": {"cpu_cv": 0.1}}) == {
         "server_sidecar": {"cpu_cv": 0.1}
     }
+    # Too few requests a period to tell a spell: every period, as figures() reads them now
+    # (with the residual on the requests), not the figures the record was written with.
+    few = {**_sidecar([2.0, 2.4, 2.1, 2.6, 2.2, 2.3], [40, 48, 42, 50, 45, 47]), "cpu_cv": 0.9}
+    again = without_spells({"server_sidecar": few})["server_sidecar"]
+    assert again["periods"] == 6
+    assert again["cpu_cv"] < 0.9
+    assert "residual_cv" in again
 
 
 def test_the_simulated_spells_keep_the_fits_mean_cost() -> None:

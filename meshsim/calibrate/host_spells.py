@@ -39,7 +39,7 @@ from typing import Any, Final
 import numpy as np
 
 from meshsim.calibrate.fit import Estimate, estimate, replicates
-from meshsim.calibrate.period_cpu import PERIOD_S, figures
+from meshsim.calibrate.period_cpu import PERIOD_S, current_figures, figures
 
 SLOW_ABOVE: Final = 1.2
 """A period is in a spell above this multiple of its point's median CPU per request. The
@@ -184,15 +184,15 @@ def fit_cores(
 
 def without_spells(point: Mapping[str, Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
     """A point's ``period_cpu`` with each sidecar's figures recomputed from its series over
-    the periods out of spells (the figures as recorded where the record has no series; the
-    lag-1 correlation runs across the gaps the spells leave, a few periods in fifty).
-    Recomputed where no period is in a spell too, so that every point's figures are those
-    of the current :func:`~meshsim.calibrate.period_cpu.figures`."""
+    the periods out of spells (the lag-1 correlation runs across the gaps the spells leave,
+    a few periods in fifty), over all of them where its periods are too few requests to
+    tell a spell by: every point's figures are those of the current
+    :func:`~meshsim.calibrate.period_cpu.figures` (as recorded only without a series)."""
     out: dict[str, Mapping[str, Any]] = {}
     for name, f in point.items():
         series = _series(f)
-        if series is None:
-            out[name] = f
+        if series is None:  # too few requests a period to tell a spell: all periods
+            out[name] = current_figures(f)
             continue
         slow = _slow(series[0] / series[1])
         keep = ~slow if slow.any() and not slow.all() else np.ones_like(slow)

@@ -137,14 +137,15 @@ def figures(per: np.ndarray, n: np.ndarray) -> dict[str, float] | None:
         "requests_cv": round(float(n.std() / n.mean()), 4),
         "poisson_cv": round(float(1.0 / np.sqrt(n.mean())), 4),
         "cpu_per_request_cv": round(float(per_request.std() / per_request.mean()), 4),
-        "lag1": _lag1(per),
+        "lag1": _lag1(per, float(per.mean())),
         **_residual(per, n),
     }
 
 
-def _lag1(x: np.ndarray) -> float:
-    # A series that never varies has no correlation to speak of (not NaN).
-    if len(x) <= 2 or x.std() <= 1e-9 * max(abs(float(x.mean())), 1e-30):
+def _lag1(x: np.ndarray, scale: float) -> float:
+    # A series that never varies (by a billionth of ``scale``, the mean CPU) has no
+    # correlation to speak of (not NaN, nor that of the float noise of an exact line).
+    if len(x) <= 2 or x.std() <= 1e-9 * scale:
         return 0.0
     return round(float(np.corrcoef(x[:-1], x[1:])[0, 1]), 4)
 
@@ -160,7 +161,7 @@ def _residual(per: np.ndarray, n: np.ndarray) -> dict[str, float]:
     var = float(residual @ residual) / (len(per) - 2)
     return {
         "residual_cv": round(float(np.sqrt(var)) / float(per.mean()), 4),
-        "residual_lag1": _lag1(residual),
+        "residual_lag1": _lag1(residual, float(per.mean())),
     }
 
 
@@ -201,7 +202,7 @@ def period_table(
         figures_ = (p.get("period_cpu") or {}).get("server_sidecar")
         if figures_ and p["role"] in ("held_out", "throttled") and p["config"] == "plain-ka-f0":
             key = (float(p["rps"]), float(p.get("cpu_limit") or 0.0))
-            groups.setdefault(key, []).append(_current(figures_))
+            groups.setdefault(key, []).append(current_figures(figures_))
     if not groups:
         return ""
     sim = simulated or {}
@@ -236,9 +237,10 @@ def period_table(
     return "\n".join(lines)
 
 
-def _current(recorded: Mapping[str, Any]) -> Mapping[str, Any]:
+def current_figures(recorded: Mapping[str, Any]) -> Mapping[str, Any]:
     """A sidecar's figures at a point as :func:`figures` computes them now, from its series
-    where the record has them (records before 2026-12-05 have no residual)."""
+    where the record has them (records before 2026-12-05 have no residual); as recorded
+    where it has none."""
     cpu, n = recorded.get("cpu_ms_series"), recorded.get("requests_series")
     if not cpu or not n or len(cpu) != len(n):
         return recorded
