@@ -91,7 +91,6 @@ def lab_scenario(
     scale = cpu_scale or {}
     lab = fit["lab"]
     payload = int(point["payload_bytes"])
-    conns = int(point["connections"])
     base = baseline_for(fit, point)
     # With a measured baseline, the latency outside the proxies is drawn from it and the
     # pods are 0 apart (the proxies' loopback transit is in hop_latency_us); without one
@@ -101,6 +100,63 @@ def lab_scenario(
     echo_us = float(
         beside["echo"] if beside else (base or {}).get("echo_cpu_us") or lab["echo_cpu_us"]
     ) * scale.get("echo", 1.0)
+    workload = _load_workload(fit, point, base, beside, scale)
+    doc = {
+        "meshsim": 1,
+        "name": "calibration-lab",
+        "seed": seed,
+        "duration_s": duration_s,
+        "warmup_s": LAB_WARMUP_S,
+        "meshes": ["istio"],
+        "cluster": {
+            "nodes": 2,
+            "cores_per_node": 1,
+            "network": {"same_node_us": net, "cross_node_us": net, "client_us": net},
+            # The kernel's wake-up preemption, as the lab's scheduler trace shows it: the
+            # load generator and the echo take their core from the busier sidecar on waking.
+            "wakeup_preemption": True,
+            **host_speed(fit, phases, trace, spells),
+            **wakeup_latency(fit, wakeups),
+            **idle_wakeup_latency(fit, idle_wakeups),
+        },
+        "services": [
+            {
+                "name": "echo",
+                "replicas": 1,
+                "concurrency": 1,
+                "cpu_ms": {"dist": "constant", "mean": echo_us / 1000.0},
+                "response_bytes": payload,
+            }
+        ],
+        "workloads": [workload],
+        "mesh_options": {
+            "meshed_clients": True,
+            "keep_alive": bool(point["keep_alive"]),
+            "istio": {
+                "workers": 1,
+                "mtls": "STRICT" if point["mtls"] else "DISABLE",
+                "h2_upgrade": False,
+                "telemetry": True,
+                "model": str(model_path),
+            },
+        },
+    }
+    return doc if cpu_limit_m is None else limit_server_sidecar(doc, cpu_limit_m)
+
+
+def _load_workload(
+    fit: Mapping[str, Any],
+    point: Mapping[str, Any],
+    base: Mapping[str, Any] | None,
+    beside: Mapping[str, float] | None,
+    scale: Mapping[str, float],
+) -> dict[str, Any]:
+    """The lab's load generator as the scenario's workload at ``point``: its open loop's
+    releases and the latency outside the proxies (from the baseline ``base`` measured
+    without them), or its closed loop; and its CPU per request on the client's core
+    (measured ``beside`` the point, else the baseline's), times ``scale``."""
+    payload = int(point["payload_bytes"])
+    conns = int(point["connections"])
     if point["rps"] > 0:
         workload: dict[str, Any] = {
             "name": "load",
@@ -143,47 +199,7 @@ def lab_scenario(
         # without proxies at this load and keep-alive, occupies the client node.
         lg_us = float(lg_cpu) * scale.get("load_generator", 1.0)
         workload["client_cpu_ms"] = {"dist": "constant", "mean": lg_us / 1000.0}
-    doc = {
-        "meshsim": 1,
-        "name": "calibration-lab",
-        "seed": seed,
-        "duration_s": duration_s,
-        "warmup_s": LAB_WARMUP_S,
-        "meshes": ["istio"],
-        "cluster": {
-            "nodes": 2,
-            "cores_per_node": 1,
-            "network": {"same_node_us": net, "cross_node_us": net, "client_us": net},
-            # The kernel's wake-up preemption, as the lab's scheduler trace shows it: the
-            # load generator and the echo take their core from the busier sidecar on waking.
-            "wakeup_preemption": True,
-            **host_speed(fit, phases, trace, spells),
-            **wakeup_latency(fit, wakeups),
-            **idle_wakeup_latency(fit, idle_wakeups),
-        },
-        "services": [
-            {
-                "name": "echo",
-                "replicas": 1,
-                "concurrency": 1,
-                "cpu_ms": {"dist": "constant", "mean": echo_us / 1000.0},
-                "response_bytes": payload,
-            }
-        ],
-        "workloads": [workload],
-        "mesh_options": {
-            "meshed_clients": True,
-            "keep_alive": bool(point["keep_alive"]),
-            "istio": {
-                "workers": 1,
-                "mtls": "STRICT" if point["mtls"] else "DISABLE",
-                "h2_upgrade": False,
-                "telemetry": True,
-                "model": str(model_path),
-            },
-        },
-    }
-    return doc if cpu_limit_m is None else limit_server_sidecar(doc, cpu_limit_m)
+    return workload
 
 
 def limit_server_sidecar(
