@@ -227,6 +227,8 @@ def limit_server_sidecar(
     if cluster.get("scheduler", "fcfs") == "fcfs":
         out["services"] = [{**svc, "proxy_resources": limits} for svc in doc["services"]]
         return out
+    # The lab's processes are cgroups side by side, not containers of pods.
+    out["cluster"] = {**cluster, "cgroup_hierarchy": "flat"}
     equal = {"requests": {"cpu": "2m"}}
     out["services"] = [
         {**svc, "resources": equal, "proxy_resources": {**equal, **limits}}

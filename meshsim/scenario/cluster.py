@@ -59,6 +59,13 @@ class Cluster(Spec):
         "core to its end) or 'cfs' (Linux's fair scheduler, EEVDF: weights from CPU requests, "
         "slices, wake-up preemption). CPU limits are CFS bandwidth control under either.",
     )
+    cgroup_hierarchy: Literal["kubernetes", "flat"] = Field(
+        "kubernetes",
+        description="Under cfs, how containers' cgroups nest: 'kubernetes' (each in its "
+        "pod's cgroup, weighted by the sum of the pod's CPU requests, and each pod in its QoS "
+        "class's under kubepods, as kubelet builds them) or 'flat' (every container's "
+        "cgroup directly under the node, as the calibration lab runs its processes).",
+    )
     cfs_period_ms: Annotated[float, Field(ge=1, le=1000)] = Field(
         100.0, description="CFS bandwidth period (cpu.cfs_period_us; cpu.max's period)."
     )

@@ -6,8 +6,10 @@ holds it for its duration (the non-preemptive M/G/c view, exact for the closed-f
 of tests/test_closed_forms.py), with CFS bandwidth control of the CPU limits that can bind
 (:mod:`meshsim.sim.cpu.bandwidth`). ``cfs``: Linux's fair scheduler with each container in its
 own cgroup (:mod:`meshsim.sim.cpu.fair`, weights and limits from
-:mod:`meshsim.sim.cpu.cgroups`): weighted sharing, slices, wake-up preemption and CFS
-bandwidth control of CPU limits.
+:mod:`meshsim.sim.cpu.cgroups`), nested in its pod's and its QoS class's as kubelet nests
+them (:mod:`meshsim.sim.cpu.kubepods`; ``cluster.cgroup_hierarchy: flat`` leaves them all
+under the node): weighted sharing, slices, wake-up preemption and CFS bandwidth control of
+CPU limits.
 
 Under ``fcfs`` the unit the cores serve is a thread, not a burst: a thread whose burst ends
 with more work ready (a proxy worker with requests queued for it, a single-threaded app with
@@ -45,6 +47,7 @@ from meshsim.scenario.model import Scenario
 from meshsim.sim.cpu.bandwidth import Bandwidth
 from meshsim.sim.cpu.cgroups import bounded_threads, quota_s, resources_of, weight_of
 from meshsim.sim.cpu.fair import CGroup, FairScheduler, default_base_slice_s
+from meshsim.sim.cpu.kubepods import PodTree
 from meshsim.sim.measure import CGroupMeasure
 from meshsim.sim.sampling import Sampler
 from meshsim.sim.uncontended import give, take
@@ -74,7 +77,7 @@ class Node:
     __slots__ = (
         "_cgroups", "_held", "_period_s", "_resolve", "bandwidth", "busy_s", "cores", "cpu",
         "env", "idle_wakeup_latency", "index", "name", "oom_kills", "pods", "preempt",
-        "run_on_s", "slow_phases", "speed", "wakeup_latency",
+        "run_on_s", "slow_phases", "speed", "tree", "wakeup_latency",
     )  # fmt: skip
 
     def __init__(
@@ -105,6 +108,9 @@ class Node:
         self._resolve = resolve
         self._period_s = period_s
         self._cgroups: dict[int, CGroup] = {}
+        self.tree: PodTree | None = None
+        """Under ``cfs`` with ``cluster.cgroup_hierarchy: kubernetes``: the pods' and QoS
+        classes' cgroups the containers' nest in (None: every one under the node)."""
         self.busy_s = 0.0
         """Core-seconds of CPU executed so far (all accounts)."""
         self.pods: list[Any] = []
@@ -262,7 +268,10 @@ class Node:
             assert self.cpu is not None
             assert self._resolve is not None
             name, weight, quota = self._resolve(account)
-            g = self._cgroups[id(account)] = self.cpu.group(name, weight, quota, self._period_s)
+            parent = None if self.tree is None else self.tree.parent_of(account)
+            g = self._cgroups[id(account)] = self.cpu.group(
+                name, weight, quota, self._period_s, parent
+            )
             g.threads = bounded_threads(account)
         return g
 
@@ -372,7 +381,7 @@ def make_nodes(env: simpy.Environment, scenario: Scenario, mesh: str) -> list[No
                 count_from_s=scenario.warmup_s, count_until_s=scenario.duration_s,
             )  # fmt: skip
         return nodes
-    return [
+    nodes = [
         Node(
             env, i, spec.cores_per_node,
             FairScheduler(
@@ -384,6 +393,11 @@ def make_nodes(env: simpy.Environment, scenario: Scenario, mesh: str) -> list[No
         )
         for i in range(spec.nodes)
     ]  # fmt: skip
+    if spec.cgroup_hierarchy == "kubernetes":
+        for node in nodes:
+            assert node.cpu is not None
+            node.tree = PodTree(node.cpu, scenario, mesh)
+    return nodes
 
 
 def place(nodes: list[Node]) -> Node:

@@ -2,6 +2,10 @@
 
 The runnable entities are cgroups (:class:`CGroup`: a container, its app or its proxy) with
 weights from their CPU requests, and inside each, the bursts (:class:`Task`) of its threads.
+Cgroups may nest in groups (:class:`GroupEntity`: a pod, a QoS class, Kubernetes' tree in
+:mod:`meshsim.sim.cpu.kubepods`) as the kernel's group scheduling nests its entities: each
+group has a run queue of its own, whose children share what the group gets by their weights,
+and every rule below holds at each level (a pick walks down from the node's run queue).
 
 - **Pick**: among the cgroups with work waiting, the *eligible* one (its vruntime at or
   below the weighted average of the runnable cgroups', i.e. it is owed CPU) with the
@@ -9,9 +13,10 @@ weights from their CPU requests, and inside each, the bursts (:class:`Task`) of 
   earliest deadline (a free core never idles while work waits). This is EEVDF's
   ``pick_eevdf``; CFS before 6.6 took the smallest vruntime, with the same weights.
 - **Slices**: a task keeps its core for one base slice (``sched_base_slice``) while others
-  wait, then the pick is made again (``update_deadline``). Inside a cgroup its tasks take
-  turns (round robin with that slice), which for slices short beside the bursts is
-  processor sharing, as for threads of equal weight.
+  wait, then the pick is made again (``update_deadline``; in a tree, when the deadline of a
+  level with siblings passes, and every level it ran under starts a new slice). Inside a
+  cgroup its tasks take turns (round robin with that slice), which for slices short beside
+  the bursts is processor sharing, as for threads of equal weight.
 - **Wake-up preemption**: a burst that wakes while every core is busy preempts the running
   task whose cgroup has the latest deadline, if its own cgroup is eligible with an earlier
   deadline, unless RUN_TO_PARITY protects that task until its slice ends (the kernel's
@@ -28,8 +33,9 @@ weights from their CPU requests, and inside each, the bursts (:class:`Task`) of 
 The simplification (docs/DESIGN.md): one run queue per node served by its ``c`` cores,
 where Linux keeps one per core and migrates tasks between them (idle cores pull work at
 once, ``newidle_balance``); with bursts far shorter than the balancing intervals, a
-global queue is the usual approximation. Group entities are one level (a container's
-cgroup under the node), not Kubernetes' pod and QoS levels.
+global queue is the usual approximation. With one queue a group's weight is its whole
+share, where the kernel splits a group's shares between its per-CPU entities by the load
+on each CPU (``calc_group_shares``): the same total.
 
 Cost in the simulator: a burst that finds a core free and nothing waiting costs one
 timeout, as in the FCFS model; slices, preemption and bandwidth pieces add events only
@@ -39,11 +45,22 @@ while work waits or a limit is set.
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Callable
 from functools import partial
 
 import simpy
+
+from meshsim.sim.cpu.entities import CGroup, Entity, GroupEntity, Task
+
+__all__ = [
+    "BANDWIDTH_SLICE_S",
+    "CGroup",
+    "Entity",
+    "FairScheduler",
+    "GroupEntity",
+    "Task",
+    "default_base_slice_s",
+]
 
 NICE_0_LOAD = 1024.0
 """The weight of a nice-0 task, the unit of vruntime: a cgroup of weight w ages 1024 / w
@@ -58,99 +75,6 @@ _EPS = 1e-12
 def default_base_slice_s(cores: int) -> float:
     """0.75 ms scaled by 1 + log2(min(cores, 8)), the kernel's SCHED_TUNABLESCALING_LOG."""
     return 0.00075 * (1 + int(math.log2(min(max(cores, 1), 8))))
-
-
-class CGroup:
-    """A container's cgroup on one node: weight, quota, fairness state and counters."""
-
-    __slots__ = (
-        "cpu_s", "deadline", "index", "lag", "name", "nr_periods", "nr_throttled",
-        "on_rq", "period_idx", "period_s", "pool_s", "queue", "quota_s", "running",
-        "threads", "throttled", "throttled_at", "throttled_s", "vruntime", "weight",
-    )  # fmt: skip
-
-    def __init__(
-        self, name: str, weight: float, index: int, quota_s: float | None, period_s: float
-    ) -> None:
-        self.name = name
-        self.weight = weight
-        """Kernel load weight: cpu.weight x 1024 / 100."""
-        self.index = index
-        self.quota_s = quota_s
-        """Runtime per period (None: no limit)."""
-        self.period_s = period_s
-        self.threads: int | None = None
-        """How many cores its container can use at once (a proxy's workers, an app's
-        concurrency; None: not bounded, a client's load generator)."""
-        self.vruntime = 0.0
-        self.deadline = 0.0
-        self.lag = 0.0
-        self.on_rq = False
-        self.queue: deque[Task] = deque()
-        """Tasks waiting for a core, in turn order."""
-        self.running = 0
-        self.pool_s = 0.0
-        self.period_idx = -1
-        self.throttled = False
-        self.throttled_at = 0.0
-        self.cpu_s = 0.0
-        self.nr_periods = 0
-        self.nr_throttled = 0
-        self.throttled_s = 0.0
-
-    # Bandwidth control's bookkeeping, the same under either picker (meshsim.sim.cpu.bandwidth
-    # for FCFS cores). ``window`` is the measurement window [from, until) the counters count in.
-
-    def refill(self, now: float, window: tuple[float, float]) -> None:
-        """A new period's quota, if ``now`` is in a later period than the last refill."""
-        idx = int(now / self.period_s + 1e-9)
-        if idx > self.period_idx:
-            self.period_idx = idx
-            self.pool_s = self.quota_s or 0.0
-            if window[0] <= now < window[1]:
-                self.nr_periods += 1
-
-    def throttle(self, now: float, window: tuple[float, float]) -> float:
-        """Throttled now, its pool spent: the delay to the next period's refill."""
-        self.throttled = True
-        self.throttled_at = now
-        if window[0] <= now < window[1]:
-            self.nr_throttled += 1
-        return max((self.period_idx + 1) * self.period_s - now, 0.0)
-
-    def unthrottle(self, now: float, window: tuple[float, float]) -> None:
-        """The refill that ends a throttle (a period of its own, counted)."""
-        self.throttled = False
-        self.throttled_s += max(min(now, window[1]) - max(self.throttled_at, window[0]), 0.0)
-        self.period_idx += 1
-        self.pool_s = self.quota_s or 0.0
-        if window[0] <= now < window[1]:
-            self.nr_periods += 1
-
-    def count_cpu(self, now: float, ran: float, window: tuple[float, float]) -> None:
-        """``ran`` seconds of CPU that ended ``now``, the part inside the window."""
-        if now > window[0]:
-            self.cpu_s += max(min(now, window[1]) - max(now - ran, window[0]), 0.0)
-
-
-class Task:
-    """One CPU burst of one thread: it runs ``remaining`` seconds, then calls ``done``."""
-
-    __slots__ = (
-        "budget", "done", "fire_at", "group", "remaining", "slice_end", "started", "timer",
-    )  # fmt: skip
-
-    def __init__(self, remaining: float, group: CGroup, done: Callable[[], None]) -> None:
-        self.remaining = remaining
-        self.group = group
-        self.done = done
-        self.started = 0.0
-        self.slice_end = math.inf
-        self.budget = math.inf if group.quota_s is None else 0.0
-        """Bandwidth runtime drawn and not yet spent (inf: no limit)."""
-        self.fire_at = math.inf
-        self.timer = 0
-        """Bumped whenever the task's pending timer stops meaning anything."""
 
 
 def _succeed(ev: simpy.Event) -> None:
@@ -181,16 +105,54 @@ class FairScheduler:
         """CPU, period and throttling counters count in [from, until): the window."""
         self.running: list[Task] = []
         self.groups: list[CGroup] = []
-        self._rq: list[CGroup] = []
-        """Cgroups with a task waiting or running."""
+        """The containers' cgroups, in the order they were made."""
+        self.parents: list[GroupEntity] = []
+        """The groups they nest in (pods, QoS classes), if any."""
+        self._rq: list[Entity] = []
+        """The node's run queue: entities with a task waiting or running under them."""
         self.waiting = 0
 
     def group(
-        self, name: str, weight: float, quota_s: float | None = None, period_s: float = 0.1
+        self,
+        name: str,
+        weight: float,
+        quota_s: float | None = None,
+        period_s: float = 0.1,
+        parent: GroupEntity | None = None,
     ) -> CGroup:
-        g = CGroup(name, weight, len(self.groups), quota_s, period_s)
+        """A container's cgroup, on the node's run queue or on ``parent``'s."""
+        g = CGroup(name, weight, len(self.groups) + len(self.parents), quota_s, period_s, parent)
         self.groups.append(g)
         return g
+
+    def parent_group(
+        self, name: str, weight: float, parent: GroupEntity | None = None
+    ) -> GroupEntity:
+        """A group for cgroups to nest in (a pod's, a QoS class's)."""
+        e = GroupEntity(name, weight, len(self.groups) + len(self.parents), parent)
+        self.parents.append(e)
+        return e
+
+    def reweight(self, e: Entity, weight: float) -> None:
+        """A new weight for ``e`` (kubelet resizing a QoS class as its pods come), as the
+        kernel's ``reweight_entity``: its lag and its slice's remaining virtual time are kept
+        in real terms (scaled by old / new weight)."""
+        if weight == e.weight:
+            return
+        scale = e.weight / weight
+        if not e.on_rq:
+            e.weight = weight
+            e.lag *= scale
+            return
+        if self.running:
+            self._update()
+        rq = self._rq_of(e)
+        rel_deadline = (e.deadline - e.vruntime) * scale
+        e.lag = (self._avg_vruntime(rq) - e.vruntime) * scale
+        rq.remove(e)
+        e.weight = weight
+        self._enqueue(e, rq)
+        e.deadline = e.vruntime + rel_deadline
 
     # ----------------------------------------------------------------- submitting
 
@@ -230,17 +192,40 @@ class FairScheduler:
         g = task.group
         task.remaining -= ran
         task.budget -= ran
-        g.vruntime += ran * NICE_0_LOAD / g.weight
-        if g.vruntime >= g.deadline:
-            # update_deadline, as the ticks would have done it meanwhile: a new deadline
-            # one slice after the last, and the slice that began there protects the task.
-            slice_v = self.base_slice_s * NICE_0_LOAD / g.weight
-            g.deadline += slice_v * (math.floor((g.vruntime - g.deadline) / slice_v) + 1)
-            task.slice_end = self.env.now + (g.deadline - g.vruntime) * g.weight / NICE_0_LOAD
+        # Every level it runs under ages (update_curr on each entity up the tree), and a new
+        # slice begins when a level's deadline passes where the level has company on its run
+        # queue (the kernel reschedules at any level's deadline; a group alone on its queue,
+        # as kubepods is, is picked again at once, so only the levels with siblings can move
+        # the core); with none, the cgroup's own, whose threads take turns. A chain of groups
+        # with one child each and the cgroup's weight then runs as the cgroup alone would.
+        e: Entity | None = g
+        left: float | None = None
+        own: float | None = None
+        while e is not None:
+            e.vruntime += ran * NICE_0_LOAD / e.weight
+            # (Within _EPS: a level's virtual time is kept at its own scale, and a deadline
+            # reached to the float's last bit at one level must be reached at the others.)
+            if e.vruntime >= e.deadline - _EPS:
+                # update_deadline, as the ticks would have done it meanwhile: a new deadline
+                # one slice after the last, and the slice that began there protects the task.
+                slice_v = self.base_slice_s * NICE_0_LOAD / e.weight
+                e.deadline += slice_v * (math.floor((e.vruntime - e.deadline) / slice_v) + 1)
+                t = (e.deadline - e.vruntime) * e.weight / NICE_0_LOAD
+                if len(self._rq_of(e)) > 1:
+                    left = t if left is None else min(left, t)
+                if e is g:
+                    own = t
+            e = e.parent
+        if left is None:
+            left = own
+        if left is not None:
+            task.slice_end = self.env.now + left
         g.count_cpu(self.env.now, ran, self.window)
 
-    def _avg_vruntime(self) -> float:
-        rq = self._rq
+    def _rq_of(self, e: Entity) -> list[Entity]:
+        return self._rq if e.parent is None else e.parent.rq
+
+    def _avg_vruntime(self, rq: list[Entity]) -> float:
         if not rq:
             return 0.0
         total_w = 0.0
@@ -251,54 +236,97 @@ class FairScheduler:
             total += g.weight * (g.vruntime - base)
         return base + total / total_w
 
-    def _lag_limit(self, g: CGroup) -> float:
-        return max(2.0 * self.base_slice_s, TICK_S) * NICE_0_LOAD / g.weight
+    def _lag_limit(self, e: Entity) -> float:
+        return max(2.0 * self.base_slice_s, TICK_S) * NICE_0_LOAD / e.weight
 
-    def _place(self, g: CGroup) -> None:
-        """``place_entity``: a waking cgroup keeps the lag it had when it slept."""
-        if self._rq:
+    def _place(self, e: Entity) -> None:
+        """``place_entity``: a waking entity keeps the lag it had when it slept; a group
+        wakes with its first child (``enqueue_task_fair`` walks up the tree)."""
+        self._enqueue(e, self._rq_of(e))
+        parent = e.parent
+        if parent is not None and not parent.on_rq:
+            self._place(parent)
+
+    def _enqueue(self, e: Entity, rq: list[Entity]) -> None:
+        if rq:
             if self.running:
                 self._update()
-            # The lag is scaled so that it is still the lag once g's own weight is in the
+            # The lag is scaled so that it is still the lag once e's own weight is in the
             # average (place_entity: lag x (W + w) / W).
-            total_w = sum(e.weight for e in self._rq)
-            g.vruntime = self._avg_vruntime() - g.lag * (total_w + g.weight) / total_w
-        g.deadline = g.vruntime + self.base_slice_s * NICE_0_LOAD / g.weight
-        g.on_rq = True
-        self._rq.append(g)
+            total_w = sum(x.weight for x in rq)
+            e.vruntime = self._avg_vruntime(rq) - e.lag * (total_w + e.weight) / total_w
+        e.deadline = e.vruntime + self.base_slice_s * NICE_0_LOAD / e.weight
+        e.on_rq = True
+        rq.append(e)
 
-    def _sleep(self, g: CGroup) -> None:
-        """The cgroup has no task left: it leaves the run queue, remembering its lag."""
-        g.on_rq = False
-        if len(self._rq) == 1:
+    def _sleep(self, e: Entity) -> None:
+        """The entity has no task left: it leaves its run queue, remembering its lag (and a
+        group left with none goes too)."""
+        e.on_rq = False
+        rq = self._rq_of(e)
+        if len(rq) == 1:
             # Alone, it is at the average: no lag (and no one else's time to charge).
-            g.lag = 0.0
-            self._rq.clear()
-            return
-        if self.running:
-            self._update()
-        v = self._avg_vruntime()
-        limit = self._lag_limit(g)
-        g.lag = min(max(v - g.vruntime, -limit), limit)
-        self._rq.remove(g)
+            e.lag = 0.0
+            rq.clear()
+        else:
+            if self.running:
+                self._update()
+            v = self._avg_vruntime(rq)
+            limit = self._lag_limit(e)
+            e.lag = min(max(v - e.vruntime, -limit), limit)
+            rq.remove(e)
+        parent = e.parent
+        if parent is not None and not parent.rq:
+            self._sleep(parent)
 
     def _pick(self) -> CGroup | None:
-        """The waiting, unthrottled cgroup EEVDF runs next (None: nothing can run)."""
+        """The waiting, unthrottled cgroup EEVDF runs next (None: nothing can run): the pick
+        at the node's run queue, then at the picked group's, down to a cgroup."""
         if self.running:
             self._update()
-        v = self._avg_vruntime()
-        best: CGroup | None = None
-        best_any: CGroup | None = None
-        for g in self._rq:
-            if not g.queue or g.throttled:
+        rq = self._rq
+        while True:
+            best = self._pick_in(rq)
+            if best is None or isinstance(best, CGroup):
+                return best
+            assert isinstance(best, GroupEntity)
+            rq = best.rq
+
+    def _pick_in(self, rq: list[Entity]) -> Entity | None:
+        """``pick_eevdf`` on one run queue: the eligible entity with the earliest deadline,
+        else the earliest deadline (a free core never idles while work waits)."""
+        v = self._avg_vruntime(rq)
+        best: Entity | None = None
+        best_any: Entity | None = None
+        for e in rq:
+            if not e.ready():
                 continue
-            if best_any is None or (g.deadline, g.index) < (best_any.deadline, best_any.index):
-                best_any = g
-            if g.vruntime <= v + _EPS and (
-                best is None or (g.deadline, g.index) < (best.deadline, best.index)
+            if best_any is None or (e.deadline, e.index) < (best_any.deadline, best_any.index):
+                best_any = e
+            if e.vruntime <= v + _EPS and (
+                best is None or (e.deadline, e.index) < (best.deadline, best.index)
             ):
-                best = g
+                best = e
         return best if best is not None else best_any
+
+    @staticmethod
+    def _matching(a: Entity, b: Entity) -> tuple[Entity, Entity]:
+        """``find_matching_se``: the ancestors of ``a`` and ``b`` (or themselves) that are on
+        one run queue, where the two are compared."""
+        while a.depth > b.depth:
+            assert a.parent is not None
+            a = a.parent
+        while b.depth > a.depth:
+            assert b.parent is not None
+            b = b.parent
+        while a.parent is not b.parent:
+            assert a.parent is not None
+            assert b.parent is not None
+            a, b = a.parent, b.parent
+        return a, b
+
+    def _eligible(self, e: Entity) -> bool:
+        return e.vruntime <= self._avg_vruntime(self._rq_of(e)) + _EPS
 
     # ----------------------------------------------------------------- cores
 
@@ -357,18 +385,26 @@ class FairScheduler:
         self.idle += 1
 
     def _slice_over(self, task: Task) -> None:
-        """``update_deadline``: a new deadline, and the core goes to whoever is owed it."""
+        """``update_deadline``: a new deadline (at each level the task runs under: its slice
+        was theirs too), and the core goes to whoever is owed it."""
         g = task.group
-        g.deadline = g.vruntime + self.base_slice_s * NICE_0_LOAD / g.weight
+        e: Entity | None = g
+        while e is not None:
+            e.deadline = e.vruntime + self.base_slice_s * NICE_0_LOAD / e.weight
+            e = e.parent
         task.slice_end = self.env.now + self.base_slice_s
         best = self._pick()
-        if best is None or (
-            best is not g
-            and g.vruntime <= self._avg_vruntime() + _EPS
-            and (g.deadline, g.index) <= (best.deadline, best.index)
-        ):
+        if best is None:
             self._arm(task)
             return
+        if best is not g:
+            mine, theirs = self._matching(g, best)
+            if self._eligible(mine) and (mine.deadline, mine.index) <= (
+                theirs.deadline,
+                theirs.index,
+            ):
+                self._arm(task)
+                return
         self._preempt(task)
 
     def _preempt(self, task: Task) -> None:
@@ -396,16 +432,19 @@ class FairScheduler:
         victim: Task | None = None
         if not g.throttled and g.running == 0:
             self._update()
-            v = self._avg_vruntime()
-            if g.vruntime <= v + _EPS:
-                for r in self.running:
-                    rg = r.group
-                    if rg.deadline > g.deadline and (
-                        victim is None or rg.deadline > victim.group.deadline
-                    ):
-                        victim = r
-                if victim is not None and self.run_to_parity and now < victim.slice_end - _EPS:
-                    victim = None
+            # check_preempt_wakeup_fair: the wakee's and each running task's entities on a
+            # common run queue; the wakee's must be eligible there and its deadline earlier.
+            latest = -math.inf
+            for r in self.running:
+                mine, theirs = self._matching(g, r.group)
+                if (
+                    theirs.deadline > mine.deadline
+                    and theirs.deadline > latest
+                    and self._eligible(mine)
+                ):
+                    victim, latest = r, theirs.deadline
+            if victim is not None and self.run_to_parity and now < victim.slice_end - _EPS:
+                victim = None
         if victim is not None:
             self._preempt(victim)
             return

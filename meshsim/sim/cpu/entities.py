@@ -1,0 +1,152 @@
+"""The fair scheduler's entities (:mod:`meshsim.sim.cpu.fair`): a container's cgroup with its
+weight, its CPU limit's bandwidth bookkeeping and its counters, the groups cgroups nest in
+(a pod, a QoS class: :mod:`meshsim.sim.cpu.kubepods`), and one CPU burst of a thread.
+
+Each entity carries the state EEVDF keeps per ``sched_entity`` on its run queue: vruntime,
+virtual deadline and the lag it keeps while it sleeps. The bandwidth bookkeeping is the
+same under either picker (:mod:`meshsim.sim.cpu.bandwidth` uses it for FCFS cores).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+
+
+class Entity:
+    """A scheduling entity on a run queue: its weight and its fairness state."""
+
+    __slots__ = (
+        "deadline", "depth", "index", "lag", "name", "on_rq", "parent", "vruntime", "weight",
+    )  # fmt: skip
+
+    def __init__(
+        self, name: str, weight: float, index: int, parent: GroupEntity | None = None
+    ) -> None:
+        self.name = name
+        self.weight = weight
+        """Kernel load weight: cpu.weight x 1024 / 100."""
+        self.index = index
+        self.parent = parent
+        """The group whose run queue it is on (None: the node's)."""
+        self.depth: int = 0 if parent is None else parent.depth + 1
+        self.vruntime = 0.0
+        self.deadline = 0.0
+        self.lag = 0.0
+        self.on_rq = False
+
+    def ready(self) -> bool:
+        """Whether a task of it (or of a cgroup under it) waits for a core and may run."""
+        raise NotImplementedError
+
+
+class GroupEntity(Entity):
+    """A group of cgroups (a pod, a QoS class): an entity on its parent's run queue, with a
+    run queue of its own."""
+
+    __slots__ = ("rq",)
+
+    def __init__(
+        self, name: str, weight: float, index: int, parent: GroupEntity | None = None
+    ) -> None:
+        super().__init__(name, weight, index, parent)
+        self.rq: list[Entity] = []
+        """Its children with a task waiting or running."""
+
+    def ready(self) -> bool:
+        return any(e.ready() for e in self.rq)
+
+
+class CGroup(Entity):
+    """A container's cgroup on one node: weight, quota, fairness state and counters."""
+
+    __slots__ = (
+        "cpu_s", "nr_periods", "nr_throttled", "period_idx", "period_s", "pool_s", "queue",
+        "quota_s", "running", "threads", "throttled", "throttled_at", "throttled_s",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        name: str,
+        weight: float,
+        index: int,
+        quota_s: float | None,
+        period_s: float,
+        parent: GroupEntity | None = None,
+    ) -> None:
+        super().__init__(name, weight, index, parent)
+        self.quota_s = quota_s
+        """Runtime per period (None: no limit)."""
+        self.period_s = period_s
+        self.threads: int | None = None
+        """How many cores its container can use at once (a proxy's workers, an app's
+        concurrency; None: not bounded, a client's load generator)."""
+        self.queue: deque[Task] = deque()
+        """Tasks waiting for a core, in turn order."""
+        self.running = 0
+        self.pool_s = 0.0
+        self.period_idx = -1
+        self.throttled = False
+        self.throttled_at = 0.0
+        self.cpu_s = 0.0
+        self.nr_periods = 0
+        self.nr_throttled = 0
+        self.throttled_s = 0.0
+
+    def ready(self) -> bool:
+        return bool(self.queue) and not self.throttled
+
+    # Bandwidth control's bookkeeping, the same under either picker (meshsim.sim.cpu.bandwidth
+    # for FCFS cores). ``window`` is the measurement window [from, until) the counters count in.
+
+    def refill(self, now: float, window: tuple[float, float]) -> None:
+        """A new period's quota, if ``now`` is in a later period than the last refill."""
+        idx = int(now / self.period_s + 1e-9)
+        if idx > self.period_idx:
+            self.period_idx = idx
+            self.pool_s = self.quota_s or 0.0
+            if window[0] <= now < window[1]:
+                self.nr_periods += 1
+
+    def throttle(self, now: float, window: tuple[float, float]) -> float:
+        """Throttled now, its pool spent: the delay to the next period's refill."""
+        self.throttled = True
+        self.throttled_at = now
+        if window[0] <= now < window[1]:
+            self.nr_throttled += 1
+        return max((self.period_idx + 1) * self.period_s - now, 0.0)
+
+    def unthrottle(self, now: float, window: tuple[float, float]) -> None:
+        """The refill that ends a throttle (a period of its own, counted)."""
+        self.throttled = False
+        self.throttled_s += max(min(now, window[1]) - max(self.throttled_at, window[0]), 0.0)
+        self.period_idx += 1
+        self.pool_s = self.quota_s or 0.0
+        if window[0] <= now < window[1]:
+            self.nr_periods += 1
+
+    def count_cpu(self, now: float, ran: float, window: tuple[float, float]) -> None:
+        """``ran`` seconds of CPU that ended ``now``, the part inside the window."""
+        if now > window[0]:
+            self.cpu_s += max(min(now, window[1]) - max(now - ran, window[0]), 0.0)
+
+
+class Task:
+    """One CPU burst of one thread: it runs ``remaining`` seconds, then calls ``done``."""
+
+    __slots__ = (
+        "budget", "done", "fire_at", "group", "remaining", "slice_end", "started", "timer",
+    )  # fmt: skip
+
+    def __init__(self, remaining: float, group: CGroup, done: Callable[[], None]) -> None:
+        self.remaining = remaining
+        self.group = group
+        self.done = done
+        self.started = 0.0
+        self.slice_end = math.inf
+        self.budget = math.inf if group.quota_s is None else 0.0
+        """Bandwidth runtime drawn and not yet spent (inf: no limit)."""
+        self.fire_at = math.inf
+        self.timer = 0
+        """Bumped whenever the task's pending timer stops meaning anything."""

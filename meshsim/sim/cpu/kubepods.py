@@ -1,0 +1,149 @@
+"""Kubernetes' CPU cgroup tree on a node, as kubelet builds it, for the fair scheduler.
+
+A container's cgroup is not a sibling of every other container on the node: kubelet nests it
+in its pod's cgroup, and the pod's in its QoS class's (``pkg/kubelet/cm``, cgroup v1 and v2
+alike)::
+
+    kubepods               shares: the node's allocatable CPU
+    ├── pod                a Guaranteed pod: shares, the sum of its containers' requests
+    │   └── container      shares: its own request
+    ├── burstable          shares: the sum of its Burstable pods' CPU requests
+    │   └── pod ── container ...
+    └── besteffort         shares: 2
+        └── pod ── container ...
+
+(``qos_container_manager_linux.go`` sizes ``burstable`` and ``besteffort``;
+``ResourceConfigForPod`` sizes a pod from its containers' requests.) Under the fair scheduler
+each level shares what its parent gets by these weights, so a container with no CPU request
+(shares 2) is light only beside the other containers of its own pod: a linkerd-proxy with no
+request, in a pod whose app asks for 500m, runs with its pod's weight against the other
+pods, not with the smallest weight on the node.
+
+A pod's QoS class is kubelet's ``GetPodQOS``: BestEffort when none of its containers has a
+CPU or memory request or limit, Guaranteed when every container has CPU and memory limits and
+requests equal to them (a request left out defaults to its limit), else Burstable. The pod's
+containers are its app and, in a sidecar mesh, its sidecar; a ztunnel, a waypoint, a gateway
+replica or a meshed client's sidecar is a pod of one container. What runs outside any pod (a
+workload's load generator, Cilium's per-node kernel work) stays on the node's run queue,
+beside ``kubepods``, as a process outside the pods' tree is.
+
+Left out: the pod-level CPU quota kubelet sets when every container has a limit (the sum of
+their limits: as each container is held to its own, the pod's sum never binds first); a
+QoS class's weight shrinking as its pods end (it grows as they start); the system and
+kube-reserved slices beside ``kubepods``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from meshsim.scenario.model import Scenario
+from meshsim.scenario.resources import Resources
+from meshsim.sim.cpu.cgroups import cpu_shares, cpu_weight, load_weight, resources_of
+from meshsim.sim.cpu.fair import FairScheduler, GroupEntity
+
+QosClass = Literal["Guaranteed", "Burstable", "BestEffort"]
+
+
+def weight_of_m(request_m: float) -> float:
+    """The load weight of a cgroup whose ``cpu.shares`` come from ``request_m`` millicores."""
+    return load_weight(cpu_weight(cpu_shares(request_m)))
+
+
+def _memory_request_mb(res: Resources) -> float | None:
+    return res.requests.memory_mb if res.requests.memory is not None else res.limits.memory_mb
+
+
+def qos_class(containers: Sequence[Resources]) -> QosClass:
+    """A pod's QoS class from its containers' resources, as kubelet's ``GetPodQOS``."""
+    guaranteed = True
+    any_set = False
+    for res in containers:
+        cpu_req, mem_req = res.cpu_request_m, _memory_request_mb(res)
+        cpu_lim, mem_lim = res.limits.cpu_m, res.limits.memory_mb
+        if any(v is not None for v in (cpu_req, mem_req, cpu_lim, mem_lim)):
+            any_set = True
+        if cpu_lim is None or mem_lim is None or cpu_req != cpu_lim or mem_req != mem_lim:
+            guaranteed = False
+    if not any_set:
+        return "BestEffort"
+    return "Guaranteed" if guaranteed else "Burstable"
+
+
+def _has_sidecars(mesh: str) -> bool:
+    from meshsim.sim.dataplanes import DATA_PLANES
+    from meshsim.sim.dataplanes.sidecar import SidecarDataPlane
+
+    factory = DATA_PLANES.get(mesh)
+    return isinstance(factory, type) and issubclass(factory, SidecarDataPlane)
+
+
+def pod_of(
+    account: Any, scenario: Scenario, mesh: str
+) -> tuple[object, str, list[Resources]] | None:
+    """The pod ``account`` is a container of: a key, its name and its containers' resources
+    (None: it runs outside the pods)."""
+    from meshsim.sim.app import Pod
+    from meshsim.sim.dataplanes.proxy import Proxy
+
+    pod: Pod | None = None
+    if isinstance(account, Pod):
+        pod = account
+    elif isinstance(account, Proxy):
+        if account.pod is None:
+            # A pod of its own: a ztunnel, a waypoint, a gateway replica, a client's sidecar.
+            return account, account.name, [resources_of(account, scenario, mesh)[1]]
+        pod = account.pod
+    if pod is None:
+        return None
+    containers = [pod.service.spec.resources]
+    if _has_sidecars(mesh):
+        containers.append(
+            scenario.mesh_options.sidecar_resources(mesh, pod.service.spec.proxy_resources)
+        )
+    return pod, pod.name, containers
+
+
+class PodTree:
+    """One node's ``kubepods`` tree in its fair scheduler, grown as containers first run."""
+
+    def __init__(self, cpu: FairScheduler, scenario: Scenario, mesh: str) -> None:
+        self.cpu = cpu
+        self.scenario = scenario
+        self.mesh = mesh
+        self.kubepods = cpu.parent_group(
+            "kubepods", weight_of_m(scenario.cluster.allocatable_cpu_m)
+        )
+        self._classes: dict[QosClass, GroupEntity] = {}
+        self._pods: dict[object, GroupEntity] = {}
+        self._burstable_m = 0.0
+
+    def parent_of(self, account: Any) -> GroupEntity | None:
+        """The pod group ``account``'s cgroup nests in (None: the node's run queue)."""
+        member = pod_of(account, self.scenario, self.mesh)
+        if member is None:
+            return None
+        key, name, containers = member
+        group = self._pods.get(key)
+        if group is not None:
+            return group
+        qos = qos_class(containers)
+        request_m = sum(res.cpu_request_m or 0.0 for res in containers)
+        parent = self.kubepods if qos == "Guaranteed" else self._class(qos)
+        group = self._pods[key] = self.cpu.parent_group(
+            f"pod {name}", weight_of_m(request_m), parent
+        )
+        if qos == "Burstable":
+            self._burstable_m += request_m
+            self.cpu.reweight(self._classes["Burstable"], weight_of_m(self._burstable_m))
+        return group
+
+    def _class(self, qos: QosClass) -> GroupEntity:
+        group = self._classes.get(qos)
+        if group is None:
+            # besteffort keeps the smallest shares; burstable grows with its pods' requests.
+            group = self._classes[qos] = self.cpu.parent_group(
+                qos.lower(), weight_of_m(0.0), self.kubepods
+            )
+        return group
