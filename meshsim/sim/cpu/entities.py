@@ -55,7 +55,10 @@ class GroupEntity(Entity):
         """Its children with a task waiting or running."""
 
     def ready(self) -> bool:
-        return any(e.ready() for e in self.rq)
+        for e in self.rq:  # noqa: SIM110 - a loop, not any(): on every pick's path
+            if e.ready():
+                return True
+        return False
 
 
 class CGroup(Entity):

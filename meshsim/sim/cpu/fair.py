@@ -211,7 +211,8 @@ class FairScheduler:
                 slice_v = self.base_slice_s * NICE_0_LOAD / e.weight
                 e.deadline += slice_v * (math.floor((e.vruntime - e.deadline) / slice_v) + 1)
                 t = (e.deadline - e.vruntime) * e.weight / NICE_0_LOAD
-                if len(self._rq_of(e)) > 1:
+                parent = e.parent
+                if len(self._rq if parent is None else parent.rq) > 1:
                     left = t if left is None else min(left, t)
                 if e is g:
                     own = t
