@@ -183,3 +183,42 @@ def test_new_pods_wait_for_identity_propagation() -> None:
     assert report["convergence_s"]["max"] == pytest.approx(delay)
     new = sim.services["back"].pods[-1]
     assert not new.ready  # 1 s + 5.5 s is past the 3 s run
+
+
+def test_the_node_envoy_takes_the_cilium_charts_resources_not_istios_sidecars() -> None:
+    # The Cilium chart's envoy.resources are empty: no request and no limit (before, the node
+    # Envoy took Istio's global.proxy.resources, 2000m / 1024Mi, which throttled and
+    # OOM-killed a mesh that sets neither). Given, they apply: a 100m limit throttles it.
+    from meshsim.scenario.resources import CILIUM_ENVOY_RESOURCES
+    from meshsim.sim.cpu.cgroups import resources_of
+
+    doc = _doc(encryption="none", mutual_auth=False, l7_services="all")
+    sim = Simulation(from_dict(doc), "cilium", 1)
+    assert isinstance(sim.data_plane, CiliumDataPlane)
+    envoy = next(iter(sim.data_plane.envoys.values()))
+    _name, res = resources_of(envoy, sim.scenario, "cilium")
+    assert res == CILIUM_ENVOY_RESOURCES
+    assert (res.cpu_request_m, res.limits.cpu_m, res.limits.memory_mb) == (None, None, None)
+    limited = _doc(
+        encryption="none", mutual_auth=False, l7_services="all",
+        envoy_resources={"limits": {"cpu": "20m"}}, envoy_workers=1,
+    )  # fmt: skip
+    limited["workloads"][0]["rate_rps"] = 400
+    cgroups = build_summary(run_scenario(from_dict(limited)))["runs"]["cilium"]["cgroups"]
+    throttled = {k: v for k, v in cgroups.items() if k.endswith("/envoy")}
+    assert throttled, cgroups
+    assert all(v["cpu_limit_m"] == 20 for v in throttled.values())
+    assert sum(v["nr_throttled"] for v in throttled.values()) > 0
+
+
+def test_the_datapaths_kernel_work_runs_as_a_kernel_thread_beside_the_pods() -> None:
+    # Under the fair scheduler the eBPF and encryption work is ksoftirqd's: a nice-0 thread
+    # on the node's run queue, outside kubepods (not a BestEffort container of weight 10).
+    doc = _doc()
+    doc["cluster"] = {**doc["cluster"], "scheduler": "cfs"}
+    sim = Simulation(from_dict(doc), "cilium", 1)
+    assert isinstance(sim.data_plane, CiliumDataPlane)
+    node = sim.nodes[0]
+    kernel = sim.data_plane.kernels[node]
+    g = node.cgroup(kernel)
+    assert (g.name, g.weight, g.parent) == (f"{node.name}/kernel", 1024.0, None)

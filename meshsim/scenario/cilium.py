@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from meshsim.scenario.base import Name, Spec
+from meshsim.scenario.resources import CILIUM_ENVOY_RESOURCES, Resources
 
 
 class CiliumOptions(Spec):
@@ -24,3 +25,9 @@ class CiliumOptions(Spec):
     )
     envoy_workers: int = Field(2, ge=1, le=1024, description="Per-node Envoy worker threads.")
     envoy_model: str | None = Field(None, description="Cost model (default models/cilium-envoy).")
+    envoy_resources: Resources = Field(
+        CILIUM_ENVOY_RESOURCES,
+        description="Requests and limits of each node's Envoy, the cilium-envoy DaemonSet's "
+        "container (default the Cilium chart's envoy.resources: none). A CPU limit throttles "
+        "it and a memory limit below its modelled memory OOM-kills it, as a sidecar's.",
+    )

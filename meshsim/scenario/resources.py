@@ -157,6 +157,9 @@ INGRESS_NGINX_RESOURCES = Resources(requests=Quantities(cpu="100m", memory="90Mi
 90Mi, no limits): the ingress controller in front of Linkerd."""
 NO_RESOURCES = Resources()
 """Linkerd's proxy has none unless config.linkerd.io/proxy-cpu-request etc. are set."""
+CILIUM_ENVOY_RESOURCES = Resources()
+"""The Cilium chart's ``envoy.resources``: none (``{}``), the cilium-envoy DaemonSet's
+container on each node (docs/mesh-semantics.md §10.4)."""
 
 
 def envoy_concurrency(resources: Resources, allocatable_cpu_m: float) -> int:

@@ -45,7 +45,7 @@ import simpy
 from meshsim.scenario.cluster import Network
 from meshsim.scenario.model import Scenario
 from meshsim.sim.cpu.bandwidth import Bandwidth
-from meshsim.sim.cpu.cgroups import bounded_threads, quota_s, resources_of, weight_of
+from meshsim.sim.cpu.cgroups import account_weight, bounded_threads, quota_s, resources_of
 from meshsim.sim.cpu.fair import CGroup, FairScheduler, default_base_slice_s
 from meshsim.sim.cpu.kubepods import PodTree
 from meshsim.sim.measure import CGroupMeasure
@@ -294,7 +294,7 @@ class _Resolver:
 
     def __call__(self, account: Any) -> tuple[str, float, float | None]:
         name, res = resources_of(account, self.scenario, self.mesh)
-        return name, weight_of(res), quota_s(res.limits.cpu_m, self.period_s)
+        return name, account_weight(account, res), quota_s(res.limits.cpu_m, self.period_s)
 
 
 def cgroup_measures(nodes: list[Node]) -> tuple[CGroupMeasure, ...]:

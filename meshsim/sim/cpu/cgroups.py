@@ -16,7 +16,9 @@ else ``mesh_options.istio.proxy_resources`` (Istio's global.proxy.resources by d
 per node) ``mesh_options.istio-ambient.ztunnel_resources`` (default the chart's requests,
 200m / 512Mi, no limits: manifests/charts/ztunnel/values.yaml); a waypoint
 ``mesh_options.istio-ambient.waypoint_resources`` (default Istio's global.waypoint.resources,
-not the sidecars'); a meshed client's own load generator has none.
+not the sidecars'); Cilium's node Envoy ``mesh_options.cilium.envoy_resources`` (none, the
+chart's); a meshed client's own load generator has none; Cilium's datapath work in the
+kernel is a kernel thread's (nice 0), not a container's.
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ def resources_of(account: Any, scenario: Scenario, mesh: str) -> tuple[str, Reso
         override = None if pod is None else pod.service.spec.proxy_resources
         return account.name, opts.sidecar_resources(mesh, override)
     name = getattr(account, "name", "unknown")
+    if getattr(account, "kernel_thread", False):
+        return name, NO_RESOURCES
     return f"client/{name}", NO_RESOURCES
 
 
@@ -102,3 +106,16 @@ def bounded_threads(account: Any) -> int | None:
 
 def weight_of(resources: Resources) -> float:
     return load_weight(cpu_weight(cpu_shares(resources.cpu_request_m)))
+
+
+KERNEL_THREAD_WEIGHT = 1024.0
+"""The load weight of a nice-0 thread: a kernel thread's on the node's run queue (ksoftirqd,
+where the datapath's softirq work goes when it is deferred; raised at an interrupt's exit it
+runs before any task, which the model does not give it)."""
+
+
+def account_weight(account: Any, resources: Resources) -> float:
+    """The load weight ``account``'s cgroup runs at: its CPU request's, or a kernel thread's."""
+    if getattr(account, "kernel_thread", False):
+        return KERNEL_THREAD_WEIGHT
+    return weight_of(resources)

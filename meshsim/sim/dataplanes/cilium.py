@@ -67,6 +67,10 @@ class KernelAccount:
 
     __slots__ = ("cpu_s", "name")
 
+    kernel_thread = True
+    """Under the fair scheduler, outside any pod: the datapath's softirq work deferred to
+    ksoftirqd, a kernel thread of nice 0 on the node's run queue (meshsim.sim.cpu.cgroups)."""
+
     def __init__(self, node: Node) -> None:
         self.name = f"{node.name}/kernel"
         self.cpu_s = 0.0
@@ -136,6 +140,7 @@ class CiliumDataPlane(ProxiedDataPlane):
                 resilience=self.resilience,
                 cpu_factor=self.cpu_factor(self.envoy_model),
                 drift=self.cpu_drift(self.envoy_model),
+                resources=self.sim.scenario.mesh_options.cilium.envoy_resources,
             )
             self.envoys[node] = envoy
             self.proxies.append(envoy)
