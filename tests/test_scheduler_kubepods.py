@@ -254,3 +254,26 @@ def test_groups_with_one_child_each_run_as_the_cgroup_alone(quota_s: float | Non
             assert len(a) == len(b) == 1000
             assert b.mean() == pytest.approx(a.mean(), rel=0.005)
             assert np.percentile(b, 99) == pytest.approx(np.percentile(a, 99), rel=0.01)
+
+
+def test_best_effort_pods_beside_pods_that_ask_for_cpu_are_warned_of() -> None:
+    # Apps without resources: Linkerd's pods are all BestEffort (nothing to warn of), Istio's
+    # sidecars make theirs Burstable (nor here); ambient's ztunnel asks for 200m while its
+    # apps ask for nothing, so under cfs they run on what it leaves: said, per node.
+    doc = {
+        "meshsim": 1, "name": "bare", "duration_s": 1, "warmup_s": 0.5,
+        "cluster": {"nodes": 1, "cores_per_node": 2, "scheduler": "cfs"},
+        "services": [{"name": "a"}, {"name": "b"}],
+        "workloads": [{"name": "w", "target": "a", "rate_rps": 10}],
+    }  # fmt: skip
+    warned = {}
+    for mesh in ("linkerd", "istio", "istio-ambient"):
+        sim = Simulation(from_dict({**doc, "meshes": [mesh]}), mesh, 1)
+        warned[mesh] = [w for w in sim.data_plane.warnings if "BestEffort" in w]
+    assert warned["linkerd"] == warned["istio"] == []
+    assert len(warned["istio-ambient"]) == 1
+    assert warned["istio-ambient"][0].startswith("node-0: 2 BestEffort pod(s) (a-v1-0, b-v1-0:")
+    flat = {**doc, "meshes": ["istio-ambient"],
+            "cluster": {**doc["cluster"], "cgroup_hierarchy": "flat"}}  # fmt: skip
+    sim = Simulation(from_dict(flat), "istio-ambient", 1)
+    assert not [w for w in sim.data_plane.warnings if "BestEffort" in w]

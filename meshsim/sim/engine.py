@@ -36,6 +36,7 @@ from meshsim.sim.cluster import (
 )
 from meshsim.sim.controlplane import control_plane_for
 from meshsim.sim.cpu import host_speed, wakeup_latency
+from meshsim.sim.cpu.kubepods import best_effort_warnings
 from meshsim.sim.cpu.oom import watch_memory
 from meshsim.sim.dataplanes import data_plane_for
 from meshsim.sim.egress import egress_for
@@ -131,6 +132,13 @@ class Simulation:
         self.data_plane.warnings.extend(
             allocation_warnings(self.nodes, scenario, mesh, self.data_plane.proxies)
         )
+        if (
+            scenario.cluster.scheduler == "cfs"
+            and scenario.cluster.cgroup_hierarchy == "kubernetes"
+        ):
+            self.data_plane.warnings.extend(
+                best_effort_warnings(self.nodes, self.data_plane.proxies, scenario, mesh)
+            )
         watch_memory(self)
         self.workloads = [
             WorkloadDriver(self, w, self.services[w.target]) for w in scenario.workloads

@@ -105,6 +105,34 @@ def pod_of(
     return pod, pod.name, containers
 
 
+def best_effort_warnings(nodes: Sequence[Any], proxies: Sequence[Any], scenario: Scenario,
+                         mesh: str) -> list[str]:  # fmt: skip
+    """Nodes where BestEffort pods share the cores with pods that ask for CPU: under the fair
+    scheduler the whole besteffort class weighs as one container with no request, so those
+    pods run on what the others leave, as on a Kubernetes node (a result, not a fault, but
+    one that reads as the mesh's when, say, ambient's ztunnel asks for CPU and the apps
+    do not)."""
+    out: list[str] = []
+    for node in nodes:
+        accounts = [*node.pods, *(p for p in proxies if p.node is node and p.pod is None)]
+        classes: dict[str, list[str]] = {}
+        for account in accounts:
+            member = pod_of(account, scenario, mesh)
+            if member is not None:
+                classes.setdefault(qos_class(member[2]), []).append(member[1])
+        best_effort = classes.get("BestEffort", [])
+        others = len(classes.get("Burstable", [])) + len(classes.get("Guaranteed", []))
+        if best_effort and others:
+            shown = ", ".join(best_effort[:3]) + (", ..." if len(best_effort) > 3 else "")
+            out.append(
+                f"{node.name}: {len(best_effort)} BestEffort pod(s) ({shown}: no CPU or memory "
+                f"request) beside {others} that ask for CPU; under cluster.scheduler cfs the "
+                "besteffort class weighs as one container with no request (set the services' "
+                "resources to compare the meshes on equal footing)"
+            )
+    return out
+
+
 class PodTree:
     """One node's ``kubepods`` tree in its fair scheduler, grown as containers first run."""
 
