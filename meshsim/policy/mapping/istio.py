@@ -1,0 +1,158 @@
+"""The traffic rules as Istio programs them (sidecars, and waypoints in ambient mode; Cilium's
+node Envoy through CiliumEnvoyConfig), docs/mesh-semantics.md §1-§4, §7:
+  VirtualService: ``match`` -> HTTP route order; ``split`` -> weighted subsets;
+  ``timeout_ms`` -> route timeout (default none); ``retries`` -> Envoy retry policy
+  (default with no ``retries``: 2 retries on connect-failure, refused-stream, unavailable,
+  cancelled, no HTTP status, previous_hosts, 5 host-selection attempts; ``attempts: 0``
+  disables); ``fault`` -> the fault filter (delay, then an independent abort);
+  ``mirror`` -> request_mirror_policies.
+  DestinationRule: ``circuit_breaker`` -> connectionPool thresholds, every unset one
+  2^32-1, ``max_retries`` included: istiod always installs thresholds and fills what the
+  DestinationRule leaves out with MaxUint32, so Envoy's raw 1024/1024/1024/3 never apply
+  under Istio, and with no ``circuit_breaker`` nothing can overflow (§2.2);
+  ``outlier_detection`` -> Envoy outlier detection with Istio's defaults (5 x 5xx, 10 s,
+  30 s, 10 %, panic 0 %; none without the block);
+  ``load_balancer`` -> LEAST_REQUEST by default; ``peak_ewma`` is not an Istio algorithm
+  (Envoy's contrib one is not used by Istio): noted, LEAST_REQUEST used. ``ring_hash`` and
+  ``maglev`` hash the source (``useSourceIp``: the calling proxy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from meshsim.policy import MAX_UINT32, OutlierConfig, RetryPolicy, Thresholds
+from meshsim.policy.mapping.cilium import cilium_notes
+from meshsim.policy.mapping.policies import (
+    ClusterPolicy,
+    MeshPolicies,
+    RoutePolicy,
+    ServicePolicy,
+    TrafficRuleError,
+    first_set,
+    ordered,
+    route_fault,
+    route_matches,
+    route_mirror,
+    route_split,
+)
+from meshsim.policy.retry import ISTIO_DEFAULT_RETRY_ON
+
+if TYPE_CHECKING:
+    from meshsim.scenario.traffic import TrafficRule
+
+
+def istio_retry(rule: TrafficRule, *, consistent_hash: bool) -> RetryPolicy | None:
+    r = rule.retries
+    if r is None:
+        return RetryPolicy.istio_default(consistent_hash=consistent_hash)
+    items: list[str | int] = (
+        list(r.retry_on) if r.retry_on is not None else [c.value for c in ISTIO_DEFAULT_RETRY_ON]
+    )
+    items += list(r.retriable_status_codes or [])
+    try:
+        return RetryPolicy.istio(
+            r.attempts,
+            retry_on=items,
+            per_try_timeout_s=r.per_try_timeout_ms / 1e3 if r.per_try_timeout_ms else None,
+            backoff_base_s=r.backoff_base_ms / 1e3 if r.backoff_base_ms else None,
+            consistent_hash=consistent_hash,
+        )
+    except ValueError as exc:
+        raise TrafficRuleError(
+            f"traffic rule for {rule.service}: retries.retry_on: {exc}", "retries.retry_on"
+        ) from None
+
+
+def istio_cluster(service: str, rules: Sequence[TrafficRule], notes: list[str]) -> ClusterPolicy:
+    lb = first_set(rules, "load_balancer")
+    balancer = "least_request"
+    hash_source = False
+    if lb == "peak_ewma":
+        notes.append(
+            f"{service}: load_balancer peak_ewma is not an Istio algorithm (Envoy's contrib "
+            "peak-EWMA is not used by Istio); Istio's default LEAST_REQUEST is used"
+        )
+    elif lb in ("ring_hash", "maglev"):
+        balancer, hash_source = str(lb), True
+        notes.append(f"{service}: {lb} hashes the source (consistentHash useSourceIp)")
+    elif isinstance(lb, str):
+        balancer = lb
+    cb = first_set(rules, "circuit_breaker")
+    thresholds = None
+    if cb is not None:
+        from meshsim.scenario.traffic import CircuitBreaker
+
+        assert isinstance(cb, CircuitBreaker)
+        thresholds = Thresholds(
+            cb.max_connections or MAX_UINT32,
+            cb.max_pending_requests or MAX_UINT32,
+            cb.max_requests or MAX_UINT32,
+            MAX_UINT32 if cb.max_retries is None else cb.max_retries,
+        )
+    od = first_set(rules, "outlier_detection")
+    outlier = None
+    if od is not None:
+        from meshsim.scenario.traffic import OutlierDetection
+
+        assert isinstance(od, OutlierDetection)
+        outlier = OutlierConfig.istio(
+            consecutive_5xx_errors=od.consecutive_5xx or 5,
+            consecutive_gateway_errors=od.consecutive_gateway_errors or 0,
+            interval_s=od.interval_s or 10.0,
+            base_ejection_time_s=od.base_ejection_s or 30.0,
+            max_ejection_percent=10.0
+            if od.max_ejection_percent is None
+            else od.max_ejection_percent,
+        )
+    return ClusterPolicy(balancer, thresholds, outlier, hash_source=hash_source)
+
+
+def istio_service(service: str, rules: Sequence[TrafficRule], notes: list[str]) -> ServicePolicy:
+    cluster = istio_cluster(service, rules, notes)
+    routes = tuple(
+        RoutePolicy(
+            matches=route_matches(r),
+            split=route_split(r),
+            timeout_s=r.timeout_ms / 1e3 if r.timeout_ms else None,
+            envoy_retry=istio_retry(r, consistent_hash=cluster.hash_source),
+            fault=route_fault(r),
+            mirror=route_mirror(r),
+        )
+        for r in ordered(rules)
+    )
+    if not routes or routes[-1].matches:
+        # Requests no rule matches still reach the service through Istio's default route.
+        routes += (RoutePolicy(envoy_retry=RetryPolicy.istio_default(
+            consistent_hash=cluster.hash_source)),)  # fmt: skip
+    return ServicePolicy(service, routes, cluster)
+
+
+def envoy_policies(
+    mesh: str,
+    by_service: Mapping[str, Sequence[TrafficRule]],
+    l7_services: Iterable[str] | None = None,
+) -> MeshPolicies:
+    """Each service's rules (``by_service``) as Istio's Envoy applies them: in the sidecars
+    (``istio``), in a service's waypoint (``istio-ambient``: ``l7_services``, the services
+    behind one; the others' rules are not applied, and said), or in the source node's Envoy
+    (``cilium``, through CiliumEnvoyConfig, with what that needs)."""
+    notes: list[str] = []
+    l7 = None if l7_services is None else set(l7_services)
+    services = {}
+    for name, group in by_service.items():
+        if mesh == "cilium":
+            notes.extend(cilium_notes(name, group))
+            services[name] = istio_service(name, group, notes)
+            continue
+        if l7 is not None and name not in l7:
+            notes.append(
+                f"{name}: traffic rules not applied: the service has no waypoint, so only "
+                "ztunnel (L4) carries its traffic (add it to mesh_options.istio-ambient."
+                "waypoints for L7 policy)"
+            )
+            continue
+        services[name] = istio_service(name, group, notes)
+    default = istio_service("", [], notes)
+    return MeshPolicies(mesh, "envoy", services, default, notes)
