@@ -1,20 +1,21 @@
-"""The traffic rules as Istio programs them (sidecars, and waypoints in ambient mode; Cilium's
-node Envoy through CiliumEnvoyConfig), docs/mesh-semantics.md §1-§4, §7:
-  VirtualService: ``match`` -> HTTP route order; ``split`` -> weighted subsets;
-  ``timeout_ms`` -> route timeout (default none); ``retries`` -> Envoy retry policy
-  (default with no ``retries``: 2 retries on connect-failure, refused-stream, unavailable,
-  cancelled, no HTTP status, previous_hosts, 5 host-selection attempts; ``attempts: 0``
-  disables); ``fault`` -> the fault filter (delay, then an independent abort);
-  ``mirror`` -> request_mirror_policies.
-  DestinationRule: ``circuit_breaker`` -> connectionPool thresholds, every unset one
-  2^32-1, ``max_retries`` included: istiod always installs thresholds and fills what the
-  DestinationRule leaves out with MaxUint32, so Envoy's raw 1024/1024/1024/3 never apply
-  under Istio, and with no ``circuit_breaker`` nothing can overflow (§2.2);
-  ``outlier_detection`` -> Envoy outlier detection with Istio's defaults (5 x 5xx, 10 s,
-  30 s, 10 %, panic 0 %; none without the block);
-  ``load_balancer`` -> LEAST_REQUEST by default; ``peak_ewma`` is not an Istio algorithm
-  (Envoy's contrib one is not used by Istio): noted, LEAST_REQUEST used. ``ring_hash`` and
-  ``maglev`` hash the source (``useSourceIp``: the calling proxy).
+"""The traffic rules as Istio programs them: in the sidecars, in waypoints (ambient mode) and
+in Cilium's node Envoy through CiliumEnvoyConfig (docs/mesh-semantics.md §1-§4, §7).
+
+VirtualService: ``match`` -> HTTP route order; ``split`` -> weighted subsets;
+``timeout_ms`` -> route timeout (default none); ``retries`` -> Envoy retry policy
+(default with no ``retries``: 2 retries on connect-failure, refused-stream, unavailable,
+cancelled, no HTTP status, previous_hosts, 5 host-selection attempts; ``attempts: 0``
+disables); ``fault`` -> the fault filter (delay, then an independent abort);
+``mirror`` -> request_mirror_policies.
+DestinationRule: ``circuit_breaker`` -> connectionPool thresholds, every unset one
+2^32-1, ``max_retries`` included: istiod always installs thresholds and fills what the
+DestinationRule leaves out with MaxUint32, so Envoy's raw 1024/1024/1024/3 never apply
+under Istio, and with no ``circuit_breaker`` nothing can overflow (§2.2);
+``outlier_detection`` -> Envoy outlier detection with Istio's defaults (5 x 5xx, 10 s,
+30 s, 10 %, panic 0 %; none without the block);
+``load_balancer`` -> LEAST_REQUEST by default; ``peak_ewma`` is not an Istio algorithm
+(Envoy's contrib one is not used by Istio): noted, LEAST_REQUEST used. ``ring_hash`` and
+``maglev`` hash the source (``useSourceIp``: the calling proxy).
 """
 
 from __future__ import annotations

@@ -1,20 +1,21 @@
-"""The traffic rules as Linkerd programs them, docs/mesh-semantics.md §5, §6:
-  HTTPRoute: ``match`` and ``split`` (backendRefs weights, re-picked per retry, available
-  backends only); ``timeout_ms`` -> ``timeout.linkerd.io/request`` (covers retries, not
-  retried); ``retries`` -> ``retry.linkerd.io/{limit,http,grpc,timeout}`` (5xx,
-  gateway-error and status codes map; connect-failure and reset do not: linkerd2-proxy
-  does not inspect connection errors; back-off is fixed by the controller). With
-  ``mesh_options.linkerd.retry_budget`` the rule's retries become ServiceProfile
-  ``isRetryable`` routes under the budget (no limit, no back-off, 5xx responses only).
-  No ``retries``: no retries (Linkerd's default).
-  Service annotations: ``outlier_detection`` (or ``mesh_options.linkerd.failure_accrual``)
-  -> failure accrual, consecutive mode with ``consecutive_5xx`` as max failures (default 7).
-  ``circuit_breaker``: no Linkerd equivalent (noted). ``load_balancer``: always P2C over
-  peak-EWMA (others noted). The 3 s fail-fast with no ready endpoint is always on.
-  ``fault`` and ``mirror``: Linkerd has neither. By default that is an error
-  (:class:`meshsim.errors.MeshsimError`) naming the rule; with
-  ``mesh_options.linkerd.unsupported: emulate`` the client proxy applies them as Istio
-  would and the run's warnings say "EMULATED". Never a silent no-op.
+"""The traffic rules as Linkerd programs them (docs/mesh-semantics.md §5, §6).
+
+HTTPRoute: ``match`` and ``split`` (backendRefs weights, re-picked per retry, available
+backends only); ``timeout_ms`` -> ``timeout.linkerd.io/request`` (covers retries, not
+retried); ``retries`` -> ``retry.linkerd.io/{limit,http,grpc,timeout}`` (5xx,
+gateway-error and status codes map; connect-failure and reset do not: linkerd2-proxy
+does not inspect connection errors; back-off is fixed by the controller). With
+``mesh_options.linkerd.retry_budget`` the rule's retries become ServiceProfile
+``isRetryable`` routes under the budget (no limit, no back-off, 5xx responses only).
+No ``retries``: no retries (Linkerd's default).
+Service annotations: ``outlier_detection`` (or ``mesh_options.linkerd.failure_accrual``)
+-> failure accrual, consecutive mode with ``consecutive_5xx`` as max failures (default 7).
+``circuit_breaker``: no Linkerd equivalent (noted). ``load_balancer``: always P2C over
+peak-EWMA (others noted). The 3 s fail-fast with no ready endpoint is always on.
+``fault`` and ``mirror``: Linkerd has neither. By default that is an error
+(:class:`meshsim.errors.MeshsimError`) naming the rule; with
+``mesh_options.linkerd.unsupported: emulate`` the client proxy applies them as Istio
+would and the run's warnings say "EMULATED". Never a silent no-op.
 """
 
 from __future__ import annotations
