@@ -51,17 +51,22 @@ def _hogs(*leaves: CGroup, cpu: FairScheduler, env: simpy.Environment) -> list[f
     return [g.cpu_s / 3.0 for g in leaves]
 
 
-def test_a_container_without_a_request_runs_with_its_pods_weight_against_other_pods() -> None:
-    # Pod a: an app asking 500m and a proxy asking nothing (weight 205 as a pod: 500m);
-    # pod b: an app asking 500m. The proxy alone in pod a gets half the core, where under
-    # the node directly it would get 10 / (10 + 205).
+def _two_pods() -> tuple[simpy.Environment, FairScheduler, CGroup, CGroup, CGroup]:
+    """One core. Pod a: an app asking 500m and a proxy asking nothing (weight 205 as a pod:
+    500m); pod b: an app asking 500m. (env, scheduler, a's proxy, a's app, b's app)."""
     env = simpy.Environment()
     cpu = FairScheduler(env, 1, base_slice_s=0.001)
     pod_a = cpu.parent_group("pod a", weight_of_m(500.0))
     pod_b = cpu.parent_group("pod b", weight_of_m(500.0))
     proxy = cpu.group("a/proxy", W_NONE, parent=pod_a)
-    cpu.group("a/app", W500, parent=pod_a)
-    app_b = cpu.group("b/app", W500, parent=pod_b)
+    app_a = cpu.group("a/app", W500, parent=pod_a)
+    return env, cpu, proxy, app_a, cpu.group("b/app", W500, parent=pod_b)
+
+
+def test_a_container_without_a_request_runs_with_its_pods_weight_against_other_pods() -> None:
+    # The proxy alone in pod a gets half the core, where under the node directly it would
+    # get 10 / (10 + 205).
+    env, cpu, proxy, _app_a, app_b = _two_pods()
     assert _hogs(proxy, app_b, cpu=cpu, env=env) == pytest.approx([0.5, 0.5], abs=0.002)
 
     env = simpy.Environment()
@@ -75,13 +80,7 @@ def test_a_container_without_a_request_runs_with_its_pods_weight_against_other_p
 def test_each_level_shares_what_its_parent_gets() -> None:
     # Both of pod a's containers and pod b's app hog the core: the pods split it by their
     # weights (205 : 205), and pod a's half goes 10 : 205 between its proxy and its app.
-    env = simpy.Environment()
-    cpu = FairScheduler(env, 1, base_slice_s=0.001)
-    pod_a = cpu.parent_group("pod a", weight_of_m(500.0))
-    pod_b = cpu.parent_group("pod b", weight_of_m(500.0))
-    proxy = cpu.group("a/proxy", W_NONE, parent=pod_a)
-    app_a = cpu.group("a/app", W500, parent=pod_a)
-    app_b = cpu.group("b/app", W500, parent=pod_b)
+    env, cpu, proxy, app_a, app_b = _two_pods()
     inner = W_NONE + W500
     assert _hogs(proxy, app_a, app_b, cpu=cpu, env=env) == pytest.approx(
         [0.5 * W_NONE / inner, 0.5 * W500 / inner, 0.5], abs=0.003

@@ -197,7 +197,7 @@ class FairScheduler:
         # queue (the kernel reschedules at any level's deadline; a group alone on its queue,
         # as kubepods is, is picked again at once, so only the levels with siblings can move
         # the core); with none, the cgroup's own, whose threads take turns. A chain of groups
-        # with one child each and the cgroup's weight then runs as the cgroup alone would.
+        # with one child each then runs as the cgroup alone would, up to float rounding.
         e: Entity | None = g
         left: float | None = None
         own: float | None = None
