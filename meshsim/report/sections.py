@@ -228,7 +228,7 @@ def _cpu_limits_section(runs: Mapping[str, Mapping[str, Any]]) -> Section | None
     # A container OOM-killed without a CPU limit (ztunnel's chart sets none) is shown too:
     # its kills are the row's news.
     limited = [
-        [mesh, name,
+        [mesh, name, c.get("qos_class") or "-",
          "-" if c.get("cpu_limit_m") is None else f"{c['cpu_limit_m']:.0f}m",
          "-" if c.get("threads") is None else str(c["threads"]),
          f"{c['cpu_vcpu']:.3f}", f"{c['nr_periods']:.0f}",
@@ -249,11 +249,13 @@ def _cpu_limits_section(runs: Mapping[str, Mapping[str, Any]]) -> Section | None
             "p99 before it shows in mean CPU. A container past its memory limit is killed "
             "and restarted after CrashLoopBackOff's delay. Threads: how many cores it can "
             "use at once (a proxy's workers: an Istio sidecar's, waypoint's or gateway's are "
-            "its CPU limit rounded up, as pilot-agent sets them; an app's concurrency).",
+            "its CPU limit rounded up, as pilot-agent sets them; an app's concurrency). QoS: "
+            "the pod's class, which places its cgroup in Kubernetes' tree under "
+            "cluster.scheduler cfs (Guaranteed, Burstable, BestEffort; - without the tree).",
         )
         s.tables.append(Table(
             "CFS bandwidth control in the window",
-            ["mesh", "container", "limit", "threads", "vCPU", "periods", "throttled",
+            ["mesh", "container", "QoS", "limit", "threads", "vCPU", "periods", "throttled",
              "share", "throttled s", "OOM kills"],
             limited,
         ))  # fmt: skip

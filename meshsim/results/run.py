@@ -166,6 +166,8 @@ class Replication:
                     "cpu_weight": g.cpu_weight,
                     "cpu_limit_m": g.cpu_limit_m,
                     "threads": g.threads,
+                    "pod": g.pod,
+                    "qos_class": g.qos_class,
                     "cpu_vcpu": g.cpu_s / window,
                     "nr_periods": g.nr_periods,
                     "nr_throttled": g.nr_throttled,

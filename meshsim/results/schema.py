@@ -182,6 +182,11 @@ class CGroupBlock(TypedDict):
     threads: int | None
     """How many cores it can use at once: a proxy's worker threads (an Istio sidecar's or
     waypoint's follow its CPU limit, rounded up), an app's concurrency; None: a client's."""
+    pod: str | None
+    """The pod whose cgroup it nests in (cluster.cgroup_hierarchy kubernetes); None outside
+    the pods or without the tree."""
+    qos_class: str | None
+    """That pod's QoS class: Guaranteed, Burstable or BestEffort (kubelet's GetPodQOS)."""
     cpu_vcpu: float
     nr_periods: float
     """Bandwidth periods in which it drew runtime (0 without a limit)."""

@@ -131,6 +131,8 @@ def cgroups_summary(reps: list[Replication]) -> dict[str, CGroupBlock]:
             "cpu_limit_m": rows[0]["cpu_limit_m"],
             # Results stored before threads were recorded have none.
             "threads": rows[0].get("threads"),
+            "pod": rows[0].get("pod"),
+            "qos_class": rows[0].get("qos_class"),
             "cpu_vcpu": fmean(row["cpu_vcpu"] for row in rows),
             "nr_periods": periods,
             "nr_throttled": throttled,

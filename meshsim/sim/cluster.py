@@ -297,6 +297,14 @@ class _Resolver:
         return name, account_weight(account, res), quota_s(res.limits.cpu_m, self.period_s)
 
 
+def _pod_labels(node: Node, g: CGroup) -> dict[str, str]:
+    """The pod and QoS class ``g`` nests under in ``node``'s tree (none without one)."""
+    if node.tree is None or g.parent is None or g.parent not in node.tree.placed:
+        return {}
+    pod, qos = node.tree.placed[g.parent]
+    return {"pod": pod, "qos_class": qos}
+
+
 def cgroup_measures(nodes: list[Node]) -> tuple[CGroupMeasure, ...]:
     """Every node's cgroups as the run measured them (under FCFS, the limited ones)."""
     out: list[CGroupMeasure] = []
@@ -308,6 +316,7 @@ def cgroup_measures(nodes: list[Node]) -> tuple[CGroupMeasure, ...]:
                 cpu_weight=max(1, round(g.weight * 100 / 1024)),
                 cpu_limit_m=None if g.quota_s is None else round(g.quota_s / g.period_s * 1e3, 6),
                 threads=g.threads,
+                **_pod_labels(node, g),
                 cpu_s=g.cpu_s,
                 nr_periods=g.nr_periods,
                 nr_throttled=g.nr_throttled,

@@ -143,6 +143,11 @@ class CGroupMeasure:
     threads: int | None = None
     """How many cores it can use at once: a proxy's worker threads, an app's concurrency
     (None: a client's load generator, or a container killed before it ever ran)."""
+    pod: str | None = None
+    """The pod whose cgroup it nests in (``cluster.cgroup_hierarchy: kubernetes`` under
+    ``cfs``; None: outside the pods, or no tree)."""
+    qos_class: str | None = None
+    """That pod's QoS class (Guaranteed, Burstable, BestEffort), which places it in the tree."""
 
 
 @dataclass(frozen=True)

@@ -146,6 +146,8 @@ class PodTree:
         self._classes: dict[QosClass, GroupEntity] = {}
         self._pods: dict[object, GroupEntity] = {}
         self._burstable_m = 0.0
+        self.placed: dict[GroupEntity, tuple[str, QosClass]] = {}
+        """Each pod group's pod name and QoS class (what the results label a cgroup with)."""
 
     def parent_of(self, account: Any) -> GroupEntity | None:
         """The pod group ``account``'s cgroup nests in (None: the node's run queue)."""
@@ -162,6 +164,7 @@ class PodTree:
         group = self._pods[key] = self.cpu.parent_group(
             f"pod {name}", weight_of_m(request_m), parent
         )
+        self.placed[group] = (name, qos)
         if qos == "Burstable":
             self._burstable_m += request_m
             self.cpu.reweight(self._classes["Burstable"], weight_of_m(self._burstable_m))
