@@ -85,6 +85,63 @@ def test_a_cgroup_at_60_percent_of_a_core_with_a_50_percent_quota_is_throttled_e
     assert cpu_s / wall == pytest.approx(0.5, abs=0.08)
 
 
+def _schedstat_ns(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+
+
+@pytest.mark.timing
+@pytest.mark.integration
+@pytest.mark.parametrize("nested", [True, False])
+def test_a_proxy_without_a_request_shares_a_core_by_its_pods_weight_on_the_kernel(
+    nested: bool,
+) -> None:
+    # Two busy loops pinned to one core: a proxy asking no CPU (shares 2) in pod a (500m),
+    # an app asking 500m in pod b (500m). Nested as kubelet nests them, the pods split the
+    # core in half, as the simulator's tree (tests/test_scheduler_kubepods.py); side by
+    # side, the proxy gets 2 / 514 of it (the simulator's flat layout). Within 5 points.
+    support = probe()
+    if support.path is None:
+        pytest.skip(f"no writable CPU cgroup: {support.reason}")
+    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    top = f"meshsim-test-pods-{os.getpid()}"
+    made: list[CpuCgroup] = []
+    try:
+        core = max(os.sched_getaffinity(0))
+        for p in loops:
+            os.sched_setaffinity(p.pid, {core})
+        made.append(CpuCgroup(top, limit_m=None, support=support, task_weight=True))
+        if nested:
+            made.append(CpuCgroup(f"{top}/a", limit_m=None, request_m=500, support=support))
+            made.append(CpuCgroup(f"{top}/b", limit_m=None, request_m=500, support=support))
+            paths = (f"{top}/a/proxy", f"{top}/b/app")
+        else:
+            paths = (f"{top}/a-proxy", f"{top}/b-app")
+        for path, request, p in zip(paths, (None, 500), loops, strict=True):
+            leaf = CpuCgroup(path, limit_m=None, request_m=request, support=support)
+            made.append(leaf)
+            leaf.add([p.pid])
+        time.sleep(0.3)
+        before = [_schedstat_ns(p.pid) for p in loops]
+        began = time.monotonic()
+        time.sleep(1.5)
+        shares = [
+            (_schedstat_ns(p.pid) - b) / 1e9 / (time.monotonic() - began)
+            for p, b in zip(loops, before, strict=True)
+        ]
+    finally:
+        for p in loops:
+            p.kill()
+            p.wait()
+        for cg in reversed(made):
+            cg.close()
+    print(f"nested {nested}: proxy {shares[0]:.1%}, app {shares[1]:.1%}")
+    want = (0.5, 0.5) if nested else (2 / 514, 512 / 514)
+    if support.version == 2:
+        # cpu.weight from kubelet's and runc's map: 1 and 20 (load 10 and 205).
+        want = (0.5, 0.5) if nested else (10 / 215, 205 / 215)
+    assert shares == pytest.approx(want, abs=0.05)
+
+
 # --------------------------------------------------------------------------- without a kernel
 
 
