@@ -293,3 +293,30 @@ def test_the_summary_names_each_cgroups_pod_and_qos_class() -> None:
     flat = {**doc, "cluster": {**ONE_NODE["cluster"], "cgroup_hierarchy": "flat"}}
     cgroups = build_summary(run_scenario(from_dict(flat)))["runs"]["linkerd"]["cgroups"]
     assert {(g["pod"], g["qos_class"]) for g in cgroups.values()} == {(None, None)}
+
+
+def test_an_ingress_controller_and_its_linkerd_proxy_are_one_pod() -> None:
+    # Linkerd's ingress: NGINX (100m) and a linkerd-proxy (no request) are containers of one
+    # pod, Burstable at 100m; the proxy is not a BestEffort pod of its own.
+    doc = {
+        "meshsim": 1, "name": "ingress", "duration_s": 1, "warmup_s": 0.5,
+        "meshes": ["linkerd"], "cluster": {"nodes": 1, "cores_per_node": 2, "scheduler": "cfs"},
+        "gateways": [{"name": "public", "routes": [{"path_prefix": "/", "service": "web"}]}],
+        "services": [{"name": "web", "resources": {"requests": {"cpu": "500m"}}}],
+        "workloads": [{"name": "w", "target": "web", "via": "public", "rate_rps": 20}],
+    }  # fmt: skip
+    sim = Simulation(from_dict(doc), "linkerd", 1)
+    node = sim.nodes[0]
+    parts = [p for p in sim.data_plane.proxies if p.name.startswith("ingress/public-0/")]
+    assert sorted(p.name for p in parts) == [
+        "ingress/public-0/controller",
+        "ingress/public-0/linkerd-proxy",
+    ]
+    groups = {node.cgroup(p).parent for p in parts}
+    assert len(groups) == 1
+    (pod,) = groups
+    assert pod is not None
+    assert node.tree is not None
+    assert node.tree.placed[pod] == ("ingress/public-0", "Burstable")
+    assert pod.weight == weight_of_m(100.0)
+    assert not [w for w in sim.data_plane.warnings if "BestEffort" in w]

@@ -132,6 +132,10 @@ class Simulation:
         self.data_plane.warnings.extend(
             allocation_warnings(self.nodes, scenario, mesh, self.data_plane.proxies)
         )
+        for node in self.nodes:
+            if node.tree is not None:
+                # The gateways' proxies are in the list now: pod mates find each other.
+                node.tree.proxies = self.data_plane.proxies
         if (
             scenario.cluster.scheduler == "cfs"
             and scenario.cluster.cgroup_hierarchy == "kubernetes"

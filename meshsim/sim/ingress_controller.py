@@ -121,6 +121,7 @@ class LinkerdIngress(Gateways):
                 config=partial(self.routed_config, routed),
                 resources=self.sim.scenario.mesh_options.linkerd.proxy_resources,
             )  # fmt: skip
+            nginx.pod_name = sidecar.pod_name = pod
             controllers.append(nginx)
             sidecars.append(sidecar)
             parts += [("controller", nginx), ("linkerd-proxy", sidecar)]

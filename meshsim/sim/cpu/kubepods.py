@@ -22,8 +22,9 @@ pods, not with the smallest weight on the node.
 A pod's QoS class is kubelet's ``GetPodQOS``: BestEffort when none of its containers has a
 CPU or memory request or limit, Guaranteed when every container has CPU and memory limits and
 requests equal to them (a request left out defaults to its limit), else Burstable. The pod's
-containers are its app and, in a sidecar mesh, its sidecar; a ztunnel, a waypoint, a gateway
-replica or a meshed client's sidecar is a pod of one container. What runs outside any pod (a
+containers are its app and, in a sidecar mesh, its sidecar; an ingress controller's pod holds
+NGINX and its linkerd-proxy (proxies that share a ``pod_name``); a ztunnel, a waypoint, a
+gateway replica, Cilium's node Envoy or a meshed client's sidecar is a pod of one container. What runs outside any pod (a
 workload's load generator, Cilium's per-node kernel work) stays on the node's run queue,
 beside ``kubepods``, as a process outside the pods' tree is.
 
@@ -80,10 +81,11 @@ def _has_sidecars(mesh: str) -> bool:
 
 
 def pod_of(
-    account: Any, scenario: Scenario, mesh: str
+    account: Any, scenario: Scenario, mesh: str, proxies: Sequence[Any] = ()
 ) -> tuple[object, str, list[Resources]] | None:
     """The pod ``account`` is a container of: a key, its name and its containers' resources
-    (None: it runs outside the pods)."""
+    (None: it runs outside the pods). ``proxies``: the run's proxies, among which a pod-less
+    proxy's pod mates are found by their ``pod_name``."""
     from meshsim.sim.app import Pod
     from meshsim.sim.dataplanes.proxy import Proxy
 
@@ -92,8 +94,13 @@ def pod_of(
         pod = account
     elif isinstance(account, Proxy):
         if account.pod is None:
-            # A pod of its own: a ztunnel, a waypoint, a gateway replica, a client's sidecar.
-            return account, account.name, [resources_of(account, scenario, mesh)[1]]
+            if account.pod_name is None:
+                # A pod of its own: a ztunnel, a waypoint, a gateway replica, a client's
+                # sidecar, Cilium's node Envoy.
+                return account, account.name, [resources_of(account, scenario, mesh)[1]]
+            mates = [p for p in proxies if p.pod_name == account.pod_name] or [account]
+            containers = [resources_of(p, scenario, mesh)[1] for p in mates]
+            return ("pod", account.pod_name), account.pod_name, containers
         pod = account.pod
     if pod is None:
         return None
@@ -105,8 +112,9 @@ def pod_of(
     return pod, pod.name, containers
 
 
-def best_effort_warnings(nodes: Sequence[Any], proxies: Sequence[Any], scenario: Scenario,
-                         mesh: str) -> list[str]:  # fmt: skip
+def best_effort_warnings(
+    nodes: Sequence[Any], proxies: Sequence[Any], scenario: Scenario, mesh: str
+) -> list[str]:
     """Nodes where BestEffort pods share the cores with pods that ask for CPU: under the fair
     scheduler the whole besteffort class weighs as one container with no request, so those
     pods run on what the others leave, as on a Kubernetes node (a result, not a fault, but
@@ -115,13 +123,13 @@ def best_effort_warnings(nodes: Sequence[Any], proxies: Sequence[Any], scenario:
     out: list[str] = []
     for node in nodes:
         accounts = [*node.pods, *(p for p in proxies if p.node is node and p.pod is None)]
-        classes: dict[str, list[str]] = {}
+        pods: dict[object, tuple[str, QosClass]] = {}
         for account in accounts:
-            member = pod_of(account, scenario, mesh)
+            member = pod_of(account, scenario, mesh, proxies)
             if member is not None:
-                classes.setdefault(qos_class(member[2]), []).append(member[1])
-        best_effort = classes.get("BestEffort", [])
-        others = len(classes.get("Burstable", [])) + len(classes.get("Guaranteed", []))
+                pods[member[0]] = (member[1], qos_class(member[2]))
+        best_effort = [name for name, qos in pods.values() if qos == "BestEffort"]
+        others = len(pods) - len(best_effort)
         if best_effort and others:
             shown = ", ".join(best_effort[:3]) + (", ..." if len(best_effort) > 3 else "")
             out.append(
@@ -146,12 +154,15 @@ class PodTree:
         self._classes: dict[QosClass, GroupEntity] = {}
         self._pods: dict[object, GroupEntity] = {}
         self._burstable_m = 0.0
+        self.proxies: Sequence[Any] = ()
+        """The run's proxies (set once they exist), where pod-less proxies find their pod
+        mates."""
         self.placed: dict[GroupEntity, tuple[str, QosClass]] = {}
         """Each pod group's pod name and QoS class (what the results label a cgroup with)."""
 
     def parent_of(self, account: Any) -> GroupEntity | None:
         """The pod group ``account``'s cgroup nests in (None: the node's run queue)."""
-        member = pod_of(account, self.scenario, self.mesh)
+        member = pod_of(account, self.scenario, self.mesh, self.proxies)
         if member is None:
             return None
         key, name, containers = member

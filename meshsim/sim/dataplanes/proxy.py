@@ -139,6 +139,7 @@ class Proxy:
         "net_node",
         "node",
         "pod",
+        "pod_name",
         "preempt_s",
         "resources",
         "sessions",
@@ -180,6 +181,9 @@ class Proxy:
         self.net_node: Node | None = node
         """Where its traffic leaves from, for network delays (None: a client outside)."""
         self.pod = pod
+        self.pod_name: str | None = None
+        """Without ``pod``: the pod it shares with other containers, by name (an ingress
+        controller's with its linkerd-proxy); None: a pod of its own."""
         self.resources = resources
         """Its container's requests and limits where it carries its own (a gateway's);
         None: the scenario's for its kind (:func:`~meshsim.sim.cpu.cgroups.resources_of`)."""
