@@ -362,6 +362,17 @@ def test_colocated_cpu_follows_a_per_request_and_a_per_second_cost() -> None:
     assert colocated_cpu(fit, {**at, "rps": 0.0}) == pytest.approx(
         {"echo": 20.0 + 0.9375, "load_generator": 17.0 + 0.46875}, rel=1e-9
     )
+    # A slope in KiB that would carry a closed loop's CPU below zero (a noisy host's quick
+    # grid: 4 KiB closed loops moved to 256 B) is no estimate: the point keeps its
+    # baseline's own measurement (None here).
+    steep = [row(1000.0, 128, 40.0, 40.0), row(4000.0, 128, 30.0, 30.0)]
+    steep += [row(1000.0, 8192, 1000.0, 1000.0), row(4000.0, 8192, 990.0, 990.0)]
+    steep += [row(0.0, 8192, 30.0, 30.0)]  # about 120 us per KiB: 30 - 120 x 7.9 < 0
+    assert colocated_cpu({"points": steep}, {"payload_bytes": 128, "rps": 0.0}) is None
+    assert colocated_cpu({"points": steep}, {"payload_bytes": 8192, "rps": 0.0}) == {
+        "echo": 30.0,
+        "load_generator": 30.0,
+    }
     # One fit load is too few to follow the load.
     fit["points"] = [r for r in fit["points"] if r["rps"] in (0.0, 1000.0)]
     assert colocated_cpu(fit, at) is None

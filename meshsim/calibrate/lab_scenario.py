@@ -487,7 +487,7 @@ def colocated_cpu(fit: Mapping[str, Any], point: Mapping[str, Any]) -> dict[str,
             return None
         # The closed loops' payloads are not the point's (the fit's are the others): the open
         # loops' slope in KiB moves each there.
-        return {
+        return _positive({
             name: float(
                 np.median(
                     [
@@ -502,11 +502,19 @@ def colocated_cpu(fit: Mapping[str, Any], point: Mapping[str, Any]) -> dict[str,
                 )
             )
             for name in names
-        }
+        })  # fmt: skip
     if not coef:
         return None
     at = np.array([1.0, 1.0 / float(point["rps"])] + ([pay_kib] if sized else []))
-    return {name: float(at @ coef[name]) for name in names}
+    return _positive({name: float(at @ coef[name]) for name in names})
+
+
+def _positive(cpu: dict[str, float]) -> dict[str, float] | None:
+    """``cpu`` if every CPU per request in it is positive; None otherwise, so that the point
+    takes its baseline's own measurement: on a host whose speed moved several-fold within a
+    point (a quick grid's fit on a noisy VM, 2026-12-05), the fit's slope in KiB carried a
+    closed loop's CPU from 4 KiB to 256 B at -10660 us a request."""
+    return cpu if all(v > 0.0 for v in cpu.values()) else None
 
 
 def least_absolute_deviations(design: np.ndarray, y: np.ndarray) -> np.ndarray:
