@@ -24,9 +24,9 @@ CPU or memory request or limit, Guaranteed when every container has CPU and memo
 requests equal to them (a request left out defaults to its limit), else Burstable. The pod's
 containers are its app and, in a sidecar mesh, its sidecar; an ingress controller's pod holds
 NGINX and its linkerd-proxy (proxies that share a ``pod_name``); a ztunnel, a waypoint, a
-gateway replica, Cilium's node Envoy or a meshed client's sidecar is a pod of one container. What runs outside any pod (a
-workload's load generator, Cilium's per-node kernel work) stays on the node's run queue,
-beside ``kubepods``, as a process outside the pods' tree is.
+gateway replica, Cilium's node Envoy or a meshed client's sidecar is a pod of one container.
+What runs outside any pod (a workload's load generator, Cilium's per-node kernel work) stays
+on the node's run queue, beside ``kubepods``, as a process outside the pods' tree is.
 
 Left out: the pod-level CPU quota kubelet sets when every container has a limit (the sum of
 their limits: as each container is held to its own, the pod's sum never binds first); a
