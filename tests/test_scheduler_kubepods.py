@@ -14,9 +14,9 @@ import simpy
 
 from meshsim.scenario import from_dict
 from meshsim.scenario.resources import Resources
-from meshsim.sim.cpu.cgroups import cpu_shares, cpu_weight, load_weight
+from meshsim.sim.cpu.cgroups import cpu_shares, cpu_weight, load_weight, weight_of_m
 from meshsim.sim.cpu.fair import CGroup, FairScheduler, GroupEntity
-from meshsim.sim.cpu.kubepods import qos_class, weight_of_m
+from meshsim.sim.cpu.kubepods import qos_class
 from meshsim.sim.engine import Simulation
 
 W500 = load_weight(cpu_weight(cpu_shares(500.0)))  # 205: cpu.weight 20

@@ -104,8 +104,14 @@ def bounded_threads(account: Any) -> int | None:
     return None if n >= UNBOUNDED else n
 
 
+def weight_of_m(request_m: float | None) -> float:
+    """The load weight of a cgroup whose ``cpu.shares`` come from ``request_m`` millicores
+    (a container's request, or a pod's or a QoS class's sum of them)."""
+    return load_weight(cpu_weight(cpu_shares(request_m)))
+
+
 def weight_of(resources: Resources) -> float:
-    return load_weight(cpu_weight(cpu_shares(resources.cpu_request_m)))
+    return weight_of_m(resources.cpu_request_m)
 
 
 KERNEL_THREAD_WEIGHT = 1024.0

@@ -41,15 +41,10 @@ from typing import Any, Literal
 
 from meshsim.scenario.model import Scenario
 from meshsim.scenario.resources import Resources
-from meshsim.sim.cpu.cgroups import cpu_shares, cpu_weight, load_weight, resources_of
+from meshsim.sim.cpu.cgroups import resources_of, weight_of_m
 from meshsim.sim.cpu.fair import FairScheduler, GroupEntity
 
 QosClass = Literal["Guaranteed", "Burstable", "BestEffort"]
-
-
-def weight_of_m(request_m: float) -> float:
-    """The load weight of a cgroup whose ``cpu.shares`` come from ``request_m`` millicores."""
-    return load_weight(cpu_weight(cpu_shares(request_m)))
 
 
 def _memory_request_mb(res: Resources) -> float | None:
