@@ -10,11 +10,12 @@ same under either picker (:mod:`meshsim.sim.cpu.bandwidth` uses it for FCFS core
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
 
 
-class Entity:
+class Entity(ABC):
     """A scheduling entity on a run queue: its weight and its fairness state."""
 
     __slots__ = (
@@ -36,9 +37,9 @@ class Entity:
         self.lag = 0.0
         self.on_rq = False
 
+    @abstractmethod
     def ready(self) -> bool:
         """Whether a task of it (or of a cgroup under it) waits for a core and may run."""
-        raise NotImplementedError
 
 
 class GroupEntity(Entity):

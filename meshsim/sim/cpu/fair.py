@@ -435,15 +435,17 @@ class FairScheduler:
             self._update()
             # check_preempt_wakeup_fair: the wakee's and each running task's entities on a
             # common run queue; the wakee's must be eligible there and its deadline earlier.
+            # (Each ancestor's eligibility once: flat, ``mine`` is ``g`` for every task.)
             latest = -math.inf
+            eligible: dict[Entity, bool] = {}
             for r in self.running:
                 mine, theirs = self._matching(g, r.group)
-                if (
-                    theirs.deadline > mine.deadline
-                    and theirs.deadline > latest
-                    and self._eligible(mine)
-                ):
-                    victim, latest = r, theirs.deadline
+                if theirs.deadline > mine.deadline and theirs.deadline > latest:
+                    ok = eligible.get(mine)
+                    if ok is None:
+                        ok = eligible[mine] = self._eligible(mine)
+                    if ok:
+                        victim, latest = r, theirs.deadline
             if victim is not None and self.run_to_parity and now < victim.slice_end - _EPS:
                 victim = None
         if victim is not None:
