@@ -372,3 +372,74 @@ def test_busy_leaves_of_any_tree_get_the_product_of_their_weight_shares(seed: in
     _gps(root, 1.0, want)
     got = {name: g.cpu_s / 3.0 for name, g in leaves.items()}
     assert got == pytest.approx(want, abs=0.015)
+
+
+def _burstable(sim: Simulation) -> float:
+    tree = sim.nodes[0].tree
+    assert tree is not None
+    (group,) = (g for g in tree.cpu.parents if g.name == "burstable")
+    return group.weight
+
+
+def test_burstable_counts_its_pods_from_their_start_until_they_are_killed() -> None:
+    # kubelet sizes burstable at every pod's creation and kill (UpdateQOSCgroups from syncPod
+    # and killPod): three web replicas of 500m count before any container has run, and a
+    # scale-down to one, graceful, takes two out when they are killed, not when they leave
+    # the endpoints (an earlier tree only ever grew).
+    web = {**ONE_NODE["services"][0], "replicas": 3}
+    doc = {
+        **ONE_NODE, "meshes": ["linkerd"], "services": [web, *ONE_NODE["services"][1:]],
+        "duration_s": 2,
+        "events": [{"at_s": 0.5, "action": "scale", "target": "web", "replicas": 1,
+                    "prestop_s": 0.5}],
+    }  # fmt: skip
+    sim = Simulation(from_dict(doc), "linkerd", 1)
+    assert _burstable(sim) == weight_of_m(1500.0)
+    for w in sim.workloads:
+        w.start()
+    sim.timeline.start()
+    sim.env.run(until=0.75)  # retired, still serving: still counted
+    assert _burstable(sim) == weight_of_m(1500.0)
+    sim.env.run(until=1.25)
+    assert [p.alive for p in sim.services["web"].pods] == [True, False, False]
+    assert _burstable(sim) == weight_of_m(500.0)
+    # A new pod counts at once; killing a pod twice takes it out once.
+    pod = sim.start_pod(sim.services["web"].versions["v1"])
+    assert _burstable(sim) == weight_of_m(1000.0)
+    sim.kill(pod)
+    sim.kill(pod)
+    assert _burstable(sim) == weight_of_m(500.0)
+
+
+def _client_cgroups(mesh: str) -> dict[str, tuple[str | None, str | None]]:
+    """A meshed client with CPU of its own (the lab's shape) on a busy one-node cluster: each
+    client-side cgroup's pod and QoS class."""
+    from meshsim.api import run_scenario
+    from meshsim.results.summary import build_summary
+
+    doc = {
+        "meshsim": 1, "name": "client", "duration_s": 1, "warmup_s": 0.5, "meshes": [mesh],
+        "cluster": {"nodes": 1, "cores_per_node": 2, "scheduler": "cfs"},
+        "mesh_options": {"meshed_clients": True},
+        "services": [{"name": "web", "resources": {"requests": {"cpu": "500m"}}}],
+        "workloads": [{"name": "w", "target": "web", "rate_rps": 200,
+                       "client_cpu_ms": {"dist": "constant", "mean": 0.05}}],
+    }  # fmt: skip
+    cgroups = build_summary(run_scenario(from_dict(doc)))["runs"][mesh]["cgroups"]
+    return {n: (g["pod"], g["qos_class"]) for n, g in cgroups.items() if n.startswith("client/")}
+
+
+def test_a_meshed_clients_load_generator_is_a_container_of_its_pod() -> None:
+    # The load generator and its sidecar are one pod, as the benchmarks' fortio client is:
+    # Istio's sidecar asks 100m (Burstable), Linkerd's nothing (BestEffort), and ambient's
+    # client pod is the load generator alone. Before, the load generator ran beside kubepods
+    # and its sidecar was a pod of its own.
+    assert _client_cgroups("istio") == {
+        "client/w": ("client/w", "Burstable"),
+        "client/w/sidecar": ("client/w", "Burstable"),
+    }
+    assert _client_cgroups("linkerd") == {
+        "client/w": ("client/w", "BestEffort"),
+        "client/w/sidecar": ("client/w", "BestEffort"),
+    }
+    assert _client_cgroups("istio-ambient") == {"client/w": ("client/w", "BestEffort")}

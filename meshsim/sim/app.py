@@ -159,6 +159,12 @@ class ServiceRuntime:
         return [p for v in self.versions.values() for p in v.pods]
 
 
+def client_pod_name(workload: str) -> str:
+    """The pod of a workload's meshed client: its load generator and, in a sidecar mesh, its
+    sidecar."""
+    return f"client/{workload}"
+
+
 @dataclass
 class Client:
     """The sending side of a workload: outside the cluster; CPU of its own only with the
@@ -168,3 +174,7 @@ class Client:
     node: Node | None = None
     service: ServiceRuntime | None = None
     cpu_s: float = 0.0
+
+    @property
+    def pod_name(self) -> str:
+        return client_pod_name(self.name)

@@ -184,6 +184,8 @@ class Simulation:
         pod = Pod(self.env, runtime, version, len(version.pods), node, version.sampler)
         version.pods.append(pod)
         node.pods.append(pod)
+        if node.tree is not None:
+            node.tree.pod_started(pod)
         return pod
 
     # ----------------------------------------------------------------- cluster changes
@@ -213,6 +215,8 @@ class Simulation:
         was_ready = pod.ready
         pod.alive = False
         pod.ready = False
+        if pod.node.tree is not None:
+            pod.node.tree.pod_killed(pod)
         pod.service.refresh_endpoints()
         if was_ready:
             self.control_plane.on_endpoints(pod.service)

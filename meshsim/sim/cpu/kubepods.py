@@ -23,15 +23,23 @@ A pod's QoS class is kubelet's ``GetPodQOS``: BestEffort when none of its contai
 CPU or memory request or limit, Guaranteed when every container has CPU and memory limits and
 requests equal to them (a request left out defaults to its limit), else Burstable. The pod's
 containers are its app and, in a sidecar mesh, its sidecar; an ingress controller's pod holds
-NGINX and its linkerd-proxy (proxies that share a ``pod_name``); a ztunnel, a waypoint, a
-gateway replica, Cilium's node Envoy or a meshed client's sidecar is a pod of one container.
-What runs outside any pod (a workload's load generator, Cilium's per-node kernel work) stays
-on the node's run queue, beside ``kubepods``, as a process outside the pods' tree is.
+NGINX and its linkerd-proxy (proxies that share a ``pod_name``); a meshed client's pod holds
+its load generator (no resources, like the benchmarks' fortio client) and, in a sidecar mesh,
+its sidecar; a ztunnel, a waypoint, a gateway replica or Cilium's node Envoy is a pod of one
+container. Cilium's per-node kernel work runs outside the pods, on the node's run queue
+beside ``kubepods``, as a kernel thread does.
+
+kubelet sizes ``burstable`` again whenever a pod is created or killed (``UpdateQOSCgroups``
+from ``syncPod`` and ``killPod``, and once a minute): a pod counts from its start (not from
+its containers' first CPU) until it is killed, whether by a scale-down, a rollout, churn or
+an OOM kill (which the simulator models as the pod's replacement by a new one after the
+back-off, where kubelet restarts the container in the same pod: its request is out of
+``burstable`` for the back-off).
 
 Left out: the pod-level CPU quota kubelet sets when every container has a limit (the sum of
-their limits: as each container is held to its own, the pod's sum never binds first); a
-QoS class's weight shrinking as its pods end (it grows as they start); the system and
-kube-reserved slices beside ``kubepods``.
+their limits: as each container is held to its own, the pod's sum never binds first); the
+system and kube-reserved slices beside ``kubepods`` (no process of theirs runs in the
+model).
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from meshsim.scenario.model import Scenario
-from meshsim.scenario.resources import Resources
+from meshsim.scenario.resources import NO_RESOURCES, Resources
 from meshsim.sim.cpu.cgroups import resources_of, weight_of_m
 from meshsim.sim.cpu.fair import FairScheduler, GroupEntity
 
@@ -75,24 +83,38 @@ def _has_sidecars(mesh: str) -> bool:
     return isinstance(factory, type) and issubclass(factory, SidecarDataPlane)
 
 
+def _client_pod(name: str, scenario: Scenario, mesh: str) -> tuple[object, str, list[Resources]]:
+    """A meshed client's pod: its load generator (no resources) and, in a sidecar mesh, its
+    sidecar with the mesh's defaults. Known before either runs, whichever runs first."""
+    containers = [NO_RESOURCES]
+    if _has_sidecars(mesh):
+        containers.append(scenario.mesh_options.sidecar_resources(mesh, None))
+    return ("pod", name), name, containers
+
+
 def pod_of(
     account: Any, scenario: Scenario, mesh: str, proxies: Sequence[Any] = ()
 ) -> tuple[object, str, list[Resources]] | None:
     """The pod ``account`` is a container of: a key, its name and its containers' resources
     (None: it runs outside the pods). ``proxies``: the run's proxies, among which a pod-less
     proxy's pod mates are found by their ``pod_name``."""
-    from meshsim.sim.app import Pod
+    from meshsim.sim.app import Client, Pod, client_pod_name
     from meshsim.sim.dataplanes.proxy import Proxy
 
     pod: Pod | None = None
     if isinstance(account, Pod):
         pod = account
+    elif isinstance(account, Client):
+        # A client has CPU on a node only as a meshed client's load generator.
+        return _client_pod(account.pod_name, scenario, mesh)
     elif isinstance(account, Proxy):
         if account.pod is None:
             if account.pod_name is None:
-                # A pod of its own: a ztunnel, a waypoint, a gateway replica, a client's
-                # sidecar, Cilium's node Envoy.
+                # A pod of its own: a ztunnel, a waypoint, a gateway replica, Cilium's node
+                # Envoy.
                 return account, account.name, [resources_of(account, scenario, mesh)[1]]
+            if any(account.pod_name == client_pod_name(w.name) for w in scenario.workloads):
+                return _client_pod(account.pod_name, scenario, mesh)
             mates = [p for p in proxies if p.pod_name == account.pod_name] or [account]
             containers = [resources_of(p, scenario, mesh)[1] for p in mates]
             return ("pod", account.pod_name), account.pod_name, containers
@@ -148,7 +170,8 @@ class PodTree:
         )
         self._classes: dict[QosClass, GroupEntity] = {}
         self._pods: dict[object, GroupEntity] = {}
-        self._burstable_m = 0.0
+        self._burstable: dict[object, float] = {}
+        """The live Burstable pods' CPU requests (millicores), which size ``burstable``."""
         self.proxies: Sequence[Any] = ()
         """The run's proxies (set once they exist), where pod-less proxies find their pod
         mates."""
@@ -172,9 +195,22 @@ class PodTree:
         )
         self.placed[group] = (name, qos)
         if qos == "Burstable":
-            self._burstable_m += request_m
-            self.cpu.reweight(self._classes["Burstable"], weight_of_m(self._burstable_m))
+            self._burstable[key] = request_m
+            self._size_burstable()
         return group
+
+    def pod_started(self, pod: Any) -> None:
+        """A pod is created: kubelet makes its cgroup and sizes its QoS class."""
+        self.parent_of(pod)
+
+    def pod_killed(self, pod: Any) -> None:
+        """A pod is killed: it leaves ``burstable``'s sum (``killPod``'s
+        ``UpdateQOSCgroups``). What it still runs keeps its own cgroups' weights."""
+        if self._burstable.pop(pod, None) is not None:
+            self._size_burstable()
+
+    def _size_burstable(self) -> None:
+        self.cpu.reweight(self._classes["Burstable"], weight_of_m(sum(self._burstable.values())))
 
     def _class(self, qos: QosClass) -> GroupEntity:
         group = self._classes.get(qos)

@@ -125,6 +125,7 @@ class SidecarDataPlane(ProxiedDataPlane):
         if proxy is None:
             proxy = self._new_proxy(f"client/{src.name}/sidecar", self.client_node(), None)
             proxy.net_node = None
+            proxy.pod_name = src.pod_name  # with the load generator
             self.client_sidecars[src.name] = proxy
         return proxy
 
