@@ -95,8 +95,8 @@ def test_a_wake_up_spent_after_the_work_holds_the_worker_not_the_request(schedul
     (63-73): the event loop goes back to its poll only once the work ready at its wake-up
     is done, so the worker and core go on for that 1 us after B (73-74). C at 100 finds the
     worker asleep: 150-163, and 1 us after. The CPU is the same wherever it falls:
-    3 x 10 + 2 x 4 us. The same times under ``cluster.scheduler: cfs``, where each burst is
-    a task of its own."""
+    3 x 10 + 2 x 4 us. The same times under ``cluster.scheduler: cfs``, where the thread goes
+    on to its ready burst and to what it owes its poll without giving its core up."""
     env = simpy.Environment()
     if scheduler == "cfs":
         node = Node(env, 0, 1, cpu=FairScheduler(env, 1), resolve=lambda _: ("p", 1024.0, None))

@@ -79,9 +79,10 @@ class Cluster(Spec):
         False,
         description="Under fcfs: a woken thread that has used less CPU than the running one "
         "takes the core when the running one's burst ends, before its next ready burst (the "
-        "kernel's wake-up preemption, as the calibration lab's scheduler trace shows it); "
-        "false: a thread with work ready keeps its core for up to a slice, which validates "
-        "better (reports/validation/cpu-limits.md).",
+        "kernel's wake-up preemption, as the calibration lab's scheduler trace shows it; the "
+        "calibrated lab model validates with it on). false (the default, as only the lab "
+        "has checked it and it moves every scenario's figures): a thread with work ready "
+        "keeps its core for up to a slice.",
     )
     run_to_parity: bool = Field(
         True,

@@ -27,11 +27,14 @@ fair scheduler runs the entity it owes CPU, and the lighter one is owed. With
 ``cluster.wakeup_preemption`` a thread that has used less CPU than the running one and waits
 for the core goes first when the running one's burst ends (not inside it: the sidecar's write
 that wakes the echo ends its request-path burst; "lighter" is the threads' CPU so far, which
-orders steady processes as their virtual runtimes do). It is off by default: in the simulated
-lab it splits the sidecars' spans as the trace does, but it makes every checked p50 of run Z
-15-22 % short where without it they are within 10 % (reports/validation/cpu-limits.md), so
-something else the lab pays is still missing, and the thread that keeps its core stands in for
-it. Under ``cfs`` each burst is a task of its own, picked afresh.
+orders steady processes as their virtual runtimes do). The simulated lab runs with it on:
+alone it made every checked p50 of run Z 15-22 % short, and it validates together with the
+load generator's event-loop timer and the wake-up's CPU owed after the work, which pay what
+the lab paid and the thread keeping its core had stood in for (run AB on,
+reports/validation/cpu-limits.md). It stays off by default in users' scenarios: turning it
+on moves every scenario's figures, and only the lab has checked it. Under ``cfs`` wake-up
+preemption is the fair scheduler's own, and a thread with its next burst ready keeps its core
+for it there too (:mod:`meshsim.sim.cpu.fair`).
 """
 
 from __future__ import annotations
@@ -46,16 +49,16 @@ from meshsim.scenario.cluster import Network
 from meshsim.scenario.model import Scenario
 from meshsim.sim.cpu.bandwidth import Bandwidth
 from meshsim.sim.cpu.cgroups import account_weight, bounded_threads, quota_s, resources_of
-from meshsim.sim.cpu.fair import CGroup, FairScheduler, default_base_slice_s
+from meshsim.sim.cpu.fair import (
+    HANDED_CORE_CLAIM_S,
+    CGroup,
+    FairScheduler,
+    default_base_slice_s,
+)
 from meshsim.sim.cpu.kubepods import PodTree
 from meshsim.sim.measure import CGroupMeasure
 from meshsim.sim.sampling import Sampler
 from meshsim.sim.uncontended import give, take
-
-HANDED_CORE_CLAIM_S = 1e-9
-"""How long a core handed on to a thread's next burst (:meth:`Node.hand_on`) waits for it to be
-claimed: that burst is granted in the same instant, so a core nobody claimed (the burst was
-cancelled, the pod killed) goes back to the queue next, a nanosecond later."""
 
 
 def has_ready_work(queue: simpy.Resource) -> bool:
@@ -141,7 +144,10 @@ class Node:
         cpu = self.cpu
         if cpu is not None:
             cpu_s *= self.speed
-            yield cpu.run(cpu_s, self.cgroup(account))
+            if ready is None:
+                yield cpu.run(cpu_s, self.cgroup(account))
+            else:
+                yield cpu.run(cpu_s, self.cgroup(account), ready, partial(has_ready_work, ready))
             self.busy_s += cpu_s
             account.cpu_s += cpu_s
             return

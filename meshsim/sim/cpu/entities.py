@@ -137,16 +137,28 @@ class CGroup(Entity):
 
 
 class Task:
-    """One CPU burst of one thread: it runs ``remaining`` seconds, then calls ``done``."""
+    """One CPU burst of one thread: it runs ``remaining`` seconds, then calls ``done``.
+    ``thread`` names the thread (None: anonymous), and ``goes_on``, asked as the burst ends,
+    says whether the thread has its next burst ready then (it goes on without sleeping)."""
 
     __slots__ = (
-        "budget", "done", "fire_at", "group", "remaining", "slice_end", "started", "timer",
+        "budget", "done", "fire_at", "goes_on", "group", "remaining", "slice_end", "started",
+        "thread", "timer",
     )  # fmt: skip
 
-    def __init__(self, remaining: float, group: CGroup, done: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        remaining: float,
+        group: CGroup,
+        done: Callable[[], None],
+        thread: object = None,
+        goes_on: Callable[[], bool] | None = None,
+    ) -> None:
         self.remaining = remaining
         self.group = group
         self.done = done
+        self.thread = thread
+        self.goes_on = goes_on
         self.started = 0.0
         self.slice_end = math.inf
         self.budget = math.inf if group.quota_s is None else 0.0

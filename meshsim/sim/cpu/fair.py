@@ -21,6 +21,12 @@ and every rule below holds at each level (a pick walks down from the node's run 
   task whose cgroup has the latest deadline, if its own cgroup is eligible with an earlier
   deadline, unless RUN_TO_PARITY protects that task until its slice ends (the kernel's
   default since 6.6).
+- **A thread that goes on**: a burst that ends with its thread's next burst ready (an event
+  loop with more callbacks ready, a proxy worker's next request, its telemetry after the
+  response) keeps the core for that burst, in the same slice: the kernel dequeues only a
+  task that sleeps, and a running one loses its core only at its slice's end or to a
+  wake-up preemption. Bursts without a thread, or whose thread would sleep, leave the core
+  to the pick.
 - **Lag**: a cgroup that sleeps keeps its lag (V - vruntime, clamped to two slices or a tick
   in its virtual time) and is placed at V - lag when it wakes (``place_entity``).
 - **Bandwidth control** (a CPU limit): a cgroup with quota q per period P draws runtime
@@ -71,6 +77,11 @@ TICK_S = 0.004
 """One scheduler tick at CONFIG_HZ=250 (Debian's and Ubuntu's generic kernels)."""
 _EPS = 1e-12
 
+HANDED_CORE_CLAIM_S = 1e-9
+"""How long a core kept for a thread's next burst waits for it to be claimed (under either
+scheduler): that burst is submitted in the same instant, so a core nobody claimed (the burst
+was cancelled, the pod killed) goes back to the pick next, a nanosecond later."""
+
 
 def default_base_slice_s(cores: int) -> float:
     """0.75 ms scaled by 1 + log2(min(cores, 8)), the kernel's SCHED_TUNABLESCALING_LOG."""
@@ -111,6 +122,9 @@ class FairScheduler:
         self._rq: list[Entity] = []
         """The node's run queue: entities with a task waiting or running under them."""
         self.waiting = 0
+        self._held: dict[object, tuple[CGroup, float, float]] = {}
+        """Cores kept for a thread's next burst, by thread: its cgroup, its slice's end and
+        the bandwidth runtime it had drawn."""
 
     def group(
         self,
@@ -156,15 +170,34 @@ class FairScheduler:
 
     # ----------------------------------------------------------------- submitting
 
-    def run(self, cpu_s: float, group: CGroup) -> simpy.Event:
-        """An event that fires when ``cpu_s`` of CPU has run for ``group``."""
+    def run(
+        self,
+        cpu_s: float,
+        group: CGroup,
+        thread: object = None,
+        goes_on: Callable[[], bool] | None = None,
+    ) -> simpy.Event:
+        """An event that fires when ``cpu_s`` of CPU has run for ``group`` (see
+        :meth:`submit` for ``thread`` and ``goes_on``)."""
         ev = self.env.event()
-        self.submit(cpu_s, group, partial(_succeed, ev))
+        self.submit(cpu_s, group, partial(_succeed, ev), thread, goes_on)
         return ev
 
-    def submit(self, cpu_s: float, group: CGroup, done: Callable[[], None]) -> None:
-        """Run ``cpu_s`` for ``group``, then call ``done`` (no process needed)."""
-        task = Task(cpu_s, group, done)
+    def submit(
+        self,
+        cpu_s: float,
+        group: CGroup,
+        done: Callable[[], None],
+        thread: object = None,
+        goes_on: Callable[[], bool] | None = None,
+    ) -> None:
+        """Run ``cpu_s`` for ``group``, then call ``done`` (no process needed). ``thread``:
+        the thread whose burst it is; ``goes_on``, asked as the burst ends: whether the thread
+        has its next burst ready, for which it keeps its core (submitted in the same instant,
+        with the same ``thread``)."""
+        task = Task(cpu_s, group, done, thread, goes_on)
+        if self._held and thread is not None and self._claim(task):
+            return
         if not group.on_rq:
             self._place(group)
         if self.idle and not self.waiting and not group.throttled:
@@ -331,13 +364,13 @@ class FairScheduler:
 
     # ----------------------------------------------------------------- cores
 
-    def _start(self, task: Task) -> None:
+    def _start(self, task: Task, slice_end: float | None = None) -> None:
         now = self.env.now
         self.idle -= 1
         self.running.append(task)
         task.group.running += 1
         task.started = now
-        task.slice_end = now + self.base_slice_s
+        task.slice_end = now + self.base_slice_s if slice_end is None else slice_end
         if task.group.quota_s is not None and task.budget <= _EPS and not self._draw(task):
             self._throttle(task)
             return
@@ -366,7 +399,15 @@ class FairScheduler:
         if ends or task.remaining <= _EPS:
             self._stop(task)
             g = task.group
-            if not g.queue and not g.running:
+            thread = task.thread
+            if (
+                thread is not None
+                and task.goes_on is not None
+                and thread not in self._held
+                and task.goes_on()
+            ):
+                self._hold(task)
+            elif not g.queue and not g.running:
                 self._sleep(g)
             task.done()
             self._dispatch()
@@ -378,6 +419,51 @@ class FairScheduler:
             self._slice_over(task)
             return
         self._arm(task)
+
+    def _hold(self, task: Task) -> None:
+        """Keep the core ``task`` ran on for its thread's next burst: the thread does not
+        sleep, so its cgroup stays on its run queue."""
+        g = task.group
+        self.idle -= 1
+        g.running += 1
+        held = (g, task.slice_end, task.budget)
+        self._held[task.thread] = held
+        ev = self.env.timeout(HANDED_CORE_CLAIM_S)
+        assert ev.callbacks is not None
+        ev.callbacks.append(partial(self._unclaimed, task.thread, held))
+
+    def _let_go(self, g: CGroup) -> None:
+        g.running -= 1
+        self.idle += 1
+
+    def _claim(self, task: Task) -> bool:
+        """Start ``task`` on the core its thread kept, in the slice it was running, unless
+        its cgroup was throttled meanwhile. Whether it started."""
+        held = self._held.pop(task.thread, None)
+        if held is None:
+            return False
+        g, slice_end, budget = held
+        self._let_go(g)
+        if g is not task.group or g.throttled:
+            if not g.queue and not g.running and g is not task.group:
+                self._sleep(g)
+            return False
+        if g.quota_s is not None:
+            task.budget = budget
+        self._start(task, slice_end)
+        return True
+
+    def _unclaimed(
+        self, thread: object, held: tuple[CGroup, float, float], _ev: simpy.Event
+    ) -> None:
+        if self._held.get(thread) is not held:
+            return
+        del self._held[thread]
+        g = held[0]
+        self._let_go(g)
+        if not g.queue and not g.running:
+            self._sleep(g)
+        self._dispatch()
 
     def _stop(self, task: Task) -> None:
         task.timer += 1

@@ -114,6 +114,19 @@ class Worker:
         """CPU seconds the resumptions were charged (``preemption_cpu_us``), before the node's
         speed."""
 
+    def has_ready_work(self) -> bool:
+        """Whether its thread has a request's burst ready (a single thread's only)."""
+        return has_ready_work(self.res)
+
+    def thread(self, wreq: object) -> object:
+        """Who runs the burst that holds ``wreq``, for the fair scheduler: the worker's one
+        thread, or in a pool whichever took that request (known by the request alone)."""
+        return self if self.res._capacity == 1 else wreq
+
+
+def _always() -> bool:
+    return True
+
 
 class Proxy:
     """One proxy: its workers, CPU account, connections held and configuration in view."""
@@ -287,7 +300,7 @@ class Proxy:
         node = self.node
         if node.cpu is not None:
             cpu_s *= node.speed
-            yield node.cpu.run(cpu_s, node.cgroup(self))
+            yield node.cpu.run(cpu_s, node.cgroup(self), worker.thread(wreq), worker.has_ready_work)
             give(worker.res, wreq)
             if self.cooling_s:
                 worker.idle_since = self.env.now
@@ -343,13 +356,17 @@ class Proxy:
             # Under the fair scheduler the telemetry is a burst of its own on the same
             # thread, right after the response path: it holds the worker, not a core.
             cpu_s *= node.speed
-            yield node.cpu.run(cpu_s, node.cgroup(self))
+            # The thread goes on to the telemetry, or to what it owes its poll, or else to
+            # its next request if one is ready (_owed_if_idle).
+            goes_on = worker.has_ready_work if after_s <= 0.0 and not worker.owed_s else _always
+            yield node.cpu.run(cpu_s, node.cgroup(self), worker.thread(wreq), goes_on)
             self._account(worker, cpu_s)
             after_s = (after_s + self._owed_if_idle(worker) * k) * node.speed
             if after_s > 0.0:
                 node.cpu.submit(
-                    after_s, node.cgroup(self), partial(self._end_after, worker, wreq, after_s)
-                )
+                    after_s, node.cgroup(self), partial(self._end_after, worker, wreq, after_s),
+                    worker.thread(wreq), worker.has_ready_work,
+                )  # fmt: skip
             else:
                 give(worker.res, wreq)
                 if self.cooling_s:
