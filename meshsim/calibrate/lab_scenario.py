@@ -25,6 +25,10 @@ import numpy as np
 
 from meshsim.proxy.loadgen import TIMER_TICK_S
 
+LAB_SCHEDULER: Literal["fcfs", "cfs"] = "fcfs"
+"""How the simulated lab's cores are shared (``cluster.scheduler``): the one that validates
+better on the committed record (reports/validation/cpu-limits.md)."""
+
 LAB_WARMUP_S = 0.5
 """The simulated lab's warm-up, before its measured window: a run of ``duration_s``
 measures ``duration_s - LAB_WARMUP_S``, as the lab measures its load after a warm-up."""
@@ -141,7 +145,9 @@ def lab_scenario(
             },
         },
     }
-    return doc if cpu_limit_m is None else limit_server_sidecar(doc, cpu_limit_m)
+    if cpu_limit_m is None and LAB_SCHEDULER == "fcfs":
+        return doc
+    return limit_server_sidecar(doc, cpu_limit_m, scheduler=LAB_SCHEDULER)
 
 
 def _load_workload(

@@ -218,9 +218,10 @@ def scenario(
     duration_s: float,
     period_ms: float = 100.0,
     seed: int = 1,
-    scheduler: Literal["fcfs", "cfs"] = "fcfs",
+    scheduler: Literal["fcfs", "cfs"] | None = None,
 ) -> dict[str, Any]:
-    """The validation's lab scenario under ``scheduler``, the server sidecar limited
+    """The validation's lab scenario under ``scheduler`` (None: the simulated lab's own,
+    ``LAB_SCHEDULER``), the server sidecar limited
     (:func:`meshsim.calibrate.lab_scenario.limit_server_sidecar`)."""
     from meshsim.calibrate.lab_scenario import lab_scenario, limit_server_sidecar
 
@@ -235,7 +236,7 @@ def predict(
     limit_m: float | None,
     *,
     duration_s: float = 5.0,
-    scheduler: Literal["fcfs", "cfs"] = "fcfs",
+    scheduler: Literal["fcfs", "cfs"] | None = None,
 ) -> dict[str, Any]:
     from meshsim.api import run_scenario
     from meshsim.calibrate.lab_scenario import throttling
@@ -302,7 +303,7 @@ def study(
     *,
     workdir: Path,
     duration_s: float = 5.0,
-    scheduler: Literal["fcfs", "cfs"] = "fcfs",
+    scheduler: Literal["fcfs", "cfs"] | None = None,
 ) -> list[dict[str, Any]]:
     """Each (load, limit) measured in the lab and predicted under ``scheduler``, side by
     side."""
