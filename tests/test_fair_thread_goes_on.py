@@ -101,3 +101,28 @@ def test_two_bursts_of_one_thread_name_keep_one_core_and_never_leak_one() -> Non
     assert cpu.idle == 2
     assert not g.on_rq
     assert g.running == 0
+
+
+def test_a_running_task_that_is_no_longer_owed_cpu_is_preempted_within_its_slice() -> None:
+    """RUN_TO_PARITY keeps a running task on its core "until it either becomes non-eligible
+    or until it gets a new slice" (pick_eevdf): a task that has run ahead of its share is
+    not protected. One core, 1 ms slices: S (a 2 ms burst) and E (10 us) start at 0; S runs
+    0-1000 us, E 1000-1010 and sleeps owed 495 us; S runs on from 1010. E wakes at 1500 us
+    with 10 us: placed at its lag, it is owed CPU and S is not, so E preempts S at once
+    (1500-1510) although S's slice runs to 2010; S ends at 2020. Protecting S regardless,
+    as before, ran E at 2010-2020."""
+    env = simpy.Environment()
+    cpu = FairScheduler(env, 1, base_slice_s=1e-3)
+    s, e = cpu.group("sidecar", 1024.0), cpu.group("echo", 1024.0)
+    ends: dict[str, float] = {}
+    cpu.submit(2000 * US, s, lambda: ends.setdefault("S", env.now))
+    cpu.submit(10 * US, e, lambda: ends.setdefault("E1", env.now))
+
+    def wake() -> Generator[simpy.Event, Any, None]:
+        yield env.timeout(1500 * US)
+        yield cpu.run(10 * US, e)
+        ends["E2"] = env.now
+
+    env.process(wake())
+    env.run()
+    assert ends == pytest.approx({"E1": 1010 * US, "E2": 1510 * US, "S": 2020 * US}, abs=1e-12)

@@ -122,6 +122,8 @@ class FairScheduler:
         self._rq: list[Entity] = []
         """The node's run queue: entities with a task waiting or running under them."""
         self.waiting = 0
+        self._woken: list[Task] = []
+        """Tasks that woke while a core was kept for a thread's next burst (_contended)."""
         self._held: dict[object, tuple[CGroup, float, float]] = {}
         """Cores kept for a thread's next burst, by thread: its cgroup, its slice's end and
         the bandwidth runtime it had drawn."""
@@ -451,6 +453,18 @@ class FairScheduler:
         if g.quota_s is not None:
             task.budget = budget
         self._start(task, slice_end)
+        woken = self._woken
+        if not self._held:
+            self._woken = []
+        if task in self.running:
+            eligible: dict[Entity, bool] = {}
+            for w in woken:
+                wg = w.group
+                if w.remaining > 0.0 and wg.queue and not wg.throttled and wg.running == 0:
+                    mine, theirs = self._matching(wg, g)
+                    if self._preempts(mine, theirs, task, eligible):
+                        self._preempt(task)
+                        break
         return True
 
     def _unclaimed(
@@ -459,6 +473,8 @@ class FairScheduler:
         if self._held.get(thread) is not held:
             return
         del self._held[thread]
+        if not self._held:
+            self._woken.clear()
         g = held[0]
         self._let_go(g)
         if not g.queue and not g.running:
@@ -514,32 +530,50 @@ class FairScheduler:
     def _contended(self, task: Task) -> None:
         """Every core is busy and ``task`` waits: wake-up preemption, and slices start to
         matter for the running tasks."""
-        now = self.env.now
         g = task.group
         victim: Task | None = None
         if not g.throttled and g.running == 0:
             self._update()
             # check_preempt_wakeup_fair: the wakee's and each running task's entities on a
-            # common run queue; the wakee's must be eligible there and its deadline earlier.
+            # common run queue, where pick_eevdf decides: the wakee's must be eligible, and
+            # the running one's either not eligible (then neither its deadline nor its slice
+            # protects it: RUN_TO_PARITY keeps a task "until it either becomes non-eligible or
+            # until it gets a new slice") or eligible with a later deadline and its slice over.
             # (Each ancestor's eligibility once: flat, ``mine`` is ``g`` for every task.)
             latest = -math.inf
             eligible: dict[Entity, bool] = {}
             for r in self.running:
                 mine, theirs = self._matching(g, r.group)
-                if theirs.deadline > mine.deadline and theirs.deadline > latest:
-                    ok = eligible.get(mine)
-                    if ok is None:
-                        ok = eligible[mine] = self._eligible(mine)
-                    if ok:
-                        victim, latest = r, theirs.deadline
-            if victim is not None and self.run_to_parity and now < victim.slice_end - _EPS:
-                victim = None
+                if theirs.deadline > latest and self._preempts(mine, theirs, r, eligible):
+                    victim, latest = r, theirs.deadline
+            if victim is None and self._held:
+                # A thread keeping its core for its next burst is still the core's current
+                # task: the wakee is checked against it when that burst starts (_claim).
+                self._woken.append(task)
         if victim is not None:
             self._preempt(victim)
             return
         for r in self.running:
             if r.slice_end < r.fire_at - _EPS:
                 self._arm(r)
+
+    def _preempts(
+        self, mine: Entity, theirs: Entity, r: Task, eligible: dict[Entity, bool]
+    ) -> bool:
+        """Whether the wakee's entity ``mine`` preempts running task ``r``, whose entity on
+        the same run queue is ``theirs`` (``eligible``: eligibility worked out so far)."""
+        ok = eligible.get(mine)
+        if ok is None:
+            ok = eligible[mine] = self._eligible(mine)
+        if not ok:
+            return False
+        protected = eligible.get(theirs)
+        if protected is None:
+            protected = eligible[theirs] = self._eligible(theirs)
+        return not protected or (
+            theirs.deadline > mine.deadline
+            and not (self.run_to_parity and self.env.now < r.slice_end - _EPS)
+        )
 
     # ----------------------------------------------------------------- bandwidth
 
