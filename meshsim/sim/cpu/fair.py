@@ -17,10 +17,11 @@ and every rule below holds at each level (a pick walks down from the node's run 
   level with siblings passes, and every level it ran under starts a new slice). Inside a
   cgroup its tasks take turns (round robin with that slice), which for slices short beside
   the bursts is processor sharing, as for threads of equal weight.
-- **Wake-up preemption**: a burst that wakes while every core is busy preempts the running
-  task whose cgroup has the latest deadline, if its own cgroup is eligible with an earlier
-  deadline, unless RUN_TO_PARITY protects that task until its slice ends (the kernel's
-  default since 6.6).
+- **Wake-up preemption**: a burst that wakes while every core is busy, its cgroup eligible,
+  preempts a running task whose cgroup is not eligible (it has run ahead of its share), or
+  one with a later deadline whose slice is over: RUN_TO_PARITY (the kernel's default since
+  6.6) protects a running task's slice only while it is eligible. Of several, the one with
+  the latest deadline.
 - **A thread that goes on**: a burst that ends with its thread's next burst ready (an event
   loop with more callbacks ready, a proxy worker's next request, its telemetry after the
   response) keeps the core for that burst, in the same slice: the kernel dequeues only a
