@@ -568,10 +568,11 @@ class FairScheduler:
             ok = eligible[mine] = self._eligible(mine)
         if not ok:
             return False
-        protected = eligible.get(theirs)
-        if protected is None:
-            protected = eligible[theirs] = self._eligible(theirs)
-        return not protected or (
+        # Only an eligible running task keeps its core by its deadline or its slice.
+        theirs_ok = eligible.get(theirs)
+        if theirs_ok is None:
+            theirs_ok = eligible[theirs] = self._eligible(theirs)
+        return not theirs_ok or (
             theirs.deadline > mine.deadline
             and not (self.run_to_parity and self.env.now < r.slice_end - _EPS)
         )

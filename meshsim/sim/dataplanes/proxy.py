@@ -354,10 +354,11 @@ class Proxy:
         node = self.node
         if node.cpu is not None:
             # Under the fair scheduler the telemetry is a burst of its own on the same
-            # thread, right after the response path: it holds the worker, not a core.
+            # thread, right after the response path: it holds the worker, and the core the
+            # thread goes on with (unless a woken task preempts it). The thread goes on to
+            # the telemetry, or to what it owes its poll, or else to its next request if one
+            # is ready (_owed_if_idle).
             cpu_s *= node.speed
-            # The thread goes on to the telemetry, or to what it owes its poll, or else to
-            # its next request if one is ready (_owed_if_idle).
             goes_on = worker.has_ready_work if after_s <= 0.0 and not worker.owed_s else _always
             yield node.cpu.run(cpu_s, node.cgroup(self), worker.thread(wreq), goes_on)
             self._account(worker, cpu_s)
