@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 import simpy
-from test_thread_keeps_core import _App
-from test_wakeup_latency import _burst, _proxy
+from test_thread_keeps_core import sidecar_and_app
+from test_wakeup_latency import _proxy
 
 from meshsim.sim.cluster import Node
 from meshsim.sim.cpu.fair import HANDED_CORE_CLAIM_S, FairScheduler
@@ -27,13 +27,7 @@ def _run(slice_s: float) -> dict[str, float]:
     env = simpy.Environment()
     cpu = FairScheduler(env, 1, base_slice_s=slice_s)
     node = Node(env, 0, 1, cpu=cpu, resolve=lambda a: (type(a).__name__, 1024.0, None))
-    proxy = _proxy(env, node, wake_us=0.0)
-    app = _App(env, node)
-    ends: dict[str, float] = {}
-    for name, at in (("S1", 0.0), ("S2", 1 * US), ("S3", 2 * US)):
-        env.process(_burst(env, proxy, at, 50 * US, ends, name))
-    for name, at in (("A1", 10 * US), ("A2", 11 * US)):
-        env.process(app.handle(at, 20 * US, ends, name))
+    ends = sidecar_and_app(env, node, _proxy(env, node, wake_us=0.0))
     env.run()
     assert cpu.idle == 1
     return ends

@@ -42,6 +42,18 @@ class _App:
         ends[name] = self.env.now
 
 
+def sidecar_and_app(env: simpy.Environment, node: Node, proxy: Any) -> dict[str, float]:
+    """The bursts of :func:`_run` on ``node`` (also under the fair scheduler, in
+    tests/test_fair_thread_goes_on.py): when each ends, once ``env`` has run."""
+    app = _App(env, node)
+    ends: dict[str, float] = {}
+    for name, at in (("S1", 0.0), ("S2", 1 * US), ("S3", 2 * US)):
+        env.process(_burst(env, proxy, at, 50 * US, ends, name))
+    for name, at in (("A1", 10 * US), ("A2", 11 * US)):
+        env.process(app.handle(at, 20 * US, ends, name))
+    return ends
+
+
 def _run(
     slice_s: float | None = None, preempt: bool = False, preemption_us: float = 0.0
 ) -> dict[str, float]:
@@ -53,12 +65,7 @@ def _run(
     node = Node(env, 0, 1, run_on_s=slice_s, preempt=preempt)
     # Bursts cost exactly what they are given (and a resumption its preemption_us).
     proxy = _proxy(env, node, wake_us=0.0, preemption_cpu_us=preemption_us)
-    app = _App(env, node)
-    ends: dict[str, float] = {}
-    for name, at in (("S1", 0.0), ("S2", 1 * US), ("S3", 2 * US)):
-        env.process(_burst(env, proxy, at, 50 * US, ends, name))
-    for name, at in (("A1", 10 * US), ("A2", 11 * US)):
-        env.process(app.handle(at, 20 * US, ends, name))
+    ends = sidecar_and_app(env, node, proxy)
     env.run()
     ends["preemptions"] = proxy.workers[0].preemptions
     ends["preempt_cpu_s"] = proxy.workers[0].preempt_cpu_s
