@@ -173,12 +173,20 @@ class Node:
         return self.cores.count == 0
 
     def wake_thread(
-        self, account: CpuAccount, woken: Callable[[], bool]
+        self,
+        account: CpuAccount,
+        woken: Callable[[], bool],
+        ready: simpy.Resource | None = None,
     ) -> Generator[simpy.Event, Any, None]:
         """``account``'s thread, woken with no CPU to spend of its own (a timer's expiry),
         gets a core; ``woken`` then runs, queues the thread's work (a load generator's due
-        requests) and says whether it did, and under FCFS the core is handed on to that
-        work (:meth:`hand_on`), as the thread goes on to it without sleeping."""
+        requests) and says whether it did, and the core is handed on to that work (FCFS:
+        :meth:`hand_on`; the fair scheduler: its bursts on ``ready``, the thread's slot), as
+        the thread goes on to it without sleeping."""
+        if self.cpu is not None and ready is not None:
+            # The callbacks run as the empty burst ends; the thread goes on if they queued.
+            yield self.cpu.run(0.0, self.cgroup(account), ready, woken)
+            return
         if self.cpu is not None or (
             (bw := self.bandwidth) is not None and bw.limited(account) is not None
         ):

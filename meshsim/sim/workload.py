@@ -240,9 +240,9 @@ class WorkloadDriver:
                     record(env._now - due)
                     return release()
 
-                yield from host.wake_thread(self.client, release_late)
+                yield from host.wake_thread(self.client, release_late, thread)
             else:
-                yield from host.wake_thread(self.client, release)
+                yield from host.wake_thread(self.client, release, thread)
             give(thread, slot)
             self._loop_idle_since = env._now
 

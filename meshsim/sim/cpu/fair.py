@@ -17,11 +17,12 @@ and every rule below holds at each level (a pick walks down from the node's run 
   level with siblings passes, and every level it ran under starts a new slice). Inside a
   cgroup its tasks take turns (round robin with that slice), which for slices short beside
   the bursts is processor sharing, as for threads of equal weight.
-- **Wake-up preemption**: a burst that wakes while every core is busy, its cgroup eligible,
-  preempts a running task whose cgroup is not eligible (it has run ahead of its share), or
-  one with a later deadline whose slice is over: RUN_TO_PARITY (the kernel's default since
-  6.6) protects a running task's slice only while it is eligible. Of several, the one with
-  the latest deadline.
+- **Wake-up preemption**: a burst that wakes while every core is busy, its cgroup the one the
+  pick would choose of those waiting (eligible, the earliest deadline), preempts a running
+  task whose cgroup is not eligible (it has run ahead of its share), or one with a later
+  deadline whose slice is over: RUN_TO_PARITY (the kernel's default since 6.6) protects a
+  running task's slice only while it is eligible. Of several, the one with the latest
+  deadline.
 - **A thread that goes on**: a burst that ends with its thread's next burst ready (an event
   loop with more callbacks ready, a proxy worker's next request, its telemetry after the
   response) keeps the core for that burst, in the same slice: the kernel dequeues only a
@@ -402,12 +403,14 @@ class FairScheduler:
         if ends or task.remaining <= _EPS:
             self._stop(task)
             g = task.group
+            # goes_on is asked exactly once (a timer's wake-up runs its callbacks in it).
+            goes_on = task.goes_on
             thread = task.thread
             if (
-                thread is not None
-                and task.goes_on is not None
+                goes_on is not None
+                and goes_on()
+                and thread is not None
                 and thread not in self._held
-                and task.goes_on()
             ):
                 self._hold(task)
             elif not g.queue and not g.running:
@@ -458,12 +461,12 @@ class FairScheduler:
         if not self._held:
             self._woken = []
         if task in self.running:
-            eligible: dict[Entity, bool] = {}
+            known: dict[tuple[Entity, bool], bool] = {}
             for w in woken:
                 wg = w.group
                 if w.remaining > 0.0 and wg.queue and not wg.throttled and wg.running == 0:
                     mine, theirs = self._matching(wg, g)
-                    if self._preempts(mine, theirs, task, eligible):
+                    if self._preempts(mine, theirs, task, known):
                         self._preempt(task)
                         break
         return True
@@ -536,16 +539,17 @@ class FairScheduler:
         if not g.throttled and g.running == 0:
             self._update()
             # check_preempt_wakeup_fair: the wakee's and each running task's entities on a
-            # common run queue, where pick_eevdf decides: the wakee's must be eligible, and
-            # the running one's either not eligible (then neither its deadline nor its slice
+            # common run queue, where pick_eevdf decides: the wakee's must be the one it picks
+            # of those waiting (eligible, the earliest deadline), and the running one's either
+            # not eligible (then neither its deadline nor its slice
             # protects it: RUN_TO_PARITY keeps a task "until it either becomes non-eligible or
             # until it gets a new slice") or eligible with a later deadline and its slice over.
-            # (Each ancestor's eligibility once: flat, ``mine`` is ``g`` for every task.)
+            # (Each ancestor's standing once: flat, ``mine`` is ``g`` for every task.)
             latest = -math.inf
-            eligible: dict[Entity, bool] = {}
+            known: dict[tuple[Entity, bool], bool] = {}
             for r in self.running:
                 mine, theirs = self._matching(g, r.group)
-                if theirs.deadline > latest and self._preempts(mine, theirs, r, eligible):
+                if theirs.deadline > latest and self._preempts(mine, theirs, r, known):
                     victim, latest = r, theirs.deadline
             if victim is None and self._held:
                 # A thread keeping its core for its next burst is still the core's current
@@ -559,19 +563,23 @@ class FairScheduler:
                 self._arm(r)
 
     def _preempts(
-        self, mine: Entity, theirs: Entity, r: Task, eligible: dict[Entity, bool]
+        self, mine: Entity, theirs: Entity, r: Task, known: dict[tuple[Entity, bool], bool]
     ) -> bool:
         """Whether the wakee's entity ``mine`` preempts running task ``r``, whose entity on
-        the same run queue is ``theirs`` (``eligible``: eligibility worked out so far)."""
-        ok = eligible.get(mine)
+        the same run queue is ``theirs`` (``known``: what was worked out so far): as
+        ``check_preempt_wakeup_fair``, only if ``pick_eevdf`` there would pick the wakee's
+        (the eligible one with the earliest deadline of those waiting, and ahead of the
+        running one unless that one is not eligible)."""
+        ok = known.get((mine, True))
         if ok is None:
-            ok = eligible[mine] = self._eligible(mine)
+            ok = self._eligible(mine) and self._pick_in(self._rq_of(mine)) is mine
+            known[mine, True] = ok
         if not ok:
             return False
         # Only an eligible running task keeps its core by its deadline or its slice.
-        theirs_ok = eligible.get(theirs)
+        theirs_ok = known.get((theirs, False))
         if theirs_ok is None:
-            theirs_ok = eligible[theirs] = self._eligible(theirs)
+            theirs_ok = known[theirs, False] = self._eligible(theirs)
         return not theirs_ok or (
             theirs.deadline > mine.deadline
             and not (self.run_to_parity and self.env.now < r.slice_end - _EPS)
