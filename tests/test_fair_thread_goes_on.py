@@ -8,13 +8,12 @@ checks the same under fcfs.
 from __future__ import annotations
 
 from collections.abc import Generator
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import simpy
-from test_thread_keeps_core import _App, sidecar_and_app
-from test_wakeup_latency import _burst, _proxy
+from test_thread_keeps_core import sidecar_and_app, timer_and_sends
+from test_wakeup_latency import _proxy
 
 from meshsim.sim.cluster import Node
 from meshsim.sim.cpu.fair import HANDED_CORE_CLAIM_S, FairScheduler
@@ -132,34 +131,7 @@ def test_a_thread_woken_by_its_timer_goes_on_to_the_sends_it_queues() -> None:
     env = simpy.Environment()
     cpu = FairScheduler(env, 1, base_slice_s=1e-3)
     node = Node(env, 0, 1, cpu=cpu, resolve=lambda a: (type(a).__name__, 1024.0, None))
-    proxy = _proxy(env, node, wake_us=0.0)
-    app = _App(env, node)
-    client = SimpleNamespace(cpu_s=0.0)
-    thread = simpy.Resource(env, capacity=1)
-    ends: dict[str, float] = {}
-
-    def send(name: str) -> Generator[simpy.Event, Any, None]:
-        with thread.request() as slot:
-            yield slot
-            yield from node.execute(10 * US, client, thread)
-        ends[name] = env.now
-
-    def timer() -> Generator[simpy.Event, Any, None]:
-        yield env.timeout(10 * US)
-
-        def release() -> bool:
-            ends["woken"] = env.now
-            for name in ("L1", "L2"):
-                env.process(send(name))
-            return True
-
-        with thread.request() as slot:
-            yield slot
-            yield from node.wake_thread(client, release, thread)
-
-    env.process(_burst(env, proxy, 0.0, 50 * US, ends, "S1"))
-    env.process(timer())
-    env.process(app.handle(20 * US, 20 * US, ends, "A1"))
+    ends = timer_and_sends(env, node)
     env.run()
     assert ends == pytest.approx(
         {"S1": 50 * US, "woken": 50 * US, "L1": 60 * US, "L2": 70 * US, "A1": 90 * US},

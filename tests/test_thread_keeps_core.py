@@ -189,13 +189,11 @@ def test_a_core_handed_on_that_nobody_claims_goes_back_to_the_queue() -> None:
     assert ends["other"] == pytest.approx(1 * US + HANDED_CORE_CLAIM_S + 5 * US, abs=1e-12)
 
 
-def test_a_thread_woken_by_its_timer_goes_on_to_the_work_it_queues() -> None:
-    """A load generator's timer wakes its thread at 10 us while S1 (0-50) holds the core; the
-    app's A1 asks for the core at 20. The woken thread gets the core at 50, queues two sends
-    (L1, L2: 10 us each) and goes on to them (50-60, 60-70) before A1 (70-90), which asked
-    for the core before L1 and would otherwise run at 50-70, ahead of both."""
-    env = simpy.Environment()
-    node = Node(env, 0, 1, preempt=False)
+def timer_and_sends(env: simpy.Environment, node: Node) -> dict[str, float]:
+    """A load generator's timer wakes its thread at 10 us while a sidecar's S1 (0-50) runs;
+    the woken thread queues two sends (L1, L2: 10 us each); an app's A1 (20 us) wakes at 20.
+    When each ends, once ``env`` has run (also under the fair scheduler, in
+    tests/test_fair_thread_goes_on.py)."""
     proxy = _proxy(env, node, wake_us=0.0)
     app = _App(env, node)
     client = SimpleNamespace(cpu_s=0.0)
@@ -219,11 +217,20 @@ def test_a_thread_woken_by_its_timer_goes_on_to_the_work_it_queues() -> None:
 
         with thread.request() as slot:
             yield slot
-            yield from node.wake_thread(client, release)
+            yield from node.wake_thread(client, release, thread)
 
     env.process(_burst(env, proxy, 0.0, 50 * US, ends, "S1"))
     env.process(timer())
     env.process(app.handle(20 * US, 20 * US, ends, "A1"))
+    return ends
+
+
+def test_a_thread_woken_by_its_timer_goes_on_to_the_work_it_queues() -> None:
+    """The woken thread gets the core at 50 (S1's end), queues L1 and L2 and goes on to them
+    (50-60, 60-70) before A1 (70-90), which asked for the core before L1 and would otherwise
+    run at 50-70, ahead of both."""
+    env = simpy.Environment()
+    ends = timer_and_sends(env, Node(env, 0, 1, preempt=False))
     env.run()
     assert ends == pytest.approx(
         {"S1": 50 * US, "woken": 50 * US, "L1": 60 * US, "L2": 70 * US, "A1": 90 * US},

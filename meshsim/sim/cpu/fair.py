@@ -541,9 +541,9 @@ class FairScheduler:
             # check_preempt_wakeup_fair: the wakee's and each running task's entities on a
             # common run queue, where pick_eevdf decides: the wakee's must be the one it picks
             # of those waiting (eligible, the earliest deadline), and the running one's either
-            # not eligible (then neither its deadline nor its slice
-            # protects it: RUN_TO_PARITY keeps a task "until it either becomes non-eligible or
-            # until it gets a new slice") or eligible with a later deadline and its slice over.
+            # not eligible (then neither its deadline nor its slice protects it: RUN_TO_PARITY
+            # keeps a task "until it either becomes non-eligible or until it gets a new
+            # slice") or eligible with a later deadline and its slice over.
             # (Each ancestor's standing once: flat, ``mine`` is ``g`` for every task.)
             latest = -math.inf
             known: dict[tuple[Entity, bool], bool] = {}
