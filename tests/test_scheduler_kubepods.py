@@ -412,7 +412,7 @@ def test_burstable_counts_its_pods_from_their_start_until_they_are_killed() -> N
 
 
 def _client_cgroups(mesh: str) -> dict[str, tuple[str | None, str | None]]:
-    """A meshed client with CPU of its own (the lab's shape) on a busy one-node cluster: each
+    """A meshed client with CPU of its own (the lab's shape) on a one-node cluster: each
     client-side cgroup's pod and QoS class."""
     from meshsim.api import run_scenario
     from meshsim.results.summary import build_summary
