@@ -120,6 +120,8 @@ def test_a_running_task_that_is_no_longer_owed_cpu_is_preempted_within_its_slice
     env.process(wake())
     env.run()
     assert ends == pytest.approx({"E1": 1010 * US, "E2": 1510 * US, "S": 2020 * US}, abs=1e-12)
+    # Counted as the kernel's involuntary switches are: S at its slice's end, then by E.
+    assert cpu.preemptions == {("sidecar", "slice"): 1, ("sidecar", "echo"): 1}
 
 
 def test_a_thread_woken_by_its_timer_goes_on_to_the_sends_it_queues() -> None:

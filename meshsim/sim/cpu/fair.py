@@ -124,6 +124,9 @@ class FairScheduler:
         self._rq: list[Entity] = []
         """The node's run queue: entities with a task waiting or running under them."""
         self.waiting = 0
+        self.preemptions: dict[tuple[str, str], int] = {}
+        """Tasks taken off their core in the window with work left (involuntary switches), by
+        the cgroup preempted and what took the core: a woken task's cgroup, or ``slice``."""
         self._woken: list[Task] = []
         """Tasks that woke while a core was kept for a thread's next burst (_contended)."""
         self._held: dict[object, tuple[CGroup, float, float]] = {}
@@ -467,7 +470,7 @@ class FairScheduler:
                 if w.remaining > 0.0 and wg.queue and not wg.throttled and wg.running == 0:
                     mine, theirs = self._matching(wg, g)
                     if self._preempts(mine, theirs, task, known):
-                        self._preempt(task)
+                        self._preempt(task, wg.name)
                         break
         return True
 
@@ -512,10 +515,14 @@ class FairScheduler:
             ):
                 self._arm(task)
                 return
-        self._preempt(task)
+        self._preempt(task, "slice")
 
-    def _preempt(self, task: Task) -> None:
-        """Take ``task`` off its core; it waits its turn again behind its cgroup's others."""
+    def _preempt(self, task: Task, by: str) -> None:
+        """Take ``task`` off its core for ``by`` (a wakee's cgroup, or ``slice``); it waits its
+        turn again behind its cgroup's others."""
+        if self.window[0] <= self.env.now < self.window[1]:
+            key = (task.group.name, by)
+            self.preemptions[key] = self.preemptions.get(key, 0) + 1
         self._stop(task)
         task.group.queue.append(task)
         self.waiting += 1
@@ -556,7 +563,7 @@ class FairScheduler:
                 # task: the wakee is checked against it when that burst starts (_claim).
                 self._woken.append(task)
         if victim is not None:
-            self._preempt(victim)
+            self._preempt(victim, g.name)
             return
         for r in self.running:
             if r.slice_end < r.fire_at - _EPS:
