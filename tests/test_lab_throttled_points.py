@@ -348,3 +348,25 @@ def test_the_cpu_band_is_the_planes_prediction_band_over_the_points_cpu() -> Non
     assert cpu_band({}, point) is None
     assert cpu_band({"residuals": {"process_cpu_us_vs_kib_and_wakeups": res[:4]}}, point) is None
     assert cpu_band({"residuals": {"process_cpu_us_vs_kib_and_wakeups": res}}, {}) is None
+
+
+def test_under_cfs_the_simulated_lab_has_the_lab_kernels_base_slice() -> None:
+    # Each simulated node is one of the lab's cores; its kernel scales the EEVDF base slice by
+    # the CPUs it sees (two: 0.75 ms x 2), where a one-core node's default would be 0.75 ms.
+    from meshsim.calibrate.lab_scenario import lab_host_cpus, limit_server_sidecar
+
+    doc: dict[str, Any] = {
+        "cluster": {"nodes": 2, "cores_per_node": 1},
+        "services": [{"name": "echo"}],
+        "mesh_options": {"istio": {}},
+    }
+    fit = {"machine": {"cores": 2}}
+    cfs = limit_server_sidecar(doc, 300.0, scheduler="cfs", host_cpus=lab_host_cpus(fit))
+    assert cfs["cluster"]["sched_base_slice_ms"] == pytest.approx(1.5)
+    assert cfs["cluster"]["cgroup_hierarchy"] == "flat"
+    assert lab_host_cpus({"machine": {}}) is None
+    unknown = limit_server_sidecar(doc, 300.0, scheduler="cfs", host_cpus=None)
+    assert "sched_base_slice_ms" not in unknown["cluster"]
+    # fcfs keeps its calibrated run-on (the field's default there).
+    fcfs = limit_server_sidecar(doc, 300.0, scheduler="fcfs", host_cpus=2)
+    assert "sched_base_slice_ms" not in fcfs["cluster"]

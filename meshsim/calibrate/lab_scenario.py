@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from meshsim.proxy.loadgen import TIMER_TICK_S
+from meshsim.sim.cpu.fair import default_base_slice_s
 
 LAB_SCHEDULER: Literal["fcfs", "cfs"] = "fcfs"
 """How the simulated lab's cores are shared (``cluster.scheduler``): the one that validates
@@ -147,7 +148,16 @@ def lab_scenario(
     }
     if cpu_limit_m is None and LAB_SCHEDULER == "fcfs":
         return doc
-    return limit_server_sidecar(doc, cpu_limit_m, scheduler=LAB_SCHEDULER)
+    return limit_server_sidecar(
+        doc, cpu_limit_m, scheduler=LAB_SCHEDULER, host_cpus=lab_host_cpus(fit)
+    )
+
+
+def lab_host_cpus(fit: Mapping[str, Any]) -> int | None:
+    """How many CPUs the lab's kernel saw (None: not recorded): it scales its EEVDF base
+    slice by them, where each simulated node is one core."""
+    cores = (fit.get("machine") or {}).get("cores")
+    return int(cores) if cores else None
 
 
 def _load_workload(
@@ -214,6 +224,7 @@ def limit_server_sidecar(
     *,
     period_ms: float = 100.0,
     scheduler: Literal["fcfs", "cfs"] | None = None,
+    host_cpus: int | None = None,
 ) -> dict[str, Any]:
     """The lab scenario ``doc`` with its server sidecar limited to ``limit_m`` millicores
     (None: no limit) by CFS bandwidth control in ``period_ms`` periods, as the lab's
@@ -224,7 +235,8 @@ def limit_server_sidecar(
     throttled point's prediction differs from its unlimited twin's by the limit alone.
     Under ``cfs`` every container gets the same smallest CPU request, so the same weight:
     in the lab every process is a plain process of equal weight, and only the limit
-    differs."""
+    differs; the base slice is the lab kernel's, scaled by its ``host_cpus`` (each
+    simulated node being one of them, it would otherwise be a one-CPU kernel's)."""
     cluster = {**doc["cluster"], "cfs_period_ms": period_ms}
     if scheduler is not None:
         cluster["scheduler"] = scheduler
@@ -235,6 +247,8 @@ def limit_server_sidecar(
         return out
     # The lab's processes are cgroups side by side, not containers of pods.
     out["cluster"] = {**cluster, "cgroup_hierarchy": "flat"}
+    if host_cpus is not None:
+        out["cluster"]["sched_base_slice_ms"] = default_base_slice_s(host_cpus) * 1e3
     equal = {"requests": {"cpu": "2m"}}
     out["services"] = [
         {**svc, "resources": equal, "proxy_resources": {**equal, **limits}}

@@ -89,6 +89,13 @@ class Cluster(Spec):
         description="EEVDF's RUN_TO_PARITY: a running task keeps its core for its slice "
         "before a woken one may preempt it (the kernel's default since 6.6).",
     )
+    delay_dequeue: bool = Field(
+        True,
+        description="EEVDF's DELAY_DEQUEUE with DELAY_ZERO (the kernel's default since "
+        "6.12): a cgroup that sleeps ahead of its share stays on its run queue until the "
+        "pick reaches it, so the others keep what they are owed. false: it leaves with its "
+        "debt (Linux 6.6-6.11).",
+    )
     allocatable: Allocatable = Field(
         default_factory=Allocatable,
         description="Node allocatable; requests beyond it are reported as a warning.",

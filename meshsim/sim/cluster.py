@@ -409,7 +409,8 @@ def make_nodes(env: simpy.Environment, scenario: Scenario, mesh: str) -> list[No
             env, i, spec.cores_per_node,
             FairScheduler(
                 env, spec.cores_per_node, base_slice_s=slice_s,
-                run_to_parity=spec.run_to_parity, count_from_s=scenario.warmup_s,
+                run_to_parity=spec.run_to_parity, delay_dequeue=spec.delay_dequeue,
+                count_from_s=scenario.warmup_s,
                 count_until_s=scenario.duration_s,
             ),
             resolve, resolve.period_s,

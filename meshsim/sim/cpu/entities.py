@@ -19,7 +19,8 @@ class Entity(ABC):
     """A scheduling entity on a run queue: its weight and its fairness state."""
 
     __slots__ = (
-        "deadline", "depth", "index", "lag", "name", "on_rq", "parent", "vruntime", "weight",
+        "deadline", "delayed", "depth", "index", "lag", "name", "on_rq", "parent", "vruntime",
+        "weight",
     )  # fmt: skip
 
     def __init__(
@@ -36,10 +37,16 @@ class Entity(ABC):
         self.deadline = 0.0
         self.lag = 0.0
         self.on_rq = False
+        self.delayed = False
+        """Asleep but kept on its run queue until it is owed CPU again (DELAY_DEQUEUE)."""
 
     @abstractmethod
     def ready(self) -> bool:
         """Whether a task of it (or of a cgroup under it) waits for a core and may run."""
+
+    @abstractmethod
+    def pickable(self) -> bool:
+        """Whether the pick may choose it: ready, or delayed (it, or one under it)."""
 
 
 class GroupEntity(Entity):
@@ -58,6 +65,14 @@ class GroupEntity(Entity):
     def ready(self) -> bool:
         for e in self.rq:  # noqa: SIM110 - a loop, not any(): on every pick's path
             if e.ready():
+                return True
+        return False
+
+    def pickable(self) -> bool:
+        if self.delayed:
+            return True
+        for e in self.rq:  # noqa: SIM110 - as ready()
+            if e.pickable():
                 return True
         return False
 
@@ -100,6 +115,9 @@ class CGroup(Entity):
 
     def ready(self) -> bool:
         return bool(self.queue) and not self.throttled
+
+    def pickable(self) -> bool:
+        return self.delayed or (bool(self.queue) and not self.throttled)
 
     # Bandwidth control's bookkeeping, the same under either picker (meshsim.sim.cpu.bandwidth
     # for FCFS cores). ``window`` is the measurement window [from, until) the counters count in.
