@@ -1,4 +1,4 @@
-"""CPU limits on a node whose cores are FCFS (``cluster.scheduler: fcfs``).
+"""CPU limits: CFS bandwidth control on a node's cores, under either picker.
 
 A CPU limit is CFS bandwidth control, and bandwidth control is not tied to how the kernel
 picks among runnable tasks: it caps a cgroup's runtime per period, whatever the pick. So
@@ -14,7 +14,8 @@ Only a limit that can bind is enforced: a container cannot use more cores than i
 threads, nor more than its node has, so a limit at or above ``min(threads, cores)``
 (Istio's default 2000m on a two-worker Envoy) never throttles; its container runs on the
 plain FCFS path, unaccounted. The cgroups of :attr:`Bandwidth.groups` are the limited
-ones, which is what ``summary.json``'s ``cgroups`` lists under FCFS.
+ones, which is what ``summary.json``'s ``cgroups`` lists under FCFS. Under ``cfs``
+(:class:`FairBandwidth`) every cgroup is on the fair scheduler's books, limited or not.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 import simpy
 
 from meshsim.sim.cpu.cgroups import bounded_threads, threads_of
-from meshsim.sim.cpu.fair import BANDWIDTH_SLICE_S, CGroup
+from meshsim.sim.cpu.entities import BANDWIDTH_SLICE_S, CGroup, Task
 from meshsim.sim.uncontended import give, take
 
 _EPS = 1e-12
@@ -139,3 +140,63 @@ class Bandwidth:
 
     def _unthrottle(self, g: CGroup, _ev: simpy.Event) -> None:
         g.unthrottle(self.env.now, self.window)
+
+
+class FairBandwidth:
+    """Bandwidth control's part in :class:`meshsim.sim.cpu.fair.FairScheduler`: a running task
+    draws its cgroup's runtime in pieces, and a cgroup whose pool is empty is throttled,
+    every task of it off its core, until the next period."""
+
+    env: simpy.Environment
+    running: list[Task]
+    waiting: int
+    window: tuple[float, float]
+
+    def _charge(self, task: Task, ran: float) -> None:
+        raise NotImplementedError
+
+    def _stop(self, task: Task) -> None:
+        raise NotImplementedError
+
+    def _dispatch(self) -> None:
+        raise NotImplementedError
+
+    def _draw(self, task: Task) -> bool:
+        """Draw the next piece of runtime from the pool; False when the pool is empty."""
+        g = task.group
+        assert g.quota_s is not None
+        g.refill(self.env.now, self.window)
+        if g.pool_s <= _EPS:
+            return False
+        piece = min(task.remaining, BANDWIDTH_SLICE_S, g.pool_s)
+        g.pool_s -= piece
+        task.budget = piece
+        return True
+
+    def _throttle(self, task: Task) -> None:
+        g = task.group
+        self._stop(task)
+        task.budget = 0.0
+        g.queue.appendleft(task)
+        self.waiting += 1
+        if not g.throttled:
+            now = self.env.now
+            wait = g.throttle(now, self.window)
+            # Its other running tasks leave their cores too (the kernel throttles the
+            # cgroup's run queue on each CPU as its local runtime runs out; here at once).
+            for r in [r for r in self.running if r.group is g]:
+                self._charge(r, now - r.started)
+                r.started = now
+                self._stop(r)
+                g.pool_s += max(r.budget, 0.0)
+                r.budget = 0.0
+                g.queue.appendleft(r)
+                self.waiting += 1
+            ev = self.env.timeout(wait)
+            assert ev.callbacks is not None
+            ev.callbacks.append(partial(self._unthrottle, g))
+        self._dispatch()
+
+    def _unthrottle(self, g: CGroup, _ev: simpy.Event) -> None:
+        g.unthrottle(self.env.now, self.window)
+        self._dispatch()

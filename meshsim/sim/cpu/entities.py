@@ -14,6 +14,9 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
 
+BANDWIDTH_SLICE_S = 0.005
+"""sched_cfs_bandwidth_slice_us default: runtime moves from the pool in 5 ms pieces."""
+
 
 class Entity(ABC):
     """A scheduling entity on a run queue: its weight and its fairness state."""

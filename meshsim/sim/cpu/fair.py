@@ -69,7 +69,8 @@ from functools import partial
 
 import simpy
 
-from meshsim.sim.cpu.entities import CGroup, Entity, GroupEntity, Task
+from meshsim.sim.cpu.bandwidth import FairBandwidth
+from meshsim.sim.cpu.entities import BANDWIDTH_SLICE_S, CGroup, Entity, GroupEntity, Task
 
 __all__ = [
     "BANDWIDTH_SLICE_S",
@@ -84,8 +85,6 @@ __all__ = [
 NICE_0_LOAD = 1024.0
 """The weight of a nice-0 task, the unit of vruntime: a cgroup of weight w ages 1024 / w
 virtual seconds per second it runs."""
-BANDWIDTH_SLICE_S = 0.005
-"""sched_cfs_bandwidth_slice_us default: runtime moves from the pool in 5 ms pieces."""
 TICK_S = 0.004
 """One scheduler tick at CONFIG_HZ=250 (Debian's and Ubuntu's generic kernels)."""
 _EPS = 1e-12
@@ -105,8 +104,9 @@ def _succeed(ev: simpy.Event) -> None:
     ev.succeed()
 
 
-class FairScheduler:
-    """The cores of one node under EEVDF with CFS bandwidth control."""
+class FairScheduler(FairBandwidth):
+    """The cores of one node under EEVDF with CFS bandwidth control (its part in
+    :class:`meshsim.sim.cpu.bandwidth.FairBandwidth`)."""
 
     def __init__(
         self,
@@ -677,45 +677,3 @@ class FairScheduler:
             theirs.deadline > mine.deadline
             and not (self.run_to_parity and self.env.now < r.slice_end - _EPS)
         )
-
-    # ----------------------------------------------------------------- bandwidth
-
-    def _draw(self, task: Task) -> bool:
-        """Draw the next piece of runtime from the pool; False when the pool is empty."""
-        g = task.group
-        assert g.quota_s is not None
-        g.refill(self.env.now, self.window)
-        if g.pool_s <= _EPS:
-            return False
-        piece = min(task.remaining, BANDWIDTH_SLICE_S, g.pool_s)
-        g.pool_s -= piece
-        task.budget = piece
-        return True
-
-    def _throttle(self, task: Task) -> None:
-        g = task.group
-        self._stop(task)
-        task.budget = 0.0
-        g.queue.appendleft(task)
-        self.waiting += 1
-        if not g.throttled:
-            now = self.env.now
-            wait = g.throttle(now, self.window)
-            # Its other running tasks leave their cores too (the kernel throttles the
-            # cgroup's run queue on each CPU as its local runtime runs out; here at once).
-            for r in [r for r in self.running if r.group is g]:
-                self._charge(r, now - r.started)
-                r.started = now
-                self._stop(r)
-                g.pool_s += max(r.budget, 0.0)
-                r.budget = 0.0
-                g.queue.appendleft(r)
-                self.waiting += 1
-            ev = self.env.timeout(wait)
-            assert ev.callbacks is not None
-            ev.callbacks.append(partial(self._unthrottle, g))
-        self._dispatch()
-
-    def _unthrottle(self, g: CGroup, _ev: simpy.Event) -> None:
-        g.unthrottle(self.env.now, self.window)
-        self._dispatch()
