@@ -41,7 +41,7 @@ and every rule below holds at each level (a pick walks down from the node's run 
   past V, so a requeued wakee level with it preempts, where a fresh one waits its slice. The
   lab's scheduler trace, replayed (reports/validation/experiments/sched_replay.py), bears
   both out: of the wake-ups of one lab process onto the core where another runs, these
-  rules call preempt-or-wait right in 77-99 %, EEVDF as of 6.6 in 23-69 %.
+  rules call preempt-or-wait right in 75-99 % (three loads), EEVDF as of 6.6 in 11-78 %.
 - **Bandwidth control** (a CPU limit): a cgroup with quota q per period P draws runtime
   from its pool in 5 ms pieces (``sched_cfs_bandwidth_slice_us``), as each CPU's run queue
   does; when a piece is spent and the pool is empty the cgroup is throttled: its running

@@ -219,7 +219,8 @@ def main() -> None:
     dump = load(Path(sys.argv[1]))
     if len(sys.argv) > 3 and sys.argv[2] == "--keep":
         keep(dump, Path(sys.argv[3]))
-    requests = len(dump["client"])
+    lo, hi = load_window(dump["client"])
+    requests = sum(1 for start, _end in dump["client"].values() if lo <= start <= hi)
     for core, (runner, wakee) in PAIRS.items():
         for who, on in ((wakee, runner), (runner, wakee)):
             print(f"core {core}: {who} woken while {on} runs")
