@@ -147,6 +147,7 @@ class FairBandwidth:
     draws its cgroup's runtime in pieces, and a cgroup whose pool is empty is throttled,
     every task of it off its core, until the next period."""
 
+    # The scheduler's own state and steps, which these use (declared for the type checker).
     env: simpy.Environment
     running: list[Task]
     waiting: int
