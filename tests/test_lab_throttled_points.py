@@ -372,9 +372,7 @@ def test_under_cfs_the_simulated_lab_has_the_lab_kernels_base_slice() -> None:
     assert "sched_base_slice_ms" not in fcfs["cluster"]
 
 
-def test_under_cfs_the_simulated_lab_counts_the_sidecars_involuntary_switches(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_under_cfs_the_simulated_lab_counts_the_sidecars_involuntary_switches() -> None:
     # The lab counts the sidecars' nonvoluntary context switches a request (the mean of the
     # two); under fcfs the simulated lab counts its workers' yielded cores, under cfs the
     # fair scheduler's preemptions of the two sidecars' cgroups, over the same requests.
@@ -388,10 +386,24 @@ def test_under_cfs_the_simulated_lab_counts_the_sidecars_involuntary_switches(
         for p in (merge_passes(ps) for ps in held_out_points(fit["points"], fit["held_out"]))
         if p["config"] == "plain-ka-f0" and p["rps"] and not p.get("cpu_limit_m")
     )
-    monkeypatch.setattr(lab_scenario, "LAB_SCHEDULER", "cfs")
-    cfs = lab_scenario.predict(MODEL, fit, point, duration_s=1.5)
+    cfs = lab_scenario.predict(MODEL, fit, point, duration_s=1.5, scheduler="cfs")
     # At the lowest held-out load the load generator takes the client sidecar's core 0.29
     # times a request and the echo the server sidecar's 0.55 (experiments/cfs_preemptions.py,
     # 4 s): a mean of about 0.42 a sidecar (0.41 in this shorter run). Under fcfs the count
     # is another one's (a worker's core given up with work ready); under cfs it was 0.
     assert 0.3 < cfs["preemptions_per_request"] < 0.55
+
+
+def test_a_scheduler_asked_for_is_the_simulated_labs_whatever_its_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # compare_schedulers' fcfs column asks for fcfs: it must not follow LAB_SCHEDULER.
+    import meshsim.calibrate.lab_scenario as lab_scenario
+    from meshsim.calibrate.calibration import load_fit
+
+    fit = load_fit(MODEL)
+    point = fit["points"][fit["held_out"][0]]
+    monkeypatch.setattr(lab_scenario, "LAB_SCHEDULER", "cfs")
+    fcfs = lab_scenario.lab_scenario(MODEL, fit, point, scheduler="fcfs")
+    assert fcfs["cluster"].get("scheduler", "fcfs") == "fcfs"
+    assert lab_scenario.lab_scenario(MODEL, fit, point)["cluster"]["scheduler"] == "cfs"

@@ -81,8 +81,10 @@ def lab_scenario(
     cpu_limit_m: float | None = None,
     spells: Mapping[str, Mapping[str, Any]] | None = None,
     idle_wakeups: Mapping[str, Mapping[str, float]] | None = None,
+    scheduler: Literal["fcfs", "cfs"] | None = None,
 ) -> dict[str, Any]:
-    """The lab as a scenario; ``cpu_scale`` multiplies the echo's (``echo``) and the load
+    """The lab as a scenario, its cores shared by ``scheduler`` (None: :data:`LAB_SCHEDULER`);
+    ``cpu_scale`` multiplies the echo's (``echo``) and the load
     generator's (``load_generator``) CPU per request (see :func:`speed_scales`); ``trace``
     or ``phases`` (a point's ``host_trace`` or ``host_phases``, per lab core) give each node
     its core's fast and slow phases (:func:`host_speed`); ``wakeups`` (a point's
@@ -146,11 +148,10 @@ def lab_scenario(
             },
         },
     }
-    if cpu_limit_m is None and LAB_SCHEDULER == "fcfs":
+    scheduler = scheduler or LAB_SCHEDULER
+    if cpu_limit_m is None and scheduler == "fcfs":
         return doc
-    return limit_server_sidecar(
-        doc, cpu_limit_m, scheduler=LAB_SCHEDULER, host_cpus=lab_host_cpus(fit)
-    )
+    return limit_server_sidecar(doc, cpu_limit_m, scheduler=scheduler, host_cpus=lab_host_cpus(fit))
 
 
 def lab_host_cpus(fit: Mapping[str, Any]) -> int | None:
@@ -354,6 +355,7 @@ def predict(
     spells: Mapping[str, Mapping[str, Any]] | None = None,
     seed: int = 1,
     idle_wakeups: Mapping[str, Mapping[str, float]] | None = None,
+    scheduler: Literal["fcfs", "cfs"] | None = None,
 ) -> dict[str, float]:
     """One simulated run of the lab at ``point`` (see :func:`lab_scenario` for the options):
     the load's latency percentiles (ms) and throughput, the sidecars' wake-ups, the server
@@ -378,6 +380,7 @@ def predict(
         spells=spells,
         seed=seed,
         idle_wakeups=idle_wakeups,
+        scheduler=scheduler,
     )
     probes: list[SimulatedPeriods] = []
     sims: list[Simulation] = []

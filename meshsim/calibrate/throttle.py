@@ -343,7 +343,7 @@ def compare_schedulers(model_path: Path, *, duration_s: float = 4.0) -> list[dic
         point = merge_passes(passes)
         if point["filters"]:
             continue
-        fcfs = predict_fcfs(model_path, fit, point, duration_s=duration_s)
+        fcfs = predict_fcfs(model_path, fit, point, duration_s=duration_s, scheduler="fcfs")
         doc = scenario(model_path, fit, point, None, duration_s=duration_s, scheduler="cfs")
         w = build_summary(run_scenario(from_dict(doc)))["runs"]["istio"]["workloads"]["load"]
         cfs = {
