@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import simpy
 
@@ -142,27 +142,27 @@ class Bandwidth:
         g.unthrottle(self.env.now, self.window)
 
 
-class FairBandwidth:
-    """Bandwidth control's part in :class:`meshsim.sim.cpu.fair.FairScheduler`: a running task
-    draws its cgroup's runtime in pieces, and a cgroup whose pool is empty is throttled,
-    every task of it off its core, until the next period."""
+class _FairCores(Protocol):
+    """What :class:`FairBandwidth`'s methods use of the scheduler they are part of."""
 
-    # The scheduler's own state and steps, which these use (declared for the type checker).
     env: simpy.Environment
     running: list[Task]
     waiting: int
     window: tuple[float, float]
 
-    def _charge(self, task: Task, ran: float) -> None:
-        raise NotImplementedError
+    def _charge(self, task: Task, ran: float) -> None: ...
+    def _stop(self, task: Task) -> None: ...
+    def _dispatch(self) -> None: ...
+    def _unthrottle(self, g: CGroup, _ev: simpy.Event) -> None: ...
 
-    def _stop(self, task: Task) -> None:
-        raise NotImplementedError
 
-    def _dispatch(self) -> None:
-        raise NotImplementedError
+class FairBandwidth:
+    """Bandwidth control's part in :class:`meshsim.sim.cpu.fair.FairScheduler`: a running task
+    draws its cgroup's runtime in pieces, and a cgroup whose pool is empty is throttled,
+    every task of it off its core, until the next period. Its methods work on the
+    scheduler's own state and steps (:class:`_FairCores`: ``self`` is the scheduler)."""
 
-    def _draw(self, task: Task) -> bool:
+    def _draw(self: _FairCores, task: Task) -> bool:
         """Draw the next piece of runtime from the pool; False when the pool is empty."""
         g = task.group
         assert g.quota_s is not None
@@ -174,7 +174,7 @@ class FairBandwidth:
         task.budget = piece
         return True
 
-    def _throttle(self, task: Task) -> None:
+    def _throttle(self: _FairCores, task: Task) -> None:
         g = task.group
         self._stop(task)
         task.budget = 0.0
@@ -198,6 +198,6 @@ class FairBandwidth:
             ev.callbacks.append(partial(self._unthrottle, g))
         self._dispatch()
 
-    def _unthrottle(self, g: CGroup, _ev: simpy.Event) -> None:
+    def _unthrottle(self: _FairCores, g: CGroup, _ev: simpy.Event) -> None:
         g.unthrottle(self.env.now, self.window)
         self._dispatch()

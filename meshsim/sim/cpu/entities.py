@@ -120,7 +120,7 @@ class CGroup(Entity):
         return bool(self.queue) and not self.throttled
 
     def pickable(self) -> bool:
-        return self.delayed or (bool(self.queue) and not self.throttled)
+        return self.delayed or self.ready()
 
     # Bandwidth control's bookkeeping, the same under either picker (meshsim.sim.cpu.bandwidth
     # for FCFS cores). ``window`` is the measurement window [from, until) the counters count in.

@@ -140,8 +140,6 @@ class FairScheduler(FairBandwidth):
         self.preemptions: dict[tuple[str, str], int] = {}
         """Tasks taken off their core in the window with work left (involuntary switches), by
         the cgroup preempted and what took the core: a woken task's cgroup, or ``slice``."""
-        self._requeued = False
-        """The task being submitted woke a delayed entity (_requeue): see _preempts."""
         self._past: Entity | None = None
         """A running entity just preempted by such a wakee: not eligible in the pick."""
         self._woken: list[tuple[Task, bool]] = []
@@ -223,11 +221,13 @@ class FairScheduler(FairBandwidth):
         task = Task(cpu_s, group, done, thread, goes_on)
         if self._held and thread is not None and self._claim(task):
             return
-        self._requeued = False
         if not group.on_rq:
-            self._place(group)
+            requeued = self._place(group)
         elif group.delayed:
             self._requeue(group)
+            requeued = True
+        else:
+            requeued = False
         if self.idle and not self.waiting and not group.throttled:
             self._start(task)
             return
@@ -236,7 +236,7 @@ class FairScheduler(FairBandwidth):
         if self.idle:
             self._dispatch()
         else:
-            self._contended(task)
+            self._contended(task, requeued)
 
     # ----------------------------------------------------------------- fairness
 
@@ -301,28 +301,30 @@ class FairScheduler(FairBandwidth):
     def _lag_limit(self, e: Entity) -> float:
         return max(2.0 * self.base_slice_s, TICK_S) * NICE_0_LOAD / e.weight
 
-    def _place(self, e: Entity) -> None:
+    def _place(self, e: Entity) -> bool:
         """``place_entity``: a waking entity keeps the lag it had when it slept; a group
-        wakes with its first child (``enqueue_task_fair`` walks up the tree)."""
+        wakes with its first child (``enqueue_task_fair`` walks up the tree). Whether a
+        group above it was delayed, and requeued (:meth:`_requeue`)."""
         self._enqueue(e, self._rq_of(e))
         parent = e.parent
         if parent is None:
-            return
+            return False
         if not parent.on_rq:
-            self._place(parent)
+            requeued = self._place(parent)
         elif parent.delayed:
             self._requeue(parent)
+            requeued = True
         else:
-            return
+            return False
         # A group that woke where it slept (delayed) kept the deadline it had: its new child
         # is in the rest of that slice, as the cgroup would be, were it not nested.
         e.deadline = e.vruntime + (parent.deadline - parent.vruntime) * parent.weight / e.weight
+        return requeued
 
     def _requeue(self, e: Entity) -> None:
         """``requeue_delayed_entity``: a delayed entity wakes where it is, still owing what
         it ran ahead (DELAY_ZERO: one owed CPU meanwhile is placed at V with no lag)."""
         e.delayed = False
-        self._requeued = True
         rq = self._rq_of(e)
         if self.running:
             self._update()
@@ -347,7 +349,7 @@ class FairScheduler(FairBandwidth):
         """The entity has no task left: it leaves its run queue, remembering its lag (and a
         group left with none goes too). ``picked``: a delayed one the pick reached."""
         rq = self._rq_of(e)
-        if self.running:
+        if self.running and len(rq) > 1:
             self._update()
         if not picked and self.delay_dequeue and len(rq) > 1 and not self._eligible(e):
             # DELAY_DEQUEUE (Linux 6.12 and later): one that sleeps ahead of its share stays
@@ -399,9 +401,8 @@ class FairScheduler(FairBandwidth):
         v = self._avg_vruntime(rq)
         best: Entity | None = None
         best_any: Entity | None = None
-        delay = self.delay_dequeue
         for e in rq:
-            if not (e.pickable() if delay else e.ready()):
+            if not e.pickable():
                 continue
             if best_any is None or (e.deadline, e.index) < (best_any.deadline, best_any.index):
                 best_any = e
@@ -603,9 +604,9 @@ class FairScheduler(FairBandwidth):
             # A core that goes idle picks from its run queue: the delayed entities leave.
             self._pick()
 
-    def _contended(self, task: Task) -> None:
+    def _contended(self, task: Task, requeued: bool) -> None:
         """Every core is busy and ``task`` waits: wake-up preemption, and slices start to
-        matter for the running tasks."""
+        matter for the running tasks. ``requeued``: its waking requeued a delayed entity."""
         g = task.group
         victim: Task | None = None
         if not g.throttled and g.running == 0:
@@ -619,7 +620,6 @@ class FairScheduler(FairBandwidth):
             # (Each ancestor's standing once: flat, ``mine`` is ``g`` for every task.)
             latest = -math.inf
             known: dict[tuple[Entity, bool], bool] = {}
-            requeued = self._requeued
             for r in self.running:
                 mine, theirs = self._matching(g, r.group)
                 if theirs.deadline > latest and self._preempts(mine, theirs, r, known, requeued):
@@ -629,7 +629,7 @@ class FairScheduler(FairBandwidth):
                 # task: the wakee is checked against it when that burst starts (_claim).
                 self._woken.append((task, requeued))
         if victim is not None:
-            past = self._matching(g, victim.group)[1] if self._requeued else None
+            past = self._matching(g, victim.group)[1] if requeued else None
             self._take(victim, g.name, past)
             return
         for r in self.running:
