@@ -167,7 +167,13 @@ def test_simulated_parts_add_up_to_each_requests_latency(keep_alive: bool, ticke
     assert np.abs(parts.column("outside", "network")).max() < tol
     assert np.allclose(parts.column(hop="load_generator", part="cpu"), LOAD_GENERATOR_US * 1e-6)
     assert np.allclose(parts.column(hop="echo", part="cpu"), ECHO_US * 1e-6)
-    assert np.allclose(parts.column("outside", "baseline"), BASELINE_MS * 1e-3)
+    # The baseline's delay, less what the simulated lab makes of it where the baseline was
+    # timed from each send (meshsim/calibrate/baseline_residual.py), drawn as it is.
+    drawn = sim.scenario.workloads[0].client_delay_ms
+    assert drawn is not None
+    assert drawn.values is not None
+    assert (drawn.values[0] < BASELINE_MS) is ticked
+    assert np.allclose(parts.column("outside", "baseline"), drawn.values[0] * 1e-3)
     # No wait is negative: a wake-up's CPU owed after the work (wakeup_cpu_after_share, 1 in
     # the committed model) is not on the request's path, so it is neither its CPU nor taken
     # out of its wait for a core.

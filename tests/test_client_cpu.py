@@ -87,3 +87,18 @@ def test_the_clients_threads_bound_its_throughput(threads: int, capacity_rps: fl
     doc["workloads"][0].update({"rate_rps": 3000.0, "client_threads": threads, "connections": 64})
     rps = _run(doc)["workloads"]["load"]["achieved_rps"]
     assert rps == pytest.approx(min(3000.0, capacity_rps), rel=0.03)
+
+
+def test_without_a_mesh_a_meshed_client_spends_its_cpu_on_its_pods_node() -> None:
+    # Under `none`, meshed_clients puts the client in the same pod without a proxy: its CPU
+    # is on the request's path (constant arrivals 10 ms apart, nothing queues), where before
+    # it was ignored and the no-mesh baseline had the client's CPU for free.
+    def p50(client_cpu: float | None) -> float:
+        doc = _doc(client_cpu)
+        doc["meshes"] = ["none"]
+        doc["workloads"][0].update({"arrival": "constant", "rate_rps": 100.0})
+        summary = build_summary(run_scenario(from_dict(doc)))["runs"]["none"]
+        value: float = summary["workloads"]["load"]["latency_ms"]["p50"]
+        return value
+
+    assert p50(1.0) - p50(None) == pytest.approx(1.0, abs=0.03)

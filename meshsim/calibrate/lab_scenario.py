@@ -82,6 +82,7 @@ def lab_scenario(
     spells: Mapping[str, Mapping[str, Any]] | None = None,
     idle_wakeups: Mapping[str, Mapping[str, float]] | None = None,
     scheduler: Literal["fcfs", "cfs"] | None = None,
+    outside_delay: bool = True,
 ) -> dict[str, Any]:
     """The lab as a scenario, its cores shared by ``scheduler`` (None: :data:`LAB_SCHEDULER`);
     ``cpu_scale`` multiplies the echo's (``echo``) and the load
@@ -94,7 +95,8 @@ def lab_scenario(
     ``cpu_limit_m`` limits the server sidecar as a ``throttled`` point did
     (:func:`limit_server_sidecar`); ``spells`` (per lab core,
     :func:`meshsim.calibrate.host_spells.fit_cores`) gives each node its core's slow
-    spells."""
+    spells; ``outside_delay`` False leaves out the latency outside the proxies (the
+    baseline's simulation of itself: :mod:`meshsim.calibrate.baseline_residual`)."""
     scale = cpu_scale or {}
     lab = fit["lab"]
     payload = int(point["payload_bytes"])
@@ -107,7 +109,15 @@ def lab_scenario(
     echo_us = float(
         beside["echo"] if beside else (base or {}).get("echo_cpu_us") or lab["echo_cpu_us"]
     ) * scale.get("echo", 1.0)
-    workload = _load_workload(fit, point, base, beside, scale)
+    delay = None
+    if outside_delay and base is not None and point["rps"] > 0:
+        from meshsim.calibrate.baseline_residual import residual_applies, residual_delay_ms
+
+        # What the simulated lab's load generator and echo do not make themselves, where
+        # the baseline says what they cost and was timed as they would time it.
+        delay = residual_delay_ms(model_path, fit, base) if residual_applies(base) else None
+        delay = base["delay_ms"] if delay is None else delay
+    workload = _load_workload(fit, point, base, beside, scale, delay)
     doc = {
         "meshsim": 1,
         "name": "calibration-lab",
@@ -167,11 +177,13 @@ def _load_workload(
     base: Mapping[str, Any] | None,
     beside: Mapping[str, float] | None,
     scale: Mapping[str, float],
+    delay_ms: list[float] | None,
 ) -> dict[str, Any]:
     """The lab's load generator as the scenario's workload at ``point``: its open loop's
-    releases and the latency outside the proxies (from the baseline ``base`` measured
-    without them), or its closed loop; and its CPU per request on the client's core
-    (measured ``beside`` the point, else the baseline's), times ``scale``."""
+    releases and the latency outside the proxies (``delay_ms``: what the baseline ``base``
+    measured without them has beyond the simulated lab's own, None: nothing), or its
+    closed loop; and its CPU per request on the client's core (measured ``beside`` the
+    point, else the baseline's), times ``scale``."""
     payload = int(point["payload_bytes"])
     conns = int(point["connections"])
     if point["rps"] > 0:
@@ -184,7 +196,8 @@ def _load_workload(
             "connections": conns,
         }
         if base is not None:
-            workload["client_delay_ms"] = {"dist": "empirical", "values": base["delay_ms"]}
+            if delay_ms is not None and max(delay_ms) > 0.0:
+                workload["client_delay_ms"] = {"dist": "empirical", "values": delay_ms}
             tick = release_tick_ms(fit, base)
             if tick is not None:
                 # The baseline is from each request's actual send: the simulated load

@@ -158,7 +158,8 @@ class MeshOptions(Spec):
         False,
         description="Workload clients run in meshed pods (a sidecar, or their node's ztunnel), "
         "like the load generator of Istio's benchmark; otherwise they enter the mesh at the "
-        "target's proxy.",
+        "target's proxy. Under `none` they run in the same pods without a proxy, so their "
+        "client_cpu_ms is spent on a node under every mesh.",
     )
 
     model_config = ConfigDict(

@@ -69,6 +69,10 @@ class WorkloadDriver:
         self.release_lateness_s: list[float] = []
         """Per timer wake-up in the window: how late it released the request it slept for
         (negative: early), as the lab's load generator records it."""
+        self.from_send_s: list[float] | None = None
+        """Set to a list to have each request sent in the window on a client with its own
+        CPU timed from its send (its thread taking it up) to its response read, as the lab's
+        load generator stamps it (its uncorrected latency): the calibration's baselines."""
         self._loop_idle_since = 0.0
         """When the client's event loop last went to sleep (its thread's last burst ended)."""
         self._loop_woken: simpy.Event | None = None
@@ -357,6 +361,7 @@ class WorkloadDriver:
             if conn is None:
                 conn = pool.request()
                 yield conn
+        sent_at: float | None = None
         if host is None or client_cpu is None:
             # sim.call, inline: one frame less under every event of the request.
             status = yield from sim.route(self.client, self.target, req, None)
@@ -370,7 +375,7 @@ class WorkloadDriver:
             # client's sidecar: a load generator sharing a core with it is held up by it.
             if half_s is None:
                 half_s = client_cpu() / 2.0
-            yield from self._client_burst(host, half_s)
+            sent_at = yield from self._client_burst(host, half_s)
             status = yield from sim.call(self.client, self.target, req, None)
             # The response wakes the client's loop, and a timer it sleeps on fires once the
             # response is read (_loop_timer).
@@ -383,22 +388,27 @@ class WorkloadDriver:
             # Outside the cluster and after the connection is free: it delays what the
             # client records, not the next request on the connection.
             yield env.timeout(self.client_delay())
+        if sent_at is not None and self.from_send_s is not None and sent_at >= sim.warmup_s:
+            self.from_send_s.append(env.now - sent_at)
         self.in_flight -= 1
         self.completed += 1
         sim.recorder.workload(spec.name, rid, intended_at, env.now, status)
 
-    def _client_burst(self, host: Node, cpu_s: float) -> Generator[simpy.Event, Any, None]:
+    def _client_burst(self, host: Node, cpu_s: float) -> Generator[simpy.Event, Any, float]:
         """``cpu_s`` of the client's own CPU on one of its threads; a single thread with
-        its next burst queued goes on with it on the same core (Node.execute's ready)."""
+        its next burst queued goes on with it on the same core (Node.execute's ready).
+        Returns when the thread took it up."""
         thread = self.client_thread
         assert thread is not None
         slot: object | None = take(thread)
         if slot is None:
             slot = thread.request()
             yield slot
+        taken = self.env._now
         yield from host.execute(cpu_s, self.client, ready=thread)
         give(thread, slot)
         self._loop_idle_since = self.env._now
+        return taken
 
     def requested_rps(self) -> float | None:
         """The mean open-loop rate over the measurement window (None for closed loops)."""

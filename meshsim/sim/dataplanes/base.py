@@ -42,8 +42,14 @@ class DataPlane(ABC):
         """Carry one call from ``src`` to ``service``; return the status ``src`` sees."""
 
     def client_host(self, client: Client) -> Node | None:
-        """The node a workload's client runs on (None: outside the cluster, the default)."""
-        return None
+        """The node a workload's client runs on: with ``mesh_options.meshed_clients``, its
+        pod's (:meth:`client_node`); else None, outside the cluster."""
+        return self.client_node() if self.sim.scenario.mesh_options.meshed_clients else None
+
+    def client_node(self) -> Node:
+        """The node of a client's pod: fewest pods, then lowest index (not recorded in the
+        node's pods, so it never shifts the placement of the scenario's pods)."""
+        return min(self.sim.nodes, key=lambda n: (len(n.pods), n.index))
 
     def cost_models(self) -> list[ProxyCostModel]:
         """The cost models of the proxies this data plane runs (for provenance in results)."""

@@ -32,8 +32,7 @@ from meshsim.sim.sampling import Sampler, Uniforms, gamma_factor
 
 if TYPE_CHECKING:
     from meshsim.models import Kind
-    from meshsim.sim.app import Client, ServiceRuntime
-    from meshsim.sim.cluster import Node
+    from meshsim.sim.app import ServiceRuntime
     from meshsim.sim.engine import Simulation
 
 
@@ -93,16 +92,6 @@ class ProxiedDataPlane(DataPlane):
         return CpuDrift(*spec, self._drift_normal, self.env.now)
 
     # ----------------------------------------------------------------- placement
-
-    def client_node(self) -> Node:
-        """The node of a meshed client's pod: fewest pods, then lowest index (not recorded
-        in the node's pods, so it never shifts the placement of the scenario's pods)."""
-        nodes = self.sim.nodes
-        return min(nodes, key=lambda n: (len(n.pods), n.index))
-
-    def client_host(self, client: Client) -> Node | None:
-        """With ``meshed_clients``, the client's pod runs on :meth:`client_node`."""
-        return self.client_node() if self.meshed_clients else None
 
     def pick_any(self, service: ServiceRuntime) -> Pod | None:
         """kube-proxy's choice for traffic from outside the mesh: uniform per call."""

@@ -4,6 +4,9 @@ kube-proxy's iptables mode picks an endpoint at random per connection; apps here
 are modelled as opening a connection per call (or as keep-alive clients whose
 connections are spread as evenly), so the endpoint is drawn per call.
 Traffic rules (splits, retries, breakers) are mesh features and do not apply.
+With ``mesh_options.meshed_clients`` a workload's clients run in the same pods as under a
+mesh (``DataPlane.client_host``), without a proxy: their own CPU (``client_cpu_ms``) is then
+spent on that node under every mesh alike.
 """
 
 from __future__ import annotations
