@@ -98,10 +98,11 @@ def _tail_without_proxies(fit: Fit, rows: Rows) -> str | None:
             f"p50 = {tail:.0f}, median over the direct points). Each prediction draws that "
             "baseline, measured at the point's payload and load, as a per-request delay "
             "outside the proxies (client_delay_ms), less the load generator's and the echo's "
-            "CPU, which the simulated lab charges on the request's path on their cores, so "
-            "the errors are of what the proxies add. The rest of the draw (the load "
-            "generator's timer lag, the loopback) is independent of the proxy path; in the "
-            "lab it is not."
+            "CPU, which the simulated lab charges on the request's path on their cores, and "
+            "less what its load generator and echo make of the baseline themselves (their "
+            "clumps and queues: meshsim.calibrate.baseline_residual), so the errors are of "
+            "what the proxies add. The rest of the draw (the loopback, the kernel's "
+            "scheduling) is independent of the proxy path; in the lab it is not."
         )
     if tail <= 5:
         return None

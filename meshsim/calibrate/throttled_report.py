@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from meshsim.calibrate import lab_scenario
 from meshsim.calibrate.period_cpu import period_table
 from meshsim.calibrate.throttle import unlimited_twin
 from meshsim.calibrate.validate import RUNS_PER_PASS, Comparison, load_label
@@ -27,8 +28,9 @@ def throttled_lines(fit: dict[str, Any], rows: list[Comparison]) -> list[str]:
             "server sidecar in a CPU cgroup of its own limited to a multiple of the CPU it "
             "had just used (CFS bandwidth control, 100 ms periods; `cpu.stat` over the "
             "load), predicted with the same limit under the unlimited points' scheduler "
-            "(fcfs, with CFS bandwidth control of the limit), so that the limit is all that "
-            "differs from their unlimited twins. As the lab's figures are the medians of its "
+            f"({lab_scenario.LAB_SCHEDULER}, with CFS bandwidth control of the limit), so "
+            "that the limit is all that differs from their unlimited twins. As the lab's "
+            "figures are the medians of its "
             f"passes, the speed-adjusted prediction is the median of pass-long runs, "
             f"{RUNS_PER_PASS} under each pass's host; the raw one is one run as long as the "
             "passes together "
