@@ -28,10 +28,11 @@ def _baseline(fit: dict[str, Any], rps: float) -> dict[str, Any]:
 
 
 def test_the_simulated_baseline_with_its_residual_is_the_measured_baseline() -> None:
-    # The lowest 1 KiB baseline of the committed record: the simulated load generator and
-    # echo make 0.043 ms of its 0.050 at the median (from the send, less their CPU); drawn
-    # with the residual, the simulated baseline is the measured one again. Timed from the
-    # intended send instead, or with the whole measured delay drawn, it is 0.1 ms longer.
+    # The lowest held-out 1 KiB baseline of the committed record: the simulated load
+    # generator and echo make 0.043 ms of its 0.050 at the median (from the send, less their
+    # CPU); drawn with the residual, the simulated baseline is the measured one again. With
+    # the whole measured delay drawn it is nearly twice that, and timed from the intended
+    # send (its release's wait for the timer too) 0.07 ms longer still.
     fit = load_fit(MODEL)
     base = _baseline(fit, 3347.1)
     measured = float(np.median(base["delay_ms"]))

@@ -8,13 +8,14 @@ answers a clump one request after another, and the simulated lab's load generato
 both themselves (their thread, their slot, their cores). Drawn whole as ``client_delay_ms``,
 that queueing counted twice wherever the simulated lab queues them again, which under
 ``cluster.scheduler: cfs`` it does (a response reaching the load generator while it sends;
-the echo handed a batch while its sidecar runs its slice): the simulated baseline, with
-nothing drawn, already takes 0.04 to 0.15 ms at the median, as much as or more than the
-whole measured delay (0.05 to 0.11 ms; reports/validation/cpu-limits.md, "The baseline
-counted twice").
+the echo handed a batch while its sidecar runs its slice). The simulated baseline, with
+nothing drawn, takes 0.015 to 0.145 ms at the median (1 KiB, keep-alive) against the
+measured 0.029 to 0.112: half of it at the lowest load, all of it from 8368 rps up
+(reports/validation/cpu-limits.md, "The baseline counted twice").
 
 :func:`residual_delay_ms` is what the measured baseline has beyond the simulated one, quantile
-by quantile (floored at zero): the lab scenario draws that. The simulated baseline is the lab
+by quantile (floored at zero): the lab scenario draws that, where :func:`residual_applies`
+(older baselines are drawn whole). The simulated baseline is the lab
 scenario itself at the baseline's load with the mesh ``none`` (the load generator in its pod
 on its core, ``mesh_options.meshed_clients``; the echo on the other), the baseline's own CPUs
 and no drawn delay, timed as the lab's load generator times it (from each send: the

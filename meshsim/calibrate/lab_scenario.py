@@ -116,8 +116,8 @@ def lab_scenario(
 
         # What the simulated lab's load generator and echo do not make themselves, where
         # the baseline says what they cost and was timed as they would time it.
-        delay = residual_delay_ms(model_path, fit, base) if residual_applies(base) else None
-        delay = base["delay_ms"] if delay is None else delay
+        applies = residual_applies(base)
+        delay = residual_delay_ms(model_path, fit, base) if applies else base["delay_ms"]
     workload = _load_workload(fit, point, base, beside, scale, delay)
     doc = {
         "meshsim": 1,
