@@ -327,9 +327,11 @@ def study(
 
 
 def compare_schedulers(model_path: Path, *, duration_s: float = 4.0) -> list[dict[str, Any]]:
-    """The validation's held-out points predicted under ``fcfs`` (the validation's own
-    scenario) and under ``cfs`` (every lab process at equal weight, no limit), with each
-    one's error against the measurement: which discipline validates better."""
+    """The validation's held-out points predicted raw (no replay of the host) under
+    ``fcfs`` and under ``cfs`` (every lab process at equal weight, no limit), with each
+    one's error against the measurement: which discipline validates better on the same
+    model (the validation itself runs ``LAB_SCHEDULER``, and a fair comparison refits the
+    model under each: reports/validation/cpu-limits.md)."""
     from meshsim.api import run_scenario
     from meshsim.calibrate.calibration import load_fit
     from meshsim.calibrate.lab_scenario import predict as predict_fcfs

@@ -57,7 +57,9 @@ class Cluster(Spec):
         "fcfs",
         description="How a node's cores are shared: 'fcfs' (one FIFO queue, a burst holds a "
         "core to its end) or 'cfs' (Linux's fair scheduler, EEVDF: weights from CPU requests, "
-        "slices, wake-up preemption). CPU limits are CFS bandwidth control under either.",
+        "slices, wake-up preemption; the calibrated lab validates under it, its tails "
+        "included, at twice fcfs's simulation time). CPU limits are CFS bandwidth control "
+        "under either.",
     )
     cgroup_hierarchy: Literal["kubernetes", "flat"] = Field(
         "kubernetes",
