@@ -20,6 +20,14 @@ REPEATS = 3
 """Passes over the held-out points in the full grid."""
 
 
+OPEN_LOOP_CONNECTIONS = 32
+"""The load generator's connections at every open-loop point (baselines too). Enough that it
+never queues for one: the lab's clumps (meshsim.calibrate.release) send ten requests at once
+at the highest held-out load, and with 8 connections, as many as the capacity probe's closed
+loop, the load generator's own pool was ~80-90 % busy at the top two loads, which dominated
+their latency (p50 1.6 to 8.3 ms over three passes at 80 % of capacity)."""
+
+
 @dataclass(frozen=True)
 class LabConfig:
     """A proxy configuration of the grid."""
@@ -199,13 +207,9 @@ def grid(
     fracs_held = (0.2, 0.5, 0.7) if quick else (0.2, 0.5, 0.65, 0.8, 0.9)
     payloads = (256, 4096) if quick else (128, 1024, 8192, 32768)
     dur = 1.0 if quick else 5.0
-    # Open loops get enough connections that they never queue for one: the lab's clumps
-    # (meshsim.calibrate.release) send ten requests at once at the highest held-out load,
-    # and with 8 connections, as many as the capacity probe's closed loop, the load
-    # generator's own pool was ~80-90 % busy at the top two loads, which dominated their
-    # latency (p50 1.6 to 8.3 ms over three passes at 80 % of capacity). The closed loop
-    # keeps 8: its throughput is the capacity the loads are fractions of.
-    conns = 32
+    # The closed loop keeps 8 connections: its throughput is the capacity the loads are
+    # fractions of.
+    conns = OPEN_LOOP_CONNECTIONS
     closed = 8
     main_pay = payloads[0] if quick else 1024
     configs = [LabConfig(mtls=True), LabConfig(filters=4)]
