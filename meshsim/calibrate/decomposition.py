@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -264,17 +264,24 @@ class PointDecomposition:
 
 
 def trace_lab(
-    model_path: Path, fit: dict[str, Any], point: dict[str, Any], *, duration_s: float = 4.0
+    model_path: Path,
+    fit: dict[str, Any],
+    point: dict[str, Any],
+    *,
+    duration_s: float = 4.0,
+    scheduler: Literal["fcfs", "cfs"] | None = None,
 ) -> RequestParts:
     """Simulate one lab point as :func:`meshsim.calibrate.lab_scenario.predict` does (same
-    scenario, same seed: the same run), with the per-request tracer attached."""
+    scenario, same seed: the same run), with the per-request tracer attached; ``scheduler``
+    as there (None: the simulated lab's)."""
     from meshsim.calibrate.lab_scenario import lab_scenario
     from meshsim.calibrate.sim_trace import trace
     from meshsim.rng import replication_seeds
     from meshsim.scenario import from_dict
     from meshsim.sim.engine import Simulation
 
-    scenario = from_dict(lab_scenario(model_path, fit, point, duration_s=duration_s))
+    doc = lab_scenario(model_path, fit, point, duration_s=duration_s, scheduler=scheduler)
+    scenario = from_dict(doc)
     sim = Simulation(scenario, "istio", replication_seeds(scenario.seed, 1)[0])
     tracer = trace(sim)
     sim.run()

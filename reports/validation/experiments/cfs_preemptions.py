@@ -6,7 +6,7 @@ from the server sidecar 0.27 times, and the sidecars theirs back 0.016 and 0.014
     python reports/validation/experiments/cfs_preemptions.py [N]
 
 Runs the committed record's first N plain held-out loads (default 3), 4 s each, with the
-simulated lab's scheduler switched to ``cfs`` (``LAB_SCHEDULER``); prints the fair
+simulated lab under ``cfs`` (its own scheduler since 2026-12-05); prints the fair
 scheduler's involuntary switches (``FairScheduler.preemptions``) in the measured window, per
 request completed in it.
 """
@@ -38,9 +38,10 @@ def main() -> None:
         ),
         key=lambda p: p["rps"],
     )
-    lab_scenario.LAB_SCHEDULER = "cfs"
     for point in points[:n]:
-        scenario = from_dict(lab_scenario.lab_scenario(MODEL, fit, point, duration_s=4.0))
+        scenario = from_dict(
+            lab_scenario.lab_scenario(MODEL, fit, point, duration_s=4.0, scheduler="cfs")
+        )
         sim = Simulation(scenario, "istio", replication_seeds(scenario.seed, 1)[0])
         before: list[int] = []
 

@@ -5,7 +5,7 @@ meshsim.calibrate.decomposition and each process's mean wait for its core, side 
     python reports/validation/experiments/lab_parts_by_scheduler.py [RPS] [--payload 128]
 
 RPS: the point's load (default: the lowest open-loop load of the base configuration at the
-payload); the simulated lab's scheduler is switched through ``LAB_SCHEDULER``.
+payload), run under each scheduler (``trace_lab``'s ``scheduler``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import meshsim.calibrate.lab_scenario as lab_scenario
 from meshsim.calibrate.calibration import load_fit
 from meshsim.calibrate.decomposition import (
     simulated_core_wait_us,
@@ -46,8 +45,7 @@ def main() -> None:
     print(f"{point['rps']:.1f} rps, {args.payload} B: measured p50 {point['latency_ms']['p50']} ms")
     out: dict[str, dict[str, Any]] = {}
     for scheduler in ("fcfs", "cfs"):
-        lab_scenario.LAB_SCHEDULER = scheduler
-        parts = trace_lab(MODEL, fit, point)
+        parts = trace_lab(MODEL, fit, point, scheduler=scheduler)
         out[scheduler] = {
             "parts": simulated_parts(parts),
             "spans": simulated_spans(parts),
