@@ -221,13 +221,7 @@ class FairScheduler(FairBandwidth):
         task = Task(cpu_s, group, done, thread, goes_on)
         if self._held and thread is not None and self._claim(task):
             return
-        if not group.on_rq:
-            requeued = self._place(group)
-        elif group.delayed:
-            self._requeue(group)
-            requeued = True
-        else:
-            requeued = False
+        requeued = self._wake(group)
         if self.idle and not self.waiting and not group.throttled:
             self._start(task)
             return
@@ -301,21 +295,26 @@ class FairScheduler(FairBandwidth):
     def _lag_limit(self, e: Entity) -> float:
         return max(2.0 * self.base_slice_s, TICK_S) * NICE_0_LOAD / e.weight
 
+    def _wake(self, e: Entity) -> bool:
+        """``e`` has work again: placed if it slept (:meth:`_place`), requeued if it was
+        delayed (:meth:`_requeue`), left as it is if it is on its run queue. Whether a
+        delayed entity, ``e`` or a group above it, was requeued."""
+        if not e.on_rq:
+            return self._place(e)
+        if e.delayed:
+            self._requeue(e)
+            return True
+        return False
+
     def _place(self, e: Entity) -> bool:
         """``place_entity``: a waking entity keeps the lag it had when it slept; a group
         wakes with its first child (``enqueue_task_fair`` walks up the tree). Whether a
         group above it was delayed, and requeued (:meth:`_requeue`)."""
         self._enqueue(e, self._rq_of(e))
         parent = e.parent
-        if parent is None:
+        if parent is None or (parent.on_rq and not parent.delayed):
             return False
-        if not parent.on_rq:
-            requeued = self._place(parent)
-        elif parent.delayed:
-            self._requeue(parent)
-            requeued = True
-        else:
-            return False
+        requeued = self._wake(parent)
         # A group that woke where it slept (delayed) kept the deadline it had: its new child
         # is in the rest of that slice, as the cgroup would be, were it not nested.
         e.deadline = e.vruntime + (parent.deadline - parent.vruntime) * parent.weight / e.weight
