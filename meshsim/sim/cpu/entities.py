@@ -171,7 +171,7 @@ class Task:
         self,
         remaining: float,
         group: CGroup,
-        done: Callable[[], None],
+        done: Callable[[], object],
         thread: object = None,
         goes_on: Callable[[], bool] | None = None,
     ) -> None:

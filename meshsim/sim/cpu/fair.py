@@ -100,10 +100,6 @@ def default_base_slice_s(cores: int) -> float:
     return 0.00075 * (1 + int(math.log2(min(max(cores, 1), 8))))
 
 
-def _succeed(ev: simpy.Event) -> None:
-    ev.succeed()
-
-
 class FairScheduler(FairBandwidth):
     """The cores of one node under EEVDF with CFS bandwidth control (its part in
     :class:`meshsim.sim.cpu.bandwidth.FairBandwidth`)."""
@@ -203,14 +199,14 @@ class FairScheduler(FairBandwidth):
         """An event that fires when ``cpu_s`` of CPU has run for ``group`` (see
         :meth:`submit` for ``thread`` and ``goes_on``)."""
         ev = self.env.event()
-        self.submit(cpu_s, group, partial(_succeed, ev), thread, goes_on)
+        self.submit(cpu_s, group, ev.succeed, thread, goes_on)
         return ev
 
     def submit(
         self,
         cpu_s: float,
         group: CGroup,
-        done: Callable[[], None],
+        done: Callable[[], object],
         thread: object = None,
         goes_on: Callable[[], bool] | None = None,
     ) -> None:
@@ -221,7 +217,11 @@ class FairScheduler(FairBandwidth):
         task = Task(cpu_s, group, done, thread, goes_on)
         if self._held and thread is not None and self._claim(task):
             return
-        requeued = self._wake(group)
+        # _wake, its commonest case (a cgroup already on its run queue) without a call.
+        if group.on_rq and not group.delayed:
+            requeued = False
+        else:
+            requeued = self._wake(group)
         if self.idle and not self.waiting and not group.throttled:
             self._start(task)
             return
@@ -236,11 +236,12 @@ class FairScheduler(FairBandwidth):
 
     def _update(self) -> None:
         """Charge every running task for the time since it was last charged."""
-        now = self.env.now
+        now = self.env._now
+        charge = self._charge
         for task in self.running:
             ran = now - task.started
             if ran > 0.0:
-                self._charge(task, ran)
+                charge(task, ran)
                 task.started = now
 
     def _charge(self, task: Task, ran: float) -> None:
@@ -257,10 +258,10 @@ class FairScheduler(FairBandwidth):
         left: float | None = None
         own: float | None = None
         while e is not None:
-            e.vruntime += ran * NICE_0_LOAD / e.weight
+            v = e.vruntime = e.vruntime + ran * NICE_0_LOAD / e.weight
             # (Within _EPS: a level's virtual time is kept at its own scale, and a deadline
             # reached to the float's last bit at one level must be reached at the others.)
-            if e.vruntime >= e.deadline - _EPS:
+            if v >= e.deadline - _EPS:
                 # update_deadline, as the ticks would have done it meanwhile: a new deadline
                 # one slice after the last, and the slice that began there protects the task.
                 slice_v = self.base_slice_s * NICE_0_LOAD / e.weight
@@ -274,9 +275,13 @@ class FairScheduler(FairBandwidth):
             e = e.parent
         if left is None:
             left = own
+        now = self.env._now
         if left is not None:
-            task.slice_end = self.env.now + left
-        g.count_cpu(self.env.now, ran, self.window)
+            task.slice_end = now + left
+        # CGroup.count_cpu, inline: it runs for every charge.
+        lo, hi = self.window
+        if now > lo:
+            g.cpu_s += max(min(now, hi) - max(now - ran, lo), 0.0)
 
     def _rq_of(self, e: Entity) -> list[Entity]:
         return self._rq if e.parent is None else e.parent.rq
@@ -310,8 +315,8 @@ class FairScheduler(FairBandwidth):
         """``place_entity``: a waking entity keeps the lag it had when it slept; a group
         wakes with its first child (``enqueue_task_fair`` walks up the tree). Whether a
         group above it was delayed, and requeued (:meth:`_requeue`)."""
-        self._enqueue(e, self._rq_of(e))
         parent = e.parent
+        self._enqueue(e, self._rq if parent is None else parent.rq)
         if parent is None or (parent.on_rq and not parent.delayed):
             return False
         requeued = self._wake(parent)
@@ -324,7 +329,7 @@ class FairScheduler(FairBandwidth):
         """``requeue_delayed_entity``: a delayed entity wakes where it is, still owing what
         it ran ahead (DELAY_ZERO: one owed CPU meanwhile is placed at V with no lag)."""
         e.delayed = False
-        rq = self._rq_of(e)
+        rq = self._rq if e.parent is None else e.parent.rq
         if self.running:
             self._update()
         if self._avg_vruntime(rq) - e.vruntime > _EPS:
@@ -337,9 +342,16 @@ class FairScheduler(FairBandwidth):
             if self.running:
                 self._update()
             # The lag is scaled so that it is still the lag once e's own weight is in the
-            # average (place_entity: lag x (W + w) / W).
-            total_w = sum(x.weight for x in rq)
-            e.vruntime = self._avg_vruntime(rq) - e.lag * (total_w + e.weight) / total_w
+            # average (place_entity: lag x (W + w) / W). The average as _avg_vruntime
+            # works it out, and its total weight, in one pass.
+            total_w = 0.0
+            total = 0.0
+            base = rq[0].vruntime
+            for x in rq:
+                w = x.weight
+                total_w += w
+                total += w * (x.vruntime - base)
+            e.vruntime = base + total / total_w - e.lag * (total_w + e.weight) / total_w
         e.deadline = e.vruntime + self.base_slice_s * NICE_0_LOAD / e.weight
         e.on_rq = True
         rq.append(e)
@@ -347,33 +359,40 @@ class FairScheduler(FairBandwidth):
     def _sleep(self, e: Entity, picked: bool = False) -> None:
         """The entity has no task left: it leaves its run queue, remembering its lag (and a
         group left with none goes too). ``picked``: a delayed one the pick reached."""
-        rq = self._rq_of(e)
-        if self.running and len(rq) > 1:
-            self._update()
-        if not picked and self.delay_dequeue and len(rq) > 1 and not self._eligible(e):
-            # DELAY_DEQUEUE (Linux 6.12 and later): one that sleeps ahead of its share stays
-            # on its run queue, counted in V, until the pick reaches it: it pays its debt
-            # asleep, and the others keep what they are owed (they would lose it to V if it
-            # left with its debt).
-            e.delayed = True
-            return
-        e.on_rq = False
-        e.delayed = False
-        if len(rq) == 1:
-            # Alone, it is at the average: no lag (and no one else's time to charge).
-            e.lag = 0.0
-            rq.clear()
-        else:
-            v = self._avg_vruntime(rq)
-            limit = self._lag_limit(e)
-            e.lag = min(max(v - e.vruntime, -limit), limit)
-            if picked:
-                # DELAY_ZERO: what it came to be owed while asleep is not kept.
-                e.lag = min(e.lag, 0.0)
-            rq.remove(e)
-        parent = e.parent
-        if parent is not None and not parent.rq:
-            self._sleep(parent)
+        while True:
+            parent = e.parent
+            rq = self._rq if parent is None else parent.rq
+            alone = len(rq) == 1
+            v = 0.0
+            if not alone:
+                if self.running:
+                    self._update()
+                v = self._avg_vruntime(rq)
+                if not picked and self.delay_dequeue and e.vruntime > v + _EPS:
+                    # DELAY_DEQUEUE (Linux 6.12 and later): one that sleeps ahead of its
+                    # share stays on its run queue, counted in V, until the pick reaches
+                    # it: it pays its debt asleep, and the others keep what they are owed
+                    # (they would lose it to V if it left with its debt).
+                    e.delayed = True
+                    return
+            e.on_rq = False
+            e.delayed = False
+            if alone:
+                # Alone, it is at the average: no lag (and no one else's time to charge).
+                e.lag = 0.0
+                rq.clear()
+            else:
+                limit = self._lag_limit(e)
+                e.lag = min(max(v - e.vruntime, -limit), limit)
+                if picked:
+                    # DELAY_ZERO: what it came to be owed while asleep is not kept.
+                    e.lag = min(e.lag, 0.0)
+                rq.remove(e)
+            if parent is None or parent.rq:
+                return
+            # A group left with no child sleeps too (not as a pick's: it keeps its lag).
+            e = parent
+            picked = False
 
     def _pick(self) -> CGroup | None:
         """The waiting, unthrottled cgroup EEVDF runs next (None: nothing can run): the pick
@@ -435,7 +454,7 @@ class FairScheduler(FairBandwidth):
     # ----------------------------------------------------------------- cores
 
     def _start(self, task: Task, slice_end: float | None = None) -> None:
-        now = self.env.now
+        now = self.env._now
         self.idle -= 1
         self.running.append(task)
         task.group.running += 1
@@ -449,7 +468,7 @@ class FairScheduler(FairBandwidth):
     def _arm(self, task: Task) -> None:
         """The task's next event: its end, its bandwidth piece spent, or (while others
         wait) its slice's end."""
-        now = self.env.now
+        now = self.env._now
         delay = min(task.remaining, task.budget)
         if self.waiting and task.slice_end - now < delay:
             delay = max(task.slice_end - now, 0.0)
@@ -463,9 +482,9 @@ class FairScheduler(FairBandwidth):
         if timer != task.timer:
             return
         slice_end = task.slice_end
-        ran = self.env.now - task.started
-        self._charge(task, ran)
-        task.started = self.env.now
+        now = self.env._now
+        self._charge(task, now - task.started)
+        task.started = now
         if ends or task.remaining <= _EPS:
             self._stop(task)
             g = task.group
@@ -487,7 +506,7 @@ class FairScheduler(FairBandwidth):
         if task.budget <= _EPS and not self._draw(task):
             self._throttle(task)
             return
-        if self.waiting and self.env.now >= slice_end - _EPS:
+        if self.waiting and now >= slice_end - _EPS:
             self._slice_over(task)
             return
         self._arm(task)
