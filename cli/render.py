@@ -10,6 +10,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from meshsim.results.summary import limit_can_bind
+
 
 def _ms(value: float | None) -> str:
     if value is None:
@@ -166,28 +168,28 @@ def resilience_table(summary: Mapping[str, Any]) -> Table | None:
 
 
 def cgroups_table(summary: Mapping[str, Any]) -> Table | None:
-    """CPU limits under ``cluster.scheduler: cfs``: the containers with a limit or an OOM
-    kill, their threads, CPU and CFS bandwidth counters (throttled: nr_throttled of
+    """CPU limits: the containers with a limit that can bind or an OOM kill, their QoS
+    class, threads, CPU and CFS bandwidth counters (throttled: nr_throttled of
     nr_periods)."""
     rows = [
         (mesh, name, c)
         for mesh, run in summary["runs"].items()
         for name, c in run.get("cgroups", {}).items()
-        if c.get("cpu_limit_m") is not None or c.get("oom_kills")
+        if limit_can_bind(c) or c.get("oom_kills")
     ]
     if not rows:
         return None
     ooms = any(c.get("oom_kills") for _, _, c in rows)
     table = _table(
-        "CPU limits (CFS bandwidth control, in the window; throttled: of the periods)",
-        ["mesh", "container", "limit", "threads", "vCPU", "throttled", "share", "thr. s"]
+        "CPU limits that can bind (CFS bandwidth control in the window; throttled of periods)",
+        ["mesh", "container", "QoS", "limit", "threads", "vCPU", "throttled", "share", "thr. s"]
         + (["OOM"] if ooms else []),
     )
     for mesh, name, c in rows:
         limit = c.get("cpu_limit_m")
         threads = c.get("threads")
         table.add_row(
-            mesh, name, "-" if limit is None else f"{limit:.0f}m",
+            mesh, name, c.get("qos_class") or "-", "-" if limit is None else f"{limit:.0f}m",
             "-" if threads is None else str(threads), f"{c['cpu_vcpu']:.3f}",
             f"{c['nr_throttled']:.0f}/{c['nr_periods']:.0f}", f"{c['throttled_share']:.1%}",
             f"{c['throttled_s']:.2f}", *([f"{c.get('oom_kills', 0):.0f}"] if ooms else []),

@@ -212,10 +212,40 @@ def test_a_request_above_its_limit_is_refused_as_kubernetes_does(
 
 
 def test_the_cli_and_the_report_show_the_limits(limited: dict[str, Any], cgroups_text: Any) -> None:
+    from meshsim.report.sections import _cpu_limits_section
+
     text = cgroups_text(limited)
     assert "tight-v1-0/app" in text
     assert "300m" in text
+    assert "Burstable" in text  # QoS: the pods' requests are below their limits
     assert "free-v1-0/app" not in text  # no limit, nothing to show
+    # The generous sidecar's 2000m on Envoy's two workers cannot bind: on the books under
+    # cfs, shown by neither, as under fcfs (whose books keep only the binding ones).
+    groups = limited["runs"]["istio"]["cgroups"]
+    assert groups["generous-v1-0/sidecar"]["cpu_limit_m"] == 2000.0
+    assert "generous-v1-0/sidecar" not in text
+    assert "generous-v1-0/app" in text  # 2 cores under 16 threads on a 4-core node: it can
+    section = _cpu_limits_section(limited["runs"])
+    assert section is not None
+    shown = {row[1] for row in section.tables[0].rows}
+    assert shown == {"generous-v1-0/app", "tight-v1-0/app", "tight-v1-0/sidecar"}
+    assert section.notes == [
+        "Not shown: 1 container(s) whose CPU limit cannot bind, at or above the cores their "
+        "threads can use (Istio's default 2000m on a two-worker sidecar)."
+    ]
+
+
+@pytest.mark.parametrize(
+    ("limit_m", "threads", "binds"),
+    [(None, 2, False), (2000.0, 2, False), (1999.0, 2, True), (2500.0, 2, False),
+     (300.0, 16, True), (300.0, None, True)],
+)  # fmt: skip
+def test_a_limit_binds_only_below_the_cores_its_threads_can_use(
+    limit_m: float | None, threads: int | None, binds: bool
+) -> None:
+    from meshsim.results.summary import limit_can_bind
+
+    assert limit_can_bind({"cpu_limit_m": limit_m, "threads": threads}) is binds
 
 
 @pytest.mark.slow

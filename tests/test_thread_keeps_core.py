@@ -249,7 +249,7 @@ def test_the_scenario_key_reaches_every_fcfs_node(on: bool) -> None:
         "duration_s": 2.0,
         "warmup_s": 1.0,
         "meshes": ["none"],
-        "cluster": {"nodes": 2, "cores_per_node": 1, "wakeup_preemption": on},
+        "cluster": {"nodes": 2, "cores_per_node": 1, "scheduler": "fcfs", "wakeup_preemption": on},
         "services": [{"name": "s", "cpu_ms": {"dist": "constant", "mean": 1.0}}],
         "workloads": [{"name": "w", "target": "s", "rate_rps": 10}],
     }

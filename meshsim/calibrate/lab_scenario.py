@@ -161,6 +161,8 @@ def lab_scenario(
     }
     scheduler = scheduler or LAB_SCHEDULER
     if cpu_limit_m is None and scheduler == "fcfs":
+        # Named, not left to the default (cfs): the FCFS lab is the comparison's other side.
+        doc["cluster"]["scheduler"] = "fcfs"
         return doc
     return limit_server_sidecar(doc, cpu_limit_m, scheduler=scheduler, host_cpus=lab_host_cpus(fit))
 
@@ -256,7 +258,7 @@ def limit_server_sidecar(
         cluster["scheduler"] = scheduler
     out = {**doc, "cluster": cluster}
     limits = {} if limit_m is None else {"limits": {"cpu": f"{limit_m:g}m"}}
-    if cluster.get("scheduler", "fcfs") == "fcfs":
+    if cluster.get("scheduler", "cfs") == "fcfs":  # (cfs: cluster.scheduler's default)
         out["services"] = [{**svc, "proxy_resources": limits} for svc in doc["services"]]
         return out
     # The lab's processes are cgroups side by side, not containers of pods.

@@ -21,6 +21,7 @@ from meshsim.report.observability import COLUMNS, observability_rows
 from meshsim.report.observability import INTRO as OBSERVABILITY_INTRO
 from meshsim.report.topology import topology_section
 from meshsim.report.verdict import verdict_note, verdict_tables
+from meshsim.results.summary import limit_can_bind
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -236,14 +237,14 @@ def _cpu_limits_section(runs: Mapping[str, Mapping[str, Any]]) -> Section | None
          f"{c.get('oom_kills', 0):.0f}"]
         for mesh, run in runs.items()
         for name, c in run.get("cgroups", {}).items()
-        if c.get("cpu_limit_m") is not None or c.get("oom_kills")
+        if limit_can_bind(c) or c.get("oom_kills")
     ]  # fmt: skip
     if limited:
         s = Section(
             "cpu-limits",
             "CPU limits",
-            "Containers with a CPU limit that can bind (below their threads and their node's "
-            "cores), or that were OOM-killed: CFS bandwidth control, under either "
+            "Containers with a CPU limit that can bind (below the cores their threads can "
+            "use), or that were OOM-killed: CFS bandwidth control, under either "
             "cluster.scheduler, gives each limit x cfs_period_ms of CPU per period; a "
             "container that spends it waits for the next period (throttled), which shows in "
             "p99 before it shows in mean CPU. A container past its memory limit is killed "
@@ -259,8 +260,23 @@ def _cpu_limits_section(runs: Mapping[str, Mapping[str, Any]]) -> Section | None
              "share", "throttled s", "OOM kills"],
             limited,
         ))  # fmt: skip
+        idle = _limits_that_cannot_bind(runs)
+        if idle:
+            s.notes.append(
+                f"Not shown: {idle} container(s) whose CPU limit cannot bind, at or above the "
+                "cores their threads can use (Istio's default 2000m on a two-worker sidecar)."
+            )
         return s
     return None
+
+
+def _limits_that_cannot_bind(runs: Mapping[str, Mapping[str, Any]]) -> int:
+    return sum(
+        1
+        for run in runs.values()
+        for c in run.get("cgroups", {}).values()
+        if c.get("cpu_limit_m") is not None and not limit_can_bind(c) and not c.get("oom_kills")
+    )
 
 
 def _resilience_section(comp: Comparison) -> Section:

@@ -7,6 +7,7 @@ is a function of the scenario and seed, so the same inputs give the same bytes.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from statistics import fmean
 from typing import Any, cast
 
@@ -115,6 +116,18 @@ def mesh_summary(result: MeshResult) -> MeshRun:
         # Counts differ between replications; the first one's are shown, as the timeline's.
         run["topology"] = zoned[0] or {}
     return run
+
+
+def limit_can_bind(cgroup: Mapping[str, Any]) -> bool:
+    """Whether a container's CPU limit (a ``runs.<mesh>.cgroups`` block) can throttle it: one
+    below the cores its threads can use at once. A limit at or above them never binds
+    (Istio's default 2000m on a two-worker sidecar), which under ``cfs`` is on the books like
+    any other; FCFS nodes keep only the binding ones (meshsim.sim.cpu.bandwidth), so the two
+    show the same containers. A limit above its node's cores cannot bind either, which this
+    does not know: such a container is shown, with no throttling."""
+    limit = cgroup.get("cpu_limit_m")
+    threads = cgroup.get("threads")
+    return limit is not None and (threads is None or limit < threads * 1000.0 - 1e-6)
 
 
 def cgroups_summary(reps: list[Replication]) -> dict[str, CGroupBlock]:

@@ -54,12 +54,12 @@ class Cluster(Spec):
     memory_gb_per_node: PositiveFloat = Field(16.0, description="Memory per node (GB).")
     network: Network = Field(default_factory=Network)
     scheduler: Literal["fcfs", "cfs"] = Field(
-        "fcfs",
-        description="How a node's cores are shared: 'fcfs' (one FIFO queue, a burst holds a "
-        "core to its end) or 'cfs' (Linux's fair scheduler, EEVDF: weights from CPU requests, "
-        "slices, wake-up preemption; the calibrated lab validates under it, its tails "
-        "included, at twice fcfs's simulation time). CPU limits are CFS bandwidth control "
-        "under either.",
+        "cfs",
+        description="How a node's cores are shared: 'cfs' (the default: Linux's fair "
+        "scheduler, EEVDF: weights from CPU requests, slices, wake-up preemption; the "
+        "calibrated lab validates better under it, its tails included) or 'fcfs' (one FIFO "
+        "queue, a burst holds a core to its end: about half the simulation time, its tails "
+        "thinner). CPU limits are CFS bandwidth control under either.",
     )
     cgroup_hierarchy: Literal["kubernetes", "flat"] = Field(
         "kubernetes",

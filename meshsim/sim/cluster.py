@@ -1,7 +1,9 @@
 """Nodes, their cores, pod placement, and the network between them.
 
 ``cluster.scheduler`` says how a node's cores are shared by everything on it (apps and
-proxies). ``fcfs``: one FCFS multi-server queue, a CPU burst waits for a free core, then
+proxies): ``cfs`` by default, as the calibrated lab validates better under it
+(reports/validation/cpu-limits.md, "Which scheduler is the default"). ``fcfs``: one FCFS
+multi-server queue, a CPU burst waits for a free core, then
 holds it for its duration (the non-preemptive M/G/c view, exact for the closed-form checks
 of tests/test_closed_forms.py), with CFS bandwidth control of the CPU limits that can bind
 (:mod:`meshsim.sim.cpu.bandwidth`). ``cfs``: Linux's fair scheduler with each container in its
@@ -31,8 +33,8 @@ orders steady processes as their virtual runtimes do). The simulated lab runs wi
 alone it made every checked p50 of run Z 15-22 % short, and it validates together with the
 load generator's event-loop timer and the wake-up's CPU owed after the work, which pay what
 the lab paid and the thread keeping its core had stood in for (run AB on,
-reports/validation/cpu-limits.md). It stays off by default in users' scenarios: turning it
-on moves every scenario's figures, and only the lab has checked it. Under ``cfs`` wake-up
+reports/validation/cpu-limits.md). It stays off by default under ``fcfs``: turning it on
+moves every such scenario's figures, and only the lab has checked it. Under ``cfs`` wake-up
 preemption is the fair scheduler's own, and a thread with its next burst ready keeps its core
 for it there too (:mod:`meshsim.sim.cpu.fair`).
 """
