@@ -33,9 +33,17 @@ run: $(STAMP)
 
 # Two passes: the bulk in parallel, then the tests that time real sockets against
 # the wall clock (marked timing) and samples of the slow and statistical ones, alone on
-# the machine so that the wall clock and the closed forms are not disturbed.
+# the machine so that the wall clock and the closed forms are not disturbed. The
+# calibration lab's end-to-end run (marked lab: two minutes, mostly its loads' wall clock,
+# on less than a core) runs beside the bulk in a process of its own, its output shown after.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -m "not slow and not timing and not statistical"
+	@lablog=$$(mktemp); labtmp=$$(mktemp -d); \
+	$(BIN)/python -m pytest -q -m "lab and not slow and not timing and not statistical" \
+		--basetemp "$$labtmp" > "$$lablog" 2>&1 & lab=$$!; \
+	trap 'kill $$lab 2>/dev/null' INT TERM; \
+	$(BIN)/python -m pytest -n 2 -m "not slow and not timing and not statistical and not lab"; \
+	bulk=$$?; wait $$lab; status=$$?; echo "--- the lab's run (pytest -m lab):"; \
+	cat "$$lablog"; rm -rf "$$lablog" "$$labtmp"; [ $$bulk -eq 0 ] && [ $$status -eq 0 ]
 	$(BIN)/python -m pytest -m "slow or timing or statistical" \
 		--slow-sample $(SLOW_SAMPLE) --statistical-sample $(STATISTICAL_SAMPLE)
 

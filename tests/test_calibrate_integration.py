@@ -20,6 +20,7 @@ from meshsim.models import load_model
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.lab
 def test_calibrate_quick_then_validate(tmp_path: Path) -> None:
     out = tmp_path / "quick.yaml"
     r = CliRunner().invoke(cli, ["calibrate", "--quick", "--out", str(out)])
@@ -69,9 +70,10 @@ def test_calibrate_quick_then_validate(tmp_path: Path) -> None:
         assert not fit["throttled"]
     # The quick grid's 1 s points say little of accuracy (a CPU-limited point whose limit is
     # below what the quick model needs backs up, and its p99 grows with the simulated run:
-    # +1019 % once), so what is checked is the run end to end, the goals missed listed.
+    # +1019 % once), so what is checked is the run end to end, the goals missed listed: 1 s
+    # simulated a point, as long as the lab's loads.
     r = CliRunner().invoke(
-        cli, ["validate", str(out), "--json", "--exit-zero", "--duration-s", "2"]
+        cli, ["validate", str(out), "--json", "--exit-zero", "--duration-s", "1"]
     )
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)  # the goals missed go to stderr

@@ -207,7 +207,13 @@ def test_the_simulated_lab_fires_its_timer_as_libuv_does_where_the_lab_timed_it(
     assert workload["release_timer"] == "event_loop"
     assert workload["release_tick_ms"] == 1.0
     assert "release_lateness_ms" not in workload
-    assert doc["cluster"]["wakeup_preemption"] is True
+    # The wake-up preemption is the fair scheduler's own under the simulated lab's cfs; the
+    # FCFS lab takes the key.
+    assert doc["cluster"]["scheduler"] == "cfs"
+    assert "wakeup_preemption" not in doc["cluster"]
+    fcfs = lab_scenario(ROOT / "models/calibrated/lab.yaml", fit, point, scheduler="fcfs")
+    assert fcfs["cluster"]["scheduler"] == "fcfs"
+    assert fcfs["cluster"]["wakeup_preemption"] is True
     # An older baseline, from the intended time: released at the intended times.
     older = {**base, "delay_from": None, "release_lateness_ms": None}
     doc = lab_scenario(

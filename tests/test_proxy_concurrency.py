@@ -124,7 +124,7 @@ def test_the_threads_are_in_the_summary_and_the_cli(cgroups_text: Any) -> None:
     header = next(line for line in lines if "container" in line)
     assert "threads" in header
     tight = next(line for line in lines if "tight-v1-0/sidecar" in line).split()
-    assert tight[2:4] == ["500m", "1"]
+    assert tight[2:5] == ["Burstable", "500m", "1"]  # QoS, limit, threads
 
 
 def test_each_injector_combines_a_pods_resources_with_the_meshs_its_own_way() -> None:

@@ -255,3 +255,24 @@ def test_the_scenario_key_reaches_every_fcfs_node(on: bool) -> None:
     }
     nodes = make_nodes(simpy.Environment(), from_dict(doc), "none")
     assert [n.preempt for n in nodes] == [on, on]
+
+
+@pytest.mark.parametrize("scheduler", [None, "fcfs"])
+def test_the_fcfs_key_under_cfs_is_a_warning(scheduler: str | None) -> None:
+    """A scenario written when fcfs was the default may set wakeup_preemption without naming
+    the scheduler: under cfs, the default now, the key is ignored, and the run says so."""
+    from meshsim.scenario import from_dict
+    from meshsim.sim.engine import Simulation
+
+    cluster: dict[str, object] = {"nodes": 1, "cores_per_node": 1, "wakeup_preemption": True}
+    if scheduler is not None:
+        cluster["scheduler"] = scheduler
+    doc = {
+        "meshsim": 1, "name": "keys", "duration_s": 2.0, "warmup_s": 1.0, "meshes": ["none"],
+        "cluster": cluster,
+        "services": [{"name": "s", "cpu_ms": {"dist": "constant", "mean": 1.0}}],
+        "workloads": [{"name": "w", "target": "s", "rate_rps": 10}],
+    }  # fmt: skip
+    warnings = Simulation(from_dict(doc), "none", 1).data_plane.warnings
+    ignored = [w for w in warnings if w.startswith("cluster.wakeup_preemption")]
+    assert len(ignored) == (1 if scheduler is None else 0)

@@ -261,7 +261,9 @@ def limit_server_sidecar(
     if cluster.get("scheduler", "cfs") == "fcfs":  # (cfs: cluster.scheduler's default)
         out["services"] = [{**svc, "proxy_resources": limits} for svc in doc["services"]]
         return out
-    # The lab's processes are cgroups side by side, not containers of pods.
+    # The lab's processes are cgroups side by side, not containers of pods; the wake-up
+    # preemption is the fair scheduler's own (the FCFS key would only be ignored).
+    cluster.pop("wakeup_preemption", None)
     out["cluster"] = {**cluster, "cgroup_hierarchy": "flat"}
     if host_cpus is not None:
         out["cluster"]["sched_base_slice_ms"] = default_base_slice_s(host_cpus) * 1e3

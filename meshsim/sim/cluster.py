@@ -390,6 +390,19 @@ def allocation_warnings(
     return warnings
 
 
+def scheduler_warnings(scenario: Scenario) -> list[str]:
+    """Keys of ``cluster`` that the chosen scheduler ignores (a scenario written when
+    ``fcfs`` was the default, before 2026-12-05, may set them without naming it)."""
+    spec = scenario.cluster
+    if spec.scheduler == "cfs" and spec.wakeup_preemption:
+        return [
+            "cluster.wakeup_preemption applies under scheduler: fcfs only; under cfs (the "
+            "default) the fair scheduler's own wake-up preemption runs and the key is ignored "
+            "(set scheduler: fcfs to keep it)"
+        ]
+    return []
+
+
 def make_nodes(env: simpy.Environment, scenario: Scenario, mesh: str) -> list[Node]:
     """The cluster's nodes, with the scheduler ``cluster.scheduler`` asks for."""
     spec = scenario.cluster

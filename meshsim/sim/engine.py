@@ -33,6 +33,7 @@ from meshsim.sim.cluster import (
     cgroup_measures,
     make_nodes,
     place,
+    scheduler_warnings,
 )
 from meshsim.sim.controlplane import control_plane_for
 from meshsim.sim.cpu import host_speed, wakeup_latency
@@ -132,6 +133,7 @@ class Simulation:
         self.data_plane.warnings.extend(
             allocation_warnings(self.nodes, scenario, mesh, self.data_plane.proxies)
         )
+        self.data_plane.warnings.extend(scheduler_warnings(scenario))
         for node in self.nodes:
             if node.tree is not None:
                 # The gateways' proxies are in the list now: pod mates find each other.
