@@ -271,7 +271,16 @@ def test_best_effort_pods_beside_pods_that_ask_for_cpu_are_warned_of() -> None:
         warned[mesh] = [w for w in sim.data_plane.warnings if "BestEffort" in w]
     assert warned["linkerd"] == warned["istio"] == []
     assert len(warned["istio-ambient"]) == 1
-    assert warned["istio-ambient"][0].startswith("node-0: 2 BestEffort pod(s) (a-v1-0, b-v1-0:")
+    assert warned["istio-ambient"][0].startswith(
+        "2 BestEffort pod(s) (a-v1-0, b-v1-0: no CPU or memory request) share node-0 with"
+    )
+    # On many nodes, one warning that names them.
+    wide = {**doc, "meshes": ["istio-ambient"], "cluster": {**doc["cluster"], "nodes": 5},
+            "services": [{"name": n} for n in "abcdefghij"]}  # fmt: skip
+    sim = Simulation(from_dict(wide), "istio-ambient", 1)
+    (line,) = [w for w in sim.data_plane.warnings if "BestEffort" in w]
+    assert line.startswith("10 BestEffort pod(s) (a-v1-0, f-v1-0, b-v1-0, ...: no CPU")  # by node
+    assert "share 5 nodes (node-0, node-1, node-2, ...) with pods" in line
     flat = {**doc, "meshes": ["istio-ambient"],
             "cluster": {**doc["cluster"], "cgroup_hierarchy": "flat"}}  # fmt: skip
     sim = Simulation(from_dict(flat), "istio-ambient", 1)

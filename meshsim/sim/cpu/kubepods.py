@@ -132,12 +132,13 @@ def pod_of(
 def best_effort_warnings(
     nodes: Sequence[Any], proxies: Sequence[Any], scenario: Scenario, mesh: str
 ) -> list[str]:
-    """Nodes where BestEffort pods share the cores with pods that ask for CPU: under the fair
-    scheduler the whole besteffort class weighs as one container with no request, so those
-    pods run on what the others leave, as on a Kubernetes node (a result, not a fault, but
-    one that reads as the mesh's when, say, ambient's ztunnel asks for CPU and the apps
-    do not)."""
-    out: list[str] = []
+    """BestEffort pods that share their node's cores with pods that ask for CPU: under the
+    fair scheduler the whole besteffort class weighs as one container with no request, so
+    those pods run on what the others leave, as on a Kubernetes node (a result, not a fault,
+    but one that reads as the mesh's when, say, ambient's ztunnel asks for CPU and the apps
+    do not). One warning for the run, naming the nodes (a hundred nodes, one line)."""
+    best_effort: list[str] = []
+    nodes_named: list[str] = []
     for node in nodes:
         accounts = [*node.pods, *(p for p in proxies if p.node is node and p.pod is None)]
         pods: dict[object, tuple[str, QosClass]] = {}
@@ -145,17 +146,28 @@ def best_effort_warnings(
             member = pod_of(account, scenario, mesh, proxies)
             if member is not None:
                 pods[member[0]] = (member[1], qos_class(member[2]))
-        best_effort = [name for name, qos in pods.values() if qos == "BestEffort"]
-        others = len(pods) - len(best_effort)
-        if best_effort and others:
-            shown = ", ".join(best_effort[:3]) + (", ..." if len(best_effort) > 3 else "")
-            out.append(
-                f"{node.name}: {len(best_effort)} BestEffort pod(s) ({shown}: no CPU or memory "
-                f"request) beside {others} that ask for CPU; under cluster.scheduler cfs the "
-                "besteffort class weighs as one container with no request (set the services' "
-                "resources to compare the meshes on equal footing)"
-            )
-    return out
+        here = [name for name, qos in pods.values() if qos == "BestEffort"]
+        if here and len(pods) > len(here):
+            best_effort += here
+            nodes_named.append(node.name)
+    if not best_effort:
+        return []
+    shown = ", ".join(best_effort[:3]) + (", ..." if len(best_effort) > 3 else "")
+    where = (
+        nodes_named[0]
+        if len(nodes_named) == 1
+        else f"{len(nodes_named)} nodes ("
+        + ", ".join(nodes_named[:3])
+        + (", ..." if len(nodes_named) > 3 else "")
+        + ")"
+    )
+    return [
+        f"{len(best_effort)} BestEffort pod(s) ({shown}: no CPU or memory request) share "
+        f"{where} with pods that ask for CPU; under cluster.scheduler cfs the besteffort "
+        "class weighs as one container with no request (give them CPU requests, the "
+        "services' resources or the mesh's for its own pods, to compare the meshes on equal "
+        "footing)"
+    ]
 
 
 class PodTree:
