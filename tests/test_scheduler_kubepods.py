@@ -452,3 +452,28 @@ def test_a_meshed_clients_load_generator_is_a_container_of_its_pod() -> None:
         "client/w/sidecar": ("client/w", "BestEffort"),
     }
     assert _client_cgroups("istio-ambient") == {"client/w": ("client/w", "BestEffort")}
+
+
+def test_a_sidecar_without_a_cpu_request_beside_an_app_with_one_is_warned_of() -> None:
+    # Linkerd's default proxy asks for nothing: cpu.shares 2, cpu.weight 1, beside an app
+    # asking 250m (shares 256, weight 1 + 254 x 9999 // 262142 = 10). Istio's asks 100m.
+    doc = {
+        "meshsim": 1, "name": "weights", "duration_s": 1, "warmup_s": 0.5,
+        "cluster": {"nodes": 1, "cores_per_node": 2},
+        "services": [{"name": "a", "resources": {"requests": {"cpu": "250m"}}},
+                     {"name": "b", "resources": {"requests": {"cpu": "1"}}}],
+        "workloads": [{"name": "w", "target": "a", "rate_rps": 10}],
+    }  # fmt: skip
+
+    def warned(mesh: str, data: dict[str, Any]) -> list[str]:
+        sim = Simulation(from_dict({**data, "meshes": [mesh]}), mesh, 1)
+        return [w for w in sim.data_plane.warnings if "ask for no CPU" in w]
+
+    (line,) = warned("linkerd", doc)
+    assert line.startswith("2 sidecar(s) ask for no CPU")
+    assert "beside its app's 10-39, so when the two contend for a core the app gets" in line
+    assert warned("istio", doc) == []
+    asked = {**doc, "mesh_options": {"linkerd": {"proxy_resources": {"requests": {"cpu": "50m"}}}}}
+    assert warned("linkerd", asked) == []
+    fcfs = {**doc, "cluster": {**doc["cluster"], "scheduler": "fcfs"}}
+    assert warned("linkerd", fcfs) == []  # weights weigh only under cfs

@@ -37,7 +37,7 @@ from meshsim.sim.cluster import (
 )
 from meshsim.sim.controlplane import control_plane_for
 from meshsim.sim.cpu import host_speed, wakeup_latency
-from meshsim.sim.cpu.kubepods import best_effort_warnings
+from meshsim.sim.cpu.kubepods import best_effort_warnings, unrequested_sidecar_warnings
 from meshsim.sim.cpu.oom import watch_memory
 from meshsim.sim.dataplanes import data_plane_for
 from meshsim.sim.egress import egress_for
@@ -144,6 +144,10 @@ class Simulation:
         ):
             self.data_plane.warnings.extend(
                 best_effort_warnings(self.nodes, self.data_plane.proxies, scenario, mesh)
+            )
+        if scenario.cluster.scheduler == "cfs":
+            self.data_plane.warnings.extend(
+                unrequested_sidecar_warnings(self.data_plane.proxies, scenario, mesh)
             )
         watch_memory(self)
         self.workloads = [

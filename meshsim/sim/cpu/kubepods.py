@@ -170,6 +170,36 @@ def best_effort_warnings(
     ]
 
 
+def unrequested_sidecar_warnings(
+    proxies: Sequence[Any], scenario: Scenario, mesh: str
+) -> list[str]:
+    """Sidecars that ask for no CPU beside apps that do (Linkerd's default): under the fair
+    scheduler such a sidecar's cgroup weighs 1 (``cpu.shares`` 2) beside its app's, so the
+    app goes first whenever the two contend for a core. A mesh's default, and so a fair part
+    of the comparison, but one a user should see before reading a tail as the proxy's."""
+    from meshsim.sim.cpu.cgroups import cpu_shares, cpu_weight, resources_of
+
+    apps: list[int] = []
+    for proxy in proxies:
+        if proxy.kind != "sidecar" or proxy.pod is None:
+            continue
+        if resources_of(proxy, scenario, mesh)[1].cpu_request_m is not None:
+            continue
+        app_m = resources_of(proxy.pod, scenario, mesh)[1].cpu_request_m
+        if app_m is not None:
+            apps.append(cpu_weight(cpu_shares(app_m)))
+    if not apps:
+        return []
+    lo, hi = min(apps), max(apps)
+    weights = str(lo) if lo == hi else f"{lo}-{hi}"
+    return [
+        f"{len(apps)} sidecar(s) ask for no CPU (the mesh's default; a service's "
+        f"proxy_resources or mesh_options.{mesh}.proxy_resources sets it): under "
+        f"cluster.scheduler cfs each weighs 1 (cpu.weight) beside its app's {weights}, so when "
+        f"the two contend for a core the app gets {weights} times the proxy's share"
+    ]
+
+
 class PodTree:
     """One node's ``kubepods`` tree in its fair scheduler, grown as containers first run."""
 
