@@ -119,7 +119,7 @@ def lab_scenario(
         applies = residual_applies(base)
         delay = residual_delay_ms(model_path, fit, base) if applies else base["delay_ms"]
     workload = _load_workload(fit, point, base, beside, scale, delay)
-    doc = {
+    doc: dict[str, Any] = {
         "meshsim": 1,
         "name": "calibration-lab",
         "seed": seed,
