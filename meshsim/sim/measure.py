@@ -254,7 +254,8 @@ class Measurement:
     records: Sequence[RequestRecord] | None
     """Per-request records, when the run kept them."""
     cgroups: tuple[CGroupMeasure, ...] = ()
-    """Containers' cgroups, node by node (none under ``cluster.scheduler: fcfs``)."""
+    """Containers' cgroups, node by node (under ``cluster.scheduler: fcfs`` only those whose
+    CPU limit can bind)."""
     observability: Mapping[str, Any] | None = None
     """What metrics, tracing, access logs and Wasm cost (:mod:`meshsim.sim.observability`);
     None unless the scenario has ``mesh_options.observability``."""

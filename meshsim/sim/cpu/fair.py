@@ -57,8 +57,10 @@ share, where the kernel splits a group's shares between its per-CPU entities by 
 on each CPU (``calc_group_shares``): the same total.
 
 Cost in the simulator: a burst that finds a core free and nothing waiting costs one
-timeout, as in the FCFS model; slices, preemption and bandwidth pieces add events only
-while work waits or a limit is set.
+timeout and its completion's event, and the virtual-time bookkeeping of each level it runs
+under as its cgroup wakes, runs and sleeps, which FCFS's free core skips (about twice FCFS's
+simulation time on Bookinfo, reports/validation/cpu-limits.md); slices, preemption and
+bandwidth pieces add events only while work waits or a limit is set.
 """
 
 from __future__ import annotations
