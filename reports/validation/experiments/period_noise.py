@@ -64,7 +64,7 @@ def main(argv: list[str]) -> None:
             f"{np.sqrt(max(hi, 0)):.2f}), drift {drift:+.3f} per period"
         )
     by_load: dict[tuple[str, float], list[tuple[float, float, float]]] = defaultdict(list)
-    for role, rps, x, y, mean in rows:
+    for role, rps, _x, y, mean in rows:
         by_load[(role, rps)].append((np.sqrt(y), np.sqrt(y) * mean, mean))
     print(f"{'role':>10} {'load':>8}  residual/mean  residual ms  CPU ms a period  (medians)")
     for (role, rps), v in sorted(by_load.items(), key=lambda kv: kv[0][1]):

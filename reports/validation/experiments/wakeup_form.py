@@ -40,7 +40,7 @@ def rows(fit: dict[str, Any]) -> list[Row]:
         if p["mtls"] or not p["keep_alive"] or p["filters"] or not p["proxied"]:
             continue
         cpu, wakes = p["process_cpu_us_per_request"], p.get("wakeups_per_request") or {}
-        if p["payload_bytes"] > 16384 or p["rps"] <= 0 and p["role"] != "fit":
+        if p["payload_bytes"] > 16384 or (p["rps"] <= 0 and p["role"] != "fit"):
             continue
         r, kib = float(p["achieved_rps"]), 2 * p["payload_bytes"] / 1024
         for side in ("client_sidecar", "server_sidecar"):
