@@ -138,17 +138,14 @@ class Simulation:
             if node.tree is not None:
                 # The gateways' proxies are in the list now: pod mates find each other.
                 node.tree.proxies = self.data_plane.proxies
-        if (
-            scenario.cluster.scheduler == "cfs"
-            and scenario.cluster.cgroup_hierarchy == "kubernetes"
-        ):
-            self.data_plane.warnings.extend(
-                best_effort_warnings(self.nodes, self.data_plane.proxies, scenario, mesh)
-            )
         if scenario.cluster.scheduler == "cfs":
-            self.data_plane.warnings.extend(
-                unrequested_sidecar_warnings(self.data_plane.proxies, scenario, mesh)
-            )
+            # Requests weigh only under the fair scheduler (the QoS classes only in its tree).
+            proxies = self.data_plane.proxies
+            if scenario.cluster.cgroup_hierarchy == "kubernetes":
+                self.data_plane.warnings.extend(
+                    best_effort_warnings(self.nodes, proxies, scenario, mesh)
+                )
+            self.data_plane.warnings.extend(unrequested_sidecar_warnings(proxies, scenario, mesh))
         watch_memory(self)
         self.workloads = [
             WorkloadDriver(self, w, self.services[w.target]) for w in scenario.workloads

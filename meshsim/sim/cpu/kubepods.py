@@ -49,7 +49,7 @@ from typing import Any, Literal
 
 from meshsim.scenario.model import Scenario
 from meshsim.scenario.resources import NO_RESOURCES, Resources
-from meshsim.sim.cpu.cgroups import resources_of, weight_of_m
+from meshsim.sim.cpu.cgroups import cpu_shares, cpu_weight, resources_of, weight_of_m
 from meshsim.sim.cpu.fair import FairScheduler, GroupEntity
 
 QosClass = Literal["Guaranteed", "Burstable", "BestEffort"]
@@ -152,33 +152,33 @@ def best_effort_warnings(
             nodes_named.append(node.name)
     if not best_effort:
         return []
-    shown = ", ".join(best_effort[:3]) + (", ..." if len(best_effort) > 3 else "")
     where = (
         nodes_named[0]
         if len(nodes_named) == 1
-        else f"{len(nodes_named)} nodes ("
-        + ", ".join(nodes_named[:3])
-        + (", ..." if len(nodes_named) > 3 else "")
-        + ")"
+        else f"{len(nodes_named)} nodes ({_first_three(nodes_named)})"
     )
     return [
-        f"{len(best_effort)} BestEffort pod(s) ({shown}: no CPU or memory request) share "
-        f"{where} with pods that ask for CPU; under cluster.scheduler cfs the besteffort "
+        f"{len(best_effort)} BestEffort pod(s) ({_first_three(best_effort)}: no CPU or memory "
+        f"request) share {where} with pods that ask for CPU; under cluster.scheduler cfs the "
+        "besteffort "
         "class weighs as one container with no request (give them CPU requests, the "
         "services' resources or the mesh's for its own pods, to compare the meshes on equal "
         "footing)"
     ]
 
 
+def _first_three(names: Sequence[str]) -> str:
+    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+
+
 def unrequested_sidecar_warnings(
     proxies: Sequence[Any], scenario: Scenario, mesh: str
 ) -> list[str]:
     """Sidecars that ask for no CPU beside apps that do (Linkerd's default): under the fair
-    scheduler such a sidecar's cgroup weighs 1 (``cpu.shares`` 2) beside its app's, so the
-    app goes first whenever the two contend for a core. A mesh's default, and so a fair part
-    of the comparison, but one a user should see before reading a tail as the proxy's."""
-    from meshsim.sim.cpu.cgroups import cpu_shares, cpu_weight, resources_of
-
+    scheduler such a sidecar's cgroup weighs 1 (``cpu.shares`` 2) beside its app's, which
+    gets that many times its share whenever the two contend for a core. A mesh's default, and
+    so a fair part of the comparison, but one a user should see before reading a tail as the
+    proxy's."""
     apps: list[int] = []
     for proxy in proxies:
         if proxy.kind != "sidecar" or proxy.pod is None:
