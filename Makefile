@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # `make test` runs a bounded, rotating sample of the slow soak tests and of the closed-form
-# statistical tests (each takes tens of seconds to minutes); `make test-all` runs every one.
+# statistical tests (each takes tens of seconds to minutes), never the lab's slow ones (the
+# compiled proxies' calibrations, which CI runs after it); `make test-all` runs every one.
 SLOW_SAMPLE ?= 3
 STATISTICAL_SAMPLE ?= 3
 UNIT := not slow and not timing and not statistical and not integration
@@ -31,25 +32,31 @@ run: $(STAMP)
 	status=$$?; [ $$status -le 1 ]
 	$(BIN)/meshsim report runs/bookinfo --out runs/bookinfo/report.html
 
-# Two passes: the bulk in parallel, then the tests that time real sockets against
-# the wall clock (marked timing) and samples of the slow and statistical ones, alone on
-# the machine so that the wall clock and the closed forms are not disturbed. The
-# calibration lab's end-to-end run (marked lab: two minutes, mostly its loads' wall clock,
-# on less than a core) runs beside the bulk in a process of its own, its output shown after.
+# The bulk in parallel, with the day's samples of the slow and statistical tests (most are
+# deterministic simulations, which load does not disturb); then the tests that time real
+# sockets against the wall clock (marked timing), alone on the machine. The calibration
+# lab's end-to-end runs (marked lab: minutes of their loads' wall clock on less than a core
+# each, one after another) run beside the bulk in a process of their own, their output
+# shown after. One date picks the day's samples for every pass and every xdist worker,
+# also when a run crosses midnight.
+SAMPLES = --slow-sample $(SLOW_SAMPLE) --statistical-sample $(STATISTICAL_SAMPLE)
+ifndef MESHSIM_SAMPLE_DATE
+MESHSIM_SAMPLE_DATE := $(shell date +%F)
+endif
+export MESHSIM_SAMPLE_DATE
 test: $(STAMP)
 	@lablog=$$(mktemp); labtmp=$$(mktemp -d); \
-	$(BIN)/python -m pytest -q -m "lab and not slow and not timing and not statistical" \
+	$(BIN)/python -m pytest -q -m "lab and not timing" $(SAMPLES) \
 		--basetemp "$$labtmp" > "$$lablog" 2>&1 & lab=$$!; \
 	trap 'kill $$lab 2>/dev/null' INT TERM; \
-	$(BIN)/python -m pytest -n 2 -m "not slow and not timing and not statistical and not lab"; \
+	$(BIN)/python -m pytest -n 2 -m "not timing and not lab" $(SAMPLES); \
 	bulk=$$?; wait $$lab; status=$$?; echo "--- the lab's run (pytest -m lab):"; \
 	cat "$$lablog"; rm -rf "$$lablog" "$$labtmp"; [ $$bulk -eq 0 ] && [ $$status -eq 0 ]
-	$(BIN)/python -m pytest -m "slow or timing or statistical" \
-		--slow-sample $(SLOW_SAMPLE) --statistical-sample $(STATISTICAL_SAMPLE)
+	$(BIN)/python -m pytest -m timing $(SAMPLES)
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -m "not slow and not timing and not statistical"
-	$(BIN)/python -m pytest -m "slow or timing or statistical"
+	$(BIN)/python -m pytest -n 2 -m "not timing and not lab"
+	$(BIN)/python -m pytest -m "timing or lab"
 
 # The inner loop: lint, then the unit tier (no sockets, subprocesses, notebooks or
 # statistical runs) in parallel.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,20 +29,40 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def _sample_date() -> datetime.date:
+    """The day that picks the samples: MESHSIM_SAMPLE_DATE (YYYY-MM-DD; make test sets it
+    once for all its passes and workers), else today."""
+    given = os.environ.get("MESHSIM_SAMPLE_DATE")
+    if not given:
+        return datetime.date.today()
+    try:
+        return datetime.date.fromisoformat(given)
+    except ValueError:
+        raise pytest.UsageError(
+            f"MESHSIM_SAMPLE_DATE={given!r}: expected a date as YYYY-MM-DD"
+        ) from None
+
+
 def _sample(items: list[pytest.Item], marker: str, n: int | None) -> tuple[set[str], set[str]]:
     """The node ids of the tests marked ``marker`` and of today's sample of ``n`` of them
-    (every marked test when ``n`` is None)."""
+    (every marked test when ``n`` is None). A sample never takes a slow test of the lab
+    (the compiled proxies' calibrations, minutes each, more than make test's budget has
+    room for beside the lab's own end-to-end run): CI runs those, every time, after it."""
     marked = sorted(item.nodeid for item in items if item.get_closest_marker(marker))
     if n is None or n >= len(marked):
         return set(marked), set(marked)
+    lab = {item.nodeid for item in items if item.get_closest_marker("lab")}
+    pool = [nodeid for nodeid in marked if nodeid not in lab]
+    if n <= 0 or not pool:
+        return set(marked), set()
     # A rotation, reproducible within a day: the marked tests (sorted by node id) are dealt
     # into ceil(len / n) days, day d taking the tests at d, d + days, d + 2 days, ..., so that
     # every marked test runs once every `days` days, and neighbours (the parameters of one
     # test, the tests of one file, which often share an expensive set-up such as a lab
     # calibration) fall on different days instead of the same one.
-    days = math.ceil(len(marked) / n)
-    day = datetime.date.today().toordinal() % days
-    keep = {marked[(day + k * days) % len(marked)] for k in range(n)}
+    days = math.ceil(len(pool) / n)
+    day = _sample_date().toordinal() % days
+    keep = {pool[(day + k * days) % len(pool)] for k in range(n)}
     return set(marked), keep
 
 

@@ -231,7 +231,9 @@ def _quick_calibration(template: str, out: Path, key_type: str | None = None) ->
     assert mtls
     assert all(p["errors"] == 0 and p["achieved_rps"] > 0 for p in mtls)
     val = subprocess.run(
-        [*MESHSIM, "validate", str(out), "--json", "--duration-s", "2"],
+        # 1 s simulated a point, as long as the quick grid's loads (as for meshsim's own
+        # proxy in tests/test_calibrate_integration.py).
+        [*MESHSIM, "validate", str(out), "--json", "--duration-s", "1"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -251,10 +253,12 @@ def _quick_calibration(template: str, out: Path, key_type: str | None = None) ->
 
 
 @pytest.mark.slow
+@pytest.mark.lab
 def test_quick_calibration_of_the_rust_sidecar(rust_sidecar: Path, tmp_path: Path) -> None:
     _quick_calibration(RUST_CMD, tmp_path / "rust-sidecar.yaml", key_type="rsa-2048")
 
 
 @pytest.mark.slow
+@pytest.mark.lab
 def test_quick_calibration_of_haproxy(haproxy: str, tmp_path: Path) -> None:
     _quick_calibration(HAPROXY_CMD, tmp_path / "haproxy.yaml")
