@@ -138,9 +138,6 @@ class FairScheduler(FairBandwidth):
         self.preemptions: dict[tuple[str, str], int] = {}
         """Tasks taken off their core in the window with work left (involuntary switches), by
         the cgroup preempted and what took the core: a woken task's cgroup, or ``slice``."""
-        self._delayed = 0
-        """How many entities are delayed (DELAY_DEQUEUE): with none, a core that goes idle has
-        nothing to pick."""
         self._past: Entity | None = None
         """A running entity just preempted by such a wakee: not eligible in the pick."""
         self._woken: list[tuple[Task, bool]] = []
@@ -320,43 +317,20 @@ class FairScheduler(FairBandwidth):
         """``place_entity``: a waking entity keeps the lag it had when it slept; a group
         wakes with its first child (``enqueue_task_fair`` walks up the tree). Whether a
         group above it was delayed, and requeued (:meth:`_requeue`)."""
-        # Up the tree while the group above sleeps (a loop where the kernel walks the
-        # entities up in enqueue_task_fair), then each new child's deadline from its group's,
-        # top down.
-        woke: list[Entity] = []
-        requeued = False
-        while True:
-            parent = e.parent
-            rq = self._rq if parent is None else parent.rq
-            if rq:
-                self._enqueue(e, rq)
-            else:
-                # _enqueue on an empty run queue (a group's first child, the commonest
-                # case), inline: the entity keeps its vruntime.
-                e.deadline = e.vruntime + self.base_slice_s * NICE_0_LOAD / e.weight
-                e.on_rq = True
-                rq.append(e)
-            if parent is None or (parent.on_rq and not parent.delayed):
-                break
-            woke.append(e)
-            if parent.on_rq:
-                self._requeue(parent)
-                requeued = True
-                break
-            e = parent
-        for e in reversed(woke):
-            parent = e.parent
-            assert parent is not None
-            # A group that woke where it slept (delayed) kept the deadline it had: its new
-            # child is in the rest of that slice, as the cgroup would be, were it not nested.
-            e.deadline = e.vruntime + (parent.deadline - parent.vruntime) * parent.weight / e.weight
+        parent = e.parent
+        self._enqueue(e, self._rq if parent is None else parent.rq)
+        if parent is None or (parent.on_rq and not parent.delayed):
+            return False
+        requeued = self._wake(parent)
+        # A group that woke where it slept (delayed) kept the deadline it had: its new child
+        # is in the rest of that slice, as the cgroup would be, were it not nested.
+        e.deadline = e.vruntime + (parent.deadline - parent.vruntime) * parent.weight / e.weight
         return requeued
 
     def _requeue(self, e: Entity) -> None:
         """``requeue_delayed_entity``: a delayed entity wakes where it is, still owing what
         it ran ahead (DELAY_ZERO: one owed CPU meanwhile is placed at V with no lag)."""
         e.delayed = False
-        self._delayed -= 1
         rq = self._rq if e.parent is None else e.parent.rq
         if self.running:
             self._update()
@@ -402,12 +376,9 @@ class FairScheduler(FairBandwidth):
                     # it: it pays its debt asleep, and the others keep what they are owed
                     # (they would lose it to V if it left with its debt).
                     e.delayed = True
-                    self._delayed += 1
                     return
             e.on_rq = False
-            if e.delayed:
-                e.delayed = False
-                self._delayed -= 1
+            e.delayed = False
             if alone:
                 # Alone, it is at the average: no lag (and no one else's time to charge).
                 e.lag = 0.0
@@ -651,12 +622,7 @@ class FairScheduler(FairBandwidth):
             self._start(task)
         if self.idle and self.delay_dequeue and self._rq:
             # A core that goes idle picks from its run queue: the delayed entities leave.
-            # With none (and nothing waiting) the pick would find nothing: only its charge
-            # of the running tasks is left, kept so that their vruntimes add up as before.
-            if self._delayed:
-                self._pick()
-            elif self.running:
-                self._update()
+            self._pick()
 
     def _contended(self, task: Task, requeued: bool) -> None:
         """Every core is busy and ``task`` waits: wake-up preemption, and slices start to
