@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 # compiled proxies' calibrations, which CI runs after it); `make test-all` runs every one.
 SLOW_SAMPLE ?= 3
 STATISTICAL_SAMPLE ?= 3
-UNIT := not slow and not timing and not statistical and not integration
+UNIT := not slow and not timing and not statistical and not integration and not long
 
 .PHONY: install run test test-all check lint format bench validate clean
 
@@ -59,7 +59,8 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -m "timing or lab"
 
 # The inner loop: lint, then the unit tier (no sockets, subprocesses, notebooks or
-# statistical runs) in parallel.
+# statistical runs, and none of the tests of several seconds each, marked long, which
+# would take two thirds of its time) in parallel.
 check: $(STAMP)
 	$(BIN)/ruff check meshsim cli tests benchmarks
 	$(BIN)/python -m pytest -n 2 -q -m "$(UNIT)"

@@ -136,6 +136,7 @@ def _check_throttled_at_its_quota(zt: dict[str, Any], limit_m: float) -> None:
     assert 0.0 < zt["throttled_s"] <= periods * (PERIOD_S - quota_s / 2)
 
 
+@pytest.mark.long
 def test_a_ztunnel_limit_below_its_use_throttles_it_in_every_period(
     unlimited: dict[str, Any], limited_cfs: dict[str, Any]
 ) -> None:
@@ -172,6 +173,7 @@ def test_a_ztunnel_limit_well_above_its_use_never_throttles(
     assert zt["node-0/ztunnel"]["nr_throttled"] == 0
 
 
+@pytest.mark.long
 def test_a_waypoint_limit_throttles_the_waypoint() -> None:
     data = {
         **WAYPOINTED, "duration_s": 2 + WINDOW_S, "warmup_s": 2,
@@ -194,6 +196,7 @@ def test_the_cli_shows_the_ztunnel_by_its_node(
     assert "100.0%" in text
 
 
+@pytest.mark.long
 def test_the_scenario_throttles_the_busiest_ztunnel_only() -> None:
     data = load_scenario(ROOT / "scenarios" / "ambient-cpu-limits.yaml").to_dict()
     data.update(duration_s=7, warmup_s=2)

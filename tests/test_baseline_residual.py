@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from meshsim.calibrate.baseline_residual import residual_delay_ms, simulated_baseline_ms
 from meshsim.calibrate.calibration import load_fit
@@ -54,6 +55,7 @@ def test_the_simulated_baseline_with_its_residual_is_the_measured_baseline() -> 
     assert abs(drawn - measured) <= 0.1 * measured
 
 
+@pytest.mark.long
 def test_the_residual_never_exceeds_the_measured_delay_nor_goes_below_zero() -> None:
     fit = load_fit(MODEL)
     base = _baseline(fit, 13388.5)

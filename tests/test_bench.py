@@ -156,6 +156,7 @@ def _bench(*args: str) -> Any:
 
 
 @pytest.mark.parametrize("worsening", ["doubled-app-cpu", "doubled-proxy-cpu"])
+@pytest.mark.long
 def test_bench_flags_a_worsened_model_and_passes_an_unchanged_one(
     tmp_path: Path, worsening: str
 ) -> None:

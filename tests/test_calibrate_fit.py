@@ -94,6 +94,7 @@ def test_fit_is_reproducible_within_its_confidence_intervals() -> None:
     assert a.mean.covers(d.mean.value) or d.mean.covers(a.mean.value)
 
 
+@pytest.mark.long
 def test_two_calibrations_agree_as_often_as_95pct_cis_allow() -> None:
     """The issue's criterion on synthetic data: many pairs of independent "calibrations"
     (fresh samples of one process, as two lab runs on a quiet machine).
@@ -142,6 +143,7 @@ def test_labels_say_which_run_is_which() -> None:
 
 
 @pytest.mark.parametrize("via_manifest", [False, True])
+@pytest.mark.long
 def test_from_fortio_recovers_a_known_per_hop_cost(tmp_path: Path, via_manifest: bool) -> None:
     s, h, hops, workers = 150.0, 60.0, 2, 2.0
     base = 400.0

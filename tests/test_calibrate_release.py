@@ -55,6 +55,7 @@ def test_effective_tick_without_clump_counts_is_the_nominal_one() -> None:
     assert effective_tick([{"rps": 900.0}], 1.0)["value"] == 1.0
 
 
+@pytest.mark.long
 def test_rescaled_wakeups_charge_the_labs_wakeup_cpu(lab_model_1kib: Path) -> None:
     # After rescaling, the simulator's idle bursts at the fit points, times the new cost,
     # are the lab's voluntary switches times the fitted per-switch cost (to the 2 % the
@@ -105,6 +106,7 @@ def test_rescaled_wakeups_charge_the_labs_wakeup_cpu(lab_model_1kib: Path) -> No
     assert again["per_simulated_wakeup_us"] == pytest.approx(cost, rel=0.03)
 
 
+@pytest.mark.long
 def test_refitted_hop_latency_reproduces_the_fit_point(tmp_path: Path) -> None:
     # After the refit the simulated lab's p50 at the lowest fit load is the measured one,
     # to the 2 % the iteration stops at (or the latency is 0 and the simulation still slower).

@@ -123,6 +123,7 @@ def _run(data: dict[str, Any], mesh: str) -> tuple[Simulation, Replication]:
     return sim, Replication.of(sim, 0)
 
 
+@pytest.mark.long
 def test_istiod_convergence_of_one_kill_is_hand_computed() -> None:
     data = _scenario(["istio"], [{"at_s": 10, "action": "kill", "target": "api"}])
     _sim, rep = _run(data, "istio")
@@ -172,6 +173,7 @@ ROLLOUT_KILL = [
 ]
 
 
+@pytest.mark.long
 def test_stale_endpoint_failures_fall_as_convergence_gets_faster(tmp_path: Path) -> None:
     results = []
     for debounce in (1000.0, 300.0, 100.0):
@@ -187,6 +189,7 @@ def test_stale_endpoint_failures_fall_as_convergence_gets_faster(tmp_path: Path)
     assert all(r["errors"] < r["stale"] for r in results[:1])
 
 
+@pytest.mark.long
 def test_linkerd_stale_endpoints_fail_requests_without_retries() -> None:
     r = _stale("linkerd", ROLLOUT_KILL)
     assert r["stale"] > 0
@@ -194,6 +197,7 @@ def test_linkerd_stale_endpoints_fail_requests_without_retries() -> None:
 
 
 @pytest.mark.parametrize("mesh", ["istio", "linkerd"])
+@pytest.mark.long
 def test_graceful_termination_removes_stale_failures(mesh: str) -> None:
     graceful = [
         {"at_s": 10, "action": "kill", "target": "api", "graceful": True, "prestop_s": 5},
@@ -205,6 +209,7 @@ def test_graceful_termination_removes_stale_failures(mesh: str) -> None:
 
 
 @pytest.mark.parametrize("mesh", ["istio", "linkerd"])
+@pytest.mark.long
 def test_new_pods_get_no_traffic_until_the_proxies_know_them(mesh: str) -> None:
     data = _scenario([mesh], [{"at_s": 10, "action": "scale", "target": "api", "replicas": 4}])
     sim, rep = _run(data, mesh)
@@ -219,6 +224,7 @@ def test_new_pods_get_no_traffic_until_the_proxies_know_them(mesh: str) -> None:
 
 
 @pytest.mark.parametrize("mesh", ["istio", "linkerd"])
+@pytest.mark.long
 def test_certificate_issuance_gates_new_pods(mesh: str) -> None:
     events = [
         {"at_s": 5, "action": "control-plane-down"},
@@ -233,6 +239,7 @@ def test_certificate_issuance_gates_new_pods(mesh: str) -> None:
 
 
 @pytest.mark.parametrize("mesh", ["istio", "linkerd"])
+@pytest.mark.long
 def test_control_plane_down_keeps_existing_traffic_until_certificates_expire(mesh: str) -> None:
     events = [{"at_s": 5, "action": "control-plane-down"}]
     security = {"certificates": {"lifetime_s": 20, "renew_fraction": 0.5}}
@@ -245,6 +252,7 @@ def test_control_plane_down_keeps_existing_traffic_until_certificates_expire(mes
 
 
 @pytest.mark.parametrize("mesh", ["istio", "linkerd"])
+@pytest.mark.long
 def test_control_plane_back_resyncs_and_new_pods_start(mesh: str) -> None:
     events = [
         {"at_s": 5, "action": "control-plane-down", "duration_s": 10},
@@ -255,6 +263,7 @@ def test_control_plane_back_resyncs_and_new_pods_start(mesh: str) -> None:
     assert rep.workloads["users"].errors == 0
 
 
+@pytest.mark.long
 def test_slow_control_plane_slows_convergence() -> None:
     fast = _stale("istio", [{"at_s": 10, "action": "kill", "target": "api"}])
     slow = _stale(
@@ -267,6 +276,7 @@ def test_slow_control_plane_slows_convergence() -> None:
     assert slow["conv"] > fast["conv"]
 
 
+@pytest.mark.long
 def test_sidecar_scoping_shrinks_pushes_and_memory() -> None:
     data = _scenario(["istio"], [{"at_s": 10, "action": "kill", "target": "api"}])
     data["services"].append({"name": "other", "replicas": 3, "cpu_ms": 0.2})
@@ -285,6 +295,7 @@ def test_none_keeps_kube_proxy_semantics() -> None:
     assert rep.workloads["users"].errors == 0
 
 
+@pytest.mark.long
 def test_linkerd_queue_overflow_resets_the_stream() -> None:
     data = _scenario(
         ["linkerd"],

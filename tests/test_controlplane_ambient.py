@@ -64,6 +64,7 @@ def test_graceful_termination_leaves_no_stale_attempts_under_ambient() -> None:
     assert rep.workloads["users"].errors == 0
 
 
+@pytest.mark.long
 def test_waypoint_retries_absorb_stale_endpoints() -> None:
     opts = {"mesh_options": {AMBIENT: {"waypoints": ["api"]}}}
     _sim, rep = _run(_scenario([AMBIENT], KILL, **opts))
@@ -73,6 +74,7 @@ def test_waypoint_retries_absorb_stale_endpoints() -> None:
     assert rep.workloads["users"].errors == 0  # ...and its retries went to another host
 
 
+@pytest.mark.long
 def test_stale_attempts_fall_as_convergence_gets_faster(tmp_path: Path) -> None:
     convs, stale = [], []
     for debounce in (1000.0, 300.0, 100.0):
@@ -111,6 +113,7 @@ def test_ambient_convergence_of_one_kill_is_hand_computed() -> None:
     assert cp["proxy_pushes"] == 2
 
 
+@pytest.mark.long
 def test_new_pod_gets_no_traffic_until_the_ztunnels_know_it() -> None:
     data = _scenario(
         [AMBIENT],
@@ -127,6 +130,7 @@ def test_new_pod_gets_no_traffic_until_the_ztunnels_know_it() -> None:
 # --------------------------------------------------------------------------- istiod's load
 
 
+@pytest.mark.long
 def test_istiod_pushes_to_ztunnels_and_waypoints_not_pods() -> None:
     services = [
         {"name": "web", "replicas": 4, "cpu_ms": 0.2, "calls": [{"service": "api"}]},
@@ -200,6 +204,7 @@ def test_expired_certificates_stop_ambient_traffic() -> None:
     assert rep.control_plane["certificate_failures"] > 0
 
 
+@pytest.mark.long
 def test_ztunnel_holds_one_certificate_per_identity_on_its_node() -> None:
     # Two nodes; api's 3 pods cover both: a 4th api pod needs no CSR under ambient, while
     # its sidecar would ask for its own. A new service's first pod needs one.

@@ -267,6 +267,7 @@ def _periods(doc: dict[str, Any]) -> dict[str, float]:
     return probes[0].figures()["s"]
 
 
+@pytest.mark.long
 def test_a_drifting_sidecar_s_cpu_per_period_varies_by_the_drift_and_its_requests(
     tmp_path: Path,
 ) -> None:
@@ -285,6 +286,7 @@ def test_a_drifting_sidecar_s_cpu_per_period_varies_by_the_drift_and_its_request
     assert drifting["requests_cv"] == pytest.approx(steady["requests_cv"], rel=0.05)
 
 
+@pytest.mark.long
 def test_a_drift_keeps_the_mean_cpu(tmp_path: Path) -> None:
     def cpu_per_request(doc: dict[str, Any]) -> float:
         run = build_summary(run_scenario(from_dict(doc)))["runs"]["istio"]

@@ -116,6 +116,7 @@ def test_one_connection_pins_all_work_to_one_envoy_worker() -> None:
     assert sum(shares) > 1000
 
 
+@pytest.mark.long
 def test_many_connections_spread_over_envoy_workers() -> None:
     shares = client_sidecar_shares(simulate(closed(64), "istio"))
     # 64 connections accepted on a random worker each: the busier worker's share is
@@ -124,6 +125,7 @@ def test_many_connections_spread_over_envoy_workers() -> None:
     assert min(shares) > 0
 
 
+@pytest.mark.long
 def test_linkerd_h2_opens_fewer_connections_than_envoy_h1() -> None:
     # 1 s (0.5 s after the warm-up) rather than closed()'s 3 s: the counts are over the whole
     # run and exact, and 32 closed-loop clients open their connections on their first
@@ -263,6 +265,7 @@ def _without_wakeups(tmp_path: Any, mesh: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("mesh", ["istio", "linkerd", "istio-ambient"])
+@pytest.mark.long
 def test_saturation_at_the_load_the_proxy_cost_predicts(mesh: str, tmp_path: Any) -> None:
     app_s = 0.0001
     capacity = 1.0 / per_request_cpu_s(mesh, app_s)  # one core

@@ -159,6 +159,7 @@ def test_ingress_nginx_model_anchor_is_an_accounting_identity() -> None:
     )
 
 
+@pytest.mark.long
 def test_linkerd_ingress_reproduces_its_anchor_on_the_benchmark_shape() -> None:
     m = run(shape(12.0, gateway={"tls": {"requests_per_connection": 1_000_000}}), "linkerd")
     nginx, sidecar = ingress_pod(m)

@@ -374,6 +374,7 @@ def test_a_multicluster_model_of_the_other_mesh_is_refused(tmp_path: Path) -> No
 # --------------------------------------------------------------------------- the drill
 
 
+@pytest.mark.long
 def test_multi_cluster_scenario_fails_over_in_the_region() -> None:
     path = Path(__file__).parent.parent / "scenarios" / "multi-cluster.yaml"
     scenario = load_scenario(path)

@@ -68,6 +68,7 @@ def test_the_envoy_workers_follow_the_cpu_limit() -> None:
 
 
 @pytest.mark.parametrize("scheduler", ["fcfs", "cfs"])
+@pytest.mark.long
 def test_a_tight_cpu_limit_throttles_the_gateway(scheduler: str) -> None:
     # At 2000 rps the gateway's Envoy uses about 0.25 core: a 100m limit binds every period.
     tight = {"resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": "100m"}}}

@@ -539,6 +539,7 @@ _objects = st.fixed_dictionaries({
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_objects, min_size=1, max_size=5))
+@pytest.mark.long
 def test_any_shape_of_known_kinds_imports_or_is_refused_cleanly(objects: list[Any]) -> None:
     """Fields of every type in every known kind, next to the Bookinfo fixture: the result is a
     valid scenario (with warnings), or a ManifestError that is not an importer gap."""

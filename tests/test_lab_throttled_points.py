@@ -240,6 +240,7 @@ def test_a_throttled_point_is_simulated_as_long_as_the_lab_measured_it() -> None
     assert throttle.simulated_s([{}], 4.0) == 4.0  # an unlimited point: as asked
 
 
+@pytest.mark.long
 def test_the_validation_predicts_a_throttled_point_with_its_limit_and_reports_it(
     tmp_path: Path,
 ) -> None:

@@ -396,6 +396,7 @@ def test_fuzz_arbitrary_text(text: str) -> None:
     replacement=_VALUES,
     drop=st.booleans(),
 )
+@pytest.mark.long
 def test_fuzz_mutated_shipped_files(
     name: str, param: str, field: str, replacement: object, drop: bool
 ) -> None:

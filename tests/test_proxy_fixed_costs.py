@@ -99,6 +99,7 @@ def test_every_burst_of_a_sparse_load_pays_one_wakeup(tmp_path: Path) -> None:
     assert extra_s == pytest.approx(woken["wakeups"] * w_us * 1e-6, rel=1e-9)
 
 
+@pytest.mark.long
 def test_a_saturated_worker_rides_one_wakeup_and_keeps_its_throughput(tmp_path: Path) -> None:
     w_us = 40.0
     base = run(model_with(tmp_path), SATURATING)
@@ -112,6 +113,7 @@ def test_a_saturated_worker_rides_one_wakeup_and_keeps_its_throughput(tmp_path: 
     assert rps == pytest.approx(base["workloads"]["load"]["rps"], rel=0.01)
 
 
+@pytest.mark.long
 def test_cpu_per_request_falls_with_load_as_an_event_loop_batches(tmp_path: Path) -> None:
     model = model_with(tmp_path, wakeup_cpu_us=40.0)
     per_request = []
@@ -151,6 +153,7 @@ def test_keep_alive_off_pays_every_tcp_connection_end(tmp_path: Path) -> None:
             assert ends == pytest.approx(4.0 * requests, abs=1e-6)
 
 
+@pytest.mark.long
 def test_keep_alive_off_saturates_earlier_by_the_connection_cost(tmp_path: Path) -> None:
     base = run(model_with(tmp_path), SATURATING, keep_alive=False)
     paid = run(model_with(tmp_path, tcp_connection_cpu_us=50.0), SATURATING, keep_alive=False)

@@ -80,6 +80,7 @@ def test_poisson_clumps_match_the_closed_form() -> None:
     assert out["requests_per_release"] == pytest.approx(x / -math.expm1(-x), abs=0.08)
 
 
+@pytest.mark.long
 def test_a_busy_core_makes_bigger_clumps() -> None:
     # A load generator on the client sidecar's core (client_cpu_ms, meshed_clients) sends
     # what is due once it has the core back. The same arrivals (same seed) then leave in
@@ -126,6 +127,7 @@ def test_a_clump_takes_in_what_falls_due_while_the_loop_sends_it() -> None:
     assert clumps(0.24) == (1, pytest.approx([0.0, 0.12, 0.24, 0.36]))
 
 
+@pytest.mark.long
 def test_clumps_share_a_sidecar_wake_up() -> None:
     # One release per tick that has an arrival: lambda * tick / (1 - exp(-lambda * tick))
     # requests per release (3.3 at 3150 rps on 1 ms). The client sidecar wakes once per

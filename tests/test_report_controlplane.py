@@ -258,6 +258,7 @@ def test_held_out_frame_and_goals() -> None:
     assert g.loc["rps", "points"] == 1
 
 
+@pytest.mark.long
 def test_held_out_simulated_from_the_committed_model(lab_model_few_held_out: Path) -> None:
     from meshsim.calibrate.validate import held_out_points, merge_passes
 

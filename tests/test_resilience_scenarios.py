@@ -109,6 +109,7 @@ def test_retry_storm_collapses_without_a_budget_and_recovers_with_linkerds() -> 
     assert linkerd["amplification"] < 1.2
 
 
+@pytest.mark.long
 def test_slow_replica_gets_far_less_under_peak_ewma() -> None:
     """scenarios/slow-replica.yaml, 20 s: the 8x slow replica's share of attempts. Peak-EWMA
     (Linkerd) gives it under 5 % (far less than 1/5); round robin exactly 1/5 (+-1 request
@@ -127,6 +128,7 @@ def test_slow_replica_gets_far_less_under_peak_ewma() -> None:
     assert share("linkerd", "backend-ewma") < share("istio", "backend-lr") / 2
 
 
+@pytest.mark.long
 def test_circuit_breaker_keeps_the_protected_service_bounded() -> None:
     """scenarios/circuit-breaker.yaml, 20 s: with Istio's breaker the backend's p99 (at the
     server, and as its callers see it) stays under 50 ms while over 10 % of calls are shed
@@ -165,6 +167,7 @@ def test_each_scenario_runs(name: str) -> None:
         assert run["workloads"]["users"]["requests"] > 0
 
 
+@pytest.mark.long
 def test_canary_retries_stay_in_the_subset_under_istio_but_not_linkerd() -> None:
     """scenarios/canary.yaml, 30 s: Istio retries in the weighted cluster it chose (about
     10 % x 0.5 x 0.5 = 2.5 % fail), Linkerd re-picks the backend (about 0.25 % fail);

@@ -318,6 +318,7 @@ def test_json_and_the_scenario_route(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.long
 def test_near_saturation_the_hop_is_simulated() -> None:
     (linkerd,) = size(inputs(meshes=("linkerd",), groups=(Group("warm", 9000.0, 1, 0.0),),
                              simulate="auto"))  # fmt: skip

@@ -213,6 +213,7 @@ def failing_point(task: PointTask) -> Any:
     return run_point(task)
 
 
+@pytest.mark.long
 def test_failed_sweep_resumes_to_the_same_dataset(
     sweep_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
