@@ -185,13 +185,13 @@ def test_ambient_waypoint_takes_the_l7_hop() -> None:
     )
 
 
-@pytest.mark.parametrize("mesh", ["none", "istio-ambient"])
+@pytest.mark.parametrize("mesh", ["none", "istio-ambient", "cilium"])
 def test_l4_balancing_spreads_a_keep_alive_apps_calls_as_kube_proxy_does(mesh: str) -> None:
-    """ztunnel, like kube-proxy, picks an endpoint per connection; both are modelled as
-    pooled keep-alive connections spread evenly, so the three pods of a service behind one
-    caller each serve a third of its calls (multinomial: 900 calls, sd 1.6 points; 4.5 sd
-    allowed). Binding the app's few long-lived connections under ambient alone gave one
-    mesh another traffic mix: shares of 0 to 100 %."""
+    """ztunnel and Cilium's socket-LB, like kube-proxy, pick an endpoint per connection; all
+    are modelled as pooled keep-alive connections spread evenly, so the three pods of a
+    service behind one caller each serve a third of its calls (multinomial: 900 calls, sd 1.6
+    points; 4.5 sd allowed). Binding the app's few long-lived connections under ambient
+    alone gave one mesh another traffic mix: shares of 0 to 100 %."""
     doc = scenario(
         meshes=[mesh],
         services=[
