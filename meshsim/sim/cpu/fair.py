@@ -280,24 +280,27 @@ class FairScheduler(FairBandwidth):
         now = self.env._now
         if left is not None:
             task.slice_end = now + left
-        # CGroup.count_cpu, inline: it runs for every charge.
-        lo, hi = self.window
-        if now > lo:
-            g.cpu_s += max(min(now, hi) - max(now - ran, lo), 0.0)
+        g.count_cpu(now, ran, self.window)
 
     def _rq_of(self, e: Entity) -> list[Entity]:
         return self._rq if e.parent is None else e.parent.rq
 
     def _avg_vruntime(self, rq: list[Entity]) -> float:
+        return self._avg_and_weight(rq)[0]
+
+    @staticmethod
+    def _avg_and_weight(rq: list[Entity]) -> tuple[float, float]:
+        """``avg_vruntime``: the weighted average vruntime V of ``rq`` (0 when empty), and
+        the run queue's total weight."""
         if not rq:
-            return 0.0
+            return 0.0, 0.0
         total_w = 0.0
         total = 0.0
         base = rq[0].vruntime
         for g in rq:
             total_w += g.weight
             total += g.weight * (g.vruntime - base)
-        return base + total / total_w
+        return base + total / total_w, total_w
 
     def _lag_limit(self, e: Entity) -> float:
         return max(2.0 * self.base_slice_s, TICK_S) * NICE_0_LOAD / e.weight
@@ -344,16 +347,9 @@ class FairScheduler(FairBandwidth):
             if self.running:
                 self._update()
             # The lag is scaled so that it is still the lag once e's own weight is in the
-            # average (place_entity: lag x (W + w) / W). The average as _avg_vruntime
-            # works it out, and its total weight, in one pass.
-            total_w = 0.0
-            total = 0.0
-            base = rq[0].vruntime
-            for x in rq:
-                w = x.weight
-                total_w += w
-                total += w * (x.vruntime - base)
-            e.vruntime = base + total / total_w - e.lag * (total_w + e.weight) / total_w
+            # average (place_entity: lag x (W + w) / W).
+            v, total_w = self._avg_and_weight(rq)
+            e.vruntime = v - e.lag * (total_w + e.weight) / total_w
         e.deadline = e.vruntime + self.base_slice_s * NICE_0_LOAD / e.weight
         e.on_rq = True
         rq.append(e)
