@@ -227,18 +227,22 @@ def _observability_section(runs: Mapping[str, Mapping[str, Any]]) -> Section | N
 
 def _cpu_limits_section(runs: Mapping[str, Mapping[str, Any]]) -> Section | None:
     # A container OOM-killed without a CPU limit (ztunnel's chart sets none) is shown too:
-    # its kills are the row's news.
-    limited = [
-        [mesh, name, c.get("qos_class") or "-",
-         "-" if c.get("cpu_limit_m") is None else f"{c['cpu_limit_m']:.0f}m",
-         "-" if c.get("threads") is None else str(c["threads"]),
-         f"{c['cpu_vcpu']:.3f}", f"{c['nr_periods']:.0f}",
-         f"{c['nr_throttled']:.0f}", f"{c['throttled_share']:.1%}", f"{c['throttled_s']:.2f}",
-         f"{c.get('oom_kills', 0):.0f}"]
-        for mesh, run in runs.items()
-        for name, c in run.get("cgroups", {}).items()
-        if limit_can_bind(c) or c.get("oom_kills")
-    ]  # fmt: skip
+    # its kills are the row's news. The limits that cannot bind are counted, not shown.
+    limited: list[list[str]] = []
+    idle = 0
+    for mesh, run in runs.items():
+        for name, c in run.get("cgroups", {}).items():
+            if limit_can_bind(c) or c.get("oom_kills"):
+                limited.append([
+                    mesh, name, c.get("qos_class") or "-",
+                    "-" if c.get("cpu_limit_m") is None else f"{c['cpu_limit_m']:.0f}m",
+                    "-" if c.get("threads") is None else str(c["threads"]),
+                    f"{c['cpu_vcpu']:.3f}", f"{c['nr_periods']:.0f}",
+                    f"{c['nr_throttled']:.0f}", f"{c['throttled_share']:.1%}",
+                    f"{c['throttled_s']:.2f}", f"{c.get('oom_kills', 0):.0f}",
+                ])  # fmt: skip
+            elif c.get("cpu_limit_m") is not None:
+                idle += 1
     if limited:
         s = Section(
             "cpu-limits",
@@ -260,7 +264,6 @@ def _cpu_limits_section(runs: Mapping[str, Mapping[str, Any]]) -> Section | None
              "share", "throttled s", "OOM kills"],
             limited,
         ))  # fmt: skip
-        idle = _limits_that_cannot_bind(runs)
         if idle:
             s.notes.append(
                 f"Not shown: {idle} container(s) whose CPU limit cannot bind, at or above the "
@@ -268,15 +271,6 @@ def _cpu_limits_section(runs: Mapping[str, Mapping[str, Any]]) -> Section | None
             )
         return s
     return None
-
-
-def _limits_that_cannot_bind(runs: Mapping[str, Mapping[str, Any]]) -> int:
-    return sum(
-        1
-        for run in runs.values()
-        for c in run.get("cgroups", {}).values()
-        if c.get("cpu_limit_m") is not None and not limit_can_bind(c) and not c.get("oom_kills")
-    )
 
 
 def _resilience_section(comp: Comparison) -> Section:

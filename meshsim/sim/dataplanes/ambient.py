@@ -215,18 +215,16 @@ class AmbientDataPlane(ProxiedDataPlane):
             if not known:
                 return None
             dest = known[int(self._uniform() * len(known))]
+            peer: Proxy = self.ztunnels[dest.node]
+            peer_node: Node = dest.node
+        else:
+            peer, peer_node = wp, wp.node
         idle = self._streams.get(self._app_key(src_key, service.name, dest))
         while idle:
             stream = idle.pop()
             if stream.dest is None or (stream.dest.alive and stream.dest.ready):
                 return stream
             self._close_stream(stream)
-        if dest is not None:
-            peer: Proxy = self.ztunnels[dest.node]
-            peer_node: Node = dest.node
-        else:
-            assert wp is not None
-            peer, peer_node = wp, wp.node
         one_way = self.net.delay(net_node, peer_node, 0)
         if not peer.alive:
             # Nothing listens on the peer's port 15008: the connection is refused (a RST).
