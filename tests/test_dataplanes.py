@@ -6,6 +6,7 @@ assertion.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from meshsim.api import run_scenario
 from meshsim.models import default_model
 from meshsim.results.summary import build_summary
-from meshsim.scenario import from_dict
+from meshsim.scenario import from_dict, load_scenario
 from meshsim.sim.dataplanes.ambient import AmbientDataPlane
 from meshsim.sim.dataplanes.sidecar import SidecarDataPlane
 from meshsim.sim.engine import Simulation
@@ -208,6 +209,73 @@ def test_l4_balancing_spreads_a_keep_alive_apps_calls_as_kube_proxy_does(mesh: s
         assert n / sum(served) == pytest.approx(1 / 3, abs=0.07)
 
 
+def grpc_backend(mesh: str, replicas: int = 3, **over: Any) -> dict[str, Any]:
+    """One caller pod (web) sending 900 calls to a gRPC service (api) of ``replicas`` pods,
+    each call 0.5 ms of api's CPU, so a pod's calls are its CPU over 0.5 ms."""
+    return scenario(
+        meshes=[mesh],
+        services=[
+            {"name": "web", "replicas": 1, "calls": [{"service": "api"}],
+             "cpu_ms": {"dist": "constant", "mean": 0.2}},
+            {"name": "api", "replicas": replicas, "protocol": "grpc",
+             "cpu_ms": {"dist": "constant", "mean": 0.5}},
+        ],
+        workloads=[{"name": "load", "target": "web", "rate_rps": 150.0}],
+        **over,
+    )  # fmt: skip
+
+
+def calls_served(sim: Simulation, service: str) -> list[float]:
+    return [pod.cpu_s / 0.5e-3 for pod in sim.services[service].pods]
+
+
+@pytest.mark.parametrize("mesh", ["none", "istio-ambient", "cilium"])
+def test_l4_balancing_sends_a_grpc_callers_calls_where_its_one_connection_went(
+    mesh: str,
+) -> None:
+    """A gRPC client multiplexes its calls on one connection per service, and kube-proxy,
+    ztunnel and Cilium's socket-LB pick an endpoint per connection: every call of the one
+    caller pod reaches the same api pod (exact), and two pods added at 2 s get none of them
+    (the classic scale-up that gRPC over an L4 balancer does not use)."""
+    doc = grpc_backend(mesh, events=[{"at_s": 2.0, "action": "scale", "target": "api",
+                                      "replicas": 5}])  # fmt: skip
+    sim = simulate(doc, mesh)
+    served = calls_served(sim, "api")
+    assert len(served) == 5
+    assert sum(served) == pytest.approx(900, rel=0.1)
+    assert sorted(n > 0 for n in served) == [False, False, False, False, True]
+
+
+@pytest.mark.parametrize(
+    ("mesh", "options"),
+    [
+        ("istio", {}),
+        ("linkerd", {}),
+        ("istio-ambient", {"istio-ambient": {"waypoints": ["api"]}}),
+        ("cilium", {"cilium": {"l7_services": ["api"]}}),
+    ],
+)
+def test_l7_proxies_spread_a_grpc_connections_calls_per_request(
+    mesh: str, options: dict[str, Any]
+) -> None:
+    """Envoy (sidecar, waypoint, Cilium's node Envoy) and linkerd2-proxy balance each
+    request, so the one caller's multiplexed calls spread over the three api pods. Envoy's
+    least-request gives each a third (multinomial-like: 900 calls, 4.5 sd = 0.07 allowed).
+    linkerd2-proxy's peak-EWMA P2C favours the pods it sees answer fastest (here the two on
+    the caller's node, 25 us away where the third is 150 us: 3-6 % of calls reach the third
+    over seeds 1-5, the same as for an HTTP/1.1 app): every pod serves, none two thirds."""
+    doc = grpc_backend(mesh)
+    doc["mesh_options"] = {"meshed_clients": True, **options}
+    served = calls_served(simulate(doc, mesh), "api")
+    shares = [n / sum(served) for n in served]
+    assert sum(served) == pytest.approx(900, rel=0.1)
+    if mesh == "linkerd":
+        assert min(shares) > 0.0
+        assert max(shares) < 2 / 3
+    else:
+        assert shares == pytest.approx([1 / 3] * 3, abs=0.07)
+
+
 def test_sidecar_scoping_shrinks_envoy_memory_in_a_500_service_mesh() -> None:
     services = [{"name": f"svc-{i}", "replicas": 1} for i in range(500)]
     services[0] = {"name": "svc-0", "replicas": 1, "calls": [{"service": "svc-1"}]}
@@ -391,3 +459,30 @@ def test_gamma_factor_has_mean_one_and_the_cv() -> None:
     xs = np.array([f() for _ in range(40_000)])
     assert xs.mean() == pytest.approx(1.0, abs=0.01)
     assert xs.std() / xs.mean() == pytest.approx(0.4, abs=0.01)
+
+
+@pytest.mark.long
+def test_grpc_balancing_scenario_shows_what_its_comment_says() -> None:
+    """scenarios/grpc-balancing.yaml: under `none` and ambient two of the three api pods'
+    connections reach one inventory pod (two thirds of the calls, CPU-throttled against its
+    limit), one inventory pod idles, and the p99 is about twice Istio's, whose sidecars
+    spread the calls (each pod within 10 % of a third)."""
+    path = Path(__file__).parent.parent / "scenarios" / "grpc-balancing.yaml"
+    doc = load_scenario(path).to_dict()
+    doc["meshes"] = ["none", "istio", "istio-ambient"]
+    s = summary(doc)
+
+    def inventory_cpu(mesh: str) -> list[float]:
+        # A container that ran nothing in the window has no cgroup entry: 0.0 for it.
+        cgroups = s["runs"][mesh]["cgroups"]
+        return [cgroups.get(f"inventory-v1-{i}/app", {}).get("cpu_vcpu", 0.0) for i in range(3)]
+
+    for mesh in ("none", "istio-ambient"):
+        cpu = sorted(inventory_cpu(mesh))
+        assert cpu[0] == 0.0
+        assert cpu[2] == pytest.approx(2 * cpu[1], rel=0.1)
+    istio_cpu = inventory_cpu("istio")
+    assert istio_cpu == pytest.approx([sum(istio_cpu) / 3] * 3, rel=0.1)
+    p99 = {m: s["runs"][m]["workloads"]["users"]["latency_ms"]["p99"] for m in s["runs"]}
+    assert p99["none"] > 1.7 * p99["istio"]
+    assert p99["istio-ambient"] > 1.7 * p99["istio"]

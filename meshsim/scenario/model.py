@@ -165,7 +165,10 @@ class Service(Spec):
     )
     response_bytes: Annotated[int, Field(ge=0, le=MAX_COUNT)] = 1024
     protocol: Literal["http1", "http2", "grpc"] = Field(
-        "http1", description="What the app speaks; meshes may upgrade between proxies."
+        "http1",
+        description="What the app speaks; meshes may upgrade between proxies. Callers of a "
+        "grpc or http2 service hold one connection to it each, which an L4 balancer "
+        "(none, ambient without a waypoint, Cilium) binds to one pod.",
     )
     calls: list[Call] = Field(default_factory=list)
     resources: Resources = Field(

@@ -9,13 +9,15 @@ Paths (docs/mesh-semantics.md §11):
   drawn at random (equal capacities), and each app connection is one HBONE stream
   (``hbone_stream_open_us`` at both ends). One tunnel per pair of ztunnels carries up to 100
   streams (``POOL_MAX_STREAMS_PER_CONNECTION``), more tunnels when needed.
-  Simplification: the endpoint is drawn per call, and the app keeps a connection to each
-  endpoint it reaches (reused while it is ready), as for kube-proxy under ``none`` and
-  Cilium's socket-LB, which also pick per connection: pooled keep-alive connections spread
-  as evenly. Binding an app's few long-lived connections under one mesh only would give it
-  another traffic mix than the baseline's: in Bookinfo (200 rps, a few app connections)
-  reviews-v1, which calls no ratings, took 43 % of the calls instead of a third, and the
-  added p99 swung from -0.3 to +2.9 ms between seeds where Linkerd's stayed within 0.3 ms.
+  Simplification: for an HTTP/1.1 app the endpoint is drawn per call, and the app keeps a
+  connection to each endpoint it reaches (reused while it is ready), as for kube-proxy under
+  ``none`` and Cilium's socket-LB, which also pick per connection: pooled keep-alive connections
+  spread as evenly. A gRPC or HTTP/2 app's one connection to a service is bound once, under all
+  three alike (:mod:`meshsim.sim.dataplanes.l4_balancing`). Binding an app's few long-lived
+  HTTP/1.1 connections under one mesh only would give it another traffic mix than the
+  baseline's: in Bookinfo (200 rps, a few app connections) reviews-v1, which calls no ratings,
+  took 43 % of the calls instead of a third, and the added p99 swung from -0.3 to +2.9 ms
+  between seeds where Linkerd's stayed within 0.3 ms.
 - with a waypoint (services in ``mesh_options.istio-ambient.waypoints``): app -> source
   ztunnel -> HBONE -> the service's waypoint (all streams of a tunnel on one Envoy worker;
   L7 routing, least-request per request, telemetry after the response) -> HBONE ->
@@ -197,9 +199,9 @@ class AmbientDataPlane(ProxiedDataPlane):
     # ----------------------------------------------------------------- app connections
 
     def _stream(
-        self, zs: Ztunnel, src_key: str, service: ServiceRuntime, net_node: Node | None
+        self, zs: Ztunnel, src: Pod | Client, service: ServiceRuntime, net_node: Node | None
     ) -> Generator[simpy.Event, Any, AppStream | None]:
-        """An app connection from ``src_key`` to ``service``: reused, or opened (L4 pick);
+        """An app connection from ``src`` to ``service``: reused, or opened (L4 pick);
         None when it cannot be: no endpoint known, or a ztunnel or waypoint on the way down
         after an OOM kill (refused)."""
         if not zs.alive:
@@ -208,18 +210,17 @@ class AmbientDataPlane(ProxiedDataPlane):
         dest: Pod | None = None
         if wp is None:
             # ztunnel binds an app connection to one endpoint (random, equal capacity, among
-            # the pods it knows); the endpoint is drawn per call here, and the app keeps a
-            # connection to each endpoint it reaches, as kube-proxy's and Cilium's
-            # per-connection picks are modelled (the module's docstring says why).
-            known = zs.view(service)
-            if not known:
+            # the pods it knows), as kube-proxy and Cilium do (l4_balancing: per call for an
+            # HTTP/1.1 app, the app keeping a connection to each endpoint it reaches; where
+            # its one connection is bound for a gRPC app).
+            dest = self._l4.pick(src, service, zs.view(service))
+            if dest is None:
                 return None
-            dest = known[int(self._uniform() * len(known))]
             peer: Proxy = self.ztunnels[dest.node]
             peer_node: Node = dest.node
         else:
             peer, peer_node = wp, wp.node
-        idle = self._streams.get(self._app_key(src_key, service.name, dest))
+        idle = self._streams.get(self._app_key(src.name, service.name, dest))
         while idle:
             stream = idle.pop()
             if stream.dest is None or (stream.dest.alive and stream.dest.ready):
@@ -315,7 +316,7 @@ class AmbientDataPlane(ProxiedDataPlane):
         delay = self.net.delay
         src_node = src.node if isinstance(src, Pod) else None
         src_key = src.name
-        stream = yield from self._stream(zs, src_key, service, src_node)
+        stream = yield from self._stream(zs, src, service, src_node)
         if stream is None:
             return CONNECT_FAILURE
         sw = stream.src_worker

@@ -17,11 +17,13 @@ Paths:
   shared by all its pods (like a waypoint, but per node and on the client side). Clients
   outside the cluster reach the Envoy of the node with the fewest pods.
 
-Simplifications: socket-LB translates a service address per connection; here the endpoint is
-drawn per call, as for the ``none`` baseline (with pooled keep-alive connections the spread is
-the same). Per-connection eBPF work (``ebpf_connection_cpu_us``) is charged only with
-``keep_alive: false``, where every call opens a connection. Mutual authentication is modelled
-on the kernel path only; traffic from a node's Envoy is taken as already authenticated.
+Simplifications: socket-LB translates a service address per connection; as for the ``none``
+baseline (:mod:`meshsim.sim.dataplanes.l4_balancing`), an HTTP/1.1 app's endpoint is drawn per
+call (its pooled keep-alive connections taken as spread evenly) and a gRPC or HTTP/2 app's calls
+go where its one connection to the service is bound. Per-connection eBPF work
+(``ebpf_connection_cpu_us``) is charged only with ``keep_alive: false``, where every call opens
+a connection. Mutual authentication is modelled on the kernel path only; traffic from a node's
+Envoy is taken as already authenticated.
 
 Kernel CPU runs on the node's cores, competing with apps and proxies, but in no container's
 account: it is reported apart as ``proxies.kernel_cpu_vcpu`` (see ``models/cilium-agent.yaml``).
@@ -238,7 +240,7 @@ class CiliumDataPlane(ProxiedDataPlane):
             status: int = yield from self._through_envoy(src, src_node, envoy, service, req,
                                                          nbytes, call)  # fmt: skip
             return status
-        pod = self.pick_any(service)
+        pod = self._l4.pick(src, service, service.endpoints)
         if pod is None:
             return CONNECT_FAILURE
         src_pod = src if isinstance(src, Pod) else None

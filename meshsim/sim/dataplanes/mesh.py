@@ -27,6 +27,7 @@ from meshsim.sim.app import Pod
 from meshsim.sim.cpu.drift import CpuDrift, standard_normal
 from meshsim.sim.dataplanes.base import DataPlane
 from meshsim.sim.dataplanes.connections import Pools
+from meshsim.sim.dataplanes.l4_balancing import ConnectionBalancer
 from meshsim.sim.dataplanes.proxy import Proxy, Worker
 from meshsim.sim.sampling import Sampler, Uniforms, gamma_factor
 
@@ -61,6 +62,8 @@ class ProxiedDataPlane(DataPlane):
         self.proxies: list[Proxy] = []
         self.pools = Pools(self.env, keep_alive=self.keep_alive)
         self._uniform = Uniforms(sim.streams("balancers"))
+        self._l4 = ConnectionBalancer(self._uniform, self.keep_alive)
+        """Where a call goes on a path with no L7 proxy (ztunnel alone, Cilium's kernel)."""
         self._accept = Uniforms(sim.streams("dataplane/accept"))
         self._cpu_rng = sim.streams("proxy_cpu")
         self._cpu_factors: dict[float, Sampler | None] = {}

@@ -1,8 +1,9 @@
 """The `none` baseline: pods talk directly, balanced by kube-proxy.
 
-kube-proxy's iptables mode picks an endpoint at random per connection; apps here
-are modelled as opening a connection per call (or as keep-alive clients whose
-connections are spread as evenly), so the endpoint is drawn per call.
+kube-proxy's iptables mode picks an endpoint at random per connection
+(:mod:`meshsim.sim.dataplanes.l4_balancing`): an HTTP/1.1 app's calls are drawn per call (its
+pooled connections taken as spread evenly), a gRPC or HTTP/2 app's go where its one
+connection to the service is bound.
 Traffic rules (splits, retries, breakers) are mesh features and do not apply.
 With ``mesh_options.meshed_clients`` a workload's clients run in the same pods as under a
 mesh (``DataPlane.client_host``), without a proxy: their own CPU (``client_cpu_ms``) is then
@@ -18,6 +19,7 @@ import simpy
 
 from meshsim.sim.app import CONNECT_FAILURE, Client, Pod, Request, ServiceRuntime
 from meshsim.sim.dataplanes.base import DataPlane
+from meshsim.sim.dataplanes.l4_balancing import ConnectionBalancer
 from meshsim.sim.sampling import Uniforms
 
 if TYPE_CHECKING:
@@ -30,7 +32,9 @@ class NoMesh(DataPlane):
 
     def __init__(self, sim: Simulation) -> None:
         super().__init__(sim)
-        self._pick = Uniforms(sim.streams("balancers"))
+        self._balancer = ConnectionBalancer(
+            Uniforms(sim.streams("balancers")), sim.scenario.mesh_options.keep_alive
+        )
         self._delay = sim.network.delay
         if sim.scenario.traffic:
             self.warnings.append(
@@ -41,10 +45,9 @@ class NoMesh(DataPlane):
     def call(
         self, src: Pod | Client, service: ServiceRuntime, req: Request, call: Call | None
     ) -> Generator[simpy.Event, Any, int]:
-        endpoints = service.endpoints
-        if not endpoints:
+        pod = self._balancer.pick(src, service, service.endpoints)
+        if pod is None:
             return CONNECT_FAILURE
-        pod = endpoints[int(self._pick() * len(endpoints))]
         nbytes = call.request_bytes if call is not None else req.request_bytes
         yield self.env.timeout(self._delay(src.node, pod.node, nbytes))
         status: int = yield from self.sim.serve(pod, req)

@@ -1,0 +1,76 @@
+"""Balancing per connection: kube-proxy (``none``), ztunnel without a waypoint, Cilium's socket-LB.
+
+An L4 balancer sees connections, not requests: it picks an endpoint when a connection opens
+(uniformly among the ready pods, equal capacities), and every request on that connection
+goes there. How an app's calls spread therefore depends on its connections:
+
+- An HTTP/1.1 app (``protocol: http1``) sends one request at a time per connection and keeps
+  a pool of them; meshsim draws the endpoint per call, as if its pooled connections were
+  spread evenly (the modules of the three data planes say why no single one of them binds its
+  few long-lived connections).
+- A gRPC or HTTP/2 app (``protocol: grpc`` or ``http2``) multiplexes every call to a service
+  over one long-lived connection (grpc-go's and grpc-java's default ``pick_first`` on the
+  Service's one cluster address; the Kubernetes blog's "gRPC Load Balancing on Kubernetes
+  without Tears", 2018). Under an L4 balancer every call of a caller pod to that service then
+  goes to the one pod its connection reached, until that pod stops serving (it dies or
+  becomes not ready: the connection breaks and the client reconnects, picking again). The
+  pods of a service share its load only as the callers' connections happen to fall.
+
+A proxy that parses HTTP (Istio's sidecars and waypoints, linkerd2-proxy, Cilium's Envoy for
+L7 services) balances each request, so it spreads a multiplexed connection's calls; which is
+the usual reason to run one in front of gRPC services. This module is the other side, shared
+by the data planes that have none on a call's path.
+
+Clients outside the mesh (a workload's load generator) are drawn per call: a load
+generator's several connections are not tracked one by one. Nor are servers that close their
+connections after an age (gRPC's ``MaxConnectionAge``, a common mitigation): a binding lasts
+as long as its pod serves. New pods get no bound callers until some caller reconnects, as in
+a real scale-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from meshsim.sim.app import Pod
+
+if TYPE_CHECKING:
+    from meshsim.sim.app import Client, ServiceRuntime
+
+MULTIPLEXED_PROTOCOLS = frozenset({"grpc", "http2"})
+"""The protocols whose apps hold one connection per destination service."""
+
+
+def multiplexes(service: ServiceRuntime) -> bool:
+    """Whether callers of ``service`` hold one long-lived connection to it (gRPC, HTTP/2)."""
+    return service.spec.protocol in MULTIPLEXED_PROTOCOLS
+
+
+class ConnectionBalancer:
+    """The endpoint an L4 balancer sends a call to: drawn per call, or, for a multiplexed
+    protocol, the one the caller pod's connection to the service is bound to."""
+
+    def __init__(self, uniform: Callable[[], float], keep_alive: bool = True) -> None:
+        self._uniform = uniform
+        self._binds = keep_alive
+        """Without keep-alive (``mesh_options.keep_alive: false``) every call opens a
+        connection of its own, and so is balanced on its own."""
+        self._bound: dict[tuple[str, str], Pod] = {}
+        """The pod each caller pod's connection to a multiplexed service reached."""
+
+    def pick(
+        self, src: Pod | Client, service: ServiceRuntime, endpoints: Sequence[Pod]
+    ) -> Pod | None:
+        """The pod of ``endpoints`` (the pods the balancer knows) that a call from ``src``
+        to ``service`` reaches; None when it knows none."""
+        if not endpoints:
+            return None
+        if not self._binds or not isinstance(src, Pod) or not multiplexes(service):
+            return endpoints[int(self._uniform() * len(endpoints))]
+        key = (src.name, service.name)
+        bound = self._bound.get(key)
+        if bound is None or not (bound.alive and bound.ready):
+            # A first call, or the connection broke with its pod: the client reconnects.
+            bound = self._bound[key] = endpoints[int(self._uniform() * len(endpoints))]
+        return bound
