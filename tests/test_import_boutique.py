@@ -113,6 +113,7 @@ def test_online_boutique_from_manifests_and_generated_traces(tmp_path: Path) -> 
     for svc in written.services:
         got = imported.service(svc.name)
         assert got.total_replicas == svc.total_replicas, svc.name
+        assert got.protocol == svc.protocol, svc.name  # the ports' names: grpc, http
         # the call graph: the same callees, in the same order outside parallel groups, with
         # the same parallel groups; probabilities within 3 standard errors of a binomial
         groups_w = _groups(svc.calls)
