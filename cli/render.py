@@ -10,7 +10,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from meshsim.results.summary import limit_can_bind
+from meshsim.results.summary import limit_can_bind, uneven_pods
 
 
 def _ms(value: float | None) -> str:
@@ -82,6 +82,22 @@ def services_table(summary: Mapping[str, Any]) -> Table:
                 f"{run['app_cpu_vcpu'].get(name, 0.0):.3f}",
             )  # fmt: skip
     return table
+
+
+def uneven_pods_table(summary: Mapping[str, Any]) -> Table | None:
+    """:func:`uneven_pods` of each mesh; None when every version's pods shared evenly."""
+    table = _table(
+        "Uneven pods: each pod's share of its version's requests (%)",
+        ["mesh", "version", "pods"],
+    )
+    for mesh, run in summary["runs"].items():
+        for key, shares in uneven_pods(run.get("pods", {})):
+            if len(shares) <= 6:
+                text = " / ".join(f"{100 * v:.0f}" for v in shares)
+            else:
+                text = f"{len(shares)} pods, {100 * min(shares):.0f}..{100 * max(shares):.0f}"
+            table.add_row(mesh, key, text)
+    return table if table.row_count else None
 
 
 def resources_table(summary: Mapping[str, Any]) -> Table:
@@ -301,6 +317,9 @@ def summary_renderable(summary: Mapping[str, Any]) -> RenderableType:
     if summary.get("added_latency_ms"):
         parts.append(added_table(summary))
     parts.append(services_table(summary))
+    uneven = uneven_pods_table(summary)
+    if uneven is not None:
+        parts.append(uneven)
     if any(run["proxies"].get("count") for run in summary["runs"].values()):
         parts.append(resources_table(summary))
     bands = bands_table(summary)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from meshsim.report.sensitivity import band_verdict, settle_hint
+from meshsim.results.summary import uneven_pods
 
 RESOLUTION = 0.01
 """Relative resolution of latency histograms (DESIGN: two significant digits)."""
@@ -34,7 +35,7 @@ PERCENTILES = ("p50", "p99")
 @dataclass(frozen=True)
 class Finding:
     topic: str
-    """latency, added-latency, success, resources, saturation."""
+    """latency, added-latency, success, resources, saturation, balance."""
     text: str
     noise: bool = False
     """True when the finding says a difference is within the noise."""
@@ -218,6 +219,49 @@ def compare_resources(runs: Mapping[str, Mapping[str, Any]]) -> list[Finding]:
     return out
 
 
+def uneven_balance(runs: Mapping[str, Mapping[str, Any]]) -> list[Finding]:
+    """A version whose pods took their requests unevenly under some meshes (one sentence per
+    version and spread, the meshes that share it named together, the even ones after)."""
+    spreads: dict[str, dict[str, list[str]]] = {}
+    sizes: dict[str, float] = {}
+    seen: dict[str, list[str]] = {}
+    for mesh, run in runs.items():
+        pods = run.get("pods") or {}
+        for pod in pods.values():
+            if pod["whole_window"]:
+                key = f"{pod['service']} {pod['version']}"
+                if mesh not in seen.setdefault(key, []):
+                    seen[key].append(mesh)
+        for key, shares in uneven_pods(pods):
+            text = " / ".join(f"{100 * v:.0f}" for v in shares)
+            spreads.setdefault(key, {}).setdefault(text, []).append(mesh)
+            sizes[key] = max(sizes.get(key, 0.0), max(shares) * len(shares) - 1.0)
+    out: list[Finding] = []
+    for key, by_text in spreads.items():
+        parts = [
+            f"{text} % of its requests under {_and(meshes)}" if not i else
+            f"{text} % under {_and(meshes)}"
+            for i, (text, meshes) in enumerate(by_text.items())
+        ]  # fmt: skip
+        uneven = {m for meshes in by_text.values() for m in meshes}
+        even = [m for m in seen.get(key, []) if m not in uneven]
+        tail = f"; evenly under {_and(even)}" if even else ""
+        out.append(
+            Finding(
+                "balance",
+                f"{key}'s pods took {'; '.join(parts)}{tail} (how the callers' "
+                "balancers spread them: a gRPC caller's one connection under an L4 balancer, "
+                "a slow pod avoided).",
+                size=sizes[key],
+            )
+        )
+    return out
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def findings(runs: Mapping[str, Mapping[str, Any]]) -> list[Finding]:
     """All findings for one load level: ``runs`` is ``summary["runs"]``."""
     out: list[Finding] = []
@@ -259,6 +303,7 @@ def findings(runs: Mapping[str, Mapping[str, Any]]) -> list[Finding]:
                 if f is not None and not f.noise:
                     out.append(f)
     out.extend(compare_resources(runs))
+    out.extend(uneven_balance(runs))
     return [judge_band(runs, f) for f in out]
 
 

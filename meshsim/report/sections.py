@@ -21,7 +21,7 @@ from meshsim.report.observability import COLUMNS, observability_rows
 from meshsim.report.observability import INTRO as OBSERVABILITY_INTRO
 from meshsim.report.topology import topology_section
 from meshsim.report.verdict import verdict_note, verdict_tables
-from meshsim.results.summary import limit_can_bind
+from meshsim.results.summary import limit_can_bind, uneven_pods
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -105,6 +105,7 @@ def build_sections(comp: Comparison, prices: Prices) -> list[Section]:
         _handshakes_section(res),
         _observability_section(runs),
         _cpu_limits_section(runs),
+        _balance_section(runs),
         _resilience_section(comp),
         _control_plane_section(comp, res),
         _cost_section(res, prices),
@@ -271,6 +272,30 @@ def _cpu_limits_section(runs: Mapping[str, Mapping[str, Any]]) -> Section | None
             )
         return s
     return None
+
+
+def _balance_section(runs: Mapping[str, Mapping[str, Any]]) -> Section | None:
+    rows = [
+        [mesh, key, " / ".join(f"{100 * v:.0f}" for v in shares)]
+        for mesh, run in runs.items()
+        for key, shares in uneven_pods(run.get("pods") or {})
+    ]
+    if not rows:
+        return None
+    s = Section(
+        "balance",
+        "Uneven pods",
+        "The versions whose pods took their requests unevenly (the busiest at least "
+        "1.5 times the least busy), each pod's share in the order the pods were made; pods "
+        "that joined or left during the window are left out, and a version's share of its "
+        "service (a traffic split) is not at issue. Sidecars, waypoints and Cilium's Envoy "
+        "balance each request; kube-proxy (none), ztunnel alone and Cilium's socket-LB "
+        "balance connections, so a gRPC or HTTP/2 caller's one connection to a service "
+        "sends all its calls to one pod. A slow pod that a balancer avoids shows here too.",
+    )
+    s.tables.append(Table("Each pod's share of its version's requests (%)",
+                          ["mesh", "version", "pods"], rows))  # fmt: skip
+    return s
 
 
 def _resilience_section(comp: Comparison) -> Section:

@@ -107,6 +107,9 @@ class Replication:
     """Zones, cross-zone tries and zone failures (``cluster.zones``, meshsim.sim.zones)."""
     releases: dict[str, int] = field(default_factory=dict)
     """Per workload with ``release_tick_ms``: its load generator's releases in the window."""
+    pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per app pod: its service and version, the requests that reached it and its app CPU in
+    the window, and whether it served the whole window (``PodMeasure``)."""
 
     @classmethod
     def of(cls, measured: Measurement | Simulation, index: int) -> Replication:
@@ -117,9 +120,15 @@ class Replication:
         window = m.window_s
         node_util = {n.name: n.busy_s / (n.cores * window) for n in m.nodes}
         app_cpu: dict[str, float] = {}
+        pods: dict[str, dict[str, Any]] = {}
         worker_util: dict[str, float] = {}
         for app in m.apps:
             app_cpu[app.service] = sum(p.cpu_s for p in app.pods) / window
+            for p in app.pods:
+                pods[p.name] = {
+                    "service": app.service, "version": p.version, "requests": p.requests,
+                    "app_cpu_vcpu": p.cpu_s / window, "whole_window": p.whole_window,
+                }  # fmt: skip
             for pod in app.pods:
                 worker_util[pod.name] = pod.slot_busy_s / (pod.concurrency * window)
         proxy_worker_util = {
@@ -145,6 +154,7 @@ class Replication:
             },
             node_utilisation=node_util,
             app_cpu_vcpu=app_cpu,
+            pods=pods,
             worker_utilisation=worker_util,
             proxy_worker_utilisation=proxy_worker_util,
             proxies=proxy_block(m),

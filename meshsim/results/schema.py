@@ -258,6 +258,19 @@ class ModelSamplesBlock(TypedDict):
     sets: list[list[float]]
 
 
+class PodBlock(TypedDict):
+    """``runs.<mesh>.pods.<pod>``: one app pod in the window (means over replications)."""
+
+    service: str
+    version: str
+    requests: float
+    """Requests (tries) that reached it: how its service's balancers spread them."""
+    app_cpu_vcpu: float
+    whole_window: bool
+    """In its service's endpoints from the window's start to its end in every replication
+    (not started, killed or rolled out in between)."""
+
+
 class MeshRun(TypedDict):
     """``runs.<mesh>``: one mesh over all replications."""
 
@@ -271,6 +284,9 @@ class MeshRun(TypedDict):
     cost_models: list[CostModelRef]
     nodes: dict[str, NodeBlock]
     app_cpu_vcpu: dict[str, float]
+    pods: NotRequired[dict[str, PodBlock]]
+    """Per app pod, every pod the run had in creation order (summaries written before it
+    lack it)."""
     resilience: dict[str, ResilienceBlock]
     saturated: bool
     warnings: list[str]

@@ -20,6 +20,7 @@ from meshsim.results.schema import (
     CostModelRef,
     MeshRun,
     ModelSamplesBlock,
+    PodBlock,
     ProxiesBlock,
     ResilienceBlock,
     Summary,
@@ -52,6 +53,7 @@ def mesh_summary(result: MeshResult) -> MeshRun:
     control_plane = cast(ControlPlaneBlock, _mean_blocks([r.control_plane for r in reps]))
     nodes = {n: fmean(r.node_utilisation[n] for r in reps) for n in reps[0].node_utilisation}
     app_cpu = {s: fmean(r.app_cpu_vcpu[s] for r in reps) for s in reps[0].app_cpu_vcpu}
+    pods = pods_summary(reps)
     warnings: list[str] = []
     for rep in reps:
         for w in rep.warnings:
@@ -101,6 +103,7 @@ def mesh_summary(result: MeshResult) -> MeshRun:
         "cost_models": cast(list[CostModelRef], reps[0].cost_models),
         "nodes": {n: {"utilisation": u} for n, u in nodes.items()},
         "app_cpu_vcpu": app_cpu,
+        "pods": pods,
         "resilience": resilience_summary(reps),
         "saturated": saturated,
         "warnings": warnings,
@@ -128,6 +131,48 @@ def limit_can_bind(cgroup: Mapping[str, Any]) -> bool:
     limit = cgroup.get("cpu_limit_m")
     threads = cgroup.get("threads")
     return limit is not None and (threads is None or limit < threads * 1000.0 - 1e-6)
+
+
+UNEVEN = 1.5
+"""Pods of one version are shown as uneven when the busiest took this many times the
+requests of the least busy (or that one took none)."""
+
+
+def uneven_pods(pods: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, list[float]]]:
+    """The versions whose pods took their requests unevenly, each with its pods' shares in
+    creation order: how the callers' balancers spread them (a gRPC caller's one connection
+    under an L4 balancer, a slow replica avoided, an ejection). Only pods that served the
+    whole window count, and only within one version, so that neither a rollout nor a
+    traffic split shows here."""
+    groups: dict[str, list[float]] = {}
+    for pod in pods.values():
+        if pod["whole_window"]:
+            key = f"{pod['service']} {pod['version']}"
+            groups.setdefault(key, []).append(float(pod["requests"]))
+    out = []
+    for key, counts in groups.items():
+        total = sum(counts)
+        if len(counts) >= 2 and total > 0.0 and max(counts) >= UNEVEN * min(counts):
+            out.append((key, [c / total for c in counts]))
+    return out
+
+
+def pods_summary(reps: list[Replication]) -> dict[str, PodBlock]:
+    """Each app pod over the replications: the mean of its requests and CPU, and whether it
+    served the whole window in every one (a pod some replication lacks counts zero there)."""
+    names = dict.fromkeys(p for r in reps for p in r.pods)
+    out: dict[str, PodBlock] = {}
+    for name in names:
+        seen = [r.pods[name] for r in reps if name in r.pods]
+        first = seen[0]
+        out[name] = {
+            "service": first["service"],
+            "version": first["version"],
+            "requests": sum(p["requests"] for p in seen) / len(reps),
+            "app_cpu_vcpu": sum(p["app_cpu_vcpu"] for p in seen) / len(reps),
+            "whole_window": len(seen) == len(reps) and all(p["whole_window"] for p in seen),
+        }
+    return out
 
 
 def cgroups_summary(reps: list[Replication]) -> dict[str, CGroupBlock]:

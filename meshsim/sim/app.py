@@ -70,6 +70,7 @@ class Pod:
         "node",
         "ready",
         "response_bytes",
+        "served",
         "service",
         "slot_busy_s",
         "slots",
@@ -103,6 +104,8 @@ class Pod:
         """App CPU executed (core-seconds)."""
         self.slot_busy_s = 0.0
         """Worker-slot-seconds held (for the app's own utilisation)."""
+        self.served = 0
+        """Requests that reached it (for how its service's balancers spread them)."""
         self.started_at = env.now
         self.response_bytes = (
             version.spec.response_bytes

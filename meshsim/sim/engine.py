@@ -291,6 +291,7 @@ class Simulation:
         """
         env = self.env
         arrived = env._now
+        pod.served += 1
         slots = pod.slots
         slot: object | None = take(slots)
         if slot is None:
@@ -412,6 +413,9 @@ class Simulation:
                     end.pod_cpu.get(p.name, 0.0) - warm.pod_cpu.get(p.name, 0.0),
                     end.pod_slots.get(p.name, 0.0) - warm.pod_slots.get(p.name, 0.0),
                     svc.spec.concurrency,
+                    p.version.name,
+                    end.pod_served.get(p.name, 0) - warm.pod_served.get(p.name, 0),
+                    p.name in warm.serving and p.name in end.serving,
                 )
                 for p in svc.pods
             ))
@@ -507,6 +511,9 @@ class _Counters:
     nodes: dict[str, float] = field(default_factory=dict)
     pod_cpu: dict[str, float] = field(default_factory=dict)
     pod_slots: dict[str, float] = field(default_factory=dict)
+    pod_served: dict[str, int] = field(default_factory=dict)
+    serving: set[str] = field(default_factory=set)
+    """The pods alive and ready (in their service's endpoints)."""
     proxy_cpu: dict[str, float] = field(default_factory=dict)
     worker_busy: dict[tuple[str, int], float] = field(default_factory=dict)
 
@@ -519,6 +526,9 @@ class _Counters:
             for pod in svc.pods:
                 out.pod_cpu[pod.name] = pod.cpu_s
                 out.pod_slots[pod.name] = pod.slot_busy_s
+                out.pod_served[pod.name] = pod.served
+                if pod.alive and pod.ready:
+                    out.serving.add(pod.name)
         for proxy in sim.data_plane.proxies:
             out.proxy_cpu[proxy.name] = proxy.cpu_s
             for w in proxy.workers:

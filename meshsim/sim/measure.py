@@ -69,6 +69,12 @@ class PodMeasure:
     slot_busy_s: float
     """Worker-slot seconds held in the window (``concurrency`` slots per pod)."""
     concurrency: int
+    version: str = ""
+    requests: int = 0
+    """Requests that reached it in the window (tries, as a service's ``requests``)."""
+    whole_window: bool = False
+    """In its service's endpoints at the window's start and at its end (not started, killed
+    or rolled out in between): its share of the calls is its balancers' doing."""
 
 
 @dataclass(frozen=True)
