@@ -124,12 +124,11 @@ class Replication:
         worker_util: dict[str, float] = {}
         for app in m.apps:
             app_cpu[app.service] = sum(p.cpu_s for p in app.pods) / window
-            for p in app.pods:
-                pods[p.name] = {
-                    "service": app.service, "version": p.version, "requests": p.requests,
-                    "app_cpu_vcpu": p.cpu_s / window, "whole_window": p.whole_window,
-                }  # fmt: skip
             for pod in app.pods:
+                pods[pod.name] = {
+                    "service": app.service, "version": pod.version, "requests": pod.requests,
+                    "app_cpu_vcpu": pod.cpu_s / window, "whole_window": pod.whole_window,
+                }  # fmt: skip
                 worker_util[pod.name] = pod.slot_busy_s / (pod.concurrency * window)
         proxy_worker_util = {
             w.name: w.busy_s / (w.threads * window) for p in m.proxies for w in p.workers
