@@ -229,17 +229,32 @@ def calls_served(sim: Simulation, service: str) -> list[float]:
     return [pod.cpu_s / 0.5e-3 for pod in sim.services[service].pods]
 
 
-@pytest.mark.parametrize("mesh", ["none", "istio-ambient", "cilium"])
+@pytest.mark.parametrize(
+    ("mesh", "options"),
+    [
+        ("none", {}),
+        ("istio-ambient", {}),
+        ("cilium", {}),
+        ("cilium", {"cilium": {"l7_services": ["api"]}}),
+    ],
+    ids=["none", "istio-ambient", "cilium", "cilium-l7-policy"],
+)
 def test_l4_balancing_sends_a_grpc_callers_calls_where_its_one_connection_went(
-    mesh: str,
+    mesh: str, options: dict[str, Any]
 ) -> None:
     """A gRPC client multiplexes its calls on one connection per service, and kube-proxy,
     ztunnel and Cilium's socket-LB pick an endpoint per connection: every call of the one
     caller pod reaches the same api pod (exact), and two pods added at 2 s get none of them
-    (the classic scale-up that gRPC over an L4 balancer does not use)."""
+    (the classic scale-up that gRPC over an L4 balancer does not use). Cilium's Envoy for an
+    L7 policy parses each call but forwards it to the connection's original destination, so
+    the policy changes nothing here (every call passes that Envoy, exact)."""
     doc = grpc_backend(mesh, events=[{"at_s": 2.0, "action": "scale", "target": "api",
                                       "replicas": 5}])  # fmt: skip
+    doc["mesh_options"] = {"meshed_clients": True, **options}
     sim = simulate(doc, mesh)
+    if options:
+        passes = sum(w.requests for p in sim.data_plane.proxies for w in p.workers)
+        assert passes == sum(pod.served for pod in sim.services["api"].pods)
     served = calls_served(sim, "api")
     assert len(served) == 5
     assert sum(served) == pytest.approx(900, rel=0.1)
@@ -252,20 +267,25 @@ def test_l4_balancing_sends_a_grpc_callers_calls_where_its_one_connection_went(
         ("istio", {}),
         ("linkerd", {}),
         ("istio-ambient", {"istio-ambient": {"waypoints": ["api"]}}),
-        ("cilium", {"cilium": {"l7_services": ["api"]}}),
+        ("cilium", {}),
     ],
 )
 def test_l7_proxies_spread_a_grpc_connections_calls_per_request(
     mesh: str, options: dict[str, Any]
 ) -> None:
-    """Envoy (sidecar, waypoint, Cilium's node Envoy) and linkerd2-proxy balance each
-    request, so the one caller's multiplexed calls spread over the three api pods. Envoy's
+    """Envoy (sidecar, waypoint, Cilium's node Envoy with a CiliumEnvoyConfig) and
+    linkerd2-proxy balance each request, so the one caller's multiplexed calls spread over
+    the three api pods. Envoy's
     least-request gives each a third (multinomial-like: 900 calls, 4.5 sd = 0.07 allowed).
     linkerd2-proxy's peak-EWMA P2C favours the pods it sees answer fastest (here the two on
     the caller's node, 25 us away where the third is 150 us: 3-6 % of calls reach the third
     over seeds 1-5, the same as for an HTTP/1.1 app): every pod serves, none two thirds."""
     doc = grpc_backend(mesh)
     doc["mesh_options"] = {"meshed_clients": True, **options}
+    if mesh == "cilium":
+        # Cilium balances per request where a CiliumEnvoyConfig sends the service through
+        # its node's Envoy: a rule in the traffic block.
+        doc["traffic"] = [{"service": "api", "load_balancer": "least_request"}]
     served = calls_served(simulate(doc, mesh), "api")
     shares = [n / sum(served) for n in served]
     assert sum(served) == pytest.approx(900, rel=0.1)

@@ -20,8 +20,9 @@ class CiliumOptions(Spec):
     l7_services: list[Name] | Literal["all", "none"] = Field(
         "none",
         description="Services with an L7 rule (CiliumNetworkPolicy HTTP rules): their traffic "
-        "passes the source node's Envoy. Services named in the traffic block are L7 too "
-        "(CiliumEnvoyConfig).",
+        "passes the source node's Envoy, which parses it and forwards each request to the "
+        "connection's original destination (the pod socket-LB picked). Services named in the "
+        "traffic block are L7 too, balanced per request (CiliumEnvoyConfig).",
     )
     envoy_workers: int = Field(2, ge=1, le=1024, description="Per-node Envoy worker threads.")
     envoy_model: str | None = Field(None, description="Cost model (default models/cilium-envoy).")

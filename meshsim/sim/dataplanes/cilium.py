@@ -9,13 +9,19 @@ Paths:
   The eBPF work is charged per packet (``ebpf_packet_cpu_us`` at each end); encryption per byte
   and per packet at each end (``models/cilium-encryption.yaml``), only between nodes
   (Cilium does not encrypt pod-to-pod traffic on one node).
-- L7 (services with a rule in the traffic block, which Cilium programs through a
-  CiliumEnvoyConfig, and those in ``mesh_options.cilium.l7_services``, with CiliumNetworkPolicy
-  HTTP rules): the source node's eBPF redirects the connection to that node's Envoy, which
-  parses, routes, retries and balances per request (the shared resilience chain, as Istio's
-  Envoy does) and sends each try through the kernel to the chosen pod. One Envoy per node,
-  shared by all its pods (like a waypoint, but per node and on the client side). Clients
-  outside the cluster reach the Envoy of the node with the fewest pods.
+- L7 load balancing (services with a rule in the traffic block, which Cilium programs
+  through a CiliumEnvoyConfig): the source node's eBPF redirects the connection to that
+  node's Envoy, which parses, routes, retries and balances per request (the shared
+  resilience chain, as Istio's Envoy does) and sends each try through the kernel to the
+  chosen pod. One Envoy per node, shared by all its pods (like a waypoint, but per node and
+  on the client side). Clients outside the cluster reach the Envoy of the node with the
+  fewest pods.
+- L7 policy only (``mesh_options.cilium.l7_services``, CiliumNetworkPolicy HTTP rules, and
+  no rule in the traffic block): the connection is redirected to the node's Envoy too, which
+  parses each request to enforce the policy, but it forwards to the connection's original
+  destination (the policy listener's ``egress-cluster`` is an ``ORIGINAL_DST`` cluster,
+  cilium/cilium ``pkg/envoy``): the pod socket-LB picked when the app connected. So these
+  requests are balanced per connection, as on the L4 path, and no retry or breaker applies.
 
 Simplifications: socket-LB translates a service address per connection; as for the ``none``
 baseline (:mod:`meshsim.sim.dataplanes.l4_balancing`), an HTTP/1.1 app's endpoint is drawn per
@@ -98,7 +104,9 @@ class CiliumDataPlane(ProxiedDataPlane):
             if opts.l7_services == "all"
             else (set() if opts.l7_services == "none" else set(opts.l7_services))
         )
-        self.l7_services = named | {r.service for r in sim.scenario.traffic}
+        self.lb_services = {r.service for r in sim.scenario.traffic}
+        """Services whose node Envoy balances per request (a CiliumEnvoyConfig)."""
+        self.l7_services = named | self.lb_services
         self._lb_rng = prefetched(sim.streams("balancers/cilium-envoy"))
         self.resilience = Resilience(
             sim,
@@ -235,10 +243,18 @@ class CiliumDataPlane(ProxiedDataPlane):
     ) -> Generator[simpy.Event, Any, int]:
         nbytes = call.request_bytes if call is not None else req.request_bytes
         src_node = self._src_node(src)
+        pod: Pod | None
         if service.name in self.l7_services:
             envoy = self.envoys[src_node if src_node is not None else self.client_node()]
-            status: int = yield from self._through_envoy(src, src_node, envoy, service, req,
-                                                         nbytes, call)  # fmt: skip
+            if service.name in self.lb_services:
+                status: int = yield from self._through_envoy(src, src_node, envoy, service, req,
+                                                             nbytes, call)  # fmt: skip
+                return status
+            # Policy only: the Envoy forwards to where socket-LB sent the connection.
+            pod = self._l4.pick(src, service, service.endpoints)
+            if pod is None:
+                return CONNECT_FAILURE
+            status = yield from self._to_original_destination(src_node, envoy, pod, req, nbytes)
             return status
         pod = self._l4.pick(src, service, service.endpoints)
         if pod is None:
@@ -275,6 +291,20 @@ class CiliumDataPlane(ProxiedDataPlane):
         yield from self._transfer(envoy.node, src_node, service.spec.response_bytes)
         return status
 
+    def _to_original_destination(
+        self, src_node: Node | None, envoy: L7Proxy, pod: Pod, req: Request, nbytes: int
+    ) -> Generator[simpy.Event, Any, int]:
+        """An L7 policy's Envoy: it parses the request (the policy check) and sends it on to
+        the pod the connection was bound to, one try, no balancing."""
+        yield from self._transfer(src_node, envoy.node, nbytes)
+        worker, accept_s = self.app_conn(envoy, pod.service.name)
+        yield from envoy.work(worker, envoy.costs(nbytes, 0, False)[0] + accept_s)
+        worker.requests += 1
+        status: int = yield from self._attempt(envoy, worker, pod, req, nbytes)
+        self.app_conn_done(envoy, pod.service.name, worker)
+        yield from self._transfer(envoy.node, src_node, pod.response_bytes)
+        return status
+
     def _attempt(
         self, envoy: L7Proxy, worker: Worker, pod: Pod, req: Request, nbytes: int
     ) -> Generator[simpy.Event, Any, int]:
@@ -297,8 +327,9 @@ class CiliumDataPlane(ProxiedDataPlane):
     # ----------------------------------------------------------------- configuration
 
     def config_in_view(self, proxy: Proxy) -> tuple[int, int]:
-        """A node's Envoy holds the L7 services (and their versions when split)."""
-        services = [self.sim.services[s] for s in sorted(self.l7_services)
+        """A node's Envoy holds a cluster for each service it balances (and its versions
+        when split); an L7 policy's original destination needs none."""
+        services = [self.sim.services[s] for s in sorted(self.lb_services)
                     if s in self.sim.services]  # fmt: skip
         clusters = sum(
             1 + (len(s.versions) if self.resilience.policies.has_subsets(s.name) else 0)
