@@ -122,6 +122,37 @@ def test_the_mapping_programs_envoy_rules_and_says_what_cilium_needs() -> None:
     assert any("backend Service per version" in n for n in policies.notes)
 
 
+def test_a_cilium_envoy_config_has_envoys_defaults_where_istio_has_istiods() -> None:
+    """What a rule leaves out: istiod fills in 2 retries, no route timeout, LEAST_REQUEST and
+    breakers that cannot overflow; a CiliumEnvoyConfig is Envoy as written, so Envoy's own
+    defaults apply: no retries, a 15 s route timeout, ROUND_ROBIN, 1024/1024/1024/3."""
+    from meshsim.policy import MAX_UINT32, Thresholds
+
+    doc = _doc()
+    doc["traffic"] = [
+        {"service": "back", "match": {"path_prefix": "/api"}, "timeout_ms": 300},
+        {"service": "front", "circuit_breaker": {"max_requests": 10}},
+    ]
+    cilium = map_traffic(from_dict(doc), "cilium")
+    istio = map_traffic(from_dict(doc), "istio")
+    matched, unmatched = cilium.policy("back").routes
+    assert (matched.timeout_s, matched.envoy_retry) == (0.3, None)
+    assert (unmatched.timeout_s, unmatched.envoy_retry) == (15.0, None)
+    assert cilium.policy("back").cluster.balancer == "round_robin"
+    assert cilium.policy("back").cluster.thresholds == Thresholds.envoy_default()
+    assert cilium.policy("front").cluster.thresholds == Thresholds(1024, 1024, 10, 3)
+    i_matched, i_unmatched = istio.policy("back").routes
+    assert (i_matched.timeout_s, i_unmatched.timeout_s) == (0.3, None)
+    assert i_matched.envoy_retry is not None
+    assert i_matched.envoy_retry.num_retries == 2
+    assert istio.policy("back").cluster.balancer == "least_request"
+    assert istio.policy("back").cluster.thresholds is None
+    assert istio.policy("front").cluster.thresholds == Thresholds(
+        MAX_UINT32, MAX_UINT32, 10, MAX_UINT32
+    )
+    assert any("no retries, a 15 s route timeout" in n for n in cilium.notes)
+
+
 def _crypt_cpu(request_bytes: int, response_bytes: int, rate: float, encryption: str) -> float:
     """Kernel CPU of a run minus that of the same run without encryption."""
 

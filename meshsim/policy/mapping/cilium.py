@@ -1,6 +1,7 @@
 """What Cilium needs to program the traffic rules: it programs Envoy through
 CiliumEnvoyConfig, so a rule applies in the source node's Envoy as Istio's Envoy would apply
-it (:mod:`meshsim.policy.mapping.istio`); these are the notes that say what that takes."""
+it, and what the rule leaves out is raw Envoy's default, not istiod's
+(:mod:`meshsim.policy.mapping.istio`); these are the notes that say what that takes."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ def cilium_notes(service: str, rules: Sequence[TrafficRule]) -> list[str]:
     """What Cilium needs beyond one CiliumEnvoyConfig for ``service``'s rules."""
     notes = [
         f"{service}: L7 through the node's Envoy (CiliumEnvoyConfig for retries, timeouts, "
-        "balancing and breakers; its traffic leaves the kernel datapath)"
+        "balancing and breakers; its traffic leaves the kernel datapath), with Envoy's own "
+        "defaults where the rule is silent: no retries, a 15 s route timeout, round robin, "
+        "breakers at 1024 connections, pending and requests and 3 retries"
     ]
     if any(r.split for r in rules):
         notes.append(

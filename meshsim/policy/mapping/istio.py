@@ -16,6 +16,13 @@ under Istio, and with no ``circuit_breaker`` nothing can overflow (§2.2);
 ``load_balancer`` -> LEAST_REQUEST by default; ``peak_ewma`` is not an Istio algorithm
 (Envoy's contrib one is not used by Istio): noted, LEAST_REQUEST used. ``ring_hash`` and
 ``maglev`` hash the source (``useSourceIp``: the calling proxy).
+
+Cilium's CiliumEnvoyConfig is Envoy configuration as written, with no istiod to fill in
+what a rule leaves out: there the rule's fields map as above, and the rest is raw Envoy's
+(§12.2): no retries without ``retries``, a 15 s route timeout without ``timeout_ms``,
+ROUND_ROBIN without ``load_balancer`` (also what Cilium's ``lb-l7`` annotation programs),
+circuit breakers at 1024 / 1024 / 1024 / 3 for what ``circuit_breaker`` leaves out or
+without it (:data:`ENVOY_DEFAULTS`).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from meshsim.policy import MAX_UINT32, OutlierConfig, RetryPolicy, Thresholds
+from meshsim.policy import MAX_UINT32, OutlierConfig, RetryPolicy, RouteTimeout, Thresholds
 from meshsim.policy.mapping.cilium import cilium_notes
 from meshsim.policy.mapping.policies import (
     ClusterPolicy,
@@ -44,9 +51,19 @@ if TYPE_CHECKING:
     from meshsim.scenario.traffic import TrafficRule
 
 
-def istio_retry(rule: TrafficRule, *, consistent_hash: bool) -> RetryPolicy | None:
+ISTIO_DEFAULTS = "istio"
+"""What istiod fills in where a rule is silent (sidecars, waypoints)."""
+ENVOY_DEFAULTS = "envoy"
+"""Raw Envoy's own defaults where a rule is silent (Cilium's CiliumEnvoyConfig)."""
+
+
+def istio_retry(
+    rule: TrafficRule, *, consistent_hash: bool, defaults: str = ISTIO_DEFAULTS
+) -> RetryPolicy | None:
     r = rule.retries
     if r is None:
+        if defaults == ENVOY_DEFAULTS:
+            return None  # Envoy retries only with a retry_policy (§1.1)
         return RetryPolicy.istio_default(consistent_hash=consistent_hash)
     items: list[str | int] = (
         list(r.retry_on) if r.retry_on is not None else [c.value for c in ISTIO_DEFAULT_RETRY_ON]
@@ -66,14 +83,20 @@ def istio_retry(rule: TrafficRule, *, consistent_hash: bool) -> RetryPolicy | No
         ) from None
 
 
-def istio_cluster(service: str, rules: Sequence[TrafficRule], notes: list[str]) -> ClusterPolicy:
+def istio_cluster(
+    service: str, rules: Sequence[TrafficRule], notes: list[str], defaults: str = ISTIO_DEFAULTS
+) -> ClusterPolicy:
+    raw = defaults == ENVOY_DEFAULTS
     lb = first_set(rules, "load_balancer")
-    balancer = "least_request"
+    balancer = "round_robin" if raw else "least_request"
     hash_source = False
     if lb == "peak_ewma":
         notes.append(
             f"{service}: load_balancer peak_ewma is not an Istio algorithm (Envoy's contrib "
             "peak-EWMA is not used by Istio); Istio's default LEAST_REQUEST is used"
+            if not raw
+            else f"{service}: load_balancer peak_ewma is Envoy's contrib policy, not in "
+            "Cilium's Envoy build; its default ROUND_ROBIN is used"
         )
     elif lb in ("ring_hash", "maglev"):
         balancer, hash_source = str(lb), True
@@ -81,16 +104,20 @@ def istio_cluster(service: str, rules: Sequence[TrafficRule], notes: list[str]) 
     elif isinstance(lb, str):
         balancer = lb
     cb = first_set(rules, "circuit_breaker")
-    thresholds = None
+    # istiod fills what a DestinationRule leaves out with MaxUint32 (and installs nothing
+    # that can overflow without one); raw Envoy keeps its own 1024 / 1024 / 1024 / 3.
+    unset = Thresholds.envoy_default() if raw else None
+    thresholds = unset
     if cb is not None:
         from meshsim.scenario.traffic import CircuitBreaker
 
         assert isinstance(cb, CircuitBreaker)
+        fill = unset or Thresholds(MAX_UINT32, MAX_UINT32, MAX_UINT32, MAX_UINT32)
         thresholds = Thresholds(
-            cb.max_connections or MAX_UINT32,
-            cb.max_pending_requests or MAX_UINT32,
-            cb.max_requests or MAX_UINT32,
-            MAX_UINT32 if cb.max_retries is None else cb.max_retries,
+            cb.max_connections or fill.max_connections,
+            cb.max_pending_requests or fill.max_pending_requests,
+            cb.max_requests or fill.max_requests,
+            fill.max_retries if cb.max_retries is None else cb.max_retries,
         )
     od = first_set(rules, "outlier_detection")
     outlier = None
@@ -110,23 +137,31 @@ def istio_cluster(service: str, rules: Sequence[TrafficRule], notes: list[str]) 
     return ClusterPolicy(balancer, thresholds, outlier, hash_source=hash_source)
 
 
-def istio_service(service: str, rules: Sequence[TrafficRule], notes: list[str]) -> ServicePolicy:
-    cluster = istio_cluster(service, rules, notes)
+def istio_service(
+    service: str, rules: Sequence[TrafficRule], notes: list[str], defaults: str = ISTIO_DEFAULTS
+) -> ServicePolicy:
+    cluster = istio_cluster(service, rules, notes, defaults)
+    # Istio disables the route timeout unless a rule sets one; raw Envoy's is 15 s.
+    no_timeout = RouteTimeout.envoy_default().timeout_s if defaults == ENVOY_DEFAULTS else None
     routes = tuple(
         RoutePolicy(
             matches=route_matches(r),
             split=route_split(r),
-            timeout_s=r.timeout_ms / 1e3 if r.timeout_ms else None,
-            envoy_retry=istio_retry(r, consistent_hash=cluster.hash_source),
+            timeout_s=r.timeout_ms / 1e3 if r.timeout_ms else no_timeout,
+            envoy_retry=istio_retry(r, consistent_hash=cluster.hash_source, defaults=defaults),
             fault=route_fault(r),
             mirror=route_mirror(r),
         )
         for r in ordered(rules)
     )
     if not routes or routes[-1].matches:
-        # Requests no rule matches still reach the service through Istio's default route.
-        routes += (RoutePolicy(envoy_retry=RetryPolicy.istio_default(
-            consistent_hash=cluster.hash_source)),)  # fmt: skip
+        # Requests no rule matches still reach the service through the default route.
+        default_retry = (
+            None
+            if defaults == ENVOY_DEFAULTS
+            else RetryPolicy.istio_default(consistent_hash=cluster.hash_source)
+        )
+        routes += (RoutePolicy(timeout_s=no_timeout, envoy_retry=default_retry),)
     return ServicePolicy(service, routes, cluster)
 
 
@@ -145,7 +180,7 @@ def envoy_policies(
     for name, group in by_service.items():
         if mesh == "cilium":
             notes.extend(cilium_notes(name, group))
-            services[name] = istio_service(name, group, notes)
+            services[name] = istio_service(name, group, notes, ENVOY_DEFAULTS)
             continue
         if l7 is not None and name not in l7:
             notes.append(
@@ -155,5 +190,5 @@ def envoy_policies(
             )
             continue
         services[name] = istio_service(name, group, notes)
-    default = istio_service("", [], notes)
+    default = istio_service("", [], notes, ENVOY_DEFAULTS if mesh == "cilium" else ISTIO_DEFAULTS)
     return MeshPolicies(mesh, "envoy", services, default, notes)
