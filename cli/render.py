@@ -10,7 +10,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from meshsim.results.summary import limit_can_bind, uneven_pods
+from meshsim.results.summary import limit_can_bind, shares_text, uneven_pods
 
 
 def _ms(value: float | None) -> str:
@@ -92,11 +92,7 @@ def uneven_pods_table(summary: Mapping[str, Any]) -> Table | None:
     )
     for mesh, run in summary["runs"].items():
         for key, shares in uneven_pods(run.get("pods", {})):
-            if len(shares) <= 6:
-                text = " / ".join(f"{100 * v:.0f}" for v in shares)
-            else:
-                text = f"{len(shares)} pods, {100 * min(shares):.0f}..{100 * max(shares):.0f}"
-            table.add_row(mesh, key, text)
+            table.add_row(mesh, key, shares_text(shares))
     return table if table.row_count else None
 
 

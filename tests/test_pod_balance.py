@@ -12,7 +12,7 @@ from rich.console import Console
 from cli.render import summary_renderable, uneven_pods_table
 from meshsim.api import run_scenario
 from meshsim.report.findings import uneven_balance
-from meshsim.results.summary import build_summary, uneven_pods
+from meshsim.results.summary import build_summary, shares_text, uneven_pods
 from meshsim.scenario import from_dict
 
 
@@ -113,3 +113,8 @@ def test_the_finding_names_the_meshes_that_share_a_spread_and_the_even_ones() ->
         "linkerd; evenly under istio ("
     )
     assert f.size == pytest.approx(0.5)  # the busiest pod at 1.5 times its even share
+
+
+def test_shares_print_in_per_cent_and_as_a_range_beyond_six_pods() -> None:
+    assert shares_text([2 / 3, 1 / 3, 0.0]) == "67 / 33 / 0"
+    assert shares_text([0.3, *[0.1] * 7]) == "8 pods, 10..30"

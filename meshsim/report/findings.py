@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from meshsim.report.sensitivity import band_verdict, settle_hint
-from meshsim.results.summary import uneven_pods
+from meshsim.results.summary import shares_text, uneven_pods
 
 RESOLUTION = 0.01
 """Relative resolution of latency histograms (DESIGN: two significant digits)."""
@@ -233,7 +233,7 @@ def uneven_balance(runs: Mapping[str, Mapping[str, Any]]) -> list[Finding]:
                 if mesh not in seen.setdefault(key, []):
                     seen[key].append(mesh)
         for key, shares in uneven_pods(pods):
-            text = " / ".join(f"{100 * v:.0f}" for v in shares)
+            text = shares_text(shares)
             spreads.setdefault(key, {}).setdefault(text, []).append(mesh)
             sizes[key] = max(sizes.get(key, 0.0), max(shares) * len(shares) - 1.0)
     out: list[Finding] = []

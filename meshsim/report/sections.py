@@ -21,7 +21,7 @@ from meshsim.report.observability import COLUMNS, observability_rows
 from meshsim.report.observability import INTRO as OBSERVABILITY_INTRO
 from meshsim.report.topology import topology_section
 from meshsim.report.verdict import verdict_note, verdict_tables
-from meshsim.results.summary import limit_can_bind, uneven_pods
+from meshsim.results.summary import limit_can_bind, shares_text, uneven_pods
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -276,7 +276,7 @@ def _cpu_limits_section(runs: Mapping[str, Mapping[str, Any]]) -> Section | None
 
 def _balance_section(runs: Mapping[str, Mapping[str, Any]]) -> Section | None:
     rows = [
-        [mesh, key, " / ".join(f"{100 * v:.0f}" for v in shares)]
+        [mesh, key, shares_text(shares)]
         for mesh, run in runs.items()
         for key, shares in uneven_pods(run.get("pods") or {})
     ]

@@ -157,6 +157,14 @@ def uneven_pods(pods: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, list[f
     return out
 
 
+def shares_text(shares: list[float]) -> str:
+    """Pods' shares in per cent, as the CLI, the report and its findings print them
+    (``66 / 34 / 0``; beyond six pods their range)."""
+    if len(shares) <= 6:
+        return " / ".join(f"{100 * v:.0f}" for v in shares)
+    return f"{len(shares)} pods, {100 * min(shares):.0f}..{100 * max(shares):.0f}"
+
+
 def pods_summary(reps: list[Replication]) -> dict[str, PodBlock]:
     """Each app pod over the replications: the mean of its requests and CPU, and whether it
     served the whole window in every one (a pod some replication lacks counts zero there)."""
