@@ -140,6 +140,9 @@ def otlp(spans: list[dict[str, Any]]) -> dict[str, Any]:
                 "kind": 2 if s["kind"] == "server" else 3,
                 "startTimeUnixNano": str(int(s["start"] * 1000)),
                 "endTimeUnixNano": str(int(s["end"] * 1000)),
+                "attributes": [
+                    {"key": k, "value": {"stringValue": v}} for k, v in s.get("tags", {}).items()
+                ],
             }
         )
     return {
@@ -172,7 +175,8 @@ def jaeger(spans: list[dict[str, Any]]) -> dict[str, Any]:
                 "startTime": s["start"],
                 "duration": s["end"] - s["start"],
                 "processID": procs[s["service"]],
-                "tags": [{"key": "span.kind", "type": "string", "value": s["kind"]}],
+                "tags": [{"key": "span.kind", "type": "string", "value": s["kind"]}]
+                + [{"key": k, "type": "string", "value": v} for k, v in s.get("tags", {}).items()],
             }
         )
     processes = {p: {"serviceName": svc, "tags": []} for svc, p in procs.items()}
@@ -190,6 +194,7 @@ def zipkin(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "timestamp": s["start"],
             "duration": s["end"] - s["start"],
             "localEndpoint": {"serviceName": s["service"]},
+            "tags": dict(s.get("tags", {})),
         }
         for s in spans
     ]
@@ -442,3 +447,40 @@ def test_a_meshed_client_without_a_service_becomes_the_workload(tmp_path: Path) 
     assert sc.workloads[0].rate_rps == pytest.approx(200 / ((199 * 20_000 + 3000) / 1e6))
     assert calls_of(sc, "web-svc") == [("emoji-svc", 1.0, False)]
     assert [s.name for s in sc.services] == ["emoji-svc", "voting-svc", "web-svc"]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "tag"),
+    [
+        (otlp, ("rpc.system", "grpc")),
+        (jaeger, ("rpc.system", "grpc")),
+        (zipkin, ("grpc.status_code", "0")),
+    ],
+    ids=["otlp", "jaeger", "zipkin"],
+)
+def test_services_whose_traced_requests_are_grpc_calls_import_as_grpc(
+    tmp_path: Path, spans: list[dict[str, Any]], fmt: Any, tag: tuple[str, str]
+) -> None:
+    """catalog's server spans carry gRPC's tag (OpenTelemetry's rpc.system, or the
+    grpc.status_code Envoy and gRPC tracers set), and frontend's client spans to it too:
+    catalog alone becomes protocol grpc, with the note that says why; where its Service port
+    is named http, the manifests win and a warning says what the traces saw."""
+    to_catalog = {sp["parent"] for sp in spans if sp["service"] == "catalog"}
+    tagged = [
+        {**sp, "tags": dict([tag])} if sp["service"] == "catalog" or sp["id"] in to_catalog
+        else sp
+        for sp in spans
+    ]  # fmt: skip
+    unnamed = tmp_path / "unnamed.yaml"
+    unnamed.write_text(manifests(tmp_path).read_text().replace("name: http, ", ""))
+    path = tmp_path / "traces.json"
+    path.write_text(json.dumps(fmt(tagged)))
+    result = import_cluster([unnamed], traces=[path])
+    protocols = {svc.name: svc.protocol for svc in result.scenario.services}
+    assert protocols == {name: "grpc" if name == "catalog" else "http1" for name in SELF}
+    assert "protocol: grpc  # " in result.text
+    assert f"{TRACES} of its {TRACES} traced requests were gRPC calls" in result.text
+    named = import_cluster([manifests(tmp_path)], traces=[path])
+    assert {svc.name: svc.protocol for svc in named.scenario.services}["catalog"] == "http1"
+    assert any("traced requests were gRPC calls, but its Service port says http1" in w
+               for w in named.warnings)  # fmt: skip

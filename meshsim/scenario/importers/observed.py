@@ -1,10 +1,10 @@
 """Traces and metrics -> the draft's calls, service times and workloads.
 
 Traces say most (:mod:`.traces`): who calls whom, how often, in what order and whether in
-parallel, and each service's self time. Metrics (:mod:`.metrics`) say the rates, which sampled
-traces do not. When both are given, the call graph comes from the traces and the rates from the
-metrics; a (service, version) the traces do not cover takes its calls from the metrics (in no
-known order: sequential is assumed and said).
+parallel, each service's self time, and which services serve gRPC. Metrics (:mod:`.metrics`) say
+the rates, which sampled traces do not. When both are given, the call graph comes from the
+traces and the rates from the metrics; a (service, version) the traces do not cover takes its
+calls from the metrics (in no known order: sequential is assumed and said).
 """
 
 from __future__ import annotations
@@ -86,7 +86,28 @@ def _apply_traces(draft: Draft, graph: TraceGraph, where: str) -> set[tuple[str,
         draft.cpu_ms[key] = Noted(dist, f"{where}: {how} (self time taken as app CPU; it also "
                                   "holds any wait inside the app)")  # fmt: skip
         done.add(key)
+    _grpc_from_traces(draft, graph, where)
     return done
+
+
+def _grpc_from_traces(draft: Draft, graph: TraceGraph, where: str) -> None:
+    """A service most of whose traced requests were gRPC calls is ``protocol: grpc``, unless
+    its manifests name another protocol (then a warning: under an L4 balancer a gRPC
+    caller's one connection goes to one pod, which only ``grpc`` models)."""
+    for name, svc in draft.services.items():
+        requests = sum(r.requests for (s, _), r in graph.calls.items() if s == name)
+        grpc = graph.grpc.get(name, 0)
+        if not requests or 2 * grpc < requests:
+            continue
+        seen = f"{where}: {grpc} of its {requests} traced requests were gRPC calls"
+        if svc.protocol is None:
+            svc.protocol = Noted("grpc", f"{seen} (rpc.system or grpc.status_code)")
+        elif svc.protocol.value != "grpc":
+            draft.warn(
+                f"{seen}, but its Service port says {svc.protocol.value} "
+                f"({svc.protocol.note}); kept as the manifests say: name the port grpc "
+                "(or set appProtocol) if the mesh should treat it as gRPC"
+            )
 
 
 def _apply_metrics(

@@ -13,7 +13,11 @@ the callee's entry. From that:
 - self time: an entry's duration less the union of its calls' intervals, fitted by maximum
   likelihood to a lognormal and a gamma (location 0, ``scipy.stats``), the better likelihood
   kept, written as its mean and coefficient of variation;
-- entry points: trace roots, with their rate over the traces' time span (a sampled rate).
+- entry points: trace roots, with their rate over the traces' time span (a sampled rate);
+- gRPC: a service whose entries are gRPC calls (OpenTelemetry's ``rpc.system: grpc``, or
+  the ``grpc.status_code`` tag Envoy and most gRPC tracers set), which matters under an L4
+  balancer: its callers hold one connection to it each
+  (:mod:`meshsim.sim.dataplanes.l4_balancing`).
 
 Hostile input: a parent chain that loops, or a span whose parent is missing, is warned about
 (the loop's spans are dropped; an orphan counts as a root); a call cycle between services,
@@ -58,6 +62,12 @@ class Span:
     end_us: float
     kind: str
     """'server', 'client' or '' (unknown)."""
+    grpc: bool = False
+    """A gRPC call, by its tags (:func:`_is_grpc`)."""
+
+
+def _is_grpc(tags: dict[str, Any]) -> bool:
+    return str(tags.get("rpc.system", "")).lower() == "grpc" or "grpc.status_code" in tags
 
 
 @dataclass
@@ -77,6 +87,8 @@ class Calls:
 class TraceGraph:
     calls: dict[tuple[str, str | None], Calls] = field(default_factory=dict)
     roots: dict[str, int] = field(default_factory=dict)
+    grpc: dict[str, int] = field(default_factory=dict)
+    """Per service, how many of its entries were gRPC calls (of ``calls``' requests)."""
     span_s: float = 0.0
     warnings: list[str] = field(default_factory=list)
 
@@ -128,7 +140,7 @@ def _otlp(doc: dict[str, Any]) -> Iterable[Span]:
                     service,
                     str(version or attrs.get("service.version")
                         or attrs.get("istio.canonical_revision") or "") or None,
-                    start, end, _kind(s.get("kind")),
+                    start, end, _kind(s.get("kind")), _is_grpc(attrs),
                 )  # fmt: skip
 
 
@@ -163,7 +175,7 @@ def _jaeger(doc: dict[str, Any]) -> Iterable[Span]:
             yield Span(
                 str(s.get("traceID", trace.get("traceID", ""))), str(s.get("spanID", "")), parent,
                 str(proc.get("serviceName", "")), str(version) if version else None,
-                start, end, _kind(tags.get("span.kind", "")),
+                start, end, _kind(tags.get("span.kind", "")), _is_grpc(tags),
             )  # fmt: skip
 
 
@@ -193,7 +205,7 @@ def _zipkin(doc: list[Any]) -> Iterable[Span]:
         )
         yield Span(
             trace, sid, parent, str((s.get("localEndpoint") or {}).get("serviceName", "")),
-            str(version) if version else None, start, end, kind,
+            str(version) if version else None, start, end, kind, _is_grpc(tags),
         )  # fmt: skip
 
 
@@ -303,7 +315,10 @@ def _walk(
                 for child in children.get(span.span_id, []):
                     stack.append((child, entry, via))
                 continue
-            new = {"service": service, "version": span.version, "span": span, "calls": []}
+            # The entry is gRPC if any span of the service's own on the way in says so (a
+            # sidecar's server span, the app's): the first span may be either.
+            new = {"service": service, "version": span.version, "span": span, "calls": [],
+                   "grpc": span.grpc}  # fmt: skip
             if entry is None:
                 graph.roots[service] = graph.roots.get(service, 0) + 1
             else:
@@ -312,6 +327,8 @@ def _walk(
             entries.append(new)
             entry = new
             via = None
+        elif span.grpc and via is None and span.kind != "client":
+            entry["grpc"] = True
         for child in children.get(span.span_id, []):
             stack.append((child, entry, span if span.kind == "client" else via))
     for e in entries:
@@ -322,6 +339,8 @@ def _record(entry: dict[str, Any], graph: TraceGraph) -> None:
     span: Span = entry["span"]
     rec = graph.calls.setdefault((entry["service"], entry["version"]), Calls())
     rec.requests += 1
+    if entry["grpc"]:
+        graph.grpc[entry["service"]] = graph.grpc.get(entry["service"], 0) + 1
     calls = sorted(entry["calls"], key=lambda c: c[1])
     busy = _union_ms([(s, e) for _, s, e in calls], span.start_us, span.end_us)
     rec.self_ms.append(max(0.0, (span.end_us - span.start_us) / 1e3 - busy))
