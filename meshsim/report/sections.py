@@ -289,7 +289,8 @@ def _balance_section(runs: Mapping[str, Mapping[str, Any]]) -> Section | None:
         "1.5 times the least busy), each pod's share in the order the pods were made; pods "
         "that joined or left during the window are left out, and a version's share of its "
         "service (a traffic split) is not at issue. Sidecars, waypoints and Cilium's Envoy "
-        "balance each request; kube-proxy (none), ztunnel alone and Cilium's socket-LB "
+        "(for a service with a CiliumEnvoyConfig) balance each request; kube-proxy (none), "
+        "ztunnel alone and Cilium's socket-LB (also under an L7 network policy alone) "
         "balance connections, so a gRPC or HTTP/2 caller's one connection to a service "
         "sends all its calls to one pod. A slow pod that a balancer avoids shows here too.",
     )
