@@ -213,7 +213,7 @@ class AmbientDataPlane(ProxiedDataPlane):
             # the pods it knows), as kube-proxy and Cilium do (l4_balancing: per call for an
             # HTTP/1.1 app, the app keeping a connection to each endpoint it reaches; where
             # its one connection is bound for a gRPC app).
-            dest = self._l4.pick(src, service, zs.view(service))
+            dest = self.l4_balancer.pick(src, service, zs.view(service))
             if dest is None:
                 return None
             peer: Proxy = self.ztunnels[dest.node]

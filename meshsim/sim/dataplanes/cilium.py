@@ -251,12 +251,12 @@ class CiliumDataPlane(ProxiedDataPlane):
                                                              nbytes, call)  # fmt: skip
                 return status
             # Policy only: the Envoy forwards to where socket-LB sent the connection.
-            pod = self._l4.pick(src, service, service.endpoints)
+            pod = self.l4_balancer.pick(src, service, service.endpoints)
             if pod is None:
                 return CONNECT_FAILURE
             status = yield from self._to_original_destination(src_node, envoy, pod, req, nbytes)
             return status
-        pod = self._l4.pick(src, service, service.endpoints)
+        pod = self.l4_balancer.pick(src, service, service.endpoints)
         if pod is None:
             return CONNECT_FAILURE
         src_pod = src if isinstance(src, Pod) else None

@@ -21,6 +21,13 @@ L7 services) balances each request, so it spreads a multiplexed connection's cal
 the usual reason to run one in front of gRPC services. This module is the other side, shared
 by the data planes that have none on a call's path.
 
+A connection's pick is drawn from a stream of its own, named by its caller pod and service
+(common random numbers): ``none``, ambient and Cilium bind the same caller to the same pod,
+so that a comparison between them is not one of luck. (Drawn from the stream the per-call
+picks share, a binding would depend on how many calls each mesh happened to balance before
+it: in Online Boutique both productcatalog callers' connections reached one pod under `none`
+and two pods under ambient.)
+
 Clients outside the mesh (a workload's load generator) are drawn per call: a load
 generator's several connections are not tracked one by one. Nor are servers that close their
 connections after an age (gRPC's ``MaxConnectionAge``, a common mitigation): a binding lasts
@@ -36,6 +43,8 @@ from typing import TYPE_CHECKING
 from meshsim.sim.app import Pod
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from meshsim.sim.app import Client, ServiceRuntime
 
 MULTIPLEXED_PROTOCOLS = frozenset({"grpc", "http2"})
@@ -51,13 +60,26 @@ class ConnectionBalancer:
     """The endpoint an L4 balancer sends a call to: drawn per call, or, for a multiplexed
     protocol, the one the caller pod's connection to the service is bound to."""
 
-    def __init__(self, uniform: Callable[[], float], keep_alive: bool = True) -> None:
+    def __init__(
+        self,
+        uniform: Callable[[], float],
+        streams: Callable[[str], np.random.Generator],
+        keep_alive: bool = True,
+    ) -> None:
         self._uniform = uniform
+        self._streams = streams
+        """The run's named streams (``Simulation.streams``): one per connection's caller and
+        service, whose successive draws are its successive connections' picks."""
         self._binds = keep_alive
         """Without keep-alive (``mesh_options.keep_alive: false``) every call opens a
         connection of its own, and so is balanced on its own."""
         self._bound: dict[tuple[str, str], Pod] = {}
         """The pod each caller pod's connection to a multiplexed service reached."""
+
+    @property
+    def bindings(self) -> dict[tuple[str, str], str]:
+        """Each caller pod's connection to a multiplexed service: the pod it reached last."""
+        return {key: pod.name for key, pod in self._bound.items()}
 
     def pick(
         self, src: Pod | Client, service: ServiceRuntime, endpoints: Sequence[Pod]
@@ -72,5 +94,6 @@ class ConnectionBalancer:
         bound = self._bound.get(key)
         if bound is None or not (bound.alive and bound.ready):
             # A first call, or the connection broke with its pod: the client reconnects.
-            bound = self._bound[key] = endpoints[int(self._uniform() * len(endpoints))]
+            u = float(self._streams(f"l4-connection/{src.name}->{service.name}").random())
+            bound = self._bound[key] = endpoints[int(u * len(endpoints))]
         return bound

@@ -32,8 +32,8 @@ class NoMesh(DataPlane):
 
     def __init__(self, sim: Simulation) -> None:
         super().__init__(sim)
-        self._balancer = ConnectionBalancer(
-            Uniforms(sim.streams("balancers")), sim.scenario.mesh_options.keep_alive
+        self.l4_balancer = ConnectionBalancer(
+            Uniforms(sim.streams("balancers")), sim.streams, sim.scenario.mesh_options.keep_alive
         )
         self._delay = sim.network.delay
         if sim.scenario.traffic:
@@ -45,7 +45,7 @@ class NoMesh(DataPlane):
     def call(
         self, src: Pod | Client, service: ServiceRuntime, req: Request, call: Call | None
     ) -> Generator[simpy.Event, Any, int]:
-        pod = self._balancer.pick(src, service, service.endpoints)
+        pod = self.l4_balancer.pick(src, service, service.endpoints)
         if pod is None:
             return CONNECT_FAILURE
         nbytes = call.request_bytes if call is not None else req.request_bytes
