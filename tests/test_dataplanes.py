@@ -261,6 +261,18 @@ def test_l4_balancing_sends_a_grpc_callers_calls_where_its_one_connection_went(
     assert sorted(n > 0 for n in served) == [False, False, False, False, True]
 
 
+@pytest.mark.parametrize("mesh", ["none", "istio-ambient", "cilium"])
+def test_a_capped_connection_age_makes_a_grpc_caller_pick_again(mesh: str) -> None:
+    """The api's server closes each connection 1 s (+-10 %) after it opened, so over the
+    6 s run the one caller reconnects 5 or 6 times (exact range: the ages' sum stays within
+    0.9-1.1 s each) and reaches more than one pod, where without the cap it reaches one."""
+    doc = grpc_backend(mesh)
+    doc["services"][1]["max_connection_age_s"] = 1.0
+    sim = simulate(doc, mesh)
+    assert sim.data_plane.l4_balancer.reconnects in (5, 6)  # type: ignore[attr-defined]
+    assert sum(n > 0 for n in calls_served(sim, "api")) > 1
+
+
 def test_the_l4_data_planes_bind_each_grpc_caller_to_the_same_pod() -> None:
     """Common random numbers for connections: four caller pods' connections to a gRPC
     service of four pods reach the same pods under `none`, ambient and Cilium (exact), at

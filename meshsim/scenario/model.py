@@ -170,6 +170,13 @@ class Service(Spec):
         "grpc or http2 service hold one connection to it each, which an L4 balancer "
         "(none, ambient without a waypoint, Cilium) binds to one pod.",
     )
+    max_connection_age_s: PositiveFloat | None = Field(
+        None,
+        description="grpc or http2 only: the server's MaxConnectionAge (grpc-go's keepalive "
+        "ServerParameters; none by default): it closes each connection (GOAWAY) this long "
+        "after it opened, +-10 % jitter, and the caller reconnects, which under an L4 "
+        "balancer picks a pod again.",
+    )
     calls: list[Call] = Field(default_factory=list)
     resources: Resources = Field(
         default_factory=Resources,
@@ -201,6 +208,15 @@ class Service(Spec):
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
         return _numbers_are_constants(data, "cpu_ms")
+
+    @model_validator(mode="after")
+    def _connection_age_is_http2s(self) -> Service:
+        if self.max_connection_age_s is not None and self.protocol == "http1":
+            raise ValueError(
+                "max_connection_age_s is a gRPC/HTTP2 server's setting: give protocol grpc "
+                "or http2, or drop it"
+            )
+        return self
 
     @model_validator(mode="after")
     def _replicas_or_versions(self) -> Service:

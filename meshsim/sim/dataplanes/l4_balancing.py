@@ -29,14 +29,17 @@ it: in Online Boutique both productcatalog callers' connections reached one pod 
 and two pods under ambient.)
 
 Clients outside the mesh (a workload's load generator) are drawn per call: a load
-generator's several connections are not tracked one by one. Nor are servers that close their
-connections after an age (gRPC's ``MaxConnectionAge``, a common mitigation): a binding lasts
-as long as its pod serves. New pods get no bound callers until some caller reconnects, as in
-a real scale-up.
+generator's several connections are not tracked one by one. A binding lasts as long as its
+pod serves, unless the service's server caps a connection's age (``max_connection_age_s``,
+gRPC's ``MaxConnectionAge``, the usual mitigation without a mesh): then it sends GOAWAY that
+long after the connection opened, with grpc-go's +-10 % jitter, and the caller reconnects
+and picks again. New pods get no bound callers until some caller reconnects, as in a real
+scale-up.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -65,21 +68,27 @@ class ConnectionBalancer:
         uniform: Callable[[], float],
         streams: Callable[[str], np.random.Generator],
         keep_alive: bool = True,
+        clock: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self._uniform = uniform
         self._streams = streams
         """The run's named streams (``Simulation.streams``): one per connection's caller and
-        service, whose successive draws are its successive connections' picks."""
+        service, whose successive draws are its successive connections' picks (and, with a
+        maximum connection age, each one's jitter)."""
+        self._clock = clock
+        self.reconnects = 0
+        """Connections opened again after their pod stopped serving or their age ran out."""
         self._binds = keep_alive
         """Without keep-alive (``mesh_options.keep_alive: false``) every call opens a
         connection of its own, and so is balanced on its own."""
-        self._bound: dict[tuple[str, str], Pod] = {}
-        """The pod each caller pod's connection to a multiplexed service reached."""
+        self._bound: dict[tuple[str, str], tuple[Pod, float]] = {}
+        """The pod each caller pod's connection to a multiplexed service reached, and when
+        its server closes it (``inf``: never)."""
 
     @property
     def bindings(self) -> dict[tuple[str, str], str]:
         """Each caller pod's connection to a multiplexed service: the pod it reached last."""
-        return {key: pod.name for key, pod in self._bound.items()}
+        return {key: pod.name for key, (pod, _) in self._bound.items()}
 
     def pick(
         self, src: Pod | Client, service: ServiceRuntime, endpoints: Sequence[Pod]
@@ -92,8 +101,18 @@ class ConnectionBalancer:
             return endpoints[int(self._uniform() * len(endpoints))]
         key = (src.name, service.name)
         bound = self._bound.get(key)
-        if bound is None or not (bound.alive and bound.ready):
-            # A first call, or the connection broke with its pod: the client reconnects.
-            u = float(self._streams(f"l4-connection/{src.name}->{service.name}").random())
-            bound = self._bound[key] = endpoints[int(u * len(endpoints))]
-        return bound
+        if bound is not None:
+            pod, closes_at = bound
+            if pod.alive and pod.ready and self._clock() < closes_at:
+                return pod
+            self.reconnects += 1
+        # A first call, or the connection broke with its pod or was closed for its age: the
+        # client connects (again), and the balancer picks.
+        stream = self._streams(f"l4-connection/{src.name}->{service.name}")
+        pod = endpoints[int(float(stream.random()) * len(endpoints))]
+        age = service.spec.max_connection_age_s
+        closes_at = math.inf
+        if age is not None:
+            closes_at = self._clock() + age * (0.9 + 0.2 * float(stream.random()))
+        self._bound[key] = (pod, closes_at)
+        return pod

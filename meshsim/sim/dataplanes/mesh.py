@@ -62,7 +62,9 @@ class ProxiedDataPlane(DataPlane):
         self.proxies: list[Proxy] = []
         self.pools = Pools(self.env, keep_alive=self.keep_alive)
         self._uniform = Uniforms(sim.streams("balancers"))
-        self.l4_balancer = ConnectionBalancer(self._uniform, sim.streams, self.keep_alive)
+        self.l4_balancer = ConnectionBalancer(
+            self._uniform, sim.streams, self.keep_alive, lambda: self.env.now
+        )
         """Where a call goes on a path with no L7 proxy (ztunnel alone, Cilium's kernel)."""
         self._accept = Uniforms(sim.streams("dataplane/accept"))
         self._cpu_rng = sim.streams("proxy_cpu")

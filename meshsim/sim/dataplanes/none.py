@@ -33,7 +33,10 @@ class NoMesh(DataPlane):
     def __init__(self, sim: Simulation) -> None:
         super().__init__(sim)
         self.l4_balancer = ConnectionBalancer(
-            Uniforms(sim.streams("balancers")), sim.streams, sim.scenario.mesh_options.keep_alive
+            Uniforms(sim.streams("balancers")),
+            sim.streams,
+            sim.scenario.mesh_options.keep_alive,
+            lambda: self.env.now,
         )
         self._delay = sim.network.delay
         if sim.scenario.traffic:
