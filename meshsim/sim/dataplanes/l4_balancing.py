@@ -16,17 +16,19 @@ goes there. How an app's calls spread therefore depends on its connections:
   becomes not ready: the connection breaks and the client reconnects, picking again). The
   pods of a service share its load only as the callers' connections happen to fall.
 
-A proxy that parses HTTP (Istio's sidecars and waypoints, linkerd2-proxy, Cilium's Envoy for
-L7 services) balances each request, so it spreads a multiplexed connection's calls; which is
-the usual reason to run one in front of gRPC services. This module is the other side, shared
-by the data planes that have none on a call's path.
+A proxy that parses HTTP and balances (Istio's sidecars and waypoints, linkerd2-proxy,
+Cilium's Envoy for a service with a CiliumEnvoyConfig) picks per request, so it spreads a
+multiplexed connection's calls; which is the usual reason to run one in front of gRPC
+services. This module is the other side, shared by the data planes that have none on a
+call's path (Cilium's Envoy for an L7 network policy alone forwards to the connection's
+original destination, so it is this side too).
 
 A connection's pick is drawn from a stream of its own, named by its caller pod and service
 (common random numbers): ``none``, ambient and Cilium bind the same caller to the same pod,
 so that a comparison between them is not one of luck. (Drawn from the stream the per-call
 picks share, a binding would depend on how many calls each mesh happened to balance before
-it: in Online Boutique both productcatalog callers' connections reached one pod under `none`
-and two pods under ambient.)
+it: in Online Boutique the two frontends' connections to productcatalog reached one pod
+under `none` and two under ambient.)
 
 Clients outside the mesh (a workload's load generator) are drawn per call: a load
 generator's several connections are not tracked one by one. A binding lasts as long as its
