@@ -60,7 +60,9 @@ def _label(svc: Service) -> str:
         if svc.versions
         else f" x{svc.total_replicas}"
     )
-    return f"[cyan]{svc.name}[/]{versions}  cpu {svc.cpu_ms.expected:g} ms"
+    # Shown for gRPC and HTTP/2: under an L4 balancer their callers' connections bind.
+    protocol = "" if svc.protocol == "http1" else f"  {svc.protocol}"
+    return f"[cyan]{svc.name}[/]{versions}  cpu {svc.cpu_ms.expected:g} ms{protocol}"
 
 
 def _rate(scenario: Scenario, index: int) -> str:

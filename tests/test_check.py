@@ -135,3 +135,12 @@ def test_a_build_failure_that_validation_missed_is_reported_not_raised(tmp_path:
         f"{path}: with mesh none: {BUILD_DEFECT} (ValueError: abort http_status must be in "
         "200..599 (not 100))" in stderr
     )
+
+
+def test_the_call_graph_names_grpc_and_http2_services(tmp_path: Path) -> None:
+    text = TWO_MESHES.replace("{name: back, cpu_ms: 1}", "{name: back, cpu_ms: 1, protocol: grpc}")
+    text = text.split("traffic:")[0]
+    code, stdout, _, _ = check(tmp_path, text)
+    assert code == 0
+    tree = [line.strip(" └─├│") for line in stdout.splitlines() if "cpu 1 ms" in line]
+    assert tree == ["front x1  cpu 1 ms", "back x1  cpu 1 ms  grpc"]
