@@ -144,3 +144,16 @@ def test_the_call_graph_names_grpc_and_http2_services(tmp_path: Path) -> None:
     assert code == 0
     tree = [line.strip(" └─├│") for line in stdout.splitlines() if "cpu 1 ms" in line]
     assert tree == ["front x1  cpu 1 ms", "back x1  cpu 1 ms  grpc"]
+
+
+def test_a_waypoint_or_cilium_l7_service_that_names_no_service_is_refused(tmp_path: Path) -> None:
+    """A typo in a list of services in mesh_options would silently leave the service without
+    its waypoint (or Cilium's Envoy): refused at its line, with the closest name."""
+    base = TWO_MESHES.split("traffic:")[0].replace("[istio, linkerd]", "[istio-ambient, cilium]")
+    for options, where in (
+        ("  istio-ambient:\n    waypoints: [bakc]\n", "mesh_options.istio-ambient.waypoints[0]"),
+        ("  cilium:\n    l7_services: [front, bakc]\n", "mesh_options.cilium.l7_services[1]"),
+    ):
+        code, _, stderr, path = check(tmp_path, base + "mesh_options:\n" + options)
+        assert code == 2
+        assert f"{path}:13: {where}: no service named 'bakc'; did you mean 'back'?" in stderr

@@ -160,6 +160,7 @@ def check_references(scenario: Scenario) -> Iterator[tuple[Loc, str]]:
     if len(set(scenario.meshes)) != len(scenario.meshes):
         yield ("meshes",), "each mesh may appear once"
 
+    yield from _mesh_option_services(scenario, names)
     yield from zone_problems(scenario)
     yield from gateway_problems(scenario)
     yield from external_problems(scenario)
@@ -173,6 +174,22 @@ def check_references(scenario: Scenario) -> Iterator[tuple[Loc, str]]:
             ("services", first, "calls"),
             ("calls form a cycle, which would never finish: " + " -> ".join(cycle)),
         )
+
+
+def _mesh_option_services(scenario: Scenario, names: list[str]) -> Iterator[tuple[Loc, str]]:
+    """The mesh options that name services (waypoints, Cilium's L7 services): a typo would
+    silently leave a service without its waypoint or its Envoy."""
+    options = scenario.mesh_options
+    named: tuple[tuple[Loc, object], ...] = (
+        (("mesh_options", "istio-ambient", "waypoints"), options.istio_ambient.waypoints),
+        (("mesh_options", "cilium", "l7_services"), options.cilium.l7_services),
+    )
+    for loc, listed in named:
+        if not isinstance(listed, list):
+            continue  # "all" or "none"
+        for j, name in enumerate(listed):
+            if name not in names:
+                yield (*loc, j), _unknown("service", name, names)
 
 
 def call_edges(scenario: Scenario) -> list[tuple[str, str]]:
