@@ -153,6 +153,7 @@ def test_a_waypoint_or_cilium_l7_service_that_names_no_service_is_refused(tmp_pa
     for options, where in (
         ("  istio-ambient:\n    waypoints: [bakc]\n", "mesh_options.istio-ambient.waypoints[0]"),
         ("  cilium:\n    l7_services: [front, bakc]\n", "mesh_options.cilium.l7_services[1]"),
+        ("  cilium:\n    lb_l7_services: [bakc]\n", "mesh_options.cilium.lb_l7_services[0]"),
     ):
         code, _, stderr, path = check(tmp_path, base + "mesh_options:\n" + options)
         assert code == 2

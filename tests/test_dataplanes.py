@@ -305,7 +305,9 @@ def test_the_l4_data_planes_bind_each_grpc_caller_to_the_same_pod() -> None:
         ("linkerd", {}),
         ("istio-ambient", {"istio-ambient": {"waypoints": ["api"]}}),
         ("cilium", {}),
+        ("cilium", {"cilium": {"lb_l7_services": ["api"]}}),
     ],
+    ids=["istio", "linkerd", "ambient-waypoint", "cilium-envoy-config", "cilium-lb-l7"],
 )
 def test_l7_proxies_spread_a_grpc_connections_calls_per_request(
     mesh: str, options: dict[str, Any]
@@ -319,9 +321,9 @@ def test_l7_proxies_spread_a_grpc_connections_calls_per_request(
     over seeds 1-5, the same as for an HTTP/1.1 app): every pod serves, none two thirds."""
     doc = grpc_backend(mesh)
     doc["mesh_options"] = {"meshed_clients": True, **options}
-    if mesh == "cilium":
+    if mesh == "cilium" and not options:
         # Cilium balances per request where a CiliumEnvoyConfig sends the service through
-        # its node's Envoy: a rule in the traffic block.
+        # its node's Envoy: a rule in the traffic block (or the lb-l7 annotation's).
         doc["traffic"] = [{"service": "api", "load_balancer": "least_request"}]
     served = calls_served(simulate(doc, mesh), "api")
     shares = [n / sum(served) for n in served]

@@ -726,3 +726,26 @@ def test_odd_container_resources_import_with_a_warning_or_none(
     result = import_cluster([tmp_path])
     odd = result.scenario.service("odd")  # the service is kept whatever its containers say
     assert odd.resources.limits.cpu is None
+
+
+def test_the_cilium_lb_l7_annotation_imports_as_lb_l7_services(tmp_path: Path) -> None:
+    """``service.cilium.io/lb-l7: enabled`` on two Services: both in
+    mesh_options.cilium.lb_l7_services, each named by the line it came from."""
+    docs = []
+    for name, annotated in (("a", True), ("b", False), ("c", True)):
+        meta = f"{{name: {name}" + (
+            ", annotations: {service.cilium.io/lb-l7: enabled}}" if annotated else "}"
+        )
+        docs.append(
+            f"apiVersion: v1\nkind: Service\nmetadata: {meta}\n"
+            f"spec: {{selector: {{app: {name}}}, ports: [{{name: grpc, port: 80}}]}}\n---\n"
+            f"apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\n"
+            f"spec: {{replicas: 2, template: {{metadata: {{labels: {{app: {name}}}}}}}}}\n"
+        )
+    (tmp_path / "m.yaml").write_text("---\n".join(docs))
+    result = import_cluster([tmp_path])
+    assert result.scenario.mesh_options.cilium.lb_l7_services == ["a", "c"]
+    lines = result.text.splitlines()
+    note = lines[next(i for i, x in enumerate(lines) if "lb_l7_services" in x) - 1]
+    assert "m.yaml:3 Service/a metadata.annotations.service.cilium.io/lb-l7; " in note
+    assert "m.yaml:23 Service/c metadata.annotations.service.cilium.io/lb-l7" in note

@@ -24,6 +24,13 @@ class CiliumOptions(Spec):
         "connection's original destination (the pod socket-LB picked). Services named in the "
         "traffic block are L7 too, balanced per request (CiliumEnvoyConfig).",
     )
+    lb_l7_services: list[Name] | Literal["all", "none"] = Field(
+        "none",
+        description="Services annotated service.cilium.io/lb-l7: enabled (Cilium's proxy load "
+        "balancing, loadBalancer.l7.backend: envoy): their traffic passes the source node's "
+        "Envoy, which balances each request (round robin, the operator's default), with no "
+        "rule in the traffic block.",
+    )
     envoy_workers: int = Field(2, ge=1, le=1024, description="Per-node Envoy worker threads.")
     envoy_model: str | None = Field(None, description="Cost model (default models/cilium-envoy).")
     envoy_resources: Resources = Field(

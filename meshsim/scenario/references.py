@@ -183,6 +183,7 @@ def _mesh_option_services(scenario: Scenario, names: list[str]) -> Iterator[tupl
     named: tuple[tuple[Loc, object], ...] = (
         (("mesh_options", "istio-ambient", "waypoints"), options.istio_ambient.waypoints),
         (("mesh_options", "cilium", "l7_services"), options.cilium.l7_services),
+        (("mesh_options", "cilium", "lb_l7_services"), options.cilium.lb_l7_services),
     )
     for loc, listed in named:
         if not isinstance(listed, list):

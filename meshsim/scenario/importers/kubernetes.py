@@ -96,6 +96,19 @@ def _protocol(svc: Resource) -> Noted | None:
     return None
 
 
+def _cilium_lb_l7(draft: Draft, svc: Resource, name: str) -> None:
+    """``service.cilium.io/lb-l7: enabled``: Cilium's node Envoy balances the service's
+    requests (``mesh_options.cilium.lb_l7_services``)."""
+    annotations = _labels(svc.get("metadata", "annotations"))
+    if annotations.get("service.cilium.io/lb-l7") != "enabled":
+        return
+    held = draft.mesh_options.get("cilium", {}).get("lb_l7_services")
+    names = [*held.value, name] if held is not None else [name]
+    where = svc.origin("metadata", "annotations", "service.cilium.io/lb-l7")
+    note = where if held is None else f"{held.note}; {where}"
+    draft.option("cilium", "lb_l7_services", names, note)
+
+
 def _hpa_for(manifests: Manifests, workload: Resource) -> Resource | None:
     if manifests.hpas is None:
         manifests.hpas = {}
@@ -406,6 +419,7 @@ def import_kubernetes(manifests: Manifests, draft: Draft) -> None:
             )
             draft_svc.versions.extend(_versions(manifests, draft, svc, matched, claimed))
             draft.services[name] = draft_svc
+            _cilium_lb_l7(draft, svc, name)
         except SHAPE_ERRORS as exc:
             shape_warning(draft, svc, exc)
 

@@ -9,19 +9,21 @@ Paths:
   The eBPF work is charged per packet (``ebpf_packet_cpu_us`` at each end); encryption per byte
   and per packet at each end (``models/cilium-encryption.yaml``), only between nodes
   (Cilium does not encrypt pod-to-pod traffic on one node).
-- L7 load balancing (services with a rule in the traffic block, which Cilium programs
-  through a CiliumEnvoyConfig): the source node's eBPF redirects the connection to that
-  node's Envoy, which parses, routes, retries and balances per request (the shared
-  resilience chain, as Istio's Envoy does) and sends each try through the kernel to the
-  chosen pod. One Envoy per node, shared by all its pods (like a waypoint, but per node and
-  on the client side). Clients outside the cluster reach the Envoy of the node with the
+- L7 load balancing (services with a rule in the traffic block, which Cilium programs through a
+  CiliumEnvoyConfig, and those in ``mesh_options.cilium.lb_l7_services``, whose
+  ``service.cilium.io/lb-l7`` annotation has the operator write one): the source node's eBPF
+  redirects the connection to that node's Envoy, which parses, routes, retries and balances per
+  request (the shared resilience chain, as Istio's Envoy does) and sends each try through the
+  kernel to the chosen pod. One Envoy per node, shared by all its pods (like a waypoint, but per
+  node and on the client side). Clients outside the cluster reach the Envoy of the node with the
   fewest pods.
 - L7 policy only (``mesh_options.cilium.l7_services``, CiliumNetworkPolicy HTTP rules, and
-  no rule in the traffic block): the connection is redirected to the node's Envoy too, which
-  parses each request to enforce the policy, but it forwards to the connection's original
-  destination (the policy listener's ``egress-cluster`` is an ``ORIGINAL_DST`` cluster,
-  cilium/cilium ``pkg/envoy``): the pod socket-LB picked when the app connected. So these
-  requests are balanced per connection, as on the L4 path, and no retry or breaker applies.
+  neither a rule in the traffic block nor the ``lb-l7`` annotation): the connection is
+  redirected to the node's Envoy too, which parses each request to enforce the policy, but it
+  forwards to the connection's original destination (the policy listener's ``egress-cluster`` is
+  an ``ORIGINAL_DST`` cluster, cilium/cilium ``pkg/envoy``): the pod socket-LB picked when the
+  app connected. So these requests are balanced per connection, as on the L4 path, and no retry
+  or breaker applies.
 
 Simplifications: socket-LB translates a service address per connection; as for the ``none``
 baseline (:mod:`meshsim.sim.dataplanes.l4_balancing`), an HTTP/1.1 app's endpoint is drawn per
@@ -104,8 +106,14 @@ class CiliumDataPlane(ProxiedDataPlane):
             if opts.l7_services == "all"
             else (set() if opts.l7_services == "none" else set(opts.l7_services))
         )
-        self.lb_services = {r.service for r in sim.scenario.traffic}
-        """Services whose node Envoy balances per request (a CiliumEnvoyConfig)."""
+        annotated = (
+            set(sim.services)
+            if opts.lb_l7_services == "all"
+            else (set() if opts.lb_l7_services == "none" else set(opts.lb_l7_services))
+        )
+        self.lb_services = annotated | {r.service for r in sim.scenario.traffic}
+        """Services whose node Envoy balances per request: a CiliumEnvoyConfig, written for
+        a traffic rule or by the operator for the ``lb-l7`` annotation."""
         self.l7_services = named | self.lb_services
         self._lb_rng = prefetched(sim.streams("balancers/cilium-envoy"))
         self.resilience = Resilience(
