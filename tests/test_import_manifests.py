@@ -749,3 +749,25 @@ def test_the_cilium_lb_l7_annotation_imports_as_lb_l7_services(tmp_path: Path) -
     note = lines[next(i for i, x in enumerate(lines) if "lb_l7_services" in x) - 1]
     assert "m.yaml:3 Service/a metadata.annotations.service.cilium.io/lb-l7; " in note
     assert "m.yaml:23 Service/c metadata.annotations.service.cilium.io/lb-l7" in note
+
+
+def test_use_waypoint_labels_import_as_ambient_waypoints(tmp_path: Path) -> None:
+    """``istio.io/use-waypoint`` on a Service, or on its Namespace (a Service's own ``none``
+    opts out): the services behind a waypoint under ambient."""
+    docs = [
+        "apiVersion: v1\nkind: Namespace\n"
+        "metadata: {name: shop, labels: {istio.io/use-waypoint: waypoint}}\n"
+    ]
+    for name, ns, label in (("a", "default", "waypoint"), ("b", "default", None),
+                            ("c", "shop", None), ("d", "shop", "none")):  # fmt: skip
+        labels = f", labels: {{istio.io/use-waypoint: {label}}}" if label else ""
+        docs.append(
+            f"apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}{labels}}}\n"
+            f"spec: {{selector: {{app: {name}}}, ports: [{{name: http, port: 80}}]}}\n---\n"
+            f"apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {ns}}}\n"
+            f"spec: {{replicas: 1, template: {{metadata: {{labels: {{app: {name}}}}}}}}}\n"
+        )
+    (tmp_path / "m.yaml").write_text("---\n".join(docs))
+    result = import_cluster([tmp_path])
+    assert result.scenario.mesh_options.istio_ambient.waypoints == ["a", "c"]
+    assert "Namespace/shop metadata.labels.istio.io/use-waypoint" in result.text

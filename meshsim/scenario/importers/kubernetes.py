@@ -11,7 +11,10 @@
   protocol selection: ``grpc``, ``http2``, ``http``).
 - Meshes: Namespace labels ``istio-injection: enabled`` (Istio sidecars),
   ``istio.io/dataplane-mode: ambient`` (ambient), the ``linkerd.io/inject: enabled``
-  annotation (Linkerd), and the same switches on pod templates.
+  annotation (Linkerd), and the same switches on pod templates. A Service (or its
+  Namespace) labelled ``istio.io/use-waypoint`` is behind a waypoint under ambient
+  (``mesh_options.istio-ambient.waypoints``); one annotated ``service.cilium.io/lb-l7:
+  enabled`` is balanced by Cilium's node Envoy (``mesh_options.cilium.lb_l7_services``).
 - Proxy workers: ``proxy.istio.io/config`` ``concurrency``. Linkerd's proxy keeps its
   runtime's one worker whatever ``config.linkerd.io/proxy-cpu-limit`` says (current Linkerd;
   older releases sized the runtime from it, which a warning spells out).
@@ -96,17 +99,37 @@ def _protocol(svc: Resource) -> Noted | None:
     return None
 
 
-def _cilium_lb_l7(draft: Draft, svc: Resource, name: str) -> None:
-    """``service.cilium.io/lb-l7: enabled``: Cilium's node Envoy balances the service's
-    requests (``mesh_options.cilium.lb_l7_services``)."""
-    annotations = _labels(svc.get("metadata", "annotations"))
-    if annotations.get("service.cilium.io/lb-l7") != "enabled":
+USE_WAYPOINT = "istio.io/use-waypoint"
+
+
+def _listed(draft: Draft, mesh: str, key: str, name: str, where: str) -> None:
+    """Add service ``name`` to the list option ``mesh_options.<mesh>.<key>``, its note the
+    places each name came from."""
+    held = draft.mesh_options.get(mesh, {}).get(key)
+    if held is not None and name in held.value:
         return
-    held = draft.mesh_options.get("cilium", {}).get("lb_l7_services")
     names = [*held.value, name] if held is not None else [name]
-    where = svc.origin("metadata", "annotations", "service.cilium.io/lb-l7")
-    note = where if held is None else f"{held.note}; {where}"
-    draft.option("cilium", "lb_l7_services", names, note)
+    draft.option(mesh, key, names, where if held is None else f"{held.note}; {where}")
+
+
+def _service_options(
+    draft: Draft, svc: Resource, name: str, namespace_waypoints: dict[str, str]
+) -> None:
+    """What a Service's own labels and annotations switch on: ambient's waypoint for it
+    (``istio.io/use-waypoint`` on it or on its Namespace; ``none`` opts out) and Cilium's
+    proxy load balancing (``service.cilium.io/lb-l7: enabled``)."""
+    labels = _labels(svc.get("metadata", "labels"))
+    waypoint = labels.get(USE_WAYPOINT)
+    if waypoint is not None and waypoint != "none":
+        _listed(draft, "istio-ambient", "waypoints", name,
+                svc.origin("metadata", "labels", USE_WAYPOINT))  # fmt: skip
+    elif waypoint is None and (svc.namespace or "default") in namespace_waypoints:
+        _listed(draft, "istio-ambient", "waypoints", name,
+                namespace_waypoints[svc.namespace or "default"])  # fmt: skip
+    annotations = _labels(svc.get("metadata", "annotations"))
+    if annotations.get("service.cilium.io/lb-l7") == "enabled":
+        _listed(draft, "cilium", "lb_l7_services", name,
+                svc.origin("metadata", "annotations", "service.cilium.io/lb-l7"))  # fmt: skip
 
 
 def _hpa_for(manifests: Manifests, workload: Resource) -> Resource | None:
@@ -338,9 +361,16 @@ def _versions(
 def import_kubernetes(manifests: Manifests, draft: Draft) -> None:
     """Add the services, versions and mesh switches that the Kubernetes objects describe."""
     _nodes(manifests, draft)
+    namespace_waypoints: dict[str, str] = {}
+    """Namespaces whose services use a waypoint (``istio.io/use-waypoint``), and where."""
     for namespace in manifests.of("Namespace"):
         try:
             _namespace(draft, namespace)
+            waypoint = _labels(namespace.get("metadata", "labels")).get(USE_WAYPOINT)
+            if waypoint not in (None, "none"):
+                namespace_waypoints[namespace.name] = namespace.origin(
+                    "metadata", "labels", USE_WAYPOINT
+                )
         except SHAPE_ERRORS as exc:
             shape_warning(draft, namespace, exc)
 
@@ -419,7 +449,7 @@ def import_kubernetes(manifests: Manifests, draft: Draft) -> None:
             )
             draft_svc.versions.extend(_versions(manifests, draft, svc, matched, claimed))
             draft.services[name] = draft_svc
-            _cilium_lb_l7(draft, svc, name)
+            _service_options(draft, svc, name, namespace_waypoints)
         except SHAPE_ERRORS as exc:
             shape_warning(draft, svc, exc)
 
