@@ -276,12 +276,12 @@ def test_a_capped_connection_age_makes_a_grpc_caller_pick_again(mesh: str) -> No
 def test_the_l4_data_planes_bind_each_grpc_caller_to_the_same_pod() -> None:
     """Common random numbers for connections: four caller pods' connections to a gRPC
     service of four pods reach the same pods under `none`, ambient and Cilium (exact), at
-    every seed of five, though each mesh balanced its own sequence of calls to an HTTP/1.1
+    each of three seeds, though each mesh balanced its own sequence of calls to an HTTP/1.1
     cache before them (drawn from the stream the per-call picks share, the bindings
-    differed between the meshes at all five seeds); and the bindings differ between seeds
-    (they are drawn, not fixed)."""
+    differed between the meshes at all three); and the bindings differ between seeds (they
+    are drawn, not fixed)."""
     seen = []
-    for seed in range(1, 6):
+    for seed in range(1, 4):
         per_mesh = []
         for mesh in ("none", "istio-ambient", "cilium"):
             doc = grpc_backend(mesh, replicas=4, seed=seed)
@@ -522,13 +522,14 @@ def test_gamma_factor_has_mean_one_and_the_cv() -> None:
 
 @pytest.mark.long
 def test_grpc_balancing_scenario_shows_what_its_comment_says() -> None:
-    """scenarios/grpc-balancing.yaml: under `none` and ambient two of the three api pods'
+    """scenarios/grpc-balancing.yaml: under `none` two of the three api pods'
     connections reach one inventory pod (two thirds of the calls, CPU-throttled against its
     limit), one inventory pod idles, and the p99 is about twice Istio's, whose sidecars
     spread the calls (each pod within 10 % of a third)."""
     path = Path(__file__).parent.parent / "scenarios" / "grpc-balancing.yaml"
     doc = load_scenario(path).to_dict()
-    doc["meshes"] = ["none", "istio", "istio-ambient"]
+    # Ambient and Cilium bind as `none` does (the common-random-numbers test above).
+    doc["meshes"] = ["none", "istio"]
     doc["duration_s"] = 25.0  # 15 s after the warm-up, not 30: the same bindings and split
     s = summary(doc)
 
@@ -537,7 +538,7 @@ def test_grpc_balancing_scenario_shows_what_its_comment_says() -> None:
         cgroups = s["runs"][mesh]["cgroups"]
         return [cgroups.get(f"inventory-v1-{i}/app", {}).get("cpu_vcpu", 0.0) for i in range(3)]
 
-    for mesh in ("none", "istio-ambient"):
+    for mesh in ("none",):
         cpu = sorted(inventory_cpu(mesh))
         assert cpu[0] == 0.0
         assert cpu[2] == pytest.approx(2 * cpu[1], rel=0.1)
@@ -545,4 +546,3 @@ def test_grpc_balancing_scenario_shows_what_its_comment_says() -> None:
     assert istio_cpu == pytest.approx([sum(istio_cpu) / 3] * 3, rel=0.1)
     p99 = {m: s["runs"][m]["workloads"]["users"]["latency_ms"]["p99"] for m in s["runs"]}
     assert p99["none"] > 1.7 * p99["istio"]
-    assert p99["istio-ambient"] > 1.7 * p99["istio"]
