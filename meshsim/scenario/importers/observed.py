@@ -102,7 +102,7 @@ def _grpc_from_traces(draft: Draft, graph: TraceGraph, where: str) -> None:
         seen = f"{where}: {grpc} of its {requests} traced requests were gRPC calls"
         if svc.protocol is None:
             svc.protocol = Noted("grpc", f"{seen} (rpc.system or grpc.status_code)")
-        elif svc.protocol.value != "grpc":
+        elif svc.protocol.value == "http1":  # http2 multiplexes as gRPC does
             draft.warn(
                 f"{seen}, but its Service port says {svc.protocol.value} "
                 f"({svc.protocol.note}); kept as the manifests say: name the port grpc "
