@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from meshsim.scenario.model import Service
 from meshsim.sim.app import Client, Pod
 from meshsim.sim.dataplanes.l4_balancing import ConnectionBalancer
 
@@ -22,10 +23,10 @@ def pod(name: str) -> Pod:
 
 
 def service(name: str, protocol: str, max_connection_age_s: float | None = None) -> Any:
-    return SimpleNamespace(
-        name=name,
-        spec=SimpleNamespace(protocol=protocol, max_connection_age_s=max_connection_age_s),
-    )
+    spec = {"name": name, "protocol": protocol}
+    if max_connection_age_s is not None:
+        spec["max_connection_age_s"] = max_connection_age_s
+    return SimpleNamespace(name=name, spec=Service.model_validate(spec))
 
 
 def scripted(values: list[float]) -> tuple[Iterator[float], list[int]]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Iterable
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -14,6 +15,19 @@ Name = Annotated[
         description="A Kubernetes-style name (RFC 1123 label): lower case, digits and '-'.",
     ),
 ]
+ServiceSelection = list[Name] | Literal["all", "none"]
+"""Services a mesh option applies to: named, or all, or none (waypoints, Cilium's L7 ones)."""
+
+
+def selected_services(selection: ServiceSelection, services: Iterable[str]) -> set[str]:
+    """The services ``selection`` names among ``services`` (every one for ``all``)."""
+    if selection == "all":
+        return set(services)
+    if selection == "none":
+        return set()
+    return set(selection)
+
+
 MAX_QUANTITY = 1e9
 """Upper bound of every number of the format unless its key says less: a billion of any of
 its units (ms, s, µs, rps, GB, weights, factors) is beyond anything a cluster does, and the

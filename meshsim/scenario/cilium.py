@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from meshsim.scenario.base import Name, Spec
+from meshsim.scenario.base import ServiceSelection, Spec
 from meshsim.scenario.resources import CILIUM_ENVOY_RESOURCES, Resources
 
 
@@ -17,14 +17,14 @@ class CiliumOptions(Spec):
     mutual_auth: bool = Field(
         True, description="Mutual authentication through SPIRE (authentication.mode: required)."
     )
-    l7_services: list[Name] | Literal["all", "none"] = Field(
+    l7_services: ServiceSelection = Field(
         "none",
         description="Services with an L7 rule (CiliumNetworkPolicy HTTP rules): their traffic "
         "passes the source node's Envoy, which parses it and forwards each request to the "
         "connection's original destination (the pod socket-LB picked). Services named in the "
         "traffic block are L7 too, balanced per request (CiliumEnvoyConfig).",
     )
-    lb_l7_services: list[Name] | Literal["all", "none"] = Field(
+    lb_l7_services: ServiceSelection = Field(
         "none",
         description="Services annotated service.cilium.io/lb-l7: enabled (Cilium's proxy load "
         "balancing, loadBalancer.l7.backend: envoy): their traffic passes the source node's "

@@ -209,9 +209,15 @@ class Service(Spec):
     def _shorthand(cls, data: Any) -> Any:
         return _numbers_are_constants(data, "cpu_ms")
 
+    @property
+    def speaks_http2(self) -> bool:
+        """grpc or http2: each caller holds one multiplexed connection to it (an L4 balancer
+        binds it to one pod), and proxies pool HTTP/2 connections to it."""
+        return self.protocol != "http1"
+
     @model_validator(mode="after")
     def _connection_age_is_http2s(self) -> Service:
-        if self.max_connection_age_s is not None and self.protocol == "http1":
+        if self.max_connection_age_s is not None and not self.speaks_http2:
             raise ValueError(
                 "max_connection_age_s is a gRPC/HTTP2 server's setting: give protocol grpc "
                 "or http2, or drop it"

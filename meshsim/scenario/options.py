@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field
 
-from meshsim.scenario.base import MAX_COUNT, Name, PositiveFloat, Spec
+from meshsim.scenario.base import MAX_COUNT, PositiveFloat, ServiceSelection, Spec
 from meshsim.scenario.cilium import CiliumOptions
 from meshsim.scenario.observability import ObservabilityOptions
 from meshsim.scenario.resources import (
@@ -102,7 +102,7 @@ class LinkerdOptions(Spec):
 
 
 class AmbientOptions(Spec):
-    waypoints: list[Name] | Literal["all", "none"] = Field(
+    waypoints: ServiceSelection = Field(
         "none", description="Services behind a waypoint (L7); 'all' or 'none'."
     )
     ztunnel_workers: Annotated[int, Field(ge=1, le=MAX_COUNT)] = Field(

@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 import simpy
 
+from meshsim.scenario.base import selected_services
 from meshsim.scenario.resources import envoy_concurrency
 from meshsim.sim.app import CONNECT_FAILURE, RESET, Client, Pod
 from meshsim.sim.dataplanes.connections import Conn, Pools
@@ -130,12 +131,7 @@ class AmbientDataPlane(ProxiedDataPlane):
         self.wp_threads = opts.waypoint_workers or envoy_concurrency(
             opts.waypoint_resources, sim.scenario.cluster.allocatable_cpu_m
         )
-        if opts.waypoints == "all":
-            self.waypoint_for = set(sim.services)
-        elif opts.waypoints == "none":
-            self.waypoint_for = set()
-        else:
-            self.waypoint_for = set(opts.waypoints)
+        self.waypoint_for = selected_services(opts.waypoints, sim.services)
         self.tunnels = Pools(self.env, keep_alive=self.keep_alive, max_streams=HBONE_MAX_STREAMS)
         self.pools = self.tunnels
         self._lb_rng = prefetched(sim.streams("balancers/waypoint"))
@@ -143,7 +139,7 @@ class AmbientDataPlane(ProxiedDataPlane):
             sim,
             self.name,
             self.warnings,
-            h2=lambda s: s.spec.protocol != "http1",
+            h2=lambda s: s.spec.speaks_http2,
             mtls=True,
             l7_services=self.waypoint_for,
         )

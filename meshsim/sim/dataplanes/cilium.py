@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 import simpy
 
 from meshsim.models.parameters import KIB
+from meshsim.scenario.base import selected_services
 from meshsim.sim.app import CONNECT_FAILURE, Client, Pod
 from meshsim.sim.dataplanes.mesh import ProxiedDataPlane, cost_model
 from meshsim.sim.dataplanes.resilience_state import Resilience
@@ -101,16 +102,8 @@ class CiliumDataPlane(ProxiedDataPlane):
         self.encryption = opts.encryption
         self.mutual_auth = opts.mutual_auth
         self.envoy_threads = opts.envoy_workers
-        named = (
-            set(sim.services)
-            if opts.l7_services == "all"
-            else (set() if opts.l7_services == "none" else set(opts.l7_services))
-        )
-        annotated = (
-            set(sim.services)
-            if opts.lb_l7_services == "all"
-            else (set() if opts.lb_l7_services == "none" else set(opts.lb_l7_services))
-        )
+        named = selected_services(opts.l7_services, sim.services)
+        annotated = selected_services(opts.lb_l7_services, sim.services)
         self.lb_services = annotated | {r.service for r in sim.scenario.traffic}
         """Services whose node Envoy balances per request: a CiliumEnvoyConfig, written for
         a traffic rule or by the operator for the ``lb-l7`` annotation."""
@@ -120,7 +113,7 @@ class CiliumDataPlane(ProxiedDataPlane):
             sim,
             self.name,
             self.warnings,
-            h2=lambda s: s.spec.protocol != "http1",
+            h2=lambda s: s.spec.speaks_http2,
             mtls=False,
             l7_services=self.l7_services,
         )
@@ -251,18 +244,16 @@ class CiliumDataPlane(ProxiedDataPlane):
     ) -> Generator[simpy.Event, Any, int]:
         nbytes = call.request_bytes if call is not None else req.request_bytes
         src_node = self._src_node(src)
-        pod: Pod | None
         if service.name in self.l7_services:
             envoy = self.envoys[src_node if src_node is not None else self.client_node()]
-            if service.name in self.lb_services:
-                status: int = yield from self._through_envoy(src, src_node, envoy, service, req,
-                                                             nbytes, call)  # fmt: skip
-                return status
-            # Policy only: the Envoy forwards to where socket-LB sent the connection.
-            pod = self.l4_balancer.pick(src, service, service.endpoints)
-            if pod is None:
-                return CONNECT_FAILURE
-            status = yield from self._to_original_destination(src_node, envoy, pod, req, nbytes)
+            to: Pod | None = None
+            if service.name not in self.lb_services:
+                # Policy only: the Envoy forwards to where socket-LB sent the connection.
+                to = self.l4_balancer.pick(src, service, service.endpoints)
+                if to is None:
+                    return CONNECT_FAILURE
+            status: int = yield from self._through_envoy(src_node, envoy, service, req, nbytes,
+                                                         call, to)  # fmt: skip
             return status
         pod = self.l4_balancer.pick(src, service, service.endpoints)
         if pod is None:
@@ -280,37 +271,31 @@ class CiliumDataPlane(ProxiedDataPlane):
 
     def _through_envoy(
         self,
-        src: Pod | Client,
         src_node: Node | None,
         envoy: L7Proxy,
         service: ServiceRuntime,
         req: Request,
         nbytes: int,
         call: Call | None,
+        to: Pod | None,
     ) -> Generator[simpy.Event, Any, int]:
-        """The connection is redirected to the node's Envoy, which applies the L7 rules."""
+        """The connection is redirected to the node's Envoy, which applies the L7 rules: it
+        balances each request through the resilience chain (a CiliumEnvoyConfig), or, for an
+        L7 policy alone, sends it on to ``to``, the pod the connection was bound to (its
+        original destination: one try, no balancing)."""
         yield from self._transfer(src_node, envoy.node, nbytes)
         worker, accept_s = self.app_conn(envoy, service.name)
         yield from envoy.work(worker, envoy.costs(nbytes, 0, False)[0] + accept_s)
         worker.requests += 1
-        status: int = yield from envoy.outbound(self._attempt_fn, service, req, worker, nbytes,
-                                                call)  # fmt: skip
+        status: int
+        if to is None:
+            status = yield from envoy.outbound(self._attempt_fn, service, req, worker, nbytes,
+                                               call)  # fmt: skip
+        else:
+            status = yield from self._attempt(envoy, worker, to, req, nbytes)
         self.app_conn_done(envoy, service.name, worker)
-        yield from self._transfer(envoy.node, src_node, service.spec.response_bytes)
-        return status
-
-    def _to_original_destination(
-        self, src_node: Node | None, envoy: L7Proxy, pod: Pod, req: Request, nbytes: int
-    ) -> Generator[simpy.Event, Any, int]:
-        """An L7 policy's Envoy: it parses the request (the policy check) and sends it on to
-        the pod the connection was bound to, one try, no balancing."""
-        yield from self._transfer(src_node, envoy.node, nbytes)
-        worker, accept_s = self.app_conn(envoy, pod.service.name)
-        yield from envoy.work(worker, envoy.costs(nbytes, 0, False)[0] + accept_s)
-        worker.requests += 1
-        status: int = yield from self._attempt(envoy, worker, pod, req, nbytes)
-        self.app_conn_done(envoy, pod.service.name, worker)
-        yield from self._transfer(envoy.node, src_node, pod.response_bytes)
+        resp = service.spec.response_bytes if to is None else to.response_bytes
+        yield from self._transfer(envoy.node, src_node, resp)
         return status
 
     def _attempt(

@@ -52,14 +52,6 @@ if TYPE_CHECKING:
 
     from meshsim.sim.app import Client, ServiceRuntime
 
-MULTIPLEXED_PROTOCOLS = frozenset({"grpc", "http2"})
-"""The protocols whose apps hold one connection per destination service."""
-
-
-def multiplexes(service: ServiceRuntime) -> bool:
-    """Whether callers of ``service`` hold one long-lived connection to it (gRPC, HTTP/2)."""
-    return service.spec.protocol in MULTIPLEXED_PROTOCOLS
-
 
 class ConnectionBalancer:
     """The endpoint an L4 balancer sends a call to: drawn per call, or, for a multiplexed
@@ -99,7 +91,7 @@ class ConnectionBalancer:
         to ``service`` reaches; None when it knows none."""
         if not endpoints:
             return None
-        if not self._binds or not isinstance(src, Pod) or not multiplexes(service):
+        if not self._binds or not isinstance(src, Pod) or not service.spec.speaks_http2:
             return endpoints[int(self._uniform() * len(endpoints))]
         key = (src.name, service.name)
         bound = self._bound.get(key)

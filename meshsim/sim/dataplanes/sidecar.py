@@ -130,7 +130,7 @@ class SidecarDataPlane(ProxiedDataPlane):
         return proxy
 
     def h2(self, service: ServiceRuntime) -> bool:
-        return self.upgrade_h2 or service.spec.protocol != "http1"
+        return self.upgrade_h2 or service.spec.speaks_http2
 
     def pool_key(self, proxy: Proxy, worker: Worker, pod: Pod) -> Hashable:
         if self.per_worker_pools:
