@@ -728,20 +728,27 @@ def test_odd_container_resources_import_with_a_warning_or_none(
     assert odd.resources.limits.cpu is None
 
 
+def service_and_deployment(
+    name: str, meta: str = "", port: str = "http", replicas: int = 1, namespace: str | None = None
+) -> str:
+    """A Service (``meta``: more of its metadata) and the Deployment it selects."""
+    ns = f", namespace: {namespace}" if namespace else ""
+    return (
+        f"apiVersion: v1\nkind: Service\nmetadata: {{name: {name}{ns}{meta}}}\n"
+        f"spec: {{selector: {{app: {name}}}, ports: [{{name: {port}, port: 80}}]}}\n---\n"
+        f"apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}{ns}}}\n"
+        f"spec: {{replicas: {replicas}, template: {{metadata: {{labels: {{app: {name}}}}}}}}}\n"
+    )
+
+
 def test_the_cilium_lb_l7_annotation_imports_as_lb_l7_services(tmp_path: Path) -> None:
     """``service.cilium.io/lb-l7: enabled`` on two Services: both in
     mesh_options.cilium.lb_l7_services, each named by the line it came from."""
-    docs = []
-    for name, annotated in (("a", True), ("b", False), ("c", True)):
-        meta = f"{{name: {name}" + (
-            ", annotations: {service.cilium.io/lb-l7: enabled}}" if annotated else "}"
-        )
-        docs.append(
-            f"apiVersion: v1\nkind: Service\nmetadata: {meta}\n"
-            f"spec: {{selector: {{app: {name}}}, ports: [{{name: grpc, port: 80}}]}}\n---\n"
-            f"apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\n"
-            f"spec: {{replicas: 2, template: {{metadata: {{labels: {{app: {name}}}}}}}}}\n"
-        )
+    annotated = ", annotations: {service.cilium.io/lb-l7: enabled}"
+    docs = [
+        service_and_deployment(name, annotated if on else "", port="grpc", replicas=2)
+        for name, on in (("a", True), ("b", False), ("c", True))
+    ]
     (tmp_path / "m.yaml").write_text("---\n".join(docs))
     result = import_cluster([tmp_path])
     assert result.scenario.mesh_options.cilium.lb_l7_services == ["a", "c"]
@@ -761,12 +768,7 @@ def test_use_waypoint_labels_import_as_ambient_waypoints(tmp_path: Path) -> None
     for name, ns, label in (("a", "default", "waypoint"), ("b", "default", None),
                             ("c", "shop", None), ("d", "shop", "none")):  # fmt: skip
         labels = f", labels: {{istio.io/use-waypoint: {label}}}" if label else ""
-        docs.append(
-            f"apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}{labels}}}\n"
-            f"spec: {{selector: {{app: {name}}}, ports: [{{name: http, port: 80}}]}}\n---\n"
-            f"apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {ns}}}\n"
-            f"spec: {{replicas: 1, template: {{metadata: {{labels: {{app: {name}}}}}}}}}\n"
-        )
+        docs.append(service_and_deployment(name, labels, namespace=ns))
     (tmp_path / "m.yaml").write_text("---\n".join(docs))
     result = import_cluster([tmp_path])
     assert result.scenario.mesh_options.istio_ambient.waypoints == ["a", "c"]

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from meshsim.report.sensitivity import band_verdict, settle_hint
-from meshsim.results.summary import shares_text, uneven_pods
+from meshsim.results.summary import shares_text, uneven_pods, version_requests
 
 RESOLUTION = 0.01
 """Relative resolution of latency histograms (DESIGN: two significant digits)."""
@@ -227,11 +227,8 @@ def uneven_balance(runs: Mapping[str, Mapping[str, Any]]) -> list[Finding]:
     seen: dict[str, list[str]] = {}
     for mesh, run in runs.items():
         pods = run.get("pods") or {}
-        for pod in pods.values():
-            if pod["whole_window"]:
-                key = f"{pod['service']} {pod['version']}"
-                if mesh not in seen.setdefault(key, []):
-                    seen[key].append(mesh)
+        for key in version_requests(pods):
+            seen.setdefault(key, []).append(mesh)
         for key, shares in uneven_pods(pods):
             text = shares_text(shares)
             spreads.setdefault(key, {}).setdefault(text, []).append(mesh)

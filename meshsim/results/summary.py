@@ -138,19 +138,25 @@ UNEVEN = 1.5
 requests of the least busy (or that one took none)."""
 
 
+def version_requests(pods: Mapping[str, Mapping[str, Any]]) -> dict[str, list[float]]:
+    """Per version (``service version``), the requests of each of its pods that served the
+    whole window, in creation order: the pods its callers' balancers chose between."""
+    groups: dict[str, list[float]] = {}
+    for pod in pods.values():
+        if pod["whole_window"]:
+            key = f"{pod['service']} {pod['version']}"
+            groups.setdefault(key, []).append(float(pod["requests"]))
+    return groups
+
+
 def uneven_pods(pods: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, list[float]]]:
     """The versions whose pods took their requests unevenly, each with its pods' shares in
     creation order: how the callers' balancers spread them (a gRPC caller's one connection
     under an L4 balancer, a slow replica avoided, an ejection). Only pods that served the
     whole window count, and only within one version, so that neither a rollout nor a
     traffic split shows here."""
-    groups: dict[str, list[float]] = {}
-    for pod in pods.values():
-        if pod["whole_window"]:
-            key = f"{pod['service']} {pod['version']}"
-            groups.setdefault(key, []).append(float(pod["requests"]))
     out = []
-    for key, counts in groups.items():
+    for key, counts in version_requests(pods).items():
         total = sum(counts)
         if len(counts) >= 2 and total > 0.0 and max(counts) >= UNEVEN * min(counts):
             out.append((key, [c / total for c in counts]))

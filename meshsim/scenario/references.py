@@ -19,7 +19,7 @@ from meshsim.scenario.edges import (
     zone_problems,
 )
 from meshsim.scenario.events import ANY_SERVICE, CONTROL_PLANE_TARGET
-from meshsim.scenario.model import Scenario
+from meshsim.scenario.model import Scenario, Service
 
 Loc = tuple[str | int, ...]
 
@@ -86,38 +86,7 @@ def check_references(scenario: Scenario) -> Iterator[tuple[Loc, str]]:
         if wl.target not in services:
             yield ("workloads", i, "target"), _unknown("service", wl.target, names)
 
-    for i, rule in enumerate(scenario.traffic):
-        ruled = services.get(rule.service)
-        if ruled is None:
-            yield ("traffic", i, "service"), _unknown("service", rule.service, names)
-            continue
-        svc = ruled
-        subsets = [v.name for v in svc.subsets()]
-        for subset in rule.split or {}:
-            if svc.versions is None:
-                yield (
-                    ("traffic", i, "split", subset),
-                    (f"service '{svc.name}' has no versions to split between"),
-                )
-            elif subset not in subsets:
-                yield (
-                    ("traffic", i, "split", subset),
-                    _unknown(f"version of '{svc.name}'", subset, subsets),
-                )
-        if rule.mirror is not None:
-            mirrored = services.get(rule.mirror.service)
-            if mirrored is None:
-                yield (
-                    ("traffic", i, "mirror", "service"),
-                    _unknown("service", rule.mirror.service, names),
-                )
-            elif rule.mirror.subset is not None:
-                subs = [v.name for v in mirrored.subsets()]
-                if rule.mirror.subset not in subs:
-                    yield (
-                        ("traffic", i, "mirror", "subset"),
-                        _unknown(f"version of '{mirrored.name}'", rule.mirror.subset, subs),
-                    )
+    yield from _traffic_problems(scenario, services, names)
 
     targets = event_targets(scenario)
     known_targets = set(targets)
@@ -174,6 +143,44 @@ def check_references(scenario: Scenario) -> Iterator[tuple[Loc, str]]:
             ("services", first, "calls"),
             ("calls form a cycle, which would never finish: " + " -> ".join(cycle)),
         )
+
+
+def _traffic_problems(
+    scenario: Scenario, services: dict[str, Service], names: list[str]
+) -> Iterator[tuple[Loc, str]]:
+    """The traffic rules' references: their service, its versions in a split, a mirror."""
+    for i, rule in enumerate(scenario.traffic):
+        ruled = services.get(rule.service)
+        if ruled is None:
+            yield ("traffic", i, "service"), _unknown("service", rule.service, names)
+            continue
+        svc = ruled
+        subsets = [v.name for v in svc.subsets()]
+        for subset in rule.split or {}:
+            if svc.versions is None:
+                yield (
+                    ("traffic", i, "split", subset),
+                    (f"service '{svc.name}' has no versions to split between"),
+                )
+            elif subset not in subsets:
+                yield (
+                    ("traffic", i, "split", subset),
+                    _unknown(f"version of '{svc.name}'", subset, subsets),
+                )
+        if rule.mirror is not None:
+            mirrored = services.get(rule.mirror.service)
+            if mirrored is None:
+                yield (
+                    ("traffic", i, "mirror", "service"),
+                    _unknown("service", rule.mirror.service, names),
+                )
+            elif rule.mirror.subset is not None:
+                subs = [v.name for v in mirrored.subsets()]
+                if rule.mirror.subset not in subs:
+                    yield (
+                        ("traffic", i, "mirror", "subset"),
+                        _unknown(f"version of '{mirrored.name}'", rule.mirror.subset, subs),
+                    )
 
 
 def _mesh_option_services(scenario: Scenario, names: list[str]) -> Iterator[tuple[Loc, str]]:
