@@ -353,23 +353,32 @@ def test_the_cpu_band_is_the_planes_prediction_band_over_the_points_cpu() -> Non
 
 def test_under_cfs_the_simulated_lab_has_the_lab_kernels_base_slice() -> None:
     # Each simulated node is one of the lab's cores; its kernel scales the EEVDF base slice by
-    # the CPUs it sees (two: 0.75 ms x 2), where a one-core node's default would be 0.75 ms.
-    from meshsim.calibrate.lab_scenario import lab_host_cpus, limit_server_sidecar
+    # the CPUs it sees, where a one-core node's default would be 0.70 ms. The slice the lab
+    # read (se.slice) wins; without it, the recorded kernel's default: 0.70 ms x 2 on a 6.18,
+    # 0.75 ms x 2 on a 6.8 (EEVDF's first releases).
+    from meshsim.calibrate.lab_scenario import lab_base_slice_ms, limit_server_sidecar
 
     doc: dict[str, Any] = {
         "cluster": {"nodes": 2, "cores_per_node": 1},
         "services": [{"name": "echo"}],
         "mesh_options": {"istio": {}},
     }
-    fit = {"machine": {"cores": 2}}
-    cfs = limit_server_sidecar(doc, 300.0, scheduler="cfs", host_cpus=lab_host_cpus(fit))
-    assert cfs["cluster"]["sched_base_slice_ms"] == pytest.approx(1.5)
+    read = {"machine": {"cores": 2, "kernel": "6.18.44-fc", "sched_base_slice_ns": 2100000}}
+    assert lab_base_slice_ms(read) == pytest.approx(2.1)
+    assert lab_base_slice_ms({"machine": {"cores": 2, "kernel": "6.18.44-fc"}}) == (
+        pytest.approx(1.4)
+    )
+    assert lab_base_slice_ms({"machine": {"cores": 4, "kernel": "6.8.0-49-generic"}}) == (
+        pytest.approx(2.25)
+    )
+    assert lab_base_slice_ms({"machine": {}}) is None
+    cfs = limit_server_sidecar(doc, 300.0, scheduler="cfs", base_slice_ms=1.4)
+    assert cfs["cluster"]["sched_base_slice_ms"] == pytest.approx(1.4)
     assert cfs["cluster"]["cgroup_hierarchy"] == "flat"
-    assert lab_host_cpus({"machine": {}}) is None
-    unknown = limit_server_sidecar(doc, 300.0, scheduler="cfs", host_cpus=None)
+    unknown = limit_server_sidecar(doc, 300.0, scheduler="cfs", base_slice_ms=None)
     assert "sched_base_slice_ms" not in unknown["cluster"]
     # fcfs keeps its calibrated run-on (the field's default there).
-    fcfs = limit_server_sidecar(doc, 300.0, scheduler="fcfs", host_cpus=2)
+    fcfs = limit_server_sidecar(doc, 300.0, scheduler="fcfs", base_slice_ms=1.4)
     assert "sched_base_slice_ms" not in fcfs["cluster"]
 
 

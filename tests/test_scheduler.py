@@ -8,6 +8,7 @@ tests/test_scheduler_closed_forms.py.
 from __future__ import annotations
 
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ import simpy
 
 from meshsim.sim.cpu.bandwidth import Bandwidth
 from meshsim.sim.cpu.cgroups import cpu_shares, cpu_weight, load_weight, quota_s
-from meshsim.sim.cpu.fair import CGroup, FairScheduler, default_base_slice_s
+from meshsim.sim.cpu.fair import CGroup, FairScheduler, default_base_slice_s, kernel_base_slice_s
 
 
 def _job(
@@ -40,9 +41,28 @@ def test_an_uncontended_burst_is_one_timeout() -> None:
 
 
 def test_the_kernel_scales_the_base_slice_with_the_cores() -> None:
+    # 0.70 ms since Linux 6.15 (and the 6.12 stable series), 0.75 ms in 6.6 to 6.14.
     assert [default_base_slice_s(c) for c in (1, 2, 4, 8, 64)] == pytest.approx(
-        [0.00075, 0.0015, 0.00225, 0.003, 0.003]
+        [0.0007, 0.0014, 0.0021, 0.0028, 0.0028]
     )
+    assert [kernel_base_slice_s(r, 4) for r in ("6.8.0-49-generic", "6.15.2", "6.18.44-fc")] == (
+        pytest.approx([0.00225, 0.0021, 0.0021])
+    )
+    assert kernel_base_slice_s("unknown", 2) == pytest.approx(0.0014)
+
+
+def test_the_lab_reads_its_kernels_base_slice(tmp_path: Path) -> None:
+    from meshsim.calibrate.calibration import sched_base_slice_ns
+
+    sched = tmp_path / "sched"
+    sched.write_text(
+        "cat (31732, #threads: 1)\n----\nse.vruntime  :  520.137397\n"
+        "se.slice                                     :              1400000\n"
+    )
+    assert sched_base_slice_ns(sched) == 1400000
+    sched.write_text("se.vruntime  :  520.137397\n")
+    assert sched_base_slice_ns(sched) is None
+    assert sched_base_slice_ns(tmp_path / "absent") is None
 
 
 def test_weights_from_requests_follow_kubelet_and_runc() -> None:

@@ -52,7 +52,7 @@ def machine_info() -> dict[str, Any]:
     import os
     import ssl
 
-    return {
+    machine: dict[str, Any] = {
         "host": platform.node(),
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -63,6 +63,28 @@ def machine_info() -> dict[str, Any]:
         "libraries": libs,
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+    slice_ns = sched_base_slice_ns()
+    if slice_ns is not None:
+        machine["sched_base_slice_ns"] = slice_ns
+    return machine
+
+
+def sched_base_slice_ns(sched: Path = Path("/proc/self/sched")) -> int | None:
+    """The kernel's EEVDF base slice as it applies here (``se.slice``, scaled by the CPUs it
+    sees), which the simulated lab's fair scheduler takes; None on a kernel that does not
+    show it (before EEVDF, or without CONFIG_SCHED_DEBUG)."""
+    try:
+        text = sched.read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == "se.slice":
+            try:
+                return int(float(value))
+            except ValueError:
+                return None
+    return None
 
 
 def telemetry_us(n: int = 3000) -> list[float]:

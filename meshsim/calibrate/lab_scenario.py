@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from meshsim.proxy.loadgen import TIMER_TICK_S
-from meshsim.sim.cpu.fair import default_base_slice_s
+from meshsim.sim.cpu.fair import kernel_base_slice_s
 
 LAB_SCHEDULER: Literal["fcfs", "cfs"] = "cfs"
 """How the simulated lab's cores are shared (``cluster.scheduler``): the one that validates
@@ -164,14 +164,23 @@ def lab_scenario(
         # Named, not left to the default (cfs): the FCFS lab is the comparison's other side.
         doc["cluster"]["scheduler"] = "fcfs"
         return doc
-    return limit_server_sidecar(doc, cpu_limit_m, scheduler=scheduler, host_cpus=lab_host_cpus(fit))
+    return limit_server_sidecar(
+        doc, cpu_limit_m, scheduler=scheduler, base_slice_ms=lab_base_slice_ms(fit)
+    )
 
 
-def lab_host_cpus(fit: Mapping[str, Any]) -> int | None:
-    """How many CPUs the lab's kernel saw (None: not recorded): it scales its EEVDF base
-    slice by them, where each simulated node is one core."""
-    cores = (fit.get("machine") or {}).get("cores")
-    return int(cores) if cores else None
+def lab_base_slice_ms(fit: Mapping[str, Any]) -> float | None:
+    """The lab kernel's EEVDF base slice (None: not known), which the simulated lab's fair
+    scheduler takes: as the lab read it (``se.slice``, already scaled by the CPUs its kernel
+    saw), else the default of the kernel release and CPUs it recorded. Each simulated node is
+    one of those CPUs, whose own default would be a one-CPU kernel's."""
+    machine = fit.get("machine") or {}
+    if machine.get("sched_base_slice_ns"):
+        return float(machine["sched_base_slice_ns"]) / 1e6
+    cores = machine.get("cores")
+    if not cores:
+        return None
+    return kernel_base_slice_s(str(machine.get("kernel", "")), int(cores)) * 1e3
 
 
 def _load_workload(
@@ -241,7 +250,7 @@ def limit_server_sidecar(
     *,
     period_ms: float = 100.0,
     scheduler: Literal["fcfs", "cfs"] | None = None,
-    host_cpus: int | None = None,
+    base_slice_ms: float | None = None,
 ) -> dict[str, Any]:
     """The lab scenario ``doc`` with its server sidecar limited to ``limit_m`` millicores
     (None: no limit) by CFS bandwidth control in ``period_ms`` periods, as the lab's
@@ -251,8 +260,8 @@ def limit_server_sidecar(
     a throttled point's prediction differs from its unlimited twin's by the limit alone.
     Under ``cfs`` every container gets the same smallest CPU request, so the same weight:
     in the lab every process is a plain process of equal weight, and only the limit
-    differs; the base slice is the lab kernel's, scaled by its ``host_cpus`` (each
-    simulated node being one of them, it would otherwise be a one-CPU kernel's)."""
+    differs; the base slice is the lab kernel's, ``base_slice_ms`` (:func:`lab_base_slice_ms`;
+    None: the scenario's default)."""
     cluster = {**doc["cluster"], "cfs_period_ms": period_ms}
     if scheduler is not None:
         cluster["scheduler"] = scheduler
@@ -265,8 +274,8 @@ def limit_server_sidecar(
     # preemption is the fair scheduler's own (the FCFS key would only be ignored).
     cluster.pop("wakeup_preemption", None)
     out["cluster"] = {**cluster, "cgroup_hierarchy": "flat"}
-    if host_cpus is not None:
-        out["cluster"]["sched_base_slice_ms"] = default_base_slice_s(host_cpus) * 1e3
+    if base_slice_ms is not None:
+        out["cluster"]["sched_base_slice_ms"] = base_slice_ms
     equal = {"requests": {"cpu": "2m"}}
     out["services"] = [
         {**svc, "resources": equal, "proxy_resources": {**equal, **limits}}

@@ -223,11 +223,15 @@ def scenario(
     """The validation's lab scenario under ``scheduler`` (None: the simulated lab's own,
     ``LAB_SCHEDULER``), the server sidecar limited
     (:func:`meshsim.calibrate.lab_scenario.limit_server_sidecar`)."""
-    from meshsim.calibrate.lab_scenario import lab_host_cpus, lab_scenario, limit_server_sidecar
+    from meshsim.calibrate.lab_scenario import lab_base_slice_ms, lab_scenario, limit_server_sidecar
 
     doc = lab_scenario(model_path, fit, point, duration_s=duration_s, seed=seed)
     return limit_server_sidecar(
-        doc, limit_m, period_ms=period_ms, scheduler=scheduler, host_cpus=lab_host_cpus(fit)
+        doc,
+        limit_m,
+        period_ms=period_ms,
+        scheduler=scheduler,
+        base_slice_ms=lab_base_slice_ms(fit),
     )
 
 

@@ -73,9 +73,10 @@ class Cluster(Spec):
     )
     sched_base_slice_ms: Annotated[float, Field(gt=0, le=1000)] | None = Field(
         None,
-        description="EEVDF base slice (sched/base_slice_ns); default 0.75 ms x "
-        "(1 + log2(min(cores, 8))), as the kernel scales it. Under fcfs, how long a thread "
-        "with work ready keeps its core while others wait.",
+        description="EEVDF base slice (sched/base_slice_ns); default 0.70 ms x "
+        "(1 + log2(min(cores, 8))), as Linux 6.15 and later scale it (6.6 to 6.14: 0.75 ms "
+        "x the same). Under fcfs, how long a thread with work ready keeps its core while "
+        "others wait.",
     )
     wakeup_preemption: bool = Field(
         False,
