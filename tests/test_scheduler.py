@@ -262,3 +262,21 @@ def test_an_unlimited_cgroup_counts_no_periods() -> None:
     g, latencies = _throttled(5, 1, None, 0.06, 5)  # type: ignore[arg-type]
     assert latencies == pytest.approx([0.06] * 5)
     assert (g.nr_periods, g.nr_throttled, g.throttled_s) == (0, 0, 0.0)
+
+
+def test_a_busy_node_of_several_cores_is_flagged_for_its_one_run_queue() -> None:
+    # One run queue per node waits less than the kernel's per-CPU queues from about 30 % busy
+    # (reports/validation/experiments/multicore_queue.py): a run says so once, however many
+    # nodes; a one-core node's queue is the kernel's, and a node less busy is not flagged.
+    from meshsim.sim.cluster import one_run_queue_warnings
+    from meshsim.sim.measure import NodeMeasure
+
+    window = 10.0
+    assert one_run_queue_warnings([NodeMeasure("node-0", 1, 9.9)], window) == []
+    assert one_run_queue_warnings([NodeMeasure("node-0", 4, 11.9)], window) == []
+    busy = one_run_queue_warnings(
+        [NodeMeasure("node-0", 4, 12.0), NodeMeasure("node-1", 2, 19.0)], window
+    )
+    assert len(busy) == 1
+    assert "30% busy or more" in busy[0]
+    assert one_run_queue_warnings([NodeMeasure("node-0", 4, 12.0)], 0.0) == []

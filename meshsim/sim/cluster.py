@@ -41,7 +41,7 @@ for it there too (:mod:`meshsim.sim.cpu.fair`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from functools import partial
 from typing import Any, Protocol
 
@@ -58,7 +58,7 @@ from meshsim.sim.cpu.fair import (
     default_base_slice_s,
 )
 from meshsim.sim.cpu.kubepods import PodTree
-from meshsim.sim.measure import CGroupMeasure
+from meshsim.sim.measure import CGroupMeasure, NodeMeasure
 from meshsim.sim.sampling import Sampler
 from meshsim.sim.uncontended import give, take
 
@@ -401,6 +401,30 @@ def scheduler_warnings(scenario: Scenario) -> list[str]:
             "(set scheduler: fcfs to keep it)"
         ]
     return []
+
+
+ONE_QUEUE_BUSY = 0.3
+"""The share of a node's cores busy from which its one run queue (either scheduler) is known to
+wait too little: on a two-CPU node 30-70 % busy, Linux's per-CPU queues made its tasks wait
+1.35-1.8x as long for a core on average (reports/validation/experiments/multicore_queue.py; at
+5 % busy a few microseconds longer)."""
+
+
+def one_run_queue_warnings(nodes: Sequence[NodeMeasure], window_s: float) -> list[str]:
+    """A note when a node of several cores was busy enough for its one run queue to wait
+    less than the kernel's per-CPU queues would (:data:`ONE_QUEUE_BUSY`). Worded alike for
+    every node and replication, so that a run shows it once."""
+    if window_s <= 0 or not any(
+        n.cores > 1 and n.busy_s >= ONE_QUEUE_BUSY * n.cores * window_s for n in nodes
+    ):
+        return []
+    return [
+        f"a node of several cores was {ONE_QUEUE_BUSY:.0%} busy or more: meshsim shares a "
+        "node's cores through one run queue, where Linux keeps one per CPU; on a two-CPU "
+        "node 30-70 % busy the kernel's tasks waited 1.35-1.8x as long for a core on average "
+        '(reports/validation/cpu-limits.md, "One run queue per node, measured"), so waits '
+        "for a core on such nodes are likely short here"
+    ]
 
 
 def make_nodes(env: simpy.Environment, scenario: Scenario, mesh: str) -> list[Node]:

@@ -32,6 +32,7 @@ from meshsim.sim.cluster import (
     allocation_warnings,
     cgroup_measures,
     make_nodes,
+    one_run_queue_warnings,
     place,
     scheduler_warnings,
 )
@@ -452,7 +453,10 @@ class Simulation:
             cost_models=(*self.data_plane.cost_models(), *self.control_plane.cost_models()),
             in_flight=self.in_flight(),
             timeline=tuple(self.timeline.log),
-            warnings=tuple(self.data_plane.warnings),
+            warnings=(
+                *self.data_plane.warnings,
+                *one_run_queue_warnings(nodes, self.end_s - self.warmup_s),
+            ),
             records=rec.records,
             cgroups=cgroup_measures(self.nodes),
             observability=observe(self, self.observability),
