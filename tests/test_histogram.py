@@ -1,7 +1,9 @@
 """LogHistogram: quantile accuracy, merging and serialisation (testing tier 1).
 
-The histogram promises that any reported quantile is within 1 % of the value at
-that rank (bucket ratio 1.02, geometric midpoints: sqrt(1.02) - 1 = 0.995 %).
+The histogram promises that any reported quantile is within its bucket's own spread
+(under 2 %) of the value at that rank, exact where the bucket holds one value or one
+value repeated, and read smoothly inside a bucket, so that the difference of two
+quantiles does not jump by a bucket's width.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import math
 import numpy as np
 import pytest
 
-from meshsim.results.histogram import GROWTH, HIGH_S, LOW_S, NBUCKETS, LogHistogram
+from meshsim.results.histogram import GROWTH, HIGH_S, LOW_S, LogHistogram
 
 QS = [0.0, 0.001, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999, 0.9999, 1.0]
 
@@ -41,9 +43,14 @@ SAMPLES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(SAMPLES))
-def test_quantiles_within_one_percent_of_exact(name: str) -> None:
-    """Every quantile in QS is within 1 % (relative) of the exact sample quantile."""
+@pytest.mark.parametrize(
+    ("name", "tolerance"),
+    # Read at the buckets' midpoints these were within 1 % (0.995 %); interpolated among a
+    # bucket's values, continuous samples are within 0.5 % even in their sparse tails, and a
+    # sample evenly spread in log, or of a few repeated values, comes back exactly.
+    [("lognormal", 0.005), ("exponential", 0.005), ("geometric", 1e-12), ("discrete", 0.0)],
+)
+def test_quantiles_match_the_exact_sample_quantile(name: str, tolerance: float) -> None:
     values = SAMPLES[name]
     h = filled(values)
     ordered = np.sort(values)
@@ -51,7 +58,32 @@ def test_quantiles_within_one_percent_of_exact(name: str) -> None:
     for q in QS:
         exact = exact_quantile(ordered, q)
         got = h.quantile(q)
-        assert abs(got / exact - 1.0) <= 0.01, (name, q, got, exact)
+        assert abs(got / exact - 1.0) <= tolerance, (name, q, got, exact)
+
+
+def test_a_difference_of_tails_does_not_step_by_a_bucket() -> None:
+    """An added p99 (a tail less the baseline's) against the exact one: read at bucket
+    midpoints its error reached the width of a bucket (2 % of 15 ms, 0.3 ms); read among the
+    bucket's values it is a few hundredths of a millisecond."""
+    rng = np.random.default_rng(7)
+    worst = 0.0
+    for _ in range(5):
+        base = rng.lognormal(math.log(5e-3), 0.5, 100_000)
+        meshed = base + rng.lognormal(math.log(1e-3), 0.3, 100_000)
+        exact = exact_quantile(np.sort(meshed), 0.99) - exact_quantile(np.sort(base), 0.99)
+        added = filled(meshed).quantile(0.99) - filled(base).quantile(0.99)
+        worst = max(worst, abs(added - exact))
+    assert worst < 0.06e-3
+
+
+def test_a_value_that_repeats_comes_back_exactly_at_every_rank() -> None:
+    """A fixed delay (every request 1.234 ms) reads 1.234 ms at p50, p90 and p99, not a
+    spread across its bucket; beside other values, its ranks still read it exactly."""
+    h = filled(np.full(1000, 1.234e-3))
+    assert [h.quantile(q) for q in (0.01, 0.5, 0.9, 0.99)] == [1.234e-3] * 4
+    h = filled(np.concatenate([np.full(900, 1.234e-3), np.full(100, 9e-3)]))
+    assert h.quantile(0.5) == 1.234e-3
+    assert h.quantile(0.99) == 9e-3
 
 
 def test_mean_min_max_are_exact() -> None:
@@ -80,20 +112,21 @@ def test_empty_histogram_is_nan() -> None:
     assert math.isnan(h.max)
 
 
-def test_values_outside_the_range_are_clamped_to_what_was_seen() -> None:
-    """Below LOW_S (indistinguishable) counts in bucket 0, reported as that bucket's
-    midpoint; above HIGH_S counts in the last bucket, reported as that bucket's midpoint
-    (about HIGH_S: 28 hours). min and max stay exact."""
+def test_values_outside_the_range_are_counted_at_its_ends() -> None:
+    """Below LOW_S counts in bucket 0, above HIGH_S in the last; a bucket's extremes are
+    kept, so a lone value there still comes back as itself, and between two the ranks read
+    within their span. min and max stay exact."""
     h = LogHistogram()
     tiny, huge = LOW_S / 10, HIGH_S * 10
     h.record(tiny)
     h.record(huge)
-    assert h.quantile(0.0) == pytest.approx(LOW_S * GROWTH**0.5, rel=1e-12)
-    assert h.quantile(1.0) == pytest.approx(LOW_S * GROWTH ** (NBUCKETS - 0.5), rel=1e-12)
-    assert HIGH_S <= h.quantile(1.0) < huge
+    assert h.quantile(0.0) == tiny
+    assert h.quantile(1.0) == huge
     assert h.min == tiny
     assert h.max == huge
     assert h.count == 2
+    h.record(LOW_S / 2)
+    assert tiny <= h.quantile(0.5) <= LOW_S / 2
 
 
 def test_recording_more_than_one_batch_keeps_every_value() -> None:
@@ -164,3 +197,17 @@ def test_from_dict_refuses_another_layout() -> None:
     data["layout"]["growth"] = 1.01
     with pytest.raises(ValueError, match="another bucket layout"):
         LogHistogram.from_dict(data)
+
+
+def test_a_histogram_saved_without_its_buckets_extremes_still_reads() -> None:
+    """A run saved before the buckets kept their extremes reads each bucket at its
+    midpoint (within the run's min and max), as it did then: within 1 % of the exact."""
+    values = SAMPLES["lognormal"]
+    data = filled(values).to_dict()
+    del data["low_s"], data["high_s"]
+    back = LogHistogram.from_dict(json.loads(json.dumps(data)))
+    midpoints = [LOW_S * GROWTH ** (i + 0.5) for i in data["index"]]
+    ordered = np.sort(values)
+    for q in QS:
+        assert abs(back.quantile(q) / exact_quantile(ordered, q) - 1.0) <= 0.01
+        assert back.quantile(q) in (min(max(m, values.min()), values.max()) for m in midpoints)

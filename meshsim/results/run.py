@@ -357,9 +357,9 @@ class MeshResult:
                 ]
                 interval = t_interval(values)
                 if interval is not None and q is not None:
-                    # Replications' quantiles are bucket midpoints: two that land in one
-                    # bucket give a zero-width interval that claims more precision than the
-                    # histogram has, so widen by its resolution.
+                    # Replications' quantiles are read from 2 % buckets: two that land in
+                    # one can give an interval narrower than the histogram tells apart, so
+                    # widen by its resolution.
                     interval = [interval[0] / (1 + RESOLUTION), interval[1] * (1 + RESOLUTION)]
                 if interval is not None:
                     # A latency is never negative, whatever a two-replication t says.
