@@ -16,7 +16,8 @@ import simpy
 
 from meshsim.sim.cpu.bandwidth import Bandwidth
 from meshsim.sim.cpu.cgroups import cpu_shares, cpu_weight, load_weight, quota_s
-from meshsim.sim.cpu.fair import CGroup, FairScheduler, default_base_slice_s, kernel_base_slice_s
+from meshsim.sim.cpu.fair import CGroup, FairScheduler
+from meshsim.sim.cpu.slices import default_base_slice_s, kernel_base_slice_s
 
 
 def _job(

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from meshsim.proxy.loadgen import TIMER_TICK_S
-from meshsim.sim.cpu.fair import kernel_base_slice_s
+from meshsim.sim.cpu.slices import kernel_base_slice_s
 
 LAB_SCHEDULER: Literal["fcfs", "cfs"] = "cfs"
 """How the simulated lab's cores are shared (``cluster.scheduler``): the one that validates

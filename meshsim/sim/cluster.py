@@ -51,13 +51,9 @@ from meshsim.scenario.cluster import Network
 from meshsim.scenario.model import Scenario
 from meshsim.sim.cpu.bandwidth import Bandwidth
 from meshsim.sim.cpu.cgroups import account_weight, bounded_threads, quota_s, resources_of
-from meshsim.sim.cpu.fair import (
-    HANDED_CORE_CLAIM_S,
-    CGroup,
-    FairScheduler,
-    default_base_slice_s,
-)
+from meshsim.sim.cpu.fair import HANDED_CORE_CLAIM_S, CGroup, FairScheduler
 from meshsim.sim.cpu.kubepods import PodTree
+from meshsim.sim.cpu.slices import default_base_slice_s
 from meshsim.sim.measure import CGroupMeasure, NodeMeasure
 from meshsim.sim.sampling import Sampler
 from meshsim.sim.uncontended import give, take

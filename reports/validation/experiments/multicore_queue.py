@@ -45,7 +45,8 @@ import numpy as np
 import simpy
 
 from meshsim.calibrate.calibration import sched_base_slice_ns
-from meshsim.sim.cpu.fair import FairScheduler, default_base_slice_s
+from meshsim.sim.cpu.fair import FairScheduler
+from meshsim.sim.cpu.slices import default_base_slice_s
 
 WORKERS = 4
 MEAN_BURST_S = 300e-6
