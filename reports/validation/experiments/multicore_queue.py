@@ -13,8 +13,10 @@ one core. This runs a workload where the difference shows, on this host's kernel
   a cpuset), and two pinned to each CPU (``pinned``: per-CPU queues that cannot balance);
 
 and replays every request (its send time and the CPU its burst took, as measured) through
-meshsim's fair scheduler twice: one node of two cores (``global``: meshsim's model), and two
-one-core nodes with the workers split as pinned (``split``). The wait of a request is its
+meshsim's fair scheduler: one node of two cores (``global``: meshsim's model), two one-core
+nodes with the workers split as pinned (``split``), and two per-CPU sketches with wake-up
+placement and no balancing of running tasks (``percpu``, ``balanced``: :func:`replay`). The
+wait of a request is its
 time from send to end less its own CPU: queueing behind its worker's earlier requests,
 waiting for a core, and the wake-up. The wake-up's latency (measured at the lowest load, the
 median wait there, as the simulated lab's ``wakeup_latency_us``) is added to every wake-up
@@ -153,7 +155,10 @@ def replay(measured: dict[str, Any], model: str, wakeup_s: float, slice_s: float
     one node of two cores (one run queue); ``split``, two nodes of one core with the workers
     as pinned; ``percpu``, a run queue per CPU with the kernel's wake-up placement as
     ``select_idle_sibling`` makes it (the CPU the task last ran on if it is idle, else an idle
-    one, else the last one's queue) and no balancing after (the driver too)."""
+    one, else the last one's queue) and no balancing after (the driver too); ``balanced``,
+    the same but a wakee with no idle CPU goes to the one with the fewest tasks. Neither
+    moves a task that never sleeps (a worker with a backlog), which the kernel's balancer
+    does."""
     env = simpy.Environment()
     cpus = (
         [FairScheduler(env, len(CPUS), base_slice_s=slice_s)]
@@ -171,7 +176,7 @@ def replay(measured: dict[str, Any], model: str, wakeup_s: float, slice_s: float
     ends = np.zeros(len(reqs))
 
     def place(task: int) -> int:
-        if model != "percpu":
+        if model not in ("percpu", "balanced"):
             return last[task]
         prev = last[task]
         if cpus[prev].idle and not cpus[prev].waiting:
@@ -180,7 +185,12 @@ def replay(measured: dict[str, Any], model: str, wakeup_s: float, slice_s: float
             if sched.idle and not sched.waiting:
                 last[task] = c
                 return c
-        return prev
+        if model == "percpu":
+            return prev
+        load = [len(sc.running) + sc.waiting for sc in cpus]
+        best = min(range(len(cpus)), key=lambda c: (load[c], c != prev))
+        last[task] = best
+        return best
 
     def start(w: int, c: int) -> None:
         i = pending[w][0]
@@ -263,7 +273,7 @@ def main(argv: list[str]) -> None:
               f"{m['driver_cpu_ns_per_send'] / 1e3:.1f} us a send, worker migrations "
               f"{m['migrations']}")  # fmt: skip
         print(line("measured", waits(m)))
-        for model in ("global", "percpu", "split"):
+        for model in ("global", "percpu", "balanced", "split"):
             print(line(model, replay(m, model, wakeup_s, slice_s)))
     if keep is not None:
         with gzip.open(keep, "wt") as f:
