@@ -167,17 +167,15 @@ class LogHistogram:
         h = cls()
         index = np.asarray(data["index"], dtype=np.int64)
         h._counts[index] = np.asarray(data["count"], dtype=np.int64)
-        if "low_s" in data:
-            h._low[index] = np.asarray(data["low_s"], dtype=np.float64)
-            h._high[index] = np.asarray(data["high_s"], dtype=np.float64)
-        else:
-            # Saved before the buckets kept their extremes: each reads as its midpoint, as
-            # it did then (within what was seen).
-            h._low[index] = h._high[index] = LOW_S * GROWTH ** (index + 0.5)
         h._sum = float(data["sum_s"])
         h._min = math.inf if data["min_s"] is None else float(data["min_s"])
         h._max = 0.0 if data["max_s"] is None else float(data["max_s"])
-        if "low_s" not in data and len(index):
-            np.clip(h._low, h._min, h._max, out=h._low, where=h._counts > 0)
-            np.clip(h._high, h._min, h._max, out=h._high, where=h._counts > 0)
+        if "low_s" in data:
+            h._low[index] = np.asarray(data["low_s"], dtype=np.float64)
+            h._high[index] = np.asarray(data["high_s"], dtype=np.float64)
+        elif len(index):
+            # Saved before the buckets kept their extremes: each reads as its midpoint, as
+            # it did then (within what was seen).
+            mid = np.clip(LOW_S * GROWTH ** (index + 0.5), h._min, h._max)
+            h._low[index] = h._high[index] = mid
         return h
