@@ -126,6 +126,30 @@ def test_two_hogs_on_two_cores_each_run_alone() -> None:
     assert ends == [1.0, 1.0]
 
 
+def test_a_waiting_task_withdrawn_runs_on_the_cpu_it_moves_to() -> None:
+    # Two hogs on one CPU of 1 ms slices: a runs [0, 1) ms, b from 1 ms. At 1.5 ms a waits,
+    # 1 ms ahead in vruntime against b's 0.5 (V = 0.75): a migration takes it off with its
+    # lag (-0.25 ms), where a sleep ahead of V would have left it delayed on the queue.
+    env = simpy.Environment()
+    here, there = FairScheduler(env, 1, base_slice_s=0.001), FairScheduler(env, 1)
+    a, b = here.group("a", 1024.0), here.group("b", 1024.0)
+    a_there = there.group("a", 1024.0)
+    ends: dict[str, float] = {}
+    here.submit(0.004, a, lambda: ends.setdefault("a", env.now))
+    here.submit(0.004, b, lambda: ends.setdefault("b", env.now))
+    env.run(until=0.0015)
+    assert here.withdraw(b) is None  # b runs: nothing of it waits
+    task = here.withdraw(a)
+    assert task is not None
+    assert task.remaining == pytest.approx(0.003)
+    assert (here.waiting, a.on_rq, a.delayed) == (0, False, False)
+    assert a.lag == pytest.approx(-0.00025)
+    there.submit(task.remaining, a_there, task.done)
+    env.run()
+    # Each alone on its CPU from 1.5 ms: a's 3 ms left end at 4.5, b's 3.5 at 5 ms.
+    assert ends == pytest.approx({"a": 0.0045, "b": 0.005})
+
+
 def test_threads_of_one_cgroup_take_turns() -> None:
     # Round robin with the slice: two 10 ms bursts on one core both end near 20 ms, where
     # first-come-first-served would end them at 10 and 20 ms.
