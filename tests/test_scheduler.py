@@ -304,4 +304,5 @@ def test_a_busy_node_of_several_cores_is_flagged_for_its_one_run_queue() -> None
     )
     assert len(busy) == 1
     assert "30% busy or more" in busy[0]
+    assert "cluster.run_queues: per_cpu" in busy[0]
     assert one_run_queue_warnings([NodeMeasure("node-0", 4, 12.0)], 0.0) == []

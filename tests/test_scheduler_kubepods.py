@@ -287,19 +287,21 @@ def test_best_effort_pods_beside_pods_that_ask_for_cpu_are_warned_of() -> None:
     assert not [w for w in sim.data_plane.warnings if "BestEffort" in w]
 
 
-def test_the_summary_names_each_cgroups_pod_and_qos_class() -> None:
+@pytest.mark.parametrize("run_queues", ["node", "per_cpu"])
+def test_the_summary_names_each_cgroups_pod_and_qos_class(run_queues: str) -> None:
     from meshsim.api import run_scenario
     from meshsim.results.summary import build_summary
 
     # Containers that run get a cgroup: every service here gets a workload.
     loads = [{"name": s, "target": s, "rate_rps": 10} for s in ("web", "db", "batch")]
-    doc = {**ONE_NODE, "meshes": ["linkerd"], "workloads": loads}
+    doc = {**ONE_NODE, "meshes": ["linkerd"], "workloads": loads,
+           "cluster": {**ONE_NODE["cluster"], "run_queues": run_queues}}  # fmt: skip
     cgroups = build_summary(run_scenario(from_dict(doc)))["runs"]["linkerd"]["cgroups"]
     labels = {name: (g["pod"], g["qos_class"]) for name, g in cgroups.items()}
     assert labels["web-v1-0/app"] == labels["web-v1-0/sidecar"] == ("web-v1-0", "Burstable")
     assert labels["db-v1-0/sidecar"] == ("db-v1-0", "Guaranteed")
     assert labels["batch-v1-0/app"] == ("batch-v1-0", "BestEffort")
-    flat = {**doc, "cluster": {**ONE_NODE["cluster"], "cgroup_hierarchy": "flat"}}
+    flat = {**doc, "cluster": {**doc["cluster"], "cgroup_hierarchy": "flat"}}
     cgroups = build_summary(run_scenario(from_dict(flat)))["runs"]["linkerd"]["cgroups"]
     assert {(g["pod"], g["qos_class"]) for g in cgroups.values()} == {(None, None)}
 

@@ -51,8 +51,10 @@ from meshsim.scenario.cluster import Network
 from meshsim.scenario.model import Scenario
 from meshsim.sim.cpu.bandwidth import Bandwidth
 from meshsim.sim.cpu.cgroups import account_weight, bounded_threads, quota_s, resources_of
+from meshsim.sim.cpu.cores import CGroupView, NodeCores
 from meshsim.sim.cpu.fair import HANDED_CORE_CLAIM_S, CGroup, FairScheduler
 from meshsim.sim.cpu.kubepods import PodTree
+from meshsim.sim.cpu.percpu import PerCpuScheduler
 from meshsim.sim.cpu.slices import default_base_slice_s
 from meshsim.sim.measure import CGroupMeasure, NodeMeasure
 from meshsim.sim.sampling import Sampler
@@ -86,7 +88,7 @@ class Node:
         env: simpy.Environment,
         index: int,
         cores: int,
-        cpu: FairScheduler | None = None,
+        cpu: NodeCores | None = None,
         resolve: Callable[[Any], tuple[str, float, float | None]] | None = None,
         period_s: float = 0.1,
         run_on_s: float | None = None,
@@ -108,7 +110,7 @@ class Node:
         """FCFS: cores handed on, by thread, with when the thread got its core."""
         self._resolve = resolve
         self._period_s = period_s
-        self._cgroups: dict[int, CGroup] = {}
+        self._cgroups: dict[int, CGroupView] = {}
         self.tree: PodTree | None = None
         """Under ``cfs`` with ``cluster.cgroup_hierarchy: kubernetes``: the pods' and QoS
         classes' cgroups the containers' nest in (None: every one under the node)."""
@@ -273,7 +275,7 @@ class Node:
     def current_speed(self) -> float:
         return self.speed
 
-    def cgroup(self, account: Any) -> CGroup:
+    def cgroup(self, account: Any) -> CGroupView:
         """The cgroup ``account`` (a pod's app, a proxy, a client) runs in on this node."""
         g = self._cgroups.get(id(account))
         if g is None:
@@ -288,7 +290,7 @@ class Node:
         return g
 
     @property
-    def cgroups(self) -> list[CGroup]:
+    def cgroups(self) -> list[CGroupView]:
         """This node's cgroups, in the order they first ran (under FCFS, the ones whose CPU
         limit can bind)."""
         if self.cpu is not None:
@@ -309,7 +311,7 @@ class _Resolver:
         return name, account_weight(account, res), quota_s(res.limits.cpu_m, self.period_s)
 
 
-def _pod_labels(node: Node, g: CGroup) -> dict[str, str]:
+def _pod_labels(node: Node, g: CGroupView) -> dict[str, str]:
     """The pod and QoS class ``g`` nests under in ``node``'s tree (none without one)."""
     if node.tree is None or g.parent is None or g.parent not in node.tree.placed:
         return {}
@@ -415,11 +417,12 @@ def one_run_queue_warnings(nodes: Sequence[NodeMeasure], window_s: float) -> lis
     ):
         return []
     return [
-        f"a node of several cores was {ONE_QUEUE_BUSY:.0%} busy or more: meshsim shares a "
-        "node's cores through one run queue, where Linux keeps one per CPU; on a two-CPU "
-        "node 30-70 % busy the kernel's tasks waited 1.35-1.8x as long for a core on average "
-        '(reports/validation/cpu-limits.md, "One run queue per node, measured"), so waits '
-        "for a core on such nodes are likely short here"
+        f"a node of several cores was {ONE_QUEUE_BUSY:.0%} busy or more: this run shared "
+        "each node's cores through one run queue, where Linux keeps one per CPU; on a "
+        "two-CPU node 30-70 % busy the kernel's tasks waited 1.35-1.8x as long for a core on "
+        'average (reports/validation/cpu-limits.md, "One run queue per node, measured"), so '
+        "waits for a core on such nodes are likely short here; cluster.run_queues: per_cpu "
+        "(with cluster.scheduler cfs) runs the kernel's per-CPU queues and balancing"
     ]
 
 
@@ -439,10 +442,14 @@ def make_nodes(env: simpy.Environment, scenario: Scenario, mesh: str) -> list[No
                 count_from_s=scenario.warmup_s, count_until_s=scenario.duration_s,
             )  # fmt: skip
         return nodes
+    cores: type[FairScheduler | PerCpuScheduler] = (
+        PerCpuScheduler if spec.run_queues == "per_cpu" and spec.cores_per_node > 1
+        else FairScheduler
+    )  # fmt: skip
     nodes = [
         Node(
             env, i, spec.cores_per_node,
-            FairScheduler(
+            cores(
                 env, spec.cores_per_node, base_slice_s=slice_s,
                 run_to_parity=spec.run_to_parity, delay_dequeue=spec.delay_dequeue,
                 count_from_s=scenario.warmup_s,

@@ -455,7 +455,12 @@ class Simulation:
             timeline=tuple(self.timeline.log),
             warnings=(
                 *self.data_plane.warnings,
-                *one_run_queue_warnings(nodes, self.end_s - self.warmup_s),
+                *(
+                    one_run_queue_warnings(nodes, self.end_s - self.warmup_s)
+                    if self.scenario.cluster.run_queues == "node"
+                    or self.scenario.cluster.scheduler == "fcfs"
+                    else ()
+                ),
             ),
             records=rec.records,
             cgroups=cgroup_measures(self.nodes),

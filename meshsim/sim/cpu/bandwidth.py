@@ -112,8 +112,9 @@ class Bandwidth:
             if not scaled:
                 remaining *= speed()
                 scaled = True
-            piece = min(remaining, BANDWIDTH_SLICE_S, g.pool_s)
-            g.pool_s -= piece
+            pool = g.pool
+            piece = min(remaining, BANDWIDTH_SLICE_S, pool.pool_s)
+            pool.pool_s -= piece
             yield env.timeout(piece)
             g.count_cpu(env.now, piece, self.window)
             ran += piece
@@ -126,7 +127,7 @@ class Bandwidth:
         if g.throttled:
             return False
         g.refill(self.env.now, self.window)
-        return g.pool_s > _EPS
+        return g.pool.pool_s > _EPS
 
     def _throttle(self, g: CGroup) -> simpy.Event:
         """The event of ``g``'s refill, throttling it now if it is not yet."""
@@ -167,10 +168,11 @@ class FairBandwidth:
         g = task.group
         assert g.quota_s is not None
         g.refill(self.env.now, self.window)
-        if g.pool_s <= _EPS:
+        pool = g.pool
+        if pool.pool_s <= _EPS:
             return False
-        piece = min(task.remaining, BANDWIDTH_SLICE_S, g.pool_s)
-        g.pool_s -= piece
+        piece = min(task.remaining, BANDWIDTH_SLICE_S, pool.pool_s)
+        pool.pool_s -= piece
         task.budget = piece
         return True
 
@@ -189,7 +191,7 @@ class FairBandwidth:
                 self._charge(r, now - r.started)
                 r.started = now
                 self._stop(r)
-                g.pool_s += max(r.budget, 0.0)
+                g.pool.pool_s += max(r.budget, 0.0)
                 r.budget = 0.0
                 g.queue.appendleft(r)
                 self.waiting += 1

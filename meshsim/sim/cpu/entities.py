@@ -80,12 +80,44 @@ class GroupEntity(Entity):
         return False
 
 
-class CGroup(Entity):
-    """A container's cgroup on one node: weight, quota, fairness state and counters."""
+class QuotaPool:
+    """A CPU limit's runtime for one period (the kernel's ``cfs_bandwidth``): the quota it
+    refills to, what is left of it, and the periods counted (``cpu.stat``). One per cgroup;
+    a cgroup with an entity on each CPU's run queue (:mod:`meshsim.sim.cpu.percpu`) draws
+    from one pool on every CPU, as the kernel's per-CPU run queues do."""
 
     __slots__ = (
-        "cpu_s", "nr_periods", "nr_throttled", "period_idx", "period_s", "pool_s", "queue",
-        "quota_s", "running", "threads", "throttled", "throttled_at", "throttled_s",
+        "nr_periods", "nr_throttled", "period_idx", "period_s", "pool_s", "quota_s",
+        "throttled_idx",
+    )  # fmt: skip
+
+    def __init__(self, quota_s: float | None, period_s: float) -> None:
+        self.quota_s = quota_s
+        self.period_s = period_s
+        self.pool_s = 0.0
+        self.period_idx = -1
+        self.nr_periods = 0
+        self.nr_throttled = 0
+        self.throttled_idx = -1
+        """The last period counted as throttled (once, however many CPUs throttled in it)."""
+
+    def refill(self, now: float, window: tuple[float, float]) -> None:
+        """A new period's quota, if ``now`` is in a later period than the last refill."""
+        idx = int(now / self.period_s + 1e-9)
+        if idx > self.period_idx:
+            self.period_idx = idx
+            self.pool_s = self.quota_s or 0.0
+            if window[0] <= now < window[1]:
+                self.nr_periods += 1
+
+
+class CGroup(Entity):
+    """A container's cgroup on one node (or on one CPU of it): weight, quota, fairness state
+    and counters."""
+
+    __slots__ = (
+        "cpu_s", "period_s", "pool", "queue", "quota_s", "running", "threads", "throttled",
+        "throttled_at", "throttled_idx", "throttled_s",
     )  # fmt: skip
 
     def __init__(
@@ -101,19 +133,19 @@ class CGroup(Entity):
         self.quota_s = quota_s
         """Runtime per period (None: no limit)."""
         self.period_s = period_s
+        self.pool = QuotaPool(quota_s, period_s)
+        """The runtime it draws from (shared by its entities on each CPU's run queue)."""
         self.threads: int | None = None
         """How many cores its container can use at once (a proxy's workers, an app's
         concurrency; None: not bounded, a client's load generator)."""
         self.queue: deque[Task] = deque()
         """Tasks waiting for a core, in turn order."""
         self.running = 0
-        self.pool_s = 0.0
-        self.period_idx = -1
         self.throttled = False
         self.throttled_at = 0.0
+        self.throttled_idx = -1
+        """The period it was last throttled in."""
         self.cpu_s = 0.0
-        self.nr_periods = 0
-        self.nr_throttled = 0
         self.throttled_s = 0.0
 
     def ready(self) -> bool:
@@ -122,34 +154,45 @@ class CGroup(Entity):
     def pickable(self) -> bool:
         return self.delayed or self.ready()
 
+    @property
+    def nr_periods(self) -> int:
+        """Periods in which it drew runtime (``cpu.stat`` nr_periods)."""
+        return self.pool.nr_periods
+
+    @property
+    def nr_throttled(self) -> int:
+        """Periods in which it was throttled (``cpu.stat`` nr_throttled)."""
+        return self.pool.nr_throttled
+
     # Bandwidth control's bookkeeping, the same under either picker (meshsim.sim.cpu.bandwidth
     # for FCFS cores). ``window`` is the measurement window [from, until) the counters count in.
 
     def refill(self, now: float, window: tuple[float, float]) -> None:
         """A new period's quota, if ``now`` is in a later period than the last refill."""
-        idx = int(now / self.period_s + 1e-9)
-        if idx > self.period_idx:
-            self.period_idx = idx
-            self.pool_s = self.quota_s or 0.0
-            if window[0] <= now < window[1]:
-                self.nr_periods += 1
+        self.pool.refill(now, window)
 
     def throttle(self, now: float, window: tuple[float, float]) -> float:
         """Throttled now, its pool spent: the delay to the next period's refill."""
         self.throttled = True
         self.throttled_at = now
-        if window[0] <= now < window[1]:
-            self.nr_throttled += 1
-        return max((self.period_idx + 1) * self.period_s - now, 0.0)
+        pool = self.pool
+        self.throttled_idx = pool.period_idx
+        if window[0] <= now < window[1] and pool.throttled_idx != pool.period_idx:
+            pool.throttled_idx = pool.period_idx
+            pool.nr_throttled += 1
+        return max((pool.period_idx + 1) * pool.period_s - now, 0.0)
 
     def unthrottle(self, now: float, window: tuple[float, float]) -> None:
-        """The refill that ends a throttle (a period of its own, counted)."""
+        """The refill that ends a throttle (a period of its own, counted once, by the first
+        of the cgroup's entities that the refill unthrottles)."""
         self.throttled = False
         self.throttled_s += max(min(now, window[1]) - max(self.throttled_at, window[0]), 0.0)
-        self.period_idx += 1
-        self.pool_s = self.quota_s or 0.0
-        if window[0] <= now < window[1]:
-            self.nr_periods += 1
+        pool = self.pool
+        if pool.period_idx <= self.throttled_idx:
+            pool.period_idx = self.throttled_idx + 1
+            pool.pool_s = pool.quota_s or 0.0
+            if window[0] <= now < window[1]:
+                pool.nr_periods += 1
 
     def count_cpu(self, now: float, ran: float, window: tuple[float, float]) -> None:
         """``ran`` seconds of CPU that ended ``now``, the part inside the window."""

@@ -49,24 +49,19 @@ and every rule below holds at each level (a pick walks down from the node's run 
   pool. Periods are counted (``nr_periods``, a period in which it drew runtime), so are
   throttled periods (``nr_throttled``) and the time spent throttled (``throttled_s``).
 
-The simplification (docs/DESIGN.md): one run queue per node served by its ``c`` cores,
-where Linux keeps one per CPU, wakes a task on the CPU it last ran on when that one is idle
-(else on an idle one it finds, else queued there: ``select_idle_sibling``) and balances the
-queues now and then. Measured on a two-CPU node (reports/validation/experiments/
-multicore_queue.py: four processes serving Poisson streams of CPU bursts, unpinned), the
-kernel behaves nearly as if each process kept to one CPU: at 30-70 % busy its mean wait for
-a core was 1.35-1.8x this queue's and 0.73-1.05x that of two one-core queues with the
-processes split between them (pinned so, the kernel's were the split's within 5 %); at 5 %
-busy the two models are a few microseconds apart. So on a node of several cores this queue's
+One run queue per node (``cluster.run_queues: node``, the default): this scheduler serves
+a node's ``c`` cores, where Linux keeps a run queue per CPU, wakes a task on the CPU it last
+ran on when that one is idle (else on an idle one it finds, else queued there:
+``select_idle_sibling``) and balances the queues at its ticks. Measured on a two-CPU node
+(reports/validation/experiments/multicore_queue.py: four processes serving Poisson streams
+of CPU bursts, unpinned), the kernel's mean wait for a core at 30-70 % busy was 1.35-1.8x
+this queue's (at 5 % a few microseconds apart), so on a node of several cores this queue's
 waits are short from about 30 % busy, and a run says so (:func:`meshsim.sim.cluster.
-one_run_queue_warnings`); the calibration lab's nodes are one core each, where the queue is
-the kernel's. Replayed as per-CPU queues of this scheduler (one core each) with that
-placement and the kernel's balancing at its ticks (an idle CPU pulling a waiting task from
-one with two or more; :meth:`withdraw`), the measured waits come back within 6 % (mean) and
-13 % (p99) from 30 % busy; placement alone piles every task onto one CPU at 70 %, and a CPU
-pulling as soon as it goes idle is this queue again. With one queue a group's
-weight is its whole share, where the kernel splits a group's shares between its per-CPU
-entities by the load on each CPU (``calc_group_shares``): the same total.
+one_run_queue_warnings`). ``cluster.run_queues: per_cpu`` runs one of these schedulers per
+CPU, with the kernel's placement and balancing (:mod:`meshsim.sim.cpu.percpu`, which gives
+the measured waits); a node of one core, as each of the calibration lab's, is the same under
+either. With one queue a group's weight is its whole share, where the kernel splits it
+between its per-CPU entities by its load on each CPU (``calc_group_shares``): the same total.
 
 Cost in the simulator: a burst that finds a core free and nothing waiting costs one
 timeout and its completion's event, and the virtual-time bookkeeping of each level it runs
@@ -241,6 +236,10 @@ class FairScheduler(FairBandwidth):
             self._dispatch()
         else:
             self._contended(task, requeued)
+
+    def holds(self, thread: object) -> bool:
+        """Whether a core here is kept for ``thread``'s next burst."""
+        return thread in self._held
 
     def withdraw(self, group: CGroup) -> Task | None:
         """Take ``group``'s first waiting task off this run queue, to run elsewhere (the

@@ -50,7 +50,7 @@ from typing import Any, Literal
 from meshsim.scenario.model import Scenario
 from meshsim.scenario.resources import NO_RESOURCES, Resources
 from meshsim.sim.cpu.cgroups import cpu_shares, cpu_weight, resources_of, weight_of_m
-from meshsim.sim.cpu.fair import FairScheduler, GroupEntity
+from meshsim.sim.cpu.cores import NodeCores
 
 QosClass = Literal["Guaranteed", "Burstable", "BestEffort"]
 
@@ -203,24 +203,25 @@ def unrequested_sidecar_warnings(
 class PodTree:
     """One node's ``kubepods`` tree in its fair scheduler, grown as containers first run."""
 
-    def __init__(self, cpu: FairScheduler, scenario: Scenario, mesh: str) -> None:
+    def __init__(self, cpu: NodeCores, scenario: Scenario, mesh: str) -> None:
         self.cpu = cpu
         self.scenario = scenario
         self.mesh = mesh
         self.kubepods = cpu.parent_group(
             "kubepods", weight_of_m(scenario.cluster.allocatable_cpu_m)
         )
-        self._classes: dict[QosClass, GroupEntity] = {}
-        self._pods: dict[object, GroupEntity] = {}
+        # The groups are the scheduler's own (an entity, or one on each CPU).
+        self._classes: dict[QosClass, Any] = {}
+        self._pods: dict[object, Any] = {}
         self._burstable: dict[object, float] = {}
         """The live Burstable pods' CPU requests (millicores), which size ``burstable``."""
         self.proxies: Sequence[Any] = ()
         """The run's proxies (set once they exist), where pod-less proxies find their pod
         mates."""
-        self.placed: dict[GroupEntity, tuple[str, QosClass]] = {}
+        self.placed: dict[object, tuple[str, QosClass]] = {}
         """Each pod group's pod name and QoS class (what the results label a cgroup with)."""
 
-    def parent_of(self, account: Any) -> GroupEntity | None:
+    def parent_of(self, account: Any) -> Any:
         """The pod group ``account``'s cgroup nests in (None: the node's run queue)."""
         member = pod_of(account, self.scenario, self.mesh, self.proxies)
         if member is None:
@@ -254,7 +255,7 @@ class PodTree:
     def _size_burstable(self) -> None:
         self.cpu.reweight(self._classes["Burstable"], weight_of_m(sum(self._burstable.values())))
 
-    def _class(self, qos: QosClass) -> GroupEntity:
+    def _class(self, qos: QosClass) -> Any:
         group = self._classes.get(qos)
         if group is None:
             # besteffort keeps the smallest shares; burstable grows with its pods' requests.
