@@ -59,13 +59,25 @@ def workloads_table(summary: Mapping[str, Any]) -> Table:
 
 
 def added_table(summary: Mapping[str, Any]) -> Table:
-    table = _table("Latency added over the `none` baseline (ms)", ["mesh", "workload", "p50",
-                   "p90", "p99"])  # fmt: skip
+    """Each mesh's added latency, with the half-width of its 95 % CI (paired batch means
+    against the `none` run; the model band is in :func:`bands_table`)."""
+    table = _table(
+        "Latency added over the `none` baseline (ms, ± the 95 % CI of the simulation's noise)",
+        ["mesh", "workload", "p50", "p90", "p99"],
+    )
     for mesh, per_workload in summary.get("added_latency_ms", {}).items():
+        workloads = summary.get("runs", {}).get(mesh, {}).get("workloads", {})
         for name, added in per_workload.items():
-            table.add_row(mesh, name, _signed(added.get("p50")), _signed(added.get("p90")),
-                          _signed(added.get("p99")))  # fmt: skip
+            ci = workloads.get(name, {}).get("added_latency_ci95_ms") or {}
+            table.add_row(mesh, name, *(_with_ci(added.get(p), ci.get(p))
+                                        for p in ("p50", "p90", "p99")))  # fmt: skip
     return table
+
+
+def _with_ci(value: float | None, ci: list[float] | None) -> str:
+    if value is None or ci is None:
+        return _signed(value)
+    return f"{_signed(value)} ±{(ci[1] - ci[0]) / 2:.3f}"
 
 
 def services_table(summary: Mapping[str, Any]) -> Table:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -82,3 +83,71 @@ def test_batch_means_intervals_cover_the_mm1_truth_about_95_percent_of_the_time(
             lo, hi = ci[key]  # type: ignore[literal-required]
             hits[key] += lo <= value <= hi
     assert min(hits.values()) >= 24, hits
+
+
+def _mesh_result(samples: list[list[list[float]]]) -> Any:
+    """A MeshResult of one workload ``w`` from latencies (s) by replication, then batch."""
+    from types import SimpleNamespace
+
+    from meshsim.results.histogram import LogHistogram
+    from meshsim.results.run import MeshResult
+
+    reps = []
+    for batches in samples:
+        hists = []
+        whole = LogHistogram()
+        for values in batches:
+            h = LogHistogram()
+            for v in values:
+                h.record(v)
+                whole.record(v)
+            hists.append(h)
+        reps.append(SimpleNamespace(workloads={"w": SimpleNamespace(histogram=whole,
+                                                                    batches=hists)}))  # fmt: skip
+    return MeshResult("m", reps)  # type: ignore[arg-type]
+
+
+def test_the_added_latencys_interval_pairs_the_batches_that_share_random_numbers() -> None:
+    # Two replications of 20 batches of 400 lognormal latencies (median 5 ms); the mesh adds
+    # exactly 1 ms to each request of the same draws (common random numbers). The paired
+    # interval is centred on the 1 ms and about as wide as the histograms' resolution allows
+    # (half a bucket of each of the two percentiles), under 0.6 of the difference of the
+    # runs' own intervals (0.25-0.57 here); the same mesh on other draws (no pairing) still
+    # covers 1 ms, with a wider interval. Fewer than 4 batch pairs give none.
+    import numpy as np
+
+    from meshsim.results.run import RESOLUTION, _batch_means_ci, added_latency_ci
+
+    rng = np.random.default_rng(11)
+
+    def draws() -> list[list[list[float]]]:
+        return [[list(rng.lognormal(math.log(5e-3), 0.5, 400)) for _ in range(20)]
+                for _ in range(2)]  # fmt: skip
+
+    base_draws = draws()
+    base = _mesh_result(base_draws)
+    paired = _mesh_result([[[v + 1e-3 for v in b] for b in rep] for rep in base_draws])
+    other = _mesh_result([[[v + 1e-3 for v in b] for b in rep] for rep in draws()])
+    ci = added_latency_ci(paired, base, "w")
+    assert ci is not None
+    for p, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
+        lo, hi = ci[p] or (math.nan, math.nan)
+        a = paired.merged("workloads", "w").quantile(q)
+        b = base.merged("workloads", "w").quantile(q)
+        assert (lo + hi) / 2 == pytest.approx(1.0, abs=0.05 * (a + b) * 1e3 * RESOLUTION + 0.02)
+        assert lo < 1.0 < hi
+        # Within the resolution's widening and 0.03 ms of statistical spread.
+        assert (hi - lo) / 2 <= RESOLUTION * (a + b) * 1e3 + 0.03
+        own: list[Any] = [_batch_means_ci(r.merged("workloads", "w"),
+                               [h for rep in r.replications for h in rep.workloads["w"].batches])
+               for r in (paired, base)]  # fmt: skip
+        conservative = own[0][p][1] - own[1][p][0] - (own[0][p][0] - own[1][p][1])
+        # Most of the paired width is the resolution's widening, which both carry.
+        assert hi - lo < 0.6 * conservative
+        unpaired = added_latency_ci(other, base, "w")
+        assert unpaired is not None
+        ulo, uhi = unpaired[p] or (math.nan, math.nan)
+        assert ulo < 1.0 < uhi
+        assert uhi - ulo > hi - lo
+    few = _mesh_result([[list(rng.lognormal(math.log(5e-3), 0.5, 400)) for _ in range(3)]])
+    assert added_latency_ci(few, _mesh_result([list(base_draws[0][:3])]), "w") is None

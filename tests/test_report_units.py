@@ -108,6 +108,24 @@ def test_added_latency_exact() -> None:
     assert f.text.startswith("istio adds no latency beyond the noise at p50 for users")
 
 
+def test_added_latency_uses_the_paired_interval_when_the_summary_has_one() -> None:
+    # The runs' own intervals overlap (2.05-2.3 against 1.9-2.1), but the paired interval of
+    # the difference (batch against batch on shared random numbers) excludes zero: real.
+    base = sig(2.0, 8.0, {"p50": [1.9, 2.1]})
+    mesh = {**sig(2.15, 9.0, {"p50": [2.05, 2.3]}), "added_latency_ci95_ms": {"p50": [0.1, 0.2]}}
+    f = added_latency("istio", mesh, base, "p50", "users")
+    assert f is not None
+    assert not f.noise
+    assert f.text == (
+        "istio adds 0.150 ms (7%) at p50 for users: 2.15 ms [95 % CI 2.05-2.3] against 2.00 ms "
+        "[95 % CI 1.9-2.1] without a mesh; the difference's 95 % CI 0.1..0.2 ms."
+    )
+    mesh["added_latency_ci95_ms"] = {"p50": [-0.05, 0.35]}
+    f = added_latency("istio", mesh, base, "p50", "users")
+    assert f is not None
+    assert f.noise
+
+
 def test_success_rates_two_proportion_test() -> None:
     f = compare_success("a", sig(1, 1, success=0.999), "b", sig(1, 1, success=0.99), "users")
     assert f is not None

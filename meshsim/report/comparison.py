@@ -182,7 +182,8 @@ class Comparison:
     def added_latency_frame(self) -> pd.DataFrame:
         """mesh, workload, percentile, added_ms over the `none` run's, with its CI and band.
 
-        ``ci_low_ms``/``ci_high_ms`` bound the difference conservatively and
+        ``ci_low_ms``/``ci_high_ms`` are the paired CI of the difference (conservative
+        for summaries saved before they had it) and
         ``band_low_ms``/``band_high_ms`` give the model band (NaN when the runs have none);
         see :mod:`meshsim.report.verdict`.
         """

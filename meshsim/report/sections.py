@@ -151,7 +151,8 @@ def _added_latency_section(comp: Comparison) -> Section:
     else:
         s.intro = (
             "Latency of each mesh minus the latency of mesh 'none' at the same percentile. "
-            "Black error bars: the 95 % simulation CI (conservative for a difference); wide "
+            "Black error bars: the 95 % simulation CI of the difference (paired batch means "
+            "against the baseline, which shares its random numbers); wide "
             "translucent bars: the model band, where the runs drew model parameter sets."
         )
         s.figures.append(_figure("added-latency", "Added latency", fg.plot_added_latency(added)))

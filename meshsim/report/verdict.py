@@ -12,9 +12,11 @@ trusted for:
   the models' ranges (``--model-samples``), which no amount of simulation shrinks; only
   better evidence for the parameters does.
 
-The added-latency CI is the conservative difference of the two runs' intervals,
-``[a_low - base_high, a_high - base_low]``: the meshes share random numbers, so the true
-interval of the difference is narrower, never wider.
+The added-latency CI is the summary's paired one (``added_latency_ci95_ms`` per workload:
+batch means of the differences between the mesh's and the baseline's batches, which share
+random numbers, :func:`meshsim.results.run.added_latency_ci`). A summary saved before it
+had them gets the conservative difference of the two runs' intervals,
+``[a_low - base_high, a_high - base_low]``, wider than the paired one.
 
 Bands are read from the summary when it has them (``latency_band_ms`` and
 ``added_latency_band_ms`` per workload, ``proxies.band`` and ``control_plane.band``, each
@@ -111,9 +113,11 @@ def added_latency_cell(sig: Mapping[str, Any], base: Mapping[str, Any], p: str) 
     a, b = _get(sig, "latency_ms", p), _get(base, "latency_ms", p)
     if a is None or b is None:
         return Cell(None)
-    ci_a = _interval(_get(sig, "latency_ci95_ms", p))
-    ci_b = _interval(_get(base, "latency_ci95_ms", p))
-    ci = None if ci_a is None or ci_b is None else (ci_a[0] - ci_b[1], ci_a[1] - ci_b[0])
+    ci = _interval(_get(sig, "added_latency_ci95_ms", p))
+    if ci is None:
+        ci_a = _interval(_get(sig, "latency_ci95_ms", p))
+        ci_b = _interval(_get(base, "latency_ci95_ms", p))
+        ci = None if ci_a is None or ci_b is None else (ci_a[0] - ci_b[1], ci_a[1] - ci_b[0])
     band = _interval(_get(sig, "added_latency_band_ms", p))
     if band is None:
         # The baseline runs no proxy, so no model parameter moves it: the mesh's band less
@@ -177,8 +181,9 @@ def verdict_note(tables: Sequence[VerdictTable], replications: int) -> str:
     """What the intervals in the tables are, and which are missing and why."""
     notes = [
         "Added latency is the mesh's client-side latency minus the 'none' baseline's; "
-        "CI is the 95 % simulation confidence interval (batch means within each run; "
-        "conservative for a difference); 'model' is the range over the cost models' "
+        "CI is the 95 % simulation confidence interval (batch means within each run; for an "
+        "added latency, of the differences between the mesh's batches and the baseline's, "
+        "which share random numbers); 'model' is the range over the cost models' "
         "parameter sets."
     ]
     if not any(t.has_ci for t in tables):

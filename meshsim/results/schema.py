@@ -59,6 +59,10 @@ class WorkloadSignals(Signals):
     """Requests that finished in the window, per second (a load generator's rate)."""
     requests_per_release: NotRequired[float]
     """With ``release_tick_ms``: requests the load generator sent per release (clump size)."""
+    added_latency_ci95_ms: NotRequired[dict[str, list[float] | None]]
+    """A mesh's run (not `none`'s): the 95 % CI of ``added_latency_ms`` at p50, p90 and p99
+    from the simulation's noise, by paired batch means against the `none` run
+    (:func:`meshsim.results.run.added_latency_ci`); absent with too few batches."""
 
 
 class ProxyKindBlock(TypedDict):

@@ -12,7 +12,14 @@ from statistics import fmean
 from typing import Any, cast
 
 from meshsim.results.bands import attach_bands, samples_block
-from meshsim.results.run import SATURATION, MeshResult, Replication, RunResult
+from meshsim.results.run import (
+    ADDED_QUANTILES,
+    SATURATION,
+    MeshResult,
+    Replication,
+    RunResult,
+    added_latency_ci,
+)
 from meshsim.results.schema import (
     AddedLatencyMs,
     CGroupBlock,
@@ -298,6 +305,15 @@ def build_summary(result: RunResult) -> Summary:
         "runs": {mesh: mesh_summary(mr) for mesh, mr in result.meshes.items()},
         "added_latency_ms": added_latency(result),
     }
+    base = result.meshes.get("none")
+    if base is not None:
+        for mesh, mr in result.meshes.items():
+            if mesh == "none":
+                continue
+            for name, sig in summary["runs"][mesh]["workloads"].items():
+                ci = added_latency_ci(mr, base, name)
+                if ci is not None:
+                    sig["added_latency_ci95_ms"] = ci
     sampling = result.model_sampling
     if sampling is not None:
         per_set = [{mesh: mesh_summary(mr) for mesh, mr in runs.items()} for runs in sampling.runs]
@@ -325,7 +341,7 @@ def added_latency(result: RunResult) -> dict[str, dict[str, AddedLatencyMs]]:
                 continue
             per_workload[name] = cast(AddedLatencyMs, {
                 key: (mine.quantile(q) - theirs.quantile(q)) * 1e3
-                for key, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
+                for key, q in ADDED_QUANTILES
             })  # fmt: skip
         out[mesh] = per_workload
     return out
