@@ -431,7 +431,8 @@ def _findings_section(runs: Mapping[str, Mapping[str, Any]], reps: int) -> Secti
     top, more, noise = ranked(findings(runs))
     intro = (
         f"{reps} replication{'s' if reps != 1 else ''} per mesh. A difference is stated only "
-        "when the 95 % confidence intervals do not overlap; largest first."
+        "when the 95 % confidence intervals do not overlap (a mesh's added latency: when its "
+        "own interval excludes zero); largest first."
     )
     if reps < 2:
         intro += " With one replication there are no intervals: treat differences as tentative."
