@@ -116,7 +116,7 @@ def test_the_added_latencys_interval_pairs_the_batches_that_share_random_numbers
     # covers 1 ms, with a wider interval. Fewer than 4 batch pairs give none.
     import numpy as np
 
-    from meshsim.results.run import RESOLUTION, _batch_means_ci, added_latency_ci
+    from meshsim.results.run import RESOLUTION, _batch_means_ci, paired_difference_ci
 
     rng = np.random.default_rng(11)
 
@@ -128,7 +128,7 @@ def test_the_added_latencys_interval_pairs_the_batches_that_share_random_numbers
     base = _mesh_result(base_draws)
     paired = _mesh_result([[[v + 1e-3 for v in b] for b in rep] for rep in base_draws])
     other = _mesh_result([[[v + 1e-3 for v in b] for b in rep] for rep in draws()])
-    ci = added_latency_ci(paired, base, "w")
+    ci = paired_difference_ci(paired, base, "w")
     assert ci is not None
     for p, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
         lo, hi = ci[p] or (math.nan, math.nan)
@@ -144,10 +144,10 @@ def test_the_added_latencys_interval_pairs_the_batches_that_share_random_numbers
         conservative = own[0][p][1] - own[1][p][0] - (own[0][p][0] - own[1][p][1])
         # Most of the paired width is the resolution's widening, which both carry.
         assert hi - lo < 0.6 * conservative
-        unpaired = added_latency_ci(other, base, "w")
+        unpaired = paired_difference_ci(other, base, "w")
         assert unpaired is not None
         ulo, uhi = unpaired[p] or (math.nan, math.nan)
         assert ulo < 1.0 < uhi
         assert uhi - ulo > hi - lo
     few = _mesh_result([[list(rng.lognormal(math.log(5e-3), 0.5, 400)) for _ in range(3)]])
-    assert added_latency_ci(few, _mesh_result([list(base_draws[0][:3])]), "w") is None
+    assert paired_difference_ci(few, _mesh_result([list(base_draws[0][:3])]), "w") is None

@@ -126,6 +126,26 @@ def test_added_latency_uses_the_paired_interval_when_the_summary_has_one() -> No
     assert f.noise
 
 
+def test_two_meshes_are_compared_by_their_paired_interval_when_the_summary_has_one() -> None:
+    # Their own intervals overlap (6.0-6.2 against 5.7-6.0), but the paired interval of the
+    # difference, kept under the mesh that comes first, excludes zero: a real difference.
+    linkerd = {**sig(1.0, 6.1, {"p99": [6.0, 6.2]}),
+               "difference_ci95_ms": {"ambient": {"p99": [0.2, 0.4]}}}  # fmt: skip
+    ambient = sig(1.0, 5.8, {"p99": [5.7, 6.0]})
+    f = compare_latency("linkerd", linkerd, "ambient", ambient, "p99", "users")
+    assert f is not None
+    assert not f.noise
+    assert f.text == (
+        "ambient is ahead of linkerd on p99 latency of users: 5.80 ms [95 % CI 5.7-6] against "
+        "6.10 ms [95 % CI 6-6.2]; the difference's 95 % CI -0.4..-0.2 ms, 0.300 ms (5%) lower."
+    )
+    linkerd["difference_ci95_ms"] = {"ambient": {"p99": [-0.05, 0.4]}}
+    f = compare_latency("linkerd", linkerd, "ambient", ambient, "p99", "users")
+    assert f is not None
+    assert f.noise
+    assert f.text.endswith("(the difference's 95 % CI -0.4..0.05 ms holds zero).")
+
+
 def test_success_rates_two_proportion_test() -> None:
     f = compare_success("a", sig(1, 1, success=0.999), "b", sig(1, 1, success=0.99), "users")
     assert f is not None

@@ -4,10 +4,10 @@ Rules, so a reader can check every sentence:
 
 * Latency: a mesh is *ahead* of another at a percentile when its value is lower and,
   with replications >= 2, the two 95 % confidence intervals do not overlap (a
-  conservative test). Overlapping intervals are reported as *within the noise*. The
-  latency a mesh adds over `none` is noise when its own paired interval
-  (``added_latency_ci95_ms``) holds zero (the two intervals' overlap, for summaries without
-  it).
+  conservative test). Overlapping intervals are reported as *within the noise*. Where the
+  summary has the paired interval of the difference (the runs share random numbers:
+  ``difference_ci95_ms`` between two meshes, ``added_latency_ci95_ms`` against `none`), a
+  difference is real when that interval excludes zero.
   With one replication there is no interval: the difference is stated with that
   caveat, and differences under the histogram's 1 % resolution are always noise.
 * Success rate: two rates differ when the gap exceeds 1.96 standard errors of a
@@ -69,6 +69,18 @@ def _ci(sig: Mapping[str, Any], p: str, key: str = "latency_ci95_ms") -> tuple[f
     return float(ci[0]), float(ci[1])
 
 
+def _paired(
+    sig_a: Mapping[str, Any], mesh_a: str, sig_b: Mapping[str, Any], mesh_b: str, p: str
+) -> tuple[float, float] | None:
+    """The paired 95 % CI of mesh a's latency minus mesh b's (``difference_ci95_ms``, kept
+    under whichever of the two comes first), or None."""
+    ci = _ci(sig_a.get("difference_ci95_ms") or {}, p, mesh_b)
+    if ci is not None:
+        return ci
+    ci = _ci(sig_b.get("difference_ci95_ms") or {}, p, mesh_a)
+    return None if ci is None else (-ci[1], -ci[0])
+
+
 def _ci_text(ci: tuple[float, float] | None) -> str:
     return "" if ci is None else f" [95 % CI {ci[0]:.3g}-{ci[1]:.3g}]"
 
@@ -98,7 +110,20 @@ def compare_latency(
             f"(under the histograms' 1 % resolution).",
             noise=True,
         )
-    if ci_a is not None and ci_b is not None:
+    paired = _paired(sig_a, mesh_a, sig_b, mesh_b, p)
+    if paired is not None:
+        # The two runs share random numbers: the difference's own interval decides.
+        span = f"the difference's 95 % CI {paired[0]:.3g}..{paired[1]:.3g} ms"
+        if paired[1] >= 0.0:
+            return Finding(
+                "latency",
+                f"{mesh_a} and {mesh_b} are within the noise on {where}: {values} "
+                f"({span} holds zero).",
+                noise=True,
+            )
+        values += f"; {span}"
+        caveat = ""
+    elif ci_a is not None and ci_b is not None:
         if ci_a[1] >= ci_b[0]:
             return Finding(
                 "latency",

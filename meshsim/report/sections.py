@@ -430,9 +430,10 @@ def _findings_section(runs: Mapping[str, Mapping[str, Any]], reps: int) -> Secti
     """The differences that hold, largest first; what is within the noise in one line."""
     top, more, noise = ranked(findings(runs))
     intro = (
-        f"{reps} replication{'s' if reps != 1 else ''} per mesh. A difference is stated only "
-        "when the 95 % confidence intervals do not overlap (a mesh's added latency: when its "
-        "own interval excludes zero); largest first."
+        f"{reps} replication{'s' if reps != 1 else ''} per mesh. A latency difference is "
+        "stated only when its 95 % confidence interval excludes zero (paired: the meshes run "
+        "on the same random numbers), or, where the summary has no such interval, when the "
+        "two runs' intervals do not overlap; largest first."
     )
     if reps < 2:
         intro += " With one replication there are no intervals: treat differences as tentative."

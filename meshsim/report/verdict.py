@@ -14,7 +14,7 @@ trusted for:
 
 The added-latency CI is the summary's paired one (``added_latency_ci95_ms`` per workload:
 batch means of the differences between the mesh's and the baseline's batches, which share
-random numbers, :func:`meshsim.results.run.added_latency_ci`). A summary saved before it
+random numbers, :func:`meshsim.results.run.paired_difference_ci`). A summary saved before it
 had them gets the conservative difference of the two runs' intervals,
 ``[a_low - base_high, a_high - base_low]``, wider than the paired one.
 

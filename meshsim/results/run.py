@@ -404,19 +404,20 @@ ADDED_QUANTILES: tuple[tuple[str, float], ...] = (("p50", 0.5), ("p90", 0.9), ("
 """The percentiles whose added latency over the baseline a summary gives."""
 
 
-def added_latency_ci(
-    mine: MeshResult, base: MeshResult, name: str
+def paired_difference_ci(
+    mine: MeshResult, other: MeshResult, name: str
 ) -> dict[str, list[float] | None] | None:
-    """95 % CIs (ms) of the latency ``mine`` adds over ``base`` for workload ``name`` at
-    each of :data:`ADDED_QUANTILES`, by paired batch means: replication ``i`` of every mesh
-    runs on the same seed and cuts its window into the same batches by send time, so batch
-    ``k`` of the mesh and of the baseline saw the same arrivals and service times (common
-    random numbers), and the spread of the batches' differences, not of each run's own
-    estimates, gives the half-width (sectioning, as :func:`_batch_means_ci`), centred on the
-    difference of the pooled estimates. Widened by half a bucket of each of the two
-    percentiles (:data:`RESOLUTION`). None with fewer than :data:`MIN_BATCHES` pairs."""
+    """95 % CIs (ms) of ``mine``'s latency minus ``other``'s for workload ``name`` at each of
+    :data:`ADDED_QUANTILES` (the latency a mesh adds, when ``other`` is the `none` run), by
+    paired batch means: replication ``i`` of every mesh runs on the same seed and cuts its
+    window into the same batches by send time, so batch ``k`` of the two saw the same
+    arrivals and service times (common random numbers), and the spread of the batches'
+    differences, not of each run's own estimates, gives the half-width (sectioning, as
+    :func:`_batch_means_ci`), centred on the difference of the pooled estimates. Widened by
+    half a bucket of each of the two percentiles (:data:`RESOLUTION`). None with fewer than
+    :data:`MIN_BATCHES` pairs."""
     pairs: list[tuple[LogHistogram, LogHistogram]] = []
-    for rep_m, rep_b in zip(mine.replications, base.replications, strict=False):
+    for rep_m, rep_b in zip(mine.replications, other.replications, strict=False):
         sm, sb = rep_m.workloads.get(name), rep_b.workloads.get(name)
         if sm is None or sb is None or len(sm.batches) != len(sb.batches):
             continue
@@ -425,7 +426,7 @@ def added_latency_ci(
     if len(pairs) < MIN_BATCHES:
         return None
     merged_m = mine.merged("workloads", name)
-    merged_b = base.merged("workloads", name)
+    merged_b = other.merged("workloads", name)
     out: dict[str, list[float] | None] = {}
     for key, q in ADDED_QUANTILES:
         a, b = merged_m.quantile(q), merged_b.quantile(q)

@@ -62,7 +62,11 @@ class WorkloadSignals(Signals):
     added_latency_ci95_ms: NotRequired[dict[str, list[float] | None]]
     """A mesh's run (not `none`'s): the 95 % CI of ``added_latency_ms`` at p50, p90 and p99
     from the simulation's noise, by paired batch means against the `none` run
-    (:func:`meshsim.results.run.added_latency_ci`); absent with too few batches."""
+    (:func:`meshsim.results.run.paired_difference_ci`); absent with too few batches."""
+    difference_ci95_ms: NotRequired[dict[str, dict[str, list[float] | None]]]
+    """By each mesh after this one in the summary's order (`none` aside): the 95 % CI of
+    this mesh's latency minus that mesh's at p50, p90 and p99, paired as
+    ``added_latency_ci95_ms``."""
 
 
 class ProxyKindBlock(TypedDict):

@@ -18,7 +18,7 @@ from meshsim.results.run import (
     MeshResult,
     Replication,
     RunResult,
-    added_latency_ci,
+    paired_difference_ci,
 )
 from meshsim.results.schema import (
     AddedLatencyMs,
@@ -305,15 +305,7 @@ def build_summary(result: RunResult) -> Summary:
         "runs": {mesh: mesh_summary(mr) for mesh, mr in result.meshes.items()},
         "added_latency_ms": added_latency(result),
     }
-    base = result.meshes.get("none")
-    if base is not None:
-        for mesh, mr in result.meshes.items():
-            if mesh == "none":
-                continue
-            for name, sig in summary["runs"][mesh]["workloads"].items():
-                ci = added_latency_ci(mr, base, name)
-                if ci is not None:
-                    sig["added_latency_ci95_ms"] = ci
+    _attach_paired_intervals(result, summary)
     sampling = result.model_sampling
     if sampling is not None:
         per_set = [{mesh: mesh_summary(mr) for mesh, mr in runs.items()} for runs in sampling.runs]
@@ -322,6 +314,31 @@ def build_summary(result: RunResult) -> Summary:
             "ModelSamplesBlock", samples_block(sampling.parameters, sampling.sets)
         )
     return summary
+
+
+def _attach_paired_intervals(result: RunResult, summary: Summary) -> None:
+    """Each mesh's workloads get the paired 95 % CIs of their latency against the `none`
+    run's (``added_latency_ci95_ms``) and against each later mesh's
+    (``difference_ci95_ms.<mesh>``): :func:`meshsim.results.run.paired_difference_ci`."""
+    meshes = list(result.meshes.items())
+    base = result.meshes.get("none")
+    for i, (mesh, mr) in enumerate(meshes):
+        if mesh == "none":
+            continue
+        for name, sig in summary["runs"][mesh]["workloads"].items():
+            if base is not None:
+                ci = paired_difference_ci(mr, base, name)
+                if ci is not None:
+                    sig["added_latency_ci95_ms"] = ci
+            others: dict[str, dict[str, list[float] | None]] = {}
+            for other, omr in meshes[i + 1 :]:
+                if other == "none":
+                    continue
+                ci = paired_difference_ci(mr, omr, name)
+                if ci is not None:
+                    others[other] = ci
+            if others:
+                sig["difference_ci95_ms"] = others
 
 
 def added_latency(result: RunResult) -> dict[str, dict[str, AddedLatencyMs]]:
