@@ -27,6 +27,8 @@ def test_fanout_scenario_shape() -> None:
     assert s.workloads[0].rate_rps == 50
     with pytest.raises(ValueError, match="at least 1"):
         capacity.fanout_scenario(0, 50)
+    assert s.cluster.run_queues == "node"
+    assert capacity.fanout_scenario(2, 50, run_queues="per_cpu").cluster.run_queues == "per_cpu"
 
 
 def test_nodes_for_slo_uses_highest_passing_load() -> None:

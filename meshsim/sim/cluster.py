@@ -421,8 +421,10 @@ def one_run_queue_warnings(nodes: Sequence[NodeMeasure], window_s: float) -> lis
         "each node's cores through one run queue, where Linux keeps one per CPU; on a "
         "two-CPU node 30-70 % busy the kernel's tasks waited 1.35-1.8x as long for a core on "
         'average (reports/validation/cpu-limits.md, "One run queue per node, measured"), so '
-        "waits for a core on such nodes are likely short here; cluster.run_queues: per_cpu "
-        "(with cluster.scheduler cfs) runs the kernel's per-CPU queues and balancing"
+        "waits for a core on such nodes are likely short here, a single-threaded proxy's "
+        "(Linkerd's) most; cluster.run_queues: per_cpu (with cluster.scheduler cfs) runs the "
+        "kernel's per-CPU queues and balancing: compare the two before acting on a "
+        "difference between meshes"
     ]
 
 

@@ -49,10 +49,13 @@ def fanout_scenario(
     nodes: int = 3,
     cores_per_node: int = 4,
     cpu_ms: float = 1.0,
+    run_queues: str = "node",
 ) -> Scenario:
     """A synthetic mesh: a ``frontend`` calling ``services - 1`` leaf services in turn.
 
     Every service has ``replicas`` pods and lognormal app CPU of mean ``cpu_ms``.
+    ``run_queues``: ``cluster.run_queues``; ``per_cpu`` gives the kernel's waits for a core
+    on nodes 30 % busy or more, where a capacity plan's tail is decided.
     """
     if services < 1:
         raise ValueError("services must be at least 1")
@@ -65,7 +68,7 @@ def fanout_scenario(
         "duration_s": duration_s,
         "warmup_s": warmup_s,
         "replications": 1,
-        "cluster": {"nodes": nodes, "cores_per_node": cores_per_node},
+        "cluster": {"nodes": nodes, "cores_per_node": cores_per_node, "run_queues": run_queues},
         "services": [
             {
                 "name": "frontend",
