@@ -111,7 +111,25 @@ class QuotaPool:
                 self.nr_periods += 1
 
 
-class CGroup(Entity):
+class PeriodCounters:
+    """``cpu.stat``'s period counters of a cgroup, which its runtime pool keeps (one pool
+    for all of a cgroup's entities, when it has one on each CPU)."""
+
+    __slots__ = ()
+    pool: QuotaPool
+
+    @property
+    def nr_periods(self) -> int:
+        """Periods in which it drew runtime (``cpu.stat`` nr_periods)."""
+        return self.pool.nr_periods
+
+    @property
+    def nr_throttled(self) -> int:
+        """Periods in which it was throttled (``cpu.stat`` nr_throttled)."""
+        return self.pool.nr_throttled
+
+
+class CGroup(PeriodCounters, Entity):
     """A container's cgroup on one node (or on one CPU of it): weight, quota, fairness state
     and counters."""
 
@@ -153,16 +171,6 @@ class CGroup(Entity):
 
     def pickable(self) -> bool:
         return self.delayed or self.ready()
-
-    @property
-    def nr_periods(self) -> int:
-        """Periods in which it drew runtime (``cpu.stat`` nr_periods)."""
-        return self.pool.nr_periods
-
-    @property
-    def nr_throttled(self) -> int:
-        """Periods in which it was throttled (``cpu.stat`` nr_throttled)."""
-        return self.pool.nr_throttled
 
     # Bandwidth control's bookkeeping, the same under either picker (meshsim.sim.cpu.bandwidth
     # for FCFS cores). ``window`` is the measurement window [from, until) the counters count in.

@@ -42,7 +42,7 @@ from functools import partial
 
 import simpy
 
-from meshsim.sim.cpu.entities import CGroup, GroupEntity, QuotaPool, Task
+from meshsim.sim.cpu.entities import CGroup, GroupEntity, PeriodCounters, QuotaPool, Task
 from meshsim.sim.cpu.fair import TICK_S, FairScheduler
 from meshsim.sim.cpu.group_shares import CpuLoads
 from meshsim.sim.cpu.slices import default_base_slice_s
@@ -73,7 +73,7 @@ class SpreadGroup:
         self.loads = CpuLoads(len(per_cpu))
 
 
-class SpreadCGroup:
+class SpreadCGroup(PeriodCounters):
     """A container's cgroup on a node of per-CPU run queues: its entity on each CPU, the
     runtime pool they share, and the counters summed over them."""
 
@@ -120,14 +120,6 @@ class SpreadCGroup:
     @property
     def cpu_s(self) -> float:
         return sum(g.cpu_s for g in self.per_cpu)
-
-    @property
-    def nr_periods(self) -> int:
-        return self.pool.nr_periods
-
-    @property
-    def nr_throttled(self) -> int:
-        return self.pool.nr_throttled
 
     @property
     def throttled_s(self) -> float:
