@@ -5,10 +5,13 @@ waits is reports/validation/experiments/multicore_queue.py's."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from typing import Any
 
 import pytest
 import simpy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from meshsim.sim.cpu.fair import FairScheduler
 from meshsim.sim.cpu.percpu import PerCpuScheduler
@@ -155,3 +158,56 @@ def test_a_group_busy_on_two_cpus_weighs_half_on_each() -> None:
         c._update()
     assert [g.cpu_s / 4.0 for g in (x, y, z)] == pytest.approx([2 / 3, 2 / 3, 2 / 3], abs=0.02)
     assert [e.weight for e in x.per_cpu] == pytest.approx([512.0, 512.0], rel=1 / 64)
+
+
+_BURSTS = st.lists(
+    st.tuples(
+        st.integers(0, 3),  # cgroup
+        st.sampled_from([None, 0, 1, 2]),  # thread of that cgroup (None: thread-less)
+        st.floats(0.0, 0.01),  # gap before it (s)
+        st.floats(1e-5, 0.004),  # CPU (s)
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(bursts=_BURSTS, cores=st.integers(2, 4), limited=st.booleans(), slice_ms=st.floats(0.2, 3))
+def test_every_burst_ends_once_and_the_cpus_run_exactly_the_work_submitted(
+    bursts: list[tuple[int, int | None, float, float]], cores: int, limited: bool, slice_ms: float
+) -> None:
+    # Whatever the placement, balancing, preemption and throttling do, a burst is never
+    # lost or run twice: each ends once, no earlier than its own CPU after it was submitted,
+    # the cgroups' CPU is the CPU submitted, and the node is idle and empty at the end.
+    env = simpy.Environment()
+    cpu = PerCpuScheduler(env, cores, base_slice_s=slice_ms * 1e-3)
+    groups = [
+        cpu.group(f"g{i}", 1024.0 / (i + 1), quota_s=0.01 if limited and i == 0 else None,
+                  period_s=0.02)
+        for i in range(4)
+    ]  # fmt: skip
+    ends: list[int] = [0] * len(bursts)
+    late: list[bool] = []
+
+    def chain(items: list[int]) -> Generator[simpy.Event, Any, None]:
+        for i in items:
+            g, thread, gap, cpu_s = bursts[i]
+            yield env.timeout(gap)
+            start = env.now
+            yield cpu.run(cpu_s, groups[g], None if thread is None else (g, thread))
+            ends[i] += 1
+            late.append(env.now >= start + cpu_s - 1e-9)
+
+    # A thread's bursts one after another; thread-less bursts each on their own.
+    by_thread: dict[object, list[int]] = {}
+    for i, (g, thread, _gap, _cpu) in enumerate(bursts):
+        by_thread.setdefault((g, thread) if thread is not None else ("none", i), []).append(i)
+    for items in by_thread.values():
+        env.process(chain(items))
+    env.run()
+    assert ends == [1] * len(bursts)
+    assert all(late)
+    assert sum(g.cpu_s for g in groups) == pytest.approx(sum(b[3] for b in bursts), abs=1e-9)
+    assert cpu.idle == cores
+    assert all(c.waiting == 0 for c in cpu.cpus)
