@@ -27,7 +27,7 @@ Not modelled by default: a CPU pulling a waiting task the moment it goes idle
 active balancing (a running task pushed off after repeated failures) and wake-affine
 placement on the waker's CPU. Replayed against the kernel (reports/validation/experiments/
 multicore_queue.py: four processes serving Poisson streams of CPU bursts on two CPUs), this
-model is the measured mean wait for a core within 6 % (once 11 %) and p99 within 8 % from
+model is the measured mean wait for a core within 8 % (once 11 %) and p99 within 8 % from
 30 % busy, where one run queue for the node waits about a third less; with the newly-idle
 pull added it is one run queue again (reports/validation/cpu-limits.md, "The kernel's
 balancing, replayed, and ``cluster.run_queues: per_cpu``"). A group's weight is split
