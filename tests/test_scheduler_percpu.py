@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshsim.sim.cpu.fair import FairScheduler
-from meshsim.sim.cpu.percpu import PerCpuScheduler
+from meshsim.sim.cpu.percpu import PerCpuScheduler, SpreadCGroup
 
 
 def _ends(env: simpy.Environment, out: dict[str, float], name: str) -> Callable[[], float]:
@@ -58,18 +58,26 @@ def test_a_thread_wakes_on_an_idle_cpu_when_its_last_is_busy_and_stays_there() -
     assert cpu.moves == {"tb": 1}
 
 
+def _two_hogs_and_a_short_burst(
+    slice_s: float, hog_s: float, balancing: bool = True
+) -> tuple[PerCpuScheduler, list[SpreadCGroup], dict[str, float]]:
+    """Two CPUs: hogs a and c (``hog_s`` each) share CPU 0, b's 1 ms burst leaves CPU 1
+    idle at 1 ms (new cgroups start on the CPUs in turn). Run to the end."""
+    env = simpy.Environment()
+    cpu = PerCpuScheduler(env, 2, base_slice_s=slice_s, balancing=balancing)
+    groups = [cpu.group(name, 1024.0) for name in "abc"]
+    ends: dict[str, float] = {}
+    for g, cpu_s in zip(groups, (hog_s, 0.001, hog_s), strict=True):
+        cpu.submit(cpu_s, g, _ends(env, ends, g.name))
+    env.run()
+    return cpu, groups, ends
+
+
 def test_an_idle_cpu_pulls_a_cold_waiting_task_at_the_busy_ones_tick() -> None:
     # a and c share CPU 0 in 1.4 ms slices (a 0-1.4, c 1.4-2.8, a 2.8-); b leaves CPU 1 idle
     # at 1 ms. No CPU pulls as it goes idle: at CPU 0's tick (4 ms) c, which last ran 1.2
     # ms before, is cold and moves. Then each runs alone: a has 10 - 2.6 ms left, c 8.6.
-    env = simpy.Environment()
-    cpu = PerCpuScheduler(env, 2, base_slice_s=0.0014)
-    a, b, c = cpu.group("a", 1024.0), cpu.group("b", 1024.0), cpu.group("c", 1024.0)
-    ends: dict[str, float] = {}
-    cpu.submit(0.010, a, _ends(env, ends, "a"))
-    cpu.submit(0.001, b, _ends(env, ends, "b"))
-    cpu.submit(0.010, c, _ends(env, ends, "c"))
-    env.run()
+    cpu, (_a, _b, c), ends = _two_hogs_and_a_short_burst(0.0014, 0.010)
     assert ends == pytest.approx({"b": 0.001, "a": 0.0114, "c": 0.0126})
     assert cpu.moves == {c: 1}
 
@@ -78,28 +86,14 @@ def test_a_hot_task_moves_only_after_two_balances_failed() -> None:
     # Slices of 3.9 ms on CPU 0: a 0-3.9, c 3.9-7.8, a 7.8-11.7, c from 11.7. At the ticks
     # of 4 and 8 ms the waiting one last ran 0.1 and 0.2 ms before (hot: not moved); at 12
     # ms it is hot again (0.3 ms) but two balances have failed (cache_nice_tries 1): a moves.
-    env = simpy.Environment()
-    cpu = PerCpuScheduler(env, 2, base_slice_s=0.0039)
-    a, b, c = cpu.group("a", 1024.0), cpu.group("b", 1024.0), cpu.group("c", 1024.0)
-    ends: dict[str, float] = {}
-    cpu.submit(0.020, a, _ends(env, ends, "a"))
-    cpu.submit(0.001, b, _ends(env, ends, "b"))
-    cpu.submit(0.020, c, _ends(env, ends, "c"))
-    env.run()
+    cpu, (a, _b, _c), ends = _two_hogs_and_a_short_burst(0.0039, 0.020)
     # By 12 ms a has run 3.9 + 3.9 = 7.8 ms and c 3.9 + 0.3 = 4.2: alone from 12 ms.
     assert ends == pytest.approx({"b": 0.001, "a": 0.0242, "c": 0.0278})
     assert cpu.moves == {a: 1}
 
 
 def test_without_the_balancing_a_cpu_stays_idle_beside_a_queue() -> None:
-    env = simpy.Environment()
-    cpu = PerCpuScheduler(env, 2, base_slice_s=0.0014, balancing=False)
-    a, b, c = cpu.group("a", 1024.0), cpu.group("b", 1024.0), cpu.group("c", 1024.0)
-    ends: dict[str, float] = {}
-    cpu.submit(0.010, a, _ends(env, ends, "a"))
-    cpu.submit(0.001, b, _ends(env, ends, "b"))
-    cpu.submit(0.010, c, _ends(env, ends, "c"))
-    env.run()
+    _cpu, _groups, ends = _two_hogs_and_a_short_burst(0.0014, 0.010, balancing=False)
     assert ends["b"] == pytest.approx(0.001)
     assert max(ends["a"], ends["c"]) == pytest.approx(0.020)
 

@@ -163,7 +163,6 @@ class PerCpuScheduler:
             for _ in range(cores)
         ]  # fmt: skip
         self.groups: list[SpreadCGroup] = []
-        self.parents: list[SpreadGroup] = []
         self.moves: dict[object, int] = {}
         """Moves to another CPU than it last ran on in the window, by thread (or cgroup,
         for bursts of no thread): the kernel's ``se.nr_migrations``, by wake-up placement
@@ -230,9 +229,7 @@ class PerCpuScheduler:
             cpu.parent_group(name, weight, None if parent is None else parent.per_cpu[i])
             for i, cpu in enumerate(self.cpus)
         ]
-        g = SpreadGroup(name, weight, parent, per_cpu)
-        self.parents.append(g)
-        return g
+        return SpreadGroup(name, weight, parent, per_cpu)
 
     def reweight(self, e: SpreadGroup | SpreadCGroup, weight: float) -> None:
         """A new weight for ``e`` (:meth:`FairScheduler.reweight` on every CPU): each entity

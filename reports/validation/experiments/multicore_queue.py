@@ -187,7 +187,7 @@ def replay(
     busy = [False] * WORKERS
     ends = np.zeros(len(reqs))
 
-    def start(w: int) -> None:
+    def start(w: int, _ev: object = None) -> None:
         on[w].submit(reqs[pending[w][0]][3] / 1e9, groups[w], partial(finish, w), thread=w,
                      goes_on=lambda: len(pending[w]) > 1)  # fmt: skip
 
@@ -202,9 +202,6 @@ def replay(
     def send(_ev: object = None) -> None:
         scheds[0].submit(driver_cpu_s, driver, lambda: None)
 
-    def woke(w: int, _ev: object = None) -> None:
-        start(w)
-
     def arrive(i: int, _ev: object = None) -> None:
         w = reqs[i][1]
         pending[w].append(i)
@@ -212,7 +209,7 @@ def replay(
             busy[w] = True
             wake = env.timeout(wakeup_s)
             assert wake.callbacks is not None
-            wake.callbacks.append(partial(woke, w))
+            wake.callbacks.append(partial(start, w))
 
     for i, (sent, *_rest) in enumerate(reqs):
         # The driver's CPU a send is its wake-up and the write, before the worker wakes.
