@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from meshsim import __version__
 from meshsim.errors import MeshsimError
 from meshsim.files import prepare_output_dir
-from meshsim.models.ranges import RangedParameter, ranged_parameters
+from meshsim.models.ranges import RangedParameter, drawn_parameters
 from meshsim.models.samples import draw_parameter_sets, unique_parameters
 from meshsim.results.run import MeshResult, ModelSampling, Replication, RunResult
 from meshsim.results.schema import Summary
@@ -76,7 +76,7 @@ def simulate(
         observe(sim)
     sim.run(progress)
     measured = sim.measure()
-    ranged = tuple(p for model in measured.cost_models for p in ranged_parameters(model))
+    ranged = tuple(p for model in measured.cost_models for p in drawn_parameters(model))
     return Replication.of(measured, 0 if task.model_values else task.index), ranged
 
 

@@ -151,6 +151,103 @@ def test_without_model_samples_findings_are_unchanged() -> None:
     assert any(t.startswith("linkerd needs less proxy CPU") for t in texts)
 
 
+ANCHORED = ("istio-sidecar", "linkerd-proxy", "ztunnel", "waypoint", "istio-ingressgateway",
+            "ingress-nginx")  # fmt: skip
+
+
+def _anchor_total(model: Any) -> float:
+    a = model.anchor
+    return float(
+        model.vcpu_per_1000rps(
+            a.request_bytes, a.response_bytes, mtls=a.mtls,
+            wakeups_per_request=a.wakeups_per_request,
+        )
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ANCHORED)
+def test_each_set_holds_the_models_total_at_its_anchor_to_a_level_spanning_its_bracket(
+    name: str,
+) -> None:
+    """The band of a model's CPU total at its anchor is the evidence's bracket: 8 sets take one
+    eighth each of the bracket (where the parts can reach it), every set's total is its drawn
+    level to rounding, and every part stays inside its own range."""
+    from meshsim.models import drawn_parameters, load_model
+    from meshsim.models.samples import apply_values
+
+    model = load_model(name)
+    params = drawn_parameters(model)
+    level = next(p for p in params if p.level is not None)
+    assert model.anchor is not None
+    assert model.anchor.vcpu_range is not None
+    low, high = model.anchor.vcpu_range
+    assert (level.low, level.high) == (
+        max(low, level.level.reach[0]),
+        min(high, level.level.reach[1]),
+    )
+    assert level.value == pytest.approx(model.anchor.vcpu_per_1000rps, rel=0.01)
+    n = 8
+    sets = draw_parameter_sets(params, n, seed=11)
+    totals = []
+    for s in sets:
+        drawn = apply_values(model, s.values)
+        total = _anchor_total(drawn)
+        assert total == pytest.approx(s.values[level.name], rel=1e-9)
+        totals.append(total)
+        for p in params:
+            if p.level is None and p.varies:
+                assert p.low <= drawn.value(p.parameter) <= p.high
+    width = (level.high - level.low) / n
+    strata = sorted(math.floor((t - level.low) / width) for t in totals)
+    assert strata == list(range(n))
+
+
+def test_linkerd_and_envoy_bands_at_the_anchor_follow_their_evidence_not_their_splits() -> None:
+    """Drawn part by part, the Linkerd file's total at 1000 rps fell in 0.05-0.14 vCPU (below
+    its 0.12 in 3 sets of 4) and Envoy's in 0.14-0.34; held to their brackets each band is the
+    bracket: Linkerd's reaches 0.19 (what its parts can reach of 0.20), Envoy's 0.18-0.26."""
+    from meshsim.models import drawn_parameters, load_model
+    from meshsim.models.samples import apply_values
+
+    bands = {}
+    for name in ("linkerd-proxy", "istio-sidecar"):
+        model = load_model(name)
+        totals = [
+            _anchor_total(apply_values(model, s.values))
+            for s in draw_parameter_sets(drawn_parameters(model), 32, seed=5)
+        ]
+        bands[name] = (min(totals), max(totals))
+    assert 0.06 <= bands["linkerd-proxy"][0] <= 0.065
+    assert 0.186 <= bands["linkerd-proxy"][1] <= 0.1916
+    assert 0.18 <= bands["istio-sidecar"][0] <= 0.183
+    assert 0.257 <= bands["istio-sidecar"][1] <= 0.26
+
+
+def test_holding_a_level_moves_the_parts_together_and_keeps_their_order() -> None:
+    from meshsim.models.ranges import AnchorLevel
+    from meshsim.models.samples import _held_to_level
+
+    a = _param("m.a_us", 10.0, 30.0, 20.0)
+    b = _param("m.b_us", 1.0, 100.0, 10.0)  # log-drawn
+    spec = AnchorLevel(parts=(("m.a_us", 0.001), ("m.b_us", 0.002)), fixed=0.01,
+                       reach=(0.01 + 0.01 + 0.002, 0.01 + 0.03 + 0.2))  # fmt: skip
+    level = RangedParameter(
+        name="m.anchor_vcpu_per_1000rps", model="m", parameter="anchor_vcpu_per_1000rps",
+        unit="vCPU per 1000 rps", value=0.05, low=0.03, high=0.2, source="test",
+        integer=False, level=spec,
+    )  # fmt: skip
+    at = {"m.a_us": 0.2, "m.b_us": 0.7}
+    for target in (0.03, 0.05, 0.15, 0.2):
+        held = _held_to_level(level, target, at, [a, b, level])
+        assert spec.total(held) == pytest.approx(target, rel=1e-9)
+        ua = (held["m.a_us"] - 10.0) / 20.0
+        ub = math.log(held["m.b_us"]) / math.log(100.0)
+        assert 0.0 < ua < ub < 1.0  # b was drawn further up its range than a, and stays so
+    # A level beyond what the parts reach stops at their bounds.
+    held = _held_to_level(level, 1.0, at, [a, b, level])
+    assert held == pytest.approx({"m.a_us": 30.0, "m.b_us": 100.0})
+
+
 def test_samples_block_names_the_parameters_their_ranges_scales_and_sources() -> None:
     a = _param("envoy.request_cpu_us", 100.0, 300.0, 200.0)
     wide = _param("linkerd-proxy.request_cpu_us", 20.0, 400.0, 90.0)
@@ -160,6 +257,27 @@ def test_samples_block_names_the_parameters_their_ranges_scales_and_sources() ->
     assert [p["name"] for p in block["parameters"]] == [a.name, wide.name]
     assert [p["scale"] for p in block["parameters"]] == ["linear", "log"]
     assert block["sets"][1] == [sets[1].values[a.name], sets[1].values[wide.name]]
+    assert all("held_to" not in p for p in block["parameters"])
+
+
+def test_samples_block_names_the_level_each_part_is_held_to() -> None:
+    from meshsim.models import drawn_parameters, load_model
+
+    params = drawn_parameters(load_model("ztunnel"))
+    block = samples_block(params, draw_parameter_sets(params, 2, seed=3))
+    entries = {p["name"]: p for p in block["parameters"]}
+    level = entries["ztunnel.anchor_vcpu_per_1000rps"]
+    assert (level["value"], level["range"], level["unit"]) == (
+        pytest.approx(0.06),
+        [0.054, 0.078],
+        "vCPU per 1000 rps",
+    )
+    assert level["source"].startswith("derived bracket")
+    held = {name for name, p in entries.items() if p.get("held_to") == level["name"]}
+    assert held == {
+        "ztunnel.socket_io_us", "ztunnel.payload_cpu_us_per_kib", "ztunnel.hbone_frame_us",
+        "ztunnel.wakeup_cpu_us", "ztunnel.tls_record_cpu_us_per_kib",
+    }  # fmt: skip
 
 
 def _small_scenario() -> Any:

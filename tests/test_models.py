@@ -501,6 +501,48 @@ def test_malformed_range_is_rejected(lines: str, field: str, words: str) -> None
     assert p.line == _line_after(bad, r"^  l4_rbac_us:", rf"^    {field}:")
 
 
+def test_every_shipped_anchor_bounds_its_cpu_total() -> None:
+    """The band of a model's CPU total comes from its anchor's vcpu_range (tests/
+    test_model_bands.py); every shipped file with an anchor has one, sourced, around its value."""
+    anchored = [n for n in model_names() if load_model(n).anchor is not None]
+    assert {"istio-sidecar", "linkerd-proxy", "ztunnel", "waypoint"} <= set(anchored)
+    for name in anchored:
+        a = load_model(name).anchor
+        assert a is not None, name
+        assert a.vcpu_range is not None, name
+        assert a.vcpu_range[0] <= a.vcpu_per_1000rps <= a.vcpu_range[1], name
+        assert a.vcpu_range_source is not None, name
+        assert a.vcpu_range_source.strip(), name
+    lo, hi = ANCHOR_RANGE_1K["linkerd-proxy"]
+    assert load_model("linkerd-proxy").anchor.vcpu_range == [lo, hi]  # type: ignore[union-attr]
+    lo, hi = ANCHOR_RANGE_1K["istio-sidecar"]
+    assert load_model("istio-sidecar").anchor.vcpu_range == [lo, hi]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field", "words"),
+    [
+        ("  vcpu_range: [0.054, 0.078]\n", "  vcpu_range: [0.07, 0.078]\n", "vcpu_range",
+         "does not contain vcpu_per_1000rps 0.06"),
+        ("  vcpu_range: [0.054, 0.078]\n", "  vcpu_range: [0.054]\n", "vcpu_range",
+         "[low, high]"),
+        ("  vcpu_range: [0.054, 0.078]\n", "", "vcpu_range_source", "without a vcpu_range"),
+        (r"  vcpu_range_source: >-\n(    .*\n)+", "  vcpu_range_source: ' '\n",
+         "vcpu_range_source", "needs a non-empty vcpu_range_source"),
+    ],
+)  # fmt: skip
+def test_a_malformed_anchor_range_is_rejected_at_its_line(
+    old: str, new: str, field: str, words: str
+) -> None:
+    text = _text("ztunnel")
+    bad = re.sub(old if old.startswith("  vcpu_range_source") else re.escape(old), new, text)
+    assert bad != text
+    [p] = _errors(bad).problems
+    assert p.field == f"anchor.{field}"
+    assert words in p.message
+    assert p.line == _line_after(bad, r"^anchor:", rf"^  {field}:")
+
+
 def test_count_ranges_must_be_whole() -> None:
     bad = _with_entry("    range: [1.5, 2]\n    range_source: test\n", param="worker_threads")
     [p] = _errors(bad).problems

@@ -11,7 +11,8 @@ the source it came from (docs/DESIGN.md principle 2). This module is the only re
   without a ``range_source``, or one that does not contain its value.
 - :class:`ProxyCostModel` turns the parameters into the quantities the simulator charges:
   per-request CPU by phase, handshake CPU, per-connection CPU and memory.
-- :func:`ranged_parameters` lists a model's uncertain parameters under dotted names, and
+- :func:`ranged_parameters` lists a model's uncertain parameters under dotted names,
+  :func:`drawn_parameters` adds its CPU total at the anchor where the anchor bounds it, and
   :meth:`ProxyCostModel.with_values` applies a drawn parameter set.
 
 The set of required parameters depends on the proxy *kind* (an L4 ztunnel has no HTTP parser, a
@@ -38,7 +39,9 @@ from meshsim.models.parameters import (
     required_parameters,
 )
 from meshsim.models.ranges import (
+    AnchorLevel,
     RangedParameter,
+    drawn_parameters,
     model_label,
     ranged_parameters,
     unranged_parameters,
@@ -51,6 +54,7 @@ __all__ = [
     "PARAMETER_SPECS",
     "PROXY_KINDS",
     "Anchor",
+    "AnchorLevel",
     "ControlPlaneKind",
     "Kind",
     "Parameter",
@@ -60,6 +64,7 @@ __all__ = [
     "ProxyKind",
     "RangedParameter",
     "default_model",
+    "drawn_parameters",
     "load_model",
     "model_label",
     "model_names",

@@ -75,6 +75,14 @@ class Anchor(BaseModel):
     """Idle-worker wake-ups per request at this configuration, as the simulator counts them
     (a file with ``wakeup_cpu_us`` splits the published total into per-request work and
     wake-ups; 0 for a file without)."""
+    vcpu_range: list[float] | None = None
+    """``[low, high]``: where the evidence puts the CPU total at this configuration (vCPU per
+    1000 rps). The parameters' ranges say how the total may split; this says how large it may
+    be, and a parameter-set draw holds each set's total inside it
+    (:mod:`meshsim.models.samples`). The loader checks that it holds ``vcpu_per_1000rps`` and
+    has a source."""
+    vcpu_range_source: str | None = None
+    """A citation for each bound of ``vcpu_range``, or "derived bracket" and the derivation."""
     note: str | None = None
 
 

@@ -282,6 +282,8 @@ def parse_model(text: str, *, path: str | None = None) -> ProxyCostModel:
             if anchor is not None and anchor.tls_connections > anchor.connections:
                 add(("anchor", "tls_connections"), "cannot exceed anchor.connections", value=True)
                 anchor = None
+            if anchor is not None and not _anchor_range_ok(anchor, add):
+                anchor = None
 
     params: dict[str, Parameter] = {}
     raw_params = data.get("parameters")
@@ -368,6 +370,41 @@ def _validate(
 
 
 _RANGE_KEYS: Final = ("range", "range_source")
+
+
+def _anchor_range_ok(anchor: Anchor, add: Any) -> bool:
+    """Check the anchor's ``vcpu_range`` as a parameter's range is checked; report, False if bad."""
+    r = anchor.vcpu_range
+    if r is None:
+        if anchor.vcpu_range_source is not None:
+            add(("anchor", "vcpu_range_source"), "given without a vcpu_range: [low, high]")
+            return False
+        return True
+    path = ("anchor", "vcpu_range")
+    if len(r) != 2 or not all(math.isfinite(b) and b > 0 for b in r):
+        add(
+            path,
+            f"expected [low, high], two positive numbers (vCPU per 1000 rps), found {r}",
+            value=True,
+        )
+        return False
+    ok = True
+    if not r[0] <= anchor.vcpu_per_1000rps <= r[1]:
+        add(
+            path,
+            f"[{r[0]:g}, {r[1]:g}] does not contain vcpu_per_1000rps {anchor.vcpu_per_1000rps:g}",
+            value=True,
+        )
+        ok = False
+    if not (anchor.vcpu_range_source or "").strip():
+        # As a parameter's range needs a source, so does the total's (principle 2).
+        add(
+            ("anchor", "vcpu_range_source"),
+            "a vcpu_range needs a non-empty vcpu_range_source: a citation for each bound, or "
+            "'derived bracket' and the derivation",
+        )
+        ok = False
+    return ok
 
 
 def _check_range(

@@ -6,15 +6,42 @@ them under dotted names (``<model>.<parameter>``, e.g. ``linkerd-proxy.wakeup_cp
 a sampler can draw values over the ranges, apply them with
 :meth:`~meshsim.models.ProxyCostModel.with_values`, and a sensitivity ranking can name the
 parameter that decides a finding in the file's own words.
+
+A file whose anchor gives ``vcpu_range`` adds one more: its CPU total at the anchor
+(``<model>.anchor_vcpu_per_1000rps``), an :class:`AnchorLevel` that names the parameters it is
+made of. The evidence for a proxy's cost is mostly about that total (a benchmark's vCPU at 1000
+rps), its parts are a modelling split; drawing the parts alone would leave the total wherever
+the sum of twenty independent draws happens to fall (:mod:`meshsim.models.samples`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from meshsim.models.cost import ProxyCostModel
 from meshsim.models.parameters import PARAMETER_SPECS
+
+LEVEL_PARAMETER = "anchor_vcpu_per_1000rps"
+"""The bare name of a model's CPU total at its anchor, when drawn as a parameter."""
+
+
+@dataclass(frozen=True)
+class AnchorLevel:
+    """A model's CPU total at its anchor as a linear function of its varying parameters.
+
+    ``total = fixed + sum(coefficient * value)`` over ``parts`` (dotted names), in vCPU per
+    1000 rps; exact, since the anchor's total is linear in each CPU parameter (checked when it
+    is built). ``reach`` is the total with every part at its low and at its high bound.
+    """
+
+    parts: tuple[tuple[str, float], ...]
+    fixed: float
+    reach: tuple[float, float]
+
+    def total(self, values: dict[str, float]) -> float:
+        return self.fixed + sum(c * values[name] for name, c in self.parts)
 
 
 @dataclass(frozen=True)
@@ -32,6 +59,8 @@ class RangedParameter:
     source: str
     """The range's source: a citation per bound, or "derived bracket" and its derivation."""
     integer: bool
+    level: AnchorLevel | None = None
+    """Set for a model's CPU total at its anchor: the parameters whose draws it holds to."""
 
     @property
     def varies(self) -> bool:
@@ -72,6 +101,85 @@ def ranged_parameters(
         if item.varies or not varying_only:
             out.append(item)
     return tuple(out)
+
+
+def drawn_parameters(
+    model: ProxyCostModel, *, label: str | None = None
+) -> tuple[RangedParameter, ...]:
+    """What a parameter-set draw varies for ``model``: its ranged parameters, and its CPU
+    total at the anchor when the anchor gives ``vcpu_range`` (:func:`anchor_level`)."""
+    params = ranged_parameters(model, label=label)
+    prefix = label if label is not None else model_label(model)
+    level = anchor_level(model, prefix, list(params))
+    return params if level is None else (*params, level)
+
+
+def anchor_level(
+    model: ProxyCostModel, prefix: str, params: list[RangedParameter]
+) -> RangedParameter | None:
+    """The model's CPU total at its anchor as a drawn parameter (None without ``vcpu_range``).
+
+    Its range is the anchor's ``vcpu_range`` where the parts' ranges can reach it: a bound
+    beyond what every part at its own bound gives is drawn at what they give, and the source
+    says so.
+    """
+    anchor = model.anchor
+    if anchor is None or anchor.vcpu_range is None:
+        return None
+
+    def total(m: ProxyCostModel) -> float:
+        return m.vcpu_per_1000rps(
+            anchor.request_bytes, anchor.response_bytes, mtls=anchor.mtls,
+            wakeups_per_request=anchor.wakeups_per_request,
+        )  # fmt: skip
+
+    central = total(model)
+    parts: list[tuple[str, float]] = []
+    for p in params:
+        if not p.varies or p.integer:
+            continue
+        slope = (
+            total(model.with_values({p.parameter: p.high}))
+            - total(model.with_values({p.parameter: p.low}))
+        ) / (p.high - p.low)
+        if slope != 0.0:
+            parts.append((p.name, slope))
+    if not parts:
+        return None
+    by_name = {p.name: p for p in params}
+    fixed = central - sum(c * by_name[n].value for n, c in parts)
+    reach = (
+        fixed + sum(c * by_name[n].low for n, c in parts),
+        fixed + sum(c * by_name[n].high for n, c in parts),
+    )
+    # The level is only exact if the total is linear in its parts; a model whose anchor mixes
+    # them (a product of two drawn parameters) cannot be held to a total this way.
+    every_high = total(model.with_values({by_name[n].parameter: by_name[n].high for n, _ in parts}))
+    if not math.isclose(every_high, reach[1], rel_tol=1e-9, abs_tol=1e-12):
+        raise ValueError(
+            f"{prefix}: the anchor's CPU total is not linear in its parameters "
+            f"({every_high:g} with every one at its high bound, {reach[1]:g} by their slopes)"
+        )
+    low, high = anchor.vcpu_range
+    source = anchor.vcpu_range_source or ""
+    if low < reach[0] or high > reach[1]:
+        low, high = max(low, reach[0]), min(high, reach[1])
+        source += (
+            f" (drawn over [{low:.4g}, {high:.4g}]: the parameters' own ranges reach "
+            f"{reach[0]:.4g} to {reach[1]:.4g})"
+        )
+    return RangedParameter(
+        name=f"{prefix}.{LEVEL_PARAMETER}",
+        model=prefix,
+        parameter=LEVEL_PARAMETER,
+        unit="vCPU per 1000 rps",
+        value=min(max(central, low), high),
+        low=low,
+        high=high,
+        source=source,
+        integer=False,
+        level=AnchorLevel(tuple(parts), fixed, reach),
+    )
 
 
 def unranged_parameters(model: ProxyCostModel) -> tuple[str, ...]:

@@ -13,6 +13,16 @@ How the sets are drawn, and why:
 * **Log-uniform for wide ranges**: a positive range whose ends differ by a factor of 4 or more
   is an order-of-magnitude uncertainty, and a uniform draw would sit in its top half three
   times out of four; such ranges are drawn uniformly in log space.
+* **The total held to its evidence**: a file whose anchor gives ``vcpu_range`` (the range the
+  published or derived figures put its CPU total in, at the anchor's 1000 rps) has that total
+  drawn as a parameter of its own, and each set's CPU parameters are moved together until the
+  anchor's total is the drawn one (:func:`_held_to_level`). Without it the total is a sum of a
+  dozen independent draws, which concentrates near the middle of its parts' ranges whatever
+  the evidence says, and leans wherever the file's values sit off their ranges' centres: the
+  Linkerd file's parts, drawn alone, put its total at 0.05-0.14 vCPU against a bracket of
+  0.06-0.20 and a value of 0.12; Envoy's at 0.14-0.34 against 0.18-0.26 (64 sets). Held to
+  the level, every anchored model's band at its anchor is its bracket, so two meshes' bands
+  differ by their evidence, not by how many parts their files split the cost into.
 * **Deterministic from the scenario's seed**, through a stream of its own, so the same scenario
   draws the same sets on any machine and adding sets never changes the simulation's streams.
 * **Shared by name**: parameters are named ``<model>.<parameter>``; two meshes that use the same
@@ -31,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from meshsim.models.cost import ProxyCostModel
-from meshsim.models.ranges import RangedParameter, model_label
+from meshsim.models.ranges import LEVEL_PARAMETER, RangedParameter, model_label
 from meshsim.rng import stream_key
 
 LOG_UNIFORM_RATIO = 4.0
@@ -52,7 +62,11 @@ class ParameterSet:
     def for_model(self, label: str) -> dict[str, float]:
         """The values of one model's parameters, under their bare names."""
         prefix = f"{label}."
-        return {k[len(prefix) :]: v for k, v in self.values.items() if k.startswith(prefix)}
+        return {
+            k[len(prefix) :]: v
+            for k, v in self.values.items()
+            if k.startswith(prefix) and k[len(prefix) :] != LEVEL_PARAMETER
+        }
 
 
 def latin_hypercube(n: int, dims: int, rng: np.random.Generator) -> np.ndarray:
@@ -99,10 +113,63 @@ def draw_parameter_sets(params: Sequence[RangedParameter], n: int, seed: int) ->
     # never changes which value a parameter gets.
     varying.sort(key=lambda p: p.name)
     unit = latin_hypercube(n, len(varying), rng) if varying else np.zeros((n, 0))
-    return [
-        ParameterSet(k, {p.name: _scale(p, float(unit[k, j])) for j, p in enumerate(varying)})
-        for k in range(n)
-    ]
+    levels = [p for p in varying if p.level is not None]
+    sets = []
+    for k in range(n):
+        at = {p.name: float(unit[k, j]) for j, p in enumerate(varying)}
+        values = {p.name: _scale(p, at[p.name]) for p in varying}
+        for level in levels:
+            values.update(_held_to_level(level, values[level.name], at, varying))
+        sets.append(ParameterSet(k, values))
+    return sets
+
+
+def _held_to_level(
+    level: RangedParameter,
+    target: float,
+    at: Mapping[str, float],
+    params: Sequence[RangedParameter],
+) -> dict[str, float]:
+    """The level's parts moved together until the model's CPU total at its anchor is ``target``.
+
+    Each part keeps its place relative to the others: its position in its range, ``u``, is
+    moved by one common shift ``d`` on the logit scale, ``sigmoid(logit(u) + d)``, found by
+    bisection (the total rises with ``d``). So every part stays inside its own range, a part
+    drawn high stays higher than one drawn low, and the total is the drawn level: the parts'
+    draws decide how the total splits, the level's draw how large it is.
+    """
+    spec = level.level
+    assert spec is not None
+    by_name = {p.name: p for p in params}
+    parts = [(by_name[name], c, _logit(at[name])) for name, c in spec.parts]
+
+    def values_at(d: float) -> dict[str, float]:
+        return {p.name: _scale(p, _sigmoid(x + d)) for p, _, x in parts}
+
+    def total(d: float) -> float:
+        return spec.fixed + sum(
+            c * v for (_, c, _), v in zip(parts, values_at(d).values(), strict=True)
+        )
+
+    lo, hi = -60.0, 60.0
+    for _ in range(200):
+        mid = (lo + hi) / 2.0
+        if total(mid) < target:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-13:
+            break
+    return values_at((lo + hi) / 2.0)
+
+
+def _logit(u: float) -> float:
+    u = min(max(u, 1e-12), 1.0 - 1e-12)
+    return math.log(u / (1.0 - u))
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
 
 def apply_values(model: ProxyCostModel, values: Mapping[str, float] | None) -> ProxyCostModel:
@@ -110,5 +177,9 @@ def apply_values(model: ProxyCostModel, values: Mapping[str, float] | None) -> P
     if not values:
         return model
     prefix = f"{model_label(model)}."
-    mine = {k[len(prefix) :]: v for k, v in values.items() if k.startswith(prefix)}
+    mine = {
+        k[len(prefix) :]: v
+        for k, v in values.items()
+        if k.startswith(prefix) and k[len(prefix) :] != LEVEL_PARAMETER
+    }
     return model.with_values(mine) if mine else model

@@ -14,7 +14,11 @@ Summary keys added (results contract v1, extended):
 * ``runs.<mesh>.model_samples``: ``{"parameters": [dotted names], "sets": [[value per
   parameter] per set], "metrics": {dotted metric: [value per set]}}``, so that a reader of one
   mesh's block can pair its sets with another mesh's and rank the parameters
-* ``model_samples`` at the top: ``{"n", "method", "parameters": [...], "sets": [[...]]}``
+* ``model_samples`` at the top: ``{"n", "method", "parameters": [...], "sets": [[...]]}``;
+  a model's CPU total at its anchor is a parameter of its own
+  (``<model>.anchor_vcpu_per_1000rps``, drawn over the anchor's ``vcpu_range``), and each
+  parameter it is made of names it under ``held_to``: that parameter's drawn position was
+  moved, with the others', until the total was the drawn one (:mod:`meshsim.models.samples`)
 """
 
 from __future__ import annotations
@@ -98,6 +102,7 @@ def samples_block(
     """The top-level ``model_samples`` block: what was drawn, over what, from which sources."""
     names = sorted({p.name for p in params if p.varies})
     by_name = {p.name: p for p in params}
+    held_to = {part: p.name for p in params if p.level is not None for part, _ in p.level.parts}
     return {
         "n": len(sets),
         "method": "latin-hypercube",
@@ -114,6 +119,7 @@ def samples_block(
                     else "linear"
                 ),
                 "source": by_name[name].source,
+                **({"held_to": held_to[name]} if name in held_to else {}),
             }
             for name in names
         ],

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from meshsim.models import ProxyCostModel, load_model, ranged_parameters
+from meshsim.models import ProxyCostModel, drawn_parameters, load_model, ranged_parameters
 from meshsim.models.samples import draw_parameter_sets
 from meshsim.scenario.limits import workload_requests
 from meshsim.scenario.model import Scenario, Workload
@@ -182,7 +182,7 @@ def _models(mesh: str, inputs: SizingInput) -> dict[str, ProxyCostModel]:
 def _parameter_sets(
     models: dict[str, ProxyCostModel], inputs: SizingInput
 ) -> list[dict[str, ProxyCostModel]]:
-    params = [p for m in models.values() for p in ranged_parameters(m)]
+    params = [p for m in models.values() for p in drawn_parameters(m)]
     if inputs.samples <= 0 or not params:
         return []
     labels = {role: ranged_parameters(m)[0].model if ranged_parameters(m) else role
