@@ -162,16 +162,27 @@ def test_success_rates_two_proportion_test() -> None:
     assert small_n.noise
 
 
-def test_resources_compare_leanest_mesh() -> None:
+def test_resources_compare_every_pair_of_meshes_leaner_first() -> None:
+    """With ambient leanest, Linkerd against Istio is still stated: it is the question of a
+    reader choosing between two sidecar meshes."""
     runs = {
         "none": run(sig(1, 2)),
         "istio": run(sig(1, 2), cpu_vcpu_per_1000rps=1.0, memory_mb_total=400.0),
         "linkerd": run(sig(1, 2), cpu_vcpu_per_1000rps=0.5, memory_mb_total=100.0),
+        "istio-ambient": run(sig(1, 2), cpu_vcpu_per_1000rps=0.25, memory_mb_total=50.0),
     }
     texts = [f.text for f in compare_resources(runs)]
     assert texts == [
+        "istio-ambient needs less proxy CPU per 1000 rps than linkerd: 0.25 vCPU against "
+        "0.5 vCPU (linkerd uses 2.0x as much).",
+        "istio-ambient needs less proxy CPU per 1000 rps than istio: 0.25 vCPU against 1 vCPU "
+        "(istio uses 4.0x as much).",
         "linkerd needs less proxy CPU per 1000 rps than istio: 0.5 vCPU against 1 vCPU "
         "(istio uses 2.0x as much).",
+        "istio-ambient needs less proxy memory in total than linkerd: 50 MB against 100 MB "
+        "(linkerd uses 2.0x as much).",
+        "istio-ambient needs less proxy memory in total than istio: 50 MB against 400 MB "
+        "(istio uses 8.0x as much).",
         "linkerd needs less proxy memory in total than istio: 100 MB against 400 MB "
         "(istio uses 4.0x as much).",
     ]
@@ -200,6 +211,22 @@ def test_findings_for_a_full_comparison() -> None:
     ]
     assert all(f.noise for f in resources)
     assert all(f.topic != "success" for f in out)
+
+
+def test_latency_findings_compare_every_pair_of_meshes_not_only_the_leader() -> None:
+    """Ambient ahead of both sidecar meshes: Linkerd against Istio is stated too."""
+    runs = {
+        "none": run(sig(2.0, 5.0, {"p50": [1.9, 2.1], "p99": [4.9, 5.1]})),
+        "istio": run(sig(3.0, 6.0, {"p50": [2.9, 3.1], "p99": [5.9, 6.1]})),
+        "linkerd": run(sig(2.6, 5.6, {"p50": [2.5, 2.7], "p99": [5.5, 5.7]})),
+        "istio-ambient": run(sig(2.3, 5.3, {"p50": [2.2, 2.4], "p99": [5.2, 5.4]})),
+    }
+    heads = [f.text.split(":")[0] for f in findings(runs) if f.topic == "latency"]
+    assert heads == [
+        f"{a} is ahead of {b} on {p} latency of users"
+        for p in ("p50", "p99")
+        for a, b in (("istio-ambient", "linkerd"), ("istio-ambient", "istio"), ("linkerd", "istio"))
+    ]
 
 
 # ----------------------------------------------------------------------------- figures

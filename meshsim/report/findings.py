@@ -215,7 +215,7 @@ def compare_success(
 
 
 def compare_resources(runs: Mapping[str, Mapping[str, Any]]) -> list[Finding]:
-    """Proxy CPU per 1000 rps and total memory: the leanest mesh against each other."""
+    """Proxy CPU per 1000 rps and total memory: every pair of meshes once, the leaner first."""
     out: list[Finding] = []
     meshed = {m: r["proxies"] for m, r in runs.items() if (r.get("proxies") or {}).get("count")}
     for key, what, unit in (
@@ -225,34 +225,34 @@ def compare_resources(runs: Mapping[str, Mapping[str, Any]]) -> list[Finding]:
         values = {m: float(p.get(key, 0.0)) for m, p in meshed.items()}
         if len(values) < 2:
             continue
-        lean = min(values, key=lambda m: values[m])
-        for mesh, value in values.items():
-            if mesh == lean:
-                continue
-            low = values[lean]
-            if value <= low * (1 + RESOLUTION):
+        ordered = sorted(values, key=lambda m: values[m])
+        for i, lean in enumerate(ordered):
+            for mesh in ordered[i + 1 :]:
                 out.append(
-                    Finding(
-                        "resources",
-                        f"{lean} and {mesh} need the same {what}: {low:.3g} {unit} against "
-                        f"{value:.3g} {unit}.",
-                        noise=True,
-                    )
+                    _resource_finding(lean, values[lean], mesh, values[mesh], key, what, unit)
                 )
-                continue
-            ratio = f"{value / low:.1f}x" if low > 0 else "more than"
-            out.append(
-                Finding(
-                    "resources",
-                    f"{lean} needs less {what} than {mesh}: {low:.3g} {unit} against "
-                    f"{value:.3g} {unit} ({mesh} uses {ratio} as much).",
-                    size=value / low - 1 if low > 0 else math.inf,
-                    pair=(lean, mesh),
-                    metric=f"proxies.{key}",
-                    diff=low - value,
-                )
-            )
     return out
+
+
+def _resource_finding(
+    lean: str, low: float, mesh: str, value: float, key: str, what: str, unit: str
+) -> Finding:
+    if value <= low * (1 + RESOLUTION):
+        return Finding(
+            "resources",
+            f"{lean} and {mesh} need the same {what}: {low:.3g} {unit} against {value:.3g} {unit}.",
+            noise=True,
+        )
+    ratio = f"{value / low:.1f}x" if low > 0 else "more than"
+    return Finding(
+        "resources",
+        f"{lean} needs less {what} than {mesh}: {low:.3g} {unit} against "
+        f"{value:.3g} {unit} ({mesh} uses {ratio} as much).",
+        size=value / low - 1 if low > 0 else math.inf,
+        pair=(lean, mesh),
+        metric=f"proxies.{key}",
+        diff=low - value,
+    )
 
 
 def uneven_balance(runs: Mapping[str, Mapping[str, Any]]) -> list[Finding]:
@@ -325,7 +325,7 @@ def findings(runs: Mapping[str, Mapping[str, Any]]) -> list[Finding]:
                             out.append(f)
             meshed = [m for m in meshes if m != "none" and workload in runs[m]["workloads"]]
             if len(meshed) >= 2:
-                out.extend(_leader_findings(runs, meshed, workload, p))
+                out.extend(_pairwise_findings(runs, meshed, workload, p))
         present = [m for m in meshes if workload in runs[m]["workloads"]]
         for i, a in enumerate(present):
             for b in present[i + 1 :]:
@@ -380,19 +380,21 @@ def judge_band(runs: Mapping[str, Mapping[str, Any]], f: Finding) -> Finding:
     )
 
 
-def _leader_findings(
+def _pairwise_findings(
     runs: Mapping[str, Mapping[str, Any]], meshes: list[str], workload: str, p: str
 ) -> list[Finding]:
     def value(m: str) -> float:
         v = runs[m]["workloads"][workload]["latency_ms"].get(p)
         return math.inf if v is None else float(v)
 
-    leader = min(meshes, key=value)
+    # Every pair once, the faster first: with ambient ahead of both, "Linkerd against Istio"
+    # is still the question a reader of two sidecar meshes came with.
+    ordered = sorted(meshes, key=value)
     out = []
-    for mesh in meshes:
-        if mesh != leader:
+    for i, ahead in enumerate(ordered):
+        for mesh in ordered[i + 1 :]:
             f = compare_latency(
-                leader, runs[leader]["workloads"][workload], mesh,
+                ahead, runs[ahead]["workloads"][workload], mesh,
                 runs[mesh]["workloads"][workload], p, workload,
             )  # fmt: skip
             if f is not None:
