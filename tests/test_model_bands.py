@@ -359,6 +359,34 @@ def test_only_the_compared_meshes_models_can_decide_a_finding() -> None:
     assert [name for name, _ in verdict.deciding] == ["linkerd-proxy.request_cpu_us"]
 
 
+def test_a_parameter_that_cannot_enter_a_metric_does_not_decide_it() -> None:
+    """Linkerd's total memory against Istio's over six sets, in which a handshake's CPU ranks
+    exactly like the difference by chance and the base memory nearly (the second set's 10 MB
+    more is the other terms'): the memory parameter is named, as a CPU cost cannot move
+    memory; for the CPU metric the base memory is never a candidate."""
+    base = [10.0, 20.0, 12.0, 25.0, 15.0, 22.0]  # MB, Linkerd's base memory per set
+    sign = [1.0, 5.0, 2.0, 6.0, 3.0, 4.0]  # us, ranked as the memory totals below
+    sets = [
+        ParameterSet(k, {"linkerd-proxy.base_memory_mb": b, "linkerd-proxy.tls_sign_cpu_us": t})
+        for k, (b, t) in enumerate(zip(base, sign, strict=True))
+    ]
+    runs = {"istio": _run(3.0, 0.4), "linkerd": _run(2.5, 0.2)}
+    per_set = []
+    for k, (b, t) in enumerate(zip(base, sign, strict=True)):
+        lk = _run(2.5, 0.2 + t / 100)
+        lk["proxies"]["memory_mb_total"] = 4 * b + (10.0 if k == 1 else 0.0)
+        per_set.append({"istio": _run(3.0, 0.4), "linkerd": lk})
+    attach_bands(runs, sets, per_set)
+    for mesh in runs:
+        runs[mesh]["cost_models"] = [{"kind": "x", "file": "models/linkerd-proxy.yaml"}]
+    memory = band_verdict(runs["linkerd"], runs["istio"], "proxies.memory_mb_total", -10.0)
+    assert memory is not None
+    assert [name for name, _ in memory.deciding] == ["linkerd-proxy.base_memory_mb"]
+    cpu = band_verdict(runs["linkerd"], runs["istio"], "proxies.cpu_vcpu_per_1000rps", -0.1)
+    assert cpu is not None
+    assert [name for name, _ in cpu.deciding] == ["linkerd-proxy.tls_sign_cpu_us"]
+
+
 def test_cli_summary_shows_each_meshs_bands() -> None:
     from io import StringIO
 

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from meshsim.models import CONTROL_PLANE_KINDS
+from meshsim.models import CONTROL_PLANE_KINDS, PARAMETER_SPECS
+from meshsim.models.ranges import LEVEL_PARAMETER
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,31 @@ def _model_labels(run: Mapping[str, Any], metric: str) -> set[str]:
     return labels
 
 
+_MEMORY_UNITS = frozenset({"MB", "KB"})
+_NOT_CPU = frozenset({"hop_latency_us", "wakeup_latency_us", "ebpf_hop_latency_us"})
+"""Microseconds of latency, not of CPU (their meaning says so: a wait, not work)."""
+
+
+def can_move(parameter: str, metric: str) -> bool:
+    """Whether a drawn parameter (dotted name) can enter ``metric`` at all: only memory sizes
+    move memory, and memory sizes and pure latencies do not move CPU (a delay may: the
+    debounce batches pushes, a cache's cooling prices a wake-up). A difference in memory that
+    happens to rank with a handshake's CPU over four sets is chance, not cause."""
+    bare = parameter.split(".", 1)[-1]
+    if bare == LEVEL_PARAMETER:
+        unit = "vCPU"
+    else:
+        spec = PARAMETER_SPECS.get(bare)
+        if spec is None:
+            return True
+        unit = spec.unit
+    if ".memory_" in metric:
+        return unit in _MEMORY_UNITS
+    if ".cpu_" in metric:
+        return unit not in _MEMORY_UNITS and bare not in _NOT_CPU
+    return True
+
+
 def band_verdict(
     run_a: Mapping[str, Any], run_b: Mapping[str, Any], metric: str, central_diff: float
 ) -> BandVerdict | None:
@@ -108,7 +134,7 @@ def band_verdict(
     # Only the two meshes' own models can move their difference; the other parameters would
     # only add chance correlations (with 8 sets, one parameter in 20 reaches |rho| 0.7 by luck).
     labels = _model_labels(run_a, metric) | _model_labels(run_b, metric)
-    own = [n.split(".", 1)[0] in labels for n in names] if labels else [True] * len(names)
+    own = [(not labels or n.split(".", 1)[0] in labels) and can_move(n, metric) for n in names]
     raw_sets = block.get("sets") or []
     deciding: tuple[tuple[str, float], ...] = ()
     if names and len(raw_sets) == len(a):
