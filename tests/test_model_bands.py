@@ -223,6 +223,30 @@ def test_linkerd_and_envoy_bands_at_the_anchor_follow_their_evidence_not_their_s
     assert 0.257 <= bands["istio-sidecar"][1] <= 0.26
 
 
+def test_a_runs_added_work_is_not_held_inside_the_files_bracket() -> None:
+    """Tracing and access logs add work to a proxy's model for the run; the draw is made over
+    the file's model (its telemetry and routing still drawn, its bracket the file's), so
+    that a set cannot absorb the added work into a lower share of the rest."""
+    from meshsim.models import drawn_parameters, load_model
+    from meshsim.models.samples import apply_values
+    from meshsim.sim.observability import with_after_work
+
+    file_model = load_model("linkerd-proxy")
+    traced = with_after_work(file_model, file_model.value("telemetry_us") + 40.0, 5.0)
+    assert traced.base is file_model
+    assert drawn_parameters(traced) == drawn_parameters(file_model)
+    sets = draw_parameter_sets(drawn_parameters(traced), 8, seed=2)
+    for s in sets:
+        drawn = apply_values(file_model, s.values)
+        # the run applies the set to the file's model, then adds its own work on top
+        run_model = with_after_work(drawn, drawn.value("telemetry_us") + 40.0, 5.0)
+        total = _anchor_total(run_model) - _anchor_total(drawn)
+        assert total == pytest.approx(45.0 / 1000.0, rel=1e-9)
+        assert _anchor_total(drawn) == pytest.approx(
+            s.values["linkerd-proxy.anchor_vcpu_per_1000rps"], rel=1e-9
+        )
+
+
 def test_holding_a_level_moves_the_parts_together_and_keeps_their_order() -> None:
     from meshsim.models.ranges import AnchorLevel
     from meshsim.models.samples import _held_to_level

@@ -107,6 +107,11 @@ class ProxyCostModel:
     path: str | None
     parameters: Mapping[str, Parameter] = field(repr=False)
     anchor: Anchor | None = field(default=None, repr=False)
+    base: ProxyCostModel | None = field(default=None, repr=False, compare=False)
+    """The model this one was made from by a run's own additions to its work (observability's
+    access logs and spans, :func:`meshsim.sim.observability.with_after_work`), None for a
+    file's model. Parameter sets are drawn over the file's model and its anchor
+    (:func:`meshsim.models.drawn_parameters`), and the additions come on top of each set."""
     # -- raw values (read from ``parameters`` so they cannot drift apart)
 
     def value(self, name: str) -> float:

@@ -107,7 +107,10 @@ def drawn_parameters(
     model: ProxyCostModel, *, label: str | None = None
 ) -> tuple[RangedParameter, ...]:
     """What a parameter-set draw varies for ``model``: its ranged parameters, and its CPU
-    total at the anchor when the anchor gives ``vcpu_range`` (:func:`anchor_level`)."""
+    total at the anchor when the anchor gives ``vcpu_range`` (:func:`anchor_level`). A model a
+    run added work to (``model.base``) is drawn as the model it was made from: the anchor's
+    range bounds the file's total, not the total with a run's tracing in it."""
+    model = model.base or model
     params = ranged_parameters(model, label=label)
     prefix = label if label is not None else model_label(model)
     level = anchor_level(model, prefix, list(params))

@@ -153,7 +153,8 @@ def with_after_work(
 ) -> ProxyCostModel:
     """``model`` whose after-response work is ``telemetry_us`` and whose request path carries
     ``routing_extra_us`` more (ranges dropped: the values are now the file's plus what
-    observability adds, not the file's parameters)."""
+    observability adds, not the file's parameters; ``base`` keeps the model they were added
+    to, over which parameter sets are drawn)."""
     params = dict(model.parameters)
     base = params["telemetry_us"]
     params["telemetry_us"] = base.model_copy(update={"value": telemetry_us, "range": None})
@@ -162,7 +163,7 @@ def with_after_work(
         params["routing_us"] = routing.model_copy(
             update={"value": routing.value + routing_extra_us, "range": None}
         )
-    return replace(model, parameters=MappingProxyType(params))
+    return replace(model, parameters=MappingProxyType(params), base=model.base or model)
 
 
 def header_cpu_us(model: ProxyCostModel, propagation: str) -> float:
