@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -245,6 +246,36 @@ def test_a_runs_added_work_is_not_held_inside_the_files_bracket() -> None:
         assert _anchor_total(drawn) == pytest.approx(
             s.values["linkerd-proxy.anchor_vcpu_per_1000rps"], rel=1e-9
         )
+
+
+def test_a_what_if_copy_draws_its_level_over_the_bracket_scaled_to_its_own_total(
+    tmp_path: Any,
+) -> None:
+    """A copy of the Istio file with every CPU cost and its range doubled, its anchor left as
+    copied (models/README.md: move the range with the value): its total at the anchor is
+    0.40, and the draw holds it inside the evidence's bracket scaled to it, 0.36-0.52."""
+    import yaml
+
+    from meshsim.models import drawn_parameters, load_model
+    from meshsim.models.samples import apply_values
+
+    data = yaml.safe_load(Path(load_model("istio-sidecar").path or "").read_text())
+    for p in data["parameters"].values():
+        if str(p.get("unit", "")).startswith("us"):
+            p["value"] *= 2
+            p["range"] = [b * 2 for b in p["range"]]
+    path = tmp_path / "istio-doubled.yaml"
+    path.write_text(yaml.safe_dump(data))
+    doubled = load_model(str(path))
+    assert _anchor_total(doubled) == pytest.approx(0.40, rel=1e-3)
+    params = drawn_parameters(doubled)
+    [level] = [p for p in params if p.level is not None]
+    assert (level.low, level.high) == pytest.approx((0.36, 0.52), rel=1e-3)
+    assert "x2" in level.source
+    totals = [
+        _anchor_total(apply_values(doubled, s.values)) for s in draw_parameter_sets(params, 4, 1)
+    ]
+    assert all(0.36 <= t <= 0.52 for t in totals)
 
 
 def test_holding_a_level_moves_the_parts_together_and_keeps_their_order() -> None:

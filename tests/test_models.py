@@ -543,19 +543,6 @@ def test_a_malformed_anchor_range_is_rejected_at_its_line(
     assert p.line == _line_after(bad, r"^anchor:", rf"^  {field}:")
 
 
-def test_an_anchor_range_must_hold_the_total_its_parameters_give() -> None:
-    """A draw holds the parameters' CPU total at the anchor inside vcpu_range, so a range that
-    misses it (an anchor figure the parameters do not reproduce) is refused at its line."""
-    text = _text("ztunnel")
-    bad = text.replace("  vcpu_per_1000rps: 0.06\n", "  vcpu_per_1000rps: 0.07\n").replace(
-        "  vcpu_range: [0.054, 0.078]\n", "  vcpu_range: [0.066, 0.078]\n"
-    )
-    [p] = _errors(bad).problems
-    assert p.field == "anchor.vcpu_range"
-    assert "does not contain the parameters' CPU total at the anchor, 0.06 vCPU" in p.message
-    assert p.line == _line_after(bad, r"^anchor:", r"^  vcpu_range:")
-
-
 def test_count_ranges_must_be_whole() -> None:
     bad = _with_entry("    range: [1.5, 2]\n    range_source: test\n", param="worker_threads")
     [p] = _errors(bad).problems

@@ -20,7 +20,6 @@ from meshsim.models.parameters import (
     DEFAULT_MODEL_NAMES,
     KINDS,
     PARAMETER_SPECS,
-    PROXY_KINDS,
     Kind,
     ParameterSpec,
     optional_parameters,
@@ -326,7 +325,7 @@ def parse_model(text: str, *, path: str | None = None) -> ProxyCostModel:
         problems.sort(key=lambda p: (p.line if p.line is not None else 0, p.field))
         raise ModelError(problems, path=path)
     assert kind in KINDS  # narrowed by the checks above
-    model = ProxyCostModel(
+    return ProxyCostModel(
         kind=kind,
         describes=data["describes"],
         measured_on=data.get("measured_on"),
@@ -334,23 +333,6 @@ def parse_model(text: str, *, path: str | None = None) -> ProxyCostModel:
         parameters=MappingProxyType(params),
         anchor=anchor,
     )
-    if anchor is not None and anchor.vcpu_range is not None and kind in PROXY_KINDS:
-        # A draw holds the parameters' total at the anchor inside the range, so the range must
-        # hold the total they give (1 % for the anchor's rounding, as its identity test allows).
-        total = model.vcpu_per_1000rps(
-            anchor.request_bytes, anchor.response_bytes, mtls=anchor.mtls,
-            wakeups_per_request=anchor.wakeups_per_request,
-        )  # fmt: skip
-        low, high = anchor.vcpu_range
-        if not low * 0.99 <= total <= high * 1.01:
-            add(
-                ("anchor", "vcpu_range"),
-                f"[{low:g}, {high:g}] does not contain the parameters' CPU total at the anchor, "
-                f"{total:.4g} vCPU per 1000 rps",
-                value=True,
-            )
-            raise ModelError(problems, path=path)
-    return model
 
 
 def _validate(

@@ -124,7 +124,8 @@ def anchor_level(
 
     Its range is the anchor's ``vcpu_range`` where the parts' ranges can reach it: a bound
     beyond what every part at its own bound gives is drawn at what they give, and the source
-    says so.
+    says so. Where the parameters' total at the anchor is not the file's stated figure (a
+    copy edited for a what-if), the range is scaled by their ratio.
     """
     anchor = model.anchor
     if anchor is None or anchor.vcpu_range is None:
@@ -165,6 +166,15 @@ def anchor_level(
         )
     low, high = anchor.vcpu_range
     source = anchor.vcpu_range_source or ""
+    scale = central / anchor.vcpu_per_1000rps
+    if abs(scale - 1.0) > 0.01:
+        # A file edited for a what-if (its CPU costs doubled, say) keeps the anchor it was
+        # copied with: the evidence's spread is carried to the total the file now gives.
+        low, high = low * scale, high * scale
+        source += (
+            f" (x{scale:.3g}: the parameters give {central:.4g} at the anchor, the file "
+            f"states {anchor.vcpu_per_1000rps:g})"
+        )
     if low < reach[0] or high > reach[1]:
         low, high = max(low, reach[0]), min(high, reach[1])
         source += (
