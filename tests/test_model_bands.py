@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from meshsim.models.ranges import RangedParameter
 from meshsim.models.samples import (
@@ -301,6 +303,58 @@ def test_holding_a_level_moves_the_parts_together_and_keeps_their_order() -> Non
     # A level beyond what the parts reach stops at their bounds.
     held = _held_to_level(level, 1.0, at, [a, b, level])
     assert held == pytest.approx({"m.a_us": 30.0, "m.b_us": 100.0})
+
+
+@given(
+    parts=st.lists(
+        st.tuples(
+            st.floats(0.1, 50.0),  # low
+            st.floats(1.05, 30.0),  # high over low (below 4: linear draws, above: log)
+            st.floats(1e-4, 5e-3),  # slope, vCPU per 1000 rps per unit
+            st.floats(0.0, 1.0),  # drawn position
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    fixed=st.floats(0.0, 0.05),
+    where=st.floats(0.0, 1.0),
+)
+@settings(max_examples=200, deadline=None)
+def test_any_reachable_level_is_hit_with_every_part_in_range_and_in_order(
+    parts: list[tuple[float, float, float, float]], fixed: float, where: float
+) -> None:
+    from meshsim.models.ranges import AnchorLevel
+    from meshsim.models.samples import _held_to_level, _is_log
+
+    params = [_param(f"m.p{i}_us", lo, lo * ratio, lo) for i, (lo, ratio, _, _) in enumerate(parts)]
+    slopes = tuple((p.name, c) for p, (_, _, c, _) in zip(params, parts, strict=True))
+    reach = (
+        fixed + sum(c * p.low for p, (_, _, c, _) in zip(params, parts, strict=True)),
+        fixed + sum(c * p.high for p, (_, _, c, _) in zip(params, parts, strict=True)),
+    )
+    spec = AnchorLevel(slopes, fixed, reach)
+    level = RangedParameter(
+        name="m.anchor_vcpu_per_1000rps", model="m", parameter="anchor_vcpu_per_1000rps",
+        unit="vCPU per 1000 rps", value=reach[0], low=reach[0], high=reach[1], source="test",
+        integer=False, level=spec,
+    )  # fmt: skip
+    target = reach[0] + where * (reach[1] - reach[0])
+    at = {p.name: u for p, (_, _, _, u) in zip(params, parts, strict=True)}
+    held = _held_to_level(level, target, at, [*params, level])
+    assert spec.total(held) == pytest.approx(target, rel=1e-6, abs=1e-9)
+
+    def position(p: RangedParameter) -> float:
+        if _is_log(p):
+            return math.log(held[p.name] / p.low) / math.log(p.high / p.low)
+        return (held[p.name] - p.low) / (p.high - p.low)
+
+    for p in params:
+        assert p.low <= held[p.name] <= p.high
+    # One shift for all: parts drawn in an order keep it (ties and the clamped ends aside).
+    for a in params:
+        for b in params:
+            if at[a.name] < at[b.name] - 1e-9:
+                assert position(a) <= position(b) + 1e-9
 
 
 def test_samples_block_names_the_parameters_their_ranges_scales_and_sources() -> None:
