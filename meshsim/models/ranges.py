@@ -11,7 +11,7 @@ A file whose anchor gives ``vcpu_range`` adds one more: its CPU total at the anc
 (``<model>.anchor_vcpu_per_1000rps``), an :class:`AnchorLevel` that names the parameters it is
 made of. The evidence for a proxy's cost is mostly about that total (a benchmark's vCPU at 1000
 rps), its parts are a modelling split; drawing the parts alone would leave the total wherever
-the sum of twenty independent draws happens to fall (:mod:`meshsim.models.samples`).
+the sum of its parts' independent draws happens to fall (:mod:`meshsim.models.samples`).
 """
 
 from __future__ import annotations

@@ -16,9 +16,10 @@ How the sets are drawn, and why:
 * **The total held to its evidence**: a file whose anchor gives ``vcpu_range`` (the range the
   published or derived figures put its CPU total in, at the anchor's 1000 rps) has that total
   drawn as a parameter of its own, and each set's CPU parameters are moved together until the
-  anchor's total is the drawn one (:func:`_held_to_level`). Without it the total is a sum of a
-  dozen independent draws, which concentrates near the middle of its parts' ranges whatever
-  the evidence says, and leans wherever the file's values sit off their ranges' centres: the
+  anchor's total is the drawn one (:func:`_held_to_level`). Without it the total is a sum of
+  its parts' independent draws (eight in the Linkerd and Envoy files), which concentrates near
+  the middle of their ranges whatever the evidence says, and leans wherever the file's values
+  sit off their ranges' centres: the
   Linkerd file's parts, drawn alone, put its total at 0.05-0.14 vCPU against a bracket of
   0.06-0.20 and a value of 0.12; Envoy's at 0.14-0.34 against 0.18-0.26 (64 sets). Held to
   the level, every anchored model's band at its anchor is its bracket, so two meshes' bands
@@ -61,12 +62,18 @@ class ParameterSet:
 
     def for_model(self, label: str) -> dict[str, float]:
         """The values of one model's parameters, under their bare names."""
-        prefix = f"{label}."
-        return {
-            k[len(prefix) :]: v
-            for k, v in self.values.items()
-            if k.startswith(prefix) and k[len(prefix) :] != LEVEL_PARAMETER
-        }
+        return _own_values(self.values, label)
+
+
+def _own_values(values: Mapping[str, float], label: str) -> dict[str, float]:
+    """The values named ``<label>.<parameter>``, under bare names; a drawn level is not a
+    parameter of the model (its parts carry it)."""
+    prefix = f"{label}."
+    return {
+        k[len(prefix) :]: v
+        for k, v in values.items()
+        if k.startswith(prefix) and k[len(prefix) :] != LEVEL_PARAMETER
+    }
 
 
 def latin_hypercube(n: int, dims: int, rng: np.random.Generator) -> np.ndarray:
@@ -176,10 +183,5 @@ def apply_values(model: ProxyCostModel, values: Mapping[str, float] | None) -> P
     """``model`` with the values of one parameter set that name it (all others ignored)."""
     if not values:
         return model
-    prefix = f"{model_label(model)}."
-    mine = {
-        k[len(prefix) :]: v
-        for k, v in values.items()
-        if k.startswith(prefix) and k[len(prefix) :] != LEVEL_PARAMETER
-    }
+    mine = _own_values(values, model_label(model))
     return model.with_values(mine) if mine else model
