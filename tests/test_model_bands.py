@@ -540,6 +540,10 @@ def test_compare_with_model_samples_writes_bands_into_the_report(tmp_path: Any) 
     cpu = (out / "report-proxy-cpu-per-1000rps.svg").read_text(encoding="utf-8")
     assert "model band" in cpu
     assert svg.count("<path") > 10
+    # The cost models' section says how wide each proxy's CPU total is drawn, and why.
+    models = md.split("## Cost models", 1)[1].split("## ", 1)[0]
+    assert "| istio-sidecar | 0.2 | 0.18..0.26 | istio/istio.io#15335" in models
+    assert "| linkerd-proxy | 0.12 | 0.06..0.192 | derived bracket" in models
 
 
 def test_ties_are_named_together_and_control_planes_do_not_decide_proxy_metrics() -> None:

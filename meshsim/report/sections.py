@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from meshsim.models.ranges import LEVEL_PARAMETER
 from meshsim.report import figures as fg
 from meshsim.report.comparison import Comparison, event_windows
 from meshsim.report.cost import HOURS_PER_MONTH, Prices, cost_frame
@@ -109,7 +110,7 @@ def build_sections(comp: Comparison, prices: Prices) -> list[Section]:
         _resilience_section(comp),
         _control_plane_section(comp, res),
         _cost_section(res, prices),
-        _cost_models_section(runs),
+        _cost_models_section(runs, _drawn_levels(comp)),
         topology_section(comp),
         _warnings_section(runs),
     ]
@@ -382,7 +383,22 @@ def _cost_section(res: pd.DataFrame, prices: Prices) -> Section:
     return s
 
 
-def _cost_models_section(runs: Mapping[str, Mapping[str, Any]]) -> Section:
+def _drawn_levels(comp: Comparison) -> list[Mapping[str, Any]]:
+    """The drawn CPU totals at the models' anchors, from the first run with model samples."""
+    for run in comp.primary.runs:
+        block = run.summary.get("model_samples")
+        if isinstance(block, Mapping):
+            return [
+                p
+                for p in block.get("parameters") or []
+                if isinstance(p, Mapping) and str(p.get("name", "")).endswith(f".{LEVEL_PARAMETER}")
+            ]
+    return []
+
+
+def _cost_models_section(
+    runs: Mapping[str, Mapping[str, Any]], levels: list[Mapping[str, Any]]
+) -> Section:
     s = Section(
         "cost-models",
         "Cost models",
@@ -399,6 +415,26 @@ def _cost_models_section(runs: Mapping[str, Mapping[str, Any]]) -> Section:
         s.tables.append(Table("Model files per mesh", ["mesh", "kind", "file", "describes"], rows))
     else:
         s.items.append("No mesh in these runs uses a cost model (only the 'none' baseline ran).")
+    if levels:
+        # Why one mesh's band is wider than another's: what the evidence says of each total.
+        s.tables.append(
+            Table(
+                "Each proxy's CPU total at its file's anchor (vCPU per 1000 rps; the shipped "
+                "anchors: 1000 rps of 1 KiB each way, mTLS), as the model bands draw it: a "
+                "wide range is a figure nobody has published for that proxy, which measuring "
+                "it on your hardware settles (meshsim calibrate)",
+                ["model", "value", "drawn over", "source"],
+                [
+                    [
+                        str(p["name"]).removesuffix(f".{LEVEL_PARAMETER}"),
+                        _fmt(p.get("value")),
+                        f"{_fmt(p['range'][0])}..{_fmt(p['range'][1])}",
+                        str(p.get("source", "")),
+                    ]
+                    for p in levels
+                ],
+            )
+        )
     return s
 
 
