@@ -207,7 +207,7 @@ def test_each_set_holds_the_models_total_at_its_anchor_to_a_level_spanning_its_b
 
 def test_linkerd_and_envoy_bands_at_the_anchor_follow_their_evidence_not_their_splits() -> None:
     """Drawn part by part, the Linkerd file's total at 1000 rps fell in 0.05-0.14 vCPU (below
-    its 0.12 in 3 sets of 4) and Envoy's in 0.14-0.34; held to their brackets each band is the
+    its 0.12 in 59 sets of 64) and Envoy's in 0.14-0.34; held to their brackets each band is the
     bracket: Linkerd's reaches 0.19 (what its parts can reach of 0.20), Envoy's 0.18-0.26."""
     from meshsim.models import drawn_parameters, load_model
     from meshsim.models.samples import apply_values
