@@ -514,7 +514,20 @@ def test_cli_summary_shows_each_meshs_bands() -> None:
     assert "Model bands over 4 cost-model parameter sets" in text
     assert "0.50..1.50" in text  # istio's p50 band less the baseline's 2.0 ms
     assert "0.350..0.500" in text
+    assert "drawn over" not in text  # no anchored model, no caption
     assert bands_table({"runs": runs}) is None
+    # With anchored models, the caption gives each proxy's CPU range at its anchor.
+    summary["model_samples"]["parameters"] = [
+        {"name": "linkerd-proxy.anchor_vcpu_per_1000rps", "range": [0.06, 0.19156],
+         "source": "derived bracket"},
+        {"name": "linkerd-proxy.wakeup_cpu_us", "range": [8.5, 24.0], "source": "x"},
+        {"name": "istio-sidecar.anchor_vcpu_per_1000rps", "range": [0.18, 0.26], "source": "y"},
+    ]  # fmt: skip
+    out = StringIO()
+    Console(file=out, width=200).print(bands_table(summary))
+    text = " ".join(out.getvalue().split())  # the caption wraps at the table's width
+    assert text.endswith("drawn over (vCPU per 1000 rps; the report's Cost models say why): "
+                         "linkerd-proxy 0.06..0.192, istio-sidecar 0.18..0.26")  # fmt: skip
 
 
 @pytest.mark.integration
