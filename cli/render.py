@@ -10,7 +10,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from meshsim.models.ranges import LEVEL_PARAMETER
+from meshsim.results.bands import drawn_levels
 from meshsim.results.summary import limit_can_bind, shares_text, uneven_pods
 
 
@@ -157,20 +157,13 @@ def bands_table(summary: Mapping[str, Any]) -> Table | None:
                 mesh, name, *added, _band(proxies.get("cpu_vcpu_per_1000rps"), digits=3),
                 _band(proxies.get("memory_mb_per_proxy"), digits=1),
             )  # fmt: skip
-    levels = [
-        p for p in block.get("parameters") or []
-        if isinstance(p, Mapping) and str(p.get("name", "")).endswith(f".{LEVEL_PARAMETER}")
-    ]  # fmt: skip
+    levels = drawn_levels(block)
     if levels:
         # Why one mesh's band is wider than another's: the evidence for each proxy's total.
         table.caption = (
             "each proxy's CPU at its anchor, drawn over (vCPU per 1000 rps; the report's "
             "Cost models say why): "
-            + ", ".join(
-                f"{str(p['name']).removesuffix('.' + LEVEL_PARAMETER)} "
-                f"{p['range'][0]:.3g}..{p['range'][1]:.3g}"
-                for p in levels
-            )
+            + ", ".join(f"{model} {p['range'][0]:.3g}..{p['range'][1]:.3g}" for model, p in levels)
         )
         table.caption_justify = "left"
     return table

@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from meshsim.models.ranges import LEVEL_PARAMETER
 from meshsim.report import figures as fg
 from meshsim.report.comparison import Comparison, event_windows
 from meshsim.report.cost import HOURS_PER_MONTH, Prices, cost_frame
@@ -22,6 +21,7 @@ from meshsim.report.observability import COLUMNS, observability_rows
 from meshsim.report.observability import INTRO as OBSERVABILITY_INTRO
 from meshsim.report.topology import topology_section
 from meshsim.report.verdict import verdict_note, verdict_tables
+from meshsim.results.bands import drawn_levels
 from meshsim.results.summary import limit_can_bind, shares_text, uneven_pods
 
 if TYPE_CHECKING:
@@ -383,21 +383,17 @@ def _cost_section(res: pd.DataFrame, prices: Prices) -> Section:
     return s
 
 
-def _drawn_levels(comp: Comparison) -> list[Mapping[str, Any]]:
+def _drawn_levels(comp: Comparison) -> list[tuple[str, Mapping[str, Any]]]:
     """The drawn CPU totals at the models' anchors, from the first run with model samples."""
     for run in comp.primary.runs:
         block = run.summary.get("model_samples")
         if isinstance(block, Mapping):
-            return [
-                p
-                for p in block.get("parameters") or []
-                if isinstance(p, Mapping) and str(p.get("name", "")).endswith(f".{LEVEL_PARAMETER}")
-            ]
+            return drawn_levels(block)
     return []
 
 
 def _cost_models_section(
-    runs: Mapping[str, Mapping[str, Any]], levels: list[Mapping[str, Any]]
+    runs: Mapping[str, Mapping[str, Any]], levels: list[tuple[str, Mapping[str, Any]]]
 ) -> Section:
     s = Section(
         "cost-models",
@@ -426,12 +422,12 @@ def _cost_models_section(
                 ["model", "value", "drawn over", "source"],
                 [
                     [
-                        str(p["name"]).removesuffix(f".{LEVEL_PARAMETER}"),
+                        model,
                         _fmt(p.get("value")),
                         f"{_fmt(p['range'][0])}..{_fmt(p['range'][1])}",
                         str(p.get("source", "")),
                     ]
-                    for p in levels
+                    for model, p in levels
                 ],
             )
         )

@@ -27,7 +27,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from meshsim.models.ranges import RangedParameter
+from meshsim.models.ranges import LEVEL_PARAMETER, RangedParameter
 from meshsim.models.samples import LOG_UNIFORM_RATIO, ParameterSet
 
 BAND_PERCENTILES = ("mean", "p50", "p90", "p99", "p999")
@@ -94,6 +94,19 @@ def attach_bands(
         for block, keys in (("proxies", PROXY_METRICS), ("control_plane", CONTROL_PLANE_METRICS)):
             if isinstance(run.get(block), dict):
                 run[block]["band"] = {key: band.get(f"{block}.{key}") for key in keys}
+
+
+def drawn_levels(block: Any) -> list[tuple[str, Mapping[str, Any]]]:
+    """The models' CPU totals at their anchors in a top-level ``model_samples`` block, each
+    as (model, its entry: value, range, source), in the block's order."""
+    if not isinstance(block, Mapping):
+        return []
+    suffix = f".{LEVEL_PARAMETER}"
+    return [
+        (str(p["name"]).removesuffix(suffix), p)
+        for p in block.get("parameters") or []
+        if isinstance(p, Mapping) and str(p.get("name", "")).endswith(suffix)
+    ]
 
 
 def samples_block(
