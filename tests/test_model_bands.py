@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshsim.models.ranges import RangedParameter
+from meshsim.models.ranges import RangedParameter, anchor_total
 from meshsim.models.samples import (
     ParameterSet,
     draw_parameter_sets,
@@ -158,16 +158,6 @@ ANCHORED = ("istio-sidecar", "linkerd-proxy", "ztunnel", "waypoint", "istio-ingr
             "ingress-nginx")  # fmt: skip
 
 
-def _anchor_total(model: Any) -> float:
-    a = model.anchor
-    return float(
-        model.vcpu_per_1000rps(
-            a.request_bytes, a.response_bytes, mtls=a.mtls,
-            wakeups_per_request=a.wakeups_per_request,
-        )
-    )  # fmt: skip
-
-
 @pytest.mark.parametrize("name", ANCHORED)
 def test_each_set_holds_the_models_total_at_its_anchor_to_a_level_spanning_its_bracket(
     name: str,
@@ -194,7 +184,7 @@ def test_each_set_holds_the_models_total_at_its_anchor_to_a_level_spanning_its_b
     totals = []
     for s in sets:
         drawn = apply_values(model, s.values)
-        total = _anchor_total(drawn)
+        total = anchor_total(drawn)
         assert total == pytest.approx(s.values[level.name], rel=1e-9)
         totals.append(total)
         for p in params:
@@ -216,7 +206,7 @@ def test_linkerd_and_envoy_bands_at_the_anchor_follow_their_evidence_not_their_s
     for name in ("linkerd-proxy", "istio-sidecar"):
         model = load_model(name)
         totals = [
-            _anchor_total(apply_values(model, s.values))
+            anchor_total(apply_values(model, s.values))
             for s in draw_parameter_sets(drawn_parameters(model), 32, seed=5)
         ]
         bands[name] = (min(totals), max(totals))
@@ -243,9 +233,9 @@ def test_a_runs_added_work_is_not_held_inside_the_files_bracket() -> None:
         drawn = apply_values(file_model, s.values)
         # the run applies the set to the file's model, then adds its own work on top
         run_model = with_after_work(drawn, drawn.value("telemetry_us") + 40.0, 5.0)
-        total = _anchor_total(run_model) - _anchor_total(drawn)
+        total = anchor_total(run_model) - anchor_total(drawn)
         assert total == pytest.approx(45.0 / 1000.0, rel=1e-9)
-        assert _anchor_total(drawn) == pytest.approx(
+        assert anchor_total(drawn) == pytest.approx(
             s.values["linkerd-proxy.anchor_vcpu_per_1000rps"], rel=1e-9
         )
 
@@ -269,13 +259,13 @@ def test_a_what_if_copy_draws_its_level_over_the_bracket_scaled_to_its_own_total
     path = tmp_path / "istio-doubled.yaml"
     path.write_text(yaml.safe_dump(data))
     doubled = load_model(str(path))
-    assert _anchor_total(doubled) == pytest.approx(0.40, rel=1e-3)
+    assert anchor_total(doubled) == pytest.approx(0.40, rel=1e-3)
     params = drawn_parameters(doubled)
     [level] = [p for p in params if p.level is not None]
     assert (level.low, level.high) == pytest.approx((0.36, 0.52), rel=1e-3)
     assert "x2" in level.source
     totals = [
-        _anchor_total(apply_values(doubled, s.values)) for s in draw_parameter_sets(params, 4, 1)
+        anchor_total(apply_values(doubled, s.values)) for s in draw_parameter_sets(params, 4, 1)
     ]
     assert all(0.36 <= t <= 0.52 for t in totals)
 

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from meshsim.models.cost import ProxyCostModel
+from meshsim.models.cost import Anchor, ProxyCostModel
 from meshsim.models.parameters import PARAMETER_SPECS
 
 LEVEL_PARAMETER = "anchor_vcpu_per_1000rps"
@@ -117,6 +117,17 @@ def drawn_parameters(
     return params if level is None else (*params, level)
 
 
+def anchor_total(model: ProxyCostModel, anchor: Anchor | None = None) -> float:
+    """The model's CPU at ``anchor`` (its own by default), vCPU per 1000 rps: what the anchor's
+    ``vcpu_per_1000rps`` states and what a drawn level holds."""
+    a = anchor if anchor is not None else model.anchor
+    if a is None:
+        raise ValueError(f"{model_label(model)} has no anchor")
+    return model.vcpu_per_1000rps(
+        a.request_bytes, a.response_bytes, mtls=a.mtls, wakeups_per_request=a.wakeups_per_request
+    )
+
+
 def anchor_level(
     model: ProxyCostModel, prefix: str, params: list[RangedParameter]
 ) -> RangedParameter | None:
@@ -132,10 +143,7 @@ def anchor_level(
         return None
 
     def total(m: ProxyCostModel) -> float:
-        return m.vcpu_per_1000rps(
-            anchor.request_bytes, anchor.response_bytes, mtls=anchor.mtls,
-            wakeups_per_request=anchor.wakeups_per_request,
-        )  # fmt: skip
+        return anchor_total(m, anchor)
 
     central = total(model)
     parts: list[tuple[str, float]] = []
