@@ -273,53 +273,8 @@ def parse_model(text: str, *, path: str | None = None) -> ProxyCostModel:
                 value=True,
             )
 
-    anchor: Anchor | None = None
-    if "anchor" in data:
-        if not isinstance(data["anchor"], dict):
-            add(("anchor",), f"expected a mapping, found {_type_name(data['anchor'])}", value=True)
-        else:
-            anchor = _validate(Anchor, data["anchor"], ("anchor",), add)
-            if anchor is not None and anchor.tls_connections > anchor.connections:
-                add(("anchor", "tls_connections"), "cannot exceed anchor.connections", value=True)
-                anchor = None
-            if anchor is not None and not _anchor_range_ok(anchor, add):
-                anchor = None
-
-    params: dict[str, Parameter] = {}
-    raw_params = data.get("parameters")
-    if "parameters" in data and not isinstance(raw_params, dict):
-        add(
-            ("parameters",),
-            f"expected a mapping of parameter names to "
-            f"{{value, unit, source}}, found {_type_name(raw_params)}",
-            value=True,
-        )
-    elif isinstance(raw_params, dict):
-        required = required_parameters(kind) if kind in KINDS else tuple(PARAMETER_SPECS)
-        expected = (*required, *optional_parameters(kind)) if kind in KINDS else required
-        for name, entry in raw_params.items():
-            ppath = ("parameters", str(name))
-            if str(name) not in expected:
-                where = f"for kind {kind!r}" if kind in KINDS else "at all"
-                known = str(name) in PARAMETER_SPECS
-                msg = (
-                    f"not a parameter of a {kind} model"
-                    if known and kind in KINDS
-                    else f"unknown parameter {where}"
-                )
-                add(ppath, msg + _suggest(str(name), expected))
-                continue
-            param = _check_parameter(PARAMETER_SPECS[str(name)], entry, ppath, add)
-            if param is not None:
-                params[str(name)] = param
-        if kind in KINDS:
-            for name in required:
-                if name not in raw_params:
-                    spec = PARAMETER_SPECS[name]
-                    add(
-                        ("parameters", name),
-                        f"missing; a {kind} model needs {name} ({spec.meaning}, in {spec.unit})",
-                    )
+    anchor = _check_anchor(data["anchor"], add) if "anchor" in data else None
+    params = _check_parameters(data, kind, add)
 
     if problems:
         problems.sort(key=lambda p: (p.line if p.line is not None else 0, p.field))
@@ -333,6 +288,62 @@ def parse_model(text: str, *, path: str | None = None) -> ProxyCostModel:
         parameters=MappingProxyType(params),
         anchor=anchor,
     )
+
+
+def _check_anchor(raw: Any, add: Any) -> Anchor | None:
+    """The file's ``anchor``, None when it is malformed (each problem reported)."""
+    if not isinstance(raw, dict):
+        add(("anchor",), f"expected a mapping, found {_type_name(raw)}", value=True)
+        return None
+    anchor: Anchor | None = _validate(Anchor, raw, ("anchor",), add)
+    if anchor is not None and anchor.tls_connections > anchor.connections:
+        add(("anchor", "tls_connections"), "cannot exceed anchor.connections", value=True)
+        return None
+    if anchor is not None and not _anchor_range_ok(anchor, add):
+        return None
+    return anchor
+
+
+def _check_parameters(data: dict[Any, Any], kind: Any, add: Any) -> dict[str, Parameter]:
+    """The file's well-formed parameters; every unknown, malformed or missing one reported."""
+    params: dict[str, Parameter] = {}
+    raw_params = data.get("parameters")
+    if "parameters" in data and not isinstance(raw_params, dict):
+        add(
+            ("parameters",),
+            f"expected a mapping of parameter names to "
+            f"{{value, unit, source}}, found {_type_name(raw_params)}",
+            value=True,
+        )
+        return params
+    if not isinstance(raw_params, dict):
+        return params
+    required = required_parameters(kind) if kind in KINDS else tuple(PARAMETER_SPECS)
+    expected = (*required, *optional_parameters(kind)) if kind in KINDS else required
+    for name, entry in raw_params.items():
+        ppath = ("parameters", str(name))
+        if str(name) not in expected:
+            where = f"for kind {kind!r}" if kind in KINDS else "at all"
+            known = str(name) in PARAMETER_SPECS
+            msg = (
+                f"not a parameter of a {kind} model"
+                if known and kind in KINDS
+                else f"unknown parameter {where}"
+            )
+            add(ppath, msg + _suggest(str(name), expected))
+            continue
+        param = _check_parameter(PARAMETER_SPECS[str(name)], entry, ppath, add)
+        if param is not None:
+            params[str(name)] = param
+    if kind in KINDS:
+        for name in required:
+            if name not in raw_params:
+                spec = PARAMETER_SPECS[name]
+                add(
+                    ("parameters", name),
+                    f"missing; a {kind} model needs {name} ({spec.meaning}, in {spec.unit})",
+                )
+    return params
 
 
 def _validate(
