@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from meshsim.errors import ScenarioError
 from meshsim.scenario import from_dict, loads
+from meshsim.scenario.yaml_input import dump_yaml
 from meshsim.sim.engine import Simulation
 
 SETTINGS = settings(deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow])
@@ -200,7 +201,17 @@ def test_scenario_round_trip(data: dict[str, Any], description: str, slo: bool) 
     again = from_dict(scenario.to_dict())
     assert again == scenario
     # Through YAML text too, as `meshsim run` saves it in the run directory.
-    assert loads(yaml.safe_dump(scenario.to_dict(), sort_keys=False)) == scenario
+    assert loads(dump_yaml(scenario.to_dict(), sort_keys=False)) == scenario
+
+
+def test_a_saved_scenario_keeps_a_string_that_reads_as_a_number_elsewhere() -> None:
+    """'0E0' is a YAML 1.2 float (the scenario loader reads 1e3 as a number) but a string to
+    PyYAML's 1.1 dumper, which wrote it bare: the saved scenario then failed to load."""
+    data = {**VALID_DATA, "description": "0E0"}
+    text = dump_yaml(from_dict(data).to_dict(), sort_keys=False)
+    assert "description: '0E0'" in text
+    assert loads(text).description == "0E0"
+    assert "description: 0E0" in yaml.safe_dump({"description": "0E0"})  # the old writer
 
 
 # --------------------------------------------------------------------------- loader fuzzer

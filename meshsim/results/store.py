@@ -24,6 +24,7 @@ from meshsim.results.histogram import LogHistogram
 from meshsim.results.run import RunResult
 from meshsim.results.schema import Summary
 from meshsim.results.summary import SCHEMA_VERSION
+from meshsim.scenario.yaml_input import dump_yaml
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -104,7 +105,7 @@ def _write_run(
     write_json(out_dir / "meta.json", meta)
     write_atomic(
         out_dir / "scenario.yaml",
-        yaml.safe_dump(scenario_data, sort_keys=False).encode("utf-8"),
+        dump_yaml(scenario_data, sort_keys=False).encode("utf-8"),
     )
     histograms = {
         mesh: [

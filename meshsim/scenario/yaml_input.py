@@ -207,6 +207,24 @@ StrictLoader.add_constructor(_INT_TAG, _construct_int)  # type: ignore[type-var]
 StrictLoader.add_constructor(_FLOAT_TAG, _construct_float)  # type: ignore[type-var]
 
 
+class StrictDumper(yaml.SafeDumper):
+    """Writes YAML that :class:`StrictLoader` reads back as it was: a string the loader would
+    take for a number (``1e3``, ``0E0``: YAML 1.2 floats, which PyYAML's own 1.1 resolver
+    writes bare) is quoted, as its implicit resolvers are the loader's."""
+
+
+StrictDumper.yaml_implicit_resolvers = {
+    first: list(resolvers) for first, resolvers in StrictLoader.yaml_implicit_resolvers.items()
+}
+
+
+def dump_yaml(data: Any, **kwargs: Any) -> str:
+    """``yaml.safe_dump`` through :class:`StrictDumper`: text the scenario loader reads back
+    to the same values (a run directory's ``scenario.yaml``)."""
+    text: str = yaml.dump(data, Dumper=StrictDumper, **kwargs)
+    return text
+
+
 # --------------------------------------------------------------------------- parsing
 
 
