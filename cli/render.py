@@ -37,9 +37,11 @@ def _table(title: str, columns: list[str], left: int = 2) -> Table:
         collapse_padding=True,
     )  # fmt: skip
     for i, col in enumerate(columns):
+        text = i < left
         table.add_column(
-            col, justify="left" if i < left else "right", no_wrap=True, min_width=len(col)
-        )
+            col, justify="left" if text else "right", no_wrap=not text,
+            overflow="fold" if text else "ellipsis", min_width=len(col),
+        )  # fmt: skip
     return table
 
 
@@ -214,19 +216,27 @@ def cgroups_table(summary: Mapping[str, Any]) -> Table | None:
     if not rows:
         return None
     ooms = any(c.get("oom_kills") for _, _, c in rows)
+    # One QoS class for every row goes in the title (none without Kubernetes' cgroup tree):
+    # the column would push the table past an 80-column terminal.
+    classes = {c.get("qos_class") for _, _, c in rows}
+    (only,) = classes if len(classes) == 1 else ("",)
     table = _table(
-        "CPU limits that can bind (CFS bandwidth control in the window; throttled of periods)",
-        ["mesh", "container", "QoS", "limit", "threads", "vCPU", "throttled", "share", "thr. s"]
+        "CPU limits that can bind (CFS bandwidth control in the window; throttled: periods of"
+        " all, their share, the time" + (f"; every pod {only})" if only else ")"),
+        ["mesh", "container"] + (["QoS"] if only == "" else [])
+        + ["limit", "threads", "vCPU", "throttled"]
         + (["OOM"] if ooms else []),
-    )
+    )  # fmt: skip
     for mesh, name, c in rows:
         limit = c.get("cpu_limit_m")
         threads = c.get("threads")
         table.add_row(
-            mesh, name, c.get("qos_class") or "-", "-" if limit is None else f"{limit:.0f}m",
+            mesh, name, *([c.get("qos_class") or "-"] if only == "" else []),
+            "-" if limit is None else f"{limit:.0f}m",
             "-" if threads is None else str(threads), f"{c['cpu_vcpu']:.3f}",
-            f"{c['nr_throttled']:.0f}/{c['nr_periods']:.0f}", f"{c['throttled_share']:.1%}",
-            f"{c['throttled_s']:.2f}", *([f"{c.get('oom_kills', 0):.0f}"] if ooms else []),
+            f"{c['nr_throttled']:.0f}/{c['nr_periods']:.0f} {c['throttled_share']:6.1%}"
+            f" {c['throttled_s']:6.2f}s",
+            *([f"{c.get('oom_kills', 0):.0f}"] if ooms else []),
         )  # fmt: skip
     return table
 

@@ -235,6 +235,39 @@ def test_the_cli_and_the_report_show_the_limits(limited: dict[str, Any], cgroups
     ]
 
 
+def test_an_80_column_terminal_shows_every_figure_of_the_limits(
+    limited: dict[str, Any],
+) -> None:
+    """Rich cut the table at 80 columns with an ellipsis ("0.2…", "Burstab…"), so a piped
+    run or a narrow terminal lost the figures; now a name folds and no number is cut."""
+    import copy
+
+    from meshsim.cli.render import cgroups_table
+    from rich.console import Console
+
+    def shown(summary: dict[str, Any]) -> str:
+        console = Console(width=80, record=True)
+        console.print(cgroups_table(summary))
+        return console.export_text()
+
+    text = shown(limited)
+    assert "…" not in text
+    assert "every pod Burstable" in " ".join(text.splitlines()[:2])
+    groups = limited["runs"]["istio"]["cgroups"]
+    row = next(line for line in text.splitlines() if "tight-v1-0/sidecar" in line)
+    c = groups["tight-v1-0/sidecar"]
+    assert f"{c['cpu_vcpu']:.3f}" in row
+    assert f"{c['nr_throttled']:.0f}/{c['nr_periods']:.0f}" in row
+    assert f"{c['throttled_s']:.2f}s" in row
+    # Two classes bring the QoS column back; the table is wider than 80 and folds names.
+    mixed = copy.deepcopy(limited)
+    mixed["runs"]["istio"]["cgroups"]["tight-v1-0/sidecar"]["qos_class"] = "Guaranteed"
+    text = shown(mixed)
+    assert "…" not in text
+    assert "Guaranteed" in text
+    assert "QoS" in text
+
+
 @pytest.mark.parametrize(
     ("limit_m", "threads", "binds"),
     [(None, 2, False), (2000.0, 2, False), (1999.0, 2, True), (2500.0, 2, False),

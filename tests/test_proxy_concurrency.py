@@ -123,8 +123,9 @@ def test_the_threads_are_in_the_summary_and_the_cli(cgroups_text: Any) -> None:
     lines = cgroups_text(summary).splitlines()
     header = next(line for line in lines if "container" in line)
     assert "threads" in header
+    assert "every pod Burstable" in " ".join(lines[:2])  # one QoS class: in the title
     tight = next(line for line in lines if "tight-v1-0/sidecar" in line).split()
-    assert tight[2:5] == ["Burstable", "500m", "1"]  # QoS, limit, threads
+    assert tight[2:4] == ["500m", "1"]  # limit, threads
 
 
 def test_each_injector_combines_a_pods_resources_with_the_meshs_its_own_way() -> None:
