@@ -394,6 +394,69 @@ def run_cli(*args: str) -> Any:
     return CliRunner().invoke(cli, list(args))
 
 
+ISTIO_ZEROS = """\
+apiVersion: v1
+kind: Service
+metadata: {name: cart}
+spec: {selector: {app: cart}, ports: [{port: 80}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: cart}
+spec:
+  replicas: 2
+  template: {metadata: {labels: {app: cart}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: cart}
+spec:
+  hosts: [cart]
+  http:
+  - match: [{uri: {prefix: /slow}}]
+    route: [{destination: {host: cart}}]
+    retries: {attempts: 2, retryOn: 5xx, backoff: 100ms, retryIgnorePreviousHosts: false}
+  - route: [{destination: {host: cart}}]
+    retries: {perTryTimeout: 2s, retryOn: 5xx}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: cart}
+spec:
+  host: cart
+  trafficPolicy:
+    connectionPool:
+      tcp: {maxConnections: 10, connectTimeout: 1s}
+      http: {http2MaxRequests: 0, maxRetries: 0, maxRequestsPerConnection: 1}
+"""
+
+
+def test_istio_retry_and_pool_fields_import_as_istiod_programs_them(tmp_path: Path) -> None:
+    """A retries block without attempts is retries off (istiod's ConvertPolicy: attempts <= 0
+    gives no policy), not the scenario's default 2; a connectionPool threshold of 0 is unset
+    (istiod sets only those above 0), not a refusal or "no retries"; backoff is Envoy's base
+    interval; what has no scenario key is a warning."""
+    from meshsim.policy.mapping import map_traffic
+
+    (tmp_path / "cart.yaml").write_text(ISTIO_ZEROS)
+    result = import_cluster([tmp_path])
+    slow, rest = result.scenario.traffic
+    assert slow.retries is not None
+    assert rest.retries is not None
+    assert (slow.retries.attempts, slow.retries.backoff_base_ms) == (2, 100.0)
+    assert rest.retries.attempts == 0
+    assert slow.circuit_breaker is not None
+    assert slow.circuit_breaker.model_dump(exclude_none=True) == {"max_connections": 10}
+    warned = "\n".join(result.warnings)
+    for field in ("retryIgnorePreviousHosts", "connectTimeout", "maxRequestsPerConnection"):
+        assert field in warned
+    assert "retries without attempts turn retries off" in warned
+    policy = map_traffic(result.scenario, "istio").policy("cart")
+    assert [r.envoy_retry is None for r in policy.routes] == [False, True]
+    assert policy.cluster.thresholds.max_retries == 2**32 - 1
+    assert policy.cluster.thresholds.max_requests == 2**32 - 1
+
+
 def test_cli_writes_a_scenario_that_check_accepts(tmp_path: Path) -> None:
     out = tmp_path / "bookinfo.yaml"
     res = run_cli(

@@ -141,18 +141,7 @@ def _route_rule(
         rule["timeout_ms"] = Noted(timeout, vs.origin(*base, "timeout"))
     retries = vs.get(*base, "retries")
     if isinstance(retries, dict):
-        r: dict[str, Any] = {}
-        if isinstance(retries.get("attempts"), int):
-            r["attempts"] = Noted(retries["attempts"], vs.origin(*base, "retries", "attempts"))
-        per_try = duration_ms(retries.get("perTryTimeout"))
-        if per_try:
-            r["per_try_timeout_ms"] = Noted(per_try, vs.origin(*base, "retries", "perTryTimeout"))
-        if isinstance(retries.get("retryOn"), str):
-            r["retry_on"] = Noted(
-                [s.strip() for s in retries["retryOn"].split(",") if s.strip()],
-                vs.origin(*base, "retries", "retryOn"),
-            )
-        rule["retries"] = r
+        rule["retries"] = _retries(draft, vs, (*base, "retries"), retries)
     fault = vs.get(*base, "fault")
     if isinstance(fault, dict):
         f: dict[str, Any] = {}
@@ -255,6 +244,56 @@ def _virtual_services(draft: Draft, manifests: Manifests) -> None:
             shape_warning(draft, vs, exc)
 
 
+def _retries(
+    draft: Draft, vs: Resource, path: tuple[Any, ...], retries: dict[str, Any]
+) -> dict[str, Any]:
+    """A VirtualService's ``retries`` as istiod programs it (docs/mesh-semantics.md §1.3)."""
+    r: dict[str, Any] = {}
+    attempts = retries.get("attempts")
+    if isinstance(attempts, int) and not isinstance(attempts, bool) and attempts > 0:
+        r["attempts"] = Noted(attempts, vs.origin(*path, "attempts"))
+    else:
+        # istiod's ConvertPolicy returns no policy when attempts <= 0, and proto3 reads an
+        # omitted attempts as 0: such a block turns retries off, not on at the default 2.
+        r["attempts"] = Noted(0, vs.origin(*path))
+        if attempts is None and set(retries) - {"attempts"}:
+            draft.warn(
+                f"{vs.origin(*path)}: retries without attempts turn retries off in Istio "
+                "(attempts 0); imported as attempts: 0"
+            )
+        return r
+    per_try = duration_ms(retries.get("perTryTimeout"))
+    if per_try:
+        r["per_try_timeout_ms"] = Noted(per_try, vs.origin(*path, "perTryTimeout"))
+    if isinstance(retries.get("retryOn"), str):
+        r["retry_on"] = Noted(
+            [s.strip() for s in retries["retryOn"].split(",") if s.strip()],
+            vs.origin(*path, "retryOn"),
+        )
+    # HTTPRetry.backoff is one duration, Envoy's base_interval.
+    backoff = duration_ms(retries.get("backoff"))
+    if backoff:
+        r["backoff_base_ms"] = Noted(backoff, vs.origin(*path, "backoff"))
+    if retries.get("retryIgnorePreviousHosts") is False:
+        draft.warn(
+            f"{vs.origin(*path, 'retryIgnorePreviousHosts')}: retrying the same host is not a "
+            "scenario key; Istio's default (retries avoid the hosts already tried) applies"
+        )
+    if retries.get("retryRemoteLocalities") is not None:
+        draft.warn(f"{vs.origin(*path, 'retryRemoteLocalities')}: does not map; ignored")
+    return r
+
+
+# connectionPool fields with no scenario key (mesh_options.istio holds mesh-wide ones).
+UNMAPPED_POOL = {
+    "tcp": ("connectTimeout", "tcpKeepalive", "maxConnectionDuration", "idleTimeout"),
+    "http": (
+        "maxRequestsPerConnection", "idleTimeout", "h2UpgradePolicy", "useClientProtocol",
+        "maxConcurrentStreams",
+    ),
+}  # fmt: skip
+
+
 def _destination_rules(draft: Draft, manifests: Manifests) -> None:
     for dr in manifests.of("DestinationRule", NETWORKING):
         try:
@@ -287,10 +326,19 @@ def _destination_rules(draft: Draft, manifests: Manifests) -> None:
                     (("http", "maxRetries"), "max_retries"),
                 ):
                     value = dr.get(*tp, "connectionPool", *path)
-                    if isinstance(value, int) and not isinstance(value, bool):
+                    # istiod sets a threshold only when it is above 0 (applyConnectionPool):
+                    # 0 is "unset" and leaves Istio's 2^32-1.
+                    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
                         cb[key] = Noted(value, dr.origin(*tp, "connectionPool", *path))
                 if cb:
                     fields["circuit_breaker"] = cb
+                for group, keys in UNMAPPED_POOL.items():
+                    for name in keys:
+                        if dr.get(*tp, "connectionPool", group, name) is not None:
+                            draft.warn(
+                                f"{dr.origin(*tp, 'connectionPool', group, name)}: a service's "
+                                f"{name} is not a scenario key; ignored"
+                            )
             od = dr.get(*tp, "outlierDetection")
             if isinstance(od, dict):
                 o: dict[str, Any] = {}
