@@ -457,6 +457,22 @@ def test_istio_retry_and_pool_fields_import_as_istiod_programs_them(tmp_path: Pa
     assert policy.cluster.thresholds.max_requests == 2**32 - 1
 
 
+def test_linkerd_s_timeout_annotation_wins_over_the_route_s_field(tmp_path: Path) -> None:
+    """Linkerd's policy controller takes timeout.linkerd.io/request over the rule's
+    timeouts.request (docs/mesh-semantics.md 6.3); a disagreement is a warning."""
+    old = "  rules:\n  - backendRefs:\n    - {name: front-stable"
+    assert old in MIXED
+    both = MIXED.replace(
+        old, "  rules:\n  - timeouts: {request: 5s}\n    backendRefs:\n    - {name: front-stable"
+    )
+    (tmp_path / "shop.yaml").write_text(both)
+    result = import_cluster([tmp_path])
+    (rule,) = [r for r in result.scenario.traffic if r.service == "front"]
+    assert rule.timeout_ms == 2000.0
+    (warning,) = [w for w in result.warnings if "timeout.linkerd.io/request" in w]
+    assert "5000 ms here" in warning
+
+
 def test_cli_writes_a_scenario_that_check_accepts(tmp_path: Path) -> None:
     out = tmp_path / "bookinfo.yaml"
     res = run_cli(

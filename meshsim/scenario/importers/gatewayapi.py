@@ -181,10 +181,18 @@ def _service_route(
             if isinstance(rule.get("timeouts"), dict)
             else None
         )
-        if timeout:
-            fields["timeout_ms"] = Noted(timeout, route.origin(*base, "timeouts", "request"))
-        elif annotated_timeout is not None:
+        if annotated_timeout is not None:
+            # Linkerd's policy controller lets the annotation win over the rule's field
+            # (docs/mesh-semantics.md 6.3); Istio reads only the field.
             fields["timeout_ms"] = annotated_timeout
+            if timeout and timeout != annotated_timeout.value:
+                draft.warn(
+                    f"{route.origin(*base, 'timeouts', 'request')}: {timeout:g} ms here but "
+                    f"timeout.linkerd.io/request says {annotated_timeout.value:g} ms: imported "
+                    "as the annotation's, which Linkerd uses (Istio would use this field's)"
+                )
+        elif timeout:
+            fields["timeout_ms"] = Noted(timeout, route.origin(*base, "timeouts", "request"))
         if retries:
             fields["retries"] = retries
         for k, f in enumerate(rule.get("filters", []) or []):
