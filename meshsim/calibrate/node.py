@@ -63,8 +63,8 @@ class FilterChain:
     def admit(self, host: int, now: float) -> bool:
         return self.inner.admit(host, now)
 
-    def release(self, host: int, now: float) -> None:
-        self.inner.release(host, now)
+    def release(self, host: int, started: float, now: float) -> None:
+        self.inner.release(host, started, now)
 
     def record(self, attempt: Attempt, now: float) -> list[int]:
         return self.inner.record(attempt, now)

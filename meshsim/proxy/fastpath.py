@@ -146,7 +146,7 @@ class FastExchange:
         now = time.monotonic()
         if not self.released and self.host is not None:
             self.released = True
-            self.down.route.policy.release(self.host, now)
+            self.down.route.policy.release(self.host, self.t_try, now)
         return now
 
     def _record(self, status: int | None, failure: str | None, now: float) -> None:

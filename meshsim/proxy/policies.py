@@ -127,7 +127,6 @@ class MeshPolicy:
             self.budget = TpsBudget(ttl, min_per_s, ratio, now=now)
         self._single = Exchange(self.route, envoy=envoy, now=now, budget=self.budget)
         """The chain's steps for a request's only try (never decides: it has no retries)."""
-        self._started: dict[int, float] = {}
         self._rng = np.random.default_rng(0)
         """Outlier detection and failure accrual draw only for ejection and penalty jitter."""
 
@@ -189,11 +188,10 @@ class MeshPolicy:
         if not self.cluster.admit():
             return False
         self.cluster.dispatch(host, now)
-        self._started[host] = now
         return True
 
-    def release(self, host: int, now: float) -> None:
-        self.cluster.settle(host, self._started.get(host, now), now)
+    def release(self, host: int, started: float, now: float) -> None:
+        self.cluster.settle(host, started, now)
 
     def record(self, attempt: Attempt, now: float) -> list[int]:
         ejected = self.cluster.record(attempt.host, outcome_of(attempt), now, self._rng)

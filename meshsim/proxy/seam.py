@@ -81,15 +81,17 @@ class NoRetry:
 
     def __init__(self, policy: RoutePolicy) -> None:
         self.policy = policy
+        self.started = 0.0
 
     def pick(self, hosts: int, now: float, rng: np.random.Generator) -> int | None:
         return self.policy.pick(hosts, now, rng)
 
     def admit(self, host: int, now: float) -> bool:
+        self.started = now
         return self.policy.admit(host, now)
 
     def release(self, host: int, now: float) -> None:
-        self.policy.release(host, now)
+        self.policy.release(host, self.started, now)
 
     def record(self, attempt: Attempt, now: float) -> list[int]:
         return self.policy.record(attempt, now)
@@ -119,7 +121,9 @@ class RoutePolicy(Protocol):
     def admit(self, host: int, now: float) -> bool:
         """Circuit breaker admission; False is an overflow (503, never retried)."""
 
-    def release(self, host: int, now: float) -> None: ...
+    def release(self, host: int, started: float, now: float) -> None:
+        """The try admitted on ``host`` at ``started`` is over: each try gives its own
+        start, since several may be in flight to one host (a balancer's latency sample)."""
 
     def record(self, attempt: Attempt, now: float) -> list[int]:
         """Feed outlier detection / failure accrual; returns hosts newly ejected."""
@@ -150,7 +154,7 @@ class PassThrough:
     def admit(self, host: int, now: float) -> bool:
         return True
 
-    def release(self, host: int, now: float) -> None:
+    def release(self, host: int, started: float, now: float) -> None:
         return None
 
     def record(self, attempt: Attempt, now: float) -> list[int]:

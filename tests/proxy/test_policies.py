@@ -295,3 +295,19 @@ def test_linkerd_listener_with_the_retry_budget_retries_5xx_under_it() -> None:
         assert retries > 5
 
     arun(main)
+
+
+def test_the_fast_path_times_each_try_from_its_own_start() -> None:
+    """Two tries in flight to one host: the first, admitted at 100.0 and over at 101.0,
+    is a 1 s sample, which Peak-EWMA takes at once (a sample above the estimate replaces
+    it). Timed from the later admission (100.9) it was a 0.1 s sample, and a slow host
+    looked fast under concurrency on a default Linkerd listener (the fast path)."""
+    policy = policy_for({}, hosts=2, mesh="linkerd")
+    assert policy.simple  # a Linkerd listener without rules serves on the fast path
+    lb = policy.cluster.lb
+    assert policy.admit(0, 100.0)
+    assert policy.admit(0, 100.9)
+    policy.release(0, 100.0, 101.0)
+    assert lb.rtt_estimate_s(0) == pytest.approx(1.0)
+    policy.release(0, 100.9, 101.5)  # 0.6 s, below the estimate: decays toward it
+    assert 0.6 < lb.rtt_estimate_s(0) < 1.0
