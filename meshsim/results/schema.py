@@ -143,6 +143,10 @@ class ControlPlaneBlock(TypedDict):
     replicas: NotRequired[int]
     cores_per_replica: NotRequired[int]
     push_throttle: NotRequired[int]
+    request_limit_per_s: NotRequired[float]
+    """New xDS streams a replica admits per second (PILOT_MAX_REQUESTS_PER_SECOND)."""
+    rejected_streams: NotRequired[int]
+    """Streams refused by that limit (the proxy reconnects after Envoy's back-off)."""
     connected_by_kind: NotRequired[dict[str, int]]
     sidecar_scoping: NotRequired[bool]
     pushes: NotRequired[int]

@@ -40,7 +40,10 @@ Replicas each watch the cluster and debounce alike; each serves the proxies conn
 (assigned in turn as they connect) with its own throttle and cores, and holds the whole
 registry. A new proxy gets a certificate from the CA (on the istiod cores) and then a full
 push before its pod is ready. When istiod is down no push or certificate is made; when it
-comes back every proxy reconnects and gets a full push.
+comes back every proxy reconnects and gets a full push, a replica admitting new xDS streams at
+its request limit (``PILOT_MAX_REQUESTS_PER_SECOND``, the push throttle's formula), so a large
+mesh takes seconds to be configured again (docs/mesh-semantics.md §9.1). A new pod's proxy
+goes through the same limiter.
 
 With several clusters (:mod:`.clusters`) an istiod serves its own cluster's proxies
 (multi-primary) or every proxy, a remote cluster's pushes arriving one crossing later
@@ -52,6 +55,7 @@ in view (they route every service's SNI).
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -110,6 +114,18 @@ class Replica:
     index: int
     queue: FifoServers
     proxies: dict[str, Connected] = field(default_factory=dict)
+    next_admit: float = 0.0
+    """When its xDS request limiter next has a token (burst 1)."""
+
+
+XDS_LIMIT_WAIT_S = 1.0
+"""istiod waits at most this long for a request-limit token (``WaitForRequestLimit``);
+a stream whose token would come later fails at once with ResourceExhausted."""
+XDS_RETRY_BASE_S = 0.5
+XDS_RETRY_MAX_S = 30.0
+"""Envoy's xDS reconnect back-off (``SubscriptionFactory::RetryInitialDelayMs`` and
+``RetryMaxDelayMs``, a JitteredExponentialBackOffStrategy: uniform below min(base x 2^k,
+max))."""
 
 
 class Istiod(MeshControlPlane):
@@ -129,6 +145,11 @@ class Istiod(MeshControlPlane):
         self.eds_debounce = opts.eds_debounce
         self.mtls = ambient or opts.mtls != "DISABLE"
         self.throttle = push_throttle(model, self.cores)
+        # PILOT_MAX_REQUESTS_PER_SECOND's automatic value is the push throttle's formula
+        # (tuning.go since 1.21): new xDS streams per second per replica.
+        self.request_limit = float(self.throttle)
+        self.rejected_streams = 0
+        self._reconnect_rng = sim.streams("istiod/xds_reconnect")
         self.replicas = [
             Replica(i, FifoServers(self.throttle)) for i in range(opts.istiod_replicas)
         ]
@@ -201,8 +222,38 @@ class Istiod(MeshControlPlane):
         return None
 
     def _initial_push(self, entry: Connected) -> None:
-        end = self._push_one(entry, True, set(), self.version, self.env.now)
-        self.later(end - self.env.now, lambda: self._became_ready(entry))
+        now = self.env.now
+        end = self._push_one(entry, True, set(), self.version, now, admitted=self._admit(entry))
+        self.later(end - now, lambda: self._became_ready(entry))
+
+    def _admit(self, e: Connected) -> float:
+        """When a stream that ``e``'s proxy opens now gets past its replica's limiter."""
+        return self._admit_together([e])[0]
+
+    def _admit_together(self, entries: list[Connected]) -> list[float]:
+        """When the streams these proxies open now get past their replicas' request
+        limiters (discovery.go ``WaitForRequestLimit``: a token bucket of
+        ``request_limit`` per second, burst 1), in time order. A token more than a second
+        away fails the stream at once, and the proxy reconnects after Envoy's back-off; so
+        after an outage the mesh reconnects at most ``request_limit`` proxies a second per
+        replica, and later still for the proxies that back off past their turn."""
+        now = self.env.now
+        rng = self._reconnect_rng
+        admitted = [now] * len(entries)
+        tries = [(now, i, 0) for i in range(len(entries))]
+        heapq.heapify(tries)
+        while tries:
+            t, i, k = heapq.heappop(tries)
+            r = entries[i].replica
+            slot = max(t, r.next_admit)
+            if slot - t <= XDS_LIMIT_WAIT_S:
+                r.next_admit = slot + 1.0 / self.request_limit
+                admitted[i] = slot
+                continue
+            self.rejected_streams += 1
+            cap = min(XDS_RETRY_BASE_S * 2.0**k, XDS_RETRY_MAX_S)
+            heapq.heappush(tries, (t + float(rng.uniform(0.0, cap)), i, k + 1))
+        return admitted
 
     def _became_ready(self, entry: Connected) -> None:
         pod = entry.ready_pod
@@ -264,11 +315,17 @@ class Istiod(MeshControlPlane):
         for name, svc in self.sim.services.items():
             self.known[name] = list(svc.endpoints)
         version = self.snapshot(set(self.sim.services))
-        # Every proxy reconnects and is sent its whole configuration.
+        # Every proxy reconnects (through the request limiter) and is sent its whole
+        # configuration. They are taken as reconnecting at the restart, in connection
+        # order; really each arrives at the end of its own back-off.
         latest = now
-        for r in self.replicas:
-            for e in list(r.proxies.values()):
-                latest = max(latest, self._push_one(e, True, set(), version, now))
+        entries = [e for r in self.replicas for e in r.proxies.values()]
+        # Queued in the order the limiter admits them (the push queue is FIFO).
+        admitted = sorted(
+            zip(self._admit_together(entries), range(len(entries)), entries, strict=True)
+        )
+        for at, _, e in admitted:
+            latest = max(latest, self._push_one(e, True, set(), version, now, admitted=at))
         self.pushes += 1
         self.full_pushes += 1
         waiting, self._waiting = self._waiting, []
@@ -361,15 +418,17 @@ class Istiod(MeshControlPlane):
         version: int,
         now: float,
         eds_all: int = 0,
+        admitted: float | None = None,
     ) -> float:
-        """Queue one proxy's push; return when the proxy will have applied ``version``."""
+        """Queue one proxy's push; return when the proxy will have applied ``version``.
+        ``admitted``: when a (re)connecting proxy's stream got past the request limiter."""
         sched = e.sched
-        if sched is not None and sched.start > now:
+        if sched is not None and sched.start > now and admitted is None:
             # Still queued: PushQueue merges the requests; it goes out with the newest state.
             sched.version = max(sched.version, version)
             self.merged += 1
             return sched.at
-        ready = now
+        ready = now if admitted is None else max(now, admitted)
         if sched is not None and sched.at - e.send_s > now:
             ready = sched.at - e.send_s  # being pushed: queued again when it is done
         cpu = self._cost_s(e, full, services, eds_all) * self.slow_factor
@@ -377,7 +436,7 @@ class Istiod(MeshControlPlane):
         free_cores = max(self.cores - self.upkeep_s * len(r.proxies), 0.1 * self.cores)
         stretch = max(1.0, self.throttle / free_cores)
         start, end = r.queue.assign(ready, cpu * stretch)
-        self.account(now, cpu)
+        self.account(now if admitted is None else ready, cpu)
         self.proxy_pushes += 1
         if self.trace is not None:
             c = self.trace.cluster_of(e.proxy)
@@ -437,6 +496,8 @@ class Istiod(MeshControlPlane):
                 "replicas": len(self.replicas),
                 "cores_per_replica": self.cores,
                 "push_throttle": self.throttle,
+                "request_limit_per_s": self.request_limit,
+                "rejected_streams": self.rejected_streams,
                 "connected_proxies": proxies,
                 "connected_by_kind": by_kind,
                 "sidecar_scoping": self.scoped,
