@@ -186,6 +186,73 @@ def test_ambient_waypoint_takes_the_l7_hop() -> None:
     )
 
 
+def two_tier(waypoint: bool, nodes: int) -> dict[str, Any]:
+    """Clients outside the mesh (no tunnel of theirs) call a (4 pods), which calls b (2 pods),
+    at a load where no pool needs a second tunnel (far below 100 streams)."""
+    doc = scenario(
+        meshes=["istio-ambient"],
+        duration_s=2.0,
+        warmup_s=0.5,
+        cluster={"nodes": nodes, "cores_per_node": 8},
+        services=[
+            {"name": "a", "replicas": 4, "calls": [{"service": "b"}],
+             "cpu_ms": {"dist": "constant", "mean": 0.1}},
+            {"name": "b", "replicas": 2, "cpu_ms": {"dist": "constant", "mean": 0.1}},
+        ],
+        workloads=[{"name": "load", "target": "a", "rate_rps": 400.0, "connections": 16}],
+    )  # fmt: skip
+    doc["mesh_options"] = {"istio-ambient": {"waypoints": ["b"] if waypoint else []}}
+    return doc
+
+
+def test_ztunnel_pools_a_tunnel_per_source_pod_and_destination_pod() -> None:
+    """ztunnel keys its HBONE pool on (source identity, destination identities, destination
+    address, source IP), and in in-pod mode every pod has a pool of its own
+    (istio/ztunnel src/proxy/pool.rs, src/proxy/h2/client.rs WorkloadKey): each of a's 4 pods
+    holds a tunnel to each of b's 2 pods, 8 in all (exact), where one per pair of ztunnels
+    gave 4. Each tunnel is a TLS connection held at both ends, so each ztunnel holds the
+    tunnels of its node's pods, sent and received (memory follows them)."""
+    sim = simulate(two_tier(waypoint=False, nodes=2), "istio-ambient")
+    dp = sim.data_plane
+    assert isinstance(dp, AmbientDataPlane)
+    a, b = sim.services["a"].pods, sim.services["b"].pods
+    assert {p.node.name for p in a} == {p.node.name for p in b} == {"node-0", "node-1"}
+    zt = {node.name: z for node, z in dp.ztunnels.items()}
+    expected = {
+        (f"{s.node.name}/ztunnel", s.name, f"{d.node.name}/ztunnel", d.name) for s in a for d in b
+    }
+    assert {key for key, _, _ in dp.tunnels.held()} == expected
+    assert dp.tunnels.counter.connections_opened == 8
+    for name, z in zt.items():
+        ends = sum(p.node.name == name for p in a) * 2 + sum(p.node.name == name for p in b) * 4
+        assert z.tls_connections == ends
+
+
+def test_waypoint_tunnels_are_per_source_pod_in_and_per_worker_and_pod_out() -> None:
+    """Through b's waypoint: each of a's 4 pods has its own tunnel to the waypoint (the
+    waypoint's address is the destination of ztunnel's key), accepted on one of its workers;
+    the waypoint pools its tunnels out as Envoy pools, per worker per upstream host, the host
+    being b's pod on port 15008 (istio pilot/pkg/networking/core/cluster_waypoint.go,
+    connect_originate: ORIGINAL_DST, port 15008): 2 workers x 2 pods. All on one node, where
+    the old keys gave one tunnel in (per pair of ztunnels), so every request ran on the one
+    worker that accepted it, and one tunnel out. Exact (this seed's four tunnels in were
+    accepted on both workers)."""
+    sim = simulate(two_tier(waypoint=True, nodes=1), "istio-ambient")
+    dp = sim.data_plane
+    assert isinstance(dp, AmbientDataPlane)
+    wp = dp.waypoints["b"]
+    assert len(wp.workers) == 2
+    a, b = sim.services["a"].pods, sim.services["b"].pods
+    held = {key for key, _, _ in dp.tunnels.held()}
+    assert held == {("node-0/ztunnel", s.name, "b/waypoint", "") for s in a} | {
+        ("b/waypoint", w, "node-0/ztunnel", d.name) for w in (0, 1) for d in b
+    }
+    assert dp.tunnels.counter.connections_opened == 8
+    assert wp.tls_connections == 8  # 4 accepted, 4 opened
+    [zt] = dp.ztunnels.values()
+    assert zt.tls_connections == 8  # 4 opened, 4 accepted
+
+
 @pytest.mark.parametrize("mesh", ["none", "istio-ambient", "cilium"])
 def test_l4_balancing_spreads_a_keep_alive_apps_calls_as_kube_proxy_does(mesh: str) -> None:
     """ztunnel and Cilium's socket-LB, like kube-proxy, pick an endpoint per connection; all

@@ -461,6 +461,31 @@ def test_linkerd_holds_the_endpoint_pending_once_its_connection_is_found_dead() 
     assert out["topology"]["tries"]["back"]["by_zone"]["zone-a->zone-b"] > 0
 
 
+def test_an_ambient_waypoint_hangs_its_tries_on_the_tunnel_it_held() -> None:
+    """A waypoint's tunnels out are HTTP/2, one per worker per destination pod (Envoy's pool
+    per upstream host, the pod on port 15008): every try to the black-holed back-a is a new
+    stream on the tunnel it held and hangs; none waits for the connect timeout. (Outlier
+    detection and locality off, so that the waypoint, in zone-b, still sends to back-a.)"""
+    text = (
+        DRILL.replace("meshes: [istio, linkerd]", "meshes: [istio-ambient]")
+        .replace(
+            "  istio: {workers: 1, connect_timeout_ms: 2005}\n",
+            "  istio: {workers: 1, connect_timeout_ms: 2005}\n"
+            "  istio-ambient: {waypoints: [back], waypoint_workers: 1}\n",
+        )
+        .replace("    outlier_detection: {consecutive_5xx: 3, max_ejection_percent: 100}\n", "")
+        .replace("    locality_lb: {}\n", "")
+    )
+    out = run(text, "istio-ambient")
+    (failure,) = out["topology"]["zone_failures"]
+    assert failure["connect_timeout_s"] == pytest.approx(T)
+    assert failure["connect_timeouts"] == 0
+    assert failure["hung_tries"] == failure["failed_tries"] > 0
+    # Hung until the connection is found dead (Envoy: 924.6 s): none returned in the run.
+    assert failure["caller_errors"] == 0
+    assert set(edge(out, "front", "back").statuses) == {200}
+
+
 DISTRIBUTE = DRILL.replace(
     "    locality_lb: {}\n",
     "    locality_lb:\n      distribute:\n        - {from: zone-a, to: {zone-a: 80, zone-b: 20}}\n",

@@ -7,8 +7,10 @@ Paths (docs/mesh-semantics.md §11):
   L4 model (socket I/O, HBONE framing, copy and record encryption), so no L7 cost is paid.
   ztunnel balances per *connection*: an app connection is bound, when opened, to one endpoint
   drawn at random (equal capacities), and each app connection is one HBONE stream
-  (``hbone_stream_open_us`` at both ends). One tunnel per pair of ztunnels carries up to 100
-  streams (``POOL_MAX_STREAMS_PER_CONNECTION``), more tunnels when needed.
+  (``hbone_stream_open_us`` at both ends). ztunnel pools tunnels per source pod (in-pod mode
+  gives every workload a pool of its own) and destination pod: one tunnel per (source pod,
+  destination pod) carries up to 100 streams (``POOL_MAX_STREAMS_PER_CONNECTION``), more
+  tunnels when needed (:meth:`AmbientDataPlane._tunnel_key`).
   Simplification: for an HTTP/1.1 app the endpoint is drawn per call, and the app keeps a
   connection to each endpoint it reaches (reused while it is ready), as for kube-proxy under
   ``none`` and Cilium's socket-LB, which also pick per connection: pooled keep-alive connections
@@ -19,9 +21,12 @@ Paths (docs/mesh-semantics.md §11):
   took 43 % of the calls instead of a third, and the added p99 swung from -0.3 to +2.9 ms
   between seeds where Linkerd's stayed within 0.3 ms.
 - with a waypoint (services in ``mesh_options.istio-ambient.waypoints``): app -> source
-  ztunnel -> HBONE -> the service's waypoint (all streams of a tunnel on one Envoy worker;
-  L7 routing, least-request per request, telemetry after the response) -> HBONE ->
-  destination ztunnel -> app.
+  ztunnel -> HBONE -> the service's waypoint (L7 routing, least-request per request,
+  telemetry after the response) -> HBONE -> destination ztunnel -> app. The source pod's
+  tunnel to the waypoint is its own (per source pod, as above), and the waypoint accepts it
+  on one Envoy worker, which serves all its streams; the waypoint's tunnels out are pooled
+  as Envoy pools, per worker per upstream host, the host being the destination pod reached
+  on its port 15008.
 
 ztunnel runs a tokio multi-thread runtime (2 workers, work stealing); a waypoint is an Envoy
 (pinned workers, as many as its CPU limit in whole cores: 2 for the default 2000m). Both run
@@ -230,7 +235,7 @@ class AmbientDataPlane(ProxiedDataPlane):
         epochs = (zs.epoch, peer.epoch)
         worker = zs.accept()
         tunnel = yield from self.tunnels.acquire(
-            (zs.name, peer.name), zs, worker, peer, True, True, one_way
+            self._tunnel_key(zs, src.name, peer, dest), zs, worker, peer, True, True, one_way
         )
         if (zs.epoch, peer.epoch) != epochs:
             self.tunnels.release(tunnel, True)
@@ -248,6 +253,17 @@ class AmbientDataPlane(ProxiedDataPlane):
                 return None
             yield from peer.work(tunnel.server_worker, open_s)
         return stream
+
+    @staticmethod
+    def _tunnel_key(
+        zs: Proxy, src_key: str, peer: Proxy, dest: Pod | None
+    ) -> tuple[str, str, str, str]:
+        """The pool of HBONE tunnels a new app connection from ``src_key`` uses: ztunnel's
+        ``WorkloadKey`` (source identity, destination identities, destination address, source
+        IP) in in-pod mode, where every pod has a pool of its own: one per source pod and
+        destination pod (to a waypoint: the waypoint's address, whatever pod is behind it).
+        Both ends' proxies are named in it, so that an OOM kill severs their tunnels."""
+        return (zs.name, src_key, peer.name, "" if dest is None else dest.name)
 
     @staticmethod
     def _app_key(src_key: str, service: str, dest: Pod | None) -> tuple[str, str, str]:
@@ -376,7 +392,9 @@ class AmbientDataPlane(ProxiedDataPlane):
             yield env.timeout(2.0 * (wp.hop_s + delay(wp.node, pod.node, 0)))
             return refused
         epochs = (wp.epoch, zd.epoch)
-        key = (wp.name, worker.index, zd.name)
+        # Envoy pools per worker per upstream host: the waypoint's connect_originate cluster
+        # is an ORIGINAL_DST one whose host is the destination pod on port 15008.
+        key = (wp.name, worker.index, zd.name, pod.name)
         tunnel = self.tunnels.reuse(key, True)
         if tunnel is None:
             tunnel = yield from self.tunnels.acquire(

@@ -141,7 +141,9 @@ class Pools:
     """Upstream connection pools of a whole data plane, by key.
 
     A key names one pool: for an Envoy sidecar ``(proxy, worker, upstream pod)``; for a
-    Linkerd proxy ``(proxy, upstream pod)``; for a ztunnel ``(ztunnel, peer, identities)``.
+    Linkerd proxy ``(proxy, upstream pod)``; for a ztunnel's HBONE tunnels ``(ztunnel, source
+    pod, peer ztunnel or waypoint, destination pod)``; for a waypoint's ``(waypoint, worker,
+    peer ztunnel, destination pod)``.
     """
 
     __slots__ = ("_h2", "_idle", "counter", "env", "keep_alive", "max_streams", "resumption")
