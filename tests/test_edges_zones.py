@@ -612,3 +612,16 @@ def test_the_multi_cluster_drill_fails_over_and_recovers(mesh: str) -> None:
         assert f["connect_timeouts"] == 0
         assert 0 < f["hung_tries"] <= 2 * 16
         assert 29.0 < f["caller_max_latency_s"] <= 30.0
+
+
+def test_failover_with_every_endpoint_removed_answers_no_healthy_upstream() -> None:
+    """The caller in zone-b and both ``back`` pods in zone-a: when the failed zone's pods
+    leave the endpoints (t = 15 s) Istio's locality failover has no endpoint at all. Envoy
+    answers 503 (no healthy upstream); meshsim's failover raised IndexError on an empty
+    priority list and the run died."""
+    text = DRILL.replace("zones: [zone-a]\n    concurrency", "zones: [zone-b]\n    concurrency")
+    assert text != DRILL
+    out = run(text, "istio")
+    (failure,) = out["topology"]["zone_failures"]
+    assert failure["caller_errors"] > 0
+    assert out["m"].workloads["users"].errors > 0

@@ -290,6 +290,8 @@ class LocalityChoice:
             up[p] += 1
             by_priority[p].append(pod)
         present = [p for p in range(4) if total[p]]
+        if not present:
+            return []  # every endpoint left the view: no healthy upstream (503 UH)
         loads = priority_loads([availability(up[p], total[p]) for p in present])
         if loads[0] >= 1.0:
             return by_priority[present[0]]
