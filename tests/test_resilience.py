@@ -346,3 +346,66 @@ def test_outlier_detection_ejects_the_failing_replica() -> None:
     # Istio's default 10 %: (0 + 1) / 4 > 10 %, nothing is ever ejected (§3.2).
     d["traffic"][0]["outlier_detection"].pop("max_ejection_percent")
     assert summary(d)["runs"]["istio"]["resilience"]["backend"]["ejections"] == 0
+
+
+def _penalty_outlasts_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Failure accrual shuts an endpoint for 1000 s: it never goes on probation in a run."""
+    from functools import partial
+
+    from meshsim.policy import LinkerdBackOff
+    from meshsim.policy.mapping import linkerd as linkerd_mapping
+    from meshsim.policy.mapping.policies import ClusterPolicy
+
+    backoff = LinkerdBackOff(1000.0, 1000.0, 0.0)
+    monkeypatch.setattr(linkerd_mapping, "ClusterPolicy",
+                        partial(ClusterPolicy, accrual_backoff=backoff))  # fmt: skip
+
+
+def _failing_canary(**extra: Any) -> dict[str, Any]:
+    """Linkerd, backend v1 and v2 split 50/50; v2 answers every request with a 500 and the
+    callers' failure accrual (consecutive, 7) shuts it within the first half second; 3 s
+    later each caller's v2 balancer is in fail-fast."""
+    backend = {"versions": [{"name": "v1", "replicas": 1}, {"name": "v2", "replicas": 1}]}
+    events = [{"at_s": 0.0, "action": "errors", "target": "backend-v2", "rate": 1.0}]
+    rule = {"service": "backend", "split": {"v1": 50, "v2": 50}, **extra}
+    return doc([rule], meshes=["linkerd"], backend=backend, events=events,
+               options={"linkerd": {"failure_accrual": "consecutive"}})  # fmt: skip
+
+
+def test_linkerd_split_gives_a_backend_in_fail_fast_weight_0(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """§5: a backend whose balancer is in fail-fast gets weight 0 while another is ready.
+    From 5 s on (v2 has been failing fast since about 3.5 s) every call goes to v1 and
+    succeeds; none fails fast. Exact."""
+    _penalty_outlasts_the_run(monkeypatch)
+    d = _failing_canary()
+    d["warmup_s"] = 5.0
+    run = summary(d)["runs"]["linkerd"]
+    res = run["resilience"]["backend"]
+    n = res["requests"]
+    assert n > 0
+    assert res["failfasts"] == 0
+    assert res["by_endpoint"] == {"backend-v1-0": n}
+    assert run["edges"]["frontend->backend"]["statuses"] == {"200": n}
+
+
+def test_the_proxy_gives_a_linkerd_backend_with_no_ready_host_weight_0() -> None:
+    """The real proxy has no balancer queue: a backend with no ready host fails at once, as
+    one in fail-fast does, so a Linkerd split sends everything to the other (the chain's
+    table). Once both are shut the pick is made as if neither were: no host (503)."""
+    import numpy as np
+
+    from meshsim.policy import Outcome
+    from meshsim.proxy.policies import MeshPolicy, policy_for
+
+    accrual = {"max_failures": 1, "backoff_min_s": 60, "backoff_max_s": 60}
+    traffic = {"split": {"v1": 50, "v2": 50}, "failure_accrual": accrual}
+    policy = policy_for(traffic, 2, ("v1", "v2"), mesh="linkerd")
+    assert isinstance(policy, MeshPolicy)
+    rng = np.random.default_rng(0)
+    now = 0.0
+    policy.cluster.record(1, Outcome.response(500), now, rng)  # v2's only host shuts
+    assert {policy.pick(2, now, rng) for _ in range(40)} == {0}
+    policy.cluster.record(0, Outcome.response(500), now, rng)
+    assert {policy.pick(2, now, rng) for _ in range(40)} == {None}

@@ -46,8 +46,10 @@ clusters                   one :class:`ClusterRuntime` per      one per listener
 HTTP/1.1 connections       the chain queues a request for one   the upstream pools hold real
 (``max_connections``,      of ``max_connections`` (one request  connections and queue for them,
 pending requests)          each), bounded by the pending limit  on the same breaker's resources
-no ready endpoint          Linkerd: queue up to 3 s, then fail  503 at once (no balancer queue)
-                           fast; Envoy: 503 UH at once
+no ready endpoint          Linkerd: queue up to 3 s, then fail  503 at once (no balancer queue);
+                           fast, and a split gives the backend  so a split gives a Linkerd backend
+                           weight 0 while it fails fast; Envoy: with no ready host weight 0 at
+                           503 UH at once                       once
 the attempt                modelled hops, CPU and app; a try    a real upstream connection; a try
                            that times out runs on in the        that times out is closed
                            background
@@ -264,19 +266,33 @@ class Exchange:
     # -- 1. pick ---------------------------------------------------------------------------
 
     def choose_version(
-        self, rng: np.random.Generator, available: set[str] | None = None
+        self,
+        rng: np.random.Generator,
+        available: set[str] | None = None,
+        failing: set[str] | frozenset[str] = frozenset(),
     ) -> str | None:
         """The subset for the next try (``None``: no split, or no available backend).
 
         Envoy's weighted_clusters choose whatever the subset's endpoints; Linkerd chooses
-        among backends with endpoints (``available``, all of them when ``None``).
+        among backends with endpoints (``available``, all of them when ``None``), and a
+        backend whose balancer is in fail-fast (``failing``) gets weight 0 while another
+        can take the request: linkerd2-proxy's distribution skips a backend whose queue is
+        not ready, and the queue's gate is shut in fail-fast (§5, §5.1). When every backend
+        is failing fast the pick is made as if none were, and the chosen one fails fast.
         """
         split = self.route.split
         if split is None:
             return None
         if self.envoy or available is None:
             return str(split.choose(rng))
-        chosen = split.choose(rng, [v for v in split.weights if v in available])
+        candidates = [v for v in split.weights if v in available]
+        chosen = None
+        if failing:
+            ready = [v for v in candidates if v not in failing]
+            if ready:
+                chosen = split.choose(rng, ready)
+        if chosen is None:
+            chosen = split.choose(rng, candidates)
         return None if chosen is None else str(chosen)
 
     def pick(

@@ -165,8 +165,34 @@ def _endpoints(
 def _choose_version(c: _Call, ex: Exchange) -> str | None:
     if ex.route.split is None:
         return None
-    available = None if ex.envoy else {p.version.name for p in c.proxy.view(c.service)}
-    return ex.choose_version(c.res.rng_split, available)
+    if ex.envoy:
+        return ex.choose_version(c.res.rng_split)
+    available = {p.version.name for p in c.proxy.view(c.service)}
+    failing = {v for v in available if _failing_fast(c, v)}
+    return ex.choose_version(c.res.rng_split, available, failing)
+
+
+def _failing_fast(c: _Call, version: str) -> bool:
+    """Whether this proxy's balancer for the backend ``version`` is in fail-fast (§5.1).
+
+    linkerd2-proxy's queue leaves fail-fast as soon as an endpoint becomes ready (a breaker
+    on probation, a new endpoint), not when a request next comes; here that is noticed at
+    the next pick, which is the first moment it matters.
+    """
+    cs: ClusterRuntime | None = c.proxy._clusters.get((c.service.name, version))
+    if cs is None or cs.failfast is None:
+        return False
+    ff = cs.failfast
+    now = c.proxy.env.now
+    if not ff.poll(now):
+        return False
+    eps, _ = _endpoints(c.proxy, c.service, version)
+    if cs.accrual is not None:
+        eps = cs.accrual.ready(eps, now)  # type: ignore[assignment]
+    if eps:
+        ff.set_ready(True, now)
+        return False
+    return True
 
 
 def _cluster(
