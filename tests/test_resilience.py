@@ -409,3 +409,23 @@ def test_the_proxy_gives_a_linkerd_backend_with_no_ready_host_weight_0() -> None
     assert {policy.pick(2, now, rng) for _ in range(40)} == {0}
     policy.cluster.record(0, Outcome.response(500), now, rng)
     assert {policy.pick(2, now, rng) for _ in range(40)} == {None}
+
+
+def test_linkerd_retries_a_fail_fast_on_a_backend_picked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """§6.2: a fail-fast is retryable because the retry may go to another backend: route
+    retries sit above the backend distribution. The calls that chose v2 while its endpoint
+    was shut wait in its queue; when the queue fails fast (about 3.5 s) each is retried
+    once, on v1 (v2 now has weight 0), and succeeds. Every call succeeds. Exact."""
+    _penalty_outlasts_the_run(monkeypatch)
+    run = summary(_failing_canary(retries={"attempts": 2, "retry_on": ["5xx"]}))["runs"]["linkerd"]
+    res = run["resilience"]["backend"]
+    n = res["requests"]
+    queued = res["failfasts"]
+    assert queued > 0.5 * 100 * 2.0  # the calls that chose v2 between 1 s and 3 s at least
+    assert res["retries"] == queued
+    assert res["by_endpoint"] == {"backend-v1-0": n}
+    edge = run["edges"]["frontend->backend"]
+    assert edge["statuses"] == {"200": n}
+    assert edge["latency_ms"]["p999"] > 2000.0  # they waited in v2's queue

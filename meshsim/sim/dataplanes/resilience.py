@@ -302,7 +302,11 @@ def _tries(c: _Call, ex: Exchange) -> Generator[simpy.Event, Any, int]:
         if picked is _WAIT:
             picked = yield from _pick_waiting(c, ex, cs, version)
         if picked is None:
-            continue  # a fail-fast that the route's retries retry
+            # A fail-fast that the route's retries retry. Linkerd's retries sit above the
+            # backend distribution: the retry picks the backend again (§6.2).
+            if ex.route.repick_split_per_try:
+                version = _choose_version(c, ex)
+            continue
         if isinstance(picked, int):
             ex.close()
             return picked
