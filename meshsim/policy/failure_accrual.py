@@ -129,7 +129,7 @@ class _Breaker(ABC):
                 self._backoff_iteration = 0
                 self._reset_counts()
             return
-        if self._count(failure, now):
+        if self._count(outcome, failure, now):
             self.trips += 1
             self._backoff_iteration = 0
             self._shut(now, rng)
@@ -142,8 +142,9 @@ class _Breaker(ABC):
         self._reset_counts()
 
     @abstractmethod
-    def _count(self, failure: bool, now: float) -> bool:
-        """Count a result while open; True if the breaker must shut."""
+    def _count(self, outcome: Outcome, failure: bool, now: float) -> bool:
+        """Count ``outcome`` (``failure`` as this mode classifies it) while open; True if the
+        breaker must shut."""
         ...
 
     @abstractmethod
@@ -168,7 +169,7 @@ class ConsecutiveFailures(_Breaker):
         self.max_failures = max_failures
         self.failures = 0
 
-    def _count(self, failure: bool, now: float) -> bool:
+    def _count(self, outcome: Outcome, failure: bool, now: float) -> bool:
         self.failures = self.failures + 1 if failure else 0
         return self.failures >= self.max_failures
 
@@ -177,12 +178,15 @@ class ConsecutiveFailures(_Breaker):
 
 
 class SuccessRateAccrual(_Breaker):
-    """``failure-accrual: unified`` success-rate mode (§6.4): shut when the success rate
-    over a sliding ``window_s`` (10 buckets) falls below ``threshold`` with at least
-    ``min_requests`` responses in the window. Defaults 0.8, 10 s, 5.
+    """``failure-accrual: unified`` (§6.4): two rules in one breaker, either of which shuts
+    it. The success rate over a sliding ``window_s`` (10 buckets) falls below ``threshold``
+    with at least ``min_requests`` responses in the window (defaults 0.8, 10 s, 5; 429 and
+    RESOURCE_EXHAUSTED count as failures; threshold 0 turns the rule off); or
+    ``max_failures`` failures in a row, counted as consecutive mode counts them (default
+    7, from the same annotation; 0 turns the rule off).
 
-    The spec gives only these parameters; the shut/probation cycle and the back-off are
-    taken to be the consecutive mode's (**UNVERIFIED**), and the window restarts on re-open.
+    The shut/probation cycle and the back-off are the consecutive mode's, and both counts
+    restart on re-open (linkerd2-proxy ``breaker/unified.rs``).
     """
 
     BUCKETS = 10
@@ -193,9 +197,12 @@ class SuccessRateAccrual(_Breaker):
         window_s: float = 10.0,
         min_requests: int = 5,
         backoff: LinkerdBackOff | None = None,
+        max_failures: int = 7,
     ) -> None:
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1] (not {threshold})")
+        if max_failures < 0:
+            raise ValueError(f"max_failures must be >= 0 (not {max_failures})")
         super().__init__(
             backoff if backoff is not None else LinkerdBackOff.accrual_default(),
             success_rate_mode=True,
@@ -205,8 +212,15 @@ class SuccessRateAccrual(_Breaker):
         self.min_requests = min_requests
         self._bucket_s = window_s / self.BUCKETS
         self._buckets: dict[int, list[int]] = {}  # bucket number -> [requests, failures]
+        self.max_failures = max_failures
+        self.failures = 0
+        """Failures in a row (a 429 is a soft failure: it counts for the success rate only)."""
 
-    def _count(self, failure: bool, now: float) -> bool:
+    def _count(self, outcome: Outcome, failure: bool, now: float) -> bool:
+        if self.max_failures:
+            self.failures = self.failures + 1 if is_accrual_failure(outcome) else 0
+            if self.failures >= self.max_failures:
+                return True
         current = int(now // self._bucket_s)
         oldest = current - self.BUCKETS + 1
         for key in [k for k in self._buckets if k < oldest]:
@@ -222,14 +236,15 @@ class SuccessRateAccrual(_Breaker):
 
     def _reset_counts(self) -> None:
         self._buckets.clear()
+        self.failures = 0
 
 
 @dataclass(slots=True)
 class FailureAccrual:
     """The breakers of one backend's endpoints, created on first sight.
 
-    ``mode`` is ``"consecutive"`` or ``"unified"`` (success rate); parameters go to the
-    per-endpoint breaker constructor.
+    ``mode`` is ``"consecutive"`` or ``"unified"`` (consecutive failures and success
+    rate); parameters go to the per-endpoint breaker constructor.
     """
 
     mode: str = "consecutive"
@@ -255,6 +270,7 @@ class FailureAccrual:
                     self.success_rate_window_s,
                     self.success_rate_min_requests,
                     self.backoff,
+                    self.max_failures,
                 )
             self.breakers[endpoint] = found
         return found

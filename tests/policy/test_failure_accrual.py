@@ -160,6 +160,48 @@ def test_s6_4_success_rate_window_slides() -> None:
     assert b.state(10.5) is AccrualState.OPEN
 
 
+def test_s6_4_unified_keeps_the_consecutive_failures_rule() -> None:
+    """linkerd2's policy controller reads the consecutive annotations for unified mode too
+    (default 7, 0 turns that rule off) and linkerd2-proxy's unified breaker shuts on either
+    rule: after 1000 successes the success rate stays above 0.8 long after 7 failures in a
+    row, yet the 7th shuts the breaker."""
+    g = rng()
+    for max_failures, shut_after in ((7, 7), (5, 5), (0, 251)):
+        acc = FailureAccrual("unified", max_failures)
+        b = acc.breaker("a")
+        assert isinstance(b, SuccessRateAccrual)
+        assert b.max_failures == max_failures
+        t = 0.0
+        for _ in range(1000):
+            b.record(OK, t, g)
+            t += 0.001
+        n = 0
+        while b.state(t) is AccrualState.OPEN:
+            b.record(ERR, t, g)
+            t += 0.001
+            n += 1
+        # Without the consecutive rule: the 10 s window holds 1000 + n results, and
+        # 1000 / (1000 + n) falls below 0.8 at n = 251.
+        assert (n, b.trips) == (shut_after, 1)
+
+
+def test_s6_4_unified_a_429_breaks_a_run_of_failures_but_counts_for_the_success_rate() -> None:
+    """A 429 is a soft failure: not a consecutive failure (it resets the count, as a
+    success does), but a failure for the success rate."""
+    g = rng()
+    b = SuccessRateAccrual(threshold=0.5, min_requests=100)
+    for _ in range(6):
+        b.record(ERR, 0.0, g)
+    b.record(Outcome.response(429), 0.0, g)
+    for _ in range(6):
+        b.record(ERR, 0.0, g)
+    assert b.state(0.0) is AccrualState.OPEN
+    b.record(ERR, 0.0, g)
+    assert b.state(0.0) is AccrualState.SHUT
+    with pytest.raises(ValueError, match="max_failures"):
+        SuccessRateAccrual(max_failures=-1)
+
+
 def test_failure_accrual_per_endpoint_ready_set() -> None:
     acc = FailureAccrual()
     g = rng()

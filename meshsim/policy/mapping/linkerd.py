@@ -9,7 +9,8 @@ does not inspect connection errors; back-off is fixed by the controller). With
 ``isRetryable`` routes under the budget (no limit, no back-off, 5xx responses only).
 No ``retries``: no retries (Linkerd's default).
 Service annotations: ``outlier_detection`` (or ``mesh_options.linkerd.failure_accrual``)
--> failure accrual, consecutive mode with ``consecutive_5xx`` as max failures (default 7).
+-> failure accrual, consecutive mode with ``consecutive_5xx`` as max failures (default 7;
+``unified`` keeps that rule beside its success rate).
 ``circuit_breaker``: no Linkerd equivalent (noted). ``load_balancer``: always P2C over
 peak-EWMA (others noted). The 3 s fail-fast with no ready endpoint is always on.
 ``fault`` and ``mirror``: Linkerd has neither. By default that is an error
