@@ -429,3 +429,33 @@ def test_linkerd_retries_a_fail_fast_on_a_backend_picked_again(
     edge = run["edges"]["frontend->backend"]
     assert edge["statuses"] == {"200": n}
     assert edge["latency_ms"]["p999"] > 2000.0  # they waited in v2's queue
+
+
+def test_linkerd_service_profile_retries_turn_failure_accrual_off() -> None:
+    """§6.4: Linkerd's proxies do no circuit breaking for a Service with a ServiceProfile;
+    retries under the retry budget stand for one. Accrual stays off for that service (a
+    note says why) and on for the others; the proxy refuses a listener asking for both."""
+    from meshsim.proxy.policies import listener_policy
+    from meshsim.scenario.options import MeshOptions
+
+    retries = {"attempts": 1, "retry_on": ["5xx"]}
+    for options, rule in (
+        ({"retry_budget": True, "failure_accrual": "consecutive"}, {}),
+        ({"retry_budget": True}, {"outlier_detection": {"consecutive_5xx": 5}}),
+    ):
+        d = doc([{"service": "backend", "retries": retries, **rule}],
+                meshes=["linkerd"], options={"linkerd": options})  # fmt: skip
+        m = map_traffic(from_dict(d), "linkerd")
+        policy = m.policy("backend")
+        assert policy.routes[0].profile_retry
+        assert policy.cluster.accrual_mode is None
+        assert any("backend: " in n and "no circuit breaking" in n for n in m.notes)
+        assert not any("mapped to failure accrual" in n for n in m.notes)
+    assert m.default.cluster.accrual_mode is None  # no failure_accrual option here
+    both = {"retry_budget": True, "failure_accrual": "consecutive"}
+    d = doc([{"service": "backend", "retries": retries}], meshes=["linkerd"],
+            options={"linkerd": both})  # fmt: skip
+    assert map_traffic(from_dict(d), "linkerd").default.cluster.accrual_mode == "consecutive"
+    budget = MeshOptions.model_validate({"linkerd": {"retry_budget": True}})
+    with pytest.raises(MeshsimError, match="no circuit breaking"):
+        listener_policy({"retries": retries, "failure_accrual": {}}, "linkerd", budget)

@@ -12,7 +12,8 @@ from the simulator is listed once, in that module's table.
 One key is the proxy's own, beside the scenario's::
 
     failure_accrual: {mode: consecutive | unified, max_failures, backoff_min_s,
-                      backoff_max_s, backoff_jitter}   (Linkerd's per-endpoint breaker)
+                      backoff_max_s, backoff_jitter}   (Linkerd's per-endpoint breaker;
+                      refused beside retries under the retry budget, a ServiceProfile)
 
 ``split`` needs the listener's ``subsets`` (the version of each upstream).
 ``circuit_breaker.max_connections`` bounds the listener's upstream connections and
@@ -304,6 +305,12 @@ def listener_policy(
         raise MeshsimError(f"traffic.{exc.field}: {exc}") from None
     service = mapped.policy(_LISTENER)
     if accrual is not None:
+        if service.routes[0].profile_retry:
+            raise MeshsimError(
+                "traffic.failure_accrual: retries under the retry budget make a "
+                "ServiceProfile, and Linkerd's proxies do no circuit breaking (failure "
+                "accrual) for a Service that has one (docs/mesh-semantics.md §6.4)"
+            )
         service = dataclasses.replace(
             service, cluster=dataclasses.replace(service.cluster, **accrual)
         )

@@ -6,7 +6,8 @@ retried); ``retries`` -> ``retry.linkerd.io/{limit,http,grpc,timeout}`` (5xx,
 gateway-error and status codes map; connect-failure and reset do not: linkerd2-proxy
 does not inspect connection errors; back-off is fixed by the controller). With
 ``mesh_options.linkerd.retry_budget`` the rule's retries become ServiceProfile
-``isRetryable`` routes under the budget (no limit, no back-off, 5xx responses only).
+``isRetryable`` routes under the budget (no limit, no back-off, 5xx responses only); such a
+service has a ServiceProfile, so it gets no failure accrual (noted).
 No ``retries``: no retries (Linkerd's default).
 Service annotations: ``outlier_detection`` (or ``mesh_options.linkerd.failure_accrual``)
 -> failure accrual, consecutive mode with ``consecutive_5xx`` as max failures (default 7;
@@ -162,10 +163,22 @@ def linkerd_service(
             "breakers (failure accrual is its breaker: outlier_detection or "
             "mesh_options.linkerd.failure_accrual)"
         )
+    routes = tuple(linkerd_route(r, budget, notes, emulate) for r in ordered(rules))
+    if not routes or routes[-1].matches:
+        routes += (RoutePolicy(repick_split_per_try=True),)
     od = first_set(rules, "outlier_detection")
     mode = accrual
     max_failures = 7
-    if od is not None:
+    if any(r.profile_retry for r in routes):
+        if mode is not None or od is not None:
+            asked = "mesh_options.linkerd.failure_accrual" if od is None else "outlier_detection"
+            notes.append(
+                f"{service}: {asked} not mapped: its retries under the retry budget make a "
+                "ServiceProfile, and Linkerd's proxies do no circuit breaking (failure "
+                "accrual) for a Service that has one (docs/mesh-semantics.md §6.4)"
+            )
+        mode = None
+    elif od is not None:
         from meshsim.scenario.traffic import OutlierDetection
 
         assert isinstance(od, OutlierDetection)
@@ -177,9 +190,6 @@ def linkerd_service(
             f"{max_failures}, penalty 1 s to 60 s with jitter); interval_s, base_ejection_s "
             "and max_ejection_percent have no Linkerd equivalent"
         )
-    routes = tuple(linkerd_route(r, budget, notes, emulate) for r in ordered(rules))
-    if not routes or routes[-1].matches:
-        routes += (RoutePolicy(repick_split_per_try=True),)
     cluster = ClusterPolicy("peak_ewma", accrual_mode=mode, accrual_max_failures=max_failures,
                             failfast=True)  # fmt: skip
     return ServicePolicy(service, routes, cluster)
