@@ -174,8 +174,8 @@ def bands_table(summary: Mapping[str, Any]) -> Table | None:
 RESILIENCE_COLUMNS = {
     "retries": "retries", "timeouts": "timeouts", "per_try_timeouts": "try t/o",
     "overflows": "overflows", "ejections": "ejected", "failfasts": "failfasts",
-    "budget_exhausted": "no budget", "fault_aborts": "aborts", "fault_delays": "delays",
-    "mirrored": "mirrored",
+    "load_shed": "shed", "budget_exhausted": "no budget", "fault_aborts": "aborts",
+    "fault_delays": "delays", "mirrored": "mirrored",
 }  # fmt: skip
 
 

@@ -459,3 +459,27 @@ def test_linkerd_service_profile_retries_turn_failure_accrual_off() -> None:
     budget = MeshOptions.model_validate({"linkerd": {"retry_budget": True}})
     with pytest.raises(MeshsimError, match="no circuit breaking"):
         listener_policy({"retries": retries, "failure_accrual": {}}, "linkerd", budget)
+
+
+def test_linkerd_sheds_a_request_when_the_balancer_queue_is_full(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """§6.2: a full balancer queue sheds the request: 503 at once, never retried (unlike a
+    fail-fast, which a route's retries retry), counted as load_shed. Queues of 5 here (not
+    10 000): with every backend pod gone, each caller queues 5 requests and sheds the next
+    ones until the queue fails fast 3 s later; each request that fails fast is retried
+    twice, failing fast each time. Exact."""
+    from meshsim.policy import FailFast
+
+    monkeypatch.setattr(FailFast, "outbound", classmethod(lambda cls: cls(3.0, 5)))
+    events = [{"at_s": 2.0, "action": "kill", "target": "backend", "count": 2}]
+    d = doc([{"service": "backend", "retries": {"attempts": 2, "retry_on": ["5xx"]}}],
+            events=events, meshes=["linkerd"], rate=20)  # fmt: skip
+    run = summary(d)["runs"]["linkerd"]
+    res = run["resilience"]["backend"]
+    shed = res["load_shed"]
+    assert shed > 2 * 10  # 10 rps per caller for 2.5 s, less the 5 queued
+    failed_fast = res["retries"] // 2
+    assert res["retries"] == 2 * failed_fast
+    assert res["failfasts"] == 3 * failed_fast
+    assert run["edges"]["frontend->backend"]["statuses"]["503"] == shed + failed_fast

@@ -110,6 +110,7 @@ class Verdict:
 
 
 _STOP = Verdict(False)
+_LOAD_SHED = Verdict(False, event="load_shed")
 _STOP_EVENTS = {
     StopReason.RETRY_OVERFLOW: Verdict(False, event="retry_overflows"),
     StopReason.RETRIES_EXHAUSTED: Verdict(False, event="retries_exhausted"),
@@ -269,16 +270,17 @@ class Exchange:
         self,
         rng: np.random.Generator,
         available: set[str] | None = None,
-        failing: set[str] | frozenset[str] = frozenset(),
+        unready: set[str] | frozenset[str] = frozenset(),
     ) -> str | None:
         """The subset for the next try (``None``: no split, or no available backend).
 
         Envoy's weighted_clusters choose whatever the subset's endpoints; Linkerd chooses
         among backends with endpoints (``available``, all of them when ``None``), and a
-        backend whose balancer is in fail-fast (``failing``) gets weight 0 while another
-        can take the request: linkerd2-proxy's distribution skips a backend whose queue is
-        not ready, and the queue's gate is shut in fail-fast (§5, §5.1). When every backend
-        is failing fast the pick is made as if none were, and the chosen one fails fast.
+        backend whose balancer queue refuses requests (``unready``: in fail-fast, or full)
+        gets weight 0 while another can take the request: linkerd2-proxy's distribution
+        skips a backend whose queue is not ready, and the queue's gate is shut in fail-fast
+        (§5, §5.1). When no backend is ready the pick is made as if all were, and the chosen
+        one fails fast or sheds the request.
         """
         split = self.route.split
         if split is None:
@@ -287,8 +289,8 @@ class Exchange:
             return str(split.choose(rng))
         candidates = [v for v in split.weights if v in available]
         chosen = None
-        if failing:
-            ready = [v for v in candidates if v not in failing]
+        if unready:
+            ready = [v for v in candidates if v not in unready]
             if ready:
                 chosen = split.choose(rng, ready)
         if chosen is None:
@@ -378,6 +380,11 @@ class Exchange:
             return _STOP
         decision = self.retry.decide(Outcome.failfast(), now, rng)
         return Verdict(True, decision.delay_s, "retries") if decision.retry else _STOP
+
+    def decide_load_shed(self, now: float) -> Verdict:
+        """Linkerd's balancer queue is full: the request is shed (503) and never retried,
+        not even by a route's retries (§6.2, unlike a fail-fast)."""
+        return _LOAD_SHED
 
     def backoff_overruns(self, now: float, delay_s: float) -> bool:
         """A back-off that reaches the deadline ends the request there (504)."""

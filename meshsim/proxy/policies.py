@@ -175,7 +175,7 @@ class MeshPolicy:
         """Step 1 for ``ex``: the split's subset, its healthy hosts, the balancer's choice."""
         candidates: list[Any] = self.hosts
         if self.route.split is not None:
-            subset = ex.choose_version(rng, set(self.subset_hosts), self._failing(now))
+            subset = ex.choose_version(rng, set(self.subset_hosts), self._unready(now))
             if subset is None:
                 return None
             candidates = self.subset_hosts[subset]
@@ -185,7 +185,7 @@ class MeshPolicy:
         host = ex.pick(self.cluster, candidates, now, rng, rng)
         return None if host is None else int(host)
 
-    def _failing(self, now: float) -> set[str] | frozenset[str]:
+    def _unready(self, now: float) -> set[str] | frozenset[str]:
         """Linkerd: the subsets with no ready host. Without a balancer queue such a backend
         fails at once, as one in fail-fast does, so a split gives it weight 0 (the chain's
         table of clock differences)."""

@@ -226,6 +226,8 @@ class ResilienceBlock(TypedDict):
     overflows: int
     ejections: int
     failfasts: int
+    load_shed: int
+    """Linkerd: requests shed by a full balancer queue (503, never retried)."""
     no_healthy: int
     connect_failures: int
     fault_delays: int

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import simpy
 
-from meshsim.policy import Outcome, Resource
+from meshsim.policy import FailFastVerdict, Outcome, Resource
 from meshsim.policy.chain import ClusterRuntime, Exchange, inject_fault
 from meshsim.sim.app import CONNECT_FAILURE, RESET, TIMEOUT
 from meshsim.sim.uncontended import first_of, spawn
@@ -168,12 +168,13 @@ def _choose_version(c: _Call, ex: Exchange) -> str | None:
     if ex.envoy:
         return ex.choose_version(c.res.rng_split)
     available = {p.version.name for p in c.proxy.view(c.service)}
-    failing = {v for v in available if _failing_fast(c, v)}
-    return ex.choose_version(c.res.rng_split, available, failing)
+    unready = {v for v in available if _queue_refuses(c, v)}
+    return ex.choose_version(c.res.rng_split, available, unready)
 
 
-def _failing_fast(c: _Call, version: str) -> bool:
-    """Whether this proxy's balancer for the backend ``version`` is in fail-fast (§5.1).
+def _queue_refuses(c: _Call, version: str) -> bool:
+    """Whether this proxy's balancer queue for the backend ``version`` refuses requests now:
+    it is in fail-fast (§5.1), or full.
 
     linkerd2-proxy's queue leaves fail-fast as soon as an endpoint becomes ready (a breaker
     on probation, a new endpoint), not when a request next comes; here that is noticed at
@@ -185,7 +186,7 @@ def _failing_fast(c: _Call, version: str) -> bool:
     ff = cs.failfast
     now = c.proxy.env.now
     if not ff.poll(now):
-        return False
+        return cs.queued >= ff.queue_capacity
     eps, _ = _endpoints(c.proxy, c.service, version)
     if cs.accrual is not None:
         eps = cs.accrual.ready(eps, now)  # type: ignore[assignment]
@@ -380,11 +381,22 @@ def _pick_waiting(
     c: _Call, ex: Exchange, cs: ClusterRuntime, version: str | None
 ) -> Generator[simpy.Event, Any, Pod | int | None]:
     """Step 1 after :func:`_pick_ready` found nothing ready: Linkerd's balancer queue, then
-    an endpoint, or ``None`` to try again (a fail-fast that its route retries retry)."""
-    waited = yield from _await_ready(c, version, cs, ex.deadline)
-    if waited is None:
-        return (yield from _failed_fast(c, ex))
-    return _choose(c, ex, cs, waited, c.proxy.env.now)
+    an endpoint, or ``None`` to try again (a fail-fast that its route retries retry), or a
+    final status (a full queue sheds the request)."""
+    ff = cs.failfast
+    assert ff is not None
+    now = c.proxy.env.now
+    verdict = ff.admit(now, cs.queued)
+    if verdict is FailFastVerdict.QUEUE_FULL:
+        shed = ex.decide_load_shed(now)
+        assert shed.event is not None
+        c.stats.count(shed.event)
+        return SERVICE_UNAVAILABLE
+    if verdict is FailFastVerdict.ENQUEUE:
+        waited = yield from _await_ready(c, version, cs, ex.deadline)
+        if waited is not None:
+            return _choose(c, ex, cs, waited, c.proxy.env.now)
+    return (yield from _failed_fast(c, ex))
 
 
 def _choose(c: _Call, ex: Exchange, cs: ClusterRuntime, eps: list[Pod], now: float) -> Pod:
@@ -494,12 +506,11 @@ def _try(
 def _await_ready(
     c: _Call, version: str | None, cs: ClusterRuntime, deadline: float
 ) -> Generator[simpy.Event, Any, list[Pod] | None]:
-    """Linkerd's balancer queue: wait for a ready endpoint, or fail fast after 3 s (§5.1)."""
+    """Linkerd's balancer queue, which admitted the request: wait for a ready endpoint, or
+    fail fast after 3 s (§5.1)."""
     env = c.res.env
     ff = cs.failfast
     assert ff is not None
-    if ff.admit(env.now, cs.queued).value != "enqueue":
-        return None
     cs.queued += 1
     ff.set_ready(False, env.now, queued=cs.queued)
     try:

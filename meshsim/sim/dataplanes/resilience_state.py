@@ -24,7 +24,8 @@ __all__ = ["COUNTERS", "Counters", "Resilience"]
 COUNTERS = (
     "requests", "attempts", "retries", "retry_overflows", "retries_exhausted",
     "budget_exhausted", "timeouts", "per_try_timeouts", "overflows", "ejections",
-    "failfasts", "no_healthy", "connect_failures", "fault_delays", "fault_aborts", "mirrored",
+    "failfasts", "load_shed", "no_healthy", "connect_failures", "fault_delays", "fault_aborts",
+    "mirrored",
 )  # fmt: skip
 
 
@@ -52,6 +53,8 @@ class Counters:
         self.ejections = 0
         """Outlier ejections (Envoy) or failure-accrual trips (Linkerd)."""
         self.failfasts = 0
+        self.load_shed = 0
+        """Linkerd: requests shed because a balancer queue was full (503, never retried)."""
         self.no_healthy = 0
         """Envoy 503 UH: no healthy endpoint to pick."""
         self.connect_failures = 0
