@@ -122,6 +122,21 @@ def test_linkerd_mapping_defaults_and_notes() -> None:
     assert "connect-failure not mapped" in text
 
 
+def test_linkerd_notes_only_the_retry_conditions_the_rule_asked_for() -> None:
+    """No retry_on: Istio's default conditions stand in, and connect-failure (which Linkerd
+    cannot retry) is nothing the rule asked for: no note. retriable-status-codes maps (its
+    codes become retry.linkerd.io/http): no note either."""
+    rules = [{"service": "backend", "retries": {"attempts": 2}},
+             {"service": "ratings", "retries": {"retry_on": ["retriable-status-codes"],
+                                                "retriable_status_codes": [503]}}]  # fmt: skip
+    ratings = [{"name": "ratings", "cpu_ms": 1.0}]
+    m = map_traffic(from_dict(doc(rules, meshes=["linkerd"], extra_services=ratings)), "linkerd")
+    assert not any("retry_on" in n for n in m.notes)
+    retry = m.policy("ratings").routes[0].linkerd_retry
+    assert retry is not None
+    assert retry.http_statuses == ((503, 503),)
+
+
 def test_linkerd_budget_mode_maps_to_service_profile_retries() -> None:
     d = doc([{"service": "backend", "retries": {"attempts": 2, "retry_on": ["5xx"]}}],
             options={"linkerd": {"retry_budget": True}})  # fmt: skip

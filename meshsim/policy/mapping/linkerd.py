@@ -68,12 +68,16 @@ def linkerd_statuses(
             http.append("409")
         elif text in _GRPC_CONDITIONS:
             grpc.append(text)
-        elif text == "refused-stream":
-            pass  # linkerd2-proxy retries REFUSED_STREAM whenever a route retries
+        elif text in ("refused-stream", "retriable-status-codes"):
+            # linkerd2-proxy retries REFUSED_STREAM whenever a route retries; the listed
+            # status codes are mapped below.
+            pass
         else:
             unmapped.append(text)
     http += [str(c) for c in r.retriable_status_codes or []]
-    if unmapped:
+    # Istio's default conditions stand in for an unset retry_on: what of them Linkerd
+    # cannot do is nothing the rule asked for, so it is not noted.
+    if unmapped and r.retry_on is not None:
         notes.append(
             f"{rule.service}: retry_on {', '.join(unmapped)} not mapped: linkerd2-proxy does "
             "not retry connection errors or resets (it does not inspect them)"
