@@ -498,3 +498,24 @@ def test_linkerd_sheds_a_request_when_the_balancer_queue_is_full(
     assert res["retries"] == 2 * failed_fast
     assert res["failfasts"] == 3 * failed_fast
     assert run["edges"]["frontend->backend"]["statuses"]["503"] == shed + failed_fast
+
+
+def test_service_profile_retries_deposit_for_a_fail_fast_and_a_load_shed() -> None:
+    """§6.1: ServiceProfile retries do not retry an error (a fail-fast, a load shed: errors
+    below the retry layer, not responses), and every result they do not retry deposits
+    into the budget (linkerd2-proxy http/retry.rs: ``Err(_) => false``, then
+    ``budget.deposit()``). Exact: one token each."""
+    import numpy as np
+
+    from meshsim.policy import TpsBudget
+    from meshsim.policy.chain import Exchange
+    from meshsim.policy.mapping import RoutePolicy
+
+    budget = TpsBudget(ttl_s=10.0, min_per_s=0, ratio=0.2)
+    assert budget.balance(0.0) == 0
+    ex = Exchange(RoutePolicy(profile_retry=True), envoy=False, now=0.0, budget=budget)
+    assert not ex.decide_failfast(0.0, np.random.default_rng(0)).retry
+    assert budget.balance(0.0) == 1
+    shed = Exchange(RoutePolicy(profile_retry=True), envoy=False, now=0.0, budget=budget)
+    assert shed.decide_load_shed(0.0).event == "load_shed"
+    assert budget.balance(0.0) == 2

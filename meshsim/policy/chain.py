@@ -373,7 +373,11 @@ class Exchange:
 
     def decide_failfast(self, now: float, rng: np.random.Generator) -> Verdict:
         """Linkerd's fail-fast (503) is retryable by a route's retries (§6.2): another
-        backend may be ready. ServiceProfile retries never see it."""
+        backend may be ready. ServiceProfile retries never retry it: to them it is an error,
+        a result they do not retry, which deposits into the budget (§6.1)."""
+        if self.profile is not None:
+            self.profile.decide(Outcome.failfast(), now, self.body_bytes)
+            return _STOP
         if self.retry is None and self.route.linkerd_retry is not None:
             self.retry = LinkerdRetryState(self.route.linkerd_retry, self.body_bytes)
         if self.retry is None:
@@ -383,7 +387,10 @@ class Exchange:
 
     def decide_load_shed(self, now: float) -> Verdict:
         """Linkerd's balancer queue is full: the request is shed (503) and never retried,
-        not even by a route's retries (§6.2, unlike a fail-fast)."""
+        not even by a route's retries (§6.2, unlike a fail-fast); ServiceProfile retries
+        deposit for it, as for any error (§6.1)."""
+        if self.profile is not None:
+            self.profile.decide(Outcome.load_shed(), now, self.body_bytes)
         return _LOAD_SHED
 
     def backoff_overruns(self, now: float, delay_s: float) -> bool:
