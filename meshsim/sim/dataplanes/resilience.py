@@ -11,9 +11,9 @@ record (outlier detection or failure accrual), decide (retry, back-off). What on
 simulator does is listed in the chain module's table of clock differences: a try that
 times out answers 504 while the upstream work goes on in the background and is still
 accounted; Linkerd with no ready endpoint queues the request and fails fast (503) if none
-becomes ready within 3 s (§5.1), polling every 50 ms (a rare path); a pod that died but is
-still in the proxy's view (a stale endpoint) refuses the connection: a connect failure
-after one round trip.
+becomes ready within 3 s (§5.1), polling every 50 ms (a rare path), and sheds it (503, not
+retried) when the queue is full; a pod that died but is still in the proxy's view (a stale
+endpoint) refuses the connection: a connect failure after one round trip.
 
 The hot path stays cheap: without a timeout the try runs inline (``yield from``), the
 retry state is built only after a failure, and absent policies cost a ``None`` check. A
