@@ -242,6 +242,10 @@ def test_fit_recovers_the_constructed_mechanisms(tmp_path: Path) -> None:
         bare["full"] - bare["conn"]
     )
     assert _value(doc, "tls_resumption_cpu_us") == pytest.approx(bare["res"] - bare["conn"])
+    # The server side resumed what the lab offered; the client side is not measured, so the
+    # model leaves tls_session_tickets out: the simulated proxy never offers a ticket.
+    assert _value(doc, "tls_server_resumption") == 1.0
+    assert "tls_session_tickets" not in doc["parameters"]
     assert _value(doc, "connection_kb") == pytest.approx(10.0, abs=1e-3)
     assert _value(doc, "tls_connection_kb") == pytest.approx(30.0, abs=1e-3)
     for name in ("http_parse_request_us", "telemetry_us", "l7_filter_us"):

@@ -55,6 +55,8 @@ def _proxy(
         wakeup_cpu_after_share=after_share,
         preemption_cpu_us=preemption_cpu_us,
         tcp_connection_cpu_us=0.0,
+        tls_session_tickets=0,
+        tls_server_resumption=False,
     )
     return Proxy(
         env, "p", "sidecar", model, node, 1, stealing=False,

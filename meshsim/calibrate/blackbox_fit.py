@@ -198,6 +198,11 @@ class Provenance:
 
 BLACK = "a black box: not separable from the fixed per-request CPU (in socket_io_us)"
 NO_TLS = "not measured: the command template has no {mtls}"
+CLIENT_TICKETS = (
+    ". Charged where a client offers a ticket: whether this proxy's own client side keeps "
+    "one is not measured (the lab offers sessions to its server side only); without "
+    "tls_session_tickets, given from its configuration, the simulated proxy never resumes"
+)
 
 
 @dataclass(frozen=True)
@@ -335,6 +340,7 @@ def parameters(fit: BlackBoxFit, workers: int) -> dict[str, Any]:
                 else f"the proxy resumed {conn['resumed_fraction']:.0%} of the sessions offered: a "
                 "reconnect costs a full handshake"
             )
+            + CLIENT_TICKETS
             if full
             else None,
             (resumed if resumes else full) if full else None,
@@ -379,6 +385,14 @@ def parameters(fit: BlackBoxFit, workers: int) -> dict[str, Any]:
         )
     if tls is not None:
         params["tls_request_cpu_us"] = tls_request_param(m_src, tls, ci=True)
+    if full:
+        params["tls_server_resumption"] = param(
+            1.0 if resumes else 0.0,
+            "count",
+            m_src,
+            f"the server sidecar resumed {conn['resumed_fraction']:.0%} of the sessions the "
+            "lab's client offered (1: at least half)",
+        )
     return params
 
 

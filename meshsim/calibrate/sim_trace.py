@@ -46,7 +46,7 @@ rules' timeouts and mirrors, gateways) are refused.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Hashable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -400,18 +400,19 @@ class _TracedPools(Pools):
         tls: bool,
         h2: bool,
         one_way_s: float,
+        cluster: Hashable = None,
     ) -> Generator[simpy.Event, Any, Conn]:
         acc = self.tracer.current()
         if acc is None:
             conn: Conn = yield from super().acquire(
-                key, client, client_worker, server, tls, h2, one_way_s
+                key, client, client_worker, server, tls, h2, one_way_s, cluster
             )
             return conn
         t0 = self.env.now
         acc.in_conn += 1
         try:
             conn = yield from super().acquire(
-                key, client, client_worker, server, tls, h2, one_way_s
+                key, client, client_worker, server, tls, h2, one_way_s, cluster
             )
         finally:
             acc.in_conn -= 1

@@ -181,6 +181,18 @@ class ProxyCostModel:
         return self.value("tcp_connection_cpu_us")
 
     @property
+    def tls_session_tickets(self) -> int:
+        """TLS session tickets the client side keeps per upstream cluster (0: it never
+        resumes; the parameter is optional)."""
+        return int(self.value("tls_session_tickets"))
+
+    @property
+    def tls_server_resumption(self) -> bool:
+        """Whether the server side resumes a session from a ticket it issued (False: every
+        handshake it serves is full; the parameter is optional)."""
+        return self.value("tls_server_resumption") >= 1.0
+
+    @property
     def hop_latency_us(self) -> float:
         """Non-CPU latency added per direction (once to the request, once to the response)."""
         return self.value("hop_latency_us")

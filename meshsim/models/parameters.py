@@ -349,6 +349,31 @@ _SPECS: tuple[ParameterSpec, ...] = (
         _ALL,
     ),
     _spec("tls_resumption_cpu_us", "us", "CPU per side of a resumed (PSK + ECDHE) handshake", _ALL),
+    # Whether handshakes resume at all: the client's ticket store and the server's acceptance
+    # (optional: absent or 0, that side never resumes).
+    _spec(
+        "tls_session_tickets",
+        "count",
+        "TLS session tickets the proxy's client side keeps per upstream cluster, newest first, "
+        "each used once (TLS 1.3): a new connection takes the newest and resumes if the "
+        "server it reaches issued it and resumes sessions (tls_server_resumption); each "
+        "completed handshake stores the tickets the server sends, the oldest going first "
+        "(Envoy's max_session_keys; absent or 0: the client never resumes)",
+        _ALL,
+        integer=True,
+        optional=True,
+    ),
+    _spec(
+        "tls_server_resumption",
+        "count",
+        "1: the proxy's server side resumes a session from a ticket it issued on an earlier "
+        "connection (until it restarts); absent or 0: it never does, every handshake it "
+        "serves is a full one",
+        _ALL,
+        integer=True,
+        maximum=1.0,
+        optional=True,
+    ),
     # Memory.
     _spec(
         "base_memory_mb",

@@ -467,7 +467,8 @@ class AmbientDataPlane(ProxiedDataPlane):
         where they next look, and new connections through it are refused until
         :meth:`proxy_up`. A ztunnel takes its whole node's data path with it: every pod there
         stays ready in the endpoints (its probes bypass ztunnel), but nothing reaches it or
-        leaves it through the mesh."""
+        leaves it through the mesh. Session tickets it issued no longer resume (each names
+        the epoch it was issued in)."""
         proxy.killed()
         name = proxy.name
         self.tunnels.sever(lambda key: name in key)
@@ -479,8 +480,6 @@ class AmbientDataPlane(ProxiedDataPlane):
                 else:
                     kept.append(stream)
             idle[:] = kept
-        for other in self.proxies:
-            other.sessions.discard(name)  # its TLS session tickets died with it
 
     def proxy_up(self, proxy: Proxy) -> None:
         """``proxy`` restarts after its backoff: a fresh process with no connections (a

@@ -8,10 +8,19 @@
 - Opening a connection costs one TCP round trip, then, with TLS, a TLS 1.3 full handshake
   (one more round trip) whose CPU is charged on both sides from each side's cost model
   (key exchange, CertificateVerify signature, peer certificate and chain verification), each
-  on the worker that owns the connection at that side. A client that completed a full
-  handshake with a peer keeps a session ticket and later connections to it resume
-  (PSK + ECDHE, ``tls_resumption_cpu_us``); whether the meshes resume is UNVERIFIED
-  (docs/mesh-semantics.md §8.3), so the report counts resumed handshakes separately.
+  on the worker that owns the connection at that side.
+- Resumption (PSK + ECDHE, ``tls_resumption_cpu_us`` a side instead) is what the two ends'
+  cost models say (docs/mesh-semantics.md §8.3). A client keeps ``tls_session_tickets`` per
+  upstream cluster, as Envoy's ``ClientContextImpl`` keeps ``max_session_keys`` (default 1)
+  per cluster's TLS context: a new connection takes the newest ticket as it starts (a TLS
+  1.3 ticket is used once) and resumes only if the server it reaches issued it, has not
+  restarted since and resumes sessions (``tls_server_resumption``); each completed handshake
+  stores the tickets its server sent, newest first, the oldest going when there are too many.
+  So an Envoy resumes only where its cluster's last handshake was with the same host and no
+  other connection took the ticket meanwhile: connections opened together, or to a cluster
+  of several hosts, mostly pay a full handshake. linkerd2-proxy and ztunnel clients keep none
+  (rustls ``Resumption::disabled()``), and ztunnel's server never resumes. The report counts
+  full and resumed handshakes apart.
 - With keep-alive off, every request opens its own connection and closes it afterwards.
 - With a model's ``tcp_connection_cpu_us``, each end of a new connection pays it: the client's
   connect() before the SYN, the server's accept() before it reads the first bytes.
@@ -19,6 +28,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Generator, Hashable, Iterator
 from typing import Any
 
@@ -81,19 +91,27 @@ class HandshakeCounter:
         return self.full + self.resumed
 
 
+TICKETS_PER_HANDSHAKE = 2
+"""NewSessionTicket messages a server sends after a TLS 1.3 handshake: BoringSSL's
+``kNumTickets`` (Envoy's servers), so that a client has one for each of two connections. With
+one ticket kept per cluster (Envoy's default) only the last counts."""
+
+
 def connect(
     env: simpy.Environment,
     counter: HandshakeCounter,
     conn: Conn,
     one_way_s: float,
-    *,
-    resumption: bool = True,
+    cluster: Hashable = None,
 ) -> Generator[simpy.Event, Any, None]:
     """Open ``conn``: the TCP handshake, then the TLS 1.3 handshake if ``conn.tls``.
 
     SYN, SYN-ACK, then the ACK travels with the ClientHello: three one-way delays before the
     server computes its flight (ServerHello .. Finished, signing and verifying), one more
     before the client verifies and sends Finished with its first request (TLS 1.3, 1-RTT).
+    ``cluster`` names the client's upstream cluster, whose session tickets it offers and
+    keeps (the module's docstring); None is one cluster for every upstream, as a waypoint's
+    ``connect_originate``.
     """
     counter.connections_opened += 1
     client, server = conn.client, conn.server
@@ -110,7 +128,13 @@ def connect(
         if server.tcp_open_s:
             yield from server.work(conn.server_worker, server.tcp_open_s)
         return
-    resumed = resumption and client is not None and server.name in client.sessions
+    resumed = False
+    if client is not None and client.session_tickets:
+        tickets = client.sessions.get(cluster)
+        if tickets:
+            # Envoy's newSsl: the newest ticket, removed as the connection starts (single use).
+            issuer, epoch = tickets.popleft()
+            resumed = server.resumes and issuer == server.name and epoch == server.epoch
     if resumed:
         counter.resumed += 1
     else:
@@ -124,7 +148,11 @@ def connect(
     if client is not None and conn.client_worker is not None:
         client.handshakes += 1
         yield from client.work(conn.client_worker, client.handshake_s("client", resumed))
-        client.sessions.add(server.name)
+        if client.session_tickets and client.epoch == conn.epochs[0]:
+            tickets = client.sessions.get(cluster)
+            if tickets is None:
+                tickets = client.sessions[cluster] = deque(maxlen=client.session_tickets)
+            tickets.extendleft([(server.name, conn.epochs[1])] * TICKETS_PER_HANDSHAKE)
 
 
 def close(conn: Conn) -> None:
@@ -146,7 +174,7 @@ class Pools:
     peer ztunnel, destination pod)``.
     """
 
-    __slots__ = ("_h2", "_idle", "counter", "env", "keep_alive", "max_streams", "resumption")
+    __slots__ = ("_h2", "_idle", "counter", "env", "keep_alive", "max_streams")
 
     def __init__(
         self,
@@ -154,12 +182,10 @@ class Pools:
         *,
         keep_alive: bool,
         max_streams: int = 2**31 - 1,
-        resumption: bool = True,
     ) -> None:
         self.env = env
         self.keep_alive = keep_alive
         self.max_streams = max_streams
-        self.resumption = resumption
         self.counter = HandshakeCounter()
         self._idle: dict[Hashable, list[Conn]] = {}
         self._h2: dict[Hashable, list[Conn]] = {}
@@ -194,8 +220,11 @@ class Pools:
         tls: bool,
         h2: bool,
         one_way_s: float,
+        cluster: Hashable = None,
     ) -> Generator[simpy.Event, Any, Conn]:
-        """A connection for one request: an idle or multiplexable one, else a new one."""
+        """A connection for one request: an idle or multiplexable one, else a new one
+        (``cluster``: the client's upstream cluster, whose TLS session tickets a new one
+        offers; :func:`connect`)."""
         if self.keep_alive:
             if h2:
                 conns = self._h2.get(key)
@@ -218,11 +247,11 @@ class Pools:
         if h2 and self.keep_alive:
             conn.ready = ready = self.env.event()
             self._h2[key].append(conn)
-            yield from connect(self.env, self.counter, conn, one_way_s, resumption=self.resumption)
+            yield from connect(self.env, self.counter, conn, one_way_s, cluster)
             conn.ready = None
             ready.succeed()
         else:
-            yield from connect(self.env, self.counter, conn, one_way_s, resumption=self.resumption)
+            yield from connect(self.env, self.counter, conn, one_way_s, cluster)
         return conn
 
     def release(self, conn: Conn, h2: bool) -> None:

@@ -48,7 +48,8 @@ a drift does not, and it decides how often a CPU limit near the average is reach
 from __future__ import annotations
 
 import math
-from collections.abc import Generator
+from collections import deque
+from collections.abc import Generator, Hashable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -155,6 +156,8 @@ class Proxy:
         "pod_name",
         "preempt_s",
         "resources",
+        "resumes",
+        "session_tickets",
         "sessions",
         "stealing",
         "tcp_open_s",
@@ -234,8 +237,14 @@ class Proxy:
         self.tls_connections = 0
         self.handshakes = 0
         """TLS handshakes this proxy took part in (either side)."""
-        self.sessions: set[str] = set()
-        """Peers this proxy holds a TLS session ticket for (client side of resumption)."""
+        self.session_tickets = model.tls_session_tickets
+        """TLS session tickets its client side keeps per upstream cluster (0: it never
+        resumes; :func:`~meshsim.sim.dataplanes.connections.connect`)."""
+        self.resumes = model.tls_server_resumption
+        """Whether its server side resumes a session from a ticket it issued."""
+        self.sessions: dict[Hashable, deque[tuple[str, int]]] = {}
+        """Per upstream cluster, the session tickets its client side holds, newest first:
+        the server that issued each and that server's :attr:`epoch` then."""
         self.after_factor = 1.0 if telemetry else 0.0
         self.wasm_filters = wasm_filters
         self._costs: dict[tuple[int, int, bool], Costs] = {}

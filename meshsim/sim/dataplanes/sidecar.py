@@ -132,6 +132,16 @@ class SidecarDataPlane(ProxiedDataPlane):
     def h2(self, service: ServiceRuntime) -> bool:
         return self.upgrade_h2 or service.spec.speaks_http2
 
+    def upstream_cluster(self, pod: Pod) -> Hashable:
+        """The client's cluster for a connection to ``pod``, whose TLS context holds the
+        session tickets it offers (Envoy: a context per cluster): the service's, or the
+        subset of the pod's version where the service's catch-all route splits by version
+        (:meth:`_clusters`)."""
+        name = pod.service.name
+        if self.resilience.policies.has_subsets(name):
+            return (name, pod.version.name)
+        return name
+
     def pool_key(self, proxy: Proxy, worker: Worker, pod: Pod) -> Hashable:
         if self.per_worker_pools:
             return (proxy.name, worker.index, pod.name)
@@ -184,8 +194,9 @@ class SidecarDataPlane(ProxiedDataPlane):
         conn = self.pools.reuse(key, h2)
         if conn is None:
             conn = yield from self.pools.acquire(
-                key, proxy, worker, server, tls, h2, delay(src_node, pod.node, 0)
-            )
+                key, proxy, worker, server, tls, h2, delay(src_node, pod.node, 0),
+                self.upstream_cluster(pod),
+            )  # fmt: skip
         yield env.timeout(proxy.hop_s + delay(src_node, pod.node, nbytes))
         check = cp.authorize(proxy.pod or Client(proxy.name.split("/")[1]), pod, req)
         if check is not None:
