@@ -26,7 +26,15 @@ class IstioOptions(Spec):
         "as Istio leaves it: each sidecar's CPU limit rounded up to whole cores (2 for the "
         "default 2000m, 1 for 500m), or its node's allocatable cores when it has no limit.",
     )
-    mtls: Literal["STRICT", "PERMISSIVE", "DISABLE"] = "STRICT"
+    mtls: Literal["STRICT", "PERMISSIVE", "DISABLE"] = Field(
+        "PERMISSIVE",
+        description="The mesh-wide PeerAuthentication mode. PERMISSIVE, Istio's default (an "
+        "unset mode inherits it): a sidecar accepts mTLS and plaintext, and sidecars talk mTLS "
+        "to each other (auto mTLS), so meshed traffic costs what it does under STRICT. "
+        "STRICT: a sidecar refuses plaintext, so a workload outside the mesh (no "
+        "meshed_clients, no gateway) that reaches a pod directly fails as a reset, which the "
+        "run's warnings name. DISABLE: plaintext between sidecars.",
+    )
     sidecar_scoping: bool = Field(
         False, description="A Sidecar resource limits each proxy's config to what it calls."
     )

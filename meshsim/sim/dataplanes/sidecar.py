@@ -18,15 +18,21 @@ balancer           LEAST_REQUEST (P2C)                    P2C over Peak-EWMA
 between proxies    HTTP/1.1 pools per worker per host     HTTP/2, one multiplexed
                    (h2UpgradePolicy DO_NOT_UPGRADE);      connection per endpoint
                    HTTP/2 for http2/grpc services
-mTLS               STRICT/PERMISSIVE: mTLS between        always on between meshed pods
-                   sidecars (auto mTLS); DISABLE: none
+mTLS               PERMISSIVE (default)/STRICT: mTLS      always on between meshed pods
+                   between sidecars (auto mTLS);
+                   DISABLE: none
 configuration      the whole mesh, unless                 only the services it calls
                    ``sidecar_scoping``                    (resolved on demand)
 =================  =====================================  ==================================
 
-PERMISSIVE costs the same as STRICT here: sidecars still talk mTLS to each other; the
-difference (plaintext accepted from outside) is not a cost. Traffic from clients outside
-the mesh reaches the destination's sidecar in plaintext.
+Traffic from clients outside the mesh reaches the destination's sidecar in plaintext. Istio's
+PeerAuthentication decides whether the sidecar takes it (docs/mesh-semantics.md §8.1):
+PERMISSIVE, Istio's default, accepts it, and costs what STRICT does, as sidecars still talk mTLS
+to each other; STRICT refuses it: the inbound listener has no plaintext filter chain and closes
+the connection on the request's first bytes, which the client sees as a reset (istio.io's
+"Mutual TLS Migration" task: once STRICT, a client without a sidecar gets no response, "000
+command terminated with exit code 56", curl's failure to receive). Linkerd's default policy,
+``all-unauthenticated``, accepts it.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import simpy
 
 from meshsim.policy.authz import DENIED_STATUS
 from meshsim.scenario.resources import envoy_concurrency
-from meshsim.sim.app import CONNECT_FAILURE, Client, Pod
+from meshsim.sim.app import CONNECT_FAILURE, RESET, Client, Pod
 from meshsim.sim.dataplanes.mesh import ProxiedDataPlane, cost_model, run_inbound
 from meshsim.sim.dataplanes.proxy import Worker
 from meshsim.sim.dataplanes.resilience_state import Resilience
@@ -61,6 +67,8 @@ class SidecarDataPlane(ProxiedDataPlane):
     threads: int = 1
     stealing: bool = False
     mtls: bool = True
+    refuses_plaintext: bool = False
+    """Istio's STRICT: a client outside the mesh that reaches a sidecar is refused."""
     upgrade_h2: bool = False
     per_worker_pools: bool = False
     scoped: bool = True
@@ -232,6 +240,14 @@ class SidecarDataPlane(ProxiedDataPlane):
         env = self.env
         server = self.sidecars[pod]
         delay = self.net.delay
+        if self.refuses_plaintext:
+            # STRICT: the TCP handshake completes, the request's first bytes find no filter
+            # chain, and the sidecar closes the connection (the module's docstring).
+            yield env.timeout(2.0 * delay(None, pod.node, 0) + delay(None, pod.node, nbytes))
+            if server.tcp_open_s:
+                yield from server.work(server.accept(), server.tcp_open_s)
+            yield env.timeout(delay(pod.node, None, 0))
+            return RESET
         key = ("outside", src.name if isinstance(src, Client) else "", pod.name)
         conn = self.pools.reuse(key, False)
         if conn is None:
@@ -309,12 +325,30 @@ class IstioSidecars(SidecarDataPlane):
         """ProxyConfig concurrency, if the scenario gives one (None: from CPU limits)."""
         self.stealing = False
         self.mtls = opts.mtls != "DISABLE"
+        self.refuses_plaintext = opts.mtls == "STRICT"
         self.upgrade_h2 = opts.h2_upgrade
         self.per_worker_pools = True
         self.scoped = opts.sidecar_scoping
         self.telemetry = opts.telemetry
         self.wasm_filters = opts.wasm_filters
         super().__init__(sim)
+        refused = self.refused_workloads()
+        if refused:
+            self.warnings.append(
+                "mTLS STRICT: the sidecars refuse plaintext, so every request of "
+                f"{', '.join(refused)} (outside the mesh: no meshed_clients, no gateway) "
+                "fails as a reset; PERMISSIVE, Istio's default, accepts them"
+            )
+
+    def refused_workloads(self) -> list[str]:
+        """The workloads whose requests STRICT refuses: clients outside the mesh that reach
+        their target's sidecars directly (not meshed, through no gateway, to a service in
+        the cluster)."""
+        if not self.refuses_plaintext or self.meshed_clients:
+            return []
+        scenario = self.sim.scenario
+        external = {s.name for s in scenario.services if s.external is not None}
+        return [w.name for w in scenario.workloads if w.via is None and w.target not in external]
 
     def threads_for(self, pod: Pod | None) -> int:
         """``mesh_options.istio.workers`` when given; else pilot-agent's count from the
