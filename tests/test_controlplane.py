@@ -252,6 +252,51 @@ def test_control_plane_down_keeps_existing_traffic_until_certificates_expire(mes
     assert rep.control_plane["certificate_failures"] > 0
 
 
+class _Pod:
+    alive = True
+
+
+def _renewals(lifetime_s: float, until_s: float, **clamp: float) -> list[float]:
+    """When a certificate issued at 0 is renewed (Linkerd's 70 %), with the CA answering at
+    once."""
+    import simpy
+
+    from meshsim.sim.controlplane.identity import CertificateAuthority
+
+    env = simpy.Environment()
+    issued: list[float] = []
+    ca = CertificateAuthority(
+        env, cores=1, sign_s=0.0, lifetime_s=lifetime_s, renew_fraction=0.7, retry_s=1.0,
+        horizon_s=until_s, is_down=lambda: False, slow=lambda: 1.0,
+        account=lambda _t, _cpu: issued.append(env.now), **clamp,
+    )  # fmt: skip
+    ca.install(_Pod())
+    env.run(until=until_s)
+    return issued
+
+
+def test_linkerds_renewal_wait_is_clamped_to_10s_and_24h() -> None:
+    """linkerd2-proxy's refresh_in: 70 % of the remaining validity, never under
+    DEFAULT_IDENTITY_MIN_REFRESH (10 s) nor over DEFAULT_IDENTITY_MAX_REFRESH (24 h)."""
+    clamp = {"min_refresh_s": 10.0, "max_refresh_s": 86400.0}
+    assert _renewals(48 * 3600.0, 3 * 86400.0, **clamp) == [86400.0, 172800.0]
+    assert _renewals(10.0, 35.0, **clamp) == [10.0, 20.0, 30.0]
+    assert _renewals(100.0, 200.0, **clamp) == pytest.approx([70.0, 140.0])  # unclamped
+    # Istio's CA has no clamp: 70 % here, whatever the lifetime.
+    assert _renewals(10.0, 22.0) == pytest.approx([7.0, 14.0, 21.0])
+
+
+def test_linkerd_scenario_takes_the_clamp_from_its_control_plane_model() -> None:
+    """A 10 s certificate (security.certificates) is renewed every 10 s, not every 7 s."""
+    security = {"certificates": {"lifetime_s": 10}}
+    data = _scenario(["linkerd"], [], security=security) | {"duration_s": 25}
+    sim, _rep = _run(data, "linkerd")
+    ca = sim.control_plane.ca  # type: ignore[attr-defined]
+    # 4 pods, renewed at 10 and 20 each (7, 14 and 21 without the clamp).
+    assert ca.issued == 8
+    assert ca.refresh_s == 10.0
+
+
 @pytest.mark.parametrize("mesh", ["istio", "linkerd"])
 @pytest.mark.long
 def test_control_plane_back_resyncs_and_new_pods_start(mesh: str) -> None:

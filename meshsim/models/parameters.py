@@ -419,6 +419,22 @@ _SPECS: tuple[ParameterSpec, ...] = (
         _CP,
     ),
     _spec(
+        "cert_min_refresh_s",
+        "s",
+        "the proxy never waits less than this before renewing its certificate "
+        "(linkerd2-proxy's LINKERD2_PROXY_IDENTITY_MIN_REFRESH; absent or 0: no floor)",
+        _LINKERD_CP,
+        optional=True,
+    ),
+    _spec(
+        "cert_max_refresh_s",
+        "s",
+        "the proxy never waits more than this before renewing its certificate "
+        "(linkerd2-proxy's LINKERD2_PROXY_IDENTITY_MAX_REFRESH; absent or 0: no ceiling)",
+        _LINKERD_CP,
+        optional=True,
+    ),
+    _spec(
         "csr_retry_s",
         "s",
         "wait before a proxy retries a CSR that got no answer",

@@ -2,7 +2,8 @@
 
 istiod's CA and Linkerd's identity controller sign a workload certificate when a pod's
 proxy starts (a CSR), and again when the proxy renews it: Istio at about 50% of a 24 h
-lifetime, Linkerd at 70% (docs/mesh-semantics.md §8). Signing costs CPU (``csr_sign_us``) and waits
+lifetime, Linkerd at 70%, its wait clamped to [10 s, 24 h] (``cert_min_refresh_s``,
+``cert_max_refresh_s``; docs/mesh-semantics.md §8). Signing costs CPU (``csr_sign_us``) and waits
 in a FIFO on the CA's cores. While the control plane is down a CSR gets no answer and the
 proxy retries every ``csr_retry_s``. A pod without a valid certificate cannot take part in
 mTLS: a new pod does not become ready, and a pod whose certificate expired refuses (and
@@ -22,6 +23,7 @@ twice).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING
 
@@ -48,6 +50,8 @@ class CertificateAuthority:
         slow: Callable[[], float],
         account: Callable[[float, float], None],
         holder: Callable[[Pod], Hashable] | None = None,
+        min_refresh_s: float = 0.0,
+        max_refresh_s: float = math.inf,
     ) -> None:
         self.env = env
         self.queue = FifoServers(cores)
@@ -55,6 +59,10 @@ class CertificateAuthority:
         self.lifetime_s = lifetime_s
         self.renew_fraction = renew_fraction
         self.retry_s = retry_s
+        self.refresh_s = min(max(renew_fraction * lifetime_s, min_refresh_s), max_refresh_s)
+        """From a certificate's issue to its renewal: ``renew_fraction`` of its lifetime,
+        within the proxy's bounds (linkerd2-proxy's ``refresh_in``: never under 10 s nor over
+        24 h, so a 48 h certificate is renewed at 24 h, not 33.6 h)."""
         self.horizon_s = horizon_s
         """No renewal is scheduled beyond this time (the end of the run)."""
         self._is_down = is_down
@@ -117,7 +125,7 @@ class CertificateAuthority:
         return next((p for p in pod.service.pods if p.alive and self.holder(p) == key), pod)
 
     def _schedule_renewal(self, pod: Pod, issued_at: float) -> None:
-        at = issued_at + self.renew_fraction * self.lifetime_s
+        at = issued_at + self.refresh_s
         if at < self.horizon_s:
             self._later(at - self.env.now, lambda: self.request(pod))
 

@@ -14,6 +14,7 @@ outages, CPU accounting, convergence samples and the per-request checks.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
@@ -121,6 +122,8 @@ class MeshControlPlane(ControlPlane, ABC):
             slow=lambda: self.slow_factor,
             account=self.account,
             holder=cert_holder,
+            min_refresh_s=v("cert_min_refresh_s"),
+            max_refresh_s=v("cert_max_refresh_s") or math.inf,
         )
         topology = sim.topology
         for svc in sim.services.values():
