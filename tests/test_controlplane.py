@@ -452,3 +452,22 @@ def test_a_restarted_istiod_reconfigures_the_mesh_at_its_request_limit() -> None
     assert max(applied) >= 8.0 + 59 / 20.0
     assert rep.control_plane["rejected_streams"] > 0
     assert rep.control_plane["request_limit_per_s"] == 20.0
+
+
+@pytest.mark.long
+def test_linkerd_retries_a_failed_csr_after_its_refresh_wait() -> None:
+    """linkerd2-proxy's identity loop sleeps refresh_in after a failed CSR too (certify.rs):
+    without a certificate that is its 10 s minimum. A pod scaled up at 8 s while the
+    identity controller is down (5-25 s) asks at 8, 18 and 28 s, and is ready after 28 s;
+    with a 1 s retry it asked 18 times and was ready at 25 s."""
+    events = [
+        {"at_s": 5, "action": "control-plane-down", "duration_s": 20},
+        {"at_s": 8, "action": "scale", "target": "api", "replicas": 4},
+    ]
+    sim, _rep = _run(_scenario(["linkerd"], events), "linkerd")
+    ca = sim.control_plane.ca
+    assert ca.retry_s is None
+    assert ca.failed_requests == 2
+    new = sim.services["api"].pods[3]
+    assert new.ready
+    assert ca.expiry[ca.holder(new)] > 28.0 + ca.lifetime_s - 1.0

@@ -437,9 +437,11 @@ _SPECS: tuple[ParameterSpec, ...] = (
     _spec(
         "csr_retry_s",
         "s",
-        "wait before a proxy retries a CSR that got no answer",
+        "wait before a proxy retries a CSR that got no answer (absent: the renewal's "
+        "wait, as linkerd2-proxy's identity loop sleeps refresh_in after a failure too)",
         _CP,
         minimum=0.001,
+        optional=True,
     ),
     _spec("debounce_after_ms", "ms", "PILOT_DEBOUNCE_AFTER: quiet period before a push", _ISTIOD),
     _spec("debounce_max_ms", "ms", "PILOT_DEBOUNCE_MAX: longest a push may be delayed", _ISTIOD),

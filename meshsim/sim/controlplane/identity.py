@@ -5,9 +5,10 @@ proxy starts (a CSR), and again when the proxy renews it: Istio at about 50% of 
 lifetime, Linkerd at 70%, its wait clamped to [10 s, 24 h] (``cert_min_refresh_s``,
 ``cert_max_refresh_s``; docs/mesh-semantics.md §8). Signing costs CPU (``csr_sign_us``) and waits
 in a FIFO on the CA's cores. While the control plane is down a CSR gets no answer and the
-proxy retries every ``csr_retry_s``. A pod without a valid certificate cannot take part in
-mTLS: a new pod does not become ready, and a pod whose certificate expired refuses (and
-cannot make) mTLS connections.
+proxy tries again: istio-agent every ``csr_retry_s``, linkerd2-proxy after its renewal wait
+(70 % of the validity left, at least 10 s; certify.rs). A pod without a valid certificate
+cannot take part in mTLS: a new pod does not become ready, and a pod whose certificate expired
+refuses (and cannot make) mTLS connections.
 
 Pods that exist when the run starts hold fresh certificates (issued at time 0, no CA work).
 
@@ -44,7 +45,7 @@ class CertificateAuthority:
         sign_s: float,
         lifetime_s: float,
         renew_fraction: float,
-        retry_s: float,
+        retry_s: float | None,
         horizon_s: float,
         is_down: Callable[[], bool],
         slow: Callable[[], float],
@@ -59,6 +60,11 @@ class CertificateAuthority:
         self.lifetime_s = lifetime_s
         self.renew_fraction = renew_fraction
         self.retry_s = retry_s
+        """Wait before a CSR that got no answer is sent again; None: the renewal's own wait,
+        as linkerd2-proxy's identity loop sleeps ``refresh_in`` after a failure too
+        (:meth:`retry_delay`)."""
+        self.min_refresh_s = min_refresh_s
+        self.max_refresh_s = max_refresh_s
         self.refresh_s = min(max(renew_fraction * lifetime_s, min_refresh_s), max_refresh_s)
         """From a certificate's issue to its renewal: ``renew_fraction`` of its lifetime,
         within the proxy's bounds (linkerd2-proxy's ``refresh_in``: never under 10 s nor over
@@ -102,12 +108,24 @@ class CertificateAuthority:
         now = self.env.now
         if self._is_down():
             self.failed_requests += 1
-            self._later(self.retry_s, lambda: self.request(pod, then))
+            self._later(self.retry_delay(pod), lambda: self.request(pod, then))
             return
         cpu = self.sign_s * self._slow()
         _start, end = self.queue.assign(now, cpu)
         self._account(now, cpu)
         self._later(end - now, lambda: self._issued(pod, then))
+
+    def retry_delay(self, pod: Pod) -> float:
+        """How long ``pod``'s proxy waits after a CSR that failed. With ``retry_s`` None,
+        linkerd2-proxy's ``refresh_in`` of the certificate it holds (certify.rs: the loop
+        sleeps it whether the request succeeded or not): ``renew_fraction`` of the validity
+        left, within [min, max] refresh, and the minimum (10 s) without a valid one."""
+        if self.retry_s is not None:
+            return self.retry_s
+        exp = self.expiry.get(self.holder(pod))
+        left = 0.0 if exp is None else exp - self.env.now
+        wait = self.renew_fraction * left if left > 0 else self.min_refresh_s
+        return min(max(wait, self.min_refresh_s), self.max_refresh_s)
 
     def _issued(self, pod: Pod, then: Callable[[Pod], None] | None) -> None:
         now = self.env.now

@@ -116,7 +116,7 @@ class MeshControlPlane(ControlPlane, ABC):
             sign_s=v("csr_sign_us") * 1e-6,
             lifetime_s=certs.lifetime_s or v("cert_lifetime_s"),
             renew_fraction=certs.renew_fraction or v("cert_renew_fraction"),
-            retry_s=v("csr_retry_s"),
+            retry_s=v("csr_retry_s") or None,
             horizon_s=horizon,
             is_down=lambda: self.down,
             slow=lambda: self.slow_factor,
