@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 from pathlib import Path
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -82,6 +84,9 @@ def bench(
             )
     path = baseline_path or suite.default_baseline
     console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        # A CI log has no width: Rich's 80 columns would fold every metric's name.
+        console = Console(width=140)
     baseline = None if update_baseline else read_baseline(path)
     with console.status("running") as status:
         measured = measure_suite(
@@ -112,11 +117,12 @@ def bench(
 def render(result: Gate, *, show_all: bool = False) -> Table:
     """What moved (every metric with ``show_all``), with the counts per verdict."""
     counts = ", ".join(f"{result.count(s)} {s}" for s in _ORDER if result.count(s))
-    table = Table(title=f"bench: {counts}", title_justify="left")
-    table.add_column("metric")
+    table = Table(title=f"bench: {counts}", title_justify="left", box=box.SIMPLE_HEAD)
+    # A metric's name folds rather than ending in an ellipsis: a CI log is 80 columns wide.
+    table.add_column("metric", overflow="fold")
     for name in ("baseline", "now", "change", "tolerance"):
         table.add_column(name, justify="right")
-    table.add_column("verdict")
+    table.add_column("verdict", no_wrap=True)
     for row in result.rows:
         if show_all or row.status not in ("unchanged", "noise"):
             table.add_row(*_cells(row))
