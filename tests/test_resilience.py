@@ -323,6 +323,34 @@ def test_istio_default_retries_a_connect_failure_to_a_killed_pod(
     assert linkerd["edges"]["frontend->backend"]["statuses"].get("1", 0) > 0
 
 
+def test_istio_max_retries_0_is_unset_for_istiod_but_0_for_cilium(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """§2.2: a DestinationRule's maxRetries is a plain int32 that istiod programs only when
+    > 0, so ``max_retries: 0`` leaves Istio's 2^32-1 (and says so): the connect failures to
+    a killed pod are still all retried. A CiliumEnvoyConfig is Envoy's own API, where 0 is 0:
+    no retry is allowed (each one overflows the breaker)."""
+    from meshsim.policy import MAX_UINT32
+
+    rule = {"service": "backend", "circuit_breaker": {"max_retries": 0}}
+    istio = map_traffic(from_dict(doc([rule])), "istio")
+    th = istio.policy("backend").cluster.thresholds
+    assert th is not None
+    assert th.max_retries == MAX_UINT32
+    assert any("max_retries 0 is unset for istiod" in n for n in istio.notes)
+    cilium = map_traffic(from_dict(doc([rule])), "cilium")
+    raw = cilium.policy("backend").cluster.thresholds
+    assert raw is not None
+    assert raw.max_retries == 0
+    assert not any("max_retries" in n for n in cilium.notes)
+    _stale_view(monkeypatch)
+    events = [{"at_s": 2.0, "action": "kill", "target": "backend", "count": 1}]
+    res = summary(doc([rule], events=events))["runs"]["istio"]["resilience"]["backend"]
+    assert res["connect_failures"] > 50
+    assert res["retries"] == res["connect_failures"]
+    assert res["retry_overflows"] == 0
+
+
 def test_istio_default_does_not_retry_a_503() -> None:
     """§1.3: since 1.24 no HTTP status is retried by default. Exact: no retries at all."""
     events = [{"at_s": 0.0, "action": "errors", "target": "backend", "rate": 0.5,

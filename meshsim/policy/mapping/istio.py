@@ -10,7 +10,8 @@ disables); ``fault`` -> the fault filter (delay, then an independent abort);
 DestinationRule: ``circuit_breaker`` -> connectionPool thresholds, every unset one
 2^32-1, ``max_retries`` included: istiod always installs thresholds and fills what the
 DestinationRule leaves out with MaxUint32, so Envoy's raw 1024/1024/1024/3 never apply
-under Istio, and with no ``circuit_breaker`` nothing can overflow (§2.2);
+under Istio, and with no ``circuit_breaker`` nothing can overflow (§2.2); a 0 is unset
+there too (``max_retries: 0`` leaves retries unlimited: istiod's ``> 0`` guards);
 ``outlier_detection`` -> Envoy outlier detection with Istio's defaults (5 x 5xx, 10 s,
 30 s, 10 %, panic 0 %; none without the block);
 ``load_balancer`` -> LEAST_REQUEST by default; ``peak_ewma`` is not an Istio algorithm
@@ -113,11 +114,21 @@ def istio_cluster(
 
         assert isinstance(cb, CircuitBreaker)
         fill = unset or Thresholds(MAX_UINT32, MAX_UINT32, MAX_UINT32, MAX_UINT32)
+        max_retries = cb.max_retries
+        if max_retries == 0 and not raw:
+            # The DestinationRule's maxRetries is a plain int32, so istiod cannot tell 0 from
+            # unset: its `> 0` guard keeps MaxUint32 (cluster_traffic_policy.go). Envoy's
+            # field is a UInt32Value, where 0 is 0 (no retries): a CiliumEnvoyConfig keeps it.
+            notes.append(
+                f"{service}: circuit_breaker.max_retries 0 is unset for istiod (a "
+                "DestinationRule cannot say 0): retries stay unlimited (2^32-1)"
+            )
+            max_retries = None
         thresholds = Thresholds(
             cb.max_connections or fill.max_connections,
             cb.max_pending_requests or fill.max_pending_requests,
             cb.max_requests or fill.max_requests,
-            fill.max_retries if cb.max_retries is None else cb.max_retries,
+            fill.max_retries if max_retries is None else max_retries,
         )
     od = first_set(rules, "outlier_detection")
     outlier = None
