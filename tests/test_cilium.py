@@ -153,6 +153,50 @@ def test_a_cilium_envoy_config_has_envoys_defaults_where_istio_has_istiods() -> 
     assert any("no retries, a 15 s route timeout" in n for n in cilium.notes)
 
 
+def test_a_cilium_retries_block_is_envoys_retry_policy_as_written() -> None:
+    """§12.2: a retry policy without num_retries retries once in Envoy, with no host
+    predicate and one host selection; istiod's 2 retries, previous_hosts and 5 re-picks are
+    istiod's. Without retry_on the VirtualService's list is written (Envoy has none of its
+    own), and the warnings say both. Run: every try of back fails with a 503, so each
+    request gets exactly one retry decision that retries (or overflows max_retries) and one
+    that finds the retries exhausted."""
+    from meshsim.policy import RetryOn
+
+    doc = _doc()
+    doc["traffic"] = [{"service": "back", "retries": {"per_try_timeout_ms": 500}}]
+    cilium = map_traffic(from_dict(doc), "cilium")
+    retry = cilium.policy("back").routes[0].envoy_retry
+    assert retry is not None
+    assert (retry.num_retries, retry.previous_hosts, retry.host_selection_retry_max_attempts) == (
+        1, False, 1)  # fmt: skip
+    assert retry.retry_on == {RetryOn.CONNECT_FAILURE, RetryOn.REFUSED_STREAM,
+                              RetryOn.UNAVAILABLE, RetryOn.CANCELLED,
+                              RetryOn.RETRIABLE_STATUS_CODES}  # fmt: skip
+    assert retry.per_try_timeout_s == 0.5
+    assert any("1 retry where attempts is unset" in n for n in cilium.notes)
+    assert any("retries without retry_on" in n for n in cilium.notes)
+    istio = map_traffic(from_dict(doc), "istio").policy("back").routes[0].envoy_retry
+    assert istio is not None
+    assert (istio.num_retries, istio.previous_hosts, istio.host_selection_retry_max_attempts) == (
+        2, True, 5)  # fmt: skip
+    doc["traffic"] = [{"service": "back", "retries": {"attempts": 3, "retry_on": ["5xx"]}}]
+    given = map_traffic(from_dict(doc), "cilium").policy("back").routes[0].envoy_retry
+    assert given is not None
+    assert (given.num_retries, given.retry_on, given.previous_hosts) == (3, {RetryOn.FIVE_XX},
+                                                                         False)  # fmt: skip
+    doc["traffic"] = [{"service": "back", "retries": {"attempts": 0}}]
+    assert map_traffic(from_dict(doc), "cilium").policy("back").routes[0].envoy_retry is None
+    doc["traffic"] = [{"service": "back", "retries": {"retry_on": ["5xx"]}}]
+    doc["events"] = [{"at_s": 0.0, "action": "errors", "target": "back", "rate": 1.0,
+                      "status": 503}]  # fmt: skip
+    doc["meshes"] = ["cilium"]
+    res = build_summary(run_scenario(from_dict(doc)))["runs"]["cilium"]["resilience"]["back"]
+    assert res["requests"] > 50
+    assert res["retries"] + res["retry_overflows"] == res["requests"]
+    assert res["retries_exhausted"] == res["retries"]
+    assert res["attempts"] == res["requests"] + res["retries"]
+
+
 def _crypt_cpu(request_bytes: int, response_bytes: int, rate: float, encryption: str) -> float:
     """Kernel CPU of a run minus that of the same run without encryption."""
 

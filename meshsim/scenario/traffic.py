@@ -52,8 +52,10 @@ MIN_SPLIT_WEIGHT = 0.001
 
 
 class Retries(Spec):
-    attempts: Annotated[int, Field(ge=0, le=MAX_RETRIES)] = Field(
-        2, description="Retries after the first try."
+    attempts: Annotated[int, Field(ge=0, le=MAX_RETRIES)] | None = Field(
+        None,
+        description="Retries after the first try; unset: 2 (a VirtualService's default), "
+        "1 under Cilium (Envoy's num_retries default in a CiliumEnvoyConfig).",
     )
     per_try_timeout_ms: PositiveFloat | None = None
     retry_on: list[RetryCondition] | None = Field(

@@ -20,6 +20,21 @@ def cilium_notes(service: str, rules: Sequence[TrafficRule]) -> list[str]:
         "defaults where the rule is silent: no retries, a 15 s route timeout, round robin, "
         "breakers at 1024 connections, pending and requests and 3 retries"
     ]
+    retries = [r.retries for r in rules if r.retries is not None and r.retries.attempts != 0]
+    if retries:
+        unset = any(r.attempts is None for r in retries)
+        notes.append(
+            f"{service}: retries as Envoy runs them: no previous-hosts predicate, one host "
+            "selection (istiod's previous_hosts and 5 re-picks are not Envoy's)"
+            + ("; 1 retry where attempts is unset (Envoy's num_retries default)" if unset else "")
+        )
+    if any(r.retry_on is None for r in retries):
+        notes.append(
+            f"{service}: retries without retry_on: the VirtualService's default conditions "
+            "(connect-failure, refused-stream, unavailable, cancelled) written into the "
+            "CiliumEnvoyConfig; Envoy has no default condition of its own (an empty "
+            "retry_on retries nothing)"
+        )
     if any(r.split for r in rules):
         notes.append(
             f"{service}: split needs one backend Service per version "

@@ -20,10 +20,14 @@ there too (``max_retries: 0`` leaves retries unlimited: istiod's ``> 0`` guards)
 
 Cilium's CiliumEnvoyConfig is Envoy configuration as written, with no istiod to fill in
 what a rule leaves out: there the rule's fields map as above, and the rest is raw Envoy's
-(§12.2): no retries without ``retries``, a 15 s route timeout without ``timeout_ms``,
-ROUND_ROBIN without ``load_balancer`` (also what Cilium's ``lb-l7`` annotation programs),
-circuit breakers at 1024 / 1024 / 1024 / 3 for what ``circuit_breaker`` leaves out or
-without it (:data:`ENVOY_DEFAULTS`).
+(§12.2): no retries without ``retries``, and with it 1 retry without ``attempts``, no
+``previous_hosts`` predicate and one host selection; a 15 s route timeout without
+``timeout_ms``; ROUND_ROBIN without ``load_balancer`` (also what Cilium's ``lb-l7``
+annotation programs); circuit breakers at 1024 / 1024 / 1024 / 3 for what
+``circuit_breaker`` leaves out or without it (:data:`ENVOY_DEFAULTS`). A ``retries`` block
+without ``retry_on`` takes the VirtualService's default list there too (Envoy has no
+default condition: an empty ``retry_on`` retries nothing, which no rule asking for retries
+means).
 """
 
 from __future__ import annotations
@@ -31,7 +35,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from meshsim.policy import MAX_UINT32, OutlierConfig, RetryPolicy, RouteTimeout, Thresholds
+from meshsim.policy import (
+    MAX_UINT32,
+    EnvoyBackOff,
+    OutlierConfig,
+    RetryPolicy,
+    RouteTimeout,
+    Thresholds,
+)
 from meshsim.policy.mapping.cilium import cilium_notes
 from meshsim.policy.mapping.policies import (
     ClusterPolicy,
@@ -66,16 +77,32 @@ def istio_retry(
         if defaults == ENVOY_DEFAULTS:
             return None  # Envoy retries only with a retry_policy (§1.1)
         return RetryPolicy.istio_default(consistent_hash=consistent_hash)
+    # A rule without retry_on asks for the block's vocabulary's default list (a
+    # VirtualService's retryOn), under Cilium too: Envoy itself has no default condition (an
+    # empty retry_on retries nothing), so a CiliumEnvoyConfig must name them.
     items: list[str | int] = (
         list(r.retry_on) if r.retry_on is not None else [c.value for c in ISTIO_DEFAULT_RETRY_ON]
     )
     items += list(r.retriable_status_codes or [])
+    per_try_s = r.per_try_timeout_ms / 1e3 if r.per_try_timeout_ms else None
+    backoff_s = r.backoff_base_ms / 1e3 if r.backoff_base_ms else None
     try:
+        if defaults == ENVOY_DEFAULTS:
+            # Envoy as written: num_retries 1 when unset, no host predicate, one host
+            # selection (§12.2); istiod's 2, previous_hosts and 5 re-picks are its own.
+            if r.attempts == 0:
+                return None
+            return RetryPolicy.envoy(
+                items,
+                1 if r.attempts is None else r.attempts,
+                per_try_timeout_s=per_try_s,
+                backoff=None if backoff_s is None else EnvoyBackOff(backoff_s),
+            )
         return RetryPolicy.istio(
             r.attempts,
             retry_on=items,
-            per_try_timeout_s=r.per_try_timeout_ms / 1e3 if r.per_try_timeout_ms else None,
-            backoff_base_s=r.backoff_base_ms / 1e3 if r.backoff_base_ms else None,
+            per_try_timeout_s=per_try_s,
+            backoff_base_s=backoff_s,
             consistent_hash=consistent_hash,
         )
     except ValueError as exc:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from meshsim.policy import LinkerdRetryPolicy, parse_status_ranges
 from meshsim.policy.mapping.policies import (
+    DEFAULT_ATTEMPTS,
     ClusterPolicy,
     MeshPolicies,
     RoutePolicy,
@@ -110,7 +111,8 @@ def linkerd_route(rule: TrafficRule, budget: bool, notes: list[str], emulate: bo
     linkerd_retry = None
     profile = False
     failures: tuple[tuple[int, int], ...] = ((500, 599),)
-    if r is not None and r.attempts > 0:
+    attempts = DEFAULT_ATTEMPTS if r is None or r.attempts is None else r.attempts
+    if r is not None and attempts > 0:
         statuses, grpc = linkerd_statuses(rule, notes)
         if budget:
             profile = True
@@ -125,7 +127,7 @@ def linkerd_route(rule: TrafficRule, budget: bool, notes: list[str], emulate: bo
             linkerd_retry = LinkerdRetryPolicy.from_annotations(
                 http=",".join(f"{lo}-{hi}" for lo, hi in statuses) or None,
                 grpc=grpc or None,
-                limit=r.attempts,
+                limit=attempts,
                 timeout_s=r.per_try_timeout_ms / 1e3 if r.per_try_timeout_ms else None,
             )
             if r.backoff_base_ms is not None:

@@ -28,6 +28,12 @@ if TYPE_CHECKING:
     from meshsim.scenario.traffic import TrafficRule
 
 
+DEFAULT_ATTEMPTS = 2
+"""What a rule's silent ``retries.attempts`` means in the traffic block's vocabulary: a
+VirtualService's default (istiod's 2 retries), which Linkerd's mapping takes too. A
+CiliumEnvoyConfig is Envoy's own API, whose ``num_retries`` defaults to 1 instead."""
+
+
 class TrafficRuleError(MeshsimError):
     """A rule the mesh cannot program; ``field`` names its key (``retries.retry_on``)."""
 
