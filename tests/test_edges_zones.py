@@ -343,6 +343,20 @@ def test_istio_blackholed_connects_take_the_connect_timeout_until_ejection() -> 
     assert failure["caller_errors"] == failure["connect_timeouts"]
 
 
+def test_cilium_node_envoy_waits_envoys_own_connect_timeout_not_istios() -> None:
+    """§2.1, §12.2: Cilium's node Envoy is Envoy as a CiliumEnvoyConfig writes it, whose
+    clusters connect for 5 s (Envoy's default, and what Cilium's operator writes), whatever
+    meshConfig.connectTimeout (mesh_options.istio) says. The endpoints leave 5 s after the
+    failure, before the first connect timeout ends: every try in between waits exactly 5 s."""
+    out = run(DRILL.replace("meshes: [istio, linkerd]", "meshes: [cilium]"), "cilium")
+    (failure,) = out["topology"]["zone_failures"]
+    assert failure["connect_timeout_s"] == 5.0
+    assert failure["connect_timeouts"] == failure["failed_tries"] == int(5.0 * RATE)
+    assert 5.0 <= failure["caller_max_latency_s"] < 5.0 + 1e-3
+    statuses = edge(out, "front", "back").statuses
+    assert statuses[CONNECT_FAILURE] == failure["connect_timeouts"]
+
+
 def test_connect_timeouts_are_gateway_errors_too() -> None:
     # consecutiveGatewayErrors alone (the 5xx count set out of reach): a connect timeout is
     # a 503 (UF), a gateway error, so the same N ejects after the same tries.

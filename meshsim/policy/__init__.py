@@ -57,6 +57,8 @@ from meshsim.policy.split import (
     sample_per_million,
 )
 from meshsim.policy.timeout import (
+    ENVOY_CONNECT_TIMEOUT_S,
+    LINKERD_CONNECT_TIMEOUT_S,
     FailFast,
     FailFastVerdict,
     LinkerdTimeouts,
@@ -76,6 +78,8 @@ BALANCERS: dict[str, type[LoadBalancer]] = {
 
 __all__ = [
     "BALANCERS",
+    "ENVOY_CONNECT_TIMEOUT_S",
+    "LINKERD_CONNECT_TIMEOUT_S",
     "MAX_RETRY_BODY_BYTES",
     "MAX_UINT32",
     "AccrualState",

@@ -11,12 +11,21 @@ import math
 from dataclasses import dataclass
 
 __all__ = [
+    "ENVOY_CONNECT_TIMEOUT_S",
+    "LINKERD_CONNECT_TIMEOUT_S",
     "FailFast",
     "FailFastVerdict",
     "LinkerdTimeouts",
     "RouteTimeout",
     "per_try_deadline",
 ]
+
+ENVOY_CONNECT_TIMEOUT_S = 5.0
+"""Envoy's cluster ``connect_timeout`` when the cluster sets none (§2.1, §12.2): raw Envoy,
+and Cilium's node Envoy (its operator writes the same 5 s into an lb-l7 CiliumEnvoyConfig).
+Istio sets its own, ``meshConfig.connectTimeout`` (10 s by default)."""
+LINKERD_CONNECT_TIMEOUT_S = 1.0
+"""``LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT``'s default (§12.3, §14.4)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,11 +15,13 @@ it) at once. What a proxy that still sends to them meets depends on the event's 
     (``tcp_retries2`` 15, about 924.6 s), far past any run without a timeout. With HTTP/2
     (Linkerd between proxies) every request multiplexes onto the held connection; with
     HTTP/1.1 (Istio's default) each idle connection of the pool takes one request. After
-    that, Envoy opens new connections: each try waits for the connect timeout
-    (``mesh_options.istio.connect_timeout_ms``, meshConfig.connectTimeout, 10 s) and
+    that, Envoy opens new connections: each try waits for the connect timeout (Istio's
+    ``mesh_options.istio.connect_timeout_ms``, meshConfig.connectTimeout, 10 s; Cilium's
+    node Envoy, Envoy's own 5 s: :func:`meshsim.policy.mapping.connect_timeout_s`) and
     fails as a connect failure (``UF``), which outlier detection counts as a 5xx and a
     gateway error. Linkerd's balancer instead holds the endpoint as pending while it
-    reconnects and sends only to ready endpoints (or queues and fails fast, 3 s).
+    reconnects (each attempt failing after its 1 s connect timeout, then a back-off) and
+    sends only to ready endpoints (or queues and fails fast, 3 s).
 
 Either way the pods leave the endpoints after the node controller's grace period
 (``endpoints_removed_after_s``). A ``recover-zone`` event (or the failure's ``duration_s``)
@@ -54,11 +56,6 @@ the same, or the keep-alive a DestinationRule sets."""
 LINKERD_DEAD_CONNECTION_S = 30.0
 """Linkerd: LINKERD2_PROXY_OUTBOUND_CONNECT_USER_TIMEOUT 30 s (TCP_USER_TIMEOUT) in the
 proxy injector's template (docs/mesh-semantics.md §14.4). Range: 30 s (set by the chart)."""
-LINKERD_CONNECT_TIMEOUT_S = 1.0
-"""LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT's default (docs/mesh-semantics.md §14.4). It
-delays no request: an endpoint whose connection is down is pending while the proxy
-reconnects (each attempt failing after this long, then a back-off), and Linkerd's balancer
-picks only ready endpoints. Reported for comparison with Istio's."""
 RECOVERY_TOLERANCE = 0.05
 """How close (absolute) a second's cross-zone share must be to its pre-failure value for
 the traffic to count as back."""

@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any
 import simpy
 
 from meshsim.policy.locality import EdfScheduler, allocate_hints, availability, priority_loads
+from meshsim.policy.mapping import connect_timeout_s
 from meshsim.sim.sampling import Uniforms
 from meshsim.sim.topology import Topology
 from meshsim.sim.zone_failures import (
     ENVOY_DEAD_CONNECTION_S,
-    LINKERD_CONNECT_TIMEOUT_S,
     LINKERD_DEAD_CONNECTION_S,
     ZoneFailure,
 )
@@ -142,10 +142,11 @@ class ZoneState:
         if mode == "blackhole":
             self.blackholes += 1
             linkerd = self.sim.mesh == "linkerd"
-            failure.connect_timeout_s = (
-                LINKERD_CONNECT_TIMEOUT_S
-                if linkerd
-                else self.sim.scenario.mesh_options.istio.connect_timeout_ms / 1000.0
+            # Cilium's node Envoy waits Envoy's own 5 s, Istio's proxies meshConfig's 10 s.
+            # Linkerd's 1 s delays no request: an endpoint whose connection is down is
+            # pending while the proxy reconnects, and its balancer picks only ready ones.
+            failure.connect_timeout_s = connect_timeout_s(
+                self.sim.mesh, self.sim.scenario.mesh_options
             )
             failure.dead_connection_s = (
                 LINKERD_DEAD_CONNECTION_S if linkerd else ENVOY_DEAD_CONNECTION_S

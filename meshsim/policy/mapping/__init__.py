@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from meshsim.errors import MeshsimError, Problem
+from meshsim.policy import ENVOY_CONNECT_TIMEOUT_S, LINKERD_CONNECT_TIMEOUT_S
 from meshsim.policy.mapping.istio import envoy_policies
 from meshsim.policy.mapping.linkerd import linkerd_policies
 from meshsim.policy.mapping.policies import (
@@ -52,6 +53,7 @@ __all__ = [
     "RoutePolicy",
     "ServicePolicy",
     "TrafficRuleError",
+    "connect_timeout_s",
     "map_traffic",
     "split_weights",
     "translate",
@@ -88,10 +90,27 @@ def translate(
     for rule in rules:
         by_service.setdefault(rule.service, []).append(rule)
     if mesh == "linkerd":
-        return linkerd_policies(mesh, by_service, options.linkerd)
-    if mesh not in ("istio", "istio-ambient", "cilium"):
+        mapped = linkerd_policies(mesh, by_service, options.linkerd)
+    elif mesh in ("istio", "istio-ambient", "cilium"):
+        mapped = envoy_policies(mesh, by_service, l7_services)
+    else:
         raise MeshsimError(f"mesh {mesh!r} has no traffic mapping")
-    return envoy_policies(mesh, by_service, l7_services)
+    mapped.connect_timeout_s = connect_timeout_s(mesh, options)
+    return mapped
+
+
+def connect_timeout_s(mesh: str, options: MeshOptions) -> float:
+    """How long ``mesh``'s client proxy tries a connection to an address that answers
+    nothing before the try fails as a connect failure (§2.1, §14.4): Linkerd's outbound
+    connect timeout (1 s); Cilium's node Envoy, Envoy's own 5 s (a CiliumEnvoyConfig is
+    Envoy as written, §12.2); Istio's ``meshConfig.connectTimeout``
+    (``mesh_options.istio.connect_timeout_ms``, 10 s) for Istio's sidecars and waypoints,
+    and for a mesh without a client proxy, whose figure is only reported."""
+    if mesh == "linkerd":
+        return LINKERD_CONNECT_TIMEOUT_S
+    if mesh == "cilium":
+        return ENVOY_CONNECT_TIMEOUT_S
+    return options.istio.connect_timeout_ms / 1e3
 
 
 def validate_traffic(scenario: Scenario) -> list[Problem]:

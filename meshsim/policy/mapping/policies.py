@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from meshsim.errors import MeshsimError
 from meshsim.policy import (
+    ENVOY_CONNECT_TIMEOUT_S,
     FaultAbort,
     FaultDelay,
     FaultInjection,
@@ -131,6 +132,9 @@ class MeshPolicies:
     budget: tuple[float, int, float] | None = None
     """Linkerd ServiceProfile retry budget: (ratio, min retries per second, ttl seconds)."""
     emulated: bool = False
+    connect_timeout_s: float = ENVOY_CONNECT_TIMEOUT_S
+    """How long the mesh's client proxy tries to open a connection before it fails
+    (:func:`meshsim.policy.mapping.connect_timeout_s`)."""
 
     def policy(self, service: str) -> ServicePolicy:
         return self.services.get(service, self.default)
