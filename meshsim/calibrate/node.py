@@ -46,6 +46,7 @@ class FilterChain:
         self.n = n
         self.timeout_s = inner.timeout_s
         self.per_try_timeout_s = inner.per_try_timeout_s
+        self.connect_timeout_s = inner.connect_timeout_s
         self.matched = 0
 
     def fault(self, now: float, rng: np.random.Generator) -> Fault:

@@ -18,7 +18,10 @@ One key is the proxy's own, beside the scenario's::
 ``split`` needs the listener's ``subsets`` (the version of each upstream).
 ``circuit_breaker.max_connections`` bounds the listener's upstream connections and
 ``max_pending_requests`` the requests waiting for one (see :class:`ConnectionLimits`);
-past either, the proxy answers 503 (``UO``, ``x-envoy-overloaded``) as Envoy does.
+past either, the proxy answers 503 (``UO``, ``x-envoy-overloaded``) as Envoy does. An
+upstream connect may take the mesh's connect timeout
+(:func:`meshsim.policy.mapping.connect_timeout_s`: Istio's ``meshConfig.connectTimeout``,
+10 s; Linkerd's 1 s), then fails as a connect failure.
 
 A listener with neither ``traffic`` nor ``mesh`` is a plain forwarder
 (:class:`~meshsim.proxy.seam.PassThrough`, the calibration's base configuration).
@@ -36,6 +39,7 @@ from pydantic import ValidationError
 from meshsim.errors import MeshsimError
 from meshsim.policy import (
     BALANCERS,
+    ENVOY_CONNECT_TIMEOUT_S,
     CircuitBreaker,
     LinkerdBackOff,
     LoadBalancer,
@@ -44,7 +48,13 @@ from meshsim.policy import (
     TpsBudget,
 )
 from meshsim.policy.chain import ClusterRuntime, Exchange, Verdict, inject_fault
-from meshsim.policy.mapping import TRAFFIC_MESHES, ServicePolicy, TrafficRuleError, translate
+from meshsim.policy.mapping import (
+    TRAFFIC_MESHES,
+    ServicePolicy,
+    TrafficRuleError,
+    connect_timeout_s,
+    translate,
+)
 from meshsim.proxy.seam import NO_FAULT, Attempt, Fault, PassThrough, RoutePolicy
 
 if TYPE_CHECKING:
@@ -103,6 +113,7 @@ class MeshPolicy:
         *,
         envoy: bool = True,
         budget: tuple[float, int, float] | None = None,
+        connect_timeout_s: float = ENVOY_CONNECT_TIMEOUT_S,
     ) -> None:
         self.service = service
         self.route = service.routes[0]
@@ -111,6 +122,7 @@ class MeshPolicy:
         self.hosts = list(range(hosts))
         self.timeout_s = self.route.timeout_s
         self.per_try_timeout_s = self.route.per_try_timeout_s
+        self.connect_timeout_s = connect_timeout_s
         now = time.monotonic()
         self.cluster = ClusterRuntime(
             service.cluster, h1=True, now=now, hosts=self.hosts, balancers=_BALANCERS
@@ -331,10 +343,21 @@ def policy_for(
 ) -> RoutePolicy:
     """The policy of a listener: ``traffic`` as ``mesh`` programs it (Istio when only
     ``traffic`` is given) with ``options``; a plain forwarder when neither is given."""
+    from meshsim.scenario.options import MeshOptions
+
     if not traffic and mesh is None:
         return PassThrough()
-    service, flavour, budget = listener_policy(traffic, mesh or "istio", options)
-    return MeshPolicy(service, hosts, subsets, envoy=flavour == "envoy", budget=budget)
+    mesh = mesh or "istio"
+    options = options if options is not None else MeshOptions()
+    service, flavour, budget = listener_policy(traffic, mesh, options)
+    return MeshPolicy(
+        service,
+        hosts,
+        subsets,
+        envoy=flavour == "envoy",
+        budget=budget,
+        connect_timeout_s=connect_timeout_s(mesh, options),
+    )
 
 
 __all__ = [

@@ -16,6 +16,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
+from meshsim.policy import ENVOY_CONNECT_TIMEOUT_S
 from meshsim.policy.chain import Verdict
 
 
@@ -112,6 +113,8 @@ class RoutePolicy(Protocol):
     timeout_s: float | None
     """Whole-request timeout (retries included); None for none."""
     per_try_timeout_s: float | None
+    connect_timeout_s: float
+    """How long the route's upstream connects may take (the mesh's, §2.1)."""
 
     def fault(self, now: float, rng: np.random.Generator) -> Fault: ...
 
@@ -137,6 +140,8 @@ class PassThrough:
 
     timeout_s: float | None = None
     per_try_timeout_s: float | None = None
+    connect_timeout_s = ENVOY_CONNECT_TIMEOUT_S
+    """A plain forwarder connects as Envoy does with no cluster setting (5 s)."""
     simple = True
     """No timers, faults or retries: the proxy may serve requests without a task."""
 

@@ -130,6 +130,7 @@ class Proxy:
                 trust_domain=trust_domain,
                 limits=limits,
                 identities=lc.upstream_identities,
+                connect_timeout_s=policy.connect_timeout_s,
             )
             for host, port in lc.upstreams
         ]

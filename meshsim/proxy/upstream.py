@@ -22,13 +22,13 @@ from typing import Protocol, cast
 
 import httptools
 
+from meshsim.policy import ENVOY_CONNECT_TIMEOUT_S
 from meshsim.proxy.framing import response_codings_ok
 from meshsim.proxy.httpcore import Headers
 from meshsim.proxy.metrics import ProxyMetrics
 from meshsim.proxy.tls import PeerIdentityError, verify_peer
 
 IDLE_TIMEOUT_S = 30.0  # shorter than common server keep-alive timeouts, to avoid races
-CONNECT_TIMEOUT_S = 2.0
 
 
 class Reader(Protocol):
@@ -297,6 +297,7 @@ class HostPool:
         trust_domain: str | None = None,
         limits: ConnectionLimits | None = None,
         identities: frozenset[str] | None = None,
+        connect_timeout_s: float = ENVOY_CONNECT_TIMEOUT_S,
     ) -> None:
         self.host = host
         self.port = port
@@ -306,6 +307,9 @@ class HostPool:
         self.trust_domain = trust_domain
         self.identities = identities
         """Secure naming: the SPIFFE ids this upstream may present (None: any of the domain)."""
+        self.connect_timeout_s = connect_timeout_s
+        """How long a connect (with TLS, its handshake) may take: the listener's mesh's
+        (:func:`meshsim.policy.mapping.connect_timeout_s`)."""
         self.idle: list[UpstreamConn] = []
         self.open: set[UpstreamConn] = set()
         self.active = metrics.active.labels(listener, "upstream")
@@ -403,7 +407,7 @@ class HostPool:
                     ssl=self.ssl_context,
                     server_hostname=self.host if self.ssl_context else None,
                 ),
-                CONNECT_TIMEOUT_S,
+                self.connect_timeout_s,
             )
         except ssl.SSLError as exc:
             self.metrics.handshakes.labels(self.listener, "upstream", "failed").inc()

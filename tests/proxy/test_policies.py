@@ -311,3 +311,43 @@ def test_the_fast_path_times_each_try_from_its_own_start() -> None:
     assert lb.rtt_estimate_s(0) == pytest.approx(1.0)
     policy.release(0, 100.9, 101.5)  # 0.6 s, below the estimate: decays toward it
     assert 0.6 < lb.rtt_estimate_s(0) < 1.0
+
+
+def test_the_upstream_connect_timeout_is_the_listeners_meshs() -> None:
+    """§2.1, §12.3: a connect may take meshConfig.connectTimeout in an Istio listener (10 s,
+    or mesh_options.istio.connect_timeout_ms), Linkerd's outbound 1 s, and Envoy's own 5 s
+    in a plain forwarder; the pool gives a connect that long, then fails it."""
+    from meshsim.proxy.metrics import ProxyMetrics
+    from meshsim.proxy.upstream import HostPool
+    from meshsim.scenario.options import MeshOptions
+
+    async def pools(policy: object) -> list[float]:
+        async with proxy_for([1], policy=policy) as proxy:  # type: ignore[arg-type]
+            return [p.connect_timeout_s for p in proxy.states["test"].route.pools]
+
+    async def main() -> None:
+        assert await pools(policy_for({}, 1, mesh="istio")) == [10.0]
+        options = MeshOptions.model_validate({"istio": {"connect_timeout_ms": 2500}})
+        assert await pools(policy_for({}, 1, mesh="istio", options=options)) == [2.5]
+        assert await pools(policy_for({}, 1, mesh="istio-ambient")) == [10.0]
+        assert await pools(policy_for({}, 1, mesh="linkerd")) == [1.0]
+        async with proxy_for([1]) as proxy:  # no traffic, no mesh: a plain forwarder
+            assert [p.connect_timeout_s for p in proxy.states["test"].route.pools] == [5.0]
+        # A connect that never completes (an address that answers nothing) fails when the
+        # pool's timeout runs out, as a connect failure.
+        pool = HostPool("127.0.0.1", 1, listener="t", metrics=ProxyMetrics(),
+                        connect_timeout_s=0.01)  # fmt: skip
+        loop = asyncio.get_running_loop()
+
+        async def unanswered(*_: object, **__: object) -> object:
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")
+
+        loop.create_connection = unanswered  # type: ignore[method-assign,assignment]
+        try:
+            with pytest.raises(ConnectionError, match="cannot connect"):
+                await pool.acquire()
+        finally:
+            del loop.create_connection  # type: ignore[method-assign]
+
+    arun(main)
