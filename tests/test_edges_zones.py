@@ -357,6 +357,31 @@ def test_cilium_node_envoy_waits_envoys_own_connect_timeout_not_istios() -> None
     assert statuses[CONNECT_FAILURE] == failure["connect_timeouts"]
 
 
+def test_a_per_try_timeout_does_not_cut_a_blackholed_connect() -> None:
+    """§1.1: Envoy starts the per-try timer once the pool has a connection, so a try that
+    opens one to a black-holed pod waits the whole connect timeout T (bounded by the route
+    timeout alone) and fails as a connect failure, not as a per-try timeout (which Istio's
+    retry_on lists would not retry without 5xx). The try that goes out on the connection
+    held at the failure has its connection: its per-try timer (500 ms) cuts it, and that
+    timeout is the first of the N consecutive errors that eject the host (§3.2)."""
+    text = DRILL.replace(
+        "retries: {attempts: 0}",
+        "retries: {attempts: 1, per_try_timeout_ms: 500, retry_on: [retriable-4xx]}",
+    )
+    out = run(text, "istio")
+    (failure,) = out["topology"]["zone_failures"]
+    assert failure["hung_tries"] == 1
+    assert failure["connect_timeouts"] == N - 1 + int(T * RATE)
+    counts = out["m"].resilience["back"].counts
+    assert counts["per_try_timeouts"] == 1
+    assert counts["connect_failures"] == failure["connect_timeouts"]
+    assert counts["ejections"] == 1
+    statuses = edge(out, "front", "back").statuses
+    assert statuses[CONNECT_FAILURE] == failure["connect_timeouts"]
+    assert statuses[504] == 1
+    assert T <= failure["caller_max_latency_s"] < T + 1e-3
+
+
 def test_connect_timeouts_are_gateway_errors_too() -> None:
     # consecutiveGatewayErrors alone (the 5xx count set out of reach): a connect timeout is
     # a 503 (UF), a gateway error, so the same N ejects after the same tries.

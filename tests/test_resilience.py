@@ -237,6 +237,57 @@ def test_per_try_timeouts_are_retried_under_5xx_and_every_try_reaches_the_backen
     assert abs(served - 3 * n) <= 3  # tries of requests sent around the window's edges
 
 
+def test_the_per_try_timer_starts_once_the_try_has_its_connection() -> None:
+    """§1.1: the per-try timer starts in Envoy's onPoolReady; the time to get a connection
+    (a pool's wait, a slow handshake, a connect) counts against the route timeout only.
+    Scripted attempts from frontend's sidecar: (a) 300 ms to connect, then answered 50 ms
+    later: a 200 at 350 ms, though the per-try timeout is 100 ms; (b) connected at once
+    but answered after 150 ms: cut at 100 ms (a per-try timeout, 504), then retried;
+    (c) still connecting when the 1 s route timeout fires: a route timeout at 1 s."""
+    from meshsim.sim.app import Request
+
+    rule = {"service": "backend", "timeout_ms": 1000,
+            "retries": {"attempts": 1, "per_try_timeout_ms": 100, "retry_on": ["5xx"]}}  # fmt: skip
+    sim = Simulation(from_dict(doc([rule])), "istio", 1)
+    env = sim.env
+    proxy = sim.data_plane.sidecars[sim.services["frontend"].pods[0]]  # type: ignore[attr-defined]
+    script = [(0.3, 0.05), (0.0, 0.15), (0.0, 0.05), (2.0, 0.05)]
+
+    def attempt(*args: Any) -> Any:
+        connect_s, answer_s = script.pop(0) if script else (0.0, 0.05)
+        yield env.timeout(connect_s)
+        if len(args) > 5 and args[5] is not None:
+            args[5]()  # connected
+        yield env.timeout(answer_s)
+        return 200
+
+    ended: list[tuple[int, float]] = []
+
+    def send(n: int) -> Any:
+        start = env.now
+        req = Request(n, "users", start, 100)
+        status = yield from proxy.outbound(attempt, sim.services["backend"], req,
+                                           proxy.workers[0], 100)  # fmt: skip
+        ended.append((status, round(env.now - start, 9)))
+
+    def all_three() -> Any:
+        yield env.timeout(1.0)  # the warm-up: then the chain counts
+        for n in range(3):
+            yield env.process(send(n))
+
+    env.process(all_three())
+    env.run(until=6.0)
+    assert script == []
+    (a, b, c) = ended
+    assert a == (200, 0.35)
+    # Cut at 100 ms; the retry after Envoy's first back-off, uniform in [0, 25 ms).
+    assert b[0] == 200
+    assert 0.1 + 0.05 <= b[1] < 0.1 + 0.025 + 0.05
+    assert c == (504, 1.0)
+    res = sim.data_plane.resilience.counters["backend"]  # type: ignore[attr-defined]
+    assert (res.attempts, res.per_try_timeouts, res.retries, res.timeouts) == (4, 1, 1, 1)
+
+
 def test_fault_abort_is_local_and_never_retried() -> None:
     """§7.2: a 100 % abort never reaches the upstream, even with retries on 5xx. Exact."""
     d = doc([{"service": "backend", "fault": {"abort": {"percent": 100, "status": 503}},

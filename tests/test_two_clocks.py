@@ -181,7 +181,10 @@ def simulated(
     dp.resilience.rng_retries = shared
     steps = list(script)
 
-    def attempt(*_: Any) -> Generator[simpy.Event, Any, int]:
+    def attempt(*args: Any) -> Generator[simpy.Event, Any, int]:
+        connected = args[5] if len(args) > 5 else None
+        if connected is not None:
+            connected()  # a connection at once, as the proxy's to its scripted upstream
         step = steps.pop(0)
         yield env.timeout(step.delay_s)
         return step.status

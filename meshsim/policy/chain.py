@@ -53,7 +53,10 @@ no ready endpoint          Linkerd: queue up to 3 s, then fail  503 at once (no 
 the attempt                modelled hops, CPU and app; a try    a real upstream connection; a try
                            that times out runs on in the        that times out is closed
                            background
-per-try deadline           a process races the try              ``asyncio.wait_for`` on the head
+per-try deadline           a process races the try; its timer   ``asyncio.wait_for`` on the head,
+                           starts when the attempt reports its  once the pool gave a connection
+                           connection (the route deadline       and the request is out
+                           bounds the connection's set-up)
 mirroring                  a shadow request, response dropped   not emulated (the lab drops it)
 request bodies             the call's size: Linkerd retries     retries only a body it holds
                            none over 64 KiB, Envoy any size     whole, up to 64 KiB, any mesh
@@ -86,6 +89,7 @@ from meshsim.policy import (
     ServiceProfileRetry,
     StopReason,
     TpsBudget,
+    per_try_deadline,
 )
 
 if TYPE_CHECKING:
@@ -329,13 +333,19 @@ class Exchange:
 
     # -- 3. try ----------------------------------------------------------------------------
 
-    def dispatch(self, cluster: ClusterRuntime, host: Hashable, now: float) -> float:
-        """Start a try on ``host``; returns its deadline (per-try timeout, route deadline)."""
+    def dispatch(self, cluster: ClusterRuntime, host: Hashable, now: float) -> None:
+        """Start a try on ``host``: the balancer, the accrual breaker and the retry's
+        hosts see it."""
         cluster.dispatch(host, now)
         if self.retry is not None:
             self.retry.on_attempt(host)
-        per_try = self.route.per_try_timeout_s
-        return self.deadline if per_try is None else min(self.deadline, now + per_try)
+
+    def try_deadline(self, connected_at: float) -> float:
+        """The deadline of a try that got its connection at ``connected_at``: the per-try
+        timeout from then, within the route deadline (§1.1: Envoy starts the per-try timer
+        in ``onPoolReady``, so waiting for a pooled connection and opening one, a black-holed
+        connect included, count against the route deadline only)."""
+        return per_try_deadline(self.route.per_try_timeout_s, connected_at, self.deadline)
 
     # -- 5. decide -------------------------------------------------------------------------
 

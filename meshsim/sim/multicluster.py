@@ -52,7 +52,7 @@ any proxy of the model.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -213,10 +213,19 @@ class MultiCluster:
         return None if loc is None else loc.cluster
 
     def _attempt(
-        self, proxy: L7Proxy, worker: Worker, pod: Pod, req: Request, nbytes: int
+        self,
+        proxy: L7Proxy,
+        worker: Worker,
+        pod: Pod,
+        req: Request,
+        nbytes: int,
+        connected: Callable[[], object] | None = None,
     ) -> Generator[simpy.Event, Any, int]:
         """A try from ``proxy`` to ``pod``; across clusters, through the pod's cluster's
-        gateway (its CPU before the try goes on and after its answer comes back)."""
+        gateway (its CPU before the try goes on and after its answer comes back). The
+        connection is the caller's to the pod, through the gateway (``connected``): one
+        it holds is had before the gateway's work; a new one when the inner attempt has
+        opened it."""
         inner = self._inner
         src = self._cluster(proxy.net_node)
         gw = None
@@ -225,7 +234,7 @@ class MultiCluster:
             if dst != src and dst is not None:
                 gw = self.gateways.get(dst)
         if gw is None:
-            status: int = yield from inner(proxy, worker, pod, req, nbytes)
+            status: int = yield from inner(proxy, worker, pod, req, nbytes, connected)
             return status
         replica, gw_worker, fresh = self._pin(gw, proxy, worker, pod)
         resp_bytes = pod.response_bytes
@@ -239,8 +248,11 @@ class MultiCluster:
         if fresh:
             gw.connections += 1
         open_us = gw.connection_us if fresh else 0.0
+        if not fresh and connected is not None:
+            connected()
+            connected = None
         yield from replica.work(gw_worker, (req_us + open_us) * 1e-6)
-        status = yield from inner(proxy, worker, pod, req, nbytes)
+        status = yield from inner(proxy, worker, pod, req, nbytes, connected)
         yield from replica.work_then_linger(gw_worker, resp_us * 1e-6, after_us * 1e-6)
         return status
 

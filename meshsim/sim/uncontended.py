@@ -177,11 +177,13 @@ def spawn(env: simpy.Environment, generator: Generator[simpy.Event, Any, Any]) -
     return task
 
 
-def first_of(env: simpy.Environment, a: simpy.Event, b: simpy.Event) -> simpy.Event:
-    """An event that succeeds when the first of ``a`` and ``b`` is processed: ``a | b``
-    (both pending) for a waiter that reads neither its value nor theirs. It is triggered by
-    the same callback at the same moment as the condition would be, so it is scheduled at
-    the same place; it only skips the condition's bookkeeping."""
+def first_of(
+    env: simpy.Environment, a: simpy.Event, b: simpy.Event, *more: simpy.Event
+) -> simpy.Event:
+    """An event that succeeds when the first of ``a``, ``b`` (and ``more``) is processed:
+    ``a | b`` (all pending) for a waiter that reads neither its value nor theirs. It is
+    triggered by the same callback at the same moment as the condition would be, so it is
+    scheduled at the same place; it only skips the condition's bookkeeping."""
     either = simpy.Event(env)
 
     def first(_event: simpy.Event) -> None:
@@ -192,4 +194,7 @@ def first_of(env: simpy.Environment, a: simpy.Event, b: simpy.Event) -> simpy.Ev
     assert b.callbacks is not None, "a pending event"
     a.callbacks.append(first)
     b.callbacks.append(first)
+    for event in more:
+        assert event.callbacks is not None, "a pending event"
+        event.callbacks.append(first)
     return either

@@ -203,15 +203,23 @@ class ZoneFailure:
         return pair in self.held_h2 or self.held_h1.get(pair, 0) > 0
 
     def blackholed_try(
-        self, env: simpy.Environment, proxy_name: str, pod: Pod
+        self,
+        env: simpy.Environment,
+        proxy_name: str,
+        pod: Pod,
+        connected: Callable[[], object] | None = None,
     ) -> Generator[simpy.Event, Any, int]:
-        """One try to a failed pod whose address answers nothing."""
+        """One try to a failed pod whose address answers nothing. On a held connection the
+        try has its connection at once (``connected``: Envoy's per-try timer starts); a
+        new one never connects."""
         now = env.now
         if self.connected(proxy_name, pod, now):
             pair = (proxy_name, pod.name)
             if pair not in self.held_h2:
                 self.held_h1[pair] -= 1  # this idle connection now carries the try
             self.hung_tries += 1
+            if connected is not None:
+                connected()
             yield env.timeout(self.dead_at_s - now)
             return RESET
         self.connect_timeouts += 1

@@ -24,7 +24,7 @@ connections, restarts, and their figures in ``topology.zone_failures``) are in
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable
+from collections.abc import Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
 import simpy
@@ -157,13 +157,16 @@ class ZoneState:
             self._failed[pod.name] = failure
         return failure
 
-    def blackholed_try(self, proxy: Any, pod: Pod) -> Generator[simpy.Event, Any, int] | None:
+    def blackholed_try(
+        self, proxy: Any, pod: Pod, connected: Callable[[], object] | None = None
+    ) -> Generator[simpy.Event, Any, int] | None:
         """What a try from ``proxy`` to the dead ``pod`` meets: None when the connection is
-        refused (the caller's stale-endpoint path), else the black hole's wait."""
+        refused (the caller's stale-endpoint path), else the black hole's wait (which calls
+        ``connected`` if it goes out on a connection held at the failure)."""
         failure = self._failed.get(pod.name)
         if failure is None or failure.mode != "blackhole" or failure.recovered_at_s is not None:
             return None
-        return failure.blackholed_try(self.sim.env, proxy.name, pod)
+        return failure.blackholed_try(self.sim.env, proxy.name, pod, connected)
 
     def pending(self, proxy_name: str, pod: Pod) -> bool:
         """Whether the dead ``pod`` is black-holed with no connection from ``proxy_name``

@@ -56,7 +56,7 @@ unreachable through the mesh (:meth:`AmbientDataPlane.proxy_down`).
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 import simpy
@@ -379,9 +379,16 @@ class AmbientDataPlane(ProxiedDataPlane):
         return status
 
     def _attempt(
-        self, wp: L7Proxy, worker: Worker, pod: Pod, req: Request, nbytes: int
+        self,
+        wp: L7Proxy,
+        worker: Worker,
+        pod: Pod,
+        req: Request,
+        nbytes: int,
+        connected: Callable[[], object] | None = None,
     ) -> Generator[simpy.Event, Any, int]:
-        """One try from a waypoint to ``pod`` through the pod's node ztunnel."""
+        """One try from a waypoint to ``pod`` through the pod's node ztunnel (``connected``:
+        see :class:`~meshsim.sim.dataplanes.routing.Attempt`)."""
         env = self.env
         zd = self.ztunnels[pod.node]
         delay = self.net.delay
@@ -403,6 +410,8 @@ class AmbientDataPlane(ProxiedDataPlane):
             if (wp.epoch, zd.epoch) != epochs:
                 self.tunnels.release(tunnel, True)
                 return CONNECT_FAILURE  # an end was killed while the tunnel opened
+        if connected is not None:
+            connected()
         yield env.timeout(wp.hop_s + delay(wp.node, pod.node, nbytes))
         if (wp.epoch, zd.epoch) != epochs:
             self.tunnels.release(tunnel, True)

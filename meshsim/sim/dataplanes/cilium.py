@@ -45,7 +45,7 @@ are the control plane's (:mod:`meshsim.sim.controlplane.cilium`).
 from __future__ import annotations
 
 import math
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 import simpy
@@ -299,14 +299,24 @@ class CiliumDataPlane(ProxiedDataPlane):
         return status
 
     def _attempt(
-        self, envoy: L7Proxy, worker: Worker, pod: Pod, req: Request, nbytes: int
+        self,
+        envoy: L7Proxy,
+        worker: Worker,
+        pod: Pod,
+        req: Request,
+        nbytes: int,
+        connected: Callable[[], object] | None = None,
     ) -> Generator[simpy.Event, Any, int]:
-        """One try from a node's Envoy to ``pod`` through the kernel datapath."""
+        """One try from a node's Envoy to ``pod`` through the kernel datapath (its upstream
+        connections are not modelled: ``connected`` is called at once, see
+        :class:`~meshsim.sim.dataplanes.routing.Attempt`)."""
         env = self.env
         refused = self.sim.control_plane.gate(None, pod, False)
         if refused is not None:
             yield env.timeout(2.0 * (envoy.hop_s + self.net.delay(envoy.node, pod.node, 0)))
             return refused
+        if connected is not None:
+            connected()
         yield env.timeout(envoy.hop_s)
         yield from self._transfer(envoy.node, pod.node, nbytes)
         status: int = yield from self.sim.serve(pod, req)

@@ -6,8 +6,9 @@ every request a sidecar or waypoint sends. It walks the steps of
 :mod:`meshsim.policy.mapping`) with simpy: route selection, fault injection and mirroring
 (a shadow request, response dropped, its CPU paid), then per try: pick (split, healthy
 endpoints, balancer), admit (``max_requests``; with HTTP/1.1 ``max_connections`` and a
-``max_pending_requests`` queue), the attempt bounded by the per-try and route deadlines,
-record (outlier detection or failure accrual), decide (retry, back-off). What only the
+``max_pending_requests`` queue), the attempt bounded by the route deadline and, from
+the moment it has its connection (Envoy's ``onPoolReady``), the per-try deadline, record
+(outlier detection or failure accrual), decide (retry, back-off). What only the
 simulator does is listed in the chain module's table of clock differences: a try that
 times out answers 504 while the upstream work goes on in the background and is still
 accounted; Linkerd with no ready endpoint queues the request and fails fast (503) if none
@@ -27,7 +28,7 @@ outside the window counts into a scratch set (:meth:`Resilience.tally`).
 from __future__ import annotations
 
 import math
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, cast
 
 import simpy
@@ -130,10 +131,14 @@ def _release_conn(cs: ClusterRuntime) -> None:
 
 
 def _run_try(
-    c: _Call, pod: Pod, t: _Try, hole: Generator[simpy.Event, Any, int] | None = None
+    c: _Call,
+    pod: Pod,
+    t: _Try,
+    hole: Generator[simpy.Event, Any, int] | None = None,
+    connected: Callable[[], object] | None = None,
 ) -> Generator[simpy.Event, Any, int]:
     if hole is None:
-        status: int = yield from c.attempt(c.proxy, c.worker, pod, c.req, c.nbytes)
+        status: int = yield from c.attempt(c.proxy, c.worker, pod, c.req, c.nbytes, connected)
     else:
         status = yield from hole
         if status == CONNECT_FAILURE:
@@ -466,18 +471,26 @@ def _try(
     stats.attempts += 1
     name = pod.name
     stats.by_endpoint[name] = stats.by_endpoint.get(name, 0) + 1
-    try_deadline = ex.dispatch(cs, pod, now)
+    ex.dispatch(cs, pod, now)
     t = _Try(cs, pod, now)
+    # With a per-try timeout the attempt says when it has its connection: the timer starts
+    # there (§1.1), so a pool's wait and a connect (a black-holed one too) meet only the
+    # route deadline.
+    ready = None if ex.route.per_try_timeout_s is None else env.event()
+    connected = None if ready is None else ready.succeed
     hole = None
     if not pod.alive:
         # A stale endpoint: the pod is gone. Its address refuses the connection, or, in a
         # zone outage, answers nothing (meshsim.sim.zone_failures).
-        hole = c.res.sim.zones.blackholed_try(c.proxy, pod)
+        hole = c.res.sim.zones.blackholed_try(c.proxy, pod, connected)
         if hole is None:
             yield env.timeout(2.0 * c.proxy.hop_s)
             _settle(t, env.now)
             stats.connect_failures += 1
             return CONNECT_FAILURE, None
+    if ready is not None:
+        return (yield from _race_per_try(c, ex, t, hole, ready))
+    try_deadline = ex.deadline
     if try_deadline == math.inf:
         if hole is None:
             status: int = yield from c.attempt(c.proxy, c.worker, pod, c.req, c.nbytes)
@@ -495,11 +508,46 @@ def _try(
     if proc.triggered:
         return cast(int, proc.value), None
     # The caller gets a 504; the upstream attempt runs on, in the background.
-    _settle(t, env.now)
+    return _timed_out(c, ex, t, try_deadline)
+
+
+def _race_per_try(
+    c: _Call,
+    ex: Exchange,
+    t: _Try,
+    hole: Generator[simpy.Event, Any, int] | None,
+    ready: simpy.Event,
+) -> Generator[simpy.Event, Any, tuple[int, Outcome | None]]:
+    """Step 3 under a per-try timeout: the route deadline races the try until it has its
+    connection (``ready``), then the per-try deadline from that moment does."""
+    env = c.proxy.env
+    now = env.now
+    route = None if ex.deadline == math.inf else env.timeout(max(0.0, ex.deadline - now))
+    proc = spawn(env, _run_try(c, t.host, t, hole, ready.succeed))
+    yield first_of(env, proc, ready) if route is None else first_of(env, proc, ready, route)
+    if proc.triggered:
+        return cast(int, proc.value), None
+    if not ready.triggered or (route is not None and route.processed):
+        return _timed_out(c, ex, t, ex.deadline)  # still connecting at the route deadline
+    try_deadline = ex.try_deadline(env.now)
+    if route is not None and try_deadline >= ex.deadline:
+        timer = route
+    else:
+        timer = env.timeout(max(0.0, try_deadline - env.now))
+    yield first_of(env, proc, timer)
+    if proc.triggered:
+        return cast(int, proc.value), None
+    return _timed_out(c, ex, t, try_deadline)
+
+
+def _timed_out(c: _Call, ex: Exchange, t: _Try, try_deadline: float) -> tuple[int, Outcome | None]:
+    """A deadline cut the try short: the caller gets a 504 while the upstream attempt runs
+    on in the background."""
+    _settle(t, c.proxy.env.now)
     if try_deadline >= ex.deadline:
-        stats.timeouts += 1
+        c.stats.timeouts += 1
         return GATEWAY_TIMEOUT, _ROUTE_TIMEOUT
-    stats.per_try_timeouts += 1
+    c.stats.per_try_timeouts += 1
     return GATEWAY_TIMEOUT, _PER_TRY_TIMEOUT
 
 

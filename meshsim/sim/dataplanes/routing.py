@@ -27,9 +27,26 @@ if TYPE_CHECKING:
     from meshsim.sim.dataplanes.resilience_state import Resilience
 
 
-Attempt = Callable[["L7Proxy", Worker, "Pod", "Request", int], Generator[simpy.Event, Any, int]]
-"""What a data plane does for one try of one request to one chosen endpoint:
-``attempt(proxy, worker, pod, request, request_bytes) -> status``."""
+class Attempt(Protocol):
+    """What a data plane does for one try of one request to one chosen endpoint:
+    ``attempt(proxy, worker, pod, request, request_bytes, connected) -> status``.
+
+    ``connected`` (None when nothing waits for it) is called once the try has its
+    connection, pooled or just opened, before the request goes out: Envoy starts the
+    per-try timer there (``onPoolReady``, docs/mesh-semantics.md §1.1). A try that fails
+    before it has a connection (refused, a connect that times out) never calls it.
+    """
+
+    def __call__(
+        self,
+        proxy: L7Proxy,
+        worker: Worker,
+        pod: Pod,
+        req: Request,
+        nbytes: int,
+        connected: Callable[[], object] | None = None,
+        /,
+    ) -> Generator[simpy.Event, Any, int]: ...
 
 
 class EndpointView(Protocol):

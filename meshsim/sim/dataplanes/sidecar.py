@@ -37,7 +37,7 @@ command terminated with exit code 56", curl's failure to receive). Linkerd's def
 
 from __future__ import annotations
 
-from collections.abc import Generator, Hashable
+from collections.abc import Callable, Generator, Hashable
 from typing import TYPE_CHECKING, Any
 
 import simpy
@@ -184,9 +184,16 @@ class SidecarDataPlane(ProxiedDataPlane):
         return status
 
     def _attempt(
-        self, proxy: L7Proxy, worker: Worker, pod: Pod, req: Request, nbytes: int
+        self,
+        proxy: L7Proxy,
+        worker: Worker,
+        pod: Pod,
+        req: Request,
+        nbytes: int,
+        connected: Callable[[], object] | None = None,
     ) -> Generator[simpy.Event, Any, int]:
-        """One try from ``proxy`` to ``pod`` through the pod's sidecar, and the reply."""
+        """One try from ``proxy`` to ``pod`` through the pod's sidecar, and the reply
+        (``connected``: see :class:`~meshsim.sim.dataplanes.routing.Attempt`)."""
         env = self.env
         server = self.sidecars[pod]
         tls = self.mtls
@@ -205,6 +212,8 @@ class SidecarDataPlane(ProxiedDataPlane):
                 key, proxy, worker, server, tls, h2, delay(src_node, pod.node, 0),
                 self.upstream_cluster(pod),
             )  # fmt: skip
+        if connected is not None:
+            connected()
         yield env.timeout(proxy.hop_s + delay(src_node, pod.node, nbytes))
         check = cp.authorize(proxy.pod or Client(proxy.name.split("/")[1]), pod, req)
         if check is not None:
