@@ -350,6 +350,73 @@ def test_circuit_breaker_overflow_is_a_local_503_never_retried() -> None:
     assert run["services"]["backend"]["latency_ms"]["p99"] < 31.0
 
 
+def _burst(breaker: dict[str, int]) -> tuple[list[tuple[int, float]], dict[str, int], int]:
+    """Five requests at one instant from frontend's sidecar to backend under ``breaker``,
+    each try a scripted 100 ms exchange: (status, latency) in the order they end, the
+    breaker's held units and its retry limit under a 50 % retry budget at 50 ms."""
+    import dataclasses
+
+    from meshsim.policy import EnvoyRetryBudget, Resource
+    from meshsim.sim.app import Request
+
+    sim = Simulation(from_dict(doc([{"service": "backend", "circuit_breaker": breaker}])),
+                     "istio", 1)  # fmt: skip
+    env = sim.env
+    proxy = sim.data_plane.sidecars[sim.services["frontend"].pods[0]]  # type: ignore[attr-defined]
+
+    def attempt(*_: Any) -> Any:
+        yield env.timeout(0.1)
+        return 200
+
+    ended: list[tuple[int, float]] = []
+
+    def send(n: int) -> Any:
+        req = Request(n, "users", env.now, 100)
+        status = yield from proxy.outbound(attempt, sim.services["backend"], req,
+                                           proxy.workers[0], 100)  # fmt: skip
+        ended.append((status, round(env.now - 1.0, 9)))
+
+    def burst() -> Any:
+        yield env.timeout(1.0)
+        for n in range(5):
+            env.process(send(n))
+
+    env.process(burst())
+    env.run(until=1.05)
+    br = proxy._clusters[("backend", None)].breaker
+    held = {r.value: br.active(r) for r in Resource}
+    br.thresholds = dataclasses.replace(br.thresholds, retry_budget=EnvoyRetryBudget(50.0, 0))
+    limit = br.limit(Resource.RETRIES)
+    env.run(until=2.0)
+    return ended, held, limit
+
+
+def test_max_requests_is_taken_when_a_request_gets_its_connection() -> None:
+    """§2.1: Envoy takes the max_requests unit when it attaches a request to a connection
+    (ConnPoolImplBase::attachStreamToClient); a request in the HTTP/1.1 pending queue holds
+    a max_pending_requests unit only. A DestinationRule with maxConnections 2,
+    http1MaxPendingRequests 2 and http2MaxRequests 2: of five requests at once two go out,
+    two wait for their connections and go out 100 ms later, one overflows (503 UO). Under
+    a retry budget the pending requests count once: 50 % of 2 active + 2 pending."""
+    ended, held, limit = _burst({"max_connections": 2, "max_pending_requests": 2,
+                                 "max_requests": 2})  # fmt: skip
+    assert ended == [(503, 0.0), (200, 0.1), (200, 0.1), (200, 0.2), (200, 0.2)]
+    assert held == {"max_connections": 2, "max_pending_requests": 2, "max_requests": 2,
+                    "max_retries": 0}  # fmt: skip
+    assert limit == 2
+    # max_requests above the pending requests' reach: the same, pending never in it.
+    ended, held, limit = _burst({"max_connections": 2, "max_pending_requests": 2,
+                                 "max_requests": 100})  # fmt: skip
+    assert [e[0] for e in ended] == [503, 200, 200, 200, 200]
+    assert (held["max_requests"], held["max_pending_requests"], limit) == (2, 2, 2)
+    # max_requests below max_connections: the third request gets a connection, then
+    # overflows; nothing waits.
+    ended, held, _ = _burst({"max_connections": 3, "max_pending_requests": 2,
+                             "max_requests": 2})  # fmt: skip
+    assert ended == [(503, 0.0), (503, 0.0), (503, 0.0), (200, 0.1), (200, 0.1)]
+    assert (held["max_connections"], held["max_requests"]) == (2, 2)
+
+
 def _stale_view(monkeypatch: pytest.MonkeyPatch) -> None:
     """Proxies keep killed pods in their view (a control plane that has not caught up)."""
     monkeypatch.setattr(

@@ -14,8 +14,10 @@ a coroutine that awaits). The steps, for one request on one route
    the endpoints the cluster's health allows (:meth:`ClusterRuntime.healthy`: outlier
    ejections, failure-accrual breakers) and the balancer's choice
    (:meth:`Exchange.pick`: Envoy's ``previous_hosts`` on retries);
-2. **admit**: the circuit breaker's ``max_requests`` (:meth:`ClusterRuntime.admit`);
-   overflow is a local 503 UO, never retried;
+2. **admit**: the circuit breaker's ``max_requests`` (:meth:`ClusterRuntime.admit`), taken
+   when the request has its connection (Envoy's ``attachStreamToClient``: a request in the
+   pending queue holds a ``max_pending_requests`` unit only); overflow is a local 503 UO,
+   never retried;
 3. **try**: :meth:`Exchange.dispatch`, the attempt bounded by :meth:`Exchange.try_deadline`,
    then :meth:`ClusterRuntime.settle`;
 4. **record**: outlier detection or failure accrual see the outcome
@@ -46,6 +48,9 @@ clusters                   one :class:`ClusterRuntime` per      one per listener
 HTTP/1.1 connections       the chain queues a request for one   the upstream pools hold real
 (``max_connections``,      of ``max_connections`` (one request  connections and queue for them,
 pending requests)          each), bounded by the pending limit  on the same breaker's resources
+``max_requests``           taken with a connection's slot       taken when the pool hands over
+                           (before the attempt opens it)        an open connection (a failed
+                                                                connect takes none)
 no ready endpoint          Linkerd: queue up to 3 s, then fail  503 at once (no balancer queue);
                            fast, and a split gives the backend  so a split gives a Linkerd backend
                            weight 0 while it fails fast; Envoy: with no ready host weight 0 at
@@ -337,6 +342,14 @@ class Exchange:
         """Start a try on ``host``: the balancer, the accrual breaker and the retry's
         hosts see it."""
         cluster.dispatch(host, now)
+        if self.retry is not None:
+            self.retry.on_attempt(host)
+
+    def connect_failed(self, host: Hashable) -> None:
+        """A try on ``host`` failed before it had a connection, so it never took a
+        ``max_requests`` unit nor became the balancer's active request (the real proxy,
+        whose pool connects before admission): the retry's hosts still see it (Envoy's
+        ``onHostAttempted`` on a pool failure)."""
         if self.retry is not None:
             self.retry.on_attempt(host)
 

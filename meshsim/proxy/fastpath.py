@@ -30,10 +30,12 @@ class FastExchange:
     """One bodyless request served in socket callbacks, without a task (the fast path).
 
     For routes whose policy is ``simple`` (no fault injection, retries or timeouts): the same
-    steps as :func:`forward` with its single try, in the same order. Pick a host, admit it,
-    send on a pooled connection (a new one is connected by a short-lived task), hold the
-    response head until the first body byte or the end (so that an upstream dying right
-    after its head still gets a clean 502), stream the rest, account.
+    steps as :func:`forward` with its single try, in the same order. Pick a host, get a
+    pooled connection (a new one is connected by a short-lived task), admit the request on
+    it (the breaker's ``max_requests``, as Envoy takes it when it attaches a request to a
+    connection), send, hold the response head until the first body byte or the end (so
+    that an upstream dying right after its head still gets a clean 502), stream the rest,
+    account.
     """
 
     __slots__ = (
@@ -61,8 +63,8 @@ class FastExchange:
     def __init__(
         self, down: DownstreamProtocol, req: Request, host: int | None, now: float | None
     ) -> None:
-        """Made as ``down``'s active exchange; with ``now`` (``host`` admitted), the try on
-        ``host`` starts at once, else a local answer follows."""
+        """Made as ``down``'s active exchange; with ``now``, the try on ``host`` starts at
+        once (admitted when it has its connection), else a local answer follows."""
         self.down = down
         self.req = req
         self.host = host
@@ -85,8 +87,8 @@ class FastExchange:
             self.request_id = b""
             self.up_head = b""
             return
-        # The try (in the constructor: a call less per request).
-        self.released = False
+        # The try (in the constructor: a call less per request). Released once admitted.
+        self.released = True
         self.t_try = now
         self.tries = 1
         self.request_id = rid = req.request_id or request_id_of(req)
@@ -111,9 +113,28 @@ class FastExchange:
             self.connecting = fut = asyncio.ensure_future(pool.acquire())
             fut.add_done_callback(self._connected)
             return
+        if not self._admit(conn, now):
+            return
         self.conn = conn  # (_send, inline: once per request)
         self.conn_cpu0 = conn.cpu_s
         conn.start(self, head, req.method == b"HEAD", req.sampled)
+
+    def _admit(self, conn: UpstreamConn, now: float) -> bool:
+        """The breaker's admission on the connection the try got; an overflow leaves the
+        connection in its pool and answers 503 UO."""
+        route = self.down.route
+        if route.inert:
+            return True
+        assert self.host is not None
+        if route.policy.admit(self.host, now):
+            self.released = False
+            self.t_try = now  # the try starts on its connection (its latency sample too)
+            return True
+        conn.pool.release(conn, True)
+        route.overflows.inc()
+        self.tries = 0
+        self._local(503, "upstream overflow", "UO", [(b"x-envoy-overloaded", b"true")])
+        return False
 
     def _connected(self, fut: asyncio.Future[UpstreamConn]) -> None:
         self.connecting = None
@@ -124,7 +145,6 @@ class FastExchange:
             if self.cancelled:
                 return
             if isinstance(exc, PoolOverflow):
-                self._release()
                 self.down.route.overflows.inc()
                 self.tries = 0
                 self._local(503, "upstream overflow", "UO", [(b"x-envoy-overloaded", b"true")])
@@ -135,7 +155,8 @@ class FastExchange:
         if self.cancelled:
             conn.close()
             return
-        self._send(conn)
+        if self._admit(conn, time.monotonic()):
+            self._send(conn)
 
     def _send(self, conn: UpstreamConn) -> None:
         self.conn = conn
@@ -308,11 +329,6 @@ def try_fast(down: DownstreamProtocol, req: Request) -> bool:
     host = policy.pick(len(route.pools), now, route.rng)
     if host is None:
         FastExchange(down, req, None, None).local(503, "no healthy upstream", "UH")
-    elif not route.inert and not policy.admit(host, now):
-        route.overflows.inc()
-        FastExchange(down, req, host, None).local(
-            503, "upstream overflow", "UO", [(b"x-envoy-overloaded", b"true")]
-        )
     else:
         FastExchange(down, req, host, now)  # the try starts (down.active is set first)
     if timed:

@@ -266,7 +266,7 @@ async def _tries(x: Forwarding, ex: Exchange) -> None:
     head_only = req.method == b"HEAD"
     deadline = None if ex.deadline == math.inf else ex.deadline
     while True:
-        host = _pick_and_admit(x, ex)
+        host = _pick(x, ex)
         t_try = time.monotonic()
         failure = await _try(x, ex, host, head, head_only, deadline)
         sink = x.sink
@@ -295,23 +295,24 @@ async def _tries(x: Forwarding, ex: Exchange) -> None:
         return
 
 
-def _pick_and_admit(x: Forwarding, ex: Exchange) -> int:
-    """Steps 1 and 2: a healthy host, admitted by the breaker (else a local 503)."""
+def _pick(x: Forwarding, ex: Exchange) -> int:
+    """Step 1: a healthy host (else a local 503)."""
     route = x.route
-    now = time.monotonic()
-    host = ex.pick(len(route.pools), now, route.rng)
+    host = ex.pick(len(route.pools), time.monotonic(), route.rng)
     if host is None:
         raise LocalReply(503, "no healthy upstream", "UH")
-    if not ex.admit(host, now):
-        route.overflows.inc()
-        raise LocalReply(503, "upstream overflow", "UO", _UO)
     return host
 
 
 async def _try(
     x: Forwarding, ex: Exchange, host: int, head: bytes, head_only: bool, deadline: float | None
 ) -> str | None:
-    """Step 3: a connection, the request, the response head; the failure's name, or None."""
+    """Steps 2 and 3: a connection, the breaker's admission, the request, the response
+    head; the failure's name, or None.
+
+    The ``max_requests`` unit is taken once the pool hands over a connection, as Envoy
+    attaches a request to one (``attachStreamToClient``): a request waiting for a
+    connection holds only its pending unit, and one that fails to connect none."""
     route = x.route
     x.host = host
     x.tries += 1
@@ -319,7 +320,19 @@ async def _try(
     x.sink = sink = Sink(x.down)
     x.conn = None
     try:
-        x.conn = conn = await x.cpu.wait(pool.acquire())
+        conn = await x.cpu.wait(pool.acquire())
+    except ConnectionError:
+        ex.connect_failed(host, time.monotonic())
+        return "connect_failure"
+    except PoolOverflow:
+        route.overflows.inc()
+        raise LocalReply(503, "upstream overflow", "UO", _UO) from None
+    if not ex.admit(host, time.monotonic()):
+        pool.release(conn, True)  # the connection stays pooled; the request overflows
+        route.overflows.inc()
+        raise LocalReply(503, "upstream overflow", "UO", _UO)
+    x.conn = conn
+    try:
         x.conn_cpu0 = conn.cpu_s
         failure = await _send_and_wait_head(
             conn, sink, x.req, head, head_only, route.policy, deadline
@@ -328,9 +341,6 @@ async def _try(
         return failure
     except ConnectionError:
         return "connect_failure"
-    except PoolOverflow:
-        route.overflows.inc()
-        raise LocalReply(503, "upstream overflow", "UO", _UO) from None
     finally:
         ex.release(host, time.monotonic())
 

@@ -252,6 +252,9 @@ class ProxyExchange:
     def release(self, host: int, now: float) -> None:
         self.policy.cluster.settle(host, self.started, now)
 
+    def connect_failed(self, host: int, now: float) -> None:
+        self.ex.connect_failed(host)
+
     def record(self, attempt: Attempt, now: float) -> list[int]:
         return self.policy.record(attempt, now)
 

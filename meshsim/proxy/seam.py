@@ -51,10 +51,14 @@ class Exchange(Protocol):
         """Index of the host for the next try; None when no host is healthy."""
 
     def admit(self, host: int, now: float) -> bool:
-        """Circuit breaker admission; False is an overflow (503, never retried)."""
+        """Circuit breaker admission, once the try has its connection (the try starts);
+        False is an overflow (503, never retried)."""
 
     def release(self, host: int, now: float) -> None:
-        """The try on ``host`` is over."""
+        """The admitted try on ``host`` is over."""
+
+    def connect_failed(self, host: int, now: float) -> None:
+        """The try on ``host`` failed to get a connection (it was never admitted)."""
 
     def record(self, attempt: Attempt, now: float) -> list[int]:
         """Feed outlier detection / failure accrual; returns hosts newly ejected."""
@@ -94,6 +98,9 @@ class NoRetry:
     def release(self, host: int, now: float) -> None:
         self.policy.release(host, self.started, now)
 
+    def connect_failed(self, host: int, now: float) -> None:
+        return None
+
     def record(self, attempt: Attempt, now: float) -> list[int]:
         return self.policy.record(attempt, now)
 
@@ -122,7 +129,8 @@ class RoutePolicy(Protocol):
         """Index of the host for the next try; None when every host is ejected."""
 
     def admit(self, host: int, now: float) -> bool:
-        """Circuit breaker admission; False is an overflow (503, never retried)."""
+        """Circuit breaker admission, once the try has its connection; False is an
+        overflow (503, never retried)."""
 
     def release(self, host: int, started: float, now: float) -> None:
         """The try admitted on ``host`` at ``started`` is over: each try gives its own

@@ -190,6 +190,74 @@ def test_max_connections_and_max_pending_requests() -> None:
     arun(main)
 
 
+@pytest.mark.parametrize("path", ["fast", "coroutine"])
+def test_max_requests_is_taken_when_the_request_gets_its_connection(path: str) -> None:
+    """§2.1: Envoy takes the max_requests unit when it attaches a request to a connection;
+    a request waiting for one holds only its pending unit. maxConnections, pending and
+    requests all 1 (a common DestinationRule): the second request waits and is served on
+    the connection the first frees, the third overflows. (A route timeout sends requests
+    through the coroutine rather than the fast path.)"""
+    traffic: dict[str, object] = {
+        "circuit_breaker": {"max_connections": 1, "max_pending_requests": 1, "max_requests": 1}
+    }
+    if path == "coroutine":
+        traffic["timeout_ms"] = 5000
+
+    async def main() -> None:
+        server, state = await start_echo(seed=1)
+        async with proxy_for([bound_port(server)], traffic=traffic) as proxy:
+            port = proxy.port("test")
+            clients = [await Client.open(port) for _ in range(3)]
+            first = asyncio.ensure_future(clients[0].get("/?delay=300ms"))
+            await asyncio.sleep(0.1)
+            pending = asyncio.ensure_future(clients[1].get("/"))
+            await asyncio.sleep(0.05)
+            r = await clients[2].get("/")
+            assert r.status == 503
+            assert r.header(b"x-envoy-overloaded") == b"true"
+            assert (await first).status == 200
+            assert (await pending).status == 200  # not a max_requests overflow
+            assert proxy.metrics.overflows.labels("test")._value.get() == 1
+            for c in clients:
+                await c.close()
+        await stop_echo(server, state)
+        assert state.served == 2
+
+    arun(main)
+
+
+@pytest.mark.parametrize("path", ["fast", "coroutine"])
+def test_a_request_over_max_requests_overflows_on_its_connection(path: str) -> None:
+    """max_requests 1 under max_connections 2: the second request gets a connection of
+    its own, then overflows (503 UO); the connection stays in the pool and serves the
+    next request."""
+    traffic: dict[str, object] = {"circuit_breaker": {"max_connections": 2, "max_requests": 1}}
+    if path == "coroutine":
+        traffic["timeout_ms"] = 5000
+
+    async def main() -> None:
+        server, state = await start_echo(seed=1)
+        async with proxy_for([bound_port(server)], traffic=traffic) as proxy:
+            port = proxy.port("test")
+            a, b = await Client.open(port), await Client.open(port)
+            first = asyncio.ensure_future(a.get("/?delay=300ms"))
+            await asyncio.sleep(0.1)
+            r = await b.get("/")
+            assert r.status == 503
+            assert r.header(b"x-envoy-overloaded") == b"true"
+            assert (await first).status == 200
+            assert (await b.get("/")).status == 200
+            opened = proxy.metrics.connections.labels("test", "upstream")._value.get()
+            assert opened == 2  # the overflowing request's connection was kept and reused
+            assert proxy.metrics.overflows.labels("test")._value.get() == 1
+            await a.close()
+            await b.close()
+        await stop_echo(server, state)
+        assert state.served == 2
+
+    arun(main)
+
+
 def test_max_connections_slot_freed_by_a_closed_connection() -> None:
     traffic = {"circuit_breaker": {"max_connections": 1, "max_pending_requests": 4}}
 

@@ -432,17 +432,33 @@ def _failed_fast(c: _Call, ex: Exchange) -> Generator[simpy.Event, Any, int | No
 
 def _admit(c: _Call, ex: Exchange, cs: ClusterRuntime) -> Generator[simpy.Event, Any, int | None]:
     """Step 2: the breaker; ``None`` when admitted, else the final status (503 UO, or 504
-    when the route deadline passes in the HTTP/1.1 pending queue)."""
-    if not cs.admit():
-        c.stats.overflows += 1
-        return SERVICE_UNAVAILABLE  # 503 UO, x-envoy-overloaded: never retried
+    when the route deadline passes in the HTTP/1.1 pending queue).
+
+    Envoy takes the ``max_requests`` unit when a request is attached to a connection
+    (``ConnPoolImplBase::attachStreamToClient``): a request waiting in the pending queue
+    holds a ``max_pending_requests`` unit only, and one that finds ``max_requests`` full
+    when it gets its connection overflows then, leaving the connection in the pool."""
     br = cs.breaker
-    if br is None or cs.conn_limit is None or br.try_acquire(Resource.CONNECTIONS):
+    if br is not None and cs.conn_limit is not None and not br.try_acquire(Resource.CONNECTIONS):
+        if not br.try_acquire(Resource.PENDING_REQUESTS):
+            c.stats.overflows += 1
+            return SERVICE_UNAVAILABLE  # 503 UO, x-envoy-overloaded: never retried
+        waited = yield from _pending(c, ex, cs)
+        if waited is not None:
+            return waited
+    if cs.admit():
         return None
-    if not br.try_acquire(Resource.PENDING_REQUESTS):
-        br.release(Resource.REQUESTS)
-        c.stats.overflows += 1
-        return SERVICE_UNAVAILABLE
+    if cs.conn_limit is not None:
+        _release_conn(cs)  # the connection it got goes to the next request that waits
+    c.stats.overflows += 1
+    return SERVICE_UNAVAILABLE
+
+
+def _pending(c: _Call, ex: Exchange, cs: ClusterRuntime) -> Generator[simpy.Event, Any, int | None]:
+    """The HTTP/1.1 pending queue: ``None`` once a connection passed to this request (its
+    pending unit released by whoever passed it), or 504 when the route deadline passes."""
+    br = cs.breaker
+    assert br is not None
     env = c.proxy.env
     waiter = env.event()
     cs.pending.append(waiter)
@@ -455,7 +471,6 @@ def _admit(c: _Call, ex: Exchange, cs: ClusterRuntime) -> Generator[simpy.Event,
     # Timed out in the pending queue: leave it.
     waiter.succeed()  # marks it handled; _release_conn skips it
     br.release(Resource.PENDING_REQUESTS)
-    br.release(Resource.REQUESTS)
     c.stats.timeouts += 1
     return GATEWAY_TIMEOUT
 
