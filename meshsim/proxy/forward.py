@@ -312,7 +312,10 @@ async def _try(
 
     The ``max_requests`` unit is taken once the pool hands over a connection, as Envoy
     attaches a request to one (``attachStreamToClient``): a request waiting for a
-    connection holds only its pending unit, and one that fails to connect none."""
+    connection holds only its pending unit, and one that fails to connect none. The route
+    deadline bounds the wait for a connection and the connect (§1.1: only the per-try
+    timer leaves them out); past it the request ends with 504 UT, as the simulator's
+    pending queue does."""
     route = x.route
     x.host = host
     x.tries += 1
@@ -320,7 +323,13 @@ async def _try(
     x.sink = sink = Sink(x.down)
     x.conn = None
     try:
-        conn = await x.cpu.wait(pool.acquire())
+        if deadline is None:
+            conn = await x.cpu.wait(pool.acquire())
+        else:
+            left = max(deadline - time.monotonic(), 0.0)
+            conn = await x.cpu.wait(asyncio.wait_for(pool.acquire(), left))
+    except TimeoutError:
+        raise LocalReply(504, "upstream request timeout", "UT") from None
     except ConnectionError:
         ex.connect_failed(host, time.monotonic())
         return "connect_failure"

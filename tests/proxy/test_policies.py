@@ -419,3 +419,43 @@ def test_the_upstream_connect_timeout_is_the_listeners_meshs() -> None:
             del loop.create_connection  # type: ignore[method-assign]
 
     arun(main)
+
+
+def test_the_route_timeout_bounds_the_wait_for_a_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """§1.1: the route timeout covers everything from the router on, the wait for a pooled
+    connection and the connect included (only the per-try timer leaves them out). An
+    upstream whose connects never complete (an address that answers nothing), one
+    connection allowed: the first request times out connecting, the second waiting for
+    the connection slot; both 504 UT at their route deadline, nothing reaches the upstream,
+    and the breaker's units all come back."""
+    from meshsim.policy import Resource
+    from meshsim.proxy.upstream import HostPool, UpstreamConn
+
+    async def unanswered(self: HostPool) -> UpstreamConn:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(HostPool, "_connect", unanswered)
+    traffic = {"timeout_ms": 200, "retries": {"attempts": 0},
+               "circuit_breaker": {"max_connections": 1, "max_pending_requests": 1}}  # fmt: skip
+
+    async def main() -> None:
+        server, state = await start_echo(seed=1)
+        policy = policy_for(traffic, 1, mesh="istio")
+        async with proxy_for([bound_port(server)], policy=policy) as proxy:
+            port = proxy.port("test")
+            connecting = asyncio.ensure_future(get_once(port))
+            await asyncio.sleep(0.05)
+            waiting = asyncio.ensure_future(get_once(port))
+            # A safety bound only: without the fix both requests wait forever.
+            done = await asyncio.wait_for(asyncio.gather(connecting, waiting), 10)
+            assert [r.status for r in done] == [504, 504]
+            assert [r.body for r in done] == [b"upstream request timeout\n"] * 2
+            breaker = policy.cluster.breaker  # type: ignore[attr-defined]
+            assert {r: breaker.active(r) for r in Resource} == dict.fromkeys(Resource, 0)
+        await stop_echo(server, state)
+        assert state.served == 0
+
+    arun(main)
