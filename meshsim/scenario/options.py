@@ -61,7 +61,8 @@ class IstioOptions(Spec):
         description="Envoy's cluster connect_timeout (meshConfig.connectTimeout, default 10 s; "
         "a DestinationRule's connectionPool.tcp.connectTimeout per service): how long a "
         "connection to an address that answers nothing is tried (docs/mesh-semantics.md "
-        "§14.4).",
+        "§14.4), by Istio's sidecars, waypoints and Istio proxy listeners; Cilium's node "
+        "Envoy keeps Envoy's own 5 s.",
     )
     proxy_resources: Resources = Field(
         ISTIO_PROXY_RESOURCES,
