@@ -469,6 +469,23 @@ def test_istio_max_retries_0_is_unset_for_istiod_but_0_for_cilium(
     assert res["retry_overflows"] == 0
 
 
+def test_outlier_detection_is_istiod_s_under_istio_and_raw_envoy_s_under_cilium() -> None:
+    """§3.1 and §12.2: istiod turns success-rate detection off, sets the panic threshold to
+    minHealthPercent (0 %) and copies maxEjectionPercent only above 0 (0 leaves Envoy's
+    10 %); a CiliumEnvoyConfig is Envoy's own API: success-rate enforcing 100, panic 50 %,
+    and 0 % is 0 %. Before, Cilium took istiod's values and Istio's 0 ejected nothing."""
+    rule = {"service": "backend", "outlier_detection": {"max_ejection_percent": 0}}
+    istio = map_traffic(from_dict(doc([rule])), "istio").policy("backend").cluster.outlier
+    cilium = map_traffic(from_dict(doc([rule])), "cilium").policy("backend").cluster.outlier
+    assert istio is not None
+    assert cilium is not None
+    assert (istio.enforcing_success_rate, istio.healthy_panic_threshold) == (0.0, 0.0)
+    assert istio.max_ejection_percent == 10.0
+    assert (cilium.enforcing_success_rate, cilium.healthy_panic_threshold) == (100.0, 50.0)
+    assert cilium.max_ejection_percent == 0.0
+    assert (istio.consecutive_5xx, cilium.consecutive_5xx) == (5, 5)
+
+
 def test_istio_default_does_not_retry_a_503() -> None:
     """§1.3: since 1.24 no HTTP status is retried by default. Exact: no retries at all."""
     events = [{"at_s": 0.0, "action": "errors", "target": "backend", "rate": 0.5,

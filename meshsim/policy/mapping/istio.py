@@ -13,7 +13,8 @@ DestinationRule leaves out with MaxUint32, so Envoy's raw 1024/1024/1024/3 never
 under Istio, and with no ``circuit_breaker`` nothing can overflow (§2.2); a 0 is unset
 there too (``max_retries: 0`` leaves retries unlimited: istiod's ``> 0`` guards);
 ``outlier_detection`` -> Envoy outlier detection with Istio's defaults (5 x 5xx, 10 s,
-30 s, 10 %, panic 0 %; none without the block);
+30 s, 10 %, panic 0 %, success-rate detection off; none without the block; a
+``max_ejection_percent`` of 0 is unset, 10 %);
 ``load_balancer`` -> LEAST_REQUEST by default; ``peak_ewma`` is not an Istio algorithm
 (Envoy's contrib one is not used by Istio): noted, LEAST_REQUEST used. ``ring_hash`` and
 ``maglev`` hash the source (``useSourceIp``: the calling proxy).
@@ -24,7 +25,9 @@ what a rule leaves out: there the rule's fields map as above, and the rest is ra
 ``previous_hosts`` predicate and one host selection; a 15 s route timeout without
 ``timeout_ms``; ROUND_ROBIN without ``load_balancer`` (also what Cilium's ``lb-l7``
 annotation programs); circuit breakers at 1024 / 1024 / 1024 / 3 for what
-``circuit_breaker`` leaves out or without it (:data:`ENVOY_DEFAULTS`). A ``retries`` block
+``circuit_breaker`` leaves out or without it (:data:`ENVOY_DEFAULTS`); with
+``outlier_detection``, raw Envoy's success-rate detection (enforcing 100) and 50 % panic
+threshold, and a ``max_ejection_percent`` of 0 as 0 %. A ``retries`` block
 without ``retry_on`` takes the VirtualService's default list there too (Envoy has no
 default condition: an empty ``retry_on`` retries nothing, which no rule asking for retries
 means).
@@ -33,6 +36,7 @@ means).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from meshsim.policy import (
@@ -163,15 +167,27 @@ def istio_cluster(
         from meshsim.scenario.traffic import OutlierDetection
 
         assert isinstance(od, OutlierDetection)
+        # istiod copies maxEjectionPercent only above 0 (applyOutlierDetection), so 0 leaves
+        # Envoy's 10 %; Envoy's own field (a CiliumEnvoyConfig) takes 0 as 0 %.
+        percent = od.max_ejection_percent
+        if percent is None or (percent == 0 and not raw):
+            percent = 10.0
         outlier = OutlierConfig.istio(
             consecutive_5xx_errors=od.consecutive_5xx or 5,
             consecutive_gateway_errors=od.consecutive_gateway_errors or 0,
             interval_s=od.interval_s or 10.0,
             base_ejection_time_s=od.base_ejection_s or 30.0,
-            max_ejection_percent=10.0
-            if od.max_ejection_percent is None
-            else od.max_ejection_percent,
+            max_ejection_percent=percent,
         )
+        if raw:
+            # Success-rate detection off and a 0 % panic threshold are istiod's doing
+            # (§3.1); raw Envoy keeps success-rate enforcing 100 and panic at 50 % (§12.2).
+            default = OutlierConfig.envoy_default()
+            outlier = replace(
+                outlier,
+                enforcing_success_rate=default.enforcing_success_rate,
+                healthy_panic_threshold=default.healthy_panic_threshold,
+            )
     return ClusterPolicy(balancer, thresholds, outlier, hash_source=hash_source)
 
 
