@@ -486,16 +486,19 @@ def test_linkerd_holds_the_endpoint_pending_once_its_connection_is_found_dead() 
     assert failure["last_failed_try_s"] < failure["at_s"] + 30.0
     # Then back-a is pending (reconnecting, every SYN unanswered) and P2C picks only ready
     # endpoints: no request waits for a connect; with no other endpoint hinted for zone-a
-    # the balancer queues, fails fast after 3 s, and keeps failing fast until the endpoints
-    # change at 50 s: r x 10 of them, plus those sent while the destination controller's
-    # update travels.
+    # the balancer queues, fails fast after 3 s (r x 3 of them, and the requests the
+    # sidecar's worker held while it answered the resets), and sheds every new request
+    # while it fails fast until the endpoints change at 50 s: r x 10 in all, plus those
+    # sent while the destination controller's update travels.
     assert failure["connect_timeouts"] == 0
     counts = out["m"].resilience["back"].counts
-    assert int(RATE * 10.0) <= counts["failfasts"] <= int(RATE * 10.0) + 10
+    assert int(RATE * 3.0) <= counts["failfasts"] <= int(RATE * 3.0) + 20
+    refused = counts["failfasts"] + counts["load_shed"]
+    assert int(RATE * 10.0) <= refused <= int(RATE * 10.0) + 10
     statuses = edge(out, "front", "back").statuses
-    assert statuses[503] == counts["failfasts"]
+    assert statuses[503] == refused
     assert statuses[RESET] == failure["hung_tries"]
-    assert failure["caller_errors"] == failure["hung_tries"] + counts["failfasts"]
+    assert failure["caller_errors"] == failure["hung_tries"] + refused
     assert failure["caller_errors_until_s"] == 51.0
     assert out["topology"]["tries"]["back"]["by_zone"]["zone-a->zone-b"] > 0
 

@@ -499,14 +499,32 @@ def test_istio_default_does_not_retry_a_503() -> None:
 
 def test_linkerd_fails_fast_after_3_s_without_ready_endpoints() -> None:
     """§5.1: with every backend pod gone, requests wait 3 s, then fail fast with 503; later
-    ones fail at once while the gate is shut."""
+    ones are shed at once (503) while the queue's gate is shut."""
     events = [{"at_s": 2.0, "action": "kill", "target": "backend", "count": 2}]
     run = summary(doc(events=events, meshes=["linkerd"], rate=20))["runs"]["linkerd"]
     res = run["resilience"]["backend"]
     edge = run["edges"]["frontend->backend"]
-    assert res["failfasts"] > 0
-    assert edge["statuses"]["503"] == res["failfasts"]
+    assert abs(res["failfasts"] - 3.0 * 20) <= 5  # what the callers queued in 3 s
+    assert res["load_shed"] > 0
+    assert edge["statuses"]["503"] == res["failfasts"] + res["load_shed"]
     assert 3000.0 <= edge["latency_ms"]["p999"] <= 3100.0
+
+
+def test_linkerd_sheds_new_requests_while_the_queue_fails_fast() -> None:
+    """§5.1, §6.2: a queue in fail-fast shuts its gate, so the route's LoadShed (right above
+    the backend distribution, below the retries) sheds every new request: a LoadShedError,
+    never retried. Only the requests already queued when fail-fast begins get a
+    FailFastError, which the route's retries retry; the retry is a new request and is shed
+    in turn. Exact: one retry per fail-fast, every 503 a load shed."""
+    events = [{"at_s": 2.0, "action": "kill", "target": "backend", "count": 2}]
+    d = doc([{"service": "backend", "retries": {"attempts": 2, "retry_on": ["5xx"]}}],
+            events=events, meshes=["linkerd"], rate=20)  # fmt: skip
+    run = summary(d)["runs"]["linkerd"]
+    res = run["resilience"]["backend"]
+    assert res["failfasts"] > 0
+    assert res["retries"] == res["failfasts"]
+    assert res["load_shed"] > res["failfasts"]
+    assert run["edges"]["frontend->backend"]["statuses"]["503"] == res["load_shed"]
 
 
 def test_outlier_detection_ejects_the_failing_replica() -> None:
@@ -645,8 +663,8 @@ def test_linkerd_sheds_a_request_when_the_balancer_queue_is_full(
     """§6.2: a full balancer queue sheds the request: 503 at once, never retried (unlike a
     fail-fast, which a route's retries retry), counted as load_shed. Queues of 5 here (not
     10 000): with every backend pod gone, each caller queues 5 requests and sheds the next
-    ones until the queue fails fast 3 s later; each request that fails fast is retried
-    twice, failing fast each time. Exact."""
+    ones until the queue fails fast 3 s later; each of the 5 queued requests fails fast and
+    is retried once, and the retry is shed (the queue's gate is shut then). Exact."""
     from meshsim.policy import FailFast
 
     monkeypatch.setattr(FailFast, "outbound", classmethod(lambda cls: cls(3.0, 5)))
@@ -657,10 +675,9 @@ def test_linkerd_sheds_a_request_when_the_balancer_queue_is_full(
     res = run["resilience"]["backend"]
     shed = res["load_shed"]
     assert shed > 2 * 10  # 10 rps per caller for 2.5 s, less the 5 queued
-    failed_fast = res["retries"] // 2
-    assert res["retries"] == 2 * failed_fast
-    assert res["failfasts"] == 3 * failed_fast
-    assert run["edges"]["frontend->backend"]["statuses"]["503"] == shed + failed_fast
+    assert res["failfasts"] == 2 * 5
+    assert res["retries"] == 2 * 5
+    assert run["edges"]["frontend->backend"]["statuses"]["503"] == shed
 
 
 def test_service_profile_retries_deposit_for_a_fail_fast_and_a_load_shed() -> None:

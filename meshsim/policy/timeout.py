@@ -115,7 +115,8 @@ class FailFastVerdict(enum.Enum):
     ENQUEUE = "enqueue"
     """Queue it (or dispatch at once if an endpoint is ready)."""
     FAILFAST = "failfast"
-    """Fail it at once with a fail-fast 503 (``Outcome.failfast()``)."""
+    """The queue is in fail-fast and its gate is shut: it takes no request, and the route's
+    LoadShed sheds this one (503, never retried, ``Outcome.load_shed()``)."""
     QUEUE_FULL = "queue_full"
     """The queue is at capacity: backpressure, the request is shed."""
 
@@ -124,8 +125,10 @@ class FailFast:
     """linkerd2-proxy's balancer queue fail-fast gate (docs/mesh-semantics.md §5.1).
 
     When requests wait for a ready endpoint and none becomes ready within ``timeout_s``
-    (3 s outbound, 1 s inbound), the queue enters fail-fast: the queued requests and every
-    new one fail with a 503 until an endpoint becomes ready again.
+    (3 s outbound, 1 s inbound), the queue enters fail-fast: the queued requests fail with a
+    FailFastError (503, which route retries may retry on another backend) and the queue's
+    gate shuts, so that every new request is shed in front of it (LoadShedError, 503, never
+    retried) until an endpoint becomes ready again.
 
     Drive it with :meth:`set_ready` whenever the number of ready endpoints goes to or from
     zero, :meth:`admit` for each new request, and :meth:`poll` at :attr:`trips_at` (the

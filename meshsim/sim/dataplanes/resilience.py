@@ -13,8 +13,9 @@ simulator does is listed in the chain module's table of clock differences: a try
 times out answers 504 while the upstream work goes on in the background and is still
 accounted; Linkerd with no ready endpoint queues the request and fails fast (503) if none
 becomes ready within 3 s (§5.1), polling every 50 ms (a rare path), and sheds it (503, not
-retried) when the queue is full; a pod that died but is still in the proxy's view (a stale
-endpoint) refuses the connection: a connect failure after one round trip.
+retried) when the queue is full or already failing fast; a pod that died but is still in
+the proxy's view (a stale endpoint) refuses the connection: a connect failure after one
+round trip.
 
 The hot path stays cheap: without a timeout the try runs inline (``yield from``), the
 retry state is built only after a failure, and absent policies cost a ``None`` check. A
@@ -387,20 +388,22 @@ def _pick_waiting(
 ) -> Generator[simpy.Event, Any, Pod | int | None]:
     """Step 1 after :func:`_pick_ready` found nothing ready: Linkerd's balancer queue, then
     an endpoint, or ``None`` to try again (a fail-fast that its route retries retry), or a
-    final status (a full queue sheds the request)."""
+    final status (a queue in fail-fast or full sheds the request)."""
     ff = cs.failfast
     assert ff is not None
     now = c.proxy.env.now
-    verdict = ff.admit(now, cs.queued)
-    if verdict is FailFastVerdict.QUEUE_FULL:
+    if ff.admit(now, cs.queued) is not FailFastVerdict.ENQUEUE:
+        # The queue is not ready (its gate shut in fail-fast, or full), so the route's
+        # LoadShed, right above the backend distribution, fails the request at once: a
+        # LoadShedError, which route retries never retry. Only the requests already queued
+        # when fail-fast begins get a (retryable) FailFastError (§5.1).
         shed = ex.decide_load_shed(now)
         assert shed.event is not None
         c.stats.count(shed.event)
         return SERVICE_UNAVAILABLE
-    if verdict is FailFastVerdict.ENQUEUE:
-        waited = yield from _await_ready(c, version, cs, ex.deadline)
-        if waited is not None:
-            return _choose(c, ex, cs, waited, c.proxy.env.now)
+    waited = yield from _await_ready(c, version, cs, ex.deadline)
+    if waited is not None:
+        return _choose(c, ex, cs, waited, c.proxy.env.now)
     return (yield from _failed_fast(c, ex))
 
 
