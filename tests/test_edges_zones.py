@@ -194,11 +194,37 @@ def test_linkerd_hints_keep_traffic_in_zone_until_the_endpoints_change() -> None
     # until they are removed, then one zone-b endpoint donated to zone-a.
     assert "zone-b->zone-a" not in back
     assert back["zone-a->zone-b"] > 0
-    assert failure["last_failed_try_s"] < failure["endpoints_removed_s"] + 0.5
-    # It waited for the endpoints, not for a failover: once failure accrual had marked both
-    # hinted endpoints, the balancer queued requests for seconds (released only by accrual
-    # probes to the dead pods and, 5 s after the failure, by the endpoints changing).
-    assert failure["caller_max_latency_s"] > 3.0
+    # The dead pods closed their connections as they died and refuse every reconnect:
+    # the balancer holds them pending and P2C picks only ready endpoints, so no try goes
+    # to them. With none ready it waited for the endpoints, not for a failover: its queue
+    # held the requests 3 s, failed them fast, then shed the rest (503 at once) until the
+    # endpoints changed, 5 s after the failure.
+    assert failure["failed_tries"] == 0
+    assert failure["caller_max_latency_s"] == pytest.approx(3.0, abs=0.01)
+    counts = out["m"].resilience["back"].counts
+    assert failure["caller_errors"] == counts["failfasts"] + counts["load_shed"]
+    assert failure["caller_errors_until_s"] == failure["endpoints_removed_s"] + 1.0
+
+
+def test_linkerd_sends_no_try_to_the_pods_of_a_zone_that_refuses() -> None:
+    """Two of back's four pods refuse connections from 10 s (their processes died) until
+    they leave the endpoints at 15 s; no locality, no retries. Istio's sidecars keep
+    sending them their share, and each such try fails. Linkerd's balancers hold them
+    pending (their HTTP/2 connections closed as they died, every reconnect is refused)
+    and P2C picks only ready endpoints: the two live pods take every call. Exact."""
+    text = BASE + (
+        "events:\n"
+        "  - {at_s: 10, action: fail-zone, target: zone-a, services: [back],"
+        " endpoints_removed_after_s: 5, mode: refuse}\n"
+    )
+    (istio,) = run(text, "istio")["topology"]["zone_failures"]
+    assert istio["failed_tries"] > 0.4 * 100 * 5.0
+    out = run(text, "linkerd")
+    (linkerd,) = out["topology"]["zone_failures"]
+    assert linkerd["failed_tries"] == 0
+    assert linkerd["caller_errors"] == 0
+    n = out["m"].resilience["back"].counts["requests"]
+    assert edge(out, "front", "back").statuses == {200: n}
 
 
 def test_a_whole_zone_failure_counts_every_pod_and_leaves_hints_to_the_rest() -> None:

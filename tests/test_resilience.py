@@ -428,7 +428,7 @@ def test_istio_default_retries_a_connect_failure_to_a_killed_pod(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """§1.3: Istio retries connect failures by default (previous_hosts moves the retry to
-    the live pod); Linkerd does not retry by default, so its callers see them."""
+    the live pod)."""
     _stale_view(monkeypatch)
     events = [{"at_s": 2.0, "action": "kill", "target": "backend", "count": 1}]
     istio = summary(doc(events=events))["runs"]["istio"]
@@ -436,9 +436,30 @@ def test_istio_default_retries_a_connect_failure_to_a_killed_pod(
     assert res["connect_failures"] > 50
     assert res["retries"] == res["connect_failures"]
     assert "1" not in istio["edges"]["frontend->backend"]["statuses"]
-    linkerd = summary(doc(events=events, meshes=["linkerd"]))["runs"]["linkerd"]
-    assert linkerd["resilience"]["backend"]["retries"] == 0
-    assert linkerd["edges"]["frontend->backend"]["statuses"].get("1", 0) > 0
+
+
+def test_linkerd_leaves_a_killed_pod_out_while_its_reconnects_fail(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """§5: linkerd2-proxy's balancer picks only ready endpoints, and an endpoint is ready
+    only while its HTTP/2 connection is up: the killed pod's closed as it died and every
+    reconnect is refused, so no try goes to it, however stale the view (kept for the whole
+    run here). Over HTTP/1.1 (no protocol upgrade) the proxy connects per request: the dead
+    pod stays in, and its tries fail (no retries by default; its near-zero failure times
+    even draw Peak-EWMA to it). Exact."""
+    _stale_view(monkeypatch)
+    events = [{"at_s": 2.0, "action": "kill", "target": "backend", "count": 1}]
+    run = summary(doc(events=events, meshes=["linkerd"]))["runs"]["linkerd"]
+    res = run["resilience"]["backend"]
+    n = res["requests"]
+    assert res["connect_failures"] == 0
+    assert run["edges"]["frontend->backend"]["statuses"] == {"200": n}
+    h1_options = {"linkerd": {"protocol_upgrade": False}}
+    h1 = summary(doc(events=events, meshes=["linkerd"], options=h1_options))["runs"]["linkerd"]
+    res = h1["resilience"]["backend"]
+    assert res["connect_failures"] > 0.5 * 100 * 8.0
+    assert res["retries"] == 0
+    assert h1["edges"]["frontend->backend"]["statuses"]["1"] == res["connect_failures"]
 
 
 def test_istio_max_retries_0_is_unset_for_istiod_but_0_for_cilium(
@@ -605,6 +626,38 @@ def test_the_proxy_gives_a_linkerd_backend_with_no_ready_host_weight_0() -> None
     assert {policy.pick(2, now, rng) for _ in range(40)} == {0}
     policy.cluster.record(0, Outcome.response(500), now, rng)
     assert {policy.pick(2, now, rng) for _ in range(40)} == {None}
+
+
+def test_the_proxy_holds_a_linkerd_host_whose_connect_failed_pending_for_its_back_off() -> None:
+    """§5, §5.1: the real proxy connects per request, so the try that finds a host down
+    fails (the chain's table); the host is then pending for linkerd2-proxy's outbound
+    connect back-off (100 ms, then 200 ms, ..., each with up to 10 % jitter), the request
+    sent when it is due being the next attempt; an answer ends the back-off. Istio, and
+    Linkerd over HTTP/1.1 (which connects per request and is always ready), keep it."""
+    import numpy as np
+
+    from meshsim.proxy.policies import policy_for
+    from meshsim.proxy.seam import Attempt
+    from meshsim.scenario.options import MeshOptions
+
+    rng = np.random.default_rng(0)
+    refused = Attempt(0, None, "connect_failure")
+    policy = policy_for({}, 1, mesh="linkerd")
+    policy.record(refused, 0.0)
+    assert policy.pick(1, 0.0999, rng) is None
+    assert policy.pick(1, 0.1101, rng) == 0
+    policy.record(refused, 0.2)  # the attempt failed: the back-off goes on
+    assert policy.pick(1, 0.3999, rng) is None
+    assert policy.pick(1, 0.4201, rng) == 0
+    policy.record(Attempt(0, 200), 0.5)
+    policy.record(refused, 0.6)  # a new loss: the back-off starts again
+    assert policy.pick(1, 0.6999, rng) is None
+    assert policy.pick(1, 0.7101, rng) == 0
+    h1 = MeshOptions.model_validate({"linkerd": {"protocol_upgrade": False}})
+    for other in (policy_for({}, 1, mesh="istio"), policy_for({}, 1, mesh="linkerd",
+                                                             options=h1)):  # fmt: skip
+        other.record(refused, 0.0)
+        assert other.pick(1, 0.0, rng) == 0
 
 
 def test_linkerd_retries_a_fail_fast_on_a_backend_picked_again(

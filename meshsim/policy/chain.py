@@ -55,6 +55,12 @@ no ready endpoint          Linkerd: queue up to 3 s, then fail  503 at once (no 
                            fast, and a split gives the backend  so a split gives a Linkerd backend
                            weight 0 while it fails fast; Envoy: with no ready host weight 0 at
                            503 UH at once                       once
+an endpoint whose          Linkerd over HTTP/2: pending while   Linkerd: connects per request, so
+connection is down         it reconnects, so no try goes to it  the try that finds the host down
+(Linkerd)                  (the failure model says whether the  fails (503); then it is pending
+                           connection is up;                    until its next attempt is due (the
+                           ``meshsim.policy.reconnect``)        same back-off), and the request
+                                                                then sent to it is that attempt
 the attempt                modelled hops, CPU and app; a try    a real upstream connection; a try
                            that times out runs on in the        that times out is closed
                            background

@@ -55,6 +55,7 @@ from meshsim.policy.mapping import (
     connect_timeout_s,
     translate,
 )
+from meshsim.policy.reconnect import EndpointConnections
 from meshsim.proxy.seam import NO_FAULT, Attempt, Fault, PassThrough, RoutePolicy
 
 if TYPE_CHECKING:
@@ -114,6 +115,7 @@ class MeshPolicy:
         envoy: bool = True,
         budget: tuple[float, int, float] | None = None,
         connect_timeout_s: float = ENVOY_CONNECT_TIMEOUT_S,
+        reconnects: bool = False,
     ) -> None:
         self.service = service
         self.route = service.routes[0]
@@ -141,7 +143,11 @@ class MeshPolicy:
         self._single = Exchange(self.route, envoy=envoy, now=now, budget=self.budget)
         """The chain's steps for a request's only try (never decides: it has no retries)."""
         self._rng = np.random.default_rng(0)
-        """Outlier detection and failure accrual draw only for ejection and penalty jitter."""
+        """Outlier detection, failure accrual and reconnects draw only for ejection, penalty
+        and back-off jitter."""
+        self.connections = EndpointConnections() if reconnects else None
+        """Linkerd over HTTP/2: a host whose connect failed is pending while it reconnects
+        (the chain's table of clock differences)."""
 
     def _check_subsets(self, subsets: tuple[str, ...] | None) -> None:
         if subsets is None or len(subsets) != len(self.hosts):
@@ -192,6 +198,8 @@ class MeshPolicy:
                 return None
             candidates = self.subset_hosts[subset]
         candidates = self.cluster.healthy(candidates, now, rng)
+        if self.connections is not None:
+            candidates = self.connections.ready(candidates, now)
         if not candidates:
             return None
         host = ex.pick(self.cluster, candidates, now, rng, rng)
@@ -201,10 +209,17 @@ class MeshPolicy:
         """Linkerd: the subsets with no ready host. Without a balancer queue such a backend
         fails at once, as one in fail-fast does, so a split gives it weight 0 (the chain's
         table of clock differences)."""
-        accrual = self.cluster.accrual
-        if self.envoy or accrual is None:
+        accrual, connections = self.cluster.accrual, self.connections
+        if self.envoy or (accrual is None and connections is None):
             return frozenset()
-        return {s for s, hosts in self.subset_hosts.items() if not accrual.ready(hosts, now)}
+        unready: set[str] = set()
+        for subset, hosts in self.subset_hosts.items():
+            ready: list[Any] = hosts if accrual is None else accrual.ready(hosts, now)
+            if connections is not None:
+                ready = connections.ready(ready, now)
+            if not ready:
+                unready.add(subset)
+        return unready
 
     def admit(self, host: int, now: float) -> bool:
         if not self.cluster.admit():
@@ -216,6 +231,12 @@ class MeshPolicy:
         self.cluster.settle(host, started, now)
 
     def record(self, attempt: Attempt, now: float) -> list[int]:
+        connections = self.connections
+        if connections is not None:
+            if attempt.failure == "connect_failure":
+                connections.failed(attempt.host, now, self._rng)
+            elif attempt.status is not None:
+                connections.connected(attempt.host)
         ejected = self.cluster.record(attempt.host, outcome_of(attempt), now, self._rng)
         return [attempt.host] if ejected else []
 
@@ -353,13 +374,17 @@ def policy_for(
     mesh = mesh or "istio"
     options = options if options is not None else MeshOptions()
     service, flavour, budget = listener_policy(traffic, mesh, options)
+    linkerd = flavour != "envoy"
     return MeshPolicy(
         service,
         hosts,
         subsets,
-        envoy=flavour == "envoy",
+        envoy=not linkerd,
         budget=budget,
         connect_timeout_s=connect_timeout_s(mesh, options),
+        # Between Linkerd's proxies HTTP/2 (the protocol upgrade): readiness follows the
+        # connection. Its HTTP/1.1 client connects per request and is always ready.
+        reconnects=linkerd and options.linkerd.protocol_upgrade,
     )
 
 

@@ -118,6 +118,9 @@ class Simulation:
         self._coin = Uniforms(self.streams("calls"))
         self._faults = Uniforms(self.streams("faults"))
         self._request_ids = 0
+        self.deaths = 0
+        """Pods that died so far (killed, or in a failed zone): until one has, no balancer
+        needs to look for endpoints whose connection is down."""
         self.services: dict[str, ServiceRuntime] = {}
         self._build_services()
         self.data_plane = data_plane_for(mesh, self)
@@ -219,6 +222,7 @@ class Simulation:
         was_ready = pod.ready
         pod.alive = False
         pod.ready = False
+        self.deaths += 1
         if pod.node.tree is not None:
             pod.node.tree.pod_killed(pod)
         pod.service.refresh_endpoints()

@@ -245,6 +245,7 @@ def fail_zone(
     ]
     for pod in victims:
         pod.alive = False  # what it holds ends with a reset (Simulation.serve), or hangs
+    sim.deaths += len(victims)
     failure = state.fail(event.target, victims, event.mode)
     what = "" if wanted is None else f" ({', '.join(sorted(wanted))})"
     how = "answer nothing" if event.mode == "blackhole" else "refuse connections"

@@ -64,7 +64,7 @@ class ZoneState:
         self._per_second: dict[str, tuple[list[int], list[int]]] = {}
         """Per destination service: tries and cross-zone tries in each second of the run."""
         self.blackholes = 0
-        """Black-hole failures so far (Linkerd's balancers then look for pending endpoints)."""
+        """Black-hole failures so far."""
         self.rejoined: dict[str, ZoneFailure] = {}
         """Pods back after a recovery (the same, or restarted) -> the failure."""
 
@@ -169,11 +169,13 @@ class ZoneState:
         return failure.blackholed_try(self.sim.env, proxy.name, pod, connected)
 
     def pending(self, proxy_name: str, pod: Pod) -> bool:
-        """Whether the dead ``pod`` is black-holed with no connection from ``proxy_name``
-        that is still believed up (Linkerd's balancer then holds it as pending)."""
+        """Whether Linkerd's balancer at ``proxy_name`` holds the dead ``pod`` as pending
+        (:mod:`meshsim.policy.reconnect`): its HTTP/2 connection is down and every reconnect
+        fails. A pod killed, or in a zone that refuses, closed its connections as it died;
+        a black-holed one is pending once no connection to it is believed up."""
         failure = self._failed.get(pod.name)
         if failure is None or failure.mode != "blackhole" or failure.recovered_at_s is not None:
-            return False
+            return True
         return not failure.connected(proxy_name, pod, self.sim.env.now)
 
     def hang_s(self, pod: Pod) -> float:
@@ -305,16 +307,6 @@ class LocalityChoice:
                 return by_priority[p]
             draw -= load
         return []
-
-    def visible(self, proxy: Any, service: ServiceRuntime, view: list[Pod]) -> list[Pod]:
-        """The endpoints of ``service`` that ``proxy``'s balancer holds: what the control
-        plane tells it (:meth:`told`) less, for Linkerd, black-holed endpoints it has no
-        live connection to (they are pending, reconnecting, and P2C picks only ready ones)."""
-        view = self.told(proxy, service, view)
-        if self.envoy or not self.state.blackholes:
-            return view
-        pending = self.state.pending
-        return [p for p in view if p.alive or not pending(proxy.name, p)]
 
     def told(self, proxy: Any, service: ServiceRuntime, view: list[Pod]) -> list[Pod]:
         """What the control plane tells ``proxy`` of ``service``: with zone hints (Linkerd's

@@ -15,7 +15,7 @@ accounted; Linkerd with no ready endpoint queues the request and fails fast (503
 becomes ready within 3 s (§5.1), polling every 50 ms (a rare path), and sheds it (503, not
 retried) when the queue is full or already failing fast; a pod that died but is still in
 the proxy's view (a stale endpoint) refuses the connection: a connect failure after one
-round trip.
+round trip (Linkerd over HTTP/2 holds it pending instead, and sends it nothing).
 
 The hot path stays cheap: without a timeout the try runs inline (``yield from``), the
 retry state is built only after a failure, and absent policies cost a ``None`` check. A
@@ -151,21 +151,38 @@ def _run_try(
 def _endpoints(
     proxy: L7Proxy, service: ServiceRuntime, version: str | None
 ) -> tuple[list[Pod], tuple[int, int, int]]:
+    """The endpoints of ``service`` (of its subset ``version``) that ``proxy``'s balancer
+    holds ready, and the key of the view they come from."""
     view: list[Pod] = proxy.view(service)
-    locality = proxy.resilience.locality if proxy.resilience is not None else None
+    res = proxy.resilience
+    locality = res.locality if res is not None else None
     if locality is not None:  # zone hints narrow what the proxy is told (meshsim.sim.zones)
-        view = locality.visible(proxy, service, view)
+        view = locality.told(proxy, service, view)
     key = (id(view), len(view), service.generation)
-    if version is None:
-        return view, key
-    cache = proxy._groups
-    cached = cache.get(service.name)
-    if cached is None or cached[0] != key:
-        by_version: dict[str, list[Pod]] = {name: [] for name in service.versions}
-        for pod in view:
-            by_version.setdefault(pod.version.name, []).append(pod)
-        cached = cache[service.name] = (key, by_version)
-    return cached[1].get(version, []), key
+    eps = view
+    if version is not None:
+        cache = proxy._groups
+        cached = cache.get(service.name)
+        if cached is None or cached[0] != key:
+            by_version: dict[str, list[Pod]] = {name: [] for name in service.versions}
+            for pod in view:
+                by_version.setdefault(pod.version.name, []).append(pod)
+            cached = cache[service.name] = (key, by_version)
+        eps = cached[1].get(version, [])
+    if res is not None and not res.envoy and res.sim.deaths and res.h2(service):
+        eps = _connected(proxy, eps)
+    return eps, key
+
+
+def _connected(proxy: L7Proxy, eps: list[Pod]) -> list[Pod]:
+    """Linkerd over HTTP/2: the endpoints whose connection is up. A dead pod's is down (its
+    connections closed as it died, or black-holed ones found dead) and every reconnect
+    fails, so the balancer holds it as pending and P2C leaves it out; no request is sent to
+    it (:mod:`meshsim.policy.reconnect`, docs/mesh-semantics.md §5). (Over HTTP/1.1
+    linkerd2-proxy connects per request: a dead pod stays in and its tries fail.)"""
+    pending = proxy.resilience.sim.zones.pending
+    name = proxy.name
+    return [p for p in eps if p.alive or not pending(name, p)]
 
 
 def _choose_version(c: _Call, ex: Exchange) -> str | None:
