@@ -15,6 +15,8 @@ import pytest
 
 from meshsim.errors import ScenarioError
 from meshsim.policy.locality import EdfScheduler, allocate_hints, availability, priority_loads
+from meshsim.policy.reconnect import reconnected_at
+from meshsim.rng import Streams
 from meshsim.scenario import load_scenario
 from meshsim.scenario.loader import loads
 from meshsim.sim.app import CONNECT_FAILURE, RESET
@@ -527,6 +529,48 @@ def test_linkerd_holds_the_endpoint_pending_once_its_connection_is_found_dead() 
     assert failure["caller_errors"] == failure["hung_tries"] + refused
     assert failure["caller_errors_until_s"] == 51.0
     assert out["topology"]["tries"]["back"]["by_zone"]["zone-a->zone-b"] > 0
+
+
+def test_linkerd_reconnects_to_a_healed_pod_at_its_next_attempt_not_at_once() -> None:
+    """§5.1: a Linkerd endpoint whose connection is down is pending while the proxy
+    reconnects, 100 ms, then 200 ms, 400 ms ... (jitter 0.1) apart, each attempt failing at
+    once when refused. Zone-a's pods refuse from 10 s and answer again from 14 s: back-a,
+    the one endpoint hinted for zone-a, is ready at the first attempt from 14 s on (about
+    16.3-16.9 s), not at 14 s, and zone-a's calls fail until then. Exact: the attempt is
+    computed from the run's own stream."""
+    text = DRILL.replace("endpoints_removed_after_s: 5}", "mode: refuse}").replace(
+        "at_s: 20, action: recover-zone", "at_s: 14, action: recover-zone"
+    )
+    out = run(text, "linkerd")
+    (failure,) = out["topology"]["zone_failures"]
+    assert failure["recovered_at_s"] == 14.0
+    ready_at = reconnected_at(10.0, 14.0, 0.0, Streams(3)("reconnects"))
+    assert 16.3 <= ready_at <= 16.93
+    back_at = failure["recovered_at_s"] + failure["first_recovered_try_s"]
+    assert ready_at <= back_at <= ready_at + 1 / RATE
+    assert failure["caller_errors_recovery"] >= int(RATE * (ready_at - 15.0))
+
+
+def test_linkerd_reconnects_to_a_healed_black_hole_after_connect_timeouts() -> None:
+    """§5.1: black-holed, each reconnect attempt fails at the 1 s connect timeout. The
+    connection zone-a's caller held is found dead at 40 s (TCP_USER_TIMEOUT, 30 s after
+    the failure), and the zone answers again at 45 s, before back-a leaves the endpoints
+    (50 s): attempts at 40 s + 0.1, then 1 s + 0.2, 1 s + 0.4 ... later, and back-a is ready
+    at the first from 45 s on (about 47.1-47.4 s). Exact, as above."""
+    text = (
+        DRILL.replace("concurrency: 1000", "concurrency: 10000")
+        .replace("connections: 1000", "connections: 10000")
+        .replace("duration_s: 30", "duration_s: 60")
+        .replace(" endpoints_removed_after_s: 5}", "}")
+        .replace("at_s: 20, action: recover-zone", "at_s: 45, action: recover-zone")
+    )
+    out = run(text, "linkerd")
+    (failure,) = out["topology"]["zone_failures"]
+    assert failure["endpoints_removed_s"] is None
+    ready_at = reconnected_at(40.0, 45.0, 1.0, Streams(3)("reconnects"))
+    assert 47.1 <= ready_at <= 47.41
+    back_at = failure["recovered_at_s"] + failure["first_recovered_try_s"]
+    assert ready_at <= back_at <= ready_at + 1 / RATE
 
 
 def test_an_ambient_waypoint_hangs_its_tries_on_the_tunnel_it_held() -> None:

@@ -28,7 +28,7 @@ import numpy as np
 
 from meshsim.policy.backoff import LinkerdBackOff
 
-__all__ = ["CONNECT_BACKOFF", "EndpointConnections", "Reconnect"]
+__all__ = ["CONNECT_BACKOFF", "EndpointConnections", "Reconnect", "reconnected_at"]
 
 CONNECT_BACKOFF = LinkerdBackOff(min_s=0.1, max_s=60.0, jitter=0.1)
 """``LINKERD2_PROXY_OUTBOUND_CONNECT_BACKOFF``'s default (linkerd2-proxy
@@ -66,6 +66,25 @@ class Reconnect:
         """A connect attempt succeeded: the endpoint is ready and its back-off is dropped."""
         self.iteration = 0
         self.next_attempt_s = None
+
+
+def reconnected_at(
+    lost_at: float,
+    answers_from: float,
+    attempt_s: float,
+    rng: np.random.Generator,
+    backoff: LinkerdBackOff = CONNECT_BACKOFF,
+) -> float:
+    """When a connection lost at ``lost_at`` is up again, its peer answering again from
+    ``answers_from`` (a partition that healed): at the first reconnect attempt that starts
+    then or later, not at once. Each earlier attempt fails ``attempt_s`` after it starts (a
+    refused connect at once, an unanswered one at the connect timeout: its SYN is not sent
+    again before then), and the next one waits the back-off's next delay."""
+    r = Reconnect(backoff)
+    at = r.failed(lost_at, rng)
+    while at < answers_from:
+        at = r.failed(at + attempt_s, rng)
+    return at
 
 
 class EndpointConnections:

@@ -26,9 +26,11 @@ it) at once. What a proxy that still sends to them meets depends on the event's 
 Either way the pods leave the endpoints after the node controller's grace period
 (``endpoints_removed_after_s``). A ``recover-zone`` event (or the failure's ``duration_s``)
 brings the zone back: pods still in the endpoints (a partition that healed) answer again at
-once; pods that had left them start again on the same nodes after ``restart_after_s`` and
-become ready as any new pod does (certificate, configuration, the endpoint change
-propagated by the control plane), and the locality mechanism moves the traffic back.
+once (a Linkerd balancer takes one back at its next reconnect attempt,
+:mod:`meshsim.policy.reconnect`); pods that had left them start again on the same nodes
+after ``restart_after_s`` and become ready as any new pod does (certificate, configuration,
+the endpoint change propagated by the control plane), and the locality mechanism moves the
+traffic back.
 
 Each failure's figures go into ``topology.zone_failures`` (:meth:`ZoneFailure.as_dict`).
 """

@@ -31,6 +31,7 @@ import simpy
 
 from meshsim.policy.locality import EdfScheduler, allocate_hints, availability, priority_loads
 from meshsim.policy.mapping import connect_timeout_s
+from meshsim.policy.reconnect import reconnected_at
 from meshsim.sim.sampling import Uniforms
 from meshsim.sim.topology import Topology
 from meshsim.sim.zone_failures import (
@@ -67,6 +68,10 @@ class ZoneState:
         """Black-hole failures so far."""
         self.rejoined: dict[str, ZoneFailure] = {}
         """Pods back after a recovery (the same, or restarted) -> the failure."""
+        self._reconnected: dict[tuple[str, str], float] = {}
+        """(proxy, pod back from a healed partition) -> when the proxy's Linkerd balancer
+        reconnects to it."""
+        self._reconnect_rng: Any = None
 
     def zone_of(self, node: Any) -> str | None:
         loc = self.topology.of(node)
@@ -169,14 +174,46 @@ class ZoneState:
         return failure.blackholed_try(self.sim.env, proxy.name, pod, connected)
 
     def pending(self, proxy_name: str, pod: Pod) -> bool:
-        """Whether Linkerd's balancer at ``proxy_name`` holds the dead ``pod`` as pending
-        (:mod:`meshsim.policy.reconnect`): its HTTP/2 connection is down and every reconnect
-        fails. A pod killed, or in a zone that refuses, closed its connections as it died;
-        a black-holed one is pending once no connection to it is believed up."""
+        """Whether Linkerd's balancer at ``proxy_name`` holds ``pod`` as pending
+        (:mod:`meshsim.policy.reconnect`): its HTTP/2 connection is down. A pod killed, or
+        in a zone that refuses, closed its connections as it died; a black-holed one is
+        pending once no connection to it is believed up; either way every reconnect fails
+        while it is dead. One back from a healed partition is pending until the proxy's
+        next reconnect attempt."""
+        now = self.sim.env.now
+        if pod.alive:
+            back = self.rejoined.get(pod.name)
+            if back is None or back.endpoints_removed_s is not None:
+                return False  # a restarted pod is a new endpoint: connected as it joins
+            return now < self._reconnected_at(back, proxy_name, pod)
         failure = self._failed.get(pod.name)
         if failure is None or failure.mode != "blackhole" or failure.recovered_at_s is not None:
             return True
-        return not failure.connected(proxy_name, pod, self.sim.env.now)
+        return not failure.connected(proxy_name, pod, now)
+
+    def _reconnected_at(self, failure: ZoneFailure, proxy_name: str, pod: Pod) -> float:
+        """When ``proxy_name``'s reconnect to ``pod`` succeeds after ``failure`` healed: its
+        connection was lost when the pod went (refused), or when the connection it held was
+        found dead, or at once without one (black-holed); each attempt fails then at once,
+        or at the connect timeout, until the first one after the heal (§5.1)."""
+        key = (proxy_name, pod.name)
+        at = self._reconnected.get(key)
+        if at is None:
+            healed = failure.recovered_at_s
+            assert healed is not None
+            lost, attempt_s = failure.at_s, 0.0
+            if failure.mode == "blackhole":
+                attempt_s = failure.connect_timeout_s
+                if key in failure.held_h2:
+                    lost = failure.dead_at_s  # (never, if the partition healed before)
+            if lost >= healed:
+                at = healed
+            else:
+                if self._reconnect_rng is None:
+                    self._reconnect_rng = self.sim.streams("reconnects")
+                at = reconnected_at(lost, healed, attempt_s, self._reconnect_rng)
+            self._reconnected[key] = at
+        return at
 
     def hang_s(self, pod: Pod) -> float:
         """How long the reply to a request the dead ``pod`` held is awaited before its

@@ -178,10 +178,14 @@ def _connected(proxy: L7Proxy, eps: list[Pod]) -> list[Pod]:
     """Linkerd over HTTP/2: the endpoints whose connection is up. A dead pod's is down (its
     connections closed as it died, or black-holed ones found dead) and every reconnect
     fails, so the balancer holds it as pending and P2C leaves it out; no request is sent to
-    it (:mod:`meshsim.policy.reconnect`, docs/mesh-semantics.md §5). (Over HTTP/1.1
-    linkerd2-proxy connects per request: a dead pod stays in and its tries fail.)"""
-    pending = proxy.resilience.sim.zones.pending
+    it (:mod:`meshsim.policy.reconnect`, docs/mesh-semantics.md §5). One back from a
+    healed partition is pending until the proxy's next reconnect attempt (§5.1). (Over
+    HTTP/1.1 linkerd2-proxy connects per request: a dead pod stays in and its tries fail.)"""
+    zones = proxy.resilience.sim.zones
+    pending = zones.pending
     name = proxy.name
+    if zones.rejoined:
+        return [p for p in eps if not pending(name, p)]
     return [p for p in eps if p.alive or not pending(name, p)]
 
 
