@@ -752,3 +752,25 @@ def test_service_profile_retries_deposit_for_a_fail_fast_and_a_load_shed() -> No
     shed = Exchange(RoutePolicy(profile_retry=True), envoy=False, now=0.0, budget=budget)
     assert shed.decide_load_shed(0.0).event == "load_shed"
     assert budget.balance(0.0) == 2
+
+
+# --------------------------------------------------------------------------- consistent hash
+
+
+def test_a_consistent_hash_ring_over_pods_is_the_ring_over_their_names() -> None:
+    """A ring (or Maglev table) hashes each host's ``str()``: a pod's is its name, so where
+    a key lands depends on the pods, not on where they sit in memory, and a run repeats in
+    another process. Exact: every key picks the pod the ring over the names picks."""
+    import numpy as np
+
+    from meshsim.policy import Maglev, RingHash
+
+    sim = Simulation(from_dict(doc(backend={"replicas": 4})), "istio", 4)
+    pods = sim.services["backend"].pods
+    names = [p.name for p in pods]
+    rng = np.random.default_rng(0)
+    for cls in (RingHash, Maglev):
+        by_pod, by_name = cls(), cls()
+        for key in range(50):
+            pod = by_pod.pick(pods, 0.0, rng, hash_key=f"caller-{key}")
+            assert pod.name == by_name.pick(names, 0.0, rng, hash_key=f"caller-{key}")

@@ -114,6 +114,11 @@ class Pod:
         )
         self.call_plan = version.call_plan
 
+    def __str__(self) -> str:
+        # What a consistent-hash ring hashes for a host (meshsim.policy.hash_balancer): its
+        # name, unique in a run, where the default would be the object's memory address.
+        return self.name
+
 
 def call_groups(calls: list[Call]) -> list[list[Call]]:
     """Calls in execution order: a run of consecutive ``parallel`` calls forms one group."""
