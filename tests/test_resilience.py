@@ -774,3 +774,72 @@ def test_a_consistent_hash_ring_over_pods_is_the_ring_over_their_names() -> None
         for key in range(50):
             pod = by_pod.pick(pods, 0.0, rng, hash_key=f"caller-{key}")
             assert pod.name == by_name.pick(names, 0.0, rng, hash_key=f"caller-{key}")
+
+
+def _ring(
+    mesh: str, options: dict[str, Any] | None = None, **changes: Any
+) -> tuple[Simulation, dict[str, int]]:
+    """Six web pods call api (four pods, ring_hash on the source); the attempts per pod."""
+    d: dict[str, Any] = {
+        "meshsim": 1, "name": "ring", "seed": 5, "duration_s": 4.0, "warmup_s": 1.0,
+        "meshes": [mesh], "cluster": {"nodes": 3, "cores_per_node": 4},
+        "services": [
+            {"name": "web", "replicas": 6, "cpu_ms": 0.3, "calls": [{"service": "api"}]},
+            {"name": "api", "replicas": 4, "cpu_ms": 0.5},
+        ],
+        "workloads": [{"name": "users", "target": "web", "rate_rps": 300}],
+        "traffic": [{"service": "api", "load_balancer": "ring_hash"}],
+        "mesh_options": options or {},
+        **changes,
+    }  # fmt: skip
+    sim = Simulation(from_dict(d), mesh, 5)
+    sim.run()
+    return sim, sim.data_plane.resilience.stats("api").by_endpoint  # type: ignore[attr-defined]
+
+
+def _ring_picks(sim: Simulation, keys: list[str]) -> set[str]:
+    """The api pods a ring over api's endpoints gives ``keys``."""
+    import numpy as np
+
+    from meshsim.policy import RingHash
+
+    ring, rng = RingHash(), np.random.default_rng(0)
+    pods = sim.services["api"].endpoints
+    return {ring.pick(pods, 0.0, rng, hash_key=key).name for key in keys}
+
+
+@pytest.mark.parametrize(
+    ("mesh", "options"),
+    [
+        ("istio", None),
+        ("istio-ambient", {"istio-ambient": {"waypoints": ["api"]}}),
+        ("cilium", None),
+    ],
+)
+def test_hashing_the_source_keeps_each_calling_pod_on_its_own_endpoint(
+    mesh: str, options: dict[str, Any] | None
+) -> None:
+    """§4: ``useSourceIp`` hashes the downstream connection's source address: at a sidecar
+    the calling pod's; at a waypoint the calling pod's too (ztunnel spoofs it on the HBONE
+    connection, and the waypoint's internal listener takes it over); at Cilium's node Envoy
+    the calling pod's (a transparent redirect). So behind a shared proxy each web pod still
+    sticks to one api pod of its own and the six spread over several, as with sidecars,
+    not all onto one. Exact: the api pods tried are those a ring gives the web pods."""
+    sim, tried = _ring(mesh, options)
+    expected = _ring_picks(sim, [p.name for p in sim.services["web"].pods])
+    assert len(expected) > 1
+    assert set(tried) == expected
+
+
+def test_a_gateway_hashes_its_clients_not_itself() -> None:
+    """§4: at an ingress gateway the downstream connection is the client's: each workload
+    (one client) sticks to one api pod of its own, whichever gateway replica it enters by.
+    Exact, as above."""
+    workloads = [
+        {"name": f"shop-{i}", "target": "api", "rate_rps": 50, "via": "ingress"} for i in range(6)
+    ]
+    gateways = [{"name": "ingress", "replicas": 2, "routes": [{"service": "api"}]}]
+    sim, tried = _ring("istio", workloads=workloads, gateways=gateways)
+    expected = _ring_picks(sim, [f"client/{w['name']}" for w in workloads])
+    assert len(expected) > 1
+    assert set(tried) == expected

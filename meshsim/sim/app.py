@@ -186,3 +186,9 @@ class Client:
     @property
     def pod_name(self) -> str:
         return client_pod_name(self.name)
+
+
+def source_name(src: Pod | Client) -> str:
+    """Where a connection from ``src`` comes from, as its peer sees its source address: the
+    pod (a workload's client: its pod)."""
+    return src.name if isinstance(src, Pod) else src.pod_name

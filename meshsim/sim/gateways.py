@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import simpy
 
 from meshsim.scenario.resources import ISTIO_GATEWAY_RESOURCES, envoy_concurrency
-from meshsim.sim.app import CONNECT_FAILURE, RESET
+from meshsim.sim.app import CONNECT_FAILURE, RESET, source_name
 from meshsim.sim.dataplanes.mesh import cost_model
 from meshsim.sim.dataplanes.routing import L7Proxy
 
@@ -295,7 +295,8 @@ class Gateways:
         worker.requests += 1
         if counting:
             gw.in_pod_s += env.now - arrived
-        status = yield from proxy.outbound(self._attempt, service, req, worker, nbytes)
+        status = yield from proxy.outbound(self._attempt, service, req, worker, nbytes,
+                                           source=source_name(client))  # fmt: skip
         if gw.epochs(i) != epochs:
             return RESET  # the replica's container was OOM-killed with the request in it
         self.release(gw, i, client.name, worker)

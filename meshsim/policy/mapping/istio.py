@@ -17,7 +17,8 @@ there too (``max_retries: 0`` leaves retries unlimited: istiod's ``> 0`` guards)
 ``max_ejection_percent`` of 0 is unset, 10 %);
 ``load_balancer`` -> LEAST_REQUEST by default; ``peak_ewma`` is not an Istio algorithm
 (Envoy's contrib one is not used by Istio): noted, LEAST_REQUEST used. ``ring_hash`` and
-``maglev`` hash the source (``useSourceIp``: the calling proxy).
+``maglev`` hash the source (``useSourceIp``: the downstream connection's source address,
+the calling pod's, or a gateway's client's, whichever proxy balances).
 
 Cilium's CiliumEnvoyConfig is Envoy configuration as written, with no istiod to fill in
 what a rule leaves out: there the rule's fields map as above, and the rest is raw Envoy's

@@ -63,7 +63,7 @@ import simpy
 
 from meshsim.scenario.base import selected_services
 from meshsim.scenario.resources import envoy_concurrency
-from meshsim.sim.app import CONNECT_FAILURE, RESET, Client, Pod
+from meshsim.sim.app import CONNECT_FAILURE, RESET, Client, Pod, source_name
 from meshsim.sim.dataplanes.connections import Conn, Pools
 from meshsim.sim.dataplanes.mesh import ProxiedDataPlane, cost_model, run_inbound
 from meshsim.sim.dataplanes.proxy import Proxy, Worker
@@ -310,7 +310,7 @@ class AmbientDataPlane(ProxiedDataPlane):
         zs = self._source_ztunnel(src)
         wp = self.waypoints.get(service.name)
         if zs is None:
-            return self._from_outside(service, req, nbytes, wp)
+            return self._from_outside(src, service, req, nbytes, wp)
         return self._from_ztunnel(zs, wp, src, service, req, nbytes, call)
 
     def _from_ztunnel(
@@ -343,7 +343,8 @@ class AmbientDataPlane(ProxiedDataPlane):
             ww = tunnel.server_worker
             yield from wp.work(ww, wp.costs(nbytes, 0, True)[0])
             ww.requests += 1
-            status: int = yield from wp.outbound(self._attempt_fn, service, req, ww, nbytes, call)
+            status: int = yield from wp.outbound(self._attempt_fn, service, req, ww, nbytes, call,
+                                                 source_name(src))  # fmt: skip
             resp = service.spec.response_bytes
             yield env.timeout(delay(wp.node, src_node, resp) + zs.hop_s)
             if stream.broken():
@@ -430,8 +431,9 @@ class AmbientDataPlane(ProxiedDataPlane):
         return status
 
     def _from_outside(
-        self, service: ServiceRuntime, req: Request, nbytes: int, wp: L7Proxy | None
-    ) -> Generator[simpy.Event, Any, int]:
+        self, src: Pod | Client, service: ServiceRuntime, req: Request, nbytes: int,
+        wp: L7Proxy | None,
+    ) -> Generator[simpy.Event, Any, int]:  # fmt: skip
         env = self.env
         delay = self.net.delay
         if wp is not None:
@@ -443,7 +445,8 @@ class AmbientDataPlane(ProxiedDataPlane):
             yield env.timeout(delay(None, wp.node, nbytes))
             yield from wp.work(worker, wp.costs(nbytes, 0, False)[0])
             worker.requests += 1
-            status: int = yield from wp.outbound(self._attempt_fn, service, req, worker, nbytes)
+            status: int = yield from wp.outbound(self._attempt_fn, service, req, worker, nbytes,
+                                                 source=source_name(src))  # fmt: skip
             if wp.epoch != epoch:
                 return RESET
             yield env.timeout(delay(wp.node, None, service.spec.response_bytes))

@@ -52,7 +52,7 @@ import simpy
 
 from meshsim.models.parameters import KIB
 from meshsim.scenario.base import selected_services
-from meshsim.sim.app import CONNECT_FAILURE, Client, Pod
+from meshsim.sim.app import CONNECT_FAILURE, Client, Pod, source_name
 from meshsim.sim.dataplanes.mesh import ProxiedDataPlane, cost_model
 from meshsim.sim.dataplanes.resilience_state import Resilience
 from meshsim.sim.dataplanes.routing import L7Proxy
@@ -252,8 +252,8 @@ class CiliumDataPlane(ProxiedDataPlane):
                 to = self.l4_balancer.pick(src, service, service.endpoints)
                 if to is None:
                     return CONNECT_FAILURE
-            status: int = yield from self._through_envoy(src_node, envoy, service, req, nbytes,
-                                                         call, to)  # fmt: skip
+            status: int = yield from self._through_envoy(src, src_node, envoy, service, req,
+                                                         nbytes, call, to)  # fmt: skip
             return status
         pod = self.l4_balancer.pick(src, service, service.endpoints)
         if pod is None:
@@ -271,6 +271,7 @@ class CiliumDataPlane(ProxiedDataPlane):
 
     def _through_envoy(
         self,
+        src: Pod | Client,
         src_node: Node | None,
         envoy: L7Proxy,
         service: ServiceRuntime,
@@ -282,7 +283,8 @@ class CiliumDataPlane(ProxiedDataPlane):
         """The connection is redirected to the node's Envoy, which applies the L7 rules: it
         balances each request through the resilience chain (a CiliumEnvoyConfig), or, for an
         L7 policy alone, sends it on to ``to``, the pod the connection was bound to (its
-        original destination: one try, no balancing)."""
+        original destination: one try, no balancing). The redirect is transparent: the
+        Envoy's downstream connection keeps ``src``'s address."""
         yield from self._transfer(src_node, envoy.node, nbytes)
         worker, accept_s = self.app_conn(envoy, service.name)
         yield from envoy.work(worker, envoy.costs(nbytes, 0, False)[0] + accept_s)
@@ -290,7 +292,7 @@ class CiliumDataPlane(ProxiedDataPlane):
         status: int
         if to is None:
             status = yield from envoy.outbound(self._attempt_fn, service, req, worker, nbytes,
-                                               call)  # fmt: skip
+                                               call, source_name(src))  # fmt: skip
         else:
             status = yield from self._attempt(envoy, worker, to, req, nbytes)
         self.app_conn_done(envoy, service.name, worker)

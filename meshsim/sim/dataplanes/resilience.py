@@ -76,11 +76,12 @@ class _Call:
     """What the steps of one request share: where it goes and how it is counted."""
 
     __slots__ = ("attempt", "counting", "nbytes", "policy", "proxy", "req", "res", "service",
-                 "stats", "worker")  # fmt: skip
+                 "source", "stats", "worker")  # fmt: skip
 
     def __init__(
         self, proxy: L7Proxy, attempt: Attempt, service: ServiceRuntime, req: Request,
         worker: Worker, nbytes: int, policy: ServicePolicy, counting: bool,
+        source: str | None = None,
     ) -> None:  # fmt: skip
         res = proxy.resilience
         assert res is not None
@@ -94,6 +95,9 @@ class _Call:
         self.policy = policy
         self.counting = counting
         """The request started inside the measurement window: its events count."""
+        self.source = source
+        """Where the request's connection to the proxy comes from, when not the proxy's own
+        pod (a waypoint's, a node Envoy's or a gateway's caller)."""
         self.stats: Counters = res.tally(service.name, counting)
 
 
@@ -246,6 +250,7 @@ def outbound(
     worker: Worker,
     nbytes: int,
     call: Call | None = None,
+    source: str | None = None,
 ) -> Generator[simpy.Event, Any, int]:
     """One request from ``proxy`` to ``service`` through the mesh's policy chain.
 
@@ -262,7 +267,7 @@ def outbound(
     else:
         route = policy.route(req.path, req.headers)
     c = _Call(proxy, attempt, service, req, worker, nbytes, policy,
-              res.warm <= env.now < res.end)  # fmt: skip
+              res.warm <= env.now < res.end, source)  # fmt: skip
     c.stats.requests += 1
     if route is None or route.fault is not None:
         return _faulted(c, route)
@@ -431,12 +436,25 @@ def _pick_waiting(
 def _choose(c: _Call, ex: Exchange, cs: ClusterRuntime, eps: list[Pod], now: float) -> Pod:
     """The balancer's choice among the healthy ``eps``."""
     proxy = c.proxy
-    hash_key = proxy.name if c.policy.cluster.hash_source else None
+    hash_key = _source_address(c) if c.policy.cluster.hash_source else None
     pod: Pod = ex.pick(cs, eps, now, proxy.rng, c.res.rng_retries, hash_key=hash_key)
     locality = c.res.locality
     if locality is not None:
         locality.state.count(proxy.node, pod)
     return pod
+
+
+def _source_address(c: _Call) -> str:
+    """What ``useSourceIp`` hashes: the source address of the downstream connection, which is
+    the calling pod's at a sidecar (its own app), at a waypoint (ztunnel spoofs the source
+    pod's address, and the waypoint's internal listener takes it over from the HBONE
+    connection), at Cilium's node Envoy (a transparent redirect) and at a gateway (the
+    client), never the shared proxy's own (docs/mesh-semantics.md §4)."""
+    if c.source is not None:
+        return c.source
+    proxy = c.proxy
+    own: str = proxy.pod.name if proxy.pod is not None else (proxy.pod_name or proxy.name)
+    return own
 
 
 def _failed_fast(c: _Call, ex: Exchange) -> Generator[simpy.Event, Any, int | None]:

@@ -104,11 +104,14 @@ class L7Proxy(Proxy):
         worker: Worker,
         nbytes: int,
         call: Call | None = None,
+        source: str | None = None,
     ) -> Generator[simpy.Event, Any, int]:
         """One request to ``service`` through the mesh's outbound policy chain.
 
         Everything below ``attempt`` (connections, CPU, the peer proxy, the app) is
         policy-free. The chain's generator is returned as it is (no wrapping generator
-        that every event of the request would pass through).
+        that every event of the request would pass through). ``source`` is where the
+        request's connection to this proxy comes from (:func:`meshsim.sim.app.source_name`)
+        when that is not the proxy's own pod: a shared proxy's caller.
         """
-        return resilient_outbound(self, attempt, service, req, worker, nbytes, call)
+        return resilient_outbound(self, attempt, service, req, worker, nbytes, call, source)
