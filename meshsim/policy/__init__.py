@@ -37,7 +37,7 @@ from meshsim.policy.linkerd_retry import (
     ServiceProfileRetry,
     parse_status_ranges,
 )
-from meshsim.policy.outcome import GrpcStatus, Outcome, OutcomeKind
+from meshsim.policy.outcome import GrpcStatus, Outcome, OutcomeKind, grpc_to_http_status
 from meshsim.policy.outlier import EjectionEvent, OutlierConfig, OutlierDetector
 from meshsim.policy.retry import (
     RetryDecision,
@@ -130,6 +130,7 @@ __all__ = [
     "WeightedSplit",
     "first_match",
     "fractional_percent",
+    "grpc_to_http_status",
     "hash64",
     "is_accrual_failure",
     "parse_status_ranges",

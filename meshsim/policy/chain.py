@@ -384,7 +384,9 @@ class Exchange:
         else:
             route = self.route
             if not route.retries or (
-                outcome.kind is OutcomeKind.RESPONSE and 100 <= outcome.effective_status < 400
+                outcome.kind is OutcomeKind.RESPONSE
+                and 100 <= outcome.effective_status < 400
+                and not outcome.is_grpc_error  # a gRPC failure comes in a 200
             ):
                 return _STOP
             retry = self.retry

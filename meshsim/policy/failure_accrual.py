@@ -30,6 +30,7 @@ from meshsim.policy.backoff import LinkerdBackOff
 from meshsim.policy.outcome import GrpcStatus, Outcome
 
 __all__ = [
+    "GRPC_FAILURES",
     "AccrualState",
     "ConsecutiveFailures",
     "FailureAccrual",
@@ -37,7 +38,7 @@ __all__ = [
     "is_accrual_failure",
 ]
 
-_GRPC_FAILURES = frozenset(
+GRPC_FAILURES = frozenset(
     {
         GrpcStatus.DATA_LOSS,
         GrpcStatus.DEADLINE_EXCEEDED,
@@ -46,6 +47,7 @@ _GRPC_FAILURES = frozenset(
         GrpcStatus.UNAVAILABLE,
     }
 )
+"""The gRPC statuses linkerd2-proxy classifies as failures by default (§6.4)."""
 
 
 def is_accrual_failure(outcome: Outcome, *, success_rate_mode: bool = False) -> bool:
@@ -58,7 +60,7 @@ def is_accrual_failure(outcome: Outcome, *, success_rate_mode: bool = False) -> 
     if outcome.is_5xx:
         return True
     grpc = outcome.grpc_status
-    if grpc is not None and grpc in _GRPC_FAILURES:
+    if grpc is not None and grpc in GRPC_FAILURES:
         return True
     if success_rate_mode:
         return outcome.effective_status == 429 or grpc == GrpcStatus.RESOURCE_EXHAUSTED

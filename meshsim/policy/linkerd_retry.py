@@ -19,6 +19,7 @@ import numpy as np
 
 from meshsim.policy.backoff import LinkerdBackOff
 from meshsim.policy.budget import TpsBudget
+from meshsim.policy.failure_accrual import GRPC_FAILURES
 from meshsim.policy.outcome import GrpcStatus, Outcome, OutcomeKind
 from meshsim.policy.retry import RetryDecision, StopReason
 
@@ -182,9 +183,11 @@ class ServiceProfileRetry:
 
     Only *responses* classified as failures are retried (transport errors are not); by
     default a failure is HTTP 5xx (``failure_statuses``, the profile's ``responseClasses``,
-    overrides it). There is no attempt limit and no back-off: a retry fires at once if the
-    budget allows. Every result that is not retried deposits into the budget; every retry
-    withdraws. Bodies over 64 KiB are not retried (and so deposit).
+    overrides it), and a response no class matches is a failure when its headers carry a
+    gRPC failure status (Trailers-Only: the classifier is asked before trailers come).
+    There is no attempt limit and no back-off: a retry fires at once if the budget allows.
+    Every result that is not retried deposits into the budget; every retry withdraws.
+    Bodies over 64 KiB are not retried (and so deposit).
     """
 
     def __init__(
@@ -203,7 +206,13 @@ class ServiceProfileRetry:
         if outcome.kind is not OutcomeKind.RESPONSE:
             return False
         status = outcome.effective_status
-        return any(lo <= status <= hi for lo, hi in self.failure_statuses)
+        if any(lo <= status <= hi for lo, hi in self.failure_statuses):
+            return True
+        # No response class matched: linkerd2-proxy classifies by the grpc-status header
+        # (classify.rs, ProfileUnmatched); the retry policy classifies with eos(None), so
+        # a status in trailers is never seen.
+        grpc = outcome.grpc_status
+        return grpc is not None and not outcome.grpc_in_trailers and grpc in GRPC_FAILURES
 
     def decide(self, outcome: Outcome, now: float, request_body_bytes: int = 0) -> RetryDecision:
         """Retry immediately if the response is a failure and the budget pays; else stop."""

@@ -8,6 +8,9 @@ outlier detection (§3.2) and failure accrual (§6.4) each classify it in their 
 Envoy turns each local failure into a local reply; :attr:`Outcome.effective_status`
 gives that reply's status so that, for instance, outlier detection in its default
 non-split mode counts a reset as a 503 and a timeout as a 504 (§3.2, "Error Mapping").
+A gRPC server answers every call with HTTP 200: its status is ``grpc-status``, in the
+headers of a Trailers-Only response (an error with no message body, what a server under
+overload or shutting down sends) or in the trailers after a body.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-__all__ = ["GrpcStatus", "Outcome", "OutcomeKind"]
+__all__ = ["GrpcStatus", "Outcome", "OutcomeKind", "grpc_to_http_status"]
 
 
 class OutcomeKind(enum.Enum):
@@ -44,16 +47,53 @@ class OutcomeKind(enum.Enum):
 
 
 class GrpcStatus(enum.IntEnum):
-    """gRPC status codes that the retry and accrual rules name."""
+    """The gRPC status codes (grpc/grpc ``doc/statuscodes.md``)."""
 
     OK = 0
     CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
     DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
     PERMISSION_DENIED = 7
     RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
     INTERNAL = 13
     UNAVAILABLE = 14
     DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+
+# Envoy's Grpc::Utility::grpcToHttpStatus (source/common/grpc/status.cc); a code it does not
+# know is a 500.
+_GRPC_HTTP: dict[int, int] = {
+    GrpcStatus.OK: 200,
+    GrpcStatus.CANCELLED: 499,
+    GrpcStatus.UNKNOWN: 500,
+    GrpcStatus.INVALID_ARGUMENT: 400,
+    GrpcStatus.DEADLINE_EXCEEDED: 504,
+    GrpcStatus.NOT_FOUND: 404,
+    GrpcStatus.ALREADY_EXISTS: 409,
+    GrpcStatus.PERMISSION_DENIED: 403,
+    GrpcStatus.RESOURCE_EXHAUSTED: 429,
+    GrpcStatus.FAILED_PRECONDITION: 400,
+    GrpcStatus.ABORTED: 409,
+    GrpcStatus.OUT_OF_RANGE: 400,
+    GrpcStatus.UNIMPLEMENTED: 501,
+    GrpcStatus.INTERNAL: 500,
+    GrpcStatus.UNAVAILABLE: 503,
+    GrpcStatus.DATA_LOSS: 500,
+    GrpcStatus.UNAUTHENTICATED: 401,
+}
+
+
+def grpc_to_http_status(code: int) -> int:
+    """The HTTP status Envoy maps a gRPC status to (UNAVAILABLE 503, INTERNAL 500, ...)."""
+    return _GRPC_HTTP.get(code, 500)
 
 
 # The status of the local reply Envoy (or linkerd2-proxy) produces for each failure kind.
@@ -162,6 +202,11 @@ class Outcome:
         if self.status is not None:
             return self.status
         return _LOCAL_STATUS[self.kind]
+
+    @property
+    def is_grpc_error(self) -> bool:
+        """The response carried a gRPC status other than OK (in headers or trailers)."""
+        return self.grpc_status is not None and self.grpc_status != GrpcStatus.OK
 
     @property
     def is_5xx(self) -> bool:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from meshsim.policy.outcome import Outcome, OutcomeKind
+from meshsim.policy.outcome import Outcome, OutcomeKind, grpc_to_http_status
 
 __all__ = ["EjectionEvent", "OutlierConfig", "OutlierDetector"]
 
@@ -211,8 +211,11 @@ class OutlierDetector:
 
         Non-split mode: 5xx responses and locally originated errors (connect failure,
         reset, timeout) go into one counter, mapped to 503/504; local overflow and fault
-        aborts never reach a host and are ignored. A non-5xx result resets both
-        consecutive counters; a non-gateway 5xx resets the gateway counter.
+        aborts never reach a host and are ignored. A gRPC status in the response headers
+        counts as the HTTP status Envoy maps it to (UNAVAILABLE 503, INTERNAL 500,
+        DEADLINE_EXCEEDED 504, ...; one in trailers is never seen, and the 200 counts). A
+        non-5xx result resets both consecutive counters; a non-gateway 5xx resets the
+        gateway counter.
         """
         if outcome.kind in _NOT_REPORTED:
             return False
@@ -221,6 +224,11 @@ class OutlierDetector:
             raise KeyError(f"outlier detector: unknown host {host!r}; call add_host first")
         monitor.requests += 1
         status = outcome.effective_status
+        grpc = outcome.grpc_status
+        if grpc is not None and not outcome.grpc_in_trailers:
+            # Envoy's router reports a gRPC request's grpc-status header as the HTTP status
+            # it maps to (Filter::onUpstreamHeaders: grpcToHttpStatus, putHttpResponseCode).
+            status = grpc_to_http_status(grpc)
         if not 500 <= status <= 599:
             monitor.consecutive_5xx = 0
             monitor.consecutive_gateway = 0

@@ -6,8 +6,9 @@ retried); ``retries`` -> ``retry.linkerd.io/{limit,http,grpc,timeout}`` (5xx,
 gateway-error and status codes map; connect-failure and reset do not: linkerd2-proxy
 does not inspect connection errors; back-off is fixed by the controller). With
 ``mesh_options.linkerd.retry_budget`` the rule's retries become ServiceProfile
-``isRetryable`` routes under the budget (no limit, no back-off, 5xx responses only); such a
-service has a ServiceProfile, so it gets no failure accrual (noted).
+``isRetryable`` routes under the budget (no limit, no back-off, 5xx responses and gRPC
+failures in headers only); such a service has a ServiceProfile, so it gets no failure
+accrual (noted).
 No ``retries``: no retries (Linkerd's default).
 Service annotations: ``outlier_detection`` (or ``mesh_options.linkerd.failure_accrual``)
 -> failure accrual, consecutive mode with ``consecutive_5xx`` as max failures (default 7;
@@ -121,7 +122,8 @@ def linkerd_route(rule: TrafficRule, budget: bool, notes: list[str], emulate: bo
             notes.append(
                 f"{rule.service}: retries mapped to a ServiceProfile isRetryable route under "
                 "the retry budget: attempts, per-try timeout and back-off do not apply "
-                "(no limit, no back-off; only 5xx-class responses are retried)"
+                "(no limit, no back-off; only 5xx-class responses and gRPC failure "
+                "statuses in headers are retried)"
             )
         else:
             linkerd_retry = LinkerdRetryPolicy.from_annotations(
