@@ -64,10 +64,23 @@ def _ns(seconds: float, epoch_ns: int) -> str:
 
 def _status(code: int) -> dict[str, Any]:
     # HTTP semantics: 5xx and transport failures (resets, connect failures: codes < 100) are
-    # errors; a CLIENT span's 4xx is an error too, a SERVER span's is not (OTel HTTP semconv).
+    # errors, and a gRPC status other than OK (codes from 1000) too; a CLIENT span's 4xx is
+    # an error too, a SERVER span's is not (OTel HTTP semconv).
     if code >= 500 or code < 100:
         return {"code": STATUS_ERROR}
     return {"code": STATUS_OK}
+
+
+def _status_attributes(code: int) -> list[dict[str, Any]]:
+    """The response's HTTP status, and a gRPC status in it as OTel's RPC semconv writes it."""
+    from meshsim.sim.app import GRPC_STATUS, OK
+
+    if code < GRPC_STATUS:
+        return [{"key": "http.response.status_code", "value": {"intValue": str(code)}}]
+    return [
+        {"key": "http.response.status_code", "value": {"intValue": str(OK)}},
+        {"key": "rpc.grpc.status_code", "value": {"intValue": str(code - GRPC_STATUS)}},
+    ]
 
 
 def _enclosing(candidates: list[_Span], row: Row) -> _Span | None:
@@ -137,7 +150,7 @@ def otlp_json(
                 "startTimeUnixNano": _ns(s.row.started_at, epoch_ns),
                 "endTimeUnixNano": _ns(s.row.finished_at, epoch_ns),
                 "attributes": [
-                    {"key": "http.response.status_code", "value": {"intValue": str(s.row.status)}},
+                    *_status_attributes(s.row.status),
                     {"key": "meshsim.replication", "value": {"intValue": str(replication)}},
                     {"key": "meshsim.request_id", "value": {"intValue": str(request_id)}},
                 ],

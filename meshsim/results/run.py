@@ -340,10 +340,13 @@ class MeshResult:
             "latency_ci95_ms": None,
             "statuses": {},
         }
+        from meshsim.sim.app import status_key
+
         statuses: dict[str, int] = {}
         for s in subjects:
             for code, n in s.statuses.items():
-                statuses[str(code)] = statuses.get(str(code), 0) + n
+                key = status_key(code)
+                statuses[key] = statuses.get(key, 0) + n
         # Per replication, like "requests".
         out["statuses"] = {k: round(n / len(reps)) for k, n in sorted(statuses.items())}
         batches = [b for s in subjects for b in s.batches if b.count]

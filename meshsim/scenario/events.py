@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from meshsim.scenario.base import (
     MAX_COUNT,
@@ -49,8 +49,25 @@ class SlowEvent(_Event):
     duration_s: PositiveFloat | None = None
 
 
+GrpcStatusName = Literal[
+    "cancelled", "unknown", "invalid_argument", "deadline_exceeded", "not_found",
+    "already_exists", "permission_denied", "resource_exhausted", "failed_precondition",
+    "aborted", "out_of_range", "unimplemented", "internal", "unavailable", "data_loss",
+    "unauthenticated",
+]  # fmt: skip
+"""The gRPC statuses other than OK, by name (grpc/grpc ``doc/statuscodes.md``, lower case)."""
+
+
+def _grpc_status_name(value: object) -> object:
+    # UNAVAILABLE as grpc-go spells it, deadline-exceeded as retry_on does: one status each.
+    return value.lower().replace("-", "_") if isinstance(value, str) else value
+
+
 class ErrorsEvent(_Event):
-    """Replicas answer 500 with probability ``rate`` for ``duration_s``."""
+    """Replicas fail with probability ``rate`` for ``duration_s``: an HTTP service answers
+    ``status`` (500 by default); a ``protocol: grpc`` service answers a gRPC status in a
+    200, ``grpc_status`` (UNAVAILABLE by default: what a gRPC server under overload or
+    shutting down returns), unless ``status`` asks it for an HTTP status instead."""
 
     action: Literal["errors"]
     rate: Probability
@@ -58,7 +75,16 @@ class ErrorsEvent(_Event):
         None, description="Replicas (default all)."
     )
     duration_s: PositiveFloat | None = None
-    status: Annotated[int, Field(ge=400, le=599)] = 500
+    status: Annotated[int, Field(ge=400, le=599)] | None = Field(
+        None,
+        description="The HTTP status answered (default 500; a protocol: grpc service "
+        "answers grpc_status unless this is set).",
+    )
+    grpc_status: Annotated[GrpcStatusName, BeforeValidator(_grpc_status_name)] | None = Field(
+        None,
+        description="protocol: grpc only: the gRPC status answered in a 200, grpc-status "
+        "in its headers (default unavailable; UNAVAILABLE, deadline-exceeded spellings too).",
+    )
 
 
 class ScaleEvent(_Event):

@@ -18,7 +18,7 @@ from meshsim.scenario.edges import (
     multicluster_problems,
     zone_problems,
 )
-from meshsim.scenario.events import ANY_SERVICE, CONTROL_PLANE_TARGET
+from meshsim.scenario.events import ANY_SERVICE, CONTROL_PLANE_TARGET, ErrorsEvent
 from meshsim.scenario.model import Scenario, Service
 
 Loc = tuple[str | int, ...]
@@ -51,6 +51,31 @@ def event_targets(scenario: Scenario) -> list[str]:
         if svc.versions is not None:
             targets.extend(f"{svc.name}-{v.name}" for v in svc.versions)
     return targets
+
+
+def _errors_problems(i: int, event: ErrorsEvent, scenario: Scenario) -> Iterator[tuple[Loc, str]]:
+    """A gRPC status only from a ``protocol: grpc`` service, and one kind of status."""
+    if event.grpc_status is None:
+        return
+    service = next(
+        s
+        for s in scenario.services
+        if event.target == s.name
+        or any(event.target == f"{s.name}-{v.name}" for v in s.versions or [])
+    )
+    if service.protocol != "grpc":
+        yield (
+            ("events", i, "grpc_status"),
+            f"'{service.name}' is not a gRPC service (protocol: {service.protocol}): it "
+            "answers HTTP statuses; expected status (400..599) instead, or protocol: grpc "
+            "on the service",
+        )
+    elif event.status is not None:
+        yield (
+            ("events", i, "status"),
+            "expected one of status (an HTTP status) or grpc_status (a gRPC status in a "
+            "200), not both",
+        )
 
 
 def check_references(scenario: Scenario) -> Iterator[tuple[Loc, str]]:
@@ -100,6 +125,8 @@ def check_references(scenario: Scenario) -> Iterator[tuple[Loc, str]]:
             pass  # a zone: meshsim.scenario.edges.zone_problems
         elif event.target not in known_targets:
             yield ("events", i, "target"), _unknown("service or version", event.target, targets)
+        elif isinstance(event, ErrorsEvent):
+            yield from _errors_problems(i, event, scenario)
         if event.at_s >= scenario.duration_s:
             yield (
                 ("events", i, "at_s"),

@@ -2,7 +2,9 @@
 
 Status codes are HTTP statuses, plus three transport outcomes below 100 that have
 no response: a refused connection, a reset (the peer died mid-request) and a local
-timeout. Policies (retry_on conditions) need to tell these apart.
+timeout, and the gRPC statuses other than OK, which a gRPC server answers in a 200
+(:data:`GRPC_STATUS` plus the code). Policies (retry_on conditions) need to tell these
+apart.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import simpy
 
+from meshsim.policy.outcome import GrpcStatus
 from meshsim.scenario.model import Call, Service, Version
 from meshsim.sim.sampling import Sampler
 
@@ -25,10 +28,26 @@ RESET = 2
 TIMEOUT = 3
 """The caller gave up waiting."""
 OK = 200
+GRPC_STATUS = 1000
+"""``GRPC_STATUS + code``: a gRPC status other than OK in a 200 whose headers end the
+stream (a Trailers-Only response, the form a server's error takes when it sends no
+message); a plain 200 is OK. Above every HTTP status, so :func:`is_success` says error."""
+
+
+def grpc_status(code: int) -> int:
+    """The status code of a gRPC server's answer with status ``code`` (0 is OK, a 200)."""
+    return GRPC_STATUS + code if code else OK
+
+
+def status_key(status: int) -> str:
+    """How a status code is written in results: ``"503"``, or ``"grpc-14"`` for a gRPC
+    status."""
+    return f"grpc-{status - GRPC_STATUS}" if status >= GRPC_STATUS else str(status)
 
 
 def is_success(status: int) -> bool:
-    """Success as meshes count it: a response below 500 (4xx are the caller's fault)."""
+    """Success as meshes count it: a response below 500 (4xx are the caller's fault); a
+    gRPC status other than OK is an error, as a gRPC client counts it."""
     return 100 <= status < 500
 
 
@@ -65,6 +84,7 @@ class Pod:
         "cpu_time",
         "error_rate",
         "error_status",
+        "failed_status",
         "index",
         "name",
         "node",
@@ -100,6 +120,10 @@ class Pod:
         self.slow_factor = 1.0
         self.error_rate = 0.0
         self.error_status = 500
+        grpc = service.spec.protocol == "grpc"
+        self.failed_status = grpc_status(GrpcStatus.INTERNAL) if grpc else 500
+        """The answer when a required call fails: a gRPC handler returns the error as
+        INTERNAL (Online Boutique's checkoutservice: ``status.Errorf(codes.Internal, ...)``)."""
         self.cpu_s = 0.0
         """App CPU executed (core-seconds)."""
         self.slot_busy_s = 0.0

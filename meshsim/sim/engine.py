@@ -324,7 +324,7 @@ class Simulation:
                     started = env._now
                     result = yield from self.route(pod, target, req, call)  # self.call, inline
                     self.record_edge(pod, target, req, started, result)
-                    status = 500 if call.required and not is_success(result) else 200
+                    status = pod.failed_status if call.required and not is_success(result) else 200
                 else:
                     status = yield from self._make_calls(pod, req)
                 if not pod.alive:
@@ -352,7 +352,7 @@ class Simulation:
                     continue
                 result = yield from self.call(pod, services[call.service], req, call)
                 if call.required and not is_success(result):
-                    return 500
+                    return pod.failed_status
                 continue
             made = [c for c in group if c.probability >= 1.0 or coin() < c.probability]
             procs = [self.env.process(self.call(pod, services[c.service], req, c)) for c in made]
@@ -360,7 +360,7 @@ class Simulation:
                 yield self.env.all_of(procs)
             for call, proc in zip(made, procs, strict=True):
                 if call.required and not is_success(cast(int, proc.value)):
-                    return 500
+                    return pod.failed_status
         return status
 
     # ----------------------------------------------------------------- running

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import simpy
 
+from meshsim.policy.outcome import GrpcStatus
 from meshsim.scenario.edges import FailZoneEvent, RecoverZoneEvent
 from meshsim.scenario.events import (
     ANY_SERVICE,
@@ -25,6 +26,7 @@ from meshsim.scenario.events import (
     ScaleEvent,
     SlowEvent,
 )
+from meshsim.sim.app import grpc_status
 
 if TYPE_CHECKING:
     from meshsim.sim.app import Pod, VersionRuntime
@@ -46,6 +48,17 @@ AnyEvent = (
 
 READY_POLL_S = 0.05
 """How often a rollout checks whether its new pods are ready."""
+
+
+def _error_status(event: ErrorsEvent, pod: Pod) -> int:
+    """What a failing replica answers: the event's HTTP status, else for a gRPC service its
+    gRPC status (UNAVAILABLE by default) in a Trailers-Only 200, else a 500."""
+    if event.status is not None:
+        return event.status
+    if pod.service.spec.protocol != "grpc":
+        return 500
+    name = event.grpc_status or "unavailable"
+    return grpc_status(GrpcStatus[name.upper()])
 
 
 class Timeline:
@@ -115,7 +128,7 @@ class Timeline:
             else:
                 for pod in pods:
                     pod.error_rate = event.rate
-                    pod.error_status = event.status
+                    pod.error_status = _error_status(event, pod)
                 self._note(f"errors {event.rate:.0%} on {len(pods)} of {event.target}")
             if event.duration_s is not None:
                 yield self.env.timeout(event.duration_s)

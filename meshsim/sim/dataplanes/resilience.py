@@ -36,7 +36,7 @@ import simpy
 
 from meshsim.policy import FailFastVerdict, Outcome, Resource
 from meshsim.policy.chain import ClusterRuntime, Exchange, inject_fault
-from meshsim.sim.app import CONNECT_FAILURE, RESET, TIMEOUT
+from meshsim.sim.app import CONNECT_FAILURE, GRPC_STATUS, OK, RESET, TIMEOUT
 from meshsim.sim.uncontended import first_of, spawn
 
 if TYPE_CHECKING:
@@ -63,6 +63,11 @@ def _outcome(status: int) -> Outcome:
     if found is None:
         if status == TIMEOUT:
             found = Outcome.per_try_timeout()
+        elif status >= GRPC_STATUS:
+            # A gRPC server's error: a 200 whose headers end the stream with grpc-status
+            # (Trailers-Only), where Envoy's retry conditions and outlier detection read it
+            # as linkerd2-proxy does (§1.1, §3.2).
+            found = _RESPONSES[status] = Outcome.response(OK, grpc_status=status - GRPC_STATUS)
         else:
             found = _RESPONSES[status] = Outcome.response(status)
     return found
