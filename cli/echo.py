@@ -30,6 +30,8 @@ def echo(listen: str, concurrency: int | None, seed: int | None) -> None:
     ?delay=exp:10ms          exponential delays with a 10 ms mean
     ?status=503:5            answer 503 to 5 % of requests
     ?size=1024               send 1024 bytes (default: echo the request body)
+    ?grpc-status=14:5        answer 5 % of the 200s as a gRPC error: grpc-status 14
+                             (UNAVAILABLE) in the head, no body (a Trailers-Only response)
     """
     from meshsim.proxy import runner
     from meshsim.proxy.echo import bound_port, start_echo

@@ -71,6 +71,11 @@ per-try deadline           a process races the try; its timer   ``asyncio.wait_f
 mirroring                  a shadow request, response dropped   not emulated (the lab drops it)
 request bodies             the call's size: Linkerd retries     retries only a body it holds
                            none over 64 KiB, Envoy any size     whole, up to 64 KiB, any mesh
+gRPC statuses              a gRPC service's error is a 200      HTTP/1.1 without gRPC framing:
+                           with grpc-status in its headers      a grpc-status field of the
+                           (Trailers-Only); Linkerd's accrual   response head (the Trailers-
+                           and retries would read trailers      Only form) is read; a chunked
+                           too, but none are sent               body's trailers never are
 counters                   ``Counters`` per destination         Prometheus counters per listener
                            service, in the measurement window   (retries, overflows, ejections)
 =========================  ===================================  ==================================

@@ -79,9 +79,16 @@ class EchoProtocol(HttpServerProtocol):
             return
         rng = self.state.rng
         status = knobs.pick_status(rng)
-        body = payload(knobs.size) if knobs.size is not None else req.body
-        ctype = b"application/octet-stream" if body else b"text/plain; charset=utf-8"
-        response = simple_response(status, body, content_type=ctype, keep_alive=req.keep_alive)
+        grpc = knobs.pick_grpc_status(rng) if status == 200 and knobs.grpc_statuses else None
+        if grpc is not None:
+            # A gRPC server's error without a message: the status ends the response head.
+            extra = ((b"grpc-status", str(grpc).encode()),)
+            response = simple_response(200, b"", content_type=b"application/grpc",
+                                       keep_alive=req.keep_alive, extra=extra)  # fmt: skip
+        else:
+            body = payload(knobs.size) if knobs.size is not None else req.body
+            ctype = b"application/octet-stream" if body else b"text/plain; charset=utf-8"
+            response = simple_response(status, body, content_type=ctype, keep_alive=req.keep_alive)
         delay = knobs.pick_delay_s(rng)
         if delay > 0.0:
             self.loop.call_later(delay, self._finish, response, req.keep_alive)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from meshsim.proxy.body import NO_BODY
 from meshsim.proxy.forward import Request, account, request_id_of
 from meshsim.proxy.framing import downstream_head, upstream_head
-from meshsim.proxy.httpcore import Headers, simple_response
+from meshsim.proxy.httpcore import Headers, grpc_status_of, simple_response
 from meshsim.proxy.seam import Attempt
 from meshsim.proxy.upstream import IDLE_TIMEOUT_S, PoolOverflow, UpstreamConn
 
@@ -170,10 +170,13 @@ class FastExchange:
             self.down.route.policy.release(self.host, self.t_try, now)
         return now
 
-    def _record(self, status: int | None, failure: str | None, now: float) -> None:
+    def _record(
+        self, status: int | None, failure: str | None, now: float, grpc: int | None = None
+    ) -> None:
         assert self.host is not None
         route = self.down.route
-        ejected = route.policy.record(Attempt(self.host, status, failure, now - self.t_try), now)
+        attempt = Attempt(self.host, status, failure, now - self.t_try, grpc)
+        ejected = route.policy.record(attempt, now)
         if ejected:
             route.ejections.inc(len(ejected))
 
@@ -185,7 +188,7 @@ class FastExchange:
         if down.route.inert:
             self.released = True
         else:
-            self._record(status, None, self._release())
+            self._record(status, None, self._release(), grpc_status_of(headers))
         self.head, self.chunked, self.keep_alive = downstream_head(
             status, headers, req, req.keep_alive and not down.state.draining
         )

@@ -26,7 +26,7 @@ import numpy as np
 
 from meshsim.proxy.body import Body
 from meshsim.proxy.framing import downstream_head, upstream_head
-from meshsim.proxy.httpcore import Headers, simple_response
+from meshsim.proxy.httpcore import Headers, grpc_status_of, simple_response
 from meshsim.proxy.metrics import ProxyMetrics
 from meshsim.proxy.seam import Attempt, Exchange, PassThrough, RoutePolicy
 from meshsim.proxy.sink import Sink
@@ -271,7 +271,11 @@ async def _tries(x: Forwarding, ex: Exchange) -> None:
         failure = await _try(x, ex, host, head, head_only, deadline)
         sink = x.sink
         assert sink is not None
-        attempt = Attempt(host, None if failure else sink.status, failure, time.monotonic() - t_try)
+        if failure:
+            attempt = Attempt(host, None, failure, time.monotonic() - t_try)
+        else:
+            grpc = grpc_status_of(sink.pending_headers)
+            attempt = Attempt(host, sink.status, None, time.monotonic() - t_try, grpc)
         ejected = ex.record(attempt, time.monotonic())
         if ejected:
             route.ejections.inc(len(ejected))

@@ -56,6 +56,19 @@ class Limits:
     """Between two pieces of a request body."""
 
 
+def grpc_status_of(headers: Headers) -> int | None:
+    """The ``grpc-status`` field of a response head, or None (no field, or not a number).
+
+    A gRPC server's error without a message is a Trailers-Only response: its status is in
+    the head, where Envoy's retry conditions read it (a status in trailers comes after the
+    proxy's decision, and only HTTP/2 has trailers that carry it)."""
+    for name, value in headers:
+        if len(name) == 11 and name.lower() == b"grpc-status":
+            value = value.strip()
+            return int(value) if value.isdigit() else None
+    return None
+
+
 def reason(status: int) -> bytes:
     try:
         return HTTPStatus(status).phrase.encode("latin-1")

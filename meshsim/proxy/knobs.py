@@ -1,10 +1,14 @@
-"""fortio-style query knobs for the echo upstream: ``delay``, ``status`` and ``size``.
+"""fortio-style query knobs for the echo upstream: ``delay``, ``status``, ``size`` and
+``grpc-status``.
 
 ``delay=10ms:50,100ms:5`` waits 10 ms for 50 % of requests, 100 ms for 5 % and not at all
 for the rest; ``status=503:5`` answers 503 to 5 %; ``size=1024`` sends 1024 bytes. As in
 fortio, an entry without ``:percent`` applies to every request, and the percentages of one
 list add up to at most 100. meshsim adds exponential delays: ``delay=exp:10ms`` draws each
-delay from an exponential distribution with a 10 ms mean (``exp:10ms:20`` for 20 %).
+delay from an exponential distribution with a 10 ms mean (``exp:10ms:20`` for 20 %), and
+gRPC statuses: ``grpc-status=14:10`` answers 10 % of the requests a 200 would answer as a
+gRPC server's error does, with no message: a 200 whose head carries ``grpc-status: 14``
+(the Trailers-Only form; HTTP/1.1 here, so without gRPC's framing).
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ class Knobs:
     statuses: tuple[tuple[int, float], ...] = ()
     size: int | None = None
     """Response body size; ``None`` echoes the request body."""
+    grpc_statuses: tuple[tuple[int, float], ...] = ()
+    """gRPC statuses (0..16) answered in a 200 instead of its body."""
 
     def pick_delay_s(self, rng: np.random.Generator) -> float:
         choice = _pick(self.delays, rng)
@@ -50,6 +56,10 @@ class Knobs:
     def pick_status(self, rng: np.random.Generator) -> int:
         choice = _pick(self.statuses, rng)
         return 200 if choice is None else choice
+
+    def pick_grpc_status(self, rng: np.random.Generator) -> int | None:
+        """The gRPC status to answer a 200 with, or None for the 200 itself."""
+        return _pick(self.grpc_statuses, rng)
 
 
 def _pick(options: tuple[tuple[T, float], ...], rng: np.random.Generator) -> T | None:
@@ -108,6 +118,17 @@ def parse_status(text: str) -> tuple[tuple[int, float], ...]:
     return tuple(out)
 
 
+def parse_grpc_status(text: str) -> tuple[tuple[int, float], ...]:
+    out: list[tuple[int, float]] = []
+    for entry in filter(None, (e.strip() for e in text.split(","))):
+        body, p = _split_percent(entry, "grpc-status")
+        if not body.isdigit() or not 0 <= int(body) <= 16:
+            raise MeshsimError(f"bad grpc-status {entry!r}: expected a gRPC code in 0..16")
+        out.append((int(body), p))
+    _check_total(list(out), "grpc-status", text)
+    return tuple(out)
+
+
 def parse_size(text: str) -> int:
     if not text.strip().isdigit() or int(text) > MAX_SIZE:
         raise MeshsimError(f"bad size {text!r}: expected bytes in 0..{MAX_SIZE}")
@@ -125,6 +146,7 @@ def parse_query(query: str) -> Knobs:
     delays: tuple[tuple[Delay, float], ...] = ()
     statuses: tuple[tuple[int, float], ...] = ()
     size: int | None = None
+    grpc_statuses: tuple[tuple[int, float], ...] = ()
     for key, value in parse_qsl(query, keep_blank_values=True):
         if key == "delay":
             delays = parse_delay(value)
@@ -132,7 +154,9 @@ def parse_query(query: str) -> Knobs:
             statuses = parse_status(value)
         elif key == "size":
             size = parse_size(value)
-    knobs = Knobs(delays, statuses, size)
+        elif key == "grpc-status":
+            grpc_statuses = parse_grpc_status(value)
+    knobs = Knobs(delays, statuses, size, grpc_statuses)
     if len(_cache) < 1024:
         _cache[query] = knobs
     return knobs

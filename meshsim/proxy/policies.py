@@ -74,7 +74,8 @@ _LISTENER = "upstream"
 
 def outcome_of(attempt: Attempt) -> Outcome:
     if attempt.status is not None:
-        return Outcome.response(attempt.status)
+        # A grpc-status in the head: a Trailers-Only response, so not in trailers.
+        return Outcome.response(attempt.status, grpc_status=attempt.grpc_status)
     if attempt.failure == "connect_failure":
         return Outcome.connect_failure()
     if attempt.failure == "per_try_timeout":

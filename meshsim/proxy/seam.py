@@ -29,6 +29,8 @@ class Attempt(NamedTuple):
     failure: str | None = None
     """``reset``, ``connect_failure``, ``per_try_timeout`` when no response arrived."""
     duration_s: float = 0.0
+    grpc_status: int | None = None
+    """The ``grpc-status`` of the response head (a gRPC Trailers-Only response), if any."""
 
 
 @dataclass(frozen=True)

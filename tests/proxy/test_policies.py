@@ -459,3 +459,71 @@ def test_the_route_timeout_bounds_the_wait_for_a_connection(
         assert state.served == 0
 
     arun(main)
+
+
+def test_istio_listener_retries_a_grpc_unavailable_by_default_and_not_internal() -> None:
+    """§1.3: an Istio listener's default policy (2 retries, ``unavailable``) retries an
+    upstream's 200 whose head carries grpc-status 14 (a Trailers-Only response); the client
+    gets the last one, its grpc-status passed on. INTERNAL (13) is not retried. Exact."""
+
+    async def main() -> None:
+        server, state = await start_echo(seed=1)
+        async with proxy_for([bound_port(server)], policy=policy_for({}, 1, mesh="istio")) as proxy:
+            port = proxy.port("test")
+            unavailable = [await get_once(port, "/?grpc-status=14") for _ in range(5)]
+            retries = proxy.metrics.retries.labels("test")._value.get()
+            assert (state.served, retries) == (15, 10)
+            internal = [await get_once(port, "/?grpc-status=13") for _ in range(5)]
+            assert (state.served, proxy.metrics.retries.labels("test")._value.get()) == (20, 10)
+        await stop_echo(server, state)
+        assert {(r.status, r.header(b"grpc-status")) for r in unavailable} == {(200, b"14")}
+        assert {(r.status, r.header(b"grpc-status")) for r in internal} == {(200, b"13")}
+
+    arun(main)
+
+
+def test_linkerd_listener_retries_unavailable_under_its_grpc_annotation() -> None:
+    """§6.2: ``retry_on: [unavailable]`` is ``retry.linkerd.io/grpc: unavailable``; with
+    ``attempts: 1`` each request is tried twice. Exact."""
+    traffic = {"retries": {"attempts": 1, "retry_on": ["unavailable"]}}
+
+    async def main() -> None:
+        server, state = await start_echo(seed=1)
+        policy = policy_for(traffic, 1, mesh="linkerd")
+        async with proxy_for([bound_port(server)], policy=policy) as proxy:
+            port = proxy.port("test")
+            for _ in range(5):
+                await get_once(port, "/?grpc-status=14")
+            assert (state.served, proxy.metrics.retries.labels("test")._value.get()) == (10, 5)
+        await stop_echo(server, state)
+
+    arun(main)
+
+
+@pytest.mark.parametrize("detector", ["outlier_detection", "failure_accrual"])
+def test_a_host_answering_grpc_unavailable_is_ejected(detector: str) -> None:
+    """§3.2 / §6.4, on the fast path (no retries): Envoy's outlier detection counts
+    grpc-status 14 in the head as a 503, Linkerd's failure accrual as a failure; 3 in a row
+    take the host out and the rest go to the good one. Exact (round robin)."""
+    rules = {
+        "outlier_detection": {"consecutive_5xx": 3, "interval_s": 60, "base_ejection_s": 60,
+                              "max_ejection_percent": 50},
+        "failure_accrual": {"max_failures": 3, "backoff_min_s": 60, "backoff_max_s": 60},
+    }  # fmt: skip
+    traffic = {detector: rules[detector], "load_balancer": "round_robin",
+               "retries": {"attempts": 0}}  # fmt: skip
+
+    async def main() -> None:
+        bad_srv, bad = await start_echo(seed=1, default_query="grpc-status=14")
+        good_srv, good = await start_echo(seed=2)
+        async with proxy_for([bound_port(bad_srv), bound_port(good_srv)], traffic=traffic) as proxy:
+            port = proxy.port("test")
+            answers = [(await get_once(port)).header(b"grpc-status") for _ in range(12)]
+            ejections = proxy.metrics.ejections.labels("test")._value.get()
+        await stop_echo(bad_srv, bad)
+        await stop_echo(good_srv, good)
+        assert ejections == 1
+        assert (bad.served, good.served) == (3, 9)
+        assert answers.count(b"14") == 3
+
+    arun(main)
