@@ -66,6 +66,20 @@ def test_sets_are_deterministic_shared_by_name_and_inside_the_ranges() -> None:
     assert [p.name for p in unique_parameters([a, fixed, a])] == ["envoy.request_cpu_us"]
 
 
+def test_a_parameter_added_elsewhere_leaves_the_others_draws_alone() -> None:
+    """Each parameter's hypercube column is its own stream: a parameter added to (or
+    removed from) another model, as a model file gains a cited parameter, keeps every other
+    parameter's values, so bands move only when their own models do. With one matrix for
+    all columns, removing linkerd-control-plane.csr_retry_s moved every band of Bookinfo."""
+    a = _param("envoy.request_cpu_us", 100.0, 300.0, 200.0)
+    wide = _param("linkerd-proxy.request_cpu_us", 20.0, 400.0, 90.0)
+    added = _param("istiod.new_cost_us", 1.0, 2.0, 1.5)
+    before = draw_parameter_sets([a, wide], 8, seed=7)
+    after = draw_parameter_sets([a, wide, added], 8, seed=7)
+    for name in ("envoy.request_cpu_us", "linkerd-proxy.request_cpu_us"):
+        assert [s.values[name] for s in before] == [s.values[name] for s in after]
+
+
 def test_draw_refuses_a_sample_count_outside_its_bounds() -> None:
     with pytest.raises(ValueError, match="between 1 and 64"):
         draw_parameter_sets([], 0, seed=1)

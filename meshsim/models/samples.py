@@ -114,12 +114,16 @@ def draw_parameter_sets(params: Sequence[RangedParameter], n: int, seed: int) ->
     if not 1 <= n <= MAX_MODEL_SAMPLES:
         raise ValueError(f"model samples must be between 1 and {MAX_MODEL_SAMPLES}, not {n}")
     varying = unique_parameters(params)
-    seq = np.random.SeedSequence(seed, spawn_key=(stream_key("model-samples"),))
-    rng = np.random.Generator(np.random.PCG64(seq))
-    # Columns follow the sorted names, so that the order in which meshes list their models
-    # never changes which value a parameter gets.
     varying.sort(key=lambda p: p.name)
-    unit = latin_hypercube(n, len(varying), rng) if varying else np.zeros((n, 0))
+    # Each parameter's column of the hypercube comes from a stream of its own name, so that
+    # neither the order in which meshes list their models nor a parameter added to (or
+    # removed from) another model changes the values a parameter is drawn.
+    unit = np.zeros((n, len(varying)))
+    for j, p in enumerate(varying):
+        seq = np.random.SeedSequence(
+            seed, spawn_key=(stream_key("model-samples"), stream_key(p.name))
+        )
+        unit[:, j] = latin_hypercube(n, 1, np.random.Generator(np.random.PCG64(seq)))[:, 0]
     levels = [p for p in varying if p.level is not None]
     sets = []
     for k in range(n):
