@@ -422,7 +422,8 @@ class Exchange:
         return Verdict(True, decision.delay_s, "retries") if decision.retry else _STOP
 
     def decide_load_shed(self, now: float) -> Verdict:
-        """Linkerd's balancer queue is full: the request is shed (503) and never retried,
+        """Linkerd's balancer queue refuses the request (full, or its gate shut in
+        fail-fast, §5.1): the request is shed (503) and never retried,
         not even by a route's retries (§6.2, unlike a fail-fast); ServiceProfile retries
         deposit for it, as for any error (§6.1)."""
         if self.profile is not None:

@@ -43,7 +43,7 @@ class OutcomeKind(enum.Enum):
     FAILFAST = "failfast"
     """Linkerd balancer fail-fast (503, §5.1)."""
     LOAD_SHED = "load_shed"
-    """Linkerd load shed (queue full); not retryable (§6.2)."""
+    """Linkerd load shed (its queue full, or shut in fail-fast); not retryable (§6.2)."""
 
 
 class GrpcStatus(enum.IntEnum):

@@ -64,8 +64,6 @@ class ZoneState:
         self._seconds = int(sim.end_s) + 1
         self._per_second: dict[str, tuple[list[int], list[int]]] = {}
         """Per destination service: tries and cross-zone tries in each second of the run."""
-        self.blackholes = 0
-        """Black-hole failures so far."""
         self.rejoined: dict[str, ZoneFailure] = {}
         """Pods back after a recovery (the same, or restarted) -> the failure."""
         self._reconnected: dict[tuple[str, str], float] = {}
@@ -145,7 +143,6 @@ class ZoneState:
     def fail(self, zone: str, pods: list[Pod], mode: str) -> ZoneFailure:
         failure = ZoneFailure(zone, self.sim.env.now, pods, mode)
         if mode == "blackhole":
-            self.blackholes += 1
             linkerd = self.sim.mesh == "linkerd"
             # Cilium's node Envoy waits Envoy's own 5 s, Istio's proxies meshConfig's 10 s.
             # Linkerd's 1 s delays no request: an endpoint whose connection is down is

@@ -223,13 +223,19 @@ def _queue_refuses(c: _Call, version: str) -> bool:
     now = c.proxy.env.now
     if not ff.poll(now):
         return cs.queued >= ff.queue_capacity
-    eps, _ = _endpoints(c.proxy, c.service, version)
-    if cs.accrual is not None:
-        eps = cs.accrual.ready(eps, now)  # type: ignore[assignment]
-    if eps:
+    if _ready_endpoints(c, version, cs, now):
         ff.set_ready(True, now)
         return False
     return True
+
+
+def _ready_endpoints(c: _Call, version: str | None, cs: ClusterRuntime, now: float) -> list[Pod]:
+    """The endpoints of ``version`` that Linkerd's balancer could send to now: in the view,
+    connected, and not shut by failure accrual."""
+    eps, _ = _endpoints(c.proxy, c.service, version)
+    if cs.accrual is not None:
+        eps = cs.accrual.ready(eps, now)  # type: ignore[assignment]
+    return eps
 
 
 def _cluster(
@@ -631,9 +637,7 @@ def _await_ready(
                 step = min(step, max(0.0, trips - env.now))
             step = min(step, max(0.0, deadline - env.now))
             yield env.timeout(step)
-            eps, _ = _endpoints(c.proxy, c.service, version)
-            if cs.accrual is not None:
-                eps = cs.accrual.ready(eps, env.now)  # type: ignore[assignment]
+            eps = _ready_endpoints(c, version, cs, env.now)
             if eps:
                 ff.set_ready(True, env.now)
                 return eps
